@@ -1,0 +1,70 @@
+// Math shared by the CPU and CUDA region_stats kernels (host + device inline).
+//
+// Both backends use the same one-pass scheme: the pixels of an image are cut
+// into chunks; each chunk yields, per (region, dim), a count, a chunk-local
+// mean and a chunk-local centred sum of squares M2 (computed from the chunk
+// while it is still on chip / in cache, so no E[x^2]-E[x]^2 cancellation).
+// The chunks are then merged in a fixed order with the parallel form of
+// Chan et al.'s update:
+//     n    = sum_c n_c
+//     mean = sum_c n_c * mean_c / n
+//     M2   = sum_c M2_c + n_c * (mean_c - mean)^2
+// which is exact in exact arithmetic and adds only non-negative terms, so the
+// variance never goes negative. Fixed chunking + fixed merge order make the
+// result bitwise reproducible (no float atomics anywhere).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define PK_HD __host__ __device__ __forceinline__
+#else
+#define PK_HD inline
+#endif
+
+namespace pixelkernels {
+
+// Dtype codes passed across the torch-free launcher boundary.
+enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+
+namespace region_stats {
+
+// A pixel takes part iff its label is a region index other than ignore_index.
+// Anything else (ignore_index, or an out-of-range label when the Python layer's
+// checks are off) is skipped, so no kernel indexes outside [0, R).
+PK_HD bool takes_part(int64_t label, int64_t num_regions, int64_t ignore_index) {
+  return label >= 0 && label < num_regions && label != ignore_index;
+}
+
+struct ChunkPlan {
+  int64_t chunk;       // pixels per chunk
+  int64_t num_chunks;  // chunks per image
+};
+
+// Cut P pixels into chunks of about `target` pixels, but keep the partials
+// buffer (num_chunks * R rows of D values) below `max_rows` rows so large R
+// does not blow up the workspace: fewer, longer chunks then.
+PK_HD ChunkPlan plan_chunks(int64_t P, int64_t R, int64_t target, int64_t max_rows) {
+  if (P <= 0) return ChunkPlan{1, 0};
+  int64_t nc = (P + target - 1) / target;
+  int64_t cap = max_rows / (R > 0 ? R : 1);
+  if (cap < 1) cap = 1;
+  if (nc > cap) nc = cap;
+  int64_t chunk = (P + nc - 1) / nc;
+  nc = (P + chunk - 1) / chunk;
+  return ChunkPlan{chunk, nc};
+}
+
+// d/dx_p of (centroid[r], variance[r]) contracted with the incoming grads,
+// for a pixel p in region r with n = count[r] >= 1:
+//     grad_x = (grad_centroid + 2 * grad_variance * (x - centroid)) / n
+// (the path through the centroid inside the variance vanishes because
+// sum_p (x_p - centroid) = 0).
+template <typename acc_t>
+PK_HD acc_t grad_element(acc_t x, acc_t centroid, acc_t grad_centroid, acc_t grad_variance,
+                         acc_t inv_n) {
+  return inv_n * (grad_centroid + acc_t(2) * grad_variance * (x - centroid));
+}
+
+}  // namespace region_stats
+}  // namespace pixelkernels

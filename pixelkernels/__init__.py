@@ -1,0 +1,37 @@
+"""pixelkernels: fused kernels for the per-pixel embedding-distance steps of
+metric-learning segmentation. See README.md and SPEC for the contract of each op."""
+
+from __future__ import annotations
+
+from . import _ext  # loads the compiled extension (or warns once and falls back)
+from ._backend import BACKENDS, available_backends, get_backend, set_backend, use_backend
+from ._backend import triton_version as _triton_version
+from ._checks import checks_enabled, set_checks
+from ._version import __version__
+from .ops.region_stats import region_stats
+
+__all__ = [
+    "BACKENDS",
+    "__version__",
+    "available_backends",
+    "build_info",
+    "checks_enabled",
+    "get_backend",
+    "region_stats",
+    "set_backend",
+    "set_checks",
+    "use_backend",
+]
+
+
+def build_info() -> dict:
+    """What this install was built with and which backends run in this process.
+
+    Keys: version, torch (built against), cuda (version or None), arch_list, openmp,
+    triton (version or None), backends (usable backend names), extension_error.
+    """
+    info = _ext.compiled_info()
+    info["triton"] = _triton_version()
+    info["backends"] = available_backends()
+    info["extension_error"] = _ext.LOAD_ERROR
+    return info

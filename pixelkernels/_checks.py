@@ -1,0 +1,94 @@
+"""The one validation layer (SPEC §2 Errors). Kernels trust what passes here.
+
+Messages name the argument, the expected and the actual value. Label *values* are
+checked only when ``checks_enabled()`` (one host sync); with checks off, or while
+compiling / capturing a CUDA graph, bad labels are treated as ignored by every kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_checks = True
+
+FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+HALF_TYPES = (torch.float16, torch.bfloat16)
+INT_TYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def set_checks(enabled: bool) -> None:
+    """Turn the host-syncing label-value checks on or off (default on)."""
+    global _checks
+    _checks = bool(enabled)
+
+
+def checks_enabled() -> bool:
+    return _checks
+
+
+def _value_checks_active(t: torch.Tensor) -> bool:
+    if not _checks or torch.compiler.is_compiling():
+        return False
+    if t.is_cuda and torch.cuda.is_current_stream_capturing():
+        return False
+    return True
+
+
+def tensor(t, name: str, *, ndim: int, dtypes, shape_doc: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {shape_doc}, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims {shape_doc}, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+    return t
+
+
+def same_device(*named: tuple[str, torch.Tensor]) -> None:
+    (n0, t0), *rest = named
+    for n, t in rest:
+        if t.device != t0.device:
+            raise ValueError(f"{n} must be on the same device as {n0} ({t0.device}), got {t.device}")
+
+
+def dims_match(name: str, got, want, what: str) -> None:
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{name} must have {what} {tuple(want)}, got {tuple(got)}")
+
+
+def positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, got {v}")
+    return v
+
+
+def plain_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    return v
+
+
+def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
+    """float16/bfloat16 run on the GPU backends (cuda, triton) and the reference only."""
+    if t.dtype in HALF_TYPES and backend == "cpu":
+        raise TypeError(
+            f"{name} dtype {str(t.dtype).replace('torch.', '')} is supported by the cuda, triton and "
+            "reference backends, not by cpu; cast to float32"
+        )
+
+
+def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -> None:
+    """Labels must lie in [0, num) or equal ignore_index. Costs one host sync."""
+    if labels.numel() == 0 or not _value_checks_active(labels):
+        return
+    bad = ((labels < 0) | (labels >= num)) & (labels != ignore_index)
+    if bool(bad.any()):
+        first = labels[bad][0]
+        raise ValueError(
+            f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index}; "
+            f"found {int(first)} ({int(bad.sum())} such pixels). "
+            "pixelkernels.set_checks(False) skips this check (bad labels are then ignored)."
+        )

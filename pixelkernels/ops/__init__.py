@@ -1,0 +1,1 @@
+"""Public ops: validation, backend dispatch, fake and autograd registration."""

@@ -1,0 +1,129 @@
+"""region_stats: per-region pixel count, centroid and variance (SPEC §3.1; seed 001 §III-B).
+
+    count[b, r]    = |{p : labels[b, p] = r}|
+    centroid[b, r] = mean of emb[b, :, p] over those p
+    variance[b, r] = mean of ||emb[b, :, p] - centroid[b, r]||^2 over those p   (biased trace of covariance)
+
+Shapes: emb (B, D, H, W) float (contiguous or channels_last), labels (B, H, W) integer,
+num_regions R >= 1 -> count (B, R), centroid (B, R, D), variance (B, R), float32 for
+half inputs, else emb's dtype. Pixels labelled ``ignore_index`` take part in nothing; an
+empty region gives 0, 0, 0. Differentiable in ``emb`` (count is not differentiable).
+
+Every compiled backend computes in one pass over emb: chunk partials (n, mean, M2) merged
+with Chan's formula in a fixed order, so the result is numerically stable and the cpu
+and cuda backends are bitwise deterministic. The triton backend is deterministic too
+except for R > 32 outside ``torch.use_deterministic_algorithms(True)``, where it uses a
+faster two-pass path with atomics.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .. import _backend, _checks, _ext
+from ..reference import region_stats as _ref
+
+_SHAPE = "(B, D, H, W)"
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return _ref.stats_dtype(dtype)
+
+
+def _fake_forward(emb, labels, num_regions, ignore_index):
+    torch._check(emb.dim() == 4, lambda: "emb must be (B, D, H, W)")
+    torch._check(labels.dim() == 3, lambda: "labels must be (B, H, W)")
+    B, D = emb.shape[0], emb.shape[1]
+    st = _stats_dtype(emb.dtype)
+    return (
+        emb.new_empty((B, num_regions), dtype=st),
+        emb.new_empty((B, num_regions, D), dtype=st),
+        emb.new_empty((B, num_regions), dtype=st),
+    )
+
+
+def _fake_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index):
+    torch._check(grad_centroid.shape == centroid.shape, lambda: "grad_centroid must match centroid")
+    return torch.empty_like(emb)
+
+
+def _setup_context(ctx, inputs, output):
+    emb, labels, _num_regions, ignore_index = inputs
+    count, centroid, _variance = output
+    ctx.mark_non_differentiable(count)
+    ctx.save_for_backward(emb, labels, count, centroid)
+    ctx.ignore_index = ignore_index
+
+
+def _grads_or_zeros(ctx, grad_centroid, grad_variance):
+    _emb, _labels, count, centroid = ctx.saved_tensors
+    if grad_centroid is None:
+        grad_centroid = torch.zeros_like(centroid)
+    if grad_variance is None:
+        grad_variance = torch.zeros_like(count)
+    return grad_centroid, grad_variance
+
+
+def _make_backward(backward_op):
+    def backward(ctx, _grad_count, grad_centroid, grad_variance):
+        emb, labels, count, centroid = ctx.saved_tensors
+        gc, gv = _grads_or_zeros(ctx, grad_centroid, grad_variance)
+        grad_emb = backward_op(gc, gv, emb, labels, count, centroid, ctx.ignore_index)
+        return grad_emb, None, None, None
+
+    return backward
+
+
+if _ext.have_cpu_kernels():
+    torch.library.register_fake("pixelkernels::region_stats")(_fake_forward)
+    torch.library.register_fake("pixelkernels::region_stats_backward")(_fake_backward)
+    torch.library.register_autograd(
+        "pixelkernels::region_stats",
+        _make_backward(torch.ops.pixelkernels.region_stats_backward),
+        setup_context=_setup_context,
+    )
+
+
+@functools.cache
+def _triton_op():
+    """Import the Triton kernels on first use (importing triton is slow) and wire autograd."""
+    from ..triton import region_stats as tr
+
+    torch.library.register_autograd(
+        tr.region_stats_op, _make_backward(tr.region_stats_backward_op), setup_context=_setup_context
+    )
+    return tr.region_stats_op
+
+
+def region_stats(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_regions: int,
+    *,
+    ignore_index: int = -1,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-region (count (B,R), centroid (B,R,D), variance (B,R)) of emb (B,D,H,W) under labels (B,H,W).
+
+    ``variance`` is the mean squared distance to the centroid (trace of the biased
+    covariance). ``backend`` overrides the global choice (see ``pixelkernels.set_backend``).
+    """
+    _checks.tensor(emb, "emb", ndim=4, dtypes=_checks.FLOAT_TYPES, shape_doc=_SHAPE)
+    _checks.tensor(labels, "labels", ndim=3, dtypes=_checks.INT_TYPES, shape_doc="(B, H, W)")
+    R = _checks.positive_int(num_regions, "num_regions")
+    ignore_index = _checks.plain_int(ignore_index, "ignore_index")
+    _checks.same_device(("emb", emb), ("labels", labels))
+    B, _D, H, W = emb.shape
+    _checks.dims_match("labels", labels.shape, (B, H, W), "shape (B, H, W) =")
+    name = _backend.resolve(backend, emb.device)
+    _checks.backend_dtype(emb, "emb", name)
+    _checks.label_values(labels, "labels", R, ignore_index)
+
+    if name == "reference":
+        return _ref.region_stats(emb, labels, R, ignore_index=ignore_index)
+    labels = labels.long()
+    if name == "triton":
+        return _triton_op()(emb, labels, R, ignore_index)
+    return torch.ops.pixelkernels.region_stats(emb, labels, R, ignore_index)

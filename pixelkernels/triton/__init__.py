@@ -1,0 +1,1 @@
+"""Triton kernels, one module per op, each registered as an opaque `torch.library.custom_op`."""
