@@ -84,7 +84,7 @@ def extensions():
     sources += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc" / "cpu").glob("*.cpp"))]
     arch_list = ""
     defines = [f'-DPK_VERSION="{BASE_VERSION}"', f"-DPK_OPENMP={1 if omp_c else 0}"]
-    cxx = opt + omp_c + ["-std=c++17"]
+    cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math"]
     if with_cuda:
         arch_list = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
         sources += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc" / "cuda").glob("*.cu"))]

@@ -84,6 +84,14 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
     """Labels must lie in [0, num) or equal ignore_index. Costs one host sync."""
     if labels.numel() == 0 or not _value_checks_active(labels):
         return
+    # When ignore_index touches [0, num) the valid values form one interval, so a single
+    # min/max pass (one sync) settles it; the full mask runs only when that fails.
+    lo, hi = 0, num
+    if -1 <= ignore_index <= num:
+        lo, hi = min(lo, ignore_index), max(hi, ignore_index + 1)
+    mn, mx = torch.aminmax(labels)
+    if bool((mn >= lo) & (mx < hi)):
+        return
     bad = ((labels < 0) | (labels >= num)) & (labels != ignore_index)
     if bool(bad.any()):
         first = labels[bad][0]

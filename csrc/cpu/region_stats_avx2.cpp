@@ -1,0 +1,19 @@
+// region_stats CPU kernels built for AVX2 + FMA; region_stats.cpp calls them when the
+// CPU has both (checked at run time), else its baseline build of the same header.
+// Headers with inline code come before the target pragma so they stay baseline.
+#include <cstdint>
+
+#include "common/region_stats.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define PK_CPU_ISA avx2
+#include "cpu/region_stats_kernels.h"
+
+namespace pixelkernels::cpu::avx2 {
+PK_DEFINE_REGION_STATS_ENTRIES(float, f32)
+PK_DEFINE_REGION_STATS_ENTRIES(double, f64)
+}  // namespace pixelkernels::cpu::avx2
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,303 @@
+// region_stats CPU kernels, compiled once per instruction set (baseline in
+// region_stats.cpp, AVX2+FMA in region_stats_avx2.cpp) and picked at run time.
+//
+// This header must stay free of torch and of std templates: it is included after
+// `#pragma GCC target("avx2,fma")`, and any inline function it instantiated there
+// could be merged by the linker into the baseline build and fault on older CPUs.
+// Everything here is therefore raw pointers, fixed-size arrays and our own loops,
+// inside a namespace named after the instruction set.
+//
+// Forward, one chunk of n pixels of one image, all D dims (about 128 KiB of emb, so
+// the second sweep hits L2): sweep 1 sums per (bin, dim), sweep 2 sums the squares
+// centred on the chunk-local mean. Bins are the labels with every pixel that does not
+// take part sent to a sentinel bin R, so the loops are branch-free. With few bins
+// (K = R + 1 <= 8) the pixel-inner layout uses K x kLanes vector accumulators and
+// selects (no scatter, no store-to-load chains; a NaN stays in its own bin).
+//
+// Backward, one tile of pixels: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r], with the
+// per-bin constants picked by selects (K <= 8) or a table lookup.
+#pragma once
+
+#include <cstdint>
+
+#include "common/region_stats.h"
+
+#ifndef PK_CPU_ISA
+#error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
+#endif
+
+namespace pixelkernels::cpu::PK_CPU_ISA {
+
+using ::pixelkernels::region_stats::grad_element;
+using ::pixelkernels::region_stats::takes_part;
+
+constexpr int kLanes = 8;
+constexpr int kMaxFastBins = 8;
+
+inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
+  for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
+}
+
+// out[k] += sum over i with bins[i] == k of (v[i] - mu[k])^2 if kCentred, else of v[i].
+template <int K, bool kCentred, typename acc_t, typename scalar_t>
+inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out) {
+  acc_t acc[K][kLanes] = {};
+  acc_t mu[K] = {};
+  if constexpr (kCentred)
+    for (int k = 0; k < K; ++k) mu[k] = mu_in[k];
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    acc_t x[kLanes];
+    int32_t b[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+      x[j] = acc_t(v[i + j]);
+      b[j] = bins[i + j];
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < K; ++k) {
+      const acc_t m = mu[k];
+#pragma GCC unroll 8
+      for (int j = 0; j < kLanes; ++j) {
+        acc_t t = x[j];
+        if constexpr (kCentred) t = (x[j] - m) * (x[j] - m);
+        acc[k][j] += b[j] == k ? t : acc_t(0);
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    for (int k = 0; k < K; ++k) {
+      acc_t t = acc_t(v[i]);
+      if constexpr (kCentred) t = (t - mu[k]) * (t - mu[k]);
+      acc[k][0] += bins[i] == k ? t : acc_t(0);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    acc_t s = 0;
+    for (int j = 0; j < kLanes; ++j) s += acc[k][j];
+    out[k] += s;
+  }
+}
+
+template <int K>
+inline void binned_counts(const int32_t* bins, int64_t n, int64_t* cnt) {
+  if constexpr (K > 0) {
+    int32_t acc[K][kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < K; ++k)
+        for (int j = 0; j < kLanes; ++j) acc[k][j] += bins[i + j] == k ? 1 : 0;
+    for (; i < n; ++i)
+      for (int k = 0; k < K; ++k) acc[k][0] += bins[i] == k ? 1 : 0;
+    for (int k = 0; k < K; ++k)
+      for (int j = 0; j < kLanes; ++j) cnt[k] += acc[k][j];
+  } else {
+    for (int64_t i = 0; i < n; ++i) ++cnt[bins[i]];
+  }
+}
+
+// Pixel-inner layout (stride_p == 1). Scratch holds 2 * D * (R + 1) accumulators laid
+// out [D][R + 1]. Writes cnt (R), mean and M2 ([R][D]).
+template <int K, typename scalar_t, typename acc_t>
+void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
+                       int64_t R, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
+  const int64_t nb = R + 1;
+  acc_t* sum = scratch;
+  acc_t* sq = scratch + D * nb;
+  for (int64_t i = 0; i < 2 * D * nb; ++i) scratch[i] = acc_t(0);
+  for (int64_t k = 0; k < nb; ++k) cnt_nb[k] = 0;
+  binned_counts<K>(bins, n, cnt_nb);
+  for (int64_t d = 0; d < D; ++d) {
+    const scalar_t* xd = x + d * sd;
+    acc_t* s = sum + d * nb;
+    acc_t* q = sq + d * nb;
+    if constexpr (K > 0) {
+      binned_sums<K, false>(xd, bins, n, s, s);
+    } else {
+      for (int64_t i = 0; i < n; ++i) s[bins[i]] += acc_t(xd[i]);
+    }
+    for (int64_t k = 0; k < R; ++k) s[k] = cnt_nb[k] > 0 ? s[k] / acc_t(cnt_nb[k]) : acc_t(0);
+    if constexpr (K > 0) {
+      binned_sums<K, true>(xd, bins, n, s, q);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const acc_t t = acc_t(xd[i]) - s[bins[i]];
+        q[bins[i]] += t * t;
+      }
+    }
+  }
+  for (int64_t k = 0; k < R; ++k) {
+    cnt[k] = cnt_nb[k];
+    for (int64_t d = 0; d < D; ++d) {
+      mean[k * D + d] = sum[d * nb + k];
+      m2[k * D + d] = sq[d * nb + k];
+    }
+  }
+}
+
+// Dim-inner layout (stride_d == 1, pixel stride sp): accumulators [R + 1][D], the
+// inner loop runs over the contiguous dims of one pixel.
+template <typename scalar_t, typename acc_t>
+void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bins, int64_t n, int64_t R,
+                     acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
+  const int64_t nb = R + 1;
+  acc_t* sum = scratch;
+  acc_t* sq = scratch + D * nb;
+  for (int64_t i = 0; i < 2 * D * nb; ++i) scratch[i] = acc_t(0);
+  for (int64_t k = 0; k < nb; ++k) cnt_nb[k] = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const scalar_t* xi = x + i * sp;
+    acc_t* s = sum + bins[i] * D;
+    ++cnt_nb[bins[i]];
+    for (int64_t d = 0; d < D; ++d) s[d] += acc_t(xi[d]);
+  }
+  for (int64_t k = 0; k < R; ++k)
+    for (int64_t d = 0; d < D; ++d) sum[k * D + d] = cnt_nb[k] > 0 ? sum[k * D + d] / acc_t(cnt_nb[k]) : acc_t(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const scalar_t* xi = x + i * sp;
+    const acc_t* mu = sum + bins[i] * D;
+    acc_t* q = sq + bins[i] * D;
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t t = acc_t(xi[d]) - mu[d];
+      q[d] += t * t;
+    }
+  }
+  for (int64_t k = 0; k < R; ++k) {
+    cnt[k] = cnt_nb[k];
+    for (int64_t d = 0; d < D; ++d) {
+      mean[k * D + d] = sum[k * D + d];
+      m2[k * D + d] = sq[k * D + d];
+    }
+  }
+}
+
+// One chunk: bins from labels, then the layout's sweeps. `scratch` holds
+// 2 * D * (R + 1) acc_t, `bins` n int32, `cnt_nb` R + 1 int64.
+template <typename scalar_t, typename acc_t>
+void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
+                   int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt,
+                   acc_t* mean, acc_t* m2) {
+  chunk_bins(labels, n, R, ignore, bins);
+  if (sp != 1) {
+    chunk_dim_inner<scalar_t, acc_t>(x, D, sp, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+    return;
+  }
+#define PK_CHUNK_CASE(K) \
+  case K:                \
+    return chunk_pixel_inner<K, scalar_t, acc_t>(x, D, sd, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+  switch (R + 1) {
+    PK_CHUNK_CASE(2)
+    PK_CHUNK_CASE(3)
+    PK_CHUNK_CASE(4)
+    PK_CHUNK_CASE(5)
+    PK_CHUNK_CASE(6)
+    PK_CHUNK_CASE(7)
+    PK_CHUNK_CASE(kMaxFastBins)
+    default:
+      return chunk_pixel_inner<0, scalar_t, acc_t>(x, D, sd, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+  }
+#undef PK_CHUNK_CASE
+}
+
+// grad for one contiguous row of one dim; per-bin constants c, gc, gv, inv_n have R + 1
+// entries, the sentinel's inv_n is 0 and its grad is forced to exactly 0 (even for NaN x).
+template <int K, typename scalar_t, typename acc_t>
+inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, int32_t sentinel, const acc_t* c,
+                     const acc_t* gc, const acc_t* gv, const acc_t* inv_n, scalar_t* out) {
+  if constexpr (K > 0) {
+    acc_t ck[K], gck[K], gvk[K], ik[K];
+    for (int k = 0; k < K; ++k) {
+      ck[k] = c[k];
+      gck[k] = gc[k];
+      gvk[k] = gv[k];
+      ik[k] = inv_n[k];
+    }
+    // Each bin's grad is computed for every element and the right one selected: K FMAs
+    // per element beat K table selects per constant; the sentinel (k = K - 1) stays 0.
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t b = bins[i];
+      const acc_t xi = acc_t(x[i]);
+      acc_t g = 0;
+#pragma GCC unroll 8
+      for (int k = 0; k < K - 1; ++k) g = b == k ? grad_element<acc_t>(xi, ck[k], gck[k], gvk[k], ik[k]) : g;
+      out[i] = scalar_t(g);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t b = bins[i];
+      const acc_t g = grad_element<acc_t>(acc_t(x[i]), c[b], gc[b], gv[b], inv_n[b]);
+      out[i] = scalar_t(b == sentinel ? acc_t(0) : g);
+    }
+  }
+}
+
+// One tile of n pixels of one image. Tables: c_t, gc_t are [D][R + 1] (pixel-inner) and
+// also [R + 1][D] via c_rd, gc_rd (dim-inner); gv_t, inv_t are [R + 1].
+template <typename scalar_t, typename acc_t>
+void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
+                   int64_t R, int64_t ignore, int32_t* bins, const acc_t* c_t, const acc_t* gc_t,
+                   const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* gx) {
+  chunk_bins(labels, n, R, ignore, bins);
+  const int64_t nb = R + 1;
+  const int32_t sentinel = int32_t(R);
+  if (sp != 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t k = bins[i];
+      const scalar_t* xi = x + i * sp;
+      scalar_t* gi = gx + i * sp;
+      const acc_t* cen = c_rd + k * D;
+      const acc_t* g_c = gc_rd + k * D;
+      for (int64_t d = 0; d < D; ++d) {
+        const acc_t g = grad_element<acc_t>(acc_t(xi[d]), cen[d], g_c[d], gv_t[k], inv_t[k]);
+        gi[d] = scalar_t(k == sentinel ? acc_t(0) : g);
+      }
+    }
+    return;
+  }
+#define PK_GRAD_CASE(K)                                                                                  \
+  case K:                                                                                                \
+    for (int64_t d = 0; d < D; ++d)                                                                      \
+      grad_row<K>(x + d * sd, bins, n, sentinel, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd); \
+    return;
+  switch (nb) {
+    PK_GRAD_CASE(2)
+    PK_GRAD_CASE(3)
+    PK_GRAD_CASE(4)
+    PK_GRAD_CASE(5)
+    PK_GRAD_CASE(6)
+    PK_GRAD_CASE(7)
+    PK_GRAD_CASE(kMaxFastBins)
+    default:
+      for (int64_t d = 0; d < D; ++d)
+        grad_row<0>(x + d * sd, bins, n, sentinel, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd);
+  }
+#undef PK_GRAD_CASE
+}
+
+// Non-template entry points, one set per instruction set.
+#define PK_REGION_STATS_ENTRY(T, SUFFIX)                                                                       \
+  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
+                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
+                                           int64_t* cnt_nb, int64_t* cnt, T* mean, T* m2);                     \
+  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
+                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
+                                           const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
+                                           const T* inv_t, T* gx);
+PK_REGION_STATS_ENTRY(float, f32)
+PK_REGION_STATS_ENTRY(double, f64)
+#undef PK_REGION_STATS_ENTRY
+
+}  // namespace pixelkernels::cpu::PK_CPU_ISA
+
+// Defines the entry points declared above (in exactly one TU per instruction set).
+#define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                               \
+  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
+                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
+                                           int64_t* cnt_nb, int64_t* cnt, T* mean, T* m2) {                    \
+    forward_chunk<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, scratch, cnt_nb, cnt, mean, m2);                \
+  }                                                                                                            \
+  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
+                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
+                                           const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
+                                           const T* inv_t, T* gx) {                                            \
+    backward_tile<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, gx);       \
+  }

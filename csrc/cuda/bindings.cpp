@@ -1,0 +1,154 @@
+// CUDA implementations of the pixelkernels ops: the torch side. Validates lightly, picks
+// layouts, allocates outputs and workspace on the input's device, and calls the torch-free
+// launchers of csrc/cuda/<op>.cu on the current stream. One section per op.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "cuda/region_stats.h"
+#include "pixel_layout.h"
+
+namespace pixelkernels::cuda_bindings {
+namespace {
+
+using ::pixelkernels::PixelStrides;
+using ::pixelkernels::pixel_strides;
+using ::pixelkernels::pixel_view_source;
+using ::pixelkernels::same_pixel_strides;
+using ::pixelkernels::stats_type;
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers.
+
+DType dtype_code(at::ScalarType t, const char* op) {
+  switch (t) {
+    case at::kFloat: return DType::Float32;
+    case at::kDouble: return DType::Float64;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    default: TORCH_CHECK(false, op, " (cuda): emb must be float32, float64, float16 or bfloat16, got ", t);
+  }
+  return DType::Float32;  // unreachable
+}
+
+void check_launch(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, " (cuda) failed: ", cudaGetErrorString(err));
+}
+
+void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name) {
+  TORCH_CHECK(t.device() == ref.device(), op, " (cuda): ", name, " is on ", t.device(),
+              " but emb is on ", ref.device());
+}
+
+// ---------------------------------------------------------------------------------------------
+// region_stats (SPEC §3.1)
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats_cuda(const at::Tensor& emb_in,
+                                                                 const at::Tensor& labels_in,
+                                                                 int64_t num_regions,
+                                                                 int64_t ignore_index) {
+  const char* op = "region_stats";
+  TORCH_CHECK(emb_in.dim() == 4, op, ": emb must be (B, D, H, W), got ", emb_in.sizes());
+  TORCH_CHECK(labels_in.dim() == 3, op, ": labels must be (B, H, W), got ", labels_in.sizes());
+  TORCH_CHECK(num_regions >= 1, op, ": num_regions must be >= 1, got ", num_regions);
+  TORCH_CHECK(emb_in.is_cuda(), op, " (cuda): emb must be a CUDA tensor");
+  check_same_device(labels_in, emb_in, op, "labels");
+  TORCH_CHECK(labels_in.size(0) == emb_in.size(0) && labels_in.size(1) == emb_in.size(2) &&
+                  labels_in.size(2) == emb_in.size(3),
+              op, ": labels shape ", labels_in.sizes(), " does not match emb ", emb_in.sizes());
+  const DType dt = dtype_code(emb_in.scalar_type(), op);
+  c10::cuda::CUDAGuard guard(emb_in.device());
+
+  const at::Tensor emb = pixel_view_source(emb_in);
+  const PixelStrides st = pixel_strides(emb);
+  TORCH_INTERNAL_ASSERT(st.collapsible);
+  const at::Tensor labels = labels_in.to(at::kLong).contiguous();
+  const int64_t B = emb.size(0), D = emb.size(1), P = emb.size(2) * emb.size(3), R = num_regions;
+
+  // The merge kernel writes every entry (zeros for empty regions / images), so no pre-fill.
+  const auto opts = emb.options().dtype(stats_type(emb.scalar_type()));
+  at::Tensor count = at::empty({B, R}, opts);
+  at::Tensor centroid = at::empty({B, R, D}, opts);
+  at::Tensor variance = at::empty({B, R}, opts);
+  if (B == 0) return {count, centroid, variance};
+
+  const size_t ws_bytes = pixelkernels::cuda::region_stats_forward_workspace_bytes(B, D, P, R, dt);
+  at::Tensor workspace = at::empty({static_cast<int64_t>(ws_bytes)}, emb.options().dtype(at::kByte));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_launch(pixelkernels::cuda::region_stats_forward(
+                   dt, emb.const_data_ptr(), B, D, P, st.sb, st.sd, st.sp,
+                   labels.const_data_ptr<int64_t>(), R, ignore_index, count.mutable_data_ptr(),
+                   centroid.mutable_data_ptr(), variance.mutable_data_ptr(),
+                   ws_bytes > 0 ? workspace.mutable_data_ptr() : nullptr, ws_bytes, stream),
+               op);
+  return {count, centroid, variance};
+}
+
+at::Tensor region_stats_backward_cuda(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
+                                      const at::Tensor& emb_in, const at::Tensor& labels_in,
+                                      const at::Tensor& count, const at::Tensor& centroid,
+                                      int64_t ignore_index) {
+  const char* op = "region_stats_backward";
+  TORCH_CHECK(emb_in.dim() == 4, op, ": emb must be (B, D, H, W), got ", emb_in.sizes());
+  TORCH_CHECK(labels_in.dim() == 3, op, ": labels must be (B, H, W), got ", labels_in.sizes());
+  TORCH_CHECK(count.dim() == 2, op, ": count must be (B, R), got ", count.sizes());
+  TORCH_CHECK(emb_in.is_cuda(), op, " (cuda): emb must be a CUDA tensor");
+  check_same_device(labels_in, emb_in, op, "labels");
+  check_same_device(grad_centroid, emb_in, op, "grad_centroid");
+  check_same_device(grad_variance, emb_in, op, "grad_variance");
+  check_same_device(count, emb_in, op, "count");
+  check_same_device(centroid, emb_in, op, "centroid");
+  const DType dt = dtype_code(emb_in.scalar_type(), op);
+  c10::cuda::CUDAGuard guard(emb_in.device());
+
+  const at::Tensor emb = pixel_view_source(emb_in);
+  const int64_t B = emb.size(0), D = emb.size(1), P = emb.size(2) * emb.size(3);
+  const int64_t R = count.size(1);
+  TORCH_CHECK(count.size(0) == B && centroid.sizes() == at::IntArrayRef({B, R, D}) &&
+                  grad_centroid.sizes() == centroid.sizes() && grad_variance.sizes() == count.sizes(),
+              op, ": inconsistent shapes: emb ", emb_in.sizes(), ", count ", count.sizes(), ", centroid ",
+              centroid.sizes(), ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ",
+              grad_variance.sizes());
+  TORCH_CHECK(labels_in.size(0) == B && labels_in.size(1) == emb.size(2) && labels_in.size(2) == emb.size(3),
+              op, ": labels shape ", labels_in.sizes(), " does not match emb ", emb_in.sizes());
+
+  at::Tensor grad = at::empty_like(emb_in);
+  if (grad.numel() == 0) return grad;
+  TORCH_CHECK(R >= 1, op, ": count must have at least one region, got ", count.sizes());
+
+  const auto st = stats_type(emb.scalar_type());
+  const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
+  const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
+  const at::Tensor labels = labels_in.to(at::kLong).contiguous();
+
+  // The kernel writes grad with emb's strides; when empty_like chose other ones, compute into
+  // a contiguous temporary (from a contiguous emb if need be) and copy.
+  at::Tensor src = emb, out = grad;
+  if (!same_pixel_strides(grad, emb)) {
+    out = at::empty(emb.sizes(), emb.options());
+    if (!same_pixel_strides(out, src)) src = emb.contiguous();
+    TORCH_INTERNAL_ASSERT(same_pixel_strides(out, src));
+  }
+  const PixelStrides ps = pixel_strides(src);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_launch(pixelkernels::cuda::region_stats_backward(
+                   dt, gc.const_data_ptr(), gv.const_data_ptr(), src.const_data_ptr(), B, D, P, ps.sb,
+                   ps.sd, ps.sp, labels.const_data_ptr<int64_t>(), cnt.const_data_ptr(),
+                   cen.const_data_ptr(), R, ignore_index, out.mutable_data_ptr(), stream),
+               op);
+  if (!out.is_same(grad)) grad.copy_(out);
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pixelkernels, CUDA, m) {
+  // region_stats (SPEC §3.1)
+  m.impl("region_stats", &region_stats_cuda);
+  m.impl("region_stats_backward", &region_stats_backward_cuda);
+}
+
+}  // namespace pixelkernels::cuda_bindings

@@ -1,0 +1,523 @@
+// region_stats on CUDA (SPEC §3.1). No torch header here: csrc/cuda/bindings.cpp calls the
+// launchers at the bottom of this file.
+//
+// Forward is DETERMINISTIC: no float atomics anywhere. Every accumulator slot has exactly one
+// writer and every sum is taken in a fixed order (fixed chunking from plan_chunks, fixed
+// shuffle trees, fixed merge order), so count/centroid/variance are bitwise identical on
+// every run. The per-(region, dim) sums do not depend on the dim tiling either.
+//
+//  Kernel 1, region_partials_kernel (grid: chunks x dim tiles, images; 256 threads): one block
+//  = one chunk of ~2048 pixels of one image x a tile of DT dims. Warp w owns the tile's dims
+//  w, w+8, ...; it walks the chunk 32 pixels at a time (lanes over pixels) and, for each
+//  distinct valid label of the 32-pixel group, reduces that label's values with a fixed
+//  __shfl_xor_sync tree; lane 0 adds the total to acc[label][dim]. Sweep 1 sums (warp 0 also
+//  counts), the sums become chunk-local means, sweep 2 re-reads the chunk (now L1/L2-resident)
+//  and sums squares centred on those means: no E[x^2] - E[x]^2 cancellation. The block writes
+//  partials (n_c, mean_c, M2_c) to a workspace laid out [B][chunks][R][D].
+//  Accumulators live in shared memory (<= 40 KB, R up to ~1024 regions with at least one dim
+//  per tile); beyond that the same kernel (kSmemAcc = false) keeps them in the block's own
+//  slice of the workspace, still with one writer per slot.
+//
+//  Kernel 2, region_merge_kernel (grid: regions, images): merges the chunk partials of one
+//  (image, region) in chunk order with Chan's formula (common/region_stats.h).
+//
+//  Traffic per pixel: emb is read once from DRAM (sweep 2 and the other dim tiles of a chunk
+//  hit L2/L1); the 8-byte label is re-read per dim tile and sweep, from L1/L2. Partials are
+//  R * D * 2 values per chunk of ~2048 pixels, small next to emb for the usual R.
+//  Why this design: segmentation labels are spatially coherent, so a 32-pixel group nearly
+//  always holds one or two labels and the per-label reduction costs ~7 warp shuffles per dim
+//  per 32 pixels, with neither atomics (non-deterministic) nor sorting. Worst case (32
+//  distinct labels in every group) is 32x that, still correct.
+//
+// Backward: elementwise and memory-bound, grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r]: a
+// grid-stride loop in memory order (pixel-inner for the contiguous layout, dim-inner for
+// channels_last); one integer division per element to split the flat index, done in 32 bits
+// whenever the per-image extent allows (addresses are always 64-bit).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/region_stats.h"
+#include "cuda/region_stats.h"
+
+namespace pixelkernels::cuda {
+namespace {
+
+using region_stats::grad_element;
+using region_stats::plan_chunks;
+using region_stats::takes_part;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+// Min blocks per SM for the reduction kernels: caps them at 64 registers. With only the thread
+// count, ptxas (CUDA 13) picked 32-48 registers and spilled; 4 x 256 threads also keeps 32
+// warps per SM resident for latency hiding (4 x 40 KB smem fits too).
+constexpr int kMinBlocks = 4;
+constexpr int64_t kChunkTarget = 2048;       // pixels per chunk
+constexpr int64_t kMaxPartialRows = 8192;    // chunks * R cap (workspace size)
+constexpr size_t kSmemBudget = 40 * 1024;    // dynamic smem per block, below the 48 KB default
+constexpr int64_t kMaxDimTile = 32;          // 4 dims per warp at most
+constexpr int64_t kMinDimTile = 8;           // one dim per warp
+static_assert(kMaxDimTile <= kThreads, "a dim tile must fit the per-thread column mapping");
+constexpr int64_t kWantBlocks = 512;         // split dims further while the grid is smaller
+constexpr int kGroups = 4;                   // 32-pixel groups whose loads a warp issues together
+constexpr int64_t kMaxGridY = 65535;
+
+// ---------------------------------------------------------------------------------------------
+// Conversions: explicit intrinsics, because torch builds define __CUDA_NO_HALF_CONVERSIONS__.
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ void store_from_acc(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_from_acc(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store_from_acc(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_from_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Fixed butterfly: every lane ends with the same, run-independent total (IEEE + commutes).
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(kFull, v, m);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward plan: a pure function of the sizes, shared by the workspace query and the launcher.
+struct FwdPlan {
+  int64_t chunk = 1, nc = 0;  // pixels per chunk, chunks per image
+  int64_t dt = 0, ndt = 1;    // dims per tile, tiles
+  bool smem = true;           // accumulators in shared memory?
+  size_t smem_bytes = 0;
+  size_t off_mean = 0, off_m2 = 0, off_cnt = 0, total = 0;  // workspace layout (bytes)
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
+
+FwdPlan make_plan(int64_t B, int64_t D, int64_t P, int64_t R, size_t acc_bytes) {
+  FwdPlan q;
+  const auto cp = plan_chunks(P, R, kChunkTarget, kMaxPartialRows);
+  q.chunk = cp.chunk;
+  q.nc = cp.num_chunks;
+  const size_t cnt_bytes = size_t(R) * sizeof(int32_t);
+  const size_t per_dim = size_t(R) * 2 * acc_bytes;
+  const int64_t fit = cnt_bytes < kSmemBudget ? int64_t((kSmemBudget - cnt_bytes) / per_dim) : 0;
+  if (D == 0) {  // only counts
+    q.dt = 0;
+    q.ndt = 1;
+    q.smem = cnt_bytes <= kSmemBudget;
+  } else if (fit >= 1) {
+    q.smem = true;
+    int64_t dt = D < fit ? D : fit;
+    if (dt > kMaxDimTile) dt = kMaxDimTile;
+    // Few chunks (small images / batches): more, narrower dim tiles keep the GPU busy.
+    while (dt > kMinDimTile && B * q.nc * ceil_div(D, dt) < kWantBlocks) {
+      dt = (dt + 1) / 2;
+      if (dt < kMinDimTile) dt = kMinDimTile;
+    }
+    q.dt = dt;
+    q.ndt = ceil_div(D, dt);
+  } else {
+    q.smem = false;
+    q.dt = D < kMinDimTile ? D : kMinDimTile;
+    q.ndt = ceil_div(D, q.dt);
+  }
+  q.smem_bytes = q.smem ? size_t(R) * size_t(q.dt) * 2 * acc_bytes + cnt_bytes : 0;
+  if (B == 0 || q.nc == 0) return q;  // nothing for kernel 1 to write: no workspace
+  const size_t rows = size_t(B) * size_t(q.nc) * size_t(R);
+  q.off_mean = align256(rows * sizeof(int32_t));
+  q.off_m2 = q.off_mean + align256(rows * size_t(D) * acc_bytes);
+  q.off_cnt = q.off_m2 + align256(rows * size_t(D) * acc_bytes);
+  q.total = q.off_cnt + (q.smem ? 0 : align256(rows * size_t(q.ndt) * sizeof(int32_t)));
+  return q;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 1: per-chunk partials.
+
+template <typename scalar_t>
+struct PartialArgs {
+  const scalar_t* emb;
+  const int64_t* labels;
+  int64_t B, D, P, sb, sd, sp, R, ignore;
+  int64_t chunk, nc, dt, ndt;
+};
+
+// One sweep of a warp over pixels [p0, p1) of one image for the tile's dims j = warp, warp+8, ...
+// kCentred = false: acc[r][j] += x, and warp 0 counts into cnt[r].
+// kCentred = true:  acc[r][j] += (x - mean[r][j])^2.
+// x points at (image b, first dim of the tile); lab at image b's labels.
+// The loads of kGroups consecutive 32-pixel groups are issued together (latency hiding); the
+// groups are then reduced one after the other, so the accumulation order is the plain
+// 32-pixels-at-a-time order whatever kGroups is.
+template <bool kCentred, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
+                                            const int64_t* __restrict__ lab, int64_t p0, int64_t p1,
+                                            int64_t sd, int64_t sp, int64_t R, int64_t ignore,
+                                            int dtn, int64_t ld, acc_t* acc, const acc_t* mean,
+                                            int* cnt, int warp, int lane) {
+  if (kCentred && dtn == 0) return;
+  // With no dim in the tile (D == 0) warp 0 still walks the labels to count.
+  const int jend = dtn > 0 ? dtn : 1;
+  if (warp >= jend) return;
+  for (int64_t g = p0; g < p1; g += 32 * kGroups) {
+    int key[kGroups];  // region of this lane's pixel, -1 when it takes no part
+    unsigned valid[kGroups];
+    unsigned any = 0u;
+#pragma unroll
+    for (int u = 0; u < kGroups; ++u) {
+      const int64_t p = g + u * 32 + lane;
+      key[u] = -1;
+      if (p < p1) {
+        const int64_t l = lab[p];
+        if (takes_part(l, R, ignore)) key[u] = static_cast<int>(l);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kGroups; ++u) {
+      valid[u] = __ballot_sync(kFull, key[u] >= 0);
+      any |= valid[u];
+    }
+    if (any == 0u) continue;
+    for (int j = warp; j < jend; j += kWarps) {
+      const bool has_dim = j < dtn;
+      acc_t v[kGroups];
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        v[u] = acc_t(0);
+        if (has_dim && key[u] >= 0) v[u] = to_acc(x[j * sd + (g + u * 32 + lane) * sp]);
+      }
+#pragma unroll
+      for (int u = 0; u < kGroups; ++u) {
+        unsigned todo = valid[u];
+        while (todo != 0u) {  // one iteration per distinct label in the group, lowest lane first
+          const int leader = __ffs(todo) - 1;
+          const int r = __shfl_sync(kFull, key[u], leader);
+          const bool mine = key[u] == r;
+          const unsigned peers = __ballot_sync(kFull, mine);
+          todo &= ~peers;
+          if (has_dim) {
+            acc_t t;
+            if constexpr (kCentred) {
+              const acc_t dm = v[u] - mean[r * ld + j];
+              t = mine ? dm * dm : acc_t(0);  // select, not a 0/1 product: inf/NaN stay in r
+            } else {
+              t = mine ? v[u] : acc_t(0);
+            }
+            t = warp_sum(t);
+            if (lane == 0) acc[r * ld + j] += t;
+          }
+          if (!kCentred && j == 0 && lane == 0) cnt[r] += __popc(peers);
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, bool kSmemAcc>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    region_partials_kernel(PartialArgs<scalar_t> a, int32_t* part_n, acc_t* part_mean,
+                           acc_t* part_m2, int32_t* cnt_scratch) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const unsigned ndt = static_cast<unsigned>(a.ndt);  // < 2^31 (checked by the launcher)
+  const int64_t tile = blockIdx.x % ndt, c = blockIdx.x / ndt;
+  const int64_t d0 = tile * a.dt;
+  const int dtn = static_cast<int>(a.D - d0 < a.dt ? a.D - d0 : a.dt);
+  // Element-wise passes over the R x dtn accumulators: thread -> fixed column j_own and rows
+  // r_first, r_first + r_step, ... (dtn <= 32 divides the 256 threads without 64-bit division).
+  const int r_step = dtn > 0 ? kThreads / dtn : 0;
+  const int j_own = dtn > 0 ? tid % dtn : 0;
+  const int64_t R = a.R;
+  const int64_t r_first = dtn > 0 && tid < r_step * dtn ? tid / dtn : R;  // R: no rows
+  const int64_t p0 = c * a.chunk;
+  const int64_t p1 = a.P < p0 + a.chunk ? a.P : p0 + a.chunk;
+
+  for (int64_t b = blockIdx.y; b < a.B; b += gridDim.y) {
+    const int64_t row0 = (b * a.nc + c) * R;  // first partial row of (image b, chunk c)
+    acc_t* sum;
+    acc_t* m2;
+    int* cnt;
+    int64_t ld;  // row stride of sum / m2
+    if constexpr (kSmemAcc) {
+      sum = reinterpret_cast<acc_t*>(smem_raw);
+      m2 = sum + R * a.dt;
+      cnt = reinterpret_cast<int*>(m2 + R * a.dt);
+      ld = a.dt;
+    } else {
+      // The block's own slots of the partials double as accumulators.
+      sum = part_mean + row0 * a.D + d0;
+      m2 = part_m2 + row0 * a.D + d0;
+      cnt = cnt_scratch + row0 * a.ndt + tile * R;
+      ld = a.D;
+    }
+#pragma unroll 1
+    for (int64_t r = r_first; r < R; r += r_step) {
+      sum[r * ld + j_own] = acc_t(0);
+      m2[r * ld + j_own] = acc_t(0);
+    }
+#pragma unroll 1
+    for (int64_t r = tid; r < R; r += kThreads) cnt[r] = 0;
+    __syncthreads();
+
+    const scalar_t* x = a.emb + b * a.sb + d0 * a.sd;
+    const int64_t* lab = a.labels + b * a.P;
+    chunk_sweep<false>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, sum, sum, cnt, warp, lane);
+    __syncthreads();
+#pragma unroll 1
+    for (int64_t r = r_first; r < R; r += r_step) {
+      const int n = cnt[r];
+      sum[r * ld + j_own] = n > 0 ? sum[r * ld + j_own] / acc_t(n) : acc_t(0);
+    }
+    __syncthreads();
+    chunk_sweep<true>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, m2, sum, cnt, warp, lane);
+    __syncthreads();
+
+    if constexpr (kSmemAcc) {
+#pragma unroll 1
+      for (int64_t r = r_first; r < R; r += r_step) {
+        part_mean[(row0 + r) * a.D + d0 + j_own] = sum[r * ld + j_own];
+        part_m2[(row0 + r) * a.D + d0 + j_own] = m2[r * ld + j_own];
+      }
+    }
+    if (tile == 0) {
+#pragma unroll 1
+      for (int64_t r = tid; r < R; r += kThreads) part_n[row0 + r] = cnt[r];
+    }
+    __syncthreads();  // the accumulators are reused for the next image
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 2: merge the chunks of one (image, region), in chunk order.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    region_merge_kernel(const int32_t* __restrict__ part_n, const acc_t* __restrict__ part_mean,
+                        const acc_t* __restrict__ part_m2, int64_t B, int64_t R, int64_t D,
+                        int64_t nc, acc_t* __restrict__ count, acc_t* __restrict__ centroid,
+                        acc_t* __restrict__ variance) {
+  __shared__ acc_t warp_m2[kWarps];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t r = blockIdx.x;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const int64_t row_b = b * nc * R + r;  // row of chunk c: row_b + c * R
+    long long nl = 0;
+    for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c * R];
+    const long long n = warp_sum(nl);  // every warp computes the same n
+    const acc_t nf = acc_t(n);
+    acc_t m2_warp = acc_t(0);
+    for (int64_t d = warp; d < D; d += kWarps) {
+      acc_t s = acc_t(0);
+      for (int64_t c = lane; c < nc; c += 32) {
+        const int64_t row = row_b + c * R;
+        s += acc_t(part_n[row]) * part_mean[row * D + d];
+      }
+      s = warp_sum(s);
+      const acc_t mu = n > 0 ? s / nf : acc_t(0);
+      acc_t q = acc_t(0);
+      for (int64_t c = lane; c < nc; c += 32) {
+        const int64_t row = row_b + c * R;
+        const int32_t nc_ = part_n[row];
+        const acc_t dm = part_mean[row * D + d] - mu;
+        q += part_m2[row * D + d] + (nc_ > 0 ? acc_t(nc_) * dm * dm : acc_t(0));
+      }
+      q = warp_sum(q);
+      if (lane == 0) centroid[(b * R + r) * D + d] = mu;
+      m2_warp += q;
+    }
+    if (lane == 0) warp_m2[warp] = m2_warp;
+    __syncthreads();
+    if (tid == 0) {
+      acc_t m2 = acc_t(0);
+      for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
+      count[b * R + r] = nf;
+      variance[b * R + r] = n > 0 ? m2 / nf : acc_t(0);
+    }
+    __syncthreads();  // warp_m2 is reused for the next image
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: one element per loop step, flat index j over the P * D elements of image b in
+// memory order: kPixelInner -> j = d * P + p (contiguous), else j = p * D + d (channels_last).
+template <typename scalar_t, typename acc_t, typename idx_t, bool kPixelInner>
+__global__ void __launch_bounds__(kThreads)
+    region_backward_kernel(const acc_t* __restrict__ gc, const acc_t* __restrict__ gv,
+                           const scalar_t* __restrict__ emb, int64_t B, int64_t D, int64_t P,
+                           int64_t sb, int64_t sd, int64_t sp, const int64_t* __restrict__ labels,
+                           const acc_t* __restrict__ count, const acc_t* __restrict__ centroid,
+                           int64_t R, int64_t ignore, scalar_t* __restrict__ grad) {
+  const idx_t n = static_cast<idx_t>(P * D);
+  const idx_t inner = static_cast<idx_t>(kPixelInner ? P : D);
+  const idx_t stride = static_cast<idx_t>(gridDim.x) * kThreads;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    for (idx_t j = static_cast<idx_t>(blockIdx.x) * kThreads + threadIdx.x; j < n; j += stride) {
+      const idx_t o = j / inner, i = j - o * inner;
+      const int64_t p = static_cast<int64_t>(kPixelInner ? i : o);
+      const int64_t d = static_cast<int64_t>(kPixelInner ? o : i);
+      const int64_t off = b * sb + d * sd + p * sp;
+      const int64_t l = labels[b * P + p];
+      acc_t g = acc_t(0);
+      if (takes_part(l, R, ignore)) {
+        const int64_t br = b * R + l;
+        const acc_t cnt = count[br];
+        const acc_t inv_n = cnt > acc_t(0) ? acc_t(1) / cnt : acc_t(0);
+        g = grad_element<acc_t>(to_acc(emb[off]), centroid[br * D + d], gc[br * D + d], gv[br], inv_n);
+      }
+      store_from_acc(grad + off, g);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed launchers.
+
+template <bool V>
+struct BoolTag {
+  static constexpr bool value = V;
+};
+
+template <typename scalar_t, typename acc_t>
+void launch_forward(const FwdPlan& q, const void* emb, int64_t B, int64_t D, int64_t P, int64_t sb,
+                    int64_t sd, int64_t sp, const int64_t* labels, int64_t R, int64_t ignore,
+                    void* count, void* centroid, void* variance, void* workspace,
+                    cudaStream_t stream) {
+  auto* ws = static_cast<unsigned char*>(workspace);
+  int32_t* part_n = reinterpret_cast<int32_t*>(ws);
+  acc_t* part_mean = reinterpret_cast<acc_t*>(ws + q.off_mean);
+  acc_t* part_m2 = reinterpret_cast<acc_t*>(ws + q.off_m2);
+  int32_t* cnt_scratch = reinterpret_cast<int32_t*>(ws + q.off_cnt);
+  const unsigned gy = static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY);
+  if (q.nc > 0) {
+    PartialArgs<scalar_t> a{static_cast<const scalar_t*>(emb), labels, B, D, P, sb, sd, sp, R, ignore,
+                            q.chunk, q.nc, q.dt, q.ndt};
+    const dim3 grid(static_cast<unsigned>(q.nc * q.ndt), gy);
+    if (q.smem) {
+      region_partials_kernel<scalar_t, acc_t, true>
+          <<<grid, kThreads, q.smem_bytes, stream>>>(a, part_n, part_mean, part_m2, cnt_scratch);
+    } else {
+      region_partials_kernel<scalar_t, acc_t, false>
+          <<<grid, kThreads, 0, stream>>>(a, part_n, part_mean, part_m2, cnt_scratch);
+    }
+  }
+  // Also runs when P == 0 (no chunks): then it writes the all-zero statistics.
+  region_merge_kernel<acc_t><<<dim3(static_cast<unsigned>(R), gy), kThreads, 0, stream>>>(
+      part_n, part_mean, part_m2, B, R, D, q.nc, static_cast<acc_t*>(count),
+      static_cast<acc_t*>(centroid), static_cast<acc_t*>(variance));
+}
+
+template <typename scalar_t, typename acc_t>
+void launch_backward(const void* grad_centroid, const void* grad_variance, const void* emb,
+                     int64_t B, int64_t D, int64_t P, int64_t sb, int64_t sd, int64_t sp,
+                     const int64_t* labels, const void* count, const void* centroid, int64_t R,
+                     int64_t ignore, void* grad_emb, cudaStream_t stream) {
+  const int64_t n = P * D;
+  int64_t gx = ceil_div(n, kThreads);
+  if (gx > 65535) gx = 65535;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY));
+  // 32-bit index math when j + grid stride cannot overflow it.
+  const bool narrow = n + gx * kThreads <= int64_t(UINT32_MAX);
+  const bool pixel_inner = sp == 1;
+  auto go = [&](auto idx_tag, auto inner_tag) {
+    using idx_t = decltype(idx_tag);
+    constexpr bool kPixelInner = decltype(inner_tag)::value;
+    region_backward_kernel<scalar_t, acc_t, idx_t, kPixelInner><<<grid, kThreads, 0, stream>>>(
+        static_cast<const acc_t*>(grad_centroid), static_cast<const acc_t*>(grad_variance),
+        static_cast<const scalar_t*>(emb), B, D, P, sb, sd, sp, labels,
+        static_cast<const acc_t*>(count), static_cast<const acc_t*>(centroid), R, ignore,
+        static_cast<scalar_t*>(grad_emb));
+  };
+  if (narrow) {
+    if (pixel_inner) go(uint32_t{}, BoolTag<true>{}); else go(uint32_t{}, BoolTag<false>{});
+  } else {
+    if (pixel_inner) go(uint64_t{}, BoolTag<true>{}); else go(uint64_t{}, BoolTag<false>{});
+  }
+}
+
+size_t acc_bytes_of(DType dtype) { return dtype == DType::Float64 ? sizeof(double) : sizeof(float); }
+
+bool known_dtype(DType dtype) {
+  return dtype == DType::Float32 || dtype == DType::Float64 || dtype == DType::Float16 ||
+         dtype == DType::BFloat16;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public launchers.
+
+size_t region_stats_forward_workspace_bytes(int64_t B, int64_t D, int64_t P, int64_t R, DType dtype) {
+  if (B <= 0 || D < 0 || P <= 0 || R < 1) return 0;
+  return make_plan(B, D, P, R, acc_bytes_of(dtype)).total;
+}
+
+cudaError_t region_stats_forward(DType dtype, const void* emb, int64_t B, int64_t D, int64_t P,
+                                 int64_t stride_b, int64_t stride_d, int64_t stride_p,
+                                 const int64_t* labels, int64_t R, int64_t ignore_index, void* count,
+                                 void* centroid, void* variance, void* workspace, size_t workspace_bytes,
+                                 cudaStream_t stream) {
+  if (!known_dtype(dtype) || B < 0 || D < 0 || P < 0 || R < 1 || R > INT32_MAX)
+    return cudaErrorInvalidValue;
+  if (B == 0) return cudaSuccess;  // empty outputs
+  const FwdPlan q = make_plan(B, D, P, R, acc_bytes_of(dtype));
+  // Chunk counts are int32; the grid's x extent must fit too.
+  if (q.chunk > INT32_MAX || q.nc * q.ndt > INT32_MAX) return cudaErrorInvalidValue;
+  if (workspace_bytes < q.total) return cudaErrorInvalidValue;
+  if (q.total > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 16 != 0))
+    return cudaErrorInvalidValue;
+  switch (dtype) {
+    case DType::Float32:
+      launch_forward<float, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
+                                   ignore_index, count, centroid, variance, workspace, stream);
+      break;
+    case DType::Float64:
+      launch_forward<double, double>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
+                                     ignore_index, count, centroid, variance, workspace, stream);
+      break;
+    case DType::Float16:
+      launch_forward<__half, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
+                                    ignore_index, count, centroid, variance, workspace, stream);
+      break;
+    case DType::BFloat16:
+      launch_forward<__nv_bfloat16, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
+                                           ignore_index, count, centroid, variance, workspace, stream);
+      break;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t region_stats_backward(DType dtype, const void* grad_centroid, const void* grad_variance,
+                                  const void* emb, int64_t B, int64_t D, int64_t P, int64_t stride_b,
+                                  int64_t stride_d, int64_t stride_p, const int64_t* labels,
+                                  const void* count, const void* centroid, int64_t R,
+                                  int64_t ignore_index, void* grad_emb, cudaStream_t stream) {
+  if (!known_dtype(dtype) || B < 0 || D < 0 || P < 0 || R < 1) return cudaErrorInvalidValue;
+  if (B == 0 || D == 0 || P == 0) return cudaSuccess;  // grad_emb is empty
+  switch (dtype) {
+    case DType::Float32:
+      launch_backward<float, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
+                                    stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
+      break;
+    case DType::Float64:
+      launch_backward<double, double>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
+                                      stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
+      break;
+    case DType::Float16:
+      launch_backward<__half, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
+                                     stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
+      break;
+    case DType::BFloat16:
+      launch_backward<__nv_bfloat16, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b,
+                                            stride_d, stride_p, labels, count, centroid, R,
+                                            ignore_index, grad_emb, stream);
+      break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace pixelkernels::cuda

@@ -1,0 +1,43 @@
+// Torch-side helpers shared by the CPU kernels and the CUDA bindings: how a (B, D, H, W)
+// map is addressed as B images of P = H * W pixels, and the statistics dtype.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace pixelkernels {
+
+// x[b, d, p] = base[b*sb + d*sd + p*sp] with p = h * W + w, valid when (H, W) collapse
+// into one axis. sp is stride(3), or stride(2) when W == 1: a size-1 dim may carry any
+// stride, even in a tensor that is_contiguous() (e.g. a transposed (B, D, 1, H)), so
+// stride(3) alone could address out of bounds.
+struct PixelStrides {
+  bool collapsible;
+  int64_t sb, sd, sp;
+};
+
+inline PixelStrides pixel_strides(const at::Tensor& t) {
+  const int64_t H = t.size(2), W = t.size(3);
+  return PixelStrides{H == 1 || W == 1 || t.stride(2) == W * t.stride(3), t.stride(0), t.stride(1),
+                      W > 1 ? t.stride(3) : t.stride(2)};
+}
+
+// The tensor itself when the kernels can address it in a fast layout (pixel-inner sp == 1,
+// e.g. contiguous; or dim-inner sd == 1, e.g. channels_last), else a contiguous copy.
+inline at::Tensor pixel_view_source(const at::Tensor& emb) {
+  const PixelStrides s = pixel_strides(emb);
+  return s.collapsible && (s.sp == 1 || s.sd == 1) ? emb : emb.contiguous();
+}
+
+// Whether y can be addressed with x's pixel strides (same sizes): every stride of an
+// extent > 1 agrees.
+inline bool same_pixel_strides(const at::Tensor& y, const at::Tensor& x) {
+  const PixelStrides a = pixel_strides(y), b = pixel_strides(x);
+  const int64_t P = x.size(2) * x.size(3);
+  return a.collapsible && b.collapsible && (x.size(0) <= 1 || a.sb == b.sb) && (x.size(1) <= 1 || a.sd == b.sd) &&
+         (P <= 1 || a.sp == b.sp);
+}
+
+// Statistics (counts, centroids, variances, losses): float64 for float64 input, else float32.
+inline at::ScalarType stats_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace pixelkernels

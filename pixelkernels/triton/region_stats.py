@@ -1,0 +1,486 @@
+"""Triton backend of region_stats (SPEC §3.1): count, centroid and variance per region.
+
+emb (B, D, H, W) is read as P = H*W pixels at `b*stride_b + d*stride_d + p*stride_p`, so
+contiguous (stride_p = 1) and channels_last (stride_d = 1) inputs are read in place, without
+a copy. Statistics accumulate in float32 (float64 for float64 input). A pixel takes part iff
+`0 <= label < R and label != ignore_index`; every other label is masked, never used as an
+index. Values of non-member pixels are removed with `tl.where`, never multiplied by a 0/1
+mask, so a NaN/inf reaches only the region that holds it.
+
+Kernels (per program; traffic counted per pixel, E = element size of emb, D dims):
+
+* `_rs_partials_kernel` (deterministic path, pass 1), grid (chunk, d-block, image).
+  The program loads its [BLOCK_P, BLOCK_D] tile and the tile's labels once, then for each
+  region r computes, on chip, the chunk-local count n_c, sum s_c and centred sum of squares
+  M2_c = sum (x - s_c/n_c)^2 (the tile is still in registers, so no E[x^2]-E[x]^2
+  cancellation), and writes (n_c, s_c, M2_c) to a workspace laid out (B, R, chunks[, D]).
+  Regions absent from the tile cost one count reduction and skip the rest.
+  Traffic: D*E + 8 bytes read per pixel (labels once per d-block), plus
+  R*(2*D*acc + 4)/chunk_len bytes of workspace written per pixel (~2R/BLOCK_P of the input).
+  When B*R*chunks would make the workspace too large (large R in deterministic mode), the
+  chunk becomes several tiles long; the program then walks its tiles once per region and
+  merges them in registers with Chan's formula (the labels are re-read per region, the
+  pixel tile only when the region occurs in it).
+* `_rs_merge_kernel` (deterministic path, pass 2), grid (region, image). Merges the chunks
+  of one (b, r) in a fixed order, exactly like csrc/common/region_stats.h:
+      n = sum_c n_c,  mean = sum_c s_c / n,
+      M2 = sum_c M2_c + n_c * (s_c/n_c - mean)^2      (chunks with n_c = 0 left out),
+  one d-block at a time inside the program, so variance = sum_d M2_d / n is reduced in a
+  fixed order too. No atomics anywhere: the result is bitwise reproducible run to run.
+  (We store the chunk sum s_c rather than the chunk mean the C++ header describes; it is
+  the same merge, one rounding fewer for the centroid.)
+* `_rs_atomic_sum_kernel` / `_rs_atomic_sqdev_kernel` (large-R path: R > 32 and
+  deterministic algorithms off). Pass 1 scatters counts and sums with `tl.atomic_add` into
+  (B, R) / (B, R, D) accumulators -> centroid = sum / count; pass 2 re-reads the pixels,
+  gathers each pixel's own centroid by pointer arithmetic and atomically adds
+  ||x - centroid||^2 into (B, R). Two passes, so still no cancellation, and the workspace is
+  O(B*R*D) whatever the image size; but float atomics make the last bits depend on
+  scheduling: this path is NOT bitwise deterministic, which is why
+  `torch.are_deterministic_algorithms_enabled()` always selects the chunked path.
+  Traffic: 2*(D*E + 8) bytes read per pixel plus D+1 atomics per valid pixel.
+* `_rs_backward_kernel`, grid (pixel tile, d-block, image), elementwise:
+      grad[b, d, p] = (grad_centroid[b,r,d] + 2*grad_variance[b,r]*(x - centroid[b,r,d])) / count[b,r]
+  for a member pixel of region r, 0 otherwise (the centroid path inside the variance
+  vanishes since sum_p (x_p - centroid) = 0). Reads D*E + 8 bytes per pixel plus gathers
+  from the small (B, R, D) tables (cache resident), writes D*E; grad_emb keeps emb's strides.
+
+The launchers never sync with the host; block sizes depend on shapes only. Two opaque ops
+(`pixelkernels::region_stats_triton`, `pixelkernels::region_stats_triton_backward`) wrap the
+launchers with `torch.library.custom_op`; autograd is registered by pixelkernels/ops.
+Runs on CPU tensors under `TRITON_INTERPRET=1` (float16 and bfloat16 included).
+"""
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+# Above this many regions (and with deterministic algorithms off) the forward uses the
+# atomic two-pass path: the chunked path costs O(R) reductions per tile and O(R) workspace
+# per chunk.
+ATOMIC_MIN_REGIONS = 32
+# Cap on workspace rows (chunks * regions) per image for the chunked path; beyond it chunks
+# grow to several tiles (mirrors plan_chunks in csrc/common/region_stats.h).
+MAX_PARTIAL_ROWS = 1 << 14
+
+
+# --------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _rs_partials_kernel(
+    emb_ptr, lab_ptr, ws_n_ptr, ws_s_ptr, ws_m2_ptr,
+    P, D, R, ignore_index, num_chunks, tiles_per_chunk,
+    stride_b, stride_d, stride_p,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, ONE_TILE: tl.constexpr,
+):
+    ACC = ws_s_ptr.dtype.element_ty
+    c = tl.program_id(0).to(tl.int64)
+    db = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+
+    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    emb_b = emb_ptr + b * stride_b + offs_d.to(tl.int64)[None, :] * stride_d
+    lab_b = lab_ptr + b * P
+    # Workspace row of (b, r, c) is (b*R + r)*num_chunks + c.
+    row0 = b * R * num_chunks + c
+    first_dblock = db == 0
+
+    if ONE_TILE:
+        offs_p = c * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = offs_p < P
+        lab = tl.load(lab_b + offs_p, mask=pmask, other=-1)
+        valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+        x = tl.load(emb_b + offs_p[:, None] * stride_p, mask=pmask[:, None] & dmask[None, :],
+                    other=0.0).to(ACC)
+        for r in range(R):
+            member = valid & (lab == r)
+            n = tl.sum(member.to(tl.int32), axis=0)
+            s = tl.zeros([BLOCK_D], ACC)
+            m2 = tl.zeros([BLOCK_D], ACC)
+            if n > 0:
+                s = tl.sum(tl.where(member[:, None], x, 0.0), axis=0)
+                mean = s / n.to(ACC)
+                dev = tl.where(member[:, None], x - mean[None, :], 0.0)
+                m2 = tl.sum(dev * dev, axis=0)
+            row = row0 + r * num_chunks
+            tl.store(ws_n_ptr + row, n, mask=first_dblock)
+            tl.store(ws_s_ptr + row * D + offs_d, s, mask=dmask)
+            tl.store(ws_m2_ptr + row * D + offs_d, m2, mask=dmask)
+    else:
+        # A chunk of several tiles: per region, walk the tiles and merge them (Chan).
+        p0 = c * tiles_per_chunk * BLOCK_P
+        for r in range(R):
+            n_run = tl.full([], 0, tl.int32)
+            s_run = tl.zeros([BLOCK_D], ACC)
+            m2_run = tl.zeros([BLOCK_D], ACC)
+            for t in range(tiles_per_chunk):
+                offs_p = p0 + t * BLOCK_P + tl.arange(0, BLOCK_P)
+                pmask = offs_p < P
+                lab = tl.load(lab_b + offs_p, mask=pmask, other=-1)
+                member = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index) & (lab == r)
+                n_t = tl.sum(member.to(tl.int32), axis=0)
+                if n_t > 0:
+                    x = tl.load(emb_b + offs_p[:, None] * stride_p,
+                                mask=member[:, None] & dmask[None, :], other=0.0).to(ACC)
+                    s_t = tl.sum(tl.where(member[:, None], x, 0.0), axis=0)
+                    mean_t = s_t / n_t.to(ACC)
+                    dev = tl.where(member[:, None], x - mean_t[None, :], 0.0)
+                    m2_t = tl.sum(dev * dev, axis=0)
+                    n_new = n_run + n_t
+                    delta = mean_t - s_run / tl.maximum(n_run, 1).to(ACC)
+                    weight = n_run.to(ACC) * n_t.to(ACC) / n_new.to(ACC)
+                    m2_run = m2_run + m2_t + tl.where(n_run > 0, delta * delta * weight, 0.0)
+                    s_run = s_run + s_t
+                    n_run = n_new
+            row = row0 + r * num_chunks
+            tl.store(ws_n_ptr + row, n_run, mask=first_dblock)
+            tl.store(ws_s_ptr + row * D + offs_d, s_run, mask=dmask)
+            tl.store(ws_m2_ptr + row * D + offs_d, m2_run, mask=dmask)
+
+
+@triton.jit
+def _rs_merge_kernel(
+    ws_n_ptr, ws_s_ptr, ws_m2_ptr, count_ptr, centroid_ptr, var_ptr,
+    D, R, num_chunks,
+    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    ACC = centroid_ptr.dtype.element_ty
+    r = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    out = b * R + r
+    row0 = out * num_chunks
+    offs_c = tl.arange(0, BLOCK_C)
+
+    n_acc = tl.zeros([BLOCK_C], tl.int32)
+    for c0 in range(0, num_chunks, BLOCK_C):
+        cmask = c0 + offs_c < num_chunks
+        n_acc += tl.load(ws_n_ptr + row0 + c0 + offs_c, mask=cmask, other=0)
+    n = tl.sum(n_acc, axis=0)
+    n_div = tl.maximum(n, 1).to(ACC)
+
+    var_acc = tl.zeros([BLOCK_D], ACC)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        s_acc = tl.zeros([BLOCK_C, BLOCK_D], ACC)
+        for c0 in range(0, num_chunks, BLOCK_C):
+            rows = row0 + c0 + offs_c
+            m = (c0 + offs_c < num_chunks)[:, None] & dmask[None, :]
+            s_acc += tl.load(ws_s_ptr + rows[:, None] * D + offs_d[None, :], mask=m, other=0.0)
+        mean = tl.sum(s_acc, axis=0) / n_div
+        m2_acc = tl.zeros([BLOCK_C, BLOCK_D], ACC)
+        for c0 in range(0, num_chunks, BLOCK_C):
+            rows = row0 + c0 + offs_c
+            cmask = c0 + offs_c < num_chunks
+            m = cmask[:, None] & dmask[None, :]
+            n_c = tl.load(ws_n_ptr + rows, mask=cmask, other=0)
+            s_c = tl.load(ws_s_ptr + rows[:, None] * D + offs_d[None, :], mask=m, other=0.0)
+            m2_c = tl.load(ws_m2_ptr + rows[:, None] * D + offs_d[None, :], mask=m, other=0.0)
+            delta = s_c / tl.maximum(n_c, 1).to(ACC)[:, None] - mean[None, :]
+            term = m2_c + n_c.to(ACC)[:, None] * (delta * delta)
+            m2_acc += tl.where(m & (n_c > 0)[:, None], term, 0.0)
+        m2 = tl.sum(m2_acc, axis=0)
+        tl.store(centroid_ptr + out * D + offs_d, mean, mask=dmask)
+        var_acc += tl.where(dmask, m2, 0.0)
+    tl.store(count_ptr + out, n.to(ACC))
+    tl.store(var_ptr + out, tl.sum(var_acc, axis=0) / n_div)
+
+
+@triton.jit
+def _rs_atomic_sum_kernel(
+    emb_ptr, lab_ptr, cnt_ptr, sum_ptr,
+    P, D, R, ignore_index,
+    stride_b, stride_d, stride_p,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    ACC = sum_ptr.dtype.element_ty
+    pb = tl.program_id(0)
+    db = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    pmask = offs_p < P
+    dmask = offs_d < D
+    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
+    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+    out = b * R + tl.where(valid, lab, 0)
+    count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + db == 0)  # d-block 0 counts
+    tl.atomic_add(cnt_ptr + out, tl.full([BLOCK_P], 1, tl.int32), mask=count_mask)
+    m = valid[:, None] & dmask[None, :]
+    x = tl.load(emb_ptr + b * stride_b + offs_p.to(tl.int64)[:, None] * stride_p
+                + offs_d.to(tl.int64)[None, :] * stride_d, mask=m, other=0.0).to(ACC)
+    tl.atomic_add(sum_ptr + out[:, None] * D + offs_d[None, :], x, mask=m)
+
+
+@triton.jit
+def _rs_atomic_sqdev_kernel(
+    emb_ptr, lab_ptr, centroid_ptr, ss_ptr,
+    P, D, R, ignore_index,
+    stride_b, stride_d, stride_p,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    ACC = ss_ptr.dtype.element_ty
+    pb = tl.program_id(0)
+    db = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    pmask = offs_p < P
+    dmask = offs_d < D
+    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
+    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+    out = b * R + tl.where(valid, lab, 0)
+    m = valid[:, None] & dmask[None, :]
+    x = tl.load(emb_ptr + b * stride_b + offs_p.to(tl.int64)[:, None] * stride_p
+                + offs_d.to(tl.int64)[None, :] * stride_d, mask=m, other=0.0).to(ACC)
+    cen = tl.load(centroid_ptr + out[:, None] * D + offs_d[None, :], mask=m, other=0.0)
+    dev = tl.where(m, x - cen, 0.0)
+    tl.atomic_add(ss_ptr + out, tl.sum(dev * dev, axis=1), mask=valid)
+
+
+@triton.jit
+def _rs_backward_kernel(
+    emb_ptr, lab_ptr, gc_ptr, gv_ptr, count_ptr, centroid_ptr, grad_ptr,
+    P, D, R, ignore_index,
+    stride_b, stride_d, stride_p,
+    gstride_b, gstride_d, gstride_p,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    ACC = centroid_ptr.dtype.element_ty
+    pb = tl.program_id(0)
+    db = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
+    pmask = offs_p < P
+    dmask = offs_d < D
+    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
+    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+    out = b * R + tl.where(valid, lab, 0)
+    n = tl.load(count_ptr + out, mask=valid, other=1.0)
+    gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
+    m = valid[:, None] & dmask[None, :]
+    idx = out[:, None] * D + offs_d[None, :]
+    cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
+    gc = tl.load(gc_ptr + idx, mask=m, other=0.0)
+    p64 = offs_p.to(tl.int64)[:, None]
+    d64 = offs_d.to(tl.int64)[None, :]
+    x = tl.load(emb_ptr + b * stride_b + p64 * stride_p + d64 * stride_d, mask=m,
+                other=0.0).to(ACC)
+    g = (gc + 2.0 * gv[:, None] * (x - cen)) / n[:, None]
+    g = tl.where(m, g, 0.0)
+    tl.store(grad_ptr + b * gstride_b + p64 * gstride_p + d64 * gstride_d,
+             g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & dmask[None, :])
+
+
+# --------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _pixel_stride(t: torch.Tensor):
+    """Stride between flat pixels p = h*W + w of a (B, D, H, W) tensor, or None if H, W
+    cannot be flattened into one strided axis."""
+    H, W = t.shape[2], t.shape[3]
+    if W == 1:
+        return t.stride(2)
+    if H == 1 or t.stride(2) == W * t.stride(3):
+        return t.stride(3)
+    return None
+
+
+def _flat_view(emb: torch.Tensor):
+    sp = _pixel_stride(emb)
+    if sp is None:
+        emb = emb.contiguous()
+        sp = _pixel_stride(emb)
+    return emb, (emb.stride(0), emb.stride(1), sp)
+
+
+def _tile_blocks(P: int, D: int, max_d: int, tile: int):
+    """(BLOCK_P, BLOCK_D) with BLOCK_P * BLOCK_D <= tile elements (powers of two).
+
+    Sizes were checked with ptxas for sm_80/sm_90 (fp32 and fp64, 8 warps): no spills.
+    """
+    block_d = min(triton.next_power_of_2(max(D, 1)), max_d)
+    block_p = min(max(16, min(1024, tile // block_d)), max(16, triton.next_power_of_2(P)))
+    return block_p, block_d
+
+
+def _warps(block_p: int, block_d: int) -> int:
+    return 8 if block_p * block_d >= 2048 else 4
+
+
+def _plan_chunks(P: int, R: int, block_p: int, max_rows: int):
+    """(num_chunks, tiles_per_chunk): chunks of whole tiles, at most max_rows // R chunks."""
+    n_tiles = triton.cdiv(P, block_p)
+    nc = min(n_tiles, max(1, max_rows // max(R, 1)))
+    tiles = triton.cdiv(n_tiles, nc)
+    return triton.cdiv(n_tiles, tiles), tiles
+
+
+def _device_ctx(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
+                         ignore_index: int, *, path: str = "auto",
+                         max_partial_rows: int = MAX_PARTIAL_ROWS):
+    """emb (B, D, H, W), labels (B, H, W) -> count (B, R), centroid (B, R, D), variance (B, R).
+
+    `path`: "auto" (chunked when R <= ATOMIC_MIN_REGIONS or deterministic algorithms are on,
+    else atomic), "chunked" (bitwise deterministic) or "atomic" (not bitwise deterministic).
+    `max_partial_rows` caps chunks * R per image (tests lower it to force multi-tile chunks).
+    """
+    B, D, H, W = emb.shape
+    R = int(num_regions)
+    P = H * W
+    sdt = _stats_dtype(emb.dtype)
+    dev = emb.device
+    if B == 0 or P == 0 or R == 0:
+        return (torch.zeros(B, R, dtype=sdt, device=dev),
+                torch.zeros(B, R, D, dtype=sdt, device=dev),
+                torch.zeros(B, R, dtype=sdt, device=dev))
+    emb, (sb, sd, sp) = _flat_view(emb)
+    labels = labels.contiguous()
+    count = torch.empty(B, R, dtype=sdt, device=dev)
+    centroid = torch.empty(B, R, D, dtype=sdt, device=dev)
+    variance = torch.empty(B, R, dtype=sdt, device=dev)
+
+    if path == "auto":
+        atomic = R > ATOMIC_MIN_REGIONS and not torch.are_deterministic_algorithms_enabled()
+    elif path in ("chunked", "atomic"):
+        atomic = path == "atomic"
+    else:
+        raise ValueError(f"path must be 'auto', 'chunked' or 'atomic', got {path!r}")
+
+    with _device_ctx(emb):
+        if atomic:
+            block_p, block_d = _tile_blocks(P, D, max_d=64, tile=4096)
+            grid = (triton.cdiv(P, block_p), max(1, triton.cdiv(D, block_d)), B)
+            cnt = torch.zeros(B, R, dtype=torch.int32, device=dev)
+            sums = torch.zeros(B, R, D, dtype=sdt, device=dev)
+            _rs_atomic_sum_kernel[grid](
+                emb, labels, cnt, sums, P, D, R, ignore_index, sb, sd, sp,
+                BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+            count.copy_(cnt)
+            n_div = count.clamp_min(1)
+            torch.div(sums, n_div.unsqueeze(-1), out=centroid)
+            ss = torch.zeros(B, R, dtype=sdt, device=dev)
+            if D > 0:
+                _rs_atomic_sqdev_kernel[grid](
+                    emb, labels, centroid, ss, P, D, R, ignore_index, sb, sd, sp,
+                    BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+            torch.div(ss, n_div, out=variance)
+        else:
+            block_p, block_d = _tile_blocks(P, D, max_d=32, tile=8192)
+            num_chunks, tiles = _plan_chunks(P, R, block_p, max_partial_rows)
+            ws_n = torch.empty(B, R, num_chunks, dtype=torch.int32, device=dev)
+            ws_s = torch.empty(B, R, num_chunks, D, dtype=sdt, device=dev)
+            ws_m2 = torch.empty(B, R, num_chunks, D, dtype=sdt, device=dev)
+            grid = (num_chunks, max(1, triton.cdiv(D, block_d)), B)
+            _rs_partials_kernel[grid](
+                emb, labels, ws_n, ws_s, ws_m2, P, D, R, ignore_index, num_chunks, tiles,
+                sb, sd, sp, BLOCK_P=block_p, BLOCK_D=block_d, ONE_TILE=tiles == 1,
+                num_warps=_warps(block_p, block_d))
+            mblock_d = min(triton.next_power_of_2(max(D, 1)), 64)
+            mtile = 1024 if sdt == torch.float64 else 2048
+            mblock_c = max(1, min(triton.next_power_of_2(num_chunks), mtile // mblock_d))
+            _rs_merge_kernel[(R, B)](
+                ws_n, ws_s, ws_m2, count, centroid, variance, D, R, num_chunks,
+                BLOCK_C=mblock_c, BLOCK_D=mblock_d, num_warps=4)
+    return count, centroid, variance
+
+
+def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
+                          emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
+                          centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Gradient of (centroid, variance) w.r.t. emb; same shape, dtype and strides as emb."""
+    grad = torch.empty_like(emb)
+    B, D, H, W = emb.shape
+    R = count.shape[1]
+    P = H * W
+    if grad.numel() == 0:
+        return grad
+    if R == 0:
+        return grad.zero_()
+    sdt = _stats_dtype(emb.dtype)
+    emb, (sb, sd, sp) = _flat_view(emb)
+    out = grad if _pixel_stride(grad) is not None else torch.empty_like(emb)
+    labels = labels.contiguous()
+    gc = grad_centroid.to(sdt).contiguous()
+    gv = grad_variance.to(sdt).contiguous()
+    count = count.to(sdt).contiguous()
+    centroid = centroid.to(sdt).contiguous()
+    block_p, block_d = _tile_blocks(P, D, max_d=64, tile=2048)
+    grid = (triton.cdiv(P, block_p), triton.cdiv(D, block_d), B)
+    with _device_ctx(emb):
+        _rs_backward_kernel[grid](
+            emb, labels, gc, gv, count, centroid, out, P, D, R, ignore_index,
+            sb, sd, sp, out.stride(0), out.stride(1), _pixel_stride(out),
+            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+    if out is not grad:
+        grad.copy_(out)
+    return grad
+
+
+# --------------------------------------------------------------------------------------
+# Opaque ops (autograd is registered in pixelkernels/ops/region_stats.py)
+# --------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("pixelkernels::region_stats_triton", mutates_args=())
+def region_stats_op(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
+                    ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return region_stats_forward(emb, labels, num_regions, ignore_index)
+
+
+@region_stats_op.register_fake
+def _region_stats_fake(emb, labels, num_regions, ignore_index):
+    torch._check(emb.dim() == 4, lambda: f"emb must be (B, D, H, W), got {tuple(emb.shape)}")
+    torch._check(labels.dim() == 3, lambda: f"labels must be (B, H, W), got {tuple(labels.shape)}")
+    B, D, H, W = emb.shape
+    torch._check(labels.shape[0] == B, lambda: "labels and emb differ in batch size")
+    torch._check(labels.shape[1] == H, lambda: "labels and emb differ in height")
+    torch._check(labels.shape[2] == W, lambda: "labels and emb differ in width")
+    torch._check(num_regions >= 0, lambda: f"num_regions must be >= 0, got {num_regions}")
+    sdt = _stats_dtype(emb.dtype)
+    return (emb.new_empty((B, num_regions), dtype=sdt),
+            emb.new_empty((B, num_regions, D), dtype=sdt),
+            emb.new_empty((B, num_regions), dtype=sdt))
+
+
+@torch.library.custom_op("pixelkernels::region_stats_triton_backward", mutates_args=())
+def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
+                             emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
+                             centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid,
+                                 ignore_index)
+
+
+@region_stats_backward_op.register_fake
+def _region_stats_backward_fake(grad_centroid, grad_variance, emb, labels, count, centroid,
+                                ignore_index):
+    torch._check(emb.dim() == 4, lambda: f"emb must be (B, D, H, W), got {tuple(emb.shape)}")
+    B, D, H, W = emb.shape
+    torch._check(labels.dim() == 3, lambda: f"labels must be (B, H, W), got {tuple(labels.shape)}")
+    torch._check(count.dim() == 2, lambda: f"count must be (B, R), got {tuple(count.shape)}")
+    torch._check(count.shape[0] == B, lambda: f"count must be (B, R), got {tuple(count.shape)}")
+    R = count.shape[1]
+    for name, t, shape in (("grad_centroid", grad_centroid, (B, R, D)),
+                           ("centroid", centroid, (B, R, D)),
+                           ("grad_variance", grad_variance, (B, R))):
+        msg = lambda name=name, t=t, shape=shape: f"{name} must be {shape}, got {tuple(t.shape)}"
+        torch._check(t.dim() == len(shape), msg)
+        for i, size in enumerate(shape):
+            torch._check(t.shape[i] == size, msg)
+    return torch.empty_like(emb)
