@@ -59,11 +59,14 @@ PK_HD ChunkPlan plan_chunks(int64_t P, int64_t R, int64_t target, int64_t max_ro
 // for a pixel p in region r with n = count[r] >= 1:
 //     grad_x = (grad_centroid + 2 * grad_variance * (x - centroid)) / n
 // (the path through the centroid inside the variance vanishes because
-// sum_p (x_p - centroid) = 0).
+// sum_p (x_p - centroid) = 0). A zero grad_variance (e.g. the variance output was not
+// used) contributes exactly nothing, even where x or the centroid is NaN, as autograd
+// would for an unused output.
 template <typename acc_t>
 PK_HD acc_t grad_element(acc_t x, acc_t centroid, acc_t grad_centroid, acc_t grad_variance,
                          acc_t inv_n) {
-  return inv_n * (grad_centroid + acc_t(2) * grad_variance * (x - centroid));
+  const acc_t dev = grad_variance != acc_t(0) ? acc_t(2) * grad_variance * (x - centroid) : acc_t(0);
+  return inv_n * (grad_centroid + dev);
 }
 
 }  // namespace region_stats

@@ -18,18 +18,15 @@ faster two-pass path with atomics.
 
 from __future__ import annotations
 
-import functools
+import warnings
 
 import torch
 
 from .. import _backend, _checks, _ext
-from ..reference import region_stats as _ref
+from ..reference.region_stats import region_stats as _reference
+from ..reference.region_stats import stats_dtype as _stats_dtype
 
 _SHAPE = "(B, D, H, W)"
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return _ref.stats_dtype(dtype)
 
 
 def _fake_forward(emb, labels, num_regions, ignore_index):
@@ -86,15 +83,23 @@ if _ext.have_cpu_kernels():
     )
 
 
-@functools.cache
-def _triton_op():
-    """Import the Triton kernels on first use (importing triton is slow) and wire autograd."""
-    from ..triton import region_stats as tr
-
+def _load_triton():
+    """The Triton op with autograd wired, or None. Done at import (not lazily) so that
+    torch.compile never has to trace a registration."""
+    if _backend.triton_version() is None:
+        return None
+    try:
+        from ..triton import region_stats as tr
+    except Exception as e:  # a broken triton install must not break the package
+        warnings.warn(f"pixelkernels: triton kernels unavailable ({type(e).__name__}: {e})", RuntimeWarning)
+        return None
     torch.library.register_autograd(
         tr.region_stats_op, _make_backward(tr.region_stats_backward_op), setup_context=_setup_context
     )
     return tr.region_stats_op
+
+
+_TRITON_OP = _load_triton()
 
 
 def region_stats(
@@ -122,8 +127,10 @@ def region_stats(
     _checks.label_values(labels, "labels", R, ignore_index)
 
     if name == "reference":
-        return _ref.region_stats(emb, labels, R, ignore_index=ignore_index)
+        return _reference(emb, labels, R, ignore_index=ignore_index)
     labels = labels.long()
     if name == "triton":
-        return _triton_op()(emb, labels, R, ignore_index)
+        if _TRITON_OP is None:
+            raise RuntimeError("backend 'triton' cannot run here: the triton kernels failed to import (see warning)")
+        return _TRITON_OP(emb, labels, R, ignore_index)
     return torch.ops.pixelkernels.region_stats(emb, labels, R, ignore_index)

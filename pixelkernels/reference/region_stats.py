@@ -45,4 +45,4 @@ def region_stats(emb: torch.Tensor, labels: torch.Tensor, num_regions: int, *, i
     sq = torch.where(valid, sq, torch.zeros_like(sq))
     ss = torch.zeros(B, R + 1, dtype=x.dtype, device=x.device).scatter_add(1, bins, sq)
     variance = ss / count.clamp_min(1)
-    return count[:, :R], centroid[:, :R], variance[:, :R]
+    return count[:, :R].contiguous(), centroid[:, :R].contiguous(), variance[:, :R].contiguous()

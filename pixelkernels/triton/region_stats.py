@@ -272,7 +272,10 @@ def _rs_backward_kernel(
     d64 = offs_d.to(tl.int64)[None, :]
     x = tl.load(emb_ptr + b * stride_b + p64 * stride_p + d64 * stride_d, mask=m,
                 other=0.0).to(ACC)
-    g = (gc + 2.0 * gv[:, None] * (x - cen)) / n[:, None]
+    # A zero grad_variance (e.g. the variance output was not used) contributes exactly
+    # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
+    dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
+    g = (gc + dev) / n[:, None]
     g = tl.where(m, g, 0.0)
     tl.store(grad_ptr + b * gstride_b + p64 * gstride_p + d64 * gstride_d,
              g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & dmask[None, :])
