@@ -70,7 +70,7 @@ def _triton_missing(device: torch.device) -> str | None:
     return f"triton runs on CUDA tensors, or on CPU tensors only with TRITON_INTERPRET=1 (got {device.type} tensors)"
 
 
-def _missing(name: str, device: torch.device) -> str | None:
+def missing(name: str, device: torch.device) -> str | None:
     """Why backend `name` cannot run on tensors of `device` (None if it can)."""
     if name == "reference":
         return None
@@ -100,8 +100,8 @@ def resolve(backend: str | None, device: torch.device) -> str:
             if _ext.have_cuda_kernels():
                 return "cuda"
             return "triton" if _triton_missing(device) is None else "reference"
-        return "cpu" if _missing("cpu", device) is None else "reference"
-    why = _missing(name, device)
+        return "cpu" if missing("cpu", device) is None else "reference"
+    why = missing(name, device)
     if why is not None:
         raise RuntimeError(f"backend {name!r} cannot run here: {why}")
     return name

@@ -21,17 +21,21 @@ except (ImportError, OSError) as e:  # not built, or built against another torch
         stacklevel=2,
     )
 
+def check_cuda_versions(built_cuda: str | None, torch_cuda: str | None) -> None:
+    """A CUDA build only runs with a torch of the same CUDA major version."""
+    if built_cuda is None:
+        return
+    if torch_cuda is None or torch_cuda.split(".")[0] != built_cuda.split(".")[0]:
+        raise RuntimeError(
+            f"pixelkernels was built for CUDA {built_cuda}, but the installed torch "
+            f"{torch.__version__} has CUDA {torch_cuda}. Install a pixelkernels wheel whose tag "
+            f"matches (e.g. +cu{(torch_cuda or 'XYZ').replace('.', '')}), or rebuild from source with "
+            "`pip install --no-build-isolation .` against this torch."
+        )
+
+
 if _C is not None:
-    _built_cuda = _C.build_info()["cuda"]
-    if _built_cuda is not None:
-        _torch_cuda = torch.version.cuda
-        if _torch_cuda is None or _torch_cuda.split(".")[0] != _built_cuda.split(".")[0]:
-            raise RuntimeError(
-                f"pixelkernels was built for CUDA {_built_cuda}, but the installed torch "
-                f"{torch.__version__} has CUDA {_torch_cuda}. Install a pixelkernels wheel whose tag "
-                f"matches (e.g. +cu{(_torch_cuda or '').replace('.', '')}), or rebuild from source with "
-                "`pip install --no-build-isolation .` against this torch."
-            )
+    check_cuda_versions(_C.build_info()["cuda"], torch.version.cuda)
 
 
 def have_cpu_kernels() -> bool:

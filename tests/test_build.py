@@ -1,0 +1,148 @@
+"""The foundation: build facts, backend selection, the fallback without _C, version tags."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pixelkernels as pk
+from pixelkernels import _ext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=300, cwd=ROOT)
+
+
+def test_build_info_keys():
+    info = pk.build_info()
+    for key in ("version", "torch", "cuda", "arch_list", "openmp", "triton", "backends"):
+        assert key in info, key
+    assert info["version"] == pk.__version__
+    assert "reference" in info["backends"]
+    if _ext.have_cpu_kernels():
+        assert info["torch"].split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]
+        assert isinstance(info["openmp"], bool)
+        assert "cpu" in info["backends"]
+    if info["cuda"] is None:
+        assert info["arch_list"] is None
+
+
+def test_local_version_tag():
+    if not _ext.have_cpu_kernels():
+        pytest.skip("extension not built")
+    try:
+        version = importlib.metadata.version("pixelkernels")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("not installed with pip")
+    tv = torch.__version__.split("+")[0].split(".")
+    dev = "cu" + pk.build_info()["cuda"].replace(".", "") if pk.build_info()["cuda"] else "cpu"
+    assert version.endswith(f"+{dev}.pt{tv[0]}{tv[1]}"), version
+
+
+@pytest.mark.parametrize(
+    "built,torch_cuda,ok",
+    [(None, None, True), (None, "13.0", True), ("13.0", "13.0", True), ("13.0", "13.1", True),
+     ("13.0", "12.8", False), ("12.8", None, False)],
+)
+def test_cuda_version_check(built, torch_cuda, ok):
+    if ok:
+        _ext.check_cuda_versions(built, torch_cuda)
+    else:
+        with pytest.raises(RuntimeError, match=f"built for CUDA {built}"):
+            _ext.check_cuda_versions(built, torch_cuda)
+
+
+def test_set_and_use_backend():
+    assert pk.get_backend() == "auto"
+    pk.set_backend("reference")
+    try:
+        assert pk.get_backend() == "reference"
+        with pk.use_backend("auto"):
+            assert pk.get_backend() == "auto"
+        assert pk.get_backend() == "reference"
+    finally:
+        pk.set_backend("auto")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pk.set_backend("gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with pk.use_backend("nope"):
+            pass
+
+
+def test_auto_rules_on_cpu():
+    want = "cpu" if _ext.have_cpu_kernels() else "reference"
+    assert pk._backend.resolve(None, torch.device("cpu")) == want
+    assert pk._backend.resolve("reference", torch.device("cpu")) == "reference"
+    with pytest.raises(RuntimeError, match="cuda backend needs CUDA tensors"):
+        pk._backend.resolve("cuda", torch.device("cpu"))
+
+
+def test_env_var_sets_global_backend():
+    r = _python("import pixelkernels as pk; print(pk.get_backend())", PIXELKERNELS_BACKEND="reference")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "reference"
+    r = _python("import pixelkernels", PIXELKERNELS_BACKEND="fast")
+    assert r.returncode != 0 and "backend must be one of" in r.stderr
+
+
+def test_triton_needs_interpreter_on_cpu():
+    r = _python(
+        "import pixelkernels as pk, torch\n"
+        "try:\n"
+        "    pk.region_stats(torch.randn(1,2,3,3), torch.zeros(1,3,3,dtype=torch.long), 1, backend='triton')\n"
+        "except RuntimeError as e:\n"
+        "    print('REFUSED', e)\n",
+        TRITON_INTERPRET="0",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "REFUSED" in r.stdout and ("TRITON_INTERPRET=1" in r.stdout or "not installed" in r.stdout)
+
+
+def test_fallback_without_extension_warns_once_and_uses_reference():
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['pixelkernels._C'] = None  # as if the extension were missing\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import pixelkernels as pk\n"
+        "msgs = [str(x.message) for x in w if 'compiled extension' in str(x.message)]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "import torch\n"
+        "assert 'cpu' not in pk.available_backends()\n"
+        "c, m, v = pk.region_stats(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), 2)\n"
+        "assert c.tolist() == [[9.0, 0.0]]\n"
+        "try:\n"
+        "    pk.region_stats(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), 2, backend='cpu')\n"
+        "except RuntimeError as e:\n"
+        "    assert 'extension is not loaded' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('cpu backend should be refused')\n"
+        "print('OK', pk.build_info()['extension_error'])\n"
+    )
+    r = _python(code)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert r.stdout.startswith("OK")
+
+
+def test_checks_toggle():
+    assert pk.checks_enabled()
+    pk.set_checks(False)
+    try:
+        assert not pk.checks_enabled()
+    finally:
+        pk.set_checks(True)
+
+
+def test_bench_command_runs():
+    """`python -m pixelkernels bench` end to end on a small run (timings are not checked)."""
+    r = _python("import pixelkernels.__main__ as m, sys; sys.exit(m.main(['info']))")
+    assert r.returncode == 0 and '"backends"' in r.stdout
