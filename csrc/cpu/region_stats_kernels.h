@@ -38,13 +38,15 @@ inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore,
   for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
 }
 
-// out[k] += sum over i with bins[i] == k of (v[i] - mu[k])^2 if kCentred, else of v[i].
+// out[k] += sum over i with bins[i] == k of (v[i] - mu[k])^2 if kCentred, else of v[i],
+// for the K - 1 real bins (the sentinel bin K - 1 is never accumulated: it is dropped).
 template <int K, bool kCentred, typename acc_t, typename scalar_t>
 inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out) {
-  acc_t acc[K][kLanes] = {};
-  acc_t mu[K] = {};
+  constexpr int KR = K - 1;
+  acc_t acc[KR][kLanes] = {};
+  acc_t mu[KR] = {};
   if constexpr (kCentred)
-    for (int k = 0; k < K; ++k) mu[k] = mu_in[k];
+    for (int k = 0; k < KR; ++k) mu[k] = mu_in[k];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     acc_t x[kLanes];
@@ -54,7 +56,7 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
       b[j] = bins[i + j];
     }
 #pragma GCC unroll 8
-    for (int k = 0; k < K; ++k) {
+    for (int k = 0; k < KR; ++k) {
       const acc_t m = mu[k];
 #pragma GCC unroll 8
       for (int j = 0; j < kLanes; ++j) {
@@ -65,13 +67,13 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
     }
   }
   for (; i < n; ++i) {
-    for (int k = 0; k < K; ++k) {
+    for (int k = 0; k < KR; ++k) {
       acc_t t = acc_t(v[i]);
       if constexpr (kCentred) t = (t - mu[k]) * (t - mu[k]);
       acc[k][0] += bins[i] == k ? t : acc_t(0);
     }
   }
-  for (int k = 0; k < K; ++k) {
+  for (int k = 0; k < KR; ++k) {
     acc_t s = 0;
     for (int j = 0; j < kLanes; ++j) s += acc[k][j];
     out[k] += s;
@@ -204,12 +206,13 @@ template <int K, typename scalar_t, typename acc_t>
 inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, int32_t sentinel, const acc_t* c,
                      const acc_t* gc, const acc_t* gv, const acc_t* inv_n, scalar_t* out) {
   if constexpr (K > 0) {
-    acc_t ck[K], gck[K], gvk[K], ik[K];
-    for (int k = 0; k < K; ++k) {
+    // grad = a_k + s_k (x - c_k) with a_k = gc_k / n_k, s_k = 2 gv_k / n_k: the formula of
+    // grad_element with the per-bin products hoisted (s_k = 0 still contributes exactly 0).
+    acc_t ck[K], ak[K], sk[K];
+    for (int k = 0; k < K - 1; ++k) {
       ck[k] = c[k];
-      gck[k] = gc[k];
-      gvk[k] = gv[k];
-      ik[k] = inv_n[k];
+      ak[k] = gc[k] * inv_n[k];
+      sk[k] = acc_t(2) * gv[k] * inv_n[k];
     }
     // Each bin's grad is computed for every element and the right one selected: K FMAs
     // per element beat K table selects per constant; the sentinel (k = K - 1) stays 0.
@@ -218,7 +221,10 @@ inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, int32_t 
       const acc_t xi = acc_t(x[i]);
       acc_t g = 0;
 #pragma GCC unroll 8
-      for (int k = 0; k < K - 1; ++k) g = b == k ? grad_element<acc_t>(xi, ck[k], gck[k], gvk[k], ik[k]) : g;
+      for (int k = 0; k < K - 1; ++k) {
+        const acc_t dev = sk[k] != acc_t(0) ? sk[k] * (xi - ck[k]) : acc_t(0);
+        g = b == k ? ak[k] + dev : g;
+      }
       out[i] = scalar_t(g);
     }
   } else {
