@@ -29,17 +29,8 @@ PK_DEFINE_REGION_STATS_ENTRIES(double, f64)
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define PK_HAVE_AVX2_BUILD 1
 namespace avx2 {
-#define PK_DECLARE(T, SUFFIX)                                                                                  \
-  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
-                                           int64_t* cnt_nb, int64_t* cnt, T* mean, T* m2);                     \
-  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
-                                           const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
-                                           const T* inv_t, T* gx);
-PK_DECLARE(float, f32)
-PK_DECLARE(double, f64)
-#undef PK_DECLARE
+PK_REGION_STATS_ENTRY(float, f32)
+PK_REGION_STATS_ENTRY(double, f64)
 }  // namespace avx2
 #endif
 
@@ -47,9 +38,14 @@ namespace {
 
 using region_stats::plan_chunks;
 
-constexpr int64_t kChunkBytes = 128 * 1024;
+constexpr int64_t kChunkBytes = 128 * 1024;  // emb bytes per task: L2-resident for the second sweep
 constexpr int64_t kMaxPartialRows = 1 << 16;
-constexpr int64_t kGradTile = 4096;
+
+// Pixels per task for a D-dim map of T: about kChunkBytes of emb.
+template <typename T>
+int64_t tile_pixels(int64_t D) {
+  return std::max<int64_t>(256, kChunkBytes / std::max<int64_t>(1, D * int64_t(sizeof(T))));
+}
 
 bool cpu_has_avx2() {
 #ifdef PK_HAVE_AVX2_BUILD
@@ -63,9 +59,9 @@ bool cpu_has_avx2() {
 template <typename T>
 struct Kernels {
   using Fwd = void (*)(const T*, int64_t, int64_t, int64_t, const int64_t*, int64_t, int64_t, int64_t, int32_t*,
-                       T*, int64_t*, int64_t*, T*, T*);
+                       T*, int64_t*, T*, int64_t*, T*, T*);
   using Bwd = void (*)(const T*, int64_t, int64_t, int64_t, const int64_t*, int64_t, int64_t, int64_t, int32_t*,
-                       const T*, const T*, const T*, const T*, const T*, const T*, T*);
+                       const T*, const T*, const T*, const T*, const T*, const T*, T*, T*);
   Fwd forward;
   Bwd backward;
 };
@@ -89,21 +85,20 @@ template <typename T>
 void forward_impl(const T* x, const PixelStrides& ps, int64_t B, int64_t D, int64_t P, const int64_t* labels,
                   int64_t R, int64_t ignore, T* count, T* centroid, T* variance) {
   const auto k = kernels<T>();
-  const int64_t target = std::max<int64_t>(256, kChunkBytes / std::max<int64_t>(1, D * int64_t(sizeof(T))));
-  const auto plan = plan_chunks(P, R, target, kMaxPartialRows);
+  const auto plan = plan_chunks(P, R, tile_pixels<T>(D), kMaxPartialRows);
   const int64_t NC = plan.num_chunks;
   std::vector<int64_t> pn(B * NC * R);
   std::vector<T> pmean(B * NC * R * D), pm2(B * NC * R * D);
 
   at::parallel_for(0, B * NC, 1, [&](int64_t t0, int64_t t1) {
     std::vector<int32_t> bins(plan.chunk);
-    std::vector<T> scratch(2 * D * (R + 1));
+    std::vector<T> scratch(2 * D * (R + 1)), tbuf(plan.chunk * D);
     std::vector<int64_t> cnt_nb(R + 1);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / NC, c = t % NC;
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * ps.sb + p0 * ps.sp, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.data(),
-                scratch.data(), cnt_nb.data(), pn.data() + t * R, pmean.data() + t * R * D,
+                scratch.data(), cnt_nb.data(), tbuf.data(), pn.data() + t * R, pmean.data() + t * R * D,
                 pm2.data() + t * R * D);
     }
   });
@@ -141,7 +136,7 @@ template <typename T>
 void backward_impl(const T* gc, const T* gv, const T* x, const PixelStrides& ps, int64_t B, int64_t D, int64_t P,
                    const int64_t* labels, const T* count, const T* centroid, int64_t R, int64_t ignore, T* gx) {
   const auto k = kernels<T>();
-  const int64_t nb = R + 1, tiles = (P + kGradTile - 1) / kGradTile;
+  const int64_t tile = tile_pixels<T>(D), nb = R + 1, tiles = (P + tile - 1) / tile;
   // Per-image tables with a zero sentinel bin R: [D][R + 1] for the pixel-inner layout,
   // [R + 1][D] for the dim-inner one.
   std::vector<T> c_t(B * D * nb), gc_t(B * D * nb), c_rd(B * nb * D), gc_rd(B * nb * D), gv_t(B * nb), inv_t(B * nb);
@@ -160,13 +155,14 @@ void backward_impl(const T* gc, const T* gv, const T* x, const PixelStrides& ps,
       }
   });
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<int32_t> bins(kGradTile);
+    std::vector<int32_t> bins(tile);
+    std::vector<T> tbuf(tile * D);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / tiles, p0 = (t % tiles) * kGradTile, n = std::min(P, p0 + kGradTile) - p0;
+      const int64_t b = t / tiles, p0 = (t % tiles) * tile, n = std::min(P, p0 + tile) - p0;
       const int64_t off = b * ps.sb + p0 * ps.sp;
       k.backward(x + off, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.data(), c_t.data() + b * D * nb,
                  gc_t.data() + b * D * nb, c_rd.data() + b * nb * D, gc_rd.data() + b * nb * D, gv_t.data() + b * nb,
-                 inv_t.data() + b * nb, gx + off);
+                 inv_t.data() + b * nb, tbuf.data(), gx + off);
     }
   });
 }

@@ -32,7 +32,9 @@ using ::pixelkernels::region_stats::grad_element;
 using ::pixelkernels::region_stats::takes_part;
 
 constexpr int kLanes = 8;
-constexpr int kMaxFastBins = 8;
+// Up to this many bins (regions + sentinel) the pixel-inner kernels select per bin; more
+// bins go through a pixel-major copy (measured crossover on AVX2: 4 to 5 bins).
+constexpr int kMaxSelectBins = 4;
 
 inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
   for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
@@ -82,23 +84,41 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
 
 template <int K>
 inline void binned_counts(const int32_t* bins, int64_t n, int64_t* cnt) {
-  if constexpr (K > 0) {
-    int32_t acc[K][kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < K; ++k)
-        for (int j = 0; j < kLanes; ++j) acc[k][j] += bins[i + j] == k ? 1 : 0;
-    for (; i < n; ++i)
-      for (int k = 0; k < K; ++k) acc[k][0] += bins[i] == k ? 1 : 0;
+  int32_t acc[K][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
     for (int k = 0; k < K; ++k)
-      for (int j = 0; j < kLanes; ++j) cnt[k] += acc[k][j];
-  } else {
-    for (int64_t i = 0; i < n; ++i) ++cnt[bins[i]];
-  }
+      for (int j = 0; j < kLanes; ++j) acc[k][j] += bins[i + j] == k ? 1 : 0;
+  for (; i < n; ++i)
+    for (int k = 0; k < K; ++k) acc[k][0] += bins[i] == k ? 1 : 0;
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < kLanes; ++j) cnt[k] += acc[k][j];
 }
 
-// Pixel-inner layout (stride_p == 1). Scratch holds 2 * D * (R + 1) accumulators laid
-// out [D][R + 1]. Writes cnt (R), mean and M2 ([R][D]).
+// Pixel-major copy of a pixel-inner tile: buf[i * D + d] = x[d * sd + i] (and back), in
+// blocks of kLanes pixels so the loads (or stores) on the x side stay contiguous.
+template <typename scalar_t>
+inline void to_pixel_major(const scalar_t* x, int64_t sd, int64_t n, int64_t D, scalar_t* buf) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t d = 0; d < D; ++d)
+      for (int j = 0; j < kLanes; ++j) buf[(i + j) * D + d] = x[d * sd + i + j];
+  for (; i < n; ++i)
+    for (int64_t d = 0; d < D; ++d) buf[i * D + d] = x[d * sd + i];
+}
+
+template <typename scalar_t>
+inline void from_pixel_major(const scalar_t* buf, int64_t n, int64_t D, scalar_t* x, int64_t sd) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t d = 0; d < D; ++d)
+      for (int j = 0; j < kLanes; ++j) x[d * sd + i + j] = buf[(i + j) * D + d];
+  for (; i < n; ++i)
+    for (int64_t d = 0; d < D; ++d) x[d * sd + i] = buf[i * D + d];
+}
+
+// Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins). Scratch holds
+// 2 * D * K accumulators laid out [D][K]. Writes cnt (R), mean and M2 ([R][D]).
 template <int K, typename scalar_t, typename acc_t>
 void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
                        int64_t R, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
@@ -112,20 +132,9 @@ void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* 
     const scalar_t* xd = x + d * sd;
     acc_t* s = sum + d * nb;
     acc_t* q = sq + d * nb;
-    if constexpr (K > 0) {
-      binned_sums<K, false>(xd, bins, n, s, s);
-    } else {
-      for (int64_t i = 0; i < n; ++i) s[bins[i]] += acc_t(xd[i]);
-    }
+    binned_sums<K, false>(xd, bins, n, s, s);
     for (int64_t k = 0; k < R; ++k) s[k] = cnt_nb[k] > 0 ? s[k] / acc_t(cnt_nb[k]) : acc_t(0);
-    if constexpr (K > 0) {
-      binned_sums<K, true>(xd, bins, n, s, q);
-    } else {
-      for (int64_t i = 0; i < n; ++i) {
-        const acc_t t = acc_t(xd[i]) - s[bins[i]];
-        q[bins[i]] += t * t;
-      }
-    }
+    binned_sums<K, true>(xd, bins, n, s, q);
   }
   for (int64_t k = 0; k < R; ++k) {
     cnt[k] = cnt_nb[k];
@@ -172,14 +181,21 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
   }
 }
 
-// One chunk: bins from labels, then the layout's sweeps. `scratch` holds
-// 2 * D * (R + 1) acc_t, `bins` n int32, `cnt_nb` R + 1 int64.
+// One chunk: bins from labels, then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
+// acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
+// with many bins is first copied pixel-major into tbuf (an L2-resident pass), because the
+// dim-inner sweeps vectorise over D whatever R is, while per-dim scatters do not.
 template <typename scalar_t, typename acc_t>
 void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
-                   int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt,
-                   acc_t* mean, acc_t* m2) {
+                   int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, scalar_t* tbuf,
+                   int64_t* cnt, acc_t* mean, acc_t* m2) {
   chunk_bins(labels, n, R, ignore, bins);
-  if (sp != 1) {
+  if (sp != 1 || R + 1 > kMaxSelectBins) {
+    if (sp == 1) {
+      to_pixel_major(x, sd, n, D, tbuf);
+      x = tbuf;
+      sp = D;
+    }
     chunk_dim_inner<scalar_t, acc_t>(x, D, sp, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
     return;
   }
@@ -189,92 +205,87 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
   switch (R + 1) {
     PK_CHUNK_CASE(2)
     PK_CHUNK_CASE(3)
-    PK_CHUNK_CASE(4)
-    PK_CHUNK_CASE(5)
-    PK_CHUNK_CASE(6)
-    PK_CHUNK_CASE(7)
-    PK_CHUNK_CASE(kMaxFastBins)
-    default:
-      return chunk_pixel_inner<0, scalar_t, acc_t>(x, D, sd, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+    PK_CHUNK_CASE(kMaxSelectBins)
   }
 #undef PK_CHUNK_CASE
 }
 
-// grad for one contiguous row of one dim; per-bin constants c, gc, gv, inv_n have R + 1
-// entries, the sentinel's inv_n is 0 and its grad is forced to exactly 0 (even for NaN x).
+// grad for one contiguous row of one dim, few bins (K <= kMaxSelectBins); the per-bin
+// constants c, gc, gv, inv_n have K entries. grad = a_k + s_k (x - c_k) with
+// a_k = gc_k / n_k, s_k = 2 gv_k / n_k: grad_element with the per-bin products hoisted
+// (s_k = 0 still contributes exactly 0). Each bin's value is computed for every element
+// and the right one selected; the sentinel bin K - 1 gives exactly 0, even for NaN x.
 template <int K, typename scalar_t, typename acc_t>
-inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, int32_t sentinel, const acc_t* c,
-                     const acc_t* gc, const acc_t* gv, const acc_t* inv_n, scalar_t* out) {
-  if constexpr (K > 0) {
-    // grad = a_k + s_k (x - c_k) with a_k = gc_k / n_k, s_k = 2 gv_k / n_k: the formula of
-    // grad_element with the per-bin products hoisted (s_k = 0 still contributes exactly 0).
-    acc_t ck[K], ak[K], sk[K];
-    for (int k = 0; k < K - 1; ++k) {
-      ck[k] = c[k];
-      ak[k] = gc[k] * inv_n[k];
-      sk[k] = acc_t(2) * gv[k] * inv_n[k];
-    }
-    // Each bin's grad is computed for every element and the right one selected: K FMAs
-    // per element beat K table selects per constant; the sentinel (k = K - 1) stays 0.
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t b = bins[i];
-      const acc_t xi = acc_t(x[i]);
-      acc_t g = 0;
+inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, const acc_t* c, const acc_t* gc,
+                     const acc_t* gv, const acc_t* inv_n, scalar_t* out) {
+  acc_t ck[K], ak[K], sk[K];
+  for (int k = 0; k < K - 1; ++k) {
+    ck[k] = c[k];
+    ak[k] = gc[k] * inv_n[k];
+    sk[k] = acc_t(2) * gv[k] * inv_n[k];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t b = bins[i];
+    const acc_t xi = acc_t(x[i]);
+    acc_t g = 0;
 #pragma GCC unroll 8
-      for (int k = 0; k < K - 1; ++k) {
-        const acc_t dev = sk[k] != acc_t(0) ? sk[k] * (xi - ck[k]) : acc_t(0);
-        g = b == k ? ak[k] + dev : g;
-      }
-      out[i] = scalar_t(g);
+    for (int k = 0; k < K - 1; ++k) {
+      const acc_t dev = sk[k] != acc_t(0) ? sk[k] * (xi - ck[k]) : acc_t(0);
+      g = b == k ? ak[k] + dev : g;
     }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t b = bins[i];
-      const acc_t g = grad_element<acc_t>(acc_t(x[i]), c[b], gc[b], gv[b], inv_n[b]);
-      out[i] = scalar_t(b == sentinel ? acc_t(0) : g);
+    out[i] = scalar_t(g);
+  }
+}
+
+// Dim-inner grads of n pixels at pixel stride sp (x and gx alike; may be the same buffer).
+// Tables c_rd, gc_rd are [R + 1][D]; gv_t, inv_t [R + 1]; the sentinel row is all zeros.
+template <typename scalar_t, typename acc_t>
+inline void grad_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bins, int64_t n,
+                           int32_t sentinel, const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t,
+                           const acc_t* inv_t, scalar_t* gx) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t k = bins[i];
+    const scalar_t* xi = x + i * sp;
+    scalar_t* gi = gx + i * sp;
+    const acc_t* cen = c_rd + k * D;
+    const acc_t* g_c = gc_rd + k * D;
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t g = grad_element<acc_t>(acc_t(xi[d]), cen[d], g_c[d], gv_t[k], inv_t[k]);
+      gi[d] = scalar_t(k == sentinel ? acc_t(0) : g);
     }
   }
 }
 
-// One tile of n pixels of one image. Tables: c_t, gc_t are [D][R + 1] (pixel-inner) and
-// also [R + 1][D] via c_rd, gc_rd (dim-inner); gv_t, inv_t are [R + 1].
+// One tile of n pixels of one image. Tables: c_t, gc_t are [D][R + 1] (pixel-inner select
+// path) and c_rd, gc_rd [R + 1][D] (dim-inner); gv_t, inv_t are [R + 1]. `tbuf` holds
+// n * D scalar_t for the pixel-major round trip of a pixel-inner tile with many bins.
 template <typename scalar_t, typename acc_t>
 void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
                    int64_t R, int64_t ignore, int32_t* bins, const acc_t* c_t, const acc_t* gc_t,
-                   const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* gx) {
+                   const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* tbuf,
+                   scalar_t* gx) {
   chunk_bins(labels, n, R, ignore, bins);
   const int64_t nb = R + 1;
   const int32_t sentinel = int32_t(R);
   if (sp != 1) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t k = bins[i];
-      const scalar_t* xi = x + i * sp;
-      scalar_t* gi = gx + i * sp;
-      const acc_t* cen = c_rd + k * D;
-      const acc_t* g_c = gc_rd + k * D;
-      for (int64_t d = 0; d < D; ++d) {
-        const acc_t g = grad_element<acc_t>(acc_t(xi[d]), cen[d], g_c[d], gv_t[k], inv_t[k]);
-        gi[d] = scalar_t(k == sentinel ? acc_t(0) : g);
-      }
-    }
+    grad_dim_inner(x, D, sp, bins, n, sentinel, c_rd, gc_rd, gv_t, inv_t, gx);
     return;
   }
-#define PK_GRAD_CASE(K)                                                                                  \
-  case K:                                                                                                \
-    for (int64_t d = 0; d < D; ++d)                                                                      \
-      grad_row<K>(x + d * sd, bins, n, sentinel, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd); \
+  if (nb > kMaxSelectBins) {
+    to_pixel_major(x, sd, n, D, tbuf);
+    grad_dim_inner(tbuf, D, D, bins, n, sentinel, c_rd, gc_rd, gv_t, inv_t, tbuf);
+    from_pixel_major(tbuf, n, D, gx, sd);
+    return;
+  }
+#define PK_GRAD_CASE(K)                                                                                    \
+  case K:                                                                                                  \
+    for (int64_t d = 0; d < D; ++d)                                                                        \
+      grad_row<K>(x + d * sd, bins, n, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd);             \
     return;
   switch (nb) {
     PK_GRAD_CASE(2)
     PK_GRAD_CASE(3)
-    PK_GRAD_CASE(4)
-    PK_GRAD_CASE(5)
-    PK_GRAD_CASE(6)
-    PK_GRAD_CASE(7)
-    PK_GRAD_CASE(kMaxFastBins)
-    default:
-      for (int64_t d = 0; d < D; ++d)
-        grad_row<0>(x + d * sd, bins, n, sentinel, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd);
+    PK_GRAD_CASE(kMaxSelectBins)
   }
 #undef PK_GRAD_CASE
 }
@@ -283,14 +294,13 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
 #define PK_REGION_STATS_ENTRY(T, SUFFIX)                                                                       \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
                                            int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
-                                           int64_t* cnt_nb, int64_t* cnt, T* mean, T* m2);                     \
+                                           int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2);            \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
                                            int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
                                            const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
-                                           const T* inv_t, T* gx);
+                                           const T* inv_t, T* tbuf, T* gx);
 PK_REGION_STATS_ENTRY(float, f32)
 PK_REGION_STATS_ENTRY(double, f64)
-#undef PK_REGION_STATS_ENTRY
 
 }  // namespace pixelkernels::cpu::PK_CPU_ISA
 
@@ -298,12 +308,12 @@ PK_REGION_STATS_ENTRY(double, f64)
 #define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                               \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
                                            int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
-                                           int64_t* cnt_nb, int64_t* cnt, T* mean, T* m2) {                    \
-    forward_chunk<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, scratch, cnt_nb, cnt, mean, m2);                \
+                                           int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2) {           \
+    forward_chunk<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, scratch, cnt_nb, tbuf, cnt, mean, m2);          \
   }                                                                                                            \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
                                            int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
                                            const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
-                                           const T* inv_t, T* gx) {                                            \
-    backward_tile<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, gx);       \
+                                           const T* inv_t, T* tbuf, T* gx) {                                   \
+    backward_tile<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, tbuf, gx); \
   }
