@@ -12,8 +12,9 @@ from pixelkernels import bench
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 WORKLOADS = [w for w in bench.WORKLOADS if w.op == "region_stats" and DEVICE.type in w.devices]
-BACKENDS = ["reference"] + [b for b in pk.available_backends()
-                            if b != "reference" and not (b == "triton" and DEVICE.type == "cpu")]
+BACKENDS = ["reference"] + [
+    b for b in pk.available_backends() if b != "reference" and not (b == "triton" and DEVICE.type == "cpu")
+]
 
 
 def _synced(fn):

@@ -86,7 +86,10 @@ def missing(name: str, device: torch.device) -> str | None:
         if device.type != "cuda":
             return f"the cuda backend needs CUDA tensors, got {device.type} tensors"
         if not _ext.have_cuda_kernels():
-            why = _ext.LOAD_ERROR or "pixelkernels was built without CUDA (PIXELKERNELS_WITH_CUDA=0 or no CUDA toolkit)"
+            why = (
+                _ext.LOAD_ERROR
+                or "pixelkernels was built without CUDA (PIXELKERNELS_WITH_CUDA=0 or no CUDA toolkit)"
+            )
             return f"the CUDA kernels are not built: {why}"
         return None
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")

@@ -10,7 +10,7 @@ _C = None
 LOAD_ERROR: str | None = None
 
 try:
-    from . import _C  # noqa: F811  (registers every C++ schema and CPU/CUDA kernel)
+    from . import _C
 except (ImportError, OSError) as e:  # not built, or built against another torch
     LOAD_ERROR = f"{type(e).__name__}: {e}"
     warnings.warn(
@@ -20,6 +20,7 @@ except (ImportError, OSError) as e:  # not built, or built against another torch
         RuntimeWarning,
         stacklevel=2,
     )
+
 
 def check_cuda_versions(built_cuda: str | None, torch_cuda: str | None) -> None:
     """A CUDA build only runs with a torch of the same CUDA major version."""

@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -127,7 +127,7 @@ def time_ms(fn: Callable[[], object], device: torch.device, *, warmup=3, min_rep
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
-    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
     return statistics.median(times), q(0.2), q(0.8)
 
 
@@ -184,7 +184,9 @@ def _peak_mib(w: Workload, inp: dict, backend: str, device: torch.device):
     )
     env = dict(os.environ, PIXELKERNELS_BACKEND="auto", MALLOC_MMAP_THRESHOLD_="65536")
     try:
-        r = subprocess.run([sys.executable, "-c", code, backend], capture_output=True, text=True, timeout=300, env=env)
+        r = subprocess.run(
+            [sys.executable, "-c", code, backend], capture_output=True, text=True, timeout=300, env=env
+        )
         return float(r.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return float("nan")
@@ -195,8 +197,11 @@ def run_bench(device: torch.device, workloads=None, backends=None, memory=True, 
     bw = copy_bandwidth_gbs(device)
     log(f"# device: {device_name(device)}; copy bandwidth {bw:.1f} GB/s; torch {torch.__version__}")
     # Triton on CPU tensors is the interpreter: a correctness tool, timed only when asked for.
-    usable = [b for b in pk.available_backends()
-              if b != "reference" and not (b == "triton" and device.type == "cpu" and not backends)]
+    usable = [
+        b
+        for b in pk.available_backends()
+        if b != "reference" and not (b == "triton" and device.type == "cpu" and not backends)
+    ]
     for w in WORKLOADS:
         if workloads and w.id not in workloads:
             continue
@@ -283,8 +288,12 @@ def _plot(rows, path):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pixelkernels bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cpu or cuda (default: the best present)")
-    p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all for the device)")
-    p.add_argument("--backend", action="append", help="backend(s) besides the reference (default: all usable)")
+    p.add_argument(
+        "--workload", action="append", help="workload id(s), e.g. W2 (default: all for the device)"
+    )
+    p.add_argument(
+        "--backend", action="append", help="backend(s) besides the reference (default: all usable)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--csv", help="write the rows as CSV here")
@@ -293,8 +302,13 @@ def main(argv=None):
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     print(HEADER)
     rows = run_bench(device, a.workload, a.backend, memory=not a.no_memory)
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": device_name(device), "torch": torch.__version__,
-            "build": pk.build_info(), "command": "python -m pixelkernels bench " + " ".join(argv or sys.argv[2:])}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "build": pk.build_info(),
+        "command": "python -m pixelkernels bench " + " ".join(argv or sys.argv[2:]),
+    }
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)

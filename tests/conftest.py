@@ -14,7 +14,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pixelkernels as pk  # noqa: E402
+import pixelkernels as pk
 
 HAS_CUDA = torch.cuda.is_available()
 AVAILABLE = set(pk.available_backends())
@@ -33,14 +33,20 @@ def backend_params():
     cases = [
         ("reference", "cpu", ()),
         ("cpu", "cpu", ()),
-        ("triton", "cuda" if HAS_CUDA else "cpu", (pytest.mark.triton,) + ((pytest.mark.cuda,) if HAS_CUDA else ())),
+        (
+            "triton",
+            "cuda" if HAS_CUDA else "cpu",
+            (pytest.mark.triton,) + ((pytest.mark.cuda,) if HAS_CUDA else ()),
+        ),
         ("cuda", "cuda", (pytest.mark.cuda,)),
     ]
     out = []
     for name, dev, marks in cases:
         skip = ()
         if name not in AVAILABLE or (dev == "cuda" and not HAS_CUDA):
-            skip = (pytest.mark.skip(reason=f"backend {name} not usable here ({pk.build_info()['backends']})"),)
+            skip = (
+                pytest.mark.skip(reason=f"backend {name} not usable here ({pk.build_info()['backends']})"),
+            )
         out.append(pytest.param(name, dev, marks=marks + skip, id=name))
     return out
 
@@ -59,7 +65,9 @@ def dtypes_for(backend: str):
 
 def assert_close(actual, expected, dtype, msg=""):
     rtol, atol = TOL[dtype]
-    torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=rtol, atol=atol, equal_nan=True, msg=msg)
+    torch.testing.assert_close(
+        actual, expected.to(actual.dtype), rtol=rtol, atol=atol, equal_nan=True, msg=msg
+    )
 
 
 def make_emb(B, D, H, W, *, dtype, device, layout="contiguous", seed=0):

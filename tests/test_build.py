@@ -19,7 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     e = dict(os.environ)
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=300, cwd=ROOT
+    )
 
 
 def test_build_info_keys():
@@ -50,8 +52,14 @@ def test_local_version_tag():
 
 @pytest.mark.parametrize(
     "built,torch_cuda,ok",
-    [(None, None, True), (None, "13.0", True), ("13.0", "13.0", True), ("13.0", "13.1", True),
-     ("13.0", "12.8", False), ("12.8", None, False)],
+    [
+        (None, None, True),
+        (None, "13.0", True),
+        ("13.0", "13.0", True),
+        ("13.0", "13.1", True),
+        ("13.0", "12.8", False),
+        ("12.8", None, False),
+    ],
 )
 def test_cuda_version_check(built, torch_cuda, ok):
     if ok:
@@ -73,9 +81,8 @@ def test_set_and_use_backend():
         pk.set_backend("auto")
     with pytest.raises(ValueError, match="backend must be one of"):
         pk.set_backend("gpu")
-    with pytest.raises(ValueError, match="backend must be one of"):
-        with pk.use_backend("nope"):
-            pass
+    with pytest.raises(ValueError, match="backend must be one of"), pk.use_backend("nope"):
+        pass
 
 
 def test_auto_rules_on_cpu():

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import BACKENDS, COMPILED_BACKENDS, assert_close, dtypes_for, make_emb, make_labels
 
 import pixelkernels as pk
 from pixelkernels.reference.region_stats import region_stats as reference_region_stats
-
-from conftest import BACKENDS, COMPILED_BACKENDS, TOL, assert_close, dtypes_for, make_emb, make_labels
 
 # id: (B, D, H, W, R, layout, label pattern, ignore_index)
 CASES = {
@@ -76,8 +75,19 @@ def test_forward_matches_reference(backend, device, case_id):
         assert (variance >= 0).all()
 
 
-@pytest.mark.parametrize("case_id", ["odd", "d17_channels_last", "d130_slice", "empty_regions", "ignore_inside_range",
-                                     "w1_transposed", "many_regions", "all_ignored"])
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "odd",
+        "d17_channels_last",
+        "d130_slice",
+        "empty_regions",
+        "ignore_inside_range",
+        "w1_transposed",
+        "many_regions",
+        "all_ignored",
+    ],
+)
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_backward_matches_reference(backend, device, case_id):
     for dtype in dtypes_for(backend):
@@ -254,15 +264,26 @@ BAD_INPUTS = {
     "emb_int": (_bad(emb=torch.zeros(2, 3, 4, 5, dtype=torch.int32)), TypeError, "emb must have dtype"),
     "labels_rank": (_bad(labels=torch.zeros(2, 20, dtype=torch.long)), ValueError, "labels must have 3 dims"),
     "labels_float": (_bad(labels=torch.zeros(2, 4, 5)), TypeError, "labels must have dtype"),
-    "labels_shape": (_bad(labels=torch.zeros(2, 5, 4, dtype=torch.long)), ValueError, "labels must have shape"),
-    "labels_batch": (_bad(labels=torch.zeros(3, 4, 5, dtype=torch.long)), ValueError, "labels must have shape"),
+    "labels_shape": (
+        _bad(labels=torch.zeros(2, 5, 4, dtype=torch.long)),
+        ValueError,
+        "labels must have shape",
+    ),
+    "labels_batch": (
+        _bad(labels=torch.zeros(3, 4, 5, dtype=torch.long)),
+        ValueError,
+        "labels must have shape",
+    ),
     "regions_zero": (_bad(num_regions=0), ValueError, "num_regions must be positive, got 0"),
     "regions_negative": (_bad(num_regions=-3), ValueError, "num_regions must be positive, got -3"),
     "regions_float": (_bad(num_regions=2.0), TypeError, "num_regions must be an int"),
     "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
     "label_negative": (_bad(labels=torch.full((2, 4, 5), -2)), ValueError, "found -2"),
-    "device_mismatch": (_bad(labels=torch.zeros(2, 4, 5, dtype=torch.long, device="meta")), ValueError,
-                        "labels must be on the same device as emb"),
+    "device_mismatch": (
+        _bad(labels=torch.zeros(2, 4, 5, dtype=torch.long, device="meta")),
+        ValueError,
+        "labels must be on the same device as emb",
+    ),
     "ignore_index_float": (_bad(ignore_index=0.5), TypeError, "ignore_index must be an int"),
     "unknown_backend": (_bad(backend="tpu"), ValueError, "backend must be one of"),
 }
@@ -282,8 +303,12 @@ def test_half_on_cpu_backend_is_refused():
     if "cpu" not in pk.available_backends():
         pytest.skip("cpu backend not built")
     with pytest.raises(TypeError, match="not by cpu"):
-        pk.region_stats(torch.randn(1, 2, 3, 3, dtype=torch.float16), torch.zeros(1, 3, 3, dtype=torch.long), 1,
-                        backend="cpu")
+        pk.region_stats(
+            torch.randn(1, 2, 3, 3, dtype=torch.float16),
+            torch.zeros(1, 3, 3, dtype=torch.long),
+            1,
+            backend="cpu",
+        )
 
 
 def test_unavailable_backend_says_why():
@@ -295,13 +320,23 @@ def test_cpp_op_rejects_bad_shapes_without_crashing():
     if "cpu" not in pk.available_backends():
         pytest.skip("cpu backend not built")
     with pytest.raises(RuntimeError, match="does not match"):
-        torch.ops.pixelkernels.region_stats(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long), 2, -1)
+        torch.ops.pixelkernels.region_stats(
+            torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long), 2, -1
+        )
     with pytest.raises(RuntimeError, match="num_regions must be >= 1"):
-        torch.ops.pixelkernels.region_stats(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), 0, -1)
+        torch.ops.pixelkernels.region_stats(
+            torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), 0, -1
+        )
     with pytest.raises(RuntimeError, match="inconsistent shapes"):
         torch.ops.pixelkernels.region_stats_backward(
-            torch.zeros(1, 2, 5), torch.zeros(1, 2), torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long),
-            torch.ones(1, 2), torch.zeros(1, 2, 2), -1)
+            torch.zeros(1, 2, 5),
+            torch.zeros(1, 2),
+            torch.randn(1, 2, 3, 3),
+            torch.zeros(1, 3, 3, dtype=torch.long),
+            torch.ones(1, 2),
+            torch.zeros(1, 2, 2),
+            -1,
+        )
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)])

@@ -30,9 +30,14 @@ _SHAPE = "(B, D, H, W)"
 
 
 def _fake_forward(emb, labels, num_regions, ignore_index):
-    torch._check(emb.dim() == 4, lambda: "emb must be (B, D, H, W)")
-    torch._check(labels.dim() == 3, lambda: "labels must be (B, H, W)")
-    B, D = emb.shape[0], emb.shape[1]
+    torch._check(emb.dim() == 4, lambda: f"emb must be (B, D, H, W), got {tuple(emb.shape)}")
+    torch._check(labels.dim() == 3, lambda: f"labels must be (B, H, W), got {tuple(labels.shape)}")
+    B, D, H, W = emb.shape
+    torch._check(
+        tuple(labels.shape) == (B, H, W),
+        lambda: f"labels {tuple(labels.shape)} do not match emb {tuple(emb.shape)}",
+    )
+    torch._check(num_regions >= 1, lambda: f"num_regions must be >= 1, got {num_regions}")
     st = _stats_dtype(emb.dtype)
     return (
         emb.new_empty((B, num_regions), dtype=st),
@@ -42,7 +47,19 @@ def _fake_forward(emb, labels, num_regions, ignore_index):
 
 
 def _fake_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index):
-    torch._check(grad_centroid.shape == centroid.shape, lambda: "grad_centroid must match centroid")
+    torch._check(emb.dim() == 4 and count.dim() == 2, lambda: "emb must be (B, D, H, W) and count (B, R)")
+    B, D = emb.shape[0], emb.shape[1]
+    R = count.shape[1]
+    for name, t, shape in (
+        ("grad_centroid", grad_centroid, (B, R, D)),
+        ("centroid", centroid, (B, R, D)),
+        ("grad_variance", grad_variance, (B, R)),
+        ("count", count, (B, R)),
+    ):
+        torch._check(
+            tuple(t.shape) == shape,
+            lambda name=name, t=t, shape=shape: f"{name} must be {shape}, got {tuple(t.shape)}",
+        )
     return torch.empty_like(emb)
 
 
@@ -93,6 +110,8 @@ def _load_triton():
     except Exception as e:  # a broken triton install must not break the package
         warnings.warn(f"pixelkernels: triton kernels unavailable ({type(e).__name__}: {e})", RuntimeWarning)
         return None
+    tr.region_stats_op.register_fake(_fake_forward)
+    tr.region_stats_backward_op.register_fake(_fake_backward)
     torch.library.register_autograd(
         tr.region_stats_op, _make_backward(tr.region_stats_backward_op), setup_context=_setup_context
     )
@@ -131,6 +150,8 @@ def region_stats(
     labels = labels.long()
     if name == "triton":
         if _TRITON_OP is None:
-            raise RuntimeError("backend 'triton' cannot run here: the triton kernels failed to import (see warning)")
+            raise RuntimeError(
+                "backend 'triton' cannot run here: the triton kernels failed to import (see warning)"
+            )
         return _TRITON_OP(emb, labels, R, ignore_index)
     return torch.ops.pixelkernels.region_stats(emb, labels, R, ignore_index)

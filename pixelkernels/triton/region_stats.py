@@ -437,7 +437,7 @@ def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tens
 
 
 # --------------------------------------------------------------------------------------
-# Opaque ops (autograd is registered in pixelkernels/ops/region_stats.py)
+# Opaque ops (fake and autograd implementations are registered in pixelkernels/ops/region_stats.py)
 # --------------------------------------------------------------------------------------
 
 
@@ -447,43 +447,9 @@ def region_stats_op(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
     return region_stats_forward(emb, labels, num_regions, ignore_index)
 
 
-@region_stats_op.register_fake
-def _region_stats_fake(emb, labels, num_regions, ignore_index):
-    torch._check(emb.dim() == 4, lambda: f"emb must be (B, D, H, W), got {tuple(emb.shape)}")
-    torch._check(labels.dim() == 3, lambda: f"labels must be (B, H, W), got {tuple(labels.shape)}")
-    B, D, H, W = emb.shape
-    torch._check(labels.shape[0] == B, lambda: "labels and emb differ in batch size")
-    torch._check(labels.shape[1] == H, lambda: "labels and emb differ in height")
-    torch._check(labels.shape[2] == W, lambda: "labels and emb differ in width")
-    torch._check(num_regions >= 0, lambda: f"num_regions must be >= 0, got {num_regions}")
-    sdt = _stats_dtype(emb.dtype)
-    return (emb.new_empty((B, num_regions), dtype=sdt),
-            emb.new_empty((B, num_regions, D), dtype=sdt),
-            emb.new_empty((B, num_regions), dtype=sdt))
-
-
 @torch.library.custom_op("pixelkernels::region_stats_triton_backward", mutates_args=())
 def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
                              emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
                              centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid,
                                  ignore_index)
-
-
-@region_stats_backward_op.register_fake
-def _region_stats_backward_fake(grad_centroid, grad_variance, emb, labels, count, centroid,
-                                ignore_index):
-    torch._check(emb.dim() == 4, lambda: f"emb must be (B, D, H, W), got {tuple(emb.shape)}")
-    B, D, H, W = emb.shape
-    torch._check(labels.dim() == 3, lambda: f"labels must be (B, H, W), got {tuple(labels.shape)}")
-    torch._check(count.dim() == 2, lambda: f"count must be (B, R), got {tuple(count.shape)}")
-    torch._check(count.shape[0] == B, lambda: f"count must be (B, R), got {tuple(count.shape)}")
-    R = count.shape[1]
-    for name, t, shape in (("grad_centroid", grad_centroid, (B, R, D)),
-                           ("centroid", centroid, (B, R, D)),
-                           ("grad_variance", grad_variance, (B, R))):
-        msg = lambda name=name, t=t, shape=shape: f"{name} must be {shape}, got {tuple(t.shape)}"
-        torch._check(t.dim() == len(shape), msg)
-        for i, size in enumerate(shape):
-            torch._check(t.shape[i] == size, msg)
-    return torch.empty_like(emb)
