@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 CUDA_BINDINGS := $(wildcard csrc/cuda/*.cpp)
 
-.PHONY: venv build test pytest nvcc-check bindings-check bench wheel wheel-smoke clean
+.PHONY: venv build test pytest nvcc-check bindings-check triton-check bench wheel wheel-smoke clean
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp:
@@ -25,7 +25,7 @@ $(VENV)/.stamp:
 build: venv
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
-test: build pytest nvcc-check bindings-check
+test: build pytest nvcc-check bindings-check triton-check
 
 pytest: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
@@ -53,6 +53,10 @@ bindings-check: venv
 	    $$($(PY) -c "import torch.utils.cpp_extension as c; print(' '.join('-isystem ' + p for p in c.include_paths()))") \
 	    -isystem $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])") $$f || exit 1; \
 	done
+
+# Every Triton kernel compiles for sm_80 and sm_90 (offline, Triton's own ptxas; no GPU needed).
+triton-check: build
+	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py
 
 bench: build
 	$(PY) -m pixelkernels bench $(BENCH_ARGS)

@@ -192,28 +192,37 @@ def _rs_merge_kernel(
 
 
 @triton.jit
+def _pixel_tile(emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, acc_dtype,
+                BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (pixel block, d-block, image) tile of this program: its offsets, its labels'
+    validity, each pixel's flat (b, r) row and the emb values (0 outside valid pixels)."""
+    b = tl.program_id(2).to(tl.int64)
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    pmask = offs_p < P
+    dmask = offs_d < D
+    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
+    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+    out = b * R + tl.where(valid, lab, 0)
+    m = valid[:, None] & dmask[None, :]
+    p64 = offs_p.to(tl.int64)[:, None]
+    d64 = offs_d.to(tl.int64)[None, :]
+    x = tl.load(emb_ptr + b * stride_b + p64 * stride_p + d64 * stride_d, mask=m, other=0.0).to(acc_dtype)
+    return b, offs_d, pmask, dmask, valid, out, m, p64, d64, x
+
+
+@triton.jit
 def _rs_atomic_sum_kernel(
     emb_ptr, lab_ptr, cnt_ptr, sum_ptr,
     P, D, R, ignore_index,
     stride_b, stride_d, stride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    ACC = sum_ptr.dtype.element_ty
-    pb = tl.program_id(0)
-    db = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    pmask = offs_p < P
-    dmask = offs_d < D
-    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
-    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
-    out = b * R + tl.where(valid, lab, 0)
-    count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + db == 0)  # d-block 0 counts
+    _b, offs_d, _pmask, _dmask, valid, out, m, _p64, _d64, x = _pixel_tile(
+        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, sum_ptr.dtype.element_ty,
+        BLOCK_P, BLOCK_D)
+    count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + tl.program_id(1) == 0)  # d-block 0 counts
     tl.atomic_add(cnt_ptr + out, tl.full([BLOCK_P], 1, tl.int32), mask=count_mask)
-    m = valid[:, None] & dmask[None, :]
-    x = tl.load(emb_ptr + b * stride_b + offs_p.to(tl.int64)[:, None] * stride_p
-                + offs_d.to(tl.int64)[None, :] * stride_d, mask=m, other=0.0).to(ACC)
     tl.atomic_add(sum_ptr + out[:, None] * D + offs_d[None, :], x, mask=m)
 
 
@@ -224,20 +233,9 @@ def _rs_atomic_sqdev_kernel(
     stride_b, stride_d, stride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    ACC = ss_ptr.dtype.element_ty
-    pb = tl.program_id(0)
-    db = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    pmask = offs_p < P
-    dmask = offs_d < D
-    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
-    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
-    out = b * R + tl.where(valid, lab, 0)
-    m = valid[:, None] & dmask[None, :]
-    x = tl.load(emb_ptr + b * stride_b + offs_p.to(tl.int64)[:, None] * stride_p
-                + offs_d.to(tl.int64)[None, :] * stride_d, mask=m, other=0.0).to(ACC)
+    _b, offs_d, _pmask, _dmask, valid, out, m, _p64, _d64, x = _pixel_tile(
+        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, ss_ptr.dtype.element_ty,
+        BLOCK_P, BLOCK_D)
     cen = tl.load(centroid_ptr + out[:, None] * D + offs_d[None, :], mask=m, other=0.0)
     dev = tl.where(m, x - cen, 0.0)
     tl.atomic_add(ss_ptr + out, tl.sum(dev * dev, axis=1), mask=valid)
@@ -251,27 +249,14 @@ def _rs_backward_kernel(
     gstride_b, gstride_d, gstride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    ACC = centroid_ptr.dtype.element_ty
-    pb = tl.program_id(0)
-    db = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    pmask = offs_p < P
-    dmask = offs_d < D
-    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
-    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
-    out = b * R + tl.where(valid, lab, 0)
+    b, offs_d, pmask, dmask, valid, out, m, p64, d64, x = _pixel_tile(
+        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, centroid_ptr.dtype.element_ty,
+        BLOCK_P, BLOCK_D)
     n = tl.load(count_ptr + out, mask=valid, other=1.0)
     gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
-    m = valid[:, None] & dmask[None, :]
     idx = out[:, None] * D + offs_d[None, :]
     cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
     gc = tl.load(gc_ptr + idx, mask=m, other=0.0)
-    p64 = offs_p.to(tl.int64)[:, None]
-    d64 = offs_d.to(tl.int64)[None, :]
-    x = tl.load(emb_ptr + b * stride_b + p64 * stride_p + d64 * stride_d, mask=m,
-                other=0.0).to(ACC)
     # A zero grad_variance (e.g. the variance output was not used) contributes exactly
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
@@ -453,3 +438,29 @@ def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.T
                              centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid,
                                  ignore_index)
+
+
+def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for every kernel, input dtype and
+    mode, used by the offline GPU compile check (.ci/triton_compile_check.py); other
+    arguments compile as i32 scalars."""
+    specs = []
+    for e, a in (("fp32", "fp32"), ("fp64", "fp64"), ("bf16", "fp32"), ("fp16", "fp32")):
+        tile = {"emb_ptr": "*" + e, "lab_ptr": "*i64"}
+        for one in (True, False):
+            specs.append((_rs_partials_kernel,
+                          {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},
+                          {"BLOCK_P": 256, "BLOCK_D": 32, "ONE_TILE": one}, 8))
+        specs.append((_rs_merge_kernel,
+                      {"ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a, "count_ptr": "*" + a,
+                       "centroid_ptr": "*" + a, "var_ptr": "*" + a},
+                      {"BLOCK_C": 64, "BLOCK_D": 64}, 4))
+        specs.append((_rs_atomic_sum_kernel, {**tile, "cnt_ptr": "*i32", "sum_ptr": "*" + a},
+                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
+        specs.append((_rs_atomic_sqdev_kernel, {**tile, "centroid_ptr": "*" + a, "ss_ptr": "*" + a},
+                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
+        specs.append((_rs_backward_kernel,
+                      {**tile, "gc_ptr": "*" + a, "gv_ptr": "*" + a, "count_ptr": "*" + a,
+                       "centroid_ptr": "*" + a, "grad_ptr": "*" + e},
+                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
+    return specs
