@@ -24,6 +24,9 @@ inline PixelStrides pixel_strides(const at::Tensor& t) {
 // The tensor itself when the kernels can address it in a fast layout (pixel-inner sp == 1,
 // e.g. contiguous; or dim-inner sd == 1, e.g. channels_last), else a contiguous copy.
 inline at::Tensor pixel_view_source(const at::Tensor& emb) {
+  // An empty tensor counts as contiguous whatever its strides, so contiguous() would hand it
+  // back unchanged; its values are never read, so any fresh layout will do.
+  if (emb.numel() == 0) return at::empty(emb.sizes(), emb.options());
   const PixelStrides s = pixel_strides(emb);
   return s.collapsible && (s.sp == 1 || s.sd == 1) ? emb : emb.contiguous();
 }
@@ -35,6 +38,18 @@ inline bool same_pixel_strides(const at::Tensor& y, const at::Tensor& x) {
   const int64_t P = x.size(2) * x.size(3);
   return a.collapsible && b.collapsible && (x.size(0) <= 1 || a.sb == b.sb) && (x.size(1) <= 1 || a.sd == b.sd) &&
          (P <= 1 || a.sp == b.sp);
+}
+
+// Labels must be integers (float labels would be truncated silently by .to(kLong)).
+inline void check_integer_labels(const at::Tensor& labels, const char* op) {
+  TORCH_CHECK(!at::isFloatingType(labels.scalar_type()) && !at::isComplexType(labels.scalar_type()) &&
+                  labels.scalar_type() != at::kBool,
+              op, ": labels must have an integer dtype, got ", labels.scalar_type());
+}
+
+// Regions index with 32-bit ints inside the kernels.
+inline void check_num_regions(int64_t R, const char* op) {
+  TORCH_CHECK(R >= 1 && R <= INT32_MAX, op, ": num_regions must be in [1, 2^31), got ", R);
 }
 
 // Statistics (counts, centroids, variances, losses): float64 for float64 input, else float32.

@@ -58,10 +58,13 @@ def dims_match(name: str, got, want, what: str) -> None:
 
 
 def positive_int(v, name: str) -> int:
+    """A size that shapes an output and indexes inside kernels: 1 <= v < 2^31."""
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     if v <= 0:
         raise ValueError(f"{name} must be positive, got {v}")
+    if v >= 2**31:
+        raise ValueError(f"{name} must be < 2^31, got {v}")
     return v
 
 

@@ -277,6 +277,7 @@ BAD_INPUTS = {
     "regions_zero": (_bad(num_regions=0), ValueError, "num_regions must be positive, got 0"),
     "regions_negative": (_bad(num_regions=-3), ValueError, "num_regions must be positive, got -3"),
     "regions_float": (_bad(num_regions=2.0), TypeError, "num_regions must be an int"),
+    "regions_huge": (_bad(num_regions=2**31), ValueError, "num_regions must be < 2^31"),
     "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
     "label_negative": (_bad(labels=torch.full((2, 4, 5), -2)), ValueError, "found -2"),
     "device_mismatch": (
@@ -323,10 +324,12 @@ def test_cpp_op_rejects_bad_shapes_without_crashing():
         torch.ops.pixelkernels.region_stats(
             torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long), 2, -1
         )
-    with pytest.raises(RuntimeError, match="num_regions must be >= 1"):
+    with pytest.raises(RuntimeError, match=r"num_regions must be in \[1, 2\^31\)"):
         torch.ops.pixelkernels.region_stats(
             torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long), 0, -1
         )
+    with pytest.raises(RuntimeError, match="labels must have an integer dtype"):
+        torch.ops.pixelkernels.region_stats(torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3), 2, -1)
     with pytest.raises(RuntimeError, match="inconsistent shapes"):
         torch.ops.pixelkernels.region_stats_backward(
             torch.zeros(1, 2, 5),
@@ -339,11 +342,12 @@ def test_cpp_op_rejects_bad_shapes_without_crashing():
         )
 
 
-@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)])
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "hw_transposed"])
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)])
 @pytest.mark.parametrize("backend,device", BACKENDS)
-def test_zero_sizes(backend, device, shape):
+def test_zero_sizes(backend, device, shape, transposed):
     B, D, H, W = shape
-    emb = torch.randn(shape, device=device)
+    emb = torch.randn(B, D, W, H, device=device).transpose(2, 3) if transposed else torch.randn(shape, device=device)
     labels = torch.zeros(B, H, W, dtype=torch.long, device=device)
     count, centroid, variance = pk.region_stats(emb, labels, 2, backend=backend)
     assert count.shape == (B, 2) and centroid.shape == (B, 2, D) and variance.shape == (B, 2)

@@ -171,7 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats_cpu(const at::Tensor
                                                                 int64_t R, int64_t ignore_index) {
   TORCH_CHECK(emb_in.dim() == 4, "region_stats: emb must be (B, D, H, W), got ", emb_in.sizes());
   TORCH_CHECK(labels_in.dim() == 3, "region_stats: labels must be (B, H, W), got ", labels_in.sizes());
-  TORCH_CHECK(R >= 1, "region_stats: num_regions must be >= 1, got ", R);
+  check_num_regions(R, "region_stats");
+  check_integer_labels(labels_in, "region_stats");
   TORCH_CHECK(emb_in.scalar_type() == at::kFloat || emb_in.scalar_type() == at::kDouble,
               "region_stats (cpu): emb must be float32 or float64, got ", emb_in.scalar_type());
   TORCH_CHECK(labels_in.size(0) == emb_in.size(0) && labels_in.size(1) == emb_in.size(2) &&
@@ -223,6 +224,7 @@ at::Tensor region_stats_backward_cpu(const at::Tensor& grad_centroid, const at::
   const auto st = stats_type(emb_in.scalar_type());
   const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
+  check_integer_labels(labels_in, "region_stats_backward");
   const at::Tensor labels = labels_in.to(at::kLong).contiguous();
   AT_DISPATCH_FLOATING_TYPES(emb_in.scalar_type(), "region_stats_backward_cpu", [&] {
     backward_impl<scalar_t>(gc.const_data_ptr<scalar_t>(), gv.const_data_ptr<scalar_t>(),

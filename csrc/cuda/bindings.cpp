@@ -19,6 +19,8 @@ using ::pixelkernels::pixel_strides;
 using ::pixelkernels::pixel_view_source;
 using ::pixelkernels::same_pixel_strides;
 using ::pixelkernels::stats_type;
+using ::pixelkernels::check_integer_labels;
+using ::pixelkernels::check_num_regions;
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
@@ -53,7 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats_cuda(const at::Tenso
   const char* op = "region_stats";
   TORCH_CHECK(emb_in.dim() == 4, op, ": emb must be (B, D, H, W), got ", emb_in.sizes());
   TORCH_CHECK(labels_in.dim() == 3, op, ": labels must be (B, H, W), got ", labels_in.sizes());
-  TORCH_CHECK(num_regions >= 1, op, ": num_regions must be >= 1, got ", num_regions);
+  check_num_regions(num_regions, op);
+  check_integer_labels(labels_in, op);
   TORCH_CHECK(emb_in.is_cuda(), op, " (cuda): emb must be a CUDA tensor");
   check_same_device(labels_in, emb_in, op, "labels");
   TORCH_CHECK(labels_in.size(0) == emb_in.size(0) && labels_in.size(1) == emb_in.size(2) &&
@@ -117,7 +120,8 @@ at::Tensor region_stats_backward_cuda(const at::Tensor& grad_centroid, const at:
 
   at::Tensor grad = at::empty_like(emb_in);
   if (grad.numel() == 0) return grad;
-  TORCH_CHECK(R >= 1, op, ": count must have at least one region, got ", count.sizes());
+  check_num_regions(R, op);
+  check_integer_labels(labels_in, op);
 
   const auto st = stats_type(emb.scalar_type());
   const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();

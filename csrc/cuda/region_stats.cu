@@ -14,8 +14,8 @@
 //  counts), the sums become chunk-local means, sweep 2 re-reads the chunk (now L1/L2-resident)
 //  and sums squares centred on those means: no E[x^2] - E[x]^2 cancellation. The block writes
 //  partials (n_c, mean_c, M2_c) to a workspace laid out [B][chunks][R][D].
-//  Accumulators live in shared memory (<= 40 KB, R up to ~1024 regions with at least one dim
-//  per tile); beyond that the same kernel (kSmemAcc = false) keeps them in the block's own
+//  Accumulators live in shared memory (<= 40 KB: R up to 3413 regions for float accumulators,
+//  2048 for double, with fewer dims per tile as R grows); beyond that the same kernel (kSmemAcc = false) keeps them in the block's own
 //  slice of the workspace, still with one writer per slot.
 //
 //  Kernel 2, region_merge_kernel (grid: regions, images): merges the chunk partials of one
@@ -363,10 +363,11 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t off = b * sb + d * sd + p * sp;
       const int64_t l = labels[b * P + p];
       acc_t g = acc_t(0);
-      if (takes_part(l, R, ignore)) {
-        const int64_t br = b * R + l;
-        const acc_t cnt = count[br];
-        const acc_t inv_n = cnt > acc_t(0) ? acc_t(1) / cnt : acc_t(0);
+      // A labelled pixel of a region with count 0 only arises from a hand-made count; it
+      // gets 0 like every other pixel that takes no part (as on the CPU).
+      const int64_t br = b * R + l;
+      if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {
+        const acc_t inv_n = acc_t(1) / count[br];
         g = grad_element<acc_t>(to_acc(emb[off]), centroid[br * D + d], gc[br * D + d], gv[br], inv_n);
       }
       store_from_acc(grad + off, g);

@@ -289,7 +289,9 @@ def _pixel_stride(t: torch.Tensor):
 def _flat_view(emb: torch.Tensor):
     sp = _pixel_stride(emb)
     if sp is None:
-        emb = emb.contiguous()
+        # An empty tensor counts as contiguous whatever its strides (contiguous() returns it
+        # unchanged); its values are never read, so a fresh layout will do.
+        emb = torch.empty(emb.shape, dtype=emb.dtype, device=emb.device) if emb.numel() == 0 else emb.contiguous()
         sp = _pixel_stride(emb)
     return emb, (emb.stride(0), emb.stride(1), sp)
 
