@@ -6,8 +6,9 @@ forward+backward over the reference, peak memory above the inputs (MiB), max rel
 error vs the reference, and for memory-bound ops the fraction of the measured copy
 bandwidth achieved (minimal bytes moved / time, over the bytes/s of `y.copy_(x)`).
 
-Timing: CUDA events around each call after warm-up, median of repeats (p20/p80 kept in
-the JSON/CSV rows); on the CPU, perf_counter the same way. Peak memory: the CUDA
+Timing: CUDA events around each call after warm-up (perf_counter on the CPU), the
+backends of a workload timed in alternating rounds so that load bursts on a shared machine
+hit all of them; median of all repeats (p20/p80 kept in the JSON/CSV rows). Peak memory: the CUDA
 caching allocator's peak on GPU; on the CPU a fresh interpreter (every large buffer its own
 mmap) runs one forward+backward and reports its peak RSS growth (VmHWM after clear_refs).
 """
@@ -107,14 +108,14 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn: Callable[[], object], device: torch.device, *, warmup=3, min_reps=10, budget_s=1.0):
-    """Median, p20 and p80 of fn() in milliseconds."""
+def _samples_ms(fn: Callable[[], object], device: torch.device, *, warmup=2, min_reps=5, budget_s=0.5):
+    """Times of fn() in milliseconds: CUDA events on the GPU, perf_counter on the CPU."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     t_end = time.perf_counter() + budget_s
-    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < 200):
+    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < 100):
         if device.type == "cuda":
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -126,9 +127,28 @@ def time_ms(fn: Callable[[], object], device: torch.device, *, warmup=3, min_rep
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
+    return times
+
+
+def _stats(times):
+    times = sorted(times)
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
     return statistics.median(times), q(0.2), q(0.8)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, *, budget_s=1.0):
+    """Median, p20 and p80 of fn() in milliseconds."""
+    return _stats(_samples_ms(fn, device, budget_s=budget_s))
+
+
+def time_side_by_side(fns: dict, device: torch.device, *, rounds=4, budget_s=2.0):
+    """{name: (median, p20, p80)} with the candidates timed in alternating rounds, so a burst
+    of load on a shared machine lands on all of them rather than on one."""
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name] += _samples_ms(fn, device, budget_s=budget_s / rounds)
+    return {name: _stats(t) for name, t in samples.items()}
 
 
 def copy_bandwidth_gbs(device: torch.device) -> float:
@@ -211,16 +231,21 @@ def run_bench(device: torch.device, workloads=None, backends=None, memory=True, 
         with torch.no_grad():
             ref_out = w.run(inp, "reference")
         names = ["reference"] + [b for b in usable if backends is None or b in backends]
-        ref_fb = None
+        names = [n for n in names if pk._backend.missing(n, device) is None]
+
+        def fwd_fn(name):
+            def run():
+                with torch.no_grad():
+                    w.run(inp, name)
+
+            return run
+
+        fwd = time_side_by_side({n: fwd_fn(n) for n in names}, device)
+        fb = time_side_by_side({n: _fwd_bwd(w, inp, n) for n in names}, device)
+        ref_fb = fb["reference"][0]
         for name in names:
-            if pk._backend.missing(name, device) is not None:
-                continue
             with torch.no_grad():
-                fwd = time_ms(lambda: w.run(inp, name), device)
                 out = w.run(inp, name)
-            fb = time_ms(_fwd_bwd(w, inp, name), device)
-            if name == "reference":
-                ref_fb = fb[0]
             row = {
                 "op": w.op,
                 "workload": w.id,
@@ -228,17 +253,17 @@ def run_bench(device: torch.device, workloads=None, backends=None, memory=True, 
                 "dtype": str(inp["emb"].dtype).replace("torch.", ""),
                 "device": device_name(device),
                 "backend": name,
-                "fwd_ms": fwd[0],
-                "fwd_p20_ms": fwd[1],
-                "fwd_p80_ms": fwd[2],
-                "fwdbwd_ms": fb[0],
-                "fwdbwd_p20_ms": fb[1],
-                "fwdbwd_p80_ms": fb[2],
-                "speedup_fwdbwd": (ref_fb / fb[0]) if ref_fb else float("nan"),
+                "fwd_ms": fwd[name][0],
+                "fwd_p20_ms": fwd[name][1],
+                "fwd_p80_ms": fwd[name][2],
+                "fwdbwd_ms": fb[name][0],
+                "fwdbwd_p20_ms": fb[name][1],
+                "fwdbwd_p80_ms": fb[name][2],
+                "speedup_fwdbwd": ref_fb / fb[name][0],
                 "peak_mib": _peak_mib(w, inp, name, device) if memory else float("nan"),
                 "max_rel_err": _max_rel_error(out, ref_out),
-                "bw_frac_fwd": w.bytes_fwd(inp) / (fwd[0] * 1e-3) / 1e9 / bw,
-                "bw_frac_fwdbwd": w.bytes_fwdbwd(inp) / (fb[0] * 1e-3) / 1e9 / bw,
+                "bw_frac_fwd": w.bytes_fwd(inp) / (fwd[name][0] * 1e-3) / 1e9 / bw,
+                "bw_frac_fwdbwd": w.bytes_fwdbwd(inp) / (fb[name][0] * 1e-3) / 1e9 / bw,
                 "copy_gbs": bw,
             }
             rows.append(row)

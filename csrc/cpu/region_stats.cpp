@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "common/region_stats.h"
@@ -40,6 +41,16 @@ using region_stats::plan_chunks;
 
 constexpr int64_t kChunkBytes = 128 * 1024;  // emb bytes per task: L2-resident for the second sweep
 constexpr int64_t kMaxPartialRows = 1 << 16;
+
+// Uninitialised scratch (every kernel writes before it reads): no memset, and nothing at
+// all when unused, since a zero-filled 128 KiB vector per task showed up as page faults.
+template <typename T>
+std::unique_ptr<T[]> scratch_array(int64_t n) {
+  return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);
+}
+
+// Whether a pixel-inner tile needs the pixel-major copy buffer (many bins).
+bool needs_pixel_major(const PixelStrides& ps, int64_t R) { return ps.sp == 1 && R + 1 > base::kMaxSelectBins; }
 
 // Pixels per task for a D-dim map of T: about kChunkBytes of emb.
 template <typename T>
@@ -91,14 +102,15 @@ void forward_impl(const T* x, const PixelStrides& ps, int64_t B, int64_t D, int6
   std::vector<T> pmean(B * NC * R * D), pm2(B * NC * R * D);
 
   at::parallel_for(0, B * NC, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<int32_t> bins(plan.chunk);
-    std::vector<T> scratch(2 * D * (R + 1)), tbuf(plan.chunk * D);
-    std::vector<int64_t> cnt_nb(R + 1);
+    auto bins = scratch_array<int32_t>(plan.chunk);
+    auto scratch = scratch_array<T>(2 * D * (R + 1));
+    auto tbuf = scratch_array<T>(needs_pixel_major(ps, R) ? plan.chunk * D : 0);
+    auto cnt_nb = scratch_array<int64_t>(R + 1);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / NC, c = t % NC;
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
-      k.forward(x + b * ps.sb + p0 * ps.sp, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.data(),
-                scratch.data(), cnt_nb.data(), tbuf.data(), pn.data() + t * R, pmean.data() + t * R * D,
+      k.forward(x + b * ps.sb + p0 * ps.sp, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.get(),
+                scratch.get(), cnt_nb.get(), tbuf.get(), pn.data() + t * R, pmean.data() + t * R * D,
                 pm2.data() + t * R * D);
     }
   });
@@ -155,14 +167,14 @@ void backward_impl(const T* gc, const T* gv, const T* x, const PixelStrides& ps,
       }
   });
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<int32_t> bins(tile);
-    std::vector<T> tbuf(tile * D);
+    auto bins = scratch_array<int32_t>(tile);
+    auto tbuf = scratch_array<T>(needs_pixel_major(ps, R) ? tile * D : 0);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, p0 = (t % tiles) * tile, n = std::min(P, p0 + tile) - p0;
       const int64_t off = b * ps.sb + p0 * ps.sp;
-      k.backward(x + off, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.data(), c_t.data() + b * D * nb,
+      k.backward(x + off, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.get(), c_t.data() + b * D * nb,
                  gc_t.data() + b * D * nb, c_rd.data() + b * nb * D, gc_rd.data() + b * nb * D, gv_t.data() + b * nb,
-                 inv_t.data() + b * nb, tbuf.data(), gx + off);
+                 inv_t.data() + b * nb, tbuf.get(), gx + off);
     }
   });
 }
