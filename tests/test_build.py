@@ -153,3 +153,36 @@ def test_bench_command_runs():
     """`python -m pixelkernels bench` end to end on a small run (timings are not checked)."""
     r = _python("import pixelkernels.__main__ as m, sys; sys.exit(m.main(['info']))")
     assert r.returncode == 0 and '"backends"' in r.stdout
+
+
+@pytest.mark.parametrize(
+    "env,expect_rc,expect",
+    [
+        ({"PIXELKERNELS_WITH_CUDA": "0"}, 0, "+cpu.pt"),
+        ({"PIXELKERNELS_WITH_CUDA": "0", "PIXELKERNELS_LOCAL_VERSION": "0"}, 0, None),
+        ({"PIXELKERNELS_WITH_CUDA": "maybe"}, 1, "must be auto, 0 or 1"),
+    ],
+)
+def test_setup_switches(env, expect_rc, expect):
+    """setup.py's build switches, read without building (`setup.py --version`)."""
+    r = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, **env}, timeout=300)
+    out = r.stdout + r.stderr
+    assert (r.returncode == 0) == (expect_rc == 0), out
+    if expect_rc == 0:
+        version = r.stdout.strip().splitlines()[-1]
+        if expect is None:
+            assert "+" not in version, version
+        else:
+            assert expect in version, version
+    else:
+        assert expect in out
+
+
+def test_forcing_cuda_without_cuda_fails_loudly():
+    if torch.version.cuda is not None:
+        pytest.skip("this torch has CUDA")
+    r = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PIXELKERNELS_WITH_CUDA": "1"}, timeout=300)
+    assert r.returncode != 0
+    assert "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible" in r.stdout + r.stderr
