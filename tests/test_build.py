@@ -186,3 +186,27 @@ def test_forcing_cuda_without_cuda_fails_loudly():
                        env={**os.environ, "PIXELKERNELS_WITH_CUDA": "1"}, timeout=300)
     assert r.returncode != 0
     assert "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible" in r.stdout + r.stderr
+
+
+def test_cpu_baseline_kernels_match_reference():
+    """The non-AVX2 build of the CPU kernels (what CPUs without AVX2 run), forced by env."""
+    if not _ext.have_cpu_kernels():
+        pytest.skip("extension not built")
+    code = (
+        "import torch, pixelkernels as pk\n"
+        "from pixelkernels.reference.region_stats import region_stats as ref\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "for R, cl in ((2, False), (3, True), (6, False), (40, False)):\n"
+        "    e = torch.randn(2, 17, 9, 13, generator=g, dtype=torch.float64)\n"
+        "    if cl: e = e.contiguous(memory_format=torch.channels_last)\n"
+        "    l = torch.randint(-1, R, (2, 9, 13), generator=g)\n"
+        "    x = e.clone().requires_grad_(True); xr = e.clone().requires_grad_(True)\n"
+        "    got, want = pk.region_stats(x, l, R, backend='cpu'), ref(xr, l, R)\n"
+        "    for a, b in zip(got, want): torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)\n"
+        "    (ga,) = torch.autograd.grad(got[1].sum() + got[2].sum(), x)\n"
+        "    (gb,) = torch.autograd.grad(want[1].sum() + want[2].sum(), xr)\n"
+        "    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)\n"
+        "print('OK')\n"
+    )
+    r = _python(code, PIXELKERNELS_CPU_ISA="baseline")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr

@@ -28,6 +28,8 @@ CASES = {
     "ignore_255": (2, 3, 7, 9, 4, "channels_last", "random", 255),
     "many_regions": (1, 3, 16, 17, 40, "contiguous", "random", -1),
     "r9_blobs": (2, 6, 33, 35, 9, "contiguous", "blobs", -1),
+    "d17_r6": (2, 17, 9, 13, 6, "contiguous", "random", -1),
+    "d24_r5_slice": (3, 24, 7, 11, 5, "slice", "random", -1),
     "long_image": (1, 2, 3, 3001, 3, "contiguous", "random", -1),
 }
 CPU_ONLY_CASES = {"r1024": (1, 3, 40, 41, 1024, "contiguous", "random", -1)}
@@ -86,6 +88,10 @@ def test_forward_matches_reference(backend, device, case_id):
         "w1_transposed",
         "many_regions",
         "all_ignored",
+        "d17_r6",
+        "d24_r5_slice",
+        "r9_blobs",
+        "long_image",
     ],
 )
 @pytest.mark.parametrize("backend,device", BACKENDS)

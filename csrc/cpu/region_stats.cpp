@@ -12,6 +12,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -58,9 +60,15 @@ int64_t tile_pixels(int64_t D) {
   return std::max<int64_t>(256, kChunkBytes / std::max<int64_t>(1, D * int64_t(sizeof(T))));
 }
 
+// AVX2+FMA kernels when the CPU has both, unless PIXELKERNELS_CPU_ISA=baseline asks for the
+// baseline build (how the tests cover it on an AVX2 machine).
 bool cpu_has_avx2() {
 #ifdef PK_HAVE_AVX2_BUILD
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = [] {
+    const char* isa = std::getenv("PIXELKERNELS_CPU_ISA");
+    if (isa != nullptr && std::string(isa) == "baseline") return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return has;
 #else
   return false;

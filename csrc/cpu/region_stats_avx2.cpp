@@ -6,9 +6,12 @@
 #include "common/region_stats.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define PK_CPU_ISA avx2
+#define PK_CPU_AVX2 1
 #include "cpu/region_stats_kernels.h"
 
 namespace pixelkernels::cpu::avx2 {

@@ -117,6 +117,56 @@ inline void from_pixel_major(const scalar_t* buf, int64_t n, int64_t D, scalar_t
     for (int64_t d = 0; d < D; ++d) x[d * sd + i] = buf[i * D + d];
 }
 
+#if defined(PK_CPU_AVX2)
+// float32 with AVX2: the same copies in 8 x 8 register transposes (rows of 8 pixels of one
+// dim in, rows of 8 dims of one pixel out), scalar for the dims and pixels past the last
+// full block. dst row k = column k of the 8 src rows.
+inline void transpose8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], u[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * src_stride);
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    u[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(dst + k * dst_stride, _mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+    _mm256_storeu_ps(dst + (k + 4) * dst_stride, _mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+  }
+}
+
+inline void to_pixel_major(const float* x, int64_t sd, int64_t n, int64_t D, float* buf) {
+  const int64_t D8 = D & ~int64_t(7);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    int64_t d = 0;
+    for (; d < D8; d += 8) transpose8x8(x + d * sd + i, sd, buf + i * D + d, D);
+    for (; d < D; ++d)
+      for (int j = 0; j < 8; ++j) buf[(i + j) * D + d] = x[d * sd + i + j];
+  }
+  for (; i < n; ++i)
+    for (int64_t d = 0; d < D; ++d) buf[i * D + d] = x[d * sd + i];
+}
+
+inline void from_pixel_major(const float* buf, int64_t n, int64_t D, float* x, int64_t sd) {
+  const int64_t D8 = D & ~int64_t(7);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    int64_t d = 0;
+    for (; d < D8; d += 8) transpose8x8(buf + i * D + d, D, x + d * sd + i, sd);
+    for (; d < D; ++d)
+      for (int j = 0; j < 8; ++j) x[d * sd + i + j] = buf[(i + j) * D + d];
+  }
+  for (; i < n; ++i)
+    for (int64_t d = 0; d < D; ++d) x[d * sd + i] = buf[i * D + d];
+}
+#endif
+
 // Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins). Scratch holds
 // 2 * D * K accumulators laid out [D][K]. Writes cnt (R), mean and M2 ([R][D]).
 template <int K, typename scalar_t, typename acc_t>
