@@ -56,8 +56,14 @@ def triton_version() -> str | None:
     return triton.__version__
 
 
+# Triton fixes interpretation when a kernel is decorated, i.e. when pixelkernels imports its
+# Triton kernels, so the setting seen at import is the one that counts.
+_TRITON_INTERPRET_AT_IMPORT = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def triton_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether Triton kernels run in the interpreter (TRITON_INTERPRET=1 before import)."""
+    return _TRITON_INTERPRET_AT_IMPORT
 
 
 def _triton_missing(device: torch.device) -> str | None:
