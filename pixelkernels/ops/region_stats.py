@@ -71,19 +71,14 @@ def _setup_context(ctx, inputs, output):
     ctx.ignore_index = ignore_index
 
 
-def _grads_or_zeros(ctx, grad_centroid, grad_variance):
-    _emb, _labels, count, centroid = ctx.saved_tensors
-    if grad_centroid is None:
-        grad_centroid = torch.zeros_like(centroid)
-    if grad_variance is None:
-        grad_variance = torch.zeros_like(count)
-    return grad_centroid, grad_variance
-
-
 def _make_backward(backward_op):
+    """Autograd formula shared by the C++ and Triton ops; `backward_op` is the matching
+    registered backward op. An output that got no gradient contributes zeros."""
+
     def backward(ctx, _grad_count, grad_centroid, grad_variance):
         emb, labels, count, centroid = ctx.saved_tensors
-        gc, gv = _grads_or_zeros(ctx, grad_centroid, grad_variance)
+        gc = torch.zeros_like(centroid) if grad_centroid is None else grad_centroid
+        gv = torch.zeros_like(count) if grad_variance is None else grad_variance
         grad_emb = backward_op(gc, gv, emb, labels, count, centroid, ctx.ignore_index)
         return grad_emb, None, None, None
 
