@@ -40,15 +40,16 @@ inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore,
   for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
 }
 
-// out[k] += sum over i with bins[i] == k of (v[i] - mu[k])^2 if kCentred, else of v[i],
-// for the K - 1 real bins (the sentinel bin K - 1 is never accumulated: it is dropped).
+// out[k * ld] += sum over i with bins[i] == k of (v[i] - mu[k * ld])^2 if kCentred, else
+// of v[i], for the K - 1 real bins (the sentinel bin K - 1 is never accumulated: dropped).
 template <int K, bool kCentred, typename acc_t, typename scalar_t>
-inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out) {
+inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out,
+                        int64_t ld) {
   constexpr int KR = K - 1;
   acc_t acc[KR][kLanes] = {};
   acc_t mu[KR] = {};
   if constexpr (kCentred)
-    for (int k = 0; k < KR; ++k) mu[k] = mu_in[k];
+    for (int k = 0; k < KR; ++k) mu[k] = mu_in[k * ld];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     acc_t x[kLanes];
@@ -78,7 +79,7 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
   for (int k = 0; k < KR; ++k) {
     acc_t s = 0;
     for (int j = 0; j < kLanes; ++j) s += acc[k][j];
-    out[k] += s;
+    out[k * ld] += s;
   }
 }
 
@@ -167,52 +168,64 @@ inline void from_pixel_major(const float* buf, int64_t n, int64_t D, float* x, i
 }
 #endif
 
-// Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins). Scratch holds
-// 2 * D * K accumulators laid out [D][K]. Writes cnt (R), mean and M2 ([R][D]).
-template <int K, typename scalar_t, typename acc_t>
-void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
-                       int64_t R, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
-  const int64_t nb = R + 1;
-  acc_t* sum = scratch;
-  acc_t* sq = scratch + D * nb;
+// Chunk accumulators, shared by both layouts: sums and centred squares as [R + 1][D]
+// (row R is the dropped sentinel bin) in `scratch`, counts in cnt_nb[R + 1].
+template <typename acc_t>
+inline void zero_chunk(acc_t* scratch, int64_t* cnt_nb, int64_t D, int64_t nb) {
   for (int64_t i = 0; i < 2 * D * nb; ++i) scratch[i] = acc_t(0);
   for (int64_t k = 0; k < nb; ++k) cnt_nb[k] = 0;
-  binned_counts<K>(bins, n, cnt_nb);
-  for (int64_t d = 0; d < D; ++d) {
-    const scalar_t* xd = x + d * sd;
-    acc_t* s = sum + d * nb;
-    acc_t* q = sq + d * nb;
-    binned_sums<K, false>(xd, bins, n, s, s);
-    for (int64_t k = 0; k < R; ++k) s[k] = cnt_nb[k] > 0 ? s[k] / acc_t(cnt_nb[k]) : acc_t(0);
-    binned_sums<K, true>(xd, bins, n, s, q);
-  }
-  for (int64_t k = 0; k < R; ++k) {
-    cnt[k] = cnt_nb[k];
-    for (int64_t d = 0; d < D; ++d) {
-      mean[k * D + d] = sum[d * nb + k];
-      m2[k * D + d] = sq[d * nb + k];
-    }
+}
+
+// Sums -> chunk-local means for the real bins of dims [d0, d1) (empty bins: 0).
+template <typename acc_t>
+inline void to_means(acc_t* sum, const int64_t* cnt_nb, int64_t R, int64_t D, int64_t d0, int64_t d1) {
+  for (int64_t k = 0; k < R; ++k)
+    for (int64_t d = d0; d < d1; ++d) sum[k * D + d] = cnt_nb[k] > 0 ? sum[k * D + d] / acc_t(cnt_nb[k]) : acc_t(0);
+}
+
+template <typename acc_t>
+inline void write_chunk(const acc_t* sum, const acc_t* sq, const int64_t* cnt_nb, int64_t R, int64_t D, int64_t* cnt,
+                        acc_t* mean, acc_t* m2) {
+  for (int64_t k = 0; k < R; ++k) cnt[k] = cnt_nb[k];
+  for (int64_t i = 0; i < R * D; ++i) {
+    mean[i] = sum[i];
+    m2[i] = sq[i];
   }
 }
 
-// Dim-inner layout (stride_d == 1, pixel stride sp): accumulators [R + 1][D], the
-// inner loop runs over the contiguous dims of one pixel.
+// Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins): per dim, a select
+// sweep for the sums and one for the centred squares while the row is in L1.
+template <int K, typename scalar_t, typename acc_t>
+void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
+                       int64_t R, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
+  acc_t* sum = scratch;
+  acc_t* sq = scratch + D * (R + 1);
+  zero_chunk(scratch, cnt_nb, D, R + 1);
+  binned_counts<K>(bins, n, cnt_nb);
+  for (int64_t d = 0; d < D; ++d) {
+    const scalar_t* xd = x + d * sd;
+    binned_sums<K, false>(xd, bins, n, sum + d, sum + d, D);
+    to_means(sum, cnt_nb, R, D, d, d + 1);
+    binned_sums<K, true>(xd, bins, n, sum + d, sq + d, D);
+  }
+  write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
+}
+
+// Dim-inner layout (stride_d == 1, pixel stride sp): the inner loops run over the
+// contiguous dims of one pixel.
 template <typename scalar_t, typename acc_t>
 void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bins, int64_t n, int64_t R,
                      acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
-  const int64_t nb = R + 1;
   acc_t* sum = scratch;
-  acc_t* sq = scratch + D * nb;
-  for (int64_t i = 0; i < 2 * D * nb; ++i) scratch[i] = acc_t(0);
-  for (int64_t k = 0; k < nb; ++k) cnt_nb[k] = 0;
+  acc_t* sq = scratch + D * (R + 1);
+  zero_chunk(scratch, cnt_nb, D, R + 1);
   for (int64_t i = 0; i < n; ++i) {
     const scalar_t* xi = x + i * sp;
     acc_t* s = sum + bins[i] * D;
     ++cnt_nb[bins[i]];
     for (int64_t d = 0; d < D; ++d) s[d] += acc_t(xi[d]);
   }
-  for (int64_t k = 0; k < R; ++k)
-    for (int64_t d = 0; d < D; ++d) sum[k * D + d] = cnt_nb[k] > 0 ? sum[k * D + d] / acc_t(cnt_nb[k]) : acc_t(0);
+  to_means(sum, cnt_nb, R, D, 0, D);
   for (int64_t i = 0; i < n; ++i) {
     const scalar_t* xi = x + i * sp;
     const acc_t* mu = sum + bins[i] * D;
@@ -222,13 +235,7 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
       q[d] += t * t;
     }
   }
-  for (int64_t k = 0; k < R; ++k) {
-    cnt[k] = cnt_nb[k];
-    for (int64_t d = 0; d < D; ++d) {
-      mean[k * D + d] = sum[k * D + d];
-      m2[k * D + d] = sq[k * D + d];
-    }
-  }
+  write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
 // One chunk: bins from labels, then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
