@@ -10,12 +10,14 @@
 // Forward, one chunk of n pixels of one image, all D dims (about 128 KiB of emb, so
 // the second sweep hits L2): sweep 1 sums per (bin, dim), sweep 2 sums the squares
 // centred on the chunk-local mean. Bins are the labels with every pixel that does not
-// take part sent to a sentinel bin R, so the loops are branch-free. With few bins
-// (K = R + 1 <= 8) the pixel-inner layout uses K x kLanes vector accumulators and
-// selects (no scatter, no store-to-load chains; a NaN stays in its own bin).
+// take part sent to a sentinel bin R, so the loops are branch-free. Dim-inner input
+// (channels_last) runs over the D contiguous values of each pixel, which vectorises for
+// any R. Pixel-inner input (contiguous) with few bins (K = R + 1 <= kMaxSelectBins) uses
+// K x kLanes vector accumulators and selects per dim row (no scatter, no store-to-load
+// chains; a NaN stays in its own bin); with more bins the chunk is first copied
+// pixel-major (8 x 8 register transposes with AVX2) and takes the dim-inner path.
 //
-// Backward, one tile of pixels: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r], with the
-// per-bin constants picked by selects (K <= 8) or a table lookup.
+// Backward, one tile of pixels, the same three ways: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
 #pragma once
 
 #include <cstdint>
