@@ -29,6 +29,8 @@ CASES = {
     "many_regions": (1, 3, 16, 17, 40, "contiguous", "random", -1),
     "r9_blobs": (2, 6, 33, 35, 9, "contiguous", "blobs", -1),
     "d17_r6": (2, 17, 9, 13, 6, "contiguous", "random", -1),
+    "r1_odd": (2, 1, 1, 16, 1, "contiguous", "random", -1),
+    "r1_d5": (3, 5, 7, 9, 1, "slice", "random", -1),
     "d24_r5_slice": (3, 24, 7, 11, 5, "slice", "random", -1),
     "long_image": (1, 2, 3, 3001, 3, "contiguous", "random", -1),
 }
@@ -90,6 +92,8 @@ def test_forward_matches_reference(backend, device, case_id):
         "all_ignored",
         "d17_r6",
         "d24_r5_slice",
+        "r1_odd",
+        "r1_d5",
         "r9_blobs",
         "long_image",
     ],

@@ -51,8 +51,7 @@ std::unique_ptr<T[]> scratch_array(int64_t n) {
   return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);
 }
 
-// Whether a pixel-inner tile needs the pixel-major copy buffer (many bins).
-bool needs_pixel_major(const PixelStrides& ps, int64_t R) { return ps.sp == 1 && R + 1 > base::kMaxSelectBins; }
+bool needs_pixel_major(const PixelStrides& ps, int64_t R) { return base::uses_pixel_major(ps.sp, R); }
 
 // Pixels per task for a D-dim map of T: about kChunkBytes of emb.
 template <typename T>

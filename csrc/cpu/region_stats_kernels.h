@@ -34,9 +34,19 @@ using ::pixelkernels::region_stats::grad_element;
 using ::pixelkernels::region_stats::takes_part;
 
 constexpr int kLanes = 8;
-// Up to this many bins (regions + sentinel) the pixel-inner kernels select per bin; more
-// bins go through a pixel-major copy (measured crossover on AVX2: 4 to 5 bins).
+// Pixel-inner kernels select per bin for kMinSelectBins..kMaxSelectBins bins (regions +
+// sentinel); other counts go through a pixel-major copy. Above 4 bins the copy is faster
+// (measured on AVX2). Below 3, i.e. R = 1: GCC 12 -O3 -mavx2 miscompiles the 2-bin double
+// select loops once inlined into chunk_pixel_inner (the loop vectoriser drops terms; the
+// same code is right at -O2, in float, or with -fno-tree-loop-vectorize), so R = 1 takes
+// the copy path too. Tests "r1_*" guard it.
+constexpr int kMinSelectBins = 3;
 constexpr int kMaxSelectBins = 4;
+
+// Whether a tile with pixel stride sp and R regions goes through the pixel-major copy.
+inline bool uses_pixel_major(int64_t sp, int64_t R) {
+  return sp == 1 && (R + 1 < kMinSelectBins || R + 1 > kMaxSelectBins);
+}
 
 inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
   for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
@@ -44,6 +54,7 @@ inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore,
 
 // out[k * ld] += sum over i with bins[i] == k of (v[i] - mu[k * ld])^2 if kCentred, else
 // of v[i], for the K - 1 real bins (the sentinel bin K - 1 is never accumulated: dropped).
+// The last partial block goes through the same kLanes-wide code, padded with bin -1.
 template <int K, bool kCentred, typename acc_t, typename scalar_t>
 inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out,
                         int64_t ld) {
@@ -52,14 +63,9 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
   acc_t mu[KR] = {};
   if constexpr (kCentred)
     for (int k = 0; k < KR; ++k) mu[k] = mu_in[k * ld];
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    acc_t x[kLanes];
-    int32_t b[kLanes];
-    for (int j = 0; j < kLanes; ++j) {
-      x[j] = acc_t(v[i + j]);
-      b[j] = bins[i + j];
-    }
+  acc_t x[kLanes];
+  int32_t b[kLanes];
+  auto add_block = [&] {
 #pragma GCC unroll 8
     for (int k = 0; k < KR; ++k) {
       const acc_t m = mu[k];
@@ -70,13 +76,21 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
         acc[k][j] += b[j] == k ? t : acc_t(0);
       }
     }
-  }
-  for (; i < n; ++i) {
-    for (int k = 0; k < KR; ++k) {
-      acc_t t = acc_t(v[i]);
-      if constexpr (kCentred) t = (t - mu[k]) * (t - mu[k]);
-      acc[k][0] += bins[i] == k ? t : acc_t(0);
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      x[j] = acc_t(v[i + j]);
+      b[j] = bins[i + j];
     }
+    add_block();
+  }
+  if (i < n) {
+    for (int j = 0; j < kLanes; ++j) {
+      x[j] = i + j < n ? acc_t(v[i + j]) : acc_t(0);
+      b[j] = i + j < n ? bins[i + j] : -1;
+    }
+    add_block();
   }
   for (int k = 0; k < KR; ++k) {
     acc_t s = 0;
@@ -88,12 +102,20 @@ inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const
 template <int K>
 inline void binned_counts(const int32_t* bins, int64_t n, int64_t* cnt) {
   int32_t acc[K][kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
+  int32_t b[kLanes];
+  auto add_block = [&] {
     for (int k = 0; k < K; ++k)
-      for (int j = 0; j < kLanes; ++j) acc[k][j] += bins[i + j] == k ? 1 : 0;
-  for (; i < n; ++i)
-    for (int k = 0; k < K; ++k) acc[k][0] += bins[i] == k ? 1 : 0;
+      for (int j = 0; j < kLanes; ++j) acc[k][j] += b[j] == k ? 1 : 0;
+  };
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) b[j] = bins[i + j];
+    add_block();
+  }
+  if (i < n) {
+    for (int j = 0; j < kLanes; ++j) b[j] = i + j < n ? bins[i + j] : -1;
+    add_block();
+  }
   for (int k = 0; k < K; ++k)
     for (int j = 0; j < kLanes; ++j) cnt[k] += acc[k][j];
 }
@@ -249,7 +271,7 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
                    int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, scalar_t* tbuf,
                    int64_t* cnt, acc_t* mean, acc_t* m2) {
   chunk_bins(labels, n, R, ignore, bins);
-  if (sp != 1 || R + 1 > kMaxSelectBins) {
+  if (sp != 1 || uses_pixel_major(sp, R)) {
     if (sp == 1) {
       to_pixel_major(x, sd, n, D, tbuf);
       x = tbuf;
@@ -262,7 +284,6 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
   case K:                \
     return chunk_pixel_inner<K, scalar_t, acc_t>(x, D, sd, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
   switch (R + 1) {
-    PK_CHUNK_CASE(2)
     PK_CHUNK_CASE(3)
     PK_CHUNK_CASE(kMaxSelectBins)
   }
@@ -330,7 +351,7 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
     grad_dim_inner(x, D, sp, bins, n, sentinel, c_rd, gc_rd, gv_t, inv_t, gx);
     return;
   }
-  if (nb > kMaxSelectBins) {
+  if (uses_pixel_major(sp, R)) {
     to_pixel_major(x, sd, n, D, tbuf);
     grad_dim_inner(tbuf, D, D, bins, n, sentinel, c_rd, gc_rd, gv_t, inv_t, tbuf);
     from_pixel_major(tbuf, n, D, gx, sd);
@@ -342,7 +363,6 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
       grad_row<K>(x + d * sd, bins, n, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd);             \
     return;
   switch (nb) {
-    PK_GRAD_CASE(2)
     PK_GRAD_CASE(3)
     PK_GRAD_CASE(kMaxSelectBins)
   }
