@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) $(patsubst %/bin/nvcc,%,$(realpath $(NVCC))))
 TORCH_SPEC ?= torch==2.13.0
-DEPS := triton numpy scipy pytest pytest-benchmark ninja setuptools wheel build expecttest
+DEPS := triton==3.9.0 numpy scipy pytest pytest-benchmark ninja setuptools wheel build expecttest
 PYTEST_ARGS ?=
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 CUDA_BINDINGS := $(wildcard csrc/cuda/*.cpp)

@@ -1,8 +1,8 @@
 """Backend selection (SPEC §1 Backends).
 
 ``auto`` picks, per call, from the device of the inputs: CUDA tensors -> ``cuda`` if the
-CUDA kernels are built, else ``triton``; CPU tensors -> ``cpu`` if the extension is built,
-else ``reference``. Any other name is honoured or refused with a RuntimeError that says
+CUDA kernels are built, else ``triton`` (else ``reference``); CPU tensors -> ``cpu`` if the
+extension is built and the dtype is float32/float64, else ``reference``. Any other name is honoured or refused with a RuntimeError that says
 what is missing. The global choice comes from ``PIXELKERNELS_BACKEND`` (default ``auto``),
 ``set_backend`` or the ``use_backend`` context manager; ``backend=`` on a call wins.
 """
@@ -66,9 +66,20 @@ def triton_interpret() -> bool:
     return _TRITON_INTERPRET_AT_IMPORT
 
 
+_triton_import_error: str | None = None
+
+
+def set_triton_import_error(why: str) -> None:
+    """Called when pixelkernels' Triton kernels fail to import: triton is then unusable."""
+    global _triton_import_error
+    _triton_import_error = why
+
+
 def _triton_missing(device: torch.device) -> str | None:
     if triton_version() is None:
         return "triton is not installed (pip install triton)"
+    if _triton_import_error is not None:
+        return f"the triton kernels failed to import ({_triton_import_error})"
     if device.type == "cuda":
         return None
     if device.type == "cpu" and triton_interpret():
@@ -83,7 +94,7 @@ def missing(name: str, device: torch.device) -> str | None:
     if name == "triton":
         return _triton_missing(device)
     if name == "cpu":
-        if device.type != "cpu":
+        if device.type not in ("cpu", "meta"):  # meta: shapes only, through the fake impl
             return f"the cpu backend needs CPU tensors, got {device.type} tensors"
         if not _ext.have_cpu_kernels():
             return f"the compiled extension is not loaded ({_ext.LOAD_ERROR})"
@@ -101,14 +112,16 @@ def missing(name: str, device: torch.device) -> str | None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def resolve(backend: str | None, device: torch.device) -> str:
-    """The concrete backend for tensors on `device`."""
+def resolve(backend: str | None, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The concrete backend for tensors on `device` (of `dtype`, when given)."""
     name = _validate(backend) if backend is not None else _current
     if name == "auto":
         if device.type == "cuda":
             if _ext.have_cuda_kernels():
                 return "cuda"
             return "triton" if _triton_missing(device) is None else "reference"
+        if dtype in (torch.float16, torch.bfloat16):  # the cpu kernels are float32/float64 only
+            return "reference"
         return "cpu" if missing("cpu", device) is None else "reference"
     why = missing(name, device)
     if why is not None:
@@ -121,7 +134,7 @@ def available_backends() -> list[str]:
     out = []
     if _ext.have_cuda_kernels() and torch.cuda.is_available():
         out.append("cuda")
-    if triton_version() is not None and (torch.cuda.is_available() or triton_interpret()):
+    if triton_version() is not None and _triton_import_error is None and (torch.cuda.is_available() or triton_interpret()):
         out.append("triton")
     if _ext.have_cpu_kernels():
         out.append("cpu")

@@ -26,8 +26,18 @@ def checks_enabled() -> bool:
     return _checks
 
 
+def _is_fake(t: torch.Tensor) -> bool:
+    try:
+        from torch._subclasses.fake_tensor import is_fake
+    except ImportError:  # pragma: no cover - very old torch
+        return False
+    return is_fake(t)
+
+
 def _value_checks_active(t: torch.Tensor) -> bool:
-    if not _checks or torch.compiler.is_compiling():
+    """Value checks need real data and one host sync: not while tracing, on meta or fake
+    tensors, or while a CUDA graph is being captured."""
+    if not _checks or torch.compiler.is_compiling() or t.device.type == "meta" or _is_fake(t):
         return False
     if t.is_cuda and torch.cuda.is_current_stream_capturing():
         return False
@@ -69,8 +79,11 @@ def positive_int(v, name: str) -> int:
 
 
 def plain_int(v, name: str) -> int:
+    """Any int64 value."""
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not -(2**63) <= v < 2**63:
+        raise ValueError(f"{name} must fit in int64, got {v}")
     return v
 
 
@@ -92,9 +105,11 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
     lo, hi = 0, num
     if -1 <= ignore_index <= num:
         lo, hi = min(lo, ignore_index), max(hi, ignore_index + 1)
-    mn, mx = torch.aminmax(labels)
+    # Compare in int64: bounds such as num = 256 would wrap in the labels' own dtype (uint8).
+    mn, mx = (t.long() for t in torch.aminmax(labels))
     if bool((mn >= lo) & (mx < hi)):
         return
+    labels = labels.long()
     bad = ((labels < 0) | (labels >= num)) & (labels != ignore_index)
     if bool(bad.any()):
         first = labels[bad][0]

@@ -212,7 +212,7 @@ def _peak_mib(w: Workload, inp: dict, backend: str, device: torch.device):
         return float("nan")
 
 
-def run_bench(device: torch.device, workloads=None, backends=None, memory=True, log=print):
+def run_bench(device: torch.device, workloads=None, backends=None, memory=True, log=print, budget_s=2.0):
     rows = []
     bw = copy_bandwidth_gbs(device)
     log(f"# device: {device_name(device)}; copy bandwidth {bw:.1f} GB/s; torch {torch.__version__}")
@@ -240,8 +240,8 @@ def run_bench(device: torch.device, workloads=None, backends=None, memory=True, 
 
             return run
 
-        fwd = time_side_by_side({n: fwd_fn(n) for n in names}, device)
-        fb = time_side_by_side({n: _fwd_bwd(w, inp, n) for n in names}, device)
+        fwd = time_side_by_side({n: fwd_fn(n) for n in names}, device, budget_s=budget_s)
+        fb = time_side_by_side({n: _fwd_bwd(w, inp, n) for n in names}, device, budget_s=budget_s)
         ref_fb = fb["reference"][0]
         for name in names:
             with torch.no_grad():
@@ -323,10 +323,19 @@ def main(argv=None):
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--csv", help="write the rows as CSV here")
     p.add_argument("--plot", help="draw speedup bars to this PNG (needs matplotlib)")
+    p.add_argument("--quick", action="store_true", help="short timing budget (smoke runs, not for numbers)")
     a = p.parse_args(argv)
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
+    known = {w.id for w in WORKLOADS}
+    if a.workload and not set(a.workload) <= known:
+        p.error(f"unknown workload(s) {sorted(set(a.workload) - known)}; known: {sorted(known)}")
     print(HEADER)
-    rows = run_bench(device, a.workload, a.backend, memory=not a.no_memory)
+    rows = run_bench(device, a.workload, a.backend, memory=not a.no_memory, budget_s=0.2 if a.quick else 2.0)
+    if not rows:
+        print(f"no workload of {sorted(a.workload or known)} runs on {device.type}", file=sys.stderr)
+        return 2
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "device": device_name(device),

@@ -363,3 +363,43 @@ def test_zero_sizes(backend, device, shape, transposed):
     assert count.shape == (B, 2) and centroid.shape == (B, 2, D) and variance.shape == (B, 2)
     assert (centroid == 0).all() and (variance == 0).all()
     assert (count == H * W * torch.tensor([1.0, 0.0], device=device)).all()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_double_backward(backend, device):
+    """create_graph=True: the backward is differentiable again (gradgradcheck in float64)."""
+    if backend == "cuda":
+        pytest.skip("second-order checks run on the reference, cpu and triton")
+    emb = make_emb(1, 2, 3, 3, dtype=torch.float64, device=device).requires_grad_(True)
+    labels = make_labels(1, 3, 3, 2, device=device)
+
+    def f(x):
+        _, c, v = pk.region_stats(x, labels, 2, backend=backend)
+        return c, v
+
+    assert torch.autograd.gradgradcheck(f, (emb,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
+def test_label_check_in_int64(dtype):
+    """Bounds beyond the label dtype's range must not wrap: uint8 labels with R = 256 are valid."""
+    hi = {torch.uint8: 255, torch.int8: 127, torch.int16: 30000}[dtype]
+    labels = torch.full((1, 2, 3), hi, dtype=dtype)
+    pk.region_stats(torch.randn(1, 2, 2, 3), labels, hi + 1, backend="reference")
+    with pytest.raises(ValueError, match="labels values must be in"):
+        pk.region_stats(torch.randn(1, 2, 2, 3), labels, hi, ignore_index=-1, backend="reference")
+
+
+def test_meta_tensors_skip_the_value_check():
+    if "cpu" not in pk.available_backends():
+        pytest.skip("cpu backend not built")
+    emb = torch.empty(2, 3, 4, 5, device="meta")
+    labels = torch.empty(2, 4, 5, dtype=torch.long, device="meta")
+    count, centroid, variance = pk.region_stats(emb, labels, 3, backend="cpu")
+    assert count.shape == (2, 3) and centroid.shape == (2, 3, 3) and count.device.type == "meta"
+
+
+def test_auto_uses_reference_for_half_on_cpu():
+    emb = torch.randn(1, 2, 3, 3, dtype=torch.bfloat16)
+    count, centroid, _ = pk.region_stats(emb, torch.zeros(1, 3, 3, dtype=torch.long), 1)
+    assert centroid.dtype == torch.float32 and count[0, 0] == 9

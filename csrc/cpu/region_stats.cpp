@@ -105,8 +105,9 @@ void forward_impl(const T* x, const PixelStrides& ps, int64_t B, int64_t D, int6
   const auto k = kernels<T>();
   const auto plan = plan_chunks(P, R, tile_pixels<T>(D), kMaxPartialRows);
   const int64_t NC = plan.num_chunks;
-  std::vector<int64_t> pn(B * NC * R);
-  std::vector<T> pmean(B * NC * R * D), pm2(B * NC * R * D);
+  // Every chunk writes all R rows of its partials, so they need no initialisation.
+  auto pn = scratch_array<int64_t>(B * NC * R);
+  auto pmean = scratch_array<T>(B * NC * R * D), pm2 = scratch_array<T>(B * NC * R * D);
 
   at::parallel_for(0, B * NC, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch_array<int32_t>(plan.chunk);
@@ -117,8 +118,8 @@ void forward_impl(const T* x, const PixelStrides& ps, int64_t B, int64_t D, int6
       const int64_t b = t / NC, c = t % NC;
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * ps.sb + p0 * ps.sp, D, ps.sd, ps.sp, labels + b * P + p0, n, R, ignore, bins.get(),
-                scratch.get(), cnt_nb.get(), tbuf.get(), pn.data() + t * R, pmean.data() + t * R * D,
-                pm2.data() + t * R * D);
+                scratch.get(), cnt_nb.get(), tbuf.get(), pn.get() + t * R, pmean.get() + t * R * D,
+                pm2.get() + t * R * D);
     }
   });
 

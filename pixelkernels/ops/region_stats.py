@@ -71,15 +71,40 @@ def _setup_context(ctx, inputs, output):
     ctx.ignore_index = ignore_index
 
 
+def _backward_torch(gc, gv, emb, labels, count, centroid, ignore_index):
+    """The backward formula in differentiable torch ops, for create_graph=True (double
+    backward): grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r] for pixels of region r, else 0."""
+    B, D, H, W = emb.shape
+    R = count.shape[1]
+    lab = labels.reshape(B, 1, H * W).long()
+    valid = (lab >= 0) & (lab < R) & (lab != ignore_index) & (torch.gather(count, 1, lab.clamp(0, R - 1)[:, 0]) > 0)[:, None]
+    idx = torch.where(valid, lab, torch.zeros_like(lab))
+    st = count.dtype
+
+    def per_pixel(t):  # (B, R, D) -> (B, D, P)
+        return torch.gather(t.transpose(1, 2), 2, idx.expand(B, t.shape[2], H * W))
+
+    x = emb.reshape(B, D, H * W).to(st)
+    inv = torch.gather(1 / count.clamp_min(1), 1, idx[:, 0])[:, None]
+    gv_p = torch.gather(gv, 1, idx[:, 0])[:, None]
+    dev = torch.where(gv_p != 0, 2 * gv_p * (x - per_pixel(centroid)), torch.zeros_like(x))
+    g = torch.where(valid, inv * (per_pixel(gc) + dev), torch.zeros_like(x))
+    return g.reshape(B, D, H, W).to(emb.dtype)
+
+
 def _make_backward(backward_op):
     """Autograd formula shared by the C++ and Triton ops; `backward_op` is the matching
-    registered backward op. An output that got no gradient contributes zeros."""
+    registered backward op. An output that got no gradient contributes zeros. Under
+    create_graph=True the same formula runs in torch ops, so it can be differentiated again."""
 
     def backward(ctx, _grad_count, grad_centroid, grad_variance):
         emb, labels, count, centroid = ctx.saved_tensors
         gc = torch.zeros_like(centroid) if grad_centroid is None else grad_centroid
         gv = torch.zeros_like(count) if grad_variance is None else grad_variance
-        grad_emb = backward_op(gc, gv, emb, labels, count, centroid, ctx.ignore_index)
+        if torch.is_grad_enabled():
+            grad_emb = _backward_torch(gc, gv, emb, labels, count, centroid, ctx.ignore_index)
+        else:
+            grad_emb = backward_op(gc, gv, emb, labels, count, centroid, ctx.ignore_index)
         return grad_emb, None, None, None
 
     return backward
@@ -103,7 +128,9 @@ def _load_triton():
     try:
         from ..triton import region_stats as tr
     except Exception as e:  # a broken triton install must not break the package
-        warnings.warn(f"pixelkernels: triton kernels unavailable ({type(e).__name__}: {e})", RuntimeWarning)
+        why = f"{type(e).__name__}: {e}"
+        _backend.set_triton_import_error(why)
+        warnings.warn(f"pixelkernels: triton kernels unavailable ({why})", RuntimeWarning)
         return None
     tr.region_stats_op.register_fake(_fake_forward)
     tr.region_stats_backward_op.register_fake(_fake_backward)
@@ -136,7 +163,7 @@ def region_stats(
     _checks.same_device(("emb", emb), ("labels", labels))
     B, _D, H, W = emb.shape
     _checks.dims_match("labels", labels.shape, (B, H, W), "shape (B, H, W) =")
-    name = _backend.resolve(backend, emb.device)
+    name = _backend.resolve(backend, emb.device, emb.dtype)
     _checks.backend_dtype(emb, "emb", name)
     _checks.label_values(labels, "labels", R, ignore_index)
 
@@ -144,9 +171,5 @@ def region_stats(
         return _reference(emb, labels, R, ignore_index=ignore_index)
     labels = labels.long()
     if name == "triton":
-        if _TRITON_OP is None:
-            raise RuntimeError(
-                "backend 'triton' cannot run here: the triton kernels failed to import (see warning)"
-            )
         return _TRITON_OP(emb, labels, R, ignore_index)
     return torch.ops.pixelkernels.region_stats(emb, labels, R, ignore_index)
