@@ -134,7 +134,11 @@ def available_backends() -> list[str]:
     out = []
     if _ext.have_cuda_kernels() and torch.cuda.is_available():
         out.append("cuda")
-    if triton_version() is not None and _triton_import_error is None and (torch.cuda.is_available() or triton_interpret()):
+    if (
+        triton_version() is not None
+        and _triton_import_error is None
+        and (torch.cuda.is_available() or triton_interpret())
+    ):
         out.append("triton")
     if _ext.have_cpu_kernels():
         out.append("cpu")

@@ -157,13 +157,17 @@ def test_info_command():
 def test_bench_command_runs(tmp_path):
     """`python -m pixelkernels bench` end to end with a short budget (timings are not checked)."""
     out = tmp_path / "rows.json"
-    r = _python(f"import pixelkernels.__main__ as m, sys; sys.exit(m.main(['bench', '--quick', '--no-memory', "
-                f"'--device', 'cpu', '--json', {str(out)!r}]))")
+    r = _python(
+        f"import pixelkernels.__main__ as m, sys; sys.exit(m.main(['bench', '--quick', '--no-memory', "
+        f"'--device', 'cpu', '--json', {str(out)!r}]))"
+    )
     assert r.returncode == 0, r.stderr
     import json
 
     rows = json.loads(out.read_text())["rows"]
-    assert {row["backend"] for row in rows} >= {"reference"} and all(row["max_rel_err"] < 1e-4 for row in rows)
+    assert {row["backend"] for row in rows} >= {"reference"} and all(
+        row["max_rel_err"] < 1e-4 for row in rows
+    )
     bad = _python("import pixelkernels.__main__ as m, sys; sys.exit(m.main(['bench', '--workload', 'W99']))")
     assert bad.returncode != 0 and "unknown workload" in bad.stderr
 
@@ -178,8 +182,14 @@ def test_bench_command_runs(tmp_path):
 )
 def test_setup_switches(env, expect_rc, expect):
     """setup.py's build switches, read without building (`setup.py --version`)."""
-    r = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, **env}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     out = r.stdout + r.stderr
     assert (r.returncode == 0) == (expect_rc == 0), out
     if expect_rc == 0:
@@ -195,8 +205,14 @@ def test_setup_switches(env, expect_rc, expect):
 def test_forcing_cuda_without_cuda_fails_loudly():
     if torch.version.cuda is not None:
         pytest.skip("this torch has CUDA")
-    r = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PIXELKERNELS_WITH_CUDA": "1"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PIXELKERNELS_WITH_CUDA": "1"},
+        timeout=300,
+    )
     assert r.returncode != 0
     assert "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible" in r.stdout + r.stderr
 

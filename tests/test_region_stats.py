@@ -357,7 +357,11 @@ def test_cpp_op_rejects_bad_shapes_without_crashing():
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_zero_sizes(backend, device, shape, transposed):
     B, D, H, W = shape
-    emb = torch.randn(B, D, W, H, device=device).transpose(2, 3) if transposed else torch.randn(shape, device=device)
+    emb = (
+        torch.randn(B, D, W, H, device=device).transpose(2, 3)
+        if transposed
+        else torch.randn(shape, device=device)
+    )
     labels = torch.zeros(B, H, W, dtype=torch.long, device=device)
     count, centroid, variance = pk.region_stats(emb, labels, 2, backend=backend)
     assert count.shape == (B, 2) and centroid.shape == (B, 2, D) and variance.shape == (B, 2)

@@ -77,7 +77,12 @@ def _backward_torch(gc, gv, emb, labels, count, centroid, ignore_index):
     B, D, H, W = emb.shape
     R = count.shape[1]
     lab = labels.reshape(B, 1, H * W).long()
-    valid = (lab >= 0) & (lab < R) & (lab != ignore_index) & (torch.gather(count, 1, lab.clamp(0, R - 1)[:, 0]) > 0)[:, None]
+    valid = (
+        (lab >= 0)
+        & (lab < R)
+        & (lab != ignore_index)
+        & (torch.gather(count, 1, lab.clamp(0, R - 1)[:, 0]) > 0)[:, None]
+    )
     idx = torch.where(valid, lab, torch.zeros_like(lab))
     st = count.dtype
 
