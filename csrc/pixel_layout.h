@@ -52,6 +52,42 @@ inline void check_num_regions(int64_t R, const char* op) {
   TORCH_CHECK(R >= 1 && R <= INT32_MAX, op, ": num_regions must be in [1, 2^31), got ", R);
 }
 
+// region_stats_backward's argument shapes, checked the same way by every device.
+inline void check_region_stats_backward_shapes(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
+                                               const at::Tensor& emb, const at::Tensor& labels,
+                                               const at::Tensor& count, const at::Tensor& centroid,
+                                               const char* op) {
+  TORCH_CHECK(emb.dim() == 4, op, ": emb must be (B, D, H, W), got ", emb.sizes());
+  const int64_t B = emb.size(0), D = emb.size(1);
+  TORCH_CHECK(count.dim() == 2 && count.size(0) == B, op, ": count must be (B, R), got ", count.sizes());
+  const int64_t R = count.size(1);
+  TORCH_CHECK(centroid.sizes() == at::IntArrayRef({B, R, D}) && grad_centroid.sizes() == centroid.sizes() &&
+                  grad_variance.sizes() == count.sizes(),
+              op, ": inconsistent shapes: emb ", emb.sizes(), ", count ", count.sizes(), ", centroid ",
+              centroid.sizes(), ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ", grad_variance.sizes());
+  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == B && labels.size(1) == emb.size(2) &&
+                  labels.size(2) == emb.size(3),
+              op, ": labels shape ", labels.sizes(), " does not match emb ", emb.sizes());
+}
+
+// Where a per-pixel backward reads emb (src) and writes (out), both with the same pixel
+// strides, and what it returns (grad: empty_like(emb), so channels_last stays
+// channels_last). When empty_like picked strides the kernels cannot share with src, out is
+// a contiguous temporary to copy into grad afterwards.
+struct GradTarget {
+  at::Tensor src, out, grad;
+};
+
+inline GradTarget grad_target(const at::Tensor& emb) {
+  at::Tensor grad = at::empty_like(emb);
+  at::Tensor src = pixel_view_source(emb), out = grad;
+  if (grad.numel() > 0 && !same_pixel_strides(out, src)) {
+    src = emb.contiguous();
+    out = at::empty(src.sizes(), src.options());
+  }
+  return GradTarget{src, out, grad};
+}
+
 // Statistics (counts, centroids, variances, losses): float64 for float64 input, else float32.
 inline at::ScalarType stats_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 

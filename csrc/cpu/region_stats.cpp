@@ -216,35 +216,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats_cpu(const at::Tensor
 at::Tensor region_stats_backward_cpu(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
                                      const at::Tensor& emb_in, const at::Tensor& labels_in, const at::Tensor& count,
                                      const at::Tensor& centroid, int64_t ignore_index) {
-  TORCH_CHECK(emb_in.dim() == 4, "region_stats_backward: emb must be (B, D, H, W), got ", emb_in.sizes());
+  check_region_stats_backward_shapes(grad_centroid, grad_variance, emb_in, labels_in, count, centroid,
+                                     "region_stats_backward");
   TORCH_CHECK(emb_in.scalar_type() == at::kFloat || emb_in.scalar_type() == at::kDouble,
               "region_stats_backward (cpu): emb must be float32 or float64, got ", emb_in.scalar_type());
-  const int64_t B = emb_in.size(0), D = emb_in.size(1), P = emb_in.size(2) * emb_in.size(3);
-  TORCH_CHECK(count.dim() == 2 && count.size(0) == B, "region_stats_backward: count must be (B, R), got ",
-              count.sizes());
-  const int64_t R = count.size(1);
-  TORCH_CHECK(centroid.sizes() == at::IntArrayRef({B, R, D}) && grad_centroid.sizes() == centroid.sizes() &&
-                  grad_variance.sizes() == count.sizes(),
-              "region_stats_backward: inconsistent shapes: emb ", emb_in.sizes(), ", count ", count.sizes(),
-              ", centroid ", centroid.sizes(), ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ",
-              grad_variance.sizes());
-  TORCH_CHECK(labels_in.dim() == 3 && labels_in.size(0) == B && labels_in.size(1) == emb_in.size(2) &&
-                  labels_in.size(2) == emb_in.size(3),
-              "region_stats_backward: labels shape ", labels_in.sizes(), " does not match emb ", emb_in.sizes());
-  at::Tensor grad = at::empty_like(emb_in);
+  check_integer_labels(labels_in, "region_stats_backward");
+  const int64_t B = emb_in.size(0), D = emb_in.size(1), P = emb_in.size(2) * emb_in.size(3), R = count.size(1);
+  const GradTarget target = grad_target(emb_in);
+  const at::Tensor &src = target.src, &out = target.out, &grad = target.grad;
   if (grad.numel() == 0) return grad;
-  // The kernel writes grad with emb's pixel strides; when empty_like chose other ones,
-  // compute into a contiguous temporary and copy.
-  at::Tensor src = pixel_view_source(emb_in), out = grad;
-  if (!same_pixel_strides(out, src)) {
-    src = emb_in.contiguous();
-    out = at::empty(src.sizes(), src.options());
-  }
   const PixelStrides ps = pixel_strides(src);
   const auto st = stats_type(emb_in.scalar_type());
   const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
-  check_integer_labels(labels_in, "region_stats_backward");
   const at::Tensor labels = labels_in.to(at::kLong).contiguous();
   AT_DISPATCH_FLOATING_TYPES(emb_in.scalar_type(), "region_stats_backward_cpu", [&] {
     backward_impl<scalar_t>(gc.const_data_ptr<scalar_t>(), gv.const_data_ptr<scalar_t>(),

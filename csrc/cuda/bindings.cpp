@@ -17,10 +17,12 @@ namespace {
 using ::pixelkernels::PixelStrides;
 using ::pixelkernels::pixel_strides;
 using ::pixelkernels::pixel_view_source;
-using ::pixelkernels::same_pixel_strides;
+using ::pixelkernels::GradTarget;
 using ::pixelkernels::stats_type;
 using ::pixelkernels::check_integer_labels;
 using ::pixelkernels::check_num_regions;
+using ::pixelkernels::check_region_stats_backward_shapes;
+using ::pixelkernels::grad_target;
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
@@ -95,47 +97,27 @@ at::Tensor region_stats_backward_cuda(const at::Tensor& grad_centroid, const at:
                                       const at::Tensor& count, const at::Tensor& centroid,
                                       int64_t ignore_index) {
   const char* op = "region_stats_backward";
-  TORCH_CHECK(emb_in.dim() == 4, op, ": emb must be (B, D, H, W), got ", emb_in.sizes());
-  TORCH_CHECK(labels_in.dim() == 3, op, ": labels must be (B, H, W), got ", labels_in.sizes());
-  TORCH_CHECK(count.dim() == 2, op, ": count must be (B, R), got ", count.sizes());
+  check_region_stats_backward_shapes(grad_centroid, grad_variance, emb_in, labels_in, count, centroid, op);
   TORCH_CHECK(emb_in.is_cuda(), op, " (cuda): emb must be a CUDA tensor");
   check_same_device(labels_in, emb_in, op, "labels");
   check_same_device(grad_centroid, emb_in, op, "grad_centroid");
   check_same_device(grad_variance, emb_in, op, "grad_variance");
   check_same_device(count, emb_in, op, "count");
   check_same_device(centroid, emb_in, op, "centroid");
+  check_integer_labels(labels_in, op);
   const DType dt = dtype_code(emb_in.scalar_type(), op);
   c10::cuda::CUDAGuard guard(emb_in.device());
 
-  const at::Tensor emb = pixel_view_source(emb_in);
-  const int64_t B = emb.size(0), D = emb.size(1), P = emb.size(2) * emb.size(3);
-  const int64_t R = count.size(1);
-  TORCH_CHECK(count.size(0) == B && centroid.sizes() == at::IntArrayRef({B, R, D}) &&
-                  grad_centroid.sizes() == centroid.sizes() && grad_variance.sizes() == count.sizes(),
-              op, ": inconsistent shapes: emb ", emb_in.sizes(), ", count ", count.sizes(), ", centroid ",
-              centroid.sizes(), ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ",
-              grad_variance.sizes());
-  TORCH_CHECK(labels_in.size(0) == B && labels_in.size(1) == emb.size(2) && labels_in.size(2) == emb.size(3),
-              op, ": labels shape ", labels_in.sizes(), " does not match emb ", emb_in.sizes());
-
-  at::Tensor grad = at::empty_like(emb_in);
+  const int64_t B = emb_in.size(0), D = emb_in.size(1), P = emb_in.size(2) * emb_in.size(3), R = count.size(1);
+  const GradTarget target = grad_target(emb_in);
+  const at::Tensor &src = target.src, &out = target.out, &grad = target.grad;
   if (grad.numel() == 0) return grad;
   check_num_regions(R, op);
-  check_integer_labels(labels_in, op);
 
-  const auto st = stats_type(emb.scalar_type());
+  const auto st = stats_type(emb_in.scalar_type());
   const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
   const at::Tensor labels = labels_in.to(at::kLong).contiguous();
-
-  // The kernel writes grad with emb's strides; when empty_like chose other ones, compute into
-  // a contiguous temporary (from a contiguous emb if need be) and copy.
-  at::Tensor src = emb, out = grad;
-  if (!same_pixel_strides(grad, emb)) {
-    out = at::empty(emb.sizes(), emb.options());
-    if (!same_pixel_strides(out, src)) src = emb.contiguous();
-    TORCH_INTERNAL_ASSERT(same_pixel_strides(out, src));
-  }
   const PixelStrides ps = pixel_strides(src);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   check_launch(pixelkernels::cuda::region_stats_backward(

@@ -440,6 +440,23 @@ void launch_backward(const void* grad_centroid, const void* grad_variance, const
   }
 }
 
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<scalar_t>{}, TypeTag<acc_t>{}) for the storage type of `dtype` and its
+// accumulation type (float for the half types): the one dtype switch of this file.
+template <typename F>
+void dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float32: f(TypeTag<float>{}, TypeTag<float>{}); break;
+    case DType::Float64: f(TypeTag<double>{}, TypeTag<double>{}); break;
+    case DType::Float16: f(TypeTag<__half>{}, TypeTag<float>{}); break;
+    case DType::BFloat16: f(TypeTag<__nv_bfloat16>{}, TypeTag<float>{}); break;
+  }
+}
+
 size_t acc_bytes_of(DType dtype) { return dtype == DType::Float64 ? sizeof(double) : sizeof(float); }
 
 bool known_dtype(DType dtype) {
@@ -471,24 +488,11 @@ cudaError_t region_stats_forward(DType dtype, const void* emb, int64_t B, int64_
   if (workspace_bytes < q.total) return cudaErrorInvalidValue;
   if (q.total > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 16 != 0))
     return cudaErrorInvalidValue;
-  switch (dtype) {
-    case DType::Float32:
-      launch_forward<float, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
-                                   ignore_index, count, centroid, variance, workspace, stream);
-      break;
-    case DType::Float64:
-      launch_forward<double, double>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
-                                     ignore_index, count, centroid, variance, workspace, stream);
-      break;
-    case DType::Float16:
-      launch_forward<__half, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
-                                    ignore_index, count, centroid, variance, workspace, stream);
-      break;
-    case DType::BFloat16:
-      launch_forward<__nv_bfloat16, float>(q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R,
-                                           ignore_index, count, centroid, variance, workspace, stream);
-      break;
-  }
+  dispatch_dtype(dtype, [&](auto s, auto a) {
+    launch_forward<typename decltype(s)::type, typename decltype(a)::type>(
+        q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R, ignore_index, count, centroid, variance,
+        workspace, stream);
+  });
   return cudaGetLastError();
 }
 
@@ -499,25 +503,11 @@ cudaError_t region_stats_backward(DType dtype, const void* grad_centroid, const 
                                   int64_t ignore_index, void* grad_emb, cudaStream_t stream) {
   if (!known_dtype(dtype) || B < 0 || D < 0 || P < 0 || R < 1) return cudaErrorInvalidValue;
   if (B == 0 || D == 0 || P == 0) return cudaSuccess;  // grad_emb is empty
-  switch (dtype) {
-    case DType::Float32:
-      launch_backward<float, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
-                                    stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
-      break;
-    case DType::Float64:
-      launch_backward<double, double>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
-                                      stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
-      break;
-    case DType::Float16:
-      launch_backward<__half, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d,
-                                     stride_p, labels, count, centroid, R, ignore_index, grad_emb, stream);
-      break;
-    case DType::BFloat16:
-      launch_backward<__nv_bfloat16, float>(grad_centroid, grad_variance, emb, B, D, P, stride_b,
-                                            stride_d, stride_p, labels, count, centroid, R,
-                                            ignore_index, grad_emb, stream);
-      break;
-  }
+  dispatch_dtype(dtype, [&](auto s, auto a) {
+    launch_backward<typename decltype(s)::type, typename decltype(a)::type>(
+        grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d, stride_p, labels, count, centroid, R,
+        ignore_index, grad_emb, stream);
+  });
   return cudaGetLastError();
 }
 
