@@ -1,10 +1,12 @@
-// Every pixelkernels schema, in one place. Per-device implementations live in
-// csrc/cpu/<op>.cpp (CPU) and csrc/cuda/bindings.cpp (CUDA); autograd and fake
-// (meta) implementations are registered from Python (pixelkernels/ops/<op>.py).
-#include <torch/library.h>
+// Every pixelkernels schema, in one place. The torch side of each op (csrc/<op>.cpp)
+// registers its CPU and CUDA implementations; the Triton variants (pixelkernels/triton/<op>.py)
+// repeat these schemas as pixelkernels::<op>_triton; fake and autograd implementations of all
+// of them are registered once, from Python (pixelkernels/_op.py). A backward op's arguments
+// are named `grad_<output>` or after the forward input/output they take (see _op.py).
+#include "torch_utils.h"
 
-TORCH_LIBRARY(pixelkernels, m) {
-  // region_stats: emb (B,D,H,W), labels (B,H,W) int64 -> count (B,R), centroid (B,R,D), variance (B,R)
+TORCH_LIBRARY(PK_LIBRARY, m) {
+  // region_stats: emb (B,D,H,W), labels (B,H,W) integer -> count (B,R), centroid (B,R,D), variance (B,R)
   m.def(
       "region_stats(Tensor emb, Tensor labels, int num_regions, int ignore_index)"
       " -> (Tensor, Tensor, Tensor)");

@@ -3,9 +3,8 @@ metric-learning segmentation. See README.md and SPEC for the contract of each op
 
 from __future__ import annotations
 
-from . import _ext  # loads the compiled extension (or warns once and falls back)
+from . import _backend, _ext  # _ext loads the compiled extension (or warns once and falls back)
 from ._backend import BACKENDS, available_backends, get_backend, set_backend, use_backend
-from ._backend import triton_version as _triton_version
 from ._checks import checks_enabled, set_checks
 from ._version import __version__
 from .ops.region_stats import region_stats
@@ -30,8 +29,8 @@ def build_info() -> dict:
     Keys: version, torch (built against), cuda (version or None), arch_list, openmp,
     triton (version or None), backends (usable backend names), extension_error.
     """
-    info = _ext.compiled_info()
-    info["triton"] = _triton_version()
+    info = dict(_ext.BUILD)
+    info["triton"] = _backend.TRITON_VERSION
     info["backends"] = available_backends()
     info["extension_error"] = _ext.LOAD_ERROR
     return info

@@ -2,9 +2,13 @@
 
 ``auto`` picks, per call, from the device of the inputs: CUDA tensors -> ``cuda`` if the
 CUDA kernels are built, else ``triton`` (else ``reference``); CPU tensors -> ``cpu`` if the
-extension is built and the dtype is float32/float64, else ``reference``. Any other name is honoured or refused with a RuntimeError that says
-what is missing. The global choice comes from ``PIXELKERNELS_BACKEND`` (default ``auto``),
-``set_backend`` or the ``use_backend`` context manager; ``backend=`` on a call wins.
+extension is built and the dtype is not half, else ``reference``. Any other name is honoured
+or refused with a RuntimeError that says what is missing. The global choice comes from
+``PIXELKERNELS_BACKEND`` (default ``auto``), ``set_backend`` or the ``use_backend`` context
+manager; ``backend=`` on a call wins.
+
+Everything consulted here is fixed at import (build facts, the Triton version, whether an
+op's Triton kernels imported), so ``resolve`` is plain Python that torch.compile traces.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import os
 import torch
 
 from . import _ext
+from ._dtypes import HALF_TYPES
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
+# What `auto` tries, in order, per device type.
+_AUTO = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference"), "meta": ("cpu", "reference")}
 
 
 def _validate(name: str) -> str:
@@ -48,61 +55,51 @@ def use_backend(name: str):
         _current = prev
 
 
-def triton_version() -> str | None:
+def _triton_version() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return None
-    import triton
-
+    try:
+        import triton
+    except Exception:  # a broken install counts as none; the op modules say why
+        return None
     return triton.__version__
 
 
+TRITON_VERSION: str | None = _triton_version()
 # Triton fixes interpretation when a kernel is decorated, i.e. when pixelkernels imports its
 # Triton kernels, so the setting seen at import is the one that counts.
-_TRITON_INTERPRET_AT_IMPORT = os.environ.get("TRITON_INTERPRET", "0") == "1"
+TRITON_INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def triton_interpret() -> bool:
-    """Whether Triton kernels run in the interpreter (TRITON_INTERPRET=1 before import)."""
-    return _TRITON_INTERPRET_AT_IMPORT
-
-
-_triton_import_error: str | None = None
-
-
-def set_triton_import_error(why: str) -> None:
-    """Called when pixelkernels' Triton kernels fail to import: triton is then unusable."""
-    global _triton_import_error
-    _triton_import_error = why
-
-
-def _triton_missing(device: torch.device) -> str | None:
-    if triton_version() is None:
+def _triton_missing(op, device: torch.device) -> str | None:
+    if TRITON_VERSION is None:
         return "triton is not installed (pip install triton)"
-    if _triton_import_error is not None:
-        return f"the triton kernels failed to import ({_triton_import_error})"
-    if device.type == "cuda":
-        return None
-    if device.type == "cpu" and triton_interpret():
+    if op is not None and op.triton is None:
+        return f"the triton kernels of {op.name} failed to import ({op.triton_error})"
+    if device.type in ("cuda", "meta") or (device.type == "cpu" and TRITON_INTERPRET):
         return None
     return f"triton runs on CUDA tensors, or on CPU tensors only with TRITON_INTERPRET=1 (got {device.type} tensors)"
 
 
-def missing(name: str, device: torch.device) -> str | None:
-    """Why backend `name` cannot run on tensors of `device` (None if it can)."""
+def missing(name: str, device: torch.device, op=None, dtype: torch.dtype | None = None) -> str | None:
+    """Why backend `name` cannot run `op` (any op when None) on tensors of `device` and
+    `dtype` (None if it can). Meta tensors run any compiled backend's fake implementation."""
     if name == "reference":
         return None
     if name == "triton":
-        return _triton_missing(device)
+        return _triton_missing(op, device)
     if name == "cpu":
-        if device.type not in ("cpu", "meta"):  # meta: shapes only, through the fake impl
+        if device.type not in ("cpu", "meta"):
             return f"the cpu backend needs CPU tensors, got {device.type} tensors"
-        if not _ext.have_cpu_kernels():
+        if not _ext.HAVE_CPU_KERNELS:
             return f"the compiled extension is not loaded ({_ext.LOAD_ERROR})"
+        if dtype in HALF_TYPES:
+            return "the cpu kernels take float32 and float64"
         return None
     if name == "cuda":
-        if device.type != "cuda":
+        if device.type not in ("cuda", "meta"):
             return f"the cuda backend needs CUDA tensors, got {device.type} tensors"
-        if not _ext.have_cuda_kernels():
+        if not _ext.HAVE_CUDA_KERNELS:
             why = (
                 _ext.LOAD_ERROR
                 or "pixelkernels was built without CUDA (PIXELKERNELS_WITH_CUDA=0 or no CUDA toolkit)"
@@ -112,18 +109,15 @@ def missing(name: str, device: torch.device) -> str | None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def resolve(backend: str | None, device: torch.device, dtype: torch.dtype | None = None) -> str:
-    """The concrete backend for tensors on `device` (of `dtype`, when given)."""
+def resolve(backend: str | None, device: torch.device, op=None, dtype: torch.dtype | None = None) -> str:
+    """The concrete backend for `op` on tensors of `device` (and `dtype`, when given)."""
     name = _validate(backend) if backend is not None else _current
     if name == "auto":
-        if device.type == "cuda":
-            if _ext.have_cuda_kernels():
-                return "cuda"
-            return "triton" if _triton_missing(device) is None else "reference"
-        if dtype in (torch.float16, torch.bfloat16):  # the cpu kernels are float32/float64 only
-            return "reference"
-        return "cpu" if missing("cpu", device) is None else "reference"
-    why = missing(name, device)
+        for cand in _AUTO.get(device.type, ("reference",)):
+            if missing(cand, device, op, dtype) is None:
+                return cand
+    # An explicit cpu request for half inputs is a dtype error, raised by the op's checks.
+    why = missing(name, device, op, None if name == "cpu" else dtype)
     if why is not None:
         raise RuntimeError(f"backend {name!r} cannot run here: {why}")
     return name
@@ -132,15 +126,14 @@ def resolve(backend: str | None, device: torch.device, dtype: torch.dtype | None
 def available_backends() -> list[str]:
     """Backend names usable in this process (on some device present)."""
     out = []
-    if _ext.have_cuda_kernels() and torch.cuda.is_available():
+    if _ext.HAVE_CUDA_KERNELS and torch.cuda.is_available():
         out.append("cuda")
-    if (
-        triton_version() is not None
-        and _triton_import_error is None
-        and (torch.cuda.is_available() or triton_interpret())
-    ):
-        out.append("triton")
-    if _ext.have_cpu_kernels():
+    if TRITON_VERSION is not None and (torch.cuda.is_available() or TRITON_INTERPRET):
+        from . import _op
+
+        if all(op.triton is not None for op in _op.OPS.values()):
+            out.append("triton")
+    if _ext.HAVE_CPU_KERNELS:
         out.append("cpu")
     out.append("reference")
     return out

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 
-_checks = True
+from ._dtypes import FLOAT_TYPES, HALF_TYPES, LABEL_TYPES
+from ._dtypes import name as _dtype_name
 
-FLOAT_TYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-HALF_TYPES = (torch.float16, torch.bfloat16)
-INT_TYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_checks = True
 
 
 def set_checks(enabled: bool) -> None:
@@ -50,8 +49,22 @@ def tensor(t, name: str, *, ndim: int, dtypes, shape_doc: str) -> torch.Tensor:
     if t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dims {shape_doc}, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
-        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype in ({names}), got {str(t.dtype).replace('torch.', '')}")
+        names = ", ".join(_dtype_name(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({names}), got {_dtype_name(t.dtype)}")
+    return t
+
+
+def dense_map(t, name: str) -> torch.Tensor:
+    """A (B, D, H, W) float map."""
+    return tensor(t, name, ndim=4, dtypes=FLOAT_TYPES, shape_doc="(B, D, H, W)")
+
+
+def label_map(t, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """(B, H, W) integer labels for the (B, ·, H, W) map `like`, on its device."""
+    tensor(t, name, ndim=3, dtypes=LABEL_TYPES, shape_doc="(B, H, W)")
+    same_device((like_name, like), (name, t))
+    B, H, W = like.shape[0], like.shape[2], like.shape[3]
+    dims_match(name, t.shape, (B, H, W), "shape (B, H, W) =")
     return t
 
 
@@ -91,7 +104,7 @@ def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
     """float16/bfloat16 run on the GPU backends (cuda, triton) and the reference only."""
     if t.dtype in HALF_TYPES and backend == "cpu":
         raise TypeError(
-            f"{name} dtype {str(t.dtype).replace('torch.', '')} is supported by the cuda, triton and "
+            f"{name} dtype {_dtype_name(t.dtype)} is supported by the cuda, triton and "
             "reference backends, not by cpu; cast to float32"
         )
 

@@ -1,10 +1,18 @@
-"""Loading the compiled extension: one warning and the reference backend when it is missing."""
+"""The compiled extension and the facts it was built with, read once at import.
+
+Nothing on a dispatch path may call into pybind (torch.compile cannot trace it), so the
+build facts become module constants here: ``BUILD``, ``HAVE_CPU_KERNELS``,
+``HAVE_CUDA_KERNELS``. Without ``_C`` the package warns once and the reference (and Triton,
+where usable) backends still work.
+"""
 
 from __future__ import annotations
 
 import warnings
 
 import torch
+
+from ._version import __version__
 
 _C = None
 LOAD_ERROR: str | None = None
@@ -35,22 +43,13 @@ def check_cuda_versions(built_cuda: str | None, torch_cuda: str | None) -> None:
         )
 
 
-if _C is not None:
-    check_cuda_versions(_C.build_info()["cuda"], torch.version.cuda)
+# version, torch (built against), cuda (version or None), arch_list, openmp
+BUILD: dict = (
+    dict(_C.build_info())
+    if _C is not None
+    else {"version": __version__, "torch": None, "cuda": None, "arch_list": None, "openmp": False}
+)
+HAVE_CPU_KERNELS: bool = _C is not None
+HAVE_CUDA_KERNELS: bool = _C is not None and BUILD["cuda"] is not None
 
-
-def have_cpu_kernels() -> bool:
-    return _C is not None
-
-
-def have_cuda_kernels() -> bool:
-    return _C is not None and _C.build_info()["cuda"] is not None
-
-
-def compiled_info() -> dict:
-    """Facts compiled into _C (or what the fallback knows)."""
-    if _C is not None:
-        return dict(_C.build_info())
-    from ._version import __version__
-
-    return {"version": __version__, "torch": None, "cuda": None, "arch_list": None, "openmp": False}
+check_cuda_versions(BUILD["cuda"], torch.version.cuda)

@@ -1,7 +1,9 @@
-"""Shared test helpers: backends to run, tolerance table, awkward inputs.
+"""Shared test helpers: which backend runs on which device here, awkward inputs.
 
-Triton runs on CPU tensors under TRITON_INTERPRET=1, which must be set before triton is
-imported; on a machine with a GPU the Triton suite runs natively on CUDA tensors instead.
+One helper decides the (backend, device) pairs, so every test runs unchanged on a CPU machine
+and on a GPU machine: reference and cpu take CPU tensors, cuda takes CUDA tensors, and triton
+takes CUDA tensors when a GPU is present, else CPU tensors under TRITON_INTERPRET=1 (which must
+be set before triton is imported, hence here). Tolerances: pixelkernels.testing (SPEC §4).
 """
 
 from __future__ import annotations
@@ -11,48 +13,40 @@ import os
 import pytest
 import torch
 
-if not torch.cuda.is_available():
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pixelkernels as pk
+import pixelkernels as pk  # noqa: E402
+from pixelkernels.testing import assert_close  # noqa: E402,F401  (re-exported for the tests)
 
-HAS_CUDA = torch.cuda.is_available()
 AVAILABLE = set(pk.available_backends())
-
-# (rtol, atol) per dtype (SPEC §4): float64 1e-10, float32 1e-5 / 1e-6, half 1e-2.
-TOL = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-6),
-    torch.float16: (1e-2, 1e-2),
-    torch.bfloat16: (1e-2, 1e-2),
-}
+TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
+DEVICE_OF = {"reference": "cpu", "cpu": "cpu", "triton": TRITON_DEVICE, "cuda": "cuda"}
 
 
-def backend_params():
-    """(backend, device) pairs; each skips with the reason when it cannot run here."""
-    cases = [
-        ("reference", "cpu", ()),
-        ("cpu", "cpu", ()),
-        (
-            "triton",
-            "cuda" if HAS_CUDA else "cpu",
-            (pytest.mark.triton,) + ((pytest.mark.cuda,) if HAS_CUDA else ()),
-        ),
-        ("cuda", "cuda", (pytest.mark.cuda,)),
-    ]
-    out = []
-    for name, dev, marks in cases:
-        skip = ()
-        if name not in AVAILABLE or (dev == "cuda" and not HAS_CUDA):
-            skip = (
-                pytest.mark.skip(reason=f"backend {name} not usable here ({pk.build_info()['backends']})"),
-            )
-        out.append(pytest.param(name, dev, marks=marks + skip, id=name))
-    return out
+def _param(name: str, device: str):
+    marks = []
+    if device == "cuda":
+        marks.append(pytest.mark.cuda)
+    if name == "triton":
+        marks.append(pytest.mark.triton)
+    if device == "cuda" and not HAS_CUDA:
+        marks.append(pytest.mark.skip(reason="needs a CUDA device"))
+    elif name not in AVAILABLE:
+        marks.append(pytest.mark.skip(reason=f"backend {name} not usable here ({sorted(AVAILABLE)})"))
+    return pytest.param(name, device, marks=marks, id=name if device == DEVICE_OF[name] else f"{name}-{device}")
+
+
+def backend_params(names=("reference", "cpu", "triton", "cuda")):
+    """(backend, device) pytest params, each on the device it runs on here."""
+    return [_param(n, DEVICE_OF[n]) for n in names]
 
 
 BACKENDS = backend_params()
-COMPILED_BACKENDS = [p for p in BACKENDS if p.values[0] != "reference"]
+COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
+# The kernels that run on a GPU: their GPU-only paths (marked cuda, skipped without one).
+GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 
 
 def dtypes_for(backend: str):
@@ -63,31 +57,20 @@ def dtypes_for(backend: str):
     return out
 
 
-def assert_close(actual, expected, dtype, msg=""):
-    rtol, atol = TOL[dtype]
-    torch.testing.assert_close(
-        actual, expected.to(actual.dtype), rtol=rtol, atol=atol, equal_nan=True, msg=msg
-    )
-
-
 def make_emb(B, D, H, W, *, dtype, device, layout="contiguous", seed=0):
     """Awkward layouts: contiguous, channels_last, a non-contiguous slice, H/W transposed."""
     g = torch.Generator().manual_seed(seed)
     # Offset so variance is not computed around 0 (catches E[x^2]-E[x]^2 cancellation).
     if layout == "slice":
         base = torch.randn(B, D + 2, H, W + 3, generator=g, dtype=torch.float64) * 2.0 + 3.0
-        x = base.to(dtype)[:, 1 : D + 1, :, 2 : W + 2]
-    elif layout == "transposed":
+        return base.to(dtype).to(device)[:, 1 : D + 1, :, 2 : W + 2]
+    if layout == "transposed":
         x = (torch.randn(B, D, W, H, generator=g, dtype=torch.float64) * 2.0 + 3.0).to(dtype).transpose(2, 3)
     else:
         x = (torch.randn(B, D, H, W, generator=g, dtype=torch.float64) * 2.0 + 3.0).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    if device != "cpu":
-        x = x.to(device)  # keeps strides of dense tensors; a slice becomes contiguous, so re-slice there
-        if layout == "slice":
-            x = base.to(dtype).to(device)[:, 1 : D + 1, :, 2 : W + 2]
-    return x
+    return x.to(device)  # keeps the strides of dense tensors
 
 
 def make_labels(B, H, W, R, *, device, pattern="random", ignore_index=-1, seed=1):

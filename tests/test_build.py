@@ -30,7 +30,7 @@ def test_build_info_keys():
         assert key in info, key
     assert info["version"] == pk.__version__
     assert "reference" in info["backends"]
-    if _ext.have_cpu_kernels():
+    if _ext.HAVE_CPU_KERNELS:
         assert info["torch"].split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]
         assert isinstance(info["openmp"], bool)
         assert "cpu" in info["backends"]
@@ -39,7 +39,7 @@ def test_build_info_keys():
 
 
 def test_local_version_tag():
-    if not _ext.have_cpu_kernels():
+    if not _ext.HAVE_CPU_KERNELS:
         pytest.skip("extension not built")
     try:
         version = importlib.metadata.version("pixelkernels")
@@ -86,7 +86,7 @@ def test_set_and_use_backend():
 
 
 def test_auto_rules_on_cpu():
-    want = "cpu" if _ext.have_cpu_kernels() else "reference"
+    want = "cpu" if _ext.HAVE_CPU_KERNELS else "reference"
     assert pk._backend.resolve(None, torch.device("cpu")) == want
     assert pk._backend.resolve("reference", torch.device("cpu")) == "reference"
     with pytest.raises(RuntimeError, match="cuda backend needs CUDA tensors"):
@@ -219,7 +219,7 @@ def test_forcing_cuda_without_cuda_fails_loudly():
 
 def test_cpu_baseline_kernels_match_reference():
     """The non-AVX2 build of the CPU kernels (what CPUs without AVX2 run), forced by env."""
-    if not _ext.have_cpu_kernels():
+    if not _ext.HAVE_CPU_KERNELS:
         pytest.skip("extension not built")
     code = (
         "import torch, pixelkernels as pk\n"

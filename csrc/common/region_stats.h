@@ -14,27 +14,43 @@
 // result bitwise reproducible (no float atomics anywhere).
 #pragma once
 
-#include <cstdint>
-
-#if defined(__CUDACC__)
-#define PK_HD __host__ __device__ __forceinline__
-#else
-#define PK_HD inline
-#endif
+#include "common/types.h"
 
 namespace pixelkernels {
 
-// Dtype codes passed across the torch-free launcher boundary.
-enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+// What the torch side (csrc/region_stats.cpp) hands the kernels. Statistics are contiguous
+// and of the accumulation type (double for Float64 emb, else float).
+struct RegionStatsForward {
+  PixelMap emb;
+  LabelMap labels;
+  int64_t R, ignore_index;
+  void* count;     // (B, R)
+  void* centroid;  // (B, R, D)
+  void* variance;  // (B, R)
+  void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
+  size_t workspace_bytes = 0;
+};
+
+struct RegionStatsBackward {
+  PixelMap emb;
+  LabelMap labels;
+  int64_t R, ignore_index;
+  const void* grad_centroid;  // (B, R, D)
+  const void* grad_variance;  // (B, R)
+  const void* count;          // (B, R)
+  const void* centroid;       // (B, R, D)
+  void* grad_emb;             // same dtype and strides as emb; every element is written
+};
+
+// Kernels: csrc/cpu/region_stats.cpp and csrc/cuda/region_stats.cu. Every output element is
+// written (empty regions get 0), so outputs need no zero-fill.
+Status launch(OnCpu, const RegionStatsForward& p);
+Status launch(OnCpu, const RegionStatsBackward& p);
+size_t workspace_bytes(OnCuda, const RegionStatsForward& p);
+Status launch(OnCuda, const RegionStatsForward& p);
+Status launch(OnCuda, const RegionStatsBackward& p);
 
 namespace region_stats {
-
-// A pixel takes part iff its label is a region index other than ignore_index.
-// Anything else (ignore_index, or an out-of-range label when the Python layer's
-// checks are off) is skipped, so no kernel indexes outside [0, R).
-PK_HD bool takes_part(int64_t label, int64_t num_regions, int64_t ignore_index) {
-  return label >= 0 && label < num_regions && label != ignore_index;
-}
 
 struct ChunkPlan {
   int64_t chunk;       // pixels per chunk

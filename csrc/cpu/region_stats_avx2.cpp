@@ -1,11 +1,12 @@
 // region_stats CPU kernels built for AVX2 + FMA; region_stats.cpp calls them when the
-// CPU has both (checked at run time), else its baseline build of the same header.
+// CPU has both (csrc/cpu/isa.h), else its baseline build of the same header.
 // Headers with inline code come before the target pragma so they stay baseline.
 #include <cstdint>
 
 #include "common/region_stats.h"
+#include "cpu/isa.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#ifdef PK_HAVE_AVX2_BUILD
 #include <immintrin.h>
 
 #pragma GCC push_options

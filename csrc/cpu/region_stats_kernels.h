@@ -30,8 +30,10 @@
 
 namespace pixelkernels::cpu::PK_CPU_ISA {
 
+using ::pixelkernels::LabelMap;
+using ::pixelkernels::LabelType;
+using ::pixelkernels::takes_part;
 using ::pixelkernels::region_stats::grad_element;
-using ::pixelkernels::region_stats::takes_part;
 
 constexpr int kLanes = 8;
 // Pixel-inner kernels select per bin for kMinSelectBins..kMaxSelectBins bins (regions +
@@ -48,8 +50,23 @@ inline bool uses_pixel_major(int64_t sp, int64_t R) {
   return sp == 1 && (R + 1 < kMinSelectBins || R + 1 > kMaxSelectBins);
 }
 
-inline void chunk_bins(const int64_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
-  for (int64_t i = 0; i < n; ++i) bins[i] = takes_part(lab[i], R, ignore) ? int32_t(lab[i]) : int32_t(R);
+template <typename label_t>
+inline void bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t l = int64_t(lab[i]);
+    bins[i] = takes_part(l, R, ignore) ? int32_t(l) : int32_t(R);
+  }
+}
+
+// Bins of labels [i0, i0 + n) of `lab`, read at their own width.
+inline void chunk_bins(LabelMap lab, int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
+  switch (lab.type) {
+    case LabelType::UInt8: return bins_of(static_cast<const uint8_t*>(lab.data) + i0, n, R, ignore, bins);
+    case LabelType::Int8: return bins_of(static_cast<const int8_t*>(lab.data) + i0, n, R, ignore, bins);
+    case LabelType::Int16: return bins_of(static_cast<const int16_t*>(lab.data) + i0, n, R, ignore, bins);
+    case LabelType::Int32: return bins_of(static_cast<const int32_t*>(lab.data) + i0, n, R, ignore, bins);
+    case LabelType::Int64: return bins_of(static_cast<const int64_t*>(lab.data) + i0, n, R, ignore, bins);
+  }
 }
 
 // out[k * ld] += sum over i with bins[i] == k of (v[i] - mu[k * ld])^2 if kCentred, else
@@ -262,15 +279,15 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
-// One chunk: bins from labels, then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
+// One chunk: bins from labels [i0, i0 + n), then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
 // acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
 // with many bins is first copied pixel-major into tbuf (an L2-resident pass), because the
 // dim-inner sweeps vectorise over D whatever R is, while per-dim scatters do not.
 template <typename scalar_t, typename acc_t>
-void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
+void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
                    int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, scalar_t* tbuf,
                    int64_t* cnt, acc_t* mean, acc_t* m2) {
-  chunk_bins(labels, n, R, ignore, bins);
+  chunk_bins(lab, i0, n, R, ignore, bins);
   if (sp != 1 || uses_pixel_major(sp, R)) {
     if (sp == 1) {
       to_pixel_major(x, sd, n, D, tbuf);
@@ -340,11 +357,11 @@ inline void grad_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32
 // path) and c_rd, gc_rd [R + 1][D] (dim-inner); gv_t, inv_t are [R + 1]. `tbuf` holds
 // n * D scalar_t for the pixel-major round trip of a pixel-inner tile with many bins.
 template <typename scalar_t, typename acc_t>
-void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const int64_t* labels, int64_t n,
+void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
                    int64_t R, int64_t ignore, int32_t* bins, const acc_t* c_t, const acc_t* gc_t,
                    const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* tbuf,
                    scalar_t* gx) {
-  chunk_bins(labels, n, R, ignore, bins);
+  chunk_bins(lab, i0, n, R, ignore, bins);
   const int64_t nb = R + 1;
   const int32_t sentinel = int32_t(R);
   if (sp != 1) {
@@ -371,28 +388,29 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, const i
 
 // Non-template entry points, one set per instruction set.
 #define PK_REGION_STATS_ENTRY(T, SUFFIX)                                                                       \
-  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
-                                           int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2);            \
-  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
-                                           const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
-                                           const T* inv_t, T* tbuf, T* gx);
+  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
+                                           T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2); \
+  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
+                                           const T* c_t, const T* gc_t, const T* c_rd, const T* gc_rd,         \
+                                           const T* gv_t, const T* inv_t, T* tbuf, T* gx);
 PK_REGION_STATS_ENTRY(float, f32)
 PK_REGION_STATS_ENTRY(double, f64)
 
 }  // namespace pixelkernels::cpu::PK_CPU_ISA
 
 // Defines the entry points declared above (in exactly one TU per instruction set).
-#define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                               \
-  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab,  \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, T* scratch,    \
-                                           int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2) {           \
-    forward_chunk<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, scratch, cnt_nb, tbuf, cnt, mean, m2);          \
-  }                                                                                                            \
-  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, const int64_t* lab, \
-                                           int64_t n, int64_t R, int64_t ignore, int32_t* bins, const T* c_t,  \
-                                           const T* gc_t, const T* c_rd, const T* gc_rd, const T* gv_t,        \
-                                           const T* inv_t, T* tbuf, T* gx) {                                   \
-    backward_tile<T, T>(x, D, sd, sp, lab, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, tbuf, gx); \
+#define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                                \
+  void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
+                                           T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2) { \
+    forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, scratch, cnt_nb, tbuf, cnt, mean, m2);       \
+  }                                                                                                             \
+  void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
+                                           const T* c_t, const T* gc_t, const T* c_rd, const T* gc_rd,          \
+                                           const T* gv_t, const T* inv_t, T* tbuf, T* gx) {                     \
+    backward_tile<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, tbuf,   \
+                        gx);                                                                                    \
   }

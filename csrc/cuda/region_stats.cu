@@ -1,5 +1,5 @@
-// region_stats on CUDA (SPEC §3.1). No torch header here: csrc/cuda/bindings.cpp calls the
-// launchers at the bottom of this file.
+// region_stats on CUDA (SPEC §3.1): launch(OnCuda, ·) of csrc/common/region_stats.h, called by
+// the torch side in csrc/region_stats.cpp. No torch header here.
 //
 // Forward is DETERMINISTIC: no float atomics anywhere. Every accumulator slot has exactly one
 // writer and every sum is taken in a fixed order (fixed chunking from plan_chunks, fixed
@@ -22,7 +22,8 @@
 //  (image, region) in chunk order with Chan's formula (common/region_stats.h).
 //
 //  Traffic per pixel: emb is read once from DRAM (sweep 2 and the other dim tiles of a chunk
-//  hit L2/L1); the 8-byte label is re-read per dim tile and sweep, from L1/L2. Partials are
+//  hit L2/L1); the label (read at its own width, 1-8 bytes) is re-read per dim tile and
+//  sweep, from L1/L2. Partials are
 //  R * D * 2 values per chunk of ~2048 pixels, small next to emb for the usual R.
 //  Why this design: segmentation labels are spatially coherent, so a 32-pixel group nearly
 //  always holds one or two labels and the per-label reduction costs ~7 warp shuffles per dim
@@ -33,25 +34,20 @@
 // grid-stride loop in memory order (pixel-inner for the contiguous layout, dim-inner for
 // channels_last); one integer division per element to split the flat index, done in 32 bits
 // whenever the per-image extent allows (addresses are always 64-bit).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "common/region_stats.h"
 
 #include <cstdint>
 
-#include "common/region_stats.h"
-#include "cuda/region_stats.h"
+#include "cuda/common.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
 
 using region_stats::grad_element;
 using region_stats::plan_chunks;
-using region_stats::takes_part;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr unsigned kFull = 0xffffffffu;
 // Min blocks per SM for the reduction kernels: caps them at 64 registers. With only the thread
 // count, ptxas (CUDA 13) picked 32-48 registers and spilled; 4 x 256 threads also keeps 32
 // warps per SM resident for latency hiding (4 x 40 KB smem fits too).
@@ -64,27 +60,6 @@ constexpr int64_t kMinDimTile = 8;           // one dim per warp
 static_assert(kMaxDimTile <= kThreads, "a dim tile must fit the per-thread column mapping");
 constexpr int64_t kWantBlocks = 512;         // split dims further while the grid is smaller
 constexpr int kGroups = 4;                   // 32-pixel groups whose loads a warp issues together
-constexpr int64_t kMaxGridY = 65535;
-
-// ---------------------------------------------------------------------------------------------
-// Conversions: explicit intrinsics, because torch builds define __CUDA_NO_HALF_CONVERSIONS__.
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-__device__ __forceinline__ void store_from_acc(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_from_acc(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store_from_acc(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store_from_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
-// Fixed butterfly: every lane ends with the same, run-independent total (IEEE + commutes).
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(kFull, v, m);
-  return v;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Forward plan: a pure function of the sizes, shared by the workspace query and the launcher.
@@ -96,7 +71,6 @@ struct FwdPlan {
   size_t off_mean = 0, off_m2 = 0, off_cnt = 0, total = 0;  // workspace layout (bytes)
 };
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
 
 FwdPlan make_plan(int64_t B, int64_t D, int64_t P, int64_t R, size_t acc_bytes) {
@@ -140,10 +114,10 @@ FwdPlan make_plan(int64_t B, int64_t D, int64_t P, int64_t R, size_t acc_bytes) 
 // ---------------------------------------------------------------------------------------------
 // Kernel 1: per-chunk partials.
 
-template <typename scalar_t>
+template <typename scalar_t, typename label_t>
 struct PartialArgs {
   const scalar_t* emb;
-  const int64_t* labels;
+  const label_t* labels;
   int64_t B, D, P, sb, sd, sp, R, ignore;
   int64_t chunk, nc, dt, ndt;
 };
@@ -155,9 +129,9 @@ struct PartialArgs {
 // The loads of kGroups consecutive 32-pixel groups are issued together (latency hiding); the
 // groups are then reduced one after the other, so the accumulation order is the plain
 // 32-pixels-at-a-time order whatever kGroups is.
-template <bool kCentred, typename scalar_t, typename acc_t>
+template <bool kCentred, typename scalar_t, typename acc_t, typename label_t>
 __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
-                                            const int64_t* __restrict__ lab, int64_t p0, int64_t p1,
+                                            const label_t* __restrict__ lab, int64_t p0, int64_t p1,
                                             int64_t sd, int64_t sp, int64_t R, int64_t ignore,
                                             int dtn, int64_t ld, acc_t* acc, const acc_t* mean,
                                             int* cnt, int warp, int lane) {
@@ -174,13 +148,13 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
       const int64_t p = g + u * 32 + lane;
       key[u] = -1;
       if (p < p1) {
-        const int64_t l = lab[p];
+        const int64_t l = static_cast<int64_t>(lab[p]);
         if (takes_part(l, R, ignore)) key[u] = static_cast<int>(l);
       }
     }
 #pragma unroll
     for (int u = 0; u < kGroups; ++u) {
-      valid[u] = __ballot_sync(kFull, key[u] >= 0);
+      valid[u] = __ballot_sync(kFullMask, key[u] >= 0);
       any |= valid[u];
     }
     if (any == 0u) continue;
@@ -197,9 +171,9 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
         unsigned todo = valid[u];
         while (todo != 0u) {  // one iteration per distinct label in the group, lowest lane first
           const int leader = __ffs(todo) - 1;
-          const int r = __shfl_sync(kFull, key[u], leader);
+          const int r = __shfl_sync(kFullMask, key[u], leader);
           const bool mine = key[u] == r;
-          const unsigned peers = __ballot_sync(kFull, mine);
+          const unsigned peers = __ballot_sync(kFullMask, mine);
           todo &= ~peers;
           if (has_dim) {
             acc_t t;
@@ -219,11 +193,10 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
   }
 }
 
-template <typename scalar_t, typename acc_t, bool kSmemAcc>
+template <typename scalar_t, typename acc_t, typename label_t, bool kSmemAcc>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
-    region_partials_kernel(PartialArgs<scalar_t> a, int32_t* part_n, acc_t* part_mean,
+    region_partials_kernel(PartialArgs<scalar_t, label_t> a, int32_t* part_n, acc_t* part_mean,
                            acc_t* part_m2, int32_t* cnt_scratch) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const unsigned ndt = static_cast<unsigned>(a.ndt);  // < 2^31 (checked by the launcher)
   const int64_t tile = blockIdx.x % ndt, c = blockIdx.x / ndt;
@@ -245,7 +218,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     int* cnt;
     int64_t ld;  // row stride of sum / m2
     if constexpr (kSmemAcc) {
-      sum = reinterpret_cast<acc_t*>(smem_raw);
+      sum = dynamic_smem<acc_t>();
       m2 = sum + R * a.dt;
       cnt = reinterpret_cast<int*>(m2 + R * a.dt);
       ld = a.dt;
@@ -266,7 +239,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     __syncthreads();
 
     const scalar_t* x = a.emb + b * a.sb + d0 * a.sd;
-    const int64_t* lab = a.labels + b * a.P;
+    const label_t* lab = a.labels + b * a.P;
     chunk_sweep<false>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, sum, sum, cnt, warp, lane);
     __syncthreads();
 #pragma unroll 1
@@ -345,11 +318,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // ---------------------------------------------------------------------------------------------
 // Backward: one element per loop step, flat index j over the P * D elements of image b in
 // memory order: kPixelInner -> j = d * P + p (contiguous), else j = p * D + d (channels_last).
-template <typename scalar_t, typename acc_t, typename idx_t, bool kPixelInner>
+template <typename scalar_t, typename acc_t, typename label_t, typename idx_t, bool kPixelInner>
 __global__ void __launch_bounds__(kThreads)
     region_backward_kernel(const acc_t* __restrict__ gc, const acc_t* __restrict__ gv,
                            const scalar_t* __restrict__ emb, int64_t B, int64_t D, int64_t P,
-                           int64_t sb, int64_t sd, int64_t sp, const int64_t* __restrict__ labels,
+                           int64_t sb, int64_t sd, int64_t sp, const label_t* __restrict__ labels,
                            const acc_t* __restrict__ count, const acc_t* __restrict__ centroid,
                            int64_t R, int64_t ignore, scalar_t* __restrict__ grad) {
   const idx_t n = static_cast<idx_t>(P * D);
@@ -361,7 +334,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t p = static_cast<int64_t>(kPixelInner ? i : o);
       const int64_t d = static_cast<int64_t>(kPixelInner ? o : i);
       const int64_t off = b * sb + d * sd + p * sp;
-      const int64_t l = labels[b * P + p];
+      const int64_t l = static_cast<int64_t>(labels[b * P + p]);
       acc_t g = acc_t(0);
       // A labelled pixel of a region with count 0 only arises from a hand-made count; it
       // gets 0 like every other pixel that takes no part (as on the CPU).
@@ -383,132 +356,103 @@ struct BoolTag {
   static constexpr bool value = V;
 };
 
-template <typename scalar_t, typename acc_t>
-void launch_forward(const FwdPlan& q, const void* emb, int64_t B, int64_t D, int64_t P, int64_t sb,
-                    int64_t sd, int64_t sp, const int64_t* labels, int64_t R, int64_t ignore,
-                    void* count, void* centroid, void* variance, void* workspace,
-                    cudaStream_t stream) {
-  auto* ws = static_cast<unsigned char*>(workspace);
+size_t acc_bytes_of(DType dtype) { return dtype == DType::Float64 ? sizeof(double) : sizeof(float); }
+
+template <typename scalar_t, typename acc_t, typename label_t>
+void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t stream) {
+  const int64_t B = p.emb.B, R = p.R;
+  auto* ws = static_cast<unsigned char*>(p.workspace);
   int32_t* part_n = reinterpret_cast<int32_t*>(ws);
   acc_t* part_mean = reinterpret_cast<acc_t*>(ws + q.off_mean);
   acc_t* part_m2 = reinterpret_cast<acc_t*>(ws + q.off_m2);
   int32_t* cnt_scratch = reinterpret_cast<int32_t*>(ws + q.off_cnt);
-  const unsigned gy = static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY);
+  const unsigned gy = static_cast<unsigned>(B < kMaxGridYZ ? B : kMaxGridYZ);
   if (q.nc > 0) {
-    PartialArgs<scalar_t> a{static_cast<const scalar_t*>(emb), labels, B, D, P, sb, sd, sp, R, ignore,
-                            q.chunk, q.nc, q.dt, q.ndt};
+    const PartialArgs<scalar_t, label_t> a{static_cast<const scalar_t*>(p.emb.data),
+                                           static_cast<const label_t*>(p.labels.data),
+                                           B, p.emb.D, p.emb.P, p.emb.sb, p.emb.sd, p.emb.sp, R, p.ignore_index,
+                                           q.chunk, q.nc, q.dt, q.ndt};
     const dim3 grid(static_cast<unsigned>(q.nc * q.ndt), gy);
     if (q.smem) {
-      region_partials_kernel<scalar_t, acc_t, true>
-          <<<grid, kThreads, q.smem_bytes, stream>>>(a, part_n, part_mean, part_m2, cnt_scratch);
+      launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, true>, grid, kThreads, q.smem_bytes, stream, a,
+                    part_n, part_mean, part_m2, cnt_scratch);
     } else {
-      region_partials_kernel<scalar_t, acc_t, false>
-          <<<grid, kThreads, 0, stream>>>(a, part_n, part_mean, part_m2, cnt_scratch);
+      launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, false>, grid, kThreads, 0, stream, a, part_n,
+                    part_mean, part_m2, cnt_scratch);
     }
   }
   // Also runs when P == 0 (no chunks): then it writes the all-zero statistics.
-  region_merge_kernel<acc_t><<<dim3(static_cast<unsigned>(R), gy), kThreads, 0, stream>>>(
-      part_n, part_mean, part_m2, B, R, D, q.nc, static_cast<acc_t*>(count),
-      static_cast<acc_t*>(centroid), static_cast<acc_t*>(variance));
+  launch_kernel(region_merge_kernel<acc_t>, dim3(static_cast<unsigned>(R), gy), kThreads, 0, stream, part_n, part_mean,
+                part_m2, B, R, p.emb.D, q.nc, static_cast<acc_t*>(p.count), static_cast<acc_t*>(p.centroid),
+                static_cast<acc_t*>(p.variance));
 }
 
-template <typename scalar_t, typename acc_t>
-void launch_backward(const void* grad_centroid, const void* grad_variance, const void* emb,
-                     int64_t B, int64_t D, int64_t P, int64_t sb, int64_t sd, int64_t sp,
-                     const int64_t* labels, const void* count, const void* centroid, int64_t R,
-                     int64_t ignore, void* grad_emb, cudaStream_t stream) {
+template <typename scalar_t, typename acc_t, typename label_t>
+void launch_backward(const RegionStatsBackward& p, cudaStream_t stream) {
+  const int64_t B = p.emb.B, D = p.emb.D, P = p.emb.P;
   const int64_t n = P * D;
-  int64_t gx = ceil_div(n, kThreads);
+  int64_t gx = ceil_div<int64_t>(n, kThreads);
   if (gx > 65535) gx = 65535;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(B < kMaxGridY ? B : kMaxGridY));
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(B < kMaxGridYZ ? B : kMaxGridYZ));
   // 32-bit index math when j + grid stride cannot overflow it.
   const bool narrow = n + gx * kThreads <= int64_t(UINT32_MAX);
-  const bool pixel_inner = sp == 1;
   auto go = [&](auto idx_tag, auto inner_tag) {
     using idx_t = decltype(idx_tag);
     constexpr bool kPixelInner = decltype(inner_tag)::value;
-    region_backward_kernel<scalar_t, acc_t, idx_t, kPixelInner><<<grid, kThreads, 0, stream>>>(
-        static_cast<const acc_t*>(grad_centroid), static_cast<const acc_t*>(grad_variance),
-        static_cast<const scalar_t*>(emb), B, D, P, sb, sd, sp, labels,
-        static_cast<const acc_t*>(count), static_cast<const acc_t*>(centroid), R, ignore,
-        static_cast<scalar_t*>(grad_emb));
+    launch_kernel(region_backward_kernel<scalar_t, acc_t, label_t, idx_t, kPixelInner>, grid, kThreads, 0, stream,
+                  static_cast<const acc_t*>(p.grad_centroid), static_cast<const acc_t*>(p.grad_variance),
+                  static_cast<const scalar_t*>(p.emb.data), B, D, P, p.emb.sb, p.emb.sd, p.emb.sp,
+                  static_cast<const label_t*>(p.labels.data), static_cast<const acc_t*>(p.count),
+                  static_cast<const acc_t*>(p.centroid), p.R, p.ignore_index, static_cast<scalar_t*>(p.grad_emb));
   };
   if (narrow) {
-    if (pixel_inner) go(uint32_t{}, BoolTag<true>{}); else go(uint32_t{}, BoolTag<false>{});
+    if (p.emb.sp == 1) go(uint32_t{}, BoolTag<true>{}); else go(uint32_t{}, BoolTag<false>{});
   } else {
-    if (pixel_inner) go(uint64_t{}, BoolTag<true>{}); else go(uint64_t{}, BoolTag<false>{});
+    if (p.emb.sp == 1) go(uint64_t{}, BoolTag<true>{}); else go(uint64_t{}, BoolTag<false>{});
   }
 }
 
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-// Calls f(TypeTag<scalar_t>{}, TypeTag<acc_t>{}) for the storage type of `dtype` and its
-// accumulation type (float for the half types): the one dtype switch of this file.
-template <typename F>
-void dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float32: f(TypeTag<float>{}, TypeTag<float>{}); break;
-    case DType::Float64: f(TypeTag<double>{}, TypeTag<double>{}); break;
-    case DType::Float16: f(TypeTag<__half>{}, TypeTag<float>{}); break;
-    case DType::BFloat16: f(TypeTag<__nv_bfloat16>{}, TypeTag<float>{}); break;
-  }
-}
-
-size_t acc_bytes_of(DType dtype) { return dtype == DType::Float64 ? sizeof(double) : sizeof(float); }
-
-bool known_dtype(DType dtype) {
-  return dtype == DType::Float32 || dtype == DType::Float64 || dtype == DType::Float16 ||
-         dtype == DType::BFloat16;
+// f(scalar_t, acc_t, label_t tags) for the params' dtype and label width.
+template <typename P, typename F>
+void dispatch(const P& p, F&& f) {
+  dispatch_float(p.emb.dtype, [&](auto s, auto a) { dispatch_label(p.labels.type, [&](auto l) { f(s, a, l); }); });
 }
 
 }  // namespace
+}  // namespace pixelkernels::cuda
 
 // ---------------------------------------------------------------------------------------------
-// Public launchers.
+// Launchers (csrc/common/region_stats.h). Inputs are trusted (validated in Python); the checks
+// here keep the grids and the workspace within what the plan can address.
 
-size_t region_stats_forward_workspace_bytes(int64_t B, int64_t D, int64_t P, int64_t R, DType dtype) {
-  if (B <= 0 || D < 0 || P <= 0 || R < 1) return 0;
-  return make_plan(B, D, P, R, acc_bytes_of(dtype)).total;
+namespace pixelkernels {
+
+size_t workspace_bytes(OnCuda, const RegionStatsForward& p) {
+  if (p.emb.B <= 0 || p.emb.P <= 0) return 0;
+  return cuda::make_plan(p.emb.B, p.emb.D, p.emb.P, p.R, cuda::acc_bytes_of(p.emb.dtype)).total;
 }
 
-cudaError_t region_stats_forward(DType dtype, const void* emb, int64_t B, int64_t D, int64_t P,
-                                 int64_t stride_b, int64_t stride_d, int64_t stride_p,
-                                 const int64_t* labels, int64_t R, int64_t ignore_index, void* count,
-                                 void* centroid, void* variance, void* workspace, size_t workspace_bytes,
-                                 cudaStream_t stream) {
-  if (!known_dtype(dtype) || B < 0 || D < 0 || P < 0 || R < 1 || R > INT32_MAX)
-    return cudaErrorInvalidValue;
-  if (B == 0) return cudaSuccess;  // empty outputs
-  const FwdPlan q = make_plan(B, D, P, R, acc_bytes_of(dtype));
+Status launch(OnCuda on, const RegionStatsForward& p) {
+  if (p.emb.B == 0) return nullptr;  // empty outputs
+  const cuda::FwdPlan q = cuda::make_plan(p.emb.B, p.emb.D, p.emb.P, p.R, cuda::acc_bytes_of(p.emb.dtype));
   // Chunk counts are int32; the grid's x extent must fit too.
-  if (q.chunk > INT32_MAX || q.nc * q.ndt > INT32_MAX) return cudaErrorInvalidValue;
-  if (workspace_bytes < q.total) return cudaErrorInvalidValue;
-  if (q.total > 0 && (workspace == nullptr || reinterpret_cast<uintptr_t>(workspace) % 16 != 0))
-    return cudaErrorInvalidValue;
-  dispatch_dtype(dtype, [&](auto s, auto a) {
-    launch_forward<typename decltype(s)::type, typename decltype(a)::type>(
-        q, emb, B, D, P, stride_b, stride_d, stride_p, labels, R, ignore_index, count, centroid, variance,
-        workspace, stream);
+  if (q.chunk > INT32_MAX || q.nc * q.ndt > INT32_MAX) return "image too large for the chunk plan";
+  if (p.workspace_bytes < q.total || (q.total > 0 && reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0))
+    return "workspace too small or misaligned";
+  cuda::dispatch(p, [&](auto s, auto a, auto l) {
+    cuda::launch_forward<typename decltype(s)::type, typename decltype(a)::type, typename decltype(l)::type>(
+        q, p, cuda::stream_of(on));
   });
-  return cudaGetLastError();
+  return cuda::status();
 }
 
-cudaError_t region_stats_backward(DType dtype, const void* grad_centroid, const void* grad_variance,
-                                  const void* emb, int64_t B, int64_t D, int64_t P, int64_t stride_b,
-                                  int64_t stride_d, int64_t stride_p, const int64_t* labels,
-                                  const void* count, const void* centroid, int64_t R,
-                                  int64_t ignore_index, void* grad_emb, cudaStream_t stream) {
-  if (!known_dtype(dtype) || B < 0 || D < 0 || P < 0 || R < 1) return cudaErrorInvalidValue;
-  if (B == 0 || D == 0 || P == 0) return cudaSuccess;  // grad_emb is empty
-  dispatch_dtype(dtype, [&](auto s, auto a) {
-    launch_backward<typename decltype(s)::type, typename decltype(a)::type>(
-        grad_centroid, grad_variance, emb, B, D, P, stride_b, stride_d, stride_p, labels, count, centroid, R,
-        ignore_index, grad_emb, stream);
+Status launch(OnCuda on, const RegionStatsBackward& p) {
+  if (p.emb.B == 0 || p.emb.D == 0 || p.emb.P == 0) return nullptr;  // grad_emb is empty
+  cuda::dispatch(p, [&](auto s, auto a, auto l) {
+    cuda::launch_backward<typename decltype(s)::type, typename decltype(a)::type, typename decltype(l)::type>(
+        p, cuda::stream_of(on));
   });
-  return cudaGetLastError();
+  return cuda::status();
 }
 
-}  // namespace pixelkernels::cuda
+}  // namespace pixelkernels

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import torch
 
-
-def stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Statistics (counts, centroids, variances, losses) are float32 for half inputs."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+from .._dtypes import stats_dtype
 
 
-def region_stats(emb: torch.Tensor, labels: torch.Tensor, num_regions: int, *, ignore_index: int = -1):
+def region_stats(emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int = -1):
     """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), variance (B, R)."""
     B, D, H, W = emb.shape
     R = num_regions

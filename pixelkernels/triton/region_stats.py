@@ -9,19 +9,19 @@ mask, so a NaN/inf reaches only the region that holds it.
 
 Kernels (per program; traffic counted per pixel, E = element size of emb, D dims):
 
-* `_rs_partials_kernel` (deterministic path, pass 1), grid (chunk, d-block, image).
+* `_rs_partials_kernel` (deterministic path, pass 1), grid ((chunk, image), d-block).
   The program loads its [BLOCK_P, BLOCK_D] tile and the tile's labels once, then for each
   region r computes, on chip, the chunk-local count n_c, sum s_c and centred sum of squares
   M2_c = sum (x - s_c/n_c)^2 (the tile is still in registers, so no E[x^2]-E[x]^2
   cancellation), and writes (n_c, s_c, M2_c) to a workspace laid out (B, R, chunks[, D]).
   Regions absent from the tile cost one count reduction and skip the rest.
-  Traffic: D*E + 8 bytes read per pixel (labels once per d-block), plus
+  Traffic: D*E + L bytes read per pixel (L = label width; labels once per d-block), plus
   R*(2*D*acc + 4)/chunk_len bytes of workspace written per pixel (~2R/BLOCK_P of the input).
   When B*R*chunks would make the workspace too large (large R in deterministic mode), the
   chunk becomes several tiles long; the program then walks its tiles once per region and
   merges them in registers with Chan's formula (the labels are re-read per region, the
   pixel tile only when the region occurs in it).
-* `_rs_merge_kernel` (deterministic path, pass 2), grid (region, image). Merges the chunks
+* `_rs_merge_kernel` (deterministic path, pass 2), grid ((region, image)). Merges the chunks
   of one (b, r) in a fixed order, exactly like csrc/common/region_stats.h:
       n = sum_c n_c,  mean = sum_c s_c / n,
       M2 = sum_c M2_c + n_c * (s_c/n_c - mean)^2      (chunks with n_c = 0 left out),
@@ -37,24 +37,25 @@ Kernels (per program; traffic counted per pixel, E = element size of emb, D dims
   O(B*R*D) whatever the image size; but float atomics make the last bits depend on
   scheduling: this path is NOT bitwise deterministic, which is why
   `torch.are_deterministic_algorithms_enabled()` always selects the chunked path.
-  Traffic: 2*(D*E + 8) bytes read per pixel plus D+1 atomics per valid pixel.
-* `_rs_backward_kernel`, grid (pixel tile, d-block, image), elementwise:
+  Traffic: 2*(D*E + L) bytes read per pixel plus D+1 relaxed atomics per valid pixel.
+* `_rs_backward_kernel`, grid ((pixel tile, image), d-block), elementwise:
       grad[b, d, p] = (grad_centroid[b,r,d] + 2*grad_variance[b,r]*(x - centroid[b,r,d])) / count[b,r]
   for a member pixel of region r, 0 otherwise (the centroid path inside the variance
-  vanishes since sum_p (x_p - centroid) = 0). Reads D*E + 8 bytes per pixel plus gathers
+  vanishes since sum_p (x_p - centroid) = 0). Reads D*E + L bytes per pixel plus gathers
   from the small (B, R, D) tables (cache resident), writes D*E; grad_emb keeps emb's strides.
 
 The launchers never sync with the host; block sizes depend on shapes only. Two opaque ops
-(`pixelkernels::region_stats_triton`, `pixelkernels::region_stats_triton_backward`) wrap the
-launchers with `torch.library.custom_op`; autograd is registered by pixelkernels/ops.
+(`pixelkernels::region_stats_triton`, `pixelkernels::region_stats_backward_triton`) wrap the
+launchers with `torch.library.custom_op`; fake and autograd come from pixelkernels/_op.py.
+Every grid puts the batch on the flat axis 0 (`grid_items`), so any B runs.
 Runs on CPU tensors under `TRITON_INTERPRET=1` (float16 and bfloat16 included).
 """
-
-import contextlib
 
 import torch
 import triton
 import triton.language as tl
+
+from ._common import device_ctx, grid_items, load_regions, pixel_stride, pixel_view, split_pid, stats_dtype, warps
 
 # Above this many regions (and with deterministic algorithms off) the forward uses the
 # atomic two-pass path: the chunked path costs O(R) reductions per tile and O(R) workspace
@@ -78,9 +79,9 @@ def _rs_partials_kernel(
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, ONE_TILE: tl.constexpr,
 ):
     ACC = ws_s_ptr.dtype.element_ty
-    c = tl.program_id(0).to(tl.int64)
+    b, c = split_pid(num_chunks)
+    c = c.to(tl.int64)
     db = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
 
     offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -93,8 +94,7 @@ def _rs_partials_kernel(
     if ONE_TILE:
         offs_p = c * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = offs_p < P
-        lab = tl.load(lab_b + offs_p, mask=pmask, other=-1)
-        valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+        valid, lab = load_regions(lab_b, offs_p, pmask, R, ignore_index)
         x = tl.load(emb_b + offs_p[:, None] * stride_p, mask=pmask[:, None] & dmask[None, :],
                     other=0.0).to(ACC)
         for r in range(R):
@@ -120,9 +120,8 @@ def _rs_partials_kernel(
             m2_run = tl.zeros([BLOCK_D], ACC)
             for t in range(tiles_per_chunk):
                 offs_p = p0 + t * BLOCK_P + tl.arange(0, BLOCK_P)
-                pmask = offs_p < P
-                lab = tl.load(lab_b + offs_p, mask=pmask, other=-1)
-                member = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index) & (lab == r)
+                valid, lab = load_regions(lab_b, offs_p, offs_p < P, R, ignore_index)
+                member = valid & (lab == r)
                 n_t = tl.sum(member.to(tl.int32), axis=0)
                 if n_t > 0:
                     x = tl.load(emb_b + offs_p[:, None] * stride_p,
@@ -150,8 +149,7 @@ def _rs_merge_kernel(
     BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     ACC = centroid_ptr.dtype.element_ty
-    r = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    b, r = split_pid(R)
     out = b * R + r
     row0 = out * num_chunks
     offs_c = tl.arange(0, BLOCK_C)
@@ -194,16 +192,16 @@ def _rs_merge_kernel(
 @triton.jit
 def _pixel_tile(emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, acc_dtype,
                 BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The (pixel block, d-block, image) tile of this program: its offsets, its labels'
-    validity, each pixel's flat (b, r) row and the emb values (0 outside valid pixels)."""
-    b = tl.program_id(2).to(tl.int64)
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    """The (pixel block, image) x d-block tile of this program (grid_items over pixel blocks):
+    its offsets, its labels' validity, each pixel's flat (b, r) row and the emb values (0
+    outside valid pixels)."""
+    b, tile = split_pid(tl.cdiv(P, BLOCK_P))
+    offs_p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     pmask = offs_p < P
     dmask = offs_d < D
-    lab = tl.load(lab_ptr + b * P + offs_p, mask=pmask, other=-1)
-    valid = pmask & (lab >= 0) & (lab < R) & (lab != ignore_index)
-    out = b * R + tl.where(valid, lab, 0)
+    valid, lab = load_regions(lab_ptr + b * P, offs_p, pmask, R, ignore_index)
+    out = b * R + lab
     m = valid[:, None] & dmask[None, :]
     p64 = offs_p.to(tl.int64)[:, None]
     d64 = offs_d.to(tl.int64)[None, :]
@@ -222,8 +220,9 @@ def _rs_atomic_sum_kernel(
         emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, sum_ptr.dtype.element_ty,
         BLOCK_P, BLOCK_D)
     count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + tl.program_id(1) == 0)  # d-block 0 counts
-    tl.atomic_add(cnt_ptr + out, tl.full([BLOCK_P], 1, tl.int32), mask=count_mask)
-    tl.atomic_add(sum_ptr + out[:, None] * D + offs_d[None, :], x, mask=m)
+    # Relaxed: nothing is read back until the kernel ends, so no ordering is needed.
+    tl.atomic_add(cnt_ptr + out, tl.full([BLOCK_P], 1, tl.int32), mask=count_mask, sem="relaxed")
+    tl.atomic_add(sum_ptr + out[:, None] * D + offs_d[None, :], x, mask=m, sem="relaxed")
 
 
 @triton.jit
@@ -238,7 +237,7 @@ def _rs_atomic_sqdev_kernel(
         BLOCK_P, BLOCK_D)
     cen = tl.load(centroid_ptr + out[:, None] * D + offs_d[None, :], mask=m, other=0.0)
     dev = tl.where(m, x - cen, 0.0)
-    tl.atomic_add(ss_ptr + out, tl.sum(dev * dev, axis=1), mask=valid)
+    tl.atomic_add(ss_ptr + out, tl.sum(dev * dev, axis=1), mask=valid, sem="relaxed")
 
 
 @triton.jit
@@ -252,7 +251,10 @@ def _rs_backward_kernel(
     b, offs_d, pmask, dmask, valid, out, m, p64, d64, x = _pixel_tile(
         emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, centroid_ptr.dtype.element_ty,
         BLOCK_P, BLOCK_D)
-    n = tl.load(count_ptr + out, mask=valid, other=1.0)
+    n = tl.load(count_ptr + out, mask=valid, other=0.0)
+    # A labelled pixel of a region with count 0 only arises from a hand-made count; it gets 0
+    # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
+    m = m & (n > 0)[:, None]
     gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
     idx = out[:, None] * D + offs_d[None, :]
     cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
@@ -260,8 +262,7 @@ def _rs_backward_kernel(
     # A zero grad_variance (e.g. the variance output was not used) contributes exactly
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
-    g = (gc + dev) / n[:, None]
-    g = tl.where(m, g, 0.0)
+    g = tl.where(m, (gc + dev) / tl.where(n > 0, n, 1.0)[:, None], 0.0)
     tl.store(grad_ptr + b * gstride_b + p64 * gstride_p + d64 * gstride_d,
              g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & dmask[None, :])
 
@@ -269,31 +270,6 @@ def _rs_backward_kernel(
 # --------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _pixel_stride(t: torch.Tensor):
-    """Stride between flat pixels p = h*W + w of a (B, D, H, W) tensor, or None if H, W
-    cannot be flattened into one strided axis."""
-    H, W = t.shape[2], t.shape[3]
-    if W == 1:
-        return t.stride(2)
-    if H == 1 or t.stride(2) == W * t.stride(3):
-        return t.stride(3)
-    return None
-
-
-def _flat_view(emb: torch.Tensor):
-    sp = _pixel_stride(emb)
-    if sp is None:
-        # An empty tensor counts as contiguous whatever its strides (contiguous() returns it
-        # unchanged); its values are never read, so a fresh layout will do.
-        emb = torch.empty(emb.shape, dtype=emb.dtype, device=emb.device) if emb.numel() == 0 else emb.contiguous()
-        sp = _pixel_stride(emb)
-    return emb, (emb.stride(0), emb.stride(1), sp)
 
 
 def _tile_blocks(P: int, D: int, max_d: int, tile: int):
@@ -306,20 +282,12 @@ def _tile_blocks(P: int, D: int, max_d: int, tile: int):
     return block_p, block_d
 
 
-def _warps(block_p: int, block_d: int) -> int:
-    return 8 if block_p * block_d >= 2048 else 4
-
-
 def _plan_chunks(P: int, R: int, block_p: int, max_rows: int):
     """(num_chunks, tiles_per_chunk): chunks of whole tiles, at most max_rows // R chunks."""
     n_tiles = triton.cdiv(P, block_p)
     nc = min(n_tiles, max(1, max_rows // max(R, 1)))
     tiles = triton.cdiv(n_tiles, nc)
     return triton.cdiv(n_tiles, tiles), tiles
-
-
-def _device_ctx(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
@@ -334,14 +302,14 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
     B, D, H, W = emb.shape
     R = int(num_regions)
     P = H * W
-    sdt = _stats_dtype(emb.dtype)
+    sdt = stats_dtype(emb.dtype)
     dev = emb.device
     if B == 0 or P == 0 or R == 0:
         return (torch.zeros(B, R, dtype=sdt, device=dev),
                 torch.zeros(B, R, D, dtype=sdt, device=dev),
                 torch.zeros(B, R, dtype=sdt, device=dev))
-    emb, (sb, sd, sp) = _flat_view(emb)
-    labels = labels.contiguous()
+    emb, (sb, sd, sp) = pixel_view(emb)
+    labels = labels.contiguous()  # at its own width
     count = torch.empty(B, R, dtype=sdt, device=dev)
     centroid = torch.empty(B, R, D, dtype=sdt, device=dev)
     variance = torch.empty(B, R, dtype=sdt, device=dev)
@@ -353,15 +321,15 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
     else:
         raise ValueError(f"path must be 'auto', 'chunked' or 'atomic', got {path!r}")
 
-    with _device_ctx(emb):
+    with device_ctx(emb):
         if atomic:
             block_p, block_d = _tile_blocks(P, D, max_d=64, tile=4096)
-            grid = (triton.cdiv(P, block_p), max(1, triton.cdiv(D, block_d)), B)
+            grid = grid_items(triton.cdiv(P, block_p), B, max(1, triton.cdiv(D, block_d)))
             cnt = torch.zeros(B, R, dtype=torch.int32, device=dev)
             sums = torch.zeros(B, R, D, dtype=sdt, device=dev)
             _rs_atomic_sum_kernel[grid](
                 emb, labels, cnt, sums, P, D, R, ignore_index, sb, sd, sp,
-                BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+                BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
             count.copy_(cnt)
             n_div = count.clamp_min(1)
             torch.div(sums, n_div.unsqueeze(-1), out=centroid)
@@ -369,7 +337,7 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
             if D > 0:
                 _rs_atomic_sqdev_kernel[grid](
                     emb, labels, centroid, ss, P, D, R, ignore_index, sb, sd, sp,
-                    BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+                    BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
             torch.div(ss, n_div, out=variance)
         else:
             block_p, block_d = _tile_blocks(P, D, max_d=32, tile=8192)
@@ -377,15 +345,15 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
             ws_n = torch.empty(B, R, num_chunks, dtype=torch.int32, device=dev)
             ws_s = torch.empty(B, R, num_chunks, D, dtype=sdt, device=dev)
             ws_m2 = torch.empty(B, R, num_chunks, D, dtype=sdt, device=dev)
-            grid = (num_chunks, max(1, triton.cdiv(D, block_d)), B)
+            grid = grid_items(num_chunks, B, max(1, triton.cdiv(D, block_d)))
             _rs_partials_kernel[grid](
                 emb, labels, ws_n, ws_s, ws_m2, P, D, R, ignore_index, num_chunks, tiles,
                 sb, sd, sp, BLOCK_P=block_p, BLOCK_D=block_d, ONE_TILE=tiles == 1,
-                num_warps=_warps(block_p, block_d))
+                num_warps=warps(block_p * block_d))
             mblock_d = min(triton.next_power_of_2(max(D, 1)), 64)
             mtile = 1024 if sdt == torch.float64 else 2048
             mblock_c = max(1, min(triton.next_power_of_2(num_chunks), mtile // mblock_d))
-            _rs_merge_kernel[(R, B)](
+            _rs_merge_kernel[grid_items(R, B)](
                 ws_n, ws_s, ws_m2, count, centroid, variance, D, R, num_chunks,
                 BLOCK_C=mblock_c, BLOCK_D=mblock_d, num_warps=4)
     return count, centroid, variance
@@ -403,28 +371,28 @@ def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tens
         return grad
     if R == 0:
         return grad.zero_()
-    sdt = _stats_dtype(emb.dtype)
-    emb, (sb, sd, sp) = _flat_view(emb)
-    out = grad if _pixel_stride(grad) is not None else torch.empty_like(emb)
+    sdt = stats_dtype(emb.dtype)
+    emb, (sb, sd, sp) = pixel_view(emb)
+    out = grad if pixel_stride(grad) is not None else torch.empty_like(emb)
     labels = labels.contiguous()
     gc = grad_centroid.to(sdt).contiguous()
     gv = grad_variance.to(sdt).contiguous()
     count = count.to(sdt).contiguous()
     centroid = centroid.to(sdt).contiguous()
     block_p, block_d = _tile_blocks(P, D, max_d=64, tile=2048)
-    grid = (triton.cdiv(P, block_p), triton.cdiv(D, block_d), B)
-    with _device_ctx(emb):
+    grid = grid_items(triton.cdiv(P, block_p), B, triton.cdiv(D, block_d))
+    with device_ctx(emb):
         _rs_backward_kernel[grid](
             emb, labels, gc, gv, count, centroid, out, P, D, R, ignore_index,
-            sb, sd, sp, out.stride(0), out.stride(1), _pixel_stride(out),
-            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=_warps(block_p, block_d))
+            sb, sd, sp, out.stride(0), out.stride(1), pixel_stride(out),
+            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
     if out is not grad:
         grad.copy_(out)
     return grad
 
 
 # --------------------------------------------------------------------------------------
-# Opaque ops (fake and autograd implementations are registered in pixelkernels/ops/region_stats.py)
+# Opaque ops, same schema as csrc/ops.cpp (fake and autograd: pixelkernels/ops/region_stats.py)
 # --------------------------------------------------------------------------------------
 
 
@@ -434,7 +402,7 @@ def region_stats_op(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
     return region_stats_forward(emb, labels, num_regions, ignore_index)
 
 
-@torch.library.custom_op("pixelkernels::region_stats_triton_backward", mutates_args=())
+@torch.library.custom_op("pixelkernels::region_stats_backward_triton", mutates_args=())
 def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
                              emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
                              centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -445,10 +413,12 @@ def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.T
 def compile_specs():
     """(kernel, pointer signature, constexprs, num_warps) for every kernel, input dtype and
     mode, used by the offline GPU compile check (.ci/triton_compile_check.py); other
-    arguments compile as i32 scalars."""
+    arguments compile as i32 scalars. Each input dtype is paired with another label width,
+    so every width is compiled without multiplying the builds."""
     specs = []
-    for e, a in (("fp32", "fp32"), ("fp64", "fp64"), ("bf16", "fp32"), ("fp16", "fp32")):
-        tile = {"emb_ptr": "*" + e, "lab_ptr": "*i64"}
+    for e, a, lab in (("fp32", "fp32", "u8"), ("fp64", "fp64", "i64"), ("bf16", "fp32", "i16"),
+                      ("fp16", "fp32", "i32"), ("fp32", "fp32", "i8")):
+        tile = {"emb_ptr": "*" + e, "lab_ptr": "*" + lab}
         for one in (True, False):
             specs.append((_rs_partials_kernel,
                           {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},

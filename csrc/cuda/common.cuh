@@ -1,0 +1,151 @@
+// Helpers shared by every op's CUDA kernels (no torch header): conversions with float
+// accumulation for half types, warp and block reductions, dtype and label-width dispatch,
+// kernel launches and their status.
+//
+// Kernels are launched only through launch_kernel() and take dynamic shared memory only
+// through dynamic_smem(): with PK_CUDA_EMU defined (tests/cuda_emu), the same .cu files
+// compile as C++ and run on the CPU under a cooperative-thread emulator, which is how CI
+// runs the CUDA kernels without a GPU.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "common/types.h"
+
+#ifdef PK_CUDA_EMU
+#include "pk_cuda_emu.h"  // tests/cuda_emu/include: threads, barriers, warp intrinsics on the CPU
+#endif
+
+namespace pixelkernels::cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Grid limit of the y and z axes. The emulation build lowers it so that small test batches
+// reach the grid-stride loops over images.
+#ifdef PK_CUDA_EMU
+constexpr int64_t kMaxGridYZ = 3;
+#else
+constexpr int64_t kMaxGridYZ = 65535;
+#endif
+
+template <typename T>
+PK_HD T ceil_div(T a, T b) {
+  return (a + b - 1) / b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage <-> accumulation type. Explicit intrinsics, because torch builds define
+// __CUDA_NO_HALF_CONVERSIONS__.
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ void store_from_acc(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_from_acc(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store_from_acc(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_from_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// ---------------------------------------------------------------------------------------------
+// Reductions with a fixed order: the same bits on every run.
+
+// Butterfly: every lane ends with the same total.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+// Sum over the block's kThreads threads, returned to thread 0 (others get their warp's sum).
+// `scratch` holds kThreads / 32 values of shared memory; reusable once this returns.
+template <int kThreads, typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) v += scratch[w];
+  }
+  __syncthreads();
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch.
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// f(TypeTag<scalar_t>{}, TypeTag<acc_t>{}) for the storage type of `dtype` and its
+// accumulation type (float for the half types).
+template <typename F>
+void dispatch_float(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float32: f(TypeTag<float>{}, TypeTag<float>{}); break;
+    case DType::Float64: f(TypeTag<double>{}, TypeTag<double>{}); break;
+    case DType::Float16: f(TypeTag<__half>{}, TypeTag<float>{}); break;
+    case DType::BFloat16: f(TypeTag<__nv_bfloat16>{}, TypeTag<float>{}); break;
+  }
+}
+
+// f(TypeTag<label_t>{}) for the width of the labels: kernels read them as they are stored.
+template <typename F>
+void dispatch_label(LabelType type, F&& f) {
+  switch (type) {
+    case LabelType::UInt8: f(TypeTag<uint8_t>{}); break;
+    case LabelType::Int8: f(TypeTag<int8_t>{}); break;
+    case LabelType::Int16: f(TypeTag<int16_t>{}); break;
+    case LabelType::Int32: f(TypeTag<int32_t>{}); break;
+    case LabelType::Int64: f(TypeTag<int64_t>{}); break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launching.
+
+inline cudaStream_t stream_of(OnCuda on) { return static_cast<cudaStream_t>(on.stream); }
+
+// The block's dynamic shared memory (the `smem` bytes of launch_kernel), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+#ifdef PK_CUDA_EMU
+  return static_cast<T*>(pk_emu::dynamic_smem());
+#else
+  extern __shared__ __align__(16) unsigned char pk_dynamic_smem[];
+  return reinterpret_cast<T*>(pk_dynamic_smem);
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...); errors are collected by status().
+template <typename... KernelArgs, typename... Args>
+void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+#ifdef PK_CUDA_EMU
+  pk_emu::launch(kernel, grid, block, smem, KernelArgs(std::forward<Args>(args))...);
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// nullptr when every launch so far succeeded, else the error (never synchronises the host).
+inline Status status() {
+#ifdef PK_CUDA_EMU
+  return pk_emu::status();
+#else
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+#endif
+}
+
+}  // namespace pixelkernels::cuda

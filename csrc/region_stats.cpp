@@ -1,0 +1,75 @@
+// region_stats (SPEC §3.1), the torch side for CPU and CUDA tensors: layouts, outputs and the
+// params of csrc/common/region_stats.h. The kernels are launch(OnCpu, ·) in
+// csrc/cpu/region_stats.cpp and launch(OnCuda, ·) in csrc/cuda/region_stats.cu.
+#include "common/region_stats.h"
+
+#include <tuple>
+
+#include "torch_utils.h"
+
+namespace pixelkernels {
+namespace {
+
+void expect_labels_match(const at::Tensor& emb, const at::Tensor& labels, const char* op) {
+  PK_EXPECT(emb.dim() == 4 && labels.dim() == 3 && labels.size(0) == emb.size(0) && labels.size(1) == emb.size(2) &&
+                labels.size(2) == emb.size(3),
+            op, "labels ", labels.sizes(), " do not match emb ", emb.sizes());
+}
+
+template <class On>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& emb_in, const at::Tensor& labels,
+                                                            int64_t R, int64_t ignore_index) {
+  const char* op = "region_stats";
+  expect_labels_match(emb_in, labels, op);
+  PK_EXPECT(R >= 1 && R <= INT32_MAX, op, "num_regions must be in [1, 2^31), got ", R);
+  expect_same_device(op, {emb_in, labels});
+  Launcher<On> launcher(emb_in, op);
+  const at::Tensor emb = pixel_view_source(emb_in);
+  const Labels lab(labels);
+  const int64_t B = emb.size(0), D = emb.size(1);
+  const auto opts = stats_options(emb);
+  at::Tensor count = at::empty({B, R}, opts), centroid = at::empty({B, R, D}, opts);
+  at::Tensor variance = at::empty({B, R}, opts);
+  if (B == 0) return {count, centroid, variance};
+  RegionStatsForward p{pixel_map(emb),           lab.map, R, ignore_index, count.mutable_data_ptr(),
+                       centroid.mutable_data_ptr(), variance.mutable_data_ptr()};
+  const at::Tensor workspace = launcher.workspace(p);
+  launcher(p);
+  return {count, centroid, variance};
+}
+
+template <class On>
+at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
+                                 const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
+                                 const at::Tensor& centroid, int64_t ignore_index) {
+  const char* op = "region_stats_backward";
+  expect_labels_match(emb, labels, op);
+  const int64_t B = emb.size(0), D = emb.size(1), R = count.dim() == 2 ? count.size(1) : -1;
+  PK_EXPECT(count.dim() == 2 && count.size(0) == B && R >= 1 && R <= INT32_MAX &&
+                centroid.sizes() == at::IntArrayRef({B, R, D}) && grad_centroid.sizes() == centroid.sizes() &&
+                grad_variance.sizes() == count.sizes(),
+            op, "inconsistent shapes: emb ", emb.sizes(), ", count ", count.sizes(), ", centroid ", centroid.sizes(),
+            ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ", grad_variance.sizes());
+  expect_same_device(op, {emb, labels, count, centroid, grad_centroid, grad_variance});
+  Launcher<On> launcher(emb, op);
+  PixelOutput out(emb);
+  if (out.grad.numel() == 0) return out.grad;
+  const auto st = stats_options(emb);
+  const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
+  const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
+  const Labels lab(labels);
+  const RegionStatsBackward p{pixel_map(out.src),  lab.map,           R,
+                              ignore_index,        gc.const_data_ptr(), gv.const_data_ptr(),
+                              cnt.const_data_ptr(), cen.const_data_ptr(), out.out.mutable_data_ptr()};
+  launcher(p);
+  return out.finish();
+}
+
+#define REGION_STATS_IMPLS(m, On)                       \
+  m.impl("region_stats", &region_stats<On>);            \
+  m.impl("region_stats_backward", &region_stats_backward<On>);
+
+PK_REGISTER_IMPLS(REGION_STATS_IMPLS)
+
+}  // namespace
+}  // namespace pixelkernels

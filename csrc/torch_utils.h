@@ -1,0 +1,214 @@
+// The torch side shared by every op (csrc/<op>.cpp): tensors -> the torch-free params of
+// csrc/common/types.h, and a Launcher that runs an op's CPU or CUDA kernels. Validation is
+// done once, in Python; what is checked here are only the invariants the kernels rely on to
+// stay in bounds when an op is called directly (torch.ops.pixelkernels.*).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "common/types.h"
+
+#if defined(PK_WITH_CUDA) && !defined(PK_CUDA_EMU)
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+// The operator library. The CUDA-emulation test build (tests/cuda_emu) compiles the same
+// sources into its own library, whose CPU key runs the CUDA kernels.
+#ifndef PK_LIBRARY
+#define PK_LIBRARY pixelkernels
+#endif
+
+namespace pixelkernels {
+
+// ---------------------------------------------------------------------------------------------
+// (B, D, H, W) maps as B images of P = H * W pixels.
+
+// x[b, d, p] = base[b*sb + d*sd + p*sp] with p = h * W + w, valid when (H, W) collapse into
+// one axis. sp is stride(3), or stride(2) when W == 1: a size-1 dim may carry any stride,
+// even in a tensor that is_contiguous() (e.g. a transposed (B, D, 1, H)), so stride(3) alone
+// could address out of bounds.
+struct PixelStrides {
+  bool collapsible;
+  int64_t sb, sd, sp;
+};
+
+inline PixelStrides pixel_strides(const at::Tensor& t) {
+  const int64_t H = t.size(2), W = t.size(3);
+  return PixelStrides{H == 1 || W == 1 || t.stride(2) == W * t.stride(3), t.stride(0), t.stride(1),
+                      W > 1 ? t.stride(3) : t.stride(2)};
+}
+
+// The tensor itself when the kernels can address it in a fast layout (pixel-inner sp == 1,
+// e.g. contiguous; or dim-inner sd == 1, e.g. channels_last), else a contiguous copy.
+inline at::Tensor pixel_view_source(const at::Tensor& t) {
+  // An empty tensor counts as contiguous whatever its strides, so contiguous() would hand it
+  // back unchanged; its values are never read, so any fresh layout will do.
+  if (t.numel() == 0) return at::empty(t.sizes(), t.options());
+  const PixelStrides s = pixel_strides(t);
+  return s.collapsible && (s.sp == 1 || s.sd == 1) ? t : t.contiguous();
+}
+
+inline DType dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::Float32;
+    case at::kDouble: return DType::Float64;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    default: TORCH_CHECK(false, "pixelkernels: unsupported float dtype ", t);
+  }
+}
+
+// The PixelMap of a tensor returned by pixel_view_source.
+inline PixelMap pixel_map(const at::Tensor& t) {
+  const PixelStrides s = pixel_strides(t);
+  TORCH_INTERNAL_ASSERT(s.collapsible || t.numel() == 0);  // an empty map is never read
+  return PixelMap{t.const_data_ptr(), dtype_code(t.scalar_type()), t.size(0), t.size(1), t.size(2) * t.size(3),
+                  s.sb, s.sd, s.sp};
+}
+
+// Whether y can be addressed with x's pixel strides (same sizes): every stride of an
+// extent > 1 agrees.
+inline bool same_pixel_strides(const at::Tensor& y, const at::Tensor& x) {
+  const PixelStrides a = pixel_strides(y), b = pixel_strides(x);
+  const int64_t P = x.size(2) * x.size(3);
+  return a.collapsible && b.collapsible && (x.size(0) <= 1 || a.sb == b.sb) && (x.size(1) <= 1 || a.sd == b.sd) &&
+         (P <= 1 || a.sp == b.sp);
+}
+
+// A per-pixel output shaped like x (a gradient): `grad` is empty_like(x), so channels_last
+// stays channels_last; the kernels read `src` and write `out` with the same pixel strides.
+// When empty_like picked strides the kernels cannot share with src, `out` is a contiguous
+// temporary, copied into `grad` by finish().
+struct PixelOutput {
+  at::Tensor src, out, grad;
+
+  explicit PixelOutput(const at::Tensor& x) : grad(at::empty_like(x)) {
+    src = pixel_view_source(x);
+    out = grad;
+    if (grad.numel() > 0 && !same_pixel_strides(out, src)) {
+      src = x.contiguous();
+      out = at::empty(src.sizes(), src.options());
+    }
+  }
+  at::Tensor finish() {
+    if (!out.is_same(grad)) grad.copy_(out);
+    return grad;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Labels and statistics.
+
+// Contiguous labels at their own width (a copy only when they are not contiguous).
+struct Labels {
+  at::Tensor tensor;
+  LabelMap map;
+
+  explicit Labels(const at::Tensor& labels) : tensor(labels.contiguous()) {
+    LabelType t;
+    switch (labels.scalar_type()) {
+      case at::kByte: t = LabelType::UInt8; break;
+      case at::kChar: t = LabelType::Int8; break;
+      case at::kShort: t = LabelType::Int16; break;
+      case at::kInt: t = LabelType::Int32; break;
+      case at::kLong: t = LabelType::Int64; break;
+      default: TORCH_CHECK(false, "pixelkernels: labels must have an integer dtype, got ", labels.scalar_type());
+    }
+    map = LabelMap{tensor.const_data_ptr(), t};
+  }
+};
+
+// Statistics (counts, centroids, variances, losses): float64 for float64 input, else float32
+// (mirrors pixelkernels/_dtypes.py::stats_dtype; half inputs accumulate in float32).
+inline at::TensorOptions stats_options(const at::Tensor& t) {
+  return t.options().dtype(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+}
+
+// Kernel-side invariant: a violated one means a direct torch.ops call with bad arguments.
+#define PK_EXPECT(cond, op, ...) TORCH_CHECK(cond, op, ": ", __VA_ARGS__)
+
+// Every tensor on the first one's device (the dispatcher would otherwise hand a CUDA kernel
+// a CPU pointer when a direct call mixes devices).
+inline void expect_same_device(const char* op, std::initializer_list<at::Tensor> ts) {
+  for (const at::Tensor& t : ts)
+    PK_EXPECT(t.device() == ts.begin()->device(), op, "all tensors must be on one device, got ", t.device(), " and ",
+              ts.begin()->device());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launching: Launcher<On>(like, op) runs `launch(On{...}, params)` for tensors on like's
+// device — on CUDA under a device guard, on the current stream, with the workspace the
+// kernels ask for (workspace_bytes) allocated on that device.
+
+inline void check_status(Status s, const char* op, const char* device) {
+  TORCH_CHECK(s == nullptr, op, " (", device, ") failed: ", s ? s : "");
+}
+
+template <class On>
+class Launcher;
+
+template <>
+class Launcher<OnCpu> {
+ public:
+  Launcher(const at::Tensor&, const char* op) : op_(op) {}
+  template <class P>
+  at::Tensor workspace(P&) {  // the CPU kernels keep their own scratch
+    return {};
+  }
+  template <class P>
+  void operator()(const P& p) {
+    check_status(launch(OnCpu{}, p), op_, "cpu");
+  }
+
+ private:
+  const char* op_;
+};
+
+#if defined(PK_WITH_CUDA) || defined(PK_CUDA_EMU)
+template <>
+class Launcher<OnCuda> {
+ public:
+  Launcher(const at::Tensor& like, const char* op) : like_(like), op_(op) {}
+  template <class P>
+  at::Tensor workspace(P& p) {
+    const size_t n = workspace_bytes(OnCuda{}, p);
+    at::Tensor ws = at::empty({static_cast<int64_t>(n)}, like_.options().dtype(at::kByte));
+    p.workspace = n > 0 ? ws.mutable_data_ptr() : nullptr;
+    p.workspace_bytes = n;
+    return ws;
+  }
+  template <class P>
+  void operator()(const P& p) {
+    check_status(launch(OnCuda{stream()}, p), op_, "cuda");
+  }
+
+ private:
+  const at::Tensor& like_;
+  const char* op_;
+#ifdef PK_CUDA_EMU
+  void* stream() { return nullptr; }
+#else
+  c10::cuda::CUDAGuard guard_{like_.device()};  // after like_: members start in this order
+  void* stream() { return at::cuda::getCurrentCUDAStream(like_.device().index()).stream(); }
+#endif
+};
+#endif
+
+// Registers an op's torch-side functions, `IMPLS(m, On)` (a macro of m.impl(...) lines),
+// for CPU tensors (On = OnCpu) and, in a CUDA build, CUDA tensors (On = OnCuda). The
+// emulation build registers the CUDA kernels under its CPU key instead.
+#if defined(PK_CUDA_EMU)
+#define PK_REGISTER_IMPLS(IMPLS) \
+  TORCH_LIBRARY_IMPL(PK_LIBRARY, CPU, m) { IMPLS(m, ::pixelkernels::OnCuda) }
+#elif defined(PK_WITH_CUDA)
+#define PK_REGISTER_IMPLS(IMPLS)                                                  \
+  TORCH_LIBRARY_IMPL(PK_LIBRARY, CPU, m) { IMPLS(m, ::pixelkernels::OnCpu) }  \
+  TORCH_LIBRARY_IMPL(PK_LIBRARY, CUDA, m) { IMPLS(m, ::pixelkernels::OnCuda) }
+#else
+#define PK_REGISTER_IMPLS(IMPLS) \
+  TORCH_LIBRARY_IMPL(PK_LIBRARY, CPU, m) { IMPLS(m, ::pixelkernels::OnCpu) }
+#endif
+
+}  // namespace pixelkernels

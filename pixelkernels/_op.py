@@ -1,0 +1,177 @@
+"""One definition per op (SPEC §1): registration, dispatch and autograd, written once.
+
+Every op has up to two compiled variants with the same schema and argument names:
+
+* ``pixelkernels::<name>``          C++ (schema in csrc/ops.cpp; CPU and CUDA kernels)
+* ``pixelkernels::<name>_triton``   Triton (``torch.library.custom_op`` in pixelkernels/triton/<name>.py)
+
+and, when differentiable, a backward op of each, ``<name>_backward`` and
+``<name>_backward_triton``. ``define()`` gives every variant the op's one fake
+implementation and one autograd formula:
+
+* The backward op's arguments are read off its schema: ``grad_<out>`` receives the gradient
+  of output ``<out>`` (zeros when that output got none); any other argument is the forward
+  input or output of that name. Outputs with no ``grad_<out>`` argument are marked
+  non-differentiable. It returns the gradients of ``grad_inputs``, in that order.
+* Under ``create_graph=True`` (double backward) the reference is differentiated instead,
+  so second derivatives work on every backend without a second hand-written formula.
+* Ops without a backward (integer outputs, distance transforms, click maps) pass
+  ``backward_fake=None``: only the fake is registered.
+
+``backend_for`` + ``run`` are the dispatch: the public function validates its arguments,
+asks for a backend, and calls the variant with the op's positional arguments. The reference
+takes the same positional arguments, so all four backends are interchangeable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from . import _backend, _checks, _ext
+
+OPS: dict[str, Op] = {}
+
+
+@dataclasses.dataclass
+class Op:
+    name: str
+    reference: Callable  # the oracle, same positional arguments as the schema
+    outputs: tuple[str, ...]  # output names (schemas leave them unnamed)
+    grad_inputs: tuple[str, ...]  # forward arguments the backward op returns gradients for
+    compiled: object = None  # torch.ops.pixelkernels.<name>, when the extension is loaded
+    triton: object = None  # torch.ops.pixelkernels.<name>_triton, when its module imported
+    triton_error: str | None = None
+
+
+def _arg_names(packet) -> list[str]:
+    return [a.name for a in packet.default._schema.arguments]
+
+
+def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
+    """register_autograd for one variant: `fwd`/`bwd` are the forward/backward op packets."""
+    in_names, out_names, bwd_names = _arg_names(fwd), op.outputs, _arg_names(bwd)
+    grad_of = {n: out_names.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in out_names}
+    differentiable = set(grad_of.values())
+    # Everything the backward op needs, plus every forward input (for the double backward).
+    keep = list(dict.fromkeys([n for n in bwd_names if n not in grad_of] + in_names))
+
+    def setup_context(ctx, inputs, output):
+        outs = output if isinstance(output, tuple) else (output,)
+        ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in differentiable))
+        named = {**dict(zip(in_names, inputs)), **dict(zip(out_names, outs))}
+        ctx.pk_tensors = [n for n in keep if isinstance(named[n], torch.Tensor)]
+        ctx.save_for_backward(*(named[n] for n in ctx.pk_tensors))
+        ctx.pk_values = {n: named[n] for n in keep if not isinstance(named[n], torch.Tensor)}
+        # Shapes for the zeros of outputs that get no gradient.
+        ctx.pk_out_meta = [(o.shape, o.dtype, o.device) for o in outs]
+
+    def backward(ctx, *grads):
+        named = {**dict(zip(ctx.pk_tensors, ctx.saved_tensors)), **ctx.pk_values}
+        if torch.is_grad_enabled():  # create_graph=True
+            return _reference_vjp(op, in_names, named, grads, differentiable)
+        args = []
+        for n in bwd_names:
+            if n in grad_of:
+                g = grads[grad_of[n]]
+                if g is None:
+                    shape, dtype, device = ctx.pk_out_meta[grad_of[n]]
+                    g = torch.zeros(shape, dtype=dtype, device=device)
+                args.append(g)
+            else:
+                args.append(named[n])
+        res = bwd(*args)
+        by_name = dict(zip(op.grad_inputs, res if isinstance(res, (tuple, list)) else (res,)))
+        return tuple(by_name.get(n) if ctx.needs_input_grad[i] else None for i, n in enumerate(in_names))
+
+    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
+def _reference_vjp(op: Op, in_names, named, grads, differentiable):
+    """Gradients of the inputs as a differentiable function of the inputs and `grads`: the
+    reference's own graph, so it can be differentiated again."""
+    inputs = [named[n] for n in in_names]
+    wrt = [
+        i
+        for i, n in enumerate(in_names)
+        if n in op.grad_inputs and isinstance(inputs[i], torch.Tensor) and inputs[i].requires_grad
+    ]
+    outs = op.reference(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    pairs = [(outs[i], grads[i]) for i in sorted(differentiable) if grads[i] is not None]
+    got = torch.autograd.grad(
+        [o for o, _ in pairs],
+        [inputs[i] for i in wrt],
+        [g for _, g in pairs],
+        create_graph=True,
+        allow_unused=True,
+    )
+    result: list = [None] * len(in_names)
+    for i, g in zip(wrt, got):
+        result[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return tuple(result)
+
+
+def _import_triton(name: str) -> tuple[object, str | None]:
+    """The Triton module's ops are defined when it is imported; a broken Triton install must
+    not break the package, only that backend (with the reason kept for the error)."""
+    if _backend.TRITON_VERSION is None:
+        return None, "triton is not installed"
+    try:
+        importlib.import_module(f"pixelkernels.triton.{name}")
+        return getattr(torch.ops.pixelkernels, f"{name}_triton"), None
+    except Exception as e:
+        why = f"{type(e).__name__}: {e}"
+        warnings.warn(f"pixelkernels: triton kernels of {name} unavailable ({why})", RuntimeWarning)
+        return None, why
+
+
+def define(
+    name: str,
+    *,
+    reference: Callable,
+    fake: Callable,
+    outputs: tuple[str, ...],
+    backward_fake: Callable | None = None,
+    grad_inputs: tuple[str, ...] = (),
+) -> Op:
+    """Register op `name`'s fake and autograd on each compiled variant; called once, at
+    import, by pixelkernels/ops/<name>.py (so torch.compile never traces a registration)."""
+    op = Op(name, reference, tuple(outputs), tuple(grad_inputs))
+    if _ext.HAVE_CPU_KERNELS:
+        op.compiled = getattr(torch.ops.pixelkernels, name)
+    op.triton, op.triton_error = _import_triton(name)
+    for suffix, fwd in (("", op.compiled), ("_triton", op.triton)):
+        if fwd is None:
+            continue
+        torch.library.register_fake(f"pixelkernels::{name}{suffix}")(fake)
+        if backward_fake is None:
+            continue
+        bwd_name = f"{name}_backward{suffix}"
+        torch.library.register_fake(f"pixelkernels::{bwd_name}")(backward_fake)
+        _register_autograd(op, fwd, getattr(torch.ops.pixelkernels, bwd_name), f"pixelkernels::{name}{suffix}")
+    if op.compiled is not None and op.triton is not None:
+        # One schema for both variants: the same names in the same order.
+        assert _arg_names(op.compiled) == _arg_names(op.triton), name
+    OPS[name] = op
+    return op
+
+
+def backend_for(op: Op, backend: str | None, t: torch.Tensor, name: str) -> str:
+    """The backend that runs `op` for its main input `t` (called `name` in errors)."""
+    chosen = _backend.resolve(backend, t.device, op, t.dtype)
+    _checks.backend_dtype(t, name, chosen)
+    return chosen
+
+
+def run(op: Op, backend: str, *args):
+    """Call `op` on `backend` with the schema's positional arguments (already validated)."""
+    if backend == "reference":
+        return op.reference(*args)
+    if backend == "triton":
+        return op.triton(*args)
+    return op.compiled(*args)

@@ -1,0 +1,67 @@
+"""The tolerances of SPEC §4, in one place (used by the tests and the bench's error column).
+
+    float64 inputs     rtol 1e-10, atol 1e-12
+    float32 inputs     rtol 1e-5,  atol 1e-6
+    float16/bfloat16   ‖out − ref‖ / ‖ref‖ ≤ 1e-2 per output, and elementwise rtol 1e-2 with
+                       atol = 1e-3 · max|ref|
+
+The half rule is relative to the output's own scale: an absolute 1e-2 would let an all-zero
+gradient pass wherever the true one is small. The dtype that sets the tolerance is that of
+the op's inputs (a float32 loss of half inputs is held to the half rule); `expected` should
+come from the reference in float64 on inputs of that dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._dtypes import HALF_TYPES
+
+TOLERANCES = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-6)}
+HALF_NORM_RTOL = 1e-2
+HALF_RTOL = 1e-2
+HALF_ATOL_OF_MAX = 1e-3
+
+
+def _pair(actual: torch.Tensor, expected: torch.Tensor):
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    return a, e
+
+
+def tolerance(dtype: torch.dtype, expected: torch.Tensor) -> tuple[float, float]:
+    """(rtol, atol) of the elementwise comparison for inputs of `dtype`."""
+    if dtype in HALF_TYPES:
+        finite = expected[torch.isfinite(expected)]
+        scale = float(finite.abs().max()) if finite.numel() else 0.0
+        return HALF_RTOL, HALF_ATOL_OF_MAX * scale
+    return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = "") -> None:
+    """Raise AssertionError unless `actual` matches `expected` within SPEC §4's tolerance for
+    inputs of `dtype` (default: actual's dtype). NaN must match NaN."""
+    dtype = actual.dtype if dtype is None else dtype
+    a, e = _pair(actual, expected)
+    rtol, atol = tolerance(dtype, e)
+    if dtype in HALF_TYPES:
+        both = torch.isfinite(a) & torch.isfinite(e)
+        ref_norm = float(e[both].norm())
+        err = float((a[both] - e[both]).norm())
+        if err > HALF_NORM_RTOL * ref_norm:
+            raise AssertionError(
+                f"{msg}: relative error in norm {err / ref_norm if ref_norm else float('inf'):.3g} "
+                f"> {HALF_NORM_RTOL} (|ref| = {ref_norm:.3g})"
+            )
+    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{msg}: {m}" if msg else m)
+
+
+def max_rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual − expected| / max |expected| (the bench's error column)."""
+    a, e = _pair(actual, expected)
+    if e.numel() == 0:
+        return 0.0
+    scale = float(e.abs().max())
+    return float((a - e).abs().max()) / (scale if scale > 0 else 1.0)

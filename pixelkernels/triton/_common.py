@@ -1,0 +1,77 @@
+"""Helpers shared by the Triton kernels: pixel addressing of (B, D, H, W) maps, label loads
+at their own width, grids that take any batch size, the statistics dtype.
+
+Grids: Triton's axes 1 and 2 stop at 65535, so the batch never goes there. Kernels that work
+on (item, image) pairs run on a flat axis 0 of ``n_items * B`` programs (``grid_items``) and
+recover the pair with ``split_pid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from .._dtypes import stats_dtype  # noqa: F401  (re-exported for the kernel modules)
+
+_MAX_AXIS0 = 2**31 - 1
+
+
+def grid_items(n_items: int, B: int, *rest: int) -> tuple[int, ...]:
+    """Grid of one program per (item, image) on axis 0, then `rest` (each < 65536)."""
+    n = n_items * B
+    if n > _MAX_AXIS0:
+        raise ValueError(f"{n_items} blocks x {B} images exceed the {_MAX_AXIS0} programs of a Triton grid")
+    return (max(n, 1), *rest)
+
+
+@triton.jit
+def split_pid(n_items):
+    """(image b as int64, item) of this program on a `grid_items` grid."""
+    pid = tl.program_id(0)
+    b = pid // n_items
+    return b.to(tl.int64), pid - b * n_items
+
+
+@triton.jit
+def load_regions(lab_ptr, offs, mask, R, ignore_index):
+    """Labels at offs (any integer width), as (valid, region): valid iff in bounds, in [0, R)
+    and not ignore_index; region is the label where valid, else 0 (always a safe index).
+    Masked lanes load 0, never a sentinel that would wrap in narrow unsigned types."""
+    lab = tl.load(lab_ptr + offs, mask=mask, other=0).to(tl.int64)
+    valid = mask & (lab >= 0) & (lab < R) & (lab != ignore_index)
+    return valid, tl.where(valid, lab, 0)
+
+
+def pixel_stride(t: torch.Tensor):
+    """Stride between flat pixels p = h*W + w of a (B, D, H, W) tensor, or None if H, W
+    cannot be flattened into one strided axis. A size-1 dim may carry any stride."""
+    H, W = t.shape[2], t.shape[3]
+    if W == 1:
+        return t.stride(2)
+    if H == 1 or t.stride(2) == W * t.stride(3):
+        return t.stride(3)
+    return None
+
+
+def pixel_view(t: torch.Tensor):
+    """(t or a contiguous copy, (stride_b, stride_d, stride_p)): contiguous and channels_last
+    maps are read in place; other strides are copied once."""
+    sp = pixel_stride(t)
+    if sp is None:
+        # An empty tensor counts as contiguous whatever its strides (contiguous() returns it
+        # unchanged); its values are never read, so a fresh layout will do.
+        t = torch.empty(t.shape, dtype=t.dtype, device=t.device) if t.numel() == 0 else t.contiguous()
+        sp = pixel_stride(t)
+    return t, (t.stride(0), t.stride(1), sp)
+
+
+def device_ctx(t: torch.Tensor):
+    """Launch on t's GPU (the current device may be another one)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def warps(block_elems: int) -> int:
+    return 8 if block_elems >= 2048 else 4
