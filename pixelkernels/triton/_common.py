@@ -45,6 +45,15 @@ def load_regions(lab_ptr, offs, mask, R, ignore_index):
     return valid, tl.where(valid, lab, 0)
 
 
+@triton.jit
+def pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p):
+    """64-bit element offsets of the [BLOCK_P, BLOCK_D] tile (pixels offs_p, dims offs_d) of
+    image b of a (B, D, P) map with those strides: x[b, d, p] = ptr[b*sb + d*sd + p*sp]."""
+    p = offs_p.to(tl.int64)[:, None]
+    d = offs_d.to(tl.int64)[None, :]
+    return b * stride_b + p * stride_p + d * stride_d
+
+
 def pixel_stride(t: torch.Tensor):
     """Stride between flat pixels p = h*W + w of a (B, D, H, W) tensor, or None if H, W
     cannot be flattened into one strided axis. A size-1 dim may carry any stride."""

@@ -55,7 +55,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import device_ctx, grid_items, load_regions, pixel_stride, pixel_view, split_pid, stats_dtype, warps
+from ._common import (
+    device_ctx,
+    grid_items,
+    load_regions,
+    pixel_offsets,
+    pixel_stride,
+    pixel_view,
+    split_pid,
+    stats_dtype,
+    warps,
+)
 
 # Above this many regions (and with deterministic algorithms off) the forward uses the
 # atomic two-pass path: the chunked path costs O(R) reductions per tile and O(R) workspace
@@ -85,7 +95,6 @@ def _rs_partials_kernel(
 
     offs_d = db * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = offs_d < D
-    emb_b = emb_ptr + b * stride_b + offs_d.to(tl.int64)[None, :] * stride_d
     lab_b = lab_ptr + b * P
     # Workspace row of (b, r, c) is (b*R + r)*num_chunks + c.
     row0 = b * R * num_chunks + c
@@ -95,8 +104,8 @@ def _rs_partials_kernel(
         offs_p = c * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = offs_p < P
         valid, lab = load_regions(lab_b, offs_p, pmask, R, ignore_index)
-        x = tl.load(emb_b + offs_p[:, None] * stride_p, mask=pmask[:, None] & dmask[None, :],
-                    other=0.0).to(ACC)
+        x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
+                    mask=pmask[:, None] & dmask[None, :], other=0.0).to(ACC)
         for r in range(R):
             member = valid & (lab == r)
             n = tl.sum(member.to(tl.int32), axis=0)
@@ -124,7 +133,7 @@ def _rs_partials_kernel(
                 member = valid & (lab == r)
                 n_t = tl.sum(member.to(tl.int32), axis=0)
                 if n_t > 0:
-                    x = tl.load(emb_b + offs_p[:, None] * stride_p,
+                    x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
                                 mask=member[:, None] & dmask[None, :], other=0.0).to(ACC)
                     s_t = tl.sum(tl.where(member[:, None], x, 0.0), axis=0)
                     mean_t = s_t / n_t.to(ACC)
@@ -203,10 +212,9 @@ def _pixel_tile(emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, str
     valid, lab = load_regions(lab_ptr + b * P, offs_p, pmask, R, ignore_index)
     out = b * R + lab
     m = valid[:, None] & dmask[None, :]
-    p64 = offs_p.to(tl.int64)[:, None]
-    d64 = offs_d.to(tl.int64)[None, :]
-    x = tl.load(emb_ptr + b * stride_b + p64 * stride_p + d64 * stride_d, mask=m, other=0.0).to(acc_dtype)
-    return b, offs_d, pmask, dmask, valid, out, m, p64, d64, x
+    x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p), mask=m,
+                other=0.0).to(acc_dtype)
+    return b, offs_p, offs_d, pmask, dmask, valid, out, m, x
 
 
 @triton.jit
@@ -216,7 +224,7 @@ def _rs_atomic_sum_kernel(
     stride_b, stride_d, stride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    _b, offs_d, _pmask, _dmask, valid, out, m, _p64, _d64, x = _pixel_tile(
+    _b, _offs_p, offs_d, _pmask, _dmask, valid, out, m, x = _pixel_tile(
         emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, sum_ptr.dtype.element_ty,
         BLOCK_P, BLOCK_D)
     count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + tl.program_id(1) == 0)  # d-block 0 counts
@@ -232,7 +240,7 @@ def _rs_atomic_sqdev_kernel(
     stride_b, stride_d, stride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    _b, offs_d, _pmask, _dmask, valid, out, m, _p64, _d64, x = _pixel_tile(
+    _b, _offs_p, offs_d, _pmask, _dmask, valid, out, m, x = _pixel_tile(
         emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, ss_ptr.dtype.element_ty,
         BLOCK_P, BLOCK_D)
     cen = tl.load(centroid_ptr + out[:, None] * D + offs_d[None, :], mask=m, other=0.0)
@@ -248,7 +256,7 @@ def _rs_backward_kernel(
     gstride_b, gstride_d, gstride_p,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    b, offs_d, pmask, dmask, valid, out, m, p64, d64, x = _pixel_tile(
+    b, offs_p, offs_d, pmask, dmask, valid, out, m, x = _pixel_tile(
         emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, centroid_ptr.dtype.element_ty,
         BLOCK_P, BLOCK_D)
     n = tl.load(count_ptr + out, mask=valid, other=0.0)
@@ -263,7 +271,7 @@ def _rs_backward_kernel(
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
     g = tl.where(m, (gc + dev) / tl.where(n > 0, n, 1.0)[:, None], 0.0)
-    tl.store(grad_ptr + b * gstride_b + p64 * gstride_p + d64 * gstride_d,
+    tl.store(grad_ptr + pixel_offsets(b, offs_p, offs_d, gstride_b, gstride_d, gstride_p),
              g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & dmask[None, :])
 
 
