@@ -153,7 +153,9 @@ def define(
             continue
         bwd_name = f"{name}_backward{suffix}"
         torch.library.register_fake(f"pixelkernels::{bwd_name}")(backward_fake)
-        _register_autograd(op, fwd, getattr(torch.ops.pixelkernels, bwd_name), f"pixelkernels::{name}{suffix}")
+        _register_autograd(
+            op, fwd, getattr(torch.ops.pixelkernels, bwd_name), f"pixelkernels::{name}{suffix}"
+        )
     if op.compiled is not None and op.triton is not None:
         # One schema for both variants: the same names in the same order.
         assert _arg_names(op.compiled) == _arg_names(op.triton), name

@@ -40,7 +40,9 @@ def tolerance(dtype: torch.dtype, expected: torch.Tensor) -> tuple[float, float]
     return TOLERANCES.get(dtype, TOLERANCES[torch.float32])
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = "") -> None:
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = ""
+) -> None:
     """Raise AssertionError unless `actual` matches `expected` within SPEC §4's tolerance for
     inputs of `dtype` (default: actual's dtype). NaN must match NaN."""
     dtype = actual.dtype if dtype is None else dtype
@@ -55,7 +57,9 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
                 f"{msg}: relative error in norm {err / ref_norm if ref_norm else float('inf'):.3g} "
                 f"> {HALF_NORM_RTOL} (|ref| = {ref_norm:.3g})"
             )
-    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{msg}: {m}" if msg else m)
+    torch.testing.assert_close(
+        a, e, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m: f"{msg}: {m}" if msg else m
+    )
 
 
 def max_rel_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -17,8 +17,8 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pixelkernels as pk  # noqa: E402
-from pixelkernels.testing import assert_close  # noqa: E402,F401  (re-exported for the tests)
+import pixelkernels as pk
+from pixelkernels.testing import assert_close  # noqa: F401  (re-exported for the tests)
 
 AVAILABLE = set(pk.available_backends())
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -35,7 +35,9 @@ def _param(name: str, device: str):
         marks.append(pytest.mark.skip(reason="needs a CUDA device"))
     elif name not in AVAILABLE:
         marks.append(pytest.mark.skip(reason=f"backend {name} not usable here ({sorted(AVAILABLE)})"))
-    return pytest.param(name, device, marks=marks, id=name if device == DEVICE_OF[name] else f"{name}-{device}")
+    return pytest.param(
+        name, device, marks=marks, id=name if device == DEVICE_OF[name] else f"{name}-{device}"
+    )
 
 
 def backend_params(names=("reference", "cpu", "triton", "cuda")):

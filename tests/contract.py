@@ -146,8 +146,10 @@ def suite(c: Contract):
                 if "backward" in func.name() or c.loss is None:
                     continue
                 # Forward again with requires_grad on the float inputs: checks the autograd wiring.
-                rg = [a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in
-                      [a.clone() if isinstance(a, torch.Tensor) else a for a in args]]
+                rg = [
+                    a.requires_grad_(True) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                    for a in [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+                ]
                 torch.library.opcheck(func, rg, kwargs)
 
         @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKENDS, COMPILED_BACKENDS, GPU_BACKENDS, HAS_CUDA, assert_close, dtypes_for, make_emb, make_labels
+from conftest import (
+    BACKENDS,
+    COMPILED_BACKENDS,
+    GPU_BACKENDS,
+    HAS_CUDA,
+    assert_close,
+    dtypes_for,
+    make_emb,
+    make_labels,
+)
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -52,7 +61,12 @@ def _loss(out, inp):
 
 def _zero(B, D, H, W, transposed=False):
     emb = torch.randn(B, D, W, H).transpose(2, 3) if transposed else torch.randn(B, D, H, W)
-    return {"emb": emb, "labels": torch.zeros(B, H, W, dtype=torch.long), "num_regions": 2, "ignore_index": -1}
+    return {
+        "emb": emb,
+        "labels": torch.zeros(B, H, W, dtype=torch.long),
+        "num_regions": 2,
+        "ignore_index": -1,
+    }
 
 
 def _bad(**kw):
@@ -76,16 +90,36 @@ ROW = Contract(
         "emb_not_tensor": (_bad(emb=[1.0]), TypeError, "emb must be a torch.Tensor"),
         "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
         "emb_int": (_bad(emb=torch.zeros(2, 3, 4, 5, dtype=torch.int32)), TypeError, "emb must have dtype"),
-        "labels_rank": (_bad(labels=torch.zeros(2, 20, dtype=torch.long)), ValueError, "labels must have 3 dims"),
+        "labels_rank": (
+            _bad(labels=torch.zeros(2, 20, dtype=torch.long)),
+            ValueError,
+            "labels must have 3 dims",
+        ),
         "labels_float": (_bad(labels=torch.zeros(2, 4, 5)), TypeError, "labels must have dtype"),
-        "labels_bool": (_bad(labels=torch.zeros(2, 4, 5, dtype=torch.bool)), TypeError, "labels must have dtype"),
-        "labels_shape": (_bad(labels=torch.zeros(2, 5, 4, dtype=torch.long)), ValueError, "labels must have shape"),
-        "labels_batch": (_bad(labels=torch.zeros(3, 4, 5, dtype=torch.long)), ValueError, "labels must have shape"),
+        "labels_bool": (
+            _bad(labels=torch.zeros(2, 4, 5, dtype=torch.bool)),
+            TypeError,
+            "labels must have dtype",
+        ),
+        "labels_shape": (
+            _bad(labels=torch.zeros(2, 5, 4, dtype=torch.long)),
+            ValueError,
+            "labels must have shape",
+        ),
+        "labels_batch": (
+            _bad(labels=torch.zeros(3, 4, 5, dtype=torch.long)),
+            ValueError,
+            "labels must have shape",
+        ),
         "regions_zero": (_bad(num_regions=0), ValueError, "num_regions must be positive, got 0"),
         "regions_negative": (_bad(num_regions=-3), ValueError, "num_regions must be positive, got -3"),
         "regions_float": (_bad(num_regions=2.0), TypeError, "num_regions must be an int"),
         "regions_huge": (_bad(num_regions=2**31), ValueError, "num_regions must be < 2^31"),
-        "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
+        "label_too_big": (
+            _bad(labels=torch.full((2, 4, 5), 2)),
+            ValueError,
+            "labels values must be in [0, 2)",
+        ),
         "label_negative": (_bad(labels=torch.full((2, 4, 5), -2)), ValueError, "found -2"),
         "device_mismatch": (
             _bad(labels=torch.zeros(2, 4, 5, dtype=torch.long, device="meta")),
@@ -202,7 +236,7 @@ def test_backward_matches_reference(backend, device, case_id):
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_gradient_of_one_output_only(backend, device):
     """A loss on the variance alone (grad_centroid arrives as zeros) and on the centroid alone."""
-    emb, labels, R, ignore = _inputs(CASES["odd"], torch.float64, device)
+    emb, labels, R, _ = _inputs(CASES["odd"], torch.float64, device)
     for pick in (1, 2):
         x = emb.detach().requires_grad_(True)
         (got,) = torch.autograd.grad(pk.region_stats(x, labels, R, backend=backend)[pick].sum(), x)
@@ -218,7 +252,9 @@ def test_label_widths(backend, device):
     labels = make_labels(2, 6, 7, 5, device=device)  # -1 = ignored
     want = _reference(emb, labels, 5, -1)
     for dt in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
-        lab, ignore = (labels.masked_fill(labels < 0, 255).to(dt), 255) if dt == torch.uint8 else (labels.to(dt), -1)
+        lab, ignore = (
+            (labels.masked_fill(labels < 0, 255).to(dt), 255) if dt == torch.uint8 else (labels.to(dt), -1)
+        )
         got = pk.region_stats(emb, lab, 5, ignore_index=ignore, backend=backend)
         for a, b in zip(got, want):
             assert_close(a, b, torch.float64, msg=str(dt))
@@ -245,7 +281,7 @@ def test_nan_stays_in_its_region(backend, device):
     labels = labels.to(device)
     emb[0, 1, 0, 1] = float("nan")  # region 0
     emb[0, 2, 0, 0] = float("inf")  # ignored pixel: must not show anywhere
-    count, centroid, variance = pk.region_stats(emb, labels, 2, backend=backend)
+    _, centroid, variance = pk.region_stats(emb, labels, 2, backend=backend)
     assert torch.isnan(centroid[0, 0, 1]) and torch.isnan(variance[0, 0])
     assert torch.isfinite(centroid[0, 1]).all() and torch.isfinite(variance[0, 1])
     assert torch.isfinite(centroid[0, 0, [0, 2]]).all()
@@ -349,7 +385,9 @@ def test_cpp_op_rejects_bad_shapes_without_crashing():
 @pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
 def test_backward_op_ignores_regions_with_count_zero(backend, device):
     """A hand-made count of 0 for a region that has pixels: those pixels get 0, never inf/NaN."""
-    bwd = getattr(torch.ops.pixelkernels, "region_stats_backward" + ("_triton" if backend == "triton" else ""))
+    bwd = getattr(
+        torch.ops.pixelkernels, "region_stats_backward" + ("_triton" if backend == "triton" else "")
+    )
     emb = make_emb(2, 3, 5, 6, dtype=torch.float32, device=device)
     labels = make_labels(2, 5, 6, 3, device=device, pattern="one")  # every pixel in region 2
     count = torch.zeros(2, 3, device=device)
