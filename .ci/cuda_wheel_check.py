@@ -42,7 +42,8 @@ def main() -> int:
         print(f"  {'ok' if ok else 'FAILED':<6} {what}")
 
     where = Path(pk.__file__).resolve()
-    check("site-packages" in where.parts and REPO not in where.parents, f"imported from {where}")
+    installed = "site-packages" in where.parts and where.parent != REPO / "pixelkernels"
+    check(installed, f"imported from {where}")
     info = pk.build_info()
     print("build_info:", info)
     check(info["extension_error"] is None, f"extension loaded (error: {info['extension_error']})")
