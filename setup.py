@@ -22,13 +22,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from setuptools import find_packages, setup
-
 import torch
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
-BASE_VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()).group(1)
+BASE_VERSION = re.search(
+    r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()
+).group(1)
 
 # Headers that ATen/cuda/CUDAContext.h needs beyond the CUDA runtime. A minimal toolkit (as on
 # the CI machine) lacks them; CUDA builds of torch depend on nvidia-* pip packages that ship them.
@@ -45,8 +46,8 @@ def _nvcc_toolkits(nvcc: str):
     yield Path(nvcc).resolve().parent.parent
     try:
         cmd = [nvcc, "--dryrun", "-E", "-x", "cu", os.devnull]  # prints its plan, runs nothing
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        m = re.search(r"^#\$ _HERE_=(.+)$", r.stdout + r.stderr, re.M)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        m = re.search(r"^#\$ _HERE_=(.+)$", r.stdout + r.stderr, re.MULTILINE)
         if m:
             yield Path(m.group(1).strip()).resolve().parent
     except (OSError, subprocess.SubprocessError):
@@ -132,7 +133,9 @@ def _openmp_flags():
         return ["/openmp"], []
     cxx = os.environ.get("CXX", "c++")
     try:
-        r = subprocess.run([cxx, "-fopenmp", "-x", "c++", "-E", "-"], input=b"", capture_output=True, timeout=60)
+        r = subprocess.run(
+            [cxx, "-fopenmp", "-x", "c++", "-E", "-"], input=b"", capture_output=True, timeout=60
+        )
         if r.returncode == 0:
             return ["-fopenmp"], ["-fopenmp"]
     except (OSError, subprocess.SubprocessError):
@@ -141,7 +144,7 @@ def _openmp_flags():
 
 
 def build_tag(with_cuda: bool) -> str:
-    """"cu130.pt211" / "cpu.pt213": the wheel's local version, and its build folder."""
+    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also the name of its build folder."""
     tv = torch.__version__.split("+")[0].split(".")
     dev = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
     return f"{dev}.pt{tv[0]}{tv[1]}"
@@ -177,7 +180,7 @@ def extensions(with_cuda: bool):
     cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math"]
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
     headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh"))]
-    common = dict(include_dirs=[str(CSRC)], depends=headers, extra_link_args=omp_l)
+    common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l}
     if not with_cuda:
         ext = cpp_extension.CppExtension(
             "pixelkernels._C", sources(False), extra_compile_args={"cxx": cxx + defines}, **common
@@ -197,6 +200,10 @@ def extensions(with_cuda: bool):
 _default_max_jobs()
 WITH_CUDA = _want_cuda()
 EXTS = extensions(WITH_CUDA)
+# One build folder per variant, so a CPU and a CUDA build never share objects or a stale _C.so,
+# and the egg-info (which importlib.metadata finds in the repo root) never says the other variant.
+BUILD_DIR = ROOT / "build" / build_tag(WITH_CUDA)
+BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
 setup(
     name="pixelkernels",
@@ -208,8 +215,7 @@ setup(
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},
     ext_modules=EXTS,
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    # One build folder per variant, so a CPU and a CUDA build never share objects or a stale _C.so.
-    options={"build": {"build_base": str(ROOT / "build" / build_tag(WITH_CUDA))}},
+    options={"build": {"build_base": str(BUILD_DIR)}, "egg_info": {"egg_base": str(BUILD_DIR)}},
     entry_points={"console_scripts": ["pixelkernels=pixelkernels.__main__:main"]},
     zip_safe=False,
 )

@@ -62,5 +62,6 @@ def main() -> int:
     print(f"cuda wheel check: {len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -61,6 +61,7 @@ def test_version_from_another_cwd(tmp_path):
         cwd=tmp_path,
         env={**os.environ, "PIXELKERNELS_WITH_CUDA": "0"},
         timeout=300,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     tv = torch.__version__.split("+")[0].split(".")
@@ -76,7 +77,8 @@ def test_extension_paths_are_absolute(setup_py):
     assert all(Path(p).is_absolute() for p in ext.sources + ext.include_dirs + ext.depends)
     assert str(ROOT / "csrc") in ext.include_dirs
     assert str(ROOT / "csrc" / "pixel_layout.h") in ext.depends  # a header edit rebuilds
-    assert kw["options"]["build"]["build_base"] == str(ROOT / "build" / setup_py["build_tag"](False))
+    build_dir = str(ROOT / "build" / setup_py["build_tag"](False))
+    assert kw["options"] == {"build": {"build_base": build_dir}, "egg_info": {"egg_base": build_dir}}
 
 
 def test_cuda_sources(setup_py):
@@ -166,5 +168,5 @@ def test_library_headers_come_after_the_toolkit(setup_py, tmp_path):
     flags = setup_py["cuda_library_include_flags"](toolkit, [pip_inc])
     # Flags first on the command line: they must come after the toolkit's -I whatever their place.
     cmd = ["c++", "-fsyntax-only", *flags, f"-I{toolkit / 'include'}", str(src)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
