@@ -1,39 +1,124 @@
 """Build pixelkernels' C++/CUDA extension with torch.utils.cpp_extension.
 
 Environment switches (SPEC §1 Build):
-  PIXELKERNELS_WITH_CUDA   auto (default): CUDA build when torch has CUDA and CUDA_HOME is
+  PIXELKERNELS_WITH_CUDA   auto (default): CUDA build when torch has CUDA and the CUDA toolkit is
                            found (no visible GPU needed); 1: force, fail loudly; 0: CPU only.
   TORCH_CUDA_ARCH_LIST     default "8.0;9.0+PTX".
   MAX_JOBS                 parallel compile jobs (default: by memory, ~2 GiB each).
   DEBUG=1                  -O0 -g, no -DNDEBUG.
   PIXELKERNELS_LOCAL_VERSION=0  drop the "+cpu.pt213" / "+cu130.pt211" local version.
+  CUDA_HOME / CUDA_PATH    the CUDA toolkit (default: found from nvcc, see find_cuda_home).
+
+Every path is absolute: under pip, __file__ is the relative "setup.py", and torch's ninja
+build runs the compiler inside the build folder, where a relative -Icsrc means nothing.
 """
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import torch
 from setuptools import find_packages, setup
 
-import torch
-from torch.utils import cpp_extension
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+BASE_VERSION = re.search(
+    r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()
+).group(1)
 
-ROOT = Path(__file__).parent
-BASE_VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()).group(1)
+# Headers that ATen/cuda/CUDAContext.h needs beyond the CUDA runtime. A minimal toolkit (as on
+# the CI machine) lacks them; CUDA builds of torch depend on nvidia-* pip packages that ship them.
+CUDA_LIBRARY_HEADERS = ("cublas_v2.h", "cusparse.h")
+
+
+def _is_toolkit(path: Path) -> bool:
+    return (path / "include" / "cuda_runtime.h").is_file()
+
+
+def _nvcc_toolkits(nvcc: str):
+    """Toolkit roots that an nvcc on PATH may belong to: the symlink's target, then the directory
+    nvcc itself reports (`nvcc --dryrun` prints `_HERE_=<its bin dir>`, through any wrapper script)."""
+    yield Path(nvcc).resolve().parent.parent
+    try:
+        cmd = [nvcc, "--dryrun", "-E", "-x", "cu", os.devnull]  # prints its plan, runs nothing
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        m = re.search(r"^#\$ _HERE_=(.+)$", r.stdout + r.stderr, re.MULTILINE)
+        if m:
+            yield Path(m.group(1).strip()).resolve().parent
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+def find_cuda_home(default: Path = Path("/usr/local/cuda")) -> Path | None:
+    """The CUDA toolkit root: $CUDA_HOME or $CUDA_PATH if set, else the toolkit of the nvcc on PATH,
+    else `default` if it is a toolkit. torch.utils.cpp_extension takes dirname(dirname(which nvcc)),
+    which is /usr/local for a wrapper or symlink in /usr/local/bin/ (no headers, no libraries)."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).resolve()
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        for home in _nvcc_toolkits(nvcc):
+            if _is_toolkit(home):
+                return home
+    return default.resolve() if _is_toolkit(default) else None
+
+
+def nvidia_include_dirs(roots=None) -> list[Path]:
+    """Every existing include dir of the nvidia-* pip packages next to the torch in use
+    (site-packages/nvidia/<pkg>/include: nvidia/cu13/include for CUDA 13's libraries, per-library
+    ones such as nvidia/cublas/include for CUDA 12's, nvidia/cudnn/include, ...)."""
+    if roots is None:
+        roots = [Path(torch.__file__).resolve().parent.parent / "nvidia"]
+        spec = importlib.util.find_spec("nvidia")  # a namespace package: may span several dirs
+        roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    dirs = [d.resolve() for root in roots for d in sorted(Path(root).glob("*/include")) if d.is_dir()]
+    return list(dict.fromkeys(dirs))
+
+
+def cuda_library_include_flags(cuda_home: Path, extra_dirs=None) -> list[str]:
+    """-isystem flags for the nvidia pip packages' headers, when the toolkit lacks a header of
+    CUDA_LIBRARY_HEADERS. -isystem dirs are searched after the -I dirs, so the toolkit's own
+    include dir (passed by torch as -I) stays first: nvidia/cu13/include has cuda_runtime.h but
+    not crt/host_defines.h, so placed before the toolkit it would break the runtime headers."""
+    if all((cuda_home / "include" / h).is_file() for h in CUDA_LIBRARY_HEADERS):
+        return []
+    dirs = nvidia_include_dirs() if extra_dirs is None else extra_dirs
+    search = [cuda_home / "include", *dirs]
+    missing = [h for h in CUDA_LIBRARY_HEADERS if not any((d / h).is_file() for d in search)]
+    if missing:
+        warnings.warn(
+            f"{', '.join(missing)} found neither in {cuda_home}/include nor in the nvidia pip packages; "
+            "the torch side of the CUDA backend (ATen/cuda/CUDAContext.h) will not compile",
+            stacklevel=2,
+        )
+    return [flag for d in dirs for flag in ("-isystem", str(d))]
+
+
+CUDA_HOME = find_cuda_home() if torch.version.cuda else None
+if CUDA_HOME is not None:
+    os.environ["CUDA_HOME"] = str(CUDA_HOME)  # read by cpp_extension at import (nvcc, -I, -L)
+from torch.utils import cpp_extension  # noqa: E402  (after CUDA_HOME is set)
+
+if CUDA_HOME is not None:
+    cpp_extension.CUDA_HOME = str(CUDA_HOME)  # in case something imported cpp_extension first
 
 
 def _want_cuda() -> bool:
     mode = os.environ.get("PIXELKERNELS_WITH_CUDA", "auto").strip().lower()
-    have = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    have = torch.version.cuda is not None and CUDA_HOME is not None
     if mode in ("0", "false", "no", "off"):
         return False
     if mode in ("1", "true", "yes", "on"):
         if not have:
             sys.exit(
                 "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible: "
-                f"torch.version.cuda={torch.version.cuda!r}, CUDA_HOME={cpp_extension.CUDA_HOME!r}. "
+                f"torch.version.cuda={torch.version.cuda!r}, CUDA toolkit={CUDA_HOME}. "
                 "Install a CUDA build of torch and the CUDA toolkit, or set PIXELKERNELS_WITH_CUDA=0."
             )
         return True
@@ -48,7 +133,9 @@ def _openmp_flags():
         return ["/openmp"], []
     cxx = os.environ.get("CXX", "c++")
     try:
-        r = subprocess.run([cxx, "-fopenmp", "-x", "c++", "-E", "-"], input=b"", capture_output=True, timeout=60)
+        r = subprocess.run(
+            [cxx, "-fopenmp", "-x", "c++", "-E", "-"], input=b"", capture_output=True, timeout=60
+        )
         if r.returncode == 0:
             return ["-fopenmp"], ["-fopenmp"]
     except (OSError, subprocess.SubprocessError):
@@ -56,13 +143,17 @@ def _openmp_flags():
     return [], []
 
 
+def build_tag(with_cuda: bool) -> str:
+    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also the name of its build folder."""
+    tv = torch.__version__.split("+")[0].split(".")
+    dev = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
+    return f"{dev}.pt{tv[0]}{tv[1]}"
+
+
 def _local_version(with_cuda: bool) -> str:
     if os.environ.get("PIXELKERNELS_LOCAL_VERSION", "1") == "0":
         return ""
-    tv = torch.__version__.split("+")[0].split(".")
-    pt = f"pt{tv[0]}{tv[1]}"
-    dev = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
-    return f"+{dev}.{pt}"
+    return "+" + build_tag(with_cuda)
 
 
 def _default_max_jobs():
@@ -75,45 +166,44 @@ def _default_max_jobs():
     os.environ["MAX_JOBS"] = str(max(1, min(os.cpu_count() or 1, int(mem_gib // 2))))
 
 
-def extensions():
-    with_cuda = _want_cuda()
+def sources(with_cuda: bool) -> list[str]:
+    """csrc/*.cpp and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cu and csrc/cuda/*.cpp."""
+    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
+    return [str(p) for pattern in patterns for p in sorted(CSRC.glob(pattern))]
+
+
+def extensions(with_cuda: bool):
     debug = os.environ.get("DEBUG", "0") == "1"
     omp_c, omp_l = _openmp_flags()
     opt = ["-O0", "-g"] if debug else ["-O3", "-DNDEBUG"]
-    sources = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc").glob("*.cpp"))]
-    sources += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc" / "cpu").glob("*.cpp"))]
-    arch_list = ""
     defines = [f'-DPK_VERSION="{BASE_VERSION}"', f"-DPK_OPENMP={1 if omp_c else 0}"]
     cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math"]
-    if with_cuda:
-        arch_list = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
-        sources += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc" / "cuda").glob("*.cu"))]
-        sources += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "csrc" / "cuda").glob("*.cpp"))]
-        cuda_ver = torch.version.cuda
-        defines += ["-DPK_WITH_CUDA=1", f'-DPK_CUDA_VERSION="{cuda_ver}"', f'-DPK_ARCH_LIST="{arch_list}"']
-        nvcc = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"] + defines
-        if debug:
-            nvcc = ["-O0", "-G", "-g", "-std=c++17"] + defines
-        ext = cpp_extension.CUDAExtension(
-            "pixelkernels._C",
-            sources,
-            include_dirs=[str(ROOT / "csrc")],
-            extra_compile_args={"cxx": cxx + defines, "nvcc": nvcc},
-            extra_link_args=omp_l,
-        )
-    else:
+    # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
+    headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh"))]
+    common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l}
+    if not with_cuda:
         ext = cpp_extension.CppExtension(
-            "pixelkernels._C",
-            sources,
-            include_dirs=[str(ROOT / "csrc")],
-            extra_compile_args={"cxx": cxx + defines},
-            extra_link_args=omp_l,
+            "pixelkernels._C", sources(False), extra_compile_args={"cxx": cxx + defines}, **common
         )
-    return [ext], with_cuda
+        return [ext]
+
+    arch_list = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    defines += ["-DPK_WITH_CUDA=1", f'-DPK_CUDA_VERSION="{torch.version.cuda}"']
+    defines += [f'-DPK_ARCH_LIST="{arch_list}"']
+    includes = cuda_library_include_flags(CUDA_HOME)
+    nvcc = ["-O0", "-G", "-g"] if debug else opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+    args = {"cxx": cxx + defines + includes, "nvcc": nvcc + ["-std=c++17"] + defines + includes}
+    ext = cpp_extension.CUDAExtension("pixelkernels._C", sources(True), extra_compile_args=args, **common)
+    return [ext]
 
 
 _default_max_jobs()
-EXTS, WITH_CUDA = extensions()
+WITH_CUDA = _want_cuda()
+EXTS = extensions(WITH_CUDA)
+# One build folder per variant, so a CPU and a CUDA build never share objects or a stale _C.so,
+# and the egg-info (which importlib.metadata finds in the repo root) never says the other variant.
+BUILD_DIR = ROOT / "build" / build_tag(WITH_CUDA)
+BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
 setup(
     name="pixelkernels",
@@ -125,6 +215,7 @@ setup(
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},
     ext_modules=EXTS,
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    options={"build": {"build_base": str(BUILD_DIR)}, "egg_info": {"egg_base": str(BUILD_DIR)}},
     entry_points={"console_scripts": ["pixelkernels=pixelkernels.__main__:main"]},
     zip_safe=False,
 )

@@ -1,3 +1,0 @@
-#pragma once
-#include "cusolver_common.h"
-typedef struct cusolverDnContext* cusolverDnHandle_t;

@@ -1,2 +1,0 @@
-#pragma once
-typedef enum { CUSOLVER_STATUS_SUCCESS = 0 } cusolverStatus_t;
