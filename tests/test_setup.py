@@ -76,7 +76,7 @@ def test_extension_paths_are_absolute(setup_py):
     assert [Path(s) for s in ext.sources] == want
     assert all(Path(p).is_absolute() for p in ext.sources + ext.include_dirs + ext.depends)
     assert str(ROOT / "csrc") in ext.include_dirs
-    assert str(ROOT / "csrc" / "pixel_layout.h") in ext.depends  # a header edit rebuilds
+    assert str(ROOT / "csrc" / "torch_utils.h") in ext.depends  # a header edit rebuilds
     build_dir = str(ROOT / "build" / setup_py["build_tag"](False))
     assert kw["options"] == {"build": {"build_base": build_dir}, "egg_info": {"egg_base": build_dir}}
 
