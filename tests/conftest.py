@@ -51,6 +51,18 @@ COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 
 
+@pytest.fixture(scope="session")
+def emu():
+    """torch.ops.pixelkernels_emu: the CUDA kernels run on the CPU under tests/cuda_emu's
+    emulator (built on first use; skipped without the CUDA toolkit's headers)."""
+    import cuda_emu
+
+    why = cuda_emu.load()
+    if why is not None:
+        pytest.skip(why)
+    return torch.ops.pixelkernels_emu
+
+
 def dtypes_for(backend: str):
     """float64 where the backend supports it, float32 always, half on the GPU backends."""
     out = [torch.float64, torch.float32]

@@ -14,6 +14,8 @@ NaN policy, GPU paths) stay in that file. The generic tests:
   meta tensors        shapes and dtypes through the fake implementations
   bad input           each error path: the exception and a fragment of its message
   fake CUDA trace     fullgraph trace on fake CUDA tensors (runs in CI's CUDA-wheel venv)
+  CUDA emulated       every op call of the CPU backend replayed on the CUDA kernels, run on
+                      the CPU by tests/cuda_emu, in float64, float32 and the half types
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from conftest import BACKENDS, COMPILED_BACKENDS, assert_close, dtypes_for
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pixelkernels as pk
+from pixelkernels._dtypes import stats_dtype
 
 
 @dataclasses.dataclass
@@ -79,7 +82,8 @@ def grads(c: Contract, inp: dict, backend: str) -> tuple:
 
 
 class RecordOps(TorchDispatchMode):
-    """Records every pixelkernels op called below autograd (forward and backward ops)."""
+    """Records every pixelkernels op called below autograd (forward and backward ops):
+    (op, args, kwargs, outputs)."""
 
     def __init__(self):
         super().__init__()
@@ -87,9 +91,20 @@ class RecordOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         if func.namespace == "pixelkernels":
-            self.calls.append((func, args, kwargs))
-        return func(*args, **kwargs)
+            self.calls.append((func, args, kwargs, out))
+        return out
+
+
+def record(c: Contract, inp: dict, backend: str) -> list:
+    """The registered-op calls (forward, and backward where the op has one) of one step."""
+    with RecordOps() as rec:
+        if c.loss is None:
+            c.call(inp, backend)
+        else:
+            grads(c, inp, backend)
+    return rec.calls
 
 
 def _skip_unless_backward(c: Contract):
@@ -130,17 +145,12 @@ def suite(c: Contract):
 
         @pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
         def test_opcheck(self, backend, device):
-            inp = c.make(device, torch.float64)
-            with RecordOps() as rec:
-                if c.loss is None:
-                    c.call(inp, backend)
-                else:
-                    grads(c, inp, backend)
-            names = [f.name() for f, _, _ in rec.calls]
+            calls = record(c, c.make(device, torch.float64), backend)
+            names = [f.name() for f, *_ in calls]
             assert any(n.startswith(f"pixelkernels::{c.op}") and "backward" not in n for n in names), names
             if c.loss is not None:
                 assert any("backward" in n for n in names), names
-            for func, args, kwargs in rec.calls:
+            for func, args, kwargs, _ in calls:
                 args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
                 torch.library.opcheck(func, args, kwargs)
                 if "backward" in func.name() or c.loss is None:
@@ -234,6 +244,31 @@ def suite(c: Contract):
                 out = torch.compile(fn, fullgraph=True, backend="eager")(*[inp[k] for k in keys])
             for a, b in zip(out, want):
                 assert a.device.type == "cuda" and a.shape == b.shape and a.dtype == b.dtype
+
+        @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+        def test_cuda_kernels_emulated(self, emu, dtype):
+            """The CUDA kernels (run on the CPU by tests/cuda_emu) against the CPU kernels in
+            float64: every op call of a CPU-backend step, replayed with the inputs in `dtype`
+            (the op's float inputs in `dtype`, statistics in their accumulation type)."""
+            if not pk._ext.HAVE_CPU_KERNELS:
+                pytest.skip("the CPU kernels give the recorded calls")
+            inp = as_reference(c.make("cpu", dtype))  # dtype's values, in float64
+            inputs = {
+                v.data_ptr() for v in inp.values() if isinstance(v, torch.Tensor) and v.is_floating_point()
+            }
+
+            def cast(a):
+                if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+                    return a
+                return a.detach().to(dtype if a.data_ptr() in inputs else stats_dtype(dtype))
+
+            calls = record(c, inp, "cpu")
+            assert calls
+            for func, args, kwargs, want in calls:
+                got = _outputs(getattr(emu, func.name().split("::")[1])(*[cast(a) for a in args], **kwargs))
+                assert len(got) == len(_outputs(want))
+                for i, (a, b) in enumerate(zip(got, _outputs(want))):
+                    assert_close(a, b, dtype, msg=f"{func.name()} output {i}")
 
     TestContract.__qualname__ = TestContract.__name__ = f"TestContract_{c.op}"
     return TestContract

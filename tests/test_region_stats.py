@@ -449,6 +449,51 @@ def test_gpu_paths(backend, device, case_id):
     assert_close(g, gr, dtype, msg=f"{case_id} grad")
 
 
+# The same paths, and the awkward CASES, on the CUDA kernels run on the CPU (tests/cuda_emu),
+# with the labels at several widths. The emulation lowers the grid's y limit to 3, so every
+# batch above 3 walks the kernels' loops over images.
+def _label_type(R, ignore, i):
+    if ignore == 255:
+        return torch.uint8
+    widths = [
+        t for t in (torch.int32, torch.int16, torch.int64, torch.int8) if torch.iinfo(t).max >= max(R, ignore)
+    ]
+    return widths[i % len(widths)]
+
+
+EMULATED_CASES = {
+    **{k: (B, D, H, W, R, layout, "random", -1, dt) for k, (B, D, H, W, R, layout, dt) in GPU_CASES.items()},
+    **{
+        k: (B, D, H, W, R, layout, pat, ign, torch.float32)
+        for k, (B, D, H, W, R, layout, pat, ign) in CASES.items()
+    },
+}
+
+
+@pytest.mark.parametrize("case_id", list(EMULATED_CASES))
+def test_cuda_kernels_emulated_paths(emu, case_id):
+    B, D, H, W, R, layout, pattern, ignore, dtype = EMULATED_CASES[case_id]
+    emb = make_emb(B, D, H, W, dtype=dtype, device="cpu", layout=layout)
+    labels = make_labels(B, H, W, R, device="cpu", pattern=pattern, ignore_index=ignore)
+    labels = labels.to(_label_type(R, ignore, list(EMULATED_CASES).index(case_id)))
+    g = torch.Generator().manual_seed(5)
+    gc = torch.randn(B, R, D, generator=g, dtype=torch.float64)
+    gv = torch.randn(B, R, generator=g, dtype=torch.float64)
+    stats = pk._dtypes.stats_dtype(dtype)
+
+    got = emu.region_stats(emb, labels, R, ignore)
+    grad = emu.region_stats_backward(gc.to(stats), gv.to(stats), emb, labels, got[0], got[1], ignore)
+
+    xr = emb.double().requires_grad_(True)
+    want = reference_region_stats(xr, labels.long(), R, ignore)
+    (want_grad,) = torch.autograd.grad((want[1] * gc).sum() + (want[2] * gv).sum(), xr)
+    for a, b, name in zip(got, want, ("count", "centroid", "variance")):
+        assert a.dtype == stats
+        assert_close(a, b, dtype, msg=f"{case_id} {name}")
+    assert grad.dtype == dtype and grad.stride() == torch.empty_like(emb).stride()
+    assert_close(grad, want_grad, dtype, msg=f"{case_id} grad")
+
+
 @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
 def test_gpu_deterministic_mode(backend, device):
     """torch.use_deterministic_algorithms(True) takes the chunked Triton path for R > 32."""
