@@ -1,0 +1,184 @@
+"""The benchmark cases (SPEC §5): ONE table, read by `python -m pixelkernels bench` and by
+`benchmarks/bench_<op>.py` (pytest-benchmark).
+
+A row (`Case`) is one workload of one public op:
+
+- ``id``: the paper workload (SPEC §5: W1..W9, suffixed where a workload has several shapes);
+  ``(op, id)`` is unique, ``--workload W2`` selects the W2 rows of every op;
+- ``op``: the public op's name, ``pk.<op>``; ``shape``: text for the tables;
+- ``make(device) -> Inputs``: the inputs, deterministic (seeded);
+- ``call(inputs, backend) -> outputs``: default ``public_op(op)``, i.e.
+  ``pk.<op>(*args, backend=backend, **kwargs)``; the reference row is ``backend="reference"``;
+- ``loss(outputs, inputs) -> scalar`` for forward+backward (default ``weighted_sum``),
+  ``None`` for an op without a backward;
+- ``bytes_fwd`` / ``bytes_fwdbwd(inputs) -> int``: minimal DRAM traffic, for memory-bound ops
+  (``None`` otherwise: no copy-bandwidth fraction);
+- ``devices``: where the row runs; ``small``: a small input of the same op for the checks-on
+  overhead (default: the workload input); ``baselines``: extra rows that are not pixelkernels
+  backends, ``{name: fn(inputs) -> outputs}`` (e.g. scipy for the distance transform).
+
+A new op adds only its rows, appended to CASES at the end of this file, e.g.
+
+    def _similarity_inputs(B, N, K, D, C):
+        def make(device):
+            g = torch.Generator().manual_seed(0)
+            q = torch.randn(B, N, D, generator=g).to(device).requires_grad_(True)
+            r = torch.randn(B, K, D, generator=g).to(device).requires_grad_(True)
+            labels = torch.randint(0, C, (B, K), generator=g).to(device)
+            return Inputs(args=(q, r, labels, C), kwargs={"reduce": "mean"}, grad=(q, r))
+        return make
+
+    CASES += [Case("W5", "similarity_reduce", "N=240x427 K=500 D=128 C=5",
+                   _similarity_inputs(1, 240 * 427, 500, 128, 5), small=_similarity_inputs(1, 16, 8, 4, 5))]
+
+and an op without a backward, timed against scipy too:
+``Case("W9", "distance_transform", "B=16 512x512", _masks(16, 512, 512), loss=None,
+devices=("cpu",), baselines={"scipy": _scipy_edt})``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import pixelkernels as pk
+
+
+@dataclasses.dataclass
+class Inputs:
+    args: tuple  # positional arguments of the op
+    kwargs: dict = dataclasses.field(default_factory=dict)  # keyword arguments besides backend
+    grad: tuple = ()  # leaf tensors (requires_grad=True) that forward+backward differentiates
+    aux: dict = dataclasses.field(default_factory=dict)  # anything else a loss or baseline uses
+
+
+def public_op(op: str, **fixed) -> Callable[[Inputs, str], Any]:
+    """The runner of most rows: ``pk.<op>(*args, backend=backend, **fixed, **kwargs)``."""
+
+    def call(inp: Inputs, backend: str):
+        return getattr(pk, op)(*inp.args, backend=backend, **fixed, **inp.kwargs)
+
+    return call
+
+
+def weighted_sum(out, inp: Inputs) -> torch.Tensor:
+    """The default loss: sum_i <out_i, w_i> over the outputs that carry a gradient, with fixed
+    random w_i of their shape (made on the first call, a warm-up, and kept in ``inp.aux``), so
+    every output's backward runs with a dense, non-trivial gradient."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    total = None
+    for i, o in enumerate(outs):
+        if not (isinstance(o, torch.Tensor) and o.requires_grad):
+            continue
+        w = inp.aux.get(("loss_weight", i))
+        if w is None:
+            g = torch.Generator().manual_seed(1000 + i)
+            w = torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device, o.dtype)
+            inp.aux[("loss_weight", i)] = w
+        term = (o * w).sum()
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("weighted_sum: no output carries a gradient (give the case loss=None)")
+    return total
+
+
+def nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    op: str
+    shape: str
+    make: Callable[[torch.device], Inputs]
+    loss: Callable[[Any, Inputs], torch.Tensor] | None = weighted_sum
+    bytes_fwd: Callable[[Inputs], int] | None = None
+    bytes_fwdbwd: Callable[[Inputs], int] | None = None
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    small: Callable[[torch.device], Inputs] | None = None
+    call: Callable[[Inputs, str], Any] | None = None  # None: public_op(op)
+    baselines: dict[str, Callable[[Inputs], Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.op}:{self.id}"
+
+    def run(self, inp: Inputs, backend: str):
+        """The outputs of `backend` (a pixelkernels backend or one of the baselines)."""
+        if backend in self.baselines:
+            return self.baselines[backend](inp)
+        return (self.call or public_op(self.op))(inp, backend)
+
+
+def _check_unique(cases):
+    keys = [c.key for c in cases]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"bench cases must have unique (op, id): {dup}")
+
+
+def select(ops=None, ids=None, device: str | None = None) -> list[Case]:
+    """The rows of `ops` (all if None) with id in `ids` (all if None) that run on `device`."""
+    _check_unique(CASES)
+    return [
+        c
+        for c in CASES
+        if (ops is None or c.op in ops)
+        and (ids is None or c.id in ids)
+        and (device is None or device in c.devices)
+    ]
+
+
+def find(op: str, id: str) -> Case:
+    for c in CASES:
+        if c.op == op and c.id == id:
+            return c
+    raise KeyError(f"no bench case {op}:{id}; known: {[c.key for c in CASES]}")
+
+
+# ---------------------------------------------------------------------------- region_stats
+
+
+def _region_stats_inputs(B, D, H, W, R):
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        emb = torch.randn(B, D, H, W, generator=g).to(device).requires_grad_(True)
+        # Two-region masks as in MEnet (salient object vs background): a disc per image.
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        r2 = ((yy - H / 2) ** 2 + (xx - W / 2) ** 2).float()
+        radii = torch.linspace(0.2, 0.45, B).view(B, 1, 1) * min(H, W)
+        labels = (r2.unsqueeze(0) < radii**2).long() % R
+        return Inputs(args=(emb, labels.to(device), R), grad=(emb,))
+
+    return make
+
+
+def _region_stats_bytes(backward):
+    def count(inp):  # forward reads emb + labels; backward reads them again and writes grad
+        emb, labels, _ = inp.args
+        return nbytes(emb, labels) + (2 * nbytes(emb) + nbytes(labels) if backward else 0)
+
+    return count
+
+
+def _region_stats(wid, B, D, H, W, R, **kw):
+    return Case(
+        wid,
+        "region_stats",
+        f"B={B} D={D} {H}x{W} R={R}",
+        _region_stats_inputs(B, D, H, W, R),
+        bytes_fwd=_region_stats_bytes(False),
+        bytes_fwdbwd=_region_stats_bytes(True),
+        small=_region_stats_inputs(1, 4, 16, 16, R),
+        **kw,
+    )
+
+
+CASES: list[Case] = [
+    _region_stats("W2", 5, 16, 224, 224, 2),
+    _region_stats("W2-large", 8, 64, 512, 512, 2, devices=("cuda",)),
+]
