@@ -7,8 +7,8 @@ Method
 - Checks off: every timed region runs with `pixelkernels.set_checks(False)` (the hot-loop
   setting; the previous setting is restored afterwards). The checks-on overhead is its own
   measurement: per row, a forward with checks on and one with checks off on the row's small
-  input (`Case.small`, else the workload input), timed in alternating rounds without cache
-  flushing; `checks_us` is the difference of their medians, per call, in µs.
+  input (`Case.small`, else the workload input), timed in 40 short alternating rounds without
+  cache flushing; `checks_us` is the difference of their medians, per call, in µs.
 - Side by side: the backends of a row are timed in alternating rounds (4), so a burst of load
   on a shared machine hits all of them; each round warms up twice, then repeats the call until
   its share of the time budget is spent (at least 5 times). The statistics over all repeats are
@@ -48,7 +48,7 @@ import time
 import torch
 
 import pixelkernels as pk
-from pixelkernels import bench_cases
+from pixelkernels import bench_cases, testing
 from pixelkernels.bench_cases import Case, Inputs
 
 NAN = float("nan")
@@ -161,30 +161,37 @@ def time_side_by_side(fns: dict, device: torch.device, *, budget_s: float, round
 
 
 def capture_graph(fn, device: torch.device) -> torch.cuda.CUDAGraph:
-    """fn() captured as a CUDA graph after three warm-up calls on a side stream. Raises where
-    fn cannot be captured (a host sync, a CPU op, ...)."""
+    """fn() captured as a CUDA graph on a side stream, after three warm-up calls there (the
+    pattern of torch.cuda.graphs' docs). Where fn cannot be captured (a host sync, a CPU op)
+    this raises fn's error, with the capture ended and the current stream restored."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
+    graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(side):
         for _ in range(3):
             fn()
+        torch.cuda.synchronize(device)
+        graph.capture_begin()
+        try:
+            fn()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                graph.capture_end()
+            raise
+        graph.capture_end()
     torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
     return graph
 
 
-def graph_times(fns: dict, device: torch.device, *, budget_s: float, flush, log=print):
-    """({name: (p50, p20, p80)} of CUDA-graph replays, {name: why}): NaN, and the reason
-    logged, where fn cannot be captured."""
+def graph_times(fns: dict, device: torch.device, *, budget_s: float, flush):
+    """({name: (p50, p20, p80)} of CUDA-graph replays, {name: why}): NaN, and why, where fn
+    cannot be captured."""
     graphs, notes = {}, {}
     for name, fn in fns.items():
         try:
             graphs[name] = capture_graph(fn, device)
         except Exception as e:  # noqa: BLE001 - a failed capture is reported, never fatal
             notes[name] = "graph capture failed: " + _reason(e)
-            log(f"#   {name}: {notes[name]} (graph times NaN)")
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize(device)
     times = time_side_by_side(
@@ -251,15 +258,9 @@ def _tuple(x) -> tuple:
 
 
 def max_rel_error(got, ref) -> float:
-    """max over tensors of max|got - ref| / max|ref| (absolute where ref is all zero)."""
-    err = 0.0
-    for a, b in zip(_tuple(got), _tuple(ref)):
-        if not isinstance(b, torch.Tensor) or b.numel() == 0:
-            continue
-        a, b = a.detach().double(), b.detach().double()
-        scale = b.abs().max().item()
-        err = max(err, (a - b).abs().max().item() / (scale if scale > 0 else 1.0))
-    return err
+    """The largest `pixelkernels.testing.max_rel_error` over the tensors of got and ref."""
+    pairs = [(a, b) for a, b in zip(_tuple(got), _tuple(ref)) if isinstance(b, torch.Tensor)]
+    return max((testing.max_rel_error(a, b) for a, b in pairs), default=0.0)
 
 
 def _reason(e: BaseException) -> str:
@@ -304,7 +305,8 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
             if case.loss:
                 grads[name] = forward_backward(case, inp, name)()
         except Exception as e:  # noqa: BLE001 - a failing backend is a row with a note
-            notes[name] = ("backward " if name in outs else "") + _reason(e)
+            what = "forward+backward" if name in outs else "forward"
+            notes[name] = f"{what} failed: {_reason(e)}"
             log(f"# {case.key} {name}: {notes[name]} (not timed)")
     ok = [n for n in names if n in outs]
     fwd = time_side_by_side({n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, flush=flush)
@@ -317,21 +319,25 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
     for n in ok:
         if n not in case.baselines:
             f = forward(case, small, n)
+            # Many short rounds: a drift in the machine's load hits both settings alike.
             t = time_side_by_side(
                 {"on": with_checks(True, f), "off": with_checks(False, f)},
                 device,
                 budget_s=budget_s / 2,
-                max_reps=500,
+                rounds=10 * ROUNDS,
+                warmup=1,
+                min_reps=1,
+                max_reps=50,
             )
             chk[n] = (t["on"][0] * 1e3, t["off"][0] * 1e3)
     gf, gfb = {}, {}
     if device.type == "cuda":
         for kind, fn, names_k, out in (("fwd", forward, ok, gf), ("fwd+bwd", forward_backward, grads, gfb)):
-            times, why = graph_times(
-                {n: fn(case, inp, n) for n in names_k}, device, budget_s=budget_s, flush=flush, log=log
-            )
+            fns = {n: fn(case, inp, n) for n in names_k}
+            times, why = graph_times(fns, device, budget_s=budget_s, flush=flush)
             out.update(times)
             for n, w in why.items():
+                log(f"# {case.key} {n}: {kind} {w} (graph times NaN)")
                 notes[n] = "; ".join(filter(None, [notes.get(n), f"{kind} {w}"]))
 
     def ratio(times, name):

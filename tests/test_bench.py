@@ -81,7 +81,8 @@ def test_list_shows_the_table(capsys):
 def _recording_case(calls, *, wid="T1", loss=bench_cases.weighted_sum, baselines=None):
     """region_stats through the public op on a tiny input, recording for each call whether it
     ran on the workload or the small input and whether checks were on."""
-    base, small = bench_cases._region_stats_inputs(2, 3, 8, 8, 2), bench_cases._region_stats_inputs(1, 2, 4, 4, 2)
+    base = bench_cases._region_stats_inputs(2, 3, 8, 8, 2)
+    small = bench_cases._region_stats_inputs(1, 2, 4, 4, 2)
     public = bench_cases.public_op("region_stats")
 
     def tagged(maker, tag):
@@ -115,11 +116,14 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     def broken(inp):
         raise RuntimeError("no such kernel")
 
+    def no_grad(inp):
+        return [t.detach() for t in pk.region_stats(*inp.args, backend="reference")]
+
     monkeypatch.setattr(
         bench_cases,
         "CASES",
         [
-            _recording_case(calls, baselines={"broken": broken}),
+            _recording_case(calls, baselines={"broken": broken, "no_grad": no_grad}),
             _recording_case(calls, wid="T2", loss=None),
         ],
     )
@@ -128,7 +132,7 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02)
     assert pk.checks_enabled()  # restored
     names = ["reference"] + (["cpu"] if HAS_CPU else [])
-    assert [(r["workload"], r["backend"]) for r in rows] == [("T1", n) for n in names + ["broken"]] + [
+    assert [(r["workload"], r["backend"]) for r in rows] == [("T1", n) for n in names + ["broken", "no_grad"]] + [
         ("T2", n) for n in names
     ]
     # Workload calls (timed, or for the error column) all ran with checks off; the small input
@@ -139,6 +143,10 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
         if r["backend"] == "broken":
             assert "RuntimeError: no such kernel" in r["note"] and math.isnan(r["fwd_ms"])
             assert any("no such kernel" in line for line in lines)
+            continue
+        if r["backend"] == "no_grad":  # forward timed, forward+backward reported as failed
+            assert r["note"].startswith("forward+backward failed: ValueError") and r["max_rel_err"] == 0
+            assert r["fwd_ms"] > 0 and math.isnan(r["fwdbwd_ms"]) and math.isnan(r["checks_us"])
             continue
         assert r["fwd_ms"] > 0 and r["max_rel_err"] < 1e-4 and math.isfinite(r["checks_us"])
         assert math.isfinite(r["bw_frac_fwd"]) and math.isnan(r["bw_frac_fwdbwd"])  # no bytes_fwdbwd
