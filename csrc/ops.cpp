@@ -13,4 +13,23 @@ TORCH_LIBRARY(PK_LIBRARY, m) {
   m.def(
       "region_stats_backward(Tensor grad_centroid, Tensor grad_variance, Tensor emb, "
       "Tensor labels, Tensor count, Tensor centroid, int ignore_index) -> Tensor");
+
+  // pixel_normalize: emb (B,D,H,W) -> emb / max(||emb||_D, eps), same layout
+  m.def("pixel_normalize(Tensor emb, float eps) -> Tensor");
+  m.def("pixel_normalize_backward(Tensor grad_normalized, Tensor emb, float eps) -> Tensor");
+  // masked_sum: feat (B,C,H,W), mask (B,H,W) float -> sum (B,C), mass (B,)
+  m.def("masked_sum(Tensor feat, Tensor mask) -> (Tensor, Tensor)");
+  m.def(
+      "masked_sum_backward(Tensor grad_sum, Tensor grad_mass, Tensor feat, Tensor mask)"
+      " -> (Tensor, Tensor)");
+  // center_distance: emb (B,D,H,W), center (B,D) -> dist (B,H,W)
+  m.def("center_distance(Tensor emb, Tensor center, bool squared) -> Tensor");
+  m.def(
+      "center_distance_backward(Tensor grad_dist, Tensor emb, Tensor center, Tensor dist, "
+      "bool squared) -> (Tensor, Tensor)");
+  // region_hinge: emb (B,D,H,W), labels (B,H,W), centroid (B,R,D) -> hinge (B,R)
+  m.def("region_hinge(Tensor emb, Tensor labels, Tensor centroid, float delta, int ignore_index) -> Tensor");
+  m.def(
+      "region_hinge_backward(Tensor grad_hinge, Tensor emb, Tensor labels, Tensor centroid, "
+      "float delta, int ignore_index) -> (Tensor, Tensor)");
 }

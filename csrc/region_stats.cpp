@@ -10,12 +10,6 @@
 namespace pixelkernels {
 namespace {
 
-void expect_labels_match(const at::Tensor& emb, const at::Tensor& labels, const char* op) {
-  PK_EXPECT(emb.dim() == 4 && labels.dim() == 3 && labels.size(0) == emb.size(0) && labels.size(1) == emb.size(2) &&
-                labels.size(2) == emb.size(3),
-            op, "labels ", labels.sizes(), " do not match emb ", emb.sizes());
-}
-
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& emb_in, const at::Tensor& labels,
                                                             int64_t R, int64_t ignore_index) {

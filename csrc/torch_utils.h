@@ -98,6 +98,18 @@ struct PixelOutput {
   }
 };
 
+// A per-pixel input the kernels read with `like`'s pixel strides (an incoming gradient shaped
+// like the map): `t` itself when its strides already agree, else a copy laid out like `like`.
+inline at::Tensor with_pixel_strides_of(const at::Tensor& t, const at::Tensor& like) {
+  if (t.numel() == 0 || same_pixel_strides(t, like)) return t;
+  at::Tensor out = at::empty_strided(like.sizes(), like.strides(), like.options());
+  out.copy_(t);
+  return out;
+}
+
+// A (B, H, W) float map as contiguous (B, P) in `dtype`.
+inline at::Tensor flat_map(const at::Tensor& t, at::ScalarType dtype) { return t.to(dtype).contiguous(); }
+
 // ---------------------------------------------------------------------------------------------
 // Labels and statistics.
 
@@ -128,6 +140,18 @@ inline at::TensorOptions stats_options(const at::Tensor& t) {
 
 // Kernel-side invariant: a violated one means a direct torch.ops call with bad arguments.
 #define PK_EXPECT(cond, op, ...) TORCH_CHECK(cond, op, ": ", __VA_ARGS__)
+
+// (B, H, W) labels for the (B, D, H, W) map emb.
+inline void expect_labels_match(const at::Tensor& emb, const at::Tensor& labels, const char* op) {
+  PK_EXPECT(emb.dim() == 4 && labels.dim() == 3 && labels.size(0) == emb.size(0) && labels.size(1) == emb.size(2) &&
+                labels.size(2) == emb.size(3),
+            op, "labels ", labels.sizes(), " do not match emb ", emb.sizes());
+}
+
+// A tensor of exactly `sizes` (what the kernels index it with).
+inline void expect_sizes(const at::Tensor& t, at::IntArrayRef sizes, const char* op, const char* name) {
+  PK_EXPECT(t.sizes() == sizes, op, name, " must have shape ", sizes, ", got ", t.sizes());
+}
 
 // Every tensor on the first one's device (the dispatcher would otherwise hand a CUDA kernel
 // a CPU pointer when a direct call mixes devices).

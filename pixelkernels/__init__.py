@@ -7,6 +7,10 @@ from . import _backend, _ext  # _ext loads the compiled extension (or warns once
 from ._backend import BACKENDS, available_backends, get_backend, set_backend, use_backend
 from ._checks import checks_enabled, set_checks
 from ._version import __version__
+from .ops.center_distance import center_distance
+from .ops.masked_sum import masked_sum
+from .ops.pixel_normalize import pixel_normalize
+from .ops.region_hinge import region_hinge
 from .ops.region_stats import region_stats
 
 __all__ = [
@@ -14,8 +18,12 @@ __all__ = [
     "__version__",
     "available_backends",
     "build_info",
+    "center_distance",
     "checks_enabled",
     "get_backend",
+    "masked_sum",
+    "pixel_normalize",
+    "region_hinge",
     "region_stats",
     "set_backend",
     "set_checks",

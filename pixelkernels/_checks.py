@@ -100,6 +100,37 @@ def plain_int(v, name: str) -> int:
     return v
 
 
+def real(v, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite float (an int is accepted), at least `minimum` (greater if `strict`)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(v).__name__}")
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}")
+    return v
+
+
+def float_map(t, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """(B, H, W) float values (a mask, weights) for the (B, ·, H, W) map `like`, on its device."""
+    tensor(t, name, ndim=3, dtypes=FLOAT_TYPES, shape_doc="(B, H, W)")
+    same_device((like_name, like), (name, t))
+    dims_match(name, t.shape, (like.shape[0], like.shape[2], like.shape[3]), "shape (B, H, W) =")
+    return t
+
+
+def nonnegative_values(t: torch.Tensor, name: str) -> None:
+    """No negative value (NaN passes: it propagates). Costs one host sync, like label_values."""
+    if t.numel() == 0 or not _value_checks_active(t):
+        return
+    if bool((t < 0).any()):
+        raise ValueError(
+            f"{name} must be >= 0, found {float(t.min())}. "
+            "pixelkernels.set_checks(False) skips this check."
+        )
+
+
 def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
     """float16/bfloat16 run on the GPU backends (cuda, triton) and the reference only."""
     if t.dtype in HALF_TYPES and backend == "cpu":

@@ -1,0 +1,50 @@
+// pixel_normalize (SPEC §3.1, menet_metric_loss normalize=True): every pixel's D-vector
+// divided by its L2 norm, as torch.nn.functional.normalize(emb, dim=1, eps=eps) does:
+//     y_p = x_p / max(||x_p||, eps)
+// Backward, with n = ||x_p|| and g the incoming gradient of y_p:
+//     grad_x = (g - y (y . g)) / n     when n > eps
+//     grad_x = g / eps                 otherwise (the clamp is active: y = x / eps is linear)
+#pragma once
+
+#include "common/types.h"
+
+namespace pixelkernels {
+
+struct PixelNormalizeForward {
+  PixelMap emb;
+  void* out;  // same dtype and strides as emb; every element is written
+  double eps;
+};
+
+struct PixelNormalizeBackward {
+  PixelMap emb;
+  const void* grad_out;  // same dtype and strides as emb
+  void* grad_emb;        // same dtype and strides as emb; every element is written
+  double eps;
+};
+
+// Kernels: csrc/cpu/pixel_normalize.cpp and csrc/cuda/pixel_normalize.cu. No workspace.
+Status launch(OnCpu, const PixelNormalizeForward& p);
+Status launch(OnCpu, const PixelNormalizeBackward& p);
+Status launch(OnCuda, const PixelNormalizeForward& p);
+Status launch(OnCuda, const PixelNormalizeBackward& p);
+inline size_t workspace_bytes(OnCuda, const PixelNormalizeForward&) { return 0; }
+
+namespace pixel_normalize {
+
+// 1 / max(sqrt(sumsq), eps): the factor of the forward and of the backward.
+template <typename acc_t>
+PK_HD acc_t inv_norm(acc_t sumsq, acc_t eps) {
+  const acc_t n = sqrt(sumsq);
+  return acc_t(1) / (n > eps ? n : eps);
+}
+
+// grad_x for one element: y = x * inv, dot = y . g over the pixel's D values, clamped
+// = (n <= eps).
+template <typename acc_t>
+PK_HD acc_t grad_element(acc_t y, acc_t g, acc_t dot, acc_t inv, bool clamped) {
+  return clamped ? g * inv : inv * (g - y * dot);
+}
+
+}  // namespace pixel_normalize
+}  // namespace pixelkernels
