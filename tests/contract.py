@@ -48,6 +48,16 @@ class Contract:
     zero_sizes: dict[str, dict] = dataclasses.field(default_factory=dict)
     # id -> (inputs on CPU, exception type, fragment of the message)
     bad_inputs: dict[str, tuple[dict, type, str]] = dataclasses.field(default_factory=dict)
+    # id -> make(device, dtype): more awkward inputs, checked like `make` (values and gradients)
+    cases: dict[str, Callable[[str, torch.dtype], dict]] = dataclasses.field(default_factory=dict)
+    # case ids too slow for the Triton interpreter (run on GPUs only)
+    interpreter_skip: frozenset = frozenset()
+    # the registered ops the public function calls (a loss composed of ops lists them)
+    uses: tuple[str, ...] = ()
+
+    @property
+    def registered(self) -> tuple[str, ...]:
+        return self.uses or (self.op,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,33 +131,31 @@ def suite(c: Contract):
 
     class TestContract:
         def test_registered(self):
-            op = pk._op.OPS[c.op]
             assert callable(getattr(pk, c.op))
-            if pk._ext.HAVE_CPU_KERNELS:
-                assert op.compiled is not None
-                for key in ("CPU",) + (("CUDA",) if pk._ext.HAVE_CUDA_KERNELS else ()):
-                    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{c.op}", key), key
+            for name in c.registered:
+                op = pk._op.OPS[name]
+                if pk._ext.HAVE_CPU_KERNELS:
+                    assert op.compiled is not None
+                    for key in ("CPU",) + (("CUDA",) if pk._ext.HAVE_CUDA_KERNELS else ()):
+                        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{name}", key), key
 
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_backends_agree(self, backend, device):
-            for dtype in dtypes_for(backend):
-                inp = c.make(device, dtype)
-                ref_inp = as_reference(inp)
-                got, want = _outputs(c.call(inp, backend)), _outputs(c.call(ref_inp, "reference"))
-                assert len(got) == len(want)
-                for i, (a, b) in enumerate(zip(got, want)):
-                    assert a.device.type == torch.device(device).type, i
-                    assert_close(a, b, dtype, msg=f"output {i}, {dtype}")
-                if c.loss is not None:
-                    for k, a, b in zip(c.grad_inputs, grads(c, inp, backend), grads(c, ref_inp, "reference")):
-                        assert a.dtype == inp[k].dtype and a.shape == inp[k].shape
-                        assert_close(a, b, dtype, msg=f"grad {k}, {dtype}")
+            agree(c, c.make, backend, device)
+
+        @pytest.mark.parametrize("case", list(c.cases) or [pytest.param(None, marks=pytest.mark.skip)])
+        @pytest.mark.parametrize("backend,device", BACKENDS)
+        def test_awkward_inputs(self, backend, device, case):
+            if backend == "triton" and device == "cpu" and case in c.interpreter_skip:
+                pytest.skip("too slow for the Triton interpreter")
+            agree(c, c.cases[case], backend, device)
 
         @pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
         def test_opcheck(self, backend, device):
             calls = record(c, c.make(device, torch.float64), backend)
             names = [f.name() for f, *_ in calls]
-            assert any(n.startswith(f"pixelkernels::{c.op}") and "backward" not in n for n in names), names
+            for op in c.registered:
+                assert any(n.startswith(f"pixelkernels::{op}") and "backward" not in n for n in names), names
             if c.loss is not None:
                 assert any("backward" in n for n in names), names
             for func, args, kwargs, _ in calls:
@@ -272,6 +280,24 @@ def suite(c: Contract):
 
     TestContract.__qualname__ = TestContract.__name__ = f"TestContract_{c.op}"
     return TestContract
+
+
+def agree(c: Contract, make, backend: str, device: str) -> None:
+    """`backend` against the reference (float64 on the CPU) on make(device, dtype) for each dtype
+    the backend takes: outputs, and the gradients of c.loss."""
+    for dtype in dtypes_for(backend):
+        inp = make(device, dtype)
+        ref_inp = as_reference(inp)
+        got, want = _outputs(c.call(inp, backend)), _outputs(c.call(ref_inp, "reference"))
+        assert len(got) == len(want)
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert a.device.type == torch.device(device).type, i
+            assert a.shape == b.shape, (i, a.shape, b.shape)
+            assert_close(a, b, dtype, msg=f"output {i}, {dtype}")
+        if c.loss is not None:
+            for k, a, b in zip(c.grad_inputs, grads(c, inp, backend), grads(c, ref_inp, "reference")):
+                assert a.dtype == inp[k].dtype and a.shape == inp[k].shape
+                assert_close(a, b, dtype, msg=f"grad {k}, {dtype}")
 
 
 def backend_params_gradcheck():

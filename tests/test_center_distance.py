@@ -1,0 +1,74 @@
+"""center_distance: the generic contract (tests/contract.py) on awkward inputs, squared and
+not, with pixels exactly on the center (distance 0, gradient 0)."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_emb, weighted_loss
+from contract import Contract, suite
+
+import pixelkernels as pk
+from pixelkernels._dtypes import stats_dtype
+
+
+def _inp(B, D, H, W, layout="contiguous", squared=False, on_center=False):
+    def make(device, dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
+        g = torch.Generator().manual_seed(5)
+        center = (torch.randn(B, D, generator=g, dtype=torch.float64) + 3.0).to(stats_dtype(dtype)).to(device)
+        if on_center:  # pixel (0, 0) of every image sits on the center
+            center = emb[:, :, 0, 0].to(stats_dtype(dtype)).clone()
+        return {"emb": emb, "center": center, "squared": squared}
+
+    return make
+
+
+def _call(inp, backend):
+    return (pk.center_distance(inp["emb"], inp["center"], squared=inp["squared"], backend=backend),)
+
+
+def _bad(**kw):
+    return {"emb": torch.randn(2, 3, 4, 5), "center": torch.randn(2, 3), "squared": False, **kw}
+
+
+ROW = Contract(
+    op="center_distance",
+    make=_inp(2, 5, 7, 9),
+    call=_call,
+    loss=weighted_loss,
+    grad_inputs=("emb", "center"),
+    tiny=_inp(2, 3, 3, 4),
+    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    bad_inputs={
+        "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
+        "center_rank": (_bad(center=torch.randn(2, 3, 1)), ValueError, "center must have 2 dims"),
+        "center_shape": (_bad(center=torch.randn(2, 4)), ValueError, "center must have shape (B, D) = (2, 3)"),
+        "center_int": (_bad(center=torch.zeros(2, 3, dtype=torch.long)), TypeError, "center must have dtype"),
+        "center_device": (_bad(center=torch.randn(2, 3, device="meta")), ValueError, "same device"),
+    },
+    cases={
+        "odd_squared": _inp(2, 3, 7, 5, squared=True),
+        "d1": _inp(1, 1, 9, 11),
+        "d17_channels_last": _inp(3, 17, 5, 13, "channels_last"),
+        "d64_on_center": _inp(2, 64, 8, 9, on_center=True),
+        "on_center_squared": _inp(2, 4, 5, 6, "channels_last", squared=True, on_center=True),
+        "d130_slice": _inp(1, 130, 3, 5, "slice"),
+        "hw_transposed": _inp(2, 3, 6, 4, "transposed"),
+        "one_pixel": _inp(1, 3, 1, 1),
+        "batch7": _inp(7, 3, 5, 3),
+        "long_image": _inp(1, 2, 3, 3001),
+    },
+)
+
+TestContract = suite(ROW)
+
+
+def test_zero_distance_has_zero_gradient():
+    inp = _inp(1, 3, 2, 2, on_center=True)("cpu", torch.float64)
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        emb = inp["emb"].clone().requires_grad_(True)
+        d = pk.center_distance(emb, inp["center"], backend=backend)
+        (g,) = torch.autograd.grad(d.sum(), emb)
+        assert d[0, 0, 0] == 0 and (g[0, :, 0, 0] == 0).all() and g.isfinite().all(), backend

@@ -1,0 +1,68 @@
+"""masked_sum: the generic contract (tests/contract.py) on awkward inputs: soft, binary and
+all-zero masks, non-contiguous masks, a mask dtype other than feat's."""
+
+from __future__ import annotations
+
+import torch
+from conftest import fixed_weights, make_emb, make_weights
+from contract import Contract, suite
+
+import pixelkernels as pk
+
+
+def _inp(B, C, H, W, layout="contiguous", pattern="soft", mask_dtype=None):
+    def make(device, dtype):
+        return {
+            "feat": make_emb(B, C, H, W, dtype=dtype, device=device, layout=layout),
+            "mask": make_weights(B, H, W, dtype=mask_dtype or dtype, device=device, pattern=pattern),
+        }
+
+    return make
+
+
+def _call(inp, backend):
+    return pk.masked_sum(inp["feat"], inp["mask"], backend=backend)
+
+
+def _loss(out, inp):
+    """Positive weights on the sums: grad_mask = sum_c w_c feat_c + w_mass is then a sum without
+    cancellation, so float32 rounding stays within SPEC §4's tolerance even at D = 130."""
+    s, mass = out
+    return (s * fixed_weights(s).abs()).sum() + (mass * fixed_weights(mass)).sum()
+
+
+def _bad(**kw):
+    return {"feat": torch.randn(2, 3, 4, 5), "mask": torch.rand(2, 4, 5), **kw}
+
+
+ROW = Contract(
+    op="masked_sum",
+    make=_inp(2, 5, 7, 9),
+    call=_call,
+    loss=_loss,
+    grad_inputs=("feat", "mask"),
+    tiny=_inp(2, 3, 3, 4),
+    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    bad_inputs={
+        "feat_rank": (_bad(feat=torch.randn(3, 4, 5)), ValueError, "feat must have 4 dims"),
+        "mask_rank": (_bad(mask=torch.rand(2, 1, 4, 5)), ValueError, "mask must have 3 dims"),
+        "mask_int": (_bad(mask=torch.ones(2, 4, 5, dtype=torch.long)), TypeError, "mask must have dtype"),
+        "mask_shape": (_bad(mask=torch.rand(2, 5, 4)), ValueError, "mask must have shape"),
+        "mask_device": (_bad(mask=torch.rand(2, 4, 5, device="meta")), ValueError, "mask must be on the same device"),
+        "cpu_half": (_bad(feat=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"), TypeError, "not by cpu"),
+    },
+    cases={
+        "odd": _inp(2, 3, 7, 5),
+        "d1_binary": _inp(1, 1, 9, 11, pattern="binary"),
+        "d17_channels_last": _inp(3, 17, 5, 13, "channels_last"),
+        "d64_zero_mask": _inp(2, 64, 8, 9, pattern="zero"),
+        "d130_slice": _inp(1, 130, 3, 5, "slice"),
+        "mask_transposed": _inp(2, 3, 6, 4, "transposed", pattern="transposed"),
+        "one_pixel": _inp(1, 3, 1, 1),
+        "batch7": _inp(7, 3, 5, 3, pattern="binary"),
+        "mask_float64": _inp(2, 4, 5, 6, mask_dtype=torch.float64),
+        "long_image": _inp(1, 2, 3, 3001),
+    },
+)
+
+TestContract = suite(ROW)

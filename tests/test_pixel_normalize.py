@@ -1,0 +1,83 @@
+"""pixel_normalize: the generic contract (tests/contract.py) on awkward inputs, including
+pixels whose norm is below eps (the clamped, linear branch) and exactly zero vectors."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_emb, weighted_loss
+from contract import Contract, suite
+
+import pixelkernels as pk
+
+
+def _inp(B, D, H, W, layout="contiguous", eps=1e-12, small=False):
+    def make(device, dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
+        if small:  # norms around eps: both branches of the clamp, and exact zero vectors
+            emb = (emb - 3.0) * 0.15
+            emb[:, :, 0, :] = 0
+        return {"emb": emb, "eps": eps}
+
+    return make
+
+
+def _call(inp, backend):
+    return (pk.pixel_normalize(inp["emb"], eps=inp["eps"], backend=backend),)
+
+
+def _bad(**kw):
+    return {"emb": torch.randn(2, 3, 4, 5), "eps": 1e-12, **kw}
+
+
+ROW = Contract(
+    op="pixel_normalize",
+    make=_inp(2, 5, 7, 9),
+    call=_call,
+    loss=weighted_loss,
+    grad_inputs=("emb",),
+    tiny=_inp(2, 3, 3, 4),
+    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    bad_inputs={
+        "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
+        "emb_int": (_bad(emb=torch.zeros(2, 3, 4, 5, dtype=torch.int64)), TypeError, "emb must have dtype"),
+        "eps_zero": (_bad(eps=0.0), ValueError, "eps must be > 0.0"),
+        "eps_nan": (_bad(eps=float("nan")), ValueError, "eps must be finite"),
+        "eps_str": (_bad(eps="1"), TypeError, "eps must be a float"),
+        "cpu_half": (_bad(emb=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"), TypeError, "not by cpu"),
+    },
+    cases={
+        "odd": _inp(2, 3, 7, 5),
+        "d1": _inp(1, 1, 9, 11),
+        "d17_channels_last": _inp(3, 17, 5, 13, "channels_last"),
+        "d64": _inp(2, 64, 8, 9),
+        "d130_slice": _inp(1, 130, 3, 5, "slice"),
+        "hw_transposed": _inp(2, 3, 6, 4, "transposed"),
+        "one_pixel": _inp(1, 3, 1, 1),
+        "batch7": _inp(7, 3, 5, 3),
+        "clamped": _inp(2, 4, 6, 7, eps=0.25, small=True),
+        "clamped_channels_last": _inp(2, 5, 6, 7, "channels_last", eps=0.3, small=True),
+        "long_image": _inp(1, 2, 3, 3001),
+    },
+)
+
+TestContract = suite(ROW)
+
+
+def test_matches_functional_normalize():
+    x = make_emb(2, 6, 5, 7, dtype=torch.float64, device="cpu")
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        torch.testing.assert_close(
+            pk.pixel_normalize(x, backend=backend), torch.nn.functional.normalize(x, dim=1), rtol=1e-12, atol=0
+        )
+
+
+def test_nan_propagates():
+    x = make_emb(1, 3, 4, 5, dtype=torch.float64, device="cpu")
+    x[0, 1, 2, 3] = float("nan")
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        y = pk.pixel_normalize(x, backend=backend)
+        assert y[0, :, 2, 3].isnan().all() and not y[0, :, 2, 2].isnan().any(), backend

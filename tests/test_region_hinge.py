@@ -1,0 +1,113 @@
+"""region_hinge: the generic contract (tests/contract.py) on awkward inputs: hinges that are
+all active, all zero (large delta) and mixed; empty regions, ignored pixels, label widths,
+pixels on their centroid."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_emb, make_labels, weighted_loss
+from contract import Contract, suite
+
+import pixelkernels as pk
+from pixelkernels._dtypes import stats_dtype
+
+
+def _inp(B, D, H, W, R, layout="contiguous", pattern="random", ignore=-1, delta=0.5, on_centroid=False,
+         label_dtype=torch.int64):  # fmt: skip
+    def make(device, dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
+        labels = make_labels(B, H, W, R, device=device, pattern=pattern, ignore_index=ignore).to(label_dtype)
+        g = torch.Generator().manual_seed(7)
+        centroid = (torch.randn(B, R, D, generator=g, dtype=torch.float64) * 0.5 + 3.0).to(stats_dtype(dtype))
+        centroid = centroid.to(device)
+        if on_centroid:  # pixel (0, 0) sits on its own centroid where it takes part
+            lab0 = labels[:, 0, 0].long()
+            for b in range(B):
+                if 0 <= lab0[b] < R and lab0[b] != ignore:
+                    centroid[b, lab0[b]] = emb[b, :, 0, 0].to(centroid.dtype)
+        return {"emb": emb, "labels": labels, "centroid": centroid, "delta": delta, "ignore_index": ignore}
+
+    return make
+
+
+def _call(inp, backend):
+    return (
+        pk.region_hinge(
+            inp["emb"], inp["labels"], inp["centroid"], delta=inp["delta"], ignore_index=inp["ignore_index"],
+            backend=backend,
+        ),
+    )  # fmt: skip
+
+
+def _bad(**kw):
+    inp = {"emb": torch.randn(2, 3, 4, 5), "labels": torch.randint(0, 2, (2, 4, 5)), "centroid": torch.randn(2, 2, 3)}
+    return {"delta": 0.5, "ignore_index": -1, **inp, **kw}
+
+
+ROW = Contract(
+    op="region_hinge",
+    make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
+    call=_call,
+    loss=weighted_loss,
+    grad_inputs=("emb", "centroid"),
+    tiny=_inp(2, 3, 3, 4, 3, delta=1.0),
+    zero_sizes={
+        f"{'x'.join(map(str, s))}": _inp(*s, 2)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    },
+    bad_inputs={
+        "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
+        "labels_float": (_bad(labels=torch.zeros(2, 4, 5)), TypeError, "labels must have dtype"),
+        "centroid_rank": (_bad(centroid=torch.randn(2, 3)), ValueError, "centroid must have 3 dims"),
+        "centroid_shape": (_bad(centroid=torch.randn(2, 2, 4)), ValueError, "centroid must have shape (B, R, D)"),
+        "centroid_no_regions": (_bad(centroid=torch.randn(2, 0, 3)), ValueError, "R) must be positive"),
+        "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
+        "delta_negative": (_bad(delta=-0.1), ValueError, "delta must be >= 0.0"),
+        "ignore_float": (_bad(ignore_index=0.5), TypeError, "ignore_index must be an int"),
+        "device_mismatch": (_bad(centroid=torch.randn(2, 2, 3, device="meta")), ValueError, "same device"),
+    },
+    cases={
+        "odd": _inp(2, 3, 7, 5, 3),
+        "d1_uint8": _inp(1, 1, 9, 11, 2, ignore=255, label_dtype=torch.uint8),
+        "d17_channels_last": _inp(3, 17, 5, 13, 4, "channels_last", delta=2.0),
+        "d64_blobs": _inp(2, 64, 8, 9, 5, pattern="blobs", delta=10.0),
+        "d130_slice": _inp(1, 130, 3, 5, 2, "slice"),
+        "hw_transposed": _inp(2, 3, 6, 4, 3, "transposed", label_dtype=torch.int32),
+        "one_pixel": _inp(1, 3, 1, 1, 2, pattern="one"),
+        "all_one_label": _inp(2, 4, 5, 5, 3, pattern="one"),
+        "all_ignored": _inp(2, 4, 5, 5, 3, pattern="ignored"),
+        "empty_regions": _inp(7, 5, 6, 7, 6, "channels_last", pattern="gaps"),
+        "ignore_inside_range": _inp(2, 3, 7, 9, 4, ignore=1, label_dtype=torch.int8),
+        "all_inactive": _inp(2, 3, 5, 6, 3, delta=100.0),
+        "delta0_on_centroid": _inp(2, 4, 5, 6, 3, delta=0.0, on_centroid=True),
+        "on_centroid": _inp(3, 5, 4, 7, 2, "channels_last", on_centroid=True),
+        "many_regions": _inp(1, 3, 16, 17, 40),
+        "r1": _inp(2, 5, 7, 9, 1),
+        "long_image": _inp(1, 2, 3, 3001, 3),
+        "r300": _inp(1, 3, 30, 31, 300),
+    },
+    interpreter_skip=frozenset({"r300"}),
+)
+
+TestContract = suite(ROW)
+
+
+def test_delta_zero_is_region_sum_of_squares():
+    """With delta = 0 and the region's own centroid, the hinge is count * variance."""
+    inp = _inp(2, 6, 9, 11, 4)("cpu", torch.float64)
+    count, centroid, variance = pk.region_stats(inp["emb"], inp["labels"], 4, backend="reference")
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        h = pk.region_hinge(inp["emb"], inp["labels"], centroid, delta=0.0, backend=backend)
+        torch.testing.assert_close(h, count * variance, rtol=1e-10, atol=1e-12)
+
+
+def test_nan_propagates_to_its_region_only():
+    inp = _inp(1, 3, 4, 5, 3)("cpu", torch.float64)
+    inp["labels"][:] = torch.arange(20).view(1, 4, 5) % 3
+    inp["emb"][0, 1, 0, 1] = float("nan")  # pixel 1: region 1
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        h = pk.region_hinge(inp["emb"], inp["labels"], inp["centroid"], delta=0.1, backend=backend)
+        assert h[0, 1].isnan() and not h[0, [0, 2]].isnan().any(), backend
