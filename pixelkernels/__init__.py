@@ -11,6 +11,13 @@ from .ops.center_distance import center_distance
 from .ops.masked_sum import masked_sum
 from .ops.pixel_normalize import pixel_normalize
 from .ops.region_hinge import region_hinge
+from .ops.region_losses import (
+    cas_loss,
+    discriminative_loss,
+    masked_average_pool,
+    menet_metric_loss,
+    menet_saliency,
+)
 from .ops.region_stats import region_stats
 
 __all__ = [
@@ -18,10 +25,16 @@ __all__ = [
     "__version__",
     "available_backends",
     "build_info",
+    "cas_loss",
+    "discriminative_loss",
     "center_distance",
     "checks_enabled",
     "get_backend",
+    "masked_average_pool",
     "masked_sum",
+    "menet_metric_loss",
+    "menet_saliency",
+    "nn",
     "pixel_normalize",
     "region_hinge",
     "region_stats",
@@ -29,6 +42,9 @@ __all__ = [
     "set_checks",
     "use_backend",
 ]
+
+
+from . import nn  # noqa: E402  (the modules wrap the functions above)
 
 
 def build_info() -> dict:

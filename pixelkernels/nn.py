@@ -1,0 +1,73 @@
+"""Drop-in ``torch.nn.Module`` losses (SPEC §3.1): each constructor takes its functional's
+keyword arguments and ``forward`` takes the functional's positional arguments in the same
+order; see the functionals in pixelkernels/ops/region_losses.py for formulas and conventions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .ops.region_losses import cas_loss, discriminative_loss, menet_metric_loss
+
+
+class _Loss(torch.nn.Module):
+    _fields: tuple[str, ...] = ()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._fields)
+
+
+class MEnetMetricLoss(_Loss):
+    """``MEnetMetricLoss(form="centroid", normalize=False, ignore_index=-1)(emb, mask)``:
+    seed 001 eq. 3 (or eq. 2 with ``form="pairwise"``); see ``menet_metric_loss``."""
+
+    _fields = ("form", "normalize", "ignore_index", "backend")
+
+    def __init__(self, *, form: str = "centroid", normalize: bool = False, ignore_index: int = -1,
+                 backend: str | None = None):  # fmt: skip
+        super().__init__()
+        self.form, self.normalize, self.ignore_index, self.backend = form, normalize, ignore_index, backend
+
+    def forward(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return menet_metric_loss(
+            emb, mask, form=self.form, normalize=self.normalize, ignore_index=self.ignore_index, backend=self.backend
+        )
+
+
+class CASLoss(_Loss):
+    """``CASLoss(alpha=0.5, ignore_index=-1)(scores, regions, num_regions)``: seed 002 eq. 1;
+    see ``cas_loss``."""
+
+    _fields = ("alpha", "ignore_index", "backend")
+
+    def __init__(self, *, alpha: float = 0.5, ignore_index: int = -1, backend: str | None = None):
+        super().__init__()
+        self.alpha, self.ignore_index, self.backend = alpha, ignore_index, backend
+
+    def forward(self, scores: torch.Tensor, regions: torch.Tensor, num_regions: int) -> torch.Tensor:
+        return cas_loss(scores, regions, num_regions, alpha=self.alpha, ignore_index=self.ignore_index,
+                        backend=self.backend)  # fmt: skip
+
+
+class DiscriminativeLoss(_Loss):
+    """``DiscriminativeLoss(delta_v=0.5, delta_d=1.5, alpha=1.0, beta=1.0, gamma=0.001,
+    ignore_index=-1)(emb, instances, num_instances)``: De Brabandere et al. 2017; see
+    ``discriminative_loss``."""
+
+    _fields = ("delta_v", "delta_d", "alpha", "beta", "gamma", "ignore_index", "backend")
+
+    def __init__(self, *, delta_v: float = 0.5, delta_d: float = 1.5, alpha: float = 1.0, beta: float = 1.0,
+                 gamma: float = 0.001, ignore_index: int = -1, backend: str | None = None):  # fmt: skip
+        super().__init__()
+        self.delta_v, self.delta_d = delta_v, delta_d
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.ignore_index, self.backend = ignore_index, backend
+
+    def forward(self, emb: torch.Tensor, instances: torch.Tensor, num_instances: int) -> torch.Tensor:
+        return discriminative_loss(
+            emb, instances, num_instances, delta_v=self.delta_v, delta_d=self.delta_d, alpha=self.alpha,
+            beta=self.beta, gamma=self.gamma, ignore_index=self.ignore_index, backend=self.backend,
+        )  # fmt: skip
+
+
+__all__ = ["CASLoss", "DiscriminativeLoss", "MEnetMetricLoss"]
