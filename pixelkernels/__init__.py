@@ -26,9 +26,9 @@ __all__ = [
     "available_backends",
     "build_info",
     "cas_loss",
-    "discriminative_loss",
     "center_distance",
     "checks_enabled",
+    "discriminative_loss",
     "get_backend",
     "masked_average_pool",
     "masked_sum",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-from . import nn  # noqa: E402  (the modules wrap the functions above)
+from . import nn  # the modules wrap the functions above
 
 
 def build_info() -> dict:

@@ -126,8 +126,7 @@ def nonnegative_values(t: torch.Tensor, name: str) -> None:
         return
     if bool((t < 0).any()):
         raise ValueError(
-            f"{name} must be >= 0, found {float(t.min())}. "
-            "pixelkernels.set_checks(False) skips this check."
+            f"{name} must be >= 0, found {float(t.min())}. pixelkernels.set_checks(False) skips this check."
         )
 
 

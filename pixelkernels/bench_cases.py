@@ -182,3 +182,110 @@ CASES: list[Case] = [
     _region_stats("W2", 5, 16, 224, 224, 2),
     _region_stats("W2-large", 8, 64, 512, 512, 2, devices=("cuda",)),
 ]
+
+
+# ---------------------------------------------------------------------------- region losses
+
+
+def _grid_labels(B, H, W, R, *, background=False):
+    """(B, H, W) int64 labels: R blob regions on a jittered grid (each image shifted), and with
+    `background` a ring of ignored (-1) pixels around every blob, as instance masks have."""
+    side = int(R**0.5 + 0.999)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    out = []
+    for b in range(B):
+        gy = ((yy + 7 * b) * side // H) % side
+        gx = ((xx + 11 * b) * side // W) % side
+        lab = (gy * side + gx) % R
+        if background:
+            cy = ((yy + 7 * b) * side % H).float() / H - 0.5
+            cx = ((xx + 11 * b) * side % W).float() / W - 0.5
+            lab = torch.where(cy**2 + cx**2 < 0.16, lab, torch.full_like(lab, -1))
+        out.append(lab)
+    return torch.stack(out)
+
+
+def _loss_inputs(B, D, H, W, R, *, labels, softmax=False, kwargs=None, pass_r=True):
+    """emb (B, D, H, W) (softmax over D for CAS scores), labels(B, H, W, R), and R as the third
+    argument unless the op fixes it (menet_metric_loss: R = 2, not passed)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        emb = torch.randn(B, D, H, W, generator=g)
+        if softmax:
+            emb = emb.softmax(1)
+        emb = emb.to(device).requires_grad_(True)
+        args = (emb, labels(B, H, W, R).to(device)) + ((R,) if pass_r else ())
+        return Inputs(args=args, kwargs=dict(kwargs or {}), grad=(emb,))
+
+    return make
+
+
+def _disc_labels(B, H, W, R):
+    return _grid_labels(B, H, W, R, background=True)
+
+
+def _mask_labels(B, H, W, R):
+    return _region_stats_inputs(B, 1, H, W, 2)(torch.device("cpu")).args[1]
+
+
+def _passes(fwd_reads, bwd_reads=0, bwd_writes=0):
+    """Minimal DRAM traffic of a fused loss: `fwd_reads` passes over (emb, labels) forward;
+    backward `bwd_reads` more and `bwd_writes` writes of emb's gradient."""
+
+    def count(inp):
+        emb, labels = inp.args[0], inp.args[1]
+        return (fwd_reads + bwd_reads) * nbytes(emb, labels) + bwd_writes * nbytes(emb)
+
+    return count
+
+
+def _loss_case(wid, op, shape, make, small, fwd_reads=1, bwd_reads=1, **kw):
+    return Case(wid, op, shape, make, bytes_fwd=_passes(fwd_reads), bytes_fwdbwd=_passes(fwd_reads, bwd_reads, 1),
+                small=small, **kw)  # fmt: skip
+
+
+def _map_inputs(B, C, H, W, *, saliency=False):
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        feat = torch.randn(B, C, H, W, generator=g).to(device).requires_grad_(True)
+        mask = torch.rand(B, H, W, generator=g).to(device).requires_grad_(True)
+        return Inputs(args=(feat, mask), grad=(feat, mask))
+
+    return make
+
+
+def _map_bytes(backward, saliency):
+    def count(inp):  # forward: read feat (+ read feat, write the map for saliency)
+        feat, mask = inp.args
+        fwd = nbytes(feat, mask) + (nbytes(feat, mask) if saliency else 0)
+        bwd = 2 * nbytes(feat, mask) + (nbytes(feat, mask) if saliency else 0)
+        return fwd + (bwd if backward else 0)
+
+    return count
+
+
+CASES += [
+    _loss_case("W2", "menet_metric_loss", "B=5 D=16 224x224", _loss_inputs(5, 16, 224, 224, 2, labels=_mask_labels, pass_r=False),
+               _loss_inputs(1, 4, 16, 16, 2, labels=_mask_labels, pass_r=False)),
+    _loss_case("W2-pairwise-normalize", "menet_metric_loss", "B=5 D=16 224x224 pairwise, normalize",
+               _loss_inputs(5, 16, 224, 224, 2, labels=_mask_labels, pass_r=False,
+                            kwargs={"form": "pairwise", "normalize": True}),
+               _loss_inputs(1, 4, 16, 16, 2, labels=_mask_labels, pass_r=False, kwargs={"normalize": True})),
+    _loss_case("W3", "cas_loss", "B=40 M=2 256x256 R=2",
+               _loss_inputs(40, 2, 256, 256, 2, labels=_mask_labels, softmax=True),
+               _loss_inputs(1, 2, 16, 16, 2, labels=_mask_labels, softmax=True)),
+    _loss_case("W3-M21", "cas_loss", "B=8 M=21 256x256 R=21",
+               _loss_inputs(8, 21, 256, 256, 21, labels=_grid_labels, softmax=True),
+               _loss_inputs(1, 21, 16, 16, 21, labels=_grid_labels, softmax=True)),
+    _loss_case("W4", "discriminative_loss", "B=8 D=16 512x512 20 instances",
+               _loss_inputs(8, 16, 512, 512, 20, labels=_disc_labels), _loss_inputs(1, 4, 16, 16, 20, labels=_disc_labels),
+               fwd_reads=2, bwd_reads=2, devices=("cuda",)),
+    _loss_case("W4-B2", "discriminative_loss", "B=2 D=16 512x512 20 instances",
+               _loss_inputs(2, 16, 512, 512, 20, labels=_disc_labels), _loss_inputs(1, 4, 16, 16, 20, labels=_disc_labels),
+               fwd_reads=2, bwd_reads=2, devices=("cpu",)),
+    Case("W2", "masked_average_pool", "B=5 C=16 224x224 soft mask", _map_inputs(5, 16, 224, 224),
+         bytes_fwd=_map_bytes(False, False), bytes_fwdbwd=_map_bytes(True, False), small=_map_inputs(1, 4, 16, 16)),
+    Case("W2", "menet_saliency", "B=5 D=16 224x224 soft weights", _map_inputs(5, 16, 224, 224),
+         bytes_fwd=_map_bytes(False, True), bytes_fwdbwd=_map_bytes(True, True), small=_map_inputs(1, 4, 16, 16)),
+]  # fmt: skip

@@ -30,7 +30,12 @@ class MEnetMetricLoss(_Loss):
 
     def forward(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return menet_metric_loss(
-            emb, mask, form=self.form, normalize=self.normalize, ignore_index=self.ignore_index, backend=self.backend
+            emb,
+            mask,
+            form=self.form,
+            normalize=self.normalize,
+            ignore_index=self.ignore_index,
+            backend=self.backend,
         )
 
 

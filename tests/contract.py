@@ -137,7 +137,9 @@ def suite(c: Contract):
                 if pk._ext.HAVE_CPU_KERNELS:
                     assert op.compiled is not None
                     for key in ("CPU",) + (("CUDA",) if pk._ext.HAVE_CUDA_KERNELS else ()):
-                        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{name}", key), key
+                        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{name}", key), (
+                            key
+                        )
 
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_backends_agree(self, backend, device):

@@ -38,11 +38,18 @@ ROW = Contract(
     loss=weighted_loss,
     grad_inputs=("emb", "center"),
     tiny=_inp(2, 3, 3, 4),
-    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    zero_sizes={
+        f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    },
     bad_inputs={
         "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
         "center_rank": (_bad(center=torch.randn(2, 3, 1)), ValueError, "center must have 2 dims"),
-        "center_shape": (_bad(center=torch.randn(2, 4)), ValueError, "center must have shape (B, D) = (2, 3)"),
+        "center_shape": (
+            _bad(center=torch.randn(2, 4)),
+            ValueError,
+            "center must have shape (B, D) = (2, 3)",
+        ),
         "center_int": (_bad(center=torch.zeros(2, 3, dtype=torch.long)), TypeError, "center must have dtype"),
         "center_device": (_bad(center=torch.randn(2, 3, device="meta")), ValueError, "same device"),
     },

@@ -42,14 +42,25 @@ ROW = Contract(
     loss=_loss,
     grad_inputs=("feat", "mask"),
     tiny=_inp(2, 3, 3, 4),
-    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    zero_sizes={
+        f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    },
     bad_inputs={
         "feat_rank": (_bad(feat=torch.randn(3, 4, 5)), ValueError, "feat must have 4 dims"),
         "mask_rank": (_bad(mask=torch.rand(2, 1, 4, 5)), ValueError, "mask must have 3 dims"),
         "mask_int": (_bad(mask=torch.ones(2, 4, 5, dtype=torch.long)), TypeError, "mask must have dtype"),
         "mask_shape": (_bad(mask=torch.rand(2, 5, 4)), ValueError, "mask must have shape"),
-        "mask_device": (_bad(mask=torch.rand(2, 4, 5, device="meta")), ValueError, "mask must be on the same device"),
-        "cpu_half": (_bad(feat=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"), TypeError, "not by cpu"),
+        "mask_device": (
+            _bad(mask=torch.rand(2, 4, 5, device="meta")),
+            ValueError,
+            "mask must be on the same device",
+        ),
+        "cpu_half": (
+            _bad(feat=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"),
+            TypeError,
+            "not by cpu",
+        ),
     },
     cases={
         "odd": _inp(2, 3, 7, 5),

@@ -36,14 +36,21 @@ ROW = Contract(
     loss=weighted_loss,
     grad_inputs=("emb",),
     tiny=_inp(2, 3, 3, 4),
-    zero_sizes={f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]},
+    zero_sizes={
+        f"{'x'.join(map(str, s))}": _inp(*s)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    },
     bad_inputs={
         "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
         "emb_int": (_bad(emb=torch.zeros(2, 3, 4, 5, dtype=torch.int64)), TypeError, "emb must have dtype"),
         "eps_zero": (_bad(eps=0.0), ValueError, "eps must be > 0.0"),
         "eps_nan": (_bad(eps=float("nan")), ValueError, "eps must be finite"),
         "eps_str": (_bad(eps="1"), TypeError, "eps must be a float"),
-        "cpu_half": (_bad(emb=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"), TypeError, "not by cpu"),
+        "cpu_half": (
+            _bad(emb=torch.randn(2, 3, 4, 5, dtype=torch.half), backend="cpu"),
+            TypeError,
+            "not by cpu",
+        ),
     },
     cases={
         "odd": _inp(2, 3, 7, 5),
@@ -69,7 +76,10 @@ def test_matches_functional_normalize():
         if backend == "cuda":
             continue
         torch.testing.assert_close(
-            pk.pixel_normalize(x, backend=backend), torch.nn.functional.normalize(x, dim=1), rtol=1e-12, atol=0
+            pk.pixel_normalize(x, backend=backend),
+            torch.nn.functional.normalize(x, dim=1),
+            rtol=1e-12,
+            atol=0,
         )
 
 

@@ -40,7 +40,11 @@ def _call(inp, backend):
 
 
 def _bad(**kw):
-    inp = {"emb": torch.randn(2, 3, 4, 5), "labels": torch.randint(0, 2, (2, 4, 5)), "centroid": torch.randn(2, 2, 3)}
+    inp = {
+        "emb": torch.randn(2, 3, 4, 5),
+        "labels": torch.randint(0, 2, (2, 4, 5)),
+        "centroid": torch.randn(2, 2, 3),
+    }
     return {"delta": 0.5, "ignore_index": -1, **inp, **kw}
 
 
@@ -52,15 +56,24 @@ ROW = Contract(
     grad_inputs=("emb", "centroid"),
     tiny=_inp(2, 3, 3, 4, 3, delta=1.0),
     zero_sizes={
-        f"{'x'.join(map(str, s))}": _inp(*s, 2)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+        f"{'x'.join(map(str, s))}": _inp(*s, 2)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
     },
     bad_inputs={
         "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
         "labels_float": (_bad(labels=torch.zeros(2, 4, 5)), TypeError, "labels must have dtype"),
         "centroid_rank": (_bad(centroid=torch.randn(2, 3)), ValueError, "centroid must have 3 dims"),
-        "centroid_shape": (_bad(centroid=torch.randn(2, 2, 4)), ValueError, "centroid must have shape (B, R, D)"),
+        "centroid_shape": (
+            _bad(centroid=torch.randn(2, 2, 4)),
+            ValueError,
+            "centroid must have shape (B, R, D)",
+        ),
         "centroid_no_regions": (_bad(centroid=torch.randn(2, 0, 3)), ValueError, "R) must be positive"),
-        "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
+        "label_too_big": (
+            _bad(labels=torch.full((2, 4, 5), 2)),
+            ValueError,
+            "labels values must be in [0, 2)",
+        ),
         "delta_negative": (_bad(delta=-0.1), ValueError, "delta must be >= 0.0"),
         "ignore_float": (_bad(ignore_index=0.5), TypeError, "ignore_index must be an int"),
         "device_mismatch": (_bad(centroid=torch.randn(2, 2, 3, device="meta")), ValueError, "same device"),

@@ -37,7 +37,10 @@ def _emb_labels(B, D, H, W, R, layout="contiguous", pattern="random", ignore=-1,
 
 
 def _zero_cases(make):
-    return {f"{'x'.join(map(str, s))}": make(*s)("cpu", torch.float32) for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]}
+    return {
+        f"{'x'.join(map(str, s))}": make(*s)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    }
 
 
 def _first_image(value):
@@ -75,14 +78,23 @@ MENET = Contract(
     tiny=_menet(2, 3, 3, 4, form="pairwise"),
     zero_sizes=_zero_cases(_menet),
     bad_inputs={
-        "emb_rank": (_menet(2, 3, 4, 5)("cpu", torch.float32) | {"emb": torch.randn(3, 4, 5)}, ValueError,
-                     "emb must have 4 dims"),
-        "mask_values": (_menet(2, 3, 4, 5)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 2)}, ValueError,
-                        "mask values must be in [0, 2)"),
-        "mask_float": (_menet(2, 3, 4, 5)("cpu", torch.float32) | {"labels": torch.zeros(2, 4, 5)}, TypeError,
-                       "mask must have dtype"),
+        "emb_rank": (
+            _menet(2, 3, 4, 5)("cpu", torch.float32) | {"emb": torch.randn(3, 4, 5)},
+            ValueError,
+            "emb must have 4 dims",
+        ),
+        "mask_values": (
+            _menet(2, 3, 4, 5)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 2)},
+            ValueError,
+            "mask values must be in [0, 2)",
+        ),
+        "mask_float": (
+            _menet(2, 3, 4, 5)("cpu", torch.float32) | {"labels": torch.zeros(2, 4, 5)},
+            TypeError,
+            "mask must have dtype",
+        ),
         "form": (_menet(2, 3, 4, 5, form="pairs")("cpu", torch.float32), ValueError, "form must be"),
-    },  # fmt: skip
+    },
     cases={
         "centroid_odd": _menet(2, 3, 7, 5),
         "d1": _menet(1, 1, 9, 11, form="pairwise"),
@@ -164,13 +176,27 @@ CAS = Contract(
     tiny=_emb_labels(2, 2, 3, 4, 3, softmax=True),
     zero_sizes=_zero_cases(lambda *s: _emb_labels(*s, 3)),
     bad_inputs={
-        "regions_values": (_emb_labels(2, 3, 4, 5, 3)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 3)},
-                           ValueError, "regions values must be in [0, 3)"),
-        "num_regions": (_emb_labels(2, 3, 4, 5, 0)("cpu", torch.float32), ValueError, "num_regions must be positive"),
-        "alpha": (_emb_labels(2, 3, 4, 5, 2, alpha=1.5)("cpu", torch.float32), ValueError, "alpha must be in [0, 1]"),
-        "scores_rank": (_emb_labels(2, 3, 4, 5, 2)("cpu", torch.float32) | {"emb": torch.randn(2, 4, 5)}, ValueError,
-                        "scores must have 4 dims"),
-    },  # fmt: skip
+        "regions_values": (
+            _emb_labels(2, 3, 4, 5, 3)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 3)},
+            ValueError,
+            "regions values must be in [0, 3)",
+        ),
+        "num_regions": (
+            _emb_labels(2, 3, 4, 5, 0)("cpu", torch.float32),
+            ValueError,
+            "num_regions must be positive",
+        ),
+        "alpha": (
+            _emb_labels(2, 3, 4, 5, 2, alpha=1.5)("cpu", torch.float32),
+            ValueError,
+            "alpha must be in [0, 1]",
+        ),
+        "scores_rank": (
+            _emb_labels(2, 3, 4, 5, 2)("cpu", torch.float32) | {"emb": torch.randn(2, 4, 5)},
+            ValueError,
+            "scores must have 4 dims",
+        ),
+    },
     cases={
         "binary": _emb_labels(3, 2, 7, 5, 2, softmax=True),
         "m21_r21": _emb_labels(2, 21, 9, 11, 21, alpha=0.3, softmax=True),
@@ -217,12 +243,23 @@ DISC = Contract(
     tiny=_disc(2, 3, 3, 4, 3, gamma=0.5),
     zero_sizes=_zero_cases(lambda *s: _disc(*s, 3)),
     bad_inputs={
-        "instances_values": (_disc(2, 3, 4, 5, 3)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 3)},
-                             ValueError, "instances values must be in [0, 3)"),
-        "num_instances": (_disc(2, 3, 4, 5, 0)("cpu", torch.float32), ValueError, "num_instances must be positive"),
-        "delta_v": (_disc(2, 3, 4, 5, 2, delta_v=-1.0)("cpu", torch.float32), ValueError, "delta_v must be >= 0.0"),
+        "instances_values": (
+            _disc(2, 3, 4, 5, 3)("cpu", torch.float32) | {"labels": torch.full((2, 4, 5), 3)},
+            ValueError,
+            "instances values must be in [0, 3)",
+        ),
+        "num_instances": (
+            _disc(2, 3, 4, 5, 0)("cpu", torch.float32),
+            ValueError,
+            "num_instances must be positive",
+        ),
+        "delta_v": (
+            _disc(2, 3, 4, 5, 2, delta_v=-1.0)("cpu", torch.float32),
+            ValueError,
+            "delta_v must be >= 0.0",
+        ),
         "gamma": (_disc(2, 3, 4, 5, 2, gamma="x")("cpu", torch.float32), TypeError, "gamma must be a float"),
-    },  # fmt: skip
+    },
     cases={
         "odd": _disc(2, 3, 7, 5, 3),
         "d1": _disc(1, 1, 9, 11, 2),
@@ -291,10 +328,13 @@ MAP = Contract(
     tiny=_feat_mask(2, 3, 3, 4),
     zero_sizes=_zero_cases(_feat_mask),
     bad_inputs={
-        "mask_shape": (_feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": torch.rand(2, 5, 4)}, ValueError,
-                       "mask must have shape"),
+        "mask_shape": (
+            _feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": torch.rand(2, 5, 4)},
+            ValueError,
+            "mask must have shape",
+        ),
         "eps": (_feat_mask(2, 3, 4, 5, eps=-1.0)("cpu", torch.float32), ValueError, "eps must be >= 0.0"),
-    },  # fmt: skip
+    },
     cases={**_MAP_CASES, "eps0_binary": _feat_mask(2, 4, 5, 6, pattern="binary", eps=0.0)},
 )
 
@@ -310,11 +350,17 @@ SAL = Contract(
     tiny=_feat_mask(2, 3, 3, 4),
     zero_sizes=_zero_cases(_feat_mask),
     bad_inputs={
-        "negative_weights": (_feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": -torch.rand(2, 4, 5)},
-                             ValueError, "background_weights must be >= 0"),
-        "weights_int": (_feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": torch.ones(2, 4, 5, dtype=torch.long)},
-                        TypeError, "background_weights must have dtype"),
-    },  # fmt: skip
+        "negative_weights": (
+            _feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": -torch.rand(2, 4, 5)},
+            ValueError,
+            "background_weights must be >= 0",
+        ),
+        "weights_int": (
+            _feat_mask(2, 3, 4, 5)("cpu", torch.float32) | {"mask": torch.ones(2, 4, 5, dtype=torch.long)},
+            TypeError,
+            "background_weights must have dtype",
+        ),
+    },
     cases={
         **_MAP_CASES,
         # A soft mask: the center's gradient sums unit vectors around their weighted mean, so

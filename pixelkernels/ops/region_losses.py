@@ -58,9 +58,9 @@ def _run(module, backend, x, name, *args):
 def _labels_and_regions(emb, emb_name, labels, labels_name, R, ignore_index):
     _checks.dense_map(emb, emb_name)
     _checks.label_map(labels, labels_name, emb, emb_name)
-    return _checks.positive_int(R, "num_regions" if labels_name != "instances" else "num_instances"), _checks.plain_int(
-        ignore_index, "ignore_index"
-    )
+    return _checks.positive_int(
+        R, "num_regions" if labels_name != "instances" else "num_instances"
+    ), _checks.plain_int(ignore_index, "ignore_index")
 
 
 def menet_metric_loss(
@@ -94,7 +94,7 @@ def menet_metric_loss(
     positive for unit vectors); we leave such images out and add no constant, so values
     differ by 4 and on images with an empty region, gradients do not.
     """
-    R, ignore_index = _labels_and_regions(emb, "emb", mask, "mask", 2, ignore_index)
+    _, ignore_index = _labels_and_regions(emb, "emb", mask, "mask", 2, ignore_index)
     if form not in ("centroid", "pairwise"):
         raise ValueError(f"form must be 'centroid' or 'pairwise', got {form!r}")
     _checks.label_values(mask, "mask", 2, ignore_index)
@@ -184,13 +184,17 @@ def discriminative_loss(
     alpha, beta, gamma = (_checks.real(v, k) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))
     _checks.label_values(instances, "instances", R, ignore_index)
     if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
-        return _reference.discriminative_loss(emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index)
+        return _reference.discriminative_loss(
+            emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index
+        )
     n, mu, _ = _run(_region_stats, backend, emb, "emb", instances, R, ignore_index)
     hinge = _run(_region_hinge, backend, emb, "emb", instances, mu, delta_v, ignore_index)
     present = n > 0
     C = present.sum(1).to(n.dtype)
     l_var = (hinge / n.clamp_min(1)).sum(1) / C.clamp_min(1)
-    push = torch.clamp_min(2 * delta_d - _safe_norm(((mu.unsqueeze(2) - mu.unsqueeze(1)) ** 2).sum(-1)), 0) ** 2
+    push = (
+        torch.clamp_min(2 * delta_d - _safe_norm(((mu.unsqueeze(2) - mu.unsqueeze(1)) ** 2).sum(-1)), 0) ** 2
+    )
     l_dist = torch.where(_ordered_pairs(present), push, torch.zeros_like(push)).sum(dim=(1, 2))
     l_dist = l_dist / (C * (C - 1)).clamp_min(1)
     norms = _safe_norm((mu * mu).sum(-1))
@@ -229,5 +233,7 @@ def menet_saliency(
         return _reference.menet_saliency(emb, background_weights, bool(squared))
     s, mass = masked_sum(emb, background_weights, backend=backend)
     has = mass > 0
-    center = torch.where(has.unsqueeze(1), s / torch.where(has, mass, torch.ones_like(mass)).unsqueeze(1), 0.0)
+    center = torch.where(
+        has.unsqueeze(1), s / torch.where(has, mass, torch.ones_like(mass)).unsqueeze(1), 0.0
+    )
     return center_distance(emb, center, squared=squared, backend=backend)

@@ -81,7 +81,9 @@ def discriminative_loss(emb, instances, num_instances, delta_v=0.5, delta_d=1.5,
     present = n > 0
     C = present.sum(1).to(x.dtype)
     m = _onehot(instances, R, ignore_index, x.dtype).unsqueeze(2)  # (B, R, 1, P)
-    dev = torch.where(m > 0, x.reshape(B, 1, D, H * W) - mu.unsqueeze(-1), torch.zeros((), dtype=x.dtype, device=x.device))
+    dev = torch.where(
+        m > 0, x.reshape(B, 1, D, H * W) - mu.unsqueeze(-1), torch.zeros((), dtype=x.dtype, device=x.device)
+    )
     dist = safe_sqrt((dev * dev).sum(2))  # (B, R, P)
     hinge = torch.where(m.squeeze(2) > 0, torch.clamp_min(dist - delta_v, 0) ** 2, torch.zeros_like(dist))
     l_var = (hinge.sum(-1) / n.clamp_min(1)).sum(1) / C.clamp_min(1)
