@@ -36,7 +36,7 @@ namespace pixel_normalize {
 template <typename acc_t>
 PK_HD acc_t inv_norm(acc_t sumsq, acc_t eps) {
   const acc_t n = sqrt(sumsq);
-  return acc_t(1) / (n > eps ? n : eps);
+  return acc_t(1) / (n > eps || n != n ? n : eps);  // NaN propagates, as clamp_min does
 }
 
 // grad_x for one element: y = x * inv, dot = y . g over the pixel's D values, clamped

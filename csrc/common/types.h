@@ -4,6 +4,7 @@
 // is built from these by the torch side (csrc/<op>.cpp) and read by its kernels.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 

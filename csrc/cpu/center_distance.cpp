@@ -1,7 +1,88 @@
-// center_distance CPU kernels: placeholder until the kernels land (returns an error, links).
+// center_distance CPU kernels (csrc/common/center_distance.h). Forward: per tile, the squared
+// distances accumulate over the D rows, then one write. Backward: per chunk, the gradient is
+// written and the chunk's (D) partial of grad_center kept; partials merge in chunk order.
 #include "common/center_distance.h"
 
+#include "cpu/pixel_tiles.h"
+
+namespace pixelkernels::cpu {
+namespace {
+
+constexpr int64_t kChunk = 8 * kTile;
+
+template <typename T>
+void forward(const CenterDistanceForward& a) {
+  const PixelMap& m = a.emb;
+  const T* x = static_cast<const T*>(m.data);
+  const T* center = static_cast<const T*>(a.center);
+  T* dist = static_cast<T*>(a.dist);
+  parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+    const TileIndex at(m, b, p0);
+    T acc[kTile];
+    for (int64_t i = 0; i < n; ++i) acc[i] = 0;
+    for (int64_t d = 0; d < m.D; ++d) {
+      const T c = center[b * m.D + d];
+      for (int64_t i = 0; i < n; ++i) {
+        const T u = x[at(d, i)] - c;
+        acc[i] += u * u;
+      }
+    }
+    T* out = dist + b * m.P + p0;
+    for (int64_t i = 0; i < n; ++i) out[i] = a.squared ? acc[i] : std::sqrt(acc[i]);
+  });
+}
+
+template <typename T>
+void backward(const CenterDistanceBackward& a) {
+  const PixelMap& m = a.emb;
+  const T* x = static_cast<const T*>(m.data);
+  const T* center = static_cast<const T*>(a.center);
+  const T* dist = static_cast<const T*>(a.dist);
+  const T* g = static_cast<const T*>(a.grad_dist);
+  T* gx = static_cast<T*>(a.grad_emb);
+  const int64_t B = m.B, D = m.D, P = m.P, nc = P > 0 ? (P + kChunk - 1) / kChunk : 0;
+  auto part = scratch<T>(B * nc * D);
+  parallel_chunks(B, P, kChunk, [&](int64_t b, int64_t c, int64_t p0, int64_t n) {
+    T* pc = part.get() + (b * nc + c) * D;
+    for (int64_t d = 0; d < D; ++d) pc[d] = 0;
+    for (int64_t t0 = 0; t0 < n; t0 += kTile) {
+      const int64_t nt = std::min(kTile, n - t0);
+      const TileIndex at(m, b, p0 + t0);
+      T f[kTile];
+      for (int64_t i = 0; i < nt; ++i) {
+        const int64_t k = b * P + p0 + t0 + i;
+        f[i] = center_distance::grad_factor(g[k], dist[k], a.squared);
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        const T cd = center[b * D + d];
+        T s = 0;
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t k = at(d, i);
+          const T v = f[i] * (x[k] - cd);
+          gx[k] = v;
+          s += v;
+        }
+        pc[d] -= s;
+      }
+    }
+  });
+  T* gc = static_cast<T*>(a.grad_center);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < D; ++d) {
+      T s = 0;
+      for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * D + d];
+      gc[b * D + d] = s;
+    }
+}
+
+}  // namespace
+}  // namespace pixelkernels::cpu
+
 namespace pixelkernels {
-Status launch(OnCpu, const CenterDistanceForward&) { return "center_distance: cpu kernel not written yet"; }
-Status launch(OnCpu, const CenterDistanceBackward&) { return "center_distance: cpu kernel not written yet"; }
+Status launch(OnCpu, const CenterDistanceForward& p) {
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+}
+Status launch(OnCpu, const CenterDistanceBackward& p) {
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+}
 }  // namespace pixelkernels

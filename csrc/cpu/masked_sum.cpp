@@ -1,7 +1,80 @@
-// masked_sum CPU kernels: placeholder until the kernels land (returns an error, links).
+// masked_sum CPU kernels (csrc/common/masked_sum.h). Forward: one task per chunk of pixels
+// writes its (C sums, mass) partial; the partials of an image are added in chunk order
+// (deterministic for any thread count). Backward: elementwise, one tile per task.
 #include "common/masked_sum.h"
 
+#include "cpu/pixel_tiles.h"
+
+namespace pixelkernels::cpu {
+namespace {
+
+constexpr int64_t kChunk = 8 * kTile;
+
+template <typename T>
+void forward(const MaskedSumForward& a) {
+  const PixelMap& m = a.feat;
+  const T* x = static_cast<const T*>(m.data);
+  const T* w = static_cast<const T*>(a.mask);
+  const int64_t B = m.B, C = m.D, P = m.P, nc = P > 0 ? (P + kChunk - 1) / kChunk : 0;
+  auto part = scratch<T>(B * nc * (C + 1));  // [b][chunk][C sums, mass]
+  parallel_chunks(B, P, kChunk, [&](int64_t b, int64_t c, int64_t p0, int64_t n) {
+    const TileIndex at(m, b, p0);
+    const T* wb = w + b * P + p0;
+    T* out = part.get() + (b * nc + c) * (C + 1);
+    for (int64_t d = 0; d < C; ++d) {
+      T s = 0;
+      for (int64_t i = 0; i < n; ++i) s += x[at(d, i)] * wb[i];
+      out[d] = s;
+    }
+    T mass = 0;
+    for (int64_t i = 0; i < n; ++i) mass += wb[i];
+    out[C] = mass;
+  });
+  T* sum = static_cast<T*>(a.sum);
+  T* mass = static_cast<T*>(a.mass);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d <= C; ++d) {
+      T s = 0;
+      for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * (C + 1) + d];
+      (d < C ? sum[b * C + d] : mass[b]) = s;
+    }
+}
+
+template <typename T>
+void backward(const MaskedSumBackward& a) {
+  const PixelMap& m = a.feat;
+  const T* x = static_cast<const T*>(m.data);
+  const T* w = static_cast<const T*>(a.mask);
+  const T* gs = static_cast<const T*>(a.grad_sum);
+  const T* gm = static_cast<const T*>(a.grad_mass);
+  T* gx = static_cast<T*>(a.grad_feat);
+  T* gw = static_cast<T*>(a.grad_mask);
+  const int64_t C = m.D, P = m.P;
+  parallel_chunks(m.B, P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+    const TileIndex at(m, b, p0);
+    const T* wb = w + b * P + p0;
+    T acc[kTile];
+    for (int64_t i = 0; i < n; ++i) acc[i] = gm[b];
+    for (int64_t d = 0; d < C; ++d) {
+      const T g = gs[b * C + d];
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t k = at(d, i);
+        acc[i] += g * x[k];
+        gx[k] = g * wb[i];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) gw[b * P + p0 + i] = acc[i];
+  });
+}
+
+}  // namespace
+}  // namespace pixelkernels::cpu
+
 namespace pixelkernels {
-Status launch(OnCpu, const MaskedSumForward&) { return "masked_sum: cpu kernel not written yet"; }
-Status launch(OnCpu, const MaskedSumBackward&) { return "masked_sum: cpu kernel not written yet"; }
+Status launch(OnCpu, const MaskedSumForward& p) {
+  return cpu::dispatch_float(p.feat.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+}
+Status launch(OnCpu, const MaskedSumBackward& p) {
+  return cpu::dispatch_float(p.feat.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+}
 }  // namespace pixelkernels

@@ -1,7 +1,73 @@
-// pixel_normalize CPU kernels: placeholder until the kernels land (returns an error, links).
+// pixel_normalize CPU kernels (csrc/common/pixel_normalize.h). One task per tile of pixels:
+// the tile's per-pixel sums (of squares, forward; of y.g, backward) are accumulated over the
+// D rows while the tile sits in cache, then the rows are written.
 #include "common/pixel_normalize.h"
 
+#include "cpu/pixel_tiles.h"
+
+namespace pixelkernels::cpu {
+namespace {
+
+template <typename T>
+void forward(const PixelNormalizeForward& a) {
+  const PixelMap& m = a.emb;
+  const T* x = static_cast<const T*>(m.data);
+  T* y = static_cast<T*>(a.out);
+  const T eps = T(a.eps);
+  parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+    const TileIndex at(m, b, p0);
+    T acc[kTile];
+    for (int64_t i = 0; i < n; ++i) acc[i] = 0;
+    for (int64_t d = 0; d < m.D; ++d)
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = x[at(d, i)];
+        acc[i] += v * v;
+      }
+    for (int64_t i = 0; i < n; ++i) acc[i] = pixel_normalize::inv_norm(acc[i], eps);
+    for (int64_t d = 0; d < m.D; ++d)
+      for (int64_t i = 0; i < n; ++i) y[at(d, i)] = x[at(d, i)] * acc[i];
+  });
+}
+
+template <typename T>
+void backward(const PixelNormalizeBackward& a) {
+  const PixelMap& m = a.emb;
+  const T* x = static_cast<const T*>(m.data);
+  const T* g = static_cast<const T*>(a.grad_out);
+  T* gx = static_cast<T*>(a.grad_emb);
+  const T eps = T(a.eps);
+  parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+    const TileIndex at(m, b, p0);
+    T ss[kTile], dot[kTile];
+    for (int64_t i = 0; i < n; ++i) ss[i] = dot[i] = 0;
+    for (int64_t d = 0; d < m.D; ++d)
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = x[at(d, i)];
+        ss[i] += v * v;
+        dot[i] += v * g[at(d, i)];
+      }
+    bool clamped[kTile];
+    for (int64_t i = 0; i < n; ++i) {
+      clamped[i] = !(sqrt(ss[i]) > eps) && ss[i] == ss[i];
+      ss[i] = pixel_normalize::inv_norm(ss[i], eps);  // now the factor 1 / max(||x||, eps)
+      dot[i] *= ss[i];                                // y . g
+    }
+    for (int64_t d = 0; d < m.D; ++d)
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t k = at(d, i);
+        gx[k] = pixel_normalize::grad_element(x[k] * ss[i], g[k], dot[i], ss[i], clamped[i]);
+      }
+  });
+}
+
+}  // namespace
+}  // namespace pixelkernels::cpu
+
 namespace pixelkernels {
-Status launch(OnCpu, const PixelNormalizeForward&) { return "pixel_normalize: cpu kernel not written yet"; }
-Status launch(OnCpu, const PixelNormalizeBackward&) { return "pixel_normalize: cpu kernel not written yet"; }
+Status launch(OnCpu, const PixelNormalizeForward& p) {
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+}
+Status launch(OnCpu, const PixelNormalizeBackward& p) {
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+}
 }  // namespace pixelkernels

@@ -16,6 +16,7 @@
 
 #include "common/region_stats.h"
 #include "cpu/isa.h"
+#include "cpu/pixel_tiles.h"
 
 #define PK_CPU_ISA base
 #include "cpu/region_stats_kernels.h"
@@ -165,16 +166,6 @@ void backward_impl(const RegionStatsBackward& a) {
                  gc_rd.data() + b * nb * D, gv_t.data() + b * nb, inv_t.data() + b * nb, tbuf.get(), gx + off);
     }
   });
-}
-
-// Calls f(T{}) for the float type of `dtype` (the CPU kernels take float32 and float64).
-template <typename F>
-Status dispatch_float(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float32: f(float{}); return nullptr;
-    case DType::Float64: f(double{}); return nullptr;
-    default: return "the cpu kernels take float32 and float64";
-  }
 }
 
 }  // namespace

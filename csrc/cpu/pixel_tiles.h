@@ -1,0 +1,57 @@
+// Helpers shared by the CPU kernels that stream over (B, D, P) maps in tiles of pixels:
+// the float dispatch, the parallel loop over (image, chunk) tasks, and per-tile loops over a
+// PixelMap. Chunks are fixed by the sizes alone (never by the thread count), and every
+// reduction writes one partial per chunk that is merged in chunk order, so results are
+// bitwise the same for any number of threads.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+
+#include "common/types.h"
+
+namespace pixelkernels::cpu {
+
+// Calls f(T{}) for the float type of `dtype` (the CPU kernels take float32 and float64).
+template <typename F>
+Status dispatch_float(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::Float32: f(float{}); return nullptr;
+    case DType::Float64: f(double{}); return nullptr;
+    default: return "the cpu kernels take float32 and float64";
+  }
+}
+
+// Pixels per tile: the tile's per-pixel scratch lives on the stack, its D rows of emb in L1/L2.
+constexpr int64_t kTile = 512;
+
+// Uninitialised scratch (every kernel writes before it reads).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) {
+  return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);
+}
+
+// f(b, c, p0, n) for chunk c = [p0, p0 + n) of image b, chunks of `chunk` pixels, in parallel
+// over the B * num_chunks tasks.
+template <typename F>
+void parallel_chunks(int64_t B, int64_t P, int64_t chunk, F&& f) {
+  const int64_t nc = P > 0 ? (P + chunk - 1) / chunk : 0;
+  at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / nc, c = t % nc, p0 = c * chunk;
+      f(b, c, p0, std::min(chunk, P - p0));
+    }
+  });
+}
+
+// Element (d, i) of the tile of image b starting at pixel p0: offset into the map's data.
+struct TileIndex {
+  int64_t base, sd, sp;
+  TileIndex(const PixelMap& m, int64_t b, int64_t p0) : base(b * m.sb + p0 * m.sp), sd(m.sd), sp(m.sp) {}
+  int64_t operator()(int64_t d, int64_t i) const { return base + d * sd + i * sp; }
+};
+
+}  // namespace pixelkernels::cpu
