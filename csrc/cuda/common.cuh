@@ -148,4 +148,45 @@ inline Status status() {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// Per-block partials merged in a fixed order (the deterministic alternative to float atomics).
+
+// out[b * K + k] = sign * sum over c < nc, in order, of part[(b * nc + c) * K + k].
+template <typename acc_t>
+__global__ void sum_partials_kernel(const acc_t* part, int64_t B, int64_t nc, int64_t K, acc_t sign, acc_t* out) {
+  const int64_t n = B * K;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = i / K, k = i - b * K;
+    acc_t s = 0;
+    for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * K + k];
+    out[i] = sign * s;
+  }
+}
+
+template <typename acc_t>
+void sum_partials(const acc_t* part, int64_t B, int64_t nc, int64_t K, acc_t sign, acc_t* out, cudaStream_t stream) {
+  const int64_t n = B * K;
+  if (n <= 0) return;
+  const int64_t blocks = ceil_div<int64_t>(n, 256);
+  launch_kernel(sum_partials_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 4096 ? blocks : 4096)), dim3(256), 0,
+                stream, part, B, nc, K, sign, out);
+}
+
+// Grid y extent for a loop over B images (blockIdx.y, stride gridDim.y).
+inline unsigned image_grid(int64_t B) { return static_cast<unsigned>(B < kMaxGridYZ ? B : kMaxGridYZ); }
+
+// x[b, d, p] of a PixelMap's data.
+template <typename scalar_t>
+struct Pixels {
+  const scalar_t* data;
+  int64_t B, D, P, sb, sd, sp;
+  __device__ __forceinline__ int64_t at(int64_t b, int64_t d, int64_t p) const { return b * sb + d * sd + p * sp; }
+  __device__ __forceinline__ scalar_t operator()(int64_t b, int64_t d, int64_t p) const { return data[at(b, d, p)]; }
+};
+
+template <typename scalar_t>
+Pixels<scalar_t> pixels_of(const PixelMap& m) {
+  return Pixels<scalar_t>{static_cast<const scalar_t*>(m.data), m.B, m.D, m.P, m.sb, m.sd, m.sp};
+}
+
 }  // namespace pixelkernels::cuda
