@@ -26,25 +26,22 @@ at::Tensor center_distance(const at::Tensor& emb_in, const at::Tensor& center, b
 
 template <class On>
 std::tuple<at::Tensor, at::Tensor> center_distance_backward(const at::Tensor& grad_dist, const at::Tensor& emb,
-                                                            const at::Tensor& center, const at::Tensor& dist,
-                                                            bool squared) {
+                                                            const at::Tensor& center, bool squared) {
   const char* op = "center_distance_backward";
   PK_EXPECT(emb.dim() == 4, op, "emb must be (B, D, H, W), got ", emb.sizes());
   const int64_t B = emb.size(0), D = emb.size(1);
   expect_sizes(center, {B, D}, op, "center");
-  expect_sizes(dist, {B, emb.size(2), emb.size(3)}, op, "dist");
-  expect_sizes(grad_dist, dist.sizes(), op, "grad_dist");
-  expect_same_device(op, {emb, center, dist, grad_dist});
+  expect_sizes(grad_dist, {B, emb.size(2), emb.size(3)}, op, "grad_dist");
+  expect_same_device(op, {emb, center, grad_dist});
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   const auto st = stats_options(emb);
   at::Tensor grad_center = at::empty({B, D}, st);
   if (out.grad.numel() == 0) return {out.grad, grad_center.zero_().to(center.scalar_type())};
   const at::Tensor c = center.to(st).contiguous();
-  const at::Tensor d = flat_map(dist, emb.scalar_type()), g = flat_map(grad_dist, emb.scalar_type());
-  CenterDistanceBackward p{pixel_map(out.src),         c.const_data_ptr(),          d.const_data_ptr(),
-                           g.const_data_ptr(),         squared,                     out.out.mutable_data_ptr(),
-                           grad_center.mutable_data_ptr()};
+  const at::Tensor g = flat_map(grad_dist, emb.scalar_type());
+  CenterDistanceBackward p{pixel_map(out.src),        c.const_data_ptr(), g.const_data_ptr(), squared,
+                           out.out.mutable_data_ptr(), grad_center.mutable_data_ptr()};
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return {out.finish(), grad_center.to(center.scalar_type())};

@@ -25,8 +25,7 @@ TORCH_LIBRARY(PK_LIBRARY, m) {
   // center_distance: emb (B,D,H,W), center (B,D) -> dist (B,H,W)
   m.def("center_distance(Tensor emb, Tensor center, bool squared) -> Tensor");
   m.def(
-      "center_distance_backward(Tensor grad_dist, Tensor emb, Tensor center, Tensor dist, "
-      "bool squared) -> (Tensor, Tensor)");
+      "center_distance_backward(Tensor grad_dist, Tensor emb, Tensor center, bool squared) -> (Tensor, Tensor)");
   // region_hinge: emb (B,D,H,W), labels (B,H,W), centroid (B,R,D) -> hinge (B,R)
   m.def("region_hinge(Tensor emb, Tensor labels, Tensor centroid, float delta, int ignore_index) -> Tensor");
   m.def(

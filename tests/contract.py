@@ -255,27 +255,42 @@ def suite(c: Contract):
             for a, b in zip(out, want):
                 assert a.device.type == "cuda" and a.shape == b.shape and a.dtype == b.dtype
 
+        @pytest.mark.parametrize("case", ["make", *(k for k in c.cases if k not in c.interpreter_skip)])
         @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-        def test_cuda_kernels_emulated(self, emu, dtype):
+        def test_cuda_kernels_emulated(self, emu, dtype, case):
             """The CUDA kernels (run on the CPU by tests/cuda_emu) against the CPU kernels in
-            float64: every op call of a CPU-backend step, replayed with the inputs in `dtype`
+            float64, on `make` and every awkward case: every op call of a CPU-backend step,
+            replayed with the inputs in `dtype`
             (the op's float inputs in `dtype`, statistics in their accumulation type)."""
             if not pk._ext.HAVE_CPU_KERNELS:
                 pytest.skip("the CPU kernels give the recorded calls")
-            inp = as_reference(c.make("cpu", dtype))  # dtype's values, in float64
+            made = (c.make if case == "make" else c.cases[case])("cpu", dtype)
+            inp = as_reference(made)  # dtype's values, in float64
+            # Each float input goes back to the dtype make() gave it (e.g. a centroid argument
+            # is in the statistics dtype); other maps (incoming gradients of maps, >= 3 dims)
+            # to `dtype`, as autograd hands them over; statistics to the statistics dtype.
             inputs = {
-                v.data_ptr() for v in inp.values() if isinstance(v, torch.Tensor) and v.is_floating_point()
+                inp[k].data_ptr(): v.dtype
+                for k, v in made.items()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
             }
 
             def cast(a):
                 if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
                     return a
-                return a.detach().to(dtype if a.data_ptr() in inputs else stats_dtype(dtype))
+                other = dtype if a.dim() >= 3 else stats_dtype(dtype)
+                return a.detach().to(inputs.get(a.data_ptr(), other))
 
             calls = record(c, inp, "cpu")
             assert calls
-            for func, args, kwargs, want in calls:
-                got = _outputs(getattr(emu, func.name().split("::")[1])(*[cast(a) for a in args], **kwargs))
+            for func, args, kwargs, _ in calls:
+                # The expectation is the CPU kernel in float64 on the very values the emulated
+                # kernel gets (cast to `dtype` where it reads them so), so what is compared is
+                # the CUDA kernel's arithmetic, not the rounding of its arguments.
+                got_args = [cast(a) for a in args]
+                want = func(*[a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                              for a in got_args], **kwargs)  # fmt: skip
+                got = _outputs(getattr(emu, func.name().split("::")[1])(*got_args, **kwargs))
                 assert len(got) == len(_outputs(want))
                 for i, (a, b) in enumerate(zip(got, _outputs(want))):
                     assert_close(a, b, dtype, msg=f"{func.name()} output {i}")

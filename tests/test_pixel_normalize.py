@@ -54,7 +54,7 @@ ROW = Contract(
     },
     cases={
         "odd": _inp(2, 3, 7, 5),
-        "d1": _inp(1, 1, 9, 11),
+        "d2": _inp(1, 2, 9, 11),  # D = 1: test_d1_gradient_is_zero
         "d17_channels_last": _inp(3, 17, 5, 13, "channels_last"),
         "d64": _inp(2, 64, 8, 9),
         "d130_slice": _inp(1, 130, 3, 5, "slice"),
@@ -81,6 +81,20 @@ def test_matches_functional_normalize():
             rtol=1e-12,
             atol=0,
         )
+
+
+def test_d1_gradient_is_zero():
+    """With D = 1 the output is sign(x): its gradient is identically 0 (a relative comparison
+    with the reference's rounding noise would be meaningless)."""
+    x = make_emb(2, 1, 5, 7, dtype=torch.float64, device="cpu") - 3.0
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        xb = x.clone().requires_grad_(True)
+        y = pk.pixel_normalize(xb, backend=backend)
+        (g,) = torch.autograd.grad((y * torch.randn_like(y)).sum(), xb)
+        torch.testing.assert_close(y, x.sign(), rtol=0, atol=1e-15)
+        assert g.abs().max() < 1e-12, backend
 
 
 def test_nan_propagates():

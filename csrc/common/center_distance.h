@@ -21,7 +21,6 @@ struct CenterDistanceForward {
 struct CenterDistanceBackward {
   PixelMap emb;
   const void* center;     // (B, D), accumulation type
-  const void* dist;       // (B, P) contiguous, emb's dtype: the forward's output
   const void* grad_dist;  // (B, P) contiguous, emb's dtype
   bool squared;
   void* grad_emb;     // same dtype and strides as emb; every element is written
@@ -41,7 +40,8 @@ Status launch(OnCuda, const CenterDistanceBackward& p);
 namespace center_distance {
 
 // d(dist)/d(emb) per unit u = x - center, times the incoming g: the factor f with
-// grad_emb = f * u. `dist` is what the forward returned (squared or not).
+// grad_emb = f * u. `dist` is the distance recomputed in the accumulation type (squared or
+// not): the forward's output may be rounded to half, and g / dist would carry that rounding.
 template <typename acc_t>
 PK_HD acc_t grad_factor(acc_t g, acc_t dist, bool squared) {
   if (squared) return acc_t(2) * g;

@@ -37,7 +37,6 @@ void backward(const CenterDistanceBackward& a) {
   const PixelMap& m = a.emb;
   const T* x = static_cast<const T*>(m.data);
   const T* center = static_cast<const T*>(a.center);
-  const T* dist = static_cast<const T*>(a.dist);
   const T* g = static_cast<const T*>(a.grad_dist);
   T* gx = static_cast<T*>(a.grad_emb);
   const int64_t B = m.B, D = m.D, P = m.P, nc = P > 0 ? (P + kChunk - 1) / kChunk : 0;
@@ -49,9 +48,17 @@ void backward(const CenterDistanceBackward& a) {
       const int64_t nt = std::min(kTile, n - t0);
       const TileIndex at(m, b, p0 + t0);
       T f[kTile];
+      for (int64_t i = 0; i < nt; ++i) f[i] = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        const T cd = center[b * D + d];
+        for (int64_t i = 0; i < nt; ++i) {
+          const T u = x[at(d, i)] - cd;
+          f[i] += u * u;
+        }
+      }
       for (int64_t i = 0; i < nt; ++i) {
-        const int64_t k = b * P + p0 + t0 + i;
-        f[i] = center_distance::grad_factor(g[k], dist[k], a.squared);
+        const T dist = a.squared ? f[i] : std::sqrt(f[i]);
+        f[i] = center_distance::grad_factor(g[b * P + p0 + t0 + i], dist, a.squared);
       }
       for (int64_t d = 0; d < D; ++d) {
         const T cd = center[b * D + d];

@@ -19,7 +19,7 @@ def _fake(emb, center, squared):
     return emb.new_empty((emb.shape[0], emb.shape[2], emb.shape[3]))
 
 
-def _fake_backward(grad_dist, emb, center, dist, squared):
+def _fake_backward(grad_dist, emb, center, squared):
     return torch.empty_like(emb), center.new_empty(center.shape)
 
 
