@@ -84,3 +84,31 @@ def device_ctx(t: torch.Tensor):
 
 def warps(block_elems: int) -> int:
     return 8 if block_elems >= 2048 else 4
+
+
+@triton.jit
+def load_tile(ptr, b, offs_p, offs_d, pmask, dmask, stride_b, stride_d, stride_p, ACC: tl.constexpr):
+    """The [BLOCK_P, BLOCK_D] tile of image b in the accumulation type (0 outside the masks)."""
+    offs = pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p)
+    return tl.load(ptr + offs, mask=pmask[:, None] & dmask[None, :], other=0.0).to(ACC)
+
+
+def acc_of(t: torch.Tensor):
+    """The Triton accumulation type for a tensor of t's dtype (float64 stays float64)."""
+    return tl.float64 if t.dtype == torch.float64 else tl.float32
+
+
+def pixel_blocks(P: int, D: int, tile: int = 4096, max_d: int = 64):
+    """(BLOCK_P, BLOCK_D) powers of two with BLOCK_P * BLOCK_D <= tile."""
+    block_d = min(triton.next_power_of_2(max(D, 1)), max_d)
+    block_p = min(max(16, tile // block_d), max(16, triton.next_power_of_2(max(P, 1))))
+    return block_p, block_d
+
+
+def with_strides_of(t, x: torch.Tensor) -> torch.Tensor:
+    """t (shaped like x) laid out with x's strides, so one set of offsets addresses both; t
+    itself when it already is. (empty_like would not keep the strides of a sliced x.)"""
+    if t is not None and t.stride() == x.stride():
+        return t
+    out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype if t is None else t.dtype, device=x.device)
+    return out if t is None else out.copy_(t)

@@ -83,10 +83,23 @@ MAX_PARTIAL_ROWS = 1 << 14
 
 @triton.jit
 def _rs_partials_kernel(
-    emb_ptr, lab_ptr, ws_n_ptr, ws_s_ptr, ws_m2_ptr,
-    P, D, R, ignore_index, num_chunks, tiles_per_chunk,
-    stride_b, stride_d, stride_p,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, ONE_TILE: tl.constexpr,
+    emb_ptr,
+    lab_ptr,
+    ws_n_ptr,
+    ws_s_ptr,
+    ws_m2_ptr,
+    P,
+    D,
+    R,
+    ignore_index,
+    num_chunks,
+    tiles_per_chunk,
+    stride_b,
+    stride_d,
+    stride_p,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ONE_TILE: tl.constexpr,
 ):
     ACC = ws_s_ptr.dtype.element_ty
     b, c = split_pid(num_chunks)
@@ -104,8 +117,11 @@ def _rs_partials_kernel(
         offs_p = c * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = offs_p < P
         valid, lab = load_regions(lab_b, offs_p, pmask, R, ignore_index)
-        x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
-                    mask=pmask[:, None] & dmask[None, :], other=0.0).to(ACC)
+        x = tl.load(
+            emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
+            mask=pmask[:, None] & dmask[None, :],
+            other=0.0,
+        ).to(ACC)
         for r in range(R):
             member = valid & (lab == r)
             n = tl.sum(member.to(tl.int32), axis=0)
@@ -133,8 +149,11 @@ def _rs_partials_kernel(
                 member = valid & (lab == r)
                 n_t = tl.sum(member.to(tl.int32), axis=0)
                 if n_t > 0:
-                    x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
-                                mask=member[:, None] & dmask[None, :], other=0.0).to(ACC)
+                    x = tl.load(
+                        emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
+                        mask=member[:, None] & dmask[None, :],
+                        other=0.0,
+                    ).to(ACC)
                     s_t = tl.sum(tl.where(member[:, None], x, 0.0), axis=0)
                     mean_t = s_t / n_t.to(ACC)
                     dev = tl.where(member[:, None], x - mean_t[None, :], 0.0)
@@ -153,9 +172,17 @@ def _rs_partials_kernel(
 
 @triton.jit
 def _rs_merge_kernel(
-    ws_n_ptr, ws_s_ptr, ws_m2_ptr, count_ptr, centroid_ptr, var_ptr,
-    D, R, num_chunks,
-    BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+    ws_n_ptr,
+    ws_s_ptr,
+    ws_m2_ptr,
+    count_ptr,
+    centroid_ptr,
+    var_ptr,
+    D,
+    R,
+    num_chunks,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     ACC = centroid_ptr.dtype.element_ty
     b, r = split_pid(R)
@@ -199,8 +226,20 @@ def _rs_merge_kernel(
 
 
 @triton.jit
-def _pixel_tile(emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, acc_dtype,
-                BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+def _pixel_tile(
+    emb_ptr,
+    lab_ptr,
+    P,
+    D,
+    R,
+    ignore_index,
+    stride_b,
+    stride_d,
+    stride_p,
+    acc_dtype,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """The (pixel block, image) x d-block tile of this program (grid_items over pixel blocks):
     its offsets, its labels' validity, each pixel's flat (b, r) row and the emb values (0
     outside valid pixels)."""
@@ -212,21 +251,42 @@ def _pixel_tile(emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, str
     valid, lab = load_regions(lab_ptr + b * P, offs_p, pmask, R, ignore_index)
     out = b * R + lab
     m = valid[:, None] & dmask[None, :]
-    x = tl.load(emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p), mask=m,
-                other=0.0).to(acc_dtype)
+    x = tl.load(
+        emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p), mask=m, other=0.0
+    ).to(acc_dtype)
     return b, offs_p, offs_d, pmask, dmask, valid, out, m, x
 
 
 @triton.jit
 def _rs_atomic_sum_kernel(
-    emb_ptr, lab_ptr, cnt_ptr, sum_ptr,
-    P, D, R, ignore_index,
-    stride_b, stride_d, stride_p,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    emb_ptr,
+    lab_ptr,
+    cnt_ptr,
+    sum_ptr,
+    P,
+    D,
+    R,
+    ignore_index,
+    stride_b,
+    stride_d,
+    stride_p,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     _b, _offs_p, offs_d, _pmask, _dmask, valid, out, m, x = _pixel_tile(
-        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, sum_ptr.dtype.element_ty,
-        BLOCK_P, BLOCK_D)
+        emb_ptr,
+        lab_ptr,
+        P,
+        D,
+        R,
+        ignore_index,
+        stride_b,
+        stride_d,
+        stride_p,
+        sum_ptr.dtype.element_ty,
+        BLOCK_P,
+        BLOCK_D,
+    )
     count_mask = valid & (tl.zeros([BLOCK_P], tl.int32) + tl.program_id(1) == 0)  # d-block 0 counts
     # Relaxed: nothing is read back until the kernel ends, so no ordering is needed.
     tl.atomic_add(cnt_ptr + out, tl.full([BLOCK_P], 1, tl.int32), mask=count_mask, sem="relaxed")
@@ -235,14 +295,34 @@ def _rs_atomic_sum_kernel(
 
 @triton.jit
 def _rs_atomic_sqdev_kernel(
-    emb_ptr, lab_ptr, centroid_ptr, ss_ptr,
-    P, D, R, ignore_index,
-    stride_b, stride_d, stride_p,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    emb_ptr,
+    lab_ptr,
+    centroid_ptr,
+    ss_ptr,
+    P,
+    D,
+    R,
+    ignore_index,
+    stride_b,
+    stride_d,
+    stride_p,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     _b, _offs_p, offs_d, _pmask, _dmask, valid, out, m, x = _pixel_tile(
-        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, ss_ptr.dtype.element_ty,
-        BLOCK_P, BLOCK_D)
+        emb_ptr,
+        lab_ptr,
+        P,
+        D,
+        R,
+        ignore_index,
+        stride_b,
+        stride_d,
+        stride_p,
+        ss_ptr.dtype.element_ty,
+        BLOCK_P,
+        BLOCK_D,
+    )
     cen = tl.load(centroid_ptr + out[:, None] * D + offs_d[None, :], mask=m, other=0.0)
     dev = tl.where(m, x - cen, 0.0)
     tl.atomic_add(ss_ptr + out, tl.sum(dev * dev, axis=1), mask=valid, sem="relaxed")
@@ -250,15 +330,40 @@ def _rs_atomic_sqdev_kernel(
 
 @triton.jit
 def _rs_backward_kernel(
-    emb_ptr, lab_ptr, gc_ptr, gv_ptr, count_ptr, centroid_ptr, grad_ptr,
-    P, D, R, ignore_index,
-    stride_b, stride_d, stride_p,
-    gstride_b, gstride_d, gstride_p,
-    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+    emb_ptr,
+    lab_ptr,
+    gc_ptr,
+    gv_ptr,
+    count_ptr,
+    centroid_ptr,
+    grad_ptr,
+    P,
+    D,
+    R,
+    ignore_index,
+    stride_b,
+    stride_d,
+    stride_p,
+    gstride_b,
+    gstride_d,
+    gstride_p,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     b, offs_p, offs_d, pmask, dmask, valid, out, m, x = _pixel_tile(
-        emb_ptr, lab_ptr, P, D, R, ignore_index, stride_b, stride_d, stride_p, centroid_ptr.dtype.element_ty,
-        BLOCK_P, BLOCK_D)
+        emb_ptr,
+        lab_ptr,
+        P,
+        D,
+        R,
+        ignore_index,
+        stride_b,
+        stride_d,
+        stride_p,
+        centroid_ptr.dtype.element_ty,
+        BLOCK_P,
+        BLOCK_D,
+    )
     n = tl.load(count_ptr + out, mask=valid, other=0.0)
     # A labelled pixel of a region with count 0 only arises from a hand-made count; it gets 0
     # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
@@ -271,8 +376,11 @@ def _rs_backward_kernel(
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
     g = tl.where(m, (gc + dev) / tl.where(n > 0, n, 1.0)[:, None], 0.0)
-    tl.store(grad_ptr + pixel_offsets(b, offs_p, offs_d, gstride_b, gstride_d, gstride_p),
-             g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & dmask[None, :])
+    tl.store(
+        grad_ptr + pixel_offsets(b, offs_p, offs_d, gstride_b, gstride_d, gstride_p),
+        g.to(grad_ptr.dtype.element_ty),
+        mask=pmask[:, None] & dmask[None, :],
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -298,9 +406,15 @@ def _plan_chunks(P: int, R: int, block_p: int, max_rows: int):
     return triton.cdiv(n_tiles, tiles), tiles
 
 
-def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
-                         ignore_index: int, *, path: str = "auto",
-                         max_partial_rows: int = MAX_PARTIAL_ROWS):
+def region_stats_forward(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_regions: int,
+    ignore_index: int,
+    *,
+    path: str = "auto",
+    max_partial_rows: int = MAX_PARTIAL_ROWS,
+):
     """emb (B, D, H, W), labels (B, H, W) -> count (B, R), centroid (B, R, D), variance (B, R).
 
     `path`: "auto" (chunked when R <= ATOMIC_MIN_REGIONS or deterministic algorithms are on,
@@ -313,9 +427,11 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
     sdt = stats_dtype(emb.dtype)
     dev = emb.device
     if B == 0 or P == 0 or R == 0:
-        return (torch.zeros(B, R, dtype=sdt, device=dev),
-                torch.zeros(B, R, D, dtype=sdt, device=dev),
-                torch.zeros(B, R, dtype=sdt, device=dev))
+        return (
+            torch.zeros(B, R, dtype=sdt, device=dev),
+            torch.zeros(B, R, D, dtype=sdt, device=dev),
+            torch.zeros(B, R, dtype=sdt, device=dev),
+        )
     emb, (sb, sd, sp) = pixel_view(emb)
     labels = labels.contiguous()  # at its own width
     count = torch.empty(B, R, dtype=sdt, device=dev)
@@ -336,16 +452,42 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
             cnt = torch.zeros(B, R, dtype=torch.int32, device=dev)
             sums = torch.zeros(B, R, D, dtype=sdt, device=dev)
             _rs_atomic_sum_kernel[grid](
-                emb, labels, cnt, sums, P, D, R, ignore_index, sb, sd, sp,
-                BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
+                emb,
+                labels,
+                cnt,
+                sums,
+                P,
+                D,
+                R,
+                ignore_index,
+                sb,
+                sd,
+                sp,
+                BLOCK_P=block_p,
+                BLOCK_D=block_d,
+                num_warps=warps(block_p * block_d),
+            )
             count.copy_(cnt)
             n_div = count.clamp_min(1)
             torch.div(sums, n_div.unsqueeze(-1), out=centroid)
             ss = torch.zeros(B, R, dtype=sdt, device=dev)
             if D > 0:
                 _rs_atomic_sqdev_kernel[grid](
-                    emb, labels, centroid, ss, P, D, R, ignore_index, sb, sd, sp,
-                    BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
+                    emb,
+                    labels,
+                    centroid,
+                    ss,
+                    P,
+                    D,
+                    R,
+                    ignore_index,
+                    sb,
+                    sd,
+                    sp,
+                    BLOCK_P=block_p,
+                    BLOCK_D=block_d,
+                    num_warps=warps(block_p * block_d),
+                )
             torch.div(ss, n_div, out=variance)
         else:
             block_p, block_d = _tile_blocks(P, D, max_d=32, tile=8192)
@@ -355,21 +497,54 @@ def region_stats_forward(emb: torch.Tensor, labels: torch.Tensor, num_regions: i
             ws_m2 = torch.empty(B, R, num_chunks, D, dtype=sdt, device=dev)
             grid = grid_items(num_chunks, B, max(1, triton.cdiv(D, block_d)))
             _rs_partials_kernel[grid](
-                emb, labels, ws_n, ws_s, ws_m2, P, D, R, ignore_index, num_chunks, tiles,
-                sb, sd, sp, BLOCK_P=block_p, BLOCK_D=block_d, ONE_TILE=tiles == 1,
-                num_warps=warps(block_p * block_d))
+                emb,
+                labels,
+                ws_n,
+                ws_s,
+                ws_m2,
+                P,
+                D,
+                R,
+                ignore_index,
+                num_chunks,
+                tiles,
+                sb,
+                sd,
+                sp,
+                BLOCK_P=block_p,
+                BLOCK_D=block_d,
+                ONE_TILE=tiles == 1,
+                num_warps=warps(block_p * block_d),
+            )
             mblock_d = min(triton.next_power_of_2(max(D, 1)), 64)
             mtile = 1024 if sdt == torch.float64 else 2048
             mblock_c = max(1, min(triton.next_power_of_2(num_chunks), mtile // mblock_d))
             _rs_merge_kernel[grid_items(R, B)](
-                ws_n, ws_s, ws_m2, count, centroid, variance, D, R, num_chunks,
-                BLOCK_C=mblock_c, BLOCK_D=mblock_d, num_warps=4)
+                ws_n,
+                ws_s,
+                ws_m2,
+                count,
+                centroid,
+                variance,
+                D,
+                R,
+                num_chunks,
+                BLOCK_C=mblock_c,
+                BLOCK_D=mblock_d,
+                num_warps=4,
+            )
     return count, centroid, variance
 
 
-def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
-                          emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
-                          centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def region_stats_backward(
+    grad_centroid: torch.Tensor,
+    grad_variance: torch.Tensor,
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    count: torch.Tensor,
+    centroid: torch.Tensor,
+    ignore_index: int,
+) -> torch.Tensor:
     """Gradient of (centroid, variance) w.r.t. emb; same shape, dtype and strides as emb."""
     grad = torch.empty_like(emb)
     B, D, H, W = emb.shape
@@ -391,9 +566,27 @@ def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tens
     grid = grid_items(triton.cdiv(P, block_p), B, triton.cdiv(D, block_d))
     with device_ctx(emb):
         _rs_backward_kernel[grid](
-            emb, labels, gc, gv, count, centroid, out, P, D, R, ignore_index,
-            sb, sd, sp, out.stride(0), out.stride(1), pixel_stride(out),
-            BLOCK_P=block_p, BLOCK_D=block_d, num_warps=warps(block_p * block_d))
+            emb,
+            labels,
+            gc,
+            gv,
+            count,
+            centroid,
+            out,
+            P,
+            D,
+            R,
+            ignore_index,
+            sb,
+            sd,
+            sp,
+            out.stride(0),
+            out.stride(1),
+            pixel_stride(out),
+            BLOCK_P=block_p,
+            BLOCK_D=block_d,
+            num_warps=warps(block_p * block_d),
+        )
     if out is not grad:
         grad.copy_(out)
     return grad
@@ -405,17 +598,23 @@ def region_stats_backward(grad_centroid: torch.Tensor, grad_variance: torch.Tens
 
 
 @torch.library.custom_op("pixelkernels::region_stats_triton", mutates_args=())
-def region_stats_op(emb: torch.Tensor, labels: torch.Tensor, num_regions: int,
-                    ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def region_stats_op(
+    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return region_stats_forward(emb, labels, num_regions, ignore_index)
 
 
 @torch.library.custom_op("pixelkernels::region_stats_backward_triton", mutates_args=())
-def region_stats_backward_op(grad_centroid: torch.Tensor, grad_variance: torch.Tensor,
-                             emb: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
-                             centroid: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid,
-                                 ignore_index)
+def region_stats_backward_op(
+    grad_centroid: torch.Tensor,
+    grad_variance: torch.Tensor,
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    count: torch.Tensor,
+    centroid: torch.Tensor,
+    ignore_index: int,
+) -> torch.Tensor:
+    return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index)
 
 
 def compile_specs():
@@ -424,23 +623,67 @@ def compile_specs():
     arguments compile as i32 scalars. Each input dtype is paired with another label width,
     so every width is compiled without multiplying the builds."""
     specs = []
-    for e, a, lab in (("fp32", "fp32", "u8"), ("fp64", "fp64", "i64"), ("bf16", "fp32", "i16"),
-                      ("fp16", "fp32", "i32"), ("fp32", "fp32", "i8")):
+    for e, a, lab in (
+        ("fp32", "fp32", "u8"),
+        ("fp64", "fp64", "i64"),
+        ("bf16", "fp32", "i16"),
+        ("fp16", "fp32", "i32"),
+        ("fp32", "fp32", "i8"),
+    ):
         tile = {"emb_ptr": "*" + e, "lab_ptr": "*" + lab}
         for one in (True, False):
-            specs.append((_rs_partials_kernel,
-                          {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},
-                          {"BLOCK_P": 256, "BLOCK_D": 32, "ONE_TILE": one}, 8))
-        specs.append((_rs_merge_kernel,
-                      {"ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a, "count_ptr": "*" + a,
-                       "centroid_ptr": "*" + a, "var_ptr": "*" + a},
-                      {"BLOCK_C": 64, "BLOCK_D": 64}, 4))
-        specs.append((_rs_atomic_sum_kernel, {**tile, "cnt_ptr": "*i32", "sum_ptr": "*" + a},
-                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
-        specs.append((_rs_atomic_sqdev_kernel, {**tile, "centroid_ptr": "*" + a, "ss_ptr": "*" + a},
-                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
-        specs.append((_rs_backward_kernel,
-                      {**tile, "gc_ptr": "*" + a, "gv_ptr": "*" + a, "count_ptr": "*" + a,
-                       "centroid_ptr": "*" + a, "grad_ptr": "*" + e},
-                      {"BLOCK_P": 128, "BLOCK_D": 64}, 8))
+            specs.append(
+                (
+                    _rs_partials_kernel,
+                    {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},
+                    {"BLOCK_P": 256, "BLOCK_D": 32, "ONE_TILE": one},
+                    8,
+                )
+            )
+        specs.append(
+            (
+                _rs_merge_kernel,
+                {
+                    "ws_n_ptr": "*i32",
+                    "ws_s_ptr": "*" + a,
+                    "ws_m2_ptr": "*" + a,
+                    "count_ptr": "*" + a,
+                    "centroid_ptr": "*" + a,
+                    "var_ptr": "*" + a,
+                },
+                {"BLOCK_C": 64, "BLOCK_D": 64},
+                4,
+            )
+        )
+        specs.append(
+            (
+                _rs_atomic_sum_kernel,
+                {**tile, "cnt_ptr": "*i32", "sum_ptr": "*" + a},
+                {"BLOCK_P": 128, "BLOCK_D": 64},
+                8,
+            )
+        )
+        specs.append(
+            (
+                _rs_atomic_sqdev_kernel,
+                {**tile, "centroid_ptr": "*" + a, "ss_ptr": "*" + a},
+                {"BLOCK_P": 128, "BLOCK_D": 64},
+                8,
+            )
+        )
+        specs.append(
+            (
+                _rs_backward_kernel,
+                {
+                    **tile,
+                    "gc_ptr": "*" + a,
+                    "gv_ptr": "*" + a,
+                    "count_ptr": "*" + a,
+                    "centroid_ptr": "*" + a,
+                    "grad_ptr": "*" + e,
+                },
+                {"BLOCK_P": 128, "BLOCK_D": 64},
+                8,
+            )
+        )
     return specs

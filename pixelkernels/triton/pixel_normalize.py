@@ -1,0 +1,114 @@
+"""Triton backend of pixel_normalize (csrc/common/pixel_normalize.h):
+y = x / max(||x||, eps) per pixel. One program per (pixel block, image): a first sweep over
+the D blocks sums the squares (and, backward, x·g), a second writes. Reads in place the
+contiguous and channels_last layouts; accumulates in float32 (float64 for float64 input).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import (
+    acc_of,
+    device_ctx,
+    grid_items,
+    load_tile,
+    pixel_blocks,
+    pixel_offsets,
+    pixel_view,
+    split_pid,
+    warps,
+    with_strides_of,
+)
+
+
+@triton.jit
+def _forward_kernel(x_ptr, y_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+                    BLOCK_D: tl.constexpr):  # fmt: skip
+    b, blk = split_pid(tl.cdiv(P, BLOCK_P))
+    offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = offs_p < P
+    ss = tl.zeros([BLOCK_P], ACC)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        x = load_tile(x_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        ss += tl.sum(x * x, axis=1)
+    n = tl.sqrt(ss)
+    inv = 1.0 / tl.where((n > eps) | (n != n), n, eps)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        m = pmask[:, None] & (offs_d < D)[None, :]
+        x = load_tile(x_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        offs = pixel_offsets(b, offs_p, offs_d, sb, sd, sp)
+        tl.store(y_ptr + offs, (x * inv[:, None]).to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _backward_kernel(x_ptr, g_ptr, gx_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+                     BLOCK_D: tl.constexpr):  # fmt: skip
+    b, blk = split_pid(tl.cdiv(P, BLOCK_P))
+    offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = offs_p < P
+    ss = tl.zeros([BLOCK_P], ACC)
+    dot = tl.zeros([BLOCK_P], ACC)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        x = load_tile(x_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        g = load_tile(g_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        ss += tl.sum(x * x, axis=1)
+        dot += tl.sum(x * g, axis=1)
+    n = tl.sqrt(ss)
+    clamped = n <= eps
+    inv = 1.0 / tl.where((n > eps) | (n != n), n, eps)
+    dot = dot * inv
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        m = pmask[:, None] & (offs_d < D)[None, :]
+        x = load_tile(x_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        g = load_tile(g_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
+        y = x * inv[:, None]
+        grad = tl.where(clamped[:, None], g * inv[:, None], inv[:, None] * (g - y * dot[:, None]))
+        offs = pixel_offsets(b, offs_p, offs_d, sb, sd, sp)
+        tl.store(gx_ptr + offs, grad.to(gx_ptr.dtype.element_ty), mask=m)
+
+
+def _launch(kernel, x, out, *extra, eps):
+    B, D, H, W = x.shape
+    P = H * W
+    x, (sb, sd, sp) = pixel_view(x)
+    extra = [with_strides_of(e, x) for e in extra]
+    tmp = out if out.stride() == x.stride() else with_strides_of(None, x)
+    bp, bd = pixel_blocks(P, D)
+    with device_ctx(x):
+        kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, eps, sb, sd, sp, ACC=acc_of(x), BLOCK_P=bp,
+                                                   BLOCK_D=bd, num_warps=warps(bp * bd))  # fmt: skip
+    if tmp is not out:
+        out.copy_(tmp)
+    return out
+
+
+@torch.library.custom_op("pixelkernels::pixel_normalize_triton", mutates_args=())
+def pixel_normalize_op(emb: torch.Tensor, eps: float) -> torch.Tensor:
+    out = torch.empty_like(emb)
+    if emb.numel() == 0:
+        return out
+    return _launch(_forward_kernel, emb, out, eps=eps)
+
+
+@torch.library.custom_op("pixelkernels::pixel_normalize_backward_triton", mutates_args=())
+def pixel_normalize_backward_op(grad_normalized: torch.Tensor, emb: torch.Tensor, eps: float) -> torch.Tensor:
+    out = torch.empty_like(emb)
+    if emb.numel() == 0:
+        return out
+    return _launch(_backward_kernel, emb, out, grad_normalized.to(emb.dtype), eps=eps)
+
+
+def compile_specs():
+    specs = []
+    for e, acc in (("fp32", tl.float32), ("fp64", tl.float64), ("bf16", tl.float32), ("fp16", tl.float32)):
+        c = {"ACC": acc, "BLOCK_P": 256, "BLOCK_D": 16}
+        specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + e, "eps": "fp32"}, c, 4))
+        specs.append(
+            (_backward_kernel, {"x_ptr": "*" + e, "g_ptr": "*" + e, "gx_ptr": "*" + e, "eps": "fp32"}, c, 4)
+        )
+    return specs
