@@ -54,6 +54,9 @@ class Contract:
     interpreter_skip: frozenset = frozenset()
     # the registered ops the public function calls (a loss composed of ops lists them)
     uses: tuple[str, ...] = ()
+    # case id -> why its half-precision gradients are known to miss SPEC §4 (an open issue):
+    # checked in full all the same, reported as xfail when they miss
+    known_half_gaps: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def registered(self) -> tuple[str, ...]:
@@ -150,7 +153,7 @@ def suite(c: Contract):
         def test_awkward_inputs(self, backend, device, case):
             if backend == "triton" and device == "cpu" and case in c.interpreter_skip:
                 pytest.skip("too slow for the Triton interpreter")
-            agree(c, c.cases[case], backend, device)
+            agree(c, c.cases[case], backend, device, known_gap=c.known_half_gaps.get(case))
 
         @pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
         def test_opcheck(self, backend, device):
@@ -299,10 +302,22 @@ def suite(c: Contract):
     return TestContract
 
 
-def agree(c: Contract, make, backend: str, device: str) -> None:
+def agree(c: Contract, make, backend: str, device: str, known_gap: str | None = None) -> None:
     """`backend` against the reference (float64 on the CPU) on make(device, dtype) for each dtype
-    the backend takes: outputs, and the gradients of c.loss."""
+    the backend takes: outputs, and the gradients of c.loss. With `known_gap`, a half-precision
+    miss is reported as xfail (after float64 and float32 passed)."""
     for dtype in dtypes_for(backend):
+        if known_gap is not None and dtype in (torch.float16, torch.bfloat16):
+            try:
+                _agree_one(c, make, backend, device, dtype)
+            except AssertionError as e:
+                pytest.xfail(f"known gap: {known_gap} ({str(e).splitlines()[0]})")
+            continue
+        _agree_one(c, make, backend, device, dtype)
+
+
+def _agree_one(c: Contract, make, backend: str, device: str, dtype) -> None:
+    if True:
         inp = make(device, dtype)
         ref_inp = as_reference(inp)
         got, want = _outputs(c.call(inp, backend)), _outputs(c.call(ref_inp, "reference"))

@@ -134,9 +134,9 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02)
     assert pk.checks_enabled()  # restored
     names = ["reference"] + (["cpu"] if HAS_CPU else [])
-    assert [(r["workload"], r["backend"]) for r in rows] == [("T1", n) for n in names + ["broken", "no_grad"]] + [
-        ("T2", n) for n in names
-    ]
+    assert [(r["workload"], r["backend"]) for r in rows] == [
+        ("T1", n) for n in names + ["broken", "no_grad"]
+    ] + [("T2", n) for n in names]
     # Workload calls (timed, or for the error column) all ran with checks off; the small input
     # ran with checks both on and off, for the overhead figure.
     assert calls and all(not on for tag, _, on in calls if tag == "workload")

@@ -114,6 +114,11 @@ MENET = Contract(
     },
 )
 
+MENET.known_half_gaps = {
+    k: "normalize=True stores the normalized map in the input's half dtype before region_stats; "
+    "that rounding (2^-8 for bfloat16) shows in a few gradient elements"
+    for k in ("normalize", "normalize_pairwise_cl")
+}
 TestMEnet = suite(MENET)
 
 
@@ -278,6 +283,10 @@ DISC = Contract(
     },
 )
 
+DISC.known_half_gaps = {
+    "long_image": "emb's gradient is the sum of region_stats' and region_hinge's, added by autograd in "
+    "the half dtype; where they cancel, the rounding of each exceeds the elementwise tolerance"
+}
 TestDiscriminative = suite(DISC)
 
 
@@ -305,8 +314,10 @@ def _sal_call(inp, backend):
 
 
 def _weighted(out, inp):
+    """Positive weights in multiples of 1/8 (exact in half: the reference sees the same ones)."""
     o = out[0]
-    return (o * torch.linspace(0.5, 2.0, o.numel(), dtype=o.dtype, device=o.device).view_as(o)).sum()
+    w = torch.linspace(0.5, 2.0, o.numel(), dtype=torch.float64, device=o.device).mul(8).round().div(8)
+    return (o * w.to(o.dtype).view_as(o)).sum()
 
 
 _MAP_CASES = {
@@ -338,8 +349,10 @@ MAP = Contract(
         "eps": (_feat_mask(2, 3, 4, 5, eps=-1.0)("cpu", torch.float32), ValueError, "eps must be >= 0.0"),
     },
     # one_pixel is tested below: in float32 its mask gradient is lost to rounding.
-    cases={**{k: v for k, v in _MAP_CASES.items() if k != "one_pixel"},
-           "eps0_binary": _feat_mask(2, 4, 5, 6, pattern="binary", eps=0.0)},
+    cases={
+        **{k: v for k, v in _MAP_CASES.items() if k != "one_pixel"},
+        "eps0_binary": _feat_mask(2, 4, 5, 6, pattern="binary", eps=0.0),
+    },
 )
 
 TestMaskedAveragePool = suite(MAP)
@@ -383,7 +396,7 @@ SAL = Contract(
         # A soft mask: the center's gradient sums unit vectors around their weighted mean, so
         # a 15-pixel binary-mask image leaves elements too small for float32's 1e-6 atol.
         "batch7": _feat_mask(7, 3, 5, 3),
-        "squared": _feat_mask(2, 4, 5, 6, squared=True),
+        "squared": _feat_mask(2, 4, 5, 6, pattern="binary", squared=True),
         "squared_cl": _feat_mask(2, 6, 5, 7, layout="channels_last", pattern="binary", squared=True),
     },
 )
