@@ -22,9 +22,22 @@ void forward(const MaskedSumForward& a) {
     const T* wb = w + b * P + p0;
     T* out = part.get() + (b * nc + c) * (C + 1);
     for (int64_t d = 0; d < C; ++d) {
-      T s = 0;
-      for (int64_t i = 0; i < n; ++i) s += x[at(d, i)] * wb[i];
-      out[d] = s;
+      if (m.sp == 1) {  // a contiguous row: kLanes independent sums, so the loop vectorises
+        constexpr int kLanes = 16;
+        const T* row = x + at(d, 0);
+        T lane[kLanes] = {};
+        int64_t i = 0;
+        for (; i + kLanes <= n; i += kLanes)
+          for (int j = 0; j < kLanes; ++j) lane[j] += row[i + j] * wb[i + j];
+        T s = 0;
+        for (; i < n; ++i) s += row[i] * wb[i];
+        for (int j = 0; j < kLanes; ++j) s += lane[j];
+        out[d] = s;
+      } else {
+        T s = 0;
+        for (int64_t i = 0; i < n; ++i) s += x[at(d, i)] * wb[i];
+        out[d] = s;
+      }
     }
     T mass = 0;
     for (int64_t i = 0; i < n; ++i) mass += wb[i];
@@ -57,10 +70,19 @@ void backward(const MaskedSumBackward& a) {
     for (int64_t i = 0; i < n; ++i) acc[i] = gm[b];
     for (int64_t d = 0; d < C; ++d) {
       const T g = gs[b * C + d];
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t k = at(d, i);
-        acc[i] += g * x[k];
-        gx[k] = g * wb[i];
+      if (m.sp == 1) {  // contiguous rows: unit-stride loops the compiler vectorises
+        const T* xr = x + at(d, 0);
+        T* gr = gx + at(d, 0);
+        for (int64_t i = 0; i < n; ++i) {
+          acc[i] += g * xr[i];
+          gr[i] = g * wb[i];
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t k = at(d, i);
+          acc[i] += g * x[k];
+          gx[k] = g * wb[i];
+        }
       }
     }
     for (int64_t i = 0; i < n; ++i) gw[b * P + p0 + i] = acc[i];
