@@ -1,6 +1,16 @@
-// center_distance CUDA kernels (csrc/common/center_distance.h). Forward: one thread per pixel.
-// Backward: each block owns a fixed chunk of one image's pixels, writes their gradient and its
-// (D) partial of grad_center (one block_sum per dim); partials merge in chunk order.
+// center_distance CUDA kernels (csrc/common/center_distance.h):
+//     dist[b, p] = ||u||^(1 or 2), u = x[b, :, p] - center[b]
+//     grad_emb = grad_factor(g, dist recomputed in acc_t) * u      grad_center = -sum_p grad_emb
+// A group of G lanes per pixel (G = 1 for the pixel-inner layout: a warp reads 32 consecutive
+// pixels of a dim; G = pow2 >= D, <= 32, for channels_last: a group reads its pixel's contiguous
+// values); lane j holds dims j, j + G, ...; ||u||^2 is summed over the group with xor shuffles.
+//  Forward: one pass, read emb, write dist.
+//  Backward: each block owns a fixed chunk of kChunk pixels of one image; the lanes keep u in
+//  registers (kV values; kV = 0 re-reads from L1/L2 when D / G is too large), write grad_emb
+//  and add it to per-lane running sums of their dims. At the chunk's end the lanes of equal j
+//  are summed with xor shuffles and each warp writes its (D) partial to the workspace
+//  [B][chunks * warps][D]; merge_kernel sums them in a fixed order (one warp per output): no
+//  atomics, bitwise reproducible. Traffic: emb and grad_dist read once, grad_emb written once.
 #include "common/center_distance.h"
 #include "cuda/common.cuh"
 
@@ -8,64 +18,174 @@ namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPerThread = 8;
-constexpr int64_t kChunk = kPerThread * kThreads;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRegWords = 64;      // 32-bit registers per thread for the cached values + sums
+constexpr int64_t kChunk = 2048;  // pixels per backward block
+
+template <int V>
+struct IntTag {
+  static constexpr int value = V;
+};
+
+template <int kV, int kMax, typename F>
+void dispatch_values(int64_t need, F&& f) {
+  if constexpr (kV > kMax) {
+    f(IntTag<0>{});
+  } else {
+    if (need <= kV) f(IntTag<kV>{});
+    else dispatch_values<kV * 2, kMax>(need, f);
+  }
+}
+
+int group_shift(const PixelMap& m) {
+  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
+  int s = 0;
+  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
+  return s;
+}
+
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int gs) {
+  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+// Sum over the lanes of the warp with the same lane index within their group (all get it).
+template <typename T>
+__device__ __forceinline__ T across_groups(T v, int gs) {
+  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
 
 int64_t num_chunks(int64_t P) { return P > 0 ? ceil_div<int64_t>(P, kChunk) : 0; }
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(Pixels<scalar_t> x, const acc_t* center, bool squared, scalar_t* dist) {
-  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y)
-    for (int64_t p = int64_t(blockIdx.x) * kThreads + threadIdx.x; p < x.P; p += int64_t(gridDim.x) * kThreads) {
-      acc_t ss = 0;
-      for (int64_t d = 0; d < x.D; ++d) {
-        const acc_t u = to_acc(x(b, d, p)) - center[b * x.D + d];
-        ss += u * u;
-      }
-      store_from_acc(dist + b * x.P + p, squared ? ss : sqrt(ss));
-    }
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    backward_kernel(Pixels<scalar_t> x, const acc_t* center, const scalar_t* g, bool squared, int64_t nc,
-                    scalar_t* gx, acc_t* part) {
-  __shared__ acc_t red[kThreads / 32];
-  const int64_t D = x.D, P = x.P, p0 = int64_t(blockIdx.x) * kChunk;
-  const int64_t p1 = p0 + kChunk < P ? p0 + kChunk : P;
+    forward_kernel(Pixels<scalar_t> x, const acc_t* __restrict__ center, bool squared, int gs,
+                   scalar_t* __restrict__ dist) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1);
+  const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
-    // The thread's kPerThread pixels: their factor, from the distance recomputed in acc_t.
-    acc_t f[kPerThread];
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const int64_t p = p0 + j * kThreads + threadIdx.x;
+    const acc_t* c = center + b * D;
+    for (int64_t p0 = int64_t(blockIdx.x) * per_block; p0 < P; p0 += step) {
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < P;
       acc_t ss = 0;
-      if (p < p1)
-        for (int64_t d = 0; d < D; ++d) {
-          const acc_t u = to_acc(x(b, d, p)) - center[b * D + d];
+      if (on) {
+        int64_t k = b * x.sb + p * x.sp + j * x.sd;
+#pragma unroll 4
+        for (int64_t d = j; d < D; d += G, k += dstep) {
+          const acc_t u = to_acc(x.data[k]) - c[d];
           ss += u * u;
         }
-      f[j] = p < p1 ? center_distance::grad_factor<acc_t>(to_acc(g[b * P + p]), squared ? ss : acc_t(sqrt(ss)), squared) : acc_t(0);
-    }
-    for (int64_t d = 0; d < D; ++d) {
-      const acc_t c = center[b * D + d];
-      acc_t s = 0;
-#pragma unroll
-      for (int j = 0; j < kPerThread; ++j) {
-        const int64_t p = p0 + j * kThreads + threadIdx.x;
-        if (p < p1) {
-          const int64_t k = x.at(b, d, p);
-          const acc_t v = f[j] * (to_acc(x.data[k]) - c);
-          store_from_acc(gx + k, v);
-          s += v;
-        }
       }
-      s = block_sum<kThreads>(s, red);
-      if (threadIdx.x == 0) part[(b * nc + blockIdx.x) * D + d] = s;
+      ss = group_sum(ss, gs);
+      if (on && j == 0) store_from_acc(dist + b * P + p, squared ? ss : acc_t(sqrt(ss)));
     }
   }
 }
+
+template <typename scalar_t, typename acc_t, int kV>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(Pixels<scalar_t> x, const acc_t* __restrict__ center, const scalar_t* __restrict__ grad_dist,
+                    bool squared, int gs, int64_t nc, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t per_block = kThreads >> gs;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
+  const int64_t c0 = int64_t(blockIdx.x) * kChunk, c1 = c0 + kChunk < P ? c0 + kChunk : P;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    const acc_t* c = center + b * D;
+    acc_t* slot = part + ((b * nc + blockIdx.x) * kWarps + warp) * D;  // this warp's partial
+    constexpr int kS = kV > 0 ? kV : 1;
+    acc_t sum[kS];
+#pragma unroll
+    for (int i = 0; i < kS; ++i) sum[i] = 0;
+    if constexpr (kV == 0) {
+      // The warp's own slot accumulates in place; dim d is always updated by lane d % G.
+      if (lane < G)
+        for (int64_t d = lane; d < D; d += G) slot[d] = 0;
+    }
+    for (int64_t p0 = c0; p0 < c1; p0 += per_block) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < c1;
+      const int64_t base = b * x.sb + p * x.sp + j * x.sd;
+      const acc_t g = on ? to_acc(grad_dist[b * P + p]) : acc_t(0);
+      acc_t ss = 0;
+      if constexpr (kV > 0) {
+        acc_t u[kV];
+#pragma unroll
+        for (int i = 0; i < kV; ++i) {
+          const int64_t d = j + i * G;
+          u[i] = 0;
+          if (on && d < D) u[i] = to_acc(x.data[base + i * dstep]) - c[d];
+          ss += u[i] * u[i];
+        }
+        ss = group_sum(ss, gs);
+        const acc_t f = center_distance::grad_factor<acc_t>(g, squared ? ss : acc_t(sqrt(ss)), squared);
+#pragma unroll
+        for (int i = 0; i < kV; ++i)
+          if (on && j + i * G < D) {
+            const acc_t v = f * u[i];
+            store_from_acc(gx + base + i * dstep, v);
+            sum[i] += v;
+          }
+      } else {
+        if (on)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep) {
+            const acc_t u = to_acc(x.data[k]) - c[d];
+            ss += u * u;
+          }
+        ss = group_sum(ss, gs);
+        const acc_t f = center_distance::grad_factor<acc_t>(g, squared ? ss : acc_t(sqrt(ss)), squared);
+        for (int64_t d0 = 0; d0 < D; d0 += G) {  // uniform trip count: shuffles inside
+          const int64_t d = d0 + j;
+          acc_t v = 0;
+          if (on && d < D) {
+            const int64_t k = base + d0 * x.sd;
+            v = f * (to_acc(x.data[k]) - c[d]);
+            store_from_acc(gx + k, v);
+          }
+          v = across_groups(v, gs);
+          if (lane < G && d < D) slot[d] += v;
+        }
+      }
+    }
+    if constexpr (kV > 0) {
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        const acc_t s = across_groups(sum[i], gs);
+        if (lane < G && j + i * G < D) slot[j + i * G] = s;
+      }
+    }
+  }
+}
+
+// out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
+// output, lanes over c, then a fixed shuffle tree.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarps;
+  for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
+    const int64_t b = o / K, k = o - b * K;
+    acc_t s = 0;
+    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+    s = warp_sum(s);
+    if (lane == 0) out[o] = sign * s;
+  }
+}
+
+template <typename acc_t>
+void merge(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t st) {
+  const int64_t blocks = ceil_div<int64_t>(B * K, kWarps);
+  if (blocks > 0)
+    launch_kernel(merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(kThreads), 0,
+                  st, part, B, n, K, sign, out);
+}
+
+size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
 
 }  // namespace
 }  // namespace pixelkernels::cuda
@@ -73,40 +193,50 @@ __global__ void __launch_bounds__(kThreads)
 namespace pixelkernels {
 
 Status launch(OnCuda on, const CenterDistanceForward& p) {
-  if (p.emb.B == 0 || p.emb.P == 0) return nullptr;
+  if (p.emb.B == 0 || p.emb.P == 0) return nullptr;  // dist is empty
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
-    const int64_t gx = cuda::ceil_div<int64_t>(p.emb.P, cuda::kThreads);
+    const int64_t gx = cuda::ceil_div<int64_t>(p.emb.P, cuda::kThreads >> gs);
     cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>,
                         dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), cuda::image_grid(p.emb.B)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
-                        static_cast<const acc_t*>(p.center), p.squared, static_cast<scalar_t*>(p.dist));
+                        static_cast<const acc_t*>(p.center), p.squared, gs, static_cast<scalar_t*>(p.dist));
   });
   return cuda::status();
 }
 
 size_t workspace_bytes(OnCuda, const CenterDistanceBackward& p) {
-  const size_t acc = p.emb.dtype == DType::Float64 ? sizeof(double) : sizeof(float);
-  return size_t(p.emb.B * cuda::num_chunks(p.emb.P) * p.emb.D) * acc;
+  if (p.emb.B <= 0 || p.emb.D <= 0) return 0;
+  return size_t(p.emb.B) * size_t(cuda::num_chunks(p.emb.P)) * cuda::kWarps * size_t(p.emb.D) *
+         cuda::acc_bytes(p.emb.dtype);
 }
 
 Status launch(OnCuda on, const CenterDistanceBackward& p) {
-  if (p.emb.B == 0) return nullptr;
-  if (p.workspace_bytes < workspace_bytes(OnCuda{}, p)) return "workspace too small";
+  if (p.emb.B == 0 || p.emb.D == 0) return nullptr;  // grad_emb and grad_center are empty
+  const size_t need = workspace_bytes(OnCuda{}, p);
+  if (p.workspace_bytes < need || (need > 0 && reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0))
+    return "workspace too small or misaligned";
   const int64_t nc = cuda::num_chunks(p.emb.P);
+  if (nc > INT32_MAX) return "image too large";
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
-    if (nc > 0 && p.emb.D > 0)
-      cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(nc), cuda::image_grid(p.emb.B)),
-                          dim3(cuda::kThreads), 0, st, cuda::pixels_of<scalar_t>(p.emb),
-                          static_cast<const acc_t*>(p.center), static_cast<const scalar_t*>(p.grad_dist), p.squared, nc,
-                          static_cast<scalar_t*>(p.grad_emb), part);
-    // grad_center = - sum of the chunk partials (zeros when P == 0).
-    cuda::sum_partials<acc_t>(part, p.emb.B, nc, p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_center), st);
+    constexpr int kMax = cuda::kRegWords / (2 * sizeof(acc_t) / 4);  // u and the running sums
+    if (nc > 0)
+      cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
+        cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, decltype(v)::value>,
+                            dim3(static_cast<unsigned>(nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads), 0, st,
+                            cuda::pixels_of<scalar_t>(p.emb), static_cast<const acc_t*>(p.center),
+                            static_cast<const scalar_t*>(p.grad_dist), p.squared, gs, nc,
+                            static_cast<scalar_t*>(p.grad_emb), part);
+      });
+    // grad_center = - sum of the warp partials (zeros when P == 0).
+    cuda::merge<acc_t>(part, p.emb.B, nc * cuda::kWarps, p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_center), st);
   });
   return cuda::status();
 }

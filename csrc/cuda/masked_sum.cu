@@ -1,6 +1,17 @@
-// masked_sum CUDA kernels (csrc/common/masked_sum.h). Forward: each block owns a fixed chunk of
-// one image's pixels and writes its (C sums, mass) partial, one block_sum per channel; the
-// partials merge in chunk order (deterministic). Backward: one thread per pixel.
+// masked_sum CUDA kernels (csrc/common/masked_sum.h):
+//     sum[b, c] = sum_p feat[b, c, p] * mask[b, p]     mass[b] = sum_p mask[b, p]
+//     grad_feat = gs[c] * mask[p]                      grad_mask = sum_c gs[c] * feat[c, p] + gm
+// A group of G lanes per pixel (G = 1 for the pixel-inner layout: a warp reads 32 consecutive
+// pixels of a channel; G = pow2 >= C, <= 32, for channels_last: a group reads its pixel's
+// contiguous values); lane j owns channels j, j + G, ...
+//  Forward (one read of feat and mask): each block owns a fixed chunk of kChunk pixels of one
+//  image; each lane keeps running sums of its channels in registers (kV of them; kV = 0: the
+//  warp's workspace slot accumulates in place, one owner lane per channel); at the chunk's end
+//  the lanes of equal j are summed with xor shuffles and each warp writes its (C + 1) partial
+//  (mass last) to the workspace [B][chunks * warps][C + 1]; merge_kernel sums them in a fixed
+//  order (one warp per output): no atomics, bitwise reproducible.
+//  Backward (one pass): read feat and mask, write grad_feat; grad_mask is summed over the
+//  group and written by its first lane. C == 0 still writes grad_mask = gm.
 #include "common/masked_sum.h"
 #include "cuda/common.cuh"
 
@@ -8,59 +19,148 @@ namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kChunk = 16 * kThreads;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRegWords = 32;      // 32-bit registers per thread for the running sums
+constexpr int64_t kChunk = 2048;  // pixels per forward block
+
+template <int V>
+struct IntTag {
+  static constexpr int value = V;
+};
+
+template <int kV, int kMax, typename F>
+void dispatch_values(int64_t need, F&& f) {
+  if constexpr (kV > kMax) {
+    f(IntTag<0>{});
+  } else {
+    if (need <= kV) f(IntTag<kV>{});
+    else dispatch_values<kV * 2, kMax>(need, f);
+  }
+}
+
+int group_shift(const PixelMap& m) {
+  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
+  int s = 0;
+  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
+  return s;
+}
+
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int gs) {
+  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+// Sum over the lanes of the warp with the same lane index within their group (all get it).
+template <typename T>
+__device__ __forceinline__ T across_groups(T v, int gs) {
+  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
 
 int64_t num_chunks(int64_t P) { return P > 0 ? ceil_div<int64_t>(P, kChunk) : 0; }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int kV>
 __global__ void __launch_bounds__(kThreads)
-    partials_kernel(Pixels<scalar_t> x, const scalar_t* w, int64_t nc, acc_t* part) {
-  __shared__ acc_t red[kThreads / 32];
-  const int64_t C = x.D, P = x.P, p0 = int64_t(blockIdx.x) * kChunk;
-  const int64_t p1 = p0 + kChunk < P ? p0 + kChunk : P;
+    partials_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ mask, int gs, int64_t nc,
+                    acc_t* __restrict__ part) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t per_block = kThreads >> gs;
+  const int64_t C = x.D, P = x.P, dstep = int64_t(G) * x.sd;
+  const int64_t c0 = int64_t(blockIdx.x) * kChunk, c1 = c0 + kChunk < P ? c0 + kChunk : P;
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
-    acc_t* out = part + (b * nc + blockIdx.x) * (C + 1);
-    for (int64_t d = 0; d <= C; ++d) {  // d == C: the mass
-      acc_t s = 0;
-      for (int64_t p = p0 + threadIdx.x; p < p1; p += kThreads) {
-        const acc_t wv = to_acc(w[b * P + p]);
-        s += d < C ? to_acc(x(b, d, p)) * wv : wv;
-      }
-      s = block_sum<kThreads>(s, red);
-      if (threadIdx.x == 0) out[d] = s;
+    acc_t* slot = part + ((b * nc + blockIdx.x) * kWarps + warp) * (C + 1);  // this warp's partial
+    constexpr int kS = kV > 0 ? kV : 1;
+    acc_t sum[kS];
+#pragma unroll
+    for (int i = 0; i < kS; ++i) sum[i] = 0;
+    acc_t mass = 0;
+    if constexpr (kV == 0) {
+      if (lane < G)
+        for (int64_t d = lane; d < C; d += G) slot[d] = 0;  // channel d: always lane d % G
     }
+    for (int64_t p0 = c0; p0 < c1; p0 += per_block) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < c1;
+      const int64_t base = b * x.sb + p * x.sp + j * x.sd;
+      const acc_t w = on ? to_acc(mask[b * P + p]) : acc_t(0);
+      if (j == 0) mass += w;
+      if constexpr (kV > 0) {
+#pragma unroll
+        for (int i = 0; i < kV; ++i)
+          if (on && j + i * G < C) sum[i] += to_acc(x.data[base + i * dstep]) * w;
+      } else {
+        for (int64_t d0 = 0; d0 < C; d0 += G) {  // uniform trip count: shuffles inside
+          const int64_t d = d0 + j;
+          acc_t v = 0;
+          if (on && d < C) v = to_acc(x.data[base + d0 * x.sd]) * w;
+          v = across_groups(v, gs);
+          if (lane < G && d < C) slot[d] += v;
+        }
+      }
+    }
+    if constexpr (kV > 0) {
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        const acc_t s = across_groups(sum[i], gs);
+        if (lane < G && j + i * G < C) slot[j + i * G] = s;
+      }
+    }
+    mass = across_groups(mass, gs);  // lane 0: the warp's mass (only j == 0 lanes added)
+    if (lane == 0) slot[C] = mass;
   }
 }
 
-// sum[b, d] (d < C) and mass[b] (d == C): the chunk partials of each image added in order.
+// sum[b, k] (k < C) and mass[b] (k == C): the warp partials of image b added in a fixed order,
+// one warp per output (lanes over the partials, then a fixed shuffle tree).
 template <typename acc_t>
-__global__ void merge_kernel(const acc_t* part, int64_t B, int64_t nc, int64_t C, acc_t* sum, acc_t* mass) {
-  const int64_t n = B * (C + 1);
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = i / (C + 1), d = i - b * (C + 1);
+__global__ void __launch_bounds__(kThreads)
+    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t C, acc_t* __restrict__ sum,
+                 acc_t* __restrict__ mass) {
+  const int lane = threadIdx.x & 31;
+  const int64_t K = C + 1, total = B * K, nw = int64_t(gridDim.x) * kWarps;
+  for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
+    const int64_t b = o / K, k = o - b * K;
     acc_t s = 0;
-    for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * (C + 1) + d];
-    if (d < C) sum[b * C + d] = s; else mass[b] = s;
+    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+    s = warp_sum(s);
+    if (lane == 0) {
+      if (k < C) sum[b * C + k] = s;
+      else mass[b] = s;
+    }
   }
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(Pixels<scalar_t> x, const scalar_t* w, const acc_t* gs, const acc_t* gm, scalar_t* gx,
-                    scalar_t* gw) {
-  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y)
-    for (int64_t p = int64_t(blockIdx.x) * kThreads + threadIdx.x; p < x.P; p += int64_t(gridDim.x) * kThreads) {
-      const acc_t wv = to_acc(w[b * x.P + p]);
-      acc_t acc = gm[b];
-      for (int64_t d = 0; d < x.D; ++d) {
-        const int64_t k = x.at(b, d, p);
-        const acc_t g = gs[b * x.D + d];
-        acc += g * to_acc(x.data[k]);
-        store_from_acc(gx + k, g * wv);
+    backward_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ mask, const acc_t* __restrict__ gsum,
+                    const acc_t* __restrict__ gmass, int gs, scalar_t* __restrict__ gx, scalar_t* __restrict__ gw) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1);
+  const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
+  const int64_t C = x.D, P = x.P, dstep = int64_t(G) * x.sd;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    const acc_t* g = gsum + b * C;
+    for (int64_t p0 = int64_t(blockIdx.x) * per_block; p0 < P; p0 += step) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < P;
+      acc_t acc = 0;
+      if (on) {
+        const acc_t w = to_acc(mask[b * P + p]);
+        int64_t k = b * x.sb + p * x.sp + j * x.sd;
+#pragma unroll 4
+        for (int64_t d = j; d < C; d += G, k += dstep) {
+          const acc_t gd = g[d];
+          acc += gd * to_acc(x.data[k]);
+          store_from_acc(gx + k, gd * w);
+        }
       }
-      store_from_acc(gw + b * x.P + p, acc);
+      acc = group_sum(acc, gs);
+      if (on && j == 0) store_from_acc(gw + b * P + p, acc + gmass[b]);
     }
+  }
 }
+
+size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
 
 }  // namespace
 }  // namespace pixelkernels::cuda
@@ -68,42 +168,52 @@ __global__ void __launch_bounds__(kThreads)
 namespace pixelkernels {
 
 size_t workspace_bytes(OnCuda, const MaskedSumForward& p) {
-  const size_t acc = p.feat.dtype == DType::Float64 ? sizeof(double) : sizeof(float);
-  return size_t(p.feat.B * cuda::num_chunks(p.feat.P) * (p.feat.D + 1)) * acc;
+  if (p.feat.B <= 0) return 0;
+  return size_t(p.feat.B) * size_t(cuda::num_chunks(p.feat.P)) * cuda::kWarps * size_t(p.feat.D + 1) *
+         cuda::acc_bytes(p.feat.dtype);
 }
 
 Status launch(OnCuda on, const MaskedSumForward& p) {
-  if (p.feat.B == 0) return nullptr;
+  if (p.feat.B == 0) return nullptr;  // sum and mass are empty
+  const size_t need = workspace_bytes(OnCuda{}, p);
+  if (p.workspace_bytes < need || (need > 0 && reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0))
+    return "workspace too small or misaligned";
   const int64_t nc = cuda::num_chunks(p.feat.P);
-  if (p.workspace_bytes < workspace_bytes(OnCuda{}, p)) return "workspace too small";
+  if (nc > INT32_MAX) return "image too large";
+  const int gs = cuda::group_shift(p.feat);
   cuda::dispatch_float(p.feat.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
+    constexpr int kMax = cuda::kRegWords / (sizeof(acc_t) / 4);
     if (nc > 0)
-      cuda::launch_kernel(cuda::partials_kernel<scalar_t, acc_t>, dim3(static_cast<unsigned>(nc), cuda::image_grid(p.feat.B)),
-                          dim3(cuda::kThreads), 0, st, cuda::pixels_of<scalar_t>(p.feat),
-                          static_cast<const scalar_t*>(p.mask), nc, part);
-    // Also runs when P == 0 (no chunks): then it writes zeros.
-    const int64_t n = p.feat.B * (p.feat.D + 1), blocks = cuda::ceil_div<int64_t>(n, 256);
-    cuda::launch_kernel(cuda::merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 4096 ? blocks : 4096)), dim3(256),
-                        0, st, part, p.feat.B, nc, p.feat.D, static_cast<acc_t*>(p.sum), static_cast<acc_t*>(p.mass));
+      cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.feat.D, int64_t(1) << gs), [&](auto v) {
+        cuda::launch_kernel(cuda::partials_kernel<scalar_t, acc_t, decltype(v)::value>,
+                            dim3(static_cast<unsigned>(nc), cuda::image_grid(p.feat.B)), dim3(cuda::kThreads), 0, st,
+                            cuda::pixels_of<scalar_t>(p.feat), static_cast<const scalar_t*>(p.mask), gs, nc, part);
+      });
+    // Also runs when P == 0 (no partials): then it writes zeros.
+    const int64_t blocks = cuda::ceil_div<int64_t>(p.feat.B * (p.feat.D + 1), cuda::kWarps);
+    cuda::launch_kernel(cuda::merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)),
+                        dim3(cuda::kThreads), 0, st, part, p.feat.B, nc * cuda::kWarps, p.feat.D,
+                        static_cast<acc_t*>(p.sum), static_cast<acc_t*>(p.mass));
   });
   return cuda::status();
 }
 
 Status launch(OnCuda on, const MaskedSumBackward& p) {
-  if (p.feat.B == 0 || p.feat.P == 0) return nullptr;
+  if (p.feat.B == 0 || p.feat.P == 0) return nullptr;  // grad_feat and grad_mask are empty
+  const int gs = cuda::group_shift(p.feat);
   cuda::dispatch_float(p.feat.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
-    const int64_t gx = cuda::ceil_div<int64_t>(p.feat.P, cuda::kThreads);
+    const int64_t gx = cuda::ceil_div<int64_t>(p.feat.P, cuda::kThreads >> gs);
     cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>,
                         dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), cuda::image_grid(p.feat.B)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.feat),
                         static_cast<const scalar_t*>(p.mask), static_cast<const acc_t*>(p.grad_sum),
-                        static_cast<const acc_t*>(p.grad_mass), static_cast<scalar_t*>(p.grad_feat),
+                        static_cast<const acc_t*>(p.grad_mass), gs, static_cast<scalar_t*>(p.grad_feat),
                         static_cast<scalar_t*>(p.grad_mask));
   });
   return cuda::status();

@@ -1,5 +1,12 @@
-// pixel_normalize CUDA kernels (csrc/common/pixel_normalize.h): one thread per pixel, two
-// sweeps over its D values (the norm, then the write); the second hits L1/L2.
+// pixel_normalize CUDA kernels (csrc/common/pixel_normalize.h):
+//     y = x * inv,  inv = 1 / max(||x||, eps)        grad_x = grad_element(y, g, y . g, inv, clamped)
+// One pass each: a group of G lanes per pixel (G = 1 for the pixel-inner layout, so a warp reads
+// 32 consecutive pixels of a dim; G = pow2 >= D, <= 32, for channels_last, so a group reads its
+// pixel's contiguous D values), lane j of a group holds dims j, j + G, ... (kV values, in
+// registers). The norm (and y . g) is summed over the group with xor shuffles, then the cached
+// values are scaled and written: forward reads x once and writes y once; backward reads x and g
+// once and writes grad once. When D / G exceeds the register budget (kV = 0) the second sweep
+// re-reads (from L1/L2). Any strides are correct; index math is 64-bit.
 #include "common/pixel_normalize.h"
 #include "cuda/common.cuh"
 
@@ -7,45 +14,130 @@ namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kRegWords = 64;  // 32-bit registers per thread for the cached values
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, scalar_t* y, acc_t eps) {
+template <int V>
+struct IntTag {
+  static constexpr int value = V;
+};
+
+// f(IntTag<kV>) for the smallest power of two kV >= need (kV <= kMax), else f(IntTag<0>).
+template <int kV, int kMax, typename F>
+void dispatch_values(int64_t need, F&& f) {
+  if constexpr (kV > kMax) {
+    f(IntTag<0>{});
+  } else {
+    if (need <= kV) f(IntTag<kV>{});
+    else dispatch_values<kV * 2, kMax>(need, f);
+  }
+}
+
+// log2 of the lanes per pixel: 1 lane unless the dims are the unit-stride axis.
+int group_shift(const PixelMap& m) {
+  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
+  int s = 0;
+  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
+  return s;
+}
+
+// Sum over the G = 1 << gs aligned lanes of a group (every lane gets it).
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int gs) {
+  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+template <typename scalar_t, typename acc_t, int kV>
+__global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, scalar_t* __restrict__ y, int gs,
+                                                           acc_t eps) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1);
+  const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y)
-    for (int64_t p = int64_t(blockIdx.x) * kThreads + threadIdx.x; p < x.P; p += int64_t(gridDim.x) * kThreads) {
+    for (int64_t p0 = int64_t(blockIdx.x) * per_block; p0 < P; p0 += step) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < P;
+      const int64_t base = b * x.sb + p * x.sp + j * x.sd;
       acc_t ss = 0;
-      for (int64_t d = 0; d < x.D; ++d) {
-        const acc_t v = to_acc(x(b, d, p));
-        ss += v * v;
+      if constexpr (kV > 0) {
+        acc_t v[kV];
+#pragma unroll
+        for (int i = 0; i < kV; ++i) {
+          v[i] = 0;
+          if (on && j + i * G < D) v[i] = to_acc(x.data[base + i * dstep]);
+          ss += v[i] * v[i];
+        }
+        const acc_t inv = pixel_normalize::inv_norm(group_sum(ss, gs), eps);
+#pragma unroll
+        for (int i = 0; i < kV; ++i)
+          if (on && j + i * G < D) store_from_acc(y + base + i * dstep, v[i] * inv);
+      } else {
+        if (on)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep) {
+            const acc_t v = to_acc(x.data[k]);
+            ss += v * v;
+          }
+        const acc_t inv = pixel_normalize::inv_norm(group_sum(ss, gs), eps);
+        if (on)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep) store_from_acc(y + k, to_acc(x.data[k]) * inv);
       }
-      const acc_t inv = pixel_normalize::inv_norm(ss, eps);
-      for (int64_t d = 0; d < x.D; ++d) store_from_acc(y + x.at(b, d, p), to_acc(x(b, d, p)) * inv);
     }
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int kV>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(Pixels<scalar_t> x, const scalar_t* g, scalar_t* gx, acc_t eps) {
+    backward_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ g, scalar_t* __restrict__ gx, int gs, acc_t eps) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1);
+  const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y)
-    for (int64_t p = int64_t(blockIdx.x) * kThreads + threadIdx.x; p < x.P; p += int64_t(gridDim.x) * kThreads) {
+    for (int64_t p0 = int64_t(blockIdx.x) * per_block; p0 < P; p0 += step) {
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const bool on = p < P;
+      const int64_t base = b * x.sb + p * x.sp + j * x.sd;
       acc_t ss = 0, dot = 0;
-      for (int64_t d = 0; d < x.D; ++d) {
-        const int64_t k = x.at(b, d, p);
-        const acc_t v = to_acc(x.data[k]);
-        ss += v * v;
-        dot += v * to_acc(g[k]);
+      acc_t v[kV > 0 ? kV : 1], w[kV > 0 ? kV : 1];
+      if constexpr (kV > 0) {
+#pragma unroll
+        for (int i = 0; i < kV; ++i) {
+          v[i] = 0;
+          w[i] = 0;
+          if (on && j + i * G < D) {
+            v[i] = to_acc(x.data[base + i * dstep]);
+            w[i] = to_acc(g[base + i * dstep]);
+          }
+          ss += v[i] * v[i];
+          dot += v[i] * w[i];
+        }
+      } else {
+        if (on)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep) {
+            const acc_t a = to_acc(x.data[k]);
+            ss += a * a;
+            dot += a * to_acc(g[k]);
+          }
       }
+      ss = group_sum(ss, gs);
+      dot = group_sum(dot, gs);
       const bool clamped = !(sqrt(ss) > eps) && ss == ss;
       const acc_t inv = pixel_normalize::inv_norm(ss, eps);
       dot *= inv;
-      for (int64_t d = 0; d < x.D; ++d) {
-        const int64_t k = x.at(b, d, p);
-        store_from_acc(gx + k, pixel_normalize::grad_element(to_acc(x.data[k]) * inv, to_acc(g[k]), dot, inv, clamped));
+      if constexpr (kV > 0) {
+#pragma unroll
+        for (int i = 0; i < kV; ++i)
+          if (on && j + i * G < D)
+            store_from_acc(gx + base + i * dstep, pixel_normalize::grad_element(v[i] * inv, w[i], dot, inv, clamped));
+      } else {
+        if (on)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep)
+            store_from_acc(gx + k,
+                           pixel_normalize::grad_element(to_acc(x.data[k]) * inv, to_acc(g[k]), dot, inv, clamped));
       }
     }
 }
 
-dim3 grid_for(const PixelMap& m) {
-  const int64_t gx = ceil_div<int64_t>(m.P, kThreads);
+dim3 grid_for(const PixelMap& m, int gs) {
+  const int64_t gx = ceil_div<int64_t>(m.P, kThreads >> gs);
   return dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), image_grid(m.B));
 }
 
@@ -55,25 +147,34 @@ dim3 grid_for(const PixelMap& m) {
 namespace pixelkernels {
 
 Status launch(OnCuda on, const PixelNormalizeForward& p) {
-  if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;
+  if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;  // out is empty
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
-    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, cuda::grid_for(p.emb), dim3(cuda::kThreads), 0,
-                        cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb), static_cast<scalar_t*>(p.out),
-                        acc_t(p.eps));
+    constexpr int kMax = cuda::kRegWords / (sizeof(acc_t) / 4);
+    cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, decltype(v)::value>, cuda::grid_for(p.emb, gs),
+                          dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
+                          static_cast<scalar_t*>(p.out), gs, acc_t(p.eps));
+    });
   });
   return cuda::status();
 }
 
 Status launch(OnCuda on, const PixelNormalizeBackward& p) {
-  if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;
+  if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;  // grad_emb is empty
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
-    cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>, cuda::grid_for(p.emb), dim3(cuda::kThreads), 0,
-                        cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb), static_cast<const scalar_t*>(p.grad_out),
-                        static_cast<scalar_t*>(p.grad_emb), acc_t(p.eps));
+    constexpr int kMax = cuda::kRegWords / (2 * sizeof(acc_t) / 4);  // x and g cached
+    cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
+      cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, decltype(v)::value>, cuda::grid_for(p.emb, gs),
+                          dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
+                          static_cast<const scalar_t*>(p.grad_out), static_cast<scalar_t*>(p.grad_emb), gs,
+                          acc_t(p.eps));
+    });
   });
   return cuda::status();
 }

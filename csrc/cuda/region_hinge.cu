@@ -1,10 +1,24 @@
-// region_hinge CUDA kernels (csrc/common/region_hinge.h). Each block owns a fixed chunk of one
-// image's pixels (region_stats::plan_chunks: longer chunks when R is large, so the partials stay
-// bounded) and walks it in rounds of kPix pixels per thread, keeping each pixel's region and
-// term in registers. Per round, one block_sum per region (forward: the hinge; backward: per
-// region and dim, the grad_centroid contribution) accumulates into shared memory; the block
-// then writes its partial, and the partials merge in chunk order. Fixed order everywhere: the
-// result is bitwise reproducible. Shared memory bounds R (forward) and R * D (backward).
+// region_hinge CUDA kernels (csrc/common/region_hinge.h), with u = x[b, :, p] - centroid[b, r],
+// r = labels[b, p] (pixels with takes_part false contribute nothing, get grad 0):
+//     hinge[b, r] = sum_p term(||u||^2).value
+//     grad_emb = g[b, r] * term(||u||^2).factor * u       grad_centroid[b, r] = -sum_p grad_emb
+// A group of G lanes per pixel (G = 1 for the pixel-inner layout: a warp reads 32 consecutive
+// pixels of a dim; G = pow2 >= D, <= 32, for channels_last: a group reads its pixel's contiguous
+// values); lane j holds dims j, j + G, ...; ||u||^2 is summed over the group with xor shuffles.
+// Each block owns a fixed chunk of one image's pixels (region_stats::plan_chunks bounds the
+// partials when R is large); partials go to the workspace and merge_kernel sums them in a fixed
+// order (one warp per output). No atomics: bitwise reproducible.
+//  Forward (one read of emb + labels): when R * 256 accumulators fit in shared memory (R <= 40
+//  float, 20 double) every thread adds its pixels' terms to its own bin column [R][256]
+//  (no conflicts, no shuffles per pixel); the block sums the columns in order per region and
+//  writes a [R] partial. Else per 32/G-pixel warp step, for each distinct region among the
+//  warp's pixels (labels are spatially coherent: usually one or two), the terms are summed with
+//  a fixed shuffle tree and lane 0 adds it to the warp's own [R] slot in the workspace.
+//  Backward (read emb + labels, write grad_emb once): the lanes keep u in registers (kV values;
+//  kV = 0 re-reads from L1/L2 when D / G is large), write grad_emb, then per distinct region of
+//  the warp step sum grad_emb over the lanes of equal j (xor shuffles) into the warp's own
+//  [R][D] bins: shared memory when 8 * R * D accumulators fit (R * D <= 1280 float), summed
+//  over the warps in order at the chunk's end; else the warp's slot of the workspace.
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cuda/common.cuh"
@@ -13,120 +27,287 @@ namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPix = 4;  // pixels per thread per round
-constexpr int64_t kRound = int64_t(kThreads) * kPix;
-constexpr int64_t kMaxPartialRows = 1 << 16;
-constexpr size_t kSmemBytes = 40 * 1024;
+constexpr int kWarps = kThreads / 32;
+constexpr int kRegWords = 64;                 // 32-bit registers per thread for cached values
+constexpr int64_t kChunkTarget = 4096;        // pixels per block
+constexpr int64_t kMaxPartials = int64_t(1) << 18;  // partial values per image (workspace bound)
+constexpr size_t kSmemBudget = 40 * 1024;
 
-region_stats::ChunkPlan plan_of(int64_t P, int64_t R) {
-  return region_stats::plan_chunks(P, R, 4 * kRound, kMaxPartialRows);
-}
+template <int V>
+struct IntTag {
+  static constexpr int value = V;
+};
 
-template <typename label_t>
-__device__ __forceinline__ int64_t bin_of(const label_t* lab, int64_t k, int64_t R, int64_t ignore) {
-  const int64_t l = int64_t(lab[k]);
-  return takes_part(l, R, ignore) ? l : -1;
-}
-
-// Squared distance of pixel p of image b to centroid row r (r >= 0).
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t sumsq(const Pixels<scalar_t>& x, const acc_t* cent, int64_t b, int64_t p, int64_t r) {
-  acc_t ss = 0;
-  for (int64_t d = 0; d < x.D; ++d) {
-    const acc_t u = to_acc(x(b, d, p)) - cent[r * x.D + d];
-    ss += u * u;
-  }
-  return ss;
-}
-
-template <typename scalar_t, typename acc_t, typename label_t>
-__global__ void __launch_bounds__(kThreads)
-    forward_kernel(Pixels<scalar_t> x, const label_t* labels, int64_t R, int64_t ignore, const acc_t* centroid,
-                   acc_t delta, int64_t chunk, int64_t nc, acc_t* part) {
-  __shared__ acc_t red[kThreads / 32];
-  acc_t* acc = dynamic_smem<acc_t>();
-  const int64_t P = x.P, p0 = int64_t(blockIdx.x) * chunk, p1 = p0 + chunk < P ? p0 + chunk : P;
-  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
-    const acc_t* cent = centroid + b * R * x.D;
-    for (int64_t r = threadIdx.x; r < R; r += kThreads) acc[r] = 0;
-    __syncthreads();
-    for (int64_t q = p0; q < p1; q += kRound) {
-      int64_t bin[kPix];
-      acc_t val[kPix];
-#pragma unroll
-      for (int j = 0; j < kPix; ++j) {
-        const int64_t p = q + j * kThreads + threadIdx.x;
-        bin[j] = p < p1 ? bin_of(labels, b * P + p, R, ignore) : -1;
-        val[j] = bin[j] >= 0 ? region_hinge::term(sumsq(x, cent, b, p, bin[j]), delta).value : acc_t(0);
-      }
-      for (int64_t r = 0; r < R; ++r) {
-        acc_t s = 0;
-#pragma unroll
-        for (int j = 0; j < kPix; ++j) s += bin[j] == r ? val[j] : acc_t(0);
-        s = block_sum<kThreads>(s, red);
-        if (threadIdx.x == 0) acc[r] += s;
-      }
-    }
-    __syncthreads();
-    for (int64_t r = threadIdx.x; r < R; r += kThreads) part[(b * nc + blockIdx.x) * R + r] = acc[r];
-    __syncthreads();
+template <int kV, int kMax, typename F>
+void dispatch_values(int64_t need, F&& f) {
+  if constexpr (kV > kMax) {
+    f(IntTag<0>{});
+  } else {
+    if (need <= kV) f(IntTag<kV>{});
+    else dispatch_values<kV * 2, kMax>(need, f);
   }
 }
 
-template <typename scalar_t, typename acc_t, typename label_t>
-__global__ void __launch_bounds__(kThreads)
-    backward_kernel(Pixels<scalar_t> x, const label_t* labels, int64_t R, int64_t ignore, const acc_t* centroid,
-                    const acc_t* grad_hinge, acc_t delta, int64_t chunk, int64_t nc, scalar_t* gx, acc_t* part) {
-  __shared__ acc_t red[kThreads / 32];
-  acc_t* acc = dynamic_smem<acc_t>();  // (R, D)
-  const int64_t D = x.D, P = x.P, p0 = int64_t(blockIdx.x) * chunk, p1 = p0 + chunk < P ? p0 + chunk : P;
-  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
-    const acc_t* cent = centroid + b * R * D;
-    for (int64_t k = threadIdx.x; k < R * D; k += kThreads) acc[k] = 0;
-    __syncthreads();
-    for (int64_t q = p0; q < p1; q += kRound) {
-      int64_t bin[kPix];
-      acc_t f[kPix];
-#pragma unroll
-      for (int j = 0; j < kPix; ++j) {
-        const int64_t p = q + j * kThreads + threadIdx.x;
-        bin[j] = p < p1 ? bin_of(labels, b * P + p, R, ignore) : -1;
-        f[j] = bin[j] >= 0 ? grad_hinge[b * R + bin[j]] * region_hinge::term(sumsq(x, cent, b, p, bin[j]), delta).factor
-                           : acc_t(0);
-      }
-      for (int64_t d = 0; d < D; ++d) {
-        acc_t v[kPix];
-#pragma unroll
-        for (int j = 0; j < kPix; ++j) {
-          const int64_t p = q + j * kThreads + threadIdx.x;
-          v[j] = 0;
-          if (p < p1) {
-            const int64_t k = x.at(b, d, p);
-            // Pixels that do not take part: gradient exactly 0, even where x is NaN.
-            if (bin[j] >= 0) v[j] = f[j] * (to_acc(x.data[k]) - cent[bin[j] * D + d]);
-            store_from_acc(gx + k, v[j]);
-          }
-        }
-        for (int64_t r = 0; r < R; ++r) {
-          acc_t s = 0;
-#pragma unroll
-          for (int j = 0; j < kPix; ++j) s += bin[j] == r ? v[j] : acc_t(0);
-          s = block_sum<kThreads>(s, red);
-          if (threadIdx.x == 0) acc[r * D + d] += s;
-        }
-      }
-    }
-    __syncthreads();
-    for (int64_t k = threadIdx.x; k < R * D; k += kThreads) part[(b * nc + blockIdx.x) * R * D + k] = acc[k];
-    __syncthreads();
-  }
+int group_shift(const PixelMap& m) {
+  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
+  int s = 0;
+  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
+  return s;
+}
+
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int gs) {
+  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T across_groups(T v, int gs) {
+  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
 }
 
 size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
 
+// Plans: a pure function of the sizes, shared by workspace_bytes and the launchers.
+struct Plan {
+  int64_t chunk = 1, nc = 0;  // pixels per chunk, chunks per image
+  int64_t slots = 1;          // partials per chunk (1: the block's; kWarps: one per warp)
+  int64_t K = 0;              // values per partial
+  bool smem = false;
+  size_t smem_bytes = 0, ws = 0;
+};
+
+Plan fwd_plan(const RegionHingeForward& p) {
+  Plan q;
+  const size_t ab = acc_bytes(p.emb.dtype);
+  q.K = p.R;
+  q.smem = size_t(p.R) * kThreads * ab <= kSmemBudget;
+  q.slots = q.smem ? 1 : kWarps;
+  q.smem_bytes = q.smem ? size_t(p.R) * kThreads * ab : 0;
+  const auto cp = region_stats::plan_chunks(p.emb.P, q.slots * p.R, kChunkTarget, kMaxPartials);
+  q.chunk = cp.chunk;
+  q.nc = p.emb.P > 0 ? cp.num_chunks : 0;
+  q.ws = size_t(p.emb.B) * size_t(q.nc) * size_t(q.slots) * size_t(q.K) * ab;
+  return q;
+}
+
+Plan bwd_plan(const RegionHingeBackward& p) {
+  Plan q;
+  const size_t ab = acc_bytes(p.emb.dtype);
+  q.K = p.R * p.emb.D;
+  q.smem = size_t(kWarps) * size_t(q.K) * ab <= kSmemBudget;
+  q.slots = q.smem ? 1 : kWarps;
+  q.smem_bytes = q.smem ? size_t(kWarps) * size_t(q.K) * ab : 0;
+  const auto cp = region_stats::plan_chunks(p.emb.P, q.slots * (q.K > 0 ? q.K : 1), kChunkTarget, kMaxPartials);
+  q.chunk = cp.chunk;
+  q.nc = p.emb.P > 0 && p.emb.D > 0 ? cp.num_chunks : 0;
+  q.ws = size_t(p.emb.B) * size_t(q.nc) * size_t(q.slots) * size_t(q.K) * ab;
+  return q;
+}
+
+template <typename label_t>
+__device__ __forceinline__ int64_t region_of(const label_t* lab, int64_t k, int64_t R, int64_t ignore) {
+  const int64_t l = int64_t(lab[k]);
+  return takes_part(l, R, ignore) ? l : -1;
+}
+
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
+                   const acc_t* __restrict__ centroid, acc_t delta, int gs, int64_t chunk, int64_t nc, bool smem,
+                   acc_t* __restrict__ part) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t per_block = kThreads >> gs;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
+  const int64_t c0 = int64_t(blockIdx.x) * chunk, c1 = c0 + chunk < P ? c0 + chunk : P;
+  acc_t* bins = dynamic_smem<acc_t>();  // smem: [R][kThreads], one column per thread
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    const acc_t* cent = centroid + b * R * D;
+    acc_t* slot = smem ? part + (b * nc + blockIdx.x) * R : part + ((b * nc + blockIdx.x) * kWarps + warp) * R;
+    if (smem) {
+      for (int64_t r = 0; r < R; ++r) bins[r * kThreads + threadIdx.x] = 0;  // own column only
+    } else {
+      for (int64_t r = lane; r < R; r += 32) slot[r] = 0;
+      __syncwarp();
+    }
+    for (int64_t p0 = c0; p0 < c1; p0 += per_block) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const int64_t r = p < c1 ? region_of(labels, b * P + p, R, ignore) : -1;
+      acc_t ss = 0;
+      if (r >= 0) {
+        const acc_t* c = cent + r * D;
+        int64_t k = b * x.sb + p * x.sp + j * x.sd;
+#pragma unroll 4
+        for (int64_t d = j; d < D; d += G, k += dstep) {
+          const acc_t u = to_acc(x.data[k]) - c[d];
+          ss += u * u;
+        }
+      }
+      ss = group_sum(ss, gs);
+      const acc_t t = region_hinge::term(ss, delta).value;
+      const int64_t key = j == 0 ? r : -1;  // one contribution per pixel
+      if (smem) {
+        if (key >= 0) bins[key * kThreads + threadIdx.x] += t;
+      } else {
+        unsigned todo = __ballot_sync(kFullMask, key >= 0);
+        while (todo != 0u) {  // one round per distinct region, lowest lane first
+          const int64_t rr = __shfl_sync(kFullMask, key, __ffs(todo) - 1);
+          const bool mine = key == rr;
+          todo &= ~__ballot_sync(kFullMask, mine);
+          const acc_t s = warp_sum(mine ? t : acc_t(0));  // select: NaN stays in its region
+          if (lane == 0) slot[rr] += s;
+        }
+      }
+    }
+    if (smem) {
+      __syncthreads();
+      for (int64_t r = warp; r < R; r += kWarps) {  // uniform per warp
+        acc_t s = 0;
+#pragma unroll
+        for (int k = 0; k < kThreads / 32; ++k) s += bins[r * kThreads + k * 32 + lane];
+        s = warp_sum(s);
+        if (lane == 0) slot[r] = s;
+      }
+      __syncthreads();  // bins are reused for the next image
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename label_t, int kV>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
+                    const acc_t* __restrict__ centroid, const acc_t* __restrict__ grad_hinge, acc_t delta, int gs,
+                    int64_t chunk, int64_t nc, bool smem, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t per_block = kThreads >> gs;
+  const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd, K = R * D;
+  const int64_t c0 = int64_t(blockIdx.x) * chunk, c1 = c0 + chunk < P ? c0 + chunk : P;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    const acc_t* cent = centroid + b * K;
+    // The warp's [R][D] bins; bin (r, d) is only ever updated by lane d % G.
+    acc_t* bins = smem ? dynamic_smem<acc_t>() + warp * K : part + ((b * nc + blockIdx.x) * kWarps + warp) * K;
+    if (smem) {
+      for (int64_t k = threadIdx.x; k < kWarps * K; k += kThreads) dynamic_smem<acc_t>()[k] = 0;
+      __syncthreads();
+    } else {
+      for (int64_t k = lane; k < K; k += 32) bins[k] = 0;
+      __syncwarp();
+    }
+    for (int64_t p0 = c0; p0 < c1; p0 += per_block) {  // uniform per block
+      const int64_t p = p0 + (threadIdx.x >> gs);
+      const int64_t r = p < c1 ? region_of(labels, b * P + p, R, ignore) : -1;
+      const bool on = p < c1;
+      const int64_t base = b * x.sb + p * x.sp + j * x.sd;
+      const acc_t* c = cent + (r >= 0 ? r : 0) * D;
+      acc_t ss = 0;
+      constexpr int kS = kV > 0 ? kV : 1;
+      acc_t u[kS];
+      if constexpr (kV > 0) {
+#pragma unroll
+        for (int i = 0; i < kV; ++i) {
+          const int64_t d = j + i * G;
+          u[i] = 0;
+          if (r >= 0 && d < D) u[i] = to_acc(x.data[base + i * dstep]) - c[d];
+          ss += u[i] * u[i];
+        }
+      } else {
+        if (r >= 0)
+          for (int64_t d = j, k = base; d < D; d += G, k += dstep) {
+            const acc_t v = to_acc(x.data[k]) - c[d];
+            ss += v * v;
+          }
+      }
+      ss = group_sum(ss, gs);
+      const acc_t f = r >= 0 ? grad_hinge[b * R + r] * region_hinge::term(ss, delta).factor : acc_t(0);
+      const unsigned any = __ballot_sync(kFullMask, r >= 0);
+      if constexpr (kV > 0) {
+#pragma unroll
+        for (int i = 0; i < kV; ++i) {
+          // Pixels that take no part: exactly 0, even where x is NaN (u is 0 there, f too).
+          u[i] = r >= 0 ? f * u[i] : acc_t(0);
+          if (on && j + i * G < D) store_from_acc(gx + base + i * dstep, u[i]);
+        }
+        unsigned todo = any;
+        while (todo != 0u) {  // one round per distinct region of the warp's pixels
+          const int64_t rr = __shfl_sync(kFullMask, r, __ffs(todo) - 1);
+          const bool mine = r == rr;
+          todo &= ~__ballot_sync(kFullMask, mine);
+#pragma unroll
+          for (int i = 0; i < kV; ++i) {
+            const acc_t s = across_groups(mine ? u[i] : acc_t(0), gs);
+            if (lane < G && j + i * G < D) bins[rr * D + j + i * G] += s;
+          }
+        }
+      } else {
+        for (int64_t d0 = 0; d0 < D; d0 += G) {  // uniform trip count: shuffles inside
+          const int64_t d = d0 + j;
+          acc_t v = 0;
+          if (on && d < D) {
+            const int64_t k = base + d0 * x.sd;
+            if (r >= 0) v = f * (to_acc(x.data[k]) - c[d]);
+            store_from_acc(gx + k, v);
+          }
+          unsigned todo = any;
+          while (todo != 0u) {
+            const int64_t rr = __shfl_sync(kFullMask, r, __ffs(todo) - 1);
+            const bool mine = r == rr;
+            todo &= ~__ballot_sync(kFullMask, mine);
+            const acc_t s = across_groups(mine ? v : acc_t(0), gs);
+            if (lane < G && d < D) bins[rr * D + d] += s;
+          }
+        }
+      }
+    }
+    if (smem) {
+      __syncthreads();
+      acc_t* all = dynamic_smem<acc_t>();
+      acc_t* out = part + (b * nc + blockIdx.x) * K;
+      for (int64_t k = threadIdx.x; k < K; k += kThreads) {
+        acc_t s = 0;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) s += all[w * K + k];
+        out[k] = s;
+      }
+      __syncthreads();  // bins are reused for the next image
+    }
+  }
+}
+
+// out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
+// output, lanes over c, then a fixed shuffle tree.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarps;
+  for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
+    const int64_t b = o / K, k = o - b * K;
+    acc_t s = 0;
+    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+    s = warp_sum(s);
+    if (lane == 0) out[o] = sign * s;
+  }
+}
+
+template <typename acc_t>
+void merge(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t st) {
+  const int64_t blocks = ceil_div<int64_t>(B * K, kWarps);
+  if (blocks > 0)
+    launch_kernel(merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(kThreads), 0,
+                  st, part, B, n, K, sign, out);
+}
+
 template <typename P, typename F>
 void dispatch_all(const P& p, F&& f) {
   dispatch_float(p.emb.dtype, [&](auto s, auto a) { dispatch_label(p.labels.type, [&](auto l) { f(s, a, l); }); });
+}
+
+Status check(const Plan& q, void* ws, size_t ws_bytes) {
+  if (q.nc > INT32_MAX) return "image too large for the chunk plan";
+  if (ws_bytes < q.ws || (q.ws > 0 && reinterpret_cast<uintptr_t>(ws) % 16 != 0))
+    return "workspace too small or misaligned";
+  return nullptr;
 }
 
 }  // namespace
@@ -134,60 +315,55 @@ void dispatch_all(const P& p, F&& f) {
 
 namespace pixelkernels {
 
-size_t workspace_bytes(OnCuda, const RegionHingeForward& p) {
-  if (p.emb.P <= 0) return 0;
-  return size_t(p.emb.B * cuda::plan_of(p.emb.P, p.R).num_chunks * p.R) * cuda::acc_bytes(p.emb.dtype);
-}
-
-size_t workspace_bytes(OnCuda, const RegionHingeBackward& p) {
-  if (p.emb.P <= 0) return 0;
-  return size_t(p.emb.B * cuda::plan_of(p.emb.P, p.R).num_chunks * p.R * p.emb.D) * cuda::acc_bytes(p.emb.dtype);
-}
+size_t workspace_bytes(OnCuda, const RegionHingeForward& p) { return cuda::fwd_plan(p).ws; }
+size_t workspace_bytes(OnCuda, const RegionHingeBackward& p) { return cuda::bwd_plan(p).ws; }
 
 Status launch(OnCuda on, const RegionHingeForward& p) {
-  if (p.emb.B == 0) return nullptr;
-  const auto plan = cuda::plan_of(p.emb.P, p.R);
-  const int64_t nc = p.emb.P > 0 ? plan.num_chunks : 0;
-  const size_t smem = size_t(p.R) * cuda::acc_bytes(p.emb.dtype);
-  if (smem > cuda::kSmemBytes) return "region_hinge: the cuda kernel takes R up to 5120 (float64) / 10240 (float32)";
-  if (p.workspace_bytes < workspace_bytes(OnCuda{}, p)) return "workspace too small";
+  if (p.emb.B == 0 || p.R == 0) return nullptr;  // hinge is empty
+  const cuda::Plan q = cuda::fwd_plan(p);
+  if (Status e = cuda::check(q, p.workspace, p.workspace_bytes)) return e;
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_all(p, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using label_t = typename decltype(l)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
-    if (nc > 0)
+    if (q.nc > 0)
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, label_t>,
-                          dim3(static_cast<unsigned>(nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads), smem, st,
-                          cuda::pixels_of<scalar_t>(p.emb), static_cast<const label_t*>(p.labels.data), p.R,
-                          p.ignore_index, static_cast<const acc_t*>(p.centroid), acc_t(p.delta), plan.chunk, nc, part);
-    cuda::sum_partials<acc_t>(part, p.emb.B, nc, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
+                          dim3(static_cast<unsigned>(q.nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads),
+                          q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
+                          static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
+                          static_cast<const acc_t*>(p.centroid), acc_t(p.delta), gs, q.chunk, q.nc, q.smem, part);
+    // Also runs when P == 0 (no partials): then it writes zeros.
+    cuda::merge<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
   });
   return cuda::status();
 }
 
 Status launch(OnCuda on, const RegionHingeBackward& p) {
-  if (p.emb.B == 0) return nullptr;
-  const auto plan = cuda::plan_of(p.emb.P, p.R);
-  const int64_t nc = p.emb.P > 0 && p.emb.D > 0 ? plan.num_chunks : 0;
-  const size_t smem = size_t(p.R * p.emb.D) * cuda::acc_bytes(p.emb.dtype);
-  if (smem > cuda::kSmemBytes) return "region_hinge backward: the cuda kernel takes R * D up to 5120 (float64) / 10240 (float32)";
-  if (p.workspace_bytes < workspace_bytes(OnCuda{}, p)) return "workspace too small";
+  if (p.emb.B == 0) return nullptr;  // grad_emb and grad_centroid are empty
+  const cuda::Plan q = cuda::bwd_plan(p);
+  if (Status e = cuda::check(q, p.workspace, p.workspace_bytes)) return e;
+  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_all(p, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using label_t = typename decltype(l)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
-    if (nc > 0)
-      cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, label_t>,
-                          dim3(static_cast<unsigned>(nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads), smem, st,
-                          cuda::pixels_of<scalar_t>(p.emb), static_cast<const label_t*>(p.labels.data), p.R,
-                          p.ignore_index, static_cast<const acc_t*>(p.centroid),
-                          static_cast<const acc_t*>(p.grad_hinge), acc_t(p.delta), plan.chunk, nc,
-                          static_cast<scalar_t*>(p.grad_emb), part);
-    cuda::sum_partials<acc_t>(part, p.emb.B, nc, p.R * p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
+    constexpr int kMax = cuda::kRegWords / (sizeof(acc_t) / 4);
+    if (q.nc > 0)
+      cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
+        cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, label_t, decltype(v)::value>,
+                            dim3(static_cast<unsigned>(q.nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads),
+                            q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
+                            static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
+                            static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge),
+                            acc_t(p.delta), gs, q.chunk, q.nc, q.smem, static_cast<scalar_t*>(p.grad_emb), part);
+      });
+    // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
+    cuda::merge<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
   });
   return cuda::status();
 }

@@ -1,8 +1,23 @@
-"""Triton backend of center_distance (csrc/common/center_distance.h): dist = ||x − c|| per
-pixel (or its square). Forward: one program per (pixel block, image), squares summed over
-the D blocks. Backward: the distance is recomputed in the accumulation type, the gradient
-written, and each program's (D) partial of grad_center stored and added over blocks in a
-fixed order (deterministic).
+"""Triton backend of center_distance (csrc/common/center_distance.h), u = x_p - center[b]:
+
+    dist[b, p]        = ||u||            (squared: ||u||^2)
+    grad_emb[b, :, p] = 2 g u            (squared)
+                      = g u / ||u||      (else; 0 where ||u|| == 0, NaN where it is NaN)
+    grad_center[b]    = - sum_p grad_emb[b, :, p]
+
+The center is read in the accumulation type (float32; float64 for float64 emb); dist is
+written in emb's dtype. The backward recomputes the distance in the accumulation type from
+emb (the forward's output may be rounded to half, and g / dist would carry that rounding).
+
+* `_forward_kernel`, grid ((pixel block, image)): squares summed over the D blocks in
+  registers, one write per pixel. One read of emb.
+* `_backward_kernel`, grid ((pixel block, image)): a first sweep over the D blocks gives
+  the distance, a second writes grad_emb (emb's strides) and stores the block's (D) partial
+  of grad_center to a (B, blocks, D) workspace (~D/BLOCK_P per pixel); the launcher adds
+  the blocks in a fixed order (no atomics: bitwise reproducible).
+
+Contiguous and channels_last maps are read in place (other strides copied once); the batch
+is on the flat axis 0 (`grid_items`), so any B runs; no host syncs.
 """
 
 import torch
@@ -62,7 +77,8 @@ def _backward_kernel(x_ptr, c_ptr, g_ptr, gx_ptr, part_ptr, P, D, sb, sd, sp, SQ
         f = 2.0 * g
     else:
         dist = tl.sqrt(ss)
-        f = tl.where(dist != dist, dist, tl.where(dist > 0, g / tl.where(dist > 0, dist, 1.0), 0.0))
+        nan = dist != dist  # noqa: PLR0124  (NaN propagates)
+        f = tl.where(nan, dist, tl.where(dist > 0, g / tl.where(dist > 0, dist, 1.0), 0.0))
     f = tl.where(pmask, f, 0.0)
     row = part_ptr + (b * nblk + blk) * D
     for d0 in range(0, D, BLOCK_D):
@@ -122,12 +138,17 @@ def center_distance_backward_op(grad_dist: torch.Tensor, emb: torch.Tensor, cent
 
 
 def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check
+    (.ci/triton_compile_check.py); other arguments compile as i32."""
     specs = []
     for e, a, acc in (("fp32", "fp32", tl.float32), ("fp64", "fp64", tl.float64), ("bf16", "fp32", tl.float32),
                       ("fp16", "fp32", tl.float32)):  # fmt: skip
         for sq in (False, True):
-            c = {"SQUARED": sq, "ACC": acc, "BLOCK_P": 128, "BLOCK_D": 16}
-            specs.append((_forward_kernel, {"x_ptr": "*" + e, "c_ptr": "*" + a, "dist_ptr": "*" + e}, c, 4))
-            specs.append((_backward_kernel, {"x_ptr": "*" + e, "c_ptr": "*" + a, "g_ptr": "*" + e, "gx_ptr": "*" + e,
-                                             "part_ptr": "*" + a}, c, 4))  # fmt: skip
+            for bp, bd, nw in ((128, 16, 4), (64, 32, 8)):
+                c = {"SQUARED": sq, "ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
+                specs.append(
+                    (_forward_kernel, {"x_ptr": "*" + e, "c_ptr": "*" + a, "dist_ptr": "*" + e}, c, nw)
+                )
+                specs.append((_backward_kernel, {"x_ptr": "*" + e, "c_ptr": "*" + a, "g_ptr": "*" + e,
+                                                 "gx_ptr": "*" + e, "part_ptr": "*" + a}, c, nw))  # fmt: skip
     return specs

@@ -1,7 +1,24 @@
-"""Triton backend of masked_sum (csrc/common/masked_sum.h): sum[b, c] = Σ_p feat·mask,
-mass[b] = Σ_p mask. Forward: one program per (pixel block, image) writes its partial sums
-(a (B, blocks, C + 1) workspace), added over blocks in a fixed order (deterministic).
-Backward: elementwise per pixel block, grad_mask reduced over the D blocks in registers.
+"""Triton backend of masked_sum (csrc/common/masked_sum.h): per image,
+
+    sum[b, c] = sum_p feat[b, c, p] * mask[b, p]        mass[b] = sum_p mask[b, p]
+    grad_feat[b, c, p] = gs[c] * mask[b, p]             grad_mask[b, p] = sum_c gs[c] * feat[b, c, p] + gm
+
+The mask is read as a contiguous (B, P) map rounded to feat's dtype (as every backend reads
+it); sums accumulate in float32 (float64 for float64 feat). A NaN anywhere in feat or mask
+propagates as in the formula (a product with mask is the op itself, not a membership mask).
+
+* `_partials_kernel`, grid ((pixel block, image)): loads the block's mask once, then per
+  D block its [BLOCK_P, BLOCK_D] feat tile, and writes the block's C channel sums and its
+  mass to a (B, blocks, C + 1) workspace (~1/BLOCK_P of the input). The launcher adds the
+  blocks in a fixed order (a torch sum over that small tensor): no atomics, the result is
+  bitwise reproducible. One read of feat and mask.
+* `_backward_kernel`, grid ((pixel block, image)), elementwise: per D block writes
+  gs * mask and accumulates gs . feat in registers, then writes grad_mask (computed in the
+  accumulation type, stored in feat's dtype, then cast to mask's dtype like the C++ op).
+  One read of feat and mask, one write of each gradient; grad_feat has feat's strides.
+
+Contiguous and channels_last maps are read in place (other strides copied once); the batch
+is on the flat axis 0 (`grid_items`), so any B runs; no host syncs.
 """
 
 import torch
@@ -118,11 +135,14 @@ def masked_sum_backward_op(grad_sum: torch.Tensor, grad_mass: torch.Tensor, feat
 
 
 def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check
+    (.ci/triton_compile_check.py); other arguments compile as i32."""
     specs = []
     for e, a, acc in (("fp32", "fp32", tl.float32), ("fp64", "fp64", tl.float64), ("bf16", "fp32", tl.float32),
                       ("fp16", "fp32", tl.float32)):  # fmt: skip
-        c = {"ACC": acc, "BLOCK_P": 256, "BLOCK_D": 16}
-        specs.append((_partials_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "part_ptr": "*" + a}, c, 4))
-        specs.append((_backward_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "gs_ptr": "*" + a, "gm_ptr": "*" + a,
-                                         "gx_ptr": "*" + e, "gw_ptr": "*" + e}, c, 4))  # fmt: skip
+        for bp, bd, nw in ((256, 16, 4), (64, 64, 8)):
+            c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
+            specs.append((_partials_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "part_ptr": "*" + a}, c, nw))
+            specs.append((_backward_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "gs_ptr": "*" + a,
+                                             "gm_ptr": "*" + a, "gx_ptr": "*" + e, "gw_ptr": "*" + e}, c, nw))  # fmt: skip
     return specs

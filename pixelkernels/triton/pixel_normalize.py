@@ -1,7 +1,18 @@
-"""Triton backend of pixel_normalize (csrc/common/pixel_normalize.h):
-y = x / max(||x||, eps) per pixel. One program per (pixel block, image): a first sweep over
-the D blocks sums the squares (and, backward, x·g), a second writes. Reads in place the
-contiguous and channels_last layouts; accumulates in float32 (float64 for float64 input).
+"""Triton backend of pixel_normalize (csrc/common/pixel_normalize.h), F.normalize over D:
+
+    y_p = x_p / max(||x_p||, eps)
+    grad_x = (g - y (y . g)) / ||x_p||    when ||x_p|| > eps
+           = g / eps                      otherwise (the clamp is active: y = x / eps is linear)
+
+One program per (pixel block, image) (`grid_items`, so any B), elementwise, no workspace:
+a first sweep over the D blocks sums x^2 (backward: also x . g) in registers, so the full
+norm is known before anything is written; a second sweep re-reads the tile (from cache) and
+writes. One read + one write of the map each way; D of any size (D blocks looped).
+Contiguous and channels_last maps are read in place and the output has emb's strides
+(empty_like); other strides are copied once. Accumulates in float32 (float64 for float64
+input); eps is passed as float64 and rounded to that type, as the C++ kernels do. A NaN in
+a pixel makes that pixel's outputs NaN (n != n keeps the NaN through the clamp) and nothing
+else.
 """
 
 import torch
@@ -23,7 +34,7 @@ from ._common import (
 
 
 @triton.jit
-def _forward_kernel(x_ptr, y_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+def _forward_kernel(x_ptr, y_ptr, P, D, eps: tl.float64, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
                     BLOCK_D: tl.constexpr):  # fmt: skip
     b, blk = split_pid(tl.cdiv(P, BLOCK_P))
     offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -33,8 +44,9 @@ def _forward_kernel(x_ptr, y_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOC
         offs_d = d0 + tl.arange(0, BLOCK_D)
         x = load_tile(x_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
         ss += tl.sum(x * x, axis=1)
+    e = tl.full([], eps, ACC)  # acc_t(eps), as in C++
     n = tl.sqrt(ss)
-    inv = 1.0 / tl.where((n > eps) | (n != n), n, eps)
+    inv = 1.0 / tl.where((n > e) | (n != n), n, e)  # noqa: PLR0124  (NaN propagates)
     for d0 in range(0, D, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         m = pmask[:, None] & (offs_d < D)[None, :]
@@ -44,7 +56,7 @@ def _forward_kernel(x_ptr, y_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOC
 
 
 @triton.jit
-def _backward_kernel(x_ptr, g_ptr, gx_ptr, P, D, eps, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
+def _backward_kernel(x_ptr, g_ptr, gx_ptr, P, D, eps: tl.float64, sb, sd, sp, ACC: tl.constexpr, BLOCK_P: tl.constexpr,
                      BLOCK_D: tl.constexpr):  # fmt: skip
     b, blk = split_pid(tl.cdiv(P, BLOCK_P))
     offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -57,9 +69,10 @@ def _backward_kernel(x_ptr, g_ptr, gx_ptr, P, D, eps, sb, sd, sp, ACC: tl.conste
         g = load_tile(g_ptr, b, offs_p, offs_d, pmask, offs_d < D, sb, sd, sp, ACC)
         ss += tl.sum(x * x, axis=1)
         dot += tl.sum(x * g, axis=1)
+    e = tl.full([], eps, ACC)
     n = tl.sqrt(ss)
-    clamped = n <= eps
-    inv = 1.0 / tl.where((n > eps) | (n != n), n, eps)
+    clamped = n <= e
+    inv = 1.0 / tl.where((n > e) | (n != n), n, e)  # noqa: PLR0124  (NaN propagates)
     dot = dot * inv
     for d0 in range(0, D, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -80,7 +93,7 @@ def _launch(kernel, x, out, *extra, eps):
     tmp = out if out.stride() == x.stride() else with_strides_of(None, x)
     bp, bd = pixel_blocks(P, D)
     with device_ctx(x):
-        kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, eps, sb, sd, sp, ACC=acc_of(x), BLOCK_P=bp,
+        kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, float(eps), sb, sd, sp, ACC=acc_of(x), BLOCK_P=bp,
                                                    BLOCK_D=bd, num_warps=warps(bp * bd))  # fmt: skip
     if tmp is not out:
         out.copy_(tmp)
@@ -104,11 +117,19 @@ def pixel_normalize_backward_op(grad_normalized: torch.Tensor, emb: torch.Tensor
 
 
 def compile_specs():
+    """(kernel, pointer/scalar signature, constexprs, num_warps) for the offline GPU compile
+    check (.ci/triton_compile_check.py); other arguments compile as i32."""
     specs = []
     for e, acc in (("fp32", tl.float32), ("fp64", tl.float64), ("bf16", tl.float32), ("fp16", tl.float32)):
-        c = {"ACC": acc, "BLOCK_P": 256, "BLOCK_D": 16}
-        specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + e, "eps": "fp32"}, c, 4))
-        specs.append(
-            (_backward_kernel, {"x_ptr": "*" + e, "g_ptr": "*" + e, "gx_ptr": "*" + e, "eps": "fp32"}, c, 4)
-        )
+        for bp, bd, nw in ((256, 16, 4), (64, 64, 8)):
+            c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
+            specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + e, "eps": "fp64"}, c, nw))
+            specs.append(
+                (
+                    _backward_kernel,
+                    {"x_ptr": "*" + e, "g_ptr": "*" + e, "gx_ptr": "*" + e, "eps": "fp64"},
+                    c,
+                    nw,
+                )
+            )
     return specs
