@@ -1,21 +1,35 @@
 // pixel_normalize CPU kernels (csrc/common/pixel_normalize.h). One task per tile of pixels:
 // the tile's per-pixel sums (of squares, forward; of y.g, backward) are accumulated over the
-// D rows while the tile sits in cache, then the rows are written.
+// D rows while the tile sits in cache, then the rows are written. The pixel stride is a
+// compile-time 1 for contiguous maps (sp == 1), so the row loops vectorise.
 #include "common/pixel_normalize.h"
+
+#include <type_traits>
 
 #include "cpu/pixel_tiles.h"
 
 namespace pixelkernels::cpu {
 namespace {
 
-template <typename T>
+// f(std::true_type) when the pixel stride is 1, else f(std::false_type).
+template <typename F>
+void by_pixel_stride(const PixelMap& m, F&& f) {
+  if (m.sp == 1)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
+}
+
+template <typename T, bool kUnitP>
 void forward(const PixelNormalizeForward& a) {
   const PixelMap& m = a.emb;
   const T* x = static_cast<const T*>(m.data);
   T* y = static_cast<T*>(a.out);
   const T eps = T(a.eps);
+  const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
-    const TileIndex at(m, b, p0);
+    const int64_t base = b * m.sb + p0 * sp;
+    auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
     T acc[kTile];
     for (int64_t i = 0; i < n; ++i) acc[i] = 0;
     for (int64_t d = 0; d < m.D; ++d)
@@ -29,15 +43,17 @@ void forward(const PixelNormalizeForward& a) {
   });
 }
 
-template <typename T>
+template <typename T, bool kUnitP>
 void backward(const PixelNormalizeBackward& a) {
   const PixelMap& m = a.emb;
   const T* x = static_cast<const T*>(m.data);
   const T* g = static_cast<const T*>(a.grad_out);
   T* gx = static_cast<T*>(a.grad_emb);
   const T eps = T(a.eps);
+  const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
-    const TileIndex at(m, b, p0);
+    const int64_t base = b * m.sb + p0 * sp;
+    auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
     T ss[kTile], dot[kTile];
     for (int64_t i = 0; i < n; ++i) ss[i] = dot[i] = 0;
     for (int64_t d = 0; d < m.D; ++d)
@@ -65,9 +81,13 @@ void backward(const PixelNormalizeBackward& a) {
 
 namespace pixelkernels {
 Status launch(OnCpu, const PixelNormalizeForward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
+    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::forward<decltype(t), decltype(unit)::value>(p); });
+  });
 }
 Status launch(OnCpu, const PixelNormalizeBackward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
+    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::backward<decltype(t), decltype(unit)::value>(p); });
+  });
 }
 }  // namespace pixelkernels
