@@ -9,7 +9,7 @@
 //  registers (kV values; kV = 0 re-reads from L1/L2 when D / G is too large), write grad_emb
 //  and add it to per-lane running sums of their dims. At the chunk's end the lanes of equal j
 //  are summed with xor shuffles and each warp writes its (D) partial to the workspace
-//  [B][chunks * warps][D]; merge_kernel sums them in a fixed order (one warp per output): no
+//  [B][chunks * warps][D]; sum_partials (common.cuh) adds them in a fixed order (one warp per output): no
 //  atomics, bitwise reproducible. Traffic: emb and grad_dist read once, grad_emb written once.
 #include "common/center_distance.h"
 #include "cuda/common.cuh"
@@ -22,40 +22,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kRegWords = 64;      // 32-bit registers per thread for the cached values + sums
 constexpr int64_t kChunk = 2048;  // pixels per backward block
 
-template <int V>
-struct IntTag {
-  static constexpr int value = V;
-};
-
-template <int kV, int kMax, typename F>
-void dispatch_values(int64_t need, F&& f) {
-  if constexpr (kV > kMax) {
-    f(IntTag<0>{});
-  } else {
-    if (need <= kV) f(IntTag<kV>{});
-    else dispatch_values<kV * 2, kMax>(need, f);
-  }
-}
-
-int group_shift(const PixelMap& m) {
-  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
-  int s = 0;
-  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
-  return s;
-}
-
-template <typename T>
-__device__ __forceinline__ T group_sum(T v, int gs) {
-  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
-
-// Sum over the lanes of the warp with the same lane index within their group (all get it).
-template <typename T>
-__device__ __forceinline__ T across_groups(T v, int gs) {
-  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
 
 int64_t num_chunks(int64_t P) { return P > 0 ? ceil_div<int64_t>(P, kChunk) : 0; }
 
@@ -161,29 +127,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
-// output, lanes over c, then a fixed shuffle tree.
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarps;
-  for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
-    const int64_t b = o / K, k = o - b * K;
-    acc_t s = 0;
-    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
-    s = warp_sum(s);
-    if (lane == 0) out[o] = sign * s;
-  }
-}
-
-template <typename acc_t>
-void merge(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t st) {
-  const int64_t blocks = ceil_div<int64_t>(B * K, kWarps);
-  if (blocks > 0)
-    launch_kernel(merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(kThreads), 0,
-                  st, part, B, n, K, sign, out);
-}
 
 size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
 
@@ -236,7 +179,7 @@ Status launch(OnCuda on, const CenterDistanceBackward& p) {
                             static_cast<scalar_t*>(p.grad_emb), part);
       });
     // grad_center = - sum of the warp partials (zeros when P == 0).
-    cuda::merge<acc_t>(part, p.emb.B, nc * cuda::kWarps, p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_center), st);
+    cuda::sum_partials<acc_t>(part, p.emb.B, nc * cuda::kWarps, p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_center), st);
   });
   return cuda::status();
 }

@@ -151,25 +151,74 @@ inline Status status() {
 // ---------------------------------------------------------------------------------------------
 // Per-block partials merged in a fixed order (the deterministic alternative to float atomics).
 
-// out[b * K + k] = sign * sum over c < nc, in order, of part[(b * nc + c) * K + k].
+// out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
+// output, lanes over c, then warp_sum's fixed shuffle tree. Writes zeros when n == 0.
 template <typename acc_t>
-__global__ void sum_partials_kernel(const acc_t* part, int64_t B, int64_t nc, int64_t K, acc_t sign, acc_t* out) {
-  const int64_t n = B * K;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = i / K, k = i - b * K;
+__global__ void __launch_bounds__(256)
+    sum_partials_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign,
+                        acc_t* __restrict__ out) {
+  constexpr int kWarpsPerBlock = 256 / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarpsPerBlock;
+  for (int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); o < total; o += nw) {
+    const int64_t b = o / K, k = o - b * K;
     acc_t s = 0;
-    for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * K + k];
-    out[i] = sign * s;
+    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+    s = warp_sum(s);
+    if (lane == 0) out[o] = sign * s;
   }
 }
 
 template <typename acc_t>
-void sum_partials(const acc_t* part, int64_t B, int64_t nc, int64_t K, acc_t sign, acc_t* out, cudaStream_t stream) {
-  const int64_t n = B * K;
-  if (n <= 0) return;
-  const int64_t blocks = ceil_div<int64_t>(n, 256);
-  launch_kernel(sum_partials_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 4096 ? blocks : 4096)), dim3(256), 0,
-                stream, part, B, nc, K, sign, out);
+void sum_partials(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t stream) {
+  const int64_t blocks = ceil_div<int64_t>(B * K, 256 / 32);
+  if (blocks > 0)
+    launch_kernel(sum_partials_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(256),
+                  0, stream, part, B, n, K, sign, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lane groups: G = 1 << gs lanes per pixel. G = 1 for the pixel-inner layout (a warp reads 32
+// consecutive pixels of a dim); for channels_last the power of two >= D, at most 32, so a group
+// reads its pixel's D contiguous values together.
+
+template <int V>
+struct IntTag {
+  static constexpr int value = V;
+};
+
+// f(IntTag<kV>) for the smallest power of two kV >= need with kV <= kMax, else f(IntTag<0>)
+// (0: too many values to keep in registers; the kernel re-reads instead).
+template <int kV, int kMax, typename F>
+void dispatch_values(int64_t need, F&& f) {
+  if constexpr (kV > kMax) {
+    f(IntTag<0>{});
+  } else {
+    if (need <= kV) f(IntTag<kV>{});
+    else dispatch_values<kV * 2, kMax>(need, f);
+  }
+}
+
+// log2 of the lanes per pixel of map m.
+inline int group_shift(const PixelMap& m) {
+  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
+  int s = 0;
+  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
+  return s;
+}
+
+// Sum over the G aligned lanes of a group (every lane gets it).
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int gs) {
+  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
+}
+
+// Sum over the lanes of the warp with the same lane index within their group (all get it).
+template <typename T>
+__device__ __forceinline__ T across_groups(T v, int gs) {
+  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
+  return v;
 }
 
 // Grid y extent for a loop over B images (blockIdx.y, stride gridDim.y).

@@ -23,40 +23,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kRegWords = 32;      // 32-bit registers per thread for the running sums
 constexpr int64_t kChunk = 2048;  // pixels per forward block
 
-template <int V>
-struct IntTag {
-  static constexpr int value = V;
-};
-
-template <int kV, int kMax, typename F>
-void dispatch_values(int64_t need, F&& f) {
-  if constexpr (kV > kMax) {
-    f(IntTag<0>{});
-  } else {
-    if (need <= kV) f(IntTag<kV>{});
-    else dispatch_values<kV * 2, kMax>(need, f);
-  }
-}
-
-int group_shift(const PixelMap& m) {
-  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
-  int s = 0;
-  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
-  return s;
-}
-
-template <typename T>
-__device__ __forceinline__ T group_sum(T v, int gs) {
-  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
-
-// Sum over the lanes of the warp with the same lane index within their group (all get it).
-template <typename T>
-__device__ __forceinline__ T across_groups(T v, int gs) {
-  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
 
 int64_t num_chunks(int64_t P) { return P > 0 ? ceil_div<int64_t>(P, kChunk) : 0; }
 

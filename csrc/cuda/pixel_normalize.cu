@@ -16,36 +16,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kRegWords = 64;  // 32-bit registers per thread for the cached values
 
-template <int V>
-struct IntTag {
-  static constexpr int value = V;
-};
-
-// f(IntTag<kV>) for the smallest power of two kV >= need (kV <= kMax), else f(IntTag<0>).
-template <int kV, int kMax, typename F>
-void dispatch_values(int64_t need, F&& f) {
-  if constexpr (kV > kMax) {
-    f(IntTag<0>{});
-  } else {
-    if (need <= kV) f(IntTag<kV>{});
-    else dispatch_values<kV * 2, kMax>(need, f);
-  }
-}
-
-// log2 of the lanes per pixel: 1 lane unless the dims are the unit-stride axis.
-int group_shift(const PixelMap& m) {
-  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
-  int s = 0;
-  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
-  return s;
-}
-
-// Sum over the G = 1 << gs aligned lanes of a group (every lane gets it).
-template <typename T>
-__device__ __forceinline__ T group_sum(T v, int gs) {
-  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
 
 template <typename scalar_t, typename acc_t, int kV>
 __global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, scalar_t* __restrict__ y, int gs,

@@ -6,7 +6,7 @@
 // pixels of a dim; G = pow2 >= D, <= 32, for channels_last: a group reads its pixel's contiguous
 // values); lane j holds dims j, j + G, ...; ||u||^2 is summed over the group with xor shuffles.
 // Each block owns a fixed chunk of one image's pixels (region_stats::plan_chunks bounds the
-// partials when R is large); partials go to the workspace and merge_kernel sums them in a fixed
+// partials when R is large); partials go to the workspace and sum_partials (common.cuh) adds them in a fixed
 // order (one warp per output). No atomics: bitwise reproducible.
 //  Forward (one read of emb + labels): when R * 256 accumulators fit in shared memory (R <= 40
 //  float, 20 double) every thread adds its pixels' terms to its own bin column [R][256]
@@ -33,39 +33,6 @@ constexpr int64_t kChunkTarget = 4096;        // pixels per block
 constexpr int64_t kMaxPartials = int64_t(1) << 18;  // partial values per image (workspace bound)
 constexpr size_t kSmemBudget = 40 * 1024;
 
-template <int V>
-struct IntTag {
-  static constexpr int value = V;
-};
-
-template <int kV, int kMax, typename F>
-void dispatch_values(int64_t need, F&& f) {
-  if constexpr (kV > kMax) {
-    f(IntTag<0>{});
-  } else {
-    if (need <= kV) f(IntTag<kV>{});
-    else dispatch_values<kV * 2, kMax>(need, f);
-  }
-}
-
-int group_shift(const PixelMap& m) {
-  if (m.sp == 1 || m.sd != 1 || m.D <= 1) return 0;
-  int s = 0;
-  while (s < 5 && (int64_t(1) << s) < m.D) ++s;
-  return s;
-}
-
-template <typename T>
-__device__ __forceinline__ T group_sum(T v, int gs) {
-  for (int m = (1 << gs) >> 1; m > 0; m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T across_groups(T v, int gs) {
-  for (int m = 16; m >= (1 << gs); m >>= 1) v += __shfl_xor_sync(kFullMask, v, m);
-  return v;
-}
 
 size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
 
@@ -274,29 +241,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
-// output, lanes over c, then a fixed shuffle tree.
-template <typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarps;
-  for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
-    const int64_t b = o / K, k = o - b * K;
-    acc_t s = 0;
-    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
-    s = warp_sum(s);
-    if (lane == 0) out[o] = sign * s;
-  }
-}
-
-template <typename acc_t>
-void merge(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t st) {
-  const int64_t blocks = ceil_div<int64_t>(B * K, kWarps);
-  if (blocks > 0)
-    launch_kernel(merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(kThreads), 0,
-                  st, part, B, n, K, sign, out);
-}
 
 template <typename P, typename F>
 void dispatch_all(const P& p, F&& f) {
@@ -336,7 +280,7 @@ Status launch(OnCuda on, const RegionHingeForward& p) {
                           static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
                           static_cast<const acc_t*>(p.centroid), acc_t(p.delta), gs, q.chunk, q.nc, q.smem, part);
     // Also runs when P == 0 (no partials): then it writes zeros.
-    cuda::merge<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
+    cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
   });
   return cuda::status();
 }
@@ -363,7 +307,7 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
                             acc_t(p.delta), gs, q.chunk, q.nc, q.smem, static_cast<scalar_t*>(p.grad_emb), part);
       });
     // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
-    cuda::merge<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
+    cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
   });
   return cuda::status();
 }
