@@ -7,12 +7,13 @@
 
 TORCH_LIBRARY(PK_LIBRARY, m) {
   // region_stats: emb (B,D,H,W), labels (B,H,W) integer -> count (B,R), centroid (B,R,D), variance (B,R)
+  // (with_variance=False: variance is 0 and takes no gradient; the CPU skips its second sweep)
   m.def(
-      "region_stats(Tensor emb, Tensor labels, int num_regions, int ignore_index)"
+      "region_stats(Tensor emb, Tensor labels, int num_regions, int ignore_index, bool with_variance=True)"
       " -> (Tensor, Tensor, Tensor)");
   m.def(
       "region_stats_backward(Tensor grad_centroid, Tensor grad_variance, Tensor emb, "
-      "Tensor labels, Tensor count, Tensor centroid, int ignore_index) -> Tensor");
+      "Tensor labels, Tensor count, Tensor centroid, int ignore_index, bool with_variance=True) -> Tensor");
 
   // pixel_normalize: emb (B,D,H,W) -> emb / max(||emb||_D, eps), same layout
   m.def("pixel_normalize(Tensor emb, float eps) -> Tensor");

@@ -12,7 +12,8 @@ namespace {
 
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& emb_in, const at::Tensor& labels,
-                                                            int64_t R, int64_t ignore_index) {
+                                                            int64_t R, int64_t ignore_index,
+                                                            bool with_variance) {
   const char* op = "region_stats";
   expect_labels_match(emb_in, labels, op);
   PK_EXPECT(R >= 1 && R <= INT32_MAX, op, "num_regions must be in [1, 2^31), got ", R);
@@ -26,7 +27,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
   at::Tensor variance = at::empty({B, R}, opts);
   if (B == 0) return {count, centroid, variance};
   RegionStatsForward p{pixel_map(emb),           lab.map, R, ignore_index, count.mutable_data_ptr(),
-                       centroid.mutable_data_ptr(), variance.mutable_data_ptr()};
+                       centroid.mutable_data_ptr(), variance.mutable_data_ptr(), with_variance};
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return {count, centroid, variance};
@@ -35,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
 template <class On>
 at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
                                  const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
-                                 const at::Tensor& centroid, int64_t ignore_index) {
+                                 const at::Tensor& centroid, int64_t ignore_index, bool with_variance) {
   const char* op = "region_stats_backward";
   expect_labels_match(emb, labels, op);
   const int64_t B = emb.size(0), D = emb.size(1), R = count.dim() == 2 ? count.size(1) : -1;
@@ -49,7 +50,9 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
   const auto st = stats_options(emb);
-  const at::Tensor gc = grad_centroid.to(st).contiguous(), gv = grad_variance.to(st).contiguous();
+  // Without variance the variance output is a constant 0: whatever gradient it got, none flows.
+  const at::Tensor gc = grad_centroid.to(st).contiguous();
+  const at::Tensor gv = with_variance ? grad_variance.to(st).contiguous() : at::zeros(grad_variance.sizes(), st);
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
   const Labels lab(labels);
   const RegionStatsBackward p{pixel_map(out.src),  lab.map,           R,

@@ -52,9 +52,16 @@ def _arg_names(packet) -> list[str]:
     return [a.name for a in packet.default._schema.arguments]
 
 
+def _arg_defaults(packet) -> dict:
+    return {a.name: a.default_value for a in packet.default._schema.arguments if a.has_default_value()}
+
+
 def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
     """register_autograd for one variant: `fwd`/`bwd` are the forward/backward op packets."""
     in_names, out_names, bwd_names = _arg_names(fwd), op.outputs, _arg_names(bwd)
+    # The dispatcher may hand setup_context fewer inputs than the schema has (trailing
+    # arguments left at their defaults): those take the schema's defaults.
+    defaults = _arg_defaults(fwd)
     grad_of = {n: out_names.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in out_names}
     differentiable = set(grad_of.values())
     # Everything the backward op needs, plus every forward input (for the double backward).
@@ -63,7 +70,7 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
     def setup_context(ctx, inputs, output):
         outs = output if isinstance(output, tuple) else (output,)
         ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in differentiable))
-        named = {**dict(zip(in_names, inputs)), **dict(zip(out_names, outs))}
+        named = {**defaults, **dict(zip(in_names, inputs)), **dict(zip(out_names, outs))}
         ctx.pk_tensors = [n for n in keep if isinstance(named[n], torch.Tensor)]
         ctx.save_for_backward(*(named[n] for n in ctx.pk_tensors))
         ctx.pk_values = {n: named[n] for n in keep if not isinstance(named[n], torch.Tensor)}
@@ -73,7 +80,7 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
     def backward(ctx, *grads):
         named = {**dict(zip(ctx.pk_tensors, ctx.saved_tensors)), **ctx.pk_values}
         if torch.is_grad_enabled():  # create_graph=True
-            return _reference_vjp(op, in_names, named, grads, differentiable)
+            return _reference_vjp(op, in_names, named, grads, differentiable)[: len(ctx.needs_input_grad)]
         args = []
         for n in bwd_names:
             if n in grad_of:
@@ -86,7 +93,7 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
                 args.append(named[n])
         res = bwd(*args)
         by_name = dict(zip(op.grad_inputs, res if isinstance(res, (tuple, list)) else (res,)))
-        return tuple(by_name.get(n) if ctx.needs_input_grad[i] else None for i, n in enumerate(in_names))
+        return tuple(by_name.get(n) if need else None for n, need in zip(in_names, ctx.needs_input_grad))
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
 
@@ -102,7 +109,13 @@ def _reference_vjp(op: Op, in_names, named, grads, differentiable):
     ]
     outs = op.reference(*inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
-    pairs = [(outs[i], grads[i]) for i in sorted(differentiable) if grads[i] is not None]
+    # An output can be a constant for some arguments (region_stats' variance without
+    # with_variance): it has no graph and contributes nothing.
+    pairs = [
+        (outs[i], grads[i]) for i in sorted(differentiable) if grads[i] is not None and outs[i].requires_grad
+    ]
+    if not pairs:
+        return tuple(torch.zeros_like(inputs[i]) if i in wrt else None for i in range(len(in_names)))
     got = torch.autograd.grad(
         [o for o, _ in pairs],
         [inputs[i] for i in wrt],

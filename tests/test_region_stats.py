@@ -45,8 +45,29 @@ def _tiny(device, dtype):
 
 def _call(inp, backend):
     return pk.region_stats(
-        inp["emb"], inp["labels"], inp["num_regions"], ignore_index=inp["ignore_index"], backend=backend
+        inp["emb"],
+        inp["labels"],
+        inp["num_regions"],
+        ignore_index=inp["ignore_index"],
+        with_variance=inp.get("with_variance", True),
+        backend=backend,
     )
+
+
+def _centroids_only(B, D, H, W, R, layout, pattern):
+    """with_variance=False: variance is a constant 0 that takes no gradient (the loss still
+    weights it), count and centroid as usual; one case per CPU kernel path."""
+
+    def make(device, dtype):
+        return {
+            "emb": make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout),
+            "labels": make_labels(B, H, W, R, device=device, pattern=pattern),
+            "num_regions": R,
+            "ignore_index": -1,
+            "with_variance": False,
+        }
+
+    return make
 
 
 def _weights(t):
@@ -81,6 +102,11 @@ ROW = Contract(
     loss=_loss,
     grad_inputs=("emb",),
     tiny=_tiny,
+    cases={
+        "centroids_only_r2": _centroids_only(2, 5, 7, 9, 2, "contiguous", "random"),
+        "centroids_only_r6": _centroids_only(2, 3, 9, 7, 6, "contiguous", "gaps"),
+        "centroids_only_channels_last": _centroids_only(3, 17, 5, 7, 4, "channels_last", "random"),
+    },
     zero_sizes={
         f"{'x'.join(map(str, s))}{'_t' if t else ''}": _zero(*s, transposed=t)
         for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)]

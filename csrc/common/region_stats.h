@@ -26,7 +26,8 @@ struct RegionStatsForward {
   int64_t R, ignore_index;
   void* count;     // (B, R)
   void* centroid;  // (B, R, D)
-  void* variance;  // (B, R)
+  void* variance;  // (B, R); all 0 when !with_variance
+  bool with_variance = true;  // false: the kernels may skip the centred sweep
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
 };

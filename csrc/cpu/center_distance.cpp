@@ -5,22 +5,12 @@
 // vectorise.
 #include "common/center_distance.h"
 
-#include <type_traits>
-
 #include "cpu/pixel_tiles.h"
 
 namespace pixelkernels::cpu {
 namespace {
 
 constexpr int64_t kChunk = 8 * kTile;
-
-template <typename F>
-void by_pixel_stride(const PixelMap& m, F&& f) {
-  if (m.sp == 1)
-    f(std::true_type{});
-  else
-    f(std::false_type{});
-}
 
 template <typename T, bool kUnitP>
 void forward(const CenterDistanceForward& a) {
@@ -103,13 +93,9 @@ void backward(const CenterDistanceBackward& a) {
 
 namespace pixelkernels {
 Status launch(OnCpu, const CenterDistanceForward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
-    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::forward<decltype(t), decltype(unit)::value>(p); });
-  });
+  return cpu::dispatch_map(p.emb, [&](auto t, auto unit) { cpu::forward<decltype(t), decltype(unit)::value>(p); });
 }
 Status launch(OnCpu, const CenterDistanceBackward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
-    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::backward<decltype(t), decltype(unit)::value>(p); });
-  });
+  return cpu::dispatch_map(p.emb, [&](auto t, auto unit) { cpu::backward<decltype(t), decltype(unit)::value>(p); });
 }
 }  // namespace pixelkernels

@@ -4,21 +4,10 @@
 // compile-time 1 for contiguous maps (sp == 1), so the row loops vectorise.
 #include "common/pixel_normalize.h"
 
-#include <type_traits>
-
 #include "cpu/pixel_tiles.h"
 
 namespace pixelkernels::cpu {
 namespace {
-
-// f(std::true_type) when the pixel stride is 1, else f(std::false_type).
-template <typename F>
-void by_pixel_stride(const PixelMap& m, F&& f) {
-  if (m.sp == 1)
-    f(std::true_type{});
-  else
-    f(std::false_type{});
-}
 
 template <typename T, bool kUnitP>
 void forward(const PixelNormalizeForward& a) {
@@ -81,13 +70,9 @@ void backward(const PixelNormalizeBackward& a) {
 
 namespace pixelkernels {
 Status launch(OnCpu, const PixelNormalizeForward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
-    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::forward<decltype(t), decltype(unit)::value>(p); });
-  });
+  return cpu::dispatch_map(p.emb, [&](auto t, auto unit) { cpu::forward<decltype(t), decltype(unit)::value>(p); });
 }
 Status launch(OnCpu, const PixelNormalizeBackward& p) {
-  return cpu::dispatch_float(p.emb.dtype, [&](auto t) {
-    cpu::by_pixel_stride(p.emb, [&](auto unit) { cpu::backward<decltype(t), decltype(unit)::value>(p); });
-  });
+  return cpu::dispatch_map(p.emb, [&](auto t, auto unit) { cpu::backward<decltype(t), decltype(unit)::value>(p); });
 }
 }  // namespace pixelkernels

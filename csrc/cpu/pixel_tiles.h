@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 
 #include "common/types.h"
 
@@ -23,6 +24,18 @@ Status dispatch_float(DType dtype, F&& f) {
     case DType::Float64: f(double{}); return nullptr;
     default: return "the cpu kernels take float32 and float64";
   }
+}
+
+// Calls f(T{}, std::bool_constant<sp == 1>{}) for a float map: kernels templated on a
+// compile-time unit pixel stride vectorise their row loops for contiguous maps.
+template <typename F>
+Status dispatch_map(const PixelMap& m, F&& f) {
+  return dispatch_float(m.dtype, [&](auto t) {
+    if (m.sp == 1)
+      f(t, std::true_type{});
+    else
+      f(t, std::false_type{});
+  });
 }
 
 // Pixels per tile: the tile's per-pixel scratch lives on the stack, its D rows of emb in L1/L2.

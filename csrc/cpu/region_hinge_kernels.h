@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "common/region_hinge.h"
+#include "cpu/label_bins.h"
 
 #ifndef PK_CPU_ISA
 #error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
@@ -27,29 +28,9 @@
 namespace pixelkernels::cpu::PK_CPU_ISA::hinge {
 
 using ::pixelkernels::LabelMap;
-using ::pixelkernels::LabelType;
-using ::pixelkernels::takes_part;
 using ::pixelkernels::region_hinge::term;
 
 constexpr int64_t kMinRun = 8;
-
-template <typename label_t>
-inline void bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t l = int64_t(lab[i]);
-    bins[i] = takes_part(l, R, ignore) ? int32_t(l) : int32_t(R);
-  }
-}
-
-inline void tile_bins(LabelMap lab, int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
-  switch (lab.type) {
-    case LabelType::UInt8: return bins_of(static_cast<const uint8_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int8: return bins_of(static_cast<const int8_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int16: return bins_of(static_cast<const int16_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int32: return bins_of(static_cast<const int32_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int64: return bins_of(static_cast<const int64_t*>(lab.data) + i0, n, R, ignore, bins);
-  }
-}
 
 // Runs of equal bin: run k is [start[k], start[k + 1]) with bin rbin[k]. Returns the count.
 inline int64_t make_runs(const int32_t* bins, int64_t n, int32_t* start, int32_t* rbin) {
@@ -132,7 +113,7 @@ void forward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, 
   for (int64_t r = 0; r < R; ++r) out[r] = T(0);
   for (int64_t t0 = 0; t0 < n; t0 += tile) {
     const int64_t nt = n - t0 < tile ? n - t0 : tile;
-    tile_bins(lab, i0 + t0, nt, R, ignore, bins);
+    chunk_bins(lab, i0 + t0, nt, R, ignore, bins);
     const T* xt = x + t0 * sp;
     if (sp == 1) {
       int32_t* start = runs;
@@ -172,7 +153,7 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
   for (int64_t k = 0; k < (R + 1) * D; ++k) pc[k] = T(0);
   for (int64_t t0 = 0; t0 < n; t0 += tile) {
     const int64_t nt = n - t0 < tile ? n - t0 : tile;
-    tile_bins(lab, i0 + t0, nt, R, ignore, bins);
+    chunk_bins(lab, i0 + t0, nt, R, ignore, bins);
     const T* xt = x + t0 * sp;
     T* gt = gx + t0 * sp;
     if (sp == 1) {

@@ -93,7 +93,7 @@ void forward_impl(const RegionStatsForward& a) {
       const int64_t b = t / NC, c = t % NC;
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * a.emb.sb + p0 * a.emb.sp, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R,
-                a.ignore_index, bins.get(), scratch.get(), cnt_nb.get(), tbuf.get(), pn.get() + t * R,
+                a.ignore_index, a.with_variance, bins.get(), scratch.get(), cnt_nb.get(), tbuf.get(), pn.get() + t * R,
                 pmean.get() + t * R * D, pm2.get() + t * R * D);
     }
   });
@@ -113,7 +113,7 @@ void forward_impl(const RegionStatsForward& a) {
         }
         const T mu = n > 0 ? s / T(n) : T(0);
         T m2 = 0;
-        for (int64_t c = 0; c < NC; ++c) {
+        for (int64_t c = 0; a.with_variance && c < NC; ++c) {
           const int64_t row = (b * NC + c) * R + r;
           const T dm = pmean[row * D + d] - mu;
           m2 += pm2[row * D + d] + (pn[row] > 0 ? T(pn[row]) * dm * dm : T(0));
@@ -122,7 +122,7 @@ void forward_impl(const RegionStatsForward& a) {
         var += m2;
       }
       count[t] = T(n);
-      variance[t] = n > 0 ? var / T(n) : T(0);
+      variance[t] = n > 0 && a.with_variance ? var / T(n) : T(0);
     }
   });
 }

@@ -9,9 +9,9 @@
 //
 // Forward, one chunk of n pixels of one image, all D dims (about 128 KiB of emb, so
 // the second sweep hits L2): sweep 1 sums per (bin, dim), sweep 2 sums the squares
-// centred on the chunk-local mean. Bins are the labels with every pixel that does not
-// take part sent to a sentinel bin R, so the loops are branch-free. Dim-inner input
-// (channels_last) runs over the D contiguous values of each pixel, which vectorises for
+// centred on the chunk-local mean (skipped without variance: it is half the work).
+// Bins are the labels with every pixel that does not take part sent to a sentinel bin R,
+// so the loops are branch-free. Dim-inner input (channels_last) runs over the D contiguous values of each pixel, which vectorises for
 // any R. Pixel-inner input (contiguous) with few bins (K = R + 1 <= kMaxSelectBins) uses
 // K x kLanes vector accumulators and selects per dim row (no scatter, no store-to-load
 // chains; a NaN stays in its own bin); with more bins the chunk is first copied
@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "common/region_stats.h"
+#include "cpu/label_bins.h"
 
 #ifndef PK_CPU_ISA
 #error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
@@ -31,8 +32,6 @@
 namespace pixelkernels::cpu::PK_CPU_ISA {
 
 using ::pixelkernels::LabelMap;
-using ::pixelkernels::LabelType;
-using ::pixelkernels::takes_part;
 using ::pixelkernels::region_stats::grad_element;
 
 constexpr int kLanes = 8;
@@ -48,25 +47,6 @@ constexpr int kMaxSelectBins = 4;
 // Whether a tile with pixel stride sp and R regions goes through the pixel-major copy.
 inline bool uses_pixel_major(int64_t sp, int64_t R) {
   return sp == 1 && (R + 1 < kMinSelectBins || R + 1 > kMaxSelectBins);
-}
-
-template <typename label_t>
-inline void bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t l = int64_t(lab[i]);
-    bins[i] = takes_part(l, R, ignore) ? int32_t(l) : int32_t(R);
-  }
-}
-
-// Bins of labels [i0, i0 + n) of `lab`, read at their own width.
-inline void chunk_bins(LabelMap lab, int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
-  switch (lab.type) {
-    case LabelType::UInt8: return bins_of(static_cast<const uint8_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int8: return bins_of(static_cast<const int8_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int16: return bins_of(static_cast<const int16_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int32: return bins_of(static_cast<const int32_t*>(lab.data) + i0, n, R, ignore, bins);
-    case LabelType::Int64: return bins_of(static_cast<const int64_t*>(lab.data) + i0, n, R, ignore, bins);
-  }
 }
 
 // out[k * ld] += sum over i with bins[i] == k of (v[i] - mu[k * ld])^2 if kCentred, else
@@ -238,7 +218,8 @@ inline void write_chunk(const acc_t* sum, const acc_t* sq, const int64_t* cnt_nb
 // sweep for the sums and one for the centred squares while the row is in L1.
 template <int K, typename scalar_t, typename acc_t>
 void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
-                       int64_t R, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
+                       int64_t R, bool with_variance, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean,
+                       acc_t* m2) {
   acc_t* sum = scratch;
   acc_t* sq = scratch + D * (R + 1);
   zero_chunk(scratch, cnt_nb, D, R + 1);
@@ -247,7 +228,7 @@ void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* 
     const scalar_t* xd = x + d * sd;
     binned_sums<K, false>(xd, bins, n, sum + d, sum + d, D);
     to_means(sum, cnt_nb, R, D, d, d + 1);
-    binned_sums<K, true>(xd, bins, n, sum + d, sq + d, D);
+    if (with_variance) binned_sums<K, true>(xd, bins, n, sum + d, sq + d, D);
   }
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
@@ -256,7 +237,7 @@ void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* 
 // contiguous dims of one pixel.
 template <typename scalar_t, typename acc_t>
 void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bins, int64_t n, int64_t R,
-                     acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
+                     bool with_variance, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean, acc_t* m2) {
   acc_t* sum = scratch;
   acc_t* sq = scratch + D * (R + 1);
   zero_chunk(scratch, cnt_nb, D, R + 1);
@@ -267,7 +248,7 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
     for (int64_t d = 0; d < D; ++d) s[d] += acc_t(xi[d]);
   }
   to_means(sum, cnt_nb, R, D, 0, D);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; with_variance && i < n; ++i) {
     const scalar_t* xi = x + i * sp;
     const acc_t* mu = sum + bins[i] * D;
     acc_t* q = sq + bins[i] * D;
@@ -285,8 +266,8 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
 // dim-inner sweeps vectorise over D whatever R is, while per-dim scatters do not.
 template <typename scalar_t, typename acc_t>
 void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
-                   int64_t R, int64_t ignore, int32_t* bins, acc_t* scratch, int64_t* cnt_nb, scalar_t* tbuf,
-                   int64_t* cnt, acc_t* mean, acc_t* m2) {
+                   int64_t R, int64_t ignore, bool with_variance, int32_t* bins, acc_t* scratch,
+                   int64_t* cnt_nb, scalar_t* tbuf, int64_t* cnt, acc_t* mean, acc_t* m2) {
   chunk_bins(lab, i0, n, R, ignore, bins);
   if (sp != 1 || uses_pixel_major(sp, R)) {
     if (sp == 1) {
@@ -294,12 +275,12 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
       x = tbuf;
       sp = D;
     }
-    chunk_dim_inner<scalar_t, acc_t>(x, D, sp, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+    chunk_dim_inner<scalar_t, acc_t>(x, D, sp, bins, n, R, with_variance, scratch, cnt_nb, cnt, mean, m2);
     return;
   }
 #define PK_CHUNK_CASE(K) \
   case K:                \
-    return chunk_pixel_inner<K, scalar_t, acc_t>(x, D, sd, bins, n, R, scratch, cnt_nb, cnt, mean, m2);
+    return chunk_pixel_inner<K, scalar_t, acc_t>(x, D, sd, bins, n, R, with_variance, scratch, cnt_nb, cnt, mean, m2);
   switch (R + 1) {
     PK_CHUNK_CASE(3)
     PK_CHUNK_CASE(kMaxSelectBins)
@@ -389,8 +370,9 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
 // Non-template entry points, one set per instruction set.
 #define PK_REGION_STATS_ENTRY(T, SUFFIX)                                                                       \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
-                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
-                                           T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2); \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,    \
+                                           int32_t* bins, T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt,  \
+                                           T* mean, T* m2);                                                    \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
                                            const T* c_t, const T* gc_t, const T* c_rd, const T* gc_rd,         \
@@ -403,9 +385,11 @@ PK_REGION_STATS_ENTRY(double, f64)
 // Defines the entry points declared above (in exactly one TU per instruction set).
 #define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                                \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
-                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
-                                           T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt, T* mean, T* m2) { \
-    forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, scratch, cnt_nb, tbuf, cnt, mean, m2);       \
+                                           int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,     \
+                                           int32_t* bins, T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt,   \
+                                           T* mean, T* m2) {                                                    \
+    forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, with_var, bins, scratch, cnt_nb, tbuf, cnt, mean,  \
+                        m2);                                                                                    \
   }                                                                                                             \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \

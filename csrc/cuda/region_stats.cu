@@ -272,8 +272,8 @@ template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     region_merge_kernel(const int32_t* __restrict__ part_n, const acc_t* __restrict__ part_mean,
                         const acc_t* __restrict__ part_m2, int64_t B, int64_t R, int64_t D,
-                        int64_t nc, acc_t* __restrict__ count, acc_t* __restrict__ centroid,
-                        acc_t* __restrict__ variance) {
+                        int64_t nc, bool with_variance, acc_t* __restrict__ count,
+                        acc_t* __restrict__ centroid, acc_t* __restrict__ variance) {
   __shared__ acc_t warp_m2[kWarps];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int64_t r = blockIdx.x;
@@ -309,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       acc_t m2 = acc_t(0);
       for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
       count[b * R + r] = nf;
-      variance[b * R + r] = n > 0 ? m2 / nf : acc_t(0);
+      variance[b * R + r] = n > 0 && with_variance ? m2 / nf : acc_t(0);
     }
     __syncthreads();  // warp_m2 is reused for the next image
   }
@@ -383,8 +383,8 @@ void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t 
   }
   // Also runs when P == 0 (no chunks): then it writes the all-zero statistics.
   launch_kernel(region_merge_kernel<acc_t>, dim3(static_cast<unsigned>(R), gy), kThreads, 0, stream, part_n, part_mean,
-                part_m2, B, R, p.emb.D, q.nc, static_cast<acc_t*>(p.count), static_cast<acc_t*>(p.centroid),
-                static_cast<acc_t*>(p.variance));
+                part_m2, B, R, p.emb.D, q.nc, p.with_variance, static_cast<acc_t*>(p.count),
+                static_cast<acc_t*>(p.centroid), static_cast<acc_t*>(p.variance));
 }
 
 template <typename scalar_t, typename acc_t, typename label_t>

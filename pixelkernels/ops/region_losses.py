@@ -101,7 +101,8 @@ def menet_metric_loss(
     if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
         return _reference.menet_metric_loss(emb, mask, form, bool(normalize), ignore_index)
     x = pixel_normalize(emb, backend=backend) if normalize else emb
-    n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index)
+    # The centroid form needs no variance: the CPU kernel then skips its centred sweep.
+    n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index, form == "pairwise")
     per = -((c[:, 1] - c[:, 0]) ** 2).sum(-1)
     if form == "pairwise":
         per = per + (n[:, 1] - n[:, 0]) * (v[:, 1] - v[:, 0]) / n.sum(1).clamp_min(1)
@@ -187,7 +188,7 @@ def discriminative_loss(
         return _reference.discriminative_loss(
             emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index
         )
-    n, mu, _ = _run(_region_stats, backend, emb, "emb", instances, R, ignore_index)
+    n, mu, _ = _run(_region_stats, backend, emb, "emb", instances, R, ignore_index, False)
     hinge = _run(_region_hinge, backend, emb, "emb", instances, mu, delta_v, ignore_index)
     present = n > 0
     C = present.sum(1).to(n.dtype)

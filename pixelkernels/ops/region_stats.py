@@ -20,7 +20,7 @@ from .._dtypes import stats_dtype
 from ..reference.region_stats import region_stats as _reference
 
 
-def _fake(emb, labels, num_regions, ignore_index):
+def _fake(emb, labels, num_regions, ignore_index, with_variance=True):
     B, D = emb.shape[0], emb.shape[1]
     st = stats_dtype(emb.dtype)
     return (
@@ -30,7 +30,9 @@ def _fake(emb, labels, num_regions, ignore_index):
     )
 
 
-def _fake_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index):
+def _fake_backward(
+    grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index, with_variance=True
+):
     return torch.empty_like(emb)
 
 
@@ -50,14 +52,17 @@ def region_stats(
     num_regions: int,
     *,
     ignore_index: int = -1,
+    with_variance: bool = True,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-region statistics of emb (B, D, H, W) under labels (B, H, W) of any integer dtype.
 
     Returns count (B, R), centroid (B, R, D), variance (B, R): float32 for half emb, else
     emb's dtype. Pixels labelled ``ignore_index`` take part in nothing; an empty region gives
-    0, 0, 0. Differentiable in ``emb`` through centroid and variance. ``backend`` overrides
-    the global choice (see ``pixelkernels.set_backend``).
+    0, 0, 0. Differentiable in ``emb`` through centroid and variance. ``with_variance=False``
+    returns variance as constant zeros and lets the CPU kernel skip its centred sweep (half
+    its work; the GPU kernels are memory-bound and compute it anyway): for callers that only
+    need centroids. ``backend`` overrides the global choice (see ``pixelkernels.set_backend``).
     """
     _checks.dense_map(emb, "emb")
     _checks.label_map(labels, "labels", emb, "emb")
@@ -65,4 +70,4 @@ def region_stats(
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     backend = _op.backend_for(OP, backend, emb, "emb")
     _checks.label_values(labels, "labels", R, ignore_index)
-    return _op.run(OP, backend, emb, labels, R, ignore_index)
+    return _op.run(OP, backend, emb, labels, R, ignore_index, bool(with_variance))

@@ -19,8 +19,16 @@ import torch
 from .._dtypes import stats_dtype
 
 
-def region_stats(emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int = -1):
-    """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), variance (B, R)."""
+def region_stats(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_regions: int,
+    ignore_index: int = -1,
+    with_variance: bool = True,
+):
+    """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), variance (B, R).
+
+    ``with_variance=False``: variance is all 0, a constant (no gradient flows through it)."""
     B, D, H, W = emb.shape
     R = num_regions
     x = emb.to(stats_dtype(emb.dtype)).reshape(B, D, H * W).transpose(1, 2)  # (B, P, D)
@@ -41,5 +49,5 @@ def region_stats(emb: torch.Tensor, labels: torch.Tensor, num_regions: int, igno
     sq = ((x - own) ** 2).sum(-1)
     sq = torch.where(valid, sq, torch.zeros_like(sq))
     ss = torch.zeros(B, R + 1, dtype=x.dtype, device=x.device).scatter_add(1, bins, sq)
-    variance = ss / count.clamp_min(1)
+    variance = ss / count.clamp_min(1) if with_variance else torch.zeros_like(count)
     return count[:, :R].contiguous(), centroid[:, :R].contiguous(), variance[:, :R].contiguous()

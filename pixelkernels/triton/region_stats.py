@@ -599,9 +599,11 @@ def region_stats_backward(
 
 @torch.library.custom_op("pixelkernels::region_stats_triton", mutates_args=())
 def region_stats_op(
-    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int
+    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int, with_variance: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return region_stats_forward(emb, labels, num_regions, ignore_index)
+    count, centroid, variance = region_stats_forward(emb, labels, num_regions, ignore_index)
+    # Memory-bound on a GPU, so the centred sweep stays; only the contract (variance 0) is kept.
+    return count, centroid, variance if with_variance else variance.zero_()
 
 
 @torch.library.custom_op("pixelkernels::region_stats_backward_triton", mutates_args=())
@@ -613,8 +615,11 @@ def region_stats_backward_op(
     count: torch.Tensor,
     centroid: torch.Tensor,
     ignore_index: int,
+    with_variance: bool = True,
 ) -> torch.Tensor:
-    return region_stats_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index)
+    # Without variance that output is a constant 0: whatever gradient it got, none flows.
+    gv = grad_variance if with_variance else torch.zeros_like(grad_variance)
+    return region_stats_backward(grad_centroid, gv, emb, labels, count, centroid, ignore_index)
 
 
 def compile_specs():
