@@ -15,9 +15,10 @@ TORCH_LIBRARY(PK_LIBRARY, m) {
       "region_stats_backward(Tensor grad_centroid, Tensor grad_variance, Tensor emb, "
       "Tensor labels, Tensor count, Tensor centroid, int ignore_index, bool with_variance=True) -> Tensor");
 
-  // pixel_normalize: emb (B,D,H,W) -> emb / max(||emb||_D, eps), same layout
-  m.def("pixel_normalize(Tensor emb, float eps) -> Tensor");
-  m.def("pixel_normalize_backward(Tensor grad_normalized, Tensor emb, float eps) -> Tensor");
+  // pixel_normalize: emb (B,D,H,W) -> emb / max(||emb||_D, eps), same layout; upcast: in the
+  // statistics dtype (float32 for half emb)
+  m.def("pixel_normalize(Tensor emb, float eps, bool upcast=False) -> Tensor");
+  m.def("pixel_normalize_backward(Tensor grad_normalized, Tensor emb, float eps, bool upcast=False) -> Tensor");
   // masked_sum: feat (B,C,H,W), mask (B,H,W) float -> sum (B,C), mass (B,)
   m.def("masked_sum(Tensor feat, Tensor mask) -> (Tensor, Tensor)");
   m.def(

@@ -7,18 +7,19 @@ namespace pixelkernels {
 namespace {
 
 template <class On>
-at::Tensor pixel_normalize(const at::Tensor& emb, double eps) {
+at::Tensor pixel_normalize(const at::Tensor& emb, double eps, bool upcast) {
   const char* op = "pixel_normalize";
   PK_EXPECT(emb.dim() == 4, op, "emb must be (B, D, H, W), got ", emb.sizes());
   Launcher<On> launcher(emb, op);
-  PixelOutput out(emb);
+  PixelOutput out(emb, upcast ? stats_options(emb).dtype().toScalarType() : emb.scalar_type());
   if (out.grad.numel() == 0) return out.grad;
-  launcher(PixelNormalizeForward{pixel_map(out.src), out.out.mutable_data_ptr(), eps});
+  launcher(PixelNormalizeForward{pixel_map(out.src), out.out.mutable_data_ptr(), eps, upcast});
   return out.finish();
 }
 
 template <class On>
-at::Tensor pixel_normalize_backward(const at::Tensor& grad_normalized, const at::Tensor& emb, double eps) {
+at::Tensor pixel_normalize_backward(const at::Tensor& grad_normalized, const at::Tensor& emb, double eps,
+                                    bool upcast) {
   const char* op = "pixel_normalize_backward";
   PK_EXPECT(emb.dim() == 4, op, "emb must be (B, D, H, W), got ", emb.sizes());
   expect_sizes(grad_normalized, emb.sizes(), op, "grad_normalized");
@@ -26,8 +27,9 @@ at::Tensor pixel_normalize_backward(const at::Tensor& grad_normalized, const at:
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
-  const at::Tensor g = with_pixel_strides_of(grad_normalized.to(emb.scalar_type()), out.src);
-  launcher(PixelNormalizeBackward{pixel_map(out.src), g.const_data_ptr(), out.out.mutable_data_ptr(), eps});
+  const auto g_type = upcast ? stats_options(emb).dtype().toScalarType() : emb.scalar_type();
+  const at::Tensor g = with_pixel_strides_of(grad_normalized.to(g_type), out.src);
+  launcher(PixelNormalizeBackward{pixel_map(out.src), g.const_data_ptr(), out.out.mutable_data_ptr(), eps, upcast});
   return out.finish();
 }
 

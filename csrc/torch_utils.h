@@ -84,12 +84,14 @@ inline bool same_pixel_strides(const at::Tensor& y, const at::Tensor& x) {
 struct PixelOutput {
   at::Tensor src, out, grad;
 
-  explicit PixelOutput(const at::Tensor& x) : grad(at::empty_like(x)) {
+  // The output is in `dtype` (default: x's).
+  explicit PixelOutput(const at::Tensor& x, std::optional<at::ScalarType> dtype = std::nullopt)
+      : grad(at::empty_like(x, x.options().dtype(dtype.value_or(x.scalar_type())))) {
     src = pixel_view_source(x);
     out = grad;
     if (grad.numel() > 0 && !same_pixel_strides(out, src)) {
       src = x.contiguous();
-      out = at::empty(src.sizes(), src.options());
+      out = at::empty(src.sizes(), grad.options());
     }
   }
   at::Tensor finish() {
@@ -99,10 +101,11 @@ struct PixelOutput {
 };
 
 // A per-pixel input the kernels read with `like`'s pixel strides (an incoming gradient shaped
-// like the map): `t` itself when its strides already agree, else a copy laid out like `like`.
+// like the map): `t` itself when its strides already agree, else a copy (in t's dtype) laid
+// out like `like`.
 inline at::Tensor with_pixel_strides_of(const at::Tensor& t, const at::Tensor& like) {
   if (t.numel() == 0 || same_pixel_strides(t, like)) return t;
-  at::Tensor out = at::empty_strided(like.sizes(), like.strides(), like.options());
+  at::Tensor out = at::empty_strided(like.sizes(), like.strides(), like.options().dtype(t.scalar_type()));
   out.copy_(t);
   return out;
 }

@@ -4,29 +4,29 @@ pixels whose norm is below eps (the clamped, linear branch) and exactly zero vec
 from __future__ import annotations
 
 import torch
-from conftest import make_emb, weighted_loss
+from conftest import dtypes_for, make_emb, weighted_loss
 from contract import Contract, suite
 
 import pixelkernels as pk
 
 
-def _inp(B, D, H, W, layout="contiguous", eps=1e-12, small=False):
+def _inp(B, D, H, W, layout="contiguous", eps=1e-12, small=False, upcast=False):
     def make(device, dtype):
         emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
         if small:  # norms around eps: both branches of the clamp, and exact zero vectors
             emb = (emb - 3.0) * 0.15
             emb[:, :, 0, :] = 0
-        return {"emb": emb, "eps": eps}
+        return {"emb": emb, "eps": eps, "upcast": upcast}
 
     return make
 
 
 def _call(inp, backend):
-    return (pk.pixel_normalize(inp["emb"], eps=inp["eps"], backend=backend),)
+    return (pk.pixel_normalize(inp["emb"], eps=inp["eps"], upcast=inp["upcast"], backend=backend),)
 
 
 def _bad(**kw):
-    return {"emb": torch.randn(2, 3, 4, 5), "eps": 1e-12, **kw}
+    return {"emb": torch.randn(2, 3, 4, 5), "eps": 1e-12, "upcast": False, **kw}
 
 
 ROW = Contract(
@@ -64,6 +64,9 @@ ROW = Contract(
         "clamped": _inp(2, 4, 6, 7, eps=0.25, small=True),
         "clamped_channels_last": _inp(2, 5, 6, 7, "channels_last", eps=0.3, small=True),
         "long_image": _inp(1, 2, 3, 3001),
+        "upcast": _inp(2, 5, 7, 9, upcast=True),
+        "upcast_channels_last_clamped": _inp(2, 5, 6, 7, "channels_last", eps=0.3, small=True, upcast=True),
+        "upcast_slice": _inp(1, 9, 3, 5, "slice", upcast=True),
     },
 )
 
@@ -105,3 +108,21 @@ def test_nan_propagates():
             continue
         y = pk.pixel_normalize(x, backend=backend)
         assert y[0, :, 2, 3].isnan().all() and not y[0, :, 2, 2].isnan().any(), backend
+
+
+def test_upcast_dtype():
+    """upcast: half in, float32 out (float32 and float64 unchanged); the gradient in emb's dtype.
+    The values are those of the float32 computation, not rounded to half."""
+    for backend in pk.available_backends():
+        if backend == "cuda":
+            continue
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            if dtype not in dtypes_for(backend):
+                continue
+            x = make_emb(2, 5, 4, 3, dtype=dtype, device="cpu").requires_grad_(True)
+            y = pk.pixel_normalize(x, upcast=True, backend=backend)
+            want = torch.nn.functional.normalize(x.detach().float() if dtype != torch.float64 else x.detach(), dim=1)
+            assert y.dtype == want.dtype, (backend, dtype)
+            torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+            (g,) = torch.autograd.grad(y.sum(), x)
+            assert g.dtype == dtype, (backend, dtype)

@@ -114,11 +114,6 @@ MENET = Contract(
     },
 )
 
-MENET.known_half_gaps = {
-    k: "normalize=True stores the normalized map in the input's half dtype before region_stats; "
-    "that rounding (2^-8 for bfloat16) shows in a few gradient elements"
-    for k in ("normalize", "normalize_pairwise_cl")
-}
 TestMEnet = suite(MENET)
 
 

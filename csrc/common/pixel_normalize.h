@@ -4,6 +4,8 @@
 // Backward, with n = ||x_p|| and g the incoming gradient of y_p:
 //     grad_x = (g - y (y . g)) / n     when n > eps
 //     grad_x = g / eps                 otherwise (the clamp is active: y = x / eps is linear)
+// With `upcast`, y (forward) and g (backward) are in the accumulation type (float for half
+// emb) instead of emb's dtype, so a reduction over y (menet_metric_loss) sees no half rounding.
 #pragma once
 
 #include "common/types.h"
@@ -12,15 +14,17 @@ namespace pixelkernels {
 
 struct PixelNormalizeForward {
   PixelMap emb;
-  void* out;  // same dtype and strides as emb; every element is written
+  void* out;  // strides of emb, emb's dtype (upcast: the accumulation type); every element is written
   double eps;
+  bool upcast = false;
 };
 
 struct PixelNormalizeBackward {
   PixelMap emb;
-  const void* grad_out;  // same dtype and strides as emb
+  const void* grad_out;  // strides of emb, emb's dtype (upcast: the accumulation type)
   void* grad_emb;        // same dtype and strides as emb; every element is written
   double eps;
+  bool upcast = false;
 };
 
 // Kernels: csrc/cpu/pixel_normalize.cpp and csrc/cuda/pixel_normalize.cu. No workspace.

@@ -6,7 +6,10 @@
 // registers). The norm (and y . g) is summed over the group with xor shuffles, then the cached
 // values are scaled and written: forward reads x once and writes y once; backward reads x and g
 // once and writes grad once. When D / G exceeds the register budget (kV = 0) the second sweep
-// re-reads (from L1/L2). Any strides are correct; index math is 64-bit.
+// re-reads (from L1/L2). Any strides are correct; index math is 64-bit. With upcast, y and g
+// are in the accumulation type (float for half emb).
+#include <type_traits>
+
 #include "common/pixel_normalize.h"
 #include "cuda/common.cuh"
 
@@ -17,8 +20,8 @@ constexpr int kThreads = 256;
 constexpr int kRegWords = 64;  // 32-bit registers per thread for the cached values
 
 
-template <typename scalar_t, typename acc_t, int kV>
-__global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, scalar_t* __restrict__ y, int gs,
+template <typename scalar_t, typename out_t, typename acc_t, int kV>
+__global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, out_t* __restrict__ y, int gs,
                                                            acc_t eps) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1);
   const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
@@ -54,9 +57,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(Pixels<scalar_t> x, s
     }
 }
 
-template <typename scalar_t, typename acc_t, int kV>
+template <typename scalar_t, typename g_t, typename acc_t, int kV>
 __global__ void __launch_bounds__(kThreads)
-    backward_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ g, scalar_t* __restrict__ gx, int gs, acc_t eps) {
+    backward_kernel(Pixels<scalar_t> x, const g_t* __restrict__ g, scalar_t* __restrict__ gx, int gs, acc_t eps) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1);
   const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
@@ -111,6 +114,22 @@ dim3 grid_for(const PixelMap& m, int gs) {
   return dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), image_grid(m.B));
 }
 
+// f(scalar tag, acc tag, side tag): `side` is the type of y (forward) or g (backward): emb's
+// dtype, or the accumulation type when upcast (only half emb has a distinct one to pick).
+template <class F>
+void dispatch_side(DType dtype, bool upcast, F&& f) {
+  dispatch_float(dtype, [&](auto s, auto a) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    if constexpr (std::is_same_v<scalar_t, acc_t>)
+      f(s, a, s);
+    else if (upcast)
+      f(s, a, a);
+    else
+      f(s, a, s);
+  });
+}
+
 }  // namespace
 }  // namespace pixelkernels::cuda
 
@@ -119,14 +138,15 @@ namespace pixelkernels {
 Status launch(OnCuda on, const PixelNormalizeForward& p) {
   if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;  // out is empty
   const int gs = cuda::group_shift(p.emb);
-  cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
+  cuda::dispatch_side(p.emb.dtype, p.upcast, [&](auto s, auto a, auto o) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
+    using out_t = typename decltype(o)::type;
     constexpr int kMax = cuda::kRegWords / (sizeof(acc_t) / 4);
     cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
-      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, decltype(v)::value>, cuda::grid_for(p.emb, gs),
-                          dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
-                          static_cast<scalar_t*>(p.out), gs, acc_t(p.eps));
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, out_t, acc_t, decltype(v)::value>,
+                          cuda::grid_for(p.emb, gs), dim3(cuda::kThreads), 0, cuda::stream_of(on),
+                          cuda::pixels_of<scalar_t>(p.emb), static_cast<out_t*>(p.out), gs, acc_t(p.eps));
     });
   });
   return cuda::status();
@@ -135,15 +155,16 @@ Status launch(OnCuda on, const PixelNormalizeForward& p) {
 Status launch(OnCuda on, const PixelNormalizeBackward& p) {
   if (p.emb.B == 0 || p.emb.P == 0 || p.emb.D == 0) return nullptr;  // grad_emb is empty
   const int gs = cuda::group_shift(p.emb);
-  cuda::dispatch_float(p.emb.dtype, [&](auto s, auto a) {
+  cuda::dispatch_side(p.emb.dtype, p.upcast, [&](auto s, auto a, auto o) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
+    using g_t = typename decltype(o)::type;
     constexpr int kMax = cuda::kRegWords / (2 * sizeof(acc_t) / 4);  // x and g cached
     cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
-      cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, decltype(v)::value>, cuda::grid_for(p.emb, gs),
-                          dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
-                          static_cast<const scalar_t*>(p.grad_out), static_cast<scalar_t*>(p.grad_emb), gs,
-                          acc_t(p.eps));
+      cuda::launch_kernel(cuda::backward_kernel<scalar_t, g_t, acc_t, decltype(v)::value>,
+                          cuda::grid_for(p.emb, gs), dim3(cuda::kThreads), 0, cuda::stream_of(on),
+                          cuda::pixels_of<scalar_t>(p.emb), static_cast<const g_t*>(p.grad_out),
+                          static_cast<scalar_t*>(p.grad_emb), gs, acc_t(p.eps));
     });
   });
   return cuda::status();

@@ -100,7 +100,8 @@ def menet_metric_loss(
     _checks.label_values(mask, "mask", 2, ignore_index)
     if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
         return _reference.menet_metric_loss(emb, mask, form, bool(normalize), ignore_index)
-    x = pixel_normalize(emb, backend=backend) if normalize else emb
+    # upcast: the normalised map of a half emb is float32, so its centroids see no half rounding.
+    x = pixel_normalize(emb, upcast=True, backend=backend) if normalize else emb
     # The centroid form needs no variance: the CPU kernel then skips its centred sweep.
     n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index, form == "pairwise")
     per = -((c[:, 1] - c[:, 0]) ** 2).sum(-1)

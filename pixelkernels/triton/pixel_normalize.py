@@ -9,7 +9,8 @@ a first sweep over the D blocks sums x^2 (backward: also x . g) in registers, so
 norm is known before anything is written; a second sweep re-reads the tile (from cache) and
 writes. One read + one write of the map each way; D of any size (D blocks looped).
 Contiguous and channels_last maps are read in place and the output has emb's strides
-(empty_like); other strides are copied once. Accumulates in float32 (float64 for float64
+(empty_like); other strides are copied once. With ``upcast``, y (forward) and g (backward)
+are float32 for half emb, so a reduction over y sees no half rounding. Accumulates in float32 (float64 for float64
 input); eps is passed as float64 and rounded to that type, as the C++ kernels do. A NaN in
 a pixel makes that pixel's outputs NaN (n != n keeps the NaN through the clamp) and nothing
 else.
@@ -19,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._dtypes import stats_dtype
 from ._common import (
     acc_of,
     device_ctx,
@@ -90,7 +92,7 @@ def _launch(kernel, x, out, *extra, eps):
     P = H * W
     x, (sb, sd, sp) = pixel_view(x)
     extra = [with_strides_of(e, x) for e in extra]
-    tmp = out if out.stride() == x.stride() else with_strides_of(None, x)
+    tmp = out if out.stride() == x.stride() else torch.empty_strided(x.shape, x.stride(), dtype=out.dtype, device=x.device)
     bp, bd = pixel_blocks(P, D)
     with device_ctx(x):
         kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, float(eps), sb, sd, sp, ACC=acc_of(x), BLOCK_P=bp,
@@ -100,20 +102,27 @@ def _launch(kernel, x, out, *extra, eps):
     return out
 
 
+def _side_dtype(emb: torch.Tensor, upcast: bool) -> torch.dtype:
+    """The dtype of y (forward) and g (backward): emb's, or float32 for half emb with upcast."""
+    return stats_dtype(emb.dtype) if upcast else emb.dtype
+
+
 @torch.library.custom_op("pixelkernels::pixel_normalize_triton", mutates_args=())
-def pixel_normalize_op(emb: torch.Tensor, eps: float) -> torch.Tensor:
-    out = torch.empty_like(emb)
+def pixel_normalize_op(emb: torch.Tensor, eps: float, upcast: bool = False) -> torch.Tensor:
+    out = torch.empty_like(emb, dtype=_side_dtype(emb, upcast))
     if emb.numel() == 0:
         return out
     return _launch(_forward_kernel, emb, out, eps=eps)
 
 
 @torch.library.custom_op("pixelkernels::pixel_normalize_backward_triton", mutates_args=())
-def pixel_normalize_backward_op(grad_normalized: torch.Tensor, emb: torch.Tensor, eps: float) -> torch.Tensor:
+def pixel_normalize_backward_op(
+    grad_normalized: torch.Tensor, emb: torch.Tensor, eps: float, upcast: bool = False
+) -> torch.Tensor:
     out = torch.empty_like(emb)
     if emb.numel() == 0:
         return out
-    return _launch(_backward_kernel, emb, out, grad_normalized.to(emb.dtype), eps=eps)
+    return _launch(_backward_kernel, emb, out, grad_normalized.to(_side_dtype(emb, upcast)), eps=eps)
 
 
 def compile_specs():
@@ -123,13 +132,14 @@ def compile_specs():
     for e, acc in (("fp32", tl.float32), ("fp64", tl.float64), ("bf16", tl.float32), ("fp16", tl.float32)):
         for bp, bd, nw in ((256, 16, 4), (64, 64, 8)):
             c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
-            specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + e, "eps": "fp64"}, c, nw))
-            specs.append(
-                (
-                    _backward_kernel,
-                    {"x_ptr": "*" + e, "g_ptr": "*" + e, "gx_ptr": "*" + e, "eps": "fp64"},
-                    c,
-                    nw,
+            for side in dict.fromkeys((e, "fp64" if e == "fp64" else "fp32")):  # emb's dtype, upcast
+                specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + side, "eps": "fp64"}, c, nw))
+                specs.append(
+                    (
+                        _backward_kernel,
+                        {"x_ptr": "*" + e, "g_ptr": "*" + side, "gx_ptr": "*" + e, "eps": "fp64"},
+                        c,
+                        nw,
+                    )
                 )
-            )
     return specs
