@@ -32,5 +32,13 @@ TORCH_LIBRARY(PK_LIBRARY, m) {
   m.def("region_hinge(Tensor emb, Tensor labels, Tensor centroid, float delta, int ignore_index) -> Tensor");
   m.def(
       "region_hinge_backward(Tensor grad_hinge, Tensor emb, Tensor labels, Tensor centroid, "
-      "float delta, int ignore_index) -> (Tensor, Tensor)");
+      "float delta, int ignore_index, Tensor? offset=None) -> (Tensor, Tensor)");
+  // centroid_hinge: region_stats' count and centroid, then region_hinge around those centroids;
+  // one backward writes emb's whole gradient (through the centroids too) with one rounding
+  m.def(
+      "centroid_hinge(Tensor emb, Tensor labels, int num_regions, float delta, int ignore_index) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "centroid_hinge_backward(Tensor grad_centroid, Tensor grad_hinge, Tensor emb, Tensor labels, "
+      "Tensor count, Tensor centroid, float delta, int ignore_index) -> Tensor");
 }

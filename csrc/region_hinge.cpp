@@ -2,6 +2,7 @@
 // centroids are read in the accumulation type; their gradient comes back in their own dtype.
 #include "common/region_hinge.h"
 
+#include <optional>
 #include <tuple>
 
 #include "torch_utils.h"
@@ -39,21 +40,28 @@ at::Tensor region_hinge(const at::Tensor& emb_in, const at::Tensor& labels, cons
 template <class On>
 std::tuple<at::Tensor, at::Tensor> region_hinge_backward(const at::Tensor& grad_hinge, const at::Tensor& emb,
                                                          const at::Tensor& labels, const at::Tensor& centroid,
-                                                         double delta, int64_t ignore_index) {
+                                                         double delta, int64_t ignore_index,
+                                                         const std::optional<at::Tensor>& offset) {
   const char* op = "region_hinge_backward";
   expect_labels_match(emb, labels, op);
   const int64_t R = expect_centroid(emb, centroid, op);
   expect_sizes(grad_hinge, {emb.size(0), R}, op, "grad_hinge");
   expect_same_device(op, {emb, labels, centroid, grad_hinge});
+  if (offset) {
+    expect_sizes(*offset, centroid.sizes(), op, "offset");
+    expect_same_device(op, {emb, *offset});
+  }
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   const auto st = stats_options(emb);
   at::Tensor grad_centroid = at::empty(centroid.sizes(), st);
   if (emb.size(0) == 0) return {out.grad, grad_centroid.to(centroid.scalar_type())};
   const at::Tensor c = centroid.to(st).contiguous(), g = grad_hinge.to(st).contiguous();
+  const at::Tensor o = offset ? offset->to(st).contiguous() : at::Tensor();
   const Labels lab(labels);
   RegionHingeBackward p{pixel_map(out.src),  lab.map, R, ignore_index, c.const_data_ptr(), g.const_data_ptr(), delta,
                         out.out.mutable_data_ptr(), grad_centroid.mutable_data_ptr()};
+  p.offset = offset ? o.const_data_ptr() : nullptr;
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return {out.finish(), grad_centroid.to(centroid.scalar_type())};

@@ -8,6 +8,7 @@ from ._backend import BACKENDS, available_backends, get_backend, set_backend, us
 from ._checks import checks_enabled, set_checks
 from ._version import __version__
 from .ops.center_distance import center_distance
+from .ops.centroid_hinge import centroid_hinge
 from .ops.masked_sum import masked_sum
 from .ops.pixel_normalize import pixel_normalize
 from .ops.region_hinge import region_hinge
@@ -27,6 +28,7 @@ __all__ = [
     "build_info",
     "cas_loss",
     "center_distance",
+    "centroid_hinge",
     "checks_enabled",
     "discriminative_loss",
     "get_backend",

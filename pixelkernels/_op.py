@@ -60,8 +60,10 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
     """register_autograd for one variant: `fwd`/`bwd` are the forward/backward op packets."""
     in_names, out_names, bwd_names = _arg_names(fwd), op.outputs, _arg_names(bwd)
     # The dispatcher may hand setup_context fewer inputs than the schema has (trailing
-    # arguments left at their defaults): those take the schema's defaults.
-    defaults = _arg_defaults(fwd)
+    # arguments left at their defaults): those take the schema's defaults. So do the backward
+    # op's arguments that are no forward input or output (region_hinge's offset, which only
+    # centroid_hinge passes).
+    defaults = {**_arg_defaults(bwd), **_arg_defaults(fwd)}
     grad_of = {n: out_names.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in out_names}
     differentiable = set(grad_of.values())
     # Everything the backward op needs, plus every forward input (for the double backward).

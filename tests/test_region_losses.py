@@ -236,7 +236,7 @@ def _disc(B, D, H, W, R, **kw):
 
 DISC = Contract(
     op="discriminative_loss",
-    uses=("region_stats", "region_hinge"),
+    uses=("centroid_hinge",),
     make=_disc(2, 5, 7, 9, 4, label_dtype=torch.int16, gamma=0.1),
     call=_disc_call,
     loss=_scalar_loss,
@@ -278,10 +278,6 @@ DISC = Contract(
     },
 )
 
-DISC.known_half_gaps = {
-    "long_image": "emb's gradient is the sum of region_stats' and region_hinge's, added by autograd in "
-    "the half dtype; where they cancel, the rounding of each exceeds the elementwise tolerance"
-}
 TestDiscriminative = suite(DISC)
 
 

@@ -4,6 +4,9 @@
 // Backward, with g = grad_hinge[b, r], u = emb[b, :, p] - centroid[b, r], d = ||u||:
 //     grad_emb[b, :, p]   = g * 2 [d - delta]_+ * u / d      (0 where d == 0)
 //     grad_centroid[b, r] = - sum over the region's pixels of grad_emb[b, :, p]
+// With an offset table o (B, R, D), each taking-part pixel's grad_emb gets o[b, r] added (in the
+// accumulation type, before the one rounding to emb's dtype); grad_centroid does not see it.
+// centroid_hinge uses it to write the whole gradient of a loss through the centroids in one pass.
 // Pixels that do not take part (ignore_index, labels outside [0, R)) get grad_emb 0.
 #pragma once
 
@@ -33,6 +36,7 @@ struct RegionHingeBackward {
   void* grad_centroid;  // (B, R, D), accumulation type; every element is written
   void* workspace = nullptr;  // CUDA only
   size_t workspace_bytes = 0;
+  const void* offset = nullptr;  // (B, R, D), accumulation type, or null
 };
 
 // Kernels: csrc/cpu/region_hinge.cpp and csrc/cuda/region_hinge.cu.

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
@@ -126,6 +127,8 @@ void backward(const RegionHingeBackward& a) {
   const auto plan = region_stats::plan_chunks(P, R, kChunkPixels, kMaxPartialRows);
   const int64_t nc = plan.num_chunks, tile = tile_pixels<T>(D, plan.chunk), rows = (R + 1) * D;
   const Tables<T> cent(static_cast<const T*>(a.centroid), B, R, D);
+  std::unique_ptr<Tables<T>> off;
+  if (a.offset != nullptr) off = std::make_unique<Tables<T>>(static_cast<const T*>(a.offset), B, R, D);
   auto part = scratch<T>(B * nc * rows);
   const Kernels<T> k;
   at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
@@ -134,10 +137,10 @@ void backward(const RegionHingeBackward& a) {
     auto ss = scratch<T>(tile);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / nc, p0 = (t % nc) * plan.chunk, n = std::min(plan.chunk, P - p0);
-      const int64_t off = b * m.sb + p0 * m.sp;
-      k.backward(x + off, D, m.sd, m.sp, a.labels, b * P + p0, n, R, a.ignore_index, cent.rd.get() + b * (R + 1) * D,
-                 cent.t.get() + b * (R + 1) * D, gh + b * R, T(a.delta), tile, bins.get(), runs.get(), ss.get(),
-                 gx + off, part.get() + t * rows);
+      const int64_t at = b * m.sb + p0 * m.sp, tb = b * (R + 1) * D;  // tb: image b's tables
+      k.backward(x + at, D, m.sd, m.sp, a.labels, b * P + p0, n, R, a.ignore_index, cent.rd.get() + tb,
+                 cent.t.get() + tb, off ? off->rd.get() + tb : nullptr, off ? off->t.get() + tb : nullptr, gh + b * R,
+                 T(a.delta), tile, bins.get(), runs.get(), ss.get(), gx + at, part.get() + t * rows);
     }
   });
   at::parallel_for(0, B * R, 64, [&](int64_t t0, int64_t t1) {

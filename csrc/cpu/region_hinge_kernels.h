@@ -145,11 +145,12 @@ void forward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, 
 }
 
 // Backward of one chunk: gx (at x's strides) and pc, the chunk's (R + 1) x D partial of
-// grad_centroid (row R collects nothing useful and is never read).
+// grad_centroid (row R collects nothing useful and is never read). o_rd / o_t: the offset
+// table in the layouts of c_rd / c_t (zero bin R), or null; added to gx after pc has its sum.
 template <typename T>
 void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n, int64_t R,
-                    int64_t ignore, const T* c_rd, const T* c_t, const T* gh, T delta, int64_t tile, int32_t* bins,
-                    int32_t* runs, T* ss, T* gx, T* pc) {
+                    int64_t ignore, const T* c_rd, const T* c_t, const T* o_rd, const T* o_t, const T* gh, T delta,
+                    int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc) {
   for (int64_t k = 0; k < (R + 1) * D; ++k) pc[k] = T(0);
   for (int64_t t0 = 0; t0 < n; t0 += tile) {
     const int64_t nt = n - t0 < tile ? n - t0 : tile;
@@ -182,6 +183,10 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
             const T c = c_rd[int64_t(rbin[k]) * D + d];
             for (int64_t i = s; i < e; ++i) gd[i] = ss[i] * (xd[i] - c);
             pc[int64_t(rbin[k]) * D + d] -= lane_sum(gd + s, e - s);
+            if (o_rd != nullptr) {
+              const T o = o_rd[int64_t(rbin[k]) * D + d];
+              for (int64_t i = s; i < e; ++i) gd[i] += o;
+            }
           }
         } else {
           const T* ct = c_t + d * nb;
@@ -190,6 +195,10 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
             gd[i] = bins[i] < R ? v : T(0);  // select: exactly 0 even where x is NaN
           }
           for (int64_t i = 0; i < nt; ++i) pc[int64_t(bins[i]) * D + d] -= gd[i];
+          if (o_t != nullptr) {
+            const T* ot = o_t + d * nb;
+            for (int64_t i = 0; i < nt; ++i) gd[i] += ot[bins[i]];  // bin R: + 0
+          }
         }
       }
       continue;
@@ -203,19 +212,20 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
         continue;
       }
       const T* c = c_rd + int64_t(b) * D;
+      const T* o = o_rd != nullptr ? o_rd + int64_t(b) * D : nullptr;
       T* p = pc + int64_t(b) * D;
       if (sd == 1) {
         const T f = gh[b] * term<T>(sumsq_to<true>(xi, 1, c, D), delta).factor;
         for (int64_t d = 0; d < D; ++d) {
           const T v = f * (xi[d] - c[d]);
-          gi[d] = v;
+          gi[d] = o != nullptr ? v + o[d] : v;
           p[d] -= v;
         }
       } else {
         const T f = gh[b] * term<T>(sumsq_to<false>(xi, sd, c, D), delta).factor;
         for (int64_t d = 0; d < D; ++d) {
           const T v = f * (xi[d * sd] - c[d]);
-          gi[d * sd] = v;
+          gi[d * sd] = o != nullptr ? v + o[d] : v;
           p[d] -= v;
         }
       }
@@ -233,8 +243,8 @@ namespace pixelkernels::cpu::PK_CPU_ISA {
                                            T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* out);      \
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \
-                                            const T* gh, T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, \
-                                            T* gx, T* pc);
+                                            const T* o_rd, const T* o_t, const T* gh, T delta, int64_t tile,         \
+                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc);
 PK_REGION_HINGE_ENTRY(float, f32)
 PK_REGION_HINGE_ENTRY(double, f64)
 
@@ -248,8 +258,8 @@ PK_REGION_HINGE_ENTRY(double, f64)
   }                                                                                                                  \
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \
-                                            const T* gh, T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, \
-                                            T* gx, T* pc) {                                                          \
-    hinge::backward_chunk<T>(x, D, sd, sp, lab, i0, n, R, ignore, c_rd, c_t, gh, delta, tile, bins, runs, ss, gx,    \
-                             pc);                                                                                    \
+                                            const T* o_rd, const T* o_t, const T* gh, T delta, int64_t tile,         \
+                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc) {                     \
+    hinge::backward_chunk<T>(x, D, sd, sp, lab, i0, n, R, ignore, c_rd, c_t, o_rd, o_t, gh, delta, tile, bins, runs, \
+                             ss, gx, pc);                                                                            \
   }

@@ -18,7 +18,8 @@
 //  kV = 0 re-reads from L1/L2 when D / G is large), write grad_emb, then per distinct region of
 //  the warp step sum grad_emb over the lanes of equal j (xor shuffles) into the warp's own
 //  [R][D] bins: shared memory when 8 * R * D accumulators fit (R * D <= 1280 float), summed
-//  over the warps in order at the chunk's end; else the warp's slot of the workspace.
+//  over the warps in order at the chunk's end; else the warp's slot of the workspace. An
+//  offset row (centroid_hinge) is added to the written value only, in the accumulation type.
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cuda/common.cuh"
@@ -144,8 +145,9 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename acc_t, typename label_t, int kV>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
-                    const acc_t* __restrict__ centroid, const acc_t* __restrict__ grad_hinge, acc_t delta, int gs,
-                    int64_t chunk, int64_t nc, bool smem, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+                    const acc_t* __restrict__ centroid, const acc_t* __restrict__ grad_hinge,
+                    const acc_t* __restrict__ offset, acc_t delta, int gs, int64_t chunk, int64_t nc, bool smem,
+                    scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd, K = R * D;
@@ -167,6 +169,8 @@ __global__ void __launch_bounds__(kThreads)
       const bool on = p < c1;
       const int64_t base = b * x.sb + p * x.sp + j * x.sd;
       const acc_t* c = cent + (r >= 0 ? r : 0) * D;
+      // The offset row of the pixel's region (null: none; pixels that take no part: none).
+      const acc_t* o = offset != nullptr && r >= 0 ? offset + b * K + r * D : nullptr;
       acc_t ss = 0;
       constexpr int kS = kV > 0 ? kV : 1;
       acc_t u[kS];
@@ -193,7 +197,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int i = 0; i < kV; ++i) {
           // Pixels that take no part: exactly 0, even where x is NaN (u is 0 there, f too).
           u[i] = r >= 0 ? f * u[i] : acc_t(0);
-          if (on && j + i * G < D) store_from_acc(gx + base + i * dstep, u[i]);
+          if (on && j + i * G < D) store_from_acc(gx + base + i * dstep, o != nullptr ? u[i] + o[j + i * G] : u[i]);
         }
         unsigned todo = any;
         while (todo != 0u) {  // one round per distinct region of the warp's pixels
@@ -213,7 +217,7 @@ __global__ void __launch_bounds__(kThreads)
           if (on && d < D) {
             const int64_t k = base + d0 * x.sd;
             if (r >= 0) v = f * (to_acc(x.data[k]) - c[d]);
-            store_from_acc(gx + k, v);
+            store_from_acc(gx + k, o != nullptr ? v + o[d] : v);
           }
           unsigned todo = any;
           while (todo != 0u) {
@@ -304,7 +308,8 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
                             q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
                             static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
                             static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge),
-                            acc_t(p.delta), gs, q.chunk, q.nc, q.smem, static_cast<scalar_t*>(p.grad_emb), part);
+                            static_cast<const acc_t*>(p.offset), acc_t(p.delta), gs, q.chunk, q.nc, q.smem,
+                            static_cast<scalar_t*>(p.grad_emb), part);
       });
     // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
     cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);

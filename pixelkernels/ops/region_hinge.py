@@ -21,7 +21,7 @@ def _fake(emb, labels, centroid, delta, ignore_index):
     return emb.new_empty((emb.shape[0], centroid.shape[1]), dtype=stats_dtype(emb.dtype))
 
 
-def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index):
+def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None):
     return torch.empty_like(emb), centroid.new_empty(centroid.shape)
 
 

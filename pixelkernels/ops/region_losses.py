@@ -4,10 +4,11 @@
 ``backend="reference"`` runs the straightforward oracles of pixelkernels/reference/region_losses.py
 (one-hot masks, a (B, R, D, H·W) broadcast); every other backend runs the fused path: each
 loss is a composition of registered ops, which do all the per-pixel work (region_stats,
-region_hinge, pixel_normalize, masked_sum, center_distance), and small tensor maths on
+centroid_hinge, pixel_normalize, masked_sum, center_distance), and small tensor maths on
 (B, R, D) statistics: O(B·D·H·W) time, no one-hot mask, no (B, R, D, H·W) broadcast, no
 per-pixel PyTorch op in the forward. (Autograd adds the gradients that two ops send to the
-same input, e.g. emb in discriminative_loss: one elementwise pass in the backward.)
+same input, emb's in menet_saliency: one elementwise pass in the backward. discriminative_loss
+takes emb's whole gradient from centroid_hinge, rounded to emb's dtype once.)
 
 Conventions shared by the losses (SPEC §2): statistics and losses are float32 for half
 inputs, else the input dtype; pixels labelled ignore_index take part in nothing; an empty
@@ -22,7 +23,7 @@ import torch
 from .. import _checks, _op
 from ..reference import region_losses as _reference
 from . import masked_sum as _masked_sum
-from . import region_hinge as _region_hinge
+from . import centroid_hinge as _centroid_hinge
 from . import region_stats as _region_stats
 from .center_distance import center_distance
 from .masked_sum import masked_sum
@@ -169,8 +170,8 @@ def discriminative_loss(
       + β · 1/(C(C−1)) Σ_{A≠B} [2δ_d − ||μ_A − μ_B||]_+²                  (distance term, 0 if C = 1)
       + γ · (1/C) Σ_c ||μ_c||                                            (regulariser)
 
-    An id with no pixel takes part in nothing. The variance term is the fused second pass
-    ``region_hinge`` over the centroids of ``region_stats``.
+    An id with no pixel takes part in nothing. The centroids and the variance term come from
+    ``centroid_hinge`` (``region_stats``, then the fused second pass ``region_hinge``).
 
     Switching from the widely used implementations: the paper's distance term sums over
     ordered pairs and divides by C(C−1), as here (some codes use unordered pairs, which is
@@ -189,8 +190,8 @@ def discriminative_loss(
         return _reference.discriminative_loss(
             emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index
         )
-    n, mu, _ = _run(_region_stats, backend, emb, "emb", instances, R, ignore_index, False)
-    hinge = _run(_region_hinge, backend, emb, "emb", instances, mu, delta_v, ignore_index)
+    # One op for both passes, so emb's gradient (hinge + centroids) is rounded to emb's dtype once.
+    n, mu, hinge = _run(_centroid_hinge, backend, emb, "emb", instances, R, delta_v, ignore_index)
     present = n > 0
     C = present.sum(1).to(n.dtype)
     l_var = (hinge / n.clamp_min(1)).sum(1) / C.clamp_min(1)

@@ -141,9 +141,10 @@ def _rh_factor_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, P, D, R, ignore_inde
 
 
 @triton.jit
-def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, gx_ptr, part_ptr, P, D, R, ignore_index,
+def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, o_ptr, gx_ptr, part_ptr, P, D, R, ignore_index,
                     delta: tl.float64, num_chunks, tiles_per_chunk, sb, sd, sp, BLOCK_P: tl.constexpr,
-                    BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, FUSED: tl.constexpr):  # fmt: skip
+                    BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, FUSED: tl.constexpr,
+                    HAS_OFFSET: tl.constexpr):  # fmt: skip
     ACC = part_ptr.dtype.element_ty
     b, chunk = split_pid(num_chunks)
     chunk = chunk.to(tl.int64)
@@ -176,7 +177,11 @@ def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, gx_ptr, part_ptr, P, D
                 f = tl.load(f_ptr + b * P + offs_p, mask=member, other=0.0)
             # Pixels that do not take part: exactly 0, even where x is NaN.
             v = tl.where(m, f[:, None] * u, 0.0)
-            tl.store(gx_ptr + offs, v.to(gx_ptr.dtype.element_ty), mask=writes[:, None] & dmask[None, :])
+            w = v
+            if HAS_OFFSET:  # added in ACC before the one rounding; the centroid sums see v only
+                o = tl.load(o_ptr + ((b * R + region) * D)[:, None] + offs_d[None, :], mask=m, other=0.0)
+                w = tl.where(m, v + o, 0.0)
+            tl.store(gx_ptr + offs, w.to(gx_ptr.dtype.element_ty), mask=writes[:, None] & dmask[None, :])
             rem = member
             r = tl.min(tl.where(rem, region, R), axis=0)
             while r < R:
@@ -237,9 +242,10 @@ def region_hinge_forward(emb, labels, centroid, delta, ignore_index, *, max_part
     return part.sum(1)  # chunks added in a fixed order
 
 
-def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, *,
+def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None, *,
                           max_partials=MAX_BACKWARD_PARTIALS):  # fmt: skip
-    """-> grad_emb (emb's shape, dtype and strides), grad_centroid (centroid's shape and dtype)."""
+    """-> grad_emb (emb's shape, dtype and strides), grad_centroid (centroid's shape and dtype).
+    `offset` (B, R, D) or None: added to each taking-part pixel's grad_emb, not to grad_centroid."""
     B, D, H, W = emb.shape
     R, P = centroid.shape[1], H * W
     st = stats_dtype(emb.dtype)
@@ -250,6 +256,7 @@ def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index
     out = grad_emb if grad_emb.stride() == x.stride() else with_strides_of(None, x)
     c = centroid.to(st).contiguous()
     g = grad_hinge.to(st).contiguous()
+    o = g if offset is None else offset.to(st).contiguous()  # g: an unused pointer
     lab = labels.contiguous()
     bp, bd, br = _backward_blocks(P, D, R)
     fused = D <= bd
@@ -266,8 +273,9 @@ def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index
                 num_warps=warps(fp * fd),
             )  # fmt: skip
         _rh_grad_kernel[grid_items(nc, B, triton.cdiv(R, br), triton.cdiv(D, bd))](
-            x, lab, c, g, f, out, part, P, D, R, ignore_index, float(delta), nc, tiles, sb, sd, sp,
-            BLOCK_P=bp, BLOCK_D=bd, BLOCK_R=br, FUSED=fused, num_warps=warps(bp * bd),
+            x, lab, c, g, f, o, out, part, P, D, R, ignore_index, float(delta), nc, tiles, sb, sd, sp,
+            BLOCK_P=bp, BLOCK_D=bd, BLOCK_R=br, FUSED=fused, HAS_OFFSET=offset is not None,
+            num_warps=warps(bp * bd),
         )  # fmt: skip
     if out is not grad_emb:
         grad_emb.copy_(out)
@@ -287,9 +295,9 @@ def region_hinge_op(emb: torch.Tensor, labels: torch.Tensor, centroid: torch.Ten
 
 @torch.library.custom_op("pixelkernels::region_hinge_backward_triton", mutates_args=())
 def region_hinge_backward_op(grad_hinge: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor,
-                             centroid: torch.Tensor, delta: float,
-                             ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    return region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index)
+                             centroid: torch.Tensor, delta: float, ignore_index: int,
+                             offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    return region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset)
 
 
 def compile_specs():
@@ -305,12 +313,14 @@ def compile_specs():
         specs.append((_rh_factor_kernel, {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a},
                       {"BLOCK_P": 128, "BLOCK_D": 32}, 8))  # fmt: skip
         for fused in (True, False):
-            specs.append(
-                (
-                    _rh_grad_kernel,
-                    {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "gx_ptr": "*" + e, "part_ptr": "*" + a},
-                    {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused},
-                    8,
+            for has_offset in (False, True):
+                specs.append(
+                    (
+                        _rh_grad_kernel,
+                        {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "o_ptr": "*" + a, "gx_ptr": "*" + e,
+                         "part_ptr": "*" + a},  # fmt: skip
+                        {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused, "HAS_OFFSET": has_offset},
+                        8,
+                    )
                 )
-            )
     return specs

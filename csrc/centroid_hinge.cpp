@@ -1,0 +1,73 @@
+// centroid_hinge, the torch side for CPU and CUDA tensors: no kernel of its own. The forward is
+// region_stats (without variance) and region_hinge around those centroids; the backward runs
+// region_hinge's backward twice, through the dispatcher on the tensors' device:
+//   1. for grad_centroid_hinge[b, r] (its grad_emb is dropped),
+//   2. with offset[b, r] = (grad_centroid + grad_centroid_hinge)[b, r] / count[b, r], the
+//      gradient of each pixel through its centroid, added before the one rounding to emb's
+//      dtype. Summing two half gradients (autograd over the two ops) rounds twice, and where
+//      they cancel that exceeds half precision's elementwise tolerance.
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "torch_utils.h"
+
+#define PK_STRINGIFY_(x) #x
+#define PK_STRINGIFY(x) PK_STRINGIFY_(x)
+
+namespace pixelkernels {
+namespace {
+
+using Tensors2 = std::tuple<at::Tensor, at::Tensor>;
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// An op of this library (pixelkernels, or pixelkernels_emu in the CUDA emulator's build).
+template <class Signature>
+c10::TypedOperatorHandle<Signature> library_op(const char* name) {
+  const std::string qualified = std::string(PK_STRINGIFY(PK_LIBRARY)) + "::" + name;
+  return c10::Dispatcher::singleton().findSchemaOrThrow(qualified.c_str(), "").typed<Signature>();
+}
+
+Tensors3 centroid_hinge(const at::Tensor& emb, const at::Tensor& labels, int64_t R, double delta,
+                        int64_t ignore_index) {
+  static const auto stats =
+      library_op<Tensors3(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>("region_stats");
+  static const auto hinge =
+      library_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t)>(
+          "region_hinge");
+  auto [count, centroid, variance] = stats.call(emb, labels, R, ignore_index, false);
+  return {count, centroid, hinge.call(emb, labels, centroid, delta, ignore_index)};
+}
+
+at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
+                                   const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
+                                   const at::Tensor& centroid, double delta, int64_t ignore_index) {
+  static const auto hinge_backward =
+      library_op<Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                          int64_t, const std::optional<at::Tensor>&)>("region_hinge_backward");
+  const char* op = "centroid_hinge_backward";
+  PK_EXPECT(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", centroid.sizes());
+  expect_sizes(grad_centroid, centroid.sizes(), op, "grad_centroid");
+  expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
+  expect_same_device(op, {emb, grad_centroid, count});
+  // In the accumulation type whatever the caller's centroid dtype: region_hinge_backward
+  // returns the centroids' gradient in the centroids' dtype.
+  const auto acc = stats_options(emb).dtype();
+  const at::Tensor c = centroid.to(acc);
+  const at::Tensor through =
+      std::get<1>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, std::nullopt));
+  // An empty region has no pixel to read its offset: clamp_min only keeps the table finite.
+  const at::Tensor offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1);
+  return std::get<0>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, offset));
+}
+
+#define CENTROID_HINGE_IMPLS(m, On)                \
+  m.impl("centroid_hinge", &centroid_hinge); \
+  m.impl("centroid_hinge_backward", &centroid_hinge_backward);
+
+PK_REGISTER_IMPLS(CENTROID_HINGE_IMPLS)
+
+}  // namespace
+}  // namespace pixelkernels

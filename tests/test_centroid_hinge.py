@@ -1,0 +1,98 @@
+"""centroid_hinge: the generic contract (tests/contract.py) on the awkward inputs of
+region_hinge, with the centroids its own; the same values as region_stats then region_hinge,
+and a half-precision gradient within the elementwise tolerance where the two ops' gradients
+cancel (the reason it exists)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_emb, make_labels, weighted_loss
+from contract import Contract, suite
+
+import pixelkernels as pk
+
+
+def _inp(B, D, H, W, R, layout="contiguous", pattern="random", ignore=-1, delta=0.5, label_dtype=torch.int64):
+    def make(device, dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
+        labels = make_labels(B, H, W, R, device=device, pattern=pattern, ignore_index=ignore).to(label_dtype)
+        return {"emb": emb, "labels": labels, "num_regions": R, "delta": delta, "ignore_index": ignore}
+
+    return make
+
+
+def _call(inp, backend):
+    return pk.centroid_hinge(
+        inp["emb"], inp["labels"], inp["num_regions"], delta=inp["delta"], ignore_index=inp["ignore_index"],
+        backend=backend,
+    )  # fmt: skip
+
+
+def _bad(**kw):
+    inp = {"emb": torch.randn(2, 3, 4, 5), "labels": torch.randint(0, 2, (2, 4, 5)), "num_regions": 2}
+    return {"delta": 0.5, "ignore_index": -1, **inp, **kw}
+
+
+ROW = Contract(
+    op="centroid_hinge",
+    make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
+    call=_call,
+    loss=weighted_loss,
+    grad_inputs=("emb",),
+    tiny=_inp(2, 3, 3, 4, 3, delta=0.2),
+    zero_sizes={
+        f"{'x'.join(map(str, s))}": _inp(*s, 2)("cpu", torch.float32)
+        for s in [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5)]
+    },
+    bad_inputs={
+        "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
+        "labels_float": (_bad(labels=torch.zeros(2, 4, 5)), TypeError, "labels must have dtype"),
+        "no_regions": (_bad(num_regions=0), ValueError, "num_regions must be positive"),
+        "label_too_big": (_bad(labels=torch.full((2, 4, 5), 2)), ValueError, "labels values must be in [0, 2)"),
+        "delta_negative": (_bad(delta=-0.1), ValueError, "delta must be >= 0.0"),
+        "delta_nan": (_bad(delta=float("nan")), ValueError, "delta"),
+        "ignore_float": (_bad(ignore_index=0.5), TypeError, "ignore_index must be an int"),
+        "labels_device": (_bad(labels=torch.zeros(2, 4, 5, dtype=torch.long, device="meta")), ValueError, "device"),
+    },
+    cases={
+        "odd": _inp(2, 3, 7, 5, 3),
+        "d1_uint8": _inp(1, 1, 9, 11, 2, ignore=255, label_dtype=torch.uint8),
+        "d17_channels_last": _inp(3, 17, 5, 13, 4, "channels_last", delta=0.2),
+        "d64_blobs": _inp(2, 64, 8, 9, 5, pattern="blobs", delta=5.0),
+        "d130_slice": _inp(1, 130, 3, 5, 2, "slice"),
+        "hw_transposed": _inp(2, 3, 6, 4, 3, "transposed", label_dtype=torch.int32),
+        "one_pixel": _inp(1, 3, 1, 1, 2, pattern="one"),
+        "all_one_label": _inp(2, 4, 5, 5, 3, pattern="one"),
+        "all_ignored": _inp(2, 4, 5, 5, 3, pattern="ignored"),
+        "empty_regions": _inp(7, 5, 6, 7, 6, "channels_last", pattern="gaps"),
+        "ignore_inside_range": _inp(2, 3, 7, 9, 4, ignore=1, label_dtype=torch.int8),
+        "all_inactive": _inp(2, 3, 5, 6, 3, delta=100.0),
+        "delta0": _inp(2, 4, 5, 6, 3, delta=0.0),
+        "many_regions": _inp(1, 3, 16, 17, 40),
+        "r1": _inp(2, 5, 7, 9, 1),
+        "long_image": _inp(1, 2, 3, 3001, 3),
+        "r300": _inp(1, 3, 30, 31, 300),
+    },
+    interpreter_skip=frozenset({"r300"}),
+)
+
+TestContract = suite(ROW)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_is_region_stats_then_region_hinge(backend):
+    """Values and float64 gradients equal the two-op composition's."""
+    if backend not in pk.available_backends():
+        pytest.skip(f"{backend} is not available here")
+    inp = _inp(2, 6, 9, 11, 4, pattern="gaps", delta=0.3)("cpu", torch.float64)
+    emb = inp["emb"].requires_grad_()
+    got = pk.centroid_hinge(emb, inp["labels"], 4, delta=0.3, backend=backend)
+    n, c, _ = pk.region_stats(emb, inp["labels"], 4, with_variance=False, backend=backend)
+    want = (n, c, pk.region_hinge(emb, inp["labels"], c, delta=0.3, backend=backend))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    w = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(got)]
+    g_got = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(got[1:], w[1:])), emb)[0]
+    g_want = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(want[1:], w[1:])), emb)[0]
+    torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
