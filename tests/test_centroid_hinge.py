@@ -1,7 +1,7 @@
 """centroid_hinge: the generic contract (tests/contract.py) on the awkward inputs of
-region_hinge, with the centroids its own; the same values as region_stats then region_hinge,
-and a half-precision gradient within the elementwise tolerance where the two ops' gradients
-cancel (the reason it exists)."""
+region_hinge (its CASES), with the centroids its own; the same values and gradients as
+region_stats then region_hinge. The contract's half-precision gradients, elementwise, on
+long_image (where the two parts of emb's gradient cancel) are the reason it exists."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import make_emb, make_labels, weighted_loss
 from contract import Contract, suite
+from test_region_hinge import CASES as HINGE_CASES
 
 import pixelkernels as pk
 
@@ -56,23 +57,8 @@ ROW = Contract(
         "labels_device": (_bad(labels=torch.zeros(2, 4, 5, dtype=torch.long, device="meta")), ValueError, "device"),
     },
     cases={
-        "odd": _inp(2, 3, 7, 5, 3),
-        "d1_uint8": _inp(1, 1, 9, 11, 2, ignore=255, label_dtype=torch.uint8),
-        "d17_channels_last": _inp(3, 17, 5, 13, 4, "channels_last", delta=0.2),
-        "d64_blobs": _inp(2, 64, 8, 9, 5, pattern="blobs", delta=5.0),
-        "d130_slice": _inp(1, 130, 3, 5, 2, "slice"),
-        "hw_transposed": _inp(2, 3, 6, 4, 3, "transposed", label_dtype=torch.int32),
-        "one_pixel": _inp(1, 3, 1, 1, 2, pattern="one"),
-        "all_one_label": _inp(2, 4, 5, 5, 3, pattern="one"),
-        "all_ignored": _inp(2, 4, 5, 5, 3, pattern="ignored"),
-        "empty_regions": _inp(7, 5, 6, 7, 6, "channels_last", pattern="gaps"),
-        "ignore_inside_range": _inp(2, 3, 7, 9, 4, ignore=1, label_dtype=torch.int8),
-        "all_inactive": _inp(2, 3, 5, 6, 3, delta=100.0),
+        **{k: _inp(*shape, **kw) for k, (shape, kw) in HINGE_CASES.items() if "on_centroid" not in kw},
         "delta0": _inp(2, 4, 5, 6, 3, delta=0.0),
-        "many_regions": _inp(1, 3, 16, 17, 40),
-        "r1": _inp(2, 5, 7, 9, 1),
-        "long_image": _inp(1, 2, 3, 3001, 3),
-        "r300": _inp(1, 3, 30, 31, 300),
     },
     interpreter_skip=frozenset({"r300"}),
 )

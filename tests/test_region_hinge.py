@@ -48,6 +48,29 @@ def _bad(**kw):
     return {"delta": 0.5, "ignore_index": -1, **inp, **kw}
 
 
+# id -> ((B, D, H, W, R), options of _inp): the awkward inputs, shared with
+# tests/test_centroid_hinge.py (which computes its own centroids: no on_centroid there).
+CASES = {
+    "odd": ((2, 3, 7, 5, 3), {}),
+    "d1_uint8": ((1, 1, 9, 11, 2), {"ignore": 255, "label_dtype": torch.uint8}),
+    "d17_channels_last": ((3, 17, 5, 13, 4), {"layout": "channels_last", "delta": 2.0}),
+    "d64_blobs": ((2, 64, 8, 9, 5), {"pattern": "blobs", "delta": 10.0}),
+    "d130_slice": ((1, 130, 3, 5, 2), {"layout": "slice"}),
+    "hw_transposed": ((2, 3, 6, 4, 3), {"layout": "transposed", "label_dtype": torch.int32}),
+    "one_pixel": ((1, 3, 1, 1, 2), {"pattern": "one"}),
+    "all_one_label": ((2, 4, 5, 5, 3), {"pattern": "one"}),
+    "all_ignored": ((2, 4, 5, 5, 3), {"pattern": "ignored"}),
+    "empty_regions": ((7, 5, 6, 7, 6), {"layout": "channels_last", "pattern": "gaps"}),
+    "ignore_inside_range": ((2, 3, 7, 9, 4), {"ignore": 1, "label_dtype": torch.int8}),
+    "all_inactive": ((2, 3, 5, 6, 3), {"delta": 100.0}),
+    "delta0_on_centroid": ((2, 4, 5, 6, 3), {"delta": 0.0, "on_centroid": True}),
+    "on_centroid": ((3, 5, 4, 7, 2), {"layout": "channels_last", "on_centroid": True}),
+    "many_regions": ((1, 3, 16, 17, 40), {}),
+    "r1": ((2, 5, 7, 9, 1), {}),
+    "long_image": ((1, 2, 3, 3001, 3), {}),
+    "r300": ((1, 3, 30, 31, 300), {}),
+}
+
 ROW = Contract(
     op="region_hinge",
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
@@ -78,26 +101,7 @@ ROW = Contract(
         "ignore_float": (_bad(ignore_index=0.5), TypeError, "ignore_index must be an int"),
         "device_mismatch": (_bad(centroid=torch.randn(2, 2, 3, device="meta")), ValueError, "same device"),
     },
-    cases={
-        "odd": _inp(2, 3, 7, 5, 3),
-        "d1_uint8": _inp(1, 1, 9, 11, 2, ignore=255, label_dtype=torch.uint8),
-        "d17_channels_last": _inp(3, 17, 5, 13, 4, "channels_last", delta=2.0),
-        "d64_blobs": _inp(2, 64, 8, 9, 5, pattern="blobs", delta=10.0),
-        "d130_slice": _inp(1, 130, 3, 5, 2, "slice"),
-        "hw_transposed": _inp(2, 3, 6, 4, 3, "transposed", label_dtype=torch.int32),
-        "one_pixel": _inp(1, 3, 1, 1, 2, pattern="one"),
-        "all_one_label": _inp(2, 4, 5, 5, 3, pattern="one"),
-        "all_ignored": _inp(2, 4, 5, 5, 3, pattern="ignored"),
-        "empty_regions": _inp(7, 5, 6, 7, 6, "channels_last", pattern="gaps"),
-        "ignore_inside_range": _inp(2, 3, 7, 9, 4, ignore=1, label_dtype=torch.int8),
-        "all_inactive": _inp(2, 3, 5, 6, 3, delta=100.0),
-        "delta0_on_centroid": _inp(2, 4, 5, 6, 3, delta=0.0, on_centroid=True),
-        "on_centroid": _inp(3, 5, 4, 7, 2, "channels_last", on_centroid=True),
-        "many_regions": _inp(1, 3, 16, 17, 40),
-        "r1": _inp(2, 5, 7, 9, 1),
-        "long_image": _inp(1, 2, 3, 3001, 3),
-        "r300": _inp(1, 3, 30, 31, 300),
-    },
+    cases={k: _inp(*shape, **kw) for k, (shape, kw) in CASES.items()},
     interpreter_skip=frozenset({"r300"}),
 )
 

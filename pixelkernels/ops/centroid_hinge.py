@@ -16,18 +16,12 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from .._dtypes import stats_dtype
 from ..reference.centroid_hinge import centroid_hinge as _reference
+from . import region_stats as _region_stats
 
 
 def _fake(emb, labels, num_regions, delta, ignore_index):
-    B, D = emb.shape[0], emb.shape[1]
-    st = stats_dtype(emb.dtype)
-    return (
-        emb.new_empty((B, num_regions), dtype=st),
-        emb.new_empty((B, num_regions, D), dtype=st),
-        emb.new_empty((B, num_regions), dtype=st),
-    )
+    return _region_stats._fake(emb, labels, num_regions, ignore_index)  # hinge: variance's shape
 
 
 def _fake_backward(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):
