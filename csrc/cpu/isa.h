@@ -34,3 +34,21 @@ inline bool use_avx2() {
 #else
 #define PK_CPU_PICK(base_fn, avx2_fn) (base_fn)
 #endif
+
+// Kernels<float> and Kernels<double>: an op's forward and backward entry points (<fwd>_f32,
+// <bwd>_f32, <fwd>_f64, <bwd>_f64, declared in namespaces base and avx2 of pixelkernels::cpu),
+// each the AVX2 build when the CPU runs it. Used inside pixelkernels::cpu.
+#define PK_CPU_PICK_ENTRY(fn) PK_CPU_PICK(base::fn, avx2::fn)
+#define PK_CPU_KERNELS(fwd, bwd)                                          \
+  template <typename T>                                                   \
+  struct Kernels;                                                         \
+  template <>                                                             \
+  struct Kernels<float> {                                                 \
+    decltype(&base::fwd##_f32) forward = PK_CPU_PICK_ENTRY(fwd##_f32);    \
+    decltype(&base::bwd##_f32) backward = PK_CPU_PICK_ENTRY(bwd##_f32);   \
+  };                                                                      \
+  template <>                                                             \
+  struct Kernels<double> {                                                \
+    decltype(&base::fwd##_f64) forward = PK_CPU_PICK_ENTRY(fwd##_f64);    \
+    decltype(&base::bwd##_f64) backward = PK_CPU_PICK_ENTRY(bwd##_f64);   \
+  };

@@ -41,7 +41,8 @@ Status dispatch_map(const PixelMap& m, F&& f) {
 // Pixels per tile: the tile's per-pixel scratch lives on the stack, its D rows of emb in L1/L2.
 constexpr int64_t kTile = 512;
 
-// Uninitialised scratch (every kernel writes before it reads).
+// Uninitialised scratch (every kernel writes before it reads): no memset, and nothing at all
+// when unused (a zero-filled 128 KiB vector per task showed up as page faults).
 template <typename T>
 std::unique_ptr<T[]> scratch(int64_t n) {
   return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);

@@ -32,9 +32,6 @@ namespace avx2 {
 PK_REGION_HINGE_ENTRY(float, f32)
 PK_REGION_HINGE_ENTRY(double, f64)
 }  // namespace avx2
-#define PK_PICK(fn) PK_CPU_PICK(base::fn, avx2::fn)
-#else
-#define PK_PICK(fn) (base::fn)
 #endif
 
 namespace {
@@ -43,18 +40,7 @@ constexpr int64_t kChunkPixels = 16384;
 constexpr int64_t kMaxPartialRows = 1 << 16;
 constexpr int64_t kTileBytes = 256 * 1024;  // emb bytes per tile: L2-resident for the second sweep
 
-template <typename T>
-struct Kernels;
-template <>
-struct Kernels<float> {
-  decltype(&base::region_hinge_forward_chunk_f32) forward = PK_PICK(region_hinge_forward_chunk_f32);
-  decltype(&base::region_hinge_backward_chunk_f32) backward = PK_PICK(region_hinge_backward_chunk_f32);
-};
-template <>
-struct Kernels<double> {
-  decltype(&base::region_hinge_forward_chunk_f64) forward = PK_PICK(region_hinge_forward_chunk_f64);
-  decltype(&base::region_hinge_backward_chunk_f64) backward = PK_PICK(region_hinge_backward_chunk_f64);
-};
+PK_CPU_KERNELS(region_hinge_forward_chunk, region_hinge_backward_chunk)
 
 // Per-image centroid tables with a zero bin R: [R + 1][D] (runs, pixel by pixel) and
 // [D][R + 1] (per-pixel gathers of tiles with short runs).

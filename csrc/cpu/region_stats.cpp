@@ -32,9 +32,6 @@ namespace avx2 {
 PK_REGION_STATS_ENTRY(float, f32)
 PK_REGION_STATS_ENTRY(double, f64)
 }  // namespace avx2
-#define PK_PICK(fn) PK_CPU_PICK(base::fn, avx2::fn)
-#else
-#define PK_PICK(fn) (base::fn)
 #endif
 
 namespace {
@@ -44,31 +41,13 @@ using region_stats::plan_chunks;
 constexpr int64_t kChunkBytes = 128 * 1024;  // emb bytes per task: L2-resident for the second sweep
 constexpr int64_t kMaxPartialRows = 1 << 16;
 
-// Uninitialised scratch (every kernel writes before it reads): no memset, and nothing at
-// all when unused, since a zero-filled 128 KiB vector per task showed up as page faults.
-template <typename T>
-std::unique_ptr<T[]> scratch_array(int64_t n) {
-  return std::unique_ptr<T[]>(n > 0 ? new T[n] : nullptr);
-}
-
 // Pixels per task for a D-dim map of T: about kChunkBytes of emb.
 template <typename T>
 int64_t tile_pixels(int64_t D) {
   return std::max<int64_t>(256, kChunkBytes / std::max<int64_t>(1, D * int64_t(sizeof(T))));
 }
 
-template <typename T>
-struct Kernels;
-template <>
-struct Kernels<float> {
-  decltype(&base::region_stats_forward_chunk_f32) forward = PK_PICK(region_stats_forward_chunk_f32);
-  decltype(&base::region_stats_backward_tile_f32) backward = PK_PICK(region_stats_backward_tile_f32);
-};
-template <>
-struct Kernels<double> {
-  decltype(&base::region_stats_forward_chunk_f64) forward = PK_PICK(region_stats_forward_chunk_f64);
-  decltype(&base::region_stats_backward_tile_f64) backward = PK_PICK(region_stats_backward_tile_f64);
-};
+PK_CPU_KERNELS(region_stats_forward_chunk, region_stats_backward_tile)
 
 template <typename T>
 void forward_impl(const RegionStatsForward& a) {
@@ -81,19 +60,19 @@ void forward_impl(const RegionStatsForward& a) {
   const auto plan = plan_chunks(P, R, tile_pixels<T>(D), kMaxPartialRows);
   const int64_t NC = plan.num_chunks;
   // Every chunk writes all R rows of its partials, so they need no initialisation.
-  auto pn = scratch_array<int64_t>(B * NC * R);
-  auto pmean = scratch_array<T>(B * NC * R * D), pm2 = scratch_array<T>(B * NC * R * D);
+  auto pn = scratch<int64_t>(B * NC * R);
+  auto pmean = scratch<T>(B * NC * R * D), pm2 = scratch<T>(B * NC * R * D);
 
   at::parallel_for(0, B * NC, 1, [&](int64_t t0, int64_t t1) {
-    auto bins = scratch_array<int32_t>(plan.chunk);
-    auto scratch = scratch_array<T>(2 * D * (R + 1));
-    auto tbuf = scratch_array<T>(base::uses_pixel_major(a.emb.sp, R) ? plan.chunk * D : 0);
-    auto cnt_nb = scratch_array<int64_t>(R + 1);
+    auto bins = scratch<int32_t>(plan.chunk);
+    auto work = scratch<T>(2 * D * (R + 1));
+    auto tbuf = scratch<T>(base::uses_pixel_major(a.emb.sp, R) ? plan.chunk * D : 0);
+    auto cnt_nb = scratch<int64_t>(R + 1);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / NC, c = t % NC;
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * a.emb.sb + p0 * a.emb.sp, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R,
-                a.ignore_index, a.with_variance, bins.get(), scratch.get(), cnt_nb.get(), tbuf.get(), pn.get() + t * R,
+                a.ignore_index, a.with_variance, bins.get(), work.get(), cnt_nb.get(), tbuf.get(), pn.get() + t * R,
                 pmean.get() + t * R * D, pm2.get() + t * R * D);
     }
   });
@@ -156,8 +135,8 @@ void backward_impl(const RegionStatsBackward& a) {
       }
   });
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
-    auto bins = scratch_array<int32_t>(tile);
-    auto tbuf = scratch_array<T>(base::uses_pixel_major(a.emb.sp, R) ? tile * D : 0);
+    auto bins = scratch<int32_t>(tile);
+    auto tbuf = scratch<T>(base::uses_pixel_major(a.emb.sp, R) ? tile * D : 0);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, p0 = (t % tiles) * tile, n = std::min(P, p0 + tile) - p0;
       const int64_t off = b * a.emb.sb + p0 * a.emb.sp;
