@@ -289,3 +289,68 @@ CASES += [
     Case("W2", "menet_saliency", "B=5 D=16 224x224 soft weights", _map_inputs(5, 16, 224, 224),
          bytes_fwd=_map_bytes(False, True), bytes_fwdbwd=_map_bytes(True, True), small=_map_inputs(1, 4, 16, 16)),
 ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- per-pixel primitives
+# The ops the losses are made of, on the losses' workloads.
+
+
+def _hinge_inputs(B, D, H, W, R, *, centroid):
+    """emb, instance labels as W4 and, for region_hinge, the regions' own centroids (a leaf);
+    centroid_hinge takes R instead."""
+
+    def make(device):
+        inp = _loss_inputs(B, D, H, W, R, labels=_disc_labels, kwargs={"delta": 0.5})(device)
+        emb, labels, _ = inp.args
+        if not centroid:
+            return inp
+        c = pk.region_stats(emb.detach(), labels, R, with_variance=False, backend="reference")[1]
+        c = c.requires_grad_(True)
+        return Inputs(args=(emb, labels, c), kwargs=inp.kwargs, grad=(emb, c))
+
+    return make
+
+
+def _map_passes(reads, writes, bwd_reads, bwd_writes):
+    """Traffic of an op on one (B, D, H, W) map (the first argument): forward `reads` and
+    `writes` of the map, backward `bwd_reads` and `bwd_writes` more."""
+
+    def counts(backward):
+        return lambda inp: (reads + writes + (bwd_reads + bwd_writes if backward else 0)) * nbytes(inp.args[0])
+
+    return counts(False), counts(True)
+
+
+def _emb_inputs(B, D, H, W, *, center=False):
+    """emb (B, D, H, W), and with `center` a (B, D) center: both leaves."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        emb = torch.randn(B, D, H, W, generator=g).to(device).requires_grad_(True)
+        if not center:
+            return Inputs(args=(emb,), grad=(emb,))
+        c = torch.randn(B, D, generator=g).to(device).requires_grad_(True)
+        return Inputs(args=(emb, c), grad=(emb, c))
+
+    return make
+
+
+_NORMALIZE_BYTES = _map_passes(1, 1, 2, 1)  # backward reads grad and emb, writes grad
+_DISTANCE_BYTES = _map_passes(1, 0, 1, 1)  # the (B, H, W) distance map is 1/D of the traffic
+
+CASES += [
+    _loss_case("W4-B2", "centroid_hinge", "B=2 D=16 512x512 20 instances", _hinge_inputs(2, 16, 512, 512, 20, centroid=False),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cpu",)),
+    _loss_case("W4", "centroid_hinge", "B=8 D=16 512x512 20 instances", _hinge_inputs(8, 16, 512, 512, 20, centroid=False),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cuda",)),
+    _loss_case("W4-B2", "region_hinge", "B=2 D=16 512x512 20 instances", _hinge_inputs(2, 16, 512, 512, 20, centroid=True),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=True), devices=("cpu",)),
+    _loss_case("W4", "region_hinge", "B=8 D=16 512x512 20 instances", _hinge_inputs(8, 16, 512, 512, 20, centroid=True),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=True), devices=("cuda",)),
+    Case("W2", "pixel_normalize", "B=5 D=16 224x224", _emb_inputs(5, 16, 224, 224),
+         bytes_fwd=_NORMALIZE_BYTES[0], bytes_fwdbwd=_NORMALIZE_BYTES[1], small=_emb_inputs(1, 4, 16, 16)),
+    Case("W2", "masked_sum", "B=5 C=16 224x224 soft mask", _map_inputs(5, 16, 224, 224),
+         bytes_fwd=_map_bytes(False, False), bytes_fwdbwd=_map_bytes(True, False), small=_map_inputs(1, 4, 16, 16)),
+    Case("W2", "center_distance", "B=5 D=16 224x224", _emb_inputs(5, 16, 224, 224, center=True),
+         bytes_fwd=_DISTANCE_BYTES[0], bytes_fwdbwd=_DISTANCE_BYTES[1], small=_emb_inputs(1, 4, 16, 16, center=True)),
+]  # fmt: skip

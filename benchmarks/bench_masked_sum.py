@@ -1,0 +1,9 @@
+"""masked_sum under pytest-benchmark: its rows of the case table (pixelkernels/bench_cases.py),
+forward and forward+backward, every usable backend and the reference, on the best device.
+
+    pytest benchmarks/bench_masked_sum.py --benchmark-only --benchmark-columns=median,iqr
+"""
+
+from pixelkernels.bench import pytest_benchmarks
+
+test_masked_sum_fwd, test_masked_sum_fwd_bwd = pytest_benchmarks("masked_sum")
