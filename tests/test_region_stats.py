@@ -106,6 +106,11 @@ ROW = Contract(
         "centroids_only_r2": _centroids_only(2, 5, 7, 9, 2, "contiguous", "random"),
         "centroids_only_r6": _centroids_only(2, 3, 9, 7, 6, "contiguous", "gaps"),
         "centroids_only_channels_last": _centroids_only(3, 17, 5, 7, 4, "channels_last", "random"),
+        # The CPU backward's emb-free paths: 4 selected bins, 2 gathered, strided rows, no pixel.
+        "centroids_only_r3_gaps": _centroids_only(2, 4, 5, 11, 3, "contiguous", "gaps"),
+        "centroids_only_r1": _centroids_only(2, 3, 6, 5, 1, "contiguous", "random"),
+        "centroids_only_slice": _centroids_only(2, 6, 5, 7, 2, "slice", "random"),
+        "centroids_only_ignored": _centroids_only(2, 3, 4, 5, 2, "transposed", "ignored"),
     },
     zero_sizes={
         f"{'x'.join(map(str, s))}{'_t' if t else ''}": _zero(*s, transposed=t)

@@ -134,13 +134,16 @@ void backward_impl(const RegionStatsBackward& a) {
         }
       }
   });
+  // No variance gradient anywhere (region_stats(with_variance=False), or none reached it):
+  // the gradient does not depend on emb, which is then not read.
+  const bool reads_x = std::any_of(gv_t.begin(), gv_t.end(), [](T v) { return v != T(0); });
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
-    auto tbuf = scratch<T>(base::uses_pixel_major(a.emb.sp, R) ? tile * D : 0);
+    auto tbuf = scratch<T>(reads_x && base::uses_pixel_major(a.emb.sp, R) ? tile * D : 0);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / tiles, p0 = (t % tiles) * tile, n = std::min(P, p0 + tile) - p0;
       const int64_t off = b * a.emb.sb + p0 * a.emb.sp;
-      k.backward(x + off, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R, a.ignore_index, bins.get(),
+      k.backward(reads_x ? x + off : nullptr, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R, a.ignore_index, bins.get(),
                  c_t.data() + b * D * nb, gc_t.data() + b * D * nb, c_rd.data() + b * nb * D,
                  gc_rd.data() + b * nb * D, gv_t.data() + b * nb, inv_t.data() + b * nb, tbuf.get(), gx + off);
     }

@@ -334,9 +334,54 @@ inline void grad_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32
   }
 }
 
+// Without a variance gradient the gradient does not depend on x: grad = gc_k / n_k of the
+// pixel's bin k (0 for the sentinel), written without reading x (the backward of
+// region_stats(with_variance=False) then moves half the bytes). One contiguous row, K bins
+// (3 or 4: the 2-bin select is what GCC miscompiles, see kMinSelectBins) selected.
+template <int K, typename scalar_t, typename acc_t>
+inline void const_row(const int32_t* bins, int64_t n, const acc_t* gc, const acc_t* inv_n, scalar_t* out) {
+  acc_t ak[K];
+  for (int k = 0; k < K - 1; ++k) ak[k] = gc[k] * inv_n[k];
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t b = bins[i];
+    acc_t g = 0;
+#pragma GCC unroll 8
+    for (int k = 0; k < K - 1; ++k) g = b == k ? ak[k] : g;
+    out[i] = scalar_t(g);
+  }
+}
+
+// The x-free gradient of n pixels at pixel stride sp; the tables as backward_tile's (the
+// sentinel bin's entries are 0).
+template <typename scalar_t, typename acc_t>
+inline void const_grad(int64_t D, int64_t sd, int64_t sp, const int32_t* bins, int64_t n, int64_t nb,
+                       const acc_t* gc_t, const acc_t* gc_rd, const acc_t* inv_t, scalar_t* gx) {
+  if (sp != 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t k = bins[i];
+      const acc_t* g = gc_rd + k * D;
+      scalar_t* gi = gx + i * sp;
+      for (int64_t d = 0; d < D; ++d) gi[d] = scalar_t(g[d] * inv_t[k]);
+    }
+    return;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const acc_t* g = gc_t + d * nb;
+    scalar_t* out = gx + d * sd;
+    if (nb == 3) {
+      const_row<3>(bins, n, g, inv_t, out);
+    } else if (nb == 4) {
+      const_row<4>(bins, n, g, inv_t, out);
+    } else {
+      for (int64_t i = 0; i < n; ++i) out[i] = scalar_t(g[bins[i]] * inv_t[bins[i]]);
+    }
+  }
+}
+
 // One tile of n pixels of one image. Tables: c_t, gc_t are [D][R + 1] (pixel-inner select
 // path) and c_rd, gc_rd [R + 1][D] (dim-inner); gv_t, inv_t are [R + 1]. `tbuf` holds
 // n * D scalar_t for the pixel-major round trip of a pixel-inner tile with many bins.
+// x == nullptr: every gv_t is 0, the gradient is x-free (const_grad).
 template <typename scalar_t, typename acc_t>
 void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
                    int64_t R, int64_t ignore, int32_t* bins, const acc_t* c_t, const acc_t* gc_t,
@@ -345,6 +390,10 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
   chunk_bins(lab, i0, n, R, ignore, bins);
   const int64_t nb = R + 1;
   const int32_t sentinel = int32_t(R);
+  if (x == nullptr) {
+    const_grad(D, sd, sp, bins, n, nb, gc_t, gc_rd, inv_t, gx);
+    return;
+  }
   if (sp != 1) {
     grad_dim_inner(x, D, sp, bins, n, sentinel, c_rd, gc_rd, gv_t, inv_t, gx);
     return;
