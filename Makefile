@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 TORCH_SPEC ?= torch==2.13.0
-DEPS := triton==3.9.0 numpy scipy pytest pytest-benchmark ninja setuptools wheel build expecttest
+DEPS := triton==3.9.0 numpy scipy pytest pytest-xdist pytest-benchmark ninja setuptools wheel build expecttest
 PYTEST_ARGS ?=
+# pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
+PYTEST_WORKERS ?= 2
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 
 .PHONY: venv build test pytest nvcc-check triton-check bench wheel wheel-smoke clean
@@ -28,7 +30,7 @@ build: venv
 test: build pytest nvcc-check triton-check
 
 pytest: build
-	$(PY) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+	$(PY) -m pytest tests -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 # Every .cu compiles standalone (no torch headers) for sm_80 and sm_90; ptxas spills are printed.
 nvcc-check:
