@@ -68,6 +68,16 @@ def label_map(t, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
     return t
 
 
+def labelled_map(
+    emb, emb_name: str, labels, labels_name: str, R, R_name: str, ignore_index
+) -> tuple[int, int]:
+    """A (B, D, H, W) float map with its (B, H, W) labels of R regions: -> (R, ignore_index).
+    The label values are checked separately (label_values: a scan of the labels)."""
+    dense_map(emb, emb_name)
+    label_map(labels, labels_name, emb, emb_name)
+    return positive_int(R, R_name), plain_int(ignore_index, "ignore_index")
+
+
 def same_device(*named: tuple[str, torch.Tensor]) -> None:
     (n0, t0), *rest = named
     for n, t in rest:

@@ -50,11 +50,10 @@ def centroid_hinge(
     """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), hinge (B, R):
     float32 for half emb, else emb's dtype. Differentiable in emb through centroid and hinge;
     an empty region gives 0, 0, 0."""
-    _checks.dense_map(emb, "emb")
-    _checks.label_map(labels, "labels", emb, "emb")
-    R = _checks.positive_int(num_regions, "num_regions")
+    R, ignore_index = _checks.labelled_map(
+        emb, "emb", labels, "labels", num_regions, "num_regions", ignore_index
+    )
     delta = _checks.real(delta, "delta", minimum=0.0)
-    ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     backend = _op.backend_for(OP, backend, emb, "emb")
     _checks.label_values(labels, "labels", R, ignore_index)
     return _op.run(OP, backend, emb, labels, R, delta, ignore_index)

@@ -56,14 +56,6 @@ def _run(module, backend, x, name, *args):
     return _op.run(module.OP, _op.backend_for(module.OP, backend, x, name), x, *args)
 
 
-def _labels_and_regions(emb, emb_name, labels, labels_name, R, ignore_index):
-    _checks.dense_map(emb, emb_name)
-    _checks.label_map(labels, labels_name, emb, emb_name)
-    return _checks.positive_int(
-        R, "num_regions" if labels_name != "instances" else "num_instances"
-    ), _checks.plain_int(ignore_index, "ignore_index")
-
-
 def menet_metric_loss(
     emb: torch.Tensor,
     mask: torch.Tensor,
@@ -95,7 +87,7 @@ def menet_metric_loss(
     positive for unit vectors); we leave such images out and add no constant, so values
     differ by 4 and on images with an empty region, gradients do not.
     """
-    _, ignore_index = _labels_and_regions(emb, "emb", mask, "mask", 2, ignore_index)
+    _, ignore_index = _checks.labelled_map(emb, "emb", mask, "mask", 2, "num_regions", ignore_index)
     if form not in ("centroid", "pairwise"):
         raise ValueError(f"form must be 'centroid' or 'pairwise', got {form!r}")
     _checks.label_values(mask, "mask", 2, ignore_index)
@@ -134,7 +126,9 @@ def cas_loss(
     including images with no region, and treat region ids as given by the mask values
     (0/1 for saliency); here ids ≥ num_regions are an error (or ignored with checks off).
     """
-    R, ignore_index = _labels_and_regions(scores, "scores", regions, "regions", num_regions, ignore_index)
+    R, ignore_index = _checks.labelled_map(
+        scores, "scores", regions, "regions", num_regions, "num_regions", ignore_index
+    )
     alpha = _checks.real(alpha, "alpha", minimum=0.0)
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -181,7 +175,9 @@ def discriminative_loss(
     Norms have gradient 0 where they are 0 (two identical centroids, or a pixel on its
     centroid), where codes that add an eps inside the sqrt get a tiny nonzero one.
     """
-    R, ignore_index = _labels_and_regions(emb, "emb", instances, "instances", num_instances, ignore_index)
+    R, ignore_index = _checks.labelled_map(
+        emb, "emb", instances, "instances", num_instances, "num_instances", ignore_index
+    )
     delta_v = _checks.real(delta_v, "delta_v", minimum=0.0)
     delta_d = _checks.real(delta_d, "delta_d", minimum=0.0)
     alpha, beta, gamma = (_checks.real(v, k) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))

@@ -64,10 +64,9 @@ def region_stats(
     its work; the GPU kernels are memory-bound and compute it anyway): for callers that only
     need centroids. ``backend`` overrides the global choice (see ``pixelkernels.set_backend``).
     """
-    _checks.dense_map(emb, "emb")
-    _checks.label_map(labels, "labels", emb, "emb")
-    R = _checks.positive_int(num_regions, "num_regions")
-    ignore_index = _checks.plain_int(ignore_index, "ignore_index")
+    R, ignore_index = _checks.labelled_map(
+        emb, "emb", labels, "labels", num_regions, "num_regions", ignore_index
+    )
     backend = _op.backend_for(OP, backend, emb, "emb")
     _checks.label_values(labels, "labels", R, ignore_index)
     return _op.run(OP, backend, emb, labels, R, ignore_index, bool(with_variance))
