@@ -111,6 +111,9 @@ ROW = Contract(
         "centroids_only_r1": _centroids_only(2, 3, 6, 5, 1, "contiguous", "random"),
         "centroids_only_slice": _centroids_only(2, 6, 5, 7, 2, "slice", "random"),
         "centroids_only_ignored": _centroids_only(2, 3, 4, 5, 2, "transposed", "ignored"),
+        # Row passes of the select kernels (D = 7: full passes, then single rows; a padded tail).
+        "centroids_only_r2_rows": _centroids_only(2, 7, 13, 37, 2, "contiguous", "random"),
+        "centroids_only_r3_rows": _centroids_only(1, 7, 11, 29, 3, "contiguous", "blobs"),
     },
     zero_sizes={
         f"{'x'.join(map(str, s))}{'_t' if t else ''}": _zero(*s, transposed=t)
@@ -197,11 +200,16 @@ CASES = {
     "d24_r5_slice": (3, 24, 7, 11, 5, "slice", "random", -1),
     "long_image": (1, 2, 3, 3001, 3, "contiguous", "random", -1),
     "r1024": (1, 3, 40, 41, 1024, "contiguous", "random", -1),
+    # The CPU select kernels' row passes (4 or 2 dim rows per pass, then single rows) and
+    # their padded last block of pixels, for 2 and 3 regions.
+    "r2_rows": (2, 7, 13, 37, 2, "contiguous", "random", -1),
+    "r3_rows": (1, 5, 11, 29, 3, "contiguous", "blobs", -1),
 }
 INTERPRETER_TOO_SLOW = {"r1024"}
 BACKWARD_CASES = [
     "odd", "d17_channels_last", "d130_slice", "empty_regions", "ignore_inside_range", "w1_transposed",
     "many_regions", "all_ignored", "d17_r6", "d24_r5_slice", "r1_odd", "r1_d5", "r9_blobs", "long_image",
+    "r2_rows", "r3_rows",
 ]  # fmt: skip
 
 

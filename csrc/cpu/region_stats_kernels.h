@@ -24,6 +24,7 @@
 
 #include "common/region_stats.h"
 #include "cpu/label_bins.h"
+#include "cpu/simd.h"
 
 #ifndef PK_CPU_ISA
 #error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
@@ -34,7 +35,7 @@ namespace pixelkernels::cpu::PK_CPU_ISA {
 using ::pixelkernels::LabelMap;
 using ::pixelkernels::region_stats::grad_element;
 
-constexpr int kLanes = 8;
+constexpr int kLanes = 8;  // pixels per block of the pixel-major copies
 // Pixel-inner kernels select per bin for kMinSelectBins..kMaxSelectBins bins (regions +
 // sentinel); other counts go through a pixel-major copy. Above 4 bins the copy is faster
 // (measured on AVX2). Below 3, i.e. R = 1: GCC 12 -O3 -mavx2 miscompiles the 2-bin double
@@ -49,72 +50,65 @@ inline bool uses_pixel_major(int64_t sp, int64_t R) {
   return sp == 1 && (R + 1 < kMinSelectBins || R + 1 > kMaxSelectBins);
 }
 
-// out[k * ld] += sum over i with bins[i] == k of (v[i] - mu[k * ld])^2 if kCentred, else
-// of v[i], for the K - 1 real bins (the sentinel bin K - 1 is never accumulated: dropped).
-// The last partial block goes through the same kLanes-wide code, padded with bin -1.
-template <int K, bool kCentred, typename acc_t, typename scalar_t>
-inline void binned_sums(const scalar_t* v, const int32_t* bins, int64_t n, const acc_t* mu_in, acc_t* out,
-                        int64_t ld) {
-  constexpr int KR = K - 1;
-  acc_t acc[KR][kLanes] = {};
-  acc_t mu[KR] = {};
+// Rows per pass of the few-bin select kernels: DB dim rows share each block's bin compares,
+// and their DB x (K - 1) accumulators are independent add chains (one chain per bin is bound
+// by the add latency, not by the loads). Sized so the accumulators fit 8 AVX2 registers.
+template <int K, typename T>
+constexpr int rows_per_pass() {
+  constexpr int regs = (K - 1) * int(sizeof(T)) / 4;  // registers of one row's K - 1 accumulators
+  return regs <= 2 ? 4 : regs <= 4 ? 2 : 1;
+}
+
+// Over DB dim rows x + dd * sd (dd < DB) of n pixels: out[k * ld + dd] += the sum over the
+// pixels i of bin k of v = x (or (x - mu[k * ld + dd])^2 if kCentred), for the K - 1 real bins
+// (the sentinel bin K - 1 is dropped). Lane j sums the pixels i = j mod L in order (L = the
+// vector's lanes); the last partial block is padded with bin -1.
+template <int K, int DB, bool kCentred, typename T>
+inline void binned_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, const T* mu, T* out, int64_t ld) {
+  using simd::V;
+  constexpr int KR = K - 1, L = simd::kLanes<T>;
+  V<T> acc[DB][KR] = {};
+  T m[DB][KR] = {};
   if constexpr (kCentred)
-    for (int k = 0; k < KR; ++k) mu[k] = mu_in[k * ld];
-  acc_t x[kLanes];
-  int32_t b[kLanes];
-  auto add_block = [&] {
-#pragma GCC unroll 8
-    for (int k = 0; k < KR; ++k) {
-      const acc_t m = mu[k];
-#pragma GCC unroll 8
-      for (int j = 0; j < kLanes; ++j) {
-        acc_t t = x[j];
-        if constexpr (kCentred) t = (x[j] - m) * (x[j] - m);
-        acc[k][j] += b[j] == k ? t : acc_t(0);
+    for (int dd = 0; dd < DB; ++dd)
+      for (int k = 0; k < KR; ++k) m[dd][k] = mu[k * ld + dd];
+  auto add_block = [&](simd::Bins<T> b, int64_t i, int64_t len) {
+    simd::M<T> sel[KR];
+    for (int k = 0; k < KR; ++k) sel[k] = simd::lanes_of<T>(b, k);
+#pragma GCC unroll 4
+    for (int dd = 0; dd < DB; ++dd) {
+      const V<T> v = len == L ? simd::load(x + dd * sd + i) : simd::load_tail(x + dd * sd + i, len);
+#pragma GCC unroll 4
+      for (int k = 0; k < KR; ++k) {
+        V<T> t = v;
+        if constexpr (kCentred) t = (v - m[dd][k]) * (v - m[dd][k]);
+        acc[dd][k] += sel[k] ? t : V<T>{};
       }
     }
   };
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      x[j] = acc_t(v[i + j]);
-      b[j] = bins[i + j];
-    }
-    add_block();
-  }
-  if (i < n) {
-    for (int j = 0; j < kLanes; ++j) {
-      x[j] = i + j < n ? acc_t(v[i + j]) : acc_t(0);
-      b[j] = i + j < n ? bins[i + j] : -1;
-    }
-    add_block();
-  }
-  for (int k = 0; k < KR; ++k) {
-    acc_t s = 0;
-    for (int j = 0; j < kLanes; ++j) s += acc[k][j];
-    out[k * ld] += s;
-  }
+  for (; i + L <= n; i += L) add_block(simd::load_bins<T>(bins + i), i, L);
+  if (i < n) add_block(simd::load_bins_tail<T>(bins + i, n - i, -1), i, n - i);
+  for (int dd = 0; dd < DB; ++dd)
+    for (int k = 0; k < KR; ++k) out[k * ld + dd] += simd::lane_sum<T>(acc[dd][k]);
 }
 
 template <int K>
 inline void binned_counts(const int32_t* bins, int64_t n, int64_t* cnt) {
-  int32_t acc[K][kLanes] = {};
-  int32_t b[kLanes];
-  auto add_block = [&] {
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < kLanes; ++j) acc[k][j] += b[j] == k ? 1 : 0;
-  };
+  using B = simd::Bins<float>;  // 8 int32 lanes
+  constexpr int L = simd::kLanes<float>;
+  B acc[K] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) b[j] = bins[i + j];
-    add_block();
+  for (; i + L <= n; i += L) {
+    const B b = simd::load_bins<float>(bins + i);
+    for (int k = 0; k < K; ++k) acc[k] -= b == k;  // a hit is -1
   }
   if (i < n) {
-    for (int j = 0; j < kLanes; ++j) b[j] = i + j < n ? bins[i + j] : -1;
-    add_block();
+    const B b = simd::load_bins_tail<float>(bins + i, n - i, -1);
+    for (int k = 0; k < K; ++k) acc[k] -= b == k;
   }
   for (int k = 0; k < K; ++k)
-    for (int j = 0; j < kLanes; ++j) cnt[k] += acc[k][j];
+    for (int j = 0; j < L; ++j) cnt[k] += acc[k][j];
 }
 
 // Pixel-major copy of a pixel-inner tile: buf[i * D + d] = x[d * sd + i] (and back), in
@@ -214,22 +208,30 @@ inline void write_chunk(const acc_t* sum, const acc_t* sq, const int64_t* cnt_nb
   }
 }
 
-// Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins): per dim, a select
-// sweep for the sums and one for the centred squares while the row is in L1.
+// Pixel-inner layout (stride_p == 1), few bins (K <= kMaxSelectBins): per pass of DB dim
+// rows, a select sweep for the sums and one for the centred squares while the rows are in
+// L1/L2.
+template <int K, int DB, typename T>
+inline void pixel_inner_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, int64_t R, int64_t D,
+                             int64_t d, bool with_variance, const int64_t* cnt_nb, T* sum, T* sq) {
+  binned_rows<K, DB, false>(x + d * sd, sd, bins, n, sum + d, sum + d, D);
+  to_means(sum, cnt_nb, R, D, d, d + DB);
+  if (with_variance) binned_rows<K, DB, true>(x + d * sd, sd, bins, n, sum + d, sq + d, D);
+}
+
 template <int K, typename scalar_t, typename acc_t>
 void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n,
                        int64_t R, bool with_variance, acc_t* scratch, int64_t* cnt_nb, int64_t* cnt, acc_t* mean,
                        acc_t* m2) {
+  static_assert(sizeof(scalar_t) == sizeof(acc_t), "the cpu kernels accumulate in their own dtype");
+  constexpr int DB = rows_per_pass<K, acc_t>();
   acc_t* sum = scratch;
   acc_t* sq = scratch + D * (R + 1);
   zero_chunk(scratch, cnt_nb, D, R + 1);
   binned_counts<K>(bins, n, cnt_nb);
-  for (int64_t d = 0; d < D; ++d) {
-    const scalar_t* xd = x + d * sd;
-    binned_sums<K, false>(xd, bins, n, sum + d, sum + d, D);
-    to_means(sum, cnt_nb, R, D, d, d + 1);
-    if (with_variance) binned_sums<K, true>(xd, bins, n, sum + d, sq + d, D);
-  }
+  int64_t d = 0;
+  for (; d + DB <= D; d += DB) pixel_inner_rows<K, DB>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq);
+  for (; d < D; ++d) pixel_inner_rows<K, 1>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq);
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
@@ -288,31 +290,63 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
 #undef PK_CHUNK_CASE
 }
 
-// grad for one contiguous row of one dim, few bins (K <= kMaxSelectBins); the per-bin
-// constants c, gc, gv, inv_n have K entries. grad = a_k + s_k (x - c_k) with
-// a_k = gc_k / n_k, s_k = 2 gv_k / n_k: grad_element with the per-bin products hoisted
-// (s_k = 0 still contributes exactly 0). Each bin's value is computed for every element
-// and the right one selected; the sentinel bin K - 1 gives exactly 0, even for NaN x.
-template <int K, typename scalar_t, typename acc_t>
-inline void grad_row(const scalar_t* x, const int32_t* bins, int64_t n, const acc_t* c, const acc_t* gc,
-                     const acc_t* gv, const acc_t* inv_n, scalar_t* out) {
-  acc_t ck[K], ak[K], sk[K];
-  for (int k = 0; k < K - 1; ++k) {
-    ck[k] = c[k];
-    ak[k] = gc[k] * inv_n[k];
-    sk[k] = acc_t(2) * gv[k] * inv_n[k];
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t b = bins[i];
-    const acc_t xi = acc_t(x[i]);
-    acc_t g = 0;
-#pragma GCC unroll 8
-    for (int k = 0; k < K - 1; ++k) {
-      const acc_t dev = sk[k] != acc_t(0) ? sk[k] * (xi - ck[k]) : acc_t(0);
-      g = b == k ? ak[k] + dev : g;
+// Gradient rows of the few-bin pixel-inner path (K <= kMaxSelectBins), DB dim rows per pass:
+// grad = a_k + s_k (x - c_k) for the pixel's bin k, with a_k = gc_k / n_k and s_k = 2 gv_k / n_k
+// (grad_element with the per-bin products hoisted; s_k = 0 contributes exactly 0, even for NaN
+// x). Without kReadsX every s_k is 0 and x is not read. Each bin's value is computed for
+// every lane and the right one selected; the sentinel bin K - 1 gives exactly 0. The tables
+// c, gc are [D][nb] from the first row on; gv, inv_n have nb entries.
+template <int K, int DB, bool kReadsX, typename T>
+inline void grad_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, const T* c, const T* gc, int64_t nb,
+                      const T* gv, const T* inv_n, T* out) {
+  using simd::V;
+  constexpr int KR = K - 1, L = simd::kLanes<T>;
+  T ck[DB][KR], ak[DB][KR], sk[KR];
+  for (int k = 0; k < KR; ++k) sk[k] = kReadsX ? T(2) * gv[k] * inv_n[k] : T(0);
+  for (int dd = 0; dd < DB; ++dd)
+    for (int k = 0; k < KR; ++k) {
+      ck[dd][k] = c[dd * nb + k];
+      ak[dd][k] = gc[dd * nb + k] * inv_n[k];
     }
-    out[i] = scalar_t(g);
-  }
+  auto block = [&](simd::Bins<T> b, int64_t i, int64_t len) {
+    simd::M<T> sel[KR];
+    for (int k = 0; k < KR; ++k) sel[k] = simd::lanes_of<T>(b, k);
+#pragma GCC unroll 4
+    for (int dd = 0; dd < DB; ++dd) {
+      V<T> g = {};
+      if constexpr (kReadsX) {
+        const V<T> v = len == L ? simd::load(x + dd * sd + i) : simd::load_tail(x + dd * sd + i, len);
+        for (int k = 0; k < KR; ++k) {
+          const V<T> dev = sk[k] != T(0) ? sk[k] * (v - ck[dd][k]) : V<T>{};
+          g = sel[k] ? ak[dd][k] + dev : g;
+        }
+      } else {
+        for (int k = 0; k < KR; ++k) g = sel[k] ? simd::splat(ak[dd][k]) : g;
+      }
+      if (len == L)
+        simd::store(out + dd * sd + i, g);
+      else
+        simd::store_tail(out + dd * sd + i, g, len);
+    }
+  };
+  int64_t i = 0;
+  for (; i + L <= n; i += L) block(simd::load_bins<T>(bins + i), i, L);
+  if (i < n) block(simd::load_bins_tail<T>(bins + i, n - i, -1), i, n - i);
+}
+
+// The pixel-inner few-bin gradient of a tile, all D rows (x == nullptr unless kReadsX).
+template <int K, bool kReadsX, typename T>
+inline void grad_pixel_inner(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n, const T* c_t,
+                             const T* gc_t, const T* gv_t, const T* inv_t, T* gx) {
+  constexpr int DB = rows_per_pass<K, T>();
+  constexpr int64_t nb = K;
+  int64_t d = 0;
+  for (; d + DB <= D; d += DB)
+    grad_rows<K, DB, kReadsX>(kReadsX ? x + d * sd : x, sd, bins, n, c_t + d * nb, gc_t + d * nb, nb, gv_t, inv_t,
+                              gx + d * sd);
+  for (; d < D; ++d)
+    grad_rows<K, 1, kReadsX>(kReadsX ? x + d * sd : x, sd, bins, n, c_t + d * nb, gc_t + d * nb, nb, gv_t, inv_t,
+                             gx + d * sd);
 }
 
 // Dim-inner grads of n pixels at pixel stride sp (x and gx alike; may be the same buffer).
@@ -334,23 +368,6 @@ inline void grad_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32
   }
 }
 
-// Without a variance gradient the gradient does not depend on x: grad = gc_k / n_k of the
-// pixel's bin k (0 for the sentinel), written without reading x (the backward of
-// region_stats(with_variance=False) then moves half the bytes). One contiguous row, K bins
-// (3 or 4: the 2-bin select is what GCC miscompiles, see kMinSelectBins) selected.
-template <int K, typename scalar_t, typename acc_t>
-inline void const_row(const int32_t* bins, int64_t n, const acc_t* gc, const acc_t* inv_n, scalar_t* out) {
-  acc_t ak[K];
-  for (int k = 0; k < K - 1; ++k) ak[k] = gc[k] * inv_n[k];
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t b = bins[i];
-    acc_t g = 0;
-#pragma GCC unroll 8
-    for (int k = 0; k < K - 1; ++k) g = b == k ? ak[k] : g;
-    out[i] = scalar_t(g);
-  }
-}
-
 // The x-free gradient of n pixels at pixel stride sp; the tables as backward_tile's (the
 // sentinel bin's entries are 0).
 template <typename scalar_t, typename acc_t>
@@ -365,16 +382,17 @@ inline void const_grad(int64_t D, int64_t sd, int64_t sp, const int32_t* bins, i
     }
     return;
   }
+  // Without a variance gradient: grad = gc_k / n_k of the pixel's bin k (0 for the sentinel),
+  // written without reading x (the backward of region_stats(with_variance=False) then moves
+  // half the bytes).
+  if (nb == 3) return grad_pixel_inner<3, false>(static_cast<const acc_t*>(nullptr), D, sd, bins, n, gc_t, gc_t,
+                                                 inv_t, inv_t, gx);
+  if (nb == 4) return grad_pixel_inner<4, false>(static_cast<const acc_t*>(nullptr), D, sd, bins, n, gc_t, gc_t,
+                                                 inv_t, inv_t, gx);
   for (int64_t d = 0; d < D; ++d) {
     const acc_t* g = gc_t + d * nb;
     scalar_t* out = gx + d * sd;
-    if (nb == 3) {
-      const_row<3>(bins, n, g, inv_t, out);
-    } else if (nb == 4) {
-      const_row<4>(bins, n, g, inv_t, out);
-    } else {
-      for (int64_t i = 0; i < n; ++i) out[i] = scalar_t(g[bins[i]] * inv_t[bins[i]]);
-    }
+    for (int64_t i = 0; i < n; ++i) out[i] = scalar_t(g[bins[i]] * inv_t[bins[i]]);
   }
 }
 
@@ -404,16 +422,8 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
     from_pixel_major(tbuf, n, D, gx, sd);
     return;
   }
-#define PK_GRAD_CASE(K)                                                                                    \
-  case K:                                                                                                  \
-    for (int64_t d = 0; d < D; ++d)                                                                        \
-      grad_row<K>(x + d * sd, bins, n, c_t + d * nb, gc_t + d * nb, gv_t, inv_t, gx + d * sd);             \
-    return;
-  switch (nb) {
-    PK_GRAD_CASE(3)
-    PK_GRAD_CASE(kMaxSelectBins)
-  }
-#undef PK_GRAD_CASE
+  if (nb == 3) return grad_pixel_inner<3, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx);
+  return grad_pixel_inner<kMaxSelectBins, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx);
 }
 
 // Non-template entry points, one set per instruction set.
