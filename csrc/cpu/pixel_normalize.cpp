@@ -51,16 +51,15 @@ void backward(const PixelNormalizeBackward& a) {
         ss[i] += v * v;
         dot[i] += v * g[at(d, i)];
       }
-    bool clamped[kTile];
     for (int64_t i = 0; i < n; ++i) {
-      clamped[i] = !(sqrt(ss[i]) > eps) && ss[i] == ss[i];
-      ss[i] = pixel_normalize::inv_norm(ss[i], eps);  // now the factor 1 / max(||x||, eps)
-      dot[i] *= ss[i];                                // y . g
+      const bool clamped = !(sqrt(ss[i]) > eps) && ss[i] == ss[i];
+      ss[i] = pixel_normalize::inv_norm(ss[i], eps);                       // now 1 / max(||x||, eps)
+      dot[i] = pixel_normalize::grad_dot(dot[i] * ss[i], clamped);         // y . g
     }
     for (int64_t d = 0; d < m.D; ++d)
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = at(d, i);
-        gx[k] = pixel_normalize::grad_element(x[k] * ss[i], g[k], dot[i], ss[i], clamped[i]);
+        gx[k] = pixel_normalize::grad_element(x[k] * ss[i], g[k], dot[i], ss[i]);
       }
   });
 }

@@ -1,5 +1,5 @@
 // pixel_normalize CUDA kernels (csrc/common/pixel_normalize.h):
-//     y = x * inv,  inv = 1 / max(||x||, eps)        grad_x = grad_element(y, g, y . g, inv, clamped)
+//     y = x * inv,  inv = 1 / max(||x||, eps)        grad_x = grad_element(y, g, grad_dot(y . g, clamped), inv)
 // One pass each: a group of G lanes per pixel (G = 1 for the pixel-inner layout, so a warp reads
 // 32 consecutive pixels of a dim; G = pow2 >= D, <= 32, for channels_last, so a group reads its
 // pixel's contiguous D values), lane j of a group holds dims j, j + G, ... (kV values, in
@@ -94,17 +94,17 @@ __global__ void __launch_bounds__(kThreads)
       dot = group_sum(dot, gs);
       const bool clamped = !(sqrt(ss) > eps) && ss == ss;
       const acc_t inv = pixel_normalize::inv_norm(ss, eps);
-      dot *= inv;
+      dot = pixel_normalize::grad_dot(dot * inv, clamped);
       if constexpr (kV > 0) {
 #pragma unroll
         for (int i = 0; i < kV; ++i)
           if (on && j + i * G < D)
-            store_from_acc(gx + base + i * dstep, pixel_normalize::grad_element(v[i] * inv, w[i], dot, inv, clamped));
+            store_from_acc(gx + base + i * dstep, pixel_normalize::grad_element(v[i] * inv, w[i], dot, inv));
       } else {
         if (on)
           for (int64_t d = j, k = base; d < D; d += G, k += dstep)
             store_from_acc(gx + k,
-                           pixel_normalize::grad_element(to_acc(x.data[k]) * inv, to_acc(g[k]), dot, inv, clamped));
+                           pixel_normalize::grad_element(to_acc(x.data[k]) * inv, to_acc(g[k]), dot, inv));
       }
     }
 }
