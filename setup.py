@@ -207,6 +207,17 @@ EXTS = extensions(WITH_CUDA)
 BUILD_DIR = ROOT / "build" / build_tag(WITH_CUDA)
 BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
+
+class BuildExt(cpp_extension.BuildExtension.with_options(use_ninja=True)):
+    """Objects in build/<tag>/temp for every kind of build. pip's editable install compiles in
+    a fresh temporary folder (setuptools' editable_wheel), so `make build` and then `make wheel`
+    compiled the whole extension twice; with one folder, ninja finds the objects up to date and
+    the second build only links."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = str(BUILD_DIR / "temp")
+
 setup(
     name="pixelkernels",
     version=BASE_VERSION + _local_version(WITH_CUDA),
@@ -216,7 +227,7 @@ setup(
     install_requires=["torch>=2.6"],
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},
     ext_modules=EXTS,
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExt},
     options={"build": {"build_base": str(BUILD_DIR)}, "egg_info": {"egg_base": str(BUILD_DIR)}},
     entry_points={"console_scripts": ["pixelkernels=pixelkernels.__main__:main"]},
     zip_safe=False,

@@ -201,13 +201,22 @@ def suite(c: Contract):
             _skip_unless_backward(c)
             inp = with_grad((c.tiny or c.make)(device, torch.float64), c.grad_inputs)
             keys = list(c.grad_inputs)
+            # The differentiable outputs only (fast mode cannot pair vectors with the others).
+            diff = [i for i, o in enumerate(_outputs(c.call(inp, backend))) if o.requires_grad]
 
             def fn(*xs):
-                return _outputs(c.call(dict(inp, **dict(zip(keys, xs))), backend))
+                out = _outputs(c.call(dict(inp, **dict(zip(keys, xs))), backend))
+                return tuple(out[i] for i in diff)
 
             xs = tuple(inp[k] for k in keys)
-            assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7)
-            assert torch.autograd.gradgradcheck(fn, xs, eps=1e-6, atol=1e-6)
+            # Under the Triton interpreter every call costs ~0.1 s: a directional derivative
+            # v^T J u with random u, v (fast_mode) instead of the whole Jacobian, which took
+            # ~1 min per op. SPEC §4 asks gradcheck of the reference and the CPU backend, which
+            # stay in full mode; the triton backward is also compared to the reference's
+            # gradients elementwise in test_backends_agree and test_awkward_inputs.
+            fast = backend == "triton" and device == "cpu"
+            assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7, fast_mode=fast)
+            assert torch.autograd.gradgradcheck(fn, xs, eps=1e-6, atol=1e-6, fast_mode=fast)
 
         @pytest.mark.parametrize("case", list(c.zero_sizes) or [pytest.param(None, marks=pytest.mark.skip)])
         @pytest.mark.parametrize("backend,device", BACKENDS)
