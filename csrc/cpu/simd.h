@@ -50,38 +50,44 @@ using Bins = typename Vec<T>::bins;
 template <typename T>
 constexpr int kLanes = Vec<T>::lanes;
 
-template <typename T>
-inline V<T> load(const T* p) {
-  V<T> v;
+// An unaligned vector Vt read from p, and one of its first n < lanes elements, the rest `pad`.
+template <typename Vt, typename E>
+inline Vt loadu(const E* p) {
+  Vt v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
+}
+
+template <typename Vt, typename E>
+inline Vt load_first(const E* p, int64_t n, E pad) {
+  Vt v = Vt{} + pad;
+  for (int64_t j = 0; j < n; ++j) v[j] = p[j];
+  return v;
+}
+
+template <typename T>
+inline V<T> load(const T* p) {
+  return loadu<V<T>>(p);
+}
+
+template <typename T>
+inline V<T> load_tail(const T* p, int64_t n) {
+  return load_first<V<T>>(p, n, T(0));
+}
+
+template <typename T>
+inline Bins<T> load_bins(const int32_t* p) {
+  return loadu<Bins<T>>(p);
+}
+
+template <typename T>
+inline Bins<T> load_bins_tail(const int32_t* p, int64_t n, int32_t pad) {
+  return load_first<Bins<T>>(p, n, pad);
 }
 
 template <typename T>
 inline void store(T* p, V<T> v) {
   __builtin_memcpy(p, &v, sizeof v);
-}
-
-template <typename T>
-inline Bins<T> load_bins(const int32_t* p) {
-  Bins<T> v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-
-// The first n < kLanes<T> elements, padded: values 0, bins `pad`.
-template <typename T>
-inline V<T> load_tail(const T* p, int64_t n) {
-  V<T> v = {};
-  for (int64_t j = 0; j < n; ++j) v[j] = p[j];
-  return v;
-}
-
-template <typename T>
-inline Bins<T> load_bins_tail(const int32_t* p, int64_t n, int32_t pad) {
-  Bins<T> v = Bins<T>{} + pad;
-  for (int64_t j = 0; j < n; ++j) v[j] = p[j];
-  return v;
 }
 
 template <typename T>
