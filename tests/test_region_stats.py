@@ -284,6 +284,41 @@ def test_gradient_of_one_output_only(backend, device):
         assert_close(got, want, torch.float64)
 
 
+def _some_regions_weights(R, dtype, device):
+    """Variance weights that are 0 for the even regions: those pixels' gradients need no emb
+    (the CUDA and Triton backward kernels then skip its load)."""
+    return (torch.arange(R, dtype=dtype, device=device) % 2) * torch.linspace(0.5, 2.0, R, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("case_id", ["odd", "d17_channels_last", "d24_r5_slice"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_variance_gradient_in_some_regions_only(backend, device, case_id):
+    _skip_slow(backend, device, case_id)
+    emb, labels, R, ignore = _inputs(CASES[case_id], torch.float64, device)
+    wv = _some_regions_weights(R, torch.float64, device)
+    x = emb.detach().requires_grad_(True)
+    _, c, v = pk.region_stats(x, labels, R, ignore_index=ignore, backend=backend)
+    (got,) = torch.autograd.grad((c * _weights(c)).sum() + (v * wv).sum(), x)
+    xr = emb.detach().cpu().requires_grad_(True)
+    _, cr, vr = reference_region_stats(xr, labels.cpu(), R, ignore)
+    (want,) = torch.autograd.grad((cr * _weights(cr)).sum() + (vr * wv.cpu()).sum(), xr)
+    assert_close(got, want.to(device), torch.float64)
+
+
+@pytest.mark.parametrize("case_id", ["odd", "d17_channels_last", "d24_r5_slice"])
+def test_cuda_backward_emulated_some_regions_only(emu, case_id):
+    """The CUDA backward with grad_variance 0 in some regions (no emb load there)."""
+    emb, labels, R, ignore = _inputs(CASES[case_id], torch.float64, "cpu")
+    count, centroid, _ = emu.region_stats(emb, labels, R, ignore)
+    gc = torch.randn(emb.shape[0], R, emb.shape[1], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    gv = _some_regions_weights(R, torch.float64, "cpu").expand(emb.shape[0], R).contiguous()
+    grad = emu.region_stats_backward(gc, gv, emb, labels, count, centroid, ignore)
+    xr = emb.detach().requires_grad_(True)
+    _, cr, vr = reference_region_stats(xr, labels, R, ignore)
+    (want,) = torch.autograd.grad((cr * gc).sum() + (vr * gv).sum(), xr)
+    assert_close(grad, want, torch.float64)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_label_widths(backend, device):
     """uint8, int8, int16, int32 and int64 labels give the same statistics (read in place)."""

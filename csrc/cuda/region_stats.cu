@@ -33,7 +33,10 @@
 // Backward: elementwise and memory-bound, grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r]: a
 // grid-stride loop in memory order (pixel-inner for the contiguous layout, dim-inner for
 // channels_last); one integer division per element to split the flat index, done in 32 bits
-// whenever the per-image extent allows (addresses are always 64-bit).
+// whenever the per-image extent allows (addresses are always 64-bit). emb is read only for
+// pixels whose region has a nonzero grad_variance: without one (with_variance=False, MEnet's
+// centroid form, or the variance unused) the backward writes gc[r] / n[r] and moves half the
+// bytes.
 #include "common/region_stats.h"
 
 #include <cstdint>
@@ -341,7 +344,10 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t br = b * R + l;
       if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {
         const acc_t inv_n = acc_t(1) / count[br];
-        g = grad_element<acc_t>(to_acc(emb[off]), centroid[br * D + d], gc[br * D + d], gv[br], inv_n);
+        const acc_t gvr = gv[br];
+        // grad_element ignores x where gv is 0, so that load (half the traffic) is skipped.
+        const acc_t x = gvr != acc_t(0) ? to_acc(emb[off]) : acc_t(0);
+        g = grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d], gvr, inv_n);
       }
       store_from_acc(grad + off, g);
     }

@@ -41,8 +41,9 @@ Kernels (per program; traffic counted per pixel, E = element size of emb, D dims
 * `_rs_backward_kernel`, grid ((pixel tile, image), d-block), elementwise:
       grad[b, d, p] = (grad_centroid[b,r,d] + 2*grad_variance[b,r]*(x - centroid[b,r,d])) / count[b,r]
   for a member pixel of region r, 0 otherwise (the centroid path inside the variance
-  vanishes since sum_p (x_p - centroid) = 0). Reads D*E + L bytes per pixel plus gathers
-  from the small (B, R, D) tables (cache resident), writes D*E; grad_emb keeps emb's strides.
+  vanishes since sum_p (x_p - centroid) = 0). Reads D*E + L bytes per pixel (L alone where
+  the region's grad_variance is 0: x is then not needed) plus gathers from the small
+  (B, R, D) tables (cache resident), writes D*E; grad_emb keeps emb's strides.
 
 The launchers never sync with the host; block sizes depend on shapes only. Two opaque ops
 (`pixelkernels::region_stats_triton`, `pixelkernels::region_stats_backward_triton`) wrap the
@@ -226,6 +227,22 @@ def _rs_merge_kernel(
 
 
 @triton.jit
+def _tile_rows(lab_ptr, P, D, R, ignore_index, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (pixel block, image) x d-block tile of this program (grid_items over pixel blocks):
+    its offsets, its labels' validity, each pixel's flat (b, r) row and the mask of its valid
+    elements."""
+    b, tile = split_pid(tl.cdiv(P, BLOCK_P))
+    offs_p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    pmask = offs_p < P
+    dmask = offs_d < D
+    valid, lab = load_regions(lab_ptr + b * P, offs_p, pmask, R, ignore_index)
+    out = b * R + lab
+    m = valid[:, None] & dmask[None, :]
+    return b, offs_p, offs_d, pmask, dmask, valid, out, m
+
+
+@triton.jit
 def _pixel_tile(
     emb_ptr,
     lab_ptr,
@@ -240,17 +257,8 @@ def _pixel_tile(
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """The (pixel block, image) x d-block tile of this program (grid_items over pixel blocks):
-    its offsets, its labels' validity, each pixel's flat (b, r) row and the emb values (0
-    outside valid pixels)."""
-    b, tile = split_pid(tl.cdiv(P, BLOCK_P))
-    offs_p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    pmask = offs_p < P
-    dmask = offs_d < D
-    valid, lab = load_regions(lab_ptr + b * P, offs_p, pmask, R, ignore_index)
-    out = b * R + lab
-    m = valid[:, None] & dmask[None, :]
+    """_tile_rows and the tile's emb values (0 outside valid pixels)."""
+    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D)
     x = tl.load(
         emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p), mask=m, other=0.0
     ).to(acc_dtype)
@@ -350,25 +358,19 @@ def _rs_backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    b, offs_p, offs_d, pmask, dmask, valid, out, m, x = _pixel_tile(
-        emb_ptr,
-        lab_ptr,
-        P,
-        D,
-        R,
-        ignore_index,
-        stride_b,
-        stride_d,
-        stride_p,
-        centroid_ptr.dtype.element_ty,
-        BLOCK_P,
-        BLOCK_D,
-    )
+    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D)
     n = tl.load(count_ptr + out, mask=valid, other=0.0)
     # A labelled pixel of a region with count 0 only arises from a hand-made count; it gets 0
     # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
     m = m & (n > 0)[:, None]
     gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
+    # emb only where the region's grad_variance is nonzero: without a variance gradient
+    # (with_variance=False, or the variance unused) the backward moves half the bytes.
+    x = tl.load(
+        emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p),
+        mask=m & (gv != 0.0)[:, None],
+        other=0.0,
+    ).to(centroid_ptr.dtype.element_ty)
     idx = out[:, None] * D + offs_d[None, :]
     cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
     gc = tl.load(gc_ptr + idx, mask=m, other=0.0)
