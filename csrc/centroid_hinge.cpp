@@ -1,7 +1,7 @@
 // centroid_hinge, the torch side for CPU and CUDA tensors: no kernel of its own. The forward is
 // region_stats (without variance) and region_hinge around those centroids; the backward runs
 // region_hinge's backward twice, through the dispatcher on the tensors' device:
-//   1. for grad_centroid_hinge[b, r] (its grad_emb is dropped),
+//   1. for grad_centroid_hinge[b, r] alone (emb_grad=False: no pixel-sized write),
 //   2. with offset[b, r] = (grad_centroid + grad_centroid_hinge)[b, r] / count[b, r], the
 //      gradient of each pixel through its centroid, added before the one rounding to emb's
 //      dtype. Summing two half gradients (autograd over the two ops) rounds twice, and where
@@ -46,7 +46,7 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
                                    const at::Tensor& centroid, double delta, int64_t ignore_index) {
   static const auto hinge_backward =
       library_op<Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                          int64_t, const std::optional<at::Tensor>&)>("region_hinge_backward");
+                          int64_t, const std::optional<at::Tensor>&, bool)>("region_hinge_backward");
   const char* op = "centroid_hinge_backward";
   PK_EXPECT(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", centroid.sizes());
   expect_sizes(grad_centroid, centroid.sizes(), op, "grad_centroid");
@@ -57,10 +57,10 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
   const auto acc = stats_options(emb).dtype();
   const at::Tensor c = centroid.to(acc);
   const at::Tensor through =
-      std::get<1>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, std::nullopt));
+      std::get<1>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, std::nullopt, false));
   // An empty region has no pixel to read its offset: clamp_min only keeps the table finite.
   const at::Tensor offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1);
-  return std::get<0>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, offset));
+  return std::get<0>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, offset, true));
 }
 
 #define CENTROID_HINGE_IMPLS(m, On)                \

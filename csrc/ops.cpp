@@ -29,10 +29,11 @@ TORCH_LIBRARY(PK_LIBRARY, m) {
   m.def(
       "center_distance_backward(Tensor grad_dist, Tensor emb, Tensor center, bool squared) -> (Tensor, Tensor)");
   // region_hinge: emb (B,D,H,W), labels (B,H,W), centroid (B,R,D) -> hinge (B,R)
+  // (backward with emb_grad=False: only the centroids' gradient, emb's comes back empty (0,))
   m.def("region_hinge(Tensor emb, Tensor labels, Tensor centroid, float delta, int ignore_index) -> Tensor");
   m.def(
       "region_hinge_backward(Tensor grad_hinge, Tensor emb, Tensor labels, Tensor centroid, "
-      "float delta, int ignore_index, Tensor? offset=None) -> (Tensor, Tensor)");
+      "float delta, int ignore_index, Tensor? offset=None, bool emb_grad=True) -> (Tensor, Tensor)");
   // centroid_hinge: region_stats' count and centroid, then region_hinge around those centroids;
   // one backward writes emb's whole gradient (through the centroids too) with one rounding
   m.def(

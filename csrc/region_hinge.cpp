@@ -41,7 +41,7 @@ template <class On>
 std::tuple<at::Tensor, at::Tensor> region_hinge_backward(const at::Tensor& grad_hinge, const at::Tensor& emb,
                                                          const at::Tensor& labels, const at::Tensor& centroid,
                                                          double delta, int64_t ignore_index,
-                                                         const std::optional<at::Tensor>& offset) {
+                                                         const std::optional<at::Tensor>& offset, bool emb_grad) {
   const char* op = "region_hinge_backward";
   expect_labels_match(emb, labels, op);
   const int64_t R = expect_centroid(emb, centroid, op);
@@ -52,19 +52,21 @@ std::tuple<at::Tensor, at::Tensor> region_hinge_backward(const at::Tensor& grad_
     expect_same_device(op, {emb, *offset});
   }
   Launcher<On> launcher(emb, op);
-  PixelOutput out(emb);
+  PixelOutput out(emb, std::nullopt, emb_grad);  // without emb_grad: no map allocated
   const auto st = stats_options(emb);
   at::Tensor grad_centroid = at::empty(centroid.sizes(), st);
-  if (emb.size(0) == 0) return {out.grad, grad_centroid.to(centroid.scalar_type())};
+  const at::Tensor no_grad = emb_grad ? at::Tensor() : at::empty({0}, emb.options());
+  if (emb.size(0) == 0) return {emb_grad ? out.grad : no_grad, grad_centroid.to(centroid.scalar_type())};
   const at::Tensor c = centroid.to(st).contiguous(), g = grad_hinge.to(st).contiguous();
-  const at::Tensor o = offset ? offset->to(st).contiguous() : at::Tensor();
+  const bool with_offset = offset && emb_grad;  // the offset only adds to emb's gradient
+  const at::Tensor o = with_offset ? offset->to(st).contiguous() : at::Tensor();
   const Labels lab(labels);
   RegionHingeBackward p{pixel_map(out.src),  lab.map, R, ignore_index, c.const_data_ptr(), g.const_data_ptr(), delta,
-                        out.out.mutable_data_ptr(), grad_centroid.mutable_data_ptr()};
-  p.offset = offset ? o.const_data_ptr() : nullptr;
+                        emb_grad ? out.out.mutable_data_ptr() : nullptr, grad_centroid.mutable_data_ptr()};
+  p.offset = with_offset ? o.const_data_ptr() : nullptr;
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
-  return {out.finish(), grad_centroid.to(centroid.scalar_type())};
+  return {emb_grad ? out.finish() : no_grad, grad_centroid.to(centroid.scalar_type())};
 }
 
 #define REGION_HINGE_IMPLS(m, On)              \

@@ -84,9 +84,13 @@ inline bool same_pixel_strides(const at::Tensor& y, const at::Tensor& x) {
 struct PixelOutput {
   at::Tensor src, out, grad;
 
-  // The output is in `dtype` (default: x's).
-  explicit PixelOutput(const at::Tensor& x, std::optional<at::ScalarType> dtype = std::nullopt)
-      : grad(at::empty_like(x, x.options().dtype(dtype.value_or(x.scalar_type())))) {
+  // The output is in `dtype` (default: x's). allocate = false, for a call that writes no map:
+  // grad and out are meta tensors (no memory) and src is the one an allocated output would
+  // give, so the kernels read the same layout and reduce in the same order either way.
+  explicit PixelOutput(const at::Tensor& x, std::optional<at::ScalarType> dtype = std::nullopt, bool allocate = true)
+      : grad(at::empty_like(x, x.options()
+                                   .dtype(dtype.value_or(x.scalar_type()))
+                                   .device(allocate ? x.device() : at::Device(at::kMeta)))) {
     src = pixel_view_source(x);
     out = grad;
     if (grad.numel() > 0 && !same_pixel_strides(out, src)) {

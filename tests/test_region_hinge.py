@@ -1,11 +1,13 @@
 """region_hinge: the generic contract (tests/contract.py) on awkward inputs: hinges that are
 all active, all zero (large delta) and mixed; empty regions, ignored pixels, label widths,
-pixels on their centroid."""
+pixels on their centroid. The backward without emb's gradient (emb_grad=False) on the same
+inputs, against the default call."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import make_emb, make_labels, weighted_loss
+from conftest import COMPILED_BACKENDS, dtypes_for, make_emb, make_labels, weighted_loss
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -128,3 +130,71 @@ def test_nan_propagates_to_its_region_only():
             continue
         h = pk.region_hinge(inp["emb"], inp["labels"], inp["centroid"], delta=0.1, backend=backend)
         assert h[0, 1].isnan() and not h[0, [0, 2]].isnan().any(), backend
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward without emb's gradient (emb_grad=False, centroid_hinge's first pass): an empty
+# first output and, bitwise, the default call's centroid gradient, on every compiled kernel.
+
+
+def _channel_slice(make):
+    """make's emb as a channel slice of a wider channels_last map: dim-inner strides that a
+    gradient of its own shape cannot share, so the kernels read a contiguous copy."""
+
+    def made(device, dtype):
+        inp = make(device, dtype)
+        e = inp["emb"]
+        wide = torch.cat([e, e[:, :2]], 1).contiguous(memory_format=torch.channels_last)
+        return {**inp, "emb": wide[:, : e.shape[1]]}
+
+    return made
+
+
+NO_EMB_GRAD_CASES = {
+    **ROW.cases,
+    "channels_last_channel_slice": _channel_slice(_inp(3, 17, 5, 13, 4, layout="channels_last")),
+    "workspace_bins": _inp(1, 7, 12, 13, 200),  # R * D beyond the CUDA kernel's shared-memory bins
+}
+
+
+def _check_no_emb_grad(op, inp):
+    emb, centroid = inp["emb"], inp["centroid"]
+    g = torch.Generator().manual_seed(3)
+    grad_hinge = torch.randn(centroid.shape[:2], generator=g, dtype=torch.float64).to(centroid)
+    offset = torch.randn(centroid.shape, generator=g, dtype=torch.float64).to(centroid)
+    args = (grad_hinge, emb, inp["labels"], centroid, inp["delta"], inp["ignore_index"])
+    grad_emb, want = op(*args)
+    assert grad_emb.shape == emb.shape
+    for extra in ((None, False), (offset, False)):  # the offset only adds to emb's gradient
+        none, got = op(*args, *extra)
+        assert none.shape == (0,) and none.dtype == emb.dtype and none.device == emb.device
+        assert torch.equal(got, want), (emb.dtype, extra[0] is not None)
+
+
+def _backward_op(backend):
+    name = "region_hinge_backward" + ("_triton" if backend == "triton" else "")
+    return getattr(torch.ops.pixelkernels, name)
+
+
+@pytest.mark.parametrize("case", list(NO_EMB_GRAD_CASES))
+@pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
+def test_backward_without_emb_grad(backend, device, case):
+    if backend == "triton" and device == "cpu" and case in ROW.interpreter_skip:
+        pytest.skip("too slow for the Triton interpreter")
+    for dtype in dtypes_for(backend):
+        _check_no_emb_grad(_backward_op(backend), NO_EMB_GRAD_CASES[case](device, dtype))
+
+
+@pytest.mark.parametrize("case", [k for k in NO_EMB_GRAD_CASES if k not in ROW.interpreter_skip])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_backward_without_emb_grad_cuda_emulated(emu, dtype, case):
+    _check_no_emb_grad(emu.region_hinge_backward, NO_EMB_GRAD_CASES[case]("cpu", dtype))
+
+
+@pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
+def test_opcheck_without_emb_grad(backend, device):
+    inp = ROW.make(device, torch.float64)
+    grad_hinge = torch.randn(inp["centroid"].shape[:2], generator=torch.Generator().manual_seed(3))
+    grad_hinge = grad_hinge.to(inp["centroid"])
+    args = (grad_hinge, inp["emb"], inp["labels"], inp["centroid"], inp["delta"], inp["ignore_index"])
+    torch.library.opcheck(_backward_op(backend), (*args, None, False))

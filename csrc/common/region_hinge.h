@@ -8,6 +8,9 @@
 // accumulation type, before the one rounding to emb's dtype); grad_centroid does not see it.
 // centroid_hinge uses it to write the whole gradient of a loss through the centroids in one pass.
 // Pixels that do not take part (ignore_index, labels outside [0, R)) get grad_emb 0.
+// A null grad_emb asks for grad_centroid alone (centroid_hinge's first pass): nothing
+// pixel-sized is written, and grad_centroid is bitwise the one a call with grad_emb returns
+// (the same sums in the same order); offset, which only adds to grad_emb, is then ignored.
 #pragma once
 
 #include "common/types.h"
@@ -32,7 +35,7 @@ struct RegionHingeBackward {
   const void* centroid;    // (B, R, D), accumulation type
   const void* grad_hinge;  // (B, R), accumulation type
   double delta;
-  void* grad_emb;       // same dtype and strides as emb; every element is written
+  void* grad_emb;       // same dtype and strides as emb; every element is written; or null: not wanted
   void* grad_centroid;  // (B, R, D), accumulation type; every element is written
   void* workspace = nullptr;  // CUDA only
   size_t workspace_bytes = 0;

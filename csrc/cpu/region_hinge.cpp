@@ -5,9 +5,9 @@
 // One task = one chunk of pixels of one image (region_stats::plan_chunks: fewer, longer
 // chunks when R is large, so the partials stay bounded), walked in tiles whose D rows stay in
 // L1/L2 between the distance sweep and the gradient sweep: DRAM sees emb once forward, emb
-// once and grad_emb once backward. Forward partials are (R) per chunk, backward partials of
-// grad_centroid ((R + 1) x D) per chunk; both merge in chunk order, so results are bitwise the
-// same for any thread count.
+// once and grad_emb once backward (emb alone when grad_emb is not wanted). Forward partials
+// are (R) per chunk, backward partials of grad_centroid ((R + 1) x D) per chunk; both merge in
+// chunk order, so results are bitwise the same for any thread count.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -114,19 +114,22 @@ void backward(const RegionHingeBackward& a) {
   const int64_t nc = plan.num_chunks, tile = tile_pixels<T>(D, plan.chunk), rows = (R + 1) * D;
   const Tables<T> cent(static_cast<const T*>(a.centroid), B, R, D);
   std::unique_ptr<Tables<T>> off;
-  if (a.offset != nullptr) off = std::make_unique<Tables<T>>(static_cast<const T*>(a.offset), B, R, D);
+  if (a.offset != nullptr && gx != nullptr)
+    off = std::make_unique<Tables<T>>(static_cast<const T*>(a.offset), B, R, D);
   auto part = scratch<T>(B * nc * rows);
   const Kernels<T> k;
   at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
     auto runs = scratch<int32_t>(2 * (tile + 1));
     auto ss = scratch<T>(tile);
+    auto row = scratch<T>(gx != nullptr ? 0 : std::max(tile, D));  // takes the gradient when no map is written
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / nc, p0 = (t % nc) * plan.chunk, n = std::min(plan.chunk, P - p0);
       const int64_t at = b * m.sb + p0 * m.sp, tb = b * (R + 1) * D;  // tb: image b's tables
       k.backward(x + at, D, m.sd, m.sp, a.labels, b * P + p0, n, R, a.ignore_index, cent.rd.get() + tb,
                  cent.t.get() + tb, off ? off->rd.get() + tb : nullptr, off ? off->t.get() + tb : nullptr, gh + b * R,
-                 T(a.delta), tile, bins.get(), runs.get(), ss.get(), gx + at, part.get() + t * rows);
+                 T(a.delta), tile, bins.get(), runs.get(), ss.get(), gx != nullptr ? gx + at : nullptr, row.get(),
+                 part.get() + t * rows);
     }
   });
   at::parallel_for(0, B * R, 64, [&](int64_t t0, int64_t t1) {

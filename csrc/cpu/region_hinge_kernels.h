@@ -147,16 +147,19 @@ void forward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, 
 // Backward of one chunk: gx (at x's strides) and pc, the chunk's (R + 1) x D partial of
 // grad_centroid (row R collects nothing useful and is never read). o_rd / o_t: the offset
 // table in the layouts of c_rd / c_t (zero bin R), or null; added to gx after pc has its sum.
+// gx null (no gradient wanted): the values go to `row` (max(tile, D) values, one dim row of a
+// tile or one pixel at a time) instead, through the very same loops, so pc is bitwise the same
+// (a separate no-store loop would let the compiler fuse pc's multiply-subtracts into FMAs).
 template <typename T>
 void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n, int64_t R,
                     int64_t ignore, const T* c_rd, const T* c_t, const T* o_rd, const T* o_t, const T* gh, T delta,
-                    int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc) {
+                    int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* gx, T* row, T* pc) {
   for (int64_t k = 0; k < (R + 1) * D; ++k) pc[k] = T(0);
   for (int64_t t0 = 0; t0 < n; t0 += tile) {
     const int64_t nt = n - t0 < tile ? n - t0 : tile;
     chunk_bins(lab, i0 + t0, nt, R, ignore, bins);
     const T* xt = x + t0 * sp;
-    T* gt = gx + t0 * sp;
+    T* gt = gx != nullptr ? gx + t0 * sp : nullptr;
     if (sp == 1) {
       int32_t* start = runs;
       int32_t* rbin = runs + tile + 1;
@@ -172,7 +175,7 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
       const int64_t nb = R + 1;
       for (int64_t d = 0; d < D; ++d) {
         const T* xd = xt + d * sd;
-        T* gd = gt + d * sd;
+        T* gd = gt != nullptr ? gt + d * sd : row;
         if (by_runs) {
           for (int64_t k = 0; k < nr; ++k) {
             const int64_t s = start[k], e = start[k + 1];
@@ -203,12 +206,13 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
       }
       continue;
     }
+    const int64_t gsd = gt != nullptr ? sd : 1;  // row: the pixel's D values at unit stride
     for (int64_t i = 0; i < nt; ++i) {
       const int32_t b = bins[i];
       const T* xi = xt + i * sp;
-      T* gi = gt + i * sp;
+      T* gi = gt != nullptr ? gt + i * sp : row;
       if (b == R) {
-        for (int64_t d = 0; d < D; ++d) gi[d * sd] = T(0);
+        for (int64_t d = 0; d < D; ++d) gi[d * gsd] = T(0);
         continue;
       }
       const T* c = c_rd + int64_t(b) * D;
@@ -225,7 +229,7 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
         const T f = gh[b] * term<T>(sumsq_to<false>(xi, sd, c, D), delta).factor;
         for (int64_t d = 0; d < D; ++d) {
           const T v = f * (xi[d * sd] - c[d]);
-          gi[d * sd] = o != nullptr ? v + o[d] : v;
+          gi[d * gsd] = o != nullptr ? v + o[d] : v;
           p[d] -= v;
         }
       }
@@ -244,7 +248,7 @@ namespace pixelkernels::cpu::PK_CPU_ISA {
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \
                                             const T* o_rd, const T* o_t, const T* gh, T delta, int64_t tile,         \
-                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc);
+                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* row, T* pc);
 PK_REGION_HINGE_ENTRY(float, f32)
 PK_REGION_HINGE_ENTRY(double, f64)
 
@@ -259,7 +263,7 @@ PK_REGION_HINGE_ENTRY(double, f64)
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \
                                             const T* o_rd, const T* o_t, const T* gh, T delta, int64_t tile,         \
-                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* pc) {                     \
+                                            int32_t* bins, int32_t* runs, T* ss, T* gx, T* row, T* pc) {             \
     hinge::backward_chunk<T>(x, D, sd, sp, lab, i0, n, R, ignore, c_rd, c_t, o_rd, o_t, gh, delta, tile, bins, runs, \
-                             ss, gx, pc);                                                                            \
+                             ss, gx, row, pc);                                                                       \
   }

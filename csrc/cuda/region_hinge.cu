@@ -20,6 +20,9 @@
 //  [R][D] bins: shared memory when 8 * R * D accumulators fit (R * D <= 1280 float), summed
 //  over the warps in order at the chunk's end; else the warp's slot of the workspace. An
 //  offset row (centroid_hinge) is added to the written value only, in the accumulation type.
+//  Without grad_emb (gx null: centroid_hinge's first pass) the same kernel with its stores
+//  predicated off by that uniform flag, so grad_centroid comes from the same code, bitwise. (A
+//  no-store twin of each variant doubled the kernels, and ptxas spilled in 82 of their 310 builds.)
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cuda/common.cuh"
@@ -197,7 +200,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int i = 0; i < kV; ++i) {
           // Pixels that take no part: exactly 0, even where x is NaN (u is 0 there, f too).
           u[i] = r >= 0 ? f * u[i] : acc_t(0);
-          if (on && j + i * G < D) store_from_acc(gx + base + i * dstep, o != nullptr ? u[i] + o[j + i * G] : u[i]);
+          if (on && j + i * G < D && gx != nullptr)
+            store_from_acc(gx + base + i * dstep, o != nullptr ? u[i] + o[j + i * G] : u[i]);
         }
         unsigned todo = any;
         while (todo != 0u) {  // one round per distinct region of the warp's pixels
@@ -217,7 +221,7 @@ __global__ void __launch_bounds__(kThreads)
           if (on && d < D) {
             const int64_t k = base + d0 * x.sd;
             if (r >= 0) v = f * (to_acc(x.data[k]) - c[d]);
-            store_from_acc(gx + k, o != nullptr ? v + o[d] : v);
+            if (gx != nullptr) store_from_acc(gx + k, o != nullptr ? v + o[d] : v);
           }
           unsigned todo = any;
           while (todo != 0u) {
@@ -309,7 +313,7 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
                             static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
                             static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge),
                             static_cast<const acc_t*>(p.offset), acc_t(p.delta), gs, q.chunk, q.nc, q.smem,
-                            static_cast<scalar_t*>(p.grad_emb), part);
+                            static_cast<scalar_t*>(p.grad_emb), part);  // null: no store
       });
     // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
     cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);

@@ -8,7 +8,8 @@ The same values as region_stats then region_hinge. What it adds is the backward:
 gradient, the hinge's own and the one through the centroids (of both outputs), is summed in
 the accumulation type and rounded to emb's dtype once, where autograd over the two ops would
 add two rounded half gradients (and lose the elementwise half tolerance where they cancel).
-It costs two region_hinge backward passes over emb (the first for the centroids' gradient).
+It costs two region_hinge backward passes over emb (the first for the centroids' gradient,
+writing no emb gradient).
 """
 
 from __future__ import annotations

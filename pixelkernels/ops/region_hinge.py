@@ -5,7 +5,9 @@ et al. 2017): each pixel's distance to its own region's centroid, hinged and sum
 
 One read of emb and labels (the centroids come from region_stats). The backward reads them
 once more, writes emb's gradient and reduces the centroids' (in a fixed order on cpu and
-cuda: deterministic). Gradient 0 where a pixel sits on its centroid (SPEC §2).
+cuda: deterministic); with emb_grad=False (centroid_hinge's first pass) it writes no emb
+gradient and returns the same centroids' gradient. Gradient 0 where a pixel sits on its
+centroid (SPEC §2).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ def _fake(emb, labels, centroid, delta, ignore_index):
     return emb.new_empty((emb.shape[0], centroid.shape[1]), dtype=stats_dtype(emb.dtype))
 
 
-def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None):
-    return torch.empty_like(emb), centroid.new_empty(centroid.shape)
+def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None, emb_grad=True):
+    # emb_grad=False (centroid_hinge's first pass): only the centroids' gradient, emb's is empty
+    grad_emb = torch.empty_like(emb) if emb_grad else emb.new_empty((0,))
+    return grad_emb, centroid.new_empty(centroid.shape)
 
 
 OP = _op.define(

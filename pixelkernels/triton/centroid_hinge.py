@@ -23,7 +23,7 @@ def centroid_hinge_backward_op(grad_centroid: torch.Tensor, grad_hinge: torch.Te
     # returns the centroids' gradient in the centroids' dtype.
     acc = stats_dtype(emb.dtype)
     c = centroid.to(acc)
-    _, through = region_hinge_backward(grad_hinge, emb, labels, c, delta, ignore_index)
+    _, through = region_hinge_backward(grad_hinge, emb, labels, c, delta, ignore_index, emb_grad=False)
     # An empty region has no pixel to read its offset: clamp_min only keeps the table finite.
     offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1)
     return region_hinge_backward(grad_hinge, emb, labels, c, delta, ignore_index, offset)[0]

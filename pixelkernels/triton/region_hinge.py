@@ -31,7 +31,9 @@ regions per tile, so the work is ~1 pass whatever R (random labels: up to BLOCK_
 * `_rh_grad_kernel` (backward), grid ((chunk, image), region block, D block): writes
   grad_emb of its region block's pixels (region block 0 also writes the zeros of pixels that
   take no part: every element exactly once) and keeps -sum grad_emb per region in an
-  on-chip [BLOCK_R, BLOCK_D] accumulator; partials (B, chunks, R, D).
+  on-chip [BLOCK_R, BLOCK_D] accumulator; partials (B, chunks, R, D). EMB_GRAD=False
+  (emb_grad=False, centroid_hinge's first pass): the same sums, grad_emb neither allocated
+  nor stored.
 
 The launchers never sync with the host; block sizes depend on shapes only; the batch is on
 the flat axis 0 (`grid_items`), so any B runs. Two opaque ops with the schemas of
@@ -144,7 +146,7 @@ def _rh_factor_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, P, D, R, ignore_inde
 def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, o_ptr, gx_ptr, part_ptr, P, D, R, ignore_index,
                     delta: tl.float64, num_chunks, tiles_per_chunk, sb, sd, sp, BLOCK_P: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, FUSED: tl.constexpr,
-                    HAS_OFFSET: tl.constexpr):  # fmt: skip
+                    HAS_OFFSET: tl.constexpr, EMB_GRAD: tl.constexpr):  # fmt: skip
     ACC = part_ptr.dtype.element_ty
     b, chunk = split_pid(num_chunks)
     chunk = chunk.to(tl.int64)
@@ -161,9 +163,12 @@ def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, o_ptr, gx_ptr, part_pt
         pmask = offs_p < P
         valid, region = load_regions(lab_b, offs_p, pmask, R, ignore_index)
         member = valid & (region >= r0) & (region < r0 + BLOCK_R)
-        # This program writes its regions' pixels; region block 0 also the zeros of the
-        # pixels that take no part.
-        writes = member | (pmask & (valid.to(tl.int32) == 0) & (tl.zeros([BLOCK_P], tl.int32) + rb == 0))
+        if EMB_GRAD:
+            # This program writes its regions' pixels; region block 0 also the zeros of the
+            # pixels that take no part.
+            writes = member | (pmask & (valid.to(tl.int32) == 0) & (tl.zeros([BLOCK_P], tl.int32) + rb == 0))
+        else:
+            writes = member
         if tl.max(writes.to(tl.int32), axis=0) > 0:
             m = member[:, None] & dmask[None, :]
             offs = pixel_offsets(b, offs_p, offs_d, sb, sd, sp)
@@ -177,11 +182,12 @@ def _rh_grad_kernel(x_ptr, lab_ptr, c_ptr, gh_ptr, f_ptr, o_ptr, gx_ptr, part_pt
                 f = tl.load(f_ptr + b * P + offs_p, mask=member, other=0.0)
             # Pixels that do not take part: exactly 0, even where x is NaN.
             v = tl.where(m, f[:, None] * u, 0.0)
-            w = v
-            if HAS_OFFSET:  # added in ACC before the one rounding; the centroid sums see v only
-                o = tl.load(o_ptr + ((b * R + region) * D)[:, None] + offs_d[None, :], mask=m, other=0.0)
-                w = tl.where(m, v + o, 0.0)
-            tl.store(gx_ptr + offs, w.to(gx_ptr.dtype.element_ty), mask=writes[:, None] & dmask[None, :])
+            if EMB_GRAD:
+                w = v
+                if HAS_OFFSET:  # added in ACC before the one rounding; the centroid sums see v only
+                    o = tl.load(o_ptr + ((b * R + region) * D)[:, None] + offs_d[None, :], mask=m, other=0.0)
+                    w = tl.where(m, v + o, 0.0)
+                tl.store(gx_ptr + offs, w.to(gx_ptr.dtype.element_ty), mask=writes[:, None] & dmask[None, :])
             rem = member
             r = tl.min(tl.where(rem, region, R), axis=0)
             while r < R:
@@ -242,18 +248,23 @@ def region_hinge_forward(emb, labels, centroid, delta, ignore_index, *, max_part
     return part.sum(1)  # chunks added in a fixed order
 
 
-def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None, *,
-                          max_partials=MAX_BACKWARD_PARTIALS):  # fmt: skip
+def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None, emb_grad=True,
+                          *, max_partials=MAX_BACKWARD_PARTIALS):  # fmt: skip
     """-> grad_emb (emb's shape, dtype and strides), grad_centroid (centroid's shape and dtype).
-    `offset` (B, R, D) or None: added to each taking-part pixel's grad_emb, not to grad_centroid."""
+    `offset` (B, R, D) or None: added to each taking-part pixel's grad_emb, not to grad_centroid.
+    `emb_grad=False`: grad_emb is an empty (0,) tensor and nothing pixel-sized is written; the
+    same grad_centroid, bitwise."""
     B, D, H, W = emb.shape
     R, P = centroid.shape[1], H * W
     st = stats_dtype(emb.dtype)
-    grad_emb = torch.empty_like(emb)
-    if grad_emb.numel() == 0 or R == 0:  # B, D or P is 0 (R = 0 only in a direct call)
+    grad_emb = torch.empty_like(emb) if emb_grad else emb.new_empty((0,))
+    if emb.numel() == 0 or R == 0:  # B, D or P is 0 (R = 0 only in a direct call)
         return grad_emb.zero_(), torch.zeros(centroid.shape, dtype=centroid.dtype, device=emb.device)
     x, (sb, sd, sp) = pixel_view(emb)
-    out = grad_emb if grad_emb.stride() == x.stride() else with_strides_of(None, x)
+    if emb_grad:
+        out = grad_emb if grad_emb.stride() == x.stride() else with_strides_of(None, x)
+    else:
+        offset = out = None  # the offset only adds to grad_emb; the kernel gets part as an unused gx
     c = centroid.to(st).contiguous()
     g = grad_hinge.to(st).contiguous()
     o = g if offset is None else offset.to(st).contiguous()  # g: an unused pointer
@@ -273,11 +284,11 @@ def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index
                 num_warps=warps(fp * fd),
             )  # fmt: skip
         _rh_grad_kernel[grid_items(nc, B, triton.cdiv(R, br), triton.cdiv(D, bd))](
-            x, lab, c, g, f, o, out, part, P, D, R, ignore_index, float(delta), nc, tiles, sb, sd, sp,
-            BLOCK_P=bp, BLOCK_D=bd, BLOCK_R=br, FUSED=fused, HAS_OFFSET=offset is not None,
-            num_warps=warps(bp * bd),
+            x, lab, c, g, f, o, part if out is None else out, part, P, D, R, ignore_index, float(delta), nc,
+            tiles, sb, sd, sp, BLOCK_P=bp, BLOCK_D=bd, BLOCK_R=br, FUSED=fused, HAS_OFFSET=offset is not None,
+            EMB_GRAD=emb_grad, num_warps=warps(bp * bd),
         )  # fmt: skip
-    if out is not grad_emb:
+    if out is not None and out is not grad_emb:
         grad_emb.copy_(out)
     return grad_emb, part.sum(1).to(centroid.dtype)  # chunks added in a fixed order
 
@@ -296,8 +307,9 @@ def region_hinge_op(emb: torch.Tensor, labels: torch.Tensor, centroid: torch.Ten
 @torch.library.custom_op("pixelkernels::region_hinge_backward_triton", mutates_args=())
 def region_hinge_backward_op(grad_hinge: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor,
                              centroid: torch.Tensor, delta: float, ignore_index: int,
-                             offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    return region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset)
+                             offset: torch.Tensor | None = None,
+                             emb_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    return region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset, emb_grad)
 
 
 def compile_specs():
@@ -313,13 +325,15 @@ def compile_specs():
         specs.append((_rh_factor_kernel, {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a},
                       {"BLOCK_P": 128, "BLOCK_D": 32}, 8))  # fmt: skip
         for fused in (True, False):
-            for has_offset in (False, True):
+            # (HAS_OFFSET, EMB_GRAD): the offset only comes with grad_emb
+            for has_offset, emb_grad in ((False, True), (True, True), (False, False)):
                 specs.append(
                     (
                         _rh_grad_kernel,
-                        {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "o_ptr": "*" + a, "gx_ptr": "*" + e,
-                         "part_ptr": "*" + a},  # fmt: skip
-                        {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused, "HAS_OFFSET": has_offset},
+                        {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "o_ptr": "*" + a,
+                         "gx_ptr": "*" + (e if emb_grad else a), "part_ptr": "*" + a},  # fmt: skip
+                        {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused, "HAS_OFFSET": has_offset,
+                         "EMB_GRAD": emb_grad},  # fmt: skip
                         8,
                     )
                 )
