@@ -13,7 +13,12 @@ Method
   on a shared machine hits all of them; each round warms up twice, then repeats the call until
   its share of the time budget is spent (at least 5 times). The statistics over all repeats are
   p50 (the median: speedups, bandwidth) and p20/p80 (in the JSON/CSV rows).
-- CPU: `time.perf_counter` around each call.
+- CPU: `time.perf_counter` around each call; before each call, outside the timed region, a
+  buffer of four times the last-level cache (sysfs; 128 MiB if unknown) is read, so every call
+  reads its inputs from DRAM (W2's 16 MB map fits a 32 MB L3: unflushed, ours ran at
+  105-165 % of the copy bandwidth; after reading 2x the L3 a 16 MB sum still took 10-35 % less
+  time than after 4x, 8x or 16x, which agree). A read, not a write: no dirty lines left to be
+  written back inside the timed call.
 - CUDA: CUDA events around each call; before each call, outside the timed region, a buffer of
   twice the L2 size (256 MiB if unknown) is zeroed, so every call reads its inputs from DRAM.
   Eager times, and CUDA-graph replay times: the forward and the forward+backward captured with
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import glob
 import json
 import math
 import os
@@ -109,27 +115,51 @@ def _l2_bytes(device: torch.device) -> int:
     return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0
 
 
+def _cpu_llc_bytes() -> int:
+    """The largest CPU cache in bytes (Linux sysfs), 0 if unknown."""
+    best = 0
+    for f in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            txt = open(f).read().strip().upper()
+            best = max(best, int(txt.rstrip("KMG")) * {"K": 2**10, "M": 2**20, "G": 2**30}.get(txt[-1], 1))
+        except (OSError, ValueError, IndexError):
+            continue
+    return best
+
+
 def _flush_bytes(device: torch.device) -> int:
-    return 2 * _l2_bytes(device) or 256 * 2**20
+    if device.type == "cuda":
+        return 2 * _l2_bytes(device) or 256 * 2**20
+    return 4 * _cpu_llc_bytes() or 128 * 2**20
 
 
-def l2_flush_buffer(device: torch.device) -> torch.Tensor:
-    """A buffer of twice the GPU's L2 size (256 MiB if unknown); zeroing it evicts the inputs."""
-    return torch.empty(_flush_bytes(device), dtype=torch.uint8, device=device)
+def cache_flush_buffer(device: torch.device) -> torch.Tensor:
+    """A buffer larger than the last-level cache (2x the GPU's L2, 4x the CPU's L3): zeroing
+    (GPU) or reading (CPU) it before a call evicts that call's inputs."""
+    dtype = torch.uint8 if device.type == "cuda" else torch.float32
+    return torch.ones(_flush_bytes(device) // dtype.itemsize, dtype=dtype, device=device)
+
+
+def flush_cache(flush: torch.Tensor | None) -> None:
+    if flush is None:
+        return
+    if flush.is_cuda:
+        flush.zero_()
+    else:
+        flush.sum()
 
 
 def samples_ms(fn, device: torch.device, *, budget_s: float, flush=None, warmup=2, min_reps=5, max_reps=100):
-    """Times of fn() in ms: CUDA events on the GPU (with `flush` zeroed before each call,
-    outside the timed region), perf_counter on the CPU."""
+    """Times of fn() in ms: CUDA events on the GPU, perf_counter on the CPU; `flush_cache(flush)`
+    before each call, outside the timed region."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     t_end = time.perf_counter() + budget_s
     while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
+        flush_cache(flush)
         if device.type == "cuda":
-            if flush is not None:
-                flush.zero_()
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             fn()
@@ -383,10 +413,10 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
 def run_bench(device, ops=None, workloads=None, backends=None, memory=True, log=print, budget_s=2.0):
     """Every selected case on `device`, timed with checks off; the rows, each also logged."""
     copy_gbs = copy_bandwidth_gbs(device)
-    flush = l2_flush_buffer(device) if device.type == "cuda" else None
+    flush = cache_flush_buffer(device)
     log(f"# device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy_gbs:.1f} GB/s")
-    if flush is not None:
-        log(f"# L2 flushed before every timed call ({flush.numel() / 2**20:.0f} MiB buffer)")
+    what = "L2 flushed" if device.type == "cuda" else "last-level cache flushed (read)"
+    log(f"# {what} before every timed call ({_flush_bytes(device) / 2**20:.0f} MiB buffer)")
     cases = bench_cases.select(ops, workloads, device.type)
     cols = _columns(device, cases)
     log(_header(cols))
@@ -574,7 +604,7 @@ def main(argv=None):
         "command": " ".join(["python -m pixelkernels bench", *argv]),
         "method": {
             "timer": "cuda events" if device.type == "cuda" else "time.perf_counter",
-            "l2_flush_mib": _flush_bytes(device) / 2**20 if device.type == "cuda" else 0,
+            "cache_flush_mib": _flush_bytes(device) / 2**20,
             "rounds": ROUNDS,
             "budget_s_per_kind": budget_s,
             "checks": "off in timed regions; checks_us = forward median with checks on - off, small input",

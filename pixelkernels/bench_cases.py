@@ -229,20 +229,21 @@ def _mask_labels(B, H, W, R):
     return _region_stats_inputs(B, 1, H, W, 2)(torch.device("cpu")).args[1]
 
 
-def _passes(fwd_reads, bwd_reads=0, bwd_writes=0):
+def _passes(fwd_reads, bwd_reads=0, bwd_writes=0, bwd_label_reads=0):
     """Minimal DRAM traffic of a fused loss: `fwd_reads` passes over (emb, labels) forward;
-    backward `bwd_reads` more and `bwd_writes` writes of emb's gradient."""
+    backward `bwd_reads` more, `bwd_label_reads` over the labels alone (a gradient that does
+    not depend on emb) and `bwd_writes` writes of emb's gradient."""
 
     def count(inp):
         emb, labels = inp.args[0], inp.args[1]
-        return (fwd_reads + bwd_reads) * nbytes(emb, labels) + bwd_writes * nbytes(emb)
+        return (fwd_reads + bwd_reads) * nbytes(emb, labels) + bwd_label_reads * nbytes(labels) + bwd_writes * nbytes(emb)
 
     return count
 
 
-def _loss_case(wid, op, shape, make, small, fwd_reads=1, bwd_reads=1, **kw):
-    return Case(wid, op, shape, make, bytes_fwd=_passes(fwd_reads), bytes_fwdbwd=_passes(fwd_reads, bwd_reads, 1),
-                small=small, **kw)  # fmt: skip
+def _loss_case(wid, op, shape, make, small, fwd_reads=1, bwd_reads=1, bwd_label_reads=0, **kw):
+    return Case(wid, op, shape, make, bytes_fwd=_passes(fwd_reads),
+                bytes_fwdbwd=_passes(fwd_reads, bwd_reads, 1, bwd_label_reads), small=small, **kw)  # fmt: skip
 
 
 def _map_inputs(B, C, H, W, *, saliency=False):
@@ -266,8 +267,9 @@ def _map_bytes(backward, saliency):
 
 
 CASES += [
+    # The centroid form's gradient, gc/n of the pixel's region, needs the labels but not emb.
     _loss_case("W2", "menet_metric_loss", "B=5 D=16 224x224", _loss_inputs(5, 16, 224, 224, 2, labels=_mask_labels, pass_r=False),
-               _loss_inputs(1, 4, 16, 16, 2, labels=_mask_labels, pass_r=False)),
+               _loss_inputs(1, 4, 16, 16, 2, labels=_mask_labels, pass_r=False), bwd_reads=0, bwd_label_reads=1),
     _loss_case("W2-pairwise-normalize", "menet_metric_loss", "B=5 D=16 224x224 pairwise, normalize",
                _loss_inputs(5, 16, 224, 224, 2, labels=_mask_labels, pass_r=False,
                             kwargs={"form": "pairwise", "normalize": True}),
