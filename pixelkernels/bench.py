@@ -18,7 +18,10 @@ Method
   reads its inputs from DRAM (W2's 16 MB map fits a 32 MB L3: unflushed, ours ran at
   105-165 % of the copy bandwidth; after reading 2x the L3 a 16 MB sum still took 10-35 % less
   time than after 4x, 8x or 16x, which agree). A read, not a write: no dirty lines left to be
-  written back inside the timed call.
+  written back inside the timed call. The flush also evicts the interpreter's and the
+  dispatcher's state, which a training loop keeps cached (it added 0.4 ms to our 1.1 ms W2
+  forward, 0.7 ms to the 2.6 ms forward+backward), so the same call on the row's small input
+  (`Case.small`) follows it, untimed.
 - CUDA: CUDA events around each call; before each call, outside the timed region, a buffer of
   twice the L2 size (256 MiB if unknown) is zeroed, so every call reads its inputs from DRAM.
   Eager times, and CUDA-graph replay times: the forward and the forward+backward captured with
@@ -140,25 +143,37 @@ def cache_flush_buffer(device: torch.device) -> torch.Tensor:
     return torch.ones(_flush_bytes(device) // dtype.itemsize, dtype=dtype, device=device)
 
 
-def flush_cache(flush: torch.Tensor | None) -> None:
-    if flush is None:
-        return
+def flush_cache(flush: torch.Tensor) -> None:
     if flush.is_cuda:
         flush.zero_()
     else:
         flush.sum()
 
 
-def samples_ms(fn, device: torch.device, *, budget_s: float, flush=None, warmup=2, min_reps=5, max_reps=100):
-    """Times of fn() in ms: CUDA events on the GPU, perf_counter on the CPU; `flush_cache(flush)`
-    before each call, outside the timed region."""
+def evicting(flush: torch.Tensor, prime=None):
+    """What runs before a timed call: the cache flush, then `prime()` (on the CPU, the same call
+    on a small input: the flush also evicts the interpreter's and the dispatcher's state, whose
+    misses would otherwise be charged to the timed call; a training loop keeps them cached)."""
+
+    def before():
+        flush_cache(flush)
+        if prime is not None:
+            prime()
+
+    return before
+
+
+def samples_ms(fn, device: torch.device, *, budget_s: float, before=None, warmup=2, min_reps=5, max_reps=100):
+    """Times of fn() in ms: CUDA events on the GPU, perf_counter on the CPU; `before()` (e.g. a
+    cache flush) before each call, outside the timed region."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     t_end = time.perf_counter() + budget_s
     while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
-        flush_cache(flush)
+        if before is not None:
+            before()
         if device.type == "cuda":
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -181,12 +196,14 @@ def percentiles(times) -> tuple[float, float, float]:
     return statistics.median(times), q[0], q[3]
 
 
-def time_side_by_side(fns: dict, device: torch.device, *, budget_s: float, rounds=ROUNDS, **kw):
-    """{name: (p50, p20, p80)} in ms, the candidates timed in alternating rounds."""
+def time_side_by_side(fns: dict, device: torch.device, *, budget_s: float, rounds=ROUNDS, before=None, **kw):
+    """{name: (p50, p20, p80)} in ms, the candidates timed in alternating rounds; `before`:
+    {name: what runs before each of that candidate's calls}, if anything."""
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            samples[name] += samples_ms(fn, device, budget_s=budget_s / rounds, **kw)
+            pre = (before or {}).get(name)
+            samples[name] += samples_ms(fn, device, budget_s=budget_s / rounds, before=pre, **kw)
     return {name: percentiles(t) for name, t in samples.items()}
 
 
@@ -225,7 +242,7 @@ def graph_times(fns: dict, device: torch.device, *, budget_s: float, flush):
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize(device)
     times = time_side_by_side(
-        {n: g.replay for n, g in graphs.items()}, device, budget_s=budget_s, flush=flush
+        {n: g.replay for n, g in graphs.items()}, device, budget_s=budget_s, before={n: evicting(flush) for n in graphs}
     )
     del graphs
     return {n: times.get(n, NAN3) for n in fns}, notes
@@ -339,12 +356,24 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
             notes[name] = f"{what} failed: {_reason(e)}"
             log(f"# {case.key} {name}: {notes[name]} (not timed)")
     ok = [n for n in names if n in outs]
-    fwd = time_side_by_side({n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, flush=flush)
+    small = case.small(device) if case.small else inp
+
+    def before(step, which):
+        # On the CPU the flush is followed by the same call on the small input (see evicting);
+        # a case without one is only flushed.
+        prime = device.type == "cpu" and case.small is not None
+        return {n: evicting(flush, step(case, small, n) if prime else None) for n in which}
+
+    fwd = time_side_by_side(
+        {n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, before=before(forward, ok)
+    )
     fb = time_side_by_side(
-        {n: forward_backward(case, inp, n) for n in grads}, device, budget_s=budget_s, flush=flush
+        {n: forward_backward(case, inp, n) for n in grads},
+        device,
+        budget_s=budget_s,
+        before=before(forward_backward, grads),
     )
     peak = {n: peak_mib(case, inp, n, device) for n in (grads if case.loss else ok)} if memory else {}
-    small = case.small(device) if case.small else inp
     chk = {}
     for n in ok:
         if n not in case.baselines:
