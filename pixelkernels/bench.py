@@ -242,7 +242,10 @@ def graph_times(fns: dict, device: torch.device, *, budget_s: float, flush):
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize(device)
     times = time_side_by_side(
-        {n: g.replay for n, g in graphs.items()}, device, budget_s=budget_s, before={n: evicting(flush) for n in graphs}
+        {n: g.replay for n, g in graphs.items()},
+        device,
+        budget_s=budget_s,
+        before={n: evicting(flush) for n in graphs},
     )
     del graphs
     return {n: times.get(n, NAN3) for n in fns}, notes

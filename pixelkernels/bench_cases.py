@@ -236,7 +236,8 @@ def _passes(fwd_reads, bwd_reads=0, bwd_writes=0, bwd_label_reads=0):
 
     def count(inp):
         emb, labels = inp.args[0], inp.args[1]
-        return (fwd_reads + bwd_reads) * nbytes(emb, labels) + bwd_label_reads * nbytes(labels) + bwd_writes * nbytes(emb)
+        reads = (fwd_reads + bwd_reads) * nbytes(emb, labels) + bwd_label_reads * nbytes(labels)
+        return reads + bwd_writes * nbytes(emb)
 
     return count
 

@@ -287,7 +287,8 @@ def test_gradient_of_one_output_only(backend, device):
 def _some_regions_weights(R, dtype, device):
     """Variance weights that are 0 for the even regions: those pixels' gradients need no emb
     (the CUDA and Triton backward kernels then skip its load)."""
-    return (torch.arange(R, dtype=dtype, device=device) % 2) * torch.linspace(0.5, 2.0, R, dtype=dtype, device=device)
+    odd = torch.arange(R, dtype=dtype, device=device) % 2
+    return odd * torch.linspace(0.5, 2.0, R, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("case_id", ["odd", "d17_channels_last", "d24_r5_slice"])
@@ -310,7 +311,8 @@ def test_cuda_backward_emulated_some_regions_only(emu, case_id):
     """The CUDA backward with grad_variance 0 in some regions (no emb load there)."""
     emb, labels, R, ignore = _inputs(CASES[case_id], torch.float64, "cpu")
     count, centroid, _ = emu.region_stats(emb, labels, R, ignore)
-    gc = torch.randn(emb.shape[0], R, emb.shape[1], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    gc = torch.randn(emb.shape[0], R, emb.shape[1], generator=g, dtype=torch.float64)
     gv = _some_regions_weights(R, torch.float64, "cpu").expand(emb.shape[0], R).contiguous()
     grad = emu.region_stats_backward(gc, gv, emb, labels, count, centroid, ignore)
     xr = emb.detach().requires_grad_(True)

@@ -258,7 +258,9 @@ def _pixel_tile(
     BLOCK_D: tl.constexpr,
 ):
     """_tile_rows and the tile's emb values (0 outside valid pixels)."""
-    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D)
+    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(
+        lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D
+    )
     x = tl.load(
         emb_ptr + pixel_offsets(b, offs_p, offs_d, stride_b, stride_d, stride_p), mask=m, other=0.0
     ).to(acc_dtype)
@@ -358,7 +360,9 @@ def _rs_backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D)
+    b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(
+        lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D
+    )
     n = tl.load(count_ptr + out, mask=valid, other=0.0)
     # A labelled pixel of a region with count 0 only arises from a hand-made count; it gets 0
     # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
