@@ -13,6 +13,9 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
+#ifdef PK_CUDA_EMU
+#include "pk_emu_memory.h"  // tests/cuda_emu/include: the emulator's sanitizer
+#endif
 
 // The operator library. The CUDA-emulation test build (tests/cuda_emu) compiles the same
 // sources into its own library, whose CPU key runs the CUDA kernels.
@@ -208,6 +211,11 @@ class Launcher<OnCuda> {
     at::Tensor ws = at::empty({static_cast<int64_t>(n)}, like_.options().dtype(at::kByte));
     p.workspace = n > 0 ? ws.mutable_data_ptr() : nullptr;
     p.workspace_bytes = n;
+#ifdef PK_CUDA_EMU
+    // A GPU hands the workspace over uninitialised: the sanitizer reports a kernel that reads
+    // a byte of it before some kernel of this op has written it.
+    pk_emu::mark_uninitialized(p.workspace, n, "the op's workspace");
+#endif
     return ws;
   }
   template <class P>

@@ -51,6 +51,15 @@ COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Load the CUDA emulator before any test runs when some test uses it: loading installs the
+    sanitizer's device allocator, which knows only the tensors allocated after it."""
+    if any("emu" in getattr(item, "fixturenames", ()) for item in items):
+        import cuda_emu
+
+        cuda_emu.load()
+
+
 @pytest.fixture(scope="session")
 def emu():
     """torch.ops.pixelkernels_emu: the CUDA kernels run on the CPU under tests/cuda_emu's

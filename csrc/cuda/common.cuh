@@ -25,10 +25,10 @@ namespace pixelkernels::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// Grid limit of the y and z axes. The emulation build lowers it so that small test batches
-// reach the grid-stride loops over images.
+// Grid limit of the y and z axes. The emulation build lowers it (and the emulator refuses a
+// launch beyond it) so that small test batches reach the grid-stride loops over images.
 #ifdef PK_CUDA_EMU
-constexpr int64_t kMaxGridYZ = 3;
+constexpr int64_t kMaxGridYZ = pk_emu::kGridYZLimit;
 #else
 constexpr int64_t kMaxGridYZ = 65535;
 #endif

@@ -10,22 +10,21 @@
 // Switches: on x86-64 a few instructions that swap the callee-saved registers and the stack
 // pointer (the emulated kernels switch millions of times; swapcontext would make a system
 // call each time); elsewhere ucontext.
-#include "pk_cuda_emu.h"
-
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
 
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
+#include "emu_internal.h"
 
 namespace pk_emu {
-namespace {
+namespace detail {
+Launch* g_launch = nullptr;
+}  // namespace detail
 
-constexpr size_t kStackBytes = 256 * 1024;
-constexpr size_t kMaxSmem = 48 * 1024;  // dynamic shared memory without the opt-in attribute
+namespace {
+using namespace detail;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "pk_cuda_emu: %s\n", what);
@@ -58,44 +57,6 @@ pk_emu_switch:
 )");
 #endif
 
-struct Fiber {
-  ThreadState st;
-  bool done = false;
-  uint64_t waiting_for = 0;  // the barrier generation it waits to pass (0: runnable)
-  bool waits_on_block = false;
-#if defined(__x86_64__)
-  void* sp = nullptr;
-#else
-  ucontext_t uc;
-#endif
-};
-
-struct Warp {
-  int live = 0, arrived = 0;
-  uint64_t gen = 1;
-  const char* op = nullptr;
-  WarpView view = {{}, 0};  // the slots and the live lanes
-};
-
-struct Launch {
-  dim3 grid, block;
-  uint3 block_idx;
-  void (*body)(void*) = nullptr;
-  void* ctx = nullptr;
-  std::vector<unsigned char> smem;
-  std::vector<Fiber> fibers;
-  std::vector<Warp> warps;
-  int live = 0, arrived = 0;
-  uint64_t gen = 1;
-  Fiber* current = nullptr;
-#if defined(__x86_64__)
-  void* sched_sp = nullptr;
-#else
-  ucontext_t sched;
-#endif
-};
-
-Launch* g_launch = nullptr;
 const char* g_error = nullptr;
 std::vector<std::unique_ptr<unsigned char[]>> g_stacks;  // reused across launches
 
@@ -119,6 +80,7 @@ void to_scheduler() {
   if (--w.live > 0 && w.arrived == w.live) {
     w.arrived = 0;
     ++w.gen;
+    if (std::strcmp(w.op, "__syncwarp") == 0) ++w.syncwarp_gen;
   }
   if (--L.live > 0 && L.arrived == L.live) {
     L.arrived = 0;
@@ -164,6 +126,10 @@ bool runnable(const Launch& L, const Fiber& f) {
 }
 
 void run_block(Launch& L) {
+  static uint32_t serial = 0;
+  L.block_serial = ++serial;
+  // Every block starts with garbage in its dynamic shared memory, as on a GPU.
+  std::memset(L.smem, 0xCD, L.smem_bytes);
   const int n = int(L.block.x * L.block.y * L.block.z);
   const int nwarps = (n + 31) / 32;
   while (g_stacks.size() < size_t(n)) g_stacks.emplace_back(new unsigned char[kStackBytes]);
@@ -177,10 +143,12 @@ void run_block(Launch& L) {
                             unsigned(t / (L.block.x * L.block.y))};
     f.st.lane = t % 32;
     f.st.warp = t / 32;
+    f.tid = t;
+    f.stack = g_stacks[t].get();
     Warp& w = L.warps[f.st.warp];
     ++w.live;
     w.view.live |= 1u << f.st.lane;
-    start_fiber(f, g_stacks[t].get());
+    start_fiber(f, f.stack);
   }
   // Warps in order, each as far as it can go (until all its live lanes wait at __syncthreads
   // or return): later warps lag as much as a GPU allows, which exposes a missing barrier
@@ -223,12 +191,16 @@ ThreadState& self() {
 uint3& block_idx() { return g_launch->block_idx; }
 dim3& block_dim() { return g_launch->block; }
 dim3& grid_dim() { return g_launch->grid; }
-void* dynamic_smem() { return g_launch->smem.data(); }
+void* dynamic_smem() { return g_launch->smem; }
 
 const char* status() {
   const char* e = g_error;
   g_error = nullptr;
   return e;
+}
+
+void detail::set_error(const char* what) {
+  if (g_error == nullptr) g_error = what;
 }
 
 void sync_block() {
@@ -259,6 +231,7 @@ WarpView warp_exchange(const char* op, unsigned mask, uint64_t value) {
   if (++w.arrived == w.live) {
     w.arrived = 0;
     ++w.gen;
+    if (std::strcmp(op, "__syncwarp") == 0) ++w.syncwarp_gen;
   } else {
     wait_for(gen, false);
   }
@@ -274,32 +247,38 @@ WarpView warp_exchange(const char* op, unsigned mask, uint64_t value) {
   return seen;
 }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx) {
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   const char* bad = nullptr;
   if (threads == 0 || threads > 1024 || block.z > 64) bad = "invalid configuration argument (block)";
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+  if (grid.x > 2147483647u) bad = "invalid configuration argument (grid)";
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > kGridYZLimit || grid.z > kGridYZLimit)
     bad = "invalid configuration argument (grid)";
   if (smem > kMaxSmem) bad = "too much dynamic shared memory requested (over 48 KiB without the opt-in attribute)";
   if (bad != nullptr) {
-    if (g_error == nullptr) g_error = bad;
+    set_error(bad);
     return;
   }
+  if (g_launch != nullptr) fail("a kernel was launched from inside a kernel");
   Launch L;
+  L.kernel = kernel;
   L.grid = grid;
   L.block = block;
   L.body = body;
   L.ctx = ctx;
-  L.smem.assign(smem + 16, 0xCD);  // garbage, as uninitialised shared memory is
-  Launch* outer = g_launch;
+  L.smem_buffer.assign(smem + 2 * kSmemRedzone, 0);
+  L.smem = L.smem_buffer.data() + kSmemRedzone;
+  L.smem_bytes = smem;
   g_launch = &L;
+  sanitizer_launch_begin(L);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         L.block_idx = uint3{x, y, z};
         run_block(L);
       }
-  g_launch = outer;
+  sanitizer_launch_end(L);
+  g_launch = nullptr;
 }
 
 }  // namespace pk_emu

@@ -11,6 +11,20 @@
 // per-launch buffer filled with a garbage pattern, limited to 48 KiB as on a GPU without the
 // opt-in attribute. Launch configurations beyond the hardware limits fail the launch.
 //
+// The sanitizer (../sanitizer.cpp) sees every load and store of the kernels (the .cu files are
+// compiled with GCC's -fsanitize=thread instrumentation, whose __tsan_* hooks it implements;
+// no ThreadSanitizer runtime is linked) and checks what compute-sanitizer would:
+//   memcheck   global accesses within the bounds of a tensor or workspace (every CPU
+//              allocation gets redzones while the emulator is loaded, see ../device_memory.cpp),
+//              dynamic shared memory within the launch's size, no access to unknown memory;
+//   racecheck  two threads of a block touching one shared-memory byte, one of them writing,
+//              with no __syncthreads() between them (nor a __syncwarp() for two lanes of a warp:
+//              lockstep is not assumed);
+//   initcheck  a read of shared memory, or of memory marked uninitialised (the op's workspace),
+//              before any write to it.
+// A report fails the launch with a message naming the check, the kernel, the thread, the block
+// and the address (status()).
+//
 // What is not. No memory model or concurrency between blocks (atomics are plain adds; a race
 // between blocks goes unseen), no divergent warp-synchronous code (partial masks abort), no
 // timing. It checks what a kernel computes, its indexing and its barriers, not its speed.
@@ -26,6 +40,10 @@
 
 namespace pk_emu {
 
+// The grid's y and z extent limit, lowered from 65,535 so that small test inputs reach the
+// launchers' grid-stride loops (csrc/cuda/common.cuh kMaxGridYZ); a launch beyond it fails.
+constexpr unsigned kGridYZLimit = 3;
+
 struct ThreadState {
   uint3 thread_idx;
   int lane, warp;
@@ -39,7 +57,7 @@ dim3& grid_dim();
 
 // Runs body() as every thread of every block of the grid. Sets the error that status()
 // reports (and does not run) when the configuration is out of the hardware limits.
-void run_grid(dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx);
+void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*body)(void*), void* ctx);
 
 void* dynamic_smem();
 const char* status();  // nullptr, or the first error since the last call (then cleared)
@@ -62,7 +80,7 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, KArgs.
     void (*kernel)(KArgs...);
     std::tuple<KArgs...> args;
   } ctx{kernel, std::tuple<KArgs...>(args...)};
-  run_grid(grid, block, smem, [](void* p) {
+  run_grid(reinterpret_cast<const void*>(kernel), grid, block, smem, [](void* p) {
     auto* c = static_cast<Ctx*>(p);
     std::apply(c->kernel, c->args);
   }, &ctx);
@@ -159,10 +177,17 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 
+namespace pk_emu {
+// The sanitizer's view of an atomic read-modify-write: bounds and initialisation are checked,
+// races are not (atomics do not race with each other).
+void atomic_access(void* p, size_t bytes);
+}  // namespace pk_emu
+
 // Blocks never run at the same time and a fiber switches only at a barrier, so a plain
-// read-modify-write is atomic here.
+// read-modify-write is atomic here. Not instrumented: the access is reported as atomic.
 template <typename T>
-T atomicAdd(T* p, T v) {
+__attribute__((no_sanitize_thread)) T atomicAdd(T* p, T v) {
+  ::pk_emu::atomic_access(p, sizeof(T));
   const T old = *p;
   *p = old + v;
   return old;

@@ -1,0 +1,52 @@
+// pixelkernels_emu::sanitizer_selftest(name, broken, n): runs one of selftest.cu's kernels on
+// fresh tensors, with a workspace from the same Launcher every op uses (so it is marked
+// uninitialised the same way), and raises what the emulator reported.
+#include <memory>
+#include <string>
+
+#include "torch_utils.h"
+
+namespace pk_emu_selftest {
+const char* run(const char* name, bool broken, const float* x, float* y, int n, float* ws, float* foreign);
+}
+
+namespace pixelkernels {
+
+struct SelftestParams {
+  std::string name;
+  bool broken;
+  const float* x;
+  float* y;
+  int n;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+inline size_t workspace_bytes(OnCuda, const SelftestParams& p) { return static_cast<size_t>(p.n) * sizeof(float); }
+
+inline Status launch(OnCuda, const SelftestParams& p) {
+  auto foreign = std::make_unique<float[]>(static_cast<size_t>(p.n));  // not a tensor
+  return pk_emu_selftest::run(p.name.c_str(), p.broken, p.x, p.y, p.n, static_cast<float*>(p.workspace),
+                              foreign.get());
+}
+
+namespace {
+
+at::Tensor sanitizer_selftest(c10::string_view name, bool broken, int64_t n) {
+  const at::Tensor x = at::arange(n, at::kFloat);
+  at::Tensor y = at::zeros({n}, at::kFloat);
+  Launcher<OnCuda> launcher(x, "sanitizer_selftest");
+  SelftestParams p{std::string(name), broken, x.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
+                   static_cast<int>(n)};
+  const at::Tensor ws = launcher.workspace(p);
+  launcher(p);
+  return y;
+}
+
+TORCH_LIBRARY_FRAGMENT(PK_LIBRARY, m) {
+  m.def("sanitizer_selftest(str name, bool broken, int n) -> Tensor");
+  m.impl("sanitizer_selftest", c10::DispatchKey::CompositeExplicitAutograd, &sanitizer_selftest);
+}
+
+}  // namespace
+}  // namespace pixelkernels

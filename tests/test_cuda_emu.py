@@ -1,0 +1,46 @@
+"""The CUDA emulator's sanitizer can fail: for each check a deliberately broken kernel
+(tests/cuda_emu/selftest.cu) is reported with the check, the kernel, the thread, the block and
+where, and its correct twin passes. Every emulated test of the ops runs under the same checks."""
+
+from __future__ import annotations
+
+import pytest
+
+CASES = {
+    # name: (what the report must say, in order)
+    "global_read_past_end": ("memcheck: invalid read of 4 bytes", "4 bytes past the end of a 64-byte allocation"),
+    "global_read_before_start": ("memcheck: invalid read of 4 bytes", "4 bytes before the start of a 64-byte"),
+    "global_write_past_end": ("memcheck: invalid write of 4 bytes", "4 bytes past the end of a 64-byte allocation"),
+    "global_read_unknown": ("memcheck: invalid read of 4 bytes", "outside any allocation"),
+    "shared_past_end": ("memcheck: invalid write of 4 bytes of dynamic shared memory at byte 64", "has 64 bytes"),
+    # warp 1 overwrites before warp 0 reads (the emulator runs the last to arrive at a barrier on)
+    "race_two_warps": ("racecheck: read of static shared memory", "races with the write by thread (33,0,0)",
+                       "of the same block: no __syncthreads()", "(the byte is pk_emu_selftest::race_kernel(float*, int, bool)::s)"),
+    "race_one_warp": ("racecheck: write of static shared memory", "races with the read by thread (0,0,0)",
+                      "of the same warp: no __syncwarp()", "::s)"),
+    "race_lockstep": ("racecheck: read of dynamic shared memory byte 0", "races with the write by thread (0,0,0)",
+                      "of the same warp"),
+    "race_shuffle_is_no_barrier": ("racecheck: read of dynamic shared memory", "of the same warp"),
+    "uninit_shared": ("initcheck: read of 4 bytes of dynamic shared memory at byte", "before any write",
+                      "(and 15 more reports in this launch)"),
+    "uninit_workspace": ("initcheck: read of 4 bytes", "of the op's workspace, 64 bytes) before any write"),
+    "grid_y_limit": ("invalid configuration argument (grid)",),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_check_reports_the_broken_kernel(emu, name):
+    with pytest.raises(RuntimeError) as info:
+        emu.sanitizer_selftest(name, True, 16)
+    msg = str(info.value)
+    pos = 0
+    for fragment in CASES[name]:
+        assert fragment in msg[pos:], (fragment, msg)
+        pos = msg.index(fragment, pos) + len(fragment)
+    if name != "grid_y_limit":
+        assert "thread (" in msg and "of block (0,0,0) in kernel pk_emu_selftest::" in msg, msg
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_correct_twin_passes(emu, name):
+    emu.sanitizer_selftest(name, False, 16)
