@@ -7,6 +7,9 @@ compiling / capturing a CUDA graph, bad labels are treated as ignored by every k
 
 from __future__ import annotations
 
+import numbers
+import operator
+
 import torch
 
 from ._dtypes import FLOAT_TYPES, HALF_TYPES, LABEL_TYPES
@@ -15,9 +18,19 @@ from ._dtypes import name as _dtype_name
 _checks = True
 
 
+def _numpy_bool(v) -> bool:
+    return type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_")
+
+
 def set_checks(enabled: bool) -> None:
-    """Turn the host-syncing label-value checks on or off (default on)."""
+    """Turn the host-syncing label-value checks on or off (default on). Only a bool is taken:
+    bool("false") is True, so a string would silently leave the checks on."""
     global _checks
+    ok = isinstance(enabled, bool) or _numpy_bool(enabled)
+    if not ok and isinstance(enabled, int) and enabled in (0, 1):
+        ok = True
+    if not ok:
+        raise TypeError(f"enabled must be a bool, got {enabled!r}")
     _checks = bool(enabled)
 
 
@@ -46,6 +59,8 @@ def _value_checks_active(t: torch.Tensor) -> bool:
 def tensor(t, name: str, *, ndim: int, dtypes, shape_doc: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {shape_doc}, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor {shape_doc}, got layout {t.layout}")
     if t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dims {shape_doc}, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
@@ -90,10 +105,19 @@ def dims_match(name: str, got, want, what: str) -> None:
         raise ValueError(f"{name} must have {what} {tuple(want)}, got {tuple(got)}")
 
 
+def _index(v, name: str) -> int:
+    """An integer (int, numpy or 0-dim integer tensor: anything operator.index takes), not a bool."""
+    if isinstance(v, bool) or _numpy_bool(v):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}") from None
+
+
 def positive_int(v, name: str) -> int:
     """A size that shapes an output and indexes inside kernels: 1 <= v < 2^31."""
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    v = _index(v, name)
     if v <= 0:
         raise ValueError(f"{name} must be positive, got {v}")
     if v >= 2**31:
@@ -103,8 +127,7 @@ def positive_int(v, name: str) -> int:
 
 def plain_int(v, name: str) -> int:
     """Any int64 value."""
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    v = _index(v, name)
     if not -(2**63) <= v < 2**63:
         raise ValueError(f"{name} must fit in int64, got {v}")
     return v
@@ -112,7 +135,7 @@ def plain_int(v, name: str) -> int:
 
 def real(v, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
     """A finite float (an int is accepted), at least `minimum` (greater if `strict`)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool) or _numpy_bool(v) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(v).__name__}")
     v = float(v)
     if v != v or v in (float("inf"), float("-inf")):

@@ -103,7 +103,14 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
 def _reference_vjp(op: Op, in_names, named, grads, differentiable):
     """Gradients of the inputs as a differentiable function of the inputs and `grads`: the
     reference's own graph, so it can be differentiated again."""
-    inputs = [named[n] for n in in_names]
+    # A fresh view of each input that needs a gradient: autograd.grad w.r.t. the view gives the
+    # partial derivative through this argument only. W.r.t. the saved tensor itself it would be
+    # the total derivative, counting again the paths through other arguments computed from it
+    # (center_distance(e, e.mean(...))), which the engine already adds outside this node.
+    inputs = [
+        t.view_as(t) if isinstance(t, torch.Tensor) and t.requires_grad else t
+        for t in (named[n] for n in in_names)
+    ]
     wrt = [
         i
         for i, n in enumerate(in_names)

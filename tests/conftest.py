@@ -51,13 +51,15 @@ COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 
 
-def pytest_collection_modifyitems(config, items):
-    """Load the CUDA emulator before any test runs when some test uses it: loading installs the
-    sanitizer's device allocator, which knows only the tensors allocated after it."""
-    if any("emu" in getattr(item, "fixturenames", ()) for item in items):
+def pytest_configure(config):
+    """Load the CUDA emulator before the test modules are imported: loading installs the
+    sanitizer's device allocator, which knows only the tensors allocated after it (a module's
+    table of inputs included). PIXELKERNELS_EMU=0 leaves it to the first test that uses it."""
+    if os.environ.get("PIXELKERNELS_EMU", "1") != "0":
         import cuda_emu
 
-        cuda_emu.load()
+        if cuda_emu.cuda_include() is not None:
+            cuda_emu.load()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,10 @@ def region_hinge(
     valid = (lab >= 0) & (lab < R) & (lab != ignore_index)
     idx = torch.where(valid, lab, torch.zeros_like(lab))
     own = torch.gather(centroid.to(st), 1, idx.unsqueeze(-1).expand(B, H * W, D))
+    # A pixel that takes part in nothing is replaced by its centroid before any arithmetic, so
+    # its NaN/inf reaches neither the value nor a gradient (where() after the fact still
+    # multiplies its zero gradient by a NaN derivative).
+    x = torch.where(valid.unsqueeze(-1), x, own.detach())
     d = safe_sqrt(((x - own) ** 2).sum(-1))
     h = torch.clamp_min(d - delta, 0) ** 2
     h = torch.where(d.isnan(), d, h)  # NaN propagates (clamp_min would keep it, ** keeps it; explicit)

@@ -28,9 +28,11 @@ def _moments(x: torch.Tensor, labels: torch.Tensor, R: int, ignore_index: int):
     m = _onehot(labels, R, ignore_index, x.dtype).unsqueeze(2)  # (B, R, 1, P)
     n = m.sum(dim=(2, 3))
     n1 = n.clamp_min(1).unsqueeze(-1)
-    centroid = (xf * m).sum(-1) / n1
-    # Non-members are selected away (not multiplied by 0) so a NaN stays in its own region.
-    dev = torch.where(m > 0, xf - centroid.unsqueeze(-1), torch.zeros((), dtype=x.dtype, device=x.device))
+    # Non-members are selected away (not multiplied by 0: NaN * 0 is NaN), so a NaN or inf
+    # stays in its own region and an ignored pixel's takes part in nothing (SPEC §2).
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    centroid = torch.where(m > 0, xf, zero).sum(-1) / n1
+    dev = torch.where(m > 0, xf - centroid.unsqueeze(-1), zero)
     variance = (dev * dev).sum(dim=(2, 3)) / n1.squeeze(-1)
     return n, centroid, variance
 

@@ -34,8 +34,10 @@ def region_stats(
     x = emb.to(stats_dtype(emb.dtype)).reshape(B, D, H * W).transpose(1, 2)  # (B, P, D)
     lab = labels.reshape(B, H * W).long()
     valid = (lab >= 0) & (lab < R) & (lab != ignore_index)
-    # Invalid pixels go to an extra bin R that is dropped at the end.
+    # Invalid pixels go to an extra bin R that is dropped at the end, as zeros: their values
+    # (NaN or inf included) reach neither a statistic nor, through a NaN derivative, a gradient.
     bins = torch.where(valid, lab, torch.full_like(lab, R))
+    x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
     count = torch.zeros(B, R + 1, dtype=x.dtype, device=x.device)
     count.scatter_add_(1, bins, torch.ones_like(bins, dtype=x.dtype))
@@ -43,8 +45,7 @@ def region_stats(
     sums = sums.scatter_add(1, bins.unsqueeze(-1).expand(B, H * W, D), x)
     centroid = sums / count.clamp_min(1).unsqueeze(-1)
 
-    # Second pass: centred squares against each pixel's own centroid. Invalid pixels
-    # are masked (not multiplied by 0) so a NaN there cannot leak into bin R's neighbours.
+    # Second pass: centred squares against each pixel's own centroid.
     own = torch.gather(centroid, 1, bins.unsqueeze(-1).expand(B, H * W, D))
     sq = ((x - own) ** 2).sum(-1)
     sq = torch.where(valid, sq, torch.zeros_like(sq))

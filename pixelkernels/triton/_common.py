@@ -65,10 +65,24 @@ def pixel_stride(t: torch.Tensor):
     return None
 
 
+def overlaps(t: torch.Tensor) -> bool:
+    """Whether two indices of t may address one element (an expanded stride-0 view, an
+    overlapping as_strided): sufficient test, dims sorted by stride, each stride past the
+    largest offset of the smaller ones."""
+    reach = 0
+    for stride, size in sorted((abs(st), s) for s, st in zip(t.shape, t.stride()) if s > 1):
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
 def pixel_view(t: torch.Tensor):
     """(t or a contiguous copy, (stride_b, stride_d, stride_p)): contiguous and channels_last
-    maps are read in place; other strides are copied once."""
-    sp = pixel_stride(t)
+    maps are read in place; other strides are copied once. Outputs are laid out with the
+    returned strides (with_strides_of), so an overlapping map (expanded, as_strided) is copied:
+    its strides would make several writes land on one element."""
+    sp = None if overlaps(t) else pixel_stride(t)
     if sp is None:
         # An empty tensor counts as contiguous whatever its strides (contiguous() returns it
         # unchanged); its values are never read, so a fresh layout will do.

@@ -1,0 +1,483 @@
+"""Property-based fuzzing of every op, from one table row (Hypothesis).
+
+A Contract row's ``fuzz(dims)`` says what the op takes, in terms of drawn dims (B, D, H, W, R):
+``Floats`` for float tensors, ``Labels`` for integer label maps, ``Size`` for sizes that shape
+outputs, ``Ignore`` for ignore_index, ``Choice`` for other arguments. From that one strategy
+draws everything an adversarial user would try:
+
+  shapes          dims from 1 (and empty regions, all pixels ignored, one label)
+  dtypes          float64, float32, float16, bfloat16; label widths uint8 ... int64
+  layouts         contiguous, channels_last, stepped slices, transposes, expanded (stride 0),
+                  overlapping as_strided, storage offsets
+  labels          random with ignored pixels, one label, all ignored, every other region
+                  empty, out of range with the checks off (then treated as ignored)
+  non-finite      NaN or inf in ignored pixels (must not leak), or in one pixel of an
+                  unlabelled op (must propagate like the reference)
+  dependence      a second float input computed from the first (center = f(emb)), so a
+                  gradient counted twice through it shows
+  gradients       plain, create_graph=True (must equal plain), double backward
+
+and checks every backend (the reference in the drawn dtype, cpu, triton) against the reference
+in float64: outputs, gradients, and the second derivatives. A second strategy mutates one
+argument of a valid call (rank, dtype, shape, layout, label values with checks on, a bad size)
+and checks that every backend raises the same error type naming that argument.
+
+CI runs a bounded number of examples with a fixed seed (derandomized). Locally,
+``PIXELKERNELS_FUZZ=<examples>`` (or ``make fuzz``) runs that many per op with fresh seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+import pytest
+import torch
+from conftest import AVAILABLE, DEVICE_OF, assert_close
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pixelkernels as pk
+from pixelkernels._dtypes import stats_dtype
+
+# ---------------------------------------------------------------------------------------------
+# What an op takes
+
+
+@dataclasses.dataclass(frozen=True)
+class Floats:
+    """A float tensor of `shape` (dim letters or ints). The first Floats of a row is the main
+    map: NaN/inf go there, and a `derived` argument is computed from it."""
+
+    shape: tuple
+    grad: bool = True  # differentiable (one of the row's grad_inputs)
+    positive: bool = False  # values >= 0 (weights, masks)
+    stats: bool = False  # in the statistics dtype (float32 for a half map), like a centroid
+    name: str | None = None  # the public argument's name (default: the key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    shape: tuple
+    regions: str | int = "R"  # the number of regions the values range over
+    name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    dim: str
+    name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ignore:
+    """ignore_index: -1, a region index, or just past the regions."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+
+FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+LABEL_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+LAYOUTS = ("contiguous", "channels_last", "slice", "transposed", "expanded", "overlapping", "offset")
+PATTERNS = ("random", "one", "ignored", "gaps", "out_of_range")
+NONFINITE = (None, "nan", "inf")
+GRAD_MODES = ("plain", "create_graph", "double")
+
+EXAMPLES = int(os.environ.get("PIXELKERNELS_FUZZ", "0"))
+
+
+def fuzz_settings(ci_examples: int):
+    """Fixed seed and `ci_examples` in CI; PIXELKERNELS_FUZZ examples with fresh seeds locally."""
+    return settings(
+        max_examples=EXAMPLES or ci_examples,
+        derandomize=not EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A drawn case: a recipe that builds the same inputs in any dtype
+
+
+@dataclasses.dataclass
+class Case:
+    dims: dict
+    spec: dict  # key -> Floats / Labels / Size / Ignore / Choice / plain value
+    values: dict  # key -> drawn plain value (sizes, ignore_index, choices)
+    layouts: dict  # Floats key -> layout
+    derived: frozenset  # Floats keys computed from the main map
+    label_types: dict
+    pattern: str
+    nonfinite: str | None
+    seed: int
+
+    @property
+    def main(self) -> str:
+        return next(k for k, s in self.spec.items() if isinstance(s, Floats))
+
+    def __repr__(self):  # what Hypothesis prints for a failing example
+        return (
+            f"Case(dims={self.dims}, values={self.values}, layouts={self.layouts}, derived={set(self.derived)}, "
+            f"labels={ {k: str(v) for k, v in self.label_types.items()} }, pattern={self.pattern!r}, "
+            f"nonfinite={self.nonfinite!r}, seed={self.seed})"
+        )
+
+
+def _shape(shape, dims) -> tuple[int, ...]:
+    return tuple(dims[d] if isinstance(d, str) else d for d in shape)
+
+
+@st.composite
+def cases(draw, fuzz, *, max_side: int = 6):
+    dims = {
+        "B": draw(st.integers(1, 3)),
+        "D": draw(st.sampled_from((1, 2, 3, 4, 5, 7, 9, 17))),
+        "H": draw(st.integers(1, max_side)),
+        "W": draw(st.integers(1, max_side)),
+        "R": draw(st.integers(1, 5)),
+    }
+    spec = fuzz(dims)
+    values, layouts, label_types, derived = {}, {}, {}, set()
+    main = None
+    for k, s in spec.items():
+        if isinstance(s, Size):
+            values[k] = dims[s.dim]
+        elif isinstance(s, Ignore):
+            values[k] = draw(st.sampled_from((-1, -1, 0, dims["R"] - 1, dims["R"])))
+        elif isinstance(s, Choice):
+            values[k] = draw(st.sampled_from(s.values))
+        elif isinstance(s, Floats):
+            nd = len(s.shape)
+            options = [lay for lay in LAYOUTS if lay != "channels_last" or nd == 4]
+            layouts[k] = draw(st.sampled_from(options))
+            if main is None:
+                main = k
+            elif s.grad and draw(st.booleans()):
+                derived.add(k)
+        elif isinstance(s, Labels):
+            label_types[k] = draw(st.sampled_from(LABEL_TYPES))
+        else:
+            values[k] = s
+    return Case(
+        dims=dims,
+        spec=spec,
+        values=values,
+        layouts=layouts,
+        derived=frozenset(derived),
+        label_types=label_types,
+        pattern=draw(st.sampled_from(PATTERNS)),
+        nonfinite=draw(st.sampled_from(NONFINITE)),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+def _layout(leaf: torch.Tensor, shape: tuple[int, ...], layout: str) -> torch.Tensor:
+    """A view of `shape` over the leaf tensor that `base_shape` made for this layout."""
+    n = len(shape)
+    if layout == "contiguous":
+        return leaf
+    if layout == "channels_last":  # leaf (B, H, W, D)
+        return leaf.permute(0, 3, 1, 2)
+    if layout == "transposed":  # leaf with its last two dims swapped
+        return leaf.transpose(-1, -2)
+    if layout == "slice":  # every other element of a taller last-but-one dim, offset last dim
+        idx = [slice(None)] * n
+        idx[-1] = slice(1, 1 + shape[-1])
+        if n >= 2:
+            idx[-2] = slice(None, None, 2)
+        return leaf[tuple(idx)]
+    if layout == "expanded":  # stride 0 along the dim the leaf has as 1
+        return leaf.expand(shape)
+    if layout == "offset":
+        numel = 1
+        for s in shape:
+            numel *= s
+        return leaf[3 : 3 + numel].view(shape)
+    if layout == "overlapping":  # the innermost dims share their addresses
+        strides = [1] * n
+        reach = 0
+        for i in range(n - 1, 0, -1):
+            strides[i] = 1 if i in (1, n - 1) else shape[-1]
+            reach += strides[i] * (shape[i] - 1)
+        strides[0] = reach + 1
+        return leaf.as_strided(shape, strides)
+    raise ValueError(layout)
+
+
+def _base_shape(shape: tuple[int, ...], layout: str, expand_dim: int) -> tuple[int, ...]:
+    n = len(shape)
+    if layout == "channels_last":
+        return (shape[0], shape[2], shape[3], shape[1])
+    if layout == "transposed":
+        return (*shape[:-2], shape[-1], shape[-2]) if n >= 2 else shape
+    if layout == "slice":
+        s = list(shape)
+        s[-1] += 2
+        if n >= 2:
+            s[-2] = 2 * s[-2]
+        return tuple(s)
+    if layout == "expanded":
+        s = list(shape)
+        s[expand_dim] = 1
+        return tuple(s)
+    numel = 1
+    for s in shape:
+        numel *= s
+    if layout == "offset":
+        return (numel + 5,)
+    if layout == "overlapping":
+        reach = sum((1 if i in (1, n - 1) else shape[-1]) * (shape[i] - 1) for i in range(1, n))
+        return (shape[0] * (reach + 1),)
+    return shape
+
+
+def materialize(case: Case, dtype: torch.dtype, *, device="cpu", grads: bool, oracle: bool = False):
+    """(inputs for the row's call, {key: leaf}) of `case` in `dtype`: float64 values drawn once
+    from the case's seed and rounded to `dtype` (statistics arguments to its statistics dtype);
+    each argument a view (its layout) of a fresh leaf, gradients taken w.r.t. the leaves. With
+    `oracle`, the rounded values in float64: what the reference is checked against."""
+    gen = torch.Generator().manual_seed(case.seed)
+    dims = case.dims
+    inputs, leaves = dict(case.values), {}
+    labels = None
+    for k, s in case.spec.items():  # labels first: NaN/inf go to the ignored pixels
+        if isinstance(s, Labels):
+            labels = inputs[k] = _labels(case, k, _shape(s.shape, dims), gen)
+    main_view = None
+    for k, s in case.spec.items():
+        if not isinstance(s, Floats):
+            continue
+        shape = _shape(s.shape, dims)
+        layout = case.layouts[k]
+        expand_dim = int(torch.randint(0, len(shape), (1,), generator=gen))
+        v = torch.rand(_base_shape(shape, layout, expand_dim), generator=gen, dtype=torch.float64)
+        t = stats_dtype(dtype) if s.stats else dtype
+        v = (v if s.positive else v * 4.0 - 1.0).to(t)
+        leaf = (v.double() if oracle else v).to(device).requires_grad_(grads and s.grad)
+        view = _layout(leaf, shape, layout)
+        if k == case.main:
+            view = _nonfinite(case, view, labels, gen)
+            main_view = view
+        elif k in case.derived:
+            # Depends on the main map: one value per image, rounded to t as the kernels see it
+            # (straight through for the oracle, so its gradient is the same function).
+            mean = main_view.double().nan_to_num(0.0, 0.0, 0.0).flatten(1).mean(1).sigmoid()
+            mean = mean + (mean.to(t).double() - mean).detach() if oracle else mean.to(t)
+            mean = mean.view(-1, *[1] * (len(shape) - 1))
+            view = view * mean if s.positive else view + mean
+        inputs[k] = view
+        if s.grad:
+            leaves[k] = leaf
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}, leaves
+
+
+def _labels(case: Case, key: str, shape, gen) -> torch.Tensor:
+    regions = case.spec[key].regions
+    R = case.dims[regions] if isinstance(regions, str) else regions
+    ignore, dtype = case.values.get("ignore_index", -1), case.label_types[key]
+    lab = torch.randint(0, R, shape, generator=gen)
+    if case.pattern == "one":
+        lab.fill_(R - 1)
+    elif case.pattern == "gaps":
+        lab = lab - lab % 2
+    ign = torch.rand(shape, generator=gen) < (1.0 if case.pattern == "ignored" else 0.3)
+    lab[ign] = ignore
+    if case.pattern == "out_of_range":  # with the checks off: treated as ignored
+        bad = torch.rand(shape, generator=gen) < 0.2
+        lab[bad] = torch.where(torch.rand(shape, generator=gen) < 0.5, R + 1, -3)[bad]
+    info = torch.iinfo(dtype)
+    # A value the width cannot hold (-1 in uint8) is left out: those pixels get label 0.
+    lab = torch.where((lab < info.min) | (lab > info.max), torch.zeros_like(lab), lab)
+    return lab.to(dtype)
+
+
+def _nonfinite(case: Case, view: torch.Tensor, labels, gen) -> torch.Tensor:
+    """NaN/inf written into the main map (out of place, so the leaf stays a leaf): at the
+    ignored pixels of a labelled op, or at one pixel of an unlabelled one."""
+    if case.nonfinite is None or view.numel() == 0:
+        return view
+    value = float("nan") if case.nonfinite == "nan" else float("inf")
+    B, _, H, W = view.shape
+    if labels is not None:
+        ignore = case.values.get("ignore_index", -1)
+        lab = labels.long().to(view.device)
+        spec = next(s for s in case.spec.values() if isinstance(s, Labels))
+        R = case.dims[spec.regions] if isinstance(spec.regions, str) else spec.regions
+        where = (lab == ignore) | (lab < 0) | (lab >= R)
+    else:
+        where = torch.zeros(B, H, W, dtype=torch.bool)
+        where.view(-1)[int(torch.randint(0, B * H * W, (1,), generator=gen))] = True
+        where = where.to(view.device)
+    return torch.where(where.unsqueeze(1), torch.full((), value, dtype=view.dtype), view)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+
+
+def backends_for(dtype: torch.dtype) -> list[str]:
+    out = ["reference"]
+    if "cpu" in AVAILABLE and dtype in (torch.float64, torch.float32):
+        out.append("cpu")
+    if "triton" in AVAILABLE:
+        out.append("triton")
+    return out
+
+
+def _outputs(out) -> tuple:
+    return out if isinstance(out, tuple) else (out,)
+
+
+@contextlib.contextmanager
+def _checks(on: bool):
+    prev = pk.checks_enabled()
+    pk.set_checks(on)
+    try:
+        yield
+    finally:
+        pk.set_checks(prev)
+
+
+def _weights(t: torch.Tensor) -> torch.Tensor:
+    """Fixed weights in multiples of 1/8 (exact in every dtype), of both signs."""
+    w = torch.linspace(0.0, 7.0, t.numel(), dtype=torch.float64, device=t.device).view_as(t).cos()
+    return ((w * 8).round() / 8).to(t.dtype)
+
+
+def _dot(ts) -> torch.Tensor | None:
+    terms = [(t * _weights(t)).sum() for t in ts if t.is_floating_point() and t.requires_grad]
+    return sum(terms) if terms else None
+
+
+def _grad(y, leaves: dict, create_graph: bool):
+    xs = list(leaves.values())
+    gs = torch.autograd.grad(y, xs, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(xs, gs)]
+
+
+def evaluate(c, case: Case, dtype: torch.dtype, backend: str, mode: str, *, oracle: bool = False):
+    """(outputs, gradients, second derivatives) of the row's call on `case`: the gradients of
+    a fixed weighting of the outputs w.r.t. the leaves, with create_graph for `mode` create_graph
+    and double; the second derivatives (mode double) of a fixed weighting of those."""
+    grads = c.loss is not None and (case.nonfinite is None or _labelled(case))
+    inputs, leaves = materialize(case, dtype, device=DEVICE_OF[backend], grads=grads, oracle=oracle)
+    with _checks(case.pattern != "out_of_range"):
+        outs = _outputs(c.call(inputs, backend))
+        y = _dot(outs) if grads else None
+        if y is None or not leaves:
+            return outs, (), ()
+        g1 = _grad(y, leaves, create_graph=mode != "plain")
+        z = _dot(g1) if mode == "double" else None
+        g2 = _grad(z, leaves, create_graph=False) if z is not None else []
+    return outs, tuple(g.detach() for g in g1), tuple(g2)
+
+
+def check_case(c, case: Case, dtype: torch.dtype, mode: str) -> None:
+    """Every backend against the reference in float64 on the same (dtype-rounded) values, and
+    first derivatives under create_graph equal to those without."""
+    want = evaluate(c, case, dtype, "reference", mode, oracle=True)
+    for backend in backends_for(dtype):
+        got = evaluate(c, case, dtype, backend, mode)
+        for what, a_list, b_list in zip(("output", "grad", "second derivative"), got, want):
+            assert len(a_list) == len(b_list), (what, backend)
+            for i, (a, b) in enumerate(zip(a_list, b_list)):
+                assert a.shape == b.shape, (what, i, backend, a.shape, b.shape)
+                assert_close(a, b, dtype, msg=f"{backend} {what} {i} ({dtype}, {mode})")
+        if mode != "plain" and got[1]:
+            plain = evaluate(c, case, dtype, backend, "plain")
+            for a, b in zip(got[1], plain[1]):
+                assert_close(a, b, dtype, msg=f"{backend} grad with create_graph vs without ({dtype})")
+
+
+def _labelled(case: Case) -> bool:
+    return any(isinstance(s, Labels) for s in case.spec.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one argument of a valid call broken
+
+
+@st.composite
+def broken_calls(draw, fuzz):
+    """(case, key, how): a valid float32 case and the argument to break, and how."""
+    case = draw(cases(fuzz))
+    case.pattern = draw(st.sampled_from(("random", "one", "gaps")))  # valid labels, checks on
+    case.nonfinite = None
+    options = []
+    for k, s in case.spec.items():
+        if isinstance(s, Floats):
+            options += [(k, "rank"), (k, "dtype"), (k, "sparse")] + ([(k, "shape")] if k != case.main else [])
+        elif isinstance(s, Labels):
+            options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "values")]
+        elif isinstance(s, Size):
+            options += [(k, "zero"), (k, "float"), (k, "bool")]
+    key, how = draw(st.sampled_from(options))
+    return case, key, how
+
+
+def _break(t, how: str, case: Case):
+    """The broken argument and the error it must raise."""
+    if how == "rank":
+        return t.unsqueeze(0), ValueError
+    if how == "dtype":
+        return t.to(torch.int32 if t.is_floating_point() else torch.float32), TypeError
+    if how == "sparse":
+        return t.detach().to_sparse(), TypeError
+    if how == "shape":  # one more along the last dim, which another argument fixes
+        return torch.cat([t, t[..., :1]], dim=-1), ValueError
+    if how == "values":  # a label outside [0, R) that is not ignore_index
+        regions = next(s for s in case.spec.values() if isinstance(s, Labels)).regions
+        R = case.dims[regions] if isinstance(regions, str) else regions
+        bad = R if case.values.get("ignore_index", -1) != R else R + 1
+        t = t.clone()
+        t.view(-1)[0] = bad
+        return t, ValueError
+    return {"zero": (0, ValueError), "float": (2.0, TypeError), "bool": (True, TypeError)}[how]
+
+
+def check_error(c, case: Case, key: str, how: str) -> None:
+    """Every backend raises the same error type, naming the broken argument."""
+    inputs, _ = materialize(case, torch.float32, grads=False)
+    if how == "values" and inputs[key].numel() == 0:
+        return
+    spec = case.spec[key]
+    name = spec.name or key
+    broken, exc = _break(inputs[key], how, case)
+    for backend in backends_for(torch.float32):
+        bad = _to(dict(inputs, **{key: broken}), DEVICE_OF[backend]) if backend == "triton" else dict(inputs, **{key: broken})
+        with _checks(True), pytest.raises(exc) as info:
+            c.call(bad, backend)
+        assert name in str(info.value), (backend, how, str(info.value))
+
+
+def _to(inputs: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) and not v.is_sparse else v for k, v in inputs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests a Contract row gets (tests/contract.py)
+
+
+def fuzz_values(c, ci_examples: int) -> None:
+    @fuzz_settings(ci_examples)
+    @given(case=cases(c.fuzz), dtype=st.sampled_from(FLOATS), mode=st.sampled_from(GRAD_MODES))
+    def run(case, dtype, mode):
+        check_case(c, case, dtype, mode)
+
+    run()
+
+
+def fuzz_errors(c, ci_examples: int) -> None:
+    @fuzz_settings(ci_examples)
+    @given(call=broken_calls(c.fuzz))
+    def run(call):
+        check_error(c, *call)
+
+    run()

@@ -1,0 +1,216 @@
+"""What an adversarial user found, one regression test per finding (each failed before its fix):
+
+1. first-order gradients under create_graph=True when a second input depends on the first
+   (the double-backward path differentiated the reference on the saved inputs themselves, so
+   the path through the second input was counted twice);
+2. Triton on stride-0 (expanded) maps: outputs and gradients allocated with the input's
+   strides, so several writes landed on one element;
+3. Triton pixel_normalize on an overlapping as_strided map;
+4. the reference losses (and region_hinge's, region_stats' gradients) leaking NaN/inf from an
+   ignored or out-of-range pixel;
+5. unclear errors: a sparse map, set_checks("false"), numpy integers for sizes.
+
+The fuzz suite (tests/fuzz.py, every op's contract row) draws such inputs at random; these pin
+the cases that were found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import BACKENDS, assert_close
+
+import pixelkernels as pk
+
+F64 = torch.float64
+
+
+def _seeded(*shape, positive=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(*shape, generator=g, dtype=F64)
+    return t if positive else t * 4 - 1
+
+
+def _labels(B, H, W, R, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    lab = torch.randint(-1, R, (B, H, W), generator=g)
+    return lab
+
+
+# --- 1. create_graph ----------------------------------------------------------------------------
+
+LAB = _labels(2, 5, 7, 3)
+DEPENDENT = {
+    "center_distance(e, e.mean)": lambda e, be: pk.center_distance(e, e.mean((2, 3)), backend=be),
+    "region_hinge(e, centroids of e)": lambda e, be: pk.region_hinge(
+        e, LAB, pk.region_stats(e, LAB, 3, backend=be)[1], delta=0.1, backend=be
+    ),
+    "masked_sum(f, mask of f)": lambda e, be: pk.masked_sum(e, e.sum(1).sigmoid(), backend=be),
+    "menet_saliency(e, constant weights)": lambda e, be: pk.menet_saliency(
+        e, _seeded(2, 5, 7, positive=True), backend=be
+    ),
+}
+
+
+def _sum(out):
+    out = out if isinstance(out, tuple) else (out,)
+    return sum((o * torch.linspace(-1, 2, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in out)
+
+
+@pytest.mark.parametrize("case", list(DEPENDENT))
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_first_order_gradient_same_with_create_graph(backend, device, case):
+    e = _seeded(2, 3, 5, 7).to(device).requires_grad_(True)
+    f = DEPENDENT[case]
+    plain = torch.autograd.grad(_sum(f(e, backend)), e)[0]
+    graph = torch.autograd.grad(_sum(f(e, backend)), e, create_graph=True)[0]
+    er = e.detach().cpu().requires_grad_(True)
+    want = torch.autograd.grad(_sum(f(er, "reference")), er)[0]
+    assert_close(plain, want, F64, msg="plain")
+    assert_close(graph, want, F64, msg="create_graph=True")
+
+
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "cuda"])
+def test_saliency_double_backward(backend, device):
+    w = _seeded(1, 3, 4, positive=True).to(device)
+    e = _seeded(1, 2, 3, 4).to(device).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda x: pk.menet_saliency(x, w, backend=backend), (e,), atol=1e-6)
+
+
+# --- 2, 3. stride-0 and overlapping maps ------------------------------------------------------
+
+ONE = {
+    "center_distance": lambda x, be: pk.center_distance(x, torch.ones(2, 3, dtype=F64), backend=be),
+    "pixel_normalize": lambda x, be: pk.pixel_normalize(x, backend=be),
+    "masked_sum": lambda x, be: pk.masked_sum(x, _seeded(2, 5, 7, positive=True), backend=be),
+    "region_stats": lambda x, be: pk.region_stats(x, LAB, 3, backend=be),
+    "centroid_hinge": lambda x, be: pk.centroid_hinge(x, LAB, 3, backend=be),
+    "region_hinge": lambda x, be: pk.region_hinge(x, LAB, torch.zeros(2, 3, 3, dtype=F64), backend=be),
+    "menet_saliency": lambda x, be: pk.menet_saliency(x, _seeded(2, 5, 7, positive=True), backend=be),
+    "menet_metric_loss(normalize)": lambda x, be: pk.menet_metric_loss(x, LAB.clamp(-1, 1), normalize=True, backend=be),
+}  # fmt: skip
+EXPANDED = [(2, 3, 1, 7), (2, 1, 5, 7), (1, 3, 5, 7), (1, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("leaf_shape", EXPANDED, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("op", list(ONE))
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] in ("cpu", "triton")])
+def test_expanded_map(backend, device, op, leaf_shape):
+    def run(be, dev):
+        leaf = _seeded(*leaf_shape).to(dev).requires_grad_(True)
+        out = ONE[op](leaf.expand(2, 3, 5, 7), be)
+        return out, torch.autograd.grad(_sum(out), leaf)[0]
+
+    (got, g), (want, gw) = run(backend, device), run("reference", "cpu")
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert_close(a, b, F64)
+    assert_close(g, gw, F64, msg="gradient")
+
+
+def _overlapping():
+    base = _seeded(76)
+    return base.as_strided((2, 3, 5, 7), (38, 1, 7, 1))  # dims d and w share addresses
+
+
+@pytest.mark.parametrize("op", ["pixel_normalize", "menet_metric_loss(normalize)", "center_distance", "masked_sum"])
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] in ("cpu", "triton")])
+def test_overlapping_map(backend, device, op):
+    x = _overlapping()
+    got, want = ONE[op](x.to(device), backend), ONE[op](x, "reference")
+    for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert_close(a, b, F64)
+
+
+def _emu_layouts():
+    yield "expanded_d", _seeded(2, 1, 5, 7).expand(2, 3, 5, 7)
+    yield "expanded_b", _seeded(1, 3, 5, 7).expand(2, 3, 5, 7)
+    yield "expanded_all", _seeded(1, 1, 1, 1).expand(2, 3, 5, 7)
+    yield "overlapping", _overlapping()
+
+
+@pytest.mark.parametrize("layout", [name for name, _ in _emu_layouts()])
+def test_cuda_launchers_on_expanded_and_overlapping_maps(emu, layout):
+    """The CUDA kernels (emulated) against the CPU kernels: outputs and gradients of maps
+    shaped like such an input never inherit its strides."""
+    x = dict(_emu_layouts())[layout]
+    g = _seeded(2, 3, 5, 7, seed=3)
+    lab = LAB
+    cen = _seeded(2, 3, seed=4)
+    mask = _seeded(2, 5, 7, positive=True, seed=5)
+    calls = [
+        ("pixel_normalize", (x, 1e-12, False)),
+        ("pixel_normalize_backward", (g, x, 1e-12, False)),
+        ("center_distance_backward", (g[:, 0], x, cen, False)),
+        ("masked_sum_backward", (cen, cen[:, 0], x, mask)),
+        ("region_hinge_backward", (cen[:, :1].expand(2, 3).contiguous(), x, lab, _seeded(2, 3, 3), 0.1, -1)),
+    ]
+    for name, args in calls:
+        want = getattr(torch.ops.pixelkernels, name)(*args)
+        got = getattr(emu, name)(*args)
+        for a, b in zip(got if isinstance(got, (tuple, list)) else (got,), want if isinstance(want, (tuple, list)) else (want,)):
+            assert_close(a, b, F64, msg=name)
+
+
+# --- 4. NaN/inf in pixels that take part in nothing ---------------------------------------------
+
+
+def _nan_case(value):
+    e = _seeded(2, 4, 5, 7)
+    lab2, lab3 = _labels(2, 5, 7, 2).clamp(-1, 1), _labels(2, 5, 7, 3)
+    lab2[0, 1, 1] = lab3[0, 1, 1] = -1
+    e[0, :, 1, 1] = value
+    return e, lab2, lab3
+
+
+LOSSES = {
+    "menet_metric_loss": lambda e, l2, l3, be: pk.menet_metric_loss(e, l2, form="pairwise", backend=be),
+    "cas_loss": lambda e, l2, l3, be: pk.cas_loss(e, l3, 3, backend=be),
+    "discriminative_loss": lambda e, l2, l3, be: pk.discriminative_loss(e, l3, 3, backend=be),
+    "region_hinge": lambda e, l2, l3, be: pk.region_hinge(e, l3, torch.zeros(2, 3, 4, dtype=F64), delta=0.1, backend=be),
+    "region_stats": lambda e, l2, l3, be: pk.region_stats(e, l3, 3, backend=be),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("op", list(LOSSES))
+@pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.values[0] != "cuda"])
+def test_ignored_nonfinite_pixel_does_not_leak(backend, device, op, value):
+    e, l2, l3 = _nan_case(value)
+    x = e.to(device).requires_grad_(True)
+    out = LOSSES[op](x, l2.to(device), l3.to(device), backend)
+    (g,) = torch.autograd.grad(_sum(out), x)
+    for o in out if isinstance(out, tuple) else (out,):
+        assert torch.isfinite(o).all(), (op, o)
+    assert torch.isfinite(g).all()
+    assert (g[0, :, 1, 1] == 0).all()
+
+
+# --- 5. errors ----------------------------------------------------------------------------------
+
+
+def test_sparse_map_is_refused_naming_it():
+    e = torch.randn(2, 3, 4, 5)
+    with pytest.raises(TypeError, match="emb must be a dense"):
+        pk.region_stats(e.to_sparse(), torch.zeros(2, 4, 5, dtype=torch.long), 2)
+    with pytest.raises(TypeError, match="feat must be a dense"):
+        pk.masked_sum(e.to_sparse(), torch.rand(2, 4, 5), backend="reference")
+
+
+def test_set_checks_takes_a_bool_only():
+    with pytest.raises(TypeError, match="must be a bool"):
+        pk.set_checks("false")
+    assert pk.checks_enabled()
+    pk.set_checks(np.bool_(False))
+    assert not pk.checks_enabled()
+    pk.set_checks(True)
+
+
+def test_numpy_integers_are_integers():
+    e, lab = torch.randn(1, 2, 3, 4), torch.zeros(1, 3, 4, dtype=torch.long)
+    want = pk.region_stats(e, lab, 2)
+    got = pk.region_stats(e, lab, np.int64(2), ignore_index=np.int32(-1))
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="num_regions must be an int"):
+        pk.region_stats(e, lab, np.float64(2.0))
