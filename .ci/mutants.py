@@ -1,0 +1,261 @@
+"""Mutation check: does the suite catch realistic kernel bugs? (`make mutants`, on demand.)
+
+Each mutant below plants one bug (an off-by-one, a wrong stride or index, a dropped term, a
+wrong accumulator type, a missing guard) in a copy of the tree, rebuilds what it touches and
+runs the tests that should catch it. A mutant is killed when those tests fail; every mutant in
+the table must be killed. Every kernel file has at least one; a new kernel file adds its own.
+
+    python .ci/mutants.py              all mutants (copy in build/mutants/, reused between runs)
+    python .ci/mutants.py --only ID    some (repeatable)
+    python .ci/mutants.py --check      only that each mutant applies to the tree (no build)
+
+The copy is built in place (setup.py build_ext --inplace, then ninja rebuilds only the mutated
+file) and imported through PYTHONPATH; the CUDA emulator rebuilds only the mutated .cu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    id: str
+    file: str
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest arguments that must fail
+    why: str
+
+
+T_RS = "tests/test_region_stats.py"
+T_RH = "tests/test_region_hinge.py"
+T_CH = "tests/test_centroid_hinge.py"
+T_PN = "tests/test_pixel_normalize.py"
+T_MS = "tests/test_masked_sum.py"
+T_CD = "tests/test_center_distance.py"
+T_RL = "tests/test_region_losses.py"
+
+MUTANTS = [
+    # --- the six planted bugs the suite once let through (issue 21) ---------------------------
+    Mutant("cpu-region_hinge-merge-index", "csrc/cpu/region_hinge.cpp",
+           "for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * R + r];",
+           "for (int64_t c = 0; c < nc; ++c) s += part[(b + c) * R + r];",
+           (T_RH, T_CH), "forward merge of the chunk partials indexed as if one image"),
+    Mutant("cpu-region_hinge-first-tile-labels", "csrc/cpu/region_hinge_kernels.h",
+           "chunk_bins(lab, i0 + t0, nt, R, ignore, bins);",
+           "chunk_bins(lab, i0, nt, R, ignore, bins);",
+           (T_RH, T_CH), "every tile of a chunk reads the first tile's labels (first occurrence)"),
+    Mutant("cuda-region_stats-backward-count-guard", "csrc/cuda/region_stats.cu",
+           "if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {",
+           "if (takes_part(l, R, ignore)) {",
+           (T_RS,), "backward without its count > 0 guard"),
+    Mutant("op-count-differentiable", "pixelkernels/_op.py",
+           "ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in differentiable))",
+           "pass",
+           (T_RS, T_CH), "count outputs made differentiable"),
+    Mutant("reference-masked_sum-mask-dtype", "pixelkernels/reference/masked_sum.py",
+           "m = mask.to(feat.dtype).to(st)",
+           "m = mask.to(st)",
+           (T_MS,), "the mask no longer rounded to feat's dtype"),
+    Mutant("reference-pixel_normalize-upcast", "pixelkernels/reference/pixel_normalize.py",
+           "return y if upcast else y.to(emb.dtype)",
+           "return y.to(emb.dtype)",
+           (T_PN,), "upcast ignored"),
+    # --- shared math (csrc/common) -------------------------------------------------------------
+    Mutant("common-takes_part-ignore", "csrc/common/types.h",
+           "return label >= 0 && label < num_regions && label != ignore_index;",
+           "return label >= 0 && label < num_regions;",
+           (T_RS,), "ignore_index inside [0, R) no longer ignored"),
+    Mutant("common-region_hinge-delta", "csrc/common/region_hinge.h",
+           "const acc_t h = d - delta > acc_t(0) ? d - delta : acc_t(0);",
+           "const acc_t h = d > acc_t(0) ? d - delta : acc_t(0);",
+           (T_RH,), "the hinge no longer clamped at 0"),
+    Mutant("common-center_distance-grad", "csrc/common/center_distance.h",
+           "return dist > acc_t(0) ? g / dist : acc_t(0);",
+           "return dist > acc_t(0) ? g / (dist + acc_t(1e-3)) : acc_t(0);",
+           (T_CD,), "a stray epsilon in the distance gradient"),
+    Mutant("common-pixel_normalize-grad", "csrc/common/pixel_normalize.h",
+           "return inv * (g - y * dot);",
+           "return inv * g;",
+           (T_PN,), "the projection term of the normalisation gradient dropped"),
+    Mutant("common-region_stats-chunks", "csrc/common/region_stats.h",
+           "nc = (P + chunk - 1) / chunk;",
+           "nc = P / chunk;",
+           (T_RS,), "the last partial chunk of pixels dropped"),
+    # --- CPU kernels ---------------------------------------------------------------------------
+    Mutant("cpu-pixel_normalize-sumsq", "csrc/cpu/pixel_normalize.cpp",
+           "acc[i] += v * v;",
+           "acc[i] += v;",
+           (T_PN,), "the norm sums values, not squares"),
+    Mutant("cpu-center_distance-merge", "csrc/cpu/center_distance.cpp",
+           "for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * D + d];",
+           "for (int64_t c = 1; c < nc; ++c) s += part[(b * nc + c) * D + d];",
+           (T_CD,), "the first chunk's partial of the center gradient dropped"),
+    Mutant("cpu-masked_sum-tail", "csrc/cpu/masked_sum.cpp",
+           "for (; i < n; ++i) s += row[i] * wb[i];",
+           "for (; i + 1 < n; ++i) s += row[i] * wb[i];",
+           (T_MS,), "off by one in the unit-stride tail"),
+    Mutant("cpu-region_stats-merge", "csrc/cpu/region_stats.cpp",
+           "m2 += pm2[row * D + d] + (pn[row] > 0 ? T(pn[row]) * dm * dm : T(0));",
+           "m2 += pm2[row * D + d];",
+           (T_RS,), "Chan's merge without the between-chunk term"),
+    Mutant("cpu-region_stats-bins", "csrc/cpu/region_stats_kernels.h",
+           "chunk_bins(lab, i0, n, R, ignore, bins);",
+           "chunk_bins(lab, i0 + 1, n, R, ignore, bins);",
+           (T_RS,), "labels read one pixel late (first occurrence)"),
+    # --- CUDA kernels (run by the emulator) ----------------------------------------------------
+    Mutant("cuda-pixel_normalize-tail", "csrc/cuda/pixel_normalize.cu",
+           "if (on && j + i * G < D) store_from_acc(y + base + i * dstep, v[i] * inv);",
+           "if (on && j + i * G <= D) store_from_acc(y + base + i * dstep, v[i] * inv);",
+           (T_PN, "tests/test_adversarial.py"), "off by one past the last dim"),
+    Mutant("cuda-center_distance-sqrt", "csrc/cuda/center_distance.cu",
+           "if (on && j == 0) store_from_acc(dist + b * P + p, squared ? ss : acc_t(sqrt(ss)));",
+           "if (on && j == 0) store_from_acc(dist + b * P + p, ss);",
+           (T_CD,), "the square root dropped"),
+    Mutant("cuda-masked_sum-merge", "csrc/cuda/masked_sum.cu",
+           "for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];",
+           "for (int64_t c = lane + 1; c < n; c += 32) s += part[(b * n + c) * K + k];",
+           (T_MS,), "the first warp partial of the merge dropped"),
+    Mutant("cuda-region_hinge-barrier", "csrc/cuda/region_hinge.cu",
+           "        if (lane == 0) slot[r] = s;\n      }\n      __syncthreads();  // bins are reused",
+           "        if (lane == 0) slot[r] = s;\n      }\n      // bins are reused",
+           (T_RH,), "the forward's barrier before the shared bins are reused removed (racecheck)"),
+    Mutant("cuda-region_stats-merge", "csrc/cuda/region_stats.cu",
+           "for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c * R];",
+           "for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c];",
+           (T_RS,), "the count partials read with the wrong stride"),
+    # --- Triton kernels (run by the interpreter) -----------------------------------------------
+    Mutant("triton-region_stats-variance", "pixelkernels/triton/region_stats.py",
+           "m2_acc += tl.where(m & (n_c > 0)[:, None], term, 0.0)",
+           "m2_acc += tl.where(m & (n_c > 0)[:, None], m2_c, 0.0)",
+           (T_RS,), "Chan's merge without the between-chunk term"),
+    Mutant("triton-pixel_normalize-eps", "pixelkernels/triton/pixel_normalize.py",
+           "grad = tl.where(clamped[:, None], g * inv[:, None], inv[:, None] * (g - y * dot[:, None]))",
+           "grad = inv[:, None] * (g - y * dot[:, None])",
+           (T_PN,), "the clamped branch of the gradient dropped"),
+    Mutant("triton-common-label-range", "pixelkernels/triton/_common.py",
+           "valid = mask & (lab >= 0) & (lab < R) & (lab != ignore_index)",
+           "valid = mask & (lab >= 0) & (lab <= R) & (lab != ignore_index)",
+           (T_RS, T_RH), "a label equal to R taken as a region (checks off)"),
+    Mutant("triton-masked_sum-mass", "pixelkernels/triton/masked_sum.py",
+           "tl.store(row + D, tl.sum(w, axis=0))",
+           "tl.store(row + D, tl.sum(w * w, axis=0))",
+           (T_MS,), "the mass sums squared weights"),
+    Mutant("triton-center_distance-sqrt", "pixelkernels/triton/center_distance.py",
+           "out = ss if SQUARED else tl.sqrt(ss)",
+           "out = ss",
+           (T_CD,), "the square root dropped"),
+    Mutant("triton-region_hinge-delta", "pixelkernels/triton/region_hinge.py",
+           "_val, f = _factor(ss, tl.full([], delta, ACC))",
+           "_val, f = _factor(ss, tl.full([], 2 * delta, ACC))",
+           (T_RH,), "the margin doubled in the backward factor"),
+    Mutant("triton-centroid_hinge-offset", "pixelkernels/triton/centroid_hinge.py",
+           "offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1)",
+           "offset = grad_centroid.to(acc) / count.to(acc).clamp_min(1).unsqueeze(-1)",
+           (T_CH,), "the gradient through the centroids dropped"),
+]  # fmt: skip
+
+# The first-occurrence mutants may match more than once; all others exactly once.
+FIRST_ONLY = {m.id for m in MUTANTS if "(first occurrence)" in m.why}
+
+
+def apply(text: str, m: Mutant) -> str:
+    n = text.count(m.old)
+    if n == 0 or (n > 1 and m.id not in FIRST_ONLY):
+        raise SystemExit(f"mutant {m.id}: {m.old!r} occurs {n} times in {m.file}; update the table")
+    return text.replace(m.old, m.new, 1)
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree (tracked and untracked, not ignored) into dest, keeping dest's build/."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for f in filter(None, files):
+        src, dst = ROOT / f, dest / f
+        if not src.is_file():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            shutil.copy2(src, dst)
+
+
+def build(dest: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=dest, capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout[-3000:] + r.stderr[-3000:])
+
+
+def run_tests(dest: Path, m: Mutant, timeout: int) -> tuple[bool, str]:
+    env = dict(os.environ, PYTHONPATH=str(dest), PIXELKERNELS_WITH_CUDA="0")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", os.environ.get("PYTEST_WORKERS", "2"), *m.tests]
+    try:
+        r = subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return True, "timeout (counted as killed)"
+    tail = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
+    return r.returncode not in (0, 5), tail[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", default=[], help="mutant id (repeatable)")
+    ap.add_argument("--check", action="store_true", help="only check that every mutant applies")
+    ap.add_argument("--timeout", type=int, default=1200, help="seconds per mutant's tests")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.id in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:42s} {m.file}: {m.why}")
+        return 0
+    for m in chosen:
+        apply((ROOT / m.file).read_text(), m)
+    if args.check:
+        print(f"{len(chosen)} mutants apply")
+        return 0
+    dest = ROOT / "build" / "mutants"
+    copy_tree(dest)
+    build(dest)
+    results = []
+    for m in chosen:
+        path = dest / m.file
+        original = path.read_text()
+        t0 = time.time()
+        try:
+            path.write_text(apply(original, m))
+            try:
+                if m.file.startswith("csrc/") and not m.file.startswith("csrc/cuda/"):
+                    build(dest)
+                killed, tail = run_tests(dest, m, args.timeout)
+            except RuntimeError as e:  # a mutant must build: a table entry that does not is wrong
+                killed, tail = False, f"does not build: {str(e).splitlines()[-1:]}"
+        finally:
+            path.write_text(original)
+        results.append((m, killed, tail, time.time() - t0))
+        print(f"{'killed  ' if killed else 'SURVIVED'} {m.id:42s} {time.time() - t0:6.0f}s  {tail}", flush=True)
+    if any(m.file.startswith("csrc/") and not m.file.startswith("csrc/cuda/") for m, *_ in results):
+        build(dest)  # leave the copy built from the unmutated tree
+    killed = sum(k for _, k, *_ in results)
+    print(f"\nkill rate: {killed}/{len(results)}")
+    for m, k, tail, _ in results:
+        if not k:
+            print(f"  survived: {m.id} ({m.file}: {m.why})")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
