@@ -10,8 +10,8 @@ from conftest import (
     BACKENDS,
     COMPILED_BACKENDS,
     GPU_BACKENDS,
-    HAS_CUDA,
     assert_close,
+    backend_params,
     dtypes_for,
     make_emb,
     make_labels,
@@ -476,13 +476,11 @@ def test_backward_op_ignores_regions_with_count_zero(backend, device):
 
 
 @pytest.mark.parametrize("path", ["chunked", "atomic", "multi_tile"])
-def test_triton_paths(path):
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_paths(backend, device, path):
     """Each forward path of the Triton kernels against the reference (auto picks by R)."""
-    if "triton" not in pk.available_backends():
-        pytest.skip("triton not usable here")
     from pixelkernels.triton import region_stats as tr
 
-    device = "cuda" if HAS_CUDA else "cpu"
     emb = make_emb(2, 5, 19, 23, dtype=torch.float32, device=device, layout="channels_last")
     labels = make_labels(2, 19, 23, 7, device=device).to(torch.uint8)
     labels[labels == 255] = 7  # out of range: ignored by every path
