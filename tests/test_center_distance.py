@@ -36,6 +36,7 @@ ROW = Contract(
     op="center_distance",
     make=_inp(2, 5, 7, 9),
     call=_call,
+    shaped=_inp,
     loss=weighted_loss,
     grad_inputs=("emb", "center"),
     tiny=_inp(2, 3, 3, 4),

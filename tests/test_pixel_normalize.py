@@ -34,6 +34,7 @@ ROW = Contract(
     op="pixel_normalize",
     make=_inp(2, 5, 7, 9),
     call=_call,
+    shaped=_inp,
     loss=weighted_loss,
     grad_inputs=("emb",),
     tiny=_inp(2, 3, 3, 4),
@@ -108,7 +109,8 @@ def test_upcast_dtype(backend, device):
     for dtype in dtypes_for(backend):
         x = make_emb(2, 5, 4, 3, dtype=dtype, device=device).requires_grad_(True)
         y = pk.pixel_normalize(x, upcast=True, backend=backend)
-        want = torch.nn.functional.normalize(x.detach().float() if dtype != torch.float64 else x.detach(), dim=1)
+        xd = x.detach()
+        want = torch.nn.functional.normalize(xd.float() if dtype != torch.float64 else xd, dim=1)
         assert y.dtype == want.dtype, dtype
         torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
         (g,) = torch.autograd.grad(y.sum(), x)

@@ -77,6 +77,7 @@ ROW = Contract(
     op="region_hinge",
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
     call=_call,
+    shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 3, layout),
     loss=weighted_loss,
     grad_inputs=("emb", "centroid"),
     tiny=_inp(2, 3, 3, 4, 3, delta=1.0),
