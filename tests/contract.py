@@ -264,6 +264,7 @@ def suite(c: Contract):
                             key
                         )
 
+        @pytest.mark.sanitize  # with cuda: every op's kernels under compute-sanitizer (.ci/gpu)
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_backends_agree(self, backend, device):
             agree(c, c.make, backend, device)
@@ -458,7 +459,10 @@ def suite(c: Contract):
         # kernels run on the CPU (tests/cuda_emu, float64 and float32; the half types are in
         # test_cuda_kernels_emulated's gpu_* cases), at the emulation's lowered limits.
 
-        @pytest.mark.parametrize("shape", list(GPU_SHAPES))
+        @pytest.mark.parametrize(
+            "shape",
+            [pytest.param(k, marks=[pytest.mark.sanitize] if k == "many_images" else []) for k in GPU_SHAPES],
+        )
         @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
         def test_gpu_shapes(self, backend, device, shape):
             gpu, _, layout = GPU_SHAPES[shape]
