@@ -31,6 +31,7 @@ emulator can run it, at the emulation's lowered launch limits):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -160,6 +161,18 @@ def step(c: Contract, inp: dict, backend: str) -> tuple:
     if c.loss is None:
         return out
     return out + torch.autograd.grad(c.loss(out, inp), [inp[k] for k in c.grad_inputs])
+
+
+@contextlib.contextmanager
+def deterministic():
+    """torch.use_deterministic_algorithms(True), which also fills new memory with NaN (or the
+    integer maximum): a kernel that reads workspace it never wrote gets NaN."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
 
 
 class EmulateCuda(TorchDispatchMode):
@@ -440,19 +453,26 @@ def suite(c: Contract):
             on every run (many chunks, blocks, programs or OpenMP tasks per image), and on the
             CPU for any thread count."""
             inp = c.shaped(*DETERMINISM_SHAPES[device], "contiguous")(device, torch.float32)
-            prev, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-            torch.use_deterministic_algorithms(True)
-            try:
+            threads = torch.get_num_threads()
+            with deterministic():
                 runs = [step(c, inp, backend) for _ in range(2)]
                 if device == "cpu" and threads > 1:
                     torch.set_num_threads(1)
-                    runs.append(step(c, inp, backend))
-            finally:
-                torch.use_deterministic_algorithms(prev)
-                torch.set_num_threads(threads)
+                    try:
+                        runs.append(step(c, inp, backend))
+                    finally:
+                        torch.set_num_threads(threads)
             for run in runs[1:]:
                 for i, (a, b) in enumerate(zip(runs[0], run)):
                     assert torch.equal(a, b), i
+
+        @pytest.mark.parametrize("shape", list(GPU_SHAPES))
+        def test_deterministic_emulated(self, emu, shape):
+            """The emulated CUDA kernels in deterministic mode, whose NaN-filled new memory
+            shows any read of workspace not written first, against the reference."""
+            _, emulated, layout = GPU_SHAPES[shape]
+            with deterministic(), EmulateCuda(emu):
+                agree(c, c.shaped(*emulated, layout), "cpu", "cpu")
 
         # -----------------------------------------------------------------------------------
         # GPU-shaped tests (marked cuda), and their emulated twins: the same checks on the CUDA
