@@ -210,7 +210,7 @@ DETERMINISM_SHAPES = {"cuda": (2, 17, 700, 701), "cpu": (3, 17, 60, 61)}
 DETERMINISM_BACKENDS = [p for p in COMPILED_BACKENDS if p.values != ("triton", "cpu")]
 
 
-def _per_image(c: Contract, inp: dict, B: int) -> dict:
+def _per_image(inp: dict, B: int) -> set:
     """The keys of inp's tensors that hold one entry per image (first dim B)."""
     return {k for k, v in inp.items() if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B}
 
@@ -223,9 +223,9 @@ def check_batch_offsets(c: Contract, backend: str, device: str, dtype, base, cop
     Needs per-image outputs (first dim B); ops with others are tested through the ops they use."""
     B0 = base[0]
     small = c.shaped(*base, "contiguous")(device, dtype)
-    if not all(o.dim() >= 1 and o.shape[0] == B0 for o in _outputs(c.call(small, "reference"))):
+    if not all(o.dim() >= 1 and o.shape[0] == B0 for o in _outputs(c.call(as_reference(small), "reference"))):
         pytest.skip(f"{c.op}'s outputs are not per image: the ops it uses are tested")
-    keys, B = _per_image(c, small, B0), B0 * copies
+    keys, B = _per_image(small, B0), B0 * copies
     shift = (torch.arange(B, device=device) % 61).to(dtype) / 8
     big = {}
     for k, v in small.items():
