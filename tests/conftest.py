@@ -4,6 +4,9 @@ One helper decides the (backend, device) pairs, so every test runs unchanged on 
 and on a GPU machine: reference and cpu take CPU tensors, cuda takes CUDA tensors, and triton
 takes CUDA tensors when a GPU is present, else CPU tensors under TRITON_INTERPRET=1 (which must
 be set before triton is imported, hence here). Tolerances: pixelkernels.testing (SPEC §4).
+Tests take their device from these pairs, never from torch.cuda.is_available() or a loop over
+available_backends(): `make gpu-present-check` (.ci/gpu_present.py) runs the suite as a GPU
+machine would, and a test that assumes no GPU fails there.
 """
 
 from __future__ import annotations

@@ -16,16 +16,29 @@ NaN policy, GPU paths) stay in that file. The generic tests:
   fake CUDA trace     fullgraph trace on fake CUDA tensors (runs in CI's CUDA-wheel venv)
   CUDA emulated       every op call of the CPU backend replayed on the CUDA kernels, run on
                       the CPU by tests/cuda_emu, in float64, float32 and the half types
+  deterministic       torch.use_deterministic_algorithms(True): the same bits on every run
+
+and the GPU-shaped tests (marked cuda: on a GPU only, each with an emulated twin where the
+emulator can run it, at the emulation's lowered launch limits):
+
+  GPU shapes          GPU_SHAPES: more than 65535 images (the grid's y loop), more pixel
+                      blocks than the grid's x extent, in every dtype, vs the reference
+  64-bit offsets      more than 2^31 elements in a batch (marked slow: ~20 GB)
+  side stream         a busy side stream gives the default stream's bits (kernels on the
+                      current stream)
+  CUDA graph          forward + backward captured (no host sync), replayed on new values
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import BACKENDS, COMPILED_BACKENDS, assert_close, dtypes_for
+from conftest import BACKENDS, COMPILED_BACKENDS, GPU_BACKENDS, assert_close, dtypes_for
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pixelkernels as pk
@@ -39,6 +52,10 @@ class Contract:
     make: Callable[[str, torch.dtype], dict]
     # call(inputs, backend) -> the public function's outputs (a tuple)
     call: Callable[[dict, str], tuple]
+    # shaped(B, D, H, W, layout) -> make(device, dtype): the op's inputs at a given size and
+    # layout ("contiguous" or "channels_last"), awkward otherwise as `make`; the GPU-shaped
+    # tests pick the sizes (GPU_SHAPES)
+    shaped: Callable[[int, int, int, int, str], Callable[[str, torch.dtype], dict]]
     # loss(outputs, inputs) -> a scalar to differentiate; None for ops without a backward
     loss: Callable[[tuple, dict], torch.Tensor] | None = None
     grad_inputs: tuple[str, ...] = ()  # keys of the inputs the loss is differentiated against
@@ -88,10 +105,22 @@ def _outputs(out) -> tuple:
     return out if isinstance(out, tuple) else (out,)
 
 
-def grads(c: Contract, inp: dict, backend: str) -> tuple:
+def grads(c: Contract, inp: dict, backend: str, scale: float = 1.0) -> tuple:
     inp = with_grad(inp, c.grad_inputs)
-    loss = c.loss(_outputs(c.call(inp, backend)), inp)
+    loss = c.loss(_outputs(c.call(inp, backend)), inp) * scale
     return torch.autograd.grad(loss, [inp[k] for k in c.grad_inputs])
+
+
+def loss_scale(gradients, dtype) -> float:
+    """For half inputs, the power of two that brings the largest gradient into [1, 2): it
+    keeps half gradients of large inputs (~1 / pixels) out of float16's subnormals, as loss
+    scaling does in mixed-precision training, and changes nothing else (exact, and the half
+    rule of SPEC §4 is relative to the output's scale). 1 for float32 and float64, whose
+    absolute atol is meant for the natural scale."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return 1.0
+    m = max((float(g.abs().max()) for g in gradients if g.numel()), default=0.0)
+    return 2.0 ** -math.floor(math.log2(m)) if 0.0 < m < math.inf else 1.0
 
 
 class RecordOps(TorchDispatchMode):
@@ -125,6 +154,110 @@ def _skip_unless_backward(c: Contract):
         pytest.skip(f"{c.op} has no backward")
 
 
+def step(c: Contract, inp: dict, backend: str) -> tuple:
+    """Outputs, then the gradients of c.loss (when the op has a backward): one training step."""
+    inp = with_grad(inp, c.grad_inputs)
+    out = _outputs(c.call(inp, backend))
+    if c.loss is None:
+        return out
+    return out + torch.autograd.grad(c.loss(out, inp), [inp[k] for k in c.grad_inputs])
+
+
+@contextlib.contextmanager
+def deterministic():
+    """torch.use_deterministic_algorithms(True), which also fills new memory with NaN (or the
+    integer maximum): a kernel that reads workspace it never wrote gets NaN."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+class EmulateCuda(TorchDispatchMode):
+    """Every pixelkernels op called below autograd (forward and backward) runs its CUDA kernel
+    under tests/cuda_emu instead (`emu`: torch.ops.pixelkernels_emu): a CPU-backend call made
+    inside is the CUDA backend's, on the CPU, at the emulation's lowered launch limits."""
+
+    def __init__(self, emu):
+        super().__init__()
+        self.emu = emu
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "pixelkernels":
+            func = getattr(getattr(self.emu, func._opname), func._overloadname)
+        return func(*args, **(kwargs or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-shaped inputs and checks (run on a GPU, and on the emulator at its lowered limits)
+
+# id -> ((B, D, H, W) on a GPU, (B, D, H, W) emulated, layout). The emulation build lowers the
+# launch limits (csrc/cuda/common.cuh: kMaxGridYZ 3, kMaxGridX 3, kMaxNarrowIndex 4095), so
+# the emulated sizes take the paths that the GPU sizes take on a GPU.
+GPU_SHAPES = {
+    # More images than the grid's y extent: the kernels' loops over images.
+    "many_images": ((65541, 3, 2, 5), (7, 3, 2, 5), "contiguous"),
+    # More pixel blocks than the grid's x extent (65535 blocks of 64 channels_last pixels of
+    # D = 3, or of 256 elements): the grid-stride loops over pixels and elements, and past
+    # kMaxNarrowIndex elements region_stats' 64-bit backward.
+    "wide_image": ((1, 3, 2400, 2401), (1, 3, 37, 41), "channels_last"),
+}
+# Shapes for run-to-run determinism: many chunks, blocks, programs or OpenMP tasks per image.
+DETERMINISM_SHAPES = {"cuda": (2, 17, 700, 701), "cpu": (3, 17, 60, 61)}
+# Not the Triton interpreter: it runs a kernel's programs one after another, nothing to reorder.
+DETERMINISM_BACKENDS = [p for p in COMPILED_BACKENDS if p.values != ("triton", "cpu")]
+
+
+def _per_image(inp: dict, B: int) -> set:
+    """The keys of inp's tensors that hold one entry per image (first dim B)."""
+    return {k for k, v in inp.items() if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B}
+
+
+def check_batch_offsets(c: Contract, backend: str, device: str, dtype, base, copies: int) -> None:
+    """`copies` copies of the op's inputs of shape `base` (B0 images) in one batch, each image
+    shifted by its own constant (so an index that wrapped around reads other values), the
+    outputs of the first and last B0 images against the reference on those images alone, the
+    gradients of c.loss on the last B0 images' outputs likewise, and exactly zero elsewhere.
+    Needs per-image outputs (first dim B); ops with others are tested through the ops they use."""
+    B0 = base[0]
+    small = c.shaped(*base, "contiguous")(device, dtype)
+    if not all(o.dim() >= 1 and o.shape[0] == B0 for o in _outputs(c.call(as_reference(small), "reference"))):
+        pytest.skip(f"{c.op}'s outputs are not per image: the ops it uses are tested")
+    keys, B = _per_image(small, B0), B0 * copies
+    shift = (torch.arange(B, device=device) % 61).to(dtype) / 8
+    big = {}
+    for k, v in small.items():
+        if k in keys:
+            v = v.repeat(copies, *[1] * (v.dim() - 1))
+            if v.is_floating_point():  # >= 0 stays >= 0 (weights)
+                v += shift.to(v.dtype).view(B, *[1] * (v.dim() - 1))
+        big[k] = v
+    inp = with_grad(big, c.grad_inputs)
+    out = _outputs(c.call(inp, backend))
+    for ends in (slice(0, B0), slice(B - B0, B)):
+        part = as_reference({k: v[ends] if k in keys else v for k, v in big.items()})
+        want = _outputs(c.call(part, "reference"))
+        for i, (a, b) in enumerate(zip(out, want)):
+            assert a.shape[0] == B, (i, a.shape)
+            assert_close(a[ends], b, dtype, msg=f"output {i}, images {ends.start}-{ends.stop - 1}")
+    if c.loss is None:
+        return
+    last = slice(B - B0, B)
+    part = with_grad(as_reference({k: v[last] if k in keys else v for k, v in big.items()}), c.grad_inputs)
+    want = _outputs(c.call(part, "reference"))
+    want = torch.autograd.grad(c.loss(want, part), [part[k] for k in c.grad_inputs])
+    scale = loss_scale(want, dtype)
+    loss = c.loss(tuple(o[last] for o in out), inp) * scale
+    got = torch.autograd.grad(loss, [inp[k] for k in c.grad_inputs])
+    for k, a, b in zip(c.grad_inputs, got, want):
+        assert a.shape == inp[k].shape
+        if k in keys:
+            assert_close(a[last], b * scale, dtype, msg=f"grad {k}, last images")
+            assert bool((a[: B - B0] == 0).all()), f"grad {k}: nonzero outside the last images"
+
+
 # ---------------------------------------------------------------------------------------------
 # The generic tests
 
@@ -144,6 +277,7 @@ def suite(c: Contract):
                             key
                         )
 
+        @pytest.mark.sanitize  # with cuda: every op's kernels under compute-sanitizer (.ci/gpu)
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_backends_agree(self, backend, device):
             agree(c, c.make, backend, device)
@@ -267,16 +401,22 @@ def suite(c: Contract):
             for a, b in zip(out, want):
                 assert a.device.type == "cuda" and a.shape == b.shape and a.dtype == b.dtype
 
-        @pytest.mark.parametrize("case", ["make", *(k for k in c.cases if k not in c.interpreter_skip)])
+        @pytest.mark.parametrize("case", ["make", *(k for k in c.cases if k not in c.interpreter_skip),
+                                          *(f"gpu_{k}" for k in GPU_SHAPES)])  # fmt: skip
         @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
         def test_cuda_kernels_emulated(self, emu, dtype, case):
             """The CUDA kernels (run on the CPU by tests/cuda_emu) against the CPU kernels in
-            float64, on `make` and every awkward case: every op call of a CPU-backend step,
-            replayed with the inputs in `dtype`
+            float64, on `make`, every awkward case and the emulated GPU_SHAPES: every op call
+            of a CPU-backend step, replayed with the inputs in `dtype`
             (the op's float inputs in `dtype`, statistics in their accumulation type)."""
             if not pk._ext.HAVE_CPU_KERNELS:
                 pytest.skip("the CPU kernels give the recorded calls")
-            made = (c.make if case == "make" else c.cases[case])("cpu", dtype)
+            if case.startswith("gpu_"):
+                _, shape, layout = GPU_SHAPES[case[4:]]
+                make = c.shaped(*shape, layout)
+            else:
+                make = c.make if case == "make" else c.cases[case]
+            made = make("cpu", dtype)
             inp = as_reference(made)  # dtype's values, in float64
             # Each float input goes back to the dtype make() gave it (e.g. a centroid argument
             # is in the statistics dtype); other maps (incoming gradients of maps, >= 3 dims)
@@ -307,38 +447,149 @@ def suite(c: Contract):
                 for i, (a, b) in enumerate(zip(got, _outputs(want))):
                     assert_close(a, b, dtype, msg=f"{func.name()} output {i}")
 
+        @pytest.mark.parametrize("backend,device", DETERMINISM_BACKENDS)
+        def test_deterministic_bitwise(self, backend, device):
+            """torch.use_deterministic_algorithms(True): outputs and gradients have the same bits
+            on every run (many chunks, blocks, programs or OpenMP tasks per image), and on the
+            CPU for any thread count."""
+            inp = c.shaped(*DETERMINISM_SHAPES[device], "contiguous")(device, torch.float32)
+            threads = torch.get_num_threads()
+            with deterministic():
+                runs = [step(c, inp, backend) for _ in range(2)]
+                if device == "cpu" and threads > 1:
+                    torch.set_num_threads(1)
+                    try:
+                        runs.append(step(c, inp, backend))
+                    finally:
+                        torch.set_num_threads(threads)
+            for run in runs[1:]:
+                for i, (a, b) in enumerate(zip(runs[0], run)):
+                    assert torch.equal(a, b), i
+
+        @pytest.mark.parametrize("shape", list(GPU_SHAPES))
+        def test_deterministic_emulated(self, emu, shape):
+            """The emulated CUDA kernels in deterministic mode, whose NaN-filled new memory
+            shows any read of workspace not written first, against the reference."""
+            _, emulated, layout = GPU_SHAPES[shape]
+            with deterministic(), EmulateCuda(emu):
+                agree(c, c.shaped(*emulated, layout), "cpu", "cpu")
+
+        # -----------------------------------------------------------------------------------
+        # GPU-shaped tests (marked cuda), and their emulated twins: the same checks on the CUDA
+        # kernels run on the CPU (tests/cuda_emu, float64 and float32; the half types are in
+        # test_cuda_kernels_emulated's gpu_* cases), at the emulation's lowered limits.
+
+        @pytest.mark.parametrize(
+            "shape",
+            [pytest.param(k, marks=[pytest.mark.sanitize] if k == "many_images" else []) for k in GPU_SHAPES],
+        )
+        @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+        def test_gpu_shapes(self, backend, device, shape):
+            gpu, _, layout = GPU_SHAPES[shape]
+            agree(c, c.shaped(*gpu, layout), backend, device, scale_loss=True)
+
+        @pytest.mark.parametrize("shape", list(GPU_SHAPES))
+        def test_gpu_shapes_emulated(self, emu, shape):
+            _, emulated, layout = GPU_SHAPES[shape]
+            with EmulateCuda(emu):
+                agree(c, c.shaped(*emulated, layout), "cpu", "cpu", scale_loss=True)
+
+        @pytest.mark.slow
+        @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+        def test_gpu_64bit_offsets(self, backend, device):
+            """More than 2^31 elements in one batch, in float16 (131074 images of 4 x 64 x 64:
+            offsets past int32, and more images than the grid's y extent)."""
+            if torch.cuda.get_device_properties(0).total_memory < 40 * 2**30:
+                pytest.skip("needs a GPU with 40 GiB")
+            copies = 2**31 // (2 * 4 * 64 * 64) + 1
+            check_batch_offsets(c, backend, device, torch.float16, (2, 4, 64, 64), copies)
+
+        @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+        def test_gpu_64bit_offsets_emulated(self, emu, dtype):
+            with EmulateCuda(emu):
+                check_batch_offsets(c, "cpu", "cpu", dtype, (2, 3, 5, 7), 4)
+
+        @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+        def test_gpu_side_stream(self, backend, device):
+            """Kernels go to the current stream: on a side stream that is still busy (a sleep
+            kernel) when the inputs are written there, a step gives the default stream's bits.
+            A kernel launched on any other stream would read the inputs before they exist."""
+            inp = c.make(device, torch.float32)
+            want = step(c, inp, backend)  # also compiles the Triton kernels
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            pk.set_checks(False)  # the label check's host sync would wait for the sleep
+            try:
+                with torch.cuda.stream(side):
+                    torch.cuda._sleep(100_000_000)  # ~50 ms
+                    late = _map_tensors(inp, lambda k, v: v.clone())
+                    got = step(c, late, backend)
+            finally:
+                pk.set_checks(True)
+            torch.cuda.current_stream().wait_stream(side)
+            for i, (a, b) in enumerate(zip(got, want)):
+                assert torch.equal(a, b), i
+
+        @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+        def test_gpu_cuda_graph_capture(self, backend, device):
+            """A step (forward + backward) captured in a CUDA graph, with the label checks on
+            (they stand aside while capturing: no host sync inside), replayed on new values."""
+            inp = c.make(device, torch.float32)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the capture (Triton compiles here)
+                for _ in range(2):
+                    step(c, inp, backend)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                got = step(c, inp, backend)
+            with torch.no_grad():  # new values in the captured inputs; labels stay valid
+                for v in inp.values():
+                    if isinstance(v, torch.Tensor):
+                        v.copy_(v * 0.75 + 0.5 if v.is_floating_point() else v.roll(1, -1))
+            graph.replay()
+            torch.cuda.synchronize()
+            want = step(c, as_reference(inp), "reference")
+            for i, (a, b) in enumerate(zip(got, want)):
+                assert_close(a, b, torch.float32, msg=f"output or gradient {i}")
+
     TestContract.__qualname__ = TestContract.__name__ = f"TestContract_{c.op}"
     return TestContract
 
 
-def agree(c: Contract, make, backend: str, device: str, known_gap: str | None = None) -> None:
+def agree(
+    c: Contract, make, backend: str, device: str, known_gap: str | None = None, scale_loss: bool = False
+) -> None:
     """`backend` against the reference (float64 on the CPU) on make(device, dtype) for each dtype
-    the backend takes: outputs, and the gradients of c.loss. With `known_gap`, a half-precision
-    miss is reported as xfail (after float64 and float32 passed)."""
+    the backend takes: outputs, and the gradients of c.loss (with `scale_loss`, times
+    loss_scale of the reference's gradients: for large half inputs). With `known_gap`, a
+    half-precision miss is reported as xfail (after float64 and float32 passed)."""
     for dtype in dtypes_for(backend):
         if known_gap is not None and dtype in (torch.float16, torch.bfloat16):
             try:
-                _agree_one(c, make, backend, device, dtype)
+                _agree_one(c, make, backend, device, dtype, scale_loss)
             except AssertionError as e:
                 pytest.xfail(f"known gap: {known_gap} ({str(e).splitlines()[0]})")
             continue
-        _agree_one(c, make, backend, device, dtype)
+        _agree_one(c, make, backend, device, dtype, scale_loss)
 
 
-def _agree_one(c: Contract, make, backend: str, device: str, dtype) -> None:
-    if True:
-        inp = make(device, dtype)
-        ref_inp = as_reference(inp)
-        got, want = _outputs(c.call(inp, backend)), _outputs(c.call(ref_inp, "reference"))
-        assert len(got) == len(want)
-        for i, (a, b) in enumerate(zip(got, want)):
-            assert a.device.type == torch.device(device).type, i
-            assert a.shape == b.shape, (i, a.shape, b.shape)
-            assert_close(a, b, dtype, msg=f"output {i}, {dtype}")
-        if c.loss is not None:
-            for k, a, b in zip(c.grad_inputs, grads(c, inp, backend), grads(c, ref_inp, "reference")):
-                assert a.dtype == inp[k].dtype and a.shape == inp[k].shape
-                assert_close(a, b, dtype, msg=f"grad {k}, {dtype}")
+def _agree_one(c: Contract, make, backend: str, device: str, dtype, scale_loss=False) -> None:
+    inp = make(device, dtype)
+    ref_inp = as_reference(inp)
+    got, want = _outputs(c.call(inp, backend)), _outputs(c.call(ref_inp, "reference"))
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.device.type == torch.device(device).type, i
+        assert a.shape == b.shape, (i, a.shape, b.shape)
+        assert_close(a, b, dtype, msg=f"output {i}, {dtype}")
+    if c.loss is not None:
+        want = grads(c, ref_inp, "reference")
+        scale = loss_scale(want, dtype) if scale_loss else 1.0
+        for k, a, b in zip(c.grad_inputs, grads(c, inp, backend, scale), want):
+            assert a.dtype == inp[k].dtype and a.shape == inp[k].shape
+            assert_close(a, b * scale, dtype, msg=f"grad {k}, {dtype}")
 
 
 def backend_params_gradcheck():

@@ -3,8 +3,9 @@ not, with pixels exactly on the center (distance 0, gradient 0)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import make_emb, weighted_loss
+from conftest import BACKENDS, make_emb, weighted_loss
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -35,6 +36,7 @@ ROW = Contract(
     op="center_distance",
     make=_inp(2, 5, 7, 9),
     call=_call,
+    shaped=_inp,
     loss=weighted_loss,
     grad_inputs=("emb", "center"),
     tiny=_inp(2, 3, 3, 4),
@@ -70,12 +72,10 @@ ROW = Contract(
 TestContract = suite(ROW)
 
 
-def test_zero_distance_has_zero_gradient():
-    inp = _inp(1, 3, 2, 2, on_center=True)("cpu", torch.float64)
-    for backend in pk.available_backends():
-        if backend == "cuda":
-            continue
-        emb = inp["emb"].clone().requires_grad_(True)
-        d = pk.center_distance(emb, inp["center"], backend=backend)
-        (g,) = torch.autograd.grad(d.sum(), emb)
-        assert d[0, 0, 0] == 0 and (g[0, :, 0, 0] == 0).all() and g.isfinite().all(), backend
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_zero_distance_has_zero_gradient(backend, device):
+    inp = _inp(1, 3, 2, 2, on_center=True)(device, torch.float64)
+    emb = inp["emb"].clone().requires_grad_(True)
+    d = pk.center_distance(emb, inp["center"], backend=backend)
+    (g,) = torch.autograd.grad(d.sum(), emb)
+    assert d[0, 0, 0] == 0 and (g[0, :, 0, 0] == 0).all() and g.isfinite().all()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_emb, make_labels, weighted_loss
+from conftest import BACKENDS, make_emb, make_labels, weighted_loss
 from contract import Contract, suite
 from test_region_hinge import CASES as HINGE_CASES
 
@@ -39,6 +39,7 @@ ROW = Contract(
     op="centroid_hinge",
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
     call=_call,
+    shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 3, layout),
     loss=weighted_loss,
     grad_inputs=("emb",),
     tiny=_inp(2, 3, 3, 4, 3, delta=0.2),
@@ -66,19 +67,18 @@ ROW = Contract(
 TestContract = suite(ROW)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
-def test_is_region_stats_then_region_hinge(backend):
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_is_region_stats_then_region_hinge(backend, device):
     """Values and float64 gradients equal the two-op composition's."""
-    if backend not in pk.available_backends():
-        pytest.skip(f"{backend} is not available here")
-    inp = _inp(2, 6, 9, 11, 4, pattern="gaps", delta=0.3)("cpu", torch.float64)
+    inp = _inp(2, 6, 9, 11, 4, pattern="gaps", delta=0.3)(device, torch.float64)
     emb = inp["emb"].requires_grad_()
     got = pk.centroid_hinge(emb, inp["labels"], 4, delta=0.3, backend=backend)
     n, c, _ = pk.region_stats(emb, inp["labels"], 4, with_variance=False, backend=backend)
     want = (n, c, pk.region_hinge(emb, inp["labels"], c, delta=0.3, backend=backend))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    w = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(got)]
+    w = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i)).to(o.device)
+         for i, o in enumerate(got)]  # fmt: skip
     g_got = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(got[1:], w[1:])), emb)[0]
     g_want = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(want[1:], w[1:])), emb)[0]
     torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)

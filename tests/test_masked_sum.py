@@ -39,6 +39,7 @@ ROW = Contract(
     op="masked_sum",
     make=_inp(2, 5, 7, 9),
     call=_call,
+    shaped=_inp,
     loss=_loss,
     grad_inputs=("feat", "mask"),
     tiny=_inp(2, 3, 3, 4),

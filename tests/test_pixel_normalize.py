@@ -3,8 +3,9 @@ pixels whose norm is below eps (the clamped, linear branch) and exactly zero vec
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import dtypes_for, make_emb, weighted_loss
+from conftest import BACKENDS, dtypes_for, make_emb, weighted_loss
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -33,6 +34,7 @@ ROW = Contract(
     op="pixel_normalize",
     make=_inp(2, 5, 7, 9),
     call=_call,
+    shaped=_inp,
     loss=weighted_loss,
     grad_inputs=("emb",),
     tiny=_inp(2, 3, 3, 4),
@@ -73,56 +75,43 @@ ROW = Contract(
 TestContract = suite(ROW)
 
 
-def test_matches_functional_normalize():
-    x = make_emb(2, 6, 5, 7, dtype=torch.float64, device="cpu")
-    for backend in pk.available_backends():
-        if backend == "cuda":
-            continue
-        torch.testing.assert_close(
-            pk.pixel_normalize(x, backend=backend),
-            torch.nn.functional.normalize(x, dim=1),
-            rtol=1e-12,
-            atol=0,
-        )
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_matches_functional_normalize(backend, device):
+    x = make_emb(2, 6, 5, 7, dtype=torch.float64, device=device)
+    torch.testing.assert_close(
+        pk.pixel_normalize(x, backend=backend), torch.nn.functional.normalize(x, dim=1), rtol=1e-12, atol=0
+    )
 
 
-def test_d1_gradient_is_zero():
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_d1_gradient_is_zero(backend, device):
     """With D = 1 the output is sign(x): its gradient is identically 0 (a relative comparison
     with the reference's rounding noise would be meaningless)."""
-    x = make_emb(2, 1, 5, 7, dtype=torch.float64, device="cpu") - 3.0
-    for backend in pk.available_backends():
-        if backend == "cuda":
-            continue
-        xb = x.clone().requires_grad_(True)
-        y = pk.pixel_normalize(xb, backend=backend)
-        (g,) = torch.autograd.grad((y * torch.randn_like(y)).sum(), xb)
-        torch.testing.assert_close(y, x.sign(), rtol=0, atol=1e-15)
-        assert g.abs().max() < 1e-12, backend
+    x = (make_emb(2, 1, 5, 7, dtype=torch.float64, device=device) - 3.0).requires_grad_(True)
+    y = pk.pixel_normalize(x, backend=backend)
+    (g,) = torch.autograd.grad((y * torch.randn_like(y)).sum(), x)
+    torch.testing.assert_close(y, x.detach().sign(), rtol=0, atol=1e-15)
+    assert g.abs().max() < 1e-12
 
 
-def test_nan_propagates():
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_nan_propagates(backend, device):
     x = make_emb(1, 3, 4, 5, dtype=torch.float64, device="cpu")
     x[0, 1, 2, 3] = float("nan")
-    for backend in pk.available_backends():
-        if backend == "cuda":
-            continue
-        y = pk.pixel_normalize(x, backend=backend)
-        assert y[0, :, 2, 3].isnan().all() and not y[0, :, 2, 2].isnan().any(), backend
+    y = pk.pixel_normalize(x.to(device), backend=backend).cpu()
+    assert y[0, :, 2, 3].isnan().all() and not y[0, :, 2, 2].isnan().any()
 
 
-def test_upcast_dtype():
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_upcast_dtype(backend, device):
     """upcast: half in, float32 out (float32 and float64 unchanged); the gradient in emb's dtype.
     The values are those of the float32 computation, not rounded to half."""
-    for backend in pk.available_backends():
-        if backend == "cuda":
-            continue
-        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            if dtype not in dtypes_for(backend):
-                continue
-            x = make_emb(2, 5, 4, 3, dtype=dtype, device="cpu").requires_grad_(True)
-            y = pk.pixel_normalize(x, upcast=True, backend=backend)
-            want = torch.nn.functional.normalize(x.detach().float() if dtype != torch.float64 else x.detach(), dim=1)
-            assert y.dtype == want.dtype, (backend, dtype)
-            torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
-            (g,) = torch.autograd.grad(y.sum(), x)
-            assert g.dtype == dtype, (backend, dtype)
+    for dtype in dtypes_for(backend):
+        x = make_emb(2, 5, 4, 3, dtype=dtype, device=device).requires_grad_(True)
+        y = pk.pixel_normalize(x, upcast=True, backend=backend)
+        xd = x.detach()
+        want = torch.nn.functional.normalize(xd.float() if dtype != torch.float64 else xd, dim=1)
+        assert y.dtype == want.dtype, dtype
+        torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert g.dtype == dtype, dtype

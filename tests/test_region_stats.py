@@ -10,8 +10,8 @@ from conftest import (
     BACKENDS,
     COMPILED_BACKENDS,
     GPU_BACKENDS,
-    HAS_CUDA,
     assert_close,
+    backend_params,
     dtypes_for,
     make_emb,
     make_labels,
@@ -25,13 +25,16 @@ from pixelkernels.reference.region_stats import region_stats as reference_region
 # The contract row
 
 
-def _make(device, dtype):
-    return {
-        "emb": make_emb(2, 5, 7, 9, dtype=dtype, device=device),
-        "labels": make_labels(2, 7, 9, 3, device=device).to(torch.int16),
-        "num_regions": 3,
-        "ignore_index": -1,
-    }
+def _shaped(B, D, H, W, layout):
+    def make(device, dtype):
+        return {
+            "emb": make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout),
+            "labels": make_labels(B, H, W, 3, device=device).to(torch.int16),
+            "num_regions": 3,
+            "ignore_index": -1,
+        }
+
+    return make
 
 
 def _tiny(device, dtype):
@@ -97,8 +100,9 @@ def _bad(**kw):
 
 ROW = Contract(
     op="region_stats",
-    make=_make,
+    make=_shaped(2, 5, 7, 9, "contiguous"),
     call=_call,
+    shaped=_shaped,
     loss=_loss,
     grad_inputs=("emb",),
     tiny=_tiny,
@@ -476,13 +480,11 @@ def test_backward_op_ignores_regions_with_count_zero(backend, device):
 
 
 @pytest.mark.parametrize("path", ["chunked", "atomic", "multi_tile"])
-def test_triton_paths(path):
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_paths(backend, device, path):
     """Each forward path of the Triton kernels against the reference (auto picks by R)."""
-    if "triton" not in pk.available_backends():
-        pytest.skip("triton not usable here")
     from pixelkernels.triton import region_stats as tr
 
-    device = "cuda" if HAS_CUDA else "cpu"
     emb = make_emb(2, 5, 19, 23, dtype=torch.float32, device=device, layout="channels_last")
     labels = make_labels(2, 19, 23, 7, device=device).to(torch.uint8)
     labels[labels == 255] = 7  # out of range: ignored by every path
@@ -493,7 +495,9 @@ def test_triton_paths(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# The paths of the GPU kernels (skipped without a GPU; all of them run in `bash .ci/gpu`).
+# The paths of the GPU kernels (skipped without a GPU; all of them run in `bash .ci/gpu`). The
+# GPU-shaped tests every op has (many images, 64-bit offsets, side stream, CUDA graph capture,
+# determinism) are in tests/contract.py.
 # id: (B, D, H, W, R, layout, dtype); the CUDA kernel's paths named in its header.
 GPU_CASES = {
     "smem_accumulators": (3, 24, 33, 35, 5, "contiguous", torch.float32),
@@ -587,67 +591,6 @@ def test_gpu_deterministic_mode(backend, device):
         assert all(torch.equal(a, b) for a, b in zip(runs[0], run))
     for a, b in zip(runs[0], _reference(emb, labels, 50, -1)):
         assert_close(a, b, torch.float32)
-
-
-@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
-def test_gpu_many_small_images(backend, device):
-    """B > 65535: the batch must not sit on a grid axis limited to 65535."""
-    B = 65537 + 6
-    emb = make_emb(B, 2, 2, 3, dtype=torch.float32, device=device).requires_grad_(True)
-    labels = make_labels(B, 2, 3, 2, device=device)
-    got = pk.region_stats(emb, labels, 2, backend=backend)
-    for a, b in zip(got, _reference(emb, labels, 2, -1)):
-        assert_close(a, b, torch.float32)
-    (g,) = torch.autograd.grad(got[2].sum(), emb)
-    xr = emb.detach().double().cpu().requires_grad_(True)
-    (gr,) = torch.autograd.grad(reference_region_stats(xr, labels.cpu(), 2)[2].sum(), xr)
-    assert_close(g, gr, torch.float32)
-
-
-@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
-def test_gpu_side_stream(backend, device):
-    """Kernels go to the current stream: results on a side stream match the default stream's."""
-    emb = make_emb(3, 16, 40, 41, dtype=torch.float32, device=device)
-    labels = make_labels(3, 40, 41, 4, device=device)
-    want = pk.region_stats(emb, labels, 4, backend=backend)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        got = pk.region_stats(emb, labels, 4, backend=backend)
-    torch.cuda.current_stream().wait_stream(side)
-    for a, b in zip(got, want):
-        assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
-def test_gpu_cuda_graph_capture(backend, device):
-    """Forward + backward captured in a CUDA graph (no host sync anywhere), replayed on new data."""
-    emb = make_emb(2, 16, 30, 31, dtype=torch.float32, device=device).requires_grad_(True)
-    labels = make_labels(2, 30, 31, 3, device=device)
-    gv = torch.randn(2, 3, device=device)
-
-    def step():
-        _, c, v = pk.region_stats(emb, labels, 3, backend=backend)
-        return torch.autograd.grad(c.sum() + (v * gv).sum(), emb)[0]
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):  # warm-up outside the capture (Triton compiles here)
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        grad = step()
-    with torch.no_grad():
-        emb.copy_(make_emb(2, 16, 30, 31, dtype=torch.float32, device=device, seed=9))
-        labels.copy_(make_labels(2, 30, 31, 3, device=device, seed=4))
-    graph.replay()
-    torch.cuda.synchronize()
-    xr = emb.detach().double().cpu().requires_grad_(True)
-    _, cr, vr = reference_region_stats(xr, labels.cpu(), 3)
-    (want,) = torch.autograd.grad(cr.sum() + (vr * gv.double().cpu()).sum(), xr)
-    assert_close(grad, want, torch.float32)
 
 
 @pytest.mark.slow

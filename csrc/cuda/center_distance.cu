@@ -143,7 +143,7 @@ Status launch(OnCuda on, const CenterDistanceForward& p) {
     using acc_t = typename decltype(a)::type;
     const int64_t gx = cuda::ceil_div<int64_t>(p.emb.P, cuda::kThreads >> gs);
     cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>,
-                        dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), cuda::image_grid(p.emb.B)),
+                        dim3(cuda::stride_grid(gx), cuda::image_grid(p.emb.B)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.emb),
                         static_cast<const acc_t*>(p.center), p.squared, gs, static_cast<scalar_t*>(p.dist));
   });

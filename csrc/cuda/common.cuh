@@ -25,13 +25,29 @@ namespace pixelkernels::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// Grid limit of the y and z axes. The emulation build lowers it (and the emulator refuses a
-// launch beyond it) so that small test batches reach the grid-stride loops over images.
+// Launch limits. The emulation build lowers them so that small test inputs reach the paths
+// that only large inputs take on a GPU:
+//   kMaxGridYZ       grid limit of the y and z axes (the grid-stride loops over images); the
+//                    emulator refuses a launch beyond it;
+//   kMaxGridX        most blocks a grid-stride launch puts on the x axis (a tuning cap, the
+//                    hardware allows 2^31 - 1; the grid-stride loops over pixels/elements);
+//   kMaxNarrowIndex  largest flat index a kernel computes in 32 bits (index + grid stride);
+//                    past it, 64-bit index math.
 #ifdef PK_CUDA_EMU
 constexpr int64_t kMaxGridYZ = pk_emu::kGridYZLimit;
+constexpr int64_t kMaxGridX = 3;
+constexpr int64_t kMaxNarrowIndex = 4095;
 #else
 constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxGridX = 65535;
+constexpr int64_t kMaxNarrowIndex = UINT32_MAX;
 #endif
+
+// Grid x extent of a grid-stride launch that wants `blocks` blocks: at most `cap` and kMaxGridX.
+inline unsigned stride_grid(int64_t blocks, int64_t cap = kMaxGridX) {
+  const int64_t m = cap < kMaxGridX ? cap : kMaxGridX;
+  return static_cast<unsigned>(blocks < m ? blocks : m);
+}
 
 template <typename T>
 PK_HD T ceil_div(T a, T b) {
@@ -173,7 +189,7 @@ template <typename acc_t>
 void sum_partials(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t stream) {
   const int64_t blocks = ceil_div<int64_t>(B * K, 256 / 32);
   if (blocks > 0)
-    launch_kernel(sum_partials_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)), dim3(256),
+    launch_kernel(sum_partials_kernel<acc_t>, dim3(stride_grid(blocks, 8192)), dim3(256),
                   0, stream, part, B, n, K, sign, out);
 }
 

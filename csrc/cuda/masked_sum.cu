@@ -161,7 +161,7 @@ Status launch(OnCuda on, const MaskedSumForward& p) {
       });
     // Also runs when P == 0 (no partials): then it writes zeros.
     const int64_t blocks = cuda::ceil_div<int64_t>(p.feat.B * (p.feat.D + 1), cuda::kWarps);
-    cuda::launch_kernel(cuda::merge_kernel<acc_t>, dim3(static_cast<unsigned>(blocks < 8192 ? blocks : 8192)),
+    cuda::launch_kernel(cuda::merge_kernel<acc_t>, dim3(cuda::stride_grid(blocks, 8192)),
                         dim3(cuda::kThreads), 0, st, part, p.feat.B, nc * cuda::kWarps, p.feat.D,
                         static_cast<acc_t*>(p.sum), static_cast<acc_t*>(p.mass));
   });
@@ -176,7 +176,7 @@ Status launch(OnCuda on, const MaskedSumBackward& p) {
     using acc_t = typename decltype(a)::type;
     const int64_t gx = cuda::ceil_div<int64_t>(p.feat.P, cuda::kThreads >> gs);
     cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>,
-                        dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), cuda::image_grid(p.feat.B)),
+                        dim3(cuda::stride_grid(gx), cuda::image_grid(p.feat.B)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.feat),
                         static_cast<const scalar_t*>(p.mask), static_cast<const acc_t*>(p.grad_sum),
                         static_cast<const acc_t*>(p.grad_mass), gs, static_cast<scalar_t*>(p.grad_feat),

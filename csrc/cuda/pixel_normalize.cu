@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
 
 dim3 grid_for(const PixelMap& m, int gs) {
   const int64_t gx = ceil_div<int64_t>(m.P, kThreads >> gs);
-  return dim3(static_cast<unsigned>(gx < 65535 ? gx : 65535), image_grid(m.B));
+  return dim3(stride_grid(gx), image_grid(m.B));
 }
 
 // f(scalar tag, acc tag, side tag): `side` is the type of y (forward) or g (backward): emb's

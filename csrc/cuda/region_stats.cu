@@ -372,7 +372,7 @@ void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t 
   acc_t* part_mean = reinterpret_cast<acc_t*>(ws + q.off_mean);
   acc_t* part_m2 = reinterpret_cast<acc_t*>(ws + q.off_m2);
   int32_t* cnt_scratch = reinterpret_cast<int32_t*>(ws + q.off_cnt);
-  const unsigned gy = static_cast<unsigned>(B < kMaxGridYZ ? B : kMaxGridYZ);
+  const unsigned gy = image_grid(B);
   if (q.nc > 0) {
     const PartialArgs<scalar_t, label_t> a{static_cast<const scalar_t*>(p.emb.data),
                                            static_cast<const label_t*>(p.labels.data),
@@ -397,11 +397,10 @@ template <typename scalar_t, typename acc_t, typename label_t>
 void launch_backward(const RegionStatsBackward& p, cudaStream_t stream) {
   const int64_t B = p.emb.B, D = p.emb.D, P = p.emb.P;
   const int64_t n = P * D;
-  int64_t gx = ceil_div<int64_t>(n, kThreads);
-  if (gx > 65535) gx = 65535;
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(B < kMaxGridYZ ? B : kMaxGridYZ));
+  const unsigned gx = stride_grid(ceil_div<int64_t>(n, kThreads));
+  const dim3 grid(gx, image_grid(B));
   // 32-bit index math when j + grid stride cannot overflow it.
-  const bool narrow = n + gx * kThreads <= int64_t(UINT32_MAX);
+  const bool narrow = n + int64_t(gx) * kThreads <= kMaxNarrowIndex;
   auto go = [&](auto idx_tag, auto inner_tag) {
     using idx_t = decltype(idx_tag);
     constexpr bool kPixelInner = decltype(inner_tag)::value;
