@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import BACKENDS, make_emb, weighted_loss
+from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -34,6 +35,7 @@ def _bad(**kw):
 
 ROW = Contract(
     op="center_distance",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "center": Floats(("B", "D"), stats=True), "squared": Choice((False, True))},
     make=_inp(2, 5, 7, 9),
     call=_call,
     shaped=_inp,

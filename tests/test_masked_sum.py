@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from conftest import fixed_weights, make_emb, make_weights
+from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -37,6 +38,7 @@ def _bad(**kw):
 
 ROW = Contract(
     op="masked_sum",
+    fuzz=lambda d: {"feat": Floats(("B", "D", "H", "W")), "mask": Floats(("B", "H", "W"), positive=True)},
     make=_inp(2, 5, 7, 9),
     call=_call,
     shaped=_inp,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import BACKENDS, dtypes_for, make_emb, weighted_loss
+from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -32,6 +33,7 @@ def _bad(**kw):
 
 ROW = Contract(
     op="pixel_normalize",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "eps": Choice((1e-12, 0.5)), "upcast": Choice((False, True))},
     make=_inp(2, 5, 7, 9),
     call=_call,
     shaped=_inp,

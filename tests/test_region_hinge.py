@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import BACKENDS, COMPILED_BACKENDS, dtypes_for, make_emb, make_labels, weighted_loss
+from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -75,6 +76,8 @@ CASES = {
 
 ROW = Contract(
     op="region_hinge",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W")), "centroid": Floats(("B", "R", "D"), stats=True),
+                     "delta": Choice((0.0, 0.5)), "ignore_index": Ignore()},
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
     call=_call,
     shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 3, layout),

@@ -16,6 +16,7 @@ from conftest import (
     make_emb,
     make_labels,
 )
+from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
 import pixelkernels as pk
@@ -100,6 +101,8 @@ def _bad(**kw):
 
 ROW = Contract(
     op="region_stats",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W")), "num_regions": Size("R"),
+                     "ignore_index": Ignore(), "with_variance": Choice((True, False))},
     make=_shaped(2, 5, 7, 9, "contiguous"),
     call=_call,
     shaped=_shaped,
