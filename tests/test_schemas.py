@@ -5,12 +5,15 @@ C++ and Python compositions give bitwise the same results."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_labels
+from conftest import AVAILABLE, HAS_CUDA, TRITON_DEVICE, make_labels
 
 import pixelkernels as pk
 from pixelkernels import _schema
@@ -44,14 +47,12 @@ def test_table_names_every_op_and_backward():
 
 @pytest.mark.parametrize("name", list(_schema.SCHEMAS))
 def test_every_variant_has_the_table_schema(name):
-    want = str(_schema.function_schema(name))
-    got = {}
-    for suffix in SUFFIXES:
-        s = str(_packet(name, suffix).default._schema)
-        got[suffix] = s.replace(f"::{name}{suffix}(", f"::{name}(", 1)
-        assert got[suffix] == want, suffix
-    if len(got) == 2:  # C++ and Triton: the same arguments, types, defaults and returns
-        cpp, tri = (_packet(name, s).default._schema for s in ("", "_triton"))
+    want = str(_schema.function_schema(name)).replace(f"::{name}(", "::", 1)
+    schemas = {suffix: _packet(name, suffix).default._schema for suffix in SUFFIXES}
+    for suffix, schema in schemas.items():
+        assert str(schema).replace(f"::{name}{suffix}(", "::", 1) == want, suffix
+    if len(schemas) == 2:  # C++ and Triton: the same arguments, types, defaults and returns
+        cpp, tri = schemas[""], schemas["_triton"]
         for a, b in zip(cpp.arguments, tri.arguments, strict=True):
             assert (a.name, str(a.type), a.has_default_value(), a.kwarg_only) == (
                 b.name, str(b.type), b.has_default_value(), b.kwarg_only
@@ -73,7 +74,8 @@ def test_no_schema_written_outside_the_table():
     for p in cpp:
         text = p.read_text()
         # a schema definition: .def("op(..." or .def(#name ...), or a library that may hold one
-        defs = re.findall(r'\.def\(\s*(?:"[\w.]+\(|#)', text) + re.findall(r"TORCH_LIBRARY(?:_FRAGMENT)?\s*\(", text)
+        defs = re.findall(r'\.def\(\s*(?:"[\w.]+\(|#)', text)
+        defs += re.findall(r"TORCH_LIBRARY(?:_FRAGMENT)?\s*\(", text)
         if p.name == "ops.cpp":
             assert sorted(defs) == [".def(#", "TORCH_LIBRARY("], defs
         else:
@@ -88,8 +90,33 @@ def test_no_schema_written_outside_the_table():
         assert set(names) == {n for n in _schema.SCHEMAS if n in (p.stem, p.stem + "_backward")}, p
 
 
+@pytest.mark.triton
+@pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed")
+def test_triton_variants_need_no_extension():
+    """The table is package data: without _C the Triton variants still get every schema."""
+    code = (
+        "import sys, warnings, torch\n"
+        "sys.modules['pixelkernels._C'] = None  # as if the extension were missing\n"
+        "warnings.simplefilter('ignore')\n"
+        "import pixelkernels as pk\n"
+        "from pixelkernels import _schema\n"
+        "assert not pk._ext.HAVE_CPU_KERNELS\n"
+        "for name in _schema.SCHEMAS:\n"
+        "    _schema.expect_registered(name, getattr(torch.ops.pixelkernels, name + '_triton'), '_triton')\n"
+        "emb, labels = torch.randn(1, 2, 3, 3, requires_grad=True), torch.zeros(1, 3, 3, dtype=torch.long)\n"
+        "count, centroid, hinge = pk.centroid_hinge(emb, labels, 1, backend='triton')\n"
+        "(centroid.sum() + hinge.sum()).backward()\n"
+        "print('OK', count.tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PIXELKERNELS_BACKEND"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                       env={**env, "TRITON_INTERPRET": "1"}, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert r.stdout.startswith("OK [[9.0]]"), r.stdout
+
+
 def test_parse_refuses_what_the_preprocessor_would_read_otherwise():
-    ok = '// c\nPK_SCHEMA(a, "(Tensor x, int n=2)"\n " -> Tensor")  // trailing\nPK_SCHEMA(b, "(Tensor y) -> Tensor")\n'
+    ok = '// c\nPK_SCHEMA(a, "(Tensor x, int n=2)"\n " -> Tensor")  // end\n' 'PK_SCHEMA(b, "(Tensor y) -> Tensor")'
     assert _schema.parse(ok) == {"a": "(Tensor x, int n=2) -> Tensor", "b": "(Tensor y) -> Tensor"}
     for bad, match in (
         ('PK_SCHEMA(a, "(Tensor x) -> Tensor")\nPK_SCHEMA(a, "(Tensor x) -> Tensor")', "twice"),
@@ -148,8 +175,9 @@ def _good() -> dict[str, dict]:
     count = torch.ones(B, R, dtype=torch.float64)
     return {
         "region_stats": dict(emb=emb, labels=labels, num_regions=R, ignore_index=-1, with_variance=True),
-        "region_stats_backward": dict(grad_centroid=_f(B, R, D), grad_variance=_f(B, R), emb=emb, labels=labels,
-                                      count=count, centroid=centroid, ignore_index=-1, with_variance=True),
+        "region_stats_backward": dict(grad_centroid=_f(B, R, D), grad_variance=_f(B, R), emb=emb,
+                                      labels=labels, count=count, centroid=centroid, ignore_index=-1,
+                                      with_variance=True),
         "pixel_normalize": dict(emb=emb, eps=1e-12, upcast=False),
         "pixel_normalize_backward": dict(grad_normalized=_f(B, D, H, W), emb=emb, eps=1e-12, upcast=False),
         "masked_sum": dict(feat=emb, mask=_f(B, H, W)),
@@ -157,11 +185,12 @@ def _good() -> dict[str, dict]:
         "center_distance": dict(emb=emb, center=_f(B, D), squared=False),
         "center_distance_backward": dict(grad_dist=_f(B, H, W), emb=emb, center=_f(B, D), squared=False),
         "region_hinge": dict(emb=emb, labels=labels, centroid=centroid, delta=0.5, ignore_index=-1),
-        "region_hinge_backward": dict(grad_hinge=_f(B, R), emb=emb, labels=labels, centroid=centroid, delta=0.5,
-                                      ignore_index=-1, offset=_f(B, R, D), emb_grad=True),
+        "region_hinge_backward": dict(grad_hinge=_f(B, R), emb=emb, labels=labels, centroid=centroid,
+                                      delta=0.5, ignore_index=-1, offset=_f(B, R, D), emb_grad=True),
         "centroid_hinge": dict(emb=emb, labels=labels, num_regions=R, delta=0.5, ignore_index=-1),
-        "centroid_hinge_backward": dict(grad_centroid=_f(B, R, D), grad_hinge=_f(B, R), emb=emb, labels=labels,
-                                        count=count, centroid=centroid, delta=0.5, ignore_index=-1),
+        "centroid_hinge_backward": dict(grad_centroid=_f(B, R, D), grad_hinge=_f(B, R), emb=emb,
+                                        labels=labels, count=count, centroid=centroid, delta=0.5,
+                                        ignore_index=-1),
     }  # fmt: skip
 
 
@@ -170,9 +199,11 @@ def _good() -> dict[str, dict]:
 # that must agree with it.
 _BAD = {
     "emb": [("rank 3", _f(B, D, H * W)), ("rank 5", _f(B, D, H, W, 1)),
-            ("int64", torch.ones(B, D, H, W, dtype=torch.int64)), ("bool", torch.ones(B, D, H, W, dtype=torch.bool))],
+            ("int64", torch.ones(B, D, H, W, dtype=torch.int64)),
+            ("bool", torch.ones(B, D, H, W, dtype=torch.bool))],
     "labels": [("W + 1", _lab(B, H, W + 1)), ("B + 1", _lab(B + 1, H, W)), ("flat", _lab(B, H * W)),
-               ("rank 4", _lab(B, 1, H, W)), ("float", _f(B, H, W)), ("bool", torch.zeros(B, H, W, dtype=torch.bool))],
+               ("rank 4", _lab(B, 1, H, W)), ("float", _f(B, H, W)),
+               ("bool", torch.zeros(B, H, W, dtype=torch.bool))],
     "mask": [("W + 1", _f(B, H, W + 1)), ("flat", _f(B, H * W))],
     "center": [("D + 1", _f(B, D + 1)), ("B + 1", _f(B + 1, D)), ("rank 3", _f(B, D, 1))],
     "centroid": [("D + 1", _f(B, R, D + 1)), ("B + 1", _f(B + 1, R, D)), ("flat", _f(B, R * D)),
@@ -189,8 +220,8 @@ def _bad_cases():
     for op, args in _good().items():
         for arg, value in args.items():
             if arg.startswith("grad_"):  # each has the shape of an output (or emb's)
-                bad = [("last dim + 1", torch.zeros(*value.shape[:-1], value.shape[-1] + 1, dtype=value.dtype)),
-                       ("rank + 1", value.unsqueeze(0))]  # fmt: skip
+                wider = torch.zeros(*value.shape[:-1], value.shape[-1] + 1, dtype=value.dtype)
+                bad = [("last dim + 1", wider), ("rank + 1", value.unsqueeze(0))]
             else:
                 bad = _BAD.get(arg, [])
             cases += [pytest.param(op, arg, v, id=f"{op}-{arg}-{case}") for case, v in bad]
@@ -198,15 +229,21 @@ def _bad_cases():
 
 
 def _call(variant: str, op: str, args: dict, emu):
-    f = {"cpu": lambda: _packet(op, ""), "triton": lambda: _packet(op, "_triton"),
-         "cuda-emulated": lambda: getattr(emu, op)}[variant]()  # fmt: skip
-    return f(*args.values())
+    """torch.ops.pixelkernels.<op> on CPU or CUDA tensors, <op>_triton on Triton's device, or the
+    emulated CUDA library's <op>."""
+    if variant == "cuda-emulated":
+        return getattr(emu, op)(*args.values())
+    device = {"cpu": "cpu", "cuda": "cuda", "triton": TRITON_DEVICE}[variant]
+    values = [v.to(device) if isinstance(v, torch.Tensor) else v for v in args.values()]
+    return _packet(op, "_triton" if variant == "triton" else "")(*values)
 
 
 VARIANTS = [
     pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPP, reason="extension not built")),
-    pytest.param("triton", marks=[pytest.mark.triton,
-                                  pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed")]),
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not (HAS_CUDA and pk._ext.HAVE_CUDA_KERNELS), reason="needs a CUDA device and the CUDA kernels")]),
+    pytest.param("triton", marks=[pytest.mark.triton, pytest.mark.skipif(
+        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]),
     "cuda-emulated",
 ]  # fmt: skip
 
