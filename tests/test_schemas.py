@@ -116,7 +116,8 @@ def test_triton_variants_need_no_extension():
 
 
 def test_parse_refuses_what_the_preprocessor_would_read_otherwise():
-    ok = '// c\nPK_SCHEMA(a, "(Tensor x, int n=2)"\n " -> Tensor")  // end\n' 'PK_SCHEMA(b, "(Tensor y) -> Tensor")'
+    ok = '// c\nPK_SCHEMA(a, "(Tensor x, int n=2)"\n " -> Tensor")  // end\n'
+    ok += 'PK_SCHEMA(b, "(Tensor y) -> Tensor")'
     assert _schema.parse(ok) == {"a": "(Tensor x, int n=2) -> Tensor", "b": "(Tensor y) -> Tensor"}
     for bad, match in (
         ('PK_SCHEMA(a, "(Tensor x) -> Tensor")\nPK_SCHEMA(a, "(Tensor x) -> Tensor")', "twice"),
