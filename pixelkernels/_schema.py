@@ -79,11 +79,17 @@ def with_defaults(fn: Callable, schema: torch._C.FunctionSchema) -> Callable:
     return call
 
 
+# The Triton variants defined so far, by op name (torch keeps a custom op's registrations only
+# as long as its definition object lives).
+TRITON_OPS: dict = {}
+
+
 def triton_variant(name: str) -> Callable:
-    """Decorator: the launcher `fn` becomes the opaque op pixelkernels::<name>_triton
-    (``torch.library.custom_op``, which passes opcheck and torch.compile under the CPU
-    interpreter) with the table's schema. `fn` takes the schema's arguments in order, without
-    defaults or annotations: those are the schema's alone."""
+    """Decorator: defines the opaque op pixelkernels::<name>_triton (``torch.library.custom_op``,
+    which passes opcheck and torch.compile under the CPU interpreter) with the table's schema,
+    running `fn`, and returns `fn` itself (a call that skips the dispatcher, for compositions).
+    `fn` takes the schema's arguments in order, without defaults or annotations: those are the
+    schema's alone."""
     schema = function_schema(name)
     names = [a.name for a in schema.arguments]
 
@@ -98,8 +104,9 @@ def triton_variant(name: str) -> Callable:
                 f"{fn.__qualname__}{inspect.signature(fn)} must take ({', '.join(names)}), the arguments of "
                 f"{name} in pixelkernels/schemas.def, without defaults or annotations"
             )
-        return torch.library.custom_op(
+        TRITON_OPS[name] = torch.library.custom_op(
             f"{NAMESPACE}::{name}_triton", with_defaults(fn, schema), mutates_args=(), schema=SCHEMAS[name]
         )
+        return fn
 
     return register

@@ -65,6 +65,8 @@ def test_no_pixelkernels_op_outside_the_table():
     registered = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pixelkernels::")}
     want = {f"pixelkernels::{n}{s}" for n in _schema.SCHEMAS for s in SUFFIXES}
     assert registered == want
+    if HAVE_TRITON:
+        assert set(_schema.TRITON_OPS) == set(_schema.SCHEMAS)
 
 
 def test_no_schema_written_outside_the_table():

@@ -3,7 +3,7 @@ region_hinge ops.
 
 `forward` and `backward` are written for any variant's component ops (`ops`: an object with
 `region_stats`, `region_hinge` and `region_hinge_backward`, e.g. ``torch.ops.pixelkernels``);
-the Triton ops run them on the Triton variants. csrc/centroid_hinge.cpp is the same composition
+the Triton ops run them on the Triton variants' launchers, with their direct-call checks. csrc/centroid_hinge.cpp is the same composition
 in C++ (the C++ ops need no Python), and tests/test_schemas.py runs these functions on the C++
 ops to check that the two give bitwise the same results.
 
@@ -16,10 +16,10 @@ The backward runs region_hinge's backward twice:
      exceeds half precision's elementwise tolerance.
 """
 
-import torch
+import types
 
 from .._schema import triton_variant
-from . import region_hinge, region_stats  # noqa: F401  (define the component ops)
+from . import region_hinge, region_stats
 from ._common import expect, expect_same_device, expect_sizes, stats_dtype
 
 
@@ -44,14 +44,12 @@ def backward(ops, grad_centroid, grad_hinge, emb, labels, count, centroid, delta
     return ops.region_hinge_backward(grad_hinge, emb, labels, c, delta, ignore_index, offset, True)[0]
 
 
-class _TritonOps:
-    """The Triton variants of the component ops, under their op names."""
-
-    def __getattr__(self, name):
-        return getattr(torch.ops.pixelkernels, f"{name}_triton")
-
-
-_TRITON = _TritonOps()
+# The Triton variants' checked launchers, called directly (no second trip through the dispatcher).
+_TRITON = types.SimpleNamespace(
+    region_stats=region_stats.region_stats_op,
+    region_hinge=region_hinge.region_hinge_op,
+    region_hinge_backward=region_hinge.region_hinge_backward_op,
+)
 
 
 @triton_variant("centroid_hinge")
