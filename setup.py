@@ -27,6 +27,8 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+# Every op schema, read by csrc/ops.cpp (#include) and at run time by pixelkernels/_schema.py.
+SCHEMA_TABLE = ROOT / "pixelkernels" / "schemas.def"
 BASE_VERSION = re.search(
     r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()
 ).group(1)
@@ -181,7 +183,8 @@ def extensions(with_cuda: bool):
     # scalar sqrtss and a libm call per pixel: pixel_normalize ran 4x slower than its traffic).
     cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math", "-fno-math-errno"]
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
-    headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh"))]
+    # The schema table (csrc/ops.cpp includes it) is one of them.
+    headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh")) + [SCHEMA_TABLE]]
     common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l}
     if not with_cuda:
         ext = cpp_extension.CppExtension(
@@ -223,6 +226,7 @@ setup(
     version=BASE_VERSION + _local_version(WITH_CUDA),
     description="Fused Triton and CUDA/C++ kernels for per-pixel embedding-distance steps of metric-learning segmentation",
     packages=find_packages(include=["pixelkernels", "pixelkernels.*"]),
+    package_data={"pixelkernels": [SCHEMA_TABLE.name]},
     python_requires=">=3.10",
     install_requires=["torch>=2.6"],
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},

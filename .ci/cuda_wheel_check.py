@@ -2,26 +2,21 @@
 
 Run it from a directory outside the repo, so that `import pixelkernels` finds the installed
 wheel and not the source tree. It checks that the extension loaded from site-packages, that
-it was built for this torch's CUDA and the expected arch list, that every schema defined in
-csrc/ops.cpp has a CUDA and a CPU kernel registered, and that the CPU path agrees with the
-reference (.ci/smoke.py, run first so that its "no fallback warning at import" check holds).
+it was built for this torch's CUDA and the expected arch list, that every schema of the
+wheel's table (pixelkernels/schemas.def, which csrc/ops.cpp defines) has a CUDA and a CPU
+kernel registered, and that the CPU path agrees with the reference (.ci/smoke.py, run first
+so that its "no fallback warning at import" check holds).
 
     python /path/to/repo/.ci/cuda_wheel_check.py [--arch-list "8.0;9.0+PTX"]
 """
 
 import argparse
 import os
-import re
 import runpy
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def schema_names(ops_cpp: Path) -> list[str]:
-    """Operator names of every `m.def("name(...` in ops.cpp (overload names kept: "op.out")."""
-    return re.findall(r'm\.def\(\s*"([\w.]+)\(', ops_cpp.read_text())
 
 
 def main() -> int:
@@ -34,6 +29,7 @@ def main() -> int:
     import torch
 
     import pixelkernels as pk
+    from pixelkernels._schema import SCHEMAS
 
     results = []  # (ok, what)
 
@@ -51,8 +47,8 @@ def main() -> int:
     check(cuda == torch.version.cuda, f"built for CUDA {cuda}, torch has {torch.version.cuda}")
     check(arch_list == args.arch_list, f"arch_list {arch_list!r}, expected {args.arch_list!r}")
 
-    names = schema_names(REPO / "csrc" / "ops.cpp")
-    check(names, f"schemas in csrc/ops.cpp: {names}")
+    names = list(SCHEMAS)
+    check(names, f"schemas in pixelkernels/schemas.def: {names}")
     for name in names:
         for key in ("CUDA", "CPU"):
             has = torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{name}", key)

@@ -6,6 +6,9 @@
 //      gradient of each pixel through its centroid, added before the one rounding to emb's
 //      dtype. Summing two half gradients (autograd over the two ops) rounds twice, and where
 //      they cancel that exceeds half precision's elementwise tolerance.
+// The Triton variant runs the same composition in Python (pixelkernels/triton/centroid_hinge.py,
+// forward/backward over any variant's component ops); tests/test_schemas.py runs that one on
+// these ops' components and checks both compositions give bitwise the same results.
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <optional>

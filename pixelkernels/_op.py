@@ -1,13 +1,14 @@
 """One definition per op (SPEC §1): registration, dispatch and autograd, written once.
 
-Every op has up to two compiled variants with the same schema and argument names:
+Every op has up to two compiled variants, both with the op's one schema (pixelkernels/schemas.def,
+read by csrc/ops.cpp and pixelkernels/_schema.py):
 
-* ``pixelkernels::<name>``          C++ (schema in csrc/ops.cpp; CPU and CUDA kernels)
-* ``pixelkernels::<name>_triton``   Triton (``torch.library.custom_op`` in pixelkernels/triton/<name>.py)
+* ``pixelkernels::<name>``          C++ (defined in csrc/ops.cpp; CPU and CUDA kernels)
+* ``pixelkernels::<name>_triton``   Triton (``_schema.triton_variant`` in pixelkernels/triton/<name>.py)
 
 and, when differentiable, a backward op of each, ``<name>_backward`` and
-``<name>_backward_triton``. ``define()`` gives every variant the op's one fake
-implementation and one autograd formula:
+``<name>_backward_triton``. ``define()`` checks that each variant carries the table's schema
+and gives it the op's one fake implementation and one autograd formula:
 
 * The backward op's arguments are read off its schema: ``grad_<out>`` receives the gradient
   of output ``<out>`` (zeros when that output got none); any other argument is the forward
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import _backend, _checks, _ext
+from . import _backend, _checks, _ext, _schema
 
 OPS: dict[str, Op] = {}
 
@@ -170,17 +171,20 @@ def define(
     for suffix, fwd in (("", op.compiled), ("_triton", op.triton)):
         if fwd is None:
             continue
-        torch.library.register_fake(f"pixelkernels::{name}{suffix}")(fake)
+        _schema.expect_registered(name, fwd, suffix)
+        # The fakes take every argument: the schema's defaults fill those a caller left out.
+        torch.library.register_fake(f"pixelkernels::{name}{suffix}")(
+            _schema.with_defaults(fake, _schema.function_schema(name))
+        )
         if backward_fake is None:
             continue
-        bwd_name = f"{name}_backward{suffix}"
-        torch.library.register_fake(f"pixelkernels::{bwd_name}")(backward_fake)
-        _register_autograd(
-            op, fwd, getattr(torch.ops.pixelkernels, bwd_name), f"pixelkernels::{name}{suffix}"
+        bwd_name = f"{name}_backward"
+        bwd = getattr(torch.ops.pixelkernels, bwd_name + suffix)
+        _schema.expect_registered(bwd_name, bwd, suffix)
+        torch.library.register_fake(f"pixelkernels::{bwd_name}{suffix}")(
+            _schema.with_defaults(backward_fake, _schema.function_schema(bwd_name))
         )
-    if op.compiled is not None and op.triton is not None:
-        # One schema for both variants: the same names in the same order.
-        assert _arg_names(op.compiled) == _arg_names(op.triton), name
+        _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
     OPS[name] = op
     return op
 

@@ -22,7 +22,7 @@ from . import region_stats as _region_stats
 
 
 def _fake(emb, labels, num_regions, delta, ignore_index):
-    return _region_stats._fake(emb, labels, num_regions, ignore_index)  # hinge: variance's shape
+    return _region_stats._fake(emb, labels, num_regions, ignore_index, False)  # hinge: variance's shape
 
 
 def _fake_backward(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):

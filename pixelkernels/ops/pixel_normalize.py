@@ -20,11 +20,11 @@ from .._dtypes import stats_dtype
 from ..reference.pixel_normalize import pixel_normalize as _reference
 
 
-def _fake(emb, eps, upcast=False):
+def _fake(emb, eps, upcast):
     return torch.empty_like(emb, dtype=stats_dtype(emb.dtype) if upcast else emb.dtype)
 
 
-def _fake_backward(grad_normalized, emb, eps, upcast=False):
+def _fake_backward(grad_normalized, emb, eps, upcast):
     return torch.empty_like(emb)
 
 

@@ -23,7 +23,7 @@ def _fake(emb, labels, centroid, delta, ignore_index):
     return emb.new_empty((emb.shape[0], centroid.shape[1]), dtype=stats_dtype(emb.dtype))
 
 
-def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset=None, emb_grad=True):
+def _fake_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset, emb_grad):
     # emb_grad=False (centroid_hinge's first pass): only the centroids' gradient, emb's is empty
     grad_emb = torch.empty_like(emb) if emb_grad else emb.new_empty((0,))
     return grad_emb, centroid.new_empty(centroid.shape)

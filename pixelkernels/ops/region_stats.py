@@ -20,7 +20,7 @@ from .._dtypes import stats_dtype
 from ..reference.region_stats import region_stats as _reference
 
 
-def _fake(emb, labels, num_regions, ignore_index, with_variance=True):
+def _fake(emb, labels, num_regions, ignore_index, with_variance):
     B, D = emb.shape[0], emb.shape[1]
     st = stats_dtype(emb.dtype)
     return (
@@ -30,9 +30,7 @@ def _fake(emb, labels, num_regions, ignore_index, with_variance=True):
     )
 
 
-def _fake_backward(
-    grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index, with_variance=True
-):
+def _fake_backward(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index, with_variance):
     return torch.empty_like(emb)
 
 

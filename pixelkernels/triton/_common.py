@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._dtypes import FLOAT_TYPES, LABEL_TYPES
 from .._dtypes import stats_dtype  # noqa: F401  (re-exported for the kernel modules)
 
 _MAX_AXIS0 = 2**31 - 1
@@ -126,3 +127,45 @@ def with_strides_of(t, x: torch.Tensor) -> torch.Tensor:
         return t
     out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype if t is None else t.dtype, device=x.device)
     return out if t is None else out.copy_(t)
+
+
+# --------------------------------------------------------------------------------------
+# Direct calls (torch.ops.pixelkernels.<op>_triton) skip the Python validation of
+# pixelkernels/_checks.py. The launchers check what the C++ side checks with PK_EXPECT
+# (csrc/torch_utils.h) — the invariants that keep a kernel in bounds — and fail the same way:
+# a RuntimeError "<op>: ...".
+# --------------------------------------------------------------------------------------
+
+INT32_MAX = 2**31 - 1
+
+
+def expect(cond: bool, op: str, *message) -> None:
+    if not cond:
+        raise RuntimeError(f"{op}: " + "".join(str(m) for m in message))
+
+
+def expect_map(emb: torch.Tensor, op: str, name: str = "emb") -> None:
+    """A (B, D, H, W) map of a float dtype the kernels read."""
+    expect(emb.dim() == 4, op, name, " must be (B, D, H, W), got ", list(emb.shape))
+    expect(emb.dtype in FLOAT_TYPES, op, name, " must have a float dtype, got ", emb.dtype)
+
+
+def expect_labels_match(emb: torch.Tensor, labels: torch.Tensor, op: str) -> None:
+    """(B, H, W) labels of an integer dtype the kernels read, for the (B, D, H, W) map emb."""
+    expect_map(emb, op)
+    B, _, H, W = emb.shape
+    expect(labels.dim() == 3 and tuple(labels.shape) == (B, H, W), op, "labels ", list(labels.shape),
+           " do not match emb ", list(emb.shape))  # fmt: skip
+    expect(labels.dtype in LABEL_TYPES, op, "labels must have an integer dtype, got ", labels.dtype)
+
+
+def expect_sizes(t: torch.Tensor, sizes, op: str, name: str) -> None:
+    """A tensor of exactly `sizes` (what the kernels index it with)."""
+    expect(tuple(t.shape) == tuple(sizes), op, name, " must have shape ", list(sizes), ", got ",
+           list(t.shape))  # fmt: skip
+
+
+def expect_same_device(op: str, *ts: torch.Tensor) -> None:
+    for t in ts:
+        expect(t.device == ts[0].device, op, "all tensors must be on one device, got ", t.device, " and ",
+               ts[0].device)  # fmt: skip

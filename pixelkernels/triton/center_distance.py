@@ -24,9 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._schema import triton_variant
 from ._common import (
     acc_of,
     device_ctx,
+    expect_map,
+    expect_same_device,
+    expect_sizes,
     grid_items,
     load_tile,
     pixel_blocks,
@@ -96,8 +100,12 @@ def _blocks(P, D):
     return pixel_blocks(P, D, tile=2048, max_d=32)
 
 
-@torch.library.custom_op("pixelkernels::center_distance_triton", mutates_args=())
-def center_distance_op(emb: torch.Tensor, center: torch.Tensor, squared: bool) -> torch.Tensor:
+@triton_variant("center_distance")
+def center_distance_op(emb, center, squared):
+    op = "center_distance"
+    expect_map(emb, op)
+    expect_sizes(center, emb.shape[:2], op, "center")
+    expect_same_device(op, emb, center)
     B, D, H, W = emb.shape
     P = H * W
     dist = torch.empty(B, H, W, dtype=emb.dtype, device=emb.device)
@@ -113,9 +121,13 @@ def center_distance_op(emb: torch.Tensor, center: torch.Tensor, squared: bool) -
     return dist
 
 
-@torch.library.custom_op("pixelkernels::center_distance_backward_triton", mutates_args=())
-def center_distance_backward_op(grad_dist: torch.Tensor, emb: torch.Tensor, center: torch.Tensor,
-                                squared: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+@triton_variant("center_distance_backward")
+def center_distance_backward_op(grad_dist, emb, center, squared):
+    op = "center_distance_backward"
+    expect_map(emb, op)
+    expect_sizes(center, emb.shape[:2], op, "center")
+    expect_sizes(grad_dist, (emb.shape[0], *emb.shape[2:]), op, "grad_dist")
+    expect_same_device(op, emb, center, grad_dist)
     B, D, H, W = emb.shape
     P = H * W
     st = stats_dtype(emb.dtype)

@@ -25,9 +25,14 @@ import torch
 import triton
 import triton.language as tl
 
+from .._schema import triton_variant
 from ._common import (
     acc_of,
     device_ctx,
+    expect,
+    expect_map,
+    expect_same_device,
+    expect_sizes,
     grid_items,
     load_tile,
     pixel_blocks,
@@ -79,8 +84,17 @@ def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, gx_ptr, gw_ptr, P, D, sb, sd,
     tl.store(gw_ptr + b * P + offs_p, acc.to(gw_ptr.dtype.element_ty), mask=pmask)
 
 
-@torch.library.custom_op("pixelkernels::masked_sum_triton", mutates_args=())
-def masked_sum_op(feat: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _expect_mask_match(feat, mask, op):
+    expect_map(feat, op, "feat")
+    B, _, H, W = feat.shape
+    expect(tuple(mask.shape) == (B, H, W), op, "mask ", list(mask.shape), " does not match feat ",
+           list(feat.shape))  # fmt: skip
+
+
+@triton_variant("masked_sum")
+def masked_sum_op(feat, mask):
+    _expect_mask_match(feat, mask, "masked_sum")
+    expect_same_device("masked_sum", feat, mask)
     B, C, H, W = feat.shape
     P = H * W
     st = stats_dtype(feat.dtype)
@@ -98,10 +112,14 @@ def masked_sum_op(feat: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     return part[:, :, :C].sum(1), part[:, :, C].sum(1)
 
 
-@torch.library.custom_op("pixelkernels::masked_sum_backward_triton", mutates_args=())
-def masked_sum_backward_op(grad_sum: torch.Tensor, grad_mass: torch.Tensor, feat: torch.Tensor,
-                           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+@triton_variant("masked_sum_backward")
+def masked_sum_backward_op(grad_sum, grad_mass, feat, mask):
+    op = "masked_sum_backward"
+    _expect_mask_match(feat, mask, op)
     B, C, H, W = feat.shape
+    expect_sizes(grad_sum, (B, C), op, "grad_sum")
+    expect_sizes(grad_mass, (B,), op, "grad_mass")
+    expect_same_device(op, feat, mask, grad_sum, grad_mass)
     P = H * W
     grad_feat = torch.empty_like(feat)
     grad_mask = torch.empty(mask.shape, dtype=feat.dtype, device=feat.device)

@@ -21,9 +21,13 @@ import triton
 import triton.language as tl
 
 from .._dtypes import stats_dtype
+from .._schema import triton_variant
 from ._common import (
     acc_of,
     device_ctx,
+    expect_map,
+    expect_same_device,
+    expect_sizes,
     grid_items,
     load_tile,
     pixel_blocks,
@@ -107,18 +111,21 @@ def _side_dtype(emb: torch.Tensor, upcast: bool) -> torch.dtype:
     return stats_dtype(emb.dtype) if upcast else emb.dtype
 
 
-@torch.library.custom_op("pixelkernels::pixel_normalize_triton", mutates_args=())
-def pixel_normalize_op(emb: torch.Tensor, eps: float, upcast: bool = False) -> torch.Tensor:
+@triton_variant("pixel_normalize")
+def pixel_normalize_op(emb, eps, upcast):
+    expect_map(emb, "pixel_normalize")
     out = torch.empty_like(emb, dtype=_side_dtype(emb, upcast))
     if emb.numel() == 0:
         return out
     return _launch(_forward_kernel, emb, out, eps=eps)
 
 
-@torch.library.custom_op("pixelkernels::pixel_normalize_backward_triton", mutates_args=())
-def pixel_normalize_backward_op(
-    grad_normalized: torch.Tensor, emb: torch.Tensor, eps: float, upcast: bool = False
-) -> torch.Tensor:
+@triton_variant("pixel_normalize_backward")
+def pixel_normalize_backward_op(grad_normalized, emb, eps, upcast):
+    op = "pixel_normalize_backward"
+    expect_map(emb, op)
+    expect_sizes(grad_normalized, emb.shape, op, "grad_normalized")
+    expect_same_device(op, emb, grad_normalized)
     out = torch.empty_like(emb)
     if emb.numel() == 0:
         return out

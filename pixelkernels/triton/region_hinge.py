@@ -37,15 +37,22 @@ regions per tile, so the work is ~1 pass whatever R (random labels: up to BLOCK_
 
 The launchers never sync with the host; block sizes depend on shapes only; the batch is on
 the flat axis 0 (`grid_items`), so any B runs. Two opaque ops with the schemas of
-csrc/ops.cpp; fake and autograd come from pixelkernels/_op.py.
+pixelkernels/schemas.def and the direct-call checks of csrc/region_hinge.cpp; fake and
+autograd come from pixelkernels/_op.py.
 """
 
 import torch
 import triton
 import triton.language as tl
 
+from .._schema import triton_variant
 from ._common import (
+    INT32_MAX,
     device_ctx,
+    expect,
+    expect_labels_match,
+    expect_same_device,
+    expect_sizes,
     grid_items,
     load_regions,
     pixel_blocks,
@@ -294,21 +301,39 @@ def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index
 
 
 # --------------------------------------------------------------------------------------
-# Opaque ops, same schema as csrc/ops.cpp (fake and autograd: pixelkernels/ops/region_hinge.py)
+# Opaque ops (schemas: pixelkernels/schemas.def; fake and autograd: pixelkernels/ops/region_hinge.py)
 # --------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("pixelkernels::region_hinge_triton", mutates_args=())
-def region_hinge_op(emb: torch.Tensor, labels: torch.Tensor, centroid: torch.Tensor, delta: float,
-                    ignore_index: int) -> torch.Tensor:  # fmt: skip
+def _expect_centroid(emb, centroid, op):
+    B, D = emb.shape[:2]
+    expect(
+        centroid.dim() == 3 and centroid.shape[0] == B and centroid.shape[2] == D
+        and 1 <= centroid.shape[1] <= INT32_MAX,
+        op, "centroid must be (B, R, D) with 1 <= R < 2^31 for emb ", list(emb.shape), ", got ",
+        list(centroid.shape),
+    )  # fmt: skip
+
+
+@triton_variant("region_hinge")
+def region_hinge_op(emb, labels, centroid, delta, ignore_index):
+    op = "region_hinge"
+    expect_labels_match(emb, labels, op)
+    _expect_centroid(emb, centroid, op)
+    expect_same_device(op, emb, labels, centroid)
     return region_hinge_forward(emb, labels, centroid, delta, ignore_index)
 
 
-@torch.library.custom_op("pixelkernels::region_hinge_backward_triton", mutates_args=())
-def region_hinge_backward_op(grad_hinge: torch.Tensor, emb: torch.Tensor, labels: torch.Tensor,
-                             centroid: torch.Tensor, delta: float, ignore_index: int,
-                             offset: torch.Tensor | None = None,
-                             emb_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+@triton_variant("region_hinge_backward")
+def region_hinge_backward_op(grad_hinge, emb, labels, centroid, delta, ignore_index, offset, emb_grad):
+    op = "region_hinge_backward"
+    expect_labels_match(emb, labels, op)
+    _expect_centroid(emb, centroid, op)
+    expect_sizes(grad_hinge, centroid.shape[:2], op, "grad_hinge")
+    expect_same_device(op, emb, labels, centroid, grad_hinge)
+    if offset is not None:
+        expect_sizes(offset, centroid.shape, op, "offset")
+        expect_same_device(op, emb, offset)
     return region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index, offset, emb_grad)
 
 

@@ -47,7 +47,8 @@ Kernels (per program; traffic counted per pixel, E = element size of emb, D dims
 
 The launchers never sync with the host; block sizes depend on shapes only. Two opaque ops
 (`pixelkernels::region_stats_triton`, `pixelkernels::region_stats_backward_triton`) wrap the
-launchers with `torch.library.custom_op`; fake and autograd come from pixelkernels/_op.py.
+launchers (`_schema.triton_variant`: the schemas of pixelkernels/schemas.def, with the direct-call
+checks of csrc/region_stats.cpp); fake and autograd come from pixelkernels/_op.py.
 Every grid puts the batch on the flat axis 0 (`grid_items`), so any B runs.
 Runs on CPU tensors under `TRITON_INTERPRET=1` (float16 and bfloat16 included).
 """
@@ -56,8 +57,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._schema import triton_variant
 from ._common import (
+    INT32_MAX,
     device_ctx,
+    expect,
+    expect_labels_match,
+    expect_same_device,
     grid_items,
     load_regions,
     pixel_offsets,
@@ -599,30 +605,37 @@ def region_stats_backward(
 
 
 # --------------------------------------------------------------------------------------
-# Opaque ops, same schema as csrc/ops.cpp (fake and autograd: pixelkernels/ops/region_stats.py)
+# Opaque ops (schemas: pixelkernels/schemas.def; fake and autograd: pixelkernels/ops/region_stats.py)
 # --------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("pixelkernels::region_stats_triton", mutates_args=())
-def region_stats_op(
-    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int, with_variance: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@triton_variant("region_stats")
+def region_stats_op(emb, labels, num_regions, ignore_index, with_variance):
+    op = "region_stats"
+    expect_labels_match(emb, labels, op)
+    expect(1 <= num_regions <= INT32_MAX, op, "num_regions must be in [1, 2^31), got ", num_regions)
+    expect_same_device(op, emb, labels)
     count, centroid, variance = region_stats_forward(emb, labels, num_regions, ignore_index)
     # Memory-bound on a GPU, so the centred sweep stays; only the contract (variance 0) is kept.
     return count, centroid, variance if with_variance else variance.zero_()
 
 
-@torch.library.custom_op("pixelkernels::region_stats_backward_triton", mutates_args=())
-def region_stats_backward_op(
-    grad_centroid: torch.Tensor,
-    grad_variance: torch.Tensor,
-    emb: torch.Tensor,
-    labels: torch.Tensor,
-    count: torch.Tensor,
-    centroid: torch.Tensor,
-    ignore_index: int,
-    with_variance: bool = True,
-) -> torch.Tensor:
+@triton_variant("region_stats_backward")
+def region_stats_backward_op(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index,
+                             with_variance):  # fmt: skip
+    op = "region_stats_backward"
+    expect_labels_match(emb, labels, op)
+    B, D = emb.shape[:2]
+    R = count.shape[1] if count.dim() == 2 else -1
+    expect(
+        count.dim() == 2 and count.shape[0] == B and 1 <= R <= INT32_MAX
+        and tuple(centroid.shape) == (B, R, D) and grad_centroid.shape == centroid.shape
+        and grad_variance.shape == count.shape,
+        op, "inconsistent shapes: emb ", list(emb.shape), ", count ", list(count.shape), ", centroid ",
+        list(centroid.shape), ", grad_centroid ", list(grad_centroid.shape), ", grad_variance ",
+        list(grad_variance.shape),
+    )  # fmt: skip
+    expect_same_device(op, emb, labels, count, centroid, grad_centroid, grad_variance)
     # Without variance that output is a constant 0: whatever gradient it got, none flows.
     gv = grad_variance if with_variance else torch.zeros_like(grad_variance)
     return region_stats_backward(grad_centroid, gv, emb, labels, count, centroid, ignore_index)
