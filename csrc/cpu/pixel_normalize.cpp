@@ -16,6 +16,7 @@ void forward(const PixelNormalizeForward& a) {
   T* y = static_cast<T*>(a.out);
   const T eps = T(a.eps);
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
+  advise_huge_pages(y, map_bytes<T>(m));
   parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
@@ -40,6 +41,7 @@ void backward(const PixelNormalizeBackward& a) {
   T* gx = static_cast<T*>(a.grad_emb);
   const T eps = T(a.eps);
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
+  advise_huge_pages(gx, map_bytes<T>(m));
   parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };

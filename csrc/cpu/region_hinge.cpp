@@ -118,6 +118,7 @@ void backward(const RegionHingeBackward& a) {
     off = std::make_unique<Tables<T>>(static_cast<const T*>(a.offset), B, R, D);
   auto part = scratch<T>(B * nc * rows);
   const Kernels<T> k;
+  if (gx != nullptr) advise_huge_pages(gx, map_bytes<T>(m));
   at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
     auto runs = scratch<int32_t>(2 * (tile + 1));

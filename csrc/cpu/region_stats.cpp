@@ -137,6 +137,7 @@ void backward_impl(const RegionStatsBackward& a) {
   // No variance gradient anywhere (region_stats(with_variance=False), or none reached it):
   // the gradient does not depend on emb, which is then not read.
   const bool reads_x = std::any_of(gv_t.begin(), gv_t.end(), [](T v) { return v != T(0); });
+  advise_huge_pages(gx, map_bytes<T>(a.emb));
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
     auto tbuf = scratch<T>(reads_x && base::uses_pixel_major(a.emb.sp, R) ? tile * D : 0);
