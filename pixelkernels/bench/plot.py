@@ -7,6 +7,7 @@ median over runs, the whisker the worst and best run), and the fraction of the c
 from __future__ import annotations
 
 import math
+import textwrap
 
 from .cases import BASELINE, REFERENCE
 from .report import comparisons
@@ -19,6 +20,15 @@ def _value(row: dict, comp: str) -> tuple[float, float, float]:
     kind = "fwdbwd" if not math.isnan(row.get(f"speedup_{comp}_fwdbwd", NAN)) else "fwd"
     key = f"speedup_{comp}_{kind}"
     return row.get(key, NAN), row.get(key + "_min", NAN), row.get(key + "_max", NAN)
+
+
+def _bandwidth(row: dict) -> tuple[float, float, float]:
+    """(median, min, max) of the copy-bandwidth fraction, forward+backward (forward if none):
+    the median's, scaled by each run's median time for the spread."""
+    kind = "fwdbwd" if not math.isnan(row.get("bw_frac_fwdbwd", NAN)) else "fwd"
+    frac, t = row.get(f"bw_frac_{kind}", NAN), row.get(f"{kind}_ms", NAN)
+    runs = [frac * t / r for r in row.get(f"{kind}_ms_runs", []) if r == r and r > 0]
+    return frac, min(runs, default=NAN), max(runs, default=NAN)
 
 
 def plot(rows: list[dict], path: str, title: str = "") -> bool:
@@ -40,9 +50,8 @@ def plot(rows: list[dict], path: str, title: str = "") -> bool:
     panels = [
         (axes[0], lambda r: _value(r, REFERENCE), "× reference\n(f+b; median, worst-best)", True),
         (axes[1], lambda r: _value(r, BASELINE), "× best PyTorch\n(f+b; median, worst-best)", True),
-        (axes[2], lambda r: (r.get("bw_frac_fwdbwd", NAN) if not math.isnan(r.get("bw_frac_fwdbwd", NAN))
-                             else r.get("bw_frac_fwd", NAN), NAN, NAN), "fraction of copy\nbandwidth (f+b)", False),
-    ]  # fmt: skip
+        (axes[2], _bandwidth, "fraction of copy\nbandwidth (f+b)", False),
+    ]
     for ax, get, label, log in panels:
         for j, b in enumerate(backends):
             xs, ys, lo, hi = [], [], [], []
@@ -57,8 +66,11 @@ def plot(rows: list[dict], path: str, title: str = "") -> bool:
                 ys.append(med)
                 lo.append(med - mn if not math.isnan(mn) else 0.0)
                 hi.append(mx - med if not math.isnan(mx) else 0.0)
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=b)
+            bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=b)
+            ax.bar_label(bars, labels=[f"{y:.0%}" if not log else f"{y:.1f}x" for y in ys], fontsize=7,
+                         padding=2)  # fmt: skip
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.margins(y=0.15)
         if log:
             ax.set_yscale("log")
         ax.set_ylabel(label)
@@ -67,7 +79,7 @@ def plot(rows: list[dict], path: str, title: str = "") -> bool:
     axes[2].set_xticks(range(len(groups)))
     axes[2].set_xticklabels(groups, fontsize=7)
     if title:
-        axes[0].set_title(title, fontsize=9)
+        axes[0].set_title("\n".join(textwrap.wrap(title, 95)), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
