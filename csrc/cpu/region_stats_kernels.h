@@ -7,17 +7,19 @@
 // Everything here is therefore raw pointers, fixed-size arrays and our own loops,
 // inside a namespace named after the instruction set.
 //
-// Forward, one chunk of n pixels of one image, all D dims (about 128 KiB of emb, so
+// Forward, one chunk of n pixels of one image, all D dims (about 512 KiB of emb, so
 // the second sweep hits L2): sweep 1 sums per (bin, dim), sweep 2 sums the squares
 // centred on the chunk-local mean (skipped without variance: it is half the work).
 // Bins are the labels with every pixel that does not take part sent to a sentinel bin R,
-// so the loops are branch-free. Dim-inner input (channels_last) runs over the D contiguous values of each pixel, which vectorises for
-// any R. Pixel-inner input (contiguous) with few bins (K = R + 1 <= kMaxSelectBins) uses
-// K x kLanes vector accumulators and selects per dim row (no scatter, no store-to-load
-// chains; a NaN stays in its own bin); with more bins the chunk is first copied
-// pixel-major (8 x 8 register transposes with AVX2) and takes the dim-inner path.
+// so the loops are branch-free. Dim-inner input (channels_last) runs over the D contiguous
+// values of each pixel, which vectorises for any R. Pixel-inner input (contiguous) with few
+// bins (K = R + 1 <= kMaxSelectBins) uses K x kLanes vector accumulators and selects per dim
+// row (no scatter, no store-to-load chains; a NaN stays in its own bin); with more bins, where
+// the chunk's runs of equal bin are long (blobs, kMinRun), each run's stretch of a dim row is
+// summed as a plain row (chunk_runs), else the chunk is first copied pixel-major (8 x 8
+// register transposes with AVX2) and takes the dim-inner path.
 //
-// Backward, one tile of pixels, the same three ways: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
+// Backward, one tile of pixels, the same ways: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
 #pragma once
 
 #include <cstdint>
