@@ -84,7 +84,8 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
   expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
   expect_same_device(op, {emb, grad_centroid, count});
   if constexpr (std::is_same_v<On, OnCpu>)
-    return centroid_hinge_backward_cpu<On>(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index, op);
+    return centroid_hinge_backward_cpu<On>(grad_centroid, grad_hinge, emb, labels, count, centroid, delta,
+                                           ignore_index, op);
   // In the accumulation type whatever the caller's centroid dtype: region_hinge_backward
   // returns the centroids' gradient in the centroids' dtype.
   const auto acc = stats_options(emb).dtype();

@@ -36,11 +36,11 @@ class Table:
         peers = []
         for c in cases:
             peers += [p.name for p in c.peers if p.missing() is None and p.name not in peers]
-        w_op = max([len(c.op) for c in cases] + [12]) + 2
-        w_id = max([len(c.id) for c in cases] + [8]) + 2
-        w_x = 17 if repeat > 1 else 7
+        w_op = max([len(c.op) for c in cases] + [12])
+        w_id = max([len(c.id) for c in cases] + [8])
+        w_x = 18 if repeat > 1 else 6
         short = {REFERENCE: "ref", BASELINE: "base"}
-        cols = [("op", "op", w_op, "<"), ("workload", "workload", w_id, "<"), ("backend", "backend", 15, "<"),
+        cols = [("op", "op", w_op, "<"), ("workload", "workload", w_id, "<"), ("backend", "backend", 13, "<"),
                 ("fwd ms", "fwd_ms", 9, ".3f"), ("f+b ms", "fwdbwd_ms", 9, ".3f")]  # fmt: skip
         if device.type == "cuda":
             cols += [("graph fwd", "graph_fwd_ms", 10, ".3f"), ("graph f+b", "graph_fwdbwd_ms", 10, ".3f")]
@@ -54,7 +54,7 @@ class Table:
         self.cols = cols
 
     def header(self) -> str:
-        return "".join(f"{h:{'<' if f == '<' else '>'}{w}}" for h, _, w, f in self.cols)
+        return " ".join(f"{h:{'<' if f == '<' else '>'}{w}}" for h, _, w, f in self.cols)
 
     def line(self, row: dict) -> str:
         out = []
@@ -65,7 +65,7 @@ class Table:
                 out.append(f"{speedup_cell(row, key):>{w}}")
             else:
                 out.append(f"{_num(row.get(key, NAN), f):>{w}}")
-        return "".join(out)
+        return " ".join(out)
 
 
 def write_json(path: str, meta: dict, rows: list[dict]) -> None:
