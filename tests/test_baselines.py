@@ -32,7 +32,10 @@ def _labelled(B, D, H, W, R, *, layout="contiguous", pattern="random", softmax=F
 def _weighted(B, C, H, W, *, pattern="soft", layout="contiguous"):
     def make(dtype):
         feat = make_emb(B, C, H, W, dtype=dtype, device="cpu", layout=layout)
-        return [feat.requires_grad_(True), make_weights(B, H, W, dtype=dtype, device="cpu", pattern=pattern).requires_grad_(True)]
+        return [
+            feat.requires_grad_(True),
+            make_weights(B, H, W, dtype=dtype, device="cpu", pattern=pattern).requires_grad_(True),
+        ]
 
     return make
 
@@ -87,28 +90,78 @@ def _all_ignored(lab):
 # (id, op name in both folders, inputs, extra positional arguments)
 CASES = [
     ("region_stats", "region_stats", _labelled(3, 5, 7, 9, 4), (4,)),
-    ("region_stats-gaps-channels_last", "region_stats", _labelled(2, 3, 6, 5, 5, pattern="gaps", layout="channels_last"), (5,)),
-    ("region_stats-slice-oob", "region_stats", _labelled(2, 4, 5, 6, 3, layout="slice", fix=_out_of_range), (3,)),
+    (
+        "region_stats-gaps-channels_last",
+        "region_stats",
+        _labelled(2, 3, 6, 5, 5, pattern="gaps", layout="channels_last"),
+        (5,),
+    ),
+    (
+        "region_stats-slice-oob",
+        "region_stats",
+        _labelled(2, 4, 5, 6, 3, layout="slice", fix=_out_of_range),
+        (3,),
+    ),
     ("region_stats-ignored", "region_stats", _labelled(2, 3, 4, 5, 3, fix=_all_ignored), (3,)),
     ("region_stats-no-variance", "region_stats", _labelled(2, 3, 5, 5, 3), (3, -1, False)),
     ("region_hinge", "region_hinge", _with_centroids(_labelled(3, 4, 6, 7, 3), 3), (0.5,)),
-    ("region_hinge-blobs-delta0", "region_hinge", _with_centroids(_labelled(2, 3, 8, 5, 4, pattern="blobs", layout="transposed"), 4), (0.0,)),
+    (
+        "region_hinge-blobs-delta0",
+        "region_hinge",
+        _with_centroids(_labelled(2, 3, 8, 5, 4, pattern="blobs", layout="transposed"), 4),
+        (0.0,),
+    ),
     ("centroid_hinge", "centroid_hinge", _labelled(3, 4, 6, 7, 4, fix=_empty_region), (4, 0.5)),
-    ("centroid_hinge-ignored-oob", "centroid_hinge", _labelled(2, 3, 5, 6, 3, fix=lambda lab: _all_ignored(_out_of_range(lab))), (3, 1.0)),
+    (
+        "centroid_hinge-ignored-oob",
+        "centroid_hinge",
+        _labelled(2, 3, 5, 6, 3, fix=lambda lab: _all_ignored(_out_of_range(lab))),
+        (3, 1.0),
+    ),
     ("masked_sum", "masked_sum", _weighted(3, 5, 6, 7), ()),
-    ("masked_sum-zero-transposed", "masked_sum", _weighted(2, 3, 5, 4, pattern="transposed", layout="slice"), ()),
+    (
+        "masked_sum-zero-transposed",
+        "masked_sum",
+        _weighted(2, 3, 5, 4, pattern="transposed", layout="slice"),
+        (),
+    ),
     ("pixel_normalize", "pixel_normalize", _map(2, 5, 4, 6, layout="channels_last"), ()),
     ("pixel_normalize-upcast", "pixel_normalize", _map(2, 3, 4, 5), (1e-12, True)),
     ("center_distance", "center_distance", _centered(2, 4, 5, 6, on_center=True), ()),
     ("center_distance-squared", "center_distance", _centered(2, 3, 4, 5, layout="slice"), (True,)),
     ("menet_metric_loss", "menet_metric_loss", _labelled(3, 4, 6, 7, 2, fix=_empty_region), ()),
-    ("menet_metric_loss-pairwise-normalize", "menet_metric_loss", _labelled(3, 4, 6, 7, 2), ("pairwise", True)),
-    ("menet_metric_loss-oob-ignored", "menet_metric_loss", _labelled(2, 3, 5, 6, 2, fix=lambda lab: _all_ignored(_out_of_range(lab))), ("pairwise",)),
+    (
+        "menet_metric_loss-pairwise-normalize",
+        "menet_metric_loss",
+        _labelled(3, 4, 6, 7, 2),
+        ("pairwise", True),
+    ),
+    (
+        "menet_metric_loss-oob-ignored",
+        "menet_metric_loss",
+        _labelled(2, 3, 5, 6, 2, fix=lambda lab: _all_ignored(_out_of_range(lab))),
+        ("pairwise",),
+    ),
     ("cas_loss", "cas_loss", _labelled(3, 4, 6, 7, 2, softmax=True), (2,)),
-    ("cas_loss-many-gaps", "cas_loss", _labelled(2, 5, 6, 7, 6, softmax=True, pattern="gaps", layout="channels_last"), (6, 0.3)),
+    (
+        "cas_loss-many-gaps",
+        "cas_loss",
+        _labelled(2, 5, 6, 7, 6, softmax=True, pattern="gaps", layout="channels_last"),
+        (6, 0.3),
+    ),
     ("discriminative_loss", "discriminative_loss", _labelled(3, 4, 8, 7, 5, fix=_empty_region), (5,)),
-    ("discriminative_loss-one-instance", "discriminative_loss", _labelled(2, 3, 5, 6, 3, pattern="one"), (3, 0.2, 1.0, 1.0, 0.5, 0.1)),
-    ("discriminative_loss-ignored", "discriminative_loss", _labelled(2, 3, 6, 5, 4, pattern="blobs", fix=_all_ignored), (4,)),
+    (
+        "discriminative_loss-one-instance",
+        "discriminative_loss",
+        _labelled(2, 3, 5, 6, 3, pattern="one"),
+        (3, 0.2, 1.0, 1.0, 0.5, 0.1),
+    ),
+    (
+        "discriminative_loss-ignored",
+        "discriminative_loss",
+        _labelled(2, 3, 6, 5, 4, pattern="blobs", fix=_all_ignored),
+        (4,),
+    ),
     ("masked_average_pool", "masked_average_pool", _weighted(3, 4, 5, 6, pattern="binary"), ()),
     ("menet_saliency", "menet_saliency", _weighted(2, 4, 5, 6), ()),
     ("menet_saliency-zero-weights-squared", "menet_saliency", _weighted(2, 3, 4, 5, pattern="zero"), (True,)),
@@ -133,7 +186,9 @@ def _run(fn, inputs, extra):
 def test_baseline_matches_reference(cid, op, make, extra, dtype):
     inputs = make(dtype)
     # The reference in float64 (centroid_hinge's computes in float64 whatever the input).
-    ref_in = [t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs]
+    ref_in = [
+        t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs
+    ]
     want, want_grads = _run(_reference(op), ref_in, extra)
     got, got_grads = _run(getattr(baselines, op), inputs, extra)
     assert len(got) == len(want)
@@ -166,5 +221,7 @@ def pk_outputs(out):
 
 def bench_cases_float64(inp):
     """The same inputs in float64 (the oracle's precision)."""
-    args = tuple(a.detach().double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inp.args)
+    args = tuple(
+        a.detach().double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inp.args
+    )
     return cases.Inputs(args=args, kwargs=dict(inp.kwargs))

@@ -38,10 +38,10 @@ def test_bench_command_runs(tmp_path):
     two ops at W2 (the one-hot references of W3 and W4 take seconds a call), JSON, CSV and
     Markdown with the same rows, both speedups with their spread, the checks-on overhead."""
     js, cs, md = tmp_path / "rows.json", tmp_path / "rows.csv", tmp_path / "rows.md"
-    r = _python(
-        "import pixelkernels.__main__ as m, sys; sys.exit(m.main(['bench', '--quick', '--no-memory', '--repeat', '2', "
-        f"'--device', 'cpu', '--workload', 'W2', '--op', 'region_stats', '--op', 'menet_metric_loss', '--json', {str(js)!r}, '--csv', {str(cs)!r}, '--markdown', {str(md)!r}]))"
-    )
+    args = ["bench", "--quick", "--no-memory", "--repeat", "2", "--device", "cpu", "--workload", "W2"]
+    args += ["--op", "region_stats", "--op", "menet_metric_loss"]
+    args += ["--json", str(js), "--csv", str(cs), "--markdown", str(md)]
+    r = _python(f"import pixelkernels.__main__ as m, sys; sys.exit(m.main({args!r}))")
     assert r.returncode == 0, r.stderr
     assert "checks us" in r.stdout and "copy bandwidth" in r.stdout and "x base f+b" in r.stdout
     doc = json.loads(js.read_text())
@@ -59,7 +59,11 @@ def test_bench_command_runs(tmp_path):
                 key = f"speedup_{comp}_{kind}"
                 assert row[key + "_min"] <= row[key] <= row[key + "_max"], key
                 assert len(row[key + "_runs"]) == 2
-        assert row[f"speedup_{row['backend']}_fwd"] == 1.0 if row["backend"] in ("reference", "baseline") else True
+        assert (
+            row[f"speedup_{row['backend']}_fwd"] == 1.0
+            if row["backend"] in ("reference", "baseline")
+            else True
+        )
         mine = row["backend"] not in ("reference", "baseline")
         assert math.isfinite(row["checks_us"]) == mine  # the overhead is measured for our backends
         assert math.isnan(row["graph_fwd_ms"]) and math.isnan(row["peak_mib"])  # CPU; --no-memory
@@ -138,9 +142,15 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     def no_grad(inp):
         return [t.detach() for t in pk.region_stats(*inp.args, backend="reference")]
 
-    peers = (Peer("broken", None, broken), Peer("no_grad", None, no_grad), Peer("absent", "no_such_module_here", broken))
+    peers = (
+        Peer("broken", None, broken),
+        Peer("no_grad", None, no_grad),
+        Peer("absent", "no_such_module_here", broken),
+    )
     monkeypatch.setattr(
-        bench_cases, "CASES", [_recording_case(calls, peers=peers), _recording_case(calls, wid="T2", loss=None)]
+        bench_cases,
+        "CASES",
+        [_recording_case(calls, peers=peers), _recording_case(calls, wid="T2", loss=None)],
     )
     lines = []
     assert pk.checks_enabled()
@@ -153,7 +163,9 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     assert any("peer absent skipped: no_such_module_here is not installed" in line for line in lines)
     # Workload calls (timed, for the error column, or for the checks-on overhead) ran with checks
     # off except the overhead's "on" half, at the workload's size; the small input only primes.
-    assert {on for tag, b, on in calls if tag == "workload" and b != "reference"} == ({True, False} if HAS_CPU else {False})
+    assert {on for tag, b, on in calls if tag == "workload" and b != "reference"} == (
+        {True, False} if HAS_CPU else {False}
+    )
     assert all(not on for tag, b, on in calls if tag == "small" or b == "reference")
     for r in rows:
         assert r["runs"] == 3 and len(r["fwd_ms_runs"]) == 3
@@ -171,7 +183,11 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
         assert math.isfinite(r["bw_frac_fwd"]) and math.isnan(r["bw_frac_fwdbwd"])  # no bytes_fwdbwd
         for comp in ("reference", "baseline"):
             runs = r[f"speedup_{comp}_fwd_runs"]
-            assert len(runs) == 3 and r[f"speedup_{comp}_fwd_min"] == min(runs) and r[f"speedup_{comp}_fwd_max"] == max(runs)
+            assert (
+                len(runs) == 3
+                and r[f"speedup_{comp}_fwd_min"] == min(runs)
+                and r[f"speedup_{comp}_fwd_max"] == max(runs)
+            )
         if r["workload"] == "T1":
             assert r["fwdbwd_ms"] > 0 and math.isfinite(r["speedup_baseline_fwdbwd"])
         else:  # an op without backward: forward only
@@ -237,8 +253,18 @@ def test_pytest_benchmark_files_run():
     r = subprocess.run(
         # Every file and every backend's rows, each call once; of the references only W2's
         # (the one-hot references of W3 and W4 take seconds a call, ~50 s in all).
-        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-         "-k", "not reference or W2"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable",
+            "-k",
+            "not reference or W2",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,
@@ -291,9 +317,16 @@ def test_plot_draws_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     from pixelkernels.bench.plot import plot
 
-    rows = [_row("reference", speedup_reference_fwdbwd=[1.0], speedup_baseline_fwdbwd=[0.5]),
-            _row("baseline", speedup_reference_fwdbwd=[2.0], speedup_baseline_fwdbwd=[1.0]),
-            _row("cpu", runs=3, speedup_reference_fwdbwd=[20.0, 30.0, 25.0], speedup_baseline_fwdbwd=[4.0, 6.0, 5.0])]  # fmt: skip
+    rows = [
+        _row("reference", speedup_reference_fwdbwd=[1.0], speedup_baseline_fwdbwd=[0.5]),
+        _row("baseline", speedup_reference_fwdbwd=[2.0], speedup_baseline_fwdbwd=[1.0]),
+        _row(
+            "cpu",
+            runs=3,
+            speedup_reference_fwdbwd=[20.0, 30.0, 25.0],
+            speedup_baseline_fwdbwd=[4.0, 6.0, 5.0],
+        ),
+    ]
     path = tmp_path / "p.png"
     assert plot(rows, str(path), title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

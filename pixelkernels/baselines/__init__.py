@@ -16,7 +16,13 @@ from .centroid_hinge import centroid_hinge
 from .masked_sum import masked_sum
 from .pixel_normalize import pixel_normalize
 from .region_hinge import region_hinge
-from .region_losses import cas_loss, discriminative_loss, masked_average_pool, menet_metric_loss, menet_saliency
+from .region_losses import (
+    cas_loss,
+    discriminative_loss,
+    masked_average_pool,
+    menet_metric_loss,
+    menet_saliency,
+)
 from .region_stats import region_stats
 
 __all__ = [

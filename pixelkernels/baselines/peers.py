@@ -16,7 +16,11 @@ from .region_stats import region_bins
 
 
 def torch_scatter_region_stats(
-    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, ignore_index: int = -1, with_variance: bool = True
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_regions: int,
+    ignore_index: int = -1,
+    with_variance: bool = True,
 ):
     """region_stats with torch_scatter: count (B, R), centroid (B, R, D), variance (B, R)."""
     import torch_scatter
@@ -26,7 +30,9 @@ def torch_scatter_region_stats(
     x = emb.to(stats_dtype(emb.dtype)).reshape(B, D, -1)
     bins = region_bins(labels, R, ignore_index)
     idx = bins.unsqueeze(1).expand_as(x)
-    count = torch_scatter.scatter(x.new_ones(()).expand(bins.shape), bins, dim=1, dim_size=R + 1, reduce="sum")
+    count = torch_scatter.scatter(
+        x.new_ones(()).expand(bins.shape), bins, dim=1, dim_size=R + 1, reduce="sum"
+    )
     centroid = torch_scatter.scatter(x, idx, dim=2, dim_size=R + 1, reduce="mean")  # (B, D, R + 1)
     if with_variance:
         sq = ((x - centroid.gather(2, idx)) ** 2).sum(1)

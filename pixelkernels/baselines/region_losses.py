@@ -67,5 +67,7 @@ def menet_saliency(emb, background_weights, squared=False):
     """Seed 001 eq. 5: S_i = ||f_i - sum_j w_j f_j / sum_j w_j|| (center 0 where sum_j w_j = 0)."""
     s, mass = masked_sum(emb, background_weights)
     has = mass > 0
-    center = torch.where(has.unsqueeze(1), s / torch.where(has, mass, torch.ones_like(mass)).unsqueeze(1), 0.0)
+    center = torch.where(
+        has.unsqueeze(1), s / torch.where(has, mass, torch.ones_like(mass)).unsqueeze(1), 0.0
+    )
     return center_distance(emb, center, squared)

@@ -35,7 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if present, else cpu")
     p.add_argument("--op", action="append", help="op(s) to run (default: all)")
     p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all)")
-    p.add_argument("--backend", action="append", help="pixelkernels backend(s) to time (default: usable)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        help="pixelkernels backend(s) to time (default: usable; the reference and the baseline always run)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per row, each side by side (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", help="write the rows (and how they were measured) as JSON here")
@@ -56,14 +60,16 @@ def main(argv=None) -> int:
     for flag, given, known in (
         ("op", a.op, {c.op for c in _cases.CASES}),
         ("workload", a.workload, {c.id for c in _cases.CASES}),
-        ("backend", a.backend, set(pk.BACKENDS) - {"auto", _cases.REFERENCE}),
+        ("backend", a.backend, set(pk.BACKENDS) - {"auto"}),
     ):
         if given and not set(given) <= known:
             p.error(f"unknown {flag}(s) {sorted(set(given) - known)}; known: {sorted(known)}")
     if not _cases.select(a.op, a.workload, device.type):
         p.error(f"no case of op {a.op or 'any'} and workload {a.workload or 'any'} runs on {device.type}")
     budget_s = 0.2 if a.quick else 2.0
-    rows = run_bench(device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat)
+    rows = run_bench(
+        device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat
+    )
     command = " ".join(["python -m pixelkernels bench", *argv])
     meta = {
         "date": time.strftime("%Y-%m-%d"),

@@ -1,7 +1,7 @@
 """The case table under pytest-benchmark: `benchmarks/bench_<op>.py` is
 
-    from pixelkernels.bench import pytest_benchmarks
-    test_<op>_fwd, test_<op>_fwd_bwd = pytest_benchmarks("<op>")
+from pixelkernels.bench import pytest_benchmarks
+test_<op>_fwd, test_<op>_fwd_bwd = pytest_benchmarks("<op>")
 """
 
 from __future__ import annotations

@@ -110,14 +110,18 @@ def markdown(rows: list[dict]) -> str:
     per comparison the speedup `median (worst-best)` over the runs, forward / forward+backward."""
     comps = comparisons(rows)
     theirs = {REFERENCE, BASELINE, *comps}
-    head = ["op", "workload", "backend", "fwd / f+b ms"] + [f"× {c} fwd / f+b" for c in comps] + ["BW fwd / f+b"]
+    head = (
+        ["op", "workload", "backend", "fwd / f+b ms"] + [f"× {c} fwd / f+b" for c in comps] + ["BW fwd / f+b"]
+    )
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["backend"] in theirs:
             continue
         cells = [r["op"], f"{r['workload']}: {r['shape']}", r["backend"],
                  f"{_num(r['fwd_ms'], '.3g')} / {_num(r['fwdbwd_ms'], '.3g')}"]  # fmt: skip
-        cells += [f"{speedup_cell(r, f'speedup_{c}_fwd')} / {speedup_cell(r, f'speedup_{c}_fwdbwd')}" for c in comps]
+        cells += [
+            f"{speedup_cell(r, f'speedup_{c}_fwd')} / {speedup_cell(r, f'speedup_{c}_fwdbwd')}" for c in comps
+        ]
         cells.append(f"{_num(r['bw_frac_fwd'], '.0%')} / {_num(r['bw_frac_fwdbwd'], '.0%')}")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"

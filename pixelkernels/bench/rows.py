@@ -38,7 +38,6 @@ from .memory import peak_mib
 from .steps import forward, forward_backward
 from .timing import (
     NAN,
-    NAN3,
     ROUNDS,
     cache_flush_buffer,
     checks,
@@ -138,7 +137,9 @@ def _checks_overhead(case, inp, names, device, before, budget_s) -> dict:
     return out
 
 
-def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush, copy_gbs, repeat=1, log=print):
+def run_case(
+    case: Case, device: torch.device, names, *, budget_s, memory, flush, copy_gbs, repeat=1, log=print
+):
     """The rows of one case, one per candidate. Call with checks off (run_bench does)."""
     inp = case.make(device)
     outs, grads, notes = {}, {}, {}
@@ -164,14 +165,21 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
     runs = {k: {n: [] for n in names} for k in KINDS}  # kind -> name -> each run's median
     for _ in range(repeat):
         got = {
-            "fwd": side_by_side({n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, before=before_fwd),
+            "fwd": side_by_side(
+                {n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, before=before_fwd
+            ),
             "fwdbwd": side_by_side(
-                {n: forward_backward(case, inp, n) for n in grads}, device, budget_s=budget_s, before=before_fb
+                {n: forward_backward(case, inp, n) for n in grads},
+                device,
+                budget_s=budget_s,
+                before=before_fb,
             ),
         }
         if device.type == "cuda":
             for kind, step, which in (("graph_fwd", forward, ok), ("graph_fwdbwd", forward_backward, grads)):
-                got[kind], why = graph_samples({n: step(case, inp, n) for n in which}, device, budget_s=budget_s, flush=flush)
+                got[kind], why = graph_samples(
+                    {n: step(case, inp, n) for n in which}, device, budget_s=budget_s, flush=flush
+                )
                 for n, w in why.items():
                     if w not in notes.get(n, ""):
                         log(f"# {case.key} {n}: {kind} {w} (graph times NaN)")
@@ -203,7 +211,14 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
         }
         for kind in KINDS:
             p50, p20, p80 = percentiles(samples[kind][n])
-            row.update({f"{kind}_ms": p50, f"{kind}_p20_ms": p20, f"{kind}_p80_ms": p80, f"{kind}_ms_runs": runs[kind][n]})
+            row.update(
+                {
+                    f"{kind}_ms": p50,
+                    f"{kind}_p20_ms": p20,
+                    f"{kind}_p80_ms": p80,
+                    f"{kind}_ms_runs": runs[kind][n],
+                }
+            )
         for c in compared:
             for kind in ("fwd", "fwdbwd"):
                 per_run = [a / b for a, b in zip(runs[kind][c], runs[kind][n])]
@@ -228,7 +243,9 @@ def run_case(case: Case, device: torch.device, names, *, budget_s, memory, flush
     return rows
 
 
-def run_bench(device, ops=None, workloads=None, backends=None, memory=True, log=print, budget_s=2.0, repeat=1):
+def run_bench(
+    device, ops=None, workloads=None, backends=None, memory=True, log=print, budget_s=2.0, repeat=1
+):
     """Every selected case on `device`, timed with checks off, `repeat` runs each; the rows
     (each case's also logged as a table as soon as it is done)."""
     from . import report
@@ -237,7 +254,8 @@ def run_bench(device, ops=None, workloads=None, backends=None, memory=True, log=
     flush = cache_flush_buffer(device)
     log(f"# device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy_gbs:.1f} GB/s")
     what = "L2 flushed" if device.type == "cuda" else "last-level cache flushed (read)"
-    log(f"# {what} before every timed call ({flush_bytes(device) / 2**20:.0f} MiB buffer); {repeat} run(s) per row")
+    mib = flush_bytes(device) / 2**20
+    log(f"# {what} before every timed call ({mib:.0f} MiB buffer); {repeat} run(s) per row")
     selected = _cases.select(ops, workloads, device.type)
     table = report.Table(device, selected, repeat)
     log(table.header())

@@ -155,7 +155,15 @@ def percentiles(times) -> tuple[float, float, float]:
 
 
 def side_by_side(
-    fns: dict, device: torch.device, *, budget_s: float, rounds=ROUNDS, before=None, warmup=2, min_reps=5, **kw
+    fns: dict,
+    device: torch.device,
+    *,
+    budget_s: float,
+    rounds=ROUNDS,
+    before=None,
+    warmup=2,
+    min_reps=5,
+    **kw,
 ) -> dict:
     """{name: [times in ms]}, the candidates timed in alternating rounds (warm-up calls in the
     first only); `before`: {name: what runs before each of that candidate's calls}, if anything."""
@@ -165,7 +173,11 @@ def side_by_side(
         for name, fn in fns.items():
             prev = samples[name]
             # A call that takes longer than its share of the budget: fewer calls a round.
-            need = max(1, min(min_reps, int(share * 1e3 / max(statistics.median(prev), 1e-6)))) if prev else min_reps
+            need = (
+                max(1, min(min_reps, int(share * 1e3 / max(statistics.median(prev), 1e-6))))
+                if prev
+                else min_reps
+            )
             samples[name] += samples_ms(
                 fn, device, budget_s=share, before=(before or {}).get(name), warmup=warmup if r == 0 else 0,
                 min_reps=need, **kw,
