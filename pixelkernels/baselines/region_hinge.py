@@ -4,7 +4,9 @@ labels, no loop, no one-hot), the per-pixel hinge, and one `scatter_add_` per re
 
     hinge[b, r] = sum_{p : labels[b, p] = r} [ ||emb[b, :, p] - centroid[b, r]|| - delta ]_+^2
 
-The norm is `torch.linalg.vector_norm`, whose gradient is 0 where the norm is 0 (SPEC §2).
+The norm is the square root of the summed squares over D, with gradient 0 where it is 0 (SPEC
+§2: `safe_sqrt`, two `torch.where` on the (B, P) map); `torch.linalg.vector_norm(dim=1)`, which
+has that gradient built in, was 8-60x slower on this CPU than the sum of squares.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
+from ..reference._math import safe_sqrt
 from .region_stats import region_bins
 
 
@@ -20,7 +23,7 @@ def pixel_hinge(x: torch.Tensor, bins: torch.Tensor, centroid: torch.Tensor, del
     (B, R + 1), the left-out pixels' terms in bin R."""
     B, D, P = x.shape
     own = centroid.gather(2, bins.unsqueeze(1).expand(B, D, P))
-    h = torch.clamp_min(torch.linalg.vector_norm(x - own, dim=1) - delta, 0) ** 2
+    h = torch.clamp_min(safe_sqrt(((x - own) ** 2).sum(1)) - delta, 0) ** 2
     return x.new_zeros(B, centroid.shape[2]).scatter_add_(1, bins, h)
 
 
