@@ -6,10 +6,11 @@
 // Pixel-inner input (sp == 1): the tile's bins are cut into runs of equal bin (instance
 // labels come in blobs, so runs are long); within a run the own centroid is one scalar per
 // dim, so every loop is a contiguous, vectorisable row loop with no gather and no scatter:
-//     ss[i] += (x[d, i] - c[run, d])^2          over the D rows
+//     ss[i] += (x[d, i] - c[run, d])^2          over the D rows, four rows a sweep
 //     val[i], fac[i] = region_hinge::term(ss[i])
 //     out[run's bin] += sum over the run of val  (forward)
-//     gx[d, i] = g[bin] fac[i] (x[d, i] - c[bin, d]); pc[bin, d] -= sum over the run (backward)
+//     gx[d, i] = g[bin] fac[i] (x[d, i] - c[bin, d]) (+ offset); pc[bin, d] -= sum over the run
+//                                                 (backward, one sweep per row and run: run_grad)
 // Tiles whose runs are short (average < kMinRun pixels, e.g. noisy labels) gather the centroid
 // per pixel from a [D][R + 1] table and scatter per pixel instead. Dim-inner (channels_last)
 // and other strides go pixel by pixel, the D values of a pixel in 8 lanes.
