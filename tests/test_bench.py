@@ -35,11 +35,11 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_bench_command_runs(tmp_path):
     """`python -m pixelkernels bench` end to end with a short budget and two runs: the CPU rows of
-    two ops at W2 (the one-hot references of W3 and W4 take seconds a call), JSON, CSV and
+    region_stats at W2 (the one-hot references of W3 and W4 take seconds a call), JSON, CSV and
     Markdown with the same rows, both speedups with their spread, the checks-on overhead."""
     js, cs, md = tmp_path / "rows.json", tmp_path / "rows.csv", tmp_path / "rows.md"
     args = ["bench", "--quick", "--no-memory", "--repeat", "2", "--device", "cpu", "--workload", "W2"]
-    args += ["--op", "region_stats", "--op", "menet_metric_loss"]
+    args += ["--op", "region_stats"]
     args += ["--json", str(js), "--csv", str(cs), "--markdown", str(md)]
     r = _python(f"import pixelkernels.__main__ as m, sys; sys.exit(m.main({args!r}))")
     assert r.returncode == 0, r.stderr
@@ -48,7 +48,7 @@ def test_bench_command_runs(tmp_path):
     meta, rows = doc["meta"], doc["rows"]
     assert {"date", "device", "torch", "build", "command", "method"} <= set(meta)
     assert meta["command"].startswith("python -m pixelkernels bench --quick") and meta["method"]["runs"] == 2
-    cases = bench_cases.select(["region_stats", "menet_metric_loss"], ["W2"], "cpu")
+    cases = bench_cases.select(["region_stats"], ["W2"], "cpu")
     assert {(row["op"], row["workload"]) for row in rows} == {(c.op, c.id) for c in cases}
     assert {row["backend"] for row in rows} == {"reference", "baseline"} | set(OURS)
     for row in rows:

@@ -66,10 +66,11 @@ def main(argv=None) -> int:
             p.error(f"unknown {flag}(s) {sorted(set(given) - known)}; known: {sorted(known)}")
     if not _cases.select(a.op, a.workload, device.type):
         p.error(f"no case of op {a.op or 'any'} and workload {a.workload or 'any'} runs on {device.type}")
-    budget_s = 0.2 if a.quick else 2.0
+    budget_s, min_reps = (0.2, 2) if a.quick else (2.0, 5)
     rows = run_bench(
-        device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat
-    )
+        device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat,
+        min_reps=min_reps,
+    )  # fmt: skip
     command = " ".join(["python -m pixelkernels bench", *argv])
     meta = {
         "date": time.strftime("%Y-%m-%d"),
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
             "runs": a.repeat,
             "rounds_per_run": ROUNDS,
             "budget_s_per_kind_and_run": budget_s,
+            "min_calls_per_round": min_reps,
             "speedups": "per run: the comparison's median / the row's median, both from that run; "
             "reported as median, min and max over the runs",
             "checks": "off in timed regions; checks_us = forward median with checks on - off, workload input",

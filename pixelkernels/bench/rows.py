@@ -138,9 +138,20 @@ def _checks_overhead(case, inp, names, device, before, budget_s) -> dict:
 
 
 def run_case(
-    case: Case, device: torch.device, names, *, budget_s, memory, flush, copy_gbs, repeat=1, log=print
+    case: Case,
+    device: torch.device,
+    names,
+    *,
+    budget_s,
+    memory,
+    flush,
+    copy_gbs,
+    repeat=1,
+    min_reps=5,
+    log=print,
 ):
-    """The rows of one case, one per candidate. Call with checks off (run_bench does)."""
+    """The rows of one case, one per candidate (at least `min_reps` timed calls of each a round,
+    fewer for calls longer than the round's budget). Call with checks off (run_bench does)."""
     inp = case.make(device)
     outs, grads, notes = {}, {}, {}
     for name in names:  # one call of each: outputs and gradients for the error column
@@ -166,13 +177,18 @@ def run_case(
     for _ in range(repeat):
         got = {
             "fwd": side_by_side(
-                {n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, before=before_fwd
+                {n: forward(case, inp, n) for n in ok},
+                device,
+                budget_s=budget_s,
+                before=before_fwd,
+                min_reps=min_reps,
             ),
             "fwdbwd": side_by_side(
                 {n: forward_backward(case, inp, n) for n in grads},
                 device,
                 budget_s=budget_s,
                 before=before_fb,
+                min_reps=min_reps,
             ),
         }
         if device.type == "cuda":
@@ -244,7 +260,15 @@ def run_case(
 
 
 def run_bench(
-    device, ops=None, workloads=None, backends=None, memory=True, log=print, budget_s=2.0, repeat=1
+    device,
+    ops=None,
+    workloads=None,
+    backends=None,
+    memory=True,
+    log=print,
+    budget_s=2.0,
+    repeat=1,
+    min_reps=5,
 ):
     """Every selected case on `device`, timed with checks off, `repeat` runs each; the rows
     (each case's also logged as a table as soon as it is done)."""
@@ -265,7 +289,7 @@ def run_bench(
             names = backend_names(case, device, backends, log)
             case_rows = run_case(
                 case, device, names, budget_s=budget_s, memory=memory, flush=flush, copy_gbs=copy_gbs,
-                repeat=repeat, log=log,
+                repeat=repeat, min_reps=min_reps, log=log,
             )  # fmt: skip
             for row in case_rows:
                 log(table.line(row))
