@@ -16,7 +16,7 @@ A row (`Case`) is one workload of one public op:
 - ``devices``: where the row runs; ``small``: a small input of the same op, run untimed after
   each cache flush on the CPU (see pixelkernels/bench/timing.py; default: none).
 
-What every row is compared with, timed side by side with the backends (`COMPARISONS`):
+What every row is compared with, timed side by side with the backends (`Case.comparisons()`):
 
 - ``reference``: the op's reference (pixelkernels/reference), in the row's dtype: ``reference``
   overrides it where the oracle computes in another dtype (centroid_hinge's runs in float64);
