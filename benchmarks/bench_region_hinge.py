@@ -1,5 +1,6 @@
-"""region_hinge under pytest-benchmark: its rows of the case table (pixelkernels/bench_cases.py),
-forward and forward+backward, every usable backend and the reference, on the best device.
+"""region_hinge under pytest-benchmark: its rows of the case table (pixelkernels/bench/cases.py),
+forward and forward+backward, every usable backend, the reference and the best-PyTorch baseline
+(pixelkernels/baselines), on the best device.
 
     pytest benchmarks/bench_region_hinge.py --benchmark-only --benchmark-columns=median,iqr
 """

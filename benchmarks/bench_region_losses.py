@@ -1,6 +1,7 @@
 """The region losses under pytest-benchmark: their rows of the case table
-(pixelkernels/bench_cases.py), forward and forward+backward, every usable backend and the
-reference (the straightforward one-hot PyTorch), on the best device.
+(pixelkernels/bench/cases.py), forward and forward+backward, every usable backend and the
+reference (the straightforward one-hot PyTorch), the best-PyTorch baseline
+(pixelkernels/baselines), on the best device.
 
     pytest benchmarks/bench_region_losses.py --benchmark-only --benchmark-columns=median,iqr
 """

@@ -1,5 +1,5 @@
 """pytest-benchmark cases: `pytest benchmarks/ --benchmark-only`. Every `bench_<op>.py` takes
-its cases from the one table, `pixelkernels/bench_cases.py` (the rows of
+its cases from the one table, `pixelkernels/bench/cases.py` (the rows of
 `python -m pixelkernels bench`), through `pixelkernels.bench.pytest_benchmarks(op)`:
 
     from pixelkernels.bench import pytest_benchmarks

@@ -8,13 +8,17 @@
 //      they cancel that exceeds half precision's elementwise tolerance.
 // The Triton variant runs the same composition in Python (pixelkernels/triton/centroid_hinge.py,
 // forward/backward over any variant's component ops); tests/test_schemas.py runs that one on
-// these ops' components and checks both compositions give bitwise the same results.
+// these ops' components and checks both compositions give bitwise the same results on CUDA.
+// On the CPU the backward is one kernel instead (common/centroid_hinge.h): the same values
+// up to one rounding, image by image, with emb read once from DRAM rather than twice.
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
+#include "common/centroid_hinge.h"
 #include "torch_utils.h"
 
 #define PK_STRINGIFY_(x) #x
@@ -44,6 +48,33 @@ Tensors3 centroid_hinge(const at::Tensor& emb, const at::Tensor& labels, int64_t
   return {count, centroid, hinge.call(emb, labels, centroid, delta, ignore_index)};
 }
 
+// The CPU backward (common/centroid_hinge.h): region_hinge_backward's tensors, one launch.
+// A template instantiated for OnCpu only: the CUDA emulator's build has no CPU kernels.
+template <class On>
+at::Tensor centroid_hinge_backward_cpu(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
+                                       const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
+                                       const at::Tensor& centroid, double delta, int64_t ignore_index, const char* op) {
+  expect_labels_match(emb, labels, op);
+  const int64_t R = centroid.size(1);
+  expect_sizes(grad_hinge, {emb.size(0), R}, op, "grad_hinge");
+  PK_EXPECT(centroid.size(0) == emb.size(0) && centroid.size(2) == emb.size(1) && R >= 1 && R <= INT32_MAX, op,
+            "centroid must be (B, R, D) with 1 <= R < 2^31 for emb ", emb.sizes(), ", got ", centroid.sizes());
+  expect_same_device(op, {emb, labels, grad_hinge});
+  Launcher<On> launcher(emb, op);
+  PixelOutput out(emb);
+  if (emb.numel() == 0) return out.finish();
+  const auto st = stats_options(emb);
+  const at::Tensor c = centroid.to(st).contiguous(), g = grad_hinge.to(st).contiguous();
+  const at::Tensor gc = grad_centroid.to(st).contiguous(), n = count.to(st).contiguous();
+  at::Tensor through = at::empty(centroid.sizes(), st);
+  const Labels lab(labels);
+  RegionHingeBackward h{pixel_map(out.src), lab.map, R, ignore_index, c.const_data_ptr(), g.const_data_ptr(), delta,
+                        out.out.mutable_data_ptr(), through.mutable_data_ptr()};
+  launcher(CentroidHingeBackward{h, gc.const_data_ptr(), n.const_data_ptr()});
+  return out.finish();
+}
+
+template <class On>
 at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
                                    const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
                                    const at::Tensor& centroid, double delta, int64_t ignore_index) {
@@ -55,6 +86,9 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
   expect_sizes(grad_centroid, centroid.sizes(), op, "grad_centroid");
   expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
   expect_same_device(op, {emb, grad_centroid, count});
+  if constexpr (std::is_same_v<On, OnCpu>)
+    return centroid_hinge_backward_cpu<On>(grad_centroid, grad_hinge, emb, labels, count, centroid, delta,
+                                           ignore_index, op);
   // In the accumulation type whatever the caller's centroid dtype: region_hinge_backward
   // returns the centroids' gradient in the centroids' dtype.
   const auto acc = stats_options(emb).dtype();
@@ -68,7 +102,7 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
 
 #define CENTROID_HINGE_IMPLS(m, On)                \
   m.impl("centroid_hinge", &centroid_hinge); \
-  m.impl("centroid_hinge_backward", &centroid_hinge_backward);
+  m.impl("centroid_hinge_backward", &centroid_hinge_backward<On>);
 
 PK_REGISTER_IMPLS(CENTROID_HINGE_IMPLS)
 

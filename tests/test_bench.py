@@ -1,6 +1,8 @@
-"""The bench machinery (pixelkernels/bench.py, pixelkernels/bench_cases.py): one case table for
-`python -m pixelkernels bench` and `benchmarks/`, timed regions with checks off, the checks-on
-overhead, clear errors. Timings themselves are never checked."""
+"""The bench machinery (pixelkernels/bench/): one case table for `python -m pixelkernels bench`
+and `benchmarks/`, every row compared with the reference and the best-PyTorch baseline (in the
+row's dtype), repeated side-by-side runs with the spread of every speedup, timed regions with
+checks off, the checks-on overhead at the workload's size, clear errors, JSON / CSV / Markdown /
+plot. Timings themselves are never checked."""
 
 from __future__ import annotations
 
@@ -13,14 +15,18 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import pixelkernels as pk
-from pixelkernels import bench, bench_cases
-from pixelkernels.bench_cases import Case, Inputs
+from pixelkernels import bench
+from pixelkernels.bench import cases as bench_cases
+from pixelkernels.bench import memory, report, timing
+from pixelkernels.bench.cases import Case, Inputs, Peer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU = torch.device("cpu")
 HAS_CPU = "cpu" in pk.available_backends()
+OURS = ["cpu"] if HAS_CPU else []
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -28,34 +34,47 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_bench_command_runs(tmp_path):
-    """`python -m pixelkernels bench` end to end with a short budget: the CPU rows of W2 (every
-    op there; the one-hot references of W3 and W4 take seconds a call), JSON and CSV with the
-    same rows, the checks-on overhead present."""
-    js, cs = tmp_path / "rows.json", tmp_path / "rows.csv"
-    r = _python(
-        "import pixelkernels.__main__ as m, sys; sys.exit(m.main(['bench', '--quick', '--no-memory', "
-        f"'--device', 'cpu', '--workload', 'W2', '--json', {str(js)!r}, '--csv', {str(cs)!r}]))"
-    )
+    """`python -m pixelkernels bench` end to end with a short budget and two runs: the CPU rows of
+    region_stats at W2 (the one-hot references of W3 and W4 take seconds a call), JSON, CSV and
+    Markdown with the same rows, both speedups with their spread, the checks-on overhead."""
+    js, cs, md = tmp_path / "rows.json", tmp_path / "rows.csv", tmp_path / "rows.md"
+    args = ["bench", "--quick", "--no-memory", "--repeat", "2", "--device", "cpu", "--workload", "W2"]
+    args += ["--op", "region_stats"]
+    args += ["--json", str(js), "--csv", str(cs), "--markdown", str(md)]
+    r = _python(f"import pixelkernels.__main__ as m, sys; sys.exit(m.main({args!r}))")
     assert r.returncode == 0, r.stderr
-    assert "checks us" in r.stdout and "copy bandwidth" in r.stdout
+    assert "checks us" in r.stdout and "copy bandwidth" in r.stdout and "x base f+b" in r.stdout
     doc = json.loads(js.read_text())
     meta, rows = doc["meta"], doc["rows"]
     assert {"date", "device", "torch", "build", "command", "method"} <= set(meta)
-    assert meta["command"].startswith("python -m pixelkernels bench --quick")
-    assert {(row["op"], row["workload"]) for row in rows} == {
-        (c.op, c.id) for c in bench_cases.select(ids=["W2"], device="cpu")
-    }
-    assert len(rows) >= 4
-    assert {row["backend"] for row in rows} == {"reference"} | ({"cpu"} if HAS_CPU else set())
+    assert meta["command"].startswith("python -m pixelkernels bench --quick") and meta["method"]["runs"] == 2
+    cases = bench_cases.select(["region_stats"], ["W2"], "cpu")
+    assert {(row["op"], row["workload"]) for row in rows} == {(c.op, c.id) for c in cases}
+    assert {row["backend"] for row in rows} == {"reference", "baseline"} | set(OURS)
     for row in rows:
-        assert row["max_rel_err"] < 1e-4 and row["note"] == ""
-        assert row["fwd_p20_ms"] <= row["fwd_ms"] <= row["fwd_p80_ms"]
-        assert math.isfinite(row["checks_us"]) and row["checks_on_us"] > 0 and row["checks_off_us"] > 0
+        assert row["max_rel_err"] < 1e-4 and row["note"] == "" and row["runs"] == 2
+        assert row["fwd_p20_ms"] <= row["fwd_ms"] <= row["fwd_p80_ms"] and len(row["fwd_ms_runs"]) == 2
+        for comp in ("reference", "baseline"):
+            for kind in ("fwd", "fwdbwd"):
+                key = f"speedup_{comp}_{kind}"
+                assert row[key + "_min"] <= row[key] <= row[key + "_max"], key
+                assert len(row[key + "_runs"]) == 2
+        assert (
+            row[f"speedup_{row['backend']}_fwd"] == 1.0
+            if row["backend"] in ("reference", "baseline")
+            else True
+        )
+        mine = row["backend"] not in ("reference", "baseline")
+        assert math.isfinite(row["checks_us"]) == mine  # the overhead is measured for our backends
         assert math.isnan(row["graph_fwd_ms"]) and math.isnan(row["peak_mib"])  # CPU; --no-memory
         assert row["bw_frac_fwd"] > 0
     with open(cs) as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows) and list(table[0]) == list(rows[0])
+    assert len(table[0]["fwd_ms_runs"].split()) == 2
+    lines = md.read_text().splitlines()
+    assert len(lines) == 2 + len(rows) - 2 * len(cases)  # our rows only
+    assert "× baseline fwd / f+b" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -65,6 +84,7 @@ def test_bench_command_runs(tmp_path):
         (["--op", "nope"], "unknown op(s) ['nope']"),
         (["--backend", "gpu"], "unknown backend(s) ['gpu']"),
         (["--workload", "W2-large", "--device", "cpu"], "runs on cpu"),
+        (["--repeat", "0"], "--repeat must be at least 1"),
     ],
 )
 def test_bad_selection_fails_clearly(capsys, args, message):
@@ -78,9 +98,10 @@ def test_list_shows_the_table(capsys):
     assert bench.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(c.key in out for c in bench_cases.CASES)
+    assert "torch_scatter" in out  # region_stats' optional peer
 
 
-def _recording_case(calls, *, wid="T1", loss=bench_cases.weighted_sum, baselines=None):
+def _recording_case(calls, *, wid="T1", loss=bench_cases.weighted_sum, peers=()):
     """region_stats through the public op on a tiny input, recording for each call whether it
     ran on the workload or the small input and whether checks were on."""
     base = bench_cases._region_stats_inputs(2, 3, 8, 8, 2)
@@ -108,7 +129,7 @@ def _recording_case(calls, *, wid="T1", loss=bench_cases.weighted_sum, baselines
         bytes_fwd=bench_cases._region_stats_bytes(False),
         small=tagged(small, "small"),
         call=call,
-        baselines=baselines or {},
+        peers=peers,
     )
 
 
@@ -121,48 +142,94 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     def no_grad(inp):
         return [t.detach() for t in pk.region_stats(*inp.args, backend="reference")]
 
+    peers = (
+        Peer("broken", None, broken),
+        Peer("no_grad", None, no_grad),
+        Peer("absent", "no_such_module_here", broken),
+    )
     monkeypatch.setattr(
         bench_cases,
         "CASES",
-        [
-            _recording_case(calls, baselines={"broken": broken, "no_grad": no_grad}),
-            _recording_case(calls, wid="T2", loss=None),
-        ],
+        [_recording_case(calls, peers=peers), _recording_case(calls, wid="T2", loss=None)],
     )
     lines = []
     assert pk.checks_enabled()
-    rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02)
+    rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02, repeat=3)
     assert pk.checks_enabled()  # restored
-    names = ["reference"] + (["cpu"] if HAS_CPU else [])
+    first = ["reference", "baseline"]
     assert [(r["workload"], r["backend"]) for r in rows] == [
-        ("T1", n) for n in names + ["broken", "no_grad"]
-    ] + [("T2", n) for n in names]
-    # Workload calls (timed, or for the error column) all ran with checks off; the small input
-    # ran with checks both on and off, for the overhead figure.
-    assert calls and all(not on for tag, _, on in calls if tag == "workload")
-    assert {on for tag, _, on in calls if tag == "small"} == {True, False}
+        ("T1", n) for n in first + ["broken", "no_grad"] + OURS
+    ] + [("T2", n) for n in first + OURS]
+    assert any("peer absent skipped: no_such_module_here is not installed" in line for line in lines)
+    # Workload calls (timed, for the error column, or for the checks-on overhead) ran with checks
+    # off except the overhead's "on" half, at the workload's size; the small input only primes.
+    assert {on for tag, b, on in calls if tag == "workload" and b != "reference"} == (
+        {True, False} if HAS_CPU else {False}
+    )
+    assert all(not on for tag, b, on in calls if tag == "small" or b == "reference")
     for r in rows:
+        assert r["runs"] == 3 and len(r["fwd_ms_runs"]) == 3
         if r["backend"] == "broken":
             assert "RuntimeError: no such kernel" in r["note"] and math.isnan(r["fwd_ms"])
+            assert math.isnan(r["speedup_reference_fwd"])
             assert any("no such kernel" in line for line in lines)
             continue
         if r["backend"] == "no_grad":  # forward timed, forward+backward reported as failed
             assert r["note"].startswith("forward+backward failed: ValueError") and r["max_rel_err"] == 0
             assert r["fwd_ms"] > 0 and math.isnan(r["fwdbwd_ms"]) and math.isnan(r["checks_us"])
             continue
-        assert r["fwd_ms"] > 0 and r["max_rel_err"] < 1e-4 and math.isfinite(r["checks_us"])
+        assert r["fwd_ms"] > 0 and r["max_rel_err"] < 1e-4
+        assert math.isfinite(r["checks_us"]) == (r["backend"] in OURS)
         assert math.isfinite(r["bw_frac_fwd"]) and math.isnan(r["bw_frac_fwdbwd"])  # no bytes_fwdbwd
+        for comp in ("reference", "baseline"):
+            runs = r[f"speedup_{comp}_fwd_runs"]
+            assert (
+                len(runs) == 3
+                and r[f"speedup_{comp}_fwd_min"] == min(runs)
+                and r[f"speedup_{comp}_fwd_max"] == max(runs)
+            )
         if r["workload"] == "T1":
-            assert r["fwdbwd_ms"] > 0 and math.isfinite(r["speedup_fwdbwd"])
+            assert r["fwdbwd_ms"] > 0 and math.isfinite(r["speedup_baseline_fwdbwd"])
         else:  # an op without backward: forward only
-            assert math.isnan(r["fwdbwd_ms"]) and math.isnan(r["speedup_fwdbwd"])
-            assert math.isfinite(r["speedup_fwd"])
+            assert math.isnan(r["fwdbwd_ms"]) and math.isnan(r["speedup_reference_fwdbwd"])
+            assert math.isfinite(r["speedup_baseline_fwd"])
+
+
+class _FloatDtypes(TorchDispatchMode):
+    """The dtypes of every floating-point tensor an op produces inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.seen.add(t.dtype)
+        return out
+
+
+@pytest.mark.parametrize("key", [c.key for c in bench_cases.CASES if "cpu" in c.devices and c.small])
+def test_comparisons_run_in_the_row_dtype(key):
+    """Like for like: the timed reference and the baseline of every row compute in the row's dtype
+    (forward and backward), on its small input: no float64 reference timed against float32."""
+    case = bench_cases.find(*key.split(":"))
+    inp = case.small(CPU)
+    for name in ("reference", "baseline"):
+        if case.loss:
+            case.loss(case.run(inp, name), inp)  # the loss's fixed weights are made on the first call
+        with _FloatDtypes() as mode:
+            out = case.run(inp, name)
+            if case.loss:
+                torch.autograd.grad(case.loss(out, inp), inp.grad)
+        assert mode.seen == {torch.float32}, f"{name}: {mode.seen}"
 
 
 def test_checks_off_restores_setting():
     pk.set_checks(False)
     try:
-        with bench.checks(True):
+        with timing.checks(True):
             assert pk.checks_enabled()
         assert not pk.checks_enabled()
     finally:
@@ -177,6 +244,7 @@ def test_pytest_benchmarks_from_table():
     dev = bench.default_device()
     cases = bench_cases.select(["region_stats"], device=dev.type)
     assert ids == [f"{c.id}-{n}" for c in cases for n in bench.backend_names(c, dev)]
+    assert "W2-baseline" in ids
     (mark,) = [m for m in fwd_bwd.pytestmark if m.name == "parametrize"]
     assert [p.id for p in mark.args[1]] == ids  # region_stats has a backward
 
@@ -185,8 +253,18 @@ def test_pytest_benchmark_files_run():
     r = subprocess.run(
         # Every file and every backend's rows, each call once; of the references only W2's
         # (the one-hot references of W3 and W4 take seconds a call, ~50 s in all).
-        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-         "-k", "not reference or W2"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable",
+            "-k",
+            "not reference or W2",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,
@@ -198,22 +276,60 @@ def test_pytest_benchmark_files_run():
 
 def test_cpu_peak_memory_in_a_fresh_interpreter():
     case = bench_cases.find("region_stats", "W2")
-    mib = bench.peak_mib(case, None, "cpu" if HAS_CPU else "reference", CPU)
+    mib = memory.peak_mib(case, None, "cpu" if HAS_CPU else "reference", CPU)
     assert 0 < mib < 1024
 
 
-def test_table_helpers():
-    assert bench.percentiles([float(x) for x in range(1, 11)]) == (5.5, 2.8, 8.2)
-    assert math.isnan(bench.percentiles([])[0])
+def _row(backend, runs=1, **speedups):
+    row = {"op": "o", "workload": "w", "shape": "s", "backend": backend, "runs": runs, "fwd_ms": 1.0,
+           "fwdbwd_ms": 2.0, "bw_frac_fwd": 0.5, "bw_frac_fwdbwd": float("nan")}  # fmt: skip
+    for key, vals in speedups.items():
+        row[key] = sorted(vals)[len(vals) // 2]
+        row[key + "_min"], row[key + "_max"], row[key + "_runs"] = min(vals), max(vals), list(vals)
+    return row
+
+
+def test_report_helpers(tmp_path):
+    assert timing.percentiles([float(x) for x in range(1, 11)]) == (5.5, 2.8, 8.2)
+    assert math.isnan(timing.percentiles([])[0])
     with pytest.raises(KeyError, match="no bench case"):
         bench_cases.find("region_stats", "W99")
-    inp = Inputs(args=())
     with pytest.raises(ValueError, match="loss=None"):
-        bench_cases.weighted_sum(torch.zeros(3), inp)
-    cols = bench._columns(CPU)
-    assert not any(key.startswith("graph") for _, key, _, _ in cols)
-    row = {key: float("nan") for _, key, _, _ in cols} | {"op": "o", "workload": "w", "backend": "b"}
-    assert bench._fmt_row(row, cols).split() == ["o", "w", "b"] + ["-"] * (len(cols) - 3)
+        bench_cases.weighted_sum(torch.zeros(3), Inputs(args=()))
+    table = report.Table(CPU, bench_cases.select(["region_stats"], ["W2"], "cpu"))
+    assert not any(key.startswith("graph") for _, key, _, _ in table.cols)
+    assert "x ref f+b" in table.header() and "x base f+b" in table.header()
+    empty = {"op": "o", "workload": "w", "backend": "b"}
+    assert table.line(empty).split() == ["o", "w", "b"] + ["-"] * (len(table.cols) - 3)
+    many = _row("cpu", runs=3, speedup_baseline_fwdbwd=[4.0, 6.5, 5.25])
+    assert report.speedup_cell(many, "speedup_baseline_fwdbwd") == "5.2 (4.0-6.5)"
+    assert report.speedup_cell(_row("cpu", speedup_reference_fwd=[12.25]), "speedup_reference_fwd") == "12.2"
+    rows = [_row("reference", speedup_reference_fwd=[1.0]), many | {"peer_only": 1}]
+    report.write_csv(str(tmp_path / "r.csv"), rows)
+    with open(tmp_path / "r.csv") as f:
+        got = list(csv.DictReader(f))
+    assert got[0]["peer_only"] == "" and got[1]["speedup_baseline_fwdbwd_runs"] == "4 6.5 5.25"
+    md = report.markdown(rows).splitlines()
+    assert len(md) == 3 and "| cpu |" in md[2] and "5.2 (4.0-6.5)" in md[2]
+
+
+def test_plot_draws_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pixelkernels.bench.plot import plot
+
+    rows = [
+        _row("reference", speedup_reference_fwdbwd=[1.0], speedup_baseline_fwdbwd=[0.5]),
+        _row("baseline", speedup_reference_fwdbwd=[2.0], speedup_baseline_fwdbwd=[1.0]),
+        _row(
+            "cpu",
+            runs=3,
+            speedup_reference_fwdbwd=[20.0, 30.0, 25.0],
+            speedup_baseline_fwdbwd=[4.0, 6.0, 5.0],
+        ),
+    ]
+    path = tmp_path / "p.png"
+    assert plot(rows, str(path), title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # GPU: these run whenever a GPU is lent (the CUDA code paths of the bench).
@@ -228,9 +344,9 @@ def test_bench_cuda_eager_and_graph(monkeypatch):
         emb, labels, r = inp.args
         return pk.region_stats(emb, labels, int(labels.max().item()) + 1, backend="reference")
 
-    monkeypatch.setattr(bench_cases, "CASES", [_recording_case(calls, baselines={"syncs": syncs})])
+    monkeypatch.setattr(bench_cases, "CASES", [_recording_case(calls, peers=(Peer("syncs", None, syncs),))])
     lines = []
-    rows = bench.run_bench(torch.device("cuda"), memory=True, log=lines.append, budget_s=0.05)
+    rows = bench.run_bench(torch.device("cuda"), memory=True, log=lines.append, budget_s=0.05, repeat=2)
     by = {r["backend"]: r for r in rows}
     for name, r in by.items():
         assert r["fwd_p20_ms"] <= r["fwd_ms"] <= r["fwd_p80_ms"] and r["peak_mib"] >= 0
@@ -239,4 +355,4 @@ def test_bench_cuda_eager_and_graph(monkeypatch):
         else:
             assert r["graph_fwd_p20_ms"] <= r["graph_fwd_ms"] <= r["graph_fwd_p80_ms"], r
             assert r["graph_fwdbwd_ms"] > 0 and r["note"] == "" and math.isfinite(r["bw_frac_fwd"])
-    assert all(not on for tag, _, on in calls if tag == "workload")
+    assert all(not on for tag, b, on in calls if tag == "small")

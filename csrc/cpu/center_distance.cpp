@@ -46,6 +46,7 @@ void backward(const CenterDistanceBackward& a) {
   const int64_t B = m.B, D = m.D, P = m.P, nc = P > 0 ? (P + kChunk - 1) / kChunk : 0;
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   auto part = scratch<T>(B * nc * D);
+  advise_huge_pages(gx, map_bytes<T>(m));
   parallel_chunks(B, P, kChunk, [&](int64_t b, int64_t c, int64_t p0, int64_t n) {
     T* pc = part.get() + (b * nc + c) * D;
     for (int64_t d = 0; d < D; ++d) pc[d] = 0;

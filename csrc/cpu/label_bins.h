@@ -1,6 +1,6 @@
 // Labels -> int32 bins, for the CPU kernels built once per instruction set (the *_kernels.h
 // headers): every pixel that takes no part (ignore_index, or outside [0, R)) goes to the
-// sentinel bin R, so the kernels' loops over bins are branch-free. Labels are read at their
+// sentinel bin R, so the kernels' loops over bins are branch-free; and runs of equal bin. Labels are read at their
 // own width. Raw pointers and our own loops only, like the headers that include it (see
 // region_stats_kernels.h on why: it is compiled under `#pragma GCC target("avx2,fma")`).
 #pragma once
@@ -21,6 +21,52 @@ inline void bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, in
     const int64_t l = int64_t(lab[i]);
     bins[i] = ::pixelkernels::takes_part(l, R, ignore) ? int32_t(l) : int32_t(R);
   }
+}
+
+// Runs of equal bin (instance and region labels come in blobs): run k is [start[k],
+// start[k + 1]) with bin rbin[k]. Returns the number of runs; `start` holds n + 1 entries.
+inline int64_t make_runs(const int32_t* bins, int64_t n, int32_t* start, int32_t* rbin) {
+  int64_t nr = 0;
+  int32_t prev = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (bins[i] != prev) {
+      prev = bins[i];
+      start[nr] = int32_t(i);
+      rbin[nr++] = prev;
+    }
+  start[nr] = int32_t(n);
+  return nr;
+}
+
+// A tile goes run by run when its runs average at least kMinRun pixels; shorter runs (noisy
+// labels) gather or scatter per pixel instead.
+constexpr int64_t kMinRun = 8;
+
+// Sum of v[0, n) in 8 independent lanes (vectorises), then a fixed tree and the tail in order.
+template <typename T>
+inline T lane_sum(const T* v, int64_t n) {
+  T l[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) l[j] += v[i + j];
+  T s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i < n; ++i) s += v[i];
+  return s;
+}
+
+// The same for (v - mu)^2: a run's centred squares.
+template <typename T>
+inline T lane_sum_sq(const T* v, int64_t n, T mu) {
+  T l[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const T u = v[i + j] - mu;
+      l[j] += u * u;
+    }
+  T s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i < n; ++i) s += (v[i] - mu) * (v[i] - mu);
+  return s;
 }
 
 // Bins of labels [i0, i0 + n) of `lab`.

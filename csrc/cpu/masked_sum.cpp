@@ -63,6 +63,7 @@ void backward(const MaskedSumBackward& a) {
   T* gx = static_cast<T*>(a.grad_feat);
   T* gw = static_cast<T*>(a.grad_mask);
   const int64_t C = m.D, P = m.P;
+  advise_huge_pages(gx, map_bytes<T>(m));
   parallel_chunks(m.B, P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const TileIndex at(m, b, p0);
     const T* wb = w + b * P + p0;

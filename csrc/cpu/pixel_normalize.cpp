@@ -9,6 +9,11 @@
 namespace pixelkernels::cpu {
 namespace {
 
+// Pixels per task: 4096 (a 16-dim float tile is 256 KiB, L2-resident between its two sweeps).
+// The shared 512 (kTile) read each dim row in 2 KiB stretches and took 1.3x as long
+// single-threaded at W2 (forward 3.9 -> 2.9 ms, backward 5.1 -> 4.1 ms).
+constexpr int64_t kNormTile = 4096;
+
 template <typename T, bool kUnitP>
 void forward(const PixelNormalizeForward& a) {
   const PixelMap& m = a.emb;
@@ -16,10 +21,11 @@ void forward(const PixelNormalizeForward& a) {
   T* y = static_cast<T*>(a.out);
   const T eps = T(a.eps);
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
-  parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+  advise_huge_pages(y, map_bytes<T>(m));
+  parallel_chunks(m.B, m.P, kNormTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
-    T acc[kTile];
+    T acc[kNormTile];
     for (int64_t i = 0; i < n; ++i) acc[i] = 0;
     for (int64_t d = 0; d < m.D; ++d)
       for (int64_t i = 0; i < n; ++i) {
@@ -40,10 +46,11 @@ void backward(const PixelNormalizeBackward& a) {
   T* gx = static_cast<T*>(a.grad_emb);
   const T eps = T(a.eps);
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
-  parallel_chunks(m.B, m.P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
+  advise_huge_pages(gx, map_bytes<T>(m));
+  parallel_chunks(m.B, m.P, kNormTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
-    T ss[kTile], dot[kTile];
+    T ss[kNormTile], dot[kNormTile];
     for (int64_t i = 0; i < n; ++i) ss[i] = dot[i] = 0;
     for (int64_t d = 0; d < m.D; ++d)
       for (int64_t i = 0; i < n; ++i) {

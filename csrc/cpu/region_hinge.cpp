@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "common/centroid_hinge.h"
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cpu/isa.h"
@@ -118,6 +119,7 @@ void backward(const RegionHingeBackward& a) {
     off = std::make_unique<Tables<T>>(static_cast<const T*>(a.offset), B, R, D);
   auto part = scratch<T>(B * nc * rows);
   const Kernels<T> k;
+  if (gx != nullptr) advise_huge_pages(gx, map_bytes<T>(m));
   at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
     auto runs = scratch<int32_t>(2 * (tile + 1));
@@ -144,10 +146,100 @@ void backward(const RegionHingeBackward& a) {
   });
 }
 
+// gd[p] += o[bin] over the taking-part pixels of n pixels (the offset table o_rd is [R + 1][D]
+// with a zero row R): by runs of equal bin for a pixel-inner map, else pixel by pixel.
+template <typename T>
+void add_offsets(T* gx, int64_t D, int64_t sd, int64_t sp, const int32_t* bins, int64_t n, int64_t R, const T* o_rd,
+                 int32_t* runs) {
+  if (sp == 1) {
+    int32_t* start = runs;
+    int32_t* rbin = runs + n + 1;
+    const int64_t nr = base::make_runs(bins, n, start, rbin);
+    for (int64_t d = 0; d < D; ++d) {
+      T* gd = gx + d * sd;
+      for (int64_t k = 0; k < nr; ++k) {
+        if (rbin[k] == R) continue;
+        const T o = o_rd[int64_t(rbin[k]) * D + d];
+        for (int64_t i = start[k]; i < start[k + 1]; ++i) gd[i] += o;
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (bins[i] == R) continue;
+    const T* o = o_rd + int64_t(bins[i]) * D;
+    for (int64_t d = 0; d < D; ++d) gx[i * sp + d * sd] += o[d];
+  }
+}
+
+// centroid_hinge's backward (common/centroid_hinge.h), image by image: the chunks of one image
+// write the hinge's term of the gradient and their partials of `through` (region_hinge's
+// backward kernel, without offsets), the partials merge in chunk order as region_hinge's do,
+// the image's offsets follow, and its chunks add them while the image's gradient is still in
+// the cache.
+template <typename T>
+void centroid_backward(const CentroidHingeBackward& a) {
+  const RegionHingeBackward& h = a.hinge;
+  const PixelMap& m = h.emb;
+  const T* x = static_cast<const T*>(m.data);
+  const T* gh = static_cast<const T*>(h.grad_hinge);
+  const T* gc_in = static_cast<const T*>(a.grad_centroid);
+  const T* count = static_cast<const T*>(a.count);
+  T* gx = static_cast<T*>(h.grad_emb);
+  T* through = static_cast<T*>(h.grad_centroid);
+  const int64_t B = m.B, D = m.D, P = m.P, R = h.R;
+  if (B * P == 0) return;
+  const auto plan = region_stats::plan_chunks(P, R, kChunkPixels, kMaxPartialRows);
+  const int64_t nc = plan.num_chunks, tile = tile_pixels<T>(D, plan.chunk), rows = (R + 1) * D;
+  const Tables<T> cent(static_cast<const T*>(h.centroid), B, R, D);
+  auto part = scratch<T>(nc * rows);
+  auto off = scratch<T>((R + 1) * D);  // one image's offsets, [R + 1][D] with a zero row R
+  const Kernels<T> k;
+  advise_huge_pages(gx, map_bytes<T>(m));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t tb = b * (R + 1) * D;
+    at::parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
+      auto bins = scratch<int32_t>(tile);
+      auto runs = scratch<int32_t>(2 * (tile + 1));
+      auto ss = scratch<T>(tile);
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0), at = b * m.sb + p0 * m.sp;
+        k.backward(x + at, D, m.sd, m.sp, h.labels, b * P + p0, n, R, h.ignore_index, cent.rd.get() + tb,
+                   cent.t.get() + tb, nullptr, nullptr, gh + b * R, T(h.delta), tile, bins.get(), runs.get(), ss.get(),
+                   gx + at, nullptr, part.get() + c * rows);
+      }
+    });
+    for (int64_t r = 0; r <= R; ++r)
+      for (int64_t d = 0; d < D; ++d) {
+        if (r == R) {
+          off[r * D + d] = T(0);
+          continue;
+        }
+        T s = 0;
+        for (int64_t c = 0; c < nc; ++c) s += part[c * rows + r * D + d];
+        const int64_t at = (b * R + r) * D + d;
+        through[at] = s;
+        off[r * D + d] = (gc_in[at] + s) / std::max(count[b * R + r], T(1));
+      }
+    at::parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
+      auto bins = scratch<int32_t>(plan.chunk);
+      auto runs = scratch<int32_t>(2 * (plan.chunk + 1));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
+        base::chunk_bins(h.labels, b * P + p0, n, R, h.ignore_index, bins.get());
+        add_offsets(gx + b * m.sb + p0 * m.sp, D, m.sd, m.sp, bins.get(), n, R, off.get(), runs.get());
+      }
+    });
+  }
+}
+
 }  // namespace
 }  // namespace pixelkernels::cpu
 
 namespace pixelkernels {
+Status launch(OnCpu, const CentroidHingeBackward& p) {
+  return cpu::dispatch_float(p.hinge.emb.dtype, [&](auto t) { cpu::centroid_backward<decltype(t)>(p); });
+}
 Status launch(OnCpu, const RegionHingeForward& p) {
   return cpu::dispatch_float(p.emb.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
 }

@@ -6,10 +6,11 @@
 // Pixel-inner input (sp == 1): the tile's bins are cut into runs of equal bin (instance
 // labels come in blobs, so runs are long); within a run the own centroid is one scalar per
 // dim, so every loop is a contiguous, vectorisable row loop with no gather and no scatter:
-//     ss[i] += (x[d, i] - c[run, d])^2          over the D rows
+//     ss[i] += (x[d, i] - c[run, d])^2          over the D rows, four rows a sweep
 //     val[i], fac[i] = region_hinge::term(ss[i])
 //     out[run's bin] += sum over the run of val  (forward)
-//     gx[d, i] = g[bin] fac[i] (x[d, i] - c[bin, d]); pc[bin, d] -= sum over the run (backward)
+//     gx[d, i] = g[bin] fac[i] (x[d, i] - c[bin, d]) (+ offset); pc[bin, d] -= sum over the run
+//                                                 (backward, one sweep per row and run: run_grad)
 // Tiles whose runs are short (average < kMinRun pixels, e.g. noisy labels) gather the centroid
 // per pixel from a [D][R + 1] table and scatter per pixel instead. Dim-inner (channels_last)
 // and other strides go pixel by pixel, the D values of a pixel in 8 lanes.
@@ -20,6 +21,7 @@
 
 #include "common/region_hinge.h"
 #include "cpu/label_bins.h"
+#include "cpu/simd.h"
 
 #ifndef PK_CPU_ISA
 #error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
@@ -29,34 +31,6 @@ namespace pixelkernels::cpu::PK_CPU_ISA::hinge {
 
 using ::pixelkernels::LabelMap;
 using ::pixelkernels::region_hinge::term;
-
-constexpr int64_t kMinRun = 8;
-
-// Runs of equal bin: run k is [start[k], start[k + 1]) with bin rbin[k]. Returns the count.
-inline int64_t make_runs(const int32_t* bins, int64_t n, int32_t* start, int32_t* rbin) {
-  int64_t nr = 0;
-  int32_t prev = -1;
-  for (int64_t i = 0; i < n; ++i)
-    if (bins[i] != prev) {
-      prev = bins[i];
-      start[nr] = int32_t(i);
-      rbin[nr++] = prev;
-    }
-  start[nr] = int32_t(n);
-  return nr;
-}
-
-// Sum of v[0, n) in 8 independent lanes (vectorises), then a fixed tree.
-template <typename T>
-inline T lane_sum(const T* v, int64_t n) {
-  T l[8] = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) l[j] += v[i + j];
-  T s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-  for (; i < n; ++i) s += v[i];
-  return s;
-}
 
 // ||x - c||^2 over D values at stride sd (1 when kUnitD), in 8 lanes.
 template <bool kUnitD, typename T>
@@ -77,6 +51,30 @@ inline T sumsq_to(const T* x, int64_t sd, const T* c, int64_t D) {
   return r;
 }
 
+// One run [s, e) of one dim row, bin centroid c: gd[i] = f[i] (x[i] - c) (+ the offset o), in
+// one sweep; returns the sum of the f (x - c), lane by lane (simd::V), the run's share of the
+// centroid's gradient. The same order whether gd is the gradient map or a scratch row, so the
+// centroid's gradient is bitwise the same with and without emb's.
+template <bool kOffset, typename T>
+inline T run_grad(const T* x, const T* f, int64_t s, int64_t e, T c, T o, T* gd) {
+  using simd::V;
+  constexpr int L = simd::kLanes<T>;
+  V<T> acc = {};
+  int64_t i = s;
+  for (; i + L <= e; i += L) {
+    const V<T> v = simd::load(f + i) * (simd::load(x + i) - c);
+    acc += v;
+    simd::store(gd + i, kOffset ? v + o : v);
+  }
+  T sum = simd::lane_sum<T>(acc);
+  for (; i < e; ++i) {
+    const T v = f[i] * (x[i] - c);
+    sum += v;
+    gd[i] = kOffset ? v + o : v;
+  }
+  return sum;
+}
+
 // Squared distances of a pixel-inner tile to the own centroids. Run path: pixels that do not
 // take part keep ss = 0. Gather path: c_t is [D][R + 1] with a zero column R.
 template <typename T>
@@ -84,7 +82,20 @@ inline void tile_sumsq(const T* x, int64_t D, int64_t sd, int64_t n, int64_t R, 
                        int64_t nr, const int32_t* start, const int32_t* rbin, const T* c_rd, const T* c_t, T* ss) {
   for (int64_t i = 0; i < n; ++i) ss[i] = T(0);
   const int64_t nb = R + 1;
-  for (int64_t d = 0; d < D; ++d) {
+  int64_t d0 = 0;
+  // Runs: four dim rows a sweep (a quarter of the loads and stores of ss).
+  for (; by_runs && d0 + 4 <= D; d0 += 4) {
+    const T* x0 = x + d0 * sd;
+    for (int64_t k = 0; k < nr; ++k) {
+      if (rbin[k] == R) continue;
+      const T* c = c_rd + int64_t(rbin[k]) * D + d0;
+      for (int64_t i = start[k]; i < start[k + 1]; ++i) {
+        const T u0 = x0[i] - c[0], u1 = x0[sd + i] - c[1], u2 = x0[2 * sd + i] - c[2], u3 = x0[3 * sd + i] - c[3];
+        ss[i] += (u0 * u0 + u1 * u1) + (u2 * u2 + u3 * u3);
+      }
+    }
+  }
+  for (int64_t d = d0; d < D; ++d) {
     const T* xd = x + d * sd;
     if (by_runs) {
       for (int64_t k = 0; k < nr; ++k) {
@@ -183,13 +194,9 @@ void backward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,
               for (int64_t i = s; i < e; ++i) gd[i] = T(0);
               continue;
             }
-            const T c = c_rd[int64_t(rbin[k]) * D + d];
-            for (int64_t i = s; i < e; ++i) gd[i] = ss[i] * (xd[i] - c);
-            pc[int64_t(rbin[k]) * D + d] -= lane_sum(gd + s, e - s);
-            if (o_rd != nullptr) {
-              const T o = o_rd[int64_t(rbin[k]) * D + d];
-              for (int64_t i = s; i < e; ++i) gd[i] += o;
-            }
+            const int64_t at = int64_t(rbin[k]) * D + d;
+            pc[at] -= o_rd != nullptr ? run_grad<true>(xd, ss, s, e, c_rd[at], o_rd[at], gd)
+                                      : run_grad<false>(xd, ss, s, e, c_rd[at], T(0), gd);
           }
         } else {
           const T* ct = c_t + d * nb;

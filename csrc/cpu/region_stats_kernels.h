@@ -7,17 +7,19 @@
 // Everything here is therefore raw pointers, fixed-size arrays and our own loops,
 // inside a namespace named after the instruction set.
 //
-// Forward, one chunk of n pixels of one image, all D dims (about 128 KiB of emb, so
+// Forward, one chunk of n pixels of one image, all D dims (about 512 KiB of emb, so
 // the second sweep hits L2): sweep 1 sums per (bin, dim), sweep 2 sums the squares
 // centred on the chunk-local mean (skipped without variance: it is half the work).
 // Bins are the labels with every pixel that does not take part sent to a sentinel bin R,
-// so the loops are branch-free. Dim-inner input (channels_last) runs over the D contiguous values of each pixel, which vectorises for
-// any R. Pixel-inner input (contiguous) with few bins (K = R + 1 <= kMaxSelectBins) uses
-// K x kLanes vector accumulators and selects per dim row (no scatter, no store-to-load
-// chains; a NaN stays in its own bin); with more bins the chunk is first copied
-// pixel-major (8 x 8 register transposes with AVX2) and takes the dim-inner path.
+// so the loops are branch-free. Dim-inner input (channels_last) runs over the D contiguous
+// values of each pixel, which vectorises for any R. Pixel-inner input (contiguous) with few
+// bins (K = R + 1 <= kMaxSelectBins) uses K x kLanes vector accumulators and selects per dim
+// row (no scatter, no store-to-load chains; a NaN stays in its own bin); with more bins, where
+// the chunk's runs of equal bin are long (blobs, kMinRun), each run's stretch of a dim row is
+// summed as a plain row (chunk_runs), else the chunk is first copied pixel-major (8 x 8
+// register transposes with AVX2) and takes the dim-inner path.
 //
-// Backward, one tile of pixels, the same three ways: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
+// Backward, one tile of pixels, the same ways: grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
 #pragma once
 
 #include <cstdint>
@@ -262,15 +264,51 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
+// Pixel-inner layout with many bins whose runs are long (blobs, kMinRun): each run's pixels
+// of one dim row are contiguous and share their bin, so the sums (and the centred squares)
+// are plain vectorised row sums per run, added to the run's bin: no copy, no scatter.
+// `runs` holds 2 * (n + 1) int32.
+template <typename T>
+void chunk_runs(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n, int64_t R, bool with_variance,
+                int64_t nr, const int32_t* start, const int32_t* rbin, T* scratch, int64_t* cnt_nb, int64_t* cnt,
+                T* mean, T* m2) {
+  T* sum = scratch;
+  T* sq = scratch + D * (R + 1);
+  zero_chunk(scratch, cnt_nb, D, R + 1);
+  for (int64_t k = 0; k < nr; ++k) cnt_nb[rbin[k]] += start[k + 1] - start[k];
+  for (int64_t d = 0; d < D; ++d) {
+    const T* xd = x + d * sd;
+    for (int64_t k = 0; k < nr; ++k)
+      if (rbin[k] != R) sum[int64_t(rbin[k]) * D + d] += lane_sum(xd + start[k], start[k + 1] - start[k]);
+  }
+  to_means(sum, cnt_nb, R, D, 0, D);
+  for (int64_t d = 0; with_variance && d < D; ++d) {
+    const T* xd = x + d * sd;
+    for (int64_t k = 0; k < nr; ++k)
+      if (rbin[k] != R) {
+        const int64_t at = int64_t(rbin[k]) * D + d;
+        sq[at] += lane_sum_sq(xd + start[k], start[k + 1] - start[k], sum[at]);
+      }
+  }
+  write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
+}
+
 // One chunk: bins from labels [i0, i0 + n), then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
 // acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
-// with many bins is first copied pixel-major into tbuf (an L2-resident pass), because the
-// dim-inner sweeps vectorise over D whatever R is, while per-dim scatters do not.
+// with many bins goes run by run where its runs are long (chunk_runs), else it is first copied
+// pixel-major into tbuf (an L2-resident pass), because the dim-inner sweeps vectorise over D
+// whatever R is, while per-dim scatters do not. `runs`: 2 * (n + 1) int32.
 template <typename scalar_t, typename acc_t>
 void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
-                   int64_t R, int64_t ignore, bool with_variance, int32_t* bins, acc_t* scratch,
+                   int64_t R, int64_t ignore, bool with_variance, int32_t* bins, int32_t* runs, acc_t* scratch,
                    int64_t* cnt_nb, scalar_t* tbuf, int64_t* cnt, acc_t* mean, acc_t* m2) {
   chunk_bins(lab, i0, n, R, ignore, bins);
+  if (uses_pixel_major(sp, R) && R + 1 > kMaxSelectBins) {
+    const int64_t nr = make_runs(bins, n, runs, runs + n + 1);
+    if (nr * kMinRun <= n)
+      return chunk_runs<acc_t>(x, D, sd, bins, n, R, with_variance, nr, runs, runs + n + 1, scratch, cnt_nb, cnt, mean,
+                               m2);
+  }
   if (sp != 1 || uses_pixel_major(sp, R)) {
     if (sp == 1) {
       to_pixel_major(x, sd, n, D, tbuf);
@@ -396,18 +434,50 @@ inline void const_grad(int64_t D, int64_t sd, int64_t sp, const int32_t* bins, i
   }
 }
 
+// Pixel-inner gradient of a tile with long runs (the forward's chunk_runs): per dim row and
+// run, grad_element with the run's bin k fixed, a vectorised row loop; sentinel runs get 0.
+// Without x (every gv_t is 0) the run is filled with gc_k / n_k.
+template <typename T>
+void grad_runs(const T* x, int64_t D, int64_t sd, int64_t nr, const int32_t* start, const int32_t* rbin,
+               int32_t sentinel, const T* c_rd, const T* gc_rd, const T* gv_t, const T* inv_t, T* gx) {
+  for (int64_t d = 0; d < D; ++d) {
+    T* gd = gx + d * sd;
+    const T* xd = x != nullptr ? x + d * sd : nullptr;
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t s = start[r], e = start[r + 1], k = rbin[r];
+      if (k == sentinel) {
+        for (int64_t i = s; i < e; ++i) gd[i] = T(0);
+        continue;
+      }
+      const T c = c_rd[k * D + d], g = gc_rd[k * D + d], gv = gv_t[k], inv = inv_t[k];
+      if (xd == nullptr || gv == T(0)) {
+        const T v = grad_element<T>(T(0), c, g, T(0), inv);
+        for (int64_t i = s; i < e; ++i) gd[i] = v;
+      } else {
+        for (int64_t i = s; i < e; ++i) gd[i] = grad_element<T>(xd[i], c, g, gv, inv);
+      }
+    }
+  }
+}
+
 // One tile of n pixels of one image. Tables: c_t, gc_t are [D][R + 1] (pixel-inner select
 // path) and c_rd, gc_rd [R + 1][D] (dim-inner); gv_t, inv_t are [R + 1]. `tbuf` holds
-// n * D scalar_t for the pixel-major round trip of a pixel-inner tile with many bins.
+// n * D scalar_t for the pixel-major round trip of a pixel-inner tile with many bins, `runs`
+// 2 * (n + 1) int32 for its runs (taken instead where they are long).
 // x == nullptr: every gv_t is 0, the gradient is x-free (const_grad).
 template <typename scalar_t, typename acc_t>
 void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
-                   int64_t R, int64_t ignore, int32_t* bins, const acc_t* c_t, const acc_t* gc_t,
+                   int64_t R, int64_t ignore, int32_t* bins, int32_t* runs, const acc_t* c_t, const acc_t* gc_t,
                    const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* tbuf,
                    scalar_t* gx) {
   chunk_bins(lab, i0, n, R, ignore, bins);
   const int64_t nb = R + 1;
   const int32_t sentinel = int32_t(R);
+  if (sp == 1 && nb > kMaxSelectBins) {
+    const int64_t nr = make_runs(bins, n, runs, runs + n + 1);
+    if (nr * kMinRun <= n)
+      return grad_runs<acc_t>(x, D, sd, nr, runs, runs + n + 1, sentinel, c_rd, gc_rd, gv_t, inv_t, gx);
+  }
   if (x == nullptr) {
     const_grad(D, sd, sp, bins, n, nb, gc_t, gc_rd, inv_t, gx);
     return;
@@ -430,12 +500,12 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
 #define PK_REGION_STATS_ENTRY(T, SUFFIX)                                                                       \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,    \
-                                           int32_t* bins, T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt,  \
-                                           T* mean, T* m2);                                                    \
+                                           int32_t* bins, int32_t* runs, T* scratch, int64_t* cnt_nb, T* tbuf, \
+                                           int64_t* cnt, T* mean, T* m2);                                                    \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
-                                           const T* c_t, const T* gc_t, const T* c_rd, const T* gc_rd,         \
-                                           const T* gv_t, const T* inv_t, T* tbuf, T* gx);
+                                           int32_t* runs, const T* c_t, const T* gc_t, const T* c_rd,          \
+                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx);
 PK_REGION_STATS_ENTRY(float, f32)
 PK_REGION_STATS_ENTRY(double, f64)
 
@@ -445,15 +515,15 @@ PK_REGION_STATS_ENTRY(double, f64)
 #define PK_DEFINE_REGION_STATS_ENTRIES(T, SUFFIX)                                                                \
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,     \
-                                           int32_t* bins, T* scratch, int64_t* cnt_nb, T* tbuf, int64_t* cnt,   \
-                                           T* mean, T* m2) {                                                    \
-    forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, with_var, bins, scratch, cnt_nb, tbuf, cnt, mean,  \
-                        m2);                                                                                    \
+                                           int32_t* bins, int32_t* runs, T* scratch, int64_t* cnt_nb, T* tbuf,  \
+                                           int64_t* cnt, T* mean, T* m2) {                                      \
+    forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, with_var, bins, runs, scratch, cnt_nb, tbuf, cnt,  \
+                        mean, m2);                                                                              \
   }                                                                                                             \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
-                                           const T* c_t, const T* gc_t, const T* c_rd, const T* gc_rd,          \
-                                           const T* gv_t, const T* inv_t, T* tbuf, T* gx) {                     \
-    backward_tile<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t, tbuf,   \
-                        gx);                                                                                    \
+                                           int32_t* runs, const T* c_t, const T* gc_t, const T* c_rd,           \
+                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx) {     \
+    backward_tile<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, runs, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t,   \
+                        tbuf, gx);                                                                              \
   }

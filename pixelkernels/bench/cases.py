@@ -8,16 +8,25 @@ A row (`Case`) is one workload of one public op:
 - ``op``: the public op's name, ``pk.<op>``; ``shape``: text for the tables;
 - ``make(device) -> Inputs``: the inputs, deterministic (seeded);
 - ``call(inputs, backend) -> outputs``: default ``public_op(op)``, i.e.
-  ``pk.<op>(*args, backend=backend, **kwargs)``; the reference row is ``backend="reference"``;
+  ``pk.<op>(*args, backend=backend, **kwargs)``;
 - ``loss(outputs, inputs) -> scalar`` for forward+backward (default ``weighted_sum``),
   ``None`` for an op without a backward;
 - ``bytes_fwd`` / ``bytes_fwdbwd(inputs) -> int``: minimal DRAM traffic, for memory-bound ops
   (``None`` otherwise: no copy-bandwidth fraction);
-- ``devices``: where the row runs; ``small``: a small input of the same op for the checks-on
-  overhead (default: the workload input); ``baselines``: extra rows that are not pixelkernels
-  backends, ``{name: fn(inputs) -> outputs}`` (e.g. scipy for the distance transform).
+- ``devices``: where the row runs; ``small``: a small input of the same op, run untimed after
+  each cache flush on the CPU (see pixelkernels/bench/timing.py; default: none).
 
-A new op adds only its rows, appended to CASES at the end of this file, e.g.
+What every row is compared with, timed side by side with the backends (`Case.comparisons()`):
+
+- ``reference``: the op's reference (pixelkernels/reference), in the row's dtype: ``reference``
+  overrides it where the oracle computes in another dtype (centroid_hinge's runs in float64);
+- ``baseline``: the best PyTorch a competent user would write, in the row's dtype
+  (pixelkernels/baselines/<op>.py, called with the row's arguments; ``baseline`` overrides it);
+- ``peers``: optional libraries that do the same job (`Peer`, e.g. torch_scatter), skipped
+  when not installed.
+
+A new op adds its baseline (pixelkernels/baselines/<op>.py) and its rows, appended to CASES at
+the end of this file, e.g.
 
     def _similarity_inputs(B, N, K, D, C):
         def make(device):
@@ -33,18 +42,23 @@ A new op adds only its rows, appended to CASES at the end of this file, e.g.
 
 and an op without a backward, timed against scipy too:
 ``Case("W9", "distance_transform", "B=16 512x512", _masks(16, 512, 512), loss=None,
-devices=("cpu",), baselines={"scipy": _scipy_edt})``.
+devices=("cpu",), peers=(Peer("scipy", "scipy", _scipy_edt),))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import pixelkernels as pk
+from pixelkernels import baselines as _baselines
+from pixelkernels import reference as _reference
+
+REFERENCE, BASELINE = "reference", "baseline"
 
 
 @dataclasses.dataclass
@@ -55,11 +69,37 @@ class Inputs:
     aux: dict = dataclasses.field(default_factory=dict)  # anything else a loss or baseline uses
 
 
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """An optional library that does the op's job: ``fn(inputs) -> outputs``; timed when
+    ``module`` (its import name, or None: always) is installed."""
+
+    name: str
+    module: str | None
+    fn: Callable[[Inputs], Any]
+
+    def missing(self) -> str | None:
+        """Why it cannot run here (not installed), or None."""
+        if self.module is None or importlib.util.find_spec(self.module) is not None:
+            return None
+        return f"{self.module} is not installed"
+
+
 def public_op(op: str, **fixed) -> Callable[[Inputs, str], Any]:
     """The runner of most rows: ``pk.<op>(*args, backend=backend, **fixed, **kwargs)``."""
 
     def call(inp: Inputs, backend: str):
         return getattr(pk, op)(*inp.args, backend=backend, **fixed, **inp.kwargs)
+
+    return call
+
+
+def best_pytorch(op: str) -> Callable[[Inputs], Any]:
+    """The default baseline: ``pixelkernels.baselines.<op>(*args, **kwargs)``."""
+    fn = getattr(_baselines, op)
+
+    def call(inp: Inputs):
+        return fn(*inp.args, **inp.kwargs)
 
     return call
 
@@ -101,16 +141,27 @@ class Case:
     devices: tuple[str, ...] = ("cpu", "cuda")
     small: Callable[[torch.device], Inputs] | None = None
     call: Callable[[Inputs, str], Any] | None = None  # None: public_op(op)
-    baselines: dict[str, Callable[[Inputs], Any]] = dataclasses.field(default_factory=dict)
+    reference: Callable[[Inputs], Any] | None = None  # None: call(inputs, "reference")
+    baseline: Callable[[Inputs], Any] | None = None  # None: best_pytorch(op)
+    peers: tuple[Peer, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.op}:{self.id}"
 
+    def comparisons(self) -> list[str]:
+        """What the backends are compared with: the reference, the baseline, the peers."""
+        return [REFERENCE, BASELINE] + [p.name for p in self.peers]
+
     def run(self, inp: Inputs, backend: str):
-        """The outputs of `backend` (a pixelkernels backend or one of the baselines)."""
-        if backend in self.baselines:
-            return self.baselines[backend](inp)
+        """The outputs of `backend`: a pixelkernels backend, or one of `comparisons()`."""
+        if backend == REFERENCE and self.reference is not None:
+            return self.reference(inp)
+        if backend == BASELINE:
+            return (self.baseline or best_pytorch(self.op))(inp)
+        for p in self.peers:
+            if p.name == backend:
+                return p.fn(inp)
         return (self.call or public_op(self.op))(inp, backend)
 
 
@@ -165,6 +216,12 @@ def _region_stats_bytes(backward):
     return count
 
 
+def _torch_scatter(inp: Inputs):
+    from pixelkernels.baselines.peers import torch_scatter_region_stats
+
+    return torch_scatter_region_stats(*inp.args, **inp.kwargs)
+
+
 def _region_stats(wid, B, D, H, W, R, **kw):
     return Case(
         wid,
@@ -174,6 +231,7 @@ def _region_stats(wid, B, D, H, W, R, **kw):
         bytes_fwd=_region_stats_bytes(False),
         bytes_fwdbwd=_region_stats_bytes(True),
         small=_region_stats_inputs(1, 4, 16, 16, R),
+        peers=(Peer("torch_scatter", "torch_scatter", _torch_scatter),),
         **kw,
     )
 
@@ -341,11 +399,21 @@ def _emb_inputs(B, D, H, W, *, center=False):
 _NORMALIZE_BYTES = _map_passes(1, 1, 2, 1)  # backward reads grad and emb, writes grad
 _DISTANCE_BYTES = _map_passes(1, 0, 1, 1)  # the (B, H, W) distance map is 1/D of the traffic
 
+def _centroid_hinge_in_row_dtype(inp: Inputs):
+    """The centroid_hinge oracle's composition (pixelkernels/reference/centroid_hinge.py) in
+    the row's dtype: that oracle computes in float64, which would time float64 against float32."""
+    emb, labels, R = inp.args
+    count, centroid, _ = _reference.region_stats(emb, labels, R, with_variance=False)
+    return count, centroid, _reference.region_hinge(emb, labels, centroid, inp.kwargs["delta"])
+
+
 CASES += [
     _loss_case("W4-B2", "centroid_hinge", "B=2 D=16 512x512 20 instances", _hinge_inputs(2, 16, 512, 512, 20, centroid=False),
-               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cpu",)),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cpu",),
+               reference=_centroid_hinge_in_row_dtype),
     _loss_case("W4", "centroid_hinge", "B=8 D=16 512x512 20 instances", _hinge_inputs(8, 16, 512, 512, 20, centroid=False),
-               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cuda",)),
+               _hinge_inputs(1, 4, 16, 16, 20, centroid=False), fwd_reads=2, bwd_reads=2, devices=("cuda",),
+               reference=_centroid_hinge_in_row_dtype),
     _loss_case("W4-B2", "region_hinge", "B=2 D=16 512x512 20 instances", _hinge_inputs(2, 16, 512, 512, 20, centroid=True),
                _hinge_inputs(1, 4, 16, 16, 20, centroid=True), devices=("cpu",)),
     _loss_case("W4", "region_hinge", "B=8 D=16 512x512 20 instances", _hinge_inputs(8, 16, 512, 512, 20, centroid=True),

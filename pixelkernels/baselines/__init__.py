@@ -1,0 +1,40 @@
+"""The best plain PyTorch a competent user would write for each op: the second baseline of the
+bench (pixelkernels/bench), beside the reference.
+
+The references (pixelkernels/reference) are the specification, written for clarity: the region
+losses broadcast one-hot masks (B, R, D, P), centroid_hinge runs in float64. A user choosing a
+library compares with the fastest code they could write themselves, so every op also has this:
+in the op's own dtype (the statistics dtype, float32 for half inputs, as the op's contract),
+batched over images and regions (no Python loop over either), no one-hot tensor larger than the
+input, differentiable by autograd, the same formula as the reference (tested against it in
+float64, values and gradients: tests/test_baselines.py). One op, one name: each file here is
+named as the op's reference.
+"""
+
+from .center_distance import center_distance
+from .centroid_hinge import centroid_hinge
+from .masked_sum import masked_sum
+from .pixel_normalize import pixel_normalize
+from .region_hinge import region_hinge
+from .region_losses import (
+    cas_loss,
+    discriminative_loss,
+    masked_average_pool,
+    menet_metric_loss,
+    menet_saliency,
+)
+from .region_stats import region_stats
+
+__all__ = [
+    "cas_loss",
+    "center_distance",
+    "centroid_hinge",
+    "discriminative_loss",
+    "masked_average_pool",
+    "masked_sum",
+    "menet_metric_loss",
+    "menet_saliency",
+    "pixel_normalize",
+    "region_hinge",
+    "region_stats",
+]

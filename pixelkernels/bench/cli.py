@@ -1,0 +1,106 @@
+"""`python -m pixelkernels bench [options]`: select the cases, run them (rows.run_bench), write
+the JSON / CSV / Markdown / plot. `--help` lists the options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+import pixelkernels as pk
+
+from . import cases as _cases
+from . import report
+from .rows import default_device, device_name, run_bench
+from .timing import NAN, ROUNDS, flush_bytes
+
+
+def list_cases() -> None:
+    for c in _cases.CASES:
+        kind = "fwd+bwd" if c.loss else "fwd only"
+        bw = "memory-bound" if c.bytes_fwd else ""
+        peers = ",".join(p.name for p in c.peers)
+        print(f"{c.key:<40}{c.shape:<40}{kind:<10}{','.join(c.devices):<10}{bw:<14}{peers}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(
+        prog="python -m pixelkernels bench",
+        description="The paper workloads (SPEC §5): every usable backend against the reference and the best "
+        "plain PyTorch (and optional peer libraries), side by side on one device.",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if present, else cpu")
+    p.add_argument("--op", action="append", help="op(s) to run (default: all)")
+    p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        help="pixelkernels backend(s) to time (default: usable; the reference and the baseline always run)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per row, each side by side (default 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", help="write the rows (and how they were measured) as JSON here")
+    p.add_argument("--csv", help="write the rows as CSV here")
+    p.add_argument("--markdown", help="write the pixelkernels rows as a Markdown table here")
+    p.add_argument("--plot", help="draw speedups and bandwidth fractions to this PNG (needs matplotlib)")
+    p.add_argument("--quick", action="store_true", help="short timing budget (smoke runs, not for numbers)")
+    p.add_argument("--list", action="store_true", help="list the cases of the table and exit")
+    a = p.parse_args(argv)
+    if a.list:
+        list_cases()
+        return 0
+    device = torch.device(a.device) if a.device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
+    if a.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {a.repeat}")
+    for flag, given, known in (
+        ("op", a.op, {c.op for c in _cases.CASES}),
+        ("workload", a.workload, {c.id for c in _cases.CASES}),
+        ("backend", a.backend, set(pk.BACKENDS) - {"auto"}),
+    ):
+        if given and not set(given) <= known:
+            p.error(f"unknown {flag}(s) {sorted(set(given) - known)}; known: {sorted(known)}")
+    if not _cases.select(a.op, a.workload, device.type):
+        p.error(f"no case of op {a.op or 'any'} and workload {a.workload or 'any'} runs on {device.type}")
+    budget_s, min_reps = (0.2, 2) if a.quick else (2.0, 5)
+    rows = run_bench(
+        device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat,
+        min_reps=min_reps,
+    )  # fmt: skip
+    command = " ".join(["python -m pixelkernels bench", *argv])
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "build": pk.build_info(),
+        "command": command,
+        "method": {
+            "timer": "cuda events" if device.type == "cuda" else "time.perf_counter",
+            "cache_flush_mib": flush_bytes(device) / 2**20,
+            "runs": a.repeat,
+            "rounds_per_run": ROUNDS,
+            "budget_s_per_kind_and_run": budget_s,
+            "min_calls_per_round": min_reps,
+            "speedups": "per run: the comparison's median / the row's median, both from that run; "
+            "reported as median, min and max over the runs",
+            "checks": "off in timed regions; checks_us = forward median with checks on - off, workload input",
+            "bw_frac_time": "graph replay median" if device.type == "cuda" else "eager median",
+            "copy_gbs": rows[0]["copy_gbs"] if rows else NAN,
+        },
+    }
+    if a.json:
+        report.write_json(a.json, meta, rows)
+    if a.csv and rows:
+        report.write_csv(a.csv, rows)
+    if a.markdown and rows:
+        with open(a.markdown, "w") as f:
+            f.write(report.markdown(rows))
+    if a.plot and rows:
+        from .plot import plot
+
+        plot(rows, a.plot, title=f"{meta['device']}, torch {meta['torch']}, {meta['date']}: {command}")
+    return 0
