@@ -403,8 +403,12 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str) -> None:
         # sum of two gradients: a rounding of the test's construction, not of the op.
         case = dataclasses.replace(case, derived=frozenset())
     want = evaluate(c, case, dtype, "reference", mode, oracle=True)
+    dtypes = None
     for backend in backends_for(dtype):
         got = evaluate(c, case, dtype, backend, mode)
+        # Every backend returns the same dtypes (the reference in `dtype` included).
+        dtypes = dtypes or [o.dtype for o in got[0]]
+        assert [o.dtype for o in got[0]] == dtypes, (backend, dtypes)
         # SPEC §4 holds outputs and gradients to its tolerances in every dtype; second
         # derivatives of half inputs (a VJP through half roundings) are compared in float32/64.
         pairs = zip(("output", "grad", "second derivative"), got, want)

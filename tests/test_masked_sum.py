@@ -3,8 +3,9 @@ all-zero masks, non-contiguous masks, a mask dtype other than feat's."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import fixed_weights, make_emb, make_weights
+from conftest import BACKENDS, fixed_weights, make_emb, make_weights
 from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
@@ -80,3 +81,15 @@ ROW = Contract(
 )
 
 TestContract = suite(ROW)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_mask_is_read_in_feats_dtype(backend, device):
+    """A mask of another dtype is rounded to feat's before use, by every backend (the reference
+    included): a weight one part in 2^12 (fp16) or 2^30 (float32) above 1 reads as exactly 1."""
+    dtype = torch.float16 if backend in ("triton", "cuda", "reference") else torch.float32
+    mask_dtype, eps = (torch.float32, 2.0**-12) if dtype == torch.float16 else (torch.float64, 2.0**-30)
+    feat = make_emb(2, 3, 5, 7, dtype=dtype, device=device)
+    mask = torch.full((2, 5, 7), 1.0 + eps, dtype=mask_dtype, device=device)
+    _, mass = pk.masked_sum(feat, mask, backend=backend)
+    assert torch.equal(mass.cpu(), torch.full((2,), 35.0, dtype=mass.dtype))

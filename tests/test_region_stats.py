@@ -482,6 +482,15 @@ def test_backward_op_ignores_regions_with_count_zero(backend, device):
     assert torch.equal(grad, torch.zeros_like(emb))
 
 
+def test_backward_op_ignores_regions_with_count_zero_emulated(emu):
+    """The same on the CUDA kernel (emulated): its `count > 0` guard."""
+    emb = make_emb(2, 3, 5, 6, dtype=torch.float32, device="cpu")
+    labels = make_labels(2, 5, 6, 3, device="cpu", pattern="one")
+    count, centroid, gc, gv = torch.zeros(2, 3), torch.zeros(2, 3, 3), torch.ones(2, 3, 3), torch.ones(2, 3)
+    grad = emu.region_stats_backward(gc, gv, emb, labels, count, centroid, -1)
+    assert torch.equal(grad, torch.zeros_like(emb))
+
+
 @pytest.mark.parametrize("path", ["chunked", "atomic", "multi_tile"])
 @pytest.mark.parametrize("backend,device", backend_params(("triton",)))
 def test_triton_paths(backend, device, path):
