@@ -190,6 +190,16 @@ def _local_version(with_cuda: bool) -> str:
     return "+" + build_tag(with_cuda)
 
 
+def cxx_standard(aten_h: Path | None = None) -> str:
+    """-std for the torch side: C++17, or the newer standard torch's headers require (torch
+    2.14's ATen/ATen.h stops with "#error C++20 or later compatible compiler is required")."""
+    if aten_h is None:
+        aten_h = Path(torch.__file__).resolve().parent / "include" / "ATen" / "ATen.h"
+    text = aten_h.read_text(errors="replace") if aten_h.is_file() else ""
+    m = re.search(r"#error C\+\+(\d+) or later", text)
+    return f"-std=c++{max(17, int(m.group(1))) if m else 17}"
+
+
 def _default_max_jobs():
     if "MAX_JOBS" in os.environ:
         return
@@ -214,7 +224,7 @@ def extensions(with_cuda: bool):
     defines = [f'-DPK_VERSION="{BASE_VERSION}"', f"-DPK_OPENMP={1 if omp_c else 0}"]
     # -fno-math-errno: sqrt never sets errno, so GCC may vectorise it (with errno it keeps a
     # scalar sqrtss and a libm call per pixel: pixel_normalize ran 4x slower than its traffic).
-    cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math", "-fno-math-errno"]
+    cxx = opt + omp_c + [cxx_standard(), "-fno-trapping-math", "-fno-math-errno"]
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
     headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh"))]
     common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l}

@@ -113,6 +113,22 @@ def test_local_version_tags(setup_py, monkeypatch, torch_version, torch_cuda, ta
 
 
 @pytest.mark.parametrize(
+    "error,std",
+    [
+        ("#error C++17 or later compatible compiler is required to use ATen.", "-std=c++17"),  # torch 2.11-2.13
+        ("#error C++20 or later compatible compiler is required to use ATen.", "-std=c++20"),  # torch 2.14
+        ("", "-std=c++17"),
+    ],
+)
+def test_cxx_standard_follows_torchs_headers(setup_py, tmp_path, error, std):
+    aten_h = tmp_path / "ATen.h"
+    aten_h.write_text(f"#pragma once\n#if !defined(__cplusplus)\n{error}\n#endif\n")
+    assert setup_py["cxx_standard"](aten_h) == std
+    assert setup_py["cxx_standard"](tmp_path / "missing.h") == "-std=c++17"
+    assert setup_py["cxx_standard"]() in ("-std=c++17", "-std=c++20")  # this torch's
+
+
+@pytest.mark.parametrize(
     "toolkit,torch_cuda,ok",
     [("13.0", "13.0", True), ("13.0", "13.2", True), ("12.8", "12.6", True), ("12.8", "13.0", False),
      ("13.0", "12.8", False)],
