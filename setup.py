@@ -180,7 +180,7 @@ def _openmp_flags():
 
 
 def build_tag(with_cuda: bool) -> str:
-    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also the name of its build folder."""
+    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also its build folder's name."""
     return _version.local_tag(torch.__version__, torch.version.cuda if with_cuda else None)
 
 
@@ -248,9 +248,10 @@ def extensions(with_cuda: bool):
 _default_max_jobs()
 WITH_CUDA = _want_cuda()
 EXTS = extensions(WITH_CUDA)
-# One build folder per variant, so a CPU and a CUDA build never share objects or a stale _C.so,
-# and the egg-info (which importlib.metadata finds in the repo root) never says the other variant.
-BUILD_DIR = ROOT / "build" / build_tag(WITH_CUDA)
+# One build folder per variant and Python (build/cu130.pt211-cp312), so a CPU and a CUDA build, or
+# the wheels of two Pythons, never share objects or a stale _C.so, and the egg-info (which
+# importlib.metadata finds in the repo root) never says the other variant.
+BUILD_DIR = ROOT / "build" / f"{build_tag(WITH_CUDA)}-cp{sys.version_info[0]}{sys.version_info[1]}"
 BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
 
