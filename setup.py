@@ -278,11 +278,15 @@ class BuildExt(cpp_extension.BuildExtension.with_options(use_ninja=True)):
         super().build_extensions()
 
 
+# Data files the wheel carries besides the Python modules: {package: [glob, ...]}.
+PACKAGE_DATA: dict[str, list[str]] = {"pixelkernels": []}
+
 setup(
     name="pixelkernels",
     version=BASE_VERSION + _local_version(WITH_CUDA),
     description="Fused Triton and CUDA/C++ kernels for per-pixel embedding-distance steps of metric-learning segmentation",
     packages=find_packages(include=["pixelkernels", "pixelkernels.*"]),
+    package_data=PACKAGE_DATA,
     python_requires=">=3.10",
     install_requires=["torch>=2.6"],
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},
