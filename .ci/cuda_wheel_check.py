@@ -53,7 +53,10 @@ def main() -> int:
     check(cuda == torch.version.cuda, f"built for CUDA {cuda}, torch has {torch.version.cuda}")
     check(arch_list == args.arch_list, f"arch_list {arch_list!r}, expected {args.arch_list!r}")
     want_torch = args.torch or torch.__version__.split("+")[0]
-    check(torch.__version__.split("+")[0] == want_torch, f"torch {torch.__version__} installed, {want_torch} wanted")
+    check(
+        torch.__version__.split("+")[0] == want_torch,
+        f"torch {torch.__version__} installed, {want_torch} wanted",
+    )
     check(info["torch"] == want_torch, f"built against torch {info['torch']}, expected {want_torch}")
     version = importlib.metadata.version("pixelkernels")
     tag = pk._version.local_tag(want_torch, torch.version.cuda)

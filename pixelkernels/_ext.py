@@ -66,7 +66,7 @@ def check_load_failure(tag: str | None, torch_version: str, torch_cuda: str | No
     gets the wheel to install in the warning. Returns the advice ("" when the tag fits)."""
     if not tag:
         return ""
-    dev, _, pt = tag.partition(".")
+    dev = tag.partition(".")[0]
     if dev.startswith("cu") and len(dev) > 3:
         check_cuda_versions(f"{dev[2:-1]}.{dev[-1]}", torch_cuda, torch_version)
     if tag in (local_tag(torch_version, torch_cuda), local_tag(torch_version, None)):

@@ -138,7 +138,9 @@ def test_cuda_mismatch_at_import_when_the_extension_fails_to_load():
     r = _python(_as_if("2.10.0+cu128", "12.8", installed=f"{pk.__version__}+cu130.pt211"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("RAISED pixelkernels was built for CUDA 13.0"), r.stdout
-    assert f"pixelkernels=={pk.__version__}+cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)" in r.stdout
+    assert (
+        f"pixelkernels=={pk.__version__}+cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)" in r.stdout
+    )
 
 
 def test_load_failure_for_another_torch_warns_with_the_wheel():
@@ -155,7 +157,12 @@ def test_load_failure_for_another_torch_warns_with_the_wheel():
 @pytest.mark.parametrize(
     "installed,torch_version,torch_cuda,outcome",
     [
-        ("cu130.pt211", "2.10.0+cu128", "12.8", "raises: +cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)"),
+        (
+            "cu130.pt211",
+            "2.10.0+cu128",
+            "12.8",
+            "raises: +cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)",
+        ),
         ("cu128.pt210", "2.11.0", "13.0", "raises: +cu130.pt211 (the wheel for torch 2.11.0 with CUDA 13.0)"),
         ("cu130.pt211", "2.14.1", None, "raises: +cpu.pt214 (the wheel for torch 2.14.1, CPU)"),
         ("cu130.pt211", "2.14.1", "13.0", "advice: +cu130.pt214 (the wheel for torch 2.14.1 with CUDA 13.0)"),

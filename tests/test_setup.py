@@ -80,7 +80,9 @@ def test_extension_paths_are_absolute(setup_py):
     assert all(Path(p).is_absolute() for p in ext.sources + ext.include_dirs + ext.depends)
     assert str(ROOT / "csrc") in ext.include_dirs
     assert str(ROOT / "csrc" / "torch_utils.h") in ext.depends  # a header edit rebuilds
-    build_dir = str(ROOT / "build" / f"{setup_py['build_tag'](False)}-cp{sys.version_info[0]}{sys.version_info[1]}")
+    build_dir = str(
+        ROOT / "build" / f"{setup_py['build_tag'](False)}-cp{sys.version_info[0]}{sys.version_info[1]}"
+    )
     assert kw["options"] == {"build": {"build_base": build_dir}, "egg_info": {"egg_base": build_dir}}
 
 
@@ -115,7 +117,10 @@ def test_local_version_tags(setup_py, monkeypatch, torch_version, torch_cuda, ta
 @pytest.mark.parametrize(
     "error,std",
     [
-        ("#error C++17 or later compatible compiler is required to use ATen.", "-std=c++17"),  # torch 2.11-2.13
+        (
+            "#error C++17 or later compatible compiler is required to use ATen.",
+            "-std=c++17",
+        ),  # torch 2.11-2.13
         ("#error C++20 or later compatible compiler is required to use ATen.", "-std=c++20"),  # torch 2.14
         ("", "-std=c++17"),
     ],
@@ -130,8 +135,13 @@ def test_cxx_standard_follows_torchs_headers(setup_py, tmp_path, error, std):
 
 @pytest.mark.parametrize(
     "toolkit,torch_cuda,ok",
-    [("13.0", "13.0", True), ("13.0", "13.2", True), ("12.8", "12.6", True), ("12.8", "13.0", False),
-     ("13.0", "12.8", False)],
+    [
+        ("13.0", "13.0", True),
+        ("13.0", "13.2", True),
+        ("12.8", "12.6", True),
+        ("12.8", "13.0", False),
+        ("13.0", "12.8", False),
+    ],
 )
 def test_toolkit_cuda_major_must_be_torchs(setup_py, toolkit, torch_cuda, ok):
     why = setup_py["toolkit_mismatch"](toolkit, torch_cuda)
@@ -146,13 +156,17 @@ def test_toolkit_cuda_major_must_be_torchs(setup_py, toolkit, torch_cuda, ok):
 def test_cuda_12_toolkit_for_a_cuda_13_torch(setup_py, monkeypatch, tmp_path, mode):
     """PIXELKERNELS_WITH_CUDA=1 fails loudly; auto warns and builds for the CPU."""
     toolkit = _toolkit(tmp_path / "cuda-12.8")
-    _executable(toolkit / "bin" / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n')
+    _executable(
+        toolkit / "bin" / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n'
+    )
     want_cuda = setup_py["_want_cuda"]
     monkeypatch.setitem(want_cuda.__globals__, "CUDA_HOME", toolkit)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setenv("PIXELKERNELS_WITH_CUDA", mode)
     if mode == "1":
-        with pytest.raises(SystemExit, match="PIXELKERNELS_WITH_CUDA=1 but the CUDA toolkit at .* is CUDA 12.8"):
+        with pytest.raises(
+            SystemExit, match="PIXELKERNELS_WITH_CUDA=1 but the CUDA toolkit at .* is CUDA 12.8"
+        ):
             want_cuda()
     else:
         with pytest.warns(UserWarning, match="a CPU-only build, since the CUDA toolkit"):
@@ -258,9 +272,13 @@ def test_cuda_object_flags_are_torchs(cuda_objects, monkeypatch):
 
     flags = cuda_objects.nvcc_flags("8.0;9.0+PTX")
     assert list(cuda_objects.TORCH_NVCC_FLAGS) == cpp_extension.COMMON_NVCC_FLAGS
-    assert flags[: len(cuda_objects.TORCH_NVCC_FLAGS) + 2] == [*cpp_extension.COMMON_NVCC_FLAGS, "--compiler-options", "-fPIC"]
+    assert flags[: len(cuda_objects.TORCH_NVCC_FLAGS) + 2] == [
+        *cpp_extension.COMMON_NVCC_FLAGS,
+        "--compiler-options",
+        "-fPIC",
+    ]
     assert "-std=c++17" in flags and "-O3" in flags and "-DNDEBUG" in flags
-    for arch_list in ("8.0;9.0+PTX", "8.0 8.6+PTX", "9.0a;10.0+PTX", "7.5", "12.0;8.0+PTX"):
+    for arch_list in ("8.0;9.0+PTX", "8.0 8.6+PTX", "9.0a;10.0+PTX", "7.5", "12.0;8.0+PTX", "Ampere;Hopper"):
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_list)
         assert cuda_objects.arch_flags(arch_list) == cpp_extension._get_cuda_arch_flags(), arch_list
     monkeypatch.setenv("CC", "gcc-12")
@@ -274,8 +292,12 @@ def _fake_csrc(root: Path) -> Path:
     (root / "cuda").mkdir()
     (root / "common" / "types.h").write_text("#pragma once\n")
     (root / "cuda" / "common.cuh").write_text('#pragma once\n#include "common/types.h"\n')
-    (root / "cuda" / "a.cu").write_text('#include "cuda/common.cuh"\n__global__ void a(float* x) { x[0] = 1.f; }\n')
-    (root / "cuda" / "b.cu").write_text('#include "cuda/common.cuh"\n__global__ void b(float* x) { x[0] = 2.f; }\n')
+    (root / "cuda" / "a.cu").write_text(
+        '#include "cuda/common.cuh"\n__global__ void a(float* x) { x[0] = 1.f; }\n'
+    )
+    (root / "cuda" / "b.cu").write_text(
+        '#include "cuda/common.cuh"\n__global__ void b(float* x) { x[0] = 2.f; }\n'
+    )
     return root
 
 
@@ -286,7 +308,9 @@ def test_cuda_object_cache_keys(cuda_objects, monkeypatch, tmp_path):
     flags = cuda_objects.nvcc_flags("8.0")
 
     def names(flags=flags, toolchain="nvcc 13.0"):
-        return {s.name: o.name for s, o in cuda_objects.object_paths(flags, toolchain, cache=tmp_path).items()}
+        return {
+            s.name: o.name for s, o in cuda_objects.object_paths(flags, toolchain, cache=tmp_path).items()
+        }
 
     first = names()
     assert set(first) == {"a.cu", "b.cu"} and first["a.cu"].startswith("a-") and first["a.cu"].endswith(".o")
@@ -300,7 +324,9 @@ def test_cuda_object_cache_keys(cuda_objects, monkeypatch, tmp_path):
 
 
 def test_nvcc_release(cuda_objects, tmp_path):
-    nvcc = _executable(tmp_path / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n')
+    nvcc = _executable(
+        tmp_path / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n'
+    )
     assert cuda_objects.nvcc_release(str(nvcc)) == "12.8"
     assert cuda_objects.nvcc_release(str(tmp_path / "missing")) is None
 
@@ -317,7 +343,10 @@ def test_cuda_objects_compile_once(cuda_objects, monkeypatch, tmp_path):
     assert any("Used" in line and "registers" in line for line in cuda_objects.ptxas_report(objs[0]))
     mtimes = [o.stat().st_mtime_ns for o in objs]
     logged.clear()
-    assert cuda_objects.compile_objects(shutil.which("nvcc"), "8.0", jobs=2, cache=cache, log=logged.append) == objs
+    assert (
+        cuda_objects.compile_objects(shutil.which("nvcc"), "8.0", jobs=2, cache=cache, log=logged.append)
+        == objs
+    )
     assert [o.stat().st_mtime_ns for o in objs] == mtimes and all("cached" in line for line in logged)
 
 
@@ -327,13 +356,20 @@ def test_cuda_object_compile_error(cuda_objects, monkeypatch, tmp_path):
     (csrc / "cuda" / "b.cu").write_text("this is not C++\n")
     monkeypatch.setattr(cuda_objects, "CSRC", csrc)
     monkeypatch.setattr(cuda_objects, "ROOT", tmp_path)
-    nvcc = _executable(tmp_path / "nvcc", '#!/bin/sh\n'
-                       'for a; do case "$prev" in -o) out=$a;; esac; prev=$a; done\n'
-                       'case "$*" in *b.cu*) echo "b.cu(1): error: this is not C++" >&2; exit 2;; esac\n'
-                       'echo obj > "$out"\n')
+    nvcc = _executable(
+        tmp_path / "nvcc",
+        "#!/bin/sh\n"
+        'for a; do case "$prev" in -o) out=$a;; esac; prev=$a; done\n'
+        'case "$*" in *b.cu*) echo "b.cu(1): error: this is not C++" >&2; exit 2;; esac\n'
+        'echo obj > "$out"\n',
+    )
     with pytest.raises(RuntimeError, match=r"nvcc failed on csrc/cuda/b.cu \(exit 2\):\nb.cu\(1\): error"):
         cuda_objects.compile_objects(str(nvcc), "8.0", jobs=1, cache=tmp_path / "cache", log=lambda _: None)
-    assert sorted(p.name[:2] + p.suffix for p in (tmp_path / "cache").iterdir()) == ["a-.log", "a-.o", "b-.log"]
+    assert sorted(p.name[:2] + p.suffix for p in (tmp_path / "cache").iterdir()) == [
+        "a-.log",
+        "a-.o",
+        "b-.log",
+    ]
 
 
 # --- the Makefile's wheel matrix (make -n: what it would run) ---
@@ -341,8 +377,13 @@ def test_cuda_object_compile_error(cuda_objects, monkeypatch, tmp_path):
 
 def _make_n(*args, **env) -> str:
     r = subprocess.run(
-        ["make", "-n", "--no-print-directory", *args], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, **env}, timeout=300, check=False,
+        ["make", "-n", "--no-print-directory", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=300,
+        check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
@@ -353,7 +394,9 @@ def test_make_wheels_with_a_cuda_12_toolkit(tmp_path):
     """`make wheels CUDA_HOME=<CUDA 12 toolkit>`: the cu128 wheels of torch 2.9.1 and 2.10.0,
     built with that toolkit (CUDA_HOME reaches setup.py) into wheelhouse-cu128/."""
     toolkit = _toolkit(tmp_path / "cuda-12.8")
-    _executable(toolkit / "bin" / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n')
+    _executable(
+        toolkit / "bin" / "nvcc", '#!/bin/sh\necho "Cuda compilation tools, release 12.8, V12.8.93"\n'
+    )
     out = _make_n("wheels", f"CUDA_HOME={toolkit}", "WHEELS_PYTHONS=python3")
     assert "for t in 2.9.1 2.10.0; do for py in python3;" in out
     for torch_version, mm in (("2.9.1", "29"), ("2.10.0", "210")):  # the sub-makes' dry runs

@@ -49,11 +49,33 @@ def cuda_headers() -> list[Path]:
     return sorted(CSRC.glob("common/*.h")) + sorted(CSRC.glob("cuda/*.cuh"))
 
 
+# The names torch's _get_cuda_arch_flags accepts in TORCH_CUDA_ARCH_LIST (combined names first).
+NAMED_ARCHES = {
+    "Kepler+Tesla": "3.7",
+    "Kepler": "3.5+PTX",
+    "Maxwell+Tegra": "5.3",
+    "Maxwell": "5.0;5.2+PTX",
+    "Pascal": "6.0;6.1+PTX",
+    "Volta+Tegra": "7.2",
+    "Volta": "7.0+PTX",
+    "Turing": "7.5+PTX",
+    "Ampere+Tegra": "8.7",
+    "Ampere": "8.0;8.6+PTX",
+    "Ada": "8.9+PTX",
+    "Hopper": "9.0+PTX",
+    "Blackwell+Tegra": "11.0",
+    "Blackwell": "10.0;10.3;12.0;12.1+PTX",
+}
+
+
 def arch_flags(arch_list: str) -> list[str]:
-    """-gencode flags for TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX"), as torch's _get_cuda_arch_flags
-    writes them (sorted, one per arch, plus compute_XY PTX for "+PTX")."""
+    """-gencode flags for TORCH_CUDA_ARCH_LIST ("8.0;9.0+PTX", "Ampere;Hopper"), as torch's
+    _get_cuda_arch_flags writes them (sorted, one per arch, plus compute_XY PTX for "+PTX")."""
+    arch_list = arch_list.replace(" ", ";")
+    for name, archs in NAMED_ARCHES.items():
+        arch_list = arch_list.replace(name, archs)
     flags = set()
-    for arch in arch_list.replace(" ", ";").split(";"):
+    for arch in arch_list.split(";"):
         if not arch:
             continue
         m = re.fullmatch(r"(\d+)\.(\d+a?)(\+PTX)?", arch)
@@ -88,7 +110,7 @@ def _version_line(cmd: list[str]) -> str:
 
 
 def nvcc_release(nvcc: str) -> str | None:
-    """"13.0" from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88")."""
+    """ "13.0" from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88")."""
     m = re.search(r"release (\d+\.\d+)", _version_line([nvcc, "--version"]))
     return m.group(1) if m else None
 
@@ -122,7 +144,9 @@ def _compile(nvcc: str, src: Path, obj: Path, flags: list[str], threads: int) ->
     log.write_text(" ".join(cmd) + "\n" + r.stdout + r.stderr)
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"nvcc failed on {src.relative_to(ROOT)} (exit {r.returncode}):\n{r.stdout}{r.stderr}")
+        raise RuntimeError(
+            f"nvcc failed on {src.relative_to(ROOT)} (exit {r.returncode}):\n{r.stdout}{r.stderr}"
+        )
     os.replace(tmp, obj)  # atomic: a concurrent build never links half an object
 
 
