@@ -1,6 +1,7 @@
 # pixelkernels: `make test` (everything a CPU machine can run + the nvcc compile check)
 # and `make bench` (the paper workloads on the best device). Both set themselves up.
-# `make cuda-wheel` / `make cuda-wheel-check`: the CUDA 13.0 wheel, built and checked without a GPU.
+# `make cuda-wheel` / `make cuda-wheel-check`: a CUDA wheel, built and checked without a GPU;
+# `make wheels`: every CUDA wheel of the matrix (see below).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,10 +12,9 @@ DEPS := triton==3.9.0 numpy scipy pytest pytest-xdist pytest-benchmark ninja set
 PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
 PYTEST_WORKERS ?= 2
-CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 
 .PHONY: venv build test pytest nvcc-check triton-check bench wheel wheel-smoke clean
-.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check
+.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp:
@@ -32,30 +32,16 @@ test: build pytest nvcc-check triton-check
 pytest: build
 	$(PY) -m pytest tests -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-# Every .cu compiles standalone (no torch headers) for sm_80 and sm_90; ptxas spills are printed.
-# One nvcc per file, NVCC_JOBS at a time (a file is one core's work for up to a minute or two);
-# --threads compiles its architectures in parallel too (region_stats.cu alone took ~3 min). The
-# objects are kept, so an unchanged file (and headers) is not compiled again.
-NVCC_CHECK := build/nvcc-check
-# Largest first, so the longest compile starts at once.
-NVCC_OBJS := $(patsubst csrc/cuda/%.cu,$(NVCC_CHECK)/%.o,$(shell ls -S $(CUDA_SOURCES)))
-CUDA_HEADERS := $(wildcard csrc/common/*.h csrc/cuda/*.cuh)
+# Every .cu compiles standalone (no torch headers) for sm_80 and sm_90; ptxas' register and spill
+# lines are printed. tools/cuda_objects.py compiles them with the flags that every CUDA wheel's
+# kernels get (torch's flags for .cu files), NVCC_JOBS nvcc at a time, largest first, each with
+# --threads (region_stats.cu alone took ~3 min), and keeps the objects in build/cuda-objects/ by
+# a hash of sources, headers, flags and nvcc: the CUDA wheels link these same objects.
 NVCC_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CUDA_ARCH_LIST ?= 8.0;9.0+PTX
 
 nvcc-check:
-	@test -x "$(NVCC)" || { echo "nvcc not found: the CUDA compile check needs the CUDA toolkit"; exit 1; }
-	@$(MAKE) --no-print-directory -j$(NVCC_JOBS) $(NVCC_OBJS)
-	@for f in $(NVCC_OBJS:.o=.log); do \
-	  echo "ptxas $$f"; grep -E "spill|Used [0-9]+ registers" $$f | sed 's/^/    /'; \
-	done
-
-$(NVCC_CHECK)/%.o: csrc/cuda/%.cu $(CUDA_HEADERS)
-	@mkdir -p $(NVCC_CHECK)
-	@echo "nvcc $<"
-	@$(NVCC) -std=c++17 -O3 -Icsrc --threads $(NVCC_JOBS) -c $< -o $@ \
-	  -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-	  -gencode arch=compute_90,code=compute_90 -Xptxas -v 2> $(@:.o=.log) \
-	  || { cat $(@:.o=.log); rm -f $@; exit 1; }
+	$(PYTHON) tools/cuda_objects.py --nvcc "$(NVCC)" --arch-list "$(CUDA_ARCH_LIST)" --jobs $(NVCC_JOBS) --ptxas
 
 # Every Triton kernel compiles for sm_80 and sm_90 (offline, Triton's own ptxas; no GPU needed).
 triton-check: build
@@ -67,61 +53,99 @@ bench: build
 wheel: venv
 	rm -rf wheelhouse && $(PIP) wheel -q --no-build-isolation --no-deps -w wheelhouse .
 
-# Install the wheel into a fresh venv (torch from the same spec) and run a smoke test there.
+# Install the wheel into a copy of the venv (hard links: seconds, where a fresh venv took ~2.5 min
+# to install torch again) without the editable install, and run a smoke test there.
 wheel-smoke: wheel
-	rm -rf build/wheel-venv && $(PYTHON) -m venv build/wheel-venv
-	build/wheel-venv/bin/python -m pip install -q $(TORCH_SPEC)
+	rm -rf build/wheel-venv && cp -al $(VENV) build/wheel-venv && rm -f build/wheel-venv/.stamp
+	build/wheel-venv/bin/python -m pip uninstall -q -y pixelkernels
 	build/wheel-venv/bin/python -m pip install -q --no-deps wheelhouse/pixelkernels-*.whl
 	cd /tmp && $(CURDIR)/build/wheel-venv/bin/python $(CURDIR)/.ci/smoke.py
 
-# The CUDA wheel, built on a machine without a GPU: the registry's torch==2.11.0 is the CUDA 13.0
-# build (the GPU machines' torch), and its nvidia-* packages bring the cuBLAS/cuSPARSE headers
-# that this machine's toolkit lacks (setup.py finds them). `make cuda-wheel PYTHON_CUDA=python3.12`
-# builds the cp312 wheel that a GPU session installs instead of compiling (.ci/gpu). The venvs
-# are kept between runs (stamp files); the wheels land in $(CUDA_WHEELHOUSE)/.
+# CUDA wheels, built on a machine without a GPU against the registry's CUDA build of torch,
+# whose nvidia-* packages bring the cuBLAS/cuSPARSE headers a minimal toolkit lacks (setup.py
+# finds them). One wheel per torch and Python, into $(CUDA_WHEELHOUSE)/:
+#   make cuda-wheel [CUDA_TORCH=2.14.1] [PYTHON_CUDA=3.12]   (PYTHON_CUDA: a version or a command)
+#   make cuda-wheel-check [same]    the wheel installed in a copy of its venv and checked there
+#   make wheels [CUDA_HOME=<toolkit>] / make wheels-check    every torch x Python of the matrix
+# The registry's default torch wheels of 2.11 to 2.14.1 are CUDA 13.0 builds, those of 2.9.1 and
+# 2.10 CUDA 12.8 builds, which need a CUDA 12 toolkit: `make wheels CUDA_HOME=/usr/local/cuda-12.8`.
+# The CUDA kernels' objects are shared by every wheel (tools/cuda_objects.py): a wheel compiles
+# only the torch side. The venvs are kept between runs (stamp files).
+CUDA_TORCH ?= 2.11.0
 PYTHON_CUDA ?= python3
-CUDA_TORCH_SPEC ?= torch==2.11.0
-CUDA_ARCH_LIST ?= 8.0;9.0+PTX
-CUDA_WHEELHOUSE ?= wheelhouse-cu130
-CUDA_PYTAG := $(shell $(PYTHON_CUDA) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
-CUDA_VENV := build/cu130-venv-$(CUDA_PYTAG)
-CUDA_CHECK_VENV := build/cu130-check-venv-$(CUDA_PYTAG)
-CUDA_WHEEL = $(wildcard $(CUDA_WHEELHOUSE)/pixelkernels-*-$(CUDA_PYTAG)-$(CUDA_PYTAG)-*.whl)
+# "3.12": pyenv's newest 3.12 if there is one, else python3.12 on PATH; anything else as given.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+python_cmd = $(if $(filter 3.%,$1),$(or $(lastword $(wildcard $(PYENV_ROOT)/versions/$1.*/bin/python$1)),python$1),$1)
+CUDA_PY := $(call python_cmd,$(PYTHON_CUDA))
+CUDA_PYTAG := $(shell $(CUDA_PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
+# 2.14.1 -> 214: the torch part of the wheel's local version (+cu130.pt214)
+torch_mm = $(word 1,$(subst ., ,$1))$(word 2,$(subst ., ,$1))
+# The CUDA of the registry's default torch wheel: 12.8 for 2.9 and 2.10, 13.0 from 2.11 on.
+torch_cuda_tag = $(if $(filter 2.9 2.10,$(word 1,$(subst ., ,$1)).$(word 2,$(subst ., ,$1))),cu128,cu130)
+CUDA_WHEELHOUSE ?= wheelhouse-$(call torch_cuda_tag,$(CUDA_TORCH))
+CUDA_VENV := build/cuda-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
+CUDA_CHECK_VENV := build/cuda-check-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
+CUDA_WHEEL_GLOB = $(CUDA_WHEELHOUSE)/pixelkernels-*+cu*.pt$(call torch_mm,$(CUDA_TORCH))-$(CUDA_PYTAG)-$(CUDA_PYTAG)-*.whl
+CUDA_WHEEL = $(wildcard $(CUDA_WHEEL_GLOB))
 
 cuda-venv: $(CUDA_VENV)/.stamp
 $(CUDA_VENV)/.stamp:
-	@test -n "$(CUDA_PYTAG)" || { echo "PYTHON_CUDA=$(PYTHON_CUDA) does not run"; exit 1; }
-	rm -rf $(CUDA_VENV) && $(PYTHON_CUDA) -m venv $(CUDA_VENV)
+	@test -n "$(CUDA_PYTAG)" || { echo "PYTHON_CUDA=$(PYTHON_CUDA) ($(CUDA_PY)) does not run"; exit 1; }
+	rm -rf $(CUDA_VENV) && $(CUDA_PY) -m venv $(CUDA_VENV)
 	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CUDA_VENV)/bin/python -m pip install -q $(CUDA_TORCH_SPEC) numpy ninja setuptools wheel
+	$(CUDA_VENV)/bin/python -m pip install -q torch==$(CUDA_TORCH) numpy ninja setuptools wheel
 	touch $@
 
 cuda-wheel: cuda-venv
-	rm -f $(CUDA_WHEELHOUSE)/pixelkernels-*-$(CUDA_PYTAG)-$(CUDA_PYTAG)-*.whl
+	rm -f $(CUDA_WHEEL_GLOB)
 	PIXELKERNELS_WITH_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_ARCH_LIST)" $(CUDA_VENV)/bin/python -m pip wheel \
 	  -q --no-build-isolation --no-deps -w $(CUDA_WHEELHOUSE) .
-	@ls -l $(CUDA_WHEELHOUSE)/pixelkernels-*+cu*-$(CUDA_PYTAG)-$(CUDA_PYTAG)-*.whl
+	@ls -l $(CUDA_WHEEL_GLOB)
 
-# A second venv with the same torch and no build tools (pip's cache makes the torch install
-# quick), in which the wheel is installed and checked from outside the repo, so that the source
-# tree's pixelkernels/ is not what gets imported: build facts, a CUDA and a CPU kernel for every
-# schema, CPU vs reference (.ci/cuda_wheel_check.py), then the tests marked fake_cuda
-# (torch.compile on fake CUDA tensors). pytest's exit 5 (no test carries the marker) fails.
+# The wheel is installed and checked in a venv with the same torch and no build tools: a copy
+# of the build venv made of hard links (seconds, no second torch install), less ninja and wheel,
+# plus pytest; checked from outside the repo, so that the source tree's pixelkernels/ is not
+# what gets imported: build facts, a CUDA and a CPU kernel for every schema, CPU vs reference
+# (.ci/cuda_wheel_check.py), then the tests marked fake_cuda (torch.compile on fake CUDA
+# tensors; pytest's exit 5, no test carries the marker, fails). CPU_SUBSET=1 adds the CPU
+# backend's tests (CPU_SUBSET_ARGS: all but gradcheck) against the wheel's CPU kernels.
+CPU_SUBSET ?= 0
+CPU_SUBSET_ARGS ?= -k "cpu and not triton and not gradcheck" --ignore=$(CURDIR)/tests/test_build.py \
+  --ignore=$(CURDIR)/tests/test_setup.py --ignore=$(CURDIR)/tests/test_bench.py
 cuda-check-venv: $(CUDA_CHECK_VENV)/.stamp
-$(CUDA_CHECK_VENV)/.stamp:
-	@test -n "$(CUDA_PYTAG)" || { echo "PYTHON_CUDA=$(PYTHON_CUDA) does not run"; exit 1; }
-	rm -rf $(CUDA_CHECK_VENV) && $(PYTHON_CUDA) -m venv $(CUDA_CHECK_VENV)
-	$(CUDA_CHECK_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CUDA_CHECK_VENV)/bin/python -m pip install -q $(CUDA_TORCH_SPEC) numpy pytest expecttest
+$(CUDA_CHECK_VENV)/.stamp: $(CUDA_VENV)/.stamp
+	rm -rf $(CUDA_CHECK_VENV) && cp -al $(CUDA_VENV) $(CUDA_CHECK_VENV) && rm -f $(CUDA_CHECK_VENV)/.stamp
+	$(CUDA_CHECK_VENV)/bin/python -m pip uninstall -q -y ninja wheel
+	$(CUDA_CHECK_VENV)/bin/python -m pip install -q pytest pytest-xdist expecttest
 	touch $@
 
 cuda-wheel-check: cuda-check-venv
-	@test -n "$(CUDA_WHEEL)" || { echo "no $(CUDA_PYTAG) wheel in $(CUDA_WHEELHOUSE)/: make cuda-wheel first"; exit 1; }
+	@test -n "$(CUDA_WHEEL)" || { echo "no $(CUDA_WHEEL_GLOB): make cuda-wheel first"; exit 1; }
 	$(CUDA_CHECK_VENV)/bin/python -m pip install -q --no-deps --force-reinstall $(CUDA_WHEEL)
 	cd "$$(mktemp -d)" && $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python $(CURDIR)/.ci/cuda_wheel_check.py \
-	  --arch-list "$(CUDA_ARCH_LIST)"
+	  --arch-list "$(CUDA_ARCH_LIST)" --torch $(CUDA_TORCH)
 	cd "$$(mktemp -d)" && $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest $(CURDIR)/tests \
 	  -m fake_cuda -p no:cacheprovider -q
+	if [ "$(CPU_SUBSET)" = 1 ]; then cd "$$(mktemp -d)" && $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
+	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_SUBSET_ARGS); fi
+
+# The matrix: the torch versions whose registry wheels match the toolkit's CUDA major (nvcc of
+# CUDA_HOME, else the one on PATH), times WHEELS_PYTHONS (those the torch versions have wheels for).
+WHEELS_NVCC = $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc,$(NVCC))
+WHEELS_CUDA_MAJOR = $(shell $(WHEELS_NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+WHEELS_TORCH_13 := 2.11.0 2.14.1
+WHEELS_TORCH_12 := 2.9.1 2.10.0
+WHEELS_TORCH ?= $(WHEELS_TORCH_$(WHEELS_CUDA_MAJOR))
+WHEELS_PYTHONS ?= 3.10 3.11 3.12 3.13
+
+wheels wheels-check:
+	@test -n "$(WHEELS_TORCH)" || { echo "no torch versions for the toolkit of $(WHEELS_NVCC) (CUDA major" \
+	  "'$(WHEELS_CUDA_MAJOR)'; 13: $(WHEELS_TORCH_13); 12: $(WHEELS_TORCH_12)); set CUDA_HOME or WHEELS_TORCH"; exit 1; }
+	@set -e; for t in $(WHEELS_TORCH); do for py in $(WHEELS_PYTHONS); do \
+	  echo "=== $@: torch $$t, python $$py"; \
+	  $(MAKE) --no-print-directory $(if $(filter wheels,$@),cuda-wheel,cuda-wheel-check) CUDA_TORCH=$$t PYTHON_CUDA=$$py; \
+	done; done
+	@ls -l wheelhouse-cu*/pixelkernels-*.whl
 
 clean:
-	rm -rf build dist wheelhouse $(CUDA_WHEELHOUSE) *.egg-info pixelkernels/_C*.so
+	rm -rf build dist wheelhouse wheelhouse-cu* *.egg-info pixelkernels/_C*.so

@@ -7,7 +7,12 @@ Environment switches (SPEC §1 Build):
   MAX_JOBS                 parallel compile jobs (default: by memory, ~2 GiB each).
   DEBUG=1                  -O0 -g, no -DNDEBUG.
   PIXELKERNELS_LOCAL_VERSION=0  drop the "+cpu.pt213" / "+cu130.pt211" local version.
-  CUDA_HOME / CUDA_PATH    the CUDA toolkit (default: found from nvcc, see find_cuda_home).
+  CUDA_HOME / CUDA_PATH    the CUDA toolkit (default: found from nvcc, see find_cuda_home); its
+                           CUDA major version must be torch's (a CUDA 12 toolkit for torch 2.10).
+
+The CUDA kernels (csrc/cuda/*.cu, no torch header) are compiled by tools/cuda_objects.py into
+build/cuda-objects/, keyed by a hash of their sources, flags and nvcc, and linked into the
+extension: a second CUDA build (another torch or Python) compiles only the torch side.
 
 Every path is absolute: under pip, __file__ is the relative "setup.py", and torch's ninja
 build runs the compiler inside the build folder, where a relative -Icsrc means nothing.
@@ -29,9 +34,20 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 # Every op schema, read by csrc/ops.cpp (#include) and at run time by pixelkernels/_schema.py.
 SCHEMA_TABLE = ROOT / "pixelkernels" / "schemas.def"
-BASE_VERSION = re.search(
-    r'__version__ = "([^"]+)"', (ROOT / "pixelkernels" / "_version.py").read_text()
-).group(1)
+
+
+def _load(path: Path, name: str):
+    """A module by path: the source dir is not always on sys.path under a build backend, and
+    importing the pixelkernels package would try to load its extension."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cuda_objects = _load(ROOT / "tools" / "cuda_objects.py", "pixelkernels_cuda_objects")
+_version = _load(ROOT / "pixelkernels" / "_version.py", "pixelkernels_version")
+BASE_VERSION = _version.__version__
 
 # Headers that ATen/cuda/CUDAContext.h needs beyond the CUDA runtime. A minimal toolkit (as on
 # the CI machine) lacks them; CUDA builds of torch depend on nvidia-* pip packages that ship them.
@@ -111,22 +127,42 @@ if CUDA_HOME is not None:
     cpp_extension.CUDA_HOME = str(CUDA_HOME)  # in case something imported cpp_extension first
 
 
+def toolkit_mismatch(toolkit_cuda: str | None, torch_cuda: str | None) -> str | None:
+    """Why the toolkit cannot build for this torch (None if it can): nvcc's CUDA major version
+    must be torch's. The registry's torch 2.9/2.10 are CUDA 12.8 builds, 2.11 and newer CUDA 13.0."""
+    if toolkit_cuda is None or torch_cuda is None:
+        return None
+    if toolkit_cuda.split(".")[0] == torch_cuda.split(".")[0]:
+        return None
+    return (
+        f"the CUDA toolkit at {CUDA_HOME} is CUDA {toolkit_cuda}, but torch {torch.__version__} is a "
+        f"CUDA {torch_cuda} build: point CUDA_HOME at a CUDA {torch_cuda.split('.')[0]} toolkit, or "
+        f"build against a torch built with CUDA {toolkit_cuda.split('.')[0]}"
+    )
+
+
 def _want_cuda() -> bool:
     mode = os.environ.get("PIXELKERNELS_WITH_CUDA", "auto").strip().lower()
-    have = torch.version.cuda is not None and CUDA_HOME is not None
+    if mode not in ("auto", "0", "false", "no", "off", "1", "true", "yes", "on"):
+        sys.exit(f"PIXELKERNELS_WITH_CUDA must be auto, 0 or 1, got {mode!r}")
     if mode in ("0", "false", "no", "off"):
         return False
-    if mode in ("1", "true", "yes", "on"):
-        if not have:
-            sys.exit(
-                "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible: "
-                f"torch.version.cuda={torch.version.cuda!r}, CUDA toolkit={CUDA_HOME}. "
-                "Install a CUDA build of torch and the CUDA toolkit, or set PIXELKERNELS_WITH_CUDA=0."
-            )
-        return True
-    if mode != "auto":
-        sys.exit(f"PIXELKERNELS_WITH_CUDA must be auto, 0 or 1, got {mode!r}")
-    return have
+    have = torch.version.cuda is not None and CUDA_HOME is not None
+    if mode != "auto" and not have:
+        sys.exit(
+            "PIXELKERNELS_WITH_CUDA=1 but a CUDA build is impossible: "
+            f"torch.version.cuda={torch.version.cuda!r}, CUDA toolkit={CUDA_HOME}. "
+            "Install a CUDA build of torch and the CUDA toolkit, or set PIXELKERNELS_WITH_CUDA=0."
+        )
+    if not have:
+        return False
+    why = toolkit_mismatch(cuda_objects.nvcc_release(str(CUDA_HOME / "bin" / "nvcc")), torch.version.cuda)
+    if why and mode != "auto":
+        sys.exit(f"PIXELKERNELS_WITH_CUDA=1 but {why}.")
+    if why:
+        warnings.warn(f"pixelkernels: a CPU-only build, since {why}", stacklevel=1)
+        return False
+    return True
 
 
 def _openmp_flags():
@@ -146,16 +182,24 @@ def _openmp_flags():
 
 
 def build_tag(with_cuda: bool) -> str:
-    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also the name of its build folder."""
-    tv = torch.__version__.split("+")[0].split(".")
-    dev = "cu" + torch.version.cuda.replace(".", "") if with_cuda else "cpu"
-    return f"{dev}.pt{tv[0]}{tv[1]}"
+    """The wheel's local version ("cu130.pt211", "cpu.pt213"), also its build folder's name."""
+    return _version.local_tag(torch.__version__, torch.version.cuda if with_cuda else None)
 
 
 def _local_version(with_cuda: bool) -> str:
     if os.environ.get("PIXELKERNELS_LOCAL_VERSION", "1") == "0":
         return ""
     return "+" + build_tag(with_cuda)
+
+
+def cxx_standard(aten_h: Path | None = None) -> str:
+    """-std for the torch side: C++17, or the newer standard torch's headers require (torch
+    2.14's ATen/ATen.h stops with "#error C++20 or later compatible compiler is required")."""
+    if aten_h is None:
+        aten_h = Path(torch.__file__).resolve().parent / "include" / "ATen" / "ATen.h"
+    text = aten_h.read_text(errors="replace") if aten_h.is_file() else ""
+    m = re.search(r"#error C\+\+(\d+) or later", text)
+    return f"-std=c++{max(17, int(m.group(1))) if m else 17}"
 
 
 def _default_max_jobs():
@@ -169,8 +213,9 @@ def _default_max_jobs():
 
 
 def sources(with_cuda: bool) -> list[str]:
-    """csrc/*.cpp and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cu and csrc/cuda/*.cpp."""
-    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
+    """What setuptools compiles: csrc/*.cpp and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cpp.
+    The .cu files are compiled apart (BuildExt, tools/cuda_objects.py) and linked in."""
+    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cpp"] if with_cuda else [])
     return [str(p) for pattern in patterns for p in sorted(CSRC.glob(pattern))]
 
 
@@ -181,7 +226,7 @@ def extensions(with_cuda: bool):
     defines = [f'-DPK_VERSION="{BASE_VERSION}"', f"-DPK_OPENMP={1 if omp_c else 0}"]
     # -fno-math-errno: sqrt never sets errno, so GCC may vectorise it (with errno it keeps a
     # scalar sqrtss and a libm call per pixel: pixel_normalize ran 4x slower than its traffic).
-    cxx = opt + omp_c + ["-std=c++17", "-fno-trapping-math", "-fno-math-errno"]
+    cxx = opt + omp_c + [cxx_standard(), "-fno-trapping-math", "-fno-math-errno"]
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
     # The schema table (csrc/ops.cpp includes it) is one of them.
     headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh")) + [SCHEMA_TABLE]]
@@ -196,8 +241,9 @@ def extensions(with_cuda: bool):
     defines += ["-DPK_WITH_CUDA=1", f'-DPK_CUDA_VERSION="{torch.version.cuda}"']
     defines += [f'-DPK_ARCH_LIST="{arch_list}"']
     includes = cuda_library_include_flags(CUDA_HOME)
-    nvcc = ["-O0", "-G", "-g"] if debug else opt + ["--expt-relaxed-constexpr", "-lineinfo"]
-    args = {"cxx": cxx + defines + includes, "nvcc": nvcc + ["-std=c++17"] + defines + includes}
+    args = {"cxx": cxx + defines + includes, "nvcc": []}
+    # The .cu sources as depends: an edit relinks (BuildExt compiles the new object first).
+    common["depends"] = common["depends"] + [str(p) for p in cuda_objects.cuda_sources()]
     ext = cpp_extension.CUDAExtension("pixelkernels._C", sources(True), extra_compile_args=args, **common)
     return [ext]
 
@@ -205,9 +251,10 @@ def extensions(with_cuda: bool):
 _default_max_jobs()
 WITH_CUDA = _want_cuda()
 EXTS = extensions(WITH_CUDA)
-# One build folder per variant, so a CPU and a CUDA build never share objects or a stale _C.so,
-# and the egg-info (which importlib.metadata finds in the repo root) never says the other variant.
-BUILD_DIR = ROOT / "build" / build_tag(WITH_CUDA)
+# One build folder per variant and Python (build/cu130.pt211-cp312), so a CPU and a CUDA build, or
+# the wheels of two Pythons, never share objects or a stale _C.so, and the egg-info (which
+# importlib.metadata finds in the repo root) never says the other variant.
+BUILD_DIR = ROOT / "build" / f"{build_tag(WITH_CUDA)}-cp{sys.version_info[0]}{sys.version_info[1]}"
 BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -221,12 +268,28 @@ class BuildExt(cpp_extension.BuildExtension.with_options(use_ninja=True)):
         super().finalize_options()
         self.build_temp = str(BUILD_DIR / "temp")
 
+    def build_extensions(self):
+        if WITH_CUDA:  # the kernels' objects first (cached), linked with the torch side's
+            objects = cuda_objects.compile_objects(
+                str(CUDA_HOME / "bin" / "nvcc"),
+                arch_list=os.environ["TORCH_CUDA_ARCH_LIST"],
+                jobs=int(os.environ["MAX_JOBS"]),
+                debug=os.environ.get("DEBUG", "0") == "1",
+            )
+            for ext in self.extensions:
+                ext.extra_objects = [str(o) for o in objects]
+        super().build_extensions()
+
+
+# Data files the wheel carries besides the Python modules: {package: [glob, ...]}.
+PACKAGE_DATA: dict[str, list[str]] = {"pixelkernels": [SCHEMA_TABLE.name]}
+
 setup(
     name="pixelkernels",
     version=BASE_VERSION + _local_version(WITH_CUDA),
     description="Fused Triton and CUDA/C++ kernels for per-pixel embedding-distance steps of metric-learning segmentation",
     packages=find_packages(include=["pixelkernels", "pixelkernels.*"]),
-    package_data={"pixelkernels": [SCHEMA_TABLE.name]},
+    package_data=PACKAGE_DATA,
     python_requires=">=3.10",
     install_requires=["torch>=2.6"],
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},

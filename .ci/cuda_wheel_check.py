@@ -7,10 +7,11 @@ wheel's table (pixelkernels/schemas.def, which csrc/ops.cpp defines) has a CUDA 
 kernel registered, and that the CPU path agrees with the reference (.ci/smoke.py, run first
 so that its "no fallback warning at import" check holds).
 
-    python /path/to/repo/.ci/cuda_wheel_check.py [--arch-list "8.0;9.0+PTX"]
+    python /path/to/repo/.ci/cuda_wheel_check.py [--arch-list "8.0;9.0+PTX"] [--torch 2.14.1]
 """
 
 import argparse
+import importlib.metadata
 import os
 import runpy
 import sys
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch-list", default=os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX"))
+    parser.add_argument("--torch", help="the torch version the wheel is for (default: the installed one)")
     args = parser.parse_args()
 
     runpy.run_path(str(REPO / ".ci" / "smoke.py"), run_name="__main__")  # imports pixelkernels
@@ -46,6 +48,15 @@ def main() -> int:
     cuda, arch_list = info["cuda"], info["arch_list"]
     check(cuda == torch.version.cuda, f"built for CUDA {cuda}, torch has {torch.version.cuda}")
     check(arch_list == args.arch_list, f"arch_list {arch_list!r}, expected {args.arch_list!r}")
+    want_torch = args.torch or torch.__version__.split("+")[0]
+    check(
+        torch.__version__.split("+")[0] == want_torch,
+        f"torch {torch.__version__} installed, {want_torch} wanted",
+    )
+    check(info["torch"] == want_torch, f"built against torch {info['torch']}, expected {want_torch}")
+    version = importlib.metadata.version("pixelkernels")
+    tag = pk._version.local_tag(want_torch, torch.version.cuda)
+    check(version == f"{pk.__version__}+{tag}", f"installed pixelkernels {version}, expected +{tag}")
 
     names = list(SCHEMAS)
     check(names, f"schemas in pixelkernels/schemas.def: {names}")

@@ -69,6 +69,124 @@ def test_cuda_version_check(built, torch_cuda, ok):
             _ext.check_cuda_versions(built, torch_cuda)
 
 
+# (built for CUDA, the torch installed, its CUDA, the wheel the message must name)
+MISMATCHES = [
+    ("13.0", "2.10.0+cu128", "12.8", "+cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)"),
+    ("13.0", "2.9.1+cu128", "12.8", "+cu128.pt29 (the wheel for torch 2.9.1 with CUDA 12.8)"),
+    ("12.8", "2.11.0+cu130", "13.0", "+cu130.pt211 (the wheel for torch 2.11.0 with CUDA 13.0)"),
+    ("12.8", "2.14.1", "13.0", "+cu130.pt214 (the wheel for torch 2.14.1 with CUDA 13.0)"),
+    ("13.0", "2.13.0+cpu", None, "+cpu.pt213 (the wheel for torch 2.13.0, CPU)"),
+]
+
+
+@pytest.mark.parametrize("built,torch_version,torch_cuda,wheel", MISMATCHES)
+def test_cuda_mismatch_names_the_wheel(built, torch_version, torch_cuda, wheel):
+    with pytest.raises(RuntimeError) as e:
+        _ext.check_cuda_versions(built, torch_cuda, torch_version)
+    msg = str(e.value)
+    assert f"built for CUDA {built}, but the installed torch {torch_version}" in msg
+    assert f"pixelkernels=={pk.__version__}{wheel}" in msg
+    assert "pip install --no-build-isolation ." in msg
+    if torch_cuda:
+        assert f"CUDA_HOME at a CUDA {torch_cuda.split('.')[0]} toolkit" in msg
+
+
+def _as_if(torch_version: str, torch_cuda: str | None, built_cuda=None, installed=None) -> str:
+    """Code that imports pixelkernels as if torch were `torch_version` with `torch_cuda`, and
+    _C a CUDA build for `built_cuda` (None: _C fails to load), and pip's pixelkernels version
+    `installed` ("": none installed; None: as it is)."""
+    return (
+        "import importlib.metadata, sys, types, warnings, torch\n"
+        f"torch.__version__, torch.version.cuda = {torch_version!r}, {torch_cuda!r}\n"
+        f"built, installed = {built_cuda!r}, {installed!r}\n"
+        "if built:\n"
+        "    info = dict(version='0', torch='0', cuda=built, arch_list='8.0', openmp=True)\n"
+        "    sys.modules['pixelkernels._C'] = types.SimpleNamespace(build_info=lambda: info)\n"
+        "else:\n"
+        "    sys.modules['pixelkernels._C'] = None  # an ImportError, as a missing libcudart.so.13 gives\n"
+        "if installed is not None:\n"
+        "    def version(d, real=importlib.metadata.version):\n"
+        "        if d != 'pixelkernels':\n"
+        "            return real(d)\n"
+        "        if not installed:\n"
+        "            raise importlib.metadata.PackageNotFoundError(d)\n"
+        "        return installed\n"
+        "    importlib.metadata.version = version\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    try:\n"
+        "        import pixelkernels\n"
+        "    except RuntimeError as e:\n"
+        "        print('RAISED', e)\n"
+        "for x in w:\n"
+        "    print('WARNED', x.message)\n"
+    )
+
+
+def test_cuda_mismatch_at_import():
+    """A CUDA build whose _C loads beside a torch of another CUDA major raises at import."""
+    built, torch_version, torch_cuda, wheel = MISMATCHES[0]
+    r = _python(_as_if(torch_version, torch_cuda, built_cuda=built))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("RAISED pixelkernels was built for CUDA 13.0"), r.stdout
+    assert f"pixelkernels=={pk.__version__}{wheel}" in r.stdout
+
+
+def test_cuda_mismatch_at_import_when_the_extension_fails_to_load():
+    """The usual case: the +cu130 wheel's _C cannot load beside a CUDA 12 torch (no
+    libcudart.so.13). The wheel's local version tells, and the import raises all the same."""
+    r = _python(_as_if("2.10.0+cu128", "12.8", installed=f"{pk.__version__}+cu130.pt211"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("RAISED pixelkernels was built for CUDA 13.0"), r.stdout
+    assert (
+        f"pixelkernels=={pk.__version__}+cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)" in r.stdout
+    )
+
+
+def test_load_failure_for_another_torch_warns_with_the_wheel():
+    """Same CUDA major (here none), another torch: one warning, naming the wheel for this torch;
+    the reference backend still works."""
+    r = _python(_as_if("2.14.1+cpu", None, installed=f"{pk.__version__}+cpu.pt213"))
+    assert r.returncode == 0, r.stderr
+    warned = [ln for ln in r.stdout.splitlines() if ln.startswith("WARNED")]
+    assert len(warned) == 1 and "compiled extension could not be loaded" in warned[0], r.stdout
+    assert f"This is pixelkernels {pk.__version__}+cpu.pt213; torch 2.14.1+cpu needs" in warned[0]
+    assert f"pixelkernels=={pk.__version__}+cpu.pt214 (the wheel for torch 2.14.1, CPU)" in warned[0]
+
+
+@pytest.mark.parametrize(
+    "installed,torch_version,torch_cuda,outcome",
+    [
+        (
+            "cu130.pt211",
+            "2.10.0+cu128",
+            "12.8",
+            "raises: +cu128.pt210 (the wheel for torch 2.10.0 with CUDA 12.8)",
+        ),
+        ("cu128.pt210", "2.11.0", "13.0", "raises: +cu130.pt211 (the wheel for torch 2.11.0 with CUDA 13.0)"),
+        ("cu130.pt211", "2.14.1", None, "raises: +cpu.pt214 (the wheel for torch 2.14.1, CPU)"),
+        ("cu130.pt211", "2.14.1", "13.0", "advice: +cu130.pt214 (the wheel for torch 2.14.1 with CUDA 13.0)"),
+        ("cpu.pt213", "2.14.1", "13.0", "advice: +cu130.pt214 (the wheel for torch 2.14.1 with CUDA 13.0)"),
+        ("cu130.pt211", "2.11.0", "13.0", ""),  # the tag fits: the load failed for another reason
+        ("cpu.pt214", "2.14.1", "13.0", ""),  # a CPU build against a CUDA torch fits too
+        (None, "2.14.1", "13.0", ""),  # not installed by pip (a source tree on sys.path)
+    ],
+)
+def test_load_failure_advice(installed, torch_version, torch_cuda, outcome):
+    """What an extension that failed to load says, from the installed wheel's local version."""
+    if outcome.startswith("raises: "):
+        with pytest.raises(RuntimeError, match="was built for CUDA") as e:
+            _ext.check_load_failure(installed, torch_version, torch_cuda)
+        assert f"pixelkernels=={pk.__version__}{outcome[8:]}" in str(e.value)
+        return
+    advice = _ext.check_load_failure(installed, torch_version, torch_cuda)
+    if outcome:
+        assert f"This is pixelkernels {pk.__version__}+{installed}; torch {torch_version} needs" in advice
+        assert f"pixelkernels=={pk.__version__}{outcome[8:]}" in advice
+    else:
+        assert advice == ""
+
+
 def test_set_and_use_backend():
     assert pk.get_backend() == "auto"
     pk.set_backend("reference")
