@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 TORCH_SPEC ?= torch==2.13.0
-DEPS := triton==3.9.0 numpy scipy pytest pytest-xdist pytest-benchmark ninja setuptools wheel build expecttest
+DEPS := triton==3.9.0 numpy scipy pytest pytest-xdist pytest-benchmark hypothesis ninja setuptools wheel build expecttest
 PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv build test pytest nvcc-check triton-check bench wheel wheel-smoke clean
+.PHONY: venv build test pytest nvcc-check triton-check bench wheel wheel-smoke clean fuzz mutants
 .PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check
 
 venv: $(VENV)/.stamp
@@ -27,10 +27,23 @@ $(VENV)/.stamp:
 build: venv
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
-test: build pytest nvcc-check triton-check
+test: build pytest gpu-present-check nvcc-check triton-check
+
+include .ci/gpu_present.mk
 
 pytest: build
 	$(PY) -m pytest tests -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+
+# The property-based fuzz suite (tests/fuzz.py, every op's contract row) with more examples and
+# fresh seeds than CI's fixed ones: FUZZ_EXAMPLES per op and layout.
+FUZZ_EXAMPLES ?= 200
+fuzz: build
+	PIXELKERNELS_FUZZ=$(FUZZ_EXAMPLES) $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) -k "test_fuzz" $(PYTEST_ARGS)
+
+# Planted kernel bugs (.ci/mutants.py), each alone in a copy of the tree: every one must be
+# killed by its tests. On demand (~30-60 min), not in CI.
+mutants: build
+	$(PY) .ci/mutants.py $(MUTANTS_ARGS)
 
 # Every .cu compiles standalone (no torch headers) for sm_80 and sm_90; ptxas' register and spill
 # lines are printed. tools/cuda_objects.py compiles them with the flags that every CUDA wheel's

@@ -8,5 +8,5 @@ GPU_PRESENT_ARGS ?= --ignore=tests/test_bench.py --ignore=tests/test_setup.py
 
 .PHONY: gpu-present-check
 gpu-present-check: build
-	PYTHONPATH=.ci $(PY) -m pytest tests -p gpu_present -m "not cuda" -q -n $(PYTEST_WORKERS) -p no:cacheprovider \
+	PIXELKERNELS_EMU=0 PYTHONPATH=.ci $(PY) -m pytest tests -p gpu_present -m "not cuda" -q -n $(PYTEST_WORKERS) -p no:cacheprovider \
 	  $(GPU_PRESENT_ARGS) $(PYTEST_ARGS)
