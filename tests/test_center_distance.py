@@ -68,6 +68,8 @@ ROW = Contract(
         "one_pixel": _inp(1, 3, 1, 1),
         "batch7": _inp(7, 3, 5, 3),
         "long_image": _inp(1, 2, 3, 3001),
+        # Several images of several 4096-pixel CPU chunks of 512-pixel tiles.
+        "chunks": _inp(2, 3, 70, 71),
     },
 )
 

@@ -77,6 +77,8 @@ ROW = Contract(
         "batch7": _inp(7, 3, 5, 3, pattern="binary"),
         "mask_float64": _inp(2, 4, 5, 6, mask_dtype=torch.float64),
         "long_image": _inp(1, 2, 3, 3001),
+        # Several images of several 4096-pixel CPU chunks of 512-pixel tiles.
+        "chunks": _inp(2, 3, 70, 71),
     },
 )
 

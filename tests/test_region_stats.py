@@ -211,12 +211,15 @@ CASES = {
     # their padded last block of pixels, for 2 and 3 regions.
     "r2_rows": (2, 7, 13, 37, 2, "contiguous", "random", -1),
     "r3_rows": (1, 5, 11, 29, 3, "contiguous", "blobs", -1),
+    # Several images of several CPU chunks (512 KiB of emb: 3855 pixels at D = 17 in float64)
+    # of several 512-pixel tiles.
+    "chunks_d17": (2, 17, 70, 71, 4, "contiguous", "random", -1),
 }
-INTERPRETER_TOO_SLOW = {"r1024"}
+INTERPRETER_TOO_SLOW = {"r1024", "chunks_d17"}
 BACKWARD_CASES = [
     "odd", "d17_channels_last", "d130_slice", "empty_regions", "ignore_inside_range", "w1_transposed",
     "many_regions", "all_ignored", "d17_r6", "d24_r5_slice", "r1_odd", "r1_d5", "r9_blobs", "long_image",
-    "r2_rows", "r3_rows",
+    "r2_rows", "r3_rows", "chunks_d17",
 ]  # fmt: skip
 
 
