@@ -52,6 +52,12 @@ BACKENDS = backend_params()
 COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 # The kernels that run on a GPU: their GPU-only paths (marked cuda, skipped without one).
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
+# Tests that run several backends in one call, grouped by device: "host" (CPU tensors: reference,
+# cpu, triton under the interpreter without a GPU) and "gpu" (CUDA tensors: triton and cuda).
+DEVICE_GROUPS = [
+    pytest.param("host"),
+    pytest.param("gpu", marks=[pytest.mark.cuda] + ([] if HAS_CUDA else [pytest.mark.skip(reason="needs a CUDA device")])),
+]
 
 
 def pytest_configure(config):

@@ -44,7 +44,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import fuzz as fz
-from conftest import BACKENDS, COMPILED_BACKENDS, GPU_BACKENDS, assert_close, dtypes_for
+from conftest import BACKENDS, COMPILED_BACKENDS, DEVICE_GROUPS, GPU_BACKENDS, assert_close, dtypes_for
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import pixelkernels as pk
@@ -296,11 +296,13 @@ def suite(c: Contract):
 
         @pytest.mark.sanitize  # with cuda: every op's kernels under compute-sanitizer (.ci/gpu)
         @pytest.mark.parametrize("layout", fz.LAYOUTS)
-        def test_fuzz(self, layout):
-            fz.fuzz_values(c, FUZZ_EXAMPLES, main_layout=layout)
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz(self, group, layout):
+            fz.fuzz_values(c, FUZZ_EXAMPLES, main_layout=layout, group=group)
 
-        def test_fuzz_errors(self):
-            fz.fuzz_errors(c, FUZZ_ERROR_EXAMPLES)
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz_errors(self, group):
+            fz.fuzz_errors(c, FUZZ_ERROR_EXAMPLES, group=group)
 
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_differentiable_outputs(self, backend, device):

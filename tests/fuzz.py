@@ -328,12 +328,15 @@ def _nonfinite(case: Case, view: torch.Tensor, labels, gen) -> torch.Tensor:
 # The checks
 
 
-def backends_for(dtype: torch.dtype) -> list[str]:
-    out = ["reference"]
-    if "cpu" in AVAILABLE and dtype in (torch.float64, torch.float32):
-        out.append("cpu")
-    if "triton" in AVAILABLE:
-        out.append("triton")
+def backends_for(dtype: torch.dtype, group: str = "host") -> list[str]:
+    """The backends one fuzz test runs: those whose tensors live on the group's device here
+    (conftest.DEVICE_GROUPS), so a GPU machine runs both groups and `make gpu-present-check`
+    deselects the one that needs a real device. The float64 oracle always runs on the CPU."""
+    device = "cpu" if group == "host" else "cuda"
+    out = ["reference"] if group == "host" else []
+    for b in ("cpu", "triton", "cuda"):
+        if b in AVAILABLE and DEVICE_OF[b] == device and not (b == "cpu" and dtype in HALF):
+            out.append(b)
     return out
 
 
@@ -395,7 +398,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, dtype, msg: str) -> None:
     assert_close(a, b, dtype, msg=msg)
 
 
-def check_case(c, case: Case, dtype: torch.dtype, mode: str) -> None:
+def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host") -> None:
     """Every backend against the reference in float64 on the same (dtype-rounded) values, the
     first derivatives with create_graph too (they take the double-backward path)."""
     if dtype in HALF:
@@ -404,7 +407,7 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str) -> None:
         case = dataclasses.replace(case, derived=frozenset())
     want = evaluate(c, case, dtype, "reference", mode, oracle=True)
     dtypes = None
-    for backend in backends_for(dtype):
+    for backend in backends_for(dtype, group):
         got = evaluate(c, case, dtype, backend, mode)
         # Every backend returns the same dtypes (the reference in `dtype` included).
         dtypes = dtypes or [o.dtype for o in got[0]]
@@ -465,7 +468,7 @@ def _break(t, how: str, case: Case):
     return {"zero": (0, ValueError), "float": (2.0, TypeError), "bool": (True, TypeError)}[how]
 
 
-def check_error(c, case: Case, key: str, how: str) -> None:
+def check_error(c, case: Case, key: str, how: str, group: str = "host") -> None:
     """Every backend raises the same error type, naming the broken argument."""
     inputs, _ = materialize(case, torch.float32, grads=False)
     if how == "values" and inputs[key].numel() == 0:
@@ -473,8 +476,10 @@ def check_error(c, case: Case, key: str, how: str) -> None:
     spec = case.spec[key]
     name = spec.name or key
     broken, exc = _break(inputs[key], how, case)
-    for backend in backends_for(torch.float32):
-        bad = _to(dict(inputs, **{key: broken}), DEVICE_OF[backend]) if backend == "triton" else dict(inputs, **{key: broken})
+    for backend in backends_for(torch.float32, group):
+        bad = dict(inputs, **{key: broken})
+        if DEVICE_OF[backend] != "cpu":
+            bad = _to(bad, DEVICE_OF[backend])
         with _checks(True), pytest.raises(exc) as info:
             c.call(bad, backend)
         assert name in str(info.value), (backend, how, str(info.value))
@@ -488,7 +493,7 @@ def _to(inputs: dict, device: str) -> dict:
 # The tests a Contract row gets (tests/contract.py)
 
 
-def fuzz_values(c, ci_examples: int, main_layout: str | None = None) -> None:
+def fuzz_values(c, ci_examples: int, main_layout: str | None = None, group: str = "host") -> None:
     @fuzz_settings(ci_examples)
     @given(
         case=cases(c.fuzz, main_layout=main_layout),
@@ -497,7 +502,7 @@ def fuzz_values(c, ci_examples: int, main_layout: str | None = None) -> None:
     )
     def run(case, dtype, mode):
         try:
-            check_case(c, case, dtype, mode)
+            check_case(c, case, dtype, mode, group)
         except AssertionError as e:
             # A known half-precision gap (the row's fuzz_half_gap): checked in full all the
             # same, reported as xfail after the run, never silently passed.
@@ -511,10 +516,10 @@ def fuzz_values(c, ci_examples: int, main_layout: str | None = None) -> None:
         pytest.xfail(f"known gap: {c.fuzz_half_gap} ({len(gaps)} examples, e.g. {gaps[0]})")
 
 
-def fuzz_errors(c, ci_examples: int) -> None:
+def fuzz_errors(c, ci_examples: int, group: str = "host") -> None:
     @fuzz_settings(ci_examples)
     @given(call=broken_calls(c.fuzz))
     def run(call):
-        check_error(c, *call)
+        check_error(c, *call, group=group)
 
     run()

@@ -246,7 +246,8 @@ VARIANTS = [
     pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
         not (HAS_CUDA and pk._ext.HAVE_CUDA_KERNELS), reason="needs a CUDA device and the CUDA kernels")]),
     pytest.param("triton", marks=[pytest.mark.triton, pytest.mark.skipif(
-        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]),
+        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]
+        + ([pytest.mark.cuda] if TRITON_DEVICE == "cuda" else [])),
     "cuda-emulated",
 ]  # fmt: skip
 
