@@ -7,6 +7,7 @@ compiling / capturing a CUDA graph, bad labels are treated as ignored by every k
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import operator
 
@@ -36,6 +37,18 @@ def set_checks(enabled: bool) -> None:
 
 def checks_enabled() -> bool:
     return _checks
+
+
+@contextlib.contextmanager
+def use_checks(enabled: bool):
+    """``set_checks(enabled)`` inside the block, the previous setting restored after (as
+    ``use_backend`` does for the backend)."""
+    prev = _checks
+    set_checks(enabled)
+    try:
+        yield
+    finally:
+        set_checks(prev)
 
 
 def _is_fake(t: torch.Tensor) -> bool:

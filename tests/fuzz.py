@@ -28,7 +28,6 @@ CI runs a bounded number of examples with a fixed seed (derandomized). Locally,
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 
@@ -344,16 +343,6 @@ def _outputs(out) -> tuple:
     return out if isinstance(out, tuple) else (out,)
 
 
-@contextlib.contextmanager
-def _checks(on: bool):
-    prev = pk.checks_enabled()
-    pk.set_checks(on)
-    try:
-        yield
-    finally:
-        pk.set_checks(prev)
-
-
 def _weights(t: torch.Tensor) -> torch.Tensor:
     """Fixed weights in multiples of 1/8 (exact in every dtype), of both signs."""
     w = torch.linspace(0.0, 7.0, t.numel(), dtype=torch.float64, device=t.device).view_as(t).cos()
@@ -377,7 +366,7 @@ def evaluate(c, case: Case, dtype: torch.dtype, backend: str, mode: str, *, orac
     grads = c.loss is not None and (case.nonfinite is None or _labelled(case))
     inputs, keys = materialize(case, dtype, device=DEVICE_OF[backend], grads=grads, oracle=oracle)
     xs = [inputs[k] for k in keys]
-    with _checks(case.pattern != "out_of_range"):
+    with pk.use_checks(case.pattern != "out_of_range"):
         outs = _outputs(c.call(inputs, backend))
         y = _dot(outs) if grads else None
         if y is None or not xs:
@@ -480,7 +469,7 @@ def check_error(c, case: Case, key: str, how: str, group: str = "host") -> None:
         bad = dict(inputs, **{key: broken})
         if DEVICE_OF[backend] != "cpu":
             bad = _to(bad, DEVICE_OF[backend])
-        with _checks(True), pytest.raises(exc) as info:
+        with pk.use_checks(True), pytest.raises(exc) as info:
             c.call(bad, backend)
         assert name in str(info.value), (backend, how, str(info.value))
 

@@ -206,6 +206,17 @@ def test_set_checks_takes_a_bool_only():
     pk.set_checks(True)
 
 
+def test_use_checks_restores_the_setting():
+    with pytest.raises(RuntimeError, match="inside"):
+        with pk.use_checks(False):
+            assert not pk.checks_enabled()
+            raise RuntimeError("inside")
+    assert pk.checks_enabled()
+    with pytest.raises(TypeError, match="must be a bool"), pk.use_checks("false"):
+        pass
+    assert pk.checks_enabled()
+
+
 def test_numpy_integers_are_integers():
     e, lab = torch.randn(1, 2, 3, 4), torch.zeros(1, 3, 4, dtype=torch.long)
     want = pk.region_stats(e, lab, 2)

@@ -229,7 +229,7 @@ def test_comparisons_run_in_the_row_dtype(key):
 def test_checks_off_restores_setting():
     pk.set_checks(False)
     try:
-        with timing.checks(True):
+        with pk.use_checks(True):
             assert pk.checks_enabled()
         assert not pk.checks_enabled()
     finally:

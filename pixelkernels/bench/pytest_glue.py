@@ -6,10 +6,12 @@ test_<op>_fwd, test_<op>_fwd_bwd = pytest_benchmarks("<op>")
 
 from __future__ import annotations
 
+import pixelkernels as pk
+
 from . import cases as _cases
 from .rows import backend_names, default_device, device_name
 from .steps import forward, forward_backward
-from .timing import checks, sync
+from .timing import sync
 
 
 def pytest_benchmarks(op: str):
@@ -35,7 +37,7 @@ def pytest_benchmarks(op: str):
             fn()
             sync(device)
 
-        with checks(False):
+        with pk.use_checks(False):
             benchmark(run)
 
     @pytest.mark.parametrize("case,backend", params)

@@ -40,7 +40,6 @@ from .timing import (
     NAN,
     ROUNDS,
     cache_flush_buffer,
-    checks,
     copy_bandwidth_gbs,
     evicting,
     flush_bytes,
@@ -284,7 +283,7 @@ def run_bench(
     table = report.Table(device, selected, repeat)
     log(table.header())
     rows = []
-    with checks(False):
+    with pk.use_checks(False):
         for case in selected:
             names = backend_names(case, device, backends, log)
             case_rows = run_case(

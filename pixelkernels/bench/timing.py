@@ -40,20 +40,9 @@ NAN3 = (NAN, NAN, NAN)
 ROUNDS = 4
 
 
-@contextlib.contextmanager
-def checks(enabled: bool):
-    """`pixelkernels.set_checks(enabled)` inside the block, the previous setting restored after."""
-    prev = pk.checks_enabled()
-    pk.set_checks(enabled)
-    try:
-        yield
-    finally:
-        pk.set_checks(prev)
-
-
 def with_checks(enabled: bool, fn):
     def run():
-        with checks(enabled):
+        with pk.use_checks(enabled):
             return fn()
 
     return run
