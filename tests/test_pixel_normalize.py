@@ -68,6 +68,8 @@ ROW = Contract(
         "clamped": _inp(2, 4, 6, 7, eps=0.25, small=True),
         "clamped_channels_last": _inp(2, 5, 6, 7, "channels_last", eps=0.3, small=True),
         "long_image": _inp(1, 2, 3, 3001),
+        # several images of several 4096-pixel CPU tasks (and Triton programs)
+        "chunks": _inp(2, 3, 70, 71),
         "upcast": _inp(2, 5, 7, 9, upcast=True),
         "upcast_channels_last_clamped": _inp(2, 5, 6, 7, "channels_last", eps=0.3, small=True, upcast=True),
         "upcast_slice": _inp(1, 9, 3, 5, "slice", upcast=True),
