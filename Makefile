@@ -8,12 +8,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 TORCH_SPEC ?= torch==2.13.0
-DEPS := triton==3.9.0 numpy scipy pytest pytest-xdist pytest-benchmark hypothesis ninja setuptools wheel build expecttest
+# what the tests need (the CUDA wheel's check venv too), then the build, the bench and the SASS
+# report (cuobjdump/nvdisasm: the toolkit here lacks them; tools/sass_report.py)
+TEST_DEPS := pytest pytest-xdist hypothesis expecttest
+DEPS := triton==3.9.0 numpy scipy $(TEST_DEPS) pytest-benchmark ninja setuptools wheel build \
+  nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv build test pytest nvcc-check triton-check bench wheel wheel-smoke clean fuzz mutants
+.PHONY: venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
 .PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check
 
 venv: $(VENV)/.stamp
@@ -27,7 +31,7 @@ $(VENV)/.stamp:
 build: venv
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
-test: build pytest gpu-present-check nvcc-check triton-check
+test: build pytest gpu-present-check nvcc-check triton-check sass-check
 
 include .ci/gpu_present.mk
 
@@ -58,7 +62,18 @@ nvcc-check:
 
 # Every Triton kernel compiles for sm_80 and sm_90 (offline, Triton's own ptxas; no GPU needed).
 triton-check: build
-	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py
+	rm -rf build/sass/triton
+	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py --cubins build/sass/triton
+
+# The machine code of every CUDA and Triton kernel (the objects and cubins of the two checks
+# above) against tools/kernel_expectations.py: registers, spills, occupancy, load widths, local
+# memory in loops. The report: build/sass-report.txt.
+sass-check: nvcc-check triton-check
+	$(PY) tools/sass_report.py --check --nvcc "$(NVCC)" --arch-list "$(CUDA_ARCH_LIST)"
+
+# The report alone (no check), for reading.
+sass-report: nvcc-check triton-check
+	$(PY) tools/sass_report.py --nvcc "$(NVCC)" --arch-list "$(CUDA_ARCH_LIST)"
 
 bench: build
 	$(PY) -m pixelkernels bench $(BENCH_ARGS)
@@ -129,7 +144,7 @@ cuda-check-venv: $(CUDA_CHECK_VENV)/.stamp
 $(CUDA_CHECK_VENV)/.stamp: $(CUDA_VENV)/.stamp
 	rm -rf $(CUDA_CHECK_VENV) && cp -al $(CUDA_VENV) $(CUDA_CHECK_VENV) && rm -f $(CUDA_CHECK_VENV)/.stamp
 	$(CUDA_CHECK_VENV)/bin/python -m pip uninstall -q -y ninja wheel
-	$(CUDA_CHECK_VENV)/bin/python -m pip install -q pytest pytest-xdist expecttest
+	$(CUDA_CHECK_VENV)/bin/python -m pip install -q $(TEST_DEPS)
 	touch $@
 
 cuda-wheel-check: cuda-check-venv

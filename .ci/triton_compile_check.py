@@ -1,10 +1,17 @@
 """Compile every Triton kernel for sm_80 and sm_90 without a GPU (Triton ships ptxas), so
 CI catches kernels that run in the interpreter but would not build for a real device.
 Each module in pixelkernels/triton/ lists its kernels in `compile_specs()`. The builds are
-independent, one core each (~0.6 s apiece, 264 of them): they run in a pool of processes."""
+independent, one core each (~0.6 s apiece, 264 of them): they run in a pool of processes.
 
+    python .ci/triton_compile_check.py [--cubins DIR]
+
+--cubins keeps each build's cubin and a JSON of its name, warps and shared memory in DIR, for
+tools/sass_report.py (make sass-check)."""
+
+import argparse
 import concurrent.futures
 import importlib
+import json
 import multiprocessing
 import os
 import pkgutil
@@ -26,23 +33,39 @@ def _specs(module: str) -> list:
     return getattr(importlib.import_module(f"pixelkernels.triton.{module}"), "compile_specs", list)()
 
 
-def build(module: str, index: int, arch: int) -> str | None:
-    """Compile spec `index` of `module` for sm_`arch`: None, or what failed."""
+def build(module: str, index: int, arch: int, cubins: str | None = None) -> str | None:
+    """Compile spec `index` of `module` for sm_`arch`: None, or what failed. With `cubins`, the
+    cubin goes to <cubins>/<module>.<kernel>.<index>.sm<arch>.cubin beside its .json."""
     kernel, pointers, constexprs, warps = _specs(module)[index]
     sig = {name: pointers.get(name, "i32") for name in kernel.arg_names}
     sig.update({k: "constexpr" for k in constexprs})
     src = ASTSource(kernel, signature=sig, constexprs=constexprs)
     try:
-        triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
     except Exception as e:
         return f"FAILED {module}.{kernel.__name__} sm_{arch} {pointers} {constexprs}: {e}"
+    if cubins is not None:
+        stem = os.path.join(cubins, f"{module}.{kernel.__name__}.{index}.sm{arch}")
+        with open(stem + ".cubin", "wb") as f:
+            f.write(compiled.asm["cubin"])
+        dtypes = ",".join(str(v).lstrip("*") for v in pointers.values())
+        consts = ",".join(f"{k}={v}" for k, v in constexprs.items())
+        meta = {"module": module, "kernel": f"{kernel.__name__}[{dtypes}][{consts}]", "symbol": compiled.metadata.name,
+                "num_warps": compiled.metadata.num_warps, "shared": compiled.metadata.shared}  # fmt: skip
+        with open(stem + ".json", "w") as f:
+            json.dump(meta, f)
     return None
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cubins", help="keep the cubins and their metadata in this folder")
+    args = p.parse_args()
+    if args.cubins:
+        os.makedirs(args.cubins, exist_ok=True)
     t0 = time.time()
     jobs = [
-        (mod.name, i, arch)
+        (mod.name, i, arch, args.cubins)
         for mod in pkgutil.iter_modules(pkt.__path__)
         for i in range(len(_specs(mod.name)))
         for arch in ARCHS

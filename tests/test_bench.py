@@ -356,3 +356,15 @@ def test_bench_cuda_eager_and_graph(monkeypatch):
             assert r["graph_fwd_p20_ms"] <= r["graph_fwd_ms"] <= r["graph_fwd_p80_ms"], r
             assert r["graph_fwdbwd_ms"] > 0 and r["note"] == "" and math.isfinite(r["bw_frac_fwd"])
     assert all(not on for tag, b, on in calls if tag == "small")
+
+
+def test_model_gpu(capsys):
+    """--model-gpu prints each row's H100 floor without a GPU: bytes at 3.35 TB/s, FLOPs at peak."""
+    from pixelkernels.bench import cli, gpu_model
+
+    assert cli.main(["--model-gpu", "--op", "center_distance"]) == 0
+    out = capsys.readouterr().out
+    assert "H100 us f+b" in out and "center_distance" in out
+    assert gpu_model.floor_us(3.35e12) == pytest.approx(1e6)
+    assert gpu_model.floor_us(0, 67e12) == pytest.approx(1e6)
+    assert gpu_model.floor_us(0, 989e12, tensor_cores=True) == pytest.approx(1e6)

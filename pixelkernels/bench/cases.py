@@ -138,6 +138,9 @@ class Case:
     loss: Callable[[Any, Inputs], torch.Tensor] | None = weighted_sum
     bytes_fwd: Callable[[Inputs], int] | None = None
     bytes_fwdbwd: Callable[[Inputs], int] | None = None
+    # floating-point work of one call (bench/gpu_model.py; None: memory-bound, not modelled)
+    flops_fwd: Callable[[Inputs], float] | None = None
+    flops_fwdbwd: Callable[[Inputs], float] | None = None
     devices: tuple[str, ...] = ("cpu", "cuda")
     small: Callable[[torch.device], Inputs] | None = None
     call: Callable[[Inputs, str], Any] | None = None  # None: public_op(op)

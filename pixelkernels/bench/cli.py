@@ -48,9 +48,16 @@ def main(argv=None) -> int:
     p.add_argument("--plot", help="draw speedups and bandwidth fractions to this PNG (needs matplotlib)")
     p.add_argument("--quick", action="store_true", help="short timing budget (smoke runs, not for numbers)")
     p.add_argument("--list", action="store_true", help="list the cases of the table and exit")
+    p.add_argument("--model-gpu", action="store_true",
+                   help="print each row's modelled H100 floor (bytes and FLOPs at peak rates; no GPU needed) and exit")
     a = p.parse_args(argv)
     if a.list:
         list_cases()
+        return 0
+    if a.model_gpu:
+        from . import gpu_model
+
+        print(gpu_model.table(gpu_model.rows(a.op, a.workload)))
         return 0
     device = torch.device(a.device) if a.device else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():

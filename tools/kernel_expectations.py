@@ -1,0 +1,114 @@
+"""What each GPU kernel's machine code must show: one table, checked by
+`python tools/sass_report.py --check` (make sass-check, in make test) against the SASS of every
+CUDA instantiation and every Triton kernel compiled for sm_80 and sm_90.
+
+A row matches kernels by a regular expression on `<source>:<kernel>` (`center_distance:
+backward_kernel<float, float, 4>`, `triton:masked_sum:_partials_kernel[...]`); the first row
+that matches holds the kernel. A kernel no row matches fails the check: a new kernel adds its
+row here with what its design intends. Fields:
+
+  threads         the block size its launches use (kThreads; Triton: num_warps * 32)
+  min_occupancy   theoretical occupancy at that block size, per architecture
+  max_stack       bytes of stack frame per thread (where ptxas spills registers): 0 = no spill
+  local_in_loop   LDL/STL allowed between a backward branch and its target (0: no local
+                  memory in any loop, the hot loop included)
+  wide_loads      (bits, n): at least n global loads of that width or wider (a vectorised
+                  load the design relies on: splitting it into scalar loads fails the check)
+  tensor_cores    at least one HMMA/HGMMA/IMMA instruction (matrix-product kernels in half)
+
+Known debts are written as rows with their measured budget and the reason, so the check
+catches any regression beyond them and the report shows what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+
+def tile_occupancy(key: str) -> float:
+    """The occupancy floor of a register-tiled CUDA kernel, from its last template argument K
+    (dims a thread keeps in registers; 0 = the untiled loop): K accumulators per thread cost
+    registers and buy K independent loads in flight, so the floor falls with K — 50 % up to
+    K = 2, then 37.5 %, 25 %, and one 256-thread block per SM (12.5 %) from K = 16."""
+    m = re.search(r", (\d+)>$", key)
+    k = int(m.group(1)) if m else 0
+    return 0.5 if k <= 2 else 0.375 if k <= 4 else 0.25 if k <= 8 else 0.125
+
+
+@dataclasses.dataclass(frozen=True)
+class Expect:
+    pattern: str
+    threads: int = 256
+    min_occupancy: float | None = 0.5  # None: tile_occupancy(kernel)
+    max_stack: int = 0
+    local_in_loop: int = 0
+    wide_loads: tuple[int, int] | None = None
+    tensor_cores: bool = False
+    why: str = ""
+
+    def violations(self, row) -> list[str]:
+        out = []
+        want = tile_occupancy(row.key) if self.min_occupancy is None else self.min_occupancy
+        if row.occupancy + 1e-9 < want:
+            out.append(f"occupancy {row.occupancy:.3f} < {want:.3f} ({row.regs} registers, {row.smem} B shared, "
+                       f"{row.threads} threads)")  # fmt: skip
+        if row.stack > self.max_stack:
+            out.append(f"stack frame {row.stack} B > {self.max_stack} B (registers spilled: "
+                       f"{row.spill if row.spill is not None else '?'} B of spill stores + loads)")  # fmt: skip
+        in_loop = row.counts.get("local_in_loop", 0)
+        if in_loop > self.local_in_loop:
+            out.append(f"{in_loop} local-memory instructions (LDL/STL) inside a loop > {self.local_in_loop}")
+        if self.wide_loads is not None:
+            bits, n = self.wide_loads
+            have = sum(v for k, v in row.counts.items() if k.startswith("ldg") and int(k[3:]) >= bits)
+            if have < n:
+                out.append(f"{have} global loads of {bits} bits or wider < {n} (a vectorised load split up?)")
+        if self.tensor_cores and not row.counts.get("mma", 0):
+            out.append("no tensor-core instruction (HMMA/HGMMA/IMMA)")
+        return out
+
+
+# Every kernel reads the map one element per thread, coalesced across the warp along the pixel
+# axis (contiguous in NCHW): no row asks for vector loads yet. Strides are runtime values, so
+# neither nvcc nor Triton can prove 16-byte contiguity; a contiguous specialisation (stride 1 as
+# a template argument / constexpr) is what would earn 128-bit loads and a wide_loads row.
+_TILED = "register-tiled dims (K accumulators per thread): occupancy floor by K (tile_occupancy)"
+_DEBT = "known debt (report of 2026-11-24): ptxas spills in some instantiations; budget = the measured worst"
+_TRITON = "one program per block of num_warps * 32 threads; large tiles, one or two blocks per SM by design"
+
+EXPECTATIONS: list[Expect] = [
+    # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
+    Expect(r"region_stats:.*", why="no spill, two or more blocks per SM"),
+    Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
+    Expect(r"center_distance:backward_kernel<.*>", min_occupancy=None, max_stack=24, local_in_loop=25,
+           why=_TILED + "; " + _DEBT),
+    Expect(r"center_distance:forward_kernel<.*>", max_stack=16, local_in_loop=2, why=_DEBT),
+    Expect(r"(center_distance|region_hinge):sum_partials_kernel<.*>", why="a short reduction, no spill"),
+    Expect(r"masked_sum:partials_kernel<.*>", min_occupancy=None, max_stack=16, local_in_loop=2,
+           why=_TILED + "; " + _DEBT),
+    Expect(r"masked_sum:(backward|merge)_kernel<.*>", why="no spill"),
+    Expect(r"region_hinge:backward_kernel<.*>", min_occupancy=None, max_stack=56, local_in_loop=33,
+           why=_TILED + "; " + _DEBT),
+    Expect(r"region_hinge:forward_kernel<.*>", max_stack=8, local_in_loop=1, why=_DEBT),
+    # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
+    # threads=0: the block size is the compiled num_warps * 32
+    Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,
+           local_in_loop=148, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:pixel_normalize:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=656,
+           local_in_loop=312, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:pixel_normalize:_forward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=168,
+           local_in_loop=112, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:region_hinge:_rh_grad_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=168,
+           local_in_loop=82, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:region_stats:_rs_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=216,
+           local_in_loop=78, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:region_stats:_rs_merge_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=288,
+           local_in_loop=116, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
+           min_occupancy=0.125, why=_TRITON + "; no spill"),
+]  # fmt: skip
+
+
+def find(key: str) -> Expect | None:
+    return next((e for e in EXPECTATIONS if re.fullmatch(e.pattern, key)), None)
