@@ -8,6 +8,8 @@ that matches holds the kernel. A kernel no row matches fails the check: a new ke
 row here with what its design intends. Fields:
 
   threads         the block size its launches use (kThreads; Triton: num_warps * 32)
+  dynamic_smem    the most dynamic shared memory its launches ask for (kSmemBudget), counted
+                  in its occupancy with the static shared memory
   min_occupancy   theoretical occupancy at that block size, per architecture
   max_stack       bytes of stack frame per thread (where ptxas spills registers): 0 = no spill
   local_in_loop   LDL/STL allowed between a backward branch and its target (0: no local
@@ -40,6 +42,7 @@ def tile_occupancy(key: str) -> float:
 class Expect:
     pattern: str
     threads: int = 256
+    dynamic_smem: int = 0  # the most dynamic shared memory its launches ask for (bytes)
     min_occupancy: float | None = 0.5  # None: tile_occupancy(kernel)
     max_stack: int = 0
     local_in_loop: int = 0
@@ -51,7 +54,8 @@ class Expect:
         out = []
         want = tile_occupancy(row.key) if self.min_occupancy is None else self.min_occupancy
         if row.occupancy + 1e-9 < want:
-            out.append(f"occupancy {row.occupancy:.3f} < {want:.3f} ({row.regs} registers, {row.smem} B shared, "
+            out.append(f"occupancy {row.occupancy:.3f} < {want:.3f} ({row.regs} registers, "
+                       f"{row.smem} + {row.dyn_smem} B shared, "
                        f"{row.threads} threads)")  # fmt: skip
         if row.stack > self.max_stack:
             out.append(f"stack frame {row.stack} B > {self.max_stack} B (registers spilled: "
@@ -79,6 +83,8 @@ _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or 
 
 EXPECTATIONS: list[Expect] = [
     # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
+    Expect(r"region_stats:region_partials_kernel<.*>", dynamic_smem=40 * 1024,
+           why="shared-memory accumulators up to kSmemBudget = 40 KiB: four blocks per SM; no spill"),
     Expect(r"region_stats:.*", why="no spill, two or more blocks per SM"),
     Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
     Expect(r"center_distance:backward_kernel<.*>", min_occupancy=None, max_stack=24, local_in_loop=25,
@@ -88,9 +94,10 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"masked_sum:partials_kernel<.*>", min_occupancy=None, max_stack=16, local_in_loop=2,
            why=_TILED + "; " + _DEBT),
     Expect(r"masked_sum:(backward|merge)_kernel<.*>", why="no spill"),
-    Expect(r"region_hinge:backward_kernel<.*>", min_occupancy=None, max_stack=56, local_in_loop=33,
-           why=_TILED + "; " + _DEBT),
-    Expect(r"region_hinge:forward_kernel<.*>", max_stack=8, local_in_loop=1, why=_DEBT),
+    Expect(r"region_hinge:backward_kernel<.*>", dynamic_smem=40 * 1024, min_occupancy=None, max_stack=56,
+           local_in_loop=33, why=_TILED + "; shared-memory bins up to kSmemBudget = 40 KiB; " + _DEBT),
+    Expect(r"region_hinge:forward_kernel<.*>", dynamic_smem=40 * 1024, max_stack=8, local_in_loop=1,
+           why="shared-memory bins up to kSmemBudget = 40 KiB; " + _DEBT),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,

@@ -125,6 +125,7 @@ class Row:
     stack: int = 0  # bytes of stack frame per thread (spilled registers live there)
     spill: int | None = None  # ptxas' spill stores + loads (bytes), where its log is kept
     smem: int = 0  # static shared memory per block
+    dyn_smem: int = 0  # the most dynamic shared memory its launches ask for (its expectation's)
     threads: int = 0  # block size (from the expectation row, or Triton's num_warps)
     occupancy: float = 0.0
     counts: dict = dataclasses.field(default_factory=dict)
@@ -265,7 +266,8 @@ def apply_expectations(rows: list[Row]) -> list[str]:
             failures.append(f"{row.key} (sm_{row.arch}): no row in tools/kernel_expectations.py (every kernel needs one)")
             continue
         row.threads = row.threads or exp.threads
-        row.occupancy = occupancy(row.arch, row.regs, row.threads, row.smem)
+        row.dyn_smem = exp.dynamic_smem
+        row.occupancy = occupancy(row.arch, row.regs, row.threads, row.smem + row.dyn_smem)
         failures += [f"{row.key} (sm_{row.arch}): {f}" for f in exp.violations(row)]
     return failures
 
@@ -275,11 +277,11 @@ COLUMNS = ("ldg8", "ldg16", "ldg32", "ldg64", "ldg128", "stg16", "stg32", "stg64
 
 
 def table(rows: list[Row]) -> str:
-    head = ["kernel", "sm", "regs", "stack", "spill", "smem", "thr", "occ"] + list(COLUMNS)
+    head = ["kernel", "sm", "regs", "stack", "spill", "smem", "dsmem", "thr", "occ"] + list(COLUMNS)
     lines = [head]
     for r in sorted(rows, key=lambda r: (r.key, r.arch)):
         lines.append([r.key, str(r.arch), str(r.regs), str(r.stack), "-" if r.spill is None else str(r.spill),
-                      str(r.smem), str(r.threads), f"{r.occupancy:.2f}"]
+                      str(r.smem), str(r.dyn_smem), str(r.threads), f"{r.occupancy:.2f}"]
                      + [str(r.counts.get(c, 0)) for c in COLUMNS])  # fmt: skip
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))

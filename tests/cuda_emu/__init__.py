@@ -112,9 +112,10 @@ def load() -> str | None:
         cpp_extension.load(
             name="pixelkernels_emu",
             sources=sources,
+            # No -std: cpp_extension passes the standard this torch's headers need (C++20 from
+            # torch 2.13's; 2.14's stop with "#error C++20 or later" under -std=c++17).
             extra_cflags=[
                 "-O2",
-                "-std=c++17",
                 "-DPK_CUDA_EMU",
                 "-DPK_LIBRARY=pixelkernels_emu",
                 "-Wno-unknown-pragmas",
