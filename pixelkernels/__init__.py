@@ -20,6 +20,8 @@ from .ops.region_losses import (
     menet_saliency,
 )
 from .ops.region_stats import region_stats
+from .ops.sample_pixels import sample_pixels
+from .ops.triplet_hinge import triplet_hinge
 
 __all__ = [
     "BACKENDS",
@@ -40,8 +42,10 @@ __all__ = [
     "pixel_normalize",
     "region_hinge",
     "region_stats",
+    "sample_pixels",
     "set_backend",
     "set_checks",
+    "triplet_hinge",
     "use_backend",
     "use_checks",
 ]

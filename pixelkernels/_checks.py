@@ -207,3 +207,29 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
             f"found {int(first)} ({int(bad.sum())} such pixels). "
             "pixelkernels.set_checks(False) skips this check (bad labels are then ignored)."
         )
+
+
+def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = None) -> torch.Tensor:
+    """(B, K) int64 flat pixel indices (-1: padding) for the (B, ·, H, W) map `emb`, on its device;
+    K, when given, is the size the other index sets have."""
+    tensor(t, name, ndim=2, dtypes=(torch.int64,), shape_doc="(B, K) of flat pixel indices")
+    same_device((emb_name, emb), (name, t))
+    if t.shape[0] != emb.shape[0]:
+        raise ValueError(f"{name} must have B = {emb.shape[0]} rows ({emb_name}'s batch), got shape {tuple(t.shape)}")
+    if K is not None and t.shape[1] != K:
+        raise ValueError(f"{name} must have shape {(emb.shape[0], K)} (as the other index sets), got {tuple(t.shape)}")
+    return t
+
+
+def index_values(t: torch.Tensor, name: str, P: int) -> None:
+    """Indices must lie in [0, P) or equal -1 (padding). Costs one host sync."""
+    if t.numel() == 0 or not _value_checks_active(t):
+        return
+    mn, mx = (int(v) for v in torch.aminmax(t))
+    if mn >= -1 and mx < P:
+        return
+    bad = t[(t < -1) | (t >= P)][0]
+    raise ValueError(
+        f"{name} values must be pixel indices in [0, {P}) or -1 (padding); found {int(bad)}. "
+        "pixelkernels.set_checks(False) skips this check (out-of-range slots then take no part)."
+    )

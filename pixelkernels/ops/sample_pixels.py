@@ -1,0 +1,54 @@
+"""sample_pixels (SPEC §3.2): per image and class, up to k distinct pixels of that class drawn
+uniformly at random without replacement, in random order, then -1 padding.
+
+One random key per pixel is drawn with torch's generator on the labels' device
+(``torch.randint`` of 42 bits, the only random step); the op then keeps each (image, class)'s k
+smallest keys in increasing order (ties, about one per 2^42 / P^2 images, go to the lower
+pixel). I.i.d. keys make the first min(k, n_c) entries a uniform sample without replacement in
+uniformly random order. The keys decide everything, so every backend returns the same pixels
+for the same generator state: the CPU kernel (a bounded heap per class, one pass), CUDA
+(ATen's sort on the device) and the reference. No host sync: capturable in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _checks, _op
+from ..reference.sample_pixels import KEY_BITS, MAX_CLASSES
+from ..reference.sample_pixels import sample_pixels as _reference
+
+
+def _fake(labels, keys, num_classes, k, ignore_index):
+    return labels.new_empty((labels.shape[0], num_classes, k), dtype=torch.int64)
+
+
+OP = _op.define("sample_pixels", reference=_reference, fake=_fake, outputs=("indices",))
+
+
+def sample_pixels(
+    labels: torch.Tensor,
+    num_classes: int,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    ignore_index: int = -1,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """labels (B, H, W) integer -> (B, C, k) int64 flat pixel indices y * W + x: for each image
+    and class, min(k, n_c) distinct pixels of the class in random order, then -1. Pixels
+    labelled ignore_index (or outside [0, C)) are never drawn. `generator` must live on the
+    labels' device; two calls draw independently."""
+    _checks.tensor(labels, "labels", ndim=3, dtypes=_checks.LABEL_TYPES, shape_doc="(B, H, W)")
+    C = _checks.positive_int(num_classes, "num_classes")
+    if C >= MAX_CLASSES:
+        raise ValueError(f"num_classes must be < {MAX_CLASSES}, got {C}")
+    k = _checks.positive_int(k, "k")
+    ignore_index = _checks.plain_int(ignore_index, "ignore_index")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != labels.device.type:
+        raise ValueError(f"generator must be on the labels' device ({labels.device}), got {generator.device}")
+    backend = _op.backend_for(OP, backend, labels, "labels")
+    keys = torch.randint(0, 1 << KEY_BITS, labels.shape, generator=generator, device=labels.device)
+    return _op.run(OP, backend, labels, keys, C, k, ignore_index)
