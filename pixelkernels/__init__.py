@@ -22,6 +22,7 @@ from .ops.region_losses import (
 from .ops.region_stats import region_stats
 from .ops.sample_pixels import sample_pixels
 from .ops.triplet_hinge import triplet_hinge
+from .ops.triplet_losses import is_triplet_loss
 
 __all__ = [
     "BACKENDS",
@@ -34,6 +35,7 @@ __all__ = [
     "checks_enabled",
     "discriminative_loss",
     "get_backend",
+    "is_triplet_loss",
     "masked_average_pool",
     "masked_sum",
     "menet_metric_loss",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .ops.region_losses import cas_loss, discriminative_loss, menet_metric_loss
+from .ops.triplet_losses import is_triplet_loss
 
 
 class _Loss(torch.nn.Module):
@@ -75,4 +76,25 @@ class DiscriminativeLoss(_Loss):
         )  # fmt: skip
 
 
-__all__ = ["CASLoss", "DiscriminativeLoss", "MEnetMetricLoss"]
+class ISTripletLoss(_Loss):
+    """``ISTripletLoss(num_samples=5000, margin=3.0, squared=False, mining="random",
+    ignore_index=-1)(emb, mask)``: seed 000 eq. 4; see ``is_triplet_loss``. ``generator``
+    (optional, on the mask's device) makes the sampling reproducible; it is not a parameter
+    or buffer of the module (not saved in its state_dict)."""
+
+    _fields = ("num_samples", "margin", "squared", "mining", "ignore_index", "backend")
+
+    def __init__(self, *, num_samples: int = 5000, margin: float = 3.0, squared: bool = False,
+                 mining: str = "random", ignore_index: int = -1, generator: torch.Generator | None = None,
+                 backend: str | None = None):  # fmt: skip
+        super().__init__()
+        self.num_samples, self.margin, self.squared, self.mining = num_samples, margin, squared, mining
+        self.ignore_index, self.generator, self.backend = ignore_index, generator, backend
+
+    def forward(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return is_triplet_loss(emb, mask, num_samples=self.num_samples, margin=self.margin, squared=self.squared,
+                               mining=self.mining, generator=self.generator, ignore_index=self.ignore_index,
+                               backend=self.backend)  # fmt: skip
+
+
+__all__ = ["CASLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss"]

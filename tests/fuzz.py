@@ -64,6 +64,16 @@ class Labels:
 
 
 @dataclasses.dataclass(frozen=True)
+class Indices:
+    """(B, K) int64 flat pixel indices of the main map's H x W, -1 padding at random slots,
+    repeats; pattern "one": every slot the same pixel, "ignored": all padding, "gaps": even
+    pixels only, "out_of_range" (checks off): some beyond [-1, P)."""
+
+    shape: tuple = ("B", "K")
+    name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Size:
     dim: str
     name: str | None = None
@@ -142,6 +152,7 @@ def cases(draw, fuzz, *, max_side: int = 6, main_layout: str | None = None):
         "H": draw(st.integers(1, max_side)),
         "W": draw(st.integers(1, max_side)),
         "R": draw(st.integers(1, 5)),
+        "K": draw(st.integers(0, 9)),
     }
     spec = fuzz(dims)
     values, layouts, label_types, derived = {}, {}, {}, set()
@@ -164,6 +175,8 @@ def cases(draw, fuzz, *, max_side: int = 6, main_layout: str | None = None):
                 derived.add(k)
         elif isinstance(s, Labels):
             label_types[k] = draw(st.sampled_from(LABEL_TYPES))
+        elif isinstance(s, Indices):
+            pass  # drawn from the case's seed in materialize
         else:
             values[k] = s
     return Case(
@@ -254,6 +267,9 @@ def materialize(case: Case, dtype: torch.dtype, *, device="cpu", grads: bool, or
     for k, s in case.spec.items():  # labels first: NaN/inf go to the ignored pixels
         if isinstance(s, Labels):
             labels = inputs[k] = _labels(case, k, _shape(s.shape, dims), gen)
+    for k, s in case.spec.items():
+        if isinstance(s, Indices):
+            inputs[k] = _indices(case, _shape(s.shape, dims), gen)
     main_view = None
     for k, s in case.spec.items():
         if not isinstance(s, Floats):
@@ -301,6 +317,21 @@ def _labels(case: Case, key: str, shape, gen) -> torch.Tensor:
     # A value the width cannot hold (-1 in uint8) is left out: those pixels get label 0.
     lab = torch.where((lab < info.min) | (lab > info.max), torch.zeros_like(lab), lab)
     return lab.to(dtype)
+
+
+def _indices(case: Case, shape, gen) -> torch.Tensor:
+    P = case.dims["H"] * case.dims["W"]
+    idx = torch.randint(0, P, shape, generator=gen)
+    if case.pattern == "one":
+        idx.fill_(P - 1)
+    elif case.pattern == "gaps":
+        idx = idx - idx % 2
+    pad = torch.rand(shape, generator=gen) < (1.0 if case.pattern == "ignored" else 0.25)
+    idx[pad] = -1
+    if case.pattern == "out_of_range":  # with the checks off: those slots take no part
+        bad = torch.rand(shape, generator=gen) < 0.2
+        idx[bad] = torch.where(torch.rand(shape, generator=gen) < 0.5, P, -3)[bad]
+    return idx
 
 
 def _nonfinite(case: Case, view: torch.Tensor, labels, gen) -> torch.Tensor:
@@ -431,6 +462,8 @@ def broken_calls(draw, fuzz):
             options += [(k, "rank"), (k, "dtype"), (k, "sparse")] + ([(k, "shape")] if k != case.main else [])
         elif isinstance(s, Labels):
             options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "values")]
+        elif isinstance(s, Indices):
+            options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "index")]
         elif isinstance(s, Size):
             options += [(k, "zero"), (k, "float"), (k, "bool")]
     key, how = draw(st.sampled_from(options))
@@ -454,13 +487,18 @@ def _break(t, how: str, case: Case):
         t = t.clone()
         t.view(-1)[0] = bad
         return t, ValueError
+    if how == "index":  # a pixel index past the map (P = H * W)
+        t = t.clone()
+        if t.numel():
+            t.view(-1)[0] = case.dims["H"] * case.dims["W"]
+        return t, ValueError
     return {"zero": (0, ValueError), "float": (2.0, TypeError), "bool": (True, TypeError)}[how]
 
 
 def check_error(c, case: Case, key: str, how: str, group: str = "host") -> None:
     """Every backend raises the same error type, naming the broken argument."""
     inputs, _ = materialize(case, torch.float32, grads=False)
-    if how == "values" and inputs[key].numel() == 0:
+    if how in ("values", "index") and inputs[key].numel() == 0:
         return
     spec = case.spec[key]
     name = spec.name or key

@@ -73,6 +73,28 @@ def _with_centroids(make_labelled, R):
     return make
 
 
+def _triplets(B, D, H, W, K, *, layout="contiguous"):
+    """emb and three index sets with -1 padding and repeated pixels (tests/test_triplet_hinge.py)."""
+    from test_triplet_hinge import index_sets
+
+    def make(dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device="cpu", layout=layout)
+        return [emb.requires_grad_(True), *index_sets(B, H, W, K, seed=B + K)]
+
+    return make
+
+
+def _one_pixel_classes(B, D, H, W):
+    def make(dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device="cpu")
+        mask = torch.full((B, H, W), -1, dtype=torch.int64)
+        mask[:, 1, 2], mask[:, 3, 1] = 1, 0
+        mask[-1, 1, 2] = -1  # the last image has no foreground: left out
+        return [emb.requires_grad_(True), mask]
+
+    return make
+
+
 def _empty_region(lab):
     lab[0][lab[0] == 1] = 0  # image 0 has no pixel in region 1
     return lab
@@ -166,6 +188,13 @@ CASES = [
     ("masked_average_pool", "masked_average_pool", _weighted(3, 4, 5, 6, pattern="binary"), ()),
     ("menet_saliency", "menet_saliency", _weighted(2, 4, 5, 6), ()),
     ("menet_saliency-zero-weights-squared", "menet_saliency", _weighted(2, 3, 4, 5, pattern="zero"), (True,)),
+    ("triplet_hinge", "triplet_hinge", _triplets(3, 5, 7, 9, 15), (1.0,)),
+    ("triplet_hinge-squared-slice", "triplet_hinge", _triplets(2, 4, 6, 7, 12, layout="slice"), (3.0, True)),
+    ("triplet_hinge-hard", "triplet_hinge", _triplets(3, 6, 8, 7, 20), (1.0, False, True)),
+    ("triplet_hinge-hard-squared-cl", "triplet_hinge", _triplets(2, 5, 6, 7, 14, layout="channels_last"), (2.0, True, True)),
+    # One foreground and one background pixel per image: the draws are the same for any sampler.
+    ("is_triplet_loss", "is_triplet_loss", _one_pixel_classes(3, 4, 5, 6), (10, 3.0)),
+    ("is_triplet_loss-hard-squared", "is_triplet_loss", _one_pixel_classes(2, 3, 4, 4), (10, 1.0, True, "hard")),
 ]
 LOSSES = {"menet_metric_loss", "cas_loss", "discriminative_loss", "masked_average_pool", "menet_saliency"}
 
@@ -198,7 +227,7 @@ def test_baseline_matches_reference(cid, op, make, extra, dtype):
     got, got_grads = _run(getattr(baselines, op), inputs, extra)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
-        assert g.dtype == (w.dtype if dtype == torch.float64 else dtype), f"output {i}"
+        assert g.dtype == (w.dtype if dtype == torch.float64 or not w.is_floating_point() else dtype), f"output {i}"
     for what, pairs in (("output", zip(got, want)), ("gradient", zip(got_grads, want_grads))):
         for i, (g, w) in enumerate(pairs):
             if dtype == torch.float64:

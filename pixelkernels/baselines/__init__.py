@@ -24,12 +24,15 @@ from .region_losses import (
     menet_saliency,
 )
 from .region_stats import region_stats
+from .triplet_hinge import triplet_hinge
+from .triplet_losses import is_triplet_loss
 
 __all__ = [
     "cas_loss",
     "center_distance",
     "centroid_hinge",
     "discriminative_loss",
+    "is_triplet_loss",
     "masked_average_pool",
     "masked_sum",
     "menet_metric_loss",
@@ -37,4 +40,5 @@ __all__ = [
     "pixel_normalize",
     "region_hinge",
     "region_stats",
+    "triplet_hinge",
 ]

@@ -428,3 +428,97 @@ CASES += [
     Case("W2", "center_distance", "B=5 D=16 224x224", _emb_inputs(5, 16, 224, 224, center=True),
          bytes_fwd=_DISTANCE_BYTES[0], bytes_fwdbwd=_DISTANCE_BYTES[1], small=_emb_inputs(1, 4, 16, 16, center=True)),
 ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- triplet (seed 000)
+
+
+def _triplet_inputs(B, D, H, W, K, mining="random", one_pixel=False):
+    """emb (B, D, H, W), a salient disc per image as the mask (as region_stats' W2), and a seeded
+    generator on the device: every call draws fresh sets (the sampling is in the timed region).
+    one_pixel: one foreground and one background pixel per image, the rest ignored (image 0
+    has no foreground), so that every sampler draws the same sets (the small rows, which
+    tests/test_baselines.py compares with the oracle)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        emb = torch.randn(B, D, H, W, generator=g).to(device).requires_grad_(True)
+        mask = _region_stats_inputs(B, 1, H, W, 2)(torch.device("cpu")).args[1]
+        if one_pixel:
+            mask = torch.full_like(mask, -1)
+            mask[:, H // 2, W // 3], mask[:, 1, 2] = 1, 0
+            mask[0, H // 2, W // 3] = -1
+        mask = mask.to(device)
+        kwargs = {"num_samples": K, "margin": 3.0, "mining": mining, "generator": torch.Generator(device).manual_seed(1)}
+        return Inputs(args=(emb, mask), kwargs=kwargs, grad=(emb,))
+
+    return make
+
+
+def _triplet_bytes(backward):
+    def count(inp):  # two draws read the mask; the backward writes emb's gradient (the sets are ~K D)
+        emb, mask = inp.args
+        return 2 * nbytes(mask) + (nbytes(emb) if backward else 0)
+
+    return count
+
+
+def _is_triplet_loop(inp: Inputs):
+    """The loop a user writes first (the issue's measured baseline): per image, nonzero for the
+    two classes, randperm draws, F.triplet_margin_loss on each eq. 4 term."""
+    import torch.nn.functional as F
+
+    emb, mask = inp.args
+    K, margin, gen = inp.kwargs["num_samples"], inp.kwargs["margin"], inp.kwargs["generator"]
+    B, D = emb.shape[:2]
+    terms = []
+    for b in range(B):
+        x = emb[b].reshape(D, -1).T
+        m = mask[b].reshape(-1)
+        fg, bg = (m == 1).nonzero().squeeze(1), (m == 0).nonzero().squeeze(1)
+        n = min(K, fg.numel(), bg.numel())
+        if n == 0:
+            continue
+
+        def draw(s):
+            return s[torch.randperm(s.numel(), generator=gen, device=s.device)[:n]]
+
+        f1, f2, b1, b2 = draw(fg), draw(fg), draw(bg), draw(bg)
+        t1 = F.triplet_margin_loss(x[f1], x[f2], x[b1], margin=margin, eps=0.0)
+        t2 = F.triplet_margin_loss(x[b1], x[b2], x[f2], margin=margin, eps=0.0)
+        terms.append(0.5 * (t1 + t2))
+    return torch.stack(terms).mean() if terms else emb.sum() * 0
+
+
+def _pml_batch_hard(inp: Inputs):
+    """pytorch-metric-learning's BatchHardMiner + TripletMarginLoss per image on sets drawn as
+    the baseline draws them (its distance unnormalised and its mean over all triplets, the
+    conventions of eq. 4): anchors F1 and B1, each mined against the other class's set."""
+    from pytorch_metric_learning import distances, losses, miners, reducers
+
+    emb, mask = inp.args
+    K, margin, gen = inp.kwargs["num_samples"], inp.kwargs["margin"], inp.kwargs["generator"]
+    dist = distances.LpDistance(normalize_embeddings=False)
+    miner = miners.BatchHardMiner(distance=dist)
+    loss_fn = losses.TripletMarginLoss(margin=margin, distance=dist, reducer=reducers.MeanReducer())
+    f1, _, b1, _ = _baselines.triplet_losses.draw_sets(mask, K, gen)
+    B, D = emb.shape[:2]
+    terms = []
+    for b in range(B):
+        x = emb[b].reshape(D, -1).T
+        f, g = f1[b][f1[b] >= 0], b1[b][b1[b] >= 0]
+        vecs = torch.cat([x[f], x[g]])
+        labels = torch.cat([torch.ones_like(f), torch.zeros_like(g)])
+        terms.append(loss_fn(vecs, labels, miner(vecs, labels)))
+    return torch.stack(terms).mean()
+
+
+CASES += [
+    Case("W1", "is_triplet_loss", "B=3 D=64 448x448 K=5000 m=3", _triplet_inputs(3, 64, 448, 448, 5000),
+         bytes_fwd=_triplet_bytes(False), bytes_fwdbwd=_triplet_bytes(True), small=_triplet_inputs(2, 4, 16, 16, 20, one_pixel=True),
+         reference=_is_triplet_loop),
+    Case("W1-hard", "is_triplet_loss", "B=3 D=64 448x448 K=5000 m=3 batch-hard",
+         _triplet_inputs(3, 64, 448, 448, 5000, "hard"), small=_triplet_inputs(2, 4, 16, 16, 20, "hard", one_pixel=True),
+         flops_fwd=lambda inp: 4 * 3 * 5000**2 * 2 * 64, flops_fwdbwd=lambda inp: 4 * 3 * 5000**2 * 2 * 64,
+         peers=(Peer("pytorch-metric-learning", "pytorch_metric_learning", _pml_batch_hard),)),
+]  # fmt: skip

@@ -12,8 +12,8 @@ Conventions next to the peers (the same index sets give the same numbers where t
 ``torch.nn.functional.triplet_margin_loss`` with eps=0 and the default p=2 equals the per-image
 loss of one image (its eps > 0 adds eps inside the norm); pytorch-metric-learning's
 TripletMarginLoss averages over the triplets with a non-zero hinge by default (ours over all
-slots: the seed's mean over k), and the seed's eq. 4 halves the sum of its two terms, which
-is_triplet_loss does, not this op.
+slots: the seed's mean over k) and its default distance L2-normalises the embeddings; the
+seed's eq. 4 halves the sum of its two terms, which is_triplet_loss does, not this op.
 """
 
 from __future__ import annotations
@@ -69,9 +69,14 @@ def triplet_hinge(
     return_used=True also the positive and negative pixel each slot used, (B, K) int64 (-1
     where the slot takes no part): in hard mining, the mined ones."""
     _checks.dense_map(emb, "emb")
-    K = _checks.index_set(anchor, "anchor", emb, "emb").shape[1]
-    _checks.index_set(positive, "positive", emb, "emb", K)
-    _checks.index_set(negative, "negative", emb, "emb", K)
+    sets = {"anchor": anchor, "positive": positive, "negative": negative}
+    for name, t in sets.items():
+        _checks.index_set(t, name, emb, "emb")
+    # The K two of the sets share: the error names the odd one out.
+    ks = [t.shape[1] for t in sets.values()]
+    K = max(ks, key=ks.count)
+    for name, t in sets.items():
+        _checks.index_set(t, name, emb, "emb", K)
     margin = _checks.real(margin, "margin", minimum=0.0)
     if not isinstance(squared, bool):
         raise TypeError(f"squared must be a bool, got {type(squared).__name__}")

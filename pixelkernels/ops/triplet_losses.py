@@ -1,0 +1,67 @@
+"""The IS-Triplet loss (SPEC §3.2; seed 000 §3.2, eqs. 1-4, K = 5000 and m = 3.0 in the paper):
+
+    F1, F2 ~ foreground, B1, B2 ~ background: sample_pixels, two independent draws of K each
+    n_b = min(K, n_fg, n_bg) slots per image (the sets' valid entries overlap there)
+    L_b = 1/2 ( mean_k [d(F1,F2) - d(F1,B1) + m]_+ + mean_k [d(B1,B2) - d(B1,F2) + m]_+ )   (eq. 4)
+    loss = mean of L_b over the images with n_b > 0 (0, with zero gradient, when none)
+
+squared=True uses d^2 (eqs. 2-3). mining="hard" (Hermans et al. 2017, the seed's [30]): for
+anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and the
+nearest of F2 (over the n_b slots; triplet_hinge).
+
+Sampling runs on the mask's device with torch's generator: pass a seeded ``generator`` (on
+that device) for a reproducible loss. Compared with the peers on the same sets: eq. 4 halves
+the sum of the two hinge means; ``F.triplet_margin_loss`` (eps = 0) gives each mean;
+pytorch-metric-learning's TripletMarginLoss divides by the number of non-zero triplets by
+default (``AvgNonZeroReducer``), where the seed divides by all n_b, and its default distance
+L2-normalises the embeddings first (``LpDistance(normalize_embeddings=True)``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _checks, _op
+from ..reference.triplet_losses import combine, draw_sets
+from . import sample_pixels as _sample
+from . import triplet_hinge as _triplet
+
+
+def is_triplet_loss(
+    emb: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_samples: int = 5000,
+    margin: float = 3.0,
+    squared: bool = False,
+    mining: str = "random",
+    generator: torch.Generator | None = None,
+    ignore_index: int = -1,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """emb (B, D, H, W), mask (B, H, W) integer or bool in {0 background, 1 foreground,
+    ignore_index} -> scalar loss (float32 for half emb, else emb's dtype)."""
+    _checks.dense_map(emb, "emb")
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        mask = mask.to(torch.uint8)
+    _checks.label_map(mask, "mask", emb, "emb")
+    K = _checks.positive_int(num_samples, "num_samples")
+    margin = _checks.real(margin, "margin", minimum=0.0)
+    if not isinstance(squared, bool):
+        raise TypeError(f"squared must be a bool, got {type(squared).__name__}")
+    hard = _triplet.check_mining(mining)
+    ignore_index = _checks.plain_int(ignore_index, "ignore_index")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != mask.device.type:
+        raise ValueError(f"generator must be on the mask's device ({mask.device}), got {generator.device}")
+    backend = _op.backend_for(_triplet.OP, backend, emb, "emb")
+    _checks.label_values(mask, "mask", 2, ignore_index)
+
+    def sampler(labels, keys, C, k, ignore):
+        return _op.run(_sample.OP, backend, labels, keys, C, k, ignore)
+
+    f1, f2, b1, b2 = draw_sets(mask, K, generator, ignore_index, sampler)
+    l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard)[0]
+    l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard)[0]
+    return combine(l_fg, l_bg, f1, b1)

@@ -1,0 +1,127 @@
+"""is_triplet_loss and nn.ISTripletLoss (SPEC §3.2, seed 000 eq. 4): every backend equals the
+reference composition for the same generator state (values and gradients), eq. 4 on the drawn
+sets equals torch's triplet_margin_loss halves, images without foreground or background are
+left out, and bad masks and arguments are refused naming the argument."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import BACKENDS, assert_close, make_emb
+
+import pixelkernels as pk
+from pixelkernels.reference.triplet_losses import draw_sets
+from pixelkernels.reference.triplet_losses import is_triplet_loss as reference
+
+
+def _mask(B, H, W, *, seed=0, device="cpu", ignore=-1):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    r = torch.linspace(0.2, 0.4, B).view(B, 1, 1) * min(H, W)
+    m = (((yy - H / 2) ** 2 + (xx - W / 2) ** 2) < r**2).long().expand(B, H, W).clone()
+    m[torch.rand(B, H, W, generator=g) < 0.1] = ignore
+    return m.to(device)
+
+
+@pytest.mark.parametrize("mining", ["random", "hard"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_backends_equal_the_reference(backend, device, dtype, mining):
+    emb = make_emb(3, 6, 11, 13, dtype=dtype, device=device, layout="channels_last")
+    mask = _mask(3, 11, 13, device=device)
+    mask[1] = 1  # no background: left out
+    for K, squared in ((20, False), (500, True)):  # K above the class sizes too
+        e = emb.detach().requires_grad_(True)
+        gen = torch.Generator(device).manual_seed(K)
+        got = pk.is_triplet_loss(e, mask, num_samples=K, margin=1.0, squared=squared, mining=mining, generator=gen,
+                                 backend=backend)  # fmt: skip
+        (g_got,) = torch.autograd.grad(got, e)
+        r = emb.detach().double().cpu().requires_grad_(True)
+        want = reference(r, mask.cpu(), K, 1.0, squared, mining, torch.Generator(device).manual_seed(K))
+        (g_want,) = torch.autograd.grad(want, r)
+        assert_close(got.cpu(), want, dtype, msg="loss")
+        assert_close(g_got.cpu(), g_want, dtype, msg="grad")
+        assert (g_got[1] == 0).all()
+
+
+def test_eq4_on_the_drawn_sets_is_torch_triplet_margin_loss():
+    emb = make_emb(2, 5, 9, 10, dtype=torch.float64, device="cpu")
+    mask = _mask(2, 9, 10)
+    got = pk.is_triplet_loss(emb, mask, num_samples=30, margin=3.0, generator=torch.Generator().manual_seed(1))
+    f1, f2, b1, b2 = draw_sets(mask, 30, torch.Generator().manual_seed(1), -1)
+    per_image = []
+    for b in range(2):
+        x = emb[b].reshape(5, -1).T
+        n = int(min((f1[b] >= 0).sum(), (b1[b] >= 0).sum()))
+        t1 = F.triplet_margin_loss(x[f1[b, :n]], x[f2[b, :n]], x[b1[b, :n]], margin=3.0, eps=0.0)
+        t2 = F.triplet_margin_loss(x[b1[b, :n]], x[b2[b, :n]], x[f2[b, :n]], margin=3.0, eps=0.0)
+        per_image.append(0.5 * (t1 + t2))
+    torch.testing.assert_close(got, torch.stack(per_image).mean(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_no_valid_image_gives_zero_with_zero_gradient(backend, device):
+    emb = make_emb(2, 4, 5, 6, dtype=torch.float64, device=device).requires_grad_(True)
+    mask = torch.zeros(2, 5, 6, dtype=torch.long, device=device)  # no foreground anywhere
+    loss = pk.is_triplet_loss(emb, mask, num_samples=8, backend=backend)
+    (g,) = torch.autograd.grad(loss, emb)
+    assert float(loss) == 0.0 and (g == 0).all()
+
+
+def test_bool_mask_and_the_module():
+    emb = make_emb(2, 4, 8, 9, dtype=torch.float64, device="cpu")
+    mask = _mask(2, 8, 9).clamp_min(0)
+    a = pk.is_triplet_loss(emb, mask.bool(), num_samples=10, generator=torch.Generator().manual_seed(3))
+    m = pk.nn.ISTripletLoss(num_samples=10, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(m(emb, mask), a, rtol=0, atol=0)
+    assert "num_samples=10" in repr(m)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytorch_metric_learning") is None, reason="pytorch-metric-learning not installed")
+def test_pytorch_metric_learning_on_the_same_sets():
+    """pytorch-metric-learning's TripletMarginLoss on explicit triplets equals one term of eq. 4
+    with two of its defaults changed: the mean over all triplets (MeanReducer; its default
+    divides by the non-zero ones) and unnormalised embeddings (its LpDistance normalises them)."""
+    from pytorch_metric_learning import distances, losses, reducers
+
+    emb = make_emb(1, 5, 9, 10, dtype=torch.float64, device="cpu")
+    mask = _mask(1, 9, 10)
+    f1, f2, b1, _ = draw_sets(mask, 25, torch.Generator().manual_seed(2), -1)
+    n = int(min((f1 >= 0).sum(), (b1 >= 0).sum()))
+    x = emb[0].reshape(5, -1).T
+    ours = pk.triplet_hinge(emb, f1[:, :n], f2[:, :n], b1[:, :n], margin=3.0)[0]
+    pml = losses.TripletMarginLoss(margin=3.0, reducer=reducers.MeanReducer(),
+                                   distance=distances.LpDistance(normalize_embeddings=False))  # fmt: skip
+    vecs = torch.cat([x[f1[0, :n]], x[f2[0, :n]], x[b1[0, :n]]])
+    labels = torch.cat([torch.ones(2 * n), torch.zeros(n)]).long()
+    idx = torch.arange(n)
+    theirs = pml(vecs, labels, indices_tuple=(idx, idx + n, idx + 2 * n))
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def _args(**kw):
+    return {"emb": torch.randn(2, 3, 4, 5), "mask": torch.randint(0, 2, (2, 4, 5)), **kw}
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"mask": torch.full((2, 4, 5), 2)}, ValueError, "mask values must be in [0, 2)"),
+        ({"mask": torch.zeros(2, 4, 5)}, TypeError, "mask must have dtype"),
+        ({"mask": torch.zeros(2, 4, 6, dtype=torch.long)}, ValueError, "mask must have shape"),
+        ({"num_samples": 0}, ValueError, "num_samples must be positive"),
+        ({"margin": -1.0}, ValueError, "margin must be >= 0.0"),
+        ({"mining": "semi"}, ValueError, "mining must be one of"),
+        ({"squared": 1}, TypeError, "squared must be a bool"),
+        ({"generator": "seed"}, TypeError, "generator must be a torch.Generator"),
+        ({"emb": torch.randn(2, 3, 4)}, ValueError, "emb must have 4 dims"),
+    ],
+)
+def test_bad_input(kwargs, exc, msg):
+    a = _args(**kwargs)
+    with pytest.raises(exc) as info:
+        pk.is_triplet_loss(a.pop("emb"), a.pop("mask"), **a)
+    assert msg in str(info.value)

@@ -1,0 +1,201 @@
+"""sample_pixels: every backend (and the CUDA path, emulated) returns the same pixels for the same
+keys; the draws are uniform without replacement (chi-square tests with fixed seeds, which a
+biased sampler fails), two draws are independent, and the edge cases of SPEC §3.2 hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import BACKENDS, DEVICE_OF, make_labels
+
+import pixelkernels as pk
+from pixelkernels.reference.sample_pixels import KEY_BITS
+from pixelkernels.reference.sample_pixels import sample_pixels as reference
+
+# Chi-square critical values at p = 0.001 (df -> value), from the chi-square table.
+CHI2_001 = {9: 27.877, 11: 31.264, 35: 66.619}
+
+
+def _keys(shape, seed=0):
+    return torch.randint(0, 1 << KEY_BITS, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _op(backend):
+    op = pk.ops.sample_pixels.OP
+    return lambda *args: pk._op.run(op, backend, *args)
+
+
+@pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_every_backend_picks_the_same_pixels(backend, device, label_dtype):
+    for B, H, W, C, k, ignore in [(3, 7, 9, 4, 5, -1), (2, 13, 11, 3, 50, 1), (1, 1, 1, 2, 3, 255), (7, 5, 3, 6, 2, 6)]:
+        labels = make_labels(B, H, W, C, device="cpu", ignore_index=ignore if ignore < 128 or label_dtype != torch.int16 else -1)
+        if label_dtype == torch.uint8:
+            labels = labels.clamp_min(0)
+        labels = labels.to(label_dtype)
+        keys = _keys((B, H, W), seed=B * k)
+        keys.view(-1)[:3] = 5  # exact ties: the lower pixel first
+        want = reference(labels, keys, C, k, ignore)
+        got = _op(backend)(labels.to(device), keys.to(device), C, k, ignore)
+        assert torch.equal(got.cpu(), want), (B, H, W, C, k)
+
+
+def test_emulated_cuda_path_picks_the_same_pixels(emu):
+    labels = make_labels(3, 9, 10, 3, device="cpu").to(torch.int32)
+    keys = _keys((3, 9, 10))
+    assert torch.equal(emu.sample_pixels(labels, keys, 3, 7, -1), reference(labels, keys, 3, 7, -1))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_sets_are_distinct_pixels_of_their_class(backend, device):
+    B, H, W, C, k = 4, 12, 13, 5, 20
+    labels = make_labels(B, H, W, C, device=device, pattern="gaps")  # classes 1, 3 empty
+    out = pk.sample_pixels(labels, C, k, generator=torch.Generator(device).manual_seed(2), backend=backend).cpu()
+    lab = labels.cpu().reshape(B, -1)
+    for b in range(B):
+        for c in range(C):
+            n_c = int((lab[b] == c).sum())
+            row = out[b, c]
+            assert (row[: min(k, n_c)] >= 0).all() and (row[min(k, n_c) :] == -1).all()
+            got = row[row >= 0]
+            assert len(set(got.tolist())) == len(got)  # no duplicates
+            assert (lab[b, got] == c).all()
+    assert (out[:, 1] == -1).all() and (out[:, 3] == -1).all()  # empty classes
+
+
+def test_ignored_and_out_of_range_labels_are_never_drawn():
+    labels = torch.tensor([[[0, 1, 7, -1], [9, 0, 0, 1]]]).expand(2, 2, 4).contiguous()
+    with pk.use_checks(False):
+        out = pk.sample_pixels(labels, 2, 8, ignore_index=7)
+    for b in range(2):
+        assert sorted(out[b, 0][out[b, 0] >= 0].tolist()) == [0, 5, 6]
+        assert sorted(out[b, 1][out[b, 1] >= 0].tolist()) == [1, 7]
+
+
+def test_reproducible_for_a_seeded_generator():
+    labels = make_labels(2, 30, 31, 3, device="cpu")
+    a = pk.sample_pixels(labels, 3, 40, generator=torch.Generator().manual_seed(7))
+    b = pk.sample_pixels(labels, 3, 40, generator=torch.Generator().manual_seed(7))
+    c = pk.sample_pixels(labels, 3, 40, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _chi2(counts: torch.Tensor) -> float:
+    expected = counts.sum() / counts.numel()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def _inclusion_counts(sampler, draws, n=10, k=3, W=12):
+    """How often each of the n pixels of class 1 (spread over a row with class-0 pixels between)
+    is in the sample, and how often it comes first: `draws` images in one call (each image
+    draws its own keys)."""
+    labels = torch.zeros(draws, 2, W, dtype=torch.int64)
+    cols = torch.arange(n) * W // n
+    labels[:, 1, cols] = 1
+    pix = 1 * W + cols
+    rows = sampler(labels, torch.Generator().manual_seed(123))[:, 1]  # (draws, k)
+    member = (rows[:, :, None] == pix).any(1).sum(0).double()
+    first = (rows[:, :1] == pix).sum(0).double()
+    assert int(first.sum()) == draws
+    return member, first
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_uniform_without_replacement(backend):
+    """Every pixel of a class equally likely in the sample and in its first slot (k = 3 of
+    n = 10, 6000 draws): chi-square below its p = 0.001 critical value (df = 9)."""
+    if backend not in pk.available_backends():
+        pytest.skip(f"no {backend} backend")
+    member, first = _inclusion_counts(lambda lab, g: pk.sample_pixels(lab, 2, 3, generator=g, backend=backend), 6000)
+    assert _chi2(member) < CHI2_001[9], member
+    assert _chi2(first) < CHI2_001[9], first
+
+
+def test_the_chi_square_test_catches_a_biased_sampler():
+    """The same test on a sampler whose keys have 2 bits of randomness (ties to the lower
+    pixel: early pixels favoured) fails it."""
+
+    def biased(labels, g):
+        keys = torch.randint(0, 4, labels.shape, generator=g)
+        return reference(labels, keys, 2, 3, -1)
+
+    member, first = _inclusion_counts(biased, 6000)
+    assert _chi2(member) > CHI2_001[9] and _chi2(first) > CHI2_001[9]
+
+
+def test_two_draws_are_independent():
+    """The first pixels of two consecutive draws (F1, F2 of the IS-Triplet loss) are jointly
+    uniform over the 6 x 6 pairs (7200 images; chi-square, df = 35)."""
+    labels = torch.ones(7200, 1, 6, dtype=torch.int64)
+    g = torch.Generator().manual_seed(5)
+    a = pk.sample_pixels(labels, 2, 2, generator=g)[:, 1, 0]
+    b = pk.sample_pixels(labels, 2, 2, generator=g)[:, 1, 0]
+    joint = torch.zeros(36, dtype=torch.float64).index_add_(0, a * 6 + b, torch.ones(7200, dtype=torch.float64))
+    assert _chi2(joint) < CHI2_001[35], joint.view(6, 6)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck(backend, device):
+    if backend == "reference":
+        pytest.skip("the reference is not a registered op")
+    op = pk._op.OPS["sample_pixels"]
+    func = op.triton if backend == "triton" else op.compiled
+    labels = make_labels(2, 5, 6, 3, device=device)
+    torch.library.opcheck(func, (labels, _keys((2, 5, 6)).to(device), 3, 4, -1))
+
+
+def test_compiles_fullgraph():
+    labels = make_labels(2, 5, 6, 3, device="cpu")
+    fn = torch.compile(lambda lab: pk.sample_pixels(lab, 3, 4), fullgraph=True, backend="eager")
+    out = fn(labels)
+    assert out.shape == (2, 3, 4) and out.dtype == torch.int64
+
+
+def test_meta_tensors():
+    out = pk.sample_pixels(torch.zeros(2, 5, 6, dtype=torch.uint8, device="meta"), 4, 9, backend="cpu")
+    assert out.shape == (2, 4, 9) and out.device.type == "meta"
+
+
+def test_zero_sizes():
+    assert pk.sample_pixels(torch.zeros(0, 4, 5, dtype=torch.long), 2, 3).shape == (0, 2, 3)
+    assert (pk.sample_pixels(torch.zeros(2, 0, 5, dtype=torch.long), 2, 3) == -1).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"labels": torch.zeros(2, 3, 4)}, TypeError, "labels must have dtype"),
+        ({"labels": torch.zeros(3, 4, dtype=torch.long)}, ValueError, "labels must have 3 dims"),
+        ({"num_classes": 0}, ValueError, "num_classes must be positive"),
+        ({"num_classes": 1 << 21}, ValueError, "num_classes must be <"),
+        ({"k": 0}, ValueError, "k must be positive"),
+        ({"k": 2.0}, TypeError, "k must be an int"),
+        ({"generator": 3}, TypeError, "generator must be a torch.Generator"),
+        (
+            {"labels": torch.zeros(2, 3, 4, dtype=torch.long, device="meta"), "generator": torch.Generator()},
+            ValueError,
+            "generator must be on the labels' device",
+        ),
+    ],
+)
+def test_bad_input(kwargs, exc, msg):
+    args = {"labels": torch.zeros(2, 3, 4, dtype=torch.long), "num_classes": 2, "k": 3, **kwargs}
+    with pytest.raises(exc, match=msg.replace("(", r"\(")):
+        pk.sample_pixels(args.pop("labels"), args.pop("num_classes"), args.pop("k"), **args)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_capture():
+    """No host sync: a draw is captured in a CUDA graph and replays to fresh samples."""
+    labels = make_labels(2, 40, 41, 3, device="cuda")
+    g = torch.Generator("cuda").manual_seed(0)
+    pk.sample_pixels(labels, 3, 16, generator=g)  # warm-up
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = pk.sample_pixels(labels, 3, 16, generator=g)
+    graph.replay()
+    first = out.clone()
+    graph.replay()
+    assert not torch.equal(first, out)
+    assert DEVICE_OF["cuda"] == "cuda"

@@ -1,0 +1,211 @@
+"""triplet_hinge: the generic contract (tests/contract.py) in both mining modes, on index sets
+with padding, repeated pixels and classes smaller than K; then what is special about it: the
+per-image loss equals torch's triplet_margin_loss (eps = 0) on the same sets, batch-hard mining
+equals a brute-force search (ties to the lowest slot), gradients reach only the mined pixels,
+and hard mining needs O(K D) memory, not O(K^2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import BACKENDS, make_emb, weighted_loss
+from contract import Contract, suite
+from fuzz import Choice, Floats, Indices
+
+import pixelkernels as pk
+
+
+def index_sets(B, H, W, K, *, seed=0, device="cpu", pad=0.2, fg=0.5):
+    """anchor, positive, negative (B, K): a foreground draw, a second one, a background draw
+    (pixels repeat across sets), then extra -1 padding at random slots."""
+    if K == 0:
+        none = torch.zeros(B, 0, dtype=torch.int64, device=device)
+        return none, none.clone(), none.clone()
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(B, H, W, generator=g) < fg).long()
+    s1 = pk.sample_pixels(labels, 2, K, generator=g)
+    s2 = pk.sample_pixels(labels, 2, K, generator=g)
+    a, p, n = s1[:, 1], s2[:, 1], s1[:, 0]
+    drop = torch.rand(B, K, generator=g) < pad
+    a = torch.where(drop, -1, a)
+    return a.to(device), p.to(device), n.to(device)
+
+
+def _inp(B, D, H, W, K, layout="contiguous", mining="random", squared=False, margin=1.0, seed=0, **kw):
+    def make(device, dtype):
+        emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout, seed=seed)
+        a, p, n = index_sets(B, H, W, K, seed=seed, device=device, **kw)
+        return {"emb": emb, "anchor": a, "positive": p, "negative": n, "margin": margin, "squared": squared,
+                "mining": mining}  # fmt: skip
+
+    return make
+
+
+def _call(inp, backend):
+    return pk.triplet_hinge(
+        inp["emb"], inp["anchor"], inp["positive"], inp["negative"], margin=inp["margin"], squared=inp["squared"],
+        mining=inp["mining"], return_used=True, backend=backend,
+    )  # fmt: skip
+
+
+def _bad(**kw):
+    a = torch.tensor([[0, 1, -1]])
+    inp = {"emb": torch.randn(1, 3, 4, 5), "anchor": a, "positive": a + 2, "negative": a + 5}
+    return {"margin": 1.0, "squared": False, "mining": "random", **inp, **kw}
+
+
+ROW = Contract(
+    op="triplet_hinge",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "anchor": Indices(), "positive": Indices(),
+                     "negative": Indices(), "margin": Choice((0.0, 0.5, 3.0)), "squared": Choice((False, True)),
+                     "mining": Choice(("random", "hard"))},  # fmt: skip
+    make=_inp(2, 5, 7, 9, 13),
+    call=_call,
+    shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 9, layout),
+    loss=weighted_loss,
+    grad_inputs=("emb",),
+    tiny=_inp(2, 3, 3, 4, 5, margin=0.7),
+    zero_sizes={
+        "B0": _inp(0, 3, 4, 5, 4)("cpu", torch.float32),
+        "D0": _inp(2, 0, 4, 5, 4)("cpu", torch.float32),
+        "K0": _inp(2, 3, 4, 5, 0)("cpu", torch.float32),
+        "K0_hard": _inp(2, 3, 4, 5, 0, mining="hard")("cpu", torch.float32),
+    },
+    bad_inputs={
+        "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
+        "anchor_rank": (_bad(anchor=torch.zeros(1, 3, 1, dtype=torch.long)), ValueError, "anchor must have 2 dims"),
+        "anchor_int32": (_bad(anchor=torch.zeros(1, 3, dtype=torch.int32)), TypeError, "anchor must have dtype"),
+        "positive_shape": (_bad(positive=torch.zeros(1, 4, dtype=torch.long)), ValueError, "positive must have shape"),
+        "negative_batch": (_bad(negative=torch.zeros(2, 3, dtype=torch.long)), ValueError, "negative must have B = 1"),
+        "anchor_range": (_bad(anchor=torch.tensor([[0, 20, -1]])), ValueError, "anchor values must be pixel indices"),
+        "negative_below": (_bad(negative=torch.tensor([[0, -2, 1]])), ValueError, "negative values must be"),
+        "margin_negative": (_bad(margin=-0.5), ValueError, "margin must be >= 0.0"),
+        "mining": (_bad(mining="semihard"), ValueError, "mining must be one of"),
+        "squared_str": (_bad(squared="yes"), TypeError, "squared must be a bool"),
+        "anchor_device": (_bad(anchor=torch.zeros(1, 3, dtype=torch.long, device="meta")), ValueError, "same device"),
+    },
+    cases={
+        "hard": _inp(2, 5, 7, 9, 13, mining="hard"),
+        "hard_squared": _inp(3, 3, 5, 7, 11, mining="hard", squared=True, margin=3.0),
+        "squared_channels_last": _inp(2, 17, 5, 7, 10, "channels_last", squared=True),
+        "hard_channels_last": _inp(2, 17, 6, 5, 12, "channels_last", mining="hard"),
+        "d1": _inp(1, 1, 9, 11, 8),
+        "d64_hard": _inp(2, 64, 8, 9, 20, mining="hard"),
+        "d130_slice": _inp(1, 130, 3, 5, 6, "slice"),
+        "hw_transposed": _inp(2, 3, 6, 4, 7, "transposed", mining="hard"),
+        "one_pixel": _inp(1, 3, 1, 1, 3),
+        "batch7": _inp(7, 3, 5, 3, 6, mining="hard"),
+        # K above the class sizes: the sets are mostly padding.
+        "k_above_classes": _inp(2, 4, 3, 4, 40),
+        "no_foreground": _inp(2, 3, 4, 5, 6, fg=0.0),
+        "no_padding_large_margin": _inp(2, 4, 6, 7, 9, pad=0.0, margin=10.0),
+        # Several CPU tiles of anchors and candidates.
+        "hard_tiles": _inp(2, 9, 30, 31, 300, mining="hard", pad=0.05),
+        "random_tiles": _inp(2, 9, 30, 31, 300, pad=0.05),
+    },
+    interpreter_skip=frozenset({"hard_tiles", "random_tiles"}),
+)
+
+TestContract = suite(ROW)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against torch's triplet_margin_loss and a brute-force miner
+
+
+def _vectors(emb, b):
+    return emb[b].reshape(emb.shape[1], -1).T  # (P, D)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_equals_torch_triplet_margin_loss(backend, device, squared):
+    """Random mode, per image, = F.triplet_margin_loss(eps=0) over the image's valid slots
+    (squared: the same hinge on squared distances, written out)."""
+    inp = _inp(3, 6, 9, 8, 17)(device, torch.float64)
+    loss = pk.triplet_hinge(inp["emb"], inp["anchor"], inp["positive"], inp["negative"], margin=1.5,
+                            squared=squared, backend=backend)  # fmt: skip
+    for b in range(3):
+        a, p, n = (inp[k][b] for k in ("anchor", "positive", "negative"))
+        v = (a >= 0) & (p >= 0) & (n >= 0)
+        x = _vectors(inp["emb"], b)
+        xa, xp, xn = x[a[v]], x[p[v]], x[n[v]]
+        if squared:
+            want = torch.relu((xa - xp).square().sum(1) - (xa - xn).square().sum(1) + 1.5).mean()
+        else:
+            want = F.triplet_margin_loss(xa, xp, xn, margin=1.5, eps=0.0)
+        torch.testing.assert_close(loss[b], want, rtol=1e-10, atol=1e-12)
+
+
+def _brute_force(emb, a, p, n):
+    """For each valid slot: the farthest positive and the nearest negative, by explicit loops."""
+    B, K = a.shape
+    pos, neg = torch.full_like(a, -1), torch.full_like(a, -1)
+    for b in range(B):
+        x = _vectors(emb, b).double()
+        valid = [k for k in range(K) if a[b, k] >= 0 and p[b, k] >= 0 and n[b, k] >= 0]
+        for k in valid:
+            dp = [float((x[a[b, k]] - x[p[b, j]]).square().sum()) for j in valid]
+            dn = [float((x[a[b, k]] - x[n[b, j]]).square().sum()) for j in valid]
+            pos[b, k] = p[b, valid[max(range(len(valid)), key=lambda i: (dp[i], -i))]]
+            neg[b, k] = n[b, valid[min(range(len(valid)), key=lambda i: (dn[i], i))]]
+    return pos, neg
+
+
+@pytest.mark.parametrize("integer_values", [False, True])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_hard_mining_is_brute_force(backend, device, integer_values):
+    """The mined pairs are the brute-force ones; with integer embeddings distances tie often
+    and exactly, and every backend picks the lowest slot."""
+    torch.manual_seed(3)
+    B, D, H, W, K = 2, 3, 6, 7, 25
+    emb = torch.randint(-2, 3, (B, D, H, W)).double() if integer_values else torch.randn(B, D, H, W).double()
+    a, p, n = index_sets(B, H, W, K, seed=4)
+    pos, neg = _brute_force(emb, a, p, n)
+    dtype = torch.float32 if backend != "reference" and integer_values else torch.float64
+    _, pu, nu = pk.triplet_hinge(emb.to(dtype).to(device), a.to(device), p.to(device), n.to(device), margin=1.0,
+                                 mining="hard", return_used=True, backend=backend)  # fmt: skip
+    assert torch.equal(pu.cpu(), pos) and torch.equal(nu.cpu(), neg)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_hard_gradient_reaches_only_mined_pixels(backend, device):
+    inp = _inp(1, 4, 6, 6, 12, mining="hard", pad=0.0, margin=5.0)(device, torch.float64)
+    emb = inp["emb"].detach().requires_grad_(True)
+    loss, pu, nu = pk.triplet_hinge(emb, inp["anchor"], inp["positive"], inp["negative"], margin=5.0,
+                                    mining="hard", return_used=True, backend=backend)  # fmt: skip
+    (g,) = torch.autograd.grad(loss.sum(), emb)
+    touched = torch.zeros(36, dtype=torch.bool)
+    for t in (inp["anchor"], pu, nu):
+        touched[t[t >= 0].cpu()] = True
+    moved = g[0].reshape(4, 36).abs().sum(0).cpu() > 0
+    assert moved.any() and not (moved & ~touched).any()
+
+
+def test_hard_mining_memory_is_linear_in_k():
+    """K = 3000, D = 8 on the CPU: a K x K float32 matrix would be 36 MB; the peak resident
+    memory of the mining grows by far less (its scratch is O(K D) = 96 KB)."""
+    if "cpu" not in pk.available_backends():
+        pytest.skip("no cpu backend")
+    code = textwrap.dedent(
+        """
+        import resource, torch, pixelkernels as pk
+        torch.manual_seed(0)
+        B, D, H, W, K = 1, 8, 120, 120, 3000
+        emb = torch.randn(B, D, H, W)
+        idx = torch.randperm(H * W)[: 3 * K].view(3, 1, K)
+        pk.triplet_hinge(emb, idx[0], idx[1], idx[2], margin=1.0, mining="random", backend="cpu")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pk.use_checks(False):
+            pk.triplet_hinge(emb, idx[0], idx[1], idx[2], margin=1.0, mining="hard", backend="cpu")
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grew = int(out.stdout.split()[-1])
+    assert grew < 8 * 2**20, f"peak memory grew by {grew / 2**20:.1f} MiB (K x K float32: 34 MiB)"
