@@ -98,6 +98,14 @@ EXPECTATIONS: list[Expect] = [
            local_in_loop=33, why=_TILED + "; shared-memory bins up to kSmemBudget = 40 KiB; " + _DEBT),
     Expect(r"region_hinge:forward_kernel<.*>", dynamic_smem=40 * 1024, max_stack=8, local_in_loop=1,
            why="shared-memory bins up to kSmemBudget = 40 KiB; " + _DEBT),
+    Expect(r"triplet_hinge:mine_kernel<double, double>", min_occupancy=0.25,
+           why="4 x 4 double accumulators per thread (16 x 16 threads over a 64 x 64 anchor x candidate tile): "
+               "compiled for 2 blocks per SM (at most 128 registers), no spill"),
+    Expect(r"triplet_hinge:mine_kernel<.*>", min_occupancy=0.375,
+           why="4 x 4 float accumulators per thread and 8 tile loads in flight: compiled for 3 blocks per SM "
+               "(at most 85 registers; at 64 this ptxas spills), no spill"),
+    Expect(r"triplet_hinge:.*", why="compiled for 4 blocks per SM (at most 64 registers, 50 %); static "
+                                    "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,

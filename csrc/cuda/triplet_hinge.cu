@@ -1,10 +1,757 @@
-// triplet_hinge CUDA kernels (csrc/common/triplet_hinge.h): placeholder until the kernels land.
+// triplet_hinge CUDA kernels (csrc/common/triplet_hinge.h): slot k of image b takes part iff
+// anchor, positive and negative are pixels; loss[b] = mean over those of hinge(d_ap, d_an).
+// The predicates and the arithmetic (in_range, better, hinge, grad_factor) are the header's,
+// shared with the CPU kernel. Slots are handled by a group of G lanes (G = pow2 >= D, at most
+// 32): lane j reads dims j, j + G, ... of its slot's three pixels and the squared distances are
+// summed over the group with xor shuffles (the pixels are random, so no layout is coalesced:
+// the group only spreads a slot's D loads over lanes).
+//
+// Forward
+//  loss_kernel      grid (slot chunks, images): per slot |a-p|^2, |a-n|^2, the hinge; each block
+//                   sums its chunk's hinges and counts its valid slots with block_sum (a fixed
+//                   tree) into the workspace [B][chunks]; random mode also writes *_used.
+//  finalize_kernel  one warp per image adds the chunk partials in a fixed order (lanes over
+//                   chunks, warp_sum), loss = sum / n (0 when n = 0). No atomics: the forward is
+//                   bitwise reproducible.
+//  Hard mode first mines, then runs loss_kernel on the mined positive_used/negative_used:
+//  gather_kernel    copies the anchor, positive and negative vectors of every slot into the
+//                   workspace, [3][B][D][K] in the storage type (zeros for slots that take no
+//                   part; 3 * B * K * D values: what the reference gathers too). The mining then
+//                   re-reads them coalesced instead of one 32-byte sector per value.
+//  mine_kernel      grid (2 * ceil(K / 64) tiles: positives then negatives, images). A block owns
+//                   a tile of 64 anchors and streams the image's candidates through shared memory
+//                   in tiles of 64, 16 dims at a time ([16][64] anchor and candidate values in the
+//                   acc type, loaded coalesced along the slots); its 256 threads are 16 x 16, each
+//                   with 4 anchors (4 tx + i) x 4 candidates (4 ty + j) of squared distances in
+//                   registers (128-bit shared loads), summed over d in increasing order (exact
+//                   for integer-valued embeddings). After each candidate tile every thread updates
+//                   its running best (value, slot) per anchor with the header's better(),
+//                   visiting its candidates in increasing slot order; the 16 threads of an anchor
+//                   are then merged (xor shuffle, then shared memory in warp order) by
+//                   replaces(): of two (value, slot) pairs the one with the lower slot wins unless
+//                   the other is better() -- the order of the sequential scan (a NaN wins, then
+//                   larger/smaller, then the lower slot), so the split changes nothing. No K x K
+//                   matrix anywhere; O(K * D) workspace per image. (SIMT, FP32/FP64 FMA; no
+//                   tensor-core path yet.)
+//
+// Backward (grad_emb fully written, same strides as emb; half types accumulate in float and
+// round once)
+//  scale_kernel     one block per image: n_b (valid slots) and c = grad_loss[b] / n_b.
+//  Not deterministic: zero_kernel clears the accumulator (grad_emb itself for float/double, a
+//                   float workspace shaped like the map for half types), slot_grad_kernel<atomic>
+//                   recomputes each slot's distances and atomicAdds fu*u - fv*v, -fu*u, fv*v
+//                   into the anchor, positive and negative pixels, convert_kernel rounds the float
+//                   workspace into grad_emb (half types).
+//  Deterministic (no float atomics): slot_grad_kernel<coef> writes each slot's (fu, fv) and
+//                   whether it is active (h > 0) to the workspace; bucket_kernel, grid (buckets
+//                   of pixels, images), makes each block the only writer of a contiguous pixel
+//                   range [q0, q1) of its image: it zeroes the range, then streams the slots in
+//                   order, 256 at a time: each slot's in-range (slot, role) entries are compacted
+//                   into a shared list in (slot, role) order with a block prefix sum (a stable,
+//                   deterministic compaction), and every listed entry is applied by the one
+//                   group of threads that owns its pixel ((q - q0) mod S, S = 256 / DT groups of
+//                   DT = pow2 >= D (at most 256) threads over the dims): so each gradient element
+//                   is summed by one thread, in slot order (roles a, p, n within a slot),
+//                   whatever the scheduling. Half types: the range is then rounded into grad_emb
+//                   by the block. Buckets: ceil(3K / 256) per image, at most 1024 and P: every
+//                   block streams all K slots (coalesced index reads and a cheap compaction)
+//                   and applies about 256 entries, so the scan costs O(K * buckets) per image,
+//                   which dominates only for K beyond ~10^5 slots per image.
+//  Workspace: forward B * chunks partials (+ the gathered vectors in hard mode); backward the
+//  B scales, + (deterministic) B * K (fu, fv, active), + (half types) a float copy of the map.
 #include "common/triplet_hinge.h"
 #include "cuda/common.cuh"
 
+#include <type_traits>
+
+namespace pixelkernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTile = 64;     // mining: anchors per block and candidates per shared-memory tile
+constexpr int kDimStep = 16;  // mining: dims per shared-memory stage
+constexpr int kMicro = 4;     // mining: anchors (and candidates) per thread, kTile / 16
+static_assert(kTile == 16 * kMicro && kThreads == 256, "16 x 16 threads of 4 x 4 pairs");
+// Blocks per SM the kernels are compiled for (at most 64 registers: 50 % occupancy). Without
+// it this ptxas caps some kernels at 48 registers and spills. mine_kernel (16 accumulators and
+// 8 tile loads in flight per thread) asks for 3 (at most 85 registers, 37.5 %; it spills at
+// 64), 2 in double (at most 128 registers, 25 %).
+constexpr int kMinBlocks = 4;
+template <typename acc_t>
+constexpr int kMineMinBlocks = sizeof(acc_t) == 8 ? 2 : 3;
+
+// The emulation build lowers the chunk sizes so that small test inputs take several chunks
+// and buckets (the paths large inputs take on a GPU).
+#ifdef PK_CUDA_EMU
+constexpr int64_t kSlotIters = 1;         // loss_kernel: group steps per block
+constexpr int64_t kEntriesPerBucket = 8;  // bucket_kernel: (slot, role) entries per pixel bucket
+constexpr int64_t kMaxBuckets = 5;
+#else
+constexpr int64_t kSlotIters = 8;
+constexpr int64_t kEntriesPerBucket = 256;
+constexpr int64_t kMaxBuckets = 1024;
+#endif
+
+size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
+size_t storage_bytes(DType t) {
+  return t == DType::Float64 ? 8 : t == DType::Float32 ? 4 : 2;
+}
+size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
+bool is_half(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
+
+// log2 of the smallest power of two >= min(n, cap) (0 for n <= 1).
+int pow2_shift(int64_t n, int cap_shift) {
+  int s = 0;
+  while (s < cap_shift && (int64_t(1) << s) < n) ++s;
+  return s;
+}
+
+__device__ __forceinline__ bool slot_valid(const int64_t* a, const int64_t* p, const int64_t* n, int64_t i,
+                                           int64_t P) {
+  return triplet_hinge::in_range(a[i], P) && triplet_hinge::in_range(p[i], P) && triplet_hinge::in_range(n[i], P);
+}
+
+// Whether (v2, j2) replaces (v1, j1) as the best of the union of two candidate sets (j < 0:
+// none): the earlier slot stays unless the later one is better(), as in the sequential scan.
+template <typename acc_t>
+__device__ __forceinline__ bool replaces(acc_t v2, int j2, acc_t v1, int j1, bool farthest) {
+  if (j2 < 0) return false;
+  if (j1 < 0) return true;
+  return j2 < j1 ? !triplet_hinge::better(v1, v2, farthest) : triplet_hinge::better(v2, v1, farthest);
+}
+
+// |a - p|^2 and |a - n|^2 of a slot, summed over the G = 1 << gs lanes of its group (every
+// lane of the warp must call it; lanes of invalid slots contribute zeros).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void slot_sq(const Pixels<scalar_t>& x, int64_t b, int64_t ia, int64_t ip, int64_t in,
+                                        bool valid, int j, int gs, acc_t& uu, acc_t& vv) {
+  uu = 0;
+  vv = 0;
+  if (valid) {
+    const int64_t G = int64_t(1) << gs, step = G * x.sd;
+    const scalar_t* pa = x.data + b * x.sb + ia * x.sp + j * x.sd;
+    const scalar_t* pp = x.data + b * x.sb + ip * x.sp + j * x.sd;
+    const scalar_t* pn = x.data + b * x.sb + in * x.sp + j * x.sd;
+    int64_t o = 0;
+#pragma unroll 2
+    for (int64_t d = j; d < x.D; d += G, o += step) {
+      const acc_t a = to_acc(pa[o]);
+      const acc_t u = a - to_acc(pp[o]), v = a - to_acc(pn[o]);
+      uu += u * u;
+      vv += v * v;
+    }
+  }
+  uu = group_sum(uu, gs);
+  vv = group_sum(vv, gs);
+}
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t distance(acc_t sq, bool squared) {
+  return squared ? sq : acc_t(sqrt(sq));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+// positive_used == nullptr: the positives/negatives are the mined ones (already written).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    loss_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                const int64_t* __restrict__ negative, int64_t K, acc_t margin, bool squared, int gs, int64_t chunk,
+                int64_t nc, int64_t* __restrict__ positive_used, int64_t* __restrict__ negative_used,
+                acc_t* __restrict__ part_sum, int64_t* __restrict__ part_cnt) {
+  __shared__ acc_t scratch[kWarps];
+  __shared__ int64_t scratch_n[kWarps];
+  const int j = threadIdx.x & ((1 << gs) - 1);
+  const int64_t per_block = kThreads >> gs, P = x.P;
+  const int64_t c0 = int64_t(blockIdx.x) * chunk, c1 = c0 + chunk < K ? c0 + chunk : K;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    acc_t sum = 0;
+    int64_t n = 0;
+    for (int64_t k0 = c0; k0 < c1; k0 += per_block) {  // uniform per block
+      const int64_t k = k0 + (threadIdx.x >> gs), i = b * K + k;
+      const bool on = k < c1;
+      const bool valid = on && slot_valid(anchor, positive, negative, i, P);
+      if (positive_used != nullptr && on && j == 0) {
+        positive_used[i] = valid ? positive[i] : -1;
+        negative_used[i] = valid ? negative[i] : -1;
+      }
+      acc_t uu, vv;
+      slot_sq(x, b, valid ? anchor[i] : 0, valid ? positive[i] : 0, valid ? negative[i] : 0, valid, j, gs, uu, vv);
+      if (valid && j == 0) {
+        sum += triplet_hinge::hinge(distance(uu, squared), distance(vv, squared), margin);
+        ++n;
+      }
+    }
+    sum = block_sum<kThreads>(sum, scratch);
+    n = block_sum<kThreads>(n, scratch_n);
+    if (threadIdx.x == 0) {
+      part_sum[b * nc + blockIdx.x] = sum;
+      part_cnt[b * nc + blockIdx.x] = n;
+    }
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    finalize_kernel(const acc_t* __restrict__ part_sum, const int64_t* __restrict__ part_cnt, int64_t B, int64_t nc,
+                    acc_t* __restrict__ loss) {
+  const int lane = threadIdx.x & 31;
+  const int64_t nw = int64_t(gridDim.x) * kWarps;
+  for (int64_t b = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); b < B; b += nw) {  // uniform per warp
+    acc_t s = 0;
+    int64_t n = 0;
+    for (int64_t c = lane; c < nc; c += 32) {
+      s += part_sum[b * nc + c];
+      n += part_cnt[b * nc + c];
+    }
+    s = warp_sum(s);
+    n = warp_sum(n);
+    if (lane == 0) loss[b] = n > 0 ? s / acc_t(n) : acc_t(0);
+  }
+}
+
+// out [3][B][D][K]: the anchor, positive and negative vectors of every slot (0: no part),
+// copied as raw bits (bits_t: an unsigned integer of scalar_t's size; all-zero bits are 0.0).
+template <typename scalar_t, typename bits_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    gather_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                  const int64_t* __restrict__ negative, int64_t K, bits_t* __restrict__ out) {
+  static_assert(sizeof(bits_t) == sizeof(scalar_t), "raw copies");
+  const bits_t* data = reinterpret_cast<const bits_t*>(x.data);
+  const int64_t D = x.D, P = x.P, role = x.B * D * K;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < K; k += int64_t(gridDim.x) * kThreads) {
+      const int64_t i = b * K + k;
+      bits_t* o = out + b * D * K + k;
+      if (slot_valid(anchor, positive, negative, i, P)) {
+        const int64_t base = b * x.sb;
+        const bits_t* pa = data + base + anchor[i] * x.sp;
+        const bits_t* pp = data + base + positive[i] * x.sp;
+        const bits_t* pn = data + base + negative[i] * x.sp;
+        for (int64_t d = 0; d < D; ++d) {
+          o[d * K] = pa[d * x.sd];
+          o[role + d * K] = pp[d * x.sd];
+          o[2 * role + d * K] = pn[d * x.sd];
+        }
+      } else {
+        for (int64_t d = 0; d < D; ++d) {
+          o[d * K] = 0;
+          o[role + d * K] = 0;
+          o[2 * role + d * K] = 0;
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+using bits_of = std::conditional_t<sizeof(scalar_t) == 2, uint16_t,
+                                   std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>>;
+
+// Blocks [0, tiles) mine the farthest positives, [tiles, 2 tiles) the nearest negatives.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMineMinBlocks<acc_t>)
+    mine_kernel(const scalar_t* __restrict__ gathered, int64_t B, int64_t D, int64_t K, int64_t P,
+                const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                const int64_t* __restrict__ negative, int64_t tiles, int64_t* __restrict__ positive_used,
+                int64_t* __restrict__ negative_used) {
+  // 16-byte aligned rows: a thread's 4 consecutive values are one or two 128-bit loads.
+  __shared__ __align__(16) acc_t sa[kDimStep][kTile];  // anchors' dims d0 + dd
+  __shared__ __align__(16) acc_t sc[kDimStep][kTile];  // candidates' dims d0 + dd
+  __shared__ bool sv[kTile];             // the candidate slot takes part
+  __shared__ acc_t mv[kWarps][kTile];    // per-warp bests for the final merge
+  __shared__ int mj[kWarps][kTile];
+  const bool farthest = int64_t(blockIdx.x) < tiles;
+  const int64_t a0 = (farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t DK = D * K;
+  const int64_t* cand = farthest ? positive : negative;
+  int64_t* used = farthest ? positive_used : negative_used;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const scalar_t* ga = gathered + b * DK;
+    const scalar_t* gc = gathered + ((farthest ? 1 : 2) * B + b) * DK;
+    acc_t bv[kMicro];
+    int bj[kMicro];
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i) {
+      bv[i] = 0;
+      bj[i] = -1;
+    }
+    for (int64_t c0 = 0; c0 < K; c0 += kTile) {  // uniform per block
+      if (threadIdx.x < kTile) {
+        const int64_t k = c0 + threadIdx.x;
+        sv[threadIdx.x] = k < K && slot_valid(anchor, positive, negative, b * K + k, P);
+      }
+      __syncthreads();
+      acc_t acc[kMicro][kMicro];
+#pragma unroll
+      for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+        for (int m = 0; m < kMicro; ++m) acc[i][m] = 0;
+      for (int64_t d0 = 0; d0 < D; d0 += kDimStep) {  // uniform per block
+        const int dn = D - d0 < kDimStep ? int(D - d0) : kDimStep;
+        {  // thread t loads column t % 64 of rows t / 64 + 4 r (coalesced along the slots)
+          const int i = threadIdx.x % kTile, dd0 = threadIdx.x / kTile;
+          const bool a_on = a0 + i < K, c_on = c0 + i < K;
+          const scalar_t* pa = ga + (d0 + dd0) * K + a0 + i;
+          const scalar_t* pc = gc + (d0 + dd0) * K + c0 + i;
+          constexpr int kRows = kThreads / kTile;
+#pragma unroll
+          for (int r = 0; r < kDimStep / kRows; ++r) {
+            const int dd = dd0 + r * kRows;
+            sa[dd][i] = dd < dn && a_on ? to_acc(pa[r * kRows * K]) : acc_t(0);
+            sc[dd][i] = dd < dn && c_on ? to_acc(pc[r * kRows * K]) : acc_t(0);
+          }
+        }
+        __syncthreads();
+        for (int dd = 0; dd < dn; ++dd) {
+          acc_t av[kMicro], cv[kMicro];
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i) {
+            av[i] = sa[dd][tx * kMicro + i];
+            cv[i] = sc[dd][ty * kMicro + i];
+          }
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+            for (int m = 0; m < kMicro; ++m) {
+              const acc_t t = av[i] - cv[m];
+              acc[i][m] += t * t;
+            }
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int m = 0; m < kMicro; ++m) {  // increasing candidate slot
+        const int c = ty * kMicro + m;
+        if (sv[c]) {
+          const int jc = int(c0 + c);
+#pragma unroll
+          for (int i = 0; i < kMicro; ++i)
+            if (replaces(acc[i][m], jc, bv[i], bj[i], farthest)) {
+              bv[i] = acc[i][m];
+              bj[i] = jc;
+            }
+        }
+      }
+      __syncthreads();  // sv is rewritten by the next tile
+    }
+    // Merge the 16 threads (ty) of each anchor: the two of a warp, then the warps in order.
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i) {
+      const acc_t ov = __shfl_xor_sync(kFullMask, bv[i], 16);
+      const int oj = __shfl_xor_sync(kFullMask, bj[i], 16);
+      if (replaces(ov, oj, bv[i], bj[i], farthest)) {
+        bv[i] = ov;
+        bj[i] = oj;
+      }
+      if (lane < 16) {
+        mv[warp][tx * kMicro + i] = bv[i];
+        mj[warp][tx * kMicro + i] = bj[i];
+      }
+    }
+    __syncthreads();
+    if (threadIdx.x < kTile && a0 + threadIdx.x < K) {
+      const int t = threadIdx.x;
+      acc_t v = mv[0][t];
+      int jb = mj[0][t];
+      for (int w = 1; w < kWarps; ++w)
+        if (replaces(mv[w][t], mj[w][t], v, jb, farthest)) {
+          v = mv[w][t];
+          jb = mj[w][t];
+        }
+      const int64_t i = b * K + a0 + t;
+      used[i] = jb >= 0 && slot_valid(anchor, positive, negative, i, P) ? cand[b * K + jb] : -1;
+    }
+    __syncthreads();  // mv, mj are reused by the next image
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+// Where a gradient element accumulates: grad_emb itself (float, double) or a float workspace
+// laid out like the map (half types).
+template <typename acc_t>
+struct Accum {
+  acc_t* data;
+  int64_t sb, sd, sp;
+  __device__ __forceinline__ acc_t* at(int64_t b, int64_t d, int64_t p) const {
+    return data + b * sb + d * sd + p * sp;
+  }
+};
+
+// Element e of an image's D x P (or a pixel range's): the pixel-inner order for the pixel-inner
+// layout (coalesced), else pixel-major.
+__device__ __forceinline__ void split(int64_t e, int64_t D, int64_t W, bool pixel_inner, int64_t& d, int64_t& q) {
+  if (pixel_inner) {
+    d = e / W;
+    q = e - d * W;
+  } else {
+    q = e / D;
+    d = e - q * D;
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    scale_kernel(const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                 const int64_t* __restrict__ negative, int64_t B, int64_t K, int64_t P,
+                 const acc_t* __restrict__ grad_loss, acc_t* __restrict__ scale) {
+  __shared__ int64_t scratch[kWarps];
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
+    int64_t n = 0;
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) n += slot_valid(anchor, positive, negative, b * K + k, P);
+    n = block_sum<kThreads>(n, scratch);
+    if (threadIdx.x == 0) scale[b] = n > 0 ? grad_loss[b] / acc_t(n) : acc_t(0);
+  }
+}
+
+// kAtomic: atomicAdd each active slot's terms into acc. Else: write its (fu, fv) and whether
+// it is active to coef [B][K][2] and active [B][K].
+template <typename scalar_t, typename acc_t, bool kAtomic>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    slot_grad_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                     const int64_t* __restrict__ negative, int64_t K, acc_t margin, bool squared, int gs,
+                     const acc_t* __restrict__ scale, Accum<acc_t> acc, acc_t* __restrict__ coef,
+                     uint8_t* __restrict__ active) {
+  const int G = 1 << gs, j = threadIdx.x & (G - 1);
+  const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block, P = x.P;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    const acc_t c = scale[b];
+    for (int64_t k0 = int64_t(blockIdx.x) * per_block; k0 < K; k0 += step) {  // uniform per block
+      const int64_t k = k0 + (threadIdx.x >> gs), i = b * K + k;
+      const bool valid = k < K && slot_valid(anchor, positive, negative, i, P);
+      const int64_t ia = valid ? anchor[i] : 0, ip = valid ? positive[i] : 0, in = valid ? negative[i] : 0;
+      acc_t uu, vv;
+      slot_sq(x, b, ia, ip, in, valid, j, gs, uu, vv);
+      const bool act = valid && triplet_hinge::hinge(distance(uu, squared), distance(vv, squared), margin) > acc_t(0);
+      const acc_t fu = act ? triplet_hinge::grad_factor(c, uu, squared) : acc_t(0);
+      const acc_t fv = act ? triplet_hinge::grad_factor(c, vv, squared) : acc_t(0);
+      if constexpr (kAtomic) {
+        if (act) {
+          const int64_t base = b * x.sb + j * x.sd, step_d = int64_t(G) * x.sd;
+          const scalar_t* pa = x.data + base + ia * x.sp;
+          const scalar_t* pp = x.data + base + ip * x.sp;
+          const scalar_t* pn = x.data + base + in * x.sp;
+          int64_t o = 0;
+          for (int64_t d = j; d < x.D; d += G, o += step_d) {
+            const acc_t a = to_acc(pa[o]);
+            const acc_t u = a - to_acc(pp[o]), v = a - to_acc(pn[o]);
+            const acc_t gu = fu * u, gv = fv * v;
+            atomicAdd(acc.at(b, d, ia), gu - gv);
+            atomicAdd(acc.at(b, d, ip), -gu);
+            atomicAdd(acc.at(b, d, in), gv);
+          }
+        }
+      } else {
+        if (k < K && j == 0) {
+          active[i] = act ? 1 : 0;
+          coef[2 * i] = fu;
+          coef[2 * i + 1] = fv;
+        }
+      }
+    }
+  }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    zero_kernel(Accum<acc_t> acc, int64_t B, int64_t D, int64_t P, bool pixel_inner) {
+  const int64_t n = D * P;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
+    for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kThreads) {
+      int64_t d, q;
+      split(e, D, P, pixel_inner, d, q);
+      *acc.at(b, d, q) = acc_t(0);
+    }
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    convert_kernel(Accum<acc_t> acc, Pixels<scalar_t> out, bool pixel_inner) {
+  const int64_t n = out.D * out.P;
+  scalar_t* o = const_cast<scalar_t*>(out.data);
+  for (int64_t b = blockIdx.y; b < out.B; b += gridDim.y)
+    for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kThreads) {
+      int64_t d, q;
+      split(e, out.D, out.P, pixel_inner, d, q);
+      store_from_acc(o + out.at(b, d, q), *acc.at(b, d, q));
+    }
+}
+
+// Block (r, b) owns pixels [q0, q1) of image b: zeroes them in acc, adds the active slots'
+// terms there in slot order (one owner thread per element), then (kRound) rounds them into out.
+template <typename scalar_t, typename acc_t, bool kRound>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    bucket_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                  const int64_t* __restrict__ negative, int64_t K, const acc_t* __restrict__ coef,
+                  const uint8_t* __restrict__ active, int64_t nb, int dts, Accum<acc_t> acc, scalar_t* out) {
+  __shared__ int64_t sq[kThreads][3];  // the slot's anchor, positive, negative pixels
+  __shared__ acc_t sf[kThreads][2];    // its fu, fv
+  __shared__ int16_t list[3 * kThreads];  // in-range entries: slot in chunk * 4 + role
+  __shared__ int scan[kWarps];
+  const int DT = 1 << dts, S = kThreads >> dts, dt = threadIdx.x & (DT - 1), s = threadIdx.x >> dts;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t D = x.D, P = x.P;
+  const int64_t q0 = int64_t(blockIdx.x) * P / nb, q1 = (int64_t(blockIdx.x) + 1) * P / nb, W = q1 - q0;
+  const bool pixel_inner = x.sp == 1;
+  for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
+    for (int64_t e = threadIdx.x; e < W * D; e += kThreads) {
+      int64_t d, q;
+      split(e, D, W, pixel_inner, d, q);
+      *acc.at(b, d, q0 + q) = acc_t(0);
+    }
+    __syncthreads();
+    for (int64_t k0 = 0; k0 < K; k0 += kThreads) {  // uniform per block
+      const int64_t k = k0 + threadIdx.x, i = b * K + k;
+      int mine = 0;  // bit r: role r's pixel is in [q0, q1)
+      if (k < K && active[i] != 0) {
+        const int64_t q[3] = {anchor[i], positive[i], negative[i]};
+#pragma unroll
+        for (int r = 0; r < 3; ++r) mine |= (q[r] >= q0 && q[r] < q1 ? 1 : 0) << r;
+        if (mine != 0) {
+#pragma unroll
+          for (int r = 0; r < 3; ++r) sq[threadIdx.x][r] = q[r];
+          sf[threadIdx.x][0] = coef[2 * i];
+          sf[threadIdx.x][1] = coef[2 * i + 1];
+        }
+      }
+      // Stable compaction: exclusive prefix sum of the entry counts in thread order.
+      const int cnt = __popc(unsigned(mine));
+      int incl = cnt;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += v;
+      }
+      if (lane == 31) scan[warp] = incl;
+      __syncthreads();
+      int pos = incl - cnt, total = 0;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const int v = scan[w];
+        pos += w < warp ? v : 0;
+        total += v;
+      }
+#pragma unroll
+      for (int r = 0; r < 3; ++r)
+        if (mine >> r & 1) list[pos++] = int16_t(threadIdx.x * 4 + r);
+      __syncthreads();
+      for (int e = 0; e < total; ++e) {
+        const int ent = list[e], t = ent >> 2, r = ent & 3;
+        const int64_t q = sq[t][r];
+        if (((q - q0) & (S - 1)) != s) continue;  // another group owns this pixel
+        const int64_t qa = sq[t][0], qp = sq[t][1], qn = sq[t][2];
+        const acc_t fu = sf[t][0], fv = sf[t][1];
+        const scalar_t* pa = x.data + b * x.sb + qa * x.sp;
+        const scalar_t* pp = x.data + b * x.sb + qp * x.sp;
+        const scalar_t* pn = x.data + b * x.sb + qn * x.sp;
+        for (int64_t d = dt; d < D; d += DT) {
+          const acc_t a = to_acc(pa[d * x.sd]);
+          acc_t* g = acc.at(b, d, q);
+          if (r == 0) {
+            const acc_t u = a - to_acc(pp[d * x.sd]), v = a - to_acc(pn[d * x.sd]);
+            *g += fu * u - fv * v;
+          } else if (r == 1) {
+            *g -= fu * (a - to_acc(pp[d * x.sd]));
+          } else {
+            *g += fv * (a - to_acc(pn[d * x.sd]));
+          }
+        }
+      }
+      __syncthreads();  // sq, sf, list and scan are rewritten by the next chunk
+    }
+    if constexpr (kRound) {
+      for (int64_t e = threadIdx.x; e < W * D; e += kThreads) {
+        int64_t d, q;
+        split(e, D, W, pixel_inner, d, q);
+        store_from_acc(out + b * x.sb + d * x.sd + (q0 + q) * x.sp, *acc.at(b, d, q0 + q));
+      }
+    }
+    __syncthreads();  // (K == 0: the zeroing before the rounding)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans: pure functions of the sizes, shared by workspace_bytes and the launchers.
+
+struct FwdPlan {
+  int gs = 0;
+  int64_t chunk = 1, nc = 0, tiles = 0;
+  bool mine = false;
+  size_t off_cnt = 0, off_gather = 0, ws = 0;
+};
+
+FwdPlan fwd_plan(const TripletHingeForward& p) {
+  FwdPlan q;
+  const PixelMap& m = p.emb;
+  q.gs = pow2_shift(m.D, 5);
+  q.chunk = (kThreads >> q.gs) * kSlotIters;
+  q.nc = p.K > 0 ? ceil_div<int64_t>(p.K, q.chunk) : 0;
+  q.mine = p.hard && p.K > 0 && m.P > 0;
+  q.tiles = q.mine ? ceil_div<int64_t>(p.K, kTile) : 0;
+  const size_t parts = size_t(m.B) * size_t(q.nc);
+  q.off_cnt = align16(parts * acc_bytes(m.dtype));
+  q.off_gather = q.off_cnt + align16(parts * sizeof(int64_t));
+  q.ws = q.off_gather + (q.mine ? align16(3 * size_t(m.B) * size_t(m.D) * size_t(p.K) * storage_bytes(m.dtype)) : 0);
+  return q;
+}
+
+struct BwdPlan {
+  int gs = 0, dts = 0;
+  int64_t nb = 1;
+  size_t off_coef = 0, off_active = 0, off_half = 0, ws = 0;
+};
+
+BwdPlan bwd_plan(const TripletHingeBackward& p) {
+  BwdPlan q;
+  const PixelMap& m = p.emb;
+  const size_t ab = acc_bytes(m.dtype), BK = size_t(m.B) * size_t(p.K);
+  q.gs = pow2_shift(m.D, 5);
+  q.dts = pow2_shift(m.D, 8);
+  int64_t nb = ceil_div<int64_t>(3 * p.K, kEntriesPerBucket);
+  nb = nb < kMaxBuckets ? nb : kMaxBuckets;
+  nb = nb < m.P ? nb : m.P;
+  q.nb = nb > 1 ? nb : 1;
+  q.off_coef = align16(size_t(m.B) * ab);  // scale [B]
+  q.off_active = q.off_coef + (p.deterministic ? align16(2 * BK * ab) : 0);
+  q.off_half = q.off_active + (p.deterministic ? align16(BK) : 0);
+  q.ws = q.off_half + (is_half(m.dtype) ? align16(size_t(m.B) * size_t(m.D) * size_t(m.P) * sizeof(float)) : 0);
+  return q;
+}
+
+Status check_workspace(size_t need, const void* ws, size_t have) {
+  if (have < need || (need > 0 && reinterpret_cast<uintptr_t>(ws) % 16 != 0))
+    return "workspace too small or misaligned";
+  return nullptr;
+}
+
+template <typename T>
+T* at_offset(void* ws, size_t off) {
+  return reinterpret_cast<T*>(static_cast<unsigned char*>(ws) + off);
+}
+
+}  // namespace
+}  // namespace pixelkernels::cuda
+
 namespace pixelkernels {
-size_t workspace_bytes(OnCuda, const TripletHingeForward&) { return 0; }
-size_t workspace_bytes(OnCuda, const TripletHingeBackward&) { return 0; }
-Status launch(OnCuda, const TripletHingeForward&) { return "triplet_hinge: cuda kernel not written yet"; }
-Status launch(OnCuda, const TripletHingeBackward&) { return "triplet_hinge: cuda kernel not written yet"; }
+
+size_t workspace_bytes(OnCuda, const TripletHingeForward& p) { return p.emb.B > 0 ? cuda::fwd_plan(p).ws : 0; }
+
+size_t workspace_bytes(OnCuda, const TripletHingeBackward& p) {
+  const PixelMap& m = p.emb;
+  return m.B > 0 && m.D > 0 && m.P > 0 ? cuda::bwd_plan(p).ws : 0;
+}
+
+Status launch(OnCuda on, const TripletHingeForward& p) {
+  const PixelMap& m = p.emb;
+  if (m.B == 0) return nullptr;  // loss and the used indices are empty
+  if (p.K > INT32_MAX) return "triplet_hinge: K must be below 2^31";
+  const cuda::FwdPlan q = cuda::fwd_plan(p);
+  if (q.nc > INT32_MAX || 2 * q.tiles > INT32_MAX) return "triplet_hinge: K too large for the grid";
+  if (Status e = cuda::check_workspace(q.ws, p.workspace, p.workspace_bytes)) return e;
+  cuda::dispatch_float(m.dtype, [&](auto s, auto a) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    const cudaStream_t st = cuda::stream_of(on);
+    const auto x = cuda::pixels_of<scalar_t>(m);
+    acc_t* part_sum = cuda::at_offset<acc_t>(p.workspace, 0);
+    int64_t* part_cnt = cuda::at_offset<int64_t>(p.workspace, q.off_cnt);
+    const int64_t *pos = p.positive, *neg = p.negative;
+    int64_t *pos_used = p.positive_used, *neg_used = p.negative_used;
+    if (q.mine) {
+      scalar_t* gathered = cuda::at_offset<scalar_t>(p.workspace, q.off_gather);
+      if (m.D > 0)
+        cuda::launch_kernel(cuda::gather_kernel<scalar_t, cuda::bits_of<scalar_t>>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.K, cuda::kThreads), 1024),
+                                 cuda::image_grid(m.B)),
+                            dim3(cuda::kThreads), 0, st, x, p.anchor, p.positive, p.negative, p.K,
+                            reinterpret_cast<cuda::bits_of<scalar_t>*>(gathered));
+      cuda::launch_kernel(cuda::mine_kernel<scalar_t, acc_t>,
+                          dim3(static_cast<unsigned>(2 * q.tiles), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0,
+                          st, static_cast<const scalar_t*>(gathered), m.B, m.D, p.K, m.P, p.anchor, p.positive,
+                          p.negative, q.tiles, p.positive_used, p.negative_used);
+      // The loss of the mined pairs; the used indices are already written.
+      pos = p.positive_used;
+      neg = p.negative_used;
+      pos_used = nullptr;
+      neg_used = nullptr;
+    }
+    if (q.nc > 0)
+      cuda::launch_kernel(cuda::loss_kernel<scalar_t, acc_t>,
+                          dim3(static_cast<unsigned>(q.nc), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0, st, x,
+                          p.anchor, pos, neg, p.K, acc_t(p.margin), p.squared, q.gs, q.chunk, q.nc, pos_used,
+                          neg_used, part_sum, part_cnt);
+    // Also when K == 0 (no partials): loss = 0.
+    cuda::launch_kernel(cuda::finalize_kernel<acc_t>,
+                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(m.B, cuda::kWarps), 4096)),
+                        dim3(cuda::kThreads), 0, st, static_cast<const acc_t*>(part_sum),
+                        static_cast<const int64_t*>(part_cnt), m.B, q.nc, static_cast<acc_t*>(p.loss));
+  });
+  return cuda::status();
+}
+
+Status launch(OnCuda on, const TripletHingeBackward& p) {
+  const PixelMap& m = p.emb;
+  if (m.B == 0 || m.D == 0 || m.P == 0) return nullptr;  // grad_emb is empty
+  const cuda::BwdPlan q = cuda::bwd_plan(p);
+  if (Status e = cuda::check_workspace(q.ws, p.workspace, p.workspace_bytes)) return e;
+  cuda::dispatch_float(m.dtype, [&](auto s, auto a) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    constexpr bool kHalf = !std::is_same_v<scalar_t, acc_t>;
+    const cudaStream_t st = cuda::stream_of(on);
+    const auto x = cuda::pixels_of<scalar_t>(m);
+    const bool pixel_inner = m.sp == 1;
+    acc_t* scale = cuda::at_offset<acc_t>(p.workspace, 0);
+    acc_t* coef = cuda::at_offset<acc_t>(p.workspace, q.off_coef);
+    uint8_t* active = cuda::at_offset<uint8_t>(p.workspace, q.off_active);
+    scalar_t* out = static_cast<scalar_t*>(p.grad_emb);
+    // The accumulator: grad_emb itself, or (half types) a float map laid out like emb.
+    cuda::Accum<acc_t> acc{nullptr, m.sb, m.sd, m.sp};
+    if constexpr (kHalf) {
+      acc.data = cuda::at_offset<acc_t>(p.workspace, q.off_half);
+      acc.sb = m.D * m.P;
+      acc.sd = pixel_inner ? m.P : 1;
+      acc.sp = pixel_inner ? 1 : m.D;
+    } else {
+      acc.data = out;
+    }
+    cuda::launch_kernel(cuda::scale_kernel<acc_t>, dim3(cuda::stride_grid(m.B, 4096)), dim3(cuda::kThreads), 0, st,
+                        p.anchor, p.positive, p.negative, m.B, p.K, m.P, static_cast<const acc_t*>(p.grad_loss),
+                        scale);
+    const dim3 slot_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(p.K, cuda::kThreads >> q.gs), 8192),
+                         cuda::image_grid(m.B));
+    if (!p.deterministic) {
+      const dim3 map_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(m.D * m.P, cuda::kThreads), 4096),
+                          cuda::image_grid(m.B));
+      cuda::launch_kernel(cuda::zero_kernel<acc_t>, map_grid, dim3(cuda::kThreads), 0, st, acc, m.B, m.D, m.P,
+                          pixel_inner);
+      if (p.K > 0)
+        cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, true>, slot_grid, dim3(cuda::kThreads), 0, st,
+                            x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,
+                            static_cast<const acc_t*>(scale), acc, static_cast<acc_t*>(nullptr),
+                            static_cast<uint8_t*>(nullptr));
+      if constexpr (kHalf) {
+        cuda::Pixels<scalar_t> o{out, m.B, m.D, m.P, m.sb, m.sd, m.sp};
+        cuda::launch_kernel(cuda::convert_kernel<scalar_t, acc_t>, map_grid, dim3(cuda::kThreads), 0, st, acc, o,
+                            pixel_inner);
+      }
+    } else {
+      if (p.K > 0)
+        cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, false>, slot_grid, dim3(cuda::kThreads), 0, st,
+                            x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,
+                            static_cast<const acc_t*>(scale), acc, coef, active);
+      cuda::launch_kernel(cuda::bucket_kernel<scalar_t, acc_t, kHalf>,
+                          dim3(static_cast<unsigned>(q.nb), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0, st, x,
+                          p.anchor, p.positive, p.negative, p.K, static_cast<const acc_t*>(coef),
+                          static_cast<const uint8_t*>(active), q.nb, q.dts, acc, out);
+    }
+  });
+  return cuda::status();
+}
+
 }  // namespace pixelkernels

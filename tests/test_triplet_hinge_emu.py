@@ -1,0 +1,185 @@
+"""triplet_hinge's CUDA kernels (csrc/cuda/triplet_hinge.cu) run on the CPU by tests/cuda_emu
+(memcheck, racecheck, initcheck on every access) against the reference.
+
+Mined pairs (positive_used, negative_used) must equal the reference's computed in the same
+dtype; the loss and the gradient are compared with the float64 reference evaluated on the same
+values with those pairs: float64 rtol 1e-10, float32 rtol 1e-5 / atol 1e-6, half types 1e-2 in
+relative norm. The backward runs both ways (float atomics, and the deterministic bucket scheme
+under torch.use_deterministic_algorithms, which must give the same bits twice). The emulation
+build lowers the chunk sizes and launch limits (csrc/cuda/common.cuh, triplet_hinge.cu), so these
+small shapes take the multi-chunk, multi-tile, multi-bucket and grid-stride paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from conftest import make_emb
+
+import pixelkernels as pk
+from pixelkernels.reference.triplet_hinge import triplet_hinge as reference
+
+HALF = (torch.float16, torch.bfloat16)
+MARGIN = 0.5
+
+
+@contextlib.contextmanager
+def deterministic(on: bool):
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def check(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str):
+    assert got.shape == want.shape, what
+    got, want = got.double(), want.double()
+    if dtype in HALF:
+        err = (got - want).norm() / want.norm().clamp(min=1e-30)
+        assert err <= 1e-2, (what, err.item())
+    else:
+        tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got, want, **tol, msg=lambda m: f"{what}: {m}")
+
+
+def sampled(B, H, W, K, seed, pad=0.2):
+    """anchor/positive from class 0, negative from class 1 (pixelkernels.sample_pixels), plus -1
+    padding at random positions."""
+    if K == 0:  # sample_pixels takes k >= 1
+        return [torch.zeros(B, 0, dtype=torch.int64) for _ in range(3)]
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (B, H, W), generator=g)
+    s1 = pk.sample_pixels(labels, 2, K, generator=g)
+    s2 = pk.sample_pixels(labels, 2, K, generator=g)
+    out = [s1[:, 0].contiguous(), s2[:, 0].contiguous(), s1[:, 1].contiguous()]
+    for t in out:
+        t[torch.rand(t.shape, generator=g) < pad] = -1
+    return out
+
+
+def garbage(B, H, W, K, seed):
+    """Uniform indices with repeats and out-of-range values on both sides (no part)."""
+    g = torch.Generator().manual_seed(seed)
+    P = H * W
+    out = [torch.randint(-3, P + 3, (B, K), generator=g) for _ in range(3)]
+    out[0][:, ::5] = 1 << 40  # far out of range
+    if K > 2:
+        out[1][:, 1] = out[0][:, 1]  # the anchor as its own positive
+    return out
+
+
+def run(emu, x, idx, squared, hard, bitwise_twice=False):
+    a, p, n = idx
+    B = x.shape[0]
+    loss, pu, nu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
+    _, rpu, rnu = reference(x, a, p, n, MARGIN, squared, hard)
+    assert torch.equal(pu, rpu), (pu, rpu)
+    assert torch.equal(nu, rnu), (nu, rnu)
+    # The float64 truth for these pairs.
+    xd = x.detach().double().requires_grad_()
+    want, _, _ = reference(xd, a, pu, nu, MARGIN, squared, False)
+    assert loss.dtype == (torch.float64 if x.dtype == torch.float64 else torch.float32)
+    check(loss, want, x.dtype, "loss")
+    gl = torch.linspace(-1.0, 2.0, B, dtype=torch.float64)
+    (want_grad,) = torch.autograd.grad((want * gl).sum(), xd)
+    for det in (False, True):
+        with deterministic(det):
+            got = emu.triplet_hinge_backward(gl.to(loss.dtype), x, a, pu, nu, MARGIN, squared)
+            assert got.dtype == x.dtype and got.shape == x.shape
+            if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+                assert got.stride() == x.stride()
+            check(got, want_grad, x.dtype, f"grad (deterministic={det})")
+            if det and bitwise_twice:
+                again = emu.triplet_hinge_backward(gl.to(loss.dtype), x, a, pu, nu, MARGIN, squared)
+                assert torch.equal(again, got)
+                l2, pu2, nu2 = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
+                assert torch.equal(l2, loss) and torch.equal(pu2, pu) and torch.equal(nu2, nu)
+    return loss, pu, nu
+
+
+# (B, D, H, W, K, layout, indices)
+CASES = {
+    "b1_d1": (1, 1, 5, 3, 7, "contiguous", "sampled"),
+    "b7_d3_grid_stride": (7, 3, 5, 7, 7, "contiguous", "sampled"),
+    "d17_k300_tiles": (2, 17, 9, 5, 300, "contiguous", "sampled"),
+    "d17_k300_channels_last": (1, 17, 9, 5, 300, "channels_last", "garbage"),
+    "d64_slice": (2, 64, 3, 5, 17, "slice", "sampled"),
+    "d130": (1, 130, 3, 5, 9, "channels_last", "sampled"),
+    "garbage_repeats": (3, 3, 5, 3, 40, "contiguous", "garbage"),
+    "k0": (2, 3, 5, 3, 0, "contiguous", "sampled"),
+}
+
+# The large cases run in float64 and float32 only (the emulator is slow), the small ones in all.
+ALL_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+SLOW = {"d17_k300_tiles", "d17_k300_channels_last", "d130", "d64_slice"}
+
+
+def _params():
+    for name, case in CASES.items():
+        for dtype in ALL_DTYPES:
+            if name in SLOW and dtype in (torch.float32, torch.bfloat16) and name != "d17_k300_tiles":
+                continue
+            for hard in (False, True):
+                mining = "hard" if hard else "random"
+                yield pytest.param(name, dtype, hard, id=f"{name}-{str(dtype)[6:]}-{mining}")
+
+
+@pytest.mark.parametrize("name,dtype,hard", list(_params()))
+def test_against_reference(emu, name, dtype, hard):
+    B, D, H, W, K, layout, kind = CASES[name]
+    seed = sum(map(ord, name))
+    x = make_emb(B, D, H, W, dtype=dtype, device="cpu", layout=layout, seed=seed)
+    idx = (sampled if kind == "sampled" else garbage)(B, H, W, K, seed)
+    for squared in (False, True):
+        run(emu, x, idx, squared, hard, bitwise_twice=squared)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_hard_mining_ties(emu, dtype, layout):
+    """Integer-valued embeddings: many exactly equal distances; the lowest slot must win, as in
+    the reference (exact equality of the used indices), across candidate tiles (K > 64)."""
+    B, D, H, W, K = 2, 3, 7, 11, 75
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-1, 2, (B, D, H, W), generator=g).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    idx = garbage(B, H, W, K, 6)
+    idx = [torch.where(torch.rand(t.shape, generator=g) < 0.9, t % (H * W), t) for t in idx]
+    for squared in (False, True):
+        run(emu, x, idx, squared, True, bitwise_twice=True)
+
+
+def test_hard_mining_nan(emu):
+    """A NaN distance wins the mining (the first NaN slot), as torch.argmax/argmin."""
+    B, D, H, W, K = 1, 4, 5, 5, 70
+    x = make_emb(B, D, H, W, dtype=torch.float32, device="cpu", seed=3)
+    a, p, n = sampled(B, H, W, K, 4, pad=0.1)
+    x[0, 1].view(-1)[p[0, 3].clamp(min=0)] = float("nan")
+    x[0, 2].view(-1)[n[0, 40].clamp(min=0)] = float("nan")
+    loss, pu, nu = emu.triplet_hinge(x, a, p, n, MARGIN, False, True)
+    rl, rpu, rnu = reference(x, a, p, n, MARGIN, False, True)
+    assert torch.equal(pu, rpu) and torch.equal(nu, rnu)
+    torch.testing.assert_close(loss, rl, equal_nan=True)
+
+
+def test_all_padding_and_empty_image(emu):
+    """No slot takes part: loss 0, used -1, gradient exactly 0 (every element written)."""
+    x = make_emb(2, 3, 4, 5, dtype=torch.float32, device="cpu")
+    idx = [torch.full((2, 6), -1, dtype=torch.int64) for _ in range(3)]
+    idx[0][:, :3] = 2
+    for hard in (False, True):
+        loss, pu, nu = emu.triplet_hinge(x, *idx, MARGIN, False, hard)
+        assert torch.equal(loss, torch.zeros(2)) and (pu == -1).all() and (nu == -1).all()
+    for det in (False, True):
+        with deterministic(det):
+            g = emu.triplet_hinge_backward(torch.ones(2), x, idx[0], pu, nu, MARGIN, False)
+        assert torch.equal(g, torch.zeros_like(x))
+    # An image with no pixels.
+    e = torch.zeros(2, 3, 0, 4)
+    loss, pu, nu = emu.triplet_hinge(e, *idx, MARGIN, True, True)
+    assert torch.equal(loss, torch.zeros(2)) and (pu == -1).all() and (nu == -1).all()
