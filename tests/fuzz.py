@@ -478,8 +478,8 @@ def _break(t, how: str, case: Case):
         return t.to(torch.int32 if t.is_floating_point() else torch.float32), TypeError
     if how == "sparse":
         return t.detach().to_sparse(), TypeError
-    if how == "shape":  # one more along the last dim, which another argument fixes
-        return torch.cat([t, t[..., :1]], dim=-1), ValueError
+    if how == "shape":  # one more along the last dim, which another argument fixes (even if it is 0)
+        return torch.cat([t, t.new_zeros((*t.shape[:-1], 1))], dim=-1), ValueError
     if how == "values":  # a label outside [0, R) that is not ignore_index
         regions = next(s for s in case.spec.values() if isinstance(s, Labels)).regions
         R = case.dims[regions] if isinstance(regions, str) else regions

@@ -125,3 +125,37 @@ def test_bad_input(kwargs, exc, msg):
     with pytest.raises(exc) as info:
         pk.is_triplet_loss(a.pop("emb"), a.pop("mask"), **a)
     assert msg in str(info.value)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_compiles_fullgraph(backend, device):
+    """Sampling (torch.randint on the device) and both hinge calls trace without a graph break
+    (triplet_hinge's contract compiles each mining mode)."""
+    mining = "hard"
+    emb = make_emb(2, 4, 8, 9, dtype=torch.float32, device=device).requires_grad_(True)
+    mask = _mask(2, 8, 9, device=device)
+    torch._dynamo.reset()
+    fn = torch.compile(lambda e, m: pk.is_triplet_loss(e, m, num_samples=12, mining=mining, backend=backend),
+                       fullgraph=True, backend="aot_eager")  # fmt: skip
+    loss = fn(emb, mask)
+    (g,) = torch.autograd.grad(loss, emb)
+    assert loss.isfinite() and g.isfinite().all() and g.abs().sum() > 0
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_fake_cuda_compile(backend):
+    """The CUDA dispatch path of the sampler and both hinge calls, traced on fake CUDA tensors."""
+    if not pk._ext.HAVE_CUDA_KERNELS:
+        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch._dynamo.reset()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        emb = torch.randn(2, 4, 8, 9).to("cuda").requires_grad_(True)
+        mask = _mask(2, 8, 9).to("cuda")
+        fn = torch.compile(lambda e, m: pk.is_triplet_loss(e, m, num_samples=12, mining="hard", backend=backend),
+                           fullgraph=True, backend="eager")  # fmt: skip
+        out = fn(emb, mask)
+        idx = torch.compile(lambda m: pk.sample_pixels(m, 2, 5, backend=backend), fullgraph=True, backend="eager")(mask)
+    assert out.device.type == "cuda" and out.shape == () and idx.shape == (2, 2, 5) and idx.device.type == "cuda"

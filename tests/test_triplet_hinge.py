@@ -209,3 +209,27 @@ def test_hard_mining_memory_is_linear_in_k():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     grew = int(out.stdout.split()[-1])
     assert grew < 8 * 2**20, f"peak memory grew by {grew / 2**20:.1f} MiB (K x K float32: 34 MiB)"
+
+
+@pytest.mark.parametrize("mining", ["random", "hard"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_nan_reaches_the_gradient(backend, device, mining):
+    """A NaN pixel makes its slots' hinges NaN; as torch.relu's backward, those slots pass their
+    gradient, so emb's gradient is NaN where the reference's is (SPEC §2: never dropped) and
+    finite elsewhere, on every backend."""
+    inp = _inp(2, 3, 5, 6, 9, mining=mining, pad=0.0, margin=2.0)(device, torch.float64)
+    emb = inp["emb"].detach().clone()
+    emb[0, :, 0, 1] = float("nan")
+    a, p, n = (inp[k] for k in ("anchor", "positive", "negative"))
+    p = p.clone()
+    p[0, 0] = 1  # slot 0's positive is the NaN pixel
+    got = []
+    for be in (backend, "reference"):
+        e = (emb if be == backend else emb.cpu()).requires_grad_(True)
+        args = (a, p, n) if be == backend else (a.cpu(), p.cpu(), n.cpu())
+        loss = pk.triplet_hinge(e, *args, margin=2.0, mining=mining, backend=be)
+        got.append((loss.detach().cpu(), torch.autograd.grad(loss.sum(), e)[0].cpu()))
+    (l1, g1), (l0, g0) = got
+    assert l1[0].isnan() and l1[1].isfinite()
+    assert torch.equal(g1.isnan(), g0.isnan()) and g1.isnan().any()
+    torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-12, equal_nan=True)

@@ -120,6 +120,11 @@ EXPECTATIONS: list[Expect] = [
            local_in_loop=78, why=_TRITON + "; " + _DEBT),
     Expect(r"triton:region_stats:_rs_merge_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=288,
            local_in_loop=116, why=_TRITON + "; " + _DEBT),
+    Expect(r"triton:triplet_hinge:_th_mine_kernel\[.*DOT=True.*", threads=0, min_occupancy=0.1875, tensor_cores=True,
+           why="half D >= 16: the cross term a.c by tl.dot on 32 x 32 anchor x candidate tiles; no spill"),
+    Expect(r"triton:triplet_hinge:_th_mine_kernel\[.*", threads=0, min_occupancy=0.1875,
+           why="exact squared differences on 32 x 32 tiles (64 x 64 spill at 4 warps); no spill"),
+    Expect(r"triton:triplet_hinge:_\w+\[.*", threads=0, min_occupancy=0.25, why=_TRITON + "; no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

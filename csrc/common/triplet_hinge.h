@@ -10,7 +10,7 @@
 // then the lowest j). positive_used/negative_used hold the p_k and n_k of each slot (-1 where the
 // slot takes no part); the backward reads only those:
 //
-//   h_k > 0:  with u = a - p, v = a - n and c = grad_loss[b] / n_b
+//   h_k > 0 or NaN (active()):  with u = a - p, v = a - n and c = grad_loss[b] / n_b
 //     squared:  grad a += 2c (u - v),    grad p -= 2c u,       grad n += 2c v
 //     else:     grad a += c (u/|u| - v/|v|), grad p -= c u/|u|, grad n += c v/|v|   (0 where |.| = 0)
 //
@@ -80,6 +80,14 @@ template <typename acc_t>
 PK_HD acc_t hinge(acc_t d_ap, acc_t d_an, acc_t margin) {
   const acc_t h = d_ap - d_an + margin;
   return h > acc_t(0) || h != h ? h : acc_t(0);
+}
+
+// Whether a slot's hinge passes its gradient: h > 0, or h NaN (as torch.relu's backward does),
+// so that a NaN reaches emb's gradient instead of being dropped (SPEC §2).
+template <typename acc_t>
+PK_HD bool active(acc_t d_ap, acc_t d_an, acc_t margin) {
+  const acc_t h = d_ap - d_an + margin;
+  return h > acc_t(0) || h != h;
 }
 
 // The factor f with grad = f * u for the distance |u| (squared: |u|^2) given its square `sq`,

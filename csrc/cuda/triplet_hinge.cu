@@ -43,7 +43,7 @@
 //                   into the anchor, positive and negative pixels, convert_kernel rounds the float
 //                   workspace into grad_emb (half types).
 //  Deterministic (no float atomics): slot_grad_kernel<coef> writes each slot's (fu, fv) and
-//                   whether it is active (h > 0) to the workspace; bucket_kernel, grid (buckets
+//                   whether it is active (h > 0 or NaN) to the workspace; bucket_kernel, grid (buckets
 //                   of pixels, images), makes each block the only writer of a contiguous pixel
 //                   range [q0, q1) of its image: it zeroes the range, then streams the slots in
 //                   order, 256 at a time: each slot's in-range (slot, role) entries are compacted
@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       const int64_t ia = valid ? anchor[i] : 0, ip = valid ? positive[i] : 0, in = valid ? negative[i] : 0;
       acc_t uu, vv;
       slot_sq(x, b, ia, ip, in, valid, j, gs, uu, vv);
-      const bool act = valid && triplet_hinge::hinge(distance(uu, squared), distance(vv, squared), margin) > acc_t(0);
+      const bool act = valid && triplet_hinge::active(distance(uu, squared), distance(vv, squared), margin);
       const acc_t fu = act ? triplet_hinge::grad_factor(c, uu, squared) : acc_t(0);
       const acc_t fv = act ? triplet_hinge::grad_factor(c, vv, squared) : acc_t(0);
       if constexpr (kAtomic) {
