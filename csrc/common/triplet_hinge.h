@@ -91,10 +91,11 @@ PK_HD bool active(acc_t d_ap, acc_t d_an, acc_t margin) {
 }
 
 // The factor f with grad = f * u for the distance |u| (squared: |u|^2) given its square `sq`,
-// times the incoming c; 0 where |u| = 0 (SPEC §2).
+// times the incoming c; 0 where |u| = 0 (SPEC §2), NaN where |u| is.
 template <typename acc_t>
 PK_HD acc_t grad_factor(acc_t c, acc_t sq, bool squared) {
   if (squared) return acc_t(2) * c;
+  if (sq != sq) return sq;  // NaN reaches every channel of the gradient (as center_distance's)
   return sq > acc_t(0) ? c / sqrt(sq) : acc_t(0);
 }
 

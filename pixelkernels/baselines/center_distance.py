@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
-from ..reference._math import safe_sqrt
+from ..reference._math import sqrt_zero_grad as safe_sqrt
 
 
 def center_distance(emb: torch.Tensor, center: torch.Tensor, squared: bool = False) -> torch.Tensor:

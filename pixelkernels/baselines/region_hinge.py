@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
-from ..reference._math import safe_sqrt
+from ..reference._math import sqrt_zero_grad as safe_sqrt
 from .region_stats import region_bins
 
 

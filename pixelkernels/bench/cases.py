@@ -507,10 +507,12 @@ def _pml_batch_hard(inp: Inputs):
     for b in range(B):
         x = emb[b].reshape(D, -1).T
         f, g = f1[b][f1[b] >= 0], b1[b][b1[b] >= 0]
+        if f.numel() == 0:  # n_b = 0: left out, as eq. 4's mean over images
+            continue
         vecs = torch.cat([x[f], x[g]])
         labels = torch.cat([torch.ones_like(f), torch.zeros_like(g)])
         terms.append(loss_fn(vecs, labels, miner(vecs, labels)))
-    return torch.stack(terms).mean()
+    return torch.stack(terms).mean() if terms else emb.sum() * 0
 
 
 CASES += [

@@ -157,6 +157,7 @@ def _grad_factor(c, sq, SQUARED: tl.constexpr):
     else:
         pos = sq > 0
         f = tl.where(pos, c / tl.sqrt(tl.where(pos, sq, 1.0)), 0.0)
+        f = tl.where(sq != sq, sq, f)  # noqa: PLR0124  (NaN reaches every channel, as grad_factor())
     return f
 
 
