@@ -292,7 +292,7 @@ setup(
     package_data=PACKAGE_DATA,
     python_requires=">=3.10",
     install_requires=["torch>=2.6"],
-    extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib"]},
+    extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib", "pytorch-metric-learning"]},
     ext_modules=EXTS,
     cmdclass={"build_ext": BuildExt},
     options={"build": {"build_base": str(BUILD_DIR)}, "egg_info": {"egg_base": str(BUILD_DIR)}},

@@ -199,3 +199,19 @@ def test_cuda_graph_capture():
     graph.replay()
     assert not torch.equal(first, out)
     assert DEVICE_OF["cuda"] == "cuda"
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_keys_far_from_uniform_give_the_same_pixels(backend, device):
+    """The CPU kernel keeps only the keys below a bound that uniform keys meet with overwhelming
+    probability; keys that all lie above it (or collide) take its exact fallback: still the k
+    smallest by (key, pixel)."""
+    labels = make_labels(2, 40, 50, 3, device="cpu")
+    g = torch.Generator().manual_seed(9)
+    for keys in (
+        (1 << KEY_BITS) - 1 - torch.randint(0, 1000, (2, 40, 50), generator=g),  # all near the top
+        torch.randint(0, 4, (2, 40, 50), generator=g) << 40,  # four distinct keys: ties everywhere
+        torch.randint(-(1 << 62), 1 << 62, (2, 40, 50), generator=g),  # bits above the key's: masked off
+    ):
+        want = reference(labels, keys, 3, 30, -1)
+        assert torch.equal(_op(backend)(labels.to(device), keys.to(device), 3, 30, -1).cpu(), want)

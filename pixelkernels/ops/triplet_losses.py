@@ -7,7 +7,8 @@
 
 squared=True uses d^2 (eqs. 2-3). mining="hard" (Hermans et al. 2017, the seed's [30]): for
 anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and the
-nearest of F2 (over the n_b slots; triplet_hinge).
+nearest of F2 (over the n_b slots; triplet_hinge). Random mining runs both terms as one
+triplet_hinge call over 2K slots (one gradient map written); hard mining needs two.
 
 Sampling runs on the mask's device with torch's generator: pass a seeded ``generator`` (on
 that device) for a reproducible loss. Compared with the peers on the same sets: eq. 4 halves
@@ -62,6 +63,14 @@ def is_triplet_loss(
         return _op.run(_sample.OP, backend, labels, keys, C, k, ignore)
 
     f1, f2, b1, b2 = draw_sets(mask, K, generator, ignore_index, sampler)
+    if not hard:
+        # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two
+        # means (each term has n_b slots), and one backward writes one gradient map, not two
+        # to be added.
+        anchor, positive, negative = torch.cat([f1, b1], 1), torch.cat([f2, b2], 1), torch.cat([b1, f2], 1)
+        per_image = _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False)[0]
+        return combine(per_image, per_image, f1, b1)
+    # Batch-hard mining draws each term's candidates from its own sets: two calls.
     l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard)[0]
     l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard)[0]
     return combine(l_fg, l_bg, f1, b1)
