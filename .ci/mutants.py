@@ -44,6 +44,9 @@ T_PN = "tests/test_pixel_normalize.py"
 T_MS = "tests/test_masked_sum.py"
 T_CD = "tests/test_center_distance.py"
 T_RL = "tests/test_region_losses.py"
+T_TH = "tests/test_triplet_hinge.py"
+T_TE = "tests/test_triplet_hinge_emu.py"
+T_SP = "tests/test_sample_pixels.py"
 
 MUTANTS = [
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
@@ -163,6 +166,27 @@ MUTANTS = [
            "offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1)",
            "offset = grad_centroid.to(acc) / count.to(acc).clamp_min(1).unsqueeze(-1)",
            (T_CH,), "the gradient through the centroids dropped"),
+    # --- the triplet family ------------------------------------------------------------------
+    Mutant("cpu-triplet_hinge-mean-over-k", "csrc/cpu/triplet_hinge.cpp",
+           "loss[b] = vs.count[b] > 0 ? s / T(vs.count[b]) : T(0);",
+           "loss[b] = s / T(K > 0 ? K : 1);",
+           (T_TH, "-k", "cpu"), "the mean over all K slots, padding included"),
+    Mutant("cuda-triplet_hinge-negative-to-positive", "csrc/cuda/triplet_hinge.cu",
+           "atomicAdd(acc.at(b, d, in), gv);",
+           "atomicAdd(acc.at(b, d, ip), gv);",
+           (T_TE,), "the negative's gradient added at the positive's pixel (atomic path)"),
+    Mutant("triton-triplet_hinge-scale", "pixelkernels/triton/triplet_hinge.py",
+           "c = (grad_loss.to(st) / valid.clamp(min=1).to(st)).contiguous()",
+           "c = grad_loss.to(st).contiguous()",
+           (T_TH, "-k", "triton"), "the backward not divided by n_b"),
+    Mutant("common-triplet_hinge-nan-loses", "csrc/common/triplet_hinge.h",
+           "if (d != d) return true;",
+           "if (d != d) return false;",
+           (T_TH, "-k", "nan or emulated"), "a NaN distance never mined (torch.argmax picks it)"),
+    Mutant("cpu-sample_pixels-unsorted", "csrc/cpu/sample_pixels.cpp",
+           "std::partial_sort(v.begin(), v.begin() + n, v.end());",
+           "std::sort(v.begin(), v.begin() + n);",
+           (T_SP,), "the first n candidates in pixel order instead of the n smallest keys"),
 ]  # fmt: skip
 
 # The first-occurrence mutants may match more than once; all others exactly once.

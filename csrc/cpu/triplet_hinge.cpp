@@ -1,10 +1,11 @@
 // triplet_hinge CPU kernels (csrc/common/triplet_hinge.h).
 //
 // Distances of the slots' own pairs (the loss, and the backward's factors) are read straight
-// from emb, a chunk of slots at a time: channel by channel for a pixel-inner map (one channel
-// row of emb at a time, instead of D rows per slot), slot by slot for channels_last. Each
-// distance adds its channels in increasing order either way, so every layout gives the same
-// bits, and the forward and the backward agree on which hinges are active. The loss of an image
+// from emb. A map with unit pixel stride (contiguous) is read a channel row at a time for all
+// of an image's slots (row_pair_squares: tasks over groups of channels, whose partial sums add
+// in group order); other layouts a chunk of slots at a time, each slot's channels in increasing
+// order. Either way the order is fixed by the sizes, so the bits do not depend on the thread
+// count, and the forward and the backward agree on which hinges are active. The loss of an image
 // sums its hinge terms in slot order.
 //
 // Batch-hard mining is an n x n search per image (n slots taking part) that never holds an
@@ -59,6 +60,7 @@ constexpr int kNV = 2;                 // vectors of candidates per register til
 constexpr int64_t kAnchorTile = 64;    // anchors per mining task (a multiple of kMR)
 constexpr int64_t kBlockBytes = 16384; // bytes of candidate panels per pass over a tile's anchors (L1)
 constexpr int64_t kChannelGroup = 16;  // channels per scatter task (other than pixel-inner maps)
+constexpr int64_t kRowGroup = 8;       // channels per task of the pixel-row distance pass
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -154,6 +156,56 @@ void pair_squares(const PixelMap& m, int64_t b, const int64_t* anchor, const int
 template <typename T>
 T distance(T sq, bool squared) {
   return squared ? sq : std::sqrt(sq);
+}
+
+// |a - p|^2 and |a - n|^2 of every valid slot of every image of a map with unit pixel stride
+// (sap/san[b * K + j], j < count[b]), with `kKeep` also the differences (du/dv[(b * D + d) * K
+// + j]). Tasks are (image, group of kRowGroup channels), each over all the image's slots: a
+// channel row (P pixels) is fetched once for all of them, where chunks of slots each fetched
+// most of its lines again (2.6x the DRAM lines at W1). The groups' partial sums are added in
+// group order: fixed by D alone, so the bits do not depend on the thread count, and the
+// forward and the backward (both here for these maps) agree on every hinge.
+template <typename T, bool kKeep>
+void row_pair_squares(const PixelMap& m, const ValidSlots& vs, int64_t K, const int64_t* anchor,
+                      const int64_t* positive, const int64_t* negative, T* sap, T* san, T* du = nullptr,
+                      T* dv = nullptr) {
+  const int64_t B = m.B, D = m.D, G = (D + kRowGroup - 1) / kRowGroup;
+  auto part = scratch<T>(2 * B * G * K);
+  ImageTasks tasks(B, [&](int64_t b) { return vs.count[b] > 0 ? G : 0; });
+  tasks.run([&](int64_t b, int64_t g) {
+    const int64_t n = vs.count[b], bk = b * K;
+    const int64_t* s = vs.of(b, K);
+    const T* x = static_cast<const T*>(m.data) + b * m.sb;
+    T* pu = part.get() + (b * G + g) * 2 * K;
+    T* pv = pu + K;
+    std::fill(pu, pu + n, T(0));
+    std::fill(pv, pv + n, T(0));
+    for (int64_t d = g * kRowGroup; d < std::min(D, (g + 1) * kRowGroup); ++d) {
+      const T* xd = x + d * m.sd;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t k = bk + s[j];
+        const T xa = xd[anchor[k]], u = xa - xd[positive[k]], v = xa - xd[negative[k]];
+        pu[j] += u * u;
+        pv[j] += v * v;
+        if constexpr (kKeep) {
+          du[(b * D + d) * K + j] = u;
+          dv[(b * D + d) * K + j] = v;
+        }
+      }
+    }
+  });
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t j = 0; j < vs.count[b]; ++j) {
+        T su = 0, sv = 0;
+        for (int64_t g = 0; g < G; ++g) {
+          su += part[(b * G + g) * 2 * K + j];
+          sv += part[((b * G + g) * 2 + 1) * K + j];
+        }
+        sap[b * K + j] = su;
+        san[b * K + j] = sv;
+      }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,12 +457,18 @@ void forward(const TripletHingeForward& a) {
 
   auto terms = scratch<T>(B * K);
   const T margin = T(a.margin);
+  const bool rows = m.sp == 1;
+  auto sq = scratch<T>(rows ? 2 * B * K : 0);
+  if (rows) row_pair_squares<T, false>(m, vs, K, a.anchor, a.positive_used, a.negative_used, sq.get(), sq.get() + B * K);
   ImageTasks chunks(B, [&](int64_t b) { return (vs.count[b] + kSlots - 1) / kSlots; });
   chunks.run([&](int64_t b, int64_t c) {
     const int64_t j0 = c * kSlots, n = std::min(vs.count[b] - j0, kSlots), bk = b * K;
-    T sap[kSlots], san[kSlots];
-    pair_squares<T, false>(m, b, a.anchor + bk, a.positive_used + bk, a.negative_used + bk, vs.of(b, K) + j0, n,
-                           sap, san);
+    T sap_c[kSlots], san_c[kSlots];
+    const T* sap = rows ? sq.get() + bk + j0 : sap_c;
+    const T* san = rows ? sq.get() + B * K + bk + j0 : san_c;
+    if (!rows)
+      pair_squares<T, false>(m, b, a.anchor + bk, a.positive_used + bk, a.negative_used + bk, vs.of(b, K) + j0, n,
+                             sap_c, san_c);
     for (int64_t j = 0; j < n; ++j)
       terms[bk + j0 + j] = triplet_hinge::hinge(distance(sap[j], a.squared), distance(san[j], a.squared), margin);
   });
@@ -446,15 +504,20 @@ void backward(const TripletHingeBackward& a) {
   // count[start[b] + c] records from act[b * K + c * kSlots], in slot order.
   auto act = scratch<Active<T>>(B * K);
   const T margin = T(a.margin);
+  auto sq = scratch<T>(rows ? 2 * B * K : 0);
+  if (rows) row_pair_squares<T, true>(m, vs, K, a.anchor, a.positive, a.negative, sq.get(), sq.get() + B * K, du.get(), dv.get());
   ImageTasks chunks(B, [&](int64_t b) { return (vs.count[b] + kSlots - 1) / kSlots; });
   std::vector<int64_t> count(chunks.start.back(), 0);
   chunks.run([&](int64_t b, int64_t c) {
     const int64_t j0 = c * kSlots, n = std::min(vs.count[b] - j0, kSlots), bk = b * K;
     const int64_t* s = vs.of(b, K) + j0;
-    const int64_t at = rows ? b * D * K + j0 : (bk + j0) * D;
-    const Diffs<T> keep{du.get() + at, dv.get() + at, rows ? 1 : D, rows ? K : 1};
-    T sap[kSlots], san[kSlots];
-    pair_squares<T, true>(m, b, a.anchor + bk, a.positive + bk, a.negative + bk, s, n, sap, san, keep);
+    T sap_c[kSlots], san_c[kSlots];
+    const T* sap = rows ? sq.get() + bk + j0 : sap_c;
+    const T* san = rows ? sq.get() + B * K + bk + j0 : san_c;
+    if (!rows) {
+      const Diffs<T> keep{du.get() + (bk + j0) * D, dv.get() + (bk + j0) * D, D, 1};
+      pair_squares<T, true>(m, b, a.anchor + bk, a.positive + bk, a.negative + bk, s, n, sap_c, san_c, keep);
+    }
     const T cb = gl[b] / T(vs.count[b]);
     Active<T>* out = act.get() + bk + j0;
     int64_t q = 0;
