@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..reference.triplet_losses import combine
 from .triplet_hinge import triplet_hinge
 
 
@@ -38,6 +39,4 @@ def is_triplet_loss(emb, mask, num_samples=5000, margin=3.0, squared=False, mini
     hard = mining == "hard"
     l_fg = triplet_hinge(emb, f1, f2, b1, margin, squared, hard)[0]
     l_bg = triplet_hinge(emb, b1, b2, f2, margin, squared, hard)[0]
-    ok = (f1[:, 0] >= 0) & (b1[:, 0] >= 0)
-    per_image = 0.5 * (l_fg + l_bg)
-    return torch.where(ok, per_image, 0).sum() / ok.sum().clamp_min(1).to(per_image.dtype)
+    return combine(l_fg, l_bg, f1, b1)  # eq. 4 per image, then the mean over images with n_b > 0
