@@ -154,6 +154,38 @@ def test_hard_mining_ties(emu, dtype, layout):
         run(emu, x, idx, squared, True, bitwise_twice=True)
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_tensor_core_mining_ties(emu, dtype):
+    """Float16/bfloat16 with D >= 16 mine on tensor cores (mine_mma_kernel, mma.sync emulated
+    from the same fragments): on integer-valued embeddings every product and partial sum is
+    exact, so the mined slots equal the reference's, ties to the lowest slot included, across
+    candidate tiles (K > 64) and dim stages (D = 37: three stages of 16, the last zero-padded)."""
+    B, D, H, W, K = 2, 37, 7, 11, 75
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-1, 2, (B, D, H, W), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    idx = garbage(B, H, W, K, 8)
+    idx = [torch.where(torch.rand(t.shape, generator=g) < 0.9, t % (H * W), t) for t in idx]
+    for squared in (False, True):
+        run(emu, x, idx, squared, True, bitwise_twice=True)
+
+
+@pytest.mark.parametrize("dtype,big", [(torch.float16, float("inf")), (torch.bfloat16, 2.0**70)])
+def test_tensor_core_mining_huge_norms(emu, dtype, big):
+    """A pixel whose squared norm is inf or above 2^120 (inf in float16; 2^70 in bfloat16,
+    whose square overflows float32) sends the blocks of its image to the exact SIMT tile, where
+    |a|^2 + |c|^2 - 2 a.c would give inf - inf = NaN (a false winner): the mined slots still
+    equal the reference's. The other image stays on tensor cores."""
+    B, D, H, W, K = 2, 16, 6, 7, 70
+    x = make_emb(B, D, H, W, dtype=dtype, device="cpu", seed=11)
+    a, p, n = sampled(B, H, W, K, 12, pad=0.1)
+    x[0, 3].view(-1)[p[0, 5].clamp(min=0)] = big
+    x[0, 7].view(-1)[n[0, 66].clamp(min=0)] = -big
+    loss, pu, nu = emu.triplet_hinge(x, a, p, n, MARGIN, True, True)
+    rl, rpu, rnu = reference(x, a, p, n, MARGIN, True, True)
+    assert torch.equal(pu, rpu) and torch.equal(nu, rnu)
+    torch.testing.assert_close(loss, rl, equal_nan=True)
+
+
 def test_hard_mining_nan(emu):
     """A NaN distance wins the mining (the first NaN slot), as torch.argmax/argmin."""
     B, D, H, W, K = 1, 4, 5, 5, 70

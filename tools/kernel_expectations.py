@@ -101,6 +101,11 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triplet_hinge:mine_kernel<double, double>", min_occupancy=0.25,
            why="4 x 4 double accumulators per thread (16 x 16 threads over a 64 x 64 anchor x candidate tile): "
                "compiled for 2 blocks per SM (at most 128 registers), no spill"),
+    Expect(r"triplet_hinge:mine_mma_kernel<.*>", min_occupancy=0.375, tensor_cores=True,
+           why="half D >= 16: the cross term a.c by mma.sync m16n8k16 on 64 x 64 tiles (8 warps of 16 x 32), "
+               "16 float accumulators per thread; the exact SIMT tile a call (noinline: inlined, it spills) for "
+               "blocks with huge norms; "
+               "compiled for 3 blocks per SM, no spill"),
     Expect(r"triplet_hinge:mine_kernel<.*>", min_occupancy=0.375,
            why="4 x 4 float accumulators per thread and 8 tile loads in flight: compiled for 3 blocks per SM "
                "(at most 85 registers; at 64 this ptxas spills), no spill"),

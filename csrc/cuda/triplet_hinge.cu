@@ -31,8 +31,17 @@
 //                   replaces(): of two (value, slot) pairs the one with the lower slot wins unless
 //                   the other is better() -- the order of the sequential scan (a NaN wins, then
 //                   larger/smaller, then the lower slot), so the split changes nothing. No K x K
-//                   matrix anywhere; O(K * D) workspace per image. (SIMT, FP32/FP64 FMA; no
-//                   tensor-core path yet.)
+//                   matrix anywhere; O(K * D) workspace per image. (SIMT, FP32/FP64 FMA.)
+//  Float16/bfloat16 with D >= 16 mine on tensor cores instead:
+//  norms_kernel     the float32 squared norm of every gathered vector, [3][B][K];
+//  mine_mma_kernel  the same grid and tiles, d^2 = |a|^2 + |c|^2 - 2 a.c with the cross term
+//                   by mma.sync m16n8k16 (float32 accumulation) on [64][16] half tiles in shared
+//                   memory, the same fold and merge order. Exact wherever products and partial
+//                   sums are representable (the integer-valued tie tests); on general half
+//                   inputs the cancellation moves d^2 by ~1e-7 |a|^2, which can only flip
+//                   near-ties within float32 rounding (the Triton kernel's tl.dot path does the
+//                   same). A block whose anchors or candidates have a squared norm that is NaN,
+//                   inf or above 2^120 mines that image with the exact SIMT tile instead.
 //
 // Backward (grad_emb fully written, same strides as emb; half types accumulate in float and
 // round once)
@@ -57,7 +66,8 @@
 //                   block streams all K slots (coalesced index reads and a cheap compaction)
 //                   and applies about 256 entries, so the scan costs O(K * buckets) per image,
 //                   which dominates only for K beyond ~10^5 slots per image.
-//  Workspace: forward B * chunks partials (+ the gathered vectors in hard mode); backward the
+//  Workspace: forward B * chunks partials (+ the gathered vectors in hard mode, + their squared
+//  norms on the tensor-core path); backward the
 //  B scales, + (deterministic) B * K (fu, fv, active), + (half types) a float copy of the map.
 #include "common/triplet_hinge.h"
 #include "cuda/common.cuh"
@@ -250,6 +260,128 @@ template <typename scalar_t>
 using bits_of = std::conditional_t<sizeof(scalar_t) == 2, uint16_t,
                                    std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>>;
 
+// One tile of 64 anchors of image b mined exactly (SIMT, differences first): the farthest
+// positive (farthest) or the nearest negative of each anchor slot a0 + i among the image's
+// candidates. ga/gc: the image's gathered anchor and candidate vectors [D][K].
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, const scalar_t* __restrict__ gc,
+                                               int64_t b, int64_t a0, bool farthest, int64_t D, int64_t K,
+                                               int64_t P, const int64_t* __restrict__ anchor,
+                                               const int64_t* __restrict__ positive,
+                                               const int64_t* __restrict__ negative, int64_t* __restrict__ used) {
+  // 16-byte aligned rows: a thread's 4 consecutive values are one or two 128-bit loads.
+  __shared__ __align__(16) acc_t sa[kDimStep][kTile];  // anchors' dims d0 + dd
+  __shared__ __align__(16) acc_t sc[kDimStep][kTile];  // candidates' dims d0 + dd
+  __shared__ bool sv[kTile];             // the candidate slot takes part
+  __shared__ acc_t mv[kWarps][kTile];    // per-warp bests for the final merge
+  __shared__ int mj[kWarps][kTile];
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t* cand = farthest ? positive : negative;
+  acc_t bv[kMicro];
+  int bj[kMicro];
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    bv[i] = 0;
+    bj[i] = -1;
+  }
+  for (int64_t c0 = 0; c0 < K; c0 += kTile) {  // uniform per block
+    if (threadIdx.x < kTile) {
+      const int64_t k = c0 + threadIdx.x;
+      sv[threadIdx.x] = k < K && slot_valid(anchor, positive, negative, b * K + k, P);
+    }
+    __syncthreads();
+    acc_t acc[kMicro][kMicro];
+#pragma unroll
+    for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+      for (int m = 0; m < kMicro; ++m) acc[i][m] = 0;
+    for (int64_t d0 = 0; d0 < D; d0 += kDimStep) {  // uniform per block
+      const int dn = D - d0 < kDimStep ? int(D - d0) : kDimStep;
+      {  // thread t loads column t % 64 of rows t / 64 + 4 r (coalesced along the slots)
+        const int i = threadIdx.x % kTile, dd0 = threadIdx.x / kTile;
+        const bool a_on = a0 + i < K, c_on = c0 + i < K;
+        const scalar_t* pa = ga + (d0 + dd0) * K + a0 + i;
+        const scalar_t* pc = gc + (d0 + dd0) * K + c0 + i;
+        constexpr int kRows = kThreads / kTile;
+#pragma unroll
+        for (int r = 0; r < kDimStep / kRows; ++r) {
+          const int dd = dd0 + r * kRows;
+          sa[dd][i] = dd < dn && a_on ? to_acc(pa[r * kRows * K]) : acc_t(0);
+          sc[dd][i] = dd < dn && c_on ? to_acc(pc[r * kRows * K]) : acc_t(0);
+        }
+      }
+      __syncthreads();
+      for (int dd = 0; dd < dn; ++dd) {
+        acc_t av[kMicro], cv[kMicro];
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i) {
+          av[i] = sa[dd][tx * kMicro + i];
+          cv[i] = sc[dd][ty * kMicro + i];
+        }
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+#pragma unroll
+          for (int m = 0; m < kMicro; ++m) {
+            const acc_t t = av[i] - cv[m];
+            acc[i][m] += t * t;
+          }
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int m = 0; m < kMicro; ++m) {  // increasing candidate slot
+      const int c = ty * kMicro + m;
+      if (sv[c]) {
+        const int jc = int(c0 + c);
+#pragma unroll
+        for (int i = 0; i < kMicro; ++i)
+          if (replaces(acc[i][m], jc, bv[i], bj[i], farthest)) {
+            bv[i] = acc[i][m];
+            bj[i] = jc;
+          }
+      }
+    }
+    __syncthreads();  // sv is rewritten by the next tile
+  }
+  // Merge the 16 threads (ty) of each anchor: the two of a warp, then the warps in order.
+#pragma unroll
+  for (int i = 0; i < kMicro; ++i) {
+    const acc_t ov = __shfl_xor_sync(kFullMask, bv[i], 16);
+    const int oj = __shfl_xor_sync(kFullMask, bj[i], 16);
+    if (replaces(ov, oj, bv[i], bj[i], farthest)) {
+      bv[i] = ov;
+      bj[i] = oj;
+    }
+    if (lane < 16) {
+      mv[warp][tx * kMicro + i] = bv[i];
+      mj[warp][tx * kMicro + i] = bj[i];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kTile && a0 + threadIdx.x < K) {
+    const int t = threadIdx.x;
+    acc_t v = mv[0][t];
+    int jb = mj[0][t];
+    for (int w = 1; w < kWarps; ++w)
+      if (replaces(mv[w][t], mj[w][t], v, jb, farthest)) {
+        v = mv[w][t];
+        jb = mj[w][t];
+      }
+    const int64_t i = b * K + a0 + t;
+    used[i] = jb >= 0 && slot_valid(anchor, positive, negative, i, P) ? cand[b * K + jb] : -1;
+  }
+  __syncthreads();  // mv, mj are reused by the next image
+}
+
+// mine_tile_simt as a call: the tensor-core kernel's rare exact path, kept out of its registers.
+template <typename scalar_t>
+__device__ __noinline__ void mine_tile_simt_call(const scalar_t* ga, const scalar_t* gc, int64_t b, int64_t a0,
+                                                 bool farthest, int64_t D, int64_t K, int64_t P,
+                                                 const int64_t* anchor, const int64_t* positive,
+                                                 const int64_t* negative, int64_t* used) {
+  mine_tile_simt<scalar_t, float>(ga, gc, b, a0, farthest, D, K, P, anchor, positive, negative, used);
+}
+
 // Blocks [0, tiles) mine the farthest positives, [tiles, 2 tiles) the nearest negatives.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMineMinBlocks<acc_t>)
@@ -257,115 +389,240 @@ __global__ void __launch_bounds__(kThreads, kMineMinBlocks<acc_t>)
                 const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
                 const int64_t* __restrict__ negative, int64_t tiles, int64_t* __restrict__ positive_used,
                 int64_t* __restrict__ negative_used) {
-  // 16-byte aligned rows: a thread's 4 consecutive values are one or two 128-bit loads.
-  __shared__ __align__(16) acc_t sa[kDimStep][kTile];  // anchors' dims d0 + dd
-  __shared__ __align__(16) acc_t sc[kDimStep][kTile];  // candidates' dims d0 + dd
-  __shared__ bool sv[kTile];             // the candidate slot takes part
-  __shared__ acc_t mv[kWarps][kTile];    // per-warp bests for the final merge
-  __shared__ int mj[kWarps][kTile];
   const bool farthest = int64_t(blockIdx.x) < tiles;
   const int64_t a0 = (farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
-  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t DK = D * K;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
+    mine_tile_simt<scalar_t, acc_t>(gathered + b * DK, gathered + ((farthest ? 1 : 2) * B + b) * DK, b, a0,
+                                    farthest, D, K, P, anchor, positive, negative,
+                                    farthest ? positive_used : negative_used);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core mining (float16/bfloat16, D >= kMmaMinD): d^2 = |a|^2 + |c|^2 - 2 a.c, the cross
+// term by mma.sync m16n8k16 (half inputs, float32 accumulation), the squared norms in float32.
+
+constexpr int64_t kMmaMinD = 16;
+constexpr int kMmaWords = kDimStep / 2;       // 32-bit words (dim pairs) of a shared row
+constexpr int kMmaStride = kMmaWords + 4;     // padded: fragment loads hit 32 distinct banks
+constexpr float kMaxNorm = 1.329228e36f;      // 2^120: above it (or inf, NaN) the expansion is unsafe
+
+template <typename scalar_t>
+__device__ __forceinline__ float half_bits_to_float(uint16_t h) {
+  if constexpr (std::is_same_v<scalar_t, __half>) {
+    __half_raw r;
+    r.x = h;
+    return __half2float(__half(r));
+  } else {
+    __nv_bfloat16_raw r;
+    r.x = h;
+    return __bfloat162float(__nv_bfloat16(r));
+  }
+}
+
+// c += A (16 x 16, row major) * B (16 x 8, column major), float32 accumulators. Fragments as
+// in the PTX ISA ("Matrix Fragments for mma.m16n8k16 with floating point type"), g = lane / 4,
+// t = lane % 4, the lower k of a pair in the low 16 bits: a[0] = A[g][2t, 2t+1],
+// a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][2t+8, 2t+9];
+// b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g]; c[0..1] = C[g][2t, 2t+1], c[2..3] = C[g+8][2t, 2t+1].
+template <typename scalar_t>
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(PK_CUDA_EMU)
+  if constexpr (std::is_same_v<scalar_t, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  // The emulator (and GPUs before sm_80): the same product from the same fragments, exchanged
+  // by shuffles, in float32 with k increasing (half x half products are exact in float32).
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float ar[2][16], bc[2][16];
+  for (int q = 0; q < 4; ++q) {
+    uint32_t w[4];
+    for (int r = 0; r < 4; ++r) w[r] = __shfl_sync(kFullMask, a[r], g * 4 + q);
+    for (int r = 0; r < 2; ++r) {  // row g + 8 r: words r (k 2q, 2q+1) and 2 + r (k 2q+8, 2q+9)
+      ar[r][2 * q] = half_bits_to_float<scalar_t>(uint16_t(w[r] & 0xffffu));
+      ar[r][2 * q + 1] = half_bits_to_float<scalar_t>(uint16_t(w[r] >> 16));
+      ar[r][2 * q + 8] = half_bits_to_float<scalar_t>(uint16_t(w[2 + r] & 0xffffu));
+      ar[r][2 * q + 9] = half_bits_to_float<scalar_t>(uint16_t(w[2 + r] >> 16));
+    }
+    for (int e = 0; e < 2; ++e) {  // column 2t + e, held by lanes (2t + e) * 4 + q
+      const uint32_t b0 = __shfl_sync(kFullMask, b[0], (2 * t + e) * 4 + q);
+      const uint32_t b1 = __shfl_sync(kFullMask, b[1], (2 * t + e) * 4 + q);
+      bc[e][2 * q] = half_bits_to_float<scalar_t>(uint16_t(b0 & 0xffffu));
+      bc[e][2 * q + 1] = half_bits_to_float<scalar_t>(uint16_t(b0 >> 16));
+      bc[e][2 * q + 8] = half_bits_to_float<scalar_t>(uint16_t(b1 & 0xffffu));
+      bc[e][2 * q + 9] = half_bits_to_float<scalar_t>(uint16_t(b1 >> 16));
+    }
+  }
+  for (int r = 0; r < 2; ++r)
+    for (int e = 0; e < 2; ++e) {
+      float s = c[2 * r + e];
+      for (int k = 0; k < 16; ++k) s = fmaf(ar[r][k], bc[e][k], s);
+      c[2 * r + e] = s;
+    }
+#endif
+}
+
+// norms [3][B][K]: the float32 squared norm of every gathered vector (dims in increasing order).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    norms_kernel(const scalar_t* __restrict__ gathered, int64_t n, int64_t D, int64_t K, float* __restrict__ norms) {
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+    const int64_t rb = i / K, k = i - rb * K;
+    const scalar_t* v = gathered + rb * D * K + k;
+    float s = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const float x = to_acc(v[d * K]);
+      s = fmaf(x, x, s);
+    }
+    norms[i] = s;
+  }
+}
+
+// The grid of mine_kernel. A block owns 64 anchors; its 8 warps are 4 x 2: warp w takes the
+// anchors 16 (w % 4) .. + 16 against the candidates 32 (w / 4) .. + 32 of each 64-candidate
+// tile (4 mma column tiles of 8), 16 dims per shared-memory stage ([64][16] half values of the
+// anchors and the candidates as dim pairs, zero-padded past D). Each thread folds its 16
+// distances of a tile (2 anchors x 8 candidates) into its running bests in increasing slot
+// order; then the 4 threads of an anchor row (xor shuffles) and the two warps of an anchor
+// (shared memory) are merged by replaces(), as in mine_tile_simt. Where a squared norm among
+// the block's anchors or the image's candidates is NaN, inf or above 2^120 (a NaN/inf pixel,
+// huge bfloat16 values: inf - inf or an overflow would corrupt the expansion), the block mines
+// that image with mine_tile_simt instead, so every anchor row is compared by one formula.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads, kMineMinBlocks<float>)
+    mine_mma_kernel(const scalar_t* __restrict__ gathered, const float* __restrict__ norms, int64_t B, int64_t D,
+                    int64_t K, int64_t P, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
+                    const int64_t* __restrict__ negative, int64_t tiles, int64_t* __restrict__ positive_used,
+                    int64_t* __restrict__ negative_used) {
+  __shared__ __align__(16) uint32_t sa[kTile][kMmaStride];  // anchors' dim pairs d0 / 2 + w
+  __shared__ __align__(16) uint32_t sc[kTile][kMmaStride];  // candidates' dim pairs
+  __shared__ float sna[kTile], snc[kTile];                    // squared norms
+  __shared__ bool sv[kTile];                                  // the candidate slot takes part
+  __shared__ int swide[kWarps];
+  __shared__ float mv[2][kTile];  // per candidate half: bests for the final merge
+  __shared__ int mj[2][kTile];
+  const bool farthest = int64_t(blockIdx.x) < tiles;
+  const int64_t a0 = (farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int row0 = (warp & 3) * 16, half = warp >> 2, col0 = half * 32;
+  const int64_t DK = D * K, role = farthest ? 1 : 2;
   const int64_t* cand = farthest ? positive : negative;
   int64_t* used = farthest ? positive_used : negative_used;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const scalar_t* ga = gathered + b * DK;
-    const scalar_t* gc = gathered + ((farthest ? 1 : 2) * B + b) * DK;
-    acc_t bv[kMicro];
-    int bj[kMicro];
-#pragma unroll
-    for (int i = 0; i < kMicro; ++i) {
-      bv[i] = 0;
-      bj[i] = -1;
+    const scalar_t* gc = gathered + (role * B + b) * DK;
+    const float* na = norms + b * K;
+    const float* nc = norms + (role * B + b) * K;
+    bool wide = threadIdx.x < kTile && a0 + threadIdx.x < K && !(na[a0 + threadIdx.x] <= kMaxNorm);
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) wide = wide || !(nc[k] <= kMaxNorm);
+    wide = __any_sync(kFullMask, wide);
+    if (lane == 0) swide[warp] = wide;
+    if (threadIdx.x < kTile) sna[threadIdx.x] = a0 + threadIdx.x < K ? na[a0 + threadIdx.x] : 0.0f;
+    __syncthreads();
+    wide = false;
+    for (int w = 0; w < kWarps; ++w) wide = wide || swide[w] != 0;
+    if (wide) {  // uniform per block
+      mine_tile_simt_call<scalar_t>(ga, gc, b, a0, farthest, D, K, P, anchor, positive, negative, used);
+      continue;  // mine_tile_simt ends with a barrier: swide and sna may be rewritten
     }
+    const uint16_t* ba = reinterpret_cast<const uint16_t*>(ga);
+    const uint16_t* bc = reinterpret_cast<const uint16_t*>(gc);
+    float bv[2] = {0.0f, 0.0f};
+    int bj[2] = {-1, -1};
     for (int64_t c0 = 0; c0 < K; c0 += kTile) {  // uniform per block
       if (threadIdx.x < kTile) {
         const int64_t k = c0 + threadIdx.x;
         sv[threadIdx.x] = k < K && slot_valid(anchor, positive, negative, b * K + k, P);
+        snc[threadIdx.x] = k < K ? nc[k] : 0.0f;
       }
-      __syncthreads();
-      acc_t acc[kMicro][kMicro];
+      float acc[4][4];
 #pragma unroll
-      for (int i = 0; i < kMicro; ++i)
+      for (int n = 0; n < 4; ++n)
 #pragma unroll
-        for (int m = 0; m < kMicro; ++m) acc[i][m] = 0;
+        for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
       for (int64_t d0 = 0; d0 < D; d0 += kDimStep) {  // uniform per block
-        const int dn = D - d0 < kDimStep ? int(D - d0) : kDimStep;
-        {  // thread t loads column t % 64 of rows t / 64 + 4 r (coalesced along the slots)
-          const int i = threadIdx.x % kTile, dd0 = threadIdx.x / kTile;
+        {  // thread i loads slot i % 64, dim pairs i / 64 and i / 64 + 4 (coalesced along the slots)
+          const int i = threadIdx.x % kTile;
           const bool a_on = a0 + i < K, c_on = c0 + i < K;
-          const scalar_t* pa = ga + (d0 + dd0) * K + a0 + i;
-          const scalar_t* pc = gc + (d0 + dd0) * K + c0 + i;
-          constexpr int kRows = kThreads / kTile;
 #pragma unroll
-          for (int r = 0; r < kDimStep / kRows; ++r) {
-            const int dd = dd0 + r * kRows;
-            sa[dd][i] = dd < dn && a_on ? to_acc(pa[r * kRows * K]) : acc_t(0);
-            sc[dd][i] = dd < dn && c_on ? to_acc(pc[r * kRows * K]) : acc_t(0);
+          for (int r = 0; r < 2; ++r) {
+            const int w = threadIdx.x / kTile + 4 * r;
+            const int64_t d = d0 + 2 * w;
+            const uint32_t lo_a = a_on && d < D ? ba[d * K + a0 + i] : 0u;
+            const uint32_t hi_a = a_on && d + 1 < D ? ba[(d + 1) * K + a0 + i] : 0u;
+            const uint32_t lo_c = c_on && d < D ? bc[d * K + c0 + i] : 0u;
+            const uint32_t hi_c = c_on && d + 1 < D ? bc[(d + 1) * K + c0 + i] : 0u;
+            sa[i][w] = lo_a | hi_a << 16;
+            sc[i][w] = lo_c | hi_c << 16;
           }
         }
         __syncthreads();
-        for (int dd = 0; dd < dn; ++dd) {
-          acc_t av[kMicro], cv[kMicro];
+        uint32_t af[4] = {sa[row0 + g][t], sa[row0 + g + 8][t], sa[row0 + g][t + 4], sa[row0 + g + 8][t + 4]};
 #pragma unroll
-          for (int i = 0; i < kMicro; ++i) {
-            av[i] = sa[dd][tx * kMicro + i];
-            cv[i] = sc[dd][ty * kMicro + i];
+        for (int n = 0; n < 4; ++n) {
+          const int col = col0 + n * 8 + g;
+          const uint32_t bf[2] = {sc[col][t], sc[col][t + 4]};
+          mma_16816<scalar_t>(acc[n], af, bf);
+        }
+        __syncthreads();  // sa, sc are rewritten by the next stage
+      }
+#pragma unroll
+      for (int n = 0; n < 4; ++n)  // increasing candidate slot
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int c = col0 + n * 8 + 2 * t + e;
+          if (sv[c]) {
+            const int jc = int(c0 + c);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              const float d2 = sna[row0 + g + 8 * r] + snc[c] - 2.0f * acc[n][2 * r + e];
+              if (replaces(d2, jc, bv[r], bj[r], farthest)) {
+                bv[r] = d2;
+                bj[r] = jc;
+              }
+            }
           }
-#pragma unroll
-          for (int i = 0; i < kMicro; ++i)
-#pragma unroll
-            for (int m = 0; m < kMicro; ++m) {
-              const acc_t t = av[i] - cv[m];
-              acc[i][m] += t * t;
-            }
         }
-        __syncthreads();
-      }
-#pragma unroll
-      for (int m = 0; m < kMicro; ++m) {  // increasing candidate slot
-        const int c = ty * kMicro + m;
-        if (sv[c]) {
-          const int jc = int(c0 + c);
-#pragma unroll
-          for (int i = 0; i < kMicro; ++i)
-            if (replaces(acc[i][m], jc, bv[i], bj[i], farthest)) {
-              bv[i] = acc[i][m];
-              bj[i] = jc;
-            }
-        }
-      }
-      __syncthreads();  // sv is rewritten by the next tile
+      __syncthreads();  // sv, snc are rewritten by the next tile
     }
-    // Merge the 16 threads (ty) of each anchor: the two of a warp, then the warps in order.
+    // Merge the 4 threads of each anchor row, then the two candidate halves in order.
 #pragma unroll
-    for (int i = 0; i < kMicro; ++i) {
-      const acc_t ov = __shfl_xor_sync(kFullMask, bv[i], 16);
-      const int oj = __shfl_xor_sync(kFullMask, bj[i], 16);
-      if (replaces(ov, oj, bv[i], bj[i], farthest)) {
-        bv[i] = ov;
-        bj[i] = oj;
+    for (int r = 0; r < 2; ++r) {
+#pragma unroll
+      for (int m = 1; m < 4; m <<= 1) {
+        const float ov = __shfl_xor_sync(kFullMask, bv[r], m);
+        const int oj = __shfl_xor_sync(kFullMask, bj[r], m);
+        if (replaces(ov, oj, bv[r], bj[r], farthest)) {
+          bv[r] = ov;
+          bj[r] = oj;
+        }
       }
-      if (lane < 16) {
-        mv[warp][tx * kMicro + i] = bv[i];
-        mj[warp][tx * kMicro + i] = bj[i];
+      if (t == 0) {
+        mv[half][row0 + g + 8 * r] = bv[r];
+        mj[half][row0 + g + 8 * r] = bj[r];
       }
     }
     __syncthreads();
     if (threadIdx.x < kTile && a0 + threadIdx.x < K) {
-      const int t = threadIdx.x;
-      acc_t v = mv[0][t];
-      int jb = mj[0][t];
-      for (int w = 1; w < kWarps; ++w)
-        if (replaces(mv[w][t], mj[w][t], v, jb, farthest)) {
-          v = mv[w][t];
-          jb = mj[w][t];
-        }
-      const int64_t i = b * K + a0 + t;
-      used[i] = jb >= 0 && slot_valid(anchor, positive, negative, i, P) ? cand[b * K + jb] : -1;
+      const int i = threadIdx.x;
+      float v = mv[0][i];
+      int jb = mj[0][i];
+      if (replaces(mv[1][i], mj[1][i], v, jb, farthest)) jb = mj[1][i];
+      const int64_t s = b * K + a0 + i;
+      used[s] = jb >= 0 && slot_valid(anchor, positive, negative, s, P) ? cand[b * K + jb] : -1;
     }
-    __syncthreads();  // mv, mj are reused by the next image
+    __syncthreads();  // mv, mj, swide and sna are rewritten by the next image
   }
 }
 
@@ -581,8 +838,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 struct FwdPlan {
   int gs = 0;
   int64_t chunk = 1, nc = 0, tiles = 0;
-  bool mine = false;
-  size_t off_cnt = 0, off_gather = 0, ws = 0;
+  bool mine = false, tc = false;  // tc: the tensor-core mining (mine_mma_kernel)
+  size_t off_cnt = 0, off_gather = 0, off_norms = 0, ws = 0;
 };
 
 FwdPlan fwd_plan(const TripletHingeForward& p) {
@@ -596,7 +853,9 @@ FwdPlan fwd_plan(const TripletHingeForward& p) {
   const size_t parts = size_t(m.B) * size_t(q.nc);
   q.off_cnt = align16(parts * acc_bytes(m.dtype));
   q.off_gather = q.off_cnt + align16(parts * sizeof(int64_t));
-  q.ws = q.off_gather + (q.mine ? align16(3 * size_t(m.B) * size_t(m.D) * size_t(p.K) * storage_bytes(m.dtype)) : 0);
+  q.tc = q.mine && is_half(m.dtype) && m.D >= kMmaMinD;
+  q.off_norms = q.off_gather + (q.mine ? align16(3 * size_t(m.B) * size_t(m.D) * size_t(p.K) * storage_bytes(m.dtype)) : 0);
+  q.ws = q.off_norms + (q.tc ? align16(3 * size_t(m.B) * size_t(p.K) * sizeof(float)) : 0);
   return q;
 }
 
@@ -670,10 +929,26 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
                                  cuda::image_grid(m.B)),
                             dim3(cuda::kThreads), 0, st, x, p.anchor, p.positive, p.negative, p.K,
                             reinterpret_cast<cuda::bits_of<scalar_t>*>(gathered));
-      cuda::launch_kernel(cuda::mine_kernel<scalar_t, acc_t>,
-                          dim3(static_cast<unsigned>(2 * q.tiles), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0,
-                          st, static_cast<const scalar_t*>(gathered), m.B, m.D, p.K, m.P, p.anchor, p.positive,
-                          p.negative, q.tiles, p.positive_used, p.negative_used);
+      const dim3 mine_grid(static_cast<unsigned>(2 * q.tiles), cuda::image_grid(m.B));
+      bool mined = false;
+      if constexpr (!std::is_same_v<scalar_t, acc_t>) {  // half types
+        if (q.tc) {
+          float* norms = cuda::at_offset<float>(p.workspace, q.off_norms);
+          const int64_t n = 3 * m.B * p.K;
+          cuda::launch_kernel(cuda::norms_kernel<scalar_t>,
+                              dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(n, cuda::kThreads), 4096)),
+                              dim3(cuda::kThreads), 0, st, static_cast<const scalar_t*>(gathered), n, m.D, p.K, norms);
+          cuda::launch_kernel(cuda::mine_mma_kernel<scalar_t>, mine_grid, dim3(cuda::kThreads), 0, st,
+                              static_cast<const scalar_t*>(gathered), static_cast<const float*>(norms), m.B, m.D,
+                              p.K, m.P, p.anchor, p.positive, p.negative, q.tiles, p.positive_used,
+                              p.negative_used);
+          mined = true;
+        }
+      }
+      if (!mined)
+        cuda::launch_kernel(cuda::mine_kernel<scalar_t, acc_t>, mine_grid, dim3(cuda::kThreads), 0, st,
+                            static_cast<const scalar_t*>(gathered), m.B, m.D, p.K, m.P, p.anchor, p.positive,
+                            p.negative, q.tiles, p.positive_used, p.negative_used);
       // The loss of the mined pairs; the used indices are already written.
       pos = p.positive_used;
       neg = p.negative_used;

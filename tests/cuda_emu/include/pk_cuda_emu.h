@@ -122,10 +122,12 @@ T shfl(const char* op, unsigned mask, T v, int src) {
 #undef __host__
 #undef __shared__
 #undef __forceinline__
+#undef __noinline__
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 #define __shared__ static
 #define __launch_bounds__(...)
 
