@@ -2,22 +2,32 @@
 
 from .center_distance import center_distance
 from .centroid_hinge import centroid_hinge
+from .dense_similarity_loss import dense_similarity_loss
+from .label_transfer import label_transfer
 from .masked_sum import masked_sum
 from .pixel_normalize import pixel_normalize
+from .prior_mask import prior_mask
 from .region_hinge import region_hinge
 from .region_stats import region_stats
 from .sample_pixels import sample_pixels
+from .similarity_reduce import similarity_reduce
+from .stochastic_pool import stochastic_pool
 from .triplet_hinge import triplet_hinge
 from .triplet_losses import is_triplet_loss
 
 __all__ = [
     "center_distance",
     "centroid_hinge",
+    "dense_similarity_loss",
     "is_triplet_loss",
+    "label_transfer",
     "masked_sum",
     "pixel_normalize",
+    "prior_mask",
     "region_hinge",
     "region_stats",
     "sample_pixels",
+    "similarity_reduce",
+    "stochastic_pool",
     "triplet_hinge",
 ]

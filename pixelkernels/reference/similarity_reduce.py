@@ -1,0 +1,143 @@
+"""Reference of the dense similarity reduction (SPEC §3.3; seed 003 §2.2 eqs. 2-3; seed 004 §2.4.3).
+
+query (B, N, D), ref (B, K, D), ref_labels (B, K) integer, C = num_classes. A ref j is valid
+when 0 <= ref_labels[b, j] < C: -1 (stochastic_pool's padding, the ignore label) and, as every
+backend does with checks off, any other label outside [0, C) take part in nothing. For class c,
+R_c = {valid j : ref_labels[b, j] = c} and n_c = |R_c|.
+
+    sim(q, r)  = q·r                                  metric="dot"     (the Ψ of eqs. 1-2)
+               = q·r / (||q||·||r|| + eps)            metric="cosine"  (PFENet's prior, seed 004)
+    s_ij       = scale·sim(q_i, r_j) + bias           (a batch-norm affine folds in here: Ψ̃ of eq. 3)
+    s_ij       = sigmoid(s_ij)                        activation="sigmoid" only
+
+    out[b, i, c] = Σ_{j in R_c} s_ij                                      reduce="sum"   (eq. 3)
+                 = (1 / n_c) Σ_{j in R_c} s_ij                            reduce="mean"
+                 = max_{j in R_c} s_ij                                    reduce="max"
+                 = Σ_{j in R_c} softmax_j(s_ij / T)                       reduce="softmax"
+
+where the softmax runs over ALL valid refs of the image (attention readout with one-hot values),
+T = temperature. The output is (B, N, C) in the statistics dtype (float32 for float16/bfloat16
+inputs, else the input's); everything is computed in that dtype.
+
+Edge cases (the same with and without the sigmoid):
+- an empty class (n_c = 0) gives sum 0, mean 0, max -inf, softmax 0; no gradient flows from it.
+- every ref of an image ignored: sum/mean/softmax all 0 (the softmax is over nothing: 0, never
+  the NaN of 0/0), max -inf everywhere.
+- max ties: the gradient is split evenly between the refs that attain the maximum (torch.amax's
+  rule), not sent to the first of them.
+- cosine with a zero vector: the similarity is 0 (eps keeps the quotient finite) and the norm's
+  gradient at 0 is 0 (torch.linalg.vector_norm's subgradient); the gradient of q·r / eps itself
+  stays, finite but large (||r|| / eps), as the formula says.
+- ignored refs are replaced by zeros before any product, so a NaN or inf in a padding slot
+  reaches neither an output nor, through the product's backward, a gradient. NaN and inf in
+  valid inputs propagate.
+
+The oracle materialises the scores (B, n, K), but only for a chunk of n queries at a time, so
+memory stays O(chunk·K) however large N is; the fast kernels never materialise them at all.
+Differentiable in query and ref (and scale/bias when they are tensors) by autograd; no host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .._dtypes import stats_dtype
+
+METRICS = ("dot", "cosine")
+ACTIVATIONS = (None, "sigmoid")
+REDUCES = ("sum", "mean", "max", "softmax")
+
+# Scores are materialised for chunks of queries: at most this many elements of (B, chunk, K).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, K) bool: the refs that take part (label in [0, C))."""
+    lab = ref_labels.long()
+    return (lab >= 0) & (lab < num_classes)
+
+
+def _zero_where_not(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    # torch.where, not a product: 0·NaN would be NaN.
+    return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _scores(
+    q: torch.Tensor,
+    r: torch.Tensor,
+    metric: str,
+    scale,
+    bias,
+    activation: str | None,
+    eps: float,
+    q_norm: torch.Tensor | None,
+    r_norm: torch.Tensor | None,
+) -> torch.Tensor:
+    """q (B, n, D), r (B, K, D) -> s (B, n, K)."""
+    sim = q @ r.transpose(1, 2)
+    if metric == "cosine":
+        sim = sim / (q_norm[:, :, None] * r_norm[:, None, :] + eps)
+    s = sim * scale + bias
+    return torch.sigmoid(s) if activation == "sigmoid" else s
+
+
+def _reduce_class(s: torch.Tensor, member: torch.Tensor, reduce: str) -> torch.Tensor:
+    """s (B, n, K), member (B, 1, K) bool (the refs of one class) -> (B, n)."""
+    if reduce == "max":
+        masked = torch.where(member, s, torch.full((), float("-inf"), dtype=s.dtype, device=s.device))
+        if masked.shape[-1] == 0:
+            # amax refuses an empty dim; one -inf column gives the empty class's -inf.
+            masked = F.pad(masked, (0, 1), value=float("-inf"))
+        return masked.amax(-1)
+    total = _zero_where_not(s, member).sum(-1)
+    if reduce == "mean":
+        return total / member.sum(-1).clamp_min(1).to(s.dtype)
+    return total  # "sum", and "softmax" (s already holds the softmax weights)
+
+
+def similarity_reduce(
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    ref_labels: torch.Tensor,
+    num_classes: int,
+    metric: str = "dot",
+    scale=1.0,
+    bias=0.0,
+    activation: str | None = None,
+    reduce: str = "sum",
+    temperature: float = 1.0,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """query (B, N, D), ref (B, K, D), ref_labels (B, K) integer -> (B, N, C), statistics dtype."""
+    B, N, _ = query.shape
+    K = ref.shape[1]
+    C = num_classes
+    st = stats_dtype(query.dtype)
+    valid = valid_refs(ref_labels, C)  # (B, K)
+    q = query.to(st)
+    r = _zero_where_not(ref.to(st), valid[..., None])
+    q_norm = r_norm = None
+    if metric == "cosine":
+        q_norm = torch.linalg.vector_norm(q, dim=-1)  # (B, N)
+        r_norm = torch.linalg.vector_norm(r, dim=-1)  # (B, K)
+    lab = ref_labels.long()
+    members = [(valid & (lab == c))[:, None, :] for c in range(C)]  # C x (B, 1, K)
+    if reduce == "softmax":
+        # An image with no valid ref gets all-zero logits (a finite, uniform softmax) instead of
+        # all -inf (0/0 = NaN); its weights are then masked to 0 like every ignored ref's.
+        any_valid = valid.any(-1)[:, None, None]  # (B, 1, 1)
+        fill = torch.where(any_valid, float("-inf"), 0.0).to(st)
+        keep = valid[:, None, :]
+
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, B * K))
+    outs = []
+    for i0 in range(0, N, chunk):
+        qn = None if q_norm is None else q_norm[:, i0 : i0 + chunk]
+        s = _scores(q[:, i0 : i0 + chunk], r, metric, scale, bias, activation, eps, qn, r_norm)
+        if reduce == "softmax":
+            s = torch.softmax(torch.where(keep, s / temperature, fill), dim=-1)
+        outs.append(torch.stack([_reduce_class(s, m, reduce) for m in members], dim=-1))
+    if not outs:
+        return q.new_zeros(B, 0, C)
+    return torch.cat(outs, dim=1)

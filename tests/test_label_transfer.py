@@ -1,0 +1,213 @@
+"""label_transfer reference: seed 003's eq. 3 (dot, batch-norm folded into scale/bias, sum) and
+the authors' code configurations (sigmoid + mean / max) against the label transfer written out
+plainly here; ties to the lowest class; the linear class-sum path equals the direct one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pixelkernels.reference.label_transfer import (
+    class_sums,
+    is_linear,
+    label_transfer,
+    label_transfer_linear,
+)
+from pixelkernels.testing import assert_close
+
+DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+
+
+def make_inputs(B, D, H, W, C, k, dtype, seed=0, empty_class=True):
+    """Refs as stochastic_pool lays them out: k slots per class, class-major, -1 padding; the
+    last class absent (all padding) when empty_class."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, D, H, W, generator=g, dtype=torch.float64).to(dtype)
+    r = torch.randn(B, C * k, D, generator=g, dtype=torch.float64).to(dtype)
+    lab = torch.arange(C).repeat_interleave(k).expand(B, C * k).clone()
+    lab[torch.rand(B, C * k, generator=g) < 0.25] = -1
+    if empty_class:
+        lab[:, (C - 1) * k :] = -1
+    return q, r, lab, C
+
+
+def plain(q, r, lab, C, *, pair_score, reduce):
+    """Eq. 3 read literally: Ψ[i, j] for every query pixel and ref, the pair score, then per class
+    the refs N_l' of that class, reduced; argmax over classes."""
+    B, D, H, W = q.shape
+    psi = torch.einsum("bdp,bkd->bpk", q.reshape(B, D, H * W), r)
+    s = pair_score(psi)
+    scores = torch.zeros(B, C, H * W, dtype=psi.dtype)
+    for b in range(B):
+        for c in range(C):
+            refs = lab[b] == c
+            if not refs.any():
+                scores[b, c] = float("-inf") if reduce == "max" else 0.0
+            elif reduce == "sum":
+                scores[b, c] = s[b][:, refs].sum(1)
+            elif reduce == "mean":
+                scores[b, c] = s[b][:, refs].mean(1)
+            else:
+                scores[b, c] = s[b][:, refs].max(1).values
+    scores = scores.reshape(B, C, H, W)
+    return scores.argmax(1), scores
+
+
+def check_labels(labels, scores, want_labels, want_scores, dtype):
+    """Labels must agree wherever the top two classes are apart by more than rounding."""
+    if dtype == torch.float64:
+        assert_close(scores, want_scores)
+        assert torch.equal(labels, want_labels)
+        return
+    scale = max(1.0, float(want_scores[torch.isfinite(want_scores)].abs().max()))
+    torch.testing.assert_close(scores.double(), want_scores, rtol=1e-5, atol=1e-5 * scale)
+    top2 = want_scores.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-4 * scale
+    assert torch.equal(labels[clear], want_labels[clear])
+
+
+# Batch-norm statistics of Ψ and its affine (BatchNorm1d(1) in eval mode), folded into scale/bias.
+BN = {"mean": 0.4, "var": 2.5, "weight": 1.3, "bias": -0.2, "eps": 1e-5}
+
+
+def bn_folded():
+    inv = BN["weight"] / math.sqrt(BN["var"] + BN["eps"])
+    return inv, BN["bias"] - BN["mean"] * inv
+
+
+def bn(psi):
+    return (psi - BN["mean"]) / math.sqrt(BN["var"] + BN["eps"]) * BN["weight"] + BN["bias"]
+
+
+# name: (B, D, H, W, C, k)
+SHAPES = {
+    "seed_like": (2, 16, 7, 9, 5, 6),
+    "single_pixel": (1, 3, 1, 1, 3, 2),
+    "D1_odd": (3, 1, 5, 3, 4, 3),
+    "D130": (1, 130, 3, 4, 3, 4),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_eq3_batchnorm_folded(shape, dtype):
+    q, r, lab, C = make_inputs(*SHAPES[shape], dtype=dtype)
+    scale, bias = bn_folded()
+    labels, scores = label_transfer(q, r, lab, C, metric="dot", scale=scale, bias=bias, reduce="sum")
+    assert labels.dtype == torch.int64 and labels.shape == (q.shape[0], *q.shape[2:])
+    assert scores.dtype == dtype and scores.shape == (q.shape[0], C, *q.shape[2:])
+    want_labels, want_scores = plain(q.double(), r.double(), lab, C, pair_score=bn, reduce="sum")
+    check_labels(labels, scores, want_labels, want_scores, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduce", ["mean", "max"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_authors_code_sigmoid(shape, reduce, dtype):
+    q, r, lab, C = make_inputs(*SHAPES[shape], dtype=dtype, seed=1)
+    scale, bias = bn_folded()
+    labels, scores = label_transfer(q, r, lab, C, scale=scale, bias=bias, activation="sigmoid", reduce=reduce)
+    want_labels, want_scores = plain(
+        q.double(), r.double(), lab, C, pair_score=lambda p: torch.sigmoid(bn(p)), reduce=reduce
+    )
+    check_labels(labels, scores, want_labels, want_scores, dtype)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "softmax"])
+def test_ties_go_to_the_lowest_class(reduce):
+    """Classes 1 and 2 have identical refs, class 0 scores lower: every pixel ties 1 with 2 and
+    is labelled 1. A zero query pixel ties every class (all 0, or sigmoid 0.5) and is labelled 0."""
+    g = torch.Generator().manual_seed(4)
+    q = torch.rand(2, 4, 3, 5, generator=g, dtype=torch.float64) + 0.1  # positive
+    q[:, :, 1, 2] = 0.0
+    v = torch.rand(2, 1, 4, generator=g, dtype=torch.float64) + 0.1
+    r = torch.cat([-v, v, v, -v, v, v], dim=1)  # class 0: -v; classes 1 and 2: v; two refs each
+    lab = torch.tensor([0, 1, 2, 0, 1, 2]).expand(2, 6)
+    labels, scores = label_transfer(q, r, lab, 3, activation="sigmoid", reduce=reduce)
+    assert torch.equal(scores[:, 1], scores[:, 2])
+    want = torch.ones_like(labels)
+    want[:, 1, 2] = 0
+    assert torch.equal(labels, want)
+
+
+def test_no_valid_ref_labels_zero():
+    q, r, lab, C = make_inputs(2, 3, 4, 5, 3, 2, torch.float64)
+    lab[:] = -1
+    for reduce in ("sum", "max"):
+        labels, scores = label_transfer(q, r, lab, C, reduce=reduce)
+        assert (labels == 0).all()
+        assert (scores == (float("-inf") if reduce == "max" else 0.0)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_linear_path_equals_direct(shape, reduce, dtype):
+    q, r, lab, C = make_inputs(*SHAPES[shape], dtype=dtype, seed=2)
+    lab[0, 0] = C + 2  # out of range: ignored by both paths
+    scale, bias = bn_folded()
+    assert is_linear(metric="dot", activation=None, reduce=reduce)
+    labels, scores = label_transfer(q, r, lab, C, metric="dot", scale=scale, bias=bias, reduce=reduce)
+    lin_labels, lin_scores = label_transfer_linear(q, r, lab, C, scale=scale, bias=bias, reduce=reduce)
+    if dtype == torch.float64:
+        assert_close(lin_scores, scores)
+        assert torch.equal(lin_labels, labels)
+    else:
+        want_labels, want_scores = label_transfer(
+            q.double(), r.double(), lab, C, scale=scale, bias=bias, reduce=reduce
+        )
+        check_labels(lin_labels, lin_scores, want_labels, want_scores, dtype)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_linear_path_gradient_equals_direct(reduce):
+    q, r, lab, C = make_inputs(2, 5, 3, 4, 4, 3, torch.float64, seed=6)
+    w = torch.randn(2, C, 3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def grads(f, **kw):
+        qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        _, scores = f(qq, rr, lab, C, scale=0.7, bias=0.3, reduce=reduce, **kw)
+        return torch.autograd.grad((scores * w).sum(), (qq, rr))
+
+    for got, want in zip(grads(label_transfer_linear), grads(label_transfer)):
+        assert_close(got, want)
+
+
+def test_is_linear():
+    assert is_linear(metric="dot", reduce="sum") and is_linear(metric="dot", reduce="mean")
+    assert not is_linear(metric="cosine", reduce="sum")
+    assert not is_linear(activation="sigmoid", reduce="sum")
+    assert not is_linear(reduce="max") and not is_linear(reduce="softmax")
+
+
+def test_class_sums():
+    r = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [float("nan"), 0.0], [5.0, 6.0]]])
+    lab = torch.tensor([[1, 1, -1, 0]], dtype=torch.int16)
+    sums, counts = class_sums(r, lab, 3)
+    assert torch.equal(sums, torch.tensor([[[5.0, 6.0], [4.0, 6.0], [0.0, 0.0]]]))
+    assert torch.equal(counts, torch.tensor([[1.0, 2.0, 0.0]]))
+
+
+def test_channels_last_and_half():
+    q, r, lab, C = make_inputs(2, 8, 5, 7, 3, 4, torch.float32, seed=3)
+    labels, scores = label_transfer(q, r, lab, C, activation="sigmoid", reduce="mean")
+    cl_labels, cl_scores = label_transfer(
+        q.contiguous(memory_format=torch.channels_last), r, lab, C, activation="sigmoid", reduce="mean"
+    )
+    assert torch.equal(cl_labels, labels)
+    assert_close(cl_scores, scores)
+    _, half_scores = label_transfer(q.bfloat16(), r.bfloat16(), lab, C, activation="sigmoid", reduce="mean")
+    assert half_scores.dtype == torch.float32
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_gradcheck_scores(reduce):
+    q, r, lab, C = make_inputs(2, 3, 2, 3, 3, 2, torch.float64, seed=8, empty_class=False)
+    lab[:, 0] = 0  # every class present in both images: max has no -inf
+
+    def fn(q, r):
+        return label_transfer(q, r, lab, C, scale=0.9, bias=0.1, activation="sigmoid", reduce=reduce)[1]
+
+    assert torch.autograd.gradcheck(fn, (q.requires_grad_(True), r.requires_grad_(True)))

@@ -1,0 +1,146 @@
+"""prior_mask reference: equal (values and gradients) to PFENet's own formulation written out
+here (cosine of masked support features by bmm, max over support pixels, min-max per image);
+the all-zero support mask gives 0 without NaN; gradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixelkernels.reference.prior_mask import prior_mask
+from pixelkernels.testing import assert_close
+
+DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+
+
+def pfenet_prior(query_feat, supp_feat, mask, cosine_eps=1e-7, raw=False):
+    """PFENet (Tian et al. 2020, model/PFENet.py, the prior of layer-4 features), with the mask
+    given as (B, H, W) instead of (B, 1, H, W). raw=True: the max cosines before the min-max."""
+    q = query_feat
+    s = supp_feat * mask.to(supp_feat.dtype).unsqueeze(1)
+    bsize, ch_sz, hq, wq = q.size()
+    tmp_query = q.contiguous().view(bsize, ch_sz, -1)
+    tmp_query_norm = torch.norm(tmp_query, 2, 1, True)
+    tmp_supp = s.contiguous().view(bsize, ch_sz, -1).contiguous().permute(0, 2, 1)
+    tmp_supp_norm = torch.norm(tmp_supp, 2, 2, True)
+    similarity = torch.bmm(tmp_supp, tmp_query) / (torch.bmm(tmp_supp_norm, tmp_query_norm) + cosine_eps)
+    similarity = similarity.max(1)[0].view(bsize, hq * wq)
+    if raw:
+        return similarity
+    lo = similarity.min(1)[0].unsqueeze(1)
+    hi = similarity.max(1)[0].unsqueeze(1)
+    similarity = (similarity - lo) / (hi - lo + cosine_eps)
+    return similarity.view(bsize, 1, hq, wq)
+
+
+def make_mask(kind, B, H, W, g):
+    if kind == "binary":
+        return (torch.rand(B, H, W, generator=g) < 0.4).float()
+    if kind == "bool":
+        return torch.rand(B, H, W, generator=g) < 0.4
+    if kind == "uint8":
+        return (torch.rand(B, H, W, generator=g) < 0.6).to(torch.uint8)
+    if kind == "soft":
+        return torch.rand(B, H, W, generator=g, dtype=torch.float64)
+    if kind == "ones":
+        return torch.ones(B, H, W)
+    raise ValueError(kind)
+
+
+# name: (B, C, Hq, Wq, Hs, Ws, mask kind)
+CASES = {
+    "single_pixels": (1, 3, 1, 1, 1, 1, "ones"),
+    "C130_odd": (3, 130, 5, 7, 6, 4, "binary"),
+    "C1": (2, 1, 4, 3, 3, 5, "binary"),
+    "square_soft": (2, 17, 9, 9, 9, 9, "soft"),
+    "bool_mask": (1, 3, 4, 6, 2, 3, "bool"),
+    "uint8_mask": (3, 8, 3, 5, 7, 2, "uint8"),
+}
+
+
+def make_case(name, dtype, seed=0):
+    B, C, Hq, Wq, Hs, Ws, kind = CASES[name]
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, C, Hq, Wq, generator=g, dtype=torch.float64).to(dtype)
+    s = torch.randn(B, C, Hs, Ws, generator=g, dtype=torch.float64).to(dtype)
+    m = make_mask(kind, B, Hs, Ws, g)
+    if m.is_floating_point():
+        m = m.to(dtype)
+    return q, s, m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_pfenet(case, dtype):
+    q, s, m = make_case(case, dtype)
+    out = prior_mask(q, s, m)
+    assert out.shape == (q.shape[0], 1, *q.shape[2:]) and out.dtype == dtype
+    want = pfenet_prior(q.double(), s.double(), m)
+    if dtype == torch.float64:
+        assert_close(out, want)
+    else:
+        # The min-max divides float32 rounding of the cosines by their spread max c - min c: ~1
+        # for real features, ~eps for C = 1 (every cosine is ±1), where float32 says nothing.
+        c = pfenet_prior(q.double(), s.double(), m, raw=True)
+        spread = (c.amax(1) - c.amin(1)).clamp_min(1e-12)[:, None, None, None]
+        assert ((out.double() - want).abs() <= 1e-5 * torch.clamp(1 / spread, min=1)).all()
+    assert (out >= 0).all() and (out <= 1).all()
+
+
+def test_gradient_matches_pfenet():
+    q, s, m = make_case("C130_odd", torch.float64, seed=1)
+    m = torch.rand(m.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    w = torch.randn(
+        q.shape[0], 1, *q.shape[2:], generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+
+    def grads(f):
+        qq, ss, mm = (t.clone().requires_grad_(True) for t in (q, s, m))
+        return torch.autograd.grad((f(qq, ss, mm) * w).sum(), (qq, ss, mm))
+
+    for got, want in zip(grads(prior_mask), grads(pfenet_prior)):
+        assert_close(got, want)
+
+
+def test_all_zero_mask_gives_zero():
+    """Every masked support feature is 0: cosine 0 everywhere, min = max, 0 / (0 + eps) = 0."""
+    q, s, m = make_case("C130_odd", torch.float64)
+    m = torch.zeros_like(m)
+    q.requires_grad_(True), s.requires_grad_(True)
+    out = prior_mask(q, s, m)
+    assert (out == 0).all()
+    assert_close(out, pfenet_prior(q, s, m))
+    gq, gs = torch.autograd.grad(out.sum(), (q, s))
+    assert torch.isfinite(gq).all() and torch.isfinite(gs).all()
+
+
+def test_one_image_masked_out_leaves_the_others():
+    q, s, m = make_case("uint8_mask", torch.float64)
+    m[1] = 0
+    out = prior_mask(q, s, m)
+    assert (out[1] == 0).all()
+    assert_close(out, pfenet_prior(q, s, m))
+    assert (out[0].amax() > 0.99) and (out[2].amax() > 0.99)
+
+
+def test_half_inputs_compute_in_float32():
+    q, s, m = make_case("square_soft", torch.float32)
+    out = prior_mask(q.bfloat16(), s.bfloat16(), m)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, prior_mask(q.bfloat16().float(), s.bfloat16().float(), m))
+
+
+def test_channels_last():
+    q, s, m = make_case("C130_odd", torch.float64)
+    cl = prior_mask(
+        q.contiguous(memory_format=torch.channels_last), s.contiguous(memory_format=torch.channels_last), m
+    )
+    assert_close(cl, prior_mask(q, s, m))
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 3, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    m = (torch.rand(2, 3, 2, generator=g, dtype=torch.float64) + 0.2).requires_grad_(True)
+    assert torch.autograd.gradcheck(prior_mask, (q, s, m))

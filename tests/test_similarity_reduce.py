@@ -1,0 +1,286 @@
+"""similarity_reduce reference: against a naive materialisation written here (per image, the valid
+refs picked out by boolean indexing, one class at a time) for every metric x activation x
+reduce on awkward sizes; gradients by gradcheck and against the naive one; the edge cases its
+docstring promises (empty classes, every ref ignored, max ties, zero vectors, NaN padding)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+# The module, not the function pixelkernels.reference re-exports under the same name.
+sr_module = importlib.import_module("pixelkernels.reference.similarity_reduce")
+from pixelkernels.reference.similarity_reduce import ACTIVATIONS, METRICS, REDUCES, similarity_reduce
+from pixelkernels.testing import assert_close
+
+KWARGS = {"scale": 0.7, "bias": -0.3, "temperature": 0.5, "eps": 1e-7}
+DEFAULTS = {
+    "metric": "dot",
+    "scale": 1.0,
+    "bias": 0.0,
+    "activation": None,
+    "reduce": "sum",
+    "temperature": 1.0,
+}
+
+
+def naive(query, ref, labels, C, **kwargs):
+    """The contract written out: per image, keep the valid refs, score every (query, ref) pair,
+    then for each class pick its refs and reduce them (empty class: 0, or -inf for max)."""
+    kw = {**DEFAULTS, "eps": 1e-7, **kwargs}
+    metric, scale, bias, activation = kw["metric"], kw["scale"], kw["bias"], kw["activation"]
+    reduce, temperature, eps = kw["reduce"], kw["temperature"], kw["eps"]
+    B, N, _ = query.shape
+    per_image = []
+    for b in range(B):
+        keep = [j for j in range(ref.shape[1]) if 0 <= int(labels[b, j]) < C]
+        r, lab, q = ref[b, keep], [int(labels[b, j]) for j in keep], query[b]
+        sim = q @ r.T  # (N, k)
+        if metric == "cosine":
+            sim = sim / (q.norm(dim=1)[:, None] * r.norm(dim=1)[None, :] + eps)
+        s = scale * sim + bias
+        if activation == "sigmoid":
+            s = torch.sigmoid(s)
+        if reduce == "softmax" and keep:
+            s = torch.softmax(s / temperature, dim=1)
+        cols = []
+        for c in range(C):
+            sel = [t for t, lt in enumerate(lab) if lt == c]
+            if not sel:
+                empty = float("-inf") if reduce == "max" else 0.0
+                cols.append(torch.full((N,), empty, dtype=query.dtype))
+            elif reduce in ("sum", "softmax"):
+                cols.append(s[:, sel].sum(1))
+            elif reduce == "mean":
+                cols.append(s[:, sel].mean(1))
+            else:
+                cols.append(s[:, sel].amax(1))
+        per_image.append(torch.stack(cols, dim=1))
+    return torch.stack(per_image)
+
+
+def make_labels(kind, B, K, C, g):
+    if kind == "random":  # some -1
+        lab = torch.randint(-1, C, (B, K), generator=g)
+    elif kind == "empty_class":  # class C-1 never drawn, and one ignored ref per image
+        lab = torch.randint(0, max(C - 1, 1), (B, K), generator=g)
+        lab[:, 0] = -1
+    elif kind == "all_ignored":
+        lab = torch.full((B, K), -1)
+    elif kind == "outside":  # labels outside [0, C) are ignored, like -1
+        lab = torch.randint(-3, C + 3, (B, K), generator=g)
+    elif kind == "one_image_ignored":
+        lab = torch.randint(0, C, (B, K), generator=g)
+        lab[0] = -1
+    elif kind == "zero":
+        lab = torch.zeros(B, K, dtype=torch.int64)
+    return lab
+
+
+# name: (B, N, K, D, C, label kind, label dtype)
+CASES = {
+    "single": (1, 1, 1, 1, 1, "zero", torch.int64),
+    "D130_empty_class": (3, 7, 5, 130, 4, "empty_class", torch.int16),
+    "N1": (3, 1, 9, 3, 3, "random", torch.int32),
+    "K1": (1, 6, 1, 17, 2, "zero", torch.int64),
+    "all_ignored": (3, 4, 6, 2, 3, "all_ignored", torch.int64),
+    "D1_outside": (2, 5, 11, 1, 3, "outside", torch.int64),
+    "uint8_outside": (2, 5, 11, 4, 2, "outside_uint8", torch.uint8),
+    "one_image_ignored": (2, 4, 8, 5, 3, "one_image_ignored", torch.int64),
+    "no_refs": (2, 3, 0, 4, 2, "random", torch.int64),
+}
+
+
+def make_case(name, dtype, seed=0):
+    B, N, K, D, C, kind, ldtype = CASES[name]
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, N, D, generator=g, dtype=torch.float64).to(dtype)
+    r = torch.randn(B, K, D, generator=g, dtype=torch.float64).to(dtype)
+    if kind == "outside_uint8":
+        lab = torch.randint(0, C + 3, (B, K), generator=g)
+    else:
+        lab = make_labels(kind, B, K, C, g)
+    return q, r, lab.to(ldtype), C
+
+
+def close(actual, expected, dtype):
+    if dtype == torch.float64:
+        assert_close(actual, expected, torch.float64)
+    else:
+        finite = expected[torch.isfinite(expected)]
+        scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
+        torch.testing.assert_close(actual.double(), expected.double(), rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["none", "sigmoid"])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_naive(case, metric, activation, reduce, dtype):
+    q, r, lab, C = make_case(case, dtype)
+    kw = dict(KWARGS, metric=metric, activation=activation, reduce=reduce)
+    out = similarity_reduce(q, r, lab, C, **kw)
+    assert out.shape == (q.shape[0], q.shape[1], C) and out.dtype == dtype
+    expected = naive(q.double(), r.double(), lab, C, **kw)
+    close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_defaults(reduce):
+    q, r, lab, C = make_case("D130_empty_class", torch.float64, seed=3)
+    close(similarity_reduce(q, r, lab, C, reduce=reduce), naive(q, r, lab, C, reduce=reduce), torch.float64)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["none", "sigmoid"])
+@pytest.mark.parametrize("metric", METRICS)
+def test_gradcheck(metric, activation, reduce):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(2, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    # Image 0 has no class 2, image 1 no class 1; one ignored ref each, one out of range.
+    lab = torch.tensor([[0, 1, -1, 0, 1, 1], [2, 0, -1, 5, 2, 0]])
+
+    def fn(q, r, scale, bias):
+        kw = {"metric": metric, "activation": activation, "reduce": reduce, "temperature": 0.6}
+        out = similarity_reduce(q, r, lab, 3, scale=scale, bias=bias, **kw)
+        # max's empty classes are -inf (no derivative to take); their gradient is checked below.
+        return torch.where(torch.isfinite(out), out, 0.0)
+
+    assert torch.autograd.gradcheck(fn, (q, r, scale, bias))
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["none", "sigmoid"])
+@pytest.mark.parametrize("metric", METRICS)
+def test_gradient_matches_naive(metric, activation, reduce):
+    q, r, lab, C = make_case("D130_empty_class", torch.float64, seed=5)
+    kw = dict(KWARGS, metric=metric, activation=activation, reduce=reduce)
+    w = torch.randn(
+        q.shape[0], q.shape[1], C, generator=torch.Generator().manual_seed(9), dtype=torch.float64
+    )
+
+    def grads(f):
+        qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        out = f(qq, rr, lab, C, **kw)
+        loss = (torch.where(torch.isfinite(out), out, 0.0) * w).sum()
+        return torch.autograd.grad(loss, (qq, rr))
+
+    for got, want in zip(grads(similarity_reduce), grads(naive)):
+        assert torch.isfinite(got).all()
+        assert_close(got, want, torch.float64)
+
+
+def test_max_ties_split_the_gradient():
+    """Two refs of the class attain the max: each gets half of the gradient (torch.amax's rule)."""
+    q = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    v = [0.5, -1.0]
+    r = torch.tensor([[v, [-3.0, 0.0], v]], dtype=torch.float64, requires_grad=True)
+    lab = torch.tensor([[0, 0, 0]])
+    out = similarity_reduce(q, r, lab, 1, reduce="max", scale=2.0)
+    (grad,) = torch.autograd.grad(out.sum(), r)
+    half = 0.5 * 2.0 * q[0, 0]
+    assert_close(grad[0], torch.stack([half, torch.zeros(2, dtype=torch.float64), half]))
+
+
+def test_empty_class_gives_no_gradient():
+    q, r, lab, C = make_case("D130_empty_class", torch.float64)
+    for reduce in REDUCES:
+        qq, rr = q.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        out = similarity_reduce(qq, rr, lab, C, reduce=reduce, activation="sigmoid")
+        empty = out[..., C - 1]
+        assert (empty == (float("-inf") if reduce == "max" else 0.0)).all()
+        if reduce != "max":
+            gq, gr = torch.autograd.grad(empty.sum(), (qq, rr))
+            assert (gq == 0).all() and (gr == 0).all()
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_all_ignored(reduce):
+    """Every ref ignored: 0 (max: -inf), no NaN, zero gradient, still attached to the graph."""
+    q, r, lab, C = make_case("all_ignored", torch.float64)
+    q.requires_grad_(True), r.requires_grad_(True)
+    out = similarity_reduce(q, r, lab, C, reduce=reduce, metric="cosine")
+    assert (out == (float("-inf") if reduce == "max" else 0.0)).all()
+    if reduce != "max":
+        gq, gr = torch.autograd.grad(out.sum(), (q, r))
+        assert (gq == 0).all() and (gr == 0).all()
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_cosine_zero_vectors_are_finite(reduce):
+    q, r, lab, C = make_case("D130_empty_class", torch.float64)
+    q[0, 2] = 0.0
+    r[1, 3] = 0.0
+    lab[1, 3] = 0  # a valid zero ref
+    q.requires_grad_(True), r.requires_grad_(True)
+    out = similarity_reduce(q, r, lab, C, reduce=reduce, metric="cosine")
+    assert not out.isnan().any()
+    close(out, naive(q, r, lab, C, reduce=reduce, metric="cosine"), torch.float64)
+    finite = torch.where(torch.isfinite(out), out, 0.0)
+    gq, gr = torch.autograd.grad(finite.sum(), (q, r))
+    assert torch.isfinite(gq).all() and torch.isfinite(gr).all()
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_nan_in_ignored_ref_reaches_nothing(metric, reduce):
+    q, r, lab, C = make_case("D130_empty_class", torch.float64)  # lab[:, 0] = -1
+    clean = similarity_reduce(q, r, lab, C, reduce=reduce, metric=metric)
+    r = r.clone()
+    r[:, 0] = float("nan")
+    q.requires_grad_(True), r.requires_grad_(True)
+    out = similarity_reduce(q, r, lab, C, reduce=reduce, metric=metric)
+    assert_close(out, clean)
+    gq, gr = torch.autograd.grad(torch.where(torch.isfinite(out), out, 0.0).sum(), (q, r))
+    assert torch.isfinite(gq).all() and torch.isfinite(gr).all() and (gr[:, 0] == 0).all()
+
+
+def test_nan_in_query_propagates():
+    q, r, lab, C = make_case("N1", torch.float64)
+    q[1, 0, 0] = float("nan")
+    out = similarity_reduce(q, r, lab, C, reduce="mean")
+    nonempty = torch.stack([(lab[1] == c).any() for c in range(C)])
+    assert out[1, 0, nonempty].isnan().all()
+    assert not out[0].isnan().any()
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_chunked_equals_whole(reduce, monkeypatch):
+    q, r, lab, C = make_case("D130_empty_class", torch.float64)
+    whole = similarity_reduce(q, r, lab, C, reduce=reduce, metric="cosine", activation="sigmoid")
+    monkeypatch.setattr(sr_module, "_CHUNK_ELEMENTS", 2 * q.shape[0] * r.shape[1])  # 2 queries a chunk
+    chunked = similarity_reduce(q, r, lab, C, reduce=reduce, metric="cosine", activation="sigmoid")
+    assert torch.equal(chunked, whole)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_compute_in_float32(dtype):
+    q, r, lab, C = make_case("D130_empty_class", torch.float32)
+    q, r = q.to(dtype), r.to(dtype)
+    out = similarity_reduce(q, r, lab, C, reduce="softmax")
+    assert out.dtype == torch.float32
+    assert torch.equal(out, similarity_reduce(q.float(), r.float(), lab, C, reduce="softmax"))
+
+
+def test_softmax_rows_sum_to_one_over_classes():
+    q, r, lab, C = make_case("one_image_ignored", torch.float64)
+    out = similarity_reduce(q, r, lab, C, reduce="softmax", metric="cosine", temperature=0.1)
+    assert_close(out[1].sum(-1), torch.ones(q.shape[1], dtype=torch.float64))
+    assert (out[0] == 0).all()
+
+
+def test_large_n_k_stays_light():
+    """N·K ≈ 1e6 through the chunked path."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 2000, 16, generator=g)
+    r = torch.randn(1, 500, 16, generator=g)
+    lab = torch.randint(-1, 5, (1, 500), generator=g)
+    out = similarity_reduce(q, r, lab, 5, reduce="mean", activation="sigmoid")
+    expected = naive(q.double(), r.double(), lab, 5, reduce="mean", activation="sigmoid")
+    close(out, expected, torch.float32)

@@ -1,0 +1,134 @@
+"""stochastic_pool reference (SPEC §3.3; seed 003 §2.2): each returned vector is the embedding of a
+distinct pixel of its slot's class (found back in the map), up to k per class then padding
+(label -1, vector 0), the same pixels as pixelkernels.sample_pixels for the same generator state,
+reproducible, both layouts, and the gradient goes back to the sampled pixels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pixelkernels as pk
+from pixelkernels.reference.stochastic_pool import stochastic_pool
+
+F64 = torch.float64
+
+
+def _inputs(B, D, H, W, C, pattern="random", seed=0, dtype=F64):
+    """emb with distinct pixel vectors; labels random in [-1, C), or with image 0 all ignored,
+    or one class only."""
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(B, D, H, W, generator=g, dtype=F64)
+    emb[:, 0] = torch.arange(H * W, dtype=F64).reshape(H, W) + 1.0  # distinct even when D = 1
+    labels = torch.randint(-1, C, (B, H, W), generator=g)
+    if pattern == "image0_ignored":
+        labels[0] = -1
+    elif pattern == "one":
+        labels = torch.full((B, H, W), C - 1)
+    else:
+        assert pattern == "random", pattern
+    return emb.to(dtype), labels
+
+
+# (B, D, H, W, C, k, pattern)
+CASES = [
+    (1, 1, 5, 7, 3, 4, "random"),
+    (3, 130, 6, 5, 4, 3, "random"),
+    (3, 4, 9, 11, 3, 50, "random"),  # k above every class size: padding in every class
+    (3, 2, 4, 5, 2, 6, "image0_ignored"),
+    (2, 3, 7, 3, 3, 8, "one"),  # classes 0 and 1 absent: all padding
+    (1, 5, 1, 1, 2, 1, "random"),
+]
+
+
+@pytest.mark.parametrize("B,D,H,W,C,k,pattern", CASES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_vectors_come_from_distinct_pixels_of_their_class(B, D, H, W, C, k, pattern, layout):
+    emb, labels = _inputs(B, D, H, W, C, pattern)
+    if layout == "channels_last":
+        emb = emb.contiguous(memory_format=torch.channels_last)
+    vectors, vl = stochastic_pool(emb, labels, k, C, generator=torch.Generator().manual_seed(1))
+    assert vectors.shape == (B, C * k, D) and vl.shape == (B, C * k)
+    assert vectors.dtype == emb.dtype and vl.dtype == torch.int64
+    pixels = emb.reshape(B, D, H * W).transpose(1, 2)
+    lab = labels.reshape(B, H * W)
+    for b in range(B):
+        for c in range(C):
+            n_c = int((lab[b] == c).sum())
+            filled = min(k, n_c)
+            slots = slice(c * k, (c + 1) * k)
+            assert (vl[b, slots][:filled] == c).all() and (vl[b, slots][filled:] == -1).all()
+            assert (vectors[b, slots][filled:] == 0).all()
+            found = []
+            for v in vectors[b, slots][:filled]:
+                match = (pixels[b] == v).all(1).nonzero().flatten()
+                assert len(match) == 1  # the vector is one pixel's embedding, exactly
+                found.append(int(match))
+            assert (lab[b, found] == c).all()  # ... a pixel of the slot's class
+            assert len(set(found)) == len(found)  # ... drawn without replacement
+
+
+def test_same_pixels_as_the_librarys_sampler_and_reproducible():
+    emb, labels = _inputs(3, 4, 8, 9, 4)
+    C, k = 4, 6
+    v1, l1 = stochastic_pool(emb, labels, k, C, generator=torch.Generator().manual_seed(7))
+    v2, l2 = stochastic_pool(emb, labels, k, C, generator=torch.Generator().manual_seed(7))
+    v3, _ = stochastic_pool(emb, labels, k, C, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(v1, v2) and torch.equal(l1, l2) and not torch.equal(v1, v3)
+    idx = pk.sample_pixels(labels, C, k, generator=torch.Generator().manual_seed(7)).reshape(3, C * k)
+    pixels = emb.reshape(3, 4, -1).transpose(1, 2)
+    want = torch.where(
+        (idx >= 0)[..., None], pixels.gather(1, idx.clamp_min(0)[..., None].expand(-1, -1, 4)), 0
+    )
+    assert torch.equal(v1, want) and torch.equal(l1 >= 0, idx >= 0)
+
+
+def test_ignore_index_other_than_minus_one():
+    emb, labels = _inputs(2, 3, 6, 6, 3)
+    labels[labels == -1] = 2  # class 2 becomes the ignore label
+    vectors, vl = stochastic_pool(
+        emb, labels, 40, 2, ignore_index=2, generator=torch.Generator().manual_seed(0)
+    )
+    lab = labels.reshape(2, -1)
+    for b in range(2):
+        for c in range(2):
+            assert int((vl[b, c * 40 : (c + 1) * 40] == c).sum()) == int((lab[b] == c).sum())
+    assert (vectors[vl < 0] == 0).all()
+
+
+def test_non_contiguous_map_and_float32():
+    emb, labels = _inputs(2, 6, 5, 7, 3, dtype=torch.float32)
+    sliced = torch.stack([emb, -emb], 2).flatten(1, 2)[:, ::2]  # a strided view equal to emb
+    assert not sliced.is_contiguous() and torch.equal(sliced, emb)
+    a = stochastic_pool(emb, labels, 4, 3, generator=torch.Generator().manual_seed(3))
+    b = stochastic_pool(sliced, labels, 4, 3, generator=torch.Generator().manual_seed(3))
+    assert a[0].dtype == torch.float32 and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_gradient_goes_back_to_the_sampled_pixels():
+    emb, labels = _inputs(2, 3, 5, 6, 3)
+    emb.requires_grad_(True)
+    vectors, vl = stochastic_pool(emb, labels, 4, 3, generator=torch.Generator().manual_seed(2))
+    w = torch.linspace(-1.0, 1.0, vectors.numel(), dtype=F64).reshape(vectors.shape)
+    (vectors * w).sum().backward()
+    want = torch.zeros(2, 30, 3, dtype=F64)
+    pixels = emb.detach().reshape(2, 3, 30).transpose(1, 2)
+    for b in range(2):
+        for s in range(vl.shape[1]):
+            if vl[b, s] >= 0:
+                p = int((pixels[b] == vectors[b, s].detach()).all(1).nonzero())
+                want[b, p] += w[b, s]
+    torch.testing.assert_close(emb.grad, want.transpose(1, 2).reshape(2, 3, 5, 6), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck(layout):
+    emb, labels = _inputs(2, 2, 3, 3, 2)
+    if layout == "channels_last":
+        emb = emb.contiguous(memory_format=torch.channels_last)
+    emb.requires_grad_(True)
+
+    def f(e):
+        return stochastic_pool(e, labels, 3, 2, generator=torch.Generator().manual_seed(4))[0]
+
+    assert torch.autograd.gradcheck(f, (emb,))
