@@ -173,6 +173,7 @@ def run_case(
     before_fwd, before_fb = before(forward, ok), before(forward_backward, grads)
     samples = {k: {n: [] for n in names} for k in KINDS}  # kind -> name -> every sample
     runs = {k: {n: [] for n in names} for k in KINDS}  # kind -> name -> each run's median
+    rounds = {} if case.rounds is None else {"rounds": case.rounds}
     for _ in range(repeat):
         got = {
             "fwd": side_by_side(
@@ -181,6 +182,7 @@ def run_case(
                 budget_s=budget_s,
                 before=before_fwd,
                 min_reps=min_reps,
+                **rounds,
             ),
             "fwdbwd": side_by_side(
                 {n: forward_backward(case, inp, n) for n in grads},
@@ -188,6 +190,7 @@ def run_case(
                 budget_s=budget_s,
                 before=before_fb,
                 min_reps=min_reps,
+                **rounds,
             ),
         }
         if device.type == "cuda":
