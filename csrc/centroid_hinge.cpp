@@ -96,7 +96,7 @@ at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Te
   const at::Tensor through =
       std::get<1>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, std::nullopt, false));
   // An empty region has no pixel to read its offset: clamp_min only keeps the table finite.
-  const at::Tensor offset = (grad_centroid.to(acc) + through) / count.to(acc).clamp_min(1).unsqueeze(-1);
+  const at::Tensor offset = grad_centroid.to(acc).add(through).div_(count.to(acc).clamp_min(1).unsqueeze(-1));
   return std::get<0>(hinge_backward.call(grad_hinge, emb, labels, c, delta, ignore_index, offset, true));
 }
 

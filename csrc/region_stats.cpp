@@ -3,6 +3,8 @@
 // csrc/cpu/region_stats.cpp and launch(OnCuda, ·) in csrc/cuda/region_stats.cu.
 #include "common/region_stats.h"
 
+#include <ATen/ops/zeros.h>
+
 #include <tuple>
 
 #include "torch_utils.h"

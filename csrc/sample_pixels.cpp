@@ -4,6 +4,11 @@
 // the sort is what a GPU does best (no host sync, capturable).
 #include "common/sample_pixels.h"
 
+#include <ATen/ops/arange.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+
 #include "torch_utils.h"
 
 namespace pixelkernels {
@@ -36,18 +41,18 @@ at::Tensor sample_pixels_impl(const at::Tensor& labels_in, const at::Tensor& key
   } else {
     // pixelkernels/reference/sample_pixels.py in ATen.
     const at::Tensor lab = labels_in.reshape({B, P}).to(at::kLong);
-    const at::Tensor cls = at::where((lab >= 0) & (lab < C) & (lab != ignore_index), lab, C);
+    const at::Tensor cls = lab.where(lab.ge(0).logical_and_(lab.lt(C)).logical_and_(lab.ne(ignore_index)), C);
     const at::Tensor key = cls.bitwise_left_shift(sample_pixels::kKeyBits)
                                .bitwise_or_(keys.reshape({B, P}).bitwise_and(sample_pixels::kKeyMask));
     const at::Tensor order = std::get<1>(key.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false));
     at::Tensor counts = at::zeros({B, C + 1}, lab.options());
     counts.scatter_add_(1, cls, at::ones_like(cls));
-    const at::Tensor start = counts.cumsum(1) - counts;
+    const at::Tensor start = counts.cumsum(1).sub_(counts);
     const at::Tensor j = at::arange(k, lab.options());
     const at::Tensor pos =
-        (start.slice(1, 0, C).unsqueeze(2) + j).clamp_max(P - 1).reshape({B, C * k});
+        start.slice(1, 0, C).unsqueeze(2).add(j).clamp_max_(P - 1).reshape({B, C * k});
     const at::Tensor picked = order.gather(1, pos).reshape({B, C, k});
-    out.copy_(at::where(j < counts.slice(1, 0, C).unsqueeze(2), picked, -1));
+    out.copy_(picked.where(j.lt(counts.slice(1, 0, C).unsqueeze(2)), -1));
     return out;
   }
 }

@@ -4,14 +4,21 @@
 // stay in bounds when an op is called directly (torch.ops.pixelkernels.*).
 #pragma once
 
-#include <ATen/ATen.h>
+// Tensor and the few factory functions used here, not <ATen/ATen.h>: every op's torch side
+// includes this header, and ATen.h (every operator's declaration) made each of those files
+// take ~3x longer to compile, in each of CI's three builds. A file that calls another ATen
+// function includes that function's <ATen/ops/...> header; Tensor's methods need none.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/empty_strided.h>
 #include <torch/library.h>
 
 #include "common/types.h"
 
 #if defined(PK_WITH_CUDA) && !defined(PK_CUDA_EMU)
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 #ifdef PK_CUDA_EMU
 #include "pk_emu_memory.h"  // tests/cuda_emu/include: the emulator's sanitizer
@@ -230,7 +237,7 @@ class Launcher<OnCuda> {
   void* stream() { return nullptr; }
 #else
   c10::cuda::CUDAGuard guard_{like_.device()};  // after like_: members start in this order
-  void* stream() { return at::cuda::getCurrentCUDAStream(like_.device().index()).stream(); }
+  void* stream() { return c10::cuda::getCurrentCUDAStream(like_.device().index()).stream(); }
 #endif
 };
 #endif

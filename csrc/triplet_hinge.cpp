@@ -1,6 +1,8 @@
 // triplet_hinge, the torch side for CPU and CUDA tensors (csrc/common/triplet_hinge.h).
 #include "common/triplet_hinge.h"
 
+#include <ATen/Context.h>
+
 #include <tuple>
 
 #include "torch_utils.h"

@@ -4,6 +4,9 @@
 #include <memory>
 #include <string>
 
+#include <ATen/ops/arange.h>
+#include <ATen/ops/zeros.h>
+
 #include "torch_utils.h"
 
 namespace pk_emu_selftest {
