@@ -9,6 +9,7 @@ from ._checks import checks_enabled, set_checks, use_checks
 from ._version import __version__
 from .ops.center_distance import center_distance
 from .ops.centroid_hinge import centroid_hinge
+from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
 from .ops.pixel_normalize import pixel_normalize
 from .ops.region_hinge import region_hinge
@@ -21,6 +22,8 @@ from .ops.region_losses import (
 )
 from .ops.region_stats import region_stats
 from .ops.sample_pixels import sample_pixels
+from .ops.similarity_reduce import similarity_reduce
+from .ops.stochastic_pool import stochastic_pool
 from .ops.triplet_hinge import triplet_hinge
 from .ops.triplet_losses import is_triplet_loss
 
@@ -36,6 +39,7 @@ __all__ = [
     "discriminative_loss",
     "get_backend",
     "is_triplet_loss",
+    "label_transfer",
     "masked_average_pool",
     "masked_sum",
     "menet_metric_loss",
@@ -47,6 +51,8 @@ __all__ = [
     "sample_pixels",
     "set_backend",
     "set_checks",
+    "similarity_reduce",
+    "stochastic_pool",
     "triplet_hinge",
     "use_backend",
     "use_checks",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .ops.region_losses import cas_loss, discriminative_loss, menet_metric_loss
+from .ops.stochastic_pool import stochastic_pool
 from .ops.triplet_losses import is_triplet_loss
 
 
@@ -97,4 +98,21 @@ class ISTripletLoss(_Loss):
                                backend=self.backend)  # fmt: skip
 
 
-__all__ = ["CASLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss"]
+class StochasticPooling(_Loss):
+    """``StochasticPooling(k, num_classes, ignore_index=-1)(emb, labels)`` -> (vectors (B, C·k, D),
+    labels (B, C·k)): seed 003 eq. 2; see ``stochastic_pool``. ``generator`` as ISTripletLoss's."""
+
+    _fields = ("k", "num_classes", "ignore_index", "backend")
+
+    def __init__(self, k: int, num_classes: int, *, ignore_index: int = -1, generator: torch.Generator | None = None,
+                 backend: str | None = None):  # fmt: skip
+        super().__init__()
+        self.k, self.num_classes, self.ignore_index = k, num_classes, ignore_index
+        self.generator, self.backend = generator, backend
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return stochastic_pool(emb, labels, self.k, self.num_classes, ignore_index=self.ignore_index,
+                               generator=self.generator, backend=self.backend)  # fmt: skip
+
+
+__all__ = ["CASLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss", "StochasticPooling"]

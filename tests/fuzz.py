@@ -169,7 +169,8 @@ def cases(draw, fuzz, *, max_side: int = 6, main_layout: str | None = None):
             options = [lay for lay in LAYOUTS if lay != "channels_last" or nd == 4]
             layouts[k] = draw(st.sampled_from(options))
             if main is None and main_layout is not None:
-                layouts[k] = main_layout
+                # channels_last of a main input of vectors (B, K, D): D-major, its transpose
+                layouts[k] = "transposed" if main_layout == "channels_last" and nd != 4 else main_layout
                 main = k
             elif s.grad and draw(st.booleans()):
                 derived.add(k)
@@ -336,10 +337,18 @@ def _indices(case: Case, shape, gen) -> torch.Tensor:
 
 def _nonfinite(case: Case, view: torch.Tensor, labels, gen) -> torch.Tensor:
     """NaN/inf written into the main map (out of place, so the leaf stays a leaf): at the
-    ignored pixels of a labelled op, or at one pixel of an unlabelled one."""
+    ignored pixels of a labelled op, or at one pixel of an unlabelled one. A main input of
+    labelled vectors (B, K, D) with (B, K) labels (similarity_reduce's refs) gets them in the
+    ignored vectors."""
     if case.nonfinite is None or view.numel() == 0:
         return view
     value = float("nan") if case.nonfinite == "nan" else float("inf")
+    if labels is not None and view.dim() == labels.dim() + 1 and view.shape[:-1] == labels.shape:
+        spec = next(s for s in case.spec.values() if isinstance(s, Labels))
+        R = case.dims[spec.regions] if isinstance(spec.regions, str) else spec.regions
+        lab = labels.long().to(view.device)
+        where = (lab == case.values.get("ignore_index", -1)) | (lab < 0) | (lab >= R)
+        return torch.where(where.unsqueeze(-1), torch.full((), value, dtype=view.dtype), view)
     B, _, H, W = view.shape
     if labels is not None:
         ignore = case.values.get("ignore_index", -1)

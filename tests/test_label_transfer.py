@@ -211,3 +211,89 @@ def test_gradcheck_scores(reduce):
         return label_transfer(q, r, lab, C, scale=0.9, bias=0.1, activation="sigmoid", reduce=reduce)[1]
 
     assert torch.autograd.gradcheck(fn, (q.requires_grad_(True), r.requires_grad_(True)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The op (pixelkernels.label_transfer): the contract on every backend (the direct path through
+# similarity_reduce, and the linear class-sum path), then the linear path against the direct.
+
+from conftest import BACKENDS, weighted_loss  # noqa: E402
+from contract import Contract, suite  # noqa: E402
+from fuzz import Choice, Floats, Labels, Size  # noqa: E402
+
+import pixelkernels as pk  # noqa: E402
+
+LT_KWARGS = ("metric", "scale", "bias", "activation", "reduce", "temperature", "eps")
+
+
+def _lt_inp(B, D, H, W, C, k, *, layout="contiguous", seed=0, **kw):
+    def make(device, dtype):
+        q, r, lab, _ = make_inputs(B, D, H, W, C, k, torch.float64, seed=seed)
+        if layout == "channels_last":
+            q = q.contiguous(memory_format=torch.channels_last)
+        opts = {"metric": "dot", "scale": 0.7, "bias": -0.3, "activation": "sigmoid", "reduce": "mean",
+                "temperature": 1.0, "eps": 1e-7, **kw}  # fmt: skip
+        return {"query_emb": q.to(device, dtype), "ref_emb": r.to(device, dtype), "ref_labels": lab.to(device),
+                "num_classes": C, **opts}  # fmt: skip
+
+    return make
+
+
+def _lt_call(inp, backend):
+    kw = {k: inp[k] for k in LT_KWARGS if k in inp}
+    return pk.label_transfer(inp["query_emb"], inp["ref_emb"], inp["ref_labels"], inp["num_classes"], backend=backend, **kw)
+
+
+def _lt_bad(**kw):
+    return {**_lt_inp(2, 3, 4, 5, 3, 2)("cpu", torch.float32), **kw}
+
+
+LT_ROW = Contract(
+    op="label_transfer",
+    uses=("similarity_reduce",),
+    fuzz=lambda d: {"query_emb": Floats(("B", "D", "H", "W")), "ref_emb": Floats(("B", "K", "D")),
+                     "ref_labels": Labels(("B", "K")), "num_classes": Size("R"), "metric": Choice(("dot", "cosine")),
+                     "activation": Choice((None, "sigmoid")), "reduce": Choice(("sum", "mean", "max"))},  # fmt: skip
+    make=_lt_inp(2, 5, 7, 9, 3, 4),
+    call=_lt_call,
+    shaped=lambda B, D, H, W, layout: _lt_inp(B, D, H, W, 3, 2, layout=layout),
+    loss=weighted_loss,
+    grad_inputs=("query_emb", "ref_emb"),
+    tiny=_lt_inp(2, 3, 3, 2, 2, 2),
+    zero_sizes={
+        "B0": _lt_inp(0, 3, 4, 5, 2, 2)("cpu", torch.float32),
+        "HW0": _lt_inp(2, 3, 0, 5, 2, 2)("cpu", torch.float32),
+        "K0": _lt_inp(2, 3, 4, 5, 2, 0)("cpu", torch.float32),
+        "K0_linear": _lt_inp(2, 3, 4, 5, 2, 0, activation=None, reduce="sum")("cpu", torch.float32),
+    },
+    bad_inputs={
+        "query_rank": (_lt_bad(query_emb=torch.randn(2, 3, 4)), ValueError, "query_emb must have 4 dims"),
+        "ref_dim": (_lt_bad(ref_emb=torch.randn(2, 6, 4)), ValueError, "ref_emb must have (B, D)"),
+        "ref_dtype": (_lt_bad(ref_emb=torch.randn(2, 6, 3, dtype=torch.float64)), TypeError, "ref_emb must have"),
+        "labels": (_lt_bad(ref_labels=torch.zeros(2, 5, dtype=torch.long)), ValueError, "ref_labels must have shape"),
+        "reduce": (_lt_bad(reduce="median"), ValueError, "reduce must be one of"),
+        "labels_range": (_lt_bad(ref_labels=torch.full((2, 6), 7)), ValueError, "ref_labels values must be in"),
+    },
+    cases={
+        "eq3_linear_sum": _lt_inp(2, 6, 5, 7, 4, 3, activation=None, reduce="sum", seed=1),
+        "linear_mean": _lt_inp(2, 6, 5, 7, 4, 3, activation=None, reduce="mean", seed=2),
+        "sigmoid_max": _lt_inp(2, 6, 5, 7, 4, 3, reduce="max", seed=3),
+        "cosine_softmax": _lt_inp(1, 17, 6, 5, 3, 5, metric="cosine", activation=None, reduce="softmax", seed=4),
+    },
+)
+
+TestContract = suite(LT_ROW)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_linear_path_equals_direct(backend, device, reduce):
+    """The class-sum path (taken for dot, no activation, sum/mean) against similarity_reduce's
+    direct path on the same backend: scores to float64 rounding, the same labels."""
+    q, r, lab, _ = make_inputs(2, 9, 6, 7, 4, 5, torch.float64, seed=5)
+    q, r, lab = q.to(device), r.to(device), lab.to(device)
+    kw = {"scale": 1.3, "bias": -0.2, "reduce": reduce}
+    labels, scores = pk.label_transfer(q, r, lab, 4, backend=backend, **kw)
+    direct = pk.similarity_reduce(q.flatten(2).transpose(1, 2), r, lab, 4, backend=backend, **kw)
+    assert_close(scores, direct.transpose(1, 2).reshape(scores.shape))
+    assert torch.equal(labels, direct.argmax(-1).reshape(labels.shape))

@@ -284,3 +284,148 @@ def test_large_n_k_stays_light():
     out = similarity_reduce(q, r, lab, 5, reduce="mean", activation="sigmoid")
     expected = naive(q.double(), r.double(), lab, 5, reduce="mean", activation="sigmoid")
     close(out, expected, torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The op (pixelkernels.similarity_reduce): the contract on every backend, then what is special.
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+from conftest import weighted_loss  # noqa: E402
+from contract import Contract, suite  # noqa: E402
+from fuzz import Choice, Floats, Labels, Size  # noqa: E402
+
+import pixelkernels as pk  # noqa: E402
+
+OP_KWARGS = ("metric", "scale", "bias", "activation", "reduce", "temperature", "eps")
+
+
+def _op_inp(B, N, K, D, C, *, layout="contiguous", seed=0, pad=0.25, ties=False, ignore_image=None, **kw):
+    """query (B, N, D), ref (B, K, D), labels with -1 at random refs (and out-of-range values);
+    ties: ref 1 a copy of ref 0 (same label), and ref K-1 of ref 2 (a tie across ref tiles);
+    ignore_image: every ref of that image -1, its vectors NaN."""
+
+    def make(device, dtype):
+        g = torch.Generator().manual_seed(seed)
+        q = torch.randn(B, N, D, generator=g, dtype=torch.float64)
+        r = torch.randn(B, K, D, generator=g, dtype=torch.float64)
+        lab = torch.randint(0, C, (B, K), generator=g)
+        lab[torch.rand(B, K, generator=g) < pad] = -1
+        if ties and K > 2:
+            r[:, 1], lab[:, 1] = r[:, 0], lab[:, 0].clamp_min(0)
+            lab[:, 0] = lab[:, 1]
+            r[:, K - 1], lab[:, K - 1] = r[:, 2], lab[:, 2]
+        if ignore_image is not None and B > ignore_image:
+            lab[ignore_image] = -1
+            r[ignore_image] = float("nan")
+        if layout == "channels_last":  # the awkward layout of a (B, N, D) tensor: D-major
+            q = q.transpose(1, 2).contiguous().transpose(1, 2)
+            r = r.transpose(1, 2).contiguous().transpose(1, 2)
+        opts = {"metric": "dot", "scale": 0.7, "bias": -0.3, "activation": None, "reduce": "sum",
+                "temperature": 0.5, "eps": 1e-7, **kw}  # fmt: skip
+        return {"query": q.to(device, dtype), "ref": r.to(device, dtype), "ref_labels": lab.to(device),
+                "num_classes": C, **opts}  # fmt: skip
+
+    return make
+
+
+def _op_call(inp, backend):
+    kw = {k: inp[k] for k in OP_KWARGS if k in inp}
+    return (pk.similarity_reduce(inp["query"], inp["ref"], inp["ref_labels"], inp["num_classes"], backend=backend, **kw),)
+
+
+def _finite_loss(out, inp):
+    """weighted_loss over the finite outputs (an empty class's max is -inf)."""
+    return weighted_loss(tuple(o.masked_fill(~torch.isfinite(o.detach()), 0) for o in out), inp)
+
+
+def _op_bad(**kw):
+    inp = _op_inp(2, 5, 6, 3, 3)("cpu", torch.float32)
+    return {**inp, **kw}
+
+
+_CASES = {
+    f"{m}_{a or 'linear'}_{r}": _op_inp(2, 37, 70, 17, 4, metric=m, activation=a, reduce=r, seed=i)
+    for i, (m, a, r) in enumerate(
+        [("cosine", None, "sum"), ("dot", "sigmoid", "mean"), ("cosine", "sigmoid", "max"), ("dot", None, "max"),
+         ("dot", None, "softmax"), ("cosine", "sigmoid", "softmax"), ("cosine", None, "mean")]
+    )  # fmt: skip
+}
+
+ROW = Contract(
+    op="similarity_reduce",
+    fuzz=lambda d: {"ref": Floats(("B", "K", "D")), "ref_labels": Labels(("B", "K")), "query": Floats(("B", "H", "D")),
+                     "num_classes": Size("R"), "metric": Choice(METRICS), "activation": Choice(ACTIVATIONS),
+                     "reduce": Choice(REDUCES), "scale": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25)),
+                     "temperature": Choice((1.0, 0.3))},  # fmt: skip
+    make=_op_inp(2, 13, 11, 5, 3),
+    call=_op_call,
+    shaped=lambda B, D, H, W, layout: _op_inp(B, H * W, H + W, D, 3, layout=layout, reduce="max", metric="cosine"),
+    loss=_finite_loss,
+    grad_inputs=("query", "ref"),
+    tiny=_op_inp(2, 3, 4, 3, 2, reduce="softmax", metric="cosine", activation="sigmoid"),
+    zero_sizes={
+        "B0": _op_inp(0, 3, 4, 2, 2)("cpu", torch.float32),
+        "N0": _op_inp(2, 0, 4, 2, 2)("cpu", torch.float32),
+        "K0": _op_inp(2, 3, 0, 2, 2, reduce="max")("cpu", torch.float32),
+        "K0_softmax": _op_inp(2, 3, 0, 2, 2, reduce="softmax")("cpu", torch.float32),
+        "D0": _op_inp(2, 3, 4, 0, 2, reduce="mean")("cpu", torch.float32),
+    },
+    bad_inputs={
+        "query_rank": (_op_bad(query=torch.randn(5, 3)), ValueError, "query must have 3 dims"),
+        "ref_dtype": (_op_bad(ref=torch.randn(2, 6, 3, dtype=torch.float64)), TypeError, "ref must have query's dtype"),
+        "ref_dim": (_op_bad(ref=torch.randn(2, 6, 4)), ValueError, "ref must have (B, D)"),
+        "labels_shape": (_op_bad(ref_labels=torch.zeros(2, 5, dtype=torch.long)), ValueError, "ref_labels must have shape"),
+        "labels_float": (_op_bad(ref_labels=torch.zeros(2, 6)), TypeError, "ref_labels must have dtype"),
+        "num_classes": (_op_bad(num_classes=0), ValueError, "num_classes must be positive"),
+        "metric": (_op_bad(metric="l2"), ValueError, "metric must be one of"),
+        "reduce": (_op_bad(reduce="median"), ValueError, "reduce must be one of"),
+        "activation": (_op_bad(activation="relu"), ValueError, "activation must be one of"),
+        "temperature": (_op_bad(temperature=0.0), ValueError, "temperature must be > 0"),
+        "scale_tensor": (_op_bad(scale=torch.tensor(2.0)), TypeError, "scale and bias must be Python numbers"),
+        "eps": (_op_bad(eps=-1.0), ValueError, "eps must be >= 0"),
+        "labels_range": (_op_bad(ref_labels=torch.full((2, 6), 3)), ValueError, "ref_labels values must be in [0, 3)"),
+    },
+    cases={
+        **_CASES,
+        "ties": _op_inp(2, 9, 70, 5, 3, ties=True, reduce="max", pad=0.0),
+        "ties_sigmoid": _op_inp(2, 9, 70, 5, 3, ties=True, reduce="max", activation="sigmoid", pad=0.0),
+        "image_ignored": _op_inp(3, 7, 9, 4, 3, ignore_image=1, reduce="softmax", metric="cosine"),
+        "image_ignored_max": _op_inp(3, 7, 9, 4, 3, ignore_image=0, reduce="max"),
+        "one_ref": _op_inp(2, 5, 1, 3, 2, reduce="softmax", pad=0.0),
+        "one_query_D130": _op_inp(1, 1, 6, 130, 3, reduce="mean", metric="cosine"),
+        "D1_C1": _op_inp(2, 6, 5, 1, 1, reduce="max", activation="sigmoid"),
+        "many_classes": _op_inp(2, 9, 40, 6, 37, reduce="softmax"),
+    },
+)
+
+TestContract = suite(ROW)
+
+
+def test_op_memory_is_linear():
+    """N = 20000 queries x K = 2000 refs, D = 16 on the CPU: the reference's (chunked) scores
+    and the autograd graph of a materialised (N, K) float32 matrix would be 160 MB; the op's
+    forward + backward grow the peak resident memory by a few tiles and the (K, D) partials."""
+    if "cpu" not in pk.available_backends():
+        pytest.skip("no cpu backend")
+    code = textwrap.dedent(
+        """
+        import resource, torch, pixelkernels as pk
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, 20000, 16, generator=g).requires_grad_()
+        r = torch.randn(1, 2000, 16, generator=g).requires_grad_()
+        lab = torch.randint(-1, 5, (1, 2000), generator=g)
+        def step():
+            out = pk.similarity_reduce(q, r, lab, 5, reduce="softmax", metric="cosine", backend="cpu")
+            out.sum().backward()
+        step()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grew = int(out.stdout.split()[-1])
+    assert grew < 16 * 2**20, f"peak memory grew by {grew / 2**20:.1f} MiB ((N, K) float32: 153 MiB)"

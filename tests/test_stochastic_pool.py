@@ -132,3 +132,47 @@ def test_gradcheck(layout):
         return stochastic_pool(e, labels, 3, 2, generator=torch.Generator().manual_seed(4))[0]
 
     assert torch.autograd.gradcheck(f, (emb,))
+
+
+# ---------------------------------------------------------------------------------------------
+# The op (pixelkernels.stochastic_pool, nn.StochasticPooling): the oracle's draw on every backend.
+
+from conftest import BACKENDS  # noqa: E402
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_equals_the_reference(backend, device, layout):
+    """The same generator state gives the reference's vectors and labels on every backend; the
+    gradient reaches the same pixels with the same values."""
+    emb, labels = _inputs(2, 5, 7, 9, 4, pattern="image0_ignored")
+    if layout == "channels_last":
+        emb = emb.contiguous(memory_format=torch.channels_last)
+    e1 = emb.to(device).requires_grad_()
+    e2 = emb.clone().requires_grad_()
+    g1 = torch.Generator(device=device).manual_seed(3)
+    g2 = torch.Generator().manual_seed(3)
+    v1, l1 = pk.stochastic_pool(e1, labels.to(device), 3, 4, generator=g1, backend=backend)
+    v2, l2 = stochastic_pool(e2, labels, 3, 4, generator=g2)
+    if device == "cpu":
+        assert torch.equal(v1, v2) and torch.equal(l1, l2)
+    w = torch.randn(v2.shape, dtype=F64)
+    (gr1,) = torch.autograd.grad((v1 * w.to(device)).sum(), e1)
+    (gr2,) = torch.autograd.grad((v2 * w).sum(), e2)
+    if device == "cpu":
+        assert torch.equal(gr1, gr2)
+
+
+def test_module_and_errors():
+    emb, labels = _inputs(2, 3, 5, 6, 3)
+    m = pk.nn.StochasticPooling(4, 3, generator=torch.Generator().manual_seed(1))
+    v, lab = m(emb, labels)
+    v2, lab2 = stochastic_pool(emb, labels, 4, 3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(v, v2) and torch.equal(lab, lab2)
+    assert "k=4" in repr(m)
+    with pytest.raises(ValueError, match="k must be positive"):
+        pk.stochastic_pool(emb, labels, 0, 3)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        pk.stochastic_pool(emb, labels[:, :2], 2, 3)
+    with pytest.raises(ValueError, match="emb must have 4 dims"):
+        pk.stochastic_pool(emb[0], labels, 2, 3)

@@ -37,6 +37,17 @@ struct LabelMap {
   LabelType type;
 };
 
+// Label i of a LabelMap, widened: for kernels that read a few labels (a tile's refs), not a map.
+PK_HD int64_t label_at(const LabelMap& m, int64_t i) {
+  switch (m.type) {
+    case LabelType::UInt8: return static_cast<const uint8_t*>(m.data)[i];
+    case LabelType::Int8: return static_cast<const int8_t*>(m.data)[i];
+    case LabelType::Int16: return static_cast<const int16_t*>(m.data)[i];
+    case LabelType::Int32: return static_cast<const int32_t*>(m.data)[i];
+    default: return static_cast<const int64_t*>(m.data)[i];
+  }
+}
+
 // A pixel takes part iff its label is a region index other than ignore_index. Anything else
 // (ignore_index, or an out-of-range label when the Python checks are off) is skipped, so no
 // kernel indexes outside [0, R).

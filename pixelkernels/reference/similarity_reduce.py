@@ -79,7 +79,11 @@ def _scores(
     if metric == "cosine":
         sim = sim / (q_norm[:, :, None] * r_norm[:, None, :] + eps)
     s = sim * scale + bias
-    return torch.sigmoid(s) if activation == "sigmoid" else s
+    # sigmoid(s) as exp(-softplus(-s)): the same values, but autograd's derivatives become
+    # sigmoid(s)·sigmoid(-s) instead of torch.sigmoid's s·(1 - s), which cancels where the
+    # sigmoid saturates (float32 second derivatives off by ~1e-6 at |s| ~ 15; every backend's
+    # double backward differentiates this graph).
+    return torch.exp(-F.softplus(-s)) if activation == "sigmoid" else s
 
 
 def _reduce_class(s: torch.Tensor, member: torch.Tensor, reduce: str) -> torch.Tensor:

@@ -1,0 +1,134 @@
+// similarity_reduce (SPEC §3.3; seed 003 §2.2 eqs. 2-3; seed 004 §2.4.3): per query pixel, the
+// scores against an image's reference vectors reduced per reference class, without the
+// (N, K) score matrix.
+//
+//   ref j takes part iff 0 <= label_j < C (valid); R_c = {valid j : label_j = c}, n_c = |R_c|
+//   sim_ij = q_i·r_j                              metric Dot
+//          = q_i·r_j / (|q_i| |r_j| + eps)        metric Cosine
+//   s_ij   = sigmoid?(scale·sim_ij + bias)
+//   out_ic = Σ_{R_c} s_ij | (1/n_c) Σ_{R_c} s_ij | max_{R_c} s_ij | Σ_{R_c} p_ij,
+//   p_ij   = exp(s_ij/T - lse_i), lse_i = log Σ_{valid j} exp(s_ij/T)            (softmax)
+//
+// in the accumulation type (double for Float64, else float). Empty class: sum, mean, softmax 0,
+// max -inf. aux: Max, the number of refs of R_c whose score equals out_ic; Softmax, lse_i.
+//
+// Backward, with g = grad_out and for valid j of class c:
+//   dS_ij = g_ic | g_ic / n_c | g_ic [s_ij = out_ic] / aux_ic | p_ij h_ic / T,
+//   h_ic  = g_ic - Σ_c' g_ic' out_ic'   (softmax_centered: without its cancellation)
+//   dZ_ij = dS_ij · (sigmoid ? s_ij (1 - s_ij) : 1) · scale
+//   Dot:    dq_i = Σ_j dZ_ij r_j,   dr_j = Σ_i dZ_ij q_i
+//   Cosine: A_ij = dZ_ij / (|q_i| |r_j| + eps)
+//           dq_i = Σ_j A_ij r_j - (q_i / |q_i|) Σ_j A_ij sim_ij |r_j|   (the norm's term 0 at |q_i| = 0)
+//           dr_j = Σ_i A_ij q_i - (r_j / |r_j|) Σ_i A_ij sim_ij |q_i|
+// The backward recomputes the scores with the forward's arithmetic, so the max's equality test
+// finds exactly the forward's maxima.
+#pragma once
+
+#include "common/types.h"
+
+namespace pixelkernels {
+
+namespace similarity_reduce {
+enum class Metric : int { Dot = 0, Cosine = 1 };
+enum class Reduce : int { Sum = 0, Mean = 1, Max = 2, Softmax = 3 };
+}  // namespace similarity_reduce
+
+struct SimilarityReduceArgs {
+  const void* query;  // (B, N, D), dtype, element (b, i, d) at b*q_sb + i*q_sn + d*q_sd
+  const void* ref;    // (B, K, D) contiguous, dtype
+  LabelMap labels;    // (B, K); any values (outside [0, C): the ref takes no part)
+  DType dtype;
+  int64_t B, N, K, D, C;
+  similarity_reduce::Metric metric;
+  double scale, bias;
+  bool sigmoid;
+  similarity_reduce::Reduce reduce;
+  double temperature, eps;
+  bool allow_tf32;  // CUDA float32: TF32 tensor cores allowed (torch.backends.cuda.matmul.allow_tf32)
+  // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
+  // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
+  int64_t q_sb, q_sn, q_sd;
+};
+
+struct SimilarityReduceForward {
+  SimilarityReduceArgs a;
+  void* out;  // (B, N, C) accumulation type; every element is written
+  void* aux;  // Max: (B, N, C), Softmax: (B, N), accumulation type, every element written; else unused
+  void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
+  size_t workspace_bytes = 0;
+};
+
+struct SimilarityReduceBackward {
+  SimilarityReduceArgs a;
+  const void* grad_out;  // (B, N, C) accumulation type
+  const void* out;       // the forward's out and aux
+  const void* aux;
+  void* grad_query;  // (B, N, D) dtype, query's strides, every element written
+  void* grad_ref;    // (B, K, D) dtype, every element written (0 for refs that take no part)
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+// Kernels: csrc/cpu/similarity_reduce.cpp and csrc/cuda/similarity_reduce.cu.
+Status launch(OnCpu, const SimilarityReduceForward& p);
+Status launch(OnCpu, const SimilarityReduceBackward& p);
+size_t workspace_bytes(OnCuda, const SimilarityReduceForward& p);
+size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p);
+Status launch(OnCuda, const SimilarityReduceForward& p);
+Status launch(OnCuda, const SimilarityReduceBackward& p);
+
+namespace similarity_reduce {
+
+PK_HD bool valid(int64_t label, int64_t C) { return label >= 0 && label < C; }
+
+// The score from the raw dot product; cosine's denominator from the two norms.
+template <typename acc_t>
+PK_HD acc_t score(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale, acc_t bias, bool sigmoid, acc_t eps) {
+  const acc_t sim = metric == Metric::Cosine ? dot / (qn * rn + eps) : dot;
+  const acc_t z = sim * scale + bias;
+  return sigmoid ? acc_t(1) / (acc_t(1) + exp(-z)) : z;
+}
+
+// Whether x replaces the running max m: larger, or NaN (a NaN score makes the max NaN, as amax).
+template <typename acc_t>
+PK_HD bool above(acc_t x, acc_t m) {
+  return x > m || (x != x && m == m);
+}
+
+// dS_ij for a valid ref of class c: g = grad_out[i, c]; n = n_c (Mean); o = out[i, c] and
+// ties = aux[i, c] (Max); p = p_ij and delta = Σ_c' g_ic' out_ic' (Softmax).
+template <typename acc_t>
+PK_HD acc_t grad_score(Reduce reduce, acc_t g, acc_t s, acc_t n, acc_t o, acc_t ties, acc_t p, acc_t delta,
+                       acc_t inv_t) {
+  switch (reduce) {
+    case Reduce::Sum: return g;
+    case Reduce::Mean: return g / n;
+    case Reduce::Max: return s == o ? g / ties : acc_t(0);
+    default: return p * (g - delta) * inv_t;
+  }
+}
+
+// h_c = g_c - Σ_c' g_c' out_c' for one row (softmax). Where one class holds almost all the
+// weight that difference cancels (float32 gradients off by ~1e-6 where they should be ~0), so
+// with c* the row's largest out and Σ_c out_c = 1 (a row with a valid ref):
+//   h_c* = Σ_{c' != c*} out_c' (g_c* - g_c'),   h_c = (g_c - g_c*) + h_c*
+// The callers pass h_ic as grad_score's g, with delta 0.
+template <typename acc_t>
+PK_HD void softmax_centered(const acc_t* g, const acc_t* o, int64_t C, acc_t* h) {
+  int64_t top = 0;
+  for (int64_t c = 1; c < C; ++c)
+    if (o[c] > o[top]) top = c;
+  acc_t ht = 0;
+  for (int64_t c = 0; c < C; ++c)
+    if (c != top) ht += o[c] * (g[top] - g[c]);
+  for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c] - g[top]) + ht;
+}
+
+// dZ_ij from dS_ij: through the sigmoid and the scale.
+template <typename acc_t>
+PK_HD acc_t grad_logit(acc_t ds, acc_t s, bool sigmoid, acc_t scale) {
+  return (sigmoid ? ds * s * (acc_t(1) - s) : ds) * scale;
+}
+
+}  // namespace similarity_reduce
+}  // namespace pixelkernels

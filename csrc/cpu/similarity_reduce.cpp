@@ -1,0 +1,383 @@
+// similarity_reduce CPU kernels (csrc/common/similarity_reduce.h), float32 and float64.
+//
+// The scores exist one tile at a time: kTN queries x kTK refs, from ATen's GEMM on the tile (the
+// BLAS micro-kernels; inside at::parallel_for it runs on the calling thread) and ATen's vectorised
+// elementwise ops for the cosine, the affine and the sigmoid (`scores`). Then, per tile:
+//   sum, mean   one more GEMM with the tile's class matrix (k, C + 1) into a (kTN, C + 1) state
+//               (per score instead when the tile holds an inf or NaN: a product with the class
+//               matrix's zeros would spread it to the other classes);
+//   max         per score, in ref order (max and tie count);
+//   softmax     per score: an online softmax, one rescale of the row's state per tile.
+// The backward recomputes each tile with the same calls on the same shapes (bitwise the same
+// scores: the max's equality test finds the forward's maxima), turns it into dZ in place
+// (dS gathered from the row's per-class factors, then the chain of the header) and contracts it
+// twice: dq += dZ r, dr += dZᵀ q. Tasks are fixed by the sizes alone (never the thread count), so
+// results are bitwise the same for any number of threads:
+//   forward   one task per (image, query tile);
+//   backward  one task per (image, group of query tiles), each group writing its own (K, D)
+//             partial of dr, summed in group order; the groups are as few as keep those
+//             partials under a tenth of the inputs (at least 1, at most kGroups).
+#include "common/similarity_reduce.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/mul.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "cpu/pixel_tiles.h"
+
+namespace pixelkernels::cpu {
+namespace {
+
+using similarity_reduce::Metric;
+using similarity_reduce::Reduce;
+
+constexpr int64_t kTN = 64, kTK = 256, kGroups = 8;
+
+template <typename T>
+at::Tensor matrix(const T* p, int64_t rows, int64_t cols, int64_t row_stride = -1, int64_t col_stride = 1) {
+  const auto st = std::is_same_v<T, double> ? at::kDouble : at::kFloat;
+  return at::from_blob(const_cast<T*>(p), {rows, cols}, {row_stride < 0 ? cols : row_stride, col_stride},
+                       at::TensorOptions().dtype(st));
+}
+
+template <typename T>
+at::Tensor vec(const T* p, int64_t n) {
+  return matrix(p, n, 1).view({n});
+}
+
+// The per-call tables: each ref's class (-1: takes no part), the class sizes, the refs' norms
+// (cosine), and ref rows safe to multiply (the refs that take no part zeroed, as the reference
+// does, when one of them is not finite: 0 * NaN would reach dq).
+template <typename T>
+struct Tables {
+  std::vector<int32_t> cls;   // (B, K)
+  std::vector<uint8_t> off;   // (B, K) bool: the ref takes no part
+  std::vector<T> count;       // (B, C)
+  std::vector<T> rnorm;       // (B, K), cosine
+  std::vector<T> rclean;      // (B, K, D) when needed
+  const T* r;                 // ref or rclean
+  Tables(const SimilarityReduceArgs& a, const T* ref) : r(ref) {
+    const int64_t B = a.B, K = a.K, C = a.C, D = a.D;
+    cls.resize(B * K);
+    off.resize(B * K);
+    count.assign(B * C, T(0));
+    bool dirty = false;
+    for (int64_t i = 0; i < B * K; ++i) {
+      const int64_t l = label_at(a.labels, i);
+      const bool v = similarity_reduce::valid(l, C);
+      cls[i] = v ? int32_t(l) : -1;
+      off[i] = !v;
+      if (v) count[(i / K) * C + l] += T(1);
+      if (!v)
+        for (int64_t d = 0; d < D && !dirty; ++d) dirty = !std::isfinite(ref[i * D + d]);
+    }
+    if (dirty) {
+      rclean.assign(ref, ref + B * K * D);
+      for (int64_t i = 0; i < B * K; ++i)
+        if (cls[i] < 0) std::fill_n(rclean.data() + i * D, D, T(0));
+      r = rclean.data();
+    }
+    if (a.metric == Metric::Cosine) {
+      rnorm.resize(B * K);
+      for (int64_t i = 0; i < B * K; ++i) rnorm[i] = cls[i] < 0 ? T(0) : norm(ref + i * D, D);  // as the zeroed ref
+    }
+  }
+  static T norm(const T* v, int64_t D, int64_t stride = 1) {
+    T s = 0;
+    for (int64_t d = 0; d < D; ++d) s += v[d * stride] * v[d * stride];
+    return std::sqrt(s);
+  }
+};
+
+template <typename T>
+struct Ctx {
+  const SimilarityReduceArgs& a;
+  const T* q;
+  const Tables<T>& t;
+  T scale, bias, eps, temp;
+  // rows [i0, i0 + n) of image b of query (or of grad_query: the same strides), as an (n, D) matrix
+  template <typename U>
+  at::Tensor rows(U* base, int64_t b, int64_t i0, int64_t n) const {
+    return matrix(base + b * a.q_sb + i0 * a.q_sn, n, a.D, a.q_sn, a.q_sd);
+  }
+  T qnorm(int64_t b, int64_t i) const { return Tables<T>::norm(q + b * a.q_sb + i * a.q_sn, a.D, a.q_sd); }
+};
+
+// The activated score tile of image b, queries [i0, i0 + n) x refs [j0, j0 + k): S = s_ij of the
+// header, by ATen's GEMM and vectorised elementwise ops on the tile (in place in S, row stride k).
+// cosine also leaves den_ij = |q_i| |r_j| + eps in `den` and sim_ij in `sim` (when not null).
+// The forward and both backward uses make the same calls on the same shapes: the same bits.
+template <typename T>
+void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k, const T* qn, T* S,
+            T* den, T* sim) {
+  const SimilarityReduceArgs& a = x.a;
+  at::Tensor s = matrix(S, n, k);
+  at::mm_out(s, x.rows(x.q, b, i0, n), matrix(x.t.r + (b * a.K + j0) * a.D, k, a.D).t());
+  if (a.metric == Metric::Cosine) {
+    at::Tensor d = matrix(den, n, k);
+    at::mul_out(d, matrix(qn, n, 1), matrix(x.t.rnorm.data() + b * a.K + j0, 1, k));
+    s.div_(d.add_(x.eps));
+    if (sim != nullptr) matrix(sim, n, k).copy_(s);
+  }
+  // The refs that take no part score 0, as the reference's zeroed refs do before its affine: a
+  // ref's own vector (cosine: dot / eps) could overflow the softmax's exp, 0 times which is NaN.
+  const uint8_t* off = x.t.off.data() + b * a.K + j0;
+  if (std::any_of(off, off + k, [](uint8_t o) { return o != 0; }))
+    s.masked_fill_(at::from_blob(const_cast<uint8_t*>(off), {1, k}, at::TensorOptions().dtype(at::kBool)), T(0));
+  if (x.scale != T(1)) s.mul_(x.scale);
+  if (x.bias != T(0)) s.add_(x.bias);
+  if (a.sigmoid) s.sigmoid_();
+}
+
+// h (k, C + 1) for the refs [j0, j0 + k) of image b: h[j][c] = w_c where c is ref j's class
+// (w_c = 1, or 1 / n_c for mean), 0 elsewhere; column C is the refs that take no part.
+template <typename T>
+void class_matrix(const Tables<T>& tab, const SimilarityReduceArgs& a, int64_t b, int64_t j0, int64_t k, T* h) {
+  const int64_t C = a.C;
+  std::fill_n(h, k * (C + 1), T(0));
+  for (int64_t j = 0; j < k; ++j) {
+    const int32_t c = tab.cls[b * a.K + j0 + j];
+    if (c >= 0) h[j * (C + 1) + c] = a.reduce == Reduce::Mean ? T(1) / tab.count[b * C + c] : T(1);
+  }
+}
+
+template <typename T>
+void forward(const SimilarityReduceForward& p) {
+  const SimilarityReduceArgs& a = p.a;
+  const int64_t N = a.N, K = a.K, C = a.C;
+  const T* q = static_cast<const T*>(a.query);
+  const Tables<T> tab(a, static_cast<const T*>(a.ref));
+  const Ctx<T> x{a, q, tab, T(a.scale), T(a.bias), T(a.eps), T(a.temperature)};
+  T* out = static_cast<T*>(p.out);
+  T* aux = static_cast<T*>(p.aux);
+  const T inf = std::numeric_limits<T>::infinity();
+  const bool linear = a.reduce == Reduce::Sum || a.reduce == Reduce::Mean;
+  const int64_t nt = (N + kTN - 1) / kTN;
+  at::parallel_for(0, a.B * nt, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> S(kTN * kTK), den(a.metric == Metric::Cosine ? kTN * kTK : 0), qn(kTN), M(kTN), L(kTN);
+    std::vector<T> h(linear ? kTK * (C + 1) : 0), acc(linear ? kTN * (C + 1) : 0);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / nt, i0 = (t % nt) * kTN, n = std::min(kTN, N - i0);
+      T* o = out + (b * N + i0) * C;
+      T* ties = a.reduce == Reduce::Max ? aux + (b * N + i0) * C : nullptr;
+      std::fill_n(o, n * C, a.reduce == Reduce::Max ? -inf : T(0));
+      if (ties) std::fill_n(ties, n * C, T(0));
+      std::fill_n(M.data(), n, -inf);
+      std::fill_n(L.data(), n, T(0));
+      std::fill_n(acc.data(), acc.size(), T(0));
+      for (int64_t i = 0; i < n && a.metric == Metric::Cosine; ++i) qn[i] = x.qnorm(b, i0 + i);
+      const int32_t* cls = tab.cls.data() + b * K;
+      for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+        const int64_t k = std::min(kTK, K - j0);
+        scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), static_cast<T*>(nullptr));
+        const at::Tensor st = matrix(S.data(), n, k);
+        // Sum and mean: one GEMM with the class matrix, when every score is finite (a product with
+        // the class matrix's zeros would turn another class's inf or NaN into NaN); else per score.
+        if (linear && at::isfinite(st).all().template item<bool>()) {
+          class_matrix(tab, a, b, j0, k, h.data());
+          matrix(acc.data(), n, C + 1).addmm_(st, matrix(h.data(), k, C + 1));
+          continue;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          T* s = S.data() + i * k;
+          T* oi = linear ? acc.data() + i * (C + 1) : o + i * C;
+          if (a.reduce == Reduce::Softmax) {
+            // Online softmax: the tile's max first, one rescale of the row's state per tile.
+            T tmax = -inf;
+            bool any = false;
+            for (int64_t j = 0; j < k; ++j) {
+              if (cls[j0 + j] < 0) continue;
+              s[j] /= x.temp;
+              if (similarity_reduce::above(s[j], tmax)) tmax = s[j];
+              any = true;
+            }
+            if (!any) continue;
+            const T m = similarity_reduce::above(tmax, M[i]) ? tmax : M[i];
+            if (m != M[i]) {
+              const T f = std::exp(M[i] - m);
+              L[i] *= f;
+              for (int64_t c = 0; c < C; ++c) oi[c] *= f;
+              M[i] = m;
+            }
+            for (int64_t j = 0; j < k; ++j) {
+              if (cls[j0 + j] < 0) continue;
+              const T e = std::exp(s[j] - m);
+              L[i] += e;
+              oi[cls[j0 + j]] += e;
+            }
+            continue;
+          }
+          for (int64_t j = 0; j < k; ++j) {
+            const int32_t c = cls[j0 + j];
+            if (c < 0) continue;
+            const T v = s[j];
+            if (linear) {
+              oi[c] += a.reduce == Reduce::Mean ? v / tab.count[b * C + c] : v;
+            } else if (similarity_reduce::above(v, oi[c])) {
+              oi[c] = v;
+              ties[i * C + c] = T(1);
+            } else if (v == oi[c]) {
+              ties[i * C + c] += T(1);
+            }
+          }
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        T* oi = o + i * C;
+        if (linear)
+          for (int64_t c = 0; c < C; ++c) oi[c] = tab.count[b * C + c] > T(0) ? acc[i * (C + 1) + c] : T(0);
+        if (a.reduce == Reduce::Softmax) {
+          // No valid ref: the softmax is over nothing, 0 (never 0/0); lse = -inf.
+          for (int64_t c = 0; c < C; ++c) oi[c] = L[i] > T(0) ? oi[c] / L[i] : T(0);
+          aux[b * N + i0 + i] = L[i] > T(0) ? M[i] + std::log(L[i]) : -inf;
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward(const SimilarityReduceBackward& p) {
+  const SimilarityReduceArgs& a = p.a;
+  const int64_t B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
+  const T* q = static_cast<const T*>(a.query);
+  const Tables<T> tab(a, static_cast<const T*>(a.ref));
+  const Ctx<T> x{a, q, tab, T(a.scale), T(a.bias), T(a.eps), T(a.temperature)};
+  const T* g = static_cast<const T*>(p.grad_out);
+  const T* out = static_cast<const T*>(p.out);
+  const T* aux = static_cast<const T*>(p.aux);
+  T* gq = static_cast<T*>(p.grad_query);
+  T* gr = static_cast<T*>(p.grad_ref);
+  const bool cosine = a.metric == Metric::Cosine;
+  const int64_t nt = (N + kTN - 1) / kTN;
+  // Groups of query tiles, each with its own (K, D) partial of dr (+ (K,) of cosine's norm term).
+  const int64_t budget = std::max<int64_t>(1, (N + K) / (10 * std::max<int64_t>(K, 1)));
+  const int64_t G = std::max<int64_t>(1, std::min({nt, kGroups, budget}));
+  std::vector<T> part(size_t(B * G * K * (D + 1)), T(0));
+  at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
+    const size_t tile = kTN * kTK;
+    std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), qn(kTN);
+    std::vector<T> gx(kTN * (C + 1)), row(kTN), lse(kTN);
+    std::vector<int64_t> col_of(kTK);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / G, grp = t % G;
+      T* dr = part.data() + (b * G + grp) * K * D;
+      T* col = part.data() + B * G * K * D + (b * G + grp) * K;
+      const int32_t* cls = tab.cls.data() + b * K;
+      const T* rn = cosine ? tab.rnorm.data() + b * K : nullptr;
+      for (int64_t it = grp; it < nt; it += G) {
+        const int64_t i0 = it * kTN, n = std::min(kTN, N - i0);
+        const T* gi0 = g + (b * N + i0) * C;
+        const T* oi0 = out + (b * N + i0) * C;
+        at::Tensor dq = x.rows(gq, b, i0, n);
+        dq.zero_();
+        std::fill_n(row.data(), n, T(0));
+        // gx (n, C + 1): what dS_ij reads for ref j of class c at column c (column C, for the
+        // refs that take no part, is 0): g_ic; / n_c (mean); h_ic of softmax_centered.
+        for (int64_t i = 0; i < n; ++i) {
+          T* gxi = gx.data() + i * (C + 1);
+          if (cosine) qn[i] = x.qnorm(b, i0 + i);
+          if (a.reduce == Reduce::Softmax) {
+            similarity_reduce::softmax_centered(gi0 + i * C, oi0 + i * C, C, gxi);
+            // A row with no valid ref (lse = -inf) has p = 0 everywhere: exp(s/T - inf), not inf.
+            const T v = aux[b * N + i0 + i];
+            lse[i] = v == -std::numeric_limits<T>::infinity() ? std::numeric_limits<T>::infinity() : v;
+          } else {
+            for (int64_t c = 0; c < C; ++c)
+              gxi[c] = a.reduce == Reduce::Mean ? gi0[i * C + c] / tab.count[b * C + c] : gi0[i * C + c];
+          }
+          gxi[C] = T(0);
+        }
+        const at::Tensor gxt = matrix(gx.data(), n, C + 1);
+        for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+          const int64_t k = std::min(kTK, K - j0);
+          scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
+          const at::Tensor st = matrix(S.data(), n, k);
+          at::Tensor zt = matrix(Z.data(), n, k);
+          for (int64_t j = 0; j < k; ++j) col_of[j] = cls[j0 + j] >= 0 ? cls[j0 + j] : C;
+          // dS: g of each score's class, gathered (a gather, not a product with the class matrix:
+          // an inf or NaN gradient of one class must not reach the others').
+          at::index_select_out(zt, gxt, 1, at::from_blob(col_of.data(), {k}, at::kLong));
+          if (a.reduce == Reduce::Softmax) {
+            // p_ij = exp(s_ij / T - lse_i); dS = p h / T (0 for the refs that take no part: h is)
+            zt.mul_(st.div(x.temp).sub_(matrix(lse.data(), n, 1)).exp_()).div_(x.temp);
+          } else if (a.reduce == Reduce::Max) {
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j < k; ++j) {
+                const int64_t c = col_of[j];
+                const T o = c < C ? oi0[i * C + c] : T(0);
+                const T ties = c < C ? aux[(b * N + i0 + i) * C + c] : T(1);
+                Z[i * k + j] = c < C && S[i * k + j] == o ? Z[i * k + j] / ties : T(0);
+              }
+          }
+          if (a.sigmoid) zt.mul_(st).mul_(st.neg().add_(T(1)));  // sigmoid' = s (1 - s)
+          if (x.scale != T(1)) zt.mul_(x.scale);
+          if (cosine) {
+            // A = dZ / den; the norms' terms: row_i += Σ_j A sim |r_j|, col_j += Σ_i A sim |q_i|
+            zt.div_(matrix(den.data(), n, k));
+            const at::Tensor as = matrix(sim.data(), n, k).mul_(zt);
+            vec(row.data(), n).addmv_(as, vec(rn + j0, k));
+            vec(col + j0, k).addmv_(as.t(), vec(qn.data(), n));
+          }
+          dq.addmm_(zt, matrix(tab.r + (b * K + j0) * D, k, D));
+          matrix(dr + j0 * D, k, D).addmm_(zt.t(), x.rows(q, b, i0, n));
+        }
+        // Cosine: minus (q / |q|) times the row's norm term (0 where |q| = 0).
+        for (int64_t i = 0; i < n && cosine; ++i) {
+          if (!(qn[i] > T(0))) continue;
+          const T f = row[i] / qn[i];
+          const T* qi = q + b * a.q_sb + (i0 + i) * a.q_sn;
+          T* gi = gq + b * a.q_sb + (i0 + i) * a.q_sn;
+          for (int64_t d = 0; d < D; ++d) gi[d * a.q_sd] -= f * qi[d * a.q_sd];
+        }
+      }
+    }
+  });
+  // dr = the partials in group order, then cosine's norm term; 0 for refs that take no part.
+  at::parallel_for(0, B * K, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t rj = r0; rj < r1; ++rj) {
+      const int64_t b = rj / K, j = rj % K;
+      T* o = gr + rj * D;
+      std::fill_n(o, D, T(0));
+      if (tab.cls[rj] < 0) continue;
+      T colsum = 0;
+      for (int64_t grp = 0; grp < G; ++grp) {
+        const T* pp = part.data() + ((b * G + grp) * K + j) * D;
+        for (int64_t d = 0; d < D; ++d) o[d] += pp[d];
+        colsum += part[B * G * K * D + (b * G + grp) * K + j];
+      }
+      if (cosine && tab.rnorm[rj] > T(0)) {
+        const T f = colsum / tab.rnorm[rj];
+        const T* r = static_cast<const T*>(a.ref) + rj * D;
+        for (int64_t d = 0; d < D; ++d) o[d] -= f * r[d];
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace pixelkernels::cpu
+
+namespace pixelkernels {
+
+Status launch(OnCpu, const SimilarityReduceForward& p) {
+  if (p.a.B * p.a.N == 0) return nullptr;
+  return cpu::dispatch_float(p.a.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+}
+
+Status launch(OnCpu, const SimilarityReduceBackward& p) {
+  if (p.a.B == 0) return nullptr;
+  return cpu::dispatch_float(p.a.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+}
+
+}  // namespace pixelkernels

@@ -1,0 +1,48 @@
+"""stochastic_pool (SPEC §3.3; seed 003 §2.2 eq. 2): k reference vectors per class, drawn without
+replacement from the pixels of that class, as similarity_reduce and label_transfer take them.
+
+    idx                 = sample_pixels(labels, C, k)        (B, C, k), -1 padding
+    vectors[b, c·k + j] = emb[b, :, idx[b, c, j]]            0 for padding
+    labels[b, c·k + j]  = c                                  -1 for padding
+
+Class-major slots; a class with n_c < k pixels fills its first n_c slots. The pixels are the
+sampler's (pixelkernels.sample_pixels, on `backend`), so the same generator state gives the same
+vectors on every backend and in the reference (pixelkernels/reference/stochastic_pool.py). The
+gather is plain torch (B·C·k·D values), differentiable in emb: a slot's gradient goes to its
+pixel. vectors keep emb's dtype; labels are int64. No host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _checks
+from .sample_pixels import sample_pixels
+
+
+def stochastic_pool(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    ignore_index: int = -1,
+    generator: torch.Generator | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """emb (B, D, H, W), labels (B, H, W) integer -> vectors (B, C·k, D) in emb's dtype,
+    labels (B, C·k) int64 (-1: padding)."""
+    _checks.dense_map(emb, "emb")
+    _checks.label_map(labels, "labels", emb, "emb")
+    B, D, H, W = emb.shape
+    idx = sample_pixels(labels, num_classes, k, generator=generator, ignore_index=ignore_index, backend=backend)
+    C = idx.shape[1]
+    idx = idx.reshape(B, C * k)
+    filled = idx >= 0
+    cls = torch.arange(C, device=labels.device).repeat_interleave(k).expand(B, C * k)
+    out_labels = torch.where(filled, cls, -1)
+    if H * W == 0:
+        return emb.new_zeros(B, C * k, D), out_labels
+    x = emb.reshape(B, D, H * W).transpose(1, 2)  # (B, P, D): a view for both layouts
+    rows = x.gather(1, torch.where(filled, idx, 0)[..., None].expand(B, C * k, D))
+    return torch.where(filled[..., None], rows, torch.zeros((), dtype=emb.dtype, device=emb.device)), out_labels
