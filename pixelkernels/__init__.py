@@ -12,6 +12,7 @@ from .ops.centroid_hinge import centroid_hinge
 from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
 from .ops.pixel_normalize import pixel_normalize
+from .ops.prior_mask import prior_mask
 from .ops.region_hinge import region_hinge
 from .ops.region_losses import (
     cas_loss,
@@ -46,6 +47,7 @@ __all__ = [
     "menet_saliency",
     "nn",
     "pixel_normalize",
+    "prior_mask",
     "region_hinge",
     "region_stats",
     "sample_pixels",

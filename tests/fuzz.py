@@ -54,6 +54,7 @@ class Floats:
     positive: bool = False  # values >= 0 (weights, masks)
     stats: bool = False  # in the statistics dtype (float32 for a half map), like a centroid
     name: str | None = None  # the public argument's name (default: the key)
+    integer_ok: bool = False  # integer dtypes are accepted too (a mask): no dtype error to draw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,7 +469,8 @@ def broken_calls(draw, fuzz):
     options = []
     for k, s in case.spec.items():
         if isinstance(s, Floats):
-            options += [(k, "rank"), (k, "dtype"), (k, "sparse")] + ([(k, "shape")] if k != case.main else [])
+            options += [(k, "rank"), (k, "sparse")] + ([(k, "shape")] if k != case.main else [])
+            options += [] if s.integer_ok else [(k, "dtype")]
         elif isinstance(s, Labels):
             options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "values")]
         elif isinstance(s, Indices):

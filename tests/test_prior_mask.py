@@ -144,3 +144,84 @@ def test_gradcheck():
     s = torch.randn(2, 3, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
     m = (torch.rand(2, 3, 2, generator=g, dtype=torch.float64) + 0.2).requires_grad_(True)
     assert torch.autograd.gradcheck(prior_mask, (q, s, m))
+
+
+# ---------------------------------------------------------------------------------------------
+# The op (pixelkernels.prior_mask): the contract on every backend, then PFENet's prior.
+
+from conftest import BACKENDS, weighted_loss  # noqa: E402
+from contract import Contract, suite  # noqa: E402
+from fuzz import Floats  # noqa: E402
+
+import pixelkernels as pk  # noqa: E402
+
+
+def _pm_inp(name, *, layout="contiguous", seed=0):
+    def make(device, dtype):
+        q, s, m = make_case(name, torch.float64, seed=seed)
+        if layout == "channels_last":
+            q = q.contiguous(memory_format=torch.channels_last)
+            s = s.contiguous(memory_format=torch.channels_last)
+        m = m.to(dtype) if m.is_floating_point() else m
+        return {"query_feat": q.to(device, dtype), "support_feat": s.to(device, dtype), "support_mask": m.to(device)}
+
+    return make
+
+
+def _pm_shaped(B, D, H, W, layout):
+    def make(device, dtype):
+        g = torch.Generator().manual_seed(1)
+        q = torch.randn(B, D, H, W, generator=g, dtype=torch.float64)
+        s = torch.randn(B, D, W, H, generator=g, dtype=torch.float64)
+        m = (torch.rand(B, W, H, generator=g) < 0.5).to(torch.float64)
+        if layout == "channels_last":
+            q, s = (t.contiguous(memory_format=torch.channels_last) for t in (q, s))
+        return {"query_feat": q.to(device, dtype), "support_feat": s.to(device, dtype),
+                "support_mask": m.to(device, dtype)}  # fmt: skip
+
+    return make
+
+
+def _pm_call(inp, backend):
+    kw = {"eps": inp["eps"]} if "eps" in inp else {}
+    return (pk.prior_mask(inp["query_feat"], inp["support_feat"], inp["support_mask"], backend=backend, **kw),)
+
+
+def _pm_bad(**kw):
+    return {**_pm_inp("C1")("cpu", torch.float32), **kw}
+
+
+PM_ROW = Contract(
+    op="prior_mask",
+    uses=("similarity_reduce",),
+    fuzz=lambda d: {"query_feat": Floats(("B", "D", "H", "W")), "support_feat": Floats(("B", "D", "W", "H")),
+                     "support_mask": Floats(("B", "W", "H"), positive=True, integer_ok=True)},  # fmt: skip
+    make=_pm_inp("C130_odd"),
+    call=_pm_call,
+    shaped=_pm_shaped,
+    loss=weighted_loss,
+    grad_inputs=("query_feat", "support_feat"),
+    tiny=_pm_shaped(2, 3, 3, 2, "contiguous"),
+    zero_sizes={
+        "B0": _pm_shaped(0, 3, 4, 5, "contiguous")("cpu", torch.float32),
+        "C0": _pm_shaped(2, 0, 4, 5, "contiguous")("cpu", torch.float32),
+    },
+    bad_inputs={
+        "query_rank": (_pm_bad(query_feat=torch.randn(2, 1, 4)), ValueError, "query_feat must have 4 dims"),
+        "support_dtype": (_pm_bad(support_feat=torch.randn(2, 1, 3, 5, dtype=torch.float64)), TypeError,
+                          "support_feat must have query_feat's dtype"),  # fmt: skip
+        "support_channels": (_pm_bad(support_feat=torch.randn(2, 2, 3, 5)), ValueError, "support_feat must have (B, C)"),
+        "mask_shape": (_pm_bad(support_mask=torch.ones(2, 3, 4)), ValueError, "support_mask must have support_feat's (B, Hs, Ws)"),
+        "eps": (_pm_bad(eps=-1.0), ValueError, "eps must be >= 0"),
+    },
+    cases={name: _pm_inp(name) for name in ("single_pixels", "square_soft", "bool_mask", "uint8_mask")},
+)
+
+TestContract = suite(PM_ROW)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_matches_pfenet(backend, device):
+    q, s, m = make_case("C130_odd", torch.float64, seed=3)
+    got = pk.prior_mask(q.to(device), s.to(device), m.to(device), backend=backend)
+    assert_close(got.cpu(), pfenet_prior(q, s, m))

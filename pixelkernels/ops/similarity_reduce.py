@@ -42,7 +42,7 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
     r = torch.where(valid[..., None], ref.to(st), torch.zeros((), dtype=st, device=ref.device))
     qn = rn = None
     if metric == "cosine":
-        qn, rn = torch.linalg.vector_norm(q, dim=-1), torch.linalg.vector_norm(r, dim=-1)
+        qn, rn = _ref._norm(q), _ref._norm(r)
     lab = torch.where(valid, ref_labels.long(), num_classes)  # C: a spare class for the ignored
     chunk = max(1, _ref._CHUNK_ELEMENTS // max(1, B * ref.shape[1]))  # the oracle's chunks: its very scores
     act = "sigmoid" if sigmoid else None

@@ -26,7 +26,7 @@ Edge cases (the same with and without the sigmoid):
 - max ties: the gradient is split evenly between the refs that attain the maximum (torch.amax's
   rule), not sent to the first of them.
 - cosine with a zero vector: the similarity is 0 (eps keeps the quotient finite) and the norm's
-  gradient at 0 is 0 (torch.linalg.vector_norm's subgradient); the gradient of q·r / eps itself
+  gradient at 0 is 0 (and so are its higher derivatives, see _norm); the gradient of q·r / eps itself
   stays, finite but large (||r|| / eps), as the formula says.
 - ignored refs are replaced by zeros before any product, so a NaN or inf in a padding slot
   reaches neither an output nor, through the product's backward, a gradient. NaN and inf in
@@ -56,6 +56,14 @@ def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, K) bool: the refs that take part (label in [0, C))."""
     lab = ref_labels.long()
     return (lab >= 0) & (lab < num_classes)
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """|t| over the last dim, with derivatives 0 at a zero vector to every order: the sum of
+    squares clamped at the dtype's smallest normal before the sqrt (vector_norm's gradient is 0
+    there, but its second derivative is NaN, so double backward through a masked-out support
+    pixel of prior_mask was NaN). The value moves by at most sqrt(tiny) (1e-19 in float32)."""
+    return t.square().sum(-1).clamp_min(torch.finfo(t.dtype).tiny).sqrt()
 
 
 def _zero_where_not(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -123,8 +131,7 @@ def similarity_reduce(
     r = _zero_where_not(ref.to(st), valid[..., None])
     q_norm = r_norm = None
     if metric == "cosine":
-        q_norm = torch.linalg.vector_norm(q, dim=-1)  # (B, N)
-        r_norm = torch.linalg.vector_norm(r, dim=-1)  # (B, K)
+        q_norm, r_norm = _norm(q), _norm(r)  # (B, N), (B, K)
     lab = ref_labels.long()
     members = [(valid & (lab == c))[:, None, :] for c in range(C)]  # C x (B, 1, K)
     if reduce == "softmax":
