@@ -274,9 +274,8 @@ LT_ROW = Contract(
         "reduce": (_lt_bad(reduce="median"), ValueError, "reduce must be one of"),
         "labels_range": (_lt_bad(ref_labels=torch.full((2, 6), 7)), ValueError, "ref_labels values must be in"),
     },
+    # The linear path (dot, no activation, sum/mean) calls no registered op: test_op_linear_path_*.
     cases={
-        "eq3_linear_sum": _lt_inp(2, 6, 5, 7, 4, 3, activation=None, reduce="sum", seed=1),
-        "linear_mean": _lt_inp(2, 6, 5, 7, 4, 3, activation=None, reduce="mean", seed=2),
         "sigmoid_max": _lt_inp(2, 6, 5, 7, 4, 3, reduce="max", seed=3),
         "cosine_softmax": _lt_inp(1, 17, 6, 5, 3, 5, metric="cosine", activation=None, reduce="softmax", seed=4),
     },
@@ -297,3 +296,15 @@ def test_op_linear_path_equals_direct(backend, device, reduce):
     direct = pk.similarity_reduce(q.flatten(2).transpose(1, 2), r, lab, 4, backend=backend, **kw)
     assert_close(scores, direct.transpose(1, 2).reshape(scores.shape))
     assert torch.equal(labels, direct.argmax(-1).reshape(labels.shape))
+    want_labels, want = label_transfer(q.cpu(), r.cpu(), lab.cpu(), 4, **kw)
+    assert_close(scores.cpu(), want)
+    assert torch.equal(labels.cpu(), want_labels)
+    # and its gradients (autograd through the class sums and the product) against the reference's
+    q1, r1 = q.detach().requires_grad_(), r.detach().requires_grad_()
+    q2, r2 = q.detach().cpu().requires_grad_(), r.detach().cpu().requires_grad_()
+    w = torch.randn(want.shape, dtype=torch.float64)
+    s1 = pk.label_transfer(q1, r1, lab, 4, backend=backend, **kw)[1]
+    g1 = torch.autograd.grad((s1 * w.to(q.device)).sum(), (q1, r1))
+    g2 = torch.autograd.grad((label_transfer(q2, r2, lab.cpu(), 4, **kw)[1] * w).sum(), (q2, r2))
+    for a, b in zip(g1, g2):
+        assert_close(a.cpu(), b)

@@ -81,6 +81,10 @@ _TILED = "register-tiled dims (K accumulators per thread): occupancy floor by K 
 _DEBT = "known debt (report of 2026-11-24): ptxas spills in some instantiations; budget = the measured worst"
 _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or two blocks per SM by design"
 
+# similarity_reduce's CUDA kernels as they stand: correct, deterministic, not fast.
+_SIMPLE_SR = ("a thread per query row (forward, dq) or per ref (dr) over the other side in order, FMA dot "
+              "products, no tiling and no tensor cores: the tiled mma kernels are still to be written")
+
 EXPECTATIONS: list[Expect] = [
     # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
     Expect(r"region_stats:region_partials_kernel<.*>", dynamic_smem=40 * 1024,
@@ -111,6 +115,14 @@ EXPECTATIONS: list[Expect] = [
                "(at most 85 registers; at 64 this ptxas spills), no spill"),
     Expect(r"triplet_hinge:.*", why="compiled for 4 blocks per SM (at most 64 registers, 50 %); static "
                                     "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
+    Expect(r"similarity_reduce:rows_kernel<.*>", threads=128, max_stack=16, local_in_loop=7,
+           why="one thread per query row (|q|, the per-class factors); sm_80 keeps 16 bytes on the stack "
+               "across the class loops; " + _SIMPLE_SR + "; " + _DEBT),
+    Expect(r"similarity_reduce:(dq|dr)_kernel<.*>", threads=128, max_stack=16, local_in_loop=4,
+           why="the chain and the sums in double (the cosine gradient's near-cancelling terms): sm_80 keeps "
+               "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
+    Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
+           why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,
@@ -130,6 +142,10 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:triplet_hinge:_th_mine_kernel\[.*", threads=0, min_occupancy=0.1875,
            why="exact squared differences on 32 x 32 tiles (64 x 64 spill at 4 warps); no spill"),
     Expect(r"triton:triplet_hinge:_\w+\[.*", threads=0, min_occupancy=0.25, why=_TRITON + "; no spill"),
+    Expect(r"triton:similarity_reduce:_\w+\[.*", threads=0, min_occupancy=0.0625, max_stack=40, local_in_loop=16,
+           why="16 x 32 score tiles by tl.dot over D in chunks of 32, the per-class reduction a loop over the "
+               "classes: 96-250 registers (float64 the most), the float64 and cosine variants with small spills; "
+               "not tuned, no GPU has timed it; " + _DEBT),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

@@ -256,6 +256,17 @@ void backward(const SimilarityReduceBackward& p) {
   const T* g = static_cast<const T*>(p.grad_out);
   const T* out = static_cast<const T*>(p.out);
   const T* aux = static_cast<const T*>(p.aux);
+  // The max's gradient goes to the refs whose score equals the row's class max: that max and its
+  // tie count are recomputed here with this kernel's own arithmetic (one forward pass), so the
+  // equality holds whatever computed the `out` handed in (another backend, another dtype).
+  std::vector<T> own;
+  if (a.reduce == Reduce::Max) {
+    own.resize(size_t(2 * B * N * C));
+    SimilarityReduceForward f{a, own.data(), own.data() + B * N * C};
+    forward<T>(f);
+    out = own.data();
+    aux = own.data() + B * N * C;
+  }
   T* gq = static_cast<T*>(p.grad_query);
   T* gr = static_cast<T*>(p.grad_ref);
   const bool cosine = a.metric == Metric::Cosine;

@@ -13,8 +13,11 @@ named as the op's reference.
 
 from .center_distance import center_distance
 from .centroid_hinge import centroid_hinge
+from .dense_similarity_loss import dense_similarity_loss
+from .label_transfer import label_transfer
 from .masked_sum import masked_sum
 from .pixel_normalize import pixel_normalize
+from .prior_mask import prior_mask
 from .region_hinge import region_hinge
 from .region_losses import (
     cas_loss,
@@ -24,6 +27,7 @@ from .region_losses import (
     menet_saliency,
 )
 from .region_stats import region_stats
+from .similarity_reduce import similarity_reduce
 from .triplet_hinge import triplet_hinge
 from .triplet_losses import is_triplet_loss
 
@@ -31,14 +35,18 @@ __all__ = [
     "cas_loss",
     "center_distance",
     "centroid_hinge",
+    "dense_similarity_loss",
     "discriminative_loss",
     "is_triplet_loss",
+    "label_transfer",
     "masked_average_pool",
     "masked_sum",
     "menet_metric_loss",
     "menet_saliency",
     "pixel_normalize",
+    "prior_mask",
     "region_hinge",
     "region_stats",
+    "similarity_reduce",
     "triplet_hinge",
 ]

@@ -539,3 +539,62 @@ CASES += [
          reference=_is_triplet_loop, peers=(Peer("pytorch-metric-learning", "pytorch_metric_learning", _pml_batch_hard),),
          rounds=1),
 ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- dense similarity
+def _transfer_inputs(B, H, W, D, C, k, **kwargs):
+    """label_transfer (seed 003 §2.2.1): a (B, D, H, W) query map against k refs per class, laid
+    out as stochastic_pool gives them (class-major, a few padding slots)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(B, D, H, W, generator=g).to(device).requires_grad_(True)
+        r = torch.randn(B, C * k, D, generator=g).to(device).requires_grad_(True)
+        lab = torch.arange(C).repeat_interleave(k).expand(B, C * k).clone()
+        lab[:, k - 1 :: k] = -1  # the last slot of each class is padding
+        return Inputs(args=(q, r, lab.to(device), C), kwargs=kwargs, grad=(q, r))
+
+    return make
+
+
+def _transfer_flops(backward: bool):
+    def flops(inp: Inputs) -> float:
+        (q, r, _, _) = inp.args
+        n = q.shape[0] * q.shape[2] * q.shape[3] * r.shape[1] * q.shape[1] * 2.0
+        return n * (4 if backward else 1)  # the backward recomputes the scores and contracts twice
+
+    return flops
+
+
+def _prior_inputs(B, C, Hq, Wq, Hs, Ws):
+    """prior_mask (PFENet layer-4 features): query and support maps, a binary support mask."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(B, C, Hq, Wq, generator=g).relu_().to(device).requires_grad_(True)
+        s = torch.randn(B, C, Hs, Ws, generator=g).relu_().to(device).requires_grad_(True)
+        m = (torch.rand(B, Hs, Ws, generator=g) < 0.3).float().to(device)
+        return Inputs(args=(q, s, m), grad=(q, s))
+
+    return make
+
+
+_BN_AFFINE = {"scale": 0.37, "bias": -0.8}  # eq. 3's batch-norm folded in (values of a trained model's order)
+
+CASES += [
+    Case("W5", "label_transfer", "query 240x427 D=128 K=100/class C=5 sigmoid+mean",
+         _transfer_inputs(1, 240, 427, 128, 5, 100, activation="sigmoid", reduce="mean"),
+         small=_transfer_inputs(1, 9, 7, 5, 3, 4, activation="sigmoid", reduce="mean"),
+         flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), rounds=1),
+    Case("W5-eq3", "label_transfer", "query 240x427 D=128 K=100/class C=5 eq.3 (dot, sum, linear)",
+         _transfer_inputs(1, 240, 427, 128, 5, 100, reduce="sum", **_BN_AFFINE),
+         small=_transfer_inputs(1, 9, 7, 5, 3, 4, reduce="sum", **_BN_AFFINE), rounds=1),
+    # On the CPU the C = 512 case scaled to one image (~0.4 TFLOP a forward at B = 1); the GPU rows
+    # are SPEC §5's shapes.
+    Case("W7", "prior_mask", "B=8 C=2048 60x60 vs 60x60", _prior_inputs(8, 2048, 60, 60, 60, 60),
+         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",)),
+    Case("W7-C512", "prior_mask", "B=8 C=512 119x119 vs 119x119", _prior_inputs(8, 512, 119, 119, 119, 119),
+         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",)),
+    Case("W7-C512-B1", "prior_mask", "B=1 C=512 119x119 vs 119x119 (W7 scaled to a CPU)",
+         _prior_inputs(1, 512, 119, 119, 119, 119), small=_prior_inputs(2, 6, 5, 4, 3, 5), rounds=1),
+]  # fmt: skip

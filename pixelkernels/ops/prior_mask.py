@@ -7,8 +7,8 @@ cosine similarity to the masked support features, min-max normalised per image.
 The max over support pixels is similarity_reduce(metric="cosine", reduce="max") with one class
 (every support pixel a ref of class 0, masked-out pixels as zero vectors, cosine 0, as PFENet
 keeps them), so the (Hq·Wq, Hs·Ws) cosine matrix never exists; the query map is read in place
-(a D-major view). The masked support is one (B, Hs·Ws, C) copy in the features' dtype (a soft
-mask is rounded to it). Differentiable in both feature maps and a float mask (PFENet itself
+(a D-major view). The masked support is one (B, Hs·Ws, C) copy; half maps are widened to
+float32 first (the reference's arithmetic; the half max's gradient otherwise follows rounding). Differentiable in both feature maps and a float mask (PFENet itself
 computes the prior under no_grad). eps = 1e-7, PFENet's cosine_eps. Output (B, 1, Hq, Wq) in
 the statistics dtype.
 """
@@ -20,6 +20,7 @@ import importlib
 import torch
 
 from .. import _checks, _op
+from .._dtypes import stats_dtype
 from .similarity_reduce import OP as _SR
 
 _ref = importlib.import_module("pixelkernels.reference.prior_mask")
@@ -50,9 +51,12 @@ def prior_mask(
     backend = _op.backend_for(_SR, backend, query_feat, "query_feat")
     if backend == "reference":
         return _ref.prior_mask(query_feat, support_feat, support_mask, eps)
-    q = query_feat.reshape(B, C, Hq * Wq).transpose(1, 2)  # (B, Nq, C), a view
+    # In the statistics dtype, as the reference: half maps are widened (the mask product and the
+    # cosine max in float32); float32/float64 maps are read in place.
+    st = stats_dtype(query_feat.dtype)
+    q = query_feat.reshape(B, C, Hq * Wq).transpose(1, 2).to(st)  # (B, Nq, C), a view for float32
     K = Hs * Ws
-    s = torch.mul(support_feat.reshape(B, C, K).transpose(1, 2), support_mask.reshape(B, K, 1).to(support_feat.dtype))
+    s = torch.mul(support_feat.reshape(B, C, K).transpose(1, 2).to(st), support_mask.reshape(B, K, 1).to(st))
     s = s.contiguous()  # (B, K, C): the refs as the kernels read them
     cls = torch.zeros(B, K, dtype=torch.int64, device=s.device)
     c, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps)

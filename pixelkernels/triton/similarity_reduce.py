@@ -1,0 +1,379 @@
+"""similarity_reduce, the Triton variant (csrc/common/similarity_reduce.h has the formulas).
+
+A program owns BLOCK_N query rows of one image and walks the image's refs in tiles of BLOCK_K:
+the score tile is ``tl.dot(q, rᵀ)`` over D in BLOCK_D chunks (tensor cores for float16/bfloat16
+with float32 accumulation; float32 in IEEE precision unless torch.backends.cuda.matmul.allow_tf32;
+float64 in IEEE), then cosine, affine and sigmoid, and the tile is reduced per class into the
+rows' state in global memory (out, aux and the softmax's running sum), which the program owns:
+no atomics, deterministic. Refs that take no part load as zero vectors and are masked out of every
+reduction, so a NaN there reaches nothing.
+
+The backward recomputes the tiles with the same code and block sizes, tiles aligned the same way,
+so every score has the forward's bits (the max's equality test finds the forward's maxima):
+``_dq_kernel`` per (image, query block) over ref tiles, ``_dr_kernel`` per (image, ref block) over
+query tiles, accumulating dq and dr in float32/float64 buffers, rounded to the inputs' dtype at the
+end. dS per reduce, then the chain of the header; softmax reads h = softmax_centered(g, out).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._schema import triton_variant
+from ._common import device_ctx, expect, expect_same_device, expect_sizes, grid_items, stats_dtype
+
+METRICS = {"dot": 0, "cosine": 1}
+REDUCES = {"sum": 0, "mean": 1, "max": 2, "softmax": 3}
+BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
+
+
+@triton.jit
+def _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn, scale, bias, eps,
+            COSINE, SIGMOID, PREC: tl.constexpr, ACC: tl.constexpr,
+            BLOCK_D: tl.constexpr):  # fmt: skip
+    # PREC: "tf32" or "ieee" for float32 operands, "" for the others (tensor cores for half,
+    # float64 as is)
+    """The activated score tile [BLOCK_N, BLOCK_K] and (cosine) its sim and den; refs that take no
+    part are zero vectors here (their scores are masked by the callers)."""
+    acc = tl.zeros([offs_n.shape[0], offs_k.shape[0]], ACC)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        dmask = offs_d < D
+        qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
+                     mask=nmask[:, None] & dmask[None, :], other=0.0)
+        ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
+                     mask=kvalid[:, None] & dmask[None, :], other=0.0)
+        if PREC == "widen":  # CPU tensors: the interpreter's tl.dot reads bfloat16 as raw uint16
+            acc += tl.dot(qa.to(tl.float32), tl.trans(ra.to(tl.float32)), input_precision="ieee", out_dtype=ACC)
+        elif PREC == "":
+            acc += tl.dot(qa, tl.trans(ra), out_dtype=ACC)
+        else:
+            acc += tl.dot(qa, tl.trans(ra), input_precision=PREC, out_dtype=ACC)
+    den = qn[:, None] * rn[None, :] + tl.full([], eps, ACC)
+    sim = tl.where(COSINE != 0, acc / den, acc)
+    z = sim * tl.full([], scale, ACC) + tl.full([], bias, ACC)
+    s = tl.where(SIGMOID != 0, 1.0 / (1.0 + tl.exp(-z)), z)
+    return s, sim, den, acc
+
+
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
+    """a @ b of accumulation-type tiles: IEEE float32 unless TF32 is allowed; float64 as is."""
+    if PREC == "tf32":
+        return tl.dot(a, b, input_precision="tf32", out_dtype=ACC)
+    if ACC == tl.float32:
+        return tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+    return tl.dot(a, b, out_dtype=ACC)
+
+
+@triton.jit
+def _ge_max(x, m):
+    """above(x, m) of the header: larger, or NaN over a number."""
+    return (x > m) | ((x != x) & (m == m))
+
+
+@triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
+def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_ptr, N, K, D, C, qsb, qsn, qsd,
+                    scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE, SIGMOID,
+                    REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    b = (pid // nblk).to(tl.int64)
+    offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    rows = b * N + offs_n.to(tl.int64)
+    qn = tl.load(qn_ptr + rows, mask=nmask, other=0.0)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        kmask = offs_k < K
+        lab = tl.load(lab_ptr + b * K + offs_k, mask=kmask, other=-1).to(tl.int64)
+        kvalid = kmask & (lab >= 0) & (lab < C)
+        rn = tl.load(rn_ptr + b * K + offs_k, mask=kvalid, other=0.0)
+        s, sim, den, dot = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn,
+                                   scale, bias, eps, COSINE, SIGMOID, PREC, ACC, BLOCK_D)  # fmt: skip
+        pair = nmask[:, None] & kvalid[None, :]
+        if REDUCE == 3:
+            # Online softmax over the valid refs: the tile's max, one rescale of the row's state.
+            x = tl.where(pair, s / tl.full([], temp, ACC), -float("inf"))
+            nan = tl.sum(tl.where(pair & (x != x), 1, 0), 1) > 0
+            tmax = tl.where(nan, float("nan"), tl.max(x, 1))
+            m_old = tl.load(aux_ptr + rows, mask=nmask, other=0.0)
+            l_old = tl.load(l_ptr + rows, mask=nmask, other=0.0)
+            any_valid = tl.sum(pair.to(tl.int32), 1) > 0
+            m_new = tl.where(any_valid & _ge_max(tmax, m_old), tmax, m_old)
+            f = tl.where(m_new == m_old, 1.0, tl.exp(m_old - m_new))
+            e = tl.where(pair, tl.exp(x - m_new[:, None]), 0.0)
+            tl.store(l_ptr + rows, l_old * f + tl.sum(e, 1), mask=nmask)
+            tl.store(aux_ptr + rows, m_new, mask=nmask)
+            for c in range(0, C):
+                o = tl.load(out_ptr + rows * C + c, mask=nmask, other=0.0)
+                add = tl.sum(tl.where(lab[None, :] == c, e, 0.0), 1)
+                tl.store(out_ptr + rows * C + c, o * f + add, mask=nmask)
+        else:
+            for c in range(0, C):
+                member = pair & (lab[None, :] == c)
+                o = tl.load(out_ptr + rows * C + c, mask=nmask, other=0.0)
+                if REDUCE == 2:
+                    v = tl.where(member, s, -float("inf"))
+                    nan = tl.sum(tl.where(member & (s != s), 1, 0), 1) > 0
+                    tmax = tl.where(nan, float("nan"), tl.max(v, 1))
+                    tties = tl.sum(tl.where(member & (s == tmax[:, None]), 1.0, 0.0), 1).to(ACC)
+                    t_old = tl.load(aux_ptr + rows * C + c, mask=nmask, other=0.0)
+                    take = _ge_max(tmax, o)
+                    same = (tmax == o) & (tties > 0)
+                    tl.store(aux_ptr + rows * C + c, tl.where(take, tties, tl.where(same, t_old + tties, t_old)),
+                             mask=nmask)
+                    tl.store(out_ptr + rows * C + c, tl.where(take, tmax, o), mask=nmask)
+                else:
+                    tl.store(out_ptr + rows * C + c, o + tl.sum(tl.where(member, s, 0.0), 1), mask=nmask)
+
+
+@triton.jit
+def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
+               C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|."""
+    nmask = offs_n < N
+    kmask = offs_k < K
+    rows = b * N + offs_n.to(tl.int64)
+    lab = tl.load(lab_ptr + b * K + offs_k, mask=kmask, other=-1).to(tl.int64)
+    kvalid = kmask & (lab >= 0) & (lab < C)
+    qn = tl.load(qn_ptr + rows, mask=nmask, other=0.0)
+    rn = tl.load(rn_ptr + b * K + offs_k, mask=kvalid, other=0.0)
+    s, sim, den, dot = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn,
+                               scale, bias, eps, COSINE, SIGMOID, PREC, ACC, BLOCK_D)  # fmt: skip
+    pair = nmask[:, None] & kvalid[None, :]
+    cls = tl.where(kvalid, lab, 0)
+    at = rows[:, None] * C + cls[None, :]
+    g = tl.load(gx_ptr + at, mask=pair, other=0.0)
+    if REDUCE == 2:
+        o = tl.load(out_ptr + at, mask=pair, other=0.0)
+        ties = tl.load(aux_ptr + at, mask=pair, other=1.0)
+        ds = tl.where(s == o, g / ties, 0.0)
+    elif REDUCE == 3:
+        lse = tl.load(lse_ptr + rows, mask=nmask, other=float("inf"))
+        ds = tl.exp(s / tl.full([], temp, ACC) - lse[:, None]) * g / tl.full([], temp, ACC)
+    else:
+        ds = g
+    ds = tl.where(pair, ds, 0.0)
+    dz = tl.where(SIGMOID != 0, ds * s * (1.0 - s), ds) * tl.full([], scale, ACC)
+    dz = tl.where(COSINE != 0, dz / den, dz)
+    return dz, dz * sim, qn, rn, nmask, kvalid
+
+
+@triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
+def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dq_ptr, N, K, D, C,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE, SIGMOID,
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    b = (pid // nblk).to(tl.int64)
+    offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row = tl.zeros([BLOCK_N], ACC)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        dz, a_sim, qn, rn, nmask, kvalid = _grad_tile(
+            q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
+            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
+        if COSINE != 0:
+            row += tl.sum(a_sim * rn[None, :], 1)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            dmask = offs_d < D
+            ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
+                         mask=kvalid[:, None] & dmask[None, :], other=0.0).to(ACC)
+            at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
+            m2 = nmask[:, None] & dmask[None, :]
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm(dz, ra, PREC, ACC), mask=m2)
+    if COSINE != 0:
+        nmask = offs_n < N
+        qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
+        f = tl.where(qn > 0, row / qn, 0.0)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            m2 = nmask[:, None] & (offs_d < D)[None, :]
+            qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
+                         mask=m2, other=0.0).to(ACC)
+            at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
+            tl.store(at, tl.load(at, mask=m2, other=0.0) - f[:, None] * qa, mask=m2)
+
+
+@triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
+def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, N, K, D, C,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, kblk, COSINE, SIGMOID,
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    b = (pid // kblk).to(tl.int64)
+    offs_k = (pid % kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
+    col = tl.zeros([BLOCK_K], ACC)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        dz, a_sim, qn, rn, nmask, kvalid = _grad_tile(
+            q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
+            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
+        if COSINE != 0:
+            col += tl.sum(a_sim * qn[:, None], 0)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            dmask = offs_d < D
+            qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
+                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(ACC)
+            at = dr_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
+            m2 = (offs_k < K)[:, None] & dmask[None, :]
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm(tl.trans(dz), qa, PREC, ACC), mask=m2)
+    if COSINE != 0:
+        kmask = offs_k < K
+        rn = tl.load(rn_ptr + b * K + offs_k, mask=kmask, other=0.0)
+        f = tl.where(rn > 0, col / rn, 0.0)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            m2 = kmask[:, None] & (offs_d < D)[None, :]
+            ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :], mask=m2,
+                         other=0.0).to(ACC)
+            at = dr_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
+            tl.store(at, tl.load(at, mask=m2, other=0.0) - f[:, None] * ra, mask=m2)
+
+
+# --------------------------------------------------------------------------------------
+# Launchers
+
+
+def _acc(t: torch.Tensor):
+    return tl.float64 if t.dtype == torch.float64 else tl.float32
+
+
+def _prec(dtype: torch.dtype, device: torch.device) -> str:
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        return "widen"
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return ""
+
+
+def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
+    expect(query.dim() == 3 and ref.dim() == 3 and query.shape[0] == ref.shape[0] and query.shape[2] == ref.shape[2],
+           op, f"query must be (B, N, D) and ref (B, K, D), got {tuple(query.shape)} and {tuple(ref.shape)}")
+    expect(query.dtype == ref.dtype, op, "query and ref must share a dtype")
+    expect_sizes(ref_labels, ref.shape[:2], op, "ref_labels")
+    expect_same_device(op, query, ref, ref_labels)
+    expect(metric in METRICS, op, f"metric must be 'dot' or 'cosine', got {metric!r}")
+    expect(reduce in REDUCES, op, f"reduce must be one of {tuple(REDUCES)}, got {reduce!r}")
+    expect(num_classes >= 1, op, f"num_classes must be positive, got {num_classes}")
+    # A D-major query (a (B, D, H, W) map seen as (B, HW, D)) is read in place.
+    q = query if query.is_contiguous() or query.transpose(1, 2).is_contiguous() else query.contiguous()
+    r, lab = ref.contiguous(), ref_labels.contiguous()
+    st = stats_dtype(q.dtype)
+    C = num_classes
+    valid = (lab >= 0) & (lab < C)
+    cosine = metric == "cosine"
+    B, N, K = q.shape[0], q.shape[1], r.shape[1]
+    zero = torch.zeros((), dtype=st, device=q.device)
+    # |q| and |r| with the reference's clamp (derivatives 0 at a zero vector)
+    qn = q.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
+    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt(), zero)
+    count = torch.zeros(B, C + 1, dtype=st, device=q.device)
+    count.scatter_add_(1, torch.where(valid, lab.long(), C), torch.ones_like(rn))
+    return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, :C]
+
+
+def _flags(metric, sigmoid, reduce, t, st):
+    return {"COSINE": int(metric == "cosine"), "SIGMOID": int(bool(sigmoid)), "REDUCE": REDUCES[reduce],
+            "PREC": _prec(t.dtype, t.device),
+            "ACC": tl.float64 if st == torch.float64 else tl.float32, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K,
+            "BLOCK_D": BLOCK_D}  # fmt: skip
+
+
+@triton_variant("similarity_reduce")
+def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps):
+    op = "similarity_reduce"
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+    B, N, D = q.shape
+    K, C = r.shape[1], num_classes
+    inf = float("inf")
+    out = torch.full((B, N, C), -inf if reduce == "max" else 0.0, dtype=st, device=q.device)
+    if reduce == "max":
+        aux = torch.zeros(B, N, C, dtype=st, device=q.device)
+    elif reduce == "softmax":
+        aux = torch.full((B, N), -inf, dtype=st, device=q.device)
+    else:
+        aux = torch.empty(0, dtype=st, device=q.device)
+    lsum = torch.zeros(B, N, dtype=st, device=q.device) if reduce == "softmax" else aux
+    if B * N > 0 and K > 0:
+        nblk = triton.cdiv(N, BLOCK_N)
+        with device_ctx(q):
+            _forward_kernel[grid_items(nblk, B)](
+                q, r, lab, qn, rn, out, aux, lsum, N, K, D, C, *q.stride(), float(scale), float(bias), float(eps),
+                float(temperature), nblk, **_flags(metric, sigmoid, reduce, q, st), num_warps=4)  # fmt: skip
+    if reduce == "mean":
+        out = out / count.clamp_min(1)[:, None, :]
+    elif reduce == "softmax":
+        has = lsum > 0
+        out = torch.where(has[..., None], out / torch.where(has, lsum, 1.0)[..., None], 0.0)
+        aux = torch.where(has, aux + torch.log(torch.where(has, lsum, 1.0)), -inf)
+    return out, aux
+
+
+@triton_variant("similarity_reduce_backward")
+def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias,
+                                  sigmoid, reduce, temperature, eps):  # fmt: skip
+    op = "similarity_reduce_backward"
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+    B, N, D = q.shape
+    K, C = r.shape[1], num_classes
+    expect_sizes(grad_out, (B, N, C), op, "grad_out")
+    expect_sizes(out, (B, N, C), op, "out")
+    expect_same_device(op, q, grad_out, out, aux)
+    if reduce == "max":
+        # The max and its ties recomputed with these kernels (one forward): the equality test then
+        # holds whatever computed the `out` handed in (another backend, another dtype).
+        out, aux = similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
+                                        temperature, eps)  # fmt: skip
+    g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
+    if reduce == "mean":
+        gx = g / count.clamp_min(1)[:, None, :]
+    elif reduce == "softmax":
+        # softmax_centered (csrc/common/similarity_reduce.h): h = (g - g_top) + Σ_c out_c (g_top - g_c)
+        g_top = g.gather(-1, o.argmax(-1, keepdim=True))
+        gx = (g - g_top) + (o * (g_top - g)).sum(-1, keepdim=True)
+    else:
+        gx = g
+    gx = gx.contiguous()
+    a = aux.to(st).contiguous()
+    lse = torch.where(a == -float("inf"), float("inf"), a) if reduce == "softmax" else a
+    dq = torch.zeros(B, N, D, dtype=st, device=q.device)
+    dr = torch.zeros(B, K, D, dtype=st, device=q.device)
+    if B * N * K * D > 0:
+        args = (q, r, lab, qn, rn, gx, o, a, lse)
+        sc = (float(scale), float(bias), float(eps), float(temperature))
+        flags = _flags(metric, sigmoid, reduce, q, st)
+        nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
+        with device_ctx(q):
+            _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
+            _dr_kernel[grid_items(kblk, B)](*args, dr, N, K, D, C, *q.stride(), *sc, kblk, **flags, num_warps=4)
+    grad_query = torch.empty_strided(q.shape, q.stride(), dtype=q.dtype, device=q.device)
+    grad_query.copy_(dq)
+    # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
+    valid = ((lab >= 0) & (lab < C))[..., None]
+    return grad_query, torch.where(valid, dr, torch.zeros((), dtype=st, device=dr.device)).to(q.dtype)
+
+
+def compile_specs():
+    """(kernel, signature, constexprs, num_warps) for the offline GPU compile check
+    (.ci/triton_compile_check.py); other arguments compile as i32."""
+    specs = []
+    for e, a, acc, precs in (("fp32", "fp32", tl.float32, ("ieee", "tf32")), ("fp64", "fp64", tl.float64, ("",)),
+                             ("bf16", "fp32", tl.float32, ("",)), ("fp16", "fp32", tl.float32, ("",))):  # fmt: skip
+        base = {"q_ptr": "*" + e, "r_ptr": "*" + e, "lab_ptr": "*i64", "qn_ptr": "*" + a, "rn_ptr": "*" + a,
+                "scale": "fp64", "bias": "fp64", "eps": "fp64", "temp": "fp64"}  # fmt: skip
+        fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a}
+        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a}
+        for prec in precs:
+            for red in range(4):
+                c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
+                specs.append((_forward_kernel, fwd, c, 4))
+                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*" + a}, c, 4))
+                specs.append((_dr_kernel, {**bwd, "dr_ptr": "*" + a}, c, 4))
+    return specs
