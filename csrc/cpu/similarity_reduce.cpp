@@ -238,8 +238,9 @@ void forward(const SimilarityReduceForward& p) {
           for (int64_t c = 0; c < C; ++c) oi[c] = tab.count[b * C + c] > T(0) ? acc[i * (C + 1) + c] : T(0);
         if (a.reduce == Reduce::Softmax) {
           // No valid ref: the softmax is over nothing, 0 (never 0/0); lse = -inf.
-          for (int64_t c = 0; c < C; ++c) oi[c] = L[i] > T(0) ? oi[c] / L[i] : T(0);
-          aux[b * N + i0 + i] = L[i] > T(0) ? M[i] + std::log(L[i]) : -inf;
+          // L != 0, not L > 0: a NaN score makes L NaN, and the row NaN as the reference's.
+          for (int64_t c = 0; c < C; ++c) oi[c] = L[i] != T(0) ? oi[c] / L[i] : T(0);
+          aux[b * N + i0 + i] = L[i] != T(0) ? M[i] + std::log(L[i]) : -inf;
         }
       }
     }

@@ -160,8 +160,8 @@ __global__ void __launch_bounds__(kThreads)
     if (v.reduce == Reduce::Mean)
       for (int64_t c = 0; c < C; ++c) o[c] /= v.count[b * C + c] > acc_t(1) ? v.count[b * C + c] : acc_t(1);
     if (v.reduce == Reduce::Softmax) {
-      for (int64_t c = 0; c < C; ++c) o[c] = l > acc_t(0) ? o[c] / l : acc_t(0);
-      aux[t] = l > acc_t(0) ? m + log(l) : -inf;
+      for (int64_t c = 0; c < C; ++c) o[c] = l != acc_t(0) ? o[c] / l : acc_t(0);  // NaN l: a NaN row
+      aux[t] = l != acc_t(0) ? m + log(l) : -inf;
     }
   }
 }

@@ -310,7 +310,7 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
-        has = lsum > 0
+        has = lsum != 0  # a NaN sum (a NaN score) makes the row NaN, as the reference's
         out = torch.where(has[..., None], out / torch.where(has, lsum, 1.0)[..., None], 0.0)
         aux = torch.where(has, aux + torch.log(torch.where(has, lsum, 1.0)), -inf)
     return out, aux
@@ -325,6 +325,7 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     K, C = r.shape[1], num_classes
     expect_sizes(grad_out, (B, N, C), op, "grad_out")
     expect_sizes(out, (B, N, C), op, "out")
+    expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N)}.get(reduce, (0,)), op, "aux")
     expect_same_device(op, q, grad_out, out, aux)
     if reduce == "max":
         # The max and its ties recomputed with these kernels (one forward): the equality test then
