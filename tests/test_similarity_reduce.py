@@ -399,8 +399,8 @@ ROW = Contract(
         "D1_C1": _op_inp(2, 6, 5, 1, 1, reduce="max", activation="sigmoid"),
         "many_classes": _op_inp(2, 9, 40, 6, 37, reduce="softmax"),
         # across the CPU's 64-query and 256-ref tiles, Triton's 16 x 32 blocks and D chunks of 32
-        # (the same shape with reduce="max" fails on the CPU in float32: a known bug, see README)
         "tile_edges_softmax": _op_inp(1, 70, 300, 33, 3, reduce="softmax", activation="sigmoid"),
+        "tile_edges_max": _op_inp(1, 70, 300, 33, 3, reduce="max", metric="cosine", ties=True),
     },
 )
 

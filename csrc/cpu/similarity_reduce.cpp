@@ -8,8 +8,9 @@
 //               matrix's zeros would spread it to the other classes);
 //   max         per score, in ref order (max and tie count);
 //   softmax     per score: an online softmax, one rescale of the row's state per tile.
-// The backward recomputes each tile with the same calls on the same shapes (bitwise the same
-// scores: the max's equality test finds the forward's maxima), turns it into dZ in place
+// The backward recomputes each tile (for max, twice: a first pass over the refs finds the query
+// tile's maxima and ties with the same calls on the same buffers as the second, so its equality
+// test meets the same bits), turns it into dZ in place
 // (dS gathered from the row's per-class factors, then the chain of the header) and contracts it
 // twice: dq += dZ r, dr += dZᵀ q. Tasks are fixed by the sizes alone (never the thread count), so
 // results are bitwise the same for any number of threads:
@@ -151,6 +152,24 @@ void class_matrix(const Tables<T>& tab, const SimilarityReduceArgs& a, int64_t b
   }
 }
 
+// The max reduction of one score tile (n, k) into rows o (n, C) and their tie counts, in ref order:
+// a score above the class max replaces it (count 1), one equal to it adds a tie.
+template <typename T>
+void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T* o, T* ties) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t c = cls[j];
+      if (c < 0) continue;
+      const T v = S[i * k + j];
+      if (similarity_reduce::above(v, o[i * C + c])) {
+        o[i * C + c] = v;
+        ties[i * C + c] = T(1);
+      } else if (v == o[i * C + c]) {
+        ties[i * C + c] += T(1);
+      }
+    }
+}
+
 template <typename T>
 void forward(const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
@@ -180,6 +199,10 @@ void forward(const SimilarityReduceForward& p) {
       for (int64_t j0 = 0; j0 < K; j0 += kTK) {
         const int64_t k = std::min(kTK, K - j0);
         scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), static_cast<T*>(nullptr));
+        if (ties) {
+          max_tile(S.data(), n, k, cls + j0, C, o, ties);
+          continue;
+        }
         const at::Tensor st = matrix(S.data(), n, k);
         // Sum and mean: one GEMM with the class matrix, when every score is finite (a product with
         // the class matrix's zeros would turn another class's inf or NaN into NaN); else per score.
@@ -219,16 +242,7 @@ void forward(const SimilarityReduceForward& p) {
           }
           for (int64_t j = 0; j < k; ++j) {
             const int32_t c = cls[j0 + j];
-            if (c < 0) continue;
-            const T v = s[j];
-            if (linear) {
-              oi[c] += a.reduce == Reduce::Mean ? v / tab.count[b * C + c] : v;
-            } else if (similarity_reduce::above(v, oi[c])) {
-              oi[c] = v;
-              ties[i * C + c] = T(1);
-            } else if (v == oi[c]) {
-              ties[i * C + c] += T(1);
-            }
+            if (c >= 0) oi[c] += a.reduce == Reduce::Mean ? s[j] / tab.count[b * C + c] : s[j];
           }
         }
       }
@@ -257,20 +271,9 @@ void backward(const SimilarityReduceBackward& p) {
   const T* g = static_cast<const T*>(p.grad_out);
   const T* out = static_cast<const T*>(p.out);
   const T* aux = static_cast<const T*>(p.aux);
-  // The max's gradient goes to the refs whose score equals the row's class max: that max and its
-  // tie count are recomputed here with this kernel's own arithmetic (one forward pass), so the
-  // equality holds whatever computed the `out` handed in (another backend, another dtype).
-  std::vector<T> own;
-  if (a.reduce == Reduce::Max) {
-    own.resize(size_t(2 * B * N * C));
-    SimilarityReduceForward f{a, own.data(), own.data() + B * N * C};
-    forward<T>(f);
-    out = own.data();
-    aux = own.data() + B * N * C;
-  }
   T* gq = static_cast<T*>(p.grad_query);
   T* gr = static_cast<T*>(p.grad_ref);
-  const bool cosine = a.metric == Metric::Cosine;
+  const bool cosine = a.metric == Metric::Cosine, max = a.reduce == Reduce::Max;
   const int64_t nt = (N + kTN - 1) / kTN;
   // Groups of query tiles, each with its own (K, D) partial of dr (+ (K,) of cosine's norm term).
   const int64_t budget = std::max<int64_t>(1, (N + K) / (10 * std::max<int64_t>(K, 1)));
@@ -280,6 +283,7 @@ void backward(const SimilarityReduceBackward& p) {
     const size_t tile = kTN * kTK;
     std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), qn(kTN);
     std::vector<T> gx(kTN * (C + 1)), row(kTN), lse(kTN);
+    std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
     std::vector<int64_t> col_of(kTK);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
@@ -310,6 +314,20 @@ void backward(const SimilarityReduceBackward& p) {
           }
           gxi[C] = T(0);
         }
+        if (max) {
+          // The max's gradient goes to the refs whose score equals the row's class max. That max
+          // and its tie count are recomputed here, by this task, from the very score tiles of
+          // the pass below (the same calls on the same buffers: the same bits). A max from
+          // another pass can differ in the last bit (another thread count inside the GEMM, or
+          // another backend's `out`), and an equality test against it would miss.
+          std::fill_n(mx.data(), n * C, -std::numeric_limits<T>::infinity());
+          std::fill_n(tie.data(), n * C, T(0));
+          for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+            const int64_t k = std::min(kTK, K - j0);
+            scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
+            max_tile(S.data(), n, k, cls + j0, C, mx.data(), tie.data());
+          }
+        }
         const at::Tensor gxt = matrix(gx.data(), n, C + 1);
         for (int64_t j0 = 0; j0 < K; j0 += kTK) {
           const int64_t k = std::min(kTK, K - j0);
@@ -327,8 +345,8 @@ void backward(const SimilarityReduceBackward& p) {
             for (int64_t i = 0; i < n; ++i)
               for (int64_t j = 0; j < k; ++j) {
                 const int64_t c = col_of[j];
-                const T o = c < C ? oi0[i * C + c] : T(0);
-                const T ties = c < C ? aux[(b * N + i0 + i) * C + c] : T(1);
+                const T o = c < C ? mx[i * C + c] : T(0);
+                const T ties = c < C ? tie[i * C + c] : T(1);
                 Z[i * k + j] = c < C && S[i * k + j] == o ? Z[i * k + j] / ties : T(0);
               }
           }
