@@ -1,7 +1,9 @@
 """What a GPU would run: a per-kernel report from the machine code, checked against expectations.
 
 For every CUDA kernel instantiation (the objects of tools/cuda_objects.py, sm_80 and sm_90) and
-every Triton kernel compiled offline (.ci/triton_compile_check.py --cubins, sm_80 and sm_90):
+every Triton kernel compiled offline (.ci/triton_compile_check.py --cubins compiles sm_80 and
+sm_90; the report reads the architectures of --triton-archs, sm_90 by default: nvdisasm takes
+~0.3 s a cubin, and each Triton kernel is one source for both, which CI's clock cannot pay twice):
 registers per thread, stack frame (where spills go) and ptxas' spill bytes, static shared
 memory, theoretical occupancy, and counts from the SASS — global loads and stores by width,
 local-memory instructions (LDL/STL, and how many sit inside a loop), shared-memory
@@ -238,8 +240,9 @@ def cuda_rows(nvcc: str, arch_list: str) -> list[Row]:
     return _parallel(lambda obj: rows_of(obj, obj.stem.rsplit("-", 1)[0]), objs)
 
 
-def triton_rows(directory: Path) -> list[Row]:
-    """Rows of the cubins .ci/triton_compile_check.py --cubins wrote (with a .json each)."""
+def triton_rows(directory: Path, archs: tuple[int, ...] = (90,)) -> list[Row]:
+    """Rows of the cubins .ci/triton_compile_check.py --cubins wrote (with a .json each), for
+    the architectures `archs`."""
 
     def one(meta_path: Path) -> list[Row]:
         meta = json.loads(meta_path.read_text())
@@ -250,7 +253,8 @@ def triton_rows(directory: Path) -> list[Row]:
             row.smem = max(row.smem, meta.get("shared", 0))
         return rows
 
-    return _parallel(one, sorted(directory.glob("*.json")))
+    metas = [m for a in archs for m in sorted(directory.glob(f"*.sm{a}.json"))]
+    return _parallel(one, metas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +297,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="fail on a row that misses its expectation")
     p.add_argument("--out", type=Path, default=ROOT / "build" / "sass-report.txt")
     p.add_argument("--triton", type=Path, default=TRITON_DIR, help="cubins of triton_compile_check.py --cubins")
+    p.add_argument("--triton-archs", default="90", help="comma-separated, of the cubins compiled: 80,90")
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--nvcc", default=cuda_objects.default_nvcc())
     p.add_argument("--arch-list", default=cuda_objects.DEFAULT_ARCH_LIST, help="as make nvcc-check's")
@@ -300,7 +305,9 @@ def main(argv=None) -> int:
     if tool("cuobjdump") is None:
         print("cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (make venv does)")
         return 1
-    rows = ([] if args.no_cuda else cuda_rows(args.nvcc, args.arch_list)) + triton_rows(args.triton)
+    rows = ([] if args.no_cuda else cuda_rows(args.nvcc, args.arch_list)) + triton_rows(
+        args.triton, tuple(int(a) for a in args.triton_archs.split(","))
+    )
     failures = apply_expectations(rows)
     text = table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

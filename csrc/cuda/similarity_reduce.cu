@@ -55,11 +55,11 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   return p;
 }
 
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 struct View {
   const scalar_t* q;
   const scalar_t* r;
-  const label_t* lab;
+  LabelMap lab;  // read through label_at: one kernel for every label width
   int64_t B, N, K, D, C, q_sb, q_sn, q_sd;
   Metric metric;
   acc_t scale, bias, eps, temp;
@@ -69,7 +69,7 @@ struct View {
   const acc_t* rn;     // (B, K): 0 for refs that take no part
 
   __device__ __forceinline__ int64_t cls(int64_t b, int64_t j) const {
-    const int64_t l = static_cast<int64_t>(lab[b * K + j]);
+    const int64_t l = label_at(lab, b * K + j);
     return similarity_reduce::valid(l, C) ? l : -1;
   }
   __device__ __forceinline__ const scalar_t* qrow(int64_t b, int64_t i) const { return q + b * q_sb + i * q_sn; }
@@ -90,9 +90,9 @@ struct View {
   }
 };
 
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    tables_kernel(View<scalar_t, acc_t, label_t> v, acc_t* count, acc_t* rn) {
+    tables_kernel(View<scalar_t, acc_t> v, acc_t* count, acc_t* rn) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
     const int64_t b = t / v.K, j = t - b * v.K;
@@ -113,9 +113,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(View<scalar_t, acc_t, label_t> v, acc_t* out, acc_t* aux) {
+    forward_kernel(View<scalar_t, acc_t> v, acc_t* out, acc_t* aux) {
   const acc_t inf = acc_t(INFINITY);
   const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
@@ -168,9 +168,9 @@ __global__ void __launch_bounds__(kThreads)
 
 // Per query row: |q|, the per-class factors gx (g, g / n_c, or softmax_centered's h) and lse'
 // (lse, or +inf for a row with no valid ref: exp(s/T - inf) = 0).
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    rows_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* g, const acc_t* out, const acc_t* aux, acc_t* qn,
+    rows_kernel(View<scalar_t, acc_t> v, const acc_t* g, const acc_t* out, const acc_t* aux, acc_t* qn,
                 acc_t* gx, acc_t* lse) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
@@ -191,8 +191,8 @@ __global__ void __launch_bounds__(kThreads)
 // (acc_t: the max's equality test); the chain after it runs in double, as do the sums of dq and dr:
 // the cosine gradient is a difference of two terms that nearly cancel for nearly parallel vectors,
 // and float32 put it 2e-5 off (relative) where the CPU's BLAS sums passed.
-template <typename scalar_t, typename acc_t, typename label_t>
-__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t, label_t>& v, int64_t b, int64_t i, int64_t j,
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, int64_t b, int64_t i, int64_t j,
                                          int64_t c, acc_t qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
                                          const acc_t* lse, double& sim) {
   const int64_t row = b * v.N + i;
@@ -218,9 +218,9 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t, label_t>& v
   return dz;
 }
 
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    dq_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
+    dq_kernel(View<scalar_t, acc_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
               const acc_t* lse, double* dq) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
@@ -245,9 +245,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename acc_t, typename label_t>
+template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    dr_kernel(View<scalar_t, acc_t, label_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
+    dr_kernel(View<scalar_t, acc_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
               const acc_t* lse, double* dr) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
@@ -289,22 +289,18 @@ __global__ void __launch_bounds__(kThreads)
 
 unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
 
-// f(View) for the args' dtype and label width, with the workspace's count and |r| tables.
+// f(View) for the args' dtype, with the workspace's count and |r| tables.
 template <typename F>
 void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
   dispatch_float(a.dtype, [&](auto s, auto c) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(c)::type;
-    dispatch_label(a.labels.type, [&](auto l) {
-      using label_t = typename decltype(l)::type;
-      const Plan pl = plan(a, false);
-      View<scalar_t, acc_t, label_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref),
-                                       static_cast<const label_t*>(a.labels.data), a.B, a.N, a.K, a.D, a.C,
-                                       a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale), acc_t(a.bias),
-                                       acc_t(a.eps), acc_t(a.temperature), a.sigmoid, a.reduce,
-                                       at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
-      f(v);
-    });
+    const Plan pl = plan(a, false);
+    View<scalar_t, acc_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref), a.labels,
+                            a.B, a.N, a.K, a.D, a.C, a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale),
+                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), a.sigmoid, a.reduce,
+                            at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
+    f(v);
   });
 }
 
@@ -312,8 +308,7 @@ template <typename V>
 void tables(V& v, void* ws, cudaStream_t st) {
   using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
   const int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
-  launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t,
-                              std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>>,
+  launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t>,
                 dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn));
 }
 
@@ -340,10 +335,9 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using V = decltype(v);
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
-    using label_t = std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>;
     (void)sizeof(V);
     cuda::tables(v, p.workspace, st);
-    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)),
+    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
                         dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
   });
   return cuda::status();
@@ -358,7 +352,6 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
   cuda::with_view(a, p.workspace, [&](auto v) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
-    using label_t = std::remove_const_t<std::remove_pointer_t<decltype(v.lab)>>;
     acc_t* qn = cuda::at_offset<acc_t>(p.workspace, pl.off_qn);
     acc_t* gx = cuda::at_offset<acc_t>(p.workspace, pl.off_gx);
     acc_t* lse = cuda::at_offset<acc_t>(p.workspace, pl.off_lse);
@@ -373,22 +366,22 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       // The max and its ties recomputed with this kernel's arithmetic (see the CPU backward): the
       // equality test then holds whatever computed the `out` handed in.
       acc_t* own = cuda::at_offset<acc_t>(p.workspace, pl.off_max);
-      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
                           0, st, v, own, own + a.B * a.N * a.C);
       out = own;
       aux = own + a.B * a.N * a.C;
     }
     if (a.N > 0) {
-      cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
+      cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
                           st, v, g, out, aux, qn, gx, lse);
-      cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
+      cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
                           v, qn, gx, out, aux, lse, dq);
       if (a.D > 0)
         cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
                             st, dq, a.B, a.N, a.D, a.q_sb, a.q_sn, a.q_sd, static_cast<scalar_t*>(p.grad_query));
     }
     if (a.K > 0) {
-      cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t, label_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
+      cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
                           v, qn, gx, out, aux, lse, dr);
       if (a.D > 0)
         cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
