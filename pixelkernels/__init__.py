@@ -8,9 +8,11 @@ from ._backend import BACKENDS, available_backends, get_backend, set_backend, us
 from ._checks import checks_enabled, set_checks, use_checks
 from ._version import __version__
 from .ops.center_distance import center_distance
+from .ops.dense_similarity_loss import dense_similarity_loss
 from .ops.centroid_hinge import centroid_hinge
 from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
+from .ops.pair_bce import pair_bce
 from .ops.pixel_normalize import pixel_normalize
 from .ops.prior_mask import prior_mask
 from .ops.region_hinge import region_hinge
@@ -37,6 +39,7 @@ __all__ = [
     "center_distance",
     "centroid_hinge",
     "checks_enabled",
+    "dense_similarity_loss",
     "discriminative_loss",
     "get_backend",
     "is_triplet_loss",
@@ -46,6 +49,7 @@ __all__ = [
     "menet_metric_loss",
     "menet_saliency",
     "nn",
+    "pair_bce",
     "pixel_normalize",
     "prior_mask",
     "region_hinge",

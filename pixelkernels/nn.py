@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from .ops.dense_similarity_loss import dense_similarity_loss
 from .ops.region_losses import cas_loss, discriminative_loss, menet_metric_loss
 from .ops.stochastic_pool import stochastic_pool
 from .ops.triplet_losses import is_triplet_loss
@@ -115,4 +116,35 @@ class StochasticPooling(_Loss):
                                generator=self.generator, backend=self.backend)  # fmt: skip
 
 
-__all__ = ["CASLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss", "StochasticPooling"]
+class DenseSimilarityLoss(_Loss):
+    """``DenseSimilarityLoss(momentum=0.1, eps=1e-5)(x, x_labels, y, y_labels)``: seed 003's
+    training objective, batch-norm over every valid entry of Ψ = <x_i, y_j> then BCE with logits
+    (see ``dense_similarity_loss``). Owns ``weight`` (1) and ``bias`` (0), shape (1,), and the
+    buffers ``running_mean`` (0), ``running_var`` (1), ``num_batches_tracked`` as
+    ``torch.nn.BatchNorm1d(1)`` does; ``.train()`` uses and tracks the batch statistics,
+    ``.eval()`` the running ones."""
+
+    _fields = ("momentum", "eps", "backend")
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, *, backend: str | None = None,
+                 device=None, dtype=None):  # fmt: skip
+        super().__init__()
+        self.momentum, self.eps, self.backend = momentum, eps, backend
+        f = {"device": device, "dtype": dtype}
+        self.weight = torch.nn.Parameter(torch.ones(1, **f))
+        self.bias = torch.nn.Parameter(torch.zeros(1, **f))
+        self.register_buffer("running_mean", torch.zeros(1, **f))
+        self.register_buffer("running_var", torch.ones(1, **f))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+
+    def forward(self, x: torch.Tensor, x_labels: torch.Tensor, y: torch.Tensor, y_labels: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return dense_similarity_loss(
+            x, x_labels, y, y_labels, weight=self.weight, bias=self.bias, eps=self.eps, training=self.training,
+            running_mean=self.running_mean, running_var=self.running_var, momentum=self.momentum,
+            backend=self.backend,
+        )  # fmt: skip
+
+
+__all__ = ["CASLoss", "DenseSimilarityLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss", "StochasticPooling"]

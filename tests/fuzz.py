@@ -62,6 +62,7 @@ class Labels:
     shape: tuple
     regions: str | int = "R"  # the number of regions the values range over
     name: str | None = None
+    bounded: bool = True  # a value >= regions is an error (else any value >= 0 is a label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +473,7 @@ def broken_calls(draw, fuzz):
             options += [(k, "rank"), (k, "sparse")] + ([(k, "shape")] if k != case.main else [])
             options += [] if s.integer_ok else [(k, "dtype")]
         elif isinstance(s, Labels):
-            options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "values")]
+            options += [(k, "rank"), (k, "dtype"), (k, "shape")] + ([(k, "values")] if s.bounded else [])
         elif isinstance(s, Indices):
             options += [(k, "rank"), (k, "dtype"), (k, "shape"), (k, "index")]
         elif isinstance(s, Size):

@@ -34,6 +34,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/gemm_tiles.h"
 #include "cpu/pixel_tiles.h"
 
 namespace pixelkernels::cpu {
@@ -42,19 +43,7 @@ namespace {
 using similarity_reduce::Metric;
 using similarity_reduce::Reduce;
 
-constexpr int64_t kTN = 64, kTK = 256, kGroups = 8;
-
-template <typename T>
-at::Tensor matrix(const T* p, int64_t rows, int64_t cols, int64_t row_stride = -1, int64_t col_stride = 1) {
-  const auto st = std::is_same_v<T, double> ? at::kDouble : at::kFloat;
-  return at::from_blob(const_cast<T*>(p), {rows, cols}, {row_stride < 0 ? cols : row_stride, col_stride},
-                       at::TensorOptions().dtype(st));
-}
-
-template <typename T>
-at::Tensor vec(const T* p, int64_t n) {
-  return matrix(p, n, 1).view({n});
-}
+constexpr int64_t kGroups = 8;
 
 // The per-call tables: each ref's class (-1: takes no part), the class sizes, the refs' norms
 // (cosine), and ref rows safe to multiply (the refs that take no part zeroed, as the reference

@@ -5,6 +5,7 @@ from .centroid_hinge import centroid_hinge
 from .dense_similarity_loss import dense_similarity_loss
 from .label_transfer import label_transfer
 from .masked_sum import masked_sum
+from .pair_bce import pair_bce
 from .pixel_normalize import pixel_normalize
 from .prior_mask import prior_mask
 from .region_hinge import region_hinge
@@ -22,6 +23,7 @@ __all__ = [
     "is_triplet_loss",
     "label_transfer",
     "masked_sum",
+    "pair_bce",
     "pixel_normalize",
     "prior_mask",
     "region_hinge",

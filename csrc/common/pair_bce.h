@@ -1,0 +1,73 @@
+// pair_bce (dense_similarity_loss's pass over the pairs, SPEC §3.3; seed 003 §2.2 eq. 1): per
+// row i of x, the binary cross-entropy with logits summed over the valid rows j of y, without
+// the (Kx, Ky) matrix.
+//
+//   pair (i, j) of image b is valid iff x_label_i >= 0 and y_label_j >= 0
+//   z_ij   = a <x_i, y_j> + c              (a, c: 0-dim tensors, the batch-norm affine folded in)
+//   t_ij   = [x_label_i == y_label_j]
+//   out_i  = Σ_{valid j} bce(z_ij, t_ij),  bce(z, t) = max(z, 0) - t z + log1p(exp(-|z|))
+//
+// Backward, with g = grad_out and e_ij = g_i (σ(z_ij) - t_ij) (σ(z) - 1 taken as -σ(-z)):
+//   dx_i = a Σ_j e_ij y_j,   dy_j = a Σ_i e_ij x_i
+//   da   = Σ_i rows_i0,  rows_i0 = Σ_j e_ij <x_i, y_j>;   dc = Σ_i rows_i1,  rows_i1 = Σ_j e_ij
+// (the kernels write rows (B, Kx, 2); the torch side sums it, in a fixed order). Rows and
+// columns that take no part get 0. Accumulation type: double for Float64, else float.
+#pragma once
+
+#include "common/types.h"
+
+namespace pixelkernels {
+
+struct PairBceArgs {
+  const void* x;       // (B, Kx, D) contiguous, dtype
+  const void* y;       // (B, Ky, D) contiguous, dtype
+  LabelMap x_labels;   // (B, Kx)
+  LabelMap y_labels;   // (B, Ky)
+  const void* scale;   // a: 1 element, accumulation type, on the kernels' device
+  const void* bias;    // c: likewise
+  DType dtype;
+  int64_t B, Kx, Ky, D;
+  bool allow_tf32;  // CUDA float32: TF32 tensor cores allowed
+};
+
+struct PairBceForward {
+  PairBceArgs a;
+  void* out;  // (B, Kx) accumulation type, every element written
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+struct PairBceBackward {
+  PairBceArgs a;
+  const void* grad_out;  // (B, Kx) accumulation type
+  void* grad_x;          // (B, Kx, D) dtype, every element written
+  void* grad_y;          // (B, Ky, D) dtype, every element written
+  void* rows;            // (B, Kx, 2) accumulation type, every element written
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+// Kernels: csrc/cpu/pair_bce.cpp and csrc/cuda/pair_bce.cu.
+Status launch(OnCpu, const PairBceForward& p);
+Status launch(OnCpu, const PairBceBackward& p);
+size_t workspace_bytes(OnCuda, const PairBceForward& p);
+size_t workspace_bytes(OnCuda, const PairBceBackward& p);
+Status launch(OnCuda, const PairBceForward& p);
+Status launch(OnCuda, const PairBceBackward& p);
+
+namespace pair_bce {
+
+// bce(z, t) without overflow: max(z, 0) - t z + log1p(exp(-|z|)).
+template <typename acc_t>
+PK_HD acc_t loss(acc_t z, bool t) {
+  return (z > acc_t(0) ? z : acc_t(0)) - (t ? z : acc_t(0)) + log1p(exp(-fabs(z)));
+}
+
+// σ(z) - t without cancellation: σ(z) for t = 0, -σ(-z) for t = 1.
+template <typename acc_t>
+PK_HD acc_t dloss(acc_t z, bool t) {
+  return t ? -acc_t(1) / (acc_t(1) + exp(z)) : acc_t(1) / (acc_t(1) + exp(-z));
+}
+
+}  // namespace pair_bce
+}  // namespace pixelkernels
