@@ -1,13 +1,21 @@
-"""dense_similarity_loss reference (SPEC §3.3; seed 003 §2.2): it equals torch.nn.BatchNorm1d(1) on
-the valid entries of Ψ as one (n, 1) batch followed by torch.nn.BCEWithLogitsLoss (values,
-gradients for x, y, weight and bias, running statistics over several training steps, eval mode);
-the closed-form pair_moments equal the materialised statistics; the edge cases of its docstring."""
+"""dense_similarity_loss (SPEC §3.3; seed 003 §2.2), the reference and the op on every backend: it
+equals torch.nn.BatchNorm1d(1) on the valid entries of Ψ as one (n, 1) batch followed by
+torch.nn.BCEWithLogitsLoss (values, gradients for x, y, weight and bias, running statistics over
+several training steps, eval mode), and so does nn.DenseSimilarityLoss; the closed-form
+pair_moments equal the materialised statistics; the edge cases of its docstring; the contract
+row (opcheck, compile, fake CUDA, fuzz, ...) of the op."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from conftest import BACKENDS
+from contract import Contract, suite
+from fuzz import Choice, Floats, Labels
 
+import pixelkernels as pk
 from pixelkernels.reference.dense_similarity_loss import (
     dense_similarity_loss,
     materialized_moments,
@@ -54,11 +62,23 @@ def _bn(weight=1.0, bias=0.0):
     return bn
 
 
-def _ours(x, xl, y, yl, bn, weight, bias, training):
-    return dense_similarity_loss(
-        x, xl, y, yl, weight=weight, bias=bias, eps=bn.eps, training=training,
-        running_mean=bn.running_mean, running_var=bn.running_var, momentum=bn.momentum,
+def _ours(x, xl, y, yl, bn, weight, bias, training, backend="reference", device="cpu"):
+    """The op on `backend` (its inputs and running statistics on `device`); the reference by
+    default. The running statistics are copied back into bn's."""
+    d = torch.device(device)
+    rm, rv = bn.running_mean.to(d), bn.running_var.to(d)
+    to = (lambda t: t.to(d)) if d.type != "cpu" else (lambda t: t)
+    w = to(weight) if isinstance(weight, torch.Tensor) else weight
+    b = to(bias) if isinstance(bias, torch.Tensor) else bias
+    out = pk.dense_similarity_loss(
+        to(x), to(xl), to(y), to(yl), weight=w, bias=b, eps=bn.eps, training=training,
+        running_mean=rm, running_var=rv, momentum=bn.momentum, backend=backend,
     )  # fmt: skip
+    if d.type != "cpu":
+        with torch.no_grad():
+            bn.running_mean.copy_(rm)
+            bn.running_var.copy_(rv)
+    return out
 
 
 def _leaf(t):
@@ -78,8 +98,9 @@ PIPELINE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("B,Kx,Ky,D,pattern", PIPELINE_CASES)
-def test_equals_batchnorm1d_then_bce_with_logits(B, Kx, Ky, D, pattern):
+def test_equals_batchnorm1d_then_bce_with_logits(B, Kx, Ky, D, pattern, backend, device):
     """Values and gradients (x, y, weight, bias) over three training steps with fresh inputs,
     the running statistics after each, then eval mode with the statistics it accumulated."""
     bn = _bn(weight=1.3, bias=-0.2)
@@ -92,16 +113,17 @@ def test_equals_batchnorm1d_then_bce_with_logits(B, Kx, Ky, D, pattern):
         x, xl, y, yl = _case(B, Kx, Ky, D, pattern=pattern, seed=step)
         if pattern != "one" and (((xl >= 0).sum(1) * (yl >= 0).sum(1)).sum() < 2):
             xl[-1, :2], yl[-1, :2] = 0, 1  # keep at least two valid pairs
-        x1, y1, x2, y2 = _leaf(x), _leaf(y), _leaf(x), _leaf(y)
+        x1, y1 = _leaf(x), _leaf(y)
+        x2, y2 = _leaf(x.to(device)), _leaf(y.to(device))
         want = _pipeline(x1, xl, y1, yl, bn)
-        got = _ours(x2, xl, y2, yl, bn_ours, w, b, training)
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        got = _ours(x2, xl, y2, yl, bn_ours, w, b, training, backend, device)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-12)
         for t in (w, b, bn.weight, bn.bias):
             t.grad = None
         want.backward()
         got.backward()
-        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(y2.grad, y1.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(x2.grad.cpu(), x1.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(y2.grad.cpu(), y1.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(w.grad.reshape(1), bn.weight.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(b.grad, bn.bias.grad, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(bn_ours.running_mean, bn.running_mean, rtol=1e-12, atol=1e-14)
@@ -291,3 +313,158 @@ def test_label_widths(label_dtype):
     x, xl, y, yl = _case(2, 5, 4, 3)
     want = dense_similarity_loss(x, xl, y, yl)
     torch.testing.assert_close(dense_similarity_loss(x, xl.to(label_dtype), y, yl.to(label_dtype)), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# The op on every backend, and nn.DenseSimilarityLoss
+
+
+def test_module_equals_batchnorm1d_then_bce_with_logits():
+    """nn.DenseSimilarityLoss against BatchNorm1d(1) + BCEWithLogitsLoss: parameters, buffers,
+    three training steps (values, gradients of x, y, weight and bias, running statistics,
+    num_batches_tracked), then .eval()."""
+    bn = _bn()
+    mod = pk.nn.DenseSimilarityLoss(dtype=F64)
+    assert [n for n, _ in mod.named_parameters()] == ["weight", "bias"]
+    assert {n: tuple(b.shape) for n, b in mod.named_buffers()} == {
+        "running_mean": (1,), "running_var": (1,), "num_batches_tracked": ()}  # fmt: skip
+    for step in range(4):
+        training = step < 3
+        bn.train(training)
+        mod.train(training)
+        x, xl, y, yl = _case(2, 9, 7, 5, seed=10 + step)
+        x1, y1, x2, y2 = _leaf(x), _leaf(y), _leaf(x), _leaf(y)
+        want = _pipeline(x1, xl, y1, yl, bn)
+        got = mod(x2, xl, y2, yl)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        want.backward()
+        got.backward()
+        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(y2.grad, y1.grad, rtol=1e-10, atol=1e-12)
+        for p_ours, p_bn in ((mod.weight, bn.weight), (mod.bias, bn.bias)):
+            torch.testing.assert_close(p_ours.grad, p_bn.grad, rtol=1e-10, atol=1e-12)
+            with torch.no_grad():  # one SGD step on both
+                p_ours -= 0.5 * p_ours.grad
+                p_bn -= 0.5 * p_bn.grad
+            p_ours.grad = p_bn.grad = None
+        torch.testing.assert_close(mod.running_mean, bn.running_mean, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(mod.running_var, bn.running_var, rtol=1e-12, atol=1e-14)
+        assert mod.num_batches_tracked == bn.num_batches_tracked
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_gradcheck_cpu_backend(training):
+    x, xl, y, yl = _case(2, 3, 4, 3, pattern="random", seed=5)
+    xl[-1, 0], yl[-1, :2] = 0, torch.tensor([0, 1])
+    rm, rv = torch.tensor([0.4], dtype=F64), torch.tensor([2.5], dtype=F64)
+
+    def f(x, y, w, b):
+        stats = {} if training else {"running_mean": rm, "running_var": rv}
+        return pk.dense_similarity_loss(x, xl, y, yl, weight=w, bias=b, training=training, backend="cpu", **stats)
+
+    args = (_leaf(x), _leaf(y), torch.tensor(0.7, dtype=F64, requires_grad=True),
+            torch.tensor([0.3], dtype=F64, requires_grad=True))  # fmt: skip
+    assert torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_edge_cases(backend, device):
+    """No valid pair: 0 with zero gradient, running stats untouched; a NaN in an ignored slot
+    reaches nothing; half inputs compute in float32."""
+    op = functools.partial(pk.dense_similarity_loss, backend=backend)
+    x, xl, y, yl = (t.to(device) for t in _case(3, 4, 5, 6, pattern="none"))
+    x, y = _leaf(x), _leaf(y)
+    rm, rv = torch.tensor([0.25], dtype=F64, device=device), torch.tensor([3.0], dtype=F64, device=device)
+    loss = op(x, xl, y, yl, running_mean=rm, running_var=rv)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert not x.grad.any() and not y.grad.any()
+    assert rm.item() == 0.25 and rv.item() == 3.0
+    x, xl, y, yl = _case(2, 4, 5, 3)
+    xl[0, 1], yl[1, 2] = -1, -1
+    xl[1, 0], yl[0, 0] = 0, 0
+    x[0, 1], y[1, 2] = float("nan"), float("inf")
+    x, y = _leaf(x.to(device)), _leaf(y.to(device))
+    loss = op(x, xl.to(device), y, yl.to(device))
+    loss.backward()
+    assert loss.isfinite() and x.grad.isfinite().all() and y.grad.isfinite().all()
+    assert (x.grad[0, 1] == 0).all() and (y.grad[1, 2] == 0).all()
+    torch.testing.assert_close(loss.cpu(), dense_similarity_loss(x.detach().cpu(), xl, y.detach().cpu(), yl))
+    if backend != "cpu":
+        x, xl, y, yl = _case(2, 6, 5, 8)
+        got = op(x.to(device, torch.bfloat16), xl.to(device), y.to(device, torch.bfloat16), yl.to(device))
+        assert got.dtype == torch.float32
+        want = dense_similarity_loss(x.to(torch.bfloat16).double(), xl, y.to(torch.bfloat16).double(), yl)
+        torch.testing.assert_close(got.double().cpu(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_op_memory_is_linear():
+    """Every pixel of two 80 x 80 images (Kx = Ky = 6400, D = 16): the float32 (Kx, Ky) matrix
+    alone would be 156 MiB; forward and backward grow the peak RSS by far less."""
+    import resource
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1, 6400, 16, generator=g), torch.randn(1, 6400, 16, generator=g)
+    xl, yl = torch.randint(-1, 3, (1, 6400), generator=g), torch.randint(-1, 3, (1, 6400), generator=g)
+    x.requires_grad_()
+    y.requires_grad_()
+    pk.dense_similarity_loss(x[:, :99], xl[:, :99], y[:, :99], yl[:, :99], backend="cpu").backward()  # warm up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pk.dense_similarity_loss(x, xl, y, yl, backend="cpu").backward()
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown < 24, f"peak RSS grew by {grown:.0f} MiB"
+
+
+def _op_inp(B, Kx, Ky, D, C=3, *, layout="contiguous", seed=0, training=True, **kw):
+    def make(device, dtype):
+        x, xl, y, yl = _case(B, Kx, Ky, D, C=C, seed=seed)
+        if layout == "channels_last":
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+            y = y.transpose(1, 2).contiguous().transpose(1, 2)
+        return {"x": x.to(device, dtype), "x_labels": xl.to(device), "y": y.to(device, dtype), "y_labels": yl.to(device),
+                "weight": 1.3, "bias": -0.2, "training": training, **kw}  # fmt: skip
+
+    return make
+
+
+def _op_call(inp, backend):
+    kw = {k: inp[k] for k in ("weight", "bias", "eps", "training", "momentum") if k in inp}
+    return (pk.dense_similarity_loss(inp["x"], inp["x_labels"], inp["y"], inp["y_labels"], backend=backend, **kw),)
+
+
+def _op_bad(**kw):
+    return _op_inp(2, 5, 6, 3)("cpu", torch.float32) | kw
+
+
+ROW = Contract(
+    op="dense_similarity_loss",
+    uses=("pair_bce",),
+    fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False),
+                    "y": Floats(("B", "H", "D")), "y_labels": Labels(("B", "H"), bounded=False),
+                    "weight": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25))},  # fmt: skip
+    make=_op_inp(2, 13, 11, 5),
+    call=_op_call,
+    shaped=lambda B, D, H, W, layout: _op_inp(B, H * W, H + W, D, layout=layout),
+    loss=lambda out, inp: out[0] * 1.7,
+    grad_inputs=("x", "y"),
+    tiny=_op_inp(2, 3, 4, 3),
+    zero_sizes={
+        "B0": _op_inp(0, 3, 4, 2)("cpu", torch.float32),
+        "Kx0": _op_inp(2, 0, 4, 2)("cpu", torch.float32),
+        "D0": _op_inp(2, 3, 4, 0)("cpu", torch.float32),
+    },
+    bad_inputs={
+        "x_rank": (_op_bad(x=torch.randn(5, 3)), ValueError, "x must have 3 dims"),
+        "y_dtype": (_op_bad(y=torch.randn(2, 6, 3, dtype=torch.float64)), TypeError, "y must have x's dtype"),
+        "labels_shape": (_op_bad(y_labels=torch.zeros(2, 5, dtype=torch.long)), ValueError, "y_labels must have shape"),
+        "eps": (_op_bad(eps=-1.0), ValueError, "eps must be >= 0"),
+        "weight_shape": (_op_bad(weight=torch.ones(3)), ValueError, "weight must be a number or a 1-element"),
+    },
+    cases={
+        "eval_batch_stats": _op_inp(2, 9, 12, 4, training=False),
+        "D130_one_class": _op_inp(1, 5, 6, 130, C=1),
+        "many_images": _op_inp(7, 3, 4, 2),
+    },
+)
+
+TestContract = suite(ROW)

@@ -12,7 +12,8 @@ cancellation); the BCE over every pair is one tiled pass (pair_bce) whose backwa
 Σ e Ψ and Σ e (the gradients of a and c), so the batch-norm's backward through μ and σ² is
 autograd's through a, c and the closed forms. No host sync. running_mean / running_var are
 updated in place as F.batch_norm does (unbiased variance; n < 2 leaves running_var, n = 0 both).
-Conventions and edge cases: the reference's docstring. Half inputs compute in float32.
+Conventions and edge cases: the reference's docstring. Half inputs are widened to float32 once
+(one copy each of x and y): see the comment in the code.
 """
 
 from __future__ import annotations
@@ -67,11 +68,16 @@ def dense_similarity_loss(
         return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, bool(training), running_mean,
                                           running_var, momentum)  # fmt: skip
     st = stats_dtype(x.dtype)
+    # Half inputs are widened once: the gradient reaches x through two paths (pair_bce and the
+    # statistics) whose batch-norm terms cancel, and autograd rounds each path to x's dtype before
+    # summing them (bfloat16 gradients were ~1% off where they cancel, beyond SPEC §4).
+    x, y = x.to(st), y.to(st)
     count, mean, var = _ref.pair_moments(x, x_labels >= 0, y, y_labels >= 0)
     if training:
         _ref._update_running(running_mean, running_var, count, mean, var, momentum)
     elif running_mean is not None and running_var is not None:
-        mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
+        # copies, not views: a later in-place update of the buffers must not void this graph
+        mean, var = running_mean.detach().to(st).reshape(()).clone(), running_var.detach().to(st).reshape(()).clone()
     a = w / torch.sqrt(var + eps)
     c = beta - a * mean
     total = _op.run(_pair_bce.OP, backend, x, x_labels, y, y_labels, a, c).sum()
