@@ -47,6 +47,8 @@ T_RL = "tests/test_region_losses.py"
 T_TH = "tests/test_triplet_hinge.py"
 T_TE = "tests/test_triplet_hinge_emu.py"
 T_SP = "tests/test_sample_pixels.py"
+T_SR = "tests/test_similarity_reduce.py"
+T_PB = "tests/test_pair_bce.py"
 
 MUTANTS = [
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
@@ -195,6 +197,47 @@ MUTANTS = [
            "std::partial_sort(v.begin(), v.begin() + n, v.end());",
            "std::sort(v.begin(), v.begin() + n);",
            (T_SP,), "the first n candidates in pixel order instead of the n smallest keys"),
+    # --- the dense family -----------------------------------------------------------------------
+    Mutant("common-similarity_reduce-softmax-centre", "csrc/common/similarity_reduce.h",
+           "for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c] - g[top]) + ht;",
+           "for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c] - g[top]);",
+           (T_SR, "-k", "cpu or emulated"), "softmax's centred gradient drops the top class's term"),
+    Mutant("cpu-similarity_reduce-max-ties", "csrc/cpu/similarity_reduce.cpp",
+           "        ties[i * C + c] += T(1);",
+           "        ties[i * C + c] = T(1);",
+           (T_SR, "-k", "cpu"), "max ties counted once: a tied max's gradient not split"),
+    Mutant("cpu-similarity_reduce-group-partials", "csrc/cpu/similarity_reduce.cpp",
+           "for (int64_t it = grp; it < nt; it += G) {",
+           "for (int64_t it = grp; it < nt; it += 1) {",
+           (T_SR, "-k", "cpu"), "every group walks the query tiles after its own (dr counted more than once)"),
+    Mutant("cuda-similarity_reduce-cosine-norm-term", "csrc/cuda/similarity_reduce.cu",
+           "for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));",
+           "for (int64_t d = 0; d < D; ++d) drj[d] += f * double(to_acc(rj[d]));",
+           (T_SR, "-k", "emulated"), "the ref norm's term of the cosine gradient added, not subtracted"),
+    Mutant("triton-similarity_reduce-mean", "pixelkernels/triton/similarity_reduce.py",
+           "        out = out / count.clamp_min(1)[:, None, :]",
+           "        out = out / count.clamp_min(1)[:, None, :] * 1.0001",
+           (T_SR, "-k", "triton"), "a slightly wrong mean (a stray factor)"),
+    Mutant("common-pair_bce-dloss", "csrc/common/pair_bce.h",
+           "return t ? -acc_t(1) / (acc_t(1) + exp(z)) : acc_t(1) / (acc_t(1) + exp(-z));",
+           "return t ? acc_t(1) / (acc_t(1) + exp(-z)) : acc_t(1) / (acc_t(1) + exp(-z));",
+           (T_PB, "-k", "emulated"), "the target dropped from the BCE derivative"),
+    Mutant("cpu-pair_bce-target", "csrc/cpu/pair_bce.cpp",
+           "t[i * k + j] = lx[i] == ly[j];",
+           "t[i * k + j] = lx[i] == ly[j] && j > 0;",
+           (T_PB, "-k", "cpu"), "the first ref of every tile never a positive"),
+    Mutant("cpu-pair_bce-dy-scale", "csrc/cpu/pair_bce.cpp",
+           "for (int64_t d = 0; d < D; ++d) gy[rj * D + d] = T(acc[d] * double(scale));",
+           "for (int64_t d = 0; d < D; ++d) gy[rj * D + d] = T(acc[d]);",
+           (T_PB, "-k", "cpu"), "dy not multiplied by the scale"),
+    Mutant("cuda-pair_bce-ignored-rows", "csrc/cuda/pair_bce.cu",
+           "    for (int64_t i = 0; i < v.Kx && lj >= 0; ++i) {",
+           "    for (int64_t i = 0; i < v.Kx; ++i) {",
+           (T_PB, "-k", "emulated"), "an ignored y row gets a gradient"),
+    Mutant("triton-pair_bce-log1p", "pixelkernels/triton/pair_bce.py",
+           "    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))",
+           "    return tl.log(w)",
+           (T_PB, "-k", "triton and saturated"), "log(1 + u) without its correction: saturated logits lose precision"),
 ]  # fmt: skip
 
 # The first-occurrence mutants may match more than once; all others exactly once.

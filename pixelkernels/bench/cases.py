@@ -598,3 +598,46 @@ CASES += [
     Case("W7-C512-B1", "prior_mask", "B=1 C=512 119x119 vs 119x119 (W7 scaled to a CPU)",
          _prior_inputs(1, 512, 119, 119, 119, 119), small=_prior_inputs(2, 6, 5, 4, 3, 5), rounds=1),
 ]  # fmt: skip
+
+
+def _dense_loss_inputs(B, Kx, Ky, D, C, *, per_class=None, dtype=torch.float32):
+    """dense_similarity_loss (seed 003 §2.2 eq. 1): x and y with their labels, either `per_class`
+    pooled vectors per class (stochastic_pool's class-major layout, a padding slot per class) or
+    every pixel of the two images (labels in [0, C), a few ignored)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(B, Kx, D, generator=g).to(device, dtype).requires_grad_(True)
+        y = torch.randn(B, Ky, D, generator=g).to(device, dtype).requires_grad_(True)
+        if per_class is not None:
+            xl = torch.arange(C).repeat_interleave(per_class).expand(B, C * per_class).clone()
+            xl[:, per_class - 1 :: per_class] = -1
+            yl = xl.clone()
+        else:
+            xl, yl = torch.randint(0, C, (B, Kx), generator=g), torch.randint(0, C, (B, Ky), generator=g)
+            xl[torch.rand(B, Kx, generator=g) < 0.05] = -1
+            yl[torch.rand(B, Ky, generator=g) < 0.05] = -1
+        return Inputs(args=(x, xl.to(device), y, yl.to(device)), kwargs={"weight": 1.3, "bias": -0.2}, grad=(x, y))
+
+    return make
+
+
+def _dense_loss_flops(backward: bool):
+    def flops(inp: Inputs) -> float:
+        x, _, y, _ = inp.args
+        n = x.shape[0] * x.shape[1] * y.shape[1] * x.shape[2] * 2.0
+        return n * (4 if backward else 1)  # the backward recomputes the logits and contracts twice
+
+    return flops
+
+
+_W6 = {"flops_fwd": _dense_loss_flops(False), "flops_fwdbwd": _dense_loss_flops(True), "rounds": 1,
+       "small": _dense_loss_inputs(2, 9, 7, 5, 3)}  # fmt: skip
+CASES += [
+    Case("W6a", "dense_similarity_loss", "B=8 Kx=Ky=100/class C=5 D=128",
+         _dense_loss_inputs(8, 500, 500, 128, 5, per_class=100), **_W6),
+    Case("W6b", "dense_similarity_loss", "every pixel of 60x107 vs 60x107, D=128, B=1",
+         _dense_loss_inputs(1, 6420, 6420, 128, 5), **_W6),
+    Case("W6c", "dense_similarity_loss", "every pixel of 240x427 vs 240x427, D=64, B=1, bf16",
+         _dense_loss_inputs(1, 102480, 102480, 64, 5, dtype=torch.bfloat16), devices=("cuda",), **_W6),
+]  # fmt: skip
