@@ -475,23 +475,32 @@ TestContract = suite(ROW)
     "B,Kx,Ky,D,pattern", [(1, 1, 1, 1, "one"), (3, 7, 1, 1, "random"), (3, 9, 11, 17, "image0_ignored"),
                           (2, 5, 4, 3, "none"), (2, 4500, 30, 3, "random")],
 )  # fmt: skip
-def test_op_moments_equal_pair_moments(B, Kx, Ky, D, pattern, monkeypatch):
-    """The op's chunked statistics with the written-out backward (_Moments) against the
-    reference's pair_moments: values, gradients, second derivatives; 4500 rows span two chunks."""
+def test_op_statistics_equal_pair_moments(B, Kx, Ky, D, pattern):
+    """The op's chunked statistics against the reference's pair_moments (4500 rows: two chunks),
+    and the op's loss and gradients there against the reference's."""
     mod = importlib.import_module("pixelkernels.ops.dense_similarity_loss")
     x, xl, y, yl = _case(B, Kx, Ky, D, pattern=pattern, seed=9, offset=0.5)
-    x1, y1, x2, y2 = _leaf(x), _leaf(y), _leaf(x), _leaf(y)
     xv, yv = xl >= 0, yl >= 0
-    got, want = mod._Moments.apply(x1, xv, y1, yv), pair_moments(x2, xv, y2, yv)
+    got, want = mod._statistics(x, xv, y, yv)[:3], pair_moments(x, xv, y, yv)
     assert got[0] == want[0]
     torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
-    g1 = torch.autograd.grad(got[1] - 0.7 * got[2], (x1, y1), create_graph=True)
-    g2 = torch.autograd.grad(want[1] - 0.7 * want[2], (x2, y2), create_graph=True)
-    for a, b in zip(g1, g2):
+    x1, y1, x2, y2 = _leaf(x), _leaf(y), _leaf(x), _leaf(y)
+    a = pk.dense_similarity_loss(x1, xl, y1, yl, weight=0.8, bias=0.1, backend="cpu")
+    b = dense_similarity_loss(x2, xl, y2, yl, weight=0.8, bias=0.1)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for g1, g2 in zip(torch.autograd.grad(a, (x1, y1)), torch.autograd.grad(b, (x2, y2))):
+        torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+
+
+def test_op_double_backward():
+    """Second derivatives (create_graph) through the op equal the reference's."""
+    x, xl, y, yl = _case(2, 5, 6, 3, seed=4)
+    w = torch.tensor(0.9, dtype=F64)
+    outs = []
+    for fn in (functools.partial(pk.dense_similarity_loss, backend="cpu"), dense_similarity_loss):
+        xs, ys, ws = _leaf(x), _leaf(y), _leaf(w)
+        gx, gy = torch.autograd.grad(fn(xs, xl, ys, yl, weight=ws), (xs, ys), create_graph=True)
+        outs.append(torch.autograd.grad((gx * gx).sum() + gy.sum(), (xs, ys, ws)))
+    for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    if Kx < 100:
-        h1 = torch.autograd.grad(sum((g * g).sum() for g in g1), (x1, y1), allow_unused=True)
-        h2 = torch.autograd.grad(sum((g * g).sum() for g in g2), (x2, y2), allow_unused=True)
-        for a, b in zip(h1, h2):
-            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -5,10 +5,9 @@
 // derivative, the mask of the pairs that take no part). Per tile:
 //   forward   out_i += Σ_j bce(z_ij, t_ij)
 //   backward  E = g_i (σ(z) - t) masked; rows_i += (Σ_j E S, Σ_j E); dx += E y; dy += Eᵀ x
-// (these contractions in double, see backward()) and a times dx and dy at the end. Tasks are fixed by the sizes alone, so results are bitwise
-// the same for any thread count: forward one task per (image, row tile); backward one task per
-// (image, group of row tiles), each group with its own (Ky, D) partial of dy, summed in group
-// order (the groups are as few as keep those partials under a tenth of the inputs).
+// (these contractions in double, see backward()) and a times dx and dy at the end. Tasks are
+// fixed by the sizes alone and own their outputs, so results are bitwise the same for any thread
+// count: forward and dx one task per (image, row tile of x), dy one per (image, row tile of y).
 #include "common/pair_bce.h"
 
 #include <ATen/Parallel.h>
@@ -29,8 +28,6 @@
 
 namespace pixelkernels::cpu {
 namespace {
-
-constexpr int64_t kGroups = 8;
 
 // Per call: each row's label widened (negative: takes no part) and, when an ignored row holds
 // an inf or NaN, a copy of x or y with those rows zeroed (0 · NaN would reach the sums).
@@ -119,70 +116,80 @@ void forward(const PairBceForward& p) {
 // The backward's contractions (dx, dy and the row partials) run in double for float32 too: each
 // sums thousands of products e·y of mixed sign, which a float32 GEMM rounds to ~1e-5 relative
 // (SPEC §4's float32 tolerance), where the logits' own float32 rounding costs a third of that.
+// Two passes, each task owning its outputs (no partials: memory stays at the tiles, and the
+// result is the same for any thread count): dx and the row partials per (image, row tile of
+// x), then dy per (image, row tile of y), recomputing the same logit tiles.
+template <typename T>
+struct GradTiles {
+  std::vector<T> S = std::vector<T>(kTN * kTK), raw = std::vector<T>(kTN * kTK), E = std::vector<T>(kTN * kTK);
+  std::vector<double> Ed = std::vector<double>(kTN * kTK), rawd = std::vector<double>(kTN * kTK);
+  std::vector<uint8_t> tg = std::vector<uint8_t>(kTN * kTK), off = std::vector<uint8_t>(kTN * kTK);
+
+  // e = g_i (σ(z) - t), 0 for the pairs that take no part, as a double (n, k) matrix; the raw
+  // products as another when `with_raw`.
+  at::Tensor e(const Tile<T>& tile, const T* g, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k,
+               bool with_raw) {
+    tile.logits(b, i0, n, j0, k, S.data(), raw.data());
+    tile.pairs(b, i0, n, j0, k, tg.data(), off.data());
+    const at::Tensor z = matrix(S.data(), n, k);
+    at::Tensor et = matrix(E.data(), n, k), ed = matrix(Ed.data(), n, k);
+    // σ(z) - t as -σ(-z) where t = 1: no cancellation
+    at::sigmoid_out(et, z);
+    et.copy_(at::where(bools(tg.data(), n, k), at::sigmoid(z.neg()).neg_(), et));
+    ed.copy_(et).mul_(matrix(g + b * tile.a.Kx + i0, n, 1)).masked_fill_(bools(off.data(), n, k), 0.0);
+    if (with_raw) matrix(rawd.data(), n, k).copy_(matrix(raw.data(), n, k));
+    return ed;
+  }
+};
+
 template <typename T>
 void backward(const PairBceBackward& p) {
   const PairBceArgs& a = p.a;
   const int64_t B = a.B, Kx = a.Kx, Ky = a.Ky, D = a.D;
   const Side<T> x(a.x_labels, static_cast<const T*>(a.x), B * Kx, D);
   const Side<T> y(a.y_labels, static_cast<const T*>(a.y), B * Ky, D);
-  const T scale = *static_cast<const T*>(a.scale);
-  const Tile<T> tile{a, x, y, scale, *static_cast<const T*>(a.bias)};
+  const double scale = double(*static_cast<const T*>(a.scale));
+  const Tile<T> tile{a, x, y, T(scale), *static_cast<const T*>(a.bias)};
   const T* g = static_cast<const T*>(p.grad_out);
-  T* gx = static_cast<T*>(p.grad_x);
-  T* gy = static_cast<T*>(p.grad_y);
-  T* rows = static_cast<T*>(p.rows);
-  const int64_t nt = (Kx + kTN - 1) / kTN;
-  const int64_t budget = std::max<int64_t>(1, (Kx + Ky) / (10 * std::max<int64_t>(Ky, 1)));
-  const int64_t G = std::max<int64_t>(1, std::min({nt, kGroups, budget}));
-  std::vector<double> part(size_t(B * G * Ky * D), 0.0);
-  at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> S(kTN * kTK), raw(kTN * kTK), E(kTN * kTK);
-    std::vector<double> Ed(kTN * kTK), rawd(kTN * kTK), xd(kTN * D), yd(kTK * D), dxd(kTN * D), rd(kTN * 2);
-    std::vector<uint8_t> tg(kTN * kTK), off(kTN * kTK);
+  const int64_t nt = (Kx + kTN - 1) / kTN, kt = (Ky + kTK - 1) / kTK;
+  // dx and the rows: a task per (image, row tile of x)
+  at::parallel_for(0, B * nt, 1, [&](int64_t t0, int64_t t1) {
+    GradTiles<T> w;
+    std::vector<double> yd(kTK * D), dxd(kTN * D), rd(kTN * 2);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / G, grp = t % G;
-      double* dy = part.data() + (b * G + grp) * Ky * D;
-      for (int64_t it = grp; it < nt; it += G) {
-        const int64_t i0 = it * kTN, n = std::min(kTN, Kx - i0);
-        at::Tensor dx = matrix(dxd.data(), n, D), r = matrix(rd.data(), n, 2), xt = matrix(xd.data(), n, D);
-        dx.zero_();
-        r.zero_();
-        xt.copy_(matrix(x.v + (b * Kx + i0) * D, n, D));
-        const at::Tensor gi = matrix(g + b * Kx + i0, n, 1);
-        for (int64_t j0 = 0; j0 < Ky; j0 += kTK) {
-          const int64_t k = std::min(kTK, Ky - j0);
-          tile.logits(b, i0, n, j0, k, S.data(), raw.data());
-          tile.pairs(b, i0, n, j0, k, tg.data(), off.data());
-          const at::Tensor z = matrix(S.data(), n, k);
-          at::Tensor e = matrix(E.data(), n, k), ed = matrix(Ed.data(), n, k), sd = matrix(rawd.data(), n, k);
-          at::Tensor yt = matrix(yd.data(), k, D);
-          // σ(z) - t as -σ(-z) where t = 1: no cancellation
-          at::sigmoid_out(e, z);
-          e.copy_(at::where(bools(tg.data(), n, k), at::sigmoid(z.neg()).neg_(), e));
-          ed.copy_(e).mul_(gi).masked_fill_(bools(off.data(), n, k), 0.0);
-          sd.copy_(matrix(raw.data(), n, k));
-          yt.copy_(matrix(y.v + (b * Ky + j0) * D, k, D));
-          r.select(1, 0).add_(sd.mul_(ed).sum(1));
-          r.select(1, 1).add_(ed.sum(1));
-          dx.addmm_(ed, yt);
-          matrix(dy + j0 * D, k, D).addmm_(ed.t(), xt);
-        }
-        matrix(gx + (b * Kx + i0) * D, n, D).copy_(dx.mul_(double(scale)));
-        matrix(rows + (b * Kx + i0) * 2, n, 2).copy_(r);
+      const int64_t b = t / nt, i0 = (t % nt) * kTN, n = std::min(kTN, Kx - i0);
+      at::Tensor dx = matrix(dxd.data(), n, D), r = matrix(rd.data(), n, 2);
+      dx.zero_();
+      r.zero_();
+      for (int64_t j0 = 0; j0 < Ky; j0 += kTK) {
+        const int64_t k = std::min(kTK, Ky - j0);
+        const at::Tensor ed = w.e(tile, g, b, i0, n, j0, k, true);
+        at::Tensor yt = matrix(yd.data(), k, D);
+        yt.copy_(matrix(y.v + (b * Ky + j0) * D, k, D));
+        r.select(1, 0).add_(matrix(w.rawd.data(), n, k).mul_(ed).sum(1));
+        r.select(1, 1).add_(ed.sum(1));
+        dx.addmm_(ed, yt);
       }
+      matrix(static_cast<T*>(p.grad_x) + (b * Kx + i0) * D, n, D).copy_(dx.mul_(scale));
+      matrix(static_cast<T*>(p.rows) + (b * Kx + i0) * 2, n, 2).copy_(r);
     }
   });
-  // dy = a times the partials summed in group order.
-  at::parallel_for(0, B * Ky, 64, [&](int64_t r0, int64_t r1) {
-    std::vector<double> acc(D);
-    for (int64_t rj = r0; rj < r1; ++rj) {
-      const int64_t b = rj / Ky, j = rj % Ky;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t grp = 0; grp < G; ++grp) {
-        const double* pp = part.data() + ((b * G + grp) * Ky + j) * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += pp[d];
+  // dy: a task per (image, row tile of y), over the same logit tiles
+  at::parallel_for(0, B * kt, 1, [&](int64_t t0, int64_t t1) {
+    GradTiles<T> w;
+    std::vector<double> xd(kTN * D), dyd(kTK * D);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / kt, j0 = (t % kt) * kTK, k = std::min(kTK, Ky - j0);
+      at::Tensor dy = matrix(dyd.data(), k, D);
+      dy.zero_();
+      for (int64_t i0 = 0; i0 < Kx; i0 += kTN) {
+        const int64_t n = std::min(kTN, Kx - i0);
+        const at::Tensor ed = w.e(tile, g, b, i0, n, j0, k, false);
+        at::Tensor xt = matrix(xd.data(), n, D);
+        xt.copy_(matrix(x.v + (b * Kx + i0) * D, n, D));
+        dy.addmm_(ed.t(), xt);
       }
-      for (int64_t d = 0; d < D; ++d) gy[rj * D + d] = T(acc[d] * double(scale));
+      matrix(static_cast<T*>(p.grad_y) + (b * Ky + j0) * D, k, D).copy_(dy.mul_(scale));
     }
   });
 }

@@ -7,11 +7,12 @@ Ky (every pixel of both images included) in O((Kx + Ky)·D) memory: Ψ is never 
          = 1/n Σ_b Σ_i pair_bce(x, y; a, c)[b, i],   a = weight/sqrt(σ² + eps),  c = bias - a·μ
 
 The statistics come in closed form from per-image sums and D x D Gram matrices (the reference's
-pair_moments, centred per image: no catastrophic cancellation; here in row chunks with the
-backward written out, so no copy of x or y is made or saved: _Moments); the BCE over every pair is one tiled pass (pair_bce) whose backward also gives
-Σ e Ψ and Σ e (the gradients of a and c), so the batch-norm's backward through μ and σ² is
-autograd's through a, c and the closed forms. No host sync. running_mean / running_var are
-updated in place as F.batch_norm does (unbiased variance; n < 2 leaves running_var, n = 0 both).
+pair_moments, centred per image: no catastrophic cancellation; here in row chunks, so no copy
+of x or y is made or saved); the BCE over every pair is one tiled pass (pair_bce). The backward
+(_Loss) is one pair_bce backward, which also gives Σ e Ψ and Σ e (the gradients of a and c),
+and the batch-norm's terms through μ and σ² written out and added into its dx and dy in place.
+No host sync. running_mean / running_var are updated in place as F.batch_norm does (unbiased
+variance; n < 2 leaves running_var, n = 0 both).
 Conventions and edge cases: the reference's docstring. Half inputs are widened to float32 once
 (one copy each of x and y): see the comment in the code.
 """
@@ -68,20 +69,20 @@ def dense_similarity_loss(
         return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, bool(training), running_mean,
                                           running_var, momentum)  # fmt: skip
     st = stats_dtype(x.dtype)
-    # Half inputs are widened once: the gradient reaches x through two paths (pair_bce and the
-    # statistics) whose batch-norm terms cancel, and autograd rounds each path to x's dtype before
-    # summing them (bfloat16 gradients were ~1% off where they cancel, beyond SPEC §4).
+    # Half inputs are widened once: the gradient of x sums a pair_bce term and a statistics term
+    # that cancel, so it must not be rounded to half precision before that sum (bfloat16
+    # gradients were ~1% off where they cancel, beyond SPEC §4).
     x, y = x.to(st), y.to(st)
-    count, mean, var = _Moments.apply(x, x_labels >= 0, y, y_labels >= 0)
+    xv, yv = x_labels >= 0, y_labels >= 0
+    with torch.no_grad():
+        stats = _statistics(x, xv, y, yv)
+    count, mean, var = stats[:3]
+    batch = bool(training) or running_mean is None or running_var is None
     if training:
         _ref._update_running(running_mean, running_var, count, mean, var, momentum)
-    elif running_mean is not None and running_var is not None:
-        # copies, not views: a later in-place update of the buffers must not void this graph
+    elif not batch:
         mean, var = running_mean.detach().to(st).reshape(()).clone(), running_var.detach().to(st).reshape(()).clone()
-    a = w / torch.sqrt(var + eps)
-    c = beta - a * mean
-    total = _op.run(_pair_bce.OP, backend, x, x_labels, y, y_labels, a, c).sum()
-    return total / count.clamp_min(1).to(st)
+    return _Loss.apply(x, y, w, beta, x_labels, y_labels, mean, var, eps, batch, backend, count, *stats[3:])
 
 
 # Rows of x or y per chunk of the statistics' passes: a chunk's masked copy stays small next to
@@ -116,53 +117,75 @@ def _side_stats(t, valid):
     return n, mean, gram
 
 
-class _Moments(torch.autograd.Function):
+def _statistics(x, xv, y, yv):
     """pair_moments' count, mean and biased variance of Ψ over the valid pairs (the same closed
-    form, pixelkernels/reference/dense_similarity_loss.py) without a copy of x or y: the sums
-    and centred Grams are taken in row chunks, and the backward is written out,
+    form as the reference's, centred per image, merged by Chan's formula) without a copy of x
+    or y, and what the gradient needs: (count, mean, var, nx, ny, x̄, ȳ, Ax, Ay)."""
+    nx, xbar, ax = _side_stats(x, xv)
+    ny, ybar, ay = _side_stats(y, yv)
+    n_b = nx * ny
+    count = n_b.sum()
+    w = n_b.to(x.dtype)
+    n = count.clamp_min(1).to(x.dtype)
+    mean_b = (xbar * ybar).sum(1)
+    mean = (w * mean_b).sum() / n
+    quad_y = torch.einsum("bd,bde,be->b", xbar, ay, xbar)
+    quad_x = torch.einsum("bd,bde,be->b", ybar, ax, ybar)
+    m2 = (nx.to(x.dtype) * quad_y + ny.to(x.dtype) * quad_x + (ax * ay).sum((1, 2))).sum()
+    m2 = m2 + (w * (mean_b - mean).square()).sum()
+    return count, mean, m2 / n, nx, ny, xbar, ybar, ax, ay
 
-        ∂mean/∂x_i = (ny/n) ȳ,   ∂var/∂x_i = (2/n) (ny (x_i·ȳ - mean) ȳ + Ay x_i)   (valid i)
 
-    (Σ_j (Ψ_ij - mean) y_j with y_j = ȳ + y'_j; likewise for y). Double backward recomputes
-    through the reference's pair_moments."""
+def _add_moments_grad(grad, t, valid, other_n, other_bar, other_gram, mean, n, g_mean, g_var):
+    """grad += g_mean ∂mean/∂t + g_var ∂var/∂t in place, for the valid rows t_i:
+        ∂mean/∂t_i = (m/n) ō,   ∂var/∂t_i = (2/n) (m (t_i·ō - mean) ō + A_o t_i)
+    with m, ō, A_o the other side's count, mean and centred Gram (Σ_j (Ψ_ij - mean) o_j with
+    o_j = ō + o'_j: the terms in Σ o'_j vanish)."""
+    m = other_n.to(t.dtype)[:, None, None]
+    lin = torch.bmm(t, other_bar[:, :, None]) - mean  # (B, K, 1): t_i·ō - mean
+    coef = torch.where(valid[..., None], g_mean / n * m + (2 * g_var / n) * m * lin, 0.0)
+    grad.baddbmm_(t, other_gram, alpha=2 * g_var / n)
+    grad.addcmul_(coef, other_bar[:, None, :])
+    # ignored rows get exactly 0 (their inf or NaN went through the product above)
+    grad.masked_fill_(~valid[..., None], 0.0)
+
+
+class _Loss(torch.autograd.Function):
+    """loss = Σ pair_bce(x, y; a, c) / n with a = w / sqrt(var + eps), c = beta - a mean. The
+    backward is one pair_bce backward (dx, dy, ∂/∂a, ∂/∂c) and, with batch statistics, the
+    statistics' terms added into dx and dy in place (no other (K, D) buffer):
+        ∂/∂w = (∂a - mean ∂c) / s,  ∂/∂beta = ∂c,  ∂/∂mean = -a ∂c,  ∂/∂var = -(∂a - mean ∂c) a / (2 s²)
+    (s = sqrt(var + eps)). Double backward differentiates the reference instead."""
 
     @staticmethod
-    def forward(ctx, x, xv, y, yv):
-        nx, xbar, ax = _side_stats(x, xv)
-        ny, ybar, ay = _side_stats(y, yv)
-        n_b = nx * ny
-        count = n_b.sum()
-        w = n_b.to(x.dtype)
+    def forward(ctx, x, y, w, beta, xl, yl, mean, var, eps, batch, backend, count, nx, ny, xbar, ybar, ax, ay):
+        s = torch.sqrt(var + eps)
+        a = w / s
+        c = beta - a * mean
+        total = _op.run(_pair_bce.OP, backend, x, xl, y, yl, a, c).sum()
         n = count.clamp_min(1).to(x.dtype)
-        mean_b = (xbar * ybar).sum(1)
-        mean = (w * mean_b).sum() / n
-        quad_y = torch.einsum("bd,bde,be->b", xbar, ay, xbar)
-        quad_x = torch.einsum("bd,bde,be->b", ybar, ax, ybar)
-        m2 = (nx.to(x.dtype) * quad_y + ny.to(x.dtype) * quad_x + (ax * ay).sum((1, 2))).sum()
-        m2 = m2 + (w * (mean_b - mean).square()).sum()
-        ctx.save_for_backward(x, xv, y, yv, xbar, ybar, ax, ay, nx, ny, n, mean)
-        ctx.mark_non_differentiable(count)
-        return count, mean, m2 / n
+        ctx.save_for_backward(x, y, w, beta, xl, yl, mean, var, a, c, s, n, nx, ny, xbar, ybar, ax, ay)
+        ctx.eps, ctx.batch, ctx.backend = eps, batch, backend
+        return total / n
 
     @staticmethod
-    def backward(ctx, _gc, g_mean, g_var):
-        x, xv, y, yv, xbar, ybar, ax, ay, nx, ny, n, mean = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: differentiate the reference's closed form
-            # (x and y as saved: their graphs carry the second derivative back to the inputs)
-            xs = x if x.requires_grad else x.detach().requires_grad_()
-            ys = y if y.requires_grad else y.detach().requires_grad_()
-            _, m, v = _ref.pair_moments(xs, xv, ys, yv)
-            gx, gy = torch.autograd.grad((m, v), (xs, ys), (g_mean, g_var), create_graph=True)
-            return gx, None, gy, None
-
-        def side(t, valid, other_n, other_bar, other_gram):
-            # g_mean (m/n) ō + g_var (2/n) (m (t_i·ō - mean) ō + A_o t_i), m = the other side's count
-            m = other_n.to(t.dtype)[:, None, None]
-            lin = torch.bmm(t, other_bar[:, :, None]) - mean  # (B, K, 1): t_i·ō - mean
-            coef = g_mean / n * m + (2 * g_var / n) * m * lin
-            grad = torch.bmm(t, other_gram).mul_(2 * g_var / n).addcmul_(coef, other_bar[:, None, :])
-            return torch.where(valid[..., None], grad, torch.zeros((), dtype=t.dtype, device=t.device))
-
-        gx = side(x, xv, ny, ybar, ay) if ctx.needs_input_grad[0] else None
-        gy = side(y, yv, nx, xbar, ax) if ctx.needs_input_grad[2] else None
-        return gx, None, gy, None
+    def backward(ctx, g):
+        x, y, w, beta, xl, yl, mean, var, a, c, s, n, nx, ny, xbar, ybar, ax, ay = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the reference's graph carries second derivatives
+            xs, ys, ws, bs = (t if t.requires_grad else t.detach().requires_grad_() for t in (x, y, w, beta))
+            stats = {} if ctx.batch else {"training": False, "running_mean": mean.reshape(1),
+                                          "running_var": var.reshape(1)}  # fmt: skip
+            loss = _ref.dense_similarity_loss(xs, xl, ys, yl, ws, bs, ctx.eps, **stats)
+            return (*torch.autograd.grad(loss, (xs, ys, ws, bs), g, create_graph=True, allow_unused=True),
+                    *([None] * 14))  # fmt: skip
+        suffix = "_triton" if ctx.backend == "triton" else ""
+        bwd = getattr(torch.ops.pixelkernels, "pair_bce_backward" + suffix)
+        grad_rows = (g / n).expand(x.shape[:2]).contiguous()
+        dx, dy, da, dc = bwd(grad_rows, x, xl, y, yl, a, c)
+        da_w = da - mean * dc  # ∂L/∂a with c's dependence on a
+        if ctx.batch:
+            g_mean, g_var = -a * dc, -da_w * a / (2 * s * s)
+            xv, yv = xl >= 0, yl >= 0
+            _add_moments_grad(dx, x, xv, ny, ybar, ay, mean, n, g_mean, g_var)
+            _add_moments_grad(dy, y, yv, nx, xbar, ax, mean, n, g_mean, g_var)
+        return dx, dy, da_w / s, dc, *([None] * 14)
