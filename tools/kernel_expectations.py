@@ -85,6 +85,10 @@ _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or 
 _SIMPLE_SR = ("a thread per query row (forward, dq) or per ref (dr) over the other side in order, FMA dot "
               "products, no tiling and no tensor cores: the tiled mma kernels are still to be written")
 
+# pair_bce's CUDA kernels, the same design.
+_SIMPLE_PB = ("a thread per row of x (forward, dx) or of y (dy) over the other side in order, FMA dot products "
+              "and double sums, no tiling and no tensor cores: the tiled mma kernels are still to be written")
+
 EXPECTATIONS: list[Expect] = [
     # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
     Expect(r"region_stats:region_partials_kernel<.*>", dynamic_smem=40 * 1024,
@@ -123,6 +127,7 @@ EXPECTATIONS: list[Expect] = [
                "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
+    Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,
@@ -146,6 +151,12 @@ EXPECTATIONS: list[Expect] = [
            why="16 x 32 score tiles by tl.dot over D in chunks of 32, the per-class reduction a loop over the "
                "classes: 96-250 registers (float64 the most), the float64 and cosine variants with small spills; "
                "not tuned, no GPU has timed it; " + _DEBT),
+    Expect(r"triton:pair_bce:_\w+\[(bf16|fp16),.*", threads=0, min_occupancy=0.0625, tensor_cores=True,
+           why="16 x 32 logit tiles by tl.dot over D in chunks of 32 on the tensor cores (the backward's "
+               "contractions in IEEE float32); 119-232 registers; not tuned, no GPU has timed it"),
+    Expect(r"triton:pair_bce:_\w+\[.*", threads=0, min_occupancy=0.0625, max_stack=16, local_in_loop=3,
+           why="16 x 32 logit tiles by tl.dot over D in chunks of 32; the float32 IEEE dy kernel sits at 255 "
+               "registers with a 16 B spill; not tuned, no GPU has timed it; " + _DEBT),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

@@ -1,5 +1,6 @@
 """Helpers shared by the Triton kernels: pixel addressing of (B, D, H, W) maps, label loads
-at their own width, grids that take any batch size, the statistics dtype.
+at their own width, grids that take any batch size, the statistics dtype, and the tl.dot
+precision of the GEMM-tile kernels (similarity_reduce, pair_bce).
 
 Grids: Triton's axes 1 and 2 stop at 65535, so the batch never goes there. Kernels that work
 on (item, image) pairs run on a flat axis 0 of ``n_items * B`` programs (``grid_items``) and
@@ -169,3 +170,42 @@ def expect_same_device(op: str, *ts: torch.Tensor) -> None:
     for t in ts:
         expect(t.device == ts[0].device, op, "all tensors must be on one device, got ", t.device, " and ",
                ts[0].device)  # fmt: skip
+
+
+def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """PREC of the GEMM-tile kernels for inputs of `dtype`: "tf32" or "ieee" for float32 (TF32
+    only where torch allows it, torch.backends.cuda.matmul.allow_tf32), "widen" for bfloat16 on
+    the CPU (the interpreter's tl.dot reads bfloat16 as raw uint16), "" otherwise (half types on
+    the tensor cores, float64 as is)."""
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        return "widen"
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return ""
+
+
+@triton.jit
+def dot_inputs(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
+    """a @ b of two tiles of the inputs' dtype, accumulated in ACC, at PREC (dot_precision)."""
+    # if/elif/else, not early returns: the compiler generates the statements after a constexpr
+    # `if ...: return` too, and tl.dot rejects input_precision=""
+    if PREC == "widen":
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee", out_dtype=ACC)
+    elif PREC == "":
+        out = tl.dot(a, b, out_dtype=ACC)
+    else:
+        out = tl.dot(a, b, input_precision=PREC, out_dtype=ACC)
+    return out
+
+
+@triton.jit
+def dot_acc(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
+    """a @ b of two tiles of the accumulation type (a backward's): IEEE float32 unless TF32 is
+    allowed (PREC "tf32"); float64 as is."""
+    if PREC == "tf32":
+        out = tl.dot(a, b, input_precision="tf32", out_dtype=ACC)
+    elif ACC == tl.float32:
+        out = tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+    else:
+        out = tl.dot(a, b, out_dtype=ACC)
+    return out

@@ -15,28 +15,10 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, expect_same_device, expect_sizes, grid_items, stats_dtype
+from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
+                      grid_items, stats_dtype)  # fmt: skip
 
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
-
-
-@triton.jit
-def _mm(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
-    if PREC == "widen":  # CPU tensors: the interpreter's tl.dot reads bfloat16 as raw uint16
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee", out_dtype=ACC)
-    if PREC == "":
-        return tl.dot(a, b, out_dtype=ACC)
-    return tl.dot(a, b, input_precision=PREC, out_dtype=ACC)
-
-
-@triton.jit
-def _mm_acc(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
-    """a @ b of accumulation-type tiles (the backward's): IEEE float32 unless TF32 is allowed."""
-    if PREC == "tf32":
-        return tl.dot(a, b, input_precision="tf32", out_dtype=ACC)
-    if ACC == tl.float32:
-        return tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
-    return tl.dot(a, b, out_dtype=ACC)
 
 
 @triton.jit
@@ -57,7 +39,7 @@ def _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky,
                      mask=iv[:, None] & dmask[None, :], other=0.0)
         ya = tl.load(y_ptr + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :],
                      mask=jv[:, None] & dmask[None, :], other=0.0)
-        s += _mm(xa, tl.trans(ya), PREC, ACC)
+        s += dot_inputs(xa, tl.trans(ya), PREC, ACC)
     z = s * tl.load(a_ptr) + tl.load(c_ptr)
     return z, s, lx[:, None] == ly[None, :], iv[:, None] & jv[None, :]
 
@@ -117,7 +99,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
                          mask=jv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dx_ptr + (b * Kx + offs_i.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = imask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm_acc(e, ya, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(e, ya, PREC, ACC), mask=m2)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2, r0, mask=imask)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2 + 1, r1, mask=imask)
 
@@ -143,19 +125,11 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
                          mask=iv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dy_ptr + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = jmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm_acc(tl.trans(e), xa, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(e), xa, PREC, ACC), mask=m2)
 
 
 # --------------------------------------------------------------------------------------
 # Launchers
-
-
-def _prec(dtype: torch.dtype, device: torch.device) -> str:
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        return "widen"
-    if dtype == torch.float32:
-        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    return ""
 
 
 def _prepare(op, x, x_labels, y, y_labels, scale, bias):
@@ -167,7 +141,7 @@ def _prepare(op, x, x_labels, y, y_labels, scale, bias):
     expect(scale.numel() == 1 and bias.numel() == 1, op, "scale and bias must hold one element each")
     expect_same_device(op, x, x_labels, y, y_labels, scale, bias)
     st = stats_dtype(x.dtype)
-    flags = {"PREC": _prec(x.dtype, x.device), "ACC": tl.float64 if st == torch.float64 else tl.float32,
+    flags = {"PREC": dot_precision(x.dtype, x.device), "ACC": tl.float64 if st == torch.float64 else tl.float32,
              "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}  # fmt: skip
     return (x.contiguous(), x_labels.long().contiguous(), y.contiguous(), y_labels.long().contiguous(),
             scale.to(st).reshape(1), bias.to(st).reshape(1), st, flags)  # fmt: skip

@@ -22,7 +22,8 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, expect_same_device, expect_sizes, grid_items, stats_dtype
+from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
+                      grid_items, stats_dtype)  # fmt: skip
 
 METRICS = {"dot": 0, "cosine": 1}
 REDUCES = {"sum": 0, "mean": 1, "max": 2, "softmax": 3}
@@ -33,8 +34,7 @@ BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
 def _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn, scale, bias, eps,
             COSINE, SIGMOID, PREC: tl.constexpr, ACC: tl.constexpr,
             BLOCK_D: tl.constexpr):  # fmt: skip
-    # PREC: "tf32" or "ieee" for float32 operands, "" for the others (tensor cores for half,
-    # float64 as is)
+    # PREC: _common.dot_precision
     """The activated score tile [BLOCK_N, BLOCK_K] and (cosine) its sim and den; refs that take no
     part are zero vectors here (their scores are masked by the callers)."""
     acc = tl.zeros([offs_n.shape[0], offs_k.shape[0]], ACC)
@@ -45,27 +45,12 @@ def _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, q
                      mask=nmask[:, None] & dmask[None, :], other=0.0)
         ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
                      mask=kvalid[:, None] & dmask[None, :], other=0.0)
-        if PREC == "widen":  # CPU tensors: the interpreter's tl.dot reads bfloat16 as raw uint16
-            acc += tl.dot(qa.to(tl.float32), tl.trans(ra.to(tl.float32)), input_precision="ieee", out_dtype=ACC)
-        elif PREC == "":
-            acc += tl.dot(qa, tl.trans(ra), out_dtype=ACC)
-        else:
-            acc += tl.dot(qa, tl.trans(ra), input_precision=PREC, out_dtype=ACC)
+        acc += dot_inputs(qa, tl.trans(ra), PREC, ACC)
     den = qn[:, None] * rn[None, :] + tl.full([], eps, ACC)
     sim = tl.where(COSINE != 0, acc / den, acc)
     z = sim * tl.full([], scale, ACC) + tl.full([], bias, ACC)
     s = tl.where(SIGMOID != 0, 1.0 / (1.0 + tl.exp(-z)), z)
     return s, sim, den, acc
-
-
-@triton.jit
-def _mm(a, b, PREC: tl.constexpr, ACC: tl.constexpr):
-    """a @ b of accumulation-type tiles: IEEE float32 unless TF32 is allowed; float64 as is."""
-    if PREC == "tf32":
-        return tl.dot(a, b, input_precision="tf32", out_dtype=ACC)
-    if ACC == tl.float32:
-        return tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
-    return tl.dot(a, b, out_dtype=ACC)
 
 
 @triton.jit
@@ -186,7 +171,7 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                          mask=kvalid[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = nmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm(dz, ra, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, ACC), mask=m2)
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
@@ -223,7 +208,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                          mask=nmask[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dr_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = (offs_k < K)[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + _mm(tl.trans(dz), qa, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, ACC), mask=m2)
     if COSINE != 0:
         kmask = offs_k < K
         rn = tl.load(rn_ptr + b * K + offs_k, mask=kmask, other=0.0)
@@ -243,14 +228,6 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 def _acc(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
-
-
-def _prec(dtype: torch.dtype, device: torch.device) -> str:
-    if dtype == torch.bfloat16 and device.type == "cpu":
-        return "widen"
-    if dtype == torch.float32:
-        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
-    return ""
 
 
 def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
@@ -281,7 +258,7 @@ def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
 
 def _flags(metric, sigmoid, reduce, t, st):
     return {"COSINE": int(metric == "cosine"), "SIGMOID": int(bool(sigmoid)), "REDUCE": REDUCES[reduce],
-            "PREC": _prec(t.dtype, t.device),
+            "PREC": dot_precision(t.dtype, t.device),
             "ACC": tl.float64 if st == torch.float64 else tl.float32, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K,
             "BLOCK_D": BLOCK_D}  # fmt: skip
 
