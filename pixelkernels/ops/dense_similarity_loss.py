@@ -144,7 +144,8 @@ def _add_moments_grad(grad, t, valid, other_n, other_bar, other_gram, mean, n, g
     m = other_n.to(t.dtype)[:, None, None]
     lin = torch.bmm(t, other_bar[:, :, None]) - mean  # (B, K, 1): t_i·ō - mean
     coef = torch.where(valid[..., None], g_mean / n * m + (2 * g_var / n) * m * lin, 0.0)
-    grad.baddbmm_(t, other_gram, alpha=2 * g_var / n)
+    # the factor on the (D, D) Gram, not as baddbmm's alpha: a tensor alpha is read on the host
+    grad.baddbmm_(t, other_gram * (2 * g_var / n))
     grad.addcmul_(coef, other_bar[:, None, :])
     # ignored rows get exactly 0 (their inf or NaN went through the product above)
     grad.masked_fill_(~valid[..., None], 0.0)
