@@ -82,8 +82,8 @@ _DEBT = "known debt (report of 2026-11-24): ptxas spills in some instantiations;
 _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or two blocks per SM by design"
 
 # similarity_reduce's CUDA kernels as they stand: correct, deterministic, not fast.
-_SIMPLE_SR = ("a thread per query row (forward, dq) or per ref (dr) over the other side in order, FMA dot "
-              "products, no tiling and no tensor cores: the tiled mma kernels are still to be written")
+_SIMPLE_SR = ("float32/float64: a thread per query row (forward, dq) or per ref (dr) over the other side in "
+              "order, FMA dot products, no tiling (half inputs take the mma kernels above)")
 
 # pair_bce's CUDA kernels, the same design.
 _SIMPLE_PB = ("a thread per row of x (forward, dx) or of y (dy) over the other side in order, FMA dot products "
@@ -119,6 +119,16 @@ EXPECTATIONS: list[Expect] = [
                "(at most 85 registers; at 64 this ptxas spills), no spill"),
     Expect(r"triplet_hinge:.*", why="compiled for 4 blocks per SM (at most 64 registers, 50 %); static "
                                     "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
+    Expect(r"similarity_reduce:forward_mma_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
+           local_in_loop=10, tensor_cores=True,
+           why="half: 64 query rows x 64-ref tiles by mma.sync m16n8k16 (4 warps of 16 x 64, 32 float "
+               "accumulators a thread), the scores through shared memory to one reducing thread per row; "
+               "the IEEE divisions' and sqrt's slow-path calls (cosine's denominator, softmax's 1/T) keep "
+               "loop-invariant values on the stack around the call: 16 B, LDL/STL on those paths; " + _DEBT),
+    Expect(r"similarity_reduce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, tensor_cores=True,
+           why="half backward: the score tile by mma, dZ scaled and split in two halves (hi + lo) in shared "
+               "memory, dq += dZ R (dr += dZ^T Q) by mma in 64-dim chunks: 44 KiB of static shared memory and "
+               "up to 154 registers, three blocks per SM; no spill"),
     Expect(r"similarity_reduce:rows_kernel<.*>", threads=128, max_stack=16, local_in_loop=7,
            why="one thread per query row (|q|, the per-class factors); sm_80 keeps 16 bytes on the stack "
                "across the class loops; " + _SIMPLE_SR + "; " + _DEBT),

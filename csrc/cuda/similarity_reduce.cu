@@ -7,6 +7,7 @@
 // deterministic with no atomics. Refs that take no part are never read into a product.
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
+#include "cuda/mma.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
@@ -113,55 +114,178 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One query row's running reduction over its refs, taken in increasing j: out's row o and
+// the max's tie counts in global memory (C may be large), the softmax's max m and sum l in
+// registers. Both forward kernels reduce through it: the same order and arithmetic.
+template <typename acc_t>
+struct RowReduce {
+  acc_t* o;
+  acc_t* ties;  // Max only
+  int64_t C;
+  Reduce reduce;
+  acc_t m = -acc_t(INFINITY), l = 0;
+
+  __device__ __forceinline__ RowReduce(acc_t* o_, acc_t* aux_row, int64_t C_, Reduce r)
+      : o(o_), ties(r == Reduce::Max ? aux_row : nullptr), C(C_), reduce(r) {
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] = reduce == Reduce::Max ? -acc_t(INFINITY) : acc_t(0);
+      if (ties) ties[c] = 0;
+    }
+  }
+  __device__ __forceinline__ void take(acc_t s, int64_t c, acc_t temp) {
+    if (reduce == Reduce::Sum || reduce == Reduce::Mean) {
+      o[c] += s;
+    } else if (reduce == Reduce::Max) {
+      if (similarity_reduce::above(s, o[c])) {
+        o[c] = s;
+        ties[c] = 1;
+      } else if (s == o[c]) {
+        ties[c] += 1;
+      }
+    } else {  // online softmax, one element at a time
+      const acc_t x = s / temp;
+      if (similarity_reduce::above(x, m)) {
+        const acc_t f = exp(m - x);
+        for (int64_t k = 0; k < C; ++k) o[k] *= f;
+        l = l * f + acc_t(1);
+        o[c] += acc_t(1);
+        m = x;
+      } else {
+        const acc_t e = exp(x - m);
+        l += e;
+        o[c] += e;
+      }
+    }
+  }
+  // count: the image's class sizes (Mean); lse: the row's aux slot (Softmax).
+  __device__ __forceinline__ void finish(const acc_t* count, acc_t* lse) {
+    if (reduce == Reduce::Mean)
+      for (int64_t c = 0; c < C; ++c) o[c] /= count[c] > acc_t(1) ? count[c] : acc_t(1);
+    if (reduce == Reduce::Softmax) {
+      for (int64_t c = 0; c < C; ++c) o[c] = l != acc_t(0) ? o[c] / l : acc_t(0);  // NaN l: a NaN row
+      *lse = l != acc_t(0) ? m + log(l) : -acc_t(INFINITY);
+    }
+  }
+};
+
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(View<scalar_t, acc_t> v, acc_t* out, acc_t* aux) {
-  const acc_t inf = acc_t(INFINITY);
   const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
     const int64_t b = t / v.N, i = t - b * v.N;
     const scalar_t* qi = v.qrow(b, i);
     const acc_t qn = v.metric == Metric::Cosine ? v.qnorm(qi) : acc_t(0);
-    acc_t* o = out + t * C;
-    acc_t* ties = v.reduce == Reduce::Max ? aux + t * C : nullptr;
-    for (int64_t c = 0; c < C; ++c) {
-      o[c] = v.reduce == Reduce::Max ? -inf : acc_t(0);
-      if (ties) ties[c] = 0;
-    }
-    acc_t m = -inf, l = 0;
+    RowReduce<acc_t> row(out + t * C, aux + t * C, C, v.reduce);
     for (int64_t j = 0; j < v.K; ++j) {
       const int64_t c = v.cls(b, j);
       if (c < 0) continue;
-      const acc_t s = v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]);
-      if (v.reduce == Reduce::Sum || v.reduce == Reduce::Mean) {
-        o[c] += s;
-      } else if (v.reduce == Reduce::Max) {
-        if (similarity_reduce::above(s, o[c])) {
-          o[c] = s;
-          ties[c] = 1;
-        } else if (s == o[c]) {
-          ties[c] += 1;
-        }
-      } else {  // online softmax, one element at a time
-        const acc_t x = s / v.temp;
-        if (similarity_reduce::above(x, m)) {
-          const acc_t f = exp(m - x);
-          for (int64_t k = 0; k < C; ++k) o[k] *= f;
-          l = l * f + acc_t(1);
-          o[c] += acc_t(1);
-          m = x;
-        } else {
-          const acc_t e = exp(x - m);
-          l += e;
-          o[c] += e;
-        }
-      }
+      row.take(v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]), c, v.temp);
     }
-    if (v.reduce == Reduce::Mean)
-      for (int64_t c = 0; c < C; ++c) o[c] /= v.count[b * C + c] > acc_t(1) ? v.count[b * C + c] : acc_t(1);
-    if (v.reduce == Reduce::Softmax) {
-      for (int64_t c = 0; c < C; ++c) o[c] = l != acc_t(0) ? o[c] / l : acc_t(0);  // NaN l: a NaN row
-      aux[t] = l != acc_t(0) ? m + log(l) : -inf;
+    row.finish(v.count + b * C, aux + t);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core forward (float16/bfloat16): a block owns kRows query rows of one image; its 4 warps
+// take 16 rows each against a tile of kCols refs (8 mma column tiles of 8), the dot products by
+// mma.sync m16n8k16 with float32 accumulation over 16-dim stages in shared memory (dim pairs,
+// zero-padded past D). The scores go through shared memory to kRows threads, one per row, which
+// reduce them in increasing j with RowReduce: per row the order of the SIMT kernel, so the
+// results are deterministic. The dots differ from the SIMT kernel's in their summation order
+// only (products of halves are exact in float32); the backward recomputes its own maxima.
+
+constexpr int kRows = 64, kCols = 64;
+constexpr int kWords = 8;             // 32-bit words (dim pairs) of a 16-dim stage
+constexpr int kWordStride = kWords + 4;  // padded: fragment loads hit 32 distinct banks
+constexpr int kScoreStride = kCols + 1;
+static_assert(kThreads == 2 * kRows && kRows == 16 * (kThreads / 32), "4 warps of 16 rows");
+
+// The dots of query rows i0 + [0, kRows) against refs j0 + [0, kCols) by mma (zero past N, K
+// and D): acc[n][e] of warp w is row 16 w + g + 8 (e / 2), ref 8 n + 2 t + e % 2 (the mma's C
+// fragment). Every kernel gets a pair's dot from here: the same operands and order, the same bits.
+template <typename scalar_t>
+__device__ __forceinline__ void dot_tile(const View<scalar_t, float>& v, int64_t b, int64_t i0, int64_t j0,
+                                         uint32_t (*sq)[kWordStride], uint32_t (*sr)[kWordStride],
+                                         float (&acc)[kCols / 8][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+  const int x = threadIdx.x % kRows;  // loads row / ref x, dim pairs x / 64 + 2 w (refs: contiguous dims)
+  const bool q_on = i0 + x < v.N, r_on = j0 + x < v.K;
+  const uint16_t* qx = reinterpret_cast<const uint16_t*>(v.qrow(b, q_on ? i0 + x : 0));
+  const uint16_t* rx = reinterpret_cast<const uint16_t*>(v.rrow(b, r_on ? j0 + x : 0));
+  for (int64_t d0 = 0; d0 < v.D; d0 += 2 * kWords) {  // uniform per block
+#pragma unroll
+    for (int w2 = 0; w2 < kWords / 2; ++w2) {
+      const int w = threadIdx.x / kRows + 2 * w2;
+      const int64_t d = d0 + 2 * w;
+      const uint32_t q_lo = q_on && d < v.D ? qx[d * v.q_sd] : 0u;
+      const uint32_t q_hi = q_on && d + 1 < v.D ? qx[(d + 1) * v.q_sd] : 0u;
+      const uint32_t r_lo = r_on && d < v.D ? rx[d] : 0u;
+      const uint32_t r_hi = r_on && d + 1 < v.D ? rx[d + 1] : 0u;
+      sq[x][w] = q_lo | q_hi << 16;
+      sr[x][w] = r_lo | r_hi << 16;
+    }
+    __syncthreads();
+    const uint32_t af[4] = {sq[row0 + g][t], sq[row0 + g + 8][t], sq[row0 + g][t + 4], sq[row0 + g + 8][t + 4]};
+#pragma unroll
+    for (int n = 0; n < kCols / 8; ++n) {
+      const uint32_t bf[2] = {sr[n * 8 + g][t], sr[n * 8 + g][t + 4]};
+      mma_16816<scalar_t>(acc[n], af, bf);
+    }
+    __syncthreads();  // sq, sr are rewritten by the next stage
+  }
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_mma_kernel(View<scalar_t, float> v, float* out, float* aux) {
+  __shared__ __align__(16) uint32_t sq[kRows][kWordStride];  // the rows' dim pairs of a stage
+  __shared__ __align__(16) uint32_t sr[kCols][kWordStride];  // the refs' dim pairs of a stage
+  __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
+  __shared__ float sqn[kRows], srn[kCols];
+  __shared__ int scls[kCols];  // the ref's class, -1 if it takes no part
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+  const int64_t tiles = ceil_div<int64_t>(v.N, kRows), C = v.C;
+  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // uniform per block
+      const int64_t i0 = tile * kRows;
+      const int me = threadIdx.x;  // < kRows: the reducing thread of row i0 + me
+      const bool owner = me < kRows && i0 + me < v.N;
+      if (me < kRows)
+        sqn[me] = owner && v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i0 + me)) : 0.0f;
+      const int64_t at = owner ? b * v.N + i0 + me : 0;
+      RowReduce<float> row(out + at * C, aux + at * C, owner ? C : 0, v.reduce);  // C = 0: writes nothing
+      for (int64_t j0 = 0; j0 < v.K; j0 += kCols) {
+        if (threadIdx.x < kCols) {
+          const int64_t j = j0 + threadIdx.x;
+          const int64_t c = j < v.K ? v.cls(b, j) : -1;
+          scls[threadIdx.x] = int(c);
+          srn[threadIdx.x] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
+        }
+        float acc[kCols / 8][4];
+        dot_tile(v, b, i0, j0, sq, sr, acc);
+        __syncthreads();  // sqn, srn written (D = 0: dot_tile has no barrier)
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
+            ss[r][c] = v.score(acc[n][e], sqn[r], srn[c]);
+          }
+        __syncthreads();
+        if (owner) {
+          const int cols = v.K - j0 < kCols ? int(v.K - j0) : kCols;
+          for (int c = 0; c < cols; ++c)
+            if (scls[c] >= 0) row.take(ss[me][c], scls[c], v.temp);
+        }
+        __syncthreads();  // ss, scls, srn are rewritten by the next tile
+      }
+      if (owner) row.finish(v.count + b * C, aux + b * v.N + i0 + me);
+      __syncthreads();  // sqn is rewritten by the next row tile
     }
   }
 }
@@ -187,17 +311,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dZ_ij of a valid pair (the header's chain), and cosine's sim_ij. The score is the forward's
+// dZ_ij of a valid pair from its dot (the header's chain), and cosine's sim_ij. The score is the forward's
 // (acc_t: the max's equality test); the chain after it runs in double, as do the sums of dq and dr:
 // the cosine gradient is a difference of two terms that nearly cancel for nearly parallel vectors,
 // and float32 put it 2e-5 off (relative) where the CPU's BLAS sums passed.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, int64_t b, int64_t i, int64_t j,
-                                         int64_t c, acc_t qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
-                                         const acc_t* lse, double& sim) {
+__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t dot, int64_t b, int64_t i,
+                                         int64_t j, int64_t c, acc_t qn, const acc_t* gx, const acc_t* out,
+                                         const acc_t* aux, const acc_t* lse, double& sim) {
   const int64_t row = b * v.N + i;
   const acc_t rnj = v.rn[b * v.K + j];
-  const acc_t dot = v.dot(v.qrow(b, i), v.rrow(b, j));
   const acc_t s = v.score(dot, qn, rnj);
   const double sd = s, temp = v.temp;
   const double p = v.reduce == Reduce::Softmax ? exp(sd / temp - double(lse[row])) : 0.0;
@@ -232,7 +355,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t c = v.cls(b, j);
       if (c < 0) continue;
       double sim = 0;
-      const double dz = grad_z(v, b, i, j, c, qn[t], gx, out, aux, lse, sim);
+      const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[t], gx, out, aux, lse, sim);
       if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d]));
@@ -261,7 +384,8 @@ __global__ void __launch_bounds__(kThreads)
     double col = 0;
     for (int64_t i = 0; i < v.N; ++i) {
       double sim = 0;
-      const double dz = grad_z(v, b, i, j, c, qn[b * v.N + i], gx, out, aux, lse, sim);
+      const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[b * v.N + i], gx, out,
+                                     aux, lse, sim);
       if (v.metric == Metric::Cosine) col += dz * sim * double(qn[b * v.N + i]);
       const scalar_t* qi = v.qrow(b, i);
       for (int64_t d = 0; d < D; ++d) drj[d] += dz * double(to_acc(qi[d * v.q_sd]));
@@ -271,6 +395,207 @@ __global__ void __launch_bounds__(kThreads)
       const double f = col / double(rnj);
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core backward (float16/bfloat16). kRefSide false: a block owns kRows query rows and
+// walks the image's ref tiles (dq); true: it owns kCols refs and walks the query tiles (dr). Per
+// pair of tiles: the dots by dot_tile (queries x refs, the forward's bits), dZ by grad_z into
+// shared memory; the owners' rows of dZ (dq: a query's row, dr: a ref's column) scaled by a power
+// of two (its largest |dZ| in [1, 2)) and split into two halves hi + lo (dZ to ~2^-16 relative
+// where one half would round it to 2^-8 or 2^-11), then dq += dZ R (dr += dZ^T Q) by mma in
+// chunks of 64 dims, hi and lo, with float32 accumulation into the workspace rows the block owns
+// (no atomics: deterministic). The cosine's norm term (Σ A sim |r| per query, Σ A sim |q| per
+// ref) is summed per tile through warp shuffles and shared memory in a fixed order.
+
+constexpr int kChunk = 64;                   // dims per chunk of the second product
+constexpr int kPairStride = kCols / 2 + 4;   // words of a 64-long k row (dim pairs padded)
+
+template <typename scalar_t>
+__device__ __forceinline__ uint16_t half_bits(float x) {
+  if constexpr (std::is_same_v<scalar_t, __half>)
+    return __half_as_ushort(__float2half_rn(x));
+  else
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ float half_value(uint16_t h) {
+  return half_bits_to_float<scalar_t>(h);
+}
+
+template <typename scalar_t, bool kRefSide>
+__global__ void __launch_bounds__(kThreads)
+    grad_mma_kernel(View<scalar_t, float> v, const float* qn, const float* gx, const float* out, const float* aux,
+                    const float* lse, float* acc_out, scalar_t* grad) {
+  __shared__ __align__(16) uint32_t sq[kRows][kWordStride];
+  __shared__ __align__(16) uint32_t sr[kCols][kWordStride];
+  __shared__ __align__(16) uint32_t sa[2][kRows][kPairStride];  // the owners' dZ rows, hi and lo
+  __shared__ __align__(16) union {
+    float dz[kRows][kScoreStride];      // dZ of the tile pair (queries x refs)
+    uint32_t other[kChunk][kPairStride];  // the other side's vectors, a dim chunk, as k pairs
+  } su;
+  __shared__ float sscale[kRows], snorm[4][kRows], sqn[kRows], srn[kCols];
+  __shared__ int scls[kCols];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
+  const int me = threadIdx.x;
+  const int64_t own_n = kRefSide ? v.K : v.N, other_n = kRefSide ? v.N : v.K, D = v.D;
+  const int64_t tiles = ceil_div<int64_t>(own_n, kRows);
+  const bool cosine = v.metric == Metric::Cosine;
+  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // uniform per block
+      const int64_t o0 = tile * kRows;
+      const bool owner = me < kRows && o0 + me < own_n;
+      float* acc_row = acc_out + (b * own_n + (owner ? o0 + me : 0)) * D;
+      for (int64_t k = me; k < int64_t(kRows) * D; k += kThreads) {  // zero the owned rows
+        const int64_t x = k / D;
+        if (o0 + x < own_n) acc_out[(b * own_n + o0 + x) * D + (k - x * D)] = 0.0f;
+      }
+      __syncthreads();  // zeroed before any thread adds (or, with no tile to walk, the owner reads)
+      float norm_sum = 0.0f;  // the owner's cosine norm term
+      for (int64_t p0 = 0; p0 < other_n; p0 += kRows) {
+        const int64_t i0 = kRefSide ? p0 : o0, j0 = kRefSide ? o0 : p0;
+        if (me < kCols) {
+          const int64_t j = j0 + me, i = i0 + me;
+          const int64_t c = j < v.K ? v.cls(b, j) : -1;
+          scls[me] = int(c);
+          srn[me] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
+          sqn[me] = i < v.N ? qn[b * v.N + i] : 0.0f;
+        }
+        float acc[kCols / 8][4];
+        dot_tile(v, b, i0, j0, sq, sr, acc);
+        __syncthreads();  // scls, srn, sqn written (D = 0: dot_tile has no barrier)
+        // dZ per pair, and the norm term's partial per query row (dq) or ref column (dr).
+        float part[kCols / 8][2] = {};  // dr: per column (n, e % 2), over the thread's two rows
+        float rowpart[2] = {0.0f, 0.0f};  // dq: per row e / 2, over the thread's columns
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
+            const int64_t i = i0 + r, j = j0 + c;
+            float a = 0.0f;
+            if (i < v.N && scls[c] >= 0) {
+              double sim = 0;
+              const double dz = grad_z(v, acc[n][e], b, i, j, scls[c], sqn[r], gx, out, aux, lse, sim);
+              a = float(dz);
+              if (cosine) {
+                if (kRefSide)
+                  part[n][e & 1] += float(dz * sim * double(sqn[r]));
+                else
+                  rowpart[e >> 1] += float(dz * sim * double(srn[c]));
+              }
+            }
+            su.dz[r][c] = a;
+          }
+        if (cosine) {
+          if (kRefSide) {  // columns: the 8 lanes of a t over g, then the 4 warps in order
+#pragma unroll
+            for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                float x = part[n][e];
+                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+                if (g == 0) snorm[warp][n * 8 + 2 * t + e] = x;
+              }
+          } else {  // rows: the 4 lanes of a g
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              float x = rowpart[r];
+              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+              if (t == 0) snorm[0][row0 + g + 8 * r] = x;
+            }
+          }
+        }
+        __syncthreads();
+        if (me < kRows) {  // the owner's dZ line, scaled into [1, 2) and split in two halves
+          if (cosine && owner)
+            norm_sum += kRefSide ? ((snorm[0][me] + snorm[1][me]) + snorm[2][me]) + snorm[3][me] : snorm[0][me];
+          float big = 0.0f;
+          for (int k = 0; k < kCols; ++k) big = fmaxf(big, fabsf(kRefSide ? su.dz[k][me] : su.dz[me][k]));
+          const float scale = big > 0.0f && big < INFINITY ? exp2f(floorf(log2f(big))) : 1.0f;
+          sscale[me] = scale;
+          for (int w = 0; w < kCols / 2; ++w) {
+            uint32_t hw[2] = {0u, 0u};
+            for (int h = 0; h < 2; ++h) {
+              const int k = 2 * w + h;
+              const float a = (kRefSide ? su.dz[k][me] : su.dz[me][k]) / scale;
+              const uint16_t hi = half_bits<scalar_t>(a);
+              const uint16_t lo = half_bits<scalar_t>(a - half_value<scalar_t>(hi));
+              hw[0] |= uint32_t(hi) << (16 * h);
+              hw[1] |= uint32_t(lo) << (16 * h);
+            }
+            sa[0][me][w] = hw[0];
+            sa[1][me][w] = hw[1];
+          }
+        }
+        __syncthreads();  // su.dz is read; su.other is written next
+        const int64_t ot0 = kRefSide ? i0 : j0;  // the other side's first vector
+        for (int64_t d0 = 0; d0 < D; d0 += kChunk) {  // uniform per block
+          // Thread x: the dim d0 + x % 64, k pairs x / 64 + 2 w: the other side's vectors ot0 + k.
+          {
+            const int dd = me % kChunk;
+            const int64_t d = d0 + dd;
+            for (int w2 = 0; w2 < kCols / 4; ++w2) {
+              const int w = me / kChunk + 2 * w2;
+              uint32_t word = 0u;
+              for (int h = 0; h < 2; ++h) {
+                const int64_t k = ot0 + 2 * w + h;
+                uint16_t bits = 0u;
+                if (d < D && k < other_n && (kRefSide || scls[k - ot0] >= 0)) {  // never a ref that takes no part
+                  const scalar_t* vec = kRefSide ? v.qrow(b, k) : v.rrow(b, k);
+                  bits = reinterpret_cast<const uint16_t*>(vec)[d * (kRefSide ? v.q_sd : int64_t(1))];
+                }
+                word |= uint32_t(bits) << (16 * h);
+              }
+              su.other[dd][w] = word;
+            }
+          }
+          __syncthreads();
+          float acc2[kChunk / 8][4];
+#pragma unroll
+          for (int n = 0; n < kChunk / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc2[n][e] = 0.0f;
+#pragma unroll
+          for (int part_i = 0; part_i < 2; ++part_i)
+#pragma unroll
+            for (int k0 = 0; k0 < kCols / 2; k0 += 8) {  // 16 k (8 words) per mma
+              const uint32_t af[4] = {sa[part_i][row0 + g][k0 + t], sa[part_i][row0 + g + 8][k0 + t],
+                                      sa[part_i][row0 + g][k0 + t + 4], sa[part_i][row0 + g + 8][k0 + t + 4]};
+#pragma unroll
+              for (int n = 0; n < kChunk / 8; ++n) {
+                const uint32_t bf[2] = {su.other[n * 8 + g][k0 + t], su.other[n * 8 + g][k0 + t + 4]};
+                mma_16816<scalar_t>(acc2[n], af, bf);
+              }
+            }
+#pragma unroll
+          for (int n = 0; n < kChunk / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int x = row0 + g + 8 * (e >> 1);
+              const int64_t d = d0 + n * 8 + 2 * t + (e & 1);
+              if (o0 + x < own_n && d < D) acc_out[(b * own_n + o0 + x) * D + d] += sscale[x] * acc2[n][e];
+            }
+          __syncthreads();  // su.other is rewritten by the next chunk, su.dz by the next tile
+        }
+      }
+      // The owner's row: the norm term, then the gradient in scalar_t.
+      if (owner) {
+        const int64_t x = o0 + me;
+        const float nv = kRefSide ? v.rn[b * v.K + x] : qn[b * v.N + x];
+        const float f = cosine && nv > 0.0f ? norm_sum / nv : 0.0f;
+        const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
+        const int64_t sd = kRefSide ? 1 : v.q_sd;
+        const bool part = !kRefSide || v.cls(b, x) >= 0;  // a ref that takes no part: 0, whatever the queries hold
+        for (int64_t d = 0; d < D; ++d) {
+          const float gval = part ? acc_row[d] - f * to_acc(vec[d * sd]) : 0.0f;
+          store_from_acc(grad + (kRefSide ? (b * v.K + x) * D + d : b * v.q_sb + x * v.q_sn + d * v.q_sd), gval);
+        }
+      }
+      __syncthreads();  // the owned rows' accumulators are read before the next tile zeroes them
     }
   }
 }
@@ -337,8 +662,14 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
     cuda::tables(v, p.workspace, st);
-    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
-                        dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
+    if constexpr (std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>) {
+      const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
+      cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
+                          static_cast<float*>(p.out), static_cast<float*>(p.aux));
+    } else {
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
+                          dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
+    }
   });
   return cuda::status();
 }
@@ -362,30 +693,52 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const auto* aux = static_cast<const acc_t*>(p.aux);
     const dim3 block(cuda::kThreads);
     cuda::tables(v, p.workspace, st);
+    constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
-      // The max and its ties recomputed with this kernel's arithmetic (see the CPU backward): the
+      // The max and its ties recomputed with this backward's arithmetic (see the CPU backward): the
       // equality test then holds whatever computed the `out` handed in.
       acc_t* own = cuda::at_offset<acc_t>(p.workspace, pl.off_max);
-      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
-                          0, st, v, own, own + a.B * a.N * a.C);
+      if constexpr (tc)
+        cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
+                            block, 0, st, v, own, own + a.B * a.N * a.C);
+      else
+        cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
+                            0, st, v, own, own + a.B * a.N * a.C);
       out = own;
       aux = own + a.B * a.N * a.C;
     }
-    if (a.N > 0) {
-      cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                          st, v, g, out, aux, qn, gx, lse);
-      cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
-                          v, qn, gx, out, aux, lse, dq);
-      if (a.D > 0)
-        cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
-                            st, dq, a.B, a.N, a.D, a.q_sb, a.q_sn, a.q_sd, static_cast<scalar_t*>(p.grad_query));
-    }
-    if (a.K > 0) {
-      cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
-                          v, qn, gx, out, aux, lse, dr);
-      if (a.D > 0)
-        cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
-                            st, dr, a.B, a.K, a.D, a.K * a.D, a.D, int64_t(1), static_cast<scalar_t*>(p.grad_ref));
+    if constexpr (tc) {
+      if (a.N > 0)
+        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
+                            st, v, g, out, aux, qn, gx, lse);
+      if (a.N > 0)
+        cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, false>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
+                            block, 0, st, v, qn, gx, out, aux, lse, reinterpret_cast<float*>(dq),
+                            static_cast<scalar_t*>(p.grad_query));
+      if (a.K > 0)
+        cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, true>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols)), cuda::image_grid(a.B)),
+                            block, 0, st, v, qn, gx, out, aux, lse, reinterpret_cast<float*>(dr),
+                            static_cast<scalar_t*>(p.grad_ref));
+    } else {
+      if (a.N > 0) {
+        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
+                            st, v, g, out, aux, qn, gx, lse);
+        cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
+                            v, qn, gx, out, aux, lse, dq);
+        if (a.D > 0)
+          cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
+                              st, dq, a.B, a.N, a.D, a.q_sb, a.q_sn, a.q_sd, static_cast<scalar_t*>(p.grad_query));
+      }
+      if (a.K > 0) {
+        cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
+                            v, qn, gx, out, aux, lse, dr);
+        if (a.D > 0)
+          cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
+                              st, dr, a.B, a.K, a.D, a.K * a.D, a.D, int64_t(1), static_cast<scalar_t*>(p.grad_ref));
+      }
     }
   });
   return cuda::status();
