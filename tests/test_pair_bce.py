@@ -86,6 +86,8 @@ ROW = Contract(
         # the CPU's 64 x 256 tiles (too slow for the Triton interpreter)
         "tile_edges": _inp(1, 70, 300, 33),
     },
+    # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
+    emulated_cases={"mma_chunks": _inp(1, 70, 67, 130)},
 )
 
 TestContract = suite(ROW)

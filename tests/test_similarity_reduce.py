@@ -409,8 +409,11 @@ ROW = Contract(
         "tile_edges_softmax": _op_inp(1, 70, 300, 33, 3, reduce="softmax", activation="sigmoid"),
         "tile_edges_max": _op_inp(1, 70, 300, 33, 3, reduce="max", metric="cosine"),
         "block_edges_max": _op_inp(2, 17, 33, 33, 3, reduce="max", metric="cosine", ties=True),
-        # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
+    },
+    # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
+    emulated_cases={
         "mma_chunks": _op_inp(1, 70, 67, 130, 3, reduce="mean", metric="cosine", activation="sigmoid"),
+        "mma_chunks_max": _op_inp(1, 70, 67, 130, 3, reduce="max", metric="cosine", ties=True),
     },
 )
 

@@ -86,8 +86,8 @@ _SIMPLE_SR = ("float32/float64: a thread per query row (forward, dq) or per ref 
               "order, FMA dot products, no tiling (half inputs take the mma kernels above)")
 
 # pair_bce's CUDA kernels, the same design.
-_SIMPLE_PB = ("a thread per row of x (forward, dx) or of y (dy) over the other side in order, FMA dot products "
-              "and double sums, no tiling and no tensor cores: the tiled mma kernels are still to be written")
+_SIMPLE_PB = ("float32/float64: a thread per row of x (forward, dx) or of y (dy) over the other side in order, "
+              "FMA dot products and double sums, no tiling (half inputs take the mma kernels above)")
 
 EXPECTATIONS: list[Expect] = [
     # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
@@ -125,10 +125,12 @@ EXPECTATIONS: list[Expect] = [
                "accumulators a thread), the scores through shared memory to one reducing thread per row; "
                "the IEEE divisions' and sqrt's slow-path calls (cosine's denominator, softmax's 1/T) keep "
                "loop-invariant values on the stack around the call: 16 B, LDL/STL on those paths; " + _DEBT),
-    Expect(r"similarity_reduce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, tensor_cores=True,
-           why="half backward: the score tile by mma, dZ scaled and split in two halves (hi + lo) in shared "
-               "memory, dq += dZ R (dr += dZ^T Q) by mma in 64-dim chunks: 44 KiB of static shared memory and "
-               "up to 154 registers, three blocks per SM; no spill"),
+    Expect(r"similarity_reduce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8,
+           local_in_loop=2, tensor_cores=True,
+           why="half backward on pair_tiles::grad_pass: the score tile by mma, dZ scaled and split in two halves "
+               "(hi + lo) in shared memory, dq += dZ R (dr += dZ^T Q) by mma in 64-dim chunks: 44 KiB of static "
+               "shared memory and up to 154 registers, three blocks per SM; the dr kernel keeps 8 B on the "
+               "stack around the double division's call (grad_z's cosine chain); " + _DEBT),
     Expect(r"similarity_reduce:rows_kernel<.*>", threads=128, max_stack=16, local_in_loop=7,
            why="one thread per query row (|q|, the per-class factors); sm_80 keeps 16 bytes on the stack "
                "across the class loops; " + _SIMPLE_SR + "; " + _DEBT),
@@ -137,6 +139,12 @@ EXPECTATIONS: list[Expect] = [
                "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
+    Expect(r"pair_bce:forward_mma_kernel<.*>", threads=128, min_occupancy=0.4375, tensor_cores=True,
+           why="half: 64 rows of x x 64-row tiles of y by mma.sync m16n8k16 (cuda/pair_tiles.cuh), the losses "
+               "summed in double per row through quad shuffles (sm_80: 72 registers, occupancy 0.4375); no spill"),
+    Expect(r"pair_bce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, tensor_cores=True,
+           why="half backward on pair_tiles::grad_pass (dx with the row partials, dy): 44 KiB of static shared "
+               "memory, up to 120 registers, three blocks per SM; no spill"),
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32

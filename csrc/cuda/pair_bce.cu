@@ -3,10 +3,11 @@
 // One thread per row of x (forward, dx and the row partials) or of y (dy), looping over the
 // other side in order, with the sums in double (a row sums over every row of the other image:
 // thousands of terms in a fixed order, which float32 rounds beyond SPEC §4's tolerance).
-// Deterministic, no atomics; rows that take no part are never read into a product. Correct and
-// simple, not fast: no tensor cores yet (tools/kernel_expectations.py marks it).
+// Deterministic, no atomics; rows that take no part are never read into a product. float32 and
+// float64 take these simple kernels; float16/bfloat16 the tensor-core ones below (pair_tiles).
 #include "common/pair_bce.h"
 #include "cuda/common.cuh"
+#include "cuda/pair_tiles.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
@@ -103,6 +104,123 @@ __global__ void __launch_bounds__(kThreads) store_kernel(const double* src, int6
     store_from_acc(dst + t, acc_t(double(*scale) * src[t]));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Tensor-core kernels (float16/bfloat16) on pair_tiles: the logits from dot_tile's mma dots.
+
+using pair_tiles::kCols;
+using pair_tiles::kRows;
+using pair_tiles::kWordStride;
+static_assert(pair_tiles::kThreads == kThreads, "one block size");
+
+template <typename scalar_t>
+__device__ __forceinline__ pair_tiles::Side<scalar_t> x_side(const View<scalar_t, float>& v) {
+  return {v.x, v.Kx, v.Kx * v.D, v.D, 1};
+}
+template <typename scalar_t>
+__device__ __forceinline__ pair_tiles::Side<scalar_t> y_side(const View<scalar_t, float>& v) {
+  return {v.y, v.Ky, v.Ky * v.D, v.D, 1};
+}
+
+// la, lc: the labels of x row i0 + me and y row j0 + me (-1 past the ends).
+template <typename scalar_t>
+__device__ __forceinline__ void load_labels(const View<scalar_t, float>& v, int64_t b, int64_t i0, int64_t j0,
+                                            int me, pair_tiles::Tables& T) {
+  T.la[me] = i0 + me < v.Kx ? label_at(v.lx, b * v.Kx + i0 + me) : -1;
+  T.lc[me] = j0 + me < v.Ky ? label_at(v.ly, b * v.Ky + j0 + me) : -1;
+}
+
+// A block owns 64 rows of x; per tile of y each thread sums the losses of its 2 rows x 16 pairs
+// in double, the 4 threads of a row add theirs by shuffles, and its first thread keeps the total.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) forward_mma_kernel(View<scalar_t, float> v, float* out) {
+  __shared__ __align__(16) uint32_t sa[kRows][kWordStride];
+  __shared__ __align__(16) uint32_t sc[kCols][kWordStride];
+  __shared__ pair_tiles::Tables tab;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+  const int64_t tiles = ceil_div<int64_t>(v.Kx, kRows);
+  const float a = *v.scale, c = *v.bias;
+  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // uniform per block
+      const int64_t i0 = tile * kRows;
+      double rs[2] = {0.0, 0.0};
+      for (int64_t j0 = 0; j0 < v.Ky; j0 += kCols) {
+        if (threadIdx.x < kRows) load_labels(v, b, i0, j0, threadIdx.x, tab);
+        float acc[kCols / 8][4];
+        pair_tiles::dot_tile(x_side(v), y_side(v), v.D, b, i0, j0, sa, sc, acc);
+        __syncthreads();  // the labels written (D = 0: dot_tile has no barrier)
+        double part[2] = {0.0, 0.0};
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = row0 + g + 8 * (e >> 1), cc = n * 8 + 2 * t + (e & 1);
+            if (tab.la[r] >= 0 && tab.lc[cc] >= 0)
+              part[e >> 1] += double(pair_bce::loss(acc[n][e] * a + c, tab.la[r] == tab.lc[cc]));
+          }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          double x = part[r];
+          for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+          rs[r] += x;
+        }
+        __syncthreads();  // the labels are rewritten by the next tile
+      }
+      if (t == 0)
+        for (int r = 0; r < 2; ++r) {
+          const int64_t i = i0 + row0 + g + 8 * r;
+          if (i < v.Kx) out[b * v.Kx + i] = float(rs[r]);
+        }
+    }
+  }
+}
+
+// pair_tiles::grad_pass with Z = e_ij = g_i (σ(z_ij) - t_ij); kYSide false: dx and the row
+// partials (the two sums: Σ_j e <x_i, y_j>, Σ_j e), true: dy. The scale a multiplies at the end.
+template <typename scalar_t, bool kYSide>
+struct GradPolicy {
+  static constexpr int kSums = kYSide ? 0 : 2;
+  View<scalar_t, float> v;
+  const float* g;
+  scalar_t* grad;
+  float* rows;
+
+  __device__ __forceinline__ void load(int64_t b, int64_t i0, int64_t j0, int me, pair_tiles::Tables& T) const {
+    load_labels(v, b, i0, j0, me, T);
+  }
+  __device__ __forceinline__ float z(int64_t b, int64_t i, int64_t, int r, int c, float dot,
+                                     const pair_tiles::Tables& T, float (&w)[2]) const {
+    const float e = g[b * v.Kx + i] * pair_bce::dloss(dot * *v.scale + *v.bias, T.la[r] == T.lc[c]);
+    w[0] = e * dot;
+    w[1] = e;
+    return e;
+  }
+  __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
+                                         const double (&sums)[2]) const {
+    const float a = *v.scale;
+    scalar_t* dst = grad + (b * (kYSide ? v.Ky : v.Kx) + x) * v.D;
+    for (int64_t d = 0; d < v.D; ++d) store_from_acc(dst + d, part ? a * acc[d] : 0.0f);
+    if (!kYSide) {
+      rows[2 * (b * v.Kx + x)] = part ? float(sums[0]) : 0.0f;
+      rows[2 * (b * v.Kx + x) + 1] = part ? float(sums[1]) : 0.0f;
+    }
+  }
+};
+
+template <typename scalar_t, bool kYSide>
+__global__ void __launch_bounds__(kThreads)
+    grad_mma_kernel(View<scalar_t, float> v, const float* g, float* acc_out, scalar_t* grad, float* rows) {
+  __shared__ __align__(16) pair_tiles::GradSmem sm;
+  const GradPolicy<scalar_t, kYSide> p{v, g, grad, rows};
+  pair_tiles::grad_pass<scalar_t, kYSide>(p, x_side(v), y_side(v), v.B, v.D, acc_out, sm);
+}
+
+template <typename scalar_t>
+constexpr bool kTensorCores = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
+
+dim3 tile_grid(int64_t rows, int64_t B) {
+  return dim3(stride_grid(ceil_div<int64_t>(rows, kRows)), image_grid(B));
+}
+
 unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
 
 template <typename F>
@@ -139,8 +257,12 @@ Status launch(OnCuda on, const PairBceForward& p) {
   cuda::with_view(a, [&](auto v) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.x)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.scale)>>;
-    cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)),
-                        dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out));
+    if constexpr (cuda::kTensorCores<scalar_t>)
+      cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>, cuda::tile_grid(a.Kx, a.B), dim3(cuda::kThreads), 0,
+                          st, v, static_cast<float*>(p.out));
+    else
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)),
+                          dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out));
   });
   return cuda::status();
 }
@@ -160,18 +282,28 @@ Status launch(OnCuda on, const PairBceBackward& p) {
     double* dy = reinterpret_cast<double*>(ws + cuda::dx_bytes(a));
     const auto* g = static_cast<const acc_t*>(p.grad_out);
     const dim3 block(cuda::kThreads);
-    if (a.Kx > 0) {
-      cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)), block, 0, st, v, g,
-                          dx, static_cast<acc_t*>(p.rows));
-      if (a.D > 0)
-        cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx * a.D)), block, 0,
-                            st, dx, a.B * a.Kx * a.D, v.scale, static_cast<scalar_t*>(p.grad_x));
-    }
-    if (a.Ky > 0 && a.D > 0) {
-      cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky)), block, 0, st, v, g,
-                          dy);
-      cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0,
-                          st, dy, a.B * a.Ky * a.D, v.scale, static_cast<scalar_t*>(p.grad_y));
+    if constexpr (cuda::kTensorCores<scalar_t>) {
+      if (a.Kx > 0)
+        cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, false>, cuda::tile_grid(a.Kx, a.B), block, 0, st, v, g,
+                            reinterpret_cast<float*>(dx), static_cast<scalar_t*>(p.grad_x),
+                            static_cast<float*>(p.rows));
+      if (a.Ky > 0 && a.D > 0)
+        cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, true>, cuda::tile_grid(a.Ky, a.B), block, 0, st, v, g,
+                            reinterpret_cast<float*>(dy), static_cast<scalar_t*>(p.grad_y), nullptr);
+    } else {
+      if (a.Kx > 0) {
+        cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)), block, 0, st, v, g,
+                            dx, static_cast<acc_t*>(p.rows));
+        if (a.D > 0)
+          cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx * a.D)), block, 0,
+                              st, dx, a.B * a.Kx * a.D, v.scale, static_cast<scalar_t*>(p.grad_x));
+      }
+      if (a.Ky > 0 && a.D > 0) {
+        cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky)), block, 0, st, v, g,
+                            dy);
+        cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0,
+                            st, dy, a.B * a.Ky * a.D, v.scale, static_cast<scalar_t*>(p.grad_y));
+      }
     }
   });
   return cuda::status();

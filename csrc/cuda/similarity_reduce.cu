@@ -7,7 +7,7 @@
 // deterministic with no atomics. Refs that take no part are never read into a product.
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
-#include "cuda/mma.cuh"
+#include "cuda/pair_tiles.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
@@ -195,49 +195,20 @@ __global__ void __launch_bounds__(kThreads)
 // results are deterministic. The dots differ from the SIMT kernel's in their summation order
 // only (products of halves are exact in float32); the backward recomputes its own maxima.
 
-constexpr int kRows = 64, kCols = 64;
-constexpr int kWords = 8;             // 32-bit words (dim pairs) of a 16-dim stage
-constexpr int kWordStride = kWords + 4;  // padded: fragment loads hit 32 distinct banks
-constexpr int kScoreStride = kCols + 1;
-static_assert(kThreads == 2 * kRows && kRows == 16 * (kThreads / 32), "4 warps of 16 rows");
+using pair_tiles::kCols;
+using pair_tiles::kRows;
+using pair_tiles::kScoreStride;
+using pair_tiles::kWordStride;
+static_assert(pair_tiles::kThreads == kThreads, "one block size");
 
-// The dots of query rows i0 + [0, kRows) against refs j0 + [0, kCols) by mma (zero past N, K
-// and D): acc[n][e] of warp w is row 16 w + g + 8 (e / 2), ref 8 n + 2 t + e % 2 (the mma's C
-// fragment). Every kernel gets a pair's dot from here: the same operands and order, the same bits.
+// The two sides as pair_tiles reads them: the queries (any strides) and the refs (contiguous).
 template <typename scalar_t>
-__device__ __forceinline__ void dot_tile(const View<scalar_t, float>& v, int64_t b, int64_t i0, int64_t j0,
-                                         uint32_t (*sq)[kWordStride], uint32_t (*sr)[kWordStride],
-                                         float (&acc)[kCols / 8][4]) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
-#pragma unroll
-  for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
-  const int x = threadIdx.x % kRows;  // loads row / ref x, dim pairs x / 64 + 2 w (refs: contiguous dims)
-  const bool q_on = i0 + x < v.N, r_on = j0 + x < v.K;
-  const uint16_t* qx = reinterpret_cast<const uint16_t*>(v.qrow(b, q_on ? i0 + x : 0));
-  const uint16_t* rx = reinterpret_cast<const uint16_t*>(v.rrow(b, r_on ? j0 + x : 0));
-  for (int64_t d0 = 0; d0 < v.D; d0 += 2 * kWords) {  // uniform per block
-#pragma unroll
-    for (int w2 = 0; w2 < kWords / 2; ++w2) {
-      const int w = threadIdx.x / kRows + 2 * w2;
-      const int64_t d = d0 + 2 * w;
-      const uint32_t q_lo = q_on && d < v.D ? qx[d * v.q_sd] : 0u;
-      const uint32_t q_hi = q_on && d + 1 < v.D ? qx[(d + 1) * v.q_sd] : 0u;
-      const uint32_t r_lo = r_on && d < v.D ? rx[d] : 0u;
-      const uint32_t r_hi = r_on && d + 1 < v.D ? rx[d + 1] : 0u;
-      sq[x][w] = q_lo | q_hi << 16;
-      sr[x][w] = r_lo | r_hi << 16;
-    }
-    __syncthreads();
-    const uint32_t af[4] = {sq[row0 + g][t], sq[row0 + g + 8][t], sq[row0 + g][t + 4], sq[row0 + g + 8][t + 4]};
-#pragma unroll
-    for (int n = 0; n < kCols / 8; ++n) {
-      const uint32_t bf[2] = {sr[n * 8 + g][t], sr[n * 8 + g][t + 4]};
-      mma_16816<scalar_t>(acc[n], af, bf);
-    }
-    __syncthreads();  // sq, sr are rewritten by the next stage
-  }
+__device__ __forceinline__ pair_tiles::Side<scalar_t> queries(const View<scalar_t, float>& v) {
+  return {v.q, v.N, v.q_sb, v.q_sn, v.q_sd};
+}
+template <typename scalar_t>
+__device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, float>& v) {
+  return {v.r, v.K, v.K * v.D, v.D, 1};
 }
 
 template <typename scalar_t>
@@ -267,7 +238,7 @@ __global__ void __launch_bounds__(kThreads)
           srn[threadIdx.x] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
         }
         float acc[kCols / 8][4];
-        dot_tile(v, b, i0, j0, sq, sr, acc);
+        pair_tiles::dot_tile(queries(v), refs(v), v.D, b, i0, j0, sq, sr, acc);
         __syncthreads();  // sqn, srn written (D = 0: dot_tile has no barrier)
 #pragma unroll
         for (int n = 0; n < kCols / 8; ++n)
@@ -400,204 +371,52 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core backward (float16/bfloat16). kRefSide false: a block owns kRows query rows and
-// walks the image's ref tiles (dq); true: it owns kCols refs and walks the query tiles (dr). Per
-// pair of tiles: the dots by dot_tile (queries x refs, the forward's bits), dZ by grad_z into
-// shared memory; the owners' rows of dZ (dq: a query's row, dr: a ref's column) scaled by a power
-// of two (its largest |dZ| in [1, 2)) and split into two halves hi + lo (dZ to ~2^-16 relative
-// where one half would round it to 2^-8 or 2^-11), then dq += dZ R (dr += dZ^T Q) by mma in
-// chunks of 64 dims, hi and lo, with float32 accumulation into the workspace rows the block owns
-// (no atomics: deterministic). The cosine's norm term (Σ A sim |r| per query, Σ A sim |q| per
-// ref) is summed per tile through warp shuffles and shared memory in a fixed order.
+// Tensor-core backward (float16/bfloat16): pair_tiles::grad_pass with dZ from grad_z on the
+// tiles' dots. kRefSide false: dq (a block owns 64 queries), true: dr (64 refs). The per-owner
+// sum is the cosine's norm term (Σ_j A sim |r_j| of a query, Σ_i A sim |q_i| of a ref).
+template <typename scalar_t, bool kRefSide>
+struct GradPolicy {
+  static constexpr int kSums = 1;
+  View<scalar_t, float> v;
+  const float *qn, *gx, *out, *aux, *lse;
+  scalar_t* grad;
 
-constexpr int kChunk = 64;                   // dims per chunk of the second product
-constexpr int kPairStride = kCols / 2 + 4;   // words of a 64-long k row (dim pairs padded)
-
-template <typename scalar_t>
-__device__ __forceinline__ uint16_t half_bits(float x) {
-  if constexpr (std::is_same_v<scalar_t, __half>)
-    return __half_as_ushort(__float2half_rn(x));
-  else
-    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ float half_value(uint16_t h) {
-  return half_bits_to_float<scalar_t>(h);
-}
+  // a: |q_i|, la: 0 (every query takes part); c: |r_j|, lc: the class of ref j (or -1)
+  __device__ __forceinline__ void load(int64_t b, int64_t i0, int64_t j0, int me, pair_tiles::Tables& T) const {
+    const int64_t i = i0 + me, j = j0 + me;
+    const int64_t c = j < v.K ? v.cls(b, j) : -1;
+    T.la[me] = i < v.N ? 0 : -1;
+    T.a[me] = i < v.N ? qn[b * v.N + i] : 0.0f;
+    T.lc[me] = c;
+    T.c[me] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
+  }
+  __device__ __forceinline__ float z(int64_t b, int64_t i, int64_t j, int r, int c, float dot,
+                                     const pair_tiles::Tables& T, float (&w)[2]) const {
+    double sim = 0;
+    const double dz = grad_z(v, dot, b, i, j, T.lc[c], T.a[r], gx, out, aux, lse, sim);
+    if (v.metric == Metric::Cosine) w[0] = float(dz * sim * double(kRefSide ? T.a[r] : T.c[c]));
+    return float(dz);
+  }
+  // The owner's gradient row: acc minus the norm term along its own vector (0 if no part).
+  __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
+                                         const double (&sums)[2]) const {
+    const float nv = kRefSide ? v.rn[b * v.K + x] : qn[b * v.N + x];
+    const float f = v.metric == Metric::Cosine && nv > 0.0f ? float(sums[0] / double(nv)) : 0.0f;
+    const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
+    const int64_t sd = kRefSide ? 1 : v.q_sd;
+    scalar_t* dst = kRefSide ? grad + (b * v.K + x) * v.D : grad + b * v.q_sb + x * v.q_sn;
+    for (int64_t d = 0; d < v.D; ++d)
+      store_from_acc(dst + d * sd, part ? acc[d] - f * to_acc(vec[d * sd]) : 0.0f);
+  }
+};
 
 template <typename scalar_t, bool kRefSide>
 __global__ void __launch_bounds__(kThreads)
     grad_mma_kernel(View<scalar_t, float> v, const float* qn, const float* gx, const float* out, const float* aux,
                     const float* lse, float* acc_out, scalar_t* grad) {
-  __shared__ __align__(16) uint32_t sq[kRows][kWordStride];
-  __shared__ __align__(16) uint32_t sr[kCols][kWordStride];
-  __shared__ __align__(16) uint32_t sa[2][kRows][kPairStride];  // the owners' dZ rows, hi and lo
-  __shared__ __align__(16) union {
-    float dz[kRows][kScoreStride];      // dZ of the tile pair (queries x refs)
-    uint32_t other[kChunk][kPairStride];  // the other side's vectors, a dim chunk, as k pairs
-  } su;
-  __shared__ float sscale[kRows], snorm[4][kRows], sqn[kRows], srn[kCols];
-  __shared__ int scls[kCols];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
-  const int me = threadIdx.x;
-  const int64_t own_n = kRefSide ? v.K : v.N, other_n = kRefSide ? v.N : v.K, D = v.D;
-  const int64_t tiles = ceil_div<int64_t>(own_n, kRows);
-  const bool cosine = v.metric == Metric::Cosine;
-  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {
-    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // uniform per block
-      const int64_t o0 = tile * kRows;
-      const bool owner = me < kRows && o0 + me < own_n;
-      float* acc_row = acc_out + (b * own_n + (owner ? o0 + me : 0)) * D;
-      for (int64_t k = me; k < int64_t(kRows) * D; k += kThreads) {  // zero the owned rows
-        const int64_t x = k / D;
-        if (o0 + x < own_n) acc_out[(b * own_n + o0 + x) * D + (k - x * D)] = 0.0f;
-      }
-      __syncthreads();  // zeroed before any thread adds (or, with no tile to walk, the owner reads)
-      float norm_sum = 0.0f;  // the owner's cosine norm term
-      for (int64_t p0 = 0; p0 < other_n; p0 += kRows) {
-        const int64_t i0 = kRefSide ? p0 : o0, j0 = kRefSide ? o0 : p0;
-        if (me < kCols) {
-          const int64_t j = j0 + me, i = i0 + me;
-          const int64_t c = j < v.K ? v.cls(b, j) : -1;
-          scls[me] = int(c);
-          srn[me] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
-          sqn[me] = i < v.N ? qn[b * v.N + i] : 0.0f;
-        }
-        float acc[kCols / 8][4];
-        dot_tile(v, b, i0, j0, sq, sr, acc);
-        __syncthreads();  // scls, srn, sqn written (D = 0: dot_tile has no barrier)
-        // dZ per pair, and the norm term's partial per query row (dq) or ref column (dr).
-        float part[kCols / 8][2] = {};  // dr: per column (n, e % 2), over the thread's two rows
-        float rowpart[2] = {0.0f, 0.0f};  // dq: per row e / 2, over the thread's columns
-#pragma unroll
-        for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
-            const int64_t i = i0 + r, j = j0 + c;
-            float a = 0.0f;
-            if (i < v.N && scls[c] >= 0) {
-              double sim = 0;
-              const double dz = grad_z(v, acc[n][e], b, i, j, scls[c], sqn[r], gx, out, aux, lse, sim);
-              a = float(dz);
-              if (cosine) {
-                if (kRefSide)
-                  part[n][e & 1] += float(dz * sim * double(sqn[r]));
-                else
-                  rowpart[e >> 1] += float(dz * sim * double(srn[c]));
-              }
-            }
-            su.dz[r][c] = a;
-          }
-        if (cosine) {
-          if (kRefSide) {  // columns: the 8 lanes of a t over g, then the 4 warps in order
-#pragma unroll
-            for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float x = part[n][e];
-                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-                if (g == 0) snorm[warp][n * 8 + 2 * t + e] = x;
-              }
-          } else {  // rows: the 4 lanes of a g
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              float x = rowpart[r];
-              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-              if (t == 0) snorm[0][row0 + g + 8 * r] = x;
-            }
-          }
-        }
-        __syncthreads();
-        if (me < kRows) {  // the owner's dZ line, scaled into [1, 2) and split in two halves
-          if (cosine && owner)
-            norm_sum += kRefSide ? ((snorm[0][me] + snorm[1][me]) + snorm[2][me]) + snorm[3][me] : snorm[0][me];
-          float big = 0.0f;
-          for (int k = 0; k < kCols; ++k) big = fmaxf(big, fabsf(kRefSide ? su.dz[k][me] : su.dz[me][k]));
-          const float scale = big > 0.0f && big < INFINITY ? exp2f(floorf(log2f(big))) : 1.0f;
-          sscale[me] = scale;
-          for (int w = 0; w < kCols / 2; ++w) {
-            uint32_t hw[2] = {0u, 0u};
-            for (int h = 0; h < 2; ++h) {
-              const int k = 2 * w + h;
-              const float a = (kRefSide ? su.dz[k][me] : su.dz[me][k]) / scale;
-              const uint16_t hi = half_bits<scalar_t>(a);
-              const uint16_t lo = half_bits<scalar_t>(a - half_value<scalar_t>(hi));
-              hw[0] |= uint32_t(hi) << (16 * h);
-              hw[1] |= uint32_t(lo) << (16 * h);
-            }
-            sa[0][me][w] = hw[0];
-            sa[1][me][w] = hw[1];
-          }
-        }
-        __syncthreads();  // su.dz is read; su.other is written next
-        const int64_t ot0 = kRefSide ? i0 : j0;  // the other side's first vector
-        for (int64_t d0 = 0; d0 < D; d0 += kChunk) {  // uniform per block
-          // Thread x: the dim d0 + x % 64, k pairs x / 64 + 2 w: the other side's vectors ot0 + k.
-          {
-            const int dd = me % kChunk;
-            const int64_t d = d0 + dd;
-            for (int w2 = 0; w2 < kCols / 4; ++w2) {
-              const int w = me / kChunk + 2 * w2;
-              uint32_t word = 0u;
-              for (int h = 0; h < 2; ++h) {
-                const int64_t k = ot0 + 2 * w + h;
-                uint16_t bits = 0u;
-                if (d < D && k < other_n && (kRefSide || scls[k - ot0] >= 0)) {  // never a ref that takes no part
-                  const scalar_t* vec = kRefSide ? v.qrow(b, k) : v.rrow(b, k);
-                  bits = reinterpret_cast<const uint16_t*>(vec)[d * (kRefSide ? v.q_sd : int64_t(1))];
-                }
-                word |= uint32_t(bits) << (16 * h);
-              }
-              su.other[dd][w] = word;
-            }
-          }
-          __syncthreads();
-          float acc2[kChunk / 8][4];
-#pragma unroll
-          for (int n = 0; n < kChunk / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc2[n][e] = 0.0f;
-#pragma unroll
-          for (int part_i = 0; part_i < 2; ++part_i)
-#pragma unroll
-            for (int k0 = 0; k0 < kCols / 2; k0 += 8) {  // 16 k (8 words) per mma
-              const uint32_t af[4] = {sa[part_i][row0 + g][k0 + t], sa[part_i][row0 + g + 8][k0 + t],
-                                      sa[part_i][row0 + g][k0 + t + 4], sa[part_i][row0 + g + 8][k0 + t + 4]};
-#pragma unroll
-              for (int n = 0; n < kChunk / 8; ++n) {
-                const uint32_t bf[2] = {su.other[n * 8 + g][k0 + t], su.other[n * 8 + g][k0 + t + 4]};
-                mma_16816<scalar_t>(acc2[n], af, bf);
-              }
-            }
-#pragma unroll
-          for (int n = 0; n < kChunk / 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int x = row0 + g + 8 * (e >> 1);
-              const int64_t d = d0 + n * 8 + 2 * t + (e & 1);
-              if (o0 + x < own_n && d < D) acc_out[(b * own_n + o0 + x) * D + d] += sscale[x] * acc2[n][e];
-            }
-          __syncthreads();  // su.other is rewritten by the next chunk, su.dz by the next tile
-        }
-      }
-      // The owner's row: the norm term, then the gradient in scalar_t.
-      if (owner) {
-        const int64_t x = o0 + me;
-        const float nv = kRefSide ? v.rn[b * v.K + x] : qn[b * v.N + x];
-        const float f = cosine && nv > 0.0f ? norm_sum / nv : 0.0f;
-        const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
-        const int64_t sd = kRefSide ? 1 : v.q_sd;
-        const bool part = !kRefSide || v.cls(b, x) >= 0;  // a ref that takes no part: 0, whatever the queries hold
-        for (int64_t d = 0; d < D; ++d) {
-          const float gval = part ? acc_row[d] - f * to_acc(vec[d * sd]) : 0.0f;
-          store_from_acc(grad + (kRefSide ? (b * v.K + x) * D + d : b * v.q_sb + x * v.q_sn + d * v.q_sd), gval);
-        }
-      }
-      __syncthreads();  // the owned rows' accumulators are read before the next tile zeroes them
-    }
-  }
+  __shared__ __align__(16) pair_tiles::GradSmem sm;
+  const GradPolicy<scalar_t, kRefSide> p{v, qn, gx, out, aux, lse, grad};
+  pair_tiles::grad_pass<scalar_t, kRefSide>(p, queries(v), refs(v), v.B, v.D, acc_out, sm);
 }
 
 // dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.

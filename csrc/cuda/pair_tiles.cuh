@@ -1,0 +1,272 @@
+// Tensor-core passes over every pair (row i of side A, row j of side C) of an image without the
+// (NA, NC) matrix, for float16/bfloat16 (similarity_reduce: A the queries, C the refs; pair_bce:
+// A = x, C = y). Blocks of kThreads = 128 threads (4 warps of 16 rows).
+//
+// dot_tile: the dots of A rows i0 + [0, 64) against C rows j0 + [0, 64) by mma.sync m16n8k16
+// with float32 accumulation over 16-dim stages in shared memory (dim pairs, zero past the sizes
+// and D). Every kernel of an op takes a pair's dot from here: the same operands in the same
+// order, the same bits (the max's equality test of similarity_reduce relies on it).
+//
+// grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
+// dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per
+// pair. Z's rows of the owners are scaled by a power of two (the largest |Z| in [1, 2)) and split
+// into two halves hi + lo (Z to ~2^-16 relative where one half would round it to 2^-8 or 2^-11),
+// then multiplied by the other side's vectors by mma in chunks of 64 dims, hi and lo, with float32
+// accumulation into workspace rows the block owns: no atomics, deterministic. Up to two scalar
+// sums per owner (the policy's per-pair terms) are reduced in a fixed order (shuffles, then the
+// warps in order) and handed with the owner's row to the policy's finish().
+//
+// A policy P provides (the tables are filled by threads me < 64 for their row me of each side):
+//   static constexpr int kSums;                        per-owner scalar sums (0..2)
+//   void load(int64_t b, int64_t i0, int64_t j0, int me, Tables&) const
+//   float z(int64_t b, int64_t i, int64_t j, int r, int c, float dot, const Tables&,
+//           float (&w)[2]) const                        Z_ij of a pair both sides take part in,
+//                                                      and the owner's sum terms w
+//   void finish(int64_t b, int64_t x, bool part, const float* acc, const double (&sums)[2]) const
+//                                                      the owner's row x (part: it takes part)
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/common.cuh"
+#include "cuda/mma.cuh"
+
+namespace pixelkernels::cuda::pair_tiles {
+
+constexpr int kThreads = 128;
+constexpr int kRows = 64, kCols = 64;        // A rows x C rows of a tile pair
+constexpr int kWords = 8;                    // 32-bit words (dim pairs) of a 16-dim stage
+constexpr int kWordStride = kWords + 4;      // padded: fragment loads hit 32 distinct banks
+constexpr int kChunk = 64;                   // dims per chunk of grad_pass's second product
+constexpr int kPairStride = kCols / 2 + 4;   // words of a 64-long k row (index pairs, padded)
+constexpr int kScoreStride = kCols + 1;
+static_assert(kThreads == 2 * kRows && kRows == 16 * (kThreads / 32) && kRows == kCols, "4 warps of 16 rows");
+
+// One side's vectors: element (b, i, d) at b * sb + i * sn + d * sd.
+template <typename scalar_t>
+struct Side {
+  const scalar_t* p;
+  int64_t n, sb, sn, sd;
+  __device__ __forceinline__ const scalar_t* row(int64_t b, int64_t i) const { return p + b * sb + i * sn; }
+  __device__ __forceinline__ uint16_t bits(int64_t b, int64_t i, int64_t d) const {
+    return reinterpret_cast<const uint16_t*>(row(b, i))[d * sd];
+  }
+};
+
+// Per tile pair, what the policy needs of each side's rows (norms; labels, < 0: takes no part,
+// compared whole: int64).
+struct Tables {
+  float a[kRows], c[kCols];
+  int64_t la[kRows], lc[kCols];
+};
+
+// acc[n][e] of warp w: A row 16 w + g + 8 (e / 2), C row 8 n + 2 t + e % 2 (the mma's C fragment).
+template <typename scalar_t>
+__device__ __forceinline__ void dot_tile(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
+                                         int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
+                                         uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+  const int x = threadIdx.x % kRows;  // loads A row and C row x, dim pairs x / 64 + 2 w
+  const bool a_on = i0 + x < A.n, c_on = j0 + x < C.n;
+  const int64_t ia = a_on ? i0 + x : 0, jc = c_on ? j0 + x : 0;
+  for (int64_t d0 = 0; d0 < D; d0 += 2 * kWords) {  // uniform per block
+#pragma unroll
+    for (int w2 = 0; w2 < kWords / 2; ++w2) {
+      const int w = threadIdx.x / kRows + 2 * w2;
+      const int64_t d = d0 + 2 * w;
+      const uint32_t a_lo = a_on && d < D ? A.bits(b, ia, d) : 0u;
+      const uint32_t a_hi = a_on && d + 1 < D ? A.bits(b, ia, d + 1) : 0u;
+      const uint32_t c_lo = c_on && d < D ? C.bits(b, jc, d) : 0u;
+      const uint32_t c_hi = c_on && d + 1 < D ? C.bits(b, jc, d + 1) : 0u;
+      sa[x][w] = a_lo | a_hi << 16;
+      sc[x][w] = c_lo | c_hi << 16;
+    }
+    __syncthreads();
+    const uint32_t af[4] = {sa[row0 + g][t], sa[row0 + g + 8][t], sa[row0 + g][t + 4], sa[row0 + g + 8][t + 4]};
+#pragma unroll
+    for (int n = 0; n < kCols / 8; ++n) {
+      const uint32_t bf[2] = {sc[n * 8 + g][t], sc[n * 8 + g][t + 4]};
+      mma_16816<scalar_t>(acc[n], af, bf);
+    }
+    __syncthreads();  // sa, sc are rewritten by the next stage
+  }
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ uint16_t half_bits(float x) {
+  if constexpr (std::is_same_v<scalar_t, __half>)
+    return __half_as_ushort(__float2half_rn(x));
+  else
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+struct GradSmem {
+  uint32_t sa[kRows][kWordStride];
+  uint32_t sc[kCols][kWordStride];
+  uint32_t zs[2][kRows][kPairStride];  // the owners' Z lines, hi and lo, as k pairs
+  union {
+    float z[kRows][kScoreStride];         // Z of the tile pair (A rows x C rows)
+    uint32_t other[kChunk][kPairStride];  // the other side's vectors, a dim chunk, as k pairs
+  } u;
+  float scale[kRows];
+  float sums[4][kRows][2];
+  Tables tab;
+};
+
+// acc_out: (B, owners, D) float32 workspace, the owners' accumulators.
+template <typename scalar_t, bool kCSide, typename P>
+__device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t B,
+                                          int64_t D, float* acc_out, GradSmem& sm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
+  const int me = threadIdx.x;
+  const int64_t own_n = kCSide ? C.n : A.n, other_n = kCSide ? A.n : C.n;
+  const Side<scalar_t>& O = kCSide ? A : C;  // the other side
+  const int64_t tiles = ceil_div<int64_t>(own_n, kRows);
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // uniform per block
+      const int64_t o0 = tile * kRows;
+      const bool owner = me < kRows && o0 + me < own_n;
+      for (int64_t k = me; k < int64_t(kRows) * D; k += kThreads) {  // zero the owned rows
+        const int64_t x = k / D;
+        if (o0 + x < own_n) acc_out[(b * own_n + o0 + x) * D + (k - x * D)] = 0.0f;
+      }
+      double sums[2] = {0.0, 0.0};  // the owner's
+      bool part = false;            // the owner takes part (in some tile: its table entry)
+      for (int64_t p0 = 0; p0 < other_n; p0 += kRows) {
+        const int64_t i0 = kCSide ? p0 : o0, j0 = kCSide ? o0 : p0;
+        if (me < kRows) p.load(b, i0, j0, me, sm.tab);
+        float acc[kCols / 8][4];
+        dot_tile(A, C, D, b, i0, j0, sm.sa, sm.sc, acc);
+        __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
+        float w_part[kCols / 8][2][2] = {};  // kCSide: per C row (n, e % 2), over the thread's two A rows
+        float w_row[2][2] = {};              // else: per A row e / 2, over the thread's C rows
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
+            const int64_t i = i0 + r, j = j0 + c;
+            float z = 0.0f;
+            if (i < A.n && j < C.n && sm.tab.la[r] >= 0 && sm.tab.lc[c] >= 0) {
+              float w[2] = {0.0f, 0.0f};
+              z = p.z(b, i, j, r, c, acc[n][e], sm.tab, w);
+#pragma unroll
+              for (int s = 0; s < P::kSums; ++s) {
+                if (kCSide)
+                  w_part[n][e & 1][s] += w[s];
+                else
+                  w_row[e >> 1][s] += w[s];
+              }
+            }
+            sm.u.z[r][c] = z;
+          }
+#pragma unroll
+        for (int s = 0; s < P::kSums; ++s) {
+          if (kCSide) {  // C rows: the 8 lanes of a t over g, then (below) the 4 warps in order
+#pragma unroll
+            for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                float x = w_part[n][e][s];
+                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+                if (g == 0) sm.sums[warp][n * 8 + 2 * t + e][s] = x;
+              }
+          } else {  // A rows: the 4 lanes of a g
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              float x = w_row[r][s];
+              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+              if (t == 0) sm.sums[0][row0 + g + 8 * r][s] = x;
+            }
+          }
+        }
+        __syncthreads();
+        if (me < kRows) {  // the owner's Z line, scaled into [1, 2) and split in two halves
+          if (owner) {
+            part = part || (kCSide ? sm.tab.lc[me] : sm.tab.la[me]) >= 0;
+#pragma unroll
+            for (int s = 0; s < P::kSums; ++s)
+              sums[s] += kCSide ? double(((sm.sums[0][me][s] + sm.sums[1][me][s]) + sm.sums[2][me][s]) + sm.sums[3][me][s])
+                                : double(sm.sums[0][me][s]);
+          }
+          float big = 0.0f;
+          for (int k = 0; k < kCols; ++k) big = fmaxf(big, fabsf(kCSide ? sm.u.z[k][me] : sm.u.z[me][k]));
+          const float scale = big > 0.0f && big < INFINITY ? exp2f(floorf(log2f(big))) : 1.0f;
+          sm.scale[me] = scale;
+          for (int w = 0; w < kCols / 2; ++w) {
+            uint32_t hw[2] = {0u, 0u};
+            for (int h = 0; h < 2; ++h) {
+              const int k = 2 * w + h;
+              const float a = (kCSide ? sm.u.z[k][me] : sm.u.z[me][k]) / scale;
+              const uint16_t hi = half_bits<scalar_t>(a);
+              const uint16_t lo = half_bits<scalar_t>(a - half_bits_to_float<scalar_t>(hi));
+              hw[0] |= uint32_t(hi) << (16 * h);
+              hw[1] |= uint32_t(lo) << (16 * h);
+            }
+            sm.zs[0][me][w] = hw[0];
+            sm.zs[1][me][w] = hw[1];
+          }
+        }
+        __syncthreads();  // u.z is read; u.other is written next
+        for (int64_t d0 = 0; d0 < D; d0 += kChunk) {  // uniform per block
+          {  // thread x: dim d0 + x % 64, k pairs x / 64 + 2 w of the other side's rows p0 + k
+            const int dd = me % kChunk;
+            const int64_t d = d0 + dd;
+            for (int w2 = 0; w2 < kCols / 4; ++w2) {
+              const int w = me / kChunk + 2 * w2;
+              uint32_t word = 0u;
+              for (int h = 0; h < 2; ++h) {
+                const int k = 2 * w + h;
+                // never a row that takes no part (its values may be NaN; Z is 0 there)
+                const bool on = d < D && p0 + k < other_n && (kCSide ? sm.tab.la[k] : sm.tab.lc[k]) >= 0;
+                word |= uint32_t(on ? O.bits(b, p0 + k, d) : uint16_t(0)) << (16 * h);
+              }
+              sm.u.other[dd][w] = word;
+            }
+          }
+          __syncthreads();
+          float acc2[kChunk / 8][4];
+#pragma unroll
+          for (int n = 0; n < kChunk / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc2[n][e] = 0.0f;
+#pragma unroll
+          for (int half = 0; half < 2; ++half)
+#pragma unroll
+            for (int k0 = 0; k0 < kCols / 2; k0 += kWords) {  // 16 k (8 words) per mma
+              const uint32_t af[4] = {sm.zs[half][row0 + g][k0 + t], sm.zs[half][row0 + g + 8][k0 + t],
+                                      sm.zs[half][row0 + g][k0 + t + 4], sm.zs[half][row0 + g + 8][k0 + t + 4]};
+#pragma unroll
+              for (int n = 0; n < kChunk / 8; ++n) {
+                const uint32_t bf[2] = {sm.u.other[n * 8 + g][k0 + t], sm.u.other[n * 8 + g][k0 + t + 4]};
+                mma_16816<scalar_t>(acc2[n], af, bf);
+              }
+            }
+#pragma unroll
+          for (int n = 0; n < kChunk / 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int x = row0 + g + 8 * (e >> 1);
+              const int64_t d = d0 + n * 8 + 2 * t + (e & 1);
+              if (o0 + x < own_n && d < D) acc_out[(b * own_n + o0 + x) * D + d] += sm.scale[x] * acc2[n][e];
+            }
+          __syncthreads();  // u.other is rewritten by the next chunk, u.z by the next tile
+        }
+      }
+      __syncthreads();  // with no tile to walk: the zeroing done before the owner reads
+      if (owner) {
+        if (other_n == 0) p.load(b, kCSide ? 0 : o0, kCSide ? o0 : 0, me, sm.tab);  // the owner's entry
+        if (other_n == 0) part = (kCSide ? sm.tab.lc[me] : sm.tab.la[me]) >= 0;
+        p.finish(b, o0 + me, part, acc_out + (b * own_n + o0 + me) * D, sums);
+      }
+      __syncthreads();  // the owned rows are read before the next tile zeroes them; the tables
+    }
+  }
+}
+
+}  // namespace pixelkernels::cuda::pair_tiles
