@@ -143,8 +143,12 @@ void class_matrix(const Tables<T>& tab, const SimilarityReduceArgs& a, int64_t b
 
 // The max reduction of one score tile (n, k) into rows o (n, C) and their tie counts, in ref order:
 // a score above the class max replaces it (count 1), one equal to it adds a tie.
+// With arg: also the ref j0 + j that last replaced the max (the max itself when its count is 1 and
+// it is finite), and with sim/den (cosine) that pair's similarity and denominator, into asim/aden.
 template <typename T>
-void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T* o, T* ties) {
+void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T* o, T* ties,
+              int64_t* arg = nullptr, int64_t j0 = 0, const T* sim = nullptr, const T* den = nullptr,
+              T* asim = nullptr, T* aden = nullptr) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) {
       const int32_t c = cls[j];
@@ -153,6 +157,13 @@ void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T
       if (similarity_reduce::above(v, o[i * C + c])) {
         o[i * C + c] = v;
         ties[i * C + c] = T(1);
+        if (arg != nullptr) {
+          arg[i * C + c] = j0 + j;
+          if (sim != nullptr) {
+            asim[i * C + c] = sim[i * k + j];
+            aden[i * C + c] = den[i * k + j];
+          }
+        }
       } else if (v == o[i * C + c]) {
         ties[i * C + c] += T(1);
       }
@@ -273,6 +284,8 @@ void backward(const SimilarityReduceBackward& p) {
     std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), qn(kTN);
     std::vector<T> gx(kTN * (C + 1)), row(kTN), lse(kTN);
     std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
+    std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
+    std::vector<int64_t> arg(max ? kTN * C : 0);
     std::vector<int64_t> col_of(kTK);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
@@ -303,6 +316,7 @@ void backward(const SimilarityReduceBackward& p) {
           }
           gxi[C] = T(0);
         }
+        bool unique = false;  // max: the gradient already taken from the unique maxima
         if (max) {
           // The max's gradient goes to the refs whose score equals the row's class max. That max
           // and its tie count are recomputed here, by this task, from the very score tiles of
@@ -314,11 +328,45 @@ void backward(const SimilarityReduceBackward& p) {
           for (int64_t j0 = 0; j0 < K; j0 += kTK) {
             const int64_t k = std::min(kTK, K - j0);
             scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
-            max_tile(S.data(), n, k, cls + j0, C, mx.data(), tie.data());
+            max_tile(S.data(), n, k, cls + j0, C, mx.data(), tie.data(), arg.data(), j0,
+                     cosine ? sim.data() : nullptr, den.data(), asim.data(), aden.data());
+          }
+          // Every class max of the tile finite and unique (the usual case): dS has one nonzero
+          // per (row, class), at the recorded ref, so the gradient is n C vector updates, not a
+          // second pass of score tiles and two (n, k) x (k, D) products. Ties, NaN or an infinite
+          // max take the general pass below.
+          unique = true;
+          for (int64_t e = 0; e < n * C && unique; ++e)
+            unique = tie[e] == T(0) || (tie[e] == T(1) && std::isfinite(mx[e]));
+          if (unique) {
+            for (int64_t i = 0; i < n; ++i) {
+              const T* qi = q + b * a.q_sb + (i0 + i) * a.q_sn;
+              T* gi = gq + b * a.q_sb + (i0 + i) * a.q_sn;
+              for (int64_t c = 0; c < C; ++c) {
+                const int64_t e = i * C + c;
+                if (tie[e] == T(0)) continue;
+                // dZ as the general pass forms it: g / 1, the sigmoid's s (1 - s), scale, / den
+                T z = gx[i * (C + 1) + c] / tie[e];
+                if (a.sigmoid) z = z * mx[e] * (T(1) - mx[e]);
+                if (x.scale != T(1)) z *= x.scale;
+                const int64_t j = arg[e];
+                if (cosine) {
+                  z /= aden[e];
+                  row[i] += z * asim[e] * rn[j];
+                  col[j] += z * asim[e] * qn[i];
+                }
+                const T* rj = tab.r + (b * K + j) * D;
+                T* drj = dr + j * D;
+                for (int64_t d = 0; d < D; ++d) {
+                  gi[d * a.q_sd] += z * rj[d];
+                  drj[d] += z * qi[d * a.q_sd];
+                }
+              }
+            }
           }
         }
         const at::Tensor gxt = matrix(gx.data(), n, C + 1);
-        for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+        for (int64_t j0 = 0; j0 < K && !unique; j0 += kTK) {
           const int64_t k = std::min(kTK, K - j0);
           scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
           const at::Tensor st = matrix(S.data(), n, k);
