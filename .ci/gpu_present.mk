@@ -3,8 +3,11 @@
 # a test that assumes no GPU, e.g. one that hands CPU tensors to the triton backend. Included by
 # the Makefile and run by `make test`. test_bench.py, test_setup.py and test_build.py are left
 # out: they check the bench command, setup.py and the build facts, mostly in subprocesses the
-# fake does not reach, and took most of the check's time (test_build.py: ~60 s of CPU).
-GPU_PRESENT_ARGS ?= --ignore=tests/test_bench.py --ignore=tests/test_setup.py --ignore=tests/test_build.py
+# fake does not reach, and took most of the check's time (test_build.py: ~60 s of CPU). So are the
+# memory tests (a subprocess each) and gradcheck (float64 on explicit CPU devices, the same with
+# or without a GPU): ~40 s of CPU.
+GPU_PRESENT_ARGS ?= --ignore=tests/test_bench.py --ignore=tests/test_setup.py --ignore=tests/test_build.py \
+  -k "not memory_is_linear and not gradcheck"
 
 .PHONY: gpu-present-check
 gpu-present-check: build
