@@ -1,10 +1,12 @@
 // similarity_reduce CUDA kernels (csrc/common/similarity_reduce.h).
 //
-// One thread per query row (forward, dq) or per ref (dr), looping over the other side in order:
-// every score is computed by the same function on the same operands in the same order in the
-// three kernels (the max's equality test finds the forward's maxima), states live in out/aux
-// (the forward) and in float accumulation buffers of the workspace (the backward), so results are
-// deterministic with no atomics. Refs that take no part are never read into a product.
+// float32/float64: one thread per query row (forward, dq) or per ref (dr), looping over the
+// other side in order: every score is computed by the same function on the same operands in the
+// same order in the three kernels (the max's equality test finds the forward's maxima), states
+// live in out/aux (the forward) and in accumulation buffers of the workspace (the backward), so
+// results are deterministic with no atomics. float16/bfloat16: the tensor-core kernels below on
+// cuda/pair_tiles.cuh, whose dot_tile is likewise the one source of every kernel's dots. Refs
+// that take no part are never read into a product.
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
 #include "cuda/pair_tiles.cuh"
