@@ -393,7 +393,7 @@ ROW = Contract(
         "eps": (_op_bad(eps=-1.0), ValueError, "eps must be >= 0"),
         "labels_range": (_op_bad(ref_labels=torch.full((2, 6), 3)), ValueError, "ref_labels values must be in [0, 3)"),
     },
-    interpreter_skip=frozenset({"tile_edges_softmax", "tile_edges_max"}),
+    interpreter_skip=frozenset({"tile_edges_softmax", "tile_edges_max", "query_groups"}),
     cases={
         **_CASES,
         "ties": _op_inp(2, 9, 70, 5, 3, ties=True, reduce="max", pad=0.0),
@@ -409,6 +409,9 @@ ROW = Contract(
         "tile_edges_softmax": _op_inp(1, 70, 300, 33, 3, reduce="softmax", activation="sigmoid"),
         "tile_edges_max": _op_inp(1, 70, 300, 33, 3, reduce="max", metric="cosine"),
         "block_edges_max": _op_inp(2, 17, 33, 33, 3, reduce="max", metric="cosine", ties=True),
+        # many query tiles for few refs: the CPU backward's groups of query tiles (G = 3 here),
+        # each with its own dr partial, summed in group order (a CPU case: not the interpreter)
+        "query_groups": _op_inp(2, 130, 2, 3, 2, reduce="sum", metric="cosine"),
     },
     # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
     emulated_cases={

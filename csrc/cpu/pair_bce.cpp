@@ -104,9 +104,12 @@ void forward(const PairBceForward& p) {
         tile.pairs(b, i0, n, j0, k, tg.data(), off.data());
         const at::Tensor z = matrix(S.data(), n, k);
         at::Tensor l = matrix(L.data(), n, k);
-        // bce = max(z, 0) - t z + log1p(exp(-|z|))
-        at::abs_out(l, z).neg_().exp_().log1p_().add_(z.clamp_min(T(0)));
-        l.sub_(at::where(bools(tg.data(), n, k), z, T(0))).masked_fill_(bools(off.data(), n, k), T(0));
+        // bce = (max(z, 0) - t z) + log1p(exp(-|z|)), the first term exact (max(-z, 0) where t):
+        // where the target agrees and |z| is large, the log1p term is all that is left, and
+        // adding it to z before subtracting z again lost it to z's rounding (1 % at z = 30)
+        at::abs_out(l, z).neg_().exp_().log1p_();
+        l.add_(at::where(bools(tg.data(), n, k), z.neg().clamp_min_(T(0)), z.clamp_min(T(0))))
+            .masked_fill_(bools(off.data(), n, k), T(0));
         o.add_(l.sum(1));
       }
     }
