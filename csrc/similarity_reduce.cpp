@@ -8,6 +8,7 @@
 
 #include <string>
 #include <string_view>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -45,29 +46,52 @@ std::vector<int64_t> aux_sizes(Reduce reduce, int64_t B, int64_t N, int64_t C) {
   return {0};
 }
 
-// query as the kernels read it: itself when contiguous, or D-major (a (B, D, H, W) map seen as
-// (B, HW, D): label_transfer's queries, read in place instead of copied), else a contiguous copy.
+// query or ref as the kernels read it: itself when contiguous, or D-major (a (B, D, H, W) map seen
+// as (B, HW, D): label_transfer's queries and prior_mask's support, read in place instead of
+// copied), else a contiguous copy.
 template <class On>
-at::Tensor query_source(const at::Tensor& query) {
-  if (query.is_contiguous()) return query;
-  const bool d_major = query.dim() == 3 && query.transpose(1, 2).is_contiguous();
-  return d_major && kDMajor<On> ? query : query.contiguous();
+at::Tensor vectors_source(const at::Tensor& t) {
+  if (t.is_contiguous()) return t;
+  const bool d_major = t.dim() == 3 && t.transpose(1, 2).is_contiguous();
+  return d_major && kDMajor<On> ? t : t.contiguous();
 }
 
+// A gradient in the layout of its input t (what the fake promises: empty_like), copied where the
+// kernels read a contiguous copy of t.
+at::Tensor in_layout_of(const at::Tensor& g, const at::Tensor& t) {
+  return g.strides() == t.strides() ? g : at::empty_like(t).copy_(g);
+}
+
+// The optional per-ref weight, checked: (B, K), as the statistics dtype of ref.
+std::optional<at::Tensor> weight_of(const std::optional<at::Tensor>& w, const at::Tensor& ref, const char* op) {
+  if (!w.has_value()) return std::nullopt;
+  PK_EXPECT(w->dim() == 2 && w->size(0) == ref.size(0) && w->size(1) == ref.size(1), op,
+            "ref_weight must be (B, K) for ref ", ref.sizes(), ", got ", w->sizes());
+  PK_EXPECT(w->is_floating_point(), op, "ref_weight must be a float tensor, got ", w->scalar_type());
+  return w->to(stats_options(ref).dtype().toScalarType()).contiguous();
+}
+
+// The CPU kernels apply a weight inside their tiles. The CUDA kernels take none: there the
+// weighted refs w·ref are formed first, with the query, in the statistics dtype (the reference's
+// arithmetic: w·ref of half refs is no half vector), and the gradient is chained through them.
+template <class On>
+constexpr bool kWeightInKernels = std::is_same_v<On, OnCpu>;
+
 // The shared arguments, after the shape invariants the kernels index with.
-SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const Labels& lab, int64_t C,
-                             std::string_view metric, double scale, double bias, bool sigmoid, std::string_view reduce,
-                             double temperature, double eps, const char* op) {
+// w: the weight the kernels apply (CPU only), or null.
+SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at::Tensor* w, const Labels& lab,
+                             int64_t C, std::string_view metric, double scale, double bias, bool sigmoid,
+                             std::string_view reduce, double temperature, double eps, const char* op) {
   PK_EXPECT(q.dim() == 3 && r.dim() == 3 && q.size(0) == r.size(0) && q.size(2) == r.size(2), op,
             "query must be (B, N, D) and ref (B, K, D), got ", q.sizes(), " and ", r.sizes());
   PK_EXPECT(q.scalar_type() == r.scalar_type(), op, "query and ref must share a dtype");
   PK_EXPECT(C >= 1 && C <= INT32_MAX, op, "num_classes must be in [1, 2^31), got ", C);
-  return SimilarityReduceArgs{q.const_data_ptr(), r.const_data_ptr(),  lab.map,
-                              dtype_code(q.scalar_type()), q.size(0), q.size(1),
+  return SimilarityReduceArgs{q.const_data_ptr(), r.const_data_ptr(), w != nullptr ? w->const_data_ptr() : nullptr,
+                              lab.map, dtype_code(q.scalar_type()), q.size(0), q.size(1),
                               r.size(1),  q.size(2), C, metric_code(metric, op), scale, bias, sigmoid,
                               reduce_code(reduce, op), temperature, eps,
                               q.is_cuda() && at::globalContext().allowTF32CuBLAS(), q.stride(0), q.stride(1),
-                              q.stride(2)};
+                              q.stride(2), r.stride(0), r.stride(1), r.stride(2)};
 }
 
 template <class On>
@@ -75,16 +99,22 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
                                                      const at::Tensor& ref_labels, int64_t C,
                                                      c10::string_view metric, double scale, double bias,
                                                      bool sigmoid, c10::string_view reduce, double temperature,
-                                                     double eps) {
+                                                     double eps, const std::optional<at::Tensor>& ref_weight) {
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
                 ref_labels.size(1) == ref.size(1),
             op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
+  const std::optional<at::Tensor> w = weight_of(ref_weight, ref, op);
+  if (w) expect_same_device(op, {query, *w});
+  if (w && !kWeightInKernels<On>)
+    return similarity_reduce<On>(query.to(w->scalar_type()), ref.to(w->scalar_type()).mul(w->unsqueeze(-1)),
+                                 ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
   Launcher<On> launcher(query, op);
-  const at::Tensor q = query_source<On>(query), r = ref.contiguous();
+  const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
   const Labels lab(ref_labels);
-  SimilarityReduceForward p{args_of(q, r, lab, C, metric, scale, bias, sigmoid, reduce, temperature, eps, op)};
+  SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
+                                    temperature, eps, op)};
   const auto st = stats_options(q);
   at::Tensor out = at::empty({p.a.B, p.a.N, C}, st);
   at::Tensor aux = at::empty(aux_sizes(p.a.reduce, p.a.B, p.a.N, C), st);
@@ -97,35 +127,58 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
 }
 
 template <class On>
-std::tuple<at::Tensor, at::Tensor> similarity_reduce_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels,
     const at::Tensor& out, const at::Tensor& aux, int64_t C, c10::string_view metric, double scale, double bias,
-    bool sigmoid, c10::string_view reduce, double temperature, double eps) {
+    bool sigmoid, c10::string_view reduce, double temperature, double eps,
+    const std::optional<at::Tensor>& ref_weight) {
   const char* op = "similarity_reduce_backward";
   expect_same_device(op, {query, ref, ref_labels, grad_out, out, aux});
   PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
                 ref_labels.size(1) == ref.size(1),
             op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
+  const std::optional<at::Tensor> w = weight_of(ref_weight, ref, op);
+  if (w) expect_same_device(op, {query, *w});
+  if (w && !kWeightInKernels<On>) {
+    // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
+    // of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
+    // it per pair instead): here it is taken in float64, where that difference survives.
+    const at::ScalarType st = w->scalar_type(), wide = metric == "cosine" ? at::kDouble : st;
+    const at::Tensor ww = w->to(wide), rr = ref.to(wide);
+    const auto grads = similarity_reduce_backward<On>(grad_out, query.to(wide), rr.mul(ww.unsqueeze(-1)), ref_labels,
+                                                      out, aux, C, metric, scale, bias, sigmoid, reduce, temperature,
+                                                      eps, std::nullopt);
+    const at::Tensor& G = std::get<1>(grads);
+    return {in_layout_of(std::get<0>(grads).to(query.scalar_type()), query),
+            in_layout_of(G.mul(ww.unsqueeze(-1)).to(ref.scalar_type()), ref), G.mul(rr).sum(-1).to(st)};
+  }
   Launcher<On> launcher(query, op);
-  const at::Tensor q = query_source<On>(query), r = ref.contiguous();
+  const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
   const Labels lab(ref_labels);
-  SimilarityReduceBackward p{args_of(q, r, lab, C, metric, scale, bias, sigmoid, reduce, temperature, eps, op)};
+  SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
+                                     temperature, eps, op)};
   const auto st = stats_options(q);
   expect_sizes(grad_out, {p.a.B, p.a.N, C}, op, "grad_out");
   expect_sizes(out, {p.a.B, p.a.N, C}, op, "out");
   expect_sizes(aux, aux_sizes(p.a.reduce, p.a.B, p.a.N, C), op, "aux");
+  // Both gradients in their input's layout (a D-major map's gradient is D-major: no copy).
   at::Tensor grad_query = at::empty_strided(q.sizes(), q.strides(), q.options());
-  at::Tensor grad_ref = at::empty(r.sizes(), r.options());
-  if (grad_query.numel() + grad_ref.numel() == 0) return {grad_query, grad_ref};
-  const at::Tensor g = grad_out.to(st).contiguous(), o = out.to(st).contiguous(), x = aux.to(st).contiguous();
-  p.grad_out = g.const_data_ptr();
-  p.out = o.const_data_ptr();
-  p.aux = x.numel() > 0 ? x.const_data_ptr() : nullptr;
-  p.grad_query = grad_query.mutable_data_ptr();
-  p.grad_ref = grad_ref.mutable_data_ptr();
-  const at::Tensor workspace = launcher.workspace(p);
-  launcher(p);
-  return {grad_query, grad_ref};
+  at::Tensor grad_ref = at::empty_strided(r.sizes(), r.strides(), r.options());
+  at::Tensor grad_weight = at::empty(w ? w->sizes() : at::IntArrayRef{0}, st);
+  if (grad_query.numel() + grad_ref.numel() > 0) {
+    const at::Tensor g = grad_out.to(st).contiguous(), o = out.to(st).contiguous(), x = aux.to(st).contiguous();
+    p.grad_out = g.const_data_ptr();
+    p.out = o.const_data_ptr();
+    p.aux = x.numel() > 0 ? x.const_data_ptr() : nullptr;
+    p.grad_query = grad_query.mutable_data_ptr();
+    p.grad_ref = grad_ref.mutable_data_ptr();
+    p.grad_weight = w ? grad_weight.mutable_data_ptr() : nullptr;
+    const at::Tensor workspace = launcher.workspace(p);
+    launcher(p);
+  } else {
+    grad_weight.zero_();
+  }
+  return {in_layout_of(grad_query, query), in_layout_of(grad_ref, ref), grad_weight};
 }
 
 #define SIMILARITY_REDUCE_IMPLS(m, On)                   \

@@ -149,6 +149,11 @@ def test_gradcheck():
 # ---------------------------------------------------------------------------------------------
 # The op (pixelkernels.prior_mask): the contract on every backend, then PFENet's prior.
 
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
 from conftest import BACKENDS, weighted_loss  # noqa: E402
 from contract import Contract, suite  # noqa: E402
 from fuzz import Floats  # noqa: E402
@@ -229,3 +234,55 @@ def test_op_matches_pfenet(backend, device):
     q, s, m = make_case("C130_odd", torch.float64, seed=3)
     got = pk.prior_mask(q.to(device), s.to(device), m.to(device), backend=backend)
     assert_close(got.cpu(), pfenet_prior(q, s, m))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_soft_mask_gradient(backend, device):
+    """The contract differentiates both maps; a soft mask is differentiable too (the mask is
+    similarity_reduce's ref_weight), against the reference in float64, with masked-out pixels."""
+    q, s, m = make_case("square_soft", torch.float64, seed=4)
+    m = m.clone()
+    m.view(-1)[::3] = 0
+
+    def grads(b, dev):
+        x = [t.to(dev).requires_grad_(True) for t in (q, s, m)]
+        out = pk.prior_mask(*x, backend=b)
+        w = torch.linspace(-1, 2, out.numel(), dtype=out.dtype, device=dev).view_as(out)
+        return torch.autograd.grad((out * w).sum(), x)
+
+    for name, a, b in zip(("query_feat", "support_feat", "support_mask"), grads(backend, device), grads("reference", "cpu")):
+        assert_close(a.cpu(), b, msg=name)
+
+
+def test_op_memory_is_the_gradients():
+    """On the CPU, forward+backward of a 64x64 query against a 64x64 support (C = 256) allocates
+    little beyond the two feature-map gradients (8 MiB): both maps and their gradients are read
+    and written in place (D-major), the mask applied inside the tiles; the (4096, 4096) cosine
+    matrix would be 64 MiB, the masked support copy and its gradient 8 MiB."""
+    if "cpu" not in pk.available_backends():
+        pytest.skip("no cpu backend")
+    code = textwrap.dedent(
+        """
+        import os, torch, pixelkernels as pk
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, 256, 64, 64, generator=g).requires_grad_()
+        s = torch.randn(1, 256, 64, 64, generator=g).requires_grad_()
+        m = (torch.rand(1, 64, 64, generator=g) < 0.4).float()
+        pk.set_checks(False)
+        def step():
+            pk.prior_mask(q, s, m, backend="cpu").sum().backward()
+            q.grad = s.grad = None
+        def kib(key):
+            return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+        step()
+        open("/proc/self/clear_refs", "w").write("5")
+        base = kib("VmRSS")
+        step()
+        print((kib("VmHWM") - base) * 1024)
+        """
+    )
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # large buffers mapped: RSS follows what is live
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    grew = int(out.stdout.split()[-1])
+    grads = 2 * 256 * 64 * 64 * 4
+    assert grew < grads + 2 * 2**20, f"peak grew by {grew / 2**20:.1f} MiB for {grads / 2**20:.0f} MiB of gradients"

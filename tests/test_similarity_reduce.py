@@ -13,6 +13,7 @@ import torch
 # The module, not the function pixelkernels.reference re-exports under the same name.
 sr_module = importlib.import_module("pixelkernels.reference.similarity_reduce")
 from pixelkernels.reference.similarity_reduce import ACTIVATIONS, METRICS, REDUCES, similarity_reduce
+from pixelkernels._dtypes import stats_dtype
 from pixelkernels.testing import assert_close
 
 KWARGS = {"scale": 0.7, "bias": -0.3, "temperature": 0.5, "eps": 1e-7}
@@ -299,11 +300,14 @@ from fuzz import Choice, Floats, Labels, Size  # noqa: E402
 
 import pixelkernels as pk  # noqa: E402
 
-OP_KWARGS = ("metric", "scale", "bias", "activation", "reduce", "temperature", "eps")
+OP_KWARGS = ("metric", "scale", "bias", "activation", "reduce", "temperature", "eps", "ref_weight")
 
 
-def _op_inp(B, N, K, D, C, *, layout="contiguous", seed=0, pad=0.25, ties=False, ignore_image=None, **kw):
+def _op_inp(B, N, K, D, C, *, layout="contiguous", seed=0, pad=0.25, ties=False, ignore_image=None, weight=False,
+            **kw):  # fmt: skip
     """query (B, N, D), ref (B, K, D), labels with -1 at random refs (and out-of-range values);
+    weight: a ref_weight (B, K) in [-0.5, 1.5) with every fifth ref's weight 0 (prior_mask's
+    masked-out pixels: cosine 0, and a large gradient of the weight, q·r / eps);
     ties: ref 1 a copy of ref 0 (same label), and ref K-1 of ref 2 (a tie across ref tiles), the
     vectors multiples of 1/8 so that every score is exact in any summation order (a GEMM can sum
     two equal columns in different orders when they fall in different panels: no tie then);
@@ -324,11 +328,16 @@ def _op_inp(B, N, K, D, C, *, layout="contiguous", seed=0, pad=0.25, ties=False,
         if ignore_image is not None and B > ignore_image:
             lab[ignore_image] = -1
             r[ignore_image] = float("nan")
+        if weight:
+            kw["ref_weight"] = torch.rand(B, K, generator=g, dtype=torch.float64) * 2 - 0.5
+            kw["ref_weight"][:, ::5] = 0
         if layout == "channels_last":  # the awkward layout of a (B, N, D) tensor: D-major
             q = q.transpose(1, 2).contiguous().transpose(1, 2)
             r = r.transpose(1, 2).contiguous().transpose(1, 2)
         opts = {"metric": "dot", "scale": 0.7, "bias": -0.3, "activation": None, "reduce": "sum",
                 "temperature": 0.5, "eps": 1e-7, **kw}  # fmt: skip
+        if weight:  # in the statistics dtype, which the op computes in
+            opts["ref_weight"] = opts["ref_weight"].to(device, stats_dtype(dtype))
         return {"query": q.to(device, dtype), "ref": r.to(device, dtype), "ref_labels": lab.to(device),
                 "num_classes": C, **opts}  # fmt: skip
 
@@ -393,7 +402,8 @@ ROW = Contract(
         "eps": (_op_bad(eps=-1.0), ValueError, "eps must be >= 0"),
         "labels_range": (_op_bad(ref_labels=torch.full((2, 6), 3)), ValueError, "ref_labels values must be in [0, 3)"),
     },
-    interpreter_skip=frozenset({"tile_edges_softmax", "tile_edges_max", "query_groups"}),
+    interpreter_skip=frozenset({"tile_edges_softmax", "tile_edges_max", "query_groups", "weighted_tile_edges",
+                                "weighted_query_groups"}),
     cases={
         **_CASES,
         "ties": _op_inp(2, 9, 70, 5, 3, ties=True, reduce="max", pad=0.0),
@@ -412,11 +422,18 @@ ROW = Contract(
         # many query tiles for few refs: the CPU backward's groups of query tiles (G = 3 here),
         # each with its own dr partial, summed in group order (a CPU case: not the interpreter)
         "query_groups": _op_inp(2, 130, 2, 3, 2, reduce="sum", metric="cosine"),
+        # ref_weight: applied inside the CPU tiles (and around the CUDA and Triton kernels)
+        "weighted_cosine_max": _op_inp(2, 19, 37, 17, 3, reduce="max", metric="cosine", weight=True),
+        "weighted_softmax": _op_inp(2, 19, 37, 17, 4, reduce="softmax", activation="sigmoid", weight=True),
+        "weighted_tile_edges": _op_inp(1, 70, 300, 33, 3, reduce="max", metric="cosine", weight=True,
+                                       layout="channels_last"),
+        "weighted_query_groups": _op_inp(2, 130, 2, 3, 2, reduce="mean", metric="cosine", weight=True),
     },
     # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
     emulated_cases={
         "mma_chunks": _op_inp(1, 70, 67, 130, 3, reduce="mean", metric="cosine", activation="sigmoid"),
         "mma_chunks_max": _op_inp(1, 70, 67, 130, 3, reduce="max", metric="cosine", ties=True),
+        "mma_weighted": _op_inp(1, 70, 67, 130, 3, reduce="sum", metric="cosine", weight=True),
     },
 )
 
@@ -448,3 +465,56 @@ def test_op_memory_is_linear():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     grew = int(out.stdout.split()[-1])
     assert grew < 16 * 2**20, f"peak memory grew by {grew / 2**20:.1f} MiB ((N, K) float32: 153 MiB)"
+
+
+_WEIGHT_GRAD_CASES = [(m, r, torch.float64) for m in METRICS for r in REDUCES] + [
+    (m, r, torch.float32) for m in METRICS for r in REDUCES if m == "dot" or r == "max"
+]
+
+
+@pytest.mark.parametrize("metric,reduce,dtype", _WEIGHT_GRAD_CASES)
+def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype):
+    """The contract differentiates query and ref; here also ref_weight, on every backend against
+    the reference in float64, with D-major refs (prior_mask's support map, read in place on the
+    CPU) and weights of 0 (a masked-out ref: cosine 0, weight gradient Σ_i dZ_ij (q_i·r_j) / eps).
+    In float32 too, where that gradient is well conditioned: dot; and cosine max (prior_mask's),
+    where the CPU sums cosine's weight gradient per pair with its dots in double. Cosine's other
+    reductions in float32 carry the relative error of the float32 dots q·r in the GEMM tiles
+    (|q||r| / |q·r| times 2^-24: 1.3e-5 at one masked ref here, against 1.7e-2 for the float32
+    reference); away from w = 0 that gradient is ~eps-small, the difference of two O(1) sums,
+    which every backend forms per pair (CPU) or in float64 (CUDA, Triton)."""
+    made = _op_inp(2, 19, 37, 17, 3, metric=metric, reduce=reduce, activation="sigmoid", weight=True,
+                   layout="channels_last")("cpu", dtype)  # fmt: skip
+    inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
+    keys = ("query", "ref", "ref_weight")
+
+    def grads(backend):
+        x = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in inp.items()}
+        (out,) = _op_call(x, backend)
+        return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
+
+    want = grads("reference")
+    inp = made
+    for backend in (b for b in pk.available_backends() if b != "reference"):
+        for name, a, b in zip(("out",) + keys, grads(backend), want):
+            assert_close(a, b, dtype, msg=f"{backend} {name}")
+
+
+def test_ref_weight_matches_weighted_refs():
+    """ref_weight w is the refs w·r: the same output and query gradient as passing them."""
+    inp = _op_inp(2, 11, 23, 9, 3, metric="cosine", reduce="softmax", weight=True)("cpu", torch.float64)
+    w = inp.pop("ref_weight")
+    weighted = {**inp, "ref": inp["ref"] * w[..., None]}
+    for backend in (b for b in pk.available_backends() if b != "reference"):
+        a = _op_call({**inp, "ref_weight": w}, backend)[0]
+        b = _op_call(weighted, backend)[0]
+        assert_close(a, b, torch.float64, msg=backend)
+
+
+def test_ref_weight_errors():
+    inp = _op_inp(2, 5, 6, 3, 3)("cpu", torch.float32)
+    for w, err, msg in ((torch.ones(2, 5), ValueError, "ref_weight must have ref's"),
+                        (torch.ones(12), ValueError, "ref_weight must have 2 dims"),
+                        (torch.ones(2, 6, dtype=torch.complex64), TypeError, "ref_weight must have dtype")):  # fmt: skip
+        with pytest.raises(err, match=msg):
+            _op_call({**inp, "ref_weight": w}, "cpu" if "cpu" in pk.available_backends() else "reference")

@@ -3,6 +3,7 @@
 // (N, K) score matrix.
 //
 //   ref j takes part iff 0 <= label_j < C (valid); R_c = {valid j : label_j = c}, n_c = |R_c|
+//   r_j    = w_j ref_j with the optional per-ref weight w (prior_mask's support mask), else ref_j
 //   sim_ij = q_i·r_j                              metric Dot
 //          = q_i·r_j / (|q_i| |r_j| + eps)        metric Cosine
 //   s_ij   = sigmoid?(scale·sim_ij + bias)
@@ -20,6 +21,8 @@
 //   Cosine: A_ij = dZ_ij / (|q_i| |r_j| + eps)
 //           dq_i = Σ_j A_ij r_j - (q_i / |q_i|) Σ_j A_ij sim_ij |r_j|   (the norm's term 0 at |q_i| = 0)
 //           dr_j = Σ_i A_ij q_i - (r_j / |r_j|) Σ_i A_ij sim_ij |q_i|
+//   With a weight, dr_j above is the gradient G_j of the weighted ref: d ref_j = w_j G_j and
+//   dw_j = ref_j·G_j.
 // The backward recomputes the scores with the forward's arithmetic, so the max's equality test
 // finds exactly the forward's maxima.
 #pragma once
@@ -35,7 +38,8 @@ enum class Reduce : int { Sum = 0, Mean = 1, Max = 2, Softmax = 3 };
 
 struct SimilarityReduceArgs {
   const void* query;  // (B, N, D), dtype, element (b, i, d) at b*q_sb + i*q_sn + d*q_sd
-  const void* ref;    // (B, K, D) contiguous, dtype
+  const void* ref;    // (B, K, D), dtype, element (b, j, d) at b*r_sb + j*r_sk + d*r_sd
+  const void* weight;  // (B, K) accumulation type, contiguous, or null (every w_j = 1); CPU only
   LabelMap labels;    // (B, K); any values (outside [0, C): the ref takes no part)
   DType dtype;
   int64_t B, N, K, D, C;
@@ -48,6 +52,10 @@ struct SimilarityReduceArgs {
   // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
   // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
   int64_t q_sb, q_sn, q_sd;
+  // ref's strides: contiguous (K*D, D, 1), or D-major (K*D, 1, K) on the CPU (prior_mask's support
+  // map, read in place); grad_ref is written with the same strides. The CUDA kernels take
+  // contiguous refs and no weight (the torch side applies it around them).
+  int64_t r_sb, r_sk, r_sd;
 };
 
 struct SimilarityReduceForward {
@@ -64,7 +72,8 @@ struct SimilarityReduceBackward {
   const void* out;       // the forward's out and aux
   const void* aux;
   void* grad_query;  // (B, N, D) dtype, query's strides, every element written
-  void* grad_ref;    // (B, K, D) dtype, every element written (0 for refs that take no part)
+  void* grad_ref;    // (B, K, D) dtype, ref's strides, every element written (0 for refs that take no part)
+  void* grad_weight = nullptr;  // (B, K) accumulation type when weight is set, every element written
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
 };

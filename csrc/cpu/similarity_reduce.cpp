@@ -45,18 +45,21 @@ using similarity_reduce::Reduce;
 
 constexpr int64_t kGroups = 8;
 
-// The per-call tables: each ref's class (-1: takes no part), the class sizes, the refs' norms
-// (cosine), and ref rows safe to multiply (the refs that take no part zeroed, as the reference
-// does, when one of them is not finite: 0 * NaN would reach dq).
+// The per-call tables: each ref's class (-1: takes no part), the class sizes, the weighted refs'
+// norms (cosine), and ref rows safe to multiply (the refs that take no part zeroed, as the
+// reference does, when one of them is not finite: 0 * NaN would reach dq).
 template <typename T>
 struct Tables {
   std::vector<int32_t> cls;   // (B, K)
   std::vector<uint8_t> off;   // (B, K) bool: the ref takes no part
   std::vector<T> count;       // (B, C)
-  std::vector<T> rnorm;       // (B, K), cosine
+  std::vector<T> rnorm;       // (B, K), cosine: |w_j ref_j|
   std::vector<T> rclean;      // (B, K, D) when needed
-  const T* r;                 // ref or rclean
-  Tables(const SimilarityReduceArgs& a, const T* ref) : r(ref) {
+  const T* r;                 // ref (its strides) or rclean (contiguous)
+  int64_t sb, sk, sd;         // r's strides
+  const T* w;                 // (B, K) weights or null
+  Tables(const SimilarityReduceArgs& a, const T* ref)
+      : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(static_cast<const T*>(a.weight)) {
     const int64_t B = a.B, K = a.K, C = a.C, D = a.D;
     cls.resize(B * K);
     off.resize(B * K);
@@ -69,19 +72,24 @@ struct Tables {
       off[i] = !v;
       if (v) count[(i / K) * C + l] += T(1);
       if (!v)
-        for (int64_t d = 0; d < D && !dirty; ++d) dirty = !std::isfinite(ref[i * D + d]);
+        for (int64_t d = 0; d < D && !dirty; ++d) dirty = !std::isfinite(row(i / K, i % K)[d * sd]);
     }
     if (dirty) {
-      rclean.assign(ref, ref + B * K * D);
+      rclean.resize(B * K * D);
       for (int64_t i = 0; i < B * K; ++i)
-        if (cls[i] < 0) std::fill_n(rclean.data() + i * D, D, T(0));
+        for (int64_t d = 0; d < D; ++d) rclean[i * D + d] = cls[i] < 0 ? T(0) : row(i / K, i % K)[d * sd];
       r = rclean.data();
+      sb = K * D, sk = D, sd = 1;
     }
     if (a.metric == Metric::Cosine) {
       rnorm.resize(B * K);
-      for (int64_t i = 0; i < B * K; ++i) rnorm[i] = cls[i] < 0 ? T(0) : norm(ref + i * D, D);  // as the zeroed ref
+      for (int64_t i = 0; i < B * K; ++i)  // as the zeroed ref
+        rnorm[i] = cls[i] < 0 ? T(0) : norm(row(i / K, i % K), D, sd) * (w ? std::abs(w[i]) : T(1));
     }
   }
+  const T* row(int64_t b, int64_t j) const { return r + b * sb + j * sk; }
+  // refs [j0, j0 + k) of image b as a (k, D) matrix
+  at::Tensor rows(int64_t b, int64_t j0, int64_t k, int64_t D) const { return matrix(row(b, j0), k, D, sk, sd); }
   static T norm(const T* v, int64_t D, int64_t stride = 1) {
     T s = 0;
     for (int64_t d = 0; d < D; ++d) s += v[d * stride] * v[d * stride];
@@ -105,14 +113,19 @@ struct Ctx {
 
 // The activated score tile of image b, queries [i0, i0 + n) x refs [j0, j0 + k): S = s_ij of the
 // header, by ATen's GEMM and vectorised elementwise ops on the tile (in place in S, row stride k).
-// cosine also leaves den_ij = |q_i| |r_j| + eps in `den` and sim_ij in `sim` (when not null).
+// cosine also leaves den_ij = |q_i| |r_j| + eps in `den` and sim_ij in `sim` (when not null), and
+// with a weight the unweighted q_i·ref_j in `raw` (when not null).
 // The forward and both backward uses make the same calls on the same shapes: the same bits.
 template <typename T>
 void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k, const T* qn, T* S,
-            T* den, T* sim) {
+            T* den, T* sim, T* raw = nullptr) {
   const SimilarityReduceArgs& a = x.a;
   at::Tensor s = matrix(S, n, k);
-  at::mm_out(s, x.rows(x.q, b, i0, n), matrix(x.t.r + (b * a.K + j0) * a.D, k, a.D).t());
+  at::mm_out(s, x.rows(x.q, b, i0, n), x.t.rows(b, j0, k, a.D).t());
+  if (x.t.w != nullptr) {
+    if (raw != nullptr) matrix(raw, n, k).copy_(s);
+    s.mul_(matrix(x.t.w + b * a.K + j0, 1, k));  // q·(w r) as w (q·r)
+  }
   if (a.metric == Metric::Cosine) {
     at::Tensor d = matrix(den, n, k);
     at::mul_out(d, matrix(qn, n, 1), matrix(x.t.rnorm.data() + b * a.K + j0, 1, k));
@@ -272,16 +285,24 @@ void backward(const SimilarityReduceBackward& p) {
   const T* out = static_cast<const T*>(p.out);
   const T* aux = static_cast<const T*>(p.aux);
   T* gq = static_cast<T*>(p.grad_query);
-  T* gr = static_cast<T*>(p.grad_ref);
+  T* gr = static_cast<T*>(p.grad_ref);  // ref's strides a.r_s*
+  T* gw = static_cast<T*>(p.grad_weight);
   const bool cosine = a.metric == Metric::Cosine, max = a.reduce == Reduce::Max;
   const int64_t nt = (N + kTN - 1) / kTN;
   // Groups of query tiles, each with its own (K, D) partial of dr (+ (K,) of cosine's norm term).
+  // One group accumulates in grad_ref itself (no ref-sized buffer: prior_mask's support map).
   const int64_t budget = std::max<int64_t>(1, (N + K) / (10 * std::max<int64_t>(K, 1)));
   const int64_t G = std::max<int64_t>(1, std::min({nt, kGroups, budget}));
-  std::vector<T> part(size_t(B * G * K * (D + 1)), T(0));
+  const bool direct = G == 1;
+  std::vector<T> part(direct ? 0 : size_t(B * G * K * D), T(0)), colpart(size_t(B * G * K), T(0));
+  // Cosine with a weight: dw_j = eps Σ_i A_ij (q_i·ref_j) / den_ij, per pair (see the last loop).
+  const bool wcos = cosine && tab.w != nullptr && gw != nullptr;
+  std::vector<double> epart(wcos ? size_t(B * G * K) : 0, 0.0);  // in double: signed terms, and a few
+
+  for (int64_t b = 0; b < B && direct; ++b) matrix(gr + b * a.r_sb, K, D, a.r_sk, a.r_sd).zero_();
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
     const size_t tile = kTN * kTK;
-    std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), qn(kTN);
+    std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0), qn(kTN);
     std::vector<T> gx(kTN * (C + 1)), row(kTN), lse(kTN);
     std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
     std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
@@ -289,8 +310,11 @@ void backward(const SimilarityReduceBackward& p) {
     std::vector<int64_t> col_of(kTK);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
-      T* dr = part.data() + (b * G + grp) * K * D;
-      T* col = part.data() + B * G * K * D + (b * G + grp) * K;
+      // this group's dr: rows of grad_ref (direct) or of its partial
+      T* dr = direct ? gr + b * a.r_sb : part.data() + (b * G + grp) * K * D;
+      const int64_t dsk = direct ? a.r_sk : D, dsd = direct ? a.r_sd : 1;
+      T* col = colpart.data() + (b * G + grp) * K;
+      double* ecol = wcos ? epart.data() + (b * G + grp) * K : nullptr;
       const int32_t* cls = tab.cls.data() + b * K;
       const T* rn = cosine ? tab.rnorm.data() + b * K : nullptr;
       for (int64_t it = grp; it < nt; it += G) {
@@ -350,16 +374,22 @@ void backward(const SimilarityReduceBackward& p) {
                 if (a.sigmoid) z = z * mx[e] * (T(1) - mx[e]);
                 if (x.scale != T(1)) z *= x.scale;
                 const int64_t j = arg[e];
+                const T* rj = tab.row(b, j);
                 if (cosine) {
                   z /= aden[e];
                   row[i] += z * asim[e] * rn[j];
                   col[j] += z * asim[e] * qn[i];
+                  if (wcos) {
+                    double dot = 0;  // q_i·ref_j (exact products: a cancelling dot keeps its digits)
+                    for (int64_t d = 0; d < D; ++d) dot += double(qi[d * a.q_sd]) * rj[d * tab.sd];
+                    ecol[j] += double(z) * dot / aden[e];
+                  }
                 }
-                const T* rj = tab.r + (b * K + j) * D;
-                T* drj = dr + j * D;
+                const T zw = tab.w ? z * tab.w[b * K + j] : z;  // dq_i += dZ (w r_j)
+                T* drj = dr + j * dsk;
                 for (int64_t d = 0; d < D; ++d) {
-                  gi[d * a.q_sd] += z * rj[d];
-                  drj[d] += z * qi[d * a.q_sd];
+                  gi[d * a.q_sd] += zw * rj[d * tab.sd];
+                  drj[d * dsd] += z * qi[d * a.q_sd];
                 }
               }
             }
@@ -368,7 +398,7 @@ void backward(const SimilarityReduceBackward& p) {
         const at::Tensor gxt = matrix(gx.data(), n, C + 1);
         for (int64_t j0 = 0; j0 < K && !unique; j0 += kTK) {
           const int64_t k = std::min(kTK, K - j0);
-          scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
+          scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data(), wcos ? raw.data() : nullptr);
           const at::Tensor st = matrix(S.data(), n, k);
           at::Tensor zt = matrix(Z.data(), n, k);
           for (int64_t j = 0; j < k; ++j) col_of[j] = cls[j0 + j] >= 0 ? cls[j0 + j] : C;
@@ -395,9 +425,13 @@ void backward(const SimilarityReduceBackward& p) {
             const at::Tensor as = matrix(sim.data(), n, k).mul_(zt);
             vec(row.data(), n).addmv_(as, vec(rn + j0, k));
             vec(col + j0, k).addmv_(as.t(), vec(qn.data(), n));
+            if (wcos)
+              vec(ecol + j0, k).add_(matrix(raw.data(), n, k).mul_(zt).div_(matrix(den.data(), n, k)).sum(0, false, at::kDouble));
           }
-          dq.addmm_(zt, matrix(tab.r + (b * K + j0) * D, k, D));
-          matrix(dr + j0 * D, k, D).addmm_(zt.t(), x.rows(q, b, i0, n));
+          // dr (of the weighted refs) += dZᵀ q; dq += dZ (w r)
+          matrix(dr + j0 * dsk, k, D, dsk, dsd).addmm_(zt.t(), x.rows(q, b, i0, n));
+          if (tab.w != nullptr) zt.mul_(matrix(tab.w + b * K + j0, 1, k));
+          dq.addmm_(zt, tab.rows(b, j0, k, D));
         }
         // Cosine: minus (q / |q|) times the row's norm term (0 where |q| = 0).
         for (int64_t i = 0; i < n && cosine; ++i) {
@@ -410,23 +444,44 @@ void backward(const SimilarityReduceBackward& p) {
       }
     }
   });
-  // dr = the partials in group order, then cosine's norm term; 0 for refs that take no part.
+  // dr = the partials in group order, then cosine's norm term: G_j, the gradient of the weighted
+  // ref; with a weight, d ref_j = w_j G_j and dw_j = ref_j·G_j. 0 for refs that take no part.
   at::parallel_for(0, B * K, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t rj = r0; rj < r1; ++rj) {
-      const int64_t b = rj / K, j = rj % K;
-      T* o = gr + rj * D;
-      std::fill_n(o, D, T(0));
+      const int64_t b = rj / K, j = rj % K, od = a.r_sd;
+      T* o = gr + b * a.r_sb + j * a.r_sk;
+      if (gw != nullptr) gw[rj] = T(0);
+      if (!direct || tab.cls[rj] < 0)
+        for (int64_t d = 0; d < D; ++d) o[d * od] = T(0);
       if (tab.cls[rj] < 0) continue;
       T colsum = 0;
+      double esum = 0;
       for (int64_t grp = 0; grp < G; ++grp) {
-        const T* pp = part.data() + ((b * G + grp) * K + j) * D;
-        for (int64_t d = 0; d < D; ++d) o[d] += pp[d];
-        colsum += part[B * G * K * D + (b * G + grp) * K + j];
+        if (!direct) {
+          const T* pp = part.data() + ((b * G + grp) * K + j) * D;
+          for (int64_t d = 0; d < D; ++d) o[d * od] += pp[d];
+        }
+        colsum += colpart[(b * G + grp) * K + j];
+        if (wcos) esum += epart[(b * G + grp) * K + j];
       }
+      const T w = tab.w != nullptr ? tab.w[rj] : T(1);
+      const T* r = tab.row(b, j);
       if (cosine && tab.rnorm[rj] > T(0)) {
-        const T f = colsum / tab.rnorm[rj];
-        const T* r = static_cast<const T*>(a.ref) + rj * D;
-        for (int64_t d = 0; d < D; ++d) o[d] -= f * r[d];
+        const T f = colsum * w / tab.rnorm[rj];  // (w r) / |w r| times the column's norm term
+        for (int64_t d = 0; d < D; ++d) o[d * od] -= f * r[d * tab.sd];
+      }
+      if (gw != nullptr) {
+        // Cosine: ref_j·G_j is Σ_i A_ij (q_i·ref_j) - sign(w) |ref_j| Σ_i A_ij sim_ij |q_i|, two
+        // near-equal sums (the cosine is scale-invariant in w but for eps) whose difference,
+        // eps Σ_i A_ij (q_i·ref_j) / den_ij, float32 would lose; it is summed per pair instead.
+        T dw = 0;
+        if (wcos) {
+          dw = T(a.eps * esum);
+        } else {
+          for (int64_t d = 0; d < D; ++d) dw += r[d * tab.sd] * o[d * od];
+        }
+        gw[rj] = dw;
+        for (int64_t d = 0; d < D; ++d) o[d * od] *= w;
       }
     }
   });

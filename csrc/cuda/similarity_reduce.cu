@@ -463,6 +463,9 @@ void tables(V& v, void* ws, cudaStream_t st) {
 
 namespace pixelkernels {
 
+// The torch side (csrc/similarity_reduce.cpp) forms the weighted refs for these kernels.
+constexpr Status kWeightedRefs = "similarity_reduce: the CUDA kernels take the weighted refs, not a weight";
+
 size_t workspace_bytes(OnCuda, const SimilarityReduceForward& p) {
   return p.a.B * p.a.N > 0 ? cuda::plan(p.a, false).ws : 0;
 }
@@ -473,6 +476,7 @@ size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p) {
 
 Status launch(OnCuda on, const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
+  if (a.weight != nullptr) return kWeightedRefs;
   if (a.B * a.N == 0) return nullptr;
   const cuda::Plan pl = cuda::plan(a, false);
   if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
@@ -497,6 +501,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
 
 Status launch(OnCuda on, const SimilarityReduceBackward& p) {
   const SimilarityReduceArgs& a = p.a;
+  if (a.weight != nullptr) return kWeightedRefs;
   if (a.B == 0) return nullptr;
   const cuda::Plan pl = cuda::plan(a, true);
   if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;

@@ -6,11 +6,14 @@ cosine similarity to the masked support features, min-max normalised per image.
 
 The max over support pixels is similarity_reduce(metric="cosine", reduce="max") with one class
 (every support pixel a ref of class 0, masked-out pixels as zero vectors, cosine 0, as PFENet
-keeps them), so the (Hq·Wq, Hs·Ws) cosine matrix never exists; the query map is read in place
-(a D-major view). The masked support is one (B, Hs·Ws, C) copy; half maps are widened to
-float32 first (the reference's arithmetic; the half max's gradient otherwise follows rounding). Differentiable in both feature maps and a float mask (PFENet itself
-computes the prior under no_grad). eps = 1e-7, PFENet's cosine_eps. Output (B, 1, Hq, Wq) in
-the statistics dtype.
+keeps them) and the mask as its ref_weight, so neither the (Hq·Wq, Hs·Ws) cosine matrix nor the
+masked support exists: on the CPU both maps are read in place (D-major views) and their
+gradients are written in their layout, so forward+backward allocates little beyond the two
+gradients. (On CUDA and Triton the masked support is formed first, as those backends do for any
+weight.) Half maps are widened to float32 first (the reference's arithmetic; the half max's
+gradient otherwise follows rounding). Differentiable in both feature maps and a float mask
+(PFENet itself computes the prior under no_grad). eps = 1e-7, PFENet's cosine_eps. Output
+(B, 1, Hq, Wq) in the statistics dtype.
 """
 
 from __future__ import annotations
@@ -56,10 +59,14 @@ def prior_mask(
     st = stats_dtype(query_feat.dtype)
     q = query_feat.reshape(B, C, Hq * Wq).transpose(1, 2).to(st)  # (B, Nq, C), a view for float32
     K = Hs * Ws
-    s = torch.mul(support_feat.reshape(B, C, K).transpose(1, 2).to(st), support_mask.reshape(B, K, 1).to(st))
-    s = s.contiguous()  # (B, K, C): the refs as the kernels read them
+    s = support_feat.reshape(B, C, K).transpose(1, 2).to(st)  # (B, K, C), a view for float32
+    w = support_mask.reshape(B, K).to(st)
+    if backend != "cpu" and not w.requires_grad:
+        # The GPU backends form w·s before their kernels anyway, and a weight's cosine backward
+        # runs in float64 there (for the weight's gradient): a mask without one multiplies first.
+        s, w = s * w[..., None], None
     cls = torch.zeros(B, K, dtype=torch.int64, device=s.device)
-    c, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps)
+    c, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
     c = c.reshape(B, Hq * Wq)
     lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)

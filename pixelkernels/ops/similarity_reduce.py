@@ -14,6 +14,13 @@ gradient evenly (torch.amax's rule). Exact formulas and edge cases: the referenc
 
 scale and bias are Python numbers here (a batch-norm affine folded in, eq. 3); the reference
 also takes tensors and differentiates them. Half inputs compute in float32.
+
+ref_weight (B, K), optional and differentiable: ref j enters as w_j·r_j (prior_mask's soft support
+mask). The CPU kernels apply it inside the tiles, so neither the weighted refs nor (with one group
+of query tiles) a ref-sized partial of their gradient is ever formed, and a D-major ref (a
+(B, D, H, W) map seen as (B, HW, D)) is read in place like the query; the CUDA and Triton
+backends form the weighted refs (w·r, in the statistics dtype, then ref's dtype) before their
+kernels and chain the gradient through them (d ref = w·G, d w = ref·G).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ _ref = importlib.import_module("pixelkernels.reference.similarity_reduce")
 ACTIVATIONS, METRICS, REDUCES = _ref.ACTIVATIONS, _ref.METRICS, _ref.REDUCES
 
 @torch.no_grad()
-def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, out):
+def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight, out):
     """The backward's saved statistics from the reference's scores: Max, the refs attaining each
     class max (B, N, C); Softmax, logsumexp of the valid s / T (B, N), -inf with no valid ref."""
     B, N, _ = query.shape
@@ -39,7 +46,8 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
         return out.new_empty((0,))
     valid = _ref.valid_refs(ref_labels, num_classes)
     q = query.to(st)
-    r = torch.where(valid[..., None], ref.to(st), torch.zeros((), dtype=st, device=ref.device))
+    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
+    r = torch.where(valid[..., None], r, torch.zeros((), dtype=st, device=ref.device))
     qn = rn = None
     if metric == "cosine":
         qn, rn = _ref._norm(q), _ref._norm(r)
@@ -64,16 +72,18 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
     return torch.cat(parts, 1)
 
 
-def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps):
+def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
+               ref_weight=None):  # fmt: skip
     """The op's reference: the oracle's out, and the aux every backend saves for its backward."""
     out = _ref.similarity_reduce(
-        query, ref, ref_labels, num_classes, metric, scale, bias, "sigmoid" if sigmoid else None, reduce, temperature, eps
-    )
-    args = (query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps)
+        query, ref, ref_labels, num_classes, metric, scale, bias, "sigmoid" if sigmoid else None, reduce, temperature,
+        eps, ref_weight,
+    )  # fmt: skip
+    args = (query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight)
     return out, _aux(*args, out.detach())
 
 
-def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps):
+def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight):
     B, N = query.shape[:2]
     st = stats_dtype(query.dtype)
     out = query.new_empty((B, N, num_classes), dtype=st)
@@ -82,7 +92,9 @@ def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, red
 
 
 def _fake_backward(grad_out, query, ref, ref_labels, out, aux, *args):
-    return torch.empty_like(query), torch.empty_like(ref)
+    w = args[-1]
+    gw = torch.empty_like(w) if w is not None else query.new_empty((0,), dtype=stats_dtype(query.dtype))
+    return torch.empty_like(query), torch.empty_like(ref), gw
 
 
 OP = _op.define(
@@ -91,12 +103,12 @@ OP = _op.define(
     fake=_fake,
     outputs=("out", "aux"),
     backward_fake=_fake_backward,
-    grad_inputs=("query", "ref"),
+    grad_inputs=("query", "ref", "ref_weight"),
 )
 
 
 def check_args(query, ref, ref_labels, num_classes, metric, scale, bias, activation, reduce, temperature, eps,
-               names=("query", "ref", "ref_labels")):
+               names=("query", "ref", "ref_labels")):  # fmt: skip
     """Validate similarity_reduce's arguments (called `names` in errors; query already checked
     when its name is not "query") -> (C, scale, bias, sigmoid, temperature, eps)."""
     qn, rn, ln = names
@@ -139,13 +151,27 @@ def similarity_reduce(
     reduce: str = "sum",
     temperature: float = 1.0,
     eps: float = 1e-7,
+    ref_weight: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """query (B, N, D), ref (B, K, D) of one float dtype, ref_labels (B, K) integer -> (B, N, C)
-    in the statistics dtype (float32 for half inputs); differentiable in query and ref."""
+    """query (B, N, D), ref (B, K, D) of one float dtype, ref_labels (B, K) integer, ref_weight
+    (B, K) real or None -> (B, N, C) in the statistics dtype (float32 for half inputs);
+    differentiable in query, ref and ref_weight."""
     C, scale, bias, sigmoid, temperature, eps = check_args(
         query, ref, ref_labels, num_classes, metric, scale, bias, activation, reduce, temperature, eps
     )
+    w = weight_arg(ref_weight, ref, "ref_weight")
     backend = _op.backend_for(OP, backend, query, "query")
-    out, _ = _op.run(OP, backend, query, ref, ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps)
+    out, _ = _op.run(OP, backend, query, ref, ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, w)
     return out
+
+
+def weight_arg(w: torch.Tensor | None, ref: torch.Tensor, name: str) -> torch.Tensor | None:
+    """A per-ref weight checked against ref (B, K, D) (called `name` in errors), in the statistics
+    dtype the kernels read."""
+    if w is None:
+        return None
+    _checks.tensor(w, name, ndim=2, dtypes=_checks.FLOAT_TYPES + _checks.LABEL_TYPES + (torch.bool,), shape_doc="(B, K)")
+    _checks.same_device(("ref", ref), (name, w))
+    _checks.dims_match(name, w.shape, ref.shape[:2], "ref's (B, K) =")
+    return w.to(stats_dtype(ref.dtype))

@@ -7,6 +7,7 @@ R_c = {valid j : ref_labels[b, j] = c} and n_c = |R_c|.
 
     sim(q, r)  = q·r                                  metric="dot"     (the Ψ of eqs. 1-2)
                = q·r / (||q||·||r|| + eps)            metric="cosine"  (PFENet's prior, seed 004)
+    r_j        = w_j·ref_j with the optional per-ref weight w (ref_weight, (B, K)), else ref_j
     s_ij       = scale·sim(q_i, r_j) + bias           (a batch-norm affine folds in here: Ψ̃ of eq. 3)
     s_ij       = sigmoid(s_ij)                        activation="sigmoid" only
 
@@ -34,7 +35,8 @@ Edge cases (the same with and without the sigmoid):
 
 The oracle materialises the scores (B, n, K), but only for a chunk of n queries at a time, so
 memory stays O(chunk·K) however large N is; the fast kernels never materialise them at all.
-Differentiable in query and ref (and scale/bias when they are tensors) by autograd; no host sync.
+Differentiable in query, ref and ref_weight (and scale/bias when they are tensors) by autograd;
+no host sync.
 """
 
 from __future__ import annotations
@@ -120,15 +122,18 @@ def similarity_reduce(
     reduce: str = "sum",
     temperature: float = 1.0,
     eps: float = 1e-7,
+    ref_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """query (B, N, D), ref (B, K, D), ref_labels (B, K) integer -> (B, N, C), statistics dtype."""
+    """query (B, N, D), ref (B, K, D), ref_labels (B, K) integer, ref_weight (B, K) real or None
+    -> (B, N, C), statistics dtype."""
     B, N, _ = query.shape
     K = ref.shape[1]
     C = num_classes
     st = stats_dtype(query.dtype)
     valid = valid_refs(ref_labels, C)  # (B, K)
     q = query.to(st)
-    r = _zero_where_not(ref.to(st), valid[..., None])
+    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
+    r = _zero_where_not(r, valid[..., None])
     q_norm = r_norm = None
     if metric == "cosine":
         q_norm, r_norm = _norm(q), _norm(r)  # (B, N), (B, K)

@@ -263,9 +263,24 @@ def _flags(metric, sigmoid, reduce, t, st):
             "BLOCK_D": BLOCK_D}  # fmt: skip
 
 
+def _weighted(query, ref, ref_weight, op, dtype=None):
+    """These kernels take no weight: the weighted refs w·ref are formed first, with the query, in
+    the weight's statistics dtype (the reference's arithmetic: w·ref of half refs is no half
+    vector) or `dtype`."""
+    expect_same_device(op, ref, ref_weight)
+    expect_sizes(ref_weight, tuple(ref.shape[:2]), op, "ref_weight")
+    dtype = dtype or stats_dtype(ref.dtype)
+    return query.to(dtype), ref.to(dtype) * ref_weight.to(dtype)[..., None]
+
+
 @triton_variant("similarity_reduce")
-def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps):
+def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
+                         ref_weight):  # fmt: skip
     op = "similarity_reduce"
+    if ref_weight is not None:
+        query, ref = _weighted(query, ref, ref_weight, op)
+        return similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
+                                    temperature, eps, None)  # fmt: skip
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -295,8 +310,18 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
 
 @triton_variant("similarity_reduce_backward")
 def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias,
-                                  sigmoid, reduce, temperature, eps):  # fmt: skip
+                                  sigmoid, reduce, temperature, eps, ref_weight):  # fmt: skip
     op = "similarity_reduce_backward"
+    if ref_weight is not None:
+        # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
+        # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
+        # it per pair instead): here it is taken in float64, where that difference survives.
+        qw, rw = _weighted(query, ref, ref_weight, op, torch.float64 if metric == "cosine" else None)
+        gq, G, _ = similarity_reduce_backward_op(grad_out, qw, rw, ref_labels, out, aux, num_classes, metric, scale,
+                                                 bias, sigmoid, reduce, temperature, eps, None)  # fmt: skip
+        w = ref_weight.to(G.dtype)[..., None]
+        dw = (G * ref.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
+        return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w), dw
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -308,7 +333,7 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
         # The max and its ties recomputed with these kernels (one forward): the equality test then
         # holds whatever computed the `out` handed in (another backend, another dtype).
         out, aux = similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                                        temperature, eps)  # fmt: skip
+                                        temperature, eps, None)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
     if reduce == "mean":
         gx = g / count.clamp_min(1)[:, None, :]
@@ -331,11 +356,12 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
         with device_ctx(q):
             _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
             _dr_kernel[grid_items(kblk, B)](*args, dr, N, K, D, C, *q.stride(), *sc, kblk, **flags, num_warps=4)
-    grad_query = torch.empty_strided(q.shape, q.stride(), dtype=q.dtype, device=q.device)
-    grad_query.copy_(dq)
+    grad_query = torch.empty_like(query).copy_(dq)  # in the input's layout, as the fake
+
     # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
     valid = ((lab >= 0) & (lab < C))[..., None]
-    return grad_query, torch.where(valid, dr, torch.zeros((), dtype=st, device=dr.device)).to(q.dtype)
+    dr = torch.where(valid, dr, torch.zeros((), dtype=st, device=dr.device))
+    return grad_query, torch.empty_like(ref).copy_(dr), torch.empty(0, dtype=st, device=q.device)
 
 
 def compile_specs():
