@@ -221,7 +221,7 @@ MUTANTS = [
     Mutant("cpu-similarity_reduce-weight-eps", "csrc/cpu/similarity_reduce.cpp",
            "dw = T(a.eps * esum);",
            "dw = T(a.eps * esum * 1.001);",
-           (T_SR, "-k", "cpu and weight"), "cosine's per-pair weight gradient slightly off"),
+           (T_SR, "-k", "ref_weight_gradient"), "cosine's per-pair weight gradient slightly off"),
     Mutant("cuda-similarity_reduce-weight-chain", "csrc/similarity_reduce.cpp",
            "G.mul(rr).sum(-1).to(st)};",
            "G.mul(rr).sum(-1).mul(1.001).to(st)};",
