@@ -294,7 +294,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 
-from conftest import weighted_loss  # noqa: E402
+from conftest import BACKENDS, weighted_loss  # noqa: E402
 from contract import Contract, suite  # noqa: E402
 from fuzz import Choice, Floats, Labels, Size  # noqa: E402
 
@@ -472,8 +472,9 @@ _WEIGHT_GRAD_CASES = [(m, r, torch.float64) for m in METRICS for r in REDUCES] +
 ]
 
 
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("metric,reduce,dtype", _WEIGHT_GRAD_CASES)
-def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype):
+def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype, backend, device):
     """The contract differentiates query and ref; here also ref_weight, on every backend against
     the reference in float64, with D-major refs (prior_mask's support map, read in place on the
     CPU) and weights of 0 (a masked-out ref: cosine 0, weight gradient Σ_i dZ_ij (q_i·r_j) / eps).
@@ -483,6 +484,8 @@ def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype):
     (|q||r| / |q·r| times 2^-24: 1.3e-5 at one masked ref here, against 1.7e-2 for the float32
     reference); away from w = 0 that gradient is ~eps-small, the difference of two O(1) sums,
     which every backend forms per pair (CPU) or in float64 (CUDA, Triton)."""
+    if backend == "reference":
+        pytest.skip("the reference is what the others are compared with")
     made = _op_inp(2, 19, 37, 17, 3, metric=metric, reduce=reduce, activation="sigmoid", weight=True,
                    layout="channels_last")("cpu", dtype)  # fmt: skip
     inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
@@ -494,21 +497,20 @@ def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype):
         return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
 
     want = grads("reference")
-    inp = made
-    for backend in (b for b in pk.available_backends() if b != "reference"):
-        for name, a, b in zip(("out",) + keys, grads(backend), want):
-            assert_close(a, b, dtype, msg=f"{backend} {name}")
+    inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
+    for name, a, b in zip(("out",) + keys, grads(backend), want):
+        assert_close(a.cpu(), b, dtype, msg=f"{backend} {name}")
 
 
-def test_ref_weight_matches_weighted_refs():
-    """ref_weight w is the refs w·r: the same output and query gradient as passing them."""
-    inp = _op_inp(2, 11, 23, 9, 3, metric="cosine", reduce="softmax", weight=True)("cpu", torch.float64)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_ref_weight_matches_weighted_refs(backend, device):
+    """ref_weight w is the refs w·r: the same output as passing them."""
+    inp = _op_inp(2, 11, 23, 9, 3, metric="cosine", reduce="softmax", weight=True)(device, torch.float64)
     w = inp.pop("ref_weight")
     weighted = {**inp, "ref": inp["ref"] * w[..., None]}
-    for backend in (b for b in pk.available_backends() if b != "reference"):
-        a = _op_call({**inp, "ref_weight": w}, backend)[0]
-        b = _op_call(weighted, backend)[0]
-        assert_close(a, b, torch.float64, msg=backend)
+    a = _op_call({**inp, "ref_weight": w}, backend)[0]
+    b = _op_call(weighted, backend)[0]
+    assert_close(a, b, torch.float64, msg=backend)
 
 
 def test_ref_weight_errors():
