@@ -5,6 +5,13 @@ depends on them.
 - torch_scatter (PyG): region statistics from its `scatter(..., reduce="sum" / "mean")`, the
   same two passes as the baseline (pixelkernels/baselines/region_stats.py) with its kernels
   in place of `scatter_add_`.
+- KeOps (pykeops >= 2.3, optional: `pip install pykeops`): the dense-similarity family, the
+  (N, K) similarity matrix as a LazyTensor reduced over the refs by KeOps' compiled kernels,
+  which never materialise it either: the best existing library for reductions over an implicit
+  matrix, so the fair peer of our fused kernels. `keops_similarity_reduce` (every reduce, both
+  metrics, the sigmoid, per-class grouping with ignored labels, differentiable), and through it
+  `keops_label_transfer` (W5, W5-eq3) and `keops_prior_mask` (W7). The formulas and their
+  choices: the notes above keops_similarity_reduce below.
 """
 
 from __future__ import annotations
@@ -40,3 +47,172 @@ def torch_scatter_region_stats(
     else:
         variance = torch.zeros_like(count)
     return count[:, :R], centroid[:, :, :R].transpose(1, 2), variance[:, :R]
+
+
+# ---------------------------------------------------------------------------- KeOps (pykeops)
+#
+# The dense-similarity family against KeOps LazyTensor reductions (pykeops >= 2.3, optional):
+# the (N, K) score matrix is a symbolic LazyTensor, never materialised, reduced over the refs by
+# KeOps' compiled kernels (C++ with OpenMP on the CPU, CUDA on a GPU), differentiable by
+# KeOps' own symbolic backward. The formula is the reference's (pixelkernels/reference/
+# similarity_reduce.py); what a KeOps user writes for each reduce:
+#
+# - the class grouping: a (B, K, C) one-hot of the labels (an all-zero row for an ignored ref:
+#   -1 or any label outside [0, C)) is a j-variable, so ONE vector-valued reduction gives all C
+#   classes at once, (B, N, C), instead of C reductions;
+# - ignored refs are also zeroed in torch first (torch.where, as the reference), so a NaN in a
+#   padding slot reaches nothing;
+# - sum: Sum_j s_ij·onehot_jc; mean: that / max(n_c, 1) (class counts from the one-hot, so an
+#   empty class gives 0 as ours);
+# - max: Max_j (s_ij + pen_jc) with pen_jc = 0 where ref j is of class c and -1e30 elsewhere (a
+#   finite "very negative" constant: -inf would make 0·inf = NaN in KeOps' arithmetic), the
+#   sigmoid applied after the max (it is monotone: the same value, one exp per output instead of
+#   one per pair). An empty class gets -inf explicitly (torch.where on n_c = 0), as ours. KeOps
+#   does not differentiate Max reductions (NotImplementedError in 2.3), so, as its error message
+#   advises, the forward takes `max_argmax` and under autograd the winning ref's score is
+#   recomputed in torch from the gathered refs: an O(N·C·D) backward, no second pass over the
+#   pairs. Ties send the whole gradient to KeOps' argmax (ours split it evenly; ties do not
+#   occur on the bench's random inputs);
+# - softmax: KeOps' `sumsoftmaxweight` (one pass, an online log-sum-exp: Sum_j exp(l_ij)·v_j /
+#   Sum_j exp(l_ij)) with logits l_ij = s_ij / T + pen_j (pen_j = 0 for a valid ref, -1e30 for an
+#   ignored one) and the one-hot as the values v_j: the per-class sum of the softmax weights over
+#   all valid refs, differentiable; an image without valid refs gives 0 (all its values are 0);
+# - metric="cosine": q·r / (|q|·|r| + eps) with the norms computed in torch (the reference's
+#   clamped norm) and passed as an i- and a j-variable;
+# - sigmoid: KeOps has none; 1 / (1 + exp(-x)), the fastest form: KeOps differentiates it
+#   symbolically, and on W5-sized problems (N = 20000, K = 500, D = 128, 2 CPU threads) its
+#   forward+backward took 25 s against 36 s with the argument clamped to [-80, 80] and 66 s
+#   for the overflow-free exp(-relu(-x)) / (1 + exp(-|x|)). The price: below x = -88 (float32;
+#   -709 in float64) exp(-x) overflows and the gradient is NaN (the value is still right, 0).
+#   The bench's scores stay within about +-65;
+# - scale, bias, temperature and eps enter as KeOps parameters, so a new value compiles nothing.
+#
+# Each distinct formula is compiled once (with the system g++ on the CPU, ~10-20 s) and cached
+# under ~/.cache/keops*; the bench's warm-up calls pay that, never a timed call. Half inputs
+# compute in float32 (KeOps' CPU path has no half arithmetic; the op's statistics dtype anyway).
+
+_BIG = 1e30  # "minus infinity" of the masked max and softmax logits (finite: see above)
+
+
+def _clamped_norm(t: torch.Tensor) -> torch.Tensor:
+    """|t| over the last dim, keepdim, as the reference's _norm (clamped at the dtype's tiny)."""
+    return t.square().sum(-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny).sqrt()
+
+
+def _keops_sigmoid(x):
+    return 1 / (1 + (-x).exp())  # see the notes above: fast, NaN gradient below x = -88 (float32)
+
+
+def keops_similarity_reduce(
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    ref_labels: torch.Tensor,
+    num_classes: int,
+    metric: str = "dot",
+    scale: float = 1.0,
+    bias: float = 0.0,
+    activation: str | None = None,
+    reduce: str = "sum",
+    temperature: float = 1.0,
+    eps: float = 1e-7,
+    ref_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """similarity_reduce with KeOps LazyTensor reductions: query (B, N, D), ref (B, K, D),
+    ref_labels (B, K) -> (B, N, C) in the statistics dtype; the same formula, edge cases (empty
+    class: sum/mean/softmax 0, max -inf; ignored labels take part in nothing) and gradients (of
+    query, ref and ref_weight) as pixelkernels.reference.similarity_reduce; see the notes above."""
+    from pykeops.torch import LazyTensor
+
+    B, N, _ = query.shape
+    K = ref.shape[1]
+    C = num_classes
+    st = stats_dtype(query.dtype)
+    lab = ref_labels.long()
+    valid = (lab >= 0) & (lab < C)  # (B, K)
+    q = query.to(st).contiguous()
+    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
+    r = torch.where(valid[..., None], r, torch.zeros((), dtype=st, device=r.device)).contiguous()
+    member = valid[..., None] & (lab[..., None] == torch.arange(C, device=lab.device))  # (B, K, C)
+    onehot = member.to(st)
+    counts = onehot.sum(1)  # (B, C)
+    if N == 0 or K == 0 or C == 0:
+        fill = float("-inf") if reduce == "max" else 0.0
+        return q.new_full((B, N, C), fill) + 0 * (q.sum() + r.sum())
+
+    q_i, r_j = LazyTensor(q[:, :, None, :]), LazyTensor(r[:, None, :, :])  # (B, N, 1, D), (B, 1, K, D)
+    sim = q_i | r_j
+    if metric == "cosine":
+        qn, rn = _clamped_norm(q), _clamped_norm(r)  # (B, N, 1), (B, K, 1)
+        sim = sim / (LazyTensor(qn[:, :, None, :]) * LazyTensor(rn[:, None, :, :]) + eps)
+    s = sim * scale + bias if (scale != 1.0 or bias != 0.0) else sim
+
+    if reduce == "max":
+        pen = torch.where(member, 0.0, -_BIG).to(st)  # (B, K, C)
+        with torch.no_grad():
+            best, arg = (s + LazyTensor(pen[:, None, :, :])).max_argmax(dim=2)  # (B, N, C) each
+        if torch.is_grad_enabled() and (q.requires_grad or r.requires_grad):
+            arg = arg.long().clamp_(0, K - 1)
+            # The winners' scores, recomputed in torch (differentiable): O(N·C·D).
+            rsel = r.gather(1, arg.reshape(B, N * C, 1).expand(B, N * C, r.shape[2])).reshape(B, N, C, -1)
+            best = (q[:, :, None, :] * rsel).sum(-1)  # (B, N, C)
+            if metric == "cosine":
+                best = best / (qn * rn.squeeze(-1).gather(1, arg.reshape(B, N * C)).reshape(B, N, C) + eps)
+            best = best * scale + bias
+        if activation == "sigmoid":
+            best = torch.sigmoid(best)
+        ninf = torch.full((), float("-inf"), dtype=st, device=q.device)
+        return torch.where(counts[:, None, :] > 0, best, ninf)
+
+    if activation == "sigmoid":
+        s = _keops_sigmoid(s)
+    if reduce == "softmax":
+        pen = torch.where(valid, 0.0, -_BIG).to(st)[..., None]  # (B, K, 1)
+        logits = (s / temperature if temperature != 1.0 else s) + LazyTensor(pen[:, None, :, :])
+        return logits.sumsoftmaxweight(LazyTensor(onehot[:, None, :, :]), dim=2)
+    total = (s * LazyTensor(onehot[:, None, :, :])).sum(dim=2)  # (B, N, C)
+    if reduce == "mean":
+        total = total / counts.clamp_min(1)[:, None, :]
+    return total
+
+
+def keops_label_transfer(
+    query_emb: torch.Tensor,
+    ref_emb: torch.Tensor,
+    ref_labels: torch.Tensor,
+    num_classes: int,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """label_transfer with KeOps: query_emb (B, D, H, W), ref_emb (B, K, D), ref_labels (B, K)
+    -> labels (B, H, W) int64, scores (B, C, H, W); kwargs those of keops_similarity_reduce.
+    The query map is copied to (B, HW, D) (KeOps reads contiguous rows). Always the direct
+    reduction over the refs, also for eq. 3 (dot, sum/mean, no activation), where ours and the
+    plain-PyTorch baseline use the linear path (the class sums): the KeOps row there measures
+    what the reduction costs, not a like-for-like algorithm."""
+    B, D, H, W = query_emb.shape
+    q = query_emb.reshape(B, D, H * W).transpose(1, 2)
+    scores = keops_similarity_reduce(q, ref_emb, ref_labels, num_classes, **kwargs)  # (B, HW, C)
+    maps = scores.transpose(1, 2).reshape(B, num_classes, H, W)
+    return maps.argmax(dim=1), maps
+
+
+def keops_prior_mask(
+    query_feat: torch.Tensor,
+    support_feat: torch.Tensor,
+    support_mask: torch.Tensor,
+    eps: float = 1e-7,
+) -> torch.Tensor:
+    """prior_mask with KeOps: the cosine max over the (masked) support pixels is
+    keops_similarity_reduce(metric="cosine", reduce="max") with one class and the mask as the
+    ref weight (every support pixel a ref, masked-out ones zero vectors, as PFENet), then the
+    min-max per image in torch -> (B, 1, Hq, Wq), statistics dtype."""
+    B, Cf, Hq, Wq = query_feat.shape
+    Hs, Ws = support_feat.shape[2:]
+    st = stats_dtype(query_feat.dtype)
+    q = query_feat.to(st).reshape(B, Cf, Hq * Wq).transpose(1, 2)
+    s = support_feat.to(st).reshape(B, Cf, Hs * Ws).transpose(1, 2)
+    w = support_mask.reshape(B, Hs * Ws).to(st)
+    cls = torch.zeros(B, Hs * Ws, dtype=torch.int64, device=s.device)
+    c = keops_similarity_reduce(q, s, cls, 1, metric="cosine", reduce="max", eps=eps, ref_weight=w)
+    c = c.reshape(B, Hq * Wq)
+    lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
+    return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)

@@ -579,24 +579,43 @@ def _prior_inputs(B, C, Hq, Wq, Hs, Ws):
     return make
 
 
+def _keops_label_transfer(inp: Inputs):
+    from pixelkernels.baselines.peers import keops_label_transfer
+
+    return keops_label_transfer(*inp.args, **inp.kwargs)
+
+
+def _keops_prior_mask(inp: Inputs):
+    from pixelkernels.baselines.peers import keops_prior_mask
+
+    return keops_prior_mask(*inp.args, **inp.kwargs)
+
+
+# KeOps (pykeops LazyTensor reductions, optional; pixelkernels/baselines/peers.py): the library
+# for reductions over an implicit matrix. Seconds to minutes a call on a CPU at these sizes, so
+# these rows keep rounds=1: a call that outlasts its round's budget is timed once a run, after
+# one warm-up.
+_KEOPS_TRANSFER = (Peer("keops", "pykeops", _keops_label_transfer),)
+_KEOPS_PRIOR = (Peer("keops", "pykeops", _keops_prior_mask),)
 _BN_AFFINE = {"scale": 0.37, "bias": -0.8}  # eq. 3's batch-norm folded in (values of a trained model's order)
 
 CASES += [
     Case("W5", "label_transfer", "query 240x427 D=128 K=100/class C=5 sigmoid+mean",
          _transfer_inputs(1, 240, 427, 128, 5, 100, activation="sigmoid", reduce="mean"),
          small=_transfer_inputs(1, 9, 7, 5, 3, 4, activation="sigmoid", reduce="mean"),
-         flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), rounds=1),
+         flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), peers=_KEOPS_TRANSFER, rounds=1),
     Case("W5-eq3", "label_transfer", "query 240x427 D=128 K=100/class C=5 eq.3 (dot, sum, linear)",
          _transfer_inputs(1, 240, 427, 128, 5, 100, reduce="sum", **_BN_AFFINE),
-         small=_transfer_inputs(1, 9, 7, 5, 3, 4, reduce="sum", **_BN_AFFINE), rounds=1),
+         small=_transfer_inputs(1, 9, 7, 5, 3, 4, reduce="sum", **_BN_AFFINE), peers=_KEOPS_TRANSFER, rounds=1),
     # On the CPU the C = 512 case scaled to one image (~0.4 TFLOP a forward at B = 1); the GPU rows
     # are SPEC §5's shapes.
     Case("W7", "prior_mask", "B=8 C=2048 60x60 vs 60x60", _prior_inputs(8, 2048, 60, 60, 60, 60),
-         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",)),
+         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",), peers=_KEOPS_PRIOR),
     Case("W7-C512", "prior_mask", "B=8 C=512 119x119 vs 119x119", _prior_inputs(8, 512, 119, 119, 119, 119),
-         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",)),
+         small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",), peers=_KEOPS_PRIOR),
     Case("W7-C512-B1", "prior_mask", "B=1 C=512 119x119 vs 119x119 (W7 scaled to a CPU)",
-         _prior_inputs(1, 512, 119, 119, 119, 119), small=_prior_inputs(2, 6, 5, 4, 3, 5), rounds=1),
+         _prior_inputs(1, 512, 119, 119, 119, 119), small=_prior_inputs(2, 6, 5, 4, 3, 5), peers=_KEOPS_PRIOR,
+         rounds=1),
 ]  # fmt: skip
 
 
