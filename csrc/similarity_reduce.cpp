@@ -62,9 +62,16 @@ at::Tensor in_layout_of(const at::Tensor& g, const at::Tensor& t) {
   return g.strides() == t.strides() ? g : at::empty_like(t).copy_(g);
 }
 
-// The optional per-ref weight, checked: (B, K), as the statistics dtype of ref.
-std::optional<at::Tensor> weight_of(const std::optional<at::Tensor>& w, const at::Tensor& ref, const char* op) {
+// ref_labels checked against ref, and the optional per-ref weight: (B, K), on query's device, as
+// the statistics dtype of ref.
+std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at::Tensor& ref,
+                                               const at::Tensor& ref_labels, const std::optional<at::Tensor>& w,
+                                               const char* op) {
+  PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
+                ref_labels.size(1) == ref.size(1),
+            op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
   if (!w.has_value()) return std::nullopt;
+  expect_same_device(op, {query, *w});
   PK_EXPECT(w->dim() == 2 && w->size(0) == ref.size(0) && w->size(1) == ref.size(1), op,
             "ref_weight must be (B, K) for ref ", ref.sizes(), ", got ", w->sizes());
   PK_EXPECT(w->is_floating_point(), op, "ref_weight must be a float tensor, got ", w->scalar_type());
@@ -102,11 +109,7 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
                                                      double eps, const std::optional<at::Tensor>& ref_weight) {
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
-  PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
-                ref_labels.size(1) == ref.size(1),
-            op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
-  const std::optional<at::Tensor> w = weight_of(ref_weight, ref, op);
-  if (w) expect_same_device(op, {query, *w});
+  const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
   if (w && !kWeightInKernels<On>)
     return similarity_reduce<On>(query.to(w->scalar_type()), ref.to(w->scalar_type()).mul(w->unsqueeze(-1)),
                                  ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
@@ -134,11 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
     const std::optional<at::Tensor>& ref_weight) {
   const char* op = "similarity_reduce_backward";
   expect_same_device(op, {query, ref, ref_labels, grad_out, out, aux});
-  PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
-                ref_labels.size(1) == ref.size(1),
-            op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
-  const std::optional<at::Tensor> w = weight_of(ref_weight, ref, op);
-  if (w) expect_same_device(op, {query, *w});
+  const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
   if (w && !kWeightInKernels<On>) {
     // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
     // of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum

@@ -59,9 +59,12 @@ def label_transfer(
     backend = _op.backend_for(_SR, backend, query_emb, "query_emb")
     if _ref.is_linear(metric, activation, reduce) and backend != "reference":
         sums, counts = _ref.class_sums(ref_emb, ref_labels, C)  # (B, C, D), (B, C)
-        scores = torch.baddbmm(bias * counts[:, None, :], q.to(sums.dtype), sums.transpose(1, 2), alpha=scale)
-        if reduce == "mean":
-            scores = scores / counts.clamp_min(1)[:, None, :]
+        # scale and mean's 1/n_c go on the (C, D) sums, not on the (HW, C) scores or through
+        # baddbmm's alpha, whose backward scales the query-sized gradient once more (a second
+        # query-sized tensor, 1.5x the time of forward+backward at W5-eq3).
+        n = counts.clamp_min(1) if reduce == "mean" else torch.ones_like(counts)  # mean's divisor
+        coef = sums * (scale / n)[..., None]  # (B, C, D)
+        scores = torch.baddbmm((bias * counts / n)[:, None, :], q.to(sums.dtype), coef.transpose(1, 2))
     elif backend == "reference":
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)
