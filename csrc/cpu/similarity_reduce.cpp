@@ -183,6 +183,17 @@ void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T
     }
 }
 
+// y += a x over D elements with strides; the unit-stride case in its own loop, which the
+// compiler vectorises.
+template <typename T>
+inline void axpy(int64_t D, T a, const T* x, int64_t sx, T* y, int64_t sy) {
+  if (sx == 1 && sy == 1) {
+    for (int64_t d = 0; d < D; ++d) y[d] += a * x[d];
+  } else {
+    for (int64_t d = 0; d < D; ++d) y[d * sy] += a * x[d * sx];
+  }
+}
+
 template <typename T>
 void forward(const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
@@ -307,6 +318,7 @@ void backward(const SimilarityReduceBackward& p) {
     std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
     std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
     std::vector<int64_t> arg(max ? kTN * C : 0);
+    std::vector<T> qtile(max ? kTN * D : 0), dqtile(max ? kTN * D : 0);
     std::vector<int64_t> col_of(kTK);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
@@ -363,9 +375,16 @@ void backward(const SimilarityReduceBackward& p) {
           for (int64_t e = 0; e < n * C && unique; ++e)
             unique = tie[e] == T(0) || (tie[e] == T(1) && std::isfinite(mx[e]));
           if (unique) {
+            // The query tile and its gradient as contiguous (n, D) rows (label_transfer's query is
+            // a D-major map, read in place: one strided pass each way instead of one per class),
+            // so that every update below is a unit-stride axpy on the query side.
+            T* qt = qtile.data();
+            T* dqt = dqtile.data();
+            matrix(qt, n, D).copy_(x.rows(q, b, i0, n));
+            std::fill_n(dqt, n * D, T(0));
             for (int64_t i = 0; i < n; ++i) {
-              const T* qi = q + b * a.q_sb + (i0 + i) * a.q_sn;
-              T* gi = gq + b * a.q_sb + (i0 + i) * a.q_sn;
+              const T* qi = qt + i * D;
+              T* gi = dqt + i * D;
               for (int64_t c = 0; c < C; ++c) {
                 const int64_t e = i * C + c;
                 if (tie[e] == T(0)) continue;
@@ -381,18 +400,16 @@ void backward(const SimilarityReduceBackward& p) {
                   col[j] += z * asim[e] * qn[i];
                   if (wcos) {
                     double dot = 0;  // q_i·ref_j (exact products: a cancelling dot keeps its digits)
-                    for (int64_t d = 0; d < D; ++d) dot += double(qi[d * a.q_sd]) * rj[d * tab.sd];
+                    for (int64_t d = 0; d < D; ++d) dot += double(qi[d]) * rj[d * tab.sd];
                     ecol[j] += double(z) * dot / aden[e];
                   }
                 }
                 const T zw = tab.w ? z * tab.w[b * K + j] : z;  // dq_i += dZ (w r_j)
-                T* drj = dr + j * dsk;
-                for (int64_t d = 0; d < D; ++d) {
-                  gi[d * a.q_sd] += zw * rj[d * tab.sd];
-                  drj[d * dsd] += z * qi[d * a.q_sd];
-                }
+                axpy(D, zw, rj, tab.sd, gi, 1);
+                axpy(D, z, qi, 1, dr + j * dsk, dsd);  // dr_j += dZ q_i
               }
             }
+            dq.copy_(matrix(dqt, n, D));
           }
         }
         const at::Tensor gxt = matrix(gx.data(), n, C + 1);
