@@ -79,8 +79,13 @@ def test_similarity_reduce_no_grad_and_no_valid_ref():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(activation="sigmoid", reduce="mean"), dict(reduce="sum", scale=0.37, bias=-0.8)],
-    ids=["W5", "W5-eq3"],
+    [
+        dict(activation="sigmoid", reduce="mean"),
+        dict(reduce="sum", scale=0.37, bias=-0.8),
+        dict(activation="sigmoid", reduce="max"),
+        dict(metric="cosine", reduce="softmax", temperature=0.1),
+    ],
+    ids=["W5", "W5-eq3", "W5-max", "W5-softmax"],
 )
 def test_label_transfer(kw):
     g = torch.Generator().manual_seed(1)
@@ -107,3 +112,25 @@ def test_prior_mask(dtype):
     got = peers.keops_prior_mask(qf, sf, m)
     want = reference.prior_mask(qf, sf, m)
     _check(got, want, ((qf, sf), (qf, sf)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_dense_similarity_loss(training, dtype):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 11, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    y = torch.randn(2, 8, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
+    xl, yl = torch.randint(0, C, (2, 11), generator=g), torch.randint(0, C, (2, 8), generator=g)
+    xl[:, ::4], yl[0, 2] = -1, -1
+    with torch.no_grad():
+        x[0, 0] = float("nan")  # in a padding slot: reaches nothing
+    w = torch.tensor(1.3, dtype=dtype, requires_grad=True)
+    b = torch.tensor(-0.2, dtype=dtype, requires_grad=True)
+    run = {}
+    for name, fn in (("keops", peers.keops_dense_similarity_loss), ("ref", reference.dense_similarity_loss)):
+        rm, rv = torch.tensor([0.3], dtype=dtype), torch.tensor([2.5], dtype=dtype)
+        loss = fn(x, xl, y, yl, w, b, 1e-5, training, rm, rv, 0.1)
+        run[name] = (loss, *torch.autograd.grad(loss, (x, y, w, b)), rm, rv)
+    for got, want in zip(run["keops"], run["ref"]):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, **TOL[dtype])

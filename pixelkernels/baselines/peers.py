@@ -10,7 +10,7 @@ depends on them.
   which never materialise it either: the best existing library for reductions over an implicit
   matrix, so the fair peer of our fused kernels. `keops_similarity_reduce` (every reduce, both
   metrics, the sigmoid, per-class grouping with ignored labels, differentiable), and through it
-  `keops_label_transfer` (W5, W5-eq3) and `keops_prior_mask` (W7). The formulas and their
+  `keops_label_transfer` (the W5 rows) and `keops_prior_mask` (W7). The formulas and their
   choices: the notes above keops_similarity_reduce below.
 """
 
@@ -216,3 +216,65 @@ def keops_prior_mask(
     c = c.reshape(B, Hq * Wq)
     lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)
+
+
+def keops_dense_similarity_loss(
+    x: torch.Tensor,
+    x_labels: torch.Tensor,
+    y: torch.Tensor,
+    y_labels: torch.Tensor,
+    weight=1.0,
+    bias=0.0,
+    eps: float = 1e-5,
+    training: bool = True,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    momentum: float = 0.1,
+) -> torch.Tensor:
+    """dense_similarity_loss with KeOps: x (B, Kx, D), x_labels (B, Kx), y (B, Ky, D), y_labels
+    (B, Ky) -> loss (0-dim, statistics dtype), as pixelkernels.reference.dense_similarity_loss
+    (running statistics updated alike) without the (Kx, Ky) matrix. What a KeOps user writes:
+    - the batch mean in closed form, Σ Ψ = Σ_b (Σ_i x_bi)·(Σ_j y_bj) (plain torch), and the
+      variance as a KeOps sum of (Ψ_ij - mean)² over the valid pairs (centred: no E[Ψ²] - mean²
+      cancellation in float32);
+    - the BCE with logits z = a·Ψ + c (a = weight / sqrt(var + eps), c = bias - a·mean) as one
+      KeOps sum over the pairs, in the overflow-free form relu(z) + log(1 + exp(-|z|)) - t·z,
+      the target t = [|x_label - y_label| < 1/2] from the labels as float i- and j-variables
+      and each pair weighted by the valid masks v_i v_j;
+    - a and c enter as KeOps parameters of the batch, so autograd reaches weight, bias and,
+      through mean and var, x and y: KeOps differentiates both reductions symbolically.
+    Ignored rows are zeroed in torch first (a NaN in a padding slot reaches nothing)."""
+    from pykeops.torch import LazyTensor
+
+    from ..reference.dense_similarity_loss import _scalar, _update_running
+
+    st = stats_dtype(x.dtype)
+    B = x.shape[0]
+    xv, yv = x_labels >= 0, y_labels >= 0
+    zero = torch.zeros((), dtype=st, device=x.device)
+    xs = torch.where(xv[..., None], x.to(st), zero).contiguous()
+    ys = torch.where(yv[..., None], y.to(st), zero).contiguous()
+    mx, my = xv.to(st)[..., None].contiguous(), yv.to(st)[..., None].contiguous()  # (B, K, 1)
+    count = (xv.sum(1) * yv.sum(1)).sum()
+    n = count.clamp_min(1).to(st)
+    x_i, y_j = LazyTensor(xs[:, :, None, :]), LazyTensor(ys[:, None, :, :])
+    v_ij = LazyTensor(mx[:, :, None, :]) * LazyTensor(my[:, None, :, :])
+    psi = x_i | y_j
+    if training or running_mean is None or running_var is None:
+        mean = (xs.sum(1) * ys.sum(1)).sum() / n
+        m = LazyTensor(mean.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
+        var = (((psi - m) ** 2) * v_ij).sum(dim=2).sum() / n
+        if training:
+            _update_running(running_mean, running_var, count, mean.detach(), var.detach(), momentum)
+    else:
+        mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
+    a = _scalar(weight, st, x.device) / torch.sqrt(var + eps)
+    c = _scalar(bias, st, x.device) - a * mean
+    a_p = LazyTensor(a.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
+    c_p = LazyTensor(c.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
+    lx = x_labels.to(st)[..., None].contiguous()
+    ly = y_labels.to(st)[..., None].contiguous()
+    t = (0.5 - (LazyTensor(lx[:, :, None, :]) - LazyTensor(ly[:, None, :, :])).abs()).step()
+    z = psi * a_p + c_p
+    bce = z.relu() + (1 + (-z.abs()).exp()).log() - t * z
+    return (bce * v_ij).sum(dim=2).sum() / n

@@ -607,6 +607,20 @@ CASES += [
     Case("W5-eq3", "label_transfer", "query 240x427 D=128 K=100/class C=5 eq.3 (dot, sum, linear)",
          _transfer_inputs(1, 240, 427, 128, 5, 100, reduce="sum", **_BN_AFFINE),
          small=_transfer_inputs(1, 9, 7, 5, 3, 4, reduce="sum", **_BN_AFFINE), peers=_KEOPS_TRANSFER, rounds=1),
+    # The other two reductions at W5's size, so each of sum, mean, max and softmax has a row against
+    # KeOps: the authors' sigmoid + per-class max, and a soft label transfer (cosine softmax, T = 0.1).
+    # W5-max folds in the batch-norm the authors apply before the sigmoid (seed 003 §2.2.1): the
+    # dots of these unit-variance inputs have std sqrt(D), so scale 1/sqrt(D). Without it every
+    # class max is sigmoid(~28) = 1.0 in float32, a tie of dozens of refs with a zero gradient:
+    # a degenerate workload that times the tie path and compares gradients of 1e-12.
+    Case("W5-max", "label_transfer", "query 240x427 D=128 K=100/class C=5 BN-scaled sigmoid+max",
+         _transfer_inputs(1, 240, 427, 128, 5, 100, activation="sigmoid", reduce="max", scale=128**-0.5),
+         small=_transfer_inputs(1, 9, 7, 5, 3, 4, activation="sigmoid", reduce="max", scale=5**-0.5),
+         flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), peers=_KEOPS_TRANSFER, rounds=1),
+    Case("W5-softmax", "label_transfer", "query 240x427 D=128 K=100/class C=5 cosine softmax T=0.1",
+         _transfer_inputs(1, 240, 427, 128, 5, 100, metric="cosine", reduce="softmax", temperature=0.1),
+         small=_transfer_inputs(1, 9, 7, 5, 3, 4, metric="cosine", reduce="softmax", temperature=0.1),
+         flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), peers=_KEOPS_TRANSFER, rounds=1),
     # On the CPU the C = 512 case scaled to one image (~0.4 TFLOP a forward at B = 1); the GPU rows
     # are SPEC §5's shapes.
     Case("W7", "prior_mask", "B=8 C=2048 60x60 vs 60x60", _prior_inputs(8, 2048, 60, 60, 60, 60),
@@ -650,8 +664,14 @@ def _dense_loss_flops(backward: bool):
     return flops
 
 
+def _keops_dense_loss(inp: Inputs):
+    from pixelkernels.baselines.peers import keops_dense_similarity_loss
+
+    return keops_dense_similarity_loss(*inp.args, **inp.kwargs)
+
+
 _W6 = {"flops_fwd": _dense_loss_flops(False), "flops_fwdbwd": _dense_loss_flops(True), "rounds": 1,
-       "small": _dense_loss_inputs(2, 9, 7, 5, 3)}  # fmt: skip
+       "small": _dense_loss_inputs(2, 9, 7, 5, 3), "peers": (Peer("keops", "pykeops", _keops_dense_loss),)}  # fmt: skip
 CASES += [
     Case("W6a", "dense_similarity_loss", "B=8 Kx=Ky=100/class C=5 D=128",
          _dense_loss_inputs(8, 500, 500, 128, 5, per_class=100), **_W6),
