@@ -3,6 +3,7 @@
 from .center_distance import center_distance
 from .centroid_hinge import centroid_hinge
 from .dense_similarity_loss import dense_similarity_loss
+from .distance_transform import distance_transform
 from .label_transfer import label_transfer
 from .masked_sum import masked_sum
 from .pair_bce import pair_bce
@@ -20,6 +21,7 @@ __all__ = [
     "center_distance",
     "centroid_hinge",
     "dense_similarity_loss",
+    "distance_transform",
     "is_triplet_loss",
     "label_transfer",
     "masked_sum",
