@@ -1,6 +1,7 @@
 """Pure-PyTorch oracles: the specification in code. Readable, differentiable, any device."""
 
 from .center_distance import center_distance
+from .click_maps import click_maps
 from .centroid_hinge import centroid_hinge
 from .dense_similarity_loss import dense_similarity_loss
 from .distance_transform import distance_transform
@@ -20,6 +21,7 @@ from .triplet_losses import is_triplet_loss
 __all__ = [
     "center_distance",
     "centroid_hinge",
+    "click_maps",
     "dense_similarity_loss",
     "distance_transform",
     "is_triplet_loss",

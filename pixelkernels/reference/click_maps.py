@@ -1,0 +1,63 @@
+"""Reference of the click maps (SPEC §3.4; seed 004 §1.2 and §2.4.1): clicks turned into one
+positive and one negative channel, the dense computation of f-BRS/RITM's `DistMaps`.
+
+points (B, 2N, 3) float, rows (y, x, order): the first N rows are positive clicks, the last N
+negative; a row with max(y, x) < 0 is padding. For pixel (i, j) and a click (y, x) of a channel,
+with s = spatial_scale,
+
+    d² = (i - y·s)² + (j - x·s)²,   D² = min over the channel's valid clicks of d²
+
+    distance   min(sqrt(D²), max_distance)          no click: max_distance   (Xu et al., 255)
+    disk       1 if D² <= (radius·s)² else 0        no click: 0
+    tanh       tanh(2·sqrt(D² / (radius·s)²))       no click: 1              (DistMaps, use_disks=False)
+
+The output is (B, 2, H, W) float32; channel 0 positive, 1 negative. The oracle materialises
+every (click, pixel) pair in float64, a chunk of rows at a time, then takes the minimum: no
+gradient (the clicks are data, not parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+
+MODES = ("distance", "disk", "tanh")
+
+_CHUNK_ELEMENTS = 1 << 24  # (B, 2, N, rows, W) elements at a time
+
+
+def click_maps(
+    points: torch.Tensor,
+    size: tuple[int, int],
+    mode: str = "distance",
+    radius: float = 5.0,
+    spatial_scale: float = 1.0,
+    max_distance: float = 255.0,
+) -> torch.Tensor:
+    """points (B, 2N, 3) float, size (H, W) -> (B, 2, H, W) float32."""
+    B, twoN, _ = points.shape
+    H, W = size
+    N = twoN // 2
+    dev = points.device
+    p = points.to(torch.float64).reshape(B, 2, N, 3)
+    valid = p[..., :2].amax(-1) >= 0  # (B, 2, N)
+    cy, cx = p[..., 0] * spatial_scale, p[..., 1] * spatial_scale
+    rows = torch.arange(H, dtype=torch.float64, device=dev)
+    cols = torch.arange(W, dtype=torch.float64, device=dev)
+    inf = torch.full((), float("inf"), dtype=torch.float64, device=dev)
+    d2 = torch.empty(B, 2, H, W, dtype=torch.float64, device=dev)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, B * 2 * N * W))
+    for y0 in range(0, H, chunk):
+        dy2 = (rows[y0 : y0 + chunk].view(1, 1, 1, -1, 1) - cy[..., None, None]) ** 2
+        dx2 = (cols.view(1, 1, 1, 1, W) - cx[..., None, None]) ** 2
+        pair = torch.where(valid[..., None, None], dy2 + dx2, inf)  # (B, 2, N, rows, W)
+        d2[:, :, y0 : y0 + chunk] = pair.amin(dim=2) if N > 0 else inf
+    r2 = (radius * spatial_scale) ** 2
+    if mode == "distance":
+        out = d2.sqrt().clamp(max=max_distance)
+    elif mode == "disk":
+        out = (d2 <= r2).to(torch.float64)
+    elif mode == "tanh":
+        out = torch.tanh(2 * (d2 / r2).sqrt())  # inf -> 1
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return out.to(torch.float32)
