@@ -1,8 +1,8 @@
 """Pure-PyTorch oracles: the specification in code. Readable, differentiable, any device."""
 
 from .center_distance import center_distance
-from .click_maps import click_maps
 from .centroid_hinge import centroid_hinge
+from .click_maps import click_maps
 from .dense_similarity_loss import dense_similarity_loss
 from .distance_transform import distance_transform
 from .label_transfer import label_transfer
