@@ -16,10 +16,16 @@ depends on them.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from .._dtypes import stats_dtype
 from .region_stats import region_bins
+
+# The modules, not the functions that pixelkernels.reference re-exports under their names.
+_sr_ref = importlib.import_module("pixelkernels.reference.similarity_reduce")
+_dsl_ref = importlib.import_module("pixelkernels.reference.dense_similarity_loss")
 
 
 def torch_scatter_region_stats(
@@ -94,11 +100,6 @@ def torch_scatter_region_stats(
 _BIG = 1e30  # "minus infinity" of the masked max and softmax logits (finite: see above)
 
 
-def _clamped_norm(t: torch.Tensor) -> torch.Tensor:
-    """|t| over the last dim, keepdim, as the reference's _norm (clamped at the dtype's tiny)."""
-    return t.square().sum(-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny).sqrt()
-
-
 def _keops_sigmoid(x):
     return 1 / (1 + (-x).exp())  # see the notes above: fast, NaN gradient below x = -88 (float32)
 
@@ -128,10 +129,10 @@ def keops_similarity_reduce(
     C = num_classes
     st = stats_dtype(query.dtype)
     lab = ref_labels.long()
-    valid = (lab >= 0) & (lab < C)  # (B, K)
+    valid = _sr_ref.valid_refs(ref_labels, C)  # (B, K)
     q = query.to(st).contiguous()
     r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
-    r = torch.where(valid[..., None], r, torch.zeros((), dtype=st, device=r.device)).contiguous()
+    r = _sr_ref._zero_where_not(r, valid[..., None]).contiguous()
     member = valid[..., None] & (lab[..., None] == torch.arange(C, device=lab.device))  # (B, K, C)
     onehot = member.to(st)
     counts = onehot.sum(1)  # (B, C)
@@ -142,7 +143,7 @@ def keops_similarity_reduce(
     q_i, r_j = LazyTensor(q[:, :, None, :]), LazyTensor(r[:, None, :, :])  # (B, N, 1, D), (B, 1, K, D)
     sim = q_i | r_j
     if metric == "cosine":
-        qn, rn = _clamped_norm(q), _clamped_norm(r)  # (B, N, 1), (B, K, 1)
+        qn, rn = _sr_ref._norm(q)[..., None], _sr_ref._norm(r)[..., None]  # (B, N, 1), (B, K, 1): the reference's norm
         sim = sim / (LazyTensor(qn[:, :, None, :]) * LazyTensor(rn[:, None, :, :]) + eps)
     s = sim * scale + bias if (scale != 1.0 or bias != 0.0) else sim
 
@@ -246,14 +247,11 @@ def keops_dense_similarity_loss(
     Ignored rows are zeroed in torch first (a NaN in a padding slot reaches nothing)."""
     from pykeops.torch import LazyTensor
 
-    from ..reference.dense_similarity_loss import _scalar, _update_running
-
     st = stats_dtype(x.dtype)
     B = x.shape[0]
     xv, yv = x_labels >= 0, y_labels >= 0
-    zero = torch.zeros((), dtype=st, device=x.device)
-    xs = torch.where(xv[..., None], x.to(st), zero).contiguous()
-    ys = torch.where(yv[..., None], y.to(st), zero).contiguous()
+    xs = _dsl_ref._masked(x.to(st), xv[..., None]).contiguous()
+    ys = _dsl_ref._masked(y.to(st), yv[..., None]).contiguous()
     mx, my = xv.to(st)[..., None].contiguous(), yv.to(st)[..., None].contiguous()  # (B, K, 1)
     count = (xv.sum(1) * yv.sum(1)).sum()
     n = count.clamp_min(1).to(st)
@@ -265,11 +263,11 @@ def keops_dense_similarity_loss(
         m = LazyTensor(mean.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
         var = (((psi - m) ** 2) * v_ij).sum(dim=2).sum() / n
         if training:
-            _update_running(running_mean, running_var, count, mean.detach(), var.detach(), momentum)
+            _dsl_ref._update_running(running_mean, running_var, count, mean.detach(), var.detach(), momentum)
     else:
         mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
-    a = _scalar(weight, st, x.device) / torch.sqrt(var + eps)
-    c = _scalar(bias, st, x.device) - a * mean
+    a = _dsl_ref._scalar(weight, st, x.device) / torch.sqrt(var + eps)
+    c = _dsl_ref._scalar(bias, st, x.device) - a * mean
     a_p = LazyTensor(a.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
     c_p = LazyTensor(c.reshape(1, 1, 1, 1).expand(B, 1, 1, 1).contiguous())
     lx = x_labels.to(st)[..., None].contiguous()
