@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
-.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check
+.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check triton-check-gpu-image
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp:
@@ -63,7 +63,12 @@ nvcc-check:
 # Every Triton kernel compiles for sm_80 and sm_90 (offline, Triton's own ptxas; no GPU needed).
 triton-check: build
 	rm -rf build/sass/triton
-	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py --cubins build/sass/triton
+	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py --cubins build/sass/triton --ones
+
+# The same with the Triton of the GPU machines' torch (CUDA_TORCH, 2.11: Triton 3.6), from the
+# CUDA wheel's venv: 3.6 failed to compile a kernel that 3.9 builds (first GPU run, 2026-11-25).
+triton-check-gpu-image: cuda-venv
+	PYTHONPATH=$(CURDIR) TRITON_DEFAULT_FP_FUSION=1 $(CUDA_VENV)/bin/python .ci/triton_compile_check.py
 
 # The machine code of every CUDA and Triton kernel (the objects and cubins of the two checks
 # above) against tools/kernel_expectations.py: registers, spills, occupancy, load widths, local

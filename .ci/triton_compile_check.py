@@ -6,7 +6,11 @@ independent, one core each (~0.6 s apiece, 264 of them): they run in a pool of p
     python .ci/triton_compile_check.py [--cubins DIR]
 
 --cubins keeps each build's cubin and a JSON of its name, warps and shared memory in DIR, for
-tools/sass_report.py (make sass-check)."""
+tools/sass_report.py (make sass-check). --ones adds, for sm_90, each kernel with every integer
+argument the constant 1: Triton's launcher specialises an int argument equal to 1 (a stride of
+a channels_last map, D = 1) into a constant, which has no tensor methods (`sd.to(...)` compiled
+in the interpreter and failed on the first GPU run). `make triton-check-gpu-image` runs this
+with the Triton of the GPU machines' torch (3.6), which fails on kernels that 3.9 builds."""
 
 import argparse
 import concurrent.futures
@@ -33,17 +37,21 @@ def _specs(module: str) -> list:
     return getattr(importlib.import_module(f"pixelkernels.triton.{module}"), "compile_specs", list)()
 
 
-def build(module: str, index: int, arch: int, cubins: str | None = None) -> str | None:
+def build(module: str, index: int, arch: int, cubins: str | None = None, ones: bool = False) -> str | None:
     """Compile spec `index` of `module` for sm_`arch`: None, or what failed. With `cubins`, the
-    cubin goes to <cubins>/<module>.<kernel>.<index>.sm<arch>.cubin beside its .json."""
+    cubin goes to <cubins>/<module>.<kernel>.<index>.sm<arch>.cubin beside its .json. With
+    `ones`, every integer argument is the constant 1 (no cubin kept)."""
     kernel, pointers, constexprs, warps = _specs(module)[index]
     sig = {name: pointers.get(name, "i32") for name in kernel.arg_names}
+    if ones:
+        constexprs = {**{n: 1 for n, t in sig.items() if t == "i32" and n not in constexprs}, **constexprs}
+        cubins = None
     sig.update({k: "constexpr" for k in constexprs})
     src = ASTSource(kernel, signature=sig, constexprs=constexprs)
     try:
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
     except Exception as e:
-        return f"FAILED {module}.{kernel.__name__} sm_{arch} {pointers} {constexprs}: {e}"
+        return f"FAILED {module}.{kernel.__name__} sm_{arch}{' (ints = 1)' if ones else ''} {pointers} {constexprs}: {e}"
     if cubins is not None:
         stem = os.path.join(cubins, f"{module}.{kernel.__name__}.{index}.sm{arch}")
         with open(stem + ".cubin", "wb") as f:
@@ -60,16 +68,19 @@ def build(module: str, index: int, arch: int, cubins: str | None = None) -> str 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cubins", help="keep the cubins and their metadata in this folder")
+    p.add_argument("--ones", action="store_true", help="also every integer argument = 1 (sm_90)")
     args = p.parse_args()
     if args.cubins:
         os.makedirs(args.cubins, exist_ok=True)
     t0 = time.time()
     jobs = [
-        (mod.name, i, arch, args.cubins)
+        (mod.name, i, arch, args.cubins, False)
         for mod in pkgutil.iter_modules(pkt.__path__)
         for i in range(len(_specs(mod.name)))
         for arch in ARCHS
     ]
+    if args.ones:
+        jobs += [(mod.name, i, 90, None, True) for mod in pkgutil.iter_modules(pkt.__path__) for i in range(len(_specs(mod.name)))]
     # spawn: the workers import torch and triton afresh (no fork of a process with threads).
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=ctx) as pool:
@@ -78,7 +89,7 @@ def main() -> int:
         print(f)
     if failures:
         return 1
-    print(f"triton: {len(jobs)} kernel builds for sm_80/sm_90 compiled in {time.time() - t0:.0f}s")
+    print(f"triton {triton.__version__}: {len(jobs)} kernel builds for sm_80/sm_90 compiled in {time.time() - t0:.0f}s")
     return 0
 
 

@@ -132,16 +132,25 @@ def grads(c: Contract, inp: dict, backend: str, scale: float = 1.0) -> tuple:
     return torch.autograd.grad(loss, [inp[k] for k in c.grad_inputs])
 
 
-def loss_scale(gradients, dtype) -> float:
-    """For half inputs, the power of two that brings the largest gradient into [1, 2): it
-    keeps half gradients of large inputs (~1 / pixels) out of float16's subnormals, as loss
-    scaling does in mixed-precision training, and changes nothing else (exact, and the half
-    rule of SPEC §4 is relative to the output's scale). 1 for float32 and float64, whose
-    absolute atol is meant for the natural scale."""
-    if dtype not in (torch.float16, torch.bfloat16):
+def loss_scale(gradient, dtype) -> float:
+    """For half inputs, the power of two that brings the largest element of one input's
+    gradient into [1, 2): it keeps half gradients of large inputs (~1 / pixels) out of
+    float16's subnormals, as loss scaling does in mixed-precision training, and changes
+    nothing else (exact, and the half rule of SPEC §4 is relative to the output's scale). One
+    scale per input: a map's gradient and that of its centres (a sum over every pixel) differ
+    by the number of pixels, and one shared scale put the map's in float16's subnormals
+    (first GPU run, center_distance at GPU_SHAPES' wide_image). 1 for float32 and float64,
+    whose absolute atol is meant for the natural scale."""
+    if dtype not in (torch.float16, torch.bfloat16) or not gradient.numel():
         return 1.0
-    m = max((float(g.abs().max()) for g in gradients if g.numel()), default=0.0)
+    m = float(gradient.abs().max())
     return 2.0 ** -math.floor(math.log2(m)) if 0.0 < m < math.inf else 1.0
+
+
+def scaled_grads(c: Contract, inp: dict, backend: str, scales) -> tuple:
+    """grads with the loss times scales[i] for input i: one backward per distinct scale."""
+    by_scale = {s: grads(c, inp, backend, s) for s in dict.fromkeys(scales)}
+    return tuple(by_scale[s][i] for i, s in enumerate(scales))
 
 
 class RecordOps(TorchDispatchMode):
@@ -225,6 +234,18 @@ GPU_SHAPES = {
     # kMaxNarrowIndex elements region_stats' 64-bit backward.
     "wide_image": ((1, 3, 2400, 2401), (1, 3, 37, 41), "channels_last"),
 }
+# The pair ops' sides for shaped(B, D, H, W): every pixel against one side of H + W vectors, that
+# side cut so the float64 reference's (Kx, Ky) matrices stay under 2^26 entries (wide_image's
+# 5.8M x 4801 pairs are 221 GB a matrix: the first GPU run's pytest workers were killed there).
+PAIR_ENTRIES = 2**26
+
+
+def pair_sides(H: int, W: int) -> tuple[int, int]:
+    """(Kx, Ky) = (H·W, H + W), Ky at most PAIR_ENTRIES // (H·W) (and at least 1)."""
+    kx = H * W
+    return kx, max(1, min(H + W, PAIR_ENTRIES // max(kx, 1)))
+
+
 # Shapes for run-to-run determinism: many chunks, blocks, programs or OpenMP tasks per image.
 DETERMINISM_SHAPES = {"cuda": (2, 17, 700, 701), "cpu": (3, 17, 60, 61)}
 # Not the Triton interpreter: it runs a kernel's programs one after another, nothing to reorder.
@@ -269,10 +290,13 @@ def check_batch_offsets(c: Contract, backend: str, device: str, dtype, base, cop
     part = with_grad(as_reference({k: v[last] if k in keys else v for k, v in big.items()}), c.grad_inputs)
     want = _outputs(c.call(part, "reference"))
     want = torch.autograd.grad(c.loss(want, part), [part[k] for k in c.grad_inputs])
-    scale = loss_scale(want, dtype)
-    loss = c.loss(tuple(o[last] for o in out), inp) * scale
-    got = torch.autograd.grad(loss, [inp[k] for k in c.grad_inputs])
-    for k, a, b in zip(c.grad_inputs, got, want):
+    scales = [loss_scale(w, dtype) for w in want]
+    by_scale = {}
+    for s in dict.fromkeys(scales):  # the forward once, one backward per distinct scale
+        loss = c.loss(tuple(o[last] for o in out), inp) * s
+        by_scale[s] = torch.autograd.grad(loss, [inp[k] for k in c.grad_inputs], retain_graph=True)
+    got = [by_scale[s][i] for i, s in enumerate(scales)]
+    for k, a, b, scale in zip(c.grad_inputs, got, want, scales):
         assert a.shape == inp[k].shape
         if k in keys:
             assert_close(a[last], b * scale, dtype, msg=f"grad {k}, last images")
@@ -622,8 +646,8 @@ def _agree_one(c: Contract, make, backend: str, device: str, dtype, scale_loss=F
         assert_close(a, b, dtype, msg=f"output {i}, {dtype}")
     if c.loss is not None:
         want = grads(c, ref_inp, "reference")
-        scale = loss_scale(want, dtype) if scale_loss else 1.0
-        for k, a, b in zip(c.grad_inputs, grads(c, inp, backend, scale), want):
+        scales = [loss_scale(w, dtype) if scale_loss else 1.0 for w in want]
+        for k, a, b, scale in zip(c.grad_inputs, scaled_grads(c, inp, backend, scales), want, scales):
             assert a.dtype == inp[k].dtype and a.shape == inp[k].shape
             assert_close(a, b * scale, dtype, msg=f"grad {k}, {dtype}")
 

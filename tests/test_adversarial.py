@@ -41,21 +41,28 @@ def _labels(B, H, W, R, seed=1):
 # --- 1. create_graph ----------------------------------------------------------------------------
 
 LAB = _labels(2, 5, 7, 3)
+
+
+def _on(t, x):
+    """t on x's device: the second inputs are built on the CPU, the map may be on a GPU."""
+    return t.to(x.device)
+
+
 DEPENDENT = {
     "center_distance(e, e.mean)": lambda e, be: pk.center_distance(e, e.mean((2, 3)), backend=be),
     "region_hinge(e, centroids of e)": lambda e, be: pk.region_hinge(
-        e, LAB, pk.region_stats(e, LAB, 3, backend=be)[1], delta=0.1, backend=be
+        e, _on(LAB, e), pk.region_stats(e, _on(LAB, e), 3, backend=be)[1], delta=0.1, backend=be
     ),
     "masked_sum(f, mask of f)": lambda e, be: pk.masked_sum(e, e.sum(1).sigmoid(), backend=be),
     "menet_saliency(e, constant weights)": lambda e, be: pk.menet_saliency(
-        e, _seeded(2, 5, 7, positive=True), backend=be
+        e, _on(_seeded(2, 5, 7, positive=True), e), backend=be
     ),
 }
 
 
 def _sum(out):
     out = out if isinstance(out, tuple) else (out,)
-    return sum((o * torch.linspace(-1, 2, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in out)
+    return sum((o * torch.linspace(-1, 2, o.numel(), dtype=o.dtype, device=o.device).view_as(o)).sum() for o in out)
 
 
 @pytest.mark.parametrize("case", list(DEPENDENT))
@@ -81,14 +88,14 @@ def test_saliency_double_backward(backend, device):
 # --- 2, 3. stride-0 and overlapping maps ------------------------------------------------------
 
 ONE = {
-    "center_distance": lambda x, be: pk.center_distance(x, torch.ones(2, 3, dtype=F64), backend=be),
+    "center_distance": lambda x, be: pk.center_distance(x, _on(torch.ones(2, 3, dtype=F64), x), backend=be),
     "pixel_normalize": lambda x, be: pk.pixel_normalize(x, backend=be),
-    "masked_sum": lambda x, be: pk.masked_sum(x, _seeded(2, 5, 7, positive=True), backend=be),
-    "region_stats": lambda x, be: pk.region_stats(x, LAB, 3, backend=be),
-    "centroid_hinge": lambda x, be: pk.centroid_hinge(x, LAB, 3, backend=be),
-    "region_hinge": lambda x, be: pk.region_hinge(x, LAB, torch.zeros(2, 3, 3, dtype=F64), backend=be),
-    "menet_saliency": lambda x, be: pk.menet_saliency(x, _seeded(2, 5, 7, positive=True), backend=be),
-    "menet_metric_loss(normalize)": lambda x, be: pk.menet_metric_loss(x, LAB.clamp(-1, 1), normalize=True, backend=be),
+    "masked_sum": lambda x, be: pk.masked_sum(x, _on(_seeded(2, 5, 7, positive=True), x), backend=be),
+    "region_stats": lambda x, be: pk.region_stats(x, _on(LAB, x), 3, backend=be),
+    "centroid_hinge": lambda x, be: pk.centroid_hinge(x, _on(LAB, x), 3, backend=be),
+    "region_hinge": lambda x, be: pk.region_hinge(x, _on(LAB, x), _on(torch.zeros(2, 3, 3, dtype=F64), x), backend=be),
+    "menet_saliency": lambda x, be: pk.menet_saliency(x, _on(_seeded(2, 5, 7, positive=True), x), backend=be),
+    "menet_metric_loss(normalize)": lambda x, be: pk.menet_metric_loss(x, _on(LAB.clamp(-1, 1), x), normalize=True, backend=be),
 }  # fmt: skip
 EXPANDED = [(2, 3, 1, 7), (2, 1, 5, 7), (1, 3, 5, 7), (1, 1, 1, 1)]
 
@@ -167,7 +174,7 @@ LOSSES = {
     "menet_metric_loss": lambda e, l2, l3, be: pk.menet_metric_loss(e, l2, form="pairwise", backend=be),
     "cas_loss": lambda e, l2, l3, be: pk.cas_loss(e, l3, 3, backend=be),
     "discriminative_loss": lambda e, l2, l3, be: pk.discriminative_loss(e, l3, 3, backend=be),
-    "region_hinge": lambda e, l2, l3, be: pk.region_hinge(e, l3, torch.zeros(2, 3, 4, dtype=F64), delta=0.1, backend=be),
+    "region_hinge": lambda e, l2, l3, be: pk.region_hinge(e, l3, _on(torch.zeros(2, 3, 4, dtype=F64), e), delta=0.1, backend=be),
     "region_stats": lambda e, l2, l3, be: pk.region_stats(e, l3, 3, backend=be),
 }  # fmt: skip
 

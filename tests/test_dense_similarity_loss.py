@@ -13,7 +13,7 @@ import importlib
 import pytest
 import torch
 from conftest import BACKENDS
-from contract import Contract, suite
+from contract import Contract, pair_sides, suite
 from fuzz import Choice, Floats, Labels
 
 import pixelkernels as pk
@@ -445,7 +445,7 @@ ROW = Contract(
                     "weight": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25))},  # fmt: skip
     make=_op_inp(2, 13, 11, 5),
     call=_op_call,
-    shaped=lambda B, D, H, W, layout: _op_inp(B, H * W, H + W, D, layout=layout),
+    shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, layout=layout),
     loss=lambda out, inp: out[0] * 1.7,
     grad_inputs=("x", "y"),
     tiny=_op_inp(2, 3, 4, 3),

@@ -39,11 +39,12 @@ def test_backends_equal_the_reference(backend, device, dtype, mining):
         got = pk.is_triplet_loss(e, mask, num_samples=K, margin=1.0, squared=squared, mining=mining, generator=gen,
                                  backend=backend)  # fmt: skip
         (g_got,) = torch.autograd.grad(got, e)
-        r = emb.detach().double().cpu().requires_grad_(True)
-        want = reference(r, mask.cpu(), K, 1.0, squared, mining, torch.Generator(device).manual_seed(K))
+        # The reference on the op's device: a CUDA generator draws other keys than a CPU one.
+        r = emb.detach().double().requires_grad_(True)
+        want = reference(r, mask, K, 1.0, squared, mining, torch.Generator(device).manual_seed(K))
         (g_want,) = torch.autograd.grad(want, r)
-        assert_close(got.cpu(), want, dtype, msg="loss")
-        assert_close(g_got.cpu(), g_want, dtype, msg="grad")
+        assert_close(got.cpu(), want.cpu(), dtype, msg="loss")
+        assert_close(g_got.cpu(), g_want.cpu(), dtype, msg="grad")
         assert (g_got[1] == 0).all()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import BACKENDS, weighted_loss
-from contract import Contract, suite
+from contract import Contract, pair_sides, suite
 from fuzz import Choice, Floats, Labels
 
 import pixelkernels as pk
@@ -55,7 +55,7 @@ ROW = Contract(
                     "y_labels": Labels(("B", "H"), bounded=False), "scale": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25))},  # fmt: skip
     make=_inp(2, 13, 11, 5),
     call=_call,
-    shaped=lambda B, D, H, W, layout: _inp(B, H * W, H + W, D, layout=layout),
+    shaped=lambda B, D, H, W, layout: _inp(B, *pair_sides(H, W), D, layout=layout),
     loss=weighted_loss,
     grad_inputs=("x", "y"),
     tiny=_inp(2, 3, 4, 3),

@@ -191,13 +191,19 @@ def test_cuda_graph_capture():
     labels = make_labels(2, 40, 41, 3, device="cuda")
     g = torch.Generator("cuda").manual_seed(0)
     pk.sample_pixels(labels, 3, 16, generator=g)  # warm-up
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = pk.sample_pixels(labels, 3, 16, generator=g)
-    graph.replay()
-    first = out.clone()
-    graph.replay()
-    assert not torch.equal(first, out)
+    # The default generator takes part in a capture by itself; a user's CUDA generator must be
+    # registered with the graph first (torch's rule: otherwise its offset cannot advance at
+    # replay, "Attempt to increase offset for a CUDA generator not in capture mode").
+    for gen in (None, g):
+        graph = torch.cuda.CUDAGraph()
+        if gen is not None:
+            graph.register_generator_state(gen)
+        with torch.cuda.graph(graph):
+            out = pk.sample_pixels(labels, 3, 16, generator=gen)
+        graph.replay()
+        first = out.clone()
+        graph.replay()
+        assert not torch.equal(first, out)
     assert DEVICE_OF["cuda"] == "cuda"
 
 

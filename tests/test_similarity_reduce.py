@@ -298,7 +298,7 @@ import sys  # noqa: E402
 import textwrap  # noqa: E402
 
 from conftest import BACKENDS, weighted_loss  # noqa: E402
-from contract import Contract, suite  # noqa: E402
+from contract import Contract, pair_sides, suite  # noqa: E402
 from fuzz import Choice, Floats, Labels, Size  # noqa: E402
 
 import pixelkernels as pk  # noqa: E402
@@ -379,7 +379,7 @@ ROW = Contract(
                      "temperature": Choice((1.0, 0.3))},  # fmt: skip
     make=_op_inp(2, 13, 11, 5, 3),
     call=_op_call,
-    shaped=lambda B, D, H, W, layout: _op_inp(B, H * W, H + W, D, 3, layout=layout, reduce="max", metric="cosine"),
+    shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, 3, layout=layout, reduce="max", metric="cosine"),
     loss=_finite_loss,
     grad_inputs=("query", "ref"),
     tiny=_op_inp(2, 3, 4, 3, 2, reduce="softmax", metric="cosine", activation="sigmoid"),

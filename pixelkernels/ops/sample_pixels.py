@@ -38,7 +38,9 @@ def sample_pixels(
     """labels (B, H, W) integer -> (B, C, k) int64 flat pixel indices y * W + x: for each image
     and class, min(k, n_c) distinct pixels of the class in random order, then -1. Pixels
     labelled ignore_index (or outside [0, C)) are never drawn. `generator` must live on the
-    labels' device; two calls draw independently."""
+    labels' device; two calls draw independently. Inside a CUDA graph capture a user's CUDA
+    generator must be registered first (``graph.register_generator_state(generator)``, torch's
+    rule); the default generator needs nothing."""
     _checks.tensor(labels, "labels", ndim=3, dtypes=_checks.LABEL_TYPES, shape_doc="(B, H, W)")
     C = _checks.positive_int(num_classes, "num_classes")
     if C >= MAX_CLASSES:

@@ -119,7 +119,13 @@ def _slots(a_ptr, p_ptr, n_ptr, b, offs_k, K, P):
     p = tl.load(p_ptr + row, mask=kmask, other=-1)
     n = tl.load(n_ptr + row, mask=kmask, other=-1)
     valid = kmask & (a >= 0) & (a < P) & (p >= 0) & (p < P) & (n >= 0) & (n < P)
-    return valid, tl.where(valid, a, 0), tl.where(valid, p, 0), tl.where(valid, n, 0)
+    # Clamped into [0, P), not tl.where(valid, a, 0): any pixel of the image is a safe address
+    # (every load through these indices is masked by valid), and Triton 3.6 (the GPU image's)
+    # fails to compile the half-precision DOT mining kernel when a value computed from valid
+    # meets the exact fallback's 2-D tiles (TritonGPURemoveLayoutConversions: "condition and
+    # result layouts differ").
+    last = P - 1
+    return valid, tl.minimum(tl.maximum(a, 0), last), tl.minimum(tl.maximum(p, 0), last), tl.minimum(tl.maximum(n, 0), last)
 
 
 @triton.jit
@@ -171,7 +177,7 @@ def _exact_d2(x_ptr, b, ia, va, ic, vc, D, sb, sd, sp, ACC: tl.constexpr, BLOCK_
         pa = x_ptr + b * sb + ia * sp
         pc = x_ptr + b * sb + ic * sp
         for d in range(0, D):
-            dd = d * sd.to(tl.int64)
+            dd = d.to(tl.int64) * sd  # sd may be the constant 1 (Triton specialises it)
             xa = tl.load(pa + dd, mask=va, other=0.0).to(ACC)
             xc = tl.load(pc + dd, mask=vc, other=0.0).to(ACC)
             diff = xa[:, None] - xc[None, :]
