@@ -21,8 +21,13 @@ import os
 import pkgutil
 import sys
 import time
+import warnings
 
 os.environ.pop("TRITON_INTERPRET", None)  # real JIT functions, not interpreted ones
+# The Triton kernels only: the compiled extension is never loaded (in triton-check-gpu-image it
+# was built for another torch), and the package's warning about that is expected.
+sys.modules["pixelkernels._C"] = None
+warnings.filterwarnings("ignore", message="pixelkernels: the compiled extension", category=RuntimeWarning)
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
