@@ -8,6 +8,7 @@ from ._backend import BACKENDS, available_backends, get_backend, set_backend, us
 from ._checks import checks_enabled, set_checks, use_checks
 from ._version import __version__
 from .ops.center_distance import center_distance
+from .ops.click_maps import click_maps
 from .ops.dense_similarity_loss import dense_similarity_loss
 from .ops.centroid_hinge import centroid_hinge
 from .ops.label_transfer import label_transfer
@@ -39,6 +40,7 @@ __all__ = [
     "center_distance",
     "centroid_hinge",
     "checks_enabled",
+    "click_maps",
     "dense_similarity_loss",
     "discriminative_loss",
     "get_backend",

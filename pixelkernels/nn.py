@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from .ops.click_maps import click_maps
 from .ops.dense_similarity_loss import dense_similarity_loss
 from .ops.region_losses import cas_loss, discriminative_loss, menet_metric_loss
 from .ops.stochastic_pool import stochastic_pool
@@ -147,4 +148,27 @@ class DenseSimilarityLoss(_Loss):
         )  # fmt: skip
 
 
-__all__ = ["CASLoss", "DenseSimilarityLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss", "StochasticPooling"]
+class ClickMaps(torch.nn.Module):
+    """``ClickMaps(norm_radius, spatial_scale=1.0, use_disks=False)(x, coords)``: a drop-in for
+    the ``DistMaps`` module of f-BRS/RITM: coords (B, 2N, 3) rows (y, x, order), the first N
+    positive, a row with max(y, x) < 0 padding; x is only read for its (H, W) = x.shape[2:]. ->
+    (B, 2, H, W) float32: ``click_maps(coords, (H, W), mode="disk" if use_disks else "tanh",
+    radius=norm_radius, spatial_scale=spatial_scale)``, the same values as DistMaps (tested
+    against its formula). What differs: one pass over the pixels instead of a (B·2N, 2, H, W)
+    coordinate tensor; a channel without a valid click is exactly 0 (disks) and 1 (tanh), where
+    DistMaps puts its padding at squared distance 1e6 (a disk of radius >= 1000 px would cover
+    it); ``cpu_mode`` is accepted and ignored (the backend follows the tensors' device)."""
+
+    def __init__(self, norm_radius: float, spatial_scale: float = 1.0, cpu_mode: bool = False, use_disks: bool = False):
+        super().__init__()
+        self.norm_radius, self.spatial_scale, self.use_disks = norm_radius, spatial_scale, use_disks
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        mode = "disk" if self.use_disks else "tanh"
+        return click_maps(coords, tuple(x.shape[2:]), mode=mode, radius=self.norm_radius, spatial_scale=self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"norm_radius={self.norm_radius!r}, spatial_scale={self.spatial_scale!r}, use_disks={self.use_disks!r}"
+
+
+__all__ = ["CASLoss", "ClickMaps", "DenseSimilarityLoss", "DiscriminativeLoss", "ISTripletLoss", "MEnetMetricLoss", "StochasticPooling"]

@@ -2,7 +2,11 @@
 Python arithmetic on small maps, and against the DistMaps encoding of f-BRS/RITM (written here
 from its published formula: per click ((i - y·s)/(r·s))² + ((j - x·s)/(r·s))² in float32, 1e6
 for padding rows, the minimum over the channel's clicks, then disks or tanh(2·sqrt)), for float
-clicks, padding rows, N = 0 and channels with no valid click."""
+clicks, padding rows, N = 0 and channels with no valid click.
+
+The op pk.click_maps: every backend (and the CUDA kernel, emulated) against the oracle in
+every mode, on awkward sizes (1 x N, N x 1, odd, more clicks than a shared-memory tile, N = 0,
+NaN coordinates), float32 and float64 points; opcheck, torch.compile, zero sizes, bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import math
 
 import pytest
 import torch
+from conftest import BACKENDS, DEVICE_OF
 
+import pixelkernels as pk
+from pixelkernels import baselines
 from pixelkernels.reference.click_maps import MODES, click_maps
 
 
@@ -90,3 +97,141 @@ def test_no_click_values():
     assert (click_maps(pts, (3, 4), "distance", max_distance=255.0) == 255.0).all()
     assert (click_maps(pts, (3, 4), "disk") == 0).all()
     assert (click_maps(pts, (3, 4), "tanh") == 1).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The op
+
+
+# (B, N, H, W): odd sizes, a single row and column, N = 0, and more clicks per channel than the
+# CUDA kernel's shared-memory tile (256), so its tile loop takes a second, partial tile.
+SHAPES = [(2, 4, 17, 23), (1, 3, 1, 40), (3, 2, 29, 1), (2, 0, 5, 6), (1, 300, 9, 11), (7, 1, 3, 3)]
+KW = dict(radius=2.5, spatial_scale=1.25, max_distance=6.0)
+
+
+def _awkward_points(B, N, H, W, seed, dtype):
+    p = _points(B, N, H, W, seed).double()
+    p[..., :2] /= KW["spatial_scale"] * 0.9  # some clicks land outside the map once scaled
+    if N:
+        p[-1, 0, 0] = float("nan")  # a NaN coordinate: padding
+        p[0, 1, :2] = torch.tensor([3.0, 2.0])  # an integer click: exact squared distances
+    return p.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_backends_equal_the_reference(backend, device, mode, shape, dtype):
+    B, N, H, W = shape
+    pts = _awkward_points(B, N, H, W, seed=sum(shape), dtype=dtype)
+    got = pk.click_maps(pts.to(device), (H, W), mode=mode, backend=backend, **KW)
+    want = click_maps(pts.double(), (H, W), mode, **KW)
+    assert got.shape == (B, 2, H, W) and got.dtype == torch.float32 and got.device.type == device
+    # float32 arithmetic in the kernels: SPEC §4's float32 tolerance on maps
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_emulated_cuda_kernel_equals_the_cpu_kernel(emu, mode):
+    for B, N, H, W in SHAPES:
+        pts = _awkward_points(B, N, H, W, seed=B + N, dtype=torch.float32)
+        args = (pts, H, W, mode, KW["radius"], KW["spatial_scale"], KW["max_distance"])
+        torch.testing.assert_close(emu.click_maps(*args), torch.ops.pixelkernels.click_maps(*args), rtol=1e-6, atol=1e-6)
+
+
+def test_emulated_cuda_kernel_more_images_than_the_grid(emu):
+    """The emulation's lowered grid limits: the kernel's loops over images and pixel blocks."""
+    pts = _awkward_points(9, 3, 37, 41, seed=5, dtype=torch.float32)
+    args = (pts, 37, 41, "distance", 2.0, 1.0, 255.0)
+    torch.testing.assert_close(emu.click_maps(*args), torch.ops.pixelkernels.click_maps(*args), rtol=1e-6, atol=1e-6)
+
+
+def test_disk_edge_is_inclusive_on_every_backend():
+    """Integer clicks: a pixel exactly at the radius is inside (d² <= r², exact in float32)."""
+    pts = torch.tensor([[[4.0, 4.0, 0.0], [-1.0, -1.0, -1.0]]])
+    for backend, device in [p.values for p in BACKENDS if not any(m.name == "skip" for m in p.marks)]:
+        got = pk.click_maps(pts.to(device), (9, 9), mode="disk", radius=3.0, backend=backend).cpu()
+        assert got[0, 0, 4, 7] == 1 and got[0, 0, 4, 8] == 0 and got[0, 0, 1, 4] == 1, backend
+        assert got[0, 0].sum() == 29  # lattice points with y² + x² <= 9
+        assert (got[0, 1] == 0).all()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck(backend, device):
+    if backend == "reference":
+        pytest.skip("the reference is plain PyTorch, not a registered op")
+    op = pk.ops.click_maps.OP
+    func = op.triton if backend == "triton" else op.compiled
+    pts = _awkward_points(2, 3, 5, 7, seed=1, dtype=torch.float32).to(device)
+    torch.library.opcheck(func, (pts, 5, 7, "tanh", 2.0, 1.0, 255.0))
+
+
+def test_compiles_fullgraph():
+    pts = _awkward_points(2, 3, 5, 7, seed=2, dtype=torch.float32)
+    fn = torch.compile(lambda p: pk.click_maps(p, (5, 7), mode="disk") * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(fn(pts), pk.click_maps(pts, (5, 7), mode="disk") * 2)
+
+
+def test_meta_tensors():
+    out = pk.click_maps(torch.empty(3, 4, 3, device="meta"), (5, 6), mode="tanh")
+    assert out.shape == (3, 2, 5, 6) and out.dtype == torch.float32 and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_zero_sizes(backend, device):
+    for B, N, H, W in [(0, 2, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0)]:
+        pts = torch.zeros(B, 2 * N, 3, device=device)
+        got = pk.click_maps(pts, (H, W), mode="distance", backend=backend)
+        assert got.shape == (B, 2, H, W)
+        if got.numel():
+            assert (got == 255.0).all()
+
+
+def _pts(*shape, dtype=torch.float32):
+    return torch.zeros(*shape, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        (dict(points=_pts(2, 4)), ValueError, "points must have 3 dims"),
+        (dict(points=_pts(2, 3, 3)), ValueError, r"points must have shape \(B, 2N, 3\)"),
+        (dict(points=_pts(2, 4, 2)), ValueError, r"points must have shape \(B, 2N, 3\)"),
+        (dict(points=torch.zeros(2, 4, 3, dtype=torch.int64)), TypeError, "points must have dtype"),
+        (dict(points=[[0.0, 0.0, 0.0]]), TypeError, "points must be a torch.Tensor"),
+        (dict(size=(4,)), TypeError, "size must be a pair"),
+        (dict(size=(4, -1)), ValueError, r"size\[1\] \(W\) must be in"),
+        (dict(size=(4.0, 5)), TypeError, r"size\[0\] \(H\) must be an int"),
+        (dict(size=(2**16, 2**16)), ValueError, "H \\* W < 2\\^31"),
+        (dict(mode="gauss"), ValueError, "mode must be one of"),
+        (dict(radius=-1.0), ValueError, "radius must be >= 0"),
+        (dict(radius=0.0, mode="tanh"), ValueError, "radius must be > 0"),
+        (dict(spatial_scale=0.0), ValueError, "spatial_scale must be > 0"),
+        (dict(max_distance=-2.0), ValueError, "max_distance must be >= 0"),
+        (dict(radius=float("nan")), ValueError, "radius must be finite"),
+    ],
+)
+def test_bad_input(kwargs, exc, msg):
+    args = {"points": _pts(2, 4, 3), "size": (4, 5), **kwargs}
+    points, size = args.pop("points"), args.pop("size")
+    with pytest.raises(exc, match=msg):
+        pk.click_maps(points, size, **args)
+
+
+def test_baseline_equals_the_reference():
+    for mode in MODES:
+        pts = _awkward_points(3, 5, 13, 17, seed=3, dtype=torch.float32)
+        got = baselines.click_maps(pts, (13, 17), mode, **KW)
+        torch.testing.assert_close(got, click_maps(pts.double(), (13, 17), mode, **KW), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_disks", [False, True], ids=["tanh", "disk"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_module_is_a_dist_maps_drop_in(backend, device, use_disks):
+    H, W = 21, 30
+    pts = _points(2, 3, H, W, seed=11)
+    x = torch.zeros(2, 3, H, W, device=device)
+    with pk.use_backend(backend):
+        got = pk.nn.ClickMaps(norm_radius=4.0, spatial_scale=1.0, use_disks=use_disks)(x, pts.to(device))
+    torch.testing.assert_close(got.cpu(), _dist_maps(pts, H, W, 4.0, 1.0, use_disks), rtol=2e-6, atol=2e-7)

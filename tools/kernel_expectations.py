@@ -175,6 +175,12 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:pair_bce:_\w+\[.*", threads=0, min_occupancy=0.0625, max_stack=16, local_in_loop=3,
            why="16 x 32 logit tiles by tl.dot over D in chunks of 32; the float32 IEEE dy kernel sits at 255 "
                "registers with a 16 B spill; not tuned, no GPU has timed it; " + _DEBT),
+    Expect(r"click_maps:click_maps_kernel", min_occupancy=0.75,
+           why="one pixel a thread, two float running minima, a 4 KiB shared tile of clicks read as "
+               "broadcasts: few registers, no spill (bound by the output's write)"),
+    Expect(r"triton:click_maps:_click_maps_kernel\[.*", threads=256, min_occupancy=0.5,
+           why="1024 pixels a program (8 warps), two float running minima a lane, scalar click loads: "
+               "no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

@@ -12,6 +12,7 @@ named as the op's reference.
 """
 
 from .center_distance import center_distance
+from .click_maps import click_maps
 from .centroid_hinge import centroid_hinge
 from .dense_similarity_loss import dense_similarity_loss
 from .label_transfer import label_transfer
@@ -35,6 +36,7 @@ __all__ = [
     "cas_loss",
     "center_distance",
     "centroid_hinge",
+    "click_maps",
     "dense_similarity_loss",
     "discriminative_loss",
     "is_triplet_loss",

@@ -680,3 +680,60 @@ CASES += [
     Case("W6c", "dense_similarity_loss", "every pixel of 240x427 vs 240x427, D=64, B=1, bf16",
          _dense_loss_inputs(1, 102480, 102480, 64, 5, dtype=torch.bfloat16), devices=("cuda",), **_W6),
 ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- click_maps
+
+
+def _click_inputs(B, N, H, W, mode):
+    """RITM-style training crops: float clicks inside the map, the last 3 rows of each channel
+    padding (images differ in their number of clicks)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        p = torch.rand(B, 2 * N, 3, generator=g) * torch.tensor([H - 1.0, W - 1.0, 0.0])
+        p[..., 2] = torch.arange(2 * N, dtype=torch.float32)
+        p[:, N - min(3, N) : N, :2] = -1
+        p[:, 2 * N - min(3, N) :, :2] = -1
+        return Inputs(args=(p.to(device), (H, W)), kwargs={"mode": mode, "radius": 5.0})
+
+    return make
+
+
+def _dist_maps(inp: Inputs):
+    """The timed reference: f-BRS/RITM's DistMaps computation as published, in float32: a
+    (B·2N, 2, H, W) tensor of pixel-minus-click coordinates, squared and summed, padding rows at
+    1e6, the minimum over each channel's N clicks, then the mode's transform (the oracle itself
+    computes in float64: not timed against float32 kernels)."""
+    points, (H, W) = inp.args
+    mode, r = inp.kwargs["mode"], inp.kwargs["radius"]
+    B, twoN, _ = points.shape
+    p = points.reshape(-1, 3)[:, :2]
+    invalid = p.amax(1) < 0
+    rows = torch.arange(H, dtype=torch.float32, device=points.device)
+    cols = torch.arange(W, dtype=torch.float32, device=points.device)
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")).unsqueeze(0).repeat(p.shape[0], 1, 1, 1)
+    grid.sub_(p.view(-1, 2, 1, 1))
+    if mode == "tanh":
+        grid.div_(r)
+    grid.mul_(grid)
+    d2 = grid[:, 0] + grid[:, 1]
+    d2[invalid] = 1e6
+    d2 = d2.view(B, 2, twoN // 2, H, W).amin(2)
+    if mode == "disk":
+        return (d2 <= r * r).float()
+    if mode == "tanh":
+        return torch.tanh(2 * d2.sqrt())
+    return d2.sqrt().clamp(max=inp.kwargs.get("max_distance", 255.0))
+
+
+def _click_bytes(inp: Inputs) -> int:
+    points, (H, W) = inp.args
+    return nbytes(points) + points.shape[0] * 2 * H * W * 4  # the clicks read, the maps written
+
+
+CASES += [
+    Case(f"W8-{mode}", "click_maps", f"B=32 2N=48 320x480 {mode} r=5", _click_inputs(32, 24, 320, 480, mode),
+         loss=None, bytes_fwd=_click_bytes, small=_click_inputs(2, 4, 7, 9, mode), reference=_dist_maps)
+    for mode in ("disk", "tanh")
+]  # fmt: skip
