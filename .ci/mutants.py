@@ -49,6 +49,8 @@ T_TE = "tests/test_triplet_hinge_emu.py"
 T_SP = "tests/test_sample_pixels.py"
 T_SR = "tests/test_similarity_reduce.py"
 T_PB = "tests/test_pair_bce.py"
+T_CM = "tests/test_click_maps.py"
+T_DT = "tests/test_distance_transform.py"
 
 MUTANTS = [
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
@@ -274,6 +276,18 @@ MUTANTS = [
            "    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))",
            "    return tl.log(w)",
            (T_PB, "-k", "triton and saturated"), "log(1 + u) without its correction: saturated logits lose precision"),
+    Mutant("cpu-click_maps-reach", "csrc/cpu/click_maps.cpp",
+           "std::floor(double(cx) - half) - 1", "std::floor(double(cx) - half) + 1",
+           (T_CM, "-k", "cpu"), "a click's columns start two past its reach: the left edge of a disk is lost"),
+    Mutant("cuda-click_maps-tile-offset", "csrc/cuda/click_maps.cu",
+           "tile[c][n] = k[c * N + n0 + n];", "tile[c][n] = k[c * N + n];",
+           (T_CM, "-k", "emulated"), "every shared-memory tile reloads the first clicks (N > 256 loses the rest)"),
+    Mutant("cpu-distance_transform-column-below", "csrc/cpu/distance_transform.cpp",
+           "ty[x] = take_down ? down : up;", "ty[x] = up;",
+           (T_DT, "-k", "op and cpu"), "the column step forgets the targets below a pixel"),
+    Mutant("cpu-distance_transform-row-spacing", "csrc/cpu/distance_transform.cpp",
+           "const double d2 = f[q] + (dx * dx) * sx2;", "const double d2 = f[q] + (dx * dx);",
+           (T_DT, "-k", "op and cpu"), "the row step drops the column spacing sx²"),
 ]  # fmt: skip
 
 # The first-occurrence mutants may match more than once; all others exactly once.

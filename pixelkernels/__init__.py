@@ -10,6 +10,7 @@ from ._version import __version__
 from .ops.center_distance import center_distance
 from .ops.click_maps import click_maps
 from .ops.dense_similarity_loss import dense_similarity_loss
+from .ops.distance_transform import distance_transform
 from .ops.centroid_hinge import centroid_hinge
 from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
@@ -43,6 +44,7 @@ __all__ = [
     "click_maps",
     "dense_similarity_loss",
     "discriminative_loss",
+    "distance_transform",
     "get_backend",
     "is_triplet_loss",
     "label_transfer",

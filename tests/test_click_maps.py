@@ -235,3 +235,19 @@ def test_module_is_a_dist_maps_drop_in(backend, device, use_disks):
     with pk.use_backend(backend):
         got = pk.nn.ClickMaps(norm_radius=4.0, spatial_scale=1.0, use_disks=use_disks)(x, pts.to(device))
     torch.testing.assert_close(got.cpu(), _dist_maps(pts, H, W, 4.0, 1.0, use_disks), rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_fake_cuda_compile(backend):
+    """The CUDA dispatch path traced on fake CUDA tensors (no GPU)."""
+    if not pk._ext.HAVE_CUDA_KERNELS:
+        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch._dynamo.reset()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        pts = torch.rand(2, 6, 3).to("cuda")
+        fn = torch.compile(lambda p: pk.click_maps(p, (8, 9), mode="tanh", backend=backend), fullgraph=True, backend="eager")
+        out = fn(pts)
+    assert out.device.type == "cuda" and out.shape == (2, 2, 8, 9) and out.dtype == torch.float32

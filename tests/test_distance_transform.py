@@ -1,7 +1,11 @@
 """distance_transform's oracle (pixelkernels/reference/distance_transform.py) against
 scipy.ndimage.distance_transform_edt: exactly equal (float32 of scipy's float64) on every mask of
 the table, isotropic and anisotropic, squared or not, and indices that point at a target pixel
-at exactly the returned distance."""
+at exactly the returned distance.
+
+The op pk.distance_transform: every backend (and the CUDA path, emulated) the same way on every
+mask of the table, in a batch with an image without target; integer masks; opcheck,
+torch.compile, zero sizes, bad input."""
 
 from __future__ import annotations
 
@@ -9,9 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import BACKENDS
+
+import pixelkernels as pk
 from pixelkernels.reference.distance_transform import distance_transform
 
-ndimage = pytest.importorskip("scipy.ndimage")
+try:  # the tests against scipy skip without it; the others (fake CUDA in the wheel's venv) run
+    from scipy import ndimage
+except ImportError:
+    ndimage = None
+needs_scipy = pytest.mark.skipif(ndimage is None, reason="scipy not installed")
 
 
 def _blobs(h, w, seed, density=0.02, radius=6):
@@ -61,6 +72,7 @@ def _scipy(mask: torch.Tensor, sampling):
     return d, idx
 
 
+@needs_scipy
 @pytest.mark.parametrize("sampling", list(SAMPLINGS), ids=list(SAMPLINGS))
 @pytest.mark.parametrize("case", list(MASKS), ids=list(MASKS))
 def test_equals_scipy(case, sampling):
@@ -102,3 +114,130 @@ def test_empty_shapes():
     for shape in [(0, 4, 5), (2, 0, 5), (2, 4, 0)]:
         dist, idx = distance_transform(torch.ones(shape, dtype=torch.bool), return_indices=True)
         assert dist.shape == shape and idx.shape == (shape[0], 2) + shape[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The op
+
+
+def _check_indices(mask, dist, idx, sampling):
+    """Every index is a target at exactly the returned distance (float64, rounded once)."""
+    sy, sx = (1.0, 1.0) if sampling is None else sampling
+    H, W = mask.shape[1:]
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    for b in range(mask.shape[0]):
+        if not (mask[b] == 0).any():
+            assert torch.isinf(dist[b]).all() and (idx[b] == -1).all()
+            continue
+        iy, ix = idx[b, 0], idx[b, 1]
+        assert (mask[b][iy, ix] == 0).all()
+        d2 = (yy - iy).double() ** 2 * sy**2 + (xx - ix).double() ** 2 * sx**2
+        torch.testing.assert_close(d2.sqrt().float(), dist[b], rtol=1.2e-7, atol=0)
+
+
+@needs_scipy
+@pytest.mark.parametrize("sampling", list(SAMPLINGS), ids=list(SAMPLINGS))
+@pytest.mark.parametrize("case", list(MASKS), ids=list(MASKS))
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_equals_scipy(backend, device, case, sampling):
+    m = MASKS[case]()
+    s = SAMPLINGS[sampling]
+    want, _ = _scipy(m, s)
+    mask = torch.stack([m, m.flip(1), torch.ones_like(m)])  # the last image has no target
+    dist, idx = pk.distance_transform(mask.to(device), sampling=s, return_indices=True, backend=backend)
+    dist, idx = dist.cpu(), idx.cpu()
+    assert dist.dtype == torch.float32 and idx.dtype == torch.int64 and idx.shape == (3, 2) + m.shape
+    assert np.array_equal(dist[0].numpy(), want.astype(np.float32))
+    assert np.array_equal(dist[1].numpy(), np.flip(want, 1).astype(np.float32))
+    _check_indices(mask, dist, idx, s)
+    sq = pk.distance_transform(mask.to(device), sampling=s, squared=True, backend=backend).cpu()
+    assert torch.equal(sq, distance_transform(mask, s, squared=True))
+
+
+@needs_scipy
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_integer_masks(backend, device, dtype):
+    m = _blobs(19, 27, 3).to(dtype) * 3  # nonzero values other than 1
+    got = pk.distance_transform(m[None].to(device), backend=backend).cpu()
+    assert np.array_equal(got[0].numpy(), _scipy(m != 0, None)[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("sampling", [None, (1.7, 0.4)], ids=["iso", "aniso"])
+def test_emulated_cuda_path(emu, sampling):
+    sy, sx = (1.0, 1.0) if sampling is None else sampling
+    for case in ("blobs", "tall_1000x3", "row_1xN", "all_targets"):
+        m = MASKS[case]()
+        mask = torch.stack([m, torch.ones_like(m)])
+        dist, idx = emu.distance_transform(mask, sy, sx, False, True)
+        want = torch.ops.pixelkernels.distance_transform(mask, sy, sx, False, True)[0]
+        assert torch.equal(dist, want), case
+        _check_indices(mask, dist, idx, sampling)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck(backend, device):
+    if backend == "reference":
+        pytest.skip("the reference is plain PyTorch, not a registered op")
+    op = pk.ops.distance_transform.OP
+    func = op.triton if backend == "triton" else op.compiled
+    m = _blobs(9, 11, 4)[None].expand(2, 9, 11).contiguous().to(device)
+    for args in ((m, 1.0, 1.0, False, True), (m, 1.5, 0.5, True, False)):
+        torch.library.opcheck(func, args)
+
+
+def test_compiles_fullgraph():
+    m = _blobs(9, 11, 5)[None]
+    fn = torch.compile(lambda x: pk.distance_transform(x, return_indices=True), fullgraph=True, backend="eager")
+    got, want = fn(m), pk.distance_transform(m, return_indices=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_meta_tensors():
+    d, i = pk.distance_transform(torch.empty(3, 5, 6, dtype=torch.bool, device="meta"), return_indices=True)
+    assert d.shape == (3, 5, 6) and d.dtype == torch.float32 and i.shape == (3, 2, 5, 6) and i.dtype == torch.int64
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_zero_sizes(backend, device):
+    for shape in [(0, 4, 5), (2, 0, 5), (2, 4, 0)]:
+        d, i = pk.distance_transform(torch.zeros(shape, dtype=torch.bool, device=device), return_indices=True,
+                                     backend=backend)  # fmt: skip
+        assert d.shape == shape and i.shape == (shape[0], 2) + shape[1:]
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        (dict(mask=torch.zeros(4, 5, dtype=torch.bool)), ValueError, "mask must have 3 dims"),
+        (dict(mask=torch.zeros(2, 4, 5)), TypeError, "mask must have dtype"),
+        (dict(mask=[[0, 1]]), TypeError, "mask must be a torch.Tensor"),
+        (dict(sampling=(1.0,)), TypeError, "sampling must be a pair"),
+        (dict(sampling=(1.0, -2.0)), ValueError, r"sampling\[1\] \(sx\) must be > 0"),
+        (dict(sampling=(0.0, 1.0)), ValueError, r"sampling\[0\] \(sy\) must be > 0"),
+        (dict(sampling=(float("inf"), 1.0)), ValueError, "must be finite"),
+        (dict(return_indices=1), TypeError, "must be bools"),
+    ],
+)
+def test_op_bad_input(kwargs, exc, msg):
+    args = {"mask": torch.zeros(2, 4, 5, dtype=torch.bool), **kwargs}
+    mask = args.pop("mask")
+    with pytest.raises(exc, match=msg):
+        pk.distance_transform(mask, **args)
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_fake_cuda_compile(backend):
+    """The CUDA dispatch path traced on fake CUDA tensors (no GPU)."""
+    if not pk._ext.HAVE_CUDA_KERNELS:
+        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch._dynamo.reset()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        m = torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda")
+        fn = torch.compile(lambda x: pk.distance_transform(x, return_indices=True, backend=backend), fullgraph=True,
+                           backend="eager")  # fmt: skip
+        d, i = fn(m)
+    assert d.device.type == "cuda" and d.shape == (2, 8, 9) and i.shape == (2, 2, 8, 9)

@@ -15,6 +15,7 @@ from .center_distance import center_distance
 from .click_maps import click_maps
 from .centroid_hinge import centroid_hinge
 from .dense_similarity_loss import dense_similarity_loss
+from .distance_transform import distance_transform
 from .label_transfer import label_transfer
 from .masked_sum import masked_sum
 from .pixel_normalize import pixel_normalize
@@ -39,6 +40,7 @@ __all__ = [
     "click_maps",
     "dense_similarity_loss",
     "discriminative_loss",
+    "distance_transform",
     "is_triplet_loss",
     "label_transfer",
     "masked_average_pool",

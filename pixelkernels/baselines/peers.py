@@ -12,6 +12,8 @@ depends on them.
   metrics, the sigmoid, per-class grouping with ignored labels, differentiable), and through it
   `keops_label_transfer` (the W5 rows) and `keops_prior_mask` (W7). The formulas and their
   choices: the notes above keops_similarity_reduce below.
+- scipy, OpenCV (opencv-python-headless) and `edt`: the exact distance transforms users run
+  today, one image at a time on the CPU (distance_transform's W9 rows).
 """
 
 from __future__ import annotations
@@ -276,3 +278,36 @@ def keops_dense_similarity_loss(
     z = psi * a_p + c_p
     bce = z.relu() + (1 + (-z.abs()).exp()).log() - t * z
     return (bce * v_ij).sum(dim=2).sum() / n
+
+
+# ------------------------------------------------------------------------ distance_transform
+# The CPU libraries users already have, one image at a time (none batches), on the mask's host
+# copy; each returns float32 distances to the nearest zero, scipy's convention.
+
+
+def _per_image(mask: torch.Tensor, fn) -> torch.Tensor:
+    import numpy as np
+
+    m = mask.cpu().numpy()
+    return torch.from_numpy(np.stack([fn(m[b]) for b in range(m.shape[0])]).astype(np.float32, copy=False))
+
+
+def scipy_distance_transform(mask: torch.Tensor) -> torch.Tensor:
+    """scipy.ndimage.distance_transform_edt (float64, exact), cast to float32."""
+    from scipy import ndimage
+
+    return _per_image(mask, ndimage.distance_transform_edt)
+
+
+def opencv_distance_transform(mask: torch.Tensor) -> torch.Tensor:
+    """cv2.distanceTransform(..., DIST_L2, DIST_MASK_PRECISE): OpenCV's exact transform (float32)."""
+    import cv2
+
+    return _per_image(mask, lambda m: cv2.distanceTransform((m != 0).astype("uint8"), cv2.DIST_L2, cv2.DIST_MASK_PRECISE))
+
+
+def edt_distance_transform(mask: torch.Tensor) -> torch.Tensor:
+    """The `edt` package (Silversmith's multi-threaded exact EDT, C++), on every core."""
+    import edt
+
+    return _per_image(mask, lambda m: edt.edt(m != 0, parallel=0))

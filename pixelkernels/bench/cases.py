@@ -150,6 +150,9 @@ class Case:
     # alternating rounds per run (timing.ROUNDS): 1 where a comparison takes seconds a call,
     # so that a run times it once or twice instead of once per round
     rounds: int | None = None
+    # the float dtypes the reference and the baseline may compute in (like for like): the
+    # row's, float32, unless our kernels compute in more (distance_transform: float64, exact)
+    compute_dtypes: frozenset = frozenset({torch.float32})
 
     @property
     def key(self) -> str:
@@ -736,4 +739,49 @@ CASES += [
     Case(f"W8-{mode}", "click_maps", f"B=32 2N=48 320x480 {mode} r=5", _click_inputs(32, 24, 320, 480, mode),
          loss=None, bytes_fwd=_click_bytes, small=_click_inputs(2, 4, 7, 9, mode), reference=_dist_maps)
     for mode in ("disk", "tanh")
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------- distance_transform
+
+
+def _edt_masks(B, H, W, kind):
+    """blobs: random discs of ones (objects) on zeros, ~40 % of the pixels (distances inside
+    objects to the background, the protocol's error masks); few: ones with 10 zeros an image
+    (distances to clicks)."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        yy, xx = torch.arange(H).view(1, H, 1, 1), torch.arange(W).view(1, 1, W, 1)
+        if kind == "blobs":
+            n = max(1, H * W // 2000)
+            cy = torch.randint(0, H, (B, 1, 1, n), generator=g)
+            cx = torch.randint(0, W, (B, 1, 1, n), generator=g)
+            r = torch.randint(4, 30, (B, 1, 1, n), generator=g)
+            m = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).any(3)
+        else:
+            m = torch.ones(B, H, W, dtype=torch.bool)
+            m.view(B, -1).scatter_(1, torch.randint(0, H * W, (B, 10), generator=g), False)
+        return Inputs(args=(m.to(device),))
+
+    return make
+
+
+def _peer(name: str):
+    def run(inp: Inputs):
+        from pixelkernels.baselines import peers
+
+        return getattr(peers, f"{name}_distance_transform")(*inp.args)
+
+    return run
+
+
+_EDT_PEERS = (Peer("scipy", "scipy", _peer("scipy")), Peer("opencv", "cv2", _peer("opencv")),
+              Peer("edt", "edt", _peer("edt")))  # fmt: skip
+CASES += [
+    Case(f"W9-{kind}", "distance_transform", f"B=16 512x512 {kind}", _edt_masks(16, 512, 512, kind), loss=None,
+         bytes_fwd=lambda inp: inp.args[0].numel() * 5,  # the mask read, the float32 distances written
+         small=_edt_masks(2, 13, 17, kind), peers=_EDT_PEERS, rounds=1,
+         compute_dtypes=frozenset({torch.float32, torch.float64}))  # exact: float64 in every backend
+    for kind in ("blobs", "few")
 ]  # fmt: skip
