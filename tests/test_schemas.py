@@ -94,11 +94,18 @@ def test_no_schema_written_outside_the_table():
 
 @pytest.mark.triton
 @pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed")
-def test_triton_variants_need_no_extension():
+@pytest.mark.parametrize(
+    "dev",
+    [
+        pytest.param("cpu", marks=pytest.mark.skipif(HAS_CUDA, reason="a GPU machine runs Triton on the GPU")),
+        pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")]),
+    ],
+)
+def test_triton_variants_need_no_extension(dev):
     """The table is package data: without _C the Triton variants still get every schema. On
-    the device the Triton kernels run on here: a GPU's when there is one, else the interpreter
-    (on a GPU machine the interpreter is not what a user runs, and Triton 3.6's, the GPU
-    image's, fails with NumPy >= 2.5 on any `range(int argument)`: 1-element arrays as ints)."""
+    the device the Triton kernels run on: a GPU's when there is one (marked cuda), else the
+    interpreter (on a GPU machine the interpreter is not what a user runs, and Triton 3.6's,
+    the GPU image's, fails with NumPy >= 2.5 on any `range(int argument)`)."""
     code = (
         "import sys, warnings, torch\n"
         "sys.modules['pixelkernels._C'] = None  # as if the extension were missing\n"
@@ -108,7 +115,7 @@ def test_triton_variants_need_no_extension():
         "assert not pk._ext.HAVE_CPU_KERNELS\n"
         "for name in _schema.SCHEMAS:\n"
         "    _schema.expect_registered(name, getattr(torch.ops.pixelkernels, name + '_triton'), '_triton')\n"
-        f"dev = {TRITON_DEVICE!r}\n"
+        f"dev = {dev!r}\n"
         "emb = torch.randn(1, 2, 3, 3, device=dev, requires_grad=True)\n"
         "labels = torch.zeros(1, 3, 3, dtype=torch.long, device=dev)\n"
         "count, centroid, hinge = pk.centroid_hinge(emb, labels, 1, backend='triton')\n"
@@ -116,7 +123,7 @@ def test_triton_variants_need_no_extension():
         "print('OK', count.tolist())\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PIXELKERNELS_BACKEND", "TRITON_INTERPRET")}
-    if not HAS_CUDA:
+    if dev == "cpu":
         env["TRITON_INTERPRET"] = "1"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
                        env=env, cwd=ROOT)  # fmt: skip
