@@ -157,3 +157,16 @@ def fixed_weights(t: torch.Tensor) -> torch.Tensor:
 def weighted_loss(out, inp) -> torch.Tensor:
     """sum_i <out_i, fixed weights>, over the float outputs."""
     return sum((o * fixed_weights(o)).sum() for o in out if o.is_floating_point())
+
+
+def compile_on_fake_cuda(fn, make_inputs):
+    """fn(*make_inputs()) compiled with torch.compile(fullgraph=True), inputs made inside a
+    FakeTensorMode on "cuda": the CUDA dispatch path traced without a GPU (needs a CUDA build,
+    e.g. CI's cu130 wheel venv; the tests that call this are marked fake_cuda)."""
+    if not pk._ext.HAVE_CUDA_KERNELS:
+        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch._dynamo.reset()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        return torch.compile(fn, fullgraph=True, backend="eager")(*make_inputs())

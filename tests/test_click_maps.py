@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from conftest import BACKENDS, DEVICE_OF
+from conftest import BACKENDS, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels import baselines
@@ -104,8 +104,9 @@ def test_no_click_values():
 
 
 # (B, N, H, W): odd sizes, a single row and column, N = 0, and more clicks per channel than the
-# CUDA kernel's shared-memory tile (256), so its tile loop takes a second, partial tile.
-SHAPES = [(2, 4, 17, 23), (1, 3, 1, 40), (3, 2, 29, 1), (2, 0, 5, 6), (1, 300, 9, 11), (7, 1, 3, 3)]
+# CUDA kernel's shared-memory tile (256), so its tile loop takes a second, partial tile; 84 x 100
+# crosses the CPU kernel's row blocks (8192 pixels a task) and Triton's 1024-pixel programs.
+SHAPES = [(2, 4, 17, 23), (1, 3, 1, 40), (3, 2, 29, 1), (2, 0, 5, 6), (1, 300, 9, 11), (7, 1, 3, 3), (1, 3, 84, 100)]
 KW = dict(radius=2.5, spatial_scale=1.25, max_distance=6.0)
 
 
@@ -241,13 +242,6 @@ def test_module_is_a_dist_maps_drop_in(backend, device, use_disks):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_fake_cuda_compile(backend):
     """The CUDA dispatch path traced on fake CUDA tensors (no GPU)."""
-    if not pk._ext.HAVE_CUDA_KERNELS:
-        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    torch._dynamo.reset()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        pts = torch.rand(2, 6, 3).to("cuda")
-        fn = torch.compile(lambda p: pk.click_maps(p, (8, 9), mode="tanh", backend=backend), fullgraph=True, backend="eager")
-        out = fn(pts)
+    out = compile_on_fake_cuda(lambda p: pk.click_maps(p, (8, 9), mode="tanh", backend=backend),
+                               lambda: (torch.rand(2, 6, 3).to("cuda"),))  # fmt: skip
     assert out.device.type == "cuda" and out.shape == (2, 2, 8, 9) and out.dtype == torch.float32

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BACKENDS
+from conftest import BACKENDS, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels.reference.distance_transform import distance_transform
@@ -230,14 +230,6 @@ def test_op_bad_input(kwargs, exc, msg):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_fake_cuda_compile(backend):
     """The CUDA dispatch path traced on fake CUDA tensors (no GPU)."""
-    if not pk._ext.HAVE_CUDA_KERNELS:
-        pytest.skip("needs a CUDA build of pixelkernels (CI's cu130 wheel venv)")
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    torch._dynamo.reset()
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        m = torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda")
-        fn = torch.compile(lambda x: pk.distance_transform(x, return_indices=True, backend=backend), fullgraph=True,
-                           backend="eager")  # fmt: skip
-        d, i = fn(m)
+    d, i = compile_on_fake_cuda(lambda x: pk.distance_transform(x, return_indices=True, backend=backend),
+                                lambda: (torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda"),))  # fmt: skip
     assert d.device.type == "cuda" and d.shape == (2, 8, 9) and i.shape == (2, 2, 8, 9)

@@ -25,6 +25,16 @@ MODES = ("distance", "disk", "tanh")
 _CHUNK_ELEMENTS = 1 << 24  # (B, 2, N, rows, W) elements at a time
 
 
+def scaled_clicks(points: torch.Tensor, spatial_scale: float) -> torch.Tensor:
+    """points (B, 2N, 3) -> (B, 2, N, 2) float64 (y·s, x·s), +inf for a padding row (max(y, x)
+    < 0, or a NaN coordinate): (i - inf)² = inf never wins a minimum. The kernels take these
+    rounded once to float32."""
+    B, twoN, _ = points.shape
+    yx = points.to(torch.float64)[..., :2].reshape(B, 2, twoN // 2, 2)
+    valid = yx.amax(3, keepdim=True) >= 0  # NaN: not valid
+    return torch.where(valid, yx * spatial_scale, float("inf"))
+
+
 def click_maps(
     points: torch.Tensor,
     size: tuple[int, int],
@@ -38,19 +48,16 @@ def click_maps(
     H, W = size
     N = twoN // 2
     dev = points.device
-    p = points.to(torch.float64).reshape(B, 2, N, 3)
-    valid = p[..., :2].amax(-1) >= 0  # (B, 2, N)
-    cy, cx = p[..., 0] * spatial_scale, p[..., 1] * spatial_scale
+    c = scaled_clicks(points, spatial_scale)
+    cy, cx = c[..., 0], c[..., 1]  # (B, 2, N), +inf for padding
     rows = torch.arange(H, dtype=torch.float64, device=dev)
     cols = torch.arange(W, dtype=torch.float64, device=dev)
-    inf = torch.full((), float("inf"), dtype=torch.float64, device=dev)
-    d2 = torch.empty(B, 2, H, W, dtype=torch.float64, device=dev)
+    d2 = torch.full((B, 2, H, W), float("inf"), dtype=torch.float64, device=dev)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, B * 2 * N * W))
-    for y0 in range(0, H, chunk):
+    for y0 in range(0, H if N > 0 else 0, chunk):
         dy2 = (rows[y0 : y0 + chunk].view(1, 1, 1, -1, 1) - cy[..., None, None]) ** 2
         dx2 = (cols.view(1, 1, 1, 1, W) - cx[..., None, None]) ** 2
-        pair = torch.where(valid[..., None, None], dy2 + dx2, inf)  # (B, 2, N, rows, W)
-        d2[:, :, y0 : y0 + chunk] = pair.amin(dim=2) if N > 0 else inf
+        d2[:, :, y0 : y0 + chunk] = (dy2 + dx2).amin(dim=2)  # (B, 2, N, rows, W) -> min over N
     r2 = (radius * spatial_scale) ** 2
     if mode == "distance":
         out = d2.sqrt().clamp(max=max_distance)

@@ -14,7 +14,8 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, grid_items
+from ..reference.click_maps import scaled_clicks
+from ._common import device_ctx, expect, grid_items, split_pid
 
 _MODES = {"distance": 0, "disk": 1, "tanh": 2}
 _BLOCK = 1024
@@ -23,10 +24,8 @@ _BLOCK = 1024
 @triton.jit
 def _click_maps_kernel(k_ptr, out_ptr, N, H, W, r2, max_distance, MODE: tl.constexpr, BLOCK: tl.constexpr):
     P = H * W
-    nblk = tl.cdiv(P, BLOCK)
-    pid = tl.program_id(0)
-    b = (pid // nblk).to(tl.int64)
-    offs = (pid - (pid // nblk) * nblk) * BLOCK + tl.arange(0, BLOCK)
+    b, blk = split_pid(tl.cdiv(P, BLOCK))
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
     pmask = offs < P
     i = offs // W
     fi = i.to(tl.float32)
@@ -75,10 +74,7 @@ def click_maps_op(points, height, width, mode, radius, spatial_scale, max_distan
     out = torch.empty(B, 2, height, width, dtype=torch.float32, device=points.device)
     if out.numel() == 0:
         return out
-    # (B, 2, N, 2) scaled coordinates in float64, rounded once to float32, as the reference.
-    yx = points.to(torch.float64)[..., :2].reshape(B, 2, N, 2)
-    valid = yx.amax(3, keepdim=True) >= 0  # NaN: not valid
-    clicks = torch.where(valid, yx * spatial_scale, float("inf")).to(torch.float32).contiguous()
+    clicks = scaled_clicks(points, spatial_scale).to(torch.float32).contiguous()
     r = radius * spatial_scale
     with device_ctx(out):
         _click_maps_kernel[grid_items(triton.cdiv(P, _BLOCK), B)](
