@@ -46,7 +46,8 @@ def build(module: str, index: int, arch: int, cubins: str | None = None, ones: b
     """Compile spec `index` of `module` for sm_`arch`: None, or what failed. With `cubins`, the
     cubin goes to <cubins>/<module>.<kernel>.<index>.sm<arch>.cubin beside its .json. With
     `ones`, every integer argument is the constant 1 (no cubin kept)."""
-    kernel, pointers, constexprs, warps = _specs(module)[index]
+    kernel, pointers, constexprs, warps, *extra = _specs(module)[index]
+    options = {"num_warps": warps, **(extra[0] if extra else {})}  # a 5th element: more compile options
     sig = {name: pointers.get(name, "i32") for name in kernel.arg_names}
     if ones:
         constexprs = {**{n: 1 for n, t in sig.items() if t == "i32" and n not in constexprs}, **constexprs}
@@ -54,7 +55,7 @@ def build(module: str, index: int, arch: int, cubins: str | None = None, ones: b
     sig.update({k: "constexpr" for k in constexprs})
     src = ASTSource(kernel, signature=sig, constexprs=constexprs)
     try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     except Exception as e:
         return f"FAILED {module}.{kernel.__name__} sm_{arch}{' (ints = 1)' if ones else ''} {pointers} {constexprs}: {e}"
     if cubins is not None:

@@ -14,6 +14,7 @@ from .ops.distance_transform import distance_transform
 from .ops.centroid_hinge import centroid_hinge
 from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
+from .ops.next_clicks import next_clicks
 from .ops.pair_bce import pair_bce
 from .ops.pixel_normalize import pixel_normalize
 from .ops.prior_mask import prior_mask
@@ -52,6 +53,7 @@ __all__ = [
     "masked_sum",
     "menet_metric_loss",
     "menet_saliency",
+    "next_clicks",
     "nn",
     "pair_bce",
     "pixel_normalize",

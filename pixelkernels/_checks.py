@@ -82,6 +82,17 @@ def tensor(t, name: str, *, ndim: int, dtypes, shape_doc: str) -> torch.Tensor:
     return t
 
 
+MASK_TYPES = (torch.bool, *LABEL_TYPES)
+
+
+def mask_like(t, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
+    """A (B, H, W) bool or integer mask (true where nonzero) of `like`'s shape, on its device."""
+    tensor(t, name, ndim=3, dtypes=MASK_TYPES, shape_doc="(B, H, W) bool or integer")
+    same_device((like_name, like), (name, t))
+    dims_match(name, t.shape, like.shape, f"{like_name}'s shape")
+    return t
+
+
 def dense_map(t, name: str) -> torch.Tensor:
     """A (B, D, H, W) float map."""
     return tensor(t, name, ndim=4, dtypes=FLOAT_TYPES, shape_doc="(B, D, H, W)")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BACKENDS, compile_on_fake_cuda
+from conftest import BACKENDS, COMPILED_BACKENDS, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels.reference.distance_transform import distance_transform
@@ -155,7 +155,7 @@ def test_op_equals_scipy(backend, device, case, sampling):
 
 
 @needs_scipy
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_integer_masks(backend, device, dtype):
     m = _blobs(19, 27, 3).to(dtype) * 3  # nonzero values other than 1
@@ -163,16 +163,108 @@ def test_integer_masks(backend, device, dtype):
     assert np.array_equal(got[0].numpy(), _scipy(m != 0, None)[0].astype(np.float32))
 
 
-@pytest.mark.parametrize("sampling", [None, (1.7, 0.4)], ids=["iso", "aniso"])
-def test_emulated_cuda_path(emu, sampling):
-    sy, sx = (1.0, 1.0) if sampling is None else sampling
-    for case in ("blobs", "tall_1000x3", "row_1xN", "all_targets"):
-        m = MASKS[case]()
-        mask = torch.stack([m, torch.ones_like(m)])
-        dist, idx = emu.distance_transform(mask, sy, sx, False, True)
-        want = torch.ops.pixelkernels.distance_transform(mask, sy, sx, False, True)[0]
-        assert torch.equal(dist, want), case
-        _check_indices(mask, dist, idx, sampling)
+def _far_corner(h, w):
+    m = torch.ones(h, w, dtype=torch.bool)
+    m[0, 0] = False
+    return m
+
+
+# Shapes that take the CPU kernel's other paths: several column strips (256 columns a task) and
+# row blocks (16 rows) when there are fewer images than threads; d² >= 2^24 (distances of 4096 px
+# and more, rounded through double); W > 2^16 (128-bit cross products, integer crossings); long
+# gaps between a row's targets and rows without any.
+CPU_PATHS = {
+    "strips_700": lambda: _blobs(40, 700, 7),
+    "few_300x520": lambda: _few_targets(300, 520, 6, 8),
+    "far_5000x3": lambda: _few_targets(5000, 3, 2, 9),
+    "far_corner": lambda: _far_corner(4500, 9),
+    "wide_1x70000": lambda: _few_targets(1, 70000, 3, 10),
+    "wide_3x70000": lambda: _few_targets(3, 70000, 2, 11),
+}
+
+
+@needs_scipy
+@pytest.mark.parametrize("images", [1, 2], ids=["two_phase", "per_image"])
+@pytest.mark.parametrize("case", list(CPU_PATHS), ids=list(CPU_PATHS))
+def test_cpu_paths(case, images):
+    """With 2 threads, one image takes the two-phase path (column strips, then row blocks), two
+    images one task each; both equal scipy (cast to float32), squared too."""
+    m = CPU_PATHS[case]()
+    want = ndimage.distance_transform_edt(m.numpy())
+    mask = torch.stack([m, m.flip(1)][:images])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dist, idx = pk.distance_transform(mask, return_indices=True, backend="cpu")
+        sq = pk.distance_transform(mask, squared=True, backend="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(dist[0].numpy(), want.astype(np.float32))
+    assert np.array_equal(sq[0].numpy(), (want.astype(np.float64) ** 2).round().astype(np.float32))
+    if images == 2:
+        assert np.array_equal(dist[1].numpy(), np.flip(want, 1).astype(np.float32))
+    _check_indices(mask, dist, idx, None)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_non_contiguous(backend, device):
+    m = torch.stack([_blobs(23, 19, 12), _few_targets(23, 19, 2, 13)]).to(torch.int8)
+    view = m.transpose(1, 2).contiguous().transpose(1, 2)[:, 1:, ::2]  # strided in both dims
+    got = pk.distance_transform(view.to(device), return_indices=True, backend=backend)
+    want = distance_transform(view.contiguous(), None, True)
+    assert torch.equal(got[0].cpu(), want[0])
+    _check_indices(view, got[0].cpu(), got[1].cpu(), None)
+
+
+@pytest.mark.parametrize("sampling", list(SAMPLINGS), ids=list(SAMPLINGS))
+@pytest.mark.parametrize("case", list(MASKS), ids=list(MASKS))
+def test_emulated_cuda_path(emu, case, sampling):
+    """The CUDA kernels (emulated) on every mask of the table, next to an image without target."""
+    s = SAMPLINGS[sampling]
+    sy, sx = (1.0, 1.0) if s is None else s
+    m = MASKS[case]()
+    mask = torch.stack([m, m.flip(1), torch.ones_like(m)])
+    for squared in (False, True):
+        dist, idx = emu.distance_transform(mask, sy, sx, squared, True)
+        assert torch.equal(dist, distance_transform(mask, s, squared=squared)), (case, squared)
+        if not squared:
+            _check_indices(mask, dist, idx, s)
+
+
+# The GPU kernels' own boundaries. CUDA: columns_kernel's 32-column tiles (more than the
+# emulator's 3 blocks of them: the grid-stride loop) and 8 bands (H not a multiple of 8, H < 8,
+# targets only in some bands), compact_kernel's 32-column steps and 8 images a block,
+# rows_kernel's grid-stride loops over pixels and images (B > 3), the 64-bit arithmetic of
+# H or W >= 32768 (emulated only). Triton: 32 x 16 column tiles, 1024-column compaction chunks,
+# 128 pixels a program.
+KERNEL_SHAPES = {
+    "tiles_130x7": lambda: torch.stack([_blobs(7, 130, i, density=0.05, radius=3) for i in range(10)]),
+    "bands_37x40": lambda: torch.stack([_few_targets(37, 40, n, i) for i, n in enumerate((1, 2, 3, 5, 40))]),
+    "short_5x70": lambda: torch.stack([_few_targets(5, 70, 2, 14), _blobs(5, 70, 15)]),
+    "chunks_3x1100": lambda: torch.stack([_few_targets(3, 1100, 2, 17), _blobs(3, 1100, 18, density=0.1, radius=2)]),
+}
+EMU_SHAPES = {**KERNEL_SHAPES, "wide_1x33000": lambda: _few_targets(1, 33000, 3, 16)[None]}
+
+
+@pytest.mark.parametrize("case", list(EMU_SHAPES), ids=list(EMU_SHAPES))
+def test_emulated_cuda_shapes(emu, case):
+    mask = EMU_SHAPES[case]()
+    dist, idx = emu.distance_transform(mask, 1.0, 1.0, False, True)
+    want = torch.ops.pixelkernels.distance_transform(mask, 1.0, 1.0, False, False)[0]  # the CPU kernel
+    assert torch.equal(dist, want)
+    _check_indices(mask, dist, idx, None)
+
+
+@needs_scipy
+@pytest.mark.parametrize("case", list(KERNEL_SHAPES), ids=list(KERNEL_SHAPES))
+@pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
+def test_kernel_shapes(backend, device, case):
+    mask = KERNEL_SHAPES[case]()
+    dist, idx = pk.distance_transform(mask.to(device), return_indices=True, backend=backend)
+    dist, idx = dist.cpu(), idx.cpu()
+    for b in range(mask.shape[0]):
+        assert np.array_equal(dist[b].numpy(), ndimage.distance_transform_edt(mask[b].numpy()).astype(np.float32))
+    _check_indices(mask, dist, idx, None)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

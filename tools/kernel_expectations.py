@@ -181,6 +181,27 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:click_maps:_click_maps_kernel\[.*", threads=256, min_occupancy=0.5,
            why="1024 pixels a program (8 warps), two float running minima a lane, scalar click loads: "
                "no spill"),
+    Expect(r"(distance_transform|next_clicks):edt::columns_kernel<.*>", min_occupancy=0.5,
+           why="32 columns x 8 bands of rows a block, each band's first and last target in 2 KiB of static "
+               "shared memory, the source's column addressing hoisted out of the row loops (next_clicks' "
+               "framed error masks read from pred, gt and ignore: 59-64 registers); no spill"),
+    Expect(r"(distance_transform|next_clicks):edt::compact_kernel", min_occupancy=0.5,
+           why="a warp per image, 32 columns a step by ballot and popc; no spill"),
+    Expect(r"(distance_transform|next_clicks):edt::rows_kernel<.*>", min_occupancy=0.625,
+           why="a thread per pixel walking the columns with a target outward from its own: a best value and "
+               "column in registers, independent loads of pos and the pixel's row of t; next_clicks' sink "
+               "reduces to a 64-bit key (warp shuffles, 64 B of static shared memory, one atomicMax a block); "
+               "30-40 registers, 46 for the float64 spacing on sm_80 (0.625); no spill"),
+    Expect(r"next_clicks:(clear|pick)_kernel", min_occupancy=0.75, why="a thread per key / per image; no spill"),
+    Expect(r"triton:distance_transform:_columns_kernel\[.*", threads=0, min_occupancy=0.25,
+           why="32 x 16 tiles of rows x columns, the max/min along a tile's rows as a masked reduction of a "
+               "32 x 32 x 16 broadcast (no dependent steps): ~80 registers, 4 warps; no spill"),
+    Expect(r"triton:distance_transform:_compact_kernel\[.*", threads=0, min_occupancy=0.5,
+           why="a program per image, 1024 columns a step by tl.cumsum; no spill"),
+    Expect(r"triton:distance_transform:_rows_kernel\[.*", threads=0, min_occupancy=0.75,
+           why="128 pixels a program, each lane walking the columns with a target outward from its own "
+               "(while any lane walks); the next_clicks variant reduces to an int64 key and one atomic max "
+               "a program; no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

@@ -102,7 +102,8 @@ def short_name(demangled: str) -> str:
     """`forward_kernel<float, float>` from `void pixelkernels::cuda::(anonymous namespace)::
     forward_kernel<float, float>(...)`; Triton kernels keep their name."""
     s = re.sub(r"^void\s+", "", demangled)
-    s = re.sub(r"pixelkernels::cuda::(\(anonymous namespace\)::)?", "", s)
+    s = re.sub(r"\(anonymous namespace\)::", "", s)  # anywhere: edt::(anonymous namespace)::columns_kernel
+    s = re.sub(r"pixelkernels::cuda::", "", s)
     depth = 0
     for i, ch in enumerate(s):  # cut the argument list (the first '(' outside template args)
         if ch == "<":

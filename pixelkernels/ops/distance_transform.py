@@ -13,10 +13,13 @@ float32: equal to scipy's float64 result cast to float32. An image with no zero 
 everywhere with indices -1 (scipy returns an artefact there: distances to a phantom pixel
 beyond the image). No gradient.
 
-Backends: CPU, Felzenszwalb and Huttenlocher's separable transform (2012, Theory of Computing 8),
-O(H·W) a image: per column the nearest zero (two sweeps), per row the lower envelope of the
-columns' parabolas. CUDA and Triton: not kernels yet, the reference's algorithm in torch ops on
-the device (O(H·W²) work).
+Backends: Felzenszwalb and Huttenlocher's separable transform (2012, Theory of Computing 8): per
+column the nearest zero (sweeps down and up), then per row the minimum over the columns that have
+a zero. CPU: the lower envelope of those columns' parabolas, O(H·W) an image, integer arithmetic
+without spacing, a row's runs of zeros skipped (the gaps between them are independent). CUDA and
+Triton: a thread (lane) per pixel walks the columns with a zero outward from its own and stops
+once the column distance alone is no better, O(H·W·r) for distances ~r (worst case O(H·W²): a
+far zero in every column).
 """
 
 from __future__ import annotations
@@ -41,9 +44,6 @@ def _fake(mask, sy, sx, squared, return_indices):
 
 OP = _op.define("distance_transform", reference=_reference, fake=_fake, outputs=("dist", "indices"))
 
-_MASK_TYPES = (torch.bool, *_checks.LABEL_TYPES)
-
-
 def distance_transform(
     mask: torch.Tensor,
     *,
@@ -53,7 +53,7 @@ def distance_transform(
     backend: str | None = None,
 ):
     """mask (B, H, W) bool/integer -> dist (B, H, W) float32 [, indices (B, 2, H, W) int64]."""
-    _checks.tensor(mask, "mask", ndim=3, dtypes=_MASK_TYPES, shape_doc="(B, H, W)")
+    _checks.tensor(mask, "mask", ndim=3, dtypes=_checks.MASK_TYPES, shape_doc="(B, H, W)")
     if sampling is None:
         sy = sx = 1.0
     else:

@@ -179,6 +179,11 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 
+// float64 products and sums rounded as written (nvcc never contracts these into an FMA; g++
+// does not contract here either: the kernels build without -ffp-contract=fast).
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+
 namespace pk_emu {
 // The sanitizer's view of an atomic read-modify-write: bounds and initialisation are checked,
 // races are not (atomics do not race with each other).
@@ -193,6 +198,18 @@ __attribute__((no_sanitize_thread)) T atomicAdd(T* p, T v) {
   const T old = *p;
   *p = old + v;
   return old;
+}
+template <typename T>
+__attribute__((no_sanitize_thread)) T atomicMax(T* p, T v) {
+  ::pk_emu::atomic_access(p, sizeof(T));
+  const T old = *p;
+  *p = v > old ? v : old;
+  return old;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
 }
 template <typename T>
 T __ldg(const T* p) {
