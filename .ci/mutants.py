@@ -51,6 +51,8 @@ T_SR = "tests/test_similarity_reduce.py"
 T_PB = "tests/test_pair_bce.py"
 T_CM = "tests/test_click_maps.py"
 T_DT = "tests/test_distance_transform.py"
+T_NC = "tests/test_next_clicks.py"
+T_SC = "tests/test_sample_clicks.py"
 
 MUTANTS = [
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
@@ -297,6 +299,45 @@ MUTANTS = [
     Mutant("cpu-distance_transform-far-rounding", "csrc/cpu/distance_transform_kernels.h",
            "< 16777216.0f) {", "< 1e30f) {",
            (T_DT, "-k", "cpu_paths"), "d² of 2^24 and more rounded to float before the square root"),
+    Mutant("cuda-distance_transform-band-carry", "csrc/cuda/distance_transform.cuh",
+           "for (int j = band - 1; j >= 0 && above < 0; --j) above = last[j][lane];",
+           "for (int j = band - 1; j >= 0 && above < 0; --j) above = -1;",
+           (T_DT, "-k", "emulated"), "a band forgets the targets of the bands above it"),
+    Mutant("cuda-distance_transform-rank", "csrc/cuda/distance_transform.cuh",
+           "count + __popc(bits & at_or_below);", "count + __popc(bits & (at_or_below >> 1));",
+           (T_DT, "-k", "emulated"), "rank counts the columns left of x only: the walks start one column off"),
+    Mutant("cuda-distance_transform-right-walk", "csrc/cuda/distance_transform.cuh",
+           "for (int32_t i = r; i < n; ++i) {  // rightward", "for (int32_t i = r + 1; i < n; ++i) {  // rightward",
+           (T_DT, "-k", "emulated"), "the rightward walk skips the nearest column with a target"),
+    Mutant("triton-distance_transform-tile-carry", "pixelkernels/triton/distance_transform.py",
+           "above = tl.maximum(_scan(tl.where(tgt, y[:, None], -1), r, -1, True), carry[None, :])",
+           "above = _scan(tl.where(tgt, y[:, None], -1), r, -1, True)",
+           (T_DT, "-k", "triton"), "a tile of rows forgets the targets of the tiles above it"),
+    Mutant("triton-distance_transform-right-walk", "pixelkernels/triton/distance_transform.py",
+           "best, bq = _walk(r, on & (r < n),", "best, bq = _walk(r + 1, on & (r + 1 < n),",
+           (T_DT, "-k", "triton"), "the rightward walk skips the nearest column with a target"),
+    Mutant("cpu-next_clicks-tie-row", "csrc/cpu/next_clicks_kernels.h",
+           "if (top > 0.0f && top >= best.v)", "if (top > 0.0f && top > best.v)",
+           (T_NC, "-k", "cpu"), "an equal maximum in an upper row loses: not the first in raster order"),
+    Mutant("cuda-next_clicks-key-order", "csrc/cuda/next_clicks.cu",
+           "Key(uint32_t(H * W - 1 - j))", "Key(uint32_t(j))",
+           (T_NC, "-k", "emulated"), "ties go to the last pixel in raster order"),
+    Mutant("triton-next_clicks-key-order", "pixelkernels/triton/distance_transform.py",
+           "| (H0 * W0 - 1 - j).to(tl.int64)", "| j.to(tl.int64)",
+           (T_NC, "-k", "triton"), "ties go to the last pixel in raster order"),
+    Mutant("cpu-sample_clicks-order", "csrc/cpu/sample_clicks.cpp",
+           "  std::sort(cand.begin(), cand.end());\n", "",
+           (T_SC, "-k", "cpu"), "candidates taken in raster order, not in key order"),
+    Mutant("cpu-sample_clicks-first-farthest", "csrc/cpu/sample_clicks.cpp",
+           "if (n > 0 && d2[k] != far) continue;", "if (d2[k] != far) continue;",
+           (T_SC, "-k", "cpu"), "strategy 3's first click is a farthest band pixel, not a random one"),
+    Mutant("cuda-sample_clicks-repeat", "csrc/cuda/sample_clicks.cu",
+           "(i == c.pixel || sq_dist(i, c.pixel, W) < step2)", "(sq_dist(i, c.pixel, W) < step2)",
+           (T_SC, "-k", "emulated"), "with d_step = 0 a click stays a candidate and is taken again"),
+    Mutant("triton-sample_clicks-repeat", "pixelkernels/triton/sample_clicks.py",
+           "near = (i == c) | ((dy * dy + dx * dx).to(tl.float64) < step2)",
+           "near = (dy * dy + dx * dx).to(tl.float64) < step2",
+           (T_SC, "-k", "triton"), "with d_step = 0 a click stays a candidate and is taken again"),
 ]  # fmt: skip
 
 # The first-occurrence mutants may match more than once; all others exactly once.

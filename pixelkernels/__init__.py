@@ -27,6 +27,7 @@ from .ops.region_losses import (
     menet_saliency,
 )
 from .ops.region_stats import region_stats
+from .ops.sample_clicks import sample_clicks
 from .ops.sample_pixels import sample_pixels
 from .ops.similarity_reduce import similarity_reduce
 from .ops.stochastic_pool import stochastic_pool
@@ -60,6 +61,7 @@ __all__ = [
     "prior_mask",
     "region_hinge",
     "region_stats",
+    "sample_clicks",
     "sample_pixels",
     "set_backend",
     "set_checks",

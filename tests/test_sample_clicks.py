@@ -1,4 +1,6 @@
-"""sample_clicks' oracle (pixelkernels/reference/sample_clicks.py): every sampled click checked
+"""sample_clicks on every backend (the reference: pixelkernels/reference/sample_clicks.py; cpu,
+triton, cuda, and the CUDA kernels emulated): every backend returns the reference's clicks for the
+same generator state, and every sampled click is checked
 against brute-force numpy distances (every pixel to every target pixel, no distance transform)
 on random blob masks of awkward sizes, small, empty and full objects: positives inside the
 object at >= d_margin from the background, strategy 1 in the band at >= d_margin from the
@@ -16,7 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from pixelkernels.reference.sample_clicks import sample_clicks
+from conftest import BACKENDS, compile_on_fake_cuda
+
+import pixelkernels as pk
+from pixelkernels.reference.sample_clicks import draw_keys
+from pixelkernels.reference.sample_clicks import sample_clicks as oracle
 
 SIZES = [(1, 23), (9, 1), (5, 5), (17, 23), (31, 40), (24, 37)]
 PARAMS = [  # (d_band, d_step, d_margin)
@@ -26,6 +32,44 @@ PARAMS = [  # (d_band, d_step, d_margin)
     (5.5, 2.5, 1.5),
     (3, 1, 1),
 ]
+
+
+# Every backend, and the CUDA kernels emulated on the CPU: sc(gt, **the op's keywords) on CPU
+# tensors, the points back on the CPU. The interpreter and the emulator are slow: they take the
+# table's larger sizes only (SLOW_SIZES), which cross Triton's 1024-pixel chunks and the emulated
+# block's 512 threads.
+IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
+         pytest.param(("emulated", "cpu"), id="emulated")]  # fmt: skip
+SLOW = ("triton", "emulated")
+
+
+@pytest.fixture(params=IMPLS)
+def sc(request):
+    backend, device = request.param
+    if backend == "emulated":
+        emu = request.getfixturevalue("emu")
+
+        def call(gt, *, num_positive, num_negative, strategy, d_band=40, d_step=10, d_margin=5, other=None,
+                 generator=None):  # fmt: skip
+            keys = draw_keys(gt, generator)
+            other = other.clone() if strategy == 2 else None  # clone: torch.from_numpy's memory is unknown to the sanitizer
+            return emu.sample_clicks(gt.clone(), keys, other, num_positive, num_negative, strategy, float(d_band),
+                                     float(d_step), float(d_margin))  # fmt: skip
+    else:
+
+        def call(gt, **kw):
+            if device == "cpu":
+                return pk.sample_clicks(gt, backend=backend, **kw)
+            # a CUDA backend: the keys the CPU generator draws, so the clicks compare with the CPU's
+            keys = draw_keys(gt, kw.get("generator"))
+            other = kw.get("other") if kw["strategy"] == 2 else None
+            args = [kw.get(n, d) for n, d in (("num_positive", 0), ("num_negative", 0), ("strategy", 1),
+                                              ("d_band", 40.0), ("d_step", 10.0), ("d_margin", 5.0))]  # fmt: skip
+            on = lambda t: None if t is None else t.to(device)  # noqa: E731
+            return pk._op.run(pk.ops.sample_clicks.OP, backend, on(gt), on(keys), on(other), *args).cpu()
+
+    call.slow = backend in SLOW
+    return call
 
 
 def _blobs(B, H, W, rng, kind="random"):
@@ -140,29 +184,30 @@ def _check(points, gt, other, strategy, num_pos, num_neg, d_band, d_step, d_marg
 
 @pytest.mark.parametrize("strategy", [1, 2, 3])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_constraints(strategy, size):
+def test_constraints(sc, strategy, size):
     H, W = size
     rng = np.random.default_rng(1000 * strategy + 7 * H + W)
     B = 5
-    for kind, (d_band, d_step, d_margin), (num_pos, num_neg) in [
+    configs = [
         ("awkward", PARAMS[0], (3, 4)),
         ("random", PARAMS[1], (6, 2)),
         ("awkward", PARAMS[2], (4, 9)),
         ("random", PARAMS[3], (0, 5)),
         ("random", PARAMS[1], (3, 0)),
         ("awkward", PARAMS[4], (5, 5)),
-    ]:
+    ]
+    for kind, (d_band, d_step, d_margin), (num_pos, num_neg) in configs[::3] if sc.slow else configs:
         gt = _blobs(B, H, W, rng, kind)
         other = _blobs(B, H, W, rng)
         g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
-        points = sample_clicks(torch.from_numpy(gt), num_positive=num_pos, num_negative=num_neg,
+        points = sc(torch.from_numpy(gt), num_positive=num_pos, num_negative=num_neg,
                                strategy=strategy, d_band=d_band, d_step=d_step, d_margin=d_margin,
                                other=torch.from_numpy(other), generator=g)  # fmt: skip
         _check(points, gt, other, strategy, num_pos, num_neg, d_band, d_step, d_margin)
 
 
 @pytest.mark.parametrize("strategy", [1, 2, 3])
-def test_as_many_as_asked(strategy):
+def test_as_many_as_asked(sc, strategy):
     """A 60x60 object in a 100x100 image, default distances: the qualifying pixels outnumber
     (asked - 1) exclusion disks, so every image gets all its clicks."""
     from scipy import ndimage
@@ -181,14 +226,14 @@ def test_as_many_as_asked(strategy):
         q_neg = {1: int((band & (d_obj >= 5)).sum()), 2: int(other[b].sum()), 3: int(band.sum())}[strategy]
         assert q_pos > 7 * disk and q_neg > 5 * disk  # 8 positives and 6 negatives guaranteed
     g = torch.Generator().manual_seed(5)
-    points = sample_clicks(gt, num_positive=8, num_negative=6, strategy=strategy, other=other, generator=g)
+    points = sc(gt, num_positive=8, num_negative=6, strategy=strategy, other=other, generator=g)
     assert (points[:, :8, :2] >= 0).all()
     assert (points[:, 8 : 8 + 6, :2] >= 0).all()
     assert (points[:, 8 + 6 :] == -1).all()
     assert (points[:, 8:14, 2] == torch.arange(6.0)).all()
 
 
-def test_padding_when_nothing_qualifies():
+def test_padding_when_nothing_qualifies(sc):
     H, W = 21, 30
     gt = torch.zeros(5, H, W, dtype=torch.bool)
     gt[0, 5:8, 3:25] = True  # 3 pixels thick: nothing at >= 5 from the background
@@ -199,7 +244,7 @@ def test_padding_when_nothing_qualifies():
     other = gt.clone()  # other objects only inside the object: none qualifies
     for strategy in (1, 2, 3):
         g = torch.Generator().manual_seed(strategy)
-        pts = sample_clicks(gt, num_positive=3, num_negative=4, strategy=strategy, d_band=5, other=other,
+        pts = sc(gt, num_positive=3, num_negative=4, strategy=strategy, d_band=5, other=other,
                             generator=g)  # fmt: skip
         assert (pts[[0, 2], :4] == -1).all()  # no positive in images 0 (thin) and 2 (empty)
         assert (pts[[1, 3, 4], 0, :2] >= 0).all()  # the image border is not background
@@ -211,53 +256,55 @@ def test_padding_when_nothing_qualifies():
         if strategy == 2:
             assert (pts[:, 4:] == -1).all()
     # nothing asked
-    pts = sample_clicks(gt, num_positive=0, num_negative=0, strategy=1)
+    pts = sc(gt, num_positive=0, num_negative=0, strategy=1)
     assert pts.shape == (5, 0, 3)
     # an empty image
-    pts = sample_clicks(torch.zeros(2, 0, 7, dtype=torch.bool), num_positive=2, num_negative=1, strategy=3)
+    pts = sc(torch.zeros(2, 0, 7, dtype=torch.bool), num_positive=2, num_negative=1, strategy=3)
     assert pts.shape == (2, 4, 3) and (pts == -1).all()
 
 
 @pytest.mark.parametrize("strategy", [1, 2, 3])
-def test_reproducible(strategy):
+def test_reproducible(sc, strategy):
     rng = np.random.default_rng(3)
     gt = torch.from_numpy(_blobs(4, 33, 41, rng))
     other = torch.from_numpy(_blobs(4, 33, 41, rng))
     kw = dict(num_positive=4, num_negative=5, strategy=strategy, d_band=8, d_step=3, d_margin=1, other=other)
 
     def run(seed):
-        return sample_clicks(gt, generator=torch.Generator().manual_seed(seed), **kw)
+        return sc(gt, generator=torch.Generator().manual_seed(seed), **kw)
 
     a, b, c = run(11), run(11), run(12)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     # integer masks are read as nonzero = object
-    assert torch.equal(sample_clicks(gt.to(torch.int32) * 3, generator=torch.Generator().manual_seed(11),
+    assert torch.equal(sc(gt.to(torch.int32) * 3, generator=torch.Generator().manual_seed(11),
                                      **{**kw, "other": other.to(torch.uint8)}), a)  # fmt: skip
     torch.manual_seed(0)
-    assert sample_clicks(gt, **kw).shape == a.shape  # the default generator
+    assert sc(gt, **kw).shape == a.shape  # the default generator
 
 
-def test_uniform_first_click():
+def test_uniform_first_click(sc):
     """The first positive (and strategy-1 negative) is uniform over the qualifying pixels."""
+    if sc.slow:
+        pytest.skip("4000 images: the interpreter and the emulator get the reference's clicks (test_equals_reference)")
     B = 4000
     gt = torch.zeros(B, 1, 8, dtype=torch.bool)
     gt[:, 0, :5] = True  # 5 object pixels; with d_margin=0 all qualify; band = 3 pixels
     g = torch.Generator().manual_seed(0)
-    pts = sample_clicks(gt, num_positive=1, num_negative=1, strategy=1, d_band=4, d_margin=0, generator=g)
+    pts = sc(gt, num_positive=1, num_negative=1, strategy=1, d_band=4, d_margin=0, generator=g)
     pos = torch.bincount(pts[:, 0, 1].long(), minlength=8).double() / B
     neg = torch.bincount(pts[:, 1, 1].long(), minlength=8).double() / B
     assert (pos[:5] - 0.2).abs().max() < 0.03 and pos[5:].sum() == 0
     assert (neg[5:] - 1 / 3).abs().max() < 0.035 and neg[:5].sum() == 0
 
 
-def test_farthest_sequence_exact():
+def test_farthest_sequence_exact(sc):
     """Strategy 3 on a 1-row image: the band is 3 pixels on each side of a 3-pixel object; G is
     the object and everything at >= d_band; the first click random, then the farthest ones."""
     gt = torch.zeros(1, 1, 15, dtype=torch.bool)
     gt[0, 0, 6:9] = True  # band with d_band = 4: x in 3..5 and 9..11; G elsewhere
     g = torch.Generator().manual_seed(2)
-    pts = sample_clicks(gt, num_positive=0, num_negative=6, strategy=3, d_band=4, generator=g)
+    pts = sc(gt, num_positive=0, num_negative=6, strategy=3, d_band=4, generator=g)
     assert (pts[0, :6] == -1).all()
     xs = pts[0, 6:, 1].long().tolist()
     assert sorted(xs) == [3, 4, 5, 9, 10, 11]
@@ -266,12 +313,84 @@ def test_farthest_sequence_exact():
     _check_farthest([(0, x) for x in xs], band, 6)
 
 
-def test_bad_arguments():
-    gt = torch.zeros(1, 4, 4, dtype=torch.bool)
-    with pytest.raises(ValueError):
-        sample_clicks(gt, num_positive=1, num_negative=1, strategy=4)
-    with pytest.raises(ValueError):
-        sample_clicks(gt, num_positive=1, num_negative=1, strategy=2)
-    with pytest.raises(ValueError):
-        sample_clicks(gt, num_positive=-1, num_negative=1, strategy=1)
-    assert math.isfinite(float(sample_clicks(gt, num_positive=1, num_negative=1, strategy=1).sum()))
+@pytest.mark.parametrize("strategy", [1, 2, 3])
+def test_equals_reference(sc, strategy):
+    """The same generator state gives the reference's clicks, images of several sizes in one batch
+    shape each (B = 5: more images than the emulator's 3 blocks)."""
+    rng = np.random.default_rng(20 + strategy)
+    for (H, W), (d_band, d_step, d_margin) in zip([(31, 40), (9, 1), (24, 37)], PARAMS):
+        gt = torch.from_numpy(_blobs(5, H, W, rng, "awkward"))
+        other = torch.from_numpy(_blobs(5, H, W, rng))
+        kw = dict(num_positive=5, num_negative=6, strategy=strategy, d_band=d_band, d_step=d_step,
+                  d_margin=d_margin, other=other)  # fmt: skip
+        want = oracle(gt, generator=torch.Generator().manual_seed(H), **kw)
+        assert torch.equal(sc(gt, generator=torch.Generator().manual_seed(H), **kw), want), (H, W)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck(backend, device):
+    if backend == "reference":
+        pytest.skip("the reference is plain PyTorch, not a registered op")
+    op = pk.ops.sample_clicks.OP
+    func = op.triton if backend == "triton" else op.compiled
+    rng = np.random.default_rng(9)
+    gt = torch.from_numpy(_blobs(2, 9, 11, rng)).to(device)
+    keys = draw_keys(gt, torch.Generator(device=device).manual_seed(1))
+    for strategy in (1, 2, 3):
+        torch.library.opcheck(func, (gt, keys, gt if strategy == 2 else None, 2, 3, strategy, 4.0, 2.0, 1.0))
+
+
+def test_compiles_fullgraph():
+    gt = torch.from_numpy(_blobs(2, 9, 11, np.random.default_rng(10)))
+    kw = dict(num_positive=2, num_negative=2, strategy=3, d_band=4)
+    fn = torch.compile(lambda g: pk.sample_clicks(g, **kw), fullgraph=True, backend="eager")  # the default generator
+    torch.manual_seed(4)
+    got = fn(gt)
+    torch.manual_seed(4)
+    assert torch.equal(got, pk.sample_clicks(gt, **kw))
+
+
+def test_meta_tensors():
+    out = pk.sample_clicks(torch.empty(3, 5, 6, dtype=torch.bool, device="meta"), num_positive=2, num_negative=4,
+                           strategy=1)  # fmt: skip
+    assert out.shape == (3, 8, 3) and out.dtype == torch.float32
+
+
+_GT = torch.zeros(2, 4, 5, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        (dict(gt=torch.zeros(4, 5, dtype=torch.bool)), ValueError, "gt must have 3 dims"),
+        (dict(gt=torch.zeros(2, 4, 5)), TypeError, "gt must have dtype"),
+        (dict(gt=[[0]]), TypeError, "gt must be a torch.Tensor"),
+        (dict(strategy=4), ValueError, "strategy must be one of"),
+        (dict(strategy=True), ValueError, "strategy must be one of"),
+        (dict(strategy=2), ValueError, "strategy 2 samples from `other`"),
+        (dict(strategy=2, other=torch.zeros(2, 5, 4, dtype=torch.bool)), ValueError, "other must have gt's shape"),
+        (dict(strategy=2, other=torch.zeros(2, 4, 5)), TypeError, "other must have dtype"),
+        (dict(num_positive=-1), ValueError, "num_positive must be in"),
+        (dict(num_negative=2.5), TypeError, "num_negative must be an int"),
+        (dict(d_band=-1.0), ValueError, "d_band must be >= 0"),
+        (dict(d_step=float("nan")), ValueError, "d_step must be finite"),
+        (dict(d_margin="5"), TypeError, "d_margin must be a float"),
+        (dict(gt=_GT.to("meta"), generator=torch.Generator()), ValueError, "generator must be on gt's device"),
+        (dict(generator=3), TypeError, "generator must be a torch.Generator"),
+    ],
+)  # fmt: skip
+def test_bad_arguments(kwargs, exc, msg):
+    args = {"gt": _GT, "num_positive": 1, "num_negative": 1, "strategy": 1, **kwargs}
+    with pytest.raises(exc, match=msg):
+        pk.sample_clicks(args.pop("gt"), **args)
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_fake_cuda_compile(backend):
+    """The CUDA dispatch path traced on fake CUDA tensors (no GPU)."""
+    out = compile_on_fake_cuda(
+        lambda g: pk.sample_clicks(g, num_positive=2, num_negative=3, strategy=3, backend=backend),
+        lambda: (torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda"),),
+    )
+    assert out.device.type == "cuda" and out.shape == (2, 6, 3)

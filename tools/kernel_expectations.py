@@ -181,13 +181,21 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:click_maps:_click_maps_kernel\[.*", threads=256, min_occupancy=0.5,
            why="1024 pixels a program (8 warps), two float running minima a lane, scalar click loads: "
                "no spill"),
-    Expect(r"(distance_transform|next_clicks):edt::columns_kernel<.*>", min_occupancy=0.5,
+    Expect(r"sample_clicks:edt::columns_kernel<NotBand>", min_occupancy=0.5, max_stack=8, local_in_loop=2,
+           why="the band read from gt and the float distances to the object (two loads a pixel): at the 64 "
+               "registers of 4 blocks a SM, sm_80 spills 8 B; " + _DEBT),
+    Expect(r"sample_clicks:select_kernel", threads=512, min_occupancy=0.25,
+           why="a block of 512 threads per image (each click depends on those before): per click a pass for "
+               "the smallest (key, pixel) by warp shuffles and 16 warps' minima in shared memory, and a pass "
+               "dropping the pixels within d_step; __launch_bounds__(512, 1): 60-68 registers, no spill (at "
+               "the default 40 of three blocks a SM sm_80 spilled 188 B)"),
+    Expect(r"(distance_transform|next_clicks|sample_clicks):edt::columns_kernel<.*>", min_occupancy=0.5,
            why="32 columns x 8 bands of rows a block, each band's first and last target in 2 KiB of static "
                "shared memory, the source's column addressing hoisted out of the row loops (next_clicks' "
                "framed error masks read from pred, gt and ignore: 59-64 registers); no spill"),
-    Expect(r"(distance_transform|next_clicks):edt::compact_kernel", min_occupancy=0.5,
+    Expect(r"(distance_transform|next_clicks|sample_clicks):edt::compact_kernel", min_occupancy=0.5,
            why="a warp per image, 32 columns a step by ballot and popc; no spill"),
-    Expect(r"(distance_transform|next_clicks):edt::rows_kernel<.*>", min_occupancy=0.625,
+    Expect(r"(distance_transform|next_clicks|sample_clicks):edt::rows_kernel<.*>", min_occupancy=0.625,
            why="a thread per pixel walking the columns with a target outward from its own: a best value and "
                "column in registers, independent loads of pos and the pixel's row of t; next_clicks' sink "
                "reduces to a 64-bit key (warp shuffles, 64 B of static shared memory, one atomicMax a block); "
@@ -202,6 +210,9 @@ EXPECTATIONS: list[Expect] = [
            why="128 pixels a program, each lane walking the columns with a target outward from its own "
                "(while any lane walks); the next_clicks variant reduces to an int64 key and one atomic max "
                "a program; no spill"),
+    Expect(r"triton:sample_clicks:_select_kernel\[.*", threads=0, min_occupancy=0.25,
+           why="a program per image (4 warps), per click a pass over the image in 1024-pixel chunks for the "
+               "smallest (key, pixel), carried as scalars, and one dropping the pixels within d_step; no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

@@ -19,16 +19,6 @@
 #define PK_DISTANCE_TRANSFORM_ENTRIES
 #include "cpu/distance_transform_kernels.h"
 
-#ifdef PK_HAVE_AVX2_BUILD
-namespace pixelkernels::cpu::avx2::edt {
-void columns(const DistanceTransform& p, int64_t b, int64_t x0, int64_t x1, int32_t* t, int32_t* down);
-void rows(const DistanceTransform& p, int64_t b, int64_t y0, int64_t y1, const int32_t* t, int32_t* cols,
-          const cpu::edt::Scratch& s);
-void image(const DistanceTransform& p, int64_t b, int32_t* t, int32_t* down, int32_t* cols,
-           const cpu::edt::Scratch& s);
-}  // namespace pixelkernels::cpu::avx2::edt
-#endif
-
 namespace pixelkernels {
 namespace {
 

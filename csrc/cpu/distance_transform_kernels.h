@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "common/distance_transform.h"
+#include "cpu/isa.h"
 
 #ifndef PK_CPU_ISA
 #error "define PK_CPU_ISA (the instruction-set namespace) before including this header"
@@ -47,6 +48,24 @@ struct Scratch {
 };
 
 }  // namespace pixelkernels::cpu::edt
+
+// The entries of both builds (defined at the end of this header in distance_transform.cpp and
+// distance_transform_avx2.cpp), for PK_CPU_PICK in the ops built on the transform.
+#define PK_DISTANCE_TRANSFORM_DECLARE_ENTRIES                                                                       \
+  void columns(const DistanceTransform& p, int64_t b, int64_t x0, int64_t x1, int32_t* t, int32_t* down);          \
+  void rows(const DistanceTransform& p, int64_t b, int64_t y0, int64_t y1, const int32_t* t, int32_t* cols,      \
+            const ::pixelkernels::cpu::edt::Scratch& s);                                                            \
+  void image(const DistanceTransform& p, int64_t b, int32_t* t, int32_t* down, int32_t* cols,                     \
+             const ::pixelkernels::cpu::edt::Scratch& s);
+namespace pixelkernels::cpu::base::edt {
+PK_DISTANCE_TRANSFORM_DECLARE_ENTRIES
+}  // namespace pixelkernels::cpu::base::edt
+#ifdef PK_HAVE_AVX2_BUILD
+namespace pixelkernels::cpu::avx2::edt {
+PK_DISTANCE_TRANSFORM_DECLARE_ENTRIES
+}  // namespace pixelkernels::cpu::avx2::edt
+#endif
+#undef PK_DISTANCE_TRANSFORM_DECLARE_ENTRIES
 
 namespace pixelkernels::cpu::PK_CPU_ISA::edt {
 

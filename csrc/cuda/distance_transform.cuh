@@ -188,6 +188,24 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The sink of distance_transform: each pixel's distance (or its square) and nearest target.
+struct WriteDistances {
+  struct State {};
+  float* dist;
+  int64_t* indices;  // or nullptr
+  int64_t P;
+  bool squared;
+  __device__ void put(State&, int64_t b, int64_t p, int64_t, int64_t, double d2, int32_t bq,
+                      const int32_t* tr) const {
+    dist[b * P + p] = bq < 0 ? INFINITY : static_cast<float>(squared ? d2 : sqrt(d2));  // bq < 0: no target
+    if (indices) {
+      indices[b * 2 * P + p] = bq >= 0 ? tr[bq] : -1;
+      indices[(b * 2 + 1) * P + p] = bq;
+    }
+  }
+  __device__ void flush(State&, int64_t) const {}
+};
+
 // The three launches for B images of H x W from `src`, the rows to `sink`; `sy2 == sx2 == 1`:
 // exact integer arithmetic.
 template <class Source, class Sink>

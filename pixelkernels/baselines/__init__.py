@@ -18,6 +18,7 @@ from .dense_similarity_loss import dense_similarity_loss
 from .distance_transform import distance_transform
 from .label_transfer import label_transfer
 from .masked_sum import masked_sum
+from .next_clicks import next_clicks
 from .pixel_normalize import pixel_normalize
 from .prior_mask import prior_mask
 from .region_hinge import region_hinge
@@ -45,6 +46,7 @@ __all__ = [
     "label_transfer",
     "masked_average_pool",
     "masked_sum",
+    "next_clicks",
     "menet_metric_loss",
     "menet_saliency",
     "pixel_normalize",

@@ -13,7 +13,8 @@ depends on them.
   `keops_label_transfer` (the W5 rows) and `keops_prior_mask` (W7). The formulas and their
   choices: the notes above keops_similarity_reduce below.
 - scipy, OpenCV (opencv-python-headless) and `edt`: the exact distance transforms users run
-  today, one image at a time on the CPU (distance_transform's W9 rows).
+  today, one image at a time on the CPU (distance_transform's W9 rows); with scipy and OpenCV,
+  the next-click protocol as f-BRS's and RITM's clickers run it (next_clicks' W9 row).
 """
 
 from __future__ import annotations
@@ -311,3 +312,50 @@ def edt_distance_transform(mask: torch.Tensor) -> torch.Tensor:
     import edt
 
     return _per_image(mask, lambda m: edt.edt(m != 0, parallel=0))
+
+
+# ------------------------------------------------------------------------------ next_clicks
+# The clickers of f-BRS (scipy) and RITM (OpenCV), isegm/inference/clicker.py's _get_next_click
+# written again from its description, one image at a time on the host: error masks with
+# not_ignore, padded by one zero pixel, the exact transform, cropped, times not_clicked, the
+# first maximum of the larger map; (-1, -1, -1) when no error is left (the clickers' (0, 0)
+# negative click there, mapped to ours).
+
+
+def _clicker(pred, gt, clicked, ignore, transform):
+    import numpy as np
+
+    p, g = pred.cpu().numpy() != 0, gt.cpu().numpy() != 0
+    c = None if clicked is None else clicked.cpu().numpy() != 0
+    keep = None if ignore is None else ignore.cpu().numpy() == 0
+    rows = []
+    for b in range(g.shape[0]):
+        fn, fp = g[b] & ~p[b], ~g[b] & p[b]
+        if keep is not None:
+            fn, fp = fn & keep[b], fp & keep[b]
+        dt = [transform(np.pad(e, 1))[1:-1, 1:-1] for e in (fn, fp)]
+        if c is not None:
+            dt = [d * ~c[b] for d in dt]
+        m_fn, m_fp = dt[0].max(), dt[1].max()
+        if max(m_fn, m_fp) == 0:
+            rows.append((-1, -1, -1))
+            continue
+        positive = m_fn > m_fp
+        k = int(np.argmax(dt[0] if positive else dt[1]))
+        rows.append((k // g.shape[2], k % g.shape[2], int(positive)))
+    return torch.tensor(rows, dtype=torch.int64).reshape(g.shape[0], 3)
+
+
+def scipy_next_clicks(pred, gt, clicked=None, ignore=None):
+    """f-BRS's clicker: scipy.ndimage.distance_transform_edt (float64, exact)."""
+    from scipy import ndimage
+
+    return _clicker(pred, gt, clicked, ignore, ndimage.distance_transform_edt)
+
+
+def opencv_next_clicks(pred, gt, clicked=None, ignore=None):
+    """RITM's clicker: cv2.distanceTransform(..., DIST_L2, DIST_MASK_PRECISE) (float32)."""
+    import cv2
+
+    return _clicker(pred, gt, clicked, ignore,
+                    lambda m: cv2.distanceTransform(m.astype("uint8"), cv2.DIST_L2, cv2.DIST_MASK_PRECISE))  # fmt: skip

@@ -785,3 +785,50 @@ CASES += [
          compute_dtypes=frozenset({torch.float32, torch.float64}))  # exact: float64 in every backend
     for kind in ("blobs", "few")
 ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ next_clicks
+
+
+def _protocol_inputs(B, H, W):
+    """The evaluation protocol mid-session: gt random discs of objects (~40 % of the pixels, as
+    distance_transform's W9 blobs), pred the same discs with radii off by -3..3, a fifth of them
+    missed and as many false ones added (errors along the boundaries and whole blobs), 5 clicked
+    pixels an image."""
+
+    def make(device):
+        g = torch.Generator().manual_seed(0)
+        yy, xx = torch.arange(H).view(1, H, 1, 1), torch.arange(W).view(1, 1, W, 1)
+        n = max(1, H * W // 2000)
+        cy = torch.randint(0, H, (B, 1, 1, n), generator=g)
+        cx = torch.randint(0, W, (B, 1, 1, n), generator=g)
+        r = torch.randint(4, 30, (B, 1, 1, n), generator=g)
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        gt = (d2 <= r * r).any(3)
+        kept = torch.rand(B, 1, 1, n, generator=g) >= 0.2
+        rp = (r + torch.randint(-3, 4, (B, 1, 1, n), generator=g)).clamp(min=1)
+        fy = torch.randint(0, H, (B, 1, 1, n // 5 + 1), generator=g)
+        fx = torch.randint(0, W, (B, 1, 1, n // 5 + 1), generator=g)
+        pred = ((d2 <= rp * rp) & kept).any(3) | ((yy - fy) ** 2 + (xx - fx) ** 2 <= 100).any(3)
+        clicked = torch.zeros(B, H * W, dtype=torch.bool)
+        clicked.scatter_(1, torch.randint(0, H * W, (B, 5), generator=g), True)
+        return Inputs(args=(pred.to(device), gt.to(device)), kwargs={"clicked": clicked.view(B, H, W).to(device)})
+
+    return make
+
+
+def _clicker_peer(name: str):
+    def run(inp: Inputs):
+        from pixelkernels.baselines import peers
+
+        return getattr(peers, f"{name}_next_clicks")(*inp.args, **inp.kwargs)
+
+    return run
+
+
+CASES += [
+    Case("W9", "next_clicks", "B=16 512x512", _protocol_inputs(16, 512, 512), loss=None,
+         small=_protocol_inputs(2, 13, 17), rounds=1,
+         peers=(Peer("scipy", "scipy", _clicker_peer("scipy")), Peer("opencv", "cv2", _clicker_peer("opencv"))),
+         compute_dtypes=frozenset({torch.float32, torch.float64})),  # exact: the transform in float64 / integers
+]  # fmt: skip

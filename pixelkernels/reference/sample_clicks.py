@@ -18,8 +18,8 @@ from pixel p to the nearest pixel of A (+inf when A is empty), the paper's set i
                 (S0 the negative clicks so far), until num_negative or no band pixel is left.
 
 "Random pixel among the qualifying ones, then the next at distance >= d_step from those taken"
-is done with one random permutation rank per pixel (a stable sort of 42-bit keys drawn with
-`generator` on gt's device, as sample_pixels' keys): each click is the qualifying pixel of
+is done with one random permutation rank per pixel (increasing (key, pixel) order of 42-bit keys
+drawn with `generator` on gt's device, as sample_pixels' keys): each click is the qualifying pixel of
 smallest rank, after which every pixel at distance < d_step of it (and the pixel itself) stops
 qualifying. Each positive click, each strategy-1/2 click, is thus uniform over the pixels still
 qualifying; an image gets fewer clicks than asked only when no pixel is left that qualifies.
@@ -58,11 +58,17 @@ from .sample_pixels import KEY_BITS
 STRATEGIES = (1, 2, 3)
 
 
-def _ranks(B: int, P: int, generator, device) -> torch.Tensor:
-    """(B, P) int64: a uniformly random permutation rank of every pixel of every image."""
-    keys = torch.randint(0, 1 << KEY_BITS, (B, P), generator=generator, device=device)
-    order = torch.sort(keys, dim=1, stable=True).indices
-    ar = torch.arange(P, device=device).expand(B, P)
+def draw_keys(gt: torch.Tensor, generator) -> torch.Tensor:
+    """(B, H, W) int64 keys in [0, 2^42) drawn with `generator` on gt's device: the one random step."""
+    return torch.randint(0, 1 << KEY_BITS, gt.shape, generator=generator, device=gt.device)
+
+
+def _ranks(keys: torch.Tensor) -> torch.Tensor:
+    """(B, P) int64: every pixel's rank in increasing (key, pixel) order, a uniformly random
+    permutation for i.i.d. keys."""
+    B, P = keys.shape[0], keys[0].numel()
+    order = torch.sort(keys.reshape(B, P), dim=1, stable=True).indices
+    ar = torch.arange(P, device=keys.device).expand(B, P)
     return torch.empty_like(order).scatter_(1, order, ar)
 
 
@@ -127,6 +133,13 @@ def sample_clicks(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """gt (B, H, W) bool/integer -> points (B, 2N, 3) float32, N = max(num_positive, num_negative)."""
+    keys = draw_keys(gt, generator) if gt.dim() == 3 else None
+    return sample_clicks_from_keys(gt, keys, other, num_positive, num_negative, strategy, d_band, d_step, d_margin)
+
+
+def sample_clicks_from_keys(gt, keys, other, num_positive, num_negative, strategy, d_band, d_step, d_margin):
+    """sample_clicks with its keys given ((B, H, W) int64, draw_keys'): what every backend computes
+    from the same keys."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if num_positive < 0 or num_negative < 0:
@@ -145,7 +158,7 @@ def sample_clicks(
     if P == 0 or B == 0 or N == 0:
         return out
     obj = gt != 0
-    rank = _ranks(B, P, generator, dev)
+    rank = _ranks(keys)
     margin2 = float(d_margin) ** 2
     # squared distance of every pixel to the background, and to the object (+inf if none)
     to_bg = distance_transform(obj, squared=True).reshape(B, P).to(torch.float64)
