@@ -12,8 +12,9 @@ fake: a test that hands CPU tensors to the triton or cuda backend, loops over
 available_backends() on CPU tensors, or picks its device without conftest fails here, as it
 would on the first GPU run.
 
-The tests that take the `emu` fixture are deselected too: they run the CUDA kernels on the
-CPU whatever torch reports, and the plain suite runs them already.
+The tests that take the `emu` fixture (or are marked `emulated`: a param that asks for it
+itself) are deselected too: they run the CUDA kernels on the CPU whatever torch reports, and the
+plain suite runs them already.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ pk._backend.available_backends = pk.available_backends = _with_cuda
 def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
-        (drop if "emu" in getattr(item, "fixturenames", ()) else keep).append(item)
+        emulated = "emu" in getattr(item, "fixturenames", ()) or item.get_closest_marker("emulated") is not None
+        (drop if emulated else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

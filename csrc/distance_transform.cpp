@@ -23,10 +23,8 @@ std::tuple<at::Tensor, at::Tensor> distance_transform(const at::Tensor& mask, do
   const std::vector<int64_t> index_sizes = return_indices ? std::vector<int64_t>{B, 2, H, W} : std::vector<int64_t>{0};
   at::Tensor indices = at::empty(index_sizes, mask.options().dtype(at::kLong));
   if (dist.numel() == 0) return {dist, indices};
-  const auto st = mask.scalar_type();
-  const bool bytes = st == at::kBool || st == at::kByte || st == at::kChar;
-  const at::Tensor m = bytes ? mask.contiguous() : mask.ne(0).contiguous();
-  DistanceTransform p{static_cast<const uint8_t*>(m.const_data_ptr()), B, H, W, sy * sy, sx * sx, squared,
+  const at::Tensor m = mask_bytes(mask);
+  DistanceTransform p{bytes_of(m), B, H, W, sy * sy, sx * sx, squared,
                       dist.mutable_data_ptr<float>(), return_indices ? indices.mutable_data_ptr<int64_t>() : nullptr};
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);

@@ -8,11 +8,6 @@
 namespace pixelkernels {
 namespace {
 
-at::Tensor as_bytes(const at::Tensor& m) {
-  const auto st = m.scalar_type();
-  return st == at::kBool || st == at::kByte || st == at::kChar ? m.contiguous() : m.ne(0).contiguous();
-}
-
 template <class On>
 at::Tensor next_clicks(const at::Tensor& pred, const at::Tensor& gt, const std::optional<at::Tensor>& clicked,
                        const std::optional<at::Tensor>& ignore) {
@@ -29,13 +24,10 @@ at::Tensor next_clicks(const at::Tensor& pred, const at::Tensor& gt, const std::
   const int64_t B = gt.size(0), H = gt.size(1), W = gt.size(2);
   at::Tensor out = at::empty({B, 3}, gt.options().dtype(at::kLong));
   if (B == 0) return out;
-  const at::Tensor p = as_bytes(pred), g = as_bytes(gt);
-  const at::Tensor c = clicked.has_value() ? as_bytes(*clicked) : at::Tensor();
-  const at::Tensor i = ignore.has_value() ? as_bytes(*ignore) : at::Tensor();
-  const auto bytes = [](const at::Tensor& t) {
-    return t.defined() ? static_cast<const uint8_t*>(t.const_data_ptr()) : nullptr;
-  };
-  NextClicks params{bytes(p), bytes(g), bytes(c), bytes(i), B, H, W, out.mutable_data_ptr<int64_t>()};
+  const at::Tensor p = mask_bytes(pred), g = mask_bytes(gt);
+  const at::Tensor c = clicked.has_value() ? mask_bytes(*clicked) : at::Tensor();
+  const at::Tensor i = ignore.has_value() ? mask_bytes(*ignore) : at::Tensor();
+  NextClicks params{bytes_of(p), bytes_of(g), bytes_of(c), bytes_of(i), B, H, W, out.mutable_data_ptr<int64_t>()};
   const at::Tensor workspace = launcher.workspace(params);
   launcher(params);
   return out;

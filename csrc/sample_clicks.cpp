@@ -12,11 +12,6 @@
 namespace pixelkernels {
 namespace {
 
-at::Tensor as_bytes(const at::Tensor& m) {
-  const auto st = m.scalar_type();
-  return st == at::kBool || st == at::kByte || st == at::kChar ? m.contiguous() : m.ne(0).contiguous();
-}
-
 template <class On>
 at::Tensor sample_clicks(const at::Tensor& gt, const at::Tensor& keys, const std::optional<at::Tensor>& other,
                          int64_t num_positive, int64_t num_negative, int64_t strategy, double d_band, double d_step,
@@ -36,11 +31,9 @@ at::Tensor sample_clicks(const at::Tensor& gt, const at::Tensor& keys, const std
   const int64_t B = gt.size(0), N = std::max(num_positive, num_negative);
   at::Tensor out = at::full({B, 2 * N, 3}, -1.0, gt.options().dtype(at::kFloat));
   if (out.numel() == 0 || gt.size(1) * gt.size(2) == 0) return out;
-  const at::Tensor g = as_bytes(gt), k = keys.contiguous();
-  const at::Tensor o = strategy == 2 ? as_bytes(*other) : at::Tensor();
-  SampleClicks p{static_cast<const uint8_t*>(g.const_data_ptr()),
-                 o.defined() ? static_cast<const uint8_t*>(o.const_data_ptr()) : nullptr,
-                 k.const_data_ptr<int64_t>(), B, gt.size(1), gt.size(2), num_positive, num_negative, N,
+  const at::Tensor g = mask_bytes(gt), k = keys.contiguous();
+  const at::Tensor o = strategy == 2 ? mask_bytes(*other) : at::Tensor();
+  SampleClicks p{bytes_of(g), bytes_of(o), k.const_data_ptr<int64_t>(), B, gt.size(1), gt.size(2), num_positive, num_negative, N,
                  static_cast<int>(strategy), d_band * d_band, d_step * d_step, d_margin * d_margin,
                  out.mutable_data_ptr<float>()};
   const at::Tensor workspace = launcher.workspace(p);

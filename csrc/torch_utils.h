@@ -170,6 +170,17 @@ inline void expect_sizes(const at::Tensor& t, at::IntArrayRef sizes, const char*
   PK_EXPECT(t.sizes() == sizes, op, name, " must have shape ", sizes, ", got ", t.sizes());
 }
 
+// A mask (bool or integer, true where nonzero) as one contiguous byte a pixel, zero where the
+// mask is: bool, uint8 and int8 masks as they are (no copy when contiguous), wider ones compared.
+inline at::Tensor mask_bytes(const at::Tensor& m) {
+  const auto st = m.scalar_type();
+  return st == at::kBool || st == at::kByte || st == at::kChar ? m.contiguous() : m.ne(0).contiguous();
+}
+
+inline const uint8_t* bytes_of(const at::Tensor& t) {  // nullptr for an undefined tensor
+  return t.defined() ? static_cast<const uint8_t*>(t.const_data_ptr()) : nullptr;
+}
+
 // Every tensor on the first one's device (the dispatcher would otherwise hand a CUDA kernel
 // a CPU pointer when a direct call mixes devices).
 inline void expect_same_device(const char* op, std::initializer_list<at::Tensor> ts) {

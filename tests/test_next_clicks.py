@@ -60,7 +60,7 @@ def _blobs(B, H, W, g, n=4, rmax=5):
 # Every backend, and the CUDA kernels emulated on the CPU: nc(pred, gt, clicked=, ignore=) on CPU
 # tensors, the rows back on the CPU.
 IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
-         pytest.param(("emulated", "cpu"), id="emulated")]  # fmt: skip
+         pytest.param(("emulated", "cpu"), marks=pytest.mark.emulated, id="emulated")]  # fmt: skip
 
 
 @pytest.fixture(params=IMPLS)

@@ -39,7 +39,7 @@ PARAMS = [  # (d_band, d_step, d_margin)
 # table's larger sizes only (SLOW_SIZES), which cross Triton's 1024-pixel chunks and the emulated
 # block's 512 threads.
 IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
-         pytest.param(("emulated", "cpu"), id="emulated")]  # fmt: skip
+         pytest.param(("emulated", "cpu"), marks=pytest.mark.emulated, id="emulated")]  # fmt: skip
 SLOW = ("triton", "emulated")
 
 

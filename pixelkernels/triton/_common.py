@@ -140,6 +140,13 @@ def with_strides_of(t, x: torch.Tensor) -> torch.Tensor:
 INT32_MAX = 2**31 - 1
 
 
+def mask_bytes(m: torch.Tensor) -> torch.Tensor:
+    """A mask (bool or integer, true where nonzero) as one contiguous byte a pixel, zero where the
+    mask is: bool, uint8 and int8 as they are (csrc/torch_utils.h mask_bytes)."""
+    m = m if m.dtype in (torch.bool, torch.uint8, torch.int8) else m != 0
+    return m.contiguous().view(torch.uint8)
+
+
 def expect(cond: bool, op: str, *message) -> None:
     if not cond:
         raise RuntimeError(f"{op}: " + "".join(str(m) for m in message))

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, grid_items, split_pid
+from ._common import device_ctx, expect, grid_items, mask_bytes, split_pid
 
 KNONE = tl.constexpr(0x3FFFFFFF)  # t of a column without a target: larger than any row
 _FAR = tl.constexpr(2**62)  # an int64 squared distance no pixel reaches (H, W < 2^31)
@@ -243,15 +243,9 @@ def distance_transform_op(mask, sy, sx, squared, return_indices):
         return dist, indices
     expect(H * W < 2**31, op, "H * W must be < 2^31, got ", H * W)
     with device_ctx(dist):
-        transform(B, H, W, dev, (sy, sx), mask=as_bytes(mask), dist=dist,
+        transform(B, H, W, dev, (sy, sx), mask=mask_bytes(mask), dist=dist,
                   indices=indices if return_indices else None, squared=squared)  # fmt: skip
     return dist, indices
-
-
-def as_bytes(m: torch.Tensor) -> torch.Tensor:
-    """One byte a pixel, zero where m is: bool, uint8 and int8 as they are."""
-    m = m if m.dtype in (torch.bool, torch.uint8, torch.int8) else m != 0
-    return m.contiguous().view(torch.uint8)
 
 
 def compile_specs():

@@ -8,8 +8,8 @@ a few torch ops on the device (no host sync)."""
 import torch
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect
-from .distance_transform import as_bytes, transform
+from ._common import device_ctx, expect, mask_bytes
+from .distance_transform import transform
 
 
 @triton_variant("next_clicks")
@@ -24,9 +24,9 @@ def next_clicks_op(pred, gt, clicked, ignore):
     if B == 0 or H * W == 0:
         return torch.full((B, 3), -1, dtype=torch.int64, device=dev)
     keys = torch.zeros(2 * B, dtype=torch.int64, device=dev)
-    opt = lambda t: None if t is None else as_bytes(t)  # noqa: E731
+    opt = lambda t: None if t is None else mask_bytes(t)  # noqa: E731
     with device_ctx(keys):
-        transform(2 * B, H + 2, W + 2, dev, errors=(as_bytes(pred), as_bytes(gt), opt(ignore), opt(clicked)),
+        transform(2 * B, H + 2, W + 2, dev, errors=(mask_bytes(pred), mask_bytes(gt), opt(ignore), opt(clicked)),
                   farthest=keys, squared=True)  # fmt: skip
     fn, fp = keys[:B], keys[B:]
     positive = (fn >> 32) > (fp >> 32)  # non-negative floats order as their bits; a tie is negative

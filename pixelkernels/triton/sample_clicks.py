@@ -13,8 +13,8 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect
-from .distance_transform import as_bytes, transform
+from ._common import device_ctx, expect, mask_bytes
+from .distance_transform import transform
 
 _BLOCK = 1024
 _NONE = tl.constexpr(2**62)  # larger than any key (< 2^42) or pixel
@@ -153,7 +153,7 @@ def sample_clicks_op(gt, keys, other, num_positive, num_negative, strategy, d_ba
     out = torch.full((B, 2 * N, 3), -1.0, dtype=torch.float32, device=dev)
     if out.numel() == 0 or P == 0:
         return out
-    g = as_bytes(gt)
+    g = mask_bytes(gt)
     obj = g != 0
     dist = torch.empty(3, B, H, W, dtype=torch.float32, device=dev)
     th = torch.tensor([float(d_band) ** 2, float(d_step) ** 2, float(d_margin) ** 2], dtype=torch.float64, device=dev)
@@ -165,7 +165,7 @@ def sample_clicks_op(gt, keys, other, num_positive, num_negative, strategy, d_ba
             transform(B, H, W, dev, mask=band.view(torch.uint8), dist=dist[2], squared=True)
         alive = torch.empty(B, H, W, dtype=torch.uint8, device=dev)
         d2 = torch.empty((B, H, W) if strategy == 3 else (1,), dtype=torch.float64, device=dev)
-        oth = as_bytes(other) if strategy == 2 else g
+        oth = mask_bytes(other) if strategy == 2 else g
         _select_kernel[(B,)](g, oth, keys.contiguous(), dist, alive, d2, th, out, B, P, W, N, num_positive,
                              num_negative, STRATEGY=strategy, BLOCK=_BLOCK, num_warps=4)  # fmt: skip
     return out
