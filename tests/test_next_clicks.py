@@ -68,12 +68,15 @@ def nc(request):
     backend, device = request.param
     if backend == "emulated":
         emu = request.getfixturevalue("emu")
-        return lambda pred, gt, clicked=None, ignore=None: emu.next_clicks(pred, gt, clicked, ignore)
+        call = lambda pred, gt, clicked=None, ignore=None: emu.next_clicks(pred, gt, clicked, ignore)  # noqa: E731
+        call.interpreted = False
+        return call
 
     def call(pred, gt, clicked=None, ignore=None):
         on = lambda t: None if t is None else t.to(device)  # noqa: E731
         return pk.next_clicks(on(pred), on(gt), clicked=on(clicked), ignore=on(ignore), backend=backend).cpu()
 
+    call.interpreted = backend == "triton" and device == "cpu"  # the Triton interpreter: seconds a call
     return call
 
 
@@ -100,7 +103,10 @@ def test_random_masks(nc, H, W):
 @pytest.mark.parametrize("H,W,radius", [(1, 40, 2), (37, 1, 3), (33, 45, 4), (48, 48, 6)])
 def test_session(nc, H, W, radius):
     """20 clicks: pred starts empty; a positive click paints a disk into pred, a negative one
-    erases one; the disks spill over gt's border, so both error kinds keep appearing."""
+    erases one; the disks spill over gt's border, so both error kinds keep appearing. Under the
+    Triton interpreter the two cheaper sessions only (the others took 30 s of CI)."""
+    if nc.interpreted and (H, W) in ((37, 1), (48, 48)):
+        pytest.skip("the Triton interpreter runs the 1x40 and 33x45 sessions")
     g = torch.Generator().manual_seed(H * 7 + W)
     B = 5
     gt = _blobs(B, H, W, g, n=3, rmax=max(2, min(H, W) // 3))

@@ -11,14 +11,16 @@
 //      columns of int32 selects: they vectorise.
 //   2. rows: d²(y, x) = min_q F(q) + sx²·(x - q)², F(q) = sy²·(y - t(y, q))², over the columns q
 //      that have a target (`Image::cols`: the same for every row): the lower envelope of those
-//      parabolas (`envelope`), then its segments filled one after the other, each a plain loop.
-// Without spacing (`Exact`) everything is integer: parabola q overtakes r at
-// s = (A(q) - A(r)) / (2 (q - r)), A(q) = F(q) + q², and s is compared with the stack's last
-// crossing by cross-multiplying (no division in the build); a segment's end is one floor
-// division. The value written is that exact integer, rounded once (sqrtf of its float when
-// d² < 2^24: exactly representable, and sqrt rounded from double to float equals sqrtf then,
-// as 53 >= 2·24 + 2, Figueroa 1995). With spacing (`Scaled`), float64 in the reference's order
-// (double(dy²)·sy² + double(dx²)·sx²), the crossings by division, as before.
+//      parabolas, then its segments filled one after the other, each a plain loop.
+// Without spacing (`exact_row`) everything is integer: parabola q overtakes r at
+// s = (A(q) - A(r)) / (2 (q - r)), A(q) = F(q) + q², compared with the stack's last crossing by
+// cross-multiplying (no division while building); a segment's end is one floor division. A row's
+// runs of targets are written as 0, and each gap between two of them is its own envelope
+// (`exact_span`: a column beyond the target that bounds the gap is farther than that target).
+// The value written is the exact integer rounded once (sqrtf of its float when d² < 2^24:
+// exactly representable, and sqrt rounded from double to float equals sqrtf then, as
+// 53 >= 2·24 + 2, Figueroa 1995). With spacing (`scaled_row`), float64 in the reference's order
+// (double(dy²)·sy² + double(dx²)·sx²), the crossings by division.
 #pragma once
 
 #include <cstdint>
