@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BACKENDS, COMPILED_BACKENDS, compile_on_fake_cuda
+from conftest import BACKENDS, COMPILED_BACKENDS, GPU_BACKENDS, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels.reference.distance_transform import distance_transform
@@ -325,3 +325,21 @@ def test_fake_cuda_compile(backend):
     d, i = compile_on_fake_cuda(lambda x: pk.distance_transform(x, return_indices=True, backend=backend),
                                 lambda: (torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda"),))  # fmt: skip
     assert d.device.type == "cuda" and d.shape == (2, 8, 9) and i.shape == (2, 2, 8, 9)
+
+
+@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+@pytest.mark.parametrize("sampling", [None, (1.7, 0.4)], ids=["iso", "aniso"])
+def test_no_host_sync(backend, device, sampling):
+    """No call syncs the host (the spacings reach the Triton kernel as bits, not as a tensor made
+    from host values): capturable in a CUDA graph."""
+    mask = torch.stack([_blobs(37, 53, 20), _few_targets(37, 53, 3, 21)]).to(device)
+    want = pk.distance_transform(mask.cpu(), sampling=sampling, return_indices=True, backend="cpu")
+    pk.distance_transform(mask, sampling=sampling, backend=backend)  # warm-up (Triton compiles)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = pk.distance_transform(mask, sampling=sampling, return_indices=True, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(got[0].cpu(), want[0])
+    _check_indices(mask.cpu(), got[0].cpu(), got[1].cpu(), sampling)

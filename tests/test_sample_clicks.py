@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BACKENDS, compile_on_fake_cuda
+from conftest import BACKENDS, GPU_BACKENDS, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels.reference.sample_clicks import draw_keys
@@ -393,3 +393,24 @@ def test_fake_cuda_compile(backend):
         lambda: (torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda"),),
     )
     assert out.device.type == "cuda" and out.shape == (2, 6, 3)
+
+
+@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+@pytest.mark.parametrize("strategy", [1, 2, 3])
+def test_no_host_sync(backend, device, strategy):
+    """No call syncs the host (the default generator on the device; the thresholds reach the
+    Triton kernel as bits, not as a tensor made from host values)."""
+    rng = np.random.default_rng(30 + strategy)
+    gt = torch.from_numpy(_blobs(4, 31, 40, rng)).to(device)
+    other = torch.from_numpy(_blobs(4, 31, 40, rng)).to(device)
+    kw = dict(num_positive=3, num_negative=4, strategy=strategy, d_band=9.5, d_step=3, d_margin=1.5, other=other)
+    pk.sample_clicks(gt, backend=backend, **kw)  # warm-up (Triton compiles)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        torch.manual_seed(7)
+        got = pk.sample_clicks(gt, backend=backend, **kw)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.manual_seed(7)
+    assert torch.equal(got, pk.sample_clicks(gt, backend="reference", **kw))

@@ -10,6 +10,7 @@ recover the pair with ``split_pid``.
 from __future__ import annotations
 
 import contextlib
+import struct
 
 import torch
 import triton
@@ -138,6 +139,22 @@ def with_strides_of(t, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 INT32_MAX = 2**31 - 1
+
+
+def f64_bits(v: float) -> tuple[int, int]:
+    """A float64 as the high and low 32 bits of its IEEE pattern (non-negative ints), for
+    `f64_from_bits` in a kernel: the exact double reaches it without a device tensor (a Python float
+    argument arrives as float32, and a tensor made from host values costs a copy that synchronises
+    the host, which no op may do)."""
+    (u,) = struct.unpack("<Q", struct.pack("<d", float(v)))
+    return u >> 32, u & 0xFFFFFFFF
+
+
+@triton.jit
+def f64_from_bits(hi, lo):
+    """The float64 of `f64_bits` (hi, lo: runtime ints, or constants where Triton specialised them)."""
+    bits = (tl.full([], hi, tl.int64) << 32) | tl.full([], lo, tl.int64)
+    return bits.to(tl.float64, bitcast=True)
 
 
 def mask_bytes(m: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@ buffers.
   stops on each side once (x - q)²·sx² alone is no better than its best. The loop runs while any
   lane walks. Without spacing the values are int64 (exact); with it float64 products and sums
   rounded as written (compiled without FMA contraction, ``enable_fp_fusion=False``), the
-  reference's values. The spacings reach the kernel as a float64 tensor (a Python float argument
-  would be float32).
+  reference's values. The squared spacings reach the kernel as the bits of their float64
+  (``_common.f64_bits``: a Python float argument would be float32, a device tensor made from them a
+  host sync).
 """
 
 import torch
@@ -22,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, grid_items, mask_bytes, split_pid
+from ._common import device_ctx, expect, f64_bits, f64_from_bits, grid_items, mask_bytes, split_pid
 
 KNONE = tl.constexpr(0x3FFFFFFF)  # t of a column without a target: larger than any row
 _FAR = tl.constexpr(2**62)  # an int64 squared distance no pixel reaches (H, W < 2^31)
@@ -149,7 +150,8 @@ def _walk(i, go, best, bq, x, y, trow, cols, n, sy2, sx2, LEFT: tl.constexpr, EX
 
 
 @triton.jit
-def _rows_kernel(t_ptr, pos_ptr, rank_ptr, s_ptr, dist_ptr, idx_ptr, clk_ptr, keys_ptr, H, W, B0, H0, W0,
+def _rows_kernel(t_ptr, pos_ptr, rank_ptr, dist_ptr, idx_ptr, clk_ptr, keys_ptr, H, W, B0, H0, W0, sy_hi, sy_lo,
+                 sx_hi, sx_lo,
                  EXACT: tl.constexpr, SQUARED: tl.constexpr, INDICES: tl.constexpr, FARTHEST: tl.constexpr,
                  CLICKED: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """Each pixel's squared distance to its nearest target: written (the distance, or with SQUARED
@@ -169,8 +171,8 @@ def _rows_kernel(t_ptr, pos_ptr, rank_ptr, s_ptr, dist_ptr, idx_ptr, clk_ptr, ke
         sx2 = 1.0
         best = tl.full([BLOCK], _FAR, tl.int64)
     else:
-        sy2 = tl.load(s_ptr)
-        sx2 = tl.load(s_ptr + 1)
+        sy2 = f64_from_bits(sy_hi, sy_lo)
+        sx2 = f64_from_bits(sx_hi, sx_lo)
         best = tl.full([BLOCK], float("inf"), tl.float64)
     bq = tl.full([BLOCK], -1, tl.int32)
     cols = pos_ptr + b * W
@@ -209,7 +211,6 @@ def transform(B, H, W, dev, sampling=(1.0, 1.0), *, mask=None, errors=None, dist
     t = torch.empty(B, H, W, dtype=torch.int32, device=dev)
     pos = torch.empty(B, W, dtype=torch.int32, device=dev)
     rank = torch.empty(B, W, dtype=torch.int32, device=dev)
-    s = torch.tensor([sampling[0] ** 2, sampling[1] ** 2], dtype=torch.float64, device=dev)
     if errors is None:
         src, img, ignore, clicked = (mask, mask, mask), (B, H, W), None, None
     else:
@@ -223,8 +224,8 @@ def transform(B, H, W, dev, sampling=(1.0, 1.0), *, mask=None, errors=None, dist
     )  # fmt: skip
     _compact_kernel[(B,)](t, pos, rank, H, W, BLOCK=_CHUNK, num_warps=4)
     _rows_kernel[grid_items(triton.cdiv(H * W, rows), B)](
-        t, pos, rank, s, out, out if indices is None else indices, out if clicked is None else clicked, out, H, W,
-        *img, EXACT=tuple(sampling) == (1.0, 1.0), SQUARED=squared, INDICES=indices is not None,
+        t, pos, rank, out, out if indices is None else indices, out if clicked is None else clicked, out, H, W,
+        *img, *f64_bits(sampling[0] ** 2), *f64_bits(sampling[1] ** 2), EXACT=tuple(sampling) == (1.0, 1.0), SQUARED=squared, INDICES=indices is not None,
         FARTHEST=farthest is not None, CLICKED=clicked is not None, BLOCK=rows, num_warps=4,
         enable_fp_fusion=False,
     )  # fmt: skip
@@ -252,7 +253,7 @@ def compile_specs():
     """(kernel, pointer signature, constexprs, num_warps[, options]) for the offline GPU compile
     check (.ci/triton_compile_check.py); other arguments compile as i32."""
     cols = {"m_ptr": "*u8", "pred_ptr": "*u8", "gt_ptr": "*u8", "ign_ptr": "*u8", "t_ptr": "*i32"}
-    rows = {"t_ptr": "*i32", "pos_ptr": "*i32", "rank_ptr": "*i32", "s_ptr": "*fp64", "dist_ptr": "*fp32",
+    rows = {"t_ptr": "*i32", "pos_ptr": "*i32", "rank_ptr": "*i32", "dist_ptr": "*fp32",
             "idx_ptr": "*i64", "clk_ptr": "*u8", "keys_ptr": "*i64"}  # fmt: skip
     plain = {"FARTHEST": False, "CLICKED": False}
     return [

@@ -6,14 +6,15 @@ the candidate of smallest (key, pixel) (chunk minima carried as scalars) and one
 candidates within d_step of it; strategy 3 keeps every band pixel's squared distance to G and the
 clicks in float64 and takes the farthest (ties: smallest (key, pixel)). The loops run their full
 count; a program with no candidate left stores nothing (Triton has no break). The thresholds reach
-the kernel as a float64 tensor (a Python float argument would be float32)."""
+the kernel as the bits of their float64 (``_common.f64_bits``: a Python float argument would be
+float32, a device tensor made from them a host sync)."""
 
 import torch
 import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import device_ctx, expect, mask_bytes
+from ._common import device_ctx, expect, f64_bits, f64_from_bits, mask_bytes
 from .distance_transform import transform
 
 _BLOCK = 1024
@@ -72,12 +73,13 @@ def _greedy(alive_ptr, keys_ptr, out_ptr, sel, rows, P, W, num, step2, BLOCK: tl
 
 
 @triton.jit
-def _select_kernel(gt_ptr, oth_ptr, keys_ptr, dist_ptr, alive_ptr, d2_ptr, th_ptr, out_ptr, B, P, W, N, num_pos,
-                   num_neg, STRATEGY: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def _select_kernel(gt_ptr, oth_ptr, keys_ptr, dist_ptr, alive_ptr, d2_ptr, out_ptr, B, P, W, N, num_pos, num_neg,
+                   band_hi, band_lo, step_hi, step_lo, margin_hi, margin_lo, STRATEGY: tl.constexpr,
+                   BLOCK: tl.constexpr):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
-    band2 = tl.load(th_ptr)
-    step2 = tl.load(th_ptr + 1)
-    margin2 = tl.load(th_ptr + 2)
+    band2 = f64_from_bits(band_hi, band_lo)
+    step2 = f64_from_bits(step_hi, step_lo)
+    margin2 = f64_from_bits(margin_hi, margin_lo)
     sel = b * P
     rows = b * 2 * N * 3
     to_bg = dist_ptr  # (B, P) each: to the background, to the object, from the band to G
@@ -156,23 +158,24 @@ def sample_clicks_op(gt, keys, other, num_positive, num_negative, strategy, d_ba
     g = mask_bytes(gt)
     obj = g != 0
     dist = torch.empty(3, B, H, W, dtype=torch.float32, device=dev)
-    th = torch.tensor([float(d_band) ** 2, float(d_step) ** 2, float(d_margin) ** 2], dtype=torch.float64, device=dev)
+    band2, step2, margin2 = float(d_band) ** 2, float(d_step) ** 2, float(d_margin) ** 2
     with device_ctx(out):
         transform(B, H, W, dev, mask=g, dist=dist[0], squared=True)  # to the background
         transform(B, H, W, dev, mask=(~obj).view(torch.uint8), dist=dist[1], squared=True)  # to the object
         if strategy == 3:  # from the band (background within d_band of the object) to G
-            band = ~obj & (dist[1].to(torch.float64) < th[0])
+            band = ~obj & (dist[1].to(torch.float64) < band2)
             transform(B, H, W, dev, mask=band.view(torch.uint8), dist=dist[2], squared=True)
         alive = torch.empty(B, H, W, dtype=torch.uint8, device=dev)
         d2 = torch.empty((B, H, W) if strategy == 3 else (1,), dtype=torch.float64, device=dev)
         oth = mask_bytes(other) if strategy == 2 else g
-        _select_kernel[(B,)](g, oth, keys.contiguous(), dist, alive, d2, th, out, B, P, W, N, num_positive,
-                             num_negative, STRATEGY=strategy, BLOCK=_BLOCK, num_warps=4)  # fmt: skip
+        _select_kernel[(B,)](g, oth, keys.contiguous(), dist, alive, d2, out, B, P, W, N, num_positive, num_negative,
+                             *f64_bits(band2), *f64_bits(step2), *f64_bits(margin2), STRATEGY=strategy, BLOCK=_BLOCK,
+                             num_warps=4)  # fmt: skip
     return out
 
 
 def compile_specs():
     """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check."""
     ptrs = {"gt_ptr": "*u8", "oth_ptr": "*u8", "keys_ptr": "*i64", "dist_ptr": "*fp32", "alive_ptr": "*u8",
-            "d2_ptr": "*fp64", "th_ptr": "*fp64", "out_ptr": "*fp32"}  # fmt: skip
+            "d2_ptr": "*fp64", "out_ptr": "*fp32"}  # fmt: skip
     return [(_select_kernel, ptrs, {"STRATEGY": s, "BLOCK": _BLOCK}, 4) for s in (1, 2, 3)]
