@@ -307,7 +307,7 @@ MUTANTS = [
            "count + __popc(bits & at_or_below);", "count + __popc(bits & (at_or_below >> 1));",
            (T_DT, "-k", "emulated"), "rank counts the columns left of x only: the walks start one column off"),
     Mutant("cuda-distance_transform-right-walk", "csrc/cuda/distance_transform.cuh",
-           "for (int32_t i = r; i < n; ++i) {  // rightward", "for (int32_t i = r + 1; i < n; ++i) {  // rightward",
+           "for (int32_t i = r; i < n && visit", "for (int32_t i = r + 1; i < n && visit",
            (T_DT, "-k", "emulated"), "the rightward walk skips the nearest column with a target"),
     Mutant("triton-distance_transform-tile-carry", "pixelkernels/triton/distance_transform.py",
            "above = tl.maximum(_scan(tl.where(tgt, y[:, None], -1), r, -1, True), carry[None, :])",

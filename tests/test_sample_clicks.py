@@ -317,10 +317,14 @@ def test_equals_reference(sc, strategy):
     """The same generator state gives the reference's clicks, images of several sizes in one batch
     shape each (B = 5: more images than the emulator's 3 blocks)."""
     rng = np.random.default_rng(20 + strategy)
-    for (H, W), (d_band, d_step, d_margin) in zip([(31, 40), (9, 1), (24, 37)], PARAMS):
+    # no positive, or no negative, asked: the distances nothing reads are not computed
+    counts = [(5, 6), (5, 6), (5, 6), (0, 6), (5, 0)]
+    for (H, W), (d_band, d_step, d_margin), (num_pos, num_neg) in zip(
+        [(31, 40), (9, 1), (24, 37), (13, 17), (13, 17)], PARAMS, counts
+    ):
         gt = torch.from_numpy(_blobs(5, H, W, rng, "awkward"))
         other = torch.from_numpy(_blobs(5, H, W, rng))
-        kw = dict(num_positive=5, num_negative=6, strategy=strategy, d_band=d_band, d_step=d_step,
+        kw = dict(num_positive=num_pos, num_negative=num_neg, strategy=strategy, d_band=d_band, d_step=d_step,
                   d_margin=d_margin, other=other)  # fmt: skip
         want = oracle(gt, generator=torch.Generator().manual_seed(H), **kw)
         assert torch.equal(sc(gt, generator=torch.Generator().manual_seed(H), **kw), want), (H, W)

@@ -95,15 +95,20 @@ void one_image(const SampleClicks& p, int64_t b, Work& w) {
   const int64_t P = p.H * p.W, W = p.W;
   const uint8_t* gt = p.gt + b * P;
   const int64_t* keys = p.keys + b * P;
-  w.squared(gt, w.to_bg.data());  // targets: the background (gt == 0)
-  for (int64_t i = 0; i < P; ++i) w.mask[i] = gt[i] == 0;
-  w.squared(w.mask.data(), w.to_obj.data());  // targets: the object
   float* rows = p.out + b * 2 * p.N * 3;
   std::vector<KeyPixel> cand;
-  for (int64_t i = 0; i < P; ++i)
-    if (gt[i] != 0 && static_cast<double>(w.to_bg[i]) >= p.margin2) cand.emplace_back(keys[i], i);
-  greedy(cand, p.num_positive, p.step2, W, rows);
+  if (p.num_positive > 0) {
+    w.squared(gt, w.to_bg.data());  // targets: the background (gt == 0)
+    for (int64_t i = 0; i < P; ++i)
+      if (gt[i] != 0 && static_cast<double>(w.to_bg[i]) >= p.margin2) cand.emplace_back(keys[i], i);
+    greedy(cand, p.num_positive, p.step2, W, rows);
+  }
+  if (p.num_negative == 0) return;
   float* neg = rows + 3 * p.N;
+  if (p.strategy != 2) {
+    for (int64_t i = 0; i < P; ++i) w.mask[i] = gt[i] == 0;
+    w.squared(w.mask.data(), w.to_obj.data());  // targets: the object
+  }
   const auto in_band = [&](int64_t i) { return gt[i] == 0 && static_cast<double>(w.to_obj[i]) < p.band2; };
   cand.clear();
   if (p.strategy == 1) {

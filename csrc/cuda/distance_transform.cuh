@@ -162,25 +162,20 @@ __global__ void __launch_bounds__(kThreads)
       const int32_t r = rk[x];  // cols[r - 1] <= x < cols[r]
       value best = Arith::none();
       int32_t bq = -1;
-      for (int32_t i = r - 1; i >= 0; --i) {  // leftward, x itself first
-        const int32_t q = cols[i];
-        const value dx2 = ar.dx2(x - q);
-        if (!(dx2 < best)) break;
+      // Column q at |x - q| = dx: false once dx² alone is no better than the best (nothing farther is).
+      const auto visit = [&](int32_t q, int64_t dx) {
+        const value dx2 = ar.dx2(dx);
+        if (!(dx2 < best)) return false;
         const value c = Arith::add(ar.dy2(y - tr[q]), dx2);
         if (c < best) {
           best = c;
           bq = q;
         }
+        return true;
+      };
+      for (int32_t i = r - 1; i >= 0 && visit(cols[i], x - cols[i]); --i) {  // leftward, x itself first
       }
-      for (int32_t i = r; i < n; ++i) {  // rightward
-        const int32_t q = cols[i];
-        const value dx2 = ar.dx2(q - x);
-        if (!(dx2 < best)) break;
-        const value c = Arith::add(ar.dy2(y - tr[q]), dx2);
-        if (c < best) {
-          best = c;
-          bq = q;
-        }
+      for (int32_t i = r; i < n && visit(cols[i], cols[i] - x); ++i) {  // rightward
       }
       sink.put(state, b, p, y, x, static_cast<double>(best), bq, tr);
     }
@@ -206,25 +201,46 @@ struct WriteDistances {
   __device__ void flush(State&, int64_t) const {}
 };
 
-// The three launches for B images of H x W from `src`, the rows to `sink`; `sy2 == sx2 == 1`:
-// exact integer arithmetic.
-template <class Source, class Sink>
-void transform(cudaStream_t s, Source src, int64_t B, int64_t H, int64_t W, double sy2, double sx2,
-               const Workspace& ws, Sink sink) {
+// The column step for B images of H x W from `src`: t, then pos and rank.
+template <class Source>
+void columns(cudaStream_t s, Source src, int64_t B, int64_t H, int64_t W, const Workspace& ws) {
   launch_kernel(columns_kernel<Source>, dim3(stride_grid(ceil_div<int64_t>(W, kCols)), image_grid(B)),
                 dim3(kCols, kBands), 0, s, src, B, H, W, ws.t);
   launch_kernel(compact_kernel, dim3(stride_grid(ceil_div<int64_t>(B, kCompactWarps))), dim3(32, kCompactWarps), 0, s,
                 ws.t, B, H, W, ws.pos, ws.rank);
+}
+
+template <class Arith, class Sink>
+void rows(cudaStream_t s, int64_t B, int64_t H, int64_t W, const Workspace& ws, Arith ar, Sink sink) {
   const dim3 grid(stride_grid(ceil_div<int64_t>(H * W, kThreads)), image_grid(B));
-  if (sy2 != 1.0 || sx2 != 1.0)
-    launch_kernel(rows_kernel<Scaled, Sink>, grid, dim3(kThreads), 0, s, ws.t, ws.pos, ws.rank, B, H, W,
-                  Scaled{sy2, sx2}, sink);
-  else if (H < 32768 && W < 32768)  // H² + W² < 2^31
-    launch_kernel(rows_kernel<Exact<int32_t>, Sink>, grid, dim3(kThreads), 0, s, ws.t, ws.pos, ws.rank, B, H, W,
-                  Exact<int32_t>{}, sink);
+  launch_kernel(rows_kernel<Arith, Sink>, grid, dim3(kThreads), 0, s, ws.t, ws.pos, ws.rank, B, H, W, ar, sink);
+}
+
+template <class Sink>
+void exact_rows(cudaStream_t s, int64_t B, int64_t H, int64_t W, const Workspace& ws, Sink sink) {
+  if (H < 32768 && W < 32768)  // H² + W² < 2^31
+    rows(s, B, H, W, ws, Exact<int32_t>{}, sink);
   else
-    launch_kernel(rows_kernel<Exact<int64_t>, Sink>, grid, dim3(kThreads), 0, s, ws.t, ws.pos, ws.rank, B, H, W,
-                  Exact<int64_t>{}, sink);
+    rows(s, B, H, W, ws, Exact<int64_t>{}, sink);
+}
+
+// The three launches for B images of H x W from `src`, the rows to `sink`, without spacing: exact
+// integer arithmetic (next_clicks and sample_clicks instantiate only these rows kernels).
+template <class Source, class Sink>
+void transform(cudaStream_t s, Source src, int64_t B, int64_t H, int64_t W, const Workspace& ws, Sink sink) {
+  columns(s, src, B, H, W, ws);
+  exact_rows(s, B, H, W, ws, sink);
+}
+
+// The same with spacing (sy², sx²): float64 unless both are 1.
+template <class Source, class Sink>
+void transform(cudaStream_t s, Source src, int64_t B, int64_t H, int64_t W, double sy2, double sx2,
+               const Workspace& ws, Sink sink) {
+  columns(s, src, B, H, W, ws);
+  if (sy2 == 1.0 && sx2 == 1.0)
+    exact_rows(s, B, H, W, ws, sink);
+  else
+    rows(s, B, H, W, ws, Scaled{sy2, sx2}, sink);
 }
 
 }  // namespace

@@ -117,7 +117,7 @@ Status launch(OnCuda on, const NextClicks& p) {
   Key* keys = reinterpret_cast<Key*>(static_cast<char*>(p.workspace) + transform_bytes(p));
   launch_kernel(clear_kernel, dim3(stride_grid(ceil_div<int64_t>(B2, 256))), dim3(256), 0, s, keys, B2);
   if (p.H > 0 && p.W > 0)
-    edt::transform(s, FramedErrors{p.pred, p.gt, p.ignore, p.B, p.H, p.W}, B2, Hp, Wp, 1.0, 1.0,
+    edt::transform(s, FramedErrors{p.pred, p.gt, p.ignore, p.B, p.H, p.W}, B2, Hp, Wp,
                    edt::Workspace::carve(p.workspace, B2, Hp, Wp), FarthestError{p.clicked, p.B, p.H, p.W, keys});
   launch_kernel(pick_kernel, dim3(stride_grid(ceil_div<int64_t>(p.B, 256))), dim3(256), 0, s, keys, p.B, p.H, p.W,
                 p.out);

@@ -18,10 +18,12 @@ namespace {
 
 constexpr int kSelect = 512;  // threads of select_kernel
 
-// Images 0..B-1: targets the background (gt == 0); B..2B-1: the object.
+// Images 0..B-1: the targets are the background (gt == 0), B..2B-1 the object; swapped when
+// flip (a launch over the B images' objects alone).
 struct GtTargets {
   const uint8_t* gt;
   int64_t B;
+  bool flip;
   struct Column {
     const uint8_t* p;
     int64_t W;
@@ -29,7 +31,7 @@ struct GtTargets {
     __device__ bool target(int64_t y) const { return (p[y * W] != 0) == object; }
   };
   __device__ Column column(int64_t b, int64_t x, int64_t H, int64_t W) const {
-    return {gt + (b < B ? b : b - B) * H * W + x, W, b >= B};
+    return {gt + (b < B ? b : b - B) * H * W + x, W, (b >= B) != flip};
   }
 };
 
@@ -178,28 +180,31 @@ __global__ void __launch_bounds__(kSelect, 1) select_kernel(Select s) {  // a bl
     const float* to_obj = s.to_obj + b * P;
     uint8_t* alive = s.alive + b * P;
     float* rows = s.out + b * 2 * s.N * 3;
-    for (int64_t i = threadIdx.x; i < P; i += kSelect)
-      alive[i] = gt[i] != 0 && static_cast<double>(to_bg[i]) >= s.margin2;
-    __syncthreads();
-    greedy(alive, keys, P, s.W, s.num_positive, s.step2, rows, scratch);
-    __syncthreads();  // alive is refilled below
-    for (int64_t i = threadIdx.x; i < P; i += kSelect) {
-      const bool band = gt[i] == 0 && static_cast<double>(to_obj[i]) < s.band2;
-      if (s.strategy == 1) {
-        alive[i] = band && static_cast<double>(to_obj[i]) >= s.margin2;
-      } else if (s.strategy == 2) {
-        alive[i] = s.other[b * P + i] != 0 && gt[i] == 0;
-      } else {
-        alive[i] = band;
-        if (band) s.d2[b * P + i] = static_cast<double>(s.g2[b * P + i]);
-      }
+    if (s.num_positive > 0) {  // (to_bg is computed only then)
+      for (int64_t i = threadIdx.x; i < P; i += kSelect)
+        alive[i] = gt[i] != 0 && static_cast<double>(to_bg[i]) >= s.margin2;
+      __syncthreads();
+      greedy(alive, keys, P, s.W, s.num_positive, s.step2, rows, scratch);
+      __syncthreads();  // alive is refilled below
     }
-    __syncthreads();
-    if (s.strategy == 3)
-      farthest(alive, s.d2 + b * P, keys, P, s.W, s.num_negative, rows + 3 * s.N, scratch, dscratch);
-    else
-      greedy(alive, keys, P, s.W, s.num_negative, s.step2, rows + 3 * s.N, scratch);
-    __syncthreads();  // alive and the scratch are the next image's
+    if (s.num_negative > 0) {  // (to_obj is computed only then, and not for strategy 2)
+      for (int64_t i = threadIdx.x; i < P; i += kSelect) {
+        if (s.strategy == 2) {
+          alive[i] = s.other[b * P + i] != 0 && gt[i] == 0;
+          continue;
+        }
+        const double d = to_obj[i];
+        const bool band = gt[i] == 0 && d < s.band2;
+        alive[i] = s.strategy == 1 ? band && d >= s.margin2 : band;
+        if (s.strategy == 3 && band) s.d2[b * P + i] = static_cast<double>(s.g2[b * P + i]);
+      }
+      __syncthreads();
+      if (s.strategy == 3)
+        farthest(alive, s.d2 + b * P, keys, P, s.W, s.num_negative, rows + 3 * s.N, scratch, dscratch);
+      else
+        greedy(alive, keys, P, s.W, s.num_negative, s.step2, rows + 3 * s.N, scratch);
+      __syncthreads();  // alive and the scratch are the next image's
+    }
   }
 }
 
@@ -236,9 +241,14 @@ Status launch(OnCuda on, const SampleClicks& p) {
   const int64_t P = p.H * p.W;
   float* dist = reinterpret_cast<float*>(base + l.off_dist);  // to_bg, to_obj, g2
   const auto ws = edt::Workspace::carve(base, 2 * p.B, p.H, p.W);
-  edt::transform(s, GtTargets{p.gt, p.B}, 2 * p.B, p.H, p.W, 1.0, 1.0, ws, edt::WriteDistances{dist, nullptr, P, true});
-  if (p.strategy == 3)
-    edt::transform(s, NotBand{p.gt, dist + p.B * P, round_up(p.band2)}, p.B, p.H, p.W, 1.0, 1.0, ws,
+  // only the distances the clicks asked for read: to the background for positives, to the object
+  // for strategies 1 and 3, from the band to G for strategy 3
+  const bool need_obj = p.num_negative > 0 && p.strategy != 2;
+  const int64_t lo = p.num_positive > 0 ? 0 : p.B, hi = need_obj ? 2 * p.B : p.B;
+  if (hi > lo)
+    edt::transform(s, GtTargets{p.gt, p.B, lo > 0}, hi - lo, p.H, p.W, ws, edt::WriteDistances{dist + lo * P, nullptr, P, true});
+  if (need_obj && p.strategy == 3)
+    edt::transform(s, NotBand{p.gt, dist + p.B * P, round_up(p.band2)}, p.B, p.H, p.W, ws,
                    edt::WriteDistances{dist + 2 * p.B * P, nullptr, P, true});
   const Select sel{p.gt, p.other, p.keys, dist, dist + p.B * P, dist + 2 * p.B * P,
                    reinterpret_cast<uint8_t*>(base + l.off_alive),

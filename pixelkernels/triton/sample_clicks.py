@@ -74,7 +74,7 @@ def _greedy(alive_ptr, keys_ptr, out_ptr, sel, rows, P, W, num, step2, BLOCK: tl
 
 @triton.jit
 def _select_kernel(gt_ptr, oth_ptr, keys_ptr, dist_ptr, alive_ptr, d2_ptr, out_ptr, B, P, W, N, num_pos, num_neg,
-                   band_hi, band_lo, step_hi, step_lo, margin_hi, margin_lo, STRATEGY: tl.constexpr,
+                   pos_len, neg_len, band_hi, band_lo, step_hi, step_lo, margin_hi, margin_lo, STRATEGY: tl.constexpr,
                    BLOCK: tl.constexpr):  # fmt: skip
     b = tl.program_id(0).to(tl.int64)
     band2 = f64_from_bits(band_hi, band_lo)
@@ -85,27 +85,29 @@ def _select_kernel(gt_ptr, oth_ptr, keys_ptr, dist_ptr, alive_ptr, d2_ptr, out_p
     to_bg = dist_ptr  # (B, P) each: to the background, to the object, from the band to G
     to_obj = dist_ptr + B * P
     g2 = dist_ptr + 2 * B * P
-    for i0 in range(0, P, BLOCK):
+    # pos_len/neg_len: P, or 0 when there are no such clicks (their distances were not computed)
+    for i0 in range(0, pos_len, BLOCK):
         i = i0 + tl.arange(0, BLOCK)
-        on = i < P
+        on = i < pos_len
         obj = tl.load(gt_ptr + sel + i, mask=on, other=0) != 0
         cand = obj & (tl.load(to_bg + sel + i, mask=on, other=0.0).to(tl.float64) >= margin2)
         tl.store(alive_ptr + sel + i, cand.to(tl.uint8), mask=on)
     tl.debug_barrier()
     _greedy(alive_ptr, keys_ptr, out_ptr, sel, rows, P, W, num_pos, step2, BLOCK)
-    for i0 in range(0, P, BLOCK):
+    for i0 in range(0, neg_len, BLOCK):  # (strategy 2 reads no distance)
         i = i0 + tl.arange(0, BLOCK)
-        on = i < P
+        on = i < neg_len
         bg = tl.load(gt_ptr + sel + i, mask=on, other=1) == 0
-        d_obj = tl.load(to_obj + sel + i, mask=on, other=0.0).to(tl.float64)
-        band = bg & (d_obj < band2)
-        if STRATEGY == 1:
-            cand = band & (d_obj >= margin2)
-        elif STRATEGY == 2:
+        if STRATEGY == 2:
             cand = bg & (tl.load(oth_ptr + sel + i, mask=on, other=0) != 0)
         else:
-            cand = band
-            tl.store(d2_ptr + sel + i, tl.load(g2 + sel + i, mask=on, other=0.0).to(tl.float64), mask=on)
+            d_obj = tl.load(to_obj + sel + i, mask=on, other=0.0).to(tl.float64)
+            band = bg & (d_obj < band2)
+            if STRATEGY == 1:
+                cand = band & (d_obj >= margin2)
+            else:
+                cand = band
+                tl.store(d2_ptr + sel + i, tl.load(g2 + sel + i, mask=on, other=0.0).to(tl.float64), mask=on)
         tl.store(alive_ptr + sel + i, cand.to(tl.uint8), mask=on)
     tl.debug_barrier()
     neg = rows + 3 * N
@@ -160,16 +162,19 @@ def sample_clicks_op(gt, keys, other, num_positive, num_negative, strategy, d_ba
     dist = torch.empty(3, B, H, W, dtype=torch.float32, device=dev)
     band2, step2, margin2 = float(d_band) ** 2, float(d_step) ** 2, float(d_margin) ** 2
     with device_ctx(out):
-        transform(B, H, W, dev, mask=g, dist=dist[0], squared=True)  # to the background
-        transform(B, H, W, dev, mask=(~obj).view(torch.uint8), dist=dist[1], squared=True)  # to the object
-        if strategy == 3:  # from the band (background within d_band of the object) to G
+        # only the distances the clicks read
+        if num_positive > 0:
+            transform(B, H, W, dev, mask=g, dist=dist[0], squared=True)  # to the background
+        if num_negative > 0 and strategy != 2:
+            transform(B, H, W, dev, mask=(~obj).view(torch.uint8), dist=dist[1], squared=True)  # to the object
+        if num_negative > 0 and strategy == 3:  # from the band (background within d_band of the object) to G
             band = ~obj & (dist[1].to(torch.float64) < band2)
             transform(B, H, W, dev, mask=band.view(torch.uint8), dist=dist[2], squared=True)
         alive = torch.empty(B, H, W, dtype=torch.uint8, device=dev)
         d2 = torch.empty((B, H, W) if strategy == 3 else (1,), dtype=torch.float64, device=dev)
         oth = mask_bytes(other) if strategy == 2 else g
         _select_kernel[(B,)](g, oth, keys.contiguous(), dist, alive, d2, out, B, P, W, N, num_positive, num_negative,
-                             *f64_bits(band2), *f64_bits(step2), *f64_bits(margin2), STRATEGY=strategy, BLOCK=_BLOCK,
+                             P if num_positive > 0 else 0, P if num_negative > 0 else 0, *f64_bits(band2), *f64_bits(step2), *f64_bits(margin2), STRATEGY=strategy, BLOCK=_BLOCK,
                              num_warps=4)  # fmt: skip
     return out
 
