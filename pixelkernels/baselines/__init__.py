@@ -30,6 +30,7 @@ from .region_losses import (
     menet_saliency,
 )
 from .region_stats import region_stats
+from .sample_clicks import sample_clicks
 from .similarity_reduce import similarity_reduce
 from .triplet_hinge import triplet_hinge
 from .triplet_losses import is_triplet_loss
@@ -46,13 +47,14 @@ __all__ = [
     "label_transfer",
     "masked_average_pool",
     "masked_sum",
-    "next_clicks",
     "menet_metric_loss",
     "menet_saliency",
+    "next_clicks",
     "pixel_normalize",
     "prior_mask",
     "region_hinge",
     "region_stats",
+    "sample_clicks",
     "similarity_reduce",
     "triplet_hinge",
 ]

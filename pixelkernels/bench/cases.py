@@ -832,3 +832,48 @@ CASES += [
          peers=(Peer("scipy", "scipy", _clicker_peer("scipy")), Peer("opencv", "cv2", _clicker_peer("opencv"))),
          compute_dtypes=frozenset({torch.float32, torch.float64})),  # exact: the transform in float64 / integers
 ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- sample_clicks
+
+
+def _click_sampler_inputs(B, H, W, strategy, scale=1.0):
+    """Training crops (RITM-style): gt objects as next_clicks' W9 discs, 3 positive and 3
+    negative clicks an image, Xu et al.'s distances (d_band 40, d_step 10, d_margin 5) times
+    ``scale`` (the small rows shrink them with the image)."""
+    protocol = _protocol_inputs(B, H, W)
+
+    def make(device):
+        gt = protocol(device).args[1]
+        kw = dict(num_positive=3, num_negative=3, strategy=strategy, d_band=40 * scale, d_step=10 * scale,
+                  d_margin=5 * scale)  # fmt: skip
+        return Inputs(args=(gt,), kwargs=kw)
+
+    return make
+
+
+def _seeded(fn):
+    """Every call draws the same keys (a fresh generator seeded alike on the masks' device), so
+    every candidate returns the same clicks and the max error compares them."""
+
+    def run(inp: Inputs, *backend):
+        g = torch.Generator(device=inp.args[0].device).manual_seed(0)
+        return fn(*inp.args, *backend, generator=g, **inp.kwargs)
+
+    return run
+
+
+def _sample_clicks_call(gt, backend, **kw):
+    import pixelkernels as pk
+
+    return pk.sample_clicks(gt, backend=backend, **kw)
+
+
+CASES += [
+    Case(f"S{strategy}", "sample_clicks", f"B=16 320x480 3+3 clicks strategy {strategy}",
+         _click_sampler_inputs(16, 320, 480, strategy), loss=None,
+         small=_click_sampler_inputs(2, 13, 17, strategy, scale=0.2), rounds=1,
+         call=_seeded(_sample_clicks_call), baseline=_seeded(_baselines.sample_clicks),
+         compute_dtypes=frozenset({torch.float32, torch.float64}))  # exact: float64 thresholds, integer distances
+    for strategy in (1, 3)
+]  # fmt: skip
