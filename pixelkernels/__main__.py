@@ -1,4 +1,5 @@
-"""`python -m pixelkernels bench [...]` and `python -m pixelkernels info`."""
+"""`python -m pixelkernels bench [...]`, `python -m pixelkernels train MODEL [...]` and
+`python -m pixelkernels info`."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ def main(argv=None):
         from .bench import main as bench_main
 
         return bench_main(argv)
+    if cmd == "train":
+        from .models.train import main as train_main
+
+        return train_main(argv)
     if cmd == "info":
         import pixelkernels
 
         print(json.dumps(pixelkernels.build_info(), indent=1))
         return 0
-    print("usage: python -m pixelkernels {bench,info} [options]   (bench --help for its options)")
+    print("usage: python -m pixelkernels {bench,train,info} [options]   (bench --help, train --help for their options)")
     return 0 if cmd in ("help", "-h", "--help") else 2
 
 

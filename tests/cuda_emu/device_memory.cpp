@@ -20,9 +20,11 @@ namespace {
 
 constexpr size_t kRedzone = 256;  // a multiple of c10's 64-byte alignment
 
-void release(void* base) {
-  unregister_allocation(static_cast<char*>(base) + kRedzone);
-  c10::free_cpu(base);
+// The context is the data pointer itself (the base is found from it), as c10's raw_allocate /
+// raw_deallocate require: oneDNN's scratch buffers (a float32 convolution) come through them.
+void release(void* p) {
+  unregister_allocation(p);
+  c10::free_cpu(static_cast<char*>(p) - kRedzone);
 }
 
 class DeviceAllocator final : public c10::Allocator {
@@ -31,8 +33,9 @@ class DeviceAllocator final : public c10::Allocator {
     void* base = c10::alloc_cpu(n + 2 * kRedzone);
     char* p = static_cast<char*>(base) + kRedzone;
     register_allocation(p, n, kRedzone);
-    return {p, base, &release, c10::Device(c10::DeviceType::CPU)};
+    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 };
 

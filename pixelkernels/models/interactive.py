@@ -1,0 +1,114 @@
+"""Few-shot interactive segmentation (seed 004 ch. 2, Fig. 2.1): three channels meet in a
+feature junction.
+
+  * query channel: the clicks as two distance maps (``click_maps``, distances truncated at 255 and
+    divided by 255, §2.4.1) concatenated with the image (5 channels) and fused back to 3 by the
+    click-fusion module (§2.4.2), then the encoder-decoder;
+  * support channel: the same encoder-decoder on the support image, reduced to a foreground
+    prototype by masked average pooling (PANet; ``masked_average_pool``), compared with every
+    query pixel by cosine similarity;
+  * prior channel (IPF, §2.4.3): the training-free prior of PFENet (``prior_mask``) from the
+    detached features (the paper keeps this channel's extractor frozen), focused on the clicked
+    instance by a second click-fusion with the distance maps.
+
+The junction concatenates query features, the similarity map and the focused prior; a conv
+block gives one foreground logit per pixel, trained with binary cross-entropy. Training clicks
+are simulated per step with ``sample_clicks`` (Xu et al.'s strategies 1-3 in turn; ``data.clicks``).
+``noc`` runs the number-of-clicks evaluation: each next click from the current prediction's
+errors (``next_clicks``), IoU after every click, NoC@85 / NoC@90 at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import pixelkernels as pk
+
+from . import data
+from ._base import PixelModel
+from .backbone import make_backbone
+
+
+def _fusion(cin: int, cout: int, hidden: int = 16) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, cout, 1))
+
+
+def iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """pred, gt (B, H, W) bool -> (B,) IoU (1 where both are empty)."""
+    inter, union = (pred & gt).flatten(1).sum(1), (pred | gt).flatten(1).sum(1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
+
+
+class FewShotInteractive(PixelModel):
+    task = "episodes"
+
+    def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, num_positive: int = 3,
+                 num_negative: int = 3):  # fmt: skip
+        super().__init__()
+        self.click_fusion = _fusion(5, 3)
+        self.prior_fusion = _fusion(3, 1)
+        self.net = make_backbone(backbone, 3, width, depth)
+        c = self.net.channels
+        self.junction = nn.Sequential(nn.Conv2d(c + 2, c, 3, padding=1), nn.GroupNorm(8 if c % 8 == 0 else 1, c),
+                                      nn.ReLU(inplace=True), nn.Conv2d(c, 1, 1))  # fmt: skip
+        self.num_positive, self.num_negative = num_positive, num_negative
+        self._steps = 0  # which simulation strategy the next training batch uses (1, 2, 3 in turn)
+
+    def forward(self, image, points, support_image, support_mask) -> torch.Tensor:
+        """image (B, 3, H, W), points (B, 2N, 3) clicks (y, x, order; first N positive, padding
+        < 0), support image (B, 3, H, W) and mask (B, H, W) -> foreground logits (B, H, W)."""
+        maps = pk.click_maps(points, tuple(image.shape[-2:]), mode="distance", max_distance=255.0) / 255
+        maps = maps.to(image.dtype)
+        q = self.net(self.click_fusion(torch.cat([image, maps], 1)))
+        s = self.net(support_image)
+        m = support_mask.to(s.dtype)
+        proto = pk.masked_average_pool(s, m)
+        sim = F.cosine_similarity(q, proto[..., None, None], dim=1, eps=1e-8).unsqueeze(1)
+        prior = pk.prior_mask(q.detach(), s.detach(), m)
+        focused = self.prior_fusion(torch.cat([prior.to(q.dtype), maps], 1))
+        return self.junction(torch.cat([q, sim, focused], 1))[:, 0]
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        strategy = 1 + self._steps % 3
+        self._steps += 1
+        pts = data.clicks(batch["mask"], other=batch.get("other"), num_positive=self.num_positive, num_negative=self.num_negative,
+                          strategy=strategy, generator=generator)  # fmt: skip
+        logits = self(batch["image"], pts, batch["support_image"], batch["support_mask"])
+        return F.binary_cross_entropy_with_logits(logits, batch["mask"].to(logits.dtype))
+
+    @torch.no_grad()
+    def predict(self, batch: dict, points: torch.Tensor) -> torch.Tensor:
+        return self(batch["image"], points, batch["support_image"], batch["support_mask"]) > 0
+
+    @torch.no_grad()
+    def noc(self, batch: dict, *, max_clicks: int = 20, thresholds=(0.85, 0.90)) -> dict:
+        """The NoC protocol on a batch: click t goes where ``next_clicks`` puts it given the
+        prediction after t − 1 clicks (the first from an empty prediction). -> {"iou": (B,
+        max_clicks) IoU after each click, "NoC@85": (B,), "NoC@90": (B,)} as tensors on the
+        batch's device: the number of clicks until IoU >= the threshold, max_clicks if never.
+        No host sync inside the loop (the clicks are written with torch.where and scatter)."""
+        gt = batch["mask"].bool()
+        B, H, W = gt.shape
+        rows = torch.full((B, 2, max_clicks, 3), -1.0, device=gt.device)
+        clicked = torch.zeros(B, H * W, dtype=torch.bool, device=gt.device)
+        pred = torch.zeros_like(gt)
+        ious = []
+        for t in range(max_clicks):
+            c = pk.next_clicks(pred, gt, clicked=clicked.view(B, H, W))
+            valid = c[:, 0] >= 0
+            row = torch.stack([c[:, 0], c[:, 1], torch.full_like(c[:, 0], t)], 1).float()
+            for side, is_side in ((0, c[:, 2] == 1), (1, c[:, 2] == 0)):
+                rows[:, side, t] = torch.where((valid & is_side)[:, None], row, rows[:, side, t])
+            idx = (c[:, 0].clamp_min(0) * W + c[:, 1].clamp_min(0))[:, None]
+            clicked.scatter_(1, idx, clicked.gather(1, idx) | valid[:, None])
+            pred = self.predict(batch, rows.flatten(1, 2))
+            ious.append(iou(pred, gt))
+        ious = torch.stack(ious, 1)
+        out = {"iou": ious}
+        for thr in thresholds:
+            hit = ious >= thr
+            first = hit.float().argmax(1) + 1
+            out[f"NoC@{round(thr * 100)}"] = torch.where(hit.any(1), first, torch.full_like(first, max_clicks))
+        return out

@@ -1,0 +1,226 @@
+"""``python -m pixelkernels train MODEL [options]``: train one of the models on synthetic data
+(or a folder of image/mask pairs), in one process or under ``torchrun`` with
+DistributedDataParallel.
+
+One process and a DDP run with the same global batch take the same steps: every sample is a
+function of its index (``data``), the DistributedSampler hands rank r the r-th of every P
+consecutive indices of one seeded permutation (the P per-rank batches of a step are the global
+batch), the backbones use GroupNorm (per-image statistics), and DDP averages the per-rank
+gradients of per-rank means, which is the global mean when every rank holds as many images.
+What stays rank-dependent: the random choices of a step (IS-Triplet sampling, stochastic
+pooling, click simulation) draw from a generator seeded by (seed, step, rank), and
+``DenseSimilarityLoss``'s batch-norm takes its statistics per rank (as ``nn.BatchNorm`` does
+without SyncBatchNorm); menet and cas have neither, and are the models the equivalence test runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+
+import torch
+
+import pixelkernels as pk
+
+from . import MODELS, build, data
+
+
+def step_generator(device: torch.device, seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of one step's random choices, on the device the ops run on."""
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step * 1009 + rank) % (2**63 - 1))
+
+
+class _Step(torch.nn.Module):
+    """The model with its loss as forward: DDP synchronises the gradients of what forward ran."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, generator):
+        return self.model.loss(batch, generator)
+
+
+def _dist():
+    """(rank, world, local_rank), initialising the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("PK_DIST_CPU") != "1" else "gloo")
+    return dist.get_rank(), world, local
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.t0 = total, enabled, time.perf_counter()
+
+    def __call__(self, step: int, loss: float):
+        if not self.enabled:
+            return
+        done = step + 1
+        bar = "#" * (30 * done // self.total)
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        end = "\n" if done == self.total else ""
+        print(f"\r[{bar:<30}] {done}/{self.total} loss {loss:.4f} {rate:.1f} step/s", end=end, file=sys.stderr, flush=True)
+
+
+def _plot(losses, path, title):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"--png: matplotlib is not installed, {path} not drawn (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), backend: str = "auto",
+          device: str | None = None, lr: float = 1e-3, seed: int = 0, dtype: torch.dtype = torch.float32,
+          folder: str | None = None, model_kw: dict | None = None, csv_path: str | None = None,
+          png_path: str | None = None, progress: bool = True, noc_images: int = 0, save: str | None = None) -> dict:  # fmt: skip
+    """Train `name` for `steps` steps of `batch_size` images (the global batch under torchrun)
+    -> {"losses": [float] per step (mean over ranks), "model", "noc": None or {"NoC@85",
+    "NoC@90", "images"} for the interactive model with noc_images > 0, "step_s": mean seconds a
+    step}. Adam with learning rate `lr`; parameters initialised from `seed`."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
+    rank, world, local = _dist()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    model = build(name, **(model_kw or {})).to(dev, dtype)
+    step_fn = _Step(model)
+    if world > 1:
+        step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[dev.index] if dev.type == "cuda" else None)
+    ds = data.from_folder(model.task, folder, size) if folder else data.synthetic(model.task, steps * batch_size, size, seed=seed)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size // world, sampler=sampler, drop_last=True,
+                                         collate_fn=data.collate)  # fmt: skip
+    if len(loader) == 0:
+        raise ValueError(f"{len(ds)} samples make no batch of {batch_size}")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    hist = torch.zeros(steps, dtype=torch.float64, device=dev)
+    bar = _Progress(steps, progress and rank == 0)
+    every = max(1, steps // 50)
+    step, epoch, t0 = 0, 0, time.perf_counter()
+    with pk.use_backend(backend):
+        model.train()
+        while step < steps:
+            sampler.set_epoch(epoch)
+            for batch in loader:
+                batch = data.to_device(batch, dev)
+                batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+                opt.zero_grad(set_to_none=True)
+                loss = step_fn(batch, step_generator(dev, seed, step, rank))
+                loss.backward()
+                opt.step()
+                hist[step] = loss.detach()
+                if step % every == 0 or step == steps - 1:
+                    bar(step, float(hist[step]))  # a host read for the display only, every `every` steps
+                step += 1
+                if step == steps:
+                    break
+            epoch += 1
+    step_s = (time.perf_counter() - t0) / steps
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(hist)
+        hist /= world
+    losses = hist.tolist()
+    noc = None
+    if name == "interactive" and noc_images > 0 and rank == 0:
+        noc = evaluate_noc(model, noc_images, size, seed=seed + 1, device=dev, dtype=dtype, backend=backend)
+        print(f"NoC@85 {noc['NoC@85']:.2f}  NoC@90 {noc['NoC@90']:.2f}  over {noc['images']} images", file=sys.stderr)
+    if rank == 0:
+        if csv_path:
+            with open(csv_path, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["step", "loss"])
+                w.writerows((i + 1, repr(v)) for i, v in enumerate(losses))
+        if png_path:
+            _plot(losses, png_path, f"{name}: {world} process(es), backend {backend}")
+        if save:
+            torch.save(model.state_dict(), save)
+    return {"losses": losses, "model": model, "noc": noc, "step_s": step_s}
+
+
+@torch.no_grad()
+def evaluate_noc(model, images: int, size, *, seed: int, device, dtype=torch.float32, backend: str = "auto",
+                 max_clicks: int = 20, batch_size: int = 8) -> dict:  # fmt: skip
+    """Mean NoC@85 / NoC@90 (seed 004 §3, the f-BRS/RITM protocol with ``next_clicks``) of the
+    interactive model over `images` held-out synthetic episodes."""
+    ds = data.synthetic("episodes", images, size, seed=seed)
+    was = model.training
+    model.eval()
+    sums = {"NoC@85": 0.0, "NoC@90": 0.0}
+    with pk.use_backend(backend):
+        for lo in range(0, images, batch_size):
+            batch = data.to_device(data.collate([ds[i] for i in range(lo, min(images, lo + batch_size))]), device)
+            batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+            out = model.noc(batch, max_clicks=max_clicks)
+            for k in sums:
+                sums[k] += float(out[k].sum())
+    model.train(was)
+    return {k: v / images for k, v in sums.items()} | {"images": images}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pixelkernels train",
+                                description="Train a model of pixelkernels.models (synthetic data unless --folder).")  # fmt: skip
+    p.add_argument("model", choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8, help="the global batch (split over torchrun's processes)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    p.add_argument("--backend", default="auto", choices=[b for b in pk.BACKENDS])
+    p.add_argument("--device", help="default: cuda (this process's local rank) if present, else cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default="unet", help="unet (default) or resnet18 / resnet34 (needs torchvision)")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--folder", help="a folder with images/ and masks/ (matching stems) instead of synthetic data")
+    p.add_argument("--csv", help="write the loss curve (step, loss) here")
+    p.add_argument("--png", help="draw the loss curve here (needs matplotlib)")
+    p.add_argument("--noc-images", type=int, default=0, help="interactive: NoC@85/90 over this many held-out episodes")
+    p.add_argument("--save", help="write the trained state_dict here")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    kw = {"backbone": a.backbone, "width": a.width, "depth": a.depth}
+    out = train(a.model, steps=a.steps, batch_size=a.batch_size, size=tuple(a.size), backend=a.backend, device=a.device,
+                dtype=getattr(torch, a.dtype), lr=a.lr, seed=a.seed, folder=a.folder, model_kw=kw, csv_path=a.csv,
+                png_path=a.png, progress=not a.no_progress, noc_images=a.noc_images, save=a.save)  # fmt: skip
+    ls = out["losses"]
+    k = max(1, len(ls) // 10)
+    first, last = sum(ls[:k]) / k, sum(ls[-k:]) / k
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{a.model}: loss {first:.4f} (first {k} steps) -> {last:.4f} (last {k}), {out['step_s'] * 1e3:.1f} ms/step")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0 if math.isfinite(last) else 1

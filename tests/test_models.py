@@ -1,0 +1,281 @@
+"""pixelkernels.models (issue 19): the synthetic data and folder reader, one training step equal
+on every backend, training lowers the loss, the train command, the NoC loop, and DDP with two
+processes equal to one process. Small sizes: the whole file is CI's budget for the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pixelkernels as pk
+from conftest import COMPILED_BACKENDS, assert_close
+from pixelkernels import models
+from pixelkernels.models import data
+from pixelkernels.models.train import step_generator, train
+
+# Small but awkward: odd sizes through a depth-2 U-Net; fewer samples than the papers' 5000
+# triplets / 100 pooled pixels so Triton's interpreter runs a step in seconds.
+SMALL = {"width": 8, "depth": 2}
+KW = {
+    "coseg": {"num_samples": 300, "seg": "focal"},
+    "menet": {},
+    "cas": {},
+    "dense_transfer": {"k": 12},
+    "interactive": {},
+}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny images gain nothing from threads, and two xdist workers each spinning OpenMP threads
+    on CI's 2 cores slowed a 2 s training run 40-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(task, n, size, seed=0, dtype=torch.float64, device="cpu"):
+    ds = data.synthetic(task, n, size, seed=seed)
+    b = data.to_device(data.collate([ds[i] for i in range(n)]), device)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in b.items()}
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", sorted(data.TASKS))
+def test_synthetic_is_a_function_of_seed_and_index(task):
+    a, b, c = (data.synthetic(task, 3, (21, 30), seed=s) for s in (5, 5, 6))
+    for i in range(3):
+        x, y, z = a[i], b[i], c[i]
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+        assert any(not torch.equal(x[k], z[k]) for k in x)
+    s = a[1]
+    for k, v in s.items():
+        if v.is_floating_point():
+            assert v.shape == (3, 21, 30) and v.dtype == torch.float32 and v.abs().max() <= 0.5
+        else:
+            assert v.shape == (21, 30) and v.dtype == torch.int64 and v.min() >= 0
+    with pytest.raises(IndexError):
+        a[3]
+
+
+def test_synthetic_labels():
+    scene = data.synthetic("scene", 8, (40, 40), seed=1)
+    for i in range(8):
+        s = scene[i]
+        assert torch.equal(s["mask"], (s["instances"] > 0).long())
+        assert 0 < s["mask"].sum() < 40 * 40 and s["instances"].max() <= 4
+    co = data.synthetic("coseg", 8, (40, 40), seed=1)
+    for i in range(8):  # the common object is in both images (it can be occluded, never wholly here)
+        s = co[i]
+        assert s["mask_a"].sum() > 0 and s["mask_b"].sum() > 0 and s["mask_a"].max() == 1
+    fr = data.synthetic("frames", 8, (40, 40), seed=1)
+    for i in range(8):  # small motion: most labels unchanged (an object may come out of, or go
+        s = fr[i]  # under, another one: occlusion changes which ids are seen)
+        assert s["labels_a"].max() <= 4 and s["labels_b"].max() <= 4
+        assert (s["labels_a"] == s["labels_b"]).float().mean() > 0.7
+    ep = data.synthetic("episodes", 1, (40, 40), seed=1)[0]
+    assert set(ep) == {"support_image", "support_mask", "image", "mask", "other"}
+    assert not (ep["other"].bool() & ep["mask"].bool()).any()
+
+
+def test_clicks_follow_the_mask():
+    b = _batch("episodes", 4, (48, 40), dtype=torch.float32)
+    pts = data.clicks(b["mask"], other=b["other"], num_positive=2, num_negative=3, strategy=2, generator=torch.Generator().manual_seed(3))
+    assert pts.shape == (4, 6, 3)
+    for i in range(4):
+        for r, row in enumerate(pts[i]):
+            y, x = int(row[0]), int(row[1])
+            if max(y, x) < 0:
+                continue
+            assert int(b["mask"][i, y, x]) == (1 if r < 3 else 0)
+            assert r < 3 or int(b["other"][i, y, x]) == 1  # strategy 2: negatives on the other objects
+
+
+def test_folder(tmp_path):
+    import numpy as np
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        img = torch.randint(0, 256, (30, 20, 3), generator=g, dtype=torch.uint8)
+        mask = torch.zeros(30, 20, dtype=torch.int64)
+        mask[5:15, 4:12] = i + 1
+        if i == 2:
+            torch.save(img, tmp_path / "images" / f"f{i}.pt")
+        else:
+            np.save(tmp_path / "images" / f"f{i}.npy", img.numpy())
+        np.save(tmp_path / "masks" / f"f{i}.npy", mask.numpy())
+    (tmp_path / "images" / "lonely.npy").write_bytes(b"")  # no mask: left out
+    ds = data.from_folder("scene", tmp_path, (15, 10))
+    assert len(ds) == 3
+    s = ds[1]
+    assert s["image"].shape == (3, 15, 10) and s["image"].abs().max() <= 0.5
+    assert set(s["instances"].unique().tolist()) == {0, 2} and torch.equal(s["mask"], (s["instances"] > 0).long())
+    pairs = data.from_folder("frames", tmp_path, (15, 10))
+    assert len(pairs) == 2 and torch.equal(pairs[0]["labels_b"], ds[1]["instances"])
+    ep = data.from_folder("episodes", tmp_path, (15, 10))[1]
+    assert torch.equal(ep["support_mask"], ds[1]["mask"]) and torch.equal(ep["image"], ds[2]["image"])
+    with pytest.raises(ValueError, match="no image/mask pair"):
+        data.ImageMaskFolder(tmp_path / "images")
+    with pytest.raises(ValueError, match="task must be"):
+        data.from_folder("video", tmp_path)
+
+
+# --- one step on every backend -------------------------------------------------------------
+
+
+def _step(name, backend, device, dtype=torch.float64, size=(23, 18), n=2, seed=0):
+    torch.manual_seed(0)
+    model = models.build(name, **SMALL, **KW[name]).to(device, dtype)
+    batch = _batch(model.task, n, size, seed=seed, dtype=dtype, device=device)
+    with pk.use_backend(backend):
+        loss = model.loss(batch, step_generator(torch.device(device), 0, 0))
+        loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values()), [k for k, g in grads.items() if g is None]
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("backend, device", COMPILED_BACKENDS)
+def test_step_equals_reference(name, backend, device, one_thread):
+    """One training step (same parameters, batch and step generator): the same loss and the same
+    gradient of every parameter as the reference backend, in float64 (SPEC §4)."""
+    loss, grads = _step(name, backend, device)
+    ref_loss, ref_grads = _step(name, "reference", device)
+    assert torch.isfinite(loss)
+    assert_close(loss, ref_loss, msg=f"{name} loss")
+    for k in ref_grads:
+        assert_close(grads[k], ref_grads[k], msg=f"{name} grad {k}")
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_training_lowers_the_loss(name, one_thread):
+    """50 steps on synthetic data, 32 x 32, batch 4, on the CPU backend."""
+    ls = train(name, steps=50, batch_size=4, size=(32, 32), backend="cpu", device="cpu", lr=3e-3,
+               model_kw=SMALL | KW[name], progress=False)["losses"]  # fmt: skip
+    first, last = sum(ls[:10]) / 10, sum(ls[-10:]) / 10
+    assert last < first - 0.05 * abs(first), (name, first, last)
+
+
+def test_inference():
+    b = _batch("scene", 2, (20, 24), dtype=torch.float32)
+    sal = models.build("menet", **SMALL).predict(b)
+    assert sal.shape == (2, 20, 24) and sal.min() >= 0 and sal.max() <= 1
+    assert models.build("cas", **SMALL).predict(b).shape == (2, 20, 24)
+    co = _batch("coseg", 2, (20, 24), dtype=torch.float32)
+    ma, mb = models.build("coseg", **SMALL).predict(co)
+    assert ma.shape == mb.shape == (2, 20, 24)
+    fr = _batch("frames", 2, (20, 25), dtype=torch.float32)
+    net = models.build("dense_transfer", **SMALL, k=8).eval()
+    labels, scores = net.transfer(fr["image_a"], fr["labels_a"], fr["image_b"], generator=torch.Generator().manual_seed(0))
+    assert labels.shape == (2, 10, 13) and scores.shape == (2, 5, 10, 13)
+
+
+class _Oracle(models.FewShotInteractive):
+    """predict: the ground truth once `after` clicks are in, else nothing."""
+
+    def __init__(self, after):
+        super().__init__(**SMALL)
+        self.after = after
+
+    def predict(self, batch, points):
+        n = (points[..., 0] >= 0).sum(1)  # clicks so far, per image
+        return batch["mask"].bool() & (n >= self.after)[:, None, None]
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_noc(after):
+    b = _batch("episodes", 3, (30, 26), dtype=torch.float32)
+    out = _Oracle(after).noc(b, max_clicks=5)
+    assert out["iou"].shape == (3, 5)
+    assert out["NoC@85"].tolist() == [after] * 3 and out["NoC@90"].tolist() == [after] * 3
+    never = _Oracle(99).noc(b, max_clicks=4)
+    assert never["NoC@90"].tolist() == [4] * 3
+
+
+def test_noc_clicks_are_next_clicks():
+    """The loop's first click is where next_clicks puts it for an empty prediction, positive."""
+    seen = []
+
+    class Spy(models.FewShotInteractive):
+        def predict(self, batch, points):
+            seen.append(points.clone())
+            return torch.zeros_like(batch["mask"], dtype=torch.bool)
+
+    b = _batch("episodes", 2, (30, 26), dtype=torch.float32)
+    Spy(**SMALL).noc(b, max_clicks=2)
+    first = pk.next_clicks(torch.zeros_like(b["mask"]), b["mask"])
+    N = seen[0].shape[1] // 2
+    assert torch.equal(seen[0][:, 0, :2].long(), first[:, :2]) and (first[:, 2] == 1).all()
+    assert (seen[1][:, N:, 0] < 0).all()  # with nothing predicted every next click is positive too
+    assert (seen[1][:, 1, 2] == 1).all()
+
+
+def test_build_errors():
+    with pytest.raises(ValueError, match="model must be one of"):
+        models.build("unet")
+    with pytest.raises(ValueError, match="seg_loss kind"):
+        models.build("coseg", seg="l1")
+    with pytest.raises(ValueError, match="backbone must be"):
+        models.build("menet", backbone="vgg")
+    with pytest.raises(ValueError, match="multiple of the number of processes|at least 1"):
+        train("menet", steps=0)
+
+
+# --- the command and DDP -------------------------------------------------------------------
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+def test_train_command(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pixelkernels", "train", "interactive", "--steps", "3", "--batch-size", "2",
+         "--size", "24", "20", "--width", "8", "--depth", "2", "--csv", str(tmp_path / "loss.csv"),
+         "--noc-images", "2", "--no-progress"],
+        capture_output=True, text=True, env=_env(), timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss" and len(rows) == 4
+    assert "NoC@85" in out.stderr and "interactive: loss" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["menet", "cas"])
+def test_ddp_equals_one_process(name, tmp_path):
+    """torchrun with 2 processes (gloo) and the global batch 4 split 2 + 2: after 3 Adam steps
+    the same parameters as one process with batch 4 (float64; DDP's all-reduce reassociates the
+    gradient's sum, nothing else differs)."""
+    args = ["--steps", "3", "--batch-size", "4", "--size", "20", "24", "--width", "8", "--depth", "2",
+            "--dtype", "float64", "--lr", "3e-3", "--seed", "7", "--backend", "cpu", "--device", "cpu", "--no-progress"]  # fmt: skip
+    env = _env() | {"PK_DIST_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "pixelkernels", "train", name, *args, "--save", str(tmp_path / "ddp.pt")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    one = train(name, steps=3, batch_size=4, size=(20, 24), backend="cpu", device="cpu", dtype=torch.float64,
+                lr=3e-3, seed=7, model_kw=SMALL, progress=False)["model"].state_dict()  # fmt: skip
+    assert ddp.keys() == one.keys()
+    moved = 0
+    for k in one:
+        assert_close(ddp[k], one[k], msg=k)
+        moved += 1
+    init = models.build(name, **SMALL)
+    assert any(not torch.allclose(init.state_dict()[k].double(), one[k]) for k in one if one[k].is_floating_point())
+    assert moved == len(one)
