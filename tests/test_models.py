@@ -168,6 +168,30 @@ def test_training_lowers_the_loss(name, one_thread):
     assert last < first - 0.05 * abs(first), (name, first, last)
 
 
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_loss_compiles_fullgraph(name, one_thread):
+    """Every model's training loss traces into one graph (no graph break, checks off as in a hot
+    loop) and equals eager given the same global RNG state: the ops keep no state that dynamo
+    or AOT autograd cannot see. backend="aot_eager": the ops' own tests cover inductor; here
+    the question is the model's graph. An explicit torch.Generator argument is a graph break in
+    torch itself (dynamo cannot proxy one), so the stochastic models draw from the default
+    generator here."""
+    torch.manual_seed(0)
+    model = models.build(name, **SMALL, **KW[name])
+    batch = _batch(model.task, 2, (23, 18), dtype=torch.float32)
+    with pk.use_backend("cpu"), pk.use_checks(False):
+        compiled = torch.compile(model.loss, fullgraph=True, backend="aot_eager")
+        torch.manual_seed(1)
+        got = compiled(batch, None)
+        got.backward()
+        torch.manual_seed(1)
+        if name == "interactive":
+            model._steps = 0  # the same click-simulation strategy as the compiled call's
+        want = model.loss(batch, None)
+    assert_close(got.detach(), want.detach())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_inference():
     b = _batch("scene", 2, (20, 24), dtype=torch.float32)
     sal = models.build("menet", **SMALL).predict(b)

@@ -25,6 +25,34 @@ def list_cases() -> None:
         print(f"{c.key:<40}{c.shape:<40}{kind:<10}{','.join(c.devices):<10}{bw:<14}{peers}")
 
 
+def _models(p, a, argv) -> int:
+    from . import models as mb
+    from ..models import MODELS
+
+    device = torch.device(a.device) if a.device else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
+    if a.model and not set(a.model) <= set(MODELS):
+        p.error(f"unknown model(s) {sorted(set(a.model) - set(MODELS))}; known: {sorted(MODELS)}")
+    if a.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {a.repeat}")
+    print(f"# {device_name(device)}, torch {torch.__version__}; training step (forward, backward, Adam)")
+    print(mb.header())
+    rows = mb.run_models(device, a.model, a.backend, repeat=a.repeat, budget_s=0.5 if a.quick else 3.0)
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": device_name(device), "torch": torch.__version__,
+            "build": pk.build_info(), "command": " ".join(["python -m pixelkernels bench", *argv]),
+            "method": {"timer": "cuda events" if device.type == "cuda" else "time.perf_counter", "runs": a.repeat,
+                       "rounds_per_run": ROUNDS, "what": mb.__doc__}}  # fmt: skip
+    if a.json:
+        report.write_json(a.json, meta, rows)
+    if a.csv and rows:
+        report.write_csv(a.csv, rows)
+    if a.markdown and rows:
+        with open(a.markdown, "w") as f:
+            f.write(mb.markdown(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[2:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
@@ -50,7 +78,12 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the cases of the table and exit")
     p.add_argument("--model-gpu", action="store_true",
                    help="print each row's modelled H100 floor (bytes and FLOPs at peak rates; no GPU needed) and exit")
+    p.add_argument("--models", action="store_true",
+                   help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
+    p.add_argument("--model", action="append", help="with --models: the model(s) to run (default: all)")
     a = p.parse_args(argv)
+    if a.models:
+        return _models(p, a, argv)
     if a.list:
         list_cases()
         return 0

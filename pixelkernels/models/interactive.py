@@ -8,8 +8,9 @@ feature junction.
     prototype by masked average pooling (PANet; ``masked_average_pool``), compared with every
     query pixel by cosine similarity;
   * prior channel (IPF, §2.4.3): the training-free prior of PFENet (``prior_mask``) from the
-    detached features (the paper keeps this channel's extractor frozen), focused on the clicked
-    instance by a second click-fusion with the distance maps.
+    detached deep encoder features (the paper keeps this channel's extractor frozen; PFENet
+    takes its stride-8 layer), upsampled, and focused on the clicked instance by a second
+    click-fusion with the distance maps.
 
 The junction concatenates query features, the similarity map and the focused prior; a conv
 block gives one foreground logit per pixel, trained with binary cross-entropy. Training clicks
@@ -61,13 +62,21 @@ class FewShotInteractive(PixelModel):
         < 0), support image (B, 3, H, W) and mask (B, H, W) -> foreground logits (B, H, W)."""
         maps = pk.click_maps(points, tuple(image.shape[-2:]), mode="distance", max_distance=255.0) / 255
         maps = maps.to(image.dtype)
-        q = self.net(self.click_fusion(torch.cat([image, maps], 1)))
-        s = self.net(support_image)
+        qf = self.net.encode(self.click_fusion(torch.cat([image, maps], 1)))
+        sf = self.net.encode(support_image)
+        q, s = self.net.decode(qf), self.net.decode(sf)
         m = support_mask.to(s.dtype)
         proto = pk.masked_average_pool(s, m)
         sim = F.cosine_similarity(q, proto[..., None, None], dim=1, eps=1e-8).unsqueeze(1)
-        prior = pk.prior_mask(q.detach(), s.detach(), m)
-        focused = self.prior_fusion(torch.cat([prior.to(q.dtype), maps], 1))
+        # The prior from deep features at 1/2^(depth-1) of the input (PFENet: layer 4 at 1/8),
+        # the support mask resized to them (area: the share of each cell that is object),
+        # then brought back to the input's size.
+        lvl = max(len(qf) - 2, 0)
+        qd, sd = qf[lvl].detach(), sf[lvl].detach()
+        md = F.adaptive_avg_pool2d(m[:, None], sd.shape[-2:])[:, 0] if lvl else m
+        prior = pk.prior_mask(qd, sd, md)
+        prior = F.interpolate(prior.to(q.dtype), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        focused = self.prior_fusion(torch.cat([prior, maps], 1))
         return self.junction(torch.cat([q, sim, focused], 1))[:, 0]
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
