@@ -246,6 +246,35 @@ def test_noc_clicks_are_next_clicks():
     assert (seen[1][:, 1, 2] == 1).all()
 
 
+def test_resnet_backbone_wiring(monkeypatch):
+    """backbone="resnet18" on a stand-in with torchvision's ResNet-18 layout (torchvision has no
+    CPU build for this torch on the CI index): five levels projected and decoded to the input's
+    size, for in_channels 3 and otherwise."""
+    import types
+
+    from torch import nn
+
+    def resnet18(weights=None):
+        assert weights is None  # random init, never a download
+        r = nn.Module()
+        r.conv1, r.bn1, r.relu = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        r.maxpool = nn.MaxPool2d(3, 2, 1)
+        r.layer1, r.layer2 = nn.Conv2d(64, 64, 3, 1, 1), nn.Conv2d(64, 128, 3, 2, 1)
+        r.layer3, r.layer4 = nn.Conv2d(128, 256, 3, 2, 1), nn.Conv2d(256, 512, 3, 2, 1)
+        return r
+
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=types.SimpleNamespace(resnet18=resnet18)))
+    from pixelkernels.models.backbone import make_backbone
+
+    for cin in (3, 5):
+        net = make_backbone("resnet18", cin, width=8)
+        out = net(torch.randn(2, cin, 45, 38))
+        assert out.shape == (2, net.channels, 45, 38) == (2, 8, 45, 38)
+    m = models.build("menet", backbone="resnet18", width=8)
+    f, logits = m(torch.randn(1, 3, 40, 36))
+    assert f.shape == (1, 16, 40, 36) and logits.shape == (1, 2, 40, 36)
+
+
 def test_build_errors():
     with pytest.raises(ValueError, match="model must be one of"):
         models.build("unet")
@@ -303,3 +332,23 @@ def test_ddp_equals_one_process(name, tmp_path):
     init = models.build(name, **SMALL)
     assert any(not torch.allclose(init.state_dict()[k].double(), one[k]) for k in one if one[k].is_floating_point())
     assert moved == len(one)
+
+
+def test_bench_models_rows(one_thread):
+    """`bench --models`' rows at a small size: the reference first at speedup 1, each compiled
+    backend with its share of the step in our ops in [0, 1]."""
+    from pixelkernels.bench import models as mb
+
+    cases = [mb.ModelCase("menet", 2, (24, 20), {"depth": 2}, "test"), mb.ModelCase("coseg", 1, (20, 18), {"depth": 2, "num_samples": 64}, "test")]
+    rows = mb.run_models(torch.device("cpu"), backends=["cpu"], repeat=2, budget_s=0.05, width=8, cases=cases,
+                         log=lambda _: None)  # fmt: skip
+    assert [(r["model"], r["backend"]) for r in rows] == [("menet", "reference"), ("menet", "cpu"),
+                                                          ("coseg", "reference"), ("coseg", "cpu")]  # fmt: skip
+    for r in rows:
+        assert r["step_ms"] > 0 and r["runs"] == 2 and r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
+        if r["backend"] == "reference":
+            assert r["speedup"] == 1 and r["ops_share"] != r["ops_share"]
+        else:
+            assert 0 < r["ops_share"] <= 1
+    assert "| menet | 2 × 24x20 | cpu |" in mb.markdown(rows)
+

@@ -55,7 +55,8 @@ def compiled_backends(device: torch.device, requested=None) -> list[str]:
             and pk._backend.missing(b, device) is None]  # fmt: skip
 
 
-def _setup(case: ModelCase, device: torch.device, width: int):
+def training_step(case: ModelCase, device: torch.device, width: int = 32):
+    """backend -> a function running one training step of case's model (checks off)."""
     from ..models import build, data
     from ..models.train import step_generator
 
@@ -111,12 +112,15 @@ def ops_share(fn, device: torch.device) -> float:
 
 
 def run_models(device: torch.device, names=None, backends=None, *, repeat: int = 1, budget_s: float = 2.0,
-               width: int = 32, log=print) -> list[dict]:  # fmt: skip
+               width: int = 32, cases=CASES, log=print) -> list[dict]:  # fmt: skip
+    """The rows: per case and backend (the reference first), the step's median and p20/p80 (the
+    medians over runs), its speedup over the reference (median, min, max over runs), the share
+    of one profiled step in our ops, and the share of the reference's step it saves."""
     rows = []
-    for case in CASES:
+    for case in cases:
         if names and case.name not in names:
             continue
-        step = _setup(case, device, width)
+        step = training_step(case, device, width)
         cands = ["reference"] + compiled_backends(device, backends)
         runs = []
         for _ in range(repeat):

@@ -87,7 +87,8 @@ class ConvEncoderDecoder(nn.Module):
 class TorchvisionBackbone(nn.Module):
     """torchvision's ResNet-18 (random init, no download) as the encoder: the stem and its four
     stages give five levels (strides 2..32), widened to `width`·2^i by 1x1 convs, under the same
-    decoder; the output is resized to the input."""
+    decoder; the output is resized to the input. ResNet keeps its BatchNorm: under DDP its
+    statistics are per process (torch.nn.SyncBatchNorm.convert_sync_batchnorm makes them global)."""
 
     def __init__(self, in_channels: int = 3, width: int = 32, arch: str = "resnet18"):
         super().__init__()
