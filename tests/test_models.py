@@ -73,8 +73,8 @@ def test_synthetic_labels():
         s = scene[i]
         assert torch.equal(s["mask"], (s["instances"] > 0).long())
         assert 0 < s["mask"].sum() < 40 * 40 and s["instances"].max() <= 4
-    co = data.synthetic("coseg", 8, (40, 40), seed=1)
-    for i in range(8):  # the common object is in both images (it can be occluded, never wholly here)
+    co = data.synthetic("coseg", 64, (24, 24), seed=1)
+    for i in range(64):  # the common object is in both images, drawn over the distractors
         s = co[i]
         assert s["mask_a"].sum() > 0 and s["mask_b"].sum() > 0 and s["mask_a"].max() == 1
     fr = data.synthetic("frames", 8, (40, 40), seed=1)
@@ -134,12 +134,12 @@ def test_folder(tmp_path):
 # --- one step on every backend -------------------------------------------------------------
 
 
-def _step(name, backend, device, dtype=torch.float64, size=(23, 18), n=2, seed=0):
+def _step(name, backend, device, dtype=torch.float64, size=(23, 18), n=2, seed=0, step=0):
     torch.manual_seed(0)
     model = models.build(name, **SMALL, **KW[name]).to(device, dtype)
     batch = _batch(model.task, n, size, seed=seed, dtype=dtype, device=device)
     with pk.use_backend(backend):
-        loss = model.loss(batch, step_generator(torch.device(device), 0, 0))
+        loss = model.loss(batch, step_generator(torch.device(device), 0, step), step)
         loss.backward()
     grads = {k: p.grad for k, p in model.named_parameters()}
     assert all(g is not None for g in grads.values()), [k for k, g in grads.items() if g is None]
@@ -150,13 +150,15 @@ def _step(name, backend, device, dtype=torch.float64, size=(23, 18), n=2, seed=0
 @pytest.mark.parametrize("backend, device", COMPILED_BACKENDS)
 def test_step_equals_reference(name, backend, device, one_thread):
     """One training step (same parameters, batch and step generator): the same loss and the same
-    gradient of every parameter as the reference backend, in float64 (SPEC §4)."""
-    loss, grads = _step(name, backend, device)
-    ref_loss, ref_grads = _step(name, "reference", device)
-    assert torch.isfinite(loss)
-    assert_close(loss, ref_loss, msg=f"{name} loss")
-    for k in ref_grads:
-        assert_close(grads[k], ref_grads[k], msg=f"{name} grad {k}")
+    gradient of every parameter as the reference backend, in float64 (SPEC §4). The interactive
+    model at steps 0, 1, 2: each of Xu et al.'s click strategies."""
+    for step in range(3 if name == "interactive" else 1):
+        loss, grads = _step(name, backend, device, step=step)
+        ref_loss, ref_grads = _step(name, "reference", device, step=step)
+        assert torch.isfinite(loss)
+        assert_close(loss, ref_loss, msg=f"{name} loss, step {step}")
+        for k in ref_grads:
+            assert_close(grads[k], ref_grads[k], msg=f"{name} grad {k}, step {step}")
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
@@ -181,14 +183,13 @@ def test_loss_compiles_fullgraph(name, one_thread):
     batch = _batch(model.task, 2, (23, 18), dtype=torch.float32)
     with pk.use_backend("cpu"), pk.use_checks(False):
         compiled = torch.compile(model.loss, fullgraph=True, backend="aot_eager")
-        torch.manual_seed(1)
-        got = compiled(batch, None)
-        got.backward()
-        torch.manual_seed(1)
-        if name == "interactive":
-            model._steps = 0  # the same click-simulation strategy as the compiled call's
-        want = model.loss(batch, None)
-    assert_close(got.detach(), want.detach())
+        for step in range(3 if name == "interactive" else 2):  # a step index that changes
+            torch.manual_seed(step)
+            got = compiled(batch, None, step)
+            got.backward()
+            torch.manual_seed(step)
+            want = model.loss(batch, None, step)
+            assert_close(got.detach(), want.detach(), msg=f"step {step}")
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
@@ -202,8 +203,22 @@ def test_inference():
     assert ma.shape == mb.shape == (2, 20, 24)
     fr = _batch("frames", 2, (20, 25), dtype=torch.float32)
     net = models.build("dense_transfer", **SMALL, k=8).eval()
+    s = net.similarity
+    with torch.no_grad():  # batch-norm statistics and affine part that are not the identity
+        s.running_mean.fill_(0.3), s.running_var.fill_(2.5), s.weight.fill_(0.7), s.bias.fill_(-0.2)
     labels, scores = net.transfer(fr["image_a"], fr["labels_a"], fr["image_b"], generator=torch.Generator().manual_seed(0))
     assert labels.shape == (2, 10, 13) and scores.shape == (2, 5, 10, 13)
+    # by hand: per class, the mean over its pooled reference pixels of sigmoid(BN_eval(<q, r>))
+    with torch.no_grad():
+        x, xl = pk.stochastic_pool(net(fr["image_a"]), net.half(fr["labels_a"]), 8, 5, generator=torch.Generator().manual_seed(0))
+        psi = torch.einsum("bdp,bkd->bkp", net(fr["image_b"]).flatten(2), x)
+        prob = torch.sigmoid((psi - 0.3) / (2.5 + s.eps) ** 0.5 * 0.7 - 0.2)
+        onehot = torch.nn.functional.one_hot(xl.clamp_min(0), 5).float() * (xl >= 0)[..., None]
+        want = torch.einsum("bkp,bkc->bcp", prob, onehot) / onehot.sum(1)[..., None]
+    present = onehot.sum(1) > 0  # (B, C): classes with a pooled pixel
+    got = scores.flatten(2)
+    assert_close(got[present], want[present])
+    assert torch.equal(labels.flatten(1), torch.where(present[..., None], got, -torch.inf).argmax(1))
 
 
 class _Oracle(models.FewShotInteractive):
@@ -225,7 +240,52 @@ def test_noc(after):
     assert out["iou"].shape == (3, 5)
     assert out["NoC@85"].tolist() == [after] * 3 and out["NoC@90"].tolist() == [after] * 3
     never = _Oracle(99).noc(b, max_clicks=4)
-    assert never["NoC@90"].tolist() == [4] * 3
+    assert never["NoC@85"].tolist() == never["NoC@90"].tolist() == [4] * 3
+
+
+def test_noc_negative_click():
+    """A prediction with a false-positive blob: the second click is negative, inside the blob,
+    written to the negative half of the rows at order 1; with it the prediction is right."""
+    b = _batch("episodes", 2, (30, 26), dtype=torch.float32)
+    b["mask"] = torch.zeros_like(b["mask"])
+    b["mask"][:, 3:10, 3:9] = 1
+    blob = torch.zeros_like(b["mask"], dtype=torch.bool)
+    blob[:, 18:27, 14:23] = True
+    seen = []
+
+    class FalsePositive(models.FewShotInteractive):
+        def predict(self, batch, points):
+            seen.append(points.clone())
+            n_neg = (points[:, points.shape[1] // 2:, 0] >= 0).sum(1)
+            return batch["mask"].bool() | (blob & (n_neg == 0)[:, None, None])
+
+    out = FalsePositive(**SMALL).noc(b, max_clicks=3)
+    assert out["NoC@90"].tolist() == [2, 2] and out["iou"][:, 1].tolist() == [1.0, 1.0]
+    pts = seen[1]  # after the second click
+    assert (pts[:, 1, 0] < 0).all()  # no second positive
+    neg = pts[:, 3 + 1]  # negative half starts at max_clicks; slot 1 = the second click
+    assert neg[:, 2].tolist() == [1.0, 1.0]
+    for i in range(2):
+        assert blob[i, int(neg[i, 0]), int(neg[i, 1])]
+    assert (pts[:, 3, 0] < 0).all()  # the first click was positive: negative slot 0 empty
+
+
+def test_seg_losses():
+    from pixelkernels.models import seg_loss
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 5, 7, generator=g, dtype=torch.float64)
+    mask = torch.randint(0, 2, (2, 5, 7), generator=g)
+    assert_close(seg_loss(logits, mask, "ce"), F.cross_entropy(logits, mask))
+    assert_close(seg_loss(logits, mask, "focal", gamma=0.0), F.cross_entropy(logits, mask))
+    p = logits.softmax(1)[:, 1]
+    pt = torch.where(mask == 1, p, 1 - p)
+    assert_close(seg_loss(logits, mask, "focal"), -((1 - pt) ** 2 * pt.log()).mean())
+    dice = 1 - ((2 * (p * mask).flatten(1).sum(1) + 1) / (p.flatten(1).sum(1) + mask.flatten(1).sum(1) + 1)).mean()
+    assert_close(seg_loss(logits, mask, "dice"), dice)
+    sure = torch.stack([-50 * (2 * mask - 1), 50 * (2 * mask - 1)], 1).double()
+    assert seg_loss(sure, mask, "dice") < 1e-12 and seg_loss(sure, mask, "ce") < 1e-12
 
 
 def test_noc_clicks_are_next_clicks():

@@ -3,12 +3,13 @@ pixelkernels.models (forward, backward, Adam update) at its paper's size, with t
 backend and with each compiled backend, timed side by side in one run; and the share of the
 step spent in pixelkernels' ops.
 
-The step is what `train --no-checks` runs (checks off, as in every timed region), on one synthetic batch, its random choices from a generator
-reseeded each call (every backend draws the same triplets, pooled pixels and clicks). Speedup =
+The step is what `train --no-checks` runs (checks off, as in every timed region) at step 0, on
+one synthetic batch, its random choices from a generator reseeded each call (every backend draws
+the same triplets, pooled pixels and clicks: strategy 1's for the interactive model). Speedup =
 reference median / backend median, per run; over --repeat runs reported as median (min-max).
 Share in ops: one profiled step (torch.profiler) per compiled backend, the time of the
-`pixelkernels::` ops (forward and backward; an op inside another counted once) over the step's
-time (CPU time on the CPU, device time on the GPU). The reference backend runs plain torch, which
+`pixelkernels::` ops (forward and backward; an op inside another counted once: their CPU time on
+the CPU, their kernels' device time on the GPU) over the profiled step's wall time. The reference backend runs plain torch, which
 the profiler cannot attribute to an op: its share is bounded below by the time the compiled
 backend saves, (reference − backend) / reference, reported as `saved`.
 """
@@ -70,7 +71,7 @@ def training_step(case: ModelCase, device: torch.device, width: int = 32):
         def run():
             with pk.use_backend(backend), pk.use_checks(False):  # timed regions: the hot-loop setting (SPEC §5)
                 opt.zero_grad(set_to_none=True)
-                loss = model.loss(batch, step_generator(device, 0, 0))
+                loss = model.loss(batch, step_generator(device, 0, 0), 0)
                 loss.backward()
                 opt.step()
             return loss
@@ -104,11 +105,7 @@ def ops_share(fn, device: torch.device) -> float:
             p = p.cpu_parent
         if not nested:
             ops += e.device_time_total if device.type == "cuda" else e.cpu_time_total
-    if device.type == "cuda":
-        total = sum(e.device_time for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    else:
-        total = wall_us
-    return ops / total if total else NAN
+    return ops / wall_us if wall_us else NAN
 
 
 def run_models(device: torch.device, names=None, backends=None, *, repeat: int = 1, budget_s: float = 2.0,

@@ -3,10 +3,12 @@ interface the training command drives.
 
 A model is an ``nn.Module`` with
   * ``task``: which synthetic sample it trains on (``data.TASKS``);
-  * ``loss(batch, generator) -> scalar``: one training step's loss on a batch (a dict of tensors
-    on the model's device, ``data.collate``); ``generator`` (on that device) drives every random
-    choice of the step (pixel sampling, stochastic pooling, click simulation), so a step is a
-    function of (parameters, batch, generator seed) on every backend;
+  * ``loss(batch, generator, step) -> scalar``: one training step's loss on a batch (a dict of
+    tensors on the model's device, ``data.collate``); ``generator`` (on that device) drives every
+    random choice of the step (pixel sampling, stochastic pooling, click simulation) and ``step``
+    (the step's index, a Python int) any schedule (the interactive model's click strategy), so a
+    step is a function of (parameters, batch, generator seed, step) on every backend; a model
+    keeps no counter of its own;
   * ``predict(batch)``: the inference path of its paper.
 The pixelkernels ops are called with ``backend=None``: the process-wide choice
 (``pixelkernels.use_backend``) decides, which is how the equivalence tests and
@@ -45,7 +47,7 @@ def seg_loss(logits: torch.Tensor, mask: torch.Tensor, kind: str = "ce", *, gamm
 class PixelModel(nn.Module):
     task = "scene"
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         raise NotImplementedError
 
     def predict(self, batch: dict):

@@ -30,7 +30,7 @@ class CASNet(PixelModel):
         """image (B, 3, H, W) -> softmax scores (B, M, H, W)."""
         return self.head(self.net(image)).softmax(1)
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         return pk.cas_loss(self(batch["image"]), batch["instances"], self.num_regions, alpha=self.alpha)
 
     @torch.no_grad()

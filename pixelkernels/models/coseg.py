@@ -47,7 +47,7 @@ class CoSegNet(PixelModel):
         ea, eb = self.embed(self.net.decode(fa)), self.embed(self.net.decode(fb))
         return (ea, eb), (self.head(ea), self.head(eb))
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         (ea, eb), (la, lb) = self(batch["image_a"], batch["image_b"])
         emb, logits = torch.cat([ea, eb]), torch.cat([la, lb])
         mask = torch.cat([batch["mask_a"], batch["mask_b"]])

@@ -9,8 +9,8 @@ striped texture) at a random place, size and angle. The four tasks:
 
   scene     image (3, H, W), mask (H, W) foreground, instances (H, W) ids 0 (background)..K
   coseg     image_a, image_b, mask_a, mask_b: an object of one class in both images (at different
-            places and sizes, over different backgrounds) among distractors of other classes;
-            the masks mark the common class (seed 000's co-segmentation)
+            places and sizes, over different backgrounds, drawn over the distractors of other
+            classes, so never empty); the masks mark it (seed 000's co-segmentation)
   frames    image_a, image_b, labels_a, labels_b: a scene and the same scene a frame later,
             each object moved by up to ``motion`` px (seed 003's frame pairs); labels = instance ids
   episodes  support_image, support_mask, image, mask, other: the coseg pair as a one-shot
@@ -156,8 +156,7 @@ class CoSegDataset(_Dataset):
             n = int(torch.randint(0, gen.max_instances, (), generator=g))
             others = [c for c in range(gen.num_classes) if c != common]
             objects = [gen.obj(g, others[int(torch.randint(len(others), (), generator=g))]) for _ in range(n)]
-            at = int(torch.randint(n + 1, (), generator=g))
-            objects.insert(at, gen.obj(g, common))
+            objects.append(gen.obj(g, common))  # drawn last: distractors never hide it
             img, ids = gen.render(g, objects)
             cls = torch.tensor([-1] + [o["cls"] for o in objects])
             out["image_" + side], out["mask_" + side] = img, (cls[ids] == common).long()

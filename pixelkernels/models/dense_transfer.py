@@ -40,7 +40,7 @@ class DenseTransferNet(PixelModel):
         """Labels at the embedding's size (the pixel each embedding's window is centred on)."""
         return labels[:, ::2, ::2].contiguous()
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         ex, ey = self(batch["image_a"]), self(batch["image_b"])
         x, xl = pk.stochastic_pool(ex, self.half(batch["labels_a"]), self.k, self.num_classes, generator=generator)
         y, yl = pk.stochastic_pool(ey, self.half(batch["labels_b"]), self.k, self.num_classes, generator=generator)

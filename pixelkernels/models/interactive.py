@@ -7,14 +7,17 @@ feature junction.
   * support channel: the same encoder-decoder on the support image, reduced to a foreground
     prototype by masked average pooling (PANet; ``masked_average_pool``), compared with every
     query pixel by cosine similarity;
-  * prior channel (IPF, §2.4.3): the training-free prior of PFENet (``prior_mask``) from the
-    detached deep encoder features (the paper keeps this channel's extractor frozen; PFENet
-    takes its stride-8 layer), upsampled, and focused on the clicked instance by a second
-    click-fusion with the distance maps.
+  * prior channel (IPF, §2.4.3): PFENet's training-free prior (``prior_mask``), upsampled, then
+    focused on the clicked instance by a second click-fusion with the distance maps. Where this
+    differs from the paper: the features are the shared encoder's at stride 2^(depth-1) (PFENet's
+    stride-8 layer), detached so that no gradient reaches the encoder through the prior, not a
+    separate frozen VGG-16; and the query's are those of the click-fused query. The support mask
+    is resized bilinearly (align_corners=True), as PFENet does.
 
 The junction concatenates query features, the similarity map and the focused prior; a conv
 block gives one foreground logit per pixel, trained with binary cross-entropy. Training clicks
-are simulated per step with ``sample_clicks`` (Xu et al.'s strategies 1-3 in turn; ``data.clicks``).
+are simulated per step with ``sample_clicks`` (Xu et al.'s strategies 1, 2, 3 for steps 0, 1, 2 mod 3;
+``data.clicks``).
 ``noc`` runs the number-of-clicks evaluation: each next click from the current prediction's
 errors (``next_clicks``), IoU after every click, NoC@85 / NoC@90 at the end.
 """
@@ -55,7 +58,6 @@ class FewShotInteractive(PixelModel):
         self.junction = nn.Sequential(nn.Conv2d(c + 2, c, 3, padding=1), nn.GroupNorm(8 if c % 8 == 0 else 1, c),
                                       nn.ReLU(inplace=True), nn.Conv2d(c, 1, 1))  # fmt: skip
         self.num_positive, self.num_negative = num_positive, num_negative
-        self._steps = 0  # which simulation strategy the next training batch uses (1, 2, 3 in turn)
 
     def forward(self, image, points, support_image, support_mask) -> torch.Tensor:
         """image (B, 3, H, W), points (B, 2N, 3) clicks (y, x, order; first N positive, padding
@@ -69,19 +71,17 @@ class FewShotInteractive(PixelModel):
         proto = pk.masked_average_pool(s, m)
         sim = F.cosine_similarity(q, proto[..., None, None], dim=1, eps=1e-8).unsqueeze(1)
         # The prior from deep features at 1/2^(depth-1) of the input (PFENet: layer 4 at 1/8),
-        # the support mask resized to them (area: the share of each cell that is object),
-        # then brought back to the input's size.
+        # then brought back to the input's size: a full-resolution prior is an HW x HW cosine.
         lvl = max(len(qf) - 2, 0)
         qd, sd = qf[lvl].detach(), sf[lvl].detach()
-        md = F.adaptive_avg_pool2d(m[:, None], sd.shape[-2:])[:, 0] if lvl else m
+        md = F.interpolate(m[:, None], size=sd.shape[-2:], mode="bilinear", align_corners=True)[:, 0] if lvl else m
         prior = pk.prior_mask(qd, sd, md)
         prior = F.interpolate(prior.to(q.dtype), size=image.shape[-2:], mode="bilinear", align_corners=False)
         focused = self.prior_fusion(torch.cat([prior, maps], 1))
         return self.junction(torch.cat([q, sim, focused], 1))[:, 0]
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        strategy = 1 + self._steps % 3
-        self._steps += 1
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
+        strategy = 1 + step % 3  # Xu et al.'s strategies in turn, by the step's index
         pts = data.clicks(batch["mask"], other=batch.get("other"), num_positive=self.num_positive, num_negative=self.num_negative,
                           strategy=strategy, generator=generator)  # fmt: skip
         logits = self(batch["image"], pts, batch["support_image"], batch["support_mask"])

@@ -44,14 +44,16 @@ class MEnet(PixelModel):
         f = self.balance(torch.cat(maps, 1))
         return f, self.classify(f)
 
-    def loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         f, logits = self(batch["image"])
         metric = pk.menet_metric_loss(f, batch["mask"], normalize=True)
         return seg_loss(logits, batch["mask"], "ce") + self.metric_weight * metric
 
     @torch.no_grad()
     def predict(self, batch: dict) -> torch.Tensor:
-        """-> the eq. 5 saliency map (B, H, W), scaled to [0, 1] per image."""
+        """-> the eq. 5 saliency map (B, H, W) as printed (the distance, not its square, to the
+        background's expectation under the classifier's background probability, on the
+        normalised f the metric loss sees), scaled to [0, 1] per image."""
         f, logits = self(batch["image"])
         s = pk.menet_saliency(pk.pixel_normalize(f), logits.softmax(1)[:, 0])
         lo, hi = s.amin((1, 2), keepdim=True), s.amax((1, 2), keepdim=True)

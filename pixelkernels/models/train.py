@@ -29,6 +29,10 @@ import pixelkernels as pk
 from . import MODELS, build, data
 
 
+# The models whose step draws random samples (their DDP run is not draw-for-draw one process's).
+_SAMPLED = ("coseg", "dense_transfer", "interactive")
+
+
 def step_generator(device: torch.device, seed: int, step: int, rank: int = 0) -> torch.Generator:
     """The generator of one step's random choices, on the device the ops run on."""
     return torch.Generator(device).manual_seed((seed * 1_000_003 + step * 1009 + rank) % (2**63 - 1))
@@ -41,12 +45,19 @@ class _Step(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, generator):
-        return self.model.loss(batch, generator)
+    def forward(self, batch, generator, step):
+        return self.model.loss(batch, generator, step)
+
+
+def _on_gpu() -> bool:
+    """Whether the processes run on GPUs: one is present and PK_DIST_CPU=1 does not ask for gloo
+    on the CPU (what the tests do on any machine)."""
+    return torch.cuda.is_available() and os.environ.get("PK_DIST_CPU") != "1"
 
 
 def _dist():
-    """(rank, world, local_rank), initialising the process group under torchrun."""
+    """(rank, world, local_rank), initialising the process group under torchrun: nccl with this
+    process's GPU (torchrun's LOCAL_RANK) made current first, else gloo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, 0
@@ -54,7 +65,11 @@ def _dist():
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("PK_DIST_CPU") != "1" else "gloo")
+        if _on_gpu():
+            torch.cuda.set_device(local)
+            dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group("gloo")
     return dist.get_rank(), world, local
 
 
@@ -110,8 +125,14 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
     if device is None:
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{local}" if (_on_gpu() if world > 1 else torch.cuda.is_available()) else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local)  # "--device cuda": this process's GPU
+    if world > 1 and name in _SAMPLED:
+        print(f"note: {name} samples per rank (a generator seeded by seed, step and rank): under DDP its "
+              "steps equal a one-process run's in distribution, not draw for draw (README \"Models\")",
+              file=sys.stderr)  # fmt: skip
     torch.manual_seed(seed)
     model = build(name, **(model_kw or {})).to(dev, dtype)
     step_fn = _Step(model)
@@ -136,11 +157,11 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
                 batch = data.to_device(batch, dev)
                 batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
                 opt.zero_grad(set_to_none=True)
-                loss = step_fn(batch, step_generator(dev, seed, step, rank))
+                loss = step_fn(batch, step_generator(dev, seed, step, rank), step)
                 loss.backward()
                 opt.step()
                 hist[step] = loss.detach()
-                if step % every == 0 or step == steps - 1:
+                if bar.enabled and (step % every == 0 or step == steps - 1):
                     bar(step, float(hist[step]))  # a host read for the display only, every `every` steps
                 step += 1
                 if step == steps:
@@ -206,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--folder", help="a folder with images/ and masks/ (matching stems) instead of synthetic data")
+    p.add_argument("--num-classes", type=int,
+                   help="cas: regions, dense_transfer: classes per image (mask ids 0..N-1; default 5, the synthetic data's)")
     p.add_argument("--csv", help="write the loss curve (step, loss) here")
     p.add_argument("--png", help="draw the loss curve here (needs matplotlib)")
     p.add_argument("--noc-images", type=int, default=0, help="interactive: NoC@85/90 over this many held-out episodes")
@@ -214,6 +237,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-checks", action="store_true", help="skip the ops' label checks (each is a host sync)")
     a = p.parse_args(argv)
     kw = {"backbone": a.backbone, "width": a.width, "depth": a.depth}
+    if a.num_classes is not None:
+        if a.model not in ("cas", "dense_transfer"):
+            p.error("--num-classes applies to cas and dense_transfer")
+        kw["num_regions" if a.model == "cas" else "num_classes"] = a.num_classes
     out = train(a.model, steps=a.steps, batch_size=a.batch_size, size=tuple(a.size), backend=a.backend, device=a.device,
                 dtype=getattr(torch, a.dtype), lr=a.lr, seed=a.seed, folder=a.folder, model_kw=kw, csv_path=a.csv,
                 png_path=a.png, progress=not a.no_progress, noc_images=a.noc_images, save=a.save,
