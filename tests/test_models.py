@@ -349,6 +349,33 @@ def test_build_errors():
 # --- the command and DDP -------------------------------------------------------------------
 
 
+def _run(cmd, env, timeout=300):
+    """cmd in a session of its own, killed whole on timeout: torchrun's workers outlive a killed
+    launcher, and a hung run would keep both cores of CI busy."""
+    import signal
+
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+def _torchrun() -> list[str]:
+    """torchrun for 2 local processes on a port free now: --standalone picks its own port too,
+    but two tests' launchers starting together can pick the same one (seen once in CI-like runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(port)]  # fmt: skip
+
+
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
@@ -357,11 +384,11 @@ def _env():
 
 
 def test_train_command(tmp_path):
-    out = subprocess.run(
+    out = _run(
         [sys.executable, "-m", "pixelkernels", "train", "interactive", "--steps", "3", "--batch-size", "2",
          "--size", "24", "20", "--width", "8", "--depth", "2", "--csv", str(tmp_path / "loss.csv"),
          "--noc-images", "2", "--no-progress"],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        _env(),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     rows = (tmp_path / "loss.csv").read_text().splitlines()
@@ -377,9 +404,8 @@ def test_ddp_equals_one_process(name, tmp_path):
     args = ["--steps", "3", "--batch-size", "4", "--size", "20", "24", "--width", "8", "--depth", "2",
             "--dtype", "float64", "--lr", "3e-3", "--seed", "7", "--backend", "cpu", "--device", "cpu", "--no-progress"]  # fmt: skip
     env = _env() | {"PK_DIST_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "pixelkernels", "train", name, *args, "--save", str(tmp_path / "ddp.pt")]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = [*_torchrun(), "-m", "pixelkernels", "train", name, *args, "--save", str(tmp_path / "ddp.pt")]
+    out = _run(cmd, env)
     assert out.returncode == 0, out.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     one = train(name, steps=3, batch_size=4, size=(20, 24), backend="cpu", device="cpu", dtype=torch.float64,
@@ -412,3 +438,13 @@ def test_bench_models_rows(one_thread):
             assert 0 < r["ops_share"] <= 1
     assert "| menet | 2 × 24x20 | cpu |" in mb.markdown(rows)
 
+
+
+def test_ddp_runs_a_sampling_model(tmp_path):
+    """The interactive model (every click op in its step) under torchrun with 2 processes: it
+    trains, and says that its per-rank sampling makes it equal one process in distribution only."""
+    cmd = [*_torchrun(), "-m", "pixelkernels", "train", "interactive", "--steps", "2", "--batch-size", "2", "--size", "20", "24", "--width", "8", "--depth", "2",
+           "--device", "cpu", "--no-progress"]  # fmt: skip
+    out = _run(cmd, _env() | {"PK_DIST_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "in distribution, not draw for draw" in out.stderr and "interactive: loss" in out.stdout

@@ -129,7 +129,7 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local)  # "--device cuda": this process's GPU
-    if world > 1 and name in _SAMPLED:
+    if world > 1 and name in _SAMPLED and rank == 0:
         print(f"note: {name} samples per rank (a generator seeded by seed, step and rank): under DDP its "
               "steps equal a one-process run's in distribution, not draw for draw (README \"Models\")",
               file=sys.stderr)  # fmt: skip
