@@ -244,3 +244,24 @@ def index_values(t: torch.Tensor, name: str, P: int) -> None:
         f"{name} values must be pixel indices in [0, {P}) or -1 (padding); found {int(bad)}. "
         "pixelkernels.set_checks(False) skips this check (out-of-range slots then take no part)."
     )
+
+
+def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:
+    """A sampler's `generator`: None, a torch.Generator on like's device type, or a (B,) int64
+    tensor of per-image seeds on like's device (B = like.shape[0]; reference/sample_pixels.py
+    draw_keys). `owner`: like's possessive in messages ("the labels'")."""
+    if g is None:
+        return
+    if isinstance(g, torch.Generator):
+        if g.device.type != like.device.type:
+            raise ValueError(f"generator must be on {owner} device ({like.device}), got {g.device}")
+        return
+    if isinstance(g, torch.Tensor):
+        if g.dtype != torch.int64 or g.ndim != 1 or g.shape[0] != like.shape[0]:
+            raise ValueError(
+                f"generator as per-image seeds must be an int64 tensor of shape ({like.shape[0]},) (one per image of "
+                f"{like_name}), got {_dtype_name(g.dtype)} of shape {tuple(g.shape)}"
+            )
+        same_device(("generator", g), (like_name, like))
+        return
+    raise TypeError(f"generator must be a torch.Generator or a tensor of per-image seeds, got {type(g).__name__}")

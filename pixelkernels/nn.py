@@ -82,8 +82,9 @@ class DiscriminativeLoss(_Loss):
 class ISTripletLoss(_Loss):
     """``ISTripletLoss(num_samples=5000, margin=3.0, squared=False, mining="random",
     ignore_index=-1)(emb, mask)``: seed 000 eq. 4; see ``is_triplet_loss``. ``generator``
-    (optional, on the mask's device) makes the sampling reproducible; it is not a parameter
-    or buffer of the module (not saved in its state_dict)."""
+    (optional, on the mask's device; or a (B,) int64 tensor of per-image seeds) makes the
+    sampling reproducible; it is not a parameter or buffer of the module (not saved in its
+    state_dict)."""
 
     _fields = ("num_samples", "margin", "squared", "mining", "ignore_index", "backend")
 

@@ -221,3 +221,41 @@ def test_keys_far_from_uniform_give_the_same_pixels(backend, device):
     ):
         want = reference(labels, keys, 3, 30, -1)
         assert torch.equal(_op(backend)(labels.to(device), keys.to(device), 3, 30, -1).cpu(), want)
+
+
+@pytest.mark.parametrize("backend, device", BACKENDS)
+def test_per_image_seeds(backend, device):
+    """generator as (B,) int64 per-image seeds: an image's draw depends on its seed alone (the
+    same in any batch, at any position: what a DDP rank needs), equals the reference's, and
+    differs between seeds; the keys are uniform enough that every pixel of a class is drawn
+    about equally often."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (5, 19, 11), generator=g).to(device)
+    seeds = torch.tensor([3, 1 << 40, 7, 12345678901, 0], dtype=torch.int64, device=device)
+    with pk.use_backend(backend):
+        whole = pk.sample_pixels(labels, 3, 6, generator=seeds)
+        parts = [pk.sample_pixels(labels[i : i + 1], 3, 6, generator=seeds[i : i + 1]) for i in (4, 0, 2, 1, 3)]
+    for i, part in zip((4, 0, 2, 1, 3), parts):
+        assert torch.equal(part[0], whole[i])
+    assert torch.equal(whole.cpu(), pk.sample_pixels(labels.cpu(), 3, 6, generator=seeds.cpu(), backend="reference"))
+    same = labels[:1].expand(2, -1, -1).contiguous()
+    two = pk.sample_pixels(same, 3, 6, generator=seeds[:2], backend=backend)
+    assert not torch.equal(two[0], two[1])
+    # uniformity: 400 seeds, one class of 209 pixels, k = 20: each pixel drawn ~38 times
+    many = torch.zeros(400, 19, 11, dtype=torch.int64, device=device)
+    idx = pk.sample_pixels(many, 1, 20, generator=torch.arange(400, device=device), backend=backend)
+    counts = torch.bincount(idx.flatten().cpu(), minlength=209).double()
+    assert counts.min() > 15 and counts.max() < 65, (counts.min(), counts.max())
+
+
+@pytest.mark.parametrize(
+    "gen, err, match",
+    [
+        (torch.zeros(4, dtype=torch.int64), ValueError, r"shape \(5,\)"),
+        (torch.zeros(5, dtype=torch.int32), ValueError, "int64"),
+        (torch.zeros(5, 1, dtype=torch.int64), ValueError, "int64 tensor of shape"),
+    ],
+)
+def test_per_image_seeds_errors(gen, err, match):
+    with pytest.raises(err, match=match):
+        pk.sample_pixels(torch.zeros(5, 4, 4, dtype=torch.int64), 2, 3, generator=gen)

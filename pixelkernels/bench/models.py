@@ -4,8 +4,8 @@ backend and with each compiled backend, timed side by side in one run; and the s
 step spent in pixelkernels' ops.
 
 The step is what `train --no-checks` runs (checks off, as in every timed region) at step 0, on
-one synthetic batch, its random choices from a generator reseeded each call (every backend draws
-the same triplets, pooled pixels and clicks: strategy 1's for the interactive model). Speedup =
+one synthetic batch, its random choices from the same per-image seeds each call (every backend
+draws the same triplets, pooled pixels and clicks: strategy 1's for the interactive model). Speedup =
 reference median / backend median, per run; over --repeat runs reported as median (min-max).
 Share in ops: one profiled step (torch.profiler) per compiled backend, the time of the
 `pixelkernels::` ops (forward and backward; an op inside another counted once: their CPU time on
@@ -59,7 +59,7 @@ def compiled_backends(device: torch.device, requested=None) -> list[str]:
 def training_step(case: ModelCase, device: torch.device, width: int = 32):
     """backend -> a function running one training step of case's model (checks off)."""
     from ..models import build, data
-    from ..models.train import step_generator
+    from ..models.train import sample_seeds
 
     torch.manual_seed(0)
     model = build(case.name, width=width, **case.kw).to(device)
@@ -71,7 +71,7 @@ def training_step(case: ModelCase, device: torch.device, width: int = 32):
         def run():
             with pk.use_backend(backend), pk.use_checks(False):  # timed regions: the hot-loop setting (SPEC §5)
                 opt.zero_grad(set_to_none=True)
-                loss = model.loss(batch, step_generator(device, 0, 0), 0)
+                loss = model.loss(batch, sample_seeds(batch["index"], 0, 0), 0)
                 loss.backward()
                 opt.step()
             return loss

@@ -4,7 +4,8 @@ interface the training command drives.
 A model is an ``nn.Module`` with
   * ``task``: which synthetic sample it trains on (``data.TASKS``);
   * ``loss(batch, generator, step) -> scalar``: one training step's loss on a batch (a dict of
-    tensors on the model's device, ``data.collate``); ``generator`` (on that device) drives every
+    tensors on the model's device, ``data.collate``); ``generator`` (on that device; a
+    torch.Generator, or a (B,) int64 tensor of per-image seeds, as ``train`` passes) drives every
     random choice of the step (pixel sampling, stochastic pooling, click simulation) and ``step``
     (the step's index, a Python int) any schedule (the interactive model's click strategy), so a
     step is a function of (parameters, batch, generator seed, step) on every backend; a model

@@ -51,6 +51,8 @@ class CoSegNet(PixelModel):
         (ea, eb), (la, lb) = self(batch["image_a"], batch["image_b"])
         emb, logits = torch.cat([ea, eb]), torch.cat([la, lb])
         mask = torch.cat([batch["mask_a"], batch["mask_b"]])
+        if isinstance(generator, torch.Tensor):  # per-image seeds: the b images' other than the a images'
+            generator = torch.cat([generator, generator ^ (1 << 62)])
         trip = pk.is_triplet_loss(emb, mask, num_samples=self.num_samples, margin=self.margin, generator=generator)
         return seg_loss(logits, mask, self.seg) + self.lam * trip
 

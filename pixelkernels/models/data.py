@@ -17,8 +17,9 @@ striped texture) at a random place, size and angle. The four tasks:
             episode (seed 004), other = the query's other objects; clicks are simulated per
             training step with ``sample_clicks`` (``clicks``)
 
-Images are float32 in about [-0.5, 0.5]; masks int64. ``collate`` stacks samples into a batch
-dict; ``ImageMaskFolder`` / ``from_folder`` read ``root/images/*`` and ``root/masks/*`` with
+Images are float32 in about [-0.5, 0.5]; masks int64; every sample also carries its ``index``
+(int64), from which a training step seeds the sample's random draws (``train.sample_seeds``).
+``collate`` stacks samples into a batch dict; ``ImageMaskFolder`` / ``from_folder`` read ``root/images/*`` and ``root/masks/*`` with
 matching stems (.png/.jpg via PIL or OpenCV, .npy, .pt) instead.
 """
 
@@ -130,7 +131,7 @@ class _Dataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        return self.sample(_gen(self.gen.seed, index))
+        return self.sample(_gen(self.gen.seed, index)) | {"index": torch.tensor(index)}
 
 
 class SceneDataset(_Dataset):
@@ -281,7 +282,8 @@ class ImageMaskFolder(torch.utils.data.Dataset):
         if mask.ndim == 3:
             mask = mask[..., 0]
         ids = F.interpolate(mask[None, None].double(), size=self.size, mode="nearest")[0, 0].long()
-        return {"image": (img.clamp(0, 1) - 0.5).contiguous(), "instances": ids, "mask": (ids > 0).long()}
+        return {"image": (img.clamp(0, 1) - 0.5).contiguous(), "instances": ids, "mask": (ids > 0).long(),
+                "index": torch.tensor(index)}  # fmt: skip
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -297,12 +299,13 @@ class _Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         a, b = self.folder[index], self.folder[index + 1]
+        i = {"index": torch.tensor(index)}
         if self.task == "frames":
-            return {"image_a": a["image"], "labels_a": a["instances"], "image_b": b["image"], "labels_b": b["instances"]}
+            return {"image_a": a["image"], "labels_a": a["instances"], "image_b": b["image"], "labels_b": b["instances"]} | i
         if self.task == "episodes":
             return {"support_image": a["image"], "support_mask": a["mask"], "image": b["image"], "mask": b["mask"],
-                    "other": torch.zeros_like(b["mask"])}  # a folder's mask is the object: nothing else is marked
-        return {"image_a": a["image"], "mask_a": a["mask"], "image_b": b["image"], "mask_b": b["mask"]}
+                    "other": torch.zeros_like(b["mask"])} | i  # a folder's mask is the object: nothing else is marked
+        return {"image_a": a["image"], "mask_a": a["mask"], "image_b": b["image"], "mask_b": b["mask"]} | i
 
 
 def from_folder(task: str, root, size=(64, 64)) -> torch.utils.data.Dataset:

@@ -42,8 +42,10 @@ class DenseTransferNet(PixelModel):
 
     def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
         ex, ey = self(batch["image_a"]), self(batch["image_b"])
+        # Per-image seeds: frame b draws with other seeds than frame a (bit 62 set; seeds are < 2^62).
+        gen_b = generator ^ (1 << 62) if isinstance(generator, torch.Tensor) else generator
         x, xl = pk.stochastic_pool(ex, self.half(batch["labels_a"]), self.k, self.num_classes, generator=generator)
-        y, yl = pk.stochastic_pool(ey, self.half(batch["labels_b"]), self.k, self.num_classes, generator=generator)
+        y, yl = pk.stochastic_pool(ey, self.half(batch["labels_b"]), self.k, self.num_classes, generator=gen_b)
         return self.similarity(x, xl, y, yl)
 
     @torch.no_grad()

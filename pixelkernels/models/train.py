@@ -5,12 +5,12 @@ DistributedDataParallel.
 One process and a DDP run with the same global batch take the same steps: every sample is a
 function of its index (``data``), the DistributedSampler hands rank r the r-th of every P
 consecutive indices of one seeded permutation (the P per-rank batches of a step are the global
-batch), the backbones use GroupNorm (per-image statistics), and DDP averages the per-rank
-gradients of per-rank means, which is the global mean when every rank holds as many images.
-What stays rank-dependent: the random choices of a step (IS-Triplet sampling, stochastic
-pooling, click simulation) draw from a generator seeded by (seed, step, rank), and
-``DenseSimilarityLoss``'s batch-norm takes its statistics per rank (as ``nn.BatchNorm`` does
-without SyncBatchNorm); menet and cas have neither, and are the models the equivalence test runs.
+batch), the backbones use GroupNorm (per-image statistics), every random choice of a step
+(IS-Triplet sampling, stochastic pooling, click simulation) is drawn per image from a seed of
+(seed, step, the sample's index) (``sample_seeds``; the ops take per-image seeds as their
+generator), and DDP averages the per-rank gradients of per-rank means, which is the global mean
+when every rank holds as many images. What stays rank-dependent: ``DenseSimilarityLoss``'s
+batch-norm takes its statistics per rank, as ``nn.BatchNorm`` does without SyncBatchNorm.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import pixelkernels as pk
 from . import MODELS, build, data
 
 
-# The models whose step draws random samples (their DDP run is not draw-for-draw one process's).
-_SAMPLED = ("coseg", "dense_transfer", "interactive")
+# The models whose step under DDP is not one process's: batch statistics per rank.
+_PER_RANK = ("dense_transfer",)
 
 
-def step_generator(device: torch.device, seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """The generator of one step's random choices, on the device the ops run on."""
-    return torch.Generator(device).manual_seed((seed * 1_000_003 + step * 1009 + rank) % (2**63 - 1))
+def sample_seeds(index: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """(B,) int64 per-image seeds in [0, 2^62) of a step's samples (their dataset indices): the
+    same for an image whichever process, batch or position it is in."""
+    return ((seed * 1_000_003 + step) % (1 << 31)) * (1 << 31) + index.to(torch.int64) % (1 << 31)
 
 
 class _Step(torch.nn.Module):
@@ -129,10 +130,9 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local)  # "--device cuda": this process's GPU
-    if world > 1 and name in _SAMPLED and rank == 0:
-        print(f"note: {name} samples per rank (a generator seeded by seed, step and rank): under DDP its "
-              "steps equal a one-process run's in distribution, not draw for draw (README \"Models\")",
-              file=sys.stderr)  # fmt: skip
+    if world > 1 and name in _PER_RANK and rank == 0:
+        print(f"note: {name}'s batch-norm takes per-process statistics: under DDP its steps are not one process's "
+              "(README \"Models\")", file=sys.stderr)  # fmt: skip
     torch.manual_seed(seed)
     model = build(name, **(model_kw or {})).to(dev, dtype)
     step_fn = _Step(model)
@@ -157,7 +157,7 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
                 batch = data.to_device(batch, dev)
                 batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
                 opt.zero_grad(set_to_none=True)
-                loss = step_fn(batch, step_generator(dev, seed, step, rank), step)
+                loss = step_fn(batch, sample_seeds(batch["index"], seed, step), step)
                 loss.backward()
                 opt.step()
                 hist[step] = loss.detach()

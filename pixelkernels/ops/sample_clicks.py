@@ -28,7 +28,9 @@ distance_transform's CPU kernel, the candidates sorted once by (key, pixel) and 
 CUDA and Triton: distance_transform's kernels, then a block (program) per image, per click one
 pass for the smallest (key, pixel) and one dropping the pixels within d_step. No host sync: a
 user's CUDA generator inside a CUDA graph capture must be registered first
-(``graph.register_generator_state(generator)``, torch's rule).
+(``graph.register_generator_state(generator)``, torch's rule). `generator` may instead be a (B,)
+int64 tensor of per-image seeds: each image's keys are a hash of its seed (sample_pixels'
+``draw_keys``), so its clicks do not depend on the rest of the batch (what DDP needs).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def sample_clicks(
     d_step: float = 10,
     d_margin: float = 5,
     other: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
     """gt (B, H, W) bool/integer -> points (B, 2N, 3) float32, N = max(num_positive, num_negative)
@@ -82,10 +84,7 @@ def sample_clicks(
     H, W = gt.shape[1:]
     if H * W >= 2**31:
         raise ValueError(f"gt must have H * W < 2^31 pixels, got {H} x {W}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator is not None and generator.device.type != gt.device.type:
-        raise ValueError(f"generator must be on gt's device ({gt.device}), got {generator.device}")
+    _checks.generator(generator, gt, "gt", "gt's")
     backend = _op.backend_for(OP, backend, gt, "gt")
     keys = draw_keys(gt, generator)
     return _op.run(OP, backend, gt, keys, other, num_positive, num_negative, strategy, d_band, d_step, d_margin)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from ..reference.sample_pixels import KEY_BITS, MAX_CLASSES
+from ..reference.sample_pixels import MAX_CLASSES, draw_keys
 from ..reference.sample_pixels import sample_pixels as _reference
 
 
@@ -31,14 +31,18 @@ def sample_pixels(
     num_classes: int,
     k: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | torch.Tensor | None = None,
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
     """labels (B, H, W) integer -> (B, C, k) int64 flat pixel indices y * W + x: for each image
     and class, min(k, n_c) distinct pixels of the class in random order, then -1. Pixels
     labelled ignore_index (or outside [0, C)) are never drawn. `generator` must live on the
-    labels' device; two calls draw independently. Inside a CUDA graph capture a user's CUDA
+    labels' device; two calls draw independently. `generator` may instead be a (B,) int64
+    tensor of per-image seeds: each image's draw is then a function of its seed alone, the same
+    whatever else is in the batch (a DDP rank draws what one process draws for those images; the
+    same seeds draw the same pixels). No RNG state is read, so this also traces under
+    torch.compile, where a Generator argument is a graph break. Inside a CUDA graph capture a user's CUDA
     generator must be registered first (``graph.register_generator_state(generator)``, torch's
     rule); the default generator needs nothing."""
     _checks.tensor(labels, "labels", ndim=3, dtypes=_checks.LABEL_TYPES, shape_doc="(B, H, W)")
@@ -47,10 +51,7 @@ def sample_pixels(
         raise ValueError(f"num_classes must be < {MAX_CLASSES}, got {C}")
     k = _checks.positive_int(k, "k")
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator is not None and generator.device.type != labels.device.type:
-        raise ValueError(f"generator must be on the labels' device ({labels.device}), got {generator.device}")
+    _checks.generator(generator, labels, "labels", "the labels'")
     backend = _op.backend_for(OP, backend, labels, "labels")
-    keys = torch.randint(0, 1 << KEY_BITS, labels.shape, generator=generator, device=labels.device)
+    keys = draw_keys(labels, generator)
     return _op.run(OP, backend, labels, keys, C, k, ignore_index)

@@ -31,7 +31,7 @@ def stochastic_pool(
     num_classes: int,
     *,
     ignore_index: int = -1,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | torch.Tensor | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """emb (B, D, H, W), labels (B, H, W) integer -> vectors (B, C·k, D) in emb's dtype,

@@ -11,7 +11,8 @@ nearest of F2 (over the n_b slots; triplet_hinge). Random mining runs both terms
 triplet_hinge call over 2K slots (one gradient map written); hard mining needs two.
 
 Sampling runs on the mask's device with torch's generator: pass a seeded ``generator`` (on
-that device) for a reproducible loss. Compared with the peers on the same sets: eq. 4 halves
+that device) for a reproducible loss, or a (B,) int64 tensor of per-image seeds, which makes
+each image's sets (F1/B1 from stream 0, F2/B2 from stream 1) a function of its seed alone. Compared with the peers on the same sets: eq. 4 halves
 the sum of the two hinge means; ``F.triplet_margin_loss`` (eps = 0) gives each mean;
 pytorch-metric-learning's TripletMarginLoss divides by the number of non-zero triplets by
 default (``AvgNonZeroReducer``), where the seed divides by all n_b, and its default distance
@@ -36,7 +37,7 @@ def is_triplet_loss(
     margin: float = 3.0,
     squared: bool = False,
     mining: str = "random",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | torch.Tensor | None = None,
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
@@ -52,10 +53,7 @@ def is_triplet_loss(
         raise TypeError(f"squared must be a bool, got {type(squared).__name__}")
     hard = _triplet.check_mining(mining)
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator is not None and generator.device.type != mask.device.type:
-        raise ValueError(f"generator must be on the mask's device ({mask.device}), got {generator.device}")
+    _checks.generator(generator, mask, "mask", "the mask's")
     backend = _op.backend_for(_triplet.OP, backend, emb, "emb")
     _checks.label_values(mask, "mask", 2, ignore_index)
 

@@ -17,6 +17,44 @@ import torch
 KEY_BITS = 42
 KEY_MASK = (1 << KEY_BITS) - 1
 MAX_CLASSES = 1 << (63 - KEY_BITS - 1)
+_M32 = 0xFFFFFFFF
+
+
+def _mulmod32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for int64 x in [0, 2^32), by 16-bit halves of c: no product reaches 2^63
+    (signed overflow would be undefined in the kernels torch.compile generates)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijection of [0, 2^32) with full avalanche (C. Wellons' "lowbias32" constants)."""
+    x = x ^ (x >> 16)
+    x = _mulmod32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mulmod32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def draw_keys(t: torch.Tensor, generator=None, stream: int = 0) -> torch.Tensor:
+    """The samplers' one random step: (B, H, W) int64 keys in [0, 2^KEY_BITS) for t (B, H, W).
+
+    generator None or a torch.Generator: ``torch.randint`` with it (successive calls draw
+    independently; `stream` is not used). generator a (B,) int64 tensor of per-image seeds:
+    image b's keys are a hash of (seed_b, stream, pixel index), so they do not depend on which
+    other images share the batch or on torch's RNG state: a DDP rank draws for its images what
+    one process draws for them in the global batch (the same seed and stream give the same
+    keys; vary one for independent draws)."""
+    if not isinstance(generator, torch.Tensor):
+        return torch.randint(0, 1 << KEY_BITS, t.shape, generator=generator, device=t.device)
+    B, P = t.shape[0], t[0].numel()
+    s = generator.to(torch.int64)
+    lo, hi = s & _M32, (s >> 32) & _M32
+    h = _mix32(lo ^ _mix32(hi ^ _mix32(torch.full_like(s, stream & _M32))))  # (B,) per image and stream
+    g = _mix32(h ^ 0x9E3779B9)
+    p = torch.arange(P, device=t.device, dtype=torch.int64)
+    u = _mix32(p ^ h[:, None])  # distinct per pixel within an image: _mix32 is a bijection
+    v = _mix32(u ^ g[:, None])
+    return ((u << (KEY_BITS - 32)) | (v >> (64 - KEY_BITS))).reshape(t.shape)
 
 
 def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1):

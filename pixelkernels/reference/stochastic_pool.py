@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .sample_pixels import KEY_BITS, sample_pixels
+from .sample_pixels import draw_keys, sample_pixels
 
 
 def stochastic_pool(
@@ -32,7 +32,7 @@ def stochastic_pool(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """emb (B, D, H, W), labels (B, H, W) integer -> vectors (B, C·k, D), labels (B, C·k) int64."""
     # Exactly the draw of pixelkernels.ops.sample_pixels: one key per pixel, then the sampler.
-    keys = torch.randint(0, 1 << KEY_BITS, labels.shape, generator=generator, device=labels.device)
+    keys = draw_keys(labels, generator)
     return gather_slots(emb, sample_pixels(labels, keys, num_classes, k, ignore_index))
 
 

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from .sample_pixels import KEY_BITS, sample_pixels
+from .sample_pixels import draw_keys, sample_pixels
 from .triplet_hinge import triplet_hinge
 
 
 def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels):
     """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k)."""
 
-    def draw():
-        keys = torch.randint(0, 1 << KEY_BITS, mask.shape, generator=generator, device=mask.device)
-        return sampler(mask, keys, 2, k, ignore_index)
+    def draw(stream):
+        return sampler(mask, draw_keys(mask, generator, stream), 2, k, ignore_index)
 
-    s1, s2 = draw(), draw()
+    s1, s2 = draw(0), draw(1)
     return s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
 
 
