@@ -50,11 +50,11 @@ def draw_keys(t: torch.Tensor, generator=None, stream: int = 0) -> torch.Tensor:
     s = generator.to(torch.int64)
     lo, hi = s & _M32, (s >> 32) & _M32
     h = _mix32(lo ^ _mix32(hi ^ _mix32(torch.full_like(s, stream & _M32))))  # (B,) per image and stream
-    g = _mix32(h ^ 0x9E3779B9)
     p = torch.arange(P, device=t.device, dtype=torch.int64)
-    u = _mix32(p ^ h[:, None])  # distinct per pixel within an image: _mix32 is a bijection
-    v = _mix32(u ^ g[:, None])
-    return ((u << (KEY_BITS - 32)) | (v >> (64 - KEY_BITS))).reshape(t.shape)
+    # One round: _mix32 is a bijection, so an image's keys are distinct (no ties to break) and
+    # their order over the pixels a pseudo-random permutation; 32 bits, placed at the top of
+    # the KEY_BITS range the sampler sorts.
+    return (_mix32(p ^ h[:, None]) << (KEY_BITS - 32)).reshape(t.shape)
 
 
 def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1):
