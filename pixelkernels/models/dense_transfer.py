@@ -6,7 +6,9 @@ being "same class" (eq. 1 with Fig. 2's batch-norm) — ``DenseSimilarityLoss``,
 the pairs' matrix. Inference (§2.2.1): the reference frame's pooled pixels and their labels are
 transferred to every query pixel with ``label_transfer``, the batch-norm (eval statistics)
 folded into its scale and bias, scored with a sigmoid and averaged per class (the authors'
-code's reduce="mean"; eq. 3's plain sum favours the class with more pooled pixels).
+code's reduce="mean"; eq. 3's plain sum favours the class with more pooled pixels). Under DDP
+the loss's batch-norm takes the global batch's statistics (``sync_statistics``, the pooled
+pixels gathered from every process: k·C·D numbers an image), so a DDP step is one process's.
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ class DenseTransferNet(PixelModel):
     task = "frames"
 
     def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, emb_dim: int = 32,
-                 k: int = 100, num_classes: int = 5):  # fmt: skip
+                 k: int = 100, num_classes: int = 5, sync_statistics: bool = True):  # fmt: skip
         super().__init__()
         self.net = make_backbone(backbone, 3, width, depth)
         self.embed = nn.Conv2d(self.net.channels, emb_dim, 3, stride=2, padding=1)
         self.similarity = pk.nn.DenseSimilarityLoss()
-        self.k, self.num_classes = k, num_classes
+        self.k, self.num_classes, self.sync_statistics = k, num_classes, sync_statistics
+
+    def _global(self, t: torch.Tensor) -> torch.Tensor:
+        """t concatenated over the DDP processes along the batch, differentiably (the gradient of
+        each process's copy summed back to its owner), when ``sync_statistics`` and a process
+        group of several is running; else t."""
+        import torch.distributed as dist
+
+        if not self.sync_statistics or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+            return t
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(t.contiguous()), 0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) -> embedding (B, D, ceil(H/2), ceil(W/2))."""
@@ -46,6 +60,11 @@ class DenseTransferNet(PixelModel):
         gen_b = generator ^ (1 << 62) if isinstance(generator, torch.Tensor) else generator
         x, xl = pk.stochastic_pool(ex, self.half(batch["labels_a"]), self.k, self.num_classes, generator=generator)
         y, yl = pk.stochastic_pool(ey, self.half(batch["labels_b"]), self.k, self.num_classes, generator=gen_b)
+        # Under DDP every process takes the loss of the global batch's pooled pixels: the
+        # batch-norm's statistics are the global batch's, as in one process (SyncBatchNorm's
+        # answer). Each process's gradient to its own pixels is then the sum over the P
+        # identical losses, P times one loss's, which DDP's mean over processes divides back.
+        x, xl, y, yl = (self._global(t) for t in (x, xl, y, yl))
         return self.similarity(x, xl, y, yl)
 
     @torch.no_grad()

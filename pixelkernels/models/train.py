@@ -9,8 +9,8 @@ batch), the backbones use GroupNorm (per-image statistics), every random choice 
 (IS-Triplet sampling, stochastic pooling, click simulation) is drawn per image from a seed of
 (seed, step, the sample's index) (``sample_seeds``; the ops take per-image seeds as their
 generator), and DDP averages the per-rank gradients of per-rank means, which is the global mean
-when every rank holds as many images. What stays rank-dependent: ``DenseSimilarityLoss``'s
-batch-norm takes its statistics per rank, as ``nn.BatchNorm`` does without SyncBatchNorm.
+when every rank holds as many images; ``DenseSimilarityLoss``'s batch-norm takes the global
+batch's statistics (``DenseTransferNet.sync_statistics``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ import torch
 import pixelkernels as pk
 
 from . import MODELS, build, data
-
-
-# The models whose step under DDP is not one process's: batch statistics per rank.
-_PER_RANK = ("dense_transfer",)
 
 
 def sample_seeds(index: torch.Tensor, seed: int, step: int) -> torch.Tensor:
@@ -130,9 +126,6 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local)  # "--device cuda": this process's GPU
-    if world > 1 and name in _PER_RANK and rank == 0:
-        print(f"note: {name}'s batch-norm takes per-process statistics: under DDP its steps are not one process's "
-              "(README \"Models\")", file=sys.stderr)  # fmt: skip
     torch.manual_seed(seed)
     model = build(name, **(model_kw or {})).to(dev, dtype)
     step_fn = _Step(model)
