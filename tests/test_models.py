@@ -41,8 +41,7 @@ def one_thread():
 
 def _batch(task, n, size, seed=0, dtype=torch.float64, device="cpu"):
     ds = data.synthetic(task, n, size, seed=seed)
-    b = data.to_device(data.collate([ds[i] for i in range(n)]), device)
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in b.items()}
+    return data.to_device(data.collate([ds[i] for i in range(n)]), device, dtype)
 
 
 # --- data ----------------------------------------------------------------------------------

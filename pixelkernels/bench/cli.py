@@ -25,31 +25,47 @@ def list_cases() -> None:
         print(f"{c.key:<40}{c.shape:<40}{kind:<10}{','.join(c.devices):<10}{bw:<14}{peers}")
 
 
-def _models(p, a, argv) -> int:
-    from . import models as mb
-    from ..models import MODELS
-
+def _device(p, a) -> torch.device:
+    """The device, after the checks both kinds of run share: --device, --repeat, --backend."""
     device = torch.device(a.device) if a.device else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device here")
-    if a.model and not set(a.model) <= set(MODELS):
-        p.error(f"unknown model(s) {sorted(set(a.model) - set(MODELS))}; known: {sorted(MODELS)}")
     if a.repeat < 1:
         p.error(f"--repeat must be at least 1, got {a.repeat}")
-    print(f"# {device_name(device)}, torch {torch.__version__}; training step (forward, backward, Adam)")
-    print(mb.header())
-    rows = mb.run_models(device, a.model, a.backend, repeat=a.repeat, budget_s=0.5 if a.quick else 3.0)
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": device_name(device), "torch": torch.__version__,
+    known = set(pk.BACKENDS) - {"auto"}
+    if a.backend and not set(a.backend) <= known:
+        p.error(f"unknown backend(s) {sorted(set(a.backend) - known)}; known: {sorted(known)}")
+    return device
+
+
+def _meta(device: torch.device, argv, method: dict) -> dict:
+    return {"date": time.strftime("%Y-%m-%d"), "device": device_name(device), "torch": torch.__version__,
             "build": pk.build_info(), "command": " ".join(["python -m pixelkernels bench", *argv]),
-            "method": {"timer": "cuda events" if device.type == "cuda" else "time.perf_counter", "runs": a.repeat,
-                       "rounds_per_run": ROUNDS, "what": mb.__doc__}}  # fmt: skip
+            "method": {"timer": "cuda events" if device.type == "cuda" else "time.perf_counter", **method}}  # fmt: skip
+
+
+def _write(a, meta: dict, rows: list[dict], markdown) -> None:
+    """--json, --csv and --markdown (`markdown(rows)` -> the table)."""
     if a.json:
         report.write_json(a.json, meta, rows)
     if a.csv and rows:
         report.write_csv(a.csv, rows)
     if a.markdown and rows:
         with open(a.markdown, "w") as f:
-            f.write(mb.markdown(rows))
+            f.write(markdown(rows))
+
+
+def _models(p, a, argv) -> int:
+    from . import models as mb
+    from ..models import MODELS
+
+    device = _device(p, a)
+    if a.model and not set(a.model) <= set(MODELS):
+        p.error(f"unknown model(s) {sorted(set(a.model) - set(MODELS))}; known: {sorted(MODELS)}")
+    print(f"# {device_name(device)}, torch {torch.__version__}; training step (forward, backward, Adam)")
+    print(mb.header())
+    rows = mb.run_models(device, a.model, a.backend, repeat=a.repeat, budget_s=0.5 if a.quick else 3.0)
+    _write(a, _meta(device, argv, {"runs": a.repeat, "rounds_per_run": ROUNDS, "what": mb.__doc__}), rows, mb.markdown)
     return 0
 
 
@@ -92,15 +108,10 @@ def main(argv=None) -> int:
 
         print(gpu_model.table(gpu_model.rows(a.op, a.workload)))
         return 0
-    device = torch.device(a.device) if a.device else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: torch sees no CUDA device here")
-    if a.repeat < 1:
-        p.error(f"--repeat must be at least 1, got {a.repeat}")
+    device = _device(p, a)
     for flag, given, known in (
         ("op", a.op, {c.op for c in _cases.CASES}),
         ("workload", a.workload, {c.id for c in _cases.CASES}),
-        ("backend", a.backend, set(pk.BACKENDS) - {"auto"}),
     ):
         if given and not set(given) <= known:
             p.error(f"unknown {flag}(s) {sorted(set(given) - known)}; known: {sorted(known)}")
@@ -112,14 +123,10 @@ def main(argv=None) -> int:
         min_reps=min_reps,
     )  # fmt: skip
     command = " ".join(["python -m pixelkernels bench", *argv])
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "build": pk.build_info(),
-        "command": command,
-        "method": {
-            "timer": "cuda events" if device.type == "cuda" else "time.perf_counter",
+    meta = _meta(
+        device,
+        argv,
+        {
             "cache_flush_mib": flush_bytes(device) / 2**20,
             "runs": a.repeat,
             "rounds_per_run": ROUNDS,
@@ -131,14 +138,8 @@ def main(argv=None) -> int:
             "bw_frac_time": "graph replay median" if device.type == "cuda" else "eager median",
             "copy_gbs": rows[0]["copy_gbs"] if rows else NAN,
         },
-    }
-    if a.json:
-        report.write_json(a.json, meta, rows)
-    if a.csv and rows:
-        report.write_csv(a.csv, rows)
-    if a.markdown and rows:
-        with open(a.markdown, "w") as f:
-            f.write(report.markdown(rows))
+    )
+    _write(a, meta, rows, report.markdown)
     if a.plot and rows:
         from .plot import plot
 

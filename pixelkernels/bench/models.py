@@ -152,10 +152,8 @@ def markdown(rows: list[dict]) -> str:
     out = ["| model | batch × size | backend | step ms, median (p20–p80) | speedup vs reference | in our ops | saved |",
            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        cells = line(r)
         sp = f"{r['speedup']:.2f}×" + (f" ({r['speedup_min']:.2f}–{r['speedup_max']:.2f})" if r["runs"] > 1 else "")
         pct = lambda v: "–" if v != v else f"{100 * v:.1f}%"  # noqa: E731
-        del cells
         out.append(f"| {r['model']} | {r['batch']} × {r['size']} | {r['backend']} | {r['step_ms']:.1f} "
                    f"({r['step_ms_p20']:.1f}–{r['step_ms_p80']:.1f}) | {sp} | {pct(r['ops_share'])} | {pct(r['saved'])} |")  # fmt: skip
     return "\n".join(out) + "\n"

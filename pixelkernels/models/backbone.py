@@ -31,7 +31,7 @@ class _Decoder(nn.Module):
     """U-Net decoder: from the coarsest level up, upsample (bilinear), concatenate the skip,
     a conv block; `levels` returns every level's output (coarsest first) for multi-scale heads."""
 
-    def __init__(self, skip_channels: list[int], width: int):
+    def __init__(self, skip_channels: list[int]):
         super().__init__()
         self.ups = nn.ModuleList()
         cin = skip_channels[-1]
@@ -53,26 +53,14 @@ class _Decoder(nn.Module):
         return self.levels(feats)[-1]
 
 
-class ConvEncoderDecoder(nn.Module):
-    """A small U-Net: `depth` stride-2 stages doubling `width`; features at full resolution
-    with `width` channels. Any H, W (odd sizes too: the decoder resizes to each skip)."""
+class _EncoderDecoder(nn.Module):
+    """A subclass's `encode` (image -> levels, finest first, with `chans` channels) under a
+    _Decoder; `channels` (the output's), `bottleneck_channels`, `level_channels` (coarsest first)."""
 
-    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 4):
-        super().__init__()
-        if depth < 1 or width < 1:
-            raise ValueError(f"ConvEncoderDecoder needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
-        chans = [width * 2**i for i in range(depth + 1)]
-        self.stem = _block(in_channels, chans[0])
-        self.down = nn.ModuleList(_block(chans[i], chans[i + 1], stride=2) for i in range(depth))
-        self.decoder = _Decoder(chans, width)
+    def _decoder(self, chans: list[int]) -> None:
+        self.decoder = _Decoder(chans)
         self.channels, self.bottleneck_channels = chans[0], chans[-1]
         self.level_channels = self.decoder.level_channels
-
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
-        for d in self.down:
-            feats.append(d(feats[-1]))
-        return feats
 
     def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.decoder(feats)
@@ -84,7 +72,28 @@ class ConvEncoderDecoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class TorchvisionBackbone(nn.Module):
+class ConvEncoderDecoder(_EncoderDecoder):
+    """A small U-Net: `depth` stride-2 stages doubling `width`; features at full resolution
+    with `width` channels. Any H, W (odd sizes too: the decoder resizes to each skip)."""
+
+    def __init__(self, in_channels: int = 3, width: int = 32, depth: int = 4):
+        super().__init__()
+        if depth < 1 or width < 1:
+            raise ValueError(f"ConvEncoderDecoder needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.stem = _block(in_channels, chans[0])
+        self.down = nn.ModuleList(_block(chans[i], chans[i + 1], stride=2) for i in range(depth))
+        self._decoder(chans)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for d in self.down:
+            feats.append(d(feats[-1]))
+        return feats
+
+
+
+class TorchvisionBackbone(_EncoderDecoder):
     """torchvision's ResNet-18 (random init, no download) as the encoder: the stem and its four
     stages give five levels (strides 2..32), widened to `width`·2^i by 1x1 convs, under the same
     decoder; the output is resized to the input. ResNet keeps its BatchNorm: under DDP its
@@ -104,9 +113,7 @@ class TorchvisionBackbone(nn.Module):
         src = [64, 64, 128, 256, 512]
         chans = [width * 2**i for i in range(5)]
         self.proj = nn.ModuleList(nn.Conv2d(s, c, 1) for s, c in zip(src, chans))
-        self.decoder = _Decoder(chans, width)
-        self.channels, self.bottleneck_channels = chans[0], chans[-1]
-        self.level_channels = self.decoder.level_channels
+        self._decoder(chans)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[-2:]
@@ -117,14 +124,6 @@ class TorchvisionBackbone(nn.Module):
         out[0] = F.interpolate(out[0], size=size, mode="bilinear", align_corners=False)
         return out
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return self.decoder(feats)
-
-    def levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.decoder.levels(feats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 def make_backbone(name: str = "unet", in_channels: int = 3, width: int = 32, depth: int = 4) -> nn.Module:

@@ -206,8 +206,10 @@ def collate(samples: list[dict]) -> dict:
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def to_device(batch: dict, device, dtype: torch.dtype | None = None) -> dict:
+    """The batch on `device`, its floating tensors (the images) in `dtype` when given."""
+    return {k: v.to(device, dtype if dtype is not None and v.is_floating_point() else None, non_blocking=True)
+            for k, v in batch.items()}  # fmt: skip
 
 
 def clicks(mask: torch.Tensor, *, other: torch.Tensor | None = None, num_positive: int = 3, num_negative: int = 3,

@@ -147,8 +147,7 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
         while step < steps:
             sampler.set_epoch(epoch)
             for batch in loader:
-                batch = data.to_device(batch, dev)
-                batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+                batch = data.to_device(batch, dev, dtype)
                 opt.zero_grad(set_to_none=True)
                 loss = step_fn(batch, sample_seeds(batch["index"], seed, step), step)
                 loss.backward()
@@ -195,8 +194,7 @@ def evaluate_noc(model, images: int, size, *, seed: int, device, dtype=torch.flo
     sums = {"NoC@85": 0.0, "NoC@90": 0.0}
     with pk.use_backend(backend):
         for lo in range(0, images, batch_size):
-            batch = data.to_device(data.collate([ds[i] for i in range(lo, min(images, lo + batch_size))]), device)
-            batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+            batch = data.to_device(data.collate([ds[i] for i in range(lo, min(images, lo + batch_size))]), device, dtype)
             out = model.noc(batch, max_clicks=max_clicks)
             for k in sums:
                 sums[k] += float(out[k].sum())

@@ -53,15 +53,9 @@ from __future__ import annotations
 import torch
 
 from .distance_transform import distance_transform
-from .sample_pixels import draw_keys as _draw_keys
+from .sample_pixels import draw_keys  # the one random step, shared with sample_pixels
 
 STRATEGIES = (1, 2, 3)
-
-
-def draw_keys(gt: torch.Tensor, generator) -> torch.Tensor:
-    """(B, H, W) int64 keys in [0, 2^42) drawn with `generator` on gt's device (a Generator, or
-    per-image seeds: sample_pixels.draw_keys): the one random step."""
-    return _draw_keys(gt, generator)
 
 
 def _ranks(keys: torch.Tensor) -> torch.Tensor:
