@@ -69,11 +69,17 @@ def _value_checks_active(t: torch.Tensor) -> bool:
     return True
 
 
+def strided(t: torch.Tensor, name: str, shape_doc: str = "") -> torch.Tensor:
+    """A dense tensor: sparse and other layouts are refused here, not by a kernel's stride math."""
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor{' ' + shape_doc if shape_doc else ''}, got layout {t.layout}")
+    return t
+
+
 def tensor(t, name: str, *, ndim: int, dtypes, shape_doc: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {shape_doc}, got {type(t).__name__}")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor {shape_doc}, got layout {t.layout}")
+    strided(t, name, shape_doc)
     if t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dims {shape_doc}, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
@@ -137,6 +143,27 @@ def _index(v, name: str) -> int:
         return operator.index(v)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(v).__name__}") from None
+
+
+def boolean(v, name: str) -> bool:
+    """A flag: a bool (or numpy bool). Anything else is refused: bool("false") is True and
+    bool(0.5) is True, so a string or a number would silently pick a branch."""
+    if isinstance(v, bool) or _numpy_bool(v):
+        return bool(v)
+    raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+
+
+def choice(v, name: str, allowed: tuple):
+    """One of `allowed` (ints or strings), compared by type as well as value: 1.0 and True equal
+    1 in Python, and "1" is not the int 1."""
+    kinds = {type(a) for a in allowed}
+    if kinds == {int}:
+        v = _index(v, name)
+    elif kinds == {str} and not isinstance(v, str):
+        raise TypeError(f"{name} must be one of {allowed}, got {type(v).__name__} {v!r}")
+    if v not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {v!r}")
+    return v
 
 
 def positive_int(v, name: str) -> int:
@@ -257,6 +284,7 @@ def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:
             raise ValueError(f"generator must be on {owner} device ({like.device}), got {g.device}")
         return
     if isinstance(g, torch.Tensor):
+        strided(g, "generator (per-image seeds)")
         if g.dtype != torch.int64 or g.ndim != 1 or g.shape[0] != like.shape[0]:
             raise ValueError(
                 f"generator as per-image seeds must be an int64 tensor of shape ({like.shape[0]},) (one per image of "

@@ -232,3 +232,84 @@ def test_numpy_integers_are_integers():
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="num_regions must be an int"):
         pk.region_stats(e, lab, np.float64(2.0))
+
+
+# --- 6. flags, choices and layouts (issue 35) ----------------------------------------------------
+
+B, D, H, W = 2, 3, 5, 6
+
+
+def _valid_calls():
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(B, D, H, W, generator=g)
+    lab = torch.randint(0, 3, (B, H, W), generator=g)
+    mask = torch.randint(0, 2, (B, H, W), generator=g)
+    q, r = torch.randn(B, 7, D, generator=g), torch.randn(B, 5, D, generator=g)
+    ql, rl = torch.randint(0, 3, (B, 7), generator=g), torch.randint(0, 3, (B, 5), generator=g)
+    idx = torch.randint(0, H * W, (B, 4), generator=g)
+    seeds = torch.tensor([1, 2])
+    return {
+        "region_stats": (pk.region_stats, (emb, lab, 3), {"with_variance": True}),
+        "pixel_normalize": (pk.pixel_normalize, (emb,), {"upcast": False}),
+        "center_distance": (pk.center_distance, (emb, emb.mean((2, 3))), {"squared": False}),
+        "menet_metric_loss": (pk.menet_metric_loss, (emb, mask), {"normalize": False, "form": "centroid"}),
+        "menet_saliency": (pk.menet_saliency, (emb, mask.float()), {"squared": False}),
+        "triplet_hinge": (pk.triplet_hinge, (emb, idx, idx.flip(1), idx.roll(1, 1)),
+                          {"margin": 1.0, "squared": False, "return_used": False, "mining": "random"}),
+        "is_triplet_loss": (pk.is_triplet_loss, (emb, mask), {"num_samples": 5, "squared": False, "generator": seeds}),
+        "similarity_reduce": (pk.similarity_reduce, (q, r, rl, 3), {"reduce": "sum", "metric": "dot"}),
+        "dense_similarity_loss": (pk.dense_similarity_loss, (q, ql, r, rl),
+                                  {"training": True, "weight": torch.tensor(1.0), "running_mean": torch.zeros(1)}),
+        "pair_bce": (pk.pair_bce, (q, ql, r, rl), {"scale": torch.tensor(1.0), "bias": torch.tensor(0.0)}),
+        "click_maps": (pk.click_maps, (torch.tensor([[[1.0, 2, 0], [-1, -1, -1]]]).repeat(B, 1, 1), (H, W)),
+                       {"mode": "disk"}),
+        "distance_transform": (pk.distance_transform, (mask.bool(),), {"squared": False, "return_indices": False}),
+        "sample_pixels": (pk.sample_pixels, (lab, 3, 4), {"generator": seeds}),
+        "stochastic_pool": (pk.stochastic_pool, (emb, lab, 3, 4), {"generator": seeds}),
+        "sample_clicks": (pk.sample_clicks, (mask.bool(),),
+                          {"num_positive": 1, "num_negative": 1, "strategy": 1, "generator": seeds}),
+    }  # fmt: skip
+
+
+CALLS = _valid_calls()
+FLAGS = [(op, k) for op, (_, _, kw) in CALLS.items() for k, v in kw.items() if isinstance(v, bool)]
+CHOICES = [(op, k) for op, (_, _, kw) in CALLS.items() for k, v in kw.items() if k in ("form", "mining", "reduce",
+                                                                                       "metric", "mode", "strategy")]  # fmt: skip
+TENSOR_KWARGS = [(op, k) for op, (_, _, kw) in CALLS.items() for k, v in kw.items() if isinstance(v, torch.Tensor)]
+
+
+def _call(op, **override):
+    fn, args, kw = CALLS[op]
+    return fn(*args, **{**kw, **override})
+
+
+@pytest.mark.parametrize("op", list(CALLS))
+def test_valid_calls_run(op):
+    _call(op)
+
+
+@pytest.mark.parametrize("value", ["false", "True", 1.0, np.float64(0.0), 0.5], ids=repr)
+@pytest.mark.parametrize("op,flag", FLAGS, ids=[f"{o}-{f}" for o, f in FLAGS])
+def test_flag_refuses_bool_like_values_naming_it(op, flag, value):
+    """bool("false") is True: a string or a number for a flag would silently pick the branch
+    (dense_similarity_loss(training="false") ran a training step)."""
+    with pytest.raises(TypeError, match=f"{flag} must be a bool"):
+        _call(op, **{flag: value})
+    _call(op, **{flag: np.bool_(CALLS[op][2][flag])})  # numpy's bool is a bool
+
+
+@pytest.mark.parametrize("op,arg", CHOICES, ids=[f"{o}-{a}" for o, a in CHOICES])
+def test_choice_refuses_a_value_of_another_type(op, arg):
+    """sample_clicks(strategy=1.0) passed validation (1.0 == 1) and failed in the kernels' schema."""
+    good = CALLS[op][2][arg]
+    for bad in ([float(good), str(good), True] if isinstance(good, int) else [1.0, None]):
+        with pytest.raises(TypeError, match=arg):
+            _call(op, **{arg: bad})
+
+
+@pytest.mark.parametrize("op,arg", TENSOR_KWARGS, ids=[f"{o}-{a}" for o, a in TENSOR_KWARGS])
+def test_sparse_tensor_keyword_is_refused_naming_it(op, arg):
+    """Sparse per-image seeds passed _checks.generator and failed later with NotImplementedError;
+    sparse scale tensors reached a reshape."""
+    with pytest.raises(TypeError, match=f"{arg}.*dense"):
+        _call(op, **{arg: CALLS[op][2][arg].to_sparse()})

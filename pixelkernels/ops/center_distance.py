@@ -42,4 +42,4 @@ def center_distance(
     _checks.same_device(("emb", emb), ("center", center))
     _checks.dims_match("center", center.shape, emb.shape[:2], "shape (B, D) =")
     backend = _op.backend_for(OP, backend, emb, "emb")
-    return _op.run(OP, backend, emb, center, bool(squared))
+    return _op.run(OP, backend, emb, center, _checks.boolean(squared, "squared"))

@@ -69,8 +69,7 @@ def click_maps(
     if points.shape[2] != 3 or points.shape[1] % 2:
         raise ValueError(f"points must have shape (B, 2N, 3) (rows (y, x, order)), got {tuple(points.shape)}")
     H, W = _size(size)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    mode = _checks.choice(mode, "mode", MODES)
     radius = _checks.real(radius, "radius", minimum=0.0, strict=mode == "tanh")
     spatial_scale = _checks.real(spatial_scale, "spatial_scale", minimum=0.0, strict=True)
     max_distance = _checks.real(max_distance, "max_distance", minimum=0.0)

@@ -35,6 +35,7 @@ def _running(t, name: str, x: torch.Tensor):
         return None
     if not isinstance(t, torch.Tensor) or t.numel() != 1 or not t.is_floating_point():
         raise ValueError(f"{name} must be None or a 1-element float tensor, got {t!r}"[:200])
+    _checks.strided(t, name)
     _checks.same_device(("x", x), (name, t))
     return t
 
@@ -60,13 +61,14 @@ def dense_similarity_loss(
     _pair_bce.check_args(x, x_labels, y, y_labels)
     eps = _checks.real(eps, "eps", minimum=0.0)
     momentum = _checks.real(momentum, "momentum", minimum=0.0)
+    training = _checks.boolean(training, "training")
     running_mean = _running(running_mean, "running_mean", x)
     running_var = _running(running_var, "running_var", x)
     w = _pair_bce.as_scalar(weight, "weight", x)
     beta = _pair_bce.as_scalar(bias, "bias", x)
     backend = _op.backend_for(_pair_bce.OP, backend, x, "x")
     if backend == "reference":
-        return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, bool(training), running_mean,
+        return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, training, running_mean,
                                           running_var, momentum)  # fmt: skip
     st = stats_dtype(x.dtype)
     # Half inputs are widened once: the gradient of x sums a pair_bce term and a statistics term
@@ -77,7 +79,7 @@ def dense_similarity_loss(
     with torch.no_grad():
         stats = _statistics(x, xv, y, yv)
     count, mean, var = stats[:3]
-    batch = bool(training) or running_mean is None or running_var is None
+    batch = training or running_mean is None or running_var is None
     if training:
         _ref._update_running(running_mean, running_var, count, mean, var, momentum)
     elif not batch:

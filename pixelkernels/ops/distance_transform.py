@@ -61,8 +61,8 @@ def distance_transform(
             raise TypeError(f"sampling must be a pair (sy, sx) of positive floats, got {sampling!r}")
         sy = _checks.real(sampling[0], "sampling[0] (sy)", minimum=0.0, strict=True)
         sx = _checks.real(sampling[1], "sampling[1] (sx)", minimum=0.0, strict=True)
-    if not isinstance(return_indices, bool) or not isinstance(squared, bool):
-        raise TypeError("return_indices and squared must be bools")
+    return_indices = _checks.boolean(return_indices, "return_indices")
+    squared = _checks.boolean(squared, "squared")
     backend = _op.backend_for(OP, backend, mask, "mask")
     dist, indices = _op.run(OP, backend, mask, float(sy), float(sx), squared, return_indices)
     return (dist, indices) if return_indices else dist

@@ -45,6 +45,7 @@ def as_scalar(v, name: str, like: torch.Tensor) -> torch.Tensor:
     statistics dtype (a tensor keeps its graph: gradients flow to it)."""
     st = stats_dtype(like.dtype)
     if isinstance(v, torch.Tensor):
+        _checks.strided(v, name)
         if v.numel() != 1 or not v.is_floating_point():
             raise ValueError(f"{name} must be a number or a 1-element float tensor, got {tuple(v.shape)} {v.dtype}")
         _checks.same_device(("x", like), (name, v))

@@ -46,4 +46,4 @@ def pixel_normalize(
     _checks.dense_map(emb, "emb")
     eps = _checks.real(eps, "eps", minimum=0.0, strict=True)
     backend = _op.backend_for(OP, backend, emb, "emb")
-    return _op.run(OP, backend, emb, eps, bool(upcast))
+    return _op.run(OP, backend, emb, eps, _checks.boolean(upcast, "upcast"))

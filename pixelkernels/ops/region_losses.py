@@ -88,11 +88,11 @@ def menet_metric_loss(
     differ by 4 and on images with an empty region, gradients do not.
     """
     _, ignore_index = _checks.labelled_map(emb, "emb", mask, "mask", 2, "num_regions", ignore_index)
-    if form not in ("centroid", "pairwise"):
-        raise ValueError(f"form must be 'centroid' or 'pairwise', got {form!r}")
+    form = _checks.choice(form, "form", ("centroid", "pairwise"))
+    normalize = _checks.boolean(normalize, "normalize")
     _checks.label_values(mask, "mask", 2, ignore_index)
     if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
-        return _reference.menet_metric_loss(emb, mask, form, bool(normalize), ignore_index)
+        return _reference.menet_metric_loss(emb, mask, form, normalize, ignore_index)
     # upcast: the normalised map of a half emb is float32, so its centroids see no half rounding.
     x = pixel_normalize(emb, upcast=True, backend=backend) if normalize else emb
     # The centroid form needs no variance: the CPU kernel then skips its centred sweep.
@@ -228,8 +228,9 @@ def menet_saliency(
     _checks.dense_map(emb, "emb")
     _checks.float_map(background_weights, "background_weights", emb, "emb")
     _checks.nonnegative_values(background_weights, "background_weights")
+    squared = _checks.boolean(squared, "squared")
     if _op.backend_for(_masked_sum.OP, backend, emb, "emb") == "reference":
-        return _reference.menet_saliency(emb, background_weights, bool(squared))
+        return _reference.menet_saliency(emb, background_weights, squared)
     s, mass = masked_sum(emb, background_weights, backend=backend)
     has = mass > 0
     center = torch.where(

@@ -67,4 +67,4 @@ def region_stats(
     )
     backend = _op.backend_for(OP, backend, emb, "emb")
     _checks.label_values(labels, "labels", R, ignore_index)
-    return _op.run(OP, backend, emb, labels, R, ignore_index, bool(with_variance))
+    return _op.run(OP, backend, emb, labels, R, ignore_index, _checks.boolean(with_variance, "with_variance"))

@@ -69,8 +69,7 @@ def sample_clicks(
     for name, v in (("num_positive", num_positive), ("num_negative", num_negative)):
         if not 0 <= v < 2**31:
             raise ValueError(f"{name} must be in [0, 2^31), got {v}")
-    if isinstance(strategy, bool) or strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    strategy = _checks.choice(strategy, "strategy", STRATEGIES)
     d_band = _checks.real(d_band, "d_band", minimum=0.0)
     d_step = _checks.real(d_step, "d_step", minimum=0.0)
     d_margin = _checks.real(d_margin, "d_margin", minimum=0.0)

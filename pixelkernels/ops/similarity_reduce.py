@@ -124,8 +124,7 @@ def check_args(query, ref, ref_labels, num_classes, metric, scale, bias, activat
     _checks.dims_match(ln, ref_labels.shape, ref.shape[:2], f"shape (B, K) = {rn}'s")
     C = _checks.positive_int(num_classes, "num_classes")
     for name, value, allowed in (("metric", metric, METRICS), ("activation", activation, ACTIVATIONS), ("reduce", reduce, REDUCES)):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        _checks.choice(value, name, allowed)
     if isinstance(scale, torch.Tensor) or isinstance(bias, torch.Tensor):
         raise TypeError(
             "scale and bias must be Python numbers (the kernels take them as constants); for a tensor "

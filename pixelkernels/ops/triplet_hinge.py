@@ -47,9 +47,7 @@ OP = _op.define(
 
 
 def check_mining(mining) -> bool:
-    if mining not in MINING:
-        raise ValueError(f"mining must be one of {MINING}, got {mining!r}")
-    return mining == "hard"
+    return _checks.choice(mining, "mining", MINING) == "hard"
 
 
 def triplet_hinge(
@@ -78,8 +76,8 @@ def triplet_hinge(
     for name, t in sets.items():
         _checks.index_set(t, name, emb, "emb", K)
     margin = _checks.real(margin, "margin", minimum=0.0)
-    if not isinstance(squared, bool):
-        raise TypeError(f"squared must be a bool, got {type(squared).__name__}")
+    squared = _checks.boolean(squared, "squared")
+    return_used = _checks.boolean(return_used, "return_used")
     hard = check_mining(mining)
     backend = _op.backend_for(OP, backend, emb, "emb")
     P = emb.shape[2] * emb.shape[3]

@@ -49,8 +49,7 @@ def is_triplet_loss(
     _checks.label_map(mask, "mask", emb, "emb")
     K = _checks.positive_int(num_samples, "num_samples")
     margin = _checks.real(margin, "margin", minimum=0.0)
-    if not isinstance(squared, bool):
-        raise TypeError(f"squared must be a bool, got {type(squared).__name__}")
+    squared = _checks.boolean(squared, "squared")
     hard = _triplet.check_mining(mining)
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     _checks.generator(generator, mask, "mask", "the mask's")
