@@ -80,6 +80,10 @@ MUTANTS = [
            "return y if upcast else y.to(emb.dtype)",
            "return y.to(emb.dtype)",
            (T_PN,), "upcast ignored"),
+    Mutant("reference-pixel_normalize-upcast-through-half", "pixelkernels/reference/pixel_normalize.py",
+           "return y if upcast else y.to(emb.dtype)",
+           "return y.to(emb.dtype).to(y.dtype) if upcast else y.to(emb.dtype)",
+           (T_PN, "-k", "reference"), "upcast's float32 output rounded through half (right dtype, half's digits)"),
     # --- shared math (csrc/common) -------------------------------------------------------------
     Mutant("common-takes_part-ignore", "csrc/common/types.h",
            "return label >= 0 && label < num_regions && label != ignore_index;",

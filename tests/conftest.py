@@ -84,9 +84,10 @@ def emu():
 
 
 def dtypes_for(backend: str):
-    """float64 where the backend supports it, float32 always, half on the GPU backends."""
+    """float64 where the backend supports it, float32 always, half on the GPU backends and on
+    the reference (its own half path: the casts to and from the statistics dtype)."""
     out = [torch.float64, torch.float32]
-    if backend in ("triton", "cuda"):
+    if backend in ("triton", "cuda", "reference"):
         out += [torch.float16, torch.bfloat16]
     return out
 
