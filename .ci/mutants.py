@@ -53,6 +53,7 @@ T_CM = "tests/test_click_maps.py"
 T_DT = "tests/test_distance_transform.py"
 T_NC = "tests/test_next_clicks.py"
 T_SC = "tests/test_sample_clicks.py"
+T_AD = "tests/test_adversarial.py"
 
 MUTANTS = [
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
@@ -80,6 +81,26 @@ MUTANTS = [
            "return y if upcast else y.to(emb.dtype)",
            "return y.to(emb.dtype)",
            (T_PN,), "upcast ignored"),
+    # --- the region family's references (issue 35: the kinds of input the tests never tried) --
+    Mutant("reference-region_stats-ignored-not-zeroed", "pixelkernels/reference/region_stats.py",
+           "    x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))\n", "",
+           (T_RS, T_AD), "an ignored pixel's NaN reaches its own gradient through the spare bin's centroid"),
+    Mutant("reference-region_hinge-ignored-not-replaced", "pixelkernels/reference/region_hinge.py",
+           "    x = torch.where(valid.unsqueeze(-1), x, own.detach())\n", "",
+           (T_RH, T_AD), "an ignored pixel's NaN reaches the gradient (masked after the distance only)"),
+    Mutant("reference-centroid_hinge-centroid-detached", "pixelkernels/reference/centroid_hinge.py",
+           "hinge = region_hinge(x, labels, centroid, delta, ignore_index)",
+           "hinge = region_hinge(x, labels, centroid.detach(), delta, ignore_index)",
+           (T_CH,), "the hinge's gradient through the centroids dropped"),
+    Mutant("reference-center_distance-plain-sqrt", "pixelkernels/reference/center_distance.py",
+           "return (sq if squared else safe_sqrt(sq)).to(emb.dtype)", "return (sq if squared else sq.sqrt()).to(emb.dtype)",
+           (T_CD,), "a pixel on the center gets sqrt's infinite derivative, not 0"),
+    Mutant("reference-math-nan-distance-gradient", "pixelkernels/reference/_math.py",
+           "keep = (sq > 0) | sq.isnan()", "keep = sq > 0",
+           (T_CD, T_RH, T_RL), "a NaN distance passes its gradient through unchanged instead of NaN"),
+    Mutant("reference-region_losses-ignored-multiplied", "pixelkernels/reference/region_losses.py",
+           "centroid = torch.where(m > 0, xf, zero).sum(-1) / n1", "centroid = (xf * m).sum(-1) / n1",
+           (T_RL, T_AD), "non-members multiplied by 0, not selected away: an ignored NaN pixel poisons every centroid"),
     Mutant("reference-pixel_normalize-upcast-through-half", "pixelkernels/reference/pixel_normalize.py",
            "return y if upcast else y.to(emb.dtype)",
            "return y.to(emb.dtype).to(y.dtype) if upcast else y.to(emb.dtype)",

@@ -21,7 +21,10 @@ NaN policy, GPU paths) stay in that file. The generic tests:
   fuzz                Hypothesis draws inputs from the row's `fuzz` spec (tests/fuzz.py):
                       shapes, dtypes, label widths and patterns, layouts (expanded, overlapping
                       included), NaN/inf, dependent inputs, gradient modes; every backend vs
-                      the reference; and one broken argument: the same error, naming it
+                      the reference; and one broken argument: the same error, naming it; and
+                      one example of each kind in fuzz.KINDS (zero sizes, specialised sizes,
+                      single elements, non-finite values where nothing may read them, extreme
+                      arguments, requires_grad on inputs that take no gradient)
 
 and the GPU-shaped tests (marked cuda: on a GPU only, each with an emulated twin where the
 emulator can run it, at the emulation's lowered launch limits):
@@ -54,6 +57,8 @@ from pixelkernels._dtypes import stats_dtype
 # n per layout with fresh seeds.
 FUZZ_EXAMPLES = 2
 FUZZ_ERROR_EXAMPLES = 25
+# Examples per op of each forced kind (fuzz.KINDS) in CI.
+FUZZ_KIND_EXAMPLES = 1
 
 
 @dataclasses.dataclass
@@ -327,6 +332,11 @@ def suite(c: Contract):
         @pytest.mark.parametrize("group", DEVICE_GROUPS)
         def test_fuzz(self, group, layout):
             fz.fuzz_values(c, FUZZ_EXAMPLES, main_layout=layout, group=group)
+
+        @pytest.mark.parametrize("kind", fz.KINDS)
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz_kinds(self, group, kind):
+            fz.fuzz_kind(c, kind, FUZZ_KIND_EXAMPLES, group=group)
 
         @pytest.mark.parametrize("group", DEVICE_GROUPS)
         def test_fuzz_errors(self, group):
