@@ -158,6 +158,87 @@ def test_disk_edge_is_inclusive(backend, device):
     assert (got[0, 1] == 0).all()
 
 
+# SPEC §3.4: a row is padding when max(y, x) < 0, so a click whose larger coordinate is exactly
+# 0 (or -0.0) is a click on the map's border, and a click with one negative coordinate is a valid
+# click off the map whose distances still count. (B, 2N, 3), N = 3.
+BORDER_POINTS = [
+    [[0.0, -2.0, 0], [-3.0, 5.0, 1], [-1, -1, -1],  # (0, -2): max exactly 0; (-3, 5): above the map
+     [2.0, -7.0, 0], [-0.0, -0.5, 1], [-1, -1, -1]],  # (2, -7): left of it; max = -0.0: valid
+    [[-0.5, 0.0, 0], [-1e-9, -1e-9, -1], [-0.25, -4.0, -1],  # (-0.5, 0) valid; two padding rows near (0, 0)
+     [-1, -1, -1], [-1.5, 3.0, 0], [6.0, -2.5, 1]],  # above and left of the map, both valid
+]  # fmt: skip
+BORDER_SCALES = [0.5, 1.0, 1.75]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("s", BORDER_SCALES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_clicks_at_zero_and_negative_coordinates_are_not_padding(backend, device, mode, s, dtype):
+    pts = torch.tensor(BORDER_POINTS, dtype=dtype)
+    got = pk.click_maps(pts.to(device), (6, 7), mode=mode, radius=2.5, spatial_scale=s, max_distance=6.0,
+                        backend=backend).cpu()  # fmt: skip
+    want = _loop(pts.double(), 6, 7, mode, 2.5, s, 6.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", BORDER_SCALES)
+@pytest.mark.parametrize("mode", MODES)
+def test_emulated_clicks_at_zero_and_negative_coordinates_are_not_padding(emu, mode, s):
+    pts = torch.tensor(BORDER_POINTS, dtype=torch.float32)
+    got = emu.click_maps(pts, 6, 7, mode, 2.5, s, 6.0)
+    torch.testing.assert_close(got, _loop(pts.double(), 6, 7, mode, 2.5, s, 6.0), rtol=1e-5, atol=1e-6)
+
+
+# Valid clicks (max(y, x) >= 0) too far to reach any pixel: +-inf or beyond int64 once a kernel
+# works out the columns a click can reach. Every pixel gets the mode's no-click value.
+FAR_POINTS = [[[3.0, 1e30, 0], [3.0, float("inf"), 1], [float("-inf"), 2.0, 2], [1e20, -1.0, 3],
+               [2.0, float("-inf"), 0], [-1e30, 4.0, 1], [1e19, 1e19, 2], [-1, -1, -1]]]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_far_valid_clicks_reach_no_pixel(backend, device, mode):
+    pts = torch.tensor(FAR_POINTS)
+    got = pk.click_maps(pts.to(device), (5, 6), mode=mode, max_distance=255.0, backend=backend).cpu()
+    assert torch.equal(got, click_maps(torch.full((1, 2, 3), -1.0), (5, 6), mode, 5.0, 1.0, 255.0))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_emulated_far_valid_clicks_reach_no_pixel(emu, mode):
+    pts = torch.tensor(FAR_POINTS)
+    got = emu.click_maps(pts, 5, 6, mode, 5.0, 1.0, 255.0)
+    assert torch.equal(got, click_maps(torch.full((1, 2, 3), -1.0), (5, 6), mode, 5.0, 1.0, 255.0))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_points_requiring_grad_give_maps_without_grad(backend, device):
+    """SPEC §3.4: click maps take no gradient. Points that require grad give the same maps, and an
+    output that does not require grad on every backend: eagerly, through nn.ClickMaps, compiled
+    (fullgraph, through AOT autograd) and on meta and fake tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    pts = _awkward_points(2, 3, 5, 7, seed=4, dtype=torch.float64).to(device).requires_grad_()
+    for mode in MODES:
+        out = pk.click_maps(pts, (5, 7), mode=mode, backend=backend, **KW)
+        assert not out.requires_grad and out.grad_fn is None, mode
+        torch.testing.assert_close(out.cpu(), click_maps(pts.detach().cpu(), (5, 7), mode, **KW), rtol=1e-5, atol=1e-6)
+    with pk.use_backend(backend):
+        out = pk.nn.ClickMaps(norm_radius=2.0)(torch.zeros(2, 3, 5, 7, device=device), pts)
+    assert not out.requires_grad
+    fn = torch.compile(lambda p: pk.click_maps(p, (5, 7), mode="disk", backend=backend), fullgraph=True,
+                       backend="aot_eager")  # fmt: skip
+    out = fn(pts)
+    assert not out.requires_grad
+    torch.testing.assert_close(out, pk.click_maps(pts.detach(), (5, 7), mode="disk", backend=backend))
+    meta = torch.empty(3, 4, 3, device="meta", requires_grad=True)
+    assert not pk.click_maps(meta, (5, 6), backend=backend).requires_grad
+    with FakeTensorMode():
+        fake = torch.empty(2, 6, 3, device=device, requires_grad=True)
+        out = pk.click_maps(fake, (5, 6), mode="tanh", backend=backend)
+        assert not out.requires_grad and out.shape == (2, 2, 5, 6)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_opcheck(backend, device):
     if backend == "reference":

@@ -154,6 +154,87 @@ def test_op_equals_scipy(backend, device, case, sampling):
     assert torch.equal(sq, distance_transform(mask, s, squared=True))
 
 
+# One axis spaced and the other 1 (a kernel that tests one factor for the exact path, or applies a
+# spacing to the other axis, is wrong only here), below and above 1, and very anisotropic.
+ONE_AXIS = {"1_0.3": (1.0, 0.3), "0.3_1": (0.3, 1.0), "1_2.5": (1.0, 2.5), "2.5_1": (2.5, 1.0),
+            "1_100": (1.0, 100.0), "0.01_1": (0.01, 1.0), "1e3_0.02": (1e3, 0.02)}  # fmt: skip
+ONE_AXIS_MASKS = {
+    "blobs_13x17": lambda: _blobs(13, 17, 30, density=0.1, radius=3),
+    "few_16x11": lambda: _few_targets(16, 11, 3, 31),
+    "row_1x19": lambda: _few_targets(1, 19, 2, 32),
+    "col_21x1": lambda: _few_targets(21, 1, 2, 33),
+    "target_1x1": lambda: torch.zeros(1, 1, dtype=torch.bool),
+}
+
+
+def _brute_squared(m: torch.Tensor, sampling) -> np.ndarray:
+    """(H, W) -> float64 d² by brute force over every target, in the kernels' order
+    (dy²·sy² + dx²·sx², each product rounded): what they take the minimum of."""
+    H, W = m.shape
+    sy2, sx2 = sampling[0] ** 2, sampling[1] ** 2
+    yy, xx = np.mgrid[:H, :W]
+    ty, tx = np.nonzero(~m.numpy())
+    dy2 = ((yy.reshape(-1, 1) - ty) ** 2).astype(np.float64) * sy2
+    dx2 = ((xx.reshape(-1, 1) - tx) ** 2).astype(np.float64) * sx2
+    return (dy2 + dx2).min(1).reshape(H, W)
+
+
+def _check_one_axis(mask, dist, idx, sq, s):
+    """dist equals scipy (cast to float32) and the brute-force minimum; sq the brute-force d²;
+    every index a target at the returned distance."""
+    for b in range(mask.shape[0]):
+        want, _ = _scipy(mask[b], s)
+        d2 = _brute_squared(mask[b], s)
+        assert np.array_equal(dist[b].numpy(), want.astype(np.float32)), b
+        assert np.array_equal(dist[b].numpy(), np.sqrt(d2).astype(np.float32)), b
+        assert np.array_equal(sq[b].numpy(), d2.astype(np.float32)), b
+    _check_indices(mask, dist, idx, s)
+
+
+@needs_scipy
+@pytest.mark.parametrize("sampling", list(ONE_AXIS), ids=list(ONE_AXIS))
+@pytest.mark.parametrize("case", list(ONE_AXIS_MASKS), ids=list(ONE_AXIS_MASKS))
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_one_axis_spacing_equals_scipy(backend, device, case, sampling):
+    m = ONE_AXIS_MASKS[case]()
+    s = ONE_AXIS[sampling]
+    mask = torch.stack([m, m.flip(0).flip(1)])
+    dist, idx = pk.distance_transform(mask.to(device), sampling=s, return_indices=True, backend=backend)
+    sq = pk.distance_transform(mask.to(device), sampling=s, squared=True, backend=backend)
+    _check_one_axis(mask, dist.cpu(), idx.cpu(), sq.cpu(), s)
+
+
+@needs_scipy
+@pytest.mark.parametrize("sampling", list(ONE_AXIS), ids=list(ONE_AXIS))
+@pytest.mark.parametrize("case", list(ONE_AXIS_MASKS), ids=list(ONE_AXIS_MASKS))
+def test_emulated_one_axis_spacing_equals_scipy(emu, case, sampling):
+    m = ONE_AXIS_MASKS[case]()
+    s = ONE_AXIS[sampling]
+    mask = torch.stack([m, m.flip(0).flip(1)])
+    dist, idx = emu.distance_transform(mask, *s, False, True)
+    sq, _ = emu.distance_transform(mask, *s, True, False)
+    _check_one_axis(mask, dist, idx, sq, s)
+
+
+@needs_scipy
+@pytest.mark.parametrize("sampling", [None, (1.0, 0.3), (2.5, 1.0)], ids=["iso", "1_0.3", "2.5_1"])
+def test_cpu_fewer_images_than_threads(sampling):
+    """Two and three images on four threads: the two-phase path (column strips, then row blocks)
+    with every image's own workspace."""
+    s = (1.0, 1.0) if sampling is None else sampling
+    ms = [_blobs(40, 30, 40 + i, density=0.05, radius=4) for i in range(3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        for n in (2, 3):
+            mask = torch.stack(ms[:n])
+            dist, idx = pk.distance_transform(mask, sampling=sampling, return_indices=True, backend="cpu")
+            sq = pk.distance_transform(mask, sampling=sampling, squared=True, backend="cpu")
+            _check_one_axis(mask, dist, idx, sq, s)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @needs_scipy
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -227,6 +227,44 @@ def test_ties(nc):
     assert nc(pred, gt).tolist() == [[2, 7, 1]]
 
 
+@pytest.mark.parametrize("H,W", [(1, 1), (1, 6), (6, 1), (4, 5)])
+def test_error_at_pixel_zero_is_a_click(nc, H, W):
+    """A click at (0, 0) is a click (max(y, x) = 0 is no padding, SPEC §3.4): a one-pixel false
+    negative, then a false positive, at pixel 0; a false positive at pixel 0 tied with a false
+    negative at the last pixel (negative); pixel 0 clicked already (nothing left); a false
+    negative at the last pixel. On 1 x 1, single-row and single-column maps."""
+    gt = torch.zeros(5, H, W, dtype=torch.bool)
+    pred = torch.zeros_like(gt)
+    gt[0, 0, 0] = True  # false negative at (0, 0)
+    pred[1, 0, 0] = True  # false positive at (0, 0)
+    pred[2, 0, 0] = True  # both kinds, the false positive at pixel 0: a tie goes negative
+    gt[2, -1, -1] = H * W > 1
+    gt[3, 0, 0] = True  # clicked already: nothing left
+    gt[4, -1, -1] = True
+    clicked = torch.zeros_like(gt)
+    clicked[3, 0, 0] = True
+    got = nc(pred, gt, clicked=clicked)
+    assert torch.equal(got, _expected(pred, gt, clicked=clicked))
+    want = [[0, 0, 1], [0, 0, 0], [0, 0, 0], [-1, -1, -1], [H - 1, W - 1, 1]]
+    assert got.tolist() == want
+
+
+@pytest.mark.parametrize("H,W", [(7, 12), (12, 7), (3, 20), (20, 3)])
+def test_elongated_errors(nc, H, W):
+    """Errors long along one axis and thin along the other (the axes must not be swapped): a
+    false-negative band of rows against a false-positive band of columns, each wider in turn."""
+    for rows, cols in ((1, 3), (3, 1), (2, 2), (3, 3)):
+        gt = torch.zeros(2, H, W, dtype=torch.bool)
+        pred = torch.zeros_like(gt)
+        gt[0, 1 : 1 + rows, :] = True  # a band of rows (touching both side borders)
+        pred[0, :, W - 1 - cols : W - 1] = True  # a band of columns
+        pred[0] &= ~gt[0]
+        gt[1, :, :] = True  # a false negative over the whole map but a column band of false positives
+        pred[1, :, 1 : 1 + cols] = True
+        got = nc(pred, gt)
+        assert torch.equal(got, _expected(pred, gt)), (rows, cols)
+
+
 def test_batch_independent_and_views(nc):
     """Images do not interact; non-contiguous inputs give the same rows."""
     g = torch.Generator().manual_seed(3)

@@ -313,6 +313,53 @@ def test_farthest_sequence_exact(sc):
 
 
 @pytest.mark.parametrize("strategy", [1, 2, 3])
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (6, 1), (4, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_click_at_pixel_zero_is_not_padding(sc, strategy, size):
+    """A click at (0, 0) is a click (max(y, x) = 0 is no padding, SPEC §3.4), on 1 x 1,
+    single-row and single-column maps: image 0's object is pixel 0 alone (its only positive),
+    image 1's background is pixel 0 alone (its only band pixel, and the only `other` pixel);
+    image 2 has no object: padding only."""
+    H, W = size
+    gt = torch.zeros(3, H, W, dtype=torch.bool)
+    gt[0, 0, 0] = True
+    gt[1] = True
+    gt[1, 0, 0] = False
+    other = torch.zeros_like(gt)
+    other[:, 0, 0] = True
+    kw = dict(num_positive=2, num_negative=2, strategy=strategy, d_band=3, d_step=0, d_margin=0, other=other)
+    got = sc(gt, generator=torch.Generator().manual_seed(H * W), **kw)
+    assert torch.equal(got, oracle(gt, generator=torch.Generator().manual_seed(H * W), **kw))
+    _check(got, gt.numpy(), other.numpy(), strategy, 2, 2, 3, 0, 0)
+    pad, zero = [-1.0] * 3, [0.0, 0.0, 0.0]
+    assert got[0, 0].tolist() == zero and got[0, 1].tolist() == pad  # the one positive
+    if H * W > 1:
+        assert got[1, 2].tolist() == zero and got[1, 3].tolist() == pad  # the one negative
+    assert (got[2, :2] == -1).all()
+    assert got[2, 2].tolist() == (zero if strategy == 2 else pad)  # `other` at pixel 0 outside the object
+
+
+@pytest.mark.parametrize("strategy", [1, 2, 3])
+@pytest.mark.parametrize("size", [(7, 26), (26, 7)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_elongated_objects(sc, strategy, size):
+    """Objects long along one axis and thin along the other (the axes must not be swapped): bars
+    of 3 and 5 pixels across, their bands cut by the map's border on one side."""
+    H, W = size
+    gt = torch.zeros(2, H, W, dtype=torch.bool)
+    if H < W:
+        gt[0, 1:4, 2:-2] = True
+        gt[1, 2:7, 5:] = True
+    else:
+        gt[0, 2:-2, 1:4] = True
+        gt[1, 5:, 2:7] = True
+    other = ~gt
+    other[:, : H // 2] = False
+    kw = dict(num_positive=3, num_negative=4, strategy=strategy, d_band=4, d_step=2, d_margin=1.5, other=other)
+    got = sc(gt, generator=torch.Generator().manual_seed(H), **kw)
+    assert torch.equal(got, oracle(gt, generator=torch.Generator().manual_seed(H), **kw))
+    _check(got, gt.numpy(), other.numpy(), strategy, 3, 4, 4, 2, 1.5)
+
+
+@pytest.mark.parametrize("strategy", [1, 2, 3])
 def test_equals_reference(sc, strategy):
     """The same generator state gives the reference's clicks, images of several sizes in one batch
     shape each (B = 5: more images than the emulator's 3 blocks)."""

@@ -50,6 +50,9 @@ void rows(const ClickMaps& p, int64_t b, int64_t y0, int64_t y1) {
         if (!(double(dy2) <= sat2)) continue;  // out of reach on this row (padding: +inf)
         const double half = std::sqrt(sat2 - double(dy2));
         const double lo_d = std::floor(double(cx) - half) - 1, hi_d = std::ceil(double(cx) + half) + 1;
+        // Clamped in double before the casts: a valid click may lie anywhere, +-inf included
+        // (max(y, x) >= 0 with x = 1e30), and a double beyond int64 has no defined cast.
+        if (!(lo_d <= double(W - 1) && hi_d >= 0)) continue;  // no column of the map in reach
         const int64_t lo = lo_d < 0 ? 0 : static_cast<int64_t>(lo_d);
         const int64_t hi = hi_d > double(W - 1) ? W - 1 : static_cast<int64_t>(hi_d);
         float* __restrict__ d = d2.data();

@@ -16,8 +16,12 @@ kernels compute in float32 (exact squared distances for integer clicks without s
 reference in float64, rounded once. A limit of that: a fractional click far from the origin is
 rounded to float32 first (error up to |c|·2^-24, 6e-5 px at 1600 px), so near such a click the
 map misses SPEC §4's float32 tolerance (seen on a 9000 x 1 map); splitting each coordinate into
-its integer part and fraction would remove it (not done). No gradient: clicks are data. Any N, including 0 and
-images with no valid click.
+its integer part and fraction would remove it (not done). Any N, including 0 and images with no
+valid click.
+
+No gradient (SPEC §3.4): clicks are data. Points that require grad are detached before any
+backend sees them, so the maps never require grad, whatever the backend, eagerly, under
+torch.compile and on meta or fake tensors.
 """
 
 from __future__ import annotations
@@ -74,4 +78,7 @@ def click_maps(
     spatial_scale = _checks.real(spatial_scale, "spatial_scale", minimum=0.0, strict=True)
     max_distance = _checks.real(max_distance, "max_distance", minimum=0.0)
     backend = _op.backend_for(OP, backend, points, "points")
-    return _op.run(OP, backend, points, H, W, mode, radius, spatial_scale, max_distance)
+    # No gradient, on every backend: the compiled ops have no autograd formula (the CPU would
+    # return a graph without gradients, Triton would raise in backward) and the reference's
+    # would be NaN at a click's own pixel.
+    return _op.run(OP, backend, points.detach(), H, W, mode, radius, spatial_scale, max_distance)

@@ -12,8 +12,9 @@ with s = spatial_scale,
     tanh       tanh(2·sqrt(D² / (radius·s)²))       no click: 1              (DistMaps, use_disks=False)
 
 The output is (B, 2, H, W) float32; channel 0 positive, 1 negative. The oracle materialises
-every (click, pixel) pair in float64, a chunk of rows at a time, then takes the minimum: no
-gradient (the clicks are data, not parameters).
+every (click, pixel) pair in float64, a chunk of rows at a time, then takes the minimum. No
+gradient (the clicks are data, not parameters): points that require grad are read detached, so
+the output never requires grad (every backend alike).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def scaled_clicks(points: torch.Tensor, spatial_scale: float) -> torch.Tensor:
     < 0, or a NaN coordinate): (i - inf)² = inf never wins a minimum. The kernels take these
     rounded once to float32."""
     B, twoN, _ = points.shape
-    yx = points.to(torch.float64)[..., :2].reshape(B, 2, twoN // 2, 2)
+    yx = points.detach().to(torch.float64)[..., :2].reshape(B, 2, twoN // 2, 2)
     valid = yx.amax(3, keepdim=True) >= 0  # NaN: not valid
     return torch.where(valid, yx * spatial_scale, float("inf"))
 
