@@ -106,6 +106,42 @@ class Contract:
         return self.uses or (self.op,)
 
 
+@dataclasses.dataclass
+class FuzzRow:
+    """An op whose generic tests live in its own file (integer outputs, samplers, click maps):
+    the property-based tests only (fuzz_suite), from the same kind of `fuzz` spec and `call`."""
+
+    op: str
+    call: Callable[[dict, str], tuple]
+    fuzz: Callable[[dict], dict]
+    loss: Callable[[tuple, dict], torch.Tensor] | None = None
+    grad_inputs: tuple[str, ...] = ()
+    fuzz_half_gap: str | None = None
+
+
+def fuzz_suite(c: FuzzRow):
+    """test_fuzz, test_fuzz_kinds and test_fuzz_errors of a FuzzRow (as suite() gives a Contract)."""
+    has_floats = any(isinstance(s, fz.Floats) for s in c.fuzz(dict(B=1, D=1, H=1, W=1, R=1, K=1, N=1)).values())
+
+    class TestFuzz:
+        @pytest.mark.sanitize
+        @pytest.mark.parametrize("layout", fz.LAYOUTS if has_floats else [None])
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz(self, group, layout):
+            fz.fuzz_values(c, FUZZ_EXAMPLES * (1 if has_floats else len(fz.LAYOUTS)), main_layout=layout, group=group)
+
+        @pytest.mark.parametrize("kind", fz.KINDS)
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz_kinds(self, group, kind):
+            fz.fuzz_kind(c, kind, FUZZ_KIND_EXAMPLES, group=group)
+
+        @pytest.mark.parametrize("group", DEVICE_GROUPS)
+        def test_fuzz_errors(self, group):
+            fz.fuzz_errors(c, FUZZ_ERROR_EXAMPLES, group=group)
+
+    return TestFuzz
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
