@@ -17,7 +17,7 @@ and gives it the op's one fake implementation and one autograd formula:
 * Under ``create_graph=True`` (double backward) the reference is differentiated instead,
   so second derivatives work on every backend without a second hand-written formula.
 * Ops without a backward (integer outputs, distance transforms, click maps) pass
-  ``backward_fake=None``: only the fake is registered.
+  ``backward_fake=None``: the fake, and an autograd that marks every output non-differentiable.
 
 ``backend_for`` + ``run`` are the dispatch: the public function validates its arguments,
 asks for a backend, and calls the variant with the op's positional arguments. The reference
@@ -101,6 +101,21 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
 
 
+def _register_no_gradient(qualname: str) -> None:
+    """An op without a backward (integer outputs, click maps, distance transforms): every output
+    is non-differentiable, so a float input that requires grad gives outputs that do not (without
+    this the op's outputs required grad and backward raised, or silently gave nothing)."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+        ctx.pk_inputs = len(inputs)
+
+    def backward(ctx, *grads):
+        return (None,) * ctx.pk_inputs
+
+    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
 def _reference_vjp(op: Op, in_names, named, grads, differentiable):
     """Gradients of the inputs as a differentiable function of the inputs and `grads`: the
     reference's own graph, so it can be differentiated again."""
@@ -177,6 +192,7 @@ def define(
             _schema.with_defaults(fake, _schema.function_schema(name))
         )
         if backward_fake is None:
+            _register_no_gradient(f"pixelkernels::{name}{suffix}")
             continue
         bwd_name = f"{name}_backward"
         bwd = getattr(torch.ops.pixelkernels, bwd_name + suffix)

@@ -389,7 +389,7 @@ def test_op_zero_sizes(backend, device):
         (dict(sampling=(1.0, -2.0)), ValueError, r"sampling\[1\] \(sx\) must be > 0"),
         (dict(sampling=(0.0, 1.0)), ValueError, r"sampling\[0\] \(sy\) must be > 0"),
         (dict(sampling=(float("inf"), 1.0)), ValueError, "must be finite"),
-        (dict(return_indices=1), TypeError, "must be bools"),
+        (dict(return_indices=1), TypeError, "return_indices must be a bool"),
     ],
 )
 def test_op_bad_input(kwargs, exc, msg):
