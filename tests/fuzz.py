@@ -605,7 +605,7 @@ def evaluate(c, case: Case, dtype: torch.dtype, backend: str, mode: str, *, orac
     create_graph and double; the second derivatives (mode double) of a fixed weighting of those;
     extra: which outputs require grad and the gradients (None: no path) w.r.t. the inputs that
     take none, when the case gives those requires_grad."""
-    grads = c.loss is not None and (case.nonfinite is None or _labelled(case))
+    grads = c.loss is not None
     inputs, keys = materialize(case, dtype, device=DEVICE_OF[backend], grads=grads, oracle=oracle)
     xs = [inputs[k] for k in keys]
     extra_xs = [inputs[k] for k in extra_keys(case)]

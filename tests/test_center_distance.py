@@ -13,9 +13,12 @@ import pixelkernels as pk
 from pixelkernels._dtypes import stats_dtype
 
 
-def _inp(B, D, H, W, layout="contiguous", squared=False, on_center=False):
+def _inp(B, D, H, W, layout="contiguous", squared=False, on_center=False, nan_channel=False):
     def make(device, dtype):
         emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout)
+        if nan_channel:  # one channel of pixel (1, 2) of image 0 is NaN
+            emb = emb.clone()
+            emb[0, D // 2, 1, 2] = float("nan")
         g = torch.Generator().manual_seed(5)
         center = (torch.randn(B, D, generator=g, dtype=torch.float64) + 3.0).to(stats_dtype(dtype)).to(device)
         if on_center:  # pixel (0, 0) of every image sits on the center
@@ -70,6 +73,10 @@ ROW = Contract(
         "long_image": _inp(1, 2, 3, 3001),
         # Several images of several 4096-pixel CPU chunks of 512-pixel tiles.
         "chunks": _inp(2, 3, 70, 71),
+        # A NaN distance: every channel of that pixel's gradient is NaN (sqrt's NaN derivative),
+        # not only the NaN channel's; the other pixels finite.
+        "nan_channel": _inp(2, 5, 3, 4, nan_channel=True),
+        "nan_channel_squared": _inp(2, 5, 3, 4, squared=True, nan_channel=True),
     },
 )
 
