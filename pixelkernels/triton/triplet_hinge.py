@@ -174,14 +174,17 @@ def _exact_d2(x_ptr, b, ia, va, ic, vc, D, sb, sd, sp, ACC: tl.constexpr, BLOCK_
     BLOCK_E dims at a time (1: one dim at a time on 2-D tiles, the DOT kernel's light fallback)."""
     d2 = tl.zeros([BLOCK_A, BLOCK_J], ACC)
     if BLOCK_E == 1:
+        # The pointers step by sd: no product with the loop index, which is a plain int in the
+        # interpreter (and D, sd may be the constant 1: Triton specialises an int argument of 1).
         pa = x_ptr + b * sb + ia * sp
         pc = x_ptr + b * sb + ic * sp
-        for d in range(0, D):
-            dd = d.to(tl.int64) * sd  # sd may be the constant 1 (Triton specialises it)
-            xa = tl.load(pa + dd, mask=va, other=0.0).to(ACC)
-            xc = tl.load(pc + dd, mask=vc, other=0.0).to(ACC)
+        for _d in range(0, D):
+            xa = tl.load(pa, mask=va, other=0.0).to(ACC)
+            xc = tl.load(pc, mask=vc, other=0.0).to(ACC)
             diff = xa[:, None] - xc[None, :]
             d2 += diff * diff
+            pa += sd
+            pc += sd
     else:
         for d0 in range(0, D, BLOCK_E):
             offs_d = d0 + tl.arange(0, BLOCK_E)
