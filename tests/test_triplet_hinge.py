@@ -354,7 +354,7 @@ def test_empty_image_gives_zero_attached_to_the_graph(impl, mining, hw):
 
 def _repeated_sets(B, P, K, g):
     """Index sets over few pixels (each about 3K / P times), a slot's anchor also its own
-    positive and another's negative, padding and out-of-range-free."""
+    positive and another slot's negative, every 9th anchor padding."""
     a, p, n = (torch.randint(0, P, (B, K), generator=g) for _ in range(3))
     p[:, :4] = a[:, :4]
     n[:, 4:8] = a[:, :4]
@@ -395,7 +395,7 @@ def _tie_sets(B, P, K, g):
 @pytest.mark.parametrize("D", [1, 2, 3])
 def test_hard_mining_ties_spread_over_many_slots(impl, D):
     """Integer-valued embeddings in {-1, 0, 1}: each anchor's farthest and nearest distances are
-    tied across many of its ~90 valid slots, far past one SIMD vector (16 lanes), a Triton tile
+    tied across many of its ~90 valid slots, far past the CPU miner's panel (8 or 16 lanes), a Triton tile
     (32 slots) and a CUDA tile (64): the lowest slot must win everywhere, as the brute force."""
     B, H, W, K = 2, 9, 11, 100
     g = torch.Generator().manual_seed(10 + D)
