@@ -63,7 +63,7 @@ nvcc-check:
 # Every Triton kernel compiles for sm_80 and sm_90 (offline, Triton's own ptxas; no GPU needed).
 triton-check: build
 	rm -rf build/sass/triton
-	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py --cubins build/sass/triton --ones
+	TRITON_DEFAULT_FP_FUSION=1 $(PY) .ci/triton_compile_check.py --cubins build/sass/triton --ones --sixteens
 
 # The same with the Triton of the GPU machines' torch (CUDA_TORCH, 2.11: Triton 3.6), from the
 # CUDA wheel's venv: 3.6 failed to compile a kernel that 3.9 builds (first GPU run, 2026-11-25).

@@ -9,7 +9,10 @@ independent, one core each (~0.6 s apiece, 264 of them): they run in a pool of p
 tools/sass_report.py (make sass-check). --ones adds, for sm_90, each kernel with every integer
 argument the constant 1: Triton's launcher specialises an int argument equal to 1 (a stride of
 a channels_last map, D = 1) into a constant, which has no tensor methods (`sd.to(...)` compiled
-in the interpreter and failed on the first GPU run). `make triton-check-gpu-image` runs this
+in the interpreter and failed on the first GPU run). --sixteens adds, for sm_90, each kernel
+with every pointer and integer argument marked divisible by 16, the launcher's other
+specialisation (D = 16 or 64, aligned maps): it changes the loops' and loads' code (vector
+widths, known trip counts). `make triton-check-gpu-image` runs this
 with the Triton of the GPU machines' torch (3.6), which fails on kernels that 3.9 builds."""
 
 import argparse
@@ -42,22 +45,30 @@ def _specs(module: str) -> list:
     return getattr(importlib.import_module(f"pixelkernels.triton.{module}"), "compile_specs", list)()
 
 
-def build(module: str, index: int, arch: int, cubins: str | None = None, ones: bool = False) -> str | None:
+def build(module: str, index: int, arch: int, cubins: str | None = None, ones: bool = False,
+          sixteens: bool = False) -> str | None:
     """Compile spec `index` of `module` for sm_`arch`: None, or what failed. With `cubins`, the
     cubin goes to <cubins>/<module>.<kernel>.<index>.sm<arch>.cubin beside its .json. With
-    `ones`, every integer argument is the constant 1 (no cubin kept)."""
+    `ones`, every integer argument is the constant 1; with `sixteens`, every pointer and integer
+    argument is divisible by 16 (no cubin kept for either)."""
     kernel, pointers, constexprs, warps, *extra = _specs(module)[index]
     options = {"num_warps": warps, **(extra[0] if extra else {})}  # a 5th element: more compile options
     sig = {name: pointers.get(name, "i32") for name in kernel.arg_names}
     if ones:
         constexprs = {**{n: 1 for n, t in sig.items() if t == "i32" and n not in constexprs}, **constexprs}
         cubins = None
+    attrs = {}
+    if sixteens:
+        attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n, t in sig.items()
+                 if n not in constexprs and (t == "i32" or t.startswith("*"))}  # fmt: skip
+        cubins = None
     sig.update({k: "constexpr" for k in constexprs})
-    src = ASTSource(kernel, signature=sig, constexprs=constexprs)
+    src = ASTSource(kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     try:
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     except Exception as e:
-        return f"FAILED {module}.{kernel.__name__} sm_{arch}{' (ints = 1)' if ones else ''} {pointers} {constexprs}: {e}"
+        mode = " (ints = 1)" if ones else " (all divisible by 16)" if sixteens else ""
+        return f"FAILED {module}.{kernel.__name__} sm_{arch}{mode} {pointers} {constexprs}: {e}"
     if cubins is not None:
         stem = os.path.join(cubins, f"{module}.{kernel.__name__}.{index}.sm{arch}")
         with open(stem + ".cubin", "wb") as f:
@@ -75,18 +86,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cubins", help="keep the cubins and their metadata in this folder")
     p.add_argument("--ones", action="store_true", help="also every integer argument = 1 (sm_90)")
+    p.add_argument("--sixteens", action="store_true", help="also every argument divisible by 16 (sm_90)")
     args = p.parse_args()
     if args.cubins:
         os.makedirs(args.cubins, exist_ok=True)
     t0 = time.time()
     jobs = [
-        (mod.name, i, arch, args.cubins, False)
+        (mod.name, i, arch, args.cubins, False, False)
         for mod in pkgutil.iter_modules(pkt.__path__)
         for i in range(len(_specs(mod.name)))
         for arch in ARCHS
     ]
-    if args.ones:
-        jobs += [(mod.name, i, 90, None, True) for mod in pkgutil.iter_modules(pkt.__path__) for i in range(len(_specs(mod.name)))]
+    for on, mode in ((args.ones, (True, False)), (args.sixteens, (False, True))):
+        if on:
+            jobs += [(mod.name, i, 90, None, *mode) for mod in pkgutil.iter_modules(pkt.__path__)
+                     for i in range(len(_specs(mod.name)))]  # fmt: skip
     # spawn: the workers import torch and triton afresh (no fork of a process with threads).
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(os.cpu_count() or 1, mp_context=ctx) as pool:

@@ -1,5 +1,5 @@
-// sample_pixels, the torch side (csrc/common/sample_pixels.h). CPU tensors: one pass over each
-// image with a bounded heap per class (csrc/cpu/sample_pixels.cpp). CUDA tensors: ATen's
+// sample_pixels, the torch side (csrc/common/sample_pixels.h). CPU tensors: per class, the keys
+// below a bound, sorted, with an exact fallback (csrc/cpu/sample_pixels.cpp). CUDA tensors: ATen's
 // segmented radix sort of (class, key) on the device, then a gather: the same function, and
 // the sort is what a GPU does best (no host sync, capturable).
 #include "common/sample_pixels.h"

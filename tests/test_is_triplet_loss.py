@@ -5,12 +5,14 @@ left out, and bad masks and arguments are refused naming the argument."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import BACKENDS, assert_close, make_emb
+from contract import EmulateCuda
 
 import pixelkernels as pk
 from pixelkernels.reference.triplet_losses import draw_sets
@@ -160,3 +162,89 @@ def test_fake_cuda_compile(backend):
         out = fn(emb, mask)
         idx = torch.compile(lambda m: pk.sample_pixels(m, 2, 5, backend=backend), fullgraph=True, backend="eager")(mask)
     assert out.device.type == "cuda" and out.shape == () and idx.shape == (2, 2, 5) and idx.device.type == "cuda"
+
+
+# Every backend, and the CUDA kernels emulated on the CPU (tests/cuda_emu: the cpu backend's op
+# calls replaced by the emulated CUDA kernels, autograd included).
+IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
+         pytest.param(("emulated", "cpu"), marks=pytest.mark.emulated, id="emulated")]  # fmt: skip
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """(backend to call, device, context of a call)."""
+    backend, device = request.param
+    if backend == "emulated":
+        return "cpu", device, lambda: EmulateCuda(request.getfixturevalue("emu"))
+    return backend, device, contextlib.nullcontext
+
+
+@pytest.mark.parametrize("hw", [(0, 5), (4, 0)])
+@pytest.mark.parametrize("mining", ["random", "hard"])
+def test_empty_image_gives_zero_attached_to_the_graph(impl, mining, hw):
+    """H*W = 0: no pixel to draw, the loss is 0 with zero gradient, still attached to the graph
+    (SPEC §2; the reference returned a constant)."""
+    backend, device, ctx = impl
+    emb = torch.zeros(2, 3, *hw, dtype=torch.float64, device=device, requires_grad=True)
+    mask = torch.zeros(2, *hw, dtype=torch.int64, device=device)
+    with ctx():
+        loss = pk.is_triplet_loss(emb, mask, num_samples=4, mining=mining, backend=backend)
+        assert loss.requires_grad and loss.grad_fn is not None
+        (g,) = torch.autograd.grad(loss, emb)
+    assert float(loss.detach()) == 0.0 and g.shape == emb.shape
+
+
+# Chi-square critical value at p = 0.001, df = 35 (6 x 6 pairs).
+CHI2_001_DF35 = 66.619
+
+
+def _chi2(counts: torch.Tensor) -> float:
+    expected = counts.sum() / counts.numel()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_per_image_seeds_draw_two_independent_pairs_of_sets(impl):
+    """generator = per-image seeds: F1, B1 come from one draw and F2, B2 from another (streams
+    0 and 1 of draw_keys). Over 7200 seeds the first pixels of F1 and F2 are jointly uniform
+    over the 6 x 6 pairs of a 6-pixel foreground (chi-square, df = 35), and so are B1's and
+    B2's (a second draw that reused the first's keys would give F2 = F1)."""
+    backend, device, ctx = impl
+    n = 7200
+    mask = torch.arange(2).view(1, 2, 1).expand(n, 2, 6).contiguous().to(device)  # row 0 background
+    seeds = torch.arange(n, dtype=torch.int64, device=device) * 7919
+
+    def sampler(labels, keys, C, k, ignore):
+        return pk._op.run(pk.ops.sample_pixels.OP, backend, labels, keys, C, k, ignore)
+
+    with ctx():
+        f1, f2, b1, b2 = (t.cpu() for t in draw_sets(mask, 2, seeds, -1, sampler))
+    for first, second, base in ((f1, f2, 6), (b1, b2, 0)):
+        a, b = first[:, 0] - base, second[:, 0] - base
+        assert ((a >= 0) & (a < 6) & (b >= 0) & (b < 6)).all()
+        joint = torch.bincount(a * 6 + b, minlength=36).double()
+        assert _chi2(joint) < CHI2_001_DF35, joint.view(6, 6)
+
+
+@pytest.mark.parametrize("mining", ["random", "hard"])
+def test_per_image_seeds_every_backend_equals_the_reference(impl, mining):
+    """The loss and its gradient with per-image seeds equal the reference composition with the
+    same seeds; seeds that differ only in their high 32 bits (the training command's step)
+    draw other sets, hence another loss."""
+    backend, device, ctx = impl
+    emb = make_emb(3, 4, 9, 10, dtype=torch.float64, device=device)
+    mask = _mask(3, 9, 10, device=device)
+    seeds = torch.tensor([5, 1 << 33, -7], dtype=torch.int64, device=device)
+    losses = []
+    for step in (0, 1):
+        s = seeds + (step << 32)
+        e = emb.detach().requires_grad_(True)
+        with ctx():
+            got = pk.is_triplet_loss(e, mask, num_samples=15, margin=2.0, mining=mining, generator=s, backend=backend)
+            (g_got,) = torch.autograd.grad(got, e)
+        r = emb.detach().cpu().requires_grad_(True)
+        want = reference(r, mask.cpu(), 15, 2.0, False, mining, s.cpu())
+        (g_want,) = torch.autograd.grad(want, r)
+        assert_close(got.detach().cpu(), want.detach(), torch.float64, msg="loss")
+        assert_close(g_got.cpu(), g_want, torch.float64, msg="grad")
+        losses.append(float(want))
+    assert losses[0] != losses[1]

@@ -259,3 +259,54 @@ def test_per_image_seeds(backend, device):
 def test_per_image_seeds_errors(gen, err, match):
     with pytest.raises(err, match=match):
         pk.sample_pixels(torch.zeros(5, 4, 4, dtype=torch.int64), 2, 3, generator=gen)
+
+
+# Every backend, and the CUDA path emulated on the CPU (tests/cuda_emu): the op on given keys.
+IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
+         pytest.param(("emulated", "cpu"), marks=pytest.mark.emulated, id="emulated")]  # fmt: skip
+
+
+@pytest.fixture(params=IMPLS)
+def sampler(request):
+    """sampler(labels, keys, C, k, ignore_index) on CPU tensors -> (B, C, k) on the CPU."""
+    backend, device = request.param
+    if backend == "emulated":
+        emu = request.getfixturevalue("emu")
+        return lambda labels, keys, C, k, ignore=-1: emu.sample_pixels(labels.clone(), keys.clone(), C, k, ignore)
+    return lambda labels, keys, C, k, ignore=-1: _op(backend)(labels.to(device), keys.to(device), C, k, ignore).cpu()
+
+
+def test_fallback_with_some_but_fewer_than_k_keys_below_the_bound(sampler):
+    """The CPU kernel keeps the keys below a bound that k uniform keys of a class of n pixels
+    meet with overwhelming probability (2^42 (k + 4 sqrt(k) + 16) / n), and collects a class
+    again without it when fewer than k fell below. Here each class has a few keys far below
+    the bound (1, 5, 29 of them; none in image 1's class 2) and the rest near the top, with
+    ties: the answer is still the k smallest by (key, pixel), those few first."""
+    B, H, W, C, k = 2, 40, 50, 3, 30
+    labels = make_labels(B, H, W, C, device="cpu", seed=4)
+    g = torch.Generator().manual_seed(6)
+    keys = (1 << KEY_BITS) - 1 - torch.randint(0, 1000, (B, H, W), generator=g)
+    flat, lab = keys.view(B, -1), labels.view(B, -1)
+    for b, counts in enumerate(((1, 5, 29), (29, 5, 0))):
+        for c, m in enumerate(counts):
+            pix = (lab[b] == c).nonzero().flatten()
+            low = pix[torch.randperm(len(pix), generator=g)[:m]]
+            flat[b, low] = torch.randint(0, 1 << 30, (m,), generator=g)
+    want = reference(labels, keys, C, k, -1)
+    got = sampler(labels, keys, C, k)
+    assert torch.equal(got, want)
+    assert (want >= 0).all()  # every class has more than k pixels
+
+
+def test_seeds_differing_only_in_their_high_32_bits_draw_independently(sampler):
+    """Per-image seeds whose low 32 bits are all equal (the training command puts the step in
+    the high ones): each still draws its own keys, so the first pixel of a 10-pixel class is
+    uniform over 6000 such seeds (chi-square, df = 9; a hash that ignored the high bits would
+    draw one sample for all), negative seeds (the sign bit set) too."""
+    n = 6000
+    labels = torch.ones(n, 1, 10, dtype=torch.int64)
+    for seeds in (123456789 + (torch.arange(n) << 32), -1 - (torch.arange(n) << 32)):
+        keys = pk.ops.sample_pixels.draw_keys(labels, seeds)
+        first = sampler(labels, keys, 2, 3)[:, 1, 0]
+        counts = torch.bincount(first, minlength=10).double()
+        assert _chi2(counts) < CHI2_001[9], counts

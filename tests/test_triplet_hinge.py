@@ -6,6 +6,7 @@ and hard mining needs O(K D) memory, not O(K^2)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,8 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BACKENDS, make_emb, weighted_loss
-from contract import Contract, suite
+from conftest import BACKENDS, assert_close, dtypes_for, make_emb, weighted_loss
+from contract import Contract, EmulateCuda, deterministic, suite
 from fuzz import Choice, Floats, Indices
 
 import pixelkernels as pk
@@ -95,6 +96,10 @@ ROW = Contract(
         "squared_channels_last": _inp(2, 17, 5, 7, 10, "channels_last", squared=True),
         "hard_channels_last": _inp(2, 17, 6, 5, 12, "channels_last", mining="hard"),
         "d1": _inp(1, 1, 9, 11, 8),
+        # D = 1 and D = 16: sizes Triton specialises (a constant; a multiple of 16), and the
+        # mining kernel's one-dim-at-a-time loop (D = 1) and smallest tensor-core tile (D = 16).
+        "d1_hard": _inp(2, 1, 7, 9, 20, mining="hard"),
+        "d16_hard_squared": _inp(2, 16, 6, 7, 20, mining="hard", squared=True),
         "d64_hard": _inp(2, 64, 8, 9, 20, mining="hard"),
         "d130_slice": _inp(1, 130, 3, 5, 6, "slice"),
         "hw_transposed": _inp(2, 3, 6, 4, 7, "transposed", mining="hard"),
@@ -233,3 +238,196 @@ def test_nan_reaches_the_gradient(backend, device, mining):
     assert l1[0].isnan() and l1[1].isfinite()
     assert torch.equal(g1.isnan(), g0.isnan()) and g1.isnan().any()
     torch.testing.assert_close(g1, g0, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every backend, and the CUDA kernels emulated on the CPU (tests/cuda_emu, reached through the
+# cpu backend under EmulateCuda: autograd included).
+
+IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKENDS),
+         pytest.param(("emulated", "cpu"), marks=pytest.mark.emulated, id="emulated")]  # fmt: skip
+
+
+class Impl:
+    """One backend as the tests below call it. `ctx()`: the context of an API call (for
+    "emulated", EmulateCuda: the cpu backend's ops run as the emulated CUDA kernels, autograd
+    included; float64/float32, which the cpu backend's validation takes). `run`: loss,
+    positive_used, negative_used and the gradient of sum(loss * w), every dtype of the backend
+    (emulated: the CUDA kernels called directly, half types too)."""
+
+    def __init__(self, backend, device, emu=None):
+        self.device, self.emu = device, emu
+        self.backend = "cpu" if emu is not None else backend
+        self.dtypes = dtypes_for("cuda" if emu is not None else backend)
+
+    def ctx(self):
+        return EmulateCuda(self.emu) if self.emu is not None else contextlib.nullcontext()
+
+    def run(self, emb, a, p, n, *, margin, squared=False, mining="random", w=None):
+        on = [t.to(self.device) for t in (emb, a, p, n)]
+        if self.emu is not None:
+            loss, pu, nu = self.emu.triplet_hinge(*on, margin, squared, mining == "hard")
+            gl = (torch.ones_like(loss) if w is None else w).to(loss.dtype)
+            grad = self.emu.triplet_hinge_backward(gl, on[0], on[1], pu, nu, margin, squared)
+            return loss, pu, nu, grad
+        e = on[0].detach().requires_grad_(True)
+        loss, pu, nu = pk.triplet_hinge(e, *on[1:], margin=margin, squared=squared, mining=mining, return_used=True,
+                                        backend=self.backend)  # fmt: skip
+        gl = (torch.ones_like(loss) if w is None else w.to(self.device)).to(loss.dtype)
+        (grad,) = torch.autograd.grad((loss * gl).sum(), e)
+        return loss.detach(), pu, nu, grad
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    backend, device = request.param
+    return Impl(backend, device, request.getfixturevalue("emu") if backend == "emulated" else None)
+
+
+def _taking_part(a, p, n, P):
+    return (a >= 0) & (a < P) & (p >= 0) & (p < P) & (n >= 0) & (n < P)
+
+
+@pytest.mark.parametrize("mining", ["random", "hard"])
+def test_padding_and_slots_taking_no_part_reach_nothing(impl, mining):
+    """Every pixel read by no slot that takes part (pixel 0, the address padding would use; the
+    anchor of a slot whose positive is padding; ...) is NaN or +-inf: the loss, its gradient and
+    its second derivative (create_graph=True, which differentiates the reference) equal those
+    of the same call with those pixels finite, and are zero there (the reference gathered pixel
+    0 for padding and masked after the distances: NaN gradients)."""
+    backend, device, ctx = impl.backend, impl.device, impl.ctx
+    B, D, H, W, K = 2, 3, 4, 5, 9
+    P = H * W
+    g = torch.Generator().manual_seed(35)
+    a, p, n = (torch.randint(1, P, (B, K), generator=g) for _ in range(3))
+    a[:, 0], p[:, 1], n[:, 2], a[:, 3] = -1, -1, -1, -1  # padding in every role
+    part = _taking_part(a, p, n, P)
+    used = torch.zeros(B, P, dtype=torch.bool)
+    for b in range(B):
+        for t in (a, p, n):
+            used[b, t[b, part[b]]] = True
+    assert not used[:, 0].any() and (~used).sum() >= 4
+    clean = make_emb(B, D, H, W, dtype=torch.float64, device="cpu", seed=3)
+    poison = torch.tensor([float("nan"), float("inf"), float("-inf")], dtype=torch.float64)
+    bad = clean.clone().reshape(B, D, P)
+    for b in range(B):
+        idle = (~used[b]).nonzero().flatten()
+        bad[b, :, idle] = poison[torch.arange(len(idle)) % 3].expand(D, -1)
+    bad = bad.reshape(B, D, H, W)
+    w = torch.linspace(-1.0, 2.0, B, dtype=torch.float64, device=device)
+    results = []
+    for x in (clean, bad):
+        e = x.to(device).requires_grad_(True)
+        with ctx():
+            loss = pk.triplet_hinge(e, a.to(device), p.to(device), n.to(device), margin=2.0, mining=mining,
+                                    backend=backend)  # fmt: skip
+            (g1,) = torch.autograd.grad((loss * w).sum(), e, create_graph=True)
+            (g2,) = torch.autograd.grad((g1 * g1).sum(), e)
+            e2 = x.to(device).requires_grad_(True)
+            loss2 = pk.triplet_hinge(e2, a.to(device), p.to(device), n.to(device), margin=2.0, mining=mining,
+                                     backend=backend)  # fmt: skip
+            (g1_first,) = torch.autograd.grad((loss2 * w).sum(), e2)  # the backend's own backward
+        results.append([t.detach().cpu() for t in (loss, g1, g2, g1_first)])
+    clean_results, bad_results = results
+    for name, got, want in zip(("loss", "grad", "second derivative", "grad (first order)"), bad_results, clean_results):
+        assert got.isfinite().all(), name
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
+        if got.dim() == 4:
+            assert (got.reshape(B, D, P)[~used[:, None, :].expand(-1, D, -1)] == 0).all(), name
+
+
+@pytest.mark.parametrize("hw", [(0, 4), (3, 0)])
+@pytest.mark.parametrize("mining", ["random", "hard"])
+def test_empty_image_gives_zero_attached_to_the_graph(impl, mining, hw):
+    """H*W = 0: no slot takes part, the loss is 0 with zero gradient, still attached to the graph
+    (SPEC §2; the reference returned a constant)."""
+    backend, device, ctx = impl.backend, impl.device, impl.ctx
+    e = torch.zeros(2, 3, *hw, dtype=torch.float64, device=device, requires_grad=True)
+    idx = torch.full((2, 4), -1, dtype=torch.int64, device=device)
+    with ctx():
+        loss = pk.triplet_hinge(e, idx, idx, idx, margin=1.0, mining=mining, backend=backend)
+        assert loss.requires_grad and loss.grad_fn is not None
+        (g,) = torch.autograd.grad(loss.sum(), e)
+    assert torch.equal(loss.detach().cpu(), torch.zeros(2, dtype=torch.float64))
+    assert g.shape == e.shape
+
+
+def _repeated_sets(B, P, K, g):
+    """Index sets over few pixels (each about 3K / P times), a slot's anchor also its own
+    positive and another slot's negative, every 9th anchor padding."""
+    a, p, n = (torch.randint(0, P, (B, K), generator=g) for _ in range(3))
+    p[:, :4] = a[:, :4]
+    n[:, 4:8] = a[:, :4]
+    a[:, ::9] = -1
+    return a, p, n
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("mining", ["random", "hard"])
+def test_deterministic_backward_with_repeated_pixels_equals_the_reference(impl, mining, squared):
+    """torch.use_deterministic_algorithms(True) takes each backend's deterministic backward
+    (Triton: sorted targets, one program per run of equal pixels adding its entries; CUDA: pixel
+    buckets): with every pixel repeated within and across the three sets, its gradient equals
+    the float64 reference, and a second run has the same bits. (The bitwise test of the contract
+    skips the interpreter, and compared no values.)"""
+    B, D, H, W, K = 2, 5, 3, 4, 40
+    g = torch.Generator().manual_seed(4)
+    a, p, n = _repeated_sets(B, H * W, K, g)
+    w = torch.linspace(0.5, 2.0, B, dtype=torch.float64)
+    for dtype in impl.dtypes:
+        emb = make_emb(B, D, H, W, dtype=dtype, device="cpu", layout="channels_last" if squared else "contiguous")
+        ref = emb.double().requires_grad_(True)
+        want = pk.triplet_hinge(ref, a, p, n, margin=2.0, squared=squared, mining=mining, backend="reference")
+        (want_g,) = torch.autograd.grad((want * w).sum(), ref)
+        with deterministic():
+            runs = [impl.run(emb, a, p, n, margin=2.0, squared=squared, mining=mining, w=w)[3].cpu() for _ in range(2)]
+        assert torch.equal(runs[0], runs[1]), dtype
+        assert_close(runs[0], want_g, dtype, msg=f"grad, {dtype}")
+
+
+def _tie_sets(B, P, K, g):
+    """Index sets over few pixels with many slots taking part (about 0.9 K)."""
+    a, p, n = (torch.randint(0, P, (B, K), generator=g) for _ in range(3))
+    drop = torch.rand(B, K, generator=g) < 0.1
+    return torch.where(drop, -1, a), p, n
+
+
+@pytest.mark.parametrize("D", [1, 2, 3])
+def test_hard_mining_ties_spread_over_many_slots(impl, D):
+    """Integer-valued embeddings in {-1, 0, 1}: each anchor's farthest and nearest distances are
+    tied across many of its ~90 valid slots, far past the CPU miner's panel (8 or 16 lanes), a Triton tile
+    (32 slots) and a CUDA tile (64): the lowest slot must win everywhere, as the brute force."""
+    B, H, W, K = 2, 9, 11, 100
+    g = torch.Generator().manual_seed(10 + D)
+    emb = torch.randint(-1, 2, (B, D, H, W), generator=g).double()
+    a, p, n = _tie_sets(B, H * W, K, g)
+    pos, neg = _brute_force(emb, a, p, n)
+    for dtype in impl.dtypes:
+        _, pu, nu, _ = impl.run(emb.to(dtype), a, p, n, margin=1.0, mining="hard")
+        assert torch.equal(pu.cpu(), pos), dtype
+        assert torch.equal(nu.cpu(), neg), dtype
+
+
+@pytest.mark.parametrize("dtype,big", [(torch.float16, float("inf")), (torch.float16, float("-inf")),
+                                       (torch.bfloat16, float("inf")), (torch.bfloat16, 2.0**70)])  # fmt: skip
+def test_half_mining_with_a_huge_pixel_that_is_only_an_anchor(impl, dtype, big):
+    """Half-precision mining with D >= 16 takes the |a|^2 + |c|^2 - 2 a.c expansion (tensor
+    cores) unless a squared norm is NaN, inf or above 2^120; that check must cover the block's
+    anchors, not only the candidates: an anchor with an inf entry gives inf - inf = NaN there,
+    a false winner. Pixels that are only ever anchors (never a positive or a negative) carry
+    +-inf or 2^70 (whose square overflows float32); the mined slots equal the reference's."""
+    if dtype not in impl.dtypes:
+        pytest.skip(f"{impl.backend} takes no {dtype}")
+    B, D, H, W, K = 2, 16, 6, 7, 40
+    P = H * W
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(B, D, H, W, generator=g).to(dtype)
+    perm = torch.stack([torch.randperm(P, generator=g) for _ in range(B)])
+    a = perm[:, :K].clone()
+    p, n = perm[:, torch.randint(4, K, (K,), generator=g)], perm[:, torch.randint(4, K, (K,), generator=g)]
+    for s in range(4):  # the anchors of slots 0-3 of image 0 are no candidate of any slot
+        x[0, (5 * s) % D].view(-1)[a[0, s]] = big
+    want = pk.triplet_hinge(x, a, p, n, margin=0.5, squared=True, mining="hard", return_used=True, backend="reference")
+    got = impl.run(x, a, p, n, margin=0.5, squared=True, mining="hard")
+    assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[2].cpu(), want[2])
+    torch.testing.assert_close(got[0].cpu(), want[0], equal_nan=True)

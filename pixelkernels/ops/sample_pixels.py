@@ -6,8 +6,10 @@ One random key per pixel is drawn with torch's generator on the labels' device
 smallest keys in increasing order (ties, about one per 2^42 / P^2 images, go to the lower
 pixel). I.i.d. keys make the first min(k, n_c) entries a uniform sample without replacement in
 uniformly random order. The keys decide everything, so every backend returns the same pixels
-for the same generator state: the CPU kernel (a bounded heap per class, one pass), CUDA
-(ATen's sort on the device) and the reference. No host sync: capturable in a CUDA graph.
+for the same generator state: the CPU kernel (per class, the keys below a bound that k uniform
+keys meet with overwhelming probability, sorted; a class with fewer than k below it collected
+again in full), CUDA and Triton (ATen's sort on the device) and the reference. No host sync:
+capturable in a CUDA graph.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ with a_k = emb[b, :, anchor[b, k]], d the Euclidean distance (squared=True: its 
 number (as in torch.argmax/argmin), and among equals the lowest j. positive_used and
 negative_used are the p_k and n_k each slot used (-1 for invalid slots): the gradient flows
 to those pixels only. Computed in the statistics dtype (float32 for half emb, else emb's).
+
+A slot that takes no part reads no pixel: its three vectors are zeros selected by torch.where
+(not pixel 0 masked after the distances), so a NaN or inf that only padding would address
+reaches neither the loss nor a gradient of any order. With H*W = 0 the loss is 0, still a
+function of emb (zero gradient, attached to the graph: SPEC §2).
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ def _in_range(idx: torch.Tensor, P: int) -> torch.Tensor:
     return (idx >= 0) & (idx < P)
 
 
-def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, P, D), idx (B, K) -> (B, K, D); out-of-range indices read pixel 0 (masked later)."""
-    P = x.shape[1]
-    safe = torch.where(_in_range(idx, P), idx, 0)
-    return x.gather(1, safe[..., None].expand(-1, -1, x.shape[2]))
+def _gather(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """x (B, P, D), idx (B, K) -> (B, K, D): zeros where valid (B, K) is False. torch.where
+    selects (its backward sends those slots an exact 0, never 0 * NaN), so pixel 0, the address
+    they use, gets nothing from them."""
+    safe = torch.where(valid, idx, 0)
+    g = x.gather(1, safe[..., None].expand(-1, -1, x.shape[2]))
+    return torch.where(valid[..., None], g, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _first(hit: torch.Tensor) -> torch.Tensor:
@@ -81,15 +88,16 @@ def triplet_hinge(
     valid = _in_range(anchor, P) & _in_range(positive, P) & _in_range(negative, P)
     none = torch.full_like(anchor, -1)
     if hard and anchor.shape[1] > 0 and P > 0:
-        a = _gather(x, anchor)
-        jp = _mine(a, _gather(x, positive), valid, farthest=True)
-        jn = _mine(a, _gather(x, negative), valid, farthest=False)
+        with torch.no_grad():  # indices only
+            a = _gather(x, anchor, valid)
+            jp = _mine(a, _gather(x, positive, valid), valid, farthest=True)
+            jn = _mine(a, _gather(x, negative, valid), valid, farthest=False)
         positive, negative = positive.gather(1, jp), negative.gather(1, jn)
     pos_used = torch.where(valid, positive, none)
     neg_used = torch.where(valid, negative, none)
-    if P == 0:
-        return torch.zeros(B, dtype=st, device=emb.device), pos_used, neg_used
-    a, p, n = _gather(x, anchor), _gather(x, pos_used), _gather(x, neg_used)
+    if P == 0:  # no slot takes part: 0, a function of emb (an empty sum)
+        return x.sum((1, 2)), pos_used, neg_used
+    a, p, n = _gather(x, anchor, valid), _gather(x, pos_used, valid), _gather(x, neg_used, valid)
     h = torch.relu(_distance(a - p, squared) - _distance(a - n, squared) + margin)
     h = torch.where(valid, h, torch.zeros_like(h))
     loss = h.sum(1) / valid.sum(1).clamp(min=1).to(st)

@@ -32,7 +32,8 @@ Kernels:
   - exact path (float32, float64, and half with D < 16): sum_d (a_d - c_d)^2 in the
     accumulation type over [BLOCK_A, BLOCK_J, BLOCK_E] chunks of dims, as the reference does
     (differences first: no cancellation, bit-exact on exactly representable inputs).
-    32 x 32 tiles, BLOCK_E = 4 dims, 4 warps: 80 registers (float64: 128), no spill.
+    32 x 32 tiles, BLOCK_E = 4 dims (D = 2: 2; D = 1: 1, float64 2), 4 warps: 72-142
+    registers, no spill (compiled offline for D = 1 and all-multiple-of-16 arguments too).
   - DOT path (float16/bfloat16 with D >= 16): |a|^2 + |c|^2 - 2 a.c, the cross term a
     tensor-core tl.dot of the half tiles with float32 accumulation, the norms in float32.
     On exactly representable inputs (the integer-valued tie tests: products and partial sums
@@ -177,7 +178,9 @@ def _exact_d2(x_ptr, b, ia, va, ic, vc, D, sb, sd, sp, ACC: tl.constexpr, BLOCK_
         pa = x_ptr + b * sb + ia * sp
         pc = x_ptr + b * sb + ic * sp
         for d in range(0, D):
-            dd = d.to(tl.int64) * sd  # sd may be the constant 1 (Triton specialises it)
+            # 64-bit offset from an int64 zero: d is a plain int in the interpreter (no .to()),
+            # and sd may be the constant 1 (Triton specialises an int argument equal to 1).
+            dd = (tl.zeros([], tl.int64) + d) * sd
             xa = tl.load(pa + dd, mask=va, other=0.0).to(ACC)
             xc = tl.load(pc + dd, mask=vc, other=0.0).to(ACC)
             diff = xa[:, None] - xc[None, :]
@@ -423,7 +426,10 @@ def _mine_blocks(K: int, D: int, dtype: torch.dtype):
         t = min(32, kk)
         return t, t, 32 if D >= 32 else 16, 1, True, 4
     t = min(32, kk)
-    return t, t, 1, min(4, triton.next_power_of_2(max(D, 1))), False, 4
+    # Dims per step of the exact loop: up to 4, one for D = 1 (no masked lanes), but two in
+    # float64, whose one-dim loop spills (8 B of stack on sm_90; two dims: 142 registers, none).
+    e = min(4, triton.next_power_of_2(max(D, 1)))
+    return t, t, 1, max(e, 2) if dtype == torch.float64 else e, False, 4
 
 
 def _pixels(emb):
@@ -577,7 +583,8 @@ def compile_specs():
                     specs.append((_th_backward_kernel, bwd, {"SQUARED": sq, "ATOMIC": atomic, **blocks}, 8))
         mine = {**x, **used}
         tiles = {"ACC": acc, "BLOCK_A": 32, "BLOCK_J": 32, "DOT_F32": False}
-        specs.append((_th_mine_kernel, mine, {**tiles, "BLOCK_D": 1, "BLOCK_E": 4, "DOT": False}, 4))
+        for be in (2, 4) if e == "fp64" else (1, 2, 4):  # the exact loop's dims per step: D = 1, 2, >= 3
+            specs.append((_th_mine_kernel, mine, {**tiles, "BLOCK_D": 1, "BLOCK_E": be, "DOT": False}, 4))
         if e in ("fp16", "bf16"):
             for bdd in (16, 32):
                 specs.append((_th_mine_kernel, mine, {**tiles, "BLOCK_D": bdd, "BLOCK_E": 1, "DOT": True}, 4))
