@@ -15,6 +15,8 @@ import math
 import pytest
 import torch
 from conftest import BACKENDS, compile_on_fake_cuda
+from fuzz import Choice, Clicks
+from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 from pixelkernels import baselines
@@ -326,3 +328,17 @@ def test_fake_cuda_compile(backend):
     out = compile_on_fake_cuda(lambda p: pk.click_maps(p, (8, 9), mode="tanh", backend=backend),
                                lambda: (torch.rand(2, 6, 3).to("cuda"),))  # fmt: skip
     assert out.device.type == "cuda" and out.shape == (2, 2, 8, 9) and out.dtype == torch.float32
+
+
+# --- the property-based tests (tests/fuzz.py): clicks on and off the map, on its edges, padding,
+# zero sizes, requires_grad on the points (no backend differentiates them)
+
+FUZZ = FuzzRow(
+    op="click_maps",
+    fuzz=lambda d: {"points": Clicks(), "size": (d["H"], d["W"]), "mode": Choice(MODES),
+                     "radius": Choice((5.0, 1.5), extreme=(1e-3,)), "spatial_scale": Choice((1.0, 0.5), extreme=(3.0,)),
+                     "max_distance": Choice((255.0, 2.0), extreme=(0.0,))},  # fmt: skip
+    call=lambda inp, be: (pk.click_maps(inp["points"], inp["size"], mode=inp["mode"], radius=inp["radius"],
+                                         spatial_scale=inp["spatial_scale"], max_distance=inp["max_distance"], backend=be),),  # fmt: skip
+)
+TestFuzz = fuzz_suite(FUZZ)

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from conftest import BACKENDS, COMPILED_BACKENDS, GPU_BACKENDS, compile_on_fake_cuda
+from fuzz import Choice, Mask
+from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 from pixelkernels.reference.distance_transform import distance_transform
@@ -424,3 +426,61 @@ def test_no_host_sync(backend, device, sampling):
         torch.cuda.set_sync_debug_mode(0)
     assert torch.equal(got[0].cpu(), want[0])
     _check_indices(mask.cpu(), got[0].cpu(), got[1].cpu(), sampling)
+
+
+# --- the property-based tests (tests/fuzz.py): masks of every dtype and pattern (all zero, none,
+# one pixel), zero sizes, one-axis spacings
+
+FUZZ = FuzzRow(
+    op="distance_transform",
+    fuzz=lambda d: {"mask": Mask(), "sampling": Choice((None, (1.0, 2.5), (0.5, 1.0))), "return_indices": Choice((False, True)),
+                     "squared": Choice((False, True))},  # fmt: skip
+    call=lambda inp, be: (lambda o: o if isinstance(o, tuple) else (o,))(
+        pk.distance_transform(inp["mask"], sampling=inp["sampling"], return_indices=inp["return_indices"],
+                              squared=inp["squared"], backend=be)),  # fmt: skip
+)
+TestFuzz = fuzz_suite(FUZZ)
+
+
+# --- indices on ties: the same nearest zero on every backend (fuzz found CUDA and Triton taking
+# the pixel's own column where the reference, the CPU and scipy take the smallest one)
+
+
+def _tie_masks():
+    g = torch.Generator().manual_seed(11)
+    out = [torch.ones(2, 2, dtype=torch.bool) for _ in range(4)]
+    for i, m in enumerate(out):  # one nonzero pixel of four: every neighbour at distance 1
+        m.zero_()
+        m.view(-1)[i] = True
+    out.append(torch.rand(7, 9, generator=g) < 0.6)
+    out.append(torch.rand(5, 12, generator=g) < 0.8)
+    return torch.stack([torch.nn.functional.pad(m, (0, 12 - m.shape[1], 0, 7 - m.shape[0]), value=True) for m in out])
+
+
+TIE_SAMPLING = {"none": None, "1_2": (1.0, 2.0), "3_1.5": (3.0, 1.5)}
+
+
+def _check_tie_indices(mask, sampling, idx):
+    want = distance_transform(mask, sampling, return_indices=True)[1]
+    assert torch.equal(idx.cpu(), want)
+    if ndimage is not None:
+        for b in range(mask.shape[0]):
+            _, i = ndimage.distance_transform_edt(mask[b].numpy(), sampling=sampling, return_indices=True)
+            assert torch.equal(torch.from_numpy(i), want[b])
+
+
+@pytest.mark.parametrize("sampling", list(TIE_SAMPLING))
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_indices_on_ties_are_the_smallest_column_on_every_backend(backend, device, sampling):
+    mask = _tie_masks()
+    s = TIE_SAMPLING[sampling]
+    _, idx = pk.distance_transform(mask.to(device), sampling=s, return_indices=True, backend=backend)
+    _check_tie_indices(mask, s, idx)
+
+
+@pytest.mark.parametrize("sampling", list(TIE_SAMPLING))
+def test_emulated_indices_on_ties_are_the_smallest_column(emu, sampling):
+    mask = _tie_masks()
+    s = TIE_SAMPLING[sampling]
+    _, idx = emu.distance_transform(mask, *(s or (1.0, 1.0)), False, True)
+    _check_tie_indices(mask, s, idx)

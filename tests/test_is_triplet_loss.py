@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import BACKENDS, assert_close, make_emb
+from fuzz import Choice, Floats, Labels, Seeds
+from contract import FuzzRow, fuzz_suite
 from contract import EmulateCuda
 
 import pixelkernels as pk
@@ -248,3 +250,21 @@ def test_per_image_seeds_every_backend_equals_the_reference(impl, mining):
         assert_close(g_got.cpu(), g_want, torch.float64, msg="grad")
         losses.append(float(want))
     assert losses[0] != losses[1]
+
+
+# --- the property-based tests (tests/fuzz.py): NaN/inf in pixels no drawn slot can use (ignored
+# ones), zero sizes, D = 1/16/32, one pixel per side, seeds
+
+FUZZ = FuzzRow(
+    op="is_triplet_loss",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "mask": Labels(("B", "H", "W"), regions=2),
+                     "num_samples": Choice((1, 4, 50)), "margin": Choice((0.0, 3.0), extreme=(1e4,)),
+                     "squared": Choice((False, True)), "mining": Choice(("random", "hard")), "generator": Seeds(),
+                     "ignore_index": Choice((-1, 2))},  # fmt: skip
+    call=lambda inp, be: (pk.is_triplet_loss(inp["emb"], inp["mask"], num_samples=inp["num_samples"], margin=inp["margin"],
+                                              squared=inp["squared"], mining=inp["mining"], generator=inp["generator"],
+                                              ignore_index=inp["ignore_index"], backend=be),),  # fmt: skip
+    loss=lambda out, inp: out[0] * 1.3,
+    grad_inputs=("emb",),
+)
+TestFuzz = fuzz_suite(FUZZ)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import BACKENDS, HAS_CUDA, compile_on_fake_cuda
+from fuzz import Mask
+from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 
@@ -379,3 +381,13 @@ def test_fake_cuda_compile(backend):
         lambda: tuple(torch.zeros(2, 8, 9, dtype=torch.bool).to("cuda") for _ in range(3)),
     )
     assert out.device.type == "cuda" and out.shape == (2, 3)
+
+
+# --- the property-based tests (tests/fuzz.py): masks of every dtype and pattern, zero sizes
+
+FUZZ = FuzzRow(
+    op="next_clicks",
+    fuzz=lambda d: {"pred": Mask(), "gt": Mask(), "clicked": Mask(), "ignore": Mask()},
+    call=lambda inp, be: (pk.next_clicks(inp["pred"], inp["gt"], clicked=inp["clicked"], ignore=inp["ignore"], backend=be),),
+)
+TestFuzz = fuzz_suite(FUZZ)

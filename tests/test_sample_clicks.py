@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from conftest import BACKENDS, GPU_BACKENDS, compile_on_fake_cuda
+from fuzz import Choice, Mask, Seeds
+from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 from pixelkernels.reference.sample_clicks import draw_keys
@@ -416,7 +418,7 @@ _GT = torch.zeros(2, 4, 5, dtype=torch.bool)
         (dict(gt=torch.zeros(2, 4, 5)), TypeError, "gt must have dtype"),
         (dict(gt=[[0]]), TypeError, "gt must be a torch.Tensor"),
         (dict(strategy=4), ValueError, "strategy must be one of"),
-        (dict(strategy=True), ValueError, "strategy must be one of"),
+        (dict(strategy=True), TypeError, "strategy must be an int"),
         (dict(strategy=2), ValueError, "strategy 2 samples from `other`"),
         (dict(strategy=2, other=torch.zeros(2, 5, 4, dtype=torch.bool)), ValueError, "other must have gt's shape"),
         (dict(strategy=2, other=torch.zeros(2, 4, 5)), TypeError, "other must have dtype"),
@@ -465,3 +467,18 @@ def test_no_host_sync(backend, device, strategy):
         torch.cuda.set_sync_debug_mode(0)
     torch.manual_seed(7)
     assert torch.equal(got, pk.sample_clicks(gt, backend="reference", **kw))
+
+
+# --- the property-based tests (tests/fuzz.py): masks of every dtype and pattern, zero sizes, seeds,
+# d_step = 0 and d_margin = 0
+
+FUZZ = FuzzRow(
+    op="sample_clicks",
+    fuzz=lambda d: {"gt": Mask(), "num_positive": Choice((0, 1, 3)), "num_negative": Choice((0, 2)), "strategy": Choice((1, 3)),
+                     "d_band": Choice((40.0, 2.0)), "d_step": Choice((10.0, 1.0), extreme=(0.0,)),
+                     "d_margin": Choice((5.0, 1.0), extreme=(0.0,)), "generator": Seeds()},  # fmt: skip
+    call=lambda inp, be: (pk.sample_clicks(inp["gt"], num_positive=inp["num_positive"], num_negative=inp["num_negative"],
+                                            strategy=inp["strategy"], d_band=inp["d_band"], d_step=inp["d_step"],
+                                            d_margin=inp["d_margin"], generator=inp["generator"], backend=be),),  # fmt: skip
+)
+TestFuzz = fuzz_suite(FUZZ)

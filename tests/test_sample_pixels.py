@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import BACKENDS, DEVICE_OF, make_labels
+from fuzz import Choice, Ignore, Labels, Seeds, Size
+from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 from pixelkernels.reference.sample_pixels import KEY_BITS
@@ -310,3 +312,15 @@ def test_seeds_differing_only_in_their_high_32_bits_draw_independently(sampler):
         first = sampler(labels, keys, 2, 3)[:, 1, 0]
         counts = torch.bincount(first, minlength=10).double()
         assert _chi2(counts) < CHI2_001[9], counts
+
+
+# --- the property-based tests (tests/fuzz.py): labels of every width and pattern, seeds, zero sizes
+
+FUZZ = FuzzRow(
+    op="sample_pixels",
+    fuzz=lambda d: {"labels": Labels(("B", "H", "W"), bounded=False), "num_classes": Size("R"),
+                     "k": Choice((1, 3, 7), extreme=(40,)), "generator": Seeds(), "ignore_index": Ignore()},  # fmt: skip
+    call=lambda inp, be: (pk.sample_pixels(inp["labels"], inp["num_classes"], inp["k"], generator=inp["generator"],
+                                            ignore_index=inp["ignore_index"], backend=be),),  # fmt: skip
+)
+TestFuzz = fuzz_suite(FUZZ)

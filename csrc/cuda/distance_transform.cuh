@@ -162,20 +162,23 @@ __global__ void __launch_bounds__(kThreads)
       const int32_t r = rk[x];  // cols[r - 1] <= x < cols[r]
       value best = Arith::none();
       int32_t bq = -1;
-      // Column q at |x - q| = dx: false once dx² alone is no better than the best (nothing farther is).
-      const auto visit = [&](int32_t q, int64_t dx) {
+      // Column q at |x - q| = dx: false once dx² alone is no better than the best (nothing farther
+      // is). Leftward an equal distance takes over, rightward it does not: a tie goes to the
+      // smallest column, as the reference's argmin (and the CPU's envelope) has it, so every
+      // backend returns the same indices.
+      const auto visit = [&](int32_t q, int64_t dx, bool left) {
         const value dx2 = ar.dx2(dx);
-        if (!(dx2 < best)) return false;
+        if (left ? !(dx2 <= best) : !(dx2 < best)) return false;
         const value c = Arith::add(ar.dy2(y - tr[q]), dx2);
-        if (c < best) {
+        if (left ? c <= best : c < best) {
           best = c;
           bq = q;
         }
         return true;
       };
-      for (int32_t i = r - 1; i >= 0 && visit(cols[i], x - cols[i]); --i) {  // leftward, x itself first
+      for (int32_t i = r - 1; i >= 0 && visit(cols[i], x - cols[i], true); --i) {  // leftward, x itself first
       }
-      for (int32_t i = r; i < n && visit(cols[i], cols[i] - x); ++i) {  // rightward
+      for (int32_t i = r; i < n && visit(cols[i], cols[i] - x, false); ++i) {  // rightward
       }
       sink.put(state, b, p, y, x, static_cast<double>(best), bq, tr);
     }

@@ -7,8 +7,8 @@ mask (B, H, W) bool or integer: every pixel gets its distance to the nearest zer
     dist²(y, x) = min over zeros t of sy²·(y - t_y)² + sx²·(x - t_x)²
 
 -> dist (B, H, W) float32 (``squared=True``: dist² itself), and with ``return_indices`` also
-(B, 2, H, W) int64, the (y, x) of a nearest zero (any of them on a tie: scipy's choice is not
-promised). Float64 arithmetic in a fixed order, exact integers without spacing, rounded once to
+(B, 2, H, W) int64, the (y, x) of a nearest zero: on a tie the one in the smallest column, then
+the upper one (the same on every backend; scipy's choice in every case the tests compare). Float64 arithmetic in a fixed order, exact integers without spacing, rounded once to
 float32: equal to scipy's float64 result cast to float32. An image with no zero is +inf
 everywhere with indices -1 (scipy returns an artefact there: distances to a phantom pixel
 beyond the image). No gradient.

@@ -46,7 +46,7 @@ def draw_keys(t: torch.Tensor, generator=None, stream: int = 0) -> torch.Tensor:
     keys; vary one for independent draws)."""
     if not isinstance(generator, torch.Tensor):
         return torch.randint(0, 1 << KEY_BITS, t.shape, generator=generator, device=t.device)
-    B, P = t.shape[0], t[0].numel()
+    B, P = t.shape[0], t.shape[1:].numel()  # not t[0]: an empty batch has no image 0
     s = generator.to(torch.int64)
     lo, hi = s & _M32, (s >> 32) & _M32
     h = _mix32(lo ^ _mix32(hi ^ _mix32(torch.full_like(s, stream & _M32))))  # (B,) per image and stream

@@ -124,7 +124,8 @@ def _compact_kernel(t_ptr, pos_ptr, rank_ptr, H, W, BLOCK: tl.constexpr):
 @triton.jit
 def _walk(i, go, best, bq, x, y, trow, cols, n, sy2, sx2, LEFT: tl.constexpr, EXACT: tl.constexpr):
     """One side's walk: every lane with go takes the columns cols[i], cols[i -/+ 1], ... while the
-    column distance alone beats its best."""
+    column distance alone beats its best. Leftward an equal distance takes over, rightward it
+    does not: a tie goes to the smallest column, as the reference's argmin has it."""
     while tl.max(go.to(tl.int32), 0) > 0:
         q = tl.load(cols + i, mask=go, other=0)
         dx = (x - q).to(tl.int64)
@@ -136,8 +137,12 @@ def _walk(i, go, best, bq, x, y, trow, cols, n, sy2, sx2, LEFT: tl.constexpr, EX
         else:
             dx2 = (dx * dx).to(tl.float64) * sx2
             c = (dy * dy).to(tl.float64) * sy2 + dx2
-        go = go & (dx2 < best)
-        better = go & (c < best)
+        if LEFT:
+            go = go & (dx2 <= best)
+            better = go & (c <= best)
+        else:
+            go = go & (dx2 < best)
+            better = go & (c < best)
         best = tl.where(better, c, best)
         bq = tl.where(better, q, bq)
         if LEFT:
