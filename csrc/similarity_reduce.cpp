@@ -5,11 +5,14 @@
 #include "common/similarity_reduce.h"
 
 #include <ATen/Context.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 
 #include <string>
 #include <string_view>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -42,7 +45,7 @@ Reduce reduce_code(std::string_view r, const char* op) {
 // The aux output's shape for `reduce`: what the backward reads.
 std::vector<int64_t> aux_sizes(Reduce reduce, int64_t B, int64_t N, int64_t C) {
   if (reduce == Reduce::Max) return {B, N, C};
-  if (reduce == Reduce::Softmax) return {B, N};
+  if (reduce == Reduce::Softmax) return {B, N, 2};
   return {0};
 }
 
@@ -84,6 +87,15 @@ std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at
 template <class On>
 constexpr bool kWeightInKernels = std::is_same_v<On, OnCpu>;
 
+// ref and w (B, K) with the refs that take no part, and their weights, zeroed (as `dtype`): no
+// NaN there reaches the other's gradient through the product (0 · NaN).
+std::pair<at::Tensor, at::Tensor> parts_of(const at::Tensor& ref, const at::Tensor& w, const at::Tensor& ref_labels,
+                                           int64_t C, at::ScalarType dtype) {
+  const at::Tensor valid = ref_labels.ge(0).logical_and_(ref_labels.lt(C));
+  const at::Tensor zero = at::zeros({}, w.options().dtype(dtype));
+  return {at::where(valid.unsqueeze(-1), ref.to(dtype), zero), at::where(valid, w.to(dtype), zero)};
+}
+
 // The shared arguments, after the shape invariants the kernels index with.
 // w: the weight the kernels apply (CPU only), or null.
 SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at::Tensor* w, const Labels& lab,
@@ -110,9 +122,11 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if (w && !kWeightInKernels<On>)
-    return similarity_reduce<On>(query.to(w->scalar_type()), ref.to(w->scalar_type()).mul(w->unsqueeze(-1)),
-                                 ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
+  if (w && !kWeightInKernels<On>) {
+    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, w->scalar_type());
+    return similarity_reduce<On>(query.to(w->scalar_type()), rr.mul(ww.unsqueeze(-1)), ref_labels, C, metric, scale,
+                                 bias, sigmoid, reduce, temperature, eps, std::nullopt);
+  }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
   const Labels lab(ref_labels);
@@ -143,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
     // of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
     // it per pair instead): here it is taken in float64, where that difference survives.
     const at::ScalarType st = w->scalar_type(), wide = metric == "cosine" ? at::kDouble : st;
-    const at::Tensor ww = w->to(wide), rr = ref.to(wide);
+    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, wide);
     const auto grads = similarity_reduce_backward<On>(grad_out, query.to(wide), rr.mul(ww.unsqueeze(-1)), ref_labels,
                                                       out, aux, C, metric, scale, bias, sigmoid, reduce, temperature,
                                                       eps, std::nullopt);

@@ -17,6 +17,8 @@ end. dS per reduce, then the chain of the header; softmax reads h = softmax_cent
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -119,7 +121,8 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
 def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
                C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|."""
+    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|.
+    lse_ptr: the softmax's (m, log l) per row."""
     nmask = offs_n < N
     kmask = offs_k < K
     rows = b * N + offs_n.to(tl.int64)
@@ -136,21 +139,25 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if REDUCE == 2:
         o = tl.load(out_ptr + at, mask=pair, other=0.0)
         ties = tl.load(aux_ptr + at, mask=pair, other=1.0)
-        ds = tl.where(s == o, g / ties, 0.0)
+        ds = tl.where(s == o, g / ties, tl.where(o != o, o, 0.0))  # a NaN max: NaN to its members (amax)
     elif REDUCE == 3:
-        lse = tl.load(lse_ptr + rows, mask=nmask, other=float("inf"))
-        ds = tl.exp(s / tl.full([], temp, ACC) - lse[:, None]) * g / tl.full([], temp, ACC)
+        # p = exp((s / T - m) - log l)
+        m = tl.load(lse_ptr + rows * 2, mask=nmask, other=0.0)
+        logl = tl.load(lse_ptr + rows * 2 + 1, mask=nmask, other=0.0)
+        ds = tl.exp((s / tl.full([], temp, ACC) - m[:, None]) - logl[:, None]) * g / tl.full([], temp, ACC)
     else:
         ds = g
-    ds = tl.where(pair, ds, 0.0)
     dz = tl.where(SIGMOID != 0, ds * s * (1.0 - s), ds) * tl.full([], scale, ACC)
     dz = tl.where(COSINE != 0, dz / den, dz)
-    return dz, dz * sim, qn, rn, nmask, kvalid
+    # after every factor: a lane outside the valid pairs can have p = inf, den = 0 (eps = 0), sim NaN
+    dz = tl.where(pair, dz, 0.0)
+    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
 def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dq_ptr, N, K, D, C,
-               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE, SIGMOID,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
+               floor: tl.float64, nblk, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
@@ -175,7 +182,7 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
-        f = tl.where(qn > 0, row / qn, 0.0)
+        f = tl.where(qn > tl.full([], floor, ACC), row / qn, 0.0)  # no norm term at the floor
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             m2 = nmask[:, None] & (offs_d < D)[None, :]
@@ -187,7 +194,8 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
 def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, N, K, D, C,
-               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, kblk, COSINE, SIGMOID,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
+               floor: tl.float64, kblk, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
@@ -212,7 +220,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if COSINE != 0:
         kmask = offs_k < K
         rn = tl.load(rn_ptr + b * K + offs_k, mask=kmask, other=0.0)
-        f = tl.where(rn > 0, col / rn, 0.0)
+        f = tl.where(rn > tl.full([], floor, ACC), col / rn, 0.0)
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             m2 = kmask[:, None] & (offs_d < D)[None, :]
@@ -263,14 +271,18 @@ def _flags(metric, sigmoid, reduce, t, st):
             "BLOCK_D": BLOCK_D}  # fmt: skip
 
 
-def _weighted(query, ref, ref_weight, op, dtype=None):
+def _weighted(query, ref, ref_labels, num_classes, ref_weight, op, dtype=None):
     """These kernels take no weight: the weighted refs w·ref are formed first, with the query, in
     the weight's statistics dtype (the reference's arithmetic: w·ref of half refs is no half
-    vector) or `dtype`."""
+    vector) or `dtype` -> query, ref and weight in that dtype, the refs that take no part and
+    their weights zeroed (a NaN there reaches the other's gradient through the product)."""
     expect_same_device(op, ref, ref_weight)
     expect_sizes(ref_weight, tuple(ref.shape[:2]), op, "ref_weight")
     dtype = dtype or stats_dtype(ref.dtype)
-    return query.to(dtype), ref.to(dtype) * ref_weight.to(dtype)[..., None]
+    valid = (ref_labels >= 0) & (ref_labels < num_classes)
+    zero = torch.zeros((), dtype=dtype, device=ref.device)
+    r = torch.where(valid[..., None], ref.to(dtype), zero)
+    return query.to(dtype), r, torch.where(valid, ref_weight.to(dtype), zero)
 
 
 @triton_variant("similarity_reduce")
@@ -278,9 +290,9 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
                          ref_weight):  # fmt: skip
     op = "similarity_reduce"
     if ref_weight is not None:
-        query, ref = _weighted(query, ref, ref_weight, op)
-        return similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                                    temperature, eps, None)  # fmt: skip
+        query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
+        return similarity_reduce_op(query, r * w[..., None], ref_labels, num_classes, metric, scale, bias, sigmoid,
+                                    reduce, temperature, eps, None)  # fmt: skip
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -302,9 +314,10 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
-        has = lsum != 0  # a NaN sum (a NaN score) makes the row NaN, as the reference's
-        out = torch.where(has[..., None], out / torch.where(has, lsum, 1.0)[..., None], 0.0)
-        aux = torch.where(has, aux + torch.log(torch.where(has, lsum, 1.0)), -inf)
+        # a NaN sum (a NaN score) makes the row NaN, as the reference's, but for its empty classes
+        has = (lsum != 0)[..., None] & (count > 0)[:, None, :]
+        out = torch.where(has, out / torch.where(lsum != 0, lsum, 1.0)[..., None], 0.0)
+        aux = torch.stack([aux, torch.log(lsum)], -1)  # (m, log l); -inf, -inf for no valid ref
     return out, aux
 
 
@@ -316,18 +329,18 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
         # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
         # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
         # it per pair instead): here it is taken in float64, where that difference survives.
-        qw, rw = _weighted(query, ref, ref_weight, op, torch.float64 if metric == "cosine" else None)
-        gq, G, _ = similarity_reduce_backward_op(grad_out, qw, rw, ref_labels, out, aux, num_classes, metric, scale,
-                                                 bias, sigmoid, reduce, temperature, eps, None)  # fmt: skip
-        w = ref_weight.to(G.dtype)[..., None]
-        dw = (G * ref.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
-        return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w), dw
+        qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op,
+                             torch.float64 if metric == "cosine" else None)  # fmt: skip
+        gq, G, _ = similarity_reduce_backward_op(grad_out, qw, r * w[..., None], ref_labels, out, aux, num_classes,
+                                                 metric, scale, bias, sigmoid, reduce, temperature, eps, None)  # fmt: skip
+        dw = (G * r.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
+        return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
     expect_sizes(grad_out, (B, N, C), op, "grad_out")
     expect_sizes(out, (B, N, C), op, "out")
-    expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N)}.get(reduce, (0,)), op, "aux")
+    expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N, 2)}.get(reduce, (0,)), op, "aux")
     expect_same_device(op, q, grad_out, out, aux)
     if reduce == "max":
         # The max and its ties recomputed with these kernels (one forward): the equality test then
@@ -345,12 +358,11 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
         gx = g
     gx = gx.contiguous()
     a = aux.to(st).contiguous()
-    lse = torch.where(a == -float("inf"), float("inf"), a) if reduce == "softmax" else a
     dq = torch.zeros(B, N, D, dtype=st, device=q.device)
     dr = torch.zeros(B, K, D, dtype=st, device=q.device)
     if B * N * K * D > 0:
-        args = (q, r, lab, qn, rn, gx, o, a, lse)
-        sc = (float(scale), float(bias), float(eps), float(temperature))
+        args = (q, r, lab, qn, rn, gx, o, a, a)
+        sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(torch.finfo(st).tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
         nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
         with device_ctx(q):
@@ -373,7 +385,7 @@ def compile_specs():
         base = {"q_ptr": "*" + e, "r_ptr": "*" + e, "lab_ptr": "*i64", "qn_ptr": "*" + a, "rn_ptr": "*" + a,
                 "scale": "fp64", "bias": "fp64", "eps": "fp64", "temp": "fp64"}  # fmt: skip
         fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a}
-        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a}
+        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a, "floor": "fp64"}
         for prec in precs:
             for red in range(4):
                 c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
