@@ -53,6 +53,12 @@ struct SimilarityReduceArgs {
   bool sigmoid;
   similarity_reduce::Reduce reduce;
   double temperature, eps;
+  // Cosine: the norms' floor, sqrt of the smallest normal of the inputs' statistics dtype (2^-63
+  // for float32, 2^-511 for float64), as the reference's _norm clamps the sum of squares: a zero
+  // vector's cosine is then 0 with eps = 0 too, and a norm at the floor has no gradient
+  // (clamp_min's). The inputs' dtype's even where the kernels run wider (the CUDA weight path's
+  // float64 backward for float32 inputs).
+  double norm_floor;
   bool allow_tf32;  // CUDA float32: TF32 tensor cores allowed (torch.backends.cuda.matmul.allow_tf32)
   // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
   // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
@@ -95,21 +101,10 @@ namespace similarity_reduce {
 
 PK_HD bool valid(int64_t label, int64_t C) { return label >= 0 && label < C; }
 
-// sqrt of the smallest normal (2^-63 in float, 2^-511 in double): the norms' floor, as the
-// reference's _norm clamps the sum of squares (a zero vector's cosine is then 0 with eps = 0
-// too). A norm at the floor has no gradient (clamp_min's).
+// A norm n clamped at the args' norm_floor (NaN stays NaN).
 template <typename acc_t>
-PK_HD acc_t norm_floor() {
-  if constexpr (sizeof(acc_t) == sizeof(double))
-    return acc_t(0x1p-511);
-  else
-    return acc_t(0x1p-63f);
-}
-
-// |v| from its norm n: n clamped at norm_floor (NaN stays NaN).
-template <typename acc_t>
-PK_HD acc_t clamp_norm(acc_t n) {
-  return n < norm_floor<acc_t>() ? norm_floor<acc_t>() : n;
+PK_HD acc_t clamp_norm(acc_t n, acc_t floor) {
+  return n < floor ? floor : n;
 }
 
 // The score from the raw dot product; cosine's denominator from the two norms.

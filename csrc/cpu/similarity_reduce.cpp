@@ -63,8 +63,9 @@ struct Tables {
   int64_t sb, sk, sd;         // r's strides
   const T* w;                 // (B, K) weights (wclean) or null
   int64_t K;
+  T floor;                    // the norms' (cosine)
   Tables(const SimilarityReduceArgs& a, const T* ref)
-      : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(nullptr), K(a.K) {
+      : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(nullptr), K(a.K), floor(T(a.norm_floor)) {
     const int64_t B = a.B, K = a.K, C = a.C, D = a.D;
     cls.resize(B * K);
     off.resize(B * K);
@@ -96,10 +97,10 @@ struct Tables {
       rnorm.resize(B * K);
       for (int64_t i = 0; i < B * K; ++i)  // as the zeroed ref
         rnorm[i] = cls[i] < 0 ? T(0)
-                              : similarity_reduce::clamp_norm<T>(raw_norm(row(i / K, i % K), D, sd) *
-                                                                 (w ? std::abs(w[i]) : T(1)));
+                              : similarity_reduce::clamp_norm<T>(
+                                    raw_norm(row(i / K, i % K), D, sd) * (w ? std::abs(w[i]) : T(1)), floor);
       atfloor.resize(B * K);
-      for (int64_t i = 0; i < B * K; ++i) atfloor[i] = cls[i] >= 0 && !(rnorm[i] > similarity_reduce::norm_floor<T>());
+      for (int64_t i = 0; i < B * K; ++i) atfloor[i] = cls[i] >= 0 && !(rnorm[i] > floor);
     }
   }
   const T* row(int64_t b, int64_t j) const { return r + b * sb + j * sk; }
@@ -124,7 +125,7 @@ struct Ctx {
     return matrix(base + b * a.q_sb + i0 * a.q_sn, n, a.D, a.q_sn, a.q_sd);
   }
   T qnorm(int64_t b, int64_t i) const {
-    return similarity_reduce::clamp_norm<T>(Tables<T>::raw_norm(q + b * a.q_sb + i * a.q_sn, a.D, a.q_sd));
+    return similarity_reduce::clamp_norm<T>(Tables<T>::raw_norm(q + b * a.q_sb + i * a.q_sn, a.D, a.q_sd), t.floor);
   }
 };
 
@@ -494,7 +495,7 @@ void backward(const SimilarityReduceBackward& p) {
         }
         // Cosine: minus (q / |q|) times the row's norm term (0 where |q| is at the floor).
         for (int64_t i = 0; i < n && cosine; ++i) {
-          if (!(qn[i] > similarity_reduce::norm_floor<T>())) continue;
+          if (!(qn[i] > tab.floor)) continue;
           const T f = row[i] / qn[i];
           const T* qi = q + b * a.q_sb + (i0 + i) * a.q_sn;
           T* gi = gq + b * a.q_sb + (i0 + i) * a.q_sn;

@@ -65,7 +65,7 @@ struct View {
   LabelMap lab;  // read through label_at: one kernel for every label width
   int64_t B, N, K, D, C, q_sb, q_sn, q_sd;
   Metric metric;
-  acc_t scale, bias, eps, temp;
+  acc_t scale, bias, eps, temp, floor;  // floor: the norms' (cosine)
   bool sigmoid;
   Reduce reduce;
   const acc_t* count;  // (B, C)
@@ -86,7 +86,7 @@ struct View {
   __device__ __forceinline__ acc_t qnorm(const scalar_t* qi) const {
     acc_t s = 0;
     for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(qi[d * q_sd]), s);
-    return similarity_reduce::clamp_norm<acc_t>(sqrt(s));
+    return similarity_reduce::clamp_norm<acc_t>(sqrt(s), floor);
   }
   __device__ __forceinline__ acc_t score(acc_t dot, acc_t qn, acc_t rnj) const {
     return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, sigmoid, eps);
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d]), to_acc(rj[d]), s);
     }
-    rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s)) : acc_t(0);
+    rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s), v.floor) : acc_t(0);
   }
   // Class sizes: one thread per image, refs in order.
   for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kThreads)
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d]));
     }
-    if (v.metric == Metric::Cosine && qn[t] > similarity_reduce::norm_floor<acc_t>()) {
+    if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
       const double f = row / double(qn[t]);
       const scalar_t* qi = v.qrow(b, i);
       for (int64_t d = 0; d < D; ++d) dqi[d] -= f * double(to_acc(qi[d * v.q_sd]));
@@ -372,7 +372,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int64_t d = 0; d < D; ++d) drj[d] += dz * double(to_acc(qi[d * v.q_sd]));
     }
     const acc_t rnj = v.rn[t];
-    if (v.metric == Metric::Cosine && rnj > similarity_reduce::norm_floor<acc_t>()) {
+    if (v.metric == Metric::Cosine && rnj > v.floor) {
       const double f = col / double(rnj);
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));
@@ -411,7 +411,7 @@ struct GradPolicy {
   __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
                                          const double (&sums)[2]) const {
     const float nv = kRefSide ? v.rn[b * v.K + x] : qn[b * v.N + x];
-    const bool term = v.metric == Metric::Cosine && nv > similarity_reduce::norm_floor<float>();  // not at the floor
+    const bool term = v.metric == Metric::Cosine && nv > v.floor;  // not at the floor
     const float f = term ? float(sums[0] / double(nv)) : 0.0f;
     const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
     const int64_t sd = kRefSide ? 1 : v.q_sd;
@@ -453,7 +453,8 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
     const Plan pl = plan(a, false);
     View<scalar_t, acc_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref), a.labels,
                             a.B, a.N, a.K, a.D, a.C, a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale),
-                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), a.sigmoid, a.reduce,
+                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), acc_t(a.norm_floor), a.sigmoid,
+                            a.reduce,
                             at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
     f(v);
   });

@@ -238,7 +238,8 @@ def _acc(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
 
-def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
+def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny):
+    """Checks, and the operands as the kernels read them; the norms clamped at sqrt(tiny)."""
     expect(query.dim() == 3 and ref.dim() == 3 and query.shape[0] == ref.shape[0] and query.shape[2] == ref.shape[2],
            op, f"query must be (B, N, D) and ref (B, K, D), got {tuple(query.shape)} and {tuple(ref.shape)}")
     expect(query.dtype == ref.dtype, op, "query and ref must share a dtype")
@@ -257,8 +258,8 @@ def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
     B, N, K = q.shape[0], q.shape[1], r.shape[1]
     zero = torch.zeros((), dtype=st, device=q.device)
     # |q| and |r| with the reference's clamp (derivatives 0 at a zero vector)
-    qn = q.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
-    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt(), zero)
+    qn = q.to(st).square().sum(-1).clamp_min(tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
+    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(tiny).sqrt(), zero)
     count = torch.zeros(B, C + 1, dtype=st, device=q.device)
     count.scatter_add_(1, torch.where(valid, lab.long(), C), torch.ones_like(rn))
     return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, :C]
@@ -285,15 +286,24 @@ def _weighted(query, ref, ref_labels, num_classes, ref_weight, op, dtype=None):
     return query.to(dtype), r, torch.where(valid, ref_weight.to(dtype), zero)
 
 
+def _tiny(t: torch.Tensor) -> float:
+    """The smallest normal of t's statistics dtype: the norms' clamp (its square root, the floor)."""
+    return torch.finfo(stats_dtype(t.dtype)).tiny
+
+
 @triton_variant("similarity_reduce")
 def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
                          ref_weight):  # fmt: skip
     op = "similarity_reduce"
     if ref_weight is not None:
         query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
-        return similarity_reduce_op(query, r * w[..., None], ref_labels, num_classes, metric, scale, bias, sigmoid,
-                                    reduce, temperature, eps, None)  # fmt: skip
-    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+        ref = r * w[..., None]
+    return _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
+                    _tiny(query))  # fmt: skip
+
+
+def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny):
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
     inf = float("inf")
@@ -325,17 +335,23 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
 def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias,
                                   sigmoid, reduce, temperature, eps, ref_weight):  # fmt: skip
     op = "similarity_reduce_backward"
-    if ref_weight is not None:
-        # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
-        # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
-        # it per pair instead): here it is taken in float64, where that difference survives.
-        qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op,
-                             torch.float64 if metric == "cosine" else None)  # fmt: skip
-        gq, G, _ = similarity_reduce_backward_op(grad_out, qw, r * w[..., None], ref_labels, out, aux, num_classes,
-                                                 metric, scale, bias, sigmoid, reduce, temperature, eps, None)  # fmt: skip
-        dw = (G * r.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
-        return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
-    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+    args = (num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, _tiny(query))
+    if ref_weight is None:
+        return _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
+    # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
+    # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
+    # it per pair instead): here it is taken in float64, where that difference survives (with the
+    # norms' clamp of the inputs' dtype, the reference's: a zero vector's gradient is 1 / floor).
+    qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op,
+                         torch.float64 if metric == "cosine" else None)  # fmt: skip
+    gq, G, _ = _backward(op, grad_out, qw, r * w[..., None], ref_labels, out, aux, *args)
+    dw = (G * r.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
+    return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
+
+
+def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias, sigmoid, reduce,
+              temperature, eps, tiny):  # fmt: skip
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
     expect_sizes(grad_out, (B, N, C), op, "grad_out")
@@ -345,8 +361,8 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     if reduce == "max":
         # The max and its ties recomputed with these kernels (one forward): the equality test then
         # holds whatever computed the `out` handed in (another backend, another dtype).
-        out, aux = similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                                        temperature, eps, None)  # fmt: skip
+        out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
+                            temperature, eps, tiny)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
     if reduce == "mean":
         gx = g / count.clamp_min(1)[:, None, :]
@@ -362,7 +378,7 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     dr = torch.zeros(B, K, D, dtype=st, device=q.device)
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a)
-        sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(torch.finfo(st).tiny))
+        sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
         nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
         with device_ctx(q):
