@@ -603,13 +603,16 @@ def test_softmax_padding_at_low_temperature_gives_finite_gradient(request, backe
 
 @pytest.mark.parametrize("rows", ["positive", "negative", "mixed"])
 @pytest.mark.parametrize("temperature", [2.0**-6, 2.0**-10])
+@pytest.mark.parametrize("K", [37, 300])
 @F32_F64
 @pytest.mark.parametrize("backend,device", EVERY_BACKEND)
-def test_softmax_beyond_exp_range_matches_reference(request, backend, device, dtype, temperature, rows):
+def test_softmax_beyond_exp_range_matches_reference(request, backend, device, dtype, K, temperature, rows):
     """|s / T| in the thousands (few-shot training's T = 0.01-0.1 on unnormalised scores): rows of
     only very positive scores, only very negative ones, and both; padding and an empty class;
-    across Triton's ref blocks (K = 37) and, off the interpreter, the CPU's 256-ref tiles."""
-    K = 37 if backend == "triton" else 300
+    across Triton's ref blocks (K = 37: rows with several refs near the top, where p is
+    sensitive to the rounding of the row's statistics) and the CPU's 256-ref tiles (K = 300)."""
+    if K == 300 and backend == "triton" and device == "cpu":
+        pytest.skip("the CPU's tiles; too slow for the Triton interpreter")
     bias = {"positive": 40.0, "negative": -40.0, "mixed": 0.0}[rows]
     inp = _exact_inp(2, 19, K, 5, 4, dtype, reduce="softmax", temperature=temperature, bias=bias)
     inp["ref_labels"][:, :] = inp["ref_labels"].clamp_max(2)  # class 3 empty
