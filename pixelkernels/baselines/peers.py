@@ -134,7 +134,8 @@ def keops_similarity_reduce(
     lab = ref_labels.long()
     valid = _sr_ref.valid_refs(ref_labels, C)  # (B, K)
     q = query.to(st).contiguous()
-    r = _sr_ref._zero_where_not(ref.to(st), valid[..., None])  # padding and its weight zeroed first, as the reference
+    # padding refs and their weights zeroed before the product, as the reference
+    r = _sr_ref._zero_where_not(ref.to(st), valid[..., None])
     if ref_weight is not None:
         r = r * _sr_ref._zero_where_not(ref_weight.to(st), valid)[..., None]
     r = r.contiguous()
