@@ -5,11 +5,16 @@
 #include "common/similarity_reduce.h"
 
 #include <ATen/Context.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -42,7 +47,7 @@ Reduce reduce_code(std::string_view r, const char* op) {
 // The aux output's shape for `reduce`: what the backward reads.
 std::vector<int64_t> aux_sizes(Reduce reduce, int64_t B, int64_t N, int64_t C) {
   if (reduce == Reduce::Max) return {B, N, C};
-  if (reduce == Reduce::Softmax) return {B, N};
+  if (reduce == Reduce::Softmax) return {B, N, 2};
   return {0};
 }
 
@@ -84,11 +89,25 @@ std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at
 template <class On>
 constexpr bool kWeightInKernels = std::is_same_v<On, OnCpu>;
 
+// ref and w (B, K) with the refs that take no part, and their weights, zeroed (as `dtype`): no
+// NaN there reaches the other's gradient through the product (0 · NaN).
+std::pair<at::Tensor, at::Tensor> parts_of(const at::Tensor& ref, const at::Tensor& w, const at::Tensor& ref_labels,
+                                           int64_t C, at::ScalarType dtype) {
+  const at::Tensor valid = ref_labels.ge(0).logical_and_(ref_labels.lt(C));
+  const at::Tensor zero = at::zeros({}, w.options().dtype(dtype));
+  return {at::where(valid.unsqueeze(-1), ref.to(dtype), zero), at::where(valid, w.to(dtype), zero)};
+}
+
+// The cosine norms' floor for inputs of dtype t: sqrt of its statistics dtype's smallest normal.
+double norm_floor_of(at::ScalarType t) {
+  return t == at::kDouble ? std::sqrt(std::numeric_limits<double>::min()) : std::sqrt(std::numeric_limits<float>::min());
+}
+
 // The shared arguments, after the shape invariants the kernels index with.
-// w: the weight the kernels apply (CPU only), or null.
+// w: the weight the kernels apply (CPU only), or null; floor: the norms' (norm_floor_of the inputs').
 SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at::Tensor* w, const Labels& lab,
                              int64_t C, std::string_view metric, double scale, double bias, bool sigmoid,
-                             std::string_view reduce, double temperature, double eps, const char* op) {
+                             std::string_view reduce, double temperature, double eps, double floor, const char* op) {
   PK_EXPECT(q.dim() == 3 && r.dim() == 3 && q.size(0) == r.size(0) && q.size(2) == r.size(2), op,
             "query must be (B, N, D) and ref (B, K, D), got ", q.sizes(), " and ", r.sizes());
   PK_EXPECT(q.scalar_type() == r.scalar_type(), op, "query and ref must share a dtype");
@@ -96,7 +115,7 @@ SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at:
   return SimilarityReduceArgs{q.const_data_ptr(), r.const_data_ptr(), w != nullptr ? w->const_data_ptr() : nullptr,
                               lab.map, dtype_code(q.scalar_type()), q.size(0), q.size(1),
                               r.size(1),  q.size(2), C, metric_code(metric, op), scale, bias, sigmoid,
-                              reduce_code(reduce, op), temperature, eps,
+                              reduce_code(reduce, op), temperature, eps, floor,
                               q.is_cuda() && at::globalContext().allowTF32CuBLAS(), q.stride(0), q.stride(1),
                               q.stride(2), r.stride(0), r.stride(1), r.stride(2)};
 }
@@ -110,14 +129,16 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if (w && !kWeightInKernels<On>)
-    return similarity_reduce<On>(query.to(w->scalar_type()), ref.to(w->scalar_type()).mul(w->unsqueeze(-1)),
-                                 ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
+  if (w && !kWeightInKernels<On>) {
+    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, w->scalar_type());
+    return similarity_reduce<On>(query.to(w->scalar_type()), rr.mul(ww.unsqueeze(-1)), ref_labels, C, metric, scale,
+                                 bias, sigmoid, reduce, temperature, eps, std::nullopt);
+  }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
   const Labels lab(ref_labels);
   SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
-                                    temperature, eps, op)};
+                                    temperature, eps, norm_floor_of(q.scalar_type()), op)};
   const auto st = stats_options(q);
   at::Tensor out = at::empty({p.a.B, p.a.N, C}, st);
   at::Tensor aux = at::empty(aux_sizes(p.a.reduce, p.a.B, p.a.N, C), st);
@@ -129,24 +150,26 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   return {out, aux};
 }
 
+// The backward with the norms' floor given: the inputs' dtype's, also where it runs wider.
 template <class On>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels,
     const at::Tensor& out, const at::Tensor& aux, int64_t C, c10::string_view metric, double scale, double bias,
     bool sigmoid, c10::string_view reduce, double temperature, double eps,
-    const std::optional<at::Tensor>& ref_weight) {
+    const std::optional<at::Tensor>& ref_weight, double floor) {
   const char* op = "similarity_reduce_backward";
   expect_same_device(op, {query, ref, ref_labels, grad_out, out, aux});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
   if (w && !kWeightInKernels<On>) {
     // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
     // of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
-    // it per pair instead): here it is taken in float64, where that difference survives.
+    // it per pair instead): here it is taken in float64, where that difference survives (with
+    // the norms' floor of the inputs' dtype, the reference's: a zero vector's gradient is 1 / floor).
     const at::ScalarType st = w->scalar_type(), wide = metric == "cosine" ? at::kDouble : st;
-    const at::Tensor ww = w->to(wide), rr = ref.to(wide);
-    const auto grads = similarity_reduce_backward<On>(grad_out, query.to(wide), rr.mul(ww.unsqueeze(-1)), ref_labels,
-                                                      out, aux, C, metric, scale, bias, sigmoid, reduce, temperature,
-                                                      eps, std::nullopt);
+    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, wide);
+    const auto grads = backward_with_floor<On>(grad_out, query.to(wide), rr.mul(ww.unsqueeze(-1)), ref_labels, out,
+                                               aux, C, metric, scale, bias, sigmoid, reduce, temperature, eps,
+                                               std::nullopt, floor);
     const at::Tensor& G = std::get<1>(grads);
     return {in_layout_of(std::get<0>(grads).to(query.scalar_type()), query),
             in_layout_of(G.mul(ww.unsqueeze(-1)).to(ref.scalar_type()), ref), G.mul(rr).sum(-1).to(st)};
@@ -155,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
   const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
   const Labels lab(ref_labels);
   SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
-                                     temperature, eps, op)};
+                                     temperature, eps, floor, op)};
   const auto st = stats_options(q);
   expect_sizes(grad_out, {p.a.B, p.a.N, C}, op, "grad_out");
   expect_sizes(out, {p.a.B, p.a.N, C}, op, "out");
@@ -178,6 +201,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
     grad_weight.zero_();
   }
   return {in_layout_of(grad_query, query), in_layout_of(grad_ref, ref), grad_weight};
+}
+
+template <class On>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels,
+    const at::Tensor& out, const at::Tensor& aux, int64_t C, c10::string_view metric, double scale, double bias,
+    bool sigmoid, c10::string_view reduce, double temperature, double eps,
+    const std::optional<at::Tensor>& ref_weight) {
+  return backward_with_floor<On>(grad_out, query, ref, ref_labels, out, aux, C, metric, scale, bias, sigmoid, reduce,
+                                 temperature, eps, ref_weight, norm_floor_of(query.scalar_type()));
 }
 
 #define SIMILARITY_REDUCE_IMPLS(m, On)                   \

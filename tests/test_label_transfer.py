@@ -308,3 +308,59 @@ def test_op_linear_path_equals_direct(backend, device, reduce):
     g2 = torch.autograd.grad((label_transfer(q2, r2, lab.cpu(), 4, **kw)[1] * w).sum(), (q2, r2))
     for a, b in zip(g1, g2):
         assert_close(a.cpu(), b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs an adversarial user tried (issue 35), on every backend and the emulated CUDA kernels.
+
+from test_similarity_reduce import EVERY_BACKEND, agrees_with_reference  # noqa: E402
+
+
+def _scores(inp, backend):
+    return _lt_call(inp, backend)[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_softmax_padding_at_low_temperature_gives_finite_gradient(request, backend, device, dtype):
+    """label_transfer(reduce="softmax") takes similarity_reduce's kernels (issue 35, 1): a valid
+    ref scoring -1000 T next to a padding ref, T = 0.01, must leave the gradients finite."""
+    q = torch.tensor([[1.0, 0.0], [0.5, -0.5]], dtype=dtype).T.reshape(1, 2, 1, 2)  # 2 pixels
+    inp = {"query_emb": q, "ref_emb": torch.tensor([[[-10.0, 0.0], [5.0, 5.0], [-11.0, 1.0]]], dtype=dtype),
+           "ref_labels": torch.tensor([[0, -1, 1]]), "num_classes": 2, "metric": "dot", "activation": None,
+           "reduce": "softmax", "temperature": 0.01}  # fmt: skip
+    got = agrees_with_reference(request, _scores, inp, ("query_emb", "ref_emb"), backend, device)
+    assert all(torch.isfinite(t).all() for t in got)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_linear_path_empty_class_scores_zero_with_infinite_query(request, backend, device, reduce):
+    """The linear path (dot, no activation, sum/mean) scores q·S_c + bias·n_c: an empty class has
+    S_c = 0, and inf · 0 was NaN for a query pixel with an infinite entry (issue 35, 6); an empty
+    class scores 0 (the direct path's, eq. 3's), and wins that pixel only as 0 does. (The refs'
+    entries in the infinite dimension share a sign: else the direct sum is inf - inf = NaN where
+    the linear path's inf · S_c is not, a reassociation no path can avoid.)"""
+    q, r, lab, C = make_inputs(2, 3, 4, 5, 3, 2, torch.float64, seed=9)  # class 2 empty
+    q[0, 1, 2, 3] = float("inf")
+    q[1, 0, 0, 0] = -float("inf")
+    r[0, :, 1], r[1, :, 0] = r[0, :, 1].abs() + 0.1, r[1, :, 0].abs() + 0.1
+    inp = {"query_emb": q, "ref_emb": r, "ref_labels": lab, "num_classes": C, "metric": "dot", "activation": None,
+           "reduce": reduce, "scale": 0.7, "bias": -0.3}  # fmt: skip
+    got = agrees_with_reference(request, _scores, inp, ("query_emb", "ref_emb"), backend, device)
+    assert (got[0][:, 2] == 0).all()
+    labels = _lt_call({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inp.items()}, "cpu"
+                      if backend == "emulated" else backend)[0]  # fmt: skip
+    assert torch.equal(labels.cpu(), label_transfer(q, r, lab, C, reduce=reduce, scale=0.7, bias=-0.3)[0])
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_reference_linear_path_empty_class_with_infinite_query(reduce):
+    """The reference's label_transfer_linear, as the direct path: an empty class scores 0."""
+    q, r, lab, C = make_inputs(2, 3, 4, 5, 3, 2, torch.float64, seed=9)
+    q[0, 1, 2, 3] = float("inf")
+    r[0, :, 1] = r[0, :, 1].abs() + 0.1  # one sign in the infinite dimension (see above)
+    want_labels, want = label_transfer(q, r, lab, C, reduce=reduce, scale=0.7, bias=-0.3)
+    labels, scores = label_transfer_linear(q, r, lab, C, reduce=reduce, scale=0.7, bias=-0.3)
+    assert_close(scores, want)
+    assert torch.equal(labels, want_labels)

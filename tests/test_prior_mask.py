@@ -306,3 +306,67 @@ def test_op_memory_is_the_gradients():
     grew = int(out.stdout.split()[-1])
     grads = 2 * 256 * 64 * 64 * 4
     assert grew < grads + 2 * 2**20, f"peak grew by {grew / 2**20:.1f} MiB for {grads / 2**20:.0f} MiB of gradients"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs an adversarial user tried (issue 35), on every backend and the emulated CUDA kernels.
+
+from test_similarity_reduce import EVERY_BACKEND, agrees_with_reference, on_backend  # noqa: E402
+
+
+def _exact_maps(B, C, Hq, Wq, Hs, Ws, dtype, seed=0):
+    """Feature maps in multiples of 1/8 (exact dots), a binary mask with zeros."""
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(B, C, Hq, Wq, generator=g, dtype=torch.float64) * 16).round() / 8
+    s = (torch.randn(B, C, Hs, Ws, generator=g, dtype=torch.float64) * 16).round() / 8
+    m = (torch.rand(B, Hs, Ws, generator=g) < 0.6).to(torch.float64)
+    return q.to(dtype), s.to(dtype), m.to(dtype)
+
+
+@pytest.mark.parametrize("mask_grad", [False, True], ids=["mask", "mask_grad"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_eps_zero_matches_reference(request, backend, device, dtype, mask_grad):
+    """eps = 0 is valid (issue 35, 2): masked-out support pixels are zero vectors whose norm is
+    clamped at sqrt(tiny) (cosine 0, as the reference's), and no tile lane divides 0 by 0
+    (Triton's gradients were all NaN). A zero query pixel too. With mask_grad the mask is
+    differentiated as well (at a masked-out pixel: Σ A (q·s) with |w s| at the floor). The
+    reference in the same dtype: the floor is the dtype's."""
+    q, s, m = _exact_maps(2, 5, 3, 4, 3, 3, dtype)
+    q[0, :, 1, 2] = 0.0
+    inp = {"query_feat": q, "support_feat": s, "support_mask": m, "eps": 0.0}
+    keys = ("query_feat", "support_feat") + (("support_mask",) if mask_grad else ())
+    got = agrees_with_reference(request, _pm_call, inp, keys, backend, device, same_dtype=True)
+    assert all(torch.isfinite(t).all() for t in got)
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_nan_support_feature_gradient_matches_reference(request, backend, device):
+    """A NaN support feature makes its image's best cosines NaN, and by torch.amax's rule every
+    support pixel's gradient NaN (issue 35, 6: the kernels' `s == o` test gave them 0); the
+    other image is untouched."""
+    q, s, m = _exact_maps(2, 5, 3, 4, 3, 3, torch.float64)
+    s[0, 2, 1, 1] = float("nan")
+    m[0, 1, 1] = 1.0
+    inp = {"query_feat": q, "support_feat": s, "support_mask": m}
+    got = agrees_with_reference(request, _pm_call, inp, ("query_feat", "support_feat"), backend, device)
+    assert got[0][0].isnan().all() and torch.isfinite(got[0][1]).all()
+    assert got[2][0].isnan().all() and torch.isfinite(got[2][1]).all()
+
+
+@pytest.mark.parametrize("size", [(0, 4), (3, 0)], ids=["Hq0", "Wq0"])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_empty_query_map_gives_empty_prior_with_gradients(request, backend, device, size):
+    """Hq·Wq = 0 is valid input (issue 35, 7: amin over no pixel raised IndexError): the empty
+    prior (B, 1, Hq, Wq), and a backward through it gives zero gradients of both maps and the mask."""
+    q, s, m = _exact_maps(2, 5, *size, 3, 3, torch.float32)
+
+    def run(b):
+        x = [t.to(device).requires_grad_(True) for t in (q, s, m)]
+        out = pk.prior_mask(*x, backend=b)
+        return (out, *torch.autograd.grad(out.sum(), x))
+
+    out, *grads = on_backend(request, backend, run)
+    assert out.shape == (2, 1, *size) and out.dtype == torch.float32
+    for g, t in zip(grads, (q, s, m)):
+        assert g.shape == t.shape and (g == 0).all()

@@ -523,3 +523,212 @@ def test_ref_weight_errors():
                         (torch.ones(2, 6, dtype=torch.complex64), TypeError, "ref_weight must have dtype")):  # fmt: skip
         with pytest.raises(err, match=msg):
             _op_call({**inp, "ref_weight": w}, "cpu" if "cpu" in pk.available_backends() else "reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs an adversarial user tried (issue 35): padding next to scores far beyond exp's range,
+# eps = 0, NaN and inf in padding, weights and valid inputs. Each runs on every backend and on
+# the CUDA kernels under the emulator ("cuda-emulated"), against the reference on the same values.
+
+from conftest import fixed_weights  # noqa: E402
+from contract import EmulateCuda  # noqa: E402
+
+EVERY_BACKEND = BACKENDS + [pytest.param("emulated", "cpu", id="cuda-emulated")]
+F32_F64 = pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+INF, NAN = float("inf"), float("nan")
+
+
+def on_backend(request, backend: str, fn):
+    """fn(backend); for "emulated", fn("cpu") with every pixelkernels op (forward and backward)
+    run by its CUDA kernel under tests/cuda_emu."""
+    if backend != "emulated":
+        return fn(backend)
+    with EmulateCuda(request.getfixturevalue("emu")):
+        return fn("cpu")
+
+
+def outputs_and_grads(call, inp: dict, keys, backend: str) -> tuple:
+    """call(inp, backend)'s first output and the gradients of inp[keys] of a fixed weighting of
+    it (non-finite outputs weighted 0: their gradient is what the op sends back for a 0)."""
+    x = {k: v.detach().clone().requires_grad_(True) if k in keys else v for k, v in inp.items()}
+    out = call(x, backend)
+    out = out[0] if isinstance(out, tuple) else out
+    loss = (out.nan_to_num(0.0, 0.0, 0.0) * fixed_weights(out)).sum()
+    return (out.detach(), *torch.autograd.grad(loss, [x[k] for k in keys]))
+
+
+def agrees_with_reference(request, call, inp: dict, keys, backend: str, device: str, *, same_dtype=False) -> tuple:
+    """The backend's output and gradients equal the reference's on the same values in float64
+    (or, same_dtype, in inp's dtype: where the answer depends on the dtype, e.g. a clamp at its
+    smallest normal), to SPEC §4 for inp's dtype, NaN and inf in the same places. Returns the
+    backend's."""
+    dtype = next(v.dtype for v in inp.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+    wide = dtype if same_dtype else torch.float64
+    ref = {k: v.to(wide) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inp.items()}
+    want = outputs_and_grads(call, ref, keys, "reference")
+    dev = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
+    got = on_backend(request, backend, lambda b: outputs_and_grads(call, dev, keys, b))
+    for name, a, b in zip(("out", *keys), got, want):
+        assert_close(a.cpu(), b, dtype, msg=f"{backend} {name}")
+    return tuple(t.cpu() for t in got)
+
+
+def _sr(inp, backend):
+    kw = {k: inp[k] for k in OP_KWARGS if k in inp}
+    return pk.similarity_reduce(inp["query"], inp["ref"], inp["ref_labels"], inp["num_classes"], backend=backend, **kw)
+
+
+def _exact_inp(B, N, K, D, C, dtype, *, seed=0, pad=0.25, **kw):
+    """Inputs whose dot products are exact in any summation order: entries multiples of 1/8,
+    so scores are multiples of 1/64, and s / T exact for T a power of two (float32 and float64
+    then differ only in exp and log's rounding)."""
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(B, N, D, generator=g, dtype=torch.float64) * 16).round() / 8
+    r = (torch.randn(B, K, D, generator=g, dtype=torch.float64) * 16).round() / 8
+    lab = torch.randint(0, C, (B, K), generator=g)
+    lab[torch.rand(B, K, generator=g) < pad] = -1
+    return {"query": q.to(dtype), "ref": r.to(dtype), "ref_labels": lab, "num_classes": C, **kw}
+
+
+@F32_F64
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_softmax_padding_at_low_temperature_gives_finite_gradient(request, backend, device, dtype):
+    """A valid ref scoring -1000 T next to a padding ref (issue 35, 1): the padding score (0
+    before the mask) must not enter exp(s / T - lse), which overflows (0 · inf = NaN in dq)."""
+    inp = {"query": torch.tensor([[[1.0, 0.0]]], dtype=dtype), "ref": torch.tensor([[[-10.0, 0.0], [5.0, 5.0]]], dtype=dtype),
+           "ref_labels": torch.tensor([[0, -1]]), "num_classes": 2, "reduce": "softmax", "temperature": 0.01}  # fmt: skip
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+    assert all(torch.isfinite(t).all() for t in got)
+
+
+@pytest.mark.parametrize("rows", ["positive", "negative", "mixed"])
+@pytest.mark.parametrize("temperature", [2.0**-6, 2.0**-10])
+@pytest.mark.parametrize("K", [37, 300])
+@F32_F64
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_softmax_beyond_exp_range_matches_reference(request, backend, device, dtype, K, temperature, rows):
+    """|s / T| in the thousands (few-shot training's T = 0.01-0.1 on unnormalised scores): rows of
+    only very positive scores, only very negative ones, and both; padding and an empty class;
+    across Triton's ref blocks (K = 37: rows with several refs near the top, where p is
+    sensitive to the rounding of the row's statistics) and the CPU's 256-ref tiles (K = 300)."""
+    if K == 300 and backend == "triton" and device == "cpu":
+        pytest.skip("the CPU's tiles; too slow for the Triton interpreter")
+    bias = {"positive": 40.0, "negative": -40.0, "mixed": 0.0}[rows]
+    inp = _exact_inp(2, 19, K, 5, 4, dtype, reduce="softmax", temperature=temperature, bias=bias)
+    inp["ref_labels"][:, :] = inp["ref_labels"].clamp_max(2)  # class 3 empty
+    # ties across classes at the top of a row: the gradient is then O(1 / T), not ~0
+    inp["ref"][:, 7], inp["ref_labels"][:, 7] = inp["ref"][:, 3], (inp["ref_labels"][:, 3] + 1) % 3
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
+@pytest.mark.parametrize("variant", [("cosine", None), ("dot", "sigmoid"), ("cosine", "sigmoid")])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_softmax_beyond_exp_range_cosine_and_sigmoid(request, backend, device, variant):
+    """The same in float64 for bounded scores (cosine, sigmoid) at T = 2^-12: |s / T| up to 4096."""
+    metric, act = variant
+    inp = _exact_inp(2, 19, 37, 5, 3, torch.float64, reduce="softmax", temperature=2.0**-12, metric=metric,
+                     activation=act, scale=3.0, bias=-1.0)  # fmt: skip
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("padding", [False, True], ids=["all_valid", "padding"])
+@F32_F64
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_cosine_eps_zero_matches_reference(request, backend, device, dtype, padding, reduce):
+    """eps = 0 is valid (issue 35, 2): the norms are clamped at sqrt(tiny) as the reference's,
+    so a zero vector's cosine is 0 (its gradient r / (|r| sqrt(tiny)) depends on the dtype: the
+    reference in the same dtype); padding refs and masked tile lanes take no part (Triton's
+    lanes had a zero denominator: all-NaN gradients; the CPU's padding sim q·r / 0)."""
+    inp = _exact_inp(2, 19, 37, 5, 3, dtype, pad=0.3 if padding else 0.0, metric="cosine", eps=0.0,
+                     reduce=reduce)  # fmt: skip
+    inp["query"][0, 4] = 0.0  # zero vectors, valid: cosine 0
+    inp["ref"][1, 5] = 0.0
+    if padding:
+        inp["ref"][:, 6] = INF  # padding: takes no part at all
+        inp["ref_labels"][:, 6] = -1
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device, same_dtype=True)
+    assert all(torch.isfinite(t if reduce != "max" else t[1:]).all() for t in got)
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_nan_weight_on_padding_reaches_nothing(request, backend, device, metric, reduce):
+    """A NaN (or inf) ref_weight and ref on padding slots (issue 35, 3): no output and no
+    gradient sees it, the slots' own ref and weight gradients included (0)."""
+    inp = _exact_inp(2, 11, 9, 4, 3, torch.float64, metric=metric, reduce=reduce, temperature=0.5)
+    g = torch.Generator().manual_seed(3)
+    w = torch.rand(2, 9, generator=g, dtype=torch.float64) + 0.5
+    lab = inp["ref_labels"]
+    lab[:, 2], lab[:, 5] = -1, -1
+    clean = _sr({**inp, "ref_weight": w}, "reference")
+    w[:, 2], w[:, 5] = NAN, INF
+    inp["ref"][0, 2] = NAN
+    inp["ref_weight"] = w
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref", "ref_weight"), backend, device)
+    assert_close(got[0], clean)
+    assert all(torch.isfinite(t).all() for t in got[1:])
+    assert (got[2][:, [2, 5]] == 0).all() and (got[3][:, [2, 5]] == 0).all()
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_max_of_minus_inf_class_splits_among_members(request, backend, device):
+    """A class whose max is -inf (issue 35, 5): its two members share the gradient, 1/2 each (the
+    other classes' refs are no ties: the reference's -inf fill counted them, 1/3)."""
+    inp = {"query": torch.tensor([[[1.0, 0.0]]], dtype=torch.float64),
+           "ref": torch.tensor([[[-INF, 0.0], [-INF, 0.0], [1.0, 0.0], [2.0, 1.0]]], dtype=torch.float64),
+           "ref_labels": torch.tensor([[0, 0, 1, -1]]), "num_classes": 2, "reduce": "max"}  # fmt: skip
+
+    def call(x, b):
+        out = _sr(x, b)
+        return out.masked_fill(torch.isnan(out), 0.0)
+
+    def grads(b):
+        r = inp["ref"].clone().requires_grad_(True)
+        out = _sr({**inp, "ref": r}, b)
+        return out.detach(), torch.autograd.grad((out * torch.tensor([1.0, 2.0], dtype=out.dtype)).sum(), r)[0]
+
+    out, gr = on_backend(request, backend, grads)
+    assert out.tolist() == [[[-INF, 1.0]]]
+    assert gr.tolist() == [[[0.5, 0.0], [0.5, 0.0], [2.0, 0.0], [0.0, 0.0]]]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=["none", "sigmoid"])
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_max_nan_score_gives_nan_gradient_to_its_class(request, backend, device, activation):
+    """A NaN score makes its class max NaN and, by torch.amax's rule, every member's gradient NaN
+    (issue 35, 6); the other classes are untouched (`s == o` never holds for NaN: the kernels
+    gave 0)."""
+    inp = _exact_inp(2, 5, 9, 3, 3, torch.float64, pad=0.0, reduce="max", activation=activation)
+    inp["ref_labels"][0] = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    inp["ref"][0, 1, 0] = NAN  # class 0 of image 0
+    inp["query"][1, 2, 1] = NAN  # one query row of image 1
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+    assert got[2][0, [0, 1, 6]].isnan().all() and torch.isfinite(got[2][0, [2, 3, 4, 5, 7, 8]]).all()
+
+
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_softmax_empty_class_is_zero_in_a_nan_row(request, backend, device):
+    """An empty class scores 0 under the softmax even in a row that a NaN makes NaN (issue 35, 6)."""
+    inp = _exact_inp(2, 5, 9, 3, 4, torch.float64, reduce="softmax")
+    inp["ref_labels"] = inp["ref_labels"].clamp_max(2)  # class 3 empty
+    inp["ref_labels"][1] = -1  # image 1: no valid ref
+    inp["query"][:, 1, 0] = NAN
+    inp["ref"][0, 3, 2] = NAN
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+    assert (got[0][..., 3] == 0).all() and (got[0][1] == 0).all()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("backend,device", EVERY_BACKEND)
+def test_infinite_entry_in_a_valid_ref(request, backend, device, metric, reduce):
+    """+inf and -inf entries in valid ref vectors, sum and mean (issue 35, 8): its scores are
+    inf or NaN, the other classes' stay finite, and the gradients follow the reference's."""
+    inp = _exact_inp(2, 7, 37, 3, 3, torch.float64, metric=metric, reduce=reduce)
+    inp["ref_labels"][:, :4] = torch.tensor([0, 0, 1, -1])
+    inp["ref"][0, 0, 1] = INF
+    inp["ref"][1, 2, 0] = -INF
+    inp["ref"][1, 3, 0] = INF  # padding
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)

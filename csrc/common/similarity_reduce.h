@@ -5,22 +5,27 @@
 //   ref j takes part iff 0 <= label_j < C (valid); R_c = {valid j : label_j = c}, n_c = |R_c|
 //   r_j    = w_j ref_j with the optional per-ref weight w (prior_mask's support mask), else ref_j
 //   sim_ij = q_i·r_j                              metric Dot
-//          = q_i·r_j / (|q_i| |r_j| + eps)        metric Cosine
+//          = q_i·r_j / (|q_i| |r_j| + eps)        metric Cosine, norms clamped at norm_floor
 //   s_ij   = sigmoid?(scale·sim_ij + bias)
 //   out_ic = Σ_{R_c} s_ij | (1/n_c) Σ_{R_c} s_ij | max_{R_c} s_ij | Σ_{R_c} p_ij,
-//   p_ij   = exp(s_ij/T - lse_i), lse_i = log Σ_{valid j} exp(s_ij/T)            (softmax)
+//   p_ij   = exp((s_ij/T - m_i) - log l_i), m_i = max_{valid j} s_ij/T,
+//            l_i = Σ_{valid j} exp(s_ij/T - m_i)                                (softmax)
 //
-// in the accumulation type (double for Float64, else float). Empty class: sum, mean, softmax 0,
-// max -inf. aux: Max, the number of refs of R_c whose score equals out_ic; Softmax, lse_i.
+// in the accumulation type (double for Float64, else float). Empty class: sum, mean, softmax 0
+// (softmax: also in a NaN row), max -inf. Refs that take no part enter nothing, their weights
+// neither (a NaN there reaches no output and no gradient). aux: Max, the number of refs of R_c
+// whose score equals out_ic; Softmax, (m_i, log l_i) per row (B, N, 2): m_i + log l_i rounded
+// to one float would be off by half an ulp of |s/T| (2.4e-4 at 3000 in float32) in every p_ij.
+// A row with no valid ref has m_i = log l_i = -inf.
 //
 // Backward, with g = grad_out and for valid j of class c:
-//   dS_ij = g_ic | g_ic / n_c | g_ic [s_ij = out_ic] / aux_ic | p_ij h_ic / T,
+//   dS_ij = g_ic | g_ic / n_c | g_ic [s_ij = out_ic] / aux_ic (NaN if out_ic is NaN) | p_ij h_ic / T,
 //   h_ic  = g_ic - Σ_c' g_ic' out_ic'   (softmax_centered: without its cancellation)
 //   dZ_ij = dS_ij · (sigmoid ? s_ij (1 - s_ij) : 1) · scale
 //   Dot:    dq_i = Σ_j dZ_ij r_j,   dr_j = Σ_i dZ_ij q_i
 //   Cosine: A_ij = dZ_ij / (|q_i| |r_j| + eps)
-//           dq_i = Σ_j A_ij r_j - (q_i / |q_i|) Σ_j A_ij sim_ij |r_j|   (the norm's term 0 at |q_i| = 0)
-//           dr_j = Σ_i A_ij q_i - (r_j / |r_j|) Σ_i A_ij sim_ij |q_i|
+//           dq_i = Σ_j A_ij r_j - (q_i / |q_i|) Σ_j A_ij sim_ij |r_j|   (the norm's term 0 where
+//           dr_j = Σ_i A_ij q_i - (r_j / |r_j|) Σ_i A_ij sim_ij |q_i|    the norm is clamped)
 //   With a weight, dr_j above is the gradient G_j of the weighted ref: d ref_j = w_j G_j and
 //   dw_j = ref_j·G_j.
 // The backward recomputes the scores with the forward's arithmetic, so the max's equality test
@@ -48,6 +53,12 @@ struct SimilarityReduceArgs {
   bool sigmoid;
   similarity_reduce::Reduce reduce;
   double temperature, eps;
+  // Cosine: the norms' floor, sqrt of the smallest normal of the inputs' statistics dtype (2^-63
+  // for float32, 2^-511 for float64), as the reference's _norm clamps the sum of squares: a zero
+  // vector's cosine is then 0 with eps = 0 too, and a norm at the floor has no gradient
+  // (clamp_min's). The inputs' dtype's even where the kernels run wider (the CUDA weight path's
+  // float64 backward for float32 inputs).
+  double norm_floor;
   bool allow_tf32;  // CUDA float32: TF32 tensor cores allowed (torch.backends.cuda.matmul.allow_tf32)
   // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
   // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
@@ -90,6 +101,12 @@ namespace similarity_reduce {
 
 PK_HD bool valid(int64_t label, int64_t C) { return label >= 0 && label < C; }
 
+// A norm n clamped at the args' norm_floor (NaN stays NaN).
+template <typename acc_t>
+PK_HD acc_t clamp_norm(acc_t n, acc_t floor) {
+  return n < floor ? floor : n;
+}
+
 // The score from the raw dot product; cosine's denominator from the two norms.
 template <typename acc_t>
 PK_HD acc_t score(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale, acc_t bias, bool sigmoid, acc_t eps) {
@@ -112,7 +129,8 @@ PK_HD acc_t grad_score(Reduce reduce, acc_t g, acc_t s, acc_t n, acc_t o, acc_t 
   switch (reduce) {
     case Reduce::Sum: return g;
     case Reduce::Mean: return g / n;
-    case Reduce::Max: return s == o ? g / ties : acc_t(0);
+    // torch.amax's rule: a NaN max sends NaN to every member (o itself)
+    case Reduce::Max: return s == o ? g / ties : o != o ? o : acc_t(0);
     default: return p * (g - delta) * inv_t;
   }
 }

@@ -27,6 +27,7 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/mul.h>
+#include <ATen/ops/where.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,20 +47,25 @@ using similarity_reduce::Reduce;
 constexpr int64_t kGroups = 8;
 
 // The per-call tables: each ref's class (-1: takes no part), the class sizes, the weighted refs'
-// norms (cosine), and ref rows safe to multiply (the refs that take no part zeroed, as the
-// reference does, when one of them is not finite: 0 * NaN would reach dq).
+// norms (cosine), ref rows safe to multiply (the refs that take no part zeroed, as the
+// reference does, when one of them is not finite: 0 * NaN would reach dq), and the weights
+// with those refs' weights zeroed (a NaN weight there would reach dq through dZ·w).
 template <typename T>
 struct Tables {
   std::vector<int32_t> cls;   // (B, K)
   std::vector<uint8_t> off;   // (B, K) bool: the ref takes no part
   std::vector<T> count;       // (B, C)
-  std::vector<T> rnorm;       // (B, K), cosine: |w_j ref_j|
+  std::vector<T> rnorm;       // (B, K), cosine: |w_j ref_j| clamped at norm_floor (0: no part)
   std::vector<T> rclean;      // (B, K, D) when needed
+  std::vector<T> wclean;      // (B, K) with a weight
+  std::vector<uint8_t> atfloor;  // (B, K) bool, cosine: a valid ref whose norm is clamped
   const T* r;                 // ref (its strides) or rclean (contiguous)
   int64_t sb, sk, sd;         // r's strides
-  const T* w;                 // (B, K) weights or null
+  const T* w;                 // (B, K) weights (wclean) or null
+  int64_t K;
+  T floor;                    // the norms' (cosine)
   Tables(const SimilarityReduceArgs& a, const T* ref)
-      : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(static_cast<const T*>(a.weight)) {
+      : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(nullptr), K(a.K), floor(T(a.norm_floor)) {
     const int64_t B = a.B, K = a.K, C = a.C, D = a.D;
     cls.resize(B * K);
     off.resize(B * K);
@@ -74,6 +80,12 @@ struct Tables {
       if (!v)
         for (int64_t d = 0; d < D && !dirty; ++d) dirty = !std::isfinite(row(i / K, i % K)[d * sd]);
     }
+    if (a.weight != nullptr) {
+      const T* w0 = static_cast<const T*>(a.weight);
+      wclean.resize(B * K);
+      for (int64_t i = 0; i < B * K; ++i) wclean[i] = off[i] ? T(0) : w0[i];
+      w = wclean.data();
+    }
     if (dirty) {
       rclean.resize(B * K * D);
       for (int64_t i = 0; i < B * K; ++i)
@@ -84,13 +96,17 @@ struct Tables {
     if (a.metric == Metric::Cosine) {
       rnorm.resize(B * K);
       for (int64_t i = 0; i < B * K; ++i)  // as the zeroed ref
-        rnorm[i] = cls[i] < 0 ? T(0) : norm(row(i / K, i % K), D, sd) * (w ? std::abs(w[i]) : T(1));
+        rnorm[i] = cls[i] < 0 ? T(0)
+                              : similarity_reduce::clamp_norm<T>(
+                                    raw_norm(row(i / K, i % K), D, sd) * (w ? std::abs(w[i]) : T(1)), floor);
+      atfloor.resize(B * K);
+      for (int64_t i = 0; i < B * K; ++i) atfloor[i] = cls[i] >= 0 && !(rnorm[i] > floor);
     }
   }
   const T* row(int64_t b, int64_t j) const { return r + b * sb + j * sk; }
   // refs [j0, j0 + k) of image b as a (k, D) matrix
   at::Tensor rows(int64_t b, int64_t j0, int64_t k, int64_t D) const { return matrix(row(b, j0), k, D, sk, sd); }
-  static T norm(const T* v, int64_t D, int64_t stride = 1) {
+  static T raw_norm(const T* v, int64_t D, int64_t stride = 1) {
     T s = 0;
     for (int64_t d = 0; d < D; ++d) s += v[d * stride] * v[d * stride];
     return std::sqrt(s);
@@ -108,8 +124,27 @@ struct Ctx {
   at::Tensor rows(U* base, int64_t b, int64_t i0, int64_t n) const {
     return matrix(base + b * a.q_sb + i0 * a.q_sn, n, a.D, a.q_sn, a.q_sd);
   }
-  T qnorm(int64_t b, int64_t i) const { return Tables<T>::norm(q + b * a.q_sb + i * a.q_sn, a.D, a.q_sd); }
+  T qnorm(int64_t b, int64_t i) const {
+    return similarity_reduce::clamp_norm<T>(Tables<T>::raw_norm(q + b * a.q_sb + i * a.q_sn, a.D, a.q_sd), t.floor);
+  }
 };
+
+// (1, k) bool: the refs [j0, j0 + k) of image b that take no part; undefined when there is none.
+template <typename T>
+at::Tensor off_mask(const Tables<T>& t, int64_t b, int64_t j0, int64_t k) {
+  const uint8_t* off = t.off.data() + b * t.K + j0;
+  if (std::none_of(off, off + k, [](uint8_t o) { return o != 0; })) return {};
+  return at::from_blob(const_cast<uint8_t*>(off), {1, k}, at::TensorOptions().dtype(at::kBool));
+}
+
+// (1, k) bool, cosine: the refs [j0, j0 + k) of image b whose norm is at the floor; undefined
+// when there is none.
+template <typename T>
+at::Tensor floor_mask(const Tables<T>& t, int64_t b, int64_t j0, int64_t k) {
+  const uint8_t* f = t.atfloor.data() + b * t.K + j0;
+  if (std::none_of(f, f + k, [](uint8_t o) { return o != 0; })) return {};
+  return at::from_blob(const_cast<uint8_t*>(f), {1, k}, at::TensorOptions().dtype(at::kBool));
+}
 
 // The activated score tile of image b, queries [i0, i0 + n) x refs [j0, j0 + k): S = s_ij of the
 // header, by ATen's GEMM and vectorised elementwise ops on the tile (in place in S, row stride k).
@@ -130,13 +165,11 @@ void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64
     at::Tensor d = matrix(den, n, k);
     at::mul_out(d, matrix(qn, n, 1), matrix(x.t.rnorm.data() + b * a.K + j0, 1, k));
     s.div_(d.add_(x.eps));
-    if (sim != nullptr) matrix(sim, n, k).copy_(s);
   }
-  // The refs that take no part score 0, as the reference's zeroed refs do before its affine: a
-  // ref's own vector (cosine: dot / eps) could overflow the softmax's exp, 0 times which is NaN.
-  const uint8_t* off = x.t.off.data() + b * a.K + j0;
-  if (std::any_of(off, off + k, [](uint8_t o) { return o != 0; }))
-    s.masked_fill_(at::from_blob(const_cast<uint8_t*>(off), {1, k}, at::TensorOptions().dtype(at::kBool)), T(0));
+  // The refs that take no part score 0 (sim too), as the reference's zeroed refs do before its
+  // affine: a ref's own vector (cosine: dot / eps, or / 0 with eps = 0) would be inf or NaN.
+  if (const at::Tensor off = off_mask(x.t, b, j0, k); off.defined()) s.masked_fill_(off, T(0));
+  if (a.metric == Metric::Cosine && sim != nullptr) matrix(sim, n, k).copy_(s);
   if (x.scale != T(1)) s.mul_(x.scale);
   if (x.bias != T(0)) s.add_(x.bias);
   if (a.sigmoid) s.sigmoid_();
@@ -275,10 +308,12 @@ void forward(const SimilarityReduceForward& p) {
         if (linear)
           for (int64_t c = 0; c < C; ++c) oi[c] = tab.count[b * C + c] > T(0) ? acc[i * (C + 1) + c] : T(0);
         if (a.reduce == Reduce::Softmax) {
-          // No valid ref: the softmax is over nothing, 0 (never 0/0); lse = -inf.
-          // L != 0, not L > 0: a NaN score makes L NaN, and the row NaN as the reference's.
-          for (int64_t c = 0; c < C; ++c) oi[c] = L[i] != T(0) ? oi[c] / L[i] : T(0);
-          aux[b * N + i0 + i] = L[i] != T(0) ? M[i] + std::log(L[i]) : -inf;
+          // No valid ref: the softmax is over nothing, 0 (never 0/0); m = log l = -inf.
+          // L != 0, not L > 0: a NaN score makes L NaN, and the row NaN as the reference's, but
+          // for its empty classes (0: they have no term).
+          for (int64_t c = 0; c < C; ++c) oi[c] = L[i] != T(0) && tab.count[b * C + c] > T(0) ? oi[c] / L[i] : T(0);
+          aux[(b * N + i0 + i) * 2] = M[i];
+          aux[(b * N + i0 + i) * 2 + 1] = std::log(L[i]);
         }
       }
     }
@@ -314,7 +349,7 @@ void backward(const SimilarityReduceBackward& p) {
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
     const size_t tile = kTN * kTK;
     std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0), qn(kTN);
-    std::vector<T> gx(kTN * (C + 1)), row(kTN), lse(kTN);
+    std::vector<T> gx(kTN * (C + 1)), row(kTN), mrow(kTN), lrow(kTN);
     std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
     std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
     std::vector<int64_t> arg(max ? kTN * C : 0);
@@ -343,9 +378,8 @@ void backward(const SimilarityReduceBackward& p) {
           if (cosine) qn[i] = x.qnorm(b, i0 + i);
           if (a.reduce == Reduce::Softmax) {
             similarity_reduce::softmax_centered(gi0 + i * C, oi0 + i * C, C, gxi);
-            // A row with no valid ref (lse = -inf) has p = 0 everywhere: exp(s/T - inf), not inf.
-            const T v = aux[b * N + i0 + i];
-            lse[i] = v == -std::numeric_limits<T>::infinity() ? std::numeric_limits<T>::infinity() : v;
+            mrow[i] = aux[(b * N + i0 + i) * 2];
+            lrow[i] = aux[(b * N + i0 + i) * 2 + 1];
           } else {
             for (int64_t c = 0; c < C; ++c)
               gxi[c] = a.reduce == Reduce::Mean ? gi0[i * C + c] / tab.count[b * C + c] : gi0[i * C + c];
@@ -401,7 +435,7 @@ void backward(const SimilarityReduceBackward& p) {
                   if (wcos) {
                     double dot = 0;  // q_i·ref_j (exact products: a cancelling dot keeps its digits)
                     for (int64_t d = 0; d < D; ++d) dot += double(qi[d]) * rj[d * tab.sd];
-                    ecol[j] += double(z) * dot / aden[e];
+                    ecol[j] += tab.atfloor[b * K + j] ? double(z) * dot : double(z) * dot / aden[e] * a.eps;
                   }
                 }
                 const T zw = tab.w ? z * tab.w[b * K + j] : z;  // dq_i += dZ (w r_j)
@@ -423,36 +457,45 @@ void backward(const SimilarityReduceBackward& p) {
           // an inf or NaN gradient of one class must not reach the others').
           at::index_select_out(zt, gxt, 1, at::from_blob(col_of.data(), {k}, at::kLong));
           if (a.reduce == Reduce::Softmax) {
-            // p_ij = exp(s_ij / T - lse_i); dS = p h / T (0 for the refs that take no part: h is)
-            zt.mul_(st.div(x.temp).sub_(matrix(lse.data(), n, 1)).exp_()).div_(x.temp);
+            // p_ij = exp((s_ij / T - m_i) - log l_i); dS = p h / T
+            zt.mul_(st.div(x.temp).sub_(matrix(mrow.data(), n, 1)).sub_(matrix(lrow.data(), n, 1)).exp_()).div_(x.temp);
           } else if (a.reduce == Reduce::Max) {
             for (int64_t i = 0; i < n; ++i)
               for (int64_t j = 0; j < k; ++j) {
                 const int64_t c = col_of[j];
-                const T o = c < C ? mx[i * C + c] : T(0);
-                const T ties = c < C ? tie[i * C + c] : T(1);
-                Z[i * k + j] = c < C && S[i * k + j] == o ? Z[i * k + j] / ties : T(0);
+                Z[i * k + j] = c < C ? similarity_reduce::grad_score(Reduce::Max, Z[i * k + j], S[i * k + j], T(1),
+                                                                     mx[i * C + c], tie[i * C + c], T(0), T(0), T(1))
+                                     : T(0);
               }
           }
           if (a.sigmoid) zt.mul_(st).mul_(st.neg().add_(T(1)));  // sigmoid' = s (1 - s)
           if (x.scale != T(1)) zt.mul_(x.scale);
+          if (cosine) zt.div_(matrix(den.data(), n, k));  // A = dZ / den
+          // The refs that take no part: dZ = 0 exactly (their p = exp(0 / T - ...) can overflow,
+          // their den be 0 with eps = 0: a product with them would be NaN).
+          if (const at::Tensor off = off_mask(tab, b, j0, k); off.defined()) zt.masked_fill_(off, T(0));
           if (cosine) {
-            // A = dZ / den; the norms' terms: row_i += Σ_j A sim |r_j|, col_j += Σ_i A sim |q_i|
-            zt.div_(matrix(den.data(), n, k));
+            // the norms' terms: row_i += Σ_j A sim |r_j|, col_j += Σ_i A sim |q_i|
             const at::Tensor as = matrix(sim.data(), n, k).mul_(zt);
             vec(row.data(), n).addmv_(as, vec(rn + j0, k));
             vec(col + j0, k).addmv_(as.t(), vec(qn.data(), n));
-            if (wcos)
-              vec(ecol + j0, k).add_(matrix(raw.data(), n, k).mul_(zt).div_(matrix(den.data(), n, k)).sum(0, false, at::kDouble));
+            if (wcos) {
+              // Σ_i A (q·ref) eps / den of a ref with a norm, Σ_i A (q·ref) at the floor (see below)
+              at::Tensor e = matrix(raw.data(), n, k).mul_(zt);
+              at::Tensor unclamped = e.div(matrix(den.data(), n, k)).mul_(x.eps);
+              const at::Tensor fl = floor_mask(tab, b, j0, k);
+              if (fl.defined()) unclamped = at::where(fl, e, unclamped);
+              vec(ecol + j0, k).add_(unclamped.sum(0, false, at::kDouble));
+            }
           }
           // dr (of the weighted refs) += dZᵀ q; dq += dZ (w r)
           matrix(dr + j0 * dsk, k, D, dsk, dsd).addmm_(zt.t(), x.rows(q, b, i0, n));
           if (tab.w != nullptr) zt.mul_(matrix(tab.w + b * K + j0, 1, k));
           dq.addmm_(zt, tab.rows(b, j0, k, D));
         }
-        // Cosine: minus (q / |q|) times the row's norm term (0 where |q| = 0).
+        // Cosine: minus (q / |q|) times the row's norm term (0 where |q| is at the floor).
         for (int64_t i = 0; i < n && cosine; ++i) {
-          if (!(qn[i] > T(0))) continue;
+          if (!(qn[i] > tab.floor)) continue;
           const T f = row[i] / qn[i];
           const T* qi = q + b * a.q_sb + (i0 + i) * a.q_sn;
           T* gi = gq + b * a.q_sb + (i0 + i) * a.q_sn;
@@ -483,17 +526,18 @@ void backward(const SimilarityReduceBackward& p) {
       }
       const T w = tab.w != nullptr ? tab.w[rj] : T(1);
       const T* r = tab.row(b, j);
-      if (cosine && tab.rnorm[rj] > T(0)) {
+      if (cosine && !tab.atfloor[rj]) {
         const T f = colsum * w / tab.rnorm[rj];  // (w r) / |w r| times the column's norm term
         for (int64_t d = 0; d < D; ++d) o[d * od] -= f * r[d * tab.sd];
       }
       if (gw != nullptr) {
         // Cosine: ref_j·G_j is Σ_i A_ij (q_i·ref_j) - sign(w) |ref_j| Σ_i A_ij sim_ij |q_i|, two
         // near-equal sums (the cosine is scale-invariant in w but for eps) whose difference,
-        // eps Σ_i A_ij (q_i·ref_j) / den_ij, float32 would lose; it is summed per pair instead.
+        // eps Σ_i A_ij (q_i·ref_j) / den_ij, float32 would lose; it is summed per pair instead
+        // (Σ_i A_ij (q_i·ref_j) for a ref at the norm floor: no norm term there).
         T dw = 0;
         if (wcos) {
-          dw = T(a.eps * esum);
+          dw = T(esum);
         } else {
           for (int64_t d = 0; d < D; ++d) dw += r[d * tab.sd] * o[d * od];
         }

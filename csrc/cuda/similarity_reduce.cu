@@ -34,8 +34,8 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
 }
 
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
-// backward adds |q| (B, N), the per-class factors gx (B, N, C), lse' (B, N), dq and dr in double,
-// and for max the recomputed max and tie counts (B, N, C) each.
+// backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
+// dq and dr in double, and for max the recomputed max and tie counts (B, N, C) each.
 struct Plan {
   size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, ws;
 };
@@ -51,7 +51,7 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   }
   p.off_gx = p.off_qn + align16(B * N * e);
   p.off_lse = p.off_gx + align16(B * N * C * e);
-  p.off_dq = p.off_lse + align16(B * N * e);
+  p.off_dq = p.off_lse + align16(2 * B * N * e);
   p.off_dr = p.off_dq + align16(B * N * D * sizeof(double));
   p.off_max = p.off_dr + align16(B * K * D * sizeof(double));
   p.ws = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
@@ -65,7 +65,7 @@ struct View {
   LabelMap lab;  // read through label_at: one kernel for every label width
   int64_t B, N, K, D, C, q_sb, q_sn, q_sd;
   Metric metric;
-  acc_t scale, bias, eps, temp;
+  acc_t scale, bias, eps, temp, floor;  // floor: the norms' (cosine)
   bool sigmoid;
   Reduce reduce;
   const acc_t* count;  // (B, C)
@@ -86,7 +86,7 @@ struct View {
   __device__ __forceinline__ acc_t qnorm(const scalar_t* qi) const {
     acc_t s = 0;
     for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(qi[d * q_sd]), s);
-    return sqrt(s);
+    return similarity_reduce::clamp_norm<acc_t>(sqrt(s), floor);
   }
   __device__ __forceinline__ acc_t score(acc_t dot, acc_t qn, acc_t rnj) const {
     return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, sigmoid, eps);
@@ -100,11 +100,12 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
     const int64_t b = t / v.K, j = t - b * v.K;
     acc_t s = 0;
-    if (v.cls(b, j) >= 0) {
+    const bool part = v.cls(b, j) >= 0;
+    if (part) {
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d]), to_acc(rj[d]), s);
     }
-    rn[t] = sqrt(s);
+    rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s), v.floor) : acc_t(0);
   }
   // Class sizes: one thread per image, refs in order.
   for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
@@ -159,13 +160,17 @@ struct RowReduce {
       }
     }
   }
-  // count: the image's class sizes (Mean); lse: the row's aux slot (Softmax).
-  __device__ __forceinline__ void finish(const acc_t* count, acc_t* lse) {
+  // count: the image's class sizes (Mean, Softmax); ml: the row's (m, log l) aux slots (Softmax).
+  __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml) {
     if (reduce == Reduce::Mean)
       for (int64_t c = 0; c < C; ++c) o[c] /= count[c] > acc_t(1) ? count[c] : acc_t(1);
     if (reduce == Reduce::Softmax) {
-      for (int64_t c = 0; c < C; ++c) o[c] = l != acc_t(0) ? o[c] / l : acc_t(0);  // NaN l: a NaN row
-      *lse = l != acc_t(0) ? m + log(l) : -acc_t(INFINITY);
+      // NaN l: a NaN row, but for its empty classes (0)
+      for (int64_t c = 0; c < C; ++c) o[c] = l != acc_t(0) && count[c] > acc_t(0) ? o[c] / l : acc_t(0);
+      if (C > 0) {
+        ml[0] = m;
+        ml[1] = log(l);
+      }
     }
   }
 };
@@ -184,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c < 0) continue;
       row.take(v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]), c, v.temp);
     }
-    row.finish(v.count + b * C, aux + t);
+    row.finish(v.count + b * C, aux + 2 * t);
   }
 }
 
@@ -257,14 +262,14 @@ __global__ void __launch_bounds__(kThreads)
         }
         __syncthreads();  // ss, scls, srn are rewritten by the next tile
       }
-      if (owner) row.finish(v.count + b * C, aux + b * v.N + i0 + me);
+      if (owner) row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
       __syncthreads();  // sqn is rewritten by the next row tile
     }
   }
 }
 
-// Per query row: |q|, the per-class factors gx (g, g / n_c, or softmax_centered's h) and lse'
-// (lse, or +inf for a row with no valid ref: exp(s/T - inf) = 0).
+// Per query row: |q|, the per-class factors gx (g, g / n_c, or softmax_centered's h) and the
+// softmax's (m, log l) (0 otherwise).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     rows_kernel(View<scalar_t, acc_t> v, const acc_t* g, const acc_t* out, const acc_t* aux, acc_t* qn,
@@ -275,11 +280,12 @@ __global__ void __launch_bounds__(kThreads)
     qn[t] = v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i)) : acc_t(0);
     if (v.reduce == Reduce::Softmax) {
       similarity_reduce::softmax_centered(g + t * C, out + t * C, C, gx + t * C);
-      lse[t] = aux[t] == -acc_t(INFINITY) ? acc_t(INFINITY) : aux[t];
+      lse[2 * t] = aux[2 * t];
+      lse[2 * t + 1] = aux[2 * t + 1];
     } else {
       for (int64_t c = 0; c < C; ++c)
         gx[t * C + c] = v.reduce == Reduce::Mean ? g[t * C + c] / v.count[b * C + c] : g[t * C + c];
-      lse[t] = 0;
+      lse[2 * t] = lse[2 * t + 1] = 0;
     }
   }
 }
@@ -296,13 +302,15 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
   const acc_t rnj = v.rn[b * v.K + j];
   const acc_t s = v.score(dot, qn, rnj);
   const double sd = s, temp = v.temp;
-  const double p = v.reduce == Reduce::Softmax ? exp(sd / temp - double(lse[row])) : 0.0;
+  // p = exp((s/T - m) - log l), s/T as the forward's (acc_t): the row's max term is exp(-log l)
+  const double p =
+      v.reduce == Reduce::Softmax ? exp((double(s / v.temp) - double(lse[2 * row])) - double(lse[2 * row + 1])) : 0.0;
   const double ties = v.reduce == Reduce::Max ? double(aux[row * v.C + c]) : 1.0;
   const acc_t o = v.reduce == Reduce::Max ? out[row * v.C + c] : acc_t(0);
   const double g = gx[row * v.C + c];
   double ds;
   if (v.reduce == Reduce::Max)
-    ds = s == o ? g / ties : 0.0;  // the forward's bits on both sides
+    ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the forward's bits on both sides; NaN: amax's rule
   else
     ds = similarity_reduce::grad_score(v.reduce, g, sd, 1.0, 0.0, 1.0, p, 0.0, 1.0 / temp);
   double dz = similarity_reduce::grad_logit(ds, sd, v.sigmoid, double(v.scale));
@@ -333,7 +341,7 @@ __global__ void __launch_bounds__(kThreads)
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d]));
     }
-    if (v.metric == Metric::Cosine && qn[t] > acc_t(0)) {
+    if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
       const double f = row / double(qn[t]);
       const scalar_t* qi = v.qrow(b, i);
       for (int64_t d = 0; d < D; ++d) dqi[d] -= f * double(to_acc(qi[d * v.q_sd]));
@@ -364,7 +372,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int64_t d = 0; d < D; ++d) drj[d] += dz * double(to_acc(qi[d * v.q_sd]));
     }
     const acc_t rnj = v.rn[t];
-    if (v.metric == Metric::Cosine && rnj > acc_t(0)) {
+    if (v.metric == Metric::Cosine && rnj > v.floor) {
       const double f = col / double(rnj);
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));
@@ -403,7 +411,8 @@ struct GradPolicy {
   __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
                                          const double (&sums)[2]) const {
     const float nv = kRefSide ? v.rn[b * v.K + x] : qn[b * v.N + x];
-    const float f = v.metric == Metric::Cosine && nv > 0.0f ? float(sums[0] / double(nv)) : 0.0f;
+    const bool term = v.metric == Metric::Cosine && nv > v.floor;  // not at the floor
+    const float f = term ? float(sums[0] / double(nv)) : 0.0f;
     const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
     const int64_t sd = kRefSide ? 1 : v.q_sd;
     scalar_t* dst = kRefSide ? grad + (b * v.K + x) * v.D : grad + b * v.q_sb + x * v.q_sn;
@@ -444,7 +453,8 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
     const Plan pl = plan(a, false);
     View<scalar_t, acc_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref), a.labels,
                             a.B, a.N, a.K, a.D, a.C, a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale),
-                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), a.sigmoid, a.reduce,
+                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), acc_t(a.norm_floor), a.sigmoid,
+                            a.reduce,
                             at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
     f(v);
   });

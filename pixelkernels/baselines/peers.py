@@ -134,8 +134,11 @@ def keops_similarity_reduce(
     lab = ref_labels.long()
     valid = _sr_ref.valid_refs(ref_labels, C)  # (B, K)
     q = query.to(st).contiguous()
-    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
-    r = _sr_ref._zero_where_not(r, valid[..., None]).contiguous()
+    # padding refs and their weights zeroed before the product, as the reference
+    r = _sr_ref._zero_where_not(ref.to(st), valid[..., None])
+    if ref_weight is not None:
+        r = r * _sr_ref._zero_where_not(ref_weight.to(st), valid)[..., None]
+    r = r.contiguous()
     member = valid[..., None] & (lab[..., None] == torch.arange(C, device=lab.device))  # (B, K, C)
     onehot = member.to(st)
     counts = onehot.sum(1)  # (B, C)

@@ -14,6 +14,9 @@ product instead of the (HW, D) x (D, K) one: K/C times fewer multiply-adds. It i
 (any device; `backend` is then only validated) and equals the direct path up to rounding (the
 sum is reassociated; tests/test_label_transfer.py checks both). Half inputs take it in float32.
 
+An empty class scores 0 on both paths (the linear one masks it: q·S_c is inf · 0 = NaN for an
+infinite query entry).
+
 The query map is read in place: a contiguous (B, D, H, W) map is a D-major (B, HW, D) view that
 the CPU kernels and the linear product read without a copy; channels_last is already (B, HW, D).
 """
@@ -65,6 +68,8 @@ def label_transfer(
         n = counts.clamp_min(1) if reduce == "mean" else torch.ones_like(counts)  # mean's divisor
         coef = sums * (scale / n)[..., None]  # (B, C, D)
         scores = torch.baddbmm((bias * counts / n)[:, None, :], q.to(sums.dtype), coef.transpose(1, 2))
+        # An empty class scores 0 (S_c = 0, but inf · 0 = NaN for an infinite query entry).
+        scores = scores.masked_fill((counts == 0)[:, None, :], 0.0)
     elif backend == "reference":
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)

@@ -68,5 +68,7 @@ def prior_mask(
     cls = torch.zeros(B, K, dtype=torch.int64, device=s.device)
     c, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
     c = c.reshape(B, Hq * Wq)
+    if Hq * Wq == 0:
+        return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph
     lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)

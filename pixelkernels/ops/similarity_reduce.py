@@ -39,15 +39,19 @@ ACTIVATIONS, METRICS, REDUCES = _ref.ACTIVATIONS, _ref.METRICS, _ref.REDUCES
 @torch.no_grad()
 def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight, out):
     """The backward's saved statistics from the reference's scores: Max, the refs attaining each
-    class max (B, N, C); Softmax, logsumexp of the valid s / T (B, N), -inf with no valid ref."""
+    class max (B, N, C); Softmax, (m, log l) (B, N, 2): the max of the valid s / T and the log of
+    Σ exp(s / T - m) (-inf, -inf with no valid ref; kept apart, since m + log l rounded to one
+    float is off by half an ulp of |s / T|, which every p = exp(s / T - lse) would inherit)."""
     B, N, _ = query.shape
     st = stats_dtype(query.dtype)
     if reduce not in ("max", "softmax"):
         return out.new_empty((0,))
     valid = _ref.valid_refs(ref_labels, num_classes)
     q = query.to(st)
-    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
-    r = torch.where(valid[..., None], r, torch.zeros((), dtype=st, device=ref.device))
+    zero = torch.zeros((), dtype=st, device=ref.device)
+    r = torch.where(valid[..., None], ref.to(st), zero)
+    if ref_weight is not None:
+        r = r * torch.where(valid, ref_weight.to(st), zero)[..., None]
     qn = rn = None
     if metric == "cosine":
         qn, rn = _ref._norm(q), _ref._norm(r)
@@ -66,9 +70,11 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
             parts.append(ties[..., :num_classes])
         else:
             z = torch.where(valid[:, None, :], s / temperature, torch.full((), float("-inf"), dtype=st))
-            parts.append(torch.logsumexp(z, -1) if z.shape[-1] else z.new_full(z.shape[:2], float("-inf")))
+            m = z.amax(-1) if z.shape[-1] else z.new_full(z.shape[:2], float("-inf"))
+            e = torch.where(valid[:, None, :], (z - m[..., None]).exp(), torch.zeros((), dtype=st))
+            parts.append(torch.stack([m, e.sum(-1).log()], -1))
     if not parts:
-        return out.new_empty((B, 0, num_classes) if reduce == "max" else (B, 0))
+        return out.new_empty((B, 0, num_classes) if reduce == "max" else (B, 0, 2))
     return torch.cat(parts, 1)
 
 
@@ -87,7 +93,7 @@ def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, red
     B, N = query.shape[:2]
     st = stats_dtype(query.dtype)
     out = query.new_empty((B, N, num_classes), dtype=st)
-    aux = {"max": (B, N, num_classes), "softmax": (B, N)}.get(reduce, (0,))
+    aux = {"max": (B, N, num_classes), "softmax": (B, N, 2)}.get(reduce, (0,))
     return out, query.new_empty(aux, dtype=st)
 
 

@@ -27,7 +27,8 @@ The linear path. Without an activation, reduce="sum" with metric="dot" is linear
 pass over the refs) and an (N, D) x (D, C) product instead of the (N, D) x (D, K) one.
 `label_transfer_linear` computes it that way; `label_transfer` always takes the direct path
 through similarity_reduce; the tests check both agree. In floating point they differ by
-rounding only (the sum is reassociated).
+rounding only (the sum is reassociated). An empty class scores 0 on both (the linear path masks
+it: q·S_c would be inf · 0 = NaN for an infinite query entry).
 """
 
 from __future__ import annotations
@@ -104,4 +105,7 @@ def label_transfer_linear(
     scores = (q @ sums.transpose(1, 2)) * scale + bias * counts[:, None, :]
     if reduce == "mean":
         scores = scores / counts.clamp_min(1)[:, None, :]
+    # An empty class scores 0, as on the direct path: its S_c = 0, but q·S_c = inf · 0 = NaN
+    # for an infinite query entry.
+    scores = torch.where((counts > 0)[:, None, :], scores, torch.zeros((), dtype=scores.dtype))
     return _labelled(scores, H, W)

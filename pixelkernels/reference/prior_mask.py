@@ -14,7 +14,8 @@ with a zero vector, cosine 0, as in PFENet, which does not drop them either). ep
 PFENet's `cosine_eps`, used in both places; the seed's text sets 1e-8 (the spec follows the code).
 
 Edge cases: an all-zero support mask makes every s_j zero, so c = 0 everywhere, min = max and the
-prior is 0 / (0 + eps) = 0 (no NaN). Likewise a zero query vector has c_i = 0. The min and max
+prior is 0 / (0 + eps) = 0 (no NaN). Likewise a zero query vector has c_i = 0. An empty query
+map (Hq·Wq = 0) gives the empty prior. The min and max
 over the image, like the max over support pixels, split their gradient evenly between ties
 (torch.amin/amax). Differentiable in both feature maps (and a float mask) by autograd, although
 PFENet computes the prior under no_grad from frozen features. No host sync.
@@ -44,6 +45,8 @@ def prior_mask(
     every_pixel_class_0 = torch.zeros(B, Hs * Ws, dtype=torch.int64, device=s.device)
     c = similarity_reduce(q, s, every_pixel_class_0, 1, metric="cosine", reduce="max", eps=eps)
     c = c.reshape(B, Hq * Wq)
+    if Hq * Wq == 0:
+        return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph
     lo = c.amin(dim=1, keepdim=True)
     hi = c.amax(dim=1, keepdim=True)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)

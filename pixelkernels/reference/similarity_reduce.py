@@ -21,17 +21,20 @@ T = temperature. The output is (B, N, C) in the statistics dtype (float32 for fl
 inputs, else the input's); everything is computed in that dtype.
 
 Edge cases (the same with and without the sigmoid):
-- an empty class (n_c = 0) gives sum 0, mean 0, max -inf, softmax 0; no gradient flows from it.
+- an empty class (n_c = 0) gives sum 0, mean 0, max -inf, softmax 0 (also in a row that a NaN
+  makes NaN); no gradient flows from it.
 - every ref of an image ignored: sum/mean/softmax all 0 (the softmax is over nothing: 0, never
   the NaN of 0/0), max -inf everywhere.
-- max ties: the gradient is split evenly between the refs that attain the maximum (torch.amax's
-  rule), not sent to the first of them.
-- cosine with a zero vector: the similarity is 0 (eps keeps the quotient finite) and the norm's
-  gradient at 0 is 0 (and so are its higher derivatives, see _norm); the gradient of q·r / eps itself
-  stays, finite but large (||r|| / eps), as the formula says.
-- ignored refs are replaced by zeros before any product, so a NaN or inf in a padding slot
-  reaches neither an output nor, through the product's backward, a gradient. NaN and inf in
-  valid inputs propagate.
+- max ties: the gradient is split evenly between the members of the class that attain its
+  maximum (torch.amax's rule; a class whose max is -inf included), not sent to the first of
+  them; a NaN max sends NaN to every member of its class.
+- cosine with a zero vector: the norms are clamped at sqrt(tiny) (see _norm), so the similarity
+  is 0 even with eps = 0, and the norm's gradient at 0 is 0 (and so are its higher
+  derivatives); the gradient of q·r / (|q||r| + eps) itself stays, finite but large (||r|| /
+  (sqrt(tiny)·||q|| + eps)), as the formula says.
+- ignored refs and their weights are replaced by zeros before any product, so a NaN or inf in a
+  padding slot (ref or ref_weight) reaches neither an output nor, through the product's
+  backward, a gradient (the slot's own gradients are 0). NaN and inf in valid inputs propagate.
 
 The oracle materialises the scores (B, n, K), but only for a chunk of n queries at a time, so
 memory stays O(chunk·K) however large N is; the fast kernels never materialise them at all.
@@ -97,17 +100,30 @@ def _scores(
 
 
 def _reduce_class(s: torch.Tensor, member: torch.Tensor, reduce: str) -> torch.Tensor:
-    """s (B, n, K), member (B, 1, K) bool (the refs of one class) -> (B, n)."""
-    if reduce == "max":
-        masked = torch.where(member, s, torch.full((), float("-inf"), dtype=s.dtype, device=s.device))
-        if masked.shape[-1] == 0:
-            # amax refuses an empty dim; one -inf column gives the empty class's -inf.
-            masked = F.pad(masked, (0, 1), value=float("-inf"))
-        return masked.amax(-1)
+    """s (B, n, K), member (B, 1, K) bool (the refs of one class) -> (B, n); sum, mean, softmax."""
     total = _zero_where_not(s, member).sum(-1)
     if reduce == "mean":
         return total / member.sum(-1).clamp_min(1).to(s.dtype)
     return total  # "sum", and "softmax" (s already holds the softmax weights)
+
+
+def _class_max(s: torch.Tensor, cls: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+    """s (B, n, K), cls (B, K) the class of each ref (C for the refs that take no part), has (B, C)
+    bool (the class has a member) -> (B, n, C): the max over each class's members.
+
+    One scatter_reduce("amax") over the class index, with include_self=False and a NaN start
+    (equal to nothing): its gradient is split evenly among the members attaining the max and
+    only them (torch.amax's rule), NaN to every member of a class whose max is NaN. A masked
+    amax per class would count the -inf fill of the other classes' refs as ties of a class
+    whose max is -inf. The refs that take no part go to a spare class C as -inf (dropped), an
+    empty class is -inf."""
+    B, n, K = s.shape
+    C = has.shape[-1]
+    idx = cls[:, None, :].expand(B, n, K)
+    src = torch.where(idx < C, s, torch.full((), float("-inf"), dtype=s.dtype, device=s.device))
+    start = s.new_full((B, n, C + 1), float("nan"))
+    out = start.scatter_reduce(2, idx, src, "amax", include_self=False)[..., :C]
+    return torch.where(has[:, None, :], out, torch.full((), float("-inf"), dtype=s.dtype, device=s.device))
 
 
 def similarity_reduce(
@@ -132,13 +148,19 @@ def similarity_reduce(
     st = stats_dtype(query.dtype)
     valid = valid_refs(ref_labels, C)  # (B, K)
     q = query.to(st)
-    r = ref.to(st) if ref_weight is None else ref.to(st) * ref_weight.to(st)[..., None]
-    r = _zero_where_not(r, valid[..., None])
+    # Ignored refs and their weights are zeroed before the product, so that neither a NaN ref
+    # nor a NaN weight there reaches the other's gradient (0 · NaN).
+    r = _zero_where_not(ref.to(st), valid[..., None])
+    if ref_weight is not None:
+        r = r * _zero_where_not(ref_weight.to(st), valid)[..., None]
     q_norm = r_norm = None
     if metric == "cosine":
         q_norm, r_norm = _norm(q), _norm(r)  # (B, N), (B, K)
     lab = ref_labels.long()
     members = [(valid & (lab == c))[:, None, :] for c in range(C)]  # C x (B, 1, K)
+    if reduce == "max":
+        cls = torch.where(valid, lab, C)
+        has = torch.stack([m[:, 0].any(-1) for m in members], -1)  # (B, C)
     if reduce == "softmax":
         # An image with no valid ref gets all-zero logits (a finite, uniform softmax) instead of
         # all -inf (0/0 = NaN); its weights are then masked to 0 like every ignored ref's.
@@ -153,7 +175,12 @@ def similarity_reduce(
         s = _scores(q[:, i0 : i0 + chunk], r, metric, scale, bias, activation, eps, qn, r_norm)
         if reduce == "softmax":
             s = torch.softmax(torch.where(keep, s / temperature, fill), dim=-1)
-        outs.append(torch.stack([_reduce_class(s, m, reduce) for m in members], dim=-1))
+        if reduce == "max":
+            outs.append(_class_max(s, cls, has))
+        else:
+            outs.append(torch.stack([_reduce_class(s, m, reduce) for m in members], dim=-1))
     if not outs:
-        return q.new_zeros(B, 0, C)
+        # No query: an empty output, still on the graph of query and ref (a backward through it
+        # gives their zero gradients).
+        return q.new_zeros(B, 0, C) + q.sum(-1, keepdim=True) + r.sum((1, 2))[:, None, None]
     return torch.cat(outs, dim=1)

@@ -17,6 +17,8 @@ end. dS per reduce, then the chain of the header; softmax reads h = softmax_cent
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -119,7 +121,8 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
 def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
                C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|."""
+    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|.
+    lse_ptr: the softmax's (m, log l) per row."""
     nmask = offs_n < N
     kmask = offs_k < K
     rows = b * N + offs_n.to(tl.int64)
@@ -136,21 +139,25 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if REDUCE == 2:
         o = tl.load(out_ptr + at, mask=pair, other=0.0)
         ties = tl.load(aux_ptr + at, mask=pair, other=1.0)
-        ds = tl.where(s == o, g / ties, 0.0)
+        ds = tl.where(s == o, g / ties, tl.where(o != o, o, 0.0))  # a NaN max: NaN to its members (amax)
     elif REDUCE == 3:
-        lse = tl.load(lse_ptr + rows, mask=nmask, other=float("inf"))
-        ds = tl.exp(s / tl.full([], temp, ACC) - lse[:, None]) * g / tl.full([], temp, ACC)
+        # p = exp((s / T - m) - log l)
+        m = tl.load(lse_ptr + rows * 2, mask=nmask, other=0.0)
+        logl = tl.load(lse_ptr + rows * 2 + 1, mask=nmask, other=0.0)
+        ds = tl.exp((s / tl.full([], temp, ACC) - m[:, None]) - logl[:, None]) * g / tl.full([], temp, ACC)
     else:
         ds = g
-    ds = tl.where(pair, ds, 0.0)
     dz = tl.where(SIGMOID != 0, ds * s * (1.0 - s), ds) * tl.full([], scale, ACC)
     dz = tl.where(COSINE != 0, dz / den, dz)
-    return dz, dz * sim, qn, rn, nmask, kvalid
+    # after every factor: a lane outside the valid pairs can have p = inf, den = 0 (eps = 0), sim NaN
+    dz = tl.where(pair, dz, 0.0)
+    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
 def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dq_ptr, N, K, D, C,
-               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE, SIGMOID,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
+               floor: tl.float64, nblk, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
@@ -175,7 +182,7 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
-        f = tl.where(qn > 0, row / qn, 0.0)
+        f = tl.where(qn > tl.full([], floor, ACC), row / qn, 0.0)  # no norm term at the floor
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             m2 = nmask[:, None] & (offs_d < D)[None, :]
@@ -187,7 +194,8 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
 def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, N, K, D, C,
-               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, kblk, COSINE, SIGMOID,
+               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
+               floor: tl.float64, kblk, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
@@ -212,7 +220,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if COSINE != 0:
         kmask = offs_k < K
         rn = tl.load(rn_ptr + b * K + offs_k, mask=kmask, other=0.0)
-        f = tl.where(rn > 0, col / rn, 0.0)
+        f = tl.where(rn > tl.full([], floor, ACC), col / rn, 0.0)
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             m2 = kmask[:, None] & (offs_d < D)[None, :]
@@ -230,7 +238,8 @@ def _acc(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
 
-def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
+def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny):
+    """Checks, and the operands as the kernels read them; the norms clamped at sqrt(tiny)."""
     expect(query.dim() == 3 and ref.dim() == 3 and query.shape[0] == ref.shape[0] and query.shape[2] == ref.shape[2],
            op, f"query must be (B, N, D) and ref (B, K, D), got {tuple(query.shape)} and {tuple(ref.shape)}")
     expect(query.dtype == ref.dtype, op, "query and ref must share a dtype")
@@ -249,8 +258,8 @@ def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce):
     B, N, K = q.shape[0], q.shape[1], r.shape[1]
     zero = torch.zeros((), dtype=st, device=q.device)
     # |q| and |r| with the reference's clamp (derivatives 0 at a zero vector)
-    qn = q.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
-    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(torch.finfo(st).tiny).sqrt(), zero)
+    qn = q.to(st).square().sum(-1).clamp_min(tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
+    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(tiny).sqrt(), zero)
     count = torch.zeros(B, C + 1, dtype=st, device=q.device)
     count.scatter_add_(1, torch.where(valid, lab.long(), C), torch.ones_like(rn))
     return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, :C]
@@ -263,14 +272,23 @@ def _flags(metric, sigmoid, reduce, t, st):
             "BLOCK_D": BLOCK_D}  # fmt: skip
 
 
-def _weighted(query, ref, ref_weight, op, dtype=None):
+def _weighted(query, ref, ref_labels, num_classes, ref_weight, op, dtype=None):
     """These kernels take no weight: the weighted refs w·ref are formed first, with the query, in
     the weight's statistics dtype (the reference's arithmetic: w·ref of half refs is no half
-    vector) or `dtype`."""
+    vector) or `dtype` -> query, ref and weight in that dtype, the refs that take no part and
+    their weights zeroed (a NaN there reaches the other's gradient through the product)."""
     expect_same_device(op, ref, ref_weight)
     expect_sizes(ref_weight, tuple(ref.shape[:2]), op, "ref_weight")
     dtype = dtype or stats_dtype(ref.dtype)
-    return query.to(dtype), ref.to(dtype) * ref_weight.to(dtype)[..., None]
+    valid = (ref_labels >= 0) & (ref_labels < num_classes)
+    zero = torch.zeros((), dtype=dtype, device=ref.device)
+    r = torch.where(valid[..., None], ref.to(dtype), zero)
+    return query.to(dtype), r, torch.where(valid, ref_weight.to(dtype), zero)
+
+
+def _tiny(t: torch.Tensor) -> float:
+    """The smallest normal of t's statistics dtype: the norms' clamp (its square root, the floor)."""
+    return torch.finfo(stats_dtype(t.dtype)).tiny
 
 
 @triton_variant("similarity_reduce")
@@ -278,10 +296,14 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
                          ref_weight):  # fmt: skip
     op = "similarity_reduce"
     if ref_weight is not None:
-        query, ref = _weighted(query, ref, ref_weight, op)
-        return similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                                    temperature, eps, None)  # fmt: skip
-    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+        query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
+        ref = r * w[..., None]
+    return _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
+                    _tiny(query))  # fmt: skip
+
+
+def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny):
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
     inf = float("inf")
@@ -302,9 +324,10 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
-        has = lsum != 0  # a NaN sum (a NaN score) makes the row NaN, as the reference's
-        out = torch.where(has[..., None], out / torch.where(has, lsum, 1.0)[..., None], 0.0)
-        aux = torch.where(has, aux + torch.log(torch.where(has, lsum, 1.0)), -inf)
+        # a NaN sum (a NaN score) makes the row NaN, as the reference's, but for its empty classes
+        has = (lsum != 0)[..., None] & (count > 0)[:, None, :]
+        out = torch.where(has, out / torch.where(lsum != 0, lsum, 1.0)[..., None], 0.0)
+        aux = torch.stack([aux, torch.log(lsum)], -1)  # (m, log l); -inf, -inf for no valid ref
     return out, aux
 
 
@@ -312,28 +335,34 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
 def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias,
                                   sigmoid, reduce, temperature, eps, ref_weight):  # fmt: skip
     op = "similarity_reduce_backward"
-    if ref_weight is not None:
-        # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
-        # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
-        # it per pair instead): here it is taken in float64, where that difference survives.
-        qw, rw = _weighted(query, ref, ref_weight, op, torch.float64 if metric == "cosine" else None)
-        gq, G, _ = similarity_reduce_backward_op(grad_out, qw, rw, ref_labels, out, aux, num_classes, metric, scale,
-                                                 bias, sigmoid, reduce, temperature, eps, None)  # fmt: skip
-        w = ref_weight.to(G.dtype)[..., None]
-        dw = (G * ref.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
-        return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w), dw
-    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce)
+    args = (num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, _tiny(query))
+    if ref_weight is None:
+        return _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
+    # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
+    # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
+    # it per pair instead): here it is taken in float64, where that difference survives (with the
+    # norms' clamp of the inputs' dtype, the reference's: a zero vector's gradient is 1 / floor).
+    qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op,
+                         torch.float64 if metric == "cosine" else None)  # fmt: skip
+    gq, G, _ = _backward(op, grad_out, qw, r * w[..., None], ref_labels, out, aux, *args)
+    dw = (G * r.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
+    return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
+
+
+def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias, sigmoid, reduce,
+              temperature, eps, tiny):  # fmt: skip
+    q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
     expect_sizes(grad_out, (B, N, C), op, "grad_out")
     expect_sizes(out, (B, N, C), op, "out")
-    expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N)}.get(reduce, (0,)), op, "aux")
+    expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N, 2)}.get(reduce, (0,)), op, "aux")
     expect_same_device(op, q, grad_out, out, aux)
     if reduce == "max":
         # The max and its ties recomputed with these kernels (one forward): the equality test then
         # holds whatever computed the `out` handed in (another backend, another dtype).
-        out, aux = similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                                        temperature, eps, None)  # fmt: skip
+        out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
+                            temperature, eps, tiny)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
     if reduce == "mean":
         gx = g / count.clamp_min(1)[:, None, :]
@@ -345,12 +374,11 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
         gx = g
     gx = gx.contiguous()
     a = aux.to(st).contiguous()
-    lse = torch.where(a == -float("inf"), float("inf"), a) if reduce == "softmax" else a
     dq = torch.zeros(B, N, D, dtype=st, device=q.device)
     dr = torch.zeros(B, K, D, dtype=st, device=q.device)
     if B * N * K * D > 0:
-        args = (q, r, lab, qn, rn, gx, o, a, lse)
-        sc = (float(scale), float(bias), float(eps), float(temperature))
+        args = (q, r, lab, qn, rn, gx, o, a, a)
+        sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
         nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
         with device_ctx(q):
@@ -373,7 +401,7 @@ def compile_specs():
         base = {"q_ptr": "*" + e, "r_ptr": "*" + e, "lab_ptr": "*i64", "qn_ptr": "*" + a, "rn_ptr": "*" + a,
                 "scale": "fp64", "bias": "fp64", "eps": "fp64", "temp": "fp64"}  # fmt: skip
         fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a}
-        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a}
+        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a, "floor": "fp64"}
         for prec in precs:
             for red in range(4):
                 c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
