@@ -31,7 +31,9 @@ Edge cases:
   and σ² are exactly 0 and Ψ̂ = 0 in any dtype (a plain Σ Ψ / n rounds, and 1/sqrt(eps) blows the
   rounding up: 2e-5 in the loss at n = 1 in float32, and gradients that should be 0). With one
   valid pair the loss is then exactly BCEWithLogits(bias, t) and the gradients of x, y and
-  weight exactly 0.
+  weight exactly 0; with more, weight's gradient is exactly 0 and those of x and y keep
+  autograd's rounding where they sum weight/sqrt(eps)·(e - ē) over equal rows (about 1e-6 of
+  their scale in float32; the op's kernels work on centred rows, where it is 0).
 - A row takes part when its label is valid and its image has a valid row on the other side;
   rows that take no part reach nothing (their inf or NaN neither, nor a NaN weight's).
   bce at infinite logits: pixelkernels/reference/pair_bce.py.
@@ -183,9 +185,10 @@ def dense_similarity_loss(
     elif running_mean is not None and running_var is not None:
         mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
     psi_hat = (psi - mean) / torch.sqrt(var + eps)
-    # the weight only where the pair is valid: the backward multiplies the (zero) gradient of an
-    # invalid pair's logit by it, and 0·NaN would reach the rows that take no part
+    # The weight only where the pair is valid, and an invalid pair's logit 0: the backward
+    # multiplies the (zero) gradient of an invalid pair by the weight and by the bce's derivative
+    # at its logit, and 0·NaN would reach the rows that take no part.
     w = torch.where(valid, torch.as_tensor(_scalar(weight, st, x.device), dtype=st, device=x.device), 0.0)
-    logits = psi_hat * w + _scalar(bias, st, x.device)
+    logits = _masked(psi_hat * w + _scalar(bias, st, x.device), valid)
     target = x_labels[:, :, None] == y_labels[:, None, :]
     return _masked(bce_with_logits(logits, target), valid).sum() / count.clamp_min(1).to(st)

@@ -54,8 +54,9 @@ def pair_bce(x, x_labels, y, y_labels, scale, bias) -> torch.Tensor:
     y = torch.where(yv[..., None], y.to(st), zero)
     a = scale.to(st).reshape(()) if isinstance(scale, torch.Tensor) else torch.tensor(float(scale), dtype=st)
     c = bias.to(st).reshape(()) if isinstance(bias, torch.Tensor) else float(bias)
-    # the scale only where the pair is valid: the backward multiplies the (zero) gradient of an
-    # invalid pair's logit by it, and 0·NaN would reach the rows that take no part
-    z = (x @ y.transpose(1, 2)) * torch.where(valid, a.to(x.device), zero) + c
+    # The scale only where the pair is valid, and an invalid pair's logit 0: the backward
+    # multiplies the (zero) gradient of an invalid pair by the scale and by the bce's derivative
+    # at its logit, and 0·NaN would reach the rows that take no part.
+    z = torch.where(valid, (x @ y.transpose(1, 2)) * torch.where(valid, a.to(x.device), zero) + c, zero)
     t = x_labels[:, :, None] == y_labels[:, None, :]
     return torch.where(valid, bce_with_logits(z, t), zero).sum(2)
