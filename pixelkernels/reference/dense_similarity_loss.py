@@ -29,7 +29,9 @@ Edge cases:
 - Equal values are centred exactly: the mean is taken around one of the values (μ = p + Σ(Ψ - p)/n
   with p the first valid Ψ), so when every valid Ψ is the same number, μ is that number, Ψ - μ
   and σ² are exactly 0 and Ψ̂ = 0 in any dtype (a plain Σ Ψ / n rounds, and 1/sqrt(eps) blows the
-  rounding up: 2e-5 in the loss at n = 1 in float32, and gradients that should be 0). With one
+  rounding up: 2e-5 in the loss at n = 1 in float32, and gradients that should be 0). "The same
+  number" as the matmul computes it: for equal rows BLAS may round Ψ differently (30 equal rows
+  in float32 did), which the op's centred pair pass does not (see pixelkernels/ops). With one
   valid pair the loss is then exactly BCEWithLogits(bias, t) and the gradients of x, y and
   weight exactly 0; with more, weight's gradient is exactly 0 and those of x and y keep
   autograd's rounding where they sum weight/sqrt(eps)·(e - ē) over equal rows (about 1e-6 of
