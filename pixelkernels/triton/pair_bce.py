@@ -6,8 +6,8 @@ cores for float16/bfloat16; float32 is IEEE unless torch allows TF32), then the 
 derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy accumulate
 (scale·e)·y and (scale·e)ᵀ·x, the scale per pair and masked after (an infinite or NaN scale acts
 as in the reference and reaches no row that takes no part), in float32/float64 buffers the
-program owns (no atomics: deterministic), written 0 for the rows that take no part; the sums of
-the row partials for the gradients of scale and bias are taken by the launcher.
+program owns (no atomics: deterministic); the launcher sets the rows with a negative label to 0
+and sums the row partials for the gradients of scale and bias.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
     b = (pid // nblk).to(tl.int64)
     offs_i = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
     imask = offs_i < Kx
-    iv = tl.load(lx_ptr + b * Kx + offs_i, mask=imask, other=-1) >= 0
     g = tl.load(g_ptr + b * Kx + offs_i, mask=imask, other=0.0)
     a = tl.load(a_ptr)
     r0 = tl.zeros([BLOCK_N], ACC)
@@ -105,9 +104,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
                          mask=jv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dx_ptr + (b * Kx + offs_i.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = imask[:, None] & dmask[None, :]
-            # a row that takes no part stays 0 (a NaN y row times its zero coefficients)
-            acc = tl.where(iv[:, None], tl.load(at, mask=m2, other=0.0) + dot_acc(ea, ya, PREC, ACC), 0.0)
-            tl.store(at, acc, mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(ea, ya, PREC, ACC), mask=m2)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2, r0, mask=imask)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2 + 1, r1, mask=imask)
 
@@ -119,14 +116,13 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
     b = (pid // kblk).to(tl.int64)
     offs_j = (pid % kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
     jmask = offs_j < Ky
-    jv = tl.load(ly_ptr + b * Ky + offs_j, mask=jmask, other=-1) >= 0
-    a = tl.load(a_ptr)
     for i0 in range(0, Kx, BLOCK_N):
         offs_i = i0 + tl.arange(0, BLOCK_N)
         z, s, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
                                BLOCK_D)  # fmt: skip
-        g = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0)
-        ea = tl.where(valid, a * (g[:, None] * _dloss(z, t)), 0.0)
+        # (a g_i) (σ(z) - t): a per pair, as (a e) in dx (no register held across the loop)
+        ga = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0) * tl.load(a_ptr)
+        ea = tl.where(valid, ga[:, None] * _dloss(z, t), 0.0)
         iv = tl.load(lx_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=-1) >= 0
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -135,8 +131,7 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
                          mask=iv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dy_ptr + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = jmask[:, None] & dmask[None, :]
-            acc = tl.where(jv[:, None], tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(ea), xa, PREC, ACC), 0.0)
-            tl.store(at, acc, mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(ea), xa, PREC, ACC), mask=m2)
 
 
 # --------------------------------------------------------------------------------------
@@ -191,6 +186,12 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
             if D > 0:
                 _dy_kernel[grid_items(kblk, B)](*args, dy, Kx, Ky, D, kblk, **flags, num_warps=4)
     sums = rows.reshape(-1, 2).sum(0)
+    # Rows with a negative label take part in nothing: 0, whatever went through the products (a
+    # valid row's NaN times an invalid pair's zero coefficient); here, not in the kernels' loops
+    # (registers).
+    zero = torch.zeros((), dtype=st, device=xc.device)
+    dx = torch.where((lx >= 0)[..., None], dx, zero)
+    dy = torch.where((ly >= 0)[..., None], dy, zero)
     # clones: views of one `sums` would alias each other (custom ops may not return aliases)
     return (dx.to(x.dtype), dy.to(y.dtype), sums[0].to(scale.dtype).reshape(scale.shape).clone(),
             sums[1].to(bias.dtype).reshape(bias.shape).clone())  # fmt: skip
