@@ -300,3 +300,37 @@ def test_sizes_a_compiler_specialises(request, backend, device, sizes):
     for dtype in (torch.float64, torch.float32):
         got, want = _values_and_grads(request, backend, device, x, xl, y, yl, 0.6, -0.3, dtype, g=w)
         _assert_agree(got, want, dtype)
+
+
+@pytest.mark.parametrize("which", ["scale_nan", "scale_inf", "scale_inf_one_partner", "padding_nan"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.values[0] in ("triton", "cuda", "emulated")])
+def test_half_inputs_with_nan_and_inf(request, backend, device, dtype, which):
+    """The half kernels (CUDA's tensor-core tiles, 64 x 64 and 64-dim chunks; Triton's blocks):
+    a NaN or infinite scale, and NaN/inf in padding rows, as the reference on the same half values
+    (the NaNs where its products have them), padding rows and partnerless rows exactly 0."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 70, 66, dtype=torch.float64, generator=g)
+    y = torch.randn(2, 67, 66, dtype=torch.float64, generator=g)
+    xl, yl = torch.randint(-1, 3, (2, 70), generator=g), torch.randint(-1, 3, (2, 67), generator=g)
+    yl[1, :] = -1  # image 1: no valid y row
+    scale = {"scale_nan": NAN, "scale_inf": INF, "scale_inf_one_partner": INF}.get(which, 0.3)
+    if which == "scale_inf_one_partner":  # one valid y row, every target 0: a row's a·e is +inf
+        yl[0] = -1  # (S > 0) or NaN (S < 0, e = 0), and its dx = inf·y exactly (± per dim)
+        yl[0, 5] = 7
+    if which == "padding_nan":
+        x[xl < 0] = NAN
+        y[(yl < 0) & (torch.arange(67) % 2 == 0)] = INF
+    if backend == "emulated":  # the op takes half inputs on GPU backends only: the kernels directly
+        emu = request.getfixturevalue("emu")
+        xh, yh = x.to(dtype), y.to(dtype)
+        a, c = torch.tensor(scale), torch.tensor(0.1)
+        out = emu.pair_bce(xh, xl, yh, yl, a, c)
+        got = [out.double(), *(t.double() for t in emu.pair_bce_backward(torch.ones_like(out), xh, xl, yh, yl, a, c))]
+        want = _values_and_grads(request, "reference", "cpu", x, xl, y, yl, scale, 0.1, dtype)[1]
+    else:
+        got, want = _values_and_grads(request, backend, device, x, xl, y, yl, scale, 0.1, dtype)
+    _assert_agree(got, want, dtype)
+    assert (got[1][xl < 0] == 0).all() and (got[1][1] == 0).all() and (got[2][yl < 0] == 0).all()
+    if which == "padding_nan":
+        assert all(t.isfinite().all() for t in got)
