@@ -294,7 +294,8 @@ def test_sizes_a_compiler_specialises(request, backend, device, sizes):
     for the others) in Kx, Ky and D, one image: values and gradients as the reference's."""
     Kx, Ky, D = sizes
     g = torch.Generator().manual_seed(Kx + 7 * Ky + 31 * D)
-    x, y = torch.randn(1, Kx, D, dtype=torch.float64, generator=g), torch.randn(1, Ky, D, dtype=torch.float64, generator=g)
+    x = torch.randn(1, Kx, D, dtype=torch.float64, generator=g)
+    y = torch.randn(1, Ky, D, dtype=torch.float64, generator=g)
     xl, yl = torch.randint(0, 2, (1, Kx), generator=g), torch.randint(-1, 2, (1, Ky), generator=g)
     w = torch.randn(1, Kx, dtype=torch.float64, generator=g)
     for dtype in (torch.float64, torch.float32):

@@ -214,7 +214,10 @@ def test_zero_sizes_keep_the_graph_and_give_the_references_values(request, backe
     H·W = 0, still attached to emb's graph: a loss on them has a gradient, of zeros) and labels
     of the reference."""
     B, D, H, W = shape
-    emb, labels = _inputs(B, D, H, W, 2) if D > 0 else (torch.zeros(B, 0, H, W, dtype=F64), torch.randint(-1, 2, (B, H, W)))
+    if D > 0:
+        emb, labels = _inputs(B, D, H, W, 2)
+    else:
+        emb, labels = torch.zeros(B, 0, H, W, dtype=F64), torch.randint(-1, 2, (B, H, W))
     got = _pool_on(request, backend, device, emb, labels, 3, 2)
     want = _pool_on(request, "reference", "cpu", emb, labels, 3, 2)
     for a, b in zip(got, want):

@@ -90,7 +90,8 @@ def dense_similarity_loss(
     if training:
         _ref._update_running(running_mean, running_var, count, mean, var, momentum)
     elif not batch:
-        mean, var = running_mean.detach().to(xa.dtype).reshape(()).clone(), running_var.detach().to(xa.dtype).reshape(()).clone()
+        mean = running_mean.detach().to(xa.dtype).reshape(()).clone()
+        var = running_var.detach().to(xa.dtype).reshape(()).clone()
     with torch.no_grad():
         delta = torch.where(nx * ny > 0, mean_b - mean, 0.0)
         _fill_pair_dims(xa, ya, xv, yv, xbar, ybar, delta)
@@ -210,7 +211,8 @@ class _Loss(torch.autograd.Function):
         a = w / s
         total = _op.run(_pair_bce.OP, backend, xa, xl, ya, yl, a, beta).sum()
         n = count.clamp_min(1).to(xa.dtype)
-        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta, xv, yv)
+        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta,
+                              xv, yv)  # fmt: skip
         ctx.eps, ctx.batch, ctx.backend = eps, batch, backend
         return total / n
 

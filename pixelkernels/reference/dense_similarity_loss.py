@@ -112,10 +112,10 @@ def pair_moments(x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, yv: torch.T
     return count, mean, m2 / n
 
 
-def pivot_mean(t: torch.Tensor, valid: torch.Tensor, dim: int, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The (weighted) mean of t over the valid entries along dim (t's dims from dim on are
-    reduced over dim only: t (..., K, *rest), valid (..., K)), taken around the first valid entry
-    p: p + Σ w (t - p) / Σ w. Exactly p when every valid entry equals p (Σ t / n rounds); p is a
+def pivot_mean(t: torch.Tensor, valid: torch.Tensor, dim: int, weight: torch.Tensor | None = None):
+    """t (..., K, *rest), valid (..., K) with K at dim, weight None or valid's shape -> the mean
+    of t's valid entries along dim (weighted), taken around the first valid one p:
+    p + Σ w (t - p) / Σ w, exactly p when every valid entry is p (Σ t / n rounds). p is a
     constant shift (detached: the derivative is the mean's). 0 where no entry is valid."""
     extra = t.dim() - valid.dim()
     v = valid.reshape(*valid.shape, *([1] * extra))
