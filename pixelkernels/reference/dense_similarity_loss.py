@@ -177,8 +177,9 @@ def dense_similarity_loss(
     valid = xv[:, :, None] & yv[:, None, :]  # (B, Kx, Ky)
     # Ignored vectors are zeroed before the product: through the matmul's backward, a NaN in a
     # padding slot would otherwise reach the gradient of every valid vector (0·NaN). Ψ of the
-    # invalid pairs is zeroed too: an inf in a row with no partner would make it NaN, and the
-    # backward through σ² multiplies every entry's (Ψ - μ).
+    # invalid pairs is zeroed too, and that where is then the only way from an invalid pair to x
+    # and y: its Ψ is NaN for a row with an inf and no partner, and its zero gradient meets
+    # (Ψ - μ) through σ², a NaN weight, the bce's derivative at a NaN logit (a NaN bias).
     x, y = _masked(x.to(st), xv[..., None]), _masked(y.to(st), yv[..., None])
     psi = _masked(x @ y.transpose(1, 2), valid)
     count, mean, var = materialized_moments(psi, valid)
@@ -187,10 +188,6 @@ def dense_similarity_loss(
     elif running_mean is not None and running_var is not None:
         mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
     psi_hat = (psi - mean) / torch.sqrt(var + eps)
-    # The weight only where the pair is valid, and an invalid pair's logit 0: the backward
-    # multiplies the (zero) gradient of an invalid pair by the weight and by the bce's derivative
-    # at its logit, and 0·NaN would reach the rows that take no part.
-    w = torch.where(valid, torch.as_tensor(_scalar(weight, st, x.device), dtype=st, device=x.device), 0.0)
-    logits = _masked(psi_hat * w + _scalar(bias, st, x.device), valid)
+    logits = psi_hat * _scalar(weight, st, x.device) + _scalar(bias, st, x.device)
     target = x_labels[:, :, None] == y_labels[:, None, :]
     return _masked(bce_with_logits(logits, target), valid).sum() / count.clamp_min(1).to(st)
