@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from pixelkernels.reference.dense_similarity_loss import (
     pair_moments,
 )
 from pixelkernels.reference.stochastic_pool import stochastic_pool
+from pixelkernels.testing import assert_close
 
 F64 = torch.float64
 
@@ -504,3 +506,183 @@ def test_op_double_backward():
         outs.append(torch.autograd.grad((gx * gx).sum() + gy.sum(), (xs, ys, ws)))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Single pairs and equal values in float32, infinite and NaN values in rows that take no part,
+# zero sizes, the sizes a compiler specialises (issue 35): every backend, and the CUDA kernels
+# through the emulator.
+
+NAN, INF = float("nan"), float("inf")
+# "emulated": the CPU backend's op calls replayed on the CUDA kernels (tests/cuda_emu)
+WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
+
+
+def _on(request, backend, fn):
+    """fn(backend) on `backend`; for "emulated", fn("cpu") with its kernels replaced by the
+    CUDA kernels run on the CPU."""
+    if backend != "emulated":
+        return fn(backend)
+    from contract import EmulateCuda
+
+    with EmulateCuda(request.getfixturevalue("emu")):
+        return fn("cpu")
+
+
+def _loss_and_grads(request, backend, device, x, xl, y, yl, weight=1.3, bias=0.0, **kw):
+    """The loss and the gradients of x, y, weight and bias (as tensors) on `backend`."""
+    st = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    leaves = [t.detach().to(device).requires_grad_() for t in (x, y, torch.tensor(weight, dtype=st),
+                                                                torch.tensor(bias, dtype=st))]  # fmt: skip
+
+    def run(b):
+        loss = pk.dense_similarity_loss(leaves[0], xl.to(device), leaves[1], yl.to(device), weight=leaves[2],
+                                        bias=leaves[3], backend=b, **kw)  # fmt: skip
+        return [loss.detach().cpu(), *(g.cpu() for g in torch.autograd.grad(loss, leaves))]
+
+    return _on(request, backend, run)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_one_valid_pair_in_float32_gives_the_bias_loss_and_zero_gradients(request, backend, device, seed):
+    """One valid pair (among padding, values far from 0): Ψ̂ = 0 exactly, so the loss is exactly
+    log 2 at bias 0 (BCEWithLogits(bias, t) otherwise) and the gradients of x, y and weight are
+    exactly 0 (the closed-form mean and the pair pass rounded differently: 2e-5 in the loss,
+    gradients up to 7.5e-6, amplified by 1/sqrt(eps))."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 5, generator=g) * 3 + 1
+    y = torch.randn(2, 4, 5, generator=g) * 3 - 2
+    xl, yl = torch.full((2, 3), -1), torch.full((2, 4), -1)
+    xl[1, 2], yl[1, 0] = 1, 1
+    loss, dx, dy, dw, db = _loss_and_grads(request, backend, device, x, xl, y, yl)
+    assert abs(loss.double().item() - math.log(2)) <= 1e-7
+    for t in (dx, dy, dw):
+        assert torch.equal(t, torch.zeros_like(t))
+    assert db.item() == -0.5
+    loss, *grads = _loss_and_grads(request, backend, device, x, xl, y, yl, bias=0.4)
+    want = torch.nn.functional.softplus(torch.tensor(-0.4, dtype=F64))  # BCEWithLogits(0.4, 1)
+    assert abs(loss.double().item() - want.item()) <= 1e-7
+    assert all(torch.equal(t, torch.zeros_like(t)) for t in grads[:3])
+
+
+# (Kx, Ky, images with the same rows): valid rows equal within each side
+EQUAL_CASES = {"one_x_row": (1, 7, 1), "one_y_row": (6, 1, 1), "both_sides": (3, 5, 1), "two_images": (3, 5, 2),
+               "thirty_y_rows": (1, 30, 1)}
+
+
+@pytest.mark.parametrize("case", list(EQUAL_CASES))
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_equal_valid_pairs_are_centred_exactly_in_float32(request, backend, device, case):
+    """Every valid Ψ the same number (one row against equal rows, equal rows on both sides,
+    over one or two images), targets of both kinds: Ψ - μ is exactly 0 (μ taken around one of
+    the values, the pair pass on centred rows), so the weight's gradient is exactly 0 and the loss
+    and the other gradients are the float64 reference's (Σ Ψ / n rounds, and 1/sqrt(eps) blew
+    that up); the float32 reference too."""
+    Kx, Ky, B = EQUAL_CASES[case]
+    if backend == "reference" and case == "thirty_y_rows":
+        pytest.skip("the float32 matmul (MKL) gives 30 equal rows unequal Ψ: the reference centres Ψ as computed")
+    g = torch.Generator().manual_seed(2)  # one_x_row: the 7 Ψ are equal and their Σ/7 is not Ψ
+    rx, ry = torch.randn(5, generator=g) * 3 + 1, torch.randn(5, generator=g) * 2 - 3
+    x, y = rx.expand(B, Kx, 5).clone(), ry.expand(B, Ky, 5).clone()
+    xl, yl = torch.randint(0, 2, (B, Kx), generator=g), torch.randint(0, 2, (B, Ky), generator=g)
+    xl[0, 0], yl[0, :2] = 0, torch.tensor([0, 1])[:Ky]
+    if Kx > 1:
+        xl[0, -1], x[0, -1] = -1, NAN  # and a padding row
+    got = _loss_and_grads(request, backend, device, x, xl, y, yl, bias=0.2)
+    want = _loss_and_grads(request, "reference", "cpu", x.double(), xl, y.double(), yl, bias=0.2)
+    assert torch.equal(got[3], torch.zeros_like(got[3]))
+    scale = max(float(want[1].abs().max()), float(want[2].abs().max()))
+    for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
+        if backend == "reference" and name in ("dx", "dy"):
+            # autograd sums (Ψ - μ)'s gradient, a·(e - ē), against equal rows: it cancels to
+            # ε·a·|e|·|y| (a = weight/sqrt(eps) ~ 400), not to 0 as the kernels' centred rows do
+            torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-6 * scale)
+            continue
+        assert_close(a, b, torch.float32, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_nan_and_inf_in_rows_that_take_no_part_reach_nothing(request, backend, device, dtype):
+    """NaN and ±inf in padding rows of x and y and in valid rows of an image whose other side is
+    all padding (they take part in no pair, nor in the statistics): the loss and gradients are
+    those without them, and their gradients exactly 0."""
+    x, xl, y, yl = _case(3, 6, 5, 4, seed=3, dtype=dtype)
+    xl[0, 1], yl[0, 2], yl[2, 4] = -1, -1, -1
+    xl[2, :2], yl[2, :2] = 0, 1
+    yl[1] = -1  # image 1: no valid y row
+    clean_x, clean_y = x.clone(), y.clone()
+    x[0, 1, 0], y[0, 2], y[2, 4, 3], x[1] = NAN, INF, -INF, NAN
+    x[1, 0, 0] = INF
+    got = _loss_and_grads(request, backend, device, x, xl, y, yl, bias=0.3)
+    want = _loss_and_grads(request, "reference", "cpu", clean_x.double(), xl, clean_y.double(), yl, bias=0.3)
+    for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
+        assert_close(a, b, dtype, msg=name)
+    dx, dy = got[1], got[2]
+    assert (dx[0, 1] == 0).all() and (dx[1] == 0).all() and (dy[0, 2] == 0).all() and (dy[2, 4] == 0).all()
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_nan_weight_or_bias_reaches_only_rows_that_take_part(request, backend, device):
+    """A NaN weight or bias makes the loss and the gradients of the rows that take part NaN;
+    padding rows and rows without a partner in their image keep exactly 0."""
+    x, xl, y, yl = _case(2, 4, 3, 3, seed=4)
+    xl[0], yl[0] = torch.tensor([0, -1, 1, 0]), torch.tensor([1, -1, 0])
+    yl[1] = -1  # image 1: no valid y row
+    for kw in ({"weight": NAN}, {"bias": NAN}):
+        loss, dx, dy, dw, db = _loss_and_grads(request, backend, device, x, xl, y, yl, **kw)
+        assert loss.isnan() and dx[0, [0, 2, 3]].isnan().all() and dy[0, [0, 2]].isnan().all()
+        assert (dx[0, 1] == 0).all() and (dx[1] == 0).all() and (dy[0, 1] == 0).all() and (dy[1] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 2), (2, 0, 4, 2), (2, 3, 0, 2), (2, 3, 4, 0), (0, 0, 0, 0)],
+                         ids=["B0", "Kx0", "Ky0", "D0", "all0"])  # fmt: skip
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_zero_sizes_give_the_reference_values_and_gradients(request, backend, device, shape):
+    """A zero size in every position: no pair (0, zero gradients of every input's shape, still
+    attached to the graph), or D = 0 (every Ψ 0: Ψ̂ = 0 and the loss the bias's BCE)."""
+    B, Kx, Ky, D = shape
+    x, xl, y, yl = _case(B, Kx, Ky, D, seed=6, pattern="one")
+    for dtype in (F64, torch.float32):
+        got = _loss_and_grads(request, backend, device, x.to(dtype), xl, y.to(dtype), yl, bias=0.3)
+        want = _loss_and_grads(request, "reference", "cpu", x, xl, y, yl, bias=0.3)
+        for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
+            assert a.shape == b.shape
+            assert_close(a, b, dtype, msg=name)
+
+
+@pytest.mark.parametrize("sizes", [(1, 1, 1), (16, 1, 14), (1, 16, 16), (17, 16, 30), (16, 17, 32)],
+                         ids=lambda s: "Kx{}-Ky{}-D{}".format(*s))  # fmt: skip
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_sizes_a_compiler_specialises(request, backend, device, sizes):
+    """Sizes of 1 and multiples of 16 (Triton makes 1 a constant and assumes divisibility by 16
+    for the others) in Kx, Ky and D, and in the pair pass's D + 2 (D = 14, 30): values and
+    gradients as the reference's, float64 and float32."""
+    Kx, Ky, D = sizes
+    x, xl, y, yl = _case(2, Kx, Ky, D, seed=Kx + 3 * Ky + 7 * D)
+    xl[:, 0], yl[:, 0] = 0, 0  # a valid pair in each image
+    want = _loss_and_grads(request, "reference", "cpu", x, xl, y, yl, bias=-0.2)
+    for dtype in (F64, torch.float32):
+        got = _loss_and_grads(request, backend, device, x.to(dtype), xl, y.to(dtype), yl, bias=-0.2)
+        for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
+            assert_close(a, b, dtype, msg=name)
+
+
+@pytest.mark.parametrize("case", ["huge_weight", "eps0", "eps0_one_pair"])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_extreme_weight_and_eps(request, backend, device, case):
+    """weight 1e30 (logits ~1e30: bce's derivative exactly 0 or ±1), eps = 0 with a spread
+    (finite), and eps = 0 at one valid pair (Ψ̂ = 0/0: NaN, as BatchNorm1d gives): float64, as
+    the reference. (In float32 a 1e30 weight's gradients cancel beyond SPEC §4's elementwise
+    tolerance in the reference itself.)"""
+    x, xl, y, yl = _case(2, 5, 4, 3, seed=1)
+    kw = {"weight": 1e30} if case == "huge_weight" else {"eps": 0.0}
+    if case == "eps0_one_pair":
+        xl[:], yl[:] = -1, -1
+        xl[1, 2], yl[1, 1] = 0, 0
+    got = _loss_and_grads(request, backend, device, x, xl, y, yl, **kw)
+    want = _loss_and_grads(request, "reference", "cpu", x, xl, y, yl, **kw)
+    for name, a, b in zip(("loss", "dx", "dy", "dweight", "dbias"), got, want):
+        assert_close(a, b, F64, msg=name)
+    assert got[0].isnan() == (case == "eps0_one_pair")

@@ -12,6 +12,7 @@ from contract import Contract, pair_sides, suite
 from fuzz import Choice, Floats, Labels
 
 import pixelkernels as pk
+from pixelkernels._dtypes import stats_dtype
 from pixelkernels.reference.pair_bce import pair_bce
 from pixelkernels.testing import assert_close
 
@@ -147,3 +148,190 @@ def test_op_memory_is_linear():
     pk.pair_bce(x, xl, y, yl, backend="cpu").sum().backward()
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown < 24, f"peak RSS grew by {grown:.0f} MiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# Infinite and NaN values, zero sizes and the sizes a compiler specialises (issue 35), on every
+# backend and on the CUDA kernels through the emulator.
+
+INF, NAN = float("inf"), float("nan")
+# "emulated": the CPU backend's op calls replayed on the CUDA kernels (tests/cuda_emu)
+WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
+
+
+def _on(request, backend, fn):
+    """fn(backend) on `backend`; for "emulated", fn("cpu") with its kernels replaced by the
+    CUDA kernels run on the CPU."""
+    if backend != "emulated":
+        return fn(backend)
+    from contract import EmulateCuda
+
+    with EmulateCuda(request.getfixturevalue("emu")):
+        return fn("cpu")
+
+
+def _values_and_grads(request, backend, device, x, xl, y, yl, scale, bias, dtype, g=None):
+    """out and the gradients of x, y, scale, bias (tensors) of Σ g·out on `backend`, on the CPU
+    in float64, and the reference's on the same values in float64."""
+    x, y = x.to(dtype), y.to(dtype)
+    scale, bias = torch.as_tensor(scale, dtype=stats_dtype(dtype)), torch.as_tensor(bias, dtype=stats_dtype(dtype))
+    results = []
+    for be, dev, cast in ((backend, device, lambda t: t), ("reference", "cpu", lambda t: t.double())):
+        leaves = [cast(t).to(dev).detach().requires_grad_() for t in (x, y, scale, bias)]
+
+        def run(b, leaves=leaves, dev=dev):
+            out = pk.pair_bce(leaves[0], xl.to(dev), leaves[1], yl.to(dev), leaves[2], leaves[3], backend=b)
+            w = torch.ones_like(out) if g is None else g.to(out)
+            return out, torch.autograd.grad((out * w).sum(), leaves)
+
+        out, grads = _on(request, be, run)
+        results.append([out.detach().cpu().double(), *(t.cpu().double() for t in grads)])
+    return results
+
+
+def _assert_agree(got, want, dtype, names=("out", "dx", "dy", "dscale", "dbias")):
+    for name, a, b in zip(names, got, want):
+        assert_close(a, b, dtype, msg=name)
+
+
+# x (1, 2, 2), y (1, 3, 2): row 0 of x label 0, row 1 label 1; y labels 0, 1, -1
+_X = [[[1.0, 0.5], [-1.0, 2.0]]]
+_Y = [[[1.0, 0.0], [2.0, 1.0], [3.0, -1.0]]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "case",
+    ["x_inf", "x_minus_inf", "y_inf", "scale_inf", "scale_minus_inf", "scale_huge"],
+)
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_infinite_logits_give_the_formulas_limits(request, backend, device, case, dtype):
+    """bce at z = ±inf is 0 where the target agrees and inf where not (not inf - inf = NaN), its
+    derivative 0 or ±1, and a 0·inf in a pair's product (a = inf where e = 0) NaN: every
+    backend as the reference, values and gradients."""
+    x, y = torch.tensor(_X, dtype=torch.float64), torch.tensor(_Y, dtype=torch.float64)
+    xl, yl = torch.tensor([[0, 1]]), torch.tensor([[0, 1, -1]])
+    scale = {"scale_inf": INF, "scale_minus_inf": -INF, "scale_huge": 1e300 if dtype == torch.float64 else 1e37}
+    if case == "x_inf":
+        x[0, 0, 0] = INF  # z = +inf against y row 0 (t = 1: 0) and y row 1 (t = 0: inf)
+    elif case == "x_minus_inf":
+        x[0, 0, 0] = -INF
+    elif case == "y_inf":
+        y[0, 1, 1] = INF  # z = +inf against x row 0 (t = 0: inf) and x row 1 (t = 1: 0)
+    got, want = _values_and_grads(request, backend, device, x, xl, y, yl, scale.get(case, 0.7), -0.2, dtype)
+    _assert_agree(got, want, dtype)
+    out = want[0]
+    if case == "x_inf":
+        assert out[0, 0] == INF  # 0 (t = 1 at +inf) + inf (t = 0 at +inf)
+    if case == "y_inf":
+        assert out[0, 0] == INF and out[0, 1].isfinite()  # x row 1 meets +inf with t = 1: 0, not NaN
+    assert not out[0].isnan().all()
+
+
+@pytest.mark.parametrize("which", ["scale", "bias"])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_nan_scale_or_bias_leaves_rows_that_take_no_part_at_zero(request, backend, device, which):
+    """A NaN scale or bias: every pair that takes part is NaN, and so are the gradients of its
+    rows; a padding row, and a valid row whose image has no valid row on the other side, take
+    part in nothing and get exactly 0."""
+    x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(2, 2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    xl, yl = torch.tensor([[0, -1, 1], [0, 1, 1]]), torch.tensor([[0, -1], [-1, -3]])  # image 1: no valid y
+    scale, bias = (NAN, 0.0) if which == "scale" else (0.7, NAN)
+    for dtype in (torch.float64, torch.float32):
+        got, want = _values_and_grads(request, backend, device, x, xl, y, yl, scale, bias, dtype)
+        _assert_agree(got, want, dtype)
+        out, dx, dy = got[:3]
+        assert out[0, 0].isnan() and out[0, 2].isnan() and (out[0, 1] == 0) and (out[1] == 0).all()
+        assert dx[0, 0].isnan().all() and dx[0, 2].isnan().all() and dy[0, 0].isnan().all()
+        assert (dx[0, 1] == 0).all() and (dx[1] == 0).all() and (dy[0, 1] == 0).all() and (dy[1] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_nan_and_inf_in_rows_that_take_no_part_reach_nothing(request, backend, device, dtype):
+    """NaN and ±inf in padding rows of x and y, and in valid rows of an image whose other side
+    is all padding: finite outputs and gradients, exactly 0 for those rows, the reference's
+    values elsewhere; a NaN in a valid row reaches its pairs only (not the padding rows of the
+    other side, whose zero coefficients meet it in the products)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 5, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(3, 4, 3, dtype=torch.float64, generator=g)
+    xl = torch.tensor([[0, -1, 1, 2, -1], [0, 1, 1, -1, 0], [1, 0, -1, 2, 2]])
+    yl = torch.tensor([[1, 0, -1, 2], [-1, -1, -1, -1], [0, -2, 1, -1]])
+    x[0, 1], x[0, 4, 0], y[0, 2, 1], y[2, 1] = NAN, INF, -INF, INF  # padding rows
+    x[1] = NAN  # valid rows, but image 1 has no valid y row
+    x[2, 0, 2] = NAN  # a valid row of image 2: its pairs are NaN, not the padding rows of y
+    got, want = _values_and_grads(request, backend, device, x, xl, y, yl, 0.8, 0.1, dtype)
+    _assert_agree(got, want, dtype)
+    out, dx, dy = got[:3]
+    assert out[:2].isfinite().all() and (out[1] == 0).all() and out[2, 0].isnan()
+    assert (dx[0, [1, 4]] == 0).all() and (dx[1] == 0).all() and (dx[2, 2] == 0).all()
+    assert (dy[0, 2] == 0).all() and (dy[1] == 0).all() and (dy[2, [1, 3]] == 0).all()
+    assert dx[0].isfinite().all() and dy[0].isfinite().all() and dy[2, [0, 2]].isnan().any()
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 2), (2, 0, 4, 2), (2, 3, 0, 2), (2, 3, 4, 0), (0, 0, 0, 0)],
+                         ids=["B0", "Kx0", "Ky0", "D0", "all0"])  # fmt: skip
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_zero_sizes_give_empty_or_zero_values_and_gradients(request, backend, device, shape):
+    """A zero size in every position: out (B, Kx) (0 where Ky or D is 0: z = bias), the
+    gradients of x, y, scale and bias of their shapes, as the reference's."""
+    B, Kx, Ky, D = shape
+    x, y = torch.randn(B, Kx, D, dtype=torch.float64), torch.randn(B, Ky, D, dtype=torch.float64)
+    xl, yl = torch.zeros(B, Kx, dtype=torch.long), torch.arange(Ky).remainder(2).expand(B, Ky).contiguous()
+    for dtype in (torch.float64, torch.float32):
+        got, want = _values_and_grads(request, backend, device, x, xl, y, yl, 0.6, 0.3, dtype)
+        _assert_agree(got, want, dtype)
+        assert got[0].shape == (B, Kx) and got[1].shape == x.shape and got[2].shape == y.shape
+
+
+@pytest.mark.parametrize("sizes", [(1, 1, 1), (1, 16, 1), (16, 32, 16), (17, 1, 32), (32, 16, 48)],
+                         ids=lambda s: "Kx{}-Ky{}-D{}".format(*s))  # fmt: skip
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_sizes_a_compiler_specialises(request, backend, device, sizes):
+    """Sizes of 1 and multiples of 16 (Triton makes 1 a constant and assumes divisibility by 16
+    for the others) in Kx, Ky and D, one image: values and gradients as the reference's."""
+    Kx, Ky, D = sizes
+    g = torch.Generator().manual_seed(Kx + 7 * Ky + 31 * D)
+    x = torch.randn(1, Kx, D, dtype=torch.float64, generator=g)
+    y = torch.randn(1, Ky, D, dtype=torch.float64, generator=g)
+    xl, yl = torch.randint(0, 2, (1, Kx), generator=g), torch.randint(-1, 2, (1, Ky), generator=g)
+    w = torch.randn(1, Kx, dtype=torch.float64, generator=g)
+    for dtype in (torch.float64, torch.float32):
+        got, want = _values_and_grads(request, backend, device, x, xl, y, yl, 0.6, -0.3, dtype, g=w)
+        _assert_agree(got, want, dtype)
+
+
+@pytest.mark.parametrize("which", ["scale_nan", "scale_inf", "scale_inf_one_partner", "padding_nan"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.values[0] in ("triton", "cuda", "emulated")])
+def test_half_inputs_with_nan_and_inf(request, backend, device, dtype, which):
+    """The half kernels (CUDA's tensor-core tiles, 64 x 64 and 64-dim chunks; Triton's blocks):
+    a NaN or infinite scale, and NaN/inf in padding rows, as the reference on the same half values
+    (the NaNs where its products have them), padding rows and partnerless rows exactly 0."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 70, 66, dtype=torch.float64, generator=g)
+    y = torch.randn(2, 67, 66, dtype=torch.float64, generator=g)
+    xl, yl = torch.randint(-1, 3, (2, 70), generator=g), torch.randint(-1, 3, (2, 67), generator=g)
+    yl[1, :] = -1  # image 1: no valid y row
+    scale = {"scale_nan": NAN, "scale_inf": INF, "scale_inf_one_partner": INF}.get(which, 0.3)
+    if which == "scale_inf_one_partner":  # one valid y row, every target 0: a row's a·e is +inf
+        yl[0] = -1  # (S > 0) or NaN (S < 0, e = 0), and its dx = inf·y exactly (± per dim)
+        yl[0, 5] = 7
+    if which == "padding_nan":
+        x[xl < 0] = NAN
+        y[(yl < 0) & (torch.arange(67) % 2 == 0)] = INF
+    if backend == "emulated":  # the op takes half inputs on GPU backends only: the kernels directly
+        emu = request.getfixturevalue("emu")
+        xh, yh = x.to(dtype), y.to(dtype)
+        a, c = torch.tensor(scale), torch.tensor(0.1)
+        out = emu.pair_bce(xh, xl, yh, yl, a, c)
+        got = [out.double(), *(t.double() for t in emu.pair_bce_backward(torch.ones_like(out), xh, xl, yh, yl, a, c))]
+        want = _values_and_grads(request, "reference", "cpu", x, xl, y, yl, scale, 0.1, dtype)[1]
+    else:
+        got, want = _values_and_grads(request, backend, device, x, xl, y, yl, scale, 0.1, dtype)
+    _assert_agree(got, want, dtype)
+    assert (got[1][xl < 0] == 0).all() and (got[1][1] == 0).all() and (got[2][yl < 0] == 0).all()
+    if which == "padding_nan":
+        assert all(t.isfinite().all() for t in got)

@@ -176,3 +176,67 @@ def test_module_and_errors():
         pk.stochastic_pool(emb, labels[:, :2], 2, 3)
     with pytest.raises(ValueError, match="emb must have 4 dims"):
         pk.stochastic_pool(emb[0], labels, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Zero sizes and values no slot takes (issue 35), on every backend and on the CUDA sampler
+# through the emulator.
+
+WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
+
+
+def _pool_on(request, backend, device, emb, labels, k, C, seed=0):
+    """pk.stochastic_pool on `backend` ("emulated": the CPU backend's sampler calls replayed
+    on the CUDA kernel run on the CPU): vectors, labels and the gradient of Σ w·vectors for
+    fixed weights w."""
+
+    def run(b):
+        e = emb.to(device).detach().requires_grad_()
+        v, lab = pk.stochastic_pool(e, labels.to(device), k, C, backend=b,
+                                    generator=torch.Generator(device=device).manual_seed(seed))  # fmt: skip
+        w = torch.linspace(-1.0, 1.0, v.numel(), dtype=v.dtype, device=device).reshape(v.shape)
+        (grad,) = torch.autograd.grad((v * w).sum(), e)
+        return v.detach().cpu(), lab.cpu(), grad.cpu()
+
+    if backend != "emulated":
+        return run(backend)
+    from contract import EmulateCuda
+
+    with EmulateCuda(request.getfixturevalue("emu")):
+        return run("cpu")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0), (1, 1, 1, 1)],
+                         ids=["B0", "D0", "H0", "W0", "all1"])  # fmt: skip
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_zero_sizes_keep_the_graph_and_give_the_references_values(request, backend, device, shape):
+    """A zero size in each position of emb (and a single pixel, D = 1): the vectors (zeros for
+    H·W = 0, still attached to emb's graph: a loss on them has a gradient, of zeros) and labels
+    of the reference."""
+    B, D, H, W = shape
+    if D > 0:
+        emb, labels = _inputs(B, D, H, W, 2)
+    else:
+        emb, labels = torch.zeros(B, 0, H, W, dtype=F64), torch.randint(-1, 2, (B, H, W))
+    got = _pool_on(request, backend, device, emb, labels, 3, 2)
+    want = _pool_on(request, "reference", "cpu", emb, labels, 3, 2)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_nan_and_inf_at_pixels_no_slot_takes_reach_nothing(request, backend, device):
+    """NaN and ±inf at ignored pixels (and at pixel 0, which a padding slot's gather index
+    points at when it is ignored): finite vectors and a gradient of exactly 0 there."""
+    emb, labels = _inputs(2, 3, 5, 6, 3)
+    labels[:, 0, 0] = -1
+    ignored = (labels == -1)[:, None].expand_as(emb)
+    emb = torch.where(ignored, torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=F64)[None, :, None, None]
+                      .expand_as(emb), emb)  # fmt: skip
+    v, lab, grad = _pool_on(request, backend, device, emb, labels, 9, 3)
+    want = _pool_on(request, "reference", "cpu", emb, labels, 9, 3)
+    assert v.isfinite().all() and (lab == -1).any()
+    assert (grad[ignored] == 0).all() and grad.isfinite().all()
+    if device == "cpu":
+        for a, b in zip((v, lab, grad), want):
+            assert torch.equal(a, b)

@@ -5,13 +5,16 @@
 //   pair (i, j) of image b is valid iff x_label_i >= 0 and y_label_j >= 0
 //   z_ij   = a <x_i, y_j> + c              (a, c: 0-dim tensors, the batch-norm affine folded in)
 //   t_ij   = [x_label_i == y_label_j]
-//   out_i  = Σ_{valid j} bce(z_ij, t_ij),  bce(z, t) = max(z, 0) - t z + log1p(exp(-|z|))
+//   out_i  = Σ_{valid j} bce(z_ij, t_ij),  bce(z, t) = softplus(-z) if t else softplus(z)
 //
 // Backward, with g = grad_out and e_ij = g_i (σ(z_ij) - t_ij) (σ(z) - 1 taken as -σ(-z)):
-//   dx_i = a Σ_j e_ij y_j,   dy_j = a Σ_i e_ij x_i
+//   dx_i = Σ_j (a e_ij) y_j,   dy_j = Σ_i (a e_ij) x_i      (a times each pair's e, then summed)
 //   da   = Σ_i rows_i0,  rows_i0 = Σ_j e_ij <x_i, y_j>;   dc = Σ_i rows_i1,  rows_i1 = Σ_j e_ij
 // (the kernels write rows (B, Kx, 2); the torch side sums it, in a fixed order). Rows and
-// columns that take no part get 0. Accumulation type: double for Float64, else float.
+// columns that take no part get 0, whatever a, c or the values of any row (NaN included).
+// At z = ±inf, bce is 0 where the target agrees and +inf where not (not inf - inf), σ(z) - t is
+// 0 or ±1; a 0·inf in a pair's product (e.g. a = inf where e = 0) makes its sums NaN, as the
+// chain rule's products do in the reference. Accumulation type: double for Float64, else float.
 #pragma once
 
 #include "common/types.h"
@@ -57,10 +60,13 @@ Status launch(OnCuda, const PairBceBackward& p);
 
 namespace pair_bce {
 
-// bce(z, t) without overflow: max(z, 0) - t z + log1p(exp(-|z|)).
+// bce(z, t) without overflow: softplus(u) = max(u, 0) + log1p(exp(-|u|)) at u = t ? -z : z, so
+// the linear term is exact (where the target agrees and |z| is large, the log1p term is all that
+// is left) and z = ±inf gives 0 or inf, not inf - inf. A NaN z gives NaN (the log1p term).
 template <typename acc_t>
 PK_HD acc_t loss(acc_t z, bool t) {
-  return (z > acc_t(0) ? z : acc_t(0)) - (t ? z : acc_t(0)) + log1p(exp(-fabs(z)));
+  const acc_t u = t ? -z : z;
+  return (u > acc_t(0) ? u : acc_t(0)) + log1p(exp(-fabs(z)));
 }
 
 // σ(z) - t without cancellation: σ(z) for t = 0, -σ(-z) for t = 1.

@@ -4,8 +4,10 @@
 // tile, then ATen's vectorised elementwise ops on it in place (z = a S + c, the loss or its
 // derivative, the mask of the pairs that take no part). Per tile:
 //   forward   out_i += Σ_j bce(z_ij, t_ij)
-//   backward  E = g_i (σ(z) - t) masked; rows_i += (Σ_j E S, Σ_j E); dx += E y; dy += Eᵀ x
-// (these contractions in double, see backward()) and a times dx and dy at the end. Tasks are
+//   backward  E = g_i (σ(z) - t) masked; rows_i += (Σ_j E S, Σ_j E); dx += (a E) y; dy += (a E)ᵀ x
+// (these contractions in double, see backward()), a multiplied per pair and masked after: the
+// chain rule's per-pair products, so an infinite or NaN a gives what the reference gives and
+// reaches no row that takes no part; those rows are zeroed at the end. Tasks are
 // fixed by the sizes alone and own their outputs, so results are bitwise the same for any thread
 // count: forward and dx one task per (image, row tile of x), dy one per (image, row tile of y).
 #include "common/pair_bce.h"
@@ -129,7 +131,7 @@ struct GradTiles {
   std::vector<uint8_t> tg = std::vector<uint8_t>(kTN * kTK), off = std::vector<uint8_t>(kTN * kTK);
 
   // e = g_i (σ(z) - t), 0 for the pairs that take no part, as a double (n, k) matrix; the raw
-  // products as another when `with_raw`.
+  // products as another when `with_raw`. scaled() turns it into a·e, 0 where no part.
   at::Tensor e(const Tile<T>& tile, const T* g, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k,
                bool with_raw) {
     tile.logits(b, i0, n, j0, k, S.data(), raw.data());
@@ -143,7 +145,19 @@ struct GradTiles {
     if (with_raw) matrix(rawd.data(), n, k).copy_(matrix(raw.data(), n, k));
     return ed;
   }
+  // masked after the product: 0·inf or 0·NaN must not reach a pair that takes no part
+  at::Tensor scaled(at::Tensor ed, double scale, int64_t n, int64_t k) {
+    return ed.mul_(scale).masked_fill_(bools(off.data(), n, k), 0.0);
+  }
 };
+
+// Rows with a negative label take part in nothing: 0, whatever went through the products
+// (a valid row's NaN times an invalid pair's zero coefficient).
+template <typename T>
+void zero_ignored(T* grad, const std::vector<int64_t>& lab, int64_t r0, int64_t n, int64_t D) {
+  for (int64_t i = 0; i < n; ++i)
+    if (lab[r0 + i] < 0) std::fill_n(grad + (r0 + i) * D, D, T(0));
+}
 
 template <typename T>
 void backward(const PairBceBackward& p) {
@@ -171,9 +185,10 @@ void backward(const PairBceBackward& p) {
         yt.copy_(matrix(y.v + (b * Ky + j0) * D, k, D));
         r.select(1, 0).add_(matrix(w.rawd.data(), n, k).mul_(ed).sum(1));
         r.select(1, 1).add_(ed.sum(1));
-        dx.addmm_(ed, yt);
+        dx.addmm_(w.scaled(ed, scale, n, k), yt);
       }
-      matrix(static_cast<T*>(p.grad_x) + (b * Kx + i0) * D, n, D).copy_(dx.mul_(scale));
+      matrix(static_cast<T*>(p.grad_x) + (b * Kx + i0) * D, n, D).copy_(dx);
+      zero_ignored(static_cast<T*>(p.grad_x), x.lab, b * Kx + i0, n, D);
       matrix(static_cast<T*>(p.rows) + (b * Kx + i0) * 2, n, 2).copy_(r);
     }
   });
@@ -190,9 +205,10 @@ void backward(const PairBceBackward& p) {
         const at::Tensor ed = w.e(tile, g, b, i0, n, j0, k, false);
         at::Tensor xt = matrix(xd.data(), n, D);
         xt.copy_(matrix(x.v + (b * Kx + i0) * D, n, D));
-        dy.addmm_(ed.t(), xt);
+        dy.addmm_(w.scaled(ed, scale, n, k).t(), xt);
       }
-      matrix(static_cast<T*>(p.grad_y) + (b * Ky + j0) * D, k, D).copy_(dy.mul_(scale));
+      matrix(static_cast<T*>(p.grad_y) + (b * Ky + j0) * D, k, D).copy_(dy);
+      zero_ignored(static_cast<T*>(p.grad_y), y.lab, b * Ky + j0, k, D);
     }
   });
 }

@@ -3,7 +3,9 @@
 // One thread per row of x (forward, dx and the row partials) or of y (dy), looping over the
 // other side in order, with the sums in double (a row sums over every row of the other image:
 // thousands of terms in a fixed order, which float32 rounds beyond SPEC §4's tolerance).
-// Deterministic, no atomics; rows that take no part are never read into a product. float32 and
+// Deterministic, no atomics; rows that take no part are never read into a product, and a pair's
+// coefficient is a·e (the scale per pair, so an infinite or NaN one acts as in the reference and
+// reaches no row that takes no part). float32 and
 // float64 take these simple kernels; float16/bfloat16 the tensor-core ones below (pair_tiles).
 #include "common/pair_bce.h"
 #include "cuda/common.cuh"
@@ -52,7 +54,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(View<scalar_t, acc_t>
   }
 }
 
-// dx (unscaled, double) and the row partials (Σ_j e S, Σ_j e) of each row of x.
+// dx = Σ_j (a e_ij) y_j (double) and the row partials (Σ_j e S, Σ_j e) of each row of x.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     dx_kernel(View<scalar_t, acc_t> v, const acc_t* g, double* dx, acc_t* rows) {
@@ -62,6 +64,7 @@ __global__ void __launch_bounds__(kThreads)
     double* dxi = dx + t * D;
     for (int64_t d = 0; d < D; ++d) dxi[d] = 0;
     double r0 = 0, r1 = 0;
+    const double a = double(*v.scale);
     for (int64_t j = 0; j < v.Ky && li >= 0; ++j) {
       const int64_t lj = label_at(v.ly, b * v.Ky + j);
       if (lj < 0) continue;
@@ -69,8 +72,9 @@ __global__ void __launch_bounds__(kThreads)
       const double e = double(g[t]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
       r0 += e * double(dot);
       r1 += e;
+      const double ae = a * e;
       const scalar_t* yj = v.y + (b * v.Ky + j) * D;
-      for (int64_t d = 0; d < D; ++d) dxi[d] += e * double(to_acc(yj[d]));
+      for (int64_t d = 0; d < D; ++d) dxi[d] += ae * double(to_acc(yj[d]));
     }
     rows[2 * t] = acc_t(r0);
     rows[2 * t + 1] = acc_t(r1);
@@ -84,24 +88,24 @@ __global__ void __launch_bounds__(kThreads) dy_kernel(View<scalar_t, acc_t> v, c
     const int64_t b = t / v.Ky, j = t - b * v.Ky, lj = label_at(v.ly, t);
     double* dyj = dy + t * D;
     for (int64_t d = 0; d < D; ++d) dyj[d] = 0;
+    const double a = double(*v.scale);
     for (int64_t i = 0; i < v.Kx && lj >= 0; ++i) {
       const int64_t li = label_at(v.lx, b * v.Kx + i);
       if (li < 0) continue;
       acc_t dot;
-      const double e = double(g[b * v.Kx + i]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
+      const double ae = a * double(g[b * v.Kx + i]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
       const scalar_t* xi = v.x + (b * v.Kx + i) * D;
-      for (int64_t d = 0; d < D; ++d) dyj[d] += e * double(to_acc(xi[d]));
+      for (int64_t d = 0; d < D; ++d) dyj[d] += ae * double(to_acc(xi[d]));
     }
   }
 }
 
-// dst[t] = scale · src[t], rounded to scalar_t.
+// dst[t] = src[t], rounded to scalar_t.
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) store_kernel(const double* src, int64_t n, const acc_t* scale,
-                                                         scalar_t* dst) {
+__global__ void __launch_bounds__(kThreads) store_kernel(const double* src, int64_t n, scalar_t* dst) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride)
-    store_from_acc(dst + t, acc_t(double(*scale) * src[t]));
+    store_from_acc(dst + t, acc_t(src[t]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,8 +178,8 @@ __global__ void __launch_bounds__(kThreads) forward_mma_kernel(View<scalar_t, fl
   }
 }
 
-// pair_tiles::grad_pass with Z = e_ij = g_i (σ(z_ij) - t_ij); kYSide false: dx and the row
-// partials (the two sums: Σ_j e <x_i, y_j>, Σ_j e), true: dy. The scale a multiplies at the end.
+// pair_tiles::grad_pass with Z = a e_ij, e_ij = g_i (σ(z_ij) - t_ij) (a per pair: see the top);
+// kYSide false: dx and the row partials (the two sums: Σ_j e <x_i, y_j>, Σ_j e), true: dy.
 template <typename scalar_t, bool kYSide>
 struct GradPolicy {
   static constexpr int kSums = kYSide ? 0 : 2;
@@ -189,16 +193,16 @@ struct GradPolicy {
   }
   __device__ __forceinline__ float z(int64_t b, int64_t i, int64_t, int r, int c, float dot,
                                      const pair_tiles::Tables& T, float (&w)[2]) const {
-    const float e = g[b * v.Kx + i] * pair_bce::dloss(dot * *v.scale + *v.bias, T.la[r] == T.lc[c]);
+    const float a = *v.scale;
+    const float e = g[b * v.Kx + i] * pair_bce::dloss(dot * a + *v.bias, T.la[r] == T.lc[c]);
     w[0] = e * dot;
     w[1] = e;
-    return e;
+    return a * e;
   }
   __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
                                          const double (&sums)[2]) const {
-    const float a = *v.scale;
     scalar_t* dst = grad + (b * (kYSide ? v.Ky : v.Kx) + x) * v.D;
-    for (int64_t d = 0; d < v.D; ++d) store_from_acc(dst + d, part ? a * acc[d] : 0.0f);
+    for (int64_t d = 0; d < v.D; ++d) store_from_acc(dst + d, part ? acc[d] : 0.0f);
     if (!kYSide) {
       rows[2 * (b * v.Kx + x)] = part ? float(sums[0]) : 0.0f;
       rows[2 * (b * v.Kx + x) + 1] = part ? float(sums[1]) : 0.0f;
@@ -296,13 +300,13 @@ Status launch(OnCuda on, const PairBceBackward& p) {
                             dx, static_cast<acc_t*>(p.rows));
         if (a.D > 0)
           cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx * a.D)), block, 0,
-                              st, dx, a.B * a.Kx * a.D, v.scale, static_cast<scalar_t*>(p.grad_x));
+                              st, dx, a.B * a.Kx * a.D, static_cast<scalar_t*>(p.grad_x));
       }
       if (a.Ky > 0 && a.D > 0) {
         cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky)), block, 0, st, v, g,
                             dy);
         cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0,
-                            st, dy, a.B * a.Ky * a.D, v.scale, static_cast<scalar_t*>(p.grad_y));
+                            st, dy, a.B * a.Ky * a.D, static_cast<scalar_t*>(p.grad_y));
       }
     }
   });

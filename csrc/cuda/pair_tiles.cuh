@@ -10,7 +10,8 @@
 // grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
 // dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per
 // pair. Z's rows of the owners are scaled by a power of two (the largest |Z| in [1, 2)) and split
-// into two halves hi + lo (Z to ~2^-16 relative where one half would round it to 2^-8 or 2^-11),
+// into two halves hi + lo (Z to ~2^-16 relative where one half would round it to 2^-8 or 2^-11;
+// the largest finite |Z| sets the scale, an infinite Z is hi = ±inf, lo = 0),
 // then multiplied by the other side's vectors by mma in chunks of 64 dims, hi and lo, with float32
 // accumulation into workspace rows the block owns: no atomics, deterministic. Up to two scalar
 // sums per owner (the policy's per-pair terms) are reduced in a fixed order (shuffles, then the
@@ -194,9 +195,14 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
               sums[s] += kCSide ? double(((sm.sums[0][me][s] + sm.sums[1][me][s]) + sm.sums[2][me][s]) + sm.sums[3][me][s])
                                 : double(sm.sums[0][me][s]);
           }
+          // the scale from the finite values only: an inf or NaN Z stays one (inf, lo 0; NaN) and
+          // the rest of the line keeps its precision
           float big = 0.0f;
-          for (int k = 0; k < kCols; ++k) big = fmaxf(big, fabsf(kCSide ? sm.u.z[k][me] : sm.u.z[me][k]));
-          const float scale = big > 0.0f && big < INFINITY ? exp2f(floorf(log2f(big))) : 1.0f;
+          for (int k = 0; k < kCols; ++k) {
+            const float m = fabsf(kCSide ? sm.u.z[k][me] : sm.u.z[me][k]);
+            if (m < INFINITY) big = fmaxf(big, m);
+          }
+          const float scale = big > 0.0f ? exp2f(floorf(log2f(big))) : 1.0f;
           sm.scale[me] = scale;
           for (int w = 0; w < kCols / 2; ++w) {
             uint32_t hw[2] = {0u, 0u};
@@ -204,7 +210,8 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
               const int k = 2 * w + h;
               const float a = (kCSide ? sm.u.z[k][me] : sm.u.z[me][k]) / scale;
               const uint16_t hi = half_bits<scalar_t>(a);
-              const uint16_t lo = half_bits<scalar_t>(a - half_bits_to_float<scalar_t>(hi));
+              const float hv = half_bits_to_float<scalar_t>(hi);
+              const uint16_t lo = half_bits<scalar_t>(fabsf(hv) < INFINITY ? a - hv : 0.0f);
               hw[0] |= uint32_t(hi) << (16 * h);
               hw[1] |= uint32_t(lo) << (16 * h);
             }

@@ -4,17 +4,29 @@ Ky (every pixel of both images included) in O((Kx + Ky)·D) memory: Ψ is never 
 
     μ, σ² (training: over all valid pairs of all images, biased; eval: the running stats)
     loss = 1/n Σ_valid BCEWithLogits(weight·(Ψ - μ)/sqrt(σ² + eps) + bias, t)
-         = 1/n Σ_b Σ_i pair_bce(x, y; a, c)[b, i],   a = weight/sqrt(σ² + eps),  c = bias - a·μ
+         = 1/n Σ_b Σ_i pair_bce(x', y'; a, bias)[b, i],   a = weight/sqrt(σ² + eps)
 
-The statistics come in closed form from per-image sums and D x D Gram matrices (the reference's
-pair_moments, centred per image: no catastrophic cancellation; here in row chunks, so no copy
-of x or y is made or saved); the BCE over every pair is one tiled pass (pair_bce). The backward
-(_Loss) is one pair_bce backward, which also gives Σ e Ψ and Σ e (the gradients of a and c),
-and the batch-norm's terms through μ and σ² written out and added into its dx and dy in place.
-No host sync. running_mean / running_var are updated in place as F.batch_norm does (unbiased
-variance; n < 2 leaves running_var, n = 0 both).
-Conventions and edge cases: the reference's docstring. Half inputs are widened to float32 once
-(one copy each of x and y): see the comment in the code.
+The statistics come in closed form from per-image means and centred D x D Gram matrices (the
+reference's pair_moments: every mean taken around one of its values, merged by Chan's formula;
+here in row chunks). The BCE over every pair is one tiled pass (pair_bce) on centred vectors
+with two more dims, so that the pair pass computes Ψ - μ itself, without cancellation:
+
+    Ψ_ij - μ = <X_i, Y_j> + X_i·ȳ + x̄·Y_j + δ_b = <x'_i, y'_j>,   X_i = x_i - x̄,  Y_j = y_j - ȳ,
+    x'_i = [X_i, X_i·ȳ, 1],  y'_j = [Y_j, 1, x̄·Y_j + δ_b],        δ_b = x̄·ȳ - μ   (per image)
+
+Where every valid pair has the same value because the rows are equal (one pair; one row against
+equal rows; equal rows on both sides), X, Y and δ are exactly 0, so each logit is exactly the
+bias, and the gradients of x, y and weight that must vanish are exactly 0 (the folded form
+a·Ψ + (bias - a·μ) left the rounding of a·μ, times 1/sqrt(eps): 2e-5 off at one pair in float32).
+x' and y' are one copy of x and y in the statistics dtype (half inputs are read chunk by chunk,
+never widened whole).
+
+The backward (_Loss) is one pair_bce backward, which gives Σ_j a·e_ij y'_j, Σ_i a·e_ij x'_i,
+Σ e (Ψ - μ) and Σ e (the gradients of a and of the bias); the extra dims give the row sums
+a Σ_j e_ij and a Σ_i e_ij, from which the pair terms a Σ_j e_ij y_j and the batch-norm's terms
+through μ and σ² are formed in place. No host sync. running_mean / running_var are updated in
+place as F.batch_norm does (unbiased variance; n < 2 leaves running_var, n = 0 both).
+Conventions and edge cases: the reference's docstring.
 """
 
 from __future__ import annotations
@@ -70,21 +82,23 @@ def dense_similarity_loss(
     if backend == "reference":
         return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, training, running_mean,
                                           running_var, momentum)  # fmt: skip
-    st = stats_dtype(x.dtype)
-    # Half inputs are widened once: the gradient of x sums a pair_bce term and a statistics term
-    # that cancel, so it must not be rounded to half precision before that sum (bfloat16
-    # gradients were ~1% off where they cancel, beyond SPEC §4).
-    x, y = x.to(st), y.to(st)
     xv, yv = x_labels >= 0, y_labels >= 0
+    # rows of an image with no valid row on the other side take part in no pair: left out of
+    # everything (their values, an inf or NaN included, reach nothing)
+    xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
     with torch.no_grad():
-        stats = _statistics(x, xv, y, yv)
-    count, mean, var = stats[:3]
+        count, mean, var, nx, ny, xbar, ybar, ax, ay, mean_b, xa, ya = _statistics(x, xv, y, yv)
     batch = training or running_mean is None or running_var is None
     if training:
         _ref._update_running(running_mean, running_var, count, mean, var, momentum)
     elif not batch:
-        mean, var = running_mean.detach().to(st).reshape(()).clone(), running_var.detach().to(st).reshape(()).clone()
-    return _Loss.apply(x, y, w, beta, x_labels, y_labels, mean, var, eps, batch, backend, count, *stats[3:])
+        mean = running_mean.detach().to(xa.dtype).reshape(()).clone()
+        var = running_var.detach().to(xa.dtype).reshape(()).clone()
+    with torch.no_grad():
+        delta = torch.where(nx * ny > 0, mean_b - mean, 0.0)
+        _fill_pair_dims(xa, ya, xv, yv, xbar, ybar, delta)
+    return _Loss.apply(x, y, w, beta, x_labels, y_labels, xa, ya, mean, var, eps, batch, backend, count, nx, ny, xbar,
+                       ybar, ay, ax, delta, xv, yv)  # fmt: skip
 
 
 # Rows of x or y per chunk of the statistics' passes: a chunk's masked copy stays small next to
@@ -96,99 +110,136 @@ def _chunks(K: int):
     return [(r0, min(K, r0 + _CHUNK)) for r0 in range(0, K, _CHUNK)]
 
 
-def _masked_chunk(t, valid, r0, r1, center=None):
-    c = t[:, r0:r1]
-    if center is not None:
-        c = c - center[:, None]
-    return torch.where(valid[:, r0:r1, None], c, torch.zeros((), dtype=c.dtype, device=c.device))
+def _masked_chunk(t, valid, r0, r1, center, st):
+    c = t[:, r0:r1].to(st) - center[:, None]
+    return torch.where(valid[:, r0:r1, None], c, torch.zeros((), dtype=st, device=c.device))
 
 
-def _side_stats(t, valid):
-    """Per image: the count n (B,) int64, the mean vector (B, D) and the centred Gram matrix
-    A = Σ (t_i - t̄)(t_i - t̄)ᵀ (B, D, D) over the valid rows, chunk by chunk."""
+def _side_stats(t, valid, st):
+    """Per image, over the valid rows: the count n (B,) int64, the mean t̄ (B, D) taken around
+    the first valid row (exactly that row when all are equal), the centred Gram matrix
+    A = Σ (t_i - t̄)(t_i - t̄)ᵀ (B, D, D); and t' (B, K, D + 2) in st, the centred rows
+    t_i - t̄ (0 for the others) in its first D dims. Chunk by chunk: no other copy of t."""
     B, K, D = t.shape
     n = valid.sum(1)
-    s = t.new_zeros(B, D)
+    pivot = t.new_zeros(B, D, dtype=st)
+    if K > 0:
+        first = valid.to(torch.int32).argmax(1)  # the first valid row (0 if none)
+        row = t.gather(1, first[:, None, None].expand(B, 1, D))[:, 0].to(st)
+        pivot = torch.where(n[:, None] > 0, row, pivot)
+    s = t.new_zeros(B, D, dtype=st)
     for r0, r1 in _chunks(K):
-        s += _masked_chunk(t, valid, r0, r1).sum(1)
-    mean = s / n.clamp_min(1)[:, None].to(t.dtype)
-    gram = t.new_zeros(B, D, D)
+        s += _masked_chunk(t, valid, r0, r1, pivot, st).sum(1)
+    mean = pivot + s / n.clamp_min(1)[:, None].to(st)
+    aug = t.new_zeros(B, K, D + 2, dtype=st)
+    gram = t.new_zeros(B, D, D, dtype=st)
     for r0, r1 in _chunks(K):
-        c = _masked_chunk(t, valid, r0, r1, mean)
+        c = aug[:, r0:r1, :D]
+        c.copy_(_masked_chunk(t, valid, r0, r1, mean, st))
         gram.baddbmm_(c.transpose(1, 2), c)
-    return n, mean, gram
+    return n, mean, gram, aug
 
 
 def _statistics(x, xv, y, yv):
     """pair_moments' count, mean and biased variance of Ψ over the valid pairs (the same closed
-    form as the reference's, centred per image, merged by Chan's formula) without a copy of x
-    or y, and what the gradient needs: (count, mean, var, nx, ny, x̄, ȳ, Ax, Ay)."""
-    nx, xbar, ax = _side_stats(x, xv)
-    ny, ybar, ay = _side_stats(y, yv)
+    form as the reference's, centred per image, merged by Chan's formula, every mean around one
+    of its values) and what the pair pass and the gradient need: (count, mean, var, nx, ny,
+    x̄, ȳ, Ax, Ay, x̄·ȳ per image, x', y' with their last two dims still to fill)."""
+    st = stats_dtype(x.dtype)
+    nx, xbar, ax, xa = _side_stats(x, xv, st)
+    ny, ybar, ay, ya = _side_stats(y, yv, st)
     n_b = nx * ny
     count = n_b.sum()
-    w = n_b.to(x.dtype)
-    n = count.clamp_min(1).to(x.dtype)
+    w = n_b.to(st)
+    n = count.clamp_min(1).to(st)
     mean_b = (xbar * ybar).sum(1)
-    mean = (w * mean_b).sum() / n
+    has = n_b > 0
+    mean = _ref.pivot_mean(mean_b, has, 0, w)
     quad_y = torch.einsum("bd,bde,be->b", xbar, ay, xbar)
     quad_x = torch.einsum("bd,bde,be->b", ybar, ax, ybar)
-    m2 = (nx.to(x.dtype) * quad_y + ny.to(x.dtype) * quad_x + (ax * ay).sum((1, 2))).sum()
-    m2 = m2 + (w * (mean_b - mean).square()).sum()
-    return count, mean, m2 / n, nx, ny, xbar, ybar, ax, ay
+    m2_b = nx.to(st) * quad_y + ny.to(st) * quad_x + (ax * ay).sum((1, 2)) + w * (mean_b - mean).square()
+    m2 = torch.where(has, m2_b, 0.0).sum()
+    return count, mean, m2 / n, nx, ny, xbar, ybar, ax, ay, mean_b, xa, ya
 
 
-def _add_moments_grad(grad, t, valid, other_n, other_bar, other_gram, mean, n, g_mean, g_var):
-    """grad += g_mean ∂mean/∂t + g_var ∂var/∂t in place, for the valid rows t_i:
-        ∂mean/∂t_i = (m/n) ō,   ∂var/∂t_i = (2/n) (m (t_i·ō - mean) ō + A_o t_i)
-    with m, ō, A_o the other side's count, mean and centred Gram (Σ_j (Ψ_ij - mean) o_j with
-    o_j = ō + o'_j: the terms in Σ o'_j vanish)."""
-    m = other_n.to(t.dtype)[:, None, None]
-    lin = torch.bmm(t, other_bar[:, :, None]) - mean  # (B, K, 1): t_i·ō - mean
-    coef = torch.where(valid[..., None], g_mean / n * m + (2 * g_var / n) * m * lin, 0.0)
+def _fill_pair_dims(xa, ya, xv, yv, xbar, ybar, delta):
+    """x'_i[D:] = [X_i·ȳ, 1], y'_j[D:] = [1, x̄·Y_j + δ_b] for the valid rows (0 elsewhere), in
+    place: then <x'_i, y'_j> = Ψ_ij - μ."""
+    D = xbar.shape[1]
+    zero = torch.zeros((), dtype=xa.dtype, device=xa.device)
+    xa[..., D] = torch.where(xv, torch.bmm(xa[..., :D], ybar[:, :, None])[..., 0], zero)
+    xa[..., D + 1] = xv.to(xa.dtype)
+    ya[..., D] = yv.to(ya.dtype)
+    ya[..., D + 1] = torch.where(yv, torch.bmm(ya[..., :D], xbar[:, :, None])[..., 0] + delta[:, None], zero)
+
+
+def _pair_grad(dpa, own_row, other_bar, other_n, n, batch):
+    """The pair terms of one side's gradient from pair_bce's on t' (in place in dpa[..., :D]):
+    a Σ_j e_ij o_j = (a Σ_j e_ij O_j) + ō (a Σ_j e_ij), and, with batch statistics, the mean's
+    term -(a Σ e)(m/n) ō. Both use the row sums r_i = a Σ_j e_ij from dpa's extra dim (own_row),
+    so that where they cancel (one pair: r_i = Σ r) they cancel exactly."""
+    D = other_bar.shape[1]
+    r = dpa[..., own_row]
+    if batch:
+        r = r - (other_n.to(r.dtype) / n)[:, None] * r.sum()
+    return dpa[..., :D].addcmul_(other_bar[:, None, :], r[..., None])
+
+
+def _add_var_grad(grad, t_aug, own_bar, lin, other_n, other_bar, other_gram, n, g_var):
+    """grad += g_var ∂var/∂t_i in place, for the rows t_i = T_i + t̄ (T_i = t'_i[:D]):
+        ∂var/∂t_i = (2/n) (m (t_i·ō - μ) ō + A_o t_i),   t_i·ō - μ = T_i·ō + (t̄·ō - μ) = lin_i
+    with m, ō, A_o the other side's count, mean and centred Gram (Σ_j (Ψ_ij - μ) o_j with
+    o_j = ō + O_j: the terms in Σ O_j vanish)."""
+    D = other_bar.shape[1]
+    coef = 2 * g_var / n
     # the factor on the (D, D) Gram, not as baddbmm's alpha: a tensor alpha is read on the host
-    grad.baddbmm_(t, other_gram * (2 * g_var / n))
-    grad.addcmul_(coef, other_bar[:, None, :])
-    # ignored rows get exactly 0 (their inf or NaN went through the product above)
-    grad.masked_fill_(~valid[..., None], 0.0)
+    scaled = other_gram * coef
+    grad.baddbmm_(t_aug[..., :D], scaled)
+    grad.add_(torch.bmm(own_bar[:, None, :], scaled))
+    grad.addcmul_(lin[..., None] * (coef * other_n.to(grad.dtype))[:, None, None], other_bar[:, None, :])
 
 
 class _Loss(torch.autograd.Function):
-    """loss = Σ pair_bce(x, y; a, c) / n with a = w / sqrt(var + eps), c = beta - a mean. The
-    backward is one pair_bce backward (dx, dy, ∂/∂a, ∂/∂c) and, with batch statistics, the
-    statistics' terms added into dx and dy in place (no other (K, D) buffer):
-        ∂/∂w = (∂a - mean ∂c) / s,  ∂/∂beta = ∂c,  ∂/∂mean = -a ∂c,  ∂/∂var = -(∂a - mean ∂c) a / (2 s²)
-    (s = sqrt(var + eps)). Double backward differentiates the reference instead."""
+    """loss = Σ pair_bce(x', y'; a, beta) / n with a = w / s, s = sqrt(var + eps), <x', y'> = Ψ - μ.
+    The backward is one pair_bce backward (dx', dy', ∂/∂a = Σ e (Ψ - μ), ∂/∂beta = Σ e) and,
+    with batch statistics, the statistics' terms:
+        ∂/∂w = ∂a / s,  ∂/∂mean = -a Σ e,  ∂/∂var = -∂a a / (2 s²)
+    Double backward differentiates the reference instead."""
 
     @staticmethod
-    def forward(ctx, x, y, w, beta, xl, yl, mean, var, eps, batch, backend, count, nx, ny, xbar, ybar, ax, ay):
+    def forward(ctx, x, y, w, beta, xl, yl, xa, ya, mean, var, eps, batch, backend, count, nx, ny, xbar, ybar, ay,
+                ax, delta, xv, yv):  # fmt: skip
         s = torch.sqrt(var + eps)
         a = w / s
-        c = beta - a * mean
-        total = _op.run(_pair_bce.OP, backend, x, xl, y, yl, a, c).sum()
-        n = count.clamp_min(1).to(x.dtype)
-        ctx.save_for_backward(x, y, w, beta, xl, yl, mean, var, a, c, s, n, nx, ny, xbar, ybar, ax, ay)
+        total = _op.run(_pair_bce.OP, backend, xa, xl, ya, yl, a, beta).sum()
+        n = count.clamp_min(1).to(xa.dtype)
+        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta,
+                              xv, yv)  # fmt: skip
         ctx.eps, ctx.batch, ctx.backend = eps, batch, backend
         return total / n
 
     @staticmethod
     def backward(ctx, g):
-        x, y, w, beta, xl, yl, mean, var, a, c, s, n, nx, ny, xbar, ybar, ax, ay = ctx.saved_tensors
+        x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta, xv, yv = ctx.saved_tensors
+        nones = [None] * 19
         if torch.is_grad_enabled():  # create_graph: the reference's graph carries second derivatives
             xs, ys, ws, bs = (t if t.requires_grad else t.detach().requires_grad_() for t in (x, y, w, beta))
             stats = {} if ctx.batch else {"training": False, "running_mean": mean.reshape(1),
                                           "running_var": var.reshape(1)}  # fmt: skip
             loss = _ref.dense_similarity_loss(xs, xl, ys, yl, ws, bs, ctx.eps, **stats)
-            return (*torch.autograd.grad(loss, (xs, ys, ws, bs), g, create_graph=True, allow_unused=True),
-                    *([None] * 14))  # fmt: skip
+            return (*torch.autograd.grad(loss, (xs, ys, ws, bs), g, create_graph=True, allow_unused=True), *nones)
         suffix = "_triton" if ctx.backend == "triton" else ""
         bwd = getattr(torch.ops.pixelkernels, "pair_bce_backward" + suffix)
-        grad_rows = (g / n).expand(x.shape[:2]).contiguous()
-        dx, dy, da, dc = bwd(grad_rows, x, xl, y, yl, a, c)
-        da_w = da - mean * dc  # ∂L/∂a with c's dependence on a
+        grad_rows = (g / n).expand(xa.shape[:2]).contiguous()
+        dxa, dya, da, dc = bwd(grad_rows, xa, xl, ya, yl, a, beta)
+        D = xbar.shape[1]
+        dx = _pair_grad(dxa, D, ybar, ny, n, ctx.batch)
+        dy = _pair_grad(dya, D + 1, xbar, nx, n, ctx.batch)
         if ctx.batch:
-            g_mean, g_var = -a * dc, -da_w * a / (2 * s * s)
-            xv, yv = xl >= 0, yl >= 0
-            _add_moments_grad(dx, x, xv, ny, ybar, ay, mean, n, g_mean, g_var)
-            _add_moments_grad(dy, y, yv, nx, xbar, ax, mean, n, g_mean, g_var)
-        return dx, dy, da_w / s, dc, *([None] * 14)
+            g_var = -da * a / (2 * s * s)
+            _add_var_grad(dx, xa, xbar, xa[..., D] + delta[:, None], ny, ybar, ay, n, g_var)
+            _add_var_grad(dy, ya, ybar, ya[..., D + 1], nx, xbar, ax, n, g_var)
+        # rows that take no part get exactly 0 (a NaN elsewhere went through the products above)
+        dx.masked_fill_(~xv[..., None], 0.0)
+        dy.masked_fill_(~yv[..., None], 0.0)
+        return dx, dy, da / s, dc, *nones

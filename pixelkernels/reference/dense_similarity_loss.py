@@ -26,6 +26,19 @@ Edge cases:
   BatchNorm1d refuses one value in training ("Expected more than 1 value per channel"), and its
   native kernel would store 0/0 = NaN in running_var: here running_mean takes the value as
   usual and running_var is left untouched (one value says nothing about the spread).
+- Equal values are centred exactly: the mean is taken around one of the values (μ = p + Σ(Ψ - p)/n
+  with p the first valid Ψ), so when every valid Ψ is the same number, μ is that number, Ψ - μ
+  and σ² are exactly 0 and Ψ̂ = 0 in any dtype (a plain Σ Ψ / n rounds, and 1/sqrt(eps) blows the
+  rounding up: 2e-5 in the loss at n = 1 in float32, and gradients that should be 0). "The same
+  number" as the matmul computes it: for equal rows BLAS may round Ψ differently (30 equal rows
+  in float32 did), which the op's centred pair pass does not (see pixelkernels/ops). With one
+  valid pair the loss is then exactly BCEWithLogits(bias, t) and the gradients of x, y and
+  weight exactly 0; with more, weight's gradient is exactly 0 and those of x and y keep
+  autograd's rounding where they sum weight/sqrt(eps)·(e - ē) over equal rows (about 1e-6 of
+  their scale in float32; the op's kernels work on centred rows, where it is 0).
+- A row takes part when its label is valid and its image has a valid row on the other side;
+  rows that take no part reach nothing (their inf or NaN neither, nor a NaN weight's).
+  bce at infinite logits: pixelkernels/reference/pair_bce.py.
 
 The oracle materialises the (B, Kx, Ky) matrix (seed 003 approximates Ψ by K sampled pixels per
 class, eq. 2, only because the dense [hw, hw] matrix does not fit). `pair_moments` gives the
@@ -39,6 +52,7 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
+from .pair_bce import bce_with_logits
 
 
 def _masked(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -69,14 +83,19 @@ def pair_moments(x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, yv: torch.T
     cross terms vanish and
         Σ_ij (Ψ_ij - x̄·ȳ)² = nx·x̄ᵀAy x̄ + ny·ȳᵀAx ȳ + trace(Ax Ay)
     (each term >= 0), merged over images with Chan's formula around the global mean. Algebraically
-    equal to the Gram form above (Ax = Gx - nx·x̄x̄ᵀ). n = 0 gives count 0, mean 0, variance 0."""
+    equal to the Gram form above (Ax = Gx - nx·x̄x̄ᵀ). n = 0 gives count 0, mean 0, variance 0.
+    Every mean is taken around one of its values (pivot_mean), so equal rows give x̄ = the row
+    and Ax = 0 exactly, and equal per-image means the global mean exactly: all valid pairs
+    equal (one pair; one row against equal rows; equal rows on both sides) gives variance 0.
+    Rows of an image whose other side has no valid row take part in no pair and are left out."""
     st = stats_dtype(x.dtype)
+    xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
     x, y = _masked(x.to(st), xv[..., None]), _masked(y.to(st), yv[..., None])
     nx, ny = xv.sum(1), yv.sum(1)  # (B,) int64
     n_b = nx * ny  # valid pairs per image, exact in int64 (a full 240x427 image pair is ~1e10)
     count = n_b.sum()
-    xbar = x.sum(1) / nx.clamp_min(1)[:, None].to(st)  # (B, D)
-    ybar = y.sum(1) / ny.clamp_min(1)[:, None].to(st)
+    xbar = pivot_mean(x, xv, 1)  # (B, D)
+    ybar = pivot_mean(y, yv, 1)
     xc = _masked(x - xbar[:, None], xv[..., None])
     yc = _masked(y - ybar[:, None], yv[..., None])
     ax = xc.transpose(1, 2) @ xc  # (B, D, D)
@@ -87,17 +106,37 @@ def pair_moments(x: torch.Tensor, xv: torch.Tensor, y: torch.Tensor, yv: torch.T
     mean_b = (xbar * ybar).sum(1)
     w = n_b.to(st)
     n = count.clamp_min(1).to(st)
-    mean = (w * mean_b).sum() / n
-    m2 = m2_b.sum() + (w * (mean_b - mean).square()).sum()
+    has = n_b > 0
+    mean = pivot_mean(mean_b, has, 0, w)
+    m2 = _masked(m2_b + w * (mean_b - mean).square(), has).sum()
     return count, mean, m2 / n
+
+
+def pivot_mean(t: torch.Tensor, valid: torch.Tensor, dim: int, weight: torch.Tensor | None = None):
+    """t (..., K, *rest), valid (..., K) with K at dim, weight None or valid's shape -> the mean
+    of t's valid entries along dim (weighted), taken around the first valid one p:
+    p + Σ w (t - p) / Σ w, exactly p when every valid entry is p (Σ t / n rounds). p is a
+    constant shift (detached: the derivative is the mean's). 0 where no entry is valid."""
+    extra = t.dim() - valid.dim()
+    v = valid.reshape(*valid.shape, *([1] * extra))
+    if t.shape[dim] == 0:
+        return t.sum(dim)
+    first = valid.to(torch.int32).argmax(dim, keepdim=True)  # the first valid entry (0 if none)
+    idx = first.reshape(*first.shape, *([1] * extra)).expand(*first.shape, *t.shape[valid.dim():])
+    p = _masked(t.detach().gather(dim, idx), v.any(dim, keepdim=True)).squeeze(dim)
+    w = v.to(t.dtype) if weight is None else weight.reshape(v.shape).to(t.dtype)
+    total = w.sum(dim).clamp_min(1) if weight is None else w.sum(dim)
+    dev = _masked(w * (t - p.unsqueeze(dim)), v).sum(dim)
+    return p + dev / torch.where(total > 0, total, torch.ones((), dtype=t.dtype, device=t.device))
 
 
 def materialized_moments(psi: torch.Tensor, valid: torch.Tensor):
     """psi (B, Kx, Ky), valid (B, Kx, Ky) bool -> count, mean, biased variance over the valid
-    entries: two passes (mean, then centred squares), as BatchNorm computes them."""
+    entries: two passes (the mean, around the first valid entry, then centred squares), as
+    BatchNorm computes them."""
     count = valid.sum()
     n = count.clamp_min(1).to(psi.dtype)
-    mean = _masked(psi, valid).sum() / n
+    mean = pivot_mean(psi.reshape(-1), valid.reshape(-1), 0)
     var = _masked((psi - mean).square(), valid).sum() / n
     return count, mean, var
 
@@ -137,9 +176,12 @@ def dense_similarity_loss(
     xv, yv = x_labels >= 0, y_labels >= 0
     valid = xv[:, :, None] & yv[:, None, :]  # (B, Kx, Ky)
     # Ignored vectors are zeroed before the product: through the matmul's backward, a NaN in a
-    # padding slot would otherwise reach the gradient of every valid vector (0·NaN).
+    # padding slot would otherwise reach the gradient of every valid vector (0·NaN). Ψ of the
+    # invalid pairs is zeroed too, and that where is then the only way from an invalid pair to x
+    # and y: its Ψ is NaN for a row with an inf and no partner, and its zero gradient meets
+    # (Ψ - μ) through σ², a NaN weight, the bce's derivative at a NaN logit (a NaN bias).
     x, y = _masked(x.to(st), xv[..., None]), _masked(y.to(st), yv[..., None])
-    psi = x @ y.transpose(1, 2)
+    psi = _masked(x @ y.transpose(1, 2), valid)
     count, mean, var = materialized_moments(psi, valid)
     if training:
         _update_running(running_mean, running_var, count, mean, var, momentum)
@@ -147,6 +189,5 @@ def dense_similarity_loss(
         mean, var = running_mean.to(st).reshape(()), running_var.to(st).reshape(())
     psi_hat = (psi - mean) / torch.sqrt(var + eps)
     logits = psi_hat * _scalar(weight, st, x.device) + _scalar(bias, st, x.device)
-    target = (x_labels[:, :, None] == y_labels[:, None, :]).to(st)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    return _masked(bce, valid).sum() / count.clamp_min(1).to(st)
+    target = x_labels[:, :, None] == y_labels[:, None, :]
+    return _masked(bce_with_logits(logits, target), valid).sum() / count.clamp_min(1).to(st)

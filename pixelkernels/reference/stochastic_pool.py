@@ -11,7 +11,9 @@ pixelkernels.sample_pixels draws from the same generator state: the same 42-bit 
 here the same way and handed to the sampler's reference (as reference/triplet_losses.py does),
 so the oracle stays in the reference layer (no dispatch, no label check and its host sync).
 The gather is differentiable in emb: the gradient of a slot goes back to its pixel (padding
-slots send none). vectors keep emb's dtype (a gather computes nothing); labels are int64.
+slots send none, so an inf or NaN at a pixel no slot takes reaches nothing; with H·W = 0 the
+vectors are zeros still attached to emb's graph). vectors keep emb's dtype (a gather computes
+nothing); labels are int64.
 Contiguous and channels_last maps both work (channels_last gathers rows of D contiguous values).
 """
 
@@ -46,8 +48,8 @@ def gather_slots(emb: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor
     filled = idx >= 0
     cls = torch.arange(C, device=idx.device).repeat_interleave(k).expand(B, C * k)
     out_labels = torch.where(filled, cls, torch.full_like(cls, -1))
-    if P == 0:
-        return emb.new_zeros(B, C * k, D), out_labels
+    if P == 0:  # every slot padding: zeros, still attached to emb's graph (an empty sum is 0)
+        return emb.new_zeros(B, C * k, D) + emb.sum((2, 3))[:, None, :], out_labels
     x = emb.reshape(B, D, P).transpose(1, 2)  # (B, P, D); a view for both layouts
     rows = x.gather(1, torch.where(filled, idx, 0)[..., None].expand(B, C * k, D))
     vectors = torch.where(filled[..., None], rows, torch.zeros((), dtype=emb.dtype, device=emb.device))

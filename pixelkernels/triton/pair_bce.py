@@ -3,9 +3,11 @@
 A program owns BLOCK_N rows of x of one image (forward, dx) or BLOCK_K rows of y (dy) and walks
 the other side in blocks: the logit tile is ``tl.dot(x, yᵀ)`` over D in BLOCK_D chunks (tensor
 cores for float16/bfloat16; float32 is IEEE unless torch allows TF32), then the loss or its
-derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy accumulate in
-float32/float64 buffers the program owns (no atomics: deterministic); scale times them and the
-sums of the row partials for the gradients of scale and bias are taken by the launcher.
+derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy accumulate
+(scale·e)·y and (scale·e)ᵀ·x, the scale per pair and masked after (an infinite or NaN scale acts
+as in the reference and reaches no row that takes no part), in float32/float64 buffers the
+program owns (no atomics: deterministic); the launcher sets the rows with a negative label to 0
+and sums the row partials for the gradients of scale and bias.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def _forward_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, out_ptr, Kx, Ky,
         offs_j = j0 + tl.arange(0, BLOCK_K)
         z, s, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
                                BLOCK_D)  # fmt: skip
-        loss = tl.maximum(z, 0.0) - tl.where(t, z, 0.0) + _log1p(tl.exp(-tl.abs(z)))
+        # softplus(-z) where t, softplus(z) elsewhere: z = ±inf gives 0 or inf, not inf - inf
+        loss = tl.where(t, tl.maximum(-z, 0.0), tl.maximum(z, 0.0)) + _log1p(tl.exp(-tl.abs(z)))
         row += tl.sum(tl.where(valid, loss, 0.0), 1)
     tl.store(out_ptr + b * Kx + offs_i, row, mask=offs_i < Kx)
 
@@ -82,6 +85,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
     offs_i = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
     imask = offs_i < Kx
     g = tl.load(g_ptr + b * Kx + offs_i, mask=imask, other=0.0)
+    a = tl.load(a_ptr)
     r0 = tl.zeros([BLOCK_N], ACC)
     r1 = tl.zeros([BLOCK_N], ACC)
     for j0 in range(0, Ky, BLOCK_K):
@@ -91,6 +95,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
         e = tl.where(valid, g[:, None] * _dloss(z, t), 0.0)
         r0 += tl.sum(e * s, 1)
         r1 += tl.sum(e, 1)
+        ea = tl.where(valid, e * a, 0.0)
         jv = tl.load(ly_ptr + b * Ky + offs_j, mask=offs_j < Ky, other=-1) >= 0
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -99,7 +104,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
                          mask=jv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dx_ptr + (b * Kx + offs_i.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = imask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(e, ya, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(ea, ya, PREC, ACC), mask=m2)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2, r0, mask=imask)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2 + 1, r1, mask=imask)
 
@@ -115,8 +120,9 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
         offs_i = i0 + tl.arange(0, BLOCK_N)
         z, s, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
                                BLOCK_D)  # fmt: skip
-        g = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0)
-        e = tl.where(valid, g[:, None] * _dloss(z, t), 0.0)
+        # (a g_i) (σ(z) - t): a per pair, as (a e) in dx (no register held across the loop)
+        ga = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0) * tl.load(a_ptr)
+        ea = tl.where(valid, ga[:, None] * _dloss(z, t), 0.0)
         iv = tl.load(lx_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=-1) >= 0
         for d0 in range(0, D, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -125,7 +131,7 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
                          mask=iv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dy_ptr + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = jmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(e), xa, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(ea), xa, PREC, ACC), mask=m2)
 
 
 # --------------------------------------------------------------------------------------
@@ -180,8 +186,14 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
             if D > 0:
                 _dy_kernel[grid_items(kblk, B)](*args, dy, Kx, Ky, D, kblk, **flags, num_warps=4)
     sums = rows.reshape(-1, 2).sum(0)
+    # Rows with a negative label take part in nothing: 0, whatever went through the products (a
+    # valid row's NaN times an invalid pair's zero coefficient); here, not in the kernels' loops
+    # (registers).
+    zero = torch.zeros((), dtype=st, device=xc.device)
+    dx = torch.where((lx >= 0)[..., None], dx, zero)
+    dy = torch.where((ly >= 0)[..., None], dy, zero)
     # clones: views of one `sums` would alias each other (custom ops may not return aliases)
-    return ((dx * a).to(x.dtype), (dy * a).to(y.dtype), sums[0].to(scale.dtype).reshape(scale.shape).clone(),
+    return (dx.to(x.dtype), dy.to(y.dtype), sums[0].to(scale.dtype).reshape(scale.shape).clone(),
             sums[1].to(bias.dtype).reshape(bias.shape).clone())  # fmt: skip
 
 
