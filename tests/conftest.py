@@ -52,6 +52,22 @@ BACKENDS = backend_params()
 COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 # The kernels that run on a GPU: their GPU-only paths (marked cuda, skipped without one).
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
+# Every backend and "emulated": the CPU backend's op calls replayed on the CUDA kernels run on
+# the CPU by tests/cuda_emu (the cuda backend's kernels where there is no GPU); see on_backend.
+WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
+
+
+def on_backend(request, backend: str, fn):
+    """fn(backend); for "emulated", fn("cpu") with every pixelkernels op (forward and backward)
+    run by its CUDA kernel under tests/cuda_emu."""
+    if backend != "emulated":
+        return fn(backend)
+    from contract import EmulateCuda
+
+    with EmulateCuda(request.getfixturevalue("emu")):
+        return fn("cpu")
+
+
 # Tests that run several backends in one call, grouped by device: "host" (CPU tensors: reference,
 # cpu, triton under the interpreter without a GPU) and "gpu" (CUDA tensors: triton and cuda).
 DEVICE_GROUPS = [

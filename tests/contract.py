@@ -119,12 +119,13 @@ class FuzzRow:
     fuzz_half_gap: str | None = None
 
 
-def fuzz_suite(c: FuzzRow):
-    """test_fuzz, test_fuzz_kinds and test_fuzz_errors of a FuzzRow (as suite() gives a Contract)."""
+def fuzz_suite(c):
+    """test_fuzz, test_fuzz_kinds and test_fuzz_errors of a FuzzRow or a Contract (suite()'s class
+    inherits them)."""
     has_floats = any(isinstance(s, fz.Floats) for s in c.fuzz(dict(B=1, D=1, H=1, W=1, R=1, K=1, N=1)).values())
 
     class TestFuzz:
-        @pytest.mark.sanitize
+        @pytest.mark.sanitize  # with cuda: every op's kernels under compute-sanitizer (.ci/gpu)
         @pytest.mark.parametrize("layout", fz.LAYOUTS if has_floats else [None])
         @pytest.mark.parametrize("group", DEVICE_GROUPS)
         def test_fuzz(self, group, layout):
@@ -133,7 +134,7 @@ def fuzz_suite(c: FuzzRow):
         @pytest.mark.parametrize("kind", fz.KINDS)
         @pytest.mark.parametrize("group", DEVICE_GROUPS)
         def test_fuzz_kinds(self, group, kind):
-            fz.fuzz_kind(c, kind, FUZZ_KIND_EXAMPLES, group=group)
+            fz.fuzz_values(c, FUZZ_KIND_EXAMPLES, group=group, kind=kind)
 
         @pytest.mark.parametrize("group", DEVICE_GROUPS)
         def test_fuzz_errors(self, group):
@@ -351,7 +352,7 @@ def check_batch_offsets(c: Contract, backend: str, device: str, dtype, base, cop
 def suite(c: Contract):
     """The generic tests of op `c.op`, as a test class for the op's test module."""
 
-    class TestContract:
+    class TestContract(fuzz_suite(c)):  # the fuzz tests (test_fuzz, test_fuzz_kinds, test_fuzz_errors)
         def test_registered(self):
             assert callable(getattr(pk, c.op))
             for name in c.registered:
@@ -362,21 +363,6 @@ def suite(c: Contract):
                         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pixelkernels::{name}", key), (
                             key
                         )
-
-        @pytest.mark.sanitize  # with cuda: every op's kernels under compute-sanitizer (.ci/gpu)
-        @pytest.mark.parametrize("layout", fz.LAYOUTS)
-        @pytest.mark.parametrize("group", DEVICE_GROUPS)
-        def test_fuzz(self, group, layout):
-            fz.fuzz_values(c, FUZZ_EXAMPLES, main_layout=layout, group=group)
-
-        @pytest.mark.parametrize("kind", fz.KINDS)
-        @pytest.mark.parametrize("group", DEVICE_GROUPS)
-        def test_fuzz_kinds(self, group, kind):
-            fz.fuzz_kind(c, kind, FUZZ_KIND_EXAMPLES, group=group)
-
-        @pytest.mark.parametrize("group", DEVICE_GROUPS)
-        def test_fuzz_errors(self, group):
-            fz.fuzz_errors(c, FUZZ_ERROR_EXAMPLES, group=group)
 
         @pytest.mark.parametrize("backend,device", BACKENDS)
         def test_differentiable_outputs(self, backend, device):

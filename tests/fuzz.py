@@ -404,7 +404,8 @@ def materialize(case: Case, dtype: torch.dtype, *, device="cpu", grads: bool, or
         if k in case.derived and k != case.main:
             # Depends on the main map: one value per image, rounded to t as the kernels see it
             # (straight through for the oracle, so its gradient is the same function).
-            mean = main_view.double().nan_to_num(0.0, 0.0, 0.0).flatten(1).mean(1).sigmoid()
+            flat = main_view.double().nan_to_num(0.0, 0.0, 0.0).flatten(1)
+            mean = (flat.sum(1) / max(1, flat.shape[1])).sigmoid()  # an empty map's mean: 0, not NaN
             mean = mean + (mean.to(t).double() - mean).detach() if oracle else mean.to(t)
             mean = mean.view(-1, *[1] * (len(shape) - 1))
             view = view * mean if s.positive else view + mean
@@ -801,11 +802,19 @@ def _to(inputs: dict, device: str) -> dict:
 # The tests a Contract row gets (tests/contract.py)
 
 
-def fuzz_values(c, ci_examples: int, main_layout: str | None = None, group: str = "host") -> None:
+def fuzz_values(c, ci_examples: int, main_layout: str | None = None, group: str = "host", kind: str | None = None) -> None:
+    """Hypothesis over the row's cases, every backend against the reference. `kind` (one of KINDS)
+    forces that kind of input: single elements in float32 (SPEC §4's float32 tolerance on a
+    mean that equals its one value), every other kind in every dtype."""
+    if kind is not None:
+        why = applicable(kind, c.fuzz(dict(B=1, D=1, H=1, W=1, R=1, K=1, N=1)))
+        if why is not None:
+            pytest.skip(f"{kind}: {why}")
+
     @fuzz_settings(ci_examples)
     @given(
-        case=cases(c.fuzz, main_layout=main_layout),
-        dtype=st.sampled_from(FLOATS),
+        case=cases(c.fuzz, main_layout=main_layout, kind=kind),
+        dtype=st.just(torch.float32) if kind == "single" else st.sampled_from(FLOATS),
         mode=st.sampled_from(GRAD_MODES),
     )
     def run(case, dtype, mode):
@@ -814,33 +823,6 @@ def fuzz_values(c, ci_examples: int, main_layout: str | None = None, group: str 
         except AssertionError as e:
             # A known half-precision gap (the row's fuzz_half_gap): checked in full all the
             # same, reported as xfail after the run, never silently passed.
-            if c.fuzz_half_gap is None or dtype not in HALF or "grad" not in str(e):
-                raise
-            gaps.append(str(e).splitlines()[0])
-
-    gaps: list[str] = []
-    run()
-    if gaps:
-        pytest.xfail(f"known gap: {c.fuzz_half_gap} ({len(gaps)} examples, e.g. {gaps[0]})")
-
-
-def fuzz_kind(c, kind: str, ci_examples: int, group: str = "host") -> None:
-    """fuzz_values with `kind` forced: single elements in float32 (SPEC §4's float32 tolerance
-    on a mean that equals its one value), every other kind in every dtype."""
-    why = applicable(kind, c.fuzz(dict(B=1, D=1, H=1, W=1, R=1, K=1, N=1)))
-    if why is not None:
-        pytest.skip(f"{kind}: {why}")
-
-    @fuzz_settings(ci_examples)
-    @given(
-        case=cases(c.fuzz, kind=kind),
-        dtype=st.just(torch.float32) if kind == "single" else st.sampled_from(FLOATS),
-        mode=st.sampled_from(GRAD_MODES),
-    )
-    def run(case, dtype, mode):
-        try:
-            check_case(c, case, dtype, mode, group)
-        except AssertionError as e:
             if c.fuzz_half_gap is None or dtype not in HALF or "grad" not in str(e):
                 raise
             gaps.append(str(e).splitlines()[0])

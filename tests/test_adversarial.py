@@ -57,7 +57,17 @@ DEPENDENT = {
     "menet_saliency(e, constant weights)": lambda e, be: pk.menet_saliency(
         e, _on(_seeded(2, 5, 7, positive=True), e), backend=be
     ),
+    # issue 35 (the fuzz): the op's own autograd differentiated the reference on the saved y itself
+    "dense_similarity_loss(x, y of x)": lambda e, be: _dense_dependent(e, be),
 }
+
+
+def _dense_dependent(e, be):
+    x = e.flatten(2).transpose(1, 2)  # (B, 35, 3)
+    y = x[:, ::4] * 0.5 + x.mean((1, 2), keepdim=True)  # depends on x twice
+    xl = _on(torch.arange(35).remainder(3).expand(2, 35) - (torch.arange(35) % 7 == 0).long(), e)
+    yl = _on(torch.arange(9).remainder(2).expand(2, 9), e)
+    return pk.dense_similarity_loss(x, xl, y, yl, weight=0.7, bias=0.1, backend=be)
 
 
 def _sum(out):

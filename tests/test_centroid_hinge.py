@@ -40,7 +40,7 @@ def _bad(**kw):
 
 ROW = Contract(
     op="centroid_hinge",
-    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W")), "num_regions": Size("R"), "delta": Choice((0.0, 0.5)),
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W")), "num_regions": Size("R"), "delta": Choice((0.0, 0.5), extreme=(100.0,)),
                      "ignore_index": Ignore()},
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
     call=_call,

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from conftest import BACKENDS
+from conftest import BACKENDS, WITH_EMULATED, on_backend
 from contract import Contract, pair_sides, suite
 from fuzz import Choice, Floats, Labels
 
@@ -444,7 +444,8 @@ ROW = Contract(
     uses=("pair_bce",),
     fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False),
                     "y": Floats(("B", "H", "D")), "y_labels": Labels(("B", "H"), bounded=False),
-                    "weight": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25))},  # fmt: skip
+                    "weight": Choice((1.0, -0.5), extreme=(50.0,)), "bias": Choice((0.0, 0.25)),
+                    "eps": Choice((1e-5,), extreme=(0.0,))},  # fmt: skip
     make=_op_inp(2, 13, 11, 5),
     call=_op_call,
     shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, layout=layout),
@@ -514,19 +515,6 @@ def test_op_double_backward():
 # through the emulator.
 
 NAN, INF = float("nan"), float("inf")
-# "emulated": the CPU backend's op calls replayed on the CUDA kernels (tests/cuda_emu)
-WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
-
-
-def _on(request, backend, fn):
-    """fn(backend) on `backend`; for "emulated", fn("cpu") with its kernels replaced by the
-    CUDA kernels run on the CPU."""
-    if backend != "emulated":
-        return fn(backend)
-    from contract import EmulateCuda
-
-    with EmulateCuda(request.getfixturevalue("emu")):
-        return fn("cpu")
 
 
 def _loss_and_grads(request, backend, device, x, xl, y, yl, weight=1.3, bias=0.0, **kw):
@@ -540,7 +528,7 @@ def _loss_and_grads(request, backend, device, x, xl, y, yl, weight=1.3, bias=0.0
                                         bias=leaves[3], backend=b, **kw)  # fmt: skip
         return [loss.detach().cpu(), *(g.cpu() for g in torch.autograd.grad(loss, leaves))]
 
-    return _on(request, backend, run)
+    return on_backend(request, backend, run)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKENDS, weighted_loss
+from conftest import BACKENDS, WITH_EMULATED, on_backend, weighted_loss
 from contract import Contract, pair_sides, suite
 from fuzz import Choice, Floats, Labels
 
@@ -53,7 +53,8 @@ def _bad(**kw):
 ROW = Contract(
     op="pair_bce",
     fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False), "y": Floats(("B", "H", "D")),
-                    "y_labels": Labels(("B", "H"), bounded=False), "scale": Choice((1.0, -0.5)), "bias": Choice((0.0, 0.25))},  # fmt: skip
+                    "y_labels": Labels(("B", "H"), bounded=False), "scale": Choice((1.0, -0.5), extreme=(1e4, -1e4)),
+                    "bias": Choice((0.0, 0.25), extreme=(-1e4,))},  # fmt: skip
     make=_inp(2, 13, 11, 5),
     call=_call,
     shaped=lambda B, D, H, W, layout: _inp(B, *pair_sides(H, W), D, layout=layout),
@@ -155,19 +156,6 @@ def test_op_memory_is_linear():
 # backend and on the CUDA kernels through the emulator.
 
 INF, NAN = float("inf"), float("nan")
-# "emulated": the CPU backend's op calls replayed on the CUDA kernels (tests/cuda_emu)
-WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
-
-
-def _on(request, backend, fn):
-    """fn(backend) on `backend`; for "emulated", fn("cpu") with its kernels replaced by the
-    CUDA kernels run on the CPU."""
-    if backend != "emulated":
-        return fn(backend)
-    from contract import EmulateCuda
-
-    with EmulateCuda(request.getfixturevalue("emu")):
-        return fn("cpu")
 
 
 def _values_and_grads(request, backend, device, x, xl, y, yl, scale, bias, dtype, g=None):
@@ -184,7 +172,7 @@ def _values_and_grads(request, backend, device, x, xl, y, yl, scale, bias, dtype
             w = torch.ones_like(out) if g is None else g.to(out)
             return out, torch.autograd.grad((out * w).sum(), leaves)
 
-        out, grads = _on(request, be, run)
+        out, grads = on_backend(request, be, run)
         results.append([out.detach().cpu().double(), *(t.cpu().double() for t in grads)])
     return results
 

@@ -84,7 +84,7 @@ CASES = {
 ROW = Contract(
     op="region_hinge",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W")), "centroid": Floats(("B", "R", "D"), stats=True),
-                     "delta": Choice((0.0, 0.5)), "ignore_index": Ignore()},
+                     "delta": Choice((0.0, 0.5), extreme=(100.0,)), "ignore_index": Ignore()},
     make=_inp(2, 5, 7, 9, 3, label_dtype=torch.int16),
     call=_call,
     shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 3, layout),

@@ -174,7 +174,8 @@ def _cas_call(inp, backend):
 CAS = Contract(
     op="cas_loss",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W"), name="scores"), "labels": Labels(("B", "H", "W"), name="regions"),
-                     "R": Size("R", name="num_regions"), "alpha": Choice((0.5, 0.9)), "ignore_index": Ignore()},
+                     "R": Size("R", name="num_regions"), "alpha": Choice((0.5, 0.9), extreme=(0.0, 1.0)),
+                     "ignore_index": Ignore()},
     uses=("region_stats",),
     make=_emb_labels(2, 3, 7, 9, 4, label_dtype=torch.int16, softmax=True),
     call=_cas_call,
@@ -244,7 +245,7 @@ def _disc(B, D, H, W, R, **kw):
 DISC = Contract(
     op="discriminative_loss",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W"), name="instances"), "R": Size("R", name="num_instances"),
-                     "ignore_index": Ignore()},
+                     "ignore_index": Ignore(), "delta_v": Choice((0.5,), extreme=(0.0,)), "delta_d": Choice((1.5,), extreme=(0.0,))},
     uses=("centroid_hinge",),
     make=_disc(2, 5, 7, 9, 4, label_dtype=torch.int16, gamma=0.1),
     call=_disc_call,
@@ -334,7 +335,8 @@ _MAP_CASES = {
 
 MAP = Contract(
     op="masked_average_pool",
-    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W"), name="feat"), "mask": Floats(("B", "H", "W"), positive=True)},
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W"), name="feat"), "mask": Floats(("B", "H", "W"), positive=True),
+                     "eps": Choice((1e-5,), extreme=(0.0,))},
     uses=("masked_sum",),
     make=_feat_mask(2, 5, 7, 9),
     call=_map_call,

@@ -137,7 +137,7 @@ def test_gradcheck(layout):
 # ---------------------------------------------------------------------------------------------
 # The op (pixelkernels.stochastic_pool, nn.StochasticPooling): the oracle's draw on every backend.
 
-from conftest import BACKENDS  # noqa: E402
+from conftest import BACKENDS, WITH_EMULATED, on_backend  # noqa: E402
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -182,8 +182,6 @@ def test_module_and_errors():
 # Zero sizes and values no slot takes (issue 35), on every backend and on the CUDA sampler
 # through the emulator.
 
-WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
-
 
 def _pool_on(request, backend, device, emb, labels, k, C, seed=0):
     """pk.stochastic_pool on `backend` ("emulated": the CPU backend's sampler calls replayed
@@ -198,12 +196,8 @@ def _pool_on(request, backend, device, emb, labels, k, C, seed=0):
         (grad,) = torch.autograd.grad((v * w).sum(), e)
         return v.detach().cpu(), lab.cpu(), grad.cpu()
 
-    if backend != "emulated":
-        return run(backend)
-    from contract import EmulateCuda
+    return on_backend(request, backend, run)
 
-    with EmulateCuda(request.getfixturevalue("emu")):
-        return run("cpu")
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (2, 3, 0, 5), (2, 3, 4, 0), (1, 1, 1, 1)],
@@ -240,3 +234,22 @@ def test_nan_and_inf_at_pixels_no_slot_takes_reach_nothing(request, backend, dev
     if device == "cpu":
         for a, b in zip((v, lab, grad), want):
             assert torch.equal(a, b)
+
+
+# --- the property-based tests (tests/fuzz.py): NaN/inf in pixels no class draws (ignored), zero
+# sizes, D = 1/16/32, one pixel per class, per-image seeds
+
+from contract import FuzzRow, fuzz_suite  # noqa: E402
+from fuzz import Choice, Floats, Ignore, Labels, Seeds, Size  # noqa: E402
+
+FUZZ = FuzzRow(
+    op="stochastic_pool",
+    fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W"), bounded=False),
+                     "k": Choice((1, 4), extreme=(50,)), "num_classes": Size("R"), "generator": Seeds(),
+                     "ignore_index": Ignore()},  # fmt: skip
+    call=lambda inp, be: pk.stochastic_pool(inp["emb"], inp["labels"], inp["k"], inp["num_classes"], generator=inp["generator"],
+                                             ignore_index=inp["ignore_index"], backend=be),  # fmt: skip
+    loss=lambda out, inp: (out[0] * 1.1).sum(),
+    grad_inputs=("emb",),
+)
+TestFuzz = fuzz_suite(FUZZ)

@@ -63,7 +63,7 @@ def _bad(**kw):
 ROW = Contract(
     op="triplet_hinge",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "anchor": Indices(), "positive": Indices(),
-                     "negative": Indices(), "margin": Choice((0.0, 0.5, 3.0)), "squared": Choice((False, True)),
+                     "negative": Indices(), "margin": Choice((0.0, 0.5, 3.0), extreme=(1e4,)), "squared": Choice((False, True)),
                      "mining": Choice(("random", "hard"))},  # fmt: skip
     make=_inp(2, 5, 7, 9, 13),
     call=_call,

@@ -21,7 +21,8 @@
 // Backward, with g = grad_out and for valid j of class c:
 //   dS_ij = g_ic | g_ic / n_c | g_ic [s_ij = out_ic] / aux_ic (NaN if out_ic is NaN) | p_ij h_ic / T,
 //   h_ic  = g_ic - Σ_c' g_ic' out_ic'   (softmax_centered: without its cancellation)
-//   dZ_ij = dS_ij · (sigmoid ? s_ij (1 - s_ij) : 1) · scale
+//   dZ_ij = dS_ij · (sigmoid ? s_ij (1 - s_ij) : 1) · scale, with 1 - s_ij = sigmoid(-z_ij) taken
+//           without the cancellation of 1 - s (score_comp): a saturated score keeps its e^-z
 //   Dot:    dq_i = Σ_j dZ_ij r_j,   dr_j = Σ_i dZ_ij q_i
 //   Cosine: A_ij = dZ_ij / (|q_i| |r_j| + eps)
 //           dq_i = Σ_j A_ij r_j - (q_i / |q_i|) Σ_j A_ij sim_ij |r_j|   (the norm's term 0 where
@@ -115,6 +116,24 @@ PK_HD acc_t score(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale, acc
   return sigmoid ? acc_t(1) / (acc_t(1) + exp(-z)) : z;
 }
 
+// The same score and, with the sigmoid, comp = 1 - s: e s with the forward's own e = exp(-z) for
+// z >= 0 (1 - s there cancels: 0 once s rounds to 1, past z ~ 17 in float32, where the
+// derivative s (1 - s) is e^-z), 1 - s below (s < 1/2). s has score()'s bits.
+template <typename acc_t>
+PK_HD acc_t score_comp(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale, acc_t bias, bool sigmoid, acc_t eps,
+                       acc_t& comp) {
+  const acc_t sim = metric == Metric::Cosine ? dot / (qn * rn + eps) : dot;
+  const acc_t z = sim * scale + bias;
+  if (!sigmoid) {
+    comp = acc_t(0);
+    return z;
+  }
+  const acc_t e = exp(-z);
+  const acc_t s = acc_t(1) / (acc_t(1) + e);
+  comp = z >= acc_t(0) ? e * s : acc_t(1) - s;
+  return s;
+}
+
 // Whether x replaces the running max m: larger, or NaN (a NaN score makes the max NaN, as amax).
 template <typename acc_t>
 PK_HD bool above(acc_t x, acc_t m) {
@@ -151,10 +170,10 @@ PK_HD void softmax_centered(const acc_t* g, const acc_t* o, int64_t C, acc_t* h)
   for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c] - g[top]) + ht;
 }
 
-// dZ_ij from dS_ij: through the sigmoid and the scale.
+// dZ_ij from dS_ij: through the sigmoid (comp = 1 - s from score_comp) and the scale.
 template <typename acc_t>
-PK_HD acc_t grad_logit(acc_t ds, acc_t s, bool sigmoid, acc_t scale) {
-  return (sigmoid ? ds * s * (acc_t(1) - s) : ds) * scale;
+PK_HD acc_t grad_logit(acc_t ds, acc_t s, acc_t comp, bool sigmoid, acc_t scale) {
+  return (sigmoid ? ds * s * comp : ds) * scale;
 }
 
 }  // namespace similarity_reduce

@@ -149,11 +149,13 @@ at::Tensor floor_mask(const Tables<T>& t, int64_t b, int64_t j0, int64_t k) {
 // The activated score tile of image b, queries [i0, i0 + n) x refs [j0, j0 + k): S = s_ij of the
 // header, by ATen's GEMM and vectorised elementwise ops on the tile (in place in S, row stride k).
 // cosine also leaves den_ij = |q_i| |r_j| + eps in `den` and sim_ij in `sim` (when not null), and
-// with a weight the unweighted q_i·ref_j in `raw` (when not null).
+// with a weight the unweighted q_i·ref_j in `raw` (when not null), and with the sigmoid
+// 1 - s_ij = sigmoid(-z_ij) in `comp` (when not null): not 1 - s, which is 0 wherever the score
+// saturates (s rounds to 1 past z ~ 17 in float32) while the derivative s (1 - s) is e^-z there.
 // The forward and both backward uses make the same calls on the same shapes: the same bits.
 template <typename T>
 void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k, const T* qn, T* S,
-            T* den, T* sim, T* raw = nullptr) {
+            T* den, T* sim, T* raw = nullptr, T* comp = nullptr) {
   const SimilarityReduceArgs& a = x.a;
   at::Tensor s = matrix(S, n, k);
   at::mm_out(s, x.rows(x.q, b, i0, n), x.t.rows(b, j0, k, a.D).t());
@@ -172,6 +174,7 @@ void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64
   if (a.metric == Metric::Cosine && sim != nullptr) matrix(sim, n, k).copy_(s);
   if (x.scale != T(1)) s.mul_(x.scale);
   if (x.bias != T(0)) s.add_(x.bias);
+  if (a.sigmoid && comp != nullptr) matrix(comp, n, k).copy_(s).neg_().sigmoid_();
   if (a.sigmoid) s.sigmoid_();
 }
 
@@ -194,7 +197,7 @@ void class_matrix(const Tables<T>& tab, const SimilarityReduceArgs& a, int64_t b
 template <typename T>
 void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T* o, T* ties,
               int64_t* arg = nullptr, int64_t j0 = 0, const T* sim = nullptr, const T* den = nullptr,
-              T* asim = nullptr, T* aden = nullptr) {
+              T* asim = nullptr, T* aden = nullptr, const T* comp = nullptr, T* acomp = nullptr) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < k; ++j) {
       const int32_t c = cls[j];
@@ -209,6 +212,7 @@ void max_tile(const T* S, int64_t n, int64_t k, const int32_t* cls, int64_t C, T
             asim[i * C + c] = sim[i * k + j];
             aden[i * C + c] = den[i * k + j];
           }
+          if (comp != nullptr) acomp[i * C + c] = comp[i * k + j];
         }
       } else if (v == o[i * C + c]) {
         ties[i * C + c] += T(1);
@@ -352,6 +356,8 @@ void backward(const SimilarityReduceBackward& p) {
     std::vector<T> gx(kTN * (C + 1)), row(kTN), mrow(kTN), lrow(kTN);
     std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
     std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
+    std::vector<T> comp(a.sigmoid ? tile : 0), acomp(max && a.sigmoid ? kTN * C : 0);  // 1 - s (scores())
+    T* cp = a.sigmoid ? comp.data() : nullptr;
     std::vector<int64_t> arg(max ? kTN * C : 0);
     std::vector<T> qtile(max ? kTN * D : 0), dqtile(max ? kTN * D : 0);
     std::vector<int64_t> col_of(kTK);
@@ -397,9 +403,9 @@ void backward(const SimilarityReduceBackward& p) {
           std::fill_n(tie.data(), n * C, T(0));
           for (int64_t j0 = 0; j0 < K; j0 += kTK) {
             const int64_t k = std::min(kTK, K - j0);
-            scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data());
+            scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data(), static_cast<T*>(nullptr), cp);
             max_tile(S.data(), n, k, cls + j0, C, mx.data(), tie.data(), arg.data(), j0,
-                     cosine ? sim.data() : nullptr, den.data(), asim.data(), aden.data());
+                     cosine ? sim.data() : nullptr, den.data(), asim.data(), aden.data(), cp, acomp.data());
           }
           // Every class max of the tile finite and unique (the usual case): dS has one nonzero
           // per (row, class), at the recorded ref, so the gradient is n C vector updates, not a
@@ -424,7 +430,7 @@ void backward(const SimilarityReduceBackward& p) {
                 if (tie[e] == T(0)) continue;
                 // dZ as the general pass forms it: g / 1, the sigmoid's s (1 - s), scale, / den
                 T z = gx[i * (C + 1) + c] / tie[e];
-                if (a.sigmoid) z = z * mx[e] * (T(1) - mx[e]);
+                if (a.sigmoid) z = z * mx[e] * acomp[e];
                 if (x.scale != T(1)) z *= x.scale;
                 const int64_t j = arg[e];
                 const T* rj = tab.row(b, j);
@@ -449,7 +455,7 @@ void backward(const SimilarityReduceBackward& p) {
         const at::Tensor gxt = matrix(gx.data(), n, C + 1);
         for (int64_t j0 = 0; j0 < K && !unique; j0 += kTK) {
           const int64_t k = std::min(kTK, K - j0);
-          scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data(), wcos ? raw.data() : nullptr);
+          scores(x, b, i0, n, j0, k, qn.data(), S.data(), den.data(), sim.data(), wcos ? raw.data() : nullptr, cp);
           const at::Tensor st = matrix(S.data(), n, k);
           at::Tensor zt = matrix(Z.data(), n, k);
           for (int64_t j = 0; j < k; ++j) col_of[j] = cls[j0 + j] >= 0 ? cls[j0 + j] : C;
@@ -468,7 +474,7 @@ void backward(const SimilarityReduceBackward& p) {
                                      : T(0);
               }
           }
-          if (a.sigmoid) zt.mul_(st).mul_(st.neg().add_(T(1)));  // sigmoid' = s (1 - s)
+          if (a.sigmoid) zt.mul_(st).mul_(matrix(cp, n, k));  // sigmoid' = s (1 - s), 1 - s from scores()
           if (x.scale != T(1)) zt.mul_(x.scale);
           if (cosine) zt.div_(matrix(den.data(), n, k));  // A = dZ / den
           // The refs that take no part: dZ = 0 exactly (their p = exp(0 / T - ...) can overflow,

@@ -64,7 +64,6 @@ __global__ void __launch_bounds__(kThreads)
     double* dxi = dx + t * D;
     for (int64_t d = 0; d < D; ++d) dxi[d] = 0;
     double r0 = 0, r1 = 0;
-    const double a = double(*v.scale);
     for (int64_t j = 0; j < v.Ky && li >= 0; ++j) {
       const int64_t lj = label_at(v.ly, b * v.Ky + j);
       if (lj < 0) continue;
@@ -72,7 +71,9 @@ __global__ void __launch_bounds__(kThreads)
       const double e = double(g[t]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
       r0 += e * double(dot);
       r1 += e;
-      const double ae = a * e;
+      // the scale read here, not held across the loop: live across dloss's double-division call
+      // it spilled 24 B on sm_80
+      const double ae = double(*v.scale) * e;
       const scalar_t* yj = v.y + (b * v.Ky + j) * D;
       for (int64_t d = 0; d < D; ++d) dxi[d] += ae * double(to_acc(yj[d]));
     }

@@ -91,6 +91,10 @@ struct View {
   __device__ __forceinline__ acc_t score(acc_t dot, acc_t qn, acc_t rnj) const {
     return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, sigmoid, eps);
   }
+  // the same score, and 1 - s without its cancellation (the header's score_comp)
+  __device__ __forceinline__ acc_t score_comp(acc_t dot, acc_t qn, acc_t rnj, acc_t& comp) const {
+    return similarity_reduce::score_comp(dot, qn, rnj, metric, scale, bias, sigmoid, eps, comp);
+  }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -313,7 +317,11 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
     ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the forward's bits on both sides; NaN: amax's rule
   else
     ds = similarity_reduce::grad_score(v.reduce, g, sd, 1.0, 0.0, 1.0, p, 0.0, 1.0 / temp);
-  double dz = similarity_reduce::grad_logit(ds, sd, v.sigmoid, double(v.scale));
+  // 1 - s of the sigmoid, from the score again (the same bits) here rather than kept from above:
+  // one value fewer live across the loads (the bf16/fp16 cosine grad_mma_kernel spilled 8 bytes)
+  acc_t comp = acc_t(0);
+  if (v.sigmoid) v.score_comp(dot, qn, rnj, comp);
+  double dz = similarity_reduce::grad_logit(ds, sd, double(comp), v.sigmoid, double(v.scale));
   if (v.metric == Metric::Cosine) {
     const double den = double(qn) * double(rnj) + double(v.eps);
     sim = double(dot) / den;

@@ -223,7 +223,10 @@ class _Loss(torch.autograd.Function):
         x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta, xv, yv = ctx.saved_tensors
         nones = [None] * 19
         if torch.is_grad_enabled():  # create_graph: the reference's graph carries second derivatives
-            xs, ys, ws, bs = (t if t.requires_grad else t.detach().requires_grad_() for t in (x, y, w, beta))
+            # Fresh views (as _op's double backward): the partial derivative through each argument
+            # alone; w.r.t. the saved tensors themselves it would be the total one, counting again a
+            # path through y when y is computed from x (the engine adds that path outside this node).
+            xs, ys, ws, bs = (t.view_as(t) if t.requires_grad else t.detach().requires_grad_() for t in (x, y, w, beta))
             stats = {} if ctx.batch else {"training": False, "running_mean": mean.reshape(1),
                                           "running_var": var.reshape(1)}  # fmt: skip
             loss = _ref.dense_similarity_loss(xs, xl, ys, yl, ws, bs, ctx.eps, **stats)
