@@ -445,7 +445,7 @@ ROW = Contract(
     fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False),
                     "y": Floats(("B", "H", "D")), "y_labels": Labels(("B", "H"), bounded=False),
                     "weight": Choice((1.0, -0.5), extreme=(50.0,)), "bias": Choice((0.0, 0.25)),
-                    "eps": Choice((1e-5,), extreme=(0.0,))},  # fmt: skip
+                    "eps": Choice((1e-5,), extreme=(0.0,)), "training": Choice((True, False))},  # fmt: skip
     make=_op_inp(2, 13, 11, 5),
     call=_op_call,
     shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, layout=layout),
