@@ -200,6 +200,8 @@ CASES = {
     "ignore_255": (2, 3, 7, 9, 4, "channels_last", "random", 255),
     "many_regions": (1, 3, 16, 17, 40, "contiguous", "random", -1),
     "r9_blobs": (2, 6, 33, 35, 9, "contiguous", "blobs", -1),
+    # the CPU's runs path with runs of 20 pixels: a tail past the 8 lanes of each run's sum
+    "r9_blobs_runs_of_20": (2, 5, 11, 29, 9, "contiguous", "blobs", -1),
     "d17_r6": (2, 17, 9, 13, 6, "contiguous", "random", -1),
     "r1_odd": (2, 1, 1, 16, 1, "contiguous", "random", -1),
     "r1_d5": (3, 5, 7, 9, 1, "slice", "random", -1),
@@ -217,7 +219,7 @@ CASES = {
 INTERPRETER_TOO_SLOW = {"r1024", "chunks_d17"}
 BACKWARD_CASES = [
     "odd", "d17_channels_last", "d130_slice", "empty_regions", "ignore_inside_range", "w1_transposed",
-    "many_regions", "all_ignored", "d17_r6", "d24_r5_slice", "r1_odd", "r1_d5", "r9_blobs", "long_image",
+    "many_regions", "all_ignored", "d17_r6", "d24_r5_slice", "r1_odd", "r1_d5", "r9_blobs", "r9_blobs_runs_of_20", "long_image",
     "r2_rows", "r3_rows", "chunks_d17",
 ]  # fmt: skip
 
