@@ -54,7 +54,7 @@ COMPILED_BACKENDS = backend_params(("cpu", "triton", "cuda"))
 GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 # Every backend and "emulated": the CPU backend's op calls replayed on the CUDA kernels run on
 # the CPU by tests/cuda_emu (the cuda backend's kernels where there is no GPU); see on_backend.
-WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", id="cuda-emulated")]
+WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", marks=pytest.mark.emulated, id="cuda-emulated")]
 
 
 def on_backend(request, backend: str, fn):
