@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
-.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check triton-check-gpu-image
+.PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check triton-check-gpu-image gpu-kit
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp:
@@ -96,7 +96,8 @@ wheel-smoke: wheel
 
 # CUDA wheels, built on a machine without a GPU against the registry's CUDA build of torch,
 # whose nvidia-* packages bring the cuBLAS/cuSPARSE headers a minimal toolkit lacks (setup.py
-# finds them). One wheel per torch and Python, into $(CUDA_WHEELHOUSE)/:
+# finds them). One wheel per torch (cp310-abi3: every CPython >= 3.10), into $(CUDA_WHEELHOUSE)/,
+# built in a venv of PYTHON_CUDA:
 #   make cuda-wheel [CUDA_TORCH=2.14.1] [PYTHON_CUDA=3.12]   (PYTHON_CUDA: a version or a command)
 #   make cuda-wheel-check [same]    the wheel installed in a copy of its venv and checked there
 #   make wheels [CUDA_HOME=<toolkit>] / make wheels-check    every torch x Python of the matrix
@@ -118,7 +119,8 @@ torch_cuda_tag = $(if $(filter 2.9 2.10,$(word 1,$(subst ., ,$1)).$(word 2,$(sub
 CUDA_WHEELHOUSE ?= wheelhouse-$(call torch_cuda_tag,$(CUDA_TORCH))
 CUDA_VENV := build/cuda-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
 CUDA_CHECK_VENV := build/cuda-check-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
-CUDA_WHEEL_GLOB = $(CUDA_WHEELHOUSE)/pixelkernels-*+cu*.pt$(call torch_mm,$(CUDA_TORCH))-$(CUDA_PYTAG)-$(CUDA_PYTAG)-*.whl
+# one wheel per torch: Python's limited API (cp310-abi3) serves every CPython >= 3.10
+CUDA_WHEEL_GLOB = $(CUDA_WHEELHOUSE)/pixelkernels-*+cu*.pt$(call torch_mm,$(CUDA_TORCH))-cp310-abi3-*.whl
 CUDA_WHEEL = $(wildcard $(CUDA_WHEEL_GLOB))
 
 cuda-venv: $(CUDA_VENV)/.stamp
@@ -164,8 +166,22 @@ cuda-wheel-check: cuda-check-venv
 	if [ "$(CPU_SUBSET)" = 1 ]; then cd "$$(mktemp -d)" && PIXELKERNELS_EMU=0 $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
 	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_SUBSET_ARGS); fi
 
+# The GPU verdict's kit (.ci/gpu_kit.py; README "A GPU session"): the CUDA wheel of the GPU image's
+# torch (GPU_TORCH; cp310-abi3, so the image's Python 3.12 takes it) and the wheels of the test
+# dependencies the image lacks, in .gpukit/ (ignored), checked; carry it to `bash .ci/gpu`.
+GPU_TORCH ?= 2.11.0
+# The wheel is built when there is none yet (CI's cuda-wheel step made it); GPU_KIT_REBUILD=1
+# builds it anyway (after changing csrc/).
+GPU_KIT_WHEEL_GLOB = wheelhouse-$(call torch_cuda_tag,$(GPU_TORCH))/pixelkernels-*+cu*.pt$(call torch_mm,$(GPU_TORCH))-cp310-abi3-*.whl
+gpu-kit: venv
+	@if [ "$(GPU_KIT_REBUILD)" = 1 ] || ! ls $(GPU_KIT_WHEEL_GLOB) > /dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory cuda-wheel CUDA_TORCH=$(GPU_TORCH); fi
+	$(PY) .ci/gpu_kit.py --torch $(GPU_TORCH) $$(ls $(GPU_KIT_WHEEL_GLOB) | tail -1)
+
 # The matrix: the torch versions whose registry wheels match the toolkit's CUDA major (nvcc of
-# CUDA_HOME, else the one on PATH), times WHEELS_PYTHONS (those the torch versions have wheels for).
+# CUDA_HOME, else the one on PATH). `wheels` builds one cp310-abi3 wheel per torch (with the first
+# of WHEELS_PYTHONS); `wheels-check` checks each in a venv of every one of WHEELS_PYTHONS (those
+# the torch versions have wheels for).
 WHEELS_NVCC = $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc,$(NVCC))
 WHEELS_CUDA_MAJOR = $(shell $(WHEELS_NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 WHEELS_TORCH_13 := 2.11.0 2.14.1
@@ -176,7 +192,7 @@ WHEELS_PYTHONS ?= 3.10 3.11 3.12 3.13
 wheels wheels-check:
 	@test -n "$(WHEELS_TORCH)" || { echo "no torch versions for the toolkit of $(WHEELS_NVCC) (CUDA major" \
 	  "'$(WHEELS_CUDA_MAJOR)'; 13: $(WHEELS_TORCH_13); 12: $(WHEELS_TORCH_12)); set CUDA_HOME or WHEELS_TORCH"; exit 1; }
-	@set -e; for t in $(WHEELS_TORCH); do for py in $(WHEELS_PYTHONS); do \
+	@set -e; for t in $(WHEELS_TORCH); do for py in $(if $(filter wheels,$@),$(firstword $(WHEELS_PYTHONS)),$(WHEELS_PYTHONS)); do \
 	  echo "=== $@: torch $$t, python $$py"; \
 	  $(MAKE) --no-print-directory $(if $(filter wheels,$@),cuda-wheel,cuda-wheel-check) CUDA_TORCH=$$t PYTHON_CUDA=$$py; \
 	done; done

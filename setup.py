@@ -10,6 +10,10 @@ Environment switches (SPEC §1 Build):
   CUDA_HOME / CUDA_PATH    the CUDA toolkit (default: found from nvcc, see find_cuda_home); its
                            CUDA major version must be torch's (a CUDA 12 toolkit for torch 2.10).
 
+The extension uses Python's limited C API (csrc/module.cpp's one function; every op is registered
+through torch's dispatcher, nothing links libtorch_python): one cp310-abi3 wheel per torch build
+serves every CPython >= 3.10, the GPU image's 3.12 included (`make gpu-kit`).
+
 The CUDA kernels (csrc/cuda/*.cu, no torch header) are compiled by tools/cuda_objects.py into
 build/cuda-objects/, keyed by a hash of their sources, flags and nvcc, and linked into the
 extension: a second CUDA build (another torch or Python) compiles only the torch side.
@@ -232,7 +236,8 @@ def extensions(with_cuda: bool):
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
     # The schema table (csrc/ops.cpp includes it) is one of them.
     headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh")) + [SCHEMA_TABLE]]
-    common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l}
+    # py_limited_api: torch defines Py_LIMITED_API (its oldest CPython) and links no libtorch_python
+    common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l, "py_limited_api": True}
     if not with_cuda:
         ext = cpp_extension.CppExtension(
             "pixelkernels._C", sources(False), extra_compile_args={"cxx": cxx + defines}, **common
@@ -253,10 +258,10 @@ def extensions(with_cuda: bool):
 _default_max_jobs()
 WITH_CUDA = _want_cuda()
 EXTS = extensions(WITH_CUDA)
-# One build folder per variant and Python (build/cu130.pt211-cp312), so a CPU and a CUDA build, or
-# the wheels of two Pythons, never share objects or a stale _C.so, and the egg-info (which
-# importlib.metadata finds in the repo root) never says the other variant.
-BUILD_DIR = ROOT / "build" / f"{build_tag(WITH_CUDA)}-cp{sys.version_info[0]}{sys.version_info[1]}"
+# One build folder per variant (build/cu130.pt211-abi3), so a CPU and a CUDA build never share
+# objects or a stale _C.so, and the egg-info (which importlib.metadata finds in the repo root)
+# never says the other variant. The limited API makes the objects the same for every Python.
+BUILD_DIR = ROOT / "build" / f"{build_tag(WITH_CUDA)}-abi3"
 BUILD_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -282,6 +287,13 @@ class BuildExt(cpp_extension.BuildExtension.with_options(use_ninja=True)):
                 ext.extra_objects = [str(o) for o in objects]
         super().build_extensions()
 
+    def copy_extensions_to_source(self):
+        """In place, the abi3 _C.so replaces any Python-specific one an older build left: the
+        import system prefers _C.cpython-3XX-*.so to _C.abi3.so, so a stale one would shadow it."""
+        super().copy_extensions_to_source()
+        for stale in (ROOT / "pixelkernels").glob("_C.cpython-*.so"):
+            stale.unlink()
+
 
 # Data files the wheel carries besides the Python modules: {package: [glob, ...]}.
 PACKAGE_DATA: dict[str, list[str]] = {"pixelkernels": [SCHEMA_TABLE.name]}
@@ -297,7 +309,11 @@ setup(
     extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib", "pytorch-metric-learning"]},
     ext_modules=EXTS,
     cmdclass={"build_ext": BuildExt},
-    options={"build": {"build_base": str(BUILD_DIR)}, "egg_info": {"egg_base": str(BUILD_DIR)}},
+    options={
+        "build": {"build_base": str(BUILD_DIR)},
+        "egg_info": {"egg_base": str(BUILD_DIR)},
+        "bdist_wheel": {"py_limited_api": "cp310"},  # python_requires >= 3.10
+    },
     entry_points={"console_scripts": ["pixelkernels=pixelkernels.__main__:main"]},
     zip_safe=False,
 )

@@ -80,10 +80,13 @@ def test_extension_paths_are_absolute(setup_py):
     assert all(Path(p).is_absolute() for p in ext.sources + ext.include_dirs + ext.depends)
     assert str(ROOT / "csrc") in ext.include_dirs
     assert str(ROOT / "csrc" / "torch_utils.h") in ext.depends  # a header edit rebuilds
-    build_dir = str(
-        ROOT / "build" / f"{setup_py['build_tag'](False)}-cp{sys.version_info[0]}{sys.version_info[1]}"
-    )
-    assert kw["options"] == {"build": {"build_base": build_dir}, "egg_info": {"egg_base": build_dir}}
+    build_dir = str(ROOT / "build" / f"{setup_py['build_tag'](False)}-abi3")
+    assert kw["options"] == {
+        "build": {"build_base": build_dir},
+        "egg_info": {"egg_base": build_dir},
+        "bdist_wheel": {"py_limited_api": "cp310"},
+    }
+    assert ext.py_limited_api  # one cp310-abi3 wheel per torch: the GPU image's Python 3.12 too
 
 
 def test_cuda_sources(setup_py):
@@ -401,7 +404,7 @@ def test_make_wheels_with_a_cuda_12_toolkit(tmp_path):
     assert "for t in 2.9.1 2.10.0; do for py in python3;" in out
     for torch_version, mm in (("2.9.1", "29"), ("2.10.0", "210")):  # the sub-makes' dry runs
         assert f"build/cuda-venv-torch{torch_version}-cp3" in out  # made with torch=={torch_version}
-        assert re.search(rf"rm -f wheelhouse-cu128/pixelkernels-\*\+cu\*\.pt{mm}-cp3\d+-cp3\d+-\*\.whl", out)
+        assert re.search(rf"rm -f wheelhouse-cu128/pixelkernels-\*\+cu\*\.pt{mm}-cp310-abi3-\*\.whl", out)
     assert out.count("-w wheelhouse-cu128 .") == 2 and "wheelhouse-cu130" not in out
 
 
@@ -412,4 +415,4 @@ def test_make_wheels_with_this_machines_toolkit():
     assert "for t in 2.11.0 2.14.1; do for py in 3.10 3.11 3.12 3.13;" in out
     out = _make_n("cuda-wheel", "CUDA_TORCH=2.14.1", "PYTHON_CUDA=python3")
     assert "build/cuda-venv-torch2.14.1-cp3" in out and "-w wheelhouse-cu130 ." in out
-    assert ".pt214-cp" in out
+    assert ".pt214-cp310-abi3" in out

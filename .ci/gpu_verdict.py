@@ -1,0 +1,372 @@
+"""The GPU verdict in one call (issue 38): `bash .ci/gpu verdict`, the default of .ci/gpu.
+
+Stages in order of value, each with its own deadline, so a slow stage cannot starve the next;
+each writes its results as it goes, so a run cut short still returns everything done so far:
+
+  setup        install the kit (.gpukit/, `make gpu-kit`): the prebuilt CUDA wheel, test wheels
+  smoke        build facts; one call of every op variant, forward and backward, on cuda and
+               triton, float32 and bfloat16, against the reference (.ci/gpu_smoke.py)
+  correctness  pytest on the GPU (the tests marked cuda): first the priority group (every contract
+               row on cuda and triton against the reference in every dtype, gradcheck, CUDA-graph
+               capture, side streams, the GPU shapes, determinism, the adversarial regressions the
+               first GPU run failed), then the other cuda tests, time allowing
+  bench        python -m pixelkernels bench, op by op in the SPEC's workload order, eager and
+               graph replay, cuda, triton, the baseline and the reference; then bench --models
+  sanitize     compute-sanitizer memcheck, racecheck and initcheck around gpu_smoke (every CUDA
+               kernel, forward and backward, float32 and bfloat16); NOT RUN where the machine
+               refuses the sanitizer
+
+At most 8 files land in OUT ($OUT, else build/gpu-results): verdict.txt (the table, printed last
+too), verdict.json (stages, times, device, build facts, smoke and sanitizer calls), tests.json
+(every test's outcome), bench.json, models.json and logs.tar.gz (every log).
+
+    python .ci/gpu_verdict.py [--budget 480] [--only STAGE ...]
+    python .ci/gpu_verdict.py --dry      the rehearsal on a machine without a GPU (CI): the same
+                                         orchestration with the stages pointed at the CPU, the
+                                         Triton interpreter and the emulated CUDA kernels
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FILES = 8
+
+# The priority group of the correctness stage: what SPEC and the issue name first.
+PRIORITY = ("backends_agree or awkward_inputs or gradcheck or gpu_cuda_graph or side_stream or gpu_shapes "
+            "or deterministic_bitwise or adversarial or capture")  # fmt: skip
+
+# Each stage's share of the budget (seconds at the default 480).
+DEADLINES = {"setup": 30, "smoke": 60, "correctness": 240, "bench": 100, "sanitize": 50}
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    status: str = "not run"  # passed, failed, cut (its deadline), not run (with why)
+    seconds: float = 0.0
+    passed: int = 0
+    failed: int = 0
+    why: str = ""
+
+
+class Verdict:
+    def __init__(self, out: Path, dry: bool, budget: float):
+        self.out, self.dry, self.budget = out, dry, budget
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.stages: dict[str, Stage] = {n: Stage(n) for n in DEADLINES}
+        self.facts: dict = {"dry": dry, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        self.t0 = time.monotonic()
+        self.scale = budget / sum(DEADLINES.values())
+
+    # --- running things ------------------------------------------------------------------------
+
+    def deadline(self, name: str) -> float:
+        """The stage's seconds: its share of the budget, never past what is left of it."""
+        left = self.budget - (time.monotonic() - self.t0)
+        return max(1.0, min(DEADLINES[name] * self.scale, left))
+
+    def run(self, cmd: list[str], log: str, timeout: float, env: dict | None = None) -> tuple[int | None, float]:
+        """cmd with its output to logs/<log>: (exit status, or None when cut at `timeout`, seconds).
+        A cut sends SIGINT first (pytest then writes its reports), SIGKILL 15 s later."""
+        t0 = time.monotonic()
+        with open(self.logs / log, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n")
+            f.flush()
+            p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})},
+                                 start_new_session=True)  # fmt: skip
+            try:
+                rc = p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGINT)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+                rc = None
+                f.write(f"\n== cut at its deadline ({timeout:.0f} s)\n")
+        return rc, time.monotonic() - t0
+
+    def stage(self, name: str, fn) -> None:
+        st = self.stages[name]
+        t0 = time.monotonic()
+        print(f"== {name} (deadline {self.deadline(name):.0f} s)", flush=True)
+        try:
+            fn(st)
+        except Exception as e:  # noqa: BLE001 - a broken stage is reported, the next one runs
+            st.status, st.why = "failed", f"{type(e).__name__}: {e}"
+        st.seconds = round(time.monotonic() - t0, 1)
+        print(f"   {st.status} in {st.seconds:.0f} s {st.why}", flush=True)
+        self.write()
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def table(self) -> str:
+        lines = [f"{'stage':<12} {'verdict':<8} {'passed':>7} {'failed':>7} {'seconds':>8}  why"]
+        for st in self.stages.values():
+            lines.append(f"{st.name:<12} {st.status:<8} {st.passed:>7} {st.failed:>7} {st.seconds:>8.0f}  {st.why}")
+        total = time.monotonic() - self.t0
+        bad = [s.name for s in self.stages.values() if s.status in ("failed", "cut")]
+        lines.append(f"verdict: {'FAILED (' + ', '.join(bad) + ')' if bad else 'passed'} in {total:.0f} s"
+                     f"{' (dry run: no GPU)' if self.dry else ''}")  # fmt: skip
+        return "\n".join(lines)
+
+    def write(self) -> None:
+        """verdict.json and verdict.txt, rewritten after every stage (a cut run keeps them)."""
+        data = {"facts": self.facts, "stages": [dataclasses.asdict(s) for s in self.stages.values()]}
+        (self.out / "verdict.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+        (self.out / "verdict.txt").write_text(self.table() + "\n")
+
+    def pack_logs(self) -> None:
+        with tarfile.open(self.out / "logs.tar.gz", "w:gz") as tar:
+            tar.add(self.logs, arcname="logs")
+        shutil.rmtree(self.logs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages
+
+
+def python() -> str:
+    return sys.executable
+
+
+def setup(v: Verdict, st: Stage) -> None:
+    """The kit's wheels, installed without network or compilation; then the build facts."""
+    kit = ROOT / ".gpukit"
+    if v.dry:
+        st.status, st.why = "passed", "dry: the source tree's build"
+    else:
+        wheels = sorted(kit.glob("*.whl"))
+        if not wheels:
+            st.status, st.why = "failed", "no .gpukit/*.whl: run `make gpu-kit` here and carry .gpukit"
+            return
+        target = Path("/tmp/pk-site")
+        rc, _ = v.run([python(), "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                       "--target", str(target), "--upgrade", *map(str, wheels)], "setup.log", v.deadline("setup"))  # fmt: skip
+        if rc != 0:
+            st.status, st.why = "failed", f"pip install of the kit: exit {rc}"
+            return
+        # Every later stage (and its subprocesses) imports the installed wheel, never the source tree.
+        os.environ["PYTHONPATH"] = str(target)
+        os.environ["PYTHONSAFEPATH"] = "1"
+        st.passed, st.status = len(wheels), "passed"
+    probe = ("import json, torch, pixelkernels as pk; i = pk.build_info(); "
+             "i['device'] = torch.cuda.get_device_name() if torch.cuda.is_available() else None; "
+             "i['torch_full'] = torch.__version__; i['file'] = pk.__file__; print(json.dumps(i))")  # fmt: skip
+    r = subprocess.run([python(), "-c", probe], capture_output=True, text=True, cwd="/", timeout=120)
+    (v.logs / "setup.log").open("a").write(r.stdout + r.stderr)
+    if r.returncode != 0:
+        st.status, st.why = "failed", "import pixelkernels failed (logs/setup.log)"
+        return
+    v.facts["build_info"] = json.loads(r.stdout.strip().splitlines()[-1])
+    if not v.dry and "cuda" not in v.facts["build_info"]["backends"]:
+        st.status, st.why = "failed", f"no cuda backend: {v.facts['build_info'].get('extension_error')}"
+    if shutil.which("nvidia-smi"):
+        r = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60)
+        (v.logs / "device.txt").write_text(r.stdout + r.stderr)
+    v.facts["host"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def smoke(v: Verdict, st: Stage) -> None:
+    out = v.logs / "smoke.jsonl"
+    cmd = [python(), str(ROOT / ".ci" / "gpu_smoke.py"), "--json", str(out)] + (["--dry"] if v.dry else [])
+    rc, _ = v.run(cmd, "smoke.log", v.deadline("smoke"))
+    calls = _jsonl(out)
+    v.facts["smoke"] = calls
+    st.passed, st.failed = sum(c["ok"] for c in calls), sum(not c["ok"] for c in calls)
+    st.status = "cut" if rc is None else "passed" if rc == 0 and not st.failed else "failed"
+    if rc not in (0, 1, None):
+        st.why = f"exit {rc} (logs/smoke.log)"
+
+
+def _junit(path: Path) -> list[dict]:
+    """Each test case of a pytest junit report: {"test", "outcome", "seconds", "message"}."""
+    if not path.exists():
+        return []
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return []
+    out = []
+    for tc in root.iter("testcase"):
+        outcome, message = "passed", ""
+        for child in tc:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+                message = (child.get("message") or "")[:300]
+        out.append({"test": f"{tc.get('classname')}::{tc.get('name')}", "outcome": outcome,
+                    "seconds": float(tc.get("time") or 0), "message": message})  # fmt: skip
+    return out
+
+
+def _pytest_args(workers: int) -> list[str]:
+    args = [python(), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"]
+    have = lambda m: subprocess.run([python(), "-c", f"import {m}"], capture_output=True).returncode == 0  # noqa: E731
+    if workers > 1 and have("xdist"):
+        args += ["-n", str(workers)]
+    if have("pytest_timeout"):
+        args += ["--timeout", "120"]
+    return args
+
+
+def correctness(v: Verdict, st: Stage) -> None:
+    if v.dry:  # the orchestration only: a small group of emulated and interpreter tests
+        groups = [("priority", ["tests/test_pixel_normalize.py", "-k", "backends_agree or emulated"]),
+                  ("rest", ["tests/test_masked_sum.py", "-k", "gradcheck"])]  # fmt: skip
+    else:
+        sel = ["tests", "-m", "cuda and not slow"]
+        groups = [("priority", sel + ["-k", PRIORITY]), ("rest", sel + ["-k", f"not ({PRIORITY})"])]
+    end = time.monotonic() + v.deadline("correctness")
+    results, cut = [], False
+    for name, sel in groups:
+        left = end - time.monotonic()
+        if left < 10:
+            cut = True
+            break
+        xml = v.logs / f"tests-{name}.xml"
+        rc, _ = v.run([*_pytest_args(2 if v.dry else 12), "--junitxml", str(xml), *sel], f"tests-{name}.log", left)
+        got = _junit(xml)
+        for r in got:
+            r["group"] = name
+        results += got
+        if rc is None:
+            cut = True
+            break
+        if rc not in (0, 1, 5):
+            st.why = f"pytest exit {rc} in group {name} (logs/tests-{name}.log)"
+    (v.out / "tests.json").write_text(json.dumps(results, indent=0) + "\n")
+    st.passed = sum(r["outcome"] == "passed" for r in results)
+    st.failed = sum(r["outcome"] in ("failed", "error") for r in results)
+    st.status = "cut" if cut else "failed" if st.failed or st.why else "passed"
+    if cut:
+        st.why = st.why or f"deadline: {len(results)} tests reported before it"
+
+
+def bench(v: Verdict, st: Stage) -> None:
+    """Op by op, so a cut keeps every finished op's rows; then the models' training steps."""
+    end = time.monotonic() + v.deadline("bench")
+    device = "cpu" if v.dry else "cuda"
+    listed = subprocess.run([python(), "-m", "pixelkernels", "bench", "--list"], capture_output=True, text=True,
+                            cwd=ROOT)  # fmt: skip
+    cases = [line.split()[0].split(":") for line in listed.stdout.splitlines() if ":" in line]
+    ops = list(dict.fromkeys(op for op, _ in cases))
+    narrow = []
+    if v.dry:  # the orchestration only: the table's first case
+        ops, narrow = ops[:1], ["--workload", cases[0][1]]
+    meta, rows, done = None, [], []
+    for op in ops:
+        left = end - time.monotonic()
+        if left < 5:
+            break
+        path = v.logs / f"bench-{op}.json"
+        rc, _ = v.run([python(), "-m", "pixelkernels", "bench", "--device", device, "--op", op, "--quick",
+                       "--json", str(path), *narrow], "bench.log", left)  # fmt: skip
+        if rc is None:
+            break
+        if rc == 0 and path.exists():
+            data = json.loads(path.read_text())
+            meta = meta or data.get("meta")
+            rows += data.get("rows", [])
+            done.append(op)
+            st.passed += 1
+        else:
+            st.failed += 1
+        (v.out / "bench.json").write_text(json.dumps({"meta": meta, "ops": done, "rows": rows}, default=str) + "\n")
+    left = end - time.monotonic()
+    models_done = False
+    if left > 20 and not v.dry:
+        rc, _ = v.run([python(), "-m", "pixelkernels", "bench", "--models", "--json", str(v.out / "models.json")],
+                      "bench.log", left)  # fmt: skip
+        models_done = rc == 0
+    missing = [op for op in ops if op not in done]
+    st.status = "failed" if st.failed else "cut" if missing else "passed"
+    st.why = (f"not reached: {', '.join(missing)}" if missing else "") + ("" if models_done or v.dry else "; models not run")
+
+
+def sanitize(v: Verdict, st: Stage) -> None:
+    if v.dry:
+        st.status, st.why = "not run", "dry: no GPU (the emulated kernels ran under tests/cuda_emu's sanitizer in smoke)"
+        return
+    tool = shutil.which("compute-sanitizer") or str(Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "compute-sanitizer")
+    end = time.monotonic() + v.deadline("sanitize")
+    probe, _ = v.run([tool, "--tool", "memcheck", "--error-exitcode", "1", python(), "-c",
+                      "import torch; torch.ones(1, device='cuda').sum().item()"], "sanitize.log", 60)  # fmt: skip
+    if probe != 0:
+        text = (v.logs / "sanitize.log").read_text()
+        st.status = "not run" if "not supported" in text.lower() or probe is None else "failed"
+        st.why = "compute-sanitizer refused this machine" if st.status == "not run" else "the sanitizer's probe failed"
+        return
+    env = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+    results = {}
+    for kind in ("memcheck", "racecheck", "initcheck"):
+        left = end - time.monotonic()
+        if left < 5:
+            results[kind] = "not reached"
+            continue
+        out = v.logs / f"sanitize-{kind}.jsonl"
+        rc, _ = v.run([tool, "--tool", kind, "--error-exitcode", "3", python(), str(ROOT / ".ci" / "gpu_smoke.py"),
+                       "--backend", "cuda", "--json", str(out)], f"sanitize-{kind}.log", left, env)  # fmt: skip
+        results[kind] = {None: "cut", 0: "clean", 3: "REPORTED"}.get(rc, f"exit {rc}")
+    v.facts["sanitize"] = results
+    st.passed = sum(r == "clean" for r in results.values())
+    st.failed = sum(r not in ("clean", "cut", "not reached") for r in results.values())
+    st.status = "failed" if st.failed else "cut" if st.passed < len(results) else "passed"
+    st.why = ", ".join(f"{k} {r}" for k, r in results.items())
+
+
+STAGES = {"setup": setup, "smoke": smoke, "correctness": correctness, "bench": bench, "sanitize": sanitize}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=float(sum(DEADLINES.values())), help="seconds in all (default 480)")
+    p.add_argument("--dry", action="store_true", help="rehearse without a GPU")
+    p.add_argument("--only", action="append", choices=list(STAGES), help="run only these stages (setup always)")
+    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "build" / "gpu-results"))
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.iterdir():  # a fresh folder: at most 8 files come back
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    if a.dry:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    v = Verdict(out, a.dry, a.budget)
+    for name, fn in STAGES.items():
+        if name != "setup" and a.only and name not in a.only:
+            v.stages[name].why = "not asked for"
+            continue
+        if name != "setup" and v.stages["setup"].status == "failed":
+            v.stages[name].why = "setup failed"
+            continue
+        v.stage(name, lambda st, fn=fn: fn(v, st))
+    v.write()
+    v.pack_logs()
+    files = sorted(f.name for f in out.iterdir())
+    assert len(files) <= MAX_FILES and all(f.is_file() for f in out.iterdir()), files
+    print(f"files in {out}: {', '.join(files)}")
+    print(v.table())
+    return 0 if all(s.status in ("passed", "not run") for s in v.stages.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The GPU verdict's orchestration (.ci/gpu_verdict.py, issue 38), without a GPU: deadlines cut a
+stage and the next one still runs, a cut or broken stage keeps what it wrote, at most 8 files
+come back, and the verdict table is what the run prints last. The stages themselves are faked
+here; `python .ci/gpu_verdict.py --dry` (a CI step) rehearses the real ones on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def gv(monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_verdict_under_test", ROOT / ".ci" / "gpu_verdict.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look the module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sleeper(seconds: float, then: str = "") -> list[str]:
+    """A child that sleeps, and on SIGINT (the cut's first signal) writes `then` and exits 2,
+    as pytest writes its reports when interrupted."""
+    code = (f"import time, sys\ntry:\n    time.sleep({seconds})\nexcept KeyboardInterrupt:\n"
+            f"    print({then!r}, flush=True)\n    sys.exit(2)\n")  # fmt: skip
+    return [sys.executable, "-c", code]
+
+
+def _fake_stages(gv, calls):
+    def setup(v, st):
+        calls.append("setup")
+        st.status = "passed"
+
+    def smoke(v, st):  # runs past its deadline
+        calls.append("smoke")
+        rc, _ = v.run(_sleeper(60, "interrupted: report written"), "smoke.log", v.deadline("smoke"))
+        st.status = "cut" if rc is None else "passed"
+
+    def correctness(v, st):  # fails outright
+        calls.append("correctness")
+        (v.out / "tests.json").write_text("[]\n")
+        raise RuntimeError("a broken stage")
+
+    def bench(v, st):
+        calls.append("bench")
+        (v.out / "bench.json").write_text(json.dumps({"rows": [1]}) + "\n")
+        st.status, st.passed = "passed", 1
+
+    def sanitize(v, st):
+        calls.append("sanitize")
+        st.status, st.why = "not run", "no sanitizer here"
+
+    return {"setup": setup, "smoke": smoke, "correctness": correctness, "bench": bench, "sanitize": sanitize}
+
+
+def test_a_stage_past_its_deadline_is_cut_and_every_later_stage_still_runs(gv, monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(gv, "STAGES", _fake_stages(gv, calls))
+    (tmp_path / "stale.txt").write_text("from an older run")
+    t0 = time.monotonic()
+    # a budget of 24 s: smoke's share is 24 * 60 / 480 = 3 s
+    rc = gv.main(["--dry", "--budget", "24", "--out", str(tmp_path)])
+    took = time.monotonic() - t0
+    assert rc == 1
+    assert calls == ["setup", "smoke", "correctness", "bench", "sanitize"]
+    assert took < 20, f"the cut took {took:.0f} s (a 3 s deadline, then SIGINT)"
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["bench.json", "logs.tar.gz", "tests.json", "verdict.json", "verdict.txt"]
+    assert len(files) <= gv.MAX_FILES and all(p.is_file() for p in tmp_path.iterdir())
+    stages = {s["name"]: s for s in json.loads((tmp_path / "verdict.json").read_text())["stages"]}
+    assert stages["smoke"]["status"] == "cut"
+    assert stages["correctness"]["status"] == "failed" and "a broken stage" in stages["correctness"]["why"]
+    assert stages["bench"]["status"] == "passed" and stages["sanitize"]["status"] == "not run"
+    # the interrupted child wrote its report before the cut's SIGKILL would have come
+    import tarfile
+
+    with tarfile.open(tmp_path / "logs.tar.gz") as tar:
+        log = tar.extractfile("logs/smoke.log").read().decode()
+    assert "interrupted: report written" in log and "cut at its deadline" in log
+    # the table is the last thing printed, and the file says the same
+    out = capsys.readouterr().out.rstrip().splitlines()
+    table = (tmp_path / "verdict.txt").read_text().rstrip().splitlines()
+    assert out[-len(table) :][:-1] == table[:-1]  # the last line's total seconds may tick on
+    assert out[-1].startswith("verdict: FAILED (smoke, correctness)")
+
+
+def test_a_failed_setup_skips_the_stages_that_need_it_and_says_why(gv, monkeypatch, tmp_path, capsys):
+    calls = []
+    stages = _fake_stages(gv, calls)
+
+    def setup(v, st):
+        calls.append("setup")
+        st.status, st.why = "failed", "no .gpukit/*.whl"
+
+    stages["setup"] = setup
+    monkeypatch.setattr(gv, "STAGES", stages)
+    assert gv.main(["--dry", "--out", str(tmp_path)]) == 1
+    assert calls == ["setup"]
+    stages = {s["name"]: s for s in json.loads((tmp_path / "verdict.json").read_text())["stages"]}
+    assert all(stages[n]["why"] == "setup failed" for n in ("smoke", "correctness", "bench", "sanitize"))
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("verdict: FAILED (setup)")
+
+
+def test_only_runs_the_stages_asked_for(gv, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(gv, "STAGES", _fake_stages(gv, calls))
+    assert gv.main(["--dry", "--only", "bench", "--out", str(tmp_path)]) == 0
+    assert calls == ["setup", "bench"]
+
+
+def test_deadlines_share_the_budget_and_never_pass_what_is_left(gv, tmp_path):
+    v = gv.Verdict(tmp_path, dry=True, budget=240)
+    assert v.deadline("correctness") == pytest.approx(120, abs=1)  # half the default share
+    v.t0 -= 230  # 10 s left
+    assert v.deadline("correctness") <= 10.5
+    assert sum(gv.DEADLINES.values()) == 480  # eight minutes: one rerun fits the 15 of a lease
+
+
+def test_junit_outcomes(gv, tmp_path):
+    xml = tmp_path / "r.xml"
+    xml.write_text(
+        '<testsuites><testsuite><testcase classname="tests.test_a" name="test_ok" time="0.5"/>'
+        '<testcase classname="tests.test_a" name="test_bad" time="1"><failure message="boom"/></testcase>'
+        '<testcase classname="tests.test_a" name="test_skip" time="0"><skipped message="no GPU"/></testcase>'
+        '<testcase classname="tests.test_a" name="test_err" time="0"><error message="fixture"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    got = {r["test"].split("::")[1]: r["outcome"] for r in gv._junit(xml)}
+    assert got == {"test_ok": "passed", "test_bad": "failed", "test_skip": "skipped", "test_err": "error"}
+    (tmp_path / "cut.xml").write_text("<testsuites><testsuite><testcase")  # a report cut mid-write
+    assert gv._junit(tmp_path / "cut.xml") == [] and gv._junit(tmp_path / "missing.xml") == []
+
+
+# --- the README's GPU tables (tools/gpu_tables.py) ---------------------------------------------
+
+
+@pytest.fixture
+def tables(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    import gpu_tables
+
+    return gpu_tables
+
+
+def _bench_json(path: Path, device: str, date: str, rows: list[dict], cuda="13.0"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"date": date, "device": device, "build": {"cuda": cuda}}
+    path.write_text(json.dumps({"meta": meta, "rows": rows}))
+
+
+def test_the_readme_gpu_tables_are_what_the_committed_results_give(tables):
+    assert tables.main(["--check"]) == 0, "run `python tools/gpu_tables.py` after committing GPU results"
+
+
+def test_gpu_tables_take_the_newest_gpu_row_and_say_not_measured_otherwise(tables, tmp_path):
+    res = tmp_path / "benchmarks" / "results"
+    row = {"op": "region_stats", "workload": "W2", "backend": "cuda", "fwdbwd_ms": 9.0, "graph_fwdbwd_ms": 8.0,
+           "speedup_baseline_fwdbwd": 1.5, "speedup_reference_fwdbwd": 3.0, "bw_frac_fwdbwd": 0.5}  # fmt: skip
+    _bench_json(res / "old.json", "NVIDIA H100", "2026-11-01", [row])
+    _bench_json(res / "new" / "bench.json", "NVIDIA H100", "2026-11-20",
+                [{**row, "fwdbwd_ms": 2.0, "speedup_baseline_fwdbwd": 4.0, "speedup_baseline_fwdbwd_min": 3.5,
+                  "speedup_baseline_fwdbwd_max": 4.5, "speedup_baseline_fwdbwd_runs": [3.5, 4.0, 4.5]}])  # fmt: skip
+    _bench_json(res / "cpu.json", "cpu (x86_64)", "2026-11-30", [{**row, "fwdbwd_ms": 1.0}], cuda=None)
+    (res / "new" / "verdict.json").write_text(json.dumps(
+        {"facts": {"dry": False, "started": "2026-11-20 10:00:00 UTC", "build_info": {"device": "NVIDIA H100"}}}))
+    (res / "new" / "tests.json").write_text(json.dumps([
+        {"test": "tests.test_region_stats.TestContract::test_a", "outcome": "passed"},
+        {"test": "tests.test_region_stats::test_b", "outcome": "failed"},
+        {"test": "tests.test_masked_sum::test_c", "outcome": "skipped"}]))  # fmt: skip
+    got = tables.bench_rows(res)
+    assert got[("region_stats", "W2", "cuda")]["fwdbwd_ms"] == 2.0  # newest GPU run; the CPU one ignored
+    text = tables.tables(res)
+    lines = {tuple(c.strip() for c in line.split("|")[1:4]): line for line in text.splitlines() if line.startswith("| ")}
+    cuda = lines[("region_stats", "W2", "cuda")]
+    assert "| 2.000 | 8.000 | 4.00× (3.50–4.50, 3 runs) | 3.00× | 50 % |" in cuda and "2026-11-20" in cuda
+    assert lines[("region_stats", "W2", "triton")].endswith("| not measured |")
+    assert lines[("test_region_stats", "1", "1")].endswith("(`benchmarks/results/new/tests.json`) |")
+    assert "| test_masked_sum | 0 | 0 | 1 |" in text
+    assert lines[("test_setup", "–", "–")].endswith("| not run by a GPU verdict |")
