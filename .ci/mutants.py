@@ -58,8 +58,21 @@ T_DT = "tests/test_distance_transform.py"
 T_NC = "tests/test_next_clicks.py"
 T_SC = "tests/test_sample_clicks.py"
 T_AD = "tests/test_adversarial.py"
+T_HS = "tests/test_host_sync.py"
 
 MUTANTS = [
+    Mutant("checks-sync-on-device", "pixelkernels/_checks.py",
+           'if _mode == "sync" or (t.device.type == "cpu" and not _ASYNC_ON_CPU):',
+           'if _mode != "off":',
+           (T_HS,), "the default checks synchronise the host on a GPU again"),
+    Mutant("checks-skipped-under-compile", "pixelkernels/_checks.py",
+           'return "async"  # traced: torch._assert_async lands in the graph',
+           "return None",
+           (T_HS,), "compilation skips the value checks again"),
+    Mutant("checks-255-not-moved", "pixelkernels/_checks.py",
+           "v = labels.masked_fill(labels == ignore_index, 0)",
+           "v = labels",
+           (T_HS,), "the device check refuses ignore_index = 255"),
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
     Mutant("cpu-region_hinge-merge-index", "csrc/cpu/region_hinge.cpp",
            "for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * R + r];",

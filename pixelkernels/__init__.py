@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import _backend, _ext  # _ext loads the compiled extension (or warns once and falls back)
 from ._backend import BACKENDS, available_backends, get_backend, set_backend, use_backend
-from ._checks import checks_enabled, set_checks, use_checks
+from ._checks import checks_enabled, checks_mode, set_checks, use_checks
 from ._version import __version__
 from .ops.center_distance import center_distance
 from .ops.click_maps import click_maps
@@ -43,6 +43,7 @@ __all__ = [
     "center_distance",
     "centroid_hinge",
     "checks_enabled",
+    "checks_mode",
     "click_maps",
     "dense_similarity_loss",
     "discriminative_loss",

@@ -1,8 +1,17 @@
 """The one validation layer (SPEC §2 Errors). Kernels trust what passes here.
 
-Messages name the argument, the expected and the actual value. Label *values* are
-checked only when ``checks_enabled()`` (one host sync); with checks off, or while
-compiling / capturing a CUDA graph, bad labels are treated as ignored by every kernel.
+Messages name the argument, the expected and the actual value. Label, index and weight *values*
+are checked in one of three modes (``set_checks``; README "Checks without a host sync"):
+
+- ``"async"`` (the default; ``True``): on a GPU the verdict stays on the device, a few tiny
+  reductions and ``torch._assert_async``: a bad value stops the stream with a device-side
+  assert (as ``nll_loss`` does with a bad target), and the host never waits. CPU tensors, which
+  cost no device sync, get the precise ``ValueError`` at once. Under CUDA-graph capture and
+  ``torch.compile`` every device takes the async form: the check is captured and compiled too.
+- ``"sync"``: the precise ``ValueError`` (offending value, count) on every device, at one host
+  sync per check; for debugging. Under capture or compilation it falls back to ``"async"``.
+- ``"off"`` (``False``): no value check; bad labels are then treated as ignored by every
+  kernel, and no kernel reads or writes out of bounds either way.
 """
 
 from __future__ import annotations
@@ -16,35 +25,49 @@ import torch
 from ._dtypes import FLOAT_TYPES, HALF_TYPES, LABEL_TYPES
 from ._dtypes import name as _dtype_name
 
-_checks = True
+MODES = ("async", "sync", "off")
+_mode = "async"
+# Tests set this to route CPU tensors through the async form, so that a patched Tensor.item
+# proves the GPU path makes no host sync without a GPU (tests/test_host_sync.py).
+_ASYNC_ON_CPU = False
 
 
 def _numpy_bool(v) -> bool:
     return type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_")
 
 
-def set_checks(enabled: bool) -> None:
-    """Turn the host-syncing label-value checks on or off (default on). Only a bool is taken:
-    bool("false") is True, so a string would silently leave the checks on."""
-    global _checks
-    ok = isinstance(enabled, bool) or _numpy_bool(enabled)
-    if not ok and isinstance(enabled, int) and enabled in (0, 1):
-        ok = True
-    if not ok:
-        raise TypeError(f"enabled must be a bool, got {enabled!r}")
-    _checks = bool(enabled)
+def _as_mode(mode) -> str:
+    if isinstance(mode, str):
+        if mode in MODES:
+            return mode
+    elif isinstance(mode, bool) or _numpy_bool(mode) or (isinstance(mode, int) and mode in (0, 1)):
+        return "async" if mode else "off"
+    # bool("false") is True: a string or number outside the list would silently pick a mode
+    raise TypeError(f"checks must be a bool or one of {', '.join(map(repr, MODES))}, got {mode!r}")
+
+
+def set_checks(mode) -> None:
+    """The value checks' mode: "async" (default; True), "sync" or "off" (False); see the module
+    docstring. Anything else is refused."""
+    global _mode
+    _mode = _as_mode(mode)
 
 
 def checks_enabled() -> bool:
-    return _checks
+    """Whether values are checked (the mode is "async" or "sync")."""
+    return _mode != "off"
+
+
+def checks_mode() -> str:
+    return _mode
 
 
 @contextlib.contextmanager
-def use_checks(enabled: bool):
-    """``set_checks(enabled)`` inside the block, the previous setting restored after (as
+def use_checks(mode):
+    """``set_checks(mode)`` inside the block, the previous mode restored after (as
     ``use_backend`` does for the backend)."""
-    prev = _checks
-    set_checks(enabled)
+    prev = _mode
+    set_checks(mode)
     try:
         yield
     finally:
@@ -59,14 +82,27 @@ def _is_fake(t: torch.Tensor) -> bool:
     return is_fake(t)
 
 
-def _value_checks_active(t: torch.Tensor) -> bool:
-    """Value checks need real data and one host sync: not while tracing, on meta or fake
-    tensors, or while a CUDA graph is being captured."""
-    if not _checks or torch.compiler.is_compiling() or t.device.type == "meta" or _is_fake(t):
-        return False
+def _value_check_form(t: torch.Tensor) -> str | None:
+    """How to check t's values: "sync" (the precise ValueError), "async" (on the device, no
+    host sync) or None (no check: the checks are off, or t holds no data)."""
+    if _mode == "off" or t.numel() == 0 or t.device.type == "meta":
+        return None
+    if torch.compiler.is_compiling():
+        return "async"  # traced: torch._assert_async lands in the graph
+    if _is_fake(t):
+        return None  # a fake/meta pass outside compilation (opcheck, shape propagation)
     if t.is_cuda and torch.cuda.is_current_stream_capturing():
-        return False
-    return True
+        return "async"  # captured with the graph, run at every replay
+    if _mode == "sync" or (t.device.type == "cpu" and not _ASYNC_ON_CPU):
+        return "sync"
+    return "async"
+
+
+def _assert_on_device(ok: torch.Tensor, message: str) -> None:
+    """ok: a one-element bool tensor on the device; stops the stream when false (no host sync).
+    No double quote in `message`: inductor's C++ code pastes it into a string literal unescaped."""
+    assert '"' not in message
+    torch._assert_async(ok, message)
 
 
 def strided(t: torch.Tensor, name: str, shape_doc: str = "") -> torch.Tensor:
@@ -205,13 +241,17 @@ def float_map(t, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
 
 
 def nonnegative_values(t: torch.Tensor, name: str) -> None:
-    """No negative value (NaN passes: it propagates). Costs one host sync, like label_values."""
-    if t.numel() == 0 or not _value_checks_active(t):
+    """No negative value (NaN passes: it propagates). See the module docstring for the modes."""
+    form = _value_check_form(t)
+    if form is None:
+        return
+    hint = "pixelkernels.set_checks('off') skips this check."
+    if form == "async":
+        # NaN passes: amin(NaN) is NaN and NaN >= 0 is false, so compare the negation
+        _assert_on_device(~(torch.amin(t) < 0), f"{name} must be >= 0 (checked on the device). {hint}")
         return
     if bool((t < 0).any()):
-        raise ValueError(
-            f"{name} must be >= 0, found {float(t.min())}. pixelkernels.set_checks(False) skips this check."
-        )
+        raise ValueError(f"{name} must be >= 0, found {float(t.min())}. {hint}")
 
 
 def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
@@ -224,14 +264,28 @@ def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
 
 
 def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -> None:
-    """Labels must lie in [0, num) or equal ignore_index. Costs one host sync."""
-    if labels.numel() == 0 or not _value_checks_active(labels):
+    """Labels must lie in [0, num) or equal ignore_index. See the module docstring for the modes."""
+    form = _value_check_form(labels)
+    if form is None:
         return
     # When ignore_index touches [0, num) the valid values form one interval, so a single
-    # min/max pass (one sync) settles it; the full mask runs only when that fails.
+    # min/max pass settles it.
     lo, hi = 0, num
     if -1 <= ignore_index <= num:
         lo, hi = min(lo, ignore_index), max(hi, ignore_index + 1)
+    hint = "pixelkernels.set_checks('off') skips this check (bad labels are then ignored)."
+    if form == "async":
+        v = labels
+        if not lo <= ignore_index < hi:  # e.g. 255 (VOC): moved into the interval, one pass
+            v = labels.masked_fill(labels == ignore_index, 0)
+        # int64 bounds: num = 256 would wrap in uint8; the 0-dim results are cast, not the map
+        mn, mx = (x.long() for x in torch.aminmax(v))
+        _assert_on_device(
+            (mn >= lo) & (mx < hi),
+            f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index} (checked on the device; "
+            f"pixelkernels.set_checks('sync') names the value). {hint}",
+        )
+        return
     # Compare in int64: bounds such as num = 256 would wrap in the labels' own dtype (uint8).
     mn, mx = (t.long() for t in torch.aminmax(labels))
     if bool((mn >= lo) & (mx < hi)):
@@ -242,8 +296,7 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
         first = labels[bad][0]
         raise ValueError(
             f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index}; "
-            f"found {int(first)} ({int(bad.sum())} such pixels). "
-            "pixelkernels.set_checks(False) skips this check (bad labels are then ignored)."
+            f"found {int(first)} ({int(bad.sum())} such pixels). {hint}"
         )
 
 
@@ -260,17 +313,23 @@ def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = No
 
 
 def index_values(t: torch.Tensor, name: str, P: int) -> None:
-    """Indices must lie in [0, P) or equal -1 (padding). Costs one host sync."""
-    if t.numel() == 0 or not _value_checks_active(t):
+    """Indices must lie in [0, P) or equal -1 (padding). See the module docstring for the modes."""
+    form = _value_check_form(t)
+    if form is None:
         return
-    mn, mx = (int(v) for v in torch.aminmax(t))
-    if mn >= -1 and mx < P:
+    hint = "pixelkernels.set_checks('off') skips this check (out-of-range slots then take no part)."
+    mn, mx = torch.aminmax(t)
+    if form == "async":
+        _assert_on_device(
+            (mn >= -1) & (mx < P),
+            f"{name} values must be pixel indices in [0, {P}) or -1 (padding) (checked on the device; "
+            f"pixelkernels.set_checks('sync') names the value). {hint}",
+        )
+        return
+    if int(mn) >= -1 and int(mx) < P:
         return
     bad = t[(t < -1) | (t >= P)][0]
-    raise ValueError(
-        f"{name} values must be pixel indices in [0, {P}) or -1 (padding); found {int(bad)}. "
-        "pixelkernels.set_checks(False) skips this check (out-of-range slots then take no part)."
-    )
+    raise ValueError(f"{name} values must be pixel indices in [0, {P}) or -1 (padding); found {int(bad)}. {hint}")
 
 
 def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:

@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--noc-images", type=int, default=0, help="interactive: NoC@85/90 over this many held-out episodes")
     p.add_argument("--save", help="write the trained state_dict here")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-checks", action="store_true", help="skip the ops' label checks (each is a host sync)")
+    p.add_argument("--no-checks", action="store_true", help="skip the ops' label checks (on a GPU: a few tiny launches each, no host sync)")
     a = p.parse_args(argv)
     kw = {"backbone": a.backbone, "width": a.width, "depth": a.depth}
     if a.num_classes is not None:

@@ -52,7 +52,7 @@ def _ordered_pairs(present: torch.Tensor) -> torch.Tensor:
 
 def _run(module, backend, x, name, *args):
     """A registered op on arguments the loss has already validated (labels included, so the
-    label-value check and its host sync happen once per loss)."""
+    label-value check happens once per loss)."""
     return _op.run(module.OP, _op.backend_for(module.OP, backend, x, name), x, *args)
 
 

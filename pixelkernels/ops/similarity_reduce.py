@@ -6,7 +6,7 @@ similarities to an image's reference vectors reduced per reference class, tile b
     out[i,c] = Σ_{j∈R_c} s_ij | mean_{j∈R_c} s_ij | max_{j∈R_c} s_ij | Σ_{j∈R_c} softmax_j(s_ij / T)
 
 R_c: the refs labelled c; -1 (stochastic_pool's padding) takes part in nothing. With the checks
-on, any other label outside [0, C) is an error (one host sync); with them off it is ignored
+on, any other label outside [0, C) is an error (checked without a host sync on a GPU); with them off it is ignored
 like -1. The softmax runs over all valid refs of the image. Empty class: 0 (sum, mean,
 softmax) or -inf (max); an image with no valid ref: 0, or -inf for max. Max ties share the
 gradient evenly (torch.amax's rule). Exact formulas and edge cases: the reference
@@ -139,7 +139,7 @@ def check_args(query, ref, ref_labels, num_classes, metric, scale, bias, activat
     scale, bias = _checks.real(scale, "scale"), _checks.real(bias, "bias")
     temperature = _checks.real(temperature, "temperature", minimum=0.0, strict=True)
     eps = _checks.real(eps, "eps", minimum=0.0)
-    _checks.label_values(ref_labels, ln, C, -1)  # one host sync, with the checks on
+    _checks.label_values(ref_labels, ln, C, -1)  # on the device (no host sync) by default
     return C, scale, bias, activation == "sigmoid", temperature, eps
 
 
