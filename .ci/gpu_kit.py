@@ -64,7 +64,8 @@ def main() -> int:
                         "--python-version", a.python, "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
                         "--platform", "manylinux_2_17_x86_64", "--platform", "any", "-d", str(a.kit), *KIT_WHEELS],
                        capture_output=True, text=True)  # fmt: skip
-    check(r.returncode == 0, f"downloaded {', '.join(KIT_WHEELS)} for CPython {a.python}: {r.stderr.strip()[-300:]}")
+    why = "" if r.returncode == 0 else f": {r.stderr.strip()[-300:]}"
+    check(r.returncode == 0, f"downloaded {', '.join(KIT_WHEELS)} for CPython {a.python}{why}")
     # pip's own resolution for the image: every wheel installable on CPython 3.12, linux x86-64
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "-q", "--no-deps", "--no-index",
                         "--only-binary=:all:", "--python-version", a.python, "--implementation", "cp",
@@ -72,7 +73,8 @@ def main() -> int:
                         str(a.kit / ".dry"), *map(str, sorted(a.kit.glob("*.whl")))],
                        capture_output=True, text=True)  # fmt: skip
     shutil.rmtree(a.kit / ".dry", ignore_errors=True)
-    check(r.returncode == 0, f"pip takes every wheel for cp{ver} on linux x86-64 {r.stderr.strip()[-300:]}")
+    why = "" if r.returncode == 0 else f": {r.stderr.strip()[-300:]}"
+    check(r.returncode == 0, f"pip takes every wheel for cp{ver} on linux x86-64{why}")
     kit = sum(f.stat().st_size for f in a.kit.iterdir())
     total = kit + tree_bytes()
     check(total < LIMIT, f"kit {kit / 2**20:.1f} MiB + working tree = {total / 2**20:.1f} MiB < 64 MiB")

@@ -278,17 +278,19 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
         v = labels
         if not lo <= ignore_index < hi:  # e.g. 255 (VOC): moved into the interval, one pass
             v = labels.masked_fill(labels == ignore_index, 0)
-        # int64 bounds: num = 256 would wrap in uint8; the 0-dim results are cast, not the map
-        mn, mx = (x.long() for x in torch.aminmax(v))
+        mn, mx = torch.aminmax(v)
+        info = torch.iinfo(labels.dtype)
+        if lo < info.min or hi > info.max:  # num = 256 would wrap in uint8: cast the 0-dim results
+            mn, mx = mn.long(), mx.long()
         _assert_on_device(
             (mn >= lo) & (mx < hi),
             f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index} (checked on the device; "
             f"pixelkernels.set_checks('sync') names the value). {hint}",
         )
         return
-    # Compare in int64: bounds such as num = 256 would wrap in the labels' own dtype (uint8).
-    mn, mx = (t.long() for t in torch.aminmax(labels))
-    if bool((mn >= lo) & (mx < hi)):
+    # Python ints: bounds such as num = 256 would wrap in the labels' own dtype (uint8).
+    mn, mx = (int(x) for x in torch.aminmax(labels))
+    if lo <= mn and mx < hi:
         return
     labels = labels.long()
     bad = ((labels < 0) | (labels >= num)) & (labels != ignore_index)

@@ -47,6 +47,8 @@ class Op:
     compiled: object = None  # torch.ops.pixelkernels.<name>, when the extension is loaded
     triton: object = None  # torch.ops.pixelkernels.<name>_triton, when its module imported
     triton_error: str | None = None
+    # variant ("compiled", "triton") -> the eager autograd.Function of that variant (_function)
+    functions: dict = dataclasses.field(default_factory=dict)
 
 
 def _arg_names(packet) -> list[str]:
@@ -57,48 +59,96 @@ def _arg_defaults(packet) -> dict:
     return {a.name: a.default_value for a in packet.default._schema.arguments if a.has_default_value()}
 
 
-def _register_autograd(op: Op, fwd, bwd, qualname: str) -> None:
-    """register_autograd for one variant: `fwd`/`bwd` are the forward/backward op packets."""
-    in_names, out_names, bwd_names = _arg_names(fwd), op.outputs, _arg_names(bwd)
-    # The dispatcher may hand setup_context fewer inputs than the schema has (trailing
-    # arguments left at their defaults): those take the schema's defaults. So do the backward
-    # op's arguments that are no forward input or output (region_hinge's offset, which only
-    # centroid_hinge passes).
-    defaults = {**_arg_defaults(bwd), **_arg_defaults(fwd)}
-    grad_of = {n: out_names.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in out_names}
-    differentiable = set(grad_of.values())
-    # Everything the backward op needs, plus every forward input (for the double backward).
-    keep = list(dict.fromkeys([n for n in bwd_names if n not in grad_of] + in_names))
+class _Formula:
+    """One variant's autograd formula, read off the schemas: what to save, and the backward.
+    Shared by the registered autograd (torch.library.register_autograd: torch.compile, direct
+    torch.ops calls) and the eager fast path (_function)."""
 
-    def setup_context(ctx, inputs, output):
-        outs = output if isinstance(output, tuple) else (output,)
-        ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in differentiable))
-        named = {**defaults, **dict(zip(in_names, inputs)), **dict(zip(out_names, outs))}
-        ctx.pk_tensors = [n for n in keep if isinstance(named[n], torch.Tensor)]
+    def __init__(self, op: Op, fwd, bwd):
+        self.op, self.bwd = op, bwd
+        self.in_names, self.out_names, self.bwd_names = _arg_names(fwd), op.outputs, _arg_names(bwd)
+        # The dispatcher may hand setup_context fewer inputs than the schema has (trailing
+        # arguments left at their defaults): those take the schema's defaults. So do the backward
+        # op's arguments that are no forward input or output (region_hinge's offset, which only
+        # centroid_hinge passes).
+        self.defaults = {**_arg_defaults(bwd), **_arg_defaults(fwd)}
+        self.grad_of = {n: self.out_names.index(n[5:]) for n in self.bwd_names
+                        if n.startswith("grad_") and n[5:] in self.out_names}  # fmt: skip
+        self.differentiable = set(self.grad_of.values())
+        # Everything the backward op needs, plus every forward input (for the double backward).
+        self.keep = list(dict.fromkeys([n for n in self.bwd_names if n not in self.grad_of] + self.in_names))
+
+    def save(self, ctx, inputs, outs) -> None:
+        ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in self.differentiable))
+        named = {**self.defaults, **dict(zip(self.in_names, inputs)), **dict(zip(self.out_names, outs))}
+        ctx.pk_tensors = [n for n in self.keep if isinstance(named[n], torch.Tensor)]
         ctx.save_for_backward(*(named[n] for n in ctx.pk_tensors))
-        ctx.pk_values = {n: named[n] for n in keep if not isinstance(named[n], torch.Tensor)}
+        ctx.pk_values = {n: named[n] for n in self.keep if not isinstance(named[n], torch.Tensor)}
         # Shapes for the zeros of outputs that get no gradient.
         ctx.pk_out_meta = [(o.shape, o.dtype, o.device) for o in outs]
 
-    def backward(ctx, *grads):
+    def backward(self, ctx, grads, call_bwd):
         named = {**dict(zip(ctx.pk_tensors, ctx.saved_tensors)), **ctx.pk_values}
         if torch.is_grad_enabled():  # create_graph=True
-            return _reference_vjp(op, in_names, named, grads, differentiable)[: len(ctx.needs_input_grad)]
+            return _reference_vjp(self.op, self.in_names, named, grads, self.differentiable)[: len(ctx.needs_input_grad)]
         args = []
-        for n in bwd_names:
-            if n in grad_of:
-                g = grads[grad_of[n]]
+        for n in self.bwd_names:
+            if n in self.grad_of:
+                g = grads[self.grad_of[n]]
                 if g is None:
-                    shape, dtype, device = ctx.pk_out_meta[grad_of[n]]
+                    shape, dtype, device = ctx.pk_out_meta[self.grad_of[n]]
                     g = torch.zeros(shape, dtype=dtype, device=device)
                 args.append(g)
             else:
                 args.append(named[n])
-        res = bwd(*args)
-        by_name = dict(zip(op.grad_inputs, res if isinstance(res, (tuple, list)) else (res,)))
-        return tuple(by_name.get(n) if need else None for n, need in zip(in_names, ctx.needs_input_grad))
+        res = call_bwd(*args)
+        by_name = dict(zip(self.op.grad_inputs, res if isinstance(res, (tuple, list)) else (res,)))
+        return tuple(by_name.get(n) if need else None for n, need in zip(self.in_names, ctx.needs_input_grad))
+
+
+def _function(formula: _Formula, fwd) -> type[torch.autograd.Function]:
+    """The eager path of one variant (run() takes it outside torch.compile): a plain
+    autograd.Function whose forward and backward call the kernels below the Autograd key, so a
+    call crosses into C++ once each way, without register_autograd's Python layers (its
+    argument normalisation, the autograd kernel's redispatch, setup_context as a second pass).
+    Gradients of outputs that get none stay None (set_materialize_grads(False)): the backward
+    op then gets zeros only for the outputs its schema reads."""
+    below = torch._C._AutoDispatchBelowAutograd
+    call_fwd, call_bwd = fwd.default, formula.bwd.default
+
+    def bwd_below(*args):
+        with below():
+            return call_bwd(*args)
+
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            ctx.set_materialize_grads(False)
+            with below():
+                out = call_fwd(*args)
+            formula.save(ctx, args, out if isinstance(out, tuple) else (out,))
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return formula.backward(ctx, grads, bwd_below)
+
+    Fn.__name__ = Fn.__qualname__ = f"{formula.op.name}_{'triton' if 'triton' in str(fwd) else 'compiled'}"
+    return Fn
+
+
+def _register_autograd(op: Op, fwd, bwd, qualname: str) -> _Formula:
+    """register_autograd for one variant: `fwd`/`bwd` are the forward/backward op packets."""
+    formula = _Formula(op, fwd, bwd)
+
+    def setup_context(ctx, inputs, output):
+        formula.save(ctx, inputs, output if isinstance(output, tuple) else (output,))
+
+    def backward(ctx, *grads):
+        return formula.backward(ctx, grads, bwd)
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+    return formula
 
 
 def _register_no_gradient(qualname: str) -> None:
@@ -200,7 +250,8 @@ def define(
         torch.library.register_fake(f"pixelkernels::{bwd_name}{suffix}")(
             _schema.with_defaults(backward_fake, _schema.function_schema(bwd_name))
         )
-        _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
+        formula = _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
+        op.functions["triton" if suffix else "compiled"] = _function(formula, fwd)
     OPS[name] = op
     return op
 
@@ -212,10 +263,24 @@ def backend_for(op: Op, backend: str | None, t: torch.Tensor, name: str) -> str:
     return chosen
 
 
+def _needs_grad(args) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+
+
 def run(op: Op, backend: str, *args):
-    """Call `op` on `backend` with the schema's positional arguments (already validated)."""
+    """Call `op` on `backend` with the schema's positional arguments (already validated).
+    Eagerly, the compiled variants take the lean path (_function); torch.compile traces the
+    registered ops, whose autograd is the same formula."""
     if backend == "reference":
         return op.reference(*args)
-    if backend == "triton":
-        return op.triton(*args)
-    return op.compiled(*args)
+    variant = "triton" if backend == "triton" else "compiled"
+    packet = op.triton if variant == "triton" else op.compiled
+    if torch.compiler.is_compiling():
+        return packet(*args)
+    if _needs_grad(args):
+        fn = op.functions.get(variant)
+        if fn is not None:
+            return fn.apply(*args)
+        return packet(*args)  # no backward: the registered autograd marks the outputs
+    with torch._C._AutoDispatchBelowAutograd():
+        return packet.default(*args)

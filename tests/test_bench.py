@@ -378,3 +378,21 @@ def test_model_gpu(capsys):
     assert gpu_model.floor_us(3.35e12) == pytest.approx(1e6)
     assert gpu_model.floor_us(0, 67e12) == pytest.approx(1e6)
     assert gpu_model.floor_us(0, 989e12, tensor_cores=True) == pytest.approx(1e6)
+
+
+def test_host_mode_rows():
+    """bench --host (bench/host.py): host time in tiny-add units, ATen ops and syncs per call,
+    next to the baseline; the pixelkernels backend syncs nowhere."""
+    from pixelkernels.bench import host
+
+    rows = host.host_rows(["region_stats"], ["W2"], ["cpu"], budget_s=0.005, log=lambda *_: None)
+    by = {r["backend"]: r for r in rows}
+    assert set(by) == {"cpu", "baseline", "reference"}
+    assert by["cpu"]["syncs"] == 0 and by["cpu"]["aten_ops"] > 0 and by["cpu"]["host_u"] > 0
+    assert by["baseline"]["vs_baseline"] == 1.0
+    assert "| region_stats | W2 | fwdbwd | cpu |" in host.markdown(rows)
+    counter = [0]
+    with host._counting_syncs(counter):
+        torch.ones(2).sum().item()
+        bool(torch.ones(1))
+    assert counter[0] == 2 and not pk._checks._ASYNC_ON_CPU

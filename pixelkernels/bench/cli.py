@@ -69,6 +69,18 @@ def _models(p, a, argv) -> int:
     return 0
 
 
+def _host(a, argv) -> int:
+    from . import host
+
+    cpu = torch.device("cpu")
+    print(f"# {device_name(cpu)}, torch {torch.__version__}; host path per call on the small inputs, 1 thread, checks on")
+    print(host.header())
+    rows = host.host_rows(a.op, a.workload, a.backend, budget_s=0.1 if a.quick else 0.5)
+    method = {"what": host.__doc__, "threads": 1, "unit": "one torch.add of two 1-element tensors (unit_us)"}
+    _write(a, _meta(cpu, argv, method), rows, host.markdown)
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[2:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
@@ -97,7 +109,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", action="store_true",
                    help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
     p.add_argument("--model", action="append", help="with --models: the model(s) to run (default: all)")
+    p.add_argument("--host", action="store_true",
+                   help="host time, ATen ops and syncs per call of each op on its small input (CPU, 1 thread; "
+                   "bench/host.py)")  # fmt: skip
     a = p.parse_args(argv)
+    if a.host:
+        return _host(a, argv)
     if a.models:
         return _models(p, a, argv)
     if a.list:
