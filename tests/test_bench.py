@@ -389,8 +389,10 @@ def test_host_mode_rows():
     by = {r["backend"]: r for r in rows}
     assert set(by) == {"cpu", "baseline", "reference"}
     assert by["cpu"]["syncs"] == 0 and by["cpu"]["aten_ops"] > 0 and by["cpu"]["host_u"] > 0
-    assert by["baseline"]["vs_baseline"] == 1.0
+    assert by["baseline"]["vs_baseline"] == 1.0 and by["baseline"]["cuda_launches"] is None
     assert "| region_stats | W2 | fwdbwd | cpu |" in host.markdown(rows)
+    if host.load_emulator() is not None:  # the CUDA path: forward and backward kernels, the loss's ops
+        assert by["cpu"]["cuda_launches"] >= 2 + 1
     counter = [0]
     with host._counting_syncs(counter):
         torch.ones(2).sum().item()

@@ -74,8 +74,10 @@ def _host(a, argv) -> int:
 
     cpu = torch.device("cpu")
     print(f"# {device_name(cpu)}, torch {torch.__version__}; host path per call on the small inputs, 1 thread, checks on")
-    print(host.header())
     rows = host.host_rows(a.op, a.workload, a.backend, budget_s=0.1 if a.quick else 0.5)
+    print(host.header())
+    for r in rows:
+        print(host.format_row(r))
     method = {"what": host.__doc__, "threads": 1, "unit": "one torch.add of two 1-element tensors (unit_us)"}
     _write(a, _meta(cpu, argv, method), rows, host.markdown)
     return 0

@@ -11,7 +11,14 @@ reference, on the CPU with one thread and the checks at their default, measured 
   may launch more than one kernel). A CPU count, by a TorchDispatchMode;
 - host syncs per call, with the checks in the form a GPU tensor takes: calls of Tensor.item,
   tolist, __bool__, __int__, __float__, __index__ and nonzero (tests/test_host_sync.py holds
-  the op paths to zero; the reference and the baseline may sync).
+  the op paths to zero; the reference and the baseline may sync);
+- launches per call on the CUDA path (`cuda_launches`, the pixelkernels row, from a source
+  tree): the same step with every pixelkernels op run by its CUDA launcher under tests/cuda_emu
+  (the CUDA kernels compiled for the CPU), counting the kernels it launches plus the ATen
+  compute ops dispatched around them (the loss, autograd's seeds, glue: each a launch on a
+  GPU). A lower bound: fills and copies that the launchers' C++ side makes with ATen are not
+  seen. Counted after the timings, in a second pass: loading the emulator puts its checking
+  allocator under every CPU tensor.
 
 At a small input the kernels' own time is a few microseconds: what is left is the host path
 (argument checks, dispatch, autograd) that an H100 would wait on at every call.
@@ -107,6 +114,45 @@ def _counting_syncs(counter: list):
         _checks._ASYNC_ON_CPU = prev
 
 
+class _CudaPath(TorchDispatchMode):
+    """pixelkernels ops run by their CUDA launchers under the emulator; other ATen compute ops
+    counted (each would be a launch on a GPU)."""
+
+    def __init__(self, emu):
+        super().__init__()
+        self.emu, self.aten = emu, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "pixelkernels":
+            func = getattr(getattr(self.emu, func._opname), func._overloadname)
+        elif func._schema.name.split("::")[-1] not in _FREE and not func.is_view:
+            self.aten += 1
+        return func(*args, **(kwargs or {}))
+
+
+def load_emulator():
+    """torch.ops.pixelkernels_emu from the source tree's tests/cuda_emu, or None (an installed
+    package, no CUDA headers)."""
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[2] / "tests"
+    if not (tests / "cuda_emu" / "__init__.py").exists():
+        return None
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    import cuda_emu
+
+    return None if cuda_emu.load() is not None else torch.ops.pixelkernels_emu
+
+
+def cuda_launches_per_call(fn, emu) -> int:
+    before = int(emu.launch_count())
+    with _CudaPath(emu) as mode:
+        fn()
+    return int(emu.launch_count()) - before + mode.aten
+
+
 def syncs_per_call(fn) -> int:
     counter = [0]
     with _counting_syncs(counter):
@@ -114,49 +160,69 @@ def syncs_per_call(fn) -> int:
     return counter[0]
 
 
-def host_rows(ops=None, workloads=None, backends=None, *, budget_s: float = 0.25, log=print) -> list[dict]:
+def host_rows(ops=None, workloads=None, backends=None, *, budget_s: float = 0.25, launches: bool = True,
+              log=print) -> list[dict]:  # fmt: skip
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        u = unit_s(budget_s)
-        rows = []
-        for case in _cases.select(ops, workloads, "cpu"):
-            if case.small is None:
-                continue
-            inp = case.small(cpu)
-            names = [b for b in (backends or pk.available_backends()) if b != REFERENCE] + [BASELINE, REFERENCE]
-            got = {}
-            for n in names:
-                step = forward_backward(case, inp, n) if case.loss else forward(case, inp, n)
-                try:
-                    got[n] = (per_call_s(step, budget_s=budget_s), ops_per_call(step), syncs_per_call(step))
-                except Exception as e:  # noqa: BLE001 - a row that cannot run says why
-                    log(f"# {case.key} {n}: {type(e).__name__}: {e}")
-            base = got.get(BASELINE, (float("nan"),))[0]
-            for n, (s, ops_n, syncs) in got.items():
-                rows.append({"op": case.op, "workload": case.id, "kind": "fwdbwd" if case.loss else "fwd",
-                             "backend": n, "host_us": s * 1e6, "host_u": s / u, "vs_baseline": s / base,
-                             "aten_ops": ops_n, "syncs": syncs, "unit_us": u * 1e6})  # fmt: skip
-                log(format_row(rows[-1]))
+        rows = _timed_rows(ops, workloads, backends, budget_s, log)
+        emu = load_emulator() if launches else None
+        for r in rows:
+            r["cuda_launches"] = None
+            if emu is not None and r["backend"] == "cpu":
+                case = _cases.find(r["op"], r["workload"])
+                inp = case.small(cpu)  # made after the emulator loaded: its allocator knows it
+                step = forward_backward(case, inp, "cpu") if case.loss else forward(case, inp, "cpu")
+                step()  # first-call work (caches) out of the count
+                r["cuda_launches"] = cuda_launches_per_call(step, emu)
         return rows
     finally:
         torch.set_num_threads(threads)
 
 
+def _timed_rows(ops, workloads, backends, budget_s, log) -> list[dict]:
+    cpu = torch.device("cpu")
+    u = unit_s(budget_s)
+    rows = []
+    for case in _cases.select(ops, workloads, "cpu"):
+        if case.small is None:
+            continue
+        inp = case.small(cpu)
+        names = [b for b in (backends or pk.available_backends()) if b != REFERENCE] + [BASELINE, REFERENCE]
+        got = {}
+        for n in names:
+            step = forward_backward(case, inp, n) if case.loss else forward(case, inp, n)
+            try:
+                got[n] = (per_call_s(step, budget_s=budget_s), ops_per_call(step), syncs_per_call(step))
+            except Exception as e:  # noqa: BLE001 - a row that cannot run says why
+                log(f"# {case.key} {n}: {type(e).__name__}: {e}")
+        base = got.get(BASELINE, (float("nan"),))[0]
+        for n, (s, ops_n, syncs) in got.items():
+            rows.append({"op": case.op, "workload": case.id, "kind": "fwdbwd" if case.loss else "fwd",
+                         "backend": n, "host_us": s * 1e6, "host_u": s / u, "vs_baseline": s / base,
+                         "aten_ops": ops_n, "syncs": syncs, "unit_us": u * 1e6})  # fmt: skip
+    return rows
+
+
 def header() -> str:
-    return f"{'op':<22}{'workload':<24}{'kind':<7}{'backend':<10}{'host us':>9}{'host u':>8}{'x baseline':>11}{'ops':>6}{'syncs':>6}"
+    return (f"{'op':<22}{'workload':<24}{'kind':<7}{'backend':<10}{'host us':>9}{'host u':>8}{'x baseline':>11}"
+            f"{'ops':>6}{'syncs':>6}{'CUDA launches':>14}")  # fmt: skip
+
+
+def _launches(r: dict) -> str:
+    return "–" if r.get("cuda_launches") is None else str(r["cuda_launches"])
 
 
 def format_row(r: dict) -> str:
     return (f"{r['op']:<22}{r['workload']:<24}{r['kind']:<7}{r['backend']:<10}{r['host_us']:>9.1f}{r['host_u']:>8.0f}"
-            f"{r['vs_baseline']:>11.2f}{r['aten_ops']:>6}{r['syncs']:>6}")  # fmt: skip
+            f"{r['vs_baseline']:>11.2f}{r['aten_ops']:>6}{r['syncs']:>6}{_launches(r):>14}")  # fmt: skip
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| op | workload | kind | backend | host µs | host u | × baseline | ATen ops | syncs |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| op | workload | kind | backend | host µs | host u | × baseline | ATen ops | syncs | CUDA launches |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['op']} | {r['workload']} | {r['kind']} | {r['backend']} | {r['host_us']:.1f} | "
-                     f"{r['host_u']:.0f} | {r['vs_baseline']:.2f} | {r['aten_ops']} | {r['syncs']} |")  # fmt: skip
+                     f"{r['host_u']:.0f} | {r['vs_baseline']:.2f} | {r['aten_ops']} | {r['syncs']} | {_launches(r)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

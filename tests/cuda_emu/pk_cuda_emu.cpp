@@ -21,6 +21,9 @@
 namespace pk_emu {
 namespace detail {
 Launch* g_launch = nullptr;
+// Kernels launched since the library was loaded (pixelkernels_emu::launch_count: the bench's
+// count of a call's launches on the CUDA path).
+unsigned long long g_launch_count = 0;
 }  // namespace detail
 
 namespace {
@@ -260,6 +263,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
     return;
   }
   if (g_launch != nullptr) fail("a kernel was launched from inside a kernel");
+  ++g_launch_count;
   Launch L;
   L.kernel = kernel;
   L.grid = grid;
@@ -280,5 +284,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
   sanitizer_launch_end(L);
   g_launch = nullptr;
 }
+
+unsigned long long launch_count() { return detail::g_launch_count; }
 
 }  // namespace pk_emu

@@ -9,6 +9,10 @@
 
 #include "torch_utils.h"
 
+namespace pk_emu {
+unsigned long long launch_count();  // pk_cuda_emu.cpp
+}
+
 namespace pk_emu_selftest {
 const char* run(const char* name, bool broken, const float* x, float* y, int n, float* ws, float* foreign);
 }
@@ -46,9 +50,13 @@ at::Tensor sanitizer_selftest(c10::string_view name, bool broken, int64_t n) {
   return y;
 }
 
+// Kernels launched so far (a process-wide count: the difference around a call is its launches).
+int64_t launch_count() { return static_cast<int64_t>(pk_emu::launch_count()); }
+
 TORCH_LIBRARY_FRAGMENT(PK_LIBRARY, m) {
   m.def("sanitizer_selftest(str name, bool broken, int n) -> Tensor");
   m.impl("sanitizer_selftest", c10::DispatchKey::CompositeExplicitAutograd, &sanitizer_selftest);
+  m.def("launch_count() -> int", &launch_count);
 }
 
 }  // namespace
