@@ -72,8 +72,11 @@ def no_host_sync(monkeypatch):
         yield
 
 
-def _forward_backward(fn, floats, grads, backend, device):
-    t = {k: v.to(device=device, dtype=torch.float32).requires_grad_(k in grads) for k, v in floats.items()}
+def _inputs(floats, grads, device):
+    return {k: v.to(device=device, dtype=torch.float32).requires_grad_(k in grads) for k, v in floats.items()}
+
+
+def _forward_backward(fn, t, grads, backend):
     outs = fn(t, backend)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     flo = [o for o in outs if o.is_floating_point() and o.requires_grad]
@@ -92,9 +95,10 @@ def test_no_host_sync_forward_and_backward(call, backend, monkeypatch):
     device = "cuda" if backend == "triton" and HAS_CUDA else "cpu"
     if device == "cuda":
         pytest.skip("on a GPU: test_no_sync_on_the_gpu")
+    t = _inputs(floats, grads, device)
     with no_host_sync(monkeypatch):
         assert pk.checks_mode() == "async"
-        _forward_backward(fn, floats, grads, backend, device)
+        _forward_backward(fn, t, grads, backend)
 
 
 @pytest.mark.cuda
@@ -106,11 +110,12 @@ def test_no_sync_on_the_gpu(call, backend):
     if backend not in pk.available_backends():
         pytest.skip(f"{backend} is not available here")
     fn, floats, grads = SMOKE._calls("cuda")[list(CALLS).index(call)][2:]
-    _forward_backward(fn, floats, grads, backend, "cuda")  # warm-up: Triton compiles, caches fill
+    _forward_backward(fn, _inputs(floats, grads, "cuda"), grads, backend)  # warm-up: Triton compiles
+    t = _inputs(floats, grads, "cuda")  # the copies to the GPU before the check
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _forward_backward(fn, floats, grads, backend, "cuda")
+        _forward_backward(fn, t, grads, backend)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
