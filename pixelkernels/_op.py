@@ -77,33 +77,44 @@ class _Formula:
         self.differentiable = set(self.grad_of.values())
         # Everything the backward op needs, plus every forward input (for the double backward).
         self.keep = list(dict.fromkeys([n for n in self.bwd_names if n not in self.grad_of] + self.in_names))
+        # Per call, only index lookups: where each kept value comes from (an output, else an input,
+        # else the schema's default), each backward argument (an output's gradient or a kept
+        # value) and each input's gradient (its place in the backward op's results, or None).
+        self.keep_src = [(1, self.out_names.index(n)) if n in self.out_names
+                         else (0, self.in_names.index(n)) if n in self.in_names else (2, n) for n in self.keep]  # fmt: skip
+        self.bwd_src = [(True, self.grad_of[n]) if n in self.grad_of else (False, self.keep.index(n))
+                        for n in self.bwd_names]  # fmt: skip
+        self.ret_idx = [op.grad_inputs.index(n) if n in op.grad_inputs else None for n in self.in_names]
 
     def save(self, ctx, inputs, outs) -> None:
         ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in self.differentiable))
-        named = {**self.defaults, **dict(zip(self.in_names, inputs)), **dict(zip(self.out_names, outs))}
-        ctx.pk_tensors = [n for n in self.keep if isinstance(named[n], torch.Tensor)]
-        ctx.save_for_backward(*(named[n] for n in ctx.pk_tensors))
-        ctx.pk_values = {n: named[n] for n in self.keep if not isinstance(named[n], torch.Tensor)}
-        # Shapes for the zeros of outputs that get no gradient.
-        ctx.pk_out_meta = [(o.shape, o.dtype, o.device) for o in outs]
+        n_in, defaults = len(inputs), self.defaults
+        vals = [outs[k] if kind == 1 else inputs[k] if kind == 0 and k < n_in else defaults[self.keep[j]]
+                for j, (kind, k) in enumerate(self.keep_src)]  # fmt: skip
+        # Tensors through save_for_backward (None in their place among the other values).
+        ctx.save_for_backward(*(v if isinstance(v, torch.Tensor) else None for v in vals))
+        ctx.pk_values = [None if isinstance(v, torch.Tensor) else v for v in vals]
+        # Shapes for the zeros of differentiable outputs that get no gradient.
+        ctx.pk_out_meta = {i: (outs[i].shape, outs[i].dtype, outs[i].device) for i in self.differentiable}
 
     def backward(self, ctx, grads, call_bwd):
-        named = {**dict(zip(ctx.pk_tensors, ctx.saved_tensors)), **ctx.pk_values}
+        kept = [t if t is not None else v for t, v in zip(ctx.saved_tensors, ctx.pk_values)]
         if torch.is_grad_enabled():  # create_graph=True
+            named = dict(zip(self.keep, kept))
             return _reference_vjp(self.op, self.in_names, named, grads, self.differentiable)[: len(ctx.needs_input_grad)]
         args = []
-        for n in self.bwd_names:
-            if n in self.grad_of:
-                g = grads[self.grad_of[n]]
-                if g is None:
-                    shape, dtype, device = ctx.pk_out_meta[self.grad_of[n]]
-                    g = torch.zeros(shape, dtype=dtype, device=device)
-                args.append(g)
-            else:
-                args.append(named[n])
+        for is_grad, k in self.bwd_src:
+            if not is_grad:
+                args.append(kept[k])
+                continue
+            g = grads[k]
+            if g is None:
+                shape, dtype, device = ctx.pk_out_meta[k]
+                g = torch.zeros(shape, dtype=dtype, device=device)
+            args.append(g)
         res = call_bwd(*args)
-        by_name = dict(zip(self.op.grad_inputs, res if isinstance(res, (tuple, list)) else (res,)))
-        return tuple(by_name.get(n) if need else None for n, need in zip(self.in_names, ctx.needs_input_grad))
+        res = res if isinstance(res, (tuple, list)) else (res,)
+        return tuple(res[r] if need and r is not None else None for r, need in zip(self.ret_idx, ctx.needs_input_grad))
 
 
 def _function(formula: _Formula, fwd) -> type[torch.autograd.Function]:

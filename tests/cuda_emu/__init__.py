@@ -92,13 +92,14 @@ def _compile_kernels(build: Path, include: Path) -> list[str]:
 
 @functools.cache
 def load() -> str | None:
-    """Build (cached in build/cuda_emu) and load the library: None, or why it cannot be built
+    """Build (cached in build/cuda_emu: the kernels shared, the torch side per torch version) and load the library: None, or why it cannot be built
     here (no CUDA headers). A compile error raises: the .cu files must build as C++ too.
     Loading installs the sanitizer's device allocator (device_memory.cpp): CPU tensors
     allocated before are unknown to it, so load before making the kernels' inputs."""
     include = cuda_include()
     if include is None:
         return "no CUDA toolkit headers (cuda_runtime.h) found: set CUDA_HOME"
+    import torch
     from torch.utils import cpp_extension
 
     build = ROOT / "build" / "cuda_emu"
@@ -106,7 +107,14 @@ def load() -> str | None:
     # One process at a time builds (pytest-xdist workers load it together).
     with open(build / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        objects = _compile_kernels(build, include)
+        objects = _compile_kernels(build, include)  # no torch header: shared by every torch
+        # The torch side, one folder per torch: CI's checks of the newest torch (another venv)
+        # would otherwise rebuild it for the main venv's torch and back.
+        torch_build = build / f"torch-{torch.__version__}"
+        torch_build.mkdir(exist_ok=True)
+        # cpp_extension's own lock file, left by a build that was killed (a pytest worker ended
+        # mid-build), makes every later load wait forever; under build.lock no build of ours runs.
+        (torch_build / "lock").unlink(missing_ok=True)
         sources = [str(p) for p in sorted((ROOT / "csrc").glob("*.cpp")) if p.name != "module.cpp"]
         sources += [str(HERE / f) for f in ("pk_cuda_emu.cpp", "sanitizer.cpp", "device_memory.cpp", "selftest_ops.cpp")]
         cpp_extension.load(
@@ -123,7 +131,7 @@ def load() -> str | None:
             ],
             extra_ldflags=objects,
             extra_include_paths=[str(ROOT / "csrc"), str(HERE / "include"), str(include)],
-            build_directory=str(build),
+            build_directory=str(torch_build),
             is_python_module=False,
         )
     return None
