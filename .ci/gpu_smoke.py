@@ -43,6 +43,7 @@ if ARGS is not None and ARGS.dry:
 import torch  # noqa: E402
 
 import pixelkernels as pk  # noqa: E402
+from pixelkernels.bench.host import load_emulator  # noqa: E402
 
 F64 = torch.float64
 
@@ -167,23 +168,13 @@ def _backend_context(backend):
     if backend != "emulated":
         yield backend
         return
+    emu = load_emulator()  # puts tests/ on sys.path
+    if emu is None:
+        raise RuntimeError("emulator unavailable (tests/cuda_emu needs the CUDA toolkit's headers: set CUDA_HOME)")
     from contract import EmulateCuda
 
-    why = _load_emulator()
-    if why is not None:
-        raise RuntimeError(f"emulator unavailable: {why}")
-    with EmulateCuda(torch.ops.pixelkernels_emu):
+    with EmulateCuda(emu):
         yield "cpu"
-
-
-def _load_emulator() -> str | None:
-    """Load tests/cuda_emu before any input exists: its sanitizer knows only the memory allocated
-    after it (an index tensor made earlier reads as out of bounds). None, or why it cannot."""
-    if str(ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests"))
-    import cuda_emu
-
-    return cuda_emu.load()
 
 
 def main() -> int:
@@ -194,7 +185,9 @@ def main() -> int:
     failed = total = 0
     on_gpu = torch.cuda.is_available()
     if "emulated" in backends:
-        _load_emulator()  # first: see _load_emulator (a failure is reported by each emulated call)
+        # first: the emulator's sanitizer knows only the memory allocated after it loads (an index
+        # tensor made earlier reads as out of bounds); a failure is reported by each emulated call
+        load_emulator()
     devs = {b: "cuda" if b == "cuda" or (b == "triton" and on_gpu) else "cpu" for b in backends}
     calls = {dev: _calls(dev) for dev in set(devs.values()) | {"cpu"}}
     for n, (op, variant, fn_cpu, floats, grads) in enumerate(calls["cpu"]):

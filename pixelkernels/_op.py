@@ -117,7 +117,7 @@ class _Formula:
         return tuple(res[r] if need and r is not None else None for r, need in zip(self.ret_idx, ctx.needs_input_grad))
 
 
-def _function(formula: _Formula, fwd) -> type[torch.autograd.Function]:
+def _function(formula: _Formula, fwd, variant: str) -> type[torch.autograd.Function]:
     """The eager path of one variant (run() takes it outside torch.compile): a plain
     autograd.Function whose forward and backward call the kernels below the Autograd key, so a
     call crosses into C++ once each way, without register_autograd's Python layers (its
@@ -144,7 +144,7 @@ def _function(formula: _Formula, fwd) -> type[torch.autograd.Function]:
         def backward(ctx, *grads):
             return formula.backward(ctx, grads, bwd_below)
 
-    Fn.__name__ = Fn.__qualname__ = f"{formula.op.name}_{'triton' if 'triton' in str(fwd) else 'compiled'}"
+    Fn.__name__ = Fn.__qualname__ = f"{formula.op.name}_{variant}"
     return Fn
 
 
@@ -262,7 +262,8 @@ def define(
             _schema.with_defaults(backward_fake, _schema.function_schema(bwd_name))
         )
         formula = _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
-        op.functions["triton" if suffix else "compiled"] = _function(formula, fwd)
+        variant = "triton" if suffix else "compiled"
+        op.functions[variant] = _function(formula, fwd, variant)
     OPS[name] = op
     return op
 

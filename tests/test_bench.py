@@ -393,8 +393,8 @@ def test_host_mode_rows():
     assert "| region_stats | W2 | fwdbwd | cpu |" in host.markdown(rows)
     if host.load_emulator() is not None:  # the CUDA path: forward and backward kernels, the loss's ops
         assert by["cpu"]["cuda_launches"] >= 2 + 1
-    counter = [0]
-    with host._counting_syncs(counter):
+    calls = []
+    with host.on_host_syncs(calls.append):
         torch.ones(2).sum().item()
         bool(torch.ones(1))
-    assert counter[0] == 2 and not pk._checks._ASYNC_ON_CPU
+    assert calls == ["Tensor.item", "Tensor.__bool__"] and not pk._checks._ASYNC_ON_CPU

@@ -25,7 +25,7 @@ from conftest import HAS_CUDA
 
 import pixelkernels as pk
 from pixelkernels import _checks
-from pixelkernels.bench.host import SYNCS  # the Tensor methods that read a value on the host
+from pixelkernels.bench.host import on_host_syncs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ CALLS = {f"{op}[{variant}]" if variant else op: (fn, floats, grads) for op, vari
 def _in_triton_interpreter() -> bool:
     """The Triton interpreter (the CPU stand-in for a GPU launch) reads scalars on the host
     itself; on a GPU that is the launch, not a sync."""
-    f = sys._getframe(2)
+    f = sys._getframe(3)
     while f is not None:
         if f.f_globals.get("__name__", "").startswith("triton.runtime.interpreter"):
             return True
@@ -53,22 +53,15 @@ def _in_triton_interpreter() -> bool:
 
 
 @contextlib.contextmanager
-def no_host_sync(monkeypatch):
-    """Tensor methods that read a value on the host raise (torch.nonzero too)."""
-    with monkeypatch.context() as m:
-        for name in SYNCS:
-            orig = getattr(torch.Tensor, name)
+def no_host_sync():
+    """Tensor methods that read a value on the host raise (torch.nonzero too); the value checks
+    take their GPU form."""
 
-            def raiser(self, *args, __orig=orig, __name=name, **kwargs):
-                if _in_triton_interpreter():
-                    return __orig(self, *args, **kwargs)
-                raise AssertionError(f"host sync: Tensor.{__name} on {tuple(self.shape)} {self.dtype}")
+    def refuse(name):
+        if not _in_triton_interpreter():
+            raise AssertionError(f"host sync: {name}")
 
-            m.setattr(torch.Tensor, name, raiser)
-        orig_nonzero = torch.nonzero
-        m.setattr(torch, "nonzero", lambda *a, **k: orig_nonzero(*a, **k) if _in_triton_interpreter() else
-                  (_ for _ in ()).throw(AssertionError("host sync: torch.nonzero")))  # fmt: skip
-        m.setattr(_checks, "_ASYNC_ON_CPU", True)
+    with on_host_syncs(refuse):
         yield
 
 
@@ -88,7 +81,7 @@ def _forward_backward(fn, t, grads, backend):
 
 @pytest.mark.parametrize("backend", ["cpu", pytest.param("triton", marks=pytest.mark.triton)])
 @pytest.mark.parametrize("call", list(CALLS))
-def test_no_host_sync_forward_and_backward(call, backend, monkeypatch):
+def test_no_host_sync_forward_and_backward(call, backend):
     if backend not in pk.available_backends():
         pytest.skip(f"{backend} is not available here")
     fn, floats, grads = CALLS[call]
@@ -96,7 +89,7 @@ def test_no_host_sync_forward_and_backward(call, backend, monkeypatch):
     if device == "cuda":
         pytest.skip("on a GPU: test_no_sync_on_the_gpu")
     t = _inputs(floats, grads, device)
-    with no_host_sync(monkeypatch):
+    with no_host_sync():
         assert pk.checks_mode() == "async"
         _forward_backward(fn, t, grads, backend)
 
@@ -139,14 +132,14 @@ GOOD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_values_are_refused_on_the_device_without_a_sync(case, monkeypatch):
-    with no_host_sync(monkeypatch), pytest.raises(RuntimeError, match="checked on the device"):
+def test_bad_values_are_refused_on_the_device_without_a_sync(case):
+    with no_host_sync(), pytest.raises(RuntimeError, match="checked on the device"):
         BAD[case]()
 
 
 @pytest.mark.parametrize("case", list(GOOD))
-def test_good_values_pass_the_device_check(case, monkeypatch):
-    with no_host_sync(monkeypatch):
+def test_good_values_pass_the_device_check(case):
+    with no_host_sync():
         GOOD[case]()
 
 
@@ -188,9 +181,9 @@ def test_modes_are_named_or_bools():
     assert pk.checks_mode() == "async"
 
 
-def test_the_patch_catches_a_sync(monkeypatch):
+def test_the_patch_catches_a_sync():
     t = torch.ones(3)
-    with no_host_sync(monkeypatch):
+    with no_host_sync():
         for sync in (lambda: t.sum().item(), lambda: bool(t.any()), lambda: t.tolist(), lambda: torch.nonzero(t),
                      lambda: int(t[0]), lambda: float(t[0]), lambda: [0, 1][t[0].long()]):  # fmt: skip
             with pytest.raises(AssertionError, match="host sync"):

@@ -87,13 +87,17 @@ def gpu_test_runs(results: Path = RESULTS) -> dict[str, dict]:
     return best
 
 
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _ms(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    return "–" if _missing(x) else f"{x:.3f}"
 
 
 def _times(row: dict, comparison: str) -> str:
     mid = row.get(f"speedup_{comparison}_fwdbwd")
-    if mid is None or (isinstance(mid, float) and math.isnan(mid)):
+    if _missing(mid):
         return "–"
     lo, hi = row.get(f"speedup_{comparison}_fwdbwd_min", mid), row.get(f"speedup_{comparison}_fwdbwd_max", mid)
     runs = len(row.get(f"speedup_{comparison}_fwdbwd_runs") or [mid])
@@ -101,7 +105,7 @@ def _times(row: dict, comparison: str) -> str:
 
 
 def _pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f} %"
+    return "–" if _missing(x) else f"{100 * x:.0f} %"
 
 
 def tables(results: Path = RESULTS) -> str:

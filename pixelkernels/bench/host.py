@@ -70,32 +70,39 @@ def unit_s(budget_s: float = 0.25) -> float:
     return per_call_s(lambda: torch.add(a, b), budget_s=budget_s)
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self):
+class _Counter(TorchDispatchMode):
+    """Counts the operators that do work: ATen ops other than views and metadata, and each
+    pixelkernels op once; with `emu`, pixelkernels ops run by their CUDA launchers under the
+    emulator instead (their kernels then counted by the emulator, not here)."""
+
+    def __init__(self, emu=None):
         super().__init__()
-        self.n = 0
+        self.emu, self.n = emu, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        ns, name = func.namespace, func._schema.name.split("::")[-1]
-        if ns != "aten" or (name not in _FREE and not func.is_view):
+        if func.namespace == "pixelkernels" and self.emu is not None:
+            func = getattr(getattr(self.emu, func._opname), func._overloadname)
+        elif func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view):
             self.n += 1
         return func(*args, **(kwargs or {}))
 
 
 def ops_per_call(fn) -> int:
-    with _OpCounter() as c:
+    with _Counter() as c:
         fn()
     return c.n
 
 
 @contextlib.contextmanager
-def _counting_syncs(counter: list):
+def on_host_syncs(hook):
+    """Inside: hook(name) runs before every Tensor method of SYNCS and torch.nonzero (it may
+    raise), and the value checks take the form a GPU tensor takes (_checks._ASYNC_ON_CPU)."""
     saved = {n: getattr(torch.Tensor, n) for n in SYNCS}
     saved_nonzero = torch.nonzero
 
-    def wrap(orig):
+    def wrap(orig, name):
         def f(*a, **k):
-            counter[0] += 1
+            hook(name)
             return orig(*a, **k)
 
         return f
@@ -103,31 +110,15 @@ def _counting_syncs(counter: list):
     prev = _checks._ASYNC_ON_CPU
     try:
         for n, orig in saved.items():
-            setattr(torch.Tensor, n, wrap(orig))
-        torch.nonzero = wrap(saved_nonzero)
-        _checks._ASYNC_ON_CPU = True  # the checks as a GPU tensor takes them
+            setattr(torch.Tensor, n, wrap(orig, f"Tensor.{n}"))
+        torch.nonzero = wrap(saved_nonzero, "torch.nonzero")
+        _checks._ASYNC_ON_CPU = True
         yield
     finally:
         for n, orig in saved.items():
             setattr(torch.Tensor, n, orig)
         torch.nonzero = saved_nonzero
         _checks._ASYNC_ON_CPU = prev
-
-
-class _CudaPath(TorchDispatchMode):
-    """pixelkernels ops run by their CUDA launchers under the emulator; other ATen compute ops
-    counted (each would be a launch on a GPU)."""
-
-    def __init__(self, emu):
-        super().__init__()
-        self.emu, self.aten = emu, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "pixelkernels":
-            func = getattr(getattr(self.emu, func._opname), func._overloadname)
-        elif func._schema.name.split("::")[-1] not in _FREE and not func.is_view:
-            self.aten += 1
-        return func(*args, **(kwargs or {}))
 
 
 def load_emulator():
@@ -148,16 +139,16 @@ def load_emulator():
 
 def cuda_launches_per_call(fn, emu) -> int:
     before = int(emu.launch_count())
-    with _CudaPath(emu) as mode:
+    with _Counter(emu) as mode:
         fn()
-    return int(emu.launch_count()) - before + mode.aten
+    return int(emu.launch_count()) - before + mode.n
 
 
 def syncs_per_call(fn) -> int:
-    counter = [0]
-    with _counting_syncs(counter):
+    calls = []
+    with on_host_syncs(calls.append):
         fn()
-    return counter[0]
+    return len(calls)
 
 
 def host_rows(ops=None, workloads=None, backends=None, *, budget_s: float = 0.25, launches: bool = True,
