@@ -59,6 +59,7 @@ T_NC = "tests/test_next_clicks.py"
 T_SC = "tests/test_sample_clicks.py"
 T_AD = "tests/test_adversarial.py"
 T_HS = "tests/test_host_sync.py"
+T_CV = "tests/test_check_values.py"
 
 MUTANTS = [
     Mutant("checks-sync-on-device", "pixelkernels/_checks.py",
@@ -66,13 +67,21 @@ MUTANTS = [
            'if _mode != "off":',
            (T_HS,), "the default checks synchronise the host on a GPU again"),
     Mutant("checks-skipped-under-compile", "pixelkernels/_checks.py",
-           'return "async"  # traced: torch._assert_async lands in the graph',
+           'return "traced"  # torch._assert_async lands in the graph',
            "return None",
            (T_HS,), "compilation skips the value checks again"),
     Mutant("checks-255-not-moved", "pixelkernels/_checks.py",
-           "v = labels.masked_fill(labels == ignore_index, 0)",
-           "v = labels",
-           (T_HS,), "the device check refuses ignore_index = 255"),
+           "v = t.masked_fill(t == ignore_index, low)",
+           "v = t",
+           (T_HS,), "the torch form of the device check refuses ignore_index = 255"),
+    Mutant("cpu-check_values-ignore", "csrc/cpu/check_values.cpp",
+           "bad += static_cast<int64_t>((x < lo) | (x >= hi)) & static_cast<int64_t>(x != ig);",
+           "bad += static_cast<int64_t>((x < lo) | (x >= hi));",
+           (T_CV,), "the CPU check refuses ignore_index"),
+    Mutant("cuda-check_values-tail", "csrc/cuda/check_values.cu",
+           "if (tail0 + threadIdx.x < n) check_one",
+           "if (tail0 + threadIdx.x + 1 < n) check_one",
+           (T_CV,), "the CUDA check skips the last value after the last 16-byte word"),
     # --- the six planted bugs the suite once let through (issue 21) ---------------------------
     Mutant("cpu-region_hinge-merge-index", "csrc/cpu/region_hinge.cpp",
            "for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * R + r];",
@@ -87,7 +96,7 @@ MUTANTS = [
            "if (takes_part(l, R, ignore)) {",
            (T_RS,), "backward without its count > 0 guard"),
     Mutant("op-count-differentiable", "pixelkernels/_op.py",
-           "ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in differentiable))",
+           "ctx.mark_non_differentiable(*(o for i, o in enumerate(outs) if i not in self.differentiable))",
            "pass",
            (T_RS, T_CH), "count outputs made differentiable"),
     Mutant("reference-masked_sum-mask-dtype", "pixelkernels/reference/masked_sum.py",

@@ -7,6 +7,7 @@ from . import _backend, _ext  # _ext loads the compiled extension (or warns once
 from ._backend import BACKENDS, available_backends, get_backend, set_backend, use_backend
 from ._checks import checks_enabled, checks_mode, set_checks, use_checks
 from ._version import __version__
+from .ops import check_values as _check_values  # noqa: F401  (defines the op _checks calls)
 from .ops.center_distance import center_distance
 from .ops.click_maps import click_maps
 from .ops.dense_similarity_loss import dense_similarity_loss

@@ -3,8 +3,9 @@
 Messages name the argument, the expected and the actual value. Label, index and weight *values*
 are checked in one of three modes (``set_checks``; README "Checks without a host sync"):
 
-- ``"async"`` (the default; ``True``): on a GPU the verdict stays on the device, a few tiny
-  reductions and ``torch._assert_async``: a bad value stops the stream with a device-side
+- ``"async"`` (the default; ``True``): on a GPU the verdict stays on the device, labels and
+  indices in one pass of the extension's check_values kernel (without it, and for weights: a
+  reduction and ``torch._assert_async``): a bad value stops the stream with a device-side
   assert (as ``nll_loss`` does with a bad target), and the host never waits. CPU tensors, which
   cost no device sync, get the precise ``ValueError`` at once. Under CUDA-graph capture and
   ``torch.compile`` every device takes the async form: the check is captured and compiled too.
@@ -74,21 +75,27 @@ def use_checks(mode):
         set_checks(prev)
 
 
+_fake_test = None
+
+
 def _is_fake(t: torch.Tensor) -> bool:
-    try:
-        from torch._subclasses.fake_tensor import is_fake
-    except ImportError:  # pragma: no cover - very old torch
-        return False
-    return is_fake(t)
+    global _fake_test
+    if _fake_test is None:  # imported once: an import statement per check cost ~0.5 us
+        try:
+            from torch._subclasses.fake_tensor import is_fake as _fake_test
+        except ImportError:  # pragma: no cover - very old torch
+            _fake_test = lambda t: False  # noqa: E731
+    return _fake_test(t)
 
 
 def _value_check_form(t: torch.Tensor) -> str | None:
     """How to check t's values: "sync" (the precise ValueError), "async" (on the device, no
-    host sync) or None (no check: the checks are off, or t holds no data)."""
+    host sync), "traced" (the async form, inside torch.compile's trace) or None (no check: the
+    checks are off, or t holds no data)."""
     if _mode == "off" or t.numel() == 0 or t.device.type == "meta":
         return None
     if torch.compiler.is_compiling():
-        return "async"  # traced: torch._assert_async lands in the graph
+        return "traced"  # torch._assert_async lands in the graph
     if _is_fake(t):
         return None  # a fake/meta pass outside compilation (opcheck, shape propagation)
     if t.is_cuda and torch.cuda.is_current_stream_capturing():
@@ -246,7 +253,7 @@ def nonnegative_values(t: torch.Tensor, name: str) -> None:
     if form is None:
         return
     hint = "pixelkernels.set_checks('off') skips this check."
-    if form == "async":
+    if form != "sync":
         # NaN passes: amin(NaN) is NaN and NaN >= 0 is false, so compare the negation
         _assert_on_device(~(torch.amin(t) < 0), f"{name} must be >= 0 (checked on the device). {hint}")
         return
@@ -263,43 +270,25 @@ def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
         )
 
 
+_LABEL_HINT = "pixelkernels.set_checks('off') skips this check (bad labels are then ignored)."
+_INDEX_HINT = "pixelkernels.set_checks('off') skips this check (out-of-range slots then take no part)."
+_MESSAGES: dict[tuple, str] = {}  # a check's message by (template, arguments): formatted once
+
+
+def _message(template: str, *args) -> str:
+    key = (template, *args)
+    what = _MESSAGES.get(key)
+    if what is None:
+        if len(_MESSAGES) > 4096:  # bounded, for sizes that change at every call
+            _MESSAGES.clear()
+        what = _MESSAGES[key] = template.format(*args)
+    return what
+
+
 def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -> None:
     """Labels must lie in [0, num) or equal ignore_index. See the module docstring for the modes."""
-    form = _value_check_form(labels)
-    if form is None:
-        return
-    # When ignore_index touches [0, num) the valid values form one interval, so a single
-    # min/max pass settles it.
-    lo, hi = 0, num
-    if -1 <= ignore_index <= num:
-        lo, hi = min(lo, ignore_index), max(hi, ignore_index + 1)
-    hint = "pixelkernels.set_checks('off') skips this check (bad labels are then ignored)."
-    if form == "async":
-        v = labels
-        if not lo <= ignore_index < hi:  # e.g. 255 (VOC): moved into the interval, one pass
-            v = labels.masked_fill(labels == ignore_index, 0)
-        mn, mx = torch.aminmax(v)
-        info = torch.iinfo(labels.dtype)
-        if lo < info.min or hi > info.max:  # num = 256 would wrap in uint8: cast the 0-dim results
-            mn, mx = mn.long(), mx.long()
-        _assert_on_device(
-            (mn >= lo) & (mx < hi),
-            f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index} (checked on the device; "
-            f"pixelkernels.set_checks('sync') names the value). {hint}",
-        )
-        return
-    # Python ints: bounds such as num = 256 would wrap in the labels' own dtype (uint8).
-    mn, mx = (int(x) for x in torch.aminmax(labels))
-    if lo <= mn and mx < hi:
-        return
-    labels = labels.long()
-    bad = ((labels < 0) | (labels >= num)) & (labels != ignore_index)
-    if bool(bad.any()):
-        first = labels[bad][0]
-        raise ValueError(
-            f"{name} values must be in [0, {num}) or equal ignore_index={ignore_index}; "
-            f"found {int(first)} ({int(bad.sum())} such pixels). {hint}"
-        )
+    what = _message("{} values must be in [0, {}) or equal ignore_index={}", name, num, ignore_index)
+    _values_in_range(labels, 0, num, ignore_index, what, _LABEL_HINT)
 
 
 def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = None) -> torch.Tensor:
@@ -316,22 +305,69 @@ def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = No
 
 def index_values(t: torch.Tensor, name: str, P: int) -> None:
     """Indices must lie in [0, P) or equal -1 (padding). See the module docstring for the modes."""
+    _values_in_range(t, 0, P, -1, _message("{} values must be pixel indices in [0, {}) or -1 (padding)", name, P),
+                     _INDEX_HINT)
+
+
+# The extension's one-pass check (pixelkernels/ops/check_values.py) by device type, looked up once.
+_KERNELS: dict[str, object] = {}
+
+
+def _check_kernel(device_type: str):
+    k = _KERNELS.get(device_type, 0)
+    if k == 0:
+        from . import _ext
+
+        have = {"cpu": _ext.HAVE_CPU_KERNELS, "cuda": _ext.HAVE_CUDA_KERNELS}.get(device_type, False)
+        k = _KERNELS[device_type] = torch.ops.pixelkernels.check_values.default if have else None
+    return k
+
+
+def _values_in_range(t: torch.Tensor, low: int, high: int, ignore_index: int, what: str, hint: str) -> None:
+    """Every value in [low, high) or equal to ignore_index, in the form _value_check_form picks:
+    the extension's check_values kernel where it is loaded for t's device (one pass, one launch;
+    on the CPU it names the value at no sync, so the "sync" form takes it too), else the torch
+    forms: range_on_device (async; torch.compile traces this one) or the reference (sync)."""
     form = _value_check_form(t)
     if form is None:
         return
-    hint = "pixelkernels.set_checks('off') skips this check (out-of-range slots then take no part)."
-    mn, mx = torch.aminmax(t)
-    if form == "async":
-        _assert_on_device(
-            (mn >= -1) & (mx < P),
-            f"{name} values must be pixel indices in [0, {P}) or -1 (padding) (checked on the device; "
-            f"pixelkernels.set_checks('sync') names the value). {hint}",
-        )
+    if form == "async" or (form == "sync" and t.device.type == "cpu"):
+        kernel = _check_kernel(t.device.type)
+        if kernel is not None:
+            kernel(t, low, high, ignore_index, what, hint)
+            return
+    if form != "sync":
+        range_on_device(t, low, high, ignore_index, what, hint)
         return
-    if int(mn) >= -1 and int(mx) < P:
+    from .reference.check_values import check_values
+
+    check_values(t, low, high, ignore_index, what, hint)
+
+
+def range_on_device(t: torch.Tensor, low: int, high: int, ignore_index: int, what: str, hint: str) -> None:
+    """check_values' verdict in torch ops on t's device (aminmax, torch._assert_async): no host
+    sync, a device-side assert on a bad value. The form torch.compile traces, and the Triton
+    variant's where the extension's kernels are not loaded."""
+    if t.numel() == 0:
         return
-    bad = t[(t < -1) | (t >= P)][0]
-    raise ValueError(f"{name} values must be pixel indices in [0, {P}) or -1 (padding); found {int(bad)}. {hint}")
+    # When ignore_index touches [low, high) the valid values form one interval, so a single
+    # min/max pass settles it.
+    lo, hi = low, high
+    if low - 1 <= ignore_index <= high:
+        lo, hi = min(lo, ignore_index), max(hi, ignore_index + 1)
+    v = t
+    info = torch.iinfo(t.dtype)
+    # e.g. 255 (VOC) with 21 classes: moved into the interval, one pass. An ignore_index the dtype
+    # cannot hold matches nothing (int8 == 255 would compare against the wrapped -1).
+    if not lo <= ignore_index < hi and info.min <= ignore_index <= info.max:
+        v = t.masked_fill(t == ignore_index, low)
+    mn, mx = torch.aminmax(v)
+    if lo < info.min or hi > info.max:  # num = 256 would wrap in uint8: cast the 0-dim results
+        mn, mx = mn.long(), mx.long()
+    _assert_on_device(
+        (mn >= lo) & (mx < hi),
+        f"{what} (checked on the device; pixelkernels.set_checks('sync') names the value). {hint}",
+    )
 
 
 def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:

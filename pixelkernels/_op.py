@@ -253,7 +253,8 @@ def define(
             _schema.with_defaults(fake, _schema.function_schema(name))
         )
         if backward_fake is None:
-            _register_no_gradient(f"pixelkernels::{name}{suffix}")
+            if outputs:  # an op without outputs (check_values) has nothing to mark
+                _register_no_gradient(f"pixelkernels::{name}{suffix}")
             continue
         bwd_name = f"{name}_backward"
         bwd = getattr(torch.ops.pixelkernels, bwd_name + suffix)

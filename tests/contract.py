@@ -165,7 +165,8 @@ def with_grad(inp: dict, names) -> dict:
 
 
 def _outputs(out) -> tuple:
-    return out if isinstance(out, tuple) else (out,)
+    """An op's outputs as a tuple (check_values returns none: an empty one)."""
+    return out if isinstance(out, tuple) else () if out is None else (out,)
 
 
 def grads(c: Contract, inp: dict, backend: str, scale: float = 1.0) -> tuple:

@@ -393,8 +393,37 @@ def test_host_mode_rows():
     assert "| region_stats | W2 | fwdbwd | cpu |" in host.markdown(rows)
     if host.load_emulator() is not None:  # the CUDA path: forward and backward kernels, the loss's ops
         assert by["cpu"]["cuda_launches"] >= 2 + 1
+        # the op's own: the label check, the forward's two kernels (partials, merge), the
+        # backward's one (issue 36 part 3: <= 4)
+        assert by["cpu"]["cuda_launches"] - by["cpu"]["loss_ops"] == 4
     calls = []
     with host.on_host_syncs(calls.append):
         torch.ones(2).sum().item()
         bool(torch.ones(1))
     assert calls == ["Tensor.item", "Tensor.__bool__"] and not pk._checks._ASYNC_ON_CPU
+
+
+@pytest.mark.triton
+@pytest.mark.skipif("triton" not in pk.available_backends(), reason="triton not usable here")
+def test_host_mode_counts_the_triton_path():
+    """The triton row's launches: Triton kernels (the interpreter's own copies are not launches)
+    plus ATen ops, the Triton variants' glue inside their custom ops included."""
+    from pixelkernels.bench import host
+
+    rows = host.host_rows(["region_stats"], ["W2"], ["triton"], budget_s=0.005, log=lambda *_: None)
+    by = {r["backend"]: r for r in rows}
+    # check_values, the forward's two kernels (partials, merge), the backward's one, the loss's ops
+    assert by["triton"]["triton_launches"] >= 1 + 2 + 1 + 1 and by["triton"]["cuda_launches"] is None
+    assert by["triton"]["triton_launches"] - by["triton"]["loss_ops"] == 4  # check, partials + merge, backward
+    assert by["baseline"]["triton_launches"] is None
+    n = 0
+
+    def two_kernels():
+        nonlocal n
+        n += 1
+        e = torch.randn(1, 2, 3, 4)
+        pk.region_stats(e, torch.zeros(1, 3, 4, dtype=torch.long), 2, backend="triton")
+
+    two_kernels()
+    with pk.use_checks("off"):
+        assert host.triton_launches_per_call(two_kernels) == 2 + 2  # the kernels, randn and zeros

@@ -7,8 +7,9 @@ backward) on the cpu and Triton backends, with the checks routed through their o
 __bool__, __int__, __float__, __index__ and nonzero raise. On a GPU (marked cuda): the same
 calls on CUDA tensors under torch.cuda.set_sync_debug_mode("error").
 
-And the checks still refuse bad values without a sync: on the device (torch._assert_async;
-on the CPU it raises at once), under torch.compile(fullgraph=True), and in "sync" mode with
+And the checks still refuse bad values without a sync: by the extension's check_values kernel
+(one pass: on the CPU it names the value, on a GPU a device-side assert), by the torch form
+without it (torch._assert_async), under torch.compile(fullgraph=True), and in "sync" mode with
 the precise message.
 """
 
@@ -118,6 +119,9 @@ def test_no_sync_on_the_gpu(call, backend):
 BAD = {
     "labels": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 5), 3),
     "labels_255": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 254), 3, ignore_index=255),
+    # int8 cannot hold 255: comparing int8 labels with 255 matched the wrapped -1, and -1 passed
+    "labels_int8_255": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), -1, dtype=torch.int8), 3,
+                                               ignore_index=255),  # fmt: skip
     "ref_labels": lambda: pk.similarity_reduce(torch.randn(1, 4, 3), torch.randn(1, 5, 3), torch.full((1, 5), 7), 3),
     "anchor": lambda: pk.triplet_hinge(torch.randn(1, 2, 3, 4), torch.tensor([[0, 12]]), torch.tensor([[1, 2]]),
                                        torch.tensor([[3, 4]]), margin=1.0),  # fmt: skip
@@ -131,14 +135,34 @@ GOOD = {
 }
 
 
+# The checks the extension's check_values kernel runs where it is loaded (one pass, one launch):
+# on the CPU it names the value from that pass, still without a sync.
+BY_KERNEL = {"labels", "labels_255", "labels_int8_255", "ref_labels", "anchor"}
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_values_are_refused_on_the_device_without_a_sync(case):
+    if case in BY_KERNEL and pk._ext.HAVE_CPU_KERNELS:
+        with no_host_sync(), pytest.raises(ValueError, match="found"):
+            BAD[case]()
+    else:
+        with no_host_sync(), pytest.raises(RuntimeError, match="checked on the device"):
+            BAD[case]()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_values_are_refused_by_the_torch_form_without_a_sync(case, monkeypatch):
+    """Without the extension's kernels (a Triton-only install): aminmax and torch._assert_async."""
+    monkeypatch.setattr(_checks, "_KERNELS", {"cpu": None, "cuda": None})
     with no_host_sync(), pytest.raises(RuntimeError, match="checked on the device"):
         BAD[case]()
 
 
 @pytest.mark.parametrize("case", list(GOOD))
-def test_good_values_pass_the_device_check(case):
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "torch-form"])
+def test_good_values_pass_the_device_check(case, kernel, monkeypatch):
+    if not kernel:
+        monkeypatch.setattr(_checks, "_KERNELS", {"cpu": None, "cuda": None})
     with no_host_sync():
         GOOD[case]()
 

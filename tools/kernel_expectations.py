@@ -74,7 +74,7 @@ class Expect:
 
 
 # Every kernel reads the map one element per thread, coalesced across the warp along the pixel
-# axis (contiguous in NCHW): no row asks for vector loads yet. Strides are runtime values, so
+# axis (contiguous in NCHW): no map kernel asks for vector loads yet (check_values' flat scan does). Strides are runtime values, so
 # neither nvcc nor Triton can prove 16-byte contiguity; a contiguous specialisation (stride 1 as
 # a template argument / constexpr) is what would earn 128-bit loads and a wide_loads row.
 _TILED = "register-tiled dims (K accumulators per thread): occupancy floor by K (tile_occupancy)"
@@ -146,6 +146,10 @@ EXPECTATIONS: list[Expect] = [
            why="half backward on pair_tiles::grad_pass (dx with the row partials, dy): 44 KiB of static shared "
                "memory, up to 120 registers, three blocks per SM; no spill"),
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
+    Expect(r"check_values:check_kernel<.*>", max_stack=24, wide_loads=(128, 1),
+           why="one 16-byte load per word of values (the first kernel with vector loads); the 24-byte frame "
+               "is the cold report() call's (printf, the failed assert), outside the loop; the message stays "
+               "in parameter space (__grid_constant__)"),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=424,

@@ -18,7 +18,14 @@ reference, on the CPU with one thread and the checks at their default, measured 
   compute ops dispatched around them (the loss, autograd's seeds, glue: each a launch on a
   GPU). A lower bound: fills and copies that the launchers' C++ side makes with ATen are not
   seen. Counted after the timings, in a second pass: loading the emulator puts its checking
-  allocator under every CPU tensor.
+  allocator under every CPU tensor;
+- launches per call on the Triton path (`triton_launches`, the triton row: with
+  TRITON_INTERPRET=1 on the CPU, or on a GPU): every Triton kernel launch plus every ATen
+  compute op, the Triton variants' glue inside their custom ops included. The triton row's host
+  time under the interpreter is the interpreter's, not a GPU host path's;
+- of those launches, the op's own (in parentheses): the total less the ATen ops of the step's
+  loss and its backward alone (`loss_ops`: the case's loss on the op's outputs as leaves), the
+  count issue 36 part 3's targets are stated in.
 
 At a small input the kernels' own time is a few microseconds: what is left is the host path
 (argument checks, dispatch, autograd) that an H100 would wait on at every call.
@@ -43,7 +50,8 @@ from .steps import forward, forward_backward
 SYNCS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero")
 # Operators that move no data: not counted as work the device would launch.
 _FREE = {"detach", "alias", "view", "_unsafe_view", "as_strided", "expand", "t", "transpose", "permute", "unsqueeze",
-         "squeeze", "select", "slice", "split", "unbind", "empty", "empty_like", "empty_strided", "lift_fresh",
+         "squeeze", "select", "slice", "split", "unbind", "empty", "empty_like", "empty_strided", "new_empty",
+         "new_empty_strided", "lift_fresh",
          "_reshape_alias", "reshape", "view_as", "unflatten", "flatten", "sym_size", "sym_stride", "sym_numel",
          "is_same_size", "_to_copy_noop", "set_", "resolve_conj", "resolve_neg"}  # fmt: skip
 
@@ -144,6 +152,89 @@ def cuda_launches_per_call(fn, emu) -> int:
     return int(emu.launch_count()) - before + mode.n
 
 
+class _TritonCounter(TorchDispatchMode):
+    """Launches on the Triton path: every Triton kernel launch (JITFunction.run, or the
+    interpreter's InterpretedFunction.run, patched to count) plus every ATen compute op,
+    the Triton variants' own glue inside them included (their Python bodies are run with the
+    mode on, instead of the opaque custom op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+        self.in_kernel = 0  # inside a Triton launch: the interpreter's own copies are not launches
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.in_kernel:
+            return func(*args, **(kwargs or {}))
+        if func.namespace == "pixelkernels" and func._opname.endswith("_triton"):
+            from .. import _schema
+
+            body = _schema.TRITON_OPS[func._opname[: -len("_triton")]]._init_fn
+            with self:
+                return body(*args, **(kwargs or {}))
+        if func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view):
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def _counting_triton_runs(counter):
+    from triton.runtime import jit
+
+    classes = [jit.JITFunction]
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        classes.append(InterpretedFunction)
+    except ImportError:  # pragma: no cover - a Triton without the interpreter
+        pass
+    saved = {c: c.__dict__["run"] for c in classes if "run" in c.__dict__}
+
+    def wrap(orig):
+        def run(self, *a, **k):
+            if not k.get("warmup", False):
+                counter.n += 1
+            counter.in_kernel += 1
+            try:
+                return orig(self, *a, **k)
+            finally:
+                counter.in_kernel -= 1
+
+        return run
+
+    try:
+        for c, orig in saved.items():
+            c.run = wrap(orig)
+        yield
+    finally:
+        for c, orig in saved.items():
+            c.run = orig
+
+
+def triton_launches_per_call(fn) -> int:
+    """Launches of one call on the Triton path (_TritonCounter), Triton kernels and ATen ops."""
+    counter = _TritonCounter()
+    with _counting_triton_runs(counter), counter:
+        fn()
+    return counter.n
+
+
+def loss_ops_per_call(case, inp, backend: str) -> int:
+    """ATen ops of the step's own loss around the op (the case's loss on the op's outputs, as
+    leaves, and its backward to them): what the step adds to the op's launches on any path."""
+    outs = case.run(inp, backend)  # with its graph: which outputs carry a gradient
+    many = isinstance(outs, (tuple, list))
+    leaves = tuple(o.detach().requires_grad_(o.requires_grad) if isinstance(o, torch.Tensor) else o
+                   for o in (outs if many else (outs,)))  # fmt: skip
+    wrt = [o for o in leaves if isinstance(o, torch.Tensor) and o.requires_grad]
+
+    def step():
+        return torch.autograd.grad(case.loss(leaves if many else leaves[0], inp), wrt, allow_unused=True)
+
+    step()
+    return ops_per_call(step)
+
+
 def syncs_per_call(fn) -> int:
     calls = []
     with on_host_syncs(calls.append):
@@ -160,7 +251,16 @@ def host_rows(ops=None, workloads=None, backends=None, *, budget_s: float = 0.25
         rows = _timed_rows(ops, workloads, backends, budget_s, log)
         emu = load_emulator() if launches else None
         for r in rows:
-            r["cuda_launches"] = None
+            r["cuda_launches"] = r["triton_launches"] = r["loss_ops"] = None
+            if launches and r["backend"] in ("cpu", "triton") and r["kind"] == "fwdbwd":
+                case = _cases.find(r["op"], r["workload"])
+                r["loss_ops"] = loss_ops_per_call(case, case.small(cpu), r["backend"])
+            if launches and r["backend"] == "triton":
+                case = _cases.find(r["op"], r["workload"])
+                inp = case.small(cpu)
+                step = forward_backward(case, inp, "triton") if case.loss else forward(case, inp, "triton")
+                step()  # compiles (or traces) first: not a launch of the call
+                r["triton_launches"] = triton_launches_per_call(step)
             if emu is not None and r["backend"] == "cpu":
                 case = _cases.find(r["op"], r["workload"])
                 inp = case.small(cpu)  # made after the emulator loaded: its allocator knows it
@@ -198,20 +298,25 @@ def _timed_rows(ops, workloads, backends, budget_s, log) -> list[dict]:
 
 def header() -> str:
     return (f"{'op':<22}{'workload':<24}{'kind':<7}{'backend':<10}{'host us':>9}{'host u':>8}{'x baseline':>11}"
-            f"{'ops':>6}{'syncs':>6}{'CUDA launches':>14}")  # fmt: skip
+            f"{'ops':>6}{'syncs':>6}{'GPU launches (op)':>19}")  # fmt: skip
 
 
 def _launches(r: dict) -> str:
-    return "–" if r.get("cuda_launches") is None else str(r["cuda_launches"])
+    """The cpu row: launches on the CUDA path; the triton row: on the Triton path; "total (op)",
+    the op's own being the total less the step's loss (loss_ops)."""
+    n = r.get("cuda_launches") if r.get("cuda_launches") is not None else r.get("triton_launches")
+    if n is None:
+        return "–"
+    return str(n) if r.get("loss_ops") is None else f"{n} ({n - r['loss_ops']})"
 
 
 def format_row(r: dict) -> str:
     return (f"{r['op']:<22}{r['workload']:<24}{r['kind']:<7}{r['backend']:<10}{r['host_us']:>9.1f}{r['host_u']:>8.0f}"
-            f"{r['vs_baseline']:>11.2f}{r['aten_ops']:>6}{r['syncs']:>6}{_launches(r):>14}")  # fmt: skip
+            f"{r['vs_baseline']:>11.2f}{r['aten_ops']:>6}{r['syncs']:>6}{_launches(r):>19}")  # fmt: skip
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| op | workload | kind | backend | host µs | host u | × baseline | ATen ops | syncs | CUDA launches |",
+    lines = ["| op | workload | kind | backend | host µs | host u | × baseline | ATen ops | syncs | GPU launches (op) |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         lines.append(f"| {r['op']} | {r['workload']} | {r['kind']} | {r['backend']} | {r['host_us']:.1f} | "

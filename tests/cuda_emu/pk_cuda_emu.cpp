@@ -206,6 +206,14 @@ void detail::set_error(const char* what) {
   if (g_error == nullptr) g_error = what;
 }
 
+void device_assert_failed(const char* what, long long value, long long index) {
+  static char text[320];  // the error outlives the launch; only the first is kept
+  if (g_error != nullptr) return;
+  std::snprintf(text, sizeof(text), "device-side assert: pixelkernels: %s; found %lld at flat index %lld (checked on the device)",
+                what, value, index);
+  detail::set_error(text);
+}
+
 void sync_block() {
   Launch& L = *g_launch;
   const uint64_t gen = L.gen;

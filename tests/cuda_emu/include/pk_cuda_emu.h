@@ -62,6 +62,10 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
 void* dynamic_smem();
 const char* status();  // nullptr, or the first error since the last call (then cleared)
 
+// A failed device-side check (csrc/cuda/check_values.cu): on a GPU a printf and a failed assert
+// that stop the stream; here the launch's error (the first one kept), with the same text.
+void device_assert_failed(const char* what, long long value, long long index);
+
 // The values the lanes of a warp deposited at one warp intrinsic, and which lanes are live.
 struct WarpView {
   uint64_t slot[32];
@@ -123,6 +127,7 @@ T shfl(const char* op, unsigned mask, T v, int src) {
 #undef __shared__
 #undef __forceinline__
 #undef __noinline__
+#undef __grid_constant__
 #define __global__
 #define __device__
 #define __host__
@@ -130,6 +135,7 @@ T shfl(const char* op, unsigned mask, T v, int src) {
 #define __noinline__ __attribute__((noinline))
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __grid_constant__
 
 inline void __syncthreads() { ::pk_emu::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::pk_emu::warp_exchange("__syncwarp", mask, 0); }

@@ -1,0 +1,196 @@
+"""check_values: the value check of labels and index sets in one pass and one launch (issue 36
+part 1; pixelkernels/ops/check_values.py).
+
+Every variant against the reference, on values of every integer width, sizes around the CPU
+chunk and the CUDA kernel's 16-byte words (misaligned starts included), with bounds at the ends
+of each dtype: the CPU kernel raises the reference's ValueError word for word; the CUDA kernel
+(run on the CPU by tests/cuda_emu) fails with a device-side assert that names a bad value and
+its index; the torch form (Triton's variant, torch.compile's) fails on the device. And how
+_checks uses it: one launch per check and no host sync.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import AVAILABLE, HAS_CUDA, TRITON_DEVICE
+
+import pixelkernels as pk
+from pixelkernels import _checks
+from pixelkernels.bench.host import ops_per_call, syncs_per_call
+from pixelkernels.reference.check_values import check_values as reference
+
+HAVE_CPP = pk._ext.HAVE_CPU_KERNELS
+WHAT, HINT = "labels values must be in [lo, hi)", "a hint."
+INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+# sizes: empty, below one 16-byte word of every width, one uint8 word +- 1, a few words with a
+# tail, past the emulator's grid (3 blocks of 256 threads: the grid-stride loop), past the CPU
+# kernel's chunk (65536)
+SIZES = (0, 1, 7, 15, 16, 17, 100, 4097, 70001)
+
+
+def _values(n, dtype, seed, *, lo, hi):
+    g = torch.Generator().manual_seed(seed)
+    info = torch.iinfo(dtype)
+    a, b = max(lo, info.min), min(hi, info.max + 1, 2**63 - 1)
+    b = max(b, a + 1)  # an interval empty in this dtype (uint8 below 0): every value is bad
+    return torch.randint(a, b, (n,), generator=g, dtype=torch.int64).to(dtype)
+
+
+def _bounds(dtype):
+    """(low, high, ignore_index) cases for dtype: the check's interval inside the dtype, at its
+    ends, past them (uint8 against 256) and an ignore_index inside, next to and away from it."""
+    info = torch.iinfo(dtype)
+    top = min(info.max + 1, 2**63 - 1)  # the schema's ints are int64
+    return [(0, 5, -1), (0, 5, 255), (2, 9, 2), (0, top, -1), (info.min, 0, 7), (-3, 4, info.max)]
+
+
+VARIANTS = [
+    pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPP, reason="extension not built")),
+    pytest.param("emulated", marks=pytest.mark.emulated, id="cuda-emulated"),
+    pytest.param("triton", marks=[pytest.mark.triton, pytest.mark.skipif(
+        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]
+        + ([pytest.mark.cuda] if TRITON_DEVICE == "cuda" else [])),
+]  # fmt: skip
+
+
+def _run(variant, request, values, *args):
+    if variant == "emulated":
+        request.getfixturevalue("emu").check_values(values, *args)
+    elif variant == "triton":
+        torch.ops.pixelkernels.check_values_triton(values.to(TRITON_DEVICE), *args)
+        if TRITON_DEVICE == "cuda":
+            torch.cuda.synchronize()
+    else:
+        torch.ops.pixelkernels.check_values(values, *args)
+
+
+def _bad(values, low, high, ignore_index):
+    v = values.long()
+    return ((v < low) | (v >= high)) & (v != ignore_index)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", INT_TYPES, ids=str)
+def test_agrees_with_the_reference(request, variant, dtype):
+    for case, (low, high, ignore) in enumerate(_bounds(dtype)):
+        for n in SIZES:
+            if variant != "cpu" and n > 4097:
+                continue  # the emulator and the interpreter: the grid-stride path is reached at 4097
+            for seed, spread in enumerate((0, 1, 40)):  # all good; a few bad; many bad
+                # values in [low - spread, high + spread): spread 0 gives only good values
+                v = _values(n, dtype, 100 * case + 10 * seed + n, lo=low - spread, hi=high + spread)
+                if spread == 1 and n > 2:
+                    v[: n // 2] = v[: n // 2].clamp(max(low, torch.iinfo(dtype).min), max(low, high - 1))
+                bad = _bad(v, low, high, ignore)
+                try:
+                    reference(v, low, high, ignore, WHAT, HINT)
+                    want = None
+                except ValueError as e:
+                    want = str(e)
+                assert (want is None) == (not bool(bad.any()))
+                args = (low, high, ignore, WHAT, HINT)
+                if want is None:
+                    _run(variant, request, v, *args)
+                    continue
+                if variant == "cpu":
+                    with pytest.raises(ValueError) as info:
+                        _run(variant, request, v, *args)
+                    assert str(info.value) == want
+                elif variant == "emulated":
+                    with pytest.raises(RuntimeError, match="device-side assert") as info:
+                        _run(variant, request, v, *args)
+                    m = re.search(r"labels values must be in \[lo, hi\); found (-?\d+) at flat index (\d+)", str(info.value))
+                    assert m, str(info.value)
+                    value, index = int(m.group(1)), int(m.group(2))
+                    assert bool(bad[index]) and int(v[index]) == value  # a bad value, where it is
+                else:
+                    with pytest.raises(RuntimeError, match=r"labels values must be in \[lo, hi\) \(checked on the device"):
+                        _run(variant, request, v, *args)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_any_layout_and_offset(request, variant):
+    """Non-contiguous values and starts off a 16-byte boundary (the kernel's head and tail)."""
+    base = torch.arange(3 * 40, dtype=torch.int16).reshape(3, 40) % 5
+    for t in (base[:, ::3], base.t(), base.reshape(-1)[1:], base.reshape(-1)[3:-5]):
+        _run(variant, request, t, 0, 5, -1, WHAT, HINT)
+        bad = t.clone()
+        bad[tuple(d - 1 for d in bad.shape)] = 9  # the last value in flat order (the tail)
+        # the torch form cannot name the value
+        with pytest.raises((ValueError, RuntimeError), match="checked on the device" if variant == "triton" else "found 9"):
+            _run(variant, request, bad, 0, 5, -1, WHAT, HINT)
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_refuses_non_integer_values(dtype):
+    with pytest.raises(RuntimeError, match="check_values: values must have an integer dtype"):
+        torch.ops.pixelkernels.check_values(torch.zeros(3, dtype=dtype), 0, 1, -1, WHAT, HINT)
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+def test_opcheck():
+    v = torch.tensor([[0, 1, 2], [2, -1, 0]])
+    torch.library.opcheck(torch.ops.pixelkernels.check_values.default, (v, 0, 3, -1, WHAT, HINT))
+
+
+# --- how _checks uses it --------------------------------------------------------------------------
+
+LABELS = torch.tensor([[[0, 1, 2, 255]] * 3], dtype=torch.uint8)
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+@pytest.mark.parametrize("on_device_form", [False, True], ids=["cpu-form", "gpu-form"])
+def test_a_label_check_is_one_launch_and_no_sync(on_device_form, monkeypatch):
+    monkeypatch.setattr(_checks, "_ASYNC_ON_CPU", on_device_form)
+    check = lambda: _checks.label_values(LABELS, "labels", 3, 255)  # noqa: E731
+    assert ops_per_call(check) == 1  # the torch form took 5 (aminmax, 2 compares, and, assert)
+    assert syncs_per_call(check) == 0
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+def test_the_kernel_names_the_value_on_the_cpu_in_every_mode():
+    bad = LABELS.masked_fill(LABELS == 1, 7)
+    for mode in ("async", "sync"):
+        with pk.use_checks(mode), pytest.raises(ValueError, match=r"found 7 \(3 such values\)"):
+            _checks.label_values(bad, "labels", 3, 255)
+    with pk.use_checks("off"):
+        _checks.label_values(bad, "labels", 3, 255)
+
+
+def test_without_the_kernel_the_torch_forms_refuse_the_same_values(monkeypatch):
+    """An install without the extension's kernels (Triton only, or no _C): aminmax and
+    torch._assert_async on the device, the reference in "sync" mode."""
+    monkeypatch.setattr(_checks, "_KERNELS", {"cpu": None, "cuda": None})
+    bad = LABELS.masked_fill(LABELS == 1, 7)
+    monkeypatch.setattr(_checks, "_ASYNC_ON_CPU", True)
+    with pytest.raises(RuntimeError, match="checked on the device"):
+        _checks.label_values(bad, "labels", 3, 255)
+    _checks.label_values(LABELS, "labels", 3, 255)
+    monkeypatch.setattr(_checks, "_ASYNC_ON_CPU", False)
+    with pytest.raises(ValueError, match=r"found 7 \(3 such values\)"):
+        _checks.label_values(bad, "labels", 3, 255)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (HAS_CUDA and pk._ext.HAVE_CUDA_KERNELS), reason="needs a CUDA device and the CUDA kernels")
+def test_the_gpu_kernel_stops_the_stream_and_prints_the_value():
+    """A device-side assert leaves the process's CUDA context unusable: in a child process."""
+    good = "import torch, pixelkernels as pk; v = torch.arange(1000, device='cuda') % 5; "
+    code = good + (
+        "torch.ops.pixelkernels.check_values(v, 0, 5, -1, 'labels values must be in [0, 5)', 'h'); "
+        "torch.cuda.synchronize(); v[1:][777] = 9; "
+        "torch.ops.pixelkernels.check_values(v[1:], 0, 5, -1, 'labels values must be in [0, 5)', 'h'); "
+        "print('no sync before this', flush=True); torch.cuda.synchronize()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "no sync before this" in out  # the host went on: the verdict stayed on the device
+    assert "labels values must be in [0, 5); found 9 at flat index 777" in out
+    assert "device-side assert" in out
