@@ -60,6 +60,7 @@ T_SC = "tests/test_sample_clicks.py"
 T_AD = "tests/test_adversarial.py"
 T_HS = "tests/test_host_sync.py"
 T_CV = "tests/test_check_values.py"
+T_PK = "tests/test_pixel_keys.py"
 
 MUTANTS = [
     Mutant("checks-sync-on-device", "pixelkernels/_checks.py",
@@ -78,6 +79,18 @@ MUTANTS = [
            "bad += static_cast<int64_t>((x < lo) | (x >= hi)) & static_cast<int64_t>(x != ig);",
            "bad += static_cast<int64_t>((x < lo) | (x >= hi));",
            (T_CV,), "the CPU check refuses ignore_index"),
+    Mutant("cpu-pixel_keys-chunk", "csrc/cpu/pixel_keys.cpp",
+           "const int64_t b = t / nc, q0 = (t % nc) * kChunk, q1 = std::min(p.P, q0 + kChunk);",
+           "const int64_t b = t / nc, q0 = (t % nc) * kChunk, q1 = std::min(p.P - 1, q0 + kChunk);",
+           (T_PK,), "the CPU keys leave each image's last pixel unwritten"),
+    Mutant("cuda-pixel_keys-image-stride", "csrc/cuda/pixel_keys.cu",
+           "int64_t* out = keys + b * P;",
+           "int64_t* out = keys + b * (P - 1);",
+           (T_PK,), "the CUDA keys of image b written at a wrong offset"),
+    Mutant("common-pixel_keys-hash-high-word", "csrc/common/pixel_keys.h",
+           "const uint32_t lo = static_cast<uint32_t>(s), hi = static_cast<uint32_t>(s >> 32);",
+           "const uint32_t lo = static_cast<uint32_t>(s), hi = static_cast<uint32_t>(s >> 31);",
+           (T_PK,), "the seeds' high word misread: keys differ from the reference's for large seeds"),
     Mutant("cuda-check_values-tail", "csrc/cuda/check_values.cu",
            "if (tail0 + threadIdx.x < n) check_one",
            "if (tail0 + threadIdx.x + 1 < n) check_one",

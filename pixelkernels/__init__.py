@@ -17,6 +17,7 @@ from .ops.label_transfer import label_transfer
 from .ops.masked_sum import masked_sum
 from .ops.next_clicks import next_clicks
 from .ops.pair_bce import pair_bce
+from .ops import pixel_keys as _pixel_keys  # noqa: F401  (defines the op the samplers call)
 from .ops.pixel_normalize import pixel_normalize
 from .ops.prior_mask import prior_mask
 from .ops.region_hinge import region_hinge

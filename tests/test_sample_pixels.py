@@ -308,7 +308,7 @@ def test_seeds_differing_only_in_their_high_32_bits_draw_independently(sampler):
     n = 6000
     labels = torch.ones(n, 1, 10, dtype=torch.int64)
     for seeds in (123456789 + (torch.arange(n) << 32), -1 - (torch.arange(n) << 32)):
-        keys = pk.ops.sample_pixels.draw_keys(labels, seeds)
+        keys = pk.ops.pixel_keys.draw_keys(labels, seeds, 0, "cpu" if pk._ext.HAVE_CPU_KERNELS else "reference")
         first = sampler(labels, keys, 2, 3)[:, 1, 0]
         counts = torch.bincount(first, minlength=10).double()
         assert _chi2(counts) < CHI2_001[9], counts

@@ -146,6 +146,7 @@ EXPECTATIONS: list[Expect] = [
            why="half backward on pair_tiles::grad_pass (dx with the row partials, dy): 44 KiB of static shared "
                "memory, up to 120 registers, three blocks per SM; no spill"),
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
+    Expect(r"pixel_keys:keys_kernel", why="an elementwise hash, one 8-byte key stored per thread and pixel; no spill"),
     Expect(r"check_values:check_kernel<.*>", max_stack=24, wide_loads=(128, 1),
            why="one 16-byte load per word of values (the first kernel with vector loads); the 24-byte frame "
                "is the cold report() call's (printf, the failed assert), outside the loop; the message stays "
@@ -217,6 +218,8 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:sample_clicks:_select_kernel\[.*", threads=0, min_occupancy=0.25,
            why="a program per image (4 warps), per click a pass over the image in 1024-pixel chunks for the "
                "smallest (key, pixel), carried as scalars, and one dropping the pixels within d_step; no spill"),
+    Expect(r"triton:pixel_keys:_keys_kernel\[.*", threads=0, min_occupancy=0.75,
+           why="an elementwise hash over 1024 pixels a program (4 warps), the image's hash once; no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),
 ]  # fmt: skip

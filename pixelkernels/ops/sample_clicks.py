@@ -38,7 +38,8 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from ..reference.sample_clicks import STRATEGIES, draw_keys, sample_clicks_from_keys
+from ..reference.sample_clicks import STRATEGIES, sample_clicks_from_keys
+from . import pixel_keys as _keys
 
 
 def _fake(gt, keys, other, num_positive, num_negative, strategy, d_band, d_step, d_margin):
@@ -85,5 +86,5 @@ def sample_clicks(
         raise ValueError(f"gt must have H * W < 2^31 pixels, got {H} x {W}")
     _checks.generator(generator, gt, "gt", "gt's")
     backend = _op.backend_for(OP, backend, gt, "gt")
-    keys = draw_keys(gt, generator)
+    keys = _keys.draw_keys(gt, generator, 0, backend)
     return _op.run(OP, backend, gt, keys, other, num_positive, num_negative, strategy, d_band, d_step, d_margin)

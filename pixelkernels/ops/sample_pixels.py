@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from ..reference.sample_pixels import MAX_CLASSES, draw_keys
+from ..reference.sample_pixels import MAX_CLASSES
 from ..reference.sample_pixels import sample_pixels as _reference
+from . import pixel_keys as _keys
 
 
 def _fake(labels, keys, num_classes, k, ignore_index):
@@ -55,5 +56,5 @@ def sample_pixels(
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     _checks.generator(generator, labels, "labels", "the labels'")
     backend = _op.backend_for(OP, backend, labels, "labels")
-    keys = draw_keys(labels, generator)
+    keys = _keys.draw_keys(labels, generator, 0, backend)
     return _op.run(OP, backend, labels, keys, C, k, ignore_index)

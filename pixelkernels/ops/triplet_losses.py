@@ -25,6 +25,7 @@ import torch
 
 from .. import _checks, _op
 from ..reference.triplet_losses import combine, draw_sets
+from . import pixel_keys as _keys
 from . import sample_pixels as _sample
 from . import triplet_hinge as _triplet
 
@@ -59,7 +60,10 @@ def is_triplet_loss(
     def sampler(labels, keys, C, k, ignore):
         return _op.run(_sample.OP, backend, labels, keys, C, k, ignore)
 
-    f1, f2, b1, b2 = draw_sets(mask, K, generator, ignore_index, sampler)
+    def keys(labels, gen, stream):
+        return _keys.draw_keys(labels, gen, stream, backend)
+
+    f1, f2, b1, b2 = draw_sets(mask, K, generator, ignore_index, sampler, keys)
     if not hard:
         # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two
         # means (each term has n_b slots), and one backward writes one gradient map, not two

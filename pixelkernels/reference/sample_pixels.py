@@ -46,15 +46,21 @@ def draw_keys(t: torch.Tensor, generator=None, stream: int = 0) -> torch.Tensor:
     keys; vary one for independent draws)."""
     if not isinstance(generator, torch.Tensor):
         return torch.randint(0, 1 << KEY_BITS, t.shape, generator=generator, device=t.device)
-    B, P = t.shape[0], t.shape[1:].numel()  # not t[0]: an empty batch has no image 0
-    s = generator.to(torch.int64)
+    P = t.shape[1:].numel()  # not t[0]: an empty batch has no image 0
+    return pixel_keys(generator, P, stream).reshape(t.shape)
+
+
+def pixel_keys(seeds: torch.Tensor, num_pixels: int, stream: int) -> torch.Tensor:
+    """draw_keys with per-image seeds: (B,) int64 seeds -> (B, num_pixels) int64 keys (the
+    pixel_keys op's oracle; the op takes num_pixels < 2^31)."""
+    s = seeds.to(torch.int64)
     lo, hi = s & _M32, (s >> 32) & _M32
     h = _mix32(lo ^ _mix32(hi ^ _mix32(torch.full_like(s, stream & _M32))))  # (B,) per image and stream
-    p = torch.arange(P, device=t.device, dtype=torch.int64)
+    p = torch.arange(num_pixels, device=s.device, dtype=torch.int64)
     # One round: _mix32 is a bijection, so an image's keys are distinct (no ties to break) and
     # their order over the pixels a pseudo-random permutation; 32 bits, placed at the top of
     # the KEY_BITS range the sampler sorts.
-    return (_mix32(p ^ h[:, None]) << (KEY_BITS - 32)).reshape(t.shape)
+    return _mix32(p ^ h[:, None]) << (KEY_BITS - 32)
 
 
 def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1):

@@ -12,11 +12,12 @@ from .sample_pixels import draw_keys, sample_pixels
 from .triplet_hinge import triplet_hinge
 
 
-def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels):
-    """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k)."""
+def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
+    """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k);
+    keys(mask, generator, stream) draws the keys (an op's composition passes its backend's)."""
 
     def draw(stream):
-        return sampler(mask, draw_keys(mask, generator, stream), 2, k, ignore_index)
+        return sampler(mask, keys(mask, generator, stream), 2, k, ignore_index)
 
     s1, s2 = draw(0), draw(1)
     return s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
