@@ -614,8 +614,8 @@ def suite(c: Contract):
             want = step(c, inp, backend)  # also compiles the Triton kernels
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            # checks off: the label check's host sync would wait for the sleep
-            with pk.use_checks(False), torch.cuda.stream(side):
+            # checks on: the label check (check_values) must go to the side stream too
+            with torch.cuda.stream(side):
                 torch.cuda._sleep(100_000_000)  # ~50 ms
                 late = _map_tensors(inp, lambda k, v: v.clone())
                 got = step(c, late, backend)
@@ -626,7 +626,7 @@ def suite(c: Contract):
         @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
         def test_gpu_cuda_graph_capture(self, backend, device):
             """A step (forward + backward) captured in a CUDA graph, with the label checks on
-            (they stand aside while capturing: no host sync inside), replayed on new values."""
+            (captured too: check_values is a plain launch, no host sync), replayed on new values."""
             inp = c.make(device, torch.float32)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
