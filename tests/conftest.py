@@ -55,6 +55,15 @@ GPU_BACKENDS = [_param("cuda", "cuda"), _param("triton", "cuda")]
 # Every backend and "emulated": the CPU backend's op calls replayed on the CUDA kernels run on
 # the CPU by tests/cuda_emu (the cuda backend's kernels where there is no GPU); see on_backend.
 WITH_EMULATED = [*BACKENDS, pytest.param("emulated", "cpu", marks=pytest.mark.emulated, id="cuda-emulated")]
+# The variants of an internal op called directly (torch.ops.pixelkernels.<op>, <op>_triton on
+# Triton's device, or the emulator's <op>: the CUDA kernel on the CPU): check_values, pixel_keys.
+DIRECT_VARIANTS = [
+    pytest.param("cpu", marks=pytest.mark.skipif(not pk._ext.HAVE_CPU_KERNELS, reason="extension not built")),
+    pytest.param("emulated", marks=pytest.mark.emulated, id="cuda-emulated"),
+    pytest.param("triton", marks=[pytest.mark.triton, pytest.mark.skipif(
+        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]
+        + ([pytest.mark.cuda] if TRITON_DEVICE == "cuda" else [])),
+]  # fmt: skip
 
 
 def on_backend(request, backend: str, fn):

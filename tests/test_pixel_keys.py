@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import AVAILABLE, TRITON_DEVICE
+from conftest import DIRECT_VARIANTS, TRITON_DEVICE
 
 import pixelkernels as pk
 from pixelkernels.bench.host import ops_per_call
@@ -26,13 +26,7 @@ STREAMS = (0, 1, 7, 2**31, 2**32 + 5, -3, 2**63 - 1, -(2**63))
 # grid-stride loop), past Triton's 1024-lane block and the CPU chunk (32768)
 SIZES = (0, 1, 255, 257, 1000, 1025, 40000)
 
-VARIANTS = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CPP, reason="extension not built")),
-    pytest.param("emulated", marks=pytest.mark.emulated, id="cuda-emulated"),
-    pytest.param("triton", marks=[pytest.mark.triton, pytest.mark.skipif(
-        "triton" not in AVAILABLE, reason=f"triton not usable here ({sorted(AVAILABLE)})")]
-        + ([pytest.mark.cuda] if TRITON_DEVICE == "cuda" else [])),
-]  # fmt: skip
+VARIANTS = DIRECT_VARIANTS
 
 
 def _run(variant, request, seeds, n, stream):
