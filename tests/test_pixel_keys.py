@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DIRECT_VARIANTS, TRITON_DEVICE
+from conftest import BACKENDS, COMPILED_BACKENDS, DIRECT_VARIANTS, TRITON_DEVICE
 
 import pixelkernels as pk
 from pixelkernels.bench.host import ops_per_call
@@ -81,13 +81,14 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.pixelkernels.pixel_keys.default, (SEEDS, 37, 3))
 
 
-def test_draw_keys_on_every_backend_are_the_reference_keys():
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_draw_keys_on_every_backend_are_the_reference_keys(backend, device):
     labels = torch.zeros(len(SEEDS), 5, 7, dtype=torch.long)
     want = reference_draw_keys(labels, SEEDS, 2)
-    for backend in pk.available_backends():
-        assert torch.equal(draw_keys(labels, SEEDS, 2, backend).cpu(), want), backend
-    g = torch.Generator().manual_seed(3)
-    assert torch.equal(draw_keys(labels, g, 0, "cpu"), reference_draw_keys(labels, torch.Generator().manual_seed(3)))
+    assert torch.equal(draw_keys(labels.to(device), SEEDS.to(device), 2, backend).cpu(), want)
+    g = torch.Generator(device).manual_seed(3)
+    got = draw_keys(labels.to(device), g, 0, backend)  # a Generator: torch.randint, as the reference
+    assert torch.equal(got, reference_draw_keys(labels.to(device), torch.Generator(device).manual_seed(3)))
 
 
 @pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
@@ -98,12 +99,10 @@ def test_a_seeded_draw_is_one_launch():
     assert ops_per_call(lambda: reference_draw_keys(labels, seeds, 1)) > 50  # the hash in torch ops
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
-def test_samplers_draw_the_reference_pixels_with_seeds(backend):
+@pytest.mark.parametrize("backend,device", COMPILED_BACKENDS)
+def test_samplers_draw_the_reference_pixels_with_seeds(backend, device):
     """sample_pixels and is_triplet_loss through the op's keys pick what the reference picks."""
-    if backend not in pk.available_backends():
-        pytest.skip(f"{backend} is not available here")
-    dev = TRITON_DEVICE if backend == "triton" else "cpu"
+    dev = device
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(-1, 3, (3, 9, 11), generator=g).to(dev)
     seeds = torch.tensor([5, -9, 2**40], device=dev)
