@@ -25,7 +25,6 @@ void check_values(const at::Tensor& values, int64_t low, int64_t high, int64_t i
   const size_t len = std::min(what.size(), sizeof(p.what) - 1);
   std::memcpy(p.what, what.data(), len);
   p.what[len] = '\0';
-  Launcher<On> launcher(v.tensor, op);
   if constexpr (std::is_same_v<On, OnCpu>) {
     launch(OnCpu{}, p);
     if (p.bad_count > 0) {
@@ -34,7 +33,7 @@ void check_values(const at::Tensor& values, int64_t low, int64_t high, int64_t i
                         p.bad_count == 1 ? "" : "s", "). ", std::string(hint));
     }
   } else {
-    launcher(p);
+    Launcher<On>(v.tensor, op)(p);
   }
 }
 

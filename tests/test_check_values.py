@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DIRECT_VARIANTS, HAS_CUDA, TRITON_DEVICE
+from conftest import DIRECT_VARIANTS, HAS_CUDA, TRITON_DEVICE, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels import _checks
@@ -180,6 +180,18 @@ def test_without_the_kernel_the_torch_forms_refuse_the_same_values(monkeypatch):
     monkeypatch.setattr(_checks, "_ASYNC_ON_CPU", False)
     with pytest.raises(ValueError, match=r"found 7 \(3 such values\)"):
         _checks.label_values(bad, "labels", 3, 255)
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_checked_op_traces_on_fake_cuda(backend):
+    """A checked op under torch.compile(fullgraph=True) on fake CUDA tensors: the check is
+    traced in its torch form (aminmax, torch._assert_async), next to the op."""
+    out = compile_on_fake_cuda(
+        lambda e, lab: pk.region_stats(e, lab, 3, backend=backend)[1],
+        lambda: (torch.zeros(1, 2, 3, 4, device="cuda"), torch.zeros(1, 3, 4, dtype=torch.long, device="cuda")),
+    )
+    assert out.device.type == "cuda" and out.shape == (1, 3, 2)
 
 
 @pytest.mark.cuda

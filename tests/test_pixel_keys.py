@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKENDS, COMPILED_BACKENDS, DIRECT_VARIANTS, TRITON_DEVICE
+from conftest import BACKENDS, COMPILED_BACKENDS, DIRECT_VARIANTS, TRITON_DEVICE, compile_on_fake_cuda
 
 import pixelkernels as pk
 from pixelkernels.bench.host import ops_per_call
@@ -114,3 +114,15 @@ def test_samplers_draw_the_reference_pixels_with_seeds(backend, device):
     got = pk.is_triplet_loss(emb, mask, num_samples=7, generator=seeds, backend=backend)
     want = pk.is_triplet_loss(emb.cpu(), mask.cpu(), num_samples=7, generator=seeds.cpu(), backend="reference")
     torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.fake_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_seeded_sampler_traces_on_fake_cuda(backend):
+    """sample_pixels with per-image seeds under torch.compile(fullgraph=True) on fake CUDA
+    tensors: pixel_keys and the sampler traced on the CUDA dispatch path."""
+    out = compile_on_fake_cuda(
+        lambda lab, seeds: pk.sample_pixels(lab, 3, 4, generator=seeds, backend=backend),
+        lambda: (torch.zeros(2, 5, 7, dtype=torch.long, device="cuda"), torch.arange(2, device="cuda")),
+    )
+    assert out.device.type == "cuda" and out.shape == (2, 3, 4)

@@ -78,6 +78,11 @@ def unit_s(budget_s: float = 0.25) -> float:
     return per_call_s(lambda: torch.add(a, b), budget_s=budget_s)
 
 
+def _does_work(func) -> bool:
+    """An operator a device would launch: any non-ATen op, or an ATen op that moves data."""
+    return func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view)
+
+
 class _Counter(TorchDispatchMode):
     """Counts the operators that do work: ATen ops other than views and metadata, and each
     pixelkernels op once; with `emu`, pixelkernels ops run by their CUDA launchers under the
@@ -90,7 +95,7 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.namespace == "pixelkernels" and self.emu is not None:
             func = getattr(getattr(self.emu, func._opname), func._overloadname)
-        elif func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view):
+        elif _does_work(func):
             self.n += 1
         return func(*args, **(kwargs or {}))
 
@@ -172,7 +177,7 @@ class _TritonCounter(TorchDispatchMode):
             body = _schema.TRITON_OPS[func._opname[: -len("_triton")]]._init_fn
             with self:
                 return body(*args, **(kwargs or {}))
-        if func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view):
+        if _does_work(func):
             self.n += 1
         return func(*args, **(kwargs or {}))
 
