@@ -376,10 +376,8 @@ def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:
     draw_keys). `owner`: like's possessive in messages ("the labels'")."""
     if g is None:
         return
-    if isinstance(g, torch.Generator):
-        if g.device.type != like.device.type:
-            raise ValueError(f"generator must be on {owner} device ({like.device}), got {g.device}")
-        return
+    # Tensor first: torch 2.14's dynamo refuses isinstance(tensor, torch.Generator) (a graph break
+    # where per-image seeds must trace)
     if isinstance(g, torch.Tensor):
         strided(g, "generator (per-image seeds)")
         if g.dtype != torch.int64 or g.ndim != 1 or g.shape[0] != like.shape[0]:
@@ -388,5 +386,9 @@ def generator(g, like: torch.Tensor, like_name: str, owner: str) -> None:
                 f"{like_name}), got {_dtype_name(g.dtype)} of shape {tuple(g.shape)}"
             )
         same_device(("generator", g), (like_name, like))
+        return
+    if isinstance(g, torch.Generator):
+        if g.device.type != like.device.type:
+            raise ValueError(f"generator must be on {owner} device ({like.device}), got {g.device}")
         return
     raise TypeError(f"generator must be a torch.Generator or a tensor of per-image seeds, got {type(g).__name__}")
