@@ -58,6 +58,7 @@ T_DT = "tests/test_distance_transform.py"
 T_NC = "tests/test_next_clicks.py"
 T_SC = "tests/test_sample_clicks.py"
 T_AD = "tests/test_adversarial.py"
+T_AG = "tests/test_autograd.py"
 T_HS = "tests/test_host_sync.py"
 T_CV = "tests/test_check_values.py"
 T_PK = "tests/test_pixel_keys.py"
@@ -75,6 +76,14 @@ MUTANTS = [
            "v = t.masked_fill(t == ignore_index, low)",
            "v = t",
            (T_HS,), "the torch form of the device check refuses ignore_index = 255"),
+    Mutant("autograd-grad-slot", "csrc/autograd.cpp",
+           "const size_t k = s.slot[a.index];",
+           "const size_t k = a.index;",
+           (T_AG,), "the C++ autograd reads an output's gradient at the output's index, not the node's slot"),
+    Mutant("autograd-double-backward-mining", "pixelkernels/ops/triplet_hinge.py",
+           '"hard": False},',
+           '"hard": True},',
+           (T_AG,), "triplet_hinge's double backward mines again among the pixels the slots used"),
     Mutant("cpu-check_values-ignore", "csrc/cpu/check_values.cpp",
            "bad += static_cast<int64_t>((x < lo) | (x >= hi)) & static_cast<int64_t>(x != ig);",
            "bad += static_cast<int64_t>((x < lo) | (x >= hi));",

@@ -1,12 +1,14 @@
-"""The eager autograd path against the registered one (issue 36 part 2), on the host alone.
+"""The compiled variants' C++ autograd against the Python one it replaced (issue 36 part 2), on
+the host alone.
 
     python benchmarks/host_autograd.py [--runs 3]
 
 CPU backend, one thread, tiny inputs (the kernels take a few microseconds), forward+backward
 including torch.autograd.grad, and forward under no_grad; in units of one tiny torch.add (u)
-measured in the same run. "registered": every op's eager Function removed, so run() falls back
-to the registered autograd (torch.library.register_autograd), the path before the eager one.
-Each run alternates the two paths per row; reported: the median over runs (min-max).
+measured in the same run. "cpp": the C++ kernel at the Autograd key (csrc/autograd.cpp), the
+path now. "python": the lean Python autograd.Function of the same formula (_op._function, the
+eager path before it), built here for each compiled op and put in run()'s way. Each run
+alternates the two paths per row; reported: the median over runs (min-max).
 """
 
 from __future__ import annotations
@@ -44,19 +46,26 @@ def main() -> None:
             pk.region_stats(e, lab, 2, backend="cpu")
 
     rows["region_stats fwd, no_grad"] = no_grad_row
-    lean = {k: v.functions for k, v in _op.OPS.items()}
+    python = {}
+    for k, op in _op.OPS.items():
+        if op.compiled is not None and op.grad_inputs:
+            bwd = getattr(torch.ops.pixelkernels, f"{k}_backward")
+            python[k] = _op._function(_op._Formula(op, op.compiled, bwd), op.compiled, "compiled")
     got: dict = {}
     for checks in ("off", "async"):
         with pk.use_checks(checks):
             for _ in range(a.runs):
                 u = unit_s()
                 for name, fn in rows.items():
-                    for path in ("registered", "eager"):
-                        for k, v in _op.OPS.items():
-                            v.functions = lean[k] if path == "eager" else {}
+                    for path in ("python", "cpp"):
+                        for k, f in python.items():
+                            if path == "python":
+                                _op.OPS[k].functions["compiled"] = f
+                            else:
+                                _op.OPS[k].functions.pop("compiled", None)
                         got.setdefault((checks, name, path), []).append(per_call_s(fn) / u)
-    for k, v in _op.OPS.items():
-        v.functions = lean[k]
+    for k in python:
+        _op.OPS[k].functions.pop("compiled", None)
     print(f"# {torch.__version__}, 1 thread, {a.runs} runs; u = one torch.add of two 1-element tensors")
     for (checks, name, path), us in got.items():
         print(f"checks={checks:<6}{name:<28}{path:<11}{statistics.median(us):7.1f}u ({min(us):.1f}-{max(us):.1f})")

@@ -5,6 +5,10 @@
 #include <Python.h>
 #include <torch/version.h>
 
+#include <string>
+
+#include "autograd.h"
+
 #ifndef PK_VERSION
 #define PK_VERSION "unknown"
 #endif
@@ -49,8 +53,26 @@ PyObject* build_info(PyObject*, PyObject*) {
   return d;
 }
 
+// install_autograd("name;outputs;grad_inputs") (csrc/autograd.h): None, or RuntimeError(why not).
+PyObject* install_autograd(PyObject*, PyObject* args) {
+  const char* spec = nullptr;
+  if (!PyArg_ParseTuple(args, "s", &spec)) return nullptr;
+  std::string why;
+  try {
+    why = pixelkernels::install_autograd(spec);
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  if (!why.empty()) {
+    PyErr_SetString(PyExc_RuntimeError, why.c_str());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "The compiled facts: version, torch, cuda, arch_list, openmp."},
+    {"install_autograd", install_autograd, METH_VARARGS, "The C++ autograd of one op (csrc/autograd.h)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -95,3 +95,8 @@ HAVE_CPU_KERNELS: bool = _C is not None
 HAVE_CUDA_KERNELS: bool = _C is not None and BUILD["cuda"] is not None
 
 check_cuda_versions(BUILD["cuda"], torch.version.cuda)
+
+
+def install_autograd(spec: str) -> None:
+    """The C++ autograd of one op, "name;out0,out1;in0,in1" (csrc/autograd.h; _op.define)."""
+    _C.install_autograd(spec)

@@ -16,6 +16,13 @@ and gives it the op's one fake implementation and one autograd formula:
   non-differentiable. It returns the gradients of ``grad_inputs``, in that order.
 * Under ``create_graph=True`` (double backward) the reference is differentiated instead,
   so second derivatives work on every backend without a second hand-written formula.
+
+The compiled variant's autograd is C++ (csrc/autograd.cpp, one generic kernel at the Autograd
+key reading the same convention off the schemas): an eager call crosses into C++ once, and its
+backward runs no Python. Its double backward goes through the backward op's own autograd,
+registered here: the derivative of the reference's VJP at the backward op's arguments. The
+Triton variant, a Python custom op, keeps the formula in Python (_Formula): the registered
+autograd for torch.compile, and a lean autograd.Function for eager calls.
 * Ops without a backward (integer outputs, distance transforms, click maps) pass
   ``backward_fake=None``: the fake, and an autograd that marks every output non-differentiable.
 
@@ -162,6 +169,52 @@ def _register_autograd(op: Op, fwd, bwd, qualname: str) -> _Formula:
     return formula
 
 
+def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> None:
+    """The compiled variant's autograd in C++ (csrc/autograd.cpp: the formula _Formula reads off
+    the schemas, as a kernel at the Autograd key), and the backward op's own autograd in Python,
+    which only double backward reaches: the derivative of the reference's VJP, taken at the
+    backward op's arguments. `reference_args` gives the forward inputs the backward op lacks
+    (region_stats' num_regions) from its arguments by name."""
+    _ext.install_autograd(f"{op.name};{','.join(op.outputs)};{','.join(op.grad_inputs)}")
+    in_names, bwd_names = _arg_names(fwd), _arg_names(bwd)
+    defaults = _arg_defaults(bwd)
+    differentiable = {op.outputs.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in op.outputs}
+    grad_names = [f"grad_{o}" for o in op.outputs]
+
+    def setup_context(ctx, inputs, output):
+        vals = [*inputs, *(defaults[n] for n in bwd_names[len(inputs) :])]
+        ctx.save_for_backward(*(v if isinstance(v, torch.Tensor) else None for v in vals))
+        ctx.pk_values = [None if isinstance(v, torch.Tensor) else v for v in vals]
+
+    def backward(ctx, *ggrads):
+        vals = [t if t is not None else v for t, v in zip(ctx.saved_tensors, ctx.pk_values)]
+        create_graph = torch.is_grad_enabled()
+        wrt = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+        with torch.enable_grad():
+            # Fresh views (as _reference_vjp's): the partial derivative through each argument alone.
+            args = list(vals)
+            for i in wrt:
+                args[i] = vals[i].view_as(vals[i]) if vals[i].requires_grad else vals[i].detach().requires_grad_()
+            named = dict(zip(bwd_names, args))
+            forward = {n: named[n] for n in in_names if n in named}
+            if reference_args is not None:
+                forward.update(reference_args(named))
+            grads = [named.get(g) for g in grad_names]
+            vjp = _reference_vjp(op, in_names, forward, grads, differentiable)
+            firsts = [vjp[in_names.index(n)] for n in op.grad_inputs]
+            pairs = [(f, g) for f, g in zip(firsts, ggrads) if f is not None and g is not None and f.requires_grad]
+            got = [None] * len(wrt)
+            if pairs:
+                got = torch.autograd.grad([f for f, _ in pairs], [args[i] for i in wrt], [g for _, g in pairs],
+                                          create_graph=create_graph, allow_unused=True)  # fmt: skip
+        result: list = [None] * len(vals)
+        for i, g in zip(wrt, got):
+            result[i] = torch.zeros_like(vals[i]) if g is None else g
+        return tuple(result)
+
+    torch.library.register_autograd(f"pixelkernels::{op.name}_backward", backward, setup_context=setup_context)
+
+
 def _register_no_gradient(qualname: str) -> None:
     """An op without a backward (integer outputs, click maps, distance transforms): every output
     is non-differentiable, so a float input that requires grad gives outputs that do not (without
@@ -237,6 +290,7 @@ def define(
     outputs: tuple[str, ...],
     backward_fake: Callable | None = None,
     grad_inputs: tuple[str, ...] = (),
+    reference_args: Callable | None = None,
 ) -> Op:
     """Register op `name`'s fake and autograd on each compiled variant; called once, at
     import, by pixelkernels/ops/<name>.py (so torch.compile never traces a registration)."""
@@ -262,9 +316,11 @@ def define(
         torch.library.register_fake(f"pixelkernels::{bwd_name}{suffix}")(
             _schema.with_defaults(backward_fake, _schema.function_schema(bwd_name))
         )
-        formula = _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
-        variant = "triton" if suffix else "compiled"
-        op.functions[variant] = _function(formula, fwd, variant)
+        if suffix:
+            formula = _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
+            op.functions["triton"] = _function(formula, fwd, "triton")
+        else:
+            _install_cpp_autograd(op, fwd, bwd, reference_args)
     OPS[name] = op
     return op
 
@@ -292,8 +348,8 @@ def run(op: Op, backend: str, *args):
         return packet(*args)
     if _needs_grad(args):
         fn = op.functions.get(variant)
-        if fn is not None:
+        if fn is not None:  # Triton: the lean Python autograd.Function
             return fn.apply(*args)
-        return packet(*args)  # no backward: the registered autograd marks the outputs
+        return packet.default(*args)  # C++ autograd (or none: the registered one marks the outputs)
     with torch._C._AutoDispatchBelowAutograd():
         return packet.default(*args)

@@ -36,6 +36,8 @@ OP = _op.define(
     outputs=("count", "centroid", "hinge"),
     backward_fake=_fake_backward,
     grad_inputs=("emb",),
+    # double backward: the reference at the backward op's arguments, num_regions from count (B, R)
+    reference_args=lambda a: {"num_regions": a["count"].shape[1]},
 )
 
 

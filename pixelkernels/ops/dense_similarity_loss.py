@@ -234,7 +234,11 @@ class _Loss(torch.autograd.Function):
         suffix = "_triton" if ctx.backend == "triton" else ""
         bwd = getattr(torch.ops.pixelkernels, "pair_bce_backward" + suffix)
         grad_rows = (g / n).expand(xa.shape[:2]).contiguous()
-        dxa, dya, da, dc = bwd(grad_rows, xa, xl, ya, yl, a, beta)
+        if torch.compiler.is_compiling():
+            dxa, dya, da, dc = bwd(grad_rows, xa, xl, ya, yl, a, beta)
+        else:  # below its autograd (double backward's, not taken here): no Python layer
+            with torch._C._AutoDispatchBelowAutograd():
+                dxa, dya, da, dc = bwd.default(grad_rows, xa, xl, ya, yl, a, beta)
         D = xbar.shape[1]
         dx = _pair_grad(dxa, D, ybar, ny, n, ctx.batch)
         dy = _pair_grad(dya, D + 1, xbar, nx, n, ctx.batch)
