@@ -314,6 +314,29 @@ def test_op_linear_path_equals_direct(backend, device, reduce):
         assert_close(a.cpu(), b)
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_op_linear_path_unchecked_labels_take_no_part(backend, device, reduce):
+    """With the checks off, a ref label outside [0, C) other than -1 (below or above) takes no
+    part on the class-sum path, as in the reference (valid_refs): its values, a NaN included,
+    reach no class, and its gradient is exactly 0."""
+    q, r, lab, _ = make_inputs(2, 5, 4, 3, 4, 5, torch.float64, seed=6)
+    lab = lab.clone()
+    lab[0, :3], lab[1, -2:] = torch.tensor([4, 9, -5]), torch.tensor([7, -2])
+    r = r.clone()
+    r[0, 1] = float("nan")  # labelled 9
+    q, r, lab = q.to(device), r.to(device).requires_grad_(), lab.to(device)
+    kw = {"scale": 1.3, "bias": -0.2, "reduce": reduce}
+    with pk.use_checks("off"):
+        labels, scores = pk.label_transfer(q, r, lab, 4, backend=backend, **kw)
+    want_labels, want = label_transfer(q.cpu(), r.detach().cpu(), lab.cpu(), 4, **kw)
+    assert_close(scores.detach().cpu(), want)
+    assert torch.equal(labels.cpu(), want_labels)
+    (g,) = torch.autograd.grad(scores.sum(), r)
+    out = (lab < 0) | (lab >= 4)
+    assert (g[out] == 0).all() and torch.isfinite(g[~out]).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs an adversarial user tried (issue 35), on every backend and the emulated CUDA kernels.
 
