@@ -8,7 +8,7 @@ Ky (every pixel of both images included) in O((Kx + Ky)·D) memory: Ψ is never 
 
 The statistics come in closed form from per-image means and centred D x D Gram matrices (the
 reference's pair_moments: every mean taken around one of its values, merged by Chan's formula;
-here in row chunks). The BCE over every pair is one tiled pass (pair_bce) on centred vectors
+here written straight into x' and y', with no other copy of x or y). The BCE over every pair is one tiled pass (pair_bce) on centred vectors
 with two more dims, so that the pair pass computes Ψ - μ itself, without cancellation:
 
     Ψ_ij - μ = <X_i, Y_j> + X_i·ȳ + x̄·Y_j + δ_b = <x'_i, y'_j>,   X_i = x_i - x̄,  Y_j = y_j - ȳ,
@@ -18,8 +18,8 @@ Where every valid pair has the same value because the rows are equal (one pair; 
 equal rows; equal rows on both sides), X, Y and δ are exactly 0, so each logit is exactly the
 bias, and the gradients of x, y and weight that must vanish are exactly 0 (the folded form
 a·Ψ + (bias - a·μ) left the rounding of a·μ, times 1/sqrt(eps): 2e-5 off at one pair in float32).
-x' and y' are one copy of x and y in the statistics dtype (half inputs are read chunk by chunk,
-never widened whole).
+x' and y' are one copy of x and y in the statistics dtype (half inputs are widened element by
+element as they are copied in, never as a whole second copy).
 
 The backward (_Loss) is one pair_bce backward, which gives Σ_j a·e_ij y'_j, Σ_i a·e_ij x'_i,
 Σ e (Ψ - μ) and Σ e (the gradients of a and of the bias); the extra dims give the row sums
@@ -101,43 +101,26 @@ def dense_similarity_loss(
                        ybar, ay, ax, delta, xv, yv)  # fmt: skip
 
 
-# Rows of x or y per chunk of the statistics' passes: a chunk's masked copy stays small next to
-# the inputs (the reference's pair_moments holds two masked copies of each at once).
-_CHUNK = 4096
-
-
-def _chunks(K: int):
-    return [(r0, min(K, r0 + _CHUNK)) for r0 in range(0, K, _CHUNK)]
-
-
-def _masked_chunk(t, valid, r0, r1, center, st):
-    c = t[:, r0:r1].to(st) - center[:, None]
-    return torch.where(valid[:, r0:r1, None], c, torch.zeros((), dtype=st, device=c.device))
-
-
-def _side_stats(t, valid, st):
+def _side_stats(t, valid, invalid, st):
     """Per image, over the valid rows: the count n (B,) int64, the mean t̄ (B, D) taken around
     the first valid row (exactly that row when all are equal), the centred Gram matrix
     A = Σ (t_i - t̄)(t_i - t̄)ᵀ (B, D, D); and t' (B, K, D + 2) in st, the centred rows
-    t_i - t̄ (0 for the others) in its first D dims. Chunk by chunk: no other copy of t."""
+    t_i - t̄ (0 for the others) in its first D dims. Both passes write into t' (no other copy
+    of t; half rows are widened element by element)."""
     B, K, D = t.shape
     n = valid.sum(1)
-    pivot = t.new_zeros(B, D, dtype=st)
-    if K > 0:
-        first = valid.to(torch.int32).argmax(1)  # the first valid row (0 if none)
-        row = t.gather(1, first[:, None, None].expand(B, 1, D))[:, 0].to(st)
-        pivot = torch.where(n[:, None] > 0, row, pivot)
-    s = t.new_zeros(B, D, dtype=st)
-    for r0, r1 in _chunks(K):
-        s += _masked_chunk(t, valid, r0, r1, pivot, st).sum(1)
-    mean = pivot + s / n.clamp_min(1)[:, None].to(st)
-    aug = t.new_zeros(B, K, D + 2, dtype=st)
-    gram = t.new_zeros(B, D, D, dtype=st)
-    for r0, r1 in _chunks(K):
-        c = aug[:, r0:r1, :D]
-        c.copy_(_masked_chunk(t, valid, r0, r1, mean, st))
-        gram.baddbmm_(c.transpose(1, 2), c)
-    return n, mean, gram, aug
+    aug = t.new_empty(B, K, D + 2, dtype=st)
+    rows = aug[..., :D]
+    if K == 0:
+        return n, t.new_zeros(B, D, dtype=st), t.new_zeros(B, D, D, dtype=st), aug
+    first = valid.to(torch.int32).argmax(1)  # the first valid row (0 if none)
+    pivot = t.gather(1, first[:, None, None].expand(B, 1, D))[:, 0]
+    pivot = torch.where(n[:, None] > 0, pivot, 0.0).to(st)  # a row of an image without valid rows: 0
+    # copy_ then sub_ in place: no temporary of t's size (and dynamo takes no strided out=)
+    rows.copy_(t).sub_(pivot[:, None]).masked_fill_(invalid[..., None], 0.0)
+    mean = pivot + rows.sum(1) / n.clamp_min(1)[:, None]
+    rows.copy_(t).sub_(mean[:, None]).masked_fill_(invalid[..., None], 0.0)
+    return n, mean, torch.bmm(rows.transpose(1, 2), rows), aug
 
 
 def _statistics(x, xv, y, yv):
@@ -146,8 +129,8 @@ def _statistics(x, xv, y, yv):
     of its values) and what the pair pass and the gradient need: (count, mean, var, nx, ny,
     x̄, ȳ, Ax, Ay, x̄·ȳ per image, x', y' with their last two dims still to fill)."""
     st = stats_dtype(x.dtype)
-    nx, xbar, ax, xa = _side_stats(x, xv, st)
-    ny, ybar, ay, ya = _side_stats(y, yv, st)
+    nx, xbar, ax, xa = _side_stats(x, xv, ~xv, st)
+    ny, ybar, ay, ya = _side_stats(y, yv, ~yv, st)
     n_b = nx * ny
     count = n_b.sum()
     w = n_b.to(st)
