@@ -29,8 +29,9 @@ void check_values(const at::Tensor& values, int64_t low, int64_t high, int64_t i
     launch(OnCpu{}, p);
     if (p.bad_count > 0) {
       const int64_t bad = label_at(v.map, p.first_bad);
-      TORCH_CHECK_VALUE(false, std::string(what), "; found ", bad, " (", p.bad_count, " such value",
-                        p.bad_count == 1 ? "" : "s", "). ", std::string(hint));
+      // the count is of every bad value, not of those equal to the one named
+      TORCH_CHECK_VALUE(false, std::string(what), "; found ", bad, " at flat index ", p.first_bad, " (",
+                        p.bad_count, p.bad_count == 1 ? " bad value" : " bad values", " in all). ", std::string(hint));
     }
   } else {
     Launcher<On>(v.tensor, op)(p);

@@ -26,6 +26,8 @@ from pixelkernels.reference.check_values import check_values as reference
 
 HAVE_CPP = pk._ext.HAVE_CPU_KERNELS
 WHAT, HINT = "labels values must be in [lo, hi)", "a hint."
+# LABELS with its 1s made 7: the first bad value and the count of every bad value
+FOUND_7 = r"found 7 at flat index 1 \(3 bad values in all\)"
 INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 # sizes: empty, below one 16-byte word of every width, one uint8 word +- 1, a few words with a
 # tail, past the emulator's grid (3 blocks of 256 threads: the grid-stride loop), past the CPU
@@ -162,10 +164,24 @@ def test_a_label_check_is_one_launch_and_no_sync(on_device_form, monkeypatch):
 def test_the_kernel_names_the_value_on_the_cpu_in_every_mode():
     bad = LABELS.masked_fill(LABELS == 1, 7)
     for mode in ("async", "sync"):
-        with pk.use_checks(mode), pytest.raises(ValueError, match=r"found 7 \(3 such values\)"):
+        with pk.use_checks(mode), pytest.raises(ValueError, match=FOUND_7):
             _checks.label_values(bad, "labels", 3, 255)
     with pk.use_checks("off"):
         _checks.label_values(bad, "labels", 3, 255)
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+def test_the_message_counts_every_bad_value_not_those_equal_to_the_first():
+    """Issue 39's newcomer read "found 7 (3 such pixels)" as three 7s: the count is of all bad
+    values, and the message says so, with the first one's flat index."""
+    bad = LABELS.clone()
+    bad[0, 1, 1], bad[0, 2, 0] = 9, 8  # flat 5 and 8; the first bad one is flat 5
+    want = r"; found 9 at flat index 5 \(2 bad values in all\)\. "
+    with pytest.raises(ValueError, match=want):
+        _checks.label_values(bad, "labels", 3, 255)
+    for check in (torch.ops.pixelkernels.check_values, reference):
+        with pytest.raises(ValueError, match=re.escape(WHAT) + want + re.escape(HINT)):
+            check(bad, 0, 3, 255, WHAT, HINT)
 
 
 def test_without_the_kernel_the_torch_forms_refuse_the_same_values(monkeypatch):
@@ -178,7 +194,7 @@ def test_without_the_kernel_the_torch_forms_refuse_the_same_values(monkeypatch):
         _checks.label_values(bad, "labels", 3, 255)
     _checks.label_values(LABELS, "labels", 3, 255)
     monkeypatch.setattr(_checks, "_ASYNC_ON_CPU", False)
-    with pytest.raises(ValueError, match=r"found 7 \(3 such values\)"):
+    with pytest.raises(ValueError, match=FOUND_7):
         _checks.label_values(bad, "labels", 3, 255)
 
 

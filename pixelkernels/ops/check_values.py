@@ -3,7 +3,7 @@ pixelkernels/_checks.py runs before the kernels, in one pass and one launch.
 
     values (any shape) integer; every v must satisfy low <= v < high or v == ignore_index
 
-CPU: ValueError "<what>; found <v> (<n> such values). <hint>" from the pass itself (no extra
+CPU: ValueError "<what>; found <v> at flat index <i> (<n> bad values in all). <hint>" from the pass itself (no extra
 sync: the CPU has the verdict at hand). CUDA: the failing thread prints <what>, the value and its
 index, and fails a device-side assert (the stream stops; the host never waits). Triton's variant
 and the torch.compile path: aminmax and torch._assert_async (pixelkernels/triton/check_values.py).

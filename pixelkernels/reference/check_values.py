@@ -3,8 +3,9 @@ sets, in torch, with the precise message (one host sync).
 
     bad(v) = not (low <= v < high) and v != ignore_index      for every value v of `values`
 
-A bad value raises ValueError "<what>; found <first bad value> (<n> such values). <hint>", the
-first in flat (row-major) order. Bounds are compared as Python ints: a uint8 tensor checked
+A bad value raises ValueError "<what>; found <v> at flat index <i> (<n> bad values in all).
+<hint>", with v the first bad value in flat (row-major) order, i its index and n the count of
+every bad value (not only of those equal to v). Bounds are compared as Python ints: a uint8 tensor checked
 against high = 256 must not wrap.
 """
 
@@ -23,5 +24,6 @@ def check_values(values: torch.Tensor, low: int, high: int, ignore_index: int, w
     bad = ((v < low) | (v >= high)) & (v != ignore_index)
     n = int(bad.sum())
     if n:
-        first = int(v[bad][0])
-        raise ValueError(f"{what}; found {first} ({n} such value{'' if n == 1 else 's'}). {hint}")
+        i = int(bad.to(torch.int8).argmax())
+        raise ValueError(f"{what}; found {int(v[i])} at flat index {i} ({n} bad value{'' if n == 1 else 's'} in all). "
+                         f"{hint}")  # fmt: skip
