@@ -50,7 +50,8 @@ def main() -> None:
     for k, op in _op.OPS.items():
         if op.compiled is not None and op.grad_inputs:
             bwd = getattr(torch.ops.pixelkernels, f"{k}_backward")
-            python[k] = _op._function(_op._Formula(op, op.compiled, bwd), op.compiled, "compiled")
+            formula = _op._Formula(op, op.compiled, bwd)
+            python[k] = _op._function(formula, op.compiled.default, bwd.default, "compiled")
     got: dict = {}
     for checks in ("off", "async"):
         with pk.use_checks(checks):

@@ -54,8 +54,9 @@ class Op:
     compiled: object = None  # torch.ops.pixelkernels.<name>, when the extension is loaded
     triton: object = None  # torch.ops.pixelkernels.<name>_triton, when its module imported
     triton_error: str | None = None
-    # variant ("compiled", "triton") -> the eager autograd.Function of that variant (_function)
+    # variant ("triton") -> the eager autograd.Function of that variant (_function)
     functions: dict = dataclasses.field(default_factory=dict)
+    triton_direct: Callable | None = None  # the Triton variant without its custom op's dispatch (_direct)
 
 
 def _arg_names(packet) -> list[str]:
@@ -124,15 +125,32 @@ class _Formula:
         return tuple(res[r] if need and r is not None else None for r, need in zip(self.ret_idx, ctx.needs_input_grad))
 
 
-def _function(formula: _Formula, fwd, variant: str) -> type[torch.autograd.Function]:
-    """The eager path of one variant (run() takes it outside torch.compile): a plain
-    autograd.Function whose forward and backward call the kernels below the Autograd key, so a
-    call crosses into C++ once each way, without register_autograd's Python layers (its
-    argument normalisation, the autograd kernel's redispatch, setup_context as a second pass).
+def _direct(packet, name: str) -> Callable:
+    """The Triton variant `packet` (pixelkernels::<name>_triton) for eager calls: its Python body
+    called directly, which skips the custom op's dispatch (5u a call below autograd against 1u,
+    u = one tiny torch.add). Through the op instead where the body must not run: meta tensors
+    and tensor subclasses (fake tensors: their kernels are the fake ones), and under a dispatch
+    mode (fake, tracing or counting modes must see the op)."""
+    body, default = _schema.TRITON_BODIES[name], packet.default
+    in_mode, plain = torch._C._len_torch_dispatch_stack, (torch.Tensor, torch.nn.Parameter)
+
+    def call(*args):
+        t = args[0]  # every schema's first argument is its main tensor
+        return body(*args) if type(t) in plain and not t.is_meta and not in_mode() else default(*args)
+
+    return call
+
+
+def _function(formula: _Formula, call_fwd: Callable, call_bwd: Callable, variant: str) -> type:
+    """The Triton variant's eager path (run() takes it outside torch.compile): a plain
+    autograd.Function whose forward and backward run call_fwd / call_bwd (the variant's bodies,
+    _direct) below the Autograd key, without register_autograd's Python layers (its argument
+    normalisation, the autograd kernel's redispatch, setup_context as a second pass).
+    benchmarks/host_autograd.py builds one for a compiled variant: the path the C++ autograd
+    replaced.
     Gradients of outputs that get none stay None (set_materialize_grads(False)): the backward
     op then gets zeros only for the outputs its schema reads."""
     below = torch._C._AutoDispatchBelowAutograd
-    call_fwd, call_bwd = fwd.default, formula.bwd.default
 
     def bwd_below(*args):
         with below():
@@ -298,6 +316,8 @@ def define(
     if _ext.HAVE_CPU_KERNELS:
         op.compiled = getattr(torch.ops.pixelkernels, name)
     op.triton, op.triton_error = _import_triton(name)
+    if op.triton is not None:
+        op.triton_direct = _direct(op.triton, name)
     for suffix, fwd in (("", op.compiled), ("_triton", op.triton)):
         if fwd is None:
             continue
@@ -318,7 +338,7 @@ def define(
         )
         if suffix:
             formula = _register_autograd(op, fwd, bwd, f"pixelkernels::{name}{suffix}")
-            op.functions["triton"] = _function(formula, fwd, "triton")
+            op.functions["triton"] = _function(formula, op.triton_direct, _direct(bwd, bwd_name), "triton")
         else:
             _install_cpp_autograd(op, fwd, bwd, reference_args)
     OPS[name] = op
@@ -352,4 +372,4 @@ def run(op: Op, backend: str, *args):
             return fn.apply(*args)
         return packet.default(*args)  # C++ autograd (or none: the registered one marks the outputs)
     with torch._C._AutoDispatchBelowAutograd():
-        return packet.default(*args)
+        return op.triton_direct(*args) if variant == "triton" else packet.default(*args)

@@ -82,6 +82,9 @@ def with_defaults(fn: Callable, schema: torch._C.FunctionSchema) -> Callable:
 # The Triton variants defined so far, by op name (torch keeps a custom op's registrations only
 # as long as its definition object lives).
 TRITON_OPS: dict = {}
+# name -> the Triton variant's Python body, the schema's defaults filled: what the custom op runs,
+# called directly by the eager path (_op._direct) to skip the custom op's dispatch
+TRITON_BODIES: dict = {}
 
 
 def triton_variant(name: str) -> Callable:
@@ -104,8 +107,9 @@ def triton_variant(name: str) -> Callable:
                 f"{fn.__qualname__}{inspect.signature(fn)} must take ({', '.join(names)}), the arguments of "
                 f"{name} in pixelkernels/schemas.def, without defaults or annotations"
             )
+        TRITON_BODIES[name] = with_defaults(fn, schema)
         TRITON_OPS[name] = torch.library.custom_op(
-            f"{NAMESPACE}::{name}_triton", with_defaults(fn, schema), mutates_args=(), schema=SCHEMAS[name]
+            f"{NAMESPACE}::{name}_triton", TRITON_BODIES[name], mutates_args=(), schema=SCHEMAS[name]
         )
         return fn
 
