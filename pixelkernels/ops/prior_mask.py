@@ -70,5 +70,5 @@ def prior_mask(
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
         return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph
-    lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
+    lo, hi = torch.aminmax(c, dim=1, keepdim=True)  # one op (amin's and amax's gradients at ties)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)
