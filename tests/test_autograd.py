@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import AVAILABLE, TRITON_DEVICE
+from conftest import AVAILABLE, backend_params
 
 import pixelkernels as pk
 from pixelkernels import _ext, _op
@@ -157,19 +157,18 @@ def test_install_is_idempotent_and_refuses_bad_specs():
         _ext.install_autograd("masked_sum;sum,mass;feat,nothing")
 
 
-@pytest.mark.triton
-@pytest.mark.skipif("triton" not in AVAILABLE, reason="triton not usable here")
-def test_triton_eager_calls_skip_the_custom_op_dispatch():
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_eager_calls_skip_the_custom_op_dispatch(backend, device):
     """The Triton variant's eager path calls its Python bodies directly (_op._direct): the
     custom ops pixelkernels::pixel_normalize_triton and its backward are not dispatched."""
-    e = torch.randn(1, 3, 4, 5, device=TRITON_DEVICE, requires_grad=True)
+    e = torch.randn(1, 3, 4, 5, device=device, requires_grad=True)
     with torch.profiler.profile() as prof:
-        pk.pixel_normalize(e, backend="triton").sum().backward()
+        pk.pixel_normalize(e, backend=backend).sum().backward()
         with torch.no_grad():
-            pk.pixel_normalize(e, backend="triton")
+            pk.pixel_normalize(e, backend=backend)
     names = {ev.name for ev in prof.events()}
     assert not [n for n in names if n.startswith("pixelkernels::")], names  # (the Function is "pixel_normalize_triton")
     assert e.grad is not None
     # meta tensors take the op (its fake), as does a dispatch mode
-    m = pk.pixel_normalize(torch.randn(1, 3, 4, 5, device="meta"), backend="triton")
+    m = pk.pixel_normalize(torch.randn(1, 3, 4, 5, device="meta"), backend=backend)
     assert m.is_meta and m.shape == (1, 3, 4, 5)
