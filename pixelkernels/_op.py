@@ -16,6 +16,8 @@ and gives it the op's one fake implementation and one autograd formula:
   non-differentiable. It returns the gradients of ``grad_inputs``, in that order.
 * Under ``create_graph=True`` (double backward) the reference is differentiated instead,
   so second derivatives work on every backend without a second hand-written formula.
+* Ops without a backward (integer outputs, distance transforms, click maps) pass
+  ``backward_fake=None``: the fake, and an autograd that marks every output non-differentiable.
 
 The compiled variant's autograd is C++ (csrc/autograd.cpp, one generic kernel at the Autograd
 key reading the same convention off the schemas): an eager call crosses into C++ once, and its
@@ -23,8 +25,6 @@ backward runs no Python. Its double backward goes through the backward op's own 
 registered here: the derivative of the reference's VJP at the backward op's arguments. The
 Triton variant, a Python custom op, keeps the formula in Python (_Formula): the registered
 autograd for torch.compile, and a lean autograd.Function for eager calls.
-* Ops without a backward (integer outputs, distance transforms, click maps) pass
-  ``backward_fake=None``: the fake, and an autograd that marks every output non-differentiable.
 
 ``backend_for`` + ``run`` are the dispatch: the public function validates its arguments,
 asks for a backend, and calls the variant with the op's positional arguments. The reference
@@ -196,7 +196,7 @@ def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> 
     _ext.install_autograd(f"{op.name};{','.join(op.outputs)};{','.join(op.grad_inputs)}")
     in_names, bwd_names = _arg_names(fwd), _arg_names(bwd)
     defaults = _arg_defaults(bwd)
-    differentiable = {op.outputs.index(n[5:]) for n in bwd_names if n.startswith("grad_") and n[5:] in op.outputs}
+    differentiable = _Formula(op, fwd, bwd).differentiable  # the outputs with a grad_<out> argument
     grad_names = [f"grad_{o}" for o in op.outputs]
 
     def setup_context(ctx, inputs, output):
