@@ -70,5 +70,7 @@ def prior_mask(
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
         return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph
-    lo, hi = torch.aminmax(c, dim=1, keepdim=True)  # one op (amin's and amax's gradients at ties)
+    # Not torch.aminmax (one op fewer): torch 2.11 has no derivative for it (the H100 run of
+    # 2026-11-26 failed every prior_mask call with it).
+    lo, hi = c.amin(dim=1, keepdim=True), c.amax(dim=1, keepdim=True)
     return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)
