@@ -445,8 +445,19 @@ def suite(c: Contract):
             # stay in full mode; the triton backward is also compared to the reference's
             # gradients elementwise in test_backends_agree and test_awkward_inputs.
             fast = backend == "triton" and device == "cpu"
-            assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7, fast_mode=fast)
-            assert torch.autograd.gradgradcheck(fn, xs, eps=1e-6, atol=1e-6, fast_mode=fast)
+            # On a GPU the default path may scatter with float atomics (the Triton region
+            # backwards do unless deterministic algorithms are on), so two backward calls can
+            # differ in the last bits: gradcheck's reentrancy check (nondet_tol 0) failed there
+            # on the H100 of 2026-11-26 although the analytical gradient matched. The default
+            # path is checked with a nondeterminism tolerance of a few float64 ulps of an O(1)
+            # gradient, then the deterministic path strictly.
+            nondet = 1e-12 if device == "cuda" else 0.0
+            assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7, fast_mode=fast, nondet_tol=nondet)
+            assert torch.autograd.gradgradcheck(fn, xs, eps=1e-6, atol=1e-6, fast_mode=fast, nondet_tol=nondet)
+            if nondet:
+                with deterministic():
+                    assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-7)
+                    assert torch.autograd.gradgradcheck(fn, xs, eps=1e-6, atol=1e-6)
 
         @pytest.mark.parametrize("case", list(c.zero_sizes) or [pytest.param(None, marks=pytest.mark.skip)])
         @pytest.mark.parametrize("backend,device", BACKENDS)
