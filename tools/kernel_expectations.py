@@ -81,9 +81,9 @@ _TILED = "register-tiled dims (K accumulators per thread): occupancy floor by K 
 _DEBT = "known debt (report of 2026-11-24): ptxas spills in some instantiations; budget = the measured worst"
 _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or two blocks per SM by design"
 
-# similarity_reduce's CUDA kernels as they stand: correct, deterministic, not fast.
-_SIMPLE_SR = ("float32/float64: a thread per query row (forward, dq) or per ref (dr) over the other side in "
-              "order, FMA dot products, no tiling (half inputs take the mma kernels above)")
+# similarity_reduce's float64 CUDA kernels: correct, deterministic, not fast (float64 is for tests).
+_SIMPLE_SR = ("float64: a thread per query row (forward, dq) or per ref (dr) over the other side in "
+              "order, FMA dot products, no tiling (float32 and half inputs take the tile kernels above)")
 
 # pair_bce's CUDA kernels, the same design.
 _SIMPLE_PB = ("float32/float64: a thread per row of x (forward, dx) or of y (dy) over the other side in order, "
@@ -119,7 +119,17 @@ EXPECTATIONS: list[Expect] = [
                "(at most 85 registers; at 64 this ptxas spills), no spill"),
     Expect(r"triplet_hinge:.*", why="compiled for 4 blocks per SM (at most 64 registers, 50 %); static "
                                     "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
-    Expect(r"similarity_reduce:forward_mma_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
+    Expect(r"similarity_reduce:forward_tile_kernel<float>", threads=128, min_occupancy=0.375,
+           why="float32: the half kernel's 64 x 64 tiles by FMA (pair_tiles::dot_tile_f32: 8-dim stages transposed "
+               "in shared memory, 32 float accumulators a thread, the C pair one 8-byte load; TF32 would miss SPEC "
+               "4's float32 tolerance), the scores through shared memory to one reducing thread per row; no spill"),
+    Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8,
+           local_in_loop=2,
+           why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
+               "memory (33 KiB of the 45 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
+               "thread, dr over splits of the queries; up to 168 registers, three blocks per SM; sm_90's dr "
+               "instantiation keeps 8 B on the stack around the double division's call (grad_z); " + _DEBT),
+    Expect(r"similarity_reduce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
            local_in_loop=10, tensor_cores=True,
            why="half: 64 query rows x 64-ref tiles by mma.sync m16n8k16 (4 warps of 16 x 64, 32 float "
                "accumulators a thread), the scores through shared memory to one reducing thread per row; "

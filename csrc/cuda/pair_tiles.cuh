@@ -1,11 +1,21 @@
-// Tensor-core passes over every pair (row i of side A, row j of side C) of an image without the
-// (NA, NC) matrix, for float16/bfloat16 (similarity_reduce: A the queries, C the refs; pair_bce:
-// A = x, C = y). Blocks of kThreads = 128 threads (4 warps of 16 rows).
+// Tiled passes over every pair (row i of side A, row j of side C) of an image without the
+// (NA, NC) matrix (similarity_reduce: A the queries, C the refs; pair_bce: A = x, C = y), by
+// tensor cores for float16/bfloat16 and by FMA for float32. Blocks of kThreads = 128 threads
+// (4 warps of 16 rows).
 //
 // dot_tile: the dots of A rows i0 + [0, 64) against C rows j0 + [0, 64) by mma.sync m16n8k16
 // with float32 accumulation over 16-dim stages in shared memory (dim pairs, zero past the sizes
 // and D). Every kernel of an op takes a pair's dot from here: the same operands in the same
-// order, the same bits (the max's equality test of similarity_reduce relies on it).
+// order, the same bits (the max's equality test of similarity_reduce relies on it). float32: the
+// same tile and fragment layout by FMA in 8-dim stages (TF32 would round the operands to 10 bits:
+// far outside SPEC §4's float32 tolerance), each dot fma(a_d, c_d, s) in increasing d from 0,
+// the bits of a scalar loop over d.
+//
+// grad_pass_f32: grad_pass's sums for float32, Z and the second product in double (the cosine
+// gradient's near-cancelling terms), each block over one of S splits of the other side's rows
+// (the refs are few: without splits the dr pass would have a block per 64 refs), its partial rows
+// and sums written to the split's slice of the workspace and summed in split order by the op's
+// finishing kernel: no atomics, deterministic.
 //
 // grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
 // dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per
@@ -53,6 +63,7 @@ struct Side {
   __device__ __forceinline__ uint16_t bits(int64_t b, int64_t i, int64_t d) const {
     return reinterpret_cast<const uint16_t*>(row(b, i))[d * sd];
   }
+  __device__ __forceinline__ scalar_t value(int64_t b, int64_t i, int64_t d) const { return row(b, i)[d * sd]; }
 };
 
 // Per tile pair, what the policy needs of each side's rows (norms; labels, < 0: takes no part,
@@ -62,11 +73,58 @@ struct Tables {
   int64_t la[kRows], lc[kCols];
 };
 
+constexpr int kF32Stage = 8;   // dims of a float32 dot_tile stage (sa, sc as float[8][64])
+constexpr int kF32Chunk = 16;  // dims per chunk of grad_pass_f32's second product
+static_assert(kF32Stage * kRows <= kRows * kWordStride, "a float32 stage fits the tile buffers");
+
+// float32 dot_tile: stages of 8 dims, transposed in shared memory (sa[d][row], sc[d][col]: the
+// thread's C columns 2t, 2t + 1 one 8-byte load).
+__device__ __forceinline__ void dot_tile_f32(const Side<float>& A, const Side<float>& C, int64_t D, int64_t b,
+                                             int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
+                                             uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+  float (*ta)[kRows] = reinterpret_cast<float (*)[kRows]>(&sa[0][0]);
+  float (*tc)[kCols] = reinterpret_cast<float (*)[kCols]>(&sc[0][0]);
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+  const int x = threadIdx.x % kRows;  // loads A row and C row x, dims x / 64 + 2 w
+  const bool a_on = i0 + x < A.n, c_on = j0 + x < C.n;
+  const int64_t ia = a_on ? i0 + x : 0, jc = c_on ? j0 + x : 0;
+  for (int64_t d0 = 0; d0 < D; d0 += kF32Stage) {  // uniform per block
+#pragma unroll
+    for (int w2 = 0; w2 < kF32Stage / 2; ++w2) {
+      const int w = threadIdx.x / kRows + 2 * w2;
+      const int64_t d = d0 + w;
+      ta[w][x] = a_on && d < D ? A.value(b, ia, d) : 0.0f;
+      tc[w][x] = c_on && d < D ? C.value(b, jc, d) : 0.0f;
+    }
+    __syncthreads();
+    const int dims = D - d0 < kF32Stage ? int(D - d0) : kF32Stage;  // no fma past D: a scalar loop's bits
+#pragma unroll
+    for (int w = 0; w < kF32Stage; ++w) {
+      if (w < dims) {
+        const float a0 = ta[w][row0 + g], a1 = ta[w][row0 + g + 8];
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n) {
+          const float2 c = *reinterpret_cast<const float2*>(&tc[w][n * 8 + 2 * t]);
+          acc[n][0] = fmaf(a0, c.x, acc[n][0]);
+          acc[n][1] = fmaf(a0, c.y, acc[n][1]);
+          acc[n][2] = fmaf(a1, c.x, acc[n][2]);
+          acc[n][3] = fmaf(a1, c.y, acc[n][3]);
+        }
+      }
+    }
+    __syncthreads();  // ta, tc are rewritten by the next stage
+  }
+}
+
 // acc[n][e] of warp w: A row 16 w + g + 8 (e / 2), C row 8 n + 2 t + e % 2 (the mma's C fragment).
 template <typename scalar_t>
-__device__ __forceinline__ void dot_tile(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
-                                         int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
-                                         uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+__device__ __forceinline__ void dot_tile_mma(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
+                                             int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
+                                             uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
 #pragma unroll
   for (int n = 0; n < kCols / 8; ++n)
@@ -96,6 +154,16 @@ __device__ __forceinline__ void dot_tile(const Side<scalar_t>& A, const Side<sca
     }
     __syncthreads();  // sa, sc are rewritten by the next stage
   }
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void dot_tile(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
+                                         int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
+                                         uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+  if constexpr (std::is_same_v<scalar_t, float>)
+    dot_tile_f32(A, C, D, b, i0, j0, sa, sc, acc);
+  else
+    dot_tile_mma(A, C, D, b, i0, j0, sa, sc, acc);
 }
 
 template <typename scalar_t>
@@ -155,7 +223,7 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
             float z = 0.0f;
             if (i < A.n && j < C.n && sm.tab.la[r] >= 0 && sm.tab.lc[c] >= 0) {
               float w[2] = {0.0f, 0.0f};
-              z = p.z(b, i, j, r, c, acc[n][e], sm.tab, w);
+              z = float(p.z(b, i, j, r, c, acc[n][e], sm.tab, w));
 #pragma unroll
               for (int s = 0; s < P::kSums; ++s) {
                 if (kCSide)
@@ -272,6 +340,140 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
         p.finish(b, o0 + me, part, acc_out + (b * own_n + o0 + me) * D, sums);
       }
       __syncthreads();  // the owned rows are read before the next tile zeroes them; the tables
+    }
+  }
+}
+
+struct GradSmemF32 {
+  union {
+    struct {
+      uint32_t sa[kRows][kWordStride];
+      uint32_t sc[kCols][kWordStride];
+    } dots;                                 // dot_tile's stages
+    float other[kCols][kF32Chunk + 4];      // the other side's rows p0 + k, a dim chunk (16-byte rows)
+  } u;
+  double z[kRows][kCols + 1];  // Z of the tile pair, owner x other
+  double sums[4][kRows][2];
+  Tables tab;
+};
+
+// acc_out: (S, B, owners, D) and sums_out: (S, B, owners, 2) double workspace, split s's partial
+// rows and sums over the other side's rows [s * per, (s + 1) * per), per = ceil(tiles / S) * 64.
+// The policy as grad_pass's, its z returning Z in double and the sum terms w in double.
+template <bool kCSide, typename P>
+__device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, const Side<float>& C, int64_t B,
+                                              int64_t D, int64_t S, double* acc_out, double* sums_out,
+                                              GradSmemF32& sm) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
+  const int me = threadIdx.x;
+  const int64_t own_n = kCSide ? C.n : A.n, other_n = kCSide ? A.n : C.n;
+  const Side<float>& O = kCSide ? A : C;  // the other side
+  const int64_t tiles = ceil_div<int64_t>(own_n, kRows);
+  const int64_t per = ceil_div<int64_t>(ceil_div<int64_t>(other_n, kCols), S) * kCols;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    for (int64_t u = blockIdx.x; u < tiles * S; u += gridDim.x) {  // uniform per block
+      const int64_t tile = u / S, s = u - tile * S, o0 = tile * kRows;
+      double* acc = acc_out + (s * B + b) * own_n * D;
+      for (int64_t k = me; k < int64_t(kRows) * D; k += kThreads) {  // zero the owned rows
+        const int64_t x = k / D;
+        if (o0 + x < own_n) acc[(o0 + x) * D + (k - x * D)] = 0.0;
+      }
+      double sums[2] = {0.0, 0.0};  // the owner's
+      const int64_t p_end = other_n < (s + 1) * per ? other_n : (s + 1) * per;
+      for (int64_t p0 = s * per; p0 < p_end; p0 += kCols) {
+        const int64_t i0 = kCSide ? p0 : o0, j0 = kCSide ? o0 : p0;
+        if (me < kRows) p.load(b, i0, j0, me, sm.tab);
+        float dots[kCols / 8][4];
+        dot_tile(A, C, D, b, i0, j0, sm.u.dots.sa, sm.u.dots.sc, dots);
+        __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
+        double w_part[kCols / 8][2][2] = {};  // kCSide: per C row (n, e % 2), over the thread's two A rows
+        double w_row[2][2] = {};              // else: per A row e / 2, over the thread's C rows
+#pragma unroll
+        for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
+            const int64_t i = i0 + r, j = j0 + c;
+            double z = 0.0;
+            if (i < A.n && j < C.n && sm.tab.la[r] >= 0 && sm.tab.lc[c] >= 0) {
+              double w[2] = {0.0, 0.0};
+              z = p.z(b, i, j, r, c, dots[n][e], sm.tab, w);
+#pragma unroll
+              for (int q = 0; q < P::kSums; ++q) {
+                if (kCSide)
+                  w_part[n][e & 1][q] += w[q];
+                else
+                  w_row[e >> 1][q] += w[q];
+              }
+            }
+            if (kCSide)
+              sm.z[c][r] = z;
+            else
+              sm.z[r][c] = z;
+          }
+#pragma unroll
+        for (int q = 0; q < P::kSums; ++q) {
+          if (kCSide) {  // C rows: the 8 lanes of a t over g, then (below) the 4 warps in order
+#pragma unroll
+            for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                double x = w_part[n][e][q];
+                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+                if (g == 0) sm.sums[warp][n * 8 + 2 * t + e][q] = x;
+              }
+          } else {  // A rows: the 4 lanes of a g
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              double x = w_row[r][q];
+              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+              if (t == 0) sm.sums[0][row0 + g + 8 * r][q] = x;
+            }
+          }
+        }
+        __syncthreads();  // z and the sums written; dot_tile's stages (u) free
+        if (me < kRows && o0 + me < own_n) {
+#pragma unroll
+          for (int q = 0; q < P::kSums; ++q)
+            sums[q] += kCSide ? ((sm.sums[0][me][q] + sm.sums[1][me][q]) + sm.sums[2][me][q]) + sm.sums[3][me][q]
+                              : sm.sums[0][me][q];
+        }
+        const int x = me % kRows, h = me / kRows;  // owner row x, dims h * 8 + [0, 8) of a chunk
+        for (int64_t d0 = 0; d0 < D; d0 += kF32Chunk) {  // uniform per block
+#pragma unroll
+          for (int q = 0; q < kF32Chunk / 2; ++q) {  // thread me: other row me % 64, dims me / 64 + 2 q
+            const int k = me % kCols, dd = me / kCols + 2 * q;
+            const int64_t d = d0 + dd;
+            // never a row that takes no part (its values may be NaN; Z is 0 there)
+            const bool on = d < D && p0 + k < other_n && (kCSide ? sm.tab.la[k] : sm.tab.lc[k]) >= 0;
+            sm.u.other[k][dd] = on ? O.value(b, p0 + k, d) : 0.0f;
+          }
+          __syncthreads();
+          double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+          for (int k = 0; k < kCols; ++k) {
+            const double zk = sm.z[x][k];
+            const float4 v0 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8]);
+            const float4 v1 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8 + 4]);
+            a2[0] = fma(zk, double(v0.x), a2[0]);
+            a2[1] = fma(zk, double(v0.y), a2[1]);
+            a2[2] = fma(zk, double(v0.z), a2[2]);
+            a2[3] = fma(zk, double(v0.w), a2[3]);
+            a2[4] = fma(zk, double(v1.x), a2[4]);
+            a2[5] = fma(zk, double(v1.y), a2[5]);
+            a2[6] = fma(zk, double(v1.z), a2[6]);
+            a2[7] = fma(zk, double(v1.w), a2[7]);
+          }
+#pragma unroll
+          for (int q = 0; q < 8; ++q) {
+            const int64_t d = d0 + h * 8 + q;
+            if (o0 + x < own_n && d < D) acc[(o0 + x) * D + d] += a2[q];
+          }
+          __syncthreads();  // u.other is rewritten by the next chunk, z and u by the next tile
+        }
+      }
+      if (me < kRows && o0 + me < own_n)
+        for (int q = 0; q < 2; ++q) sums_out[((s * B + b) * own_n + o0 + me) * 2 + q] = sums[q];
+      __syncthreads();  // the tables are rewritten by the next tile
     }
   }
 }

@@ -1,12 +1,13 @@
 // similarity_reduce CUDA kernels (csrc/common/similarity_reduce.h).
 //
-// float32/float64: one thread per query row (forward, dq) or per ref (dr), looping over the
-// other side in order: every score is computed by the same function on the same operands in the
-// same order in the three kernels (the max's equality test finds the forward's maxima), states
-// live in out/aux (the forward) and in accumulation buffers of the workspace (the backward), so
-// results are deterministic with no atomics. float16/bfloat16: the tensor-core kernels below on
-// cuda/pair_tiles.cuh, whose dot_tile is likewise the one source of every kernel's dots. Refs
-// that take no part are never read into a product.
+// float32, float16, bfloat16: the tile kernels below on cuda/pair_tiles.cuh (64 query rows x
+// 64-ref tiles; the dots by mma.sync for the half types, by FMA for float32), whose dot_tile is
+// the one source of every kernel's dots: the max's equality test finds the forward's maxima. The
+// float32 backward sums dq and dr in double over splits of the other side (pair_tiles::
+// grad_pass_f32), summed in order by finish_f32_kernel. float64: one thread per query row
+// (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
+// (the forward) and in accumulation buffers of the workspace (the backward), so results are
+// deterministic with no atomics. Refs that take no part are never read into a product.
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
 #include "cuda/pair_tiles.cuh"
@@ -33,16 +34,31 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
   return nullptr;
 }
 
+// The float32 dr pass's splits of the queries: enough blocks to fill a GPU (the refs are few,
+// 64 a block), at most one split per 64-query tile.
+constexpr int64_t kGradBlocks = 512;
+int64_t ref_splits(const SimilarityReduceArgs& a) {
+  if (a.dtype != DType::Float32 || a.B == 0) return 1;
+  const int64_t ref_tiles = ceil_div<int64_t>(a.K, pair_tiles::kCols) * a.B;
+  const int64_t query_tiles = ceil_div<int64_t>(a.N, pair_tiles::kRows);
+  const int64_t want = ref_tiles > 0 ? ceil_div<int64_t>(kGradBlocks, ref_tiles) : 1;
+  return want < query_tiles ? want : (query_tiles > 1 ? query_tiles : 1);
+}
+
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
-// dq and dr in double, and for max the recomputed max and tie counts (B, N, C) each.
+// dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
+// each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double.
 struct Plan {
-  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, ws;
+  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, ws;
+  int64_t splits;
 };
 
 Plan plan(const SimilarityReduceArgs& a, bool backward) {
   const size_t e = acc_bytes(a.dtype), B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
   Plan p{};
+  p.splits = ref_splits(a);
+  const size_t S = size_t(p.splits);
   p.off_rn = align16(B * C * e);
   p.off_qn = p.off_rn + align16(B * K * e);
   if (!backward) {
@@ -53,8 +69,9 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   p.off_lse = p.off_gx + align16(B * N * C * e);
   p.off_dq = p.off_lse + align16(2 * B * N * e);
   p.off_dr = p.off_dq + align16(B * N * D * sizeof(double));
-  p.off_max = p.off_dr + align16(B * K * D * sizeof(double));
-  p.ws = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
+  p.off_max = p.off_dr + align16(S * B * K * D * sizeof(double));
+  p.off_sums = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
+  p.ws = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
   return p;
 }
 
@@ -198,13 +215,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core forward (float16/bfloat16): a block owns kRows query rows of one image; its 4 warps
-// take 16 rows each against a tile of kCols refs (8 mma column tiles of 8), the dot products by
-// mma.sync m16n8k16 with float32 accumulation over 16-dim stages in shared memory (dim pairs,
-// zero-padded past D). The scores go through shared memory to kRows threads, one per row, which
-// reduce them in increasing j with RowReduce: per row the order of the SIMT kernel, so the
-// results are deterministic. The dots differ from the SIMT kernel's in their summation order
-// only (products of halves are exact in float32); the backward recomputes its own maxima.
+// Tile forward (float32, float16, bfloat16): a block owns kRows query rows of one image; its 4
+// warps take 16 rows each against a tile of kCols refs (8 column tiles of 8), the dot products by
+// pair_tiles::dot_tile (half: mma.sync m16n8k16 with float32 accumulation over 16-dim stages of
+// dim pairs, zero-padded past D; float32: FMA in increasing d, the bits of View::dot). The scores
+// go through shared memory to kRows threads, one per row, which reduce them in increasing j with
+// RowReduce: per row the order of the SIMT kernel, so the results are deterministic. The half
+// dots differ from the SIMT kernel's in their summation order only (products of halves are exact
+// in float32); the backward recomputes its own maxima.
 
 using pair_tiles::kCols;
 using pair_tiles::kRows;
@@ -224,7 +242,7 @@ __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, 
 
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_mma_kernel(View<scalar_t, float> v, float* out, float* aux) {
+    forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux) {
   __shared__ __align__(16) uint32_t sq[kRows][kWordStride];  // the rows' dim pairs of a stage
   __shared__ __align__(16) uint32_t sr[kCols][kWordStride];  // the refs' dim pairs of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
@@ -408,12 +426,14 @@ struct GradPolicy {
     T.lc[me] = c;
     T.c[me] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
   }
-  __device__ __forceinline__ float z(int64_t b, int64_t i, int64_t j, int r, int c, float dot,
-                                     const pair_tiles::Tables& T, float (&w)[2]) const {
+  // W: float for grad_pass (half), double for grad_pass_f32 (float32)
+  template <typename W>
+  __device__ __forceinline__ double z(int64_t b, int64_t i, int64_t j, int r, int c, float dot,
+                                      const pair_tiles::Tables& T, W (&w)[2]) const {
     double sim = 0;
     const double dz = grad_z(v, dot, b, i, j, T.lc[c], T.a[r], gx, out, aux, lse, sim);
-    if (v.metric == Metric::Cosine) w[0] = float(dz * sim * double(kRefSide ? T.a[r] : T.c[c]));
-    return float(dz);
+    if (v.metric == Metric::Cosine) w[0] = W(dz * sim * double(kRefSide ? T.a[r] : T.c[c]));
+    return dz;
   }
   // The owner's gradient row: acc minus the norm term along its own vector (0 if no part).
   __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
@@ -436,6 +456,41 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(16) pair_tiles::GradSmem sm;
   const GradPolicy<scalar_t, kRefSide> p{v, qn, gx, out, aux, lse, grad};
   pair_tiles::grad_pass<scalar_t, kRefSide>(p, queries(v), refs(v), v.B, v.D, acc_out, sm);
+}
+
+// float32 backward on pair_tiles::grad_pass_f32: kRefSide false: dq's rows (S = 1), true: dr's
+// partial rows over S splits of the queries.
+template <bool kRefSide>
+__global__ void __launch_bounds__(kThreads)
+    grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
+                    const float* lse, int64_t S, double* acc_out, double* sums_out) {
+  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
+  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr};
+  pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, sm);
+}
+
+// The owner's gradient row from grad_f32_kernel's S partials, summed in split order: part ?
+// Σ_s acc_s - (Σ_s sums_s / |v_x|) v_x : 0 (the cosine's norm term, none at the norm's floor).
+template <bool kRefSide>
+__global__ void __launch_bounds__(kThreads)
+    finish_f32_kernel(View<float, float> v, const float* qn, int64_t S, const double* acc, const double* sums,
+                      float* grad) {
+  const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n, n = rows * v.D;
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
+    const int64_t r = t / v.D, d = t - r * v.D, b = r / own_n, x = r - b * own_n;
+    double a = 0.0, sum = 0.0;
+    for (int64_t s = 0; s < S; ++s) {
+      a += acc[(s * rows + r) * v.D + d];
+      sum += sums[(s * rows + r) * 2];
+    }
+    const float nv = kRefSide ? v.rn[r] : qn[r];
+    const bool part = kRefSide ? v.cls(b, x) >= 0 : true;
+    const double f = v.metric == Metric::Cosine && nv > v.floor ? sum / double(nv) : 0.0;
+    const float vec = kRefSide ? v.r[r * v.D + d] : v.qrow(b, x)[d * v.q_sd];
+    float* dst = kRefSide ? grad + r * v.D + d : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
+    *dst = part ? float(a - f * double(vec)) : 0.0f;
+  }
 }
 
 // dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
@@ -505,9 +560,9 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
     cuda::tables(v, p.workspace, st);
-    if constexpr (std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>) {
+    if constexpr (!std::is_same_v<scalar_t, double>) {
       const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
-      cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
+      cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
                           static_cast<float*>(p.out), static_cast<float*>(p.aux));
     } else {
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
@@ -538,12 +593,13 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const dim3 block(cuda::kThreads);
     cuda::tables(v, p.workspace, st);
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
+    constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
       // The max and its ties recomputed with this backward's arithmetic (see the CPU backward): the
       // equality test then holds whatever computed the `out` handed in.
       acc_t* own = cuda::at_offset<acc_t>(p.workspace, pl.off_max);
-      if constexpr (tc)
-        cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>,
+      if constexpr (tile)
+        cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
                             block, 0, st, v, own, own + a.B * a.N * a.C);
       else
@@ -566,6 +622,30 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols)), cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, reinterpret_cast<float*>(dr),
                             static_cast<scalar_t*>(p.grad_ref));
+    } else if constexpr (tile) {  // float32
+      double* sq = cuda::at_offset<double>(p.workspace, pl.off_sums);
+      double* sr = sq + 2 * a.B * a.N;
+      auto* gq = static_cast<float*>(p.grad_query);
+      auto* gr = static_cast<float*>(p.grad_ref);
+      if (a.N > 0) {
+        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
+                            st, v, g, out, aux, qn, gx, lse);
+        cuda::launch_kernel(cuda::grad_f32_kernel<false>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
+                            block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq);
+        if (a.D > 0)
+          cuda::launch_kernel(cuda::finish_f32_kernel<false>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
+                              st, v, qn, int64_t(1), dq, sq, gq);
+      }
+      if (a.K > 0) {
+        cuda::launch_kernel(cuda::grad_f32_kernel<true>,
+                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits),
+                                 cuda::image_grid(a.B)),
+                            block, 0, st, v, qn, gx, out, aux, lse, pl.splits, dr, sr);
+        if (a.D > 0)
+          cuda::launch_kernel(cuda::finish_f32_kernel<true>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
+                              st, v, qn, pl.splits, dr, sr, gr);
+      }
     } else {
       if (a.N > 0) {
         cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
