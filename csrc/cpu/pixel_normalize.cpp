@@ -38,25 +38,30 @@ void forward(const PixelNormalizeForward& a) {
   });
 }
 
+// In double whatever T: grad_x = (g - y (y . g)) / n is a difference of terms that can be ~1000x
+// the result (a small pixel, g nearly along y), which float32 arithmetic puts outside SPEC §4's
+// float32 tolerance (tests/test_pixel_normalize.py, the cancellation test). eps is rounded to T
+// first: the forward's clamp threshold.
 template <typename T, bool kUnitP>
 void backward(const PixelNormalizeBackward& a) {
+  using A = double;
   const PixelMap& m = a.emb;
   const T* x = static_cast<const T*>(m.data);
   const T* g = static_cast<const T*>(a.grad_out);
   T* gx = static_cast<T*>(a.grad_emb);
-  const T eps = T(a.eps);
+  const A eps = A(T(a.eps));
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   advise_huge_pages(gx, map_bytes<T>(m));
   parallel_chunks(m.B, m.P, kNormTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
-    T ss[kNormTile], dot[kNormTile];
+    A ss[kNormTile], dot[kNormTile];
     for (int64_t i = 0; i < n; ++i) ss[i] = dot[i] = 0;
     for (int64_t d = 0; d < m.D; ++d)
       for (int64_t i = 0; i < n; ++i) {
-        const T v = x[at(d, i)];
+        const A v = A(x[at(d, i)]);
         ss[i] += v * v;
-        dot[i] += v * g[at(d, i)];
+        dot[i] += v * A(g[at(d, i)]);
       }
     for (int64_t i = 0; i < n; ++i) {
       const bool clamped = !(sqrt(ss[i]) > eps) && ss[i] == ss[i];
@@ -66,7 +71,7 @@ void backward(const PixelNormalizeBackward& a) {
     for (int64_t d = 0; d < m.D; ++d)
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = at(d, i);
-        gx[k] = pixel_normalize::grad_element(x[k] * ss[i], g[k], dot[i], ss[i]);
+        gx[k] = T(pixel_normalize::grad_element(A(x[k]) * ss[i], A(g[k]), dot[i], ss[i]));
       }
   });
 }

@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
         if (on)
           for (int64_t d = j, k = base; d < D; d += G, k += dstep)
             store_from_acc(gx + k,
-                           pixel_normalize::grad_element(to_acc(x.data[k]) * inv, to_acc(g[k]), dot, inv));
+                           pixel_normalize::grad_element(acc_t(to_acc(x.data[k])) * inv, acc_t(to_acc(g[k])), dot, inv));
       }
     }
 }
@@ -157,14 +157,17 @@ Status launch(OnCuda on, const PixelNormalizeBackward& p) {
   const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_side(p.emb.dtype, p.upcast, [&](auto s, auto a, auto o) {
     using scalar_t = typename decltype(s)::type;
-    using acc_t = typename decltype(a)::type;
+    // float32 maps in double: see csrc/cpu/pixel_normalize.cpp's backward (the cancellation of
+    // g - y (y . g)); eps rounded to the forward's type first (its clamp threshold)
+    using fwd_acc_t = typename decltype(a)::type;
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, float>, double, fwd_acc_t>;
     using g_t = typename decltype(o)::type;
     constexpr int kMax = cuda::kRegWords / (2 * sizeof(acc_t) / 4);  // x and g cached
     cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
       cuda::launch_kernel(cuda::backward_kernel<scalar_t, g_t, acc_t, decltype(v)::value>,
                           cuda::grid_for(p.emb, gs), dim3(cuda::kThreads), 0, cuda::stream_of(on),
                           cuda::pixels_of<scalar_t>(p.emb), static_cast<const g_t*>(p.grad_out),
-                          static_cast<scalar_t*>(p.grad_emb), gs, acc_t(p.eps));
+                          static_cast<scalar_t*>(p.grad_emb), gs, acc_t(fwd_acc_t(p.eps)));
     });
   });
   return cuda::status();

@@ -11,10 +11,12 @@ writes. One read + one write of the map each way; D of any size (D blocks looped
 Contiguous and channels_last maps are read in place and the output has emb's strides
 (empty_like); other strides are copied once. With ``upcast``, y (forward) and g (backward)
 are float32 for half emb, so a reduction over y sees no half rounding. Accumulates in float32 (float64 for float64
-input); eps is passed as float64 and rounded to that type, as the C++ kernels do. A NaN in
+input, and in the backward of float32 input: its g - y (y . g) can cancel to 1/1000 of its terms); eps is passed as float64 and rounded to that type, as the C++ kernels do. A NaN in
 a pixel makes that pixel's outputs NaN (n != n keeps the NaN through the clamp) and nothing
 else.
 """
+
+import struct
 
 import torch
 import triton
@@ -91,7 +93,7 @@ def _backward_kernel(x_ptr, g_ptr, gx_ptr, P, D, eps: tl.float64, sb, sd, sp, AC
         tl.store(gx_ptr + offs, grad.to(gx_ptr.dtype.element_ty), mask=m)
 
 
-def _launch(kernel, x, out, *extra, eps):
+def _launch(kernel, x, out, *extra, eps, acc=None):
     B, D, H, W = x.shape
     P = H * W
     x, (sb, sd, sp) = pixel_view(x)
@@ -99,7 +101,7 @@ def _launch(kernel, x, out, *extra, eps):
     tmp = out if out.stride() == x.stride() else torch.empty_strided(x.shape, x.stride(), dtype=out.dtype, device=x.device)
     bp, bd = pixel_blocks(P, D)
     with device_ctx(x):
-        kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, float(eps), sb, sd, sp, ACC=acc_of(x), BLOCK_P=bp,
+        kernel[grid_items(triton.cdiv(P, bp), B)](x, *extra, tmp, P, D, float(eps), sb, sd, sp, ACC=acc or acc_of(x), BLOCK_P=bp,
                                                    BLOCK_D=bd, num_warps=warps(bp * bd))  # fmt: skip
     if tmp is not out:
         out.copy_(tmp)
@@ -129,7 +131,16 @@ def pixel_normalize_backward_op(grad_normalized, emb, eps, upcast):
     out = torch.empty_like(emb)
     if emb.numel() == 0:
         return out
-    return _launch(_backward_kernel, emb, out, grad_normalized.to(_side_dtype(emb, upcast)), eps=eps)
+    g = grad_normalized.to(_side_dtype(emb, upcast))
+    if emb.dtype == torch.float32:
+        # float32 maps in float64 (the cancellation of g - y (y . g): csrc/cpu/pixel_normalize.cpp),
+        # eps rounded to float32 first (the forward's clamp threshold)
+        return _launch(_backward_kernel, emb, out, g, eps=_as_float32(eps), acc=tl.float64)
+    return _launch(_backward_kernel, emb, out, g, eps=eps)
+
+
+def _as_float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def compile_specs():
@@ -141,11 +152,12 @@ def compile_specs():
             c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
             for side in dict.fromkeys((e, "fp64" if e == "fp64" else "fp32")):  # emb's dtype, upcast
                 specs.append((_forward_kernel, {"x_ptr": "*" + e, "y_ptr": "*" + side, "eps": "fp64"}, c, nw))
+                bwd = dict(c, ACC=tl.float64) if e == "fp32" else c  # float32 maps' backward in float64
                 specs.append(
                     (
                         _backward_kernel,
                         {"x_ptr": "*" + e, "g_ptr": "*" + side, "gx_ptr": "*" + e, "eps": "fp64"},
-                        c,
+                        bwd,
                         nw,
                     )
                 )
