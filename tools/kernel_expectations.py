@@ -85,9 +85,9 @@ _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or 
 _SIMPLE_SR = ("float64: a thread per query row (forward, dq) or per ref (dr) over the other side in "
               "order, FMA dot products, no tiling (float32 and half inputs take the tile kernels above)")
 
-# pair_bce's CUDA kernels, the same design.
-_SIMPLE_PB = ("float32/float64: a thread per row of x (forward, dx) or of y (dy) over the other side in order, "
-              "FMA dot products and double sums, no tiling (half inputs take the mma kernels above)")
+# pair_bce's float64 CUDA kernels, the same design.
+_SIMPLE_PB = ("float64: a thread per row of x (forward, dx) or of y (dy) over the other side in order, "
+              "FMA dot products and double sums, no tiling (float32 and half inputs take the tile kernels above)")
 
 EXPECTATIONS: list[Expect] = [
     # CUDA (csrc/cuda/*.cu), kThreads = 256 everywhere
@@ -149,7 +149,14 @@ EXPECTATIONS: list[Expect] = [
                "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
-    Expect(r"pair_bce:forward_mma_kernel<.*>", threads=128, min_occupancy=0.4375, tensor_cores=True,
+    Expect(r"pair_bce:forward_tile_kernel<float>", threads=128, min_occupancy=0.375, max_stack=8, local_in_loop=4,
+           why="float32: the half kernel's 64 x 64 tiles by FMA (pair_tiles::dot_tile_f32), the losses summed in "
+               "double per row through quad shuffles; 8 B on the stack around the loss's slow-path call; " + _DEBT),
+    Expect(r"pair_bce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8, local_in_loop=2,
+           why="float32 backward on pair_tiles::grad_pass_f32 (dx with the row partials, dy), e and the second "
+               "product in double over splits of the other side; 45 KiB of static shared memory, three blocks "
+               "per SM; " + _DEBT),
+    Expect(r"pair_bce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.4375, tensor_cores=True,
            why="half: 64 rows of x x 64-row tiles of y by mma.sync m16n8k16 (cuda/pair_tiles.cuh), the losses "
                "summed in double per row through quad shuffles (sm_80: 72 registers, occupancy 0.4375); no spill"),
     Expect(r"pair_bce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, tensor_cores=True,

@@ -1,12 +1,13 @@
 // pair_bce CUDA kernels (csrc/common/pair_bce.h).
 //
-// One thread per row of x (forward, dx and the row partials) or of y (dy), looping over the
-// other side in order, with the sums in double (a row sums over every row of the other image:
-// thousands of terms in a fixed order, which float32 rounds beyond SPEC §4's tolerance).
-// Deterministic, no atomics; rows that take no part are never read into a product, and a pair's
-// coefficient is a·e (the scale per pair, so an infinite or NaN one acts as in the reference and
-// reaches no row that takes no part). float32 and
-// float64 take these simple kernels; float16/bfloat16 the tensor-core ones below (pair_tiles).
+// float64: one thread per row of x (forward, dx and the row partials) or of y (dy), looping over
+// the other side in order. float32, float16, bfloat16: the tile kernels below on pair_tiles (the
+// dots by mma.sync for the half types, by FMA for float32; the float32 backward on
+// grad_pass_f32 over splits of the other side, summed in order by finish_f32_kernel). The sums
+// are in double (a row sums over every row of the other image: thousands of terms, which
+// float32 rounds beyond SPEC §4's tolerance). Deterministic, no atomics; rows that take no part
+// are never read into a product, and a pair's coefficient is a·e (the scale per pair, so an
+// infinite or NaN one acts as in the reference and reaches no row that takes no part).
 #include "common/pair_bce.h"
 #include "cuda/common.cuh"
 #include "cuda/pair_tiles.cuh"
@@ -110,7 +111,7 @@ __global__ void __launch_bounds__(kThreads) store_kernel(const double* src, int6
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core kernels (float16/bfloat16) on pair_tiles: the logits from dot_tile's mma dots.
+// Tile kernels (float32, float16, bfloat16) on pair_tiles: the logits from dot_tile's dots.
 
 using pair_tiles::kCols;
 using pair_tiles::kRows;
@@ -137,7 +138,7 @@ __device__ __forceinline__ void load_labels(const View<scalar_t, float>& v, int6
 // A block owns 64 rows of x; per tile of y each thread sums the losses of its 2 rows x 16 pairs
 // in double, the 4 threads of a row add theirs by shuffles, and its first thread keeps the total.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) forward_mma_kernel(View<scalar_t, float> v, float* out) {
+__global__ void __launch_bounds__(kThreads) forward_tile_kernel(View<scalar_t, float> v, float* out) {
   __shared__ __align__(16) uint32_t sa[kRows][kWordStride];
   __shared__ __align__(16) uint32_t sc[kCols][kWordStride];
   __shared__ pair_tiles::Tables tab;
@@ -192,13 +193,15 @@ struct GradPolicy {
   __device__ __forceinline__ void load(int64_t b, int64_t i0, int64_t j0, int me, pair_tiles::Tables& T) const {
     load_labels(v, b, i0, j0, me, T);
   }
-  __device__ __forceinline__ float z(int64_t b, int64_t i, int64_t, int r, int c, float dot,
-                                     const pair_tiles::Tables& T, float (&w)[2]) const {
+  // W: float for grad_pass (half), double for grad_pass_f32 (float32: e, Z and the sums in double)
+  template <typename W>
+  __device__ __forceinline__ W z(int64_t b, int64_t i, int64_t, int r, int c, float dot,
+                                 const pair_tiles::Tables& T, W (&w)[2]) const {
     const float a = *v.scale;
-    const float e = g[b * v.Kx + i] * pair_bce::dloss(dot * a + *v.bias, T.la[r] == T.lc[c]);
-    w[0] = e * dot;
+    const W e = W(g[b * v.Kx + i]) * W(pair_bce::dloss(dot * a + *v.bias, T.la[r] == T.lc[c]));
+    w[0] = e * W(dot);
     w[1] = e;
-    return a * e;
+    return W(a) * e;
   }
   __device__ __forceinline__ void finish(int64_t b, int64_t x, bool part, const float* acc,
                                          const double (&sums)[2]) const {
@@ -217,6 +220,45 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(16) pair_tiles::GradSmem sm;
   const GradPolicy<scalar_t, kYSide> p{v, g, grad, rows};
   pair_tiles::grad_pass<scalar_t, kYSide>(p, x_side(v), y_side(v), v.B, v.D, acc_out, sm);
+}
+
+// float32 on pair_tiles::grad_pass_f32: kYSide false: dx's partial rows and the row partials'
+// sums, true: dy's; S splits of the other side.
+template <bool kYSide>
+__global__ void __launch_bounds__(kThreads)
+    grad_f32_kernel(View<float, float> v, const float* g, int64_t S, double* acc_out, double* sums_out) {
+  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
+  const GradPolicy<float, kYSide> p{v, g, nullptr, nullptr};
+  pair_tiles::grad_pass_f32<kYSide>(p, x_side(v), y_side(v), v.B, v.D, S, acc_out, sums_out, sm);
+}
+
+// The rows from grad_f32_kernel's S partials summed in split order: grad = part ? Σ_s acc_s : 0
+// (one thread per element), and for x the row partials (Σ_j e <x_i, y_j>, Σ_j e) (d = 0's thread).
+template <bool kYSide>
+__global__ void __launch_bounds__(kThreads)
+    finish_f32_kernel(View<float, float> v, int64_t S, const double* acc, const double* sums, float* grad,
+                      float* rows) {
+  const int64_t own_n = kYSide ? v.Ky : v.Kx, nrows = v.B * own_n;
+  const int64_t Dw = v.D > 0 ? v.D : 1, n = nrows * Dw;  // D = 0: a thread per row for its partials
+  const int64_t stride = int64_t(gridDim.x) * kThreads;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
+    const int64_t r = t / Dw, d = t - r * Dw;
+    const bool part = label_at(kYSide ? v.ly : v.lx, r) >= 0;
+    if (d < v.D) {
+      double a = 0.0;
+      for (int64_t s = 0; s < S; ++s) a += acc[(s * nrows + r) * v.D + d];
+      grad[r * v.D + d] = part ? float(a) : 0.0f;
+    }
+    if (!kYSide && d == 0) {
+      double r0 = 0.0, r1 = 0.0;
+      for (int64_t s = 0; s < S; ++s) {
+        r0 += sums[(s * nrows + r) * 2];
+        r1 += sums[(s * nrows + r) * 2 + 1];
+      }
+      rows[2 * r] = part ? float(r0) : 0.0f;
+      rows[2 * r + 1] = part ? float(r1) : 0.0f;
+    }
+  }
 }
 
 template <typename scalar_t>
@@ -240,11 +282,33 @@ void with_view(const PairBceArgs& a, F&& f) {
   });
 }
 
-// The backward's workspace: dx (B, Kx, D) and dy (B, Ky, D) in double.
-size_t dx_bytes(const PairBceArgs& a) { return align16(size_t(a.B * a.Kx * a.D) * sizeof(double)); }
-size_t backward_bytes(const PairBceArgs& a) {
-  return dx_bytes(a) + align16(size_t(a.B * a.Ky * a.D) * sizeof(double));
+// float32's splits of the other side for the rows of one side (own) in a backward pass: enough
+// blocks to fill a GPU, at most one split per 64-row tile of the other side.
+constexpr int64_t kGradBlocks = 512;
+int64_t splits(const PairBceArgs& a, int64_t own, int64_t other) {
+  if (a.dtype != DType::Float32 || a.B == 0) return 1;
+  const int64_t own_tiles = ceil_div<int64_t>(own, kRows) * a.B, other_tiles = ceil_div<int64_t>(other, kCols);
+  const int64_t want = own_tiles > 0 ? ceil_div<int64_t>(kGradBlocks, own_tiles) : 1;
+  return want < other_tiles ? want : (other_tiles > 1 ? other_tiles : 1);
 }
+
+// The backward's workspace: dx (Sx, B, Kx, D) and dy (Sy, B, Ky, D) in double (S = 1 but for
+// float32), and for float32 the sums (Sx, B, Kx, 2) and (Sy, B, Ky, 2) in double.
+struct Plan {
+  int64_t sx, sy;
+  size_t off_dy, off_sx, off_sy, bytes;
+};
+Plan plan(const PairBceArgs& a) {
+  Plan p{splits(a, a.Kx, a.Ky), splits(a, a.Ky, a.Kx), 0, 0, 0, 0};
+  const size_t B = size_t(a.B), Kx = size_t(a.Kx), Ky = size_t(a.Ky), D = size_t(a.D);
+  p.off_dy = align16(size_t(p.sx) * B * Kx * D * sizeof(double));
+  p.off_sx = p.off_dy + align16(size_t(p.sy) * B * Ky * D * sizeof(double));
+  const bool f32 = a.dtype == DType::Float32;
+  p.off_sy = p.off_sx + (f32 ? align16(size_t(p.sx) * B * Kx * 2 * sizeof(double)) : 0);
+  p.bytes = p.off_sy + (f32 ? align16(size_t(p.sy) * B * Ky * 2 * sizeof(double)) : 0);
+  return p;
+}
+size_t backward_bytes(const PairBceArgs& a) { return plan(a).bytes; }
 
 }  // namespace
 }  // namespace pixelkernels::cuda
@@ -262,8 +326,8 @@ Status launch(OnCuda on, const PairBceForward& p) {
   cuda::with_view(a, [&](auto v) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.x)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.scale)>>;
-    if constexpr (cuda::kTensorCores<scalar_t>)
-      cuda::launch_kernel(cuda::forward_mma_kernel<scalar_t>, cuda::tile_grid(a.Kx, a.B), dim3(cuda::kThreads), 0,
+    if constexpr (!std::is_same_v<scalar_t, double>)
+      cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, cuda::tile_grid(a.Kx, a.B), dim3(cuda::kThreads), 0,
                           st, v, static_cast<float*>(p.out));
     else
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)),
@@ -283,8 +347,9 @@ Status launch(OnCuda on, const PairBceBackward& p) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.x)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.scale)>>;
     auto* ws = static_cast<unsigned char*>(p.workspace);
+    const cuda::Plan pl = cuda::plan(a);
     double* dx = reinterpret_cast<double*>(ws);
-    double* dy = reinterpret_cast<double*>(ws + cuda::dx_bytes(a));
+    double* dy = reinterpret_cast<double*>(ws + pl.off_dy);
     const auto* g = static_cast<const acc_t*>(p.grad_out);
     const dim3 block(cuda::kThreads);
     if constexpr (cuda::kTensorCores<scalar_t>) {
@@ -295,6 +360,21 @@ Status launch(OnCuda on, const PairBceBackward& p) {
       if (a.Ky > 0 && a.D > 0)
         cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, true>, cuda::tile_grid(a.Ky, a.B), block, 0, st, v, g,
                             reinterpret_cast<float*>(dy), static_cast<scalar_t*>(p.grad_y), nullptr);
+    } else if constexpr (std::is_same_v<scalar_t, float>) {
+      double* sx = reinterpret_cast<double*>(ws + pl.off_sx);
+      double* sy = reinterpret_cast<double*>(ws + pl.off_sy);
+      const dim3 gx(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Kx, cuda::kRows) * pl.sx), cuda::image_grid(a.B));
+      const dim3 gy(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Ky, cuda::kRows) * pl.sy), cuda::image_grid(a.B));
+      if (a.Kx > 0) {
+        cuda::launch_kernel(cuda::grad_f32_kernel<false>, gx, block, 0, st, v, g, pl.sx, dx, sx);
+        cuda::launch_kernel(cuda::finish_f32_kernel<false>, dim3(cuda::blocks_for(a.B * a.Kx * (a.D > 0 ? a.D : 1))),
+                            block, 0, st, v, pl.sx, dx, sx, static_cast<float*>(p.grad_x), static_cast<float*>(p.rows));
+      }
+      if (a.Ky > 0 && a.D > 0) {
+        cuda::launch_kernel(cuda::grad_f32_kernel<true>, gy, block, 0, st, v, g, pl.sy, dy, sy);
+        cuda::launch_kernel(cuda::finish_f32_kernel<true>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0, st, v,
+                            pl.sy, dy, sy, static_cast<float*>(p.grad_y), nullptr);
+      }
     } else {
       if (a.Kx > 0) {
         cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)), block, 0, st, v, g,
