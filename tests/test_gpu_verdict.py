@@ -117,10 +117,14 @@ def test_only_runs_the_stages_asked_for(gv, monkeypatch, tmp_path):
 
 def test_deadlines_share_the_budget_and_never_pass_what_is_left(gv, tmp_path):
     v = gv.Verdict(tmp_path, dry=True, budget=240)
-    assert v.deadline("correctness") == pytest.approx(120, abs=1)  # half the default share
+    assert v.deadline("correctness") == pytest.approx(gv.DEADLINES["correctness"] / 2, abs=1)  # half the default share
     v.t0 -= 230  # 10 s left
     assert v.deadline("correctness") <= 10.5
     assert sum(gv.DEADLINES.values()) == 480  # eight minutes: one rerun fits the 15 of a lease
+    # --only bench: the budget is shared by setup and bench alone
+    v = gv.Verdict(tmp_path, dry=True, budget=260, stages={"setup", "bench"})
+    share = 260 * gv.DEADLINES["bench"] / (gv.DEADLINES["setup"] + gv.DEADLINES["bench"])
+    assert v.deadline("bench") == pytest.approx(share, abs=1)
 
 
 def test_junit_outcomes(gv, tmp_path):

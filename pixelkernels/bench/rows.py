@@ -136,6 +136,12 @@ def _checks_overhead(case, inp, names, device, before, budget_s) -> dict:
     return out
 
 
+def _cuda_generators(inp) -> tuple:
+    """The CUDA generators among a case's arguments (a seeded sampler's), for graph capture."""
+    vals = [*getattr(inp, "args", ()), *getattr(inp, "kwargs", {}).values()]
+    return tuple(v for v in vals if isinstance(v, torch.Generator) and v.device.type == "cuda")
+
+
 def run_case(
     case: Case,
     device: torch.device,
@@ -196,7 +202,8 @@ def run_case(
         if device.type == "cuda":
             for kind, step, which in (("graph_fwd", forward, ok), ("graph_fwdbwd", forward_backward, grads)):
                 got[kind], why = graph_samples(
-                    {n: step(case, inp, n) for n in which}, device, budget_s=budget_s, flush=flush
+                    {n: step(case, inp, n) for n in which}, device, budget_s=budget_s, flush=flush,
+                    generators=_cuda_generators(inp),
                 )
                 for n, w in why.items():
                     if w not in notes.get(n, ""):

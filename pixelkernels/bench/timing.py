@@ -179,13 +179,18 @@ def time_side_by_side(fns: dict, device: torch.device, **kw) -> dict:
     return {name: percentiles(t) for name, t in side_by_side(fns, device, **kw).items()}
 
 
-def capture_graph(fn, device: torch.device) -> torch.cuda.CUDAGraph:
+def capture_graph(fn, device: torch.device, generators=()) -> torch.cuda.CUDAGraph:
     """fn() captured as a CUDA graph on a side stream, after three warm-up calls there (the
-    pattern of torch.cuda.graphs' docs). Where fn cannot be captured (a host sync, a CPU op)
-    this raises fn's error, with the capture ended and the current stream restored."""
+    pattern of torch.cuda.graphs' docs). `generators`: the CUDA generators fn draws from besides
+    the default one, registered with the graph so that each replay draws fresh numbers (without
+    it capture fails: "Attempt to increase offset for a CUDA generator not in capture mode", the
+    H100 run of 2026-11-26 for is_triplet_loss). Where fn cannot be captured (a host sync, a CPU
+    op) this raises fn's error, with the capture ended and the current stream restored."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     graph = torch.cuda.CUDAGraph()
+    for gen in generators:
+        graph.register_generator_state(gen)
     with torch.cuda.stream(side):
         for _ in range(3):
             fn()
@@ -208,13 +213,13 @@ def reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def graph_samples(fns: dict, device: torch.device, *, budget_s: float, flush):
+def graph_samples(fns: dict, device: torch.device, *, budget_s: float, flush, generators=()):
     """({name: [times in ms] of CUDA-graph replays}, {name: why}): no times, and why, where fn
-    cannot be captured."""
+    cannot be captured. `generators`: as capture_graph's."""
     graphs, notes = {}, {}
     for name, fn in fns.items():
         try:
-            graphs[name] = capture_graph(fn, device)
+            graphs[name] = capture_graph(fn, device, generators)
         except Exception as e:  # noqa: BLE001 - a failed capture is reported, never fatal
             notes[name] = "graph capture failed: " + reason(e)
             with contextlib.suppress(Exception):
