@@ -272,9 +272,16 @@ def correctness(v: Verdict, st: Stage) -> None:
 
 
 def bench(v: Verdict, st: Stage) -> None:
-    """Op by op, so a cut keeps every finished op's rows; then the models' training steps."""
+    """First the host probe (.ci/gpu_host_probe.py: what a launch, a Triton launch's pointer
+    checks and an autograd round trip cost on this machine, the floor under eager-vs-graph),
+    then op by op, so a cut keeps every finished op's rows; then the models' training steps."""
     end = time.monotonic() + v.deadline("bench")
     device = "cpu" if v.dry else "cuda"
+    if not v.dry:
+        probe = v.logs / "host_probe.jsonl"
+        v.run([python(), str(ROOT / ".ci" / "gpu_host_probe.py"), "--json", str(probe)], "bench.log",
+              min(20.0, max(1.0, end - time.monotonic())))  # fmt: skip
+        v.facts["host_probe"] = _jsonl(probe)
     listed = subprocess.run([python(), "-m", "pixelkernels", "bench", "--list"], capture_output=True, text=True,
                             cwd=ROOT)  # fmt: skip
     cases = [line.split()[0].split(":") for line in listed.stdout.splitlines() if ":" in line]
