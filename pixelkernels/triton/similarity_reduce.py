@@ -10,9 +10,10 @@ reduction, so a NaN there reaches nothing.
 
 The backward recomputes the tiles with the same code and block sizes, tiles aligned the same way,
 so every score has the forward's bits (the max's equality test finds the forward's maxima):
-``_dq_kernel`` per (image, query block) over ref tiles, ``_dr_kernel`` per (image, ref block) over
-query tiles, accumulating dq and dr in float32/float64 buffers, rounded to the inputs' dtype at the
-end. dS per reduce, then the chain of the header; softmax reads h = softmax_centered(g, out).
+``_dq_kernel`` per (image, query block) over ref tiles, ``_dr_kernel`` per (image, ref block, split
+of the queries) over the split's query tiles, accumulating dq and dr's partials in float32/float64
+buffers; the partials are summed in order and the ref norm's cosine term applied in torch, then
+rounded to the inputs' dtype. dS per reduce, then the chain of the header; softmax reads h = softmax_centered(g, out).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import triton.language as tl
 
 from .._schema import triton_variant
 from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
-                      grid_items, stats_dtype)  # fmt: skip
+                      grid_items, split_pid, stats_dtype)  # fmt: skip
 
 METRICS = {"dot": 0, "cosine": 1}
 REDUCES = {"sum": 0, "mean": 1, "max": 2, "softmax": 3}
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
+_DR_PROGRAMS = 1024  # about what fills a GPU: dr's splits of the queries aim at this many programs
 
 
 @triton.jit
@@ -200,16 +202,24 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
-def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, N, K, D, C,
+def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, col_ptr, N, K, D, C,
                qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
-               floor: tl.float64, kblk, COSINE, SIGMOID,
+               kblk, splits, per, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    pid = tl.program_id(0)
-    b = (pid // kblk).to(tl.int64)
-    offs_k = (pid % kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
+    """Split s of the queries [s * per, (s + 1) * per) (per a multiple of BLOCK_N: only the last
+    split's last tile passes N) for a block of refs: its partial dr
+    (Σ_i dZ_ij q_i) into dr_ptr's slice s (splits, B, K, D), and (cosine) its Σ_i A sim |q_i|
+    into col_ptr's (splits, B, K); the launcher sums the slices in order."""
+    b, item = split_pid(kblk * splits)
+    s = item // kblk
+    offs_k = (item - s * kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
+    kmask = offs_k < K
+    B = tl.num_programs(0) // (kblk * splits)
+    drs = dr_ptr + s.to(tl.int64) * B * K * D
     col = tl.zeros([BLOCK_K], ACC)
-    for n0 in range(0, N, BLOCK_N):
+    n_end = tl.minimum(N, (s + 1) * per)
+    for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         dz, a_sim, qn, rn, nmask, kvalid = _grad_tile(
             q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
@@ -221,20 +231,11 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
             dmask = offs_d < D
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
                          mask=nmask[:, None] & dmask[None, :], other=0.0).to(ACC)
-            at = dr_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
-            m2 = (offs_k < K)[:, None] & dmask[None, :]
+            at = drs + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
+            m2 = kmask[:, None] & dmask[None, :]
             tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, ACC), mask=m2)
     if COSINE != 0:
-        kmask = offs_k < K
-        rn = tl.load(rn_ptr + b * K + offs_k, mask=kmask, other=0.0)
-        f = tl.where(rn > tl.full([], floor, ACC), col / rn, 0.0)
-        for d0 in range(0, D, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
-            m2 = kmask[:, None] & (offs_d < D)[None, :]
-            ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :], mask=m2,
-                         other=0.0).to(ACC)
-            at = dr_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) - f[:, None] * ra, mask=m2)
+        tl.store(col_ptr + (s.to(tl.int64) * B + b) * K + offs_k, col, mask=kmask)
 
 
 # --------------------------------------------------------------------------------------
@@ -382,7 +383,14 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     gx = gx.contiguous()
     a = aux.to(st).contiguous()
     dq = torch.zeros(B, N, D, dtype=st, device=q.device)
-    dr = torch.zeros(B, K, D, dtype=st, device=q.device)
+    nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
+    # dr's programs split the queries: the refs are few (K = 500 is 16 blocks), and one program per
+    # ref block walking all 102480 queries of W5 took 71 ms on the H100 (2026-11-26)
+    splits = max(1, min(triton.cdiv(_DR_PROGRAMS, max(kblk * B, 1)), nblk))
+    per = max(triton.cdiv(nblk, splits), 1) * BLOCK_N
+    splits = max(1, triton.cdiv(N, per))
+    dr = torch.zeros(splits, B, K, D, dtype=st, device=q.device)
+    col = torch.zeros(splits, B, K, dtype=st, device=q.device)
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a)
         sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
@@ -390,7 +398,12 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
         nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
         with device_ctx(q):
             _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
-            _dr_kernel[grid_items(kblk, B)](*args, dr, N, K, D, C, *q.stride(), *sc, kblk, **flags, num_warps=4)
+            _dr_kernel[grid_items(kblk * splits, B)](*args, dr, col, N, K, D, C, *q.stride(), *sc[:4], kblk, splits,
+                                                      per, **flags, num_warps=4)  # fmt: skip
+    dr, col = dr.sum(0), col.sum(0)  # the splits in order (a fixed reduction: deterministic)
+    if metric == "cosine":  # the ref norm's term: - (Σ_i A sim |q_i| / |r_j|) r_j, none at the floor
+        f = torch.where(rn > math.sqrt(tiny), col / rn, torch.zeros((), dtype=st, device=rn.device))
+        dr = dr - f[..., None] * r.to(st)
     grad_query = torch.empty_like(query).copy_(dq)  # in the input's layout, as the fake
 
     # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
@@ -414,5 +427,6 @@ def compile_specs():
                 c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
                 specs.append((_forward_kernel, fwd, c, 4))
                 specs.append((_dq_kernel, {**bwd, "dq_ptr": "*" + a}, c, 4))
-                specs.append((_dr_kernel, {**bwd, "dr_ptr": "*" + a}, c, 4))
+                dr = {k: v for k, v in bwd.items() if k != "floor"}
+                specs.append((_dr_kernel, {**dr, "dr_ptr": "*" + a, "col_ptr": "*" + a}, c, 4))
     return specs
