@@ -174,6 +174,67 @@ __device__ __forceinline__ uint16_t half_bits(float x) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(x));
 }
 
+// The per-owner sum terms of a tile pair, reduced in a fixed order into sums: kCSide (the owners
+// are C rows), sums[warp][c][s] over the 8 lanes of a t (the reader adds the 4 warps in order);
+// else (A rows) sums[0][r][s] over the 4 lanes of a g. W: float (grad_pass), double (grad_pass_f32).
+template <bool kCSide, int kSums, typename W>
+__device__ __forceinline__ void owner_terms(const W (&w_part)[kCols / 8][2][2], const W (&w_row)[2][2],
+                                            W (*sums)[kRows][2]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
+#pragma unroll
+  for (int s = 0; s < kSums; ++s) {
+    if (kCSide) {
+#pragma unroll
+      for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          W x = w_part[n][e][s];
+          for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+          if (g == 0) sums[warp][n * 8 + 2 * t + e][s] = x;
+        }
+    } else {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        W x = w_row[r][s];
+        for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
+        if (t == 0) sums[0][row0 + g + 8 * r][s] = x;
+      }
+    }
+  }
+}
+
+// Z of a tile pair from its dots (0 for a pair with a side that takes no part), each handed to
+// store(r, c, Z), and the owners' sum terms reduced into sums (owner_terms).
+template <bool kCSide, typename W, typename P, typename Store>
+__device__ __forceinline__ void tile_z(const P& p, int64_t b, int64_t i0, int64_t j0, int64_t na, int64_t nc,
+                                       const float (&acc)[kCols / 8][4], const Tables& tab, W (*sums)[kRows][2],
+                                       Store&& store) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+  W w_part[kCols / 8][2][2] = {};  // kCSide: per C row (n, e % 2), over the thread's two A rows
+  W w_row[2][2] = {};              // else: per A row e / 2, over the thread's C rows
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
+      const int64_t i = i0 + r, j = j0 + c;
+      W z = W(0);
+      if (i < na && j < nc && tab.la[r] >= 0 && tab.lc[c] >= 0) {
+        W w[2] = {W(0), W(0)};
+        z = W(p.z(b, i, j, r, c, acc[n][e], tab, w));
+#pragma unroll
+        for (int s = 0; s < P::kSums; ++s) {
+          if (kCSide)
+            w_part[n][e & 1][s] += w[s];
+          else
+            w_row[e >> 1][s] += w[s];
+        }
+      }
+      store(r, c, z);
+    }
+  owner_terms<kCSide, P::kSums>(w_part, w_row, sums);
+}
+
 struct GradSmem {
   uint32_t sa[kRows][kWordStride];
   uint32_t sc[kCols][kWordStride];
@@ -212,48 +273,8 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
         float acc[kCols / 8][4];
         dot_tile(A, C, D, b, i0, j0, sm.sa, sm.sc, acc);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
-        float w_part[kCols / 8][2][2] = {};  // kCSide: per C row (n, e % 2), over the thread's two A rows
-        float w_row[2][2] = {};              // else: per A row e / 2, over the thread's C rows
-#pragma unroll
-        for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
-            const int64_t i = i0 + r, j = j0 + c;
-            float z = 0.0f;
-            if (i < A.n && j < C.n && sm.tab.la[r] >= 0 && sm.tab.lc[c] >= 0) {
-              float w[2] = {0.0f, 0.0f};
-              z = float(p.z(b, i, j, r, c, acc[n][e], sm.tab, w));
-#pragma unroll
-              for (int s = 0; s < P::kSums; ++s) {
-                if (kCSide)
-                  w_part[n][e & 1][s] += w[s];
-                else
-                  w_row[e >> 1][s] += w[s];
-              }
-            }
-            sm.u.z[r][c] = z;
-          }
-#pragma unroll
-        for (int s = 0; s < P::kSums; ++s) {
-          if (kCSide) {  // C rows: the 8 lanes of a t over g, then (below) the 4 warps in order
-#pragma unroll
-            for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float x = w_part[n][e][s];
-                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-                if (g == 0) sm.sums[warp][n * 8 + 2 * t + e][s] = x;
-              }
-          } else {  // A rows: the 4 lanes of a g
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              float x = w_row[r][s];
-              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-              if (t == 0) sm.sums[0][row0 + g + 8 * r][s] = x;
-            }
-          }
-        }
+        tile_z<kCSide, float>(p, b, i0, j0, A.n, C.n, acc, sm.tab, sm.sums,
+                              [&](int r, int c, float z) { sm.u.z[r][c] = z; });
         __syncthreads();
         if (me < kRows) {  // the owner's Z line, scaled into [1, 2) and split in two halves
           if (owner) {
@@ -364,7 +385,6 @@ template <bool kCSide, typename P>
 __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, const Side<float>& C, int64_t B,
                                               int64_t D, int64_t S, double* acc_out, double* sums_out,
                                               GradSmemF32& sm) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = warp * 16;
   const int me = threadIdx.x;
   const int64_t own_n = kCSide ? C.n : A.n, other_n = kCSide ? A.n : C.n;
   const Side<float>& O = kCSide ? A : C;  // the other side
@@ -386,51 +406,12 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
         float dots[kCols / 8][4];
         dot_tile(A, C, D, b, i0, j0, sm.u.dots.sa, sm.u.dots.sc, dots);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
-        double w_part[kCols / 8][2][2] = {};  // kCSide: per C row (n, e % 2), over the thread's two A rows
-        double w_row[2][2] = {};              // else: per A row e / 2, over the thread's C rows
-#pragma unroll
-        for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
-            const int64_t i = i0 + r, j = j0 + c;
-            double z = 0.0;
-            if (i < A.n && j < C.n && sm.tab.la[r] >= 0 && sm.tab.lc[c] >= 0) {
-              double w[2] = {0.0, 0.0};
-              z = p.z(b, i, j, r, c, dots[n][e], sm.tab, w);
-#pragma unroll
-              for (int q = 0; q < P::kSums; ++q) {
-                if (kCSide)
-                  w_part[n][e & 1][q] += w[q];
-                else
-                  w_row[e >> 1][q] += w[q];
-              }
-            }
-            if (kCSide)
-              sm.z[c][r] = z;
-            else
-              sm.z[r][c] = z;
-          }
-#pragma unroll
-        for (int q = 0; q < P::kSums; ++q) {
-          if (kCSide) {  // C rows: the 8 lanes of a t over g, then (below) the 4 warps in order
-#pragma unroll
-            for (int n = 0; n < kCols / 8; ++n)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                double x = w_part[n][e][q];
-                for (int m = 4; m < 32; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-                if (g == 0) sm.sums[warp][n * 8 + 2 * t + e][q] = x;
-              }
-          } else {  // A rows: the 4 lanes of a g
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              double x = w_row[r][q];
-              for (int m = 1; m < 4; m <<= 1) x += __shfl_xor_sync(kFullMask, x, m);
-              if (t == 0) sm.sums[0][row0 + g + 8 * r][q] = x;
-            }
-          }
-        }
+        tile_z<kCSide, double>(p, b, i0, j0, A.n, C.n, dots, sm.tab, sm.sums, [&](int r, int c, double z) {
+          if (kCSide)
+            sm.z[c][r] = z;  // owner x other
+          else
+            sm.z[r][c] = z;
+        });
         __syncthreads();  // z and the sums written; dot_tile's stages (u) free
         if (me < kRows && o0 + me < own_n) {
 #pragma unroll
