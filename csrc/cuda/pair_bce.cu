@@ -282,16 +282,6 @@ void with_view(const PairBceArgs& a, F&& f) {
   });
 }
 
-// float32's splits of the other side for the rows of one side (own) in a backward pass: enough
-// blocks to fill a GPU, at most one split per 64-row tile of the other side.
-constexpr int64_t kGradBlocks = 512;
-int64_t splits(const PairBceArgs& a, int64_t own, int64_t other) {
-  if (a.dtype != DType::Float32 || a.B == 0) return 1;
-  const int64_t own_tiles = ceil_div<int64_t>(own, kRows) * a.B, other_tiles = ceil_div<int64_t>(other, kCols);
-  const int64_t want = own_tiles > 0 ? ceil_div<int64_t>(kGradBlocks, own_tiles) : 1;
-  return want < other_tiles ? want : (other_tiles > 1 ? other_tiles : 1);
-}
-
 // The backward's workspace: dx (Sx, B, Kx, D) and dy (Sy, B, Ky, D) in double (S = 1 but for
 // float32), and for float32 the sums (Sx, B, Kx, 2) and (Sy, B, Ky, 2) in double.
 struct Plan {
@@ -299,11 +289,12 @@ struct Plan {
   size_t off_dy, off_sx, off_sy, bytes;
 };
 Plan plan(const PairBceArgs& a) {
-  Plan p{splits(a, a.Kx, a.Ky), splits(a, a.Ky, a.Kx), 0, 0, 0, 0};
+  const bool f32 = a.dtype == DType::Float32;  // the other dtypes do not split
+  Plan p{f32 ? pair_tiles::grad_splits(a.Kx, a.Ky, a.B) : 1, f32 ? pair_tiles::grad_splits(a.Ky, a.Kx, a.B) : 1,
+         0, 0, 0, 0};
   const size_t B = size_t(a.B), Kx = size_t(a.Kx), Ky = size_t(a.Ky), D = size_t(a.D);
   p.off_dy = align16(size_t(p.sx) * B * Kx * D * sizeof(double));
   p.off_sx = p.off_dy + align16(size_t(p.sy) * B * Ky * D * sizeof(double));
-  const bool f32 = a.dtype == DType::Float32;
   p.off_sy = p.off_sx + (f32 ? align16(size_t(p.sx) * B * Kx * 2 * sizeof(double)) : 0);
   p.bytes = p.off_sy + (f32 ? align16(size_t(p.sy) * B * Ky * 2 * sizeof(double)) : 0);
   return p;

@@ -365,6 +365,17 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
   }
 }
 
+// S of a grad_pass_f32 launch whose blocks own `own` rows of each of B images: enough blocks to
+// fill a GPU (the side with few rows, e.g. 500 refs, is 8 blocks an image), at most one split per
+// 64-row tile of the other side.
+constexpr int64_t kGradBlocks = 512;
+inline int64_t grad_splits(int64_t own, int64_t other, int64_t B) {
+  if (B == 0) return 1;
+  const int64_t own_tiles = ceil_div<int64_t>(own, kRows) * B, other_tiles = ceil_div<int64_t>(other, kCols);
+  const int64_t want = own_tiles > 0 ? ceil_div<int64_t>(kGradBlocks, own_tiles) : 1;
+  return want < other_tiles ? want : (other_tiles > 1 ? other_tiles : 1);
+}
+
 struct GradSmemF32 {
   union {
     struct {

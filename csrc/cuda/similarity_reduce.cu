@@ -34,17 +34,6 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
   return nullptr;
 }
 
-// The float32 dr pass's splits of the queries: enough blocks to fill a GPU (the refs are few,
-// 64 a block), at most one split per 64-query tile.
-constexpr int64_t kGradBlocks = 512;
-int64_t ref_splits(const SimilarityReduceArgs& a) {
-  if (a.dtype != DType::Float32 || a.B == 0) return 1;
-  const int64_t ref_tiles = ceil_div<int64_t>(a.K, pair_tiles::kCols) * a.B;
-  const int64_t query_tiles = ceil_div<int64_t>(a.N, pair_tiles::kRows);
-  const int64_t want = ref_tiles > 0 ? ceil_div<int64_t>(kGradBlocks, ref_tiles) : 1;
-  return want < query_tiles ? want : (query_tiles > 1 ? query_tiles : 1);
-}
-
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
 // dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
@@ -57,7 +46,7 @@ struct Plan {
 Plan plan(const SimilarityReduceArgs& a, bool backward) {
   const size_t e = acc_bytes(a.dtype), B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
   Plan p{};
-  p.splits = ref_splits(a);
+  p.splits = a.dtype == DType::Float32 ? pair_tiles::grad_splits(a.K, a.N, a.B) : 1;  // dr's
   const size_t S = size_t(p.splits);
   p.off_rn = align16(B * C * e);
   p.off_qn = p.off_rn + align16(B * K * e);
