@@ -217,6 +217,22 @@ MUTANTS = [
            "for (; i < n; ++i) s += row[i] * wb[i];",
            "for (; i + 1 < n; ++i) s += row[i] * wb[i];",
            (T_MS,), "off by one in the unit-stride tail"),
+    Mutant("cpu-masked_mean-empty", "csrc/cpu/masked_sum.cpp",
+           "for (int64_t d = 0; d < C; ++d) sum[b * C + d] = on ? sum[b * C + d] / den : T(0);",
+           "for (int64_t d = 0; d < C; ++d) sum[b * C + d] = sum[b * C + d] / den;",
+           (T_RL,), "menet_saliency's empty image divides 0 by 0 instead of taking center 0"),
+    Mutant("cpu-masked_mean-mass-term", "csrc/cpu/masked_sum.cpp",
+           "gm[b] = on ? -t / den : T(0);",
+           "gm[b] = T(0);",
+           (T_RL,), "the mask gradient through the mean's denominator dropped"),
+    Mutant("cpu-masked_mean-check", "csrc/cpu/masked_sum.cpp",
+           "low = wb[i] < low ? wb[i] : low;",
+           "low = wb[i] < low - 1 ? wb[i] : low;",
+           (T_RL, "tests/test_host_sync.py"), "weights in (-1, 0) pass menet_saliency's check"),
+    Mutant("torch-label_check-cpu-fold", "csrc/label_check.h",
+           "if (p.bad_count > 0) raise_bad_values(v.map, p, *check, kLabelHint);",
+           "if (p.bad_count > 0 && labels.dim() == 0) raise_bad_values(v.map, p, *check, kLabelHint);",
+           (T_RS, "tests/test_host_sync.py"), "the CPU side of the region ops' folded label check never raises"),
     Mutant("cpu-region_stats-merge", "csrc/cpu/region_stats.cpp",
            "m2 += pm2[row * D + d] + (pn[row] > 0 ? T(pn[row]) * dm * dm : T(0));",
            "m2 += pm2[row * D + d];",
@@ -235,9 +251,29 @@ MUTANTS = [
            "if (on && j == 0) store_from_acc(dist + b * P + p, ss);",
            (T_CD,), "the square root dropped"),
     Mutant("cuda-masked_sum-merge", "csrc/cuda/masked_sum.cu",
-           "for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];",
-           "for (int64_t c = lane + 1; c < n; c += 32) s += part[(b * n + c) * K + k];",
+           "for (int64_t c = lane; c < n; c += 32) {",
+           "for (int64_t c = lane + 1; c < n; c += 32) {",
            (T_MS,), "the first warp partial of the merge dropped"),
+    Mutant("cuda-masked_mean-merge-mass", "csrc/cuda/masked_sum.cu",
+           "if (mean) m += part[(b * n + c) * K + C];",
+           "if (mean && c > 0) m += part[(b * n + c) * K + C];",
+           (T_RL,), "the mean divides by a mass without its first warp partial"),
+    Mutant("cuda-masked_mean-mass-term", "csrc/cuda/masked_sum.cu",
+           "return *on ? -t / *den : acc_t(0);",
+           "return acc_t(0);",
+           (T_RL,), "the mask gradient through the mean's denominator dropped"),
+    Mutant("cuda-masked_mean-check", "csrc/cuda/masked_sum.cu",
+           "if (check && low < 0) report_real(what, double(low), b * P + at);",
+           "if (check && low < -1) report_real(what, double(low), b * P + at);",
+           ("tests/test_host_sync.py",), "weights in (-1, 0) pass the device-side check"),
+    Mutant("cuda-region_stats-label-check", "csrc/cuda/region_stats.cu",
+           "else if (check && bad_label(l, R, ignore)) bad = p;",
+           "else if (check && bad_label(l, R, ignore) && l < 0) bad = p;",
+           ("tests/test_host_sync.py",), "labels >= R pass region_stats' device-side check"),
+    Mutant("cuda-region_hinge-label-check", "csrc/cuda/region_hinge.cu",
+           "if (check && r < 0 && j == 0 && p < c1",
+           "if (check && r < 0 && j == 1 && p < c1",
+           ("tests/test_host_sync.py",), "region_hinge's device-side label check made by no lane (G = 1)"),
     Mutant("cuda-region_hinge-barrier", "csrc/cuda/region_hinge.cu",
            "        if (lane == 0) slot[r] = s;\n      }\n      __syncthreads();  // bins are reused",
            "        if (lane == 0) slot[r] = s;\n      }\n      // bins are reused",
@@ -263,6 +299,18 @@ MUTANTS = [
            "tl.store(row + D, tl.sum(w, axis=0))",
            "tl.store(row + D, tl.sum(w * w, axis=0))",
            (T_MS,), "the mass sums squared weights"),
+    Mutant("triton-masked_mean-merge-mass", "pixelkernels/triton/masked_sum.py",
+           "m += tl.load(row + offs_k * (D + 1) + D, mask=kmask, other=0.0).to(ACC)",
+           "m += tl.load(row + offs_k * (D + 1) + D - 1, mask=kmask, other=0.0).to(ACC)",
+           (T_MS, T_RL), "the merge's mass (and the mean's divisor) is the last channel's sum"),
+    Mutant("triton-masked_sum-merge-step", "pixelkernels/triton/masked_sum.py",
+           "for k0 in range(0, nblk, BLOCK_K):",
+           "for k0 in range(0, nblk - 1, BLOCK_K):",
+           (T_MS,), "the merge drops the last block's partials when nblk is 1 more than a multiple of BLOCK_K"),
+    Mutant("triton-masked_mean-mass-term", "pixelkernels/triton/masked_sum.py",
+           "gm = tl.where(on, -tl.sum(t, axis=0) / den, 0.0)",
+           "gm = tl.where(on, 0.0 * den, 0.0)",
+           (T_RL,), "the mask gradient through the mean's denominator dropped"),
     Mutant("triton-center_distance-sqrt", "pixelkernels/triton/center_distance.py",
            "out = ss if SQUARED else tl.sqrt(ss)",
            "out = ss",
@@ -752,12 +800,21 @@ def apply(text: str, m: Mutant) -> str:
 
 
 def copy_tree(dest: Path) -> None:
-    """The working tree (tracked and untracked, not ignored) into dest, keeping dest's build/."""
+    """The working tree (tracked and untracked, not ignored) into dest, keeping dest's build/.
+    A file an earlier copy brought that the tree no longer has is removed (a deleted source file
+    left in the copy was still compiled, and registered its ops twice)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT, capture_output=True, check=True,
     ).stdout.decode().split("\0")  # fmt: skip
-    for f in filter(None, files):
+    files = [f for f in files if f]
+    listing = dest / ".mutants-copied"
+    if listing.exists():
+        for f in set(listing.read_text().splitlines()) - set(files):
+            (dest / f).unlink(missing_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join(files))
+    for f in files:
         src, dst = ROOT / f, dest / f
         if not src.is_file():
             continue

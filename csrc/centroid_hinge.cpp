@@ -37,15 +37,18 @@ c10::TypedOperatorHandle<Signature> library_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(qualified.c_str(), "").typed<Signature>();
 }
 
+using Check = std::optional<c10::string_view>;
+
+// The label check (`check`) is region_stats': the first of the two passes to read the labels.
 Tensors3 centroid_hinge(const at::Tensor& emb, const at::Tensor& labels, int64_t R, double delta,
-                        int64_t ignore_index) {
+                        int64_t ignore_index, Check check) {
   static const auto stats =
-      library_op<Tensors3(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool)>("region_stats");
+      library_op<Tensors3(const at::Tensor&, const at::Tensor&, int64_t, int64_t, bool, Check)>("region_stats");
   static const auto hinge =
-      library_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t)>(
+      library_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t, Check)>(
           "region_hinge");
-  auto [count, centroid, variance] = stats.call(emb, labels, R, ignore_index, false);
-  return {count, centroid, hinge.call(emb, labels, centroid, delta, ignore_index)};
+  auto [count, centroid, variance] = stats.call(emb, labels, R, ignore_index, false, check);
+  return {count, centroid, hinge.call(emb, labels, centroid, delta, ignore_index, std::nullopt)};
 }
 
 // The CPU backward (common/centroid_hinge.h): region_hinge_backward's tensors, one launch.

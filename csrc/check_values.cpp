@@ -2,6 +2,7 @@
 // the verdict is at hand after the pass: a bad value raises ValueError naming it. On CUDA the
 // kernel asserts on the device and this returns at once (no host sync).
 #include "common/check_values.h"
+#include "label_check.h"
 
 #include <algorithm>
 #include <cstring>
@@ -22,17 +23,10 @@ void check_values(const at::Tensor& values, int64_t low, int64_t high, int64_t i
   if (values.numel() == 0) return;
   const Labels v(values.reshape(-1));  // contiguous, at their own width
   CheckValues p{v.map, values.numel(), low, high, ignore_index, {}};
-  const size_t len = std::min(what.size(), sizeof(p.what) - 1);
-  std::memcpy(p.what, what.data(), len);
-  p.what[len] = '\0';
+  copy_message(what, p.what);
   if constexpr (std::is_same_v<On, OnCpu>) {
     launch(OnCpu{}, p);
-    if (p.bad_count > 0) {
-      const int64_t bad = label_at(v.map, p.first_bad);
-      // the count is of every bad value, not of those equal to the one named
-      TORCH_CHECK_VALUE(false, std::string(what), "; found ", bad, " at flat index ", p.first_bad, " (",
-                        p.bad_count, p.bad_count == 1 ? " bad value" : " bad values", " in all). ", std::string(hint));
-    }
+    if (p.bad_count > 0) raise_bad_values(v.map, p, what, hint);
   } else {
     Launcher<On>(v.tensor, op)(p);
   }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <tuple>
 
+#include "label_check.h"
 #include "torch_utils.h"
 
 namespace pixelkernels {
@@ -19,7 +20,7 @@ int64_t expect_centroid(const at::Tensor& emb, const at::Tensor& centroid, const
 
 template <class On>
 at::Tensor region_hinge(const at::Tensor& emb_in, const at::Tensor& labels, const at::Tensor& centroid, double delta,
-                        int64_t ignore_index) {
+                        int64_t ignore_index, std::optional<c10::string_view> check) {
   const char* op = "region_hinge";
   expect_labels_match(emb_in, labels, op);
   const int64_t R = expect_centroid(emb_in, centroid, op);
@@ -32,6 +33,7 @@ at::Tensor region_hinge(const at::Tensor& emb_in, const at::Tensor& labels, cons
   const at::Tensor c = centroid.to(st).contiguous();
   const Labels lab(labels);
   RegionHingeForward p{pixel_map(emb), lab.map, R, ignore_index, c.const_data_ptr(), delta, hinge.mutable_data_ptr()};
+  fold_label_check<On>(check, labels, R, ignore_index, p.check);
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return hinge;

@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "label_check.h"
 #include "torch_utils.h"
 
 namespace pixelkernels {
@@ -15,7 +16,8 @@ namespace {
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& emb_in, const at::Tensor& labels,
                                                             int64_t R, int64_t ignore_index,
-                                                            bool with_variance) {
+                                                            bool with_variance,
+                                                            std::optional<c10::string_view> check) {
   const char* op = "region_stats";
   expect_labels_match(emb_in, labels, op);
   PK_EXPECT(R >= 1 && R <= INT32_MAX, op, "num_regions must be in [1, 2^31), got ", R);
@@ -30,6 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
   if (B == 0) return {count, centroid, variance};
   RegionStatsForward p{pixel_map(emb),           lab.map, R, ignore_index, count.mutable_data_ptr(),
                        centroid.mutable_data_ptr(), variance.mutable_data_ptr(), with_variance};
+  fold_label_check<On>(check, labels, R, ignore_index, p.check);
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return {count, centroid, variance};

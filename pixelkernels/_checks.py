@@ -261,6 +261,21 @@ def nonnegative_values(t: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be >= 0, found {float(t.min())}. {hint}")
 
 
+def nonnegative_in_kernel(t: torch.Tensor, name: str) -> str | None:
+    """nonnegative_values for an op whose kernels check t's values as they read them (masked_mean's
+    `check`): `name`, for the kernels to check, where that is the form the mode asks for (CPU
+    tensors in every form: the CPU kernel raises the precise ValueError at no sync; the async and
+    traced forms on a device: a device-side assert, no launch of its own); else None, the check
+    already made here (the "sync" form on a device, or no check at all)."""
+    form = _value_check_form(t)
+    if form is None:
+        return None
+    if form != "sync" or t.device.type == "cpu":
+        return name
+    nonnegative_values(t, name)
+    return None
+
+
 def backend_dtype(t: torch.Tensor, name: str, backend: str) -> None:
     """float16/bfloat16 run on the GPU backends (cuda, triton) and the reference only."""
     if t.dtype in HALF_TYPES and backend == "cpu":
@@ -289,6 +304,23 @@ def label_values(labels: torch.Tensor, name: str, num: int, ignore_index: int) -
     """Labels must lie in [0, num) or equal ignore_index. See the module docstring for the modes."""
     what = _message("{} values must be in [0, {}) or equal ignore_index={}", name, num, ignore_index)
     _values_in_range(labels, 0, num, ignore_index, what, _LABEL_HINT)
+
+
+def label_values_in_kernel(labels: torch.Tensor, name: str, num: int, ignore_index: int, backend: str) -> str | None:
+    """label_values for an op that folds the check into its forward (`check`: region_stats,
+    region_hinge, centroid_hinge; csrc/label_check.h): the message, for the op to check the
+    labels as it reads them, where that is the form the mode asks for on a compiled backend (CPU
+    tensors in every form: the op's CPU pass raises the precise ValueError at no sync; async and
+    traced on a device: a device-side assert, no launch of its own); else None, the check made
+    here (the reference backend; the "sync" form on a device; no check at all)."""
+    form = _value_check_form(labels)
+    if form is None:
+        return None
+    what = _message("{} values must be in [0, {}) or equal ignore_index={}", name, num, ignore_index)
+    if backend != "reference" and (form != "sync" or labels.device.type == "cpu"):
+        return what
+    _values_in_range(labels, 0, num, ignore_index, what, _LABEL_HINT)
+    return None
 
 
 def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = None) -> torch.Tensor:

@@ -117,15 +117,20 @@ def test_no_sync_on_the_gpu(call, backend):
 # --- the checks without a sync still refuse bad values ------------------------------------------
 
 BAD = {
-    "labels": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 5), 3),
-    "labels_255": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 254), 3, ignore_index=255),
+    "labels": lambda be=None: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 5), 3, backend=be),
+    "labels_255": lambda be=None: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 254), 3,
+                                                  ignore_index=255, backend=be),  # fmt: skip
     # int8 cannot hold 255: comparing int8 labels with 255 matched the wrapped -1, and -1 passed
-    "labels_int8_255": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), -1, dtype=torch.int8), 3,
-                                               ignore_index=255),  # fmt: skip
-    "ref_labels": lambda: pk.similarity_reduce(torch.randn(1, 4, 3), torch.randn(1, 5, 3), torch.full((1, 5), 7), 3),
-    "anchor": lambda: pk.triplet_hinge(torch.randn(1, 2, 3, 4), torch.tensor([[0, 12]]), torch.tensor([[1, 2]]),
-                                       torch.tensor([[3, 4]]), margin=1.0),  # fmt: skip
-    "background_weights": lambda: pk.menet_saliency(torch.randn(1, 2, 3, 4), -torch.rand(1, 3, 4)),
+    "labels_int8_255": lambda be=None: pk.region_stats(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), -1, dtype=torch.int8),
+                                                       3, ignore_index=255, backend=be),  # fmt: skip
+    "hinge_labels": lambda be=None: pk.region_hinge(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 3),
+                                                    torch.zeros(1, 3, 2), backend=be),  # fmt: skip
+    "instances": lambda be=None: pk.discriminative_loss(torch.randn(1, 2, 3, 4), torch.full((1, 3, 4), 4), 3, backend=be),
+    "ref_labels": lambda be=None: pk.similarity_reduce(torch.randn(1, 4, 3), torch.randn(1, 5, 3), torch.full((1, 5), 7), 3,
+                                                       backend=be),  # fmt: skip
+    "anchor": lambda be=None: pk.triplet_hinge(torch.randn(1, 2, 3, 4), torch.tensor([[0, 12]]), torch.tensor([[1, 2]]),
+                                               torch.tensor([[3, 4]]), margin=1.0, backend=be),  # fmt: skip
+    "background_weights": lambda be=None: pk.menet_saliency(torch.randn(1, 2, 3, 4), -torch.rand(1, 3, 4), backend=be),
 }
 GOOD = {
     "labels_255": lambda: pk.region_stats(torch.randn(1, 2, 3, 4), torch.tensor([[[0, 1, 2, 255]] * 3]), 3,
@@ -135,9 +140,14 @@ GOOD = {
 }
 
 
-# The checks the extension's check_values kernel runs where it is loaded (one pass, one launch):
-# on the CPU it names the value from that pass, still without a sync.
-BY_KERNEL = {"labels", "labels_255", "labels_int8_255", "ref_labels", "anchor"}
+# The checks the extension's kernels run where they are loaded: check_values (one pass, one
+# launch) for similarity_reduce's labels and triplet_hinge's indices; the forward's own read of the
+# values (no launch of its own) for the region ops' labels and menet_saliency's weights
+# (`check` in their schemas). On the CPU they name the value from that pass, still without a sync.
+BY_KERNEL = set(BAD)
+# The checks folded into a compiled op's forward: without the extension (a Triton-only install)
+# the Triton variant makes them, in the torch form.
+FOLDED = {"labels", "labels_255", "labels_int8_255", "hinge_labels", "instances", "background_weights"}
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -154,8 +164,57 @@ def test_bad_values_are_refused_on_the_device_without_a_sync(case):
 def test_bad_values_are_refused_by_the_torch_form_without_a_sync(case, monkeypatch):
     """Without the extension's kernels (a Triton-only install): aminmax and torch._assert_async."""
     monkeypatch.setattr(_checks, "_KERNELS", {"cpu": None, "cuda": None})
+    be = None
+    if case in FOLDED and pk._ext.HAVE_CPU_KERNELS:
+        if "triton" not in pk.available_backends():
+            pytest.skip("needs the Triton backend (TRITON_INTERPRET=1 on the CPU)")
+        be = "triton"
     with no_host_sync(), pytest.raises(RuntimeError, match="checked on the device"):
-        BAD[case]()
+        BAD[case](be)
+
+
+def test_weights_are_checked_by_masked_means_cuda_kernel(emu):
+    """menet_saliency's weight check on CUDA is the partials kernel's read of them: a device-side
+    assert naming the weight (the emulator's launch error), no launch of its own."""
+    e, w = torch.randn(2, 3, 4, 5), torch.rand(2, 4, 5)
+    w[1, 2, 3] = -0.25
+    with pytest.raises(RuntimeError, match=r"background_weights must be >= 0.*found -0.25 at flat index 33"):
+        emu.masked_mean(e, w, 0.0, True, "background_weights")
+    w[1, 2, 3] = float("nan")  # NaN passes (it propagates)
+    emu.masked_mean(e, w, 0.0, True, "background_weights")
+    w[1, 2, 3] = -0.25
+    emu.masked_mean(e, w, 0.0, True, None)  # no check asked: the value is used as given
+
+
+@pytest.mark.parametrize("op", ["region_stats", "region_hinge", "centroid_hinge"])
+def test_labels_are_checked_by_the_forward_cuda_kernel(emu, op):
+    """The region ops' label check on CUDA is their forward's read of the labels (region_stats'
+    partials, region_hinge's forward; centroid_hinge's region_stats): a device-side assert with
+    check_values' message, no launch of its own; labels equal to ignore_index pass."""
+    e, lab = torch.randn(2, 3, 5, 7), torch.randint(0, 3, (2, 5, 7))
+    lab[1, 2, 3] = 7
+    lab[0, 0, 0] = 255
+    what = "labels values must be in [0, 3) or equal ignore_index=255"
+    calls = {
+        "region_stats": lambda c: emu.region_stats(e, lab, 3, 255, True, c),
+        "region_hinge": lambda c: emu.region_hinge(e, lab, torch.zeros(2, 3, 3), 0.5, 255, c),
+        "centroid_hinge": lambda c: emu.centroid_hinge(e, lab, 3, 0.5, 255, c),
+    }
+    with pytest.raises(RuntimeError, match=r"labels values must be in \[0, 3\) or equal ignore_index=255; found 7 at "
+                                           r"flat index 52 \(checked on the device\)"):  # fmt: skip
+        calls[op](what)
+    calls[op](None)  # no check asked: the bad label is ignored
+    lab[1, 2, 3] = 1
+    calls[op](what)
+
+
+def test_weights_are_checked_under_torch_compile():
+    torch._dynamo.reset()
+    f = torch.compile(lambda e, w: pk.menet_saliency(e, w, backend="cpu"), fullgraph=True)
+    e = torch.randn(1, 2, 3, 4)
+    f(e, torch.rand(1, 3, 4))
+    with pytest.raises(ValueError, match="background_weights must be >= 0"):
+        f(e, -torch.rand(1, 3, 4))
 
 
 @pytest.mark.parametrize("case", list(GOOD))
@@ -185,13 +244,20 @@ def test_off_mode_lets_bad_labels_through_as_ignored():
 
 
 def test_the_checks_run_under_torch_compile():
-    """Traced, the check is part of the graph (before, compilation skipped it)."""
+    """Traced, the check is part of the graph (before, compilation skipped it): the op's folded
+    check (its `check` argument, in the graph with it; on the CPU its precise ValueError), or
+    check_values' op for similarity_reduce."""
     torch._dynamo.reset()
     f = torch.compile(lambda e, lab: pk.region_stats(e, lab, 3, backend="cpu")[0], fullgraph=True)
     e = torch.randn(1, 2, 3, 4)
     f(e, torch.ones(1, 3, 4, dtype=torch.long))
-    with pytest.raises(RuntimeError, match="labels values must be in"):
+    with pytest.raises(ValueError, match="labels values must be in"):
         f(e, torch.full((1, 3, 4), 5))
+    g = torch.compile(lambda q, r, lab: pk.similarity_reduce(q, r, lab, 3, backend="cpu")[0], fullgraph=True)
+    q, r = torch.randn(1, 4, 3), torch.randn(1, 5, 3)
+    g(q, r, torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="ref_labels values must be in"):
+        g(q, r, torch.full((1, 5), 7))
 
 
 def test_modes_are_named_or_bools():

@@ -337,7 +337,7 @@ MAP = Contract(
     op="masked_average_pool",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W"), name="feat"), "mask": Floats(("B", "H", "W"), positive=True),
                      "eps": Choice((1e-5,), extreme=(0.0,))},
-    uses=("masked_sum",),
+    uses=("masked_mean",),
     make=_feat_mask(2, 5, 7, 9),
     call=_map_call,
     shaped=lambda B, D, H, W, layout: _feat_mask(B, D, H, W, layout=layout),
@@ -385,7 +385,7 @@ SAL = Contract(
     # One pixel is its own center up to rounding, where the distance's derivative is a sign.
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "mask": Floats(("B", "H", "W"), positive=True, name="background_weights"),
                      "squared": Choice((False, True)) if d["H"] * d["W"] > 1 else True},
-    uses=("masked_sum", "center_distance"),
+    uses=("masked_mean", "center_distance"),
     make=_feat_mask(2, 5, 7, 9),
     call=_sal_call,
     shaped=lambda B, D, H, W, layout: _feat_mask(B, D, H, W, layout=layout),

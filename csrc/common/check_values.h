@@ -17,7 +17,7 @@ struct CheckValues {
   int64_t low, high, ignore_index;
   // CUDA: what the failing thread prints (NUL-terminated, truncated); passed by value, so the
   // kernel needs no device copy of the message.
-  char what[160];
+  char what[kCheckMessageBytes];
   // CPU: out, the number of bad values and the first one (unset when there are none).
   int64_t bad_count = 0;
   int64_t first_bad = 0;

@@ -62,6 +62,10 @@ struct OnCpu {};
 struct OnCuda {
   void* stream;  // cudaStream_t, opaque here so that this header needs no CUDA include
 };
+// Bytes of a value check's message that a kernel prints (NUL-terminated, truncated): the
+// CheckValues and MaskedSumForward params carry it by value.
+constexpr int kCheckMessageBytes = 160;
+
 using Status = const char*;
 
 }  // namespace pixelkernels

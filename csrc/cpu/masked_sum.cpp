@@ -17,6 +17,8 @@ void forward(const MaskedSumForward& a) {
   const T* w = static_cast<const T*>(a.mask);
   const int64_t B = m.B, C = m.D, P = m.P, nc = P > 0 ? (P + kChunk - 1) / kChunk : 0;
   auto part = scratch<T>(B * nc * (C + 1));  // [b][chunk][C sums, mass]
+  const bool check = a.check[0] != 0;
+  auto lows = scratch<T>(check ? B * nc : 0);  // [b][chunk] the least weight, if < 0, else 0
   parallel_chunks(B, P, kChunk, [&](int64_t b, int64_t c, int64_t p0, int64_t n) {
     const TileIndex at(m, b, p0);
     const T* wb = w + b * P + p0;
@@ -42,15 +44,49 @@ void forward(const MaskedSumForward& a) {
     T mass = 0;
     for (int64_t i = 0; i < n; ++i) mass += wb[i];
     out[C] = mass;
+    if (check) {
+      T low = 0;
+      for (int64_t i = 0; i < n; ++i) low = wb[i] < low ? wb[i] : low;  // NaN compares false: passes
+      lows[b * nc + c] = low;
+    }
   });
+  if (check) {
+    T low = 0;
+    for (int64_t k = 0; k < B * nc; ++k) low = lows[k] < low ? lows[k] : low;
+    *a.lowest = double(low);
+  }
   T* sum = static_cast<T*>(a.sum);
   T* mass = static_cast<T*>(a.mass);
-  for (int64_t b = 0; b < B; ++b)
+  for (int64_t b = 0; b < B; ++b) {
     for (int64_t d = 0; d <= C; ++d) {
       T s = 0;
       for (int64_t c = 0; c < nc; ++c) s += part[(b * nc + c) * (C + 1) + d];
       (d < C ? sum[b * C + d] : mass[b]) = s;
     }
+    if (a.norm == Norm::None) continue;
+    const T den = mass[b] + T(a.eps);
+    const bool on = a.norm == Norm::Divide || den > 0;
+    for (int64_t d = 0; d < C; ++d) sum[b * C + d] = on ? sum[b * C + d] / den : T(0);
+  }
+}
+
+// masked_mean's gs (B, C) and gm (B,) from the mean's gradient (common/masked_sum.h).
+template <typename T>
+void mean_grads(const MaskedSumBackward& a, T* gs, T* gm) {
+  const T* g = static_cast<const T*>(a.grad_sum);
+  const T* mean = static_cast<const T*>(a.mean);
+  const T* mass = static_cast<const T*>(a.mass);
+  const int64_t C = a.feat.D;
+  for (int64_t b = 0; b < a.feat.B; ++b) {
+    const T den = mass[b] + T(a.eps);
+    const bool on = a.norm == Norm::Divide || den > 0;
+    T t = 0;
+    for (int64_t d = 0; d < C; ++d) {
+      t += g[b * C + d] * mean[b * C + d];
+      gs[b * C + d] = on ? g[b * C + d] / den : T(0);
+    }
+    gm[b] = on ? -t / den : T(0);
+  }
 }
 
 template <typename T>
@@ -60,6 +96,13 @@ void backward(const MaskedSumBackward& a) {
   const T* w = static_cast<const T*>(a.mask);
   const T* gs = static_cast<const T*>(a.grad_sum);
   const T* gm = static_cast<const T*>(a.grad_mass);
+  std::unique_ptr<T[]> scaled;
+  if (a.norm != Norm::None) {
+    scaled = scratch<T>(m.B * (m.D + 1));
+    mean_grads(a, scaled.get(), scaled.get() + m.B * m.D);
+    gs = scaled.get();
+    gm = scaled.get() + m.B * m.D;
+  }
   T* gx = static_cast<T*>(a.grad_feat);
   T* gw = static_cast<T*>(a.grad_mask);
   const int64_t C = m.D, P = m.P;

@@ -7,37 +7,15 @@
 // instead, with the same text.
 #include "common/check_values.h"
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
 
-#include <cstdio>
 #include <cstring>
-
-#ifndef PK_CUDA_EMU
-// The assert must fire in release builds too (they define NDEBUG): <assert.h> is re-read with it
-// undefined, for this file only.
-#undef NDEBUG
-#include <assert.h>
-#endif
 
 namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-struct Message {
-  char text[sizeof(CheckValues::what)];
-};
-
-// Cold: only a bad value gets here, so the hot loop keeps no stack frame for printf's arguments.
-// `what` stays in the kernel's parameter space (__grid_constant__): taking its address copied all
-// 160 bytes to local memory in every thread at the kernel's start.
-__device__ __noinline__ void report(const Message& what, long long value, long long index) {
-#ifdef PK_CUDA_EMU
-  pk_emu::device_assert_failed(what.text, value, index);
-#else
-  printf("pixelkernels: %s; found %lld at flat index %lld (checked on the device)\n", what.text, value, index);
-  assert(false && "pixelkernels: a value check failed on the device (the message above names it)");
-#endif
-}
+static_assert(sizeof(Message::text) == sizeof(CheckValues::what), "one message size");
 
 template <typename T>
 __device__ __forceinline__ void check_one(T v, int64_t i, int64_t lo, int64_t hi, int64_t ig, const Message& what) {

@@ -12,8 +12,15 @@
 //  order (one warp per output): no atomics, bitwise reproducible.
 //  Backward (one pass): read feat and mask, write grad_feat; grad_mask is summed over the
 //  group and written by its first lane. C == 0 still writes grad_mask = gm.
+//  masked_mean: the merge divides (each sum's warp adds the mass partials too); the backward's
+//  blocks first reduce gm = -sum_c grad[c] mean[c] / d over the block, then run as above with
+//  gs = grad / d. Still two launches forward and one backward. Its weight check (weights >= 0,
+//  menet_saliency) is made by the partials kernel's mask reads: a device-side assert, no launch.
 #include "common/masked_sum.h"
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
+
+#include <cstring>
 
 namespace pixelkernels::cuda {
 namespace {
@@ -29,7 +36,7 @@ int64_t num_chunks(int64_t P) { return P > 0 ? ceil_div<int64_t>(P, kChunk) : 0;
 template <typename scalar_t, typename acc_t, int kV>
 __global__ void __launch_bounds__(kThreads)
     partials_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ mask, int gs, int64_t nc,
-                    acc_t* __restrict__ part) {
+                    acc_t* __restrict__ part, bool check, const __grid_constant__ Message what) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t C = x.D, P = x.P, dstep = int64_t(G) * x.sd;
@@ -40,7 +47,8 @@ __global__ void __launch_bounds__(kThreads)
     acc_t sum[kS];
 #pragma unroll
     for (int i = 0; i < kS; ++i) sum[i] = 0;
-    acc_t mass = 0;
+    acc_t mass = 0, low = 0;  // low: the chunk's least weight (< 0 only if it has a bad one), at p = at
+    int64_t at = 0;
     if constexpr (kV == 0) {
       if (lane < G)
         for (int64_t d = lane; d < C; d += G) slot[d] = 0;  // channel d: always lane d % G
@@ -50,7 +58,10 @@ __global__ void __launch_bounds__(kThreads)
       const bool on = p < c1;
       const int64_t base = b * x.sb + p * x.sp + j * x.sd;
       const acc_t w = on ? to_acc(mask[b * P + p]) : acc_t(0);
-      if (j == 0) mass += w;
+      if (j == 0) {
+        mass += w;
+        if (check && w < low) low = w, at = p;  // masked_mean's weights; NaN compares false
+      }
       if constexpr (kV > 0) {
 #pragma unroll
         for (int i = 0; i < kV; ++i)
@@ -72,24 +83,36 @@ __global__ void __launch_bounds__(kThreads)
         if (lane < G && j + i * G < C) slot[j + i * G] = s;
       }
     }
+    // Reported after the loop: the cold call's frame stays out of the pixel loop.
+    if (check && low < 0) report_real(what, double(low), b * P + at);
     mass = across_groups(mass, gs);  // lane 0: the warp's mass (only j == 0 lanes added)
     if (lane == 0) slot[C] = mass;
   }
 }
 
 // sum[b, k] (k < C) and mass[b] (k == C): the warp partials of image b added in a fixed order,
-// one warp per output (lanes over the partials, then a fixed shuffle tree).
+// one warp per output (lanes over the partials, then a fixed shuffle tree). With a Norm
+// (masked_mean) the warp of sum[b, k] also adds image b's mass partials, in the same order as
+// mass[b]'s warp (the same bits), and writes sum / (mass + eps).
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t C, acc_t* __restrict__ sum,
-                 acc_t* __restrict__ mass) {
+    merge_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t C, Norm norm, acc_t eps,
+                 acc_t* __restrict__ sum, acc_t* __restrict__ mass) {
   const int lane = threadIdx.x & 31;
   const int64_t K = C + 1, total = B * K, nw = int64_t(gridDim.x) * kWarps;
   for (int64_t o = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); o < total; o += nw) {  // uniform per warp
     const int64_t b = o / K, k = o - b * K;
-    acc_t s = 0;
-    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+    const bool mean = norm != Norm::None && k < C;
+    acc_t s = 0, m = 0;
+    for (int64_t c = lane; c < n; c += 32) {
+      s += part[(b * n + c) * K + k];
+      if (mean) m += part[(b * n + c) * K + C];
+    }
     s = warp_sum(s);
+    if (mean) {
+      const acc_t den = warp_sum(m) + eps;
+      s = norm == Norm::Divide || den > 0 ? s / den : acc_t(0);
+    }
     if (lane == 0) {
       if (k < C) sum[b * C + k] = s;
       else mass[b] = s;
@@ -97,31 +120,63 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// masked_mean's per-image factors (common/masked_sum.h): gs[c] = grad[c] * on / den is formed
+// where it is read; here on, den and gm = -on * sum_c grad[c] mean[c] / den, reduced over the
+// block in a fixed order (every block of image b gets the same bits).
+template <typename acc_t>
+struct MeanGrads {
+  const acc_t* mean = nullptr;
+  const acc_t* mass = nullptr;
+  Norm norm = Norm::None;
+  acc_t eps = 0;
+};
+
+template <typename acc_t>
+__device__ __forceinline__ acc_t mean_factors(const MeanGrads<acc_t>& mg, const acc_t* g, int64_t b, int64_t C,
+                                              acc_t* den, bool* on, acc_t* scratch) {
+  *den = mg.mass[b] + mg.eps;
+  *on = mg.norm == Norm::Divide || *den > 0;
+  acc_t t = 0;
+  for (int64_t c = threadIdx.x; c < C; c += kThreads) t += g[c] * mg.mean[b * C + c];
+  t = block_sum<kThreads>(t, scratch);
+  if (threadIdx.x == 0) scratch[0] = t;
+  __syncthreads();
+  t = scratch[0];
+  __syncthreads();  // scratch is reused by the next image
+  return *on ? -t / *den : acc_t(0);
+}
+
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ mask, const acc_t* __restrict__ gsum,
-                    const acc_t* __restrict__ gmass, int gs, scalar_t* __restrict__ gx, scalar_t* __restrict__ gw) {
+                    const acc_t* __restrict__ gmass, MeanGrads<acc_t> mg, int gs, scalar_t* __restrict__ gx,
+                    scalar_t* __restrict__ gw) {
+  __shared__ acc_t scratch[kWarps];
   const int G = 1 << gs, j = threadIdx.x & (G - 1);
   const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
   const int64_t C = x.D, P = x.P, dstep = int64_t(G) * x.sd;
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
     const acc_t* g = gsum + b * C;
+    acc_t den = 1, gm;
+    bool on = true;
+    if (mg.norm != Norm::None) gm = mean_factors(mg, g, b, C, &den, &on, scratch);
+    else gm = gmass[b];
     for (int64_t p0 = int64_t(blockIdx.x) * per_block; p0 < P; p0 += step) {  // uniform per block
       const int64_t p = p0 + (threadIdx.x >> gs);
-      const bool on = p < P;
+      const bool on_p = p < P;
       acc_t acc = 0;
-      if (on) {
+      if (on_p) {
         const acc_t w = to_acc(mask[b * P + p]);
         int64_t k = b * x.sb + p * x.sp + j * x.sd;
 #pragma unroll 4
         for (int64_t d = j; d < C; d += G, k += dstep) {
-          const acc_t gd = g[d];
+          const acc_t gd = mg.norm == Norm::None ? g[d] : on ? g[d] / den : acc_t(0);
           acc += gd * to_acc(x.data[k]);
           store_from_acc(gx + k, gd * w);
         }
       }
       acc = group_sum(acc, gs);
-      if (on && j == 0) store_from_acc(gw + b * P + p, acc + gmass[b]);
+      if (on_p && j == 0) store_from_acc(gw + b * P + p, acc + gm);
     }
   }
 }
@@ -147,6 +202,10 @@ Status launch(OnCuda on, const MaskedSumForward& p) {
   const int64_t nc = cuda::num_chunks(p.feat.P);
   if (nc > INT32_MAX) return "image too large";
   const int gs = cuda::group_shift(p.feat);
+  cuda::Message what;
+  std::memcpy(what.text, p.check, sizeof(what.text));
+  what.text[sizeof(what.text) - 1] = '\0';
+  const bool check = p.check[0] != 0;
   cuda::dispatch_float(p.feat.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
@@ -157,13 +216,14 @@ Status launch(OnCuda on, const MaskedSumForward& p) {
       cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.feat.D, int64_t(1) << gs), [&](auto v) {
         cuda::launch_kernel(cuda::partials_kernel<scalar_t, acc_t, decltype(v)::value>,
                             dim3(static_cast<unsigned>(nc), cuda::image_grid(p.feat.B)), dim3(cuda::kThreads), 0, st,
-                            cuda::pixels_of<scalar_t>(p.feat), static_cast<const scalar_t*>(p.mask), gs, nc, part);
+                            cuda::pixels_of<scalar_t>(p.feat), static_cast<const scalar_t*>(p.mask), gs, nc, part,
+                            check, what);
       });
     // Also runs when P == 0 (no partials): then it writes zeros.
     const int64_t blocks = cuda::ceil_div<int64_t>(p.feat.B * (p.feat.D + 1), cuda::kWarps);
     cuda::launch_kernel(cuda::merge_kernel<acc_t>, dim3(cuda::stride_grid(blocks, 8192)),
-                        dim3(cuda::kThreads), 0, st, part, p.feat.B, nc * cuda::kWarps, p.feat.D,
-                        static_cast<acc_t*>(p.sum), static_cast<acc_t*>(p.mass));
+                        dim3(cuda::kThreads), 0, st, part, p.feat.B, nc * cuda::kWarps, p.feat.D, p.norm,
+                        static_cast<acc_t>(p.eps), static_cast<acc_t*>(p.sum), static_cast<acc_t*>(p.mass));
   });
   return cuda::status();
 }
@@ -175,11 +235,13 @@ Status launch(OnCuda on, const MaskedSumBackward& p) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     const int64_t gx = cuda::ceil_div<int64_t>(p.feat.P, cuda::kThreads >> gs);
+    const cuda::MeanGrads<acc_t> mg{static_cast<const acc_t*>(p.mean), static_cast<const acc_t*>(p.mass), p.norm,
+                                    static_cast<acc_t>(p.eps)};
     cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>,
                         dim3(cuda::stride_grid(gx), cuda::image_grid(p.feat.B)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.feat),
                         static_cast<const scalar_t*>(p.mask), static_cast<const acc_t*>(p.grad_sum),
-                        static_cast<const acc_t*>(p.grad_mass), gs, static_cast<scalar_t*>(p.grad_feat),
+                        static_cast<const acc_t*>(p.grad_mass), mg, gs, static_cast<scalar_t*>(p.grad_feat),
                         static_cast<scalar_t*>(p.grad_mask));
   });
   return cuda::status();

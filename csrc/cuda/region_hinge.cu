@@ -26,6 +26,7 @@
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
@@ -87,7 +88,7 @@ template <typename scalar_t, typename acc_t, typename label_t>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
                    const acc_t* __restrict__ centroid, acc_t delta, int gs, int64_t chunk, int64_t nc, bool smem,
-                   acc_t* __restrict__ part) {
+                   acc_t* __restrict__ part, bool check, const __grid_constant__ Message what) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
@@ -102,9 +103,11 @@ __global__ void __launch_bounds__(kThreads)
       for (int64_t r = lane; r < R; r += 32) slot[r] = 0;
       __syncwarp();
     }
+    int64_t bad = -1;  // the label check (device_checks.cuh): a bad label's flat index, by lane j == 0
     for (int64_t p0 = c0; p0 < c1; p0 += per_block) {  // uniform per block
       const int64_t p = p0 + (threadIdx.x >> gs);
       const int64_t r = p < c1 ? region_of(labels, b * P + p, R, ignore) : -1;
+      if (check && r < 0 && j == 0 && p < c1 && bad_label(int64_t(labels[b * P + p]), R, ignore)) bad = b * P + p;
       acc_t ss = 0;
       if (r >= 0) {
         const acc_t* c = cent + r * D;
@@ -131,6 +134,7 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
+    if (bad >= 0) report(what, static_cast<long long>(labels[bad]), bad);
     if (smem) {
       __syncthreads();
       for (int64_t r = warp; r < R; r += kWarps) {  // uniform per warp
@@ -286,7 +290,8 @@ Status launch(OnCuda on, const RegionHingeForward& p) {
                           dim3(static_cast<unsigned>(q.nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads),
                           q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
                           static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
-                          static_cast<const acc_t*>(p.centroid), acc_t(p.delta), gs, q.chunk, q.nc, q.smem, part);
+                          static_cast<const acc_t*>(p.centroid), acc_t(p.delta), gs, q.chunk, q.nc, q.smem, part,
+                          p.check[0] != 0, cuda::message_of(p.check));
     // Also runs when P == 0 (no partials): then it writes zeros.
     cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
   });

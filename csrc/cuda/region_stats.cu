@@ -42,6 +42,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
@@ -123,6 +124,7 @@ struct PartialArgs {
   const label_t* labels;
   int64_t B, D, P, sb, sd, sp, R, ignore;
   int64_t chunk, nc, dt, ndt;
+  bool check;  // the label check (device_checks.cuh), made by the first dim tile's sum sweep
 };
 
 // One sweep of a warp over pixels [p0, p1) of one image for the tile's dims j = warp, warp+8, ...
@@ -137,7 +139,7 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
                                             const label_t* __restrict__ lab, int64_t p0, int64_t p1,
                                             int64_t sd, int64_t sp, int64_t R, int64_t ignore,
                                             int dtn, int64_t ld, acc_t* acc, const acc_t* mean,
-                                            int* cnt, int warp, int lane) {
+                                            int* cnt, int warp, int lane, bool check, int64_t& bad) {
   if (kCentred && dtn == 0) return;
   // With no dim in the tile (D == 0) warp 0 still walks the labels to count.
   const int jend = dtn > 0 ? dtn : 1;
@@ -153,6 +155,7 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
       if (p < p1) {
         const int64_t l = static_cast<int64_t>(lab[p]);
         if (takes_part(l, R, ignore)) key[u] = static_cast<int>(l);
+        else if (check && bad_label(l, R, ignore)) bad = p;
       }
     }
 #pragma unroll
@@ -199,7 +202,7 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
 template <typename scalar_t, typename acc_t, typename label_t, bool kSmemAcc>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     region_partials_kernel(PartialArgs<scalar_t, label_t> a, int32_t* part_n, acc_t* part_mean,
-                           acc_t* part_m2, int32_t* cnt_scratch) {
+                           acc_t* part_m2, int32_t* cnt_scratch, const __grid_constant__ Message what) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const unsigned ndt = static_cast<unsigned>(a.ndt);  // < 2^31 (checked by the launcher)
   const int64_t tile = blockIdx.x % ndt, c = blockIdx.x / ndt;
@@ -243,7 +246,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 
     const scalar_t* x = a.emb + b * a.sb + d0 * a.sd;
     const label_t* lab = a.labels + b * a.P;
-    chunk_sweep<false>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, sum, sum, cnt, warp, lane);
+    int64_t bad = -1;
+    chunk_sweep<false>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, sum, sum, cnt, warp, lane,
+                       a.check && tile == 0, bad);
+    if (bad >= 0) report(what, static_cast<long long>(lab[bad]), b * a.P + bad);
     __syncthreads();
 #pragma unroll 1
     for (int64_t r = r_first; r < R; r += r_step) {
@@ -251,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       sum[r * ld + j_own] = n > 0 ? sum[r * ld + j_own] / acc_t(n) : acc_t(0);
     }
     __syncthreads();
-    chunk_sweep<true>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, m2, sum, cnt, warp, lane);
+    chunk_sweep<true>(x, lab, p0, p1, a.sd, a.sp, R, a.ignore, dtn, ld, m2, sum, cnt, warp, lane, false, bad);
     __syncthreads();
 
     if constexpr (kSmemAcc) {
@@ -377,14 +383,15 @@ void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t 
     const PartialArgs<scalar_t, label_t> a{static_cast<const scalar_t*>(p.emb.data),
                                            static_cast<const label_t*>(p.labels.data),
                                            B, p.emb.D, p.emb.P, p.emb.sb, p.emb.sd, p.emb.sp, R, p.ignore_index,
-                                           q.chunk, q.nc, q.dt, q.ndt};
+                                           q.chunk, q.nc, q.dt, q.ndt, p.check[0] != 0};
+    const Message what = message_of(p.check);
     const dim3 grid(static_cast<unsigned>(q.nc * q.ndt), gy);
     if (q.smem) {
       launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, true>, grid, kThreads, q.smem_bytes, stream, a,
-                    part_n, part_mean, part_m2, cnt_scratch);
+                    part_n, part_mean, part_m2, cnt_scratch, what);
     } else {
       launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, false>, grid, kThreads, 0, stream, a, part_n,
-                    part_mean, part_m2, cnt_scratch);
+                    part_mean, part_m2, cnt_scratch, what);
     }
   }
   // Also runs when P == 0 (no chunks): then it writes the all-zero statistics.

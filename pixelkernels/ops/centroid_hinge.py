@@ -21,7 +21,7 @@ from ..reference.centroid_hinge import centroid_hinge as _reference
 from . import region_stats as _region_stats
 
 
-def _fake(emb, labels, num_regions, delta, ignore_index):
+def _fake(emb, labels, num_regions, delta, ignore_index, check=None):
     return _region_stats._fake(emb, labels, num_regions, ignore_index, False)  # hinge: variance's shape
 
 
@@ -37,7 +37,7 @@ OP = _op.define(
     backward_fake=_fake_backward,
     grad_inputs=("emb",),
     # double backward: the reference at the backward op's arguments, num_regions from count (B, R)
-    reference_args=lambda a: {"num_regions": a["count"].shape[1]},
+    reference_args=lambda a: {"num_regions": a["count"].shape[1], "check": None},
 )
 
 
@@ -58,5 +58,5 @@ def centroid_hinge(
     )
     delta = _checks.real(delta, "delta", minimum=0.0)
     backend = _op.backend_for(OP, backend, emb, "emb")
-    _checks.label_values(labels, "labels", R, ignore_index)
-    return _op.run(OP, backend, emb, labels, R, delta, ignore_index)
+    check = _checks.label_values_in_kernel(labels, "labels", R, ignore_index, backend)  # by region_stats' pass
+    return _op.run(OP, backend, emb, labels, R, delta, ignore_index, check)

@@ -19,7 +19,7 @@ from .._dtypes import stats_dtype
 from ..reference.region_hinge import region_hinge as _reference
 
 
-def _fake(emb, labels, centroid, delta, ignore_index):
+def _fake(emb, labels, centroid, delta, ignore_index, check=None):
     return emb.new_empty((emb.shape[0], centroid.shape[1]), dtype=stats_dtype(emb.dtype))
 
 
@@ -36,6 +36,7 @@ OP = _op.define(
     outputs=("hinge",),
     backward_fake=_fake_backward,
     grad_inputs=("emb", "centroid"),
+    reference_args=lambda a: {"check": None},  # double backward: the labels were checked
 )
 
 
@@ -61,5 +62,5 @@ def region_hinge(
     delta = _checks.real(delta, "delta", minimum=0.0)
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     backend = _op.backend_for(OP, backend, emb, "emb")
-    _checks.label_values(labels, "labels", R, ignore_index)
-    return _op.run(OP, backend, emb, labels, centroid, delta, ignore_index)
+    check = _checks.label_values_in_kernel(labels, "labels", R, ignore_index, backend)  # by the forward's pass
+    return _op.run(OP, backend, emb, labels, centroid, delta, ignore_index, check)

@@ -4,7 +4,7 @@
 ``backend="reference"`` runs the straightforward oracles of pixelkernels/reference/region_losses.py
 (one-hot masks, a (B, R, D, H·W) broadcast); every other backend runs the fused path: each
 loss is a composition of registered ops, which do all the per-pixel work (region_stats,
-centroid_hinge, pixel_normalize, masked_sum, center_distance), and small tensor maths on
+centroid_hinge, pixel_normalize, masked_mean, center_distance), and small tensor maths on
 (B, R, D) statistics: O(B·D·H·W) time, no one-hot mask, no (B, R, D, H·W) broadcast, no
 per-pixel PyTorch op in the forward. (Autograd adds the gradients that two ops send to the
 same input, emb's in menet_saliency: one elementwise pass in the backward. discriminative_loss
@@ -22,11 +22,10 @@ import torch
 
 from .. import _checks, _op
 from ..reference import region_losses as _reference
-from . import masked_sum as _masked_sum
+from . import center_distance as _center_distance
 from . import centroid_hinge as _centroid_hinge
+from . import masked_mean as _masked_mean
 from . import region_stats as _region_stats
-from .center_distance import center_distance
-from .masked_sum import masked_sum
 from .pixel_normalize import pixel_normalize
 
 
@@ -90,13 +89,14 @@ def menet_metric_loss(
     _, ignore_index = _checks.labelled_map(emb, "emb", mask, "mask", 2, "num_regions", ignore_index)
     form = _checks.choice(form, "form", ("centroid", "pairwise"))
     normalize = _checks.boolean(normalize, "normalize")
-    _checks.label_values(mask, "mask", 2, ignore_index)
-    if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
+    backend = _op.backend_for(_region_stats.OP, backend, emb, "emb")
+    check = _checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)  # by region_stats' pass
+    if backend == "reference":
         return _reference.menet_metric_loss(emb, mask, form, normalize, ignore_index)
     # upcast: the normalised map of a half emb is float32, so its centroids see no half rounding.
     x = pixel_normalize(emb, upcast=True, backend=backend) if normalize else emb
     # The centroid form needs no variance: the CPU kernel then skips its centred sweep.
-    n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index, form == "pairwise")
+    n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index, form == "pairwise", check)
     per = -((c[:, 1] - c[:, 0]) ** 2).sum(-1)
     if form == "pairwise":
         per = per + (n[:, 1] - n[:, 0]) * (v[:, 1] - v[:, 0]) / n.sum(1).clamp_min(1)
@@ -132,10 +132,11 @@ def cas_loss(
     alpha = _checks.real(alpha, "alpha", minimum=0.0)
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    _checks.label_values(regions, "regions", R, ignore_index)
-    if _op.backend_for(_region_stats.OP, backend, scores, "scores") == "reference":
+    backend = _op.backend_for(_region_stats.OP, backend, scores, "scores")
+    check = _checks.label_values_in_kernel(regions, "regions", R, ignore_index, backend)  # by region_stats' pass
+    if backend == "reference":
         return _reference.cas_loss(scores, regions, R, alpha, ignore_index)
-    n, c, v = _run(_region_stats, backend, scores, "scores", regions, R, ignore_index)
+    n, c, v = _run(_region_stats, backend, scores, "scores", regions, R, ignore_index, True, check)
     present = n > 0
     uniformer = torch.where(present, v, torch.zeros_like(v)).sum(1)
     sq = ((c.unsqueeze(2) - c.unsqueeze(1)) ** 2).sum(-1)
@@ -181,13 +182,14 @@ def discriminative_loss(
     delta_v = _checks.real(delta_v, "delta_v", minimum=0.0)
     delta_d = _checks.real(delta_d, "delta_d", minimum=0.0)
     alpha, beta, gamma = (_checks.real(v, k) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))
-    _checks.label_values(instances, "instances", R, ignore_index)
-    if _op.backend_for(_region_stats.OP, backend, emb, "emb") == "reference":
+    backend = _op.backend_for(_centroid_hinge.OP, backend, emb, "emb")
+    check = _checks.label_values_in_kernel(instances, "instances", R, ignore_index, backend)  # by region_stats'
+    if backend == "reference":
         return _reference.discriminative_loss(
             emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index
         )
     # One op for both passes, so emb's gradient (hinge + centroids) is rounded to emb's dtype once.
-    n, mu, hinge = _run(_centroid_hinge, backend, emb, "emb", instances, R, delta_v, ignore_index)
+    n, mu, hinge = _run(_centroid_hinge, backend, emb, "emb", instances, R, delta_v, ignore_index, check)
     present = n > 0
     C = present.sum(1).to(n.dtype)
     l_var = (hinge / n.clamp_min(1)).sum(1) / C.clamp_min(1)
@@ -206,14 +208,16 @@ def masked_average_pool(
 ) -> torch.Tensor:
     """Masked average pooling (PANet; seed 004 §1.1): feat (B, C, H, W), a soft or binary mask
     (B, H, W) -> prototypes (B, C) = Σ_p feat·mask / (Σ_p mask + eps). Differentiable in feat
-    and mask. PANet first resizes the features to the mask's size; do that before calling."""
+    and mask. PANet first resizes the features to the mask's size; do that before calling.
+    One op forward (masked_mean: the sums' pass with the division in its merge) and one pass
+    backward."""
     eps = _checks.real(eps, "eps", minimum=0.0)
     _checks.dense_map(feat, "feat")
     _checks.float_map(mask, "mask", feat, "feat")
-    if _op.backend_for(_masked_sum.OP, backend, feat, "feat") == "reference":
+    backend = _op.backend_for(_masked_mean.OP, backend, feat, "feat")
+    if backend == "reference":
         return _reference.masked_average_pool(feat, mask, eps)
-    s, mass = masked_sum(feat, mask, backend=backend)
-    return s / (mass + eps).unsqueeze(1)
+    return _masked_mean.masked_mean(feat, mask, eps, False, backend)[0]
 
 
 def menet_saliency(
@@ -223,17 +227,16 @@ def menet_saliency(
     (B, D, H, W) and background weights w (B, H, W) ≥ 0 (a background indicator or
     probability, e.g. from the cross-entropy branch). Returns (B, H, W) in emb's dtype
     (``squared=True``: S_i²). An image whose weights sum to 0 has center 0 (S_i = ||f_i||).
-    Differentiable in emb and the weights; one pass for the center (``masked_sum``), one for
+    Differentiable in emb and the weights; one pass for the center (``masked_mean``), one for
     the map (``center_distance``)."""
     _checks.dense_map(emb, "emb")
     _checks.float_map(background_weights, "background_weights", emb, "emb")
-    _checks.nonnegative_values(background_weights, "background_weights")
     squared = _checks.boolean(squared, "squared")
-    if _op.backend_for(_masked_sum.OP, backend, emb, "emb") == "reference":
+    backend = _op.backend_for(_masked_mean.OP, backend, emb, "emb")
+    if backend == "reference":
+        _checks.nonnegative_values(background_weights, "background_weights")
         return _reference.menet_saliency(emb, background_weights, squared)
-    s, mass = masked_sum(emb, background_weights, backend=backend)
-    has = mass > 0
-    center = torch.where(
-        has.unsqueeze(1), s / torch.where(has, mass, torch.ones_like(mass)).unsqueeze(1), 0.0
-    )
-    return center_distance(emb, center, squared=squared, backend=backend)
+    # the weights' check is made by masked_mean's read of them (no launch, no sync of its own)
+    check = _checks.nonnegative_in_kernel(background_weights, "background_weights")
+    center = _masked_mean.masked_mean(emb, background_weights, 0.0, True, backend, check)[0]
+    return _run(_center_distance, backend, emb, "emb", center, squared)

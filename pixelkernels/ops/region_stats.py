@@ -20,7 +20,7 @@ from .._dtypes import stats_dtype
 from ..reference.region_stats import region_stats as _reference
 
 
-def _fake(emb, labels, num_regions, ignore_index, with_variance):
+def _fake(emb, labels, num_regions, ignore_index, with_variance, check=None):
     B, D = emb.shape[0], emb.shape[1]
     st = stats_dtype(emb.dtype)
     return (
@@ -42,7 +42,8 @@ OP = _op.define(
     backward_fake=_fake_backward,
     grad_inputs=("emb",),
     # double backward: the reference at the backward op's arguments, num_regions from count (B, R)
-    reference_args=lambda a: {"num_regions": a["count"].shape[1]},
+    # (and no label check: the forward's labels were checked)
+    reference_args=lambda a: {"num_regions": a["count"].shape[1], "check": None},
 )
 
 
@@ -68,5 +69,5 @@ def region_stats(
         emb, "emb", labels, "labels", num_regions, "num_regions", ignore_index
     )
     backend = _op.backend_for(OP, backend, emb, "emb")
-    _checks.label_values(labels, "labels", R, ignore_index)
-    return _op.run(OP, backend, emb, labels, R, ignore_index, _checks.boolean(with_variance, "with_variance"))
+    check = _checks.label_values_in_kernel(labels, "labels", R, ignore_index, backend)  # by the forward's pass
+    return _op.run(OP, backend, emb, labels, R, ignore_index, _checks.boolean(with_variance, "with_variance"), check)

@@ -21,7 +21,12 @@ from .region_stats import region_stats
 
 
 def centroid_hinge(
-    emb: torch.Tensor, labels: torch.Tensor, num_regions: int, delta: float, ignore_index: int = -1
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    num_regions: int,
+    delta: float,
+    ignore_index: int = -1,
+    check: str | None = None,
 ):
     """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), hinge (B, R)."""
     st = stats_dtype(emb.dtype)

@@ -16,7 +16,12 @@ from ._math import safe_sqrt
 
 
 def region_hinge(
-    emb: torch.Tensor, labels: torch.Tensor, centroid: torch.Tensor, delta: float, ignore_index: int = -1
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    centroid: torch.Tensor,
+    delta: float,
+    ignore_index: int = -1,
+    check: str | None = None,
 ) -> torch.Tensor:
     """emb (B, D, H, W), labels (B, H, W) int, centroid (B, R, D) -> hinge (B, R)."""
     B, D, H, W = emb.shape

@@ -25,10 +25,13 @@ def region_stats(
     num_regions: int,
     ignore_index: int = -1,
     with_variance: bool = True,
+    check: str | None = None,
 ):
     """emb (B, D, H, W), labels (B, H, W) int -> count (B, R), centroid (B, R, D), variance (B, R).
 
-    ``with_variance=False``: variance is all 0, a constant (no gradient flows through it)."""
+    ``with_variance=False``: variance is all 0, a constant (no gradient flows through it).
+    ``check`` (the compiled ops' folded label check) is the caller's here: the public functions
+    check before calling the reference."""
     B, D, H, W = emb.shape
     R = num_regions
     x = emb.to(stats_dtype(emb.dtype)).reshape(B, D, H * W).transpose(1, 2)  # (B, P, D)

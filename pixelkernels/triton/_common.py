@@ -164,6 +164,16 @@ def mask_bytes(m: torch.Tensor) -> torch.Tensor:
     return m.contiguous().view(torch.uint8)
 
 
+def checked_labels(labels: torch.Tensor, num: int, ignore_index: int, check) -> None:
+    """The label check a compiled op folds into its forward (`check`: the message, or None), in
+    the Triton variant: Triton has no device-side assert outside debug builds, so the check runs
+    before the kernels in the form _checks picks (check_values' one launch, or the torch form)."""
+    if check is not None:
+        from .. import _checks
+
+        _checks._values_in_range(labels, 0, num, ignore_index, check, _checks._LABEL_HINT)
+
+
 def expect(cond: bool, op: str, *message) -> None:
     if not cond:
         raise RuntimeError(f"{op}: " + "".join(str(m) for m in message))

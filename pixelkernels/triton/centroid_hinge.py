@@ -23,9 +23,10 @@ from . import region_hinge, region_stats
 from ._common import expect, expect_same_device, expect_sizes, stats_dtype
 
 
-def forward(ops, emb, labels, num_regions, delta, ignore_index):
-    count, centroid, _ = ops.region_stats(emb, labels, num_regions, ignore_index, False)
-    return count, centroid, ops.region_hinge(emb, labels, centroid, delta, ignore_index)
+def forward(ops, emb, labels, num_regions, delta, ignore_index, check=None):
+    # the label check (`check`) is region_stats': the first pass to read the labels
+    count, centroid, _ = ops.region_stats(emb, labels, num_regions, ignore_index, False, check)
+    return count, centroid, ops.region_hinge(emb, labels, centroid, delta, ignore_index, None)
 
 
 def backward(ops, grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):
@@ -53,8 +54,8 @@ _TRITON = types.SimpleNamespace(
 
 
 @triton_variant("centroid_hinge")
-def centroid_hinge_op(emb, labels, num_regions, delta, ignore_index):
-    return forward(_TRITON, emb, labels, num_regions, delta, ignore_index)
+def centroid_hinge_op(emb, labels, num_regions, delta, ignore_index, check):
+    return forward(_TRITON, emb, labels, num_regions, delta, ignore_index, check)
 
 
 @triton_variant("centroid_hinge_backward")

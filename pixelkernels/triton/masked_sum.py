@@ -9,9 +9,9 @@ propagates as in the formula (a product with mask is the op itself, not a member
 
 * `_partials_kernel`, grid ((pixel block, image)): loads the block's mask once, then per
   D block its [BLOCK_P, BLOCK_D] feat tile, and writes the block's C channel sums and its
-  mass to a (B, blocks, C + 1) workspace (~1/BLOCK_P of the input). The launcher adds the
-  blocks in a fixed order (a torch sum over that small tensor): no atomics, the result is
-  bitwise reproducible. One read of feat and mask.
+  mass to a (B, blocks, C + 1) workspace (~1/BLOCK_P of the input). `_merge_kernel` adds the
+  blocks in a fixed order, BLOCK_K at a time (one launch, where two torch sums were): no
+  atomics, the result is bitwise reproducible. One read of feat and mask.
 * `_backward_kernel`, grid ((pixel block, image)), elementwise: per D block writes
   gs * mask and accumulates gs . feat in registers, then writes grad_mask (computed in the
   accumulation type, stored in feat's dtype, then cast to mask's dtype like the C++ op).
@@ -62,17 +62,72 @@ def _partials_kernel(x_ptr, w_ptr, part_ptr, P, D, sb, sd, sp, ACC: tl.constexpr
 
 
 @triton.jit
-def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, gx_ptr, gw_ptr, P, D, sb, sd, sp, ACC: tl.constexpr,
-                     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+def _merge_kernel(part_ptr, out_ptr, mass_ptr, nblk, D, eps: tl.float64, ACC: tl.constexpr, NORM: tl.constexpr,
+                  BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """Per (D block, image): the blocks' partials (B, nblk, D + 1) added in a fixed order,
+    BLOCK_K blocks a step; NORM 0 writes the sums, 1 and 2 (masked_mean) sum / (mass + eps),
+    2 with 0 where mass + eps is not > 0. The D block 0 program writes the mass."""
+    b, dblk = split_pid(tl.cdiv(tl.maximum(D, 1), BLOCK_D))  # one program per image at D == 0 (the mass)
+    offs_d = dblk * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    s = tl.zeros([BLOCK_D], ACC)
+    m = tl.zeros([BLOCK_K], ACC)
+    row = part_ptr + b * nblk * (D + 1)
+    for k0 in range(0, nblk, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        kmask = offs_k < nblk
+        t = tl.load(row + offs_k[:, None] * (D + 1) + offs_d[None, :], mask=kmask[:, None] & dmask[None, :], other=0.0)
+        s += tl.sum(t.to(ACC), axis=0)
+        m += tl.load(row + offs_k * (D + 1) + D, mask=kmask, other=0.0).to(ACC)
+    mass = tl.sum(m, axis=0)
+    if NORM == 0:
+        out = s
+    else:
+        den = mass + tl.full([], eps, ACC)
+        out = tl.where((NORM == 1) | (den > 0), s / den, 0.0)
+    tl.store(out_ptr + b * D + offs_d, out, mask=dmask)
+    tl.store(mass_ptr + b, mass, mask=dblk == 0)
+
+
+MERGE_BLOCK_K = 32
+
+
+def launch_merge(part, out, mass, nblk, eps, norm):
+    """`_merge_kernel` over part (B, nblk, C + 1) into out (B, C) and mass (B,)."""
+    B, C = out.shape
+    bd = min(64, triton.next_power_of_2(max(C, 1)))
+    _merge_kernel[grid_items(triton.cdiv(max(C, 1), bd), B)](part, out, mass, nblk, C, float(eps), ACC=acc_of(part),
+                                                              NORM=norm, BLOCK_K=MERGE_BLOCK_K, BLOCK_D=bd)  # fmt: skip
+
+
+@triton.jit
+def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, mean_ptr, eps: tl.float64, gx_ptr, gw_ptr, P, D, sb, sd, sp,
+                     ACC: tl.constexpr, NORM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     b, blk = split_pid(tl.cdiv(P, BLOCK_P))
     offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = offs_p < P
     w = tl.load(w_ptr + b * P + offs_p, mask=pmask, other=0.0).to(ACC)
-    acc = tl.zeros([BLOCK_P], ACC) + tl.load(gm_ptr + b).to(ACC)
+    if NORM == 0:
+        gm = tl.load(gm_ptr + b).to(ACC)
+        den = tl.full([], 1.0, ACC)
+        on = True
+    else:  # masked_mean: gs_ptr holds the mean's gradient, gm_ptr the mass (triton/masked_mean.py)
+        den = tl.load(gm_ptr + b).to(ACC) + tl.full([], eps, ACC)
+        on = (NORM == 1) | (den > 0)
+        t = tl.zeros([BLOCK_D], ACC)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            dmask = offs_d < D
+            g = tl.load(gs_ptr + b * D + offs_d, mask=dmask, other=0.0).to(ACC)
+            t += g * tl.load(mean_ptr + b * D + offs_d, mask=dmask, other=0.0).to(ACC)
+        gm = tl.where(on, -tl.sum(t, axis=0) / den, 0.0)
+    acc = tl.zeros([BLOCK_P], ACC) + gm
     for d0 in range(0, D, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         dmask = offs_d < D
         gs = tl.load(gs_ptr + b * D + offs_d, mask=dmask, other=0.0).to(ACC)
+        if NORM != 0:
+            gs = tl.where(on, gs / den, 0.0)
         x = load_tile(x_ptr, b, offs_p, offs_d, pmask, dmask, sb, sd, sp, ACC)
         acc += tl.sum(x * gs[None, :], axis=1)
         offs = pixel_offsets(b, offs_p, offs_d, sb, sd, sp)
@@ -108,18 +163,27 @@ def masked_sum_op(feat, mask):
     with device_ctx(x):
         _partials_kernel[grid_items(nblk, B)](x, w, part, P, C, sb, sd, sp, ACC=acc_of(part), BLOCK_P=bp, BLOCK_D=bd,
                                               num_warps=warps(bp * bd))  # fmt: skip
-    # Blocks added in order; two separate tensors (a custom op's outputs may not alias).
-    return part[:, :, :C].sum(1), part[:, :, C].sum(1)
+        sums, mass = torch.empty(B, C, dtype=st, device=feat.device), torch.empty(B, dtype=st, device=feat.device)
+        launch_merge(part, sums, mass, nblk, 0.0, 0)  # the blocks added in a fixed order
+    return sums, mass
 
 
 @triton_variant("masked_sum_backward")
 def masked_sum_backward_op(grad_sum, grad_mass, feat, mask):
     op = "masked_sum_backward"
     _expect_mask_match(feat, mask, op)
-    B, C, H, W = feat.shape
+    B, C = feat.shape[:2]
     expect_sizes(grad_sum, (B, C), op, "grad_sum")
     expect_sizes(grad_mass, (B,), op, "grad_mass")
     expect_same_device(op, feat, mask, grad_sum, grad_mass)
+    return launch_backward(feat, mask, grad_sum, grad_mass, None, 0.0, 0)
+
+
+def launch_backward(feat, mask, gs, gm, mean, eps, norm):
+    """(grad_feat, grad_mask) from `_backward_kernel`: norm 0, gs and gm the sums' and the mass's
+    gradients (mean not read); norm 1 or 2 (masked_mean), gs the mean's gradient, gm the mass and
+    mean the forward's mean. Arguments already checked by the caller."""
+    B, C, H, W = feat.shape
     P = H * W
     grad_feat = torch.empty_like(feat)
     grad_mask = torch.empty(mask.shape, dtype=feat.dtype, device=feat.device)
@@ -128,25 +192,14 @@ def masked_sum_backward_op(grad_sum, grad_mass, feat, mask):
     x, (sb, sd, sp) = pixel_view(feat)
     out = grad_feat if grad_feat.stride() == x.stride() else with_strides_of(None, x)
     st = stats_dtype(feat.dtype)
+    g, m = gs.to(st).contiguous(), gm.to(st).contiguous()
     bp, bd = pixel_blocks(P, C)
     with device_ctx(x):
         _backward_kernel[grid_items(triton.cdiv(P, bp), B)](
-            x,
-            mask.to(feat.dtype).contiguous(),
-            grad_sum.to(st).contiguous(),
-            grad_mass.to(st).contiguous(),
-            out,
-            grad_mask,
-            P,
-            C,
-            sb,
-            sd,
-            sp,
-            ACC=acc_of(grad_sum.to(st)),
-            BLOCK_P=bp,
-            BLOCK_D=bd,
+            x, mask.to(feat.dtype).contiguous(), g, m, m if mean is None else mean.to(st).contiguous(), float(eps),
+            out, grad_mask, P, C, sb, sd, sp, ACC=acc_of(g), NORM=norm, BLOCK_P=bp, BLOCK_D=bd,
             num_warps=warps(bp * bd),
-        )
+        )  # fmt: skip
     if out is not grad_feat:
         grad_feat.copy_(out)
     return grad_feat, grad_mask.to(mask.dtype)
@@ -161,6 +214,13 @@ def compile_specs():
         for bp, bd, nw in ((256, 16, 4), (64, 64, 8)):
             c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
             specs.append((_partials_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "part_ptr": "*" + a}, c, nw))
-            specs.append((_backward_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "gs_ptr": "*" + a,
-                                             "gm_ptr": "*" + a, "gx_ptr": "*" + e, "gw_ptr": "*" + e}, c, nw))  # fmt: skip
+            if e == a and bp == 256:  # the merge reads and writes the accumulation type
+                for norm in (0, 1, 2):
+                    specs.append((_merge_kernel, {"part_ptr": "*" + a, "out_ptr": "*" + a, "mass_ptr": "*" + a,
+                                                  "eps": "fp64"},
+                                  {"ACC": acc, "NORM": norm, "BLOCK_K": MERGE_BLOCK_K, "BLOCK_D": 64}, 4))  # fmt: skip
+            for norm in (0, 1, 2):
+                specs.append((_backward_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "gs_ptr": "*" + a,
+                                                 "gm_ptr": "*" + a, "mean_ptr": "*" + a, "eps": "fp64",
+                                                 "gx_ptr": "*" + e, "gw_ptr": "*" + e}, c | {"NORM": norm}, nw))  # fmt: skip
     return specs

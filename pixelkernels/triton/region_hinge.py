@@ -48,6 +48,7 @@ import triton.language as tl
 from .._schema import triton_variant
 from ._common import (
     INT32_MAX,
+    checked_labels,
     device_ctx,
     expect,
     expect_labels_match,
@@ -316,11 +317,12 @@ def _expect_centroid(emb, centroid, op):
 
 
 @triton_variant("region_hinge")
-def region_hinge_op(emb, labels, centroid, delta, ignore_index):
+def region_hinge_op(emb, labels, centroid, delta, ignore_index, check):
     op = "region_hinge"
     expect_labels_match(emb, labels, op)
     _expect_centroid(emb, centroid, op)
     expect_same_device(op, emb, labels, centroid)
+    checked_labels(labels, centroid.shape[1], ignore_index, check)
     return region_hinge_forward(emb, labels, centroid, delta, ignore_index)
 
 

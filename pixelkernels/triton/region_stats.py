@@ -60,6 +60,7 @@ import triton.language as tl
 from .._schema import triton_variant
 from ._common import (
     INT32_MAX,
+    checked_labels,
     device_ctx,
     expect,
     expect_labels_match,
@@ -610,11 +611,12 @@ def region_stats_backward(
 
 
 @triton_variant("region_stats")
-def region_stats_op(emb, labels, num_regions, ignore_index, with_variance):
+def region_stats_op(emb, labels, num_regions, ignore_index, with_variance, check):
     op = "region_stats"
     expect_labels_match(emb, labels, op)
     expect(1 <= num_regions <= INT32_MAX, op, "num_regions must be in [1, 2^31), got ", num_regions)
     expect_same_device(op, emb, labels)
+    checked_labels(labels, num_regions, ignore_index, check)
     count, centroid, variance = region_stats_forward(emb, labels, num_regions, ignore_index)
     # Memory-bound on a GPU, so the centred sweep stays; only the contract (variance 0) is kept.
     return count, centroid, variance if with_variance else variance.zero_()

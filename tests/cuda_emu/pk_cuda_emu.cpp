@@ -214,6 +214,14 @@ void device_assert_failed(const char* what, long long value, long long index) {
   detail::set_error(text);
 }
 
+void device_assert_failed_real(const char* what, double value, long long index) {
+  static char text[320];
+  if (g_error != nullptr) return;
+  std::snprintf(text, sizeof(text), "device-side assert: pixelkernels: %s; found %g at flat index %lld (checked on the device)",
+                what, value, index);
+  detail::set_error(text);
+}
+
 void sync_block() {
   Launch& L = *g_launch;
   const uint64_t gen = L.gen;

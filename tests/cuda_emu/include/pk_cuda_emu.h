@@ -62,9 +62,10 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
 void* dynamic_smem();
 const char* status();  // nullptr, or the first error since the last call (then cleared)
 
-// A failed device-side check (csrc/cuda/check_values.cu): on a GPU a printf and a failed assert
+// A failed device-side check (csrc/cuda/device_checks.cuh): on a GPU a printf and a failed assert
 // that stop the stream; here the launch's error (the first one kept), with the same text.
 void device_assert_failed(const char* what, long long value, long long index);
+void device_assert_failed_real(const char* what, double value, long long index);
 
 // The values the lanes of a warp deposited at one warp intrinsic, and which lanes are live.
 struct WarpView {
