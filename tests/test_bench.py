@@ -427,3 +427,14 @@ def test_host_mode_counts_the_triton_path():
     two_kernels()
     with pk.use_checks("off"):
         assert host.triton_launches_per_call(two_kernels) == 2 + 2  # the kernels, randn and zeros
+
+
+def test_default_rows_are_one_per_family_and_run_on_both_devices():
+    """`bench` without --op/--workload/--full runs exactly cases.REPRESENTATIVE (issue 39 item 8),
+    one row per op family, each on the CPU and on CUDA."""
+    ops, ids = bench_cases.representative()
+    rows = bench_cases.select(ops, ids)
+    assert sorted(c.key for c in rows) == sorted(bench_cases.REPRESENTATIVE)
+    families = {"is_triplet_loss", "region_stats", "label_transfer", "distance_transform"}
+    assert families <= {c.op for c in rows}
+    assert all({"cpu", "cuda"} <= set(c.devices) for c in rows)

@@ -181,6 +181,28 @@ def _check_unique(cases):
         raise ValueError(f"bench cases must have unique (op, id): {dup}")
 
 
+# `python -m pixelkernels bench` without --op, --workload or --full: one row per op family of
+# the mission (triplet; region statistics and a loss on them; dense label transfer; clicks and
+# distance transforms), whose reference and baseline take well under a second a call, so the
+# table prints within a few minutes on 2 cores (issue 39 item 8). --full runs every row.
+REPRESENTATIVE = (
+    "is_triplet_loss:W1",
+    "region_stats:W2",
+    "masked_average_pool:W2",
+    "label_transfer:W5-eq3",
+    "click_maps:W8-disk",
+    "distance_transform:W9-blobs",
+)
+
+
+def representative() -> tuple[list[str], list[str]]:
+    """(ops, workload ids) whose cross product is exactly REPRESENTATIVE."""
+    keys = [k.split(":") for k in REPRESENTATIVE]
+    ops, ids = sorted({o for o, _ in keys}), sorted({i for _, i in keys})
+    assert {c.key for c in select(ops, ids)} == set(REPRESENTATIVE), "REPRESENTATIVE's ids must not cross"
+    return ops, ids
+
+
 def select(ops=None, ids=None, device: str | None = None) -> list[Case]:
     """The rows of `ops` (all if None) with id in `ids` (all if None) that run on `device`."""
     _check_unique(CASES)

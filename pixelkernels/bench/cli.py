@@ -91,8 +91,12 @@ def main(argv=None) -> int:
         "plain PyTorch (and optional peer libraries), side by side on one device.",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if present, else cpu")
-    p.add_argument("--op", action="append", help="op(s) to run (default: all)")
-    p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all)")
+    p.add_argument("--op", action="append",
+                   help="op(s) to run (default: with --full all, else one representative row per op family)")
+    p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all of the ops chosen)")
+    p.add_argument("--full", action="store_true",
+                   help="every row of the table (without --op/--workload the default is the six rows of "
+                        "bench/cases.py REPRESENTATIVE: a few minutes on 2 cores; the full table takes hours there)")
     p.add_argument(
         "--backend",
         action="append",
@@ -128,6 +132,9 @@ def main(argv=None) -> int:
         print(gpu_model.table(gpu_model.rows(a.op, a.workload)))
         return 0
     device = _device(p, a)
+    if not a.full and not a.op and not a.workload:
+        a.op, a.workload = _cases.representative()
+        print(f"# one row per op family ({', '.join(_cases.REPRESENTATIVE)}); --full for the whole table")
     for flag, given, known in (
         ("op", a.op, {c.op for c in _cases.CASES}),
         ("workload", a.workload, {c.id for c in _cases.CASES}),
