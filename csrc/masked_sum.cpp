@@ -13,6 +13,7 @@
 namespace pixelkernels {
 namespace {
 
+// pixelkernels._checks.nonnegative_values' hint (tests/test_host_sync.py compares the messages).
 constexpr const char* kHint = "pixelkernels.set_checks('off') skips this check.";
 
 void expect_mask_match(const at::Tensor& feat, const at::Tensor& mask, const char* op) {
@@ -49,11 +50,11 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& feat_in, const at::
   return {sum, mass};
 }
 
-// The backward of both ops (MaskedSumBackward: gs and gm, or masked_mean's grad, mean and mass).
+// The backward of both ops (MaskedSumBackward: gs and gm, or masked_mean's grad, mean and mass;
+// the caller keeps those tensors alive).
 template <class On>
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& feat, const at::Tensor& mask, const char* op,
-                                            MaskedSumBackward p, std::initializer_list<at::Tensor> stats) {
-  (void)stats;  // kept alive by the caller
+                                            MaskedSumBackward p) {
   Launcher<On> launcher(feat, op);
   PixelOutput out(feat);
   at::Tensor grad_mask = at::empty(mask.sizes(), mask.options().dtype(feat.scalar_type()));
@@ -86,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor> masked_sum_backward(const at::Tensor& grad_su
   MaskedSumBackward p{};
   p.grad_sum = gs.const_data_ptr();
   p.grad_mass = gm.const_data_ptr();
-  return backward<On>(feat, mask, op, p, {gs, gm});
+  return backward<On>(feat, mask, op, p);
 }
 
 Norm norm_of(bool zero_empty) { return zero_empty ? Norm::Positive : Norm::Divide; }
@@ -122,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor> masked_mean_backward(const at::Tensor& grad_m
   p.eps = eps;
   p.mean = mu.const_data_ptr();
   p.mass = ms.const_data_ptr();
-  return backward<On>(feat, mask, op, p, {g, mu, ms});
+  return backward<On>(feat, mask, op, p);
 }
 
 #define MASKED_SUM_IMPLS(m, On)                            \

@@ -20,6 +20,10 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The bench's cache flush sized for tests of its machinery (no time is checked); subprocesses
+# inherit it.
+os.environ.setdefault("PIXELKERNELS_BENCH_FLUSH_MIB", "1")
+
 import pixelkernels as pk
 from pixelkernels.testing import assert_close  # noqa: F401  (re-exported for the tests)
 

@@ -227,6 +227,22 @@ def test_good_values_pass_the_device_check(case, kernel, monkeypatch):
 
 
 @pytest.mark.parametrize("case", list(BAD))
+def test_the_cpu_kernels_messages_are_the_sync_forms(case):
+    """The CPU kernels raise check_values' and masked_mean's messages, whose hints are copies of
+    pixelkernels._checks' (csrc/label_check.h kLabelHint, csrc/masked_sum.cpp kHint): word for
+    word the sync form's, where the extension's CPU kernels are built."""
+    if not pk._ext.HAVE_CPU_KERNELS:
+        pytest.skip("needs the extension's CPU kernels")
+    said = []
+    for mode in ("async", "sync"):
+        torch.manual_seed(0)
+        with pk.use_checks(mode), pytest.raises(ValueError) as info:
+            BAD[case]()
+        said.append(str(info.value))
+    assert said[0] == said[1]
+
+
+@pytest.mark.parametrize("case", list(BAD))
 def test_sync_mode_names_the_value(case):
     with pk.use_checks("sync"), pytest.raises(ValueError, match="must be") as info:
         BAD[case]()

@@ -15,21 +15,19 @@ Internal (no public function): the public ops validate and call it.
 
 from __future__ import annotations
 
-import torch
-
 from .. import _op
-from .._dtypes import stats_dtype
 from ..reference.masked_mean import masked_mean as _reference
+from . import masked_sum as _masked_sum
+
+# masked_sum's shapes: (B, C) and (B,) in the stats dtype forward; feat's and mask's backward
 
 
 def _fake(feat, mask, eps, zero_empty, check=None):
-    B, C = feat.shape[0], feat.shape[1]
-    st = stats_dtype(feat.dtype)
-    return feat.new_empty((B, C), dtype=st), feat.new_empty((B,), dtype=st)
+    return _masked_sum._fake(feat, mask)
 
 
 def _fake_backward(grad_mean, feat, mask, mean, mass, eps, zero_empty):
-    return torch.empty_like(feat), mask.new_empty(mask.shape)
+    return _masked_sum._fake_backward(grad_mean, None, feat, mask)
 
 
 OP = _op.define(

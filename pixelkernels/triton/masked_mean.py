@@ -14,14 +14,10 @@ the division folded in,
   forms g/d and Σ_c g·mean/d per program from the saved mean and mass. One launch.
 """
 
-import torch
-import triton
-
 from .. import _checks
 from .._schema import triton_variant
-from ._common import acc_of, device_ctx, expect_same_device, expect_sizes, grid_items, pixel_blocks, pixel_view
-from ._common import stats_dtype, warps
-from .masked_sum import _expect_mask_match, _partials_kernel, launch_backward, launch_merge
+from ._common import expect_same_device, expect_sizes
+from .masked_sum import _expect_mask_match, launch_backward, launch_forward
 
 
 @triton_variant("masked_mean")
@@ -31,25 +27,7 @@ def masked_mean_op(feat, mask, eps, zero_empty, check):
     expect_same_device(op, feat, mask)
     if check is not None:
         _checks.nonnegative_values(mask, check)
-    B, C, H, W = feat.shape
-    P = H * W
-    st = stats_dtype(feat.dtype)
-    mean = torch.empty(B, C, dtype=st, device=feat.device)
-    mass = torch.empty(B, dtype=st, device=feat.device)
-    if B == 0:
-        return mean, mass
-    x, (sb, sd, sp) = pixel_view(feat)
-    bp, bd = pixel_blocks(P, C)
-    nblk = triton.cdiv(P, bp)
-    part = torch.empty(B, nblk, C + 1, dtype=st, device=feat.device)
-    with device_ctx(x):
-        if nblk > 0:
-            w = mask.to(feat.dtype).contiguous()
-            _partials_kernel[grid_items(nblk, B)](x, w, part, P, C, sb, sd, sp, ACC=acc_of(part), BLOCK_P=bp,
-                                                  BLOCK_D=bd, num_warps=warps(bp * bd))  # fmt: skip
-        # also when P == 0 (no partials): sums and mass 0
-        launch_merge(part, mean, mass, nblk, eps, 2 if zero_empty else 1)
-    return mean, mass
+    return launch_forward(feat, mask, eps, 2 if zero_empty else 1)
 
 
 @triton_variant("masked_mean_backward")

@@ -150,22 +150,31 @@ def _expect_mask_match(feat, mask, op):
 def masked_sum_op(feat, mask):
     _expect_mask_match(feat, mask, "masked_sum")
     expect_same_device("masked_sum", feat, mask)
+    return launch_forward(feat, mask, 0.0, 0)
+
+
+def launch_forward(feat, mask, eps, norm):
+    """(sums or means, mass): `_partials_kernel` then `launch_merge` with `norm` (0: masked_sum;
+    1 or 2: masked_mean's division). Arguments already checked by the caller."""
     B, C, H, W = feat.shape
     P = H * W
     st = stats_dtype(feat.dtype)
-    if B == 0 or P == 0:
-        return torch.zeros(B, C, dtype=st, device=feat.device), torch.zeros(B, dtype=st, device=feat.device)
+    out = torch.empty(B, C, dtype=st, device=feat.device)
+    mass = torch.empty(B, dtype=st, device=feat.device)
+    if B == 0:
+        return out, mass
     x, (sb, sd, sp) = pixel_view(feat)
-    w = mask.to(feat.dtype).contiguous()
     bp, bd = pixel_blocks(P, C)
     nblk = triton.cdiv(P, bp)
     part = torch.empty(B, nblk, C + 1, dtype=st, device=feat.device)
     with device_ctx(x):
-        _partials_kernel[grid_items(nblk, B)](x, w, part, P, C, sb, sd, sp, ACC=acc_of(part), BLOCK_P=bp, BLOCK_D=bd,
-                                              num_warps=warps(bp * bd))  # fmt: skip
-        sums, mass = torch.empty(B, C, dtype=st, device=feat.device), torch.empty(B, dtype=st, device=feat.device)
-        launch_merge(part, sums, mass, nblk, 0.0, 0)  # the blocks added in a fixed order
-    return sums, mass
+        if nblk > 0:
+            w = mask.to(feat.dtype).contiguous()
+            _partials_kernel[grid_items(nblk, B)](x, w, part, P, C, sb, sd, sp, ACC=acc_of(part), BLOCK_P=bp,
+                                                  BLOCK_D=bd, num_warps=warps(bp * bd))  # fmt: skip
+        # the blocks added in a fixed order; also when P == 0 (no partials): sums and mass 0
+        launch_merge(part, out, mass, nblk, eps, norm)
+    return out, mass
 
 
 @triton_variant("masked_sum_backward")
