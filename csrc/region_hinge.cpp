@@ -33,9 +33,11 @@ at::Tensor region_hinge(const at::Tensor& emb_in, const at::Tensor& labels, cons
   const at::Tensor c = centroid.to(st).contiguous();
   const Labels lab(labels);
   RegionHingeForward p{pixel_map(emb), lab.map, R, ignore_index, c.const_data_ptr(), delta, hinge.mutable_data_ptr()};
-  fold_label_check<On>(check, labels, R, ignore_index, p.check);
+  LabelCheck<On> label_check(check, labels, R, ignore_index);
+  label_check.arm(p);
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
+  label_check.finish();
   return hinge;
 }
 

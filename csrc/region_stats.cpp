@@ -32,9 +32,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
   if (B == 0) return {count, centroid, variance};
   RegionStatsForward p{pixel_map(emb),           lab.map, R, ignore_index, count.mutable_data_ptr(),
                        centroid.mutable_data_ptr(), variance.mutable_data_ptr(), with_variance};
-  fold_label_check<On>(check, labels, R, ignore_index, p.check);
+  LabelCheck<On> label_check(check, labels, R, ignore_index);
+  label_check.arm(p);
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
+  label_check.finish();
   return {count, centroid, variance};
 }
 

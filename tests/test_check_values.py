@@ -48,7 +48,10 @@ def _bounds(dtype):
     ends, past them (uint8 against 256) and an ignore_index inside, next to and away from it."""
     info = torch.iinfo(dtype)
     top = min(info.max + 1, 2**63 - 1)  # the schema's ints are int64
-    return [(0, 5, -1), (0, 5, 255), (2, 9, 2), (0, top, -1), (info.min, 0, 7), (-3, 4, info.max)]
+    # an empty interval (high <= low): every value but ignore_index is bad (the CPU scan's unsigned
+    # range test must not wrap it into a full one)
+    return [(0, 5, -1), (0, 5, 255), (2, 9, 2), (0, top, -1), (info.min, 0, 7), (-3, 4, info.max), (3, 3, -1),
+            (4, 1, 2)]
 
 
 VARIANTS = DIRECT_VARIANTS

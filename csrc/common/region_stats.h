@@ -30,10 +30,12 @@ struct RegionStatsForward {
   bool with_variance = true;  // false: the kernels may skip the centred sweep
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
-  // The labels' value check folded into the forward's read of them, when check[0] != 0 (CUDA: a
-  // device-side assert printing `check`, cuda/device_checks.cuh; the CPU's torch side runs the
-  // check_values pass instead). bad = outside [0, R) and not ignore_index.
+  // The labels' value check folded into the forward's read of them (bad = outside [0, R) and not
+  // ignore_index). CUDA, when check[0] != 0: a device-side assert printing `check`
+  // (cuda/device_checks.cuh). CPU, when bad_count is not null: the number of bad labels, written
+  // where the kernel read the labels (the torch side then finds the first and raises: csrc/label_check.h).
   char check[kCheckMessageBytes] = {};
+  int64_t* bad_count = nullptr;
 };
 
 struct RegionStatsBackward {

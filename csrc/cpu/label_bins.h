@@ -15,12 +15,18 @@
 
 namespace pixelkernels::cpu::PK_CPU_ISA {
 
+// Returns the number of bad labels (outside [0, R) and not ignore): the value check folded into
+// this read of the labels (`check` of region_stats and region_hinge), a branch-free count.
 template <typename label_t>
-inline void bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
+inline int64_t bins_of(const label_t* lab, int64_t n, int64_t R, int64_t ignore, int32_t* bins) {
+  int64_t bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t l = int64_t(lab[i]);
-    bins[i] = ::pixelkernels::takes_part(l, R, ignore) ? int32_t(l) : int32_t(R);
+    const bool in = static_cast<uint64_t>(l) < static_cast<uint64_t>(R);  // 0 <= l < R
+    bins[i] = in && l != ignore ? int32_t(l) : int32_t(R);
+    bad += int64_t(!in & (l != ignore));
   }
+  return bad;
 }
 
 // Runs of equal bin (instance and region labels come in blobs): run k is [start[k],
@@ -69,8 +75,8 @@ inline T lane_sum_sq(const T* v, int64_t n, T mu) {
   return s;
 }
 
-// Bins of labels [i0, i0 + n) of `lab`.
-inline void chunk_bins(::pixelkernels::LabelMap lab, int64_t i0, int64_t n, int64_t R, int64_t ignore,
+// Bins of labels [i0, i0 + n) of `lab`; returns the number of bad labels among them (bins_of).
+inline int64_t chunk_bins(::pixelkernels::LabelMap lab, int64_t i0, int64_t n, int64_t R, int64_t ignore,
                        int32_t* bins) {
   using ::pixelkernels::LabelType;
   switch (lab.type) {
@@ -80,6 +86,7 @@ inline void chunk_bins(::pixelkernels::LabelMap lab, int64_t i0, int64_t n, int6
     case LabelType::Int32: return bins_of(static_cast<const int32_t*>(lab.data) + i0, n, R, ignore, bins);
     case LabelType::Int64: return bins_of(static_cast<const int64_t*>(lab.data) + i0, n, R, ignore, bins);
   }
+  return 0;
 }
 
 }  // namespace pixelkernels::cpu::PK_CPU_ISA

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <numeric>
 
 #include "common/centroid_hinge.h"
 #include "common/region_hinge.h"
@@ -79,6 +80,7 @@ void forward(const RegionHingeForward& a) {
   const int64_t nc = plan.num_chunks, tile = tile_pixels<T>(D, plan.chunk);
   const Tables<T> cent(static_cast<const T*>(a.centroid), B, R, D);
   auto part = scratch<T>(B * nc * R);
+  auto bad = scratch<int64_t>(B * nc);  // each chunk's bad labels (the folded check)
   const Kernels<T> k;
   at::parallel_for(0, B * nc, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
@@ -88,9 +90,10 @@ void forward(const RegionHingeForward& a) {
       const int64_t b = t / nc, p0 = (t % nc) * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * m.sb + p0 * m.sp, D, m.sd, m.sp, a.labels, b * P + p0, n, R, a.ignore_index,
                 cent.rd.get() + b * (R + 1) * D, cent.t.get() + b * (R + 1) * D, T(a.delta), tile, bins.get(),
-                runs.get(), ss.get(), part.get() + t * R);
+                runs.get(), ss.get(), part.get() + t * R, bad.get() + t);
     }
   });
+  if (a.bad_count != nullptr) *a.bad_count = std::accumulate(bad.get(), bad.get() + B * nc, int64_t(0));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t r = 0; r < R; ++r) {
       T s = 0;

@@ -116,15 +116,17 @@ inline void tile_sumsq(const T* x, int64_t D, int64_t sd, int64_t n, int64_t R, 
   }
 }
 
-// Forward of one chunk: out[r] (R values) = sum of the chunk's terms of region r.
+// Forward of one chunk: out[r] (R values) = sum of the chunk's terms of region r; *bad: the
+// chunk's bad labels (bins_of).
 template <typename T>
 void forward_chunk(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n, int64_t R,
                    int64_t ignore, const T* c_rd, const T* c_t, T delta, int64_t tile, int32_t* bins, int32_t* runs,
-                   T* ss, T* out) {
+                   T* ss, T* out, int64_t* bad) {
   for (int64_t r = 0; r < R; ++r) out[r] = T(0);
+  *bad = 0;
   for (int64_t t0 = 0; t0 < n; t0 += tile) {
     const int64_t nt = n - t0 < tile ? n - t0 : tile;
-    chunk_bins(lab, i0 + t0, nt, R, ignore, bins);
+    *bad += chunk_bins(lab, i0 + t0, nt, R, ignore, bins);
     const T* xt = x + t0 * sp;
     if (sp == 1) {
       int32_t* start = runs;
@@ -251,7 +253,8 @@ namespace pixelkernels::cpu::PK_CPU_ISA {
 #define PK_REGION_HINGE_ENTRY(T, SUFFIX)                                                                             \
   void region_hinge_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0,  \
                                            int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,        \
-                                           T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* out);      \
+                                           T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* out,       \
+                                           int64_t* bad);                                                            \
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \
                                             const T* o_rd, const T* o_t, const T* gh, T delta, int64_t tile,         \
@@ -264,8 +267,9 @@ PK_REGION_HINGE_ENTRY(double, f64)
 #define PK_DEFINE_REGION_HINGE_ENTRIES(T, SUFFIX)                                                                    \
   void region_hinge_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0,  \
                                            int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,        \
-                                           T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* out) {     \
-    hinge::forward_chunk<T>(x, D, sd, sp, lab, i0, n, R, ignore, c_rd, c_t, delta, tile, bins, runs, ss, out);       \
+                                           T delta, int64_t tile, int32_t* bins, int32_t* runs, T* ss, T* out,       \
+                                           int64_t* bad) {                                                           \
+    hinge::forward_chunk<T>(x, D, sd, sp, lab, i0, n, R, ignore, c_rd, c_t, delta, tile, bins, runs, ss, out, bad);  \
   }                                                                                                                  \
   void region_hinge_backward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, \
                                             int64_t n, int64_t R, int64_t ignore, const T* c_rd, const T* c_t,       \

@@ -6,11 +6,13 @@
 // over B * num_chunks tasks); each chunk writes (n, mean, M2) partials, and a second
 // parallel loop over (image, region) merges them in chunk order (common/region_stats.h).
 // DRAM sees emb once; the result is bitwise the same for any thread count. Labels are read
-// at their own width, once per chunk, into int32 bins.
+// at their own width, once per chunk, into int32 bins, counting the bad ones (`bad_count`: the
+// label check folded into this read).
 // Backward: one streaming pass over emb, grad = (gc[r] + 2 gv[r] (x - c[r])) / n[r].
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <numeric>
 #include <memory>
 #include <vector>
 
@@ -64,6 +66,7 @@ void forward_impl(const RegionStatsForward& a) {
   // Every chunk writes all R rows of its partials, so they need no initialisation.
   auto pn = scratch<int64_t>(B * NC * R);
   auto pmean = scratch<T>(B * NC * R * D), pm2 = scratch<T>(B * NC * R * D);
+  auto pbad = scratch<int64_t>(B * NC);  // each chunk's bad labels (the folded check)
 
   at::parallel_for(0, B * NC, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(plan.chunk);
@@ -76,9 +79,10 @@ void forward_impl(const RegionStatsForward& a) {
       const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0);
       k.forward(x + b * a.emb.sb + p0 * a.emb.sp, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R,
                 a.ignore_index, a.with_variance, bins.get(), runs.get(), work.get(), cnt_nb.get(), tbuf.get(),
-                pn.get() + t * R, pmean.get() + t * R * D, pm2.get() + t * R * D);
+                pn.get() + t * R, pmean.get() + t * R * D, pm2.get() + t * R * D, pbad.get() + t);
     }
   });
+  if (a.bad_count != nullptr) *a.bad_count = std::accumulate(pbad.get(), pbad.get() + B * NC, int64_t(0));
 
   // Merge the chunks of each (image, region) in chunk order.
   at::parallel_for(0, B * R, 1, [&](int64_t t0, int64_t t1) {

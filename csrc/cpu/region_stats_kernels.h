@@ -293,7 +293,7 @@ void chunk_runs(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t 
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
-// One chunk: bins from labels [i0, i0 + n), then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
+// One chunk: bins from labels [i0, i0 + n) (*bad: how many are bad, bins_of), then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
 // acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
 // with many bins goes run by run where its runs are long (chunk_runs), else it is first copied
 // pixel-major into tbuf (an L2-resident pass), because the dim-inner sweeps vectorise over D
@@ -301,8 +301,8 @@ void chunk_runs(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t 
 template <typename scalar_t, typename acc_t>
 void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
                    int64_t R, int64_t ignore, bool with_variance, int32_t* bins, int32_t* runs, acc_t* scratch,
-                   int64_t* cnt_nb, scalar_t* tbuf, int64_t* cnt, acc_t* mean, acc_t* m2) {
-  chunk_bins(lab, i0, n, R, ignore, bins);
+                   int64_t* cnt_nb, scalar_t* tbuf, int64_t* cnt, acc_t* mean, acc_t* m2, int64_t* bad) {
+  *bad = chunk_bins(lab, i0, n, R, ignore, bins);
   if (uses_pixel_major(sp, R) && R + 1 > kMaxSelectBins) {
     const int64_t nr = make_runs(bins, n, runs, runs + n + 1);
     if (nr * kMinRun <= n)
@@ -501,7 +501,7 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,    \
                                            int32_t* bins, int32_t* runs, T* scratch, int64_t* cnt_nb, T* tbuf, \
-                                           int64_t* cnt, T* mean, T* m2);                                                    \
+                                           int64_t* cnt, T* mean, T* m2, int64_t* bad);                                                    \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
                                            int32_t* runs, const T* c_t, const T* gc_t, const T* c_rd,          \
@@ -516,9 +516,9 @@ PK_REGION_STATS_ENTRY(double, f64)
   void region_stats_forward_chunk_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, bool with_var,     \
                                            int32_t* bins, int32_t* runs, T* scratch, int64_t* cnt_nb, T* tbuf,  \
-                                           int64_t* cnt, T* mean, T* m2) {                                      \
+                                           int64_t* cnt, T* mean, T* m2, int64_t* bad) {                        \
     forward_chunk<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, with_var, bins, runs, scratch, cnt_nb, tbuf, cnt,  \
-                        mean, m2);                                                                              \
+                        mean, m2, bad);                                                                              \
   }                                                                                                             \
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
