@@ -261,16 +261,18 @@ def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny):
     r, lab = ref.contiguous(), ref_labels.contiguous()
     st = stats_dtype(q.dtype)
     C = num_classes
-    valid = (lab >= 0) & (lab < C)
     cosine = metric == "cosine"
     B, N, K = q.shape[0], q.shape[1], r.shape[1]
-    zero = torch.zeros((), dtype=st, device=q.device)
-    # |q| and |r| with the reference's clamp (derivatives 0 at a zero vector)
-    qn = q.to(st).square().sum(-1).clamp_min(tiny).sqrt() if cosine else q.new_zeros(B, N, dtype=st)
-    rn = torch.where(valid, r.to(st).square().sum(-1).clamp_min(tiny).sqrt(), zero)
-    count = torch.zeros(B, C + 1, dtype=st, device=q.device)
-    count.scatter_add_(1, torch.where(valid, lab.long(), C), torch.ones_like(rn))
-    return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, :C]
+    # |q| and |r| with the reference's clamp (derivatives 0 at a zero vector): sqrt(max(s, tiny))
+    # is max(sqrt(s), sqrt(tiny)), sqrt(tiny) a power of two; two ops where square, sum, clamp
+    # and sqrt took four. The kernels never read the norm of a ref that takes no part.
+    floor = math.sqrt(tiny)
+    qn = torch.linalg.vector_norm(q, dim=-1, dtype=st).clamp_min(floor) if cosine else q.new_zeros(B, N, dtype=st)
+    rn = torch.linalg.vector_norm(r, dim=-1, dtype=st).clamp_min(floor)
+    # the counts in C + 2 bins, a label below 0 in bin 0 and one from C up in bin C + 1 (dropped)
+    count = torch.zeros(B, C + 2, dtype=st, device=q.device)
+    count.scatter_add_(1, lab.long().clamp(-1, C) + 1, count.new_ones(()).expand(B, K))
+    return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, 1 : C + 1]
 
 
 def _flags(metric, sigmoid, reduce, t, st):
