@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import BACKENDS, fixed_weights, make_emb, make_weights
+from conftest import BACKENDS, assert_close, fixed_weights, make_emb, make_weights
 from fuzz import Choice, Floats, Ignore, Labels, Size
 from contract import Contract, suite
 
@@ -95,3 +95,35 @@ def test_mask_is_read_in_feats_dtype(backend, device):
     mask = torch.full((2, 5, 7), 1.0 + eps, dtype=mask_dtype, device=device)
     _, mass = pk.masked_sum(feat, mask, backend=backend)
     assert torch.equal(mass.cpu(), torch.full((2,), 35.0, dtype=mass.dtype))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("eps,zero_empty", [(0.0, True), (1e-5, False), (0.25, True), (0.0, False)])
+def test_masked_mean_eps_and_empty_images(backend, device, eps, zero_empty):
+    """masked_mean (internal: masked_average_pool's and menet_saliency's division folded into the
+    sums' merge) against the reference in float64, values and gradients, both forms of an empty
+    image: zero_empty (0, zero gradient, where mass + eps is not > 0) and a plain division (0/0 is
+    NaN at eps = 0, as the reference's)."""
+    from pixelkernels.ops import masked_mean as _masked_mean
+    from pixelkernels.reference.masked_mean import masked_mean as reference
+
+    dtype = torch.float64 if backend != "triton" or device == "cpu" else torch.float32
+    feat = make_emb(3, 5, 7, 6, dtype=dtype, device=device)
+    mask = make_weights(3, 7, 6, dtype=dtype, device=device)
+    mask[1] = 0  # an empty image
+    got_in = [t.detach().clone().requires_grad_() for t in (feat, mask)]
+    want_in = [t.detach().clone().cpu().double().requires_grad_() for t in (feat, mask)]
+    got = _masked_mean.masked_mean(*got_in, eps, zero_empty, backend)
+    want = reference(*want_in, eps, zero_empty)
+    for g, w in zip(got, want):
+        assert_close(g.cpu(), w.to(g.dtype), dtype)
+    if eps == 0.0 and not zero_empty:
+        assert torch.isnan(got[0][1]).all()
+        return  # NaN gradients, as the reference's: nothing more to compare
+    weights = fixed_weights(got[0])
+    gf, gm = torch.autograd.grad((got[0] * weights).sum(), got_in)
+    wf, wm = torch.autograd.grad((want[0] * weights.cpu().double()).sum(), want_in)
+    assert_close(gf.cpu(), wf.to(gf.dtype), dtype)
+    assert_close(gm.cpu(), wm.to(gm.dtype), dtype)
+    if zero_empty and eps == 0.0:
+        assert not gf[1].any() and not gm[1].any()  # the empty image: zero gradient
