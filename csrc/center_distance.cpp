@@ -2,6 +2,7 @@
 // The center is read in the accumulation type; its gradient comes back in its own dtype.
 #include "common/center_distance.h"
 
+#include <optional>
 #include <tuple>
 
 #include "torch_utils.h"
@@ -26,7 +27,7 @@ at::Tensor center_distance(const at::Tensor& emb_in, const at::Tensor& center, b
 
 template <class On>
 std::tuple<at::Tensor, at::Tensor> center_distance_backward(const at::Tensor& grad_dist, const at::Tensor& emb,
-                                                            const at::Tensor& center, bool squared) {
+                                                            const at::Tensor& center, bool squared, bool acc_grad) {
   const char* op = "center_distance_backward";
   PK_EXPECT(emb.dim() == 4, op, "emb must be (B, D, H, W), got ", emb.sizes());
   const int64_t B = emb.size(0), D = emb.size(1);
@@ -34,14 +35,17 @@ std::tuple<at::Tensor, at::Tensor> center_distance_backward(const at::Tensor& gr
   expect_sizes(grad_dist, {B, emb.size(2), emb.size(3)}, op, "grad_dist");
   expect_same_device(op, {emb, center, grad_dist});
   Launcher<On> launcher(emb, op);
-  PixelOutput out(emb);
   const auto st = stats_options(emb);
+  // acc_grad: emb's gradient in the accumulation type (float32 for half emb), for a caller that
+  // adds to it before rounding (menet_saliency)
+  PixelOutput out(emb, acc_grad ? std::optional<at::ScalarType>(st.dtype().toScalarType()) : std::nullopt);
   at::Tensor grad_center = at::empty({B, D}, st);
   if (out.grad.numel() == 0) return {out.grad, grad_center.zero_().to(center.scalar_type())};
   const at::Tensor c = center.to(st).contiguous();
   const at::Tensor g = flat_map(grad_dist, emb.scalar_type());
   CenterDistanceBackward p{pixel_map(out.src),        c.const_data_ptr(), g.const_data_ptr(), squared,
                            out.out.mutable_data_ptr(), grad_center.mutable_data_ptr()};
+  p.acc_grad = acc_grad;
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return {out.finish(), grad_center.to(center.scalar_type())};

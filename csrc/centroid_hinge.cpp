@@ -11,31 +11,20 @@
 // these ops' components and checks both compositions give bitwise the same results on CUDA.
 // On the CPU the backward is one kernel instead (common/centroid_hinge.h): the same values
 // up to one rounding, image by image, with emb read once from DRAM rather than twice.
-#include <ATen/core/dispatch/Dispatcher.h>
-
 #include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
 
 #include "common/centroid_hinge.h"
+#include "library_op.h"
 #include "torch_utils.h"
-
-#define PK_STRINGIFY_(x) #x
-#define PK_STRINGIFY(x) PK_STRINGIFY_(x)
 
 namespace pixelkernels {
 namespace {
 
 using Tensors2 = std::tuple<at::Tensor, at::Tensor>;
 using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
-// An op of this library (pixelkernels, or pixelkernels_emu in the CUDA emulator's build).
-template <class Signature>
-c10::TypedOperatorHandle<Signature> library_op(const char* name) {
-  const std::string qualified = std::string(PK_STRINGIFY(PK_LIBRARY)) + "::" + name;
-  return c10::Dispatcher::singleton().findSchemaOrThrow(qualified.c_str(), "").typed<Signature>();
-}
 
 using Check = std::optional<c10::string_view>;
 

@@ -51,19 +51,24 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& feat_in, const at::
 }
 
 // The backward of both ops (MaskedSumBackward: gs and gm, or masked_mean's grad, mean and mass;
-// the caller keeps those tensors alive).
+// the caller keeps those tensors alive). grad_feat_in, when given, is added to grad_feat.
 template <class On>
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& feat, const at::Tensor& mask, const char* op,
-                                            MaskedSumBackward p) {
+                                            MaskedSumBackward p, const at::Tensor& grad_feat_in = at::Tensor()) {
   Launcher<On> launcher(feat, op);
   PixelOutput out(feat);
   at::Tensor grad_mask = at::empty(mask.sizes(), mask.options().dtype(feat.scalar_type()));
   if (out.grad.numel() == 0 && grad_mask.numel() == 0) return {out.grad, grad_mask.to(mask.scalar_type())};
   const at::Tensor m = flat_map(mask, feat.scalar_type());
+  // read at grad_feat's strides, in the accumulation type (a copy only where they differ)
+  const at::Tensor gin = grad_feat_in.defined()
+                             ? with_pixel_strides_of(grad_feat_in.to(stats_options(feat).dtype()), out.out)
+                             : at::Tensor();
   p.feat = pixel_map(out.src);
   p.mask = m.const_data_ptr();
   p.grad_feat = out.out.mutable_data_ptr();
   p.grad_mask = grad_mask.mutable_data_ptr();
+  p.grad_feat_in = gin.defined() ? gin.const_data_ptr() : nullptr;
   launcher(p);
   return {out.finish(), grad_mask.to(mask.scalar_type())};
 }
@@ -104,10 +109,14 @@ std::tuple<at::Tensor, at::Tensor> masked_mean(const at::Tensor& feat, const at:
   return forward<On>(feat, mask, "masked_mean", norm_of(zero_empty), eps, check);
 }
 
+// grad_feat_in (menet_saliency's backward: center_distance's gradient of the same map, in the
+// accumulation type), when given, is added to grad_feat in the kernel, before its one rounding:
+// no launch of its own.
 template <class On>
 std::tuple<at::Tensor, at::Tensor> masked_mean_backward(const at::Tensor& grad_mean, const at::Tensor& feat,
                                                         const at::Tensor& mask, const at::Tensor& mean,
-                                                        const at::Tensor& mass, double eps, bool zero_empty) {
+                                                        const at::Tensor& mass, double eps, bool zero_empty,
+                                                        const std::optional<at::Tensor>& grad_feat_in) {
   const char* op = "masked_mean_backward";
   expect_mask_match(feat, mask, op);
   const int64_t B = feat.size(0), C = feat.size(1);
@@ -115,6 +124,11 @@ std::tuple<at::Tensor, at::Tensor> masked_mean_backward(const at::Tensor& grad_m
   expect_sizes(mean, {B, C}, op, "mean");
   expect_sizes(mass, {B}, op, "mass");
   expect_same_device(op, {feat, mask, grad_mean, mean, mass});
+  const at::Tensor gin = grad_feat_in.has_value() ? *grad_feat_in : at::Tensor();
+  if (gin.defined()) {
+    expect_sizes(gin, feat.sizes(), op, "grad_feat_in");
+    expect_same_device(op, {feat, gin});
+  }
   const auto st = stats_options(feat);
   const at::Tensor g = grad_mean.to(st).contiguous(), mu = mean.to(st).contiguous(), ms = mass.to(st).contiguous();
   MaskedSumBackward p{};
@@ -123,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor> masked_mean_backward(const at::Tensor& grad_m
   p.eps = eps;
   p.mean = mu.const_data_ptr();
   p.mass = ms.const_data_ptr();
-  return backward<On>(feat, mask, op, p);
+  return backward<On>(feat, mask, op, p, gin);
 }
 
 #define MASKED_SUM_IMPLS(m, On)                            \

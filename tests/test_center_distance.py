@@ -90,3 +90,27 @@ def test_zero_distance_has_zero_gradient(backend, device):
     d = pk.center_distance(emb, inp["center"], backend=backend)
     (g,) = torch.autograd.grad(d.sum(), emb)
     assert d[0, 0, 0] == 0 and (g[0, :, 0, 0] == 0).all() and g.isfinite().all()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_backward_acc_grad_is_the_unrounded_gradient(backend, device):
+    """center_distance_backward(acc_grad=True) (menet_saliency's backward asks for it) returns
+    emb's gradient in the accumulation dtype, float32 for half emb: the same values as the
+    default call before its rounding to emb's dtype, and the same center gradient."""
+    if backend == "reference":
+        pytest.skip("a kernel option: the reference has no backward op")
+    op = torch.ops.pixelkernels.center_distance_backward_triton if backend == "triton" else torch.ops.pixelkernels.center_distance_backward
+    for dtype in ((torch.float32, torch.float64) if backend == "cpu" else (torch.float16, torch.bfloat16, torch.float32)):
+        emb = make_emb(2, 5, 6, 7, dtype=dtype, device=device)
+        center = torch.randn(2, 5, dtype=stats_dtype(dtype), device=device)
+        g = torch.randn(2, 6, 7, dtype=dtype, device=device)
+        plain, gc = op(g, emb, center, False)
+        acc, gc_acc = op(g, emb, center, False, True)
+        assert plain.dtype == dtype and acc.dtype == stats_dtype(dtype) and acc.stride() == plain.stride()
+        assert torch.equal(gc_acc, gc)
+        if device == "cpu" and dtype in (torch.float16, torch.bfloat16):
+            # the Triton interpreter's half stores do not round to nearest: within one ulp
+            ulp = torch.finfo(dtype).eps * acc.abs() + torch.finfo(dtype).tiny
+            assert ((acc - plain.to(acc.dtype)).abs() <= ulp).all()
+        else:
+            assert torch.equal(acc.to(dtype), plain)

@@ -109,6 +109,11 @@ EXPECTATIONS: list[Expect] = [
     # and one more local access in its loop (the least weight and its pixel carried through it).
     Expect(r"masked_sum:partials_kernel<.*>", min_occupancy=None, max_stack=40, local_in_loop=3,
            why=_TILED + "; the weight check's report frame; " + _DEBT),
+    # kAdd (menet_saliency's added gradient), half types, sm_80: an 8 B value stored before the
+    # image loop and reloaded once per image (2 local instructions in all, read in the sm_80 SASS),
+    # not in the pixel loop; sm_90 does not spill once that loop is unrolled twice (4 spilled there)
+    Expect(r"masked_sum:backward_kernel<(__half|__nv_bfloat16), float, true>", max_stack=8, local_in_loop=1,
+           why="the added gradient's pointer: one spill reloaded per image, not per pixel"),
     Expect(r"masked_sum:(backward|merge)_kernel<.*>", why="no spill"),
     Expect(r"region_hinge:backward_kernel<.*>", dynamic_smem=40 * 1024, min_occupancy=None, max_stack=56,
            local_in_loop=33, why=_TILED + "; shared-memory bins up to kSmemBudget = 40 KiB; " + _DEBT),
@@ -180,7 +185,11 @@ EXPECTATIONS: list[Expect] = [
                "in parameter space (__grid_constant__)"),
     # Triton (pixelkernels/triton/*.py compile_specs(): the configurations the launchers pick);
     # threads=0: the block size is the compiled num_warps * 32
-    # fp64 with masked_mean's NORM (its Σ_c g·mean loop first): 448 B
+    # fp64 with masked_mean's NORM (its Σ_c g·mean loop first): 448 B; with ADD (menet_saliency's
+    # incoming gradient, one more fp64 tile of 256 x 16 in 128 threads) 696 B. fp64 is the tests'
+    # dtype; fp32 and the half types do not spill.
+    Expect(r"triton:masked_sum:_backward_kernel\[fp64.*ADD=True\]", threads=0, min_occupancy=0.125, max_stack=696,
+           local_in_loop=148, why=_TRITON + "; fp64 with the added gradient's tile; " + _DEBT),
     Expect(r"triton:masked_sum:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=448,
            local_in_loop=148, why=_TRITON + "; " + _DEBT),
     Expect(r"triton:pixel_normalize:_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=656,

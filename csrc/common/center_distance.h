@@ -23,10 +23,12 @@ struct CenterDistanceBackward {
   const void* center;     // (B, D), accumulation type
   const void* grad_dist;  // (B, P) contiguous, emb's dtype
   bool squared;
-  void* grad_emb;     // same dtype and strides as emb; every element is written
+  void* grad_emb;     // emb's strides, emb's dtype (or with acc_grad the accumulation type); every
+                      // element is written
   void* grad_center;  // (B, D), accumulation type; every element is written
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
+  bool acc_grad = false;  // grad_emb in the accumulation type (the same as emb's but for half emb)
 };
 
 // Kernels: csrc/cpu/center_distance.cpp and csrc/cuda/center_distance.cu.

@@ -49,6 +49,10 @@ struct MaskedSumBackward {
   double eps = 0;
   const void* mean = nullptr;
   const void* mass = nullptr;
+  // Or null: added to grad_feat before its one rounding (accumulation type, grad_feat's strides;
+  // menet_saliency: center_distance's unrounded gradient of the same map, so that autograd need
+  // not add the two).
+  const void* grad_feat_in = nullptr;
 };
 
 // Kernels: csrc/cpu/masked_sum.cpp and csrc/cuda/masked_sum.cu. Outputs need no zero-fill.

@@ -104,6 +104,7 @@ void backward(const MaskedSumBackward& a) {
     gm = scaled.get() + m.B * m.D;
   }
   T* gx = static_cast<T*>(a.grad_feat);
+  const T* gin = static_cast<const T*>(a.grad_feat_in);  // or null: nothing to add
   T* gw = static_cast<T*>(a.grad_mask);
   const int64_t C = m.D, P = m.P;
   advise_huge_pages(gx, map_bytes<T>(m));
@@ -117,15 +118,23 @@ void backward(const MaskedSumBackward& a) {
       if (m.sp == 1) {  // contiguous rows: unit-stride loops the compiler vectorises
         const T* xr = x + at(d, 0);
         T* gr = gx + at(d, 0);
-        for (int64_t i = 0; i < n; ++i) {
-          acc[i] += g * xr[i];
-          gr[i] = g * wb[i];
+        if (gin != nullptr) {
+          const T* ir = gin + at(d, 0);
+          for (int64_t i = 0; i < n; ++i) {
+            acc[i] += g * xr[i];
+            gr[i] = ir[i] + g * wb[i];
+          }
+        } else {
+          for (int64_t i = 0; i < n; ++i) {
+            acc[i] += g * xr[i];
+            gr[i] = g * wb[i];
+          }
         }
       } else {
         for (int64_t i = 0; i < n; ++i) {
           const int64_t k = at(d, i);
           acc[i] += g * x[k];
-          gx[k] = g * wb[i];
+          gx[k] = gin != nullptr ? gin[k] + g * wb[i] : g * wb[i];
         }
       }
     }

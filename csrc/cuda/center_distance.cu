@@ -12,6 +12,9 @@
 //  [B][chunks * warps][D]; sum_partials (common.cuh) adds them in a fixed order (one warp per output): no
 //  atomics, bitwise reproducible. Traffic: emb and grad_dist read once, grad_emb written once.
 #include "common/center_distance.h"
+
+#include <type_traits>
+
 #include "cuda/common.cuh"
 
 namespace pixelkernels::cuda {
@@ -52,10 +55,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename scalar_t, typename acc_t, int kV>
+// out_t: emb's dtype, or the accumulation type (acc_grad: no rounding to half).
+template <typename scalar_t, typename acc_t, typename out_t, int kV>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const acc_t* __restrict__ center, const scalar_t* __restrict__ grad_dist,
-                    bool squared, int gs, int64_t nc, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+                    bool squared, int gs, int64_t nc, out_t* __restrict__ gx, acc_t* __restrict__ part) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
@@ -170,14 +174,20 @@ Status launch(OnCuda on, const CenterDistanceBackward& p) {
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
     constexpr int kMax = cuda::kRegWords / (2 * sizeof(acc_t) / 4);  // u and the running sums
-    if (nc > 0)
+    const auto run = [&](auto* gx) {
+      using out_t = std::remove_pointer_t<decltype(gx)>;
       cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
-        cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, decltype(v)::value>,
+        cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, out_t, decltype(v)::value>,
                             dim3(static_cast<unsigned>(nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads), 0, st,
                             cuda::pixels_of<scalar_t>(p.emb), static_cast<const acc_t*>(p.center),
-                            static_cast<const scalar_t*>(p.grad_dist), p.squared, gs, nc,
-                            static_cast<scalar_t*>(p.grad_emb), part);
+                            static_cast<const scalar_t*>(p.grad_dist), p.squared, gs, nc, gx, part);
       });
+    };
+    if (nc > 0) {
+      if constexpr (std::is_same_v<scalar_t, acc_t>) run(static_cast<scalar_t*>(p.grad_emb));
+      else if (p.acc_grad) run(static_cast<acc_t*>(p.grad_emb));
+      else run(static_cast<scalar_t*>(p.grad_emb));
+    }
     // grad_center = - sum of the warp partials (zeros when P == 0).
     cuda::sum_partials<acc_t>(part, p.emb.B, nc * cuda::kWarps, p.emb.D, acc_t(-1), static_cast<acc_t*>(p.grad_center), st);
   });

@@ -21,6 +21,7 @@
 #include "cuda/device_checks.cuh"
 
 #include <cstring>
+#include <type_traits>
 
 namespace pixelkernels::cuda {
 namespace {
@@ -146,11 +147,13 @@ __device__ __forceinline__ acc_t mean_factors(const MeanGrads<acc_t>& mg, const 
   return *on ? -t / *den : acc_t(0);
 }
 
-template <typename scalar_t, typename acc_t>
+// kAdd: gin (grad_feat_in, gx's strides) added before the one rounding; its own instantiation, so
+// the common one keeps its registers.
+template <typename scalar_t, typename acc_t, bool kAdd>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const scalar_t* __restrict__ mask, const acc_t* __restrict__ gsum,
                     const acc_t* __restrict__ gmass, MeanGrads<acc_t> mg, int gs, scalar_t* __restrict__ gx,
-                    scalar_t* __restrict__ gw) {
+                    const acc_t* __restrict__ gin, scalar_t* __restrict__ gw) {
   __shared__ acc_t scratch[kWarps];
   const int G = 1 << gs, j = threadIdx.x & (G - 1);
   const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block;
@@ -168,11 +171,12 @@ __global__ void __launch_bounds__(kThreads)
       if (on_p) {
         const acc_t w = to_acc(mask[b * P + p]);
         int64_t k = b * x.sb + p * x.sp + j * x.sd;
-#pragma unroll 4
+#pragma unroll(kAdd ? 2 : 4)  // kAdd: 4 spilled on sm_90 (half types, 10 B in the loop)
         for (int64_t d = j; d < C; d += G, k += dstep) {
           const acc_t gd = mg.norm == Norm::None ? g[d] : on ? g[d] / den : acc_t(0);
           acc += gd * to_acc(x.data[k]);
-          store_from_acc(gx + k, gd * w);
+          if constexpr (kAdd) store_from_acc(gx + k, gin[k] + gd * w);
+          else store_from_acc(gx + k, gd * w);
         }
       }
       acc = group_sum(acc, gs);
@@ -237,12 +241,16 @@ Status launch(OnCuda on, const MaskedSumBackward& p) {
     const int64_t gx = cuda::ceil_div<int64_t>(p.feat.P, cuda::kThreads >> gs);
     const cuda::MeanGrads<acc_t> mg{static_cast<const acc_t*>(p.mean), static_cast<const acc_t*>(p.mass), p.norm,
                                     static_cast<acc_t>(p.eps)};
-    cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>,
-                        dim3(cuda::stride_grid(gx), cuda::image_grid(p.feat.B)),
-                        dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.feat),
-                        static_cast<const scalar_t*>(p.mask), static_cast<const acc_t*>(p.grad_sum),
-                        static_cast<const acc_t*>(p.grad_mass), mg, gs, static_cast<scalar_t*>(p.grad_feat),
-                        static_cast<scalar_t*>(p.grad_mask));
+    const auto run = [&](auto add) {
+      cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, decltype(add)::value>,
+                          dim3(cuda::stride_grid(gx), cuda::image_grid(p.feat.B)),
+                          dim3(cuda::kThreads), 0, cuda::stream_of(on), cuda::pixels_of<scalar_t>(p.feat),
+                          static_cast<const scalar_t*>(p.mask), static_cast<const acc_t*>(p.grad_sum),
+                          static_cast<const acc_t*>(p.grad_mass), mg, gs, static_cast<scalar_t*>(p.grad_feat),
+                          static_cast<const acc_t*>(p.grad_feat_in), static_cast<scalar_t*>(p.grad_mask));
+    };
+    if (p.grad_feat_in != nullptr) run(std::true_type{});
+    else run(std::false_type{});
   });
   return cuda::status();
 }

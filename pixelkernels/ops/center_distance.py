@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
+from .._dtypes import stats_dtype
 from ..reference.center_distance import center_distance as _reference
 
 
@@ -19,8 +20,8 @@ def _fake(emb, center, squared):
     return emb.new_empty((emb.shape[0], emb.shape[2], emb.shape[3]))
 
 
-def _fake_backward(grad_dist, emb, center, squared):
-    return torch.empty_like(emb), center.new_empty(center.shape)
+def _fake_backward(grad_dist, emb, center, squared, acc_grad=False):
+    return torch.empty_like(emb, dtype=stats_dtype(emb.dtype) if acc_grad else emb.dtype), center.new_empty(center.shape)
 
 
 OP = _op.define(

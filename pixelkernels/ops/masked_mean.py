@@ -26,7 +26,7 @@ def _fake(feat, mask, eps, zero_empty, check=None):
     return _masked_sum._fake(feat, mask)
 
 
-def _fake_backward(grad_mean, feat, mask, mean, mass, eps, zero_empty):
+def _fake_backward(grad_mean, feat, mask, mean, mass, eps, zero_empty, grad_feat_in=None):
     return _masked_sum._fake_backward(grad_mean, None, feat, mask)
 
 

@@ -22,9 +22,9 @@ import torch
 
 from .. import _checks, _op
 from ..reference import region_losses as _reference
-from . import center_distance as _center_distance
 from . import centroid_hinge as _centroid_hinge
 from . import masked_mean as _masked_mean
+from . import menet_saliency as _menet_saliency
 from . import region_stats as _region_stats
 from .pixel_normalize import pixel_normalize
 
@@ -227,16 +227,16 @@ def menet_saliency(
     (B, D, H, W) and background weights w (B, H, W) ≥ 0 (a background indicator or
     probability, e.g. from the cross-entropy branch). Returns (B, H, W) in emb's dtype
     (``squared=True``: S_i²). An image whose weights sum to 0 has center 0 (S_i = ||f_i||).
-    Differentiable in emb and the weights; one pass for the center (``masked_mean``), one for
-    the map (``center_distance``)."""
+    Differentiable in emb and the weights; one op (``menet_saliency``): one pass for the center
+    (``masked_mean``), one for the map (``center_distance``), and a backward whose second pass
+    adds emb's gradient through the center to the first's (no autograd sum of the two)."""
     _checks.dense_map(emb, "emb")
     _checks.float_map(background_weights, "background_weights", emb, "emb")
     squared = _checks.boolean(squared, "squared")
-    backend = _op.backend_for(_masked_mean.OP, backend, emb, "emb")
+    backend = _op.backend_for(_menet_saliency.OP, backend, emb, "emb")
     if backend == "reference":
         _checks.nonnegative_values(background_weights, "background_weights")
         return _reference.menet_saliency(emb, background_weights, squared)
     # the weights' check is made by masked_mean's read of them (no launch, no sync of its own)
     check = _checks.nonnegative_in_kernel(background_weights, "background_weights")
-    center = _masked_mean.masked_mean(emb, background_weights, 0.0, True, backend, check)[0]
-    return _run(_center_distance, backend, emb, "emb", center, squared)
+    return _op.run(_menet_saliency.OP, backend, emb, background_weights, squared, check)[0]

@@ -39,7 +39,6 @@ from ._common import (
     split_pid,
     stats_dtype,
     warps,
-    with_strides_of,
 )
 
 
@@ -122,7 +121,7 @@ def center_distance_op(emb, center, squared):
 
 
 @triton_variant("center_distance_backward")
-def center_distance_backward_op(grad_dist, emb, center, squared):
+def center_distance_backward_op(grad_dist, emb, center, squared, acc_grad):
     op = "center_distance_backward"
     expect_map(emb, op)
     expect_sizes(center, emb.shape[:2], op, "center")
@@ -131,11 +130,13 @@ def center_distance_backward_op(grad_dist, emb, center, squared):
     B, D, H, W = emb.shape
     P = H * W
     st = stats_dtype(emb.dtype)
-    grad_emb = torch.empty_like(emb)
+    # acc_grad: emb's gradient in the accumulation dtype (unrounded, for menet_saliency to add to)
+    grad_emb = torch.empty_like(emb, dtype=st if acc_grad else emb.dtype)
     if grad_emb.numel() == 0:
         return grad_emb, torch.zeros(B, D, dtype=center.dtype, device=emb.device)
     x, (sb, sd, sp) = pixel_view(emb)
-    out = grad_emb if grad_emb.stride() == x.stride() else with_strides_of(None, x)
+    out = grad_emb if grad_emb.stride() == x.stride() else torch.empty_strided(
+        x.shape, x.stride(), dtype=grad_emb.dtype, device=x.device)  # fmt: skip
     c = center.to(st).contiguous()
     bp, bd = _blocks(P, D)
     nblk = triton.cdiv(P, bp)

@@ -11,7 +11,8 @@ the division folded in,
   blocks' partials added in a fixed order (no atomics, bitwise reproducible), then divided by
   the mass. Two launches.
 * backward: masked_sum's `_backward_kernel` with NORM = 1 (divide) or 2 (zero_empty), which
-  forms g/d and Σ_c g·mean/d per program from the saved mean and mass. One launch.
+  forms g/d and Σ_c g·mean/d per program from the saved mean and mass, and with ADD adds
+  grad_feat_in (menet_saliency's other gradient of the map) before its one rounding. One launch.
 """
 
 from .. import _checks
@@ -31,7 +32,7 @@ def masked_mean_op(feat, mask, eps, zero_empty, check):
 
 
 @triton_variant("masked_mean_backward")
-def masked_mean_backward_op(grad_mean, feat, mask, mean, mass, eps, zero_empty):
+def masked_mean_backward_op(grad_mean, feat, mask, mean, mass, eps, zero_empty, grad_feat_in):
     op = "masked_mean_backward"
     _expect_mask_match(feat, mask, op)
     B, C = feat.shape[:2]
@@ -39,7 +40,10 @@ def masked_mean_backward_op(grad_mean, feat, mask, mean, mass, eps, zero_empty):
     expect_sizes(mean, (B, C), op, "mean")
     expect_sizes(mass, (B,), op, "mass")
     expect_same_device(op, feat, mask, grad_mean, mean, mass)
-    return launch_backward(feat, mask, grad_mean, mass, mean, eps, 2 if zero_empty else 1)
+    if grad_feat_in is not None:
+        expect_sizes(grad_feat_in, tuple(feat.shape), op, "grad_feat_in")
+        expect_same_device(op, feat, grad_feat_in)
+    return launch_backward(feat, mask, grad_mean, mass, mean, eps, 2 if zero_empty else 1, grad_feat_in)
 
 
 def compile_specs():

@@ -101,8 +101,9 @@ def launch_merge(part, out, mass, nblk, eps, norm):
 
 
 @triton.jit
-def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, mean_ptr, eps: tl.float64, gx_ptr, gw_ptr, P, D, sb, sd, sp,
-                     ACC: tl.constexpr, NORM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, mean_ptr, eps: tl.float64, gx_ptr, gin_ptr, gw_ptr, P, D, sb, sd,
+                     sp, ACC: tl.constexpr, NORM: tl.constexpr, ADD: tl.constexpr, BLOCK_P: tl.constexpr,
+                     BLOCK_D: tl.constexpr):  # fmt: skip
     b, blk = split_pid(tl.cdiv(P, BLOCK_P))
     offs_p = blk * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = offs_p < P
@@ -131,11 +132,11 @@ def _backward_kernel(x_ptr, w_ptr, gs_ptr, gm_ptr, mean_ptr, eps: tl.float64, gx
         x = load_tile(x_ptr, b, offs_p, offs_d, pmask, dmask, sb, sd, sp, ACC)
         acc += tl.sum(x * gs[None, :], axis=1)
         offs = pixel_offsets(b, offs_p, offs_d, sb, sd, sp)
-        tl.store(
-            gx_ptr + offs,
-            (gs[None, :] * w[:, None]).to(gx_ptr.dtype.element_ty),
-            mask=pmask[:, None] & dmask[None, :],
-        )
+        m2 = pmask[:, None] & dmask[None, :]
+        v = gs[None, :] * w[:, None]
+        if ADD:  # gin_ptr at gx's strides, added before the one rounding (menet_saliency)
+            v += tl.load(gin_ptr + offs, mask=m2, other=0.0).to(ACC)
+        tl.store(gx_ptr + offs, v.to(gx_ptr.dtype.element_ty), mask=m2)
     tl.store(gw_ptr + b * P + offs_p, acc.to(gw_ptr.dtype.element_ty), mask=pmask)
 
 
@@ -188,10 +189,11 @@ def masked_sum_backward_op(grad_sum, grad_mass, feat, mask):
     return launch_backward(feat, mask, grad_sum, grad_mass, None, 0.0, 0)
 
 
-def launch_backward(feat, mask, gs, gm, mean, eps, norm):
+def launch_backward(feat, mask, gs, gm, mean, eps, norm, grad_feat_in=None):
     """(grad_feat, grad_mask) from `_backward_kernel`: norm 0, gs and gm the sums' and the mass's
     gradients (mean not read); norm 1 or 2 (masked_mean), gs the mean's gradient, gm the mass and
-    mean the forward's mean. Arguments already checked by the caller."""
+    mean the forward's mean; grad_feat_in, when given, added to grad_feat. Arguments already
+    checked by the caller."""
     B, C, H, W = feat.shape
     P = H * W
     grad_feat = torch.empty_like(feat)
@@ -202,12 +204,13 @@ def launch_backward(feat, mask, gs, gm, mean, eps, norm):
     out = grad_feat if grad_feat.stride() == x.stride() else with_strides_of(None, x)
     st = stats_dtype(feat.dtype)
     g, m = gs.to(st).contiguous(), gm.to(st).contiguous()
+    gin = None if grad_feat_in is None else with_strides_of(grad_feat_in.to(st), x)  # accumulation type
     bp, bd = pixel_blocks(P, C)
     with device_ctx(x):
         _backward_kernel[grid_items(triton.cdiv(P, bp), B)](
             x, mask.to(feat.dtype).contiguous(), g, m, m if mean is None else mean.to(st).contiguous(), float(eps),
-            out, grad_mask, P, C, sb, sd, sp, ACC=acc_of(g), NORM=norm, BLOCK_P=bp, BLOCK_D=bd,
-            num_warps=warps(bp * bd),
+            out, out if gin is None else gin, grad_mask, P, C, sb, sd, sp, ACC=acc_of(g), NORM=norm,
+            ADD=gin is not None, BLOCK_P=bp, BLOCK_D=bd, num_warps=warps(bp * bd),
         )  # fmt: skip
     if out is not grad_feat:
         grad_feat.copy_(out)
@@ -228,8 +231,9 @@ def compile_specs():
                     specs.append((_merge_kernel, {"part_ptr": "*" + a, "out_ptr": "*" + a, "mass_ptr": "*" + a,
                                                   "eps": "fp64"},
                                   {"ACC": acc, "NORM": norm, "BLOCK_K": MERGE_BLOCK_K, "BLOCK_D": 64}, 4))  # fmt: skip
-            for norm in (0, 1, 2):
+            for norm, add in ((0, False), (1, False), (2, False), (2, True)):  # ADD: menet_saliency's
                 specs.append((_backward_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "gs_ptr": "*" + a,
                                                  "gm_ptr": "*" + a, "mean_ptr": "*" + a, "eps": "fp64",
-                                                 "gx_ptr": "*" + e, "gw_ptr": "*" + e}, c | {"NORM": norm}, nw))  # fmt: skip
+                                                 "gx_ptr": "*" + e, "gin_ptr": "*" + a, "gw_ptr": "*" + e},
+                              c | {"NORM": norm, "ADD": add}, nw))  # fmt: skip
     return specs
