@@ -13,21 +13,21 @@ to sum emb's two gradients (one more launch, one more read and write of a map). 
 
 from __future__ import annotations
 
-import torch
-
 from .. import _op
-from .._dtypes import stats_dtype
 from ..reference.menet_saliency import menet_saliency as _reference
+from . import center_distance as _center_distance
+from . import masked_mean as _masked_mean
+
+# The components' shapes: center_distance's map, masked_mean's center and mass; its backward's
 
 
 def _fake(emb, weights, squared, check=None):
-    B, D, H, W = emb.shape
-    st = stats_dtype(emb.dtype)
-    return emb.new_empty((B, H, W)), emb.new_empty((B, D), dtype=st), emb.new_empty((B,), dtype=st)
+    center, mass = _masked_mean._fake(emb, weights, 0.0, True)
+    return _center_distance._fake(emb, center, squared), center, mass
 
 
 def _fake_backward(grad_saliency, emb, weights, center, mass, squared):
-    return torch.empty_like(emb), weights.new_empty(weights.shape)
+    return _masked_mean._fake_backward(center, emb, weights, center, mass, 0.0, True)
 
 
 OP = _op.define(
