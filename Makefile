@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
+.PHONY: docs docs-serve venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
 .PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check triton-check-gpu-image gpu-kit
 
 venv: $(VENV)/.stamp
@@ -207,3 +207,18 @@ wheels wheels-check:
 
 clean:
 	rm -rf build dist wheelhouse wheelhouse-cu* *.egg-info pixelkernels/_C*.so
+
+# The documentation site (docs/, issue 39): Sphinx with warnings as errors and nitpicky
+# references, the gallery executed on the CPU, then every `>>>` example on the site run by the
+# doctest builder (the gallery is not executed twice). Read it: make docs-serve.
+DOCS_DEPS := sphinx==9.0.4 furo==2025.12.19 myst-parser==5.2.0 sphinx-gallery==0.22.1 matplotlib==3.11.2
+SPHINX := $(PY) -m sphinx -W --keep-going -n -q
+$(VENV)/.docs-stamp: $(VENV)/.stamp
+	$(PIP) install -q $(DOCS_DEPS)
+	touch $@
+docs: build $(VENV)/.docs-stamp
+	MPLBACKEND=Agg $(SPHINX) -b html docs docs/_build/html
+	$(SPHINX) -b doctest -D plot_gallery=0 docs docs/_build/doctest
+	@echo "docs: docs/_build/html/index.html (make docs-serve)"
+docs-serve:
+	$(PY) -m http.server -d docs/_build/html 8000
