@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 # what the tests need (the CUDA wheel's check venv too), then the build, the bench and the SASS
 # report (cuobjdump/nvdisasm: the toolkit here lacks them; tools/sass_report.py)
 TEST_DEPS := pytest pytest-xdist hypothesis expecttest
-DEPS := triton==3.9.0 numpy scipy $(TEST_DEPS) pytest-benchmark ninja setuptools wheel build \
+DEPS := triton==3.9.0 numpy scipy matplotlib $(TEST_DEPS) pytest-benchmark ninja setuptools wheel build \
   nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
@@ -103,6 +103,8 @@ wheel-smoke: wheel
 #   make wheels [CUDA_HOME=<toolkit>] / make wheels-check    every torch x Python of the matrix
 # The registry's default torch wheels of 2.11 to 2.14.1 are CUDA 13.0 builds, those of 2.9.1 and
 # 2.10 CUDA 12.8 builds, which need a CUDA 12 toolkit: `make wheels CUDA_HOME=/usr/local/cuda-12.8`.
+# `!=<version>+cpu`: a local find-links folder may hold the CPU build of the same version (this
+# machine's /opt/wheels has 2.13.0+cpu), which pip prefers (a local version sorts higher).
 # The CUDA kernels' objects are shared by every wheel (tools/cuda_objects.py): a wheel compiles
 # only the torch side. The venvs are kept between runs (stamp files).
 CUDA_TORCH ?= 2.11.0
@@ -128,7 +130,8 @@ $(CUDA_VENV)/.stamp:
 	@test -n "$(CUDA_PYTAG)" || { echo "PYTHON_CUDA=$(PYTHON_CUDA) ($(CUDA_PY)) does not run"; exit 1; }
 	rm -rf $(CUDA_VENV) && $(CUDA_PY) -m venv $(CUDA_VENV)
 	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CUDA_VENV)/bin/python -m pip install -q torch==$(CUDA_TORCH) numpy ninja setuptools wheel
+	$(CUDA_VENV)/bin/python -m pip install -q "torch==$(CUDA_TORCH),!=$(CUDA_TORCH)+cpu" numpy ninja setuptools wheel
+	@$(CUDA_VENV)/bin/python -c 'import torch, sys; sys.exit(torch.version.cuda is None and "torch " + torch.__version__ + " has no CUDA")'
 	touch $@
 
 cuda-wheel: cuda-venv
@@ -191,7 +194,7 @@ gpu-kit: venv
 # the torch versions have wheels for).
 WHEELS_NVCC = $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc,$(NVCC))
 WHEELS_CUDA_MAJOR = $(shell $(WHEELS_NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
-WHEELS_TORCH_13 := 2.11.0 2.14.1
+WHEELS_TORCH_13 := 2.11.0 2.12.1 2.13.0 2.14.1
 WHEELS_TORCH_12 := 2.9.1 2.10.0
 WHEELS_TORCH ?= $(WHEELS_TORCH_$(WHEELS_CUDA_MAJOR))
 WHEELS_PYTHONS ?= 3.10 3.11 3.12 3.13

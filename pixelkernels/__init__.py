@@ -1,5 +1,5 @@
 """pixelkernels: fused kernels for the per-pixel embedding-distance steps of
-metric-learning segmentation. See README.md and SPEC for the contract of each op."""
+metric-learning segmentation. The documentation site (`make docs`) has the contract of each op."""
 
 from __future__ import annotations
 
@@ -82,8 +82,17 @@ from . import nn  # the modules wrap the functions above
 def build_info() -> dict:
     """What this install was built with and which backends run in this process.
 
-    Keys: version, torch (built against), cuda (version or None), arch_list, openmp,
-    triton (version or None), backends (usable backend names), extension_error.
+    Keys: ``version``, ``torch`` (the torch it was built against), ``cuda`` (the CUDA version,
+    or None for a CPU build), ``arch_list`` (the GPU architectures compiled), ``openmp``,
+    ``triton`` (version, or None), ``backends`` (the usable backend names) and
+    ``extension_error`` (why the compiled extension did not load, or None).
+    ``python -m pixelkernels info`` prints it.
+
+    Examples
+    --------
+    >>> info = pk.build_info()
+    >>> "reference" in info["backends"]
+    True
     """
     info = dict(_ext.BUILD)
     info["triton"] = _backend.TRITON_VERSION

@@ -1,4 +1,4 @@
-"""Backend selection (SPEC §1 Backends).
+"""Backend selection: reference, cpu, triton, cuda.
 
 ``auto`` picks, per call, from the device of the inputs: CUDA tensors -> ``cuda`` if the
 CUDA kernels are built, else ``triton`` (else ``reference``); CPU tensors -> ``cpu`` if the
@@ -23,6 +23,7 @@ from . import _ext
 from ._dtypes import HALF_TYPES
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
+"""The backend names :func:`pixelkernels.set_backend` and every op's ``backend=`` take."""
 # What `auto` tries, in order, per device type.
 _AUTO = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference"), "meta": ("cpu", "reference")}
 
@@ -37,16 +38,42 @@ _current = _validate(os.environ.get("PIXELKERNELS_BACKEND", "auto").strip().lowe
 
 
 def set_backend(name: str) -> None:
+    """Set the process-wide backend: one of :data:`pixelkernels.BACKENDS`.
+
+    ``"auto"`` (the default, or ``PIXELKERNELS_BACKEND`` at import) picks per call from the
+    inputs' device; a named backend is used for every call without ``backend=``, and a call it
+    cannot serve raises a ``RuntimeError`` saying what is missing (e.g. ``"cuda"`` on a CPU-only
+    build). A bad name raises ``ValueError``.
+
+    Examples
+    --------
+    >>> pk.set_backend("reference")
+    >>> pk.get_backend()
+    'reference'
+    >>> pk.set_backend("auto")
+    """
     global _current
     _current = _validate(name)
 
 
 def get_backend() -> str:
+    """The process-wide backend's name (``"auto"`` unless set)."""
     return _current
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
+    """Context manager: :func:`pixelkernels.set_backend` inside the block, the previous choice
+    restored after it, even on an exception. ``backend=`` on a call still wins.
+
+    Examples
+    --------
+    >>> emb, labels = torch.randn(1, 3, 4, 5), torch.randint(0, 2, (1, 4, 5))
+    >>> with pk.use_backend("reference"):
+    ...     count = pk.region_stats(emb, labels, 2)[0]
+    >>> pk.get_backend()
+    'auto'
+    """
     global _current
     prev, _current = _current, _validate(name)
     try:
