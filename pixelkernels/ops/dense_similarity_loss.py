@@ -1,32 +1,44 @@
-"""dense_similarity_loss (SPEC §3.3; seed 003 §2.2 eqs. 1-3): batch-norm over every valid entry of
-Ψ[b, i, j] = <x_bi, y_bj>, then BCE with logits against [x_label == y_label], exact for any Kx,
-Ky (every pixel of both images included) in O((Kx + Ky)·D) memory: Ψ is never materialised.
+r"""The dense similarity loss of Najafi, Kulharia, Ajanthan and Torr, *Similarity Learning for
+Dense Label Transfer*, 2018 DAVIS Challenge on Video Object Segmentation (CVPR workshops, 2018),
+§2.2, eqs. (1)-(3): one batch-norm over the inner products :math:`\Psi_{bij} = \langle x_{bi},
+y_{bj} \rangle` of every valid pair, then the binary cross-entropy with logits against "same
+label". Exact for any Kx, Ky (every pixel of both images may take part) in
+:math:`O((K_x + K_y) D)` memory: :math:`\Psi` is never formed. The paper subsamples K pixels
+per class (eq. (2), :func:`pixelkernels.stochastic_pool`) only because the dense matrix does
+not fit; :class:`pixelkernels.nn.DenseSimilarityLoss` wraps this function as a module that
+owns the affine parameters and the running statistics, as ``BatchNorm1d(1)`` followed by
+``BCEWithLogitsLoss`` would.
 
-    μ, σ² (training: over all valid pairs of all images, biased; eval: the running stats)
-    loss = 1/n Σ_valid BCEWithLogits(weight·(Ψ - μ)/sqrt(σ² + eps) + bias, t)
-         = 1/n Σ_b Σ_i pair_bce(x', y'; a, bias)[b, i],   a = weight/sqrt(σ² + eps)
+**How it computes.** The count, mean and variance of :math:`\Psi` come in closed form from
+per-image means and centred D x D Gram matrices, merged over images by Chan's formula, so
+float32 keeps the variance when :math:`|\mu| \gg \sigma` (tested at a ratio of about 1e3).
+Every mean is taken around one of its values, so equal rows give their mean exactly. The BCE
+over every pair is then one tiled pass of :func:`pixelkernels.pair_bce` on centred rows with
+two more dimensions,
 
-The statistics come in closed form from per-image means and centred D x D Gram matrices (the
-reference's pair_moments: every mean taken around one of its values, merged by Chan's formula;
-here written straight into x' and y', with no other copy of x or y). The BCE over every pair is one tiled pass (pair_bce) on centred vectors
-with two more dims, so that the pair pass computes Ψ - μ itself, without cancellation:
+.. math::
 
-    Ψ_ij - μ = <X_i, Y_j> + X_i·ȳ + x̄·Y_j + δ_b = <x'_i, y'_j>,   X_i = x_i - x̄,  Y_j = y_j - ȳ,
-    x'_i = [X_i, X_i·ȳ, 1],  y'_j = [Y_j, 1, x̄·Y_j + δ_b],        δ_b = x̄·ȳ - μ   (per image)
+    x'_i = [X_i,\; X_i \cdot \bar y,\; 1], \qquad
+    y'_j = [Y_j,\; 1,\; \bar x \cdot Y_j + \delta_b], \qquad
+    X_i = x_i - \bar x,\; Y_j = y_j - \bar y,\; \delta_b = \bar x \cdot \bar y - \mu,
 
-Where every valid pair has the same value because the rows are equal (one pair; one row against
-equal rows; equal rows on both sides), X, Y and δ are exactly 0, so each logit is exactly the
-bias, and the gradients of x, y and weight that must vanish are exactly 0 (the folded form
-a·Ψ + (bias - a·μ) left the rounding of a·μ, times 1/sqrt(eps): 2e-5 off at one pair in float32).
-x' and y' are one copy of x and y in the statistics dtype (half inputs are widened element by
-element as they are copied in, never as a whole second copy).
+so that :math:`\langle x'_i, y'_j \rangle = \Psi_{ij} - \mu` without cancellation, with scale
+:math:`a = w / \sqrt{\sigma^2 + \epsilon}` and the bias as device tensors (no host sync). Where
+every valid :math:`\Psi` is equal because the rows are (one pair, one row against equal rows,
+equal rows on both sides), each logit is exactly the bias and the gradients of x, y and the
+weight that must vanish are exactly 0 (the folded form :math:`a\Psi + (c - a\mu)` left the
+rounding of :math:`a\mu`, 2e-5 in the loss at one pair in float32). :math:`x'` and :math:`y'`
+are the only copies of x and y, in the statistics dtype (half rows are widened element by
+element as they are copied in).
 
-The backward (_Loss) is one pair_bce backward, which gives Σ_j a·e_ij y'_j, Σ_i a·e_ij x'_i,
-Σ e (Ψ - μ) and Σ e (the gradients of a and of the bias); the extra dims give the row sums
-a Σ_j e_ij and a Σ_i e_ij, from which the pair terms a Σ_j e_ij y_j and the batch-norm's terms
-through μ and σ² are formed in place. No host sync. running_mean / running_var are updated in
-place as F.batch_norm does (unbiased variance; n < 2 leaves running_var, n = 0 both).
-Conventions and edge cases: the reference's docstring.
+The backward is one ``pair_bce`` backward: its two extra dimensions give the row sums
+:math:`a \sum_j e_{ij}` and :math:`a \sum_i e_{ij}`, from which the pair terms and the
+batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in place, in the
+statistics dtype (bfloat16 gradients were about 1% off where those terms cancel if rounded
+first). ``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its
+pair pass on the float32 (or float64) kernels, since the centred rows are in the statistics
+dtype. The same formulas with :math:`\Psi` materialised:
+``pixelkernels.reference.dense_similarity_loss``.
 """
 
 from __future__ import annotations
@@ -67,9 +79,81 @@ def dense_similarity_loss(
     momentum: float = 0.1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """x (B, Kx, D), x_labels (B, Kx), y (B, Ky, D), y_labels (B, Ky) -> loss (0-dim, statistics
-    dtype). weight, bias: numbers or 1-element tensors (gradients flow to them); labels < 0 take
-    no part; running_mean / running_var: None or 1-element tensors, updated in place in training."""
+    r"""Batch-norm over all pairwise inner products, then BCE with logits against "same label".
+
+    .. math::
+
+        \Psi_{bij} = \langle x_{bi}, y_{bj} \rangle, \qquad
+        \mathcal{L} = \frac{1}{n} \sum_{(b,i,j)\ \mathrm{valid}}
+            \mathrm{BCE}\Big(w \frac{\Psi_{bij} - \mu}{\sqrt{\sigma^2 + \epsilon}} + c,\;
+            [\ell^x_{bi} = \ell^y_{bj}]\Big)
+
+    (Najafi et al., 2018, eq. (1) with the batch-norm of §2.2 and the :math:`\tilde\Psi` of
+    eq. (3)). A pair is valid when both labels are :math:`\ge 0`; n counts the valid pairs of all
+    images together; :math:`\mu, \sigma^2` are the mean and biased variance of :math:`\Psi` over
+    them (training), or the running statistics (eval). This is exactly ``BatchNorm1d(1)`` applied to
+    the valid entries of :math:`\Psi` as one batch, followed by ``BCEWithLogitsLoss()``.
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, Kx, D) embeddings: float32, float64, float16 or bfloat16 (half on ``cuda``,
+        ``triton`` and ``reference``).
+    x_labels : Tensor
+        (B, Kx) integer labels (uint8 to int64); a negative label (e.g. -1, padding) takes no
+        part.
+    y : Tensor
+        (B, Ky, D) embeddings, ``x``'s dtype.
+    y_labels : Tensor
+        (B, Ky) integer labels, likewise.
+    weight : float or Tensor
+        w (default 1): a number or a 1-element float tensor on ``x``'s device (gradients flow
+        to it).
+    bias : float or Tensor
+        c (default 0), likewise.
+    eps : float
+        Added to the variance (default 1e-5).
+    training : bool
+        Batch statistics, and an update of the running ones (default ``True``).
+    running_mean : Tensor, optional
+        A 1-element float tensor, updated in place in training as ``F.batch_norm`` does
+        (``momentum``); used in eval. ``None``: no update, and batch statistics in eval.
+    running_var : Tensor, optional
+        Likewise, updated with the unbiased variance.
+    momentum : float
+        The running statistics' update factor (default 0.1).
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    Tensor
+        0-dim, in the statistics dtype (float32 for half inputs).
+
+    Notes
+    -----
+    A row takes part when its label is valid and its image has a valid row on the other side;
+    the others, and any inf or NaN they hold, reach nothing. No valid pair: 0 with zero gradient,
+    running statistics untouched. One valid pair: normalised to exactly 0 (the loss is exactly
+    :math:`\mathrm{BCE}(c, t)`), ``running_var`` left alone (``BatchNorm1d`` refuses one value).
+    Refused as by :func:`pixelkernels.pair_bce`, plus a negative ``eps`` or ``momentum``, a
+    non-bool ``training`` (``TypeError``) and running statistics that are not 1-element float
+    tensors on ``x``'s device. Differentiable in ``x``, ``y``, ``weight`` and ``bias``; double
+    backward differentiates the reference. No host sync; no float atomics.
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 10, 8, requires_grad=True)
+    >>> y = torch.randn(2, 12, 8)
+    >>> x_labels, y_labels = torch.randint(0, 2, (2, 10)), torch.randint(0, 2, (2, 12))
+    >>> loss = pk.dense_similarity_loss(x, x_labels, y, y_labels)
+    >>> psi = torch.bmm(x, y.transpose(1, 2)).reshape(-1, 1)  # the (B*Kx*Ky, 1) matrix it avoids
+    >>> t = (x_labels[:, :, None] == y_labels[:, None, :]).float().reshape(-1, 1)
+    >>> ref = torch.nn.functional.binary_cross_entropy_with_logits(torch.nn.BatchNorm1d(1)(psi), t)
+    >>> torch.allclose(loss, ref, atol=1e-6)
+    True
+    >>> loss.backward()
+    """
     _pair_bce.check_args(x, x_labels, y, y_labels)
     eps = _checks.real(eps, "eps", minimum=0.0)
     momentum = _checks.real(momentum, "momentum", minimum=0.0)

@@ -1,24 +1,27 @@
-"""label_transfer (SPEC §3.3; seed 003 §2.2.1 eq. 3): every query pixel scored against the
-reference vectors of each class, and labelled with the best class.
+r"""Dense label transfer: every query pixel scored against the reference vectors of each class,
+and labelled with the best class (Najafi, Kulharia, Ajanthan and Torr, *Similarity Learning for
+Dense Label Transfer*, 2018 DAVIS Challenge on Video Object Segmentation, CVPR workshops, 2018,
+§2.2.1, eq. (3)).
 
-    scores[b, :, y, x] = similarity_reduce(q_i, ref_emb, ref_labels, C, **kwargs),  i = y·W + x
-    labels[b, y, x]    = argmax_c scores[b, c, y, x]      (ties: the lowest class; NaN wins)
+The paper's eq. (3) sums the batch-normalised inner products per class: ``metric="dot"``,
+``reduce="sum"``, no activation, with the eval batch-norm folded into ``scale`` and ``bias``.
+The authors' released code L2-normalises the embeddings and applies a sigmoid, then the
+per-class mean or max: ``activation="sigmoid"`` with ``reduce="mean"`` or ``"max"``. The refs
+usually come from :func:`pixelkernels.stochastic_pool` on the reference frame.
 
-Seed 003's eq. 3 is metric="dot", reduce="sum", no activation, with its batch-norm folded into
-scale and bias; the authors' code uses activation="sigmoid" with reduce="mean" or "max".
+**The linear path.** With ``metric="dot"``, no activation and ``reduce`` ``"sum"`` or
+``"mean"``, the score is linear in the refs,
+:math:`\sum_{j \in R_c} (a\, q \cdot r_j + c) = a\, q \cdot S_c + c\, n_c` with :math:`S_c` the
+class sums, so the op computes the C class sums (one pass over the refs) and one (HW, D) x
+(D, C) product instead of the (HW, D) x (D, K) one: K/C times fewer multiply-adds. It is plain
+torch on any device (``backend`` is then only validated; half inputs take it in float32) and
+equals the direct path up to rounding (the sum is reassociated; tested on every backend). An
+empty class scores 0 on both paths. Every other setting runs
+:func:`pixelkernels.similarity_reduce` on the query map.
 
-The linear path: with metric="dot", no activation and reduce "sum" or "mean", the score is linear
-in the refs, Σ_{j∈R_c} (scale·q·r_j + bias) = scale·q·S_c + bias·n_c with S_c the class sums,
-so this function computes the C class sums (one pass over the refs) and one (HW, D) x (D, C)
-product instead of the (HW, D) x (D, K) one: K/C times fewer multiply-adds. It is plain torch
-(any device; `backend` is then only validated) and equals the direct path up to rounding (the
-sum is reassociated; tests/test_label_transfer.py checks both). Half inputs take it in float32.
-
-An empty class scores 0 on both paths (the linear one masks it: q·S_c is inf · 0 = NaN for an
-infinite query entry).
-
-The query map is read in place: a contiguous (B, D, H, W) map is a D-major (B, HW, D) view that
-the CPU kernels and the linear product read without a copy; channels_last is already (B, HW, D).
+**Layouts.** The query map is read in place: a contiguous (B, D, H, W) map is a D-major
+(B, HW, D) view that the CPU kernels and the linear product read without a copy; a channels_last
+map is already (B, HW, D).
 """
 
 from __future__ import annotations
@@ -64,9 +67,70 @@ def label_transfer(
     eps: float = 1e-7,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """query_emb (B, D, H, W), ref_emb (B, K, D) of one float dtype, ref_labels (B, K) integer
-    -> labels (B, H, W) int64, scores (B, C, H, W) in the statistics dtype (float32 for half
-    inputs); scores are differentiable in query_emb and ref_emb."""
+    r"""Label every query pixel with the reference class of best reduced similarity.
+
+    .. math::
+
+        \mathrm{scores}_{b,c,y,x} = \mathrm{similarity\_reduce}(q_{b,:,y,x}, r_b, \ell_b)_c,
+        \qquad
+        \mathrm{labels}_{b,y,x} = \arg\max_c \mathrm{scores}_{b,c,y,x}
+
+    (ties to the lowest class; a NaN score wins). With the defaults this is Najafi et al. (2018),
+    eq. (3): :math:`l_i = \arg\max_{c} \sum_{j \in R_c} \tilde\Psi_{ij}`.
+
+    Parameters
+    ----------
+    query_emb : Tensor
+        (B, D, H, W) query embeddings: float32, float64, float16 or bfloat16 (half on ``cuda``,
+        ``triton``, ``reference``); contiguous or channels_last read in place.
+    ref_emb : Tensor
+        (B, K, D) reference vectors, ``query_emb``'s dtype.
+    ref_labels : Tensor
+        (B, K) integer (uint8 to int64): class in ``[0, num_classes)``, or -1 (no part).
+    num_classes : int
+        The number of classes C.
+    metric : str
+        ``"dot"`` (default) or ``"cosine"``, as in :func:`pixelkernels.similarity_reduce`.
+    scale : float
+        The similarity's factor (default 1): with ``bias``, the eval batch-norm folded in.
+    bias : float
+        The similarity's offset (default 0).
+    activation : str, optional
+        ``None`` (default) or ``"sigmoid"``.
+    reduce : str
+        ``"sum"`` (default), ``"mean"``, ``"max"`` or ``"softmax"``.
+    temperature : float
+        For ``"softmax"`` (default 1).
+    eps : float
+        The cosine's epsilon (default 1e-7).
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    labels : Tensor
+        (B, H, W) int64.
+    scores : Tensor
+        (B, C, H, W) in the statistics dtype (float32 for half inputs).
+
+    Notes
+    -----
+    Refuses what ``similarity_reduce`` refuses, naming ``query_emb``, ``ref_emb`` and
+    ``ref_labels``. The scores are differentiable in ``query_emb`` and ``ref_emb`` (double backward
+    too); the labels are not. Deterministic on every backend.
+
+    Examples
+    --------
+    >>> query = torch.randn(1, 8, 4, 5)
+    >>> ref = torch.randn(1, 6, 8)
+    >>> ref_labels = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    >>> labels, scores = pk.label_transfer(query, ref, ref_labels, 2)
+    >>> labels.shape, scores.shape
+    (torch.Size([1, 4, 5]), torch.Size([1, 2, 4, 5]))
+    >>> torch.equal(labels, scores.argmax(1))
+    True
+    >>> labels, scores = pk.label_transfer(query, ref, ref_labels, 2, activation="sigmoid", reduce="max")
+    """
     _checks.dense_map(query_emb, "query_emb")
     B, D, H, W = query_emb.shape
     q = query_emb.reshape(B, D, H * W).transpose(1, 2)  # (B, HW, D), a view

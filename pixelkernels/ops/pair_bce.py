@@ -1,13 +1,28 @@
-"""pair_bce (csrc/common/pair_bce.h; SPEC §3.3, seed 003 §2.2 eq. 1): dense_similarity_loss's pass
-over every pair, tile by tile, without the (Kx, Ky) matrix (memory O((Kx + Ky)·D)).
+r"""The pass over every pair behind :func:`pixelkernels.dense_similarity_loss`: per row of x, the
+binary cross-entropy with logits summed over the rows of y of the same image, tile by tile,
+without the (Kx, Ky) matrix (memory :math:`O((K_x + K_y) D)`).
 
-    out[b, i] = Σ_{valid j} BCEWithLogits(scale·<x_bi, y_bj> + bias, [x_labels[b, i] == y_labels[b, j]])
+The pair loss is eq. (1) of Najafi, Kulharia, Ajanthan and Torr, *Similarity Learning for Dense
+Label Transfer*, 2018 DAVIS Challenge on Video Object Segmentation (CVPR workshops, 2018), with
+:math:`\mathcal{L}` the binary cross-entropy on the inner products of pixel embeddings;
+``scale`` and ``bias`` are the batch-norm affine of their §2.2 folded in (the loss function
+computes them from the batch statistics on the device, so no host sync).
 
-A pair is valid when both labels are >= 0 (-1: stochastic_pool's padding; any negative label
-takes no part). scale and bias are 0-dim tensors on the inputs' device (or Python numbers): the
-batch-norm affine folded in, computed on the device from the batch statistics, so no host sync.
-Differentiable in x, y, scale and bias. Half inputs compute in float32; out is in the statistics
-dtype. Formulas and edge cases: the reference (pixelkernels/reference/pair_bce.py).
+**Infinite and NaN values** follow the formula and its limits: at a logit of :math:`\pm\infty`
+the BCE is 0 where the target agrees and :math:`+\infty` where it does not (never
+:math:`\infty - \infty`); NaN where the logit is NaN. The gradients are the chain rule's sums of
+per-pair products, :math:`\partial x_i = \sum_j (s\, e_{ij})\, y_j` with
+:math:`e_{ij} = g_i(\sigma(z_{ij}) - t_{ij})`, so a :math:`0 \cdot \infty` in one product (an
+infinite scale where :math:`e = 0`) makes that sum NaN, as in the reference. Rows that take no
+part give 0 and get exactly 0 gradient, whatever they hold.
+
+**Backends.** CPU: tiles through ATen's GEMM, the backward contracted in double (a float32 GEMM
+over thousands of mixed-sign products missed the float32 tolerance at Ky = 300). CUDA:
+``similarity_reduce``'s pair tiles, by tensor cores for float16/bfloat16 and by FMA for float32
+(the losses summed in double per row; the float32 backward in double), a thread per row with
+double sums for float64. Triton: ``tl.dot`` tiles (tensor cores for float16/bfloat16; float32
+in IEEE unless ``torch.backends.cuda.matmul.allow_tf32``). No float atomics: every backend is
+deterministic. The formulas and edge cases in torch ops: ``pixelkernels.reference.pair_bce``.
 """
 
 from __future__ import annotations
@@ -68,8 +83,63 @@ def check_args(x, x_labels, y, y_labels, names=("x", "x_labels", "y", "y_labels"
 
 
 def pair_bce(x, x_labels, y, y_labels, scale=1.0, bias=0.0, *, backend: str | None = None) -> torch.Tensor:
-    """x (B, Kx, D), x_labels (B, Kx), y (B, Ky, D), y_labels (B, Ky) -> (B, Kx) in the statistics
-    dtype; scale, bias: numbers or 1-element tensors (differentiable)."""
+    r"""Per-row sum of the pairwise BCE with logits between two labelled sets of vectors.
+
+    .. math::
+
+        \mathrm{out}_{b,i} = \sum_{j \,:\, \ell^y_{bj} \ge 0}
+            \mathrm{BCE}\big(s \langle x_{bi}, y_{bj} \rangle + c,\;
+            [\ell^x_{bi} = \ell^y_{bj}]\big),
+        \qquad \mathrm{BCE}(z, t) = \log(1 + e^z) - t z
+
+    for rows with :math:`\ell^x_{bi} \ge 0`; 0 for the others (a negative label, e.g.
+    :func:`pixelkernels.stochastic_pool`'s -1 padding, takes part in no pair). Najafi et al.
+    (2018), eq. (1), summed over j.
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, Kx, D): float32, float64, float16 or bfloat16.
+    x_labels : Tensor
+        (B, Kx): integer labels (uint8 to int64); negative: no part.
+    y : Tensor
+        (B, Ky, D): ``x``'s dtype, on its device.
+    y_labels : Tensor
+        (B, Ky): integer labels; negative: no part.
+    scale : float or Tensor
+        s (default 1): a Python number or a 1-element float tensor on ``x``'s device (a tensor
+        keeps its graph: gradients flow to it).
+    bias : float or Tensor
+        c (default 0), likewise.
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    Tensor
+        (B, Kx) in the statistics dtype: float32 for half inputs, else the inputs' dtype.
+
+    Notes
+    -----
+    Half inputs compute in float32 (float16/bfloat16 run on ``cuda``, ``triton`` and
+    ``reference``). Refused, naming the argument: tensors of the wrong rank, a float label or an
+    integer ``x`` (``TypeError``), ``y`` of another dtype, shapes that disagree on B, D, Kx or Ky
+    (``ValueError``), tensors on two devices, a ``scale`` or ``bias`` tensor with more than one
+    element. Differentiable in ``x``, ``y``, ``scale`` and ``bias``, double backward included.
+
+    Examples
+    --------
+    >>> x, y = torch.randn(1, 3, 4), torch.randn(1, 5, 4)
+    >>> x_labels, y_labels = torch.tensor([[0, 1, -1]]), torch.tensor([[0, 0, 1, 1, 1]])
+    >>> out = pk.pair_bce(x, x_labels, y, y_labels, scale=0.5, bias=0.1)
+    >>> out.shape
+    torch.Size([1, 3])
+    >>> z = 0.5 * x @ y.transpose(1, 2) + 0.1
+    >>> t = (x_labels[:, :, None] == y_labels[:, None, :]).float()
+    >>> ref = torch.nn.functional.binary_cross_entropy_with_logits(z, t, reduction="none").sum(-1)
+    >>> torch.allclose(out[:, :2], ref[:, :2]), out[0, 2].item()  # row 2 takes no part
+    (True, 0.0)
+    """
     check_args(x, x_labels, y, y_labels)
     a, c = as_scalar(scale, "scale", x), as_scalar(bias, "bias", x)
     backend = _op.backend_for(OP, backend, x, "x")

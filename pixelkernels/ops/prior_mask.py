@@ -1,19 +1,17 @@
-"""prior_mask (SPEC §3.3; seed 004 §2.4.3, PFENet's training-free prior): per query pixel, the best
-cosine similarity to the masked support features, min-max normalised per image.
+r"""The training-free prior mask of PFENet (Tian et al., *Prior Guided Feature Enrichment Network
+for Few-Shot Segmentation*, TPAMI 2020), as used by the Interactive Prior Focus module of
+Bhatia, *Few-Shot Interactive Segmentation*, thesis, IIT Bombay (2021), §2.4.3: per query pixel,
+the best cosine similarity to the masked support features, min-max normalised per image.
 
-    c_i      = max_j q_i·s_j / (|q_i|·|s_j| + eps),  s_j = support_feat[:, j]·support_mask[j]
-    prior[i] = (c_i - min c) / (max c - min c + eps)
-
-The max over support pixels is similarity_reduce(metric="cosine", reduce="max") with one class
-(every support pixel a ref of class 0, masked-out pixels as zero vectors, cosine 0, as PFENet
-keeps them) and the mask as its ref_weight, so neither the (Hq·Wq, Hs·Ws) cosine matrix nor the
-masked support exists: on the CPU both maps are read in place (D-major views) and their
-gradients are written in their layout, so forward+backward allocates little beyond the two
-gradients. (On CUDA and Triton the masked support is formed first, as those backends do for any
-weight.) Half maps are widened to float32 first (the reference's arithmetic; the half max's
-gradient otherwise follows rounding). Differentiable in both feature maps and a float mask
-(PFENet itself computes the prior under no_grad). eps = 1e-7, PFENet's cosine_eps. Output
-(B, 1, Hq, Wq) in the statistics dtype.
+**How it computes.** The max over support pixels is :func:`pixelkernels.similarity_reduce` with
+``metric="cosine"``, ``reduce="max"`` and one class: every support pixel is a ref of class 0 and
+the mask is its ``ref_weight``, so masked-out pixels are zero vectors with cosine 0 and stay in
+the max, as PFENet keeps them. Neither the (Hq Wq, Hs Ws) cosine matrix nor the masked support
+exists: on the CPU both maps are read in place (as D-major views) and their gradients are
+written in their layout, so forward and backward allocate the two gradients and a few tiles. On
+CUDA and Triton the masked support is formed first, as those backends do for any weight. Half
+maps are widened to float32 first (the reference's arithmetic; the half max's gradient would
+otherwise follow rounding).
 """
 
 from __future__ import annotations
@@ -37,8 +35,57 @@ def prior_mask(
     eps: float = 1e-7,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """query_feat (B, C, Hq, Wq), support_feat (B, C, Hs, Ws) of one float dtype, support_mask
-    (B, Hs, Ws) real or bool -> prior (B, 1, Hq, Wq), statistics dtype."""
+    r"""PFENet's prior: max cosine similarity to the masked support, min-max normalised per image.
+
+    .. math::
+
+        c_i = \max_j \frac{q_i \cdot s_j}{\lVert q_i \rVert \lVert s_j \rVert + \epsilon},
+        \quad s_j = m_j\, f^S_j, \qquad
+        \mathrm{prior}_i = \frac{c_i - \min_k c_k}{\max_k c_k - \min_k c_k + \epsilon}
+
+    over the query pixels i and support pixels j of one image (Bhatia, 2021, §2.4.3, after Tian et
+    al., 2020). The thesis gives :math:`\epsilon = 10^{-8}`; the default 1e-7 is PFENet's released
+    ``cosine_eps``.
+
+    Parameters
+    ----------
+    query_feat : Tensor
+        (B, C, Hq, Wq) query features: float32, float64, float16 or bfloat16 (half on ``cuda``,
+        ``triton``, ``reference``).
+    support_feat : Tensor
+        (B, C, Hs, Ws) support features, ``query_feat``'s dtype.
+    support_mask : Tensor
+        (B, Hs, Ws) mask :math:`m_j`: float, integer or bool (a float mask may be soft).
+    eps : float
+        :math:`\epsilon \ge 0` (default 1e-7).
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    Tensor
+        (B, 1, Hq, Wq) in the statistics dtype (float32 for half inputs), in [0, 1].
+
+    Notes
+    -----
+    Contiguous or channels_last feature maps are read in place. An all-zero mask gives 0; an empty
+    query map (Hq Wq = 0) the empty prior. Refused, naming the argument: feature maps that are not
+    4-d float tensors, ``support_feat`` of another dtype or with another B or C, a mask of another
+    shape than (B, Hs, Ws), tensors on two devices, ``eps < 0``. Differentiable in both feature maps
+    and a float mask, double backward included (PFENet itself computes the prior under
+    ``no_grad``). Deterministic on every backend.
+
+    Examples
+    --------
+    >>> query, support = torch.randn(1, 16, 5, 5), torch.randn(1, 16, 6, 6)
+    >>> mask = torch.zeros(1, 6, 6)
+    >>> mask[:, 1:4, 1:4] = 1
+    >>> prior = pk.prior_mask(query, support, mask)
+    >>> prior.shape
+    torch.Size([1, 1, 5, 5])
+    >>> round(prior.min().item(), 4), round(prior.max().item(), 4)
+    (0.0, 1.0)
+    """
     _checks.dense_map(query_feat, "query_feat")
     _checks.dense_map(support_feat, "support_feat")
     _checks.same_device(("query_feat", query_feat), ("support_feat", support_feat), ("support_mask", support_mask))

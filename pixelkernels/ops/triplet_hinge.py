@@ -1,19 +1,34 @@
-"""triplet_hinge (SPEC §3.2; seed 000 §3.2 eqs. 2-4): the fused gather -> distance -> hinge ->
-per-image mean over sampled pixel triplets, with random (given) or batch-hard (mined) pairs.
+r"""The triplet hinge over sampled pixel sets, fused: gather, distances, hinge and per-image mean
+in one op, with given (random) or batch-hard (mined) positives and negatives.
 
-    loss[b] = 1/n_b sum_k [ d(emb[b,:,a_k], emb[b,:,p_k]) - d(emb[b,:,a_k], emb[b,:,n_k]) + margin ]_+
+This is the per-term loss of Li and Liu, *Improving Image Co-segmentation via Deep Metric
+Learning*, preprint, §3.2, eqs. (2)-(3) (eq. (1) is the classic triplet loss on
+squared distances): each slot k of an image holds an anchor, a positive and a negative pixel,
+and the loss of image b is the mean hinge over its slots.
+:func:`pixelkernels.is_triplet_loss` draws the sets and combines two such terms into the
+paper's eq. (4).
 
-over the n_b slots k whose three indices are all pixels (-1 is padding; 0 when n_b = 0).
-mining="hard": p_k is the farthest of the image's positives and n_k the nearest of its
-negatives (over the slots that take part; ties to the lowest slot), found tile by tile
-without a K x K matrix. The backward scatters into emb; repeated pixels accumulate.
+**How it computes.** The forward gathers each slot's three vectors, computes both distances and
+the hinge, and reduces per image in a fixed order (no atomics: bitwise reproducible). It also
+returns the positive and negative pixel each slot used, so the backward, a scatter into a fresh
+gradient map where repeated pixels accumulate, is the same for both mining modes. Batch-hard
+mining (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
+Re-Identification*, arXiv:1703.07737, 2017) compares each anchor with every positive and
+negative of its image by exact squared differences, tile by tile, keeping the running farthest
+positive and nearest negative (a NaN distance wins, then the lowest slot, as ``torch.argmax``),
+so no K x K matrix is ever held. On the GPU, float16/bfloat16 maps with D >= 16 mine on tensor
+cores (float32 accumulation) as :math:`|a|^2 + |c|^2 - 2 a \cdot c`: exact on integer-valued
+embeddings; on general half inputs the cancellation can flip only near-ties within float32
+rounding of :math:`d^2`. A block of anchors that meets a squared norm that is NaN, inf or above
+:math:`2^{120}` takes the exact path, so an inf never becomes a NaN that would win. The losses
+of the mined pairs are then recomputed exactly.
 
-Conventions next to the peers (the same index sets give the same numbers where they agree):
-``torch.nn.functional.triplet_margin_loss`` with eps=0 and the default p=2 equals the per-image
-loss of one image (its eps > 0 adds eps inside the norm); pytorch-metric-learning's
-TripletMarginLoss averages over the triplets with a non-zero hinge by default (ours over all
-slots: the seed's mean over k) and its default distance L2-normalises the embeddings; the
-seed's eq. 4 halves the sum of its two terms, which is_triplet_loss does, not this op.
+**Next to the usual implementations** (same index sets, same numbers where they agree; tested):
+``torch.nn.functional.triplet_margin_loss`` with ``eps=0`` and the default ``p=2`` equals the
+loss of one image (its default ``eps=1e-6`` sits inside the norm); pytorch-metric-learning's
+``TripletMarginLoss`` L2-normalises the embeddings and averages over the triplets with a
+non-zero hinge by default (it equals this op with ``LpDistance(normalize_embeddings=False)``
+and ``MeanReducer()``), where the paper averages over all slots.
 """
 
 from __future__ import annotations
@@ -65,10 +80,77 @@ def triplet_hinge(
     return_used: bool = False,
     backend: str | None = None,
 ):
-    """emb (B, D, H, W); anchor, positive, negative (B, K) int64 flat pixel indices (-1: padding)
-    -> loss (B,): float32 for half emb, else emb's dtype; differentiable in emb. With
-    return_used=True also the positive and negative pixel each slot used, (B, K) int64 (-1
-    where the slot takes no part): in hard mining, the mined ones."""
+    r"""Per-image mean triplet hinge over slots of (anchor, positive, negative) pixel indices.
+
+    .. math::
+
+        \mathcal{L}_b = \frac{1}{n_b} \sum_{k \in V_b}
+            \big[\, d(e_{a_k}, e_{p_k}) - d(e_{a_k}, e_{n_k}) + m \,\big]_+
+
+    with :math:`e_i` = ``emb[b, :, i]`` (flat pixel i), :math:`d` the Euclidean distance (its
+    square with ``squared=True``, the paper's eqs. (2)-(3)), :math:`V_b` the slots whose three
+    indices are all pixels (-1 is padding) and :math:`n_b = |V_b|`; :math:`\mathcal{L}_b = 0`
+    when :math:`n_b = 0`. With ``mining="hard"``, :math:`p_k` is the farthest of the image's
+    positives and :math:`n_k` the nearest of its negatives over the slots in :math:`V_b` (ties
+    to the lowest slot).
+
+    Parameters
+    ----------
+    emb : Tensor
+        (B, D, H, W): pixel embeddings: float32 or float64 on every backend, float16/bfloat16 on ``cuda``,
+        ``triton`` and ``reference``.
+    anchor, positive, negative : Tensor
+        (B, K) int64: flat pixel indices :math:`y W + x` in ``[0, H*W)``, or -1 (padding). Repeats allowed.
+    margin : float
+        The margin m, ``>= 0``.
+    squared : bool
+        Use squared distances (default ``False``).
+    mining : str
+        ``"random"`` (default): the given positives and negatives; ``"hard"``: mine them batch-hard.
+    return_used : bool
+        Also return the pixels each slot used.
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    loss : Tensor
+        (B,): float32 for half ``emb``, else ``emb``'s dtype.
+    positive_used, negative_used : Tensor
+        (B, K) int64: only with ``return_used=True``: the positive and negative pixel of each slot (the mined
+        ones with ``mining="hard"``), -1 where the slot takes no part.
+
+    Notes
+    -----
+    ``emb`` contiguous or channels_last is read in place; other strides are copied once. Refused,
+    naming the argument: an ``emb`` that is not a 4-d float tensor, index sets that are not
+    ``(B, K)`` int64 on ``emb``'s device (the message names the set whose K differs from the other
+    two), index values outside ``[0, H*W)`` other than -1 (``ValueError`` on the CPU, a device-side
+    assert on a GPU; ignored with ``pixelkernels.set_checks("off")``), a negative margin, an
+    unknown ``mining``.
+
+    Differentiable in ``emb`` (double backward too; the mined choice is piecewise constant). The
+    gradient is 0 where a distance is 0. A slot that takes no part reads no pixel, so a NaN or inf
+    that only padding would address reaches no loss and no gradient; ``H*W = 0`` gives 0, still
+    attached to the graph. The forward is deterministic on every backend; the CPU backward too.
+    The CUDA and Triton backwards add with float atomics unless
+    ``torch.use_deterministic_algorithms(True)``, which selects a bitwise-reproducible path.
+
+    Examples
+    --------
+    >>> emb = torch.randn(1, 4, 3, 3, requires_grad=True)
+    >>> a, p, n = torch.tensor([[0, 1, -1]]), torch.tensor([[2, 3, 5]]), torch.tensor([[8, 7, 6]])
+    >>> loss = pk.triplet_hinge(emb, a, p, n, margin=1.0)
+    >>> loss.shape
+    torch.Size([1])
+    >>> v = emb.flatten(2)[0].T  # (H*W, D): the slot -1 takes no part
+    >>> ref = torch.nn.functional.triplet_margin_loss(v[[0, 1]], v[[2, 3]], v[[8, 7]], margin=1.0, eps=0)
+    >>> torch.allclose(loss[0], ref)
+    True
+    >>> loss.sum().backward()
+    >>> emb.grad.shape
+    torch.Size([1, 4, 3, 3])
+    """
     _checks.dense_map(emb, "emb")
     sets = {"anchor": anchor, "positive": positive, "negative": negative}
     for name, t in sets.items():

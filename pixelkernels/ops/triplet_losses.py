@@ -1,22 +1,27 @@
-"""The IS-Triplet loss (SPEC §3.2; seed 000 §3.2, eqs. 1-4, K = 5000 and m = 3.0 in the paper):
+r"""The IS-Triplet loss of Li and Liu, *Improving Image Co-segmentation via Deep Metric Learning*,
+preprint, §3.2, eqs. (2)-(4): two draws of foreground and background pixels per
+image, and two triplet-hinge terms over them.
 
-    F1, F2 ~ foreground, B1, B2 ~ background: sample_pixels, two independent draws of K each
-    n_b = min(K, n_fg, n_bg) slots per image (the sets' valid entries overlap there)
-    L_b = 1/2 ( mean_k [d(F1,F2) - d(F1,B1) + m]_+ + mean_k [d(B1,B2) - d(B1,F2) + m]_+ )   (eq. 4)
-    loss = mean of L_b over the images with n_b > 0 (0, with zero gradient, when none)
+The paper's sampling strategy: from each image draw K foreground pixels twice (sets F1, F2) and
+K background pixels twice (B1, B2), with :func:`pixelkernels.sample_pixels`; K becomes the
+smaller class size when a class has fewer pixels. The sets may share pixels. The 2K triplets
+(F1, F2, B1) and (B1, B2, F2) give the two terms of eq. (4). The paper uses K = 5000 and
+m = 3.0, the defaults here; :class:`pixelkernels.nn.ISTripletLoss` wraps the function as a
+module.
 
-squared=True uses d^2 (eqs. 2-3). mining="hard" (Hermans et al. 2017, the seed's [30]): for
-anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and the
-nearest of F2 (over the n_b slots; triplet_hinge). Random mining runs both terms as one
-triplet_hinge call over 2K slots (one gradient map written); hard mining needs two.
+**How it computes.** Two sampler calls (F1/B1 from one draw, F2/B2 from another), then with
+random mining one :func:`pixelkernels.triplet_hinge` call over 2K slots (its mean over the
+2 n_b slots is eq. (4)'s half sum of the two means, and one backward writes one gradient map),
+or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
+sets: for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and
+the nearest of F2 (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
+Re-Identification*, arXiv:1703.07737, 2017, the paper's reference [30]).
 
-Sampling runs on the mask's device with torch's generator: pass a seeded ``generator`` (on
-that device) for a reproducible loss, or a (B,) int64 tensor of per-image seeds, which makes
-each image's sets (F1/B1 from stream 0, F2/B2 from stream 1) a function of its seed alone. Compared with the peers on the same sets: eq. 4 halves
-the sum of the two hinge means; ``F.triplet_margin_loss`` (eps = 0) gives each mean;
-pytorch-metric-learning's TripletMarginLoss divides by the number of non-zero triplets by
-default (``AvgNonZeroReducer``), where the seed divides by all n_b, and its default distance
-L2-normalises the embeddings first (``LpDistance(normalize_embeddings=True)``).
+**Next to the usual implementations** (same sets, same numbers where they agree; tested):
+``torch.nn.functional.triplet_margin_loss`` (``eps=0``) gives each of the two means, and eq. (4)
+halves their sum; pytorch-metric-learning's ``TripletMarginLoss`` divides by the number of
+non-zero triplets by default (``AvgNonZeroReducer``) where the paper divides by all n_b, and its
+default distance L2-normalises the embeddings first (``LpDistance(normalize_embeddings=True)``).
 """
 
 from __future__ import annotations
@@ -42,8 +47,72 @@ def is_triplet_loss(
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """emb (B, D, H, W), mask (B, H, W) integer or bool in {0 background, 1 foreground,
-    ignore_index} -> scalar loss (float32 for half emb, else emb's dtype)."""
+    r"""The IS-Triplet loss (Li and Liu, 2021, eq. (4)) of a batch of foreground/background masks.
+
+    .. math::
+
+        \mathcal{L}_b = \tfrac{1}{2} \Big(
+            \operatorname{mean}_k \big[ d(F1_k, F2_k) - d(F1_k, B1_k) + m \big]_+
+          + \operatorname{mean}_k \big[ d(B1_k, B2_k) - d(B1_k, F2_k) + m \big]_+ \Big)
+
+    over :math:`n_b = \min(K, n_{fg}, n_{bg})` slots k, where F1, F2 are two independent uniform
+    draws of K foreground pixels of image b and B1, B2 of K background pixels, and d is the
+    Euclidean distance between their embeddings (squared with ``squared=True``: eqs. (2)-(3)). The
+    loss is the mean of :math:`\mathcal{L}_b` over the images with :math:`n_b > 0` (0, with zero
+    gradient, when there is none).
+
+    Parameters
+    ----------
+    emb : Tensor
+        (B, D, H, W): pixel embeddings: float32 or float64 on every backend, float16/bfloat16 on ``cuda``,
+        ``triton`` and ``reference``.
+    mask : Tensor
+        (B, H, W): 0 for background, 1 for foreground, ``ignore_index`` for pixels that take no part: bool or
+        an integer dtype (uint8 to int64, read at its own width).
+    num_samples : int
+        K, pixels drawn per set (default 5000, the paper's).
+    margin : float
+        m, ``>= 0`` (default 3.0, the paper's).
+    squared : bool
+        Use squared distances (default ``False``).
+    mining : str
+        ``"random"`` (default): the drawn triplets; ``"hard"``: batch-hard positives and negatives
+        among the drawn sets.
+    generator : torch.Generator or Tensor, optional
+        A generator on the mask's device (pass a seeded one for a reproducible loss), or a
+        ``(B,)`` int64 tensor of per-image seeds: each image's sets (F1/B1 from stream 0, F2/B2
+        from stream 1) are then a function of its seed alone.
+    ignore_index : int
+        Mask value of the pixels that take no part (default -1).
+    backend : str, optional
+        ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``; ``None`` picks one for the device.
+
+    Returns
+    -------
+    Tensor, 0-dim
+        float32 for half ``emb``, else ``emb``'s dtype.
+
+    Notes
+    -----
+    Accepts and refuses what :func:`pixelkernels.triplet_hinge` and
+    :func:`pixelkernels.sample_pixels` do; mask values other than 0, 1 and ``ignore_index`` are
+    refused (``ValueError`` naming ``mask`` on the CPU, a device-side assert on a GPU).
+    Differentiable in ``emb`` (double backward too). Every backend draws the same sets for the same
+    generator state or seeds; the determinism of the backward is ``triplet_hinge``'s. No host sync.
+
+    Examples
+    --------
+    >>> emb = torch.randn(2, 8, 6, 6, requires_grad=True)
+    >>> mask = torch.zeros(2, 6, 6, dtype=torch.long)
+    >>> mask[:, 2:5, 1:4] = 1  # a 3 x 3 foreground square
+    >>> seeds = torch.tensor([3, 4])  # one per image
+    >>> loss = pk.is_triplet_loss(emb, mask, num_samples=16, margin=1.0, generator=seeds)
+    >>> loss.shape, loss.dtype
+    (torch.Size([]), torch.float32)
+    >>> torch.equal(loss, pk.is_triplet_loss(emb, mask, num_samples=16, margin=1.0, generator=seeds))
+    True
+    >>> loss.backward()
+    """
     _checks.dense_map(emb, "emb")
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask.to(torch.uint8)
