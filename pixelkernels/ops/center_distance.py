@@ -1,10 +1,13 @@
-"""center_distance: each pixel's Euclidean distance to its image's center (SPEC §3.1; the
-per-pixel pass of menet_saliency, seed 001 eq. 5).
+"""Each pixel's Euclidean distance to a per-image center: the per-pixel pass of MEnet's saliency.
 
-    dist[b, h, w] = ||emb[b, :, h, w] - center[b]||        (squared=True: the square)
+MEnet (Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+Segmentation*, preprint, eq. (5)) scores each pixel by the distance of its feature
+vector to the mean feature of the background; :func:`pixelkernels.menet_saliency` computes that
+center and this map in one op. :func:`pixelkernels.center_distance` is the map alone, for a
+center you computed yourself (a prototype, a running mean, another image's centroid).
 
-Gradient 0 where the distance is 0 (SPEC §2). One read of emb, one write of the map;
-the backward reads emb once, writes its gradient and reduces the center's.
+How it is computed: one read of ``emb`` and one write of the map forward; the backward reads
+``emb`` once, writes its gradient and reduces the center's in a fixed order (deterministic).
 """
 
 from __future__ import annotations
@@ -37,7 +40,56 @@ OP = _op.define(
 def center_distance(
     emb: torch.Tensor, center: torch.Tensor, *, squared: bool = False, backend: str | None = None
 ) -> torch.Tensor:
-    """emb (B, D, H, W), center (B, D) float -> dist (B, H, W) in emb's dtype."""
+    r"""Distance of every pixel's vector of ``emb`` to its image's ``center``.
+
+    .. math::
+
+        \mathrm{dist}_{b,h,w} = \lVert \mathrm{emb}_{b,:,h,w} - \mathrm{center}_{b} \rVert_2
+        \qquad (\texttt{squared=True}: \lVert \cdot \rVert_2^2)
+
+    Parameters
+    ----------
+    emb : Tensor
+        ``(B, D, H, W)`` float32 or float64 (every backend); float16 or bfloat16 (cuda, triton,
+        reference).
+    center : Tensor
+        ``(B, D)`` float, on ``emb``'s device.
+    squared : bool, optional
+        Return the squared distance (default ``False``).
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`.
+
+    Returns
+    -------
+    Tensor
+        ``(B, H, W)`` in ``emb``'s dtype.
+
+    Notes
+    -----
+    *Layouts.* ``emb`` is read in place when contiguous, channels-last or a view whose ``H, W``
+    collapse into one axis; other strides are copied once.
+
+    *Errors.* Wrong rank, ``center`` not ``(B, D)``, two devices: ``ValueError``; integer inputs,
+    a non-bool ``squared``, half ``emb`` with ``backend="cpu"``: ``TypeError``; each names the
+    argument.
+
+    *Gradient.* Differentiable in ``emb`` and ``center``; the gradient of the (unsquared) norm is 0
+    where the distance is 0, not NaN. Double backward differentiates the reference, on every
+    backend. No host sync.
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> emb = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                      [[1., 1.], [0., 0.]]]])       # (B, D, H, W) = (1, 2, 2, 2)
+    >>> center = torch.tensor([[0., 1.]])                 # (B, D)
+    >>> pk.center_distance(emb, center)
+    tensor([[[0.0000, 1.0000],
+             [2.2361, 4.1231]]])
+    >>> pk.center_distance(emb, center, squared=True)
+    tensor([[[ 0.,  1.],
+             [ 5., 17.]]])
+    """
     _checks.dense_map(emb, "emb")
     _checks.tensor(center, "center", ndim=2, dtypes=_checks.FLOAT_TYPES, shape_doc="(B, D)")
     _checks.same_device(("emb", emb), ("center", center))

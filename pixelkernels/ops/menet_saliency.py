@@ -1,14 +1,25 @@
-"""menet_saliency (internal; the public function is pixelkernels.menet_saliency in
-ops/region_losses.py): MEnet's saliency map (seed 001 eq. 5) as one op,
+r"""MEnet's saliency map: each pixel's distance to the weighted mean of the background's features.
 
-    center[b] = Σ_p w[b, p] f[b, :, p] / Σ_p w[b, p]     (0 where the weights sum to 0)
-    S[b, p]   = ||f[b, :, p] - center[b]||               (squared: its square)
+Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+Segmentation*, preprint, eq. (5), score pixel :math:`i` by the distance of its
+feature vector to the expected background feature under a background distribution
+:math:`P_B`:
 
-masked_mean (one read of emb and the weights, the division in its merge) then center_distance
-(one read of emb), and a backward of center_distance's pass then masked_mean's, which adds the
-first's emb gradient in its own pass (grad_feat_in): one autograd node, where two left autograd
-to sum emb's two gradients (one more launch, one more read and write of a map). Outputs
-(saliency, center, mass); center and mass take no gradient. `check` as masked_mean's.
+.. math::
+
+    S_i = \Bigl\lVert f_i - \sum_{j \in \Omega_B} P_B(f_j)\, f_j \Bigr\rVert_2
+
+The public function is :func:`pixelkernels.menet_saliency` (below); the weights are any
+non-negative background indicator or probability (e.g. the cross-entropy branch's background
+probability), normalised per image by the op.
+
+How it is computed: one op, ``torch.ops.pixelkernels.menet_saliency``. Forward, the masked mean
+of the map under the weights (one read of ``emb`` and the weights, the division in its merge,
+the weights' sign check in that same read) then the distance map (one read of ``emb``).
+Backward, the distance pass hands ``emb``'s gradient, unrounded, to the masked-mean pass, which
+adds the gradient through the center before its one rounding: one autograd node, where two ops
+would leave autograd to sum ``emb``'s two gradients (one more launch and one more read and
+write of a map). The center and the weights' mass are outputs of the op that take no gradient.
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
-"""Region losses (SPEC §3.1): MEnet metric loss and saliency map (seed 001), CAS loss
-(seed 002), discriminative loss (De Brabandere et al. 2017), masked average pooling (PANet).
+"""Region losses: the MEnet metric loss and saliency map, the CAS loss, the discriminative loss,
+and masked average pooling.
+
+Papers: MEnet (Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient
+Object Segmentation*, preprint), CAS (Sharma et al., *Class-Agnostic Segmentation
+Loss and Its Application to Salient Object Detection and Segmentation*, IJCAI 2021 workshop),
+the discriminative loss (De Brabandere, Neven and Van Gool, CVPR 2017 workshop) and PANet's
+masked average pooling (Wang et al., ICCV 2019).
 
 ``backend="reference"`` runs the straightforward oracles of pixelkernels/reference/region_losses.py
 (one-hot masks, a (B, R, D, H·W) broadcast); every other backend runs the fused path: each
@@ -10,10 +16,10 @@ per-pixel PyTorch op in the forward. (Autograd adds the gradients that two ops s
 same input, emb's in menet_saliency: one elementwise pass in the backward. discriminative_loss
 takes emb's whole gradient from centroid_hinge, rounded to emb's dtype once.)
 
-Conventions shared by the losses (SPEC §2): statistics and losses are float32 for half
-inputs, else the input dtype; pixels labelled ignore_index take part in nothing; an empty
-region contributes nothing; a loss averaged over images leaves out the images with no valid
-term, and is 0 with zero gradient (still attached to the graph) when no image has one.
+Conventions shared by the losses: statistics and losses are float32 for half inputs, else the
+input dtype; pixels labelled ignore_index take part in nothing; an empty region contributes
+nothing; a loss averaged over images leaves out the images with no valid term, and is 0 with
+zero gradient (still attached to the graph) when no image has one.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def _mean_over_images(per_image: torch.Tensor, ok: torch.Tensor) -> torch.Tensor
 
 
 def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
-    """sqrt with gradient 0 at 0 (SPEC §2), on small (B, R[, R]) tensors."""
+    """sqrt with gradient 0 at 0 (not NaN), on small (B, R[, R]) tensors."""
     pos = sq > 0
     return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), sq)
 
@@ -64,27 +70,75 @@ def menet_metric_loss(
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """MEnet metric loss (seed 001 §III-B) of emb (B, D, H, W) under a binary mask (B, H, W)
-    (1 = salient set⁺, 0 = background set⁻, ignore_index = left out). Returns a scalar.
+    r"""MEnet's metric loss of a pixel embedding under a binary saliency mask.
 
-    Per image, with n±, c±, v± the pixel count, centroid and variance of each region and
-    N = n₊ + n₋ the valid pixels:
+    Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+    Segmentation*, preprint, §III-B. Per image, with :math:`n_\pm, c_\pm, v_\pm` the
+    pixel count, centroid and variance (as :func:`pixelkernels.region_stats`) of the salient set
+    (``mask == 1``) and the background (``mask == 0``), and :math:`N = n_+ + n_-`:
 
-    * ``form="centroid"``, eq. 3: (1/N) Σ_i ||f_i − c_own||² − ||f_i − c_other||², which
-      reduces exactly to **−||c₊ − c₋||²** (the cross terms vanish because Σ_{i∈S}(f_i − c_S) = 0);
-    * ``form="pairwise"``, eq. 2: (1/N) Σ_i mean_{k∈own} ||f_i − f_k||² − mean_{k∈other} ||f_i − f_k||²
-      over all pixel pairs, which is **−||c₊ − c₋||² + (n₊ − n₋)(v₊ − v₋)/N**: eq. 2 equals
-      eq. 3 only when the two regions have the same size.
+    .. math::
 
-    Both come from region statistics in one pass over the pixels (never pairwise). Then the
-    mean over images; an image whose salient or background region is empty is left out
-    (0 with zero gradient when no image remains). ``normalize=True`` L2-normalises each
-    pixel's vector first, as the authors' released code does (``pixel_normalize``).
+        \text{eq. (3), } \texttt{form="centroid"}: \quad
+        \frac{1}{N} \sum_i \lVert f_i - c_{\text{own}} \rVert^2 - \lVert f_i - c_{\text{other}} \rVert^2
+        = -\lVert c_+ - c_- \rVert^2
 
-    Switching from the authors' Caffe layer: it substitutes a zero centroid for an empty
-    region and reports the loss plus a constant 4 (a shift that keeps its printed loss
-    positive for unit vectors); we leave such images out and add no constant, so values
-    differ by 4 and on images with an empty region, gradients do not.
+        \text{eq. (2), } \texttt{form="pairwise"}: \quad
+        \frac{1}{N} \sum_i \operatorname*{mean}_{k \in \text{own}} \lVert f_i - f_k \rVert^2
+            - \operatorname*{mean}_{k \in \text{other}} \lVert f_i - f_k \rVert^2
+        = -\lVert c_+ - c_- \rVert^2 + \frac{(n_+ - n_-)(v_+ - v_-)}{N}
+
+    The cross terms of eq. (3) vanish because :math:`\sum_{i \in S} (f_i - c_S) = 0`; eq. (2)
+    equals eq. (3) only when both regions have the same size. Both come from region statistics in
+    one pass over the pixels (never pairwise), then the mean over images.
+
+    Parameters
+    ----------
+    emb : Tensor
+        ``(B, D, H, W)`` float32 or float64; float16 or bfloat16 on cuda, triton and reference.
+    mask : Tensor
+        ``(B, H, W)`` integer: 1 salient, 0 background, ``ignore_index`` left out.
+    form : str, optional
+        ``"centroid"`` (eq. (3), the default) or ``"pairwise"`` (eq. (2)).
+    normalize : bool, optional
+        L2-normalise each pixel's vector first, as the authors' released code does (with
+        :func:`pixelkernels.pixel_normalize`, whose float32 output for half ``emb`` keeps the
+        centroids free of half rounding).
+    ignore_index : int, optional
+        Default ``-1``.
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`; ``"reference"`` runs a one-hot PyTorch oracle.
+
+    Returns
+    -------
+    Tensor
+        A scalar: float32 for half ``emb``, else ``emb``'s dtype. An image whose salient or
+        background region is empty is left out of the mean; 0 with zero gradient when none remains.
+
+    Notes
+    -----
+    Accepts, copies and refuses what :func:`pixelkernels.region_stats` does with ``R = 2``: a mask
+    value other than 0, 1 and ``ignore_index`` is refused while the checks are on. Differentiable
+    in ``emb``; deterministic on cpu and cuda. With ``form="centroid"`` no variance is computed.
+
+    Switching from the authors' Caffe layer: it substitutes a zero centroid for an empty region and
+    reports the loss plus a constant 4 (which keeps its printed loss positive for unit vectors);
+    here such images are left out and no constant is added, so values differ by 4 and, on images
+    with an empty region, gradients differ too. Module form: :class:`pixelkernels.nn.MEnetMetricLoss`.
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> emb = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                      [[1., 1.], [0., 0.]]]], requires_grad=True)
+    >>> mask = torch.tensor([[[0, 0], [1, 1]]])           # c- = (0.5, 1), c+ = (3, 0)
+    >>> loss = pk.menet_metric_loss(emb, mask)
+    >>> round(loss.item(), 4)                             # -(2.5² + 1²)
+    -7.25
+    >>> mask = torch.tensor([[[0, 0], [1, -1]]])          # unequal sizes: eq. (2) != eq. (3)
+    >>> [round(pk.menet_metric_loss(emb, mask, form=f).item(), 4) for f in ("centroid", "pairwise")]
+    [-3.25, -3.1667]
+    >>> loss.backward()
     """
     _, ignore_index = _checks.labelled_map(emb, "emb", mask, "mask", 2, "num_regions", ignore_index)
     form = _checks.choice(form, "form", ("centroid", "pairwise"))
@@ -112,19 +166,67 @@ def cas_loss(
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Class-agnostic segmentation loss (seed 002 eq. 1) of scores (B, M, H, W) — the network's
-    softmax output, as given (no softmax is applied here) — under regions (B, H, W) with ids in
-    [0, num_regions). Returns a scalar: the mean over images of
+    r"""Class-agnostic segmentation (CAS) loss of the network's scores under a region map.
 
-        Σ_i α · variance_i − (1 − α) · Σ_{i≠j} ||centroid_i − centroid_j||²
+    Sharma, Khan, Mubashar, Sundaramoorthi and Torr, *Class-Agnostic Segmentation Loss and Its
+    Application to Salient Object Detection and Segmentation*, IJCAI 2021 Workshop on Weakly
+    Supervised Representation Learning (arXiv:2010.14793), eq. (1). Per image, over its non-empty
+    regions :math:`r_i` with mean score :math:`\hat s(r_i)`:
 
-    over the image's non-empty regions i, j (ordered pairs, as eq. 1 sums them), where
-    variance_i is the mean of ||s(x) − ŝ(r_i)||² over the region (the eq. 1 "uniformer"
-    ∫ α||s − ŝ||²/|r_i|). Images without a valid pixel are left out of the mean.
+    .. math::
 
-    Switching from the authors' code: they average the per-image sums over the batch
-    including images with no region, and treat region ids as given by the mask values
-    (0/1 for saliency); here ids ≥ num_regions are an error (or ignored with checks off).
+        \mathrm{CAS} = \sum_i \alpha\, \frac{1}{|r_i|} \sum_{x \in r_i}
+            \lVert s(x) - \hat s(r_i) \rVert^2
+        \;-\; (1 - \alpha) \sum_i \sum_{j \ne i} \lVert \hat s(r_i) - \hat s(r_j) \rVert^2
+
+    (the "uniformer" is each region's variance, :func:`pixelkernels.region_stats`; the
+    "discriminator" sums ordered pairs, as eq. (1) does); then the mean over images.
+
+    Parameters
+    ----------
+    scores : Tensor
+        ``(B, M, H, W)`` float: the network's softmax output, used as given (no softmax is applied
+        here). float32 or float64; float16 or bfloat16 on cuda, triton and reference.
+    regions : Tensor
+        ``(B, H, W)`` integer region ids in ``[0, num_regions)``, or ``ignore_index``.
+    num_regions : int
+        ``R ≥ 1``.
+    alpha : float, optional
+        :math:`\alpha \in [0, 1]` (default 0.5, the authors' setting); outside: ``ValueError``.
+    ignore_index : int, optional
+        Default ``-1``.
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`; ``"reference"`` runs a one-hot PyTorch oracle.
+
+    Returns
+    -------
+    Tensor
+        A scalar: float32 for half ``scores``, else their dtype. Images without a valid pixel are
+        left out of the mean (0 with zero gradient when none has one).
+
+    Notes
+    -----
+    Accepts, copies and refuses what :func:`pixelkernels.region_stats` does (ids outside
+    ``[0, num_regions)`` refused while the checks are on, inside the kernel). One
+    ``region_stats`` pass, then small ``(B, R, M)`` tensor maths. Differentiable in ``scores``;
+    deterministic on cpu and cuda.
+
+    Switching from the authors' code: they average the per-image sums over the batch including
+    images with no region, compute only the foreground uniformer and one foreground–background
+    pair for a 2-class network, and take region ids from the mask values; here ids
+    ``≥ num_regions`` are an error (or ignored with the checks off). Module form:
+    :class:`pixelkernels.nn.CASLoss`.
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> logits = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                         [[1., 1.], [0., 0.]]]], requires_grad=True)
+    >>> regions = torch.tensor([[[0, 0], [1, 1]]])
+    >>> loss = pk.cas_loss(logits.softmax(1), regions, 2)
+    >>> round(loss.item(), 4)
+    -0.5824
+    >>> loss.backward()
     """
     R, ignore_index = _checks.labelled_map(
         scores, "scores", regions, "regions", num_regions, "num_regions", ignore_index
@@ -157,24 +259,72 @@ def discriminative_loss(
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Discriminative loss (De Brabandere et al. 2017) of emb (B, D, H, W) under instance ids
-    (B, H, W) in [0, num_instances); background and unlabelled pixels are ``ignore_index``.
-    Returns a scalar: the mean over images with C ≥ 1 non-empty instances of
+    r"""Discriminative loss of a pixel embedding under instance ids.
 
-        α · (1/C) Σ_c (1/n_c) Σ_{i∈c} [||μ_c − x_i|| − δ_v]_+²           (variance term)
-      + β · 1/(C(C−1)) Σ_{A≠B} [2δ_d − ||μ_A − μ_B||]_+²                  (distance term, 0 if C = 1)
-      + γ · (1/C) Σ_c ||μ_c||                                            (regulariser)
+    De Brabandere, Neven and Van Gool, *Semantic Instance Segmentation with a Discriminative Loss
+    Function*, CVPR 2017 Workshop on Deep Learning for Robotic Vision (arXiv:1708.02551). Per image,
+    over its :math:`C \ge 1` non-empty instances with means :math:`\mu_c` and pixel counts
+    :math:`n_c`, with :math:`[x]_+ = \max(x, 0)`:
 
-    An id with no pixel takes part in nothing. The centroids and the variance term come from
-    ``centroid_hinge`` (``region_stats``, then the fused second pass ``region_hinge``).
+    .. math::
 
-    Switching from the widely used implementations: the paper's distance term sums over
-    ordered pairs and divides by C(C−1), as here (some codes use unordered pairs, which is
-    the same value); codes that take a fixed number of instances per batch count empty
-    instance slots in C, and some average the variance term over pixels of all instances
-    rather than per instance — we average per instance, then over instances, as the paper.
-    Norms have gradient 0 where they are 0 (two identical centroids, or a pixel on its
-    centroid), where codes that add an eps inside the sqrt get a tiny nonzero one.
+        L = \frac{\alpha}{C} \sum_{c} \frac{1}{n_c} \sum_{i \in c}
+                \bigl[\lVert \mu_c - x_i \rVert - \delta_v\bigr]_+^2
+          + \frac{\beta}{C(C-1)} \sum_{A \ne B} \bigl[2\delta_d - \lVert \mu_A - \mu_B \rVert\bigr]_+^2
+          + \frac{\gamma}{C} \sum_c \lVert \mu_c \rVert
+
+    (variance, distance and regularisation terms; the distance term is 0 when :math:`C = 1`), then
+    the mean over the images with :math:`C \ge 1`.
+
+    Parameters
+    ----------
+    emb : Tensor
+        ``(B, D, H, W)`` float32 or float64; float16 or bfloat16 on cuda, triton and reference.
+    instances : Tensor
+        ``(B, H, W)`` integer instance ids in ``[0, num_instances)``; background and unlabelled
+        pixels are ``ignore_index``. An id with no pixel takes part in nothing.
+    num_instances : int
+        ``R ≥ 1``, the id range.
+    delta_v, delta_d : float, optional
+        The margins :math:`\delta_v \ge 0` (default 0.5) and :math:`\delta_d \ge 0` (default 1.5).
+    alpha, beta, gamma : float, optional
+        The terms' weights (defaults 1, 1, 0.001, the paper's).
+    ignore_index : int, optional
+        Default ``-1``.
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`; ``"reference"`` runs a one-hot PyTorch oracle.
+
+    Returns
+    -------
+    Tensor
+        A scalar: float32 for half ``emb``, else ``emb``'s dtype; 0 with zero gradient when no
+        image has an instance.
+
+    Notes
+    -----
+    The centroids and the variance term come from :func:`pixelkernels.centroid_hinge`
+    (``region_stats``' pass, then the fused second pass of ``region_hinge``), which rounds
+    ``emb``'s whole gradient once; the rest is ``(B, R, R)`` tensor maths. Accepts, copies and
+    refuses what :func:`pixelkernels.region_stats` does; negative margins: ``ValueError``. Norms
+    have gradient 0 where they are 0 (two identical centroids, a pixel on its centroid), where
+    codes that add an eps inside the square root get a tiny nonzero one.
+
+    Switching from the usual implementations: the distance term sums ordered pairs over
+    :math:`C(C-1)`, as the paper (unordered pairs give the same value); codes that take a fixed
+    number of instances per batch count empty slots in :math:`C`, and some average the variance
+    term over all instances' pixels at once. Here it is per instance, then over instances, as the
+    paper. Module form: :class:`pixelkernels.nn.DiscriminativeLoss`.
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> emb = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                      [[1., 1.], [0., 0.]]]], requires_grad=True)
+    >>> instances = torch.tensor([[[0, 0], [1, 1]]])
+    >>> loss = pk.discriminative_loss(emb, instances, 2)
+    >>> round(loss.item(), 4)                 # 0.125 + 0.0945 + 0.0021
+    0.2216
+    >>> loss.backward()
     """
     R, ignore_index = _checks.labelled_map(
         emb, "emb", instances, "instances", num_instances, "num_instances", ignore_index
@@ -206,11 +356,52 @@ def discriminative_loss(
 def masked_average_pool(
     feat: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-5, backend: str | None = None
 ) -> torch.Tensor:
-    """Masked average pooling (PANet; seed 004 §1.1): feat (B, C, H, W), a soft or binary mask
-    (B, H, W) -> prototypes (B, C) = Σ_p feat·mask / (Σ_p mask + eps). Differentiable in feat
-    and mask. PANet first resizes the features to the mask's size; do that before calling.
-    One op forward (masked_mean: the sums' pass with the division in its merge) and one pass
-    backward."""
+    r"""Masked average pooling: one prototype vector per image from a feature map and a soft mask.
+
+    Wang, Liew, Zou, Zhou and Feng, *PANet: Few-Shot Image Semantic Segmentation with Prototype
+    Alignment*, ICCV 2019, eq. (1), as used for the support prototype by Bhatia, *Few-Shot
+    Interactive Segmentation*, thesis, IIT Bombay (2021), §1.1:
+
+    .. math::
+
+        \mathrm{proto}_{b,c} = \frac{\sum_p \mathrm{feat}_{b,c,p}\, \mathrm{mask}_{b,p}}
+                                   {\sum_p \mathrm{mask}_{b,p} + \varepsilon}
+
+    PANet first resizes the features to the mask's size; do that before calling.
+
+    Parameters
+    ----------
+    feat : Tensor
+        ``(B, C, H, W)`` float32 or float64; float16 or bfloat16 on cuda, triton and reference.
+    mask : Tensor
+        ``(B, H, W)`` float, binary or soft, rounded to ``feat``'s dtype before use.
+    eps : float, optional
+        :math:`\varepsilon \ge 0` (default ``1e-5``).
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`.
+
+    Returns
+    -------
+    Tensor
+        ``(B, C)``: float32 for half ``feat``, else ``feat``'s dtype.
+
+    Notes
+    -----
+    One op forward (the sums' pass of :func:`pixelkernels.masked_sum` with the division in its
+    merge) and one pass backward. Accepts, copies and refuses what
+    :func:`pixelkernels.masked_sum` does; ``eps < 0``: ``ValueError``. Differentiable in ``feat``
+    and ``mask``; deterministic on cpu and cuda. Known limitation: on a one-pixel image the
+    ``mask`` gradient (of the order of ``eps``) is lost to float32 rounding (exact in float64).
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> feat = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                       [[1., 1.], [0., 0.]]]])
+    >>> mask = torch.tensor([[[1., 0.5], [0., 0.]]])
+    >>> pk.masked_average_pool(feat, mask).round(decimals=4)     # (0.5, 1.5) / 1.5
+    tensor([[0.3333, 1.0000]])
+    """
     eps = _checks.real(eps, "eps", minimum=0.0)
     _checks.dense_map(feat, "feat")
     _checks.float_map(mask, "mask", feat, "feat")
@@ -223,13 +414,52 @@ def masked_average_pool(
 def menet_saliency(
     emb: torch.Tensor, background_weights: torch.Tensor, *, squared: bool = False, backend: str | None = None
 ) -> torch.Tensor:
-    """MEnet saliency map (seed 001 eq. 5): S_i = ||f_i − Σ_j w_j f_j / Σ_j w_j|| for emb
-    (B, D, H, W) and background weights w (B, H, W) ≥ 0 (a background indicator or
-    probability, e.g. from the cross-entropy branch). Returns (B, H, W) in emb's dtype
-    (``squared=True``: S_i²). An image whose weights sum to 0 has center 0 (S_i = ||f_i||).
-    Differentiable in emb and the weights; one op (``menet_saliency``): one pass for the center
-    (``masked_mean``), one for the map (``center_distance``), and a backward whose second pass
-    adds emb's gradient through the center to the first's (no autograd sum of the two)."""
+    r"""MEnet's saliency map: each pixel's distance to the weighted mean of the background features.
+
+    Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+    Segmentation*, preprint, eq. (5), with background weights :math:`w \ge 0`:
+
+    .. math::
+
+        S_i = \Bigl\lVert f_i - \frac{\sum_j w_j f_j}{\sum_j w_j} \Bigr\rVert_2
+
+    Parameters
+    ----------
+    emb : Tensor
+        ``(B, D, H, W)`` float32 or float64; float16 or bfloat16 on cuda, triton and reference.
+    background_weights : Tensor
+        ``(B, H, W)`` float, ``≥ 0``: a background indicator or probability (e.g. from the
+        cross-entropy branch), rounded to ``emb``'s dtype before use.
+    squared : bool, optional
+        Return :math:`S_i^2` (default ``False``). The authors' test-time code uses the squared
+        distance, then min-max scales it.
+    backend : str or None, optional
+        As for :func:`pixelkernels.region_stats`.
+
+    Returns
+    -------
+    Tensor
+        ``(B, H, W)`` in ``emb``'s dtype. An image whose weights sum to 0 has center 0
+        (:math:`S_i = \lVert f_i \rVert`).
+
+    Notes
+    -----
+    Accepts, copies and refuses what :func:`pixelkernels.center_distance` does; a negative weight
+    is refused while the checks are on, by the forward kernel's own read of the weights (no launch
+    of its own, no host sync). Differentiable in ``emb`` and the weights. Known limitation: in
+    half precision, ``emb``'s gradient near a pixel's own center is the difference of two nearly
+    equal terms and may exceed the elementwise half tolerance.
+
+    Examples
+    --------
+    >>> import torch, pixelkernels as pk
+    >>> emb = torch.tensor([[[[0., 1.], [2., 4.]],
+    ...                      [[1., 1.], [0., 0.]]]])
+    >>> background = torch.tensor([[[1., 1.], [0., 0.]]])       # center (0.5, 1)
+    >>> pk.menet_saliency(emb, background).round(decimals=4)
+    tensor([[[0.5000, 0.5000],
+             [1.8028, 3.6401]]])
+    """
     _checks.dense_map(emb, "emb")
     _checks.float_map(background_weights, "background_weights", emb, "emb")
     squared = _checks.boolean(squared, "squared")
