@@ -1,8 +1,11 @@
-"""The README's GPU tables, regenerated from every committed GPU result (issue 38, part 3).
+"""The GPU tables of the site's speed pages, from every committed GPU result (issue 38 part 3,
+issue 39 item 5).
 
-    python tools/gpu_tables.py            rewrite README.md between the gpu-tables markers
-    python tools/gpu_tables.py --check    exit 1 if README.md is not what the results give
-    python tools/gpu_tables.py --print    print the tables
+    python tools/gpu_tables.py    print the tables (Markdown)
+
+The site's build writes them to docs/speed/generated/gpu.md (tools/docs_speed.py calls
+`tables()`); nothing else keeps a copy. After a GPU session: commit its files under
+`benchmarks/results/<device>_<date>/` and rebuild the site.
 
 Sources, all under benchmarks/results/ (any depth): every bench JSON (`{"meta", "rows"}`, what
 `python -m pixelkernels bench --json` and the verdict's bench.json write) measured on a CUDA
@@ -14,8 +17,8 @@ number without its date. Each measured row carries its device, date and file.
 Columns (bench/rows.py): eager and CUDA-graph medians of forward+backward; × baseline and
 × reference = their eager median / ours, from the same run (median over runs, and min–max when
 there were several); % copy = the row's minimal DRAM bytes / its graph-replay median / the copy
-bandwidth measured in that run; floor = those bytes (and FLOPs) at the H100's peak rates
-(bench/gpu_model.py), the same for every card.
+bandwidth measured in that run; H100 floor = those bytes (and the case's FLOPs where modelled)
+at an H100 SXM's peak rates (bench/gpu_model.py), the same for every card.
 """
 
 from __future__ import annotations
@@ -29,9 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
-BEGIN = "<!-- gpu-tables:begin (tools/gpu_tables.py writes this part; do not edit by hand) -->"
-END = "<!-- gpu-tables:end -->"
 GPU_BACKENDS = ("cuda", "triton")
 
 
@@ -58,7 +58,7 @@ def bench_rows(results: Path = RESULTS) -> dict[tuple[str, str, str], dict]:
             mine = (meta.get("date", ""), str(path))
             if key not in best or mine >= best[key]["_when"]:
                 best[key] = {**row, "_when": mine, "_file": path.relative_to(results.parent.parent).as_posix(),
-                             "_device": meta.get("device"), "_date": meta.get("date")}  # fmt: skip
+                             "_device": meta.get("device"), "_date": meta.get("date"), "_meta": meta}  # fmt: skip
     return best
 
 
@@ -108,11 +108,13 @@ def _pct(x) -> str:
     return "–" if _missing(x) else f"{100 * x:.0f} %"
 
 
-def tables(results: Path = RESULTS) -> str:
+def tables(results: Path = RESULTS, floors=None) -> str:
+    """The two tables as Markdown. `floors(row, meta)`: a measured row's modelled H100 floor in
+    µs, forward+backward (default: docs_speed.floor_us, from the row's own traffic)."""
     from pixelkernels.bench import cases as _cases
-    from pixelkernels.bench import gpu_model
 
-    floors = {(r["op"], r["workload"]): r["h100_us_fwdbwd"] for r in gpu_model.rows()}
+    if floors is None:
+        from docs_speed import floor_us as floors
     rows = bench_rows(results)
     lines = [
         "**Ops on a GPU** (forward+backward, float32 unless the workload says; newest run of each row):",
@@ -124,15 +126,15 @@ def tables(results: Path = RESULTS) -> str:
     for case in _cases.CASES:
         if "cuda" not in case.devices:
             continue
-        floor = floors.get((case.op, case.id), float("nan"))
-        fl = "–" if math.isnan(floor) else f"{floor:.1f}"
         for backend in GPU_BACKENDS:
             total += 1
             r = rows.get((case.op, case.id, backend))
             if r is None:
-                lines.append(f"| {case.op} | {case.id} | {backend} | – | – | – | – | – | {fl} | not measured |")
+                lines.append(f"| {case.op} | {case.id} | {backend} | – | – | – | – | – | – | not measured |")
                 continue
             measured += 1
+            floor = floors(r, r["_meta"])
+            fl = "–" if _missing(floor) else f"{floor:.1f}"
             lines.append(
                 f"| {case.op} | {case.id} | {backend} | {_ms(r.get('fwdbwd_ms'))} | {_ms(r.get('graph_fwdbwd_ms'))} "
                 f"| {_times(r, 'baseline')} | {_times(r, 'reference')} | {_pct(r.get('bw_frac_fwdbwd'))} | {fl} "
@@ -157,31 +159,10 @@ def tables(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rewrite(text: str, body: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN!r} ... {END!r} block")
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-    return text[:a] + "\n" + body + text[b:]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
-    g.add_argument("--print", action="store_true", help="print the tables")
-    a = p.parse_args(argv)
-    body = tables()
-    if a.print:
-        print(body, end="")
-        return 0
-    old = README.read_text()
-    new = rewrite(old, body)
-    if a.check:
-        if new != old:
-            print("README.md's GPU tables are stale: run `python tools/gpu_tables.py`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
+    p.parse_args(argv)
+    print(tables(), end="")
     return 0
 
 

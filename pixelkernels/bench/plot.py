@@ -64,8 +64,9 @@ def plot(rows: list[dict], path: str, title: str = "") -> bool:
                     continue
                 xs.append(i + (j - (len(backends) - 1) / 2) * width)
                 ys.append(med)
-                lo.append(med - mn if not math.isnan(mn) else 0.0)
-                hi.append(mx - med if not math.isnan(mx) else 0.0)
+                # a single run's min and max equal its median up to rounding: no negative whisker
+                lo.append(max(med - mn, 0.0) if not math.isnan(mn) else 0.0)
+                hi.append(max(mx - med, 0.0) if not math.isnan(mx) else 0.0)
             bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=b)
             ax.bar_label(bars, labels=[f"{y:.0%}" if not log else f"{y:.1f}x" for y in ys], fontsize=7,
                          padding=2)  # fmt: skip
