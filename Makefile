@@ -176,7 +176,7 @@ cuda-wheel-check: cuda-check-venv
 	if [ "$(CPU_SUBSET)" = smoke ]; then cd "$$(mktemp -d)" && PIXELKERNELS_EMU=0 $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
 	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_SMOKE_ARGS); fi
 
-# The GPU verdict's kit (.ci/gpu_kit.py; README "A GPU session"): the CUDA wheel of the GPU image's
+# The GPU verdict's kit (.ci/gpu_kit.py; docs/guide/contributing.md "A GPU session"): the CUDA wheel of the GPU image's
 # torch (GPU_TORCH; cp310-abi3, so the image's Python 3.12 takes it) and the wheels of the test
 # dependencies the image lacks, in .gpukit/ (ignored), checked; carry it to `bash .ci/gpu`.
 GPU_TORCH ?= 2.11.0

@@ -1,5 +1,5 @@
 """The rows as a table (printed as the run goes), as JSON and CSV, and as a Markdown table for
-the README. A speedup cell is `median` over the runs, with `(worst-best)` after it when there
+the docs' speed pages. A speedup cell is `median` over the runs, with `(worst-best)` after it when there
 were several."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def comparisons(rows: list[dict]) -> list[str]:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The pixelkernels rows as a README table: times (median over every run's samples), and
+    """The pixelkernels rows as a Markdown table: times (median over every run's samples), and
     per comparison the speedup `median (worst-best)` over the runs, forward / forward+backward."""
     comps = comparisons(rows)
     theirs = {REFERENCE, BASELINE, *comps}
