@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 # what the tests need (the CUDA wheel's check venv too), then the build, the bench and the SASS
 # report (cuobjdump/nvdisasm: the toolkit here lacks them; tools/sass_report.py)
 TEST_DEPS := pytest pytest-xdist hypothesis expecttest
-DEPS := triton==3.9.0 numpy scipy matplotlib $(TEST_DEPS) pytest-benchmark ninja setuptools wheel build \
+DEPS := triton==3.9.0 numpy scipy matplotlib pysodmetrics $(TEST_DEPS) pytest-benchmark ninja setuptools wheel build \
   nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm
 PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each

@@ -57,6 +57,7 @@ __all__ = [
     "masked_sum",
     "menet_metric_loss",
     "menet_saliency",
+    "metrics",
     "next_clicks",
     "nn",
     "pair_bce",
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 
-from . import nn  # the modules wrap the functions above
+from . import metrics, nn  # the papers' metrics on the device; the modules wrap the functions above
 
 
 def build_info() -> dict:
