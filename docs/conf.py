@@ -71,6 +71,7 @@ html_static_path = ["_static"]
 
 # Every `>>>` block on the site (docstrings and pages) is run by `sphinx-build -b doctest`.
 doctest_global_setup = """
+from pathlib import Path
 import torch
 import pixelkernels as pk
 torch.manual_seed(0)

@@ -1,20 +1,5 @@
-"""What every model shares: the segmentation losses of seed 000 (CE, Dice, Focal) and the
-interface the training command drives.
-
-A model is an ``nn.Module`` with
-  * ``task``: which synthetic sample it trains on (``data.TASKS``);
-  * ``loss(batch, generator, step) -> scalar``: one training step's loss on a batch (a dict of
-    tensors on the model's device, ``data.collate``); ``generator`` (on that device; a
-    torch.Generator, or a (B,) int64 tensor of per-image seeds, as ``train`` passes) drives every
-    random choice of the step (pixel sampling, stochastic pooling, click simulation) and ``step``
-    (the step's index, a Python int) any schedule (the interactive model's click strategy), so a
-    step is a function of (parameters, batch, generator seed, step) on every backend; a model
-    keeps no counter of its own;
-  * ``predict(batch)``: the inference path of its paper.
-The pixelkernels ops are called with ``backend=None``: the process-wide choice
-(``pixelkernels.use_backend``) decides, which is how the equivalence tests and
-``bench --models`` switch a whole model between backends.
-"""
+"""What every model shares: the segmentation losses (cross-entropy, Dice, focal) and the
+interface the training command drives (``PixelModel``)."""
 
 from __future__ import annotations
 
@@ -27,11 +12,49 @@ SEG_LOSSES = ("ce", "dice", "focal")
 
 def seg_loss(logits: torch.Tensor, mask: torch.Tensor, kind: str = "ce", *, gamma: float = 2.0,
              eps: float = 1.0) -> torch.Tensor:  # fmt: skip
-    """logits (B, 2, H, W), mask (B, H, W) in {0, 1} -> scalar.
+    r"""The segmentation loss of two-class logits against a binary mask.
 
-    ce: mean cross-entropy; focal: mean −(1 − p_t)^γ log p_t (Lin et al. 2017); dice: 1 − mean over
-    images of (2 Σ p·g + eps) / (Σ p + Σ g + eps) on the foreground probability (the soft Dice of
-    seed 000's [21, 22]; eps = 1 keeps an empty object's score finite)."""
+    With :math:`p` the softmax probability of the true class (``ce``, ``focal``) or of the
+    foreground (``dice``) and :math:`g` the mask:
+
+    * ``"ce"``: the mean cross-entropy, :math:`-\operatorname{mean} \log p_t`;
+    * ``"focal"``: :math:`-\operatorname{mean} (1 - p_t)^\gamma \log p_t` (Lin et al., *Focal
+      Loss for Dense Object Detection*, ICCV 2017);
+    * ``"dice"``: :math:`1 - \operatorname{mean}_b \frac{2 \sum p g + \epsilon}{\sum p + \sum g
+      + \epsilon}`, the soft Dice loss on the foreground probability, averaged over the images
+      (``eps`` keeps an empty object's score finite).
+
+    These are the three losses Li and Liu combine with their IS-Triplet loss (*Improving Image
+    Co-segmentation via Deep Metric Learning*, preprint, 2021, eq. (5) and §4).
+
+    Parameters
+    ----------
+    logits : Tensor
+        (B, 2, H, W): background and foreground logits.
+    mask : Tensor
+        (B, H, W) in {0, 1}, any integer or bool dtype.
+    kind : str
+        ``"ce"`` (default), ``"dice"`` or ``"focal"``.
+    gamma : float
+        The focal loss's exponent (default 2).
+    eps : float
+        The Dice loss's smoothing term (default 1).
+
+    Returns
+    -------
+    Tensor
+        A 0-dim loss in ``logits``' dtype.
+
+    Examples
+    --------
+    >>> from pixelkernels.models import seg_loss
+    >>> logits = torch.zeros(1, 2, 4, 4)  # p = 1/2 everywhere
+    >>> mask = torch.ones(1, 4, 4, dtype=torch.long)
+    >>> round(seg_loss(logits, mask, "ce").item(), 4)  # log 2
+    0.6931
+    >>> round(seg_loss(logits, mask, "dice").item(), 4)  # 1 - (2·8 + 1) / (8 + 16 + 1)
+    0.32
+    """
     target = mask.long()
     if kind == "ce":
         return F.cross_entropy(logits, target)
@@ -46,10 +69,43 @@ def seg_loss(logits: torch.Tensor, mask: torch.Tensor, kind: str = "ce", *, gamm
 
 
 class PixelModel(nn.Module):
+    """The interface of the five models, which :func:`pixelkernels.models.train.train` drives.
+
+    A model is a ``torch.nn.Module`` with a class attribute ``task``, the kind of sample it trains
+    on (``"scene"``, ``"coseg"``, ``"frames"`` or ``"episodes"``: see
+    ``pixelkernels.models.data``), a ``loss`` for one training step and a ``predict`` for its
+    paper's inference. The pixelkernels ops inside are called with ``backend=None``, so
+    :func:`pixelkernels.use_backend` switches a whole model between backends: a step gives the
+    same result on every backend, only its speed changes.
+    """
+
     task = "scene"
 
     def loss(self, batch: dict, generator: torch.Generator | None = None, step: int = 0) -> torch.Tensor:
+        """One training step's loss on a batch.
+
+        Parameters
+        ----------
+        batch : dict
+            Tensors on the model's device, as ``pixelkernels.models.data.collate`` stacks
+            the samples of the model's ``task``.
+        generator : torch.Generator or Tensor, optional
+            Drives every random choice of the step (sampled pixels, pooled pixels, simulated
+            clicks): a generator on the model's device, or a ``(B,)`` int64 tensor of per-image
+            seeds (what ``train`` passes, so that an image draws the same in any batch or
+            process).
+        step : int
+            The step's index, for schedules (the interactive model's click strategy); a model
+            keeps no step counter of its own, so a step is a function of (parameters, batch,
+            generator, step).
+
+        Returns
+        -------
+        Tensor
+            A 0-dim loss.
+        """
         raise NotImplementedError
 
     def predict(self, batch: dict):
+        """The paper's inference path on a batch (each model says what it returns)."""
         raise NotImplementedError

@@ -5,7 +5,7 @@ A backbone maps images (B, in_channels, H, W) to features (B, channels, H, W) at
 resolution (`forward`), and exposes its coarsest features (`encode` -> list, finest first;
 `bottleneck_channels`) for the models that act there (co-segmentation's mutual gating).
 GroupNorm, never BatchNorm: a step's result must not depend on how the batch is split between
-DDP processes (README "Models"), and GroupNorm's statistics are per image.
+DDP processes (see :doc:`/guide/models`), and GroupNorm's statistics are per image.
 """
 
 from __future__ import annotations

@@ -1,17 +1,5 @@
-"""Co-segmentation with the IS-Triplet loss (seed 000 §3 and Fig. 1).
-
-A Siamese encoder-decoder over the image pair; at the bottleneck each image's features are
-gated by a channel attention computed from the *other* image's pooled features (the mutual
-correlation of Gong et al.'s framework [34] that seed 000 builds on, in its simplest form), so
-the decoder keeps what the two images share. The decoder's last layer gives a 64-channel
-embedding at the input's size, used twice (seed 000 §3): by the IS-Triplet loss, and through a
-1x1 conv to 2 channels by the segmentation loss. The loss is eq. 5,
-
-    loss = loss_seg + λ · loss_IS-triplet,
-
-with loss_seg one of CE, Dice or Focal, K = 5000 triplets and m = 3.0 (seed 000 §4.2). λ = 1;
-the paper decays it by 0.85 per epoch: set ``model.lam`` from the training loop for that.
-"""
+"""Co-segmentation with the IS-Triplet loss (Li and Liu, *Improving Image Co-segmentation via
+Deep Metric Learning*, preprint, 2021, §3.3 and Fig. 3): :class:`CoSegNet`."""
 
 from __future__ import annotations
 
@@ -25,6 +13,53 @@ from .backbone import make_backbone
 
 
 class CoSegNet(PixelModel):
+    r"""Co-segmentation of an image pair trained with a segmentation loss plus the IS-Triplet loss.
+
+    After Li and Liu, *Improving Image Co-segmentation via Deep Metric Learning*, preprint, 2021,
+    §3.3 and Fig. 3. A Siamese encoder-decoder runs over both images; at the bottleneck each
+    image's features are gated channel by channel by an attention computed from the *other*
+    image's pooled features (the simplest form of the correlation block of Gong et al., the
+    framework the paper builds on), so that the decoders keep what the two images share. The
+    decoder's last layer gives a 64-channel embedding at the input's size, used twice: by the
+    IS-Triplet loss (:func:`pixelkernels.is_triplet_loss`) and, through a 1x1 convolution to two
+    channels, by the segmentation loss. The training loss is the paper's eq. (5),
+
+    .. math::
+
+        \mathcal{L} = \mathcal{L}_{seg} + \lambda \, \mathcal{L}_{IS\text{-}triplet},
+
+    with :math:`\mathcal{L}_{seg}` the cross-entropy, Dice or focal loss
+    (``pixelkernels.models.seg_loss``). Trains on ``"coseg"`` samples: ``image_a``,
+    ``image_b`` (B, 3, H, W) and ``mask_a``, ``mask_b`` (B, H, W), the object the two share.
+
+    Parameters
+    ----------
+    backbone : str
+        ``"unet"`` (default) or ``"resnet18"`` / ``"resnet34"`` (need torchvision).
+    width : int
+        Channels of the backbone's full-resolution features, doubled at each coarser level
+        (default 32).
+    depth : int
+        The U-Net's stride-2 stages (default 4; ``"unet"`` only).
+    emb_dim : int
+        Channels of the embedding the IS-Triplet loss sees (64, the paper's).
+    seg : str
+        The segmentation loss: ``"dice"`` (default), ``"ce"`` or ``"focal"``.
+    lam : float
+        :math:`\lambda` (default 1). The paper decays it by 0.85 per epoch: set ``model.lam``
+        from the training loop for that.
+    num_samples : int
+        K, the pixels drawn per set by the IS-Triplet loss (default 5000, the paper's).
+    margin : float
+        m, the IS-Triplet margin (default 3.0, the paper's).
+
+    Notes
+    -----
+    ``forward(image_a, image_b)`` returns ``(emb_a, emb_b), (logits_a, logits_b)``;
+    ``predict(batch)`` returns the two common-object masks (B, H, W) int64, the argmax of the
+    logits.
+    """
+
     task = "coseg"
 
     def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, emb_dim: int = 64,

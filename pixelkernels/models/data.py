@@ -10,11 +10,13 @@ striped texture) at a random place, size and angle. The four tasks:
   scene     image (3, H, W), mask (H, W) foreground, instances (H, W) ids 0 (background)..K
   coseg     image_a, image_b, mask_a, mask_b: an object of one class in both images (at different
             places and sizes, over different backgrounds, drawn over the distractors of other
-            classes, so never empty); the masks mark it (seed 000's co-segmentation)
+            classes, so never empty); the masks mark it (the co-segmentation of Li and Liu)
   frames    image_a, image_b, labels_a, labels_b: a scene and the same scene a frame later,
-            each object moved by up to ``motion`` px (seed 003's frame pairs); labels = instance ids
+            each object moved by up to ``motion`` px (the frame pairs of Najafi et al.'s label
+            transfer); labels = instance ids
   episodes  support_image, support_mask, image, mask, other: the coseg pair as a one-shot
-            episode (seed 004), other = the query's other objects; clicks are simulated per
+            episode (Bhatia's few-shot interactive segmentation), other = the query's other
+            objects; clicks are simulated per
             training step with ``sample_clicks`` (``clicks``)
 
 Images are float32 in about [-0.5, 0.5]; masks int64; every sample also carries its ``index``
@@ -197,12 +199,59 @@ TASKS = {"scene": SceneDataset, "coseg": CoSegDataset, "frames": FramePairDatase
 
 
 def synthetic(task: str, length: int, size=(64, 64), *, seed: int = 0, **kw) -> torch.utils.data.Dataset:
+    """A seeded synthetic dataset of one task: no download, the same in every process.
+
+    A scene is a textured background with 1 to ``max_instances`` objects, each one of
+    ``num_classes`` classes (an ellipse, box, triangle or ring with its own colour and striped
+    texture) at a random place, size and angle. Sample ``i`` is a function of (``seed``, ``i``)
+    alone.
+
+    Parameters
+    ----------
+    task : str
+        ``"scene"``: ``image`` (3, H, W), ``mask`` (H, W) the foreground, ``instances`` (H, W)
+        ids 0 (background) .. K. ``"coseg"``: ``image_a``, ``image_b``, ``mask_a``, ``mask_b``,
+        an object class the two images share among distractors of other classes. ``"frames"``:
+        ``image_a``, ``image_b``, ``labels_a``, ``labels_b``, a scene and the same scene a frame
+        later (each object moved by up to ``motion`` pixels, default 3). ``"episodes"``:
+        ``support_image``, ``support_mask``, ``image``, ``mask``, ``other``, a one-shot episode
+        (``other`` marks the query's other objects).
+    length : int
+        The number of samples.
+    size : tuple of int
+        (H, W), at least 8 x 8 (default 64 x 64).
+    seed : int
+        Seeds the class table and every sample.
+    **kw
+        ``num_classes`` (default 8), ``max_instances`` (default 4), and ``motion`` for
+        ``"frames"``.
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Samples are dicts of tensors: images float32 in about [-0.5, 0.5], masks and labels int64,
+        and ``index`` (int64), from which a training step seeds the sample's random draws.
+
+    Examples
+    --------
+    >>> from pixelkernels.models import data
+    >>> ds = data.synthetic("scene", 4, size=(32, 32), seed=0)
+    >>> sample = ds[0]
+    >>> sorted(sample), tuple(sample["image"].shape), sample["mask"].dtype
+    (['image', 'index', 'instances', 'mask'], (3, 32, 32), torch.int64)
+    >>> batch = data.collate([ds[0], ds[1]])
+    >>> tuple(batch["instances"].shape)
+    (2, 32, 32)
+    >>> torch.equal(ds[3]["image"], data.synthetic("scene", 4, size=(32, 32), seed=0)[3]["image"])
+    True
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     return TASKS[task](length, size, seed=seed, **kw)
 
 
 def collate(samples: list[dict]) -> dict:
+    """Stack a list of samples (dicts of tensors of equal shapes) into one batch dict."""
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
@@ -214,10 +263,42 @@ def to_device(batch: dict, device, dtype: torch.dtype | None = None) -> dict:
 
 def clicks(mask: torch.Tensor, *, other: torch.Tensor | None = None, num_positive: int = 3, num_negative: int = 3,
            strategy: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-    """Simulated training clicks (seed 004 §2.4.1, Xu et al.'s strategies 1-3) for masks (B, H, W)
-    on their device: ``sample_clicks`` with the paper's d_band 40, d_step 10, d_margin 5 scaled
-    to the image (they are in pixels of ~480 px images) -> points (B, 2N, 3) for ``click_maps``.
-    Strategy 2 puts the negatives on `other` (the other objects, (B, H, W))."""
+    """Simulated training clicks for masks (B, H, W) on their device -> points (B, 2N, 3).
+
+    :func:`pixelkernels.sample_clicks` with the three strategies of Xu et al., *Deep Interactive
+    Object Selection*, CVPR 2016 (the simulation Bhatia's *Few-Shot Interactive Segmentation*,
+    thesis, IIT Bombay, 2021, §1.2, describes), and their distances, d_band 40, d_step 10 and
+    d_margin 5 pixels of images about 480 pixels across, scaled here to the mask's size. The result is in the format of :func:`pixelkernels.click_maps`: rows
+    (y, x, order), the first N = ``max(num_positive, num_negative)`` positive and the last N
+    negative, padding rows negative.
+
+    Parameters
+    ----------
+    mask : Tensor
+        (B, H, W) the objects, 0 or 1.
+    other : Tensor, optional
+        (B, H, W) the other objects: strategy 2 puts its negative clicks there.
+    num_positive : int
+        Positive clicks per image (default 3).
+    num_negative : int
+        Negative clicks per image (default 3).
+    strategy : int
+        1, 2 or 3 (default 1).
+    generator : torch.Generator or Tensor, optional
+        A generator on the mask's device, or a (B,) int64 tensor of per-image seeds.
+
+    Examples
+    --------
+    >>> from pixelkernels.models import data
+    >>> mask = torch.zeros(1, 32, 32, dtype=torch.long)
+    >>> mask[0, 8:24, 8:24] = 1
+    >>> points = data.clicks(mask, generator=torch.Generator().manual_seed(0))
+    >>> tuple(points.shape)
+    (1, 6, 3)
+    >>> pos = points[0, :3]
+    >>> bool(mask[0, pos[:, 0].long(), pos[:, 1].long()].all())  # positive clicks on the object
+    True
+    """
     s = min(mask.shape[-2:]) / 480
     return pk.sample_clicks(mask, num_positive=num_positive, num_negative=num_negative, strategy=strategy,
                             d_band=max(40 * s, 2.0), d_step=max(10 * s, 1.0), d_margin=max(5 * s, 1.0),
@@ -311,8 +392,25 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def from_folder(task: str, root, size=(64, 64)) -> torch.utils.data.Dataset:
-    """A user's folder as the samples of `task`: scene reads each pair as is; coseg, frames and
-    episodes pair consecutive stems (sort them so that neighbours belong together)."""
+    """A folder of your own images and masks as the samples of a task.
+
+    Parameters
+    ----------
+    task : str
+        ``"scene"`` reads each image/mask pair as one sample; ``"coseg"``, ``"frames"`` and
+        ``"episodes"`` pair consecutive stems (name the files so that neighbours belong
+        together).
+    root : str or pathlib.Path
+        A folder holding ``images/<stem>.*`` and ``masks/<stem>.*`` with matching stems:
+        .png/.jpg (read with Pillow or OpenCV), .npy or .pt. A mask holds integer region ids.
+    size : tuple of int
+        (H, W) every image is resized to (bilinear; nearest for the masks).
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Samples with the keys of :func:`synthetic`'s for that task.
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     folder = ImageMaskFolder(root, size)

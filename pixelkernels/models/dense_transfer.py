@@ -1,15 +1,6 @@
-"""Dense label transfer by similarity learning (seed 003 §2): a Siamese embedding net over two
-frames gives pixel embeddings at half the input's size (the paper's h = H/2, w = W/2); stochastic
-pooling keeps k pixels per object class of each frame (eq. 2, k = 100 in §3), and the loss is
-binary cross-entropy on the batch-normalised inner products of the pooled pairs, the target
-being "same class" (eq. 1 with Fig. 2's batch-norm) — ``DenseSimilarityLoss``, which never forms
-the pairs' matrix. Inference (§2.2.1): the reference frame's pooled pixels and their labels are
-transferred to every query pixel with ``label_transfer``, the batch-norm (eval statistics)
-folded into its scale and bias, scored with a sigmoid and averaged per class (the authors'
-code's reduce="mean"; eq. 3's plain sum favours the class with more pooled pixels). Under DDP
-the loss's batch-norm takes the global batch's statistics (``sync_statistics``, the pooled
-pixels gathered from every process: k·C·D numbers an image), so a DDP step is one process's.
-"""
+"""Dense label transfer by similarity learning (Najafi et al., *Similarity Learning for Dense
+Label Transfer*, 2018 DAVIS Challenge on Video Object Segmentation, CVPR workshops, 2018, §2):
+:class:`DenseTransferNet`."""
 
 from __future__ import annotations
 
@@ -23,6 +14,60 @@ from .backbone import make_backbone
 
 
 class DenseTransferNet(PixelModel):
+    r"""A Siamese pixel embedding trained to tell whether two pixels of two frames share a label.
+
+    After Najafi, Kulharia, Ajanthan and Torr, *Similarity Learning for Dense Label Transfer*,
+    2018 DAVIS Challenge on Video Object Segmentation (CVPR workshops, 2018), §2. One embedding
+    network runs over both frames and gives pixel embeddings at half the input's size (the
+    paper's :math:`h = H/2, w = W/2`). Stochastic pooling keeps k pixels of each class of each
+    frame (:func:`pixelkernels.stochastic_pool`; eq. (2), k = 100 in the paper's experiments),
+    and the loss is the binary cross-entropy of the batch-normalised inner products of the pooled
+    pairs against "same class" (eq. (1) with the batch-norm of the paper's Fig. 2;
+    :class:`pixelkernels.nn.DenseSimilarityLoss`, which never forms the pairs' matrix). Trains on
+    ``"frames"`` samples: ``image_a``, ``image_b`` (B, 3, H, W) and ``labels_a``, ``labels_b``
+    (B, H, W), class ids ``0 .. num_classes - 1``.
+
+    Inference (§2.2.1, eq. (3)) transfers a reference frame's labels to a query frame
+    (:func:`pixelkernels.label_transfer`): its pooled pixels score every query pixel with the
+    batch-norm (eval statistics) folded into a scale and a bias and a sigmoid, averaged per class
+    (the authors' code's mean; the printed eq. (3) sums, which favours the class with more
+    pooled pixels), and each query pixel takes the best class:
+
+    .. math::
+
+        l_i = \arg\max_c \; \operatorname{mean}_{j \in R_c} \,
+        \sigma\big(a \, \langle q_i, r_j \rangle + b\big).
+
+    Parameters
+    ----------
+    backbone : str
+        ``"unet"`` (default) or ``"resnet18"`` / ``"resnet34"`` (need torchvision).
+    width : int
+        Channels of the backbone's full-resolution features, doubled at each coarser level
+        (default 32).
+    depth : int
+        The U-Net's stride-2 stages (default 4; ``"unet"`` only).
+    emb_dim : int
+        The embedding's channels (default 32).
+    k : int
+        Pixels pooled per class and frame (default 100, the paper's).
+    num_classes : int
+        Label ids run over ``0 .. num_classes - 1`` (default 5, the synthetic data's).
+    sync_statistics : bool
+        Under DistributedDataParallel, let the loss's batch-norm see the global batch: the pooled
+        pixels (k·C·D numbers an image) are gathered from every process by a differentiable
+        all-gather, so a DDP step equals one process's (default ``True``; ``False`` keeps the
+        statistics per process).
+
+    Notes
+    -----
+    ``forward(image)`` returns the embedding (B, D, ceil(H/2), ceil(W/2));
+    ``transfer(ref_image, ref_labels, query_image, generator=None)`` returns the query's labels
+    (B, ceil(H/2), ceil(W/2)) int64 and their scores (B, C, ceil(H/2), ceil(W/2)); call
+    ``eval()`` first, so that the batch-norm uses its running statistics (in train mode only its
+    affine part is folded in). ``predict(batch)`` transfers ``labels_a`` to ``image_b``.
+    """
+
     task = "frames"
 
     def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, emb_dim: int = 32,
@@ -46,7 +91,7 @@ class DenseTransferNet(PixelModel):
         return torch.cat(all_gather(t.contiguous()), 0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """image (B, 3, H, W) -> embedding (B, D, ceil(H/2), ceil(W/2))."""
+        """Image (B, 3, H, W) -> embedding (B, D, ceil(H/2), ceil(W/2))."""
         return self.embed(self.net(image))
 
     @staticmethod
@@ -69,9 +114,8 @@ class DenseTransferNet(PixelModel):
 
     @torch.no_grad()
     def transfer(self, ref_image, ref_labels, query_image, generator: torch.Generator | None = None):
-        """-> labels (B, H/2, W/2) of the query frame and their scores (B, C, H/2, W/2), from the
-        reference frame's labels. Uses the running batch-norm statistics (call ``eval()`` first
-        for a model's inference; in train mode the batch-norm's affine part alone)."""
+        """The query frame's labels (B, H/2, W/2) and scores (B, C, H/2, W/2), transferred from
+        the reference frame's labels (see the class's notes)."""
         s = self.similarity
         ref = self(ref_image)
         x, xl = pk.stochastic_pool(ref, self.half(ref_labels), self.k, self.num_classes, generator=generator)

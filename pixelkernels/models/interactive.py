@@ -1,26 +1,5 @@
-"""Few-shot interactive segmentation (seed 004 ch. 2, Fig. 2.1): three channels meet in a
-feature junction.
-
-  * query channel: the clicks as two distance maps (``click_maps``, distances truncated at 255 and
-    divided by 255, §2.4.1) concatenated with the image (5 channels) and fused back to 3 by the
-    click-fusion module (§2.4.2), then the encoder-decoder;
-  * support channel: the same encoder-decoder on the support image, reduced to a foreground
-    prototype by masked average pooling (PANet; ``masked_average_pool``), compared with every
-    query pixel by cosine similarity;
-  * prior channel (IPF, §2.4.3): PFENet's training-free prior (``prior_mask``), upsampled, then
-    focused on the clicked instance by a second click-fusion with the distance maps. Where this
-    differs from the paper: the features are the shared encoder's at stride 2^(depth-1) (PFENet's
-    stride-8 layer), detached so that no gradient reaches the encoder through the prior, not a
-    separate frozen VGG-16; and the query's are those of the click-fused query. The support mask
-    is resized bilinearly (align_corners=True), as PFENet does.
-
-The junction concatenates query features, the similarity map and the focused prior; a conv
-block gives one foreground logit per pixel, trained with binary cross-entropy. Training clicks
-are simulated per step with ``sample_clicks`` (Xu et al.'s strategies 1, 2, 3 for steps 0, 1, 2 mod 3;
-``data.clicks``).
-``noc`` runs the number-of-clicks evaluation: each next click from the current prediction's
-errors (``next_clicks``), IoU after every click, NoC@85 / NoC@90 at the end.
-"""
+"""Few-shot interactive segmentation (Bhatia, *Few-Shot Interactive Segmentation*, thesis, IIT
+Bombay, 2021, ch. 2): :class:`FewShotInteractive`."""
 
 from __future__ import annotations
 
@@ -40,12 +19,63 @@ def _fusion(cin: int, cout: int, hidden: int = 16) -> nn.Sequential:
 
 
 def iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """pred, gt (B, H, W) bool -> (B,) IoU (1 where both are empty)."""
+    """Pred, gt (B, H, W) bool -> (B,) IoU (1 where both are empty)."""
     inter, union = (pred & gt).flatten(1).sum(1), (pred | gt).flatten(1).sum(1)
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float))
 
 
 class FewShotInteractive(PixelModel):
+    """One-shot segmentation of a query image guided by a user's clicks.
+
+    After Bhatia, *Few-Shot Interactive Segmentation*, thesis, IIT Bombay, 2021, ch. 2 and
+    Fig. 2.1: three channels meet in a feature junction.
+
+    * Query channel: the clicks as two distance maps (:func:`pixelkernels.click_maps`, distances
+      truncated at 255 and divided by 255, §2.4.1) concatenated with the image (5 channels),
+      fused back to 3 by the click-fusion module (§2.4.2), then the encoder-decoder.
+    * Support channel: the same encoder-decoder on the support image, reduced to a foreground
+      prototype by masked average pooling (PANet; :func:`pixelkernels.masked_average_pool`) and
+      compared with every query pixel by cosine similarity.
+    * Prior channel (the interactive prior focus, §2.4.3): PFENet's training-free prior mask
+      (:func:`pixelkernels.prior_mask`), upsampled, then focused on the clicked instance by a
+      second click fusion with the distance maps. Where this differs from the thesis: the
+      features are the shared encoder's at stride 2^(depth-1) (PFENet's stride-8 layer),
+      detached so that no gradient reaches the encoder through the prior, not a separate frozen
+      VGG-16, and the query's are those of the click-fused query. The support mask is resized
+      bilinearly (``align_corners=True``), as PFENet does.
+
+    The junction concatenates the query features, the similarity map and the focused prior; a
+    convolution block gives one foreground logit per pixel, trained with binary cross-entropy.
+    Training clicks are simulated at every step (:func:`pixelkernels.models.data.clicks`, Xu et
+    al.'s strategies 1, 2 and 3 for steps 0, 1 and 2 mod 3). Trains on ``"episodes"`` samples:
+    ``support_image``, ``support_mask``, ``image``, ``mask`` and ``other`` (the query's other
+    objects, where strategy 2 puts its negative clicks).
+
+    Parameters
+    ----------
+    backbone : str
+        ``"unet"`` (default) or ``"resnet18"`` / ``"resnet34"`` (need torchvision).
+    width : int
+        Channels of the backbone's full-resolution features, doubled at each coarser level
+        (default 32).
+    depth : int
+        The U-Net's stride-2 stages (default 4; ``"unet"`` only).
+    num_positive : int
+        Positive clicks simulated per training image (default 3).
+    num_negative : int
+        Negative clicks simulated per training image (default 3).
+
+    Notes
+    -----
+    ``forward(image, points, support_image, support_mask)`` returns the foreground logits
+    (B, H, W), with ``points`` (B, 2N, 3) clicks as rows (y, x, order), the first N positive
+    (padding rows negative). ``predict(batch, points)`` returns the mask (B, H, W) bool.
+    ``noc(batch, max_clicks=20, thresholds=(0.85, 0.90))`` runs the number-of-clicks evaluation
+    of f-BRS and RITM: each next click where :func:`pixelkernels.next_clicks` puts it given the
+    current prediction's errors, the IoU after every click, and the number of clicks until the
+    IoU reaches each threshold.
+    """
+
     task = "episodes"
 
     def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, num_positive: int = 3,
@@ -60,7 +90,7 @@ class FewShotInteractive(PixelModel):
         self.num_positive, self.num_negative = num_positive, num_negative
 
     def forward(self, image, points, support_image, support_mask) -> torch.Tensor:
-        """image (B, 3, H, W), points (B, 2N, 3) clicks (y, x, order; first N positive, padding
+        """Image (B, 3, H, W), points (B, 2N, 3) clicks (y, x, order; first N positive, padding
         < 0), support image (B, 3, H, W) and mask (B, H, W) -> foreground logits (B, H, W)."""
         maps = pk.click_maps(points, tuple(image.shape[-2:]), mode="distance", max_distance=255.0) / 255
         maps = maps.to(image.dtype)
@@ -93,11 +123,19 @@ class FewShotInteractive(PixelModel):
 
     @torch.no_grad()
     def noc(self, batch: dict, *, max_clicks: int = 20, thresholds=(0.85, 0.90)) -> dict:
-        """The NoC protocol on a batch: click t goes where ``next_clicks`` puts it given the
-        prediction after t − 1 clicks (the first from an empty prediction). -> {"iou": (B,
-        max_clicks) IoU after each click, "NoC@85": (B,), "NoC@90": (B,)} as tensors on the
-        batch's device: the number of clicks until IoU >= the threshold, max_clicks if never.
-        No host sync inside the loop (the clicks are written with torch.where and scatter)."""
+        """The NoC protocol on a batch.
+
+        Click t goes where :func:`pixelkernels.next_clicks` puts it given the prediction after
+        t - 1 clicks (the first from an empty prediction).
+
+        Returns
+        -------
+        dict
+            ``"iou"``: (B, max_clicks) IoU after each click; ``"NoC@85"``, ``"NoC@90"`` (one
+            entry per threshold): (B,) the number of clicks until the IoU reaches the threshold,
+            ``max_clicks`` if it never does. Tensors on the batch's device, computed without a
+            host sync inside the loop.
+        """
         gt = batch["mask"].bool()
         B, H, W = gt.shape
         rows = torch.full((B, 2, max_clicks, 3), -1.0, device=gt.device)

@@ -1,12 +1,5 @@
-"""MEnet (seed 001 §III): a symmetric encoder-decoder whose every scale contributes one feature
-map at the input's size (a 1x1 conv and bilinear upsampling per level, the image itself as the
-first); the concatenation is balanced by a conv with 16 kernels into the 16-d metric space f
-(§III-A). Two losses on f (§III-B): the metric loss of eq. 3 on L2-normalised pixel vectors, as
-the authors' released code normalises (``menet_metric_loss(normalize=True)``), plus the
-cross-entropy of a 1x1 classifier on f. The saliency map of eq. 5 is the distance of each
-pixel's f to the background's expected f under the classifier's background probability
-(``menet_saliency``).
-"""
+"""MEnet (Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+Segmentation*, arXiv preprint, 2018, §III): :class:`MEnet`."""
 
 from __future__ import annotations
 
@@ -21,6 +14,55 @@ from .backbone import make_backbone
 
 
 class MEnet(PixelModel):
+    r"""Salient object segmentation in a learned 16-dimensional metric space.
+
+    After Zeng et al., *Ro-SOS: Metric Expression Network (MEnet) for Robust Salient Object
+    Segmentation*, arXiv preprint, 2018, §III. An encoder-decoder whose every scale contributes
+    one feature map at the input's size (a 1x1 convolution and bilinear upsampling per level, a
+    1x1 convolution of the image itself as the first); a convolution with 16 kernels balances
+    their concatenation into the feature :math:`f \in \mathbb{R}^{16}` of each pixel (§III-A).
+    The training loss is the paper's eq. (4), the metric loss of eq. (3) plus the cross-entropy
+    of a 1x1 two-class classifier on :math:`f`:
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{|\Omega|} \sum_{i \in \Omega} \Big(\|f_i - \bar f_{+}\|^2 -
+        \|f_i - \bar f_{-}\|^2\Big) + \mathcal{L}_{CE},
+
+    with :math:`\bar f_{+}` the centroid of the pixel's own region (salient or not) and
+    :math:`\bar f_{-}` the other's (:func:`pixelkernels.menet_metric_loss` with
+    ``normalize=True``: the pixel vectors are L2-normalised first, as the authors' released code
+    does). Trains on ``"scene"`` samples: ``image`` (B, 3, H, W) and its foreground ``mask``.
+
+    Parameters
+    ----------
+    backbone : str
+        ``"unet"`` (default) or ``"resnet18"`` / ``"resnet34"`` (need torchvision).
+    width : int
+        Channels of the backbone's full-resolution features, doubled at each coarser level
+        (default 32).
+    depth : int
+        The U-Net's stride-2 stages (default 4; ``"unet"`` only).
+    emb_dim : int
+        The metric space's dimension (16, the paper's).
+    metric_weight : float
+        The metric loss's weight (default 1; the paper weighs the cross-entropy by
+        :math:`\lambda = 1`).
+
+    Notes
+    -----
+    ``forward(image)`` returns ``f`` (B, 16, H, W) and the logits (B, 2, H, W). ``predict(batch)``
+    returns the saliency map of eq. (5), each pixel's distance to the background's expected
+    feature under the classifier's background probability :math:`P_B`,
+
+    .. math::
+
+        S_i = \Big\| f_i - \frac{\sum_j P_B(j) \, f_j}{\sum_j P_B(j)} \Big\|
+
+    (:func:`pixelkernels.menet_saliency` on the normalised :math:`f` the metric loss sees),
+    min-max scaled to [0, 1] per image: (B, H, W).
+    """
+
     task = "scene"
 
     def __init__(self, *, backbone: str = "unet", width: int = 32, depth: int = 4, emb_dim: int = 16,
@@ -36,7 +78,7 @@ class MEnet(PixelModel):
         self.metric_weight = metric_weight
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """image (B, 3, H, W) -> f (B, 16, H, W), logits (B, 2, H, W)."""
+        """Image (B, 3, H, W) -> f (B, 16, H, W), logits (B, 2, H, W)."""
         size = image.shape[-2:]
         maps = [self.image_side(image)]
         for conv, x in zip(self.side, self.net.levels(self.net.encode(image))):
@@ -51,9 +93,8 @@ class MEnet(PixelModel):
 
     @torch.no_grad()
     def predict(self, batch: dict) -> torch.Tensor:
-        """-> the eq. 5 saliency map (B, H, W) as printed (the distance, not its square, to the
-        background's expectation under the classifier's background probability, on the
-        normalised f the metric loss sees), scaled to [0, 1] per image."""
+        """The saliency map of eq. (5) (the distance, not its square, as printed), (B, H, W)
+        scaled to [0, 1] per image."""
         f, logits = self(batch["image"])
         s = pk.menet_saliency(pk.pixel_normalize(f), logits.softmax(1)[:, 0])
         lo, hi = s.amin((1, 2), keepdim=True), s.amax((1, 2), keepdim=True)
