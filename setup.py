@@ -306,7 +306,13 @@ setup(
     package_data=PACKAGE_DATA,
     python_requires=">=3.10",
     install_requires=["torch>=2.6"],
-    extras_require={"triton": ["triton>=3.6"], "bench": ["pytest-benchmark", "matplotlib", "pytorch-metric-learning"]},
+    license="BSD-3-Clause",
+    license_files=["LICENSE"],
+    extras_require={
+        "triton": ["triton>=3.6"],
+        "plots": ["matplotlib"],  # bench --plot, train --png
+        "bench": ["pytest-benchmark", "matplotlib", "pytorch-metric-learning"],
+    },
     ext_modules=EXTS,
     cmdclass={"build_ext": BuildExt},
     options={

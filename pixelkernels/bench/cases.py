@@ -191,7 +191,7 @@ REPRESENTATIVE = (
     "masked_average_pool:W2",
     "label_transfer:W5-eq3",
     "click_maps:W8-disk",
-    "distance_transform:W9-blobs",
+    "distance_transform:W9-blobs-256",  # W9-blobs' reference takes ~35 s a call on 2 cores: minutes a row
 )
 
 
@@ -806,6 +806,13 @@ CASES += [
          small=_edt_masks(2, 13, 17, kind), peers=_EDT_PEERS, rounds=1,
          compute_dtypes=frozenset({torch.float32, torch.float64}))  # exact: float64 in every backend
     for kind in ("blobs", "few")
+]  # fmt: skip
+# W9-blobs at a quarter of the pixels and half the batch, for `bench`'s default run (REPRESENTATIVE):
+# the reference's O(B·H·W²) minimum takes ~0.5 s a call here, not ~35 s.
+CASES += [
+    Case("W9-blobs-256", "distance_transform", "B=8 256x256 blobs", _edt_masks(8, 256, 256, "blobs"), loss=None,
+         bytes_fwd=lambda inp: inp.args[0].numel() * 5, small=_edt_masks(2, 13, 17, "blobs"), peers=_EDT_PEERS,
+         rounds=1, compute_dtypes=frozenset({torch.float32, torch.float64}))
 ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ the JSON / CSV / Markdown / plot. `--help` lists the options."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -13,8 +14,16 @@ import pixelkernels as pk
 
 from . import cases as _cases
 from . import report
-from .rows import default_device, device_name, run_bench
+from .rows import Progress, _quiet, default_device, device_name, run_bench
 from .timing import NAN, ROUNDS, flush_bytes
+
+
+# --plot / train --png without matplotlib: said once at the start, not after the run.
+PLOT_HINT = "{flag} needs matplotlib: pip install 'pixelkernels[plots]' ({path} will not be drawn)"
+
+
+def _have_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def list_cases() -> None:
@@ -83,41 +92,63 @@ def _host(a, argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[2:] if argv is None else list(argv)
+def parser() -> argparse.ArgumentParser:
+    """The options of `python -m pixelkernels bench` (each with its help and its default)."""
+    from ..__main__ import HelpFormatter
+
     p = argparse.ArgumentParser(
         prog="python -m pixelkernels bench",
-        description="The paper workloads (SPEC §5): every usable backend against the reference and the best "
-        "plain PyTorch (and optional peer libraries), side by side on one device.",
+        formatter_class=HelpFormatter,
+        description="Time the paper workloads: every usable backend against the op's reference and the best "
+        "plain PyTorch (and optional peer libraries), side by side on one device. By default one representative "
+        "row per op family (about 5 minutes on 2 CPU cores); --full for the whole table. The table goes to "
+        "stdout, progress (each row as it starts and finishes, with the elapsed time) to stderr.",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if present, else cpu")
-    p.add_argument("--op", action="append",
-                   help="op(s) to run (default: with --full all, else one representative row per op family)")
-    p.add_argument("--workload", action="append", help="workload id(s), e.g. W2 (default: all of the ops chosen)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: cuda if present, else cpu)")
+    p.add_argument("--op", action="append", metavar="OP",
+                   help="op(s) to run, repeatable, e.g. region_stats (default: with --full all, else one "
+                        "representative row per op family)")  # fmt: skip
+    p.add_argument("--workload", action="append", metavar="ID",
+                   help="workload id(s), repeatable, e.g. W2 (default: every workload of the ops chosen)")
     p.add_argument("--full", action="store_true",
-                   help="every row of the table (without --op/--workload the default is the six rows of "
-                        "bench/cases.py REPRESENTATIVE: a few minutes on 2 cores; the full table takes hours there)")
-    p.add_argument(
-        "--backend",
-        action="append",
-        help="pixelkernels backend(s) to time (default: usable; the reference and the baseline always run)",
-    )
-    p.add_argument("--repeat", type=int, default=1, help="runs per row, each side by side (default 1)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--json", help="write the rows (and how they were measured) as JSON here")
-    p.add_argument("--csv", help="write the rows as CSV here")
-    p.add_argument("--markdown", help="write the pixelkernels rows as a Markdown table here")
-    p.add_argument("--plot", help="draw speedups and bandwidth fractions to this PNG (needs matplotlib)")
-    p.add_argument("--quick", action="store_true", help="short timing budget (smoke runs, not for numbers)")
+                   help="every row of the table (default: without --op/--workload, one row per op family, "
+                        f"pixelkernels/bench/cases.py REPRESENTATIVE: {', '.join(_cases.REPRESENTATIVE)}; the "
+                        "full table takes hours on 2 CPU cores)")  # fmt: skip
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help="pixelkernels backend(s) to time, repeatable (default: every usable one but the Triton "
+                        "interpreter on the CPU; the reference and the baseline always run)")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=1, help="runs per row, each timing every candidate side by side")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (default: measured)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines on stderr (default: a line as each row starts and finishes, and the "
+                        "long rows' steps)")  # fmt: skip
+    p.add_argument("--json", metavar="PATH", help="write the rows (and how they were measured) as JSON here "
+                   "(default: not written)")  # fmt: skip
+    p.add_argument("--csv", metavar="PATH", help="write the rows as CSV here (default: not written)")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="write the pixelkernels rows as a Markdown table here (default: not written)")
+    p.add_argument("--plot", metavar="PNG",
+                   help="draw speedups and bandwidth fractions to this PNG; needs matplotlib: "
+                        "pip install 'pixelkernels[plots]' (default: not drawn)")  # fmt: skip
+    p.add_argument("--quick", action="store_true",
+                   help="short timing budget: smoke runs, not numbers (default: 2 s per timing pass, 5 calls a "
+                        "round at least)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list the cases of the table and exit")
     p.add_argument("--model-gpu", action="store_true",
                    help="print each row's modelled H100 floor (bytes and FLOPs at peak rates; no GPU needed) and exit")
     p.add_argument("--models", action="store_true",
                    help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
-    p.add_argument("--model", action="append", help="with --models: the model(s) to run (default: all)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="with --models: the model(s) to run, repeatable (default: all)")
     p.add_argument("--host", action="store_true",
                    help="host time, ATen ops and syncs per call of each op on its small input (CPU, 1 thread; "
                    "bench/host.py)")  # fmt: skip
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[2:] if argv is None else list(argv)
+    p = parser()
     a = p.parse_args(argv)
     if a.host:
         return _host(a, argv)
@@ -131,6 +162,9 @@ def main(argv=None) -> int:
 
         print(gpu_model.table(gpu_model.rows(a.op, a.workload)))
         return 0
+    if a.plot and not _have_matplotlib():
+        print(PLOT_HINT.format(flag="--plot", path=a.plot), file=sys.stderr)
+        a.plot = None
     device = _device(p, a)
     if not a.full and not a.op and not a.workload:
         a.op, a.workload = _cases.representative()
@@ -146,7 +180,7 @@ def main(argv=None) -> int:
     budget_s, min_reps = (0.2, 2) if a.quick else (2.0, 5)
     rows = run_bench(
         device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat,
-        min_reps=min_reps,
+        min_reps=min_reps, progress=_quiet if a.no_progress else Progress(),
     )  # fmt: skip
     command = " ".join(["python -m pixelkernels bench", *argv])
     meta = _meta(

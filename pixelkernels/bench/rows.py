@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import platform
 import statistics
+import sys
+import time
 
 import torch
 
@@ -52,6 +54,28 @@ from .timing import (
 )
 
 KINDS = ("fwd", "fwdbwd", "graph_fwd", "graph_fwdbwd")
+
+
+class Progress:
+    """Progress lines on stderr (`python -m pixelkernels bench`), each with the time since the
+    run began: ``progress(msg)`` always prints; ``progress(msg, seconds)`` reports a step that
+    took `seconds` and prints only when it took at least `min_s` (the long rows' details: one
+    line per candidate or timing pass, the short rows stay at their start and finish lines)."""
+
+    def __init__(self, stream=None, min_s: float = 1.0):
+        self.stream, self.min_s, self.t0 = stream, min_s, time.perf_counter()
+
+    def __call__(self, msg: str, seconds: float | None = None) -> None:
+        if seconds is not None:
+            if seconds < self.min_s:
+                return
+            msg = f"{msg} ({seconds:.1f} s)"
+        m, s = divmod(int(time.perf_counter() - self.t0), 60)
+        print(f"[bench {m:3d}m{s:02d}s] {msg}", file=self.stream or sys.stderr, flush=True)
+
+
+def _quiet(msg: str, seconds: float | None = None) -> None:
+    """No progress output (the default of run_case and run_bench when called as functions)."""
 
 
 def device_name(device: torch.device) -> str:
@@ -116,11 +140,12 @@ def _spread(xs) -> dict:
     return {"": _median(ok), "_min": min(ok) if ok else NAN, "_max": max(ok) if ok else NAN}
 
 
-def _checks_overhead(case, inp, names, device, before, budget_s) -> dict:
+def _checks_overhead(case, inp, names, device, before, budget_s, progress=_quiet) -> dict:
     """{backend: (on, off)} in µs per forward at the workload's size, for the pixelkernels
     backends. Many short alternating rounds: a drift in the machine's load hits both alike."""
     out = {}
     for n in names:
+        t0 = time.perf_counter()
         f = forward(case, inp, n)
         t = time_side_by_side(
             {"on": with_checks(True, f), "off": with_checks(False, f)},
@@ -133,6 +158,7 @@ def _checks_overhead(case, inp, names, device, before, budget_s) -> dict:
             max_reps=50,
         )
         out[n] = (t["on"][0] * 1e3, t["off"][0] * 1e3)
+        progress(f"  {case.key} {n}: checks-on overhead timed", time.perf_counter() - t0)
     return out
 
 
@@ -154,12 +180,18 @@ def run_case(
     repeat=1,
     min_reps=5,
     log=print,
+    progress=_quiet,
 ):
     """The rows of one case, one per candidate (at least `min_reps` timed calls of each a round,
-    fewer for calls longer than the round's budget). Call with checks off (run_bench does)."""
+    fewer for calls longer than the round's budget). Call with checks off (run_bench does).
+    `progress(msg, seconds)`: each step's time (a candidate's first calls, a timing pass, a peak
+    memory, a checks-on overhead), see Progress."""
+    t0 = time.perf_counter()
     inp = case.make(device)
+    progress(f"  {case.key}: inputs made", time.perf_counter() - t0)
     outs, grads, notes = {}, {}, {}
     for name in names:  # one call of each: outputs and gradients for the error column
+        t0 = time.perf_counter()
         try:
             outs[name] = _tuple(forward(case, inp, name)())
             if case.loss:
@@ -168,6 +200,8 @@ def run_case(
             what = "forward+backward" if name in outs else "forward"
             notes[name] = f"{what} failed: {reason(e)}"
             log(f"# {case.key} {name}: {notes[name]} (not timed)")
+        progress(f"  {case.key} {name}: first calls (outputs and gradients for the error column)",
+                 time.perf_counter() - t0)  # fmt: skip
     ok = [n for n in names if n in outs]
     small = case.small(device) if case.small else None
 
@@ -180,27 +214,26 @@ def run_case(
     samples = {k: {n: [] for n in names} for k in KINDS}  # kind -> name -> every sample
     runs = {k: {n: [] for n in names} for k in KINDS}  # kind -> name -> each run's median
     rounds = {} if case.rounds is None else {"rounds": case.rounds}
-    for _ in range(repeat):
-        got = {
-            "fwd": side_by_side(
-                {n: forward(case, inp, n) for n in ok},
-                device,
-                budget_s=budget_s,
-                before=before_fwd,
-                min_reps=min_reps,
-                **rounds,
-            ),
-            "fwdbwd": side_by_side(
-                {n: forward_backward(case, inp, n) for n in grads},
-                device,
-                budget_s=budget_s,
-                before=before_fb,
-                min_reps=min_reps,
-                **rounds,
-            ),
-        }
+    for r in range(repeat):
+        run = f" (run {r + 1}/{repeat})" if repeat > 1 else ""
+        t0 = time.perf_counter()
+        got = {}
+        got["fwd"] = side_by_side(
+            {n: forward(case, inp, n) for n in ok}, device, budget_s=budget_s, before=before_fwd,
+            min_reps=min_reps, **rounds,
+        )  # fmt: skip
+        progress(f"  {case.key}: forward timed, {', '.join(ok)} side by side{run}", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        got["fwdbwd"] = side_by_side(
+            {n: forward_backward(case, inp, n) for n in grads}, device, budget_s=budget_s, before=before_fb,
+            min_reps=min_reps, **rounds,
+        )  # fmt: skip
+        if grads:
+            progress(f"  {case.key}: forward+backward timed, {', '.join(grads)} side by side{run}",
+                     time.perf_counter() - t0)  # fmt: skip
         if device.type == "cuda":
             for kind, step, which in (("graph_fwd", forward, ok), ("graph_fwdbwd", forward_backward, grads)):
+                t0 = time.perf_counter()
                 got[kind], why = graph_samples(
                     {n: step(case, inp, n) for n in which}, device, budget_s=budget_s, flush=flush,
                     generators=_cuda_generators(inp),
@@ -209,14 +242,19 @@ def run_case(
                     if w not in notes.get(n, ""):
                         log(f"# {case.key} {n}: {kind} {w} (graph times NaN)")
                         notes[n] = "; ".join(filter(None, [notes.get(n), f"{kind} {w}"]))
+                progress(f"  {case.key}: {kind} replays timed{run}", time.perf_counter() - t0)
         for kind, by_name in got.items():
             for n in names:
                 t = by_name.get(n, [])
                 samples[kind][n] += t
                 runs[kind][n].append(percentiles(t)[0])
-    peak = {n: peak_mib(case, inp, n, device) for n in (grads if case.loss else ok)} if memory else {}
+    peak = {}
+    for n in (grads if case.loss else ok) if memory else ():
+        t0 = time.perf_counter()
+        peak[n] = peak_mib(case, inp, n, device)
+        progress(f"  {case.key} {n}: peak memory measured", time.perf_counter() - t0)
     ours = [n for n in ok if n not in case.comparisons()]
-    chk = _checks_overhead(case, inp, ours, device, before_fwd, budget_s)
+    chk = _checks_overhead(case, inp, ours, device, before_fwd, budget_s, progress)
 
     def bw(nbytes, t_ms):
         return nbytes(inp) / (t_ms * 1e-3) / 1e9 / copy_gbs if nbytes else NAN
@@ -278,9 +316,11 @@ def run_bench(
     budget_s=2.0,
     repeat=1,
     min_reps=5,
+    progress=_quiet,
 ):
     """Every selected case on `device`, timed with checks off, `repeat` runs each; the rows
-    (each case's also logged as a table as soon as it is done)."""
+    (each case's also logged as a table as soon as it is done). `progress`: e.g. Progress(),
+    a line as each row starts and finishes, and the long rows' steps (see run_case)."""
     from . import report
 
     copy_gbs = copy_bandwidth_gbs(device)
@@ -294,12 +334,15 @@ def run_bench(
     log(table.header())
     rows = []
     with pk.use_checks(False):
-        for case in selected:
+        for i, case in enumerate(selected, 1):
             names = backend_names(case, device, backends, log)
+            progress(f"{i}/{len(selected)} {case.key} [{case.shape}]: start ({', '.join(names)})")
+            t0 = time.perf_counter()
             case_rows = run_case(
                 case, device, names, budget_s=budget_s, memory=memory, flush=flush, copy_gbs=copy_gbs,
-                repeat=repeat, min_reps=min_reps, log=log,
+                repeat=repeat, min_reps=min_reps, log=log, progress=progress,
             )  # fmt: skip
+            progress(f"{i}/{len(selected)} {case.key}: done in {time.perf_counter() - t0:.1f} s")
             for row in case_rows:
                 log(table.line(row))
             rows += case_rows

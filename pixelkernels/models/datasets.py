@@ -54,6 +54,7 @@ def voc_palette() -> list[int]:
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import voc_palette
     >>> voc_palette()[:9], voc_palette()[255 * 3:]
     ([0, 0, 0, 128, 0, 0, 0, 128, 0], [224, 224, 192])
     """
@@ -221,6 +222,7 @@ class ImageMaskPairs(_Reader):
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import ImageMaskPairs
     >>> import tempfile, numpy as np
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
@@ -346,6 +348,7 @@ class CoSegClasses(_Reader):
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import CoSegClasses
     >>> import tempfile, numpy as np
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
@@ -463,6 +466,7 @@ class DAVIS(_Reader):
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import DAVIS, voc_palette
     >>> import tempfile, numpy as np
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
@@ -611,6 +615,7 @@ class PascalFiveI(_Reader):
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import PascalFiveI, voc_palette
     >>> import tempfile, numpy as np
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
@@ -800,6 +805,7 @@ def open_dataset(spec: str, size=(64, 64), split=None, **kw) -> torch.utils.data
 
     Examples
     --------
+    >>> from pixelkernels.models.datasets import DATASETS, collate, open_dataset
     >>> import tempfile, numpy as np
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())

@@ -84,14 +84,26 @@ class _Progress:
         print(f"\r[{bar:<30}] {done}/{self.total} loss {loss:.4f} {rate:.1f} step/s", end=end, file=sys.stderr, flush=True)
 
 
+PNG_HINT = "--png needs matplotlib: pip install 'pixelkernels[plots]' ({path} will not be drawn)"
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _plot(losses, path, title):
+    """Draw the loss curve to `path` -> True, or say why not on stderr -> False."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print(f"--png: matplotlib is not installed, {path} not drawn (pip install matplotlib)", file=sys.stderr)
+        print(PNG_HINT.format(path=path), file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(losses) + 1), losses)
@@ -109,11 +121,68 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
           folder: str | None = None, model_kw: dict | None = None, csv_path: str | None = None,
           png_path: str | None = None, progress: bool = True, noc_images: int = 0, save: str | None = None,
           checks: bool = True) -> dict:  # fmt: skip
-    """Train `name` for `steps` steps of `batch_size` images (the global batch under torchrun)
-    -> {"losses": [float] per step (mean over ranks), "model", "noc": None or {"NoC@85",
-    "NoC@90", "images"} for the interactive model with noc_images > 0, "step_s": mean seconds a
-    step}. Adam with learning rate `lr`; parameters initialised from `seed`. ``checks=False``: the
-    ops skip their label checks (each costs a host sync; SPEC §2), the setting for a hot loop."""
+    """Train a model of :mod:`pixelkernels.models` with Adam; what ``python -m pixelkernels train`` runs.
+
+    Under ``torchrun`` the same call trains with DistributedDataParallel, and a run on P
+    processes takes the same steps as one process with the same global batch (the module's
+    description says why).
+
+    Parameters
+    ----------
+    name : str
+        ``"coseg"``, ``"menet"``, ``"cas"``, ``"dense_transfer"`` or ``"interactive"``.
+    steps : int
+        Optimizer steps (default 50).
+    batch_size : int
+        Images a step: the global batch under torchrun, a multiple of the number of processes.
+    size : tuple of int
+        (H, W) of the images (default 64 x 64).
+    backend : str
+        The pixelkernels backend of the ops (default ``"auto"``).
+    device : str, optional
+        Default: this process's GPU if there is one, else the CPU.
+    lr : float
+        Adam's learning rate (default 1e-3).
+    seed : int
+        Seeds the parameters, the data and every random choice of every step.
+    dtype : torch.dtype
+        The model's dtype (default float32).
+    folder : str, optional
+        Train on a folder of images and masks (:func:`pixelkernels.models.data.from_folder`)
+        instead of synthetic data.
+    model_kw : dict, optional
+        Constructor arguments of the model (``width``, ``depth``, ``backbone`` and its own).
+    csv_path : str, optional
+        Write the loss curve here as CSV (step, loss).
+    png_path : str, optional
+        Draw the loss curve here (needs matplotlib).
+    progress : bool
+        Print a progress bar on stderr (default ``True``).
+    noc_images : int
+        For the interactive model: NoC@85 / NoC@90 over this many held-out synthetic episodes
+        after training (:func:`evaluate_noc`; default 0, none).
+    save : str, optional
+        Write the trained ``state_dict`` here.
+    checks : bool
+        ``False`` makes the ops skip their label checks (each costs a host sync on a GPU): the
+        setting for a hot loop.
+
+    Returns
+    -------
+    dict
+        ``"losses"``: the loss of every step (the mean over processes), a list of floats;
+        ``"model"``: the trained model; ``"noc"``: ``None``, or for the interactive model with
+        ``noc_images > 0`` a dict with ``"NoC@85"``, ``"NoC@90"`` and ``"images"``;
+        ``"step_s"``: the mean seconds a step.
+
+    Examples
+    --------
+    >>> from pixelkernels.models.train import train
+    >>> out = train("cas", steps=2, batch_size=2, size=(16, 16), model_kw={"width": 8, "depth": 2},
+    ...             progress=False)
+    >>> len(out["losses"]), type(out["model"]).__name__
+    (2, 'CASNet')
+    """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     if steps < 1 or batch_size < 1:
@@ -186,8 +255,39 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
 @torch.no_grad()
 def evaluate_noc(model, images: int, size, *, seed: int, device, dtype=torch.float32, backend: str = "auto",
                  max_clicks: int = 20, batch_size: int = 8) -> dict:  # fmt: skip
-    """Mean NoC@85 / NoC@90 (seed 004 §3, the f-BRS/RITM protocol with ``next_clicks``) of the
-    interactive model over `images` held-out synthetic episodes."""
+    """Mean NoC@85 and NoC@90 of the interactive model over held-out synthetic episodes.
+
+    The number-of-clicks protocol of f-BRS and RITM (the interactive segmentation methods that
+    Bhatia's *Few-Shot Interactive Segmentation*, thesis, IIT Bombay, 2021, §1.2, builds on), run by
+    ``FewShotInteractive.noc``: each click where :func:`pixelkernels.next_clicks` puts it,
+    counting the clicks until the IoU reaches 85 % and 90 % (``max_clicks`` when it never does).
+
+    Parameters
+    ----------
+    model : pixelkernels.models.FewShotInteractive
+        The model (put in eval mode for the evaluation, then back).
+    images : int
+        Held-out episodes (``data.synthetic("episodes", images, size, seed=seed)``).
+    size : tuple of int
+        (H, W).
+    seed : int
+        The episodes' seed: use another than the training's.
+    device : torch.device or str
+        The model's device.
+    dtype : torch.dtype
+        The episodes' dtype (default float32).
+    backend : str
+        The pixelkernels backend of the ops (default ``"auto"``).
+    max_clicks : int
+        Clicks per episode (default 20).
+    batch_size : int
+        Episodes per batch (default 8).
+
+    Returns
+    -------
+    dict
+        ``{"NoC@85": float, "NoC@90": float, "images": int}``.
+    """
     ds = data.synthetic("episodes", images, size, seed=seed)
     was = model.training
     model.eval()
@@ -202,31 +302,58 @@ def evaluate_noc(model, images: int, size, *, seed: int, device, dtype=torch.flo
     return {k: v / images for k, v in sums.items()} | {"images": images}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pixelkernels train",
-                                description="Train a model of pixelkernels.models (synthetic data unless --folder).")  # fmt: skip
-    p.add_argument("model", choices=sorted(MODELS))
-    p.add_argument("--steps", type=int, default=200)
+def parser() -> argparse.ArgumentParser:
+    """The options of `python -m pixelkernels train` (each with its help and its default)."""
+    from ..__main__ import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m pixelkernels train", formatter_class=HelpFormatter,
+                                description="Train a model of pixelkernels.models on synthetic data (or on "
+                                "--folder), in one process or under torchrun (DistributedDataParallel), and "
+                                "print its loss at the start and at the end.")  # fmt: skip
+    p.add_argument("model", choices=sorted(MODELS), help="the model to train")
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps (Adam)")
     p.add_argument("--batch-size", type=int, default=8, help="the global batch (split over torchrun's processes)")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
-    p.add_argument("--backend", default="auto", choices=[b for b in pk.BACKENDS])
-    p.add_argument("--device", help="default: cuda (this process's local rank) if present, else cpu")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", default="unet", help="unet (default) or resnet18 / resnet34 (needs torchvision)")
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--folder", help="a folder with images/ and masks/ (matching stems) instead of synthetic data")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                   help="image height and width (default: 64 64)")
+    p.add_argument("--backend", default="auto", choices=list(pk.BACKENDS),
+                   help="the pixelkernels backend of the ops")
+    p.add_argument("--device",
+                   help="cpu, cuda or cuda:N (default: cuda, this process's local rank, if present, else cpu)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="the model's dtype")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the parameters, the data and every random choice")
+    p.add_argument("--backbone", default="unet", help="unet, or resnet18 / resnet34 (need torchvision)")
+    p.add_argument("--width", type=int, default=32,
+                   help="channels of the full-resolution features (doubled at each coarser level)")
+    p.add_argument("--depth", type=int, default=4, help="the U-Net's stride-2 stages (unet only)")
+    p.add_argument("--folder", metavar="DIR",
+                   help="a folder with images/ and masks/ (matching stems) instead of synthetic data "
+                        "(default: synthetic data)")  # fmt: skip
     p.add_argument("--num-classes", type=int,
-                   help="cas: regions, dense_transfer: classes per image (mask ids 0..N-1; default 5, the synthetic data's)")
-    p.add_argument("--csv", help="write the loss curve (step, loss) here")
-    p.add_argument("--png", help="draw the loss curve here (needs matplotlib)")
-    p.add_argument("--noc-images", type=int, default=0, help="interactive: NoC@85/90 over this many held-out episodes")
-    p.add_argument("--save", help="write the trained state_dict here")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-checks", action="store_true", help="skip the ops' label checks (on a GPU: a few tiny launches each, no host sync)")
+                   help="cas: regions, dense_transfer: classes per image (mask ids 0..N-1; default: 5, the "
+                        "synthetic data's)")  # fmt: skip
+    p.add_argument("--csv", metavar="PATH", help="write the loss curve (step, loss) here (default: not written)")
+    p.add_argument("--png", metavar="PATH",
+                   help="draw the loss curve here; needs matplotlib: pip install 'pixelkernels[plots]' "
+                        "(default: not drawn)")  # fmt: skip
+    p.add_argument("--noc-images", type=int, default=0,
+                   help="interactive: NoC@85/90 over this many held-out episodes (0: not measured)")
+    p.add_argument("--save", metavar="PATH", help="write the trained state_dict here (default: not saved)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one, on stderr)")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the ops' label checks (on a GPU: a few tiny launches each, no host sync; "
+                        "default: checked)")  # fmt: skip
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
     a = p.parse_args(argv)
+    if a.png and not _have_matplotlib():  # said at the start, not after the training
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(PNG_HINT.format(path=a.png), file=sys.stderr)
+        a.png = None
     kw = {"backbone": a.backbone, "width": a.width, "depth": a.depth}
     if a.num_classes is not None:
         if a.model not in ("cas", "dense_transfer"):
