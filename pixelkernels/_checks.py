@@ -1,7 +1,7 @@
-"""The one validation layer (SPEC §2 Errors). Kernels trust what passes here.
+"""The one validation layer (the conventions page of the docs). Kernels trust what passes here.
 
 Messages name the argument, the expected and the actual value. Label, index and weight *values*
-are checked in one of three modes (``set_checks``; README "Checks without a host sync"):
+are checked in one of three modes (``set_checks``; docs, conventions, "Checks"):
 
 - ``"async"`` (the default; ``True``): on a GPU the verdict stays on the device, labels and
   indices in one pass of the extension's check_values kernel (without it, and for weights: a

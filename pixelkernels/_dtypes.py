@@ -1,4 +1,4 @@
-"""The dtype rules of SPEC §2, in one place (the C++ side mirrors `stats_dtype` in
+"""The dtype rules, in one place (the C++ side mirrors `stats_dtype` in
 csrc/torch_utils.h; the tests check that every backend agrees)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One definition per op (SPEC §1): registration, dispatch and autograd, written once.
+"""One definition per op: registration, dispatch and autograd, written once.
 
 Every op has up to two compiled variants, both with the op's one schema (pixelkernels/schemas.def,
 read by csrc/ops.cpp and pixelkernels/_schema.py):

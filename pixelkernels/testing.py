@@ -1,4 +1,4 @@
-"""The tolerances of SPEC §4, in one place (used by the tests and the bench's error column).
+"""The tolerances of the docs' contributing page, in one place (used by the tests and the bench's error column).
 
     float64 inputs     rtol 1e-10, atol 1e-12
     float32 inputs     rtol 1e-5,  atol 1e-6
@@ -45,7 +45,7 @@ def tolerance(dtype: torch.dtype, expected: torch.Tensor) -> tuple[float, float]
 def assert_close(
     actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = ""
 ) -> None:
-    """Raise AssertionError unless `actual` matches `expected` within SPEC §4's tolerance for
+    """Raise AssertionError unless `actual` matches `expected` within the project's tolerance for
     inputs of `dtype` (default: actual's dtype). NaN must match NaN."""
     dtype = actual.dtype if dtype is None else dtype
     a, e = _pair(actual, expected)

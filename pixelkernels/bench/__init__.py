@@ -1,4 +1,4 @@
-"""`python -m pixelkernels bench`: the paper workloads of SPEC §5, the rows of one case table,
+"""`python -m pixelkernels bench`: the papers' workloads, the rows of one case table,
 every usable backend timed side by side on one device against the reference and against the
 best PyTorch a competent user would write (and against peer libraries where installed), with
 every run reported. `benchmarks/bench_<op>.py` run the same table under pytest-benchmark.

@@ -1,9 +1,9 @@
-"""The benchmark cases (SPEC §5): ONE table, read by `python -m pixelkernels bench` and by
+"""The benchmark cases: ONE table, read by `python -m pixelkernels bench` and by
 `benchmarks/bench_<op>.py` (pytest-benchmark).
 
 A row (`Case`) is one workload of one public op:
 
-- ``id``: the paper workload (SPEC §5: W1..W9, suffixed where a workload has several shapes);
+- ``id``: the paper workload (W1..W9, suffixed where a workload has several shapes);
   ``(op, id)`` is unique, ``--workload W2`` selects the W2 rows of every op;
 - ``op``: the public op's name, ``pk.<op>``; ``shape``: text for the tables;
 - ``make(device) -> Inputs``: the inputs, deterministic (seeded);
@@ -458,7 +458,7 @@ CASES += [
 ]  # fmt: skip
 
 
-# ---------------------------------------------------------------------------- triplet (seed 000)
+# ---------------------------------------------------------------------------- triplet (Li & Liu, IS-Triplet)
 
 
 def _triplet_inputs(B, D, H, W, K, mining="random", one_pixel=False):
@@ -568,7 +568,7 @@ CASES += [
 
 # ---------------------------------------------------------------------------- dense similarity
 def _transfer_inputs(B, H, W, D, C, k, **kwargs):
-    """label_transfer (seed 003 §2.2.1): a (B, D, H, W) query map against k refs per class, laid
+    """label_transfer (Najafi et al. §2.2.1): a (B, D, H, W) query map against k refs per class, laid
     out as stochastic_pool gives them (class-major, a few padding slots)."""
 
     def make(device):
@@ -634,7 +634,7 @@ CASES += [
          small=_transfer_inputs(1, 9, 7, 5, 3, 4, reduce="sum", **_BN_AFFINE), peers=_KEOPS_TRANSFER, rounds=1),
     # The other two reductions at W5's size, so each of sum, mean, max and softmax has a row against
     # KeOps: the authors' sigmoid + per-class max, and a soft label transfer (cosine softmax, T = 0.1).
-    # W5-max folds in the batch-norm the authors apply before the sigmoid (seed 003 §2.2.1): the
+    # W5-max folds in the batch-norm the authors apply before the sigmoid (Najafi et al. §2.2.1): the
     # dots of these unit-variance inputs have std sqrt(D), so scale 1/sqrt(D). Without it every
     # class max is sigmoid(~28) = 1.0 in float32, a tie of dozens of refs with a zero gradient:
     # a degenerate workload that times the tie path and compares gradients of 1e-12.
@@ -647,7 +647,7 @@ CASES += [
          small=_transfer_inputs(1, 9, 7, 5, 3, 4, metric="cosine", reduce="softmax", temperature=0.1),
          flops_fwd=_transfer_flops(False), flops_fwdbwd=_transfer_flops(True), peers=_KEOPS_TRANSFER, rounds=1),
     # On the CPU the C = 512 case scaled to one image (~0.4 TFLOP a forward at B = 1); the GPU rows
-    # are SPEC §5's shapes.
+    # are the papers' shapes.
     Case("W7", "prior_mask", "B=8 C=2048 60x60 vs 60x60", _prior_inputs(8, 2048, 60, 60, 60, 60),
          small=_prior_inputs(2, 6, 5, 4, 3, 5), devices=("cuda",), peers=_KEOPS_PRIOR),
     Case("W7-C512", "prior_mask", "B=8 C=512 119x119 vs 119x119", _prior_inputs(8, 512, 119, 119, 119, 119),
@@ -659,7 +659,7 @@ CASES += [
 
 
 def _dense_loss_inputs(B, Kx, Ky, D, C, *, per_class=None, dtype=torch.float32):
-    """dense_similarity_loss (seed 003 §2.2 eq. 1): x and y with their labels, either `per_class`
+    """dense_similarity_loss (Najafi et al. §2.2 eq. 1): x and y with their labels, either `per_class`
     pooled vectors per class (stochastic_pool's class-major layout, a padding slot per class) or
     every pixel of the two images (labels in [0, C), a few ignored)."""
 

@@ -5,7 +5,7 @@ the numerator of the CPU bandwidth column) and its floating-point work (`Case.fl
 flops_fwdbwd`, 0 where not modelled: the memory-bound rows) give the time an H100 SXM would
 need at its peak rates, t = max(bytes / bandwidth, flops / throughput): the GPU target of every
 family as a number on the page. A floor, not a prediction: real kernels reach some fraction of
-it (SPEC §5 asks ≥ 60 % of copy bandwidth on the memory-bound rows).
+it (the project's bar: ≥ 60 % of copy bandwidth on the memory-bound rows).
 """
 
 from __future__ import annotations

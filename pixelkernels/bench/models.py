@@ -40,13 +40,13 @@ class ModelCase:
 # the reference step runs in seconds on a 2-core CPU.
 CASES = (
     ModelCase("coseg", 2, (224, 224), {"num_samples": 5000, "margin": 3.0, "seg": "dice"},
-              "seed 000 §4.2: K = 5000, m = 3; Gong et al.'s 224 px inputs"),
-    ModelCase("menet", 4, (224, 224), {}, "seed 001 §III-B: 224 x 224, 16-d"),
-    ModelCase("cas", 4, (224, 224), {"channels": 8}, "seed 002: 224 px crops"),
+              "Li & Liu §4.2: K = 5000, m = 3; Gong et al.'s 224 px inputs"),
+    ModelCase("menet", 4, (224, 224), {}, "Zeng et al. (MEnet) §III-B: 224 x 224, 16-d"),
+    ModelCase("cas", 4, (224, 224), {"channels": 8}, "Sharma et al. (CAS): 224 px crops"),
     ModelCase("dense_transfer", 1, (480, 854), {"k": 100, "emb_dim": 128},
-              "seed 003 §2.2: 480 x 854 frames (h = 240, w = 427), k = 100"),
+              "Najafi et al. §2.2: 480 x 854 frames (h = 240, w = 427), k = 100"),
     ModelCase("interactive", 2, (320, 480), {"num_positive": 3, "num_negative": 3},
-              "seed 004 / RITM: 320 x 480 crops, 3 + 3 clicks"),
+              "Bhatia (thesis) / RITM: 320 x 480 crops, 3 + 3 clicks"),
 )
 
 
@@ -69,7 +69,7 @@ def training_step(case: ModelCase, device: torch.device, width: int = 32):
 
     def step(backend):
         def run():
-            with pk.use_backend(backend), pk.use_checks(False):  # timed regions: the hot-loop setting (SPEC §5)
+            with pk.use_backend(backend), pk.use_checks(False):  # timed regions: the hot-loop setting 
                 opt.zero_grad(set_to_none=True)
                 loss = model.loss(batch, sample_seeds(batch["index"], 0, 0), 0)
                 loss.backward()
