@@ -1,4 +1,4 @@
-"""`python -m pixelkernels {bench,train,info} [options]` (also installed as the `pixelkernels`
+"""`python -m pixelkernels {bench,train,evaluate,info} [options]` (also installed as the `pixelkernels`
 command); `python -m pixelkernels <command> --help` lists a command's options."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ COMMANDS = {
     "bench": "time the paper workloads: each backend against the reference and plain PyTorch "
     "(one row per op family by default, --full for the whole table)",
     "train": "train a model of pixelkernels.models (synthetic data, or a folder of images and masks)",
+    "evaluate": "evaluate a trained model on a benchmark in its published layout (DAVIS, DUTS, PASCAL-5i, ...) "
+    "by its paper's protocol and metrics",
     "info": "print how this install was built (version, torch, CUDA arch, compiled backends) as JSON",
 }
 
@@ -45,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m pixelkernels",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pixelkernels' commands; `python -m pixelkernels <command> --help` for a command's options.",
-        epilog="commands:\n" + "\n".join(f"  {k:<7} {v}" for k, v in COMMANDS.items()),
+        epilog="commands:\n" + "\n".join(f"  {k:<9} {v}" for k, v in COMMANDS.items()),
     )
     p.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of the commands below")
     p.add_argument("options", nargs=argparse.REMAINDER, help="the command's options (see its --help)")
@@ -63,6 +65,10 @@ def main(argv=None):
         from .models.train import main as train_main
 
         return train_main(argv)
+    if cmd == "evaluate":
+        from .models.evaluate import main as evaluate_main
+
+        return evaluate_main(argv)
     if cmd == "info":
         info_parser().parse_args(argv)
         import pixelkernels

@@ -101,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         description="Time the paper workloads: every usable backend against the op's reference and the best "
         "plain PyTorch (and optional peer libraries), side by side on one device. By default one representative "
-        "row per op family (about 5 minutes on 2 CPU cores); --full for the whole table. The table goes to "
+        "row per op family (about 3 minutes on 2 CPU cores); --full for the whole table. The table goes to "
         "stdout, progress (each row as it starts and finishes, with the elapsed time) to stderr.",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to run (default: cuda if present, else cpu)")

@@ -135,15 +135,20 @@ class FewShotInteractive(PixelModel):
             entry per threshold): (B,) the number of clicks until the IoU reaches the threshold,
             ``max_clicks`` if it never does. Tensors on the batch's device, computed without a
             host sync inside the loop.
+
+        A ``batch["void"]`` (B, H, W) mask (GrabCut's unknown band, VOC's 255) takes no part, as
+        in RITM's protocol: it is never an error a click goes to, and the IoU leaves it out.
         """
         gt = batch["mask"].bool()
+        void = batch["void"].bool() if batch.get("void") is not None else None
         B, H, W = gt.shape
         rows = torch.full((B, 2, max_clicks, 3), -1.0, device=gt.device)
         clicked = torch.zeros(B, H * W, dtype=torch.bool, device=gt.device)
         pred = torch.zeros_like(gt)
         ious = []
         for t in range(max_clicks):
-            c = pk.next_clicks(pred, gt, clicked=clicked.view(B, H, W))
+            # a void pixel predicted as its gt is no error: no click goes there
+            c = pk.next_clicks(pred if void is None else torch.where(void, gt, pred), gt, clicked=clicked.view(B, H, W))
             valid = c[:, 0] >= 0
             row = torch.stack([c[:, 0], c[:, 1], torch.full_like(c[:, 0], t)], 1).float()
             for side, is_side in ((0, c[:, 2] == 1), (1, c[:, 2] == 0)):
@@ -151,7 +156,7 @@ class FewShotInteractive(PixelModel):
             idx = (c[:, 0].clamp_min(0) * W + c[:, 1].clamp_min(0))[:, None]
             clicked.scatter_(1, idx, clicked.gather(1, idx) | valid[:, None])
             pred = self.predict(batch, rows.flatten(1, 2))
-            ious.append(iou(pred, gt))
+            ious.append(iou(pred, gt) if void is None else iou(pred & ~void, gt & ~void))
         ious = torch.stack(ious, 1)
         out = {"iou": ious}
         for thr in thresholds:

@@ -120,7 +120,7 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
           device: str | None = None, lr: float = 1e-3, seed: int = 0, dtype: torch.dtype = torch.float32,
           folder: str | None = None, model_kw: dict | None = None, csv_path: str | None = None,
           png_path: str | None = None, progress: bool = True, noc_images: int = 0, save: str | None = None,
-          checks: bool = True) -> dict:  # fmt: skip
+          checks: bool = True, dataset=None) -> dict:  # fmt: skip
     """Train a model of :mod:`pixelkernels.models` with Adam; what ``python -m pixelkernels train`` runs.
 
     Under ``torchrun`` the same call trains with DistributedDataParallel, and a run on P
@@ -162,7 +162,12 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
         For the interactive model: NoC@85 / NoC@90 over this many held-out synthetic episodes
         after training (:func:`evaluate_noc`; default 0, none).
     save : str, optional
-        Write the trained ``state_dict`` here.
+        Write the trained model here: its name, ``model_kw``, ``size`` and ``state_dict``
+        (:func:`pixelkernels.models.evaluate.load_checkpoint` reads it back).
+    dataset : str or torch.utils.data.Dataset, optional
+        Train on a benchmark in its published layout, ``"NAME:PATH"`` of
+        :func:`pixelkernels.models.datasets.open_dataset` (its task must be the model's), or on
+        any dataset of the model's samples.
     checks : bool
         ``False`` makes the ops skip their label checks (each costs a host sync on a GPU): the
         setting for a hot loop.
@@ -200,7 +205,19 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
     step_fn = _Step(model)
     if world > 1:
         step_fn = torch.nn.parallel.DistributedDataParallel(step_fn, device_ids=[dev.index] if dev.type == "cuda" else None)
-    ds = data.from_folder(model.task, folder, size) if folder else data.synthetic(model.task, steps * batch_size, size, seed=seed)
+    if dataset is not None and folder:
+        raise ValueError("give dataset or folder, not both")
+    if isinstance(dataset, str):
+        from . import datasets
+
+        dname = datasets.parse_spec(dataset)[0]
+        if dname in datasets.DATASETS and datasets.DATASETS[dname].task != model.task:
+            raise ValueError(f"{name} trains on {model.task!r} samples; {dname!r} gives {datasets.DATASETS[dname].task!r}")
+        dataset = datasets.open_dataset(dataset, size)
+    if dataset is not None:
+        ds = dataset
+    else:
+        ds = data.from_folder(model.task, folder, size) if folder else data.synthetic(model.task, steps * batch_size, size, seed=seed)
     sampler = torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size // world, sampler=sampler, drop_last=True,
                                          collate_fn=data.collate)  # fmt: skip
@@ -248,7 +265,9 @@ def train(name: str, *, steps: int = 50, batch_size: int = 4, size=(64, 64), bac
         if png_path:
             _plot(losses, png_path, f"{name}: {world} process(es), backend {backend}")
         if save:
-            torch.save(model.state_dict(), save)
+            from .evaluate import save_checkpoint
+
+            save_checkpoint(save, name, model, model_kw, size)
     return {"losses": losses, "model": model, "noc": noc, "step_s": step_s}
 
 
@@ -330,6 +349,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", metavar="DIR",
                    help="a folder with images/ and masks/ (matching stems) instead of synthetic data "
                         "(default: synthetic data)")  # fmt: skip
+    p.add_argument("--data", metavar="NAME:PATH",
+                   help="a benchmark in its published layout (pixelkernels.models.datasets), e.g. "
+                        "duts-tr:/data/DUTS-TR or pascal5i:/data/VOC2012?fold=0 (default: synthetic data)")  # fmt: skip
     p.add_argument("--num-classes", type=int,
                    help="cas: regions, dense_transfer: classes per image (mask ids 0..N-1; default: 5, the "
                         "synthetic data's)")  # fmt: skip
@@ -339,7 +361,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default: not drawn)")  # fmt: skip
     p.add_argument("--noc-images", type=int, default=0,
                    help="interactive: NoC@85/90 over this many held-out episodes (0: not measured)")
-    p.add_argument("--save", metavar="PATH", help="write the trained state_dict here (default: not saved)")
+    p.add_argument("--save", metavar="PATH",
+                   help="write the trained model here (its name, arguments, size and state_dict: what evaluate "
+                        "reads; default: not saved)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one, on stderr)")
     p.add_argument("--no-checks", action="store_true",
                    help="skip the ops' label checks (on a GPU: a few tiny launches each, no host sync; "
@@ -362,7 +386,7 @@ def main(argv=None) -> int:
     out = train(a.model, steps=a.steps, batch_size=a.batch_size, size=tuple(a.size), backend=a.backend, device=a.device,
                 dtype=getattr(torch, a.dtype), lr=a.lr, seed=a.seed, folder=a.folder, model_kw=kw, csv_path=a.csv,
                 png_path=a.png, progress=not a.no_progress, noc_images=a.noc_images, save=a.save,
-                checks=not a.no_checks)  # fmt: skip
+                checks=not a.no_checks, dataset=a.data)  # fmt: skip
     ls = out["losses"]
     k = max(1, len(ls) // 10)
     first, last = sum(ls[:k]) / k, sum(ls[-k:]) / k
