@@ -108,6 +108,9 @@ wheel-smoke: wheel
 # The CUDA kernels' objects are shared by every wheel (tools/cuda_objects.py): a wheel compiles
 # only the torch side. The venvs are kept between runs (stamp files).
 CUDA_TORCH ?= 2.11.0
+# The environment of the torch install, for a machine whose pip configuration caps torch (this CI
+# machine's caps it at 2.14.1): CUDA_PIP_ENV="PIP_CONFIG_FILE=/dev/null" lifts it for these venvs.
+CUDA_PIP_ENV ?=
 PYTHON_CUDA ?= python3
 # "3.12": pyenv's newest 3.12 if there is one, else python3.12 on PATH; anything else as given.
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
@@ -116,8 +119,9 @@ CUDA_PY := $(call python_cmd,$(PYTHON_CUDA))
 CUDA_PYTAG := $(shell $(CUDA_PY) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
 # 2.14.1 -> 214: the torch part of the wheel's local version (+cu130.pt214)
 torch_mm = $(word 1,$(subst ., ,$1))$(word 2,$(subst ., ,$1))
-# The CUDA of the registry's default torch wheel: 12.8 for 2.9 and 2.10, 13.0 from 2.11 on.
-torch_cuda_tag = $(if $(filter 2.9 2.10,$(word 1,$(subst ., ,$1)).$(word 2,$(subst ., ,$1))),cu128,cu130)
+# The CUDA of the registry's default torch wheel: 12.8 for 2.9 and 2.10, 13.0 for 2.11 to 2.14, 13.2 for 2.15.
+torch_mm_dot = $(word 1,$(subst ., ,$1)).$(word 2,$(subst ., ,$1))
+torch_cuda_tag = $(if $(filter 2.9 2.10,$(call torch_mm_dot,$1)),cu128,$(if $(filter 2.15,$(call torch_mm_dot,$1)),cu132,cu130))
 CUDA_WHEELHOUSE ?= wheelhouse-$(call torch_cuda_tag,$(CUDA_TORCH))
 CUDA_VENV := build/cuda-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
 CUDA_CHECK_VENV := build/cuda-check-venv-torch$(CUDA_TORCH)-$(CUDA_PYTAG)
@@ -130,7 +134,7 @@ $(CUDA_VENV)/.stamp:
 	@test -n "$(CUDA_PYTAG)" || { echo "PYTHON_CUDA=$(PYTHON_CUDA) ($(CUDA_PY)) does not run"; exit 1; }
 	rm -rf $(CUDA_VENV) && $(CUDA_PY) -m venv $(CUDA_VENV)
 	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(CUDA_VENV)/bin/python -m pip install -q "torch==$(CUDA_TORCH),!=$(CUDA_TORCH)+cpu" numpy ninja setuptools wheel
+	$(CUDA_PIP_ENV) $(CUDA_VENV)/bin/python -m pip install -q "torch==$(CUDA_TORCH),!=$(CUDA_TORCH)+cpu" numpy ninja setuptools wheel
 	@$(CUDA_VENV)/bin/python -c 'import torch, sys; sys.exit(torch.version.cuda is None and "torch " + torch.__version__ + " has no CUDA")'
 	touch $@
 
@@ -161,7 +165,7 @@ cuda-check-venv: $(CUDA_CHECK_VENV)/.stamp
 $(CUDA_CHECK_VENV)/.stamp: $(CUDA_VENV)/.stamp
 	rm -rf $(CUDA_CHECK_VENV) && cp -al $(CUDA_VENV) $(CUDA_CHECK_VENV) && rm -f $(CUDA_CHECK_VENV)/.stamp
 	$(CUDA_CHECK_VENV)/bin/python -m pip uninstall -q -y ninja wheel
-	$(CUDA_CHECK_VENV)/bin/python -m pip install -q $(TEST_DEPS)
+	$(CUDA_PIP_ENV) $(CUDA_CHECK_VENV)/bin/python -m pip install -q $(TEST_DEPS)
 	touch $@
 
 cuda-wheel-check: cuda-check-venv
@@ -194,7 +198,7 @@ gpu-kit: venv
 # the torch versions have wheels for).
 WHEELS_NVCC = $(if $(CUDA_HOME),$(CUDA_HOME)/bin/nvcc,$(NVCC))
 WHEELS_CUDA_MAJOR = $(shell $(WHEELS_NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
-WHEELS_TORCH_13 := 2.11.0 2.12.1 2.13.0 2.14.1
+WHEELS_TORCH_13 := 2.11.0 2.12.1 2.13.0 2.14.1 2.15.0
 WHEELS_TORCH_12 := 2.9.1 2.10.0
 WHEELS_TORCH ?= $(WHEELS_TORCH_$(WHEELS_CUDA_MAJOR))
 WHEELS_PYTHONS ?= 3.10 3.11 3.12 3.13

@@ -410,12 +410,14 @@ def test_make_wheels_with_a_cuda_12_toolkit(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("nvcc") is None, reason="no make or nvcc")
 def test_make_wheels_with_this_machines_toolkit():
-    """CUDA 13 here: torch 2.11.0 and 2.14.1 (the registry's CUDA 13.0 builds), one cp310-abi3
-    wheel each (built with Python 3.10), checked with Python 3.10-3.13."""
+    """CUDA 13 here: every torch minor from 2.11 (the registry's CUDA 13.0 builds, 13.2 for 2.15),
+    one cp310-abi3 wheel each (built with Python 3.10), checked with Python 3.10-3.13."""
     out = _make_n("wheels")
-    assert "for t in 2.11.0 2.14.1; do for py in 3.10;" in out
+    assert "for t in 2.11.0 2.12.1 2.13.0 2.14.1 2.15.0; do for py in 3.10;" in out
     out = _make_n("wheels-check")
-    assert "for t in 2.11.0 2.14.1; do for py in 3.10 3.11 3.12 3.13;" in out
+    assert "for t in 2.11.0 2.12.1 2.13.0 2.14.1 2.15.0; do for py in 3.10 3.11 3.12 3.13;" in out
+    out = _make_n("cuda-wheel", "CUDA_TORCH=2.15.0", "PYTHON_CUDA=python3")
+    assert "-w wheelhouse-cu132 ." in out
     out = _make_n("cuda-wheel", "CUDA_TORCH=2.14.1", "PYTHON_CUDA=python3")
     assert "build/cuda-venv-torch2.14.1-cp3" in out and "-w wheelhouse-cu130 ." in out
     assert ".pt214-cp310-abi3" in out
