@@ -46,6 +46,7 @@ import pixelkernels as pk
 
 from .. import metrics
 from . import MODELS, build, datasets
+from .train import _dist
 
 # which benchmarks (DATASETS' task) each model is evaluated on
 TASKS = {"menet": ("scene",), "cas": ("scene",), "coseg": ("coseg",), "dense_transfer": ("frames",),
@@ -76,17 +77,6 @@ def load_checkpoint(path, name: str | None = None, model_kw: dict | None = None,
     model = build(name, **kw)
     model.load_state_dict(state)
     return model.to(device).eval(), name, size
-
-
-def _dist():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
 
 
 def _shard(n: int, rank: int, world: int) -> range:
@@ -159,7 +149,7 @@ def evaluate(name: str | None, data: str, *, checkpoint=None, model=None, model_
         ``"summary"``: the benchmark's table as Python numbers; ``"rows"``: per-item results;
         ``"model"``, ``"data"``.
     """
-    rank, world = _dist()
+    rank, world, _ = _dist()  # train's: the process group under torchrun
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if model is None:
         if checkpoint is None:
