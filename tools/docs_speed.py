@@ -201,8 +201,8 @@ def _pct(x) -> str:
 # The papers the results cite by their number in the project's notes ("seed 00N"), as a reader
 # finds them.
 _PAPERS = {
-    "0": "Li and Liu, Improving Image Co-segmentation via Deep Metric Learning (arXiv, 2021)",
-    "1": "Zeng et al., Ro-SOS: Metric Expression Network for Robust Salient Object Segmentation (2018)",
+    "0": "Li and Liu, Improving Image Co-segmentation via Deep Metric Learning",
+    "1": "Zeng et al., Ro-SOS: Metric Expression Network for Robust Salient Object Segmentation",
     "2": "Sharma et al., Class-Agnostic Segmentation Loss (2021)",
     "3": "Najafi et al., Similarity Learning for Dense Label Transfer (2018)",
     "4": "Bhatia, Few-Shot Interactive Segmentation (thesis, IIT Bombay, 2021)",

@@ -15,7 +15,7 @@ from .backbone import make_backbone
 class CoSegNet(PixelModel):
     r"""Co-segmentation of an image pair trained with a segmentation loss plus the IS-Triplet loss.
 
-    After Li and Liu, *Improving Image Co-segmentation via Deep Metric Learning*, preprint, 2021,
+    After Li and Liu, *Improving Image Co-segmentation via Deep Metric Learning*, preprint,
     §3.3 and Fig. 3. A Siamese encoder-decoder runs over both images; at the bottleneck each
     image's features are gated channel by channel by an attention computed from the *other*
     image's pooled features (the simplest form of the correlation block of Gong et al., the

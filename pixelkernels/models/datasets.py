@@ -720,8 +720,8 @@ class Entry(NamedTuple):
     options: dict
 
 
-_COSEG = "Li & Liu, Improving image co-segmentation via deep metric learning, 2021"
-_MENET = "Zeng et al., Ro-SOS: metric expression network for robust salient object segmentation, 2018"
+_COSEG = "Li & Liu, Improving image co-segmentation via deep metric learning"
+_MENET = "Zeng et al., Ro-SOS: metric expression network for robust salient object segmentation"
 _CAS = "Sharma et al., Class-agnostic segmentation loss and its application to salient object detection, 2020"
 _BOTH = _MENET + "; " + _CAS
 _DAVIS = "Najafi et al., Similarity learning for dense label transfer, 2018"

@@ -1,6 +1,6 @@
 """masked_mean: per image, the mask-weighted mean of a feature map (internal: the op behind
 masked_average_pool, PANet's prototype (Wang et al., ICCV 2019, eq. (1)), and menet_saliency's
-center, MEnet (Zeng et al., 2018) eq. (5)).
+center, MEnet (Zeng et al.) eq. (5)).
 
     mean[b, c] = Σ_p feat[b, c, p]·mask[b, p] / (Σ_p mask[b, p] + eps)
     (zero_empty: 0, with zero gradient, where Σ_p mask + eps is not > 0)

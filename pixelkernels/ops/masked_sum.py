@@ -2,7 +2,7 @@
 
 :func:`pixelkernels.masked_sum` returns the two sums that a masked average (PANet's prototype,
 Wang et al., *PANet: Few-Shot Image Semantic Segmentation with Prototype Alignment*, ICCV 2019,
-eq. (1)) or a weighted center (MEnet's saliency center, Zeng et al., 2018, eq. (5)) divides.
+eq. (1)) or a weighted center (MEnet's saliency center, Zeng et al., eq. (5)) divides.
 :func:`pixelkernels.masked_average_pool` and :func:`pixelkernels.menet_saliency` run the same
 pass with the division fused into its merge; call :func:`pixelkernels.masked_sum` when you
 need the sums themselves (e.g. to pool over several images or shots before dividing).

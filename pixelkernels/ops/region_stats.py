@@ -67,7 +67,7 @@ def region_stats(
     r"""Per-region count, centroid and variance of ``emb`` under an integer label map.
 
     For image ``b`` and region ``r``, with :math:`P_r = \{p : \mathrm{labels}[b, p] = r\}` and
-    :math:`n_r = |P_r|` (Zeng et al., MEnet, 2018, §III-B):
+    :math:`n_r = |P_r|` (Zeng et al., MEnet, §III-B):
 
     .. math::
 

@@ -47,7 +47,7 @@ def is_triplet_loss(
     ignore_index: int = -1,
     backend: str | None = None,
 ) -> torch.Tensor:
-    r"""The IS-Triplet loss (Li and Liu, 2021, eq. (4)) of a batch of foreground/background masks.
+    r"""The IS-Triplet loss (Li and Liu, eq. (4)) of a batch of foreground/background masks.
 
     .. math::
 
