@@ -47,7 +47,7 @@ CASES = [("menet", "ecssd", {}, ("mae", "max_f", "mean_f", "adaptive_f")),
          ("coseg", "internet", {}, ("jaccard", "precision")),
          ("dense_transfer", "davis2017", {"num_classes": 4, "k": 12}, ("JF_mean", "J_mean", "F_mean")),
          ("interactive", "grabcut", {}, ("NoC@85", "NoC@90")),
-         ("interactive", "pascal5i", {}, ("NoC@85", "NoC@90"))]  # fmt: skip
+         ("interactive", "pascal5i", {}, ("NoC@85", "NoC@90", "classes"))]  # fmt: skip
 
 
 @pytest.mark.parametrize("name, data, kw, keys", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
@@ -196,3 +196,14 @@ def test_noc_leaves_void_out():
     assert torch.equal(plain["iou"], none["iou"])
     every = model.noc(batch | {"void": torch.ones_like(mask, dtype=torch.bool)}, max_clicks=3)
     assert torch.equal(every["iou"], torch.ones(2, 3)) and every["NoC@90"].tolist() == [1, 1]
+
+
+def test_pascal5i_reports_the_class_wise_miou_per_click(tmp_path):
+    """Few-shot papers report each class's IoU over its episodes (intersections and unions
+    summed), meaned over the fold's classes: here per click, next to the per-image NoC."""
+    spec = _fixture(tmp_path, "pascal5i")
+    out = E.evaluate("interactive", spec, checkpoint=_checkpoint(tmp_path, "interactive"), device="cpu",
+                     max_clicks=3, progress=False)  # fmt: skip
+    s = out["summary"]
+    assert s["classes"] >= 1 and len(s["class_miou_per_click"]) == 3
+    assert all(0 <= v <= 1 for v in s["class_miou_per_click"])

@@ -18,7 +18,8 @@ model                 benchmarks (``--data``)      protocol and metrics
                                                    last frame left out; J&F mean
 ``interactive``       grabcut, berkeley, pascal5i  the NoC protocol (clicks by
                                                    :func:`pixelkernels.next_clicks`, up to
-                                                   ``--max-clicks``); NoC@85/90, IoU per click
+                                                   ``--max-clicks``); NoC@85/90, IoU per click;
+                                                   PASCAL-5i also the class-wise mIoU per click
 ====================  ===========================  ==================================================
 
 ``cas`` has no saliency head (its channels are class-agnostic segments): its saliency map is one
@@ -307,14 +308,24 @@ def _eval_noc(model, data, size, batch_size, device, rank, world, limit, show, m
     ds = _open(data, size, ({"split": "val"} if datasets.parse_spec(data)[0] == "pascal5i" else {}) | data_kw)
     n = min(len(ds), limit or len(ds))
     acc = metrics.NoCMetrics(max_clicks=max_clicks, device=device)
+    # few-shot episodes: each class's intersections and unions summed over its episodes, per click
+    # (the class-wise IoU the few-shot papers report, meaned over the fold's classes)
+    C = len(datasets.VOC_CLASSES) + 1  # class ids 1..20
+    cls = torch.zeros(3, C, max_clicks, dtype=torch.float64, device=device)  # episodes, intersection, union
     per, examples = [], []
     for k, batch in enumerate(_batches(ds, _shard(n, rank, world), batch_size)):
         b = _to(batch, device)
         if "support_image" not in b:  # GrabCut, Berkeley: no support, the clicks alone
             b |= {"support_image": b["image"], "support_mask": torch.zeros_like(b["mask"]),
                   "other": torch.zeros_like(b["mask"])}  # fmt: skip
-        ious = model.noc(b, max_clicks=max_clicks)["iou"]
+        res = model.noc(b, max_clicks=max_clicks)
+        ious = res["iou"]
         acc.update(ious)
+        if "class_id" in b:
+            c = b["class_id"].long()
+            cls[0].index_add_(0, c, torch.ones_like(res["intersection"], dtype=torch.float64))
+            cls[1].index_add_(0, c, res["intersection"].double())
+            cls[2].index_add_(0, c, res["union"].double())
         out = metrics.noc(ious, max_clicks=max_clicks)
         per.append(torch.cat([b["index"][:, None].double(), out.noc.double(), ious.double()], 1))
         _progress(show, min(n, (k + 1) * batch_size * world), n, "images")
@@ -325,6 +336,15 @@ def _eval_noc(model, data, size, batch_size, device, rank, world, limit, show, m
     summary = {k: float(s[k]) for k in ("NoC@85", "NoC@90")} | {
         "over_max@90": int(s["over_max@90"]), "images": int(s["count"]),
         "miou_per_click": [round(v, 4) for v in s["miou"].tolist()]}  # fmt: skip
+    if "class_id" in ds[0]:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(cls)
+        seen = cls[0, :, 0] > 0
+        class_iou = cls[1] / cls[2].clamp_min(1)
+        summary["classes"] = int(seen.sum())
+        summary["class_miou_per_click"] = [round(v, 4) for v in class_iou[seen].mean(0).tolist()]
     return {"summary": summary, "rows": rows, "examples": examples}
 
 

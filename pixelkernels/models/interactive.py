@@ -131,7 +131,8 @@ class FewShotInteractive(PixelModel):
         Returns
         -------
         dict
-            ``"iou"``: (B, max_clicks) IoU after each click; ``"NoC@85"``, ``"NoC@90"`` (one
+            ``"iou"``: (B, max_clicks) IoU after each click; ``"intersection"``, ``"union"``:
+            (B, max_clicks) their pixel counts (int64), for class-wise IoU over a data set; ``"NoC@85"``, ``"NoC@90"`` (one
             entry per threshold): (B,) the number of clicks until the IoU reaches the threshold,
             ``max_clicks`` if it never does. Tensors on the batch's device, computed without a
             host sync inside the loop.
@@ -145,7 +146,7 @@ class FewShotInteractive(PixelModel):
         rows = torch.full((B, 2, max_clicks, 3), -1.0, device=gt.device)
         clicked = torch.zeros(B, H * W, dtype=torch.bool, device=gt.device)
         pred = torch.zeros_like(gt)
-        ious = []
+        ious, inters, unions = [], [], []
         for t in range(max_clicks):
             # a void pixel predicted as its gt is no error: no click goes there
             c = pk.next_clicks(pred if void is None else torch.where(void, gt, pred), gt, clicked=clicked.view(B, H, W))
@@ -156,9 +157,12 @@ class FewShotInteractive(PixelModel):
             idx = (c[:, 0].clamp_min(0) * W + c[:, 1].clamp_min(0))[:, None]
             clicked.scatter_(1, idx, clicked.gather(1, idx) | valid[:, None])
             pred = self.predict(batch, rows.flatten(1, 2))
-            ious.append(iou(pred, gt) if void is None else iou(pred & ~void, gt & ~void))
+            p_, g_ = (pred, gt) if void is None else (pred & ~void, gt & ~void)
+            ious.append(iou(p_, g_))
+            inters.append((p_ & g_).flatten(1).sum(1))
+            unions.append((p_ | g_).flatten(1).sum(1))
         ious = torch.stack(ious, 1)
-        out = {"iou": ious}
+        out = {"iou": ious, "intersection": torch.stack(inters, 1), "union": torch.stack(unions, 1)}
         for thr in thresholds:
             hit = ious >= thr
             first = hit.float().argmax(1) + 1
