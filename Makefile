@@ -184,11 +184,15 @@ cuda-wheel-check: cuda-check-venv
 # torch (GPU_TORCH; cp310-abi3, so the image's Python 3.12 takes it) and the wheels of the test
 # dependencies the image lacks, in .gpukit/ (ignored), checked; carry it to `bash .ci/gpu`.
 GPU_TORCH ?= 2.11.0
-# The wheel is built when there is none yet (CI's cuda-wheel step made it); GPU_KIT_REBUILD=1
-# builds it anyway (after changing csrc/).
+# The wheel is built when there is none yet (CI's cuda-wheel step made it) or when a source it
+# holds (csrc/, the package's Python, setup.py) is newer than it: a stale wheel on a lent GPU
+# tests old kernels. GPU_KIT_REBUILD=1 builds it anyway.
 GPU_KIT_WHEEL_GLOB = wheelhouse-$(call torch_cuda_tag,$(GPU_TORCH))/pixelkernels-*+cu*.pt$(call torch_mm,$(GPU_TORCH))-cp310-abi3-*.whl
+GPU_KIT_NEWER = find csrc pixelkernels setup.py -type f -newer "$$w" -not -name '*.so' -not -name '*.pyc' | head -1
 gpu-kit: venv
-	@if [ "$(GPU_KIT_REBUILD)" = 1 ] || ! ls $(GPU_KIT_WHEEL_GLOB) > /dev/null 2>&1; then \
+	@w=$$(ls $(GPU_KIT_WHEEL_GLOB) 2>/dev/null | tail -1); \
+	if [ "$(GPU_KIT_REBUILD)" = 1 ] || [ -z "$$w" ] || [ -n "$$($(GPU_KIT_NEWER))" ]; then \
+	  [ -z "$$w" ] || echo "gpu-kit: rebuilding $$w ($$($(GPU_KIT_NEWER)) is newer)"; \
 	  $(MAKE) --no-print-directory cuda-wheel CUDA_TORCH=$(GPU_TORCH); fi
 	$(PY) .ci/gpu_kit.py --torch $(GPU_TORCH) $$(ls $(GPU_KIT_WHEEL_GLOB) | tail -1)
 
