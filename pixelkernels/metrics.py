@@ -768,6 +768,16 @@ class SaliencyMetrics(_Accumulator):
                 "recall": s["recall"] / n, "f": f, "count": s["count"].clone()}  # fmt: skip
 
 
+def _decay_bins(frame: torch.Tensor, frames: torch.Tensor):
+    """Whether frame t of N is in the DAVIS evaluation's first and last of four bins (bounds
+    round(1 + k (N - 1) / 4) - 1, each bin inclusive of both bounds)."""
+    n = frames.to(_F64)
+    b1 = torch.round(1 + (n - 1) / 4 + 1e-10) - 1
+    b3 = torch.round(1 + 3 * (n - 1) / 4 + 1e-10) - 1
+    t = frame.to(_F64)
+    return (t >= 0) & (t <= b1) & (t < n), (t >= b3) & (t <= n - 1) & (t >= 0)
+
+
 class DavisMetrics(_Accumulator):
     r"""DAVIS's table over a data set: :math:`\mathcal{J}` and :math:`\mathcal{F}` mean and
     recall, and :math:`\mathcal{J}\&\mathcal{F}`-mean (Perazzi et al., CVPR 2016; Pont-Tuset et
@@ -778,8 +788,14 @@ class DavisMetrics(_Accumulator):
     :math:`\mathcal{F}` (:func:`davis_j`, :func:`davis_f`); a track's mean is over its frames
     and its recall the fraction of its frames above 0.5; the data set's numbers are the means over
     the tracks seen. The semi-supervised protocol leaves out each sequence's first frame (given)
-    and last frame: pass only the frames that count. The decay (first quarter of a sequence minus
-    the last) is not computed.
+    and last frame: pass only the frames that count.
+
+    The decay, given each frame's position ``frame`` among its track's ``frames`` counted ones:
+    with the DAVIS evaluation's four bins, bounds
+    :math:`i_k = \mathrm{round}(1 + k (N - 1) / 4) - 1` for :math:`k = 0..4`, bin :math:`k` holds
+    the frames :math:`i_k \le t \le i_{k+1}` (neighbouring bins share a frame), and a track's
+    decay is the mean over bin 0 minus the mean over bin 3; the data set's is the mean over the
+    tracks that gave one.
 
     Parameters
     ----------
@@ -809,12 +825,18 @@ class DavisMetrics(_Accumulator):
     def _init(self):
         T = self.num_tracks
         return {"frames": ((T,), torch.int64), "j": ((T,), _F64), "f": ((T,), _F64),
-                "j_recall": ((T,), torch.int64), "f_recall": ((T,), torch.int64)}  # fmt: skip
+                "j_recall": ((T,), torch.int64), "f_recall": ((T,), torch.int64),
+                "first_n": ((T,), torch.int64), "last_n": ((T,), torch.int64),
+                "j_first": ((T,), _F64), "j_last": ((T,), _F64), "f_first": ((T,), _F64),
+                "f_last": ((T,), _F64)}  # fmt: skip
 
     def update(self, track: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor,
-               void: torch.Tensor | None = None) -> None:  # fmt: skip
+               void: torch.Tensor | None = None, *, frame: torch.Tensor | None = None,
+               frames: torch.Tensor | None = None) -> None:  # fmt: skip
         """Add frames: ``track`` (B,) integer track index of each, ``pred``, ``gt``, ``void`` as
-        in :func:`davis_f`. A track index outside [0, T) takes no part."""
+        in :func:`davis_f`. A track index outside [0, T) takes no part. ``frame`` and ``frames``
+        (B,) integers, each frame's position among its track's counted frames and their number,
+        give the decay (frames without them take no part in it)."""
         _checks.tensor(track, "track", ndim=1, dtypes=_checks.LABEL_TYPES, shape_doc="(B,) integer")
         _checks.same_device(("pred", pred), ("track", track))
         _checks.dims_match("track", track.shape, pred.shape[:1], "pred's batch size")
@@ -827,12 +849,23 @@ class DavisMetrics(_Accumulator):
         def per_track(v):
             return torch.zeros(T + 1, dtype=v.dtype, device=v.device).index_add_(0, t, v)[:T]
 
-        self._add(pred.device, frames=per_track(torch.ones_like(t)), j=per_track(j), f=per_track(f),
-                  j_recall=per_track((j > 0.5).long()), f_recall=per_track((f > 0.5).long()))  # fmt: skip
+        values = dict(frames=per_track(torch.ones_like(t)), j=per_track(j), f=per_track(f),
+                      j_recall=per_track((j > 0.5).long()), f_recall=per_track((f > 0.5).long()))  # fmt: skip
+        if (frame is None) != (frames is None):
+            raise ValueError("frame and frames go together (the decay needs both)")
+        if frame is not None:
+            for name, v in (("frame", frame), ("frames", frames)):
+                _checks.tensor(v, name, ndim=1, dtypes=_checks.LABEL_TYPES, shape_doc="(B,) integer")
+                _checks.dims_match(name, v.shape, pred.shape[:1], "pred's batch size")
+            first, last = _decay_bins(frame.to(pred.device).long(), frames.to(pred.device).long())
+            values |= dict(first_n=per_track(first.long()), last_n=per_track(last.long()),
+                           j_first=per_track(torch.where(first, j, 0.0)), j_last=per_track(torch.where(last, j, 0.0)),
+                           f_first=per_track(torch.where(first, f, 0.0)), f_last=per_track(torch.where(last, f, 0.0)))  # fmt: skip
+        self._add(pred.device, **values)
 
     def compute(self) -> dict:
-        """-> {"J_mean", "J_recall", "F_mean", "F_recall", "JF_mean": () float64 means over the
-        tracks seen; "J_track", "F_track": (T,) float64 per-track means (NaN for a track not
+        """-> {"J_mean", "J_recall", "F_mean", "F_recall", "JF_mean", "J_decay", "F_decay": ()
+        float64 means over the tracks seen (the decays over those that gave one, else NaN); "J_track", "F_track": (T,) float64 per-track means (NaN for a track not
         seen); "tracks": () int64 the number seen}."""
         s = self.state
         seen = s["frames"] > 0
@@ -846,6 +879,11 @@ class DavisMetrics(_Accumulator):
         out = {"J_mean": over_tracks(j_track), "J_recall": over_tracks(s["j_recall"] / n),
                "F_mean": over_tracks(f_track), "F_recall": over_tracks(s["f_recall"] / n)}  # fmt: skip
         out["JF_mean"] = (out["J_mean"] + out["F_mean"]) / 2
+        has = (s["first_n"] > 0) & (s["last_n"] > 0)
+        nd = has.sum().to(_F64)
+        for m in ("j", "f"):
+            d = s[m + "_first"] / s["first_n"].clamp_min(1).to(_F64) - s[m + "_last"] / s["last_n"].clamp_min(1).to(_F64)
+            out[m.upper() + "_decay"] = torch.where(has, d, 0.0).sum() / nd  # NaN where no track gave one
         out["J_track"] = torch.where(seen, j_track, math.nan)
         out["F_track"] = torch.where(seen, f_track, math.nan)
         out["tracks"] = seen.sum()

@@ -618,3 +618,51 @@ def test_cuda_equals_cpu_without_sync():
     assert len(flat_w) == len(flat_g)
     for a, b in zip(flat_w, flat_g):
         torch.testing.assert_close(b.cpu(), a, rtol=1e-12, atol=1e-15, equal_nan=True)
+
+
+def _db_decay(per_frame: np.ndarray) -> float:
+    """The DAVIS evaluation's decay (db_statistics): four bins over the frames by
+    round(linspace(1, N, 5) + 1e-10) - 1, each inclusive of both bounds; first bin's mean minus
+    the last's."""
+    ids = (np.round(np.linspace(1, len(per_frame), 5) + 1e-10) - 1).astype(int)
+    bins = [per_frame[ids[i]: ids[i + 1] + 1] for i in range(4)]
+    return float(np.mean(bins[0]) - np.mean(bins[3]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 13, 40, 81])
+def test_davis_decay_bins_equal_the_published_ones(n):
+    ids = (np.round(np.linspace(1, n, 5) + 1e-10) - 1).astype(int)
+    first, last = metrics._decay_bins(torch.arange(n), torch.full((n,), n))
+    assert first.tolist() == [ids[0] <= t <= ids[1] for t in range(n)]
+    assert last.tolist() == [ids[3] <= t <= ids[4] for t in range(n)]
+
+
+def test_davis_decay_equals_the_published_definition():
+    """Two tracks of 9 and 6 counted frames, given frame by frame in a shuffled order and two
+    batches: each track's decay is db_statistics' on its per-frame J and F, and the data set's
+    their mean."""
+    g = torch.Generator().manual_seed(3)
+    lengths = (9, 6)
+    gt = torch.zeros(sum(lengths), 17, 19, dtype=torch.bool)
+    gt[:, 4:12, 5:15] = True
+    pred = gt.clone()
+    for i in range(gt.shape[0]):  # each frame misses a different part: J and F vary
+        r = int(torch.randint(0, 9, (1,), generator=g))
+        pred[i, 4:4 + r] = False
+    track = torch.tensor([0] * 9 + [1] * 6)
+    frame = torch.tensor(list(range(9)) + list(range(6)))
+    frames = torch.tensor([9] * 9 + [6] * 6)
+    order = torch.randperm(len(track), generator=g)
+    acc = metrics.DavisMetrics(2)
+    for half in order.chunk(2):
+        acc.update(track[half], pred[half], gt[half], frame=frame[half], frames=frames[half])
+    out = acc.compute()
+    j = metrics.davis_j(pred, gt).numpy()
+    f = metrics.davis_f(pred, gt).f.numpy()
+    for key, v in (("J_decay", j), ("F_decay", f)):
+        want = np.mean([_db_decay(v[:9]), _db_decay(v[9:])])
+        assert out[key].item() == pytest.approx(want, rel=1e-12, abs=1e-15), key
+    plain = metrics.DavisMetrics(2)
+    plain.update(track, pred, gt)  # without positions: no decay, the rest the same
+    assert math.isnan(plain.compute()["J_decay"].item())
+    assert plain.compute()["J_mean"].item() == pytest.approx(out["J_mean"].item(), rel=1e-12)

@@ -15,7 +15,7 @@ model                 benchmarks (``--data``)      protocol and metrics
 ``dense_transfer``    davis2016, davis2017         per sequence, every frame's labels transferred
                                                    from the first frame's annotation, resized to the
                                                    annotation's size; J and F per object, first and
-                                                   last frame left out; J&F mean
+                                                   last frame left out: mean, recall, decay; J&F
 ``interactive``       grabcut, berkeley, pascal5i  the NoC protocol (clicks by
                                                    :func:`pixelkernels.next_clicks`, up to
                                                    ``--max-clicks``); NoC@85/90, IoU per click;
@@ -288,7 +288,8 @@ def _eval_davis(model, data, size, batch_size, device, rank, world, limit, show,
             for o in range(1, seq["num_objects"] + 1):
                 track = torch.full((q.shape[0],), k * (C - 1) + o - 1, device=device)
                 track = torch.where(void.flatten(1).all(1), -1, track)  # an unannotated frame takes no part
-                acc.update(track, lab == o, g_t == o, void)
+                pos = torch.arange(lo - 1, lo - 1 + q.shape[0], device=device)  # among the T - 2 counted
+                acc.update(track, lab == o, g_t == o, void, frame=pos, frames=torch.full_like(pos, T - 2))
             if len(examples) < 4 and lo == 1:
                 examples.append((q[0].cpu(), lab[0].float().cpu(), g_t[0].float().cpu()))
         rows.append({"sequence": seq["name"], "objects": seq["num_objects"], "frames": T})
@@ -299,7 +300,8 @@ def _eval_davis(model, data, size, batch_size, device, rank, world, limit, show,
         o = r["objects"]
         r["J"] = sum(j[k * (C - 1):k * (C - 1) + o]) / max(o, 1)
         r["F"] = sum(f[k * (C - 1):k * (C - 1) + o]) / max(o, 1)
-    summary = {key: float(s[key]) for key in ("JF_mean", "J_mean", "J_recall", "F_mean", "F_recall")}
+    summary = {key: float(s[key]) for key in ("JF_mean", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall",
+                                              "F_decay")}  # fmt: skip
     summary["objects"] = int(s["tracks"])
     return {"summary": summary, "rows": _gather_rows(rows, world), "examples": examples}
 
