@@ -17,10 +17,12 @@ import pytest
 from pixelkernels import __main__ as cli
 from pixelkernels.bench import cli as bench_cli
 from pixelkernels.bench import rows as bench_rows
+from pixelkernels.models import evaluate as evaluate_mod
 from pixelkernels.models import train as train_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARSERS = {"bench": bench_cli.parser, "train": train_mod.parser, "info": cli.info_parser}
+PARSERS = {"bench": bench_cli.parser, "train": train_mod.parser, "evaluate": evaluate_mod.parser,
+           "info": cli.info_parser}
 
 
 def _options(p: argparse.ArgumentParser):
@@ -34,7 +36,7 @@ def test_every_option_has_a_description_and_shows_its_default(name):
     for a in _options(p):
         assert a.help and len(a.help) > 10, f"{name} {a.dest}: no description"
         shown = fmt._get_help_string(a)
-        if a.option_strings and not isinstance(a, argparse._StoreTrueAction):
+        if a.option_strings and not isinstance(a, argparse._StoreTrueAction) and not a.required:
             assert "default" in shown, f"{name} {a.option_strings[0]}: the default is not shown ({shown!r})"
     text = p.format_help()
     assert "(default: None)" not in text and "(default: False)" not in text
