@@ -54,9 +54,10 @@ CASES = [("menet", "ecssd", {}, ("mae", "max_f", "mean_f", "adaptive_f")),
 def test_each_model_on_its_benchmark(tmp_path, name, data, kw, keys):
     spec = _fixture(tmp_path, data)
     ck = _checkpoint(tmp_path, name, **kw)
+    pytest.importorskip("matplotlib")
     out = E.evaluate(None, spec, checkpoint=ck, device="cpu", batch_size=2, limit=3, max_clicks=3,
-                     csv_path=tmp_path / "rows.csv", progress=False)  # fmt: skip
-    assert out["model"] == name and out["rows"]
+                     csv_path=tmp_path / "rows.csv", png_path=tmp_path / "pred.png", progress=False)  # fmt: skip
+    assert out["model"] == name and out["rows"] and (tmp_path / "pred.png").stat().st_size > 0
     for k in keys:
         assert math.isfinite(out["summary"][k]), (k, out["summary"])
     with open(tmp_path / "rows.csv") as f:

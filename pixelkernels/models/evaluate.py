@@ -328,6 +328,8 @@ def _eval_noc(model, data, size, batch_size, device, rank, world, limit, show, m
             cls[0].index_add_(0, c, torch.ones_like(res["intersection"], dtype=torch.float64))
             cls[1].index_add_(0, c, res["intersection"].double())
             cls[2].index_add_(0, c, res["union"].double())
+        if len(examples) < 4:
+            examples.append((batch["image"][0], res["pred"][0].float().cpu(), b["mask"][0].float().cpu()))
         out = metrics.noc(ious, max_clicks=max_clicks)
         per.append(torch.cat([b["index"][:, None].double(), out.noc.double(), ious.double()], 1))
         _progress(show, min(n, (k + 1) * batch_size * world), n, "images")

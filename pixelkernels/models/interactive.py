@@ -132,7 +132,8 @@ class FewShotInteractive(PixelModel):
         -------
         dict
             ``"iou"``: (B, max_clicks) IoU after each click; ``"intersection"``, ``"union"``:
-            (B, max_clicks) their pixel counts (int64), for class-wise IoU over a data set; ``"NoC@85"``, ``"NoC@90"`` (one
+            (B, max_clicks) their pixel counts (int64), for class-wise IoU over a data set;
+            ``"pred"``: (B, H, W) bool, the prediction after the last click; ``"NoC@85"``, ``"NoC@90"`` (one
             entry per threshold): (B,) the number of clicks until the IoU reaches the threshold,
             ``max_clicks`` if it never does. Tensors on the batch's device, computed without a
             host sync inside the loop.
@@ -162,7 +163,7 @@ class FewShotInteractive(PixelModel):
             inters.append((p_ & g_).flatten(1).sum(1))
             unions.append((p_ | g_).flatten(1).sum(1))
         ious = torch.stack(ious, 1)
-        out = {"iou": ious, "intersection": torch.stack(inters, 1), "union": torch.stack(unions, 1)}
+        out = {"iou": ious, "intersection": torch.stack(inters, 1), "union": torch.stack(unions, 1), "pred": pred}
         for thr in thresholds:
             hit = ious >= thr
             first = hit.float().argmax(1) + 1
