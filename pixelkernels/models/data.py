@@ -256,9 +256,10 @@ def collate(samples: list[dict]) -> dict:
 
 
 def to_device(batch: dict, device, dtype: torch.dtype | None = None) -> dict:
-    """The batch on `device`, its floating tensors (the images) in `dtype` when given."""
+    """The batch on `device`, its floating tensors (the images) in `dtype` when given; entries that
+    are not tensors (a raw sample's names, unstackable ground truths) as they are."""
     return {k: v.to(device, dtype if dtype is not None and v.is_floating_point() else None, non_blocking=True)
-            for k, v in batch.items()}  # fmt: skip
+            if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # fmt: skip
 
 
 def clicks(mask: torch.Tensor, *, other: torch.Tensor | None = None, num_positive: int = 3, num_negative: int = 3,

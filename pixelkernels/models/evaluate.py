@@ -47,7 +47,8 @@ import pixelkernels as pk
 
 from .. import metrics
 from . import MODELS, build, datasets
-from .train import _dist
+from .data import to_device
+from .train import PNG_HINT, _dist, _have_matplotlib
 
 # which benchmarks (DATASETS' task) each model is evaluated on
 TASKS = {"menet": ("scene",), "cas": ("scene",), "coseg": ("coseg",), "dense_transfer": ("frames",),
@@ -89,10 +90,6 @@ def _batches(ds, indices, batch_size: int):
     idx = list(indices)
     for lo in range(0, len(idx), batch_size):
         yield datasets.collate([ds[i] for i in idx[lo:lo + batch_size]])
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _cas_saliency(scores: torch.Tensor) -> torch.Tensor:
@@ -217,7 +214,7 @@ def _eval_saliency(model, name, data, size, batch_size, device, rank, world, lim
     acc = metrics.SaliencyMetrics(device=device)
     per, names, examples = [], [], []
     for k, batch in enumerate(_batches(ds, _shard(n, rank, world), batch_size)):
-        sal = _saliency(model, name, _to(batch, device)).float()
+        sal = _saliency(model, name, to_device(batch, device)).float()
         for i, gt in enumerate(batch["gt"]):  # each map at its ground truth's own size
             gt = gt.to(device)
             s = F.interpolate(sal[i][None, None], size=gt.shape, mode="bilinear", align_corners=False)[0]
@@ -241,7 +238,7 @@ def _eval_coseg(model, data, size, batch_size, device, rank, world, limit, show,
     n = min(len(ds), limit or len(ds))
     per, examples = [], []
     for k, batch in enumerate(_batches(ds, _shard(n, rank, world), batch_size)):
-        b = _to(batch, device)
+        b = to_device(batch, device)
         pa, pb = model.predict(b)
         for side, pred in (("a", pa), ("b", pb)):
             gt = b["mask_" + side].bool()
@@ -316,7 +313,7 @@ def _eval_noc(model, data, size, batch_size, device, rank, world, limit, show, m
     cls = torch.zeros(3, C, max_clicks, dtype=torch.float64, device=device)  # episodes, intersection, union
     per, examples = [], []
     for k, batch in enumerate(_batches(ds, _shard(n, rank, world), batch_size)):
-        b = _to(batch, device)
+        b = to_device(batch, device)
         if "support_image" not in b:  # GrabCut, Berkeley: no support, the clicks alone
             b |= {"support_image": b["image"], "support_mask": torch.zeros_like(b["mask"]),
                   "other": torch.zeros_like(b["mask"])}  # fmt: skip
@@ -404,6 +401,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
+    if a.png and not _have_matplotlib():  # said at the start, as train says it
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(PNG_HINT.format(path=a.png), file=sys.stderr)
+        a.png = None
     device = a.device
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
