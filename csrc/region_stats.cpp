@@ -43,7 +43,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
 template <class On>
 at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
                                  const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
-                                 const at::Tensor& centroid, int64_t ignore_index, bool with_variance) {
+                                 const at::Tensor& centroid, int64_t ignore_index, bool with_variance,
+                                 const std::optional<at::Tensor>& grad_scale) {
   const char* op = "region_stats_backward";
   expect_labels_match(emb, labels, op);
   const int64_t B = emb.size(0), D = emb.size(1), R = count.dim() == 2 ? count.size(1) : -1;
@@ -53,6 +54,10 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
             op, "inconsistent shapes: emb ", emb.sizes(), ", count ", count.sizes(), ", centroid ", centroid.sizes(),
             ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ", grad_variance.sizes());
   expect_same_device(op, {emb, labels, count, centroid, grad_centroid, grad_variance});
+  if (grad_scale) {
+    PK_EXPECT(grad_scale->numel() == 1, op, "grad_scale must have one element, got ", grad_scale->sizes());
+    expect_same_device(op, {emb, *grad_scale});
+  }
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
@@ -62,9 +67,11 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
   const at::Tensor gv = with_variance ? grad_variance.to(st).contiguous() : at::zeros(grad_variance.sizes(), st);
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
   const Labels lab(labels);
-  const RegionStatsBackward p{pixel_map(out.src),  lab.map,           R,
+  const at::Tensor scale = grad_scale ? grad_scale->to(st).contiguous() : at::Tensor();
+  RegionStatsBackward p{pixel_map(out.src),  lab.map,           R,
                               ignore_index,        gc.const_data_ptr(), gv.const_data_ptr(),
                               cnt.const_data_ptr(), cen.const_data_ptr(), out.out.mutable_data_ptr()};
+  p.scale = scale.defined() ? scale.const_data_ptr() : nullptr;
   launcher(p);
   return out.finish();
 }

@@ -47,6 +47,7 @@ struct RegionStatsBackward {
   const void* count;          // (B, R)
   const void* centroid;       // (B, R, D)
   void* grad_emb;             // same dtype and strides as emb; every element is written
+  const void* scale = nullptr;  // (1,) or nullptr: multiplies both incoming gradients (region_loss)
 };
 
 // Kernels: csrc/cpu/region_stats.cpp and csrc/cuda/region_stats.cu. Every output element is

@@ -121,6 +121,7 @@ void backward_impl(const RegionStatsBackward& a) {
   const T* count = static_cast<const T*>(a.count);
   const T* centroid = static_cast<const T*>(a.centroid);
   T* gx = static_cast<T*>(a.grad_emb);
+  const T s = a.scale != nullptr ? *static_cast<const T*>(a.scale) : T(1);
   const int64_t B = a.emb.B, D = a.emb.D, P = a.emb.P, R = a.R;
   const Kernels<T> k;
   const int64_t tile = tile_pixels<T>(D), nb = R + 1, tiles = (P + tile - 1) / tile;
@@ -132,10 +133,10 @@ void backward_impl(const RegionStatsBackward& a) {
       for (int64_t r = 0; r < nb; ++r) {
         const bool real = r < R && count[b * R + r] > 0;
         inv_t[b * nb + r] = real ? T(1) / count[b * R + r] : T(0);
-        gv_t[b * nb + r] = real ? gv[b * R + r] : T(0);
+        gv_t[b * nb + r] = real ? gv[b * R + r] * s : T(0);
         for (int64_t d = 0; d < D; ++d) {
           const T c = real ? centroid[(b * R + r) * D + d] : T(0);
-          const T g = real ? gc[(b * R + r) * D + d] : T(0);
+          const T g = real ? gc[(b * R + r) * D + d] * s : T(0);
           c_t[(b * D + d) * nb + r] = c_rd[(b * nb + r) * D + d] = c;
           gc_t[(b * D + d) * nb + r] = gc_rd[(b * nb + r) * D + d] = g;
         }

@@ -333,10 +333,11 @@ __global__ void __launch_bounds__(kThreads)
                            const scalar_t* __restrict__ emb, int64_t B, int64_t D, int64_t P,
                            int64_t sb, int64_t sd, int64_t sp, const label_t* __restrict__ labels,
                            const acc_t* __restrict__ count, const acc_t* __restrict__ centroid,
-                           int64_t R, int64_t ignore, scalar_t* __restrict__ grad) {
+                           int64_t R, int64_t ignore, const acc_t* __restrict__ scale, scalar_t* __restrict__ grad) {
   const idx_t n = static_cast<idx_t>(P * D);
   const idx_t inner = static_cast<idx_t>(kPixelInner ? P : D);
   const idx_t stride = static_cast<idx_t>(gridDim.x) * kThreads;
+  const acc_t s = scale != nullptr ? *scale : acc_t(1);  // region_loss: the loss's gradient
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     for (idx_t j = static_cast<idx_t>(blockIdx.x) * kThreads + threadIdx.x; j < n; j += stride) {
       const idx_t o = j / inner, i = j - o * inner;
@@ -350,10 +351,10 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t br = b * R + l;
       if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {
         const acc_t inv_n = acc_t(1) / count[br];
-        const acc_t gvr = gv[br];
+        const acc_t gvr = gv[br] * s;
         // grad_element ignores x where gv is 0, so that load (half the traffic) is skipped.
         const acc_t x = gvr != acc_t(0) ? to_acc(emb[off]) : acc_t(0);
-        g = grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d], gvr, inv_n);
+        g = grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d] * s, gvr, inv_n);
       }
       store_from_acc(grad + off, g);
     }
@@ -415,7 +416,8 @@ void launch_backward(const RegionStatsBackward& p, cudaStream_t stream) {
                   static_cast<const acc_t*>(p.grad_centroid), static_cast<const acc_t*>(p.grad_variance),
                   static_cast<const scalar_t*>(p.emb.data), B, D, P, p.emb.sb, p.emb.sd, p.emb.sp,
                   static_cast<const label_t*>(p.labels.data), static_cast<const acc_t*>(p.count),
-                  static_cast<const acc_t*>(p.centroid), p.R, p.ignore_index, static_cast<scalar_t*>(p.grad_emb));
+                  static_cast<const acc_t*>(p.centroid), p.R, p.ignore_index, static_cast<const acc_t*>(p.scale),
+                  static_cast<scalar_t*>(p.grad_emb));
   };
   if (narrow) {
     if (p.emb.sp == 1) go(uint32_t{}, BoolTag<true>{}); else go(uint32_t{}, BoolTag<false>{});

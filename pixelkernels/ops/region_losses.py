@@ -10,11 +10,12 @@ masked average pooling (Wang et al., ICCV 2019).
 ``backend="reference"`` runs the straightforward oracles of pixelkernels/reference/region_losses.py
 (one-hot masks, a (B, R, D, H·W) broadcast); every other backend runs the fused path: each
 loss is a composition of registered ops, which do all the per-pixel work (region_stats,
-centroid_hinge, pixel_normalize, masked_mean, center_distance), and small tensor maths on
-(B, R, D) statistics: O(B·D·H·W) time, no one-hot mask, no (B, R, D, H·W) broadcast, no
-per-pixel PyTorch op in the forward. (Autograd adds the gradients that two ops send to the
-same input, emb's in menet_saliency: one elementwise pass in the backward. discriminative_loss
-takes emb's whole gradient from centroid_hinge, rounded to emb's dtype once.)
+centroid_hinge, pixel_normalize, masked_mean, center_distance): O(B·D·H·W) time, no one-hot
+mask, no (B, R, D, H·W) broadcast, no per-pixel PyTorch op. menet_metric_loss and cas_loss are
+one op each (region_loss: region_stats' pass, then the loss and its gradient with respect to the
+statistics in one more launch; backward, region_stats' backward pass alone): four launches
+forward and backward. discriminative_loss still does small tensor maths on the (B, R, D)
+statistics around centroid_hinge, which gives emb's whole gradient, rounded once.
 
 Conventions shared by the losses: statistics and losses are float32 for half inputs, else the
 input dtype; pixels labelled ignore_index take part in nothing; an empty region contributes
@@ -31,7 +32,7 @@ from ..reference import region_losses as _reference
 from . import centroid_hinge as _centroid_hinge
 from . import masked_mean as _masked_mean
 from . import menet_saliency as _menet_saliency
-from . import region_stats as _region_stats
+from . import region_loss as _region_loss
 from .pixel_normalize import pixel_normalize
 
 
@@ -143,18 +144,16 @@ def menet_metric_loss(
     _, ignore_index = _checks.labelled_map(emb, "emb", mask, "mask", 2, "num_regions", ignore_index)
     form = _checks.choice(form, "form", ("centroid", "pairwise"))
     normalize = _checks.boolean(normalize, "normalize")
-    backend = _op.backend_for(_region_stats.OP, backend, emb, "emb")
+    backend = _op.backend_for(_region_loss.OP, backend, emb, "emb")
     check = _checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)  # by region_stats' pass
     if backend == "reference":
         return _reference.menet_metric_loss(emb, mask, form, normalize, ignore_index)
     # upcast: the normalised map of a half emb is float32, so its centroids see no half rounding.
     x = pixel_normalize(emb, upcast=True, backend=backend) if normalize else emb
-    # The centroid form needs no variance: the CPU kernel then skips its centred sweep.
-    n, c, v = _run(_region_stats, backend, x, "emb", mask, 2, ignore_index, form == "pairwise", check)
-    per = -((c[:, 1] - c[:, 0]) ** 2).sum(-1)
-    if form == "pairwise":
-        per = per + (n[:, 1] - n[:, 0]) * (v[:, 1] - v[:, 0]) / n.sum(1).clamp_min(1)
-    return _mean_over_images(per, (n[:, 0] > 0) & (n[:, 1] > 0))
+    # One op: region_stats' pass (the centroid form without its variance sweep on the CPU), the
+    # head and the mean over images in one more launch, region_stats' backward pass.
+    kind = _region_loss.MENET_PAIRWISE if form == "pairwise" else _region_loss.MENET_CENTROID
+    return _run(_region_loss, backend, x, "emb", mask, 2, ignore_index, kind, 0.0, check)[0]
 
 
 def cas_loss(
@@ -208,8 +207,11 @@ def cas_loss(
     -----
     Accepts, copies and refuses what :func:`pixelkernels.region_stats` does (ids outside
     ``[0, num_regions)`` refused while the checks are on, inside the kernel). One
-    ``region_stats`` pass, then small ``(B, R, M)`` tensor maths. Differentiable in ``scores``;
-    deterministic on cpu and cuda.
+    ``region_stats`` pass, then the loss from the ``(B, R, M)`` statistics in one more launch (the
+    pair sum in its centred form, :math:`\sum_{i \ne j} \lVert \hat s_i - \hat s_j \rVert^2 =
+    2 |P| \sum_i \lVert \hat s_i - m \rVert^2` over the :math:`|P|` non-empty regions with mean
+    :math:`m`: no cancellation, :math:`O(R M)`); the backward is one pass. Differentiable in
+    ``scores``; deterministic on cpu and cuda.
 
     Switching from the authors' code: they average the per-image sums over the batch including
     images with no region, compute only the foreground uniformer and one foreground–background
@@ -234,16 +236,11 @@ def cas_loss(
     alpha = _checks.real(alpha, "alpha", minimum=0.0)
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    backend = _op.backend_for(_region_stats.OP, backend, scores, "scores")
+    backend = _op.backend_for(_region_loss.OP, backend, scores, "scores")
     check = _checks.label_values_in_kernel(regions, "regions", R, ignore_index, backend)  # by region_stats' pass
     if backend == "reference":
         return _reference.cas_loss(scores, regions, R, alpha, ignore_index)
-    n, c, v = _run(_region_stats, backend, scores, "scores", regions, R, ignore_index, True, check)
-    present = n > 0
-    uniformer = torch.where(present, v, torch.zeros_like(v)).sum(1)
-    sq = ((c.unsqueeze(2) - c.unsqueeze(1)) ** 2).sum(-1)
-    discriminator = torch.where(_ordered_pairs(present), sq, torch.zeros_like(sq)).sum(dim=(1, 2))
-    return _mean_over_images(alpha * uniformer - (1 - alpha) * discriminator, present.any(1))
+    return _run(_region_loss, backend, scores, "scores", regions, R, ignore_index, _region_loss.CAS, alpha, check)[0]
 
 
 def discriminative_loss(

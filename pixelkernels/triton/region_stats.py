@@ -353,6 +353,7 @@ def _rs_backward_kernel(
     gv_ptr,
     count_ptr,
     centroid_ptr,
+    scale_ptr,
     grad_ptr,
     P,
     D,
@@ -366,6 +367,7 @@ def _rs_backward_kernel(
     gstride_p,
     BLOCK_P: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    HAS_SCALE: tl.constexpr,
 ):
     b, offs_p, offs_d, pmask, dmask, valid, out, m = _tile_rows(
         lab_ptr, P, D, R, ignore_index, BLOCK_P, BLOCK_D
@@ -375,6 +377,9 @@ def _rs_backward_kernel(
     # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
     m = m & (n > 0)[:, None]
     gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
+    if HAS_SCALE:  # region_loss: both incoming gradients times the loss's gradient
+        s = tl.load(scale_ptr)
+        gv = gv * s
     # emb only where the region's grad_variance is nonzero: without a variance gradient
     # (with_variance=False, or the variance unused) the backward moves half the bytes.
     x = tl.load(
@@ -385,6 +390,8 @@ def _rs_backward_kernel(
     idx = out[:, None] * D + offs_d[None, :]
     cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
     gc = tl.load(gc_ptr + idx, mask=m, other=0.0)
+    if HAS_SCALE:
+        gc = gc * s
     # A zero grad_variance (e.g. the variance output was not used) contributes exactly
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
@@ -557,8 +564,10 @@ def region_stats_backward(
     count: torch.Tensor,
     centroid: torch.Tensor,
     ignore_index: int,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Gradient of (centroid, variance) w.r.t. emb; same shape, dtype and strides as emb."""
+    """Gradient of (centroid, variance) w.r.t. emb; same shape, dtype and strides as emb.
+    `scale` (one element, on the device) multiplies both incoming gradients: region_loss."""
     grad = torch.empty_like(emb)
     B, D, H, W = emb.shape
     R = count.shape[1]
@@ -575,6 +584,7 @@ def region_stats_backward(
     gv = grad_variance.to(sdt).contiguous()
     count = count.to(sdt).contiguous()
     centroid = centroid.to(sdt).contiguous()
+    scale = scale.to(sdt).reshape(1) if scale is not None else None
     block_p, block_d = _tile_blocks(P, D, max_d=64, tile=2048)
     grid = grid_items(triton.cdiv(P, block_p), B, triton.cdiv(D, block_d))
     with device_ctx(emb):
@@ -585,6 +595,7 @@ def region_stats_backward(
             gv,
             count,
             centroid,
+            scale if scale is not None else centroid,
             out,
             P,
             D,
@@ -598,6 +609,7 @@ def region_stats_backward(
             pixel_stride(out),
             BLOCK_P=block_p,
             BLOCK_D=block_d,
+            HAS_SCALE=scale is not None,
             num_warps=warps(block_p * block_d),
         )
     if out is not grad:
@@ -624,7 +636,7 @@ def region_stats_op(emb, labels, num_regions, ignore_index, with_variance, check
 
 @triton_variant("region_stats_backward")
 def region_stats_backward_op(grad_centroid, grad_variance, emb, labels, count, centroid, ignore_index,
-                             with_variance):  # fmt: skip
+                             with_variance, grad_scale):  # fmt: skip
     op = "region_stats_backward"
     expect_labels_match(emb, labels, op)
     B, D = emb.shape[:2]
@@ -638,9 +650,12 @@ def region_stats_backward_op(grad_centroid, grad_variance, emb, labels, count, c
         list(grad_variance.shape),
     )  # fmt: skip
     expect_same_device(op, emb, labels, count, centroid, grad_centroid, grad_variance)
+    if grad_scale is not None:
+        expect(grad_scale.numel() == 1, op, "grad_scale must have one element, got ", list(grad_scale.shape))
+        expect_same_device(op, emb, grad_scale)
     # Without variance that output is a constant 0: whatever gradient it got, none flows.
     gv = grad_variance if with_variance else torch.zeros_like(grad_variance)
-    return region_stats_backward(grad_centroid, gv, emb, labels, count, centroid, ignore_index)
+    return region_stats_backward(grad_centroid, gv, emb, labels, count, centroid, ignore_index, grad_scale)
 
 
 def compile_specs():
@@ -697,19 +712,21 @@ def compile_specs():
                 8,
             )
         )
-        specs.append(
-            (
-                _rs_backward_kernel,
-                {
-                    **tile,
-                    "gc_ptr": "*" + a,
-                    "gv_ptr": "*" + a,
-                    "count_ptr": "*" + a,
-                    "centroid_ptr": "*" + a,
-                    "grad_ptr": "*" + e,
-                },
-                {"BLOCK_P": 128, "BLOCK_D": 64},
-                8,
+        for scaled in (False, True):
+            specs.append(
+                (
+                    _rs_backward_kernel,
+                    {
+                        **tile,
+                        "gc_ptr": "*" + a,
+                        "gv_ptr": "*" + a,
+                        "count_ptr": "*" + a,
+                        "centroid_ptr": "*" + a,
+                        "scale_ptr": "*" + a,
+                        "grad_ptr": "*" + e,
+                    },
+                    {"BLOCK_P": 128, "BLOCK_D": 64, "HAS_SCALE": scaled},
+                    8,
+                )
             )
-        )
     return specs
