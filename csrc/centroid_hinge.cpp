@@ -67,17 +67,25 @@ at::Tensor centroid_hinge_backward_cpu(const at::Tensor& grad_centroid, const at
 }
 
 template <class On>
-at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
+at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid_in, const at::Tensor& grad_hinge_in,
                                    const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
-                                   const at::Tensor& centroid, double delta, int64_t ignore_index) {
+                                   const at::Tensor& centroid, double delta, int64_t ignore_index,
+                                   const std::optional<at::Tensor>& grad_scale) {
   static const auto hinge_backward =
       library_op<Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
                           int64_t, const std::optional<at::Tensor>&, bool)>("region_hinge_backward");
   const char* op = "centroid_hinge_backward";
   PK_EXPECT(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", centroid.sizes());
-  expect_sizes(grad_centroid, centroid.sizes(), op, "grad_centroid");
+  expect_sizes(grad_centroid_in, centroid.sizes(), op, "grad_centroid");
   expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
-  expect_same_device(op, {emb, grad_centroid, count});
+  expect_same_device(op, {emb, grad_centroid_in, count});
+  // region_loss' scale: the loss's gradient, a device scalar (two small products, no sync)
+  if (grad_scale) {
+    PK_EXPECT(grad_scale->numel() == 1, op, "grad_scale must have one element, got ", grad_scale->sizes());
+    expect_same_device(op, {emb, *grad_scale});
+  }
+  const at::Tensor grad_centroid = grad_scale ? grad_centroid_in.mul(grad_scale->reshape({})) : grad_centroid_in;
+  const at::Tensor grad_hinge = grad_scale ? grad_hinge_in.mul(grad_scale->reshape({})) : grad_hinge_in;
   if constexpr (std::is_same_v<On, OnCpu>)
     return centroid_hinge_backward_cpu<On>(grad_centroid, grad_hinge, emb, labels, count, centroid, delta,
                                            ignore_index, op);

@@ -246,7 +246,7 @@ DISC = Contract(
     op="discriminative_loss",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "labels": Labels(("B", "H", "W"), name="instances"), "R": Size("R", name="num_instances"),
                      "ignore_index": Ignore(), "delta_v": Choice((0.5,), extreme=(0.0,)), "delta_d": Choice((1.5,), extreme=(0.0,))},
-    uses=("centroid_hinge",),
+    uses=("region_loss",),
     make=_disc(2, 5, 7, 9, 4, label_dtype=torch.int16, gamma=0.1),
     call=_disc_call,
     shaped=lambda B, D, H, W, layout: _disc(B, D, H, W, 3, layout=layout, gamma=0.1),

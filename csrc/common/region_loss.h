@@ -1,11 +1,11 @@
-// region_loss: the head of the region losses built on region_stats (MEnet's metric loss in both
-// forms, CAS), from the statistics (B, R[, D]) to the loss scalar and its gradient with respect
-// to the statistics, in one launch. The torch side (csrc/region_loss.cpp) runs region_stats
-// first; the backward is region_stats' backward with the coefficients written here as its
-// incoming gradients, scaled on the device by the loss's gradient (RegionStatsBackward::scale):
-// one kernel forward for the head, none for it backward.
+// region_loss: the head of the region losses, from region statistics (B, R[, D]) to the loss
+// scalar and its gradient with respect to the statistics, in one launch. The torch side
+// (csrc/region_loss.cpp) runs region_stats (MEnet, CAS) or centroid_hinge (discriminative) first;
+// the backward is that op's backward with the coefficients written here as its incoming
+// gradients, scaled on the device by the loss's gradient: one kernel forward for the head, none
+// for it backward.
 //
-// Per image b, over the present regions P = {r : n_r > 0} with m = mean_{r in P} c_r:
+// MEnet and CAS. Per image b, over the present regions P = {r : n_r > 0} with m = mean_{r in P} c_r:
 //     pairs = sum_{i != j in P} ||c_i - c_j||^2 = 2 |P| sum_{i in P} ||c_i - m||^2
 //     per_b = a * sum_{i in P} v_i - w * pairs [+ (n_1 - n_0)(v_1 - v_0) / (n_0 + n_1)]
 //     d per_b / d c_i = -4 w |P| (c_i - m)          d per_b / d v_i = a [+- (n_1 - n_0) / N]
@@ -13,28 +13,36 @@
 // drops since sum_i (c_i - m) = 0). MEnet (R = 2): a = 0, w = 1/2, so per_b = -||c_1 - c_0||^2
 // (eq. 3) and the pairwise form (eq. 2) adds the bracket; an image is kept when both regions are
 // present. CAS (eq. 1): a = alpha, w = 1 - alpha; an image is kept when any region is present.
-//     loss = sum_{kept b} per_b / max(#kept, 1)
-// and the coefficients are d loss / d (c, v): d per_b / d (c, v) / max(#kept, 1) on kept images'
-// present regions, exactly 0 elsewhere.
+//
+// Discriminative (De Brabandere et al. 2017), with C = |P|, h_i the hinge sums of centroid_hinge
+// (in the `variance` slot) and d_ij = ||c_i - c_j||:
+//     per_b = alpha / C sum_{i in P} h_i / n_i + beta / max(C (C - 1), 1) sum_{i != j in P} [2 delta_d - d_ij]_+^2
+//             + gamma / C sum_{i in P} ||c_i||
+//     d per_b / d c_i = beta / max(C (C - 1), 1) sum_{j != i} -4 [2 delta_d - d_ij]_+ (c_i - c_j) / d_ij
+//                       + gamma / C c_i / ||c_i||      (each quotient 0 where its norm is 0)
+//     d per_b / d h_i = alpha / (C n_i); an image is kept when any region is present.
+//
+// Then loss = sum_{kept b} per_b / max(#kept, 1), and the coefficients are d loss / d (c, v):
+// d per_b / d (c, v) / max(#kept, 1) on kept images' present regions, exactly 0 elsewhere.
 #pragma once
 
 #include "common/types.h"
 
 namespace pixelkernels {
 
-enum class RegionLossKind : int { MenetCentroid = 0, MenetPairwise = 1, Cas = 2 };
+enum class RegionLossKind : int { MenetCentroid = 0, MenetPairwise = 1, Cas = 2, Discriminative = 3 };
 
 struct RegionLossHead {
   int64_t B, R, D;
   DType dtype;  // of every tensor here: the statistics dtype (Float32 or Float64)
   RegionLossKind kind;
-  double alpha;           // CAS's alpha (unused for MEnet)
+  double alpha, beta, gamma, delta_d;  // CAS: alpha; discriminative: all four; MEnet: none
   const void* count;      // (B, R)
   const void* centroid;   // (B, R, D)
-  const void* variance;   // (B, R); all 0 for MenetCentroid (not read)
+  const void* variance;   // (B, R): the variances (all 0 for MenetCentroid) or the hinge sums
   void* loss;             // () the loss
   void* dcentroid;        // (B, R, D) d loss / d centroid
-  void* dvariance;        // (B, R)   d loss / d variance
+  void* dvariance;        // (B, R)   d loss / d variance (or hinge)
 };
 
 Status launch(OnCpu, const RegionLossHead& p);
@@ -42,13 +50,12 @@ Status launch(OnCuda, const RegionLossHead& p);
 
 namespace region_loss {
 
-PK_HD bool is_menet(RegionLossKind k) { return k != RegionLossKind::Cas; }
+PK_HD bool is_menet(RegionLossKind k) {
+  return k == RegionLossKind::MenetCentroid || k == RegionLossKind::MenetPairwise;
+}
 
-// a and w of the formula above.
-PK_HD double variance_weight(const RegionLossHead& p) { return is_menet(p.kind) ? 0.0 : p.alpha; }
-PK_HD double pair_weight(const RegionLossHead& p) { return is_menet(p.kind) ? 0.5 : 1.0 - p.alpha; }
-
-// Whether image b is kept, from its counts n[0..R): MEnet both regions, CAS any region.
+// Whether image b is kept, from its counts n[0..R): MEnet both regions, CAS and
+// discriminative any region.
 template <typename T>
 PK_HD bool kept(RegionLossKind k, const T* n, int64_t R) {
   int64_t present = 0;
@@ -66,17 +73,12 @@ PK_HD T pairwise_slope(const T* n) {
   return (n[1] - n[0]) / (n[0] + n[1]);
 }
 
-// The sums of image b that need a reduction, as one lane's share (lane, lane + lanes, ...):
-// sq = sum_{d} sum_{i in P} (c_id - m_d)^2 over its dims, vsum = sum_{i in P} v_i over its
-// regions. It also writes the coefficients of its dims and regions, scaled by s (1 / #kept, or
-// 0 for an image that is not kept: then exactly 0 is written, whatever the statistics hold).
-template <typename T>
-struct Sums {
-  T sq, vsum;
-};
-
-template <typename T>
-PK_HD Sums<T> image_sums(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes) {
+// Image b's per_b, with the lane's share of its coefficients written (lane, lane + lanes, ...
+// of the dims and regions) scaled by s (1 / #kept, or 0 for an image that is not kept: then
+// exactly 0 is written, whatever the statistics hold). `sum(x)` adds x over the lanes and gives
+// every lane the total (one lane: x itself), so every lane returns the same per_b.
+template <typename T, class Sum>
+PK_HD T menet_cas_image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes, Sum sum) {
   const int64_t R = p.R, D = p.D;
   const T* n = static_cast<const T*>(p.count) + b * R;
   const T* c = static_cast<const T*>(p.centroid) + b * R * D;
@@ -85,8 +87,9 @@ PK_HD Sums<T> image_sums(const RegionLossHead& p, int64_t b, bool keep, T s, int
   T* dv = static_cast<T*>(p.dvariance) + b * R;
   int64_t np = 0;
   for (int64_t r = 0; r < R; ++r) np += n[r] > T(0);
-  const T k = T(-4) * T(pair_weight(p)) * T(np) * s;  // d per / d c_i = -4 w |P| (c_i - m)
-  Sums<T> out{T(0), T(0)};
+  const T w = T(is_menet(p.kind) ? 0.5 : 1.0 - p.alpha), a = T(is_menet(p.kind) ? 0.0 : p.alpha);
+  const T k = T(-4) * w * T(np) * s;  // d per / d c_i = -4 w |P| (c_i - m)
+  T sq = T(0), vsum = T(0);
   for (int64_t d = lane; d < D; d += lanes) {
     T m = T(0);
     for (int64_t r = 0; r < R; ++r)
@@ -95,7 +98,7 @@ PK_HD Sums<T> image_sums(const RegionLossHead& p, int64_t b, bool keep, T s, int
     for (int64_t r = 0; r < R; ++r) {
       const bool on = keep && n[r] > T(0);
       const T u = on ? c[r * D + d] - m : T(0);
-      out.sq += u * u;
+      sq += u * u;
       dc[r * D + d] = on ? k * u : T(0);
     }
   }
@@ -103,22 +106,72 @@ PK_HD Sums<T> image_sums(const RegionLossHead& p, int64_t b, bool keep, T s, int
   const T slope = pairwise && keep ? pairwise_slope(n) : T(0);
   for (int64_t r = lane; r < R; r += lanes) {
     const bool on = keep && n[r] > T(0);
-    if (on && !is_menet(p.kind)) out.vsum += v[r];
-    const T g = T(variance_weight(p)) + (pairwise ? (r == 1 ? slope : -slope) : T(0));
+    if (on && !is_menet(p.kind)) vsum += v[r];
+    const T g = a + (pairwise ? (r == 1 ? slope : -slope) : T(0));
     dv[r] = on ? g * s : T(0);
   }
-  return out;
+  T per = a * sum(vsum) - w * T(2 * np) * sum(sq);
+  if (pairwise && keep) per += pairwise_term(n, v);
+  return per;
 }
 
-// per_b from the reduced sums (a kept image's).
-template <typename T>
-PK_HD T image_loss(const RegionLossHead& p, int64_t b, Sums<T> t) {
-  const T* n = static_cast<const T*>(p.count) + b * p.R;
+template <typename T, class Sum>
+PK_HD T discriminative_image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes,
+                             Sum sum) {
+  const int64_t R = p.R, D = p.D;
+  const T* n = static_cast<const T*>(p.count) + b * R;
+  const T* c = static_cast<const T*>(p.centroid) + b * R * D;
+  const T* h = static_cast<const T*>(p.variance) + b * R;
+  T* dc = static_cast<T*>(p.dcentroid) + b * R * D;
+  T* dh = static_cast<T*>(p.dvariance) + b * R;
   int64_t np = 0;
-  for (int64_t r = 0; r < p.R; ++r) np += n[r] > T(0);
-  T per = T(variance_weight(p)) * t.vsum - T(pair_weight(p)) * T(2 * np) * t.sq;
-  if (p.kind == RegionLossKind::MenetPairwise) per += pairwise_term(n, static_cast<const T*>(p.variance) + b * p.R);
-  return per;
+  for (int64_t r = 0; r < R; ++r) np += n[r] > T(0);
+  const T C = T(np > 0 ? np : 1), pairs = T(np > 1 ? np * (np - 1) : 1);
+  const T beta = T(p.beta), gamma = T(p.gamma), two_dd = T(2) * T(p.delta_d);
+  T var = T(0), push = T(0), reg = T(0);
+  for (int64_t r = lane; r < R; r += lanes) {
+    const bool on = keep && n[r] > T(0);
+    if (on) var += h[r] / n[r];
+    dh[r] = on ? T(p.alpha) / (C * n[r]) * s : T(0);
+  }
+  for (int64_t i = 0; i < R; ++i) {
+    const T* ci = c + i * D;
+    T* dci = dc + i * D;
+    if (!(keep && n[i] > T(0))) {
+      for (int64_t d = lane; d < D; d += lanes) dci[d] = T(0);
+      continue;
+    }
+    T nn = T(0);
+    for (int64_t d = lane; d < D; d += lanes) nn += ci[d] * ci[d];
+    const T norm = sqrt(sum(nn));
+    reg += norm;
+    const T kr = norm > T(0) ? gamma / C / norm * s : T(0);
+    for (int64_t d = lane; d < D; d += lanes) dci[d] = kr * ci[d];
+    // Row i's pairs (both orders are counted: j's loop adds the (j, i) term to push).
+    for (int64_t j = 0; j < R; ++j) {
+      if (j == i || !(n[j] > T(0))) continue;
+      const T* cj = c + j * D;
+      T uu = T(0);
+      for (int64_t d = lane; d < D; d += lanes) {
+        const T u = ci[d] - cj[d];
+        uu += u * u;
+      }
+      const T dist = sqrt(sum(uu));
+      const T hinge = two_dd - dist > T(0) ? two_dd - dist : T(0);
+      push += hinge * hinge;
+      // d/dc_i of the (i, j) and (j, i) terms: 2 * 2 [2 delta_d - d]_+ * (-(c_i - c_j) / d)
+      const T kp = dist > T(0) ? T(-4) * hinge / dist * beta / pairs * s : T(0);
+      if (kp != T(0))
+        for (int64_t d = lane; d < D; d += lanes) dci[d] += kp * (ci[d] - cj[d]);
+    }
+  }
+  return T(p.alpha) * sum(var) / C + beta * push / pairs + gamma * reg / C;
+}
+
+template <typename T, class Sum>
+PK_HD T image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes, Sum sum) {
+  return p.kind == RegionLossKind::Discriminative ? discriminative_image<T>(p, b, keep, s, lane, lanes, sum)
+                                                  : menet_cas_image<T>(p, b, keep, s, lane, lanes, sum);
 }
 
 }  // namespace region_loss

@@ -16,8 +16,8 @@ Status launch(OnCpu, const RegionLossHead& p) {
     T total = T(0);
     for (int64_t b = 0; b < p.B; ++b) {
       const bool keep = region_loss::kept(p.kind, n + b * p.R, p.R);
-      const auto sums = region_loss::image_sums<T>(p, b, keep, keep ? T(1) / denom : T(0), 0, 1);
-      if (keep) total += region_loss::image_loss<T>(p, b, sums);
+      const T per = region_loss::image<T>(p, b, keep, keep ? T(1) / denom : T(0), 0, 1, [](T x) { return x; });
+      if (keep) total += per;
     }
     *static_cast<T*>(p.loss) = total / denom;
   });

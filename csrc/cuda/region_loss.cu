@@ -1,9 +1,9 @@
 // region_loss' head on CUDA (csrc/common/region_loss.h): one block, a warp per image (lanes over
-// dims and regions, image_sums), the images' losses summed in a fixed order (each warp its
+// dims and regions, region_loss::image), the images' losses summed in a fixed order (each warp its
 // images in order, then the warps in order): bitwise reproducible. The head reads (B, R, D)
 // statistics, O(B R D) work, next to the O(B D H W) pixel passes around it; one block keeps it to
 // one launch with no cross-block merge (a region loss's B and R are small: W2-W4 have B <= 40,
-// R <= 21).
+// R <= 21; the discriminative pairs are O(R^2 D) an image).
 #include "common/region_loss.h"
 
 #include "cuda/common.cuh"
@@ -13,6 +13,13 @@ namespace {
 
 constexpr int kHeadThreads = 256;
 constexpr int kHeadWarps = kHeadThreads / 32;
+
+struct WarpSum {  // region_loss::image's sum over the lanes: the warp's 32
+  template <typename T>
+  __device__ T operator()(T v) const {
+    return warp_sum(v);
+  }
+};
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kHeadThreads) head_kernel(RegionLossHead p) {
@@ -30,10 +37,8 @@ __global__ void __launch_bounds__(kHeadThreads) head_kernel(RegionLossHead p) {
   acc_t total = 0;  // this warp's images, in order (every lane holds it)
   for (int64_t b = warp; b < p.B; b += kHeadWarps) {
     const bool keep = region_loss::kept(p.kind, n + b * p.R, p.R);
-    auto sums = region_loss::image_sums<acc_t>(p, b, keep, keep ? acc_t(1) / denom : acc_t(0), lane, 32);
-    sums.sq = warp_sum(sums.sq);
-    sums.vsum = warp_sum(sums.vsum);
-    if (keep) total += region_loss::image_loss<acc_t>(p, b, sums);
+    const acc_t per = region_loss::image<acc_t>(p, b, keep, keep ? acc_t(1) / denom : acc_t(0), lane, 32, WarpSum{});
+    if (keep) total += per;
   }
   if (lane == 0) scratch[warp] = total;
   __syncthreads();

@@ -1,8 +1,8 @@
 """The region losses in plain PyTorch, as a competent user writes them: the per-pixel work by
 the baselines of the ops they are made of (region statistics by `scatter_add_` over the
 flattened labels, the discriminative loss's per-pixel hinge by a batched `gather` of each
-pixel's centroid, mask-weighted sums by `bmm`), then the same small maths on (B, R, D)
-statistics as the fused losses (pixelkernels/ops/region_losses.py). No one-hot mask, no loop
+pixel's centroid, mask-weighted sums by `bmm`), then small maths on the (B, R, D)
+statistics (which the fused losses do in one kernel: csrc/common/region_loss.h). No one-hot mask, no loop
 over images or regions; the input's dtype; autograd for the backward. Same signatures and
 formulas as the references (pixelkernels/reference/region_losses.py).
 """
@@ -12,11 +12,30 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
-from ..ops.region_losses import _mean_over_images, _ordered_pairs, _safe_norm
 from .center_distance import center_distance
 from .centroid_hinge import centroid_hinge
 from .masked_sum import masked_sum
 from .region_stats import region_stats
+
+
+def _mean_over_images(per_image: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Mean of per_image over the images where ok; 0 with zero gradient when none is. No host
+    sync: the count of kept images stays a tensor."""
+    kept = torch.where(ok, per_image, torch.zeros_like(per_image))
+    return kept.sum() / ok.sum().clamp_min(1).to(per_image.dtype)
+
+
+def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
+    """sqrt with gradient 0 at 0 (not NaN), on small (B, R[, R]) tensors."""
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), sq)
+
+
+def _ordered_pairs(present: torch.Tensor) -> torch.Tensor:
+    """(B, R, R): both regions non-empty and i != j."""
+    R = present.shape[1]
+    eye = torch.eye(R, dtype=torch.bool, device=present.device)
+    return present.unsqueeze(2) & present.unsqueeze(1) & ~eye
 
 
 def menet_metric_loss(emb, mask, form="centroid", normalize=False, ignore_index=-1):

@@ -29,7 +29,7 @@ def _fake(emb, labels, num_regions, delta, ignore_index, check=None):
     return _region_stats._fake(emb, labels, num_regions, ignore_index, False)  # hinge: variance's shape
 
 
-def _fake_backward(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):
+def _fake_backward(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index, grad_scale=None):
     return torch.empty_like(emb)
 
 

@@ -29,31 +29,14 @@ import torch
 
 from .. import _checks, _op
 from ..reference import region_losses as _reference
-from . import centroid_hinge as _centroid_hinge
 from . import masked_mean as _masked_mean
 from . import menet_saliency as _menet_saliency
 from . import region_loss as _region_loss
 from .pixel_normalize import pixel_normalize
 
 
-def _mean_over_images(per_image: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """Mean of per_image over the images where ok; 0 with zero gradient when none is. No host
-    sync: the count of kept images stays a tensor."""
-    kept = torch.where(ok, per_image, torch.zeros_like(per_image))
-    return kept.sum() / ok.sum().clamp_min(1).to(per_image.dtype)
-
-
-def _safe_norm(sq: torch.Tensor) -> torch.Tensor:
-    """sqrt with gradient 0 at 0 (not NaN), on small (B, R[, R]) tensors."""
-    pos = sq > 0
-    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), sq)
-
-
-def _ordered_pairs(present: torch.Tensor) -> torch.Tensor:
-    """(B, R, R): both regions non-empty and i != j."""
-    R = present.shape[1]
-    eye = torch.eye(R, dtype=torch.bool, device=present.device)
-    return present.unsqueeze(2) & present.unsqueeze(1) & ~eye
+# region_loss' weights (alpha, beta, gamma, delta_v, delta_d) where a loss takes none of them
+_NO_WEIGHTS = (0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _run(module, backend, x, name, *args):
@@ -153,7 +136,7 @@ def menet_metric_loss(
     # One op: region_stats' pass (the centroid form without its variance sweep on the CPU), the
     # head and the mean over images in one more launch, region_stats' backward pass.
     kind = _region_loss.MENET_PAIRWISE if form == "pairwise" else _region_loss.MENET_CENTROID
-    return _run(_region_loss, backend, x, "emb", mask, 2, ignore_index, kind, 0.0, check)[0]
+    return _run(_region_loss, backend, x, "emb", mask, 2, ignore_index, kind, *_NO_WEIGHTS, check)[0]
 
 
 def cas_loss(
@@ -240,7 +223,8 @@ def cas_loss(
     check = _checks.label_values_in_kernel(regions, "regions", R, ignore_index, backend)  # by region_stats' pass
     if backend == "reference":
         return _reference.cas_loss(scores, regions, R, alpha, ignore_index)
-    return _run(_region_loss, backend, scores, "scores", regions, R, ignore_index, _region_loss.CAS, alpha, check)[0]
+    weights = (alpha, *_NO_WEIGHTS[1:])
+    return _run(_region_loss, backend, scores, "scores", regions, R, ignore_index, _region_loss.CAS, *weights, check)[0]
 
 
 def discriminative_loss(
@@ -329,25 +313,17 @@ def discriminative_loss(
     delta_v = _checks.real(delta_v, "delta_v", minimum=0.0)
     delta_d = _checks.real(delta_d, "delta_d", minimum=0.0)
     alpha, beta, gamma = (_checks.real(v, k) for k, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)))
-    backend = _op.backend_for(_centroid_hinge.OP, backend, emb, "emb")
+    backend = _op.backend_for(_region_loss.OP, backend, emb, "emb")
     check = _checks.label_values_in_kernel(instances, "instances", R, ignore_index, backend)  # by region_stats'
     if backend == "reference":
         return _reference.discriminative_loss(
             emb, instances, R, delta_v, delta_d, alpha, beta, gamma, ignore_index
         )
-    # One op for both passes, so emb's gradient (hinge + centroids) is rounded to emb's dtype once.
-    n, mu, hinge = _run(_centroid_hinge, backend, emb, "emb", instances, R, delta_v, ignore_index, check)
-    present = n > 0
-    C = present.sum(1).to(n.dtype)
-    l_var = (hinge / n.clamp_min(1)).sum(1) / C.clamp_min(1)
-    push = (
-        torch.clamp_min(2 * delta_d - _safe_norm(((mu.unsqueeze(2) - mu.unsqueeze(1)) ** 2).sum(-1)), 0) ** 2
-    )
-    l_dist = torch.where(_ordered_pairs(present), push, torch.zeros_like(push)).sum(dim=(1, 2))
-    l_dist = l_dist / (C * (C - 1)).clamp_min(1)
-    norms = _safe_norm((mu * mu).sum(-1))
-    l_reg = torch.where(present, norms, torch.zeros_like(norms)).sum(1) / C.clamp_min(1)
-    return _mean_over_images(alpha * l_var + beta * l_dist + gamma * l_reg, C > 0)
+    # One op: centroid_hinge's two passes, the head and the mean over images in one more launch;
+    # backward, centroid_hinge's, which rounds emb's whole gradient (hinge + centroids) once.
+    weights = (alpha, beta, gamma, delta_v, delta_d)
+    return _run(_region_loss, backend, emb, "emb", instances, R, ignore_index, _region_loss.DISCRIMINATIVE, *weights,
+                check)[0]  # fmt: skip
 
 
 def masked_average_pool(

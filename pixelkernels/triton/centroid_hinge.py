@@ -29,12 +29,16 @@ def forward(ops, emb, labels, num_regions, delta, ignore_index, check=None):
     return count, centroid, ops.region_hinge(emb, labels, centroid, delta, ignore_index, None)
 
 
-def backward(ops, grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):
+def backward(ops, grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index, grad_scale=None):
     op = "centroid_hinge_backward"  # the rest is checked by region_hinge_backward
     expect(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", list(centroid.shape))
     expect_sizes(grad_centroid, centroid.shape, op, "grad_centroid")
     expect_sizes(count, centroid.shape[:2], op, "count")
     expect_same_device(op, emb, grad_centroid, count)
+    if grad_scale is not None:  # region_loss' scale: the loss's gradient, a device scalar
+        expect(grad_scale.numel() == 1, op, "grad_scale must have one element, got ", list(grad_scale.shape))
+        expect_same_device(op, emb, grad_scale)
+        grad_centroid, grad_hinge = grad_centroid * grad_scale.reshape(()), grad_hinge * grad_scale.reshape(())
     # In the accumulation type whatever the caller's centroid dtype: region_hinge_backward
     # returns the centroids' gradient in the centroids' dtype.
     acc = stats_dtype(emb.dtype)
@@ -59,5 +63,6 @@ def centroid_hinge_op(emb, labels, num_regions, delta, ignore_index, check):
 
 
 @triton_variant("centroid_hinge_backward")
-def centroid_hinge_backward_op(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index):
-    return backward(_TRITON, grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index)
+def centroid_hinge_backward_op(grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index,
+                               grad_scale):  # fmt: skip
+    return backward(_TRITON, grad_centroid, grad_hinge, emb, labels, count, centroid, delta, ignore_index, grad_scale)
