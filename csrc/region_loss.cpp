@@ -18,13 +18,17 @@ using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using Tensors5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using Check = std::optional<c10::string_view>;
 
+void expect_kind(int64_t kind, const char* op) {
+  PK_EXPECT(kind >= 0 && kind <= 3, op,
+            "kind must be 0 (MEnet eq. 3), 1 (MEnet eq. 2), 2 (CAS) or 3 (discriminative), got ", kind);
+}
+
 template <class On>
 Tensors5 region_loss(const at::Tensor& emb, const at::Tensor& labels, int64_t R, int64_t ignore_index, int64_t kind,
                      double alpha, double beta, double gamma, double delta_v, double delta_d,
                      std::optional<c10::string_view> check) {
   const char* op = "region_loss";
-  PK_EXPECT(kind >= 0 && kind <= 3, op,
-            "kind must be 0 (MEnet eq. 3), 1 (MEnet eq. 2), 2 (CAS) or 3 (discriminative), got ", kind);
+  expect_kind(kind, op);
   const auto k = static_cast<RegionLossKind>(kind);
   PK_EXPECT(!region_loss::is_menet(k) || R == 2, op, "MEnet's loss takes num_regions 2, got ", R);
   at::Tensor count, centroid, variance;  // variance: the hinge sums for the discriminative loss
@@ -53,6 +57,7 @@ at::Tensor region_loss_backward(const at::Tensor& grad_loss, const at::Tensor& e
                                 const at::Tensor& dvariance, int64_t ignore_index, int64_t kind, double /*alpha*/,
                                 double /*beta*/, double /*gamma*/, double delta_v, double /*delta_d*/) {
   using Scale = const std::optional<at::Tensor>&;
+  expect_kind(kind, "region_loss_backward");
   PK_EXPECT(grad_loss.numel() == 1, "region_loss_backward", "grad_loss must be a scalar, got ", grad_loss.sizes());
   if (kind == static_cast<int64_t>(RegionLossKind::Discriminative)) {
     static const auto hinge_backward =

@@ -233,7 +233,7 @@ def _pm_fuzz(d):
 
 PM_ROW = Contract(
     op="prior_mask",
-    uses=("similarity_reduce",),
+    uses=("similarity_reduce", "minmax_scale"),
     fuzz=_pm_fuzz,
     make=_pm_inp("C130_odd"),
     call=_pm_call,

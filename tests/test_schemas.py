@@ -207,7 +207,15 @@ def _good() -> dict[str, dict]:
         "centroid_hinge": dict(emb=emb, labels=labels, num_regions=R, delta=0.5, ignore_index=-1),
         "centroid_hinge_backward": dict(grad_centroid=_f(B, R, D), grad_hinge=_f(B, R), emb=emb,
                                         labels=labels, count=count, centroid=centroid, delta=0.5,
-                                        ignore_index=-1),
+                                        ignore_index=-1, grad_scale=_f(1)),
+        "minmax_scale": dict(x=_f(B, 7), eps=1e-7),
+        "minmax_scale_backward": dict(grad_y=_f(B, 7), x=_f(B, 7), eps=1e-7),
+        # kind 3 (discriminative): centroid_hinge's arguments are checked by its own rows
+        "region_loss": dict(emb=emb, labels=labels, num_regions=R, ignore_index=-1, kind=2, alpha=0.5, beta=1.0,
+                            gamma=0.1, delta_v=0.5, delta_d=1.5),
+        "region_loss_backward": dict(grad_loss=_f(1).reshape(()), emb=emb, labels=labels, count=count,
+                                     centroid=centroid, dcentroid=_f(B, R, D), dvariance=_f(B, R), ignore_index=-1,
+                                     kind=2, alpha=0.5, beta=1.0, gamma=0.1, delta_v=0.5, delta_d=1.5),
     }  # fmt: skip
 
 
@@ -228,6 +236,12 @@ _BAD = {
     "count": [("R + 1", _f(B, R + 1)), ("B + 1", _f(B + 1, R)), ("flat", _f(B * R))],
     "offset": [("D + 1", _f(B, R, D + 1)), ("R + 1", _f(B, R + 1, D))],
     "num_regions": [("0", 0), ("-1", -1), ("2^31", 2**31)],
+    "dcentroid": [("D + 1", _f(B, R, D + 1)), ("R + 1", _f(B, R + 1, D))],
+    "dvariance": [("R + 1", _f(B, R + 1)), ("flat", _f(B * R))],
+    "kind": [("4", 4), ("-1", -1)],
+    "x": [("rank 3", _f(B, 7, 1)), ("flat", _f(B * 7)), ("int64", torch.ones(B, 7, dtype=torch.int64)),
+          ("float16", _f(B, 7, dtype=torch.float16))],
+    "grad_scale": [("two elements", _f(2))],
 }  # fmt: skip
 _BAD["feat"] = _BAD["emb"]
 
@@ -236,7 +250,11 @@ def _bad_cases():
     cases = []
     for op, args in _good().items():
         for arg, value in args.items():
-            if arg.startswith("grad_"):  # each has the shape of an output (or emb's)
+            if arg == "grad_loss":  # a scalar's
+                bad = [("two elements", _f(2))]
+            elif arg == "grad_scale":
+                bad = _BAD[arg]
+            elif arg.startswith("grad_"):  # each has the shape of an output (or emb's)
                 wider = torch.zeros(*value.shape[:-1], value.shape[-1] + 1, dtype=value.dtype)
                 bad = [("last dim + 1", wider), ("rank + 1", value.unsqueeze(0))]
             else:

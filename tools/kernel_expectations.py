@@ -101,6 +101,8 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"region_stats:.*", why="no spill, two or more blocks per SM"),
     Expect(r"region_loss:head_kernel<.*>", why="one block: a warp per image over (B, R, D) statistics, the "
            "images' losses summed warp by warp in order; a launch, not a bandwidth, to pay; no spill"),
+    Expect(r"minmax_scale:(forward|backward)_kernel<.*>", why="a block per row: a strided fold of the row, the 256 "
+           "partials merged in thread order from shared memory, then the write; no spill"),
     Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
     Expect(r"center_distance:backward_kernel<.*>", min_occupancy=None, max_stack=24, local_in_loop=25,
            why=_TILED + "; " + _DEBT),
@@ -259,7 +261,9 @@ EXPECTATIONS: list[Expect] = [
                "smallest (key, pixel), carried as scalars, and one dropping the pixels within d_step; no spill"),
     Expect(r"triton:pixel_keys:_keys_kernel\[.*", threads=0, min_occupancy=0.75,
            why="an elementwise hash over 1024 pixels a program (4 warps), the image's hash once; no spill"),
-    Expect(r"triton:region_loss:_head_kernel\[.*", threads=0, min_occupancy=0.125,
+    Expect(r"triton:minmax_scale:_\w+\[.*", threads=0, min_occupancy=0.25,
+           why="a program per row (4 warps), 1024-value blocks in order for the extremes and sums; no spill"),
+    Expect(r"triton:region_loss:_(disc_)?head_kernel\[.*", threads=0, min_occupancy=0.125,
            why="one program (4 warps) over the images in order, blocks of regions x dims; no spill"),
     Expect(r"triton:(center_distance|masked_sum|region_hinge|region_stats):_\w+\[.*", threads=0,
            min_occupancy=0.125, why=_TRITON + "; no spill"),

@@ -227,11 +227,15 @@ def head(count, centroid, variance, kind: int, alpha: float, beta: float, gamma:
     return loss, dcentroid, dvariance
 
 
+def _expect_kind(kind, op):
+    expect(0 <= kind <= 3, op, "kind must be 0 (MEnet eq. 3), 1 (MEnet eq. 2), 2 (CAS) or 3 (discriminative), got ",
+           kind)  # fmt: skip
+
+
 @triton_variant("region_loss")
 def region_loss_op(emb, labels, num_regions, ignore_index, kind, alpha, beta, gamma, delta_v, delta_d, check):
     op = "region_loss"
-    expect(0 <= kind <= 3, op, "kind must be 0 (MEnet eq. 3), 1 (MEnet eq. 2), 2 (CAS) or 3 (discriminative), got ",
-           kind)  # fmt: skip
+    _expect_kind(kind, op)
     expect(kind >= _CAS or num_regions == 2, op, "MEnet's loss takes num_regions 2, got ", num_regions)
     if kind == _DISCRIMINATIVE:
         count, centroid, variance = centroid_hinge.centroid_hinge_op(emb, labels, num_regions, delta_v, ignore_index, check)
@@ -246,6 +250,7 @@ def region_loss_op(emb, labels, num_regions, ignore_index, kind, alpha, beta, ga
 @triton_variant("region_loss_backward")
 def region_loss_backward_op(grad_loss, emb, labels, count, centroid, dcentroid, dvariance, ignore_index, kind, alpha,
                             beta, gamma, delta_v, delta_d):  # fmt: skip
+    _expect_kind(kind, "region_loss_backward")
     expect(grad_loss.numel() == 1, "region_loss_backward", "grad_loss must be a scalar, got ", list(grad_loss.shape))
     if kind == _DISCRIMINATIVE:
         return centroid_hinge.centroid_hinge_backward_op(
