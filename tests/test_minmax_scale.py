@@ -19,6 +19,8 @@ def _rows(kind: str, dtype=torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
     if kind == "odd":
         return torch.randn(3, 37, generator=g, dtype=dtype)
+    if kind == "negative":  # every value below 0 (a masked-out 0 must not pass for the maximum)
+        return torch.rand(3, 37, generator=g, dtype=dtype) - 2.0
     if kind == "one":  # a single value: lo = hi, y = 0 / eps
         return torch.randn(4, 1, generator=g, dtype=dtype)
     if kind == "long":  # several of the kernels' blocks, a remainder
@@ -37,7 +39,7 @@ def _rows(kind: str, dtype=torch.float64) -> torch.Tensor:
     return x
 
 
-KINDS = ["odd", "one", "long", "ties", "nan", "inf"]
+KINDS = ["odd", "negative", "one", "long", "ties", "nan", "inf"]
 
 
 def _run(request, backend, x, g, eps):

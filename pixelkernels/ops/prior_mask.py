@@ -11,7 +11,9 @@ exists: on the CPU both maps are read in place (as D-major views) and their grad
 written in their layout, so forward and backward allocate the two gradients and a few tiles. On
 CUDA and Triton the masked support is formed first, as those backends do for any weight. Half
 maps are widened to float32 first (the reference's arithmetic; the half max's gradient would
-otherwise follow rounding).
+otherwise follow rounding). The min-max normalisation is one more op (``minmax_scale``: a block
+per image, one launch forward and one backward; ties at the minimum or maximum share its
+gradient evenly, as ``torch.amin``/``amax`` do).
 """
 
 from __future__ import annotations
