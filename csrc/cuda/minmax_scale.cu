@@ -1,6 +1,6 @@
 // minmax_scale CUDA kernels (csrc/common/minmax_scale.h): a block per row (grid-stride over the
-// rows). Each thread folds its elements (i = thread, thread + 256, ...) in order, thread 0 merges
-// the 256 partials in thread order from shared memory, then every thread writes its elements:
+// rows). Each thread folds its elements (i = thread, thread + 256, ...) in order, the warps by
+// xor shuffles and thread 0 the 8 warps' in order (block_fold), then every thread writes its elements:
 // one launch forward, one backward, bitwise reproducible. The row is read twice (the second read
 // mostly from L2: prior_mask's rows are 3.6-14 K values).
 #include "common/minmax_scale.h"
@@ -11,30 +11,55 @@ namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kRowThreads = 256;
+constexpr int kRowWarps = kRowThreads / 32;
+
+template <typename T>
+__device__ minmax_scale::Extremes<T> shuffle_xor(minmax_scale::Extremes<T> e, int m) {
+  return {__shfl_xor_sync(kFullMask, e.lo, m), __shfl_xor_sync(kFullMask, e.hi, m), __shfl_xor_sync(kFullMask, e.nan, m)};
+}
+
+__device__ minmax_scale::Sums shuffle_xor(minmax_scale::Sums s, int m) {
+  return {__shfl_xor_sync(kFullMask, s.g, m), __shfl_xor_sync(kFullMask, s.gy, m), __shfl_xor_sync(kFullMask, s.n_lo, m),
+          __shfl_xor_sync(kFullMask, s.n_hi, m)};
+}
+
+// The block's fold of one value per thread: an xor butterfly in each warp, then thread 0 merges
+// the warps' in warp order (fixed trees: the same bits every run). `merge(a, b)` returns a with
+// b merged; every thread gets the result. `scratch` holds kRowWarps values.
+template <typename V, typename Merge>
+__device__ V block_fold(V v, V* scratch, Merge merge) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v = merge(v, shuffle_xor(v, m));
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kRowWarps; ++w) v = merge(v, scratch[w]);
+    scratch[0] = v;
+  }
+  __syncthreads();
+  v = scratch[0];
+  __syncthreads();  // scratch is reused by the caller
+  return v;
+}
 
 template <typename T>
 __device__ minmax_scale::Extremes<T> row_extremes(const T* __restrict__ x, int64_t N,
-                                                  minmax_scale::Extremes<T>* part) {
+                                                  minmax_scale::Extremes<T>* scratch) {
   auto e = minmax_scale::Extremes<T>::empty();
   for (int64_t i = threadIdx.x; i < N; i += kRowThreads) e.add(x[i]);
-  part[threadIdx.x] = e;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int t = 1; t < kRowThreads; ++t) e.merge(part[t]);
-    part[0] = e;
-  }
-  __syncthreads();
-  const auto all = part[0];
-  __syncthreads();  // part is reused by the caller's next row
-  return all;
+  return block_fold(e, scratch, [](minmax_scale::Extremes<T> a, const minmax_scale::Extremes<T>& b) {
+    a.merge(b);
+    return a;
+  });
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kRowThreads) forward_kernel(const T* __restrict__ x, int64_t B, int64_t N, T eps,
                                                               T* __restrict__ y) {
-  __shared__ minmax_scale::Extremes<T> part[kRowThreads];
+  __shared__ minmax_scale::Extremes<T> scratch[kRowWarps];
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
-    const auto e = row_extremes(x + b * N, N, part);
+    const auto e = row_extremes(x + b * N, N, scratch);
     const T lo = e.low(), den = e.high() - lo + eps;
     for (int64_t i = threadIdx.x; i < N; i += kRowThreads) y[b * N + i] = (x[b * N + i] - lo) / den;
   }
@@ -43,12 +68,12 @@ __global__ void __launch_bounds__(kRowThreads) forward_kernel(const T* __restric
 template <typename T>
 __global__ void __launch_bounds__(kRowThreads) backward_kernel(const T* __restrict__ g, const T* __restrict__ x,
                                                                int64_t B, int64_t N, T eps, T* __restrict__ gx) {
-  __shared__ minmax_scale::Extremes<T> part[kRowThreads];
-  __shared__ minmax_scale::Sums sums[kRowThreads];
+  __shared__ minmax_scale::Extremes<T> scratch[kRowWarps];
+  __shared__ minmax_scale::Sums sums[kRowWarps];
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     const T* xr = x + b * N;
     const T* gr = g + b * N;
-    const auto e = row_extremes(xr, N, part);
+    const auto e = row_extremes(xr, N, scratch);
     const T lo = e.low(), hi = e.high(), den = hi - lo + eps;
     minmax_scale::Sums s{0.0, 0.0, 0.0, 0.0};
     for (int64_t i = threadIdx.x; i < N; i += kRowThreads) {
@@ -57,23 +82,12 @@ __global__ void __launch_bounds__(kRowThreads) backward_kernel(const T* __restri
       s.n_lo += minmax_scale::is(xr[i], lo);
       s.n_hi += minmax_scale::is(xr[i], hi);
     }
-    sums[threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int t = 1; t < kRowThreads; ++t) {
-        s.g += sums[t].g;
-        s.gy += sums[t].gy;
-        s.n_lo += sums[t].n_lo;
-        s.n_hi += sums[t].n_hi;
-      }
-      sums[0] = s;
-    }
-    __syncthreads();
-    s = sums[0];
+    s = block_fold(s, sums, [](minmax_scale::Sums a, const minmax_scale::Sums& c) {
+      return minmax_scale::Sums{a.g + c.g, a.gy + c.gy, a.n_lo + c.n_lo, a.n_hi + c.n_hi};
+    });
     const T d_lo = T((s.gy - s.g) / den / s.n_lo), d_hi = T(-s.gy / den / s.n_hi);
     for (int64_t i = threadIdx.x; i < N; i += kRowThreads)
       gx[b * N + i] = gr[i] / den + d_lo * T(minmax_scale::is(xr[i], lo)) + d_hi * T(minmax_scale::is(xr[i], hi));
-    __syncthreads();  // sums is reused by the next row
   }
 }
 

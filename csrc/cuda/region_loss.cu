@@ -22,7 +22,9 @@ struct WarpSum {  // region_loss::image's sum over the lanes: the warp's 32
 };
 
 template <typename acc_t>
-__global__ void __launch_bounds__(kHeadThreads) head_kernel(RegionLossHead p) {
+// One block a launch: __launch_bounds__(256, 1) lets it keep the discriminative head's pair loop
+// in registers (at the default budget the double kernel spilled 64-72 B inside it).
+__global__ void __launch_bounds__(kHeadThreads, 1) head_kernel(RegionLossHead p) {
   __shared__ acc_t scratch[kHeadWarps];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const acc_t* n = static_cast<const acc_t*>(p.count);

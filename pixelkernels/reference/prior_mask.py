@@ -7,8 +7,7 @@ soft; any real or bool dtype). With q_i the query feature at pixel i and s_j = s
     c_i      = max_j q_i·s_j / (||q_i||·||s_j|| + eps)                   (cosine, max over support)
     prior[i] = (c_i - min_i c) / (max_i c - min_i c + eps)                (min-max per image)
 
-returned as (B, 1, Hq, Wq) in the statistics dtype (float32 for half inputs, else the input's),
-computed in float64.
+returned as (B, 1, Hq, Wq) in the statistics dtype (float32 for half inputs, else the input's).
 The max of cosine scores is similarity_reduce(metric="cosine", reduce="max") with one class:
 every support pixel is a ref of class 0 carrying its masked feature (masked-out pixels stay refs
 with a zero vector, cosine 0, as in PFENet, which does not drop them either). eps = 1e-7 is
@@ -41,16 +40,13 @@ def prior_mask(
     B, C, Hq, Wq = query_feat.shape
     Hs, Ws = support_feat.shape[2:]
     st = stats_dtype(query_feat.dtype)
-    # In float64 whatever the inputs' dtype, rounded to the statistics dtype at the end: the
-    # min-max divides by the spread of the cosines, which can be as small as their rounding.
-    f64 = torch.float64
-    q = query_feat.to(f64).reshape(B, C, Hq * Wq).transpose(1, 2)  # (B, Nq, C)
-    s = (support_feat.to(f64) * support_mask.to(st).to(f64)[:, None]).reshape(B, C, Hs * Ws).transpose(1, 2)
+    q = query_feat.to(st).reshape(B, C, Hq * Wq).transpose(1, 2)  # (B, Nq, C)
+    s = (support_feat.to(st) * support_mask.to(st)[:, None]).reshape(B, C, Hs * Ws).transpose(1, 2)
     every_pixel_class_0 = torch.zeros(B, Hs * Ws, dtype=torch.int64, device=s.device)
     c = similarity_reduce(q, s, every_pixel_class_0, 1, metric="cosine", reduce="max", eps=eps)
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
-        return c.reshape(B, 1, Hq, Wq).to(st)  # no pixel to normalise over (amin would refuse): empty, on the graph
+        return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph
     lo = c.amin(dim=1, keepdim=True)
     hi = c.amax(dim=1, keepdim=True)
-    return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq).to(st)
+    return ((c - lo) / (hi - lo + eps)).reshape(B, 1, Hq, Wq)

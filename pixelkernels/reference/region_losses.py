@@ -108,10 +108,9 @@ def masked_average_pool(feat, mask, eps=1e-5):
 
 def menet_saliency(emb, background_weights, squared=False):
     """Seed 001 eq. 5: S_i = ||f_i - sum_j w_j f_j / sum_j w_j|| (the center is 0 where
-    sum_j w_j = 0). In float64 whatever emb's dtype (see reference/menet_saliency.py): a pixel
-    at or near the center, where the norm's derivative is a unit vector or a sign, sees the
-    float64 center a float64 check computes."""
-    st = torch.float64
+    sum_j w_j = 0). In the statistics dtype: the bench times this form against our kernels, like
+    for like (the op's own oracle, reference/menet_saliency.py, works in float64)."""
+    st = stats_dtype(emb.dtype)
     x, w = emb.to(st), background_weights.to(emb.dtype).to(st)
     mass = w.sum(dim=(1, 2))
     has = mass > 0

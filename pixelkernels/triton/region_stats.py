@@ -377,9 +377,6 @@ def _rs_backward_kernel(
     # like every pixel that takes no part (as in the C++ kernels), never a division by 0.
     m = m & (n > 0)[:, None]
     gv = tl.load(gv_ptr + out, mask=valid, other=0.0)
-    if HAS_SCALE:  # region_loss: both incoming gradients times the loss's gradient
-        s = tl.load(scale_ptr)
-        gv = gv * s
     # emb only where the region's grad_variance is nonzero: without a variance gradient
     # (with_variance=False, or the variance unused) the backward moves half the bytes.
     x = tl.load(
@@ -390,12 +387,13 @@ def _rs_backward_kernel(
     idx = out[:, None] * D + offs_d[None, :]
     cen = tl.load(centroid_ptr + idx, mask=m, other=0.0)
     gc = tl.load(gc_ptr + idx, mask=m, other=0.0)
-    if HAS_SCALE:
-        gc = gc * s
     # A zero grad_variance (e.g. the variance output was not used) contributes exactly
     # nothing, even where x or the centroid is NaN, as autograd would for an unused output.
     dev = tl.where(gv[:, None] != 0.0, 2.0 * gv[:, None] * (x - cen), 0.0)
-    g = tl.where(m, (gc + dev) / tl.where(n > 0, n, 1.0)[:, None], 0.0)
+    den = tl.where(n > 0, n, 1.0)
+    if HAS_SCALE:  # region_loss: both incoming gradients times the loss's gradient, on the row's divisor
+        den = den / tl.load(scale_ptr)
+    g = tl.where(m, (gc + dev) / den[:, None], 0.0)
     tl.store(
         grad_ptr + pixel_offsets(b, offs_p, offs_d, gstride_b, gstride_d, gstride_p),
         g.to(grad_ptr.dtype.element_ty),
