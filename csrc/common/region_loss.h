@@ -77,16 +77,30 @@ PK_HD T pairwise_slope(const T* n) {
 // of the dims and regions) scaled by s (1 / #kept, or 0 for an image that is not kept: then
 // exactly 0 is written, whatever the statistics hold). `sum(x)` adds x over the lanes and gives
 // every lane the total (one lane: x itself), so every lane returns the same per_b.
+// Image b's rows of the statistics and of the coefficients, and its number of present regions.
+template <typename T>
+struct Image {
+  const T *n, *c, *v;  // count (R), centroid (R, D), variance or hinge (R)
+  T *dc, *dv;
+  int64_t np;
+  PK_HD Image(const RegionLossHead& p, int64_t b)
+      : n(static_cast<const T*>(p.count) + b * p.R),
+        c(static_cast<const T*>(p.centroid) + b * p.R * p.D),
+        v(static_cast<const T*>(p.variance) + b * p.R),
+        dc(static_cast<T*>(p.dcentroid) + b * p.R * p.D),
+        dv(static_cast<T*>(p.dvariance) + b * p.R),
+        np(0) {
+    for (int64_t r = 0; r < p.R; ++r) np += n[r] > T(0);
+  }
+};
+
 template <typename T, class Sum>
 PK_HD T menet_cas_image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes, Sum sum) {
   const int64_t R = p.R, D = p.D;
-  const T* n = static_cast<const T*>(p.count) + b * R;
-  const T* c = static_cast<const T*>(p.centroid) + b * R * D;
-  const T* v = static_cast<const T*>(p.variance) + b * R;
-  T* dc = static_cast<T*>(p.dcentroid) + b * R * D;
-  T* dv = static_cast<T*>(p.dvariance) + b * R;
-  int64_t np = 0;
-  for (int64_t r = 0; r < R; ++r) np += n[r] > T(0);
+  const Image<T> im(p, b);
+  const T *n = im.n, *c = im.c, *v = im.v;
+  T *dc = im.dc, *dv = im.dv;
+  const int64_t np = im.np;
   const T w = T(is_menet(p.kind) ? 0.5 : 1.0 - p.alpha), a = T(is_menet(p.kind) ? 0.0 : p.alpha);
   const T k = T(-4) * w * T(np) * s;  // d per / d c_i = -4 w |P| (c_i - m)
   T sq = T(0), vsum = T(0);
@@ -119,13 +133,10 @@ template <typename T, class Sum>
 PK_HD T discriminative_image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes,
                              Sum sum) {
   const int64_t R = p.R, D = p.D;
-  const T* n = static_cast<const T*>(p.count) + b * R;
-  const T* c = static_cast<const T*>(p.centroid) + b * R * D;
-  const T* h = static_cast<const T*>(p.variance) + b * R;
-  T* dc = static_cast<T*>(p.dcentroid) + b * R * D;
-  T* dh = static_cast<T*>(p.dvariance) + b * R;
-  int64_t np = 0;
-  for (int64_t r = 0; r < R; ++r) np += n[r] > T(0);
+  const Image<T> im(p, b);
+  const T *n = im.n, *c = im.c, *h = im.v;  // h: the hinge sums
+  T *dc = im.dc, *dh = im.dv;
+  const int64_t np = im.np;
   const T C = T(np > 0 ? np : 1), pairs = T(np > 1 ? np * (np - 1) : 1);
   const T beta = T(p.beta), gamma = T(p.gamma), two_dd = T(2) * T(p.delta_d);
   T var = T(0), push = T(0), reg = T(0);
