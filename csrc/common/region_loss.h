@@ -129,9 +129,12 @@ PK_HD T menet_cas_image(const RegionLossHead& p, int64_t b, bool keep, T s, int6
   return per;
 }
 
+// The discriminative head of image b over its rows i = row0, row0 + rows_step, ... (and, for
+// row0 = 0, the variance term): that share of per_b. CUDA splits an image's rows over the
+// block's warps, so an image's O(R^2 D) pairs run on all of them.
 template <typename T, class Sum>
 PK_HD T discriminative_image(const RegionLossHead& p, int64_t b, bool keep, T s, int64_t lane, int64_t lanes,
-                             Sum sum) {
+                             Sum sum, int64_t row0 = 0, int64_t rows_step = 1) {
   const int64_t R = p.R, D = p.D;
   const Image<T> im(p, b);
   const T *n = im.n, *c = im.c, *h = im.v;  // h: the hinge sums
@@ -140,12 +143,12 @@ PK_HD T discriminative_image(const RegionLossHead& p, int64_t b, bool keep, T s,
   const T C = T(np > 0 ? np : 1), pairs = T(np > 1 ? np * (np - 1) : 1);
   const T beta = T(p.beta), gamma = T(p.gamma), two_dd = T(2) * T(p.delta_d);
   T var = T(0), push = T(0), reg = T(0);
-  for (int64_t r = lane; r < R; r += lanes) {
+  for (int64_t r = lane; row0 == 0 && r < R; r += lanes) {
     const bool on = keep && n[r] > T(0);
     if (on) var += h[r] / n[r];
     dh[r] = on ? T(p.alpha) / (C * n[r]) * s : T(0);
   }
-  for (int64_t i = 0; i < R; ++i) {
+  for (int64_t i = row0; i < R; i += rows_step) {
     const T* ci = c + i * D;
     T* dci = dc + i * D;
     if (!(keep && n[i] > T(0))) {
@@ -176,7 +179,7 @@ PK_HD T discriminative_image(const RegionLossHead& p, int64_t b, bool keep, T s,
         for (int64_t d = lane; d < D; d += lanes) dci[d] += kp * (ci[d] - cj[d]);
     }
   }
-  return T(p.alpha) * sum(var) / C + beta * push / pairs + gamma * reg / C;
+  return (row0 == 0 ? T(p.alpha) * sum(var) / C : T(0)) + beta * push / pairs + gamma * reg / C;
 }
 
 template <typename T, class Sum>

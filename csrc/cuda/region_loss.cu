@@ -1,5 +1,6 @@
 // region_loss' head on CUDA (csrc/common/region_loss.h): one block, a warp per image (lanes over
-// dims and regions, region_loss::image), the images' losses summed in a fixed order (each warp its
+// dims and regions, region_loss::image; the discriminative head an image at a time, its rows
+// split over the warps), the images' losses summed in a fixed order (each warp its
 // images in order, then the warps in order): bitwise reproducible. The head reads (B, R, D)
 // statistics, O(B R D) work, next to the O(B D H W) pixel passes around it; one block keeps it to
 // one launch with no cross-block merge (a region loss's B and R are small: W2-W4 have B <= 40,
@@ -36,6 +37,26 @@ __global__ void __launch_bounds__(kHeadThreads, 1) head_kernel(RegionLossHead p)
   __syncthreads();
   const acc_t denom = scratch[0] > acc_t(0) ? scratch[0] : acc_t(1);
   __syncthreads();  // scratch is reused below
+  if (p.kind == RegionLossKind::Discriminative) {
+    // An image at a time on every warp (its rows split over them: O(R^2 D) pairs), its per_b
+    // summed over the warps in warp order, the images in order.
+    acc_t total = 0;
+    for (int64_t b = 0; b < p.B; ++b) {
+      const bool keep = region_loss::kept(p.kind, n + b * p.R, p.R);
+      const acc_t part = region_loss::discriminative_image<acc_t>(
+          p, b, keep, keep ? acc_t(1) / denom : acc_t(0), lane, 32, WarpSum{}, warp, kHeadWarps);
+      if (lane == 0) scratch[warp] = part;
+      __syncthreads();
+      if (threadIdx.x == 0 && keep) {
+        acc_t per = scratch[0];
+        for (int w = 1; w < kHeadWarps; ++w) per += scratch[w];
+        total += per;
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) *static_cast<acc_t*>(p.loss) = total / denom;
+    return;
+  }
   acc_t total = 0;  // this warp's images, in order (every lane holds it)
   for (int64_t b = warp; b < p.B; b += kHeadWarps) {
     const bool keep = region_loss::kept(p.kind, n + b * p.R, p.R);
