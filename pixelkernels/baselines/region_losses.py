@@ -12,17 +12,11 @@ from __future__ import annotations
 import torch
 
 from .._dtypes import stats_dtype
+from ..reference.region_losses import _mean_over_images
 from .center_distance import center_distance
 from .centroid_hinge import centroid_hinge
 from .masked_sum import masked_sum
 from .region_stats import region_stats
-
-
-def _mean_over_images(per_image: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """Mean of per_image over the images where ok; 0 with zero gradient when none is. No host
-    sync: the count of kept images stays a tensor."""
-    kept = torch.where(ok, per_image, torch.zeros_like(per_image))
-    return kept.sum() / ok.sum().clamp_min(1).to(per_image.dtype)
 
 
 def _safe_norm(sq: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,10 @@ masked average pooling (Wang et al., ICCV 2019).
 (one-hot masks, a (B, R, D, H·W) broadcast); every other backend runs the fused path: each
 loss is a composition of registered ops, which do all the per-pixel work (region_stats,
 centroid_hinge, pixel_normalize, masked_mean, center_distance): O(B·D·H·W) time, no one-hot
-mask, no (B, R, D, H·W) broadcast, no per-pixel PyTorch op. menet_metric_loss and cas_loss are
-one op each (region_loss: region_stats' pass, then the loss and its gradient with respect to the
-statistics in one more launch; backward, region_stats' backward pass alone): four launches
-forward and backward. discriminative_loss still does small tensor maths on the (B, R, D)
-statistics around centroid_hinge, which gives emb's whole gradient, rounded once.
+mask, no (B, R, D, H·W) broadcast, no per-pixel PyTorch op. menet_metric_loss, cas_loss and
+discriminative_loss are one op each (region_loss: region_stats' pass, or centroid_hinge's two,
+then the loss and its gradient with respect to the statistics in one more launch; backward, the
+statistics op's backward alone, which rounds emb's whole gradient once).
 
 Conventions shared by the losses: statistics and losses are float32 for half inputs, else the
 input dtype; pixels labelled ignore_index take part in nothing; an empty region contributes
@@ -285,7 +284,7 @@ def discriminative_loss(
     -----
     The centroids and the variance term come from :func:`pixelkernels.centroid_hinge`
     (``region_stats``' pass, then the fused second pass of ``region_hinge``), which rounds
-    ``emb``'s whole gradient once; the rest is ``(B, R, R)`` tensor maths. Accepts, copies and
+    ``emb``'s whole gradient once; the rest is one launch on the ``(B, R, D)`` statistics. Accepts, copies and
     refuses what :func:`pixelkernels.region_stats` does; negative margins: ``ValueError``. Norms
     have gradient 0 where they are 0 (two identical centroids, a pixel on its centroid), where
     codes that add an eps inside the square root get a tiny nonzero one.
