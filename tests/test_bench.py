@@ -403,6 +403,29 @@ def test_host_mode_rows():
     assert calls == ["Tensor.item", "Tensor.__bool__"] and not pk._checks._ASYNC_ON_CPU
 
 
+def test_host_mode_counts_the_launchers_aten_ops():
+    """The CUDA path's count sees the ATen ops a launcher's C++ side dispatches (each a launch on
+    a GPU), not only the emulator's kernels: pair_bce_backward sums its rows' partials with
+    at::sum and returns two clones of it."""
+    from pixelkernels.bench import host
+
+    emu = host.load_emulator()
+    if emu is None:
+        pytest.skip("no CUDA emulator (no CUDA headers)")
+    x, y = torch.randn(1, 5, 3), torch.randn(1, 4, 3)
+    xl, yl = torch.randint(0, 2, (1, 5)), torch.randint(0, 2, (1, 4))
+    one = torch.ones(1)
+
+    def step():
+        torch.ops.pixelkernels.pair_bce_backward(torch.ones(1, 5), x, xl, y, yl, one, one)
+
+    step()
+    before = int(emu.launch_count())
+    total = host.cuda_launches_per_call(step, emu)
+    kernels = int(emu.launch_count()) - before
+    assert total == 1 + kernels + 3  # ones, the kernels, the sum and its two clones
+
+
 @pytest.mark.triton
 @pytest.mark.skipif("triton" not in pk.available_backends(), reason="triton not usable here")
 def test_host_mode_counts_the_triton_path():

@@ -15,10 +15,10 @@ reference, on the CPU with one thread and the checks at their default, measured 
 - launches per call on the CUDA path (`cuda_launches`, the pixelkernels row, from a source
   tree): the same step with every pixelkernels op run by its CUDA launcher under tests/cuda_emu
   (the CUDA kernels compiled for the CPU), counting the kernels it launches plus the ATen
-  compute ops dispatched around them (the loss, autograd's seeds, glue: each a launch on a
-  GPU). A lower bound: fills and copies that the launchers' C++ side makes with ATen are not
-  seen. Counted after the timings, in a second pass: loading the emulator puts its checking
-  allocator under every CPU tensor;
+  compute ops dispatched around them (the loss, autograd's seeds, glue) and inside the
+  launchers' C++ side (fills, copies, dtype conversions, an ATen composition such as the CUDA
+  sampler's sort): on a GPU each is a launch. Counted after the timings, in a second pass:
+  loading the emulator puts its checking allocator under every CPU tensor;
 - launches per call on the Triton path (`triton_launches`, the triton row: with
   TRITON_INTERPRET=1 on the CPU, or on a GPU): every Triton kernel launch plus every ATen
   compute op, the Triton variants' glue inside their custom ops included. The triton row's host
@@ -83,19 +83,29 @@ def _does_work(func) -> bool:
     return func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view)
 
 
+_CPU_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+
+
 class _Counter(TorchDispatchMode):
     """Counts the operators that do work: ATen ops other than views and metadata, and each
     pixelkernels op once; with `emu`, pixelkernels ops run by their CUDA launchers under the
-    emulator instead (their kernels then counted by the emulator, not here)."""
+    emulator instead (their kernels then counted by the emulator, not here), with this mode
+    pushed again around them so that the ATen ops their C++ side dispatches (fills, copies,
+    dtype conversions, an ATen composition) are counted too: on a GPU each is a launch."""
 
     def __init__(self, emu=None):
         super().__init__()
         self.emu, self.n = emu, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "pixelkernels" and self.emu is not None:
-            func = getattr(getattr(self.emu, func._opname), func._overloadname)
-        elif _does_work(func):
+        if self.emu is not None and func.namespace in ("pixelkernels", "pixelkernels_emu"):
+            # an emulated launcher, or one a composite launcher calls (its kernels are the
+            # emulator's count, not an op here): straight to its CPU kernel, as through the
+            # dispatcher it would come back here; this mode pushed again for the ATen ops it calls
+            launcher = getattr(getattr(self.emu, func._opname), func._overloadname)
+            with self:
+                return launcher.redispatch(_CPU_KEY, *args, **(kwargs or {}))
+        if _does_work(func):
             self.n += 1
         return func(*args, **(kwargs or {}))
 
