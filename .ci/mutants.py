@@ -487,9 +487,18 @@ MUTANTS = [
            (T_SP, "-k", "fallback_with_some and cpu"), "the exact fallback adds the class's keys to the partial "
            "candidates instead of replacing them (those below the bound twice)"),
     Mutant("triton-sample_pixels-ignore-index", "pixelkernels/triton/sample_pixels.py",
-           "return _reference(labels, keys, num_classes, k, ignore_index)",
-           "return _reference(labels, keys, num_classes, k)",
+           "sort_keys, B * P, C, ignore_index,",
+           "sort_keys, B * P, C, -1,",
            (T_SP, "-k", "triton"), "ignore_index not passed on (-1 assumed)"),
+    Mutant("triton-sample_pixels-upper-bound", "pixelkernels/triton/sample_pixels.py",
+           "lo = tl.where(go & (a < v), mid + 1, lo)\n        hi = tl.where(go & (a >= v), mid, hi)",
+           "lo = tl.where(go & (a <= v), mid + 1, lo)\n        hi = tl.where(go & (a > v), mid, hi)",
+           (T_SP, "-k", "awkward and triton"), "a class's run found from its first key above (class << 42): "
+           "a pixel of key 0 left out"),
+    Mutant("cuda-sample_pixels-upper-bound", "csrc/cuda/sample_pixels.cu",
+           "if (a[mid] < v) {", "if (a[mid] <= v) {",
+           (T_SP, "-k", "awkward and emulated"), "a class's run found from its first key above (class << 42): "
+           "a pixel of key 0 left out"),
     # --- the dense family -----------------------------------------------------------------------
     Mutant("common-similarity_reduce-sigmoid-complement", "csrc/common/similarity_reduce.h",
            "comp = z >= acc_t(0) ? e * s : acc_t(1) - s;", "comp = acc_t(1) - s;",

@@ -1,13 +1,11 @@
 // sample_pixels, the torch side (csrc/common/sample_pixels.h). CPU tensors: per class, the keys
-// below a bound, sorted, with an exact fallback (csrc/cpu/sample_pixels.cpp). CUDA tensors: ATen's
-// segmented radix sort of (class, key) on the device, then a gather: the same function, and
-// the sort is what a GPU does best (no host sync, capturable).
+// below a bound, sorted, with an exact fallback (csrc/cpu/sample_pixels.cpp). CUDA tensors: a
+// kernel forms the (class, key) sort keys, ATen's segmented radix sort orders them on the
+// device, a kernel picks each class's first k (csrc/cuda/sample_pixels.cu): three launches for
+// the batch, the same function, and the sort is what a GPU does best (no host sync, capturable).
 #include "common/sample_pixels.h"
 
-#include <ATen/ops/arange.h>
-#include <ATen/ops/ones_like.h>
-#include <ATen/ops/where.h>
-#include <ATen/ops/zeros.h>
+#include <ATen/ops/sort.h>
 
 #include "torch_utils.h"
 
@@ -39,20 +37,17 @@ at::Tensor sample_pixels_impl(const at::Tensor& labels_in, const at::Tensor& key
         SamplePixels{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, k, ignore_index, out.mutable_data_ptr<int64_t>()});
     return out;
   } else {
-    // pixelkernels/reference/sample_pixels.py in ATen.
-    const at::Tensor lab = labels_in.reshape({B, P}).to(at::kLong);
-    const at::Tensor cls = lab.where(lab.ge(0).logical_and_(lab.lt(C)).logical_and_(lab.ne(ignore_index)), C);
-    const at::Tensor key = cls.bitwise_left_shift(sample_pixels::kKeyBits)
-                               .bitwise_or_(keys.reshape({B, P}).bitwise_and(sample_pixels::kKeyMask));
-    const at::Tensor order = std::get<1>(key.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false));
-    at::Tensor counts = at::zeros({B, C + 1}, lab.options());
-    counts.scatter_add_(1, cls, at::ones_like(cls));
-    const at::Tensor start = counts.cumsum(1).sub_(counts);
-    const at::Tensor j = at::arange(k, lab.options());
-    const at::Tensor pos =
-        start.slice(1, 0, C).unsqueeze(2).add(j).clamp_max_(P - 1).reshape({B, C * k});
-    const at::Tensor picked = order.gather(1, pos).reshape({B, C, k});
-    out.copy_(picked.where(j.lt(counts.slice(1, 0, C).unsqueeze(2)), -1));
+    Launcher<On> launcher(labels_in, op);
+    const Labels labels(labels_in);
+    const at::Tensor kc = keys.contiguous();
+    at::Tensor sort_keys = at::empty({B, P}, out.options());
+    launcher(SampleSortKeys{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, ignore_index,
+                            sort_keys.mutable_data_ptr<int64_t>()});
+    // stable: equal keys in pixel order, as the CPU kernel ranks them
+    const auto [sorted, order] = sort_keys.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false);
+    const at::Tensor s = sorted.contiguous(), o = order.contiguous();
+    launcher(SamplePick{s.const_data_ptr<int64_t>(), o.const_data_ptr<int64_t>(), B, P, C, k,
+                        out.mutable_data_ptr<int64_t>()});
     return out;
   }
 }

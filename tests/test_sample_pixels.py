@@ -42,12 +42,6 @@ def test_every_backend_picks_the_same_pixels(backend, device, label_dtype):
         assert torch.equal(got.cpu(), want), (B, H, W, C, k)
 
 
-def test_emulated_cuda_path_picks_the_same_pixels(emu):
-    labels = make_labels(3, 9, 10, 3, device="cpu").to(torch.int32)
-    keys = _keys((3, 9, 10))
-    assert torch.equal(emu.sample_pixels(labels, keys, 3, 7, -1), reference(labels, keys, 3, 7, -1))
-
-
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_sets_are_distinct_pixels_of_their_class(backend, device):
     B, H, W, C, k = 4, 12, 13, 5, 20
@@ -276,6 +270,23 @@ def sampler(request):
         emu = request.getfixturevalue("emu")
         return lambda labels, keys, C, k, ignore=-1: emu.sample_pixels(labels.clone(), keys.clone(), C, k, ignore)
     return lambda labels, keys, C, k, ignore=-1: _op(backend)(labels.to(device), keys.to(device), C, k, ignore).cpu()
+
+
+@pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_awkward_sizes_and_ties(sampler, label_dtype):
+    """Every backend and the emulated CUDA path (sort keys, a stable sort, picks) at awkward sizes: k below, at and
+    above a class's size, empty classes, labels out of range and ignored, exact key ties, more
+    (image, class) rows and output columns than the emulator's grid (the grid-stride loops)."""
+    for B, H, W, C, k, ignore, seed in [(3, 9, 10, 3, 7, -1, 0), (2, 13, 11, 4, 50, 1, 1), (1, 1, 1, 2, 3, 255, 2),
+                                        (7, 5, 3, 6, 2, 6, 3), (2, 31, 33, 5, 1100, -1, 4), (5, 4, 4, 1, 16, 0, 5)]:  # fmt: skip
+        labels = make_labels(B, H, W, C + 1, device="cpu", seed=seed)  # label C: out of range
+        if label_dtype == torch.uint8:
+            labels = labels.clamp_min(0)
+        labels = labels.to(label_dtype)
+        ignore = ignore if ignore <= torch.iinfo(label_dtype).max else -1
+        keys = _keys((B, H, W), seed=seed) % 64  # many exact ties: the lower pixel first
+        want = reference(labels, keys, C, k, ignore)
+        assert torch.equal(sampler(labels, keys, C, k, ignore), want), (B, H, W, C, k, label_dtype)
 
 
 def test_fallback_with_some_but_fewer_than_k_keys_below_the_bound(sampler):

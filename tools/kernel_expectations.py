@@ -188,6 +188,11 @@ EXPECTATIONS: list[Expect] = [
                "memory, up to 120 registers, three blocks per SM; no spill"),
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
     Expect(r"pixel_keys:keys_kernel", why="an elementwise hash, one 8-byte key stored per thread and pixel; no spill"),
+    Expect(r"sample_pixels:sort_keys_kernel<.*>", min_occupancy=0.75,
+           why="elementwise: a label at its own width and a key read, one 8-byte sort key written a pixel; no spill"),
+    Expect(r"sample_pixels:pick_kernel", min_occupancy=0.75,
+           why="two threads binary-search the (image, class) run into 16 B of shared memory, every thread "
+               "then copies one index (or -1) a column; no spill"),
     Expect(r"check_values:check_kernel<.*>", max_stack=24, wide_loads=(128, 1),
            why="one 16-byte load per word of values (the first kernel with vector loads); the 24-byte frame "
                "is the cold report() call's (printf, the failed assert), outside the loop; the message stays "
@@ -270,6 +275,12 @@ EXPECTATIONS: list[Expect] = [
                "smallest (key, pixel), carried as scalars, and one dropping the pixels within d_step; no spill"),
     Expect(r"triton:pixel_keys:_keys_kernel\[.*", threads=0, min_occupancy=0.75,
            why="an elementwise hash over 1024 pixels a program (4 warps), the image's hash once; no spill"),
+    Expect(r"triton:sample_pixels:_sort_keys_kernel\[.*", threads=0, min_occupancy=0.5,
+           why="elementwise over 1024 pixels a program (4 warps): a label, a key, one sort key; eight int64 "
+               "keys a lane in flight take 63 registers on sm_90 (occupancy 0.5); no spill"),
+    Expect(r"triton:sample_pixels:_pick_kernel\[.*", threads=0, min_occupancy=0.5,
+           why="a [rows, columns] output tile a program (4 warps): each row's two binary searches as lanes, "
+               "then one index (or -1) a column; no spill"),
     Expect(r"triton:minmax_scale:_\w+\[.*", threads=0, min_occupancy=0.25,
            why="a program per row (4 warps), 1024-value blocks in order for the extremes and sums; no spill"),
     Expect(r"triton:region_loss:_(disc_)?head_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=8,

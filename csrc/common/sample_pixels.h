@@ -24,7 +24,32 @@ struct SamplePixels {
   int64_t* out;          // (B, C, k); every element is written
 };
 
-// Kernel: csrc/cpu/sample_pixels.cpp (CUDA tensors: ATen's sort on the device, csrc/sample_pixels.cpp).
+// Kernel: csrc/cpu/sample_pixels.cpp.
 Status launch(OnCpu, const SamplePixels& p);
+
+// CUDA tensors (csrc/sample_pixels.cpp): ATen's segmented radix sort of one key per pixel, between
+// two kernels of csrc/cuda/sample_pixels.cu (one launch each, for the whole batch).
+//   SampleSortKeys: sort_keys[b, p] = (c << kKeyBits) | (keys[b, p] & kKeyMask), c the pixel's
+//                   class, C for a pixel of none (grouped after every class)
+//   SamplePick:     the sorted keys hold class c of image b in one run [s_c, s_c + n_c), found
+//                   by two binary searches; out[b, c, j] = order[b, s_c + j] (j < n_c), else -1
+// A stable sort puts equal keys in pixel order: the same pixels as the CPU kernel's.
+struct SampleSortKeys {
+  LabelMap labels;      // (B, P)
+  const int64_t* keys;  // (B, P) contiguous
+  int64_t B, P, C;
+  int64_t ignore_index;
+  int64_t* sort_keys;   // (B, P); every element is written
+};
+
+struct SamplePick {
+  const int64_t* sorted;  // (B, P): the sort keys, ascending per image
+  const int64_t* order;   // (B, P): their pixel indices
+  int64_t B, P, C, k;
+  int64_t* out;           // (B, C, k); every element is written
+};
+
+Status launch(OnCuda, const SampleSortKeys& p);
+Status launch(OnCuda, const SamplePick& p);
 
 }  // namespace pixelkernels

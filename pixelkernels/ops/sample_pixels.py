@@ -20,7 +20,8 @@ generator state:
 - CPU: per class, the keys below a bound that k uniform keys meet with overwhelming probability,
   sorted (a class with fewer than k keys below it is collected again in full: exact for any
   keys);
-- CUDA and Triton: (class, key) sorted by ATen's segmented radix sort on the device;
+- CUDA and Triton: a kernel forms the (class, key) sort keys, ATen's segmented radix sort orders
+  them on the device, a kernel picks each class's first k: three launches for the batch;
 - reference: the same selection in torch ops (``pixelkernels.reference.sample_pixels``).
 
 No host sync: a draw can be captured in a CUDA graph.

@@ -1,0 +1,80 @@
+// sample_pixels CUDA kernels (csrc/common/sample_pixels.h), around ATen's segmented radix sort
+// (csrc/sample_pixels.cpp): the sort keys in one elementwise pass over the batch, the picks in
+// one pass over the output. A block of the pick finds its (image, class) run once (two binary
+// searches of log2(P) steps, by two threads) and its threads copy from it: the output is
+// written once, coalesced, and read from the sort's indices only where a pixel is picked.
+#include "common/sample_pixels.h"
+#include "cuda/common.cuh"
+
+namespace pixelkernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename label_t>
+__global__ void __launch_bounds__(kThreads)
+    sort_keys_kernel(const label_t* __restrict__ labels, const int64_t* __restrict__ keys, int64_t n, int64_t C,
+                     int64_t ignore, int64_t* __restrict__ sort_keys) {
+  const int64_t step = int64_t(gridDim.x) * kThreads;
+  for (int64_t q = int64_t(blockIdx.x) * kThreads + threadIdx.x; q < n; q += step) {
+    const int64_t l = static_cast<int64_t>(labels[q]);
+    const int64_t c = takes_part(l, C, ignore) ? l : C;
+    sort_keys[q] = (c << sample_pixels::kKeyBits) | (keys[q] & sample_pixels::kKeyMask);
+  }
+}
+
+// The first index of a[0, n) (ascending) whose value is >= v.
+__device__ __forceinline__ int64_t lower_bound(const int64_t* __restrict__ a, int64_t n, int64_t v) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < v) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+__global__ void __launch_bounds__(kThreads)
+    pick_kernel(const int64_t* __restrict__ sorted, const int64_t* __restrict__ order, int64_t B, int64_t P,
+                int64_t C, int64_t k, int64_t* __restrict__ out) {
+  __shared__ int64_t run[2];  // [s_c, s_c + n_c)
+  const int64_t step = int64_t(gridDim.x) * kThreads;
+  for (int64_t row = blockIdx.y; row < B * C; row += gridDim.y) {  // uniform per block
+    const int64_t b = row / C, c = row - b * C;
+    __syncthreads();  // every thread has read the previous row's run
+    if (threadIdx.x < 2) run[threadIdx.x] = lower_bound(sorted + b * P, P, (c + threadIdx.x) << sample_pixels::kKeyBits);
+    __syncthreads();
+    const int64_t s = run[0], n = run[1] - run[0];
+    for (int64_t j = int64_t(blockIdx.x) * kThreads + threadIdx.x; j < k; j += step)
+      out[row * k + j] = j < n ? order[b * P + s + j] : -1;
+  }
+}
+
+}  // namespace
+}  // namespace pixelkernels::cuda
+
+namespace pixelkernels {
+
+Status launch(OnCuda on, const SampleSortKeys& p) {
+  const int64_t n = p.B * p.P;
+  if (n == 0) return nullptr;
+  cuda::dispatch_label(p.labels.type, [&](auto lt) {
+    using label_t = typename decltype(lt)::type;
+    cuda::launch_kernel(cuda::sort_keys_kernel<label_t>, dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(n, cuda::kThreads))),
+                        dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const label_t*>(p.labels.data),
+                        p.keys, n, p.C, p.ignore_index, p.sort_keys);
+  });
+  return cuda::status();
+}
+
+Status launch(OnCuda on, const SamplePick& p) {
+  if (p.B * p.C * p.k == 0) return nullptr;
+  const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(p.k, cuda::kThreads)), cuda::image_grid(p.B * p.C));
+  cuda::launch_kernel(cuda::pick_kernel, grid, dim3(cuda::kThreads), 0, cuda::stream_of(on), p.sorted, p.order, p.B, p.P, p.C, p.k, p.out);
+  return cuda::status();
+}
+
+}  // namespace pixelkernels
