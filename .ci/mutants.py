@@ -495,6 +495,10 @@ MUTANTS = [
            "lo = tl.where(go & (a <= v), mid + 1, lo)\n        hi = tl.where(go & (a > v), mid, hi)",
            (T_SP, "-k", "awkward and triton"), "a class's run found from its first key above (class << 42): "
            "a pixel of key 0 left out"),
+    Mutant("cuda-centroid_hinge-offset-unscaled", "csrc/cuda/region_hinge.cu",
+           "const acc_t g = scale != nullptr ? mul_rn(gc[o], scale[0]) : gc[o];", "const acc_t g = gc[o];",
+           ("tests/test_schemas.py", "-k", "compositions_agree and emulated"),
+           "region_loss' grad_scale left out of the incoming centroid gradient in the offset table"),
     Mutant("cuda-sample_pixels-upper-bound", "csrc/cuda/sample_pixels.cu",
            "if (a[mid] < v) {", "if (a[mid] <= v) {",
            (T_SP, "-k", "awkward and emulated"), "a class's run found from its first key above (class << 42): "

@@ -339,8 +339,11 @@ def test_centroid_hinge_compositions_agree_bitwise(variant, dtype, pattern, lib)
     count, centroid, hinge = cpp
     grad_centroid = torch.randn(centroid.shape, generator=g, dtype=torch.float64).to(centroid.dtype)
     grad_hinge = torch.randn(hinge.shape, generator=g, dtype=torch.float64).to(hinge.dtype)
+    # region_loss' grad_scale: on CUDA applied in the kernels, as the two products would round
+    scale = torch.tensor([0.37], dtype=hinge.dtype)
     for c in (centroid, centroid.double()):  # the centroids in another dtype than the statistics'
         bargs = (grad_centroid, grad_hinge, emb, labels, count, c, 0.25, -1)
         cpp_grad = ops.centroid_hinge_backward(*bargs)
         assert cpp_grad.dtype == emb.dtype and cpp_grad.shape == emb.shape
         assert torch.equal(cpp_grad, composition.backward(ops, *bargs))
+        assert torch.equal(ops.centroid_hinge_backward(*bargs, scale), composition.backward(ops, *bargs, scale))

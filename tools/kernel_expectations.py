@@ -113,6 +113,9 @@ EXPECTATIONS: list[Expect] = [
            why=_TILED + "; " + _DEBT),
     Expect(r"center_distance:forward_kernel<.*>", max_stack=16, local_in_loop=2, why=_DEBT),
     Expect(r"(center_distance|region_hinge):sum_partials_kernel<.*>", why="a short reduction, no spill"),
+    Expect(r"region_hinge:offset_kernel<.*>",
+           why="centroid_hinge's offset table: sum_partials' reduction, then one product and one quotient an "
+               "output; no spill"),
     # +8 B (24): the frame of masked_mean's cold weight-check report (printf + assert, called once
     # after the pixel loop); the kV = 0 variant (C > 32 G, partials in the warp's slot) up to 40 B
     # and one more local access in its loop (the least weight and its pixel carried through it).

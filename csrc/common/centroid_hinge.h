@@ -11,7 +11,7 @@
 // values are theirs (the same chunk sums merged in the same order, so the same offsets) but
 // for the last rounding: the first term is rounded before the offset is added, where the
 // second pass may fuse the two into one FMA (1 ulp; the CPU kernels compute in emb's dtype).
-// CPU only: the GPUs run the two passes (csrc/centroid_hinge.cpp).
+// CPU only: the GPUs run the two passes (below and csrc/centroid_hinge.cpp).
 #pragma once
 
 #include "common/region_hinge.h"
@@ -20,13 +20,28 @@ namespace pixelkernels {
 
 struct CentroidHingeBackward {
   // emb, labels, R, ignore_index, centroid, grad_hinge, delta as region_hinge's backward;
-  // grad_emb: written (required); grad_centroid: scratch (B, R, D) for `through` (the hinge's
-  // own centroid gradient); offset: unused.
+  // grad_emb: written (required); grad_centroid: scratch (B, R, D) (CPU: `through`, the hinge's
+  // own centroid gradient; CUDA: the offset table); offset: unused.
   RegionHingeBackward hinge;
   const void* grad_centroid;  // (B, R, D), accumulation type: the incoming gradient of centroid
   const void* count;          // (B, R), accumulation type
+  // CUDA only (the CPU's torch side multiplies first): 1 element, accumulation type, or null.
+  // region_loss' loss gradient s: the gradients are those of s·grad_centroid and s·grad_hinge,
+  // each product rounded once as a separate multiplication would round it.
+  const void* grad_scale = nullptr;
+  void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes
+  size_t workspace_bytes = 0;
 };
 
+// CUDA (csrc/cuda/region_hinge.cu): the same composition as csrc/centroid_hinge.cpp's Python
+// twin (pixelkernels/triton/centroid_hinge.py), in three launches with no ATen op between them:
+//   1. region_hinge's backward kernel without its store (partials of `through` only),
+//   2. the offset table offset[b, r] = (s·grad_centroid + through)[b, r] / max(count[b, r], 1),
+//      `through` merged from the partials in sum_partials' order (bitwise its sums),
+//   3. the backward kernel again with the offset (its centroid partials not merged: unused).
+// Bitwise the values of the composition of region_hinge_backward calls and ATen ops.
 Status launch(OnCpu, const CentroidHingeBackward& p);
+size_t workspace_bytes(OnCuda, const CentroidHingeBackward& p);
+Status launch(OnCuda, const CentroidHingeBackward& p);
 
 }  // namespace pixelkernels

@@ -169,6 +169,18 @@ inline Status status() {
 
 // out[b * K + k] = sign * sum over c < n, in order, of part[(b * n + c) * K + k]: one warp per
 // output, lanes over c, then warp_sum's fixed shuffle tree. Writes zeros when n == 0.
+// Output o = b * K + k of the merge: the sum over c < n of part[(b * n + c) * K + k], lanes over
+// c in order, then warp_sum's tree (every lane of the warp gets it). The one order every merge
+// of partials uses (sum_partials_kernel, region_hinge's offset table).
+template <typename acc_t>
+__device__ __forceinline__ acc_t partials_sum(const acc_t* __restrict__ part, int64_t n, int64_t K, int64_t o,
+                                              int lane) {
+  const int64_t b = o / K, k = o - b * K;
+  acc_t s = 0;
+  for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+  return warp_sum(s);
+}
+
 template <typename acc_t>
 __global__ void __launch_bounds__(256)
     sum_partials_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t K, acc_t sign,
@@ -177,13 +189,15 @@ __global__ void __launch_bounds__(256)
   const int lane = threadIdx.x & 31;
   const int64_t total = B * K, nw = int64_t(gridDim.x) * kWarpsPerBlock;
   for (int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); o < total; o += nw) {
-    const int64_t b = o / K, k = o - b * K;
-    acc_t s = 0;
-    for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
-    s = warp_sum(s);
+    const acc_t s = partials_sum(part, n, K, o, lane);
     if (lane == 0) out[o] = sign * s;
   }
 }
+
+// a * b rounded on its own (never contracted with a following add into an FMA): the product a
+// separate ATen multiplication would round.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 
 template <typename acc_t>
 void sum_partials(const acc_t* part, int64_t B, int64_t n, int64_t K, acc_t sign, acc_t* out, cudaStream_t stream) {

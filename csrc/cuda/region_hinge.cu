@@ -23,6 +23,7 @@
 //  Without grad_emb (gx null: centroid_hinge's first pass) the same kernel with its stores
 //  predicated off by that uniform flag, so grad_centroid comes from the same code, bitwise. (A
 //  no-store twin of each variant doubled the kernels, and ptxas spilled in 82 of their 310 builds.)
+#include "common/centroid_hinge.h"
 #include "common/region_hinge.h"
 #include "common/region_stats.h"
 #include "cuda/common.cuh"
@@ -153,12 +154,13 @@ template <typename scalar_t, typename acc_t, typename label_t, int kV>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
                     const acc_t* __restrict__ centroid, const acc_t* __restrict__ grad_hinge,
-                    const acc_t* __restrict__ offset, acc_t delta, int gs, int64_t chunk, int64_t nc, bool smem,
-                    scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+                    const acc_t* __restrict__ scale, const acc_t* __restrict__ offset, acc_t delta, int gs,
+                    int64_t chunk, int64_t nc, bool smem, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd, K = R * D;
   const int64_t c0 = int64_t(blockIdx.x) * chunk, c1 = c0 + chunk < P ? c0 + chunk : P;
+  const acc_t sc = scale != nullptr ? scale[0] : acc_t(1);  // g * 1 is g, bitwise
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
     const acc_t* cent = centroid + b * K;
     // The warp's [R][D] bins; bin (r, d) is only ever updated by lane d % G.
@@ -197,7 +199,8 @@ __global__ void __launch_bounds__(kThreads)
           }
       }
       ss = group_sum(ss, gs);
-      const acc_t f = r >= 0 ? grad_hinge[b * R + r] * region_hinge::term(ss, delta).factor : acc_t(0);
+      // (g s) rounded, then times the factor: as grad_hinge scaled by a separate multiplication
+      const acc_t f = r >= 0 ? (grad_hinge[b * R + r] * sc) * region_hinge::term(ss, delta).factor : acc_t(0);
       const unsigned any = __ballot_sync(kFullMask, r >= 0);
       if constexpr (kV > 0) {
 #pragma unroll
@@ -266,6 +269,45 @@ Status check(const Plan& q, void* ws, size_t ws_bytes) {
   return nullptr;
 }
 
+// One launch of backward_kernel over the plan's chunks (none when P == 0 or D == 0).
+template <typename scalar_t, typename acc_t, typename label_t>
+void backward_pass(const RegionHingeBackward& p, const Plan& q, const acc_t* scale, const acc_t* offset,
+                   scalar_t* gx, acc_t* part, cudaStream_t st) {
+  if (q.nc == 0) return;
+  const int gs = group_shift(p.emb);
+  constexpr int kMax = kRegWords / (sizeof(acc_t) / 4);
+  dispatch_values<1, kMax>(ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
+    launch_kernel(backward_kernel<scalar_t, acc_t, label_t, decltype(v)::value>,
+                  dim3(static_cast<unsigned>(q.nc), image_grid(p.emb.B)), dim3(kThreads), q.smem_bytes, st,
+                  pixels_of<scalar_t>(p.emb), static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
+                  static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge), scale, offset,
+                  acc_t(p.delta), gs, q.chunk, q.nc, q.smem, gx, part);
+  });
+}
+
+// centroid_hinge's offset table from the first pass's n partials per image (B, n, R*D):
+//     offset[b, r, d] = (s gc[b, r, d] + through[b, r, d]) / max(count[b, r], 1),
+//     through = -(the partials' sum in sum_partials' order)
+// s gc rounded on its own, then the sum and the quotient as ATen's add and div round them: the
+// bits of the composition with sum_partials and ATen ops. One warp per output.
+template <typename acc_t>
+__global__ void __launch_bounds__(256)
+    offset_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t R, int64_t D,
+                  const acc_t* __restrict__ gc, const acc_t* __restrict__ count, const acc_t* __restrict__ scale,
+                  acc_t* __restrict__ offset) {
+  constexpr int kWarpsPerBlock = 256 / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t K = R * D, total = B * K, nw = int64_t(gridDim.x) * kWarpsPerBlock;
+  for (int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); o < total; o += nw) {
+    const acc_t through = acc_t(-1) * partials_sum(part, n, K, o, lane);
+    if (lane == 0) {
+      const acc_t g = scale != nullptr ? mul_rn(gc[o], scale[0]) : gc[o];
+      const acc_t m = count[o / D];  // (b, r) = o / D: count is (B, R)
+      offset[o] = (g + through) / (m > acc_t(1) ? m : acc_t(1));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pixelkernels::cuda
 
@@ -302,26 +344,46 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
   if (p.emb.B == 0) return nullptr;  // grad_emb and grad_centroid are empty
   const cuda::Plan q = cuda::bwd_plan(p);
   if (Status e = cuda::check(q, p.workspace, p.workspace_bytes)) return e;
-  const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_all(p, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using label_t = typename decltype(l)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
-    constexpr int kMax = cuda::kRegWords / (sizeof(acc_t) / 4);
-    if (q.nc > 0)
-      cuda::dispatch_values<1, kMax>(cuda::ceil_div<int64_t>(p.emb.D, int64_t(1) << gs), [&](auto v) {
-        cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t, label_t, decltype(v)::value>,
-                            dim3(static_cast<unsigned>(q.nc), cuda::image_grid(p.emb.B)), dim3(cuda::kThreads),
-                            q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
-                            static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
-                            static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge),
-                            static_cast<const acc_t*>(p.offset), acc_t(p.delta), gs, q.chunk, q.nc, q.smem,
-                            static_cast<scalar_t*>(p.grad_emb), part);  // null: no store
-      });
+    cuda::backward_pass<scalar_t, acc_t, label_t>(p, q, nullptr, static_cast<const acc_t*>(p.offset),
+                                                  static_cast<scalar_t*>(p.grad_emb), part, st);  // null: no store
     // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
     cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
+  });
+  return cuda::status();
+}
+
+size_t workspace_bytes(OnCuda, const CentroidHingeBackward& p) { return cuda::bwd_plan(p.hinge).ws; }
+
+Status launch(OnCuda on, const CentroidHingeBackward& p) {
+  RegionHingeBackward h = p.hinge;
+  if (h.emb.B == 0) return nullptr;  // grad_emb is empty
+  if (h.grad_emb == nullptr) return "centroid_hinge_backward: grad_emb is required";
+  h.workspace = p.workspace;
+  h.workspace_bytes = p.workspace_bytes;
+  const cuda::Plan q = cuda::bwd_plan(h);
+  if (Status e = cuda::check(q, h.workspace, h.workspace_bytes)) return e;
+  cuda::dispatch_all(h, [&](auto s, auto a, auto l) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    using label_t = typename decltype(l)::type;
+    acc_t* part = static_cast<acc_t*>(h.workspace);
+    acc_t* offset = static_cast<acc_t*>(h.grad_centroid);
+    const auto* scale = static_cast<const acc_t*>(p.grad_scale);
+    const cudaStream_t st = cuda::stream_of(on);
+    cuda::backward_pass<scalar_t, acc_t, label_t>(h, q, scale, nullptr, nullptr, part, st);  // `through`'s partials
+    const int64_t blocks = cuda::ceil_div<int64_t>(h.emb.B * q.K, 256 / 32);
+    if (blocks > 0)  // also when P == 0 or D == 0 (no partials): through = -0
+      cuda::launch_kernel(cuda::offset_kernel<acc_t>, dim3(cuda::stride_grid(blocks, 8192)), dim3(256), 0, st, part,
+                          h.emb.B, q.nc * q.slots, h.R, h.emb.D, static_cast<const acc_t*>(p.grad_centroid),
+                          static_cast<const acc_t*>(p.count), scale, offset);
+    // the same workspace: its partials were merged into the offset table (stream order)
+    cuda::backward_pass<scalar_t, acc_t, label_t>(h, q, scale, offset, static_cast<scalar_t*>(h.grad_emb), part, st);
   });
   return cuda::status();
 }

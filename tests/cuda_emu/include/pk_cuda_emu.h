@@ -186,9 +186,10 @@ inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 
-// float64 products and sums rounded as written (nvcc never contracts these into an FMA; g++
+// Products and sums rounded as written (nvcc never contracts these into an FMA; g++
 // does not contract here either: the kernels build without -ffp-contract=fast).
 inline double __dmul_rn(double a, double b) { return a * b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline double __dadd_rn(double a, double b) { return a + b; }
 
 namespace pk_emu {
