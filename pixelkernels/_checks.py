@@ -18,6 +18,7 @@ are checked in one of three modes (``set_checks``; docs, conventions, "Checks"):
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import operator
 
@@ -182,6 +183,8 @@ def dims_match(name: str, got, want, what: str) -> None:
 
 def _index(v, name: str) -> int:
     """An integer (int, numpy or 0-dim integer tensor: anything operator.index takes), not a bool."""
+    if type(v) is int:  # the common case first (a bool's type is bool): every op call checks a few
+        return v
     if isinstance(v, bool) or _numpy_bool(v):
         raise TypeError(f"{name} must be an int, got {type(v).__name__}")
     try:
@@ -201,6 +204,8 @@ def boolean(v, name: str) -> bool:
 def choice(v, name: str, allowed: tuple):
     """One of `allowed` (ints or strings), compared by type as well as value: 1.0 and True equal
     1 in Python, and "1" is not the int 1."""
+    if type(v) is str and v in allowed:  # the common case first; a str matches only a str
+        return v
     kinds = {type(a) for a in allowed}
     if kinds == {int}:
         v = _index(v, name)
@@ -231,10 +236,11 @@ def plain_int(v, name: str) -> int:
 
 def real(v, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
     """A finite float (an int is accepted), at least `minimum` (greater if `strict`)."""
-    if isinstance(v, bool) or _numpy_bool(v) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(v).__name__}")
+    if type(v) is not float and type(v) is not int:  # a bool's type is bool: refused below
+        if isinstance(v, bool) or _numpy_bool(v) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must be a float, got {type(v).__name__}")
     v = float(v)
-    if v != v or v in (float("inf"), float("-inf")):
+    if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}")
