@@ -1,6 +1,6 @@
-// click_maps, the torch side for CPU and CUDA tensors (csrc/common/click_maps.h): the clicks
-// of each channel scaled, in float32, with +inf for padding rows (a row with max(y, x) < 0, or
-// a NaN coordinate), then one pass over the output's pixels.
+// click_maps, the torch side for CPU and CUDA tensors (csrc/common/click_maps.h): the points as
+// they are (float32 or float64), the kernels scaling each click as they read it (+inf for padding
+// rows: max(y, x) < 0, or a NaN coordinate), then one pass over the output's pixels. One launch.
 #include "common/click_maps.h"
 
 #include <cmath>
@@ -34,13 +34,12 @@ at::Tensor click_maps(const at::Tensor& points, int64_t height, int64_t width, c
   const int64_t B = points.size(0), N = points.size(1) / 2;
   at::Tensor out = at::empty({B, 2, height, width}, points.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
-  // (B, 2, N, 2) scaled coordinates in float64, rounded once to float32, as the reference.
-  const at::Tensor yx = points.to(at::kDouble).slice(2, 0, 2).reshape({B, 2, N, 2});
-  const at::Tensor valid = std::get<0>(yx.max(3, /*keepdim=*/true)).ge(0);  // NaN: not valid
-  const at::Tensor clicks =
-      yx.mul(spatial_scale).where(valid, std::numeric_limits<double>::infinity()).to(at::kFloat).contiguous();
+  // The kernels scale the clicks as they read them (common/click_maps.h); half points widened
+  // to float32 first (exactly), any other layout copied.
+  const bool f64 = points.scalar_type() == at::kDouble;
+  const at::Tensor pts = (f64 || points.scalar_type() == at::kFloat ? points : points.to(at::kFloat)).contiguous();
   const double r = radius * spatial_scale;
-  launcher(ClickMaps{clicks.const_data_ptr<float>(), B, N, height, width, code, static_cast<float>(r * r),
+  launcher(ClickMaps{pts.const_data_ptr(), f64, spatial_scale, B, N, height, width, code, static_cast<float>(r * r),
                      static_cast<float>(max_distance), out.mutable_data_ptr<float>()});
   return out;
 }

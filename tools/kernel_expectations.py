@@ -238,9 +238,11 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:pair_bce:_\w+\[.*", threads=0, min_occupancy=0.0625, max_stack=16, local_in_loop=3,
            why="16 x 32 logit tiles by tl.dot over D in chunks of 32; the float32 IEEE dy kernel sits at 255 "
                "registers with a 16 B spill; not tuned, no GPU has timed it; " + _DEBT),
-    Expect(r"click_maps:click_maps_kernel", min_occupancy=0.75,
+    Expect(r"click_maps:click_maps_kernel<(float|double)>", min_occupancy=0.625,
            why="one pixel a thread, two float running minima, a 4 KiB shared tile of clicks read as "
-               "broadcasts: few registers, no spill (bound by the output's write)"),
+               "broadcasts; the clicks scaled in float64 as they are staged (no preparation launch) take the "
+               "float kernel to 48 registers on sm_90 (occupancy 0.625, was 0.75); no spill (bound by the "
+               "output's write)"),
     Expect(r"triton:click_maps:_click_maps_kernel\[.*", threads=256, min_occupancy=0.5,
            why="1024 pixels a program (8 warps), two float running minima a lane, scalar click loads: "
                "no spill"),

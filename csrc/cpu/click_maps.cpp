@@ -38,10 +38,19 @@ void rows(const ClickMaps& p, int64_t b, int64_t y0, int64_t y1) {
   const int64_t W = p.W, N = p.N;
   const double sat2 = saturation(p);
   const float none = click_value(std::numeric_limits<float>::infinity(), p.mode, p.r2, p.max_distance);
-  std::vector<float> xs(W), d2(W);
+  std::vector<float> xs(W), d2(W), kc(2 * N);
   for (int64_t j = 0; j < W; ++j) xs[j] = static_cast<float>(j);
   for (int64_t c = 0; c < 2; ++c) {
-    const float* k = p.clicks + (b * 2 + c) * N * 2;
+    // the channel's clicks scaled once per task (common/click_maps.h), as (y, x) pairs
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t row = ((b * 2 + c) * N + n) * 3;
+      if (p.points_f64) {
+        scaled_click(static_cast<const double*>(p.points) + row, p.spatial_scale, kc[2 * n], kc[2 * n + 1]);
+      } else {
+        scaled_click(static_cast<const float*>(p.points) + row, p.spatial_scale, kc[2 * n], kc[2 * n + 1]);
+      }
+    }
+    const float* k = kc.data();
     for (int64_t i = y0; i < y1; ++i) {
       std::fill(d2.begin(), d2.end(), std::numeric_limits<float>::infinity());
       const float fi = static_cast<float>(i);

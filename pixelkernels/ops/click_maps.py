@@ -5,10 +5,10 @@ Bombay, 2021, §1.2, and used by its §2.4.1), and the disks and tanh maps of th
 module of f-BRS (Sofiiuk et al., *f-BRS: Rethinking Backpropagating Refinement for Interactive
 Segmentation*, CVPR 2020) and RITM.
 
-**How it computes.** One pass over the output's pixels, the clicks scaled once (in float64,
-then rounded to float32; padding becomes :math:`+\infty`, so no lane branches on validity) and
-staged in registers or shared memory; no (click, pixel) array is formed (the reference forms
-one). CPU: per row and click, a vectorised running minimum over the row. CUDA: a thread per
+**How it computes.** One launch: one pass over the output's pixels, the kernels reading the
+points as they are and scaling each click as they stage it in registers or shared memory (in
+float64, then rounded to float32; padding becomes :math:`+\infty`, so no lane branches on
+validity); no (click, pixel) array is formed (the reference forms one). CPU: per row and click, a vectorised running minimum over the row. CUDA: a thread per
 pixel, the clicks staged in shared memory 256 at a time. Triton: 1024 pixels per program. The
 kernels compute in float32, with exact squared distances for integer clicks without scaling;
 the reference in float64, rounded once. A limit of that: a fractional click far from the origin

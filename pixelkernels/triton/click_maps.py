@@ -1,8 +1,8 @@
 """Triton backend of click_maps (csrc/common/click_maps.h): one program per block of pixels of
-one image (``grid_items``), both channels; a loop over the image's clicks, each a scalar load
-of its scaled (y, x) that every lane shares, a running minimum of the squared distance in
-registers, then one masked store per channel. The clicks come scaled, in float32, with +inf
-for padding rows (the launcher's preparation, as the C++ op's), so no lane branches.
+one image (``grid_items``), both channels; a loop over the image's clicks, each read from the
+points as they are and scaled as the C++ kernels scale them (float64, rounded once to float32,
++inf for a padding row) into scalars every lane shares, a running minimum of the squared distance
+in registers, then one masked store per channel. One launch, no preparation; no lane branches.
 
 tanh has no Triton primitive the interpreter also runs: tanh(z) = (1 - t) / (1 + t) with
 t = exp(-2z) for z >= 0 (absolute error ~1e-7, inside SPEC §4's float32 atol where z is
@@ -14,16 +14,28 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ..reference.click_maps import scaled_clicks
-from ._common import device_ctx, expect, grid_items, split_pid
+from ._common import device_ctx, expect, f64_bits, f64_from_bits, grid_items, split_pid
 
 _MODES = {"distance": 0, "disk": 1, "tanh": 2}
 _BLOCK = 1024
 
 
 @triton.jit
-def _click_maps_kernel(k_ptr, out_ptr, N, H, W, r2, max_distance, MODE: tl.constexpr, BLOCK: tl.constexpr):
+def _scaled(pt, s):
+    """Click row pt (y, x, ·) scaled: (y·s, x·s) in float64 rounded once to float32, +inf for a
+    padding row (max(y, x) < 0, or a NaN coordinate): csrc/common/click_maps.h scaled_click."""
+    py = tl.load(pt).to(tl.float64)
+    px = tl.load(pt + 1).to(tl.float64)
+    valid = (py == py) & (px == px) & ((py >= 0) | (px >= 0))
+    inf = float("inf")
+    return tl.where(valid, (py * s).to(tl.float32), inf), tl.where(valid, (px * s).to(tl.float32), inf)
+
+
+@triton.jit
+def _click_maps_kernel(pt_ptr, out_ptr, N, H, W, s_hi, s_lo, r2, max_distance, MODE: tl.constexpr,
+                       BLOCK: tl.constexpr):  # fmt: skip
     P = H * W
+    s = f64_from_bits(s_hi, s_lo)
     b, blk = split_pid(tl.cdiv(P, BLOCK))
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     pmask = offs < P
@@ -32,13 +44,15 @@ def _click_maps_kernel(k_ptr, out_ptr, N, H, W, r2, max_distance, MODE: tl.const
     fj = (offs - i * W).to(tl.float32)
     d0 = tl.full([BLOCK], float("inf"), tl.float32)
     d1 = tl.full([BLOCK], float("inf"), tl.float32)
-    pos = k_ptr + b * 4 * N
-    neg = pos + 2 * N
+    pos = pt_ptr + b * 6 * N  # (2N, 3): the positive channel's N rows, then the negative's
+    neg = pos + 3 * N
     for n in range(0, N):
-        ay = fi - tl.load(pos + 2 * n)
-        ax = fj - tl.load(pos + 2 * n + 1)
-        ey = fi - tl.load(neg + 2 * n)
-        ex = fj - tl.load(neg + 2 * n + 1)
+        py, px = _scaled(pos + 3 * n, s)
+        ny, nx = _scaled(neg + 3 * n, s)
+        ay = fi - py
+        ax = fj - px
+        ey = fi - ny
+        ex = fj - nx
         d0 = tl.minimum(d0, ay * ay + ax * ax)
         d1 = tl.minimum(d1, ey * ey + ex * ex)
     row = out_ptr + b * 2 * P
@@ -74,17 +88,19 @@ def click_maps_op(points, height, width, mode, radius, spatial_scale, max_distan
     out = torch.empty(B, 2, height, width, dtype=torch.float32, device=points.device)
     if out.numel() == 0:
         return out
-    clicks = scaled_clicks(points, spatial_scale).to(torch.float32).contiguous()
+    pts = points.detach().contiguous()
     r = radius * spatial_scale
     with device_ctx(out):
         _click_maps_kernel[grid_items(triton.cdiv(P, _BLOCK), B)](
-            clicks, out, N, height, width, r * r, max_distance, MODE=_MODES[mode], BLOCK=_BLOCK, num_warps=8
-        )
+            pts, out, N, height, width, *f64_bits(spatial_scale), r * r, max_distance, MODE=_MODES[mode],
+            BLOCK=_BLOCK, num_warps=8,
+        )  # fmt: skip
     return out
 
 
 def compile_specs():
     """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check
     (.ci/triton_compile_check.py); other arguments compile as i32."""
-    return [(_click_maps_kernel, {"k_ptr": "*fp32", "out_ptr": "*fp32", "r2": "fp32", "max_distance": "fp32"},
-             {"MODE": m, "BLOCK": _BLOCK}, 8) for m in range(3)]  # fmt: skip
+    return [(_click_maps_kernel, {"pt_ptr": pt, "out_ptr": "*fp32", "s_hi": "i32", "s_lo": "i32", "r2": "fp32",
+                                  "max_distance": "fp32"}, {"MODE": m, "BLOCK": _BLOCK}, 8)
+            for m in range(3) for pt in ("*fp32", "*fp64")]  # fmt: skip
