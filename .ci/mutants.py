@@ -499,6 +499,10 @@ MUTANTS = [
            "const acc_t g = scale != nullptr ? mul_rn(gc[o], scale[0]) : gc[o];", "const acc_t g = gc[o];",
            ("tests/test_schemas.py", "-k", "compositions_agree and emulated"),
            "region_loss' grad_scale left out of the incoming centroid gradient in the offset table"),
+    Mutant("cpu-centroid_hinge-offset-unscaled", "csrc/cpu/region_hinge.cpp",
+           "const T gc = sp != nullptr ? gc_in[at] * sp[0] : gc_in[at];", "const T gc = gc_in[at];",
+           ("tests/test_schemas.py", "-k", "compositions_agree and cpu"),
+           "region_loss' grad_scale left out of the incoming centroid gradient in the CPU kernel's offsets"),
     Mutant("cuda-sample_pixels-upper-bound", "csrc/cuda/sample_pixels.cu",
            "if (a[mid] < v) {", "if (a[mid] <= v) {",
            (T_SP, "-k", "awkward and emulated"), "a class's run found from its first key above (class << 42): "

@@ -7,8 +7,8 @@
 //      dtype. Summing two half gradients (autograd over the two ops) rounds twice, and where
 //      they cancel that exceeds half precision's elementwise tolerance.
 // On CUDA, three launches of csrc/cuda/region_hinge.cu (common/centroid_hinge.h): the two passes
-// and the offset table between them, with region_loss' grad_scale applied in the kernels (no ATen
-// op between them). The Triton variant runs the same composition in Python over the component
+// and the offset table between them, no ATen op between them. region_loss' grad_scale is applied
+// in the kernels on both devices. The Triton variant runs the same composition in Python over the component
 // ops (pixelkernels/triton/centroid_hinge.py); tests/test_schemas.py runs that one on these ops'
 // components and checks both give bitwise the same results (emulated CUDA, and on a GPU).
 // On the CPU the backward is one kernel instead (common/centroid_hinge.h): the same values
@@ -16,7 +16,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <type_traits>
 
 #include "common/centroid_hinge.h"
 #include "library_op.h"
@@ -42,12 +41,21 @@ Tensors3 centroid_hinge(const at::Tensor& emb, const at::Tensor& labels, int64_t
 }
 
 // The backward's kernels (common/centroid_hinge.h) on region_hinge_backward's tensors: the CPU's
-// one launch, or the CUDA's three (grad_scale applied there; the CPU's caller applies it first).
+// one launch, or the CUDA's three, region_loss' grad_scale applied in them (no ATen product).
 template <class On>
-at::Tensor centroid_hinge_backward_kernels(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
-                                           const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
-                                           const at::Tensor& centroid, double delta, int64_t ignore_index,
-                                           const std::optional<at::Tensor>& grad_scale, const char* op) {
+at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_hinge,
+                                   const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
+                                   const at::Tensor& centroid, double delta, int64_t ignore_index,
+                                   const std::optional<at::Tensor>& grad_scale) {
+  const char* op = "centroid_hinge_backward";
+  PK_EXPECT(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", centroid.sizes());
+  expect_sizes(grad_centroid, centroid.sizes(), op, "grad_centroid");
+  expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
+  expect_same_device(op, {emb, grad_centroid, count});
+  if (grad_scale) {  // a device scalar: read by the kernels, no sync
+    PK_EXPECT(grad_scale->numel() == 1, op, "grad_scale must have one element, got ", grad_scale->sizes());
+    expect_same_device(op, {emb, *grad_scale});
+  }
   expect_labels_match(emb, labels, op);
   const int64_t R = centroid.size(1);
   expect_sizes(grad_hinge, {emb.size(0), R}, op, "grad_hinge");
@@ -70,32 +78,6 @@ at::Tensor centroid_hinge_backward_kernels(const at::Tensor& grad_centroid, cons
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return out.finish();
-}
-
-template <class On>
-at::Tensor centroid_hinge_backward(const at::Tensor& grad_centroid_in, const at::Tensor& grad_hinge_in,
-                                   const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
-                                   const at::Tensor& centroid, double delta, int64_t ignore_index,
-                                   const std::optional<at::Tensor>& grad_scale) {
-  const char* op = "centroid_hinge_backward";
-  PK_EXPECT(centroid.dim() == 3, op, "centroid must be (B, R, D), got ", centroid.sizes());
-  expect_sizes(grad_centroid_in, centroid.sizes(), op, "grad_centroid");
-  expect_sizes(count, {centroid.size(0), centroid.size(1)}, op, "count");
-  expect_same_device(op, {emb, grad_centroid_in, count});
-  // region_loss' scale: the loss's gradient, a device scalar (two small products, no sync)
-  if (grad_scale) {
-    PK_EXPECT(grad_scale->numel() == 1, op, "grad_scale must have one element, got ", grad_scale->sizes());
-    expect_same_device(op, {emb, *grad_scale});
-  }
-  if constexpr (std::is_same_v<On, OnCpu>) {  // the CPU kernel takes no scale: the products first
-    const at::Tensor grad_centroid = grad_scale ? grad_centroid_in.mul(grad_scale->reshape({})) : grad_centroid_in;
-    const at::Tensor grad_hinge = grad_scale ? grad_hinge_in.mul(grad_scale->reshape({})) : grad_hinge_in;
-    return centroid_hinge_backward_kernels<On>(grad_centroid, grad_hinge, emb, labels, count, centroid, delta,
-                                               ignore_index, std::nullopt, op);
-  } else {
-    return centroid_hinge_backward_kernels<On>(grad_centroid_in, grad_hinge_in, emb, labels, count, centroid, delta,
-                                               ignore_index, grad_scale, op);
-  }
 }
 
 #define CENTROID_HINGE_IMPLS(m, On)                \

@@ -4,7 +4,6 @@
 #include "common/click_maps.h"
 
 #include <cmath>
-#include <limits>
 #include <string_view>
 
 #include "torch_utils.h"

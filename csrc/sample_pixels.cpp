@@ -30,16 +30,14 @@ at::Tensor sample_pixels_impl(const at::Tensor& labels_in, const at::Tensor& key
   at::Tensor out = at::empty({B, C, k}, labels_in.options().dtype(at::kLong));
   if (out.numel() == 0) return out;
   if (P == 0) return out.fill_(-1);
+  Launcher<On> launcher(labels_in, op);
+  const Labels labels(labels_in);
+  const at::Tensor kc = keys.contiguous();
   if constexpr (std::is_same_v<On, OnCpu>) {
-    const Labels labels(labels_in);
-    const at::Tensor kc = keys.contiguous();
-    Launcher<OnCpu>(labels_in, op)(
+    launcher(
         SamplePixels{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, k, ignore_index, out.mutable_data_ptr<int64_t>()});
     return out;
   } else {
-    Launcher<On> launcher(labels_in, op);
-    const Labels labels(labels_in);
-    const at::Tensor kc = keys.contiguous();
     at::Tensor sort_keys = at::empty({B, P}, out.options());
     launcher(SampleSortKeys{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, ignore_index,
                             sort_keys.mutable_data_ptr<int64_t>()});

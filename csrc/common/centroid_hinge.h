@@ -25,9 +25,9 @@ struct CentroidHingeBackward {
   RegionHingeBackward hinge;
   const void* grad_centroid;  // (B, R, D), accumulation type: the incoming gradient of centroid
   const void* count;          // (B, R), accumulation type
-  // CUDA only (the CPU's torch side multiplies first): 1 element, accumulation type, or null.
-  // region_loss' loss gradient s: the gradients are those of s·grad_centroid and s·grad_hinge,
-  // each product rounded once as a separate multiplication would round it.
+  // 1 element, accumulation type, or null: region_loss' loss gradient s. The gradients are those
+  // of s·grad_centroid and s·grad_hinge, each product rounded once as a separate multiplication
+  // would round it.
   const void* grad_scale = nullptr;
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes
   size_t workspace_bytes = 0;

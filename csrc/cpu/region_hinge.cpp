@@ -197,10 +197,19 @@ void centroid_backward(const CentroidHingeBackward& a) {
   const Tables<T> cent(static_cast<const T*>(h.centroid), B, R, D);
   auto part = scratch<T>(nc * rows);
   auto off = scratch<T>((R + 1) * D);  // one image's offsets, [R + 1][D] with a zero row R
+  // region_loss' grad_scale s: the image's s·grad_hinge rows and s·grad_centroid, each product
+  // rounded on its own (as a separate multiplication), as the CUDA kernels do
+  const T* sp = static_cast<const T*>(a.grad_scale);
+  auto ghs = scratch<T>(sp != nullptr ? R : 0);
   const Kernels<T> k;
   advise_huge_pages(gx, map_bytes<T>(m));
   for (int64_t b = 0; b < B; ++b) {
     const int64_t tb = b * (R + 1) * D;
+    const T* g = gh + b * R;
+    if (sp != nullptr) {
+      for (int64_t r = 0; r < R; ++r) ghs[r] = g[r] * sp[0];
+      g = ghs.get();
+    }
     at::parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
       auto bins = scratch<int32_t>(tile);
       auto runs = scratch<int32_t>(2 * (tile + 1));
@@ -208,7 +217,7 @@ void centroid_backward(const CentroidHingeBackward& a) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t p0 = c * plan.chunk, n = std::min(plan.chunk, P - p0), at = b * m.sb + p0 * m.sp;
         k.backward(x + at, D, m.sd, m.sp, h.labels, b * P + p0, n, R, h.ignore_index, cent.rd.get() + tb,
-                   cent.t.get() + tb, nullptr, nullptr, gh + b * R, T(h.delta), tile, bins.get(), runs.get(), ss.get(),
+                   cent.t.get() + tb, nullptr, nullptr, g, T(h.delta), tile, bins.get(), runs.get(), ss.get(),
                    gx + at, nullptr, part.get() + c * rows);
       }
     });
@@ -222,7 +231,8 @@ void centroid_backward(const CentroidHingeBackward& a) {
         for (int64_t c = 0; c < nc; ++c) s += part[c * rows + r * D + d];
         const int64_t at = (b * R + r) * D + d;
         through[at] = s;
-        off[r * D + d] = (gc_in[at] + s) / std::max(count[b * R + r], T(1));
+        const T gc = sp != nullptr ? gc_in[at] * sp[0] : gc_in[at];
+        off[r * D + d] = (gc + s) / std::max(count[b * R + r], T(1));
       }
     at::parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
       auto bins = scratch<int32_t>(plan.chunk);
