@@ -21,7 +21,7 @@ template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& emb_in, const at::Tensor& anchor_in,
                                                              const at::Tensor& positive_in,
                                                              const at::Tensor& negative_in, double margin,
-                                                             bool squared, bool hard) {
+                                                             bool squared, bool hard, bool mean) {
   const char* op = "triplet_hinge";
   PK_EXPECT(emb_in.dim() == 4, op, "emb must be (B, D, H, W), got ", emb_in.sizes());
   PK_EXPECT(anchor_in.dim() == 2, op, "anchor must be (B, K), got ", anchor_in.sizes());
@@ -32,9 +32,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& e
   const at::Tensor negative = index_set(negative_in, emb_in, K, op, "negative");
   Launcher<On> launcher(emb_in, op);
   const at::Tensor emb = pixel_view_source(emb_in);
-  at::Tensor loss = at::empty({emb.size(0)}, stats_options(emb));
+  at::Tensor loss = mean ? at::empty({}, stats_options(emb)) : at::empty({emb.size(0)}, stats_options(emb));
   at::Tensor positive_used = at::empty_like(anchor), negative_used = at::empty_like(anchor);
-  if (loss.numel() == 0) return {loss, positive_used, negative_used};
+  if (emb.size(0) == 0) {
+    if (mean) loss.zero_();  // the mean over no image
+    return {loss, positive_used, negative_used};
+  }
   TripletHingeForward p{pixel_map(emb),
                         anchor.const_data_ptr<int64_t>(),
                         positive.const_data_ptr<int64_t>(),
@@ -43,6 +46,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& e
                         margin,
                         squared,
                         hard,
+                        mean,
                         loss.mutable_data_ptr(),
                         positive_used.mutable_data_ptr<int64_t>(),
                         negative_used.mutable_data_ptr<int64_t>()};
@@ -54,12 +58,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& e
 template <class On>
 at::Tensor triplet_hinge_backward(const at::Tensor& grad_loss, const at::Tensor& emb, const at::Tensor& anchor_in,
                                   const at::Tensor& positive_in, const at::Tensor& negative_in, double margin,
-                                  bool squared) {
+                                  bool squared, bool mean) {
   const char* op = "triplet_hinge_backward";
   PK_EXPECT(emb.dim() == 4, op, "emb must be (B, D, H, W), got ", emb.sizes());
   PK_EXPECT(anchor_in.dim() == 2, op, "anchor must be (B, K), got ", anchor_in.sizes());
   expect_same_device(op, {emb, grad_loss, anchor_in, positive_in, negative_in});
-  expect_sizes(grad_loss, {emb.size(0)}, op, "grad_loss");
+  if (mean) {
+    PK_EXPECT(grad_loss.dim() == 0, op, "grad_loss must be 0-dim (mean=True), got ", grad_loss.sizes());
+  } else {
+    expect_sizes(grad_loss, {emb.size(0)}, op, "grad_loss");
+  }
   const int64_t K = anchor_in.size(1);
   const at::Tensor anchor = index_set(anchor_in, emb, K, op, "anchor");
   const at::Tensor positive = index_set(positive_in, emb, K, op, "positive_used");
@@ -75,6 +83,7 @@ at::Tensor triplet_hinge_backward(const at::Tensor& grad_loss, const at::Tensor&
                          K,
                          margin,
                          squared,
+                         mean,
                          g.const_data_ptr(),
                          at::globalContext().deterministicAlgorithms(),
                          out.out.mutable_data_ptr()};

@@ -21,9 +21,10 @@ from fuzz import Choice, Floats, Indices
 import pixelkernels as pk
 
 
-def index_sets(B, H, W, K, *, seed=0, device="cpu", pad=0.2, fg=0.5):
+def index_sets(B, H, W, K, *, seed=0, device="cpu", pad=0.2, fg=0.5, empty=()):
     """anchor, positive, negative (B, K): a foreground draw, a second one, a background draw
-    (pixels repeat across sets), then extra -1 padding at random slots."""
+    (pixels repeat across sets), then extra -1 padding at random slots, and every anchor of the
+    images `empty` (those take no part)."""
     if K == 0:
         none = torch.zeros(B, 0, dtype=torch.int64, device=device)
         return none, none.clone(), none.clone()
@@ -34,15 +35,17 @@ def index_sets(B, H, W, K, *, seed=0, device="cpu", pad=0.2, fg=0.5):
     a, p, n = s1[:, 1], s2[:, 1], s1[:, 0]
     drop = torch.rand(B, K, generator=g) < pad
     a = torch.where(drop, -1, a)
+    a[list(empty)] = -1
     return a.to(device), p.to(device), n.to(device)
 
 
-def _inp(B, D, H, W, K, layout="contiguous", mining="random", squared=False, margin=1.0, seed=0, **kw):
+def _inp(B, D, H, W, K, layout="contiguous", mining="random", squared=False, margin=1.0, seed=0, reduction="none",
+         **kw):  # fmt: skip
     def make(device, dtype):
         emb = make_emb(B, D, H, W, dtype=dtype, device=device, layout=layout, seed=seed)
         a, p, n = index_sets(B, H, W, K, seed=seed, device=device, **kw)
         return {"emb": emb, "anchor": a, "positive": p, "negative": n, "margin": margin, "squared": squared,
-                "mining": mining}  # fmt: skip
+                "mining": mining, "reduction": reduction}  # fmt: skip
 
     return make
 
@@ -50,7 +53,7 @@ def _inp(B, D, H, W, K, layout="contiguous", mining="random", squared=False, mar
 def _call(inp, backend):
     return pk.triplet_hinge(
         inp["emb"], inp["anchor"], inp["positive"], inp["negative"], margin=inp["margin"], squared=inp["squared"],
-        mining=inp["mining"], return_used=True, backend=backend,
+        mining=inp["mining"], reduction=inp.get("reduction", "none"), return_used=True, backend=backend,
     )  # fmt: skip
 
 
@@ -64,7 +67,7 @@ ROW = Contract(
     op="triplet_hinge",
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "anchor": Indices(), "positive": Indices(),
                      "negative": Indices(), "margin": Choice((0.0, 0.5, 3.0), extreme=(1e4,)), "squared": Choice((False, True)),
-                     "mining": Choice(("random", "hard"))},  # fmt: skip
+                     "mining": Choice(("random", "hard")), "reduction": Choice(("none", "mean"))},  # fmt: skip
     make=_inp(2, 5, 7, 9, 13),
     call=_call,
     shaped=lambda B, D, H, W, layout: _inp(B, D, H, W, 9, layout),
@@ -76,6 +79,8 @@ ROW = Contract(
         "D0": _inp(2, 0, 4, 5, 4)("cpu", torch.float32),
         "K0": _inp(2, 3, 4, 5, 0)("cpu", torch.float32),
         "K0_hard": _inp(2, 3, 4, 5, 0, mining="hard")("cpu", torch.float32),
+        "B0_mean": _inp(0, 3, 4, 5, 4, reduction="mean")("cpu", torch.float32),
+        "K0_mean": _inp(2, 3, 4, 5, 0, reduction="mean")("cpu", torch.float32),
     },
     bad_inputs={
         "emb_rank": (_bad(emb=torch.randn(3, 4, 5)), ValueError, "emb must have 4 dims"),
@@ -87,11 +92,18 @@ ROW = Contract(
         "negative_below": (_bad(negative=torch.tensor([[0, -2, 1]])), ValueError, "negative values must be"),
         "margin_negative": (_bad(margin=-0.5), ValueError, "margin must be >= 0.0"),
         "mining": (_bad(mining="semihard"), ValueError, "mining must be one of"),
+        "reduction": (_bad(reduction="sum"), ValueError, "reduction must be one of"),
         "squared_str": (_bad(squared="yes"), TypeError, "squared must be a bool"),
         "anchor_device": (_bad(anchor=torch.zeros(1, 3, dtype=torch.long, device="meta")), ValueError, "same device"),
     },
     cases={
         "hard": _inp(2, 5, 7, 9, 13, mining="hard"),
+        # reduction="mean": over the images with slots (images 0 and 2 of "mean_empty_images" have none)
+        "mean": _inp(3, 5, 7, 9, 13, reduction="mean"),
+        "mean_hard_squared": _inp(4, 3, 5, 7, 11, mining="hard", squared=True, reduction="mean"),
+        "mean_empty_images": _inp(4, 4, 5, 6, 9, reduction="mean", empty=(0, 2)),
+        "mean_no_slot": _inp(3, 4, 5, 6, 9, reduction="mean", fg=0.0),
+        "mean_tiles": _inp(9, 9, 30, 31, 300, pad=0.05, reduction="mean"),
         "hard_squared": _inp(3, 3, 5, 7, 11, mining="hard", squared=True, margin=3.0),
         "squared_channels_last": _inp(2, 17, 5, 7, 10, "channels_last", squared=True),
         "hard_channels_last": _inp(2, 17, 6, 5, 12, "channels_last", mining="hard"),
@@ -113,7 +125,7 @@ ROW = Contract(
         "hard_tiles": _inp(2, 9, 30, 31, 300, mining="hard", pad=0.05),
         "random_tiles": _inp(2, 9, 30, 31, 300, pad=0.05),
     },
-    interpreter_skip=frozenset({"hard_tiles", "random_tiles"}),
+    interpreter_skip=frozenset({"hard_tiles", "random_tiles", "mean_tiles"}),
 )
 
 TestContract = suite(ROW)

@@ -98,6 +98,18 @@ def run(emu, x, idx, squared, hard, bitwise_twice=False):
                 assert torch.equal(again, got)
                 l2, pu2, nu2 = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
                 assert torch.equal(l2, loss) and torch.equal(pu2, pu) and torch.equal(nu2, nu)
+    # mean=True: the batch mean over the images with slots, from the same kernels (finalize_kernel
+    # as one block; slot_grad_kernel forming (g / images) / n_b)
+    mean, mpu, mnu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, True)
+    assert mean.shape == () and torch.equal(mpu, pu) and torch.equal(mnu, nu)
+    want_mean = reference(xd, a, pu, nu, MARGIN, squared, False, True)[0]
+    check(mean, want_mean, x.dtype, "mean")
+    g = torch.tensor(-1.75, dtype=torch.float64)
+    (want_grad,) = torch.autograd.grad(want_mean * g, xd)
+    for det in (False, True):
+        with deterministic(det):
+            got = emu.triplet_hinge_backward(g.to(loss.dtype), x, a, pu, nu, MARGIN, squared, True)
+            check(got, want_grad, x.dtype, f"mean's grad (deterministic={det})")
     return loss, pu, nu
 
 
@@ -111,7 +123,17 @@ CASES = {
     "d130": (1, 130, 3, 5, 9, "channels_last", "sampled"),
     "garbage_repeats": (3, 3, 5, 3, 40, "contiguous", "garbage"),
     "k0": (2, 3, 5, 3, 0, "contiguous", "sampled"),
+    # images 1 and 8 without slots, 9 images: finalize_kernel's mean block has a warp with two
+    "b9_holes": (9, 3, 4, 5, 6, "contiguous", "holes"),
 }
+
+
+def holes(B, H, W, K, seed):
+    """sampled(), with the anchors of images 1 and B - 1 all padding: those take no part."""
+    out = sampled(B, H, W, K, seed)
+    out[0][[1, B - 1]] = -1
+    return out
+
 
 # The large cases run in float64 and float32 only (the emulator is slow), the small ones in all.
 ALL_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -133,7 +155,7 @@ def test_against_reference(emu, name, dtype, hard):
     B, D, H, W, K, layout, kind = CASES[name]
     seed = sum(map(ord, name))
     x = make_emb(B, D, H, W, dtype=dtype, device="cpu", layout=layout, seed=seed)
-    idx = (sampled if kind == "sampled" else garbage)(B, H, W, K, seed)
+    idx = {"sampled": sampled, "garbage": garbage, "holes": holes}[kind](B, H, W, K, seed)
     for squared in (False, True):
         run(emu, x, idx, squared, hard, bitwise_twice=squared)
 

@@ -14,6 +14,9 @@
 //     squared:  grad a += 2c (u - v),    grad p -= 2c u,       grad n += 2c v
 //     else:     grad a += c (u/|u| - v/|v|), grad p -= c u/|u|, grad n += c v/|v|   (0 where |.| = 0)
 //
+// mean: loss is one value, sum_b loss[b] / max(#{b : n_b > 0}, 1), and grad_loss one value g:
+// c = (g / #{b : n_b > 0}) / n_b (the reference's rounding: the mean's division, then the image's).
+//
 // Repeated pixels accumulate. Deterministic: the CPU always; CUDA when `deterministic` (torch's
 // use_deterministic_algorithms) with a fixed summation order, else float atomics.
 #pragma once
@@ -31,7 +34,8 @@ struct TripletHingeForward {
   double margin;
   bool squared;
   bool hard;
-  void* loss;              // (B,) accumulation type (double for Float64, else float); all written
+  bool mean;               // loss is (): the mean over the images with n_b > 0
+  void* loss;              // (B,) (mean: one) accumulation type (double for Float64, else float)
   int64_t* positive_used;  // (B, K); every element is written
   int64_t* negative_used;  // (B, K); every element is written
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
@@ -46,7 +50,8 @@ struct TripletHingeBackward {
   int64_t K;
   double margin;
   bool squared;
-  const void* grad_loss;  // (B,) accumulation type
+  bool mean;              // grad_loss is the mean's: one value
+  const void* grad_loss;  // (B,) (mean: one) accumulation type
   bool deterministic;     // CUDA: no float atomics (torch.are_deterministic_algorithms_enabled())
   void* grad_emb;         // same dtype and strides as emb; every element is written
   void* workspace = nullptr;  // CUDA only

@@ -473,11 +473,20 @@ void forward(const TripletHingeForward& a) {
       terms[bk + j0 + j] = triplet_hinge::hinge(distance(sap[j], a.squared), distance(san[j], a.squared), margin);
   });
   T* loss = static_cast<T*>(a.loss);
+  T total = 0;  // mean: the images' losses in image order, as the reference's sum
+  int64_t images = 0;
   for (int64_t b = 0; b < B; ++b) {
     T s = 0;
     for (int64_t j = 0; j < vs.count[b]; ++j) s += terms[b * K + j];
-    loss[b] = vs.count[b] > 0 ? s / T(vs.count[b]) : T(0);
+    const T l = vs.count[b] > 0 ? s / T(vs.count[b]) : T(0);
+    if (a.mean) {
+      total += l;
+      images += vs.count[b] > 0;
+    } else {
+      loss[b] = l;
+    }
   }
+  if (a.mean) loss[0] = total / T(std::max<int64_t>(images, 1));
 }
 
 // One active slot's gradient terms: its pixels, its factors and where its differences are
@@ -495,6 +504,13 @@ void backward(const TripletHingeBackward& a) {
   T* gx = static_cast<T*>(a.grad_emb);
   const T* gl = static_cast<const T*>(a.grad_loss);
   const ValidSlots vs(B, K, P, a.anchor, a.positive, a.negative);
+  // mean: the mean's gradient, g / #{b : n_b > 0}, then each image's 1 / n_b
+  T g_mean = 0;
+  if (a.mean) {
+    int64_t images = 0;
+    for (int64_t b = 0; b < B; ++b) images += vs.count[b] > 0;
+    g_mean = gl[0] / T(std::max<int64_t>(images, 1));
+  }
   // Pixel-inner maps are written a channel row at a time: differences kept channel-major
   // ([b][d][j]); other layouts a pixel's channel group at a time: slot-major ([b][j][d]).
   const bool rows = m.sp == 1;
@@ -518,7 +534,7 @@ void backward(const TripletHingeBackward& a) {
       const Diffs<T> keep{du.get() + (bk + j0) * D, dv.get() + (bk + j0) * D, D, 1};
       pair_squares<T, true>(m, b, a.anchor + bk, a.positive + bk, a.negative + bk, s, n, sap_c, san_c, keep);
     }
-    const T cb = gl[b] / T(vs.count[b]);
+    const T cb = (a.mean ? g_mean : gl[b]) / T(vs.count[b]);
     Active<T>* out = act.get() + bk + j0;
     int64_t q = 0;
     for (int64_t j = 0; j < n; ++j) {

@@ -11,8 +11,10 @@
 //                   sums its chunk's hinges and counts its valid slots with block_sum (a fixed
 //                   tree) into the workspace [B][chunks]; random mode also writes *_used.
 //  finalize_kernel  one warp per image adds the chunk partials in a fixed order (lanes over
-//                   chunks, warp_sum), loss = sum / n (0 when n = 0). No atomics: the forward is
-//                   bitwise reproducible.
+//                   chunks, warp_sum), loss = sum / n (0 when n = 0). mean: one block, which also
+//                   adds the images' losses (per warp in image order, then the warps in order) and
+//                   divides by the images with n > 0. No atomics: the forward is bitwise
+//                   reproducible.
 //  Hard mode first mines, then runs loss_kernel on the mined positive_used/negative_used:
 //  gather_kernel    copies the anchor, positive and negative vectors of every slot into the
 //                   workspace, [3][B][D][K] in the storage type (zeros for slots that take no
@@ -45,7 +47,9 @@
 //
 // Backward (grad_emb fully written, same strides as emb; half types accumulate in float and
 // round once)
-//  scale_kernel     one block per image: n_b (valid slots) and c = grad_loss[b] / n_b.
+//  scale_kernel     one block per image: n_b (valid slots) and c = grad_loss[b] / n_b; mean: n_b
+//                   only, and each slot_grad_kernel block counts the images with n_b > 0 itself
+//                   (B loads) for c = (g / images) / n_b.
 //  Not deterministic: zero_kernel clears the accumulator (grad_emb itself for float/double, a
 //                   float workspace shaped like the map for half types), slot_grad_kernel<atomic>
 //                   recomputes each slot's distances and atomicAdds fu*u - fv*v, -fu*u, fv*v
@@ -204,13 +208,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// mean: launched as one block; warp w adds its images' losses b = w, w + 8, ... in order, then
+// thread 0 the warps' totals in warp order, and divides by the number of images with n_b > 0.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     finalize_kernel(const acc_t* __restrict__ part_sum, const int64_t* __restrict__ part_cnt, int64_t B, int64_t nc,
-                    acc_t* __restrict__ loss) {
-  const int lane = threadIdx.x & 31;
+                    bool mean, acc_t* __restrict__ loss) {
+  __shared__ acc_t warp_total[kWarps];
+  __shared__ int64_t warp_images[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t nw = int64_t(gridDim.x) * kWarps;
-  for (int64_t b = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5); b < B; b += nw) {  // uniform per warp
+  acc_t total = 0;
+  int64_t images = 0;
+  for (int64_t b = int64_t(blockIdx.x) * kWarps + warp; b < B; b += nw) {  // uniform per warp
     acc_t s = 0;
     int64_t n = 0;
     for (int64_t c = lane; c < nc; c += 32) {
@@ -219,7 +229,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     }
     s = warp_sum(s);
     n = warp_sum(n);
-    if (lane == 0) loss[b] = n > 0 ? s / acc_t(n) : acc_t(0);
+    const acc_t l = n > 0 ? s / acc_t(n) : acc_t(0);
+    total += l;
+    images += n > 0;
+    if (!mean && lane == 0) loss[b] = l;
+  }
+  if (!mean) return;  // uniform
+  if (lane == 0) {
+    warp_total[warp] = total;
+    warp_images[warp] = images;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    total = 0;
+    images = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      total += warp_total[w];
+      images += warp_images[w];
+    }
+    loss[0] = total / acc_t(images > 1 ? images : 1);
   }
 }
 
@@ -587,17 +615,21 @@ __device__ __forceinline__ void split(int64_t e, int64_t D, int64_t W, bool pixe
   }
 }
 
+// scale[b] = grad_loss[b] / n_b; mean: counts[b] = n_b instead (the same workspace), and
+// slot_grad_kernel forms c_b = (g / #{b : n_b > 0}) / n_b.
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     scale_kernel(const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
                  const int64_t* __restrict__ negative, int64_t B, int64_t K, int64_t P,
-                 const acc_t* __restrict__ grad_loss, acc_t* __restrict__ scale) {
+                 const acc_t* __restrict__ grad_loss, bool mean, acc_t* __restrict__ scale, int64_t* __restrict__ counts) {
   __shared__ int64_t scratch[kWarps];
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     int64_t n = 0;
     for (int64_t k = threadIdx.x; k < K; k += kThreads) n += slot_valid(anchor, positive, negative, b * K + k, P);
     n = block_sum<kThreads>(n, scratch);
-    if (threadIdx.x == 0) scale[b] = n > 0 ? grad_loss[b] / acc_t(n) : acc_t(0);
+    if (threadIdx.x != 0) continue;
+    if (mean) counts[b] = n;
+    else scale[b] = n > 0 ? grad_loss[b] / acc_t(n) : acc_t(0);
   }
 }
 
@@ -607,12 +639,22 @@ template <typename scalar_t, typename acc_t, bool kAtomic>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     slot_grad_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
                      const int64_t* __restrict__ negative, int64_t K, acc_t margin, bool squared, int gs,
-                     const acc_t* __restrict__ scale, Accum<acc_t> acc, acc_t* __restrict__ coef,
+                     const acc_t* __restrict__ scale, const int64_t* __restrict__ counts,
+                     const acc_t* __restrict__ grad_mean, Accum<acc_t> acc, acc_t* __restrict__ coef,
                      uint8_t* __restrict__ active) {
+  __shared__ int64_t scratch[kWarps];
+  __shared__ acc_t mean_share;
   const int G = 1 << gs, j = threadIdx.x & (G - 1);
   const int64_t per_block = kThreads >> gs, step = int64_t(gridDim.x) * per_block, P = x.P;
+  if (grad_mean != nullptr) {  // the mean's g / #{b : n_b > 0}, from scale_kernel's counts (B loads a block)
+    int64_t images = 0;
+    for (int64_t b = threadIdx.x; b < x.B; b += kThreads) images += counts[b] > 0;
+    images = block_sum<kThreads>(images, scratch);
+    if (threadIdx.x == 0) mean_share = *grad_mean / acc_t(images > 1 ? images : 1);
+    __syncthreads();
+  }
   for (int64_t b = blockIdx.y; b < x.B; b += gridDim.y) {
-    const acc_t c = scale[b];
+    const acc_t c = grad_mean == nullptr ? scale[b] : counts[b] > 0 ? mean_share / acc_t(counts[b]) : acc_t(0);
     for (int64_t k0 = int64_t(blockIdx.x) * per_block; k0 < K; k0 += step) {  // uniform per block
       const int64_t k = k0 + (threadIdx.x >> gs), i = b * K + k;
       const bool valid = k < K && slot_valid(anchor, positive, negative, i, P);
@@ -810,7 +852,7 @@ BwdPlan bwd_plan(const TripletHingeBackward& p) {
   nb = nb < kMaxBuckets ? nb : kMaxBuckets;
   nb = nb < m.P ? nb : m.P;
   q.nb = nb > 1 ? nb : 1;
-  q.off_coef = align16(size_t(m.B) * ab);  // scale [B]
+  q.off_coef = align16(size_t(m.B) * 8);  // scale [B] (acc type), or mean: counts [B] int64
   q.off_active = q.off_coef + (p.deterministic ? align16(2 * BK * ab) : 0);
   q.off_half = q.off_active + (p.deterministic ? align16(BK) : 0);
   q.ws = q.off_half + (is_half(m.dtype) ? align16(size_t(m.B) * size_t(m.D) * size_t(m.P) * sizeof(float)) : 0);
@@ -896,10 +938,11 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
                           p.anchor, pos, neg, p.K, acc_t(p.margin), p.squared, q.gs, q.chunk, q.nc, pos_used,
                           neg_used, part_sum, part_cnt);
     // Also when K == 0 (no partials): loss = 0.
+    // mean: one block reduces the images too
     cuda::launch_kernel(cuda::finalize_kernel<acc_t>,
-                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(m.B, cuda::kWarps), 4096)),
+                        dim3(p.mean ? 1u : cuda::stride_grid(cuda::ceil_div<int64_t>(m.B, cuda::kWarps), 4096)),
                         dim3(cuda::kThreads), 0, st, static_cast<const acc_t*>(part_sum),
-                        static_cast<const int64_t*>(part_cnt), m.B, q.nc, static_cast<acc_t*>(p.loss));
+                        static_cast<const int64_t*>(part_cnt), m.B, q.nc, p.mean, static_cast<acc_t*>(p.loss));
   });
   return cuda::status();
 }
@@ -917,6 +960,8 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
     const auto x = cuda::pixels_of<scalar_t>(m);
     const bool pixel_inner = m.sp == 1;
     acc_t* scale = cuda::at_offset<acc_t>(p.workspace, 0);
+    int64_t* counts = cuda::at_offset<int64_t>(p.workspace, 0);  // mean: in scale's place
+    const acc_t* grad_mean = p.mean ? static_cast<const acc_t*>(p.grad_loss) : nullptr;
     acc_t* coef = cuda::at_offset<acc_t>(p.workspace, q.off_coef);
     uint8_t* active = cuda::at_offset<uint8_t>(p.workspace, q.off_active);
     scalar_t* out = static_cast<scalar_t*>(p.grad_emb);
@@ -932,7 +977,7 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
     }
     cuda::launch_kernel(cuda::scale_kernel<acc_t>, dim3(cuda::stride_grid(m.B, 4096)), dim3(cuda::kThreads), 0, st,
                         p.anchor, p.positive, p.negative, m.B, p.K, m.P, static_cast<const acc_t*>(p.grad_loss),
-                        scale);
+                        p.mean, scale, counts);
     const dim3 slot_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(p.K, cuda::kThreads >> q.gs), 8192),
                          cuda::image_grid(m.B));
     if (!p.deterministic) {
@@ -943,8 +988,8 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
       if (p.K > 0)
         cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, true>, slot_grid, dim3(cuda::kThreads), 0, st,
                             x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,
-                            static_cast<const acc_t*>(scale), acc, static_cast<acc_t*>(nullptr),
-                            static_cast<uint8_t*>(nullptr));
+                            static_cast<const acc_t*>(scale), static_cast<const int64_t*>(counts), grad_mean, acc,
+                            static_cast<acc_t*>(nullptr), static_cast<uint8_t*>(nullptr));
       if constexpr (kHalf) {
         cuda::Pixels<scalar_t> o{out, m.B, m.D, m.P, m.sb, m.sd, m.sp};
         cuda::launch_kernel(cuda::convert_kernel<scalar_t, acc_t>, map_grid, dim3(cuda::kThreads), 0, st, acc, o,
@@ -954,7 +999,8 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
       if (p.K > 0)
         cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, false>, slot_grid, dim3(cuda::kThreads), 0, st,
                             x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,
-                            static_cast<const acc_t*>(scale), acc, coef, active);
+                            static_cast<const acc_t*>(scale), static_cast<const int64_t*>(counts), grad_mean, acc,
+                            coef, active);
       cuda::launch_kernel(cuda::bucket_kernel<scalar_t, acc_t, kHalf>,
                           dim3(static_cast<unsigned>(q.nb), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0, st, x,
                           p.anchor, p.positive, p.negative, p.K, static_cast<const acc_t*>(coef),

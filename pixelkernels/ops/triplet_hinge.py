@@ -40,14 +40,15 @@ from .._dtypes import stats_dtype
 from ..reference.triplet_hinge import triplet_hinge as _reference
 
 MINING = ("random", "hard")
+REDUCTIONS = ("none", "mean")
 
 
-def _fake(emb, anchor, positive, negative, margin, squared, hard):
-    loss = emb.new_empty((emb.shape[0],), dtype=stats_dtype(emb.dtype))
+def _fake(emb, anchor, positive, negative, margin, squared, hard, mean):
+    loss = emb.new_empty(() if mean else (emb.shape[0],), dtype=stats_dtype(emb.dtype))
     return loss, torch.empty_like(anchor), torch.empty_like(anchor)
 
 
-def _fake_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared):
+def _fake_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared, mean):
     return torch.empty_like(emb)
 
 
@@ -77,6 +78,7 @@ def triplet_hinge(
     margin: float,
     squared: bool = False,
     mining: str = "random",
+    reduction: str = "none",
     return_used: bool = False,
     backend: str | None = None,
 ):
@@ -107,6 +109,11 @@ def triplet_hinge(
         Use squared distances (default ``False``).
     mining : str
         ``"random"`` (default): the given positives and negatives; ``"hard"``: mine them batch-hard.
+    reduction : str
+        ``"none"`` (default): the (B,) per-image losses; ``"mean"``: their mean over the images
+        with :math:`n_b > 0`, :math:`\sum_b \mathcal{L}_b / \max(|\{b : n_b > 0\}|, 1)` (0-dim),
+        the batch loss of :func:`pixelkernels.is_triplet_loss`, reduced by the kernels that
+        finish the per-image means (no launch of its own forward or backward).
     return_used : bool
         Also return the pixels each slot used.
     backend : str, optional
@@ -115,7 +122,7 @@ def triplet_hinge(
     Returns
     -------
     loss : Tensor
-        (B,): float32 for half ``emb``, else ``emb``'s dtype.
+        (B,), or 0-dim with ``reduction="mean"``: float32 for half ``emb``, else ``emb``'s dtype.
     positive_used, negative_used : Tensor
         (B, K) int64: only with ``return_used=True``: the positive and negative pixel of each slot (the mined
         ones with ``mining="hard"``), -1 where the slot takes no part.
@@ -127,7 +134,7 @@ def triplet_hinge(
     ``(B, K)`` int64 on ``emb``'s device (the message names the set whose K differs from the other
     two), index values outside ``[0, H*W)`` other than -1 (``ValueError`` on the CPU, a device-side
     assert on a GPU; ignored with ``pixelkernels.set_checks("off")``), a negative margin, an
-    unknown ``mining``.
+    unknown ``mining`` or ``reduction``.
 
     Differentiable in ``emb`` (double backward too; the mined choice is piecewise constant). The
     gradient is 0 where a distance is 0. A slot that takes no part reads no pixel, so a NaN or inf
@@ -164,9 +171,10 @@ def triplet_hinge(
     squared = _checks.boolean(squared, "squared")
     return_used = _checks.boolean(return_used, "return_used")
     hard = check_mining(mining)
+    mean = _checks.choice(reduction, "reduction", REDUCTIONS) == "mean"
     backend = _op.backend_for(OP, backend, emb, "emb")
     P = emb.shape[2] * emb.shape[3]
     for t, name in ((anchor, "anchor"), (positive, "positive"), (negative, "negative")):
         _checks.index_values(t, name, P)
-    loss, pos_used, neg_used = _op.run(OP, backend, emb, anchor, positive, negative, margin, squared, hard)
+    loss, pos_used, neg_used = _op.run(OP, backend, emb, anchor, positive, negative, margin, squared, hard, mean)
     return (loss, pos_used, neg_used) if return_used else loss

@@ -11,7 +11,8 @@ module.
 
 **How it computes.** Two sampler calls (F1/B1 from one draw, F2/B2 from another), then with
 random mining one :func:`pixelkernels.triplet_hinge` call over 2K slots (its mean over the
-2 n_b slots is eq. (4)'s half sum of the two means, and one backward writes one gradient map),
+2 n_b slots is eq. (4)'s half sum of the two means, and one backward writes one gradient map;
+``reduction="mean"`` takes the batch mean in the same kernels),
 or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
 sets: for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and
 the nearest of F2 (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
@@ -29,7 +30,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from ..reference.triplet_losses import combine, draw_sets
+from ..reference.triplet_losses import draw_sets
 from . import pixel_keys as _keys
 from . import sample_pixels as _sample
 from . import triplet_hinge as _triplet
@@ -137,14 +138,12 @@ def is_triplet_loss(
         # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two
         # means (each term has n_b slots), and one backward writes one gradient map, not two
         # to be added.
+        # triplet_hinge's mean over the images with slots is combine's over those with n_b > 0
+        # (an image has 2 n_b slots here), reduced by its own kernels: no op of its own.
         anchor, positive, negative = torch.cat([f1, b1], 1), torch.cat([f2, b2], 1), torch.cat([b1, f2], 1)
-        per_image = _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False)[0]
-        # combine's mean over the images with n_b > 0 in 7 ops forward and 2 backward (its 12 and
-        # 8): per_image is 0 where n_b = 0 (triplet_hinge's empty mean), so the mask multiplies
-        # instead of selecting, and 0.5 (l + l) is l. The same bits as combine.
-        ok = torch.minimum(f1[:, 0], b1[:, 0]) >= 0
-        return (per_image * ok).sum() / ok.sum().clamp_min(1)
-    # Batch-hard mining draws each term's candidates from its own sets: two calls.
-    l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard)[0]
-    l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard)[0]
-    return combine(l_fg, l_bg, f1, b1)
+        return _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False, True)[0]
+    # Batch-hard mining draws each term's candidates from its own sets: two calls, each its mean
+    # over the images with n_b > 0 (the same images for both terms), halved: combine's value.
+    l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard, True)[0]
+    l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard, True)[0]
+    return 0.5 * (l_fg + l_bg)

@@ -10,6 +10,8 @@ with a_k = emb[b, :, anchor[b, k]], d the Euclidean distance (squared=True: its 
 number (as in torch.argmax/argmin), and among equals the lowest j. positive_used and
 negative_used are the p_k and n_k each slot used (-1 for invalid slots): the gradient flows
 to those pixels only. Computed in the statistics dtype (float32 for half emb, else emb's).
+mean=True returns instead of loss (B,) its mean over the images with n_b > 0 (0-dim; 0 when
+there is none): sum_b loss[b] / max(#{b : n_b > 0}, 1).
 
 A slot that takes no part reads no pixel: its three vectors are zeros selected by torch.where
 (not pixel 0 masked after the distances), so a NaN or inf that only padding would address
@@ -78,9 +80,10 @@ def triplet_hinge(
     margin: float,
     squared: bool = False,
     hard: bool = False,
+    mean: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,), positive_used (B, K),
-    negative_used (B, K)."""
+    """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,) (mean: ()),
+    positive_used (B, K), negative_used (B, K)."""
     B, D, H, W = emb.shape
     P = H * W
     st = stats_dtype(emb.dtype)
@@ -96,9 +99,13 @@ def triplet_hinge(
     pos_used = torch.where(valid, positive, none)
     neg_used = torch.where(valid, negative, none)
     if P == 0:  # no slot takes part: 0, a function of emb (an empty sum)
-        return x.sum((1, 2)), pos_used, neg_used
+        loss = x.sum((1, 2))
+        return (loss.sum() if mean else loss), pos_used, neg_used
     a, p, n = _gather(x, anchor, valid), _gather(x, pos_used, valid), _gather(x, neg_used, valid)
     h = torch.relu(_distance(a - p, squared) - _distance(a - n, squared) + margin)
     h = torch.where(valid, h, torch.zeros_like(h))
-    loss = h.sum(1) / valid.sum(1).clamp(min=1).to(st)
+    n_b = valid.sum(1)
+    loss = h.sum(1) / n_b.clamp(min=1).to(st)
+    if mean:
+        loss = loss.sum() / (n_b > 0).sum().clamp(min=1).to(st)
     return loss, pos_used, neg_used

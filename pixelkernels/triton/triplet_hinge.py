@@ -441,15 +441,15 @@ def _pixels(emb):
     return x, strides
 
 
-def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard):
-    """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,) in the statistics
-    dtype, positive_used, negative_used (B, K) int64."""
+def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean=False):
+    """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,) (mean: () over the
+    images with n_b > 0) in the statistics dtype, positive_used, negative_used (B, K) int64."""
     B, D, H, W = emb.shape
     P, K = H * W, anchor.shape[1]
     st = stats_dtype(emb.dtype)
     a, p, n = anchor.contiguous(), positive.contiguous(), negative.contiguous()
     if B == 0 or K == 0 or P == 0:  # no slot takes part
-        return (torch.zeros(B, dtype=st, device=emb.device), torch.full_like(a, -1),
+        return (torch.zeros(() if mean else B, dtype=st, device=emb.device), torch.full_like(a, -1),
                 torch.full_like(a, -1))  # fmt: skip
     x, (sb, sd, sp) = _pixels(emb)
     acc = tl.float64 if st == torch.float64 else tl.float32
@@ -474,11 +474,14 @@ def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard
             WRITE_USED=not hard, ACC=acc, BLOCK_K=bk, BLOCK_D=bd, num_warps=nw,
         )  # fmt: skip
     # blocks added in a fixed order; n_b = 0 gives 0 / 1
-    loss = part.sum(1) / cnt.sum(1).clamp(min=1).to(st)
+    n = cnt.sum(1)
+    loss = part.sum(1) / n.clamp(min=1).to(st)
+    if mean:
+        loss = loss.sum() / (n > 0).sum().clamp(min=1).to(st)
     return loss, pu, nu
 
 
-def triplet_hinge_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared):
+def triplet_hinge_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared, mean=False):
     """-> grad_emb (emb's shape, dtype and strides). Float atomics unless deterministic
     algorithms are on (then sorted targets: bitwise reproducible)."""
     B, D, H, W = emb.shape
@@ -494,7 +497,10 @@ def triplet_hinge_backward(grad_loss, emb, anchor, positive_used, negative_used,
     acc = acc_of(x)
     out = grad_emb if grad_emb.stride() == x.stride() else with_strides_of(None, x)
     valid = ((a >= 0) & (a < P) & (p >= 0) & (p < P) & (n >= 0) & (n < P)).sum(1)
-    c = (grad_loss.to(st) / valid.clamp(min=1).to(st)).contiguous()
+    g = grad_loss.to(st)
+    if mean:  # the mean's g / #{b : n_b > 0}, then each image's 1 / n_b (the reference's rounding)
+        g = (g / (valid > 0).sum().clamp(min=1).to(st)).expand(B)
+    c = (g / valid.clamp(min=1).to(st)).contiguous()
     bk, bd, nw = _slot_blocks(K, D)
     nblk = triton.cdiv(K, bk)
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -544,22 +550,22 @@ def _expect_index_sets(op, emb, anchor, *named):
 
 
 @triton_variant("triplet_hinge")
-def triplet_hinge_op(emb, anchor, positive, negative, margin, squared, hard):
+def triplet_hinge_op(emb, anchor, positive, negative, margin, squared, hard, mean):
     op = "triplet_hinge"
     expect_map(emb, op)
     expect_same_device(op, emb, anchor, positive, negative)
     _expect_index_sets(op, emb, anchor, (positive, "positive"), (negative, "negative"))
-    return triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard)
+    return triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean)
 
 
 @triton_variant("triplet_hinge_backward")
-def triplet_hinge_backward_op(grad_loss, emb, anchor, positive_used, negative_used, margin, squared):
+def triplet_hinge_backward_op(grad_loss, emb, anchor, positive_used, negative_used, margin, squared, mean):
     op = "triplet_hinge_backward"
     expect_map(emb, op)
     expect_same_device(op, emb, grad_loss, anchor, positive_used, negative_used)
-    expect_sizes(grad_loss, emb.shape[:1], op, "grad_loss")
+    expect_sizes(grad_loss, () if mean else emb.shape[:1], op, "grad_loss")
     _expect_index_sets(op, emb, anchor, (positive_used, "positive_used"), (negative_used, "negative_used"))
-    return triplet_hinge_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared)
+    return triplet_hinge_backward(grad_loss, emb, anchor, positive_used, negative_used, margin, squared, mean)
 
 
 def compile_specs():
