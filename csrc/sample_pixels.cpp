@@ -7,6 +7,7 @@
 
 #include <ATen/ops/sort.h>
 
+#include "label_check.h"
 #include "torch_utils.h"
 
 namespace pixelkernels {
@@ -21,9 +22,11 @@ void expect_args(const at::Tensor& labels, const at::Tensor& keys, int64_t C, in
   PK_EXPECT(k > 0, op, "k must be positive, got ", k);
 }
 
+// check: CUDA asserts on the device as sort_keys_kernel reads the labels; the CPU kernel reads
+// them class by class, so check_values' pass makes the check after it (LabelCheck's fallback).
 template <class On>
 at::Tensor sample_pixels_impl(const at::Tensor& labels_in, const at::Tensor& keys, int64_t C, int64_t k,
-                              int64_t ignore_index) {
+                              int64_t ignore_index, std::optional<c10::string_view> check) {
   const char* op = "sample_pixels";
   expect_args(labels_in, keys, C, k, op);
   const int64_t B = labels_in.size(0), P = labels_in.size(1) * labels_in.size(2);
@@ -33,14 +36,17 @@ at::Tensor sample_pixels_impl(const at::Tensor& labels_in, const at::Tensor& key
   Launcher<On> launcher(labels_in, op);
   const Labels labels(labels_in);
   const at::Tensor kc = keys.contiguous();
+  LabelCheck<On> label_check(check, labels_in, C, ignore_index);
   if constexpr (std::is_same_v<On, OnCpu>) {
     launcher(
         SamplePixels{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, k, ignore_index, out.mutable_data_ptr<int64_t>()});
+    label_check.finish();
     return out;
   } else {
     at::Tensor sort_keys = at::empty({B, P}, out.options());
-    launcher(SampleSortKeys{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, ignore_index,
-                            sort_keys.mutable_data_ptr<int64_t>()});
+    SampleSortKeys sk{labels.map, kc.const_data_ptr<int64_t>(), B, P, C, ignore_index, sort_keys.mutable_data_ptr<int64_t>()};
+    label_check.arm(sk);
+    launcher(sk);
     // stable: equal keys in pixel order, as the CPU kernel ranks them
     const auto [sorted, order] = sort_keys.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false);
     const at::Tensor s = sorted.contiguous(), o = order.contiguous();

@@ -186,11 +186,12 @@ def test_weights_are_checked_by_masked_means_cuda_kernel(emu):
     emu.masked_mean(e, w, 0.0, True, None)  # no check asked: the value is used as given
 
 
-@pytest.mark.parametrize("op", ["region_stats", "region_hinge", "centroid_hinge"])
+@pytest.mark.parametrize("op", ["region_stats", "region_hinge", "centroid_hinge", "sample_pixels"])
 def test_labels_are_checked_by_the_forward_cuda_kernel(emu, op):
     """The region ops' label check on CUDA is their forward's read of the labels (region_stats'
-    partials, region_hinge's forward; centroid_hinge's region_stats): a device-side assert with
-    check_values' message, no launch of its own; labels equal to ignore_index pass."""
+    partials, region_hinge's forward; centroid_hinge's region_stats; sample_pixels' sort-key
+    kernel, which checks is_triplet_loss' mask): a device-side assert with check_values'
+    message, no launch of its own; labels equal to ignore_index pass."""
     e, lab = torch.randn(2, 3, 5, 7), torch.randint(0, 3, (2, 5, 7))
     lab[1, 2, 3] = 7
     lab[0, 0, 0] = 255
@@ -199,6 +200,7 @@ def test_labels_are_checked_by_the_forward_cuda_kernel(emu, op):
         "region_stats": lambda c: emu.region_stats(e, lab, 3, 255, True, c),
         "region_hinge": lambda c: emu.region_hinge(e, lab, torch.zeros(2, 3, 3), 0.5, 255, c),
         "centroid_hinge": lambda c: emu.centroid_hinge(e, lab, 3, 0.5, 255, c),
+        "sample_pixels": lambda c: emu.sample_pixels(lab, torch.randint(0, 1 << 42, lab.shape), 3, 4, 255, c),
     }
     with pytest.raises(RuntimeError, match=r"labels values must be in \[0, 3\) or equal ignore_index=255; found 7 at "
                                            r"flat index 52 \(checked on the device\)"):  # fmt: skip

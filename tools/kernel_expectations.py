@@ -191,8 +191,10 @@ EXPECTATIONS: list[Expect] = [
                "memory, up to 120 registers, three blocks per SM; no spill"),
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
     Expect(r"pixel_keys:keys_kernel", why="an elementwise hash, one 8-byte key stored per thread and pixel; no spill"),
-    Expect(r"sample_pixels:sort_keys_kernel<.*>", min_occupancy=0.75,
-           why="elementwise: a label at its own width and a key read, one 8-byte sort key written a pixel; no spill"),
+    Expect(r"sample_pixels:sort_keys_kernel<.*>", min_occupancy=0.75, max_stack=24,
+           why="elementwise: a label at its own width and a key read, one 8-byte sort key written a pixel; the "
+               "24-byte frame is the cold report() call's (is_triplet_loss' mask check: printf, the failed "
+               "assert), after the loop, as check_values'; no spill"),
     Expect(r"sample_pixels:pick_kernel", min_occupancy=0.75,
            why="two threads binary-search the (image, class) run into 16 B of shared memory, every thread "
                "then copies one index (or -1) a column; no spill"),

@@ -40,6 +40,9 @@ struct SampleSortKeys {
   int64_t B, P, C;
   int64_t ignore_index;
   int64_t* sort_keys;   // (B, P); every element is written
+  // A label check (csrc/label_check.h): the message (empty: none); a label outside [0, C) other
+  // than ignore_index then fails a device-side assert.
+  char check[kCheckMessageBytes] = {};
 };
 
 struct SamplePick {

@@ -5,22 +5,27 @@
 // written once, coalesced, and read from the sort's indices only where a pixel is picked.
 #include "common/sample_pixels.h"
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
 
 namespace pixelkernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 
+// check: a thread keeps the flat index of a bad label it read and reports it after its loop.
 template <typename label_t>
 __global__ void __launch_bounds__(kThreads)
     sort_keys_kernel(const label_t* __restrict__ labels, const int64_t* __restrict__ keys, int64_t n, int64_t C,
-                     int64_t ignore, int64_t* __restrict__ sort_keys) {
+                     int64_t ignore, int64_t* __restrict__ sort_keys, bool check, const __grid_constant__ Message what) {
   const int64_t step = int64_t(gridDim.x) * kThreads;
+  int64_t bad = -1;
   for (int64_t q = int64_t(blockIdx.x) * kThreads + threadIdx.x; q < n; q += step) {
     const int64_t l = static_cast<int64_t>(labels[q]);
-    const int64_t c = takes_part(l, C, ignore) ? l : C;
-    sort_keys[q] = (c << sample_pixels::kKeyBits) | (keys[q] & sample_pixels::kKeyMask);
+    const bool part = takes_part(l, C, ignore);
+    if (check && !part && l != ignore) bad = q;
+    sort_keys[q] = ((part ? l : C) << sample_pixels::kKeyBits) | (keys[q] & sample_pixels::kKeyMask);
   }
+  if (bad >= 0) report(what, static_cast<long long>(labels[bad]), bad);
 }
 
 // The first index of a[0, n) (ascending) whose value is >= v.
@@ -65,7 +70,7 @@ Status launch(OnCuda on, const SampleSortKeys& p) {
     using label_t = typename decltype(lt)::type;
     cuda::launch_kernel(cuda::sort_keys_kernel<label_t>, dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(n, cuda::kThreads))),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const label_t*>(p.labels.data),
-                        p.keys, n, p.C, p.ignore_index, p.sort_keys);
+                        p.keys, n, p.C, p.ignore_index, p.sort_keys, p.check[0] != 0, cuda::message_of(p.check));
   });
   return cuda::status();
 }

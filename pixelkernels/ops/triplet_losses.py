@@ -9,10 +9,13 @@ smaller class size when a class has fewer pixels. The sets may share pixels. The
 m = 3.0, the defaults here; :class:`pixelkernels.nn.ISTripletLoss` wraps the function as a
 module.
 
-**How it computes.** Two sampler calls (F1/B1 from one draw, F2/B2 from another), then with
-random mining one :func:`pixelkernels.triplet_hinge` call over 2K slots (its mean over the
-2 n_b slots is eq. (4)'s half sum of the two means, and one backward writes one gradient map;
-``reduction="mean"`` takes the batch mean in the same kernels),
+**How it computes.** Two sampler calls (F1/B1 from one draw, F2/B2 from another; the first
+also checks the mask as it reads it), then with random mining one
+:func:`pixelkernels.triplet_hinge` call over 2K slots [B1 | F1] (its mean over the 2 n_b slots
+is eq. (4)'s half sum of the two means, and one backward writes one gradient map; the anchors
+and positives are the draws as they are, the negatives one copy; ``reduction="mean"`` takes
+the batch mean in the same kernels): on the CUDA path 14 launches forward and backward (W1:
+two key draws, 2 x 3 for the sampler, the copy, 2 + 3 for the hinge),
 or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
 sets: for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and
 the nearest of F2 (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
@@ -30,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks, _op
-from ..reference.triplet_losses import draw_sets
+from ..reference.triplet_losses import draws
 from . import pixel_keys as _keys
 from . import sample_pixels as _sample
 from . import triplet_hinge as _triplet
@@ -97,7 +100,8 @@ def is_triplet_loss(
     -----
     Accepts and refuses what :func:`pixelkernels.triplet_hinge` and
     :func:`pixelkernels.sample_pixels` do; mask values other than 0, 1 and ``ignore_index`` are
-    refused (``ValueError`` naming ``mask`` on the CPU, a device-side assert on a GPU).
+    refused (``ValueError`` naming ``mask`` on the CPU, a device-side assert on a GPU, made by the
+    first draw's sort-key kernel: no launch of its own).
     Differentiable in ``emb`` (double backward too). Every backend draws the same sets for the same
     generator state or seeds; the determinism of the backward is ``triplet_hinge``'s. No host sync.
 
@@ -125,22 +129,28 @@ def is_triplet_loss(
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     _checks.generator(generator, mask, "mask", "the mask's")
     backend = _op.backend_for(_triplet.OP, backend, emb, "emb")
-    _checks.label_values(mask, "mask", 2, ignore_index)
+    # The mask's check rides on the first draw's pass over it (sample_pixels' `check`): no launch
+    # of its own on a GPU.
+    pending = [_checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)]
 
     def sampler(labels, keys, C, k, ignore):
-        return _op.run(_sample.OP, backend, labels, keys, C, k, ignore)
+        check, pending[0] = pending[0], None
+        return _op.run(_sample.OP, backend, labels, keys, C, k, ignore, check)
 
     def keys(labels, gen, stream):
         return _keys.draw_keys(labels, gen, stream, backend)
 
-    f1, f2, b1, b2 = draw_sets(mask, K, generator, ignore_index, sampler, keys)
+    s1, s2 = draws(mask, K, generator, ignore_index, sampler, keys)  # (B, 2, K): background, foreground
+    f1, f2, b1, b2 = s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
     if not hard:
         # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two
         # means (each term has n_b slots), and one backward writes one gradient map, not two
-        # to be added.
-        # triplet_hinge's mean over the images with slots is combine's over those with n_b > 0
-        # (an image has 2 n_b slots here), reduced by its own kernels: no op of its own.
-        anchor, positive, negative = torch.cat([f1, b1], 1), torch.cat([f2, b2], 1), torch.cat([b1, f2], 1)
+        # to be added. Slots [B1 | F1] of each image: the anchors and positives are the draws
+        # themselves (views, no copy); the negatives F2 (for B1) and B1 (for F1) take the one
+        # copy. triplet_hinge's mean over the images with slots is combine's over those with
+        # n_b > 0, reduced by its own kernels: no op of its own.
+        B = s1.shape[0]
+        anchor, positive, negative = s1.reshape(B, 2 * K), s2.reshape(B, 2 * K), torch.cat([f2, b1], 1)
         return _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False, True)[0]
     # Batch-hard mining draws each term's candidates from its own sets: two calls, each its mean
     # over the images with n_b > 0 (the same images for both terms), halved: combine's value.

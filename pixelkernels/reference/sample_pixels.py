@@ -63,8 +63,10 @@ def pixel_keys(seeds: torch.Tensor, num_pixels: int, stream: int) -> torch.Tenso
     return _mix32(p ^ h[:, None]) << (KEY_BITS - 32)
 
 
-def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1):
-    """labels (B, H, W) integer, keys (B, H, W) int64 -> (B, C, k) int64 flat pixel indices."""
+def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1,
+                  check: str | None = None):  # fmt: skip
+    """labels (B, H, W) integer, keys (B, H, W) int64 -> (B, C, k) int64 flat pixel indices.
+    `check` (the compiled variants' folded label check) is made by the caller here."""
     B, H, W = labels.shape
     P, C = H * W, num_classes
     out = torch.full((B, C, k), -1, dtype=torch.int64, device=labels.device)

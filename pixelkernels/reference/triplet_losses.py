@@ -12,14 +12,15 @@ from .sample_pixels import draw_keys, sample_pixels
 from .triplet_hinge import triplet_hinge
 
 
-def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
-    """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k);
+def draws(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
+    """The two draws (streams 0 and 1), each (B, 2, k): [:, 0] background, [:, 1] foreground;
     keys(mask, generator, stream) draws the keys (an op's composition passes its backend's)."""
+    return tuple(sampler(mask, keys(mask, generator, s), 2, k, ignore_index) for s in (0, 1))
 
-    def draw(stream):
-        return sampler(mask, keys(mask, generator, stream), 2, k, ignore_index)
 
-    s1, s2 = draw(0), draw(1)
+def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
+    """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k)."""
+    s1, s2 = draws(mask, k, generator, ignore_index, sampler, keys)
     return s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
 
 

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from .._schema import triton_variant
 from ..reference.sample_pixels import KEY_BITS, KEY_MASK, MAX_CLASSES
-from ._common import LABEL_TYPES, device_ctx, expect, grid_items, load_regions, split_pid
+from ._common import LABEL_TYPES, checked_labels, device_ctx, expect, grid_items, load_regions, split_pid
 
 _BLOCK = 1024
 
@@ -67,7 +67,7 @@ def _pick_kernel(sorted_ptr, order_ptr, out_ptr, P, C, k, rows, n_kblk, steps, K
 
 
 @triton_variant("sample_pixels")
-def sample_pixels_op(labels, keys, num_classes, k, ignore_index):
+def sample_pixels_op(labels, keys, num_classes, k, ignore_index, check):
     op = "sample_pixels"
     expect(labels.dim() == 3 and labels.dtype in LABEL_TYPES, op, "labels must be (B, H, W) integer, got ",
            labels.dtype, " of shape ", tuple(labels.shape))  # fmt: skip
@@ -76,6 +76,7 @@ def sample_pixels_op(labels, keys, num_classes, k, ignore_index):
     expect(keys.device == labels.device, op, "keys must be on the labels' device")
     expect(0 < num_classes < MAX_CLASSES, op, "num_classes out of range: ", num_classes)
     expect(k > 0, op, "k must be positive, got ", k)
+    checked_labels(labels, num_classes, ignore_index, check)
     B, H, W = labels.shape
     P, C = H * W, num_classes
     out = torch.empty(B, C, k, dtype=torch.int64, device=labels.device)
