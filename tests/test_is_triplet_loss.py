@@ -207,7 +207,7 @@ def _chi2(counts: torch.Tensor) -> float:
 
 def test_per_image_seeds_draw_two_independent_pairs_of_sets(impl):
     """generator = per-image seeds: F1, B1 come from one draw and F2, B2 from another (streams
-    0 and 1 of draw_keys). Over 7200 seeds the first pixels of F1 and F2 are jointly uniform
+    0 and 1 of pixel_keys' hash, made by one sampler call). Over 7200 seeds the first pixels of F1 and F2 are jointly uniform
     over the 6 x 6 pairs of a 6-pixel foreground (chi-square, df = 35), and so are B1's and
     B2's (a second draw that reused the first's keys would give F2 = F1)."""
     backend, device, ctx = impl
@@ -215,8 +215,8 @@ def test_per_image_seeds_draw_two_independent_pairs_of_sets(impl):
     mask = torch.arange(2).view(1, 2, 1).expand(n, 2, 6).contiguous().to(device)  # row 0 background
     seeds = torch.arange(n, dtype=torch.int64, device=device) * 7919
 
-    def sampler(labels, keys, C, k, ignore):
-        return pk._op.run(pk.ops.sample_pixels.OP, backend, labels, keys, C, k, ignore)
+    def sampler(labels, seeds, C, k, ignore, check, draws):
+        return pk._op.run(pk.ops.sample_pixels.OP, backend, labels, seeds, C, k, ignore, check, draws)
 
     with ctx():
         f1, f2, b1, b2 = (t.cpu() for t in draw_sets(mask, 2, seeds, -1, sampler))

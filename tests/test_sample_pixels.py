@@ -12,6 +12,7 @@ from contract import FuzzRow, fuzz_suite
 
 import pixelkernels as pk
 from pixelkernels.reference.sample_pixels import KEY_BITS
+from pixelkernels.reference.sample_pixels import pixel_keys as reference_pixel_keys
 from pixelkernels.reference.sample_pixels import sample_pixels as reference
 
 # Chi-square critical values at p = 0.001 (df -> value), from the chi-square table.
@@ -264,12 +265,15 @@ IMPLS = [*(pytest.param(tuple(p.values), marks=p.marks, id=p.id) for p in BACKEN
 
 @pytest.fixture(params=IMPLS)
 def sampler(request):
-    """sampler(labels, keys, C, k, ignore_index) on CPU tensors -> (B, C, k) on the CPU."""
+    """sampler(labels, keys, C, k, ignore_index[, check, draws]) on CPU tensors -> (B, C, k) (or
+    (draws, B, C, k)) on the CPU."""
     backend, device = request.param
     if backend == "emulated":
         emu = request.getfixturevalue("emu")
-        return lambda labels, keys, C, k, ignore=-1: emu.sample_pixels(labels.clone(), keys.clone(), C, k, ignore)
-    return lambda labels, keys, C, k, ignore=-1: _op(backend)(labels.to(device), keys.to(device), C, k, ignore).cpu()
+        return lambda labels, keys, C, k, ignore=-1, *rest: emu.sample_pixels(labels.clone(), keys.clone(), C, k,
+                                                                              ignore, *rest)  # fmt: skip
+    return lambda labels, keys, C, k, ignore=-1, *rest: _op(backend)(labels.to(device), keys.to(device), C, k, ignore,
+                                                                     *rest).cpu()  # fmt: skip
 
 
 @pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
@@ -287,6 +291,25 @@ def test_awkward_sizes_and_ties(sampler, label_dtype):
         keys = _keys((B, H, W), seed=seed) % 64  # many exact ties: the lower pixel first
         want = reference(labels, keys, C, k, ignore)
         assert torch.equal(sampler(labels, keys, C, k, ignore), want), (B, H, W, C, k, label_dtype)
+
+
+@pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int64])
+def test_draws_hash_the_seeds_keys_where_they_are_read(sampler, label_dtype):
+    """draws > 0 (is_triplet_loss' one sampler call for both its draws): keys are per-image
+    seeds, and draw s is the draw of pixel_keys' keys of stream s, every draw sorted and picked
+    in the same launches; more images x draws than the emulator's grid (the grid-stride loops),
+    seeds of both signs and above 2^32, labels out of range and ignored."""
+    g = torch.Generator().manual_seed(11)
+    for B, H, W, C, k, draws, ignore, seed in [(3, 9, 10, 3, 7, 2, -1, 0), (7, 5, 3, 2, 4, 3, 1, 1),
+                                               (1, 1, 1, 2, 3, 1, -1, 2), (2, 31, 33, 4, 300, 2, 255, 3)]:  # fmt: skip
+        labels = make_labels(B, H, W, C + 1, device="cpu", seed=seed).clamp_min(0).to(label_dtype)
+        seeds = torch.randint(-(1 << 62), 1 << 62, (B,), generator=g)
+        want = torch.stack([
+            reference(labels, reference_pixel_keys(seeds, H * W, s).reshape(B, H, W), C, k, ignore)
+            for s in range(draws)
+        ])  # fmt: skip
+        assert torch.equal(sampler(labels, seeds, C, k, ignore, None, draws), want), (B, H, W, C, k, draws)
+        assert torch.equal(reference(labels, seeds, C, k, ignore, None, draws), want)
 
 
 def test_fallback_with_some_but_fewer_than_k_keys_below_the_bound(sampler):

@@ -192,7 +192,8 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"pair_bce:.*", threads=128, why=_SIMPLE_PB + "; no spill"),
     Expect(r"pixel_keys:keys_kernel", why="an elementwise hash, one 8-byte key stored per thread and pixel; no spill"),
     Expect(r"sample_pixels:sort_keys_kernel<.*>", min_occupancy=0.75, max_stack=24,
-           why="elementwise: a label at its own width and a key read, one 8-byte sort key written a pixel; the "
+           why="elementwise: a label at its own width and a key read (or hashed from the image's seed), one "
+               "8-byte sort key written a pixel; __launch_bounds__(256, 6) keeps it at 40 registers; the "
                "24-byte frame is the cold report() call's (is_triplet_loss' mask check: printf, the failed "
                "assert), after the loop, as check_values'; no spill"),
     Expect(r"sample_pixels:pick_kernel", min_occupancy=0.75,
@@ -285,6 +286,9 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:sample_pixels:_sort_keys_kernel\[.*", threads=0, min_occupancy=0.5,
            why="elementwise over 1024 pixels a program (4 warps): a label, a key, one sort key; eight int64 "
                "keys a lane in flight take 63 registers on sm_90 (occupancy 0.5); no spill"),
+    Expect(r"triton:sample_pixels:_seeded_sort_keys_kernel\[.*", threads=0, min_occupancy=0.5,
+           why="the same with each key hashed from its image's seed and draw (pixel_keys' arithmetic, "
+               "the row's hash once a program) instead of read: 64 registers on sm_90 (occupancy 0.5); no spill"),
     Expect(r"triton:sample_pixels:_pick_kernel\[.*", threads=0, min_occupancy=0.5,
            why="a [rows, columns] output tile a program (4 warps): each row's two binary searches as lanes, "
                "then one index (or -1) a column; no spill"),

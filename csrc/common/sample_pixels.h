@@ -34,19 +34,23 @@ Status launch(OnCpu, const SamplePixels& p);
 //   SamplePick:     the sorted keys hold class c of image b in one run [s_c, s_c + n_c), found
 //                   by two binary searches; out[b, c, j] = order[b, s_c + j] (j < n_c), else -1
 // A stable sort puts equal keys in pixel order: the same pixels as the CPU kernel's.
+// seeds: the keys of draw s, image b are pixel_keys' (common/pixel_keys.h) of seeds[b] and stream
+// s, for draws s < draws, hashed as they are read; sort_keys is then (draws, B, P).
 struct SampleSortKeys {
   LabelMap labels;      // (B, P)
-  const int64_t* keys;  // (B, P) contiguous
+  const int64_t* keys;  // (B, P) contiguous; unread when seeds is set
   int64_t B, P, C;
   int64_t ignore_index;
   int64_t* sort_keys;   // (B, P); every element is written
   // A label check (csrc/label_check.h): the message (empty: none); a label outside [0, C) other
   // than ignore_index then fails a device-side assert.
   char check[kCheckMessageBytes] = {};
+  const int64_t* seeds = nullptr;  // (B,) per-image seeds, or none: keys
+  int64_t draws = 1;
 };
 
 struct SamplePick {
-  const int64_t* sorted;  // (B, P): the sort keys, ascending per image
+  const int64_t* sorted;  // (B, P): the sort keys, ascending per image (several draws: B = draws * B)
   const int64_t* order;   // (B, P): their pixel indices
   int64_t B, P, C, k;
   int64_t* out;           // (B, C, k); every element is written

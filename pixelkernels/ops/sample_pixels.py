@@ -28,9 +28,12 @@ No host sync: a draw can be captured in a CUDA graph.
 
 **Per-image seeds.** ``generator`` may be a ``(B,)`` int64 tensor of seeds instead: image b's
 keys are then a counter-based hash of (seed_b, draw, pixel), one bijective 32-bit mixing round
-per pixel (so an image's keys are distinct), computed in one launch on every backend, bit for
-bit the reference's. The draw then depends neither on the rest of the batch nor on torch's RNG
-state: a data-parallel rank draws for its images what one process draws for them. The tests
+per pixel (so an image's keys are distinct), bit for bit the reference's, hashed where they are
+read (the CUDA and Triton sort-key kernels; the CPU launcher before each draw): no launch of
+their own. The op can also make several draws (streams 0, 1, ...) in one call, as
+:func:`pixelkernels.is_triplet_loss` does. The draw then depends neither on the rest of the
+batch nor on torch's RNG state: a data-parallel rank draws for its images what one process
+draws for them. The tests
 check uniformity (a chi-square test over 6000 draws), independence of two draws, distinctness,
 empty classes, ``k`` above the class size, ignored labels and seeds differing only in their high
 32 bits.
@@ -46,8 +49,9 @@ from ..reference.sample_pixels import sample_pixels as _reference
 from . import pixel_keys as _keys
 
 
-def _fake(labels, keys, num_classes, k, ignore_index, check=None):
-    return labels.new_empty((labels.shape[0], num_classes, k), dtype=torch.int64)
+def _fake(labels, keys, num_classes, k, ignore_index, check=None, draws=0):
+    shape = (labels.shape[0], num_classes, k)
+    return labels.new_empty((draws, *shape) if draws > 0 else shape, dtype=torch.int64)
 
 
 OP = _op.define("sample_pixels", reference=_reference, fake=_fake, outputs=("indices",))
@@ -122,5 +126,7 @@ def sample_pixels(
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     _checks.generator(generator, labels, "labels", "the labels'")
     backend = _op.backend_for(OP, backend, labels, "labels")
+    if isinstance(generator, torch.Tensor):  # the keys hashed where the sort-key kernel reads them
+        return _op.run(OP, backend, labels, generator, C, k, ignore_index, None, 1)[0]
     keys = _keys.draw_keys(labels, generator, 0, backend)
     return _op.run(OP, backend, labels, keys, C, k, ignore_index)

@@ -9,14 +9,15 @@ smaller class size when a class has fewer pixels. The sets may share pixels. The
 m = 3.0, the defaults here; :class:`pixelkernels.nn.ISTripletLoss` wraps the function as a
 module.
 
-**How it computes.** Two sampler calls (F1/B1 from one draw, F2/B2 from another; the first
-also checks the mask as it reads it), then with random mining one
+**How it computes.** One :func:`pixelkernels.sample_pixels` call makes both draws from the
+per-image seeds (F1/B1 from stream 0, F2/B2 from stream 1; the keys hashed where the sort-key
+kernel reads them, which also checks the mask), then with random mining one
 :func:`pixelkernels.triplet_hinge` call over 2K slots [B1 | F1] (its mean over the 2 n_b slots
 is eq. (4)'s half sum of the two means, and one backward writes one gradient map; the anchors
 and positives are the draws as they are, the negatives one copy; ``reduction="mean"`` takes
-the batch mean in the same kernels): on the CUDA path 14 launches forward and backward (W1:
-two key draws, 2 x 3 for the sampler, the copy, 2 + 3 for the hinge),
-or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
+the batch mean in the same kernels): on the CUDA path 9 launches forward and backward with
+per-image seeds (3 for the sampler, the copy, 2 + 3 for the hinge), 10 with a Generator (its
+seeds' draw), or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
 sets: for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and
 the nearest of F2 (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
 Re-Identification*, arXiv:1703.07737, 2017, the paper's reference [30]).
@@ -34,7 +35,6 @@ import torch
 
 from .. import _checks, _op
 from ..reference.triplet_losses import draws
-from . import pixel_keys as _keys
 from . import sample_pixels as _sample
 from . import triplet_hinge as _triplet
 
@@ -83,9 +83,10 @@ def is_triplet_loss(
         ``"random"`` (default): the drawn triplets; ``"hard"``: batch-hard positives and negatives
         among the drawn sets.
     generator : torch.Generator or Tensor, optional
-        A generator on the mask's device (pass a seeded one for a reproducible loss), or a
-        ``(B,)`` int64 tensor of per-image seeds: each image's sets (F1/B1 from stream 0, F2/B2
-        from stream 1) are then a function of its seed alone.
+        A ``(B,)`` int64 tensor of per-image seeds: each image's sets (F1/B1 from stream 0,
+        F2/B2 from stream 1) are then a function of its seed alone. Or a generator on the mask's
+        device (``None``: torch's default; pass a seeded one for a reproducible loss), which
+        draws those seeds first (one ``torch.randint`` of B values in [0, 2^62)).
     ignore_index : int
         Mask value of the pixels that take no part (default -1).
     backend : str, optional
@@ -129,18 +130,14 @@ def is_triplet_loss(
     ignore_index = _checks.plain_int(ignore_index, "ignore_index")
     _checks.generator(generator, mask, "mask", "the mask's")
     backend = _op.backend_for(_triplet.OP, backend, emb, "emb")
-    # The mask's check rides on the first draw's pass over it (sample_pixels' `check`): no launch
-    # of its own on a GPU.
-    pending = [_checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)]
+    # Both draws in one sampler call (the keys hashed from the per-image seeds where they are
+    # read), which also checks the mask as it reads it: no launch of its own on a GPU.
+    check = _checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)
 
-    def sampler(labels, keys, C, k, ignore):
-        check, pending[0] = pending[0], None
-        return _op.run(_sample.OP, backend, labels, keys, C, k, ignore, check)
+    def sampler(labels, seeds, C, k, ignore, _check, n):
+        return _op.run(_sample.OP, backend, labels, seeds, C, k, ignore, check, n)
 
-    def keys(labels, gen, stream):
-        return _keys.draw_keys(labels, gen, stream, backend)
-
-    s1, s2 = draws(mask, K, generator, ignore_index, sampler, keys)  # (B, 2, K): background, foreground
+    s1, s2 = draws(mask, K, generator, ignore_index, sampler)  # (B, 2, K) each: background, foreground
     f1, f2, b1, b2 = s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
     if not hard:
         # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two

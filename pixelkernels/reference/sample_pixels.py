@@ -64,10 +64,17 @@ def pixel_keys(seeds: torch.Tensor, num_pixels: int, stream: int) -> torch.Tenso
 
 
 def sample_pixels(labels: torch.Tensor, keys: torch.Tensor, num_classes: int, k: int, ignore_index: int = -1,
-                  check: str | None = None):  # fmt: skip
-    """labels (B, H, W) integer, keys (B, H, W) int64 -> (B, C, k) int64 flat pixel indices.
-    `check` (the compiled variants' folded label check) is made by the caller here."""
+                  check: str | None = None, draws: int = 0):  # fmt: skip
+    """labels (B, H, W) integer, keys (B, H, W) int64 -> (B, C, k) int64 flat pixel indices;
+    draws > 0: keys (B,) int64 per-image seeds -> (draws, B, C, k), draw s from the keys of
+    stream s (pixel_keys). `check` (the compiled variants' folded label check) is made by the
+    caller here."""
     B, H, W = labels.shape
+    if draws > 0:
+        return torch.stack([
+            sample_pixels(labels, pixel_keys(keys, H * W, s).reshape(B, H, W), num_classes, k, ignore_index)
+            for s in range(draws)
+        ])  # fmt: skip
     P, C = H * W, num_classes
     out = torch.full((B, C, k), -1, dtype=torch.int64, device=labels.device)
     if P == 0 or B == 0:

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import torch
 
-from .sample_pixels import draw_keys, sample_pixels
+from .sample_pixels import sample_pixels
 from .triplet_hinge import triplet_hinge
 
-
-def draws(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
-    """The two draws (streams 0 and 1), each (B, 2, k): [:, 0] background, [:, 1] foreground;
-    keys(mask, generator, stream) draws the keys (an op's composition passes its backend's)."""
-    return tuple(sampler(mask, keys(mask, generator, s), 2, k, ignore_index) for s in (0, 1))
+# A Generator's per-image seeds: uniform in [0, SEED_RANGE).
+SEED_RANGE = 1 << 62
 
 
-def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, keys=draw_keys):
+def image_seeds(mask: torch.Tensor, generator) -> torch.Tensor:
+    """(B,) int64 per-image seeds: `generator` itself when it is a tensor of seeds, else one
+    torch.randint of B seeds with the Generator (None: torch's default one)."""
+    if isinstance(generator, torch.Tensor):
+        return generator
+    return torch.randint(0, SEED_RANGE, mask.shape[:1], generator=generator, device=mask.device)
+
+
+def draws(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels) -> torch.Tensor:
+    """The two draws (streams 0 and 1) of every image's seed: (2, B, 2, k), [:, :, 0] background,
+    [:, :, 1] foreground; sampler(labels, seeds, C, k, ignore_index, check, draws) is
+    sample_pixels' (an op's composition passes its backend's, and the mask check)."""
+    return sampler(mask, image_seeds(mask, generator), 2, k, ignore_index, None, 2)
+
+
+def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels):
     """F1, F2 (foreground, two independent draws) and B1, B2 (background), each (B, k)."""
-    s1, s2 = draws(mask, k, generator, ignore_index, sampler, keys)
+    s1, s2 = draws(mask, k, generator, ignore_index, sampler)
     return s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
 
 

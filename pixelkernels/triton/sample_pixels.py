@@ -14,6 +14,7 @@ import triton.language as tl
 from .._schema import triton_variant
 from ..reference.sample_pixels import KEY_BITS, KEY_MASK, MAX_CLASSES
 from ._common import LABEL_TYPES, checked_labels, device_ctx, expect, grid_items, load_regions, split_pid
+from .pixel_keys import _mix32
 
 _BLOCK = 1024
 
@@ -27,6 +28,24 @@ def _sort_keys_kernel(lab_ptr, keys_ptr, out_ptr, n, C, ignore_index, KEY_BITS: 
     cls = tl.where(valid, cls, C).to(tl.int64)
     key = tl.load(keys_ptr + offs, mask=m, other=0)
     tl.store(out_ptr + offs, (cls << KEY_BITS) | (key & KEY_MASK), mask=m)
+
+
+@triton.jit
+def _seeded_sort_keys_kernel(lab_ptr, seeds_ptr, out_ptr, B, P, C, ignore_index, KEY_BITS: tl.constexpr,
+                             KEY_MASK: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    # a block of pixels of row r = s * B + b: draw s of image b, its keys pixel_keys' hash of
+    # (seed_b, stream s) (pixel_keys._keys_kernel's arithmetic)
+    r, blk = split_pid(tl.cdiv(P, BLOCK))
+    s = r // B
+    b = r - s * B
+    seed = tl.load(seeds_ptr + b)
+    h = _mix32((seed & 0xFFFFFFFF) ^ _mix32(((seed >> 32) & 0xFFFFFFFF) ^ _mix32(s.to(tl.int64) & 0xFFFFFFFF)))
+    offs = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < P
+    valid, cls = load_regions(lab_ptr + b.to(tl.int64) * P, offs, m, C, ignore_index)
+    cls = tl.where(valid, cls, C).to(tl.int64)
+    key = _mix32(offs ^ h) << 10
+    tl.store(out_ptr + r.to(tl.int64) * P + offs, (cls << KEY_BITS) | (key & KEY_MASK), mask=m)
 
 
 @triton.jit
@@ -67,34 +86,44 @@ def _pick_kernel(sorted_ptr, order_ptr, out_ptr, P, C, k, rows, n_kblk, steps, K
 
 
 @triton_variant("sample_pixels")
-def sample_pixels_op(labels, keys, num_classes, k, ignore_index, check):
+def sample_pixels_op(labels, keys, num_classes, k, ignore_index, check, draws):
     op = "sample_pixels"
     expect(labels.dim() == 3 and labels.dtype in LABEL_TYPES, op, "labels must be (B, H, W) integer, got ",
            labels.dtype, " of shape ", tuple(labels.shape))  # fmt: skip
-    expect(keys.shape == labels.shape and keys.dtype == torch.int64, op, "keys must be int64 of the labels' shape, got ",
-           keys.dtype, " of shape ", tuple(keys.shape))  # fmt: skip
+    expect(draws >= 0, op, "draws must be >= 0, got ", draws)
+    want = labels.shape[:1] if draws > 0 else labels.shape
+    expect(keys.shape == want and keys.dtype == torch.int64, op, "keys must be int64 of shape ", tuple(want),
+           ", got ", keys.dtype, " of shape ", tuple(keys.shape))  # fmt: skip
     expect(keys.device == labels.device, op, "keys must be on the labels' device")
     expect(0 < num_classes < MAX_CLASSES, op, "num_classes out of range: ", num_classes)
     expect(k > 0, op, "k must be positive, got ", k)
     checked_labels(labels, num_classes, ignore_index, check)
     B, H, W = labels.shape
-    P, C = H * W, num_classes
-    out = torch.empty(B, C, k, dtype=torch.int64, device=labels.device)
+    P, C, S = H * W, num_classes, max(draws, 1)
+    out = torch.empty((draws, B, C, k) if draws > 0 else (B, C, k), dtype=torch.int64, device=labels.device)
     if out.numel() == 0:
         return out
     if P == 0:
         return out.fill_(-1)
-    lab, key = labels.reshape(B, P).contiguous(), keys.reshape(B, P).contiguous()
-    sort_keys = torch.empty(B, P, dtype=torch.int64, device=labels.device)
+    expect(draws == 0 or P < 2**31, op, "H*W must be below 2^31 with seeds")
+    lab, key = labels.reshape(B, P).contiguous(), keys.contiguous()
+    sort_keys = torch.empty(S * B, P, dtype=torch.int64, device=labels.device)
+    rows = S * B * C  # draw s of image b is image s * B + b from here on
     block_k = min(_BLOCK, triton.next_power_of_2(k))
-    rows_blk = min(_BLOCK // block_k, triton.next_power_of_2(B * C))
+    rows_blk = min(_BLOCK // block_k, triton.next_power_of_2(rows))
     n_kblk = triton.cdiv(k, block_k)
     with device_ctx(out):
-        _sort_keys_kernel[(triton.cdiv(B * P, _BLOCK),)](lab, key, sort_keys, B * P, C, ignore_index, KEY_BITS=KEY_BITS,
-                                                         KEY_MASK=KEY_MASK, BLOCK=_BLOCK, num_warps=4)  # fmt: skip
+        if draws > 0:
+            _seeded_sort_keys_kernel[grid_items(triton.cdiv(P, _BLOCK), S * B)](
+                lab, key, sort_keys, B, P, C, ignore_index, KEY_BITS=KEY_BITS, KEY_MASK=KEY_MASK, BLOCK=_BLOCK,
+                num_warps=4)  # fmt: skip
+        else:
+            _sort_keys_kernel[(triton.cdiv(B * P, _BLOCK),)](lab, key, sort_keys, B * P, C, ignore_index,
+                                                             KEY_BITS=KEY_BITS, KEY_MASK=KEY_MASK, BLOCK=_BLOCK,
+                                                             num_warps=4)  # fmt: skip
         s, order = torch.sort(sort_keys, dim=1, stable=True)
-        _pick_kernel[grid_items(n_kblk, triton.cdiv(B * C, rows_blk))](
-            s, order, out, P, C, k, B * C, n_kblk, P.bit_length(), KEY_BITS=KEY_BITS, ROWS=rows_blk, BLOCK_K=block_k,
+        _pick_kernel[grid_items(n_kblk, triton.cdiv(rows, rows_blk))](
+            s, order, out, P, C, k, rows, n_kblk, P.bit_length(), KEY_BITS=KEY_BITS, ROWS=rows_blk, BLOCK_K=block_k,
             num_warps=4)  # fmt: skip
     return out
 
@@ -104,6 +133,8 @@ def compile_specs():
     (.ci/triton_compile_check.py); other arguments compile as i32."""
     return [
         (_sort_keys_kernel, {"lab_ptr": "*i64", "keys_ptr": "*i64", "out_ptr": "*i64"},
+         {"KEY_BITS": KEY_BITS, "KEY_MASK": KEY_MASK, "BLOCK": _BLOCK}, 4),
+        (_seeded_sort_keys_kernel, {"lab_ptr": "*i64", "seeds_ptr": "*i64", "out_ptr": "*i64"},
          {"KEY_BITS": KEY_BITS, "KEY_MASK": KEY_MASK, "BLOCK": _BLOCK}, 4),
         (_pick_kernel, {"sorted_ptr": "*i64", "order_ptr": "*i64", "out_ptr": "*i64"},
          {"KEY_BITS": KEY_BITS, "ROWS": 128, "BLOCK_K": 8}, 4),
