@@ -85,17 +85,46 @@ std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at
 
 // The CPU kernels apply a weight inside their tiles. The CUDA kernels take none: there the
 // weighted refs w·ref are formed first, with the query, in the statistics dtype (the reference's
-// arithmetic: w·ref of half refs is no half vector), and the gradient is chained through them.
+// arithmetic: w·ref of half refs is no half vector), and the gradient is chained through them,
+// one launch each (common/similarity_reduce.h SimilarityWeightRefs / SimilarityWeightGrads).
 template <class On>
 constexpr bool kWeightInKernels = std::is_same_v<On, OnCpu>;
 
-// ref and w (B, K) with the refs that take no part, and their weights, zeroed (as `dtype`): no
-// NaN there reaches the other's gradient through the product (0 · NaN).
-std::pair<at::Tensor, at::Tensor> parts_of(const at::Tensor& ref, const at::Tensor& w, const at::Tensor& ref_labels,
-                                           int64_t C, at::ScalarType dtype) {
-  const at::Tensor valid = ref_labels.ge(0).logical_and_(ref_labels.lt(C));
-  const at::Tensor zero = at::zeros({}, w.options().dtype(dtype));
-  return {at::where(valid.unsqueeze(-1), ref.to(dtype), zero), at::where(valid, w.to(dtype), zero)};
+// The weight path's ref with its dims innermost, as its kernels read it coalesced (a warp per ref
+// row): a D-major ref (prior_mask's support map seen as (B, HW, D)) is transposed once, as the
+// unweighted path's contiguous copy does.
+at::Tensor rows_of(const at::Tensor& ref) { return ref.size(2) <= 1 || ref.stride(2) == 1 ? ref : ref.contiguous(); }
+
+// The weight path's ref (rows_of) and w, as its kernels read them: w contiguous in ref's
+// accumulation type (labels_and_weight_of's), the labels contiguous.
+template <class P>
+P weight_path_of(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, int64_t C, at::ScalarType dtype) {
+  P p{};
+  p.ref = ref.const_data_ptr();
+  p.ref_dtype = dtype_code(ref.scalar_type());
+  p.r_sb = ref.stride(0);
+  p.r_sk = ref.stride(1);
+  p.r_sd = ref.stride(2);
+  p.w = w.const_data_ptr();
+  p.labels = lab.map;
+  p.B = ref.size(0);
+  p.K = ref.size(1);
+  p.D = ref.size(2);
+  p.C = C;
+  p.out_dtype = dtype_code(dtype);
+  return p;
+}
+
+// w·ref for the kernels, (B, K, D) contiguous in `dtype` (zeros where the ref takes no part: no NaN
+// there reaches the other's gradient through the product).
+template <class On>
+at::Tensor weighted_refs(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, int64_t C,
+                         at::ScalarType dtype, const char* op) {
+  at::Tensor out = at::empty(ref.sizes(), ref.options().dtype(dtype));
+  auto p = weight_path_of<SimilarityWeightRefs>(ref, w, lab, C, dtype);
+  p.out = out.mutable_data_ptr();
+  Launcher<On>(ref, op)(p);
+  return out;
 }
 
 // The cosine norms' floor for inputs of dtype t: sqrt of its statistics dtype's smallest normal.
@@ -129,10 +158,12 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if (w && !kWeightInKernels<On>) {
-    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, w->scalar_type());
-    return similarity_reduce<On>(query.to(w->scalar_type()), rr.mul(ww.unsqueeze(-1)), ref_labels, C, metric, scale,
-                                 bias, sigmoid, reduce, temperature, eps, std::nullopt);
+  if constexpr (!kWeightInKernels<On>) {
+    if (w) {
+      const at::ScalarType st = w->scalar_type();
+      return similarity_reduce<On>(query.to(st), weighted_refs<On>(rows_of(ref), *w, Labels(ref_labels), C, st, op),
+                                   ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
+    }
   }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);
@@ -160,19 +191,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
   const char* op = "similarity_reduce_backward";
   expect_same_device(op, {query, ref, ref_labels, grad_out, out, aux});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if (w && !kWeightInKernels<On>) {
-    // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
-    // of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
-    // it per pair instead): here it is taken in float64, where that difference survives (with
-    // the norms' floor of the inputs' dtype, the reference's: a zero vector's gradient is 1 / floor).
-    const at::ScalarType st = w->scalar_type(), wide = metric == "cosine" ? at::kDouble : st;
-    const auto [rr, ww] = parts_of(ref, *w, ref_labels, C, wide);
-    const auto grads = backward_with_floor<On>(grad_out, query.to(wide), rr.mul(ww.unsqueeze(-1)), ref_labels, out,
-                                               aux, C, metric, scale, bias, sigmoid, reduce, temperature, eps,
-                                               std::nullopt, floor);
-    const at::Tensor& G = std::get<1>(grads);
-    return {in_layout_of(std::get<0>(grads).to(query.scalar_type()), query),
-            in_layout_of(G.mul(ww.unsqueeze(-1)).to(ref.scalar_type()), ref), G.mul(rr).sum(-1).to(st)};
+  if constexpr (!kWeightInKernels<On>) {
+    if (w) {
+      // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a
+      // difference of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU
+      // kernels sum it per pair instead): here it is taken in float64, where that difference
+      // survives (with the norms' floor of the inputs' dtype, the reference's: a zero vector's
+      // gradient is 1 / floor).
+      const at::ScalarType wide = metric == "cosine" ? at::kDouble : w->scalar_type();
+      const Labels lab(ref_labels);
+      const at::Tensor rows = rows_of(ref);
+      const auto grads = backward_with_floor<On>(grad_out, query.to(wide), weighted_refs<On>(rows, *w, lab, C, wide, op),
+                                                 ref_labels, out, aux, C, metric, scale, bias, sigmoid, reduce,
+                                                 temperature, eps, std::nullopt, floor);
+      const at::Tensor G = std::get<1>(grads).contiguous();
+      at::Tensor grad_ref = at::empty_like(rows), grad_w = at::empty_like(*w);
+      auto p = weight_path_of<SimilarityWeightGrads>(rows, *w, lab, C, wide);
+      p.grad = G.const_data_ptr();
+      p.grad_ref = grad_ref.mutable_data_ptr();
+      p.g_sb = grad_ref.stride(0);
+      p.g_sk = grad_ref.stride(1);
+      p.g_sd = grad_ref.stride(2);
+      p.grad_w = grad_w.mutable_data_ptr();
+      Launcher<On>(ref, op)(p);
+      return {in_layout_of(std::get<0>(grads).to(query.scalar_type()), query), in_layout_of(grad_ref, ref), grad_w};
+    }
   }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source<On>(query), r = vectors_source<On>(ref);

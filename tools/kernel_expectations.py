@@ -174,6 +174,9 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:(dq|dr)_kernel<.*>", threads=128, max_stack=16, local_in_loop=4,
            why="the chain and the sums in double (the cosine gradient's near-cancelling terms): sm_80 keeps "
                "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
+    Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,
+           why="the CUDA weight path: a warp per ref row, lanes over the dims (a label and a weight a row), "
+               "one value read and one written a lane and dim, the weight's gradient by warp_sum; no spill"),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
     Expect(r"pair_bce:forward_tile_kernel<float>", threads=128, min_occupancy=0.375, max_stack=8, local_in_loop=4,

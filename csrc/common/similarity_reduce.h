@@ -90,6 +90,42 @@ struct SimilarityReduceBackward {
   size_t workspace_bytes = 0;
 };
 
+// The CUDA weight path (csrc/similarity_reduce.cpp): the kernels above take no weight, so the
+// weighted refs are formed before them and the gradients chained through them after, one launch
+// each (they were 7 and 5 ATen ops). With v = a ref that takes part (label in [0, C)):
+//   SimilarityWeightRefs:  out[b,k,:] = v ? w[b,k] * ref[b,k,:] : 0        (in `out_dtype`)
+//   SimilarityWeightGrads: grad_ref[b,k,:] = v ? w[b,k] * G[b,k,:] : 0     (in ref's dtype)
+//                          grad_w[b,k]     = v ? sum_d ref[b,k,d] G[b,k,d] : 0 (in w's dtype)
+// products and sums in out_dtype (float32, or float64 for the cosine backward), d in order; a ref
+// that takes no part gets exact zeros whatever it or G holds.
+struct SimilarityWeightRefs {
+  const void* ref;  // (B, K, D), ref_dtype, element (b, k, d) at b*r_sb + k*r_sk + d*r_sd
+  DType ref_dtype;
+  int64_t r_sb, r_sk, r_sd;
+  const void* w;  // (B, K) contiguous, ref's accumulation type
+  LabelMap labels;  // (B, K) contiguous
+  int64_t B, K, D, C;
+  DType out_dtype;  // Float32 or Float64
+  void* out;        // (B, K, D) contiguous; every element written
+};
+
+struct SimilarityWeightGrads {
+  const void* ref;  // as SimilarityWeightRefs
+  DType ref_dtype;
+  int64_t r_sb, r_sk, r_sd;
+  const void* w;
+  LabelMap labels;
+  int64_t B, K, D, C;
+  DType out_dtype;    // G's: Float32 or Float64
+  const void* grad;   // G (B, K, D) contiguous: the gradient of the weighted refs
+  void* grad_ref;     // (B, K, D) ref_dtype, element (b, k, d) at b*g_sb + k*g_sk + d*g_sd; all written
+  int64_t g_sb, g_sk, g_sd;
+  void* grad_w;       // (B, K) contiguous, w's dtype; all written
+};
+
+Status launch(OnCuda, const SimilarityWeightRefs& p);
+Status launch(OnCuda, const SimilarityWeightGrads& p);
+
 // Kernels: csrc/cpu/similarity_reduce.cpp and csrc/cuda/similarity_reduce.cu.
 Status launch(OnCpu, const SimilarityReduceForward& p);
 Status launch(OnCpu, const SimilarityReduceBackward& p);

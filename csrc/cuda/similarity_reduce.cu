@@ -520,10 +520,112 @@ void tables(V& v, void* ws, cudaStream_t st) {
                 dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn));
 }
 
+// ---------------------------------------------------------------------------------------------
+// The weight path (common/similarity_reduce.h SimilarityWeightRefs / Grads): a warp per ref row
+// (b, k), lanes over d; the row's label and weight read once; grad_w summed per lane in d order,
+// then warp_sum's fixed tree (deterministic).
+
+template <typename out_t, typename scalar_t>
+__device__ __forceinline__ void store_rounded(scalar_t* p, out_t v) {
+  if constexpr (std::is_same_v<scalar_t, double> || std::is_same_v<scalar_t, float>) {
+    *p = static_cast<scalar_t>(v);
+  } else {
+    store_from_acc(p, static_cast<float>(v));  // half types: via float, as torch's conversion
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename out_t>
+__global__ void __launch_bounds__(kThreads)
+    weight_refs_kernel(const scalar_t* __restrict__ ref, int64_t r_sb, int64_t r_sk, int64_t r_sd,
+                       const acc_t* __restrict__ w, LabelMap labels, int64_t B, int64_t K, int64_t D, int64_t C,
+                       out_t* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = B * K, step = int64_t(gridDim.x) * (kThreads / 32);
+  for (int64_t r = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); r < rows; r += step) {
+    const int64_t b = r / K, k = r - b * K, l = label_at(labels, r);
+    const bool part = l >= 0 && l < C;
+    const out_t wr = part ? static_cast<out_t>(w[r]) : out_t(0);
+    const scalar_t* src = ref + b * r_sb + k * r_sk;
+    for (int64_t d = lane; d < D; d += 32)
+      out[r * D + d] = part ? wr * static_cast<out_t>(to_acc(src[d * r_sd])) : out_t(0);
+  }
+}
+
+template <typename scalar_t, typename acc_t, typename out_t>
+__global__ void __launch_bounds__(kThreads)
+    weight_grads_kernel(const scalar_t* __restrict__ ref, int64_t r_sb, int64_t r_sk, int64_t r_sd,
+                        const acc_t* __restrict__ w, LabelMap labels, int64_t B, int64_t K, int64_t D, int64_t C,
+                        const out_t* __restrict__ grad, scalar_t* __restrict__ grad_ref, int64_t g_sb, int64_t g_sk,
+                        int64_t g_sd, acc_t* __restrict__ grad_w) {
+  const int lane = threadIdx.x & 31;
+  const int64_t rows = B * K, step = int64_t(gridDim.x) * (kThreads / 32);
+  for (int64_t r = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); r < rows; r += step) {
+    const int64_t b = r / K, k = r - b * K, l = label_at(labels, r);
+    const bool part = l >= 0 && l < C;
+    const out_t wk = part ? static_cast<out_t>(w[r]) : out_t(0);
+    const scalar_t* src = ref + b * r_sb + k * r_sk;
+    scalar_t* dst = grad_ref + b * g_sb + k * g_sk;
+    out_t dw = 0;
+    // two dims a lane in flight: unrolled further, the float64 instance spilled on sm_90
+#pragma unroll 2
+    for (int64_t d = lane; d < D; d += 32) {
+      const out_t g = part ? grad[r * D + d] : out_t(0);
+      store_rounded(dst + d * g_sd, wk * g);
+      dw += part ? static_cast<out_t>(to_acc(src[d * r_sd])) * g : out_t(0);
+    }
+    dw = warp_sum(dw);
+    if (lane == 0) grad_w[r] = part ? static_cast<acc_t>(dw) : acc_t(0);
+  }
+}
+
 }  // namespace
 }  // namespace pixelkernels::cuda
 
 namespace pixelkernels {
+
+namespace {
+
+// f(TypeTag<scalar_t>, TypeTag<acc_t>, TypeTag<out_t>) of the weight path's dtypes.
+template <typename F>
+void dispatch_weight(DType ref_dtype, DType out_dtype, F&& f) {
+  cuda::dispatch_float(ref_dtype, [&](auto s, auto a) {
+    if (out_dtype == DType::Float64) f(s, a, cuda::TypeTag<double>{});
+    else f(s, a, cuda::TypeTag<float>{});
+  });
+}
+
+}  // namespace
+
+Status launch(OnCuda on, const SimilarityWeightRefs& p) {
+  if (p.B * p.K * p.D == 0) return nullptr;
+  dispatch_weight(p.ref_dtype, p.out_dtype, [&](auto s, auto a, auto o) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    using out_t = typename decltype(o)::type;
+    cuda::launch_kernel(cuda::weight_refs_kernel<scalar_t, acc_t, out_t>,
+                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.K, cuda::kThreads / 32), 8192)),
+                        dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
+                        p.r_sk, p.r_sd, static_cast<const acc_t*>(p.w), p.labels, p.B, p.K, p.D, p.C,
+                        static_cast<out_t*>(p.out));
+  });
+  return cuda::status();
+}
+
+Status launch(OnCuda on, const SimilarityWeightGrads& p) {
+  if (p.B * p.K == 0) return nullptr;
+  dispatch_weight(p.ref_dtype, p.out_dtype, [&](auto s, auto a, auto o) {
+    using scalar_t = typename decltype(s)::type;
+    using acc_t = typename decltype(a)::type;
+    using out_t = typename decltype(o)::type;
+    cuda::launch_kernel(cuda::weight_grads_kernel<scalar_t, acc_t, out_t>,
+                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.K, cuda::kThreads / 32), 8192)),
+                        dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
+                        p.r_sk, p.r_sd, static_cast<const acc_t*>(p.w), p.labels, p.B, p.K, p.D, p.C,
+                        static_cast<const out_t*>(p.grad), static_cast<scalar_t*>(p.grad_ref), p.g_sb, p.g_sk,
+                        p.g_sd, static_cast<acc_t*>(p.grad_w));
+  });
+  return cuda::status();
+}
 
 // The torch side (csrc/similarity_reduce.cpp) forms the weighted refs for these kernels.
 constexpr Status kWeightedRefs = "similarity_reduce: the CUDA kernels take the weighted refs, not a weight";

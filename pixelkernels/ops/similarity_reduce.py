@@ -32,7 +32,9 @@ fixed order (no TF32), float64 a thread per row; no atomics. Every backend is de
 apply it inside the tiles and read a D-major ref (a (B, D, H, W) map seen as (B, HW, D)) in
 place, like the query, so neither the weighted refs nor a ref-sized gradient buffer is formed;
 the CUDA and Triton backends form :math:`w r` in the statistics dtype first and chain the
-gradient (:math:`\partial r = w G`, :math:`\partial w = r \cdot G`, the cosine's in float64).
+gradient (:math:`\partial r = w G`, :math:`\partial w = r \cdot G`, the cosine's in float64);
+on CUDA each of those is one kernel (a warp per ref, which also zeroes the refs that take no
+part), not a string of torch ops.
 
 **Numerics.** The sigmoid's derivative keeps :math:`1 - s` as :math:`e s` with the forward's
 :math:`e = \exp(-z)`, so a saturated score keeps its tiny gradient. The cosine's norms are
