@@ -511,8 +511,8 @@ MUTANTS = [
            "image_hash(seeds[b], 0)",
            ("tests/test_sample_pixels.py", "-k", "draws and emulated"), "sort_keys_kernel's draws all hash stream 0"),
     Mutant("triton-sample_pixels-one-stream", "pixelkernels/triton/sample_pixels.py",
-           "_mix32(s.to(tl.int64) & 0xFFFFFFFF)",
-           "_mix32((s * 0).to(tl.int64) & 0xFFFFFFFF)",
+           "h = _image_hash(tl.load(seeds_ptr + b), s.to(tl.int64))",
+           "h = _image_hash(tl.load(seeds_ptr + b), (s * 0).to(tl.int64))",
            ("tests/test_sample_pixels.py", "-k", "draws and triton"), "the seeded sort-key kernel's draws all hash stream 0"),
     Mutant("reference-sample_pixels-seed-low-bits", "pixelkernels/reference/sample_pixels.py",
            "h = _mix32(lo ^ _mix32(hi ^ _mix32(torch.full_like(s, stream & _M32))))",
@@ -546,8 +546,8 @@ MUTANTS = [
            "a pixel of key 0 left out"),
     # --- the dense family -----------------------------------------------------------------------
     Mutant("cuda-similarity_reduce-padding-weight", "csrc/cuda/similarity_reduce.cu",
-           "const out_t wk = part ? static_cast<out_t>(w[r]) : out_t(0);",
-           "const out_t wk = static_cast<out_t>(w[r]);",
+           "wr = part ? static_cast<out_t>(w[r]) : out_t(0);",
+           "wr = static_cast<out_t>(w[r]);",
            (T_SR, "-k", "nan_weight_on_padding and emulated"), "a padding slot's NaN weight multiplied into its ref's "
            "gradient (NaN * 0)"),
     Mutant("cuda-similarity_reduce-weight-grad-unweighted", "csrc/cuda/similarity_reduce.cu",

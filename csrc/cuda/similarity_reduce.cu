@@ -534,6 +534,17 @@ __device__ __forceinline__ void store_rounded(scalar_t* p, out_t v) {
   }
 }
 
+// Ref row r = b * K + k: whether it takes part (label in [0, C)) and its weight as out_t (0 where it
+// does not: a padding slot's NaN weight is never read).
+template <typename out_t, typename acc_t>
+__device__ __forceinline__ bool weight_of_row(const acc_t* __restrict__ w, const LabelMap& labels, int64_t r,
+                                              int64_t C, out_t& wr) {
+  const int64_t l = label_at(labels, r);
+  const bool part = l >= 0 && l < C;
+  wr = part ? static_cast<out_t>(w[r]) : out_t(0);
+  return part;
+}
+
 template <typename scalar_t, typename acc_t, typename out_t>
 __global__ void __launch_bounds__(kThreads)
     weight_refs_kernel(const scalar_t* __restrict__ ref, int64_t r_sb, int64_t r_sk, int64_t r_sd,
@@ -542,9 +553,9 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x & 31;
   const int64_t rows = B * K, step = int64_t(gridDim.x) * (kThreads / 32);
   for (int64_t r = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); r < rows; r += step) {
-    const int64_t b = r / K, k = r - b * K, l = label_at(labels, r);
-    const bool part = l >= 0 && l < C;
-    const out_t wr = part ? static_cast<out_t>(w[r]) : out_t(0);
+    const int64_t b = r / K, k = r - b * K;
+    out_t wr;
+    const bool part = weight_of_row(w, labels, r, C, wr);
     const scalar_t* src = ref + b * r_sb + k * r_sk;
     for (int64_t d = lane; d < D; d += 32)
       out[r * D + d] = part ? wr * static_cast<out_t>(to_acc(src[d * r_sd])) : out_t(0);
@@ -560,9 +571,9 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x & 31;
   const int64_t rows = B * K, step = int64_t(gridDim.x) * (kThreads / 32);
   for (int64_t r = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); r < rows; r += step) {
-    const int64_t b = r / K, k = r - b * K, l = label_at(labels, r);
-    const bool part = l >= 0 && l < C;
-    const out_t wk = part ? static_cast<out_t>(w[r]) : out_t(0);
+    const int64_t b = r / K, k = r - b * K;
+    out_t wk;
+    const bool part = weight_of_row(w, labels, r, C, wk);
     const scalar_t* src = ref + b * r_sb + k * r_sk;
     scalar_t* dst = grad_ref + b * g_sb + k * g_sk;
     out_t dw = 0;
@@ -585,6 +596,9 @@ namespace pixelkernels {
 
 namespace {
 
+// The weight path's grid: a warp per ref row.
+dim3 weight_grid(int64_t rows) { return dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(rows, cuda::kThreads / 32), 8192)); }
+
 // f(TypeTag<scalar_t>, TypeTag<acc_t>, TypeTag<out_t>) of the weight path's dtypes.
 template <typename F>
 void dispatch_weight(DType ref_dtype, DType out_dtype, F&& f) {
@@ -602,9 +616,7 @@ Status launch(OnCuda on, const SimilarityWeightRefs& p) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using out_t = typename decltype(o)::type;
-    cuda::launch_kernel(cuda::weight_refs_kernel<scalar_t, acc_t, out_t>,
-                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.K, cuda::kThreads / 32), 8192)),
-                        dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
+    cuda::launch_kernel(cuda::weight_refs_kernel<scalar_t, acc_t, out_t>, weight_grid(p.B * p.K), dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
                         p.r_sk, p.r_sd, static_cast<const acc_t*>(p.w), p.labels, p.B, p.K, p.D, p.C,
                         static_cast<out_t*>(p.out));
   });
@@ -617,9 +629,7 @@ Status launch(OnCuda on, const SimilarityWeightGrads& p) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using out_t = typename decltype(o)::type;
-    cuda::launch_kernel(cuda::weight_grads_kernel<scalar_t, acc_t, out_t>,
-                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.K, cuda::kThreads / 32), 8192)),
-                        dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
+    cuda::launch_kernel(cuda::weight_grads_kernel<scalar_t, acc_t, out_t>, weight_grid(p.B * p.K), dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.ref), p.r_sb,
                         p.r_sk, p.r_sd, static_cast<const acc_t*>(p.w), p.labels, p.B, p.K, p.D, p.C,
                         static_cast<const out_t*>(p.grad), static_cast<scalar_t*>(p.grad_ref), p.g_sb, p.g_sk,
                         p.g_sd, static_cast<acc_t*>(p.grad_w));

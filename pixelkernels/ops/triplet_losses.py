@@ -134,10 +134,10 @@ def is_triplet_loss(
     # read), which also checks the mask as it reads it: no launch of its own on a GPU.
     check = _checks.label_values_in_kernel(mask, "mask", 2, ignore_index, backend)
 
-    def sampler(labels, seeds, C, k, ignore, _check, n):
-        return _op.run(_sample.OP, backend, labels, seeds, C, k, ignore, check, n)
+    def sampler(*args):
+        return _op.run(_sample.OP, backend, *args)
 
-    s1, s2 = draws(mask, K, generator, ignore_index, sampler)  # (B, 2, K) each: background, foreground
+    s1, s2 = draws(mask, K, generator, ignore_index, sampler, check)  # (B, 2, K) each: background, foreground
     f1, f2, b1, b2 = s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
     if not hard:
         # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two

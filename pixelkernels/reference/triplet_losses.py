@@ -23,11 +23,11 @@ def image_seeds(mask: torch.Tensor, generator) -> torch.Tensor:
     return torch.randint(0, SEED_RANGE, mask.shape[:1], generator=generator, device=mask.device)
 
 
-def draws(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels) -> torch.Tensor:
+def draws(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels, check=None) -> torch.Tensor:
     """The two draws (streams 0 and 1) of every image's seed: (2, B, 2, k), [:, :, 0] background,
     [:, :, 1] foreground; sampler(labels, seeds, C, k, ignore_index, check, draws) is
     sample_pixels' (an op's composition passes its backend's, and the mask check)."""
-    return sampler(mask, image_seeds(mask, generator), 2, k, ignore_index, None, 2)
+    return sampler(mask, image_seeds(mask, generator), 2, k, ignore_index, check, 2)
 
 
 def draw_sets(mask: torch.Tensor, k: int, generator, ignore_index: int, sampler=sample_pixels):

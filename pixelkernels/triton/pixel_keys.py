@@ -29,12 +29,17 @@ def _mix32(x):
 
 
 @triton.jit
-def _keys_kernel(seeds_ptr, keys_ptr, P, stream_bits, BLOCK: tl.constexpr):
-    b, blk = split_pid(tl.cdiv(P, BLOCK))
-    s = tl.load(seeds_ptr + b)
+def _image_hash(s, stream):
+    """h_b of an int64 seed and stream (csrc/common/pixel_keys.h image_hash)."""
     lo = s & 0xFFFFFFFF
     hi = (s >> 32) & 0xFFFFFFFF  # the arithmetic shift's sign bits masked off
-    h = _mix32(lo ^ _mix32(hi ^ _mix32(stream_bits & 0xFFFFFFFF)))
+    return _mix32(lo ^ _mix32(hi ^ _mix32(stream & 0xFFFFFFFF)))
+
+
+@triton.jit
+def _keys_kernel(seeds_ptr, keys_ptr, P, stream_bits, BLOCK: tl.constexpr):
+    b, blk = split_pid(tl.cdiv(P, BLOCK))
+    h = _image_hash(tl.load(seeds_ptr + b), stream_bits)
     offs = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     tl.store(keys_ptr + b * P + offs, _mix32(offs ^ h) << 10, mask=offs < P)
 

@@ -14,7 +14,7 @@ import triton.language as tl
 from .._schema import triton_variant
 from ..reference.sample_pixels import KEY_BITS, KEY_MASK, MAX_CLASSES
 from ._common import LABEL_TYPES, checked_labels, device_ctx, expect, grid_items, load_regions, split_pid
-from .pixel_keys import _mix32
+from .pixel_keys import _image_hash, _mix32
 
 _BLOCK = 1024
 
@@ -38,8 +38,7 @@ def _seeded_sort_keys_kernel(lab_ptr, seeds_ptr, out_ptr, B, P, C, ignore_index,
     r, blk = split_pid(tl.cdiv(P, BLOCK))
     s = r // B
     b = r - s * B
-    seed = tl.load(seeds_ptr + b)
-    h = _mix32((seed & 0xFFFFFFFF) ^ _mix32(((seed >> 32) & 0xFFFFFFFF) ^ _mix32(s.to(tl.int64) & 0xFFFFFFFF)))
+    h = _image_hash(tl.load(seeds_ptr + b), s.to(tl.int64))
     offs = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < P
     valid, cls = load_regions(lab_ptr + b.to(tl.int64) * P, offs, m, C, ignore_index)
