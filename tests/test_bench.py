@@ -154,7 +154,10 @@ def test_rows_come_from_the_table_and_timed_calls_run_with_checks_off(monkeypatc
     )
     lines = []
     assert pk.checks_enabled()
-    rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02, repeat=3)
+    seen = []  # on_case: the rows so far after each case (the CLI's --json, rewritten per case)
+    rows = bench.run_bench(CPU, memory=False, log=lines.append, budget_s=0.02, repeat=3,
+                           on_case=lambda r: seen.append([x["workload"] for x in r]))  # fmt: skip
+    assert seen == [["T1"] * (len(OURS) + 4), ["T1"] * (len(OURS) + 4) + ["T2"] * (len(OURS) + 2)]
     assert pk.checks_enabled()  # restored
     first = ["reference", "baseline"]
     assert [(r["workload"], r["backend"]) for r in rows] == [

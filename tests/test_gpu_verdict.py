@@ -202,3 +202,34 @@ def test_gpu_tables_prints_the_tables(tables, capsys):
     assert tables.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("**Ops on a GPU**") and "**Tests on a GPU**" in out
+
+
+def test_bench_gives_each_op_a_fair_share_and_keeps_a_cut_ops_finished_rows(gv, tmp_path):
+    """The bench stage (the H100 run of 2026-11-27: one op took 128 s of 224 and a crash in
+    another lost its rows): no op gets more than twice the time left over the ops still to
+    run, and an op cut at its share keeps the rows its --json holds."""
+    ops = ["region_stats", "prior_mask", "label_transfer"]
+    v = gv.Verdict(tmp_path, dry=False, budget=300, stages={"setup", "bench"}, bench_ops=ops, models=False)
+    shares = {}
+
+    def run(cmd, log, timeout, env=None):
+        if "--op" not in cmd:  # the host probe
+            return 0, 0.0
+        op = cmd[cmd.index("--op") + 1]
+        shares[op] = (timeout, v.deadline("bench"))
+        path = Path(cmd[cmd.index("--json") + 1])
+        if op == "label_transfer":  # a crash before its first case: no file
+            return 1, 0.0
+        path.write_text(json.dumps({"meta": {"device": "fake"}, "rows": [{"op": op, "workload": "W"}]}))
+        return (None if op == "prior_mask" else 0), 0.0
+
+    v.run = run
+    st = gv.Stage("bench")
+    gv.bench(v, st)
+    for k, op in enumerate(ops):
+        timeout, left = shares[op]
+        assert timeout <= max(20.0, 2 * left / (len(ops) - k)) + 1e-6
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["ops"] == ["region_stats"] and data["partial_ops"] == ["prior_mask"]
+    assert [r["op"] for r in data["rows"]] == ["region_stats", "prior_mask"]
+    assert st.status == "failed" and st.failed == 1 and "cut with some rows: prior_mask" in st.why

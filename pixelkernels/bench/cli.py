@@ -178,27 +178,34 @@ def main(argv=None) -> int:
     if not _cases.select(a.op, a.workload, device.type):
         p.error(f"no case of op {a.op or 'any'} and workload {a.workload or 'any'} runs on {device.type}")
     budget_s, min_reps = (0.2, 2) if a.quick else (2.0, 5)
+
+    def meta_of(rows):
+        return _meta(
+            device,
+            argv,
+            {
+                "cache_flush_mib": flush_bytes(device) / 2**20,
+                "runs": a.repeat,
+                "rounds_per_run": ROUNDS,
+                "budget_s_per_kind_and_run": budget_s,
+                "min_calls_per_round": min_reps,
+                "speedups": "per run: the comparison's median / the row's median, both from that run; "
+                "reported as median, min and max over the runs",
+                "checks": "off in timed regions; checks_us = forward median with checks on - off, workload input",
+                "bw_frac_time": "graph replay median" if device.type == "cuda" else "eager median",
+                "copy_gbs": rows[0]["copy_gbs"] if rows else NAN,
+            },
+        )
+
+    def partial(rows):  # --json after each case: a run cut at a deadline keeps its finished cases
+        report.write_json(a.json, {**meta_of(rows), "partial": True}, rows)
+
     rows = run_bench(
         device, a.op, a.workload, a.backend, memory=not a.no_memory, budget_s=budget_s, repeat=a.repeat,
-        min_reps=min_reps, progress=_quiet if a.no_progress else Progress(),
+        min_reps=min_reps, progress=_quiet if a.no_progress else Progress(), on_case=partial if a.json else None,
     )  # fmt: skip
     command = " ".join(["python -m pixelkernels bench", *argv])
-    meta = _meta(
-        device,
-        argv,
-        {
-            "cache_flush_mib": flush_bytes(device) / 2**20,
-            "runs": a.repeat,
-            "rounds_per_run": ROUNDS,
-            "budget_s_per_kind_and_run": budget_s,
-            "min_calls_per_round": min_reps,
-            "speedups": "per run: the comparison's median / the row's median, both from that run; "
-            "reported as median, min and max over the runs",
-            "checks": "off in timed regions; checks_us = forward median with checks on - off, workload input",
-            "bw_frac_time": "graph replay median" if device.type == "cuda" else "eager median",
-            "copy_gbs": rows[0]["copy_gbs"] if rows else NAN,
-        },
-    )
+    meta = meta_of(rows)
     _write(a, meta, rows, report.markdown)
     if a.plot and rows:
         from .plot import plot

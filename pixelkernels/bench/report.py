@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 
 import torch
@@ -69,8 +70,12 @@ class Table:
 
 
 def write_json(path: str, meta: dict, rows: list[dict]) -> None:
-    with open(path, "w") as f:
+    """Written whole or not at all (a temporary file renamed): a run killed at a deadline while
+    writing leaves the previous case's file, never half of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1, default=str)
+    os.replace(tmp, path)
 
 
 def _csv_value(v):

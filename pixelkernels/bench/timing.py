@@ -192,7 +192,11 @@ def capture_graph(fn, device: torch.device, generators=()) -> torch.cuda.CUDAGra
     the default one, registered with the graph so that each replay draws fresh numbers (without
     it capture fails: "Attempt to increase offset for a CUDA generator not in capture mode", the
     H100 run of 2026-11-26 for is_triplet_loss). Where fn cannot be captured (a host sync, a CPU
-    op) this raises fn's error, with the capture ended and the current stream restored."""
+    op) this raises fn's error, with the capture ended, the current stream restored and each
+    generator given a fresh state of its seed: an aborted capture leaves a registered state
+    marked as capturing, and every later draw from it, captured or not, then raised "Offset
+    increment outside graph capture" (the H100 run of 2026-11-27: one candidate's failed
+    capture took the case's remaining captures and its peak-memory step with it)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     graph = torch.cuda.CUDAGraph()
@@ -208,10 +212,19 @@ def capture_graph(fn, device: torch.device, generators=()) -> torch.cuda.CUDAGra
         except BaseException:
             with contextlib.suppress(Exception):
                 graph.capture_end()
+            for gen in generators:
+                _fresh_state(gen)
             raise
         graph.capture_end()
     torch.cuda.current_stream(device).wait_stream(side)
     return graph
+
+
+def _fresh_state(gen: torch.Generator) -> None:
+    """gen on a new state (its seed, offset 0), registered with no graph."""
+    fresh = torch.Generator(gen.device)
+    fresh.manual_seed(gen.initial_seed())
+    gen.graphsafe_set_state(fresh.graphsafe_get_state())
 
 
 def reason(e: BaseException) -> str:
