@@ -10,8 +10,10 @@ each writes its results as it goes, so a run cut short still returns everything 
                row on cuda and triton against the reference in every dtype, gradcheck, CUDA-graph
                capture, side streams, the GPU shapes, determinism, the adversarial regressions the
                first GPU run failed), then the other cuda tests, time allowing
-  bench        python -m pixelkernels bench, op by op in the SPEC's workload order, eager and
-               graph replay, cuda, triton, the baseline and the reference; then bench --models
+  bench        the host probe, then bench --kernels (device time per kernel of KERNEL_ROWS, the
+               slow rows), then python -m pixelkernels bench, op by op in the SPEC's workload
+               order (each op at most twice its fair share of the time left), eager and graph
+               replay, cuda, triton, the baseline and the reference; then bench --models
   sanitize     compute-sanitizer memcheck, racecheck and initcheck around gpu_smoke (every CUDA
                kernel, forward and backward, float32 and bfloat16); NOT RUN where the machine
                refuses the sanitizer
@@ -55,6 +57,13 @@ PRIORITY = ("backends_agree or awkward_inputs or gradcheck or gpu_cuda_graph or 
 # smoke 90 s: on the H100 of 2026-11-26 its Triton JIT compiles alone took ~50 s (similarity_reduce
 # 18.5 s, label_transfer 12.4 s) and a 60 s smoke was cut; correctness then finds them cached.
 DEADLINES = {"setup": 30, "smoke": 90, "correctness": 210, "bench": 100, "sanitize": 50}
+
+# The rows whose kernels the bench stage profiles first (`bench --kernels`, at most KERNELS_S of
+# its time): the H100 run of 2026-11-27 timed them at 6x (label_transfer W5 backward) and 16x
+# (prior_mask W7) the baseline without saying which kernel took the time.
+KERNEL_ROWS = (("label_transfer", "W5"), ("prior_mask", "W7"), ("dense_similarity_loss", "W6b"),
+               ("is_triplet_loss", "W1-hard"))  # fmt: skip
+KERNELS_S = 25.0
 
 
 @dataclasses.dataclass
@@ -282,6 +291,11 @@ def bench(v: Verdict, st: Stage) -> None:
         v.run([python(), str(ROOT / ".ci" / "gpu_host_probe.py"), "--json", str(probe)], "bench.log",
               min(20.0, max(1.0, end - time.monotonic())))  # fmt: skip
         v.facts["host_probe"] = _jsonl(probe)
+        if not v.bench_ops:  # a call naming its ops is a rerun for the rows a first one cut
+            args = [x for op, w in KERNEL_ROWS for x in ("--op", op, "--workload", w)]
+            v.run([python(), "-m", "pixelkernels", "bench", "--kernels", "--device", device, *args,
+                   "--json", str(v.logs / "kernels.json")], "kernels.log",
+                  min(KERNELS_S * v.scale, max(1.0, end - time.monotonic())))  # fmt: skip
     listed = subprocess.run([python(), "-m", "pixelkernels", "bench", "--list"], capture_output=True, text=True,
                             cwd=ROOT)  # fmt: skip
     cases = [line.split()[0].split(":") for line in listed.stdout.splitlines() if ":" in line]

@@ -6,6 +6,7 @@ plot. Timings themselves are never checked."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import math
@@ -464,3 +465,20 @@ def test_default_rows_are_one_per_family_and_run_on_both_devices():
     families = {"is_triplet_loss", "region_stats", "label_transfer", "distance_transform"}
     assert families <= {c.op for c in rows}
     assert all({"cpu", "cuda"} <= set(c.devices) for c in rows)
+
+
+def test_kernels_profile_one_step_per_backend():
+    """`bench --kernels` (bench/kernels.py): per backend, a "(all)" row with the step's total,
+    then its kernels by time (on the CPU: ATen and pixelkernels ops by self time), shares <= 1."""
+    from pixelkernels.bench import kernels
+
+    rows = kernels.kernel_rows(["region_stats"], ["W2"], None, "cpu", top=5)
+    by = collections.defaultdict(list)
+    for r in rows:
+        by[r["backend"]].append(r)
+    assert set(by) == set(OURS)
+    for backend, rs in by.items():
+        assert rs[0]["kernel"] == "(all)" and rs[0]["share"] == 1.0 and rs[0]["us"] > 0, backend
+        assert 1 <= len(rs) - 1 <= 5 and sum(r["share"] for r in rs[1:]) <= 1.0 + 1e-3
+        assert [r["us"] for r in rs[1:]] == sorted((r["us"] for r in rs[1:]), reverse=True)
+    assert "| region_stats | W2 |" in kernels.markdown(rows) and "(all)" in kernels.format_row(rows[0])

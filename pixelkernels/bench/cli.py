@@ -92,6 +92,20 @@ def _host(a, argv) -> int:
     return 0
 
 
+def _kernels(p, a, argv) -> int:
+    from . import kernels
+
+    device = _device(p, a)
+    print(f"# {device_name(device)}, torch {torch.__version__}; one forward+backward per backend under "
+          f"torch.profiler: {'each CUDA kernel' if device.type == 'cuda' else 'each ATen op (self CPU time)'}")  # fmt: skip
+    rows = kernels.kernel_rows(a.op, a.workload, a.backend, device)
+    print(kernels.header())
+    for r in rows:
+        print(kernels.format_row(r))
+    _write(a, _meta(device, argv, {"what": kernels.__doc__, "runs": 1}), rows, kernels.markdown)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The options of `python -m pixelkernels bench` (each with its help and its default)."""
     from ..__main__ import HelpFormatter
@@ -140,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
                    help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="with --models: the model(s) to run, repeatable (default: all)")
+    p.add_argument("--kernels", action="store_true",
+                   help="device time per kernel of one forward+backward of each pixelkernels backend on the "
+                   "selected workloads, under torch.profiler (bench/kernels.py)")  # fmt: skip
     p.add_argument("--host", action="store_true",
                    help="host time, ATen ops and syncs per call of each op on its small input (CPU, 1 thread; "
                    "bench/host.py)")  # fmt: skip
@@ -152,6 +169,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.host:
         return _host(a, argv)
+    if a.kernels:
+        return _kernels(p, a, argv)
     if a.models:
         return _models(p, a, argv)
     if a.list:
