@@ -14,7 +14,10 @@ Segmentation*, thesis, IIT Bombay (2021), §2.4.3 (see :func:`pixelkernels.prior
 the fly; the backward recomputes the tiles with the forward's arithmetic and never stores them.
 For ``"max"`` every backend first recomputes the class maxima and tie counts with the score code
 and tile shapes of its gradient pass, so the gradient goes to exactly the refs whose score
-equals the max (an equality with the saved output could miss by a last bit). The op saves only
+equals the max (an equality with the saved output could miss by a last bit), in equal shares
+where several do (a subgradient of the max; which refs tie is decided in the working precision,
+so two backends can differ on a near tie: on the H100 bench's prior_mask W7 inputs, two support
+pixels 7e-9 apart tie in the CUDA kernels' float32 and not in the CPU backend's). The op saves only
 its output and a small statistic: the max's tie counts, or the softmax's row max m of
 :math:`s/T` and :math:`\log \sum \exp(s/T - m)`, kept apart (one float for both is off by half
 an ulp of :math:`|s/T|`, which every softmax weight would inherit).
