@@ -44,3 +44,11 @@ def test_check_reports_the_broken_kernel(emu, name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_correct_twin_passes(emu, name):
     emu.sanitizer_selftest(name, False, 16)
+
+
+@pytest.mark.parametrize("n", [1, 31, 64, 100])
+def test_syncthreads_votes(emu, n):
+    """__syncthreads_count, _or and _and as a GPU gives them, to every thread of the block."""
+    y = emu.sanitizer_selftest("syncthreads_vote", False, n)
+    want = (n + 2) // 3 + 1000 + 10000 + (20000 if n <= 5 else 0)
+    assert y.tolist() == [float(want)] * n

@@ -752,3 +752,17 @@ def test_saturated_sigmoid_keeps_its_gradient(request, backend, device, reduce, 
     for a, b in zip(got[1:], want[1:]):
         assert (b.abs() > 0).any() and (b.abs() < 1e-7).any()  # saturated, not zero
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=0)
+
+
+@F32_F64
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_max_infinite_entry_in_a_ref_that_is_no_maximum(request, backend, device, metric, dtype):
+    """An inf entry in a valid ref whose scores are no maximum, among enough refs that the
+    compiled backwards skip tiles whose dZ is 0 (the max's: nonzero at a row's maxima only):
+    that skip is taken only where every dot of the tile is finite, so the ref's 0 * inf reaches
+    dq as in the reference's, and the skipped tiles change nothing (a ref of 150 rows, one class)."""
+    inp = _exact_inp(1, 70, 150, 5, 1, dtype, pad=0.0, metric=metric, reduce="max")
+    inp["query"] = inp["query"].abs()
+    inp["ref"][0, 130, 2] = -INF  # its scores are -inf (dot) or NaN-free cosine of -1 direction: no maximum
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)

@@ -154,7 +154,9 @@ EXPECTATIONS: list[Expect] = [
            local_in_loop=2,
            why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
                "memory (33 KiB of the 45 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
-               "thread, dr over splits of the queries; up to 168 registers, three blocks per SM; sm_90's dr "
+               "thread, dr over splits of the queries; a tile pair whose dZ is 0 with finite dots is skipped, and "
+               "in the product each warp walks only the k where one of its owners' dZ is nonzero (a 64-bit mask "
+               "a tile: the max's backward); up to 168 registers, three blocks per SM; sm_90's dr "
                "instantiation keeps 8 B on the stack around the double division's call (grad_z); " + _DEBT),
     Expect(r"similarity_reduce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
            local_in_loop=10, tensor_cores=True,
@@ -165,8 +167,9 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:grad_mma_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8,
            local_in_loop=2, tensor_cores=True,
            why="half backward on pair_tiles::grad_pass: the score tile by mma, dZ scaled and split in two halves "
-               "(hi + lo) in shared memory, dq += dZ R (dr += dZ^T Q) by mma in 64-dim chunks: 44 KiB of static "
-               "shared memory and up to 154 registers, three blocks per SM; the dr kernel keeps 8 B on the "
+               "(hi + lo) in shared memory, dq += dZ R (dr += dZ^T Q) by mma in 64-dim chunks (a tile pair whose dZ "
+               "is 0 with finite dots skipped); 44 KiB of static shared memory and up to 168 registers, three "
+               "blocks per SM; the dr kernel keeps 8 B on the "
                "stack around the double division's call (grad_z's cosine chain); " + _DEBT),
     Expect(r"similarity_reduce:rows_kernel<.*>", threads=128, max_stack=16, local_in_loop=7,
            why="one thread per query row (|q|, the per-class factors); sm_80 keeps 16 bytes on the stack "

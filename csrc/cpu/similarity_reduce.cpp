@@ -350,6 +350,23 @@ void backward(const SimilarityReduceBackward& p) {
   std::vector<double> epart(wcos ? size_t(B * G * K) : 0, 0.0);  // in double: signed terms, and a few
 
   for (int64_t b = 0; b < B && direct; ++b) matrix(gr + b * a.r_sb, K, D, a.r_sk, a.r_sd).zero_();
+  // max: per image, every entry of the refs that take part finite. The unique-maxima path below
+  // adds only the maxima's products; a ref that is no maximum but holds an inf or NaN adds
+  // 0 * inf = NaN to every dq_i in the reference's (and the general pass's) products, so an
+  // image with one takes the general pass.
+  std::vector<uint8_t> refs_finite(max ? size_t(B) : 0, 1);
+  at::parallel_for(0, max ? B : 0, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t j = 0; j < K && refs_finite[b]; ++j) {
+        if (tab.cls[b * K + j] < 0) continue;
+        const T* r = tab.row(b, j);
+        for (int64_t d = 0; d < D; ++d)
+          if (!std::isfinite(r[d * tab.sd])) {
+            refs_finite[b] = 0;
+            break;
+          }
+      }
+  });
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
     const size_t tile = kTN * kTK;
     std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0), qn(kTN);
@@ -411,7 +428,7 @@ void backward(const SimilarityReduceBackward& p) {
           // per (row, class), at the recorded ref, so the gradient is n C vector updates, not a
           // second pass of score tiles and two (n, k) x (k, D) products. Ties, NaN or an infinite
           // max take the general pass below.
-          unique = true;
+          unique = refs_finite[b] != 0;
           for (int64_t e = 0; e < n * C && unique; ++e)
             unique = tie[e] == T(0) || (tie[e] == T(1) && std::isfinite(mx[e]));
           if (unique) {

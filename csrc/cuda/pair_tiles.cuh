@@ -17,6 +17,14 @@
 // and sums written to the split's slice of the workspace and summed in split order by the op's
 // finishing kernel: no atomics, deterministic.
 //
+// Both passes leave out what adds exactly nothing: a tile pair whose Z is 0 throughout while
+// every dot of it is finite (then so is every entry of the other side's rows, and 0 * v = 0),
+// and in grad_pass_f32's product each warp's k with Z = 0 for all of its 32 owners. The max's
+// backward is that case almost everywhere (Z nonzero at a row's maxima only): prior_mask W7 on
+// the H100 of 2026-11-27 took 546 ms forward+backward, 52.6 of them forward, walking every
+// pair's product. A non-finite dot keeps the whole tile, so 0 * inf still makes the NaN the
+// reference's product makes.
+//
 // grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
 // dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per
 // pair. Z's rows of the owners are scaled by a power of two (the largest |Z| in [1, 2)) and split
@@ -204,7 +212,7 @@ __device__ __forceinline__ void owner_terms(const W (&w_part)[kCols / 8][2][2], 
 }
 
 // Z of a tile pair from its dots (0 for a pair with a side that takes no part), each handed to
-// store(r, c, Z), and the owners' sum terms reduced into sums (owner_terms).
+// store(r, c, Z, dot), and the owners' sum terms reduced into sums (owner_terms).
 template <bool kCSide, typename W, typename P, typename Store>
 __device__ __forceinline__ void tile_z(const P& p, int64_t b, int64_t i0, int64_t j0, int64_t na, int64_t nc,
                                        const float (&acc)[kCols / 8][4], const Tables& tab, W (*sums)[kRows][2],
@@ -230,7 +238,7 @@ __device__ __forceinline__ void tile_z(const P& p, int64_t b, int64_t i0, int64_
             w_row[e >> 1][s] += w[s];
         }
       }
-      store(r, c, z);
+      store(r, c, z, acc[n][e]);
     }
   owner_terms<kCSide, P::kSums>(w_part, w_row, sums);
 }
@@ -273,9 +281,17 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
         float acc[kCols / 8][4];
         dot_tile(A, C, D, b, i0, j0, sm.sa, sm.sc, acc);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
+        bool nz = false;  // a nonzero Z or a non-finite dot among this thread's pairs
         tile_z<kCSide, float>(p, b, i0, j0, A.n, C.n, acc, sm.tab, sm.sums,
-                              [&](int r, int c, float z) { sm.u.z[r][c] = z; });
-        __syncthreads();
+                              [&](int r, int c, float z, float dot) {
+                                sm.u.z[r][c] = z;
+                                nz = nz || z != 0.0f || !(fabsf(dot) < INFINITY);
+                              });  // fmt: skip
+        // (one flag: no per-row skip here, the mma takes the whole line)
+        // A tile pair whose Z is 0 throughout and whose dots are finite (so are the other side's
+        // rows: a non-finite entry makes every dot with it inf or NaN) adds exactly nothing to
+        // the owners' rows (0 * v = 0): the max's usual tile (Z nonzero at a row's maxima only)
+        const bool any = __syncthreads_or(nz);
         if (me < kRows) {  // the owner's Z line, scaled into [1, 2) and split in two halves
           if (owner) {
             part = part || (kCSide ? sm.tab.lc[me] : sm.tab.la[me]) >= 0;
@@ -284,6 +300,12 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
               sums[s] += kCSide ? double(((sm.sums[0][me][s] + sm.sums[1][me][s]) + sm.sums[2][me][s]) + sm.sums[3][me][s])
                                 : double(sm.sums[0][me][s]);
           }
+        }
+        if (!any) {  // uniform per block
+          __syncthreads();  // the sums and tables read before the next tile rewrites them
+          continue;
+        }
+        if (me < kRows) {
           // the scale from the finite values only: an inf or NaN Z stays one (inf, lo 0; NaN) and
           // the rest of the line keeps its precision
           float big = 0.0f;
@@ -349,7 +371,9 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
             for (int e = 0; e < 4; ++e) {
               const int x = row0 + g + 8 * (e >> 1);
               const int64_t d = d0 + n * 8 + 2 * t + (e & 1);
-              if (o0 + x < own_n && d < D) acc_out[(b * own_n + o0 + x) * D + d] += sm.scale[x] * acc2[n][e];
+              // acc + 0 = acc (the rows start at +0 and never reach -0): a zero product not added
+              if (o0 + x < own_n && d < D && acc2[n][e] != 0.0f)
+                acc_out[(b * own_n + o0 + x) * D + d] += sm.scale[x] * acc2[n][e];
             }
           __syncthreads();  // u.other is rewritten by the next chunk, u.z by the next tile
         }
@@ -417,20 +441,41 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
         float dots[kCols / 8][4];
         dot_tile(A, C, D, b, i0, j0, sm.u.dots.sa, sm.u.dots.sc, dots);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
-        tile_z<kCSide, double>(p, b, i0, j0, A.n, C.n, dots, sm.tab, sm.sums, [&](int r, int c, double z) {
+        bool nz = false, fin = true;  // this thread's pairs: a nonzero Z; every dot finite
+        tile_z<kCSide, double>(p, b, i0, j0, A.n, C.n, dots, sm.tab, sm.sums, [&](int r, int c, double z, float dot) {
           if (kCSide)
             sm.z[c][r] = z;  // owner x other
           else
             sm.z[r][c] = z;
+          nz = nz || z != 0.0;
+          fin = fin && fabsf(dot) < INFINITY;
         });
-        __syncthreads();  // z and the sums written; dot_tile's stages (u) free
+        // z and the sums written; dot_tile's stages (u) free. With every dot of the tile pair
+        // finite, so is every entry of the other side's rows (a non-finite one makes every dot
+        // with it inf or NaN), and a pair with Z = 0 adds exactly nothing (fma(0, v, a) = a):
+        // the max's usual pair (Z nonzero at a row's maxima only, one ref of K). A tile pair of
+        // nothing else is skipped whole, and the product below skips each other row k that adds
+        // nothing to any of a warp's owners.
+        const bool finite = __syncthreads_and(fin);
+        const bool any = !finite || __syncthreads_or(nz);  // uniform: both per block
         if (me < kRows && o0 + me < own_n) {
 #pragma unroll
           for (int q = 0; q < P::kSums; ++q)
             sums[q] += kCSide ? ((sm.sums[0][me][q] + sm.sums[1][me][q]) + sm.sums[2][me][q]) + sm.sums[3][me][q]
                               : sm.sums[0][me][q];
         }
+        if (!any) {  // uniform per block
+          __syncthreads();  // the sums read before the next tile rewrites them
+          continue;
+        }
         const int x = me % kRows, h = me / kRows;  // owner row x, dims h * 8 + [0, 8) of a chunk
+        // The other rows k that add something to one of the warp's 32 owners (every k unless
+        // every dot is finite), in increasing k: the same sums in the same order
+        uint64_t live_k = ~uint64_t(0);
+        if (finite) {
+          live_k = 0;
+          for (int k = 0; k < kCols; ++k) live_k |= uint64_t(__any_sync(0xffffffffu, sm.z[x][k] != 0.0)) << k;
+        }
         for (int64_t d0 = 0; d0 < D; d0 += kF32Chunk) {  // uniform per block
 #pragma unroll
           for (int q = 0; q < kF32Chunk / 2; ++q) {  // thread me: other row me % 64, dims me / 64 + 2 q
@@ -442,7 +487,8 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
           }
           __syncthreads();
           double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-          for (int k = 0; k < kCols; ++k) {
+          for (uint64_t m = live_k; m != 0; m &= m - 1) {  // uniform per warp
+            const int k = __ffsll((long long)m) - 1;
             const double zk = sm.z[x][k];
             const float4 v0 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8]);
             const float4 v1 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8 + 4]);
@@ -458,7 +504,8 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
 #pragma unroll
           for (int q = 0; q < 8; ++q) {
             const int64_t d = d0 + h * 8 + q;
-            if (o0 + x < own_n && d < D) acc[(o0 + x) * D + d] += a2[q];
+            // acc + 0 = acc (the rows start at +0 and never reach -0): a zero sum not added
+            if (o0 + x < own_n && d < D && a2[q] != 0.0) acc[(o0 + x) * D + d] += a2[q];
           }
           __syncthreads();  // u.other is rewritten by the next chunk, z and u by the next tile
         }

@@ -434,7 +434,8 @@ struct GradPolicy {
     const int64_t sd = kRefSide ? 1 : v.q_sd;
     scalar_t* dst = kRefSide ? grad + (b * v.K + x) * v.D : grad + b * v.q_sb + x * v.q_sn;
     for (int64_t d = 0; d < v.D; ++d)
-      store_from_acc(dst + d * sd, part ? acc[d] - f * to_acc(vec[d * sd]) : 0.0f);
+      // no norm term, no product with the vector: 0 * inf would put a NaN where none belongs
+      store_from_acc(dst + d * sd, !part ? 0.0f : term ? acc[d] - f * to_acc(vec[d * sd]) : acc[d]);
   }
 };
 
@@ -475,10 +476,13 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float nv = kRefSide ? v.rn[r] : qn[r];
     const bool part = kRefSide ? v.cls(b, x) >= 0 : true;
-    const double f = v.metric == Metric::Cosine && nv > v.floor ? sum / double(nv) : 0.0;
+    const bool term = v.metric == Metric::Cosine && nv > v.floor;  // the norm term (not at the floor)
+    const double f = term ? sum / double(nv) : 0.0;
     const float vec = kRefSide ? v.r[r * v.D + d] : v.qrow(b, x)[d * v.q_sd];
     float* dst = kRefSide ? grad + r * v.D + d : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
-    *dst = part ? float(a - f * double(vec)) : 0.0f;
+    // no norm term, no product with the vector: 0 * inf would put a NaN where none belongs (an
+    // infinite entry of a ref that is no maximum: the reference's dr there is finite)
+    *dst = part ? float(term ? a - f * double(vec) : a) : 0.0f;
   }
 }
 

@@ -127,8 +127,11 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
 def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
                C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|.
-    lse_ptr: the softmax's (m, log l) per row."""
+    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
+    and `live`: whether the tile's dZ can add anything to dq or dr. Not where dZ is 0 throughout
+    and every dot of the tile is finite (then so is every entry of both sides' loaded rows: a
+    non-finite one makes every dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual
+    tile, whose dZ is nonzero at a row's maxima only. lse_ptr: the softmax's (m, log l) per row."""
     nmask = offs_n < N
     kmask = offs_k < K
     rows = b * N + offs_n.to(tl.int64)
@@ -160,7 +163,8 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     dz = tl.where(COSINE != 0, dz / den, dz)
     # after every factor: a lane outside the valid pairs can have p = inf, den = 0 (eps = 0), sim NaN
     dz = tl.where(pair, dz, 0.0)
-    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid
+    live = tl.sum((dz != 0.0).to(tl.int32)) + tl.sum((~(tl.abs(dot) < float("inf"))).to(tl.int32))  # NaN != 0
+    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid, live > 0
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
@@ -175,12 +179,12 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     row = tl.zeros([BLOCK_N], ACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        dz, a_sim, qn, rn, nmask, kvalid = _grad_tile(
+        dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
             q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
             qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             row += tl.sum(a_sim * rn[None, :], 1)
-        for d0 in range(0, D, BLOCK_D):
+        for d0 in range(0, tl.where(live, D, 0), BLOCK_D):  # a tile that adds nothing: no pass
             offs_d = d0 + tl.arange(0, BLOCK_D)
             dmask = offs_d < D
             ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
@@ -221,12 +225,12 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     n_end = tl.minimum(N, (s + 1) * per)
     for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        dz, a_sim, qn, rn, nmask, kvalid = _grad_tile(
+        dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
             q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
             qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             col += tl.sum(a_sim * qn[:, None], 0)
-        for d0 in range(0, D, BLOCK_D):
+        for d0 in range(0, tl.where(live, D, 0), BLOCK_D):  # a tile that adds nothing: no pass
             offs_d = d0 + tl.arange(0, BLOCK_D)
             dmask = offs_d < D
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,

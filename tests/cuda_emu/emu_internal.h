@@ -56,6 +56,7 @@ struct Launch {
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
   int live = 0, arrived = 0;
+  int pred_sum = 0, pred_result = 0;  // __syncthreads_count/_or/_and: the arrivals' predicates
   uint64_t gen = 1;  // completed __syncthreads() + 1
   uint32_t block_serial = 0;  // unique per block run (the sanitizer's shared-memory epoch)
   Fiber* current = nullptr;

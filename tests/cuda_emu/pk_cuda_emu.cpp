@@ -222,15 +222,24 @@ void device_assert_failed_real(const char* what, double value, long long index) 
   detail::set_error(text);
 }
 
-void sync_block() {
+void sync_block() { sync_block_count(0); }
+
+// The barrier, and how many of the block's threads arrived with a nonzero predicate: the last
+// to arrive publishes the sum before it releases the others, who read it as they resume (no
+// thread can complete the next barrier before every thread has read this one's).
+int sync_block_count(int pred) {
   Launch& L = *g_launch;
   const uint64_t gen = L.gen;
+  L.pred_sum += pred != 0;
   if (++L.arrived == L.live) {
     L.arrived = 0;
+    L.pred_result = L.pred_sum;
+    L.pred_sum = 0;
     ++L.gen;
-    return;
+    return L.pred_result;
   }
   wait_for(gen, true);
+  return L.pred_result;
 }
 
 WarpView warp_exchange(const char* op, unsigned mask, uint64_t value) {

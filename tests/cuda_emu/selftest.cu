@@ -78,6 +78,18 @@ __global__ void read_workspace_kernel(const float* ws, float* y, int n) {
   if (i < n) y[i] = ws[i];
 }
 
+// The barrier with a vote: every thread gets the block's __syncthreads_count, _or and _and
+// (pair_tiles' backward skips a tile pair on one), several in a row with no other barrier.
+__global__ void vote_kernel(float* y, int n) {
+  const int i = threadIdx.x;
+  const int count = __syncthreads_count(i % 3 == 0);
+  const int any = __syncthreads_or(i == n - 1);
+  const int none = __syncthreads_or(0);
+  const int all = __syncthreads_and(i < n);
+  const int not_all = __syncthreads_and(i != 5);
+  y[i] = float(count + 1000 * any + 2000 * none + 10000 * all + 20000 * not_all);
+}
+
 // A grid taller than the (lowered) y limit: the launch must fail.
 __global__ void nothing_kernel() {}
 
@@ -110,6 +122,8 @@ const char* run(const char* name, bool broken, const float* x, float* y, int n, 
   } else if (is("uninit_workspace")) {
     if (!broken) launch_kernel(fill_kernel, one, block, 0, nullptr, ws, n);
     launch_kernel(read_workspace_kernel, one, block, 0, nullptr, static_cast<const float*>(ws), y, n);
+  } else if (is("syncthreads_vote")) {
+    launch_kernel(vote_kernel, one, block, 0, nullptr, y, n);
   } else if (is("grid_y_limit")) {
     launch_kernel(nothing_kernel, dim3(1, broken ? pk_emu::kGridYZLimit + 1 : pk_emu::kGridYZLimit), one, 0,
                   nullptr);

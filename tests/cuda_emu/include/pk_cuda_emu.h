@@ -77,6 +77,7 @@ struct WarpView {
 // Block barrier; warp exchange: every live lane of the warp calls it with the same `op`
 // (checked) and gets every lane's value.
 void sync_block();
+int sync_block_count(int pred);
 WarpView warp_exchange(const char* op, unsigned mask, uint64_t value);
 
 template <typename... KArgs>
@@ -139,6 +140,9 @@ T shfl(const char* op, unsigned mask, T v, int src) {
 #define __grid_constant__
 
 inline void __syncthreads() { ::pk_emu::sync_block(); }
+inline int __syncthreads_count(int pred) { return ::pk_emu::sync_block_count(pred); }
+inline int __syncthreads_or(int pred) { return ::pk_emu::sync_block_count(pred) != 0; }
+inline int __syncthreads_and(int pred) { return ::pk_emu::sync_block_count(pred == 0) == 0; }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::pk_emu::warp_exchange("__syncwarp", mask, 0); }
 
 template <typename T>
