@@ -701,7 +701,7 @@ MUTANTS = [
            "live_k |= uint64_t(__any_sync(0xffffffffu, sm.z[x][k] > 0.0)) << k;",
            (T_SR, "-k", "emulated"), "the float32 backward's product skips the negative dZ"),
     Mutant("cuda-similarity_reduce-f32-norm-term-zero", "csrc/cuda/similarity_reduce.cu",
-           "*dst = part ? float(term ? a - f * double(vec) : a) : 0.0f;",
+           "*dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;",
            "*dst = part ? float(a - f * double(vec)) : 0.0f;",
            (T_SR, "-k", "emulated and no_maximum"), "dot metric: 0 * an infinite ref entry puts a NaN in its dr"),
     Mutant("cpu-similarity_reduce-max-unique-nonfinite-ref", "csrc/cpu/similarity_reduce.cpp",

@@ -487,8 +487,7 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
           }
           __syncthreads();
           double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-          for (uint64_t m = live_k; m != 0; m &= m - 1) {  // uniform per warp
-            const int k = __ffsll((long long)m) - 1;
+          const auto add = [&](int k) {
             const double zk = sm.z[x][k];
             const float4 v0 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8]);
             const float4 v1 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8 + 4]);
@@ -500,6 +499,11 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
             a2[5] = fma(zk, double(v1.y), a2[5]);
             a2[6] = fma(zk, double(v1.z), a2[6]);
             a2[7] = fma(zk, double(v1.w), a2[7]);
+          };
+          if (live_k == ~uint64_t(0)) {  // a dense dZ (sum, mean, softmax): the plain loop, no mask walk
+            for (int k = 0; k < kCols; ++k) add(k);
+          } else {
+            for (uint64_t m = live_k; m != 0; m &= m - 1) add(__ffsll((long long)m) - 1);  // uniform per warp
           }
 #pragma unroll
           for (int q = 0; q < 8; ++q) {

@@ -461,7 +461,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // The owner's gradient row from grad_f32_kernel's S partials, summed in split order: part ?
 // Σ_s acc_s - (Σ_s sums_s / |v_x|) v_x : 0 (the cosine's norm term, none at the norm's floor).
-template <bool kRefSide>
+// kCosine false (the dot metric): no norm term and no product with v_x, whose 0 * inf would put a
+// NaN where none belongs (an infinite entry of a ref that is no maximum: the reference's dr
+// there is finite); a template flag, not a select, which kept a flag live across the double
+// division's call and spilled it in the cosine instantiation.
+template <bool kRefSide, bool kCosine>
 __global__ void __launch_bounds__(kThreads)
     finish_f32_kernel(View<float, float> v, const float* qn, int64_t S, const double* acc, const double* sums,
                       float* grad) {
@@ -476,13 +480,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float nv = kRefSide ? v.rn[r] : qn[r];
     const bool part = kRefSide ? v.cls(b, x) >= 0 : true;
-    const bool term = v.metric == Metric::Cosine && nv > v.floor;  // the norm term (not at the floor)
-    const double f = term ? sum / double(nv) : 0.0;
+    const double f = v.metric == Metric::Cosine && nv > v.floor ? sum / double(nv) : 0.0;
     const float vec = kRefSide ? v.r[r * v.D + d] : v.qrow(b, x)[d * v.q_sd];
     float* dst = kRefSide ? grad + r * v.D + d : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
-    // no norm term, no product with the vector: 0 * inf would put a NaN where none belongs (an
-    // infinite entry of a ref that is no maximum: the reference's dr there is finite)
-    *dst = part ? float(term ? a - f * double(vec) : a) : 0.0f;
+    *dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;
   }
 }
 
@@ -696,6 +697,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const auto* out = static_cast<const acc_t*>(p.out);
     const auto* aux = static_cast<const acc_t*>(p.aux);
     const dim3 block(cuda::kThreads);
+    const bool cosine = a.metric == similarity_reduce::Metric::Cosine;
     cuda::tables(v, p.workspace, st);
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
@@ -739,8 +741,8 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq);
         if (a.D > 0)
-          cuda::launch_kernel(cuda::finish_f32_kernel<false>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
-                              st, v, qn, int64_t(1), dq, sq, gq);
+          cuda::launch_kernel(cosine ? cuda::finish_f32_kernel<false, true> : cuda::finish_f32_kernel<false, false>,
+                              dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0, st, v, qn, int64_t(1), dq, sq, gq);
       }
       if (a.K > 0) {
         cuda::launch_kernel(cuda::grad_f32_kernel<true>,
@@ -748,8 +750,8 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                                  cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, pl.splits, dr, sr);
         if (a.D > 0)
-          cuda::launch_kernel(cuda::finish_f32_kernel<true>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
-                              st, v, qn, pl.splits, dr, sr, gr);
+          cuda::launch_kernel(cosine ? cuda::finish_f32_kernel<true, true> : cuda::finish_f32_kernel<true, false>,
+                              dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0, st, v, qn, pl.splits, dr, sr, gr);
       }
     } else {
       if (a.N > 0) {

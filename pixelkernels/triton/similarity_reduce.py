@@ -128,8 +128,8 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
-    and `live`: whether the tile's dZ can add anything to dq or dr. Not where dZ is 0 throughout
-    and every dot of the tile is finite (then so is every entry of both sides' loaded rows: a
+    and `live` (1 or 0): whether the tile's dZ can add anything to dq or dr. Not where dZ is 0 throughout
+    and every dot of the tile is finite (sim is: cosine's den is inf where a dot is) (then so is every entry of both sides' loaded rows: a
     non-finite one makes every dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual
     tile, whose dZ is nonzero at a row's maxima only. lse_ptr: the softmax's (m, log l) per row."""
     nmask = offs_n < N
@@ -163,8 +163,12 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     dz = tl.where(COSINE != 0, dz / den, dz)
     # after every factor: a lane outside the valid pairs can have p = inf, den = 0 (eps = 0), sim NaN
     dz = tl.where(pair, dz, 0.0)
-    live = tl.sum((dz != 0.0).to(tl.int32)) + tl.sum((~(tl.abs(dot) < float("inf"))).to(tl.int32))  # NaN != 0
-    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid, live > 0
+    if REDUCE == 2:  # only the max's dZ is sparse; the others take every tile (no extra registers)
+        # sim (the dot, or cosine's dot / den) is non-finite wherever the dot is (den = inf there)
+        live = tl.max(((dz != 0.0) | ~(tl.abs(sim) < float("inf"))).to(tl.int32))  # NaN != 0
+    else:
+        live = tl.full([], 1, tl.int32)
+    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid, live
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
@@ -184,7 +188,11 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
             qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             row += tl.sum(a_sim * rn[None, :], 1)
-        for d0 in range(0, tl.where(live, D, 0), BLOCK_D):  # a tile that adds nothing: no pass
+        if REDUCE == 2:  # a tile that adds nothing: no pass
+            d_end = tl.where(live > 0, D, 0)
+        else:
+            d_end = D
+        for d0 in range(0, d_end, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             dmask = offs_d < D
             ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
@@ -230,7 +238,11 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
             qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             col += tl.sum(a_sim * qn[:, None], 0)
-        for d0 in range(0, tl.where(live, D, 0), BLOCK_D):  # a tile that adds nothing: no pass
+        if REDUCE == 2:  # a tile that adds nothing: no pass
+            d_end = tl.where(live > 0, D, 0)
+        else:
+            d_end = D
+        for d0 in range(0, d_end, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             dmask = offs_d < D
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
