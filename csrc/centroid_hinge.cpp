@@ -6,8 +6,9 @@
 //      gradient of each pixel through its centroid, added before the one rounding to emb's
 //      dtype. Summing two half gradients (autograd over the two ops) rounds twice, and where
 //      they cancel that exceeds half precision's elementwise tolerance.
-// On CUDA, three launches of csrc/cuda/region_hinge.cu (common/centroid_hinge.h): the two passes
-// and the offset table between them, no ATen op between them. region_loss' grad_scale is applied
+// On CUDA, two launches of csrc/cuda/region_hinge.cu (common/centroid_hinge.h): the two passes,
+// the first one's last block per image writing the offset table (three where the partials are
+// many: the table a kernel of its own), no ATen op between them. region_loss' grad_scale is applied
 // in the kernels on both devices. The Triton variant runs the same composition in Python over the component
 // ops (pixelkernels/triton/centroid_hinge.py); tests/test_schemas.py runs that one on these ops'
 // components and checks both give bitwise the same results (emulated CUDA, and on a GPU).

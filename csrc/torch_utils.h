@@ -14,6 +14,10 @@
 #include <ATen/ops/empty_strided.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
 #include "common/types.h"
 
 #if defined(PK_WITH_CUDA) && !defined(PK_CUDA_EMU)
@@ -219,6 +223,16 @@ class Launcher<OnCpu> {
 };
 
 #if defined(PK_WITH_CUDA) || defined(PK_CUDA_EMU)
+// At least n zeroed int32 counters on like's device, for the current stream, that the kernels
+// given them leave zeroed (csrc/tickets.cpp): what a "last block" merge counts arrivals with.
+at::Tensor ticket_counters(const at::Tensor& like, int64_t n);
+
+// Params with a `tickets` member (int32_t*): ticket_count(OnCuda, p) counters are handed to it.
+template <class P, class = void>
+struct HasTickets : std::false_type {};
+template <class P>
+struct HasTickets<P, std::void_t<decltype(std::declval<P&>().tickets)>> : std::true_type {};
+
 template <>
 class Launcher<OnCuda> {
  public:
@@ -234,16 +248,37 @@ class Launcher<OnCuda> {
     // a byte of it before some kernel of this op has written it.
     pk_emu::mark_uninitialized(p.workspace, n, "the op's workspace");
 #endif
+    if constexpr (HasTickets<P>::value) {
+      const int64_t k = ticket_count(OnCuda{}, p);
+      if (k > 0) tickets_ = ticket_counters(like_, k);
+      p.tickets = k > 0 ? tickets_.template mutable_data_ptr<int32_t>() : nullptr;
+    }
     return ws;
   }
   template <class P>
   void operator()(const P& p) {
-    check_status(launch(OnCuda{stream()}, p), op_, "cuda");
+    const char* error = launch(OnCuda{stream()}, p);
+#ifdef PK_CUDA_EMU
+    // The counters are shared by every later call on the stream: a kernel that does not hand
+    // them back zeroed is an error, and after a failed launch they are zeroed again here (on a
+    // GPU a failed device-side check ends the context).
+    if (tickets_.defined()) {  // plain CPU memory here; read directly (no ATen op to count)
+      int32_t* t = tickets_.template mutable_data_ptr<int32_t>();
+      bool dirty = false;
+      for (int64_t i = 0; i < tickets_.numel(); ++i) dirty |= t[i] != 0;
+      if (dirty) {
+        std::fill(t, t + tickets_.numel(), 0);
+        if (error == nullptr) error = "a kernel left its ticket counters nonzero";
+      }
+    }
+#endif
+    check_status(error, op_, "cuda");
   }
 
  private:
   const at::Tensor& like_;
   const char* op_;
+  at::Tensor tickets_;  // held until the launch is enqueued (under capture, its only owner)
 #ifdef PK_CUDA_EMU
   void* stream() { return nullptr; }
 #else

@@ -87,3 +87,33 @@ def test_is_region_stats_then_region_hinge(backend, device):
     g_got = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(got[1:], w[1:])), emb)[0]
     g_want = torch.autograd.grad(sum((o * wi).sum() for o, wi in zip(want[1:], w[1:])), emb)[0]
     torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("R,fused", [(5, True), (5000, False)])
+def test_cuda_merges_in_the_last_blocks_where_partials_are_few_emulated(emu, R, fused):
+    """The CUDA kernels of region_hinge (forward, backward) and centroid_hinge's backward merge
+    their partials in each image's last block (csrc/cuda/common.cuh last_to_arrive) up to 2^15
+    partial values per image, one launch fewer each (the backwards with float accumulators
+    only); beyond it a kernel of its own merges them. float32 against the CPU kernels in
+    float64; the emulated launcher fails a call that leaves the ticket counters nonzero."""
+    g = torch.Generator().manual_seed(7)
+    emb = make_emb(1, 16, 64, 64, dtype=torch.float64, device="cpu")
+    labels = make_labels(1, 64, 64, R, device="cpu", pattern="random").to(torch.int32)
+    cpu = torch.ops.pixelkernels
+    count, centroid, _ = cpu.region_stats(emb, labels, R, -1, False)
+    centroid = centroid + 0.1 * torch.randn(centroid.shape, generator=g, dtype=torch.float64)
+    gh = torch.randn(1, R, generator=g, dtype=torch.float64)
+    gc = torch.randn(1, R, 16, generator=g, dtype=torch.float64)
+    calls = {
+        "region_hinge": ((emb, labels, centroid, 0.5, -1), (1, 2)),
+        "region_hinge_backward": ((gh, emb, labels, centroid, 0.5, -1), (1, 2)),
+        "centroid_hinge_backward": ((gc, gh, emb, labels, count, centroid, 0.5, -1), (2, 3)),
+    }
+    f32 = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    for name, (args, launches) in calls.items():
+        before = int(emu.launch_count())
+        got = getattr(emu, name)(*map(f32, args))
+        assert int(emu.launch_count()) - before == launches[0 if fused else 1], name
+        want = getattr(cpu, name)(*args)
+        for a, b in zip(*((got, want) if isinstance(got, tuple) else ((got,), (want,)))):
+            torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4, msg=name)

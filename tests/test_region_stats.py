@@ -495,6 +495,22 @@ def test_backward_op_ignores_regions_with_count_zero_emulated(emu):
     assert torch.equal(grad, torch.zeros_like(emb))
 
 
+@pytest.mark.parametrize("R,launches", [(5, 1), (1100, 2)])
+def test_cuda_forward_merges_in_its_last_blocks_where_partials_are_few_emulated(emu, R, launches):
+    """The CUDA forward is one launch (the last block of each image merges its partials,
+    csrc/cuda/common.cuh last_to_arrive) up to 2^15 partial values per image, two beyond; the
+    same values both ways, and the ticket counters handed back zeroed (the emulated launcher
+    fails a call that leaves them otherwise)."""
+    emb = make_emb(2, 16, 64, 64, dtype=torch.float32, device="cpu")
+    labels = make_labels(2, 64, 64, R, device="cpu", pattern="random").to(torch.int32)
+    before = int(emu.launch_count())
+    got = emu.region_stats(emb, labels, R, -1, True, None)
+    assert int(emu.launch_count()) - before == launches
+    for a, b in zip(got, _reference(emb, labels, R, -1)):
+        assert_close(a, b, torch.float32)
+    assert torch.equal(emu.region_stats(emb, labels, R, -1, True, None)[2], got[2])  # the counters: zero again
+
+
 @pytest.mark.parametrize("path", ["chunked", "atomic", "multi_tile"])
 @pytest.mark.parametrize("backend,device", backend_params(("triton",)))
 def test_triton_paths(backend, device, path):
@@ -524,6 +540,8 @@ GPU_CASES = {
     "float16": (2, 17, 45, 49, 4, "contiguous", torch.float16),
     "bfloat16": (2, 17, 45, 49, 4, "channels_last", torch.bfloat16),
     "d_zero_dims": (2, 0, 9, 9, 3, "contiguous", torch.float32),
+    # chunks x R x D above the CUDA forward's fused merge (kMaxFusedMerge): its merge kernel
+    "merge_kernel": (1, 16, 64, 64, 1100, "contiguous", torch.float32),
     "slice": (2, 9, 21, 22, 3, "slice", torch.float32),
 }
 SANITIZED = {"smem_accumulators", "global_accumulators", "channels_last", "float16"}

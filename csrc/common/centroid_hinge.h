@@ -31,17 +31,21 @@ struct CentroidHingeBackward {
   const void* grad_scale = nullptr;
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes
   size_t workspace_bytes = 0;
+  int32_t* tickets = nullptr;  // CUDA only: ticket_count(OnCuda, *this) zeroed counters (torch_utils.h)
 };
 
 // CUDA (csrc/cuda/region_hinge.cu): the same composition as csrc/centroid_hinge.cpp's Python
-// twin (pixelkernels/triton/centroid_hinge.py), in three launches with no ATen op between them:
-//   1. region_hinge's backward kernel without its store (partials of `through` only),
-//   2. the offset table offset[b, r] = (s·grad_centroid + through)[b, r] / max(count[b, r], 1),
-//      `through` merged from the partials in sum_partials' order (bitwise its sums),
-//   3. the backward kernel again with the offset (its centroid partials not merged: unused).
+// twin (pixelkernels/triton/centroid_hinge.py), in two launches with no ATen op between them:
+//   1. region_hinge's backward kernel without its store (partials of `through` only), whose
+//      last block per image writes the image's offset table
+//      offset[b, r] = (s·grad_centroid + through)[b, r] / max(count[b, r], 1),
+//      `through` merged from the partials in sum_partials' order (bitwise its sums); where the
+//      partials are many (R * D in the thousands) a kernel of its own writes it (3 launches),
+//   2. the backward kernel again with the offset (its centroid partials not merged: unused).
 // Bitwise the values of the composition of region_hinge_backward calls and ATen ops.
 Status launch(OnCpu, const CentroidHingeBackward& p);
 size_t workspace_bytes(OnCuda, const CentroidHingeBackward& p);
+int64_t ticket_count(OnCuda, const CentroidHingeBackward& p);
 Status launch(OnCuda, const CentroidHingeBackward& p);
 
 }  // namespace pixelkernels

@@ -33,6 +33,9 @@ struct RegionHingeForward {
   // csrc/label_check.h).
   char check[kCheckMessageBytes] = {};
   int64_t* bad_count = nullptr;
+  // CUDA only: ticket_count(OnCuda, *this) zeroed counters, handed back zeroed (the partials'
+  // merge in the forward kernel's last block; null: a second launch merges them).
+  int32_t* tickets = nullptr;
 };
 
 struct RegionHingeBackward {
@@ -47,13 +50,16 @@ struct RegionHingeBackward {
   void* workspace = nullptr;  // CUDA only
   size_t workspace_bytes = 0;
   const void* offset = nullptr;  // (B, R, D), accumulation type, or null
+  int32_t* tickets = nullptr;    // CUDA only: as the forward's (grad_centroid's merge)
 };
 
 // Kernels: csrc/cpu/region_hinge.cpp and csrc/cuda/region_hinge.cu.
 Status launch(OnCpu, const RegionHingeForward& p);
 Status launch(OnCpu, const RegionHingeBackward& p);
 size_t workspace_bytes(OnCuda, const RegionHingeForward& p);
+int64_t ticket_count(OnCuda, const RegionHingeForward& p);
 size_t workspace_bytes(OnCuda, const RegionHingeBackward& p);
+int64_t ticket_count(OnCuda, const RegionHingeBackward& p);
 Status launch(OnCuda, const RegionHingeForward& p);
 Status launch(OnCuda, const RegionHingeBackward& p);
 

@@ -36,6 +36,9 @@ struct RegionStatsForward {
   // where the kernel read the labels (the torch side then finds the first and raises: csrc/label_check.h).
   char check[kCheckMessageBytes] = {};
   int64_t* bad_count = nullptr;
+  // CUDA only: ticket_count(OnCuda, *this) zeroed counters, handed back zeroed (the partials'
+  // merge in the first kernel's last block per image; null: a second kernel merges them).
+  int32_t* tickets = nullptr;
 };
 
 struct RegionStatsBackward {
@@ -55,6 +58,7 @@ struct RegionStatsBackward {
 Status launch(OnCpu, const RegionStatsForward& p);
 Status launch(OnCpu, const RegionStatsBackward& p);
 size_t workspace_bytes(OnCuda, const RegionStatsForward& p);
+int64_t ticket_count(OnCuda, const RegionStatsForward& p);
 Status launch(OnCuda, const RegionStatsForward& p);
 Status launch(OnCuda, const RegionStatsBackward& p);
 

@@ -172,13 +172,48 @@ inline Status status() {
 // Output o = b * K + k of the merge: the sum over c < n of part[(b * n + c) * K + k], lanes over
 // c in order, then warp_sum's tree (every lane of the warp gets it). The one order every merge
 // of partials uses (sum_partials_kernel, region_hinge's offset table).
+// The loads bypass L1 (ld.global.cg): the last block of a fused merge reads partials that other
+// blocks of its own launch stored (last_to_arrive), which the read-only path may not see.
 template <typename acc_t>
-__device__ __forceinline__ acc_t partials_sum(const acc_t* __restrict__ part, int64_t n, int64_t K, int64_t o,
-                                              int lane) {
+__device__ __forceinline__ acc_t partials_sum(const acc_t* part, int64_t n, int64_t K, int64_t o, int lane) {
   const int64_t b = o / K, k = o - b * K;
   acc_t s = 0;
-  for (int64_t c = lane; c < n; c += 32) s += part[(b * n + c) * K + k];
+  for (int64_t c = lane; c < n; c += 32) s += __ldcg(part + (b * n + c) * K + k);
   return warp_sum(s);
+}
+
+// "Last block" merges: one launch writes the partials and merges them, where a merge kernel
+// would be a second launch (issue 36: launches per call). Each of the `blocks` blocks writing an
+// image's partials calls this (every thread, after its stores) with the image's counter; it is
+// true in the one block that arrives last, to which every partial of the image is then visible
+// (stores fenced before the ticket; the merge reads through L2: partials_sum). That block also
+// hands the counter back zeroed, as the next kernel on the stream expects it (ticket_counters,
+// csrc/tickets.cpp). The classic threadfence reduction of the CUDA samples.
+// No shared memory (the verdict comes back through a barrier's vote): the kernels that call it
+// fill 40 KiB of dynamic shared memory, and on sm_80 four such blocks per SM leave no byte over.
+__device__ __forceinline__ bool last_to_arrive(int32_t* ticket, int64_t blocks) {
+  __threadfence();  // this thread's partials before its block's ticket
+  __syncthreads();
+  bool last = false;
+  if (threadIdx.x == 0) {
+    last = atomicAdd(ticket, 1) == blocks - 1;
+    if (last) *ticket = 0;  // every block has taken its ticket
+  }
+  last = __syncthreads_or(last) != 0;
+  if (last) __threadfence();
+  return last;
+}
+
+// out[b * K + k] = sign * (the sum of image b's partials), by the block's warps in turn: the
+// values sum_partials_kernel writes, bitwise (the same partials_sum per output).
+template <int kBlockThreads, typename acc_t>
+__device__ __forceinline__ void block_sum_partials(const acc_t* part, int64_t b, int64_t n, int64_t K, acc_t sign,
+                                                   acc_t* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t k = threadIdx.x >> 5; k < K; k += kBlockThreads / 32) {  // uniform per warp
+    const acc_t s = partials_sum(part, n, K, b * K + k, lane);
+    if (lane == 0) out[b * K + k] = sign * s;
+  }
 }
 
 template <typename acc_t>

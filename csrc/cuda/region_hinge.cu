@@ -7,7 +7,9 @@
 // values); lane j holds dims j, j + G, ...; ||u||^2 is summed over the group with xor shuffles.
 // Each block owns a fixed chunk of one image's pixels (region_stats::plan_chunks bounds the
 // partials when R is large); partials go to the workspace and sum_partials (common.cuh) adds them in a fixed
-// order (one warp per output). No atomics: bitwise reproducible.
+// order (one warp per output), run by the kernel's last block of each image where they are few
+// (last_to_arrive, kMaxFusedMerge), else by a kernel of its own. No float atomics: bitwise
+// reproducible.
 //  Forward (one read of emb + labels): when R * 256 accumulators fit in shared memory (R <= 40
 //  float, 20 double) every thread adds its pixels' terms to its own bin column [R][256]
 //  (no conflicts, no shuffles per pixel); the block sums the columns in order per region and
@@ -38,6 +40,10 @@ constexpr int kRegWords = 64;                 // 32-bit registers per thread for
 constexpr int64_t kChunkTarget = 4096;        // pixels per block
 constexpr int64_t kMaxPartials = int64_t(1) << 18;  // partial values per image (workspace bound)
 constexpr size_t kSmemBudget = 40 * 1024;
+// Partial values per image up to which the last block of an image merges them (last_to_arrive:
+// one launch, not two; and only with a row of blocks per image, B <= kMaxGridYZ); 128 KB of float partials, about a microsecond for one block from L2.
+// Beyond it (R in the thousands) a merge kernel spreads the sums over the GPU.
+constexpr int64_t kMaxFusedMerge = int64_t(1) << 15;
 
 
 size_t acc_bytes(DType t) { return t == DType::Float64 ? sizeof(double) : sizeof(float); }
@@ -48,6 +54,7 @@ struct Plan {
   int64_t slots = 1;          // partials per chunk (1: the block's; kWarps: one per warp)
   int64_t K = 0;              // values per partial
   bool smem = false;
+  bool fused = false;  // the forward's partials merged by its last block per image
   size_t smem_bytes = 0, ws = 0;
 };
 
@@ -62,6 +69,7 @@ Plan fwd_plan(const RegionHingeForward& p) {
   q.chunk = cp.chunk;
   q.nc = p.emb.P > 0 ? cp.num_chunks : 0;
   q.ws = size_t(p.emb.B) * size_t(q.nc) * size_t(q.slots) * size_t(q.K) * ab;
+  q.fused = q.nc > 0 && q.nc * q.slots * q.K <= kMaxFusedMerge && int64_t(image_grid(p.emb.B)) == p.emb.B;
   return q;
 }
 
@@ -76,7 +84,51 @@ Plan bwd_plan(const RegionHingeBackward& p) {
   q.chunk = cp.chunk;
   q.nc = p.emb.P > 0 && p.emb.D > 0 ? cp.num_chunks : 0;
   q.ws = size_t(p.emb.B) * size_t(q.nc) * size_t(q.slots) * size_t(q.K) * ab;
+  q.fused = ab == sizeof(float) && q.nc > 0 && q.nc * q.slots * q.K <= kMaxFusedMerge &&
+            int64_t(image_grid(p.emb.B)) == p.emb.B;
   return q;
+}
+
+// The backward's merge of its partials (null tickets: none, a later launch merges them). Each
+// image's last block writes out[b] = -(the sum of the partials), grad_centroid; with gc, the
+// offset table of centroid_hinge instead (offset_value).
+template <typename acc_t>
+struct BackwardMerge {
+  int32_t* tickets = nullptr;
+  acc_t* out = nullptr;
+  const acc_t* gc = nullptr;     // (B, R, D): the offset table's incoming gradient, or null
+  const acc_t* count = nullptr;  // (B, R)
+};
+
+// centroid_hinge's offset table entry o = (b, r, d) from the first pass's n partials per image
+// (B, n, R*D):
+//     offset[b, r, d] = (s gc[b, r, d] + through[b, r, d]) / max(count[b, r], 1),
+//     through = -(the partials' sum in sum_partials' order)
+// s gc rounded on its own, then the sum and the quotient as ATen's add and div round them: the
+// bits of the composition with sum_partials and ATen ops. Every lane of the warp calls it.
+template <typename acc_t>
+__device__ __forceinline__ acc_t offset_value(const acc_t* part, int64_t n, int64_t K, int64_t D, int64_t o,
+                                              int lane, const acc_t* __restrict__ gc,
+                                              const acc_t* __restrict__ count, const acc_t* __restrict__ scale) {
+  const acc_t through = acc_t(-1) * partials_sum(part, n, K, o, lane);
+  const acc_t g = scale != nullptr ? mul_rn(gc[o], scale[0]) : gc[o];
+  const acc_t m = count[o / D];  // (b, r) = o / D: count is (B, R)
+  return (g + through) / (m > acc_t(1) ? m : acc_t(1));
+}
+
+// The backward's fused merge, by an image's last block (last_to_arrive).
+template <typename acc_t>
+__device__ __forceinline__ void merge_backward(const acc_t* part, int64_t b, int64_t n, int64_t K, int64_t D,
+                                            const acc_t* scale, const BackwardMerge<acc_t> m) {
+  if (m.gc == nullptr) {
+    block_sum_partials<kThreads>(part, b, n, K, acc_t(-1), m.out);
+    return;
+  }
+  const int lane = threadIdx.x & 31;
+  for (int64_t k = threadIdx.x >> 5; k < K; k += kWarps) {  // uniform per warp
+    const acc_t v = offset_value(part, n, K, D, b * K + k, lane, m.gc, m.count, scale);
+    if (lane == 0) m.out[b * K + k] = v;
+  }
 }
 
 template <typename label_t>
@@ -89,7 +141,8 @@ template <typename scalar_t, typename acc_t, typename label_t>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
                    const acc_t* __restrict__ centroid, acc_t delta, int gs, int64_t chunk, int64_t nc, bool smem,
-                   acc_t* __restrict__ part, bool check, const __grid_constant__ Message what) {
+                   acc_t* __restrict__ part, bool check, const __grid_constant__ Message what,
+                   int32_t* __restrict__ tickets, acc_t* __restrict__ hinge) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd;
@@ -148,6 +201,10 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();  // bins are reused for the next image
     }
   }
+  // tickets (uniform; as the backward's): the image's last block merges its partials (else
+  // sum_partials does)
+  if (tickets != nullptr && last_to_arrive(tickets + blockIdx.y, gridDim.x))
+    block_sum_partials<kThreads>(part, int64_t(blockIdx.y), nc * (smem ? 1 : kWarps), R, acc_t(1), hinge);
 }
 
 template <typename scalar_t, typename acc_t, typename label_t, int kV>
@@ -155,7 +212,8 @@ __global__ void __launch_bounds__(kThreads)
     backward_kernel(Pixels<scalar_t> x, const label_t* __restrict__ labels, int64_t R, int64_t ignore,
                     const acc_t* __restrict__ centroid, const acc_t* __restrict__ grad_hinge,
                     const acc_t* __restrict__ scale, const acc_t* __restrict__ offset, acc_t delta, int gs,
-                    int64_t chunk, int64_t nc, bool smem, scalar_t* __restrict__ gx, acc_t* __restrict__ part) {
+                    int64_t chunk, int64_t nc, bool smem, scalar_t* __restrict__ gx, acc_t* __restrict__ part,
+                    const BackwardMerge<acc_t> merge) {
   const int G = 1 << gs, j = threadIdx.x & (G - 1), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t per_block = kThreads >> gs;
   const int64_t D = x.D, P = x.P, dstep = int64_t(G) * x.sd, K = R * D;
@@ -254,6 +312,15 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();  // bins are reused for the next image
     }
   }
+  // merge.tickets (uniform; only with a row of blocks per image, this block's one image being
+  // blockIdx.y): the image's last block merges its partials, after the image loop (none of the
+  // pixel loop's registers live)
+  // float accumulators only (bwd_plan): in the float64 builds the tail's double division took
+  // registers from the pixel loop (sm_80, kV = 2: 64 -> 79, below the occupancy floor)
+  if constexpr (sizeof(acc_t) == 4) {
+    if (merge.tickets != nullptr && last_to_arrive(merge.tickets + blockIdx.y, gridDim.x))
+      merge_backward(part, int64_t(blockIdx.y), nc * (smem ? 1 : kWarps), K, D, scale, merge);
+  }
 }
 
 
@@ -272,7 +339,7 @@ Status check(const Plan& q, void* ws, size_t ws_bytes) {
 // One launch of backward_kernel over the plan's chunks (none when P == 0 or D == 0).
 template <typename scalar_t, typename acc_t, typename label_t>
 void backward_pass(const RegionHingeBackward& p, const Plan& q, const acc_t* scale, const acc_t* offset,
-                   scalar_t* gx, acc_t* part, cudaStream_t st) {
+                   scalar_t* gx, acc_t* part, cudaStream_t st, const BackwardMerge<acc_t>& merge = {}) {
   if (q.nc == 0) return;
   const int gs = group_shift(p.emb);
   constexpr int kMax = kRegWords / (sizeof(acc_t) / 4);
@@ -281,15 +348,11 @@ void backward_pass(const RegionHingeBackward& p, const Plan& q, const acc_t* sca
                   dim3(static_cast<unsigned>(q.nc), image_grid(p.emb.B)), dim3(kThreads), q.smem_bytes, st,
                   pixels_of<scalar_t>(p.emb), static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
                   static_cast<const acc_t*>(p.centroid), static_cast<const acc_t*>(p.grad_hinge), scale, offset,
-                  acc_t(p.delta), gs, q.chunk, q.nc, q.smem, gx, part);
+                  acc_t(p.delta), gs, q.chunk, q.nc, q.smem, gx, part, merge);
   });
 }
 
-// centroid_hinge's offset table from the first pass's n partials per image (B, n, R*D):
-//     offset[b, r, d] = (s gc[b, r, d] + through[b, r, d]) / max(count[b, r], 1),
-//     through = -(the partials' sum in sum_partials' order)
-// s gc rounded on its own, then the sum and the quotient as ATen's add and div round them: the
-// bits of the composition with sum_partials and ATen ops. One warp per output.
+// centroid_hinge's offset table (offset_value) as a kernel of its own: one warp per entry.
 template <typename acc_t>
 __global__ void __launch_bounds__(256)
     offset_kernel(const acc_t* __restrict__ part, int64_t B, int64_t n, int64_t R, int64_t D,
@@ -299,12 +362,8 @@ __global__ void __launch_bounds__(256)
   const int lane = threadIdx.x & 31;
   const int64_t K = R * D, total = B * K, nw = int64_t(gridDim.x) * kWarpsPerBlock;
   for (int64_t o = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); o < total; o += nw) {
-    const acc_t through = acc_t(-1) * partials_sum(part, n, K, o, lane);
-    if (lane == 0) {
-      const acc_t g = scale != nullptr ? mul_rn(gc[o], scale[0]) : gc[o];
-      const acc_t m = count[o / D];  // (b, r) = o / D: count is (B, R)
-      offset[o] = (g + through) / (m > acc_t(1) ? m : acc_t(1));
-    }
+    const acc_t v = offset_value(part, n, K, D, o, lane, gc, count, scale);
+    if (lane == 0) offset[o] = v;
   }
 }
 
@@ -314,12 +373,15 @@ __global__ void __launch_bounds__(256)
 namespace pixelkernels {
 
 size_t workspace_bytes(OnCuda, const RegionHingeForward& p) { return cuda::fwd_plan(p).ws; }
+int64_t ticket_count(OnCuda, const RegionHingeForward& p) { return cuda::fwd_plan(p).fused ? p.emb.B : 0; }
 size_t workspace_bytes(OnCuda, const RegionHingeBackward& p) { return cuda::bwd_plan(p).ws; }
+int64_t ticket_count(OnCuda, const RegionHingeBackward& p) { return cuda::bwd_plan(p).fused ? p.emb.B : 0; }
 
 Status launch(OnCuda on, const RegionHingeForward& p) {
   if (p.emb.B == 0 || p.R == 0) return nullptr;  // hinge is empty
   const cuda::Plan q = cuda::fwd_plan(p);
   if (Status e = cuda::check(q, p.workspace, p.workspace_bytes)) return e;
+  if (q.fused && p.tickets == nullptr) return "region_hinge: the fused merge needs ticket_count(OnCuda, p) counters";
   const int gs = cuda::group_shift(p.emb);
   cuda::dispatch_all(p, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
@@ -333,9 +395,11 @@ Status launch(OnCuda on, const RegionHingeForward& p) {
                           q.smem_bytes, st, cuda::pixels_of<scalar_t>(p.emb),
                           static_cast<const label_t*>(p.labels.data), p.R, p.ignore_index,
                           static_cast<const acc_t*>(p.centroid), acc_t(p.delta), gs, q.chunk, q.nc, q.smem, part,
-                          p.check[0] != 0, cuda::message_of(p.check));
+                          p.check[0] != 0, cuda::message_of(p.check), q.fused ? p.tickets : nullptr,
+                          static_cast<acc_t*>(p.hinge));
     // Also runs when P == 0 (no partials): then it writes zeros.
-    cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
+    if (!q.fused)
+      cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, p.R, acc_t(1), static_cast<acc_t*>(p.hinge), st);
   });
   return cuda::status();
 }
@@ -344,21 +408,28 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
   if (p.emb.B == 0) return nullptr;  // grad_emb and grad_centroid are empty
   const cuda::Plan q = cuda::bwd_plan(p);
   if (Status e = cuda::check(q, p.workspace, p.workspace_bytes)) return e;
+  if (q.fused && p.tickets == nullptr) return "region_hinge_backward: the fused merge needs its ticket counters";
   cuda::dispatch_all(p, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     using label_t = typename decltype(l)::type;
     acc_t* part = static_cast<acc_t*>(p.workspace);
     const cudaStream_t st = cuda::stream_of(on);
+    cuda::BackwardMerge<acc_t> merge;
+    if (q.fused) merge = {p.tickets, static_cast<acc_t*>(p.grad_centroid)};
     cuda::backward_pass<scalar_t, acc_t, label_t>(p, q, nullptr, static_cast<const acc_t*>(p.offset),
-                                                  static_cast<scalar_t*>(p.grad_emb), part, st);  // null: no store
-    // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0).
-    cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid), st);
+                                                  static_cast<scalar_t*>(p.grad_emb), part, st, merge);  // null: no store
+    // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0), in the kernel's last
+    // blocks when fused
+    if (!q.fused)
+      cuda::sum_partials<acc_t>(part, p.emb.B, q.nc * q.slots, q.K, acc_t(-1), static_cast<acc_t*>(p.grad_centroid),
+                                st);
   });
   return cuda::status();
 }
 
 size_t workspace_bytes(OnCuda, const CentroidHingeBackward& p) { return cuda::bwd_plan(p.hinge).ws; }
+int64_t ticket_count(OnCuda, const CentroidHingeBackward& p) { return ticket_count(OnCuda{}, p.hinge); }
 
 Status launch(OnCuda on, const CentroidHingeBackward& p) {
   RegionHingeBackward h = p.hinge;
@@ -368,6 +439,7 @@ Status launch(OnCuda on, const CentroidHingeBackward& p) {
   h.workspace_bytes = p.workspace_bytes;
   const cuda::Plan q = cuda::bwd_plan(h);
   if (Status e = cuda::check(q, h.workspace, h.workspace_bytes)) return e;
+  if (q.fused && p.tickets == nullptr) return "centroid_hinge_backward: the fused merge needs its ticket counters";
   cuda::dispatch_all(h, [&](auto s, auto a, auto l) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
@@ -376,12 +448,16 @@ Status launch(OnCuda on, const CentroidHingeBackward& p) {
     acc_t* offset = static_cast<acc_t*>(h.grad_centroid);
     const auto* scale = static_cast<const acc_t*>(p.grad_scale);
     const cudaStream_t st = cuda::stream_of(on);
-    cuda::backward_pass<scalar_t, acc_t, label_t>(h, q, scale, nullptr, nullptr, part, st);  // `through`'s partials
+    const auto* gc = static_cast<const acc_t*>(p.grad_centroid);
+    const auto* count = static_cast<const acc_t*>(p.count);
+    cuda::BackwardMerge<acc_t> merge;
+    if (q.fused) merge = {p.tickets, offset, gc, count};
+    // `through`'s partials, and with the tickets the offset table from them
+    cuda::backward_pass<scalar_t, acc_t, label_t>(h, q, scale, nullptr, nullptr, part, st, merge);
     const int64_t blocks = cuda::ceil_div<int64_t>(h.emb.B * q.K, 256 / 32);
-    if (blocks > 0)  // also when P == 0 or D == 0 (no partials): through = -0
+    if (!q.fused && blocks > 0)  // also when P == 0 or D == 0 (no partials): through = -0
       cuda::launch_kernel(cuda::offset_kernel<acc_t>, dim3(cuda::stride_grid(blocks, 8192)), dim3(256), 0, st, part,
-                          h.emb.B, q.nc * q.slots, h.R, h.emb.D, static_cast<const acc_t*>(p.grad_centroid),
-                          static_cast<const acc_t*>(p.count), scale, offset);
+                          h.emb.B, q.nc * q.slots, h.R, h.emb.D, gc, count, scale, offset);
     // the same workspace: its partials were merged into the offset table (stream order)
     cuda::backward_pass<scalar_t, acc_t, label_t>(h, q, scale, offset, static_cast<scalar_t*>(h.grad_emb), part, st);
   });

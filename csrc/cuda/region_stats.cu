@@ -19,7 +19,10 @@
 //  slice of the workspace, still with one writer per slot.
 //
 //  Kernel 2, region_merge_kernel (grid: regions, images): merges the chunk partials of one
-//  (image, region) in chunk order with Chan's formula (common/region_stats.h).
+//  (image, region) in chunk order with Chan's formula (common/region_stats.h). Where an image's
+//  partials are few (kMaxFusedMerge: R * D * chunks up to 2^15, every paper workload) kernel 1's
+//  last block of each image runs the same merge itself, region by region (last_to_arrive): one
+//  launch per forward, the same bits.
 //
 //  Traffic per pixel: emb is read once from DRAM (sweep 2 and the other dim tiles of a chunk
 //  hit L2/L1); the label (read at its own width, 1-8 bytes) is re-read per dim tile and
@@ -64,6 +67,10 @@ constexpr int64_t kMinDimTile = 8;           // one dim per warp
 static_assert(kMaxDimTile <= kThreads, "a dim tile must fit the per-thread column mapping");
 constexpr int64_t kWantBlocks = 512;         // split dims further while the grid is smaller
 constexpr int kGroups = 4;                   // 32-pixel groups whose loads a warp issues together
+// Partial rows x dims per image up to which kernel 1's last block per image merges them itself
+// (one launch, not two; and only with a row of blocks per image, B <= kMaxGridYZ): ~256 KB of float partials, a few microseconds for one block from L2.
+// Beyond it (hundreds of regions) kernel 2 spreads the merge over a block per region.
+constexpr int64_t kMaxFusedMerge = int64_t(1) << 15;
 
 // ---------------------------------------------------------------------------------------------
 // Forward plan: a pure function of the sizes, shared by the workspace query and the launcher.
@@ -73,6 +80,7 @@ struct FwdPlan {
   bool smem = true;           // accumulators in shared memory?
   size_t smem_bytes = 0;
   size_t off_mean = 0, off_m2 = 0, off_cnt = 0, total = 0;  // workspace layout (bytes)
+  bool fused = false;  // kernel 1's last block per image merges (no kernel 2)
 };
 
 inline size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
@@ -112,11 +120,32 @@ FwdPlan make_plan(int64_t B, int64_t D, int64_t P, int64_t R, size_t acc_bytes) 
   q.off_m2 = q.off_mean + align256(rows * size_t(D) * acc_bytes);
   q.off_cnt = q.off_m2 + align256(rows * size_t(D) * acc_bytes);
   q.total = q.off_cnt + (q.smem ? 0 : align256(rows * size_t(q.ndt) * sizeof(int32_t)));
+  q.fused = q.smem && q.nc * R * (D > 0 ? D : 1) <= kMaxFusedMerge && int64_t(image_grid(B)) == B;
+  // the fused merge's kWarps values in the accumulators' shared memory
+  if (q.fused && q.smem_bytes < kWarps * acc_bytes) q.smem_bytes = kWarps * acc_bytes;
   return q;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Kernel 1: per-chunk partials.
+
+template <typename acc_t>
+__device__ __forceinline__ void merge_region(const int32_t* part_n, const acc_t* part_mean, const acc_t* part_m2,
+                                             int64_t b, int64_t r, int64_t R, int64_t D, int64_t nc,
+                                             bool with_variance, acc_t* __restrict__ count,
+                                             acc_t* __restrict__ centroid, acc_t* __restrict__ variance,
+                                             acc_t* warp_m2);
+
+// Kernel 2's outputs, for kernel 1's last block of each image to merge the image's partials
+// itself (tickets not null: last_to_arrive; one launch instead of two).
+template <typename acc_t>
+struct FusedMerge {
+  int32_t* tickets = nullptr;
+  bool with_variance = true;
+  acc_t* count = nullptr;
+  acc_t* centroid = nullptr;
+  acc_t* variance = nullptr;
+};
 
 template <typename scalar_t, typename label_t>
 struct PartialArgs {
@@ -202,7 +231,8 @@ __device__ __forceinline__ void chunk_sweep(const scalar_t* __restrict__ x,
 template <typename scalar_t, typename acc_t, typename label_t, bool kSmemAcc>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     region_partials_kernel(PartialArgs<scalar_t, label_t> a, int32_t* part_n, acc_t* part_mean,
-                           acc_t* part_m2, int32_t* cnt_scratch, const __grid_constant__ Message what) {
+                           acc_t* part_m2, int32_t* cnt_scratch, const __grid_constant__ Message what,
+                           const FusedMerge<acc_t> merge) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const unsigned ndt = static_cast<unsigned>(a.ndt);  // < 2^31 (checked by the launcher)
   const int64_t tile = blockIdx.x % ndt, c = blockIdx.x / ndt;
@@ -273,10 +303,69 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     }
     __syncthreads();  // the accumulators are reused for the next image
   }
+  // merge.tickets (uniform; only where the grid has a row of blocks per image, so this block's
+  // one image is blockIdx.y): the image's last block merges its partials, region by region. After
+  // the image loop, where none of the sweeps' registers is live any more.
+  // Shared-memory accumulators only (the plan's): with R in the thousands a kernel of its own
+  // merges faster, and the global variant's float64 builds spilled 48 B with this tail.
+  if constexpr (!kSmemAcc) return;
+  if (merge.tickets != nullptr && last_to_arrive(merge.tickets + blockIdx.y, gridDim.x)) {
+#pragma unroll 1
+    for (int64_t r = 0; r < R; ++r)  // the accumulators' shared memory is free: kWarps values of it
+      merge_region(part_n, part_mean, part_m2, int64_t(blockIdx.y), r, R, a.D, a.nc, merge.with_variance,
+                   merge.count, merge.centroid, merge.variance, dynamic_smem<acc_t>());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Kernel 2: merge the chunks of one (image, region), in chunk order.
+
+// The merge of region r of image b by the whole block (every thread calls it): count, centroid
+// and variance from the nc chunk partials with Chan's formula. The partials are read through L2
+// (__ldcg): kernel 1's last block of an image calls it on partials its own launch wrote.
+template <typename acc_t>
+__device__ __forceinline__ void merge_region(const int32_t* part_n, const acc_t* part_mean, const acc_t* part_m2,
+                                             int64_t b, int64_t r, int64_t R, int64_t D, int64_t nc,
+                                             bool with_variance, acc_t* __restrict__ count,
+                                             acc_t* __restrict__ centroid, acc_t* __restrict__ variance,
+                                             acc_t* warp_m2) {  // kWarps values of shared memory
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t row_b = b * nc * R + r;  // row of chunk c: row_b + c * R
+  long long nl = 0;
+  for (int64_t c = lane; c < nc; c += 32) nl += __ldcg(part_n + row_b + c * R);
+  const long long n = warp_sum(nl);  // every warp computes the same n
+  const acc_t nf = acc_t(n);
+  acc_t m2_warp = acc_t(0);
+  for (int64_t d = warp; d < D; d += kWarps) {
+    acc_t s = acc_t(0);
+    for (int64_t c = lane; c < nc; c += 32) {
+      const int64_t row = row_b + c * R;
+      s += acc_t(__ldcg(part_n + row)) * __ldcg(part_mean + row * D + d);
+    }
+    s = warp_sum(s);
+    const acc_t mu = n > 0 ? s / nf : acc_t(0);
+    acc_t q = acc_t(0);
+    for (int64_t c = lane; c < nc; c += 32) {
+      const int64_t row = row_b + c * R;
+      const int32_t nc_ = __ldcg(part_n + row);
+      const acc_t dm = __ldcg(part_mean + row * D + d) - mu;
+      q += __ldcg(part_m2 + row * D + d) + (nc_ > 0 ? acc_t(nc_) * dm * dm : acc_t(0));
+    }
+    q = warp_sum(q);
+    if (lane == 0) centroid[(b * R + r) * D + d] = mu;
+    m2_warp += q;
+  }
+  if (lane == 0) warp_m2[warp] = m2_warp;
+  __syncthreads();
+  if (tid == 0) {
+    acc_t m2 = acc_t(0);
+    for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
+    count[b * R + r] = nf;
+    variance[b * R + r] = n > 0 && with_variance ? m2 / nf : acc_t(0);
+  }
+  __syncthreads();  // warp_m2 is reused by the next call
+}
+
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     region_merge_kernel(const int32_t* __restrict__ part_n, const acc_t* __restrict__ part_mean,
@@ -284,44 +373,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
                         int64_t nc, bool with_variance, acc_t* __restrict__ count,
                         acc_t* __restrict__ centroid, acc_t* __restrict__ variance) {
   __shared__ acc_t warp_m2[kWarps];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t r = blockIdx.x;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    const int64_t row_b = b * nc * R + r;  // row of chunk c: row_b + c * R
-    long long nl = 0;
-    for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c * R];
-    const long long n = warp_sum(nl);  // every warp computes the same n
-    const acc_t nf = acc_t(n);
-    acc_t m2_warp = acc_t(0);
-    for (int64_t d = warp; d < D; d += kWarps) {
-      acc_t s = acc_t(0);
-      for (int64_t c = lane; c < nc; c += 32) {
-        const int64_t row = row_b + c * R;
-        s += acc_t(part_n[row]) * part_mean[row * D + d];
-      }
-      s = warp_sum(s);
-      const acc_t mu = n > 0 ? s / nf : acc_t(0);
-      acc_t q = acc_t(0);
-      for (int64_t c = lane; c < nc; c += 32) {
-        const int64_t row = row_b + c * R;
-        const int32_t nc_ = part_n[row];
-        const acc_t dm = part_mean[row * D + d] - mu;
-        q += part_m2[row * D + d] + (nc_ > 0 ? acc_t(nc_) * dm * dm : acc_t(0));
-      }
-      q = warp_sum(q);
-      if (lane == 0) centroid[(b * R + r) * D + d] = mu;
-      m2_warp += q;
-    }
-    if (lane == 0) warp_m2[warp] = m2_warp;
-    __syncthreads();
-    if (tid == 0) {
-      acc_t m2 = acc_t(0);
-      for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
-      count[b * R + r] = nf;
-      variance[b * R + r] = n > 0 && with_variance ? m2 / nf : acc_t(0);
-    }
-    __syncthreads();  // warp_m2 is reused for the next image
-  }
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
+    merge_region(part_n, part_mean, part_m2, b, int64_t(blockIdx.x), R, D, nc, with_variance, count, centroid,
+                 variance, warp_m2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,14 +441,19 @@ void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t 
                                            q.chunk, q.nc, q.dt, q.ndt, p.check[0] != 0};
     const Message what = message_of(p.check);
     const dim3 grid(static_cast<unsigned>(q.nc * q.ndt), gy);
+    FusedMerge<acc_t> merge;
+    if (q.fused)
+      merge = {p.tickets, p.with_variance, static_cast<acc_t*>(p.count), static_cast<acc_t*>(p.centroid),
+               static_cast<acc_t*>(p.variance)};
     if (q.smem) {
       launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, true>, grid, kThreads, q.smem_bytes, stream, a,
-                    part_n, part_mean, part_m2, cnt_scratch, what);
+                    part_n, part_mean, part_m2, cnt_scratch, what, merge);
     } else {
       launch_kernel(region_partials_kernel<scalar_t, acc_t, label_t, false>, grid, kThreads, 0, stream, a, part_n,
-                    part_mean, part_m2, cnt_scratch, what);
+                    part_mean, part_m2, cnt_scratch, what, merge);
     }
   }
+  if (q.fused) return;  // merged by kernel 1's last blocks
   // Also runs when P == 0 (no chunks): then it writes the all-zero statistics.
   launch_kernel(region_merge_kernel<acc_t>, dim3(static_cast<unsigned>(R), gy), kThreads, 0, stream, part_n, part_mean,
                 part_m2, B, R, p.emb.D, q.nc, p.with_variance, static_cast<acc_t*>(p.count),
@@ -446,6 +505,11 @@ size_t workspace_bytes(OnCuda, const RegionStatsForward& p) {
   return cuda::make_plan(p.emb.B, p.emb.D, p.emb.P, p.R, cuda::acc_bytes_of(p.emb.dtype)).total;
 }
 
+int64_t ticket_count(OnCuda, const RegionStatsForward& p) {
+  if (p.emb.B <= 0 || p.emb.P <= 0) return 0;
+  return cuda::make_plan(p.emb.B, p.emb.D, p.emb.P, p.R, cuda::acc_bytes_of(p.emb.dtype)).fused ? p.emb.B : 0;
+}
+
 Status launch(OnCuda on, const RegionStatsForward& p) {
   if (p.emb.B == 0) return nullptr;  // empty outputs
   const cuda::FwdPlan q = cuda::make_plan(p.emb.B, p.emb.D, p.emb.P, p.R, cuda::acc_bytes_of(p.emb.dtype));
@@ -453,6 +517,7 @@ Status launch(OnCuda on, const RegionStatsForward& p) {
   if (q.chunk > INT32_MAX || q.nc * q.ndt > INT32_MAX) return "image too large for the chunk plan";
   if (p.workspace_bytes < q.total || (q.total > 0 && reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0))
     return "workspace too small or misaligned";
+  if (q.fused && p.tickets == nullptr) return "region_stats: the fused merge needs ticket_count(OnCuda, p) counters";
   cuda::dispatch(p, [&](auto s, auto a, auto l) {
     cuda::launch_forward<typename decltype(s)::type, typename decltype(a)::type, typename decltype(l)::type>(
         q, p, cuda::stream_of(on));

@@ -161,6 +161,10 @@ def load_emulator():
 
 
 def cuda_launches_per_call(fn, emu) -> int:
+    """Launches of one call on the emulated CUDA path, after one emulated call (first-call work,
+    e.g. the ticket counters' one allocation, csrc/tickets.cpp, is not per call)."""
+    with _Counter(emu):
+        fn()
     before = int(emu.launch_count())
     with _Counter(emu) as mode:
         fn()

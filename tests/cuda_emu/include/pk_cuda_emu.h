@@ -227,3 +227,11 @@ template <typename T>
 T __ldg(const T* p) {
   return *p;
 }
+// Loads that bypass L1 (what a block reads of other blocks' stores in one launch): plain loads
+// here, where blocks run one after another.
+template <typename T>
+T __ldcg(const T* p) {
+  return *p;
+}
+// Blocks never overlap here, so every store of an earlier block is seen: a fence orders nothing.
+inline void __threadfence() {}
