@@ -372,8 +372,8 @@ MUTANTS = [
            "        if (lane == 0) slot[r] = s;\n      }\n      // bins are reused",
            (T_RH,), "the forward's barrier before the shared bins are reused removed (racecheck)"),
     Mutant("cuda-region_stats-merge", "csrc/cuda/region_stats.cu",
-           "for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c * R];",
-           "for (int64_t c = lane; c < nc; c += 32) nl += part_n[row_b + c];",
+           "for (int64_t c = lane; c < nc; c += 32) nl += __ldcg(part_n + row_b + c * R);",
+           "for (int64_t c = lane; c < nc; c += 32) nl += __ldcg(part_n + row_b + c);",
            (T_RS,), "the count partials read with the wrong stride"),
     # --- Triton kernels (run by the interpreter) -----------------------------------------------
     Mutant("triton-region_stats-variance", "pixelkernels/triton/region_stats.py",

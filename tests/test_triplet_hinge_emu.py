@@ -237,3 +237,20 @@ def test_all_padding_and_empty_image(emu):
     e = torch.zeros(2, 3, 0, 4)
     loss, pu, nu = emu.triplet_hinge(e, *idx, MARGIN, True, True)
     assert torch.equal(loss, torch.zeros(2)) and (pu == -1).all() and (nu == -1).all()
+
+
+@pytest.mark.parametrize("mean", [False, True])
+@pytest.mark.parametrize("B,K,launches", [(2, 300, 1), (3, 9000, 2)])
+def test_loss_kernel_finalizes_in_its_last_block_where_partials_are_few(emu, B, K, launches, mean):
+    """The random-mode forward is one launch where the partials are few (the loss kernel's last
+    block runs the finalize as one block: csrc/cuda/common.cuh last_to_arrive; emulation
+    build: up to 64 partials), two beyond (finalize_kernel, the same finalize code); both against
+    the reference."""
+    g = torch.Generator().manual_seed(11)
+    emb = make_emb(B, 5, 17, 19, dtype=torch.float32, device="cpu")
+    idx = [torch.randint(-2, 17 * 19 + 2, (B, K), generator=g) for _ in range(3)]
+    before = int(emu.launch_count())
+    loss, _, _ = emu.triplet_hinge(emb, *idx, MARGIN, False, False, mean)
+    assert int(emu.launch_count()) - before == launches
+    want, _, _ = reference(emb.double(), *idx, MARGIN, False, False, mean)
+    torch.testing.assert_close(loss.double(), want, rtol=1e-5, atol=1e-6)

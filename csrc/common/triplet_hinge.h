@@ -40,6 +40,9 @@ struct TripletHingeForward {
   int64_t* negative_used;  // (B, K); every element is written
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
+  // CUDA only: ticket_count(OnCuda, *this) zeroed counters, handed back zeroed (the finalize in
+  // the loss kernel's last block; null: a kernel of its own)
+  int32_t* tickets = nullptr;
 };
 
 struct TripletHingeBackward {
@@ -62,6 +65,7 @@ struct TripletHingeBackward {
 Status launch(OnCpu, const TripletHingeForward& p);
 Status launch(OnCpu, const TripletHingeBackward& p);
 size_t workspace_bytes(OnCuda, const TripletHingeForward& p);
+int64_t ticket_count(OnCuda, const TripletHingeForward& p);
 size_t workspace_bytes(OnCuda, const TripletHingeBackward& p);
 Status launch(OnCuda, const TripletHingeForward& p);
 Status launch(OnCuda, const TripletHingeBackward& p);

@@ -13,8 +13,9 @@
 //  finalize_kernel  one warp per image adds the chunk partials in a fixed order (lanes over
 //                   chunks, warp_sum), loss = sum / n (0 when n = 0). mean: one block, which also
 //                   adds the images' losses (per warp in image order, then the warps in order) and
-//                   divides by the images with n > 0. No atomics: the forward is bitwise
-//                   reproducible.
+//                   divides by the images with n > 0. No float atomics: the forward is bitwise
+//                   reproducible. Up to kMaxFusedFinalize partials, loss_kernel's last block runs
+//                   the same finalize as one block (last_to_arrive): one launch, not two.
 //  Hard mode first mines, then runs loss_kernel on the mined positive_used/negative_used:
 //  gather_kernel    copies the anchor, positive and negative vectors of every slot into the
 //                   workspace, [3][B][D][K] in the storage type (zeros for slots that take no
@@ -102,7 +103,11 @@ constexpr int kMineMinBlocks = sizeof(acc_t) == 8 ? 2 : 3;
 constexpr int64_t kSlotIters = 1;         // loss_kernel: group steps per block
 constexpr int64_t kEntriesPerBucket = 8;  // bucket_kernel: (slot, role) entries per pixel bucket
 constexpr int64_t kMaxBuckets = 5;
+constexpr int64_t kMaxFusedFinalize = 64;  // both finalize paths at the tests' sizes
 #else
+// loss_kernel's last block finalizes (one launch, not two) up to this many partials (B x
+// chunks): a one-block finalize_kernel's work, ~16 KiB of float partials
+constexpr int64_t kMaxFusedFinalize = int64_t(1) << 12;
 constexpr int64_t kSlotIters = 8;
 constexpr int64_t kEntriesPerBucket = 256;
 constexpr int64_t kMaxBuckets = 1024;
@@ -169,13 +174,27 @@ __device__ __forceinline__ acc_t distance(acc_t sq, bool squared) {
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
+template <typename acc_t>
+__device__ __forceinline__ void finalize_block(const acc_t* part_sum, const int64_t* part_cnt, int64_t B, int64_t nc,
+                                               bool mean, acc_t* __restrict__ loss, int64_t block, int64_t blocks,
+                                               acc_t* warp_total, int64_t* warp_images);
+
+// What the last block of loss_kernel writes when the finalize is fused (tickets not null: one
+// counter for the whole grid, last_to_arrive; the finalize as a one-block finalize_kernel).
+template <typename acc_t>
+struct FusedFinalize {
+  int32_t* tickets = nullptr;
+  bool mean = false;
+  acc_t* loss = nullptr;
+};
+
 // positive_used == nullptr: the positives/negatives are the mined ones (already written).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     loss_kernel(Pixels<scalar_t> x, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
                 const int64_t* __restrict__ negative, int64_t K, acc_t margin, bool squared, int gs, int64_t chunk,
                 int64_t nc, int64_t* __restrict__ positive_used, int64_t* __restrict__ negative_used,
-                acc_t* __restrict__ part_sum, int64_t* __restrict__ part_cnt) {
+                acc_t* __restrict__ part_sum, int64_t* __restrict__ part_cnt, const FusedFinalize<acc_t> fin) {
   __shared__ acc_t scratch[kWarps];
   __shared__ int64_t scratch_n[kWarps];
   const int j = threadIdx.x & ((1 << gs) - 1);
@@ -206,26 +225,30 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       part_cnt[b * nc + blockIdx.x] = n;
     }
   }
+  // fin.tickets (uniform): the grid's last block finalizes every image (a one-block finalize);
+  // after the image loop, scratch is free for its warp totals
+  if (fin.tickets != nullptr && last_to_arrive(fin.tickets, int64_t(gridDim.x) * gridDim.y))
+    finalize_block(part_sum, part_cnt, x.B, nc, fin.mean, fin.loss, 0, 1, scratch, scratch_n);
 }
 
-// mean: launched as one block; warp w adds its images' losses b = w, w + 8, ... in order, then
-// thread 0 the warps' totals in warp order, and divides by the number of images with n_b > 0.
+// The finalize of a grid of `blocks` blocks, as block `block` (every thread calls it). mean:
+// as one block; warp w adds its images' losses b = w, w + 8, ... in order, then thread 0 the
+// warps' totals in warp order, and divides by the number of images with n_b > 0. The partials
+// are read through L2 (__ldcg): loss_kernel's last block calls it on partials its launch wrote.
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    finalize_kernel(const acc_t* __restrict__ part_sum, const int64_t* __restrict__ part_cnt, int64_t B, int64_t nc,
-                    bool mean, acc_t* __restrict__ loss) {
-  __shared__ acc_t warp_total[kWarps];
-  __shared__ int64_t warp_images[kWarps];
+__device__ __forceinline__ void finalize_block(const acc_t* part_sum, const int64_t* part_cnt, int64_t B, int64_t nc,
+                                               bool mean, acc_t* __restrict__ loss, int64_t block, int64_t blocks,
+                                               acc_t* warp_total, int64_t* warp_images) {  // kWarps shared each
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t nw = int64_t(gridDim.x) * kWarps;
+  const int64_t nw = blocks * kWarps;
   acc_t total = 0;
   int64_t images = 0;
-  for (int64_t b = int64_t(blockIdx.x) * kWarps + warp; b < B; b += nw) {  // uniform per warp
+  for (int64_t b = block * kWarps + warp; b < B; b += nw) {  // uniform per warp
     acc_t s = 0;
     int64_t n = 0;
     for (int64_t c = lane; c < nc; c += 32) {
-      s += part_sum[b * nc + c];
-      n += part_cnt[b * nc + c];
+      s += __ldcg(part_sum + b * nc + c);
+      n += __ldcg(part_cnt + b * nc + c);
     }
     s = warp_sum(s);
     n = warp_sum(n);
@@ -249,6 +272,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     }
     loss[0] = total / acc_t(images > 1 ? images : 1);
   }
+}
+
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    finalize_kernel(const acc_t* __restrict__ part_sum, const int64_t* __restrict__ part_cnt, int64_t B, int64_t nc,
+                    bool mean, acc_t* __restrict__ loss) {
+  __shared__ acc_t warp_total[kWarps];
+  __shared__ int64_t warp_images[kWarps];
+  finalize_block(part_sum, part_cnt, B, nc, mean, loss, int64_t(blockIdx.x), int64_t(gridDim.x), warp_total,
+                 warp_images);
 }
 
 // out [3][B][D][K]: the anchor, positive and negative vectors of every slot (0: no part),
@@ -816,6 +849,7 @@ struct FwdPlan {
   int gs = 0;
   int64_t chunk = 1, nc = 0, tiles = 0;
   bool mine = false, tc = false;  // tc: the tensor-core mining (mine_mma_kernel)
+  bool fused = false;             // loss_kernel's last block finalizes (no finalize_kernel)
   size_t off_cnt = 0, off_gather = 0, off_norms = 0, ws = 0;
 };
 
@@ -833,6 +867,10 @@ FwdPlan fwd_plan(const TripletHingeForward& p) {
   q.tc = q.mine && is_half(m.dtype) && m.D >= kMmaMinD;
   q.off_norms = q.off_gather + (q.mine ? align16(3 * size_t(m.B) * size_t(m.D) * size_t(p.K) * storage_bytes(m.dtype)) : 0);
   q.ws = q.off_norms + (q.tc ? align16(3 * size_t(m.B) * size_t(p.K) * sizeof(float)) : 0);
+  // One block finalizes every image in the loss kernel's tail where that is quick (B * chunks
+  // partials up to kMaxFusedFinalize: a one-block finalize_kernel's work), else the kernel of
+  // its own spreads the images over the GPU.
+  q.fused = q.nc > 0 && m.B * q.nc <= kMaxFusedFinalize;
   return q;
 }
 
@@ -882,6 +920,8 @@ size_t workspace_bytes(OnCuda, const TripletHingeBackward& p) {
   return m.B > 0 && m.D > 0 && m.P > 0 ? cuda::bwd_plan(p).ws : 0;
 }
 
+int64_t ticket_count(OnCuda, const TripletHingeForward& p) { return cuda::fwd_plan(p).fused ? 1 : 0; }
+
 Status launch(OnCuda on, const TripletHingeForward& p) {
   const PixelMap& m = p.emb;
   if (m.B == 0) return nullptr;  // loss and the used indices are empty
@@ -889,6 +929,7 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
   const cuda::FwdPlan q = cuda::fwd_plan(p);
   if (q.nc > INT32_MAX || 2 * q.tiles > INT32_MAX) return "triplet_hinge: K too large for the grid";
   if (Status e = cuda::check_workspace(q.ws, p.workspace, p.workspace_bytes)) return e;
+  if (q.fused && p.tickets == nullptr) return "triplet_hinge: the fused finalize needs its ticket counter";
   cuda::dispatch_float(m.dtype, [&](auto s, auto a) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
@@ -932,11 +973,14 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
       pos_used = nullptr;
       neg_used = nullptr;
     }
+    cuda::FusedFinalize<acc_t> fin;
+    if (q.fused) fin = {p.tickets, p.mean, static_cast<acc_t*>(p.loss)};
     if (q.nc > 0)
       cuda::launch_kernel(cuda::loss_kernel<scalar_t, acc_t>,
                           dim3(static_cast<unsigned>(q.nc), cuda::image_grid(m.B)), dim3(cuda::kThreads), 0, st, x,
                           p.anchor, pos, neg, p.K, acc_t(p.margin), p.squared, q.gs, q.chunk, q.nc, pos_used,
-                          neg_used, part_sum, part_cnt);
+                          neg_used, part_sum, part_cnt, fin);
+    if (q.fused) return;  // finalized by loss_kernel's last block
     // Also when K == 0 (no partials): loss = 0.
     // mean: one block reduces the images too
     cuda::launch_kernel(cuda::finalize_kernel<acc_t>,
