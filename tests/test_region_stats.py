@@ -495,20 +495,19 @@ def test_backward_op_ignores_regions_with_count_zero_emulated(emu):
     assert torch.equal(grad, torch.zeros_like(emb))
 
 
-@pytest.mark.parametrize("R,launches", [(5, 1), (1100, 2)])
-def test_cuda_forward_merges_in_its_last_blocks_where_partials_are_few_emulated(emu, R, launches):
+@pytest.mark.parametrize("R,D,launches", [(5, 16, 1), (64, 520, 2)])
+def test_cuda_forward_merges_in_its_last_blocks_where_partials_are_few_emulated(emu, R, D, launches):
     """The CUDA forward is one launch (the last block of each image merges its partials,
     csrc/cuda/common.cuh last_to_arrive) up to 2^15 partial values per image, two beyond; the
     same values both ways, and the ticket counters handed back zeroed (the emulated launcher
-    fails a call that leaves them otherwise)."""
-    emb = make_emb(2, 16, 64, 64, dtype=torch.float32, device="cpu")
-    labels = make_labels(2, 64, 64, R, device="cpu", pattern="random").to(torch.int32)
+    fails a call that leaves them otherwise). 64 regions x 520 dims: above 2^15 in one chunk."""
+    emb = make_emb(2, D, 8, 8, dtype=torch.float32, device="cpu")
+    labels = make_labels(2, 8, 8, R, device="cpu", pattern="blobs").to(torch.int32)
     before = int(emu.launch_count())
     got = emu.region_stats(emb, labels, R, -1, True, None)
     assert int(emu.launch_count()) - before == launches
     for a, b in zip(got, _reference(emb, labels, R, -1)):
         assert_close(a, b, torch.float32)
-    assert torch.equal(emu.region_stats(emb, labels, R, -1, True, None)[2], got[2])  # the counters: zero again
 
 
 @pytest.mark.parametrize("path", ["chunked", "atomic", "multi_tile"])
