@@ -41,8 +41,9 @@ constexpr int64_t kChunkTarget = 4096;        // pixels per block
 constexpr int64_t kMaxPartials = int64_t(1) << 18;  // partial values per image (workspace bound)
 constexpr size_t kSmemBudget = 40 * 1024;
 // Partial values per image up to which the last block of an image merges them (last_to_arrive:
-// one launch, not two; and only with a row of blocks per image, B <= kMaxGridYZ); 128 KB of float partials, about a microsecond for one block from L2.
-// Beyond it (R in the thousands) a merge kernel spreads the sums over the GPU.
+// one launch, not two; only with a row of blocks per image, B <= kMaxGridYZ): 128 KB of float
+// partials, about a microsecond for one block from L2. Beyond it (R in the thousands) a merge
+// kernel spreads the sums over the GPU.
 constexpr int64_t kMaxFusedMerge = int64_t(1) << 15;
 
 
@@ -418,7 +419,8 @@ Status launch(OnCuda on, const RegionHingeBackward& p) {
     cuda::BackwardMerge<acc_t> merge;
     if (q.fused) merge = {p.tickets, static_cast<acc_t*>(p.grad_centroid)};
     cuda::backward_pass<scalar_t, acc_t, label_t>(p, q, nullptr, static_cast<const acc_t*>(p.offset),
-                                                  static_cast<scalar_t*>(p.grad_emb), part, st, merge);  // null: no store
+                                                  static_cast<scalar_t*>(p.grad_emb), part, st,
+                                                  merge);  // null grad_emb: no store
     // grad_centroid = - sum of the partials (zeros when P == 0 or D == 0), in the kernel's last
     // blocks when fused
     if (!q.fused)

@@ -68,8 +68,9 @@ static_assert(kMaxDimTile <= kThreads, "a dim tile must fit the per-thread colum
 constexpr int64_t kWantBlocks = 512;         // split dims further while the grid is smaller
 constexpr int kGroups = 4;                   // 32-pixel groups whose loads a warp issues together
 // Partial rows x dims per image up to which kernel 1's last block per image merges them itself
-// (one launch, not two; and only with a row of blocks per image, B <= kMaxGridYZ): ~256 KB of float partials, a few microseconds for one block from L2.
-// Beyond it (hundreds of regions) kernel 2 spreads the merge over a block per region.
+// (one launch, not two; only with a row of blocks per image, B <= kMaxGridYZ): ~256 KB of float
+// partials, a few microseconds for one block from L2. Beyond it (hundreds of regions) kernel 2
+// spreads the merge over a block per region.
 constexpr int64_t kMaxFusedMerge = int64_t(1) << 15;
 
 // ---------------------------------------------------------------------------------------------
@@ -127,14 +128,54 @@ FwdPlan make_plan(int64_t B, int64_t D, int64_t P, int64_t R, size_t acc_bytes) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel 1: per-chunk partials.
-
+// The merge of region r of image b by the whole block (every thread calls it): count, centroid
+// and variance from the nc chunk partials with Chan's formula. The partials are read through L2
+// (__ldcg): kernel 1's last block of an image calls it on partials its own launch wrote.
 template <typename acc_t>
 __device__ __forceinline__ void merge_region(const int32_t* part_n, const acc_t* part_mean, const acc_t* part_m2,
                                              int64_t b, int64_t r, int64_t R, int64_t D, int64_t nc,
                                              bool with_variance, acc_t* __restrict__ count,
                                              acc_t* __restrict__ centroid, acc_t* __restrict__ variance,
-                                             acc_t* warp_m2);
+                                             acc_t* warp_m2) {  // kWarps values of shared memory
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int64_t row_b = b * nc * R + r;  // row of chunk c: row_b + c * R
+  long long nl = 0;
+  for (int64_t c = lane; c < nc; c += 32) nl += __ldcg(part_n + row_b + c * R);
+  const long long n = warp_sum(nl);  // every warp computes the same n
+  const acc_t nf = acc_t(n);
+  acc_t m2_warp = acc_t(0);
+  for (int64_t d = warp; d < D; d += kWarps) {
+    acc_t s = acc_t(0);
+    for (int64_t c = lane; c < nc; c += 32) {
+      const int64_t row = row_b + c * R;
+      s += acc_t(__ldcg(part_n + row)) * __ldcg(part_mean + row * D + d);
+    }
+    s = warp_sum(s);
+    const acc_t mu = n > 0 ? s / nf : acc_t(0);
+    acc_t q = acc_t(0);
+    for (int64_t c = lane; c < nc; c += 32) {
+      const int64_t row = row_b + c * R;
+      const int32_t nc_ = __ldcg(part_n + row);
+      const acc_t dm = __ldcg(part_mean + row * D + d) - mu;
+      q += __ldcg(part_m2 + row * D + d) + (nc_ > 0 ? acc_t(nc_) * dm * dm : acc_t(0));
+    }
+    q = warp_sum(q);
+    if (lane == 0) centroid[(b * R + r) * D + d] = mu;
+    m2_warp += q;
+  }
+  if (lane == 0) warp_m2[warp] = m2_warp;
+  __syncthreads();
+  if (tid == 0) {
+    acc_t m2 = acc_t(0);
+    for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
+    count[b * R + r] = nf;
+    variance[b * R + r] = n > 0 && with_variance ? m2 / nf : acc_t(0);
+  }
+  __syncthreads();  // warp_m2 is reused by the next call
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 1: per-chunk partials.
 
 // Kernel 2's outputs, for kernel 1's last block of each image to merge the image's partials
 // itself (tickets not null: last_to_arrive; one launch instead of two).
@@ -320,51 +361,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // ---------------------------------------------------------------------------------------------
 // Kernel 2: merge the chunks of one (image, region), in chunk order.
 
-// The merge of region r of image b by the whole block (every thread calls it): count, centroid
-// and variance from the nc chunk partials with Chan's formula. The partials are read through L2
-// (__ldcg): kernel 1's last block of an image calls it on partials its own launch wrote.
-template <typename acc_t>
-__device__ __forceinline__ void merge_region(const int32_t* part_n, const acc_t* part_mean, const acc_t* part_m2,
-                                             int64_t b, int64_t r, int64_t R, int64_t D, int64_t nc,
-                                             bool with_variance, acc_t* __restrict__ count,
-                                             acc_t* __restrict__ centroid, acc_t* __restrict__ variance,
-                                             acc_t* warp_m2) {  // kWarps values of shared memory
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t row_b = b * nc * R + r;  // row of chunk c: row_b + c * R
-  long long nl = 0;
-  for (int64_t c = lane; c < nc; c += 32) nl += __ldcg(part_n + row_b + c * R);
-  const long long n = warp_sum(nl);  // every warp computes the same n
-  const acc_t nf = acc_t(n);
-  acc_t m2_warp = acc_t(0);
-  for (int64_t d = warp; d < D; d += kWarps) {
-    acc_t s = acc_t(0);
-    for (int64_t c = lane; c < nc; c += 32) {
-      const int64_t row = row_b + c * R;
-      s += acc_t(__ldcg(part_n + row)) * __ldcg(part_mean + row * D + d);
-    }
-    s = warp_sum(s);
-    const acc_t mu = n > 0 ? s / nf : acc_t(0);
-    acc_t q = acc_t(0);
-    for (int64_t c = lane; c < nc; c += 32) {
-      const int64_t row = row_b + c * R;
-      const int32_t nc_ = __ldcg(part_n + row);
-      const acc_t dm = __ldcg(part_mean + row * D + d) - mu;
-      q += __ldcg(part_m2 + row * D + d) + (nc_ > 0 ? acc_t(nc_) * dm * dm : acc_t(0));
-    }
-    q = warp_sum(q);
-    if (lane == 0) centroid[(b * R + r) * D + d] = mu;
-    m2_warp += q;
-  }
-  if (lane == 0) warp_m2[warp] = m2_warp;
-  __syncthreads();
-  if (tid == 0) {
-    acc_t m2 = acc_t(0);
-    for (int w = 0; w < kWarps; ++w) m2 += warp_m2[w];
-    count[b * R + r] = nf;
-    variance[b * R + r] = n > 0 && with_variance ? m2 / nf : acc_t(0);
-  }
-  __syncthreads();  // warp_m2 is reused by the next call
-}
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)

@@ -174,10 +174,48 @@ __device__ __forceinline__ acc_t distance(acc_t sq, bool squared) {
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
+// The finalize of a grid of `blocks` blocks, as block `block` (every thread calls it). mean:
+// as one block; warp w adds its images' losses b = w, w + 8, ... in order, then thread 0 the
+// warps' totals in warp order, and divides by the number of images with n_b > 0. The partials
+// are read through L2 (__ldcg): loss_kernel's last block calls it on partials its launch wrote.
 template <typename acc_t>
 __device__ __forceinline__ void finalize_block(const acc_t* part_sum, const int64_t* part_cnt, int64_t B, int64_t nc,
                                                bool mean, acc_t* __restrict__ loss, int64_t block, int64_t blocks,
-                                               acc_t* warp_total, int64_t* warp_images);
+                                               acc_t* warp_total, int64_t* warp_images) {  // kWarps shared each
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t nw = blocks * kWarps;
+  acc_t total = 0;
+  int64_t images = 0;
+  for (int64_t b = block * kWarps + warp; b < B; b += nw) {  // uniform per warp
+    acc_t s = 0;
+    int64_t n = 0;
+    for (int64_t c = lane; c < nc; c += 32) {
+      s += __ldcg(part_sum + b * nc + c);
+      n += __ldcg(part_cnt + b * nc + c);
+    }
+    s = warp_sum(s);
+    n = warp_sum(n);
+    const acc_t l = n > 0 ? s / acc_t(n) : acc_t(0);
+    total += l;
+    images += n > 0;
+    if (!mean && lane == 0) loss[b] = l;
+  }
+  if (!mean) return;  // uniform
+  if (lane == 0) {
+    warp_total[warp] = total;
+    warp_images[warp] = images;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    total = 0;
+    images = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      total += warp_total[w];
+      images += warp_images[w];
+    }
+    loss[0] = total / acc_t(images > 1 ? images : 1);
+  }
+}
 
 // What the last block of loss_kernel writes when the finalize is fused (tickets not null: one
 // counter for the whole grid, last_to_arrive; the finalize as a one-block finalize_kernel).
@@ -231,48 +269,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     finalize_block(part_sum, part_cnt, x.B, nc, fin.mean, fin.loss, 0, 1, scratch, scratch_n);
 }
 
-// The finalize of a grid of `blocks` blocks, as block `block` (every thread calls it). mean:
-// as one block; warp w adds its images' losses b = w, w + 8, ... in order, then thread 0 the
-// warps' totals in warp order, and divides by the number of images with n_b > 0. The partials
-// are read through L2 (__ldcg): loss_kernel's last block calls it on partials its launch wrote.
-template <typename acc_t>
-__device__ __forceinline__ void finalize_block(const acc_t* part_sum, const int64_t* part_cnt, int64_t B, int64_t nc,
-                                               bool mean, acc_t* __restrict__ loss, int64_t block, int64_t blocks,
-                                               acc_t* warp_total, int64_t* warp_images) {  // kWarps shared each
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t nw = blocks * kWarps;
-  acc_t total = 0;
-  int64_t images = 0;
-  for (int64_t b = block * kWarps + warp; b < B; b += nw) {  // uniform per warp
-    acc_t s = 0;
-    int64_t n = 0;
-    for (int64_t c = lane; c < nc; c += 32) {
-      s += __ldcg(part_sum + b * nc + c);
-      n += __ldcg(part_cnt + b * nc + c);
-    }
-    s = warp_sum(s);
-    n = warp_sum(n);
-    const acc_t l = n > 0 ? s / acc_t(n) : acc_t(0);
-    total += l;
-    images += n > 0;
-    if (!mean && lane == 0) loss[b] = l;
-  }
-  if (!mean) return;  // uniform
-  if (lane == 0) {
-    warp_total[warp] = total;
-    warp_images[warp] = images;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    total = 0;
-    images = 0;
-    for (int w = 0; w < kWarps; ++w) {
-      total += warp_total[w];
-      images += warp_images[w];
-    }
-    loss[0] = total / acc_t(images > 1 ? images : 1);
-  }
-}
 
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
