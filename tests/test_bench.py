@@ -431,6 +431,20 @@ def test_host_mode_counts_the_launchers_aten_ops():
     assert total == 1 + kernels + 3  # ones, the kernels, the sum and its two clones
 
 
+
+def test_host_mode_counts_the_copies_of_view_ops():
+    """``contiguous``, ``reshape`` and ``to`` are views by their schema but copy where no view
+    can express the result: counted then (a D-major map made contiguous, a float32 gradient
+    widened to float64 is each a launch on a GPU), not where they return their input."""
+    from pixelkernels.bench import host
+
+    x = torch.randn(2, 3, 4)
+    t = x.transpose(1, 2)
+    assert host.ops_per_call(lambda: (x.contiguous(), x.reshape(6, 4), x.to(torch.float32))) == 0
+    assert host.ops_per_call(lambda: t.contiguous()) == 1
+    assert host.ops_per_call(lambda: t.reshape(2, 12)) == 1
+    assert host.ops_per_call(lambda: x.to(torch.float64)) == 1
+
 @pytest.mark.triton
 @pytest.mark.skipif("triton" not in pk.available_backends(), reason="triton not usable here")
 def test_host_mode_counts_the_triton_path():

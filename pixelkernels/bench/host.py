@@ -54,6 +54,8 @@ _FREE = {"detach", "alias", "view", "_unsafe_view", "as_strided", "expand", "t",
          "new_empty_strided", "lift_fresh",
          "_reshape_alias", "reshape", "view_as", "unflatten", "flatten", "sym_size", "sym_stride", "sym_numel",
          "is_same_size", "_to_copy_noop", "set_", "resolve_conj", "resolve_neg"}  # fmt: skip
+# Of those, the ones that copy where no view can express the result (counted then: _is_launch).
+_MAY_COPY = {"reshape", "flatten", "unflatten"}
 
 
 def per_call_s(fn, *, budget_s: float = 0.25, rounds: int = 5) -> float:
@@ -83,6 +85,21 @@ def _does_work(func) -> bool:
     return func.namespace != "aten" or (func._schema.name.split("::")[-1] not in _FREE and not func.is_view)
 
 
+def _storages(x) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves(x) if isinstance(t, torch.Tensor)}
+
+
+def _is_launch(func, args, kwargs, out) -> bool:
+    """Whether func(*args, **kwargs) -> out was a launch: _does_work's, and an operator that
+    returns a view where it can (``contiguous``, ``reshape``: a view by their schema) where it
+    returned new memory instead, i.e. copied (a D-major map made contiguous is one launch)."""
+    if _does_work(func):
+        return True
+    if not (func.is_view or func._schema.name.split("::")[-1] in _MAY_COPY):
+        return False
+    return not _storages(out) <= _storages((args, kwargs))
+
+
 _CPU_KEY = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
 
 
@@ -105,9 +122,9 @@ class _Counter(TorchDispatchMode):
             launcher = getattr(getattr(self.emu, func._opname), func._overloadname)
             with self:
                 return launcher.redispatch(_CPU_KEY, *args, **(kwargs or {}))
-        if _does_work(func):
-            self.n += 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        self.n += _is_launch(func, args, kwargs, out)
+        return out
 
 
 def ops_per_call(fn) -> int:
@@ -191,9 +208,9 @@ class _TritonCounter(TorchDispatchMode):
             body = _schema.TRITON_OPS[func._opname[: -len("_triton")]]._init_fn
             with self:
                 return body(*args, **(kwargs or {}))
-        if _does_work(func):
-            self.n += 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        self.n += _is_launch(func, args, kwargs, out)
+        return out
 
 
 @contextlib.contextmanager
