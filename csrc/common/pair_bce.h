@@ -48,6 +48,9 @@ struct PairBceBackward {
   void* rows;            // (B, Kx, 2) accumulation type, every element written
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // CUDA only: ticket_count(OnCuda, *this) zeroed counters, handed back zeroed (float32: the
+  // block completing a tile of rows sums its splits' partials; null where none is needed)
+  int32_t* tickets = nullptr;
 };
 
 // Kernels: csrc/cpu/pair_bce.cpp and csrc/cuda/pair_bce.cu.
@@ -55,6 +58,7 @@ Status launch(OnCpu, const PairBceForward& p);
 Status launch(OnCpu, const PairBceBackward& p);
 size_t workspace_bytes(OnCuda, const PairBceForward& p);
 size_t workspace_bytes(OnCuda, const PairBceBackward& p);
+int64_t ticket_count(OnCuda, const PairBceBackward& p);
 Status launch(OnCuda, const PairBceForward& p);
 Status launch(OnCuda, const PairBceBackward& p);
 

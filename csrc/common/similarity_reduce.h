@@ -88,6 +88,9 @@ struct SimilarityReduceBackward {
   void* grad_weight = nullptr;  // (B, K) accumulation type when weight is set, every element written
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // CUDA only: ticket_count(OnCuda, *this) zeroed counters, handed back zeroed (float32: the
+  // block completing a tile of refs sums its splits' partials; null where none is needed)
+  int32_t* tickets = nullptr;
 };
 
 // The CUDA weight path (csrc/similarity_reduce.cpp): the kernels above take no weight, so the
@@ -131,6 +134,7 @@ Status launch(OnCpu, const SimilarityReduceForward& p);
 Status launch(OnCpu, const SimilarityReduceBackward& p);
 size_t workspace_bytes(OnCuda, const SimilarityReduceForward& p);
 size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p);
+int64_t ticket_count(OnCuda, const SimilarityReduceBackward& p);
 Status launch(OnCuda, const SimilarityReduceForward& p);
 Status launch(OnCuda, const SimilarityReduceBackward& p);
 

@@ -3,7 +3,8 @@
 // float64: one thread per row of x (forward, dx and the row partials) or of y (dy), looping over
 // the other side in order. float32, float16, bfloat16: the tile kernels below on pair_tiles (the
 // dots by mma.sync for the half types, by FMA for float32; the float32 backward on
-// grad_pass_f32 over splits of the other side, summed in order by finish_f32_kernel). The sums
+// grad_pass_f32 over splits of the other side, summed in split order by the block that completes a
+// tile: one launch a side). The sums
 // are in double (a row sums over every row of the other image: thousands of terms, which
 // float32 rounds beyond SPEC §4's tolerance). Deterministic, no atomics; rows that take no part
 // are never read into a product, and a pair's coefficient is a·e (the scale per pair, so an
@@ -222,43 +223,48 @@ __global__ void __launch_bounds__(kThreads)
   pair_tiles::grad_pass<scalar_t, kYSide>(p, x_side(v), y_side(v), v.B, v.D, acc_out, sm);
 }
 
-// float32 on pair_tiles::grad_pass_f32: kYSide false: dx's partial rows and the row partials'
-// sums, true: dy's; S splits of the other side.
+// The rows o0 + [0, 64) of image b from grad_pass_f32's S partials summed in split order, by the
+// block that completes them: grad = part ? Σ_s acc_s : 0, and for x the row partials
+// (Σ_j e <x_i, y_j>, Σ_j e). The partials of other blocks are read through L2 (__ldcg:
+// last_to_arrive).
 template <bool kYSide>
-__global__ void __launch_bounds__(kThreads)
-    grad_f32_kernel(View<float, float> v, const float* g, int64_t S, double* acc_out, double* sums_out) {
-  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
-  const GradPolicy<float, kYSide> p{v, g, nullptr, nullptr};
-  pair_tiles::grad_pass_f32<kYSide>(p, x_side(v), y_side(v), v.B, v.D, S, acc_out, sums_out, sm);
+__device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, int64_t S, const double* acc,
+                                                const double* sums, float* grad, float* rows, int64_t b,
+                                                int64_t o0) {
+  const int64_t own_n = kYSide ? v.Ky : v.Kx, nrows = v.B * own_n;
+  const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows;
+  for (int64_t t = threadIdx.x; t < here * v.D; t += kThreads) {
+    const int64_t xr = t / v.D, d = t - xr * v.D, r = b * own_n + o0 + xr;
+    double a = 0.0;
+    for (int64_t s = 0; s < S; ++s) a += __ldcg(acc + (s * nrows + r) * v.D + d);
+    grad[r * v.D + d] = label_at(kYSide ? v.ly : v.lx, r) >= 0 ? float(a) : 0.0f;
+  }
+  if (!kYSide && threadIdx.x < here) {
+    const int64_t r = b * own_n + o0 + threadIdx.x;
+    const bool part = label_at(v.lx, r) >= 0;
+    double r0 = 0.0, r1 = 0.0;
+    for (int64_t s = 0; s < S; ++s) {
+      r0 += __ldcg(sums + (s * nrows + r) * 2);
+      r1 += __ldcg(sums + (s * nrows + r) * 2 + 1);
+    }
+    rows[2 * r] = part ? float(r0) : 0.0f;
+    rows[2 * r + 1] = part ? float(r1) : 0.0f;
+  }
 }
 
-// The rows from grad_f32_kernel's S partials summed in split order: grad = part ? Σ_s acc_s : 0
-// (one thread per element), and for x the row partials (Σ_j e <x_i, y_j>, Σ_j e) (d = 0's thread).
+// float32 on pair_tiles::grad_pass_f32: kYSide false: dx and the row partials, true: dy; S splits
+// of the other side, each owner tile finished by the block that completes it (finish_f32_rows:
+// one launch a side).
 template <bool kYSide>
 __global__ void __launch_bounds__(kThreads)
-    finish_f32_kernel(View<float, float> v, int64_t S, const double* acc, const double* sums, float* grad,
-                      float* rows) {
-  const int64_t own_n = kYSide ? v.Ky : v.Kx, nrows = v.B * own_n;
-  const int64_t Dw = v.D > 0 ? v.D : 1, n = nrows * Dw;  // D = 0: a thread per row for its partials
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
-    const int64_t r = t / Dw, d = t - r * Dw;
-    const bool part = label_at(kYSide ? v.ly : v.lx, r) >= 0;
-    if (d < v.D) {
-      double a = 0.0;
-      for (int64_t s = 0; s < S; ++s) a += acc[(s * nrows + r) * v.D + d];
-      grad[r * v.D + d] = part ? float(a) : 0.0f;
-    }
-    if (!kYSide && d == 0) {
-      double r0 = 0.0, r1 = 0.0;
-      for (int64_t s = 0; s < S; ++s) {
-        r0 += sums[(s * nrows + r) * 2];
-        r1 += sums[(s * nrows + r) * 2 + 1];
-      }
-      rows[2 * r] = part ? float(r0) : 0.0f;
-      rows[2 * r + 1] = part ? float(r1) : 0.0f;
-    }
-  }
+    grad_f32_kernel(View<float, float> v, const float* g, int64_t S, double* acc_out, double* sums_out,
+                    int32_t* tickets, float* grad, float* rows) {
+  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
+  const GradPolicy<float, kYSide> p{v, g, nullptr, nullptr};
+  pair_tiles::grad_pass_f32<kYSide>(p, x_side(v), y_side(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
+                                    [&](int64_t b, int64_t o0) {
+                                      finish_f32_rows<kYSide>(v, S, acc_out, sums_out, grad, rows, b, o0);
+                                    });
 }
 
 template <typename scalar_t>
@@ -310,6 +316,16 @@ size_t workspace_bytes(OnCuda, const PairBceForward&) { return 0; }
 
 size_t workspace_bytes(OnCuda, const PairBceBackward& p) { return p.a.B > 0 ? cuda::backward_bytes(p.a) : 0; }
 
+// float32 with a side split: a counter per tile of 64 rows of that side of each image (the two
+// sides' launches share them: each hands them back zeroed).
+int64_t ticket_count(OnCuda, const PairBceBackward& p) {
+  if (p.a.dtype != DType::Float32 || p.a.B == 0) return 0;
+  const cuda::Plan pl = cuda::plan(p.a);
+  const int64_t tx = pl.sx > 1 ? cuda::pair_tiles::owner_tiles(p.a.Kx) : 0;
+  const int64_t ty = pl.sy > 1 && p.a.D > 0 ? cuda::pair_tiles::owner_tiles(p.a.Ky) : 0;
+  return p.a.B * (tx > ty ? tx : ty);
+}
+
 Status launch(OnCuda on, const PairBceForward& p) {
   const PairBceArgs& a = p.a;
   if (a.B * a.Kx == 0) return nullptr;
@@ -333,6 +349,8 @@ Status launch(OnCuda on, const PairBceBackward& p) {
   const size_t need = cuda::backward_bytes(a);
   if (p.workspace_bytes < need || (need > 0 && reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0))
     return "pair_bce: workspace too small or misaligned";
+  if (ticket_count(on, p) > 0 && p.tickets == nullptr)
+    return "pair_bce_backward: the split rows' merge needs ticket_count(OnCuda, p) counters";
   const cudaStream_t st = cuda::stream_of(on);
   cuda::with_view(a, [&](auto v) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.x)>>;
@@ -356,16 +374,12 @@ Status launch(OnCuda on, const PairBceBackward& p) {
       double* sy = reinterpret_cast<double*>(ws + pl.off_sy);
       const dim3 gx(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Kx, cuda::kRows) * pl.sx), cuda::image_grid(a.B));
       const dim3 gy(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Ky, cuda::kRows) * pl.sy), cuda::image_grid(a.B));
-      if (a.Kx > 0) {
-        cuda::launch_kernel(cuda::grad_f32_kernel<false>, gx, block, 0, st, v, g, pl.sx, dx, sx);
-        cuda::launch_kernel(cuda::finish_f32_kernel<false>, dim3(cuda::blocks_for(a.B * a.Kx * (a.D > 0 ? a.D : 1))),
-                            block, 0, st, v, pl.sx, dx, sx, static_cast<float*>(p.grad_x), static_cast<float*>(p.rows));
-      }
-      if (a.Ky > 0 && a.D > 0) {
-        cuda::launch_kernel(cuda::grad_f32_kernel<true>, gy, block, 0, st, v, g, pl.sy, dy, sy);
-        cuda::launch_kernel(cuda::finish_f32_kernel<true>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0, st, v,
-                            pl.sy, dy, sy, static_cast<float*>(p.grad_y), nullptr);
-      }
+      if (a.Kx > 0)
+        cuda::launch_kernel(cuda::grad_f32_kernel<false>, gx, block, 0, st, v, g, pl.sx, dx, sx, p.tickets,
+                            static_cast<float*>(p.grad_x), static_cast<float*>(p.rows));
+      if (a.Ky > 0 && a.D > 0)
+        cuda::launch_kernel(cuda::grad_f32_kernel<true>, gy, block, 0, st, v, g, pl.sy, dy, sy, p.tickets,
+                            static_cast<float*>(p.grad_y), nullptr);
     } else {
       if (a.Kx > 0) {
         cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)), block, 0, st, v, g,

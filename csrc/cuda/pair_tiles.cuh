@@ -14,8 +14,9 @@
 // grad_pass_f32: grad_pass's sums for float32, Z and the second product in double (the cosine
 // gradient's near-cancelling terms), each block over one of S splits of the other side's rows
 // (the refs are few: without splits the dr pass would have a block per 64 refs), its partial rows
-// and sums written to the split's slice of the workspace and summed in split order by the op's
-// finishing kernel: no atomics, deterministic.
+// and sums written to the split's slice of the workspace and summed in split order by the block
+// that completes the owner tile (last_to_arrive; the op's finish as a callback): no float
+// atomics, deterministic, and no finishing kernel.
 //
 // Both passes leave out what adds exactly nothing: a tile pair whose Z is 0 throughout while
 // every dot of it is finite (then so is every entry of the other side's rows, and 0 * v = 0),
@@ -416,10 +417,14 @@ struct GradSmemF32 {
 // acc_out: (S, B, owners, D) and sums_out: (S, B, owners, 2) double workspace, split s's partial
 // rows and sums over the other side's rows [s * per, (s + 1) * per), per = ceil(tiles / S) * 64.
 // The policy as grad_pass's, its z returning Z in double and the sum terms w in double.
-template <bool kCSide, typename P>
+// done(b, o0), by the whole block, in the block that completes owner tile (b, o0) (its S splits
+// written): the op's finish of those 64 rows from the S partials, summed in split order, in the
+// launch that wrote them (last_to_arrive on tickets[b * tiles + tile], counters of the op's
+// ticket_count; none with S = 1, where the block wrote every split itself).
+template <bool kCSide, typename P, typename Done>
 __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, const Side<float>& C, int64_t B,
                                               int64_t D, int64_t S, double* acc_out, double* sums_out,
-                                              GradSmemF32& sm) {
+                                              int32_t* tickets, GradSmemF32& sm, Done&& done) {
   const int me = threadIdx.x;
   const int64_t own_n = kCSide ? C.n : A.n, other_n = kCSide ? A.n : C.n;
   const Side<float>& O = kCSide ? A : C;  // the other side
@@ -516,9 +521,13 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
       }
       if (me < kRows && o0 + me < own_n)
         for (int q = 0; q < 2; ++q) sums_out[((s * B + b) * own_n + o0 + me) * 2 + q] = sums[q];
-      __syncthreads();  // the tables are rewritten by the next tile
+      __syncthreads();  // the tables are rewritten by the next tile; the partials written
+      if (S == 1 || last_to_arrive(tickets + b * tiles + tile, S)) done(b, o0);  // uniform per block
     }
   }
 }
+
+// Owner tiles per image of a grad_pass_f32 launch: its tickets are B times the larger side's.
+inline int64_t owner_tiles(int64_t own) { return ceil_div<int64_t>(own, kRows); }
 
 }  // namespace pixelkernels::cuda::pair_tiles

@@ -4,7 +4,7 @@
 // 64-ref tiles; the dots by mma.sync for the half types, by FMA for float32), whose dot_tile is
 // the one source of every kernel's dots: the max's equality test finds the forward's maxima. The
 // float32 backward sums dq and dr in double over splits of the other side (pair_tiles::
-// grad_pass_f32), summed in order by finish_f32_kernel. float64: one thread per query row
+// grad_pass_f32), summed in split order by the block that completes a tile. float64: one thread per query row
 // (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
 // (the forward) and in accumulation buffers of the workspace (the backward), so results are
 // deterministic with no atomics. Refs that take no part are never read into a product.
@@ -448,35 +448,24 @@ __global__ void __launch_bounds__(kThreads)
   pair_tiles::grad_pass<scalar_t, kRefSide>(p, queries(v), refs(v), v.B, v.D, acc_out, sm);
 }
 
-// float32 backward on pair_tiles::grad_pass_f32: kRefSide false: dq's rows (S = 1), true: dr's
-// partial rows over S splits of the queries.
-template <bool kRefSide>
-__global__ void __launch_bounds__(kThreads)
-    grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
-                    const float* lse, int64_t S, double* acc_out, double* sums_out) {
-  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
-  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr};
-  pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, sm);
-}
-
-// The owner's gradient row from grad_f32_kernel's S partials, summed in split order: part ?
-// Σ_s acc_s - (Σ_s sums_s / |v_x|) v_x : 0 (the cosine's norm term, none at the norm's floor).
-// kCosine false (the dot metric): no norm term and no product with v_x, whose 0 * inf would put a
-// NaN where none belongs (an infinite entry of a ref that is no maximum: the reference's dr
-// there is finite); a template flag, not a select, which kept a flag live across the double
-// division's call and spilled it in the cosine instantiation.
+// The gradient rows o0 + [0, 64) of image b from grad_pass_f32's S partials, summed in split
+// order: part ? Σ_s acc_s - (Σ_s sums_s / |v_x|) v_x : 0 (the cosine's norm term, none at the
+// norm's floor), by the block that completes them. kCosine false (the dot metric): no norm term
+// and no product with v_x, whose 0 * inf would put a NaN where none belongs (an infinite entry of
+// a ref that is no maximum: the reference's dr there is finite). The partials of other blocks are
+// read through L2 (__ldcg: last_to_arrive).
 template <bool kRefSide, bool kCosine>
-__global__ void __launch_bounds__(kThreads)
-    finish_f32_kernel(View<float, float> v, const float* qn, int64_t S, const double* acc, const double* sums,
-                      float* grad) {
-  const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n, n = rows * v.D;
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
-    const int64_t r = t / v.D, d = t - r * v.D, b = r / own_n, x = r - b * own_n;
+__device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, const float* qn, int64_t S,
+                                                const double* acc, const double* sums, float* grad, int64_t b,
+                                                int64_t o0) {
+  const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n;
+  const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows, n = here * v.D;
+  for (int64_t t = threadIdx.x; t < n; t += kThreads) {
+    const int64_t xr = t / v.D, d = t - xr * v.D, x = o0 + xr, r = b * own_n + x;
     double a = 0.0, sum = 0.0;
     for (int64_t s = 0; s < S; ++s) {
-      a += acc[(s * rows + r) * v.D + d];
-      sum += sums[(s * rows + r) * 2];
+      a += __ldcg(acc + (s * rows + r) * v.D + d);
+      sum += __ldcg(sums + (s * rows + r) * 2);
     }
     const float nv = kRefSide ? v.rn[r] : qn[r];
     const bool part = kRefSide ? v.cls(b, x) >= 0 : true;
@@ -485,6 +474,25 @@ __global__ void __launch_bounds__(kThreads)
     float* dst = kRefSide ? grad + r * v.D + d : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
     *dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;
   }
+}
+
+// float32 backward on pair_tiles::grad_pass_f32: kRefSide false: dq's rows (S = 1), true: dr's
+// partial rows over S splits of the queries; each owner tile's gradient rows written by the block
+// that completes it (finish_f32_rows: one launch a side, no finishing kernel).
+template <bool kRefSide>
+__global__ void __launch_bounds__(kThreads)
+    grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
+                    const float* lse, int64_t S, double* acc_out, double* sums_out, int32_t* tickets, float* grad) {
+  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
+  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr};
+  const bool cosine = v.metric == Metric::Cosine;
+  pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
+                                      [&](int64_t b, int64_t o0) {
+                                        if (cosine)
+                                          finish_f32_rows<kRefSide, true>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                        else
+                                          finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                      });
 }
 
 // dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
@@ -653,6 +661,13 @@ size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p) {
   return p.a.B > 0 ? cuda::plan(p.a, true).ws : 0;
 }
 
+// float32 with the queries split: a counter per tile of 64 refs of each image (grad_f32_kernel's).
+int64_t ticket_count(OnCuda, const SimilarityReduceBackward& p) {
+  const bool split = p.a.dtype == DType::Float32 && p.a.weight == nullptr && p.a.B * p.a.K > 0 &&
+                     cuda::plan(p.a, true).splits > 1;
+  return split ? p.a.B * cuda::pair_tiles::owner_tiles(p.a.K) : 0;
+}
+
 Status launch(OnCuda on, const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
   if (a.weight != nullptr) return kWeightedRefs;
@@ -684,6 +699,8 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
   if (a.B == 0) return nullptr;
   const cuda::Plan pl = cuda::plan(a, true);
   if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
+  if (ticket_count(on, p) > 0 && p.tickets == nullptr)
+    return "similarity_reduce_backward: the split refs' merge needs ticket_count(OnCuda, p) counters";
   const cudaStream_t st = cuda::stream_of(on);
   cuda::with_view(a, p.workspace, [&](auto v) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
@@ -739,19 +756,13 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             st, v, g, out, aux, qn, gx, lse);
         cuda::launch_kernel(cuda::grad_f32_kernel<false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq);
-        if (a.D > 0)
-          cuda::launch_kernel(cosine ? cuda::finish_f32_kernel<false, true> : cuda::finish_f32_kernel<false, false>,
-                              dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0, st, v, qn, int64_t(1), dq, sq, gq);
+                            block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq, p.tickets, gq);
       }
       if (a.K > 0) {
         cuda::launch_kernel(cuda::grad_f32_kernel<true>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits),
                                  cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, pl.splits, dr, sr);
-        if (a.D > 0)
-          cuda::launch_kernel(cosine ? cuda::finish_f32_kernel<true, true> : cuda::finish_f32_kernel<true, false>,
-                              dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0, st, v, qn, pl.splits, dr, sr, gr);
+                            block, 0, st, v, qn, gx, out, aux, lse, pl.splits, dr, sr, p.tickets, gr);
       }
     } else {
       if (a.N > 0) {
