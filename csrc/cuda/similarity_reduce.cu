@@ -460,8 +460,11 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
                                                 int64_t o0) {
   const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n;
   const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows, n = here * v.D;
+  // a D-major query's gradient (label_transfer's map) written along its rows, else along the dims
+  const bool along_rows = !kRefSide && v.q_sn == 1 && v.D > 1;
   for (int64_t t = threadIdx.x; t < n; t += kThreads) {
-    const int64_t xr = t / v.D, d = t - xr * v.D, x = o0 + xr, r = b * own_n + x;
+    const int64_t xr = along_rows ? t % here : t / v.D, d = along_rows ? t / here : t - xr * v.D;
+    const int64_t x = o0 + xr, r = b * own_n + x;
     double a = 0.0, sum = 0.0;
     for (int64_t s = 0; s < S; ++s) {
       a += __ldcg(acc + (s * rows + r) * v.D + d);

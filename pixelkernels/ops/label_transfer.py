@@ -20,8 +20,8 @@ empty class scores 0 on both paths. Every other setting runs
 :func:`pixelkernels.similarity_reduce` on the query map.
 
 **Layouts.** The query map is read in place: a contiguous (B, D, H, W) map is a D-major
-(B, HW, D) view that the CPU kernels and the linear product read without a copy; a channels_last
-map is already (B, HW, D).
+(B, HW, D) view that every backend's kernels and the linear product read without a copy, and
+its gradient is written in that layout; a channels_last map is already (B, HW, D).
 """
 
 from __future__ import annotations

@@ -246,8 +246,9 @@ def similarity_reduce(
     devices, an unknown ``metric``/``activation``/``reduce``, tensor ``scale``/``bias``
     (``TypeError``: use the reference for a learnable affine), ``temperature <= 0``, ``eps < 0``, a
     label outside ``[0, C)`` other than -1 (``ValueError`` on the CPU, a device-side assert on a
-    GPU; with ``pixelkernels.set_checks("off")`` it is ignored like -1). The CPU kernels read a
-    D-major ``query`` or ``ref`` (a (B, D, H, W) map seen as (B, HW, D)) in place. Differentiable in
+    GPU; with ``pixelkernels.set_checks("off")`` it is ignored like -1). Every backend reads a
+    D-major ``query`` (a (B, D, H, W) map seen as (B, HW, D)) in place and writes its gradient in
+    that layout; the CPU kernels a D-major ``ref`` too. Differentiable in
     ``query``, ``ref`` and ``ref_weight``, double backward included.
 
     Examples
