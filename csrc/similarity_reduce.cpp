@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "label_check.h"
 #include "torch_utils.h"
 
 namespace pixelkernels {
@@ -155,7 +156,8 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
                                                      const at::Tensor& ref_labels, int64_t C,
                                                      c10::string_view metric, double scale, double bias,
                                                      bool sigmoid, c10::string_view reduce, double temperature,
-                                                     double eps, const std::optional<at::Tensor>& ref_weight) {
+                                                     double eps, const std::optional<at::Tensor>& ref_weight,
+                                                     std::optional<c10::string_view> check) {
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
@@ -163,7 +165,8 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
     if (w) {
       const at::ScalarType st = w->scalar_type();
       return similarity_reduce<On>(query.to(st), weighted_refs<On>(rows_of(ref), *w, Labels(ref_labels), C, st, op),
-                                   ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt);
+                                   ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt,
+                                   check);
     }
   }
   Launcher<On> launcher(query, op);
@@ -178,7 +181,10 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   p.out = out.mutable_data_ptr();
   p.aux = aux.numel() > 0 ? aux.mutable_data_ptr() : nullptr;
   const at::Tensor workspace = launcher.workspace(p);
+  LabelCheck<On> label_check(check, ref_labels, C, -1);
+  label_check.arm(p);
   launcher(p);
+  label_check.finish();
   return {out, aux};
 }
 

@@ -141,13 +141,13 @@ GOOD = {
 
 
 # The checks the extension's kernels run where they are loaded: check_values (one pass, one
-# launch) for similarity_reduce's labels and triplet_hinge's indices; the forward's own read of the
-# values (no launch of its own) for the region ops' labels and menet_saliency's weights
-# (`check` in their schemas). On the CPU they name the value from that pass, still without a sync.
+# launch) for triplet_hinge's indices; the forward's own read of the values (no launch of its own)
+# for the region ops' and similarity_reduce's labels and menet_saliency's weights (`check` in
+# their schemas). On the CPU they name the value from that pass, still without a sync.
 BY_KERNEL = set(BAD)
 # The checks folded into a compiled op's forward: without the extension (a Triton-only install)
 # the Triton variant makes them, in the torch form.
-FOLDED = {"labels", "labels_255", "labels_int8_255", "hinge_labels", "instances", "background_weights"}
+FOLDED = {"labels", "labels_255", "labels_int8_255", "hinge_labels", "instances", "background_weights", "ref_labels"}
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -210,6 +210,25 @@ def test_labels_are_checked_by_the_forward_cuda_kernel(emu, op):
     calls[op](what)
 
 
+def test_ref_labels_are_checked_by_similarity_reduces_tables_kernel(emu):
+    """similarity_reduce's label check on CUDA is its tables kernel's read of the ref labels (the
+    forward's first launch; label_transfer's too): a device-side assert naming the value, no
+    launch of its own; -1 passes, and so does every label with no check asked."""
+    q, r, lab = torch.randn(2, 9, 4), torch.randn(2, 6, 4), torch.randint(0, 3, (2, 6))
+    lab[0, 1], lab[1, 4] = -1, 7
+    what = "ref_labels values must be in [0, 3) or equal ignore_index=-1"
+
+    def call(check):
+        return emu.similarity_reduce(q, r, lab, 3, "dot", 1.0, 0.0, False, "mean", 1.0, 1e-7, None, check)
+
+    with pytest.raises(RuntimeError, match=r"ref_labels values must be in \[0, 3\) or equal ignore_index=-1; found 7 "
+                                           r"at flat index 10 \(checked on the device\)"):  # fmt: skip
+        call(what)
+    call(None)  # no check asked: the bad label is ignored
+    lab[1, 4] = 2
+    call(what)
+
+
 def test_weights_are_checked_under_torch_compile():
     torch._dynamo.reset()
     f = torch.compile(lambda e, w: pk.menet_saliency(e, w, backend="cpu"), fullgraph=True)
@@ -263,8 +282,7 @@ def test_off_mode_lets_bad_labels_through_as_ignored():
 
 def test_the_checks_run_under_torch_compile():
     """Traced, the check is part of the graph (before, compilation skipped it): the op's folded
-    check (its `check` argument, in the graph with it; on the CPU its precise ValueError), or
-    check_values' op for similarity_reduce."""
+    check (its `check` argument, in the graph with it; on the CPU its precise ValueError)."""
     torch._dynamo.reset()
     f = torch.compile(lambda e, lab: pk.region_stats(e, lab, 3, backend="cpu")[0], fullgraph=True)
     e = torch.randn(1, 2, 3, 4)
@@ -274,7 +292,7 @@ def test_the_checks_run_under_torch_compile():
     g = torch.compile(lambda q, r, lab: pk.similarity_reduce(q, r, lab, 3, backend="cpu")[0], fullgraph=True)
     q, r = torch.randn(1, 4, 3), torch.randn(1, 5, 3)
     g(q, r, torch.zeros(1, 5, dtype=torch.long))
-    with pytest.raises(RuntimeError, match="ref_labels values must be in"):
+    with pytest.raises(ValueError, match="ref_labels values must be in"):
         g(q, r, torch.full((1, 5), 7))
 
 

@@ -76,6 +76,12 @@ struct SimilarityReduceForward {
   void* aux;  // Max: (B, N, C), Softmax: (B, N), accumulation type, every element written; else unused
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
+  // The ref labels' value check folded into the forward's read of them (bad: outside [0, C) and
+  // not -1). CUDA, when check[0] != 0: a device-side assert printing `check` (the tables kernel,
+  // cuda/device_checks.cuh). CPU, when bad_count is not null: the number of bad labels, written
+  // where the kernel read them (the torch side then finds the first and raises: csrc/label_check.h).
+  char check[kCheckMessageBytes] = {};
+  int64_t* bad_count = nullptr;
 };
 
 struct SimilarityReduceBackward {

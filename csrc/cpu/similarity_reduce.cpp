@@ -64,22 +64,27 @@ struct Tables {
   const T* w;                 // (B, K) weights (wclean) or null
   int64_t K;
   T floor;                    // the norms' (cosine)
-  Tables(const SimilarityReduceArgs& a, const T* ref)
+  // bad_count: where not null, the number of labels outside [0, C) other than -1 (the forward's
+  // label check, SimilarityReduceForward)
+  Tables(const SimilarityReduceArgs& a, const T* ref, int64_t* bad_count = nullptr)
       : r(ref), sb(a.r_sb), sk(a.r_sk), sd(a.r_sd), w(nullptr), K(a.K), floor(T(a.norm_floor)) {
     const int64_t B = a.B, K = a.K, C = a.C, D = a.D;
     cls.resize(B * K);
     off.resize(B * K);
     count.assign(B * C, T(0));
     bool dirty = false;
+    int64_t bad = 0;
     for (int64_t i = 0; i < B * K; ++i) {
       const int64_t l = label_at(a.labels, i);
       const bool v = similarity_reduce::valid(l, C);
+      bad += !v && l != -1;
       cls[i] = v ? int32_t(l) : -1;
       off[i] = !v;
       if (v) count[(i / K) * C + l] += T(1);
       if (!v)
         for (int64_t d = 0; d < D && !dirty; ++d) dirty = !std::isfinite(row(i / K, i % K)[d * sd]);
     }
+    if (bad_count != nullptr) *bad_count = bad;
     if (a.weight != nullptr) {
       const T* w0 = static_cast<const T*>(a.weight);
       wclean.resize(B * K);
@@ -236,7 +241,7 @@ void forward(const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
   const int64_t N = a.N, K = a.K, C = a.C;
   const T* q = static_cast<const T*>(a.query);
-  const Tables<T> tab(a, static_cast<const T*>(a.ref));
+  const Tables<T> tab(a, static_cast<const T*>(a.ref), p.bad_count);
   const Ctx<T> x{a, q, tab, T(a.scale), T(a.bias), T(a.eps), T(a.temperature)};
   T* out = static_cast<T*>(p.out);
   T* aux = static_cast<T*>(p.aux);

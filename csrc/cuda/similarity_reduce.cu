@@ -10,6 +10,7 @@
 // deterministic with no atomics. Refs that take no part are never read into a product.
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
+#include "cuda/device_checks.cuh"
 #include "cuda/pair_tiles.cuh"
 
 namespace pixelkernels::cuda {
@@ -103,12 +104,17 @@ struct View {
   }
 };
 
+// The counts (B, C) and |r| (B, K) tables; with `check` (the forward's), the labels' value
+// check as they are read (device_checks.cuh: a label outside [0, C) other than -1 fails a
+// device-side assert naming it), no launch of its own.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    tables_kernel(View<scalar_t, acc_t> v, acc_t* count, acc_t* rn) {
+    tables_kernel(View<scalar_t, acc_t> v, acc_t* count, acc_t* rn, bool check, const __grid_constant__ Message what) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
+  int64_t bad = -1;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
     const int64_t b = t / v.K, j = t - b * v.K;
+    if (check && bad_label(label_at(v.lab, t), v.C, -1)) bad = t;
     acc_t s = 0;
     const bool part = v.cls(b, j) >= 0;
     if (part) {
@@ -117,6 +123,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s), v.floor) : acc_t(0);
   }
+  if (bad >= 0) report(what, static_cast<long long>(label_at(v.lab, bad)), bad);
   // Class sizes: one thread per image, refs in order.
   for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
     for (int64_t c = 0; c < v.C; ++c) count[b * v.C + c] = 0;
@@ -528,12 +535,14 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
   });
 }
 
+// check: the forward's label check message (empty: none)
 template <typename V>
-void tables(V& v, void* ws, cudaStream_t st) {
+void tables(V& v, void* ws, cudaStream_t st, const char (&check)[kCheckMessageBytes]) {
   using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
   const int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
   launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t>,
-                dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn));
+                dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn),
+                check[0] != 0, message_of(check));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,7 +692,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
-    cuda::tables(v, p.workspace, st);
+    cuda::tables(v, p.workspace, st, p.check);
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
       cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
@@ -717,8 +726,8 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const auto* out = static_cast<const acc_t*>(p.out);
     const auto* aux = static_cast<const acc_t*>(p.aux);
     const dim3 block(cuda::kThreads);
-    const bool cosine = a.metric == similarity_reduce::Metric::Cosine;
-    cuda::tables(v, p.workspace, st);
+    const char no_check[kCheckMessageBytes] = {};
+    cuda::tables(v, p.workspace, st, no_check);
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {

@@ -33,7 +33,7 @@ import torch
 from .. import _checks, _op
 from .._dtypes import stats_dtype
 from .similarity_reduce import OP as _SR
-from .similarity_reduce import check_args
+from .similarity_reduce import check_args, label_check
 
 _ref = importlib.import_module("pixelkernels.reference.label_transfer")
 
@@ -139,7 +139,10 @@ def label_transfer(
         names=("query_emb", "ref_emb", "ref_labels"),
     )  # fmt: skip
     backend = _op.backend_for(_SR, backend, query_emb, "query_emb")
-    if _ref.is_linear(metric, activation, reduce) and backend != "reference":
+    linear = _ref.is_linear(metric, activation, reduce) and backend != "reference"
+    # folded into similarity_reduce's tables pass; the linear path and the reference check here
+    check = label_check(q, ref_labels, "ref_labels", C, "reference" if linear else backend)
+    if linear:
         sums, counts = _class_sums(ref_emb, ref_labels, C)  # (B, C, D), (B, C)
         # scale and mean's 1/n_c go on the (C, D) sums, not on the (HW, C) scores or through
         # baddbmm's alpha, whose backward scales the query-sized gradient once more (a second
@@ -161,7 +164,7 @@ def label_transfer(
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)
         return _ref.label_transfer(query_emb, ref_emb, ref_labels, C, **kw)
     else:
-        args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps)
+        args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, None, check)
         scores, _ = _op.run(_SR, backend, q, ref_emb, ref_labels, *args)
     maps = scores.transpose(1, 2).reshape(B, C, H, W)
     return maps.argmax(dim=1), maps

@@ -102,8 +102,9 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
 
 
 def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-               ref_weight=None):  # fmt: skip
-    """The op's reference: the oracle's out, and the aux every backend saves for its backward."""
+               ref_weight=None, check=None):  # fmt: skip
+    """The op's reference: the oracle's out, and the aux every backend saves for its backward
+    (`check`: the compiled backends' folded label check; the caller checked for the reference)."""
     out = _ref.similarity_reduce(
         query, ref, ref_labels, num_classes, metric, scale, bias, "sigmoid" if sigmoid else None, reduce, temperature,
         eps, ref_weight,
@@ -112,7 +113,8 @@ def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid
     return out, _aux(*args, out.detach())
 
 
-def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight):
+def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight,
+          check=None):  # fmt: skip
     B, N = query.shape[:2]
     st = stats_dtype(query.dtype)
     out = query.new_empty((B, N, num_classes), dtype=st)
@@ -133,6 +135,8 @@ OP = _op.define(
     outputs=("out", "aux"),
     backward_fake=_fake_backward,
     grad_inputs=("query", "ref", "ref_weight"),
+    # double backward: the reference at the backward op's arguments (the forward's labels were checked)
+    reference_args=lambda a: {"check": None},
 )
 
 
@@ -162,8 +166,17 @@ def check_args(query, ref, ref_labels, num_classes, metric, scale, bias, activat
     scale, bias = _checks.real(scale, "scale"), _checks.real(bias, "bias")
     temperature = _checks.real(temperature, "temperature", minimum=0.0, strict=True)
     eps = _checks.real(eps, "eps", minimum=0.0)
-    _checks.label_values(ref_labels, ln, C, -1)  # on the device (no host sync) by default
     return C, scale, bias, activation == "sigmoid", temperature, eps
+
+
+def label_check(query, ref_labels, name: str, C: int, backend: str) -> str | None:
+    """The ref labels' value check: the message the op's forward checks them with as its tables
+    pass reads them (no launch of its own), or None where it was made here (the reference; an
+    empty query, where the forward reads no label; the "sync" form on a device)."""
+    if query.shape[0] * query.shape[1] == 0:
+        _checks.label_values(ref_labels, name, C, -1)
+        return None
+    return _checks.label_values_in_kernel(ref_labels, name, C, -1, backend)
 
 
 def similarity_reduce(
@@ -268,7 +281,9 @@ def similarity_reduce(
     )
     w = weight_arg(ref_weight, ref, "ref_weight")
     backend = _op.backend_for(OP, backend, query, "query")
-    out, _ = _op.run(OP, backend, query, ref, ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, w)
+    check = label_check(query, ref_labels, "ref_labels", C, backend)
+    args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, w, check)
+    out, _ = _op.run(OP, backend, query, ref, ref_labels, *args)
     return out
 
 

@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
-                      grid_items, split_pid, stats_dtype)  # fmt: skip
+from ._common import (checked_labels, device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device,
+                      expect_sizes, grid_items, split_pid, stats_dtype)  # fmt: skip
 
 METRICS = {"dot": 0, "cosine": 1}
 REDUCES = {"sum": 0, "mean": 1, "max": 2, "softmax": 3}
@@ -319,8 +319,9 @@ def _tiny(t: torch.Tensor) -> float:
 
 @triton_variant("similarity_reduce")
 def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-                         ref_weight):  # fmt: skip
+                         ref_weight, check):  # fmt: skip
     op = "similarity_reduce"
+    checked_labels(ref_labels, num_classes, -1, check)
     if ref_weight is not None:
         query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
         ref = r * w[..., None]
