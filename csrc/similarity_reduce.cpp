@@ -33,6 +33,10 @@ using similarity_reduce::Reduce;
 template <class On>
 constexpr bool kDMajorRef = std::is_same_v<On, OnCpu>;
 
+// Whether the backward kernels read grad_out with its strides (the CPU's read it contiguous).
+template <class On>
+constexpr bool kStridedGrad = !std::is_same_v<On, OnCpu>;
+
 Metric metric_code(std::string_view m, const char* op) {
   if (m == "dot") return Metric::Dot;
   PK_EXPECT(m == "cosine", op, "metric must be 'dot' or 'cosine', got '", std::string(m), "'");
@@ -238,8 +242,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
   at::Tensor grad_ref = at::empty_strided(r.sizes(), r.strides(), r.options());
   at::Tensor grad_weight = at::empty(w ? w->sizes() : at::IntArrayRef{0}, st);
   if (grad_query.numel() + grad_ref.numel() > 0) {
-    const at::Tensor g = grad_out.to(st).contiguous(), o = out.to(st).contiguous(), x = aux.to(st).contiguous();
+    // grad_out in its layout where the kernels take strides (CUDA: label_transfer's gradient of a
+    // (B, C, H, W) map is C-major, and its copy was a launch)
+    const at::Tensor g = kStridedGrad<On> ? grad_out.to(st) : grad_out.to(st).contiguous();
+    const at::Tensor o = out.to(st).contiguous(), x = aux.to(st).contiguous();
     p.grad_out = g.const_data_ptr();
+    p.g_sb = g.stride(0);
+    p.g_sn = g.stride(1);
+    p.g_sc = g.stride(2);
     p.out = o.const_data_ptr();
     p.aux = x.numel() > 0 ? x.const_data_ptr() : nullptr;
     p.grad_query = grad_query.mutable_data_ptr();

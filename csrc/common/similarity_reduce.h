@@ -86,7 +86,8 @@ struct SimilarityReduceForward {
 
 struct SimilarityReduceBackward {
   SimilarityReduceArgs a;
-  const void* grad_out;  // (B, N, C) accumulation type
+  const void* grad_out;  // (B, N, C) accumulation type, element (b, i, c) at b*g_sb + i*g_sn + c*g_sc
+  int64_t g_sb = 0, g_sn = 0, g_sc = 1;  // CPU: contiguous; CUDA any (label_transfer's C-major map gradient)
   const void* out;       // the forward's out and aux
   const void* aux;
   void* grad_query;  // (B, N, D) dtype, query's strides, every element written
@@ -204,16 +205,16 @@ PK_HD acc_t grad_score(Reduce reduce, acc_t g, acc_t s, acc_t n, acc_t o, acc_t 
 // weight that difference cancels (float32 gradients off by ~1e-6 where they should be ~0), so
 // with c* the row's largest out and Σ_c out_c = 1 (a row with a valid ref):
 //   h_c* = Σ_{c' != c*} out_c' (g_c* - g_c'),   h_c = (g_c - g_c*) + h_c*
-// The callers pass h_ic as grad_score's g, with delta 0.
+// The callers pass h_ic as grad_score's g, with delta 0. g's classes gs apart (a strided grad_out).
 template <typename acc_t>
-PK_HD void softmax_centered(const acc_t* g, const acc_t* o, int64_t C, acc_t* h) {
+PK_HD void softmax_centered(const acc_t* g, const acc_t* o, int64_t C, acc_t* h, int64_t gs = 1) {
   int64_t top = 0;
   for (int64_t c = 1; c < C; ++c)
     if (o[c] > o[top]) top = c;
   acc_t ht = 0;
   for (int64_t c = 0; c < C; ++c)
-    if (c != top) ht += o[c] * (g[top] - g[c]);
-  for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c] - g[top]) + ht;
+    if (c != top) ht += o[c] * (g[top * gs] - g[c * gs]);
+  for (int64_t c = 0; c < C; ++c) h[c] = c == top ? ht : (g[c * gs] - g[top * gs]) + ht;
 }
 
 // dZ_ij from dS_ij: through the sigmoid (comp = 1 - s from score_comp) and the scale.

@@ -290,19 +290,20 @@ __global__ void __launch_bounds__(kThreads)
 // softmax's (m, log l) (0 otherwise).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    rows_kernel(View<scalar_t, acc_t> v, const acc_t* g, const acc_t* out, const acc_t* aux, acc_t* qn,
-                acc_t* gx, acc_t* lse) {
+    rows_kernel(View<scalar_t, acc_t> v, const acc_t* g, int64_t g_sb, int64_t g_sn, int64_t g_sc, const acc_t* out,
+                const acc_t* aux, acc_t* qn, acc_t* gx, acc_t* lse) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
     const int64_t b = t / v.N, i = t - b * v.N;
+    const acc_t* gi = g + b * g_sb + i * g_sn;  // grad_out's row, read in its layout
     qn[t] = v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i)) : acc_t(0);
     if (v.reduce == Reduce::Softmax) {
-      similarity_reduce::softmax_centered(g + t * C, out + t * C, C, gx + t * C);
+      similarity_reduce::softmax_centered(gi, out + t * C, C, gx + t * C, g_sc);
       lse[2 * t] = aux[2 * t];
       lse[2 * t + 1] = aux[2 * t + 1];
     } else {
       for (int64_t c = 0; c < C; ++c)
-        gx[t * C + c] = v.reduce == Reduce::Mean ? g[t * C + c] / v.count[b * C + c] : g[t * C + c];
+        gx[t * C + c] = v.reduce == Reduce::Mean ? gi[c * g_sc] / v.count[b * C + c] : gi[c * g_sc];
       lse[2 * t] = lse[2 * t + 1] = 0;
     }
   }
@@ -747,7 +748,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     if constexpr (tc) {
       if (a.N > 0)
         cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, out, aux, qn, gx, lse);
+                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
       if (a.N > 0)
         cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
@@ -765,7 +766,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       auto* gr = static_cast<float*>(p.grad_ref);
       if (a.N > 0) {
         cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, out, aux, qn, gx, lse);
+                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
         cuda::launch_kernel(cuda::grad_f32_kernel<false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq, p.tickets, gq);
@@ -779,7 +780,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     } else {
       if (a.N > 0) {
         cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, out, aux, qn, gx, lse);
+                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
         cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
                             v, qn, gx, out, aux, lse, dq);
         if (a.D > 0)
