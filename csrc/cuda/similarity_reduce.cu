@@ -104,12 +104,40 @@ struct View {
   }
 };
 
-// The counts (B, C) and |r| (B, K) tables; with `check` (the forward's), the labels' value
+// The backward's per-query-row factors (Rows::row): |q|, gx (g, or softmax_centered's h; mean's
+// 1 / n_c is applied per pair, by grad_z, so that no row waits for the counts) and the softmax's
+// (m, log l) (0 otherwise). g: grad_out, element (b, i, c) at b * g_sb + i * g_sn + c * g_sc.
+template <typename acc_t>
+struct Rows {
+  const acc_t* g;
+  int64_t g_sb, g_sn, g_sc;
+  const acc_t *out, *aux;
+  acc_t *qn, *gx, *lse;  // gx null: no rows (the forward's tables)
+
+  template <typename scalar_t>
+  __device__ __forceinline__ void row(const View<scalar_t, acc_t>& v, int64_t t) const {
+    const int64_t b = t / v.N, i = t - b * v.N, C = v.C;
+    const acc_t* gi = g + b * g_sb + i * g_sn;  // grad_out's row, read in its layout
+    qn[t] = v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i)) : acc_t(0);
+    if (v.reduce == Reduce::Softmax) {
+      similarity_reduce::softmax_centered(gi, out + t * C, C, gx + t * C, g_sc);
+      lse[2 * t] = aux[2 * t];
+      lse[2 * t + 1] = aux[2 * t + 1];
+    } else {
+      for (int64_t c = 0; c < C; ++c) gx[t * C + c] = gi[c * g_sc];
+      lse[2 * t] = lse[2 * t + 1] = 0;
+    }
+  }
+};
+
+// The counts (B, C) and |r| (B, K) tables, and with rows.gx the backward's query rows (Rows: they
+// need no table, so one launch makes both); with `check` (the forward's), the labels' value
 // check as they are read (device_checks.cuh: a label outside [0, C) other than -1 fails a
 // device-side assert naming it), no launch of its own.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    tables_kernel(View<scalar_t, acc_t> v, acc_t* count, acc_t* rn, bool check, const __grid_constant__ Message what) {
+    tables_kernel(View<scalar_t, acc_t> v, acc_t* count, acc_t* rn, Rows<acc_t> rows, bool check,
+                  const __grid_constant__ Message what) {
   const int64_t stride = int64_t(gridDim.x) * kThreads;
   int64_t bad = -1;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
@@ -132,6 +160,8 @@ __global__ void __launch_bounds__(kThreads)
       if (c >= 0) count[b * v.C + c] += acc_t(1);
     }
   }
+  if (rows.gx != nullptr)
+    for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) rows.row(v, t);
 }
 
 // One query row's running reduction over its refs, taken in increasing j: out's row o and
@@ -286,29 +316,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Per query row: |q|, the per-class factors gx (g, g / n_c, or softmax_centered's h) and the
-// softmax's (m, log l) (0 otherwise).
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    rows_kernel(View<scalar_t, acc_t> v, const acc_t* g, int64_t g_sb, int64_t g_sn, int64_t g_sc, const acc_t* out,
-                const acc_t* aux, acc_t* qn, acc_t* gx, acc_t* lse) {
-  const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
-    const int64_t b = t / v.N, i = t - b * v.N;
-    const acc_t* gi = g + b * g_sb + i * g_sn;  // grad_out's row, read in its layout
-    qn[t] = v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i)) : acc_t(0);
-    if (v.reduce == Reduce::Softmax) {
-      similarity_reduce::softmax_centered(gi, out + t * C, C, gx + t * C, g_sc);
-      lse[2 * t] = aux[2 * t];
-      lse[2 * t + 1] = aux[2 * t + 1];
-    } else {
-      for (int64_t c = 0; c < C; ++c)
-        gx[t * C + c] = v.reduce == Reduce::Mean ? gi[c * g_sc] / v.count[b * C + c] : gi[c * g_sc];
-      lse[2 * t] = lse[2 * t + 1] = 0;
-    }
-  }
-}
-
 // dZ_ij of a valid pair from its dot (the header's chain), and cosine's sim_ij. The score is the forward's
 // (acc_t: the max's equality test); the chain after it runs in double, as do the sums of dq and dr:
 // the cosine gradient is a difference of two terms that nearly cancel for nearly parallel vectors,
@@ -326,7 +333,9 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
       v.reduce == Reduce::Softmax ? exp((double(s / v.temp) - double(lse[2 * row])) - double(lse[2 * row + 1])) : 0.0;
   const double ties = v.reduce == Reduce::Max ? double(aux[row * v.C + c]) : 1.0;
   const acc_t o = v.reduce == Reduce::Max ? out[row * v.C + c] : acc_t(0);
-  const double g = gx[row * v.C + c];
+  // mean: g / n_c (Rows leaves it to the pair; c is a valid ref's class, n_c >= 1)
+  const double g = v.reduce == Reduce::Mean ? double(gx[row * v.C + c]) / double(v.count[b * v.C + c])
+                                            : double(gx[row * v.C + c]);
   double ds;
   if (v.reduce == Reduce::Max)
     ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the forward's bits on both sides; NaN: amax's rule
@@ -536,14 +545,14 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
   });
 }
 
-// check: the forward's label check message (empty: none)
-template <typename V>
-void tables(V& v, void* ws, cudaStream_t st, const char (&check)[kCheckMessageBytes]) {
-  using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
-  const int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
+// check: the forward's label check message (empty: none); rows: the backward's (gx null: none)
+template <typename V, typename acc_t>
+void tables(V& v, cudaStream_t st, const char (&check)[kCheckMessageBytes], const Rows<acc_t>& rows) {
+  int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
+  if (rows.gx != nullptr && v.B * v.N > n) n = v.B * v.N;
   launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t>,
                 dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn),
-                check[0] != 0, message_of(check));
+                rows, check[0] != 0, message_of(check));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,7 +702,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
-    cuda::tables(v, p.workspace, st, p.check);
+    cuda::tables(v, st, p.check, cuda::Rows<acc_t>{});
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
       cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
@@ -728,7 +737,9 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const auto* aux = static_cast<const acc_t*>(p.aux);
     const dim3 block(cuda::kThreads);
     const char no_check[kCheckMessageBytes] = {};
-    cuda::tables(v, p.workspace, st, no_check);
+    // the tables and the query rows in one launch (the max's recomputed out below is not theirs:
+    // rows read out and aux for the softmax only)
+    cuda::tables(v, st, no_check, cuda::Rows<acc_t>{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse});
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
@@ -747,9 +758,6 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     }
     if constexpr (tc) {
       if (a.N > 0)
-        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
-      if (a.N > 0)
         cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, reinterpret_cast<float*>(dq),
@@ -765,8 +773,6 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       auto* gq = static_cast<float*>(p.grad_query);
       auto* gr = static_cast<float*>(p.grad_ref);
       if (a.N > 0) {
-        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
         cuda::launch_kernel(cuda::grad_f32_kernel<false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq, p.tickets, gq);
@@ -779,8 +785,6 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       }
     } else {
       if (a.N > 0) {
-        cuda::launch_kernel(cuda::rows_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0,
-                            st, v, g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse);
         cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
                             v, qn, gx, out, aux, lse, dq);
         if (a.D > 0)
