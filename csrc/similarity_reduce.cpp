@@ -27,11 +27,9 @@ namespace {
 using similarity_reduce::Metric;
 using similarity_reduce::Reduce;
 
-// Whether the kernels of this device read a D-major ref (vectors_source). A D-major query every
-// backend reads in place: the CUDA tiles load a row per thread at each dim (pair_tiles'
-// dot_tile), which a D-major map serves with consecutive addresses.
-template <class On>
-constexpr bool kDMajorRef = std::is_same_v<On, OnCpu>;
+// A D-major query or ref (a (B, D, H, W) map seen as (B, HW, D)) every backend reads in place
+// (vectors_source): the CUDA tiles load a row per thread at each dim (pair_tiles' dot_tile),
+// which a D-major map serves with consecutive addresses.
 
 // Whether the backward kernels read grad_out with its strides (the CPU's read it contiguous).
 template <class On>
@@ -58,13 +56,12 @@ std::vector<int64_t> aux_sizes(Reduce reduce, int64_t B, int64_t N, int64_t C) {
   return {0};
 }
 
-// query or ref as the kernels read it: itself when contiguous, or, where d_major_ok, D-major (a
-// (B, D, H, W) map seen as (B, HW, D): label_transfer's queries and prior_mask's support, read in
-// place instead of copied), else a contiguous copy.
-at::Tensor vectors_source(const at::Tensor& t, bool d_major_ok) {
+// query or ref as the kernels read it: itself when contiguous or D-major (a (B, D, H, W) map seen
+// as (B, HW, D): label_transfer's queries and prior_mask's support, read in place instead of
+// copied), else a contiguous copy.
+at::Tensor vectors_source(const at::Tensor& t) {
   if (t.is_contiguous()) return t;
-  const bool d_major = t.dim() == 3 && t.transpose(1, 2).is_contiguous();
-  return d_major && d_major_ok ? t : t.contiguous();
+  return t.dim() == 3 && t.transpose(1, 2).is_contiguous() ? t : t.contiguous();
 }
 
 // A gradient in the layout of its input t (what the fake promises: empty_like), copied where the
@@ -174,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
     }
   }
   Launcher<On> launcher(query, op);
-  const at::Tensor q = vectors_source(query, true), r = vectors_source(ref, kDMajorRef<On>);
+  const at::Tensor q = vectors_source(query), r = vectors_source(ref);
   const Labels lab(ref_labels);
   SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
                                     temperature, eps, norm_floor_of(q.scalar_type()), op)};
@@ -229,7 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
     }
   }
   Launcher<On> launcher(query, op);
-  const at::Tensor q = vectors_source(query, true), r = vectors_source(ref, kDMajorRef<On>);
+  const at::Tensor q = vectors_source(query), r = vectors_source(ref);
   const Labels lab(ref_labels);
   SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
                                      temperature, eps, floor, op)};

@@ -445,6 +445,10 @@ ROW = Contract(
         "mma_chunks": _op_inp(1, 70, 67, 130, 3, reduce="mean", metric="cosine", activation="sigmoid"),
         "mma_chunks_max": _op_inp(1, 70, 67, 130, 3, reduce="max", metric="cosine", ties=True),
         "mma_weighted": _op_inp(1, 70, 67, 130, 3, reduce="sum", metric="cosine", weight=True),
+        # D-major query and refs read in place, their gradients written along the rows (split
+        # refs' last-block finish, partial tiles of both sides)
+        "d_major_splits": _op_inp(2, 70, 300, 33, 3, reduce="mean", metric="cosine", activation="sigmoid",
+                                  layout="channels_last"),
     },
 )
 

@@ -64,9 +64,9 @@ struct SimilarityReduceArgs {
   // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
   // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
   int64_t q_sb, q_sn, q_sd;
-  // ref's strides: contiguous (K*D, D, 1), or D-major (K*D, 1, K) on the CPU (prior_mask's support
-  // map, read in place); grad_ref is written with the same strides. The CUDA kernels take
-  // contiguous refs and no weight (the torch side applies it around them).
+  // ref's strides: contiguous (K*D, D, 1), or D-major (K*D, 1, K) (prior_mask's support map, read
+  // in place); grad_ref is written with the same strides. The CUDA kernels take no weight (the
+  // torch side applies it around them).
   int64_t r_sb, r_sk, r_sd;
 };
 

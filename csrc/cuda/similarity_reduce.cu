@@ -70,7 +70,7 @@ struct View {
   const scalar_t* q;
   const scalar_t* r;
   LabelMap lab;  // read through label_at: one kernel for every label width
-  int64_t B, N, K, D, C, q_sb, q_sn, q_sd;
+  int64_t B, N, K, D, C, q_sb, q_sn, q_sd, r_sb, r_sk, r_sd;
   Metric metric;
   acc_t scale, bias, eps, temp, floor;  // floor: the norms' (cosine)
   bool sigmoid;
@@ -83,11 +83,11 @@ struct View {
     return similarity_reduce::valid(l, C) ? l : -1;
   }
   __device__ __forceinline__ const scalar_t* qrow(int64_t b, int64_t i) const { return q + b * q_sb + i * q_sn; }
-  __device__ __forceinline__ const scalar_t* rrow(int64_t b, int64_t j) const { return r + (b * K + j) * D; }
+  __device__ __forceinline__ const scalar_t* rrow(int64_t b, int64_t j) const { return r + b * r_sb + j * r_sk; }
   // The one dot product of the three kernels: fused multiply-adds over d in order.
   __device__ __forceinline__ acc_t dot(const scalar_t* qi, const scalar_t* rj) const {
     acc_t s = 0;
-    for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(rj[d]), s);
+    for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(rj[d * r_sd]), s);
     return s;
   }
   __device__ __forceinline__ acc_t qnorm(const scalar_t* qi) const {
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads)
     const bool part = v.cls(b, j) >= 0;
     if (part) {
       const scalar_t* rj = v.rrow(b, j);
-      for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d]), to_acc(rj[d]), s);
+      for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d * v.r_sd]), to_acc(rj[d * v.r_sd]), s);
     }
     rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s), v.floor) : acc_t(0);
   }
@@ -256,14 +256,14 @@ using pair_tiles::kScoreStride;
 using pair_tiles::kWordStride;
 static_assert(pair_tiles::kThreads == kThreads, "one block size");
 
-// The two sides as pair_tiles reads them: the queries (any strides) and the refs (contiguous).
+// The two sides as pair_tiles reads them, each with its strides (contiguous, or D-major).
 template <typename scalar_t>
 __device__ __forceinline__ pair_tiles::Side<scalar_t> queries(const View<scalar_t, float>& v) {
   return {v.q, v.N, v.q_sb, v.q_sn, v.q_sd};
 }
 template <typename scalar_t>
 __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, float>& v) {
-  return {v.r, v.K, v.K * v.D, v.D, 1};
+  return {v.r, v.K, v.r_sb, v.r_sk, v.r_sd};
 }
 
 template <typename scalar_t>
@@ -371,7 +371,7 @@ __global__ void __launch_bounds__(kThreads)
       const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[t], gx, out, aux, lse, sim);
       if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);
       const scalar_t* rj = v.rrow(b, j);
-      for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d]));
+      for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d * v.r_sd]));
     }
     if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
       const double f = row / double(qn[t]);
@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(kThreads)
     if (v.metric == Metric::Cosine && rnj > v.floor) {
       const double f = col / double(rnj);
       const scalar_t* rj = v.rrow(b, j);
-      for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d]));
+      for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d * v.r_sd]));
     }
   }
 }
@@ -448,8 +448,8 @@ struct GradPolicy {
     const bool term = v.metric == Metric::Cosine && nv > v.floor;  // not at the floor
     const float f = term ? float(sums[0] / double(nv)) : 0.0f;
     const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
-    const int64_t sd = kRefSide ? 1 : v.q_sd;
-    scalar_t* dst = kRefSide ? grad + (b * v.K + x) * v.D : grad + b * v.q_sb + x * v.q_sn;
+    const int64_t sd = kRefSide ? v.r_sd : v.q_sd;
+    scalar_t* dst = kRefSide ? grad + b * v.r_sb + x * v.r_sk : grad + b * v.q_sb + x * v.q_sn;
     for (int64_t d = 0; d < v.D; ++d)
       // no norm term, no product with the vector: 0 * inf would put a NaN where none belongs
       store_from_acc(dst + d * sd, !part ? 0.0f : term ? acc[d] - f * to_acc(vec[d * sd]) : acc[d]);
@@ -477,8 +477,9 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
                                                 int64_t o0) {
   const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n;
   const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows, n = here * v.D;
-  // a D-major query's gradient (label_transfer's map) written along its rows, else along the dims
-  const bool along_rows = !kRefSide && v.q_sn == 1 && v.D > 1;
+  // a D-major side's gradient (label_transfer's query map, prior_mask's support) written along its
+  // rows, else along the dims
+  const bool along_rows = (kRefSide ? v.r_sk : v.q_sn) == 1 && v.D > 1;
   for (int64_t t = threadIdx.x; t < n; t += kThreads) {
     const int64_t xr = along_rows ? t % here : t / v.D, d = along_rows ? t / here : t - xr * v.D;
     const int64_t x = o0 + xr, r = b * own_n + x;
@@ -490,8 +491,8 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
     const float nv = kRefSide ? v.rn[r] : qn[r];
     const bool part = kRefSide ? v.cls(b, x) >= 0 : true;
     const double f = v.metric == Metric::Cosine && nv > v.floor ? sum / double(nv) : 0.0;
-    const float vec = kRefSide ? v.r[r * v.D + d] : v.qrow(b, x)[d * v.q_sd];
-    float* dst = kRefSide ? grad + r * v.D + d : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
+    const float vec = kRefSide ? v.rrow(b, x)[d * v.r_sd] : v.qrow(b, x)[d * v.q_sd];
+    float* dst = kRefSide ? grad + b * v.r_sb + x * v.r_sk + d * v.r_sd : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
     *dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;
   }
 }
@@ -537,9 +538,9 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
     using acc_t = typename decltype(c)::type;
     const Plan pl = plan(a, false);
     View<scalar_t, acc_t> v{static_cast<const scalar_t*>(a.query), static_cast<const scalar_t*>(a.ref), a.labels,
-                            a.B, a.N, a.K, a.D, a.C, a.q_sb, a.q_sn, a.q_sd, a.metric, acc_t(a.scale),
-                            acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature), acc_t(a.norm_floor), a.sigmoid,
-                            a.reduce,
+                            a.B, a.N, a.K, a.D, a.C, a.q_sb, a.q_sn, a.q_sd, a.r_sb, a.r_sk, a.r_sd, a.metric,
+                            acc_t(a.scale), acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature),
+                            acc_t(a.norm_floor), a.sigmoid, a.reduce,
                             at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
     f(v);
   });
@@ -796,7 +797,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             v, qn, gx, out, aux, lse, dr);
         if (a.D > 0)
           cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
-                              st, dr, a.B, a.K, a.D, a.K * a.D, a.D, int64_t(1), static_cast<scalar_t*>(p.grad_ref));
+                              st, dr, a.B, a.K, a.D, a.r_sb, a.r_sk, a.r_sd, static_cast<scalar_t*>(p.grad_ref));
       }
     }
   });

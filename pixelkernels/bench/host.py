@@ -177,6 +177,25 @@ def load_emulator():
     return None if cuda_emu.load() is not None else torch.ops.pixelkernels_emu
 
 
+@contextlib.contextmanager
+def cuda_backend_on_cpu():
+    """Inside: backend "cuda" accepted for CPU tensors, so that a step built with it takes the
+    Python path of the cuda backend (prior_mask branches on it) while its ops, on CPU tensors,
+    reach _Counter's emulated launchers (cuda_launches_per_call)."""
+    from .. import _backend
+
+    saved = _backend.missing
+
+    def missing(name, device, op=None, dtype=None):
+        return None if name == "cuda" and device.type == "cpu" else saved(name, device, op, dtype)
+
+    _backend.missing = missing
+    try:
+        yield
+    finally:
+        _backend.missing = saved
+
+
 def cuda_launches_per_call(fn, emu) -> int:
     """Launches of one call on the emulated CUDA path, after one emulated call (first-call work,
     e.g. the ticket counters' one allocation, csrc/tickets.cpp, is not per call)."""
@@ -300,9 +319,10 @@ def host_rows(ops=None, workloads=None, backends=None, *, budget_s: float = 0.25
             if emu is not None and r["backend"] == "cpu":
                 case = _cases.find(r["op"], r["workload"])
                 inp = case.small(cpu)  # made after the emulator loaded: its allocator knows it
-                step = forward_backward(case, inp, "cpu") if case.loss else forward(case, inp, "cpu")
-                step()  # first-call work (caches) out of the count
-                r["cuda_launches"] = cuda_launches_per_call(step, emu)
+                with cuda_backend_on_cpu():  # the cuda backend's Python path, its ops emulated
+                    step = forward_backward(case, inp, "cuda") if case.loss else forward(case, inp, "cuda")
+                    step()  # first-call work (caches) out of the count
+                    r["cuda_launches"] = cuda_launches_per_call(step, emu)
         return rows
     finally:
         torch.set_num_threads(threads)
