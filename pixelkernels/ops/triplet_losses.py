@@ -151,6 +151,9 @@ def is_triplet_loss(
         return _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False, True)[0]
     # Batch-hard mining draws each term's candidates from its own sets: two calls, each its mean
     # over the images with n_b > 0 (the same images for both terms), halved: combine's value.
+    # The four sets are strided slices of the draws, which the kernels take contiguous: one cat
+    # makes all four (it was a copy of each per call, forward and backward: 8 launches).
+    f1, f2, b1, b2 = torch.cat([f1, f2, b1, b2]).split(s1.shape[0])
     l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard, True)[0]
     l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard, True)[0]
     return 0.5 * (l_fg + l_bg)
