@@ -58,10 +58,12 @@ std::vector<int64_t> aux_sizes(Reduce reduce, int64_t B, int64_t N, int64_t C) {
 
 // query or ref as the kernels read it: itself when contiguous or D-major (a (B, D, H, W) map seen
 // as (B, HW, D): label_transfer's queries and prior_mask's support, read in place instead of
-// copied), else a contiguous copy.
-at::Tensor vectors_source(const at::Tensor& t) {
+// copied), else a contiguous copy. The CUDA half kernels take contiguous refs (kStridedRefs in
+// cuda/similarity_reduce.cu).
+at::Tensor vectors_source(const at::Tensor& t, bool is_ref) {
   if (t.is_contiguous()) return t;
-  return t.dim() == 3 && t.transpose(1, 2).is_contiguous() ? t : t.contiguous();
+  const bool strided_ok = !is_ref || t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+  return strided_ok && t.dim() == 3 && t.transpose(1, 2).is_contiguous() ? t : t.contiguous();
 }
 
 // A gradient in the layout of its input t (what the fake promises: empty_like), copied where the
@@ -171,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
     }
   }
   Launcher<On> launcher(query, op);
-  const at::Tensor q = vectors_source(query), r = vectors_source(ref);
+  const at::Tensor q = vectors_source(query, false), r = vectors_source(ref, true);
   const Labels lab(ref_labels);
   SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
                                     temperature, eps, norm_floor_of(q.scalar_type()), op)};
@@ -226,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
     }
   }
   Launcher<On> launcher(query, op);
-  const at::Tensor q = vectors_source(query), r = vectors_source(ref);
+  const at::Tensor q = vectors_source(query, false), r = vectors_source(ref, true);
   const Labels lab(ref_labels);
   SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
                                      temperature, eps, floor, op)};

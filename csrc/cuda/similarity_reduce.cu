@@ -256,14 +256,22 @@ using pair_tiles::kScoreStride;
 using pair_tiles::kWordStride;
 static_assert(pair_tiles::kThreads == kThreads, "one block size");
 
-// The two sides as pair_tiles reads them, each with its strides (contiguous, or D-major).
+// The two sides as pair_tiles reads them: the queries with their strides (contiguous, or
+// D-major), the refs likewise in float32 and contiguous in the half types (kStridedRefs: the
+// strided half tiles took registers the mma tiles had not, and spilled on sm_90).
+template <typename scalar_t>
+constexpr bool kStridedRefs = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+
 template <typename scalar_t>
 __device__ __forceinline__ pair_tiles::Side<scalar_t> queries(const View<scalar_t, float>& v) {
   return {v.q, v.N, v.q_sb, v.q_sn, v.q_sd};
 }
 template <typename scalar_t>
 __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, float>& v) {
-  return {v.r, v.K, v.r_sb, v.r_sk, v.r_sd};
+  if constexpr (kStridedRefs<scalar_t>)
+    return {v.r, v.K, v.r_sb, v.r_sk, v.r_sd};
+  else
+    return {v.r, v.K, v.K * v.D, v.D, 1};
 }
 
 template <typename scalar_t>
@@ -448,8 +456,9 @@ struct GradPolicy {
     const bool term = v.metric == Metric::Cosine && nv > v.floor;  // not at the floor
     const float f = term ? float(sums[0] / double(nv)) : 0.0f;
     const scalar_t* vec = kRefSide ? v.rrow(b, x) : v.qrow(b, x);
-    const int64_t sd = kRefSide ? v.r_sd : v.q_sd;
-    scalar_t* dst = kRefSide ? grad + b * v.r_sb + x * v.r_sk : grad + b * v.q_sb + x * v.q_sn;
+    const int64_t sd = kRefSide ? (kStridedRefs<scalar_t> ? v.r_sd : 1) : v.q_sd;
+    scalar_t* dst = kRefSide ? grad + (kStridedRefs<scalar_t> ? b * v.r_sb + x * v.r_sk : (b * v.K + x) * v.D)
+                             : grad + b * v.q_sb + x * v.q_sn;
     for (int64_t d = 0; d < v.D; ++d)
       // no norm term, no product with the vector: 0 * inf would put a NaN where none belongs
       store_from_acc(dst + d * sd, !part ? 0.0f : term ? acc[d] - f * to_acc(vec[d * sd]) : acc[d]);

@@ -7,11 +7,12 @@ the best cosine similarity to the masked support features, min-max normalised pe
 ``metric="cosine"``, ``reduce="max"`` and one class: every support pixel is a ref of class 0 and
 the mask is its ``ref_weight``, so masked-out pixels are zero vectors with cosine 0 and stay in
 the max, as PFENet keeps them. Neither the (Hq Wq, Hs Ws) cosine matrix nor the masked support
-exists: on the CPU both maps are read in place (as D-major views) and their gradients are
+exists on the CPU: both maps are read in place (as D-major views) and their gradients are
 written in their layout, so forward and backward allocate the two gradients and a few tiles. On
-CUDA and Triton the masked support is formed first, as those backends do for any weight (on
-CUDA one kernel forward and one for the support's and mask's gradients: 17 launches forward and
-backward at W7, against 31 in ATen ops before; the issue's target is 8). Half
+CUDA and Triton the masked support is formed first, as those backends do for any weight (a mask
+without gradient: one product forward and one backward, and the CUDA kernels read the product,
+D-major, and the query map in place and write their gradients in that layout; 11 launches
+forward and backward at W7 on CUDA, against 31 in ATen ops at first; issue 36's target is 8). Half
 maps are widened to float32 first (the reference's arithmetic; the half max's gradient would
 otherwise follow rounding). The min-max normalisation is one more op (``minmax_scale``: a block
 per image, one launch forward and one backward; ties at the minimum or maximum share its
