@@ -2,11 +2,10 @@
 //
 // float64: one thread per row of x (forward, dx and the row partials) or of y (dy), looping over
 // the other side in order. float32, float16, bfloat16: the tile kernels below on pair_tiles (the
-// dots by mma.sync for the half types, by FMA for float32; the float32 backward on
-// grad_pass_f32 over splits of the other side, summed in split order by the block that completes a
-// tile: one launch a side). The sums
-// are in double (a row sums over every row of the other image: thousands of terms, which
-// float32 rounds beyond SPEC §4's tolerance). Deterministic, no atomics; rows that take no part
+// dots by mma.sync for the half types, by FMA for float32; the float32 backward on grad_pass_f32
+// over splits of the other side, summed in split order by the block that completes a tile: one
+// launch a side). The sums are in double (a row sums over every row of the other image:
+// thousands of terms, which float32 rounds beyond SPEC §4's tolerance). Deterministic, no atomics; rows that take no part
 // are never read into a product, and a pair's coefficient is a·e (the scale per pair, so an
 // infinite or NaN one acts as in the reference and reaches no row that takes no part).
 #include "common/pair_bce.h"
