@@ -75,7 +75,9 @@ at::Tensor triplet_hinge_backward(const at::Tensor& grad_loss, const at::Tensor&
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
-  const at::Tensor g = grad_loss.to(stats_options(emb).dtype()).contiguous();
+  // grad_loss in its layout on CUDA (an expanded gradient of a sum has stride 0); contiguous for the CPU
+  const at::Tensor wide = grad_loss.to(stats_options(emb).dtype());
+  const at::Tensor g = std::is_same_v<On, OnCpu> ? wide.contiguous() : wide;
   TripletHingeBackward p{pixel_map(out.src),
                          anchor.const_data_ptr<int64_t>(),
                          positive.const_data_ptr<int64_t>(),
@@ -87,6 +89,7 @@ at::Tensor triplet_hinge_backward(const at::Tensor& grad_loss, const at::Tensor&
                          g.const_data_ptr(),
                          at::globalContext().deterministicAlgorithms(),
                          out.out.mutable_data_ptr()};
+  p.g_stride = g.dim() == 1 ? g.stride(0) : 1;
   const at::Tensor workspace = launcher.workspace(p);
   launcher(p);
   return out.finish();

@@ -98,6 +98,12 @@ def run(emu, x, idx, squared, hard, bitwise_twice=False):
                 assert torch.equal(again, got)
                 l2, pu2, nu2 = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
                 assert torch.equal(l2, loss) and torch.equal(pu2, pu) and torch.equal(nu2, nu)
+    # grad_loss read with its stride: an expanded one (a sum's gradient: stride 0) and every other
+    # element of a longer vector, against the same values contiguous
+    for strided in (torch.tensor(0.75, dtype=loss.dtype).expand(B), torch.linspace(-1.0, 2.0, 2 * B).to(loss.dtype)[::2]):
+        with deterministic(True):
+            got = emu.triplet_hinge_backward(strided, x, a, pu, nu, MARGIN, squared)
+            assert torch.equal(got, emu.triplet_hinge_backward(strided.contiguous(), x, a, pu, nu, MARGIN, squared))
     # mean=True: the batch mean over the images with slots, from the same kernels (finalize_kernel
     # as one block; slot_grad_kernel forming (g / images) / n_b)
     mean, mpu, mnu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, True)

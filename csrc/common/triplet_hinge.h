@@ -54,11 +54,14 @@ struct TripletHingeBackward {
   double margin;
   bool squared;
   bool mean;              // grad_loss is the mean's: one value
-  const void* grad_loss;  // (B,) (mean: one) accumulation type
+  const void* grad_loss;  // (B,) (mean: one) accumulation type, element b at b * g_stride
   bool deterministic;     // CUDA: no float atomics (torch.are_deterministic_algorithms_enabled())
   void* grad_emb;         // same dtype and strides as emb; every element is written
   void* workspace = nullptr;  // CUDA only
   size_t workspace_bytes = 0;
+  // grad_loss's stride: CUDA any (the gradient of a sum over the (B,) losses is expanded, stride
+  // 0: its copy was a launch); the CPU kernels read it contiguous
+  int64_t g_stride = 1;
 };
 
 // Kernels: csrc/cpu/triplet_hinge.cpp and csrc/cuda/triplet_hinge.cu.

@@ -650,7 +650,8 @@ template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     scale_kernel(const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
                  const int64_t* __restrict__ negative, int64_t B, int64_t K, int64_t P,
-                 const acc_t* __restrict__ grad_loss, bool mean, acc_t* __restrict__ scale, int64_t* __restrict__ counts) {
+                 const acc_t* __restrict__ grad_loss, int64_t g_stride, bool mean, acc_t* __restrict__ scale,
+                 int64_t* __restrict__ counts) {
   __shared__ int64_t scratch[kWarps];
   for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
     int64_t n = 0;
@@ -658,7 +659,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     n = block_sum<kThreads>(n, scratch);
     if (threadIdx.x != 0) continue;
     if (mean) counts[b] = n;
-    else scale[b] = n > 0 ? grad_loss[b] / acc_t(n) : acc_t(0);
+    else scale[b] = n > 0 ? grad_loss[b * g_stride] / acc_t(n) : acc_t(0);
   }
 }
 
@@ -1017,7 +1018,7 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
     }
     cuda::launch_kernel(cuda::scale_kernel<acc_t>, dim3(cuda::stride_grid(m.B, 4096)), dim3(cuda::kThreads), 0, st,
                         p.anchor, p.positive, p.negative, m.B, p.K, m.P, static_cast<const acc_t*>(p.grad_loss),
-                        p.mean, scale, counts);
+                        p.g_stride, p.mean, scale, counts);
     const dim3 slot_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(p.K, cuda::kThreads >> q.gs), 8192),
                          cuda::image_grid(m.B));
     if (!p.deterministic) {
