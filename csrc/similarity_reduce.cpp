@@ -31,10 +31,6 @@ using similarity_reduce::Reduce;
 // (vectors_source): the CUDA tiles load a row per thread at each dim (pair_tiles' dot_tile),
 // which a D-major map serves with consecutive addresses.
 
-// Whether the backward kernels read grad_out with its strides (the CPU's read it contiguous).
-template <class On>
-constexpr bool kStridedGrad = !std::is_same_v<On, OnCpu>;
-
 Metric metric_code(std::string_view m, const char* op) {
   if (m == "dot") return Metric::Dot;
   PK_EXPECT(m == "cosine", op, "metric must be 'dot' or 'cosine', got '", std::string(m), "'");
@@ -243,7 +239,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
   if (grad_query.numel() + grad_ref.numel() > 0) {
     // grad_out in its layout where the kernels take strides (CUDA: label_transfer's gradient of a
     // (B, C, H, W) map is C-major, and its copy was a launch)
-    const at::Tensor g = kStridedGrad<On> ? grad_out.to(st) : grad_out.to(st).contiguous();
+    const at::Tensor g = kStridedGradIn<On> ? grad_out.to(st) : grad_out.to(st).contiguous();
     const at::Tensor o = out.to(st).contiguous(), x = aux.to(st).contiguous();
     p.grad_out = g.const_data_ptr();
     p.g_sb = g.stride(0);

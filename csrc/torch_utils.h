@@ -205,6 +205,12 @@ inline void check_status(Status s, const char* op, const char* device) {
 template <class On>
 class Launcher;
 
+// Whether an op's backward kernels on this device read an incoming gradient with its strides
+// (CUDA: the expanded or transposed gradient autograd hands in is not copied, a copy being a
+// launch); the CPU kernels read it contiguous.
+template <class On>
+constexpr bool kStridedGradIn = !std::is_same_v<On, OnCpu>;
+
 template <>
 class Launcher<OnCpu> {
  public:

@@ -75,9 +75,10 @@ at::Tensor triplet_hinge_backward(const at::Tensor& grad_loss, const at::Tensor&
   Launcher<On> launcher(emb, op);
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
-  // grad_loss in its layout on CUDA (an expanded gradient of a sum has stride 0); contiguous for the CPU
+  // grad_loss in its layout where the kernels take its stride (an expanded gradient of a sum has
+  // stride 0)
   const at::Tensor wide = grad_loss.to(stats_options(emb).dtype());
-  const at::Tensor g = std::is_same_v<On, OnCpu> ? wide.contiguous() : wide;
+  const at::Tensor g = kStridedGradIn<On> ? wide : wide.contiguous();
   TripletHingeBackward p{pixel_map(out.src),
                          anchor.const_data_ptr<int64_t>(),
                          positive.const_data_ptr<int64_t>(),

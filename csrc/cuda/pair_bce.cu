@@ -5,9 +5,10 @@
 // dots by mma.sync for the half types, by FMA for float32; the float32 backward on grad_pass_f32
 // over splits of the other side, summed in split order by the block that completes a tile: one
 // launch a side). The sums are in double (a row sums over every row of the other image:
-// thousands of terms, which float32 rounds beyond SPEC §4's tolerance). Deterministic, no atomics; rows that take no part
-// are never read into a product, and a pair's coefficient is a·e (the scale per pair, so an
-// infinite or NaN one acts as in the reference and reaches no row that takes no part).
+// thousands of terms, which float32 rounds beyond SPEC §4's tolerance). Deterministic, no
+// atomics; rows that take no part are never read into a product, and a pair's coefficient is a·e
+// (the scale per pair, so an infinite or NaN one acts as in the reference and reaches no row that
+// takes no part).
 #include "common/pair_bce.h"
 #include "cuda/common.cuh"
 #include "cuda/pair_tiles.cuh"
@@ -234,20 +235,14 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, int
   const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows;
   for (int64_t t = threadIdx.x; t < here * v.D; t += kThreads) {
     const int64_t xr = t / v.D, d = t - xr * v.D, r = b * own_n + o0 + xr;
-    double a = 0.0;
-    for (int64_t s = 0; s < S; ++s) a += __ldcg(acc + (s * nrows + r) * v.D + d);
+    const double a = pair_tiles::split_sum(acc + r * v.D + d, S, nrows * v.D);
     grad[r * v.D + d] = label_at(kYSide ? v.ly : v.lx, r) >= 0 ? float(a) : 0.0f;
   }
   if (!kYSide && threadIdx.x < here) {
     const int64_t r = b * own_n + o0 + threadIdx.x;
     const bool part = label_at(v.lx, r) >= 0;
-    double r0 = 0.0, r1 = 0.0;
-    for (int64_t s = 0; s < S; ++s) {
-      r0 += __ldcg(sums + (s * nrows + r) * 2);
-      r1 += __ldcg(sums + (s * nrows + r) * 2 + 1);
-    }
-    rows[2 * r] = part ? float(r0) : 0.0f;
-    rows[2 * r + 1] = part ? float(r1) : 0.0f;
+    rows[2 * r] = part ? float(pair_tiles::split_sum(sums + 2 * r, S, 2 * nrows)) : 0.0f;
+    rows[2 * r + 1] = part ? float(pair_tiles::split_sum(sums + 2 * r + 1, S, 2 * nrows)) : 0.0f;
   }
 }
 

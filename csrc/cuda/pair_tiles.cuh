@@ -527,6 +527,14 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
   }
 }
 
+// The finish's sum of grad_pass_f32's S partials of one value, in split order: Σ_s part[s * step],
+// part at the value in split 0, step the split's size (other blocks' partials: through L2).
+__device__ __forceinline__ double split_sum(const double* part, int64_t S, int64_t step) {
+  double a = 0.0;
+  for (int64_t s = 0; s < S; ++s) a += __ldcg(part + s * step);
+  return a;
+}
+
 // Owner tiles per image of a grad_pass_f32 launch: its tickets are B times the larger side's.
 inline int64_t owner_tiles(int64_t own) { return ceil_div<int64_t>(own, kRows); }
 

@@ -4,8 +4,8 @@
 // 64-ref tiles; the dots by mma.sync for the half types, by FMA for float32), whose dot_tile is
 // the one source of every kernel's dots: the max's equality test finds the forward's maxima. The
 // float32 backward sums dq and dr in double over splits of the other side (pair_tiles::
-// grad_pass_f32), summed in split order by the block that completes a tile. float64: one thread per query row
-// (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
+// grad_pass_f32), summed in split order by the block that completes a tile. float64: one thread
+// per query row (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
 // (the forward) and in accumulation buffers of the workspace (the backward), so results are
 // deterministic with no atomics. Refs that take no part are never read into a product.
 #include "common/similarity_reduce.h"
@@ -492,6 +492,7 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
   for (int64_t t = threadIdx.x; t < n; t += kThreads) {
     const int64_t xr = along_rows ? t % here : t / v.D, d = along_rows ? t / here : t - xr * v.D;
     const int64_t x = o0 + xr, r = b * own_n + x;
+    // both sums in one pass over the splits (pair_tiles::split_sum twice spilled 16 B on sm_80)
     double a = 0.0, sum = 0.0;
     for (int64_t s = 0; s < S; ++s) {
       a += __ldcg(acc + (s * rows + r) * v.D + d);

@@ -261,7 +261,7 @@ def similarity_reduce(
     label outside ``[0, C)`` other than -1 (``ValueError`` on the CPU, a device-side assert on a
     GPU; with ``pixelkernels.set_checks("off")`` it is ignored like -1). Every backend reads a
     D-major ``query`` (a (B, D, H, W) map seen as (B, HW, D)) in place and writes its gradient in
-    that layout; the CPU kernels a D-major ``ref`` too. Differentiable in
+    that layout; the CPU and CUDA kernels a D-major float32/float64 ``ref`` too. Differentiable in
     ``query``, ``ref`` and ``ref_weight``, double backward included.
 
     Examples
