@@ -343,10 +343,12 @@ def index_set(t, name: str, emb: torch.Tensor, emb_name: str, K: int | None = No
     return t
 
 
-def index_values(t: torch.Tensor, name: str, P: int) -> None:
-    """Indices must lie in [0, P) or equal -1 (padding). See the module docstring for the modes."""
-    _values_in_range(t, 0, P, -1, _message("{} values must be pixel indices in [0, {}) or -1 (padding)", name, P),
-                     _INDEX_HINT)
+def index_values(sets, names, P: int) -> None:
+    """Indices must lie in [0, P) or equal -1 (padding): each tensor of `sets` (one dtype, one
+    device) named by the same position of `names`, all in one check (one launch of check_values
+    on a GPU). See the module docstring for the modes."""
+    whats = tuple(_message("{} values must be pixel indices in [0, {}) or -1 (padding)", n, P) for n in names)
+    _values_in_range(tuple(sets), 0, P, -1, whats, _INDEX_HINT)
 
 
 # The extension's one-pass check (pixelkernels/ops/check_values.py) by device type, looked up once.
@@ -363,25 +365,33 @@ def _check_kernel(device_type: str):
     return k
 
 
-def _values_in_range(t: torch.Tensor, low: int, high: int, ignore_index: int, what: str, hint: str) -> None:
-    """Every value in [low, high) or equal to ignore_index, in the form _value_check_form picks:
-    the extension's check_values kernel where it is loaded for t's device (one pass, one launch;
-    on the CPU it names the value at no sync, so the "sync" form takes it too), else the torch
-    forms: range_on_device (async; torch.compile traces this one) or the reference (sync)."""
-    form = _value_check_form(t)
-    if form is None:
+def _values_in_range(ts, low: int, high: int, ignore_index: int, whats, hint: str) -> None:
+    """Every value of each tensor of ts (a tensor, or a tuple of them on one device) in [low,
+    high) or equal to ignore_index, its message the same position of whats (a string, or a tuple),
+    in the form _value_check_form picks: the extension's check_values kernel where it is loaded for
+    their device (one pass, one launch for all of them; on the CPU it names the value at no sync,
+    so the "sync" form takes it too), else the torch forms: range_on_device (async; torch.compile
+    traces this one) or the reference (sync)."""
+    if isinstance(ts, torch.Tensor):
+        ts, whats = (ts,), (whats,)
+    forms = [_value_check_form(t) for t in ts]
+    ts = [t for t, f in zip(ts, forms) if f is not None]
+    whats = [w for w, f in zip(whats, forms) if f is not None]
+    if not ts:
         return
-    if form == "async" or (form == "sync" and t.device.type == "cpu"):
-        kernel = _check_kernel(t.device.type)
+    form = next(f for f in forms if f is not None)  # the mode, device and trace state are the sets'
+    if form == "async" or (form == "sync" and ts[0].device.type == "cpu"):
+        kernel = _check_kernel(ts[0].device.type)
         if kernel is not None:
-            kernel(t, low, high, ignore_index, what, hint)
+            kernel(ts, low, high, ignore_index, whats, hint)
             return
     if form != "sync":
-        range_on_device(t, low, high, ignore_index, what, hint)
+        for t, what in zip(ts, whats):
+            range_on_device(t, low, high, ignore_index, what, hint)
         return
     from .reference.check_values import check_values
 
-    check_values(t, low, high, ignore_index, what, hint)
+    check_values(ts, low, high, ignore_index, whats, hint)
 
 
 def range_on_device(t: torch.Tensor, low: int, high: int, ignore_index: int, what: str, hint: str) -> None:

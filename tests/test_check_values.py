@@ -64,15 +64,19 @@ def _bad_values_refusable(variant) -> bool:
     return not (variant == "triton" and TRITON_DEVICE == "cuda")
 
 
-def _run(variant, request, values, *args):
+def _run(variant, request, values, low, high, ignore, what, hint):
+    """values and what: one set and its message, or lists of them."""
+    if isinstance(values, torch.Tensor):
+        values, what = [values], [what]
+    args = (low, high, ignore, list(what), hint)
     if variant == "emulated":
-        request.getfixturevalue("emu").check_values(values, *args)
+        request.getfixturevalue("emu").check_values(list(values), *args)
     elif variant == "triton":
-        torch.ops.pixelkernels.check_values_triton(values.to(TRITON_DEVICE), *args)
+        torch.ops.pixelkernels.check_values_triton([v.to(TRITON_DEVICE) for v in values], *args)
         if TRITON_DEVICE == "cuda":
             torch.cuda.synchronize()
     else:
-        torch.ops.pixelkernels.check_values(values, *args)
+        torch.ops.pixelkernels.check_values(list(values), *args)
 
 
 def _bad(values, low, high, ignore_index):
@@ -140,13 +144,83 @@ def test_any_layout_and_offset(request, variant):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
 def test_refuses_non_integer_values(dtype):
     with pytest.raises(RuntimeError, match="check_values: values must have an integer dtype"):
-        torch.ops.pixelkernels.check_values(torch.zeros(3, dtype=dtype), 0, 1, -1, WHAT, HINT)
+        torch.ops.pixelkernels.check_values([torch.zeros(3, dtype=dtype)], 0, 1, -1, [WHAT], HINT)
+
+
+@pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
+def test_refuses_sets_it_cannot_read_in_one_pass():
+    op = torch.ops.pixelkernels.check_values
+    v = torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match="check_values: values must have one dtype, got Long and Int"):
+        op([v, v.int()], 0, 1, -1, [WHAT, WHAT], HINT)
+    with pytest.raises(RuntimeError, match="check_values: what must name each of the 2 value sets, got 1 messages"):
+        op([v, v], 0, 1, -1, [WHAT], HINT)
 
 
 @pytest.mark.skipif(not HAVE_CPP, reason="extension not built")
 def test_opcheck():
     v = torch.tensor([[0, 1, 2], [2, -1, 0]])
-    torch.library.opcheck(torch.ops.pixelkernels.check_values.default, (v, 0, 3, -1, WHAT, HINT))
+    torch.library.opcheck(torch.ops.pixelkernels.check_values.default, ([v], 0, 3, -1, [WHAT], HINT))
+    torch.library.opcheck(torch.ops.pixelkernels.check_values.default, ([v, v[:, 1:], v.t()], 0, 3, -1, ["a", "b", "c"], HINT))
+
+
+# --- several sets in one call ---------------------------------------------------------------------
+
+# Sets of awkward sizes (empty, below a word, misaligned views, past the emulator's grid) and more
+# than one launch's worth (the CUDA launcher takes 4 per launch).
+SET_SIZES = (5, 0, 17, 4097, 3, 100)
+
+
+def _sets(dtype):
+    g = torch.Generator().manual_seed(7)
+    base = [torch.randint(0, 5, (n + 3,), generator=g).to(dtype) for n in SET_SIZES]
+    return [b[3:] if i % 2 else b[: b.numel() - 3] for i, b in enumerate(base)]  # views, some off a 16-byte boundary
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64], ids=str)
+def test_several_sets_each_named_by_its_own_message(request, variant, dtype):
+    """Each set is checked against its own message; a bad value in any one (the first, a middle
+    one, the last of a second launch) is reported with that set's message; on the CPU the first
+    set in list order that holds one raises, as one call per set would."""
+    whats = [f"set{i} values must be in [lo, hi)" for i in range(len(SET_SIZES))]
+    _run(variant, request, _sets(dtype), 0, 5, -1, whats, HINT)
+    if not _bad_values_refusable(variant):
+        return
+    for bad_sets in ([0], [2, 4], [5], [3], [4]):  # [4]: the fourth set of the first launch
+        sets = _sets(dtype)
+        for i in bad_sets:
+            sets[i][-1] = 9
+        first = bad_sets[0]
+        if variant == "cpu":
+            want = None
+            try:
+                reference(sets, 0, 5, -1, whats, HINT)
+            except ValueError as e:
+                want = str(e)
+            assert want is not None and want.startswith(whats[first] + "; found 9 at flat index")
+            with pytest.raises(ValueError) as info:
+                _run(variant, request, sets, 0, 5, -1, whats, HINT)
+            assert str(info.value) == want
+        elif variant == "emulated":
+            with pytest.raises(RuntimeError, match="device-side assert") as info:
+                _run(variant, request, sets, 0, 5, -1, whats, HINT)
+            m = re.search(r"set(\d) values must be in \[lo, hi\); found 9 at flat index (\d+)", str(info.value))
+            assert m, str(info.value)
+            i, index = int(m.group(1)), int(m.group(2))
+            assert i in bad_sets and index == sets[i].numel() - 1
+        else:
+            with pytest.raises(RuntimeError, match=rf"set{first} values must be in \[lo, hi\) \(checked on the device"):
+                _run(variant, request, sets, 0, 5, -1, whats, HINT)
+
+
+def test_one_launch_for_up_to_four_sets(emu):
+    """The CUDA launcher: one kernel for 1-4 non-empty sets, two for 5-8; empty sets cost none."""
+    v = torch.arange(50) % 5
+    for sets, launches in (([v], 1), ([v, v, v], 1), ([v] * 4, 1), ([v] * 5, 2), ([v[:0], v[:0]], 0), ([v[:0]] * 4 + [v], 1)):
+        before = int(emu.launch_count())
+        emu.check_values(sets, 0, 5, -1, ["w"] * len(sets), HINT)
+        assert int(emu.launch_count()) - before == launches, len(sets)
 
 
 # --- how _checks uses it --------------------------------------------------------------------------
@@ -184,7 +258,7 @@ def test_the_message_counts_every_bad_value_not_those_equal_to_the_first():
         _checks.label_values(bad, "labels", 3, 255)
     for check in (torch.ops.pixelkernels.check_values, reference):
         with pytest.raises(ValueError, match=re.escape(WHAT) + want + re.escape(HINT)):
-            check(bad, 0, 3, 255, WHAT, HINT)
+            check([bad], 0, 3, 255, [WHAT], HINT)
 
 
 def test_without_the_kernel_the_torch_forms_refuse_the_same_values(monkeypatch):
@@ -219,9 +293,9 @@ def test_the_gpu_kernel_stops_the_stream_and_prints_the_value():
     """A device-side assert leaves the process's CUDA context unusable: in a child process."""
     good = "import torch, pixelkernels as pk; v = torch.arange(1000, device='cuda') % 5; "
     code = good + (
-        "torch.ops.pixelkernels.check_values(v, 0, 5, -1, 'labels values must be in [0, 5)', 'h'); "
+        "torch.ops.pixelkernels.check_values([v], 0, 5, -1, ['labels values must be in [0, 5)'], 'h'); "
         "torch.cuda.synchronize(); v[1:][777] = 9; "
-        "torch.ops.pixelkernels.check_values(v[1:], 0, 5, -1, 'labels values must be in [0, 5)', 'h'); "
+        "torch.ops.pixelkernels.check_values([v[:5], v[1:]], 0, 5, -1, ['x', 'labels values must be in [0, 5)'], 'h'); "
         "print('no sync before this', flush=True); torch.cuda.synchronize()"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

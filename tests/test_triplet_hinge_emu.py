@@ -260,3 +260,27 @@ def test_loss_kernel_finalizes_in_its_last_block_where_partials_are_few(emu, B, 
     assert int(emu.launch_count()) - before == launches
     want, _, _ = reference(emb.double(), *idx, MARGIN, False, False, mean)
     torch.testing.assert_close(loss.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checked_step_is_five_launches(emu):
+    """triplet_hinge forward and backward on the CUDA path with the checks on (issue 36 part 3:
+    <= 5): the three index sets in one check_values launch, the loss kernel (its last block
+    finalizes), the backward's three; bad values in any set are still refused, each set named."""
+    from pixelkernels.bench import host
+
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(2, 4, 8, 8, generator=g).requires_grad_()
+    idx = [torch.randint(0, 64, (2, 10), generator=g) for _ in range(3)]
+
+    def step():
+        pk.triplet_hinge(emb, *idx, margin=1.0, reduction="mean", backend="cuda").backward()
+
+    with host.cuda_backend_on_cpu():
+        step()
+        # own: the step's ones_like (the backward's seed) and the gradient's accumulation aside
+        assert host.cuda_launches_per_call(step, emu) - 2 == 5
+        for i, name in enumerate(("anchor", "positive", "negative")):
+            bad = [t.clone() for t in idx]
+            bad[i][1, 3] = 64
+            with pytest.raises(ValueError, match=rf"^{name} values must be pixel indices in \[0, 64\) or -1 \(padding\); found 64 at flat index 13"):
+                pk.triplet_hinge(emb, *bad, margin=1.0, backend="cuda")

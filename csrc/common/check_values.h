@@ -23,8 +23,16 @@ struct CheckValues {
   int64_t first_bad = 0;
 };
 
+// Up to kCheckSets value sets of one dtype checked by one CUDA launch (a grid row per set, each
+// with its own message): triplet_hinge's three index sets cost one launch, not three.
+constexpr int kCheckSets = 4;
+struct CheckValueSets {
+  CheckValues set[kCheckSets];
+  int count = 0;
+};
+
 // Kernels: csrc/cpu/check_values.cpp and csrc/cuda/check_values.cu.
 Status launch(OnCpu, CheckValues& p);
-Status launch(OnCuda, const CheckValues& p);
+Status launch(OnCuda, const CheckValueSets& p);
 
 }  // namespace pixelkernels

@@ -124,6 +124,7 @@ void pair_squares(const PixelMap& m, int64_t b, const int64_t* anchor, const int
   if (m.sd >= m.sp) {
     for (int64_t d = 0; d < m.D; ++d) {
       const T* xd = x + d * m.sd;
+      for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
       for (int64_t j = 0; j < n; ++j) {
         const T xa = xd[oa[j]], u = xa - xd[op[j]], v = xa - xd[on[j]];
         sap[j] += u * u;
@@ -182,6 +183,7 @@ void row_pair_squares(const PixelMap& m, const ValidSlots& vs, int64_t K, const 
     std::fill(pv, pv + n, T(0));
     for (int64_t d = g * kRowGroup; d < std::min(D, (g + 1) * kRowGroup); ++d) {
       const T* xd = x + d * m.sd;
+      for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
       for (int64_t j = 0; j < n; ++j) {
         const int64_t k = bk + s[j];
         const T xa = xd[anchor[k]], u = xa - xd[positive[k]], v = xa - xd[negative[k]];

@@ -174,7 +174,7 @@ def triplet_hinge(
     mean = _checks.choice(reduction, "reduction", REDUCTIONS) == "mean"
     backend = _op.backend_for(OP, backend, emb, "emb")
     P = emb.shape[2] * emb.shape[3]
-    for t, name in ((anchor, "anchor"), (positive, "positive"), (negative, "negative")):
-        _checks.index_values(t, name, P)
+    # the three sets in one check: one launch of check_values on a GPU, each set its own message
+    _checks.index_values((anchor, positive, negative), ("anchor", "positive", "negative"), P)
     loss, pos_used, neg_used = _op.run(OP, backend, emb, anchor, positive, negative, margin, squared, hard, mean)
     return (loss, pos_used, neg_used) if return_used else loss
