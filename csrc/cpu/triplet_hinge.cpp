@@ -61,6 +61,7 @@ constexpr int64_t kAnchorTile = 64;    // anchors per mining task (a multiple of
 constexpr int64_t kBlockBytes = 16384; // bytes of candidate panels per pass over a tile's anchors (L1)
 constexpr int64_t kChannelGroup = 16;  // channels per scatter task (other than pixel-inner maps)
 constexpr int64_t kRowGroup = 8;       // channels per task of the pixel-row distance pass
+constexpr int64_t kPrefetchRowBytes = int64_t(2) << 20;  // rows prefetched before their gather (an L2)
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -124,7 +125,12 @@ void pair_squares(const PixelMap& m, int64_t b, const int64_t* anchor, const int
   if (m.sd >= m.sp) {
     for (int64_t d = 0; d < m.D; ++d) {
       const T* xd = x + d * m.sd;
-      for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
+      // The slots read most lines of the row in random order, each a miss at memory latency:
+      // the row fetched in order first streams at the prefetchers' bandwidth (W1's 800 kB rows:
+      // is_triplet_loss 57 -> 49 ms f+b on 2 cores). Only rows an L2 can hold; larger ones would
+      // be evicted before the slots reach them.
+      if (m.P * int64_t(sizeof(T)) <= kPrefetchRowBytes)
+        for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
       for (int64_t j = 0; j < n; ++j) {
         const T xa = xd[oa[j]], u = xa - xd[op[j]], v = xa - xd[on[j]];
         sap[j] += u * u;
@@ -183,7 +189,12 @@ void row_pair_squares(const PixelMap& m, const ValidSlots& vs, int64_t K, const 
     std::fill(pv, pv + n, T(0));
     for (int64_t d = g * kRowGroup; d < std::min(D, (g + 1) * kRowGroup); ++d) {
       const T* xd = x + d * m.sd;
-      for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
+      // The slots read most lines of the row in random order, each a miss at memory latency:
+      // the row fetched in order first streams at the prefetchers' bandwidth (W1's 800 kB rows:
+      // is_triplet_loss 57 -> 49 ms f+b on 2 cores). Only rows an L2 can hold; larger ones would
+      // be evicted before the slots reach them.
+      if (m.P * int64_t(sizeof(T)) <= kPrefetchRowBytes)
+        for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
       for (int64_t j = 0; j < n; ++j) {
         const int64_t k = bk + s[j];
         const T xa = xd[anchor[k]], u = xa - xd[positive[k]], v = xa - xd[negative[k]];
