@@ -283,6 +283,31 @@ def test_backward_matches_reference(backend, device, case_id):
         assert_close(got, want, dtype)
 
 
+@pytest.mark.skipif(not pk._ext.HAVE_CPU_KERNELS, reason="extension not built")
+@pytest.mark.parametrize("pick", ["centroid", "both"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_backward_of_a_large_map_streams_its_stores(pick, dtype):
+    """A gradient of 8 MiB or more is written with non-temporal stores (csrc/cpu/pixel_tiles.h
+    stream_output): the same values as the reference, x-free (centroid only) and reading x (the
+    variance too), with rows at every 16-byte offset (P odd: the misaligned vectors take plain
+    stores) and with two and three regions (the few-bin paths)."""
+    for R, (B, H, W) in ((2, (3, 257, 255)), (3, (2, 300, 301))):
+        D = 16 if dtype == torch.float32 else 8
+        assert B * D * H * W * dtype.itemsize >= 8 << 20
+        g = torch.Generator().manual_seed(R)
+        emb = torch.randn(B, D, H, W, generator=g, dtype=dtype)
+        labels = torch.randint(-1, R, (B, H, W), generator=g)
+        gc = torch.randn(B, R, D, generator=g, dtype=torch.float64)
+        gv = torch.randn(B, R, generator=g, dtype=torch.float64) if pick == "both" else torch.zeros(B, R, dtype=torch.float64)
+        x = emb.clone().requires_grad_(True)
+        _, c, v = pk.region_stats(x, labels, R, backend="cpu")
+        (got,) = torch.autograd.grad((c * gc.to(c)).sum() + (v * gv.to(v)).sum(), x)
+        xr = emb.double().requires_grad_(True)
+        _, cr, vr = reference_region_stats(xr, labels, R, -1)
+        (want,) = torch.autograd.grad((cr * gc).sum() + (vr * gv).sum(), xr)
+        assert_close(got, want, dtype)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_gradient_of_one_output_only(backend, device):
     """A loss on the variance alone (grad_centroid arrives as zeros) and on the centroid alone."""

@@ -146,6 +146,7 @@ void backward_impl(const RegionStatsBackward& a) {
   // the gradient does not depend on emb, which is then not read.
   const bool reads_x = std::any_of(gv_t.begin(), gv_t.end(), [](T v) { return v != T(0); });
   advise_huge_pages(gx, map_bytes<T>(a.emb));
+  const bool stream = stream_output(map_bytes<T>(a.emb));
   at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
     auto bins = scratch<int32_t>(tile);
     auto runs = scratch<int32_t>(2 * (tile + 1));
@@ -155,8 +156,10 @@ void backward_impl(const RegionStatsBackward& a) {
       const int64_t off = b * a.emb.sb + p0 * a.emb.sp;
       k.backward(reads_x ? x + off : nullptr, D, a.emb.sd, a.emb.sp, a.labels, b * P + p0, n, R, a.ignore_index,
                  bins.get(), runs.get(), c_t.data() + b * D * nb, gc_t.data() + b * D * nb, c_rd.data() + b * nb * D,
-                 gc_rd.data() + b * nb * D, gv_t.data() + b * nb, inv_t.data() + b * nb, tbuf.get(), gx + off);
+                 gc_rd.data() + b * nb * D, gv_t.data() + b * nb, inv_t.data() + b * nb, tbuf.get(), gx + off,
+                 stream);
     }
+    if (stream) base::simd::stream_fence();  // this task's streamed rows, before the join
   });
 }
 

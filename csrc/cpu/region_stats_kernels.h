@@ -336,7 +336,7 @@ void forward_chunk(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
 // c, gc are [D][nb] from the first row on; gv, inv_n have nb entries.
 template <int K, int DB, bool kReadsX, typename T>
 inline void grad_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, const T* c, const T* gc, int64_t nb,
-                      const T* gv, const T* inv_n, T* out) {
+                      const T* gv, const T* inv_n, T* out, bool stream) {
   using simd::V;
   constexpr int KR = K - 1, L = simd::kLanes<T>;
   T ck[DB][KR], ak[DB][KR], sk[KR];
@@ -361,9 +361,10 @@ inline void grad_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, co
       } else {
         for (int k = 0; k < KR; ++k) g = sel[k] ? simd::splat(ak[dd][k]) : g;
       }
-      if (len == L)
-        simd::store(out + dd * sd + i, g);
-      else
+      if (len == L) {
+        if (stream) simd::store_stream(out + dd * sd + i, g);
+        else simd::store(out + dd * sd + i, g);
+      } else
         simd::store_tail(out + dd * sd + i, g, len);
     }
   };
@@ -372,19 +373,20 @@ inline void grad_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, co
   if (i < n) block(simd::load_bins_tail<T>(bins + i, n - i, -1), i, n - i);
 }
 
-// The pixel-inner few-bin gradient of a tile, all D rows (x == nullptr unless kReadsX).
+// The pixel-inner few-bin gradient of a tile, all D rows (x == nullptr unless kReadsX); stream:
+// its whole vectors with non-temporal stores (simd::store_stream).
 template <int K, bool kReadsX, typename T>
 inline void grad_pixel_inner(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t n, const T* c_t,
-                             const T* gc_t, const T* gv_t, const T* inv_t, T* gx) {
+                             const T* gc_t, const T* gv_t, const T* inv_t, T* gx, bool stream) {
   constexpr int DB = rows_per_pass<K, T>();
   constexpr int64_t nb = K;
   int64_t d = 0;
   for (; d + DB <= D; d += DB)
     grad_rows<K, DB, kReadsX>(kReadsX ? x + d * sd : x, sd, bins, n, c_t + d * nb, gc_t + d * nb, nb, gv_t, inv_t,
-                              gx + d * sd);
+                              gx + d * sd, stream);
   for (; d < D; ++d)
     grad_rows<K, 1, kReadsX>(kReadsX ? x + d * sd : x, sd, bins, n, c_t + d * nb, gc_t + d * nb, nb, gv_t, inv_t,
-                             gx + d * sd);
+                             gx + d * sd, stream);
 }
 
 // Dim-inner grads of n pixels at pixel stride sp (x and gx alike; may be the same buffer).
@@ -410,7 +412,7 @@ inline void grad_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32
 // sentinel bin's entries are 0).
 template <typename scalar_t, typename acc_t>
 inline void const_grad(int64_t D, int64_t sd, int64_t sp, const int32_t* bins, int64_t n, int64_t nb,
-                       const acc_t* gc_t, const acc_t* gc_rd, const acc_t* inv_t, scalar_t* gx) {
+                       const acc_t* gc_t, const acc_t* gc_rd, const acc_t* inv_t, scalar_t* gx, bool stream) {
   if (sp != 1) {
     for (int64_t i = 0; i < n; ++i) {
       const int32_t k = bins[i];
@@ -424,9 +426,9 @@ inline void const_grad(int64_t D, int64_t sd, int64_t sp, const int32_t* bins, i
   // written without reading x (the backward of region_stats(with_variance=False) then moves
   // half the bytes).
   if (nb == 3) return grad_pixel_inner<3, false>(static_cast<const acc_t*>(nullptr), D, sd, bins, n, gc_t, gc_t,
-                                                 inv_t, inv_t, gx);
+                                                 inv_t, inv_t, gx, stream);
   if (nb == 4) return grad_pixel_inner<4, false>(static_cast<const acc_t*>(nullptr), D, sd, bins, n, gc_t, gc_t,
-                                                 inv_t, inv_t, gx);
+                                                 inv_t, inv_t, gx, stream);
   for (int64_t d = 0; d < D; ++d) {
     const acc_t* g = gc_t + d * nb;
     scalar_t* out = gx + d * sd;
@@ -469,7 +471,7 @@ template <typename scalar_t, typename acc_t>
 void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab, int64_t i0, int64_t n,
                    int64_t R, int64_t ignore, int32_t* bins, int32_t* runs, const acc_t* c_t, const acc_t* gc_t,
                    const acc_t* c_rd, const acc_t* gc_rd, const acc_t* gv_t, const acc_t* inv_t, scalar_t* tbuf,
-                   scalar_t* gx) {
+                   scalar_t* gx, bool stream) {
   chunk_bins(lab, i0, n, R, ignore, bins);
   const int64_t nb = R + 1;
   const int32_t sentinel = int32_t(R);
@@ -479,7 +481,7 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
       return grad_runs<acc_t>(x, D, sd, nr, runs, runs + n + 1, sentinel, c_rd, gc_rd, gv_t, inv_t, gx);
   }
   if (x == nullptr) {
-    const_grad(D, sd, sp, bins, n, nb, gc_t, gc_rd, inv_t, gx);
+    const_grad(D, sd, sp, bins, n, nb, gc_t, gc_rd, inv_t, gx, stream);
     return;
   }
   if (sp != 1) {
@@ -492,8 +494,8 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
     from_pixel_major(tbuf, n, D, gx, sd);
     return;
   }
-  if (nb == 3) return grad_pixel_inner<3, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx);
-  return grad_pixel_inner<kMaxSelectBins, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx);
+  if (nb == 3) return grad_pixel_inner<3, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx, stream);
+  return grad_pixel_inner<kMaxSelectBins, true>(x, D, sd, bins, n, c_t, gc_t, gv_t, inv_t, gx, stream);
 }
 
 // Non-template entry points, one set per instruction set.
@@ -505,7 +507,8 @@ void backward_tile(const scalar_t* x, int64_t D, int64_t sd, int64_t sp, LabelMa
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,        \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,    \
                                            int32_t* runs, const T* c_t, const T* gc_t, const T* c_rd,          \
-                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx);
+                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx,       \
+                                           bool stream);
 PK_REGION_STATS_ENTRY(float, f32)
 PK_REGION_STATS_ENTRY(double, f64)
 
@@ -523,7 +526,8 @@ PK_REGION_STATS_ENTRY(double, f64)
   void region_stats_backward_tile_##SUFFIX(const T* x, int64_t D, int64_t sd, int64_t sp, LabelMap lab,         \
                                            int64_t i0, int64_t n, int64_t R, int64_t ignore, int32_t* bins,     \
                                            int32_t* runs, const T* c_t, const T* gc_t, const T* c_rd,           \
-                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx) {     \
+                                           const T* gc_rd, const T* gv_t, const T* inv_t, T* tbuf, T* gx,        \
+                                           bool stream) {                                                       \
     backward_tile<T, T>(x, D, sd, sp, lab, i0, n, R, ignore, bins, runs, c_t, gc_t, c_rd, gc_rd, gv_t, inv_t,   \
-                        tbuf, gx);                                                                              \
+                        tbuf, gx, stream);                                                                      \
   }

@@ -90,6 +90,32 @@ inline void store(T* p, V<T> v) {
   __builtin_memcpy(p, &v, sizeof v);
 }
 
+// A store that bypasses the caches where the CPU has them (x86: 16-byte non-temporal moves
+// where p is 16-byte aligned), else a plain one. The writer fences before its results are read
+// (stream_fence).
+template <typename T>
+inline void store_stream(T* p, V<T> v) {
+#if defined(__SSE2__)
+  typedef float q4 __attribute__((vector_size(16)));
+  static_assert(sizeof(V<T>) % 16 == 0);
+  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+    for (int h = 0; h < int(sizeof(V<T>) / 16); ++h) {
+      q4 q;  // the bits of 16 bytes of v, whatever T is
+      __builtin_memcpy(&q, reinterpret_cast<const char*>(&v) + 16 * h, 16);
+      __builtin_ia32_movntps(reinterpret_cast<float*>(p) + 4 * h, q);
+    }
+    return;
+  }
+#endif
+  store(p, v);
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  __builtin_ia32_sfence();
+#endif
+}
+
 template <typename T>
 inline void store_tail(T* p, V<T> v, int64_t n) {
   for (int64_t j = 0; j < n; ++j) p[j] = v[j];

@@ -330,8 +330,8 @@ def run_bench(
     --json there, so a run cut at a deadline keeps its finished cases)."""
     from . import report
 
-    copy_gbs = copy_bandwidth_gbs(device)
     flush = cache_flush_buffer(device)
+    copy_gbs = copy_bandwidth_gbs(device, flush)
     log(f"# device: {device_name(device)}; torch {torch.__version__}; copy bandwidth {copy_gbs:.1f} GB/s")
     what = "L2 flushed" if device.type == "cuda" else "last-level cache flushed (read)"
     mib = flush_bytes(device) / 2**20

@@ -21,7 +21,8 @@ bandwidth the bandwidth fractions are relative to.
   its share of the time budget is spent (at least 5 times). Statistics over all repeats: p50,
   p20 and p80.
 - Copy bandwidth: `y.copy_(x)` (read + write) on buffers far larger than the caches (64 MiB on
-  the CPU; max(256 MiB, 4x L2) on CUDA).
+  the CPU, with the same flush before each copy: a large L3 holds 64 MiB; max(256 MiB, 4x L2)
+  on CUDA).
 """
 
 from __future__ import annotations
@@ -254,10 +255,15 @@ def graph_samples(fns: dict, device: torch.device, *, budget_s: float, flush, ge
     return times, notes
 
 
-def copy_bandwidth_gbs(device: torch.device) -> float:
-    """Bytes/s of y.copy_(x) (read + write), on buffers far larger than the caches."""
+def copy_bandwidth_gbs(device: torch.device, flush: torch.Tensor | None = None) -> float:
+    """Bytes/s of y.copy_(x) (read + write), on buffers far larger than the caches; with `flush`
+    (cache_flush_buffer), it is read before each copy on the CPU, as before every timed call.
+    Without it a CPU's 64 MiB copy runs partly in a large L3: on this project's CI host (an L3
+    that reads as 480 MiB) 37-42 GB/s unflushed against about 23 GB/s flushed, which made every
+    bandwidth fraction of a flushed call look half as high as it was."""
     size = max(256 * 2**20, 4 * l2_bytes(device)) if device.type == "cuda" else 64 * 2**20
     x = torch.empty(size // 4, device=device).uniform_()
     y = torch.empty_like(x)
-    med = percentiles(samples_ms(lambda: y.copy_(x), device, budget_s=0.5))[0]
+    before = evicting(flush) if flush is not None and device.type == "cpu" else None
+    med = percentiles(samples_ms(lambda: y.copy_(x), device, budget_s=0.5, before=before))[0]
     return 2 * size / (med * 1e-3) / 1e9
