@@ -127,3 +127,35 @@ def test_masked_mean_eps_and_empty_images(backend, device, eps, zero_empty):
     assert_close(gm.cpu(), wm.to(gm.dtype), dtype)
     if zero_empty and eps == 0.0:
         assert not gf[1].any() and not gm[1].any()  # the empty image: zero gradient
+
+
+@pytest.mark.skipif(not pk._ext.HAVE_CPU_KERNELS, reason="extension not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_backward_of_a_large_map_streams_its_stores(dtype):
+    """A gradient map of 8 MiB or more is written with non-temporal stores (csrc/cpu/pixel_tiles.h
+    write_row): masked_sum's and masked_mean's gradients (the latter with grad_feat_in added, as
+    menet_saliency's backward passes it) equal the reference's, rows at every 16-byte offset
+    (P odd)."""
+    from pixelkernels.reference.masked_mean import masked_mean as ref_mean
+    from pixelkernels.reference.masked_sum import masked_sum as ref_sum
+
+    B, C, H, W = 3, 16 if dtype == torch.float32 else 8, 257, 255
+    assert B * C * H * W * dtype.itemsize >= 8 << 20
+    g = torch.Generator().manual_seed(3)
+    feat = torch.randn(B, C, H, W, generator=g, dtype=dtype)
+    mask = torch.rand(B, H, W, generator=g, dtype=dtype)
+    gs, gm = torch.randn(B, C, generator=g, dtype=dtype), torch.randn(B, generator=g, dtype=dtype)
+    x = feat.clone().requires_grad_(True)
+    s, m = pk.masked_sum(x, mask, backend="cpu")
+    (got,) = torch.autograd.grad((s * gs).sum() + (m * gm).sum(), x)
+    xr = feat.double().requires_grad_(True)
+    sr, mr = ref_sum(xr, mask.double())
+    (want,) = torch.autograd.grad((sr * gs.double()).sum() + (mr * gm.double()).sum(), xr)
+    assert_close(got, want, dtype)
+    op = torch.ops.pixelkernels
+    mean, mass = op.masked_mean(feat, mask, 1e-3, False, None)
+    gin = torch.randn(feat.shape, generator=g, dtype=dtype)
+    got, _ = op.masked_mean_backward(gs, feat, mask, mean, mass, 1e-3, False, gin)
+    xr = feat.double().requires_grad_(True)
+    (want,) = torch.autograd.grad((ref_mean(xr, mask.double(), 1e-3, False)[0] * gs.double()).sum(), xr)
+    assert_close(got, want + gin.double(), dtype)

@@ -108,6 +108,7 @@ void backward(const MaskedSumBackward& a) {
   T* gw = static_cast<T*>(a.grad_mask);
   const int64_t C = m.D, P = m.P;
   advise_huge_pages(gx, map_bytes<T>(m));
+  const bool stream = stream_output(map_bytes<T>(m));
   parallel_chunks(m.B, P, kTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const TileIndex at(m, b, p0);
     const T* wb = w + b * P + p0;
@@ -118,17 +119,12 @@ void backward(const MaskedSumBackward& a) {
       if (m.sp == 1) {  // contiguous rows: unit-stride loops the compiler vectorises
         const T* xr = x + at(d, 0);
         T* gr = gx + at(d, 0);
+        for (int64_t i = 0; i < n; ++i) acc[i] += g * xr[i];
         if (gin != nullptr) {
           const T* ir = gin + at(d, 0);
-          for (int64_t i = 0; i < n; ++i) {
-            acc[i] += g * xr[i];
-            gr[i] = ir[i] + g * wb[i];
-          }
+          write_row(gr, n, stream, [&](int64_t i) { return ir[i] + g * wb[i]; });
         } else {
-          for (int64_t i = 0; i < n; ++i) {
-            acc[i] += g * xr[i];
-            gr[i] = g * wb[i];
-          }
+          write_row(gr, n, stream, [&](int64_t i) { return g * wb[i]; });
         }
       } else {
         for (int64_t i = 0; i < n; ++i) {
@@ -139,6 +135,7 @@ void backward(const MaskedSumBackward& a) {
       }
     }
     for (int64_t i = 0; i < n; ++i) gw[b * P + p0 + i] = acc[i];
+    if (stream) stream_fence();  // this tile's streamed rows, before the join
   });
 }
 

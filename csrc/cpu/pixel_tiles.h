@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 
@@ -17,6 +18,10 @@
 #endif
 
 #include "common/types.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace pixelkernels::cpu {
 
@@ -93,6 +98,35 @@ inline void advise_huge_pages(void* p, size_t bytes) {
 // small enough to stay cached for the next op is written as usual: 8 MiB and up, beyond any
 // core's L2 and most cores' share of an L3.
 inline bool stream_output(size_t bytes) { return bytes >= (size_t(8) << 20); }
+
+// dst[i] = f(i) for i in [0, n): with stream, the 16-byte aligned middle of the row with
+// non-temporal stores (stream_output; the writer's task ends with stream_fence()).
+template <typename T, typename F>
+inline void write_row(T* dst, int64_t n, bool stream, F&& f) {
+#if defined(__SSE2__)
+  if (stream) {
+    constexpr int64_t L = 16 / int64_t(sizeof(T));
+    int64_t i = 0;
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 16 != 0; ++i) dst[i] = f(i);
+    for (; i + L <= n; i += L) {
+      T v[L];
+      for (int64_t j = 0; j < L; ++j) v[j] = f(i + j);
+      __m128 q;
+      std::memcpy(&q, v, 16);
+      _mm_stream_ps(reinterpret_cast<float*>(dst + i), q);
+    }
+    for (; i < n; ++i) dst[i] = f(i);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = f(i);
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
 // The bytes of a dense (B, D, P) map of T: the span of an output allocated like its input.
 template <typename T>
