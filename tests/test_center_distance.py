@@ -114,3 +114,32 @@ def test_backward_acc_grad_is_the_unrounded_gradient(backend, device):
             assert ((acc - plain.to(acc.dtype)).abs() <= ulp).all()
         else:
             assert torch.equal(acc.to(dtype), plain)
+
+
+@pytest.mark.skipif(not pk._ext.HAVE_CPU_KERNELS, reason="extension not built")
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_backward_of_a_large_map_streams_its_stores(dtype, squared):
+    """A gradient map of 8 MiB or more is written with non-temporal stores (csrc/cpu/pixel_tiles.h
+    write_row) and grad_center summed in lanes: both equal the reference's, rows at every 16-byte
+    offset (P odd) and a last tile shorter than the lanes."""
+    from conftest import assert_close
+
+    from pixelkernels.reference.center_distance import center_distance as reference
+
+    B, D, H, W = 3, 16 if dtype == torch.float32 else 8, 257, 255
+    assert B * D * H * W * dtype.itemsize >= 8 << 20
+    gen = torch.Generator().manual_seed(9)
+    emb = torch.randn(B, D, H, W, generator=gen, dtype=dtype)
+    center = torch.randn(B, D, generator=gen, dtype=dtype)
+    g = torch.randn(B, H, W, generator=gen, dtype=dtype)
+    x, c = emb.clone().requires_grad_(True), center.clone().requires_grad_(True)
+    got = torch.autograd.grad((pk.center_distance(x, c, squared=squared, backend="cpu") * g).sum(), (x, c))
+    xr, cr = emb.double().requires_grad_(True), center.double().requires_grad_(True)
+    want = torch.autograd.grad((reference(xr, cr, squared) * g.double()).sum(), (xr, cr))
+    assert_close(got[0], want[0], dtype)
+    # grad_center = -sum of the P terms of grad_emb: in float32 its error scales with their sum of
+    # magnitudes (here up to 65535 terms that cancel), not with the result
+    mag = want[0].abs().sum((2, 3))
+    tol = 0.0 if dtype == torch.float64 else 2e-6
+    assert ((got[1].double() - want[1]).abs() <= tol * mag + 1e-9 * mag).all()

@@ -47,6 +47,7 @@ void backward(const CenterDistanceBackward& a) {
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   auto part = scratch<T>(B * nc * D);
   advise_huge_pages(gx, map_bytes<T>(m));
+  const bool stream = kUnitP && stream_output(map_bytes<T>(m));
   parallel_chunks(B, P, kChunk, [&](int64_t b, int64_t c, int64_t p0, int64_t n) {
     T* pc = part.get() + (b * nc + c) * D;
     for (int64_t d = 0; d < D; ++d) pc[d] = 0;
@@ -54,7 +55,7 @@ void backward(const CenterDistanceBackward& a) {
       const int64_t nt = std::min(kTile, n - t0);
       const int64_t base = b * m.sb + (p0 + t0) * sp;
       auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
-      T f[kTile];
+      T f[kTile], row[kTile];
       for (int64_t i = 0; i < nt; ++i) f[i] = 0;
       for (int64_t d = 0; d < D; ++d) {
         const T cd = center[b * D + d];
@@ -69,16 +70,35 @@ void backward(const CenterDistanceBackward& a) {
       }
       for (int64_t d = 0; d < D; ++d) {
         const T cd = center[b * D + d];
-        T s = 0;  // in pixel order: the composed float32 losses' tests are tuned to it
-        for (int64_t i = 0; i < nt; ++i) {
+        // kLanes running sums (pixel i in lane i % kLanes), then the tail, then the lanes in a
+        // fixed order: one sum in pixel order was a chain of dependent adds, the backward's
+        // whole time (W2: 2.6 ms of 16 x 250,880 adds at 4 cycles each on 2 cores).
+        constexpr int kLanes = 16;
+        T lane[kLanes] = {};
+        int64_t i = 0;
+        if constexpr (kUnitP) {
+          // the row's values in a tile buffer first, then written (streamed for a large map)
+          const T* xr = x + at(d, 0);
+          for (; i + kLanes <= nt; i += kLanes)
+            for (int j = 0; j < kLanes; ++j) {
+              const T v = f[i + j] * (xr[i + j] - cd);
+              row[i + j] = v;
+              lane[j] += v;
+            }
+          write_row(gx + at(d, 0), i, stream, [&](int64_t k) { return row[k]; });
+        }
+        T s = 0;
+        for (; i < nt; ++i) {
           const int64_t k = at(d, i);
           const T v = f[i] * (x[k] - cd);
           gx[k] = v;
           s += v;
         }
+        for (int j = 0; j < kLanes; ++j) s += lane[j];
         pc[d] -= s;
       }
     }
+    if (stream) stream_fence();  // this chunk's streamed rows, before the join
   });
   T* gc = static_cast<T*>(a.grad_center);
   for (int64_t b = 0; b < B; ++b)

@@ -159,7 +159,7 @@ void backward_impl(const RegionStatsBackward& a) {
                  gc_rd.data() + b * nb * D, gv_t.data() + b * nb, inv_t.data() + b * nb, tbuf.get(), gx + off,
                  stream);
     }
-    if (stream) base::simd::stream_fence();  // this task's streamed rows, before the join
+    if (stream) stream_fence();  // this task's streamed rows, before the join
   });
 }
 

@@ -92,7 +92,7 @@ inline void store(T* p, V<T> v) {
 
 // A store that bypasses the caches where the CPU has them (x86: 16-byte non-temporal moves
 // where p is 16-byte aligned), else a plain one. The writer fences before its results are read
-// (stream_fence).
+// (pixel_tiles.h stream_fence).
 template <typename T>
 inline void store_stream(T* p, V<T> v) {
 #if defined(__SSE2__)
@@ -108,12 +108,6 @@ inline void store_stream(T* p, V<T> v) {
   }
 #endif
   store(p, v);
-}
-
-inline void stream_fence() {
-#if defined(__SSE2__)
-  __builtin_ia32_sfence();
-#endif
 }
 
 template <typename T>
