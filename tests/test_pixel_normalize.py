@@ -144,3 +144,27 @@ def test_float32_gradient_with_cancellation(request, backend, device):
         return torch.autograd.grad(pk.pixel_normalize(xb, backend=b), xb, g.to(device))[0].cpu()
 
     assert_close(on_backend(request, backend, run), want, torch.float32)
+
+
+@pytest.mark.skipif(not pk._ext.HAVE_CPU_KERNELS, reason="extension not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_large_map_streams_its_stores(dtype):
+    """Output and gradient maps of 8 MiB or more are written with non-temporal stores
+    (csrc/cpu/pixel_tiles.h write_row): both equal the reference's, rows at every 16-byte offset
+    (P odd), a few pixels at the clamp (zero vectors)."""
+    from pixelkernels.reference.pixel_normalize import pixel_normalize as reference
+
+    B, D, H, W = 3, 16 if dtype == torch.float32 else 8, 257, 255
+    assert B * D * H * W * dtype.itemsize >= 8 << 20
+    gen = torch.Generator().manual_seed(4)
+    emb = torch.randn(B, D, H, W, generator=gen, dtype=dtype)
+    emb[:, :, 7, 100:117] = 0
+    g = torch.randn(emb.shape, generator=gen, dtype=dtype)
+    x = emb.clone().requires_grad_(True)
+    y = pk.pixel_normalize(x, backend="cpu")
+    (got,) = torch.autograd.grad(y, x, g)
+    xr = emb.double().requires_grad_(True)
+    yr = reference(xr)
+    (want,) = torch.autograd.grad(yr, xr, g.double())
+    assert_close(y, yr, dtype)
+    assert_close(got, want, dtype)

@@ -22,6 +22,7 @@ void forward(const PixelNormalizeForward& a) {
   const T eps = T(a.eps);
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   advise_huge_pages(y, map_bytes<T>(m));
+  const bool stream = kUnitP && stream_output(map_bytes<T>(m));
   parallel_chunks(m.B, m.P, kNormTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
@@ -33,8 +34,15 @@ void forward(const PixelNormalizeForward& a) {
         acc[i] += v * v;
       }
     for (int64_t i = 0; i < n; ++i) acc[i] = pixel_normalize::inv_norm(acc[i], eps);
-    for (int64_t d = 0; d < m.D; ++d)
-      for (int64_t i = 0; i < n; ++i) y[at(d, i)] = x[at(d, i)] * acc[i];
+    for (int64_t d = 0; d < m.D; ++d) {
+      if constexpr (kUnitP) {
+        const T* xr = x + at(d, 0);
+        write_row(y + at(d, 0), n, stream, [&](int64_t i) { return xr[i] * acc[i]; });
+      } else {
+        for (int64_t i = 0; i < n; ++i) y[at(d, i)] = x[at(d, i)] * acc[i];
+      }
+    }
+    if (stream) stream_fence();  // this tile's streamed rows, before the join
   });
 }
 
@@ -52,6 +60,7 @@ void backward(const PixelNormalizeBackward& a) {
   const A eps = A(T(a.eps));
   const int64_t sd = m.sd, sp = kUnitP ? 1 : m.sp;
   advise_huge_pages(gx, map_bytes<T>(m));
+  const bool stream = kUnitP && stream_output(map_bytes<T>(m));
   parallel_chunks(m.B, m.P, kNormTile, [&](int64_t b, int64_t, int64_t p0, int64_t n) {
     const int64_t base = b * m.sb + p0 * sp;
     auto at = [&](int64_t d, int64_t i) { return base + d * sd + i * sp; };
@@ -68,11 +77,21 @@ void backward(const PixelNormalizeBackward& a) {
       ss[i] = pixel_normalize::inv_norm(ss[i], eps);                       // now 1 / max(||x||, eps)
       dot[i] = pixel_normalize::grad_dot(dot[i] * ss[i], clamped);         // y . g
     }
-    for (int64_t d = 0; d < m.D; ++d)
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t k = at(d, i);
-        gx[k] = T(pixel_normalize::grad_element(A(x[k]) * ss[i], A(g[k]), dot[i], ss[i]));
+    for (int64_t d = 0; d < m.D; ++d) {
+      if constexpr (kUnitP) {
+        const T* xr = x + at(d, 0);
+        const T* gr = g + at(d, 0);
+        write_row(gx + at(d, 0), n, stream, [&](int64_t i) {
+          return T(pixel_normalize::grad_element(A(xr[i]) * ss[i], A(gr[i]), dot[i], ss[i]));
+        });
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t k = at(d, i);
+          gx[k] = T(pixel_normalize::grad_element(A(x[k]) * ss[i], A(g[k]), dot[i], ss[i]));
+        }
       }
+    }
+    if (stream) stream_fence();  // this tile's streamed rows, before the join
   });
 }
 
