@@ -90,8 +90,9 @@ inline void advise_huge_pages(void* p, size_t bytes) {
 #endif
 }
 
-// Whether a map-sized output of `bytes` is written with non-temporal stores (simd::store_stream;
-// the writer calls simd::stream_fence at the end of each task). A plain store first reads the
+// Whether a map-sized output of `bytes` is written with non-temporal stores (write_row below, or
+// simd::store_stream in the per-ISA kernels; the writer calls stream_fence() at the end of each
+// task, before the parallel region's join hands the output on). A plain store first reads the
 // line it fills (read for ownership): on this project's 2-core VM 16 MiB written with plain
 // 32-byte stores took 1.32 ms and with streaming ones 0.65-0.69 ms, and menet_metric_loss W2's
 // x-free backward went from 1.3 to 1.05 ms. Streaming stores also skip the caches, so a map

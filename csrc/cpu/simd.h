@@ -91,8 +91,9 @@ inline void store(T* p, V<T> v) {
 }
 
 // A store that bypasses the caches where the CPU has them (x86: 16-byte non-temporal moves
-// where p is 16-byte aligned), else a plain one. The writer fences before its results are read
-// (pixel_tiles.h stream_fence).
+// where p is 16-byte aligned), else a plain one: the per-ISA twin of pixel_tiles.h write_row
+// (that header is for baseline TUs only; this one is compiled once per instruction set). The
+// writer fences before its results are read (pixel_tiles.h stream_fence, stream_output).
 template <typename T>
 inline void store_stream(T* p, V<T> v) {
 #if defined(__SSE2__)
