@@ -23,8 +23,9 @@ struct CheckValues {
   int64_t first_bad = 0;
 };
 
-// Up to kCheckSets value sets of one dtype checked by one CUDA launch (a grid row per set, each
-// with its own message): triplet_hinge's three index sets cost one launch, not three.
+// Up to kCheckSets value sets of one dtype and one range (low, high, ignore_index: the launcher
+// reads set[0]'s) checked by one CUDA launch (a grid row per set, each with its own message):
+// triplet_hinge's three index sets cost one launch, not three.
 constexpr int kCheckSets = 4;
 struct CheckValueSets {
   CheckValues set[kCheckSets];

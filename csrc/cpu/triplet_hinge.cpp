@@ -65,6 +65,16 @@ constexpr int64_t kPrefetchRowBytes = int64_t(2) << 20;  // rows prefetched befo
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// A channel row of P pixels fetched in order before the slots gather from it: they read most of
+// its lines in random order, each a miss at memory latency, where the row fetched in order
+// streams at the prefetchers' bandwidth (W1's 800 kB rows: is_triplet_loss 57 -> 49 ms f+b on 2
+// cores). Only rows an L2 can hold; larger ones would be evicted before the slots reach them.
+template <typename T>
+void prefetch_row(const T* row, int64_t P) {
+  if (P * int64_t(sizeof(T)) > kPrefetchRowBytes) return;
+  for (int64_t i = 0; i < P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(row + i);
+}
+
 // Flat tasks over images whose task counts differ: task t is image b's (t - start[b])-th.
 struct ImageTasks {
   std::vector<int64_t> start;
@@ -125,12 +135,7 @@ void pair_squares(const PixelMap& m, int64_t b, const int64_t* anchor, const int
   if (m.sd >= m.sp) {
     for (int64_t d = 0; d < m.D; ++d) {
       const T* xd = x + d * m.sd;
-      // The slots read most lines of the row in random order, each a miss at memory latency:
-      // the row fetched in order first streams at the prefetchers' bandwidth (W1's 800 kB rows:
-      // is_triplet_loss 57 -> 49 ms f+b on 2 cores). Only rows an L2 can hold; larger ones would
-      // be evicted before the slots reach them.
-      if (m.P * int64_t(sizeof(T)) <= kPrefetchRowBytes)
-        for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
+      prefetch_row(xd, m.P);
       for (int64_t j = 0; j < n; ++j) {
         const T xa = xd[oa[j]], u = xa - xd[op[j]], v = xa - xd[on[j]];
         sap[j] += u * u;
@@ -189,12 +194,7 @@ void row_pair_squares(const PixelMap& m, const ValidSlots& vs, int64_t K, const 
     std::fill(pv, pv + n, T(0));
     for (int64_t d = g * kRowGroup; d < std::min(D, (g + 1) * kRowGroup); ++d) {
       const T* xd = x + d * m.sd;
-      // The slots read most lines of the row in random order, each a miss at memory latency:
-      // the row fetched in order first streams at the prefetchers' bandwidth (W1's 800 kB rows:
-      // is_triplet_loss 57 -> 49 ms f+b on 2 cores). Only rows an L2 can hold; larger ones would
-      // be evicted before the slots reach them.
-      if (m.P * int64_t(sizeof(T)) <= kPrefetchRowBytes)
-        for (int64_t i = 0; i < m.P; i += 64 / int64_t(sizeof(T))) __builtin_prefetch(xd + i);
+      prefetch_row(xd, m.P);
       for (int64_t j = 0; j < n; ++j) {
         const int64_t k = bk + s[j];
         const T xa = xd[anchor[k]], u = xa - xd[positive[k]], v = xa - xd[negative[k]];
