@@ -372,6 +372,40 @@ def test_bench_cuda_eager_and_graph(monkeypatch):
     assert all(not on for tag, b, on in calls if tag == "small")
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_failed_capture_leaves_other_graphs_replayable():
+    """A capture that fails after drawing random numbers (from the default generator and a
+    case's own) between two that succeed: every captured graph replays, and eager draws work
+    after (the H200 run of 2026-11-28: is_triplet_loss W1-hard's bench died at a replay with
+    "Offset increment outside graph capture")."""
+    from pixelkernels.bench import timing
+
+    dev = torch.device("cuda")
+    gen = torch.Generator(dev).manual_seed(3)
+    x = torch.zeros(1000, device=dev)
+
+    def draws():
+        return torch.rand(1000, device=dev) + torch.rand(1000, device=dev, generator=gen) + x
+
+    def draws_then_syncs():
+        y = draws()
+        return y[y > 0.5].sum().item()  # a host sync: the capture fails here
+
+    graphs, notes = {}, {}
+    for name, fn in (("a", draws), ("bad", draws_then_syncs), ("b", draws)):
+        try:
+            graphs[name] = timing.capture_graph(fn, dev, (gen,))
+        except Exception as e:  # noqa: BLE001 - what graph_samples does
+            notes[name] = timing.reason(e)
+            torch.cuda.synchronize(dev)
+    assert set(graphs) == {"a", "b"} and "bad" in notes
+    for g in graphs.values():
+        g.replay()
+    torch.cuda.synchronize(dev)
+    assert draws().shape == (1000,)
+
+
 def test_model_gpu(capsys):
     """--model-gpu prints each row's H100 floor without a GPU: bytes at 3.35 TB/s, FLOPs at peak."""
     from pixelkernels.bench import cli, gpu_model

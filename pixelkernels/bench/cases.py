@@ -875,19 +875,24 @@ def _click_sampler_inputs(B, H, W, strategy, scale=1.0):
     def make(device):
         gt = protocol(device).args[1]
         kw = dict(num_positive=3, num_negative=3, strategy=strategy, d_band=40 * scale, d_step=10 * scale,
-                  d_margin=5 * scale)  # fmt: skip
+                  d_margin=5 * scale, generator=torch.Generator(device=gt.device))  # fmt: skip
         return Inputs(args=(gt,), kwargs=kw)
 
     return make
 
 
 def _seeded(fn):
-    """Every call draws the same keys (a fresh generator seeded alike on the masks' device), so
-    every candidate returns the same clicks and the max error compares them."""
+    """Every eager call draws the same keys (the inputs' generator, on the masks' device, seeded
+    alike before each call), so every candidate returns the same clicks and the max error
+    compares them. One generator per inputs, not one a call: a capture cannot construct a CUDA
+    generator (the H200 run of 2026-11-28 timed no graph of sample_clicks), nor seed one; the
+    graph registers it (rows._cuda_generators) and each replay draws fresh keys."""
 
     def run(inp: Inputs, *backend):
-        g = torch.Generator(device=inp.args[0].device).manual_seed(0)
-        return fn(*inp.args, *backend, generator=g, **inp.kwargs)
+        g = inp.kwargs["generator"]
+        if g.device.type != "cuda" or not torch.cuda.is_current_stream_capturing():
+            g.manual_seed(0)
+        return fn(*inp.args, *backend, **inp.kwargs)
 
     return run
 

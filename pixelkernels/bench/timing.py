@@ -192,15 +192,19 @@ def capture_graph(fn, device: torch.device, generators=()) -> torch.cuda.CUDAGra
     pattern of torch.cuda.graphs' docs). `generators`: the CUDA generators fn draws from besides
     the default one, registered with the graph so that each replay draws fresh numbers (without
     it capture fails: "Attempt to increase offset for a CUDA generator not in capture mode", the
-    H100 run of 2026-11-26 for is_triplet_loss). Where fn cannot be captured (a host sync, a CPU
-    op) this raises fn's error, with the capture ended, the current stream restored and each
-    generator given a fresh state of its seed: an aborted capture leaves a registered state
-    marked as capturing, and every later draw from it, captured or not, then raised "Offset
-    increment outside graph capture" (the H100 run of 2026-11-27: one candidate's failed
-    capture took the case's remaining captures and its peak-memory step with it)."""
+    H100 run of 2026-11-26 for is_triplet_loss). Each capture gets fresh generator states (its
+    seed, offset 0), the default generator's too, that no other graph holds: a capture that
+    fails (a host sync, a CPU op; this then raises fn's error, with the capture ended and the
+    current stream restored) leaves the states it registered marked as capturing, and a graph
+    that shared one then raised "Offset increment outside graph capture" at every replay (the
+    H200 run of 2026-11-28, is_triplet_loss W1-hard: the case's bench died there; the H100
+    run of 2026-11-27: every later draw, captured or not)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     graph = torch.cuda.CUDAGraph()
+    default = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    for gen in (default, *generators):
+        _fresh_state(gen)
     for gen in generators:
         graph.register_generator_state(gen)
     with torch.cuda.stream(side):
@@ -213,7 +217,7 @@ def capture_graph(fn, device: torch.device, generators=()) -> torch.cuda.CUDAGra
         except BaseException:
             with contextlib.suppress(Exception):
                 graph.capture_end()
-            for gen in generators:
+            for gen in (default, *generators):
                 _fresh_state(gen)
             raise
         graph.capture_end()

@@ -1,13 +1,14 @@
 """pair_bce in Triton (csrc/common/pair_bce.h).
 
-A program owns BLOCK_N rows of x of one image (forward, dx) or BLOCK_K rows of y (dy) and walks
-the other side in blocks: the logit tile is ``tl.dot(x, yᵀ)`` over D in BLOCK_D chunks (tensor
-cores for float16/bfloat16; float32 is IEEE unless torch allows TF32), then the loss or its
-derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy accumulate
-(scale·e)·y and (scale·e)ᵀ·x, the scale per pair and masked after (an infinite or NaN scale acts
-as in the reference and reaches no row that takes no part), in float32/float64 buffers the
-program owns (no atomics: deterministic); the launcher sets the rows with a negative label to 0
-and sums the row partials for the gradients of scale and bias.
+A program owns BLOCK_N rows of x of one image (forward, dx) or BLOCK_K rows of y and a split of
+x's rows (dy) and walks the other side in blocks: the logit tile is ``tl.dot(x, yᵀ)`` over D in
+BLOCK_D chunks (tensor cores for float16/bfloat16; float32 is IEEE unless torch allows TF32), then
+the loss or its derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy
+accumulate (scale·e)·y and (scale·e)ᵀ·x, the scale per pair and masked after (an infinite or NaN
+scale acts as in the reference and reaches no row that takes no part), in buffers the program
+owns (no atomics: deterministic): dx in the statistics dtype, dy in float64 slices, one per split,
+that the launcher sums in order; it sets the rows with a negative label to 0 and sums the row
+partials for the gradients of scale and bias.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import triton.language as tl
 
 from .._schema import triton_variant
 from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
-                      grid_items, stats_dtype)  # fmt: skip
+                      grid_items, split_pid, stats_dtype)  # fmt: skip
 
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
+_DY_PROGRAMS = 1024  # about what fills a GPU: dy's splits of the x rows aim at this many programs
 
 
 @triton.jit
@@ -110,16 +112,22 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
 
 
 @triton.jit
-def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky, D, kblk, PREC: tl.constexpr,
-               ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    pid = tl.program_id(0)
-    b = (pid // kblk).to(tl.int64)
-    offs_j = (pid % kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
+def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky, D, kblk, splits, per,
+               PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               BLOCK_D: tl.constexpr):  # fmt: skip
+    """Split s of the x rows [s * per, (s + 1) * per) (per a multiple of BLOCK_N) for a block of
+    y rows: its partial dy, Σ_i (a g_i e_ij) x_i, into dy_ptr's float64 slice s (splits, B, Ky, D);
+    the launcher sums the slices in order."""
+    b, item = split_pid(kblk * splits)
+    s = item // kblk
+    offs_j = (item - s * kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
     jmask = offs_j < Ky
-    for i0 in range(0, Kx, BLOCK_N):
+    B = tl.num_programs(0) // (kblk * splits)
+    dys = dy_ptr + s.to(tl.int64) * B * Ky * D
+    for i0 in range(s * per, tl.minimum(Kx, (s + 1) * per), BLOCK_N):
         offs_i = i0 + tl.arange(0, BLOCK_N)
-        z, s, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
-                               BLOCK_D)  # fmt: skip
+        z, s_, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
+                                BLOCK_D)  # fmt: skip
         # (a g_i) (σ(z) - t): a per pair, as (a e) in dx (no register held across the loop)
         ga = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0) * tl.load(a_ptr)
         ea = tl.where(valid, ga[:, None] * _dloss(z, t), 0.0)
@@ -129,9 +137,12 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
             dmask = offs_d < D
             xa = tl.load(x_ptr + (b * Kx + offs_i.to(tl.int64))[:, None] * D + offs_d[None, :],
                          mask=iv[:, None] & dmask[None, :], other=0.0).to(ACC)
-            at = dy_ptr + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :]
+            at = dys + (b * Ky + offs_j.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = jmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(ea), xa, PREC, ACC), mask=m2)
+            # the tile's product in ACC, the running sum in float64: a float32 one over the 5.8M
+            # x rows of GPU_SHAPES' wide_image drifted 1.4e-5 (1.7e-3 relative) on the H200
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(ea), xa, PREC, ACC).to(tl.float64),
+                     mask=m2)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -176,15 +187,23 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
     expect_same_device(op, xc, grad_out)
     g = grad_out.to(st).contiguous()
     dx = torch.zeros(B, Kx, D, dtype=st, device=xc.device)
-    dy = torch.zeros(B, Ky, D, dtype=st, device=xc.device)
     rows = torch.zeros(B, Kx, 2, dtype=st, device=xc.device)
+    nblk, kblk = triton.cdiv(Kx, BLOCK_N), triton.cdiv(Ky, BLOCK_K)
+    # dy's programs split the x rows, as similarity_reduce's dr splits the queries: y's rows can be
+    # few (GPU_SHAPES' wide_image: Ky = 2, one program walking 5.8M rows), and each split's sum is
+    # float64, summed over the splits in order (deterministic)
+    splits = max(1, min(triton.cdiv(_DY_PROGRAMS, max(kblk * B, 1)), nblk))
+    per = max(triton.cdiv(nblk, splits), 1) * BLOCK_N
+    splits = max(1, triton.cdiv(Kx, per))
+    dy = torch.zeros(splits, B, Ky, D, dtype=torch.float64, device=xc.device)
     if B * Kx * Ky > 0:
-        nblk, kblk = triton.cdiv(Kx, BLOCK_N), triton.cdiv(Ky, BLOCK_K)
         args = (xc, yc, lx, ly, a, c, g)
         with device_ctx(xc):
             _dx_kernel[grid_items(nblk, B)](*args, dx, rows, Kx, Ky, D, nblk, **flags, num_warps=4)
             if D > 0:
-                _dy_kernel[grid_items(kblk, B)](*args, dy, Kx, Ky, D, kblk, **flags, num_warps=4)
+                _dy_kernel[grid_items(kblk * splits, B)](*args, dy, Kx, Ky, D, kblk, splits, per, **flags,
+                                                          num_warps=4)  # fmt: skip
+    dy = dy.sum(0).to(st)
     sums = rows.reshape(-1, 2).sum(0)
     # Rows with a negative label take part in nothing: 0, whatever went through the products (a
     # valid row's NaN times an invalid pair's zero coefficient); here, not in the kernels' loops
@@ -209,5 +228,5 @@ def compile_specs():
             c = {"PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
             specs.append((_forward_kernel, {**base, "out_ptr": "*" + a}, c, 4))
             specs.append((_dx_kernel, {**base, "g_ptr": "*" + a, "dx_ptr": "*" + a, "rows_ptr": "*" + a}, c, 4))
-            specs.append((_dy_kernel, {**base, "g_ptr": "*" + a, "dy_ptr": "*" + a}, c, 4))
+            specs.append((_dy_kernel, {**base, "g_ptr": "*" + a, "dy_ptr": "*fp64"}, c, 4))
     return specs
