@@ -407,7 +407,10 @@ struct GradSmemF32 {
       uint32_t sa[kRows][kWordStride];
       uint32_t sc[kCols][kWordStride];
     } dots;                                 // dot_tile's stages
-    float other[kCols][kF32Chunk + 4];      // the other side's rows p0 + k, a dim chunk (16-byte rows)
+    // the other side's rows p0 + k, a dim chunk, widened once here (16-byte rows): each value is
+    // read by the 64 owner threads, and a float -> double conversion per read (16 a clock per SM
+    // on sm_90, a quarter of the DFMA rate) cost 64x the conversions
+    double other[kCols][kF32Chunk + 2];
   } u;
   double z[kRows][kCols + 1];  // Z of the tile pair, owner x other
   double sums[4][kRows][2];
@@ -488,22 +491,19 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
             const int64_t d = d0 + dd;
             // never a row that takes no part (its values may be NaN; Z is 0 there)
             const bool on = d < D && p0 + k < other_n && (kCSide ? sm.tab.la[k] : sm.tab.lc[k]) >= 0;
-            sm.u.other[k][dd] = on ? O.value(b, p0 + k, d) : 0.0f;
+            sm.u.other[k][dd] = on ? double(O.value(b, p0 + k, d)) : 0.0;
           }
           __syncthreads();
           double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
           const auto add = [&](int k) {
             const double zk = sm.z[x][k];
-            const float4 v0 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8]);
-            const float4 v1 = *reinterpret_cast<const float4*>(&sm.u.other[k][h * 8 + 4]);
-            a2[0] = fma(zk, double(v0.x), a2[0]);
-            a2[1] = fma(zk, double(v0.y), a2[1]);
-            a2[2] = fma(zk, double(v0.z), a2[2]);
-            a2[3] = fma(zk, double(v0.w), a2[3]);
-            a2[4] = fma(zk, double(v1.x), a2[4]);
-            a2[5] = fma(zk, double(v1.y), a2[5]);
-            a2[6] = fma(zk, double(v1.z), a2[6]);
-            a2[7] = fma(zk, double(v1.w), a2[7]);
+            const double2* v = reinterpret_cast<const double2*>(&sm.u.other[k][h * 8]);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const double2 w = v[q];
+              a2[2 * q] = fma(zk, w.x, a2[2 * q]);
+              a2[2 * q + 1] = fma(zk, w.y, a2[2 * q + 1]);
+            }
           };
           if (live_k == ~uint64_t(0)) {  // a dense dZ (sum, mean, softmax): the plain loop, no mask walk
             for (int k = 0; k < kCols; ++k) add(k);
