@@ -323,3 +323,27 @@ def test_half_inputs_with_nan_and_inf(request, backend, device, dtype, which):
     assert (got[1][xl < 0] == 0).all() and (got[1][1] == 0).all() and (got[2][yl < 0] == 0).all()
     if which == "padding_nan":
         assert all(t.isfinite().all() for t in got)
+
+
+@pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_long_sums_do_not_drift(request, backend, device, side):
+    """One row against 6528 rows whose values sum, tile by tile of 32, to 2^24, then 0.375 a
+    tile 200 times, then -2^24; the row itself 0, so every logit is 0 and e = σ(0) = 1/2 (labels
+    differ): its gradient is Σ / 2 = 37.5 exactly. A float32 running sum over the tiles loses
+    every 0.375 (Triton's dy kernel did: the H200 run of 2026-11-28, dense_similarity_loss's
+    grad y over 5.8M rows); the GPU kernels' sums are float64. The CPU backend's float32 GEMM
+    tiles are not held to this (test_similarity_reduce's test of the same name)."""
+    long = torch.tensor([2.0**19] * 32 + [3.0 / 256] * (32 * 200) + [-(2.0**19)] * 32)[None, :, None]
+    one = torch.zeros(1, 1, 1)
+    x, y = (one, long) if side == "x" else (long, one)
+    x, y = x.to(device).requires_grad_(), y.to(device).requires_grad_()
+    xl = torch.zeros(1, x.shape[1], dtype=torch.int64, device=device)
+    yl = torch.ones(1, y.shape[1], dtype=torch.int64, device=device)
+
+    def grad(b):
+        out = pk.pair_bce(x, xl, y, yl, backend=b)
+        return torch.autograd.grad(out.sum(), x if side == "x" else y)[0]
+
+    got = on_backend(request, backend, grad)
+    assert got.shape[1] == 1 and got.item() == 37.5

@@ -770,3 +770,25 @@ def test_max_infinite_entry_in_a_ref_that_is_no_maximum(request, backend, device
     inp["query"] = inp["query"].abs()
     inp["ref"][0, 130, 2] = -INF  # its scores are -inf (dot) or NaN-free cosine of -1 direction: no maximum
     agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
+@pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])
+def test_long_sums_do_not_drift(request, backend, device):
+    """dq = Σ_j r_j over 102 tiles of 32 refs (dot, sum, one class): a first tile that sums to
+    2^24, 100 tiles of 0.375 each, a last of -2^24, every tile's sum exact in float32. A float32
+    running sum loses each 0.375 against 2^24 (the Triton kernels did, 2026-11-28: pair_bce's
+    grad y drifted 1.7e-3 over 5.8M rows on the H200); the answer is 37.5. The GPU kernels' running
+    sums are float64 (CUDA's second product, Triton's accumulators); the CPU backend's float32
+    GEMM tiles (ATen's BLAS, as the float32 reference's matmul) give 44 here: float32 sums, within
+    SPEC §4 for inputs without such cancellation."""
+    tiles = [2.0**19] * 32 + [3.0 / 256] * (32 * 100) + [-(2.0**19)] * 32
+    ref = torch.tensor(tiles, dtype=torch.float32, device=device)[None, :, None]
+    query = torch.ones(1, 1, 1, dtype=torch.float32, device=device, requires_grad=True)
+    labels = torch.zeros(1, ref.shape[1], dtype=torch.int64, device=device)
+
+    def grad(b):
+        out = pk.similarity_reduce(query, ref, labels, 1, backend=b)
+        return torch.autograd.grad(out.sum(), query)[0]
+
+    got = on_backend(request, backend, grad)
+    assert got.item() == 37.5

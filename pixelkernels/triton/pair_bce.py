@@ -6,7 +6,7 @@ BLOCK_D chunks (tensor cores for float16/bfloat16; float32 is IEEE unless torch 
 the loss or its derivative e = g (σ(z) - t) on the tile, masked to the valid pairs. dx and dy
 accumulate (scale·e)·y and (scale·e)ᵀ·x, the scale per pair and masked after (an infinite or NaN
 scale acts as in the reference and reaches no row that takes no part), in buffers the program
-owns (no atomics: deterministic): dx in the statistics dtype, dy in float64 slices, one per split,
+owns (no atomics: deterministic), summed in float64: dx's rows, and dy's slices, one per split,
 that the launcher sums in order; it sets the rows with a negative label to 0 and sums the row
 partials for the gradients of scale and bias.
 """
@@ -106,7 +106,8 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
                          mask=jv[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dx_ptr + (b * Kx + offs_i.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = imask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(ea, ya, PREC, ACC), mask=m2)
+            # the running sum in float64, as dy's
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(ea, ya, PREC, ACC).to(tl.float64), mask=m2)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2, r0, mask=imask)
     tl.store(rows_ptr + (b * Kx + offs_i) * 2 + 1, r1, mask=imask)
 
@@ -186,7 +187,7 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
     expect_sizes(grad_out, (B, Kx), op, "grad_out")
     expect_same_device(op, xc, grad_out)
     g = grad_out.to(st).contiguous()
-    dx = torch.zeros(B, Kx, D, dtype=st, device=xc.device)
+    dx = torch.zeros(B, Kx, D, dtype=torch.float64, device=xc.device)
     rows = torch.zeros(B, Kx, 2, dtype=st, device=xc.device)
     nblk, kblk = triton.cdiv(Kx, BLOCK_N), triton.cdiv(Ky, BLOCK_K)
     # dy's programs split the x rows, as similarity_reduce's dr splits the queries: y's rows can be
@@ -203,7 +204,7 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
             if D > 0:
                 _dy_kernel[grid_items(kblk * splits, B)](*args, dy, Kx, Ky, D, kblk, splits, per, **flags,
                                                           num_warps=4)  # fmt: skip
-    dy = dy.sum(0).to(st)
+    dy = dy.sum(0)
     sums = rows.reshape(-1, 2).sum(0)
     # Rows with a negative label take part in nothing: 0, whatever went through the products (a
     # valid row's NaN times an invalid pair's zero coefficient); here, not in the kernels' loops
@@ -227,6 +228,6 @@ def compile_specs():
         for prec in precs:
             c = {"PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
             specs.append((_forward_kernel, {**base, "out_ptr": "*" + a}, c, 4))
-            specs.append((_dx_kernel, {**base, "g_ptr": "*" + a, "dx_ptr": "*" + a, "rows_ptr": "*" + a}, c, 4))
+            specs.append((_dx_kernel, {**base, "g_ptr": "*" + a, "dx_ptr": "*fp64", "rows_ptr": "*" + a}, c, 4))
             specs.append((_dy_kernel, {**base, "g_ptr": "*" + a, "dy_ptr": "*fp64"}, c, 4))
     return specs

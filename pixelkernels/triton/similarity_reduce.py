@@ -199,7 +199,9 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                          mask=kvalid[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = nmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, ACC), mask=m2)
+            # each tile's product in ACC, the running sum in float64 (pair_bce's dy: a float32 one
+            # over thousands of tiles drifts past SPEC's float32 tolerance)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, ACC).to(tl.float64), mask=m2)
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
@@ -210,7 +212,7 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
                          mask=m2, other=0.0).to(ACC)
             at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) - f[:, None] * qa, mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) - (f[:, None] * qa).to(tl.float64), mask=m2)
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
@@ -249,7 +251,8 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                          mask=nmask[:, None] & dmask[None, :], other=0.0).to(ACC)
             at = drs + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = kmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, ACC), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, ACC).to(tl.float64),
+                     mask=m2)  # fmt: skip
     if COSINE != 0:
         tl.store(col_ptr + (s.to(tl.int64) * B + b) * K + offs_k, col, mask=kmask)
 
@@ -401,14 +404,15 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
         gx = g
     gx = gx.contiguous()
     a = aux.to(st).contiguous()
-    dq = torch.zeros(B, N, D, dtype=st, device=q.device)
+    # dq and dr's slices sum their tiles in float64 (the kernels' comments), cast once at the end
+    dq = torch.zeros(B, N, D, dtype=torch.float64, device=q.device)
     nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
     # dr's programs split the queries: the refs are few (K = 500 is 16 blocks), and one program per
     # ref block walking all 102480 queries of W5 took 71 ms on the H100 (2026-11-26)
     splits = max(1, min(triton.cdiv(_DR_PROGRAMS, max(kblk * B, 1)), nblk))
     per = max(triton.cdiv(nblk, splits), 1) * BLOCK_N
     splits = max(1, triton.cdiv(N, per))
-    dr = torch.zeros(splits, B, K, D, dtype=st, device=q.device)
+    dr = torch.zeros(splits, B, K, D, dtype=torch.float64, device=q.device)
     col = torch.zeros(splits, B, K, dtype=st, device=q.device)
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a)
@@ -422,12 +426,12 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     dr, col = dr.sum(0), col.sum(0)  # the splits in order (a fixed reduction: deterministic)
     if metric == "cosine":  # the ref norm's term: - (Σ_i A sim |q_i| / |r_j|) r_j, none at the floor
         f = torch.where(rn > math.sqrt(tiny), col / rn, torch.zeros((), dtype=st, device=rn.device))
-        dr = dr - f[..., None] * r.to(st)
+        dr = dr - f[..., None] * r.to(dr.dtype)
     grad_query = torch.empty_like(query).copy_(dq)  # in the input's layout, as the fake
 
     # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
     valid = ((lab >= 0) & (lab < C))[..., None]
-    dr = torch.where(valid, dr, torch.zeros((), dtype=st, device=dr.device))
+    dr = torch.where(valid, dr, torch.zeros((), dtype=dr.dtype, device=dr.device))
     return grad_query, torch.empty_like(ref).copy_(dr), torch.empty(0, dtype=st, device=q.device)
 
 
@@ -445,7 +449,7 @@ def compile_specs():
             for red in range(4):
                 c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
                 specs.append((_forward_kernel, fwd, c, 4))
-                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*" + a}, c, 4))
+                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, c, 4))
                 dr = {k: v for k, v in bwd.items() if k != "floor"}
-                specs.append((_dr_kernel, {**dr, "dr_ptr": "*" + a, "col_ptr": "*" + a}, c, 4))
+                specs.append((_dr_kernel, {**dr, "dr_ptr": "*fp64", "col_ptr": "*" + a}, c, 4))
     return specs
