@@ -244,6 +244,18 @@ def _pytest_args(workers: int) -> list[str]:
     return args
 
 
+FIRST = ROOT / ".ci" / "gpu_first.txt"
+
+
+def _first_tests() -> list[str]:
+    """The node ids of .ci/gpu_first.txt (one a line, # comments) that still exist: the tests
+    the correctness stage runs first (they run again in their group: a few seconds)."""
+    if not FIRST.exists():
+        return []
+    ids = [ln.split("#")[0].strip() for ln in FIRST.read_text().splitlines()]
+    return [i for i in ids if i and (ROOT / i.split("::")[0]).exists()]
+
+
 def correctness(v: Verdict, st: Stage) -> None:
     if v.dry:  # the orchestration only: a small group of emulated and interpreter tests
         groups = [("priority", ["tests/test_pixel_normalize.py", "-k", "backends_agree or emulated"]),
@@ -251,6 +263,9 @@ def correctness(v: Verdict, st: Stage) -> None:
     else:
         sel = ["tests", "-m", "cuda and not slow and not emulated"]
         groups = [("priority", sel + ["-k", PRIORITY]), ("rest", sel + ["-k", f"not ({PRIORITY})"])]
+        first = _first_tests()
+        if first:  # what the last lease failed and the GPU tests written since: before the rest
+            groups.insert(0, ("first", [*first, "-m", "cuda and not slow and not emulated"]))
     end = time.monotonic() + v.deadline("correctness")
     results, cut = [], False
     for name, sel in groups:

@@ -233,3 +233,16 @@ def test_bench_gives_each_op_a_fair_share_and_keeps_a_cut_ops_finished_rows(gv, 
     assert data["ops"] == ["region_stats"] and data["partial_ops"] == ["prior_mask"]
     assert [r["op"] for r in data["rows"]] == ["region_stats", "prior_mask"]
     assert st.status == "failed" and st.failed == 1 and "cut with some rows: prior_mask" in st.why
+
+
+def test_first_tests_are_the_listed_ones_that_exist(gv, tmp_path, monkeypatch):
+    """.ci/gpu_first.txt: node ids one a line, comments dropped, files that no longer exist
+    left out; the real list names only tests that collect."""
+    f = tmp_path / "first.txt"
+    f.write_text("# a comment\ntests/test_bench.py::test_x  # why\n\ntests/gone.py::test_y\n")
+    monkeypatch.setattr(gv, "FIRST", f)
+    assert gv._first_tests() == ["tests/test_bench.py::test_x"]
+    monkeypatch.setattr(gv, "FIRST", ROOT / ".ci" / "gpu_first.txt")
+    for node in gv._first_tests():
+        path, _, name = node.partition("::")
+        assert name.split("::")[-1] in (ROOT / path).read_text() or "TestContract" in name, node
