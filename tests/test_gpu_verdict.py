@@ -168,6 +168,9 @@ def test_gpu_tables_take_the_newest_gpu_row_and_say_not_measured_otherwise(table
                 [{**row, "fwdbwd_ms": 2.0, "speedup_baseline_fwdbwd": 4.0, "speedup_baseline_fwdbwd_min": 3.5,
                   "speedup_baseline_fwdbwd_max": 4.5, "speedup_baseline_fwdbwd_runs": [3.5, 4.0, 4.5]}])  # fmt: skip
     _bench_json(res / "cpu.json", "cpu (x86_64)", "2026-11-30", [{**row, "fwdbwd_ms": 1.0}], cuda=None)
+    # a newer `bench --kernels` profile of the row: per-kernel times, no timing of the row
+    _bench_json(res / "new" / "kernels.json", "NVIDIA H200", "2026-11-28",
+                [{"op": "region_stats", "workload": "W2", "backend": "cuda", "kernel": "k", "calls": 1, "us": 5.0}])
     (res / "new" / "verdict.json").write_text(json.dumps(
         {"facts": {"dry": False, "started": "2026-11-20 10:00:00 UTC", "build_info": {"device": "NVIDIA H100"}}}))
     (res / "new" / "tests.json").write_text(json.dumps([

@@ -54,6 +54,8 @@ def bench_rows(results: Path = RESULTS) -> dict[tuple[str, str, str], dict]:
         if not _is_gpu(meta):
             continue
         for row in data["rows"]:
+            if "kernel" in row:  # `bench --kernels`: device time per kernel, not a timed row
+                continue
             key = (row.get("op"), row.get("workload"), row.get("backend"))
             mine = (meta.get("date", ""), str(path))
             if key not in best or mine >= best[key]["_when"]:
