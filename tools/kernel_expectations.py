@@ -153,8 +153,8 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8,
            local_in_loop=2,
            why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
-               "memory (33 KiB of the 45 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
-               "thread, dr over splits of the queries; a tile pair whose dZ is 0 with finite dots is skipped, and "
+               "memory (33 KiB of the 47 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
+               "thread (one dim of 8 owner rows: coalesced stores), dr over splits of the queries; a tile pair whose dZ is 0 with finite dots is skipped, and "
                "in the product each warp walks only the k where one of its owners' dZ is nonzero (a 64-bit mask "
                "a tile: the max's backward); up to 168 registers, three blocks per SM; sm_90's dr "
                "instantiation keeps 8 B on the stack around the double division's call (grad_z); " + _DEBT),
@@ -188,7 +188,7 @@ EXPECTATIONS: list[Expect] = [
                "double per row through quad shuffles; 8 B on the stack around the loss's slow-path call; " + _DEBT),
     Expect(r"pair_bce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8, local_in_loop=2,
            why="float32 backward on pair_tiles::grad_pass_f32 (dx with the row partials, dy), e and the second "
-               "product in double over splits of the other side; 45 KiB of static shared memory, three blocks "
+               "product in double over splits of the other side; 47 KiB of static shared memory, three blocks "
                "per SM; " + _DEBT),
     Expect(r"pair_bce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.4375, tensor_cores=True,
            why="half: 64 rows of x x 64-row tiles of y by mma.sync m16n8k16 (cuda/pair_tiles.cuh), the losses "

@@ -407,9 +407,9 @@ struct GradSmemF32 {
       uint32_t sa[kRows][kWordStride];
       uint32_t sc[kCols][kWordStride];
     } dots;                                 // dot_tile's stages
-    // the other side's rows p0 + k, a dim chunk, widened once here (16-byte rows): each value is
-    // read by the 64 owner threads, and a float -> double conversion per read (16 a clock per SM
-    // on sm_90, a quarter of the DFMA rate) cost 64x the conversions
+    // the other side's rows p0 + k, a dim chunk, widened once here: each value is read by 8
+    // threads, and a float -> double conversion per read (16 a clock per SM on sm_90, a quarter
+    // of the DFMA rate) cost 64x the conversions when each was read by the 64 owner threads
     double other[kCols][kF32Chunk + 2];
   } u;
   double z[kRows][kCols + 1];  // Z of the tile pair, owner x other
@@ -476,45 +476,48 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
           __syncthreads();  // the sums read before the next tile rewrites them
           continue;
         }
-        const int x = me % kRows, h = me / kRows;  // owner row x, dims h * 8 + [0, 8) of a chunk
-        // The other rows k that add something to one of the warp's 32 owners (every k unless
-        // every dot is finite), in increasing k: the same sums in the same order
+        // Thread me: dim dd = me % 16 of a chunk for the owner rows x0 + 8 r, r < 8 (x0 = me / 16).
+        // A warp's stores to the owners' rows then cover 16 consecutive dims of 2 rows (two
+        // 128-byte runs), where one row a lane spread each store over 32 rows; and its reads of
+        // the other side's chunk are 16 consecutive floats of 2 rows.
+        const int dd = me % kF32Chunk, x0 = me / kF32Chunk;
+        static_assert(kThreads == kF32Chunk * (kRows / 8), "16 dims x 8 row groups");
+        // The other rows k that add something to one of the warp's 16 owners (every k unless
+        // every dot is finite), in increasing k: the same sums in the same order. Lane dd asks
+        // of row x0 + 8 (dd % 8): the warp's lanes cover its 2 x 8 rows.
         uint64_t live_k = ~uint64_t(0);
         if (finite) {
           live_k = 0;
-          for (int k = 0; k < kCols; ++k) live_k |= uint64_t(__any_sync(0xffffffffu, sm.z[x][k] != 0.0)) << k;
+          for (int k = 0; k < kCols; ++k)
+            live_k |= uint64_t(__any_sync(0xffffffffu, sm.z[x0 + 8 * (dd % 8)][k] != 0.0)) << k;
         }
         for (int64_t d0 = 0; d0 < D; d0 += kF32Chunk) {  // uniform per block
 #pragma unroll
-          for (int q = 0; q < kF32Chunk / 2; ++q) {  // thread me: other row me % 64, dims me / 64 + 2 q
-            const int k = me % kCols, dd = me / kCols + 2 * q;
+          for (int q = 0; q < kCols / 8; ++q) {  // thread me: other row me / 16 + 8 q, dim dd
+            const int k = x0 + 8 * q;
             const int64_t d = d0 + dd;
             // never a row that takes no part (its values may be NaN; Z is 0 there)
             const bool on = d < D && p0 + k < other_n && (kCSide ? sm.tab.la[k] : sm.tab.lc[k]) >= 0;
             sm.u.other[k][dd] = on ? double(O.value(b, p0 + k, d)) : 0.0;
           }
           __syncthreads();
-          double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+          double a2[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // owner rows x0 + 8 r
           const auto add = [&](int k) {
-            const double zk = sm.z[x][k];
-            const double2* v = reinterpret_cast<const double2*>(&sm.u.other[k][h * 8]);
+            const double v = sm.u.other[k][dd];
 #pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const double2 w = v[q];
-              a2[2 * q] = fma(zk, w.x, a2[2 * q]);
-              a2[2 * q + 1] = fma(zk, w.y, a2[2 * q + 1]);
-            }
+            for (int r = 0; r < 8; ++r) a2[r] = fma(sm.z[x0 + 8 * r][k], v, a2[r]);
           };
           if (live_k == ~uint64_t(0)) {  // a dense dZ (sum, mean, softmax): the plain loop, no mask walk
             for (int k = 0; k < kCols; ++k) add(k);
           } else {
             for (uint64_t m = live_k; m != 0; m &= m - 1) add(__ffsll((long long)m) - 1);  // uniform per warp
           }
+          const int64_t d = d0 + dd;
 #pragma unroll
-          for (int q = 0; q < 8; ++q) {
-            const int64_t d = d0 + h * 8 + q;
+          for (int r = 0; r < 8; ++r) {
+            const int x = x0 + 8 * r;
             // acc + 0 = acc (the rows start at +0 and never reach -0): a zero sum not added
-            if (o0 + x < own_n && d < D && a2[q] != 0.0) acc[(o0 + x) * D + d] += a2[q];
+            if (o0 + x < own_n && d < D && a2[r] != 0.0) acc[(o0 + x) * D + d] += a2[r];
           }
           __syncthreads();  // u.other is rewritten by the next chunk, z and u by the next tile
         }
