@@ -185,7 +185,8 @@ def _pm_shaped(B, D, H, W, layout):
     float32 misses SPEC §4 in any kernel (the CPU backend's too: the first GPU run). Past 2^16
     query pixels the support is one pixel: among ~1e6 (pixel, support pair)s some best cosines
     tie to 1e-7 (seen there: 0.927161814 vs 0.927161889), where the gradient is discontinuous
-    and float32 may take either side."""
+    and float32 may take either side; there the queries' cosines to it are placed so that the
+    prior's max and min are unique by a margin (see below)."""
     hs, ws = (3, 2) if B * H * W <= 2**16 else (1, 1)
 
     def make(device, dtype):
@@ -199,9 +200,26 @@ def _pm_shaped(B, D, H, W, layout):
             s[:, 0] = s[:, 0].abs() + 0.5
             m[:, 0, 0] = 1.0
             q = q.flatten(2)
-            q[:, :, 0] = s[:, :, 0, 0]
-            q[:, :, 1] = 0.0
-            q[:, 0, 1] = -1.0
+            if hs * ws == 1 and D >= 2:
+                # One support vector ŝ: query pixel 0's cosine to it 0.995, pixel 1's -0.995, every
+                # other's drawn in [-0.99, 0.99]: the prior's only max and min, by a margin. Random
+                # queries put millions of cosines within float32's 6e-8 of ±1 (0.99999982 against
+                # a planted 1 on the CPU backend at wide_image), where the min-max's gradient goes
+                # to whichever pixel float32 ranks first (a tie: no answer); and a planted copy of
+                # ŝ (cosine 1) has a cosine gradient that is 0 by cancellation, which the min-max
+                # multiplies by Σ_i g_i (c_i - min) / span² (~2e3 over 5.8M pixels): float32's
+                # rounding of that 0 came out as 0.0099.
+                u = s[:, :, 0, 0] / s[:, :, 0, 0].norm(dim=1, keepdim=True)  # (B, D)
+                norm = q.norm(dim=1, keepdim=True)
+                perp = q - (q * u[..., None]).sum(1, keepdim=True) * u[..., None]
+                perp = perp / perp.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                cos = (torch.rand(B, 1, H * W, generator=g, dtype=torch.float64) * 2 - 1) * 0.99
+                cos[:, :, 0], cos[:, :, 1] = 0.995, -0.995
+                q = norm * (cos * u[..., None] + (1 - cos**2).sqrt() * perp)
+            else:
+                q[:, :, 0] = s[:, :, 0, 0]
+                q[:, :, 1] = 0.0
+                q[:, 0, 1] = -1.0
             q = q.view(B, D, H, W)
         if layout == "channels_last":
             q, s = (t.contiguous(memory_format=torch.channels_last) for t in (q, s))
