@@ -567,8 +567,10 @@ void backward(const SimilarityReduceBackward& p) {
       for (int64_t d = 0; d < D; ++d) acc[d] = direct ? double(o[d * od]) : 0.0;
       double colsum = 0, esum = 0;
       for (int64_t grp = 0; grp < G; ++grp) {
-        const double* pp = direct ? nullptr : part.data() + ((b * G + grp) * K + j) * D;
-        for (int64_t d = 0; d < D && !direct; ++d) acc[d] += pp[d];
+        if (!direct) {
+          const double* pp = part.data() + ((b * G + grp) * K + j) * D;
+          for (int64_t d = 0; d < D; ++d) acc[d] += pp[d];
+        }
         colsum += colpart[(b * G + grp) * K + j];
         if (wcos) esum += epart[(b * G + grp) * K + j];
       }

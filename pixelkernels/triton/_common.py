@@ -30,6 +30,22 @@ def grid_items(n_items: int, B: int, *rest: int) -> tuple[int, ...]:
     return (max(n, 1), *rest)
 
 
+# About what fills a GPU: a reduction over many rows into few outputs (similarity_reduce's dr
+# over the queries, pair_bce's dy over x's rows) splits the rows until its grid has this many
+# programs.
+SPLIT_PROGRAMS = 1024
+
+
+def row_splits(rows: int, block: int, out_blocks: int, B: int) -> tuple[int, int]:
+    """(splits, per) of `rows` reduced into `out_blocks` blocks of outputs for each of B images:
+    split s takes rows [s per, (s + 1) per), per a multiple of `block` (only the last split's last
+    tile passes `rows`), about SPLIT_PROGRAMS programs in all, at least one split."""
+    nblk = triton.cdiv(rows, block)
+    splits = max(1, min(triton.cdiv(SPLIT_PROGRAMS, max(out_blocks * B, 1)), nblk))
+    per = max(triton.cdiv(nblk, splits), 1) * block
+    return max(1, triton.cdiv(rows, per)), per
+
+
 @triton.jit
 def split_pid(n_items):
     """(image b as int64, item) of this program on a `grid_items` grid."""

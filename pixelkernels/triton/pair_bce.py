@@ -19,10 +19,9 @@ import triton.language as tl
 
 from .._schema import triton_variant
 from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
-                      grid_items, split_pid, stats_dtype)  # fmt: skip
+                      grid_items, row_splits, split_pid, stats_dtype)  # fmt: skip
 
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
-_DY_PROGRAMS = 1024  # about what fills a GPU: dy's splits of the x rows aim at this many programs
 
 
 @triton.jit
@@ -193,9 +192,7 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
     # dy's programs split the x rows, as similarity_reduce's dr splits the queries: y's rows can be
     # few (GPU_SHAPES' wide_image: Ky = 2, one program walking 5.8M rows), and each split's sum is
     # float64, summed over the splits in order (deterministic)
-    splits = max(1, min(triton.cdiv(_DY_PROGRAMS, max(kblk * B, 1)), nblk))
-    per = max(triton.cdiv(nblk, splits), 1) * BLOCK_N
-    splits = max(1, triton.cdiv(Kx, per))
+    splits, per = row_splits(Kx, BLOCK_N, kblk, B)
     dy = torch.zeros(splits, B, Ky, D, dtype=torch.float64, device=xc.device)
     if B * Kx * Ky > 0:
         args = (xc, yc, lx, ly, a, c, g)

@@ -26,12 +26,11 @@ import triton.language as tl
 
 from .._schema import triton_variant
 from ._common import (checked_labels, device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device,
-                      expect_sizes, grid_items, split_pid, stats_dtype)  # fmt: skip
+                      expect_sizes, grid_items, row_splits, split_pid, stats_dtype)  # fmt: skip
 
 METRICS = {"dot": 0, "cosine": 1}
 REDUCES = {"sum": 0, "mean": 1, "max": 2, "softmax": 3}
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
-_DR_PROGRAMS = 1024  # about what fills a GPU: dr's splits of the queries aim at this many programs
 
 
 @triton.jit
@@ -409,16 +408,13 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
     # dr's programs split the queries: the refs are few (K = 500 is 16 blocks), and one program per
     # ref block walking all 102480 queries of W5 took 71 ms on the H100 (2026-11-26)
-    splits = max(1, min(triton.cdiv(_DR_PROGRAMS, max(kblk * B, 1)), nblk))
-    per = max(triton.cdiv(nblk, splits), 1) * BLOCK_N
-    splits = max(1, triton.cdiv(N, per))
+    splits, per = row_splits(N, BLOCK_N, kblk, B)
     dr = torch.zeros(splits, B, K, D, dtype=torch.float64, device=q.device)
     col = torch.zeros(splits, B, K, dtype=st, device=q.device)
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a)
         sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
-        nblk, kblk = triton.cdiv(N, BLOCK_N), triton.cdiv(K, BLOCK_K)
         with device_ctx(q):
             _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
             _dr_kernel[grid_items(kblk * splits, B)](*args, dr, col, N, K, D, C, *q.stride(), *sc[:4], kblk, splits,
