@@ -670,3 +670,32 @@ def test_gpu_64bit_index_backward(backend, device):
     want = 2 * (tail - centroid[0, 1, 0].double()) / count[0, 1].double()
     want[-7:] = 0
     assert_close(g[0, 0, -1, -64:], want, torch.float16)
+
+
+@pytest.mark.parametrize(
+    "path,R,layout",
+    [("select", 2, "contiguous"), ("runs", 40, "contiguous"), ("pixel_major", 40, "contiguous"),
+     ("dim_inner", 40, "channels_last")],
+)  # fmt: skip
+def test_cpu_float32_centroids_of_large_regions_round_once(path, R, layout):
+    """Regions of 100k-4M float32 pixels at a mean of 3 (one 2048 x 2048 image; D = 1 for the
+    select path, whose chunks then hold 128k pixels, 8k a float lane and bin; else D = 2): the CPU
+    centroids are within 2 ulps of the float64 mean on every sum path (the few-bin select, the
+    runs of blob labels, the pixel-major copy of noisy labels, channels_last's dim-inner loop).
+    No float accumulator adds more than 512 pixels (csrc/cpu/region_stats_kernels.h kSumBlock);
+    summed in float per chunk, they were up to 1.3e-5 off (50 ulps; channels_last, 40 stripes),
+    which centroid_hinge's gradient carried past SPEC §4 at pixels whose distance is near delta
+    (GPU_SHAPES' wide_image on the CPU backend)."""
+    g = torch.Generator().manual_seed(3)
+    H = W = 2048
+    x = 3 + torch.randn(1, 1 if path == "select" else 2, H, W, generator=g)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if path in ("select", "pixel_major"):
+        labels = torch.randint(0, R, (1, H, W), generator=g)
+    else:  # 40 horizontal stripes: long runs of one label
+        labels = (torch.arange(H) * R // H)[:, None].expand(H, W)[None].contiguous()
+    _, centroid, _ = pk.region_stats(x, labels, R, backend="cpu")
+    want = torch.stack([x[0].double().permute(1, 2, 0)[labels[0] == r].mean(0) for r in range(R)])
+    ulp = torch.finfo(torch.float32).eps * 2  # one ulp in [2, 4)
+    assert (centroid[0].double() - want).abs().max() <= 2 * ulp

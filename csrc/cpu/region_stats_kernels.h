@@ -61,12 +61,20 @@ constexpr int rows_per_pass() {
   return regs <= 2 ? 4 : regs <= 4 ? 2 : 1;
 }
 
+// The sums: no float accumulator adds more than kSumBlock pixels before its total goes into a
+// double per (bin, dim) (wide_sums). A chunk's 43k float32 pixels summed in float (a lane of
+// 5k, a channels_last bin's sequential sum of 32k) put its mean up to 1.3e-5 from float64 at a
+// mean of 3 (50 ulps); centroid_hinge's gradient carries that error into the pixels whose
+// distance is within 1e-3 of delta (0.16% of GPU_SHAPES' wide_image outside SPEC §4).
+constexpr int64_t kSumBlock = 512;
+
 // Over DB dim rows x + dd * sd (dd < DB) of n pixels: out[k * ld + dd] += the sum over the
 // pixels i of bin k of v = x (or (x - mu[k * ld + dd])^2 if kCentred), for the K - 1 real bins
 // (the sentinel bin K - 1 is dropped). Lane j sums the pixels i = j mod L in order (L = the
-// vector's lanes); the last partial block is padded with bin -1.
-template <int K, int DB, bool kCentred, typename T>
-inline void binned_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, const T* mu, T* out, int64_t ld) {
+// vector's lanes) over blocks of kSumBlock pixels, each block's lane sums added to out (the
+// sums: double, see kSumBlock); the last partial block is padded with bin -1.
+template <int K, int DB, bool kCentred, typename T, typename Out>
+inline void binned_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, const T* mu, Out* out, int64_t ld) {
   using simd::V;
   constexpr int KR = K - 1, L = simd::kLanes<T>;
   V<T> acc[DB][KR] = {};
@@ -88,11 +96,22 @@ inline void binned_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, 
       }
     }
   };
+  auto flush = [&] {
+    for (int dd = 0; dd < DB; ++dd)
+      for (int k = 0; k < KR; ++k) {
+        out[k * ld + dd] += Out(simd::lane_sum<T>(acc[dd][k]));
+        acc[dd][k] = V<T>{};
+      }
+  };
+  const int64_t block = kCentred ? n : kSumBlock;  // the centred squares: one flush, as before
   int64_t i = 0;
-  for (; i + L <= n; i += L) add_block(simd::load_bins<T>(bins + i), i, L);
+  while (i + L <= n) {
+    const int64_t stop = i + block <= n ? i + block : n;
+    for (; i + L <= stop; i += L) add_block(simd::load_bins<T>(bins + i), i, L);
+    flush();
+  }
   if (i < n) add_block(simd::load_bins_tail<T>(bins + i, n - i, -1), i, n - i);
-  for (int dd = 0; dd < DB; ++dd)
-    for (int k = 0; k < KR; ++k) out[k * ld + dd] += simd::lane_sum<T>(acc[dd][k]);
+  flush();
 }
 
 template <int K>
@@ -186,18 +205,43 @@ inline void from_pixel_major(const float* buf, int64_t n, int64_t D, float* x, i
 #endif
 
 // Chunk accumulators, shared by both layouts: sums and centred squares as [R + 1][D]
-// (row R is the dropped sentinel bin) in `scratch`, counts in cnt_nb[R + 1].
+// (row R is the dropped sentinel bin), then the sums in double (wide_sums), in `scratch`
+// (chunk_scratch elements); counts in cnt_nb[R + 1].
+template <typename acc_t>
+constexpr int64_t chunk_scratch(int64_t D, int64_t nb) {
+  return 2 * D * nb + (D * nb + 1) * int64_t(sizeof(double) / sizeof(acc_t));
+}
+
+template <typename acc_t>
+inline double* wide_sums(acc_t* scratch, int64_t D, int64_t nb) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(scratch + 2 * D * nb);
+  return reinterpret_cast<double*>((at + 7) & ~uintptr_t(7));
+}
+
 template <typename acc_t>
 inline void zero_chunk(acc_t* scratch, int64_t* cnt_nb, int64_t D, int64_t nb) {
   for (int64_t i = 0; i < 2 * D * nb; ++i) scratch[i] = acc_t(0);
+  double* wide = wide_sums(scratch, D, nb);
+  for (int64_t i = 0; i < D * nb; ++i) wide[i] = 0.0;
   for (int64_t k = 0; k < nb; ++k) cnt_nb[k] = 0;
 }
 
-// Sums -> chunk-local means for the real bins of dims [d0, d1) (empty bins: 0).
+// Double sums -> chunk-local means (rounded once) for the real bins of dims [d0, d1) (empty
+// bins: 0).
 template <typename acc_t>
-inline void to_means(acc_t* sum, const int64_t* cnt_nb, int64_t R, int64_t D, int64_t d0, int64_t d1) {
+inline void to_means(acc_t* mean, const double* wide, const int64_t* cnt_nb, int64_t R, int64_t D, int64_t d0,
+                     int64_t d1) {
   for (int64_t k = 0; k < R; ++k)
-    for (int64_t d = d0; d < d1; ++d) sum[k * D + d] = cnt_nb[k] > 0 ? sum[k * D + d] / acc_t(cnt_nb[k]) : acc_t(0);
+    for (int64_t d = d0; d < d1; ++d)
+      mean[k * D + d] = cnt_nb[k] > 0 ? acc_t(wide[k * D + d] / double(cnt_nb[k])) : acc_t(0);
+}
+
+// Sum of v[0, n) in double, kSumBlock values at a time in lane_sum's float lanes.
+template <typename T>
+inline double block_sum(const T* v, int64_t n) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i += kSumBlock) s += double(lane_sum(v + i, n - i < kSumBlock ? n - i : kSumBlock));
+  return s;
 }
 
 template <typename acc_t>
@@ -215,9 +259,9 @@ inline void write_chunk(const acc_t* sum, const acc_t* sq, const int64_t* cnt_nb
 // L1/L2.
 template <int K, int DB, typename T>
 inline void pixel_inner_rows(const T* x, int64_t sd, const int32_t* bins, int64_t n, int64_t R, int64_t D,
-                             int64_t d, bool with_variance, const int64_t* cnt_nb, T* sum, T* sq) {
-  binned_rows<K, DB, false>(x + d * sd, sd, bins, n, sum + d, sum + d, D);
-  to_means(sum, cnt_nb, R, D, d, d + DB);
+                             int64_t d, bool with_variance, const int64_t* cnt_nb, T* sum, T* sq, double* wide) {
+  binned_rows<K, DB, false>(x + d * sd, sd, bins, n, sum + d, wide + d, D);
+  to_means(sum, wide, cnt_nb, R, D, d, d + DB);
   if (with_variance) binned_rows<K, DB, true>(x + d * sd, sd, bins, n, sum + d, sq + d, D);
 }
 
@@ -232,8 +276,9 @@ void chunk_pixel_inner(const scalar_t* x, int64_t D, int64_t sd, const int32_t* 
   zero_chunk(scratch, cnt_nb, D, R + 1);
   binned_counts<K>(bins, n, cnt_nb);
   int64_t d = 0;
-  for (; d + DB <= D; d += DB) pixel_inner_rows<K, DB>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq);
-  for (; d < D; ++d) pixel_inner_rows<K, 1>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq);
+  double* wide = wide_sums(scratch, D, R + 1);
+  for (; d + DB <= D; d += DB) pixel_inner_rows<K, DB>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq, wide);
+  for (; d < D; ++d) pixel_inner_rows<K, 1>(x, sd, bins, n, R, D, d, with_variance, cnt_nb, sum, sq, wide);
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
@@ -245,13 +290,14 @@ void chunk_dim_inner(const scalar_t* x, int64_t D, int64_t sp, const int32_t* bi
   acc_t* sum = scratch;
   acc_t* sq = scratch + D * (R + 1);
   zero_chunk(scratch, cnt_nb, D, R + 1);
+  double* wide = wide_sums(scratch, D, R + 1);
   for (int64_t i = 0; i < n; ++i) {
     const scalar_t* xi = x + i * sp;
-    acc_t* s = sum + bins[i] * D;
+    double* s = wide + bins[i] * D;
     ++cnt_nb[bins[i]];
-    for (int64_t d = 0; d < D; ++d) s[d] += acc_t(xi[d]);
+    for (int64_t d = 0; d < D; ++d) s[d] += double(xi[d]);
   }
-  to_means(sum, cnt_nb, R, D, 0, D);
+  to_means(sum, wide, cnt_nb, R, D, 0, D);
   for (int64_t i = 0; with_variance && i < n; ++i) {
     const scalar_t* xi = x + i * sp;
     const acc_t* mu = sum + bins[i] * D;
@@ -275,13 +321,14 @@ void chunk_runs(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t 
   T* sum = scratch;
   T* sq = scratch + D * (R + 1);
   zero_chunk(scratch, cnt_nb, D, R + 1);
+  double* wide = wide_sums(scratch, D, R + 1);
   for (int64_t k = 0; k < nr; ++k) cnt_nb[rbin[k]] += start[k + 1] - start[k];
   for (int64_t d = 0; d < D; ++d) {
     const T* xd = x + d * sd;
     for (int64_t k = 0; k < nr; ++k)
-      if (rbin[k] != R) sum[int64_t(rbin[k]) * D + d] += lane_sum(xd + start[k], start[k + 1] - start[k]);
+      if (rbin[k] != R) wide[int64_t(rbin[k]) * D + d] += block_sum(xd + start[k], start[k + 1] - start[k]);
   }
-  to_means(sum, cnt_nb, R, D, 0, D);
+  to_means(sum, wide, cnt_nb, R, D, 0, D);
   for (int64_t d = 0; with_variance && d < D; ++d) {
     const T* xd = x + d * sd;
     for (int64_t k = 0; k < nr; ++k)
@@ -293,8 +340,8 @@ void chunk_runs(const T* x, int64_t D, int64_t sd, const int32_t* bins, int64_t 
   write_chunk(sum, sq, cnt_nb, R, D, cnt, mean, m2);
 }
 
-// One chunk: bins from labels [i0, i0 + n) (*bad: how many are bad, bins_of), then the layout's sweeps. `scratch` holds 2 * D * (R + 1)
-// acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
+// One chunk: bins from labels [i0, i0 + n) (*bad: how many are bad, bins_of), then the layout's sweeps. `scratch` holds
+// chunk_scratch<acc_t>(D, R + 1) acc_t, `bins` n int32, `cnt_nb` R + 1 int64, `tbuf` n * D scalar_t. A pixel-inner chunk
 // with many bins goes run by run where its runs are long (chunk_runs), else it is first copied
 // pixel-major into tbuf (an L2-resident pass), because the dim-inner sweeps vectorise over D
 // whatever R is, while per-dim scatters do not. `runs`: 2 * (n + 1) int32.
