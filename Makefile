@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # pytest workers (pytest-xdist): the Triton interpreter and the CUDA emulator run one core each
 PYTEST_WORKERS ?= 2
 
-.PHONY: docs docs-serve venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants
+.PHONY: docs docs-serve venv build test pytest nvcc-check triton-check sass-check sass-report bench wheel wheel-smoke clean fuzz mutants cpu-gpu-shapes
 .PHONY: cuda-venv cuda-wheel cuda-check-venv cuda-wheel-check wheels wheels-check triton-check-gpu-image gpu-kit
 
 venv: $(VENV)/.stamp
@@ -48,6 +48,11 @@ fuzz: build
 # killed by its tests. On demand (~30-60 min), not in CI.
 mutants: build
 	$(PY) .ci/mutants.py $(MUTANTS_ARGS)
+
+# The contract's GPU shapes on the CPU backend against float64, each miss next to the float32
+# reference's on the same inputs (.ci/cpu_at_gpu_shapes.py; on demand, ~2 min).
+cpu-gpu-shapes: build
+	$(PY) .ci/cpu_at_gpu_shapes.py $(CPU_GPU_SHAPES_ARGS)
 
 # Every .cu compiles standalone (no torch headers) for sm_80 and sm_90; ptxas' register and spill
 # lines are printed. tools/cuda_objects.py compiles them with the flags that every CUDA wheel's
