@@ -30,6 +30,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import contract as C  # noqa: E402
 
+from pixelkernels.testing import TOLERANCES  # noqa: E402
+
+RTOL, ATOL = TOLERANCES[torch.float32]  # SPEC §4
+
 ROWS = ["test_center_distance", "test_centroid_hinge", "test_dense_similarity_loss", "test_masked_sum",
         "test_pair_bce", "test_pixel_normalize", "test_region_hinge", "test_region_stats",
         "test_similarity_reduce", "test_triplet_hinge", "test_label_transfer:LT_ROW", "test_prior_mask:PM_ROW",
@@ -47,7 +51,7 @@ def _worst(got, want) -> float:
     of one sign included) and NaN against NaN agree."""
     got = got.double()
     agree = (got == want) | (got.isnan() & want.isnan())
-    ratio = torch.where(agree, 0.0, (got - want).abs() / (1e-6 + 1e-5 * want.abs()))
+    ratio = torch.where(agree, 0.0, (got - want).abs() / (ATOL + RTOL * want.abs()))
     return float(ratio.nan_to_num(float("inf")).max()) if ratio.numel() else 0.0
 
 

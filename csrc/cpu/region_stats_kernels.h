@@ -64,7 +64,7 @@ constexpr int rows_per_pass() {
 // The sums: no float accumulator adds more than kSumBlock pixels before its total goes into a
 // double per (bin, dim) (wide_sums). A chunk's 43k float32 pixels summed in float (a lane of
 // 5k, a channels_last bin's sequential sum of 32k) put its mean up to 1.3e-5 from float64 at a
-// mean of 3 (50 ulps); centroid_hinge's gradient carries that error into the pixels whose
+// mean of 3 (70 ulps); centroid_hinge's gradient carries that error into the pixels whose
 // distance is within 1e-3 of delta (0.16% of GPU_SHAPES' wide_image outside SPEC §4).
 constexpr int64_t kSumBlock = 512;
 

@@ -13,7 +13,7 @@ chunks are merged with Chan et al.'s parallel formula in a fixed order. So there
 ``E[x²] − E[x]²`` cancellation (tested at mean 1e3 and spread 1 in float32). On the CPU no
 float accumulator adds more than 512 pixels: the blocks' sums and the chunk merge are in double,
 so float32 centroids of million-pixel regions are within 2 ulps of the float64 mean (they were
-up to 50). The cpu and cuda backends are bitwise deterministic (for any number of threads). The triton backend is
+up to 70). The cpu and cuda backends are bitwise deterministic (for any number of threads). The triton backend is
 deterministic too, except for ``R > 32`` outside ``torch.use_deterministic_algorithms(True)``,
 where it switches to a faster two-pass path with atomics. Large ``R``: the CPU kernels
 vectorise over ``D`` for channels-last input at any ``R``; the CUDA kernel keeps its
