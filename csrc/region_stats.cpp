@@ -3,7 +3,6 @@
 // csrc/cpu/region_stats.cpp and launch(OnCuda, ·) in csrc/cuda/region_stats.cu.
 #include "common/region_stats.h"
 
-#include <ATen/ops/zeros.h>
 
 #include <tuple>
 
@@ -62,14 +61,15 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
   PixelOutput out(emb);
   if (out.grad.numel() == 0) return out.grad;
   const auto st = stats_options(emb);
-  // Without variance the variance output is a constant 0: whatever gradient it got, none flows.
+  // Without variance the variance output is a constant 0: whatever gradient it got, none flows
+  // (the kernels read no grad_variance then: no zeros of its own, a launch on a GPU).
   const at::Tensor gc = grad_centroid.to(st).contiguous();
-  const at::Tensor gv = with_variance ? grad_variance.to(st).contiguous() : at::zeros(grad_variance.sizes(), st);
+  const at::Tensor gv = with_variance ? grad_variance.to(st).contiguous() : at::Tensor();
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
   const Labels lab(labels);
   const at::Tensor scale = grad_scale ? grad_scale->to(st).contiguous() : at::Tensor();
   RegionStatsBackward p{pixel_map(out.src),  lab.map,           R,
-                              ignore_index,        gc.const_data_ptr(), gv.const_data_ptr(),
+                              ignore_index,        gc.const_data_ptr(), gv.defined() ? gv.const_data_ptr() : nullptr,
                               cnt.const_data_ptr(), cen.const_data_ptr(), out.out.mutable_data_ptr()};
   p.scale = scale.defined() ? scale.const_data_ptr() : nullptr;
   launcher(p);

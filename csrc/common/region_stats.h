@@ -46,7 +46,7 @@ struct RegionStatsBackward {
   LabelMap labels;
   int64_t R, ignore_index;
   const void* grad_centroid;  // (B, R, D)
-  const void* grad_variance;  // (B, R)
+  const void* grad_variance;  // (B, R); null: no variance gradient (with_variance=False)
   const void* count;          // (B, R)
   const void* centroid;       // (B, R, D)
   void* grad_emb;             // same dtype and strides as emb; every element is written

@@ -137,7 +137,7 @@ void backward_impl(const RegionStatsBackward& a) {
       for (int64_t r = 0; r < nb; ++r) {
         const bool real = r < R && count[b * R + r] > 0;
         inv_t[b * nb + r] = real ? T(1) / count[b * R + r] : T(0);
-        gv_t[b * nb + r] = real ? gv[b * R + r] * s : T(0);
+        gv_t[b * nb + r] = real && gv != nullptr ? gv[b * R + r] * s : T(0);
         for (int64_t d = 0; d < D; ++d) {
           const T c = real ? centroid[(b * R + r) * D + d] : T(0);
           const T g = real ? gc[(b * R + r) * D + d] * s : T(0);

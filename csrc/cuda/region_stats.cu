@@ -401,7 +401,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t br = b * R + l;
       if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {
         const acc_t inv_n = acc_t(1) / count[br];
-        const acc_t gvr = gv[br] * s;
+        const acc_t gvr = gv != nullptr ? gv[br] * s : acc_t(0);  // null: with_variance=False
         // grad_element ignores x where gv is 0, so that load (half the traffic) is skipped.
         const acc_t x = gvr != acc_t(0) ? to_acc(emb[off]) : acc_t(0);
         g = grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d] * s, gvr, inv_n);

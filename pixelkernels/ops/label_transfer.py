@@ -12,16 +12,20 @@ usually come from :func:`pixelkernels.stochastic_pool` on the reference frame.
 **The linear path.** With ``metric="dot"``, no activation and ``reduce`` ``"sum"`` or
 ``"mean"``, the score is linear in the refs,
 :math:`\sum_{j \in R_c} (a\, q \cdot r_j + c) = a\, q \cdot S_c + c\, n_c` with :math:`S_c` the
-class sums, so the op computes the C class sums (one pass over the refs) and one (HW, D) x
-(D, C) product instead of the (HW, D) x (D, K) one: K/C times fewer multiply-adds. It is plain
-torch on any device (``backend`` is then only validated; half inputs take it in float32) and
-equals the direct path up to rounding (the sum is reassociated; tested on every backend). An
-empty class scores 0 on both paths. Every other setting runs
-:func:`pixelkernels.similarity_reduce` on the query map.
+class sums, so the op computes the C class means and counts (one
+:func:`pixelkernels.region_stats` pass over the refs, on the op's backend) and one (C, D) x
+(D, HW) product instead of the (HW, K) x (K, D) one: K/C times fewer multiply-adds. The product
+is torch's (half inputs take it in float32), and its (B, C, HW) result is the contiguous
+(B, C, H, W) score map. It equals the direct path up to rounding (the sum is reassociated, and
+"sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend). An empty class scores 0 on both
+paths. Forward and backward take 13 launches at W5-eq3 on CUDA (scale and bias given), where
+two scatters took 20. Every other setting runs :func:`pixelkernels.similarity_reduce` on the
+query map.
 
 **Layouts.** The query map is read in place: a contiguous (B, D, H, W) map is a D-major
 (B, HW, D) view that every backend's kernels and the linear product read without a copy, and
-its gradient is written in that layout; a channels_last map is already (B, HW, D).
+its gradient is written in that layout; a channels_last map is already (B, HW, D). The direct
+path's scores are a view of its (B, HW, C) output; the linear path's are contiguous.
 """
 
 from __future__ import annotations
@@ -31,25 +35,34 @@ import importlib
 import torch
 
 from .. import _checks, _op
-from .._dtypes import stats_dtype
+from .region_stats import OP as _RS
 from .similarity_reduce import OP as _SR
 from .similarity_reduce import check_args, label_check
 
 _ref = importlib.import_module("pixelkernels.reference.label_transfer")
 
 
-def _class_sums(ref: torch.Tensor, ref_labels: torch.Tensor, C: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ref (B, K, D), ref_labels (B, K) -> S_c (B, C, D), n_c (B, C) in the statistics dtype, as
-    the reference's class_sums, in 7 ops forward and 2 backward instead of 12 and 4: the refs
-    scattered into C + 2 bins, a label outside [0, C) into bin 0 (below) or C + 1 (above), which
-    are dropped. Its values, an inf or NaN included, reach no kept bin, and its gradient is the
-    dropped bins' (exactly 0), with no mask on the refs. The counts take no gradient."""
+def _linear_coefficients(ref, ref_labels, C, scale, bias, reduce, backend, check):
+    """ref (B, K, D), ref_labels (B, K) -> (coef (B, C, D), shift (B, C) or None, counts (B, C)) in
+    the statistics dtype: the linear path scores q·coef_c + bias · shift_c. The class means and
+    counts are one region_stats pass over the refs (a (B, D, K, 1) map, read in place; one launch
+    each way, where a scatter of sums and one of counts took 7 forward and 2 backward), which
+    checks the labels as it reads them (`check`: no launch of its own). A label outside [0, C)
+    other than -1 (checks off) takes no part there: its values, an inf or NaN included, reach no
+    class, and its gradient is exactly 0. "sum"'s S_c is n_c m_c, with scale folded into that
+    factor (m_c is within a few roundings of S_c / n_c on every backend). The counts take no
+    gradient."""
     B, K, D = ref.shape
-    bins = ref_labels.long().clamp(-1, C) + 1  # (B, K) in [0, C + 1]
-    r = ref.to(stats_dtype(ref.dtype))
-    sums = r.new_zeros(B, C + 2, D).scatter_add(1, bins[..., None].expand(B, K, D), r)
-    counts = r.new_zeros(B, C + 2).scatter_add_(1, bins, r.new_ones(()).expand(B, K))
-    return sums[:, 1 : C + 1], counts[:, 1 : C + 1]
+    emb = ref.transpose(1, 2)[..., None]  # (B, D, K, 1): channels-last-like, a view
+    counts, means, _ = _op.run(_RS, backend, emb, ref_labels[..., None], C, -1, False, check)
+    if reduce == "sum":
+        # scale and the class sizes go on the (C, D) means, not on the (HW, C) scores
+        coef = means * (counts if scale == 1.0 else counts * scale)[..., None]
+        shift = None if bias == 0.0 else counts  # bias · n_c: baddbmm's beta
+    else:
+        coef = means if scale == 1.0 else means * scale
+        shift = None  # mean's bias · n_c / n_c: added to the scores as a number
+    return coef, shift, counts
 
 
 def label_transfer(
@@ -140,31 +153,30 @@ def label_transfer(
     )  # fmt: skip
     backend = _op.backend_for(_SR, backend, query_emb, "query_emb")
     linear = _ref.is_linear(metric, activation, reduce) and backend != "reference"
-    # folded into similarity_reduce's tables pass; the linear path and the reference check here
-    check = label_check(q, ref_labels, "ref_labels", C, "reference" if linear else backend)
+    # folded into similarity_reduce's tables pass, or the linear path's region_stats pass
+    check = label_check(q, ref_labels, "ref_labels", C, backend)
     if linear:
-        sums, counts = _class_sums(ref_emb, ref_labels, C)  # (B, C, D), (B, C)
-        # scale and mean's 1/n_c go on the (C, D) sums, not on the (HW, C) scores or through
-        # baddbmm's alpha, whose backward scales the query-sized gradient once more (a second
-        # query-sized tensor, 1.5x the time of forward+backward at W5-eq3). The defaults (scale 1,
-        # bias 0, "sum") take no op on them.
-        n = counts.clamp_min(1) if reduce == "mean" else None  # mean's divisor
-        coef = sums if scale == 1.0 else sums * scale
-        coef = coef if n is None else coef / n[..., None]
-        qs = q.to(sums.dtype)
-        if bias == 0.0:
-            scores = torch.bmm(qs, coef.transpose(1, 2))
+        coef, shift, counts = _linear_coefficients(ref_emb, ref_labels, C, scale, bias, reduce, backend, check)
+        # (C, D) x (D, HW): the scores come out as the (B, C, H, W) map, and the query's
+        # gradient as its (B, D, HW) layout (no copy for a contiguous map), the coefficients' as
+        # the contiguous (B, C, D) that region_stats' backward reads
+        qt = query_emb.reshape(B, D, H * W).to(coef.dtype)
+        if shift is not None:
+            # beta on the (B, C, 1) counts, which take no gradient (alpha would scale the
+            # query-sized gradient once more)
+            scores = torch.baddbmm(shift[..., None], coef, qt, beta=bias)
         else:
-            shift = counts * bias if n is None else counts * bias / n
-            scores = torch.baddbmm(shift[:, None, :], qs, coef.transpose(1, 2))
+            scores = torch.bmm(coef, qt)
+            if bias != 0.0:  # "mean": bias on every class, the empty ones masked below
+                scores = scores + bias
         # An empty class scores 0 (S_c = 0, but inf · 0 = NaN for an infinite query entry).
-        scores = scores.masked_fill((counts == 0)[:, None, :], 0.0)
-    elif backend == "reference":
+        maps = scores.masked_fill((counts == 0)[..., None], 0.0).reshape(B, C, H, W)
+        return maps.argmax(dim=1), maps
+    if backend == "reference":
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)
         return _ref.label_transfer(query_emb, ref_emb, ref_labels, C, **kw)
-    else:
-        args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, None, check)
-        scores, _ = _op.run(_SR, backend, q, ref_emb, ref_labels, *args)
+    args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, None, check)
+    scores, _ = _op.run(_SR, backend, q, ref_emb, ref_labels, *args)
     maps = scores.transpose(1, 2).reshape(B, C, H, W)
     return maps.argmax(dim=1), maps
