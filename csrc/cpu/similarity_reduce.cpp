@@ -249,9 +249,11 @@ void forward(const SimilarityReduceForward& p) {
   const T inf = std::numeric_limits<T>::infinity();
   const bool linear = a.reduce == Reduce::Sum || a.reduce == Reduce::Mean;
   const int64_t nt = (N + kTN - 1) / kTN;
+  // a tile's extents: small inputs, small buffers (zeroing two 64 KiB tiles was most of a tiny call)
+  const int64_t tn = std::min(kTN, N), tk = std::min(kTK, K);
   at::parallel_for(0, a.B * nt, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> S(kTN * kTK), den(a.metric == Metric::Cosine ? kTN * kTK : 0), qn(kTN), M(kTN), L(kTN);
-    std::vector<T> h(linear ? kTK * (C + 1) : 0), acc(linear ? kTN * (C + 1) : 0);
+    std::vector<T> S(tn * tk), den(a.metric == Metric::Cosine ? tn * tk : 0), qn(tn), M(tn), L(tn);
+    std::vector<T> h(linear ? tk * (C + 1) : 0), acc(linear ? tn * (C + 1) : 0);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / nt, i0 = (t % nt) * kTN, n = std::min(kTN, N - i0);
       T* o = out + (b * N + i0) * C;
@@ -377,18 +379,20 @@ void backward(const SimilarityReduceBackward& p) {
           }
       }
   });
+  // a tile's extents: small inputs, small buffers (as the forward)
+  const int64_t tn = std::min(kTN, N), tk = std::min(kTK, K);
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
-    const size_t tile = kTN * kTK;
-    std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0), qn(kTN);
-    std::vector<T> gx(kTN * (C + 1)), row(kTN), mrow(kTN), lrow(kTN);
-    std::vector<T> mx(max ? kTN * C : 0), tie(max ? kTN * C : 0);
-    std::vector<T> asim(max && cosine ? kTN * C : 0), aden(max && cosine ? kTN * C : 0);
-    std::vector<T> comp(a.sigmoid ? tile : 0), acomp(max && a.sigmoid ? kTN * C : 0);  // 1 - s (scores())
+    const size_t tile = tn * tk;
+    std::vector<T> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0), qn(tn);
+    std::vector<T> gx(tn * (C + 1)), row(tn), mrow(tn), lrow(tn);
+    std::vector<T> mx(max ? tn * C : 0), tie(max ? tn * C : 0);
+    std::vector<T> asim(max && cosine ? tn * C : 0), aden(max && cosine ? tn * C : 0);
+    std::vector<T> comp(a.sigmoid ? tile : 0), acomp(max && a.sigmoid ? tn * C : 0);  // 1 - s (scores())
     T* cp = a.sigmoid ? comp.data() : nullptr;
-    std::vector<int64_t> arg(max ? kTN * C : 0);
-    std::vector<T> qtile(max ? kTN * D : 0), dqtile(max ? kTN * D : 0);
-    std::vector<int64_t> col_of(kTK);
-    std::vector<T> prod(G > 1 ? size_t(kTK * D) : 0), colt(kTK);  // a tile's dZᵀ q and Σ_i A sim |q_i|, added in double
+    std::vector<int64_t> arg(max ? tn * C : 0);
+    std::vector<T> qtile(max ? tn * D : 0), dqtile(max ? tn * D : 0);
+    std::vector<int64_t> col_of(tk);
+    std::vector<T> prod(G > 1 ? size_t(tk * D) : 0), colt(tk);  // a tile's dZᵀ q and Σ_i A sim |q_i|, added in double
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
       // this group's dr: rows of grad_ref (direct) or of its double partial; its column term (K)
