@@ -171,7 +171,9 @@ def label_transfer(
                 scores = scores + bias
         # An empty class scores 0 (S_c = 0, but inf · 0 = NaN for an infinite query entry).
         maps = scores.masked_fill((counts == 0)[..., None], 0.0).reshape(B, C, H, W)
-        return maps.argmax(dim=1), maps
+        # max(dim) for its indices: argmax's, ties and NaN alike, where the CPU's argmax over a
+        # non-innermost dim is a scalar loop (8 ms at W5-eq3, against 0.8)
+        return torch.max(maps, dim=1).indices, maps
     if backend == "reference":
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)
