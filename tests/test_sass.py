@@ -125,3 +125,28 @@ def test_spills_in_the_hot_loop_fail(weakened):
     failures = _check(weakened["accumulate<8>"], expect)
     assert any("stack frame" in f for f in failures), failures
     assert any("inside a loop" in f for f in failures), failures
+
+
+def test_triton_compile_specs_use_the_launchers_num_warps():
+    """The offline Triton compile (.ci/triton_compile_check.py, the SASS check's Triton rows) builds
+    each pixel-tile kernel at the num_warps its launcher passes, warps(BLOCK_P * BLOCK_D): the
+    256 x 16 tiles of masked_sum and pixel_normalize (and center_distance's 128 x 16) were built at
+    4 warps while every launch runs 8, and the table budgeted spills (up to 696 B) no launch has."""
+    pytest.importorskip("triton")
+    import importlib
+    import pkgutil
+
+    import pixelkernels.triton as pkt
+    from pixelkernels.triton._common import warps
+
+    checked = 0
+    for info in pkgutil.iter_modules(pkt.__path__):
+        mod = importlib.import_module(f"pixelkernels.triton.{info.name}")
+        for kernel, _, constexprs, num_warps, *_ in getattr(mod, "compile_specs", list)():
+            bp, bd = constexprs.get("BLOCK_P"), constexprs.get("BLOCK_D")
+            if bp is None or bd is None:
+                continue
+            name = getattr(kernel, "fn", kernel).__name__
+            assert num_warps == warps(bp * bd), f"{info.name}.{name} {constexprs}: {num_warps} warps"
+            checked += 1
+    assert checked >= 20

@@ -223,7 +223,8 @@ def compile_specs():
     specs = []
     for e, a, acc in (("fp32", "fp32", tl.float32), ("fp64", "fp64", tl.float64), ("bf16", "fp32", tl.float32),
                       ("fp16", "fp32", tl.float32)):  # fmt: skip
-        for bp, bd, nw in ((256, 16, 4), (64, 64, 8)):
+        for bp, bd in ((256, 16), (64, 64)):
+            nw = warps(bp * bd)  # the launcher's (it was 4 for 256 x 16, which runs 8 warps)
             c = {"ACC": acc, "BLOCK_P": bp, "BLOCK_D": bd}
             specs.append((_partials_kernel, {"x_ptr": "*" + e, "w_ptr": "*" + e, "part_ptr": "*" + a}, c, nw))
             if e == a and bp == 256:  # the merge reads and writes the accumulation type
