@@ -222,14 +222,16 @@ EXPECTATIONS: list[Expect] = [
            why=_TRITON + "; 256 x 16 or 64 x 64 tiles in 8 warps; no spill"),
     Expect(r"triton:region_hinge:_rh_grad_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=168,
            local_in_loop=82, why=_TRITON + "; " + _DEBT),
-    Expect(r"triton:region_stats:_rs_backward_kernel\[fp64,.*HAS_SCALE=True\]", threads=0, min_occupancy=0.125,
-           max_stack=240, local_in_loop=78,
-           why=_TRITON + "; region_loss's scaled variant (the loss's gradient on the row divisor): +24 B in float64 "
-               "on sm_90; " + _DEBT),
-    Expect(r"triton:region_stats:_rs_backward_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=216,
-           local_in_loop=78, why=_TRITON + "; " + _DEBT),
-    Expect(r"triton:region_stats:_rs_merge_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=288,
-           local_in_loop=116, why=_TRITON + "; " + _DEBT),
+    # region_stats: compiled at the launchers' tiles (_tile_blocks: the backward's 2048 elements, the
+    # atomic path's 4096, the partials' 8192; the merge's 2048, 1024 in float64). The spills this
+    # table once budgeted for the backward and the merge (216-288 B) were of 128 x 64 and 64 x 64
+    # tiles no launch uses.
+    Expect(r"triton:region_stats:_rs_atomic_sqdev_kernel\[fp16.*", threads=0, min_occupancy=0.25, max_stack=8,
+           local_in_loop=4,
+           why=_TRITON + "; the atomic path (R > 32, not deterministic): at 48 registers ptxas keeps 8 B of the "
+               "float16 instance's state on sm_90's stack, read in the loop; " + _DEBT),
+    Expect(r"triton:region_stats:_\w+_kernel\[.*", threads=0, min_occupancy=0.125,
+           why=_TRITON + "; at the launchers' tiles in 8 warps (the merge in 4); no spill"),
     Expect(r"triton:triplet_hinge:_th_mine_kernel\[.*DOT=True.*", threads=0, min_occupancy=0.1875, tensor_cores=True,
            why="half D >= 16: the cross term a.c by tl.dot on 32 x 32 anchor x candidate tiles; no spill"),
     Expect(r"triton:triplet_hinge:_th_mine_kernel\[.*", threads=0, min_occupancy=0.1875,

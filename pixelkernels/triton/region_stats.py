@@ -660,7 +660,15 @@ def compile_specs():
     """(kernel, pointer signature, constexprs, num_warps) for every kernel, input dtype and
     mode, used by the offline GPU compile check (.ci/triton_compile_check.py); other
     arguments compile as i32 scalars. Each input dtype is paired with another label width,
-    so every width is compiled without multiplying the builds."""
+    so every width is compiled without multiplying the builds. The tiles and warps are the
+    launchers' own (_tile_blocks, warps, the merge's tile rule) at D = 16 and D >= 64: the
+    largest each kernel runs (they were 128 x 64 for the backward and the atomic path, which
+    no launch uses, and spilled there)."""
+    big = 1 << 20  # pixels: the tile rules' largest BLOCK_P
+
+    def tiles(max_d, tile):
+        return [_tile_blocks(big, d, max_d=max_d, tile=tile) for d in (16, 64)]
+
     specs = []
     for e, a, lab in (
         ("fp32", "fp32", "u8"),
@@ -670,61 +678,66 @@ def compile_specs():
         ("fp32", "fp32", "i8"),
     ):
         tile = {"emb_ptr": "*" + e, "lab_ptr": "*" + lab}
-        for one in (True, False):
-            specs.append(
-                (
-                    _rs_partials_kernel,
-                    {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},
-                    {"BLOCK_P": 256, "BLOCK_D": 32, "ONE_TILE": one},
-                    8,
+        for bp, bd in tiles(32, 8192):
+            for one in (True, False):
+                specs.append(
+                    (
+                        _rs_partials_kernel,
+                        {**tile, "ws_n_ptr": "*i32", "ws_s_ptr": "*" + a, "ws_m2_ptr": "*" + a},
+                        {"BLOCK_P": bp, "BLOCK_D": bd, "ONE_TILE": one},
+                        warps(bp * bd),
+                    )
                 )
-            )
-        specs.append(
-            (
-                _rs_merge_kernel,
-                {
-                    "ws_n_ptr": "*i32",
-                    "ws_s_ptr": "*" + a,
-                    "ws_m2_ptr": "*" + a,
-                    "count_ptr": "*" + a,
-                    "centroid_ptr": "*" + a,
-                    "var_ptr": "*" + a,
-                },
-                {"BLOCK_C": 64, "BLOCK_D": 64},
-                4,
-            )
-        )
-        specs.append(
-            (
-                _rs_atomic_sum_kernel,
-                {**tile, "cnt_ptr": "*i32", "sum_ptr": "*" + a},
-                {"BLOCK_P": 128, "BLOCK_D": 64},
-                8,
-            )
-        )
-        specs.append(
-            (
-                _rs_atomic_sqdev_kernel,
-                {**tile, "centroid_ptr": "*" + a, "ss_ptr": "*" + a},
-                {"BLOCK_P": 128, "BLOCK_D": 64},
-                8,
-            )
-        )
-        for scaled in (False, True):
+        mtile = 1024 if a == "fp64" else 2048  # the merge's launcher: BLOCK_C * BLOCK_D <= mtile
+        for md in (16, 64):
             specs.append(
                 (
-                    _rs_backward_kernel,
+                    _rs_merge_kernel,
                     {
-                        **tile,
-                        "gc_ptr": "*" + a,
-                        "gv_ptr": "*" + a,
+                        "ws_n_ptr": "*i32",
+                        "ws_s_ptr": "*" + a,
+                        "ws_m2_ptr": "*" + a,
                         "count_ptr": "*" + a,
                         "centroid_ptr": "*" + a,
-                        "scale_ptr": "*" + a,
-                        "grad_ptr": "*" + e,
+                        "var_ptr": "*" + a,
                     },
-                    {"BLOCK_P": 128, "BLOCK_D": 64, "HAS_SCALE": scaled},
-                    8,
+                    {"BLOCK_C": mtile // md, "BLOCK_D": md},
+                    4,
                 )
             )
+        for bp, bd in tiles(64, 4096):
+            specs.append(
+                (
+                    _rs_atomic_sum_kernel,
+                    {**tile, "cnt_ptr": "*i32", "sum_ptr": "*" + a},
+                    {"BLOCK_P": bp, "BLOCK_D": bd},
+                    warps(bp * bd),
+                )
+            )
+            specs.append(
+                (
+                    _rs_atomic_sqdev_kernel,
+                    {**tile, "centroid_ptr": "*" + a, "ss_ptr": "*" + a},
+                    {"BLOCK_P": bp, "BLOCK_D": bd},
+                    warps(bp * bd),
+                )
+            )
+        for bp, bd in tiles(64, 2048):
+            for scaled in (False, True):
+                specs.append(
+                    (
+                        _rs_backward_kernel,
+                        {
+                            **tile,
+                            "gc_ptr": "*" + a,
+                            "gv_ptr": "*" + a,
+                            "count_ptr": "*" + a,
+                            "centroid_ptr": "*" + a,
+                            "scale_ptr": "*" + a,
+                            "grad_ptr": "*" + e,
+                        },
+                        {"BLOCK_P": bp, "BLOCK_D": bd, "HAS_SCALE": scaled},
+                        warps(bp * bd),
+                    )
+                )
     return specs
