@@ -567,8 +567,14 @@ GPU_CASES = {
     # chunks x R x D above the CUDA forward's fused merge (kMaxFusedMerge): its merge kernel
     "merge_kernel": (1, 16, 64, 64, 1100, "contiguous", torch.float32),
     "slice": (2, 9, 21, 22, 3, "slice", torch.float32),
+    # the backward's contiguous fast path (csrc/cuda/region_stats.cu region_backward_vec_kernel):
+    # pixel-inner rows of whole 16-byte vectors (H W a multiple of 16 / element size)
+    "vec16_float32": (2, 7, 12, 20, 5, "contiguous", torch.float32),
+    "vec16_float64": (2, 3, 10, 10, 4, "contiguous", torch.float64),
+    "vec16_float16": (2, 5, 16, 24, 3, "contiguous", torch.float16),
+    "vec16_bfloat16": (1, 9, 8, 40, 6, "contiguous", torch.bfloat16),
 }
-SANITIZED = {"smem_accumulators", "global_accumulators", "channels_last", "float16"}
+SANITIZED = {"smem_accumulators", "global_accumulators", "channels_last", "float16", "vec16_float16"}
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,13 @@ def test_vector_load_split_into_scalar_loads_fails(weakened):
     assert failures and "global loads of 128 bits or wider" in failures[0], failures
 
 
+def test_vector_store_split_into_scalar_stores_fails(weakened):
+    expect = ke.Expect("weak:.*", wide_stores=(128, 1))
+    assert _check(weakened["copy_vector"], expect) == []
+    failures = _check(weakened["copy_scalar"], expect)
+    assert failures and "global stores of 128 bits or wider" in failures[0], failures
+
+
 def test_spills_in_the_hot_loop_fail(weakened):
     expect = ke.Expect("weak:.*", min_occupancy=0.125)
     assert _check(weakened["accumulate<1>"], expect) == []

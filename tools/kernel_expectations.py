@@ -16,6 +16,7 @@ row here with what its design intends. Fields:
                   memory in any loop, the hot loop included)
   wide_loads      (bits, n): at least n global loads of that width or wider (a vectorised
                   load the design relies on: splitting it into scalar loads fails the check)
+  wide_stores     (bits, n): the same for global stores
   tensor_cores    at least one HMMA/HGMMA/IMMA instruction (matrix-product kernels in half)
 
 Known debts are written as rows with their measured budget and the reason, so the check
@@ -47,6 +48,7 @@ class Expect:
     max_stack: int = 0
     local_in_loop: int = 0
     wide_loads: tuple[int, int] | None = None
+    wide_stores: tuple[int, int] | None = None
     tensor_cores: bool = False
     why: str = ""
 
@@ -63,11 +65,14 @@ class Expect:
         in_loop = row.counts.get("local_in_loop", 0)
         if in_loop > self.local_in_loop:
             out.append(f"{in_loop} local-memory instructions (LDL/STL) inside a loop > {self.local_in_loop}")
-        if self.wide_loads is not None:
-            bits, n = self.wide_loads
-            have = sum(v for k, v in row.counts.items() if k.startswith("ldg") and int(k[3:]) >= bits)
+        for kind, want in (("ldg", self.wide_loads), ("stg", self.wide_stores)):
+            if want is None:
+                continue
+            bits, n = want
+            have = sum(v for k, v in row.counts.items() if k.startswith(kind) and int(k[3:]) >= bits)
             if have < n:
-                out.append(f"{have} global loads of {bits} bits or wider < {n} (a vectorised load split up?)")
+                what = "loads" if kind == "ldg" else "stores"
+                out.append(f"{have} global {what} of {bits} bits or wider < {n} (a vectorised {what[:-1]} split up?)")
         if self.tensor_cores and not row.counts.get("mma", 0):
             out.append("no tensor-core instruction (HMMA/HGMMA/IMMA)")
         return out
@@ -98,6 +103,11 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"region_stats:region_partials_kernel<.*>", dynamic_smem=40 * 1024, max_stack=32, local_in_loop=2,
            why="shared-memory accumulators up to kSmemBudget = 40 KiB: four blocks per SM; the label "
                "check's report frame, per image; no spill"),
+    Expect(r"region_stats:region_backward_vec_kernel<.*>", wide_loads=(128, 1), wide_stores=(128, 1),
+           why="the backward's contiguous fast path: 16 bytes of x in one load (where a region of the "
+               "vector has a variance gradient) and of the gradient in one streaming store (__stcs: a plain "
+               "store of the 16-byte word was split into four), the labels at their width; no spill, two or "
+               "more blocks per SM"),
     Expect(r"region_stats:.*", why="no spill, two or more blocks per SM"),
     Expect(r"region_loss:head_kernel<.*>", min_occupancy=0.125,
            why="one block a launch (__launch_bounds__(256, 1): occupancy is moot): a warp per image over (B, R, D) "

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <utility>
 
 #include "common/types.h"
@@ -67,6 +68,26 @@ __device__ __forceinline__ void store_from_acc(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_from_acc(double* p, double v) { *p = v; }
 __device__ __forceinline__ void store_from_acc(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store_from_acc(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// ---------------------------------------------------------------------------------------------
+// Contiguous fast paths: 16 bytes of a map's elements, loaded and stored as one (LDG.E.128 /
+// STG.E.128), where a row of the map is contiguous and 16-byte aligned (vec16_aligned).
+
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
+
+// p is 16-byte aligned and every extent and stride given a whole number of Vec16<T>: then
+// each row of a map at p with those strides starts on a 16-byte boundary and holds whole Vec16s.
+template <typename T>
+inline bool vec16_aligned(const void* p, std::initializer_list<int64_t> extents) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  for (int64_t e : extents)
+    if (e % Vec16<T>::kN != 0) return false;
+  return true;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Reductions with a fixed order: the same bits on every run.

@@ -39,10 +39,14 @@
 // whenever the per-image extent allows (addresses are always 64-bit). emb is read only for
 // pixels whose region has a nonzero grad_variance: without one (with_variance=False, MEnet's
 // centroid form, or the variance unused) the backward writes gc[r] / n[r] and moves half the
-// bytes.
+// bytes. Contiguous fast path (issue 37): where the pixel-inner rows hold whole 16-byte
+// vectors (H W and the strides multiples of 16 / element size, both maps 16-byte aligned), a
+// loop step takes one vector: x in one LDG.E.128 and the gradient in one streaming STG.E.128
+// (region_backward_vec_kernel; tools/kernel_expectations.py requires both).
 #include "common/region_stats.h"
 
 #include <cstdint>
+#include <cstring>
 
 #include "cuda/common.cuh"
 #include "cuda/device_checks.cuh"
@@ -411,6 +415,62 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The contiguous fast path of the backward (pixel-inner rows of whole, 16-byte aligned Vec16s
+// of emb and grad): a loop step takes kN = 16 / sizeof(scalar_t) consecutive pixels of one dim,
+// x in one 16-byte load (only where one of their regions has a variance gradient) and the
+// gradient in one 16-byte store; each element's arithmetic is region_backward_kernel's.
+template <typename scalar_t, typename acc_t, typename label_t, typename idx_t>
+__global__ void __launch_bounds__(kThreads)
+    region_backward_vec_kernel(const acc_t* __restrict__ gc, const acc_t* __restrict__ gv,
+                               const scalar_t* __restrict__ emb, int64_t B, int64_t D, int64_t P, int64_t sb,
+                               int64_t sd, const label_t* __restrict__ labels, const acc_t* __restrict__ count,
+                               const acc_t* __restrict__ centroid, int64_t R, int64_t ignore,
+                               const acc_t* __restrict__ scale, scalar_t* __restrict__ grad) {
+  using V = Vec16<scalar_t>;
+  constexpr int kN = V::kN;
+  const idx_t per_row = static_cast<idx_t>(P / kN), n = per_row * static_cast<idx_t>(D);
+  const idx_t stride = static_cast<idx_t>(gridDim.x) * kThreads;
+  const acc_t s = scale != nullptr ? *scale : acc_t(1);
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    for (idx_t j = static_cast<idx_t>(blockIdx.x) * kThreads + threadIdx.x; j < n; j += stride) {
+      const idx_t dq = j / per_row;
+      const int64_t d = static_cast<int64_t>(dq), p0 = static_cast<int64_t>(j - dq * per_row) * kN;
+      const int64_t off = b * sb + d * sd + p0;
+      const label_t* lab = labels + b * P + p0;
+      // Two passes over the vector's labels (the second from L1), so that no per-element state
+      // is held across the load: with int64 labels, eight lanes of it spilled.
+      bool reads_x = false;
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const int64_t l = static_cast<int64_t>(lab[k]), br = b * R + l;
+        reads_x |= gv != nullptr && takes_part(l, R, ignore) && count[br] > acc_t(0) && gv[br] * s != acc_t(0);
+      }
+      V x{};
+      if (reads_x) {
+        const uint4 w = *reinterpret_cast<const uint4*>(emb + off);
+        memcpy(&x, &w, sizeof(w));
+      }
+      union {
+        V v;
+        uint4 bits;
+      } out;  // written element by element, stored as one 16-byte word
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const int64_t l = static_cast<int64_t>(lab[k]), br = b * R + l;
+        const bool part = takes_part(l, R, ignore) && count[br] > acc_t(0);  // count read in range only
+        acc_t g = acc_t(0);
+        if (part) {
+          const acc_t gvr = gv != nullptr ? gv[br] * s : acc_t(0);
+          const acc_t xv = gvr != acc_t(0) ? to_acc(x.v[k]) : acc_t(0);
+          g = grad_element<acc_t>(xv, centroid[br * D + d], gc[br * D + d] * s, gvr, acc_t(1) / count[br]);
+        }
+        store_from_acc(&out.v.v[k], g);
+      }
+      __stcs(reinterpret_cast<uint4*>(grad + off), out.bits);  // one STG.E.128 (a plain store was split)
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Typed launchers.
 
@@ -459,6 +519,21 @@ void launch_forward(const FwdPlan& q, const RegionStatsForward& p, cudaStream_t 
 template <typename scalar_t, typename acc_t, typename label_t>
 void launch_backward(const RegionStatsBackward& p, cudaStream_t stream) {
   const int64_t B = p.emb.B, D = p.emb.D, P = p.emb.P;
+  // The contiguous fast path (grad_emb has emb's strides: common/region_stats.h), with 32-bit
+  // index math (beyond it, 2^32 vectors an image, the general kernel; its 64-bit instances
+  // spilled for the half types).
+  const int64_t nv = P / Vec16<scalar_t>::kN * D;
+  const unsigned gv = stride_grid(ceil_div<int64_t>(nv, kThreads));
+  if (p.emb.sp == 1 && vec16_aligned<scalar_t>(p.emb.data, {P, p.emb.sd, p.emb.sb}) &&
+      vec16_aligned<scalar_t>(p.grad_emb, {}) && nv + int64_t(gv) * kThreads <= kMaxNarrowIndex) {
+    launch_kernel(region_backward_vec_kernel<scalar_t, acc_t, label_t, uint32_t>, dim3(gv, image_grid(B)), kThreads, 0,
+                  stream, static_cast<const acc_t*>(p.grad_centroid), static_cast<const acc_t*>(p.grad_variance),
+                  static_cast<const scalar_t*>(p.emb.data), B, D, P, p.emb.sb, p.emb.sd,
+                  static_cast<const label_t*>(p.labels.data), static_cast<const acc_t*>(p.count),
+                  static_cast<const acc_t*>(p.centroid), p.R, p.ignore_index, static_cast<const acc_t*>(p.scale),
+                  static_cast<scalar_t*>(p.grad_emb));
+    return;
+  }
   const int64_t n = P * D;
   const unsigned gx = stride_grid(ceil_div<int64_t>(n, kThreads));
   const dim3 grid(gx, image_grid(B));

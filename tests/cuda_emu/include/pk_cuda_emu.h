@@ -233,5 +233,11 @@ template <typename T>
 T __ldcg(const T* p) {
   return *p;
 }
+// A streaming store (st.global.cs: written once, evicted first; a 16-byte word stored whole):
+// a plain store here.
+template <typename T>
+void __stcs(T* p, T v) {
+  *p = v;
+}
 // Blocks never overlap here, so every store of an earlier block is seen: a fence orders nothing.
 inline void __threadfence() {}
