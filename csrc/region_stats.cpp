@@ -3,7 +3,6 @@
 // csrc/cpu/region_stats.cpp and launch(OnCuda, ·) in csrc/cuda/region_stats.cu.
 #include "common/region_stats.h"
 
-
 #include <tuple>
 
 #include "label_check.h"

@@ -46,7 +46,6 @@
 #include "common/region_stats.h"
 
 #include <cstdint>
-#include <cstring>
 
 #include "cuda/common.cuh"
 #include "cuda/device_checks.cuh"
@@ -381,6 +380,33 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // ---------------------------------------------------------------------------------------------
 // Backward: one element per loop step, flat index j over the P * D elements of image b in
 // memory order: kPixelInner -> j = d * P + p (contiguous), else j = p * D + d (channels_last).
+// The backward's terms of a pixel labelled l (br = b R + l): takes part (its region is real; a
+// labelled pixel of a region with count 0 only arises from a hand-made count, and gets 0 like
+// every other pixel that takes no part, as on the CPU), and gv[br] s (0 without a variance
+// gradient: with_variance=False passes none). count is read only for a label in range.
+template <typename acc_t>
+struct PixelTerms {
+  bool part;
+  acc_t gvr;
+};
+template <typename acc_t>
+__device__ __forceinline__ PixelTerms<acc_t> pixel_terms(int64_t l, int64_t br, int64_t R, int64_t ignore,
+                                                         const acc_t* count, const acc_t* gv, acc_t s) {
+  const bool part = takes_part(l, R, ignore) && count[br] > acc_t(0);
+  return {part, part && gv != nullptr ? gv[br] * s : acc_t(0)};
+}
+
+// One element's gradient from its terms; x is read (x_of()) only where gvr != 0: grad_element
+// ignores it otherwise, and skipping that load halves the traffic.
+template <typename acc_t, typename X>
+__device__ __forceinline__ acc_t pixel_grad(PixelTerms<acc_t> t, int64_t br, int64_t d, int64_t D, const acc_t* gc,
+                                            const acc_t* count, const acc_t* centroid, acc_t s, X&& x_of) {
+  if (!t.part) return acc_t(0);
+  const acc_t inv_n = acc_t(1) / count[br];
+  const acc_t x = t.gvr != acc_t(0) ? x_of() : acc_t(0);
+  return grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d] * s, t.gvr, inv_n);
+}
+
 template <typename scalar_t, typename acc_t, typename label_t, typename idx_t, bool kPixelInner>
 __global__ void __launch_bounds__(kThreads)
     region_backward_kernel(const acc_t* __restrict__ gc, const acc_t* __restrict__ gv,
@@ -398,43 +424,37 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t p = static_cast<int64_t>(kPixelInner ? i : o);
       const int64_t d = static_cast<int64_t>(kPixelInner ? o : i);
       const int64_t off = b * sb + d * sd + p * sp;
-      const int64_t l = static_cast<int64_t>(labels[b * P + p]);
-      acc_t g = acc_t(0);
-      // A labelled pixel of a region with count 0 only arises from a hand-made count; it
-      // gets 0 like every other pixel that takes no part (as on the CPU).
-      const int64_t br = b * R + l;
-      if (takes_part(l, R, ignore) && count[br] > acc_t(0)) {
-        const acc_t inv_n = acc_t(1) / count[br];
-        const acc_t gvr = gv != nullptr ? gv[br] * s : acc_t(0);  // null: with_variance=False
-        // grad_element ignores x where gv is 0, so that load (half the traffic) is skipped.
-        const acc_t x = gvr != acc_t(0) ? to_acc(emb[off]) : acc_t(0);
-        g = grad_element<acc_t>(x, centroid[br * D + d], gc[br * D + d] * s, gvr, inv_n);
-      }
-      store_from_acc(grad + off, g);
+      const int64_t l = static_cast<int64_t>(labels[b * P + p]), br = b * R + l;
+      const PixelTerms<acc_t> t = pixel_terms(l, br, R, ignore, count, gv, s);
+      store_from_acc(grad + off, pixel_grad(t, br, d, D, gc, count, centroid, s, [&] { return to_acc(emb[off]); }));
     }
   }
 }
 
 // The contiguous fast path of the backward (pixel-inner rows of whole, 16-byte aligned Vec16s
-// of emb and grad): a loop step takes kN = 16 / sizeof(scalar_t) consecutive pixels of one dim,
-// x in one 16-byte load (only where one of their regions has a variance gradient) and the
-// gradient in one 16-byte store; each element's arithmetic is region_backward_kernel's.
-template <typename scalar_t, typename acc_t, typename label_t, typename idx_t>
-__global__ void __launch_bounds__(kThreads)
+// of emb and grad; 32-bit index math): a loop step takes kN = 16 / sizeof(scalar_t) consecutive
+// pixels of one dim, x in one 16-byte load (only where one of their regions has a variance
+// gradient) and the gradient in one 16-byte streaming store; each element's arithmetic is
+// region_backward_kernel's (pixel_terms, pixel_grad).
+template <typename scalar_t, typename acc_t, typename label_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)  // (sm_90 capped one instance at 32 registers and spilled)
     region_backward_vec_kernel(const acc_t* __restrict__ gc, const acc_t* __restrict__ gv,
                                const scalar_t* __restrict__ emb, int64_t B, int64_t D, int64_t P, int64_t sb,
                                int64_t sd, const label_t* __restrict__ labels, const acc_t* __restrict__ count,
                                const acc_t* __restrict__ centroid, int64_t R, int64_t ignore,
                                const acc_t* __restrict__ scale, scalar_t* __restrict__ grad) {
-  using V = Vec16<scalar_t>;
-  constexpr int kN = V::kN;
-  const idx_t per_row = static_cast<idx_t>(P / kN), n = per_row * static_cast<idx_t>(D);
-  const idx_t stride = static_cast<idx_t>(gridDim.x) * kThreads;
+  union Word {  // a vector written or read element by element, moved as one 16-byte word
+    Vec16<scalar_t> v;
+    uint4 bits;
+  };
+  constexpr int kN = Vec16<scalar_t>::kN;
+  const uint32_t per_row = static_cast<uint32_t>(P / kN), n = per_row * static_cast<uint32_t>(D);
+  const uint32_t stride = gridDim.x * kThreads;
   const acc_t s = scale != nullptr ? *scale : acc_t(1);
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    for (idx_t j = static_cast<idx_t>(blockIdx.x) * kThreads + threadIdx.x; j < n; j += stride) {
-      const idx_t dq = j / per_row;
-      const int64_t d = static_cast<int64_t>(dq), p0 = static_cast<int64_t>(j - dq * per_row) * kN;
+    for (uint32_t j = blockIdx.x * kThreads + threadIdx.x; j < n; j += stride) {
+      const uint32_t dq = j / per_row;
+      const int64_t d = dq, p0 = int64_t(j - dq * per_row) * kN;
       const int64_t off = b * sb + d * sd + p0;
       const label_t* lab = labels + b * P + p0;
       // Two passes over the vector's labels (the second from L1), so that no per-element state
@@ -443,28 +463,16 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         const int64_t l = static_cast<int64_t>(lab[k]), br = b * R + l;
-        reads_x |= gv != nullptr && takes_part(l, R, ignore) && count[br] > acc_t(0) && gv[br] * s != acc_t(0);
+        reads_x |= pixel_terms(l, br, R, ignore, count, gv, s).gvr != acc_t(0);
       }
-      V x{};
-      if (reads_x) {
-        const uint4 w = *reinterpret_cast<const uint4*>(emb + off);
-        memcpy(&x, &w, sizeof(w));
-      }
-      union {
-        V v;
-        uint4 bits;
-      } out;  // written element by element, stored as one 16-byte word
+      Word x, out;
+      x.bits = reads_x ? *reinterpret_cast<const uint4*>(emb + off) : uint4{};
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         const int64_t l = static_cast<int64_t>(lab[k]), br = b * R + l;
-        const bool part = takes_part(l, R, ignore) && count[br] > acc_t(0);  // count read in range only
-        acc_t g = acc_t(0);
-        if (part) {
-          const acc_t gvr = gv != nullptr ? gv[br] * s : acc_t(0);
-          const acc_t xv = gvr != acc_t(0) ? to_acc(x.v[k]) : acc_t(0);
-          g = grad_element<acc_t>(xv, centroid[br * D + d], gc[br * D + d] * s, gvr, acc_t(1) / count[br]);
-        }
-        store_from_acc(&out.v.v[k], g);
+        const PixelTerms<acc_t> t = pixel_terms(l, br, R, ignore, count, gv, s);
+        const scalar_t xk = x.v.v[k];  // by value: a reference into x put it on the stack
+        store_from_acc(&out.v.v[k], pixel_grad(t, br, d, D, gc, count, centroid, s, [xk] { return to_acc(xk); }));
       }
       __stcs(reinterpret_cast<uint4*>(grad + off), out.bits);  // one STG.E.128 (a plain store was split)
     }
@@ -526,7 +534,7 @@ void launch_backward(const RegionStatsBackward& p, cudaStream_t stream) {
   const unsigned gv = stride_grid(ceil_div<int64_t>(nv, kThreads));
   if (p.emb.sp == 1 && vec16_aligned<scalar_t>(p.emb.data, {P, p.emb.sd, p.emb.sb}) &&
       vec16_aligned<scalar_t>(p.grad_emb, {}) && nv + int64_t(gv) * kThreads <= kMaxNarrowIndex) {
-    launch_kernel(region_backward_vec_kernel<scalar_t, acc_t, label_t, uint32_t>, dim3(gv, image_grid(B)), kThreads, 0,
+    launch_kernel(region_backward_vec_kernel<scalar_t, acc_t, label_t>, dim3(gv, image_grid(B)), kThreads, 0,
                   stream, static_cast<const acc_t*>(p.grad_centroid), static_cast<const acc_t*>(p.grad_variance),
                   static_cast<const scalar_t*>(p.emb.data), B, D, P, p.emb.sb, p.emb.sd,
                   static_cast<const label_t*>(p.labels.data), static_cast<const acc_t*>(p.count),

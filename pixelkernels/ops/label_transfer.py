@@ -42,27 +42,21 @@ from .similarity_reduce import check_args, label_check
 _ref = importlib.import_module("pixelkernels.reference.label_transfer")
 
 
-def _linear_coefficients(ref, ref_labels, C, scale, bias, reduce, backend, check):
-    """ref (B, K, D), ref_labels (B, K) -> (coef (B, C, D), shift (B, C) or None, counts (B, C)) in
-    the statistics dtype: the linear path scores q·coef_c + bias · shift_c. The class means and
-    counts are one region_stats pass over the refs (a (B, D, K, 1) map, read in place; one launch
-    each way, where a scatter of sums and one of counts took 7 forward and 2 backward), which
-    checks the labels as it reads them (`check`: no launch of its own). A label outside [0, C)
-    other than -1 (checks off) takes no part there: its values, an inf or NaN included, reach no
-    class, and its gradient is exactly 0. "sum"'s S_c is n_c m_c, with scale folded into that
-    factor (m_c is within a few roundings of S_c / n_c on every backend). The counts take no
-    gradient."""
-    B, K, D = ref.shape
+def _linear_coefficients(ref, ref_labels, C, scale, reduce, backend, check):
+    """ref (B, K, D), ref_labels (B, K) -> (coef (B, C, D), counts (B, C)) in the statistics
+    dtype: the linear path scores q·coef_c (+ bias · n_c for "sum", + bias for "mean"). The class
+    means and counts are one region_stats pass over the refs (a (B, D, K, 1) map, read in place;
+    one launch each way, where a scatter of sums and one of counts took 7 forward and 2
+    backward), which checks the labels as it reads them (`check`: no launch of its own). A label
+    outside [0, C) other than -1 (checks off) takes no part there: its values, an inf or NaN
+    included, reach no class, and its gradient is exactly 0. "sum"'s S_c is n_c m_c, with scale
+    folded into that factor (m_c is within a few roundings of S_c / n_c on every backend), on
+    the (C, D) means, not on the (HW, C) scores. The counts take no gradient."""
     emb = ref.transpose(1, 2)[..., None]  # (B, D, K, 1): channels-last-like, a view
     counts, means, _ = _op.run(_RS, backend, emb, ref_labels[..., None], C, -1, False, check)
     if reduce == "sum":
-        # scale and the class sizes go on the (C, D) means, not on the (HW, C) scores
-        coef = means * (counts if scale == 1.0 else counts * scale)[..., None]
-        shift = None if bias == 0.0 else counts  # bias · n_c: baddbmm's beta
-    else:
-        coef = means if scale == 1.0 else means * scale
-        shift = None  # mean's bias · n_c / n_c: added to the scores as a number
-    return coef, shift, counts
+        return means * (counts if scale == 1.0 else counts * scale)[..., None], counts
+    return (means if scale == 1.0 else means * scale), counts
 
 
 def label_transfer(
@@ -156,15 +150,15 @@ def label_transfer(
     # folded into similarity_reduce's tables pass, or the linear path's region_stats pass
     check = label_check(q, ref_labels, "ref_labels", C, backend)
     if linear:
-        coef, shift, counts = _linear_coefficients(ref_emb, ref_labels, C, scale, bias, reduce, backend, check)
+        coef, counts = _linear_coefficients(ref_emb, ref_labels, C, scale, reduce, backend, check)
         # (C, D) x (D, HW): the scores come out as the (B, C, H, W) map, and the query's
         # gradient as its (B, D, HW) layout (no copy for a contiguous map), the coefficients' as
         # the contiguous (B, C, D) that region_stats' backward reads
         qt = query_emb.reshape(B, D, H * W).to(coef.dtype)
-        if shift is not None:
-            # beta on the (B, C, 1) counts, which take no gradient (alpha would scale the
-            # query-sized gradient once more)
-            scores = torch.baddbmm(shift[..., None], coef, qt, beta=bias)
+        if reduce == "sum" and bias != 0.0:
+            # bias · n_c as beta on the (B, C, 1) counts, which take no gradient (alpha would
+            # scale the query-sized gradient once more)
+            scores = torch.baddbmm(counts[..., None], coef, qt, beta=bias)
         else:
             scores = torch.bmm(coef, qt)
             if bias != 0.0:  # "mean": bias on every class, the empty ones masked below
