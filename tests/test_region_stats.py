@@ -573,6 +573,8 @@ GPU_CASES = {
     "vec16_float64": (2, 3, 10, 10, 4, "contiguous", torch.float64),
     "vec16_float16": (2, 5, 16, 24, 3, "contiguous", torch.float16),
     "vec16_bfloat16": (1, 9, 8, 40, 6, "contiguous", torch.bfloat16),
+    # 2048 vectors an image: more than the emulator's 3 x 256-thread grid, so its stride loop turns
+    "vec16_grid_stride": (2, 8, 32, 32, 5, "contiguous", torch.float32),
 }
 SANITIZED = {"smem_accumulators", "global_accumulators", "channels_last", "float16", "vec16_float16"}
 
