@@ -125,8 +125,9 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
 @triton.jit
 def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
                C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
-               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """dZ (A for cosine) of the tile, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
+               BLOCK_D: tl.constexpr):  # fmt: skip
+    """dZ (A for cosine) of the tile in GACC, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
     and `live` (1 or 0): whether the tile's dZ can add anything to dq or dr. Not where dZ is 0 throughout
     and every dot of the tile is finite (sim is: cosine's den is inf where a dot is) (then so is every entry of both sides' loaded rows: a
     non-finite one makes every dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual
@@ -158,8 +159,13 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         ds = tl.exp((s / tl.full([], temp, ACC) - m[:, None]) - logl[:, None]) * g / tl.full([], temp, ACC)
     else:
         ds = g
-    dz = ds * sig * tl.full([], scale, ACC)
+    # From here in GACC (float64 for float32 inputs in IEEE): a rounding of dZ scales a pair's two
+    # cosine terms alike, but sim's, and the products' sums over a tile, do not; terms of ~4 that
+    # cancel to 0.01 (prior_mask, H200 2026-11-28) missed SPEC's float32 tolerance in float32.
+    dz = (ds * sig * tl.full([], scale, ACC)).to(GACC)
+    den = den.to(GACC)
     dz = tl.where(COSINE != 0, dz / den, dz)
+    sim = tl.where(COSINE != 0, dot.to(GACC) / den, dot.to(GACC))
     # after every factor: a lane outside the valid pairs can have p = inf, den = 0 (eps = 0), sim NaN
     dz = tl.where(pair, dz, 0.0)
     if REDUCE == 2:  # only the max's dZ is sparse; the others take every tile (no extra registers)
@@ -167,49 +173,50 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         live = tl.max(((dz != 0.0) | ~(tl.abs(sim) < float("inf"))).to(tl.int32))  # NaN != 0
     else:
         live = tl.full([], 1, tl.int32)
-    return dz, tl.where(pair, dz * sim, 0.0), qn, rn, nmask, kvalid, live
+    return dz, tl.where(pair, dz * sim, 0.0), qn.to(GACC), rn.to(GACC), nmask, kvalid, live
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
 def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dq_ptr, N, K, D, C,
                qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
                floor: tl.float64, nblk, COSINE, SIGMOID,
-               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+               BLOCK_P: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     b = (pid // nblk).to(tl.int64)
     offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row = tl.zeros([BLOCK_N], ACC)
+    row = tl.zeros([BLOCK_N], GACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
             q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
+            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             row += tl.sum(a_sim * rn[None, :], 1)
         if REDUCE == 2:  # a tile that adds nothing: no pass
             d_end = tl.where(live > 0, D, 0)
         else:
             d_end = D
-        for d0 in range(0, d_end, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
+        for d0 in range(0, d_end, BLOCK_P):
+            offs_d = d0 + tl.arange(0, BLOCK_P)
             dmask = offs_d < D
             ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
-                         mask=kvalid[:, None] & dmask[None, :], other=0.0).to(ACC)
+                         mask=kvalid[:, None] & dmask[None, :], other=0.0).to(GACC)
             at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = nmask[:, None] & dmask[None, :]
-            # each tile's product in ACC, the running sum in float64 (pair_bce's dy: a float32 one
+            # each tile's product in GACC, the running sum in float64 (pair_bce's dy: a float32 one
             # over thousands of tiles drifts past SPEC's float32 tolerance)
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, ACC).to(tl.float64), mask=m2)
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, GACC).to(tl.float64), mask=m2)
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
-        f = tl.where(qn > tl.full([], floor, ACC), row / qn, 0.0)  # no norm term at the floor
-        for d0 in range(0, D, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
+        f = tl.where(qn > tl.full([], floor, ACC), row / qn.to(GACC), 0.0)  # no norm term at the floor
+        for d0 in range(0, D, BLOCK_P):
+            offs_d = d0 + tl.arange(0, BLOCK_P)
             m2 = nmask[:, None] & (offs_d < D)[None, :]
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
-                         mask=m2, other=0.0).to(ACC)
+                         mask=m2, other=0.0).to(GACC)
             at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
             tl.store(at, tl.load(at, mask=m2, other=0.0) - (f[:, None] * qa).to(tl.float64), mask=m2)
 
@@ -218,8 +225,9 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, col_ptr, N, K, D, C,
                qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
                kblk, splits, per, COSINE, SIGMOID,
-               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
-               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+               REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+               BLOCK_P: tl.constexpr):  # fmt: skip
     """Split s of the queries [s * per, (s + 1) * per) (per a multiple of BLOCK_N: only the last
     split's last tile passes N) for a block of refs: its partial dr
     (Σ_i dZ_ij q_i) into dr_ptr's slice s (splits, B, K, D), and (cosine) its Σ_i A sim |q_i|
@@ -230,27 +238,27 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     kmask = offs_k < K
     B = tl.num_programs(0) // (kblk * splits)
     drs = dr_ptr + s.to(tl.int64) * B * K * D
-    col = tl.zeros([BLOCK_K], ACC)
+    col = tl.zeros([BLOCK_K], GACC)
     n_end = tl.minimum(N, (s + 1) * per)
     for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
             q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
+            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
         if COSINE != 0:
             col += tl.sum(a_sim * qn[:, None], 0)
         if REDUCE == 2:  # a tile that adds nothing: no pass
             d_end = tl.where(live > 0, D, 0)
         else:
             d_end = D
-        for d0 in range(0, d_end, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
+        for d0 in range(0, d_end, BLOCK_P):
+            offs_d = d0 + tl.arange(0, BLOCK_P)
             dmask = offs_d < D
             qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
-                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(ACC)
+                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(GACC)
             at = drs + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
             m2 = kmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, ACC).to(tl.float64),
+            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, GACC).to(tl.float64),
                      mask=m2)  # fmt: skip
     if COSINE != 0:
         tl.store(col_ptr + (s.to(tl.int64) * B + b) * K + offs_k, col, mask=kmask)
@@ -291,6 +299,19 @@ def _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny):
     count = torch.zeros(B, C + 2, dtype=st, device=q.device)
     count.scatter_add_(1, lab.long().clamp(-1, C) + 1, count.new_ones(()).expand(B, K))
     return q, r, lab, st, qn.contiguous(), rn.contiguous(), count[:, 1 : C + 1]
+
+
+def _grad_acc(flags):
+    """GACC, the backward's dZ and product type: float64 but for float32 inputs on TF32 (opted
+    into ~1e-3 precision) and half inputs (held to the half tolerance): the CUDA kernels' choice."""
+    return tl.float64 if flags["ACC"] == tl.float64 or flags["PREC"] == "ieee" else tl.float32
+
+
+def _grad_flags(flags):
+    """The backward's GACC and BLOCK_P (the dims of a chunk of its second product, which only the
+    sums' grouping of dims sees, never their bits): 16 in float64 (32 spilled up to 64 B on sm_90)."""
+    gacc = _grad_acc(flags)
+    return {"GACC": gacc, "BLOCK_P": BLOCK_D // 2 if gacc == tl.float64 else BLOCK_D}
 
 
 def _flags(metric, sigmoid, reduce, t, st):
@@ -410,11 +431,12 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     # ref block walking all 102480 queries of W5 took 71 ms on the H100 (2026-11-26)
     splits, per = row_splits(N, BLOCK_N, kblk, B)
     dr = torch.zeros(splits, B, K, D, dtype=torch.float64, device=q.device)
-    col = torch.zeros(splits, B, K, dtype=st, device=q.device)
+    col = torch.zeros(splits, B, K, dtype=torch.float64, device=q.device)  # GACC's sums, at most float64
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a)
         sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
+        flags.update(_grad_flags(flags))
         with device_ctx(q):
             _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
             _dr_kernel[grid_items(kblk * splits, B)](*args, dr, col, N, K, D, C, *q.stride(), *sc[:4], kblk, splits,
@@ -445,7 +467,8 @@ def compile_specs():
             for red in range(4):
                 c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
                 specs.append((_forward_kernel, fwd, c, 4))
-                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, c, 4))
+                g = {**c, **_grad_flags(c)}
+                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, g, 4))
                 dr = {k: v for k, v in bwd.items() if k != "floor"}
-                specs.append((_dr_kernel, {**dr, "dr_ptr": "*fp64", "col_ptr": "*" + a}, c, 4))
+                specs.append((_dr_kernel, {**dr, "dr_ptr": "*fp64", "col_ptr": "*fp64"}, g, 4))
     return specs
