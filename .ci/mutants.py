@@ -586,6 +586,16 @@ MUTANTS = [
            "wr = static_cast<out_t>(w[r]);",
            (T_SR, "-k", "nan_weight_on_padding and emulated"), "a padding slot's NaN weight multiplied into its ref's "
            "gradient (NaN * 0)"),
+    Mutant("cuda-similarity_reduce-max-skip-ties", "csrc/cuda/similarity_reduce.cu",
+           "if (j == MaxArg::kAny || uint32_t(j - lo) < uint32_t(kCols)) return true;",
+           "if (uint32_t(j - lo) < uint32_t(kCols)) return true;",
+           (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "the float32 max backward skips the tile "
+           "pairs of rows whose maxima tie (or whose max is NaN) but for their first maximum's"),
+    Mutant("cuda-similarity_reduce-max-skip-nonfinite", "csrc/cuda/similarity_reduce.cu",
+           "if constexpr (kArg) wide = wide || !(fabsf(acc[n][e]) < INFINITY);",
+           "if constexpr (kArg) wide = false;",
+           (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "a row's non-finite dot not noted: the tile "
+           "pair of an inf entry is skipped and its 0 * inf left out of dq"),
     Mutant("cuda-similarity_reduce-weight-grad-unweighted", "csrc/cuda/similarity_reduce.cu",
            "store_rounded(dst + d * g_sd, wk * g);",
            "store_rounded(dst + d * g_sd, g);",

@@ -156,18 +156,23 @@ EXPECTATIONS: list[Expect] = [
                "(at most 85 registers; at 64 this ptxas spills), no spill"),
     Expect(r"triplet_hinge:.*", why="compiled for 4 blocks per SM (at most 64 registers, 50 %); static "
                                     "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
-    Expect(r"similarity_reduce:forward_tile_kernel<float>", threads=128, min_occupancy=0.375,
+    Expect(r"similarity_reduce:forward_tile_kernel<float, true>", threads=128, min_occupancy=0.375, max_stack=8,
+           local_in_loop=1,
+           why="the float32 max backward's recomputed maxima: the forward's kernel, and per row the ref of its "
+               "maximum (MaxArg) and a flag for a non-finite dot; the row's extra state keeps 4 B on sm_90's stack; "
+               "one launch a backward, ~ the forward's time; " + _DEBT),
+    Expect(r"similarity_reduce:forward_tile_kernel<float, false>", threads=128, min_occupancy=0.375,
            why="float32: the half kernel's 64 x 64 tiles by FMA (pair_tiles::dot_tile_f32: 8-dim stages transposed "
                "in shared memory, 32 float accumulators a thread, the C pair one 8-byte load; TF32 would miss SPEC "
                "4's float32 tolerance), the scores through shared memory to one reducing thread per row; no spill"),
-    Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, max_stack=8,
-           local_in_loop=2,
+    Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875,
            why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
                "memory (33 KiB of the 47 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
                "thread (one dim of 8 owner rows: coalesced stores), dr over splits of the queries; a tile pair whose dZ is 0 with finite dots is skipped, and "
                "in the product each warp walks only the k where one of its owners' dZ is nonzero (a 64-bit mask "
-               "a tile: the max's backward); up to 168 registers, three blocks per SM; sm_90's dr "
-               "instantiation keeps 8 B on the stack around the double division's call (grad_z); " + _DEBT),
+               "a tile: the max's backward), and before its dots a tile pair no row's only maximum lies in "
+               "(MaxArg); compiled for three blocks per SM (at most 168 registers: at sm_90's own choice of "
+               "128 the dr instantiation spilled 8 B in the tile loop), no spill"),
     Expect(r"similarity_reduce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
            local_in_loop=10, tensor_cores=True,
            why="half: 64 query rows x 64-ref tiles by mma.sync m16n8k16 (4 warps of 16 x 64, 32 float "

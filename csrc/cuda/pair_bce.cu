@@ -186,6 +186,7 @@ __global__ void __launch_bounds__(kThreads) forward_tile_kernel(View<scalar_t, f
 template <typename scalar_t, bool kYSide>
 struct GradPolicy {
   static constexpr int kSums = kYSide ? 0 : 2;
+  static constexpr bool kMaySkip = false;  // every pair's Z is a dense e_ij
   View<scalar_t, float> v;
   const float* g;
   scalar_t* grad;

@@ -24,7 +24,11 @@
 // backward is that case almost everywhere (Z nonzero at a row's maxima only): prior_mask W7 on
 // the H100 of 2026-11-27 took 546 ms forward+backward, 52.6 of them forward, walking every
 // pair's product. A non-finite dot keeps the whole tile, so 0 * inf still makes the NaN the
-// reference's product makes.
+// reference's product makes. grad_pass_f32 also asks the policy first (kMaySkip, may_add) and
+// leaves a tile pair out before its dots where no row says it can add anything: the max's
+// backward knows each row's only maximum from its recomputed forward (similarity_reduce's
+// MaxArg), and without that the passes recomputed every dot twice (prior_mask W7 on the H200 of
+// 2026-11-28: 149 ms of 216 forward+backward).
 //
 // grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
 // dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per
@@ -44,6 +48,12 @@
 //                                                      and the owner's sum terms w
 //   void finish(int64_t b, int64_t x, bool part, const float* acc, const double (&sums)[2]) const
 //                                                      the owner's row x (part: it takes part)
+//   static constexpr bool kMaySkip;                    grad_pass_f32 asks, before a tile pair's
+//   bool may_add(int64_t b, int64_t i0, int64_t j0, int me) const        dots, of A row i0 + me
+//                                                      (me < 64) whether its pairs with C rows
+//                                                      j0 + [0, 64) can add anything: a tile pair
+//                                                      no row says yes to is skipped whole (its
+//                                                      Z must then be exactly 0 with finite dots)
 #pragma once
 
 #include <cstdint>
@@ -445,6 +455,12 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
       const int64_t p_end = other_n < (s + 1) * per ? other_n : (s + 1) * per;
       for (int64_t p0 = s * per; p0 < p_end; p0 += kCols) {
         const int64_t i0 = kCSide ? p0 : o0, j0 = kCSide ? o0 : p0;
+        if constexpr (P::kMaySkip) {
+          // The policy's word that no pair of the tile can add anything (no dot needed): the tile
+          // pair is left out before its dots, as below after them. Also the barrier before the
+          // tables and stages are rewritten.
+          if (!__syncthreads_or(me < kRows && p.may_add(b, i0, j0, me))) continue;  // uniform
+        }
         if (me < kRows) p.load(b, i0, j0, me, sm.tab);
         float dots[kCols / 8][4];
         dot_tile(A, C, D, b, i0, j0, sm.u.dots.sa, sm.u.dots.sc, dots);

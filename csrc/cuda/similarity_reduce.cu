@@ -8,6 +8,8 @@
 // per query row (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
 // (the forward) and in accumulation buffers of the workspace (the backward), so results are
 // deterministic with no atomics. Refs that take no part are never read into a product.
+#include <cmath>
+
 #include "common/similarity_reduce.h"
 #include "cuda/common.cuh"
 #include "cuda/device_checks.cuh"
@@ -38,9 +40,10 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
 // dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
-// each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double.
+// each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
+// float32's max the maxima's refs (B, N, C) int32 (MaxArg).
 struct Plan {
-  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, ws;
+  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, off_arg, ws;
   int64_t splits;
 };
 
@@ -61,7 +64,8 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   p.off_dr = p.off_dq + align16(B * N * D * sizeof(double));
   p.off_max = p.off_dr + align16(S * B * K * D * sizeof(double));
   p.off_sums = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
-  p.ws = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
+  p.off_arg = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
+  p.ws = p.off_arg + (a.dtype == DType::Float32 && a.reduce == Reduce::Max ? align16(B * N * C * sizeof(int32_t)) : 0);
   return p;
 }
 
@@ -167,28 +171,42 @@ __global__ void __launch_bounds__(kThreads)
 // One query row's running reduction over its refs, taken in increasing j: out's row o and
 // the max's tie counts in global memory (C may be large), the softmax's max m and sum l in
 // registers. Both forward kernels reduce through it: the same order and arithmetic.
+// The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
+// per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
+// maxima tie, the max is NaN, or a dot of the row with a ref that takes part is not finite, so any
+// ref may: the whole row goes through the gradient passes as before).
+struct MaxArg {
+  static constexpr int32_t kNone = -1, kAny = -2;
+  // int32: the launcher asks for none past 2^31 - 1 refs an image
+  static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
+};
+
 template <typename acc_t>
 struct RowReduce {
   acc_t* o;
-  acc_t* ties;  // Max only
+  acc_t* ties;    // Max only
+  int32_t* arg;   // Max only, and only where asked (MaxArg)
   int64_t C;
   Reduce reduce;
   acc_t m = -acc_t(INFINITY), l = 0;
 
-  __device__ __forceinline__ RowReduce(acc_t* o_, acc_t* aux_row, int64_t C_, Reduce r)
-      : o(o_), ties(r == Reduce::Max ? aux_row : nullptr), C(C_), reduce(r) {
+  __device__ __forceinline__ RowReduce(acc_t* o_, acc_t* aux_row, int64_t C_, Reduce r, int32_t* arg_row = nullptr)
+      : o(o_), ties(r == Reduce::Max ? aux_row : nullptr), arg(r == Reduce::Max ? arg_row : nullptr), C(C_),
+        reduce(r) {
     for (int64_t c = 0; c < C; ++c) {
       o[c] = reduce == Reduce::Max ? -acc_t(INFINITY) : acc_t(0);
       if (ties) ties[c] = 0;
     }
   }
-  __device__ __forceinline__ void take(acc_t s, int64_t c, acc_t temp) {
+  // s: the score of ref j, of class c
+  __device__ __forceinline__ void take(acc_t s, int64_t c, acc_t temp, int64_t j = 0) {
     if (reduce == Reduce::Sum || reduce == Reduce::Mean) {
       o[c] += s;
     } else if (reduce == Reduce::Max) {
       if (similarity_reduce::above(s, o[c])) {
         o[c] = s;
         ties[c] = 1;
+        if (arg) arg[c] = int32_t(j);
       } else if (s == o[c]) {
         ties[c] += 1;
       }
@@ -206,6 +224,12 @@ struct RowReduce {
         o[c] += e;
       }
     }
+  }
+  // arg's final word (MaxArg); wide: a dot of the row with a ref that takes part is not finite
+  __device__ __forceinline__ void finish_arg(bool wide) {
+    if (arg)
+      for (int64_t c = 0; c < C; ++c)
+        arg[c] = wide || ties[c] > acc_t(1) || o[c] != o[c] ? MaxArg::kAny : ties[c] == acc_t(0) ? MaxArg::kNone : arg[c];
   }
   // count: the image's class sizes (Mean, Softmax); ml: the row's (m, log l) aux slots (Softmax).
   __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml) {
@@ -274,14 +298,19 @@ __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, 
     return {v.r, v.K, v.K * v.D, v.D, 1};
 }
 
-template <typename scalar_t>
+// kArg: arg holds the max's MaxArg rows (the float32 backward's recomputed maxima); a row is kAny
+// where one of its dots is not finite, also with a ref that takes no part (whose values the
+// passes never read), or where the other row of its thread has one (rows r and r + 8 share a
+// flag): only tile pairs fewer left out, never a wrong one.
+template <typename scalar_t, bool kArg = false>
 __global__ void __launch_bounds__(kThreads)
-    forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux) {
+    forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux, int32_t* arg) {
   __shared__ __align__(16) uint32_t sq[kRows][kWordStride];  // the rows' dim pairs of a stage
   __shared__ __align__(16) uint32_t sr[kCols][kWordStride];  // the refs' dim pairs of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
   __shared__ float sqn[kRows], srn[kCols];
   __shared__ int scls[kCols];  // the ref's class, -1 if it takes no part
+  __shared__ int swide[kRows];  // kArg: the row has a non-finite dot
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
   const int64_t tiles = ceil_div<int64_t>(v.N, kRows), C = v.C;
   for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {
@@ -289,10 +318,13 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i0 = tile * kRows;
       const int me = threadIdx.x;  // < kRows: the reducing thread of row i0 + me
       const bool owner = me < kRows && i0 + me < v.N;
-      if (me < kRows)
+      if (me < kRows) {
         sqn[me] = owner && v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i0 + me)) : 0.0f;
+        swide[me] = 0;
+      }
       const int64_t at = owner ? b * v.N + i0 + me : 0;
-      RowReduce<float> row(out + at * C, aux + at * C, owner ? C : 0, v.reduce);  // C = 0: writes nothing
+      RowReduce<float> row(out + at * C, aux + at * C, owner ? C : 0, v.reduce,  // C = 0: writes nothing
+                           kArg ? arg + at * C : nullptr);
       for (int64_t j0 = 0; j0 < v.K; j0 += kCols) {
         if (threadIdx.x < kCols) {
           const int64_t j = j0 + threadIdx.x;
@@ -303,23 +335,34 @@ __global__ void __launch_bounds__(kThreads)
         float acc[kCols / 8][4];
         pair_tiles::dot_tile(queries(v), refs(v), v.D, b, i0, j0, sq, sr, acc);
         __syncthreads();  // sqn, srn written (D = 0: dot_tile has no barrier)
+        bool wide = false;  // kArg: a non-finite dot in one of the thread's two rows (both marked)
 #pragma unroll
         for (int n = 0; n < kCols / 8; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
             ss[r][c] = v.score(acc[n][e], sqn[r], srn[c]);
+            if constexpr (kArg) wide = wide || !(fabsf(acc[n][e]) < INFINITY);
           }
+        if constexpr (kArg) {  // the 4 lanes of rows row0 + g, + 8 agree; one of them writes
+          int w = wide;
+          w |= __shfl_xor_sync(0xffffffffu, w, 1);
+          w |= __shfl_xor_sync(0xffffffffu, w, 2);
+          if (t == 0 && w) swide[row0 + g] = swide[row0 + g + 8] = 1;
+        }
         __syncthreads();
         if (owner) {
           const int cols = v.K - j0 < kCols ? int(v.K - j0) : kCols;
           for (int c = 0; c < cols; ++c)
-            if (scls[c] >= 0) row.take(ss[me][c], scls[c], v.temp);
+            if (scls[c] >= 0) row.take(ss[me][c], scls[c], v.temp, j0 + c);
         }
         __syncthreads();  // ss, scls, srn are rewritten by the next tile
       }
-      if (owner) row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
-      __syncthreads();  // sqn is rewritten by the next row tile
+      if (owner) {
+        if constexpr (kArg) row.finish_arg(swide[me] != 0);
+        row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
+      }
+      __syncthreads();  // sqn, swide are rewritten by the next row tile
     }
   }
 }
@@ -427,9 +470,28 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, bool kRefSide>
 struct GradPolicy {
   static constexpr int kSums = 1;
+  static constexpr bool kMaySkip = true;  // grad_pass_f32's question, answered from arg
   View<scalar_t, float> v;
   const float *qn, *gx, *out, *aux, *lse;
   scalar_t* grad;
+  // The max's MaxArg rows, or null (every tile pair may add). With them a pair (i, j) of a row
+  // whose every class has kNone or a ref other than j has dZ = 0 exactly (s != max: ds = 0; the
+  // launcher passes arg only with a finite scale, so 0 * scale = 0) and a finite dot (not kAny).
+  const int32_t* arg;
+
+  __device__ __forceinline__ bool may_add(int64_t b, int64_t i0, int64_t j0, int me) const {
+    const int64_t i = i0 + me;
+    if (arg == nullptr) return true;
+    if (i >= v.N) return false;
+    const int32_t* a = arg + (b * v.N + i) * v.C;
+    const int32_t lo = int32_t(j0);  // j0 < K <= INT32_MAX (MaxArg::fits)
+#pragma unroll 1
+    for (int64_t c = 0; c < v.C; ++c) {
+      const int32_t j = a[c];
+      if (j == MaxArg::kAny || uint32_t(j - lo) < uint32_t(kCols)) return true;  // kNone: j - lo wraps high
+    }
+    return false;
+  }
 
   // a: |q_i|, la: 0 (every query takes part); c: |r_j|, lc: the class of ref j (or -1)
   __device__ __forceinline__ void load(int64_t b, int64_t i0, int64_t j0, int me, pair_tiles::Tables& T) const {
@@ -470,7 +532,7 @@ __global__ void __launch_bounds__(kThreads)
     grad_mma_kernel(View<scalar_t, float> v, const float* qn, const float* gx, const float* out, const float* aux,
                     const float* lse, float* acc_out, scalar_t* grad) {
   __shared__ __align__(16) pair_tiles::GradSmem sm;
-  const GradPolicy<scalar_t, kRefSide> p{v, qn, gx, out, aux, lse, grad};
+  const GradPolicy<scalar_t, kRefSide> p{v, qn, gx, out, aux, lse, grad, nullptr};
   pair_tiles::grad_pass<scalar_t, kRefSide>(p, queries(v), refs(v), v.B, v.D, acc_out, sm);
 }
 
@@ -511,11 +573,12 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
 // partial rows over S splits of the queries; each owner tile's gradient rows written by the block
 // that completes it (finish_f32_rows: one launch a side, no finishing kernel).
 template <bool kRefSide>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
-                    const float* lse, int64_t S, double* acc_out, double* sums_out, int32_t* tickets, float* grad) {
+                    const float* lse, const int32_t* arg, int64_t S, double* acc_out, double* sums_out,
+                    int32_t* tickets, float* grad) {
   __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
-  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr};
+  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr, arg};
   const bool cosine = v.metric == Metric::Cosine;
   pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
                                       [&](int64_t b, int64_t o0) {
@@ -717,7 +780,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
       cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
-                          static_cast<float*>(p.out), static_cast<float*>(p.aux));
+                          static_cast<float*>(p.out), static_cast<float*>(p.aux), static_cast<int32_t*>(nullptr));
     } else {
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
                           dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
@@ -753,14 +816,28 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     cuda::tables(v, st, no_check, cuda::Rows<acc_t>{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse});
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
+    // float32's max: where each row's maximum is (MaxArg), so that the gradient passes leave out
+    // every tile pair no maximum lies in before computing its dots (prior_mask W7 on the H200 of
+    // 2026-11-28: 149 ms in the two passes, which recomputed all 424 GFLOP of dots twice for one
+    // nonzero dZ a row). Not with a non-finite scale (0 * inf: every dZ NaN, as the reference's).
+    int32_t* arg = nullptr;
+    if constexpr (std::is_same_v<scalar_t, float>)
+      if (a.reduce == similarity_reduce::Reduce::Max && std::isfinite(a.scale) && cuda::MaxArg::fits(a.K))
+        arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
       // The max and its ties recomputed with this backward's arithmetic (see the CPU backward): the
       // equality test then holds whatever computed the `out` handed in.
       acc_t* own = cuda::at_offset<acc_t>(p.workspace, pl.off_max);
-      if constexpr (tile)
-        cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>,
-                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
-                            block, 0, st, v, own, own + a.B * a.N * a.C);
+      const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
+      if constexpr (tile) {
+        if constexpr (std::is_same_v<scalar_t, float>)
+          if (arg != nullptr)
+            cuda::launch_kernel(cuda::forward_tile_kernel<float, true>, grid, block, 0, st, v, own,
+                                own + a.B * a.N * a.C, arg);
+        if (arg == nullptr)
+          cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, block, 0, st, v, own, own + a.B * a.N * a.C,
+                              static_cast<int32_t*>(nullptr));
+      }
       else
         cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
                             0, st, v, own, own + a.B * a.N * a.C);
@@ -786,13 +863,13 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       if (a.N > 0) {
         cuda::launch_kernel(cuda::grad_f32_kernel<false>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, int64_t(1), dq, sq, p.tickets, gq);
+                            block, 0, st, v, qn, gx, out, aux, lse, arg, int64_t(1), dq, sq, p.tickets, gq);
       }
       if (a.K > 0) {
         cuda::launch_kernel(cuda::grad_f32_kernel<true>,
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits),
                                  cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, pl.splits, dr, sr, p.tickets, gr);
+                            block, 0, st, v, qn, gx, out, aux, lse, arg, pl.splits, dr, sr, p.tickets, gr);
       }
     } else {
       if (a.N > 0) {
