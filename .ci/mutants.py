@@ -800,6 +800,16 @@ MUTANTS = [
            "T.lc[me] = j0 + me < v.Ky ? label_at(v.ly, b * v.Ky + j0 + me) : -1;",
            "T.lc[me] = j0 + me < v.Ky ? label_at(v.ly, b * v.Ky + me) : -1;",
            (T_PB, "-k", "emulated"), "the half kernels read the first y tile's labels for every tile"),
+    Mutant("triton-similarity_reduce-max-skip-ties", "pixelkernels/triton/similarity_reduce.py",
+           "            any_ref = (wide > 0) | (o != o) | (t > 1) | ((o == -float(\"inf\")) & (t > 0))",
+           "            any_ref = (wide > 0) | (o != o)",
+           (T_SR, "-k", "max_backward_over_many_tiles and triton"), "the Triton max backward skips the tile "
+           "pairs of rows whose maxima tie but for their first maximum's"),
+    Mutant("triton-similarity_reduce-max-skip-nonfinite", "pixelkernels/triton/similarity_reduce.py",
+           "            wide = tl.maximum(wide, tl.max((kmask[None, :] & ~(tl.abs(dot) < float(\"inf\"))).to(tl.int32), 1))",
+           "            wide = wide",
+           (T_SR, "-k", "max_backward_over_many_tiles and triton"), "a row's non-finite dot not noted: the tile "
+           "pair of an inf entry is skipped and its 0 * inf left out of dq"),
     Mutant("triton-similarity_reduce-mean", "pixelkernels/triton/similarity_reduce.py",
            "        out = out / count.clamp_min(1)[:, None, :]",
            "        out = out / count.clamp_min(1)[:, None, :] * 1.0001",

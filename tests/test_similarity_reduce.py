@@ -795,27 +795,30 @@ def test_max_infinite_entry_in_a_ref_that_is_no_maximum(request, backend, device
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
 def test_max_backward_over_many_tiles(request, backend, device, metric, activation):
     """float32 max over 3 classes, 150 queries x 200 refs (3 x 4 tiles of 64 each way, and the dr
-    pass's query splits): the CUDA backward skips a tile pair before its dots unless a row's only
-    maximum lies in it (MaxArg), or the row has tied maxima, a NaN max or a non-finite dot. Rows of
-    every kind: maxima tied across ref tiles (ref 140 a copy of ref 3, same class), a query with a
-    NaN entry (all of its scores NaN), a valid ref with an inf entry that is no maximum, a class
-    no ref has in image 1, and padding; against the reference on the same values."""
+    pass's query splits): the CUDA and Triton backwards skip a tile pair before its scores unless a
+    row's only maximum lies in it (MaxArg), or the row has tied maxima, a NaN max or a non-finite
+    dot. Image 0: random, with maxima tied across ref tiles (ref 140 a copy of ref 3, same class),
+    a query with a NaN entry (all of its scores NaN) and padding. Images 1 and 2: positive queries
+    and every maximum in the first tile of refs (its refs positive and larger, the others negative
+    past it), so that every other tile pair is skipped unless the rule keeps it: in image 1 a valid
+    ref (100) with a -inf entry, no maximum (its dots all -inf, never NaN), whose 0 * -inf puts NaN
+    in every row's dq in the reference's product; in image 2 class 0's maximum in every row tied
+    between ref 3 and ref 140, each taking half; against the reference on the same values."""
     # dot's sigmoid on z = q.r / 16: float32 would round the larger scores' sigmoids to 1 (ties)
     scale = 1.0 / 16 if metric == "dot" and activation == "sigmoid" else 1.0
-    inp = _exact_inp(2, 150, 200, 5, 3, torch.float32, pad=0.1, metric=metric, reduce="max", activation=activation,
+    inp = _exact_inp(3, 150, 200, 5, 3, torch.float32, pad=0.1, metric=metric, reduce="max", activation=activation,
                      scale=scale)
-    inp["ref"][:, 140], inp["ref_labels"][:, 140] = inp["ref"][:, 3], inp["ref_labels"][:, 3].clamp_min(0)
-    inp["ref_labels"][:, 3] = inp["ref_labels"][:, 140]
-    inp["query"][0, 70, 1] = NAN
-    inp["ref"][1, 100, 2], inp["ref_labels"][1, 100] = -INF, 0
-    # image 1: positive queries, so the -inf entry's dots are all -inf, never NaN (dot: no NaN max),
-    # and every class's maxima in ref tile 0 (its refs positive and larger): every other tile pair
-    # of the image is skipped but where a dot is not finite, as with ref 100 (tile 1), whose
-    # 0 * -inf puts NaN in every row's dq in the reference's product
-    inp["query"][1] = inp["query"][1].abs() + 0.125
-    inp["ref"][1, :64] = inp["ref"][1, :64].abs() + 4.0
-    inp["ref_labels"][1, :3] = torch.tensor([0, 1, 0])
-    inp["ref_labels"][1] = inp["ref_labels"][1].clamp_max(1)  # class 2 empty in image 1
+    q, r, lab = inp["query"], inp["ref"], inp["ref_labels"]
+    r[0, 140], lab[0, 140] = r[0, 3], lab[0, 3].clamp_min(0)
+    lab[0, 3] = lab[0, 140]
+    q[0, 70, 1] = NAN
+    q[1:] = q[1:].abs() + 0.125
+    r[1:, :64] = r[1:, :64].abs() + 4.0
+    r[1:, 64:] = -r[1:, 64:].abs() - 0.125
+    r[1, 100, 2], lab[1, 100] = -INF, 0
+    lab[1] = lab[1].clamp_max(1)  # class 2 empty in image 1
+    lab[1, :2] = torch.tensor([0, 1])
+    r[2, 3], r[2, 140], lab[2, 3], lab[2, 140] = 16.0, 16.0, 0, 0
     agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
 
 

@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kThreads)
 // registers. Both forward kernels reduce through it: the same order and arithmetic.
 // The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
 // per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
-// maxima tie, the max is NaN, or a dot of the row with a ref that takes part is not finite, so any
-// ref may: the whole row goes through the gradient passes as before).
+// maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
+// row goes through the gradient passes as before).
 struct MaxArg {
   static constexpr int32_t kNone = -1, kAny = -2;
   // int32: the launcher asks for none past 2^31 - 1 refs an image
@@ -229,7 +229,10 @@ struct RowReduce {
   __device__ __forceinline__ void finish_arg(bool wide) {
     if (arg)
       for (int64_t c = 0; c < C; ++c)
-        arg[c] = wide || ties[c] > acc_t(1) || o[c] != o[c] ? MaxArg::kAny : ties[c] == acc_t(0) ? MaxArg::kNone : arg[c];
+        // a max of -inf: its members never moved arg (no score above -inf)
+        arg[c] = ties[c] == acc_t(0)                                                    ? MaxArg::kNone
+                 : wide || ties[c] > acc_t(1) || o[c] != o[c] || o[c] == -acc_t(INFINITY) ? MaxArg::kAny
+                                                                                          : arg[c];
   }
   // count: the image's class sizes (Mean, Softmax); ml: the row's (m, log l) aux slots (Softmax).
   __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml) {

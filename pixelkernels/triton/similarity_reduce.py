@@ -67,16 +67,19 @@ def _ge_max(x, m):
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
-def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_ptr, N, K, D, C, qsb, qsn, qsd,
-                    scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE, SIGMOID,
-                    REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_ptr, arg_ptr, N, K, D, C, qsb, qsn,
+                    qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE,
+                    SIGMOID, REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, ARG: tl.constexpr):  # fmt: skip
+    """ARG (max only): arg_ptr's (B, N, C) int32 gets each row and class's MaxArg (the backward's
+    recomputed maxima; see _arg_hits)."""
     pid = tl.program_id(0)
     b = (pid // nblk).to(tl.int64)
     offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = offs_n < N
     rows = b * N + offs_n.to(tl.int64)
     qn = tl.load(qn_ptr + rows, mask=nmask, other=0.0)
+    wide = tl.zeros([BLOCK_N], tl.int32)  # ARG: a non-finite dot in the row (refs that take no part too)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         kmask = offs_k < K
@@ -86,6 +89,8 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
         s, sim, den, dot, _ = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn,
                                       rn, scale, bias, eps, COSINE, SIGMOID, PREC, ACC, BLOCK_D)  # fmt: skip
         pair = nmask[:, None] & kvalid[None, :]
+        if ARG:
+            wide = tl.maximum(wide, tl.max((kmask[None, :] & ~(tl.abs(dot) < float("inf"))).to(tl.int32), 1))
         if REDUCE == 3:
             # Online softmax over the valid refs: the tile's max, one rescale of the row's state.
             x = tl.where(pair, s / tl.full([], temp, ACC), -float("inf"))
@@ -118,8 +123,34 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
                     tl.store(aux_ptr + rows * C + c, tl.where(take, tties, tl.where(same, t_old + tties, t_old)),
                              mask=nmask)
                     tl.store(out_ptr + rows * C + c, tl.where(take, tmax, o), mask=nmask)
+                    if ARG:  # the tile's first maximum, where the tile takes the max
+                        first = tl.min(tl.where(member & (s == tmax[:, None]), offs_k[None, :], K), 1)
+                        a_old = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
+                        tl.store(arg_ptr + rows * C + c, tl.where(take, first, a_old).to(tl.int32), mask=nmask)
                 else:
                     tl.store(out_ptr + rows * C + c, o + tl.sum(tl.where(member, s, 0.0), 1), mask=nmask)
+    if ARG:
+        for c in range(0, C):
+            o = tl.load(out_ptr + rows * C + c, mask=nmask, other=0.0)
+            t = tl.load(aux_ptr + rows * C + c, mask=nmask, other=0.0)
+            a = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
+            # a NaN max counts no ties here (NaN == NaN is false); a max of -inf: its members never
+            # moved arg (no score above -inf)
+            any_ref = (wide > 0) | (o != o) | (t > 1) | ((o == -float("inf")) & (t > 0))
+            a = tl.where(any_ref, -2, tl.where(t == 0, -1, a))
+            tl.store(arg_ptr + rows * C + c, a.to(tl.int32), mask=nmask)
+
+
+@triton.jit
+def _arg_hits(arg_ptr, rows, nmask, C, k0, BLOCK_K: tl.constexpr):
+    """Whether a tile pair of these query rows and refs [k0, k0 + BLOCK_K) can have a nonzero dZ in
+    the max's backward: a row's only maximum (MaxArg, from the recomputed forward: the ref, -1 a
+    class without refs, -2 tied maxima, a NaN or -inf max or a non-finite dot in the row) in the refs."""
+    hit = tl.zeros([rows.shape[0]], tl.int32)
+    for c in range(0, C):
+        a = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
+        hit = hit | ((a == -2) | ((a >= k0) & (a < k0 + BLOCK_K))).to(tl.int32)
+    return tl.max(hit, 0)
 
 
 @triton.jit
@@ -177,37 +208,42 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
-def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dq_ptr, N, K, D, C,
+def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, arg_ptr, dq_ptr, N, K, D, C,
                qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
                floor: tl.float64, nblk, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-               BLOCK_P: tl.constexpr):  # fmt: skip
+               BLOCK_P: tl.constexpr, ARG: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     b = (pid // nblk).to(tl.int64)
     offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
     row = tl.zeros([BLOCK_N], GACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
-            q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
-        if COSINE != 0:
-            row += tl.sum(a_sim * rn[None, :], 1)
-        if REDUCE == 2:  # a tile that adds nothing: no pass
-            d_end = tl.where(live > 0, D, 0)
+        if ARG:  # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
+            hit = _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k0, BLOCK_K)
         else:
-            d_end = D
-        for d0 in range(0, d_end, BLOCK_P):
-            offs_d = d0 + tl.arange(0, BLOCK_P)
-            dmask = offs_d < D
-            ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
-                         mask=kvalid[:, None] & dmask[None, :], other=0.0).to(GACC)
-            at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
-            m2 = nmask[:, None] & dmask[None, :]
-            # each tile's product in GACC, the running sum in float64 (pair_bce's dy: a float32 one
-            # over thousands of tiles drifts past SPEC's float32 tolerance)
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, GACC).to(tl.float64), mask=m2)
+            hit = 1
+        if hit > 0:
+            dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
+                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
+                qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
+            if COSINE != 0:
+                row += tl.sum(a_sim * rn[None, :], 1)
+            if REDUCE == 2:  # a tile that adds nothing: no pass
+                d_end = tl.where(live > 0, D, 0)
+            else:
+                d_end = D
+            for d0 in range(0, d_end, BLOCK_P):
+                offs_d = d0 + tl.arange(0, BLOCK_P)
+                dmask = offs_d < D
+                ra = tl.load(r_ptr + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :],
+                             mask=kvalid[:, None] & dmask[None, :], other=0.0).to(GACC)
+                at = dq_ptr + (b * N + offs_n.to(tl.int64))[:, None] * D + offs_d[None, :]
+                m2 = nmask[:, None] & dmask[None, :]
+                # each tile's product in GACC, the running sum in float64 (pair_bce's dy: a float32 one
+                # over thousands of tiles drifts past SPEC's float32 tolerance)
+                tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(dz, ra, PREC, GACC).to(tl.float64), mask=m2)
     if COSINE != 0:
         nmask = offs_n < N
         qn = tl.load(qn_ptr + b * N + offs_n, mask=nmask, other=0.0)
@@ -222,19 +258,20 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
-def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, dr_ptr, col_ptr, N, K, D, C,
-               qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
+def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, arg_ptr, dr_ptr, col_ptr, N,
+               K, D, C, qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64,
                kblk, splits, per, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-               BLOCK_P: tl.constexpr):  # fmt: skip
+               BLOCK_P: tl.constexpr, ARG: tl.constexpr):  # fmt: skip
     """Split s of the queries [s * per, (s + 1) * per) (per a multiple of BLOCK_N: only the last
     split's last tile passes N) for a block of refs: its partial dr
     (Σ_i dZ_ij q_i) into dr_ptr's slice s (splits, B, K, D), and (cosine) its Σ_i A sim |q_i|
     into col_ptr's (splits, B, K); the launcher sums the slices in order."""
     b, item = split_pid(kblk * splits)
     s = item // kblk
-    offs_k = (item - s * kblk) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_lo = (item - s * kblk) * BLOCK_K
+    offs_k = k_lo + tl.arange(0, BLOCK_K)
     kmask = offs_k < K
     B = tl.num_programs(0) // (kblk * splits)
     drs = dr_ptr + s.to(tl.int64) * B * K * D
@@ -242,24 +279,29 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     n_end = tl.minimum(N, (s + 1) * per)
     for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
-            q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-            qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
-        if COSINE != 0:
-            col += tl.sum(a_sim * qn[:, None], 0)
-        if REDUCE == 2:  # a tile that adds nothing: no pass
-            d_end = tl.where(live > 0, D, 0)
+        if ARG:  # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
+            hit = _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k_lo, BLOCK_K)
         else:
-            d_end = D
-        for d0 in range(0, d_end, BLOCK_P):
-            offs_d = d0 + tl.arange(0, BLOCK_P)
-            dmask = offs_d < D
-            qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
-                         mask=nmask[:, None] & dmask[None, :], other=0.0).to(GACC)
-            at = drs + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
-            m2 = kmask[:, None] & dmask[None, :]
-            tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, GACC).to(tl.float64),
-                     mask=m2)  # fmt: skip
+            hit = 1
+        if hit > 0:
+            dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
+                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
+                qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
+            if COSINE != 0:
+                col += tl.sum(a_sim * qn[:, None], 0)
+            if REDUCE == 2:  # a tile that adds nothing: no pass
+                d_end = tl.where(live > 0, D, 0)
+            else:
+                d_end = D
+            for d0 in range(0, d_end, BLOCK_P):
+                offs_d = d0 + tl.arange(0, BLOCK_P)
+                dmask = offs_d < D
+                qa = tl.load(q_ptr + b * qsb + offs_n.to(tl.int64)[:, None] * qsn + offs_d.to(tl.int64)[None, :] * qsd,
+                             mask=nmask[:, None] & dmask[None, :], other=0.0).to(GACC)
+                at = drs + (b * K + offs_k.to(tl.int64))[:, None] * D + offs_d[None, :]
+                m2 = kmask[:, None] & dmask[None, :]
+                tl.store(at, tl.load(at, mask=m2, other=0.0) + dot_acc(tl.trans(dz), qa, PREC, GACC).to(tl.float64),
+                         mask=m2)  # fmt: skip
     if COSINE != 0:
         tl.store(col_ptr + (s.to(tl.int64) * B + b) * K + offs_k, col, mask=kmask)
 
@@ -352,7 +394,9 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
                     _tiny(query))  # fmt: skip
 
 
-def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny):
+def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny,
+             arg=None):
+    """arg: for the max, an int32 (B, N, C) buffer that gets each row and class's MaxArg."""
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -369,8 +413,9 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
         nblk = triton.cdiv(N, BLOCK_N)
         with device_ctx(q):
             _forward_kernel[grid_items(nblk, B)](
-                q, r, lab, qn, rn, out, aux, lsum, N, K, D, C, *q.stride(), float(scale), float(bias), float(eps),
-                float(temperature), nblk, **_flags(metric, sigmoid, reduce, q, st), num_warps=4)  # fmt: skip
+                q, r, lab, qn, rn, out, aux, lsum, aux if arg is None else arg, N, K, D, C, *q.stride(), float(scale),
+                float(bias), float(eps), float(temperature), nblk, **_flags(metric, sigmoid, reduce, q, st),
+                ARG=arg is not None, num_warps=4)  # fmt: skip
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
@@ -408,11 +453,16 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     expect_sizes(out, (B, N, C), op, "out")
     expect_sizes(aux, {"max": (B, N, C), "softmax": (B, N, 2)}.get(reduce, (0,)), op, "aux")
     expect_same_device(op, q, grad_out, out, aux)
+    arg = None
     if reduce == "max":
         # The max and its ties recomputed with these kernels (one forward): the equality test then
-        # holds whatever computed the `out` handed in (another backend, another dtype).
+        # holds whatever computed the `out` handed in (another backend, another dtype). With them
+        # each row's only maximum (MaxArg): the passes leave out the tile pairs that hold none before
+        # their scores (not with a non-finite scale, whose 0 * inf makes every dZ NaN).
+        if math.isfinite(float(scale)):
+            arg = torch.empty(q.shape[0], q.shape[1], num_classes, dtype=torch.int32, device=q.device)
         out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                            temperature, eps, tiny)  # fmt: skip
+                            temperature, eps, tiny, arg)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
     if reduce == "mean":
         gx = g / count.clamp_min(1)[:, None, :]
@@ -433,10 +483,10 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     dr = torch.zeros(splits, B, K, D, dtype=torch.float64, device=q.device)
     col = torch.zeros(splits, B, K, dtype=torch.float64, device=q.device)  # GACC's sums, at most float64
     if B * N * K * D > 0:
-        args = (q, r, lab, qn, rn, gx, o, a, a)
+        args = (q, r, lab, qn, rn, gx, o, a, a, a if arg is None else arg)
         sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
         flags = _flags(metric, sigmoid, reduce, q, st)
-        flags.update(_grad_flags(flags))
+        flags.update(_grad_flags(flags), ARG=arg is not None)
         with device_ctx(q):
             _dq_kernel[grid_items(nblk, B)](*args, dq, N, K, D, C, *q.stride(), *sc, nblk, **flags, num_warps=4)
             _dr_kernel[grid_items(kblk * splits, B)](*args, dr, col, N, K, D, C, *q.stride(), *sc[:4], kblk, splits,
@@ -461,14 +511,17 @@ def compile_specs():
                              ("bf16", "fp32", tl.float32, ("",)), ("fp16", "fp32", tl.float32, ("",))):  # fmt: skip
         base = {"q_ptr": "*" + e, "r_ptr": "*" + e, "lab_ptr": "*i64", "qn_ptr": "*" + a, "rn_ptr": "*" + a,
                 "scale": "fp64", "bias": "fp64", "eps": "fp64", "temp": "fp64"}  # fmt: skip
-        fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a}
-        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a, "floor": "fp64"}
+        fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a, "arg_ptr": "*i32"}
+        bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a,
+               "arg_ptr": "*i32", "floor": "fp64"}  # fmt: skip
         for prec in precs:
             for red in range(4):
-                c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}
-                specs.append((_forward_kernel, fwd, c, 4))
-                g = {**c, **_grad_flags(c)}
-                specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, g, 4))
-                dr = {k: v for k, v in bwd.items() if k != "floor"}
-                specs.append((_dr_kernel, {**dr, "dr_ptr": "*fp64", "col_ptr": "*fp64"}, g, 4))
+                for arg in (False, True) if red == 2 else (False,):  # MaxArg: the max's backward
+                    c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K,
+                         "BLOCK_D": BLOCK_D}  # fmt: skip
+                    specs.append((_forward_kernel, fwd, {**c, "ARG": arg}, 4))
+                    g = {**c, **_grad_flags(c), "ARG": arg}
+                    specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, g, 4))
+                    dr = {k: v for k, v in bwd.items() if k != "floor"}
+                    specs.append((_dr_kernel, {**dr, "dr_ptr": "*fp64", "col_ptr": "*fp64"}, g, 4))
     return specs
