@@ -596,6 +596,21 @@ MUTANTS = [
            "if constexpr (kArg) wide = false;",
            (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "a row's non-finite dot not noted: the tile "
            "pair of an inf entry is skipped and its 0 * inf left out of dq"),
+    Mutant("cuda-similarity_reduce-max-sparse-dq", "csrc/cuda/similarity_reduce.cu",
+           "if (j >= 0) a = fma(pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);",
+           "if (j >= 0) a = fma(0.5 * pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);",
+           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse max backward's dq takes half of each "
+           "maximum's dZ"),
+    Mutant("cuda-similarity_reduce-max-sparse-dq-norm", "csrc/cuda/similarity_reduce.cu",
+           "    row = warp_sum(row);  // a fixed tree: deterministic\n",
+           "",
+           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse max backward's cosine row term of one "
+           "lane's classes only"),
+    Mutant("cuda-similarity_reduce-max-sparse-dr-every-image", "csrc/cuda/similarity_reduce.cu",
+           "  if (img[b] != 0) continue;  // an image of the tile passes (uniform per block)\n",
+           "",
+           (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "the sparse dr kernel also rewrites the "
+           "images the tile passes took (tied maxima: only the first maximum's share)"),
     Mutant("cuda-similarity_reduce-weight-grad-unweighted", "csrc/cuda/similarity_reduce.cu",
            "store_rounded(dst + d * g_sd, wk * g);",
            "store_rounded(dst + d * g_sd, g);",

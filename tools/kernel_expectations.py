@@ -196,6 +196,13 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,
            why="the CUDA weight path: a warp per ref row, lanes over the dims (a label and a weight a row), "
                "one value read and one written a lane and dim, the weight's gradient by warp_sum; no spill"),
+    Expect(r"similarity_reduce:max_d(q|r)_kernel", threads=128, max_stack=24, local_in_loop=12, min_occupancy=0.4375,
+           why="the float32 max's sparse backward (images without tied maxima): a warp per query row (dq: a "
+               "pair's dot in one lane, View::dot's order) or per ref (dr: a ballot over 32 rows at a time for "
+               "the rows whose maximum it is, dr accumulated in double by the lanes over d); sm_80's ptxas "
+               "keeps 5 values of max_dr_kernel's per-ref prologue on the stack, reloaded once a ref (outside "
+               "its scan of N / 32 ballots, inside the grid-stride loop over refs), 8 B on sm_90; max_dq_kernel "
+               "at 72 registers (grad_z's double chain): 44 % occupancy; " + _DEBT),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
     Expect(r"pair_bce:forward_tile_kernel<float>", threads=128, min_occupancy=0.375, max_stack=8, local_in_loop=4,

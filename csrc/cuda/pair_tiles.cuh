@@ -27,8 +27,9 @@
 // reference's product makes. grad_pass_f32 also asks the policy first (kMaySkip, may_add) and
 // leaves a tile pair out before its dots where no row says it can add anything: the max's
 // backward knows each row's only maximum from its recomputed forward (similarity_reduce's
-// MaxArg), and without that the passes recomputed every dot twice (prior_mask W7 on the H200 of
-// 2026-11-28: 149 ms of 216 forward+backward).
+// MaxArg; an image whose rows all have one skips the passes whole for its sparse kernels), and
+// without that the passes recomputed every dot twice (prior_mask W7 on the H200 of 2026-11-28:
+// 149 ms of 216 forward+backward).
 //
 // grad_pass: dA_i = Σ_j Z_ij c_j (kCSide false: a block owns 64 A rows and walks C's tiles) or
 // dC_j = Σ_i Z_ij a_i (true: it owns 64 C rows and walks A's tiles), Z from the op's policy per

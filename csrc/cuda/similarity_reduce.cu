@@ -41,9 +41,10 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
 // dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
 // each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
-// float32's max the maxima's refs (B, N, C) int32 (MaxArg).
+// float32's max the maxima's refs (B, N, C) and the images' flags (B) int32 (MaxArg), and the
+// sparse backward's (dZ, dZ sim |q|) per row and class (B, N, C, 2) double.
 struct Plan {
-  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, off_arg, ws;
+  size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, off_arg, off_pz, ws;
   int64_t splits;
 };
 
@@ -65,7 +66,9 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   p.off_max = p.off_dr + align16(S * B * K * D * sizeof(double));
   p.off_sums = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
   p.off_arg = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
-  p.ws = p.off_arg + (a.dtype == DType::Float32 && a.reduce == Reduce::Max ? align16(B * N * C * sizeof(int32_t)) : 0);
+  const bool max32 = a.dtype == DType::Float32 && a.reduce == Reduce::Max;
+  p.off_pz = p.off_arg + (max32 ? align16((B * N * C + B) * sizeof(int32_t)) : 0);
+  p.ws = p.off_pz + (max32 ? align16(B * N * C * 2 * sizeof(double)) : 0);
   return p;
 }
 
@@ -117,6 +120,7 @@ struct Rows {
   int64_t g_sb, g_sn, g_sc;
   const acc_t *out, *aux;
   acc_t *qn, *gx, *lse;  // gx null: no rows (the forward's tables)
+  int32_t* img = nullptr;  // the max's per-image MaxArg flags (B), zeroed here
 
   template <typename scalar_t>
   __device__ __forceinline__ void row(const View<scalar_t, acc_t>& v, int64_t t) const {
@@ -158,6 +162,7 @@ __global__ void __launch_bounds__(kThreads)
   if (bad >= 0) report(what, static_cast<long long>(label_at(v.lab, bad)), bad);
   // Class sizes: one thread per image, refs in order.
   for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
+    if (rows.img != nullptr) rows.img[b] = 0;
     for (int64_t c = 0; c < v.C; ++c) count[b * v.C + c] = 0;
     for (int64_t j = 0; j < v.K; ++j) {
       const int64_t c = v.cls(b, j);
@@ -175,6 +180,9 @@ __global__ void __launch_bounds__(kThreads)
 // per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
 // maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
 // row goes through the gradient passes as before).
+// After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
+// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
+// row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
 struct MaxArg {
   static constexpr int32_t kNone = -1, kAny = -2;
   // int32: the launcher asks for none past 2^31 - 1 refs an image
@@ -362,7 +370,12 @@ __global__ void __launch_bounds__(kThreads)
         __syncthreads();  // ss, scls, srn are rewritten by the next tile
       }
       if (owner) {
-        if constexpr (kArg) row.finish_arg(swide[me] != 0);
+        if constexpr (kArg) {
+          row.finish_arg(swide[me] != 0);
+          bool any = false;
+          for (int64_t c = 0; c < C; ++c) any = any || arg[at * C + c] == MaxArg::kAny;
+          if (any) atomicMax(arg + v.B * v.N * C + b, 1);  // the image's flag: an int, any order
+        }
         row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
       }
       __syncthreads();  // sqn, swide are rewritten by the next row tile
@@ -485,7 +498,7 @@ struct GradPolicy {
   __device__ __forceinline__ bool may_add(int64_t b, int64_t i0, int64_t j0, int me) const {
     const int64_t i = i0 + me;
     if (arg == nullptr) return true;
-    if (i >= v.N) return false;
+    if (i >= v.N || arg[v.B * v.N * v.C + b] == 0) return false;  // the sparse kernels' image
     const int32_t* a = arg + (b * v.N + i) * v.C;
     const int32_t lo = int32_t(j0);  // j0 < K <= INT32_MAX (MaxArg::fits)
 #pragma unroll 1
@@ -590,6 +603,95 @@ __global__ void __launch_bounds__(kThreads, 3)
                                         else
                                           finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
                                       });
+}
+
+// The float32 max's sparse backward, for the images without a kAny row (MaxArg): row i's dZ is
+// nonzero at its C maxima only, (i, arg_ic), so dq_i and dr_j need the dots of those pairs alone,
+// not the N x K tiles. The dots, scores and dZ are the tile passes' (View::dot is dot_tile_f32's
+// fma chain over d from 0; grad_z), so s == max holds as there; sums in double, written as
+// finish_f32_rows writes them. max_dq_kernel: a warp per row, each pair's dot by one lane (a class
+// a lane), the row's gradient by the lanes over d, and per class (dZ, dZ sim |q_i|) for
+// max_dr_kernel: a warp per ref, the rows whose maximum it is taken in increasing i (a ballot over
+// 32 rows at a time), its row of dr accumulated in the workspace by the lanes over d.
+__global__ void __launch_bounds__(kThreads)
+    max_dq_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
+                  const float* lse, const int32_t* arg, double* pz, float* grad) {
+  const int lane = threadIdx.x & 31;
+  const int64_t C = v.C, D = v.D, step = int64_t(gridDim.x) * (kThreads / 32);
+  const int32_t* img = arg + v.B * v.N * C;
+  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {  // images on y: no 64-bit division
+  if (img[b] != 0) continue;  // the tile passes' image (uniform per block)
+  for (int64_t i = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); i < v.N; i += step) {
+    const int64_t t = b * v.N + i;
+    const float* qi = v.qrow(b, i);
+    // lane l the classes c = l mod 32: the pair's dot in one thread (View::dot's order: the bits
+    // of the tiles' dots), its dZ, and the cosine's row term dZ sim |r_j|
+    double row = 0.0;
+    for (int64_t c = lane; c < C; c += 32) {
+      const int32_t j = arg[t * C + c];
+      double dz = 0.0, sim = 0.0, term = 0.0;
+      if (j >= 0) {  // kNone: no ref of the class
+        dz = grad_z(v, v.dot(qi, v.rrow(b, j)), b, i, int64_t(j), c, qn[t], gx, out, aux, lse, sim);
+        const double rnj = v.rn[b * v.K + j];  // >= the floor > 0
+        if (v.metric == Metric::Cosine) row += dz * sim * rnj;
+        term = dz * sim * double(qn[t]) / rnj;  // the ref's norm term, divided here (no call in max_dr's loop)
+      }
+      pz[(t * C + c) * 2] = dz;
+      pz[(t * C + c) * 2 + 1] = term;
+    }
+    row = warp_sum(row);  // a fixed tree: deterministic
+    __syncwarp();         // pz written by the lanes of its classes, read by every lane below
+    const float nv = qn[t];
+    const double f = v.metric == Metric::Cosine && nv > v.floor ? row / double(nv) : 0.0;
+    float* dst = grad + b * v.q_sb + i * v.q_sn;
+    for (int64_t d = lane; d < D; d += 32) {
+      double a = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const int32_t j = arg[t * C + c];
+        if (j >= 0) a = fma(pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);
+      }
+      dst[d * v.q_sd] = float(v.metric == Metric::Cosine ? a - f * double(qi[d * v.q_sd]) : a);
+    }
+  }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    max_dr_kernel(View<float, float> v, const float* qn, const int32_t* arg, const double* pz, double* dr,
+                  float* grad) {
+  const int lane = threadIdx.x & 31;
+  const int64_t C = v.C, D = v.D, step = int64_t(gridDim.x) * (kThreads / 32);
+  const int32_t* img = arg + v.B * v.N * C;
+  for (int64_t b = blockIdx.y; b < v.B; b += gridDim.y) {  // images on y: no 64-bit division
+  if (img[b] != 0) continue;  // an image of the tile passes (uniform per block)
+  for (int64_t j = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); j < v.K; j += step) {
+    const int64_t t = b * v.K + j;
+    const int64_t c = v.cls(b, j);
+    double* acc = dr + t * D;
+    for (int64_t d = lane; d < D; d += 32) acc[d] = 0.0;
+    double col = 0.0;  // the cosine's Σ_i dZ sim |q_i| / |r_j|, every lane's
+    if (c >= 0) {
+      for (int64_t i0 = 0; i0 < v.N; i0 += 32) {
+        const int64_t i = i0 + lane;
+        const bool hit = i < v.N && arg[(b * v.N + i) * C + c] == int32_t(j);
+        for (unsigned m = __ballot_sync(0xffffffffu, hit); m != 0; m &= m - 1) {  // in increasing i
+          const int64_t r = b * v.N + i0 + (__ffs(int(m)) - 1);
+          const double dz = pz[(r * C + c) * 2];
+          col += pz[(r * C + c) * 2 + 1];
+          const float* qi = v.qrow(b, r - b * v.N);
+          for (int64_t d = lane; d < D; d += 32) acc[d] = fma(dz, double(qi[d * v.q_sd]), acc[d]);
+        }
+      }
+    }
+    const bool part = c >= 0;
+    const double f = v.metric == Metric::Cosine && v.rn[t] > v.floor ? col : 0.0;
+    const float* rj = v.rrow(b, j);
+    float* dst = grad + b * v.r_sb + j * v.r_sk;
+    for (int64_t d = lane; d < D; d += 32) {
+      const double a = acc[d];
+      dst[d * v.r_sd] = part ? float(v.metric == Metric::Cosine ? a - f * double(rj[d * v.r_sd]) : a) : 0.0f;
+    }
+  }  }
 }
 
 // dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
@@ -814,19 +916,22 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     const auto* aux = static_cast<const acc_t*>(p.aux);
     const dim3 block(cuda::kThreads);
     const char no_check[kCheckMessageBytes] = {};
-    // the tables and the query rows in one launch (the max's recomputed out below is not theirs:
-    // rows read out and aux for the softmax only)
-    cuda::tables(v, st, no_check, cuda::Rows<acc_t>{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse});
-    constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
-    constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
-    // float32's max: where each row's maximum is (MaxArg), so that the gradient passes leave out
-    // every tile pair no maximum lies in before computing its dots (prior_mask W7 on the H200 of
-    // 2026-11-28: 149 ms in the two passes, which recomputed all 424 GFLOP of dots twice for one
-    // nonzero dZ a row). Not with a non-finite scale (0 * inf: every dZ NaN, as the reference's).
+    // float32's max: where each row's maximum is (MaxArg), so that an image with no tie, NaN max or
+    // non-finite dot takes the sparse backward (its C pairs a row) and the gradient passes leave
+    // out every tile pair no maximum lies in before computing its dots (prior_mask W7 on the H200
+    // of 2026-11-28: 149 ms in the two passes, which recomputed all 424 GFLOP of dots twice for
+    // one nonzero dZ a row). Not with a non-finite scale (0 * inf: every dZ NaN, as the reference's).
     int32_t* arg = nullptr;
     if constexpr (std::is_same_v<scalar_t, float>)
       if (a.reduce == similarity_reduce::Reduce::Max && std::isfinite(a.scale) && cuda::MaxArg::fits(a.K))
         arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
+    cuda::Rows<acc_t> rows{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse};
+    if (arg != nullptr) rows.img = arg + a.B * a.N * a.C;
+    // the tables and the query rows in one launch (the max's recomputed out below is not theirs:
+    // rows read out and aux for the softmax only), and the images' MaxArg flags zeroed
+    cuda::tables(v, st, no_check, rows);
+    constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
+    constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
     if (a.reduce == similarity_reduce::Reduce::Max && a.N > 0) {
       // The max and its ties recomputed with this backward's arithmetic (see the CPU backward): the
       // equality test then holds whatever computed the `out` handed in.
@@ -873,6 +978,19 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits),
                                  cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, arg, pl.splits, dr, sr, p.tickets, gr);
+      }
+      if (arg != nullptr) {  // the images the passes left whole (their rows written as zeros there)
+        double* pz = cuda::at_offset<double>(p.workspace, pl.off_pz);
+        if (a.N > 0)
+          cuda::launch_kernel(cuda::max_dq_kernel,
+                              dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kThreads / 32)),
+                                   cuda::image_grid(a.B)),
+                              block, 0, st, v, qn, gx, out, aux, lse, arg, pz, gq);
+        if (a.K > 0)
+          cuda::launch_kernel(cuda::max_dr_kernel,
+                              dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kThreads / 32)),
+                                   cuda::image_grid(a.B)),
+                              block, 0, st, v, qn, arg, pz, dr, gr);
       }
     } else {
       if (a.N > 0) {

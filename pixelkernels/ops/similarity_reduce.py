@@ -18,11 +18,13 @@ equals the max (an equality with the saved output could miss by a last bit), in 
 where several do (a subgradient of the max; which refs tie is decided in the working precision,
 so two backends can differ on a near tie: on the H100 bench's prior_mask W7 inputs, two support
 pixels 7e-9 apart tie in the CUDA kernels' float32 and not in the CPU backend's). In float32 on CUDA
-that recomputation also notes, per row and class, the ref of its only maximum, and the gradient
-passes leave out, before computing its dots, every tile pair that holds none (a row with tied
-maxima, a NaN max or a non-finite dot keeps all of its tile pairs): the max's backward then costs
-about two forwards where it cost four (prior_mask W7 on the H200: 216 ms forward+backward, 149 of
-them in the two passes, each recomputing every dot). The op saves only
+and Triton that recomputation also notes, per row and class, the ref of its only maximum
+(``MaxArg``; a row with tied maxima, a NaN max or a non-finite dot has none), and the gradient
+passes leave out, before computing its dots, every tile pair that holds none; on CUDA an image
+with no such row skips the passes whole and takes the sparse backward instead (the C pairs of
+each row: one dot each, the same dot and dZ as the tiles). The max's backward then costs about
+one forward where it cost three (prior_mask W7 on the H200 of 2026-11-28: 216 ms forward+backward,
+149 of them in the two passes, each recomputing every dot). The op saves only
 its output and a small statistic: the max's tie counts, or the softmax's row max m of
 :math:`s/T` and :math:`\log \sum \exp(s/T - m)`, kept apart (one float for both is off by half
 an ulp of :math:`|s/T|`, which every softmax weight would inherit).
