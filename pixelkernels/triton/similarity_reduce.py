@@ -159,10 +159,11 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
                BLOCK_D: tl.constexpr):  # fmt: skip
     """dZ (A for cosine) of the tile in GACC, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
-    and `live` (1 or 0): whether the tile's dZ can add anything to dq or dr. Not where dZ is 0 throughout
-    and every dot of the tile is finite (sim is: cosine's den is inf where a dot is) (then so is every entry of both sides' loaded rows: a
-    non-finite one makes every dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual
-    tile, whose dZ is nonzero at a row's maxima only. lse_ptr: the softmax's (m, log l) per row."""
+    and `d_end`, the dims of the tile's product: D, or 0 where its dZ adds nothing to dq or dr, that
+    is where dZ is 0 throughout and every dot of the tile is finite (sim is: cosine's den is inf
+    where a dot is; then so is every entry of both sides' loaded rows: a non-finite one makes every
+    dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual tile, whose dZ is nonzero at a
+    row's maxima only. lse_ptr: the softmax's (m, log l) per row."""
     nmask = offs_n < N
     kmask = offs_k < K
     rows = b * N + offs_n.to(tl.int64)
@@ -202,9 +203,10 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if REDUCE == 2:  # only the max's dZ is sparse; the others take every tile (no extra registers)
         # sim (the dot, or cosine's dot / den) is non-finite wherever the dot is (den = inf there)
         live = tl.max(((dz != 0.0) | ~(tl.abs(sim) < float("inf"))).to(tl.int32))  # NaN != 0
+        d_end = tl.where(live > 0, D, 0)  # a tile that adds nothing: no product
     else:
-        live = tl.full([], 1, tl.int32)
-    return dz, tl.where(pair, dz * sim, 0.0), qn.to(GACC), rn.to(GACC), nmask, kvalid, live
+        d_end = D
+    return dz, tl.where(pair, dz * sim, 0.0), qn.to(GACC), rn.to(GACC), nmask, kvalid, d_end
 
 
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
@@ -225,15 +227,11 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         else:
             hit = 1
         if hit > 0:
-            dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
+            dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
                 q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
                 qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
             if COSINE != 0:
                 row += tl.sum(a_sim * rn[None, :], 1)
-            if REDUCE == 2:  # a tile that adds nothing: no pass
-                d_end = tl.where(live > 0, D, 0)
-            else:
-                d_end = D
             for d0 in range(0, d_end, BLOCK_P):
                 offs_d = d0 + tl.arange(0, BLOCK_P)
                 dmask = offs_d < D
@@ -284,15 +282,11 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         else:
             hit = 1
         if hit > 0:
-            dz, a_sim, qn, rn, nmask, kvalid, live = _grad_tile(
+            dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
                 q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
                 qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
             if COSINE != 0:
                 col += tl.sum(a_sim * qn[:, None], 0)
-            if REDUCE == 2:  # a tile that adds nothing: no pass
-                d_end = tl.where(live > 0, D, 0)
-            else:
-                d_end = D
             for d0 in range(0, d_end, BLOCK_P):
                 offs_d = d0 + tl.arange(0, BLOCK_P)
                 dmask = offs_d < D
