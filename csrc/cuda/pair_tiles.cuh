@@ -49,6 +49,9 @@
 //                                                      and the owner's sum terms w
 //   void finish(int64_t b, int64_t x, bool part, const float* acc, const double (&sums)[2]) const
 //                                                      the owner's row x (part: it takes part)
+//   bool image_may_add(int64_t b) const                 (kMaySkip) false: the pass leaves image b
+//                                                      whole, its rows unwritten (the op's other
+//                                                      kernels write them)
 //   static constexpr bool kMaySkip;                    grad_pass_f32 asks, before a tile pair's
 //   bool may_add(int64_t b, int64_t i0, int64_t j0, int me) const        dots, of A row i0 + me
 //                                                      (me < 64) whether its pairs with C rows
@@ -445,6 +448,8 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
   const int64_t tiles = ceil_div<int64_t>(own_n, kRows);
   const int64_t per = ceil_div<int64_t>(ceil_div<int64_t>(other_n, kCols), S) * kCols;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    if constexpr (P::kMaySkip)
+      if (!p.image_may_add(b)) continue;  // another kernel writes its rows (uniform per block)
     for (int64_t u = blockIdx.x; u < tiles * S; u += gridDim.x) {  // uniform per block
       const int64_t tile = u / S, s = u - tile * S, o0 = tile * kRows;
       double* acc = acc_out + (s * B + b) * own_n * D;

@@ -495,10 +495,14 @@ struct GradPolicy {
   // launcher passes arg only with a finite scale, so 0 * scale = 0) and a finite dot (not kAny).
   const int32_t* arg;
 
+  // an image without a kAny row is the sparse kernels' (max_dq_kernel, max_dr_kernel)
+  __device__ __forceinline__ bool image_may_add(int64_t b) const {
+    return arg == nullptr || arg[v.B * v.N * v.C + b] != 0;
+  }
   __device__ __forceinline__ bool may_add(int64_t b, int64_t i0, int64_t j0, int me) const {
     const int64_t i = i0 + me;
     if (arg == nullptr) return true;
-    if (i >= v.N || arg[v.B * v.N * v.C + b] == 0) return false;  // the sparse kernels' image
+    if (i >= v.N) return false;
     const int32_t* a = arg + (b * v.N + i) * v.C;
     const int32_t lo = int32_t(j0);  // j0 < K <= INT32_MAX (MaxArg::fits)
 #pragma unroll 1
@@ -979,7 +983,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                                  cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, arg, pl.splits, dr, sr, p.tickets, gr);
       }
-      if (arg != nullptr) {  // the images the passes left whole (their rows written as zeros there)
+      if (arg != nullptr) {  // the images the passes left whole
         double* pz = cuda::at_offset<double>(p.workspace, pl.off_pz);
         if (a.N > 0)
           cuda::launch_kernel(cuda::max_dq_kernel,

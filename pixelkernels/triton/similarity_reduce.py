@@ -142,15 +142,20 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
 
 
 @triton.jit
-def _arg_hits(arg_ptr, rows, nmask, C, k0, BLOCK_K: tl.constexpr):
+def _arg_hits(arg_ptr, rows, nmask, C, k0, BLOCK_K: tl.constexpr, ARG: tl.constexpr):
     """Whether a tile pair of these query rows and refs [k0, k0 + BLOCK_K) can have a nonzero dZ in
     the max's backward: a row's only maximum (MaxArg, from the recomputed forward: the ref, -1 a
-    class without refs, -2 tied maxima, a NaN or -inf max or a non-finite dot in the row) in the refs."""
-    hit = tl.zeros([rows.shape[0]], tl.int32)
-    for c in range(0, C):
-        a = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
-        hit = hit | ((a == -2) | ((a >= k0) & (a < k0 + BLOCK_K))).to(tl.int32)
-    return tl.max(hit, 0)
+    class without refs, -2 tied maxima, a NaN or -inf max or a non-finite dot in the row) in the refs.
+    Without ARG (no MaxArg rows: not the max, or a non-finite scale) every tile pair can."""
+    if ARG:
+        hit = tl.zeros([rows.shape[0]], tl.int32)
+        for c in range(0, C):
+            a = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
+            hit = hit | ((a == -2) | ((a >= k0) & (a < k0 + BLOCK_K))).to(tl.int32)
+        out = tl.max(hit, 0)
+    else:
+        out = 1
+    return out
 
 
 @triton.jit
@@ -222,11 +227,8 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     row = tl.zeros([BLOCK_N], GACC)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        if ARG:  # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
-            hit = _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k0, BLOCK_K)
-        else:
-            hit = 1
-        if hit > 0:
+        # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
+        if _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k0, BLOCK_K, ARG) > 0:
             dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
                 q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
                 qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
@@ -277,11 +279,8 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     n_end = tl.minimum(N, (s + 1) * per)
     for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        if ARG:  # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
-            hit = _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k_lo, BLOCK_K)
-        else:
-            hit = 1
-        if hit > 0:
+        # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
+        if _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k_lo, BLOCK_K, ARG) > 0:
             dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
                 q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
                 qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
