@@ -89,7 +89,8 @@ ROW = Contract(
         "tile_edges": _inp(1, 70, 300, 33),
     },
     # the CUDA half kernels' 64 x 64 mma tiles and the backward's 64-dim chunks, both sides
-    emulated_cases={"mma_chunks": _inp(1, 70, 67, 130)},
+    # and float32 dot_tile's 16-dim stages read as aligned 16-byte quads (D a multiple of 4)
+    emulated_cases={"mma_chunks": _inp(1, 70, 67, 130), "quad_stages": _inp(2, 70, 67, 36)},
 )
 
 TestContract = suite(ROW)

@@ -450,6 +450,11 @@ ROW = Contract(
         # refs' last-block finish, partial tiles of both sides)
         "d_major_splits": _op_inp(2, 70, 300, 33, 3, reduce="mean", metric="cosine", activation="sigmoid",
                                   layout="channels_last"),
+        # float32 dot_tile's 16-dim stages read as aligned 16-byte quads (D a multiple of 4: two
+        # whole stages and a quad), ties across ref tiles whose bits the max's tests compare
+        "quad_stages_max": _op_inp(2, 70, 67, 36, 3, reduce="max", metric="cosine", ties=True),
+        "quad_stages_d_major": _op_inp(1, 70, 67, 36, 3, reduce="softmax", activation="sigmoid",
+                                       layout="channels_last"),
     },
 )
 

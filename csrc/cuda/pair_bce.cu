@@ -116,7 +116,6 @@ __global__ void __launch_bounds__(kThreads) store_kernel(const double* src, int6
 
 using pair_tiles::kCols;
 using pair_tiles::kRows;
-using pair_tiles::kWordStride;
 static_assert(pair_tiles::kThreads == kThreads, "one block size");
 
 template <typename scalar_t>
@@ -139,9 +138,9 @@ __device__ __forceinline__ void load_labels(const View<scalar_t, float>& v, int6
 // A block owns 64 rows of x; per tile of y each thread sums the losses of its 2 rows x 16 pairs
 // in double, the 4 threads of a row add theirs by shuffles, and its first thread keeps the total.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) forward_tile_kernel(View<scalar_t, float> v, float* out) {
-  __shared__ __align__(16) uint32_t sa[kRows][kWordStride];
-  __shared__ __align__(16) uint32_t sc[kCols][kWordStride];
+__global__ void __launch_bounds__(kThreads, pair_tiles::kTileMinBlocks<scalar_t>)
+    forward_tile_kernel(View<scalar_t, float> v, float* out) {
+  __shared__ __align__(16) pair_tiles::Stage<scalar_t> st;
   __shared__ pair_tiles::Tables tab;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
   const int64_t tiles = ceil_div<int64_t>(v.Kx, kRows);
@@ -153,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) forward_tile_kernel(View<scalar_t, f
       for (int64_t j0 = 0; j0 < v.Ky; j0 += kCols) {
         if (threadIdx.x < kRows) load_labels(v, b, i0, j0, threadIdx.x, tab);
         float acc[kCols / 8][4];
-        pair_tiles::dot_tile(x_side(v), y_side(v), v.D, b, i0, j0, sa, sc, acc);
+        pair_tiles::dot_tile(x_side(v), y_side(v), v.D, b, i0, j0, st, acc);
         __syncthreads();  // the labels written (D = 0: dot_tile has no barrier)
         double part[2] = {0.0, 0.0};
 #pragma unroll

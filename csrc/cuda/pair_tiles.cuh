@@ -7,9 +7,9 @@
 // with float32 accumulation over 16-dim stages in shared memory (dim pairs, zero past the sizes
 // and D). Every kernel of an op takes a pair's dot from here: the same operands in the same
 // order, the same bits (the max's equality test of similarity_reduce relies on it). float32: the
-// same tile and fragment layout by FMA in 8-dim stages (TF32 would round the operands to 10 bits:
-// far outside SPEC §4's float32 tolerance), each dot fma(a_d, c_d, s) in increasing d from 0,
-// the bits of a scalar loop over d.
+// same tile and fragment layout by FMA in 16-dim stages read in 16-byte quads (TF32 would round
+// the operands to 10 bits: far outside SPEC §4's float32 tolerance), each dot fma(a_d, c_d, s) in
+// increasing d from 0, the bits of a scalar loop over d.
 //
 // grad_pass_f32: grad_pass's sums for float32, Z and the second product in double (the cosine
 // gradient's near-cancelling terms), each block over one of S splits of the other side's rows
@@ -96,58 +96,145 @@ struct Tables {
   int64_t la[kRows], lc[kCols];
 };
 
-constexpr int kF32Stage = 8;   // dims of a float32 dot_tile stage (sa, sc as float[8][64])
+constexpr int kF32Stage = 16;  // dims of a float32 dot_tile stage
 constexpr int kF32Chunk = 16;  // dims per chunk of grad_pass_f32's second product
-static_assert(kF32Stage * kRows <= kRows * kWordStride, "a float32 stage fits the tile buffers");
 
-// float32 dot_tile: stages of 8 dims, transposed in shared memory (sa[d][row], sc[d][col]: the
-// thread's C columns 2t, 2t + 1 one 8-byte load).
+// A stage of dot_tile's operands in shared memory. Half types: dim pairs per row (the mma's
+// fragments). float32: 16 dims, transposed (a[d][.], c[d][.]), in an order that gives each
+// thread its operands of a dim in one 8-byte load (A rows g, g + 8 of its warp) and four
+// 16-byte loads (its 16 C rows 8 n + 2 t + e), and XOR-swizzled by the dim so that the stores
+// of a warp (8 rows x 4 dim quads, from the coalesced 16-byte loads) hit 32 distinct banks.
+struct HalfStage {
+  uint32_t a[kRows][kWordStride];
+  uint32_t c[kCols][kWordStride];
+};
+struct F32Stage {
+  float a[kF32Stage][kRows];
+  float c[kF32Stage][kCols];
+};
+template <typename scalar_t>
+using Stage = std::conditional_t<std::is_same_v<scalar_t, float>, F32Stage, HalfStage>;
+
+// Blocks per SM of the forward tile kernels: float32's 5 (at most 96 registers, 31 %; left to
+// itself ptxas took 107-120, 25 %; at 6 blocks, 80 registers, it spills 52-92 B); half types' 0,
+// no bound (ptxas's own choice, as before: a bound applies to every instance, and 1 let it take
+// 85-124 registers, 6 spilled 8 B more).
+template <typename scalar_t>
+constexpr int kTileMinBlocks = std::is_same_v<scalar_t, float> ? 5 : 0;
+
+// Where F32Stage keeps A row r (its warp's 16 rows as pairs (g, g + 8)) and C row c (thread t's
+// 16 rows 8 n + 2 t + e at 16 t + 2 n + e) for the stage's dim quad q = d / 4: a permutation
+// of [0, 64) per q (the swizzle flips bits 0 and 4 of A's place, bits 1-3 of C's, the latter
+// also by t / 2, which the row's place holds in its bit 5).
+__device__ __forceinline__ int f32_a_place(int r, int q) {
+  return ((r & ~15) | ((r & 7) << 1) | ((r >> 3) & 1)) ^ ((q & 1) | ((q >> 1) << 4));
+}
+__device__ __forceinline__ int f32_c_place(int c, int q) {
+  const int t = (c >> 1) & 3;
+  return ((t << 4) | ((c >> 3) << 1) | (c & 1)) ^ ((q | ((t >> 1) << 2)) << 1);
+}
+
+// The 4 dims d, d + 1, d + 2, d + 3 of row i (0 past the side's rows and past D): one 16-byte
+// load where the row's dims are contiguous and aligned (vec), else one load per dim (also a
+// quad cut by D, which the ops' rows, contiguous or D-major, never have with vec).
+__device__ __forceinline__ float4 f32_quad(const Side<float>& S, int64_t b, int64_t i, bool on, int64_t d,
+                                           int64_t D, bool vec) {
+  if (!on) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const float* p = S.row(b, i);
+  if (vec && d + 3 < D) return *reinterpret_cast<const float4*>(p + d);
+  float v[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) v[e] = d + e < D ? p[(d + e) * S.sd] : 0.0f;
+  return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// Whether every row of S has its dims contiguous and 16-byte aligned (f32_quad's one load).
+__device__ __forceinline__ bool f32_vec(const Side<float>& S) {
+  return S.sd == 1 && S.sn % 4 == 0 && S.sb % 4 == 0 && reinterpret_cast<uintptr_t>(S.p) % 16 == 0;
+}
+
+// One side's stage (dims d0 + [0, 16) of rows r0 + [0, 64), 0 past its rows and past D) into
+// dst in F32Stage's order (kC: C's places, else A's). Thread me loads the quads k = me and
+// me + 128 (4 dims of a row): k's row k / 4, dims 4 (k % 4) + [0, 4) where the rows' dims are
+// contiguous (a warp reads 8 rows x 64 contiguous bytes, in 16-byte loads where aligned), row
+// k % 64, dims 4 (k / 64) + [0, 4) where they are D-major (a map read in place: a warp reads one
+// dim of 32 rows, 128 contiguous bytes). Either way a warp's stores hit 32 distinct banks.
+template <bool kC>
+__device__ __forceinline__ void f32_stage_side(const Side<float>& S, int64_t b, int64_t r0, int64_t d0, int64_t D,
+                                               float (*dst)[kRows]) {
+  const bool d_major = S.sn == 1 && S.sd != 1, vec = f32_vec(S);  // uniform
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int k = threadIdx.x + kThreads * h;
+    const int x = d_major ? k % kRows : k >> 2, q = d_major ? k / kRows : k & 3, d = 4 * q;
+    const float4 v = f32_quad(S, b, r0 + x, r0 + x < S.n, d0 + d, D, vec);
+    const int pl = kC ? f32_c_place(x, q) : f32_a_place(x, q);
+    dst[d][pl] = v.x;
+    dst[d + 1][pl] = v.y;
+    dst[d + 2][pl] = v.z;
+    dst[d + 3][pl] = v.w;
+  }
+}
+
+// float32 dot_tile: stages of 16 dims (f32_stage_side; one load of one dim of 32 rows with
+// contiguous dims had taken 32 L1 wavefronts, and the 8-dim stages 10 shared loads per 32 FMA,
+// now 5); each dot is fma(a_d, c_d, s) in increasing d from 0, the bits of a scalar loop over d.
+// No register double buffer: with a stage of 512 FMA a thread the SM's other blocks cover a
+// block's loads, and its 16 more registers would cost a block per SM.
 __device__ __forceinline__ void dot_tile_f32(const Side<float>& A, const Side<float>& C, int64_t D, int64_t b,
-                                             int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
-                                             uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
-  float (*ta)[kRows] = reinterpret_cast<float (*)[kRows]>(&sa[0][0]);
-  float (*tc)[kCols] = reinterpret_cast<float (*)[kCols]>(&sc[0][0]);
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
+                                             int64_t i0, int64_t j0, F32Stage& st, float (&acc)[kCols / 8][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int n = 0; n < kCols / 8; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
-  const int x = threadIdx.x % kRows;  // loads A row and C row x, dims x / 64 + 2 w
-  const bool a_on = i0 + x < A.n, c_on = j0 + x < C.n;
-  const int64_t ia = a_on ? i0 + x : 0, jc = c_on ? j0 + x : 0;
+  if (D <= 0) return;
+  const int a_base = warp * 16 + 2 * g;  // the thread's A pair (rows g, g + 8) before the swizzle
   for (int64_t d0 = 0; d0 < D; d0 += kF32Stage) {  // uniform per block
-#pragma unroll
-    for (int w2 = 0; w2 < kF32Stage / 2; ++w2) {
-      const int w = threadIdx.x / kRows + 2 * w2;
-      const int64_t d = d0 + w;
-      ta[w][x] = a_on && d < D ? A.value(b, ia, d) : 0.0f;
-      tc[w][x] = c_on && d < D ? C.value(b, jc, d) : 0.0f;
-    }
+    f32_stage_side<false>(A, b, i0, d0, D, st.a);
+    f32_stage_side<true>(C, b, j0, d0, D, st.c);
     __syncthreads();
     const int dims = D - d0 < kF32Stage ? int(D - d0) : kF32Stage;  // no fma past D: a scalar loop's bits
+    // Two halves of 8 dims (a loop: unrolled whole, ptxas hoisted the stage's shared loads
+    // into 96+ registers); within a half the swizzle's swaps are known at compile time.
+#pragma unroll 1
+    for (int h8 = 0; h8 < 2; ++h8) {
+      const float* a_row = &st.a[8 * h8][a_base ^ (h8 << 4)];
+      const float* c_row = &st.c[8 * h8][16 * t];
+      const int u = h8 | ((t >> 1) << 1);  // C's quad swizzle of this thread
 #pragma unroll
-    for (int w = 0; w < kF32Stage; ++w) {
-      if (w < dims) {
-        const float a0 = ta[w][row0 + g], a1 = ta[w][row0 + g + 8];
+      for (int w = 0; w < 8; ++w) {
+        if (8 * h8 + w < dims) {
+          const bool odd = (w >> 2) & 1;  // the dim's quad is odd: A's pair and C's halves swapped
+          const float2 ap = *reinterpret_cast<const float2*>(a_row + w * kRows);
+          const float a0 = odd ? ap.y : ap.x, a1 = odd ? ap.x : ap.y;
 #pragma unroll
-        for (int n = 0; n < kCols / 8; ++n) {
-          const float2 c = *reinterpret_cast<const float2*>(&tc[w][n * 8 + 2 * t]);
-          acc[n][0] = fmaf(a0, c.x, acc[n][0]);
-          acc[n][1] = fmaf(a0, c.y, acc[n][1]);
-          acc[n][2] = fmaf(a1, c.x, acc[n][2]);
-          acc[n][3] = fmaf(a1, c.y, acc[n][3]);
+          for (int k = 0; k < 4; ++k) {  // rows 8 n + 2 t + e of n = 2 k, 2 k + 1
+            const float4 f = *reinterpret_cast<const float4*>(c_row + w * kCols + 4 * (k ^ u));
+            const float c00 = odd ? f.z : f.x, c01 = odd ? f.w : f.y;
+            const float c10 = odd ? f.x : f.z, c11 = odd ? f.y : f.w;
+            acc[2 * k][0] = fmaf(a0, c00, acc[2 * k][0]);
+            acc[2 * k][1] = fmaf(a0, c01, acc[2 * k][1]);
+            acc[2 * k][2] = fmaf(a1, c00, acc[2 * k][2]);
+            acc[2 * k][3] = fmaf(a1, c01, acc[2 * k][3]);
+            acc[2 * k + 1][0] = fmaf(a0, c10, acc[2 * k + 1][0]);
+            acc[2 * k + 1][1] = fmaf(a0, c11, acc[2 * k + 1][1]);
+            acc[2 * k + 1][2] = fmaf(a1, c10, acc[2 * k + 1][2]);
+            acc[2 * k + 1][3] = fmaf(a1, c11, acc[2 * k + 1][3]);
+          }
         }
       }
     }
-    __syncthreads();  // ta, tc are rewritten by the next stage
+    __syncthreads();  // the stage is rewritten by the next one
   }
 }
 
 // acc[n][e] of warp w: A row 16 w + g + 8 (e / 2), C row 8 n + 2 t + e % 2 (the mma's C fragment).
 template <typename scalar_t>
 __device__ __forceinline__ void dot_tile_mma(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
-                                             int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
-                                             uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+                                             int64_t i0, int64_t j0, HalfStage& st, float (&acc)[kCols / 8][4]) {
+  uint32_t (*sa)[kWordStride] = st.a;
+  uint32_t (*sc)[kWordStride] = st.c;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
 #pragma unroll
   for (int n = 0; n < kCols / 8; ++n)
@@ -181,12 +268,11 @@ __device__ __forceinline__ void dot_tile_mma(const Side<scalar_t>& A, const Side
 
 template <typename scalar_t>
 __device__ __forceinline__ void dot_tile(const Side<scalar_t>& A, const Side<scalar_t>& C, int64_t D, int64_t b,
-                                         int64_t i0, int64_t j0, uint32_t (*sa)[kWordStride],
-                                         uint32_t (*sc)[kWordStride], float (&acc)[kCols / 8][4]) {
+                                         int64_t i0, int64_t j0, Stage<scalar_t>& st, float (&acc)[kCols / 8][4]) {
   if constexpr (std::is_same_v<scalar_t, float>)
-    dot_tile_f32(A, C, D, b, i0, j0, sa, sc, acc);
+    dot_tile_f32(A, C, D, b, i0, j0, st, acc);
   else
-    dot_tile_mma(A, C, D, b, i0, j0, sa, sc, acc);
+    dot_tile_mma(A, C, D, b, i0, j0, st, acc);
 }
 
 template <typename scalar_t>
@@ -259,8 +345,7 @@ __device__ __forceinline__ void tile_z(const P& p, int64_t b, int64_t i0, int64_
 }
 
 struct GradSmem {
-  uint32_t sa[kRows][kWordStride];
-  uint32_t sc[kCols][kWordStride];
+  HalfStage st;
   uint32_t zs[2][kRows][kPairStride];  // the owners' Z lines, hi and lo, as k pairs
   union {
     float z[kRows][kScoreStride];         // Z of the tile pair (A rows x C rows)
@@ -294,7 +379,7 @@ __device__ __forceinline__ void grad_pass(const P& p, const Side<scalar_t>& A, c
         const int64_t i0 = kCSide ? p0 : o0, j0 = kCSide ? o0 : p0;
         if (me < kRows) p.load(b, i0, j0, me, sm.tab);
         float acc[kCols / 8][4];
-        dot_tile(A, C, D, b, i0, j0, sm.sa, sm.sc, acc);
+        dot_tile(A, C, D, b, i0, j0, sm.st, acc);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
         bool nz = false;  // a nonzero Z or a non-finite dot among this thread's pairs
         tile_z<kCSide, float>(p, b, i0, j0, A.n, C.n, acc, sm.tab, sm.sums,
@@ -417,10 +502,7 @@ inline int64_t grad_splits(int64_t own, int64_t other, int64_t B) {
 
 struct GradSmemF32 {
   union {
-    struct {
-      uint32_t sa[kRows][kWordStride];
-      uint32_t sc[kCols][kWordStride];
-    } dots;                                 // dot_tile's stages
+    F32Stage dots;  // dot_tile's stages
     // the other side's rows p0 + k, a dim chunk, widened once here: each value is read by 8
     // threads, and a float -> double conversion per read (16 a clock per SM on sm_90, a quarter
     // of the DFMA rate) cost 64x the conversions when each was read by the 64 owner threads
@@ -469,7 +551,7 @@ __device__ __forceinline__ void grad_pass_f32(const P& p, const Side<float>& A, 
         }
         if (me < kRows) p.load(b, i0, j0, me, sm.tab);
         float dots[kCols / 8][4];
-        dot_tile(A, C, D, b, i0, j0, sm.u.dots.sa, sm.u.dots.sc, dots);
+        dot_tile(A, C, D, b, i0, j0, sm.u.dots, dots);
         __syncthreads();  // the tables written (D = 0: dot_tile has no barrier)
         bool nz = false, fin = true;  // this thread's pairs: a nonzero Z; every dot finite
         tile_z<kCSide, double>(p, b, i0, j0, A.n, C.n, dots, sm.tab, sm.sums, [&](int r, int c, double z, float dot) {

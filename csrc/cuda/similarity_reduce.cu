@@ -288,7 +288,6 @@ __global__ void __launch_bounds__(kThreads)
 using pair_tiles::kCols;
 using pair_tiles::kRows;
 using pair_tiles::kScoreStride;
-using pair_tiles::kWordStride;
 static_assert(pair_tiles::kThreads == kThreads, "one block size");
 
 // The two sides as pair_tiles reads them: the queries with their strides (contiguous, or
@@ -314,10 +313,9 @@ __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, 
 // passes never read), or where the other row of its thread has one (rows r and r + 8 share a
 // flag): only tile pairs fewer left out, never a wrong one.
 template <typename scalar_t, bool kArg = false>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlocks<scalar_t>)
     forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux, int32_t* arg) {
-  __shared__ __align__(16) uint32_t sq[kRows][kWordStride];  // the rows' dim pairs of a stage
-  __shared__ __align__(16) uint32_t sr[kCols][kWordStride];  // the refs' dim pairs of a stage
+  __shared__ __align__(16) pair_tiles::Stage<scalar_t> st;  // the rows' and refs' dims of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
   __shared__ float sqn[kRows], srn[kCols];
   __shared__ int scls[kCols];  // the ref's class, -1 if it takes no part
@@ -344,7 +342,7 @@ __global__ void __launch_bounds__(kThreads)
           srn[threadIdx.x] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
         }
         float acc[kCols / 8][4];
-        pair_tiles::dot_tile(queries(v), refs(v), v.D, b, i0, j0, sq, sr, acc);
+        pair_tiles::dot_tile(queries(v), refs(v), v.D, b, i0, j0, st, acc);
         __syncthreads();  // sqn, srn written (D = 0: dot_tile has no barrier)
         bool wide = false;  // kArg: a non-finite dot in one of the thread's two rows (both marked)
 #pragma unroll
