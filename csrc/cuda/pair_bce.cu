@@ -250,7 +250,7 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, int
 // of the other side, each owner tile finished by the block that completes it (finish_f32_rows:
 // one launch a side).
 template <bool kYSide>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)
     grad_f32_kernel(View<float, float> v, const float* g, int64_t S, double* acc_out, double* sums_out,
                     int32_t* tickets, float* grad, float* rows) {
   __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
