@@ -97,6 +97,8 @@ struct Tables {
 };
 
 constexpr int kF32Stage = 16;  // dims of a float32 dot_tile stage
+// (4 dim quads: the swizzle of f32_a_place / f32_c_place and dot_tile_f32's two 8-dim halves)
+static_assert(kF32Stage == 16, "the float32 stage's layout is written for 4 quads of 4 dims");
 constexpr int kF32Chunk = 16;  // dims per chunk of grad_pass_f32's second product
 
 // A stage of dot_tile's operands in shared memory. Half types: dim pairs per row (the mma's
