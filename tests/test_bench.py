@@ -256,33 +256,19 @@ def test_pytest_benchmarks_from_table():
 
 
 def test_pytest_benchmark_files_run():
-    # every comparison of the table that is not ours: the reference, the baseline, the peers
-    others = sorted({"reference", "baseline"} | {p.name for c in bench_cases.CASES for p in c.peers})
     r = subprocess.run(
         # Every file runs (the glue is pytest_glue.py's, the same for all): every row of our
-        # backends, each call once; the references, baselines and peers only at W2 (the one-hot
-        # references of W3 and W4, the dense baselines materialising their matrices and
-        # pytorch-metric-learning's W1 take seconds a call: ~150 s of CI here, for glue that W2's
-        # rows already run; KeOps, where installed, minutes a call at W5-W7; they are tested
-        # against the references in their own files).
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "benchmarks",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--benchmark-disable",
-            "-k",
-            # bench_models.py's training steps at paper sizes take seconds each (their glue,
-            # training_step, runs in tests/test_models.py at a small size)
-            f"(not ({' or '.join(others)}) or W2) and not model_step",
-        ],  # fmt: skip
+        # backends, the reference, the baseline and the peers installed, each call once, on the
+        # rows' small inputs (PIXELKERNELS_BENCH_INPUTS=small: ~5 s, where our rows alone at the
+        # paper sizes took ~60 s of CI, and the others only at W2). bench_models.py's training
+        # steps are left out: their glue, training_step, runs in tests/test_models.py.
+        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+         "-k", "not model_step"],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
+        env={**os.environ, "PIXELKERNELS_BENCH_INPUTS": "small"},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert " passed" in r.stdout

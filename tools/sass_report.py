@@ -1,8 +1,8 @@
 """What a GPU would run: a per-kernel report from the machine code, checked against expectations.
 
 For every CUDA kernel instantiation (the objects of tools/cuda_objects.py, sm_80 and sm_90) and
-every Triton kernel compiled offline (.ci/triton_compile_check.py --cubins compiles sm_80 and
-sm_90; the report reads the architectures of --triton-archs, sm_90 by default: nvdisasm takes
+every Triton kernel compiled offline (.ci/triton_compile_check.py --cubins keeps the cubins of
+its --archs, sm_90 in `make triton-check`; the report reads --triton-archs, sm_90 by default: nvdisasm takes
 ~0.3 s a cubin, and each Triton kernel is one source for both, which CI's clock cannot pay twice):
 registers per thread, stack frame (where spills go) and ptxas' spill bytes, static shared
 memory, theoretical occupancy, and counts from the SASS — global loads and stores by width,
