@@ -611,6 +611,21 @@ MUTANTS = [
            "",
            (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "the sparse dr kernel also rewrites the "
            "images the tile passes took (tied maxima: only the first maximum's share)"),
+    Mutant("cuda-similarity_reduce-max-kept-counts", "csrc/cuda/similarity_reduce.cu",
+           "aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;",
+           "aux[at * C + c] = 0.0f;",
+           (T_SR, "-k", "takes_the_forwards_maxima and emulated"), "the backward's row tiles taken from the "
+           "forward lose their tie counts (each maximum's g / 0 in the tile passes)"),
+    Mutant("cuda-similarity_reduce-max-kept-tile-with-a-tie", "csrc/cuda/similarity_reduce.cu",
+           "if (!__syncthreads_or(any)) {",
+           "if (!__syncthreads_or(false)) {",
+           (T_SR, "-k", "takes_the_forwards_maxima and emulated"), "the backward takes every row tile from the "
+           "forward, also one whose row has tied maxima (kAny: no gradient for that row)"),
+    Mutant("cuda-similarity_reduce-max-encode-off-by-one", "csrc/cuda/similarity_reduce.cu",
+           "return arg >= 0 ? -float(arg) - 1.0f : ties;",
+           "return arg >= 0 ? -float(arg) : ties;",
+           (T_SR, "-k", "takes_the_forwards_maxima and emulated"), "the forward's maxima kept one ref off (ref 0's "
+           "as no maximum): the sparse backward's gradient goes to the wrong refs"),
     Mutant("cuda-similarity_reduce-weight-grad-unweighted", "csrc/cuda/similarity_reduce.cu",
            "store_rounded(dst + d * g_sd, wk * g);",
            "store_rounded(dst + d * g_sd, g);",

@@ -429,12 +429,13 @@ def test_ddp_equals_one_process(tmp_path):
     driver = tmp_path / "ddp_driver.py"
     driver.write_text(_DDP_DRIVER)
     env = _env() | {"PK_DIST_CPU": "1", "OMP_NUM_THREADS": "1"}
+    failed = []  # each failed attempt's stderr (torchrun's W1... lines left out)
     for attempt in range(2):
         out = _run([*_torchrun(), str(driver), str(tmp_path / "ddp.pt"), *_DDP_EQUAL], env)
         if out.returncode == 0:
             break
-        first = "\n".join(line for line in out.stderr.splitlines() if not line.startswith("W1"))[-4000:]
-    assert out.returncode == 0, f"twice: first {first}\nsecond {out.stderr[-4000:]}"
+        failed.append("\n".join(line for line in out.stderr.splitlines() if not line.startswith("W1"))[-4000:])
+    assert out.returncode == 0, "twice: first " + "\nsecond ".join(failed)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     for name in _DDP_EQUAL:
         one = train(name, steps=3, batch_size=4, size=(20, 24), backend="cpu", device="cpu", dtype=torch.float64,

@@ -827,6 +827,37 @@ def test_max_backward_over_many_tiles(request, backend, device, metric, activati
     agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_max_backward_takes_the_forwards_maxima(request, backend, device, metric):
+    """float32 max, 2 images of 150 queries (3 row tiles of 64) x 100 refs, 2 classes: the CUDA
+    forward keeps each row's only maximum in aux for the backward (MaxArg), which recomputes only
+    the row tiles with a kAny row. Image 0: one tie, row 100's class-1 maximum shared by refs 5
+    and 81 (its middle tile recomputed and through the tile passes, the tiles either side taken
+    from the forward); image 1: no tie (the sparse backward, from the forward's maxima alone).
+    Every other maximum is unique by a relative gap of at least 1e-6 (asserted), so float32 and
+    the float64 reference agree on which ref it is."""
+    g = torch.Generator().manual_seed(2)
+    q = (torch.rand(2, 150, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
+    r = (torch.rand(2, 100, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
+    lab = torch.arange(100).remainder(2).repeat(2, 1)
+    q[0, :, 0], r[0, :, 0] = 0.0, 0.0
+    r[0, 5] = r[0, 81] = torch.tensor([16.0, 0.0, 0.0, 0.0])
+    q[0, 100] = torch.tensor([16.0, 0.125, 0.125, 0.125])
+    s = q @ r.transpose(1, 2)
+    if metric == "cosine":
+        s = s / (q.norm(dim=-1)[..., None] * r.norm(dim=-1)[:, None, :])
+    close = []
+    for b in range(2):
+        for c in range(2):
+            top = s[b][:, lab[b] == c].topk(2, dim=1).values
+            close += [(b, i, c) for i in torch.nonzero((top[:, 0] - top[:, 1]) < 1e-6 * top[:, 0].abs()).flatten().tolist()]
+    assert close == [(0, 100, 1)]
+    inp = {"query": q.float(), "ref": r.float(), "ref_labels": lab, "num_classes": 2, "metric": metric,
+           "reduce": "max"}  # fmt: skip
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
 @pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])
 def test_long_sums_do_not_drift(request, backend, device):
     """dq = Σ_j r_j over 102 tiles of 32 refs (dot, sum, one class): a first tile that sums to

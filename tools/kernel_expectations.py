@@ -158,8 +158,8 @@ EXPECTATIONS: list[Expect] = [
                                     "shared memory only (bucket_kernel's slot lists: < 13 KiB); no spill"),
     Expect(r"similarity_reduce:forward_tile_kernel<float, true>", threads=128, min_occupancy=0.25,
            wide_loads=(128, 1),
-           why="the float32 max backward's recomputed maxima: the forward's kernel, and per row the ref of its "
-               "maximum (MaxArg) and a flag for a non-finite dot; one launch a backward, ~ the forward's time; "
+           why="the float32 max's forward, which keeps per row the ref of its maximum (MaxArg, a flag for a "
+               "non-finite dot) in aux, and the backward's recomputation of the row tiles with a kAny row; "
                "compiled for 4 blocks per SM (at the forward's 5, sm_80's ptxas spills 8 B inside the tile "
                "loop); no spill"),
     Expect(r"similarity_reduce:forward_tile_kernel<float, false>", threads=128, min_occupancy=0.3125,

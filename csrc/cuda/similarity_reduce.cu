@@ -48,6 +48,8 @@ struct Plan {
   int64_t splits;
 };
 
+bool forward_keeps_arg(const SimilarityReduceArgs& a);
+
 Plan plan(const SimilarityReduceArgs& a, bool backward) {
   const size_t e = acc_bytes(a.dtype), B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
   Plan p{};
@@ -55,8 +57,9 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   const size_t S = size_t(p.splits);
   p.off_rn = align16(B * C * e);
   p.off_qn = p.off_rn + align16(B * K * e);
-  if (!backward) {
-    p.ws = p.off_qn;
+  if (!backward) {  // the float32 max's MaxArg rows and flags, encoded into aux at the end
+    p.off_arg = p.off_qn;
+    p.ws = p.off_arg + (forward_keeps_arg(a) ? align16((B * N * C + B) * sizeof(int32_t)) : 0);
     return p;
   }
   p.off_gx = p.off_qn + align16(B * N * e);
@@ -111,6 +114,33 @@ struct View {
   }
 };
 
+// The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
+// per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
+// maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
+// row goes through the gradient passes as before).
+// After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
+// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
+// row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
+// The float32 forward keeps its MaxArg in aux for the backward: aux holds -(j + 1) where the max
+// is attained once, by ref j (the tie count 1, exactly, up to 2^24 refs an image), and the tie
+// count elsewhere (0: kNone; >= 1: kAny). A count of 1 as a plain count (an aux from another
+// backend, or from a forward that kept none) reads as kAny: its rows are recomputed, as before.
+struct MaxArg {
+  static constexpr int32_t kNone = -1, kAny = -2;
+  // int32: the launcher asks for none past 2^31 - 1 refs an image
+  static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
+  static bool fits_aux(int64_t K) { return K <= (int64_t(1) << 24); }  // -(j + 1) exact in a float
+  __device__ __forceinline__ static float encode(int32_t arg, float ties) { return arg >= 0 ? -float(arg) - 1.0f : ties; }
+  __device__ __forceinline__ static int32_t decode(float a) { return a < 0.0f ? int32_t(-a) - 1 : a == 0.0f ? kNone : kAny; }
+};
+
+// Whether the forward keeps its MaxArg in aux, and the backward takes it: float32's max, refs the
+// encoding holds, and a finite scale (0 * inf: every dZ NaN, the tile passes' case).
+bool forward_keeps_arg(const SimilarityReduceArgs& a) {
+  return a.dtype == DType::Float32 && a.reduce == Reduce::Max && std::isfinite(a.scale) && MaxArg::fits(a.K) &&
+         MaxArg::fits_aux(a.K);
+}
+
 // The backward's per-query-row factors (Rows::row): |q|, gx (g, or softmax_centered's h; mean's
 // 1 / n_c is applied per pair, by grad_z, so that no row waits for the counts) and the softmax's
 // (m, log l) (0 otherwise). g: grad_out, element (b, i, c) at b * g_sb + i * g_sn + c * g_sc.
@@ -121,6 +151,7 @@ struct Rows {
   const acc_t *out, *aux;
   acc_t *qn, *gx, *lse;  // gx null: no rows (the forward's tables)
   int32_t* img = nullptr;  // the max's per-image MaxArg flags (B), zeroed here
+  int32_t* arg = nullptr;  // the max's MaxArg rows (B, N, C): the backward's, read from aux here
 
   template <typename scalar_t>
   __device__ __forceinline__ void row(const View<scalar_t, acc_t>& v, int64_t t) const {
@@ -135,6 +166,9 @@ struct Rows {
       for (int64_t c = 0; c < C; ++c) gx[t * C + c] = gi[c * g_sc];
       lse[2 * t] = lse[2 * t + 1] = 0;
     }
+    if constexpr (std::is_same_v<acc_t, float>)
+      if (arg != nullptr)
+        for (int64_t c = 0; c < C; ++c) arg[t * C + c] = MaxArg::decode(aux[t * C + c]);
   }
 };
 
@@ -176,19 +210,6 @@ __global__ void __launch_bounds__(kThreads)
 // One query row's running reduction over its refs, taken in increasing j: out's row o and
 // the max's tie counts in global memory (C may be large), the softmax's max m and sum l in
 // registers. Both forward kernels reduce through it: the same order and arithmetic.
-// The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
-// per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
-// maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
-// row goes through the gradient passes as before).
-// After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
-// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
-// row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
-struct MaxArg {
-  static constexpr int32_t kNone = -1, kAny = -2;
-  // int32: the launcher asks for none past 2^31 - 1 refs an image
-  static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
-};
-
 template <typename acc_t>
 struct RowReduce {
   acc_t* o;
@@ -308,13 +329,17 @@ __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, 
     return {v.r, v.K, v.K * v.D, v.D, 1};
 }
 
-// kArg: arg holds the max's MaxArg rows (the float32 backward's recomputed maxima); a row is kAny
-// where one of its dots is not finite, also with a ref that takes no part (whose values the
-// passes never read), or where the other row of its thread has one (rows r and r + 8 share a
-// flag): only tile pairs fewer left out, never a wrong one.
+// kArg: arg holds the max's MaxArg rows; a row is kAny where one of its dots is not finite, also
+// with a ref that takes no part (whose values the passes never read), or where the other row of
+// its thread has one (rows r and r + 8 share a flag): only tile pairs fewer left out, never a
+// wrong one. The float32 max's forward (`encode`) then writes them into aux (MaxArg::encode);
+// the backward's recomputation (`kept`: the forward's out, arg decoded from its aux by the
+// tables kernel) recomputes only the row tiles with a kAny row, and copies the others' out and
+// counts (1 at a maximum, 0 without one): their maxima are the forward's, whose kernel this is.
 template <typename scalar_t, bool kArg = false>
 __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlocks<scalar_t>)
-    forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux, int32_t* arg) {
+    forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux, int32_t* arg, const float* kept = nullptr,
+                        bool encode = false) {
   __shared__ __align__(16) pair_tiles::Stage<scalar_t> st;  // the rows' and refs' dims of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
   __shared__ float sqn[kRows], srn[kCols];
@@ -327,6 +352,20 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
       const int64_t i0 = tile * kRows;
       const int me = threadIdx.x;  // < kRows: the reducing thread of row i0 + me
       const bool owner = me < kRows && i0 + me < v.N;
+      if constexpr (kArg) {
+        if (kept != nullptr) {
+          const int64_t at = owner ? b * v.N + i0 + me : 0;
+          bool any = false;
+          for (int64_t c = 0; owner && c < C; ++c) any = any || arg[at * C + c] == MaxArg::kAny;
+          if (!__syncthreads_or(any)) {  // no kAny row: the forward's maxima stand (uniform per block)
+            for (int64_t c = 0; owner && c < C; ++c) {
+              out[at * C + c] = kept[at * C + c];
+              aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;
+            }
+            continue;
+          }
+        }
+      }
       if (me < kRows) {
         sqn[me] = owner && v.metric == Metric::Cosine ? v.qnorm(v.qrow(b, i0 + me)) : 0.0f;
         swide[me] = 0;
@@ -371,7 +410,10 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
         if constexpr (kArg) {
           row.finish_arg(swide[me] != 0);
           bool any = false;
-          for (int64_t c = 0; c < C; ++c) any = any || arg[at * C + c] == MaxArg::kAny;
+          for (int64_t c = 0; c < C; ++c) {
+            any = any || arg[at * C + c] == MaxArg::kAny;
+            if (encode) aux[at * C + c] = MaxArg::encode(arg[at * C + c], aux[at * C + c]);
+          }
           if (any) atomicMax(arg + v.B * v.N * C + b, 1);  // the image's flag: an int, any order
         }
         row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
@@ -883,11 +925,25 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>;
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
-    cuda::tables(v, st, p.check, cuda::Rows<acc_t>{});
+    cuda::Rows<acc_t> rows{};
+    int32_t* arg = nullptr;  // float32's max: its MaxArg, into aux for the backward (cuda::MaxArg)
+    if constexpr (std::is_same_v<scalar_t, float>)
+      if (cuda::forward_keeps_arg(a)) {
+        arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
+        rows.img = arg + a.B * a.N * a.C;  // zeroed by the tables kernel, set by the tile kernel's kAny rows
+      }
+    cuda::tables(v, st, p.check, rows);
     if constexpr (!std::is_same_v<scalar_t, double>) {
       const dim3 grid(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B));
-      cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v,
-                          static_cast<float*>(p.out), static_cast<float*>(p.aux), static_cast<int32_t*>(nullptr));
+      auto* out = static_cast<float*>(p.out);
+      auto* aux = static_cast<float*>(p.aux);
+      if constexpr (std::is_same_v<scalar_t, float>)
+        if (arg != nullptr)
+          cuda::launch_kernel(cuda::forward_tile_kernel<float, true>, grid, dim3(cuda::kThreads), 0, st, v, out, aux,
+                              arg, static_cast<const float*>(nullptr), true);
+      if (arg == nullptr)
+        cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v, out, aux,
+                            static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false);
     } else {
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
                           dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
@@ -923,14 +979,19 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     // out every tile pair no maximum lies in before computing its dots (prior_mask W7 on the H200
     // of 2026-11-28: 149 ms in the two passes, which recomputed all 424 GFLOP of dots twice for
     // one nonzero dZ a row). Not with a non-finite scale (0 * inf: every dZ NaN, as the reference's).
+    // The forward kept its MaxArg in aux (forward_keeps_arg): the tables kernel reads it into arg, and
+    // the recomputation below redoes only the row tiles with a kAny row (a tie, a NaN or -inf max,
+    // a non-finite dot; every row of an aux without it), so a clean image costs no N x K pass here.
     int32_t* arg = nullptr;
+    const bool kept = cuda::forward_keeps_arg(a);
     if constexpr (std::is_same_v<scalar_t, float>)
       if (a.reduce == similarity_reduce::Reduce::Max && std::isfinite(a.scale) && cuda::MaxArg::fits(a.K))
         arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
     cuda::Rows<acc_t> rows{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse};
     if (arg != nullptr) rows.img = arg + a.B * a.N * a.C;
+    if (arg != nullptr && kept) rows.arg = arg;
     // the tables and the query rows in one launch (the max's recomputed out below is not theirs:
-    // rows read out and aux for the softmax only), and the images' MaxArg flags zeroed
+    // rows read out and aux for the softmax, and the kept MaxArg), and the images' MaxArg flags zeroed
     cuda::tables(v, st, no_check, rows);
     constexpr bool tc = std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>;
     constexpr bool tile = !std::is_same_v<scalar_t, double>;  // the forward's tile kernel
@@ -943,10 +1004,10 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
         if constexpr (std::is_same_v<scalar_t, float>)
           if (arg != nullptr)
             cuda::launch_kernel(cuda::forward_tile_kernel<float, true>, grid, block, 0, st, v, own,
-                                own + a.B * a.N * a.C, arg);
+                                own + a.B * a.N * a.C, arg, kept ? out : static_cast<const float*>(nullptr), false);
         if (arg == nullptr)
           cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, block, 0, st, v, own, own + a.B * a.N * a.C,
-                              static_cast<int32_t*>(nullptr));
+                              static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false);
       }
       else
         cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,

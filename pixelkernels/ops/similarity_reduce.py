@@ -22,9 +22,13 @@ and Triton that recomputation also notes, per row and class, the ref of its only
 (``MaxArg``; a row with tied maxima, a NaN max or a non-finite dot has none), and the gradient
 passes leave out, before computing its dots, every tile pair that holds none; on CUDA an image
 with no such row skips the passes whole and takes the sparse backward instead (the C pairs of
-each row: one dot each, the same dot and dZ as the tiles). The max's backward then costs about
-one forward where it cost three (prior_mask W7 on the H200 of 2026-11-28: 216 ms forward+backward,
-149 of them in the two passes, each recomputing every dot). The op saves only
+each row: one dot each, the same dot and dZ as the tiles). On CUDA in float32 the forward, whose
+tile kernel the recomputation is, already notes MaxArg and keeps it in its tie counts (aux holds
+-(j + 1) where ref j alone attains the max; up to 2^24 refs an image): the backward then
+recomputes only the 64-row tiles with a row that has none, and an image without one costs no
+N x K pass at all in the backward (prior_mask W7 on the H200 of 2026-11-28: 216 ms forward+backward,
+149 of them in the two passes, each recomputing every dot, and 34 in the recomputed forward;
+not yet timed since). The op saves only
 its output and a small statistic: the max's tie counts, or the softmax's row max m of
 :math:`s/T` and :math:`\log \sum \exp(s/T - m)`, kept apart (one float for both is off by half
 an ulp of :math:`|s/T|`, which every softmax weight would inherit).
