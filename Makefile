@@ -157,7 +157,10 @@ cuda-wheel: cuda-venv
 # what gets imported: build facts, a CUDA and a CPU kernel for every schema, CPU vs reference
 # (.ci/cuda_wheel_check.py), then the tests marked fake_cuda (torch.compile on fake CUDA
 # tensors; pytest's exit 5, no test carries the marker, fails). CPU_SUBSET=1 adds the CPU
-# backend's tests (CPU_SUBSET_ARGS: all but gradcheck) against the wheel's CPU kernels;
+# backend's tests (CPU_SUBSET_ARGS: all but gradcheck) against the wheel's CPU kernels (~150 s
+# on 2 cores); CPU_SUBSET=contract every op's contract suite on the CPU backend (CPU_CONTRACT_ARGS:
+# opcheck, torch.compile, awkward and zero sizes, layouts, determinism, the reference; not the fuzz
+# or gradcheck: ~25 s), what a newer torch's library, dispatcher and compiler would break;
 # CPU_SUBSET=smoke only every op's CPU backend against the reference, forward and backward (~7 s):
 # an older torch's missing piece fails here rather than on a lent GPU (torch 2.11 has no
 # derivative for torch.aminmax: every prior_mask call failed on the H100 of 2026-11-26).
@@ -168,6 +171,8 @@ CPU_SMOKE_ARGS ?= -k "cpu and backends_agree and not triton" --ignore=$(CURDIR)/
   --ignore=$(CURDIR)/tests/test_setup.py --ignore=$(CURDIR)/tests/test_bench.py
 CPU_SUBSET_ARGS ?= -k "cpu and not triton and not gradcheck" --ignore=$(CURDIR)/tests/test_build.py \
   --ignore=$(CURDIR)/tests/test_setup.py --ignore=$(CURDIR)/tests/test_bench.py
+CPU_CONTRACT_ARGS ?= -k "cpu and not triton and not gradcheck and TestContract and not fuzz" \
+  --ignore=$(CURDIR)/tests/test_build.py --ignore=$(CURDIR)/tests/test_setup.py --ignore=$(CURDIR)/tests/test_bench.py
 cuda-check-venv: $(CUDA_CHECK_VENV)/.stamp
 $(CUDA_CHECK_VENV)/.stamp: $(CUDA_VENV)/.stamp
 	rm -rf $(CUDA_CHECK_VENV) && cp -al $(CUDA_VENV) $(CUDA_CHECK_VENV) && rm -f $(CUDA_CHECK_VENV)/.stamp
@@ -184,6 +189,8 @@ cuda-wheel-check: cuda-check-venv
 	  -m fake_cuda -p no:cacheprovider -q
 	if [ "$(CPU_SUBSET)" = 1 ]; then cd "$$(mktemp -d)" && PIXELKERNELS_EMU=0 $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
 	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_SUBSET_ARGS); fi
+	if [ "$(CPU_SUBSET)" = contract ]; then cd "$$(mktemp -d)" && PIXELKERNELS_EMU=0 $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
+	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_CONTRACT_ARGS); fi
 	if [ "$(CPU_SUBSET)" = smoke ]; then cd "$$(mktemp -d)" && PIXELKERNELS_EMU=0 $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python -m pytest \
 	  $(CURDIR)/tests -p no:cacheprovider -q -n $(PYTEST_WORKERS) $(CPU_SMOKE_ARGS); fi
 
