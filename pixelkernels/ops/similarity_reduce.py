@@ -25,7 +25,7 @@ with no such row skips the passes whole and takes the sparse backward instead (t
 each row: one dot each, the same dot and dZ as the tiles). On CUDA in float32 the forward, whose
 tile kernel the recomputation is, already notes MaxArg and keeps it in its tie counts (aux holds
 -(j + 1) where ref j alone attains the max; up to 2^24 refs an image): the backward then
-recomputes only the 64-row tiles with a row that has none, and an image without one costs no
+recomputes only the 64-row tiles with a row that has no single maximum, and an image without one costs no
 N x K pass at all in the backward (prior_mask W7 on the H200 of 2026-11-28: 216 ms forward+backward,
 149 of them in the two passes, each recomputing every dot, and 34 in the recomputed forward;
 not yet timed since). The op saves only
