@@ -37,6 +37,34 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
   return nullptr;
 }
 
+// The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
+// per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
+// maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
+// row goes through the gradient passes as before).
+// After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
+// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
+// row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
+// The float32 forward keeps its MaxArg in aux for the backward: aux holds -(j + 1) where the max
+// is attained once, by ref j (the tie count 1, exactly, up to 2^24 refs an image), and the tie
+// count elsewhere (0: kNone; >= 1: kAny). A count of 1 as a plain count (an aux from another
+// backend, or from a forward that kept none) reads as kAny: its rows are recomputed, as before.
+struct MaxArg {
+  static constexpr int32_t kNone = -1, kAny = -2;
+  // int32: the launcher asks for none past 2^31 - 1 refs an image
+  static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
+  static bool fits_aux(int64_t K) { return K <= (int64_t(1) << 24); }  // -(j + 1) exact in a float
+  __device__ __forceinline__ static float encode(int32_t arg, float ties) { return arg >= 0 ? -float(arg) - 1.0f : ties; }
+  __device__ __forceinline__ static int32_t decode(float a) { return a < 0.0f ? int32_t(-a) - 1 : a == 0.0f ? kNone : kAny; }
+};
+
+// Whether the float32 max's backward notes MaxArg (a finite scale: with 0 * inf every dZ is NaN,
+// the tile passes' case), and whether the forward keeps it in aux for that backward (refs the
+// encoding holds).
+bool max_arg(const SimilarityReduceArgs& a) {
+  return a.dtype == DType::Float32 && a.reduce == Reduce::Max && std::isfinite(a.scale) && MaxArg::fits(a.K);
+}
+bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && MaxArg::fits_aux(a.K); }
+
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
 // dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
@@ -47,8 +75,6 @@ struct Plan {
   size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, off_arg, off_pz, ws;
   int64_t splits;
 };
-
-bool forward_keeps_arg(const SimilarityReduceArgs& a);
 
 Plan plan(const SimilarityReduceArgs& a, bool backward) {
   const size_t e = acc_bytes(a.dtype), B = a.B, N = a.N, K = a.K, C = a.C, D = a.D;
@@ -113,33 +139,6 @@ struct View {
     return similarity_reduce::score_comp(dot, qn, rnj, metric, scale, bias, sigmoid, eps, comp);
   }
 };
-
-// The max's backward (float32) asks which refs of a row can have a nonzero dZ: arg (B, N, C) holds
-// per row and class the ref of its only maximum (MaxArg::kNone: the class has no ref; kAny: the
-// maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
-// row goes through the gradient passes as before).
-// After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
-// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
-// row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
-// The float32 forward keeps its MaxArg in aux for the backward: aux holds -(j + 1) where the max
-// is attained once, by ref j (the tie count 1, exactly, up to 2^24 refs an image), and the tie
-// count elsewhere (0: kNone; >= 1: kAny). A count of 1 as a plain count (an aux from another
-// backend, or from a forward that kept none) reads as kAny: its rows are recomputed, as before.
-struct MaxArg {
-  static constexpr int32_t kNone = -1, kAny = -2;
-  // int32: the launcher asks for none past 2^31 - 1 refs an image
-  static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
-  static bool fits_aux(int64_t K) { return K <= (int64_t(1) << 24); }  // -(j + 1) exact in a float
-  __device__ __forceinline__ static float encode(int32_t arg, float ties) { return arg >= 0 ? -float(arg) - 1.0f : ties; }
-  __device__ __forceinline__ static int32_t decode(float a) { return a < 0.0f ? int32_t(-a) - 1 : a == 0.0f ? kNone : kAny; }
-};
-
-// Whether the forward keeps its MaxArg in aux, and the backward takes it: float32's max, refs the
-// encoding holds, and a finite scale (0 * inf: every dZ NaN, the tile passes' case).
-bool forward_keeps_arg(const SimilarityReduceArgs& a) {
-  return a.dtype == DType::Float32 && a.reduce == Reduce::Max && std::isfinite(a.scale) && MaxArg::fits(a.K) &&
-         MaxArg::fits_aux(a.K);
-}
 
 // The backward's per-query-row factors (Rows::row): |q|, gx (g, or softmax_centered's h; mean's
 // 1 / n_c is applied per pair, by grad_z, so that no row waits for the counts) and the softmax's
@@ -985,8 +984,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     int32_t* arg = nullptr;
     const bool kept = cuda::forward_keeps_arg(a);
     if constexpr (std::is_same_v<scalar_t, float>)
-      if (a.reduce == similarity_reduce::Reduce::Max && std::isfinite(a.scale) && cuda::MaxArg::fits(a.K))
-        arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
+      if (cuda::max_arg(a)) arg = cuda::at_offset<int32_t>(p.workspace, pl.off_arg);
     cuda::Rows<acc_t> rows{g, p.g_sb, p.g_sn, p.g_sc, out, aux, qn, gx, lse};
     if (arg != nullptr) rows.img = arg + a.B * a.N * a.C;
     if (arg != nullptr && kept) rows.arg = arg;
