@@ -50,6 +50,7 @@ def _load(path: Path, name: str):
 
 
 cuda_objects = _load(ROOT / "tools" / "cuda_objects.py", "pixelkernels_cuda_objects")
+unity = _load(ROOT / "tools" / "unity.py", "pixelkernels_unity")
 _version = _load(ROOT / "pixelkernels" / "_version.py", "pixelkernels_version")
 BASE_VERSION = _version.__version__
 
@@ -216,11 +217,15 @@ def _default_max_jobs():
     os.environ["MAX_JOBS"] = str(max(1, min(os.cpu_count() or 1, int(mem_gib // 2))))
 
 
-def sources(with_cuda: bool) -> list[str]:
-    """What setuptools compiles: csrc/*.cpp and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cpp.
-    The .cu files are compiled apart (BuildExt, tools/cuda_objects.py) and linked in."""
-    patterns = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cpp"] if with_cuda else [])
-    return [str(p) for pattern in patterns for p in sorted(CSRC.glob(pattern))]
+def sources(with_cuda: bool, unit_dir: Path | None = None) -> list[str]:
+    """What setuptools compiles: the torch side (csrc/*.cpp) as module.cpp and one unit that
+    includes the others (tools/unity.py, written to unit_dir: header parsing was three quarters
+    of the build), and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cpp. The .cu files are compiled
+    apart (BuildExt, tools/cuda_objects.py) and linked in."""
+    unit = unity.write_unit((unit_dir or BUILD_DIR / "unity") / "torch_side.cpp", unity.torch_side(CSRC))
+    patterns = ["cpu/*.cpp"] + (["cuda/*.cpp"] if with_cuda else [])
+    files = [*unity.separate(CSRC), unit] + [p for pattern in patterns for p in sorted(CSRC.glob(pattern))]
+    return [str(p) for p in files]
 
 
 def extensions(with_cuda: bool):
@@ -235,7 +240,9 @@ def extensions(with_cuda: bool):
     cxx = opt + omp_c + [cxx_standard(), "-fno-trapping-math", "-fno-math-errno"]
     # Headers as depends: setuptools skips the whole extension when no source is newer than _C.so.
     # The schema table (csrc/ops.cpp includes it) is one of them.
+    # So are the files the torch side's unit includes (sources()).
     headers = [str(p) for p in sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh")) + [SCHEMA_TABLE]]
+    headers += [str(p) for p in unity.torch_side(CSRC)]
     # py_limited_api: torch defines Py_LIMITED_API (its oldest CPython) and links no libtorch_python
     common = {"include_dirs": [str(CSRC)], "depends": headers, "extra_link_args": omp_l, "py_limited_api": True}
     if not with_cuda:
@@ -257,12 +264,12 @@ def extensions(with_cuda: bool):
 
 _default_max_jobs()
 WITH_CUDA = _want_cuda()
-EXTS = extensions(WITH_CUDA)
 # One build folder per variant (build/cu130.pt211-abi3), so a CPU and a CUDA build never share
 # objects or a stale _C.so, and the egg-info (which importlib.metadata finds in the repo root)
 # never says the other variant. The limited API makes the objects the same for every Python.
 BUILD_DIR = ROOT / "build" / f"{build_tag(WITH_CUDA)}-abi3"
 BUILD_DIR.mkdir(parents=True, exist_ok=True)
+EXTS = extensions(WITH_CUDA)
 
 
 class BuildExt(cpp_extension.BuildExtension.with_options(use_ninja=True)):

@@ -75,8 +75,15 @@ def test_extension_paths_are_absolute(setup_py):
     kw = setup_py["SETUP_KWARGS"]
     (ext,) = kw["ext_modules"]
     assert ext.name == "pixelkernels._C"
-    want = sorted(ROOT.glob("csrc/*.cpp")) + sorted(ROOT.glob("csrc/cpu/*.cpp"))
+    build_dir = ROOT / "build" / f"{setup_py['build_tag'](False)}-abi3"
+    unit = build_dir / "unity" / "torch_side.cpp"
+    want = [ROOT / "csrc" / "module.cpp", unit] + sorted(ROOT.glob("csrc/cpu/*.cpp"))
     assert [Path(s) for s in ext.sources] == want
+    # The unit includes every other csrc/*.cpp (tools/unity.py), and an edit of one rebuilds.
+    included = sorted(ROOT.glob("csrc/*.cpp"))
+    included.remove(ROOT / "csrc" / "module.cpp")
+    assert unit.read_text().splitlines()[1:] == [f'#include "{p}"' for p in included]
+    assert {str(p) for p in included} <= set(ext.depends)
     assert all(Path(p).is_absolute() for p in ext.sources + ext.include_dirs + ext.depends)
     assert str(ROOT / "csrc") in ext.include_dirs
     assert str(ROOT / "csrc" / "torch_utils.h") in ext.depends  # a header edit rebuilds
@@ -92,8 +99,11 @@ def test_extension_paths_are_absolute(setup_py):
 def test_cuda_sources(setup_py):
     """setuptools compiles the torch side; the .cu files are compiled apart and linked in."""
     got = [Path(s) for s in setup_py["sources"](True)]
-    for pattern in ("csrc/*.cpp", "csrc/cpu/*.cpp", "csrc/cuda/*.cpp"):
+    for pattern in ("csrc/cpu/*.cpp", "csrc/cuda/*.cpp"):
         assert set(ROOT.glob(pattern)) <= set(got), pattern
+    # csrc/*.cpp: module.cpp, and the others in the unit (test_extension_paths_are_absolute)
+    assert ROOT / "csrc" / "module.cpp" in got
+    assert [p.name for p in got if p.parent.name == "unity"] == ["torch_side.cpp"]
     assert not [p for p in got if p.suffix == ".cu"]
     assert set(setup_py["cuda_objects"].cuda_sources()) == set(ROOT.glob("csrc/cuda/*.cu"))
     assert all(p.is_absolute() for p in got)

@@ -15,6 +15,7 @@ import concurrent.futures
 import fcntl
 import functools
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +23,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _unity():
+    """tools/unity.py, loaded by path (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location("pixelkernels_unity", ROOT / "tools" / "unity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def cuda_include() -> Path | None:
@@ -115,7 +125,8 @@ def load() -> str | None:
         # cpp_extension's own lock file, left by a build that was killed (a pytest worker ended
         # mid-build), makes every later load wait forever; under build.lock no build of ours runs.
         (torch_build / "lock").unlink(missing_ok=True)
-        sources = [str(p) for p in sorted((ROOT / "csrc").glob("*.cpp")) if p.name != "module.cpp"]
+        # The torch side but module.cpp (Python.h) as one unit: its headers parsed once.
+        sources = [str(_unity().write_unit(torch_build / "torch_side.cpp", _unity().torch_side()))]
         sources += [str(HERE / f) for f in ("pk_cuda_emu.cpp", "sanitizer.cpp", "device_memory.cpp", "selftest_ops.cpp")]
         cpp_extension.load(
             name="pixelkernels_emu",
