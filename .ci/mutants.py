@@ -854,6 +854,31 @@ MUTANTS = [
            "            wide = wide",
            (T_SR, "-k", "max_backward_over_many_tiles and triton"), "a row's non-finite dot not noted: the tile "
            "pair of an inf entry is skipped and its 0 * inf left out of dq"),
+    Mutant("triton-similarity_reduce-max-kept-any-code", "pixelkernels/triton/similarity_reduce.py",
+           "    code = (a < 0) & (v >= 0) & (j.to(a.dtype) == v)",
+           "    code = (a < 0) & (v >= -1)",
+           (T_SR, "-k", "takes_only_its_own_kept and triton"), "the Triton backward reads CUDA's integer codes "
+           "as its own (one ref off, and the forward's out trusted): another backend's aux not recomputed"),
+    Mutant("triton-similarity_reduce-max-kept-block-with-a-tie", "pixelkernels/triton/similarity_reduce.py",
+           "            recompute = recompute | (ka == -2).to(tl.int32)",
+           "            recompute = recompute",
+           (T_SR, "-k", "takes_the_forwards_maxima and triton"), "the Triton backward takes every block of rows "
+           "from the forward, also one whose row has tied maxima (its tie count lost)"),
+    Mutant("triton-similarity_reduce-max-kept-counts", "pixelkernels/triton/similarity_reduce.py",
+           "                tl.store(aux_ptr + at, tl.where(ka >= 0, 1.0, 0.0).to(ACC), mask=nmask)",
+           "                tl.store(aux_ptr + at, tl.where(ka >= 0, 0.0, 0.0).to(ACC), mask=nmask)",
+           (T_SR, "-k", "takes_the_forwards_maxima and triton"), "the blocks taken from the forward lose their "
+           "tie counts (each maximum's g / 0 in the gradient passes)"),
+    Mutant("triton-similarity_reduce-max-encode-off-by-one", "pixelkernels/triton/similarity_reduce.py",
+           "                        code = -(first.to(ACC) + (1.0 + FRAC))",
+           "                        code = -(first.to(ACC) + FRAC)",
+           (T_SR, "-k", "takes_the_forwards_maxima and triton"), "the Triton forward's maxima kept one ref off: "
+           "the backward's gradient goes to the wrong refs"),
+    Mutant("cuda-similarity_reduce-max-decode-any-negative", "csrc/cuda/similarity_reduce.cu",
+           "return a < 0.0f && a == truncf(a) ? int32_t(-a) - 1",
+           "return a < 0.0f ? int32_t(-a) - 1",
+           (T_SR, "-k", "takes_only_its_own_kept and emulated"), "the CUDA backward reads the Triton kernels' "
+           "codes as its own: their out trusted, not recomputed"),
     Mutant("triton-similarity_reduce-mean", "pixelkernels/triton/similarity_reduce.py",
            "        out = out / count.clamp_min(1)[:, None, :]",
            "        out = out / count.clamp_min(1)[:, None, :] * 1.0001",

@@ -298,7 +298,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 
-from conftest import BACKENDS, WITH_EMULATED, on_backend, weighted_loss  # noqa: E402
+from conftest import BACKENDS, DIRECT_VARIANTS, TRITON_DEVICE, WITH_EMULATED, on_backend, weighted_loss  # noqa: E402
 from contract import Contract, pair_sides, suite  # noqa: E402
 from fuzz import Choice, Floats, Labels, Size  # noqa: E402
 
@@ -830,11 +830,12 @@ def test_max_backward_over_many_tiles(request, backend, device, metric, activati
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
 def test_max_backward_takes_the_forwards_maxima(request, backend, device, metric):
-    """float32 max, 2 images of 150 queries (3 row tiles of 64) x 100 refs, 2 classes: the CUDA
-    forward keeps each row's only maximum in aux for the backward (MaxArg), which recomputes only
-    the row tiles with a kAny row. Image 0: one tie, row 100's class-1 maximum shared by refs 5
-    and 81 (its middle tile recomputed and through the tile passes, the tiles either side taken
-    from the forward); image 1: no tie (the sparse backward, from the forward's maxima alone).
+    """float32 max, 2 images of 150 queries (3 row tiles of 64, 10 Triton blocks of 16) x 100 refs,
+    2 classes: the CUDA and Triton forwards keep each row's only maximum in aux for the backward
+    (MaxArg), which recomputes only the row tiles (blocks) with a kAny row. Image 0: one tie, row
+    100's class-1 maximum shared by refs 5 and 81 (its tile or block recomputed and through the tile
+    passes, the others taken from the forward); image 1: no tie (on CUDA the sparse backward, from
+    the forward's maxima alone; on Triton no block recomputed).
     Every other maximum is unique by a relative gap of at least 1e-6 (asserted), so float32 and
     the float64 reference agree on which ref it is."""
     g = torch.Generator().manual_seed(2)
@@ -856,6 +857,77 @@ def test_max_backward_takes_the_forwards_maxima(request, backend, device, metric
     inp = {"query": q.float(), "ref": r.float(), "ref_labels": lab, "num_classes": 2, "metric": metric,
            "reduce": "max"}  # fmt: skip
     agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
+def _one_tie_max_inputs():
+    """One image of 150 queries x 100 refs, 2 classes, float32: row 100's class-1 maximum tied
+    between refs 5 and 81, every other class maximum unique by a relative gap of at least 1e-6
+    (asserted; test_max_backward_takes_the_forwards_maxima's image 0)."""
+    g = torch.Generator().manual_seed(2)
+    q = (torch.rand(2, 150, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
+    r = (torch.rand(2, 100, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
+    q, r, lab = q[:1], r[:1], torch.arange(100).remainder(2)[None]
+    q[0, :, 0], r[0, :, 0] = 0.0, 0.0
+    r[0, 5] = r[0, 81] = torch.tensor([16.0, 0.0, 0.0, 0.0])
+    q[0, 100] = torch.tensor([16.0, 0.125, 0.125, 0.125])
+    s = q[0] @ r[0].T
+    close = []
+    for c in range(2):
+        top = s[:, lab[0] == c].topk(2, dim=1).values
+        close += [(i, c) for i in torch.nonzero((top[:, 0] - top[:, 1]) < 1e-6 * top[:, 0].abs()).flatten().tolist()]
+    assert close == [(100, 1)]
+    return q.float(), r.float(), lab
+
+
+@pytest.mark.parametrize("variant", [p for p in DIRECT_VARIANTS if p.values[0] in ("triton", "emulated")])
+def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
+    """The float32 max's forward on CUDA keeps each row's MaxArg in aux as -(j + 1), the Triton one as
+    -(j + 1.5) (IEEE float32: a code per arithmetic, never an integer); each backward takes the
+    maxima of the rows where it reads its own code from the forward's `out` instead of recomputing
+    them (all but the tile or block of row 100, whose tie is a count), and recomputes every other row.
+    Shown with `out` one ulp off everywhere: with the variant's own codes the gradient then misses
+    the maxima of queries 0-63 (taken rows: the tile passes' `s == max` is against those bits) and
+    not row 100's; with the other variant's codes, or plain tie counts (the CPU's aux), every row is
+    recomputed and the gradient is the CPU backend's."""
+    q, r, lab = _one_tie_max_inputs()
+    args = (2, "dot", 1.0, 0.0, False, "max", 1.0, 1e-7)
+    ops = torch.ops.pixelkernels
+    g = torch.rand(1, 150, 2, generator=torch.Generator().manual_seed(3)) + 0.5
+    out_cpu, aux_cpu = ops.similarity_reduce(q, r, lab, *args, None, None)
+    want = ops.similarity_reduce_backward(g, q, r, lab, out_cpu, aux_cpu, *args, None)[:2]
+    if variant == "emulated":
+        emu = request.getfixturevalue("emu")
+        out, aux = emu.similarity_reduce(q, r, lab, *args, None, None)
+        j = torch.where(aux < 0, -aux - 1, -1.0)
+
+        def backward(o, a):
+            return emu.similarity_reduce_backward(g, q, r, lab, o, a, *args, None)[:2]
+
+        other = torch.where(j >= 0, -(j + 1.5), aux)  # Triton's codes
+    else:
+        dev = torch.device(TRITON_DEVICE)
+        out, aux = (t.cpu() for t in ops.similarity_reduce_triton(q.to(dev), r.to(dev), lab.to(dev), *args, None, None))
+        j = torch.where(aux < 0, -aux - 1.5, -1.0)
+
+        def backward(o, a):
+            res = ops.similarity_reduce_backward_triton(g.to(dev), q.to(dev), r.to(dev), lab.to(dev), o.to(dev),
+                                                        a.to(dev), *args, None)  # fmt: skip
+            return [t.cpu() for t in res[:2]]
+
+        other = torch.where(j >= 0, -(j + 1), aux)  # CUDA's codes
+    assert torch.equal(out, out_cpu)  # exact dots
+    kept = torch.ones_like(aux, dtype=torch.bool)
+    kept[0, 100, 1] = False  # the tie: its count, 2
+    assert torch.equal(j >= 0, kept) and torch.equal(j, j.round()) and aux[0, 100, 1] == 2
+    for a, b in zip(backward(out, aux), want):
+        assert_close(a, b, torch.float32)
+    off = torch.nextafter(out, torch.full_like(out, float("inf")))
+    dq, _ = backward(off, aux)
+    assert dq[0, :64].abs().max() == 0  # taken from `off`: no score equals its maximum
+    assert_close(dq[0, 100], want[0][0, 100], torch.float32)  # recomputed
+    for a_other in (other, aux_cpu):
+        for a, b in zip(backward(off, a_other), want):
+            assert_close(a, b, torch.float32)
 
 
 @pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])

@@ -54,7 +54,10 @@ struct MaxArg {
   static bool fits(int64_t K) { return K <= int64_t(INT32_MAX); }
   static bool fits_aux(int64_t K) { return K <= (int64_t(1) << 24); }  // -(j + 1) exact in a float
   __device__ __forceinline__ static float encode(int32_t arg, float ties) { return arg >= 0 ? -float(arg) - 1.0f : ties; }
-  __device__ __forceinline__ static int32_t decode(float a) { return a < 0.0f ? int32_t(-a) - 1 : a == 0.0f ? kNone : kAny; }
+  // A negative non-integer is the Triton kernels' code (their MaxArg, kept for their own scores): none here.
+  __device__ __forceinline__ static int32_t decode(float a) {
+    return a < 0.0f && a == truncf(a) ? int32_t(-a) - 1 : a == 0.0f ? kNone : kAny;
+  }
 };
 
 // Whether the float32 max's backward notes MaxArg (a finite scale: with 0 * inf every dZ is NaN,

@@ -28,7 +28,13 @@ tile kernel the recomputation is, already notes MaxArg and keeps it in its tie c
 recomputes only the 64-row tiles with a row that has no single maximum, and an image without one costs no
 N x K pass at all in the backward (prior_mask W7 on the H200 of 2026-11-28: 216 ms forward+backward,
 149 of them in the two passes, each recomputing every dot, and 34 in the recomputed forward;
-not yet timed since). The op saves only
+not yet timed since). Triton's forward keeps it likewise, in every dtype, as -(j + 1 + f) with f
+a fraction per arithmetic of the scores (float32 IEEE 0.5, TF32 0.25, float64 0.75, float16
+0.375, bfloat16 0.625; up to 2^20 refs an image in a float32 aux), and its backward recomputes
+only the 16-row blocks where it does not read its own code, so a change of
+``torch.backends.cuda.matmul.allow_tf32`` between forward and backward recomputes everything. Each
+backend reads the other's code (and any plain tie count) as no code: an aux handed from another
+backend is recomputed. The op saves only
 its output and a small statistic: the max's tie counts, or the softmax's row max m of
 :math:`s/T` and :math:`\log \sum \exp(s/T - m)`, kept apart (one float for both is off by half
 an ulp of :math:`|s/T|`, which every softmax weight would inherit).

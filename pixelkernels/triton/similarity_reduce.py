@@ -14,6 +14,12 @@ so every score has the forward's bits (the max's equality test finds the forward
 of the queries) over the split's query tiles, accumulating dq and dr's partials in float32/float64
 buffers; the partials are summed in order and the ref norm's cosine term applied in torch, then
 rounded to the inputs' dtype. dS per reduce, then the chain of the header; softmax reads h = softmax_centered(g, out).
+
+The max: the forward keeps each row and class's MaxArg (its only maximum) in aux as a code
+(_forward_kernel's ARG 2, _FRACS); the backward's recomputation of the maxima (ARG 1) takes the
+forward's out for every block of rows whose MaxArg it reads there as its own code, and recomputes
+the blocks with a tie, a NaN or -inf max, a non-finite dot, or no code (another backend's aux,
+another arithmetic). The gradient passes then leave out the tile pairs no row's MaxArg lies in.
 """
 
 from __future__ import annotations
@@ -66,13 +72,30 @@ def _ge_max(x, m):
     return (x > m) | ((x != x) & (m == m))
 
 
+@triton.jit
+def _kept_arg(a, o, FRAC: tl.constexpr):
+    """MaxArg from a forward's aux entry `a` and out entry `o` (the max): j where `a` is the code
+    -(j + 1 + FRAC) of a forward that kept it with this kernel's arithmetic (FRAC: _kept_frac), -1
+    where a = 0 and o = -inf (a class without refs), else -2: a tie, a NaN or -inf max, a non-finite
+    dot, or an aux without this code (another backend's tie counts, CUDA's -(j + 1), another
+    precision's code), whose rows are recomputed."""
+    v = -a - (1.0 + FRAC)
+    j = v.to(tl.int32)
+    code = (a < 0) & (v >= 0) & (j.to(a.dtype) == v)
+    return tl.where(code, j, tl.where((a == 0) & (o == -float("inf")), -1, -2))
+
+
 @triton.jit(do_not_specialize=["COSINE", "SIGMOID"])
-def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_ptr, arg_ptr, N, K, D, C, qsb, qsn,
-                    qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk, COSINE,
-                    SIGMOID, REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, ARG: tl.constexpr):  # fmt: skip
-    """ARG (max only): arg_ptr's (B, N, C) int32 gets each row and class's MaxArg (the backward's
-    recomputed maxima; see _arg_hits)."""
+def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_ptr, arg_ptr, kout_ptr, kaux_ptr, N, K,
+                    D, C, qsb, qsn, qsd, scale: tl.float64, bias: tl.float64, eps: tl.float64, temp: tl.float64, nblk,
+                    COSINE, SIGMOID, REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, ARG: tl.constexpr,
+                    KEPT: tl.constexpr, FRAC: tl.constexpr):  # fmt: skip
+    """ARG (max only) 1: arg_ptr's (B, N, C) int32 gets each row and class's MaxArg (the backward's
+    recomputed maxima; see _arg_hits); with KEPT, a block of rows whose every MaxArg the forward
+    kept (kout_ptr, kaux_ptr: its out and aux, _kept_arg) takes them instead of its tiles. ARG 2
+    (the forward): aux keeps each row and class's MaxArg, the code -(j + 1 + FRAC) where ref j alone
+    attains a finite max in a row of finite dots, the tie count elsewhere (arg_ptr unused)."""
     pid = tl.program_id(0)
     b = (pid // nblk).to(tl.int64)
     offs_n = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -80,7 +103,25 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
     rows = b * N + offs_n.to(tl.int64)
     qn = tl.load(qn_ptr + rows, mask=nmask, other=0.0)
     wide = tl.zeros([BLOCK_N], tl.int32)  # ARG: a non-finite dot in the row (refs that take no part too)
-    for k0 in range(0, K, BLOCK_K):
+    k_end = K
+    if KEPT:
+        recompute = tl.zeros([BLOCK_N], tl.int32)
+        for c in range(0, C):
+            at = rows * C + c
+            ka = _kept_arg(tl.load(kaux_ptr + at, mask=nmask, other=0.0),
+                           tl.load(kout_ptr + at, mask=nmask, other=-float("inf")), FRAC)  # fmt: skip
+            recompute = recompute | (ka == -2).to(tl.int32)
+        taken = tl.max(recompute, 0) == 0
+        if taken:  # the forward's maxima, tie counts and MaxArg; no tile
+            for c in range(0, C):
+                at = rows * C + c
+                ko = tl.load(kout_ptr + at, mask=nmask, other=-float("inf"))
+                ka = _kept_arg(tl.load(kaux_ptr + at, mask=nmask, other=0.0), ko, FRAC)
+                tl.store(out_ptr + at, ko, mask=nmask)
+                tl.store(aux_ptr + at, tl.where(ka >= 0, 1.0, 0.0).to(ACC), mask=nmask)
+                tl.store(arg_ptr + at, ka.to(tl.int32), mask=nmask)
+        k_end = tl.where(taken, 0, K)
+    for k0 in range(0, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         kmask = offs_k < K
         lab = tl.load(lab_ptr + b * K + offs_k, mask=kmask, other=-1).to(tl.int64)
@@ -120,25 +161,38 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
                     t_old = tl.load(aux_ptr + rows * C + c, mask=nmask, other=0.0)
                     take = _ge_max(tmax, o)
                     same = (tmax == o) & (tties > 0)
-                    tl.store(aux_ptr + rows * C + c, tl.where(take, tties, tl.where(same, t_old + tties, t_old)),
-                             mask=nmask)
+                    if ARG == 2:  # a max taken by one ref: its code (the tile's first and only maximum)
+                        first = tl.min(tl.where(member & (s == tmax[:, None]), offs_k[None, :], K), 1)
+                        code = -(first.to(ACC) + (1.0 + FRAC))
+                        t_cnt = tl.where(t_old < 0, 1.0, t_old)  # a code counts 1
+                        t_new = tl.where(take, tl.where(tties == 1, code, tties), tl.where(same, t_cnt + tties, t_old))
+                    else:
+                        t_new = tl.where(take, tties, tl.where(same, t_old + tties, t_old))
+                    tl.store(aux_ptr + rows * C + c, t_new, mask=nmask)
                     tl.store(out_ptr + rows * C + c, tl.where(take, tmax, o), mask=nmask)
-                    if ARG:  # the tile's first maximum, where the tile takes the max
+                    if ARG == 1:  # the tile's first maximum, where the tile takes the max
                         first = tl.min(tl.where(member & (s == tmax[:, None]), offs_k[None, :], K), 1)
                         a_old = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
                         tl.store(arg_ptr + rows * C + c, tl.where(take, first, a_old).to(tl.int32), mask=nmask)
                 else:
                     tl.store(out_ptr + rows * C + c, o + tl.sum(tl.where(member, s, 0.0), 1), mask=nmask)
-    if ARG:
+    # The rows' MaxArg (a kept block's again: the same words). A NaN max counts no ties here
+    # (NaN == NaN is false); a max of -inf: its members never moved arg (no score above -inf).
+    if ARG == 1:
         for c in range(0, C):
             o = tl.load(out_ptr + rows * C + c, mask=nmask, other=0.0)
             t = tl.load(aux_ptr + rows * C + c, mask=nmask, other=0.0)
             a = tl.load(arg_ptr + rows * C + c, mask=nmask, other=-1)
-            # a NaN max counts no ties here (NaN == NaN is false); a max of -inf: its members never
-            # moved arg (no score above -inf)
             any_ref = (wide > 0) | (o != o) | (t > 1) | ((o == -float("inf")) & (t > 0))
             a = tl.where(any_ref, -2, tl.where(t == 0, -1, a))
             tl.store(arg_ptr + rows * C + c, a.to(tl.int32), mask=nmask)
+    if ARG == 2:  # a code stays only where MaxArg is its ref; elsewhere the tie count
+        for c in range(0, C):
+            o = tl.load(out_ptr + rows * C + c, mask=nmask, other=0.0)
+            t = tl.load(aux_ptr + rows * C + c, mask=nmask, other=0.0)
+            t_cnt = tl.where(t < 0, 1.0, t)
+            any_ref = (wide > 0) | (o != o) | (t_cnt > 1) | ((o == -float("inf")) & (t_cnt > 0))
+            tl.store(aux_ptr + rows * C + c, tl.where(any_ref, t_cnt, t).to(ACC), mask=nmask)
 
 
 @triton.jit
@@ -384,12 +438,34 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
         query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
         ref = r * w[..., None]
     return _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-                    _tiny(query))  # fmt: skip
+                    _tiny(query), keep=True)  # fmt: skip
+
+
+# FRAC of the max's kept code -(j + 1 + FRAC) in aux, one per arithmetic of the scores (the
+# operands' dtype, and float32's precision: IEEE, or TF32 where allow_tf32), so that a backward whose
+# scores would not have the forward's bits (allow_tf32 changed in between; the weighted cosine's
+# float64 pass; another dtype handed in) reads no code and recomputes. Eighths: exact in a float32
+# aux up to 2^20 refs an image (_keeps_arg); never an integer, so CUDA's code -(j + 1) reads as
+# none here, and these as none there.
+_FRACS = {(torch.float32, "ieee"): 0.5, (torch.float32, "tf32"): 0.25, (torch.float64, ""): 0.75,
+          (torch.float16, ""): 0.375, (torch.bfloat16, ""): 0.625, (torch.bfloat16, "widen"): 0.875}  # fmt: skip
+
+
+def _kept_frac(q: torch.Tensor, flags) -> float:
+    return _FRACS[(q.dtype, flags["PREC"])]
+
+
+def _keeps_arg(reduce, scale, K, st) -> bool:
+    """Whether the max's forward keeps MaxArg in aux: a finite scale (the backward notes none with
+    0 * inf, which makes every dZ NaN), and in a float32 aux K <= 2^20 (_FRACS)."""
+    return reduce == "max" and math.isfinite(float(scale)) and (st == torch.float64 or K <= 2**20)
 
 
 def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny,
-             arg=None):
-    """arg: for the max, an int32 (B, N, C) buffer that gets each row and class's MaxArg."""
+             arg=None, kept=None, keep=False):
+    """arg: for the max, an int32 (B, N, C) buffer that gets each row and class's MaxArg; `kept`, the
+    (out, aux) of the forward, whose blocks of rows with every MaxArg kept are taken, not recomputed.
+    keep (the op's forward): the max's aux keeps MaxArg (_forward_kernel's ARG 2) where it can."""
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -404,11 +480,14 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
     lsum = torch.zeros(B, N, dtype=st, device=q.device) if reduce == "softmax" else aux
     if B * N > 0 and K > 0:
         nblk = triton.cdiv(N, BLOCK_N)
+        flags = _flags(metric, sigmoid, reduce, q, st)
+        mode = 1 if arg is not None else 2 if keep and _keeps_arg(reduce, scale, K, st) else 0
+        kout, kaux = (out, aux) if kept is None else (t.to(st).contiguous() for t in kept)
         with device_ctx(q):
             _forward_kernel[grid_items(nblk, B)](
-                q, r, lab, qn, rn, out, aux, lsum, aux if arg is None else arg, N, K, D, C, *q.stride(), float(scale),
-                float(bias), float(eps), float(temperature), nblk, **_flags(metric, sigmoid, reduce, q, st),
-                ARG=arg is not None, num_warps=4)  # fmt: skip
+                q, r, lab, qn, rn, out, aux, lsum, aux if arg is None else arg, kout, kaux, N, K, D, C, *q.stride(),
+                float(scale), float(bias), float(eps), float(temperature), nblk, **flags, ARG=mode,
+                KEPT=mode == 1 and kept is not None, FRAC=_kept_frac(q, flags), num_warps=4)  # fmt: skip
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
@@ -451,11 +530,14 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
         # The max and its ties recomputed with these kernels (one forward): the equality test then
         # holds whatever computed the `out` handed in (another backend, another dtype). With them
         # each row's only maximum (MaxArg): the passes leave out the tile pairs that hold none before
-        # their scores (not with a non-finite scale, whose 0 * inf makes every dZ NaN).
+        # their scores (not with a non-finite scale, whose 0 * inf makes every dZ NaN). A block of
+        # rows whose MaxArg the forward kept in aux (this backend's code, same arithmetic) takes the
+        # forward's maxima instead: those are its kernels' bits, and the scores here are too.
         if math.isfinite(float(scale)):
             arg = torch.empty(q.shape[0], q.shape[1], num_classes, dtype=torch.int32, device=q.device)
+        kept = (out, aux) if _keeps_arg(reduce, scale, K, st) else None
         out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
-                            temperature, eps, tiny, arg)  # fmt: skip
+                            temperature, eps, tiny, arg, kept)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
     if reduce == "mean":
         gx = g / count.clamp_min(1)[:, None, :]
@@ -504,15 +586,22 @@ def compile_specs():
                              ("bf16", "fp32", tl.float32, ("",)), ("fp16", "fp32", tl.float32, ("",))):  # fmt: skip
         base = {"q_ptr": "*" + e, "r_ptr": "*" + e, "lab_ptr": "*i64", "qn_ptr": "*" + a, "rn_ptr": "*" + a,
                 "scale": "fp64", "bias": "fp64", "eps": "fp64", "temp": "fp64"}  # fmt: skip
-        fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a, "arg_ptr": "*i32"}
+        fwd = {**base, "out_ptr": "*" + a, "aux_ptr": "*" + a, "l_ptr": "*" + a, "arg_ptr": "*i32",
+               "kout_ptr": "*" + a, "kaux_ptr": "*" + a}  # fmt: skip
+        dtype = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}[e]
         bwd = {**base, "gx_ptr": "*" + a, "out_ptr": "*" + a, "aux_ptr": "*" + a, "lse_ptr": "*" + a,
                "arg_ptr": "*i32", "floor": "fp64"}  # fmt: skip
         for prec in precs:
             for red in range(4):
+                c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K,
+                     "BLOCK_D": BLOCK_D}  # fmt: skip
+                frac = _FRACS[(dtype, prec)]
+                # the max: its forward keeping MaxArg (ARG 2), the backward's recomputation taking the
+                # kept blocks (ARG 1, KEPT) or not (K past the code's range)
+                modes = ((0, False), (2, False), (1, True), (1, False)) if red == 2 else ((0, False),)
+                for arg, kept in modes:
+                    specs.append((_forward_kernel, fwd, {**c, "ARG": arg, "KEPT": kept, "FRAC": frac}, 4))
                 for arg in (False, True) if red == 2 else (False,):  # MaxArg: the max's backward
-                    c = {"REDUCE": red, "PREC": prec, "ACC": acc, "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_K,
-                         "BLOCK_D": BLOCK_D}  # fmt: skip
-                    specs.append((_forward_kernel, fwd, {**c, "ARG": arg}, 4))
                     g = {**c, **_grad_flags(c), "ARG": arg}
                     specs.append((_dq_kernel, {**bwd, "dq_ptr": "*fp64"}, g, 4))
                     dr = {k: v for k, v in bwd.items() if k != "floor"}
