@@ -217,12 +217,12 @@ def _default_max_jobs():
     os.environ["MAX_JOBS"] = str(max(1, min(os.cpu_count() or 1, int(mem_gib // 2))))
 
 
-def sources(with_cuda: bool, unit_dir: Path | None = None) -> list[str]:
+def sources(with_cuda: bool) -> list[str]:
     """What setuptools compiles: the torch side (csrc/*.cpp) as module.cpp and one unit that
-    includes the others (tools/unity.py, written to unit_dir: header parsing was three quarters
-    of the build), and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cpp. The .cu files are compiled
-    apart (BuildExt, tools/cuda_objects.py) and linked in."""
-    unit = unity.write_unit((unit_dir or BUILD_DIR / "unity") / "torch_side.cpp", unity.torch_side(CSRC))
+    includes the others (tools/unity.py, written to BUILD_DIR/unity: header parsing was three
+    quarters of the build), and csrc/cpu/*.cpp; with CUDA also csrc/cuda/*.cpp. The .cu files are
+    compiled apart (BuildExt, tools/cuda_objects.py) and linked in."""
+    unit = unity.write_unit(BUILD_DIR / "unity" / "torch_side.cpp", unity.torch_side(CSRC))
     patterns = ["cpu/*.cpp"] + (["cuda/*.cpp"] if with_cuda else [])
     files = [*unity.separate(CSRC), unit] + [p for pattern in patterns for p in sorted(CSRC.glob(pattern))]
     return [str(p) for p in files]

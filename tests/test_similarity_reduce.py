@@ -838,6 +838,15 @@ def test_max_backward_takes_the_forwards_maxima(request, backend, device, metric
     the forward's maxima alone; on Triton no block recomputed).
     Every other maximum is unique by a relative gap of at least 1e-6 (asserted), so float32 and
     the float64 reference agree on which ref it is."""
+    q, r, lab = _kept_max_inputs(metric)
+    inp = {"query": q, "ref": r, "ref_labels": lab, "num_classes": 2, "metric": metric, "reduce": "max"}
+    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+
+
+def _kept_max_inputs(metric="dot"):
+    """float32 (query, ref, ref_labels): 2 images of 150 queries x 100 refs, 2 classes, entries
+    multiples of 1/8. Image 0: row 100's class-1 maximum tied between refs 5 and 81; every other
+    class maximum of both images unique by a relative gap of at least 1e-6 (asserted for `metric`)."""
     g = torch.Generator().manual_seed(2)
     q = (torch.rand(2, 150, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
     r = (torch.rand(2, 100, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
@@ -854,28 +863,6 @@ def test_max_backward_takes_the_forwards_maxima(request, backend, device, metric
             top = s[b][:, lab[b] == c].topk(2, dim=1).values
             close += [(b, i, c) for i in torch.nonzero((top[:, 0] - top[:, 1]) < 1e-6 * top[:, 0].abs()).flatten().tolist()]
     assert close == [(0, 100, 1)]
-    inp = {"query": q.float(), "ref": r.float(), "ref_labels": lab, "num_classes": 2, "metric": metric,
-           "reduce": "max"}  # fmt: skip
-    agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
-
-
-def _one_tie_max_inputs():
-    """One image of 150 queries x 100 refs, 2 classes, float32: row 100's class-1 maximum tied
-    between refs 5 and 81, every other class maximum unique by a relative gap of at least 1e-6
-    (asserted; test_max_backward_takes_the_forwards_maxima's image 0)."""
-    g = torch.Generator().manual_seed(2)
-    q = (torch.rand(2, 150, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
-    r = (torch.rand(2, 100, 4, generator=g, dtype=torch.float64) * 32).round() / 8 + 0.125
-    q, r, lab = q[:1], r[:1], torch.arange(100).remainder(2)[None]
-    q[0, :, 0], r[0, :, 0] = 0.0, 0.0
-    r[0, 5] = r[0, 81] = torch.tensor([16.0, 0.0, 0.0, 0.0])
-    q[0, 100] = torch.tensor([16.0, 0.125, 0.125, 0.125])
-    s = q[0] @ r[0].T
-    close = []
-    for c in range(2):
-        top = s[:, lab[0] == c].topk(2, dim=1).values
-        close += [(i, c) for i in torch.nonzero((top[:, 0] - top[:, 1]) < 1e-6 * top[:, 0].abs()).flatten().tolist()]
-    assert close == [(100, 1)]
     return q.float(), r.float(), lab
 
 
@@ -889,7 +876,7 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
     the maxima of queries 0-63 (taken rows: the tile passes' `s == max` is against those bits) and
     not row 100's; with the other variant's codes, or plain tie counts (the CPU's aux), every row is
     recomputed and the gradient is the CPU backend's."""
-    q, r, lab = _one_tie_max_inputs()
+    q, r, lab = (t[:1] for t in _kept_max_inputs())  # image 0: the tie in row 100
     args = (2, "dot", 1.0, 0.0, False, "max", 1.0, 1e-7)
     ops = torch.ops.pixelkernels
     g = torch.rand(1, 150, 2, generator=torch.Generator().manual_seed(3)) + 0.5

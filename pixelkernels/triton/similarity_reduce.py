@@ -75,7 +75,7 @@ def _ge_max(x, m):
 @triton.jit
 def _kept_arg(a, o, FRAC: tl.constexpr):
     """MaxArg from a forward's aux entry `a` and out entry `o` (the max): j where `a` is the code
-    -(j + 1 + FRAC) of a forward that kept it with this kernel's arithmetic (FRAC: _kept_frac), -1
+    -(j + 1 + FRAC) of a forward that kept it with this kernel's arithmetic (FRAC: _FRACS), -1
     where a = 0 and o = -inf (a class without refs), else -2: a tie, a NaN or -inf max, a non-finite
     dot, or an aux without this code (another backend's tie counts, CUDA's -(j + 1), another
     precision's code), whose rows are recomputed."""
@@ -451,10 +451,6 @@ _FRACS = {(torch.float32, "ieee"): 0.5, (torch.float32, "tf32"): 0.25, (torch.fl
           (torch.float16, ""): 0.375, (torch.bfloat16, ""): 0.625, (torch.bfloat16, "widen"): 0.875}  # fmt: skip
 
 
-def _kept_frac(q: torch.Tensor, flags) -> float:
-    return _FRACS[(q.dtype, flags["PREC"])]
-
-
 def _keeps_arg(reduce, scale, K, st) -> bool:
     """Whether the max's forward keeps MaxArg in aux: a finite scale (the backward notes none with
     0 * inf, which makes every dZ NaN), and in a float32 aux K <= 2^20 (_FRACS)."""
@@ -487,7 +483,7 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
             _forward_kernel[grid_items(nblk, B)](
                 q, r, lab, qn, rn, out, aux, lsum, aux if arg is None else arg, kout, kaux, N, K, D, C, *q.stride(),
                 float(scale), float(bias), float(eps), float(temperature), nblk, **flags, ARG=mode,
-                KEPT=mode == 1 and kept is not None, FRAC=_kept_frac(q, flags), num_warps=4)  # fmt: skip
+                KEPT=mode == 1 and kept is not None, FRAC=_FRACS[(q.dtype, flags["PREC"])], num_warps=4)  # fmt: skip
     if reduce == "mean":
         out = out / count.clamp_min(1)[:, None, :]
     elif reduce == "softmax":
