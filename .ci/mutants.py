@@ -597,8 +597,8 @@ MUTANTS = [
            (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "a row's non-finite dot not noted: the tile "
            "pair of an inf entry is skipped and its 0 * inf left out of dq"),
     Mutant("cuda-similarity_reduce-max-sparse-dq", "csrc/cuda/similarity_reduce.cu",
-           "if (j >= 0) a = fma(pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);",
-           "if (j >= 0) a = fma(0.5 * pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);",
+           "if (j >= 0) a = fma(pz[t * C + c], double(v.rrow(b, j)[d * v.r_sd]), a);",
+           "if (j >= 0) a = fma(0.5 * pz[t * C + c], double(v.rrow(b, j)[d * v.r_sd]), a);",
            (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse max backward's dq takes half of each "
            "maximum's dZ"),
     Mutant("cuda-similarity_reduce-max-sparse-dq-norm", "csrc/cuda/similarity_reduce.cu",
@@ -611,6 +611,16 @@ MUTANTS = [
            "",
            (T_SR, "-k", "max_backward_over_many_tiles and emulated"), "the sparse dr kernel also rewrites the "
            "images the tile passes took (tied maxima: only the first maximum's share)"),
+    Mutant("cuda-similarity_reduce-max-sparse-dr-first-lane", "csrc/cuda/similarity_reduce.cu",
+           "const double dzs = __shfl_sync(0xffffffffu, dz, src);",
+           "const double dzs = __shfl_sync(0xffffffffu, dz, 0);",
+           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse dr takes every row's dZ from the lane of "
+           "the ballot's first row"),
+    Mutant("cuda-similarity_reduce-max-sparse-dr-own-term", "csrc/cuda/similarity_reduce.cu",
+           "col += __shfl_sync(0xffffffffu, term, src);",
+           "col += term;",
+           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse dr's cosine norm term of each lane's own "
+           "row, not of the rows whose maximum the ref is"),
     Mutant("cuda-similarity_reduce-max-kept-counts", "csrc/cuda/similarity_reduce.cu",
            "aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;",
            "aux[at * C + c] = 0.0f;",

@@ -917,6 +917,28 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
             assert_close(a, b, torch.float32)
 
 
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+@pytest.mark.parametrize("reduce,launches", [("sum", 3), ("max", 4)])
+def test_float32_backward_launches_emulated(emu, metric, reduce, launches):
+    """The CUDA float32 backward is the tables launch, for max the recomputation of the rows the
+    forward's kept maxima do not cover, and one gradient launch a side: the max's images without a
+    tied maximum (image 1 here) take their sparse rows inside those launches (a warp a row or ref),
+    the one with a tie (image 0) the tile passes. Both against the CPU backend in float64."""
+    q, r, lab = _kept_max_inputs()
+    args = (2, metric, 1.0, 0.0, False, reduce, 1.0, 1e-7)
+    ops = torch.ops.pixelkernels
+    g = torch.rand(2, 150, 2, generator=torch.Generator().manual_seed(5)) + 0.5
+    wide = (g.double(), q.double(), r.double(), lab)
+    want = ops.similarity_reduce_backward(*wide, *ops.similarity_reduce(*wide[1:], *args, None, None), *args,
+                                          None)[:2]  # fmt: skip
+    out, aux = emu.similarity_reduce(q, r, lab, *args, None, None)
+    before = int(emu.launch_count())
+    got = emu.similarity_reduce_backward(g, q, r, lab, out, aux, *args, None)[:2]
+    assert int(emu.launch_count()) - before == launches
+    for a, b in zip(got, want):
+        assert_close(a.double(), b, torch.float32)
+
+
 @pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])
 def test_long_sums_do_not_drift(request, backend, device):
     """dq = Σ_j r_j over 102 tiles of 32 refs (dot, sum, one class): a first tile that sums to

@@ -173,11 +173,13 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, wide_loads=(128, 1),
            why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
                "memory (33 KiB of the 47 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
-               "thread (one dim of 8 owner rows: coalesced stores), dr over splits of the queries; a tile pair whose dZ is 0 with finite dots is skipped, and "
-               "in the product each warp walks only the k where one of its owners' dZ is nonzero (a 64-bit mask "
-               "a tile: the max's backward), and before its dots a tile pair no row's only maximum lies in "
-               "(MaxArg); the product two other rows a step (each owner's two Z one 16-byte shared load: 10 "
-               "shared loads per 16 FP64 FMA, were 9 per 8); compiled for three blocks per SM (at most 168 "
+               "thread (one dim of 8 owner rows: coalesced stores), dr over splits of the queries; a tile pair "
+               "whose dZ is 0 with finite dots is skipped, and in the product each warp walks only the k where "
+               "one of its owners' dZ is nonzero (a 64-bit mask a tile: the max's backward), and before its dots "
+               "a tile pair no row's only maximum lies in (MaxArg); an image with no tied maximum is taken before "
+               "the pass by its sparse rows (a warp a query row or ref, each pair's dot by one lane: a row's C "
+               "pairs, not its N x K tiles); the product two other rows a step (each owner's two Z one 16-byte "
+               "shared load: 10 shared loads per 16 FP64 FMA, were 9 per 8); compiled for three blocks per SM (at most 168 "
                "registers: at sm_90's own choice of 128 the dr instantiation spilled 8 B in the tile loop), "
                "no spill"),
     Expect(r"similarity_reduce:forward_tile_kernel<.*>", threads=128, min_occupancy=0.375, max_stack=16,
@@ -203,13 +205,6 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,
            why="the CUDA weight path: a warp per ref row, lanes over the dims (a label and a weight a row), "
                "one value read and one written a lane and dim, the weight's gradient by warp_sum; no spill"),
-    Expect(r"similarity_reduce:max_d(q|r)_kernel", threads=128, max_stack=24, local_in_loop=12, min_occupancy=0.4375,
-           why="the float32 max's sparse backward (images without tied maxima): a warp per query row (dq: a "
-               "pair's dot in one lane, View::dot's order) or per ref (dr: a ballot over 32 rows at a time for "
-               "the rows whose maximum it is, dr accumulated in double by the lanes over d); sm_80's ptxas "
-               "keeps 5 values of max_dr_kernel's per-ref prologue on the stack, reloaded once a ref (outside "
-               "its scan of N / 32 ballots, inside the grid-stride loop over refs), 8 B on sm_90; max_dq_kernel "
-               "at 72 registers (grad_z's double chain): 44 % occupancy; " + _DEBT),
     Expect(r"similarity_reduce:.*", threads=128, max_stack=8, local_in_loop=1,
            why=_SIMPLE_SR + "; tables_kernel<double, double, uint8> spills 8 B on sm_90; " + _DEBT),
     Expect(r"pair_bce:forward_tile_kernel<float>", threads=128, min_occupancy=0.3125, wide_loads=(128, 1),

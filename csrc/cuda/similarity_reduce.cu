@@ -8,6 +8,7 @@
 // per query row (forward, dq) or per ref (dr), looping over the other side in order. States live in out/aux
 // (the forward) and in accumulation buffers of the workspace (the backward), so results are
 // deterministic with no atomics. Refs that take no part are never read into a product.
+#include <algorithm>
 #include <cmath>
 
 #include "common/similarity_reduce.h"
@@ -42,7 +43,7 @@ Status check_workspace(size_t need, const void* ws, size_t have) {
 // maxima tie, the max is NaN or -inf, or a dot of the row is not finite, so any ref may: the whole
 // row goes through the gradient passes as before).
 // After the B * N * C row entries, one flag per image: 1 where a row of it has a kAny class. An
-// image without one takes the sparse backward (max_dq_kernel, max_dr_kernel: the C pairs of each
+// image without one takes the sparse backward (max_dq_rows, max_dr_rows: the C pairs of each
 // row), one with one the tile passes, which leave out the tile pairs no row's maximum lies in.
 // The float32 forward keeps its MaxArg in aux for the backward: aux holds -(j + 1) where the max
 // is attained once, by ref j (the tie count 1, exactly, up to 2^24 refs an image), and the tie
@@ -73,7 +74,7 @@ bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && Max
 // dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
 // each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
 // float32's max the maxima's refs (B, N, C) and the images' flags (B) int32 (MaxArg), and the
-// sparse backward's (dZ, dZ sim |q|) per row and class (B, N, C, 2) double.
+// sparse backward's dZ per row and class (B, N, C) double (max_dq_rows').
 struct Plan {
   size_t off_rn, off_qn, off_gx, off_lse, off_dq, off_dr, off_max, off_sums, off_arg, off_pz, ws;
   int64_t splits;
@@ -100,7 +101,7 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   p.off_arg = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
   const bool max32 = a.dtype == DType::Float32 && a.reduce == Reduce::Max;
   p.off_pz = p.off_arg + (max32 ? align16((B * N * C + B) * sizeof(int32_t)) : 0);
-  p.ws = p.off_pz + (max32 ? align16(B * N * C * 2 * sizeof(double)) : 0);
+  p.ws = p.off_pz + (max32 ? align16(B * N * C * sizeof(double)) : 0);
   return p;
 }
 
@@ -537,7 +538,7 @@ struct GradPolicy {
   // launcher passes arg only with a finite scale, so 0 * scale = 0) and a finite dot (not kAny).
   const int32_t* arg;
 
-  // an image without a kAny row is the sparse kernels' (max_dq_kernel, max_dr_kernel)
+  // an image without a kAny row is the sparse backward's (max_dq_rows, max_dr_rows)
   __device__ __forceinline__ bool image_may_add(int64_t b) const {
     return arg == nullptr || arg[v.B * v.N * v.C + b] != 0;
   }
@@ -631,37 +632,20 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
   }
 }
 
-// float32 backward on pair_tiles::grad_pass_f32: kRefSide false: dq's rows (S = 1), true: dr's
-// partial rows over S splits of the queries; each owner tile's gradient rows written by the block
-// that completes it (finish_f32_rows: one launch a side, no finishing kernel).
-template <bool kRefSide>
-__global__ void __launch_bounds__(kThreads, 3)
-    grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
-                    const float* lse, const int32_t* arg, int64_t S, double* acc_out, double* sums_out,
-                    int32_t* tickets, float* grad) {
-  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
-  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr, arg};
-  const bool cosine = v.metric == Metric::Cosine;
-  pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
-                                      [&](int64_t b, int64_t o0) {
-                                        if (cosine)
-                                          finish_f32_rows<kRefSide, true>(v, qn, S, acc_out, sums_out, grad, b, o0);
-                                        else
-                                          finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
-                                      });
-}
-
 // The float32 max's sparse backward, for the images without a kAny row (MaxArg): row i's dZ is
 // nonzero at its C maxima only, (i, arg_ic), so dq_i and dr_j need the dots of those pairs alone,
 // not the N x K tiles. The dots, scores and dZ are the tile passes' (View::dot is dot_tile_f32's
 // fma chain over d from 0; grad_z), so s == max holds as there; sums in double, written as
-// finish_f32_rows writes them. max_dq_kernel: a warp per row, each pair's dot by one lane (a class
-// a lane), the row's gradient by the lanes over d, and per class (dZ, dZ sim |q_i|) for
-// max_dr_kernel: a warp per ref, the rows whose maximum it is taken in increasing i (a ballot over
-// 32 rows at a time), its row of dr accumulated in the workspace by the lanes over d.
-__global__ void __launch_bounds__(kThreads)
-    max_dq_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
-                  const float* lse, const int32_t* arg, double* pz, float* grad) {
+// finish_f32_rows writes them. Run by each side's grad_f32_kernel before its tile pass, which
+// leaves these images out. max_dq_rows: a warp per row, each pair's dot by one lane (a class a
+// lane), the row's gradient by the lanes over d (the row's C dZ through pz). max_dr_rows: a warp
+// per ref, the rows whose maximum it is taken in increasing i (a ballot over 32 rows at a time),
+// each one's dZ and the cosine's dZ sim |q_i| / |r_j| by its own lane from the same dot
+// (max_dq_rows' bits: the two launches need nothing from each other), its row of dr accumulated in
+// the workspace by the lanes over d.
+__device__ __forceinline__ void max_dq_rows(const View<float, float>& v, const float* qn, const float* gx,
+                                            const float* out, const float* aux, const float* lse,
+                                            const int32_t* arg, double* pz, float* grad) {
   const int lane = threadIdx.x & 31;
   const int64_t C = v.C, D = v.D, step = int64_t(gridDim.x) * (kThreads / 32);
   const int32_t* img = arg + v.B * v.N * C;
@@ -675,15 +659,12 @@ __global__ void __launch_bounds__(kThreads)
     double row = 0.0;
     for (int64_t c = lane; c < C; c += 32) {
       const int32_t j = arg[t * C + c];
-      double dz = 0.0, sim = 0.0, term = 0.0;
+      double dz = 0.0, sim = 0.0;
       if (j >= 0) {  // kNone: no ref of the class
         dz = grad_z(v, v.dot(qi, v.rrow(b, j)), b, i, int64_t(j), c, qn[t], gx, out, aux, lse, sim);
-        const double rnj = v.rn[b * v.K + j];  // >= the floor > 0
-        if (v.metric == Metric::Cosine) row += dz * sim * rnj;
-        term = dz * sim * double(qn[t]) / rnj;  // the ref's norm term, divided here (no call in max_dr's loop)
+        if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);  // |r_j| >= the floor > 0
       }
-      pz[(t * C + c) * 2] = dz;
-      pz[(t * C + c) * 2 + 1] = term;
+      pz[t * C + c] = dz;
     }
     row = warp_sum(row);  // a fixed tree: deterministic
     __syncwarp();         // pz written by the lanes of its classes, read by every lane below
@@ -694,7 +675,7 @@ __global__ void __launch_bounds__(kThreads)
       double a = 0.0;
       for (int64_t c = 0; c < C; ++c) {
         const int32_t j = arg[t * C + c];
-        if (j >= 0) a = fma(pz[(t * C + c) * 2], double(v.rrow(b, j)[d * v.r_sd]), a);
+        if (j >= 0) a = fma(pz[t * C + c], double(v.rrow(b, j)[d * v.r_sd]), a);
       }
       dst[d * v.q_sd] = float(v.metric == Metric::Cosine ? a - f * double(qi[d * v.q_sd]) : a);
     }
@@ -702,9 +683,9 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
-    max_dr_kernel(View<float, float> v, const float* qn, const int32_t* arg, const double* pz, double* dr,
-                  float* grad) {
+__device__ __forceinline__ void max_dr_rows(const View<float, float>& v, const float* qn, const float* gx,
+                                            const float* out, const float* aux, const float* lse,
+                                            const int32_t* arg, double* dr, float* grad) {
   const int lane = threadIdx.x & 31;
   const int64_t C = v.C, D = v.D, step = int64_t(gridDim.x) * (kThreads / 32);
   const int32_t* img = arg + v.B * v.N * C;
@@ -713,31 +694,67 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5); j < v.K; j += step) {
     const int64_t t = b * v.K + j;
     const int64_t c = v.cls(b, j);
+    const float* rj = v.rrow(b, j);
     double* acc = dr + t * D;
     for (int64_t d = lane; d < D; d += 32) acc[d] = 0.0;
     double col = 0.0;  // the cosine's Σ_i dZ sim |q_i| / |r_j|, every lane's
     if (c >= 0) {
+      const double rnj = v.rn[t];  // >= the floor > 0
       for (int64_t i0 = 0; i0 < v.N; i0 += 32) {
-        const int64_t i = i0 + lane;
-        const bool hit = i < v.N && arg[(b * v.N + i) * C + c] == int32_t(j);
+        const int64_t i = i0 + lane, r = b * v.N + i;
+        const bool hit = i < v.N && arg[r * C + c] == int32_t(j);
+        double dz = 0.0, term = 0.0;
+        if (hit) {
+          double sim = 0.0;
+          dz = grad_z(v, v.dot(v.qrow(b, i), rj), b, i, j, c, qn[r], gx, out, aux, lse, sim);
+          term = dz * sim * double(qn[r]) / rnj;
+        }
         for (unsigned m = __ballot_sync(0xffffffffu, hit); m != 0; m &= m - 1) {  // in increasing i
-          const int64_t r = b * v.N + i0 + (__ffs(int(m)) - 1);
-          const double dz = pz[(r * C + c) * 2];
-          col += pz[(r * C + c) * 2 + 1];
-          const float* qi = v.qrow(b, r - b * v.N);
-          for (int64_t d = lane; d < D; d += 32) acc[d] = fma(dz, double(qi[d * v.q_sd]), acc[d]);
+          const int src = __ffs(int(m)) - 1;
+          const double dzs = __shfl_sync(0xffffffffu, dz, src);
+          col += __shfl_sync(0xffffffffu, term, src);
+          const float* qs = v.qrow(b, i0 + src);
+          for (int64_t d = lane; d < D; d += 32) acc[d] = fma(dzs, double(qs[d * v.q_sd]), acc[d]);
         }
       }
     }
     const bool part = c >= 0;
     const double f = v.metric == Metric::Cosine && v.rn[t] > v.floor ? col : 0.0;
-    const float* rj = v.rrow(b, j);
     float* dst = grad + b * v.r_sb + j * v.r_sk;
     for (int64_t d = lane; d < D; d += 32) {
       const double a = acc[d];
       dst[d * v.r_sd] = part ? float(v.metric == Metric::Cosine ? a - f * double(rj[d * v.r_sd]) : a) : 0.0f;
     }
   }  }
+}
+
+// The float32 backward, one side a launch: with the max's MaxArg, the sparse rows of the images
+// without a kAny row, then pair_tiles::grad_pass_f32 for the others (kRefSide false: dq's rows,
+// S = 1; true: dr's partial rows over S splits of the queries), each owner tile's gradient rows
+// written by the block that completes it (finish_f32_rows: no finishing kernel). (Both sides in one
+// launch, a block range each, made ptxas spill 232-424 B in the tile loops of sm_80 and sm_90 at
+// three blocks per SM, though each side alone keeps every value in registers.)
+template <bool kRefSide>
+__global__ void __launch_bounds__(kThreads, 3)
+    grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
+                    const float* lse, const int32_t* arg, int64_t S, double* acc_out, double* sums_out,
+                    int32_t* tickets, double* pz, float* grad) {
+  __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
+  if (arg != nullptr) {
+    if constexpr (kRefSide)
+      max_dr_rows(v, qn, gx, out, aux, lse, arg, acc_out, grad);
+    else
+      max_dq_rows(v, qn, gx, out, aux, lse, arg, pz, grad);
+  }
+  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr, arg};
+  const bool cosine = v.metric == Metric::Cosine;
+  pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
+                                      [&](int64_t b, int64_t o0) {
+                                        if (cosine)
+                                          finish_f32_rows<kRefSide, true>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                        else
+                                          finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                      });
 }
 
 // dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
@@ -1030,32 +1047,26 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
     } else if constexpr (tile) {  // float32
       double* sq = cuda::at_offset<double>(p.workspace, pl.off_sums);
       double* sr = sq + 2 * a.B * a.N;
-      auto* gq = static_cast<float*>(p.grad_query);
-      auto* gr = static_cast<float*>(p.grad_ref);
-      if (a.N > 0) {
+      double* pz = arg != nullptr ? cuda::at_offset<double>(p.workspace, pl.off_pz) : nullptr;
+      // the sparse rows (arg) take a warp each: blocks enough for them too (the tile pass's extra
+      // blocks find no tile)
+      const int64_t warps = cuda::kThreads / 32;
+      const int64_t q_tiles = cuda::ceil_div<int64_t>(a.N, cuda::kRows);
+      const int64_t r_tiles = cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits;
+      if (a.N > 0)
         cuda::launch_kernel(cuda::grad_f32_kernel<false>,
-                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows)), cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, arg, int64_t(1), dq, sq, p.tickets, gq);
-      }
-      if (a.K > 0) {
-        cuda::launch_kernel(cuda::grad_f32_kernel<true>,
-                            dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits),
+                            dim3(cuda::stride_grid(arg != nullptr ? std::max(q_tiles, cuda::ceil_div<int64_t>(a.N, warps))
+                                                                  : q_tiles),
                                  cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, arg, pl.splits, dr, sr, p.tickets, gr);
-      }
-      if (arg != nullptr) {  // the images the passes left whole
-        double* pz = cuda::at_offset<double>(p.workspace, pl.off_pz);
-        if (a.N > 0)
-          cuda::launch_kernel(cuda::max_dq_kernel,
-                              dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.N, cuda::kThreads / 32)),
-                                   cuda::image_grid(a.B)),
-                              block, 0, st, v, qn, gx, out, aux, lse, arg, pz, gq);
-        if (a.K > 0)
-          cuda::launch_kernel(cuda::max_dr_kernel,
-                              dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(a.K, cuda::kThreads / 32)),
-                                   cuda::image_grid(a.B)),
-                              block, 0, st, v, qn, arg, pz, dr, gr);
-      }
+                            block, 0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), int64_t(1), dq,
+                            sq, p.tickets, pz, static_cast<float*>(p.grad_query));
+      if (a.K > 0)
+        cuda::launch_kernel(cuda::grad_f32_kernel<true>,
+                            dim3(cuda::stride_grid(arg != nullptr ? std::max(r_tiles, cuda::ceil_div<int64_t>(a.K, warps))
+                                                                  : r_tiles),
+                                 cuda::image_grid(a.B)),
+                            block, 0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), pl.splits, dr,
+                            sr, p.tickets, pz, static_cast<float*>(p.grad_ref));
     } else {
       if (a.N > 0) {
         cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
