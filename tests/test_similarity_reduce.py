@@ -918,16 +918,20 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
 
 
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
-@pytest.mark.parametrize("reduce,launches", [("sum", 3), ("max", 4)])
-def test_float32_backward_launches_emulated(emu, metric, reduce, launches):
-    """The CUDA float32 backward is the tables launch, for max the recomputation of the rows the
-    forward's kept maxima do not cover, and one gradient launch a side: the max's images without a
-    tied maximum (image 1 here) take their sparse rows inside those launches (a warp a row or ref),
-    the one with a tie (image 0) the tile passes. Both against the CPU backend in float64."""
+@pytest.mark.parametrize("dtype,reduce,launches", [(torch.float32, "sum", 3), (torch.float32, "max", 4),
+                                                   (torch.float64, "sum", 2), (torch.float64, "max", 3)])
+def test_backward_launches_emulated(emu, metric, dtype, reduce, launches):
+    """The CUDA backward is the tables launch, for max the recomputation of the rows the forward's
+    kept maxima do not cover, and the gradient: float32 one launch a side, the max's images without
+    a tied maximum (image 1 here) taking their sparse rows inside those launches (a warp a row or
+    ref), the one with a tie (image 0) the tile passes; float64 one launch for both sides, summed in
+    the gradients themselves (the query's D-major here). Against the CPU backend in float64."""
     q, r, lab = _kept_max_inputs()
+    q = q.to(dtype).transpose(1, 2).contiguous().transpose(1, 2)  # D-major, as label_transfer's map
+    r = r.to(dtype)
     args = (2, metric, 1.0, 0.0, False, reduce, 1.0, 1e-7)
     ops = torch.ops.pixelkernels
-    g = torch.rand(2, 150, 2, generator=torch.Generator().manual_seed(5)) + 0.5
+    g = (torch.rand(2, 150, 2, generator=torch.Generator().manual_seed(5)) + 0.5).to(dtype)
     wide = (g.double(), q.double(), r.double(), lab)
     want = ops.similarity_reduce_backward(*wide, *ops.similarity_reduce(*wide[1:], *args, None, None), *args,
                                           None)[:2]  # fmt: skip
@@ -935,8 +939,9 @@ def test_float32_backward_launches_emulated(emu, metric, reduce, launches):
     before = int(emu.launch_count())
     got = emu.similarity_reduce_backward(g, q, r, lab, out, aux, *args, None)[:2]
     assert int(emu.launch_count()) - before == launches
+    assert got[0].stride() == q.stride()  # written in the query's layout
     for a, b in zip(got, want):
-        assert_close(a.double(), b, torch.float32)
+        assert_close(a.double(), b, dtype)
 
 
 @pytest.mark.parametrize("backend,device", [p for p in WITH_EMULATED if p.id in ("triton", "cuda-emulated", "cuda")])

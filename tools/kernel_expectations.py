@@ -87,8 +87,9 @@ _DEBT = "known debt (report of 2026-11-24): ptxas spills in some instantiations;
 _TRITON = "one program per block of num_warps * 32 threads; large tiles, one or two blocks per SM by design"
 
 # similarity_reduce's float64 CUDA kernels: correct, deterministic, not fast (float64 is for tests).
-_SIMPLE_SR = ("float64: a thread per query row (forward, dq) or per ref (dr) over the other side in "
-              "order, FMA dot products, no tiling (float32 and half inputs take the tile kernels above)")
+_SIMPLE_SR = ("float64: a thread per query row (forward, dq) or per ref (dr; one backward launch for both, "
+              "summed in the gradients' own rows) over the other side in order, FMA dot products, no tiling "
+              "(float32 and half inputs take the tile kernels above)")
 
 # pair_bce's float64 CUDA kernels, the same design.
 _SIMPLE_PB = ("float64: a thread per row of x (forward, dx) or of y (dy) over the other side in order, "
@@ -199,7 +200,7 @@ EXPECTATIONS: list[Expect] = [
            why="a thread per ref (|r|, the label check's read), per image (the class sizes) and, in the "
                "backward's launch, per query row (|q|, the per-class factors, Rows); the check's cold report "
                "call keeps its printf frame (24 B) and sm_80 16 bytes across the class loops; " + _DEBT),
-    Expect(r"similarity_reduce:(dq|dr)_kernel<.*>", threads=128, max_stack=16, local_in_loop=4,
+    Expect(r"similarity_reduce:grad_f64_kernel", threads=128, max_stack=16, local_in_loop=4,
            why="the chain and the sums in double (the cosine gradient's near-cancelling terms): sm_80 keeps "
                "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,

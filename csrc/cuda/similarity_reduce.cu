@@ -71,7 +71,7 @@ bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && Max
 
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
-// dq (B, N, D) and dr (S, B, K, D) in double, for max the recomputed max and tie counts (B, N, C)
+// dq (B, N, D) and dr (S, B, K, D) in double (none for float64), for max the recomputed max and tie counts (B, N, C)
 // each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
 // float32's max the maxima's refs (B, N, C) and the images' flags (B) int32 (MaxArg), and the
 // sparse backward's dZ per row and class (B, N, C) double (max_dq_rows').
@@ -95,8 +95,9 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   p.off_gx = p.off_qn + align16(B * N * e);
   p.off_lse = p.off_gx + align16(B * N * C * e);
   p.off_dq = p.off_lse + align16(2 * B * N * e);
-  p.off_dr = p.off_dq + align16(B * N * D * sizeof(double));
-  p.off_max = p.off_dr + align16(S * B * K * D * sizeof(double));
+  const bool f64 = a.dtype == DType::Float64;  // sums in the gradients themselves (grad_f64_kernel)
+  p.off_dr = p.off_dq + (f64 ? 0 : align16(B * N * D * sizeof(double)));
+  p.off_max = p.off_dr + (f64 ? 0 : align16(S * B * K * D * sizeof(double)));
   p.off_sums = p.off_max + (a.reduce == Reduce::Max ? align16(2 * B * N * C * e) : 0);
   p.off_arg = p.off_sums + (a.dtype == DType::Float32 ? align16((B * N + S * B * K) * 2 * sizeof(double)) : 0);
   const bool max32 = a.dtype == DType::Float32 && a.reduce == Reduce::Max;
@@ -464,61 +465,66 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
   return dz;
 }
 
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    dq_kernel(View<scalar_t, acc_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
-              const acc_t* lse, double* dq) {
-  const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
-    const int64_t b = t / v.N, i = t - b * v.N;
-    double* dqi = dq + t * D;
-    for (int64_t d = 0; d < D; ++d) dqi[d] = 0;
-    double row = 0;
-    for (int64_t j = 0; j < v.K; ++j) {
-      const int64_t c = v.cls(b, j);
-      if (c < 0) continue;
-      double sim = 0;
-      const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[t], gx, out, aux, lse, sim);
-      if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);
-      const scalar_t* rj = v.rrow(b, j);
-      for (int64_t d = 0; d < D; ++d) dqi[d] += dz * double(to_acc(rj[d * v.r_sd]));
-    }
-    if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
-      const double f = row / double(qn[t]);
-      const scalar_t* qi = v.qrow(b, i);
-      for (int64_t d = 0; d < D; ++d) dqi[d] -= f * double(to_acc(qi[d * v.q_sd]));
-    }
+// float64's backward, one launch: a thread per query row (t < B N: its row of dq) or per ref (the
+// others: its row of dr), looping over the other side in order and summing in the gradient's own
+// row (its strides; no other thread writes it), in double.
+__device__ __forceinline__ void dq_row(const View<double, double>& v, const double* qn, const double* gx,
+                                       const double* out, const double* aux, const double* lse, int64_t t,
+                                       double* grad) {
+  const int64_t b = t / v.N, i = t - b * v.N, D = v.D;
+  double* dqi = grad + b * v.q_sb + i * v.q_sn;
+  for (int64_t d = 0; d < D; ++d) dqi[d * v.q_sd] = 0;
+  double row = 0;
+  for (int64_t j = 0; j < v.K; ++j) {
+    const int64_t c = v.cls(b, j);
+    if (c < 0) continue;
+    double sim = 0;
+    const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[t], gx, out, aux, lse, sim);
+    if (v.metric == Metric::Cosine) row += dz * sim * v.rn[b * v.K + j];
+    const double* rj = v.rrow(b, j);
+    for (int64_t d = 0; d < D; ++d) dqi[d * v.q_sd] += dz * rj[d * v.r_sd];
+  }
+  if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
+    const double f = row / qn[t];
+    const double* qi = v.qrow(b, i);
+    for (int64_t d = 0; d < D; ++d) dqi[d * v.q_sd] -= f * qi[d * v.q_sd];
   }
 }
 
-template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void dr_row(const View<double, double>& v, const double* qn, const double* gx,
+                                       const double* out, const double* aux, const double* lse, int64_t t,
+                                       double* grad) {
+  const int64_t b = t / v.K, j = t - b * v.K, D = v.D;
+  double* drj = grad + b * v.r_sb + j * v.r_sk;
+  for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] = 0;
+  const int64_t c = v.cls(b, j);
+  if (c < 0) return;
+  double col = 0;
+  for (int64_t i = 0; i < v.N; ++i) {
+    double sim = 0;
+    const double dz =
+        grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[b * v.N + i], gx, out, aux, lse, sim);
+    if (v.metric == Metric::Cosine) col += dz * sim * qn[b * v.N + i];
+    const double* qi = v.qrow(b, i);
+    for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] += dz * qi[d * v.q_sd];
+  }
+  const double rnj = v.rn[t];
+  if (v.metric == Metric::Cosine && rnj > v.floor) {
+    const double f = col / rnj;
+    const double* rj = v.rrow(b, j);
+    for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] -= f * rj[d * v.r_sd];
+  }
+}
+
 __global__ void __launch_bounds__(kThreads)
-    dr_kernel(View<scalar_t, acc_t> v, const acc_t* qn, const acc_t* gx, const acc_t* out, const acc_t* aux,
-              const acc_t* lse, double* dr) {
-  const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
-    const int64_t b = t / v.K, j = t - b * v.K;
-    // In double whatever acc_t: a ref's gradient sums over every query of the image (thousands of
-    // terms in a fixed order), which float32 rounds beyond SPEC §4's float32 tolerance.
-    double* drj = dr + t * D;
-    for (int64_t d = 0; d < D; ++d) drj[d] = 0;
-    const int64_t c = v.cls(b, j);
-    if (c < 0) continue;
-    double col = 0;
-    for (int64_t i = 0; i < v.N; ++i) {
-      double sim = 0;
-      const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[b * v.N + i], gx, out,
-                                     aux, lse, sim);
-      if (v.metric == Metric::Cosine) col += dz * sim * double(qn[b * v.N + i]);
-      const scalar_t* qi = v.qrow(b, i);
-      for (int64_t d = 0; d < D; ++d) drj[d] += dz * double(to_acc(qi[d * v.q_sd]));
-    }
-    const acc_t rnj = v.rn[t];
-    if (v.metric == Metric::Cosine && rnj > v.floor) {
-      const double f = col / double(rnj);
-      const scalar_t* rj = v.rrow(b, j);
-      for (int64_t d = 0; d < D; ++d) drj[d] -= f * double(to_acc(rj[d * v.r_sd]));
-    }
+    grad_f64_kernel(View<double, double> v, const double* qn, const double* gx, const double* out,
+                    const double* aux, const double* lse, double* gq, double* gr) {
+  const int64_t stride = int64_t(gridDim.x) * kThreads, nq = v.B * v.N;
+  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < nq + v.B * v.K; t += stride) {
+    if (t < nq)
+      dq_row(v, qn, gx, out, aux, lse, t, gq);
+    else
+      dr_row(v, qn, gx, out, aux, lse, t - nq, gr);
   }
 }
 
@@ -755,18 +761,6 @@ __global__ void __launch_bounds__(kThreads, 3)
                                         else
                                           finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
                                       });
-}
-
-// dst[(b, i, d) with dst's strides] = src[(b * rows + i) * D + d], rounded to scalar_t.
-template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
-    store_kernel(const acc_t* src, int64_t B, int64_t rows, int64_t D, int64_t sb, int64_t sn, int64_t sd,
-                 scalar_t* dst) {
-  const int64_t stride = int64_t(gridDim.x) * kThreads, n = B * rows * D;
-  for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < n; t += stride) {
-    const int64_t d = t % D, r = t / D, b = r / rows, i = r - b * rows;
-    store_from_acc(dst + b * sb + i * sn + d * sd, src[t]);
-  }
 }
 
 unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
@@ -1067,21 +1061,10 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                                  cuda::image_grid(a.B)),
                             block, 0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), pl.splits, dr,
                             sr, p.tickets, pz, static_cast<float*>(p.grad_ref));
-    } else {
-      if (a.N > 0) {
-        cuda::launch_kernel(cuda::dq_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block, 0, st,
-                            v, qn, gx, out, aux, lse, dq);
-        if (a.D > 0)
-          cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.N * a.D)), block, 0,
-                              st, dq, a.B, a.N, a.D, a.q_sb, a.q_sn, a.q_sd, static_cast<scalar_t*>(p.grad_query));
-      }
-      if (a.K > 0) {
-        cuda::launch_kernel(cuda::dr_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.K)), block, 0, st,
-                            v, qn, gx, out, aux, lse, dr);
-        if (a.D > 0)
-          cuda::launch_kernel(cuda::store_kernel<scalar_t, double>, dim3(cuda::blocks_for(a.B * a.K * a.D)), block, 0,
-                              st, dr, a.B, a.K, a.D, a.r_sb, a.r_sk, a.r_sd, static_cast<scalar_t*>(p.grad_ref));
-      }
+    } else {  // float64
+      if (a.B * (a.N + a.K) > 0)
+        cuda::launch_kernel(cuda::grad_f64_kernel, dim3(cuda::blocks_for(a.B * (a.N + a.K))), block, 0, st, v, qn, gx,
+                            out, aux, lse, static_cast<scalar_t*>(p.grad_query), static_cast<scalar_t*>(p.grad_ref));
     }
   });
   return cuda::status();
