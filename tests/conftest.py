@@ -27,6 +27,11 @@ os.environ.setdefault("PIXELKERNELS_BENCH_FLUSH_MIB", "1")
 import pixelkernels as pk
 from pixelkernels.testing import assert_close  # noqa: F401  (re-exported for the tests)
 
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import lean_interpreter
+
+    lean_interpreter.install()  # the interpreter's per-device-call re-patching skipped (its docstring)
+
 AVAILABLE = set(pk.available_backends())
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
 DEVICE_OF = {"reference": "cpu", "cpu": "cpu", "triton": TRITON_DEVICE, "cuda": "cuda"}
