@@ -71,8 +71,8 @@ bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && Max
 
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
-// dq (B, N, D) and dr (S, B, K, D) in double (none for float64), for max the recomputed max and tie counts (B, N, C)
-// each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
+// dq (B, N, D) and dr (S, B, K, D) in double (none for float64), for max the recomputed max and
+// tie counts (B, N, C) each, and for float32 the owners' norm-term sums (B, N, 2) and (S, B, K, 2) in double, and for
 // float32's max the maxima's refs (B, N, C) and the images' flags (B) int32 (MaxArg), and the
 // sparse backward's dZ per row and class (B, N, C) double (max_dq_rows').
 struct Plan {
@@ -1042,25 +1042,21 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
       double* sq = cuda::at_offset<double>(p.workspace, pl.off_sums);
       double* sr = sq + 2 * a.B * a.N;
       double* pz = arg != nullptr ? cuda::at_offset<double>(p.workspace, pl.off_pz) : nullptr;
-      // the sparse rows (arg) take a warp each: blocks enough for them too (the tile pass's extra
-      // blocks find no tile)
-      const int64_t warps = cuda::kThreads / 32;
-      const int64_t q_tiles = cuda::ceil_div<int64_t>(a.N, cuda::kRows);
-      const int64_t r_tiles = cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits;
+      // a side's grid: its tile pass's blocks, and with the sparse rows (arg) a warp each for those
+      // too (the tile pass's extra blocks find no tile)
+      const auto grid = [&](int64_t tiles, int64_t rows) {
+        const int64_t sparse = arg != nullptr ? cuda::ceil_div<int64_t>(rows, cuda::kThreads / 32) : 0;
+        return dim3(cuda::stride_grid(std::max(tiles, sparse)), cuda::image_grid(a.B));
+      };
       if (a.N > 0)
-        cuda::launch_kernel(cuda::grad_f32_kernel<false>,
-                            dim3(cuda::stride_grid(arg != nullptr ? std::max(q_tiles, cuda::ceil_div<int64_t>(a.N, warps))
-                                                                  : q_tiles),
-                                 cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), int64_t(1), dq,
-                            sq, p.tickets, pz, static_cast<float*>(p.grad_query));
+        cuda::launch_kernel(cuda::grad_f32_kernel<false>, grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows), a.N), block,
+                            0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), int64_t(1), dq, sq,
+                            p.tickets, pz, static_cast<float*>(p.grad_query));
       if (a.K > 0)
         cuda::launch_kernel(cuda::grad_f32_kernel<true>,
-                            dim3(cuda::stride_grid(arg != nullptr ? std::max(r_tiles, cuda::ceil_div<int64_t>(a.K, warps))
-                                                                  : r_tiles),
-                                 cuda::image_grid(a.B)),
-                            block, 0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), pl.splits, dr,
-                            sr, p.tickets, pz, static_cast<float*>(p.grad_ref));
+                            grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits, a.K), block, 0, st, v, qn,
+                            gx, out, aux, lse, static_cast<const int32_t*>(arg), pl.splits, dr, sr, p.tickets, pz,
+                            static_cast<float*>(p.grad_ref));
     } else {  // float64
       if (a.B * (a.N + a.K) > 0)
         cuda::launch_kernel(cuda::grad_f64_kernel, dim3(cuda::blocks_for(a.B * (a.N + a.K))), block, 0, st, v, qn, gx,
