@@ -599,12 +599,12 @@ MUTANTS = [
     Mutant("cuda-similarity_reduce-max-sparse-dq", "csrc/cuda/similarity_reduce.cu",
            "if (j >= 0) a = fma(pz[t * C + c], double(v.rrow(b, j)[d * v.r_sd]), a);",
            "if (j >= 0) a = fma(0.5 * pz[t * C + c], double(v.rrow(b, j)[d * v.r_sd]), a);",
-           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse max backward's dq takes half of each "
+           (T_SR, "-k", "(cuda_kernels_emulated and max) or backward_launches_emulated"), "the sparse max backward's dq takes half of each "
            "maximum's dZ"),
     Mutant("cuda-similarity_reduce-max-sparse-dq-norm", "csrc/cuda/similarity_reduce.cu",
            "    row = warp_sum(row);  // a fixed tree: deterministic\n",
            "",
-           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse max backward's cosine row term of one "
+           (T_SR, "-k", "(cuda_kernels_emulated and max) or backward_launches_emulated"), "the sparse max backward's cosine row term of one "
            "lane's classes only"),
     Mutant("cuda-similarity_reduce-max-sparse-dr-every-image", "csrc/cuda/similarity_reduce.cu",
            "  if (img[b] != 0) continue;  // an image of the tile passes (uniform per block)\n",
@@ -614,12 +614,12 @@ MUTANTS = [
     Mutant("cuda-similarity_reduce-max-sparse-dr-first-lane", "csrc/cuda/similarity_reduce.cu",
            "const double dzs = __shfl_sync(0xffffffffu, dz, src);",
            "const double dzs = __shfl_sync(0xffffffffu, dz, 0);",
-           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse dr takes every row's dZ from the lane of "
+           (T_SR, "-k", "(cuda_kernels_emulated and max) or backward_launches_emulated"), "the sparse dr takes every row's dZ from the lane of "
            "the ballot's first row"),
     Mutant("cuda-similarity_reduce-max-sparse-dr-own-term", "csrc/cuda/similarity_reduce.cu",
            "col += __shfl_sync(0xffffffffu, term, src);",
            "col += term;",
-           (T_SR, "-k", "cuda_kernels_emulated and max"), "the sparse dr's cosine norm term of each lane's own "
+           (T_SR, "-k", "(cuda_kernels_emulated and max) or backward_launches_emulated"), "the sparse dr's cosine norm term of each lane's own "
            "row, not of the rows whose maximum the ref is"),
     Mutant("cuda-similarity_reduce-max-kept-counts", "csrc/cuda/similarity_reduce.cu",
            "aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;",
