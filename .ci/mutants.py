@@ -621,6 +621,15 @@ MUTANTS = [
            "col += term;",
            (T_SR, "-k", "(cuda_kernels_emulated and max) or backward_launches_emulated"), "the sparse dr's cosine norm term of each lane's own "
            "row, not of the rows whose maximum the ref is"),
+    Mutant("similarity_reduce-argmax-ties-last", "csrc/common/similarity_reduce.h",
+           "    if (above(o[c], o[best])) best = c;",
+           "    if (!above(o[best], o[c])) best = c;",
+           (T_SR, "-k", "argmax_labels and (cpu or emulated)"), "the labels' ties to the last class, and a later "
+           "class over a NaN (the CPU and CUDA kernels share argmax_row)"),
+    Mutant("cuda-similarity_reduce-argmax-tile-labels", "csrc/cuda/similarity_reduce.cu",
+           "if (labels != nullptr) labels[at] = similarity_reduce::argmax_row(out + at * C, C);",
+           "if (labels != nullptr && me > 0) labels[at] = similarity_reduce::argmax_row(out + at * C, C);",
+           (T_SR, "-k", "argmax_labels and emulated"), "the tile kernel's first row of each tile gets no label"),
     Mutant("cuda-similarity_reduce-max-kept-counts", "csrc/cuda/similarity_reduce.cu",
            "aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;",
            "aux[at * C + c] = 0.0f;",

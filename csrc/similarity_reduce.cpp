@@ -151,12 +151,10 @@ SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at:
 }
 
 template <class On>
-std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, const at::Tensor& ref,
-                                                     const at::Tensor& ref_labels, int64_t C,
-                                                     c10::string_view metric, double scale, double bias,
-                                                     bool sigmoid, c10::string_view reduce, double temperature,
-                                                     double eps, const std::optional<at::Tensor>& ref_weight,
-                                                     std::optional<c10::string_view> check) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce(
+    const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels, int64_t C, c10::string_view metric,
+    double scale, double bias, bool sigmoid, c10::string_view reduce, double temperature, double eps,
+    const std::optional<at::Tensor>& ref_weight, std::optional<c10::string_view> check, bool argmax) {
   const char* op = "similarity_reduce";
   expect_same_device(op, {query, ref, ref_labels});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
@@ -165,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
       const at::ScalarType st = w->scalar_type();
       return similarity_reduce<On>(query.to(st), weighted_refs<On>(rows_of(ref), *w, Labels(ref_labels), C, st, op),
                                    ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt,
-                                   check);
+                                   check, argmax);
     }
   }
   Launcher<On> launcher(query, op);
@@ -176,15 +174,19 @@ std::tuple<at::Tensor, at::Tensor> similarity_reduce(const at::Tensor& query, co
   const auto st = stats_options(q);
   at::Tensor out = at::empty({p.a.B, p.a.N, C}, st);
   at::Tensor aux = at::empty(aux_sizes(p.a.reduce, p.a.B, p.a.N, C), st);
-  if (out.numel() == 0) return {out, aux};
+  // the rows' labels, written by the pass that writes out (label_transfer's argmax)
+  at::Tensor labels = at::empty(argmax ? std::vector<int64_t>{p.a.B, p.a.N} : std::vector<int64_t>{0},
+                                query.options().dtype(at::kLong));
+  if (out.numel() == 0) return {out, aux, labels};
   p.out = out.mutable_data_ptr();
   p.aux = aux.numel() > 0 ? aux.mutable_data_ptr() : nullptr;
+  p.labels = argmax ? labels.mutable_data_ptr<int64_t>() : nullptr;
   const at::Tensor workspace = launcher.workspace(p);
   LabelCheck<On> label_check(check, ref_labels, C, -1);
   label_check.arm(p);
   launcher(p);
   label_check.finish();
-  return {out, aux};
+  return {out, aux, labels};
 }
 
 // The backward with the norms' floor given: the inputs' dtype's, also where it runs wider.

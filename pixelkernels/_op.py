@@ -192,10 +192,11 @@ def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> 
     the schemas, as a kernel at the Autograd key), and the backward op's own autograd in Python,
     which only double backward reaches: the derivative of the reference's VJP, taken at the
     backward op's arguments. `reference_args` gives the forward inputs the backward op lacks
-    (region_stats' num_regions) from its arguments by name."""
+    (region_stats' num_regions) from its arguments by name; any other takes its schema default
+    (similarity_reduce's argmax: outputs no gradient reads)."""
     _ext.install_autograd(f"{op.name};{','.join(op.outputs)};{','.join(op.grad_inputs)}")
     in_names, bwd_names = _arg_names(fwd), _arg_names(bwd)
-    defaults = _arg_defaults(bwd)
+    defaults, fwd_defaults = _arg_defaults(bwd), _arg_defaults(fwd)
     differentiable = _Formula(op, fwd, bwd).differentiable  # the outputs with a grad_<out> argument
     grad_names = [f"grad_{o}" for o in op.outputs]
 
@@ -214,7 +215,8 @@ def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> 
             for i in wrt:
                 args[i] = vals[i].view_as(vals[i]) if vals[i].requires_grad else vals[i].detach().requires_grad_()
             named = dict(zip(bwd_names, args))
-            forward = {n: named[n] for n in in_names if n in named}
+            forward = {n: named[n] if n in named else fwd_defaults.get(n) for n in in_names
+                       if n in named or n in fwd_defaults}  # fmt: skip
             if reference_args is not None:
                 forward.update(reference_args(named))
             grads = [named.get(g) for g in grad_names]

@@ -176,8 +176,8 @@ def _as_kept_elsewhere(name: str, args, kwargs, outs: tuple) -> tuple:
     checked by the gradients it gives (the backward's tests), not here."""
     reduce = args[8] if len(args) > 8 else kwargs.get("reduce")
     if name == "similarity_reduce" and reduce == "max":
-        out, aux = outs
-        return out, torch.where(aux < 0, torch.ones_like(aux), aux)
+        out, aux, *labels = outs
+        return out, torch.where(aux < 0, torch.ones_like(aux), aux), *labels
     return outs
 
 

@@ -285,9 +285,11 @@ def test_synthetic_results_give_a_page_per_run_and_notes_for_the_rest(ds, synthe
 
 def test_every_committed_result_has_a_page_and_every_number_its_run(ds, tmp_path):
     out = tmp_path / "out"
-    t = time.perf_counter()
+    # its own CPU time (all its threads; ~8 s here), not the wall clock: a busy neighbour (CI's other
+    # pytest worker, another job on the machine) stretched the wall time past 20 s
+    t = time.process_time()
     names = ds.generate(RESULTS, out, plots=False)
-    assert time.perf_counter() - t < 20
+    assert time.process_time() - t < 20
     runs = [p for p in RESULTS.rglob("*.json") if p.name not in ("verdict.json", "tests.json")]
     assert len(names) == len(runs) > 30
     index = (out / "index.md").read_text()

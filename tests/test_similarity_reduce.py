@@ -695,6 +695,38 @@ def test_nan_weight_on_padding_reaches_nothing(request, backend, device, metric,
     assert (got[2][:, [2, 5]] == 0).all() and (got[3][:, [2, 5]] == 0).all()
 
 
+@pytest.mark.parametrize("reduce", REDUCES)
+@F32_F64
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_argmax_labels_are_torch_argmax_of_out(request, backend, device, dtype, reduce):
+    """argmax=True (label_transfer's labels): each row's label from the pass that writes out is
+    torch.argmax of that out over the classes, exactly: ties to the lowest class (a ref and its
+    copy alone in two classes), a NaN winning (a NaN ref in class 2 of image 0: NaN there in every row but
+    the softmax's empty classes), an image with every class empty (image 1: 0 or -inf
+    throughout, label 0), a row of many refs over tiles. argmax=False gives (0,)."""
+    from pixelkernels import _op
+    from pixelkernels.ops.similarity_reduce import OP
+
+    inp = _exact_inp(3, 70, 75, 4, 4, dtype, reduce=reduce, temperature=0.5)
+    lab = inp["ref_labels"]
+    inp["ref"][0, 20, 1], lab[0, 20] = NAN, 2
+    lab[1] = -1
+    lab[2] = -1  # image 2: ref 3 alone in class 1, its copy alone in class 3: the same outs
+    inp["ref"][2, 10], lab[2, 10], lab[2, 3] = inp["ref"][2, 3], 3, 1
+
+    def call(b):
+        args = (lab.to(device), 4, "dot", 1.0, 0.0, False, reduce, 0.5, 1e-7, None, None)
+        q, r = inp["query"].to(device), inp["ref"].to(device)
+        out, _, labels = _op.run(OP, b, q, r, *args, True)
+        return out, labels, _op.run(OP, b, q, r, *args, False)[2]
+
+    out, labels, none = (t.cpu() for t in on_backend(request, backend, call))
+    assert labels.dtype == torch.int64 and labels.shape == (3, 70) and none.shape == (0,)
+    assert torch.equal(labels, out.argmax(-1))
+    assert (labels[1] == 0).all() and (labels[0] == 2).all() == (reduce != "softmax")
+    assert (labels[2] == 1).any() and not (labels[2] == 3).any()  # ties: the lower class
+
+
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
 def test_max_of_minus_inf_class_splits_among_members(request, backend, device):
     """A class whose max is -inf (issue 35, 5): its two members share the gradient, 1/2 each (the
@@ -880,11 +912,11 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
     args = (2, "dot", 1.0, 0.0, False, "max", 1.0, 1e-7)
     ops = torch.ops.pixelkernels
     g = torch.rand(1, 150, 2, generator=torch.Generator().manual_seed(3)) + 0.5
-    out_cpu, aux_cpu = ops.similarity_reduce(q, r, lab, *args, None, None)
+    out_cpu, aux_cpu, _ = ops.similarity_reduce(q, r, lab, *args, None, None)
     want = ops.similarity_reduce_backward(g, q, r, lab, out_cpu, aux_cpu, *args, None)[:2]
     if variant == "emulated":
         emu = request.getfixturevalue("emu")
-        out, aux = emu.similarity_reduce(q, r, lab, *args, None, None)
+        out, aux, _ = emu.similarity_reduce(q, r, lab, *args, None, None)
         j = torch.where(aux < 0, -aux - 1, -1.0)
 
         def backward(o, a):
@@ -893,7 +925,7 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
         other = torch.where(j >= 0, -(j + 1.5), aux)  # Triton's codes
     else:
         dev = torch.device(TRITON_DEVICE)
-        out, aux = (t.cpu() for t in ops.similarity_reduce_triton(q.to(dev), r.to(dev), lab.to(dev), *args, None, None))
+        out, aux, _ = (t.cpu() for t in ops.similarity_reduce_triton(q.to(dev), r.to(dev), lab.to(dev), *args, None, None))
         j = torch.where(aux < 0, -aux - 1.5, -1.0)
 
         def backward(o, a):
@@ -933,9 +965,9 @@ def test_backward_launches_emulated(emu, metric, dtype, reduce, launches):
     ops = torch.ops.pixelkernels
     g = (torch.rand(2, 150, 2, generator=torch.Generator().manual_seed(5)) + 0.5).to(dtype)
     wide = (g.double(), q.double(), r.double(), lab)
-    want = ops.similarity_reduce_backward(*wide, *ops.similarity_reduce(*wide[1:], *args, None, None), *args,
+    want = ops.similarity_reduce_backward(*wide, *ops.similarity_reduce(*wide[1:], *args, None, None)[:2], *args,
                                           None)[:2]  # fmt: skip
-    out, aux = emu.similarity_reduce(q, r, lab, *args, None, None)
+    out, aux, _ = emu.similarity_reduce(q, r, lab, *args, None, None)
     before = int(emu.launch_count())
     got = emu.similarity_reduce_backward(g, q, r, lab, out, aux, *args, None)[:2]
     assert int(emu.launch_count()) - before == launches

@@ -74,6 +74,9 @@ struct SimilarityReduceForward {
   SimilarityReduceArgs a;
   void* out;  // (B, N, C) accumulation type; every element is written
   void* aux;  // Max: (B, N, C), Softmax: (B, N), accumulation type, every element written; else unused
+  // (B, N) int64 or null: each row's label, argmax_row of its out (label_transfer's argmax in the
+  // pass that writes out: no launch of its own)
+  int64_t* labels = nullptr;
   void* workspace = nullptr;  // CUDA only: workspace_bytes(OnCuda, *this) bytes, 16-byte aligned
   size_t workspace_bytes = 0;
   // The ref labels' value check folded into the forward's read of them (bad: outside [0, C) and
@@ -185,6 +188,15 @@ PK_HD acc_t score_comp(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale
 template <typename acc_t>
 PK_HD bool above(acc_t x, acc_t m) {
   return x > m || (x != x && m == m);
+}
+
+// The first class of a row's largest out, a NaN winning: torch.argmax's rule.
+template <typename acc_t>
+PK_HD int64_t argmax_row(const acc_t* o, int64_t C) {
+  int64_t best = 0;
+  for (int64_t c = 1; c < C; ++c)
+    if (above(o[c], o[best])) best = c;
+  return best;
 }
 
 // dS_ij for a valid ref of class c: g = grad_out[i, c]; n = n_c (Mean); o = out[i, c] and

@@ -327,6 +327,7 @@ void forward(const SimilarityReduceForward& p) {
           aux[(b * N + i0 + i) * 2] = M[i];
           aux[(b * N + i0 + i) * 2 + 1] = std::log(L[i]);
         }
+        if (p.labels != nullptr) p.labels[b * N + i0 + i] = similarity_reduce::argmax_row(oi, C);
       }
     }
   });

@@ -284,7 +284,7 @@ struct RowReduce {
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(View<scalar_t, acc_t> v, acc_t* out, acc_t* aux) {
+    forward_kernel(View<scalar_t, acc_t> v, acc_t* out, acc_t* aux, int64_t* labels = nullptr) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, C = v.C;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.N; t += stride) {
     const int64_t b = t / v.N, i = t - b * v.N;
@@ -297,6 +297,7 @@ __global__ void __launch_bounds__(kThreads)
       row.take(v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]), c, v.temp);
     }
     row.finish(v.count + b * C, aux + 2 * t);
+    if (labels != nullptr) labels[t] = similarity_reduce::argmax_row(out + t * C, C);
   }
 }
 
@@ -340,10 +341,11 @@ __device__ __forceinline__ pair_tiles::Side<scalar_t> refs(const View<scalar_t, 
 // the backward's recomputation (`kept`: the forward's out, arg decoded from its aux by the
 // tables kernel) recomputes only the row tiles with a kAny row, and copies the others' out and
 // counts (1 at a maximum, 0 without one): their maxima are the forward's, whose kernel this is.
+// labels (the forward's, or null): each row's argmax_row of its out, by the row's owner once out is final.
 template <typename scalar_t, bool kArg = false>
 __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlocks<scalar_t>)
     forward_tile_kernel(View<scalar_t, float> v, float* out, float* aux, int32_t* arg, const float* kept = nullptr,
-                        bool encode = false) {
+                        bool encode = false, int64_t* labels = nullptr) {
   __shared__ __align__(16) pair_tiles::Stage<scalar_t> st;  // the rows' and refs' dims of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
   __shared__ float sqn[kRows], srn[kCols];
@@ -421,6 +423,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
           if (any) atomicMax(arg + v.B * v.N * C + b, 1);  // the image's flag: an int, any order
         }
         row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
+        if (labels != nullptr) labels[at] = similarity_reduce::argmax_row(out + at * C, C);
       }
       __syncthreads();  // sqn, swide are rewritten by the next row tile
     }
@@ -953,13 +956,14 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
       if constexpr (std::is_same_v<scalar_t, float>)
         if (arg != nullptr)
           cuda::launch_kernel(cuda::forward_tile_kernel<float, true>, grid, dim3(cuda::kThreads), 0, st, v, out, aux,
-                              arg, static_cast<const float*>(nullptr), true);
+                              arg, static_cast<const float*>(nullptr), true, p.labels);
       if (arg == nullptr)
         cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v, out, aux,
-                            static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false);
+                            static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false, p.labels);
     } else {
       cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
-                          dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux));
+                          dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux),
+                          p.labels);
     }
   });
   return cuda::status();
@@ -1016,14 +1020,16 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
         if constexpr (std::is_same_v<scalar_t, float>)
           if (arg != nullptr)
             cuda::launch_kernel(cuda::forward_tile_kernel<float, true>, grid, block, 0, st, v, own,
-                                own + a.B * a.N * a.C, arg, kept ? out : static_cast<const float*>(nullptr), false);
+                                own + a.B * a.N * a.C, arg, kept ? out : static_cast<const float*>(nullptr), false,
+                                static_cast<int64_t*>(nullptr));
         if (arg == nullptr)
           cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, block, 0, st, v, own, own + a.B * a.N * a.C,
-                              static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false);
+                              static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false,
+                              static_cast<int64_t*>(nullptr));
       }
       else
         cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
-                            0, st, v, own, own + a.B * a.N * a.C);
+                            0, st, v, own, own + a.B * a.N * a.C, static_cast<int64_t*>(nullptr));
       out = own;
       aux = own + a.B * a.N * a.C;
     }

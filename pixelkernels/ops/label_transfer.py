@@ -20,7 +20,9 @@ is torch's (half inputs take it in float32), and its (B, C, HW) result is the co
 "sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend). An empty class scores 0 on both
 paths. Forward and backward take 13 launches at W5-eq3 on CUDA (scale and bias given), where
 two scatters took 20. Every other setting runs :func:`pixelkernels.similarity_reduce` on the
-query map.
+query map, whose pass also writes the labels (the op's ``argmax``: each row's argmax once its
+scores are final, in the same kernel on CPU and CUDA; torch's argmax after Triton's): 5 launches
+forward and backward on CUDA at W5 and W5-softmax, 6 at W5-max.
 
 **Layouts.** The query map is read in place: a contiguous (B, D, H, W) map is a D-major
 (B, HW, D) view that every backend's kernels and the linear product read without a copy, and
@@ -172,7 +174,7 @@ def label_transfer(
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)
         return _ref.label_transfer(query_emb, ref_emb, ref_labels, C, **kw)
-    args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, None, check)
-    scores, _ = _op.run(_SR, backend, q, ref_emb, ref_labels, *args)
-    maps = scores.transpose(1, 2).reshape(B, C, H, W)
-    return maps.argmax(dim=1), maps
+    # the labels from the pass that writes the scores (argmax=True: no argmax launch on CUDA)
+    args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, None, check, True)
+    scores, _, labels = _op.run(_SR, backend, q, ref_emb, ref_labels, *args)
+    return labels.reshape(B, H, W), scores.transpose(1, 2).reshape(B, C, H, W)

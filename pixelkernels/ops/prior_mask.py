@@ -119,7 +119,7 @@ def prior_mask(
         # runs in float64 there (for the weight's gradient): a mask without one multiplies first.
         s, w = s * w[..., None], None
     cls = torch.zeros(B, K, dtype=torch.int64, device=s.device)
-    c, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
+    c, _, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
         return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph

@@ -119,24 +119,27 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
 
 
 def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-               ref_weight=None, check=None):  # fmt: skip
-    """The op's reference: the oracle's out, and the aux every backend saves for its backward
-    (`check`: the compiled backends' folded label check; the caller checked for the reference)."""
+               ref_weight=None, check=None, argmax=False):  # fmt: skip
+    """The op's reference: the oracle's out, the aux every backend saves for its backward
+    (`check`: the compiled backends' folded label check; the caller checked for the reference),
+    and with `argmax` each row's label (torch.argmax over the classes: the first of the largest,
+    a NaN winning), else (0,)."""
     out = _ref.similarity_reduce(
         query, ref, ref_labels, num_classes, metric, scale, bias, "sigmoid" if sigmoid else None, reduce, temperature,
         eps, ref_weight,
     )  # fmt: skip
     args = (query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight)
-    return out, _aux(*args, out.detach())
+    labels = out.detach().argmax(-1) if argmax else out.new_empty((0,), dtype=torch.int64)
+    return out, _aux(*args, out.detach()), labels
 
 
 def _fake(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight,
-          check=None):  # fmt: skip
+          check=None, argmax=False):  # fmt: skip
     B, N = query.shape[:2]
     st = stats_dtype(query.dtype)
     out = query.new_empty((B, N, num_classes), dtype=st)
     aux = {"max": (B, N, num_classes), "softmax": (B, N, 2)}.get(reduce, (0,))
-    return out, query.new_empty(aux, dtype=st)
+    return out, query.new_empty(aux, dtype=st), query.new_empty((B, N) if argmax else (0,), dtype=torch.int64)
 
 
 def _fake_backward(grad_out, query, ref, ref_labels, out, aux, *args):
@@ -149,7 +152,7 @@ OP = _op.define(
     "similarity_reduce",
     reference=_reference,
     fake=_fake,
-    outputs=("out", "aux"),
+    outputs=("out", "aux", "labels"),
     backward_fake=_fake_backward,
     grad_inputs=("query", "ref", "ref_weight"),
     # double backward: the reference at the backward op's arguments (the forward's labels were checked)
@@ -300,7 +303,7 @@ def similarity_reduce(
     backend = _op.backend_for(OP, backend, query, "query")
     check = label_check(query, ref_labels, "ref_labels", C, backend)
     args = (C, metric, scale, bias, sigmoid, reduce, temperature, eps, w, check)
-    out, _ = _op.run(OP, backend, query, ref, ref_labels, *args)
+    out, _, _ = _op.run(OP, backend, query, ref, ref_labels, *args)
     return out
 
 

@@ -431,14 +431,18 @@ def _tiny(t: torch.Tensor) -> float:
 
 @triton_variant("similarity_reduce")
 def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-                         ref_weight, check):  # fmt: skip
+                         ref_weight, check, argmax):  # fmt: skip
     op = "similarity_reduce"
     checked_labels(ref_labels, num_classes, -1, check)
     if ref_weight is not None:
         query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
         ref = r * w[..., None]
-    return _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
-                    _tiny(query), keep=True)  # fmt: skip
+    out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature,
+                        eps, _tiny(query), keep=True)  # fmt: skip
+    # The labels as torch's argmax after the mean's and softmax's division, which run as torch ops
+    # here too: one launch the CUDA kernels fold into their pass.
+    labels = out.argmax(-1) if argmax else torch.empty(0, dtype=torch.int64, device=out.device)
+    return out, aux, labels
 
 
 # FRAC of the max's kept code -(j + 1 + FRAC) in aux, one per arithmetic of the scores (the
