@@ -80,6 +80,11 @@ MUTANTS = [
            "const size_t k = s.slot[a.index];",
            "const size_t k = a.index;",
            (T_AG,), "the C++ autograd reads an output's gradient at the output's index, not the node's slot"),
+    Mutant("autograd-optional-grad-zeros", "csrc/autograd.cpp",
+           "        else if (a.optional)\n",
+           "        else if (false)\n",
+           (T_RS, "-k", "costs_no_zeros"), "the C++ autograd makes zeros for an optional grad_<out> (region_stats' "
+           "grad_variance) that it could pass as None: a launch on a GPU"),
     Mutant("op-triton-direct-meta", "pixelkernels/_op.py",
            "return body(*args) if type(t) in plain and not t.is_meta and not in_mode() else default(*args)",
            "return body(*args) if type(t) in plain and not in_mode() else default(*args)",

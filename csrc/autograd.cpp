@@ -2,8 +2,9 @@
 // kernel at the Autograd key, so an eager call crosses from Python into C++ once, and the
 // backward runs no Python at all. One generic kernel serves every op: what the backward op
 // takes is read off the schemas, by the convention of pixelkernels/_op.py:
-//   grad_<out>   the gradient of output <out> (zeros when that output got none; outputs without
-//                such an argument are not differentiable)
+//   grad_<out>   the gradient of output <out> (when that output got none: None where the argument
+//                is optional, Tensor?, else zeros; outputs without such an argument are not
+//                differentiable)
 //   <name>       the forward input or output of that name, else the schema's default
 // and it returns the gradients of the op's grad_inputs, in that order.
 // Double backward (create_graph=True) calls the backward op through its own autograd, which
@@ -64,6 +65,7 @@ struct Spec {
     Kind kind;
     size_t index;  // kGrad, kOutput: the output; kInput: the forward argument
     c10::IValue value;  // kValue: the backward schema's default
+    bool optional = false;  // kGrad: Tensor?, None when the output got no gradient
   };
   std::string node_name;
   c10::OperatorHandle backward;
@@ -100,9 +102,14 @@ struct Backward final : ag::Node {
       const Spec::Arg& a = s.args[i];
       if (a.kind == Spec::kGrad) {
         // set_materialize_grads(False): an output that got no gradient costs a zeros only here,
-        // where the backward op reads it
+        // where the backward op reads it, and none where it takes None
         const size_t k = s.slot[a.index];
-        stack.emplace_back(grads[k].defined() ? std::move(grads[k]) : input_metadata(k).zeros_like());
+        if (grads[k].defined())
+          stack.emplace_back(std::move(grads[k]));
+        else if (a.optional)
+          stack.emplace_back(c10::IValue());
+        else
+          stack.emplace_back(input_metadata(k).zeros_like());
       } else if (a.kind == Spec::kValue) {
         stack.emplace_back(a.value);
       } else if (is_tensor[i]) {
@@ -231,7 +238,7 @@ std::string install_autograd(const std::string& text) {
       const std::string& n = a.name();
       const size_t out = n.rfind("grad_", 0) == 0 ? find(outputs, n.substr(5)) : outputs.size();
       if (out < outputs.size()) {
-        spec->args.push_back({Spec::kGrad, out, {}});
+        spec->args.push_back({Spec::kGrad, out, {}, a.type()->kind() == c10::TypeKind::OptionalType});
         spec->differentiable[out] = true;
       } else if (find(outputs, n) < outputs.size()) {
         spec->args.push_back({Spec::kOutput, find(outputs, n), {}});

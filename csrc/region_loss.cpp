@@ -66,7 +66,7 @@ at::Tensor region_loss_backward(const at::Tensor& grad_loss, const at::Tensor& e
     return hinge_backward.call(dcentroid, dvariance, emb, labels, count, centroid, delta_v, ignore_index, grad_loss);
   }
   static const auto stats_backward =
-      library_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+      library_op<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, int64_t, bool, Scale)>("region_stats_backward");
   return stats_backward.call(dcentroid, dvariance, emb, labels, count, centroid, ignore_index, true, grad_loss);
 }

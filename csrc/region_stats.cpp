@@ -39,7 +39,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> region_stats(const at::Tensor& em
 }
 
 template <class On>
-at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tensor& grad_variance,
+at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const std::optional<at::Tensor>& grad_variance,
                                  const at::Tensor& emb, const at::Tensor& labels, const at::Tensor& count,
                                  const at::Tensor& centroid, int64_t ignore_index, bool with_variance,
                                  const std::optional<at::Tensor>& grad_scale) {
@@ -48,10 +48,12 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
   const int64_t B = emb.size(0), D = emb.size(1), R = count.dim() == 2 ? count.size(1) : -1;
   PK_EXPECT(count.dim() == 2 && count.size(0) == B && R >= 1 && R <= INT32_MAX &&
                 centroid.sizes() == at::IntArrayRef({B, R, D}) && grad_centroid.sizes() == centroid.sizes() &&
-                grad_variance.sizes() == count.sizes(),
+                (!grad_variance || grad_variance->sizes() == count.sizes()),
             op, "inconsistent shapes: emb ", emb.sizes(), ", count ", count.sizes(), ", centroid ", centroid.sizes(),
-            ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ", grad_variance.sizes());
-  expect_same_device(op, {emb, labels, count, centroid, grad_centroid, grad_variance});
+            ", grad_centroid ", grad_centroid.sizes(), ", grad_variance ",
+            grad_variance ? grad_variance->sizes() : at::IntArrayRef{});
+  expect_same_device(op, {emb, labels, count, centroid, grad_centroid});
+  if (grad_variance) expect_same_device(op, {emb, *grad_variance});
   if (grad_scale) {
     PK_EXPECT(grad_scale->numel() == 1, op, "grad_scale must have one element, got ", grad_scale->sizes());
     expect_same_device(op, {emb, *grad_scale});
@@ -61,9 +63,10 @@ at::Tensor region_stats_backward(const at::Tensor& grad_centroid, const at::Tens
   if (out.grad.numel() == 0) return out.grad;
   const auto st = stats_options(emb);
   // Without variance the variance output is a constant 0: whatever gradient it got, none flows
-  // (the kernels read no grad_variance then: no zeros of its own, a launch on a GPU).
+  // (the kernels read no grad_variance then: no zeros of its own, a launch on a GPU); None, the
+  // autograd's for a variance that got no gradient, is read the same way.
   const at::Tensor gc = grad_centroid.to(st).contiguous();
-  const at::Tensor gv = with_variance ? grad_variance.to(st).contiguous() : at::Tensor();
+  const at::Tensor gv = with_variance && grad_variance ? grad_variance->to(st).contiguous() : at::Tensor();
   const at::Tensor cnt = count.to(st).contiguous(), cen = centroid.to(st).contiguous();
   const Labels lab(labels);
   const at::Tensor scale = grad_scale ? grad_scale->to(st).contiguous() : at::Tensor();

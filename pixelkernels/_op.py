@@ -63,6 +63,10 @@ def _arg_names(packet) -> list[str]:
     return [a.name for a in packet.default._schema.arguments]
 
 
+def _arg_types(packet) -> dict:
+    return {a.name: str(a.type.kind()) for a in packet.default._schema.arguments}
+
+
 def _arg_defaults(packet) -> dict:
     return {a.name: a.default_value for a in packet.default._schema.arguments if a.has_default_value()}
 
@@ -83,6 +87,8 @@ class _Formula:
         self.grad_of = {n: self.out_names.index(n[5:]) for n in self.bwd_names
                         if n.startswith("grad_") and n[5:] in self.out_names}  # fmt: skip
         self.differentiable = set(self.grad_of.values())
+        # grad_<out> arguments that take None (Tensor?) for an output without gradient: no zeros
+        self.optional_grads = {n for n, t in _arg_types(bwd).items() if n in self.grad_of and "Optional" in t}
         # Everything the backward op needs, plus every forward input (for the double backward).
         self.keep = list(dict.fromkeys([n for n in self.bwd_names if n not in self.grad_of] + self.in_names))
         # Per call, only index lookups: where each kept value comes from (an output, else an input,
@@ -111,12 +117,12 @@ class _Formula:
             named = dict(zip(self.keep, kept))
             return _reference_vjp(self.op, self.in_names, named, grads, self.differentiable)[: len(ctx.needs_input_grad)]
         args = []
-        for is_grad, k in self.bwd_src:
+        for (is_grad, k), name in zip(self.bwd_src, self.bwd_names):
             if not is_grad:
                 args.append(kept[k])
                 continue
             g = grads[k]
-            if g is None:
+            if g is None and name not in self.optional_grads:
                 shape, dtype, device = ctx.pk_out_meta[k]
                 g = torch.zeros(shape, dtype=dtype, device=device)
             args.append(g)

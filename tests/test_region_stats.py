@@ -320,6 +320,30 @@ def test_gradient_of_one_output_only(backend, device):
         assert_close(got, want, torch.float64)
 
 
+def test_centroid_alone_costs_no_zeros_emulated(emu):
+    """grad_variance is Tensor? (issue 36 part 2): for a loss on the centroids alone the C++
+    autograd hands region_stats_backward None, not a zeros of the variance's shape (a launch on a
+    GPU): the backward step launches no ATen op besides the op's own kernels, and its gradient
+    is the reference's. The op also takes None directly (with_variance or not)."""
+    from pixelkernels.bench import host
+
+    emb, labels, R, _ = _inputs(CASES["odd"], torch.float64, "cpu")
+    x = emb.detach().requires_grad_(True)
+    g = torch.randn(emb.shape[0], R, emb.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with host.cuda_backend_on_cpu():
+        _, centroid, _ = pk.region_stats(x, labels, R, backend="cuda")
+    with host._Counter(emu) as mode:  # the ATen ops that launch (the op's own: the emulator's)
+        (got,) = torch.autograd.grad(centroid, x, g)
+    assert mode.n == 0
+    xr = emb.detach().requires_grad_(True)
+    (want,) = torch.autograd.grad(reference_region_stats(xr, labels, R)[1], xr, g)
+    assert_close(got, want, torch.float64)
+    count, centroid, _ = emu.region_stats(emb, labels, R, -1)
+    for with_variance in (True, False):
+        grad = emu.region_stats_backward(g, None, emb, labels, count, centroid, -1, with_variance)
+        assert_close(grad, want, torch.float64)
+
+
 def _some_regions_weights(R, dtype, device):
     """Variance weights that are 0 for the even regions: those pixels' gradients need no emb
     (the CUDA and Triton backward kernels then skip its load)."""

@@ -18,8 +18,9 @@ class sums, so the op computes the C class means and counts (one
 is torch's (half inputs take it in float32), and its (B, C, HW) result is the contiguous
 (B, C, H, W) score map. It equals the direct path up to rounding (the sum is reassociated, and
 "sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend). An empty class scores 0 on both
-paths. Forward and backward take 13 launches at W5-eq3 on CUDA (scale and bias given), where
-two scatters took 20. Every other setting runs :func:`pixelkernels.similarity_reduce` on the
+paths. Forward and backward take 12 launches at W5-eq3 on CUDA (scale and bias given), where
+two scatters took 20 (the variance's gradient is None, not zeros: region_stats' backward takes
+``Tensor? grad_variance``). Every other setting runs :func:`pixelkernels.similarity_reduce` on the
 query map, whose pass also writes the labels (the op's ``argmax``: each row's argmax once its
 scores are final, in the same kernel on CPU and CUDA; torch's argmax after Triton's): 5 launches
 forward and backward on CUDA at W5 and W5-softmax, 6 at W5-max.

@@ -642,17 +642,19 @@ def region_stats_backward_op(grad_centroid, grad_variance, emb, labels, count, c
     expect(
         count.dim() == 2 and count.shape[0] == B and 1 <= R <= INT32_MAX
         and tuple(centroid.shape) == (B, R, D) and grad_centroid.shape == centroid.shape
-        and grad_variance.shape == count.shape,
+        and (grad_variance is None or grad_variance.shape == count.shape),
         op, "inconsistent shapes: emb ", list(emb.shape), ", count ", list(count.shape), ", centroid ",
         list(centroid.shape), ", grad_centroid ", list(grad_centroid.shape), ", grad_variance ",
-        list(grad_variance.shape),
+        None if grad_variance is None else list(grad_variance.shape),
     )  # fmt: skip
-    expect_same_device(op, emb, labels, count, centroid, grad_centroid, grad_variance)
+    expect_same_device(op, emb, labels, count, centroid, grad_centroid,
+                       *(() if grad_variance is None else (grad_variance,)))  # fmt: skip
     if grad_scale is not None:
         expect(grad_scale.numel() == 1, op, "grad_scale must have one element, got ", list(grad_scale.shape))
         expect_same_device(op, emb, grad_scale)
-    # Without variance that output is a constant 0: whatever gradient it got, none flows.
-    gv = grad_variance if with_variance else torch.zeros_like(grad_variance)
+    # Without variance that output is a constant 0: whatever gradient it got, none flows; None
+    # (the autograd's, for a variance without gradient) is a zero gradient too.
+    gv = grad_variance if with_variance and grad_variance is not None else count.new_zeros(count.shape)
     return region_stats_backward(grad_centroid, gv, emb, labels, count, centroid, ignore_index, grad_scale)
 
 
