@@ -63,8 +63,8 @@ def _arg_names(packet) -> list[str]:
     return [a.name for a in packet.default._schema.arguments]
 
 
-def _arg_types(packet) -> dict:
-    return {a.name: str(a.type.kind()) for a in packet.default._schema.arguments}
+def _optional_args(packet) -> set[str]:
+    return {a.name for a in packet.default._schema.arguments if isinstance(a.type, torch.OptionalType)}
 
 
 def _arg_defaults(packet) -> dict:
@@ -88,7 +88,7 @@ class _Formula:
                         if n.startswith("grad_") and n[5:] in self.out_names}  # fmt: skip
         self.differentiable = set(self.grad_of.values())
         # grad_<out> arguments that take None (Tensor?) for an output without gradient: no zeros
-        self.optional_grads = {n for n, t in _arg_types(bwd).items() if n in self.grad_of and "Optional" in t}
+        self.optional_grads = _optional_args(bwd) & self.grad_of.keys()
         # Everything the backward op needs, plus every forward input (for the double backward).
         self.keep = list(dict.fromkeys([n for n in self.bwd_names if n not in self.grad_of] + self.in_names))
         # Per call, only index lookups: where each kept value comes from (an output, else an input,
@@ -197,9 +197,10 @@ def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> 
     """The compiled variant's autograd in C++ (csrc/autograd.cpp: the formula _Formula reads off
     the schemas, as a kernel at the Autograd key), and the backward op's own autograd in Python,
     which only double backward reaches: the derivative of the reference's VJP, taken at the
-    backward op's arguments. `reference_args` gives the forward inputs the backward op lacks
-    (region_stats' num_regions) from its arguments by name; any other takes its schema default
-    (similarity_reduce's argmax: outputs no gradient reads)."""
+    backward op's arguments. A forward input the backward op lacks takes its schema default (the
+    folded label checks' `check`: None, the forward's labels were checked; similarity_reduce's
+    `argmax`), or `reference_args`' value, from the backward op's arguments by name (region_stats'
+    num_regions)."""
     _ext.install_autograd(f"{op.name};{','.join(op.outputs)};{','.join(op.grad_inputs)}")
     in_names, bwd_names = _arg_names(fwd), _arg_names(bwd)
     defaults, fwd_defaults = _arg_defaults(bwd), _arg_defaults(fwd)
@@ -221,8 +222,7 @@ def _install_cpp_autograd(op: Op, fwd, bwd, reference_args: Callable | None) -> 
             for i in wrt:
                 args[i] = vals[i].view_as(vals[i]) if vals[i].requires_grad else vals[i].detach().requires_grad_()
             named = dict(zip(bwd_names, args))
-            forward = {n: named[n] if n in named else fwd_defaults.get(n) for n in in_names
-                       if n in named or n in fwd_defaults}  # fmt: skip
+            forward = {**fwd_defaults, **{n: named[n] for n in in_names if n in named}}
             if reference_args is not None:
                 forward.update(reference_args(named))
             grads = [named.get(g) for g in grad_names]

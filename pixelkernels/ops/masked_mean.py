@@ -38,8 +38,6 @@ OP = _op.define(
     outputs=("mean", "mass"),
     backward_fake=_fake_backward,
     grad_inputs=("feat", "mask"),
-    # double backward: the forward's check is not the backward op's (its values were checked)
-    reference_args=lambda named: {"check": None},
 )
 
 

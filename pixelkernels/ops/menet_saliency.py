@@ -48,6 +48,4 @@ OP = _op.define(
     outputs=("saliency", "center", "mass"),
     backward_fake=_fake_backward,
     grad_inputs=("emb", "weights"),
-    # double backward: the forward's check is not the backward op's (its values were checked)
-    reference_args=lambda named: {"check": None},
 )

@@ -43,7 +43,6 @@ OP = _op.define(
     outputs=("hinge",),
     backward_fake=_fake_backward,
     grad_inputs=("emb", "centroid"),
-    reference_args=lambda a: {"check": None},  # double backward: the labels were checked
 )
 
 

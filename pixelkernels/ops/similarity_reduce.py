@@ -155,8 +155,6 @@ OP = _op.define(
     outputs=("out", "aux", "labels"),
     backward_fake=_fake_backward,
     grad_inputs=("query", "ref", "ref_weight"),
-    # double backward: the reference at the backward op's arguments (the forward's labels were checked)
-    reference_args=lambda a: {"check": None},
 )
 
 
