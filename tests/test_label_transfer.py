@@ -278,10 +278,14 @@ LT_ROW = Contract(
         "reduce": (_lt_bad(reduce="median"), ValueError, "reduce must be one of"),
         "labels_range": (_lt_bad(ref_labels=torch.full((2, 6), 7)), ValueError, "ref_labels values must be in"),
     },
-    # The linear path (dot, no activation, sum/mean) calls no registered op: test_op_linear_path_*.
+    # The linear path (dot, no activation, sum/mean: region_stats, then class_scores) here and in
+    # test_op_linear_path_*; tests/test_class_scores.py the op itself.
     cases={
         "sigmoid_max": _lt_inp(2, 6, 5, 7, 4, 3, reduce="max", seed=3),
         "cosine_softmax": _lt_inp(1, 17, 6, 5, 3, 5, metric="cosine", activation=None, reduce="softmax", seed=4),
+        "linear_sum_C11": _lt_inp(2, 6, 5, 7, 11, 3, activation=None, reduce="sum", seed=5),
+        "linear_mean_channels_last": _lt_inp(2, 5, 4, 9, 3, 2, layout="channels_last", activation=None,
+                                             reduce="mean", seed=6),
     },
 )
 

@@ -210,6 +210,9 @@ def _good() -> dict[str, dict]:
                                         ignore_index=-1, grad_scale=_f(1)),
         "minmax_scale": dict(x=_f(B, 7), eps=1e-7),
         "minmax_scale_backward": dict(grad_y=_f(B, 7), x=_f(B, 7), eps=1e-7),
+        "class_scores": dict(query=_f(B, D, 7), means=_f(B, R, D), counts=count, scale=0.5, bias=0.25, sum=True),
+        "class_scores_backward": dict(grad_scores=_f(B, R, 7), query=_f(B, D, 7), means=_f(B, R, D), counts=count,
+                                      scale=0.5, bias=0.25, sum=True),
         # kind 3 (discriminative): centroid_hinge's arguments are checked by its own rows
         "region_loss": dict(emb=emb, labels=labels, num_regions=R, ignore_index=-1, kind=2, alpha=0.5, beta=1.0,
                             gamma=0.1, delta_v=0.5, delta_d=1.5),
@@ -242,6 +245,10 @@ _BAD = {
     "x": [("rank 3", _f(B, 7, 1)), ("flat", _f(B * 7)), ("int64", torch.ones(B, 7, dtype=torch.int64)),
           ("float16", _f(B, 7, dtype=torch.float16))],
     "grad_scale": [("two elements", _f(2))],
+    "query": [("rank 2", _f(B, D)), ("rank 4", _f(B, D, 7, 1)), ("int64", torch.ones(B, D, 7, dtype=torch.int64))],
+    "means": [("D + 1", _f(B, R, D + 1)), ("B + 1", _f(B + 1, R, D)), ("flat", _f(B, R * D)),
+              ("float32", _f(B, R, D, dtype=torch.float32))],
+    "counts": [("R + 1", _f(B, R + 1)), ("flat", _f(B * R)), ("float32", _f(B, R, dtype=torch.float32))],
 }  # fmt: skip
 _BAD["feat"] = _BAD["emb"]
 

@@ -119,6 +119,12 @@ EXPECTATIONS: list[Expect] = [
                "live across the block fold; sm_90 spills 40 B in the row loop; " + _DEBT),
     Expect(r"minmax_scale:(forward|backward)_kernel<.*>", why="a block per row: a strided fold of the row, the 256 "
            "partials merged in thread order from shared memory, then the write; no spill"),
+    Expect(r"class_scores:forward_kernel<double, double>", min_occupancy=0.375,
+           why="a thread per pixel, 8 float64 class sums and the pixel's argmax in registers (80 on sm_90): "
+               "3 blocks per SM; no spill"),
+    Expect(r"class_scores:(forward|backward)_kernel<.*>", why="a thread per pixel (grid-stride): the forward's "
+           "8 class sums over d in registers, the means broadcast to the warp; the backward's 8 class gradients "
+           "in registers, a dim of grad_q a step; no spill, two or more blocks per SM"),
     Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
     Expect(r"center_distance:backward_kernel<.*>", min_occupancy=None, max_stack=24, local_in_loop=25,
            why=_TILED + "; " + _DEBT),
@@ -326,6 +332,8 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:sample_pixels:_pick_kernel\[.*", threads=0, min_occupancy=0.5,
            why="a [rows, columns] output tile a program (4 warps): each row's two binary searches as lanes, "
                "then one index (or -1) a column; no spill"),
+    Expect(r"triton:class_scores:_\w+\[.*", threads=0, min_occupancy=0.25,
+           why="a program per 64 pixels (4 warps): [8 classes, 8 dims, 64 pixels] products summed a step; no spill"),
     Expect(r"triton:minmax_scale:_\w+\[.*", threads=0, min_occupancy=0.25,
            why="a program per row (4 warps), 1024-value blocks in order for the extremes and sums; no spill"),
     Expect(r"triton:region_loss:_(disc_)?head_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=8,

@@ -13,14 +13,17 @@ usually come from :func:`pixelkernels.stochastic_pool` on the reference frame.
 ``"mean"``, the score is linear in the refs,
 :math:`\sum_{j \in R_c} (a\, q \cdot r_j + c) = a\, q \cdot S_c + c\, n_c` with :math:`S_c` the
 class sums, so the op computes the C class means and counts (one
-:func:`pixelkernels.region_stats` pass over the refs, on the op's backend) and one (C, D) x
-(D, HW) product instead of the (HW, K) x (K, D) one: K/C times fewer multiply-adds. The product
-is torch's (half inputs take it in float32), and its (B, C, HW) result is the contiguous
-(B, C, H, W) score map. It equals the direct path up to rounding (the sum is reassociated, and
-"sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend). An empty class scores 0 on both
-paths. Forward and backward take 12 launches at W5-eq3 on CUDA (scale and bias given), where
-two scatters took 20 (the variance's gradient is None, not zeros: region_stats' backward takes
-``Tensor? grad_variance``). Every other setting runs :func:`pixelkernels.similarity_reduce` on the
+:func:`pixelkernels.region_stats` pass over the refs, on the op's backend) and scores each pixel
+against the C means instead of the K refs: K/C times fewer multiply-adds. That second pass is
+one op, ``class_scores`` (:math:`k_c\, q \cdot \bar r_c + \beta_c` with :math:`k_c = a n_c`,
+:math:`\beta_c = c\, n_c` for "sum", :math:`a` and :math:`c` for "mean"; 0 for an empty class,
+also against an infinite query entry; and the labels, in the same pass): its (B, C, HW) result
+is the contiguous (B, C, H, W) score map, and its backward is one GEMM (the means' gradient) and
+one pass writing the query's gradient in its layout. It equals the direct path up to rounding
+(the sum is reassociated, and "sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend).
+Forward and backward take 5 launches at W5-eq3 on CUDA (issue 36's target: 6), where the scale,
+a GEMM, the empty-class mask and the argmax as torch ops took 12, and two scatters 20 before
+that. Every other setting runs :func:`pixelkernels.similarity_reduce` on the
 query map, whose pass also writes the labels (the op's ``argmax``: each row's argmax once its
 scores are final, in the same kernel on CPU and CUDA; torch's argmax after Triton's): 5 launches
 forward and backward on CUDA at W5 and W5-softmax, 6 at W5-max.
@@ -38,6 +41,7 @@ import importlib
 import torch
 
 from .. import _checks, _op
+from .class_scores import OP as _CS
 from .region_stats import OP as _RS
 from .similarity_reduce import OP as _SR
 from .similarity_reduce import check_args, label_check
@@ -45,21 +49,16 @@ from .similarity_reduce import check_args, label_check
 _ref = importlib.import_module("pixelkernels.reference.label_transfer")
 
 
-def _linear_coefficients(ref, ref_labels, C, scale, reduce, backend, check):
-    """ref (B, K, D), ref_labels (B, K) -> (coef (B, C, D), counts (B, C)) in the statistics
-    dtype: the linear path scores q·coef_c (+ bias · n_c for "sum", + bias for "mean"). The class
-    means and counts are one region_stats pass over the refs (a (B, D, K, 1) map, read in place;
-    one launch each way, where a scatter of sums and one of counts took 7 forward and 2
-    backward), which checks the labels as it reads them (`check`: no launch of its own). A label
-    outside [0, C) other than -1 (checks off) takes no part there: its values, an inf or NaN
-    included, reach no class, and its gradient is exactly 0. "sum"'s S_c is n_c m_c, with scale
-    folded into that factor (m_c is within a few roundings of S_c / n_c on every backend), on
-    the (C, D) means, not on the (HW, C) scores. The counts take no gradient."""
+def _class_statistics(ref, ref_labels, C, backend, check):
+    """ref (B, K, D), ref_labels (B, K) -> (means (B, C, D), counts (B, C)) in the statistics
+    dtype: one region_stats pass over the refs (a (B, D, K, 1) map, read in place; one launch each
+    way, where a scatter of sums and one of counts took 7 forward and 2 backward), which checks
+    the labels as it reads them (`check`: no launch of its own). A label outside [0, C) other
+    than -1 (checks off) takes no part there: its values, an inf or NaN included, reach no class,
+    and its gradient is exactly 0. The counts take no gradient."""
     emb = ref.transpose(1, 2)[..., None]  # (B, D, K, 1): channels-last-like, a view
     counts, means, _ = _op.run(_RS, backend, emb, ref_labels[..., None], C, -1, False, check)
-    if reduce == "sum":
-        return means * (counts if scale == 1.0 else counts * scale)[..., None], counts
-    return (means if scale == 1.0 else means * scale), counts
+    return means, counts
 
 
 def label_transfer(
@@ -153,24 +152,14 @@ def label_transfer(
     # folded into similarity_reduce's tables pass, or the linear path's region_stats pass
     check = label_check(q, ref_labels, "ref_labels", C, backend)
     if linear:
-        coef, counts = _linear_coefficients(ref_emb, ref_labels, C, scale, reduce, backend, check)
-        # (C, D) x (D, HW): the scores come out as the (B, C, H, W) map, and the query's
-        # gradient as its (B, D, HW) layout (no copy for a contiguous map), the coefficients' as
-        # the contiguous (B, C, D) that region_stats' backward reads
-        qt = query_emb.reshape(B, D, H * W).to(coef.dtype)
-        if reduce == "sum" and bias != 0.0:
-            # bias · n_c as beta on the (B, C, 1) counts, which take no gradient (alpha would
-            # scale the query-sized gradient once more)
-            scores = torch.baddbmm(counts[..., None], coef, qt, beta=bias)
-        else:
-            scores = torch.bmm(coef, qt)
-            if bias != 0.0:  # "mean": bias on every class, the empty ones masked below
-                scores = scores + bias
-        # An empty class scores 0 (S_c = 0, but inf · 0 = NaN for an infinite query entry).
-        maps = scores.masked_fill((counts == 0)[..., None], 0.0).reshape(B, C, H, W)
-        # max(dim) for its indices: argmax's, ties and NaN alike, where the CPU's argmax over a
-        # non-innermost dim is a scalar loop (8 ms at W5-eq3, against 0.8)
-        return torch.max(maps, dim=1).indices, maps
+        # The class means and counts, then class_scores: k q·m_c + beta per class (k = scale n_c,
+        # beta = bias n_c for "sum": S_c = n_c m_c; scale and bias for "mean"), 0 for an empty class,
+        # and the labels, in one pass over the query's (B, D, HW) view: the scores come out as the
+        # (B, C, H, W) map and the query's gradient in its layout
+        means, counts = _class_statistics(ref_emb, ref_labels, C, backend, check)
+        qv = query_emb.reshape(B, D, H * W)
+        scores, labels = _op.run(_CS, backend, qv, means, counts, scale, bias, reduce == "sum")
+        return labels.reshape(B, H, W), scores.reshape(B, C, H, W)
     if backend == "reference":
         act = "sigmoid" if sigmoid else None
         kw = dict(metric=metric, scale=scale, bias=bias, activation=act, reduce=reduce, temperature=temperature, eps=eps)

@@ -1,0 +1,161 @@
+"""class_scores on Triton (csrc/common/class_scores.h): a program per (image, block of pixels).
+The forward takes the classes BLOCK_C at a time, their dots over d in chunks of BLOCK_D (the
+query tile read once a class block: once for C <= BLOCK_C), and writes the scores; the labels
+are torch's argmax of them (Triton's has no NaN rule). The backward forms each chunk of the
+pixels' grad_query dims from the classes' gradients, and the programs of the first pixel block
+scale their image's sum_i g q (the torch side's GEMM) into the means' gradient."""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._schema import triton_variant
+from ._common import device_ctx, expect, expect_same_device, expect_sizes, f64_bits, f64_from_bits, grid_items, \
+    split_pid  # fmt: skip
+
+
+@triton.jit
+def _factors(n_ptr, b, cs, C, scale, bias, SUM: tl.constexpr):
+    """(live, k, beta) of classes cs of image b: a non-empty class, its factor and offset."""
+    n = tl.load(n_ptr + b * C + cs, mask=cs < C, other=0.0)
+    live = (cs < C) & (n > 0)
+    if SUM:
+        k = scale.to(n.dtype) * n
+        beta = bias.to(n.dtype) * n
+    else:
+        k = tl.zeros_like(n) + scale.to(n.dtype)
+        beta = tl.zeros_like(n) + bias.to(n.dtype)
+    return live, k, beta
+
+
+@triton.jit
+def _forward_kernel(q_ptr, m_ptr, n_ptr, s_ptr, C, D, N, q_sb, q_sd, q_sn, scale_hi, scale_lo, bias_hi, bias_lo,
+                    n_blocks, SUM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_N: tl.constexpr):  # fmt: skip
+    b, blk = split_pid(n_blocks)
+    scale, bias = f64_from_bits(scale_hi, scale_lo), f64_from_bits(bias_hi, bias_lo)
+    i = blk.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mi = i < N
+    for c0 in range(0, C, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        mc = cs < C
+        acc = tl.zeros([BLOCK_C, BLOCK_N], m_ptr.dtype.element_ty)
+        for d0 in range(0, D, BLOCK_D):
+            ds = d0 + tl.arange(0, BLOCK_D)
+            md = ds < D
+            q = tl.load(q_ptr + b * q_sb + ds[:, None].to(tl.int64) * q_sd + i[None, :] * q_sn,
+                        mask=md[:, None] & mi[None, :], other=0.0).to(acc.dtype)  # fmt: skip
+            m = tl.load(m_ptr + (b * C + cs[:, None]) * D + ds[None, :], mask=mc[:, None] & md[None, :], other=0.0)
+            acc += tl.sum(m[:, :, None] * q[None, :, :], axis=1)
+        live, k, beta = _factors(n_ptr, b, cs, C, scale, bias, SUM)
+        s = tl.where(live[:, None], k[:, None] * acc + beta[:, None], 0.0)
+        tl.store(s_ptr + (b * C + cs[:, None]) * N + i[None, :], s, mask=mc[:, None] & mi[None, :])
+
+
+@triton.jit
+def _backward_kernel(g_ptr, m_ptr, n_ptr, gq_ptr, gm_ptr, C, D, N, g_sb, g_sc, g_sn, q_sb, q_sd, q_sn, scale_hi,
+                     scale_lo, n_blocks, SUM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_N: tl.constexpr):  # fmt: skip
+    b, blk = split_pid(n_blocks)
+    scale = f64_from_bits(scale_hi, scale_lo)
+    i = blk.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mi = i < N
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        md = ds < D
+        acc = tl.zeros([BLOCK_D, BLOCK_N], m_ptr.dtype.element_ty)
+        for c0 in range(0, C, BLOCK_C):
+            cs = c0 + tl.arange(0, BLOCK_C)
+            live, k, _ = _factors(n_ptr, b, cs, C, scale, scale, SUM)
+            m = tl.load(m_ptr + (b * C + cs[:, None]) * D + ds[None, :], mask=live[:, None] & md[None, :], other=0.0)
+            # an empty class is never read (its gradient, even inf or NaN, reaches nothing)
+            g = tl.load(g_ptr + b * g_sb + cs[:, None].to(tl.int64) * g_sc + i[None, :] * g_sn,
+                        mask=live[:, None] & mi[None, :], other=0.0)  # fmt: skip
+            w = k[:, None] * m
+            acc += tl.sum(w[:, :, None] * g[:, None, :], axis=0)
+        tl.store(gq_ptr + b * q_sb + ds[:, None].to(tl.int64) * q_sd + i[None, :] * q_sn,
+                 acc.to(gq_ptr.dtype.element_ty), mask=md[:, None] & mi[None, :])  # fmt: skip
+    if blk == 0:  # grad_m = k sum_i g q in place, 0 for an empty class
+        for c0 in range(0, C, BLOCK_C):
+            cs = c0 + tl.arange(0, BLOCK_C)
+            live, k, _ = _factors(n_ptr, b, cs, C, scale, scale, SUM)
+            for d0 in range(0, D, BLOCK_D):
+                ds = d0 + tl.arange(0, BLOCK_D)
+                mask = (cs[:, None] < C) & (ds[None, :] < D)
+                offs = (b * C + cs[:, None]) * D + ds[None, :]
+                v = tl.load(gm_ptr + offs, mask=mask, other=0.0)
+                tl.store(gm_ptr + offs, tl.where(live[:, None], k[:, None] * v, 0.0), mask=mask)
+
+
+_BLOCK_N = 64
+
+
+def _blocks(C: int, D: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_D): up to 8 classes a step (label_transfer's C = 5 in one), and dims so
+    that the [BLOCK_C, BLOCK_D, BLOCK_N] product stays at 4096 elements."""
+    block_c = min(triton.next_power_of_2(max(C, 1)), 8)
+    block_d = max(1, min(triton.next_power_of_2(max(D, 1)), 4096 // (block_c * _BLOCK_N)))
+    return block_c, block_d
+
+
+def _expect_args(query, means, counts, op):
+    expect(query.dim() == 3, op, "query must be (B, D, N), got ", list(query.shape))
+    expect(query.is_floating_point(), op, "query must be a float tensor, got ", query.dtype)
+    B, D, N = query.shape
+    expect(means.dim() == 3 and means.shape[0] == B and means.shape[2] == D, op, "means must be (B, C, D) for query ",
+           list(query.shape), ", got ", list(means.shape))  # fmt: skip
+    expect_sizes(counts, (B, means.shape[1]), op, "counts")
+    st = torch.float64 if query.dtype == torch.float64 else torch.float32
+    expect(means.dtype == st and counts.dtype == st, op, "means and counts must be ", st,
+           " (query's statistics dtype), got ", means.dtype, " and ", counts.dtype)  # fmt: skip
+    expect_same_device(op, query, means, counts)
+    return B, means.shape[1], D, N
+
+
+@triton_variant("class_scores")
+def class_scores_op(query, means, counts, scale, bias, sum):  # noqa: A002
+    B, C, D, N = _expect_args(query, means, counts, "class_scores")
+    means, counts = means.contiguous(), counts.contiguous()
+    scores = means.new_empty(B, C, N)
+    if scores.numel() == 0:
+        return scores, torch.zeros(B, N, dtype=torch.long, device=query.device)
+    block_c, block_d = _blocks(C, D)
+    n_blocks = triton.cdiv(N, _BLOCK_N)
+    with device_ctx(query):
+        _forward_kernel[grid_items(n_blocks, B)](
+            query, means, counts, scores, C, D, N, *query.stride(), *f64_bits(scale), *f64_bits(bias), n_blocks,
+            SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N, num_warps=4)  # fmt: skip
+    return scores, torch.max(scores, dim=1).indices
+
+
+@triton_variant("class_scores_backward")
+def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum):  # noqa: A002
+    op = "class_scores_backward"
+    B, C, D, N = _expect_args(query, means, counts, op)
+    expect_sizes(grad_scores, (B, C, N), op, "grad_scores")
+    expect_same_device(op, query, grad_scores)
+    means, counts = means.contiguous(), counts.contiguous()
+    g = grad_scores.to(means.dtype)
+    grad_q = torch.empty_like(query)
+    if B * C * D == 0 or N == 0:
+        return grad_q.zero_(), means.new_zeros(B, C, D)
+    grad_m = torch.bmm(g, query.to(means.dtype).transpose(1, 2)).contiguous()
+    block_c, block_d = _blocks(C, D)
+    n_blocks = triton.cdiv(N, _BLOCK_N)
+    with device_ctx(query):
+        _backward_kernel[grid_items(n_blocks, B)](
+            g, means, counts, grad_q, grad_m, C, D, N, *g.stride(), *grad_q.stride(), *f64_bits(scale), n_blocks,
+            SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N, num_warps=4)  # fmt: skip
+    return grad_q, grad_m
+
+
+def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check."""
+    specs = []
+    for q, a in (("fp32", "fp32"), ("fp64", "fp64"), ("fp16", "fp32"), ("bf16", "fp32")):
+        for s in (True, False):
+            c = {"SUM": s, "BLOCK_C": 8, "BLOCK_D": 8, "BLOCK_N": _BLOCK_N}
+            specs.append((_forward_kernel, {"q_ptr": "*" + q, "m_ptr": "*" + a, "n_ptr": "*" + a, "s_ptr": "*" + a}, c, 4))
+            specs.append((_backward_kernel, {"g_ptr": "*" + a, "m_ptr": "*" + a, "n_ptr": "*" + a, "gq_ptr": "*" + q,
+                                             "gm_ptr": "*" + a}, c, 4))  # fmt: skip
+    return specs
