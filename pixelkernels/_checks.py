@@ -240,7 +240,9 @@ def real(v, name: str, *, minimum: float | None = None, strict: bool = False) ->
         if isinstance(v, bool) or _numpy_bool(v) or not isinstance(v, numbers.Real):
             raise TypeError(f"{name} must be a float, got {type(v).__name__}")
     v = float(v)
-    if not math.isfinite(v):
+    # v - v is 0 exactly for a finite v (inf - inf and NaN give NaN); not math.isfinite, which
+    # dynamo under torch.compile(dynamic=True) does not trace ("torch.* op returned non-Tensor")
+    if v - v != 0.0:
         raise ValueError(f"{name} must be finite, got {v}")
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}")
@@ -347,7 +349,10 @@ def index_values(sets, names, P: int) -> None:
     """Indices must lie in [0, P) or equal -1 (padding): each tensor of `sets` (one dtype, one
     device) named by the same position of `names`, all in one check (one launch of check_values
     on a GPU). See the module docstring for the modes."""
-    whats = tuple(_message("{} values must be pixel indices in [0, {}) or -1 (padding)", n, P) for n in names)
+    # Under torch.compile P may be a symbol (dynamic shapes), which cannot go into the message (a
+    # constant for torch._assert_async; dynamo sees a symbol's type as int): the bound is named
+    bound = "H W" if torch.compiler.is_compiling() else P
+    whats = tuple(_message("{} values must be pixel indices in [0, {}) or -1 (padding)", n, bound) for n in names)
     _values_in_range(tuple(sets), 0, P, -1, whats, _INDEX_HINT)
 
 

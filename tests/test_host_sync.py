@@ -296,6 +296,27 @@ def test_the_checks_run_under_torch_compile():
         g(q, r, torch.full((1, 5), 7))
 
 
+def test_checks_trace_with_dynamic_shapes():
+    """torch.compile(dynamic=True): the float checks and the index sets' messages trace when sizes
+    are symbols (math.isfinite, max(key=list.count) and a message holding H W as a symbol broke
+    the graph), and a bad index still stops the call."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda q, r, lab: pk.label_transfer(q, r, lab, 2, scale=0.5, bias=0.1, backend="cpu")[1],
+                      fullgraph=True, dynamic=True)  # fmt: skip
+    for h in (3, 5):
+        q, r = torch.randn(2, 4, h, 3), torch.randn(2, 5, 4)
+        torch.testing.assert_close(f(q, r, torch.zeros(2, 5, dtype=torch.long)),
+                                   pk.label_transfer(q, r, torch.zeros(2, 5, dtype=torch.long), 2, scale=0.5, bias=0.1,
+                                                     backend="cpu")[1])  # fmt: skip
+    g = torch.compile(lambda e, a, p, n: pk.triplet_hinge(e, a, p, n, margin=0.3, backend="cpu"), fullgraph=True,
+                      dynamic=True)  # fmt: skip
+    for h in (3, 4):
+        e, idx = torch.randn(2, 3, h, 4), torch.zeros(2, 6, dtype=torch.long)
+        g(e, idx, idx + 1, idx + 2)
+    with pytest.raises(Exception, match="values must be pixel indices"):
+        g(e, idx, idx + 1, idx + 99)
+
+
 def test_modes_are_named_or_bools():
     assert pk.checks_mode() == "async" and pk.checks_enabled()
     for given, want in ((False, "off"), (True, "async"), ("sync", "sync"), ("off", "off"), ("async", "async")):

@@ -164,7 +164,7 @@ def triplet_hinge(
         _checks.index_set(t, name, emb, "emb")
     # The K two of the sets share: the error names the odd one out.
     ks = [t.shape[1] for t in sets.values()]
-    K = max(ks, key=ks.count)
+    K = ks[1] if ks[1] == ks[2] != ks[0] else ks[0]  # (not max(key=ks.count): dynamo, dynamic=True)
     for name, t in sets.items():
         _checks.index_set(t, name, emb, "emb", K)
     margin = _checks.real(margin, "margin", minimum=0.0)
