@@ -8,8 +8,8 @@
 namespace pixelkernels {
 namespace {
 
-// query (B, D, N) float, means (B, C, D) and counts (B, C) in its statistics dtype: checked, and
-// the sizes (B, C, D, N).
+// query (B, D, N) float, means (B, C, D) and counts (B, C) float (the kernels read them in the
+// query's statistics dtype: statistics_of): checked, and the sizes (B, C, D, N).
 std::array<int64_t, 4> class_sizes_of(const at::Tensor& query, const at::Tensor& means, const at::Tensor& counts,
                                 const char* op) {
   PK_EXPECT(query.dim() == 3, op, "query must be (B, D, N), got ", query.sizes());
@@ -19,11 +19,16 @@ std::array<int64_t, 4> class_sizes_of(const at::Tensor& query, const at::Tensor&
             query.sizes(), ", got ", means.sizes());
   const int64_t C = means.size(1);
   expect_sizes(counts, {B, C}, op, "counts");
-  const auto st = stats_options(query).dtype().toScalarType();
-  PK_EXPECT(means.scalar_type() == st && counts.scalar_type() == st, op, "means and counts must be ", st,
-            " (query's statistics dtype), got ", means.scalar_type(), " and ", counts.scalar_type());
+  PK_EXPECT(means.is_floating_point() && counts.is_floating_point(), op, "means and counts must be float tensors, got ",
+            means.scalar_type(), " and ", counts.scalar_type());
   expect_same_device(op, {query, means, counts});
   return {B, C, D, N};
+}
+
+// t contiguous in the query's statistics dtype (a copy only where it is not: label_transfer hands
+// region_stats' outputs, which are)
+at::Tensor statistics_of(const at::Tensor& t, const at::Tensor& query) {
+  return t.to(stats_options(query).dtype().toScalarType()).contiguous();
 }
 
 template <class On>
@@ -32,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor> class_scores(const at::Tensor& query, const a
   const char* op = "class_scores";
   const auto [B, C, D, N] = class_sizes_of(query, means_in, counts_in, op);
   Launcher<On> launcher(query, op);
-  const at::Tensor means = means_in.contiguous(), counts = counts_in.contiguous();
+  const at::Tensor means = statistics_of(means_in, query), counts = statistics_of(counts_in, query);
   at::Tensor scores = at::empty({B, C, N}, means.options());
   at::Tensor labels = at::empty({B, N}, query.options().dtype(at::kLong));
   if (scores.numel() == 0) {
@@ -54,14 +59,14 @@ std::tuple<at::Tensor, at::Tensor> class_scores_backward(const at::Tensor& grad_
   expect_sizes(grad_scores, {B, C, N}, op, "grad_scores");
   expect_same_device(op, {query, grad_scores});
   Launcher<On> launcher(query, op);
-  const at::Tensor means = means_in.contiguous(), counts = counts_in.contiguous();
+  const at::Tensor means = statistics_of(means_in, query), counts = statistics_of(counts_in, query);
   const auto st = means.scalar_type();
   // CUDA reads the incoming gradient with its strides (an expanded one is not copied)
   const at::Tensor g = kStridedGradIn<On> ? grad_scores.to(st) : grad_scores.to(st).contiguous();
   at::Tensor grad_q = at::empty_like(query);  // the query's layout (a D-major map's stays D-major)
   if (B * C * D == 0 || N == 0) {
     grad_q.zero_();
-    return {grad_q, at::zeros({B, C, D}, means.options())};
+    return {grad_q, at::zeros({B, C, D}, means_in.options())};
   }
   // sum_i g q: one GEMM an image (the query transposed in place: (B, N, D) with its strides);
   // half queries in the statistics dtype
@@ -71,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> class_scores_backward(const at::Tensor& grad_
                                counts.const_data_ptr(), dtype_code(query.scalar_type()), grad_q.stride(0),
                                grad_q.stride(1), grad_q.stride(2), B, C, D, N, scale, bias, sum,
                                grad_q.mutable_data_ptr(), grad_m.mutable_data_ptr()});
-  return {grad_q, grad_m};
+  return {grad_q, grad_m.to(means_in.scalar_type())};
 }
 
 #define CLASS_SCORES_IMPLS(m, On)            \

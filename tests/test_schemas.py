@@ -247,8 +247,8 @@ _BAD = {
     "grad_scale": [("two elements", _f(2))],
     "query": [("rank 2", _f(B, D)), ("rank 4", _f(B, D, 7, 1)), ("int64", torch.ones(B, D, 7, dtype=torch.int64))],
     "means": [("D + 1", _f(B, R, D + 1)), ("B + 1", _f(B + 1, R, D)), ("flat", _f(B, R * D)),
-              ("float32", _f(B, R, D, dtype=torch.float32))],
-    "counts": [("R + 1", _f(B, R + 1)), ("flat", _f(B * R)), ("float32", _f(B, R, dtype=torch.float32))],
+              ("int64", torch.ones(B, R, D, dtype=torch.int64))],
+    "counts": [("R + 1", _f(B, R + 1)), ("flat", _f(B * R)), ("int64", torch.ones(B, R, dtype=torch.int64))],
 }  # fmt: skip
 _BAD["feat"] = _BAD["emb"]
 

@@ -105,17 +105,21 @@ def _expect_args(query, means, counts, op):
     expect(means.dim() == 3 and means.shape[0] == B and means.shape[2] == D, op, "means must be (B, C, D) for query ",
            list(query.shape), ", got ", list(means.shape))  # fmt: skip
     expect_sizes(counts, (B, means.shape[1]), op, "counts")
-    st = torch.float64 if query.dtype == torch.float64 else torch.float32
-    expect(means.dtype == st and counts.dtype == st, op, "means and counts must be ", st,
-           " (query's statistics dtype), got ", means.dtype, " and ", counts.dtype)  # fmt: skip
+    expect(means.is_floating_point() and counts.is_floating_point(), op, "means and counts must be float tensors, "
+           "got ", means.dtype, " and ", counts.dtype)  # fmt: skip
     expect_same_device(op, query, means, counts)
     return B, means.shape[1], D, N
+
+
+def _statistics(t, query):
+    """t contiguous in the query's statistics dtype (a copy only where it is not)."""
+    return t.to(torch.float64 if query.dtype == torch.float64 else torch.float32).contiguous()
 
 
 @triton_variant("class_scores")
 def class_scores_op(query, means, counts, scale, bias, sum):  # noqa: A002
     B, C, D, N = _expect_args(query, means, counts, "class_scores")
-    means, counts = means.contiguous(), counts.contiguous()
+    means, counts = _statistics(means, query), _statistics(counts, query)
     scores = means.new_empty(B, C, N)
     if scores.numel() == 0:
         return scores, torch.zeros(B, N, dtype=torch.long, device=query.device)
@@ -131,14 +135,15 @@ def class_scores_op(query, means, counts, scale, bias, sum):  # noqa: A002
 @triton_variant("class_scores_backward")
 def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum):  # noqa: A002
     op = "class_scores_backward"
+    means_in = means
     B, C, D, N = _expect_args(query, means, counts, op)
     expect_sizes(grad_scores, (B, C, N), op, "grad_scores")
     expect_same_device(op, query, grad_scores)
-    means, counts = means.contiguous(), counts.contiguous()
+    means, counts = _statistics(means, query), _statistics(counts, query)
     g = grad_scores.to(means.dtype)
     grad_q = torch.empty_like(query)
     if B * C * D == 0 or N == 0:
-        return grad_q.zero_(), means.new_zeros(B, C, D)
+        return grad_q.zero_(), means_in.new_zeros(B, C, D)
     grad_m = torch.bmm(g, query.to(means.dtype).transpose(1, 2)).contiguous()
     block_c, block_d = _blocks(C, D)
     n_blocks = triton.cdiv(N, _BLOCK_N)
@@ -146,7 +151,7 @@ def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum
         _backward_kernel[grid_items(n_blocks, B)](
             g, means, counts, grad_q, grad_m, C, D, N, *g.stride(), *grad_q.stride(), *f64_bits(scale), n_blocks,
             SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N, num_warps=4)  # fmt: skip
-    return grad_q, grad_m
+    return grad_q, grad_m.to(means_in.dtype)
 
 
 def compile_specs():
