@@ -69,6 +69,11 @@ void backward(const ClassScoresBackward& p) {
   const T* counts = static_cast<const T*>(p.counts);
   T* gq = static_cast<T*>(p.grad_q);
   const int64_t C = p.C, D = p.D, N = p.N, sn = kUnit ? 1 : p.q_sn;
+  // grad_q is a fresh dense (B, D, N) buffer (empty_like of the query): huge pages and, when it
+  // is map-sized, streaming stores (pixel_tiles.h: W5-eq3's is 52 MB)
+  const size_t bytes = size_t(p.B) * size_t(D) * size_t(N) * sizeof(T);
+  advise_huge_pages(gq, bytes);
+  const bool stream = kUnit && stream_output(bytes);
   parallel_chunks(p.B, N, kChunk, [&](int64_t b, int64_t, int64_t i0, int64_t len) {
     const T* nb = counts + b * C;
     const std::vector<int64_t> live = live_classes(nb, C);
@@ -77,12 +82,16 @@ void backward(const ClassScoresBackward& p) {
       for (int64_t t = 0; t < len; ++t) acc[t] = T(0);
       for (int64_t c : live) {
         const T w = class_scores::factor(nb[c], p.scale, p.sum) * means[(b * C + c) * D + d];
-        const T* gc = g + b * p.g_sb + c * p.g_sc + i0 * p.g_sn;
-        for (int64_t t = 0; t < len; ++t) acc[t] += w * gc[t * p.g_sn];
+        const T* gc = g + b * p.g_sb + c * p.g_sc + i0;  // pixels contiguous (launch() checks)
+        for (int64_t t = 0; t < len; ++t) acc[t] += w * gc[t];
       }
       T* out = gq + b * p.q_sb + d * p.q_sd + i0 * sn;
-      for (int64_t t = 0; t < len; ++t) out[t * sn] = acc[t];
+      if constexpr (kUnit)
+        write_row(out, len, stream, [&](int64_t t) { return acc[t]; });
+      else
+        for (int64_t t = 0; t < len; ++t) out[t * sn] = acc[t];
     }
+    if (stream) stream_fence();
   });
   // grad_m = k sum_i g q (the torch side's product), 0 for an empty class
   T* gm = static_cast<T*>(p.grad_m);
@@ -108,6 +117,8 @@ Status launch(OnCpu, const ClassScoresForward& p) {
 }
 
 Status launch(OnCpu, const ClassScoresBackward& p) {
+  // the torch side hands the CPU kernels grad_scores contiguous: its pixel loops vectorise
+  if (p.g_sn != 1 && p.N > 1) return "class_scores_backward: the cpu kernels read grad_scores with unit pixel stride";
   return cpu::dispatch_float(p.dtype, [&](auto t) {
     using T = decltype(t);
     if (p.q_sn == 1)
