@@ -70,8 +70,7 @@ std::tuple<at::Tensor, at::Tensor> class_scores_backward(const at::Tensor& grad_
   }
   // sum_i g q: one GEMM an image (the query transposed in place: (B, N, D) with its strides);
   // half queries in the statistics dtype
-  at::Tensor grad_m = at::bmm(g, query.to(st).transpose(1, 2));
-  if (!grad_m.is_contiguous()) grad_m = grad_m.contiguous();
+  at::Tensor grad_m = at::bmm(g, query.to(st).transpose(1, 2));  // a new contiguous (B, C, D)
   launcher(ClassScoresBackward{g.const_data_ptr(), g.stride(0), g.stride(1), g.stride(2), means.const_data_ptr(),
                                counts.const_data_ptr(), dtype_code(query.scalar_type()), grad_q.stride(0),
                                grad_q.stride(1), grad_q.stride(2), B, C, D, N, scale, bias, sum,

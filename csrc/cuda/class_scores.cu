@@ -114,7 +114,7 @@ Status launch(OnCuda on, const ClassScoresForward& p) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>,
-                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.N, cuda::kThreads))),
+                        dim3(cuda::blocks_for<cuda::kThreads>(p.B * p.N)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const scalar_t*>(p.q), p.q_sb,
                         p.q_sd, p.q_sn, static_cast<const acc_t*>(p.means), static_cast<const acc_t*>(p.counts), p.B,
                         p.C, p.D, p.N, p.scale, p.bias, p.sum, static_cast<acc_t*>(p.scores), p.labels);
@@ -128,7 +128,7 @@ Status launch(OnCuda on, const ClassScoresBackward& p) {
     using scalar_t = typename decltype(s)::type;
     using acc_t = typename decltype(a)::type;
     cuda::launch_kernel(cuda::backward_kernel<scalar_t, acc_t>,
-                        dim3(cuda::stride_grid(cuda::ceil_div<int64_t>(p.B * p.N, cuda::kThreads))),
+                        dim3(cuda::blocks_for<cuda::kThreads>(p.B * p.N)),
                         dim3(cuda::kThreads), 0, cuda::stream_of(on), static_cast<const acc_t*>(p.grad), p.g_sb,
                         p.g_sc, p.g_sn, static_cast<const acc_t*>(p.means), static_cast<const acc_t*>(p.counts),
                         p.q_sb, p.q_sd, p.q_sn, p.B, p.C, p.D, p.N, p.scale, p.sum, static_cast<scalar_t*>(p.grad_q),

@@ -55,6 +55,12 @@ PK_HD T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
+// Grid x extent of a grid-stride launch of kThreads-thread blocks with one thread per item.
+template <int kThreads>
+inline unsigned blocks_for(int64_t n) {
+  return stride_grid(ceil_div<int64_t>(n, kThreads));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Storage <-> accumulation type. Explicit intrinsics, because torch builds define
 // __CUDA_NO_HALF_CONVERSIONS__.

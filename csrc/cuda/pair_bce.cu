@@ -268,7 +268,6 @@ dim3 tile_grid(int64_t rows, int64_t B) {
   return dim3(stride_grid(ceil_div<int64_t>(rows, kRows)), image_grid(B));
 }
 
-unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
 
 template <typename F>
 void with_view(const PairBceArgs& a, F&& f) {
@@ -331,7 +330,7 @@ Status launch(OnCuda on, const PairBceForward& p) {
       cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, cuda::tile_grid(a.Kx, a.B), dim3(cuda::kThreads), 0,
                           st, v, static_cast<float*>(p.out));
     else
-      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)),
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx)),
                           dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out));
   });
   return cuda::status();
@@ -376,16 +375,16 @@ Status launch(OnCuda on, const PairBceBackward& p) {
                             static_cast<float*>(p.grad_y), nullptr);
     } else {
       if (a.Kx > 0) {
-        cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx)), block, 0, st, v, g,
+        cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx)), block, 0, st, v, g,
                             dx, static_cast<acc_t*>(p.rows));
         if (a.D > 0)
-          cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Kx * a.D)), block, 0,
+          cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx * a.D)), block, 0,
                               st, dx, a.B * a.Kx * a.D, static_cast<scalar_t*>(p.grad_x));
       }
       if (a.Ky > 0 && a.D > 0) {
-        cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky)), block, 0, st, v, g,
+        cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Ky)), block, 0, st, v, g,
                             dy);
-        cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.Ky * a.D)), block, 0,
+        cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Ky * a.D)), block, 0,
                             st, dy, a.B * a.Ky * a.D, static_cast<scalar_t*>(p.grad_y));
       }
     }

@@ -766,7 +766,6 @@ __global__ void __launch_bounds__(kThreads, 3)
                                       });
 }
 
-unsigned blocks_for(int64_t n) { return stride_grid(ceil_div<int64_t>(n, kThreads)); }
 
 // f(View) for the args' dtype, with the workspace's count and |r| tables.
 template <typename F>
@@ -790,7 +789,7 @@ void tables(V& v, cudaStream_t st, const char (&check)[kCheckMessageBytes], cons
   int64_t n = v.B * v.K > v.B ? v.B * v.K : v.B;
   if (rows.gx != nullptr && v.B * v.N > n) n = v.B * v.N;
   launch_kernel(tables_kernel<std::remove_const_t<std::remove_pointer_t<decltype(v.q)>>, acc_t>,
-                dim3(blocks_for(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn),
+                dim3(blocks_for<kThreads>(n)), dim3(kThreads), 0, st, v, const_cast<acc_t*>(v.count), const_cast<acc_t*>(v.rn),
                 rows, check[0] != 0, message_of(check));
 }
 
@@ -961,7 +960,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
         cuda::launch_kernel(cuda::forward_tile_kernel<scalar_t>, grid, dim3(cuda::kThreads), 0, st, v, out, aux,
                             static_cast<int32_t*>(nullptr), static_cast<const float*>(nullptr), false, p.labels);
     } else {
-      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)),
+      cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.N)),
                           dim3(cuda::kThreads), 0, st, v, static_cast<acc_t*>(p.out), static_cast<acc_t*>(p.aux),
                           p.labels);
     }
@@ -1028,7 +1027,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                               static_cast<int64_t*>(nullptr));
       }
       else
-        cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for(a.B * a.N)), block,
+        cuda::launch_kernel(cuda::forward_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.N)), block,
                             0, st, v, own, own + a.B * a.N * a.C, static_cast<int64_t*>(nullptr));
       out = own;
       aux = own + a.B * a.N * a.C;
@@ -1065,7 +1064,7 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
                             static_cast<float*>(p.grad_ref));
     } else {  // float64
       if (a.B * (a.N + a.K) > 0)
-        cuda::launch_kernel(cuda::grad_f64_kernel, dim3(cuda::blocks_for(a.B * (a.N + a.K))), block, 0, st, v, qn, gx,
+        cuda::launch_kernel(cuda::grad_f64_kernel, dim3(cuda::blocks_for<cuda::kThreads>(a.B * (a.N + a.K))), block, 0, st, v, qn, gx,
                             out, aux, lse, static_cast<scalar_t*>(p.grad_query), static_cast<scalar_t*>(p.grad_ref));
     }
   });

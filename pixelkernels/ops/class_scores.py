@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 
 from .. import _op
+from .._dtypes import stats_dtype
 from ..reference.class_scores import class_scores as _reference
 
 
 def _fake(query, means, counts, scale, bias, sum):  # noqa: A002
     B, D, N = query.shape
-    st = torch.float64 if query.dtype == torch.float64 else torch.float32
-    return query.new_empty(B, means.shape[1], N, dtype=st), query.new_empty(B, N, dtype=torch.long)
+    return query.new_empty(B, means.shape[1], N, dtype=stats_dtype(query.dtype)), query.new_empty(B, N, dtype=torch.long)
 
 
 def _fake_backward(grad_scores, query, means, counts, scale, bias, sum):  # noqa: A002

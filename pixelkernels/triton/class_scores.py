@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._dtypes import stats_dtype
 from .._schema import triton_variant
 from ._common import device_ctx, expect, expect_same_device, expect_sizes, f64_bits, f64_from_bits, grid_items, \
     split_pid  # fmt: skip
@@ -113,7 +114,7 @@ def _expect_args(query, means, counts, op):
 
 def _statistics(t, query):
     """t contiguous in the query's statistics dtype (a copy only where it is not)."""
-    return t.to(torch.float64 if query.dtype == torch.float64 else torch.float32).contiguous()
+    return t.to(stats_dtype(query.dtype)).contiguous()
 
 
 @triton_variant("class_scores")
