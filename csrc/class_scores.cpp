@@ -60,21 +60,22 @@ std::tuple<at::Tensor, at::Tensor> class_scores_backward(const at::Tensor& grad_
   expect_same_device(op, {query, grad_scores});
   Launcher<On> launcher(query, op);
   const at::Tensor means = statistics_of(means_in, query), counts = statistics_of(counts_in, query);
-  const auto st = means.scalar_type();
   // CUDA reads the incoming gradient with its strides (an expanded one is not copied)
-  const at::Tensor g = kStridedGradIn<On> ? grad_scores.to(st) : grad_scores.to(st).contiguous();
+  const at::Tensor g = kStridedGradIn<On> ? grad_scores.to(means.scalar_type())
+                                          : grad_scores.to(means.scalar_type()).contiguous();
   at::Tensor grad_q = at::empty_like(query);  // the query's layout (a D-major map's stays D-major)
   if (B * C * D == 0 || N == 0) {
     grad_q.zero_();
     return {grad_q, at::zeros({B, C, D}, means_in.options())};
   }
-  // sum_i g q: one GEMM an image (the query transposed in place: (B, N, D) with its strides);
-  // half queries in the statistics dtype
-  at::Tensor grad_m = at::bmm(g, query.to(st).transpose(1, 2));  // a new contiguous (B, C, D)
-  launcher(ClassScoresBackward{g.const_data_ptr(), g.stride(0), g.stride(1), g.stride(2), means.const_data_ptr(),
-                               counts.const_data_ptr(), dtype_code(query.scalar_type()), grad_q.stride(0),
-                               grad_q.stride(1), grad_q.stride(2), B, C, D, N, scale, bias, sum,
-                               grad_q.mutable_data_ptr(), grad_m.mutable_data_ptr()});
+  at::Tensor grad_m = at::empty({B, C, D}, means.options());
+  ClassScoresBackward p{g.const_data_ptr(), g.stride(0), g.stride(1), g.stride(2), query.const_data_ptr(),
+                        dtype_code(query.scalar_type()), query.stride(0), query.stride(1), query.stride(2),
+                        means.const_data_ptr(), counts.const_data_ptr(), grad_q.stride(0), grad_q.stride(1),
+                        grad_q.stride(2), B, C, D, N, scale, bias, sum, grad_q.mutable_data_ptr(),
+                        grad_m.mutable_data_ptr()};
+  const at::Tensor workspace = launcher.workspace(p);
+  launcher(p);
   return {grad_q, grad_m.to(means_in.scalar_type())};
 }
 

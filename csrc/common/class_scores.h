@@ -9,10 +9,13 @@
 // Backward, with g = grad_scores:
 //     grad_q[b, :, i] = sum over the non-empty classes c of k_bc g[b, c, i] m_bc
 //     grad_m[b, c]    = n_bc > 0 ? k_bc sum_i g[b, c, i] q_bi : 0
-// An empty class takes no part: its g, an inf or NaN included, reaches nothing. The sum over i of
-// grad_m is the torch side's GEMM (one (C, N) x (N, D) product an image); the backward kernel
-// scales it in place (its first block), so the backward is that GEMM and one launch.
-// Every loop over d and over the classes runs in order: the same bits on every run.
+// An empty class takes no part: its g, an inf or NaN included, reaches nothing. The sum over i
+// in grad_m runs in float64 whatever the dtype (a float32 one over a map's pixels, whose terms
+// cancel, misses float32's tolerance: tests/test_class_scores.py): each CPU task (CUDA block)
+// sums its pixels' products in float64, the partials are merged in a fixed order, then scaled
+// by k once and rounded to the statistics dtype.
+// Every loop over d, over the classes and over the partials runs in order: the same bits on
+// every run.
 #pragma once
 
 #include "common/similarity_reduce.h"
@@ -36,21 +39,26 @@ struct ClassScoresForward {
 struct ClassScoresBackward {
   const void* grad;  // (B, C, N) the statistics dtype, element (b, c, i) at b * g_sb + c * g_sc + i * g_sn
   int64_t g_sb, g_sc, g_sn;
-  const void* means;   // as the forward's
+  const void* q;  // as the forward's
+  DType dtype;    // the query's, and grad_q's storage type
+  int64_t q_sb, q_sd, q_sn;
+  const void* means;  // as the forward's
   const void* counts;
-  DType dtype;  // the query's: grad_q's storage type
-  int64_t q_sb, q_sd, q_sn;  // grad_q's strides (the query's)
+  int64_t gq_sb, gq_sd, gq_sn;  // grad_q's strides
   int64_t B, C, D, N;
   double scale, bias;
   bool sum;
   void* grad_q;  // every element written
-  void* grad_m;  // (B, C, D) contiguous, the statistics dtype: sum_i g q on entry, grad_m on return
+  void* grad_m;  // (B, C, D) contiguous, the statistics dtype, every element written
+  void* workspace = nullptr;  // CUDA: the blocks' float64 partials (workspace_bytes)
+  size_t workspace_bytes = 0;
 };
 
 Status launch(OnCpu, const ClassScoresForward& p);
 Status launch(OnCpu, const ClassScoresBackward& p);
 Status launch(OnCuda, const ClassScoresForward& p);
 Status launch(OnCuda, const ClassScoresBackward& p);
+size_t workspace_bytes(OnCuda, const ClassScoresBackward& p);
 
 namespace class_scores {
 

@@ -5,8 +5,10 @@ each pixel's label, in one pass over the query map.
 means m (B, C, D) and counts n (B, C) of region_stats' pass over the refs,
 ``scores[b, c, i] = k <q_bi, m_bc> + beta`` (k = scale n, beta = bias n for "sum"; scale and
 bias for "mean"), 0 for an empty class, and the labels (torch.argmax's rule): one launch forward
-where the scale, a GEMM, the empty-class mask and the argmax took five; the backward is one GEMM
-(the means' gradient, scaled in place) and one launch (the query's gradient, in its layout).
+where the scale, a GEMM, the empty-class mask and the argmax took five; the backward is one
+launch (the query's gradient, in its layout, and the blocks' float64 partials of the means'
+gradient) and their merge. Every sum runs in float64 whatever the dtype, rounded once
+(csrc/common/class_scores.h says why).
 Internal: the public function is :func:`pixelkernels.label_transfer`, which validates the
 arguments.
 """

@@ -18,9 +18,13 @@ against the C means instead of the K refs: K/C times fewer multiply-adds. That s
 one op, ``class_scores`` (:math:`k_c\, q \cdot \bar r_c + \beta_c` with :math:`k_c = a n_c`,
 :math:`\beta_c = c\, n_c` for "sum", :math:`a` and :math:`c` for "mean"; 0 for an empty class,
 also against an infinite query entry; and the labels, in the same pass): its (B, C, HW) result
-is the contiguous (B, C, H, W) score map, and its backward is one GEMM (the means' gradient) and
-one pass writing the query's gradient in its layout. It equals the direct path up to rounding
-(the sum is reassociated, and "sum"'s :math:`S_c = n_c \bar r_c`; tested on every backend).
+is the contiguous (B, C, H, W) score map, and its backward is one pass writing the query's
+gradient in its layout and the means' gradient's partials, and a merge of those. Its sums (the
+dots over D, the affine, the means' gradient over the map's pixels) run in float64 whatever the
+dtype and are rounded once: in float32 the means' gradient, a sum over HW pixels whose terms
+cancel, and a score whose offset cancels its dot missed float32's own tolerance. It equals the
+direct path up to rounding (the sum is reassociated, and "sum"'s :math:`S_c = n_c \bar r_c`;
+tested on every backend).
 Forward and backward take 5 launches at W5-eq3 on CUDA (issue 36's target: 6), where the scale,
 a GEMM, the empty-class mask and the argmax as torch ops took 12, and two scatters 20 before
 that. Every other setting runs :func:`pixelkernels.similarity_reduce` on the

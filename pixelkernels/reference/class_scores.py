@@ -18,12 +18,16 @@ def class_scores(query: torch.Tensor, means: torch.Tensor, counts: torch.Tensor,
     """query (B, D, N) float, means (B, C, D) and counts (B, C) in the statistics dtype ->
     (scores (B, C, N) in the statistics dtype, labels (B, N) int64)."""
     live = counts > 0
-    k = counts * scale if sum else torch.full_like(counts, scale)
-    beta = counts * bias if sum else torch.full_like(counts, bias)
+    # in float64 whatever the dtype, rounded once at the end (as the kernels,
+    # csrc/common/class_scores.h): the means' gradient sums the map's pixels and a score adds
+    # beta to k <q, m>, both of which cancel, and float32 then misses its own tolerance
+    n = counts.double()
+    k = n * scale if sum else torch.full_like(n, scale)
+    beta = n * bias if sum else torch.full_like(n, bias)
     # an empty class's mean enters as 0 (its gradient is then 0, not 0 * a NaN sum) and its
     # score is masked (0, also against an infinite query entry)
-    coef = torch.where(live[..., None], means, 0.0) * k[..., None]
-    scores = torch.baddbmm(beta[..., None], coef, query.to(means.dtype))
+    coef = torch.where(live[..., None], means.double(), 0.0) * k[..., None]
+    scores = torch.baddbmm(beta[..., None], coef, query.double()).to(means.dtype)
     scores = scores.masked_fill(~live[..., None], 0.0)
     if scores.shape[1] == 0:
         return scores, torch.zeros(scores.shape[0], scores.shape[2], dtype=torch.long, device=scores.device)

@@ -2,8 +2,9 @@
 The forward takes the classes BLOCK_C at a time, their dots over d in chunks of BLOCK_D (the
 query tile read once a class block: once for C <= BLOCK_C), and writes the scores; the labels
 are torch's argmax of them (Triton's has no NaN rule). The backward forms each chunk of the
-pixels' grad_query dims from the classes' gradients, and the programs of the first pixel block
-scale their image's sum_i g q (the torch side's GEMM) into the means' gradient."""
+pixels' grad_query dims from the classes' gradients and, from the same tiles and the query's,
+each program's float64 sums of g q over its pixels: torch sums those over the blocks (a fixed
+order), scales them by k and rounds them once into the means' gradient."""
 
 import torch
 import triton
@@ -17,15 +18,15 @@ from ._common import device_ctx, expect, expect_same_device, expect_sizes, f64_b
 
 @triton.jit
 def _factors(n_ptr, b, cs, C, scale, bias, SUM: tl.constexpr):
-    """(live, k, beta) of classes cs of image b: a non-empty class, its factor and offset."""
-    n = tl.load(n_ptr + b * C + cs, mask=cs < C, other=0.0)
+    """(live, k, beta) of classes cs of image b: a non-empty class, its factor and offset (float64)."""
+    n = tl.load(n_ptr + b * C + cs, mask=cs < C, other=0.0).to(tl.float64)
     live = (cs < C) & (n > 0)
     if SUM:
-        k = scale.to(n.dtype) * n
-        beta = bias.to(n.dtype) * n
+        k = scale * n
+        beta = bias * n
     else:
-        k = tl.zeros_like(n) + scale.to(n.dtype)
-        beta = tl.zeros_like(n) + bias.to(n.dtype)
+        k = tl.zeros_like(n) + scale
+        beta = tl.zeros_like(n) + bias
     return live, k, beta
 
 
@@ -40,31 +41,34 @@ def _forward_kernel(q_ptr, m_ptr, n_ptr, s_ptr, C, D, N, q_sb, q_sd, q_sn, scale
     for c0 in range(0, C, BLOCK_C):
         cs = c0 + tl.arange(0, BLOCK_C)
         mc = cs < C
-        acc = tl.zeros([BLOCK_C, BLOCK_N], m_ptr.dtype.element_ty)
+        acc = tl.zeros([BLOCK_C, BLOCK_N], tl.float64)
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
             md = ds < D
             q = tl.load(q_ptr + b * q_sb + ds[:, None].to(tl.int64) * q_sd + i[None, :] * q_sn,
-                        mask=md[:, None] & mi[None, :], other=0.0).to(acc.dtype)  # fmt: skip
+                        mask=md[:, None] & mi[None, :], other=0.0).to(tl.float64)  # fmt: skip
             m = tl.load(m_ptr + (b * C + cs[:, None]) * D + ds[None, :], mask=mc[:, None] & md[None, :], other=0.0)
-            acc += tl.sum(m[:, :, None] * q[None, :, :], axis=1)
+            acc += tl.sum(m.to(tl.float64)[:, :, None] * q[None, :, :], axis=1)
         live, k, beta = _factors(n_ptr, b, cs, C, scale, bias, SUM)
-        s = tl.where(live[:, None], k[:, None] * acc + beta[:, None], 0.0)
+        s = tl.where(live[:, None], k[:, None] * acc + beta[:, None], 0.0).to(s_ptr.dtype.element_ty)
         tl.store(s_ptr + (b * C + cs[:, None]) * N + i[None, :], s, mask=mc[:, None] & mi[None, :])
 
 
 @triton.jit
-def _backward_kernel(g_ptr, m_ptr, n_ptr, gq_ptr, gm_ptr, C, D, N, g_sb, g_sc, g_sn, q_sb, q_sd, q_sn, scale_hi,
-                     scale_lo, n_blocks, SUM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_N: tl.constexpr):  # fmt: skip
+def _backward_kernel(g_ptr, q_ptr, m_ptr, n_ptr, gq_ptr, part_ptr, C, D, N, g_sb, g_sc, g_sn, q_sb, q_sd, q_sn,
+                     gq_sb, gq_sd, gq_sn, scale_hi, scale_lo, n_blocks, SUM: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
     b, blk = split_pid(n_blocks)
     scale = f64_from_bits(scale_hi, scale_lo)
     i = blk.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     mi = i < N
+    part = part_ptr + (b * n_blocks + blk).to(tl.int64) * C * D  # this program's (C, D) float64 sums
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         md = ds < D
-        acc = tl.zeros([BLOCK_D, BLOCK_N], m_ptr.dtype.element_ty)
+        q = tl.load(q_ptr + b * q_sb + ds[:, None].to(tl.int64) * q_sd + i[None, :] * q_sn,
+                    mask=md[:, None] & mi[None, :], other=0.0).to(tl.float64)  # fmt: skip
+        acc = tl.zeros([BLOCK_D, BLOCK_N], tl.float64)
         for c0 in range(0, C, BLOCK_C):
             cs = c0 + tl.arange(0, BLOCK_C)
             live, k, _ = _factors(n_ptr, b, cs, C, scale, scale, SUM)
@@ -72,20 +76,15 @@ def _backward_kernel(g_ptr, m_ptr, n_ptr, gq_ptr, gm_ptr, C, D, N, g_sb, g_sc, g
             # an empty class is never read (its gradient, even inf or NaN, reaches nothing)
             g = tl.load(g_ptr + b * g_sb + cs[:, None].to(tl.int64) * g_sc + i[None, :] * g_sn,
                         mask=live[:, None] & mi[None, :], other=0.0)  # fmt: skip
-            w = k[:, None] * m
+            w = k[:, None] * m.to(tl.float64)
+            g = g.to(tl.float64)
             acc += tl.sum(w[:, :, None] * g[:, None, :], axis=0)
-        tl.store(gq_ptr + b * q_sb + ds[:, None].to(tl.int64) * q_sd + i[None, :] * q_sn,
-                 acc.to(gq_ptr.dtype.element_ty), mask=md[:, None] & mi[None, :])  # fmt: skip
-    if blk == 0:  # grad_m = k sum_i g q in place, 0 for an empty class
-        for c0 in range(0, C, BLOCK_C):
-            cs = c0 + tl.arange(0, BLOCK_C)
-            live, k, _ = _factors(n_ptr, b, cs, C, scale, scale, SUM)
-            for d0 in range(0, D, BLOCK_D):
-                ds = d0 + tl.arange(0, BLOCK_D)
-                mask = (cs[:, None] < C) & (ds[None, :] < D)
-                offs = (b * C + cs[:, None]) * D + ds[None, :]
-                v = tl.load(gm_ptr + offs, mask=mask, other=0.0)
-                tl.store(gm_ptr + offs, tl.where(live[:, None], k[:, None] * v, 0.0), mask=mask)
+            # sum_i g q over the block's pixels (an empty class's is never used)
+            gq64 = tl.sum(g[:, None, :] * q[None, :, :], axis=2)
+            tl.store(part + cs[:, None] * D + ds[None, :], gq64, mask=(cs[:, None] < C) & md[None, :])
+        tl.store(gq_ptr + b * gq_sb + ds[:, None].to(tl.int64) * gq_sd + i[None, :] * gq_sn,
+                 acc.to(m_ptr.dtype.element_ty).to(gq_ptr.dtype.element_ty),  # via float32 for a half
+                 mask=md[:, None] & mi[None, :])  # fmt: skip
 
 
 _BLOCK_N = 64
@@ -145,13 +144,18 @@ def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum
     grad_q = torch.empty_like(query)
     if B * C * D == 0 or N == 0:
         return grad_q.zero_(), means_in.new_zeros(B, C, D)
-    grad_m = torch.bmm(g, query.to(means.dtype).transpose(1, 2)).contiguous()
     block_c, block_d = _blocks(C, D)
     n_blocks = triton.cdiv(N, _BLOCK_N)
+    part = torch.empty(B, n_blocks, C, D, dtype=torch.float64, device=query.device)
     with device_ctx(query):
         _backward_kernel[grid_items(n_blocks, B)](
-            g, means, counts, grad_q, grad_m, C, D, N, *g.stride(), *grad_q.stride(), *f64_bits(scale), n_blocks,
-            SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N, num_warps=4)  # fmt: skip
+            g, query, means, counts, grad_q, part, C, D, N, *g.stride(), *query.stride(), *grad_q.stride(),
+            *f64_bits(scale), n_blocks, SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N,
+            num_warps=4)  # fmt: skip
+    # the blocks' float64 sums merged (torch's reduction: a fixed order), scaled by k, rounded once
+    n = counts.double()
+    k = n * scale if sum else torch.full_like(n, scale)
+    grad_m = torch.where(n[..., None] > 0, k[..., None] * part.sum(dim=1), 0.0)
     return grad_q, grad_m.to(means_in.dtype)
 
 
@@ -162,6 +166,6 @@ def compile_specs():
         for s in (True, False):
             c = {"SUM": s, "BLOCK_C": 8, "BLOCK_D": 8, "BLOCK_N": _BLOCK_N}
             specs.append((_forward_kernel, {"q_ptr": "*" + q, "m_ptr": "*" + a, "n_ptr": "*" + a, "s_ptr": "*" + a}, c, 4))
-            specs.append((_backward_kernel, {"g_ptr": "*" + a, "m_ptr": "*" + a, "n_ptr": "*" + a, "gq_ptr": "*" + q,
-                                             "gm_ptr": "*" + a}, c, 4))  # fmt: skip
+            specs.append((_backward_kernel, {"g_ptr": "*" + a, "q_ptr": "*" + q, "m_ptr": "*" + a, "n_ptr": "*" + a,
+                                             "gq_ptr": "*" + q, "part_ptr": "*fp64"}, c, 4))  # fmt: skip
     return specs
