@@ -119,13 +119,16 @@ EXPECTATIONS: list[Expect] = [
                "live across the block fold; sm_90 spills 40 B in the row loop; " + _DEBT),
     Expect(r"minmax_scale:(forward|backward)_kernel<.*>", why="a block per row: a strided fold of the row, the 256 "
            "partials merged in thread order from shared memory, then the write; no spill"),
-    Expect(r"class_scores:(forward|backward)_kernel<double, double>", min_occupancy=0.375,
-           why="the forward: a thread per pixel, 8 float64 class sums and the pixel's argmax in registers (80 on "
-               "sm_90); the backward: 35 KiB of tiles, 8 float64 sums a thread (72): 3 blocks per SM; no spill"),
-    Expect(r"class_scores:(forward|backward)_kernel<.*>", why="the forward: a thread per pixel (grid-stride), 8 "
-           "float64 class sums over d in registers, the means broadcast to the warp; the backward: 256-pixel "
-           "tiles of 16 dims and 8 classes' gradients in 26 KiB of shared memory, a thread's 8 float64 sums of "
-           "g q and its pixel's 8 gradients in registers (62 on sm_90); no spill, four blocks per SM"),
+    Expect(r"class_scores:forward_kernel<double, double>", min_occupancy=0.375,
+           why="a thread per pixel, 8 float64 class sums and the pixel's argmax in registers (80 on sm_90): 3 "
+               "blocks per SM; no spill"),
+    Expect(r"class_scores:forward_kernel<.*>", why="a thread per pixel (grid-stride), 8 float64 class sums over "
+           "d in registers (64, launch bounds of 4 blocks; 80 unbounded on sm_80), the means broadcast to the "
+           "warp; no spill"),
+    Expect(r"class_scores:backward_kernel<.*>", min_occupancy=0.375,
+           why="256-pixel tiles of 16 dims (8 for double) and 8 classes' gradients in 26 KiB (35) of shared "
+               "memory, a thread's 8 float64 sums of g q, launch bounds of 3 blocks per SM (80 registers): at 4 "
+               "(64) the loop over more than 8 classes spilled 8 B on sm_90; no spill"),
     Expect(r"class_scores:merge_kernel<.*>", why="a warp an element of the means' gradient: partials_sum's "
            "order over the blocks' float64 sums; no spill"),
     Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
@@ -336,7 +339,8 @@ EXPECTATIONS: list[Expect] = [
            why="a [rows, columns] output tile a program (4 warps): each row's two binary searches as lanes, "
                "then one index (or -1) a column; no spill"),
     Expect(r"triton:class_scores:_\w+\[.*", threads=0, min_occupancy=0.25,
-           why="a program per 64 pixels (4 warps): [8 classes, 8 dims, 64 pixels] products summed a step; no spill"),
+           why="a program per 64 pixels: [8 classes, 8 dims, 64 pixels] products summed a step (the forward 4 "
+               "warps; the backward's two float64 products 8 warps, a float64 query's 2 dims a step on 4); no spill"),
     Expect(r"triton:minmax_scale:_\w+\[.*", threads=0, min_occupancy=0.25,
            why="a program per row (4 warps), 1024-value blocks in order for the extremes and sums; no spill"),
     Expect(r"triton:region_loss:_(disc_)?head_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=8,

@@ -20,7 +20,7 @@ constexpr int kThreads = 256;
 constexpr int kGroup = 8;
 
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, sizeof(acc_t) == 8 ? 3 : 4)  // at most 85 or 64 registers
     forward_kernel(const scalar_t* __restrict__ q, int64_t q_sb, int64_t q_sd, int64_t q_sn,
                    const acc_t* __restrict__ means, const acc_t* __restrict__ counts, int64_t B, int64_t C, int64_t D,
                    int64_t N, double scale, double bias, bool sum, acc_t* __restrict__ scores,
@@ -81,10 +81,10 @@ struct Tiles {
   };
 };
 
-// Blocks an image takes along x: about four on each of an H100's 132 SMs in all (each block's
-// partial is C D doubles, merged by a second launch), never more than the image's tiles (nor
-// kMaxGridX: the emulation build's 3 reaches the loop over a block's tiles).
-constexpr int64_t kTargetBlocks = 528;
+// Blocks an image takes along x: three on each of an H100's 132 SMs in all (the backward's
+// occupancy; each block's partial is C D doubles, merged by a second launch), never more than
+// the image's tiles (nor kMaxGridX: the emulation build's 3 reaches the loop over a block's tiles).
+constexpr int64_t kTargetBlocks = 396;
 inline int64_t blocks_per_image(int64_t B, int64_t N) {
   const int64_t tiles = ceil_div<int64_t>(N, kThreads), want = ceil_div<int64_t>(kTargetBlocks, B);
   return stride_grid(tiles < want ? tiles : want);
@@ -94,7 +94,7 @@ inline int64_t blocks_per_image(int64_t B, int64_t N) {
 // image (y), class group and chunk of dims, the block's tiles x, x + P, ... in order, then its
 // slices' sums added in order. Every partial is written (an empty class's is never used).
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)  // at most 85 registers: 3 blocks per SM
     backward_kernel(const acc_t* __restrict__ g, int64_t g_sb, int64_t g_sc, int64_t g_sn,
                     const scalar_t* __restrict__ q, int64_t q_sb, int64_t q_sd, int64_t q_sn,
                     const acc_t* __restrict__ means, const acc_t* __restrict__ counts, int64_t gq_sb, int64_t gq_sd,
@@ -129,19 +129,16 @@ __global__ void __launch_bounds__(kThreads)
         for (int64_t tile = blockIdx.x; tile < tiles; tile += P) {
           const int64_t i = tile * kThreads + threadIdx.x;
           const bool in = i < N;
-          acc_t gv[kGroup];
 #pragma unroll
-          for (int j = 0; j < kGroup; ++j) {
-            gv[j] = in && (live >> j & 1u) ? g[b * g_sb + (c0 + j) * g_sc + i * g_sn] : acc_t(0);
-            sm.tile.g[threadIdx.x][j] = gv[j];
-          }
+          for (int j = 0; j < kGroup; ++j)
+            sm.tile.g[threadIdx.x][j] = in && (live >> j & 1u) ? g[b * g_sb + (c0 + j) * g_sc + i * g_sn] : acc_t(0);
 #pragma unroll 4
           for (int j = 0; j < T::kDims; ++j) {
             const int64_t d = d0 + j;
             sm.tile.q[j][threadIdx.x] = in && d < D ? to_acc(q[b * q_sb + d * q_sd + i * q_sn]) : acc_t(0);
           }
-          // grad_q's dims d0 .. of pixel i: the group's classes from registers, or (C > kGroup,
-          // in the first group's pass) every non-empty class read here
+          // grad_q's dims d0 .. of pixel i: the group's classes as this thread staged them, or
+          // (C > kGroup, in the first group's pass) every non-empty class read here
           if (in && c0 == 0) {
             for (int j = 0; j < T::kDims && d0 + j < D; ++j) {
               const int64_t d = d0 + j;
@@ -149,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
               if (C <= kGroup) {
 #pragma unroll
                 for (int c = 0; c < kGroup; ++c)
-                  if (live >> c & 1u) a = fma(shared.w[j][c], double(gv[c]), a);
+                  if (live >> c & 1u) a = fma(shared.w[j][c], double(sm.tile.g[threadIdx.x][c]), a);
               } else {
                 for (int64_t c = 0; c < C; ++c)
                   if (nb[c] > acc_t(0))
@@ -161,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
           }
           __syncthreads();
           // this thread's dim of its slice's pixels, each class's product added in float64
-#pragma unroll
+#pragma unroll 2
           for (int u = 0; u < T::kPixels; ++u) {
             const int pix = slice * T::kPixels + u;
             const double qv = double(sm.tile.q[dl][pix]);

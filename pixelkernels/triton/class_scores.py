@@ -88,6 +88,10 @@ def _backward_kernel(g_ptr, q_ptr, m_ptr, n_ptr, gq_ptr, part_ptr, C, D, N, g_sb
 
 
 _BLOCK_N = 64
+# the backward's two float64 [BLOCK_C, BLOCK_D, BLOCK_N] products over 8 warps: 16 doubles of each
+# a thread (4 warps held 32 and took 196-234 registers on sm_90, one program an SM quarter); a
+# float64 query's: a quarter of the dims over 4 warps (72-92 registers, no spill)
+_BACKWARD_WARPS = 8
 
 
 def _blocks(C: int, D: int) -> tuple[int, int]:
@@ -145,13 +149,16 @@ def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum
     if B * C * D == 0 or N == 0:
         return grad_q.zero_(), means_in.new_zeros(B, C, D)
     block_c, block_d = _blocks(C, D)
+    warps = _BACKWARD_WARPS
+    if means.dtype == torch.float64:  # every tile is double: a quarter of the dims a step, 4 warps
+        block_d, warps = max(1, block_d // 4), 4
     n_blocks = triton.cdiv(N, _BLOCK_N)
     part = torch.empty(B, n_blocks, C, D, dtype=torch.float64, device=query.device)
     with device_ctx(query):
         _backward_kernel[grid_items(n_blocks, B)](
             g, query, means, counts, grad_q, part, C, D, N, *g.stride(), *query.stride(), *grad_q.stride(),
             *f64_bits(scale), n_blocks, SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N,
-            num_warps=4)  # fmt: skip
+            num_warps=warps)  # fmt: skip
     # the blocks' float64 sums merged (torch's reduction: a fixed order), scaled by k, rounded once
     n = counts.double()
     k = n * scale if sum else torch.full_like(n, scale)
@@ -166,6 +173,7 @@ def compile_specs():
         for s in (True, False):
             c = {"SUM": s, "BLOCK_C": 8, "BLOCK_D": 8, "BLOCK_N": _BLOCK_N}
             specs.append((_forward_kernel, {"q_ptr": "*" + q, "m_ptr": "*" + a, "n_ptr": "*" + a, "s_ptr": "*" + a}, c, 4))
+            cb, warps = (dict(c, BLOCK_D=2), 4) if a == "fp64" else (c, _BACKWARD_WARPS)
             specs.append((_backward_kernel, {"g_ptr": "*" + a, "q_ptr": "*" + q, "m_ptr": "*" + a, "n_ptr": "*" + a,
-                                             "gq_ptr": "*" + q, "part_ptr": "*fp64"}, c, 4))  # fmt: skip
+                                             "gq_ptr": "*" + q, "part_ptr": "*fp64"}, cb, warps))  # fmt: skip
     return specs
