@@ -3,8 +3,8 @@ The forward takes the classes BLOCK_C at a time, their dots over d in chunks of 
 query tile read once a class block: once for C <= BLOCK_C), and writes the scores; the labels
 are torch's argmax of them (Triton's has no NaN rule). The backward forms each chunk of the
 pixels' grad_query dims from the classes' gradients and, from the same tiles and the query's,
-each program's float64 sums of g q over its pixels: torch sums those over the blocks (a fixed
-order), scales them by k and rounds them once into the means' gradient."""
+each program's float64 sums of k g q over its pixels: torch sums those over the blocks (a fixed
+order) and rounds them once into the means' gradient."""
 
 import torch
 import triton
@@ -79,8 +79,8 @@ def _backward_kernel(g_ptr, q_ptr, m_ptr, n_ptr, gq_ptr, part_ptr, C, D, N, g_sb
             w = k[:, None] * m.to(tl.float64)
             g = g.to(tl.float64)
             acc += tl.sum(w[:, :, None] * g[:, None, :], axis=0)
-            # sum_i g q over the block's pixels (an empty class's is never used)
-            gq64 = tl.sum(g[:, None, :] * q[None, :, :], axis=2)
+            # k sum_i g q over the block's pixels, 0 for an empty class (selected: its 0 * inf is NaN)
+            gq64 = tl.where(live[:, None], k[:, None] * tl.sum(g[:, None, :] * q[None, :, :], axis=2), 0.0)
             tl.store(part + cs[:, None] * D + ds[None, :], gq64, mask=(cs[:, None] < C) & md[None, :])
         tl.store(gq_ptr + b * gq_sb + ds[:, None].to(tl.int64) * gq_sd + i[None, :] * gq_sn,
                  acc.to(m_ptr.dtype.element_ty).to(gq_ptr.dtype.element_ty),  # via float32 for a half
@@ -159,11 +159,9 @@ def class_scores_backward_op(grad_scores, query, means, counts, scale, bias, sum
             g, query, means, counts, grad_q, part, C, D, N, *g.stride(), *query.stride(), *grad_q.stride(),
             *f64_bits(scale), n_blocks, SUM=bool(sum), BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_N=_BLOCK_N,
             num_warps=warps)  # fmt: skip
-    # the blocks' float64 sums merged (torch's reduction: a fixed order), scaled by k, rounded once
-    n = counts.double()
-    k = n * scale if sum else torch.full_like(n, scale)
-    grad_m = torch.where(n[..., None] > 0, k[..., None] * part.sum(dim=1), 0.0)
-    return grad_q, grad_m.to(means_in.dtype)
+    # the blocks' float64 sums (each scaled by k) merged by torch's reduction (a fixed order),
+    # rounded once: two launches
+    return grad_q, part.sum(dim=1).to(means_in.dtype)
 
 
 def compile_specs():
