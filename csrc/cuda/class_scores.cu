@@ -2,8 +2,8 @@
 // grid-stride over the B N pixels, the classes kGroup at a time, each group's dots in registers
 // over d in order (every lane of a warp reads the same mean: one broadcast load), so a query of
 // up to kGroup classes (label_transfer's C = 5 at W5) is read once, as the (C, D) x (D, N) GEMM it
-// replaces reads it, and its argmax is written by the same pass. The backward: tiles of 256
-// pixels of an image, a block's tiles strided over the image; each pixel's grad_q from its
+// replaces reads it, and its argmax is written by the same pass. The backward: each block takes
+// an equal range of an image's pixels in tiles of 256; each pixel's grad_q from its
 // gradients of up to kGroup classes in registers (more classes: each dim sums over all of them),
 // and from the same tiles and the query's, staged in shared memory, the block's float64 sums of
 // g q; a second launch merges the blocks' sums in order into the means' gradient. A contiguous
@@ -86,6 +86,9 @@ struct Tiles {
 // Blocks an image takes along x: three on each of an H100's 132 SMs in all (the backward's
 // occupancy; each block's partial is C D doubles, merged by a second launch), never more than
 // the image's tiles (nor kMaxGridX: the emulation build's 3 reaches the loop over a block's tiles).
+// Each block takes an equal range of the image's pixels, not whole tiles in turn: W5-eq3's 401
+// tiles on 396 blocks would leave 5 blocks a second tile, doubling the kernel's time, where 396
+// ranges of 259 pixels cost each block a 3-pixel second pass.
 constexpr int64_t kTargetBlocks = 396;
 inline int64_t blocks_per_image(int64_t B, int64_t N) {
   const int64_t tiles = ceil_div<int64_t>(N, kThreads), want = ceil_div<int64_t>(kTargetBlocks, B);
@@ -93,8 +96,9 @@ inline int64_t blocks_per_image(int64_t B, int64_t N) {
 }
 
 // grad_q's pixel rows and the block's float64 partials part[b, x, c, d] of sum_i g q: for each
-// image (y), class group and chunk of dims, the block's tiles x, x + P, ... in order, then its
-// slices' sums added in order. Every partial is written (an empty class's is never used).
+// image (y), class group and chunk of dims, the tiles of the block's pixels [x N / P, (x + 1) N / P)
+// in order, then its slices' sums added in order. Every partial is written (an empty class's is
+// never used).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 3)  // at most 85 registers: 3 blocks per SM
     backward_kernel(const acc_t* __restrict__ g, int64_t g_sb, int64_t g_sc, int64_t g_sn,
@@ -106,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // at most 85 registers: 3 block
   __shared__ typename T::Shared shared;
   typename T::Smem& sm = shared.s;
   const int dl = threadIdx.x % T::kDims, slice = threadIdx.x / T::kDims;
-  const int64_t P = gridDim.x, tiles = ceil_div<int64_t>(N, kThreads);
+  const int64_t P = gridDim.x, lo = blockIdx.x * N / P, hi = (blockIdx.x + 1) * N / P;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     const acc_t* mb = means + b * C * D;
     const acc_t* nb = counts + b * C;
@@ -128,9 +132,9 @@ __global__ void __launch_bounds__(kThreads, 3)  // at most 85 registers: 3 block
         double acc[kGroup];
 #pragma unroll
         for (int j = 0; j < kGroup; ++j) acc[j] = 0.0;
-        for (int64_t tile = blockIdx.x; tile < tiles; tile += P) {
-          const int64_t i = tile * kThreads + threadIdx.x;
-          const bool in = i < N;
+        for (int64_t i0 = lo; i0 < hi; i0 += kThreads) {
+          const int64_t i = i0 + threadIdx.x;
+          const bool in = i < hi;
 #pragma unroll
           for (int j = 0; j < kGroup; ++j)
             sm.tile.g[threadIdx.x][j] = in && (live >> j & 1u) ? g[b * g_sb + (c0 + j) * g_sc + i * g_sn] : acc_t(0);
