@@ -89,10 +89,14 @@ struct Tiles {
 // Each block takes an equal range of the image's pixels, not whole tiles in turn: W5-eq3's 401
 // tiles on 396 blocks would leave 5 blocks a second tile, doubling the kernel's time, where 396
 // ranges of 259 pixels cost each block a 3-pixel second pass.
+// The partials are bounded too (64 MiB: 396 blocks of C D = 21 x 512 take 34 MiB).
 constexpr int64_t kTargetBlocks = 396;
-inline int64_t blocks_per_image(int64_t B, int64_t N) {
+constexpr int64_t kMaxPartials = int64_t(8) << 20;  // doubles
+inline int64_t blocks_per_image(int64_t B, int64_t C, int64_t D, int64_t N) {
   const int64_t tiles = ceil_div<int64_t>(N, kThreads), want = ceil_div<int64_t>(kTargetBlocks, B);
-  return stride_grid(tiles < want ? tiles : want);
+  const int64_t room = kMaxPartials / (B * C * D);  // B C D > 0 where called
+  const int64_t p = tiles < want ? tiles : want;
+  return stride_grid(p < room ? p : (room > 1 ? room : 1));
 }
 
 // grad_q's pixel rows and the block's float64 partials part[b, x, c, d] of sum_i g q: for each
@@ -226,12 +230,12 @@ Status launch(OnCuda on, const ClassScoresForward& p) {
 
 size_t workspace_bytes(OnCuda, const ClassScoresBackward& p) {
   if (p.B * p.N == 0 || p.C * p.D == 0) return 0;
-  return size_t(p.B * cuda::blocks_per_image(p.B, p.N) * p.C * p.D) * sizeof(double);
+  return size_t(p.B * cuda::blocks_per_image(p.B, p.C, p.D, p.N) * p.C * p.D) * sizeof(double);
 }
 
 Status launch(OnCuda on, const ClassScoresBackward& p) {
   if (p.B * p.N == 0 || p.C * p.D == 0) return nullptr;
-  const int64_t P = cuda::blocks_per_image(p.B, p.N);
+  const int64_t P = cuda::blocks_per_image(p.B, p.C, p.D, p.N);
   if (p.workspace == nullptr || p.workspace_bytes < workspace_bytes(on, p))
     return "class_scores_backward: the partials need workspace_bytes(OnCuda, p) bytes";
   double* part = static_cast<double*>(p.workspace);
