@@ -83,17 +83,17 @@ struct Tiles {
   };
 };
 
-// Blocks an image takes along x: three on each of an H100's 132 SMs in all (the backward's
-// occupancy; each block's partial is C D doubles, merged by a second launch), never more than
-// the image's tiles (nor kMaxGridX: the emulation build's 3 reaches the loop over a block's tiles).
-// Each block takes an equal range of the image's pixels, not whole tiles in turn: W5-eq3's 401
-// tiles on 396 blocks would leave 5 blocks a second tile, doubling the kernel's time, where 396
-// ranges of 259 pixels cost each block a 3-pixel second pass.
-// The partials are bounded too (64 MiB: 396 blocks of C D = 21 x 512 take 34 MiB).
-constexpr int64_t kTargetBlocks = 396;
+// Blocks an image takes along x: three on each of the device's SMs in all (the backward's
+// occupancy, one wave: 396 on an H100's 132; each block's partial is C D doubles, merged by a
+// second launch), never more than the image's tiles (nor kMaxGridX: the emulation build's 3
+// reaches the loop over a block's tiles). Each block takes an equal range of the image's pixels,
+// not whole tiles in turn: W5-eq3's 401 tiles on 396 blocks would leave 5 blocks a second tile,
+// doubling the kernel's time, where 396 ranges of 259 pixels cost each block a 3-pixel second
+// pass. The partials are bounded too (64 MiB: 396 blocks of C D = 21 x 512 take 34 MiB).
+constexpr int64_t kBlocksPerSm = 3;
 constexpr int64_t kMaxPartials = int64_t(8) << 20;  // doubles
 inline int64_t blocks_per_image(int64_t B, int64_t C, int64_t D, int64_t N) {
-  const int64_t tiles = ceil_div<int64_t>(N, kThreads), want = ceil_div<int64_t>(kTargetBlocks, B);
+  const int64_t tiles = ceil_div<int64_t>(N, kThreads), want = ceil_div<int64_t>(kBlocksPerSm * sm_count(), B);
   const int64_t room = kMaxPartials / (B * C * D);  // B C D > 0 where called
   const int64_t p = tiles < want ? tiles : want;
   return stride_grid(p < room ? p : (room > 1 ? room : 1));

@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -178,6 +179,25 @@ void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t 
   pk_emu::launch(kernel, grid, block, smem, KernelArgs(std::forward<Args>(args))...);
 #else
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// The current device's SM count (a grid sized to fill the chip), asked once per device; 132 (an
+// H100's) if the runtime cannot say. The emulation build's: 4.
+inline int64_t sm_count() {
+#ifdef PK_CUDA_EMU
+  return 4;
+#else
+  constexpr int kDevices = 64;
+  static std::atomic<int> cache[kDevices] = {};  // 0: not asked yet
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= kDevices) return 132;
+  int n = cache[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    cache[dev].store(n, std::memory_order_relaxed);
+  }
+  return n;
 #endif
 }
 
