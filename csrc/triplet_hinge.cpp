@@ -21,7 +21,7 @@ template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& emb_in, const at::Tensor& anchor_in,
                                                              const at::Tensor& positive_in,
                                                              const at::Tensor& negative_in, double margin,
-                                                             bool squared, bool hard, bool mean) {
+                                                             bool squared, bool hard, bool mean, int64_t groups) {
   const char* op = "triplet_hinge";
   PK_EXPECT(emb_in.dim() == 4, op, "emb must be (B, D, H, W), got ", emb_in.sizes());
   PK_EXPECT(anchor_in.dim() == 2, op, "anchor must be (B, K), got ", anchor_in.sizes());
@@ -30,6 +30,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& e
   const at::Tensor anchor = index_set(anchor_in, emb_in, K, op, "anchor");
   const at::Tensor positive = index_set(positive_in, emb_in, K, op, "positive");
   const at::Tensor negative = index_set(negative_in, emb_in, K, op, "negative");
+  PK_EXPECT(groups >= 1 && K % groups == 0, op, "groups must be >= 1 and divide K = ", K, ", got ", groups);
   Launcher<On> launcher(emb_in, op);
   const at::Tensor emb = pixel_view_source(emb_in);
   at::Tensor loss = mean ? at::empty({}, stats_options(emb)) : at::empty({emb.size(0)}, stats_options(emb));
@@ -47,6 +48,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> triplet_hinge(const at::Tensor& e
                         squared,
                         hard,
                         mean,
+                        groups,
                         loss.mutable_data_ptr(),
                         positive_used.mutable_data_ptr<int64_t>(),
                         negative_used.mutable_data_ptr<int64_t>()};

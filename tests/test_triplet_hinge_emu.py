@@ -72,11 +72,11 @@ def garbage(B, H, W, K, seed):
     return out
 
 
-def run(emu, x, idx, squared, hard, bitwise_twice=False):
+def run(emu, x, idx, squared, hard, bitwise_twice=False, groups=1):
     a, p, n = idx
     B = x.shape[0]
-    loss, pu, nu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
-    _, rpu, rnu = reference(x, a, p, n, MARGIN, squared, hard)
+    loss, pu, nu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, False, groups)
+    _, rpu, rnu = reference(x, a, p, n, MARGIN, squared, hard, False, groups)
     assert torch.equal(pu, rpu), (pu, rpu)
     assert torch.equal(nu, rnu), (nu, rnu)
     # The float64 truth for these pairs.
@@ -96,7 +96,7 @@ def run(emu, x, idx, squared, hard, bitwise_twice=False):
             if det and bitwise_twice:
                 again = emu.triplet_hinge_backward(gl.to(loss.dtype), x, a, pu, nu, MARGIN, squared)
                 assert torch.equal(again, got)
-                l2, pu2, nu2 = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard)
+                l2, pu2, nu2 = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, False, groups)
                 assert torch.equal(l2, loss) and torch.equal(pu2, pu) and torch.equal(nu2, nu)
     # grad_loss read with its stride: an expanded one (a sum's gradient: stride 0) and every other
     # element of a longer vector, against the same values contiguous
@@ -106,7 +106,7 @@ def run(emu, x, idx, squared, hard, bitwise_twice=False):
             assert torch.equal(got, emu.triplet_hinge_backward(strided.contiguous(), x, a, pu, nu, MARGIN, squared))
     # mean=True: the batch mean over the images with slots, from the same kernels (finalize_kernel
     # as one block; slot_grad_kernel forming (g / images) / n_b)
-    mean, mpu, mnu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, True)
+    mean, mpu, mnu = emu.triplet_hinge(x, a, p, n, MARGIN, squared, hard, True, groups)
     assert mean.shape == () and torch.equal(mpu, pu) and torch.equal(mnu, nu)
     want_mean = reference(xd, a, pu, nu, MARGIN, squared, False, True)[0]
     check(mean, want_mean, x.dtype, "mean")
@@ -197,6 +197,24 @@ def test_tensor_core_mining_ties(emu, dtype):
         run(emu, x, idx, squared, True, bitwise_twice=True)
 
 
+@pytest.mark.parametrize("dtype,D", [(torch.float64, 3), (torch.float32, 5), (torch.float16, 20), (torch.bfloat16, 3)])
+@pytest.mark.parametrize("groups", [2, 3])
+def test_grouped_mining(emu, dtype, D, groups):
+    """groups: each slot mines among its own group's slots only (is_triplet_loss's two terms in
+    one call). K = 150: groups of 75 (a 64-anchor tile and an 11-anchor one, so a block never
+    spans two groups and the candidate loop starts mid-tile) and of 50; integer-valued
+    embeddings tie across groups, where a slot of another group must not win. Half with D >= 16
+    mines on tensor cores."""
+    B, H, W, K = 2, 7, 11, 150
+    g = torch.Generator().manual_seed(groups)
+    x = torch.randint(-1, 2, (B, D, H, W), generator=g).to(dtype)
+    idx = garbage(B, H, W, K, 9)
+    idx = [torch.where(torch.rand(t.shape, generator=g) < 0.9, t % (H * W), t) for t in idx]
+    run(emu, x, idx, True, True, bitwise_twice=True, groups=groups)
+    with pytest.raises(RuntimeError, match="groups must be >= 1 and divide K = 150, got 4"):
+        emu.triplet_hinge(x, *idx, MARGIN, True, True, False, 4)
+
+
 @pytest.mark.parametrize("dtype,big", [(torch.float16, float("inf")), (torch.bfloat16, 2.0**70)])
 def test_tensor_core_mining_huge_norms(emu, dtype, big):
     """A pixel whose squared norm is inf or above 2^120 (inf in float16; 2^70 in bfloat16,
@@ -262,10 +280,11 @@ def test_loss_kernel_finalizes_in_its_last_block_where_partials_are_few(emu, B, 
     torch.testing.assert_close(loss.double(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_a_checked_step_is_five_launches(emu):
+def test_a_checked_step_is_four_launches(emu):
     """triplet_hinge forward and backward on the CUDA path with the checks on (issue 36 part 3:
     <= 5): the three index sets in one check_values launch, the loss kernel (its last block
-    finalizes), the backward's three; bad values in any set are still refused, each set named."""
+    finalizes), the backward's two (the zeroing kernel also forms the per-image scales, then the
+    slots' atomics); bad values in any set are still refused, each set named."""
     from pixelkernels.bench import host
 
     g = torch.Generator().manual_seed(5)
@@ -278,9 +297,32 @@ def test_a_checked_step_is_five_launches(emu):
     with host.cuda_backend_on_cpu():
         step()
         # own: the step's ones_like (the backward's seed) and the gradient's accumulation aside
-        assert host.cuda_launches_per_call(step, emu) - 2 == 5
+        assert host.cuda_launches_per_call(step, emu) - 2 == 4
         for i, name in enumerate(("anchor", "positive", "negative")):
             bad = [t.clone() for t in idx]
             bad[i][1, 3] = 64
             with pytest.raises(ValueError, match=rf"^{name} values must be pixel indices in \[0, 64\) or -1 \(padding\); found 64 at flat index 13"):
                 pk.triplet_hinge(emb, *bad, margin=1.0, backend="cuda")
+
+
+@pytest.mark.parametrize("mining,launches", [("random", 7), ("hard", 9)])
+def test_is_triplet_loss_step_launches(emu, mining, launches):
+    """is_triplet_loss forward and backward on the CUDA path with per-image seeds and the mask
+    checked (issue 36 part 3: <= 9): the sampler's 3 (sort keys, ATen's sort, collect), the
+    negatives' copy, the hinge's forward (random: the loss kernel; hard: gather, mine, loss: both
+    terms' mining in one call, as two groups of slots) and its backward's 2."""
+    from pixelkernels.bench import host
+
+    g = torch.Generator().manual_seed(2)
+    emb = torch.randn(2, 8, 9, 10, generator=g).requires_grad_()
+    mask = (torch.rand(2, 9, 10, generator=g) < 0.4).long()
+    seeds = torch.tensor([5, 6])
+
+    def step():
+        pk.is_triplet_loss(emb, mask, num_samples=12, margin=1.0, mining=mining, generator=seeds,
+                           backend="cuda").backward()  # fmt: skip
+
+    with host.cuda_backend_on_cpu():
+        step()
+        # own: the step's ones_like (the backward's seed) and the gradient's accumulation aside
+        assert host.cuda_launches_per_call(step, emu) - 2 == launches

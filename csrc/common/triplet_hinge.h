@@ -7,7 +7,10 @@
 // d is the Euclidean distance (squared: its square), a_k = emb[b, :, anchor[b,k]]. hard: p_k is
 // the farthest of {positive[b,j]} and n_k the nearest of {negative[b,j]} over the slots j that
 // take part, compared by squared distance in the accumulation type: better(), below (NaN wins,
-// then the lowest j). positive_used/negative_used hold the p_k and n_k of each slot (-1 where the
+// then the lowest j). With `groups` G (K % G == 0) the slots are G groups of K / G in order and
+// j ranges over the slots of k's own group only: [g K/G, (g+1) K/G) (is_triplet_loss's two terms,
+// each mining its own sets, in one call; the loss and the backward do not depend on G).
+// positive_used/negative_used hold the p_k and n_k of each slot (-1 where the
 // slot takes no part); the backward reads only those:
 //
 //   h_k > 0 or NaN (active()):  with u = a - p, v = a - n and c = grad_loss[b] / n_b
@@ -35,6 +38,7 @@ struct TripletHingeForward {
   bool squared;
   bool hard;
   bool mean;               // loss is (): the mean over the images with n_b > 0
+  int64_t groups;          // hard: slots mine within groups of K / groups (>= 1, divides K)
   void* loss;              // (B,) (mean: one) accumulation type (double for Float64, else float)
   int64_t* positive_used;  // (B, K); every element is written
   int64_t* negative_used;  // (B, K); every element is written

@@ -8,8 +8,8 @@
 // count, and the forward and the backward agree on which hinges are active. The loss of an image
 // sums its hinge terms in slot order.
 //
-// Batch-hard mining is an n x n search per image (n slots taking part) that never holds an
-// n x n matrix. The image's anchors are gathered into (n, D) rows, its positives and negatives
+// Batch-hard mining is an n x n search per image (n slots taking part; per group of slots with
+// `groups`, each group then an image of its own) that never holds an n x n matrix. The image's anchors are gathered into (n, D) rows, its positives and negatives
 // into panels of W candidates stored channel-major ([D][W]), so that one vector load holds
 // channel d of W candidates. A register tile of 4 anchors x W candidates sums the exact squared
 // differences over d (not |a|^2 + |c|^2 - 2ac: the reference compares these sums, and equal
@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -381,11 +382,16 @@ struct MinerPick {
   }
 };
 
-// positive_used / negative_used of the valid slots: each anchor's mined candidates.
+// positive_used / negative_used of the valid slots: each anchor's mined candidates. A group of
+// slots mines as an image of its own: the (B, K) sets are (B G, K / G) segments of the same
+// memory, segment b of image b / G (vs: the segments' valid slots; image_slots where G = 1).
 template <typename T>
-void mine(const TripletHingeForward& a, const ValidSlots& vs) {
+void mine(const TripletHingeForward& a, const ValidSlots& image_slots) {
   const PixelMap& m = a.emb;
-  const int64_t B = m.B, K = a.K, D = m.D;
+  const int64_t G = a.groups, B = m.B * G, K = a.K / G, D = m.D;
+  std::optional<ValidSlots> segments;
+  if (G > 1) segments.emplace(B, K, m.P, a.anchor, a.positive, a.negative);
+  const ValidSlots& vs = G > 1 ? *segments : image_slots;
   const MinerPick<T> pick;
   const int64_t W = pick.width, KR = round_up(K, kMR), KW = round_up(K, W);
   auto rows = scratch<T>(B * KR * D);
@@ -403,7 +409,7 @@ void mine(const TripletHingeForward& a, const ValidSlots& vs) {
     T* pp = pos.get() + b * KW * D;
     T* pn = neg.get() + b * KW * D;
     int64_t oa[kSlots], op[kSlots], on[kSlots];
-    const int64_t base = b * m.sb, bk = b * K;
+    const int64_t base = b / G * m.sb, bk = b * K;
     for (int64_t j = j0; j < j1; ++j) {
       oa[j - j0] = base + a.anchor[bk + s[j]] * m.sp;
       op[j - j0] = base + a.positive[bk + s[j]] * m.sp;

@@ -21,8 +21,9 @@
 //                   workspace, [3][B][D][K] in the storage type (zeros for slots that take no
 //                   part; 3 * B * K * D values: what the reference gathers too). The mining then
 //                   re-reads them coalesced instead of one 32-byte sector per value.
-//  mine_kernel      grid (2 * ceil(K / 64) tiles: positives then negatives, images). A block owns
-//                   a tile of 64 anchors and streams the image's candidates through shared memory
+//  mine_kernel      grid (2 * ceil(K / groups / 64) tiles: positives then negatives, images,
+//                   groups). A block owns a tile of 64 anchors of one group of slots (groups = 1:
+//                   the image's K) and streams that group's candidates through shared memory
 //                   in tiles of 64, 16 dims at a time ([16][64] anchor and candidate values in the
 //                   acc type, loaded coalesced along the slots); its 256 threads are 16 x 16, each
 //                   with 4 anchors (4 tx + i) x 4 candidates (4 ty + j) of squared distances in
@@ -48,11 +49,13 @@
 //
 // Backward (grad_emb fully written, same strides as emb; half types accumulate in float and
 // round once)
-//  scale_kernel     one block per image: n_b (valid slots) and c = grad_loss[b] / n_b; mean: n_b
-//                   only, and each slot_grad_kernel block counts the images with n_b > 0 itself
-//                   (B loads) for c = (g / images) / n_b.
+//  scales           per image: n_b (valid slots) and c = grad_loss[b] / n_b; mean: n_b only, and
+//                   each slot_grad_kernel block counts the images with n_b > 0 itself (B loads)
+//                   for c = (g / images) / n_b. A block an image: in zero_kernel's blocks (0, b)
+//                   (not deterministic), else scale_kernel.
 //  Not deterministic: zero_kernel clears the accumulator (grad_emb itself for float/double, a
-//                   float workspace shaped like the map for half types), slot_grad_kernel<atomic>
+//                   float workspace shaped like the map for half types) and forms the scales
+//                   (2 launches backward, 3 for half types), slot_grad_kernel<atomic>
 //                   recomputes each slot's distances and atomicAdds fu*u - fv*v, -fu*u, fv*v
 //                   into the anchor, positive and negative pixels, convert_kernel rounds the float
 //                   workspace into grad_emb (half types).
@@ -318,12 +321,29 @@ template <typename scalar_t>
 using bits_of = std::conditional_t<sizeof(scalar_t) == 2, uint16_t,
                                    std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>>;
 
+// The mining grids are (2 tiles, images, groups): blocks x in [0, tiles) mine the farthest
+// positives, [tiles, 2 tiles) the nearest negatives, each the 64 anchors [a0, a0 + 64) of group g,
+// the Kg = K / groups slots [lo, hi) (its last tile stops at hi), among that group's candidates.
+struct MineTile {
+  bool farthest;
+  int64_t a0, lo, hi;
+};
+
+__device__ __forceinline__ MineTile mine_tile_of(int64_t tiles, int64_t Kg, int64_t g) {
+  MineTile t;
+  t.farthest = int64_t(blockIdx.x) < tiles;
+  t.lo = g * Kg;
+  t.hi = t.lo + Kg;
+  t.a0 = t.lo + (t.farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
+  return t;
+}
+
 // One tile of 64 anchors of image b mined exactly (SIMT, differences first): the farthest
-// positive (farthest) or the nearest negative of each anchor slot a0 + i among the image's
-// candidates. ga/gc: the image's gathered anchor and candidate vectors [D][K].
+// positive (farthest) or the nearest negative of each anchor slot a0 + i < hi among the
+// candidates of its group [lo, hi). ga/gc: the image's gathered anchor and candidate vectors [D][K].
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, const scalar_t* __restrict__ gc,
-                                               int64_t b, int64_t a0, bool farthest, int64_t D, int64_t K,
+                                               int64_t b, const MineTile& tile, int64_t D, int64_t K,
                                                int64_t P, const int64_t* __restrict__ anchor,
                                                const int64_t* __restrict__ positive,
                                                const int64_t* __restrict__ negative, int64_t* __restrict__ used) {
@@ -334,6 +354,8 @@ __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, 
   __shared__ acc_t mv[kWarps][kTile];    // per-warp bests for the final merge
   __shared__ int mj[kWarps][kTile];
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const bool farthest = tile.farthest;
+  const int64_t a0 = tile.a0, hi = tile.hi;
   const int64_t* cand = farthest ? positive : negative;
   acc_t bv[kMicro];
   int bj[kMicro];
@@ -342,10 +364,10 @@ __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, 
     bv[i] = 0;
     bj[i] = -1;
   }
-  for (int64_t c0 = 0; c0 < K; c0 += kTile) {  // uniform per block
+  for (int64_t c0 = tile.lo; c0 < hi; c0 += kTile) {  // uniform per block
     if (threadIdx.x < kTile) {
       const int64_t k = c0 + threadIdx.x;
-      sv[threadIdx.x] = k < K && slot_valid(anchor, positive, negative, b * K + k, P);
+      sv[threadIdx.x] = k < hi && slot_valid(anchor, positive, negative, b * K + k, P);
     }
     __syncthreads();
     acc_t acc[kMicro][kMicro];
@@ -357,7 +379,7 @@ __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, 
       const int dn = D - d0 < kDimStep ? int(D - d0) : kDimStep;
       {  // thread t loads column t % 64 of rows t / 64 + 4 r (coalesced along the slots)
         const int i = threadIdx.x % kTile, dd0 = threadIdx.x / kTile;
-        const bool a_on = a0 + i < K, c_on = c0 + i < K;
+        const bool a_on = a0 + i < hi, c_on = c0 + i < hi;
         const scalar_t* pa = ga + (d0 + dd0) * K + a0 + i;
         const scalar_t* pc = gc + (d0 + dd0) * K + c0 + i;
         constexpr int kRows = kThreads / kTile;
@@ -416,7 +438,7 @@ __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, 
     }
   }
   __syncthreads();
-  if (threadIdx.x < kTile && a0 + threadIdx.x < K) {
+  if (threadIdx.x < kTile && a0 + threadIdx.x < hi) {
     const int t = threadIdx.x;
     acc_t v = mv[0][t];
     int jb = mj[0][t];
@@ -433,27 +455,27 @@ __device__ __forceinline__ void mine_tile_simt(const scalar_t* __restrict__ ga, 
 
 // mine_tile_simt as a call: the tensor-core kernel's rare exact path, kept out of its registers.
 template <typename scalar_t>
-__device__ __noinline__ void mine_tile_simt_call(const scalar_t* ga, const scalar_t* gc, int64_t b, int64_t a0,
-                                                 bool farthest, int64_t D, int64_t K, int64_t P,
+__device__ __noinline__ void mine_tile_simt_call(const scalar_t* ga, const scalar_t* gc, int64_t b, int64_t tiles,
+                                                 int64_t Kg, int64_t g, int64_t D, int64_t K, int64_t P,
                                                  const int64_t* anchor, const int64_t* positive,
                                                  const int64_t* negative, int64_t* used) {
-  mine_tile_simt<scalar_t, float>(ga, gc, b, a0, farthest, D, K, P, anchor, positive, negative, used);
+  mine_tile_simt<scalar_t, float>(ga, gc, b, mine_tile_of(tiles, Kg, g), D, K, P, anchor, positive, negative, used);
 }
 
-// Blocks [0, tiles) mine the farthest positives, [tiles, 2 tiles) the nearest negatives.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMineMinBlocks<acc_t>)
     mine_kernel(const scalar_t* __restrict__ gathered, int64_t B, int64_t D, int64_t K, int64_t P,
                 const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
-                const int64_t* __restrict__ negative, int64_t tiles, int64_t* __restrict__ positive_used,
-                int64_t* __restrict__ negative_used) {
-  const bool farthest = int64_t(blockIdx.x) < tiles;
-  const int64_t a0 = (farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
+                const int64_t* __restrict__ negative, int64_t tiles, int64_t Kg, int64_t groups,
+                int64_t* __restrict__ positive_used, int64_t* __restrict__ negative_used) {
   const int64_t DK = D * K;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
-    mine_tile_simt<scalar_t, acc_t>(gathered + b * DK, gathered + ((farthest ? 1 : 2) * B + b) * DK, b, a0,
-                                    farthest, D, K, P, anchor, positive, negative,
-                                    farthest ? positive_used : negative_used);
+  for (int64_t g = blockIdx.z; g < groups; g += gridDim.z) {
+    const MineTile tile = mine_tile_of(tiles, Kg, g);
+    for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
+      mine_tile_simt<scalar_t, acc_t>(gathered + b * DK, gathered + ((tile.farthest ? 1 : 2) * B + b) * DK, b,
+                                      tile, D, K, P, anchor, positive, negative,
+                                      tile.farthest ? positive_used : negative_used);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,15 +510,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
 // distances of a tile (2 anchors x 8 candidates) into its running bests in increasing slot
 // order; then the 4 threads of an anchor row (xor shuffles) and the two warps of an anchor
 // (shared memory) are merged by replaces(), as in mine_tile_simt. Where a squared norm among
-// the block's anchors or the image's candidates is NaN, inf or above 2^120 (a NaN/inf pixel,
+// the block's anchors or its group's candidates is NaN, inf or above 2^120 (a NaN/inf pixel,
 // huge bfloat16 values: inf - inf or an overflow would corrupt the expansion), the block mines
 // that image with mine_tile_simt instead, so every anchor row is compared by one formula.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads, kMineMinBlocks<float>)
     mine_mma_kernel(const scalar_t* __restrict__ gathered, const float* __restrict__ norms, int64_t B, int64_t D,
                     int64_t K, int64_t P, const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
-                    const int64_t* __restrict__ negative, int64_t tiles, int64_t* __restrict__ positive_used,
-                    int64_t* __restrict__ negative_used) {
+                    const int64_t* __restrict__ negative, int64_t tiles, int64_t Kg, int64_t groups,
+                    int64_t* __restrict__ positive_used, int64_t* __restrict__ negative_used) {
   __shared__ __align__(16) uint32_t sa[kTile][kMmaStride];  // anchors' dim pairs d0 / 2 + w
   __shared__ __align__(16) uint32_t sc[kTile][kMmaStride];  // candidates' dim pairs
   __shared__ float sna[kTile], snc[kTile];                    // squared norms
@@ -504,117 +526,124 @@ __global__ void __launch_bounds__(kThreads, kMineMinBlocks<float>)
   __shared__ int swide[kWarps];
   __shared__ float mv[2][kTile];  // per candidate half: bests for the final merge
   __shared__ int mj[2][kTile];
+  // Slots counted from the group's first, g Kg: the anchors [a0, a0 + 64), the candidates
+  // [0, Kg) (bounds against the argument Kg: the fragments need the registers).
   const bool farthest = int64_t(blockIdx.x) < tiles;
-  const int64_t a0 = (farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile;
+  const int a0 = int((farthest ? int64_t(blockIdx.x) : int64_t(blockIdx.x) - tiles) * kTile);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int row0 = (warp & 3) * 16, half = warp >> 2, col0 = half * 32;
   const int64_t DK = D * K, role = farthest ? 1 : 2;
-  const int64_t* cand = farthest ? positive : negative;
-  int64_t* used = farthest ? positive_used : negative_used;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    const scalar_t* ga = gathered + b * DK;
-    const scalar_t* gc = gathered + (role * B + b) * DK;
-    const float* na = norms + b * K;
-    const float* nc = norms + (role * B + b) * K;
-    bool wide = threadIdx.x < kTile && a0 + threadIdx.x < K && !(na[a0 + threadIdx.x] <= kMaxNorm);
-    for (int64_t k = threadIdx.x; k < K; k += kThreads) wide = wide || !(nc[k] <= kMaxNorm);
-    wide = __any_sync(kFullMask, wide);
-    if (lane == 0) swide[warp] = wide;
-    if (threadIdx.x < kTile) sna[threadIdx.x] = a0 + threadIdx.x < K ? na[a0 + threadIdx.x] : 0.0f;
-    __syncthreads();
-    wide = false;
-    for (int w = 0; w < kWarps; ++w) wide = wide || swide[w] != 0;
-    if (wide) {  // uniform per block
-      mine_tile_simt_call<scalar_t>(ga, gc, b, a0, farthest, D, K, P, anchor, positive, negative, used);
-      continue;  // mine_tile_simt ends with a barrier: swide and sna may be rewritten
-    }
-    const uint16_t* ba = reinterpret_cast<const uint16_t*>(ga);
-    const uint16_t* bc = reinterpret_cast<const uint16_t*>(gc);
-    float bv[2] = {0.0f, 0.0f};
-    int bj[2] = {-1, -1};
-    for (int64_t c0 = 0; c0 < K; c0 += kTile) {  // uniform per block
-      if (threadIdx.x < kTile) {
-        const int64_t k = c0 + threadIdx.x;
-        sv[threadIdx.x] = k < K && slot_valid(anchor, positive, negative, b * K + k, P);
-        snc[threadIdx.x] = k < K ? nc[k] : 0.0f;
+  for (int64_t grp = blockIdx.z; grp < groups; grp += gridDim.z) {
+    for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+      const int64_t bk = b * K + grp * Kg;  // slot 0 of the group
+      const scalar_t* ga = gathered + b * DK;
+      const scalar_t* gc = gathered + (role * B + b) * DK;
+      const float* na = norms + bk;
+      const float* nc = norms + role * B * K + bk;
+      bool wide = threadIdx.x < kTile && a0 + threadIdx.x < Kg && !(na[a0 + threadIdx.x] <= kMaxNorm);
+      for (int64_t k = threadIdx.x; k < Kg; k += kThreads) wide = wide || !(nc[k] <= kMaxNorm);
+      wide = __any_sync(kFullMask, wide);
+      if (lane == 0) swide[warp] = wide;
+      if (threadIdx.x < kTile) sna[threadIdx.x] = a0 + threadIdx.x < Kg ? na[a0 + threadIdx.x] : 0.0f;
+      __syncthreads();
+      wide = false;
+      for (int w = 0; w < kWarps; ++w) wide = wide || swide[w] != 0;
+      if (wide) {  // uniform per block
+        mine_tile_simt_call<scalar_t>(ga, gc, b, tiles, Kg, grp, D, K, P, anchor, positive, negative,
+                                      farthest ? positive_used : negative_used);
+        continue;  // mine_tile_simt ends with a barrier: swide and sna may be rewritten
       }
-      float acc[4][4];
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
-      for (int64_t d0 = 0; d0 < D; d0 += kDimStep) {  // uniform per block
-        {  // thread i loads slot i % 64, dim pairs i / 64 and i / 64 + 4 (coalesced along the slots)
-          const int i = threadIdx.x % kTile;
-          const bool a_on = a0 + i < K, c_on = c0 + i < K;
-#pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int w = threadIdx.x / kTile + 4 * r;
-            const int64_t d = d0 + 2 * w;
-            const uint32_t lo_a = a_on && d < D ? ba[d * K + a0 + i] : 0u;
-            const uint32_t hi_a = a_on && d + 1 < D ? ba[(d + 1) * K + a0 + i] : 0u;
-            const uint32_t lo_c = c_on && d < D ? bc[d * K + c0 + i] : 0u;
-            const uint32_t hi_c = c_on && d + 1 < D ? bc[(d + 1) * K + c0 + i] : 0u;
-            sa[i][w] = lo_a | hi_a << 16;
-            sc[i][w] = lo_c | hi_c << 16;
-          }
+      const int64_t gl = bk - b * K;  // the group's first slot
+      const uint16_t* ba = reinterpret_cast<const uint16_t*>(ga) + gl;
+      const uint16_t* bc = reinterpret_cast<const uint16_t*>(gc) + gl;
+      float bv[2] = {0.0f, 0.0f};
+      int bj[2] = {-1, -1};
+      for (int64_t c0 = 0; c0 < Kg; c0 += kTile) {  // uniform per block
+        if (threadIdx.x < kTile) {
+          const int64_t k = c0 + threadIdx.x;
+          sv[threadIdx.x] = k < Kg && slot_valid(anchor, positive, negative, bk + k, P);
+          snc[threadIdx.x] = k < Kg ? nc[k] : 0.0f;
         }
-        __syncthreads();
-        uint32_t af[4] = {sa[row0 + g][t], sa[row0 + g + 8][t], sa[row0 + g][t + 4], sa[row0 + g + 8][t + 4]};
-#pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          const int col = col0 + n * 8 + g;
-          const uint32_t bf[2] = {sc[col][t], sc[col][t + 4]};
-          mma_16816<scalar_t>(acc[n], af, bf);
-        }
-        __syncthreads();  // sa, sc are rewritten by the next stage
-      }
-#pragma unroll
-      for (int n = 0; n < 4; ++n)  // increasing candidate slot
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int c = col0 + n * 8 + 2 * t + e;
-          if (sv[c]) {
-            const int jc = int(c0 + c);
-#pragma unroll
+        float acc[4][4];
+  #pragma unroll
+        for (int n = 0; n < 4; ++n)
+  #pragma unroll
+          for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+        for (int64_t d0 = 0; d0 < D; d0 += kDimStep) {  // uniform per block
+          {  // thread i loads slot i % 64, dim pairs i / 64 and i / 64 + 4 (coalesced along the slots)
+            const int i = threadIdx.x % kTile;
+            const bool a_on = a0 + i < Kg, c_on = c0 + i < Kg;
+  #pragma unroll
             for (int r = 0; r < 2; ++r) {
-              const float d2 = sna[row0 + g + 8 * r] + snc[c] - 2.0f * acc[n][2 * r + e];
-              if (replaces(d2, jc, bv[r], bj[r], farthest)) {
-                bv[r] = d2;
-                bj[r] = jc;
+              const int w = threadIdx.x / kTile + 4 * r;
+              const int64_t d = d0 + 2 * w;
+              const uint32_t lo_a = a_on && d < D ? ba[d * K + a0 + i] : 0u;
+              const uint32_t hi_a = a_on && d + 1 < D ? ba[(d + 1) * K + a0 + i] : 0u;
+              const uint32_t lo_c = c_on && d < D ? bc[d * K + c0 + i] : 0u;
+              const uint32_t hi_c = c_on && d + 1 < D ? bc[(d + 1) * K + c0 + i] : 0u;
+              sa[i][w] = lo_a | hi_a << 16;
+              sc[i][w] = lo_c | hi_c << 16;
+            }
+          }
+          __syncthreads();
+          uint32_t af[4] = {sa[row0 + g][t], sa[row0 + g + 8][t], sa[row0 + g][t + 4], sa[row0 + g + 8][t + 4]};
+  #pragma unroll
+          for (int n = 0; n < 4; ++n) {
+            const int col = col0 + n * 8 + g;
+            const uint32_t bf[2] = {sc[col][t], sc[col][t + 4]};
+            mma_16816<scalar_t>(acc[n], af, bf);
+          }
+          __syncthreads();  // sa, sc are rewritten by the next stage
+        }
+  #pragma unroll
+        for (int n = 0; n < 4; ++n)  // increasing candidate slot
+  #pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = col0 + n * 8 + 2 * t + e;
+            if (sv[c]) {
+              const int jc = int(c0 + c);
+  #pragma unroll
+              for (int r = 0; r < 2; ++r) {
+                const float d2 = sna[row0 + g + 8 * r] + snc[c] - 2.0f * acc[n][2 * r + e];
+                if (replaces(d2, jc, bv[r], bj[r], farthest)) {
+                  bv[r] = d2;
+                  bj[r] = jc;
+                }
               }
             }
           }
+        __syncthreads();  // sv, snc are rewritten by the next tile
+      }
+      // Merge the 4 threads of each anchor row, then the two candidate halves in order.
+  #pragma unroll
+      for (int r = 0; r < 2; ++r) {
+  #pragma unroll
+        for (int m = 1; m < 4; m <<= 1) {
+          const float ov = __shfl_xor_sync(kFullMask, bv[r], m);
+          const int oj = __shfl_xor_sync(kFullMask, bj[r], m);
+          if (replaces(ov, oj, bv[r], bj[r], farthest)) {
+            bv[r] = ov;
+            bj[r] = oj;
+          }
         }
-      __syncthreads();  // sv, snc are rewritten by the next tile
-    }
-    // Merge the 4 threads of each anchor row, then the two candidate halves in order.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-#pragma unroll
-      for (int m = 1; m < 4; m <<= 1) {
-        const float ov = __shfl_xor_sync(kFullMask, bv[r], m);
-        const int oj = __shfl_xor_sync(kFullMask, bj[r], m);
-        if (replaces(ov, oj, bv[r], bj[r], farthest)) {
-          bv[r] = ov;
-          bj[r] = oj;
+        if (t == 0) {
+          mv[half][row0 + g + 8 * r] = bv[r];
+          mj[half][row0 + g + 8 * r] = bj[r];
         }
       }
-      if (t == 0) {
-        mv[half][row0 + g + 8 * r] = bv[r];
-        mj[half][row0 + g + 8 * r] = bj[r];
+      __syncthreads();
+      if (threadIdx.x < kTile && a0 + threadIdx.x < Kg) {
+        const int i = threadIdx.x;
+        float v = mv[0][i];
+        int jb = mj[0][i];
+        if (replaces(mv[1][i], mj[1][i], v, jb, farthest)) jb = mj[1][i];
+        const int64_t s = bk + a0 + i;
+        const int64_t* cand = farthest ? positive : negative;
+        (farthest ? positive_used : negative_used)[s] =
+            jb >= 0 && slot_valid(anchor, positive, negative, s, P) ? cand[bk + jb] : -1;
       }
+      __syncthreads();  // mv, mj, swide and sna are rewritten by the next image
     }
-    __syncthreads();
-    if (threadIdx.x < kTile && a0 + threadIdx.x < K) {
-      const int i = threadIdx.x;
-      float v = mv[0][i];
-      int jb = mj[0][i];
-      if (replaces(mv[1][i], mj[1][i], v, jb, farthest)) jb = mj[1][i];
-      const int64_t s = b * K + a0 + i;
-      used[s] = jb >= 0 && slot_valid(anchor, positive, negative, s, P) ? cand[b * K + jb] : -1;
-    }
-    __syncthreads();  // mv, mj, swide and sna are rewritten by the next image
   }
 }
 
@@ -647,20 +676,33 @@ __device__ __forceinline__ void split(int64_t e, int64_t D, int64_t W, bool pixe
 // scale[b] = grad_loss[b] / n_b; mean: counts[b] = n_b instead (the same workspace), and
 // slot_grad_kernel forms c_b = (g / #{b : n_b > 0}) / n_b.
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
-    scale_kernel(const int64_t* __restrict__ anchor, const int64_t* __restrict__ positive,
-                 const int64_t* __restrict__ negative, int64_t B, int64_t K, int64_t P,
-                 const acc_t* __restrict__ grad_loss, int64_t g_stride, bool mean, acc_t* __restrict__ scale,
-                 int64_t* __restrict__ counts) {
+struct Scales {
+  const int64_t *anchor, *positive, *negative;
+  int64_t K, P;
+  const acc_t* grad_loss;
+  int64_t g_stride;
+  bool mean;
+  acc_t* scale;
+  int64_t* counts;
+};
+
+// Image b's scale, by the whole block (every thread calls it).
+template <typename acc_t>
+__device__ __forceinline__ void image_scale(const Scales<acc_t>& s, int64_t b, int64_t* scratch) {
+  int64_t n = 0;
+  for (int64_t k = threadIdx.x; k < s.K; k += kThreads)
+    n += slot_valid(s.anchor, s.positive, s.negative, b * s.K + k, s.P);
+  n = block_sum<kThreads>(n, scratch);
+  if (threadIdx.x != 0) return;
+  if (s.mean) s.counts[b] = n;
+  else s.scale[b] = n > 0 ? s.grad_loss[b * s.g_stride] / acc_t(n) : acc_t(0);
+}
+
+// The deterministic path's scales: a block an image.
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) scale_kernel(Scales<acc_t> s, int64_t B) {
   __shared__ int64_t scratch[kWarps];
-  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) {
-    int64_t n = 0;
-    for (int64_t k = threadIdx.x; k < K; k += kThreads) n += slot_valid(anchor, positive, negative, b * K + k, P);
-    n = block_sum<kThreads>(n, scratch);
-    if (threadIdx.x != 0) continue;
-    if (mean) counts[b] = n;
-    else scale[b] = n > 0 ? grad_loss[b * g_stride] / acc_t(n) : acc_t(0);
-  }
+  for (int64_t b = blockIdx.x; b < B; b += gridDim.x) image_scale(s, b, scratch);
 }
 
 // kAtomic: atomicAdd each active slot's terms into acc. Else: write its (fu, fv) and whether
@@ -721,9 +763,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// The atomic path's accumulator zeroed, and the scales: blocks (0, b) also take image b's (one
+// launch, not two: the scales' K-slot scan is short beside the map's zeroing).
 template <typename acc_t>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
-    zero_kernel(Accum<acc_t> acc, int64_t B, int64_t D, int64_t P, bool pixel_inner) {
+    zero_kernel(Accum<acc_t> acc, int64_t B, int64_t D, int64_t P, bool pixel_inner, Scales<acc_t> s) {
+  __shared__ int64_t scratch[kWarps];
+  if (blockIdx.x == 0)  // uniform per block
+    for (int64_t b = blockIdx.y; b < B; b += gridDim.y) image_scale(s, b, scratch);
   const int64_t n = D * P;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y)
     for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < n; e += int64_t(gridDim.x) * kThreads) {
@@ -857,7 +904,7 @@ FwdPlan fwd_plan(const TripletHingeForward& p) {
   q.chunk = (kThreads >> q.gs) * kSlotIters;
   q.nc = p.K > 0 ? ceil_div<int64_t>(p.K, q.chunk) : 0;
   q.mine = p.hard && p.K > 0 && m.P > 0;
-  q.tiles = q.mine ? ceil_div<int64_t>(p.K, kTile) : 0;
+  q.tiles = q.mine ? ceil_div<int64_t>(p.K / p.groups, kTile) : 0;  // a group's tiles: none spans two groups
   const size_t parts = size_t(m.B) * size_t(q.nc);
   q.off_cnt = align16(parts * acc_bytes(m.dtype));
   q.off_gather = q.off_cnt + align16(parts * sizeof(int64_t));
@@ -944,7 +991,7 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
                                  cuda::image_grid(m.B)),
                             dim3(cuda::kThreads), 0, st, x, p.anchor, p.positive, p.negative, p.K,
                             reinterpret_cast<cuda::bits_of<scalar_t>*>(gathered));
-      const dim3 mine_grid(static_cast<unsigned>(2 * q.tiles), cuda::image_grid(m.B));
+      const dim3 mine_grid(static_cast<unsigned>(2 * q.tiles), cuda::image_grid(m.B), cuda::image_grid(p.groups));
       bool mined = false;
       if constexpr (!std::is_same_v<scalar_t, acc_t>) {  // half types
         if (q.tc) {
@@ -955,15 +1002,15 @@ Status launch(OnCuda on, const TripletHingeForward& p) {
                               dim3(cuda::kThreads), 0, st, static_cast<const scalar_t*>(gathered), n, m.D, p.K, norms);
           cuda::launch_kernel(cuda::mine_mma_kernel<scalar_t>, mine_grid, dim3(cuda::kThreads), 0, st,
                               static_cast<const scalar_t*>(gathered), static_cast<const float*>(norms), m.B, m.D,
-                              p.K, m.P, p.anchor, p.positive, p.negative, q.tiles, p.positive_used,
-                              p.negative_used);
+                              p.K, m.P, p.anchor, p.positive, p.negative, q.tiles, p.K / p.groups, p.groups,
+                              p.positive_used, p.negative_used);
           mined = true;
         }
       }
       if (!mined)
         cuda::launch_kernel(cuda::mine_kernel<scalar_t, acc_t>, mine_grid, dim3(cuda::kThreads), 0, st,
                             static_cast<const scalar_t*>(gathered), m.B, m.D, p.K, m.P, p.anchor, p.positive,
-                            p.negative, q.tiles, p.positive_used, p.negative_used);
+                            p.negative, q.tiles, p.K / p.groups, p.groups, p.positive_used, p.negative_used);
       // The loss of the mined pairs; the used indices are already written.
       pos = p.positive_used;
       neg = p.negative_used;
@@ -1016,16 +1063,15 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
     } else {
       acc.data = out;
     }
-    cuda::launch_kernel(cuda::scale_kernel<acc_t>, dim3(cuda::stride_grid(m.B, 4096)), dim3(cuda::kThreads), 0, st,
-                        p.anchor, p.positive, p.negative, m.B, p.K, m.P, static_cast<const acc_t*>(p.grad_loss),
-                        p.g_stride, p.mean, scale, counts);
+    const cuda::Scales<acc_t> scales{p.anchor, p.positive, p.negative, p.K, m.P, static_cast<const acc_t*>(p.grad_loss),
+                                     p.g_stride, p.mean, scale, counts};
     const dim3 slot_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(p.K, cuda::kThreads >> q.gs), 8192),
                          cuda::image_grid(m.B));
     if (!p.deterministic) {
       const dim3 map_grid(cuda::stride_grid(cuda::ceil_div<int64_t>(m.D * m.P, cuda::kThreads), 4096),
                           cuda::image_grid(m.B));
       cuda::launch_kernel(cuda::zero_kernel<acc_t>, map_grid, dim3(cuda::kThreads), 0, st, acc, m.B, m.D, m.P,
-                          pixel_inner);
+                          pixel_inner, scales);
       if (p.K > 0)
         cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, true>, slot_grid, dim3(cuda::kThreads), 0, st,
                             x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,
@@ -1037,6 +1083,8 @@ Status launch(OnCuda on, const TripletHingeBackward& p) {
                             pixel_inner);
       }
     } else {
+      cuda::launch_kernel(cuda::scale_kernel<acc_t>, dim3(cuda::stride_grid(m.B, 4096)), dim3(cuda::kThreads), 0,
+                          st, scales, m.B);
       if (p.K > 0)
         cuda::launch_kernel(cuda::slot_grad_kernel<scalar_t, acc_t, false>, slot_grid, dim3(cuda::kThreads), 0, st,
                             x, p.anchor, p.positive, p.negative, p.K, acc_t(p.margin), p.squared, q.gs,

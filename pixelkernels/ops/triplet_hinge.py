@@ -43,7 +43,7 @@ MINING = ("random", "hard")
 REDUCTIONS = ("none", "mean")
 
 
-def _fake(emb, anchor, positive, negative, margin, squared, hard, mean):
+def _fake(emb, anchor, positive, negative, margin, squared, hard, mean, groups=1):
     loss = emb.new_empty(() if mean else (emb.shape[0],), dtype=stats_dtype(emb.dtype))
     return loss, torch.empty_like(anchor), torch.empty_like(anchor)
 
@@ -60,13 +60,22 @@ OP = _op.define(
     backward_fake=_fake_backward,
     grad_inputs=("emb",),
     # double backward: the reference at the backward op's arguments; the pixels each slot used,
-    # without mining, are the same function near this point (the mined choice is piecewise constant)
+    # without mining, are the same function near this point (the mined choice is piecewise constant;
+    # groups only shape the mining)
     reference_args=lambda a: {"positive": a["positive_used"], "negative": a["negative_used"], "hard": False},
 )
 
 
 def check_mining(mining) -> bool:
     return _checks.choice(mining, "mining", MINING) == "hard"
+
+
+def check_groups(groups, K) -> int:
+    """G >= 1 dividing K (a shape: no sync)."""
+    groups = _checks.positive_int(groups, "groups")
+    if groups > 1 and K % groups != 0:
+        raise ValueError(f"groups must divide K = {K} (the slots are groups of K / groups), got {groups}")
+    return groups
 
 
 def triplet_hinge(
@@ -79,6 +88,7 @@ def triplet_hinge(
     squared: bool = False,
     mining: str = "random",
     reduction: str = "none",
+    groups: int = 1,
     return_used: bool = False,
     backend: str | None = None,
 ):
@@ -94,7 +104,8 @@ def triplet_hinge(
     indices are all pixels (-1 is padding) and :math:`n_b = |V_b|`; :math:`\mathcal{L}_b = 0`
     when :math:`n_b = 0`. With ``mining="hard"``, :math:`p_k` is the farthest of the image's
     positives and :math:`n_k` the nearest of its negatives over the slots in :math:`V_b` (ties
-    to the lowest slot).
+    to the lowest slot); with ``groups`` = G, over the slots of :math:`V_b` in :math:`k`'s own
+    group :math:`[gK/G, (g+1)K/G)` only.
 
     Parameters
     ----------
@@ -114,6 +125,12 @@ def triplet_hinge(
         with :math:`n_b > 0`, :math:`\sum_b \mathcal{L}_b / \max(|\{b : n_b > 0\}|, 1)` (0-dim),
         the batch loss of :func:`pixelkernels.is_triplet_loss`, reduced by the kernels that
         finish the per-image means (no launch of its own forward or backward).
+    groups : int
+        G >= 1 dividing K (default 1): with ``mining="hard"``, each slot's positive and negative
+        are mined among the slots of its own group of K / G consecutive slots only, so terms with
+        their own candidate sets (the two of :func:`pixelkernels.is_triplet_loss`: anchors F1 mine
+        F2 and B1, anchors B1 mine B2 and F2) share one call, one gradient map and one mean. The
+        loss and its gradient given the mined pairs do not depend on G; random mining ignores it.
     return_used : bool
         Also return the pixels each slot used.
     backend : str, optional
@@ -134,7 +151,7 @@ def triplet_hinge(
     ``(B, K)`` int64 on ``emb``'s device (the message names the set whose K differs from the other
     two), index values outside ``[0, H*W)`` other than -1 (``ValueError`` on the CPU, a device-side
     assert on a GPU; ignored with ``pixelkernels.set_checks("off")``), a negative margin, an
-    unknown ``mining`` or ``reduction``.
+    unknown ``mining`` or ``reduction``, ``groups`` that is not a positive divisor of K.
 
     Differentiable in ``emb`` (double backward too; the mined choice is piecewise constant). The
     gradient is 0 where a distance is 0. A slot that takes no part reads no pixel, so a NaN or inf
@@ -172,9 +189,11 @@ def triplet_hinge(
     return_used = _checks.boolean(return_used, "return_used")
     hard = check_mining(mining)
     mean = _checks.choice(reduction, "reduction", REDUCTIONS) == "mean"
+    groups = check_groups(groups, K)
     backend = _op.backend_for(OP, backend, emb, "emb")
     P = emb.shape[2] * emb.shape[3]
     # the three sets in one check: one launch of check_values on a GPU, each set its own message
     _checks.index_values((anchor, positive, negative), ("anchor", "positive", "negative"), P)
-    loss, pos_used, neg_used = _op.run(OP, backend, emb, anchor, positive, negative, margin, squared, hard, mean)
+    loss, pos_used, neg_used = _op.run(OP, backend, emb, anchor, positive, negative, margin, squared, hard, mean,
+                                       groups)
     return (loss, pos_used, neg_used) if return_used else loss

@@ -15,12 +15,14 @@ kernel reads them, which also checks the mask), then with random mining one
 :func:`pixelkernels.triplet_hinge` call over 2K slots [B1 | F1] (its mean over the 2 n_b slots
 is eq. (4)'s half sum of the two means, and one backward writes one gradient map; the anchors
 and positives are the draws as they are, the negatives one copy; ``reduction="mean"`` takes
-the batch mean in the same kernels): on the CUDA path 9 launches forward and backward with
-per-image seeds (3 for the sampler, the copy, 2 + 3 for the hinge), 10 with a Generator (its
-seeds' draw), or two calls with hard mining, since batch-hard mining draws each term's candidates from its own
-sets: for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the farthest of B2 and
-the nearest of F2 (Hermans, Beyer and Leibe, *In Defense of the Triplet Loss for Person
-Re-Identification*, arXiv:1703.07737, 2017, the paper's reference [30]).
+the batch mean in the same kernels): on the CUDA path 7 launches forward and backward with
+per-image seeds (3 for the sampler, the copy, 1 + 2 for the hinge), 8 with a Generator (its
+seeds' draw). Hard mining is the same one call: batch-hard mining draws each term's candidates
+from its own sets (for anchor F1_k the farthest of F2 and the nearest of B1; for B1_k the
+farthest of B2 and the nearest of F2: Hermans, Beyer and Leibe, *In Defense of the Triplet
+Loss for Person Re-Identification*, arXiv:1703.07737, 2017, the paper's reference [30]), and
+the call's two halves of slots mine as two groups (``groups=2``): the gather and the mining
+add 2 launches forward (CUDA), 9 in all with per-image seeds.
 
 **Next to the usual implementations** (same sets, same numbers where they agree; tested):
 ``torch.nn.functional.triplet_margin_loss`` (``eps=0``) gives each of the two means, and eq. (4)
@@ -138,22 +140,15 @@ def is_triplet_loss(
         return _op.run(_sample.OP, backend, *args)
 
     s1, s2 = draws(mask, K, generator, ignore_index, sampler, check)  # (B, 2, K) each: background, foreground
-    f1, f2, b1, b2 = s1[:, 1], s2[:, 1], s1[:, 0], s2[:, 0]
-    if not hard:
-        # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two
-        # means (each term has n_b slots), and one backward writes one gradient map, not two
-        # to be added. Slots [B1 | F1] of each image: the anchors and positives are the draws
-        # themselves (views, no copy); the negatives F2 (for B1) and B1 (for F1) take the one
-        # copy. triplet_hinge's mean over the images with slots is combine's over those with
-        # n_b > 0, reduced by its own kernels: no op of its own.
-        B = s1.shape[0]
-        anchor, positive, negative = s1.reshape(B, 2 * K), s2.reshape(B, 2 * K), torch.cat([f2, b1], 1)
-        return _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, False, True)[0]
-    # Batch-hard mining draws each term's candidates from its own sets: two calls, each its mean
-    # over the images with n_b > 0 (the same images for both terms), halved: combine's value.
-    # The four sets are strided slices of the draws, which the kernels take contiguous: one cat
-    # makes all four (it was a copy of each per call, forward and backward: 8 launches).
-    f1, f2, b1, b2 = torch.cat([f1, f2, b1, b2]).split(s1.shape[0])
-    l_fg = _op.run(_triplet.OP, backend, emb, f1, f2, b1, margin, squared, hard, True)[0]
-    l_bg = _op.run(_triplet.OP, backend, emb, b1, b2, f2, margin, squared, hard, True)[0]
-    return 0.5 * (l_fg + l_bg)
+    f2, b1 = s2[:, 1], s1[:, 0]
+    # Both terms in one call: its mean over the 2 n_b slots is eq. 4's half sum of the two means
+    # (each term has n_b slots), and one backward writes one gradient map, not two to be added.
+    # Slots [B1 | F1] of each image: the anchors and positives are the draws themselves (views,
+    # no copy); the negatives F2 (for B1) and B1 (for F1) take the one copy. triplet_hinge's mean
+    # over the images with slots is combine's over those with n_b > 0, reduced by its own
+    # kernels: no op of its own. Batch-hard mining draws each term's candidates from its own
+    # sets (for B1_k the farthest of B2 and the nearest of F2; for F1_k of F2 and B1): the two
+    # halves are its two groups of slots.
+    B = s1.shape[0]
+    anchor, positive, negative = s1.reshape(B, 2 * K), s2.reshape(B, 2 * K), torch.cat([f2, b1], 1)
+    return _op.run(_triplet.OP, backend, emb, anchor, positive, negative, margin, squared, hard, True, 2)[0]

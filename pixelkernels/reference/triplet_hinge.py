@@ -9,7 +9,8 @@ with a_k = emb[b, :, anchor[b, k]], d the Euclidean distance (squared=True: its 
 {negative[b, j]} over the valid slots j, by squared distance: a NaN distance wins over any
 number (as in torch.argmax/argmin), and among equals the lowest j. positive_used and
 negative_used are the p_k and n_k each slot used (-1 for invalid slots): the gradient flows
-to those pixels only. Computed in the statistics dtype (float32 for half emb, else emb's).
+to those pixels only. groups = G (K % G == 0): the slots are G groups of K/G in order, and the
+mining of slot k looks only at the slots j of its own group (the loss does not depend on G). Computed in the statistics dtype (float32 for half emb, else emb's).
 mean=True returns instead of loss (B,) its mean over the images with n_b > 0 (0-dim; 0 when
 there is none): sum_b loss[b] / max(#{b : n_b > 0}, 1).
 
@@ -81,6 +82,7 @@ def triplet_hinge(
     squared: bool = False,
     hard: bool = False,
     mean: bool = False,
+    groups: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,) (mean: ()),
     positive_used (B, K), negative_used (B, K)."""
@@ -92,9 +94,14 @@ def triplet_hinge(
     none = torch.full_like(anchor, -1)
     if hard and anchor.shape[1] > 0 and P > 0:
         with torch.no_grad():  # indices only
-            a = _gather(x, anchor, valid)
-            jp = _mine(a, _gather(x, positive, valid), valid, farthest=True)
-            jn = _mine(a, _gather(x, negative, valid), valid, farthest=False)
+            B, K = anchor.shape
+            G = groups  # each group mines as an image of its own: (B, K, D) -> (B G, K / G, D)
+            a = _gather(x, anchor, valid).reshape(B * G, K // G, -1)
+            v = valid.reshape(B * G, K // G)
+            jp = _mine(a, _gather(x, positive, valid).reshape(a.shape), v, farthest=True)
+            jn = _mine(a, _gather(x, negative, valid).reshape(a.shape), v, farthest=False)
+            offset = torch.arange(0, K, K // G, device=anchor.device).repeat(B)[:, None]
+            jp, jn = (jp + offset).reshape(B, K), (jn + offset).reshape(B, K)
         positive, negative = positive.gather(1, jp), negative.gather(1, jn)
     pos_used = torch.where(valid, positive, none)
     neg_used = torch.where(valid, negative, none)

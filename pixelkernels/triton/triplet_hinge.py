@@ -22,8 +22,9 @@ Kernels:
 
 * `_th_mine_kernel` (hard only), grid ((anchor block, image), role): role 0 mines the farthest
   positive, role 1 the nearest negative (minimising d is maximising -d, so one comparison
-  serves both; -NaN is NaN). A program holds BLOCK_A anchors and walks the K candidates in
-  tiles of BLOCK_J slots, in increasing slot order, never materialising K x K: per tile it
+  serves both; -NaN is NaN). With groups G the (B, K) sets are read as (B G, K / G) (the same
+  memory): each group of K / G slots mines as an image of its own, of the map's image b; the
+  group is grid axis 2 (launches of 65535 groups). A program holds BLOCK_A anchors and walks the K candidates in tiles of BLOCK_J slots, in increasing slot order, never materialising K x K: per tile it
   computes the [BLOCK_A, BLOCK_J] squared distances, reduces each row to (first NaN slot,
   best value, first slot with it) and merges that into a running (best, best slot, NaN seen)
   with better()'s rules (the running best changes only on a strictly better value, so ties
@@ -260,7 +261,7 @@ def _merge(d2, sign, vj, offs_j, K, best, best_j, best_nan):
 
 
 @triton.jit
-def _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j, best_nan,
+def _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, img, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j, best_nan,
                 ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
                 BLOCK_E: tl.constexpr, EXACT: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """The walk over the image's candidate tiles in slot order, by one formula (EXACT: the sum of
@@ -272,18 +273,21 @@ def _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, ia, va, role, sign, K, P, D, sb, 
         vj, _ja, jp, jn = _slots(a_ptr, p_ptr, n_ptr, b, offs_j, K, P)
         ic = tl.where(role == 0, jp, jn)
         if EXACT:
-            d2 = _exact_d2(x_ptr, b, ia, va, ic, vj, D, sb, sd, sp, ACC, BLOCK_A, BLOCK_J, BLOCK_E)
+            d2 = _exact_d2(x_ptr, img, ia, va, ic, vj, D, sb, sd, sp, ACC, BLOCK_A, BLOCK_J, BLOCK_E)
         else:
-            d2 = _dot_d2(x_ptr, b, ia, va, ic, vj, D, sb, sd, sp, BLOCK_A, BLOCK_J, BLOCK_D, DOT_F32)
+            d2 = _dot_d2(x_ptr, img, ia, va, ic, vj, D, sb, sd, sp, BLOCK_A, BLOCK_J, BLOCK_D, DOT_F32)
         best, best_j, best_nan = _merge(d2, sign, vj, offs_j, K, best, best_j, best_nan)
     return best_j
 
 
 @triton.jit
-def _th_mine_kernel(x_ptr, a_ptr, p_ptr, n_ptr, pu_ptr, nu_ptr, K, P, D, sb, sd, sp, num_blocks,
+def _th_mine_kernel(x_ptr, a_ptr, p_ptr, n_ptr, pu_ptr, nu_ptr, K, P, D, sb, sd, sp, num_blocks, groups, g0,
                     ACC: tl.constexpr, BLOCK_A: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
                     BLOCK_E: tl.constexpr, DOT: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
-    b, blk = split_pid(num_blocks)
+    img, blk = split_pid(num_blocks)
+    # the group's K slots (K / groups of the op's) of image img; the group is grid axis 2 (the
+    # (image, group) pair as axis 0's item, divided back, left 16 B of stack in the tl.dot kernel)
+    b = img * groups + g0 + tl.program_id(2)
     role = tl.program_id(1)  # 0: farthest positive, 1: nearest negative
     sign = 1.0 - 2.0 * role.to(ACC)  # maximise sign * d^2 (-NaN is NaN)
     offs_a = blk * BLOCK_A + tl.arange(0, BLOCK_A)
@@ -294,18 +298,18 @@ def _th_mine_kernel(x_ptr, a_ptr, p_ptr, n_ptr, pu_ptr, nu_ptr, K, P, D, sb, sd,
     if DOT:
         # The expansion holds only where every norm is finite and moderate: otherwise (a NaN or
         # inf pixel among the block's anchors or the image's candidates) the exact loop runs.
-        wide = _any_wide(x_ptr, b, ia, va, D, sb, sd, sp, BLOCK_A, BLOCK_D)
+        wide = _any_wide(x_ptr, img, ia, va, D, sb, sd, sp, BLOCK_A, BLOCK_D)
         for j0 in range(0, K, BLOCK_J):
             vj, _ja, jp, jn = _slots(a_ptr, p_ptr, n_ptr, b, j0 + tl.arange(0, BLOCK_J), K, P)
-            wide += _any_wide(x_ptr, b, tl.where(role == 0, jp, jn), vj, D, sb, sd, sp, BLOCK_J, BLOCK_D)
+            wide += _any_wide(x_ptr, img, tl.where(role == 0, jp, jn), vj, D, sb, sd, sp, BLOCK_J, BLOCK_D)
         if wide > 0:
-            best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
+            best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, img, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
                                  best_nan, ACC, BLOCK_A, BLOCK_J, BLOCK_D, BLOCK_E, True, DOT_F32)  # fmt: skip
         else:
-            best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
+            best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, img, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
                                  best_nan, ACC, BLOCK_A, BLOCK_J, BLOCK_D, BLOCK_E, False, DOT_F32)  # fmt: skip
     else:
-        best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
+        best_j = _mine_tiles(x_ptr, a_ptr, p_ptr, n_ptr, b, img, ia, va, role, sign, K, P, D, sb, sd, sp, best, best_j,
                              best_nan, ACC, BLOCK_A, BLOCK_J, BLOCK_D, BLOCK_E, True, DOT_F32)  # fmt: skip
     # A slot that takes part is a candidate of itself: best_j < K there.
     row = b * K
@@ -411,6 +415,9 @@ def _th_scatter_kernel(x_ptr, a_ptr, p_ptr, n_ptr, f_ptr, key_ptr, ord_ptr, gx_p
 # --------------------------------------------------------------------------------------
 
 
+_MAX_GROUPS = 65535  # a Triton grid's axis 2
+
+
 def _slot_blocks(K: int, D: int):
     """(BLOCK_K, BLOCK_D, num_warps) of the slot kernels: 1024-element tiles (BLOCK_K at most K's
     power of 2), 4 elements a thread: ~100-125 registers, no spill, 25 % occupancy (sm_80/90)."""
@@ -441,9 +448,10 @@ def _pixels(emb):
     return x, strides
 
 
-def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean=False):
+def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean=False, groups=1):
     """emb (B, D, H, W), anchor/positive/negative (B, K) int64 -> loss (B,) (mean: () over the
-    images with n_b > 0) in the statistics dtype, positive_used, negative_used (B, K) int64."""
+    images with n_b > 0) in the statistics dtype, positive_used, negative_used (B, K) int64;
+    hard mining within groups of K / groups slots."""
     B, D, H, W = emb.shape
     P, K = H * W, anchor.shape[1]
     st = stats_dtype(emb.dtype)
@@ -460,14 +468,16 @@ def triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard
     cnt = torch.empty(B, nblk, dtype=torch.int32, device=emb.device)
     with device_ctx(x):
         if hard:
-            ba, bj, bdd, be, dot, mw = _mine_blocks(K, D, emb.dtype)
-            na = triton.cdiv(K, ba)
+            kg = K // groups  # each group of slots mines as an image of its own: (B groups, kg) sets
+            ba, bj, bdd, be, dot, mw = _mine_blocks(kg, D, emb.dtype)
+            na = triton.cdiv(kg, ba)
             # CPU tensors: the interpreter, whose bfloat16 tl.dot needs the float32 widening
             dot_f32 = dot and emb.dtype == torch.bfloat16 and not emb.is_cuda
-            _th_mine_kernel[grid_items(na, B, 2)](
-                x, a, p, n, pu, nu, K, P, D, sb, sd, sp, na, ACC=acc, BLOCK_A=ba, BLOCK_J=bj, BLOCK_D=bdd,
-                BLOCK_E=be, DOT=dot, DOT_F32=dot_f32, num_warps=mw,
-            )  # fmt: skip
+            for g0 in range(0, groups, _MAX_GROUPS):  # grid axis 2: one launch (groups beyond it: more)
+                _th_mine_kernel[grid_items(na, B, 2, min(groups - g0, _MAX_GROUPS))](
+                    x, a, p, n, pu, nu, kg, P, D, sb, sd, sp, na, groups, g0, ACC=acc, BLOCK_A=ba, BLOCK_J=bj,
+                    BLOCK_D=bdd, BLOCK_E=be, DOT=dot, DOT_F32=dot_f32, num_warps=mw,
+                )  # fmt: skip
             p, n = pu, nu
         _th_forward_kernel[grid_items(nblk, B)](
             x, a, p, n, pu, nu, part, cnt, K, P, D, float(margin), sb, sd, sp, nblk, SQUARED=bool(squared),
@@ -550,12 +560,14 @@ def _expect_index_sets(op, emb, anchor, *named):
 
 
 @triton_variant("triplet_hinge")
-def triplet_hinge_op(emb, anchor, positive, negative, margin, squared, hard, mean):
+def triplet_hinge_op(emb, anchor, positive, negative, margin, squared, hard, mean, groups):
     op = "triplet_hinge"
     expect_map(emb, op)
     expect_same_device(op, emb, anchor, positive, negative)
     _expect_index_sets(op, emb, anchor, (positive, "positive"), (negative, "negative"))
-    return triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean)
+    K = anchor.shape[1]
+    expect(groups >= 1 and K % groups == 0, op, "groups must be >= 1 and divide K = ", K, ", got ", groups)
+    return triplet_hinge_forward(emb, anchor, positive, negative, margin, squared, hard, mean, groups)
 
 
 @triton_variant("triplet_hinge_backward")
