@@ -80,6 +80,7 @@ ROW = Contract(
         "D0": _inp(2, 0, 4, 5, 4)("cpu", torch.float32),
         "K0": _inp(2, 3, 4, 5, 0)("cpu", torch.float32),
         "K0_hard": _inp(2, 3, 4, 5, 0, mining="hard")("cpu", torch.float32),
+        "B0_hard_groups": _inp(0, 3, 4, 5, 4, mining="hard", groups=2)("cpu", torch.float32),
         "B0_mean": _inp(0, 3, 4, 5, 4, reduction="mean")("cpu", torch.float32),
         "K0_mean": _inp(2, 3, 4, 5, 0, reduction="mean")("cpu", torch.float32),
     },

@@ -96,7 +96,7 @@ def triplet_hinge(
         with torch.no_grad():  # indices only
             B, K = anchor.shape
             G = groups  # each group mines as an image of its own: (B, K, D) -> (B G, K / G, D)
-            a = _gather(x, anchor, valid).reshape(B * G, K // G, -1)
+            a = _gather(x, anchor, valid).reshape(B * G, K // G, x.shape[2])
             v = valid.reshape(B * G, K // G)
             jp = _mine(a, _gather(x, positive, valid).reshape(a.shape), v, farthest=True)
             jn = _mine(a, _gather(x, negative, valid).reshape(a.shape), v, farthest=False)
