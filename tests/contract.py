@@ -100,6 +100,9 @@ class Contract:
     # why the fuzz's half-precision gradients are known to miss SPEC §4 (an open issue): the
     # fuzz runs in full and reports xfail when only such gradients miss
     fuzz_half_gap: str | None = None
+    # output i -> (j, d): output i is the argmax over dim d of output j (label_transfer's labels of
+    # its scores); the fuzz accepts a class whose float64 score ties the best within SPEC §4
+    argmax_of: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def registered(self) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ ties, zero vectors; for the loss, the running statistics over training steps and
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import itertools
 
 import pytest
@@ -41,10 +43,25 @@ def _run(fn, make, dtype, kwargs):
     return out, [torch.zeros_like(t) if d is None else d for t, d in zip(leaves, grads)]
 
 
+@contextlib.contextmanager
+def _reference_arithmetic(dtype):
+    """The similarity reference computing in `dtype` (it computes in float64 and rounds once by
+    default): a float32 baseline is a composition of float32 torch ops, compared here with the
+    same arithmetic; both are held to float64 in the float64 runs."""
+    mod = importlib.import_module("pixelkernels.reference.similarity_reduce")
+    saved = mod._WIDE
+    mod._WIDE = None if dtype != torch.float64 else saved
+    try:
+        yield
+    finally:
+        mod._WIDE = saved
+
+
 def _check(op, make, dtype, msg="", grads=True, **kwargs):
-    """The baseline against the reference, both in `dtype`, outputs then (unless not grads)
-    gradients."""
-    want, want_g = _run(getattr(ref, op), make, dtype, kwargs)
+    """The baseline against the reference, both in `dtype` (arithmetic included), outputs then
+    (unless not grads) gradients."""
+    with _reference_arithmetic(dtype):
+        want, want_g = _run(getattr(ref, op), make, dtype, kwargs)
     got, got_g = _run(getattr(baselines, op), make, dtype, kwargs)
     assert len(got) == len(want) and len(got_g) == len(want_g)
     for what, pairs in (("output", zip(got, want)), ("gradient", zip(got_g, want_g) if grads else ())):

@@ -263,6 +263,7 @@ LT_ROW = Contract(
     shaped=lambda B, D, H, W, layout: _lt_inp(B, D, H, W, 3, 2, layout=layout),
     loss=weighted_loss,
     grad_inputs=("query_emb", "ref_emb"),
+    argmax_of={0: (1, 1)},  # labels (B, H, W) = argmax over C of scores (B, C, H, W)
     tiny=_lt_inp(2, 3, 3, 2, 2, 2),
     zero_sizes={
         "B0": _lt_inp(0, 3, 4, 5, 2, 2)("cpu", torch.float32),

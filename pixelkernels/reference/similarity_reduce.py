@@ -18,7 +18,11 @@ R_c = {valid j : ref_labels[b, j] = c} and n_c = |R_c|.
 
 where the softmax runs over ALL valid refs of the image (attention readout with one-hot values),
 T = temperature. The output is (B, N, C) in the statistics dtype (float32 for float16/bfloat16
-inputs, else the input's); everything is computed in that dtype.
+inputs, else the input's), computed in float64 and rounded once (its gradients too, by
+autograd's casts): in float32 the softmax's sum over a class that holds every ref (exactly 1,
+gradient 0) came out 1e-6-wrong in its derivatives through cancellation, and saturated sigmoids
+rounded to exact ties that the float64 oracle separates. The float32 kernels still see such
+ties; label_transfer's tests accept either class where scores tie within tolerance.
 
 Edge cases (the same with and without the sigmoid):
 - an empty class (n_c = 0) gives sum 0, mean 0, max -inf, softmax 0 (also in a row that a NaN
@@ -55,6 +59,9 @@ REDUCES = ("sum", "mean", "max", "softmax")
 
 # Scores are materialised for chunks of queries: at most this many elements of (B, chunk, K).
 _CHUNK_ELEMENTS = 1 << 22
+# The arithmetic's dtype (None: the statistics dtype). tests/test_baselines_dense.py sets None to
+# compare the float32 baselines, compositions of float32 torch ops, with the same arithmetic.
+_WIDE: torch.dtype | None = torch.float64
 
 
 def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -63,12 +70,13 @@ def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (lab >= 0) & (lab < num_classes)
 
 
-def _norm(t: torch.Tensor) -> torch.Tensor:
+def _norm(t: torch.Tensor, tiny: float | None = None) -> torch.Tensor:
     """|t| over the last dim, with derivatives 0 at a zero vector to every order: the sum of
-    squares clamped at the dtype's smallest normal before the sqrt (vector_norm's gradient is 0
-    there, but its second derivative is NaN, so double backward through a masked-out support
-    pixel of prior_mask was NaN). The value moves by at most sqrt(tiny) (1e-19 in float32)."""
-    return t.square().sum(-1).clamp_min(torch.finfo(t.dtype).tiny).sqrt()
+    squares clamped at `tiny` (default t's dtype's smallest normal) before the sqrt
+    (vector_norm's gradient is 0 there, but its second derivative is NaN, so double backward
+    through a masked-out support pixel of prior_mask was NaN). The value moves by at most
+    sqrt(tiny) (1e-19 in float32)."""
+    return t.square().sum(-1).clamp_min(torch.finfo(t.dtype).tiny if tiny is None else tiny).sqrt()
 
 
 def _zero_where_not(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -146,16 +154,18 @@ def similarity_reduce(
     K = ref.shape[1]
     C = num_classes
     st = stats_dtype(query.dtype)
+    tiny = torch.finfo(st).tiny
+    wide = _WIDE or st  # computed in float64, rounded to st once at the end
     valid = valid_refs(ref_labels, C)  # (B, K)
-    q = query.to(st)
+    q = query.to(wide)
     # Ignored refs and their weights are zeroed before the product, so that neither a NaN ref
     # nor a NaN weight there reaches the other's gradient (0 · NaN).
-    r = _zero_where_not(ref.to(st), valid[..., None])
+    r = _zero_where_not(ref.to(wide), valid[..., None])
     if ref_weight is not None:
-        r = r * _zero_where_not(ref_weight.to(st), valid)[..., None]
+        r = r * _zero_where_not(ref_weight.to(wide), valid)[..., None]
     q_norm = r_norm = None
     if metric == "cosine":
-        q_norm, r_norm = _norm(q), _norm(r)  # (B, N), (B, K)
+        q_norm, r_norm = _norm(q, tiny), _norm(r, tiny)  # (B, N), (B, K)
     lab = ref_labels.long()
     members = [(valid & (lab == c))[:, None, :] for c in range(C)]  # C x (B, 1, K)
     if reduce == "max":
@@ -165,7 +175,7 @@ def similarity_reduce(
         # An image with no valid ref gets all-zero logits (a finite, uniform softmax) instead of
         # all -inf (0/0 = NaN); its weights are then masked to 0 like every ignored ref's.
         any_valid = valid.any(-1)[:, None, None]  # (B, 1, 1)
-        fill = torch.where(any_valid, float("-inf"), 0.0).to(st)
+        fill = torch.where(any_valid, float("-inf"), 0.0).to(wide)
         keep = valid[:, None, :]
 
     chunk = max(1, _CHUNK_ELEMENTS // max(1, B * K))
@@ -182,5 +192,5 @@ def similarity_reduce(
     if not outs:
         # No query: an empty output, still on the graph of query and ref (a backward through it
         # gives their zero gradients).
-        return q.new_zeros(B, 0, C) + q.sum(-1, keepdim=True) + r.sum((1, 2))[:, None, None]
-    return torch.cat(outs, dim=1)
+        return (q.new_zeros(B, 0, C) + q.sum(-1, keepdim=True) + r.sum((1, 2))[:, None, None]).to(st)
+    return torch.cat(outs, dim=1).to(st)
