@@ -8,7 +8,6 @@ ties, zero vectors; for the loss, the running statistics over training steps and
 from __future__ import annotations
 
 import contextlib
-import importlib
 import itertools
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from pixelkernels import baselines
 from pixelkernels import reference as ref
+from pixelkernels.reference.similarity_reduce import in_row_dtype
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 TOL = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-6}}
@@ -43,24 +43,12 @@ def _run(fn, make, dtype, kwargs):
     return out, [torch.zeros_like(t) if d is None else d for t, d in zip(leaves, grads)]
 
 
-@contextlib.contextmanager
-def _reference_arithmetic(dtype):
-    """The similarity reference computing in `dtype` (it computes in float64 and rounds once by
-    default): a float32 baseline is a composition of float32 torch ops, compared here with the
-    same arithmetic; both are held to float64 in the float64 runs."""
-    mod = importlib.import_module("pixelkernels.reference.similarity_reduce")
-    saved = mod._WIDE
-    mod._WIDE = None if dtype != torch.float64 else saved
-    try:
-        yield
-    finally:
-        mod._WIDE = saved
-
-
 def _check(op, make, dtype, msg="", grads=True, **kwargs):
     """The baseline against the reference, both in `dtype` (arithmetic included), outputs then
     (unless not grads) gradients."""
-    with _reference_arithmetic(dtype):
+    # a float32 baseline is a composition of float32 torch ops: compared with the reference's
+    # arithmetic in the same dtype (it computes in float64 and rounds once by default)
+    with in_row_dtype() if dtype != torch.float64 else contextlib.nullcontext():
         want, want_g = _run(getattr(ref, op), make, dtype, kwargs)
     got, got_g = _run(getattr(baselines, op), make, dtype, kwargs)
     assert len(got) == len(want) and len(got_g) == len(want_g)

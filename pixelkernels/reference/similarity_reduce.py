@@ -48,6 +48,8 @@ no host sync.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -59,9 +61,21 @@ REDUCES = ("sum", "mean", "max", "softmax")
 
 # Scores are materialised for chunks of queries: at most this many elements of (B, chunk, K).
 _CHUNK_ELEMENTS = 1 << 22
-# The arithmetic's dtype (None: the statistics dtype). tests/test_baselines_dense.py sets None to
-# compare the float32 baselines, compositions of float32 torch ops, with the same arithmetic.
+# The arithmetic's dtype (None: the statistics dtype; in_row_dtype()).
 _WIDE: torch.dtype | None = torch.float64
+
+
+@contextlib.contextmanager
+def in_row_dtype():
+    """Inside: compute in the statistics dtype, as the float32 kernels and baselines do, not in
+    float64: the bench's timed reference row (like for like) and the float32 baselines' tests
+    (tests/test_baselines_dense.py, the same arithmetic as theirs)."""
+    global _WIDE
+    saved, _WIDE = _WIDE, None
+    try:
+        yield
+    finally:
+        _WIDE = saved
 
 
 def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
