@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import BACKENDS, assert_close, dtypes_for, make_emb, weighted_loss
+from conftest import BACKENDS, assert_close, backend_params, dtypes_for, make_emb, weighted_loss
 from contract import Contract, EmulateCuda, deterministic, suite
 from fuzz import Choice, Floats, Indices
 
@@ -225,17 +225,15 @@ def test_grouped_mining_is_each_group_on_its_own(backend, device, groups):
     assert_close(got, ref)
 
 
-def test_triton_groups_past_one_grid_axis(monkeypatch):
+@pytest.mark.parametrize("backend,device", backend_params(("triton",)))
+def test_triton_groups_past_one_grid_axis(monkeypatch, backend, device):
     """Triton mines a group per program of grid axis 2, whose 65535 programs take several
     launches beyond: shown with the limit lowered to 2 for 5 groups (3 launches)."""
-    if "triton" not in pk.available_backends():
-        pytest.skip("no triton backend")
     tt = pytest.importorskip("pixelkernels.triton.triplet_hinge")
     monkeypatch.setattr(tt, "_MAX_GROUPS", 2)
     B, D, H, W, K = 2, 3, 6, 7, 20
     emb = torch.randint(-2, 3, (B, D, H, W)).double()
     a, p, n = index_sets(B, H, W, K, seed=7)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     got = pk.triplet_hinge(emb.to(device), a.to(device), p.to(device), n.to(device), margin=1.0, mining="hard",
                            groups=5, return_used=True, backend="triton")  # fmt: skip
     want = pk.triplet_hinge(emb, a, p, n, margin=1.0, mining="hard", groups=5, return_used=True, backend="reference")
