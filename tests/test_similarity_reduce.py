@@ -1020,3 +1020,21 @@ def test_ref_gradient_over_many_queries(backend, device, reduce):
 
     got = grad_ref(q.to(device), r.to(device), backend)
     assert_close(got, grad_ref(q.double(), r.double(), "reference"), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_sigmoid_max_is_decided_on_the_logits(request, backend, device):
+    """The max of sigmoid scores is the sigmoid of the max logit: in float32 s rounds to 1 past
+    z ~ 18, so refs of z = 18 and z = 40 tie in s but not in z, and the gradient goes to the z = 40
+    ref alone (the float64 answer: the z = 18 ref's share, e^-18 scale q / 2, was 2.4e-6 here
+    where SPEC §4 allows 1e-6). Equal logits (class 1) still split it evenly; an empty class (2)
+    stays -inf. The fuzz found it (a float16 map on Triton, max of sigmoid at scale 40)."""
+    q = torch.tensor([[[8.0, 0.0], [8.0, 0.25]]])  # z of refs 0, 1: 18, 40 and 23, 30
+    r = torch.tensor([[[18 / 320, 0.5], [40 / 320, -1.0], [0.05, 0.25], [0.05, 0.25]]])
+    inp = {"query": q, "ref": r, "ref_labels": torch.tensor([[0, 0, 1, 1]]), "num_classes": 3, "metric": "dot",
+           "scale": 40.0, "activation": "sigmoid", "reduce": "max"}  # fmt: skip
+    out, gq, gr = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+    assert float(gr[0, 0].abs().max()) == 0.0, (backend, gr[0, 0])  # not a maximum
+    assert torch.equal(gr[0, 2], gr[0, 3]), (backend, gr)  # a tie of logits: equal shares
+    assert bool((out[..., 0] == 1.0).all()), (backend, out)  # sigmoid(40) is 1 in float32
+    assert bool((out[..., 2] == -float("inf")).all()), (backend, out)  # no ref: the max over nothing

@@ -30,7 +30,9 @@
 //   With a weight, dr_j above is the gradient G_j of the weighted ref: d ref_j = w_j G_j and
 //   dw_j = ref_j·G_j.
 // The backward recomputes the scores with the forward's arithmetic, so the max's equality test
-// finds exactly the forward's maxima.
+// finds exactly the forward's maxima. With the sigmoid, the max reduces z and activates its
+// result once (activates, max_out): out_ic = sigmoid(max z_ij), its ties those of z, and
+// dZ_ij = g_ic [z_ij = max z] / aux_ic s_ij (1 - s_ij) scale.
 #pragma once
 
 #include "common/types.h"
@@ -182,6 +184,20 @@ PK_HD acc_t score_comp(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale
   const acc_t s = acc_t(1) / (acc_t(1) + e);
   comp = z >= acc_t(0) ? e * s : acc_t(1) - s;
   return s;
+}
+
+// Whether the scores are activated before the reduction. Not for the max: the sigmoid is
+// monotone, so the max of s is the sigmoid of the max of z, taken once at the end (max_out), and
+// the max reduces the logits z. Its ties and its gradient's refs are then decided on z, as
+// exact arithmetic decides them: s rounds to 1 past z ~ 17 in float32 (37 in float64), where
+// refs whose z, and derivatives e^-z, differ would tie and share the gradient.
+PK_HD bool activates(bool sigmoid, Reduce reduce) { return sigmoid && reduce != Reduce::Max; }
+
+// The max's out from the max of z and its tie count (max_out's activation): an empty class
+// (no tie) keeps its -inf; sigmoid(-inf) = 0, NaN stays NaN.
+template <typename acc_t>
+PK_HD acc_t max_out(acc_t z, acc_t ties, bool sigmoid) {
+  return sigmoid && ties != acc_t(0) ? acc_t(1) / (acc_t(1) + exp(-z)) : z;
 }
 
 // Whether x replaces the running max m: larger, or NaN (a NaN score makes the max NaN, as amax).

@@ -158,6 +158,7 @@ at::Tensor floor_mask(const Tables<T>& t, int64_t b, int64_t j0, int64_t k) {
 // with a weight the unweighted q_i·ref_j in `raw` (when not null), and with the sigmoid
 // 1 - s_ij = sigmoid(-z_ij) in `comp` (when not null): not 1 - s, which is 0 wherever the score
 // saturates (s rounds to 1 past z ~ 17 in float32) while the derivative s (1 - s) is e^-z there.
+// The max's tiles hold z (similarity_reduce::activates): its ties are decided on the logits.
 // The forward and both backward uses make the same calls on the same shapes: the same bits.
 template <typename T>
 void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k, const T* qn, T* S,
@@ -181,7 +182,7 @@ void scores(const Ctx<T>& x, int64_t b, int64_t i0, int64_t n, int64_t j0, int64
   if (x.scale != T(1)) s.mul_(x.scale);
   if (x.bias != T(0)) s.add_(x.bias);
   if (a.sigmoid && comp != nullptr) matrix(comp, n, k).copy_(s).neg_().sigmoid_();
-  if (a.sigmoid) s.sigmoid_();
+  if (similarity_reduce::activates(a.sigmoid, a.reduce)) s.sigmoid_();
 }
 
 // h (k, C + 1) for the refs [j0, j0 + k) of image b: h[j][c] = w_c where c is ref j's class
@@ -327,6 +328,8 @@ void forward(const SimilarityReduceForward& p) {
           aux[(b * N + i0 + i) * 2] = M[i];
           aux[(b * N + i0 + i) * 2 + 1] = std::log(L[i]);
         }
+        if (ties && a.sigmoid)  // the max of z, activated once (max_out)
+          for (int64_t c = 0; c < C; ++c) oi[c] = similarity_reduce::max_out(oi[c], ties[i * C + c], true);
         if (p.labels != nullptr) p.labels[b * N + i0 + i] = similarity_reduce::argmax_row(oi, C);
       }
     }
@@ -461,9 +464,10 @@ void backward(const SimilarityReduceBackward& p) {
               for (int64_t c = 0; c < C; ++c) {
                 const int64_t e = i * C + c;
                 if (tie[e] == T(0)) continue;
-                // dZ as the general pass forms it: g / 1, the sigmoid's s (1 - s), scale, / den
+                // dZ as the general pass forms it: g / 1, the sigmoid's s (1 - s) (mx: the max's z),
+                // scale, / den
                 T z = gx[i * (C + 1) + c] / tie[e];
-                if (a.sigmoid) z = z * mx[e] * acomp[e];
+                if (a.sigmoid) z = z * similarity_reduce::max_out(mx[e], T(1), true) * acomp[e];
                 if (x.scale != T(1)) z *= x.scale;
                 const int64_t j = arg[e];
                 const T* rj = tab.row(b, j);
@@ -512,7 +516,8 @@ void backward(const SimilarityReduceBackward& p) {
                                      : T(0);
               }
           }
-          if (a.sigmoid) zt.mul_(st).mul_(matrix(cp, n, k));  // sigmoid' = s (1 - s), 1 - s from scores()
+          // sigmoid' = s (1 - s), 1 - s from scores(); the max's tile holds z, its s formed here
+          if (a.sigmoid) zt.mul_(max ? st.sigmoid() : st).mul_(matrix(cp, n, k));
           if (x.scale != T(1)) zt.mul_(x.scale);
           if (cosine) zt.div_(matrix(den.data(), n, k));  // A = dZ / den
           // The refs that take no part: dZ = 0 exactly (their p = exp(0 / T - ...) can overflow,

@@ -67,7 +67,9 @@ struct MaxArg {
 bool max_arg(const SimilarityReduceArgs& a) {
   return a.dtype == DType::Float32 && a.reduce == Reduce::Max && std::isfinite(a.scale) && MaxArg::fits(a.K);
 }
-bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && MaxArg::fits_aux(a.K); }
+// Not with the sigmoid: the forward's out is then sigmoid(max z), and the backward's kept rows
+// would compare their z with it.
+bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && MaxArg::fits_aux(a.K) && !a.sigmoid; }
 
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
@@ -118,6 +120,11 @@ struct View {
   Reduce reduce;
   const acc_t* count;  // (B, C)
   const acc_t* rn;     // (B, K): 0 for refs that take no part
+  // The sigmoid before the reduction (similarity_reduce::activates: not the max's), and (the op's
+  // forward) the max's out activated at its end (max_out); the backward's recomputed maxima stay
+  // logits: its equality test is on z. Fields, not tests per score: a test in the dot loops took
+  // the float32 backward's registers past its cap (spills of 96-108 B on sm_90).
+  bool act = false, act_out = false;
 
   __device__ __forceinline__ int64_t cls(int64_t b, int64_t j) const {
     const int64_t l = label_at(lab, b * K + j);
@@ -136,8 +143,9 @@ struct View {
     for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(qi[d * q_sd]), s);
     return similarity_reduce::clamp_norm<acc_t>(sqrt(s), floor);
   }
+  // the score the reduction takes: s, or the max's logit z (similarity_reduce::activates)
   __device__ __forceinline__ acc_t score(acc_t dot, acc_t qn, acc_t rnj) const {
-    return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, sigmoid, eps);
+    return similarity_reduce::score(dot, qn, rnj, metric, scale, bias, act, eps);
   }
   // the same score, and 1 - s without its cancellation (the header's score_comp)
   __device__ __forceinline__ acc_t score_comp(acc_t dot, acc_t qn, acc_t rnj, acc_t& comp) const {
@@ -267,8 +275,12 @@ struct RowReduce {
                  : wide || ties[c] > acc_t(1) || o[c] != o[c] || o[c] == -acc_t(INFINITY) ? MaxArg::kAny
                                                                                           : arg[c];
   }
-  // count: the image's class sizes (Mean, Softmax); ml: the row's (m, log l) aux slots (Softmax).
-  __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml) {
+  // count: the image's class sizes (Mean, Softmax); ml: the row's (m, log l) aux slots (Softmax);
+  // sigmoid: the max's logits activated (View::act_out).
+  __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml, bool sigmoid) {
+    if (reduce == Reduce::Max && sigmoid)
+#pragma unroll 1
+      for (int64_t c = 0; c < C; ++c) o[c] = similarity_reduce::max_out(o[c], ties[c], true);
     if (reduce == Reduce::Mean)
       for (int64_t c = 0; c < C; ++c) o[c] /= count[c] > acc_t(1) ? count[c] : acc_t(1);
     if (reduce == Reduce::Softmax) {
@@ -296,7 +308,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c < 0) continue;
       row.take(v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]), c, v.temp);
     }
-    row.finish(v.count + b * C, aux + 2 * t);
+    row.finish(v.count + b * C, aux + 2 * t, v.act_out);
     if (labels != nullptr) labels[t] = similarity_reduce::argmax_row(out + t * C, C);
   }
 }
@@ -422,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
           }
           if (any) atomicMax(arg + v.B * v.N * C + b, 1);  // the image's flag: an int, any order
         }
-        row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me));
+        row.finish(v.count + b * C, aux + 2 * (b * v.N + i0 + me), v.act_out);
         if (labels != nullptr) labels[at] = similarity_reduce::argmax_row(out + at * C, C);
       }
       __syncthreads();  // sqn, swide are rewritten by the next row tile
@@ -440,7 +452,7 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
                                          const acc_t* aux, const acc_t* lse, double& sim) {
   const int64_t row = b * v.N + i;
   const acc_t rnj = v.rn[b * v.K + j];
-  const acc_t s = v.score(dot, qn, rnj);
+  const acc_t s = v.score(dot, qn, rnj);  // the max's: z (View::score)
   const double sd = s, temp = v.temp;
   // p = exp((s/T - m) - log l), s/T as the forward's (acc_t): the row's max term is exp(-log l)
   const double p =
@@ -452,14 +464,15 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
                                             : double(gx[row * v.C + c]);
   double ds;
   if (v.reduce == Reduce::Max)
-    ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the forward's bits on both sides; NaN: amax's rule
+    ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the recomputed max's bits on both sides; NaN: amax's rule
   else
     ds = similarity_reduce::grad_score(v.reduce, g, sd, 1.0, 0.0, 1.0, p, 0.0, 1.0 / temp);
   // 1 - s of the sigmoid, from the score again (the same bits) here rather than kept from above:
   // one value fewer live across the loads (the bf16/fp16 cosine grad_mma_kernel spilled 8 bytes)
-  acc_t comp = acc_t(0);
-  if (v.sigmoid) v.score_comp(dot, qn, rnj, comp);
-  double dz = similarity_reduce::grad_logit(ds, sd, double(comp), v.sigmoid, double(v.scale));
+  // s itself too: the max's reduced score is z
+  acc_t comp = acc_t(0), sa = s;
+  if (v.sigmoid) sa = v.score_comp(dot, qn, rnj, comp);
+  double dz = similarity_reduce::grad_logit(ds, double(sa), double(comp), v.sigmoid, double(v.scale));
   if (v.metric == Metric::Cosine) {
     const double den = double(qn) * double(rnj) + double(v.eps);
     sim = double(dot) / den;
@@ -779,6 +792,7 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
                             acc_t(a.scale), acc_t(a.bias), acc_t(a.eps), acc_t(a.temperature),
                             acc_t(a.norm_floor), a.sigmoid, a.reduce,
                             at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
+    v.act = similarity_reduce::activates(a.sigmoid, a.reduce);
     f(v);
   });
 }
@@ -941,6 +955,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
     using acc_t = std::remove_const_t<std::remove_pointer_t<decltype(v.rn)>>;
     (void)sizeof(V);
     cuda::Rows<acc_t> rows{};
+    v.act_out = a.sigmoid && a.reduce == similarity_reduce::Reduce::Max;  // out = sigmoid(max z)
     int32_t* arg = nullptr;  // float32's max: its MaxArg, into aux for the backward (cuda::MaxArg)
     if constexpr (std::is_same_v<scalar_t, float>)
       if (cuda::forward_keeps_arg(a)) {

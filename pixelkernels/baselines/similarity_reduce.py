@@ -54,14 +54,18 @@ def similarity_reduce(
         qn, rn = torch.linalg.vector_norm(q, dim=-1), torch.linalg.vector_norm(r, dim=-1)
         s = s / (qn[:, :, None] * rn[:, None, :] + eps)
     s = s * scale + bias
-    if activation == "sigmoid":
-        s = torch.sigmoid(s)
     if reduce == "max":
         B, N, K = s.shape
-        # Ignored refs land in the extra column C, dropped; -inf stays in empty classes.
+        # Ignored refs land in the extra column C, dropped; -inf stays in empty classes. The
+        # sigmoid is monotone: applied to the (B, N, C) maxima, not the (B, N, K) scores (less
+        # work, and the max is decided on z, where float32's s ties at 1 past z ~ 17).
         out = s.new_full((B, N, C + 1), float("-inf"))
-        out = out.scatter_reduce(2, cls[:, None, :].expand(B, N, K), s, "amax", include_self=True)
-        return out[..., :C]
+        out = out.scatter_reduce(2, cls[:, None, :].expand(B, N, K), s, "amax", include_self=True)[..., :C]
+        if activation == "sigmoid":
+            out = torch.where(onehot.sum(1)[:, None, :] > 0, torch.sigmoid(out), out)
+        return out
+    if activation == "sigmoid":
+        s = torch.sigmoid(s)
     if reduce == "softmax":
         # An image without a valid ref softmaxes zeros (its weights then meet zero one-hot rows),
         # not all -inf (0/0 = NaN).

@@ -57,7 +57,12 @@ on CUDA each of those is one kernel (a warp per ref, which also zeroes the refs 
 part), not a string of torch ops.
 
 **Numerics.** The sigmoid's derivative keeps :math:`1 - s` as :math:`e s` with the forward's
-:math:`e = \exp(-z)`, so a saturated score keeps its tiny gradient. The cosine's norms are
+:math:`e = \exp(-z)`, so a saturated score keeps its tiny gradient. The max of sigmoid scores is
+taken on the logits and activated once (:math:`\max_j \sigma(z_j) = \sigma(\max_j z_j)`, the
+same value): which refs attain it, and share its gradient, is decided on :math:`z`, where
+float32's :math:`s` rounds to 1 for every :math:`z` past about 17 and would tie refs whose
+derivatives :math:`e^{-z}` differ (every backend and the reference; with the sigmoid the forward
+keeps no ``MaxArg``, so its backward recomputes the maxima). The cosine's norms are
 clamped at the dtype's smallest normal, so ``eps = 0`` is valid and a zero vector's cosine is 0.
 The reference (``pixelkernels.reference.similarity_reduce``) takes ``scale`` and ``bias`` as
 tensors too and differentiates them; every backend's double backward differentiates it.
@@ -79,7 +84,8 @@ ACTIVATIONS, METRICS, REDUCES = _ref.ACTIVATIONS, _ref.METRICS, _ref.REDUCES
 @torch.no_grad()
 def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight, out):
     """The backward's saved statistics from the reference's scores: Max, the refs attaining each
-    class max (B, N, C); Softmax, (m, log l) (B, N, 2): the max of the valid s / T and the log of
+    class max (B, N, C), of z with the sigmoid (the max reduces the logits; counted against the
+    max of these very scores, not `out`, whose float64 arithmetic may differ by an ulp); Softmax, (m, log l) (B, N, 2): the max of the valid s / T and the log of
     Σ exp(s / T - m) (-inf, -inf with no valid ref; kept apart, since m + log l rounded to one
     float is off by half an ulp of |s / T|, which every p = exp(s / T - lse) would inherit)."""
     B, N, _ = query.shape
@@ -97,13 +103,14 @@ def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, redu
         qn, rn = _ref._norm(q), _ref._norm(r)
     lab = torch.where(valid, ref_labels.long(), num_classes)  # C: a spare class for the ignored
     chunk = max(1, _ref._CHUNK_ELEMENTS // max(1, B * ref.shape[1]))  # the oracle's chunks: its very scores
-    act = "sigmoid" if sigmoid else None
+    act = "sigmoid" if sigmoid and reduce != "max" else None
+    has = (lab[..., None] == torch.arange(num_classes, device=lab.device)).any(1) if reduce == "max" else None
     parts = []
     for i0 in range(0, N, chunk):
         n = None if qn is None else qn[:, i0 : i0 + chunk]
         s = _ref._scores(q[:, i0 : i0 + chunk], r, metric, scale, bias, act, eps, n, rn)
         if reduce == "max":
-            o = out[:, i0 : i0 + chunk]
+            o = _ref._class_max(s, lab, has)
             o = torch.cat([o, o.new_full(o.shape[:2] + (1,), float("nan"))], -1)  # the spare never ties
             hit = (s == o.gather(2, lab[:, None, :].expand_as(s))).to(st)
             ties = hit.new_zeros(s.shape[:2] + (num_classes + 1,)).scatter_add_(2, lab[:, None, :].expand_as(s), hit)

@@ -14,6 +14,7 @@ R_c = {valid j : ref_labels[b, j] = c} and n_c = |R_c|.
     out[b, i, c] = Σ_{j in R_c} s_ij                                      reduce="sum"   (eq. 3)
                  = (1 / n_c) Σ_{j in R_c} s_ij                            reduce="mean"
                  = max_{j in R_c} s_ij                                    reduce="max"
+                   (with the sigmoid: sigmoid(max_{j in R_c} z_ij), the same value, see below)
                  = Σ_{j in R_c} softmax_j(s_ij / T)                       reduce="softmax"
 
 where the softmax runs over ALL valid refs of the image (attention readout with one-hot values),
@@ -21,8 +22,14 @@ T = temperature. The output is (B, N, C) in the statistics dtype (float32 for fl
 inputs, else the input's), computed in float64 and rounded once (its gradients too, by
 autograd's casts): in float32 the softmax's sum over a class that holds every ref (exactly 1,
 gradient 0) came out 1e-6-wrong in its derivatives through cancellation, and saturated sigmoids
-rounded to exact ties that the float64 oracle separates. The float32 kernels still see such
-ties; label_transfer's tests accept either class where scores tie within tolerance.
+rounded to exact ties that the float64 oracle separates. label_transfer's tests accept either
+class where scores tie within tolerance.
+
+The max with the sigmoid reduces the logits z = scale·sim + bias and activates once: the sigmoid
+is monotone, so the value is max s, but which refs attain the max (and share its gradient) is
+decided on z, not on an s that rounds to 1 for every z past ~17 (float32) or ~37 (float64):
+there the refs of smaller z, whose derivative e^-z is the larger, would take a share. Every
+backend reduces z (csrc/common/similarity_reduce.h, activates).
 
 Edge cases (the same with and without the sigmoid):
 - an empty class (n_c = 0) gives sum 0, mean 0, max -inf, softmax 0 (also in a row that a NaN
@@ -118,7 +125,11 @@ def _scores(
     # sigmoid(s)·sigmoid(-s) instead of torch.sigmoid's s·(1 - s), which cancels where the
     # sigmoid saturates (float32 second derivatives off by ~1e-6 at |s| ~ 15; every backend's
     # double backward differentiates this graph).
-    return torch.exp(-F.softplus(-s)) if activation == "sigmoid" else s
+    return _sigmoid(s) if activation == "sigmoid" else s
+
+
+def _sigmoid(s: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-F.softplus(-s))
 
 
 def _reduce_class(s: torch.Tensor, member: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -196,11 +207,14 @@ def similarity_reduce(
     outs = []
     for i0 in range(0, N, chunk):
         qn = None if q_norm is None else q_norm[:, i0 : i0 + chunk]
-        s = _scores(q[:, i0 : i0 + chunk], r, metric, scale, bias, activation, eps, qn, r_norm)
+        act = None if reduce == "max" else activation  # the max reduces z (module docstring)
+        s = _scores(q[:, i0 : i0 + chunk], r, metric, scale, bias, act, eps, qn, r_norm)
         if reduce == "softmax":
             s = torch.softmax(torch.where(keep, s / temperature, fill), dim=-1)
         if reduce == "max":
-            outs.append(_class_max(s, cls, has))
+            m = _class_max(s, cls, has)
+            # an empty class keeps its -inf (sigmoid(-inf) is 0)
+            outs.append(torch.where(has[:, None, :], _sigmoid(m), m) if activation == "sigmoid" else m)
         else:
             outs.append(torch.stack([_reduce_class(s, m, reduce) for m in members], dim=-1))
     if not outs:

@@ -41,13 +41,14 @@ BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
 
 @triton.jit
 def _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn, scale, bias, eps,
-            COSINE, SIGMOID, PREC: tl.constexpr, ACC: tl.constexpr,
+            COSINE, SIGMOID, REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr,
             BLOCK_D: tl.constexpr):  # fmt: skip
     # PREC: _common.dot_precision
-    """The activated score tile [BLOCK_N, BLOCK_K], (cosine) its sim and den, and (sigmoid) 1 - s
-    without its cancellation, the header's score_comp: e s with e = exp(-z) for z >= 0 (1 - s is
-    0 once s rounds to 1, where the derivative is e^-z). Refs that take no part are zero vectors
-    here (their scores are masked by the callers)."""
+    """The score tile [BLOCK_N, BLOCK_K] the reduction takes (activated, but the max's logits z:
+    the header's `activates`), (cosine) its sim and den, and the activation's derivative s (1 - s)
+    (1 with no sigmoid), 1 - s without its cancellation, the header's score_comp: e s with
+    e = exp(-z) for z >= 0 (1 - s is 0 once s rounds to 1, where the derivative is e^-z). Refs
+    that take no part are zero vectors here (their scores are masked by the callers)."""
     acc = tl.zeros([offs_n.shape[0], offs_k.shape[0]], ACC)
     for d0 in range(0, D, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -61,9 +62,10 @@ def _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, q
     sim = tl.where(COSINE != 0, acc / den, acc)
     z = sim * tl.full([], scale, ACC) + tl.full([], bias, ACC)
     e = tl.exp(-z)
-    s = tl.where(SIGMOID != 0, 1.0 / (1.0 + e), z)
-    comp = tl.where(z >= 0, e * s, 1.0 - s)
-    return s, sim, den, acc, comp
+    sg = 1.0 / (1.0 + e)
+    s = tl.where((SIGMOID != 0) & (REDUCE != 2), sg, z)
+    dsig = tl.where(SIGMOID != 0, tl.where(z >= 0, e * sg, 1.0 - sg) * sg, 1.0)
+    return s, sim, den, acc, dsig
 
 
 @triton.jit
@@ -128,7 +130,7 @@ def _forward_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, out_ptr, aux_ptr, l_p
         kvalid = kmask & (lab >= 0) & (lab < C)
         rn = tl.load(rn_ptr + b * K + offs_k, mask=kvalid, other=0.0)
         s, sim, den, dot, _ = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn,
-                                      rn, scale, bias, eps, COSINE, SIGMOID, PREC, ACC, BLOCK_D)  # fmt: skip
+                                      rn, scale, bias, eps, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
         pair = nmask[:, None] & kvalid[None, :]
         if ARG:
             wide = tl.maximum(wide, tl.max((kmask[None, :] & ~(tl.abs(dot) < float("inf"))).to(tl.int32), 1))
@@ -230,12 +232,11 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     kvalid = kmask & (lab >= 0) & (lab < C)
     qn = tl.load(qn_ptr + rows, mask=nmask, other=0.0)
     rn = tl.load(rn_ptr + b * K + offs_k, mask=kvalid, other=0.0)
-    s, sim, den, dot, comp = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn,
-                                     scale, bias, eps, COSINE, SIGMOID, PREC, ACC, BLOCK_D)  # fmt: skip
+    # sig: sigmoid'(z) = s (1 - s), formed in _scores: s and 1 - s die there unless the reduction
+    # reads s (softmax), fewer values live across the loads (sum and mean spilled 48 B on sm_90)
+    s, sim, den, dot, sig = _scores(q_ptr, r_ptr, b, offs_n, offs_k, nmask, kvalid, N, K, D, qsb, qsn, qsd, qn, rn,
+                                    scale, bias, eps, COSINE, SIGMOID, REDUCE, PREC, ACC, BLOCK_D)  # fmt: skip
     pair = nmask[:, None] & kvalid[None, :]
-    # sigmoid'(z) = s (1 - s) now: s and 1 - s die here unless the reduction reads s (max,
-    # softmax), one value fewer live across the loads (sum and mean spilled 48 B on sm_90)
-    sig = tl.where(SIGMOID != 0, s * comp, 1.0)
     cls = tl.where(kvalid, lab, 0)
     at = rows[:, None] * C + cls[None, :]
     g = tl.load(gx_ptr + at, mask=pair, other=0.0)
@@ -439,6 +440,9 @@ def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bia
         ref = r * w[..., None]
     out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature,
                         eps, _tiny(query), keep=True)  # fmt: skip
+    if reduce == "max" and sigmoid:
+        # the max of z activated once (the header's max_out): an empty class (no tie) keeps -inf
+        out = torch.where(aux != 0, torch.sigmoid(out), out)
     # The labels as torch's argmax after the mean's and softmax's division, which run as torch ops
     # here too: one launch the CUDA kernels fold into their pass.
     labels = out.argmax(-1) if argmax else torch.empty(0, dtype=torch.int64, device=out.device)
@@ -455,10 +459,12 @@ _FRACS = {(torch.float32, "ieee"): 0.5, (torch.float32, "tf32"): 0.25, (torch.fl
           (torch.float16, ""): 0.375, (torch.bfloat16, ""): 0.625, (torch.bfloat16, "widen"): 0.875}  # fmt: skip
 
 
-def _keeps_arg(reduce, scale, K, st) -> bool:
+def _keeps_arg(reduce, scale, K, st, sigmoid) -> bool:
     """Whether the max's forward keeps MaxArg in aux: a finite scale (the backward notes none with
-    0 * inf, which makes every dZ NaN), and in a float32 aux K <= 2^20 (_FRACS)."""
-    return reduce == "max" and math.isfinite(float(scale)) and (st == torch.float64 or K <= 2**20)
+    0 * inf, which makes every dZ NaN), in a float32 aux K <= 2^20 (_FRACS), and no sigmoid (the
+    op's out is then sigmoid(max z), which the kept rows' test on z cannot take)."""
+    return (reduce == "max" and math.isfinite(float(scale)) and (st == torch.float64 or K <= 2**20)
+            and not sigmoid)  # fmt: skip
 
 
 def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny,
@@ -481,7 +487,7 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
     if B * N > 0 and K > 0:
         nblk = triton.cdiv(N, BLOCK_N)
         flags = _flags(metric, sigmoid, reduce, q, st)
-        mode = 1 if arg is not None else 2 if keep and _keeps_arg(reduce, scale, K, st) else 0
+        mode = 1 if arg is not None else 2 if keep and _keeps_arg(reduce, scale, K, st, sigmoid) else 0
         kout, kaux = (out, aux) if kept is None else (t.to(st).contiguous() for t in kept)
         with device_ctx(q):
             _forward_kernel[grid_items(nblk, B)](
@@ -535,7 +541,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
         # forward's maxima instead: those are its kernels' bits, and the scores here are too.
         if math.isfinite(float(scale)):
             arg = torch.empty(q.shape[0], q.shape[1], num_classes, dtype=torch.int32, device=q.device)
-        kept = (out, aux) if _keeps_arg(reduce, scale, K, st) else None
+        kept = (out, aux) if _keeps_arg(reduce, scale, K, st, sigmoid) else None
         out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
                             temperature, eps, tiny, arg, kept)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
