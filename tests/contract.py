@@ -103,6 +103,13 @@ class Contract:
     # output i -> (j, d): output i is the argmax over dim d of output j (label_transfer's labels of
     # its scores); the fuzz accepts a class whose float64 score ties the best within SPEC §4
     argmax_of: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    # max_gaps(inputs) -> (gap, top): for a max reduction, the float64 gap between each slot's
+    # largest and second-largest reduced score and the largest (None: no max here). Where a gap
+    # is within SPEC §4 of its score, which member attains the max (and takes its gradient) is
+    # decided by the working precision's rounding, as argmax_of's near-ties: the fuzz then
+    # compares that case's outputs, not its derivatives (any split among near-equal members is
+    # a subgradient; exact ties, gap 0, are still compared: every backend splits them evenly).
+    max_gaps: Callable[[dict], tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     @property
     def registered(self) -> tuple[str, ...]:

@@ -649,6 +649,23 @@ def _close_argmax(label: torch.Tensor, want: torch.Tensor, scores: torch.Tensor,
     assert bool(ok.all()), (msg, "labels differ beyond a near-tie", label[~ok], want[~ok], got[~ok], best[~ok])
 
 
+def _max_near_tie(c, case: Case, dtype) -> bool:
+    """Whether the case's max has members within SPEC §4 (for `dtype`) of each other but not
+    equal, in float64 on the oracle's values (Contract.max_gaps): its subgradient is then the
+    working precision's call."""
+    gaps_of = getattr(c, "max_gaps", None)
+    if gaps_of is None:
+        return False
+    inputs, _ = materialize(case, dtype, grads=False, oracle=True)
+    with torch.no_grad():
+        found = gaps_of(inputs)
+    if found is None:
+        return False
+    gap, top = (t.detach().double().cpu() for t in found)
+    rtol, atol = tolerance(dtype, top[torch.isfinite(top)])
+    return bool(((gap > 0) & (gap <= atol + rtol * top.abs())).any())
+
+
 def _close(a: torch.Tensor, b: torch.Tensor, dtype, msg: str) -> None:
     """SPEC §4's tolerances; a half-precision result that is 0 in exact arithmetic (the float64
     oracle below 1e-9, e.g. normalising D = 1) is rounding noise of the float32 accumulation
@@ -675,6 +692,7 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
         # sum of two gradients: a rounding of the test's construction, not of the op.
         case = dataclasses.replace(case, derived=frozenset())
     want = evaluate(c, case, dtype, "reference", mode, oracle=True)
+    near_tie = _max_near_tie(c, case, dtype)  # derivatives compared only away from near-ties
     dtypes = None
     for backend in backends_for(dtype, group):
         got = evaluate(c, case, dtype, backend, mode)
@@ -685,7 +703,9 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
         # derivatives of half inputs (a VJP through half roundings) are compared in float32/64.
         pairs = zip(("output", "grad", "second derivative"), got[:3], want[:3])
         argmax_of = getattr(c, "argmax_of", {})  # output i: the argmax over dim d of output j
-        for what, a_list, b_list in [p for p in pairs if p[0] != "second derivative" or dtype not in HALF]:
+        compared = [p for p in pairs if (p[0] != "second derivative" or dtype not in HALF)
+                    and (p[0] == "output" or not near_tie)]  # fmt: skip
+        for what, a_list, b_list in compared:
             assert len(a_list) == len(b_list), (what, backend)
             for i, (a, b) in enumerate(zip(a_list, b_list)):
                 assert a.shape == b.shape, (what, i, backend, a.shape, b.shape)
@@ -695,7 +715,7 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
                     _close_argmax(a, b, want[0][j], d, _coarser(dtype, want[0][j].dtype), msg)
                 else:
                     _close(a, b, _coarser(dtype, a.dtype), msg=msg)
-        if want[3]:
+        if want[3] and not near_tie:
             # requires_grad on inputs that take no gradient: the same outputs require grad on every
             # backend, and the same inputs get a gradient (or none), of the same values
             (flags, through), (want_flags, want_through) = got[3], want[3]

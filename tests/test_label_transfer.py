@@ -219,6 +219,7 @@ def test_gradcheck_scores(reduce):
 
 from conftest import BACKENDS, weighted_loss  # noqa: E402
 from contract import Contract, suite  # noqa: E402
+from test_similarity_reduce import max_score_gaps  # noqa: E402
 from fuzz import Choice, Floats, Labels, Size  # noqa: E402
 
 import pixelkernels as pk  # noqa: E402
@@ -264,6 +265,8 @@ LT_ROW = Contract(
     loss=weighted_loss,
     grad_inputs=("query_emb", "ref_emb"),
     argmax_of={0: (1, 1)},  # labels (B, H, W) = argmax over C of scores (B, C, H, W)
+    max_gaps=lambda inp: max_score_gaps(inp["query_emb"].flatten(2).transpose(1, 2), inp["ref_emb"], inp["ref_labels"],
+                                        inp["num_classes"], **{k: inp[k] for k in LT_KWARGS if k in inp}),
     tiny=_lt_inp(2, 3, 3, 2, 2, 2),
     zero_sizes={
         "B0": _lt_inp(0, 3, 4, 5, 2, 2)("cpu", torch.float32),

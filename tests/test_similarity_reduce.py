@@ -364,6 +364,35 @@ def _finite_loss(out, inp):
     return weighted_loss(tuple(o.masked_fill(~torch.isfinite(o.detach()), 0) for o in out), inp)
 
 
+def max_score_gaps(query, ref, ref_labels, num_classes, *, reduce="sum", metric="dot", scale=1.0, bias=0.0,
+                   eps=1e-7, ref_weight=None, **_):  # fmt: skip
+    """Contract.max_gaps for the max: (gap, top) (B, N, C) in float64, the gap between each row
+    and class's largest and second-largest logit (inf with fewer than two members) and the
+    largest; None for the other reductions. The logits, not the scores: the max is decided on z
+    (csrc/common/similarity_reduce.h, activates)."""
+    if reduce != "max":
+        return None
+    mod = importlib.import_module("pixelkernels.reference.similarity_reduce")
+    valid = mod.valid_refs(ref_labels, num_classes)
+    q = query.double()
+    r = torch.where(valid[..., None], ref.double(), 0.0)
+    if ref_weight is not None:
+        r = r * torch.where(valid, ref_weight.double(), 0.0)[..., None]
+    qn = rn = None
+    if metric == "cosine":
+        qn, rn = mod._norm(q), mod._norm(r)
+    z = mod._scores(q, r, metric, float(scale), float(bias), None, eps, qn, rn)  # (B, N, K)
+    gaps, tops = [], []
+    for c in range(num_classes):
+        zc = torch.where((valid & (ref_labels.long() == c))[:, None, :], z, float("-inf"))
+        two = torch.cat([zc, zc.new_full(zc.shape[:2] + (2,), float("-inf"))], -1).topk(2, dim=-1).values
+        gaps.append(torch.where(two[..., 1] > float("-inf"), two[..., 0] - two[..., 1], float("inf")))
+        tops.append(two[..., 0])
+    if not gaps:
+        return None
+    return torch.stack(gaps, -1), torch.stack(tops, -1)
+
+
 def _op_bad(**kw):
     inp = _op_inp(2, 5, 6, 3, 3)("cpu", torch.float32)
     return {**inp, **kw}
@@ -391,6 +420,7 @@ ROW = Contract(
     shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, 3, layout=layout, reduce="max", metric="cosine"),
     loss=_finite_loss,
     grad_inputs=("query", "ref"),
+    max_gaps=lambda inp: max_score_gaps(**inp),
     tiny=_op_inp(2, 3, 4, 3, 2, reduce="softmax", metric="cosine", activation="sigmoid"),
     zero_sizes={
         "B0": _op_inp(0, 3, 4, 2, 2)("cpu", torch.float32),

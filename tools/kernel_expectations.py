@@ -212,9 +212,10 @@ EXPECTATIONS: list[Expect] = [
            why="a thread per ref (|r|, the label check's read), per image (the class sizes) and, in the "
                "backward's launch, per query row (|q|, the per-class factors, Rows); the check's cold report "
                "call keeps its printf frame (24 B) and sm_80 16 bytes across the class loops; " + _DEBT),
-    Expect(r"similarity_reduce:grad_f64_kernel", threads=128, max_stack=16, local_in_loop=4,
-           why="the chain and the sums in double (the cosine gradient's near-cancelling terms): sm_80 keeps "
-               "16 bytes of the double division's call frame on the stack; " + _SIMPLE_SR + "; " + _DEBT),
+    Expect(r"similarity_reduce:grad_f64_kernel", threads=128, max_stack=8, local_in_loop=2,
+           why="the chain and the sums in double (the cosine gradient's near-cancelling terms): 8 bytes of the "
+               "double division's call frame on the stack (16 and 4 in-loop LDL/STL before grad_z formed the "
+               "sigmoid's slope in one value, 2026-11-30); " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,
            why="the CUDA weight path: a warp per ref row, lanes over the dims (a label and a weight a row), "
                "one value read and one written a lane and dim, the weight's gradient by warp_sum; no spill"),

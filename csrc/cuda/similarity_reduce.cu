@@ -467,12 +467,16 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
     ds = s == o ? g / ties : o != o ? double(o) : 0.0;  // the recomputed max's bits on both sides; NaN: amax's rule
   else
     ds = similarity_reduce::grad_score(v.reduce, g, sd, 1.0, 0.0, 1.0, p, 0.0, 1.0 / temp);
-  // 1 - s of the sigmoid, from the score again (the same bits) here rather than kept from above:
-  // one value fewer live across the loads (the bf16/fp16 cosine grad_mma_kernel spilled 8 bytes)
-  // s itself too: the max's reduced score is z
-  acc_t comp = acc_t(0), sa = s;
-  if (v.sigmoid) sa = v.score_comp(dot, qn, rnj, comp);
-  double dz = similarity_reduce::grad_logit(ds, double(sa), double(comp), v.sigmoid, double(v.scale));
+  // The sigmoid's s (1 - s), from the score again (the same bits) here rather than kept from
+  // above: one value fewer live across the loads (the bf16/fp16 cosine grad_mma_kernel spilled 8
+  // bytes); and s itself again, since the max's reduced score is z.
+  double slope = 1.0;
+  if (v.sigmoid) {
+    acc_t comp;
+    const acc_t sa = v.score_comp(dot, qn, rnj, comp);
+    slope = double(sa) * double(comp);
+  }
+  double dz = ds * slope * double(v.scale);
   if (v.metric == Metric::Cosine) {
     const double den = double(qn) * double(rnj) + double(v.eps);
     sim = double(dot) / den;
