@@ -107,8 +107,9 @@ class Contract:
     # largest and second-largest reduced score and the largest (None: no max here). Where a gap
     # is within SPEC §4 of its score, which member attains the max (and takes its gradient) is
     # decided by the working precision's rounding, as argmax_of's near-ties: the fuzz then
-    # compares that case's outputs, not its derivatives (any split among near-equal members is
-    # a subgradient; exact ties, gap 0, are still compared: every backend splits them evenly).
+    # compares that case's outputs, not its derivatives (any split among near-equal members is a
+    # subgradient; float32 can round members equal in float64 apart, and the even split of exact
+    # ties has its own tests on every backend).
     max_gaps: Callable[[dict], tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     @property

@@ -650,9 +650,10 @@ def _close_argmax(label: torch.Tensor, want: torch.Tensor, scores: torch.Tensor,
 
 
 def _max_near_tie(c, case: Case, dtype) -> bool:
-    """Whether the case's max has members within SPEC §4 (for `dtype`) of each other but not
-    equal, in float64 on the oracle's values (Contract.max_gaps): its subgradient is then the
-    working precision's call."""
+    """Whether the case's max has members within SPEC §4 (for `dtype`) of each other, in float64
+    on the oracle's values (Contract.max_gaps): its subgradient is then the working precision's
+    call (equal in float64 too: the weighted cosine with eps = 0 is exactly scale-invariant, and
+    float32 rounds w·v's scores apart)."""
     gaps_of = getattr(c, "max_gaps", None)
     if gaps_of is None:
         return False
@@ -663,7 +664,7 @@ def _max_near_tie(c, case: Case, dtype) -> bool:
         return False
     gap, top = (t.detach().double().cpu() for t in found)
     rtol, atol = tolerance(dtype, top[torch.isfinite(top)])
-    return bool(((gap > 0) & (gap <= atol + rtol * top.abs())).any())
+    return bool((gap <= atol + rtol * top.abs()).any())
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, dtype, msg: str) -> None:

@@ -934,10 +934,13 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
     -(j + 1.5) (IEEE float32: a code per arithmetic, never an integer); each backward takes the
     maxima of the rows where it reads its own code from the forward's `out` instead of recomputing
     them (all but the tile or block of row 100, whose tie is a count), and recomputes every other row.
-    Shown with `out` one ulp off everywhere: with the variant's own codes the gradient then misses
+    Shown on CUDA with `out` one ulp off everywhere: with its own codes the gradient then misses
     the maxima of queries 0-63 (taken rows: the tile passes' `s == max` is against those bits) and
-    not row 100's; with the other variant's codes, or plain tie counts (the CPU's aux), every row is
-    recomputed and the gradient is the CPU backend's."""
+    not row 100's. Triton's gradient test reads a taken row's code itself (its only maximum takes
+    the gradient by index, whatever `out` holds: with the sigmoid that is sigmoid(max z)), so there
+    codes naming other refs send the taken rows' gradient astray and not row 100's. With the other
+    variant's codes, or plain tie counts (the CPU's aux), every row is recomputed and the gradient
+    is the CPU backend's."""
     q, r, lab = (t[:1] for t in _kept_max_inputs())  # image 0: the tie in row 100
     args = (2, "dot", 1.0, 0.0, False, "max", 1.0, 1e-7)
     ops = torch.ops.pixelkernels
@@ -971,8 +974,13 @@ def test_max_backward_takes_only_its_own_kept_maxima(request, variant):
     for a, b in zip(backward(out, aux), want):
         assert_close(a, b, torch.float32)
     off = torch.nextafter(out, torch.full_like(out, float("inf")))
-    dq, _ = backward(off, aux)
-    assert dq[0, :64].abs().max() == 0  # taken from `off`: no score equals its maximum
+    if variant == "emulated":
+        dq, _ = backward(off, aux)
+        assert dq[0, :64].abs().max() == 0  # taken from `off`: no score equals its maximum
+    else:
+        K = r.shape[1]
+        dq, _ = backward(off, torch.where(j >= 0, -(((j + 1) % K) + 1.5), aux))  # each code the next ref
+        assert not torch.allclose(dq[0, :64], want[0][0, :64])  # taken: the named refs take the gradient
     assert_close(dq[0, 100], want[0][0, 100], torch.float32)  # recomputed
     for a_other in (other, aux_cpu):
         for a, b in zip(backward(off, a_other), want):
@@ -1068,3 +1076,16 @@ def test_sigmoid_max_is_decided_on_the_logits(request, backend, device):
     assert torch.equal(gr[0, 2], gr[0, 3]), (backend, gr)  # a tie of logits: equal shares
     assert bool((out[..., 0] == 1.0).all()), (backend, out)  # sigmoid(40) is 1 in float32
     assert bool((out[..., 2] == -float("inf")).all()), (backend, out)  # no ref: the max over nothing
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_sigmoid_max_backward_from_kept_maxima(request, backend, device):
+    """The float32 max's forward keeps each row's only maximum (MaxArg) in aux and the backward
+    takes those rows' maxima instead of recomputing them; with the sigmoid the forward's out is
+    sigmoid(max z) while the gradient tests z: CUDA forms the kept max's z again from its one
+    dot, Triton's test reads MaxArg (a mutant that compares with the kept out sends no gradient).
+    Random scores (no tie), two 64-row tiles, every backend against the reference."""
+    inp = _op_inp(2, 70, 40, 6, 3, metric="cosine", activation="sigmoid", reduce="max", scale=3.0, pad=0.0)(
+        "cpu", torch.float32)  # fmt: skip
+    got = agrees_with_reference(request, _sr, inp, ("query", "ref"), backend, device)
+    assert float(got[1].abs().max()) > 1e-3 and float(got[2].abs().max()) > 1e-3, backend  # gradients, not zeros

@@ -67,9 +67,7 @@ struct MaxArg {
 bool max_arg(const SimilarityReduceArgs& a) {
   return a.dtype == DType::Float32 && a.reduce == Reduce::Max && std::isfinite(a.scale) && MaxArg::fits(a.K);
 }
-// Not with the sigmoid: the forward's out is then sigmoid(max z), and the backward's kept rows
-// would compare their z with it.
-bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && MaxArg::fits_aux(a.K) && !a.sigmoid; }
+bool forward_keeps_arg(const SimilarityReduceArgs& a) { return max_arg(a) && MaxArg::fits_aux(a.K); }
 
 // Workspace (acc_t elements, each part 16-byte aligned): counts (B, C), |r| (B, K); the
 // backward adds |q| (B, N), the per-class factors gx (B, N, C), the softmax's (m, log l) (B, N, 2),
@@ -376,9 +374,16 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
           bool any = false;
           for (int64_t c = 0; owner && c < C; ++c) any = any || arg[at * C + c] == MaxArg::kAny;
           if (!__syncthreads_or(any)) {  // no kAny row: the forward's maxima stand (uniform per block)
+            // With the sigmoid the forward's out is sigmoid(max z), and the gradient's test is on z:
+            // the max's z again, from the one dot of the row and its max's ref (View::dot: the
+            // tiles' bits), C dots a row instead of the row's K.
+            const float* qi = owner ? v.qrow(b, i0 + me) : nullptr;
+            const float qn = owner && v.sigmoid && v.metric == Metric::Cosine ? v.qnorm(qi) : 0.0f;
             for (int64_t c = 0; owner && c < C; ++c) {
-              out[at * C + c] = kept[at * C + c];
-              aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;
+              const int32_t j = arg[at * C + c];
+              out[at * C + c] = v.sigmoid && j >= 0 ? v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j])
+                                                    : kept[at * C + c];
+              aux[at * C + c] = j >= 0 ? 1.0f : 0.0f;
             }
             continue;
           }

@@ -61,8 +61,10 @@ part), not a string of torch ops.
 taken on the logits and activated once (:math:`\max_j \sigma(z_j) = \sigma(\max_j z_j)`, the
 same value): which refs attain it, and share its gradient, is decided on :math:`z`, where
 float32's :math:`s` rounds to 1 for every :math:`z` past about 17 and would tie refs whose
-derivatives :math:`e^{-z}` differ (every backend and the reference; with the sigmoid the forward
-keeps no ``MaxArg``, so its backward recomputes the maxima). The cosine's norms are
+derivatives :math:`e^{-z}` differ (every backend and the reference). The kept ``MaxArg`` rows
+hold the forward's out, :math:`\sigma(\max z)`, not the :math:`z` the gradient tests: the CUDA
+backward takes their max's :math:`z` again from its one dot (C dots a row, not K), and Triton's
+gradient test reads ``MaxArg`` itself (a row's only maximum takes its gradient by index). The cosine's norms are
 clamped at the dtype's smallest normal, so ``eps = 0`` is valid and a zero vector's cosine is 0.
 The reference (``pixelkernels.reference.similarity_reduce``) takes ``scale`` and ``bias`` as
 tensors too and differentiates them; every backend's double backward differentiates it.

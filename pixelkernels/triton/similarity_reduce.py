@@ -215,16 +215,18 @@ def _arg_hits(arg_ptr, rows, nmask, C, k0, BLOCK_K: tl.constexpr, ARG: tl.conste
 
 
 @triton.jit
-def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D,
-               C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
+def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, arg_ptr, b, offs_n, offs_k,
+               N, K, D, C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID,
                REDUCE: tl.constexpr, PREC: tl.constexpr, ACC: tl.constexpr, GACC: tl.constexpr,
-               BLOCK_D: tl.constexpr):  # fmt: skip
+               BLOCK_D: tl.constexpr, ARG: tl.constexpr):  # fmt: skip
     """dZ (A for cosine) of the tile in GACC, 0 outside valid pairs; and cosine's A·sim, with |q|, |r|;
     and `d_end`, the dims of the tile's product: D, or 0 where its dZ adds nothing to dq or dr, that
     is where dZ is 0 throughout and every dot of the tile is finite (sim is: cosine's den is inf
     where a dot is; then so is every entry of both sides' loaded rows: a non-finite one makes every
     dot with it inf or NaN, and 0 * v = 0 exactly): the max's usual tile, whose dZ is nonzero at a
-    row's maxima only. lse_ptr: the softmax's (m, log l) per row."""
+    row's maxima only. lse_ptr: the softmax's (m, log l) per row. ARG (the max): arg_ptr's MaxArg
+    names a row's only maximum, which takes the gradient whatever `out` holds there (a kept
+    block's out is the forward's: with the sigmoid, sigmoid(max z), not the z tested here)."""
     nmask = offs_n < N
     kmask = offs_k < K
     rows = b * N + offs_n.to(tl.int64)
@@ -243,7 +245,11 @@ def _grad_tile(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     if REDUCE == 2:
         o = tl.load(out_ptr + at, mask=pair, other=0.0)
         ties = tl.load(aux_ptr + at, mask=pair, other=1.0)
-        ds = tl.where(s == o, g / ties, tl.where(o != o, o, 0.0))  # a NaN max: NaN to its members (amax)
+        hit = s == o
+        if ARG:
+            a = tl.load(arg_ptr + at, mask=pair, other=-2)
+            hit = tl.where(a >= 0, offs_k[None, :] == a, hit)
+        ds = tl.where(hit, g / ties, tl.where(o != o, o, 0.0))  # a NaN max: NaN to its members (amax)
     elif REDUCE == 3:
         # p = exp((s / T - m) - log l)
         m = tl.load(lse_ptr + rows * 2, mask=nmask, other=0.0)
@@ -285,8 +291,9 @@ def _dq_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
         if _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k0, BLOCK_K, ARG) > 0:
             dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
-                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-                qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
+                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, arg_ptr, b, offs_n, offs_k, N, K,
+                D, C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D,
+                ARG)  # fmt: skip
             if COSINE != 0:
                 row += tl.sum(a_sim * rn[None, :], 1)
             for d0 in range(0, d_end, BLOCK_P):
@@ -337,8 +344,9 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
         # the max's: a tile pair no row's only maximum lies in adds nothing (no scores)
         if _arg_hits(arg_ptr, b * N + offs_n.to(tl.int64), offs_n < N, C, k_lo, BLOCK_K, ARG) > 0:
             dz, a_sim, qn, rn, nmask, kvalid, d_end = _grad_tile(
-                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, b, offs_n, offs_k, N, K, D, C,
-                qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D)  # fmt: skip
+                q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, lse_ptr, arg_ptr, b, offs_n, offs_k, N, K,
+                D, C, qsb, qsn, qsd, scale, bias, eps, temp, COSINE, SIGMOID, REDUCE, PREC, ACC, GACC, BLOCK_D,
+                ARG)  # fmt: skip
             if COSINE != 0:
                 col += tl.sum(a_sim * qn[:, None], 0)
             for d0 in range(0, d_end, BLOCK_P):
@@ -459,12 +467,10 @@ _FRACS = {(torch.float32, "ieee"): 0.5, (torch.float32, "tf32"): 0.25, (torch.fl
           (torch.float16, ""): 0.375, (torch.bfloat16, ""): 0.625, (torch.bfloat16, "widen"): 0.875}  # fmt: skip
 
 
-def _keeps_arg(reduce, scale, K, st, sigmoid) -> bool:
+def _keeps_arg(reduce, scale, K, st) -> bool:
     """Whether the max's forward keeps MaxArg in aux: a finite scale (the backward notes none with
-    0 * inf, which makes every dZ NaN), in a float32 aux K <= 2^20 (_FRACS), and no sigmoid (the
-    op's out is then sigmoid(max z), which the kept rows' test on z cannot take)."""
-    return (reduce == "max" and math.isfinite(float(scale)) and (st == torch.float64 or K <= 2**20)
-            and not sigmoid)  # fmt: skip
+    0 * inf, which makes every dZ NaN), and in a float32 aux K <= 2^20 (_FRACS)."""
+    return reduce == "max" and math.isfinite(float(scale)) and (st == torch.float64 or K <= 2**20)
 
 
 def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, tiny,
@@ -487,7 +493,7 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
     if B * N > 0 and K > 0:
         nblk = triton.cdiv(N, BLOCK_N)
         flags = _flags(metric, sigmoid, reduce, q, st)
-        mode = 1 if arg is not None else 2 if keep and _keeps_arg(reduce, scale, K, st, sigmoid) else 0
+        mode = 1 if arg is not None else 2 if keep and _keeps_arg(reduce, scale, K, st) else 0
         kout, kaux = (out, aux) if kept is None else (t.to(st).contiguous() for t in kept)
         with device_ctx(q):
             _forward_kernel[grid_items(nblk, B)](
@@ -541,7 +547,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
         # forward's maxima instead: those are its kernels' bits, and the scores here are too.
         if math.isfinite(float(scale)):
             arg = torch.empty(q.shape[0], q.shape[1], num_classes, dtype=torch.int32, device=q.device)
-        kept = (out, aux) if _keeps_arg(reduce, scale, K, st, sigmoid) else None
+        kept = (out, aux) if _keeps_arg(reduce, scale, K, st) else None
         out, aux = _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce,
                             temperature, eps, tiny, arg, kept)  # fmt: skip
     g, o = grad_out.to(st).contiguous(), out.to(st).contiguous()
