@@ -692,7 +692,7 @@ MUTANTS = [
            "if (labels != nullptr && me > 0) labels[at] = similarity_reduce::argmax_row(out + at * C, C);",
            (T_SR, "-k", "argmax_labels and emulated"), "the tile kernel's first row of each tile gets no label"),
     Mutant("cuda-similarity_reduce-max-kept-counts", "csrc/cuda/similarity_reduce.cu",
-           "aux[at * C + c] = arg[at * C + c] >= 0 ? 1.0f : 0.0f;",
+           "aux[at * C + c] = j >= 0 ? 1.0f : 0.0f;",
            "aux[at * C + c] = 0.0f;",
            (T_SR, "-k", "takes_the_forwards_maxima and emulated"), "the backward's row tiles taken from the "
            "forward lose their tie counts (each maximum's g / 0 in the tile passes)"),
