@@ -730,8 +730,8 @@ MUTANTS = [
            (T_SR, "-k", "logits and triton"), "the max reduces s, not z: saturated scores tie in float32 and refs "
            "of smaller z share the gradient (and the out is activated twice)"),
     Mutant("common-similarity_reduce-max-out-empty", "csrc/common/similarity_reduce.h",
-           "return sigmoid && ties != acc_t(0) ? acc_t(1) / (acc_t(1) + exp(-z)) : z;",
-           "return sigmoid ? acc_t(1) / (acc_t(1) + exp(-z)) : z;",
+           "return ties != acc_t(0) ? acc_t(1) / (acc_t(1) + exp(-z)) : z;",
+           "return acc_t(1) / (acc_t(1) + exp(-z));",
            (T_SR, "-k", "logits and cpu"), "an empty class's max activated: sigmoid(-inf) = 0, not -inf"),
     Mutant("cuda-similarity_reduce-sigmoid-max-kept-out", "csrc/cuda/similarity_reduce.cu",
            "out[at * C + c] = v.sigmoid && j >= 0 ? v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j])",

@@ -193,11 +193,11 @@ PK_HD acc_t score_comp(acc_t dot, acc_t qn, acc_t rn, Metric metric, acc_t scale
 // refs whose z, and derivatives e^-z, differ would tie and share the gradient.
 PK_HD bool activates(bool sigmoid, Reduce reduce) { return sigmoid && reduce != Reduce::Max; }
 
-// The max's out from the max of z and its tie count (max_out's activation): an empty class
-// (no tie) keeps its -inf; sigmoid(-inf) = 0, NaN stays NaN.
+// With the sigmoid, the max's out from the max of z and its tie count: an empty class (no tie)
+// keeps its -inf; sigmoid(-inf) = 0, NaN stays NaN.
 template <typename acc_t>
-PK_HD acc_t max_out(acc_t z, acc_t ties, bool sigmoid) {
-  return sigmoid && ties != acc_t(0) ? acc_t(1) / (acc_t(1) + exp(-z)) : z;
+PK_HD acc_t max_out(acc_t z, acc_t ties) {
+  return ties != acc_t(0) ? acc_t(1) / (acc_t(1) + exp(-z)) : z;
 }
 
 // Whether x replaces the running max m: larger, or NaN (a NaN score makes the max NaN, as amax).

@@ -329,7 +329,7 @@ void forward(const SimilarityReduceForward& p) {
           aux[(b * N + i0 + i) * 2 + 1] = std::log(L[i]);
         }
         if (ties && a.sigmoid)  // the max of z, activated once (max_out)
-          for (int64_t c = 0; c < C; ++c) oi[c] = similarity_reduce::max_out(oi[c], ties[i * C + c], true);
+          for (int64_t c = 0; c < C; ++c) oi[c] = similarity_reduce::max_out(oi[c], ties[i * C + c]);
         if (p.labels != nullptr) p.labels[b * N + i0 + i] = similarity_reduce::argmax_row(oi, C);
       }
     }
@@ -467,7 +467,7 @@ void backward(const SimilarityReduceBackward& p) {
                 // dZ as the general pass forms it: g / 1, the sigmoid's s (1 - s) (mx: the max's z),
                 // scale, / den
                 T z = gx[i * (C + 1) + c] / tie[e];
-                if (a.sigmoid) z = z * similarity_reduce::max_out(mx[e], T(1), true) * acomp[e];
+                if (a.sigmoid) z = z * similarity_reduce::max_out(mx[e], T(1)) * acomp[e];
                 if (x.scale != T(1)) z *= x.scale;
                 const int64_t j = arg[e];
                 const T* rj = tab.row(b, j);

@@ -278,7 +278,7 @@ struct RowReduce {
   __device__ __forceinline__ void finish(const acc_t* count, acc_t* ml, bool sigmoid) {
     if (reduce == Reduce::Max && sigmoid)
 #pragma unroll 1
-      for (int64_t c = 0; c < C; ++c) o[c] = similarity_reduce::max_out(o[c], ties[c], true);
+      for (int64_t c = 0; c < C; ++c) o[c] = similarity_reduce::max_out(o[c], ties[c]);
     if (reduce == Reduce::Mean)
       for (int64_t c = 0; c < C; ++c) o[c] /= count[c] > acc_t(1) ? count[c] : acc_t(1);
     if (reduce == Reduce::Softmax) {

@@ -64,8 +64,9 @@ float32's :math:`s` rounds to 1 for every :math:`z` past about 17 and would tie 
 derivatives :math:`e^{-z}` differ (every backend and the reference). The kept ``MaxArg`` rows
 hold the forward's out, :math:`\sigma(\max z)`, not the :math:`z` the gradient tests: the CUDA
 backward takes their max's :math:`z` again from its one dot (C dots a row, not K), and Triton's
-gradient test reads ``MaxArg`` itself (a row's only maximum takes its gradient by index). The cosine's norms are
-clamped at the dtype's smallest normal, so ``eps = 0`` is valid and a zero vector's cosine is 0.
+gradient test reads ``MaxArg`` itself (a row's only maximum takes its gradient by index). The
+cosine's norms are clamped at the dtype's smallest normal, so ``eps = 0`` is valid and a zero
+vector's cosine is 0.
 The reference (``pixelkernels.reference.similarity_reduce``) takes ``scale`` and ``bias`` as
 tensors too and differentiates them; every backend's double backward differentiates it.
 """
@@ -87,7 +88,8 @@ ACTIVATIONS, METRICS, REDUCES = _ref.ACTIVATIONS, _ref.METRICS, _ref.REDUCES
 def _aux(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, ref_weight, out):
     """The backward's saved statistics from the reference's scores: Max, the refs attaining each
     class max (B, N, C), of z with the sigmoid (the max reduces the logits; counted against the
-    max of these very scores, not `out`, whose float64 arithmetic may differ by an ulp); Softmax, (m, log l) (B, N, 2): the max of the valid s / T and the log of
+    max of these very scores, not `out`, whose float64 arithmetic may differ by an ulp); Softmax,
+    (m, log l) (B, N, 2): the max of the valid s / T and the log of
     Σ exp(s / T - m) (-inf, -inf with no valid ref; kept apart, since m + log l rounded to one
     float is off by half an ulp of |s / T|, which every p = exp(s / T - lse) would inherit)."""
     B, N, _ = query.shape
