@@ -26,7 +26,10 @@ draws everything an adversarial user would try:
                   the same requires_grad, the same gradients, or none)
 
 and checks every backend (the reference in the drawn dtype, cpu, triton) against the reference
-in float64: outputs, gradients, and the second derivatives. A second strategy mutates one
+in float64: outputs, gradients, and the second derivatives, to SPEC §4's tolerances; where the
+reference in the drawn dtype (plain PyTorch) itself misses them, to twice its own error there
+(the working dtype's floor: a derivative that cancels far larger terms, a gain of 1e4 or 1/eps;
+check_case). A second strategy mutates one
 argument of a valid call (rank, dtype, shape, a sparse or meta tensor in any tensor argument,
 label values with checks on, a bad size, a bool-like string or a float for a flag or an int)
 and checks that every backend raises the same error type naming that argument.
@@ -53,7 +56,7 @@ from hypothesis import strategies as st
 
 import pixelkernels as pk
 from pixelkernels._dtypes import stats_dtype
-from pixelkernels.testing import tolerance
+from pixelkernels.testing import HALF_NORM_RTOL, tolerance
 
 # ---------------------------------------------------------------------------------------------
 # What an op takes
@@ -331,7 +334,7 @@ def _layout(leaf: torch.Tensor, shape: tuple[int, ...], layout: str) -> torch.Te
         reach = 0
         for i in range(n - 1, 0, -1):
             strides[i] = 1 if i in (1, n - 1) else shape[-1]
-            reach += strides[i] * (shape[i] - 1)
+            reach += strides[i] * max(shape[i] - 1, 0)
         strides[0] = reach + 1
         return leaf.as_strided(shape, strides)
     raise ValueError(layout)
@@ -359,7 +362,8 @@ def _base_shape(shape: tuple[int, ...], layout: str, expand_dim: int) -> tuple[i
     if layout == "offset":
         return (numel + 5,)
     if layout == "overlapping":
-        reach = sum((1 if i in (1, n - 1) else shape[-1]) * (shape[i] - 1) for i in range(1, n))
+        # (a zero dim reaches nothing: max(, 0), or an empty map's base would have a negative size)
+        reach = sum((1 if i in (1, n - 1) else shape[-1]) * max(shape[i] - 1, 0) for i in range(1, n))
         return (shape[0] * (reach + 1),)
     return shape
 
@@ -667,14 +671,41 @@ def _max_near_tie(c, case: Case, dtype) -> bool:
     return bool((gap <= atol + rtol * top.abs()).any())
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, dtype, msg: str) -> None:
+def _close(a: torch.Tensor, b: torch.Tensor, dtype, msg: str, floor: torch.Tensor | None = None) -> None:
     """SPEC §4's tolerances; a half-precision result that is 0 in exact arithmetic (the float64
     oracle below 1e-9, e.g. normalising D = 1) is rounding noise of the float32 accumulation
-    instead, held to an absolute 1e-4: the relative rules have no scale there."""
+    instead, held to an absolute 1e-4: the relative rules have no scale there. `floor`: the
+    reference's own result in the working dtype (check_case): where even it misses SPEC §4, a
+    result within twice its error of the oracle passes (`_within_floor`)."""
     if dtype in (torch.float16, torch.bfloat16) and b.numel() and float(b.double().abs().nan_to_num(0).max()) < 1e-9:
         assert float(a.double().abs().nan_to_num(0).max()) <= 1e-4, (msg, a)
         return
-    assert_close(a, b, dtype, msg=msg)
+    try:
+        assert_close(a, b, dtype, msg=msg)
+    except AssertionError:
+        if floor is None or not _within_floor(a, b, floor, dtype):
+            raise
+
+
+def _within_floor(a: torch.Tensor, b: torch.Tensor, floor: torch.Tensor, dtype) -> bool:
+    """Whether `a` is within SPEC §4 of the oracle `b` widened by twice the error of `floor`, the
+    reference run in the working dtype, elementwise (and in norm for half inputs): as close as
+    the straightforward PyTorch of that dtype, up to another summation order. NaN must match
+    NaN and an infinity itself, as in assert_close."""
+    if floor.shape != b.shape:
+        return False
+    a, b, f = (t.detach().double().cpu() for t in (a, b, floor))
+    both = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(((a == b) | (a.isnan() & b.isnan()) | both).all()):
+        return False
+    slack = torch.where(both & torch.isfinite(f), 2 * (f - b).abs(), 0.0)
+    rtol, atol = tolerance(dtype, b)
+    if not bool(((a - b).abs() <= atol + rtol * b.abs() + slack)[both].all()):
+        return False
+    if dtype in (torch.float16, torch.bfloat16):
+        err, ref, extra = ((a - b)[both].norm(), b[both].norm(), slack[both].norm())
+        return bool(err <= HALF_NORM_RTOL * ref + extra)
+    return True
 
 
 def _coarser(dtype: torch.dtype, out: torch.dtype) -> torch.dtype:
@@ -694,9 +725,15 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
         case = dataclasses.replace(case, derived=frozenset())
     want = evaluate(c, case, dtype, "reference", mode, oracle=True)
     near_tie = _max_near_tie(c, case, dtype)  # derivatives compared only away from near-ties
+    # The working dtype's floor: the reference run in `dtype` (plain PyTorch, as a user would run
+    # it). Where even it misses SPEC §4 against the oracle (a derivative that cancels terms far
+    # larger than itself, a gain of 1e4 or 1/eps, a gradient norm of 1e-6 in half), a backend is
+    # held to twice the reference's own error there: as accurate as the straightforward PyTorch
+    # of that dtype. Everywhere else SPEC §4 alone. In float64 the reference is the oracle.
+    floor = evaluate(c, case, dtype, "reference", mode) if dtype != torch.float64 else None
     dtypes = None
     for backend in backends_for(dtype, group):
-        got = evaluate(c, case, dtype, backend, mode)
+        got = floor if backend == "reference" and floor is not None else evaluate(c, case, dtype, backend, mode)
         # Every backend returns the same dtypes (the reference in `dtype` included).
         dtypes = dtypes or [o.dtype for o in got[0]]
         assert [o.dtype for o in got[0]] == dtypes, (backend, dtypes)
@@ -706,8 +743,10 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
         argmax_of = getattr(c, "argmax_of", {})  # output i: the argmax over dim d of output j
         compared = [p for p in pairs if (p[0] != "second derivative" or dtype not in HALF)
                     and (p[0] == "output" or not near_tie)]  # fmt: skip
+        floors = dict(zip(("output", "grad", "second derivative"), floor[:3])) if floor is not None else {}
         for what, a_list, b_list in compared:
             assert len(a_list) == len(b_list), (what, backend)
+            f_list = floors.get(what)
             for i, (a, b) in enumerate(zip(a_list, b_list)):
                 assert a.shape == b.shape, (what, i, backend, a.shape, b.shape)
                 msg = f"{backend} {what} {i} ({dtype}, {mode})"
@@ -715,7 +754,8 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
                     j, d = argmax_of[i]
                     _close_argmax(a, b, want[0][j], d, _coarser(dtype, want[0][j].dtype), msg)
                 else:
-                    _close(a, b, _coarser(dtype, a.dtype), msg=msg)
+                    f = f_list[i] if f_list is not None and i < len(f_list) else None
+                    _close(a, b, _coarser(dtype, a.dtype), msg=msg, floor=f)
         if want[3] and not near_tie:
             # requires_grad on inputs that take no gradient: the same outputs require grad on every
             # backend, and the same inputs get a gradient (or none), of the same values

@@ -59,3 +59,22 @@ def test_nan_must_match_and_shapes_must_agree():
 def test_max_rel_error():
     assert max_rel_error(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])) == 0.5
     assert max_rel_error(torch.zeros(0), torch.zeros(0)) == 0.0
+
+
+def test_fuzz_floor_widens_only_to_twice_the_references_own_error():
+    """tests/fuzz.py's floor: where the reference in the working dtype misses SPEC §4 (here by
+    3e-6 at an exact 0), a backend may miss by up to twice that (plus SPEC's atol), no more;
+    without a floor SPEC alone; NaN still matches only NaN."""
+    from fuzz import _close
+
+    nan = float("nan")
+    oracle = torch.tensor([1.0, 0.0, nan], dtype=torch.float64)
+    floor = torch.tensor([1.0, 3e-6, nan])
+    within = torch.tensor([1.0, 6.5e-6, nan])
+    _close(within, oracle, torch.float32, "within", floor=floor)
+    with pytest.raises(AssertionError):
+        _close(torch.tensor([1.0, 7.5e-6, nan]), oracle, torch.float32, "beyond", floor=floor)
+    with pytest.raises(AssertionError):
+        _close(within, oracle, torch.float32, "no floor")
+    with pytest.raises(AssertionError):
+        _close(torch.tensor([1.0, 0.0, 0.0]), oracle, torch.float32, "nan", floor=floor)
