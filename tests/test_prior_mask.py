@@ -238,6 +238,23 @@ def _pm_bad(**kw):
     return {**_pm_inp("C1")("cpu", torch.float32), **kw}
 
 
+def _pm_max_gaps(inp):
+    """Contract.max_gaps: the prior's max is similarity_reduce's cosine max of each query pixel
+    over the masked support m_j s_j (one class). A support map expanded along C (stride 0: every
+    channel the same) makes every support vector parallel to (1, ..., 1): its cosines tie but for
+    eps, as with C = 1 (_pm_fuzz), and float32 and float64 break those ties apart."""
+    from test_similarity_reduce import max_score_gaps
+
+    q, s, m = inp["query_feat"], inp["support_feat"], inp["support_mask"]
+    (B, C, Hq, Wq), (Hs, Ws) = q.shape, s.shape[2:]
+    if q.numel() == 0 or s.numel() == 0:
+        return None  # no max to take, or none over C = 0 dims (every cosine 0)
+    ref = s.reshape(B, C, Hs * Ws).transpose(1, 2)
+    labels = torch.zeros(B, Hs * Ws, dtype=torch.long, device=ref.device)
+    return max_score_gaps(q.reshape(B, C, Hq * Wq).transpose(1, 2), ref, labels, 1, reduce="max", metric="cosine",
+                          eps=inp.get("eps", 1e-7), ref_weight=m.reshape(B, Hs * Ws).double())  # fmt: skip
+
+
 def _pm_fuzz(d):
     """What prior_mask takes. D = 1 is drawn as 2: with one channel every cosine is ±1 (up to
     eps), so the min-max normalisation divides rounding noise by max - min ~ eps / (|q| |s|),
@@ -258,6 +275,7 @@ PM_ROW = Contract(
     shaped=_pm_shaped,
     loss=weighted_loss,
     grad_inputs=("query_feat", "support_feat"),
+    max_gaps=_pm_max_gaps,
     tiny=_pm_shaped(2, 3, 3, 2, "contiguous"),
     zero_sizes={
         "B0": _pm_shaped(0, 3, 4, 5, "contiguous")("cpu", torch.float32),
