@@ -64,7 +64,7 @@ def test_max_rel_error():
 def test_fuzz_floor_widens_only_to_twice_the_references_own_error():
     """tests/fuzz.py's floor: where the reference in the working dtype misses SPEC §4 (here by
     3e-6 at an exact 0), a backend may miss by up to twice that (plus SPEC's atol), no more;
-    without a floor SPEC alone; NaN still matches only NaN."""
+    without a floor, or where the reference meets SPEC, SPEC alone; NaN still matches only NaN."""
     from fuzz import _close
 
     nan = float("nan")
@@ -78,3 +78,6 @@ def test_fuzz_floor_widens_only_to_twice_the_references_own_error():
         _close(within, oracle, torch.float32, "no floor")
     with pytest.raises(AssertionError):
         _close(torch.tensor([1.0, 0.0, 0.0]), oracle, torch.float32, "nan", floor=floor)
+    # a reference within SPEC there (5e-7 at a 0) widens nothing
+    with pytest.raises(AssertionError):
+        _close(torch.tensor([1.0, 1.5e-6, nan]), oracle, torch.float32, "spec", floor=torch.tensor([1.0, 5e-7, nan]))
