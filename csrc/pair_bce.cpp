@@ -4,37 +4,15 @@
 // launch(OnCpu, ·) in csrc/cpu/pair_bce.cpp and launch(OnCuda, ·) in csrc/cuda/pair_bce.cu.
 #include "common/pair_bce.h"
 
-#include <ATen/Context.h>
 #include <ATen/ops/sum.h>
 
 #include <tuple>
 
+#include "pair_bce_torch.h"
 #include "torch_utils.h"
 
 namespace pixelkernels {
 namespace {
-
-// The shared arguments, after the shape invariants the kernels index with. x, y, scale and
-// bias are the contiguous, converted tensors the caller keeps alive.
-PairBceArgs args_of(const at::Tensor& x, const Labels& xl, const at::Tensor& y, const Labels& yl,
-                    const at::Tensor& scale, const at::Tensor& bias, const char* op) {
-  PK_EXPECT(x.dim() == 3 && y.dim() == 3 && x.size(0) == y.size(0) && x.size(2) == y.size(2), op,
-            "x must be (B, Kx, D) and y (B, Ky, D), got ", x.sizes(), " and ", y.sizes());
-  PK_EXPECT(x.scalar_type() == y.scalar_type(), op, "x and y must share a dtype");
-  PK_EXPECT(xl.tensor.dim() == 2 && xl.tensor.size(0) == x.size(0) && xl.tensor.size(1) == x.size(1), op,
-            "x_labels must be (B, Kx) for x ", x.sizes(), ", got ", xl.tensor.sizes());
-  PK_EXPECT(yl.tensor.dim() == 2 && yl.tensor.size(0) == y.size(0) && yl.tensor.size(1) == y.size(1), op,
-            "y_labels must be (B, Ky) for y ", y.sizes(), ", got ", yl.tensor.sizes());
-  PK_EXPECT(scale.numel() == 1 && bias.numel() == 1, op, "scale and bias must hold one element each");
-  return PairBceArgs{x.const_data_ptr(), y.const_data_ptr(), xl.map, yl.map, scale.const_data_ptr(),
-                     bias.const_data_ptr(), dtype_code(x.scalar_type()), x.size(0), x.size(1), y.size(1), x.size(2),
-                     x.is_cuda() && at::globalContext().allowTF32CuBLAS()};
-}
-
-// scale or bias as the kernels read it: one element of the accumulation type, contiguous.
-at::Tensor scalar_of(const at::Tensor& v, const at::Tensor& x) {
-  return v.to(stats_options(x).dtype()).contiguous();
-}
 
 template <class On>
 at::Tensor pair_bce(const at::Tensor& x, const at::Tensor& x_labels, const at::Tensor& y, const at::Tensor& y_labels,
@@ -42,9 +20,10 @@ at::Tensor pair_bce(const at::Tensor& x, const at::Tensor& x_labels, const at::T
   const char* op = "pair_bce";
   expect_same_device(op, {x, x_labels, y, y_labels, scale, bias});
   Launcher<On> launcher(x, op);
-  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), a = scalar_of(scale, x), c = scalar_of(bias, x);
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  const at::Tensor a = pair_bce_scalar(scale, x), c = pair_bce_scalar(bias, x);
   const Labels xl(x_labels), yl(y_labels);
-  PairBceForward p{args_of(xc, xl, yc, yl, a, c, op)};
+  PairBceForward p{pair_bce_args(xc, xl, yc, yl, a, c, op)};
   at::Tensor out = at::empty({p.a.B, p.a.Kx}, stats_options(x));
   if (out.numel() == 0) return out;
   p.out = out.mutable_data_ptr();
@@ -60,17 +39,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_bce_backward(
   const char* op = "pair_bce_backward";
   expect_same_device(op, {grad_out, x, x_labels, y, y_labels, scale, bias});
   Launcher<On> launcher(x, op);
-  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), a = scalar_of(scale, x), c = scalar_of(bias, x);
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  const at::Tensor a = pair_bce_scalar(scale, x), c = pair_bce_scalar(bias, x);
   const Labels xl(x_labels), yl(y_labels);
-  PairBceBackward p{args_of(xc, xl, yc, yl, a, c, op)};
+  PairBceBackward p{pair_bce_args(xc, xl, yc, yl, a, c, op)};
   const auto st = stats_options(x);
   expect_sizes(grad_out, {p.a.B, p.a.Kx}, op, "grad_out");
   at::Tensor grad_x = at::empty(xc.sizes(), xc.options());
   at::Tensor grad_y = at::empty(yc.sizes(), yc.options());
   at::Tensor rows = at::empty({p.a.B, p.a.Kx, 2}, st);
   if (rows.numel() + grad_y.numel() > 0) {
-    const at::Tensor g = grad_out.to(st).contiguous();
+    // a loss's sum hands in one value expanded over the rows: read with stride 0, not copied
+    const at::Tensor g0 = grad_out.to(st);
+    const bool one = g0.numel() > 0 && g0.stride(0) == 0 && g0.stride(1) == 0;
+    const at::Tensor g = one ? g0 : g0.contiguous();
     p.grad_out = g.const_data_ptr();
+    p.grad_stride = one ? 0 : 1;
     p.grad_x = grad_x.mutable_data_ptr();
     p.grad_y = grad_y.mutable_data_ptr();
     p.rows = rows.mutable_data_ptr();

@@ -94,6 +94,8 @@ class Contract:
     emulated_cases: dict[str, Callable[[str, torch.dtype], dict]] = dataclasses.field(default_factory=dict)
     # the registered ops the public function calls (a loss composed of ops lists them)
     uses: tuple[str, ...] = ()
+    # the registered ops its backward calls, where they are not <op>_backward (dense_gradient)
+    backward_uses: tuple[str, ...] = ()
     # case id -> why its half-precision gradients are known to miss SPEC §4 (an open issue):
     # checked in full all the same, reported as xfail when they miss
     known_half_gaps: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -418,7 +420,9 @@ def suite(c: Contract):
             for op in c.registered:
                 assert any(n.startswith(f"pixelkernels::{op}") and "backward" not in n for n in names), names
             if c.loss is not None:
-                assert any("backward" in n for n in names), names
+                for op in c.backward_uses:
+                    assert f"pixelkernels::{op}" in names or f"pixelkernels::{op}_triton" in names, names
+                assert c.backward_uses or any("backward" in n for n in names), names
             for func, args, kwargs, _ in calls:
                 args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
                 torch.library.opcheck(func, args, kwargs)
@@ -560,15 +564,20 @@ def suite(c: Contract):
                 if isinstance(v, torch.Tensor) and v.is_floating_point()
             }
 
+            # An argument an earlier op produced (dense_moments' rows and statistics, or a view
+            # of them) gets the dtype that op's emulated kernel gave it in `dtype`.
+            produced = {}
+
             def cast(a):
                 if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
                     return a
                 other = dtype if a.dim() >= 3 else stats_dtype(dtype)
+                other = produced.get(a.untyped_storage().data_ptr(), other)
                 return a.detach().to(inputs.get(a.data_ptr(), other))
 
             calls = record(c, inp, "cpu")
             assert calls
-            for func, args, kwargs, _ in calls:
+            for func, args, kwargs, outs in calls:
                 # The expectation is the CPU kernel in float64 on the very values the emulated
                 # kernel gets (cast to `dtype` where it reads them so), so what is compared is
                 # the CUDA kernel's arithmetic, not the rounding of its arguments.
@@ -580,6 +589,9 @@ def suite(c: Contract):
                 assert len(got) == len(_outputs(want))
                 for i, (a, b) in enumerate(zip(got, _outputs(want))):
                     assert_close(a, b, dtype, msg=f"{func.name()} output {i}")
+                for r, a in zip(_outputs(outs), got):
+                    if isinstance(r, torch.Tensor) and r.is_floating_point():
+                        produced[r.untyped_storage().data_ptr()] = a.dtype
 
         @pytest.mark.parametrize("backend,device", DETERMINISM_BACKENDS)
         def test_deterministic_bitwise(self, backend, device):

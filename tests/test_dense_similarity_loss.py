@@ -8,7 +8,6 @@ row (opcheck, compile, fake CUDA, fuzz, ...) of the op."""
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 
 import pytest
@@ -226,13 +225,11 @@ def test_statistics_over_millions_of_float32_rows():
     variance within 1e-5 of float64's, and the loss too. The centred Gram matrices are summed
     over K in float64; the CPU's float32 GEMM summed each entry along K in one accumulator,
     4e-3 off at 5.8M rows, the variance 4e-3 and the loss 7e-4."""
-    mod = importlib.import_module("pixelkernels.ops.dense_similarity_loss")
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(1, 1 << 22, 3, generator=g), torch.randn(1, 2, 3, generator=g)
     xl, yl = torch.randint(0, 2, (1, 1 << 22), generator=g), torch.tensor([[0, 1]])
-    xv, yv = xl >= 0, yl >= 0
-    var = mod._statistics(x, xv, y, yv)[2]
-    var64 = mod._statistics(x.double(), xv, y.double(), yv)[2]
+    var = _moments("cpu", x, xl, y, yl)[6][1]
+    var64 = _moments("cpu", x.double(), xl, y.double(), yl)[6][1]
     assert abs(var.double() - var64) <= 1e-5 * var64
     loss = pk.dense_similarity_loss(x, xl, y, yl, weight=1.3, bias=-0.2, backend="cpu")
     loss64 = pk.dense_similarity_loss(x.double(), xl, y.double(), yl, weight=1.3, bias=-0.2, backend="cpu")
@@ -419,6 +416,30 @@ def test_op_edge_cases(backend, device):
         torch.testing.assert_close(got.double().cpu(), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_running_statistics_and_affine_gradients(request, backend, device, training):
+    """dense_moments with running statistics (eval: used in place of the batch's, in δ and s;
+    training: updated from the op's count, mean and variance) and a (1,) weight and 0-dim bias
+    taking gradients (each in its shape), every backend against the reference."""
+    x, xl, y, yl = _case(3, 11, 9, 6, seed=3, offset=0.5)
+
+    def run(be, dev):
+        xs, ys = _leaf(x.to(dev)), _leaf(y.to(dev))
+        w = torch.tensor([1.3], dtype=F64, device=dev, requires_grad=True)
+        c = torch.tensor(-0.2, dtype=F64, device=dev, requires_grad=True)
+        rm, rv = torch.tensor([0.3], dtype=F64, device=dev), torch.tensor([2.5], dtype=F64, device=dev)
+        loss = pk.dense_similarity_loss(xs, xl.to(dev), ys, yl.to(dev), weight=w, bias=c, training=training,
+                                        running_mean=rm, running_var=rv, momentum=0.2, backend=be)  # fmt: skip
+        return (loss, *torch.autograd.grad(loss, (xs, ys, w, c)), rm, rv)
+
+    got = on_backend(request, backend, lambda be: run(be, device))
+    want = run("reference", "cpu")
+    for name, a, b in zip(("loss", "dx", "dy", "dw", "dc", "running_mean", "running_var"), got, want):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_op_memory_is_linear():
     """Every pixel of two 80 x 80 images (Kx = Ky = 6400, D = 16): the float32 (Kx, Ky) matrix
     alone would be 156 MiB; forward and backward grow the peak RSS by far less."""
@@ -459,7 +480,8 @@ def _op_bad(**kw):
 
 ROW = Contract(
     op="dense_similarity_loss",
-    uses=("pair_bce",),
+    uses=("dense_moments", "pair_bce"),
+    backward_uses=("dense_gradient",),
     fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False),
                     "y": Floats(("B", "H", "D")), "y_labels": Labels(("B", "H"), bounded=False),
                     "weight": Choice((1.0, -0.5), extreme=(50.0,)), "bias": Choice((0.0, 0.25)),
@@ -492,26 +514,43 @@ ROW = Contract(
 TestContract = suite(ROW)
 
 
+def _moments(backend, x, xl, y, yl, **kw):
+    """dense_moments (the op's statistics and rows) with batch statistics, weight 1, bias 0."""
+    from pixelkernels import _op
+    from pixelkernels.ops import dense_moments
+
+    args = dict(weight=None, bias=None, weight_value=1.0, bias_value=0.0, eps=1e-5, running_mean=None,
+                running_var=None) | kw  # fmt: skip
+    return _op.run(dense_moments.OP, backend, x, xl, y, yl, *args.values())
+
+
 @pytest.mark.parametrize(
     "B,Kx,Ky,D,pattern", [(1, 1, 1, 1, "one"), (3, 7, 1, 1, "random"), (3, 9, 11, 17, "image0_ignored"),
-                          (2, 5, 4, 3, "none"), (2, 4500, 30, 3, "random")],
+                          (2, 5, 4, 3, "none"), (2, 4500, 30, 3, "random"), (2, 300, 70, 40, "random")],
 )  # fmt: skip
-def test_op_statistics_equal_pair_moments(B, Kx, Ky, D, pattern):
-    """The op's chunked statistics against the reference's pair_moments (4500 rows: two chunks),
-    and the op's loss and gradients there against the reference's."""
-    mod = importlib.import_module("pixelkernels.ops.dense_similarity_loss")
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_op_statistics_equal_pair_moments(request, backend, device, B, Kx, Ky, D, pattern):
+    """dense_moments' count, mean and variance (every backend, chunked: 4500 rows are past the
+    emulated grid's chunks; D = 40 past the CUDA kernels' 32 x 32 Gram tiles) against the
+    reference's pair_moments, and the loss and gradients there against the reference's."""
     x, xl, y, yl = _case(B, Kx, Ky, D, pattern=pattern, seed=9, offset=0.5)
     xv, yv = xl >= 0, yl >= 0
-    got, want = mod._statistics(x, xv, y, yv)[:3], pair_moments(x, xv, y, yv)
-    assert got[0] == want[0]
-    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
-    x1, y1, x2, y2 = _leaf(x), _leaf(y), _leaf(x), _leaf(y)
-    a = pk.dense_similarity_loss(x1, xl, y1, yl, weight=0.8, bias=0.1, backend="cpu")
+    on = (x.to(device), xl.to(device), y.to(device), yl.to(device))
+    got = on_backend(request, backend, lambda be: _moments(be, *on))
+    want = pair_moments(x, xv, y, yv)
+    assert got[5].cpu() == want[0]
+    torch.testing.assert_close(got[6][0].cpu(), want[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[6][1].cpu(), want[2], rtol=1e-10, atol=1e-12)
+
+    def loss_and_grads(be):
+        x1, y1 = _leaf(x.to(device)), _leaf(y.to(device))
+        a = pk.dense_similarity_loss(x1, xl.to(device), y1, yl.to(device), weight=0.8, bias=0.1, backend=be)
+        return (a, *torch.autograd.grad(a, (x1, y1)))
+
+    x2, y2 = _leaf(x), _leaf(y)
     b = dense_similarity_loss(x2, xl, y2, yl, weight=0.8, bias=0.1)
-    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    for g1, g2 in zip(torch.autograd.grad(a, (x1, y1)), torch.autograd.grad(b, (x2, y2))):
-        torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    for g1, g2 in zip(on_backend(request, backend, loss_and_grads), (b, *torch.autograd.grad(b, (x2, y2)))):
+        torch.testing.assert_close(g1.cpu(), g2, rtol=1e-10, atol=1e-12)
 
 
 def test_op_double_backward():

@@ -131,6 +131,18 @@ EXPECTATIONS: list[Expect] = [
                "(64) the loop over more than 8 classes spilled 8 B on sm_90; no spill"),
     Expect(r"class_scores:merge_kernel<.*>", why="a warp an element of the means' gradient: partials_sum's "
            "order over the blocks' float64 sums; no spill"),
+    Expect(r"dense_moments:mean_kernel<.*>", min_occupancy=0.375, max_stack=32, local_in_loop=29,
+           why="a block per (chunk, image, side): a thread per dim sums its column of the chunk in float64; the "
+               "last blocks merge in order. sm_80 calls the float64 division's slow path (sum / n, the merge's "
+               "per-dim loop) and saves 32 B of registers around the call; sm_90 inlines it; " + _DEBT),
+    Expect(r"dense_moments:gram_kernel<.*>", min_occupancy=0.25,
+           why="32 x 32 float64 tiles of the centred rows in 17 KiB of shared memory, 4 float64 sums a thread, "
+               "launch bounds of 2 blocks per SM (116-118 registers; 162 unbounded on sm_80, and 85 spilled 88 B); "
+               "no spill"),
+    Expect(r"dense_moments:merge_kernel<.*>", why="a thread per Gram entry: the chunks' partials in order, the "
+           "block's fixed tree; the last block merges the images; no spill"),
+    Expect(r"dense_gradient:(sums|apply)_kernel<.*>", why="one block of fixed-order row sums, then a thread per "
+           "gradient entry (the Gram's column coalesced over d); no spill"),
     Expect(r"pixel_normalize:(forward|backward)_kernel<.*>", min_occupancy=None, why=_TILED + "; no spill"),
     Expect(r"center_distance:backward_kernel<.*>", min_occupancy=None, max_stack=24, local_in_loop=25,
            why=_TILED + "; " + _DEBT),

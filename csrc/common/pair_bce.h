@@ -42,7 +42,8 @@ struct PairBceForward {
 
 struct PairBceBackward {
   PairBceArgs a;
-  const void* grad_out;  // (B, Kx) accumulation type
+  const void* grad_out;  // (B, Kx) accumulation type, row t = b Kx + i at t * grad_stride
+  int64_t grad_stride = 1;  // 1, or 0: one value for every row (a loss's sum, without a copy)
   void* grad_x;          // (B, Kx, D) dtype, every element written
   void* grad_y;          // (B, Ky, D) dtype, every element written
   void* rows;            // (B, Kx, 2) accumulation type, every element written

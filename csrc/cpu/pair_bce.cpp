@@ -137,7 +137,7 @@ struct GradTiles {
 
   // e = g_i (σ(z) - t), 0 for the pairs that take no part, as a double (n, k) matrix; the raw
   // products as another when `with_raw`. scaled() turns it into a·e, 0 where no part.
-  at::Tensor e(const Tile<T>& tile, const T* g, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k,
+  at::Tensor e(const Tile<T>& tile, const T* g, int64_t gs, int64_t b, int64_t i0, int64_t n, int64_t j0, int64_t k,
                bool with_raw) {
     tile.logits(b, i0, n, j0, k, S.data(), raw.data());
     tile.pairs(b, i0, n, j0, k, tg.data(), off.data());
@@ -146,7 +146,7 @@ struct GradTiles {
     // σ(z) - t as -σ(-z) where t = 1: no cancellation
     at::sigmoid_out(et, z);
     et.copy_(at::where(bools(tg.data(), n, k), at::sigmoid(z.neg()).neg_(), et));
-    ed.copy_(et).mul_(matrix(g + b * tile.a.Kx + i0, n, 1)).masked_fill_(bools(off.data(), n, k), 0.0);
+    ed.copy_(et).mul_(matrix(g + (b * tile.a.Kx + i0) * gs, n, 1, gs)).masked_fill_(bools(off.data(), n, k), 0.0);
     if (with_raw) matrix(rawd.data(), n, k).copy_(matrix(raw.data(), n, k));
     return ed;
   }
@@ -186,7 +186,7 @@ void backward(const PairBceBackward& p) {
       r.zero_();
       for (int64_t j0 = 0; j0 < Ky; j0 += kTK) {
         const int64_t k = std::min(kTK, Ky - j0);
-        const at::Tensor ed = w.e(tile, g, b, i0, n, j0, k, true);
+        const at::Tensor ed = w.e(tile, g, p.grad_stride, b, i0, n, j0, k, true);
         at::Tensor yt = matrix(yd.data(), k, D);
         yt.copy_(matrix(y.v + (b * Ky + j0) * D, k, D));
         r.select(1, 0).add_(matrix(w.rawd.data(), n, k).mul_(ed).sum(1));
@@ -208,7 +208,7 @@ void backward(const PairBceBackward& p) {
       dy.zero_();
       for (int64_t i0 = 0; i0 < Kx; i0 += kTN) {
         const int64_t n = std::min(kTN, Kx - i0);
-        const at::Tensor ed = w.e(tile, g, b, i0, n, j0, k, false);
+        const at::Tensor ed = w.e(tile, g, p.grad_stride, b, i0, n, j0, k, false);
         at::Tensor xt = matrix(xd.data(), n, D);
         xt.copy_(matrix(x.v + (b * Kx + i0) * D, n, D));
         dy.addmm_(w.scaled(ed, scale, n, k).t(), xt);

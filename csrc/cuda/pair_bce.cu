@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(View<scalar_t, acc_t>
 // dx = Σ_j (a e_ij) y_j (double) and the row partials (Σ_j e S, Σ_j e) of each row of x.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    dx_kernel(View<scalar_t, acc_t> v, const acc_t* g, double* dx, acc_t* rows) {
+    dx_kernel(View<scalar_t, acc_t> v, const acc_t* g, int64_t gs, double* dx, acc_t* rows) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.Kx; t += stride) {
     const int64_t b = t / v.Kx, i = t - b * v.Kx, li = label_at(v.lx, t);
@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t lj = label_at(v.ly, b * v.Ky + j);
       if (lj < 0) continue;
       acc_t dot;
-      const double e = double(g[t]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
+      const double e = double(g[t * gs]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
       r0 += e * double(dot);
       r1 += e;
       // the scale read here, not held across the loop: live across dloss's double-division call
@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads) dy_kernel(View<scalar_t, acc_t> v, const acc_t* g, double* dy) {
+__global__ void __launch_bounds__(kThreads) dy_kernel(View<scalar_t, acc_t> v, const acc_t* g, int64_t gs, double* dy) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, D = v.D;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.Ky; t += stride) {
     const int64_t b = t / v.Ky, j = t - b * v.Ky, lj = label_at(v.ly, t);
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) dy_kernel(View<scalar_t, acc_t> v, c
       const int64_t li = label_at(v.lx, b * v.Kx + i);
       if (li < 0) continue;
       acc_t dot;
-      const double ae = a * double(g[b * v.Kx + i]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
+      const double ae = a * double(g[(b * v.Kx + i) * gs]) * double(pair_bce::dloss(v.logit(b, i, j, dot), li == lj));
       const scalar_t* xi = v.x + (b * v.Kx + i) * D;
       for (int64_t d = 0; d < D; ++d) dyj[d] += ae * double(to_acc(xi[d]));
     }
@@ -188,6 +188,7 @@ struct GradPolicy {
   static constexpr bool kMaySkip = false;  // every pair's Z is a dense e_ij
   View<scalar_t, float> v;
   const float* g;
+  int64_t gs;  // g's row stride: 1, or 0 (one value)
   scalar_t* grad;
   float* rows;
 
@@ -199,7 +200,7 @@ struct GradPolicy {
   __device__ __forceinline__ W z(int64_t b, int64_t i, int64_t, int r, int c, float dot,
                                  const pair_tiles::Tables& T, W (&w)[2]) const {
     const float a = *v.scale;
-    const W e = W(g[b * v.Kx + i]) * W(pair_bce::dloss(dot * a + *v.bias, T.la[r] == T.lc[c]));
+    const W e = W(g[(b * v.Kx + i) * gs]) * W(pair_bce::dloss(dot * a + *v.bias, T.la[r] == T.lc[c]));
     w[0] = e * W(dot);
     w[1] = e;
     return W(a) * e;
@@ -217,9 +218,9 @@ struct GradPolicy {
 
 template <typename scalar_t, bool kYSide>
 __global__ void __launch_bounds__(kThreads)
-    grad_mma_kernel(View<scalar_t, float> v, const float* g, float* acc_out, scalar_t* grad, float* rows) {
+    grad_mma_kernel(View<scalar_t, float> v, const float* g, int64_t gs, float* acc_out, scalar_t* grad, float* rows) {
   __shared__ __align__(16) pair_tiles::GradSmem sm;
-  const GradPolicy<scalar_t, kYSide> p{v, g, grad, rows};
+  const GradPolicy<scalar_t, kYSide> p{v, g, gs, grad, rows};
   pair_tiles::grad_pass<scalar_t, kYSide>(p, x_side(v), y_side(v), v.B, v.D, acc_out, sm);
 }
 
@@ -251,10 +252,10 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, int
 // one launch a side).
 template <bool kYSide>
 __global__ void __launch_bounds__(kThreads, 3)
-    grad_f32_kernel(View<float, float> v, const float* g, int64_t S, double* acc_out, double* sums_out,
+    grad_f32_kernel(View<float, float> v, const float* g, int64_t gs, int64_t S, double* acc_out, double* sums_out,
                     int32_t* tickets, float* grad, float* rows) {
   __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
-  const GradPolicy<float, kYSide> p{v, g, nullptr, nullptr};
+  const GradPolicy<float, kYSide> p{v, g, gs, nullptr, nullptr};
   pair_tiles::grad_pass_f32<kYSide>(p, x_side(v), y_side(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
                                     [&](int64_t b, int64_t o0) {
                                       finish_f32_rows<kYSide>(v, S, acc_out, sums_out, grad, rows, b, o0);
@@ -357,33 +358,33 @@ Status launch(OnCuda on, const PairBceBackward& p) {
     if constexpr (cuda::kTensorCores<scalar_t>) {
       if (a.Kx > 0)
         cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, false>, cuda::tile_grid(a.Kx, a.B), block, 0, st, v, g,
-                            reinterpret_cast<float*>(dx), static_cast<scalar_t*>(p.grad_x),
+                            p.grad_stride, reinterpret_cast<float*>(dx), static_cast<scalar_t*>(p.grad_x),
                             static_cast<float*>(p.rows));
       if (a.Ky > 0 && a.D > 0)
         cuda::launch_kernel(cuda::grad_mma_kernel<scalar_t, true>, cuda::tile_grid(a.Ky, a.B), block, 0, st, v, g,
-                            reinterpret_cast<float*>(dy), static_cast<scalar_t*>(p.grad_y), nullptr);
+                            p.grad_stride, reinterpret_cast<float*>(dy), static_cast<scalar_t*>(p.grad_y), nullptr);
     } else if constexpr (std::is_same_v<scalar_t, float>) {
       double* sx = reinterpret_cast<double*>(ws + pl.off_sx);
       double* sy = reinterpret_cast<double*>(ws + pl.off_sy);
       const dim3 gx(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Kx, cuda::kRows) * pl.sx), cuda::image_grid(a.B));
       const dim3 gy(cuda::stride_grid(cuda::ceil_div<int64_t>(a.Ky, cuda::kRows) * pl.sy), cuda::image_grid(a.B));
       if (a.Kx > 0)
-        cuda::launch_kernel(cuda::grad_f32_kernel<false>, gx, block, 0, st, v, g, pl.sx, dx, sx, p.tickets,
-                            static_cast<float*>(p.grad_x), static_cast<float*>(p.rows));
+        cuda::launch_kernel(cuda::grad_f32_kernel<false>, gx, block, 0, st, v, g, p.grad_stride, pl.sx, dx, sx,
+                            p.tickets, static_cast<float*>(p.grad_x), static_cast<float*>(p.rows));
       if (a.Ky > 0 && a.D > 0)
-        cuda::launch_kernel(cuda::grad_f32_kernel<true>, gy, block, 0, st, v, g, pl.sy, dy, sy, p.tickets,
-                            static_cast<float*>(p.grad_y), nullptr);
+        cuda::launch_kernel(cuda::grad_f32_kernel<true>, gy, block, 0, st, v, g, p.grad_stride, pl.sy, dy, sy,
+                            p.tickets, static_cast<float*>(p.grad_y), nullptr);
     } else {
       if (a.Kx > 0) {
-        cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx)), block, 0, st, v, g,
-                            dx, static_cast<acc_t*>(p.rows));
+        cuda::launch_kernel(cuda::dx_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx)), block, 0, st, v,
+                            g, p.grad_stride, dx, static_cast<acc_t*>(p.rows));
         if (a.D > 0)
           cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Kx * a.D)), block, 0,
                               st, dx, a.B * a.Kx * a.D, static_cast<scalar_t*>(p.grad_x));
       }
       if (a.Ky > 0 && a.D > 0) {
-        cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Ky)), block, 0, st, v, g,
-                            dy);
+        cuda::launch_kernel(cuda::dy_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Ky)), block, 0, st, v,
+                            g, p.grad_stride, dy);
         cuda::launch_kernel(cuda::store_kernel<scalar_t, acc_t>, dim3(cuda::blocks_for<cuda::kThreads>(a.B * a.Ky * a.D)), block, 0,
                             st, dy, a.B * a.Ky * a.D, static_cast<scalar_t*>(p.grad_y));
       }

@@ -9,13 +9,13 @@ not fit; :class:`pixelkernels.nn.DenseSimilarityLoss` wraps this function as a m
 owns the affine parameters and the running statistics, as ``BatchNorm1d(1)`` followed by
 ``BCEWithLogitsLoss`` would.
 
-**How it computes.** The count, mean and variance of :math:`\Psi` come in closed form from
-per-image means and centred D x D Gram matrices (summed over the rows in float64), merged over
-images by Chan's formula, so float32 keeps the variance when :math:`|\mu| \gg \sigma` (tested at a
-ratio of about 1e3) and over millions of rows.
-Every mean is taken around one of its values, so equal rows give their mean exactly. The BCE
-over every pair is then one tiled pass of :func:`pixelkernels.pair_bce` on centred rows with
-two more dimensions,
+**How it computes.** Three ops. ``dense_moments`` (one CPU call, three CUDA launches) forms the
+count, mean and variance of :math:`\Psi` in closed form from per-image means and centred D x D
+Gram matrices (every sum in float64), merged over images by Chan's formula, so float32 keeps
+the variance when :math:`|\mu| \gg \sigma` (tested at a ratio of about 1e3) and over millions
+of rows. Every mean is taken around one of its values, so equal rows give their mean exactly.
+The same op writes the centred rows with two more dimensions, on which the BCE over every pair
+is one tiled pass of :func:`pixelkernels.pair_bce`,
 
 .. math::
 
@@ -32,13 +32,17 @@ rounding of :math:`a\mu`, 2e-5 in the loss at one pair in float32). :math:`x'` a
 are the only copies of x and y, in the statistics dtype (half rows are widened element by
 element as they are copied in).
 
-The backward is one ``pair_bce`` backward: its two extra dimensions give the row sums
+The backward is one ``dense_gradient`` call (four CUDA launches): ``pair_bce``'s backward kernels
+with the loss's gradient read once for every row, whose two extra dimensions give the row sums
 :math:`a \sum_j e_{ij}` and :math:`a \sum_i e_{ij}`, from which the pair terms and the
-batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in place, in the
-statistics dtype (bfloat16 gradients were about 1% off where those terms cancel if rounded
-first). ``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its
-pair pass on the float32 (or float64) kernels, since the centred rows are in the statistics
-dtype. The same formulas with :math:`\Psi` materialised:
+batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in float64 and rounded
+once (bfloat16 gradients were about 1% off where those terms cancel if rounded first).
+Forward and backward together: 10 launches on the CUDA path (issue 36's bar), where about 170
+small PyTorch ops around ``pair_bce`` took 170. On the Triton backend the two ops' statistics
+and gradient formulas are still PyTorch ops around ``pair_bce``'s Triton kernels.
+``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its pair pass
+on the float32 (or float64) kernels, since the centred rows are in the statistics dtype.
+The same formulas with :math:`\Psi` materialised:
 ``pixelkernels.reference.dense_similarity_loss``.
 """
 
@@ -49,7 +53,8 @@ import importlib
 import torch
 
 from .. import _checks, _op
-from .._dtypes import stats_dtype
+from . import dense_gradient as _gradient
+from . import dense_moments as _moments
 from . import pair_bce as _pair_bce
 
 _ref = importlib.import_module("pixelkernels.reference.dense_similarity_loss")
@@ -161,164 +166,74 @@ def dense_similarity_loss(
     training = _checks.boolean(training, "training")
     running_mean = _running(running_mean, "running_mean", x)
     running_var = _running(running_var, "running_var", x)
-    w = _pair_bce.as_scalar(weight, "weight", x)
-    beta = _pair_bce.as_scalar(bias, "bias", x)
     backend = _op.backend_for(_pair_bce.OP, backend, x, "x")
     if backend == "reference":
+        w, beta = _pair_bce.as_scalar(weight, "weight", x), _pair_bce.as_scalar(bias, "bias", x)
         return _ref.dense_similarity_loss(x, x_labels, y, y_labels, w, beta, eps, training, running_mean,
                                           running_var, momentum)  # fmt: skip
-    xv, yv = x_labels >= 0, y_labels >= 0
-    # rows of an image with no valid row on the other side take part in no pair: left out of
-    # everything (their values, an inf or NaN included, reach nothing)
-    xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
-    with torch.no_grad():
-        count, mean, var, nx, ny, xbar, ybar, ax, ay, mean_b, xa, ya = _statistics(x, xv, y, yv)
+    w, w_value = _affine(weight, "weight", x)
+    beta, beta_value = _affine(bias, "bias", x)
     batch = training or running_mean is None or running_var is None
-    if training:
-        _ref._update_running(running_mean, running_var, count, mean, var, momentum)
-    elif not batch:
-        mean = running_mean.detach().to(xa.dtype).reshape(()).clone()
-        var = running_var.detach().to(xa.dtype).reshape(()).clone()
+    used = (None, None) if batch else (running_mean, running_var)
     with torch.no_grad():
-        delta = torch.where(nx * ny > 0, mean_b - mean, 0.0)
-        _fill_pair_dims(xa, ya, xv, yv, xbar, ybar, delta)
-    return _Loss.apply(x, y, w, beta, x_labels, y_labels, xa, ya, mean, var, eps, batch, backend, count, nx, ny, xbar,
-                       ybar, ay, ax, delta, xv, yv)  # fmt: skip
+        moments = _op.run(_moments.OP, backend, x, x_labels, y, y_labels, w, beta, w_value, beta_value, eps, *used)
+    if training:
+        count, stats = moments[5], moments[6]
+        _ref._update_running(running_mean, running_var, count, stats[0], stats[1], momentum)
+    # the Function's inputs are the four that may take a gradient; the rest rides in one tuple
+    # (autograd.Function.apply's cost grows with its arguments)
+    return _Loss.apply(x, y, w, beta, (x_labels, y_labels, eps, w_value, beta_value, batch, backend, moments))
 
 
-def _side_stats(t, valid, invalid, st):
-    """Per image, over the valid rows: the count n (B,) int64, the mean t̄ (B, D) taken around
-    the first valid row (exactly that row when all are equal), the centred Gram matrix
-    A = Σ (t_i - t̄)(t_i - t̄)ᵀ (B, D, D); and t' (B, K, D + 2) in st, the centred rows
-    t_i - t̄ (0 for the others) in its first D dims. Both passes write into t' (no other copy
-    of t; half rows are widened element by element)."""
-    B, K, D = t.shape
-    n = valid.sum(1)
-    aug = t.new_empty(B, K, D + 2, dtype=st)
-    rows = aug[..., :D]
-    if K == 0:
-        return n, t.new_zeros(B, D, dtype=st), t.new_zeros(B, D, D, dtype=st), aug
-    first = valid.to(torch.int32).argmax(1)  # the first valid row (0 if none)
-    pivot = t.gather(1, first[:, None, None].expand(B, 1, D))[:, 0]
-    pivot = torch.where(n[:, None] > 0, pivot, 0.0).to(st)  # a row of an image without valid rows: 0
-    # copy_ then sub_ in place: no temporary of t's size (and dynamo takes no strided out=)
-    rows.copy_(t).sub_(pivot[:, None]).masked_fill_(invalid[..., None], 0.0)
-    mean = pivot + rows.sum(1) / n.clamp_min(1)[:, None]
-    rows.copy_(t).sub_(mean[:, None]).masked_fill_(invalid[..., None], 0.0)
-    # The Gram's K-long sums in float64: a float32 GEMM may sum an entry along K in one float
-    # accumulator (the CPU's BLAS: 4e-3 off at 5.8M rows, the loss 7e-4 off). O(K D^2), against
-    # the pair pass's O(Kx Ky D).
-    wide = rows.to(torch.float64)
-    return n, mean, torch.bmm(wide.transpose(1, 2), wide).to(st), aug
-
-
-def _statistics(x, xv, y, yv):
-    """pair_moments' count, mean and biased variance of Ψ over the valid pairs (the same closed
-    form as the reference's, centred per image, merged by Chan's formula, every mean around one
-    of its values) and what the pair pass and the gradient need: (count, mean, var, nx, ny,
-    x̄, ȳ, Ax, Ay, x̄·ȳ per image, x', y' with their last two dims still to fill)."""
-    st = stats_dtype(x.dtype)
-    nx, xbar, ax, xa = _side_stats(x, xv, ~xv, st)
-    ny, ybar, ay, ya = _side_stats(y, yv, ~yv, st)
-    n_b = nx * ny
-    count = n_b.sum()
-    w = n_b.to(st)
-    n = count.clamp_min(1).to(st)
-    mean_b = (xbar * ybar).sum(1)
-    has = n_b > 0
-    mean = _ref.pivot_mean(mean_b, has, 0, w)
-    quad_y = torch.einsum("bd,bde,be->b", xbar, ay, xbar)
-    quad_x = torch.einsum("bd,bde,be->b", ybar, ax, ybar)
-    m2_b = nx.to(st) * quad_y + ny.to(st) * quad_x + (ax * ay).sum((1, 2)) + w * (mean_b - mean).square()
-    m2 = torch.where(has, m2_b, 0.0).sum()
-    return count, mean, m2 / n, nx, ny, xbar, ybar, ax, ay, mean_b, xa, ya
-
-
-def _fill_pair_dims(xa, ya, xv, yv, xbar, ybar, delta):
-    """x'_i[D:] = [X_i·ȳ, 1], y'_j[D:] = [1, x̄·Y_j + δ_b] for the valid rows (0 elsewhere), in
-    place: then <x'_i, y'_j> = Ψ_ij - μ."""
-    D = xbar.shape[1]
-    zero = torch.zeros((), dtype=xa.dtype, device=xa.device)
-    xa[..., D] = torch.where(xv, torch.bmm(xa[..., :D], ybar[:, :, None])[..., 0], zero)
-    xa[..., D + 1] = xv.to(xa.dtype)
-    ya[..., D] = yv.to(ya.dtype)
-    ya[..., D + 1] = torch.where(yv, torch.bmm(ya[..., :D], xbar[:, :, None])[..., 0] + delta[:, None], zero)
-
-
-def _pair_grad(dpa, own_row, other_bar, other_n, n, batch):
-    """The pair terms of one side's gradient from pair_bce's on t' (in place in dpa[..., :D]):
-    a Σ_j e_ij o_j = (a Σ_j e_ij O_j) + ō (a Σ_j e_ij), and, with batch statistics, the mean's
-    term -(a Σ e)(m/n) ō. Both use the row sums r_i = a Σ_j e_ij from dpa's extra dim (own_row),
-    so that where they cancel (one pair: r_i = Σ r) they cancel exactly."""
-    D = other_bar.shape[1]
-    r = dpa[..., own_row]
-    if batch:
-        r = r - (other_n.to(r.dtype) / n)[:, None] * r.sum()
-    return dpa[..., :D].addcmul_(other_bar[:, None, :], r[..., None])
-
-
-def _add_var_grad(grad, t_aug, own_bar, lin, other_n, other_bar, other_gram, n, g_var):
-    """grad += g_var ∂var/∂t_i in place, for the rows t_i = T_i + t̄ (T_i = t'_i[:D]):
-        ∂var/∂t_i = (2/n) (m (t_i·ō - μ) ō + A_o t_i),   t_i·ō - μ = T_i·ō + (t̄·ō - μ) = lin_i
-    with m, ō, A_o the other side's count, mean and centred Gram (Σ_j (Ψ_ij - μ) o_j with
-    o_j = ō + O_j: the terms in Σ O_j vanish)."""
-    D = other_bar.shape[1]
-    coef = 2 * g_var / n
-    # the factor on the (D, D) Gram, not as baddbmm's alpha: a tensor alpha is read on the host
-    scaled = other_gram * coef
-    grad.baddbmm_(t_aug[..., :D], scaled)
-    grad.add_(torch.bmm(own_bar[:, None, :], scaled))
-    grad.addcmul_(lin[..., None] * (coef * other_n.to(grad.dtype))[:, None, None], other_bar[:, None, :])
+def _affine(v, name: str, x: torch.Tensor):
+    """weight or bias as dense_moments takes it: (the 1-element tensor, 0.0) or (None, the number)."""
+    if isinstance(v, torch.Tensor):
+        _checks.strided(v, name)
+        if v.numel() != 1 or not v.is_floating_point():
+            raise ValueError(f"{name} must be a number or a 1-element float tensor, got {tuple(v.shape)} {v.dtype}")
+        _checks.same_device(("x", x), (name, v))
+        return v, 0.0
+    return None, _checks.real(v, name)
 
 
 class _Loss(torch.autograd.Function):
-    """loss = Σ pair_bce(x', y'; a, beta) / n with a = w / s, s = sqrt(var + eps), <x', y'> = Ψ - μ.
-    The backward is one pair_bce backward (dx', dy', ∂/∂a = Σ e (Ψ - μ), ∂/∂beta = Σ e) and,
-    with batch statistics, the statistics' terms:
-        ∂/∂w = ∂a / s,  ∂/∂mean = -a Σ e,  ∂/∂var = -∂a a / (2 s²)
-    Double backward differentiates the reference instead."""
+    """loss = Σ pair_bce(x', y'; a, c) / n from dense_moments' rows and statistics (a = w / s,
+    <x'_i, y'_j> = Ψ_ij - μ); the backward is one dense_gradient call (pair_bce's backward and
+    the statistics' terms, pixelkernels/reference/dense_gradient.py). Double backward
+    differentiates the reference instead."""
 
     @staticmethod
-    def forward(ctx, x, y, w, beta, xl, yl, xa, ya, mean, var, eps, batch, backend, count, nx, ny, xbar, ybar, ay,
-                ax, delta, xv, yv):  # fmt: skip
-        s = torch.sqrt(var + eps)
-        a = w / s
-        total = _op.run(_pair_bce.OP, backend, xa, xl, ya, yl, a, beta).sum()
-        n = count.clamp_min(1).to(xa.dtype)
-        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta,
-                              xv, yv)  # fmt: skip
-        ctx.eps, ctx.batch, ctx.backend = eps, batch, backend
-        return total / n
+    def forward(ctx, x, y, w, beta, rest):
+        xl, yl, eps, w_value, beta_value, batch, backend, moments = rest
+        xa, ya, means, grams, counts, count, stats, delta = moments
+        total = _op.run(_pair_bce.OP, backend, xa, xl, ya, yl, stats[3], stats[5]).sum()
+        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats, delta)
+        ctx.floats, ctx.batch, ctx.backend = (eps, w_value, beta_value), batch, backend
+        ctx.set_materialize_grads(False)
+        return total / stats[4]
 
     @staticmethod
     def backward(ctx, g):
-        x, y, w, beta, xl, yl, xa, ya, mean, var, a, s, n, nx, ny, xbar, ybar, ay, ax, delta, xv, yv = ctx.saved_tensors
-        nones = [None] * 19
+        x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats, delta = ctx.saved_tensors
+        if g is None:
+            return None, None, None, None, None
         if torch.is_grad_enabled():  # create_graph: the reference's graph carries second derivatives
             # Fresh views (as _op's double backward): the partial derivative through each argument
             # alone; w.r.t. the saved tensors themselves it would be the total one, counting again a
             # path through y when y is computed from x (the engine adds that path outside this node).
-            xs, ys, ws, bs = (t.view_as(t) if t.requires_grad else t.detach().requires_grad_() for t in (x, y, w, beta))
-            stats = {} if ctx.batch else {"training": False, "running_mean": mean.reshape(1),
-                                          "running_var": var.reshape(1)}  # fmt: skip
-            loss = _ref.dense_similarity_loss(xs, xl, ys, yl, ws, bs, ctx.eps, **stats)
-            return (*torch.autograd.grad(loss, (xs, ys, ws, bs), g, create_graph=True, allow_unused=True), *nones)
-        suffix = "_triton" if ctx.backend == "triton" else ""
-        bwd = getattr(torch.ops.pixelkernels, "pair_bce_backward" + suffix)
-        grad_rows = (g / n).expand(xa.shape[:2]).contiguous()
-        if torch.compiler.is_compiling():
-            dxa, dya, da, dc = bwd(grad_rows, xa, xl, ya, yl, a, beta)
-        else:  # below its autograd (double backward's, not taken here): no Python layer
-            with torch._C._AutoDispatchBelowAutograd():
-                dxa, dya, da, dc = bwd.default(grad_rows, xa, xl, ya, yl, a, beta)
-        D = xbar.shape[1]
-        dx = _pair_grad(dxa, D, ybar, ny, n, ctx.batch)
-        dy = _pair_grad(dya, D + 1, xbar, nx, n, ctx.batch)
-        if ctx.batch:
-            g_var = -da * a / (2 * s * s)
-            _add_var_grad(dx, xa, xbar, xa[..., D] + delta[:, None], ny, ybar, ay, n, g_var)
-            _add_var_grad(dy, ya, ybar, ya[..., D + 1], nx, xbar, ax, n, g_var)
-        # rows that take no part get exactly 0 (a NaN elsewhere went through the products above)
-        dx.masked_fill_(~xv[..., None], 0.0)
-        dy.masked_fill_(~yv[..., None], 0.0)
-        return dx, dy, da / s, dc, *nones
+            xs, ys = (t.view_as(t) if t.requires_grad else t.detach().requires_grad_() for t in (x, y))
+            ws, bs = (None if t is None else t.view_as(t) if t.requires_grad else t.detach().requires_grad_()
+                      for t in (w, beta))  # fmt: skip
+            eps, w_value, beta_value = ctx.floats
+            wv, bv = w_value if ws is None else ws, beta_value if bs is None else bs
+            run = {} if ctx.batch else {"training": False, "running_mean": stats[0].reshape(1),
+                                        "running_var": stats[1].reshape(1)}  # fmt: skip
+            loss = _ref.dense_similarity_loss(xs, xl, ys, yl, wv, bv, eps, **run)
+            wrt = [t for t in (xs, ys, ws, bs) if t is not None]
+            grads = iter(torch.autograd.grad(loss, wrt, g, create_graph=True, allow_unused=True))
+            return (*(None if t is None else next(grads) for t in (xs, ys, ws, bs)), None)
+        dx, dy, dw, dc = _op.run(_gradient.OP, ctx.backend, g, xa, xl, ya, yl, means, grams, counts, stats, delta,
+                                 ctx.batch)  # fmt: skip
+        # a (1,) weight or bias gets its gradient in its shape (a view)
+        dw = None if w is None else dw.reshape(w.shape)
+        return dx, dy, dw, None if beta is None else dc.reshape(beta.shape), None

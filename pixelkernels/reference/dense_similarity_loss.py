@@ -145,6 +145,8 @@ def materialized_moments(psi: torch.Tensor, valid: torch.Tensor):
 def _update_running(running_mean, running_var, count, mean, var, momentum: float) -> None:
     """In place, as F.batch_norm in training: r = (1 - momentum)·r + momentum·batch, with the
     unbiased variance for running_var. count < 1 leaves both, count < 2 leaves running_var."""
+    if running_mean is None and running_var is None:
+        return
     n = count.to(var.dtype)
     if running_mean is not None:
         new = (1.0 - momentum) * running_mean + momentum * mean.to(running_mean.dtype)

@@ -1,0 +1,83 @@
+// dense_gradient CPU kernels (csrc/common/dense_gradient.h), after pair_bce's CPU backward (run
+// by the torch side): the row sums in order, then a task per (side, image, chunk of rows) for the
+// gradient rows (dense_gradient::entry).
+#include "common/dense_gradient.h"
+
+#include "cpu/pixel_tiles.h"
+
+namespace pixelkernels::cpu {
+namespace {
+
+constexpr int64_t kGradRows = 64;
+
+template <typename T>
+void gradient(const DenseGradient& p) {
+  const int64_t B = p.B, D = p.D, D2 = D + 2;
+  const T* stats = static_cast<const T*>(p.stats);
+  const double s = double(stats[2]), a = double(stats[3]), n = double(stats[4]);
+  const T* pdx = static_cast<const T*>(p.pdx);
+  const T* pdy = static_cast<const T*>(p.pdy);
+  const T* rows = static_cast<const T*>(p.rows);
+  dense_gradient::Sums sum{0.0, 0.0, 0.0, 0.0};
+  for (int64_t t = 0; t < B * p.Kx; ++t) {
+    sum.rx += double(pdx[t * D2 + D]) / n;
+    sum.da += double(rows[2 * t]);
+    sum.dc += double(rows[2 * t + 1]);
+  }
+  for (int64_t t = 0; t < B * p.Ky; ++t) sum.ry += double(pdy[t * D2 + D + 1]) / n;
+  const double kappa = p.batch ? dense_gradient::kappa(sum.da, a, s, n) : 0.0;
+  *static_cast<T*>(p.grad_weight) = T(sum.da / (n * s));
+  *static_cast<T*>(p.grad_bias) = T(sum.dc / n);
+  const T* means = static_cast<const T*>(p.means);
+  const T* grams = static_cast<const T*>(p.grams);
+  const T* delta = static_cast<const T*>(p.delta);
+  struct Side {
+    const T* pd;
+    const T* aug;
+    LabelMap labels;
+    int64_t K;
+    double R;
+    T* out;
+  };
+  const Side sides[2] = {{pdx, static_cast<const T*>(p.xa), p.x_labels, p.Kx, sum.rx, static_cast<T*>(p.grad_x)},
+                         {pdy, static_cast<const T*>(p.ya), p.y_labels, p.Ky, sum.ry, static_cast<T*>(p.grad_y)}};
+  for (int s_ = 0; s_ < 2; ++s_) {
+    const Side& side = sides[s_];
+    const int o = 1 - s_;
+    parallel_chunks(B, side.K, kGradRows, [&](int64_t b, int64_t, int64_t i0, int64_t len) {
+      const T* bar = means + (s_ * B + b) * D;
+      const T* obar = means + (o * B + b) * D;
+      const T* gram = grams + (o * B + b) * D * D;
+      const double on = double(p.counts[o * B + b]);
+      for (int64_t i = i0; i < i0 + len; ++i) {
+        const int64_t t = b * side.K + i;
+        T* out = side.out + t * D;
+        if (label_at(side.labels, t) < 0 || p.counts[o * B + b] == 0) {
+          for (int64_t d = 0; d < D; ++d) out[d] = T(0);
+          continue;
+        }
+        const T* pd = side.pd + t * D2;
+        const T* own = side.aug + t * D2;
+        double r = double(pd[D + s_]) / n;
+        if (p.batch) r -= on / n * side.R;
+        const double lin = double(own[D + s_]) + (s_ == 0 ? double(delta[b]) : 0.0);
+        for (int64_t d = 0; d < D; ++d)
+          out[d] = T(dense_gradient::entry(pd, own, bar, obar, gram, D, d, n, r, lin, kappa, on, p.batch));
+      }
+    });
+  }
+}
+
+}  // namespace
+}  // namespace pixelkernels::cpu
+
+namespace pixelkernels {
+
+Status launch(OnCpu, const DenseGradient& p) {
+  return cpu::dispatch_float(p.dtype, [&](auto t) {
+    using T = decltype(t);
+    cpu::gradient<T>(p);
+  });
+}
+
+}  // namespace pixelkernels
