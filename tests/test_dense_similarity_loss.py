@@ -524,6 +524,23 @@ def _moments(backend, x, xl, y, yl, **kw):
     return _op.run(dense_moments.OP, backend, x, xl, y, yl, *args.values())
 
 
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_equal_rows_centre_exactly_in_float64(request, backend, device):
+    """Equal rows of random float64 values (30 of x and 7 of y per image): dense_moments' means
+    are exactly the rows (taken around the first row: a mean formed as (p n + Σ (t - p)) / n or
+    Σ t / n rounds in float64), so the centred rows and the Grams are exactly 0."""
+    g = torch.Generator().manual_seed(11)
+    B, D = 2, 5
+    x = torch.randn(B, 1, D, generator=g, dtype=F64).expand(B, 30, D).clone()
+    y = torch.randn(B, 1, D, generator=g, dtype=F64).expand(B, 7, D).clone()
+    xl, yl = torch.zeros(B, 30, dtype=torch.long), torch.zeros(B, 7, dtype=torch.long)
+    yl[:, 3] = 1
+    on = (x.to(device), xl.to(device), y.to(device), yl.to(device))
+    xa, ya, means, grams = (t.cpu() for t in on_backend(request, backend, lambda be: _moments(be, *on))[:4])
+    assert torch.equal(means[0], x[:, 0]) and torch.equal(means[1], y[:, 0])
+    assert not xa[..., :D].any() and not ya[..., :D].any() and not grams.any()
+
+
 @pytest.mark.parametrize(
     "B,Kx,Ky,D,pattern", [(1, 1, 1, 1, "one"), (3, 7, 1, 1, "random"), (3, 9, 11, 17, "image0_ignored"),
                           (2, 5, 4, 3, "none"), (2, 4500, 30, 3, "random"), (2, 300, 70, 40, "random")],

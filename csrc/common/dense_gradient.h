@@ -51,19 +51,14 @@ struct Sums {
   double rx, ry, da, dc;
 };
 
-// Entry d of a gradient row (one side): pd = the row of pair_bce's gradient, own = the row's T
-// (its first D values), bar = its side's mean, obar = the other side's, gram = the other side's
-// Gram (D x D, symmetric: read by column, as consecutive d are consecutive threads on CUDA),
-// on = the other side's count, r = the row's r', lin = ℓ, kappa = κ.
-template <typename acc_t>
-PK_HD double entry(const acc_t* pd, const acc_t* own, const acc_t* bar, const acc_t* obar, const acc_t* gram,
-                   int64_t D, int64_t d, double n, double r, double lin, double kappa, double on, bool batch) {
-  double v = double(pd[d]) / n + double(obar[d]) * r;
-  if (batch) {
-    double mv = 0.0;
-    for (int64_t e = 0; e < D; ++e) mv += (double(own[e]) + double(bar[e])) * double(gram[e * D + d]);
-    v += kappa * mv + kappa * on * lin * double(obar[d]);
-  }
+// Entry d of a gradient row (one side), from pd_d = the row's entry d of pair_bce's gradient,
+// obar_d = the other side's mean's, r = the row's r', mv = entry d of A_o (T + t̄) (the other
+// side's Gram times the row's centred values plus its side's mean), lin = ℓ, on = the other
+// side's count.
+PK_HD double entry(double pd_d, double obar_d, double n, double r, double mv, double lin, double kappa, double on,
+                   bool batch) {
+  double v = pd_d / n + obar_d * r;
+  if (batch) v += kappa * mv + kappa * on * lin * obar_d;
   return v;
 }
 

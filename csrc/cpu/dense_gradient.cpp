@@ -1,8 +1,13 @@
 // dense_gradient CPU kernels (csrc/common/dense_gradient.h), after pair_bce's CPU backward (run
 // by the torch side): the row sums in order, then a task per (side, image, chunk of rows) for the
-// gradient rows (dense_gradient::entry).
+// gradient rows (dense_gradient::entry), each image's A_o (T_i + t̄) one float64 GEMM.
 #include "common/dense_gradient.h"
 
+#include <ATen/ops/mm.h>
+
+#include <vector>
+
+#include "cpu/gemm_tiles.h"
 #include "cpu/pixel_tiles.h"
 
 namespace pixelkernels::cpu {
@@ -41,30 +46,50 @@ void gradient(const DenseGradient& p) {
   };
   const Side sides[2] = {{pdx, static_cast<const T*>(p.xa), p.x_labels, p.Kx, sum.rx, static_cast<T*>(p.grad_x)},
                          {pdy, static_cast<const T*>(p.ya), p.y_labels, p.Ky, sum.ry, static_cast<T*>(p.grad_y)}};
+  std::vector<double> rows_d, gram_d(static_cast<size_t>(D * D)), prod;
   for (int s_ = 0; s_ < 2; ++s_) {
     const Side& side = sides[s_];
     const int o = 1 - s_;
-    parallel_chunks(B, side.K, kGradRows, [&](int64_t b, int64_t, int64_t i0, int64_t len) {
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t K = side.K, on_b = p.counts[o * B + b];
       const T* bar = means + (s_ * B + b) * D;
       const T* obar = means + (o * B + b) * D;
-      const T* gram = grams + (o * B + b) * D * D;
-      const double on = double(p.counts[o * B + b]);
-      for (int64_t i = i0; i < i0 + len; ++i) {
-        const int64_t t = b * side.K + i;
-        T* out = side.out + t * D;
-        if (label_at(side.labels, t) < 0 || p.counts[o * B + b] == 0) {
-          for (int64_t d = 0; d < D; ++d) out[d] = T(0);
-          continue;
-        }
-        const T* pd = side.pd + t * D2;
-        const T* own = side.aug + t * D2;
-        double r = double(pd[D + s_]) / n;
-        if (p.batch) r -= on / n * side.R;
-        const double lin = double(own[D + s_]) + (s_ == 0 ? double(delta[b]) : 0.0);
-        for (int64_t d = 0; d < D; ++d)
-          out[d] = T(dense_gradient::entry(pd, own, bar, obar, gram, D, d, n, r, lin, kappa, on, p.batch));
+      const double on = double(on_b);
+      // A_o (T_i + t̄) for every row of the image as one float64 GEMM (the Gram is symmetric)
+      const bool mv = p.batch && on_b > 0 && K > 0 && D > 0;
+      if (mv) {
+        rows_d.resize(static_cast<size_t>(K * D));
+        prod.resize(static_cast<size_t>(K * D));
+        const T* gram = grams + (o * B + b) * D * D;
+        for (int64_t k = 0; k < D * D; ++k) gram_d[size_t(k)] = double(gram[k]);
+        at::parallel_for(0, K, kGradRows, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const T* own = side.aug + (b * K + i) * D2;
+            for (int64_t d = 0; d < D; ++d) rows_d[size_t(i * D + d)] = double(own[d]) + double(bar[d]);
+          }
+        });
+        at::Tensor out = matrix(prod.data(), K, D);
+        at::mm_out(out, matrix(rows_d.data(), K, D), matrix(gram_d.data(), D, D));
       }
-    });
+      at::parallel_for(0, K, kGradRows, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t t = b * K + i;
+          T* out = side.out + t * D;
+          if (label_at(side.labels, t) < 0 || on_b == 0) {
+            for (int64_t d = 0; d < D; ++d) out[d] = T(0);
+            continue;
+          }
+          const T* pd = side.pd + t * D2;
+          const T* own = side.aug + t * D2;
+          double r = double(pd[D + s_]) / n;
+          if (p.batch) r -= on / n * side.R;
+          const double lin = double(own[D + s_]) + (s_ == 0 ? double(delta[b]) : 0.0);
+          for (int64_t d = 0; d < D; ++d)
+            out[d] = T(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r, mv ? prod[size_t(i * D + d)] : 0.0,
+                                             lin, kappa, on, p.batch));
+        }
+      });
+    }
   }
 }
 

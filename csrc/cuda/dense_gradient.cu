@@ -69,9 +69,14 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(DenseGradient p, const 
     double r = double(pd[D + side]) / n;
     if (p.batch) r -= double(on) / n * sums[side];
     const double lin = double(own[D + side]) + (side == 0 ? double(delta[b]) : 0.0);
-    out[rel] = acc_t(dense_gradient::entry(pd, own, means + (side * B + b) * D, means + (other * B + b) * D,
-                                           grams + (other * B + b) * D * D, D, d, n, r, lin, kappa, double(on),
-                                           p.batch));
+    const acc_t* obar = means + (other * B + b) * D;
+    double mv = 0.0;  // A_o (T + t̄), entry d: the Gram's column d (symmetric), coalesced over the warp's d
+    if (p.batch) {
+      const acc_t* bar = means + (side * B + b) * D;
+      const acc_t* gram = grams + (other * B + b) * D * D;
+      for (int64_t e = 0; e < D; ++e) mv += (double(own[e]) + double(bar[e])) * double(gram[e * D + d]);
+    }
+    out[rel] = acc_t(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r, mv, lin, kappa, double(on), p.batch));
   }
 }
 
