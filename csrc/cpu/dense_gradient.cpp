@@ -14,6 +14,9 @@ namespace pixelkernels::cpu {
 namespace {
 
 constexpr int64_t kGradRows = 64;
+// Below this many multiply-adds a product is a loop: ATen's GEMM costs microseconds a call on
+// the host (issue 36: the op's host time on small inputs).
+constexpr int64_t kSmallGemm = int64_t(1) << 16;
 
 template <typename T>
 void gradient(const DenseGradient& p) {
@@ -68,8 +71,17 @@ void gradient(const DenseGradient& p) {
             for (int64_t d = 0; d < D; ++d) rows_d[size_t(i * D + d)] = double(own[d]) + double(bar[d]);
           }
         });
-        at::Tensor out = matrix(prod.data(), K, D);
-        at::mm_out(out, matrix(rows_d.data(), K, D), matrix(gram_d.data(), D, D));
+        if (K * D * D <= kSmallGemm) {  // a few thousand products: a loop, without ATen's per-call cost
+          for (int64_t i = 0; i < K; ++i)
+            for (int64_t d = 0; d < D; ++d) {
+              double acc = 0.0;
+              for (int64_t e = 0; e < D; ++e) acc += rows_d[size_t(i * D + e)] * gram_d[size_t(e * D + d)];
+              prod[size_t(i * D + d)] = acc;
+            }
+        } else {
+          at::Tensor out = matrix(prod.data(), K, D);
+          at::mm_out(out, matrix(rows_d.data(), K, D), matrix(gram_d.data(), D, D));
+        }
       }
       at::parallel_for(0, K, kGradRows, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {

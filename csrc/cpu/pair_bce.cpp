@@ -84,6 +84,88 @@ at::Tensor bools(uint8_t* p, int64_t n, int64_t k) {
   return at::from_blob(p, {n, k}, at::TensorOptions().dtype(at::kBool));
 }
 
+// Small problems (B Kx Ky (D + 1) up to kSmallPairs, as dense_similarity_loss's tests and a
+// training step's per-class samples): one loop over the pairs, without the tiles' ATen calls,
+// whose per-call cost is most of the op's host time there (issue 36). The same formulas: z
+// rounded as the tiles round it (a S, then + c, S the dot rounded to T), e and the sums in
+// double; rows and pairs that take no part are never read.
+constexpr int64_t kSmallPairs = int64_t(1) << 15;
+
+inline bool small_pairs(const PairBceArgs& a) { return a.B * a.Kx * a.Ky * (a.D + 1) <= kSmallPairs; }
+
+template <typename T>
+struct SmallPairs {
+  const PairBceArgs& a;
+  const T* x = static_cast<const T*>(a.x);
+  const T* y = static_cast<const T*>(a.y);
+  const T scale = *static_cast<const T*>(a.scale), bias = *static_cast<const T*>(a.bias);
+  int64_t lx(int64_t b, int64_t i) const { return label_at(a.x_labels, b * a.Kx + i); }
+  int64_t ly(int64_t b, int64_t j) const { return label_at(a.y_labels, b * a.Ky + j); }
+  T dot(int64_t b, int64_t i, int64_t j) const {
+    const T* xi = x + (b * a.Kx + i) * a.D;
+    const T* yj = y + (b * a.Ky + j) * a.D;
+    double s = 0.0;
+    for (int64_t d = 0; d < a.D; ++d) s += double(xi[d]) * double(yj[d]);
+    return T(s);
+  }
+  T logit(T s) const { return T(scale * s) + bias; }
+};
+
+template <typename T>
+void forward_small(const PairBceForward& p) {
+  const SmallPairs<T> sp{p.a};
+  T* out = static_cast<T*>(p.out);
+  for (int64_t b = 0; b < p.a.B; ++b)
+    for (int64_t i = 0; i < p.a.Kx; ++i) {
+      const int64_t li = sp.lx(b, i);
+      double sum = 0.0;
+      for (int64_t j = 0; j < p.a.Ky && li >= 0; ++j) {
+        const int64_t lj = sp.ly(b, j);
+        if (lj >= 0) sum += double(pair_bce::loss(sp.logit(sp.dot(b, i, j)), li == lj));
+      }
+      out[b * p.a.Kx + i] = T(sum);
+    }
+}
+
+template <typename T>
+void backward_small(const PairBceBackward& p) {
+  const PairBceArgs& a = p.a;
+  const SmallPairs<T> sp{a};
+  const int64_t D = a.D;
+  const T* g = static_cast<const T*>(p.grad_out);
+  std::vector<double> dx(size_t(a.Kx * D)), dy(size_t(a.Ky * D));
+  for (int64_t b = 0; b < a.B; ++b) {
+    std::fill(dx.begin(), dx.end(), 0.0);
+    std::fill(dy.begin(), dy.end(), 0.0);
+    for (int64_t i = 0; i < a.Kx; ++i) {
+      const int64_t li = sp.lx(b, i);
+      double r0 = 0.0, r1 = 0.0;
+      for (int64_t j = 0; j < a.Ky && li >= 0; ++j) {
+        const int64_t lj = sp.ly(b, j);
+        if (lj < 0) continue;
+        const T s = sp.dot(b, i, j);
+        const double e = double(g[(b * a.Kx + i) * p.grad_stride]) * double(pair_bce::dloss(sp.logit(s), li == lj));
+        r0 += e * double(s);
+        r1 += e;
+        const double ae = double(sp.scale) * e;  // a per pair (an infinite a at e = 0 gives NaN)
+        const T* xi = sp.x + (b * a.Kx + i) * D;
+        const T* yj = sp.y + (b * a.Ky + j) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          dx[size_t(i * D + d)] += ae * double(yj[d]);
+          dy[size_t(j * D + d)] += ae * double(xi[d]);
+        }
+      }
+      T* rows = static_cast<T*>(p.rows) + (b * a.Kx + i) * 2;
+      rows[0] = T(r0);
+      rows[1] = T(r1);
+    }
+    T* gx = static_cast<T*>(p.grad_x) + b * a.Kx * D;
+    T* gy = static_cast<T*>(p.grad_y) + b * a.Ky * D;
+    for (int64_t k = 0; k < a.Kx * D; ++k) gx[k] = T(dx[size_t(k)]);
+    for (int64_t k = 0; k < a.Ky * D; ++k) gy[k] = T(dy[size_t(k)]);
+  }
+}
+
 template <typename T>
 void forward(const PairBceForward& p) {
   const PairBceArgs& a = p.a;
@@ -226,12 +308,18 @@ namespace pixelkernels {
 
 Status launch(OnCpu, const PairBceForward& p) {
   if (p.a.B * p.a.Kx == 0) return nullptr;
-  return cpu::dispatch_float(p.a.dtype, [&](auto t) { cpu::forward<decltype(t)>(p); });
+  return cpu::dispatch_float(p.a.dtype, [&](auto t) {
+    using T = decltype(t);
+    cpu::small_pairs(p.a) ? cpu::forward_small<T>(p) : cpu::forward<T>(p);
+  });
 }
 
 Status launch(OnCpu, const PairBceBackward& p) {
   if (p.a.B == 0) return nullptr;
-  return cpu::dispatch_float(p.a.dtype, [&](auto t) { cpu::backward<decltype(t)>(p); });
+  return cpu::dispatch_float(p.a.dtype, [&](auto t) {
+    using T = decltype(t);
+    cpu::small_pairs(p.a) ? cpu::backward_small<T>(p) : cpu::backward<T>(p);
+  });
 }
 
 }  // namespace pixelkernels

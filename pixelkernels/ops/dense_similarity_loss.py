@@ -37,8 +37,8 @@ with the loss's gradient read once for every row, whose two extra dimensions giv
 :math:`a \sum_j e_{ij}` and :math:`a \sum_i e_{ij}`, from which the pair terms and the
 batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in float64 and rounded
 once (bfloat16 gradients were about 1% off where those terms cancel if rounded first).
-Forward and backward together: 10 launches on the CUDA path (issue 36's bar), where about 170
-small PyTorch ops around ``pair_bce`` took 170. On the Triton backend the two ops' statistics
+Forward and backward together: 10 launches on the CUDA path (issue 36's bar), where the
+statistics and the gradient as PyTorch ops around ``pair_bce`` took 170. On the Triton backend the two ops' statistics
 and gradient formulas are still PyTorch ops around ``pair_bce``'s Triton kernels.
 ``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its pair pass
 on the float32 (or float64) kernels, since the centred rows are in the statistics dtype.
