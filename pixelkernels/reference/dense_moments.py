@@ -74,9 +74,9 @@ def dense_moments(x, x_labels, y, y_labels, weight, bias, weight_value, bias_val
     delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
     s = torch.sqrt(var_used + eps)
     f64 = torch.float64
-    w = torch.tensor(weight_value, dtype=f64, device=dev) if weight is None else weight.detach().to(st).to(f64)
-    c = torch.tensor(bias_value, dtype=f64, device=dev) if bias is None else bias.detach().to(st).to(f64)
-    stats = torch.stack([mean_used, var_used, s, w.reshape(()) / s, count.clamp_min(1).to(torch.float64), c.reshape(())]).to(st)
+    a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
+    c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
+    stats = torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st)
     # the augmented rows
     zero = torch.zeros((), dtype=st, device=dev)
     B, Kx, D = x.shape

@@ -56,7 +56,7 @@ def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_
     delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
     s = torch.sqrt(var_used + eps)
     a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
-    c = s * 0.0 + bias_value if bias is None else bias.detach().to(st).to(f64).reshape(())  # no host tensor
+    c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
     stats = torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st)
     # the extra dims: x'_i[D:] = [X_i·ȳ, 1], y'_j[D:] = [1, x̄·Y_j + δ_b] (0 for the other rows)
     D = x.shape[2]
