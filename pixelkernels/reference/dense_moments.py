@@ -49,6 +49,29 @@ def _side(t, valid, st):
     return n, mean, torch.bmm(wide.transpose(1, 2), wide).to(st), rows
 
 
+def moments(nx, ny, xb, yb, gx, gy, weight, bias, weight_value, bias_value, eps, running_mean, running_var, st):
+    """count, stats and delta from the per-image counts, means and Grams (float64, from their
+    rounded values): the closed form above, over the images. Also the Triton variant's."""
+    f64 = torch.float64
+    n_b = nx * ny
+    count = n_b.sum()
+    has = n_b > 0
+    mean_b = (xb * yb).sum(1)
+    w_b = n_b.to(f64)
+    mean = pivot_mean(mean_b, has, 0, w_b)
+    quad_y = torch.einsum("bd,bde,be->b", xb, gy, xb)
+    quad_x = torch.einsum("bd,bde,be->b", yb, gx, yb)
+    m2_b = nx.to(f64) * quad_y + ny.to(f64) * quad_x + (gx * gy).sum((1, 2)) + w_b * (mean_b - mean).square()
+    var = torch.where(has, m2_b, 0.0).sum() / count.clamp_min(1).to(f64)
+    mean_used = mean if running_mean is None else running_mean.detach().to(st).to(f64).reshape(())
+    var_used = var if running_var is None else running_var.detach().to(st).to(f64).reshape(())
+    delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
+    s = torch.sqrt(var_used + eps)
+    a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
+    c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
+    return count, torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st), delta
+
+
 def dense_moments(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps, running_mean, running_var):
     st = stats_dtype(x.dtype)
     dev = x.device
@@ -56,27 +79,9 @@ def dense_moments(x, x_labels, y, y_labels, weight, bias, weight_value, bias_val
     xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
     nx, xbar, ax, xrows = _side(x, xv, st)
     ny, ybar, ay, yrows = _side(y, yv, st)
-    n_b = nx * ny
-    count = n_b.sum()
-    has = n_b > 0
-    # the image sums in float64 from the st means and Grams
-    xb, yb, gx, gy = (t.to(torch.float64) for t in (xbar, ybar, ax, ay))
-    mean_b = (xb * yb).sum(1)
-    w_b = n_b.to(torch.float64)
-    mean = pivot_mean(mean_b, has, 0, w_b)
-    quad_y = torch.einsum("bd,bde,be->b", xb, gy, xb)
-    quad_x = torch.einsum("bd,bde,be->b", yb, gx, yb)
-    m2_b = nx.to(torch.float64) * quad_y + ny.to(torch.float64) * quad_x + (gx * gy).sum((1, 2))
-    m2_b = m2_b + w_b * (mean_b - mean).square()
-    var = torch.where(has, m2_b, 0.0).sum() / count.clamp_min(1).to(torch.float64)
-    mean_used = mean if running_mean is None else running_mean.detach().to(st).to(torch.float64).reshape(())
-    var_used = var if running_var is None else running_var.detach().to(st).to(torch.float64).reshape(())
-    delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
-    s = torch.sqrt(var_used + eps)
-    f64 = torch.float64
-    a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
-    c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
-    stats = torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st)
+    xb, yb = xbar.to(torch.float64), ybar.to(torch.float64)
+    count, stats, delta = moments(nx, ny, xb, yb, ax.to(torch.float64), ay.to(torch.float64), weight, bias,
+                                  weight_value, bias_value, eps, running_mean, running_var, st)  # fmt: skip
     # the augmented rows
     zero = torch.zeros((), dtype=st, device=dev)
     B, Kx, D = x.shape

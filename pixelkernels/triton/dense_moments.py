@@ -8,7 +8,7 @@ import torch
 
 from .._dtypes import stats_dtype
 from .._schema import triton_variant
-from ..reference.dense_similarity_loss import pivot_mean
+from ..reference.dense_moments import moments
 
 
 def _side(t, valid, st):
@@ -38,26 +38,11 @@ def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_
     xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
     nx, xbar, ax, xa = _side(x, xv, st)
     ny, ybar, ay, ya = _side(y, yv, st)
-    n_b = nx * ny
-    count = n_b.sum()
-    has = n_b > 0
     f64 = torch.float64
     means, grams = torch.stack([xbar, ybar]), torch.stack([ax, ay])
     mb, gb = means.to(f64), grams.to(f64)
-    mean_b = (mb[0] * mb[1]).sum(1)
-    w_b = n_b.to(f64)
-    mean = pivot_mean(mean_b, has, 0, w_b)
-    quad_y = torch.einsum("bd,bde,be->b", mb[0], gb[1], mb[0])
-    quad_x = torch.einsum("bd,bde,be->b", mb[1], gb[0], mb[1])
-    m2_b = nx.to(f64) * quad_y + ny.to(f64) * quad_x + (gb[0] * gb[1]).sum((1, 2)) + w_b * (mean_b - mean).square()
-    var = torch.where(has, m2_b, 0.0).sum() / count.clamp_min(1).to(f64)
-    mean_used = mean if running_mean is None else running_mean.detach().to(st).to(f64).reshape(())
-    var_used = var if running_var is None else running_var.detach().to(st).to(f64).reshape(())
-    delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
-    s = torch.sqrt(var_used + eps)
-    a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
-    c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
-    stats = torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st)
+    count, stats, delta = moments(nx, ny, mb[0], mb[1], gb[0], gb[1], weight, bias, weight_value, bias_value, eps,
+                                  running_mean, running_var, st)  # fmt: skip
     # the extra dims: x'_i[D:] = [X_i·ȳ, 1], y'_j[D:] = [1, x̄·Y_j + δ_b] (0 for the other rows)
     D = x.shape[2]
     zero = torch.zeros((), dtype=st, device=x.device)
