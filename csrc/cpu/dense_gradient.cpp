@@ -5,6 +5,7 @@
 
 #include <ATen/ops/mm.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/gemm_tiles.h"
@@ -17,6 +18,8 @@ constexpr int64_t kGradRows = 64;
 // Below this many multiply-adds a product is a loop: ATen's GEMM costs microseconds a call on
 // the host (issue 36: the op's host time on small inputs).
 constexpr int64_t kSmallGemm = int64_t(1) << 16;
+// Rows of A_o (T_i + t̄) formed at a time (2 x 2 MiB of float64 scratch at D = 128).
+constexpr int64_t kProductRows = 2048;
 
 template <typename T>
 void gradient(const DenseGradient& p) {
@@ -58,49 +61,55 @@ void gradient(const DenseGradient& p) {
       const T* bar = means + (s_ * B + b) * D;
       const T* obar = means + (o * B + b) * D;
       const double on = double(on_b);
-      // A_o (T_i + t̄) for every row of the image as one float64 GEMM (the Gram is symmetric)
+      // A_o (T_i + t̄) for the image's rows, kProductRows at a time, each block one float64 GEMM
+      // (the Gram is symmetric): the float64 scratch stays a few MiB whatever K
       const bool mv = p.batch && on_b > 0 && K > 0 && D > 0;
       if (mv) {
-        rows_d.resize(static_cast<size_t>(K * D));
-        prod.resize(static_cast<size_t>(K * D));
         const T* gram = grams + (o * B + b) * D * D;
         for (int64_t k = 0; k < D * D; ++k) gram_d[size_t(k)] = double(gram[k]);
-        at::parallel_for(0, K, kGradRows, [&](int64_t i0, int64_t i1) {
+      }
+      for (int64_t c0 = 0; c0 < K; c0 += kProductRows) {
+        const int64_t rows = std::min(kProductRows, K - c0);
+        if (mv) {
+          rows_d.resize(static_cast<size_t>(rows * D));
+          prod.resize(static_cast<size_t>(rows * D));
+          at::parallel_for(0, rows, kGradRows, [&](int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const T* own = side.aug + (b * K + c0 + i) * D2;
+              for (int64_t d = 0; d < D; ++d) rows_d[size_t(i * D + d)] = double(own[d]) + double(bar[d]);
+            }
+          });
+          if (rows * D * D <= kSmallGemm) {  // a few thousand products: a loop, without ATen's per-call cost
+            for (int64_t i = 0; i < rows; ++i)
+              for (int64_t d = 0; d < D; ++d) {
+                double acc = 0.0;
+                for (int64_t e = 0; e < D; ++e) acc += rows_d[size_t(i * D + e)] * gram_d[size_t(e * D + d)];
+                prod[size_t(i * D + d)] = acc;
+              }
+          } else {
+            at::Tensor out = matrix(prod.data(), rows, D);
+            at::mm_out(out, matrix(rows_d.data(), rows, D), matrix(gram_d.data(), D, D));
+          }
+        }
+        at::parallel_for(0, rows, kGradRows, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {
-            const T* own = side.aug + (b * K + i) * D2;
-            for (int64_t d = 0; d < D; ++d) rows_d[size_t(i * D + d)] = double(own[d]) + double(bar[d]);
+            const int64_t t = b * K + c0 + i;
+            T* out = side.out + t * D;
+            if (label_at(side.labels, t) < 0 || on_b == 0) {
+              for (int64_t d = 0; d < D; ++d) out[d] = T(0);
+              continue;
+            }
+            const T* pd = side.pd + t * D2;
+            const T* own = side.aug + t * D2;
+            double r = double(pd[D + s_]) / n;
+            if (p.batch) r -= on / n * side.R;
+            const double lin = double(own[D + s_]) + (s_ == 0 ? double(delta[b]) : 0.0);
+            for (int64_t d = 0; d < D; ++d)
+              out[d] = T(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r,
+                                               mv ? prod[size_t(i * D + d)] : 0.0, lin, kappa, on, p.batch));
           }
         });
-        if (K * D * D <= kSmallGemm) {  // a few thousand products: a loop, without ATen's per-call cost
-          for (int64_t i = 0; i < K; ++i)
-            for (int64_t d = 0; d < D; ++d) {
-              double acc = 0.0;
-              for (int64_t e = 0; e < D; ++e) acc += rows_d[size_t(i * D + e)] * gram_d[size_t(e * D + d)];
-              prod[size_t(i * D + d)] = acc;
-            }
-        } else {
-          at::Tensor out = matrix(prod.data(), K, D);
-          at::mm_out(out, matrix(rows_d.data(), K, D), matrix(gram_d.data(), D, D));
-        }
       }
-      at::parallel_for(0, K, kGradRows, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const int64_t t = b * K + i;
-          T* out = side.out + t * D;
-          if (label_at(side.labels, t) < 0 || on_b == 0) {
-            for (int64_t d = 0; d < D; ++d) out[d] = T(0);
-            continue;
-          }
-          const T* pd = side.pd + t * D2;
-          const T* own = side.aug + t * D2;
-          double r = double(pd[D + s_]) / n;
-          if (p.batch) r -= on / n * side.R;
-          const double lin = double(own[D + s_]) + (s_ == 0 ? double(delta[b]) : 0.0);
-          for (int64_t d = 0; d < D; ++d)
-            out[d] = T(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r, mv ? prod[size_t(i * D + d)] : 0.0,
-                                             lin, kappa, on, p.batch));
-        }
-      });
     }
   }
 }
