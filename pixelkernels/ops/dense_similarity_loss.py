@@ -187,13 +187,8 @@ def dense_similarity_loss(
 
 def _affine(v, name: str, x: torch.Tensor):
     """weight or bias as dense_moments takes it: (the 1-element tensor, 0.0) or (None, the number)."""
-    if isinstance(v, torch.Tensor):
-        _checks.strided(v, name)
-        if v.numel() != 1 or not v.is_floating_point():
-            raise ValueError(f"{name} must be a number or a 1-element float tensor, got {tuple(v.shape)} {v.dtype}")
-        _checks.same_device(("x", x), (name, v))
-        return v, 0.0
-    return None, _checks.real(v, name)
+    v = _pair_bce.check_scalar(v, name, x)
+    return (v, 0.0) if isinstance(v, torch.Tensor) else (None, v)
 
 
 class _Loss(torch.autograd.Function):

@@ -59,13 +59,22 @@ def as_scalar(v, name: str, like: torch.Tensor) -> torch.Tensor:
     """A Python number, or a 1-element float tensor on like's device, as a 0-dim tensor of the
     statistics dtype (a tensor keeps its graph: gradients flow to it)."""
     st = stats_dtype(like.dtype)
+    v = check_scalar(v, name, like)
+    if isinstance(v, torch.Tensor):
+        return v.to(st).reshape(())
+    return torch.full((), v, dtype=st, device=like.device)
+
+
+def check_scalar(v, name: str, like: torch.Tensor):
+    """A Python number (returned as a float) or a 1-element float tensor on like's device
+    (returned as it is); anything else is refused, naming `name`."""
     if isinstance(v, torch.Tensor):
         _checks.strided(v, name)
         if v.numel() != 1 or not v.is_floating_point():
             raise ValueError(f"{name} must be a number or a 1-element float tensor, got {tuple(v.shape)} {v.dtype}")
         _checks.same_device(("x", like), (name, v))
-        return v.to(st).reshape(())
-    return torch.full((), _checks.real(v, name), dtype=st, device=like.device)
+        return v
+    return _checks.real(v, name)
 
 
 def check_args(x, x_labels, y, y_labels, names=("x", "x_labels", "y", "y_labels")):
