@@ -219,6 +219,27 @@ def _good() -> dict[str, dict]:
         "region_loss_backward": dict(grad_loss=_f(1).reshape(()), emb=emb, labels=labels, count=count,
                                      centroid=centroid, dcentroid=_f(B, R, D), dvariance=_f(B, R), ignore_index=-1,
                                      kind=2, alpha=0.5, beta=1.0, gamma=0.1, delta_v=0.5, delta_d=1.5),
+        **_pair_rows(),
+    }  # fmt: skip
+
+
+KX, KY = 4, 5  # the rows of x and y in the pair ops
+
+
+def _pair_rows() -> dict[str, dict]:
+    """pair_bce and dense_similarity_loss's two ops: x (B, KX, D) and y (B, KY, D) with labels; dense_gradient
+    takes dense_moments' outputs (any values: a direct call's checks are about shapes and dtypes)."""
+    pair = dict(x=_f(B, KX, D), x_labels=_lab(B, KX), y=_f(B, KY, D), y_labels=_lab(B, KY))
+    scalars = dict(scale=_f(1), bias=_f(1))
+    return {
+        "pair_bce": dict(**pair, **scalars),
+        "pair_bce_backward": dict(grad_out=_f(B, KX), **pair, **scalars),
+        "dense_moments": dict(**pair, weight=_f(1), bias=_f(1), weight_value=1.0, bias_value=0.0, eps=1e-5,
+                              running_mean=None, running_var=None),
+        "dense_gradient": dict(grad=_f(1).reshape(()), xa=_f(B, KX, D + 2), x_labels=_lab(B, KX), ya=_f(B, KY, D + 2),
+                               y_labels=_lab(B, KY), means=_f(2, B, D), grams=_f(2, B, D, D),
+                               counts=torch.ones(2, B, dtype=torch.int64), stats=_f(6).abs() + 1, delta=_f(B),
+                               batch=True),
     }  # fmt: skip
 
 
@@ -251,13 +272,37 @@ _BAD = {
     "counts": [("R + 1", _f(B, R + 1)), ("flat", _f(B * R)), ("int64", torch.ones(B, R, dtype=torch.int64))],
 }  # fmt: skip
 _BAD["feat"] = _BAD["emb"]
+# Where an op's argument of a shared name has other sizes: by op (its backward's too), then name.
+_ROWS = [("rank 2", _f(B, KX * D)), ("D + 1", _f(B, KX, D + 1)), ("B + 1", _f(B + 1, KX, D)),
+         ("int64", torch.ones(B, KX, D, dtype=torch.int64))]
+_ROW_LABELS = [("K + 1", _lab(B, KX + 1)), ("rank 3", _lab(B, KX, 1)), ("float", _f(B, KX)),
+               ("bool", torch.zeros(B, KX, dtype=torch.bool))]
+_ONE = [("two elements", _f(2))]
+_PAIR = dict(x=_ROWS, x_labels=_ROW_LABELS, y=[("rank 2", _f(B, KY * D)), ("D + 1", _f(B, KY, D + 1)), ("int64", torch.ones(B, KY, D, dtype=torch.int64))],
+             y_labels=[("K + 1", _lab(B, KY + 1)), ("float", _f(B, KY))], scale=_ONE, bias=_ONE)
+_BAD_OF = {
+    "pair_bce": _PAIR,
+    "dense_moments": dict(_PAIR, weight=_ONE + [("int64", torch.ones(1, dtype=torch.int64))],
+                          running_mean=_ONE, running_var=_ONE + [("int64", torch.ones(1, dtype=torch.int64))]),
+    "dense_gradient": dict(
+        grad=_ONE, xa=[("rank 2", _f(B, KX * (D + 2))), ("D + 3", _f(B, KX, D + 3)), ("B + 1", _f(B + 1, KX, D + 2)),
+                       ("float16", _f(B, KX, D + 2, dtype=torch.float16))],
+        ya=[("D + 3", _f(B, KY, D + 3)), ("float32", _f(B, KY, D + 2, dtype=torch.float32))],
+        x_labels=_ROW_LABELS, y_labels=[("K + 1", _lab(B, KY + 1)), ("float", _f(B, KY))],
+        means=[("D + 1", _f(2, B, D + 1)), ("one side", _f(1, B, D))], grams=[("D + 1", _f(2, B, D + 1, D + 1)),
+        ("flat", _f(2, B, D * D))], counts=[("B + 1", torch.ones(2, B + 1, dtype=torch.int64)),
+        ("float", _f(2, B))], stats=[("5", _f(5)), ("(1, 6)", _f(1, 6))], delta=[("B + 1", _f(B + 1))]),
+}  # fmt: skip
 
 
 def _bad_cases():
     cases = []
     for op, args in _good().items():
         for arg, value in args.items():
-            if arg == "grad_loss":  # a scalar's
+            own = _BAD_OF.get(op.removesuffix("_backward"), {})
+            if arg in own:
+                bad = own[arg]
+            elif arg == "grad_loss":  # a scalar's
                 bad = [("two elements", _f(2))]
             elif arg == "grad_scale":
                 bad = _BAD[arg]

@@ -210,6 +210,12 @@ def expect_labels_match(emb: torch.Tensor, labels: torch.Tensor, op: str) -> Non
     expect(labels.dtype in LABEL_TYPES, op, "labels must have an integer dtype, got ", labels.dtype)
 
 
+def expect_row_labels(labels: torch.Tensor, rows: torch.Tensor, op: str, name: str) -> None:
+    """(B, K) labels of an integer dtype for the (B, K, ...) rows."""
+    expect_sizes(labels, rows.shape[:2], op, name)
+    expect(labels.dtype in LABEL_TYPES, op, name, " must have an integer dtype, got ", labels.dtype)
+
+
 def expect_sizes(t: torch.Tensor, sizes, op: str, name: str) -> None:
     """A tensor of exactly `sizes` (what the kernels index it with)."""
     expect(tuple(t.shape) == tuple(sizes), op, name, " must have shape ", list(sizes), ", got ",

@@ -6,6 +6,26 @@ csrc/cuda/dense_gradient.cu is the CUDA path's (issue 36)."""
 import torch
 
 from .._schema import triton_variant
+from ._common import expect, expect_row_labels, expect_same_device, expect_sizes
+
+
+def _check(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta):
+    """What csrc/dense_gradient.cpp refuses, in its words (a direct call skips the public checks)."""
+    op = "dense_gradient"
+    expect(xa.dim() == 3 and ya.dim() == 3 and xa.shape[0] == ya.shape[0] and xa.shape[2] == ya.shape[2]
+           and xa.shape[2] >= 2, op, "xa must be (B, Kx, D + 2) and ya (B, Ky, D + 2), got ", list(xa.shape),
+           " and ", list(ya.shape))  # fmt: skip
+    expect(xa.dtype == ya.dtype and xa.dtype in (torch.float32, torch.float64), op,
+           "xa and ya must share a float32 or float64 dtype")  # fmt: skip
+    B, D = xa.shape[0], xa.shape[2] - 2
+    expect_row_labels(x_labels, xa, op, "x_labels")
+    expect_row_labels(y_labels, ya, op, "y_labels")
+    for t, sizes, name in ((means, (2, B, D), "means"), (grams, (2, B, D, D), "grams"), (counts, (2, B), "counts"),
+                           (stats, (6,), "stats"), (delta, (B,), "delta")):  # fmt: skip
+        expect_sizes(t, sizes, op, name)
+    expect(grad.numel() == 1, op, "grad must hold one element, got ", list(grad.shape))
+    expect(counts.dtype == torch.int64, op, "counts must be int64")
+    expect_same_device(op, grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta)
 
 
 def _pair_grad(dpa, own_row, other_bar, other_n, n, batch):
@@ -30,6 +50,7 @@ def _add_var_grad(grad, t_aug, own_bar, lin, other_n, other_bar, other_gram, kap
 
 @triton_variant("dense_gradient")
 def dense_gradient_op(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch):
+    _check(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta)
     n, s, a = stats[4], stats[2], stats[3]
     g = (grad.to(xa.dtype).reshape(()) / n).expand(xa.shape[:2])
     dxa, dya, da, dc = torch.ops.pixelkernels.pair_bce_backward_triton(g, xa, x_labels, ya, y_labels, a, stats[5])

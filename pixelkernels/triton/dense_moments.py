@@ -6,9 +6,26 @@ written yet (issue 36). The formulas: pixelkernels/reference/dense_moments.py.""
 
 import torch
 
-from .._dtypes import stats_dtype
+from .._dtypes import FLOAT_TYPES, stats_dtype
 from .._schema import triton_variant
 from ..reference.dense_moments import moments
+from ._common import expect, expect_row_labels, expect_same_device
+
+
+def _check(x, x_labels, y, y_labels, scalars):
+    """What csrc/dense_moments.cpp refuses, in its words (a direct call skips the public checks)."""
+    op = "dense_moments"
+    expect(x.dim() == 3 and y.dim() == 3 and x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2], op,
+           "x must be (B, Kx, D) and y (B, Ky, D), got ", list(x.shape), " and ", list(y.shape))  # fmt: skip
+    expect(x.dtype in FLOAT_TYPES and x.dtype == y.dtype, op, "x and y must share a float dtype")
+    expect_row_labels(x_labels, x, op, "x_labels")
+    expect_row_labels(y_labels, y, op, "y_labels")
+    expect_same_device(op, x, x_labels, y, y_labels)
+    for name, t in scalars.items():
+        if t is not None:
+            expect(t.numel() == 1 and t.is_floating_point(), op, name, " must be a 1-element float tensor, got ",
+                   list(t.shape), " ", t.dtype)  # fmt: skip
+            expect_same_device(op, x, t)
 
 
 def _side(t, valid, st):
@@ -33,6 +50,7 @@ def _side(t, valid, st):
 
 @triton_variant("dense_moments")
 def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps, running_mean, running_var):
+    _check(x, x_labels, y, y_labels, dict(weight=weight, bias=bias, running_mean=running_mean, running_var=running_var))
     st = stats_dtype(x.dtype)
     xv, yv = x_labels >= 0, y_labels >= 0
     xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]

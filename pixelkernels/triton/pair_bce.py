@@ -17,9 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
+from .._dtypes import FLOAT_TYPES
 from .._schema import triton_variant
-from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device, expect_sizes,
-                      grid_items, row_splits, split_pid, stats_dtype)  # fmt: skip
+from ._common import (device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_row_labels, expect_same_device,
+                      expect_sizes, grid_items, row_splits, split_pid, stats_dtype)  # fmt: skip
 
 BLOCK_N, BLOCK_K, BLOCK_D = 16, 32, 32
 
@@ -152,9 +153,10 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
 def _prepare(op, x, x_labels, y, y_labels, scale, bias):
     expect(x.dim() == 3 and y.dim() == 3 and x.shape[0] == y.shape[0] and x.shape[2] == y.shape[2], op,
            f"x must be (B, Kx, D) and y (B, Ky, D), got {tuple(x.shape)} and {tuple(y.shape)}")  # fmt: skip
-    expect(x.dtype == y.dtype, op, "x and y must share a dtype")
-    expect_sizes(x_labels, x.shape[:2], op, "x_labels")
-    expect_sizes(y_labels, y.shape[:2], op, "y_labels")
+    expect(x.dtype in FLOAT_TYPES and x.dtype == y.dtype, op, "x and y must share a float dtype, got ", x.dtype,
+           " and ", y.dtype)  # fmt: skip
+    expect_row_labels(x_labels, x, op, "x_labels")
+    expect_row_labels(y_labels, y, op, "y_labels")
     expect(scale.numel() == 1 and bias.numel() == 1, op, "scale and bias must hold one element each")
     expect_same_device(op, x, x_labels, y, y_labels, scale, bias)
     st = stats_dtype(x.dtype)
