@@ -326,11 +326,25 @@ def test_half_inputs_compute_in_float32(dtype):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("label_dtype", [torch.int16, torch.int32, torch.int64])
-def test_label_widths(label_dtype):
-    x, xl, y, yl = _case(2, 5, 4, 3)
-    want = dense_similarity_loss(x, xl, y, yl)
-    torch.testing.assert_close(dense_similarity_loss(x, xl.to(label_dtype), y, yl.to(label_dtype)), want)
+@pytest.mark.parametrize("label_dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_label_widths(request, backend, device, label_dtype):
+    """Labels of every width on every backend (uint8: -1 wraps to 255, a class like any other; the
+    kernels' loads past the last row must not read as labelled), the loss and gradients the
+    reference's on the same labels as int64. 40 rows a side: past the Triton kernels' 32-row blocks."""
+    x, xl, y, yl = _case(2, 40, 37, 3, seed=2)
+    xl, yl = xl.to(label_dtype), yl.to(label_dtype)
+    x2, y2 = _leaf(x), _leaf(y)
+    want = dense_similarity_loss(x2, xl.long(), y2, yl.long())
+    want = (want, *torch.autograd.grad(want, (x2, y2)))
+
+    def run(be):
+        x1, y1 = _leaf(x.to(device)), _leaf(y.to(device))
+        got = pk.dense_similarity_loss(x1, xl.to(device), y1, yl.to(device), backend=be)
+        return (got, *torch.autograd.grad(got, (x1, y1)))
+
+    for a, b in zip(on_backend(request, backend, run), want, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,6 +300,20 @@ EXPECTATIONS: list[Expect] = [
     Expect(r"triton:pair_bce:_\w+\[.*", threads=0, min_occupancy=0.0625, max_stack=16, local_in_loop=3,
            why="16 x 32 logit tiles by tl.dot over D in chunks of 32; the float32 IEEE dy kernel sits at 255 "
                "registers with a 16 B spill; not tuned, no GPU has timed it; " + _DEBT),
+    Expect(r"triton:dense_moments:_gram_kernel\[.*", threads=0, min_occupancy=0.125, max_stack=40,
+           why="a program per (side, image, 32 x 32 Gram tile), 8 warps: the rows' two dim blocks centred in "
+               "the statistics dtype, their float64 product by tl.dot over all rows (181-185 registers, one block "
+               "a SM); the float64 instance keeps 40 B of the extra dims' and δ's setup on the stack, outside "
+               "every loop (local_in_loop 0); not tuned, no GPU has timed it"),
+    Expect(r"triton:dense_moments:_\w+\[.*", threads=0, min_occupancy=0.25,
+           why="a program per (side, image) over its rows (the means), one program over the images (the "
+               "finish): a launch each, microseconds against the pair pass; no spill"),
+    Expect(r"triton:dense_gradient:_apply_kernel\[.*", threads=0, min_occupancy=0.125,
+           why="32 gradient rows a program, 8 warps: pair_bce's float64 dx' (dy' over its splits) and, with "
+               "batch statistics, A_o (T + t̄) by float64 tl.dot in 32 x 32 blocks (184-196 registers, one "
+               "block a SM); no spill; not tuned, no GPU has timed it"),
+    Expect(r"triton:dense_gradient:_sums_kernel\[.*", threads=0, min_occupancy=0.25,
+           why="one program over every row in order (four float64 sums): a launch, not a bandwidth; no spill"),
     Expect(r"click_maps:click_maps_kernel<(float|double)>", min_occupancy=0.625,
            why="one pixel a thread, two float running minima, a 4 KiB shared tile of clicks read as "
                "broadcasts; the clicks scaled in float64 as they are staged (no preparation launch) take the "

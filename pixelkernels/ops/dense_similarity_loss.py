@@ -38,8 +38,10 @@ with the loss's gradient read once for every row, whose two extra dimensions giv
 batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in float64 and rounded
 once (bfloat16 gradients were about 1% off where those terms cancel if rounded first).
 Forward and backward together: 10 launches on the CUDA path (issue 36's bar), where the
-statistics and the gradient as PyTorch ops around ``pair_bce`` took 170. On the Triton backend the two ops' statistics
-and gradient formulas are still PyTorch ops around ``pair_bce``'s Triton kernels.
+statistics and the gradient as PyTorch ops around ``pair_bce`` took 170. The Triton backend runs
+the same design in Triton kernels (three for the statistics; ``pair_bce``'s two backward kernels,
+the row sums and the gradient rows for the backward, beside two fills of ``pair_bce``'s float64
+sums): 12 launches forward and backward, where PyTorch ops around ``pair_bce`` took 198.
 ``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its pair pass
 on the float32 (or float64) kernels, since the centred rows are in the statistics dtype.
 The same formulas with :math:`\Psi` materialised:

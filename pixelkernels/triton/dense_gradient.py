@@ -1,12 +1,29 @@
-"""dense_gradient on the Triton backend: pair_bce's Triton backward, then the gradient's terms as
-PyTorch ops in place on its outputs (written for few launches; the formulas:
-pixelkernels/reference/dense_gradient.py). Not yet one Triton kernel, as
-csrc/cuda/dense_gradient.cu is the CUDA path's (issue 36)."""
+"""dense_gradient on Triton (csrc/common/dense_gradient.h; the formulas:
+pixelkernels/reference/dense_gradient.py): pair_bce's Triton backward kernels on dense_moments'
+rows with the loss's one gradient read in every row (stride 0), then two kernels as the CUDA
+path's:
+
+- ``_sums_kernel``, one program: R_x = Σ r_i, R_y = Σ r_j, da_p and dc_p over every row in
+  order (float64), and dw, dc;
+- ``_apply_kernel``, a program per block of 32 rows of one side and image: the gradient rows,
+  A_o (T_i + t̄) by a float64 ``tl.dot`` with the other side's Gram in 32 x 32 blocks.
+
+pair_bce's dx' and dy' stay in their float64 sums (dy' as its splits, summed here in order):
+nothing is rounded before the gradient rows are. Six launches (two of them the fills of pair_bce's
+float64 sums) where ~55 PyTorch ops were."""
 
 import torch
+import triton
+import triton.language as tl
 
 from .._schema import triton_variant
-from ._common import expect, expect_row_labels, expect_same_device, expect_sizes
+from ._common import device_ctx, expect, expect_row_labels, expect_same_device, expect_sizes, grid_items, row_splits
+from .pair_bce import BLOCK_K as PAIR_K
+from .pair_bce import BLOCK_N as PAIR_N
+from .pair_bce import _dx_kernel, _dy_kernel, _prepare
+
+BLOCK_R, BLOCK_D, BLOCK_S = 32, 32, 1024  # rows a program, dims a block, rows a step of the sums
+APPLY_WARPS = 8
 
 
 def _check(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta):
@@ -28,41 +45,166 @@ def _check(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta)
     expect_same_device(op, grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta)
 
 
-def _pair_grad(dpa, own_row, other_bar, other_n, n, batch):
-    """The pair terms in place in dpa[..., :D] (dpa already / n): dx'_i[:D] + ō r'_i with
-    r_i = dpa[i, own_row] and, with batch statistics, r' = r - (m / n) Σ r (the sum of the r_i
-    themselves: where the terms cancel, they cancel exactly)."""
-    D = other_bar.shape[1]
-    r = dpa[..., own_row]
-    if batch:
-        r = r - (other_n.to(r.dtype) / n)[:, None] * r.sum()
-    return dpa[..., :D].addcmul_(other_bar[:, None, :], r[..., None])
+@triton.jit
+def _sums_kernel(dx_ptr, dy_ptr, rows_ptr, lx_ptr, ly_ptr, stats_ptr, sums_ptr, gw_ptr, gb_ptr, Nx, Ny, D, S,
+                 BLOCK: tl.constexpr):  # fmt: skip
+    """Over the B Kx rows of x and B Ky of y (Nx, Ny), in order: Σ r_i (dx'_i[D] / n), Σ r_j
+    (dy'_j[D + 1] / n, dy' the sum of its S splits in order), da_p and dc_p; then dw and dc."""
+    n = tl.load(stats_ptr + 4).to(tl.float64)
+    D2 = D + 2
+    offs = tl.arange(0, BLOCK)
+    rx = tl.zeros([BLOCK], tl.float64)
+    da = tl.zeros([BLOCK], tl.float64)
+    dc = tl.zeros([BLOCK], tl.float64)
+    for t0 in range(0, Nx, BLOCK):
+        t = (t0 + offs).to(tl.int64)
+        m = t < Nx
+        v = m & (tl.load(lx_ptr + t, mask=m, other=0) >= 0)  # a row that takes no part adds nothing
+        rx += tl.where(v, tl.load(dx_ptr + t * D2 + D, mask=v, other=0.0) / n, 0.0)
+        da += tl.load(rows_ptr + 2 * t, mask=m, other=0.0).to(tl.float64)
+        dc += tl.load(rows_ptr + 2 * t + 1, mask=m, other=0.0).to(tl.float64)
+    ry = tl.zeros([BLOCK], tl.float64)
+    for t0 in range(0, Ny, BLOCK):
+        t = (t0 + offs).to(tl.int64)
+        m = t < Ny
+        v = m & (tl.load(ly_ptr + t, mask=m, other=0) >= 0)
+        pd = tl.zeros([BLOCK], tl.float64)
+        for s in range(0, S):
+            pd += tl.load(dy_ptr + (s * Ny + t) * D2 + D + 1, mask=v, other=0.0)
+        ry += tl.where(v, pd / n, 0.0)
+    sda, sdc = tl.sum(da, 0), tl.sum(dc, 0)
+    tl.store(sums_ptr + 0, tl.sum(rx, 0))
+    tl.store(sums_ptr + 1, tl.sum(ry, 0))
+    tl.store(sums_ptr + 2, sda)
+    tl.store(sums_ptr + 3, sdc)
+    s_ = tl.load(stats_ptr + 2).to(tl.float64)
+    tl.store(gw_ptr, (sda / (n * s_)).to(gw_ptr.dtype.element_ty))
+    tl.store(gb_ptr, (sdc / n).to(gb_ptr.dtype.element_ty))
 
 
-def _add_var_grad(grad, t_aug, own_bar, lin, other_n, other_bar, other_gram, kappa):
-    """grad += κ (A_o (T_i + t̄) + m ℓ_i ō) in place."""
-    D = other_bar.shape[1]
-    scaled = other_gram * kappa  # the factor on the Gram, not baddbmm's alpha (read on the host)
-    grad.baddbmm_(t_aug[..., :D], scaled)
-    grad.add_(torch.bmm(own_bar[:, None, :], scaled))
-    grad.addcmul_(lin[..., None] * (kappa * other_n.to(grad.dtype))[:, None, None], other_bar[:, None, :])
+@triton.jit
+def _side_rows(pd_ptr, S, aug_ptr, l_ptr, out_ptr, K, b, B, D, side, means_ptr, grams_ptr, counts_ptr, delta_ptr,
+               sums_ptr, stats_ptr, r0, BATCH: tl.constexpr, BLOCK_R: tl.constexpr,
+               BLOCK_D: tl.constexpr):  # fmt: skip
+    D2 = D + 2
+    other = 1 - side
+    i = (r0 + tl.arange(0, BLOCK_R)).to(tl.int64)
+    im = i < K
+    on = tl.load(counts_ptr + other * B + b)
+    onv = (tl.zeros([BLOCK_R], tl.int64) + on) > 0  # a vector (the interpreter's masks are no scalars)
+    v = im & onv & (tl.load(l_ptr + b * K + i, mask=im, other=0) >= 0)
+    row = b * K + i  # the row among the side's B K
+    n = tl.load(stats_ptr + 4).to(tl.float64)
+    s = tl.load(stats_ptr + 2).to(tl.float64)
+    a = tl.load(stats_ptr + 3).to(tl.float64)
+    Nrows = B * K
+    # pair_bce's gradient of the row's own extra dim, its S splits in order
+    pe = tl.zeros([BLOCK_R], tl.float64)
+    for sp in range(0, S):
+        pe += tl.load(pd_ptr + (sp * Nrows + row) * D2 + D + side, mask=v, other=0.0)
+    r = pe / n
+    lin = tl.load(aug_ptr + row * D2 + D + side, mask=v, other=0.0).to(tl.float64)
+    if side == 0:
+        lin += tl.load(delta_ptr + b).to(tl.float64)
+    kappa = 0.0
+    if BATCH:
+        r -= on.to(tl.float64) / n * tl.load(sums_ptr + side)
+        kappa = -2.0 * (tl.load(sums_ptr + 2) / n) * a / (2.0 * s * s) / n
+    offs_d = tl.arange(0, BLOCK_D)
+    obar_ptr = means_ptr + (other * B + b) * D
+    bar_ptr = means_ptr + (side * B + b) * D
+    gram_ptr = grams_ptr + (other * B + b) * D * D
+    for d0 in range(0, D, BLOCK_D):
+        dm = d0 + offs_d < D
+        m2 = v[:, None] & dm[None, :]
+        pd = tl.zeros([BLOCK_R, BLOCK_D], tl.float64)
+        for sp in range(0, S):
+            pd += tl.load(pd_ptr + (sp * Nrows + row)[:, None] * D2 + d0 + offs_d[None, :], mask=m2, other=0.0)
+        ob = tl.load(obar_ptr + d0 + offs_d, mask=dm, other=0.0).to(tl.float64)
+        val = pd / n + ob[None, :] * r[:, None]
+        if BATCH:
+            # A_o (T_i + t̄): the rows' centred values plus their side's mean against the Gram's
+            # block (e, d0), in 32 x 32 blocks of e
+            mv = tl.zeros([BLOCK_R, BLOCK_D], tl.float64)
+            for e0 in range(0, D, BLOCK_D):
+                em = e0 + offs_d < D
+                t = tl.load(aug_ptr + row[:, None] * D2 + e0 + offs_d[None, :], mask=v[:, None] & em[None, :],
+                            other=0.0).to(tl.float64)  # fmt: skip
+                bar = tl.load(bar_ptr + e0 + offs_d, mask=em, other=0.0).to(tl.float64)
+                g = tl.load(gram_ptr + (e0 + offs_d)[:, None] * D + d0 + offs_d[None, :],
+                            mask=em[:, None] & dm[None, :], other=0.0).to(tl.float64)  # fmt: skip
+                mv += tl.dot(tl.where(v[:, None] & em[None, :], t + bar[None, :], 0.0), g)
+            val += kappa * mv + (kappa * on.to(tl.float64)) * lin[:, None] * ob[None, :]
+        val = tl.where(m2, val, 0.0)  # exactly 0 for the rows that take no part
+        tl.store(out_ptr + row[:, None] * D + d0 + offs_d[None, :], val.to(out_ptr.dtype.element_ty),
+                 mask=im[:, None] & dm[None, :])  # fmt: skip
+
+
+@triton.jit
+def _apply_kernel(dx_ptr, dy_ptr, Sy, xa_ptr, ya_ptr, lx_ptr, ly_ptr, gx_ptr, gy_ptr, Kx, Ky, B, D, nbx, nby,
+                  means_ptr, grams_ptr, counts_ptr, delta_ptr, sums_ptr, stats_ptr, BATCH: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    if pid < B * nbx:
+        b = (pid // nbx).to(tl.int64)
+        _side_rows(dx_ptr, 1, xa_ptr, lx_ptr, gx_ptr, Kx, b, B, D, 0, means_ptr, grams_ptr, counts_ptr, delta_ptr,
+                   sums_ptr, stats_ptr, (pid % nbx) * BLOCK_R, BATCH, BLOCK_R, BLOCK_D)  # fmt: skip
+    else:
+        q = pid - B * nbx
+        b = (q // nby).to(tl.int64)
+        _side_rows(dy_ptr, Sy, ya_ptr, ly_ptr, gy_ptr, Ky, b, B, D, 1, means_ptr, grams_ptr, counts_ptr, delta_ptr,
+                   sums_ptr, stats_ptr, (q % nby) * BLOCK_R, BATCH, BLOCK_R, BLOCK_D)  # fmt: skip
 
 
 @triton_variant("dense_gradient")
 def dense_gradient_op(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch):
     _check(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta)
-    n, s, a = stats[4], stats[2], stats[3]
-    g = (grad.to(xa.dtype).reshape(()) / n).expand(xa.shape[:2])
-    dxa, dya, da, dc = torch.ops.pixelkernels.pair_bce_backward_triton(g, xa, x_labels, ya, y_labels, a, stats[5])
-    D = xa.shape[2] - 2
-    xbar, ybar = means[0], means[1]
-    dx = _pair_grad(dxa, D, ybar, counts[1], n, batch)
-    dy = _pair_grad(dya, D + 1, xbar, counts[0], n, batch)
-    if batch:
-        kappa = -2 * da * a / (2 * s * s) / n
-        _add_var_grad(dx, xa, xbar, xa[..., D] + delta[:, None], counts[1], ybar, grams[1], kappa)
-        _add_var_grad(dy, ya, ybar, ya[..., D + 1], counts[0], xbar, grams[0], kappa)
-    # rows that take no part get exactly 0 (a NaN elsewhere went through the products above)
-    dx = dx.masked_fill_(~((x_labels >= 0) & (counts[1] > 0)[:, None])[..., None], 0.0)
-    dy = dy.masked_fill_(~((y_labels >= 0) & (counts[0] > 0)[:, None])[..., None], 0.0)
-    return dx.clone(), dy.clone(), da / s, dc  # the gradient rows contiguous (views of dx', dy' otherwise)
+    st = xa.dtype
+    B, Kx, D2 = xa.shape
+    Ky, D = ya.shape[1], D2 - 2
+    # pair_bce's backward on (x', y') with a = stats[3], c = stats[5], grad_out = g in every row
+    stats = stats.to(st).contiguous()
+    xc, lx, yc, ly, a, c, _, flags = _prepare("dense_gradient", xa, x_labels, ya, y_labels, stats[3:4], stats[5:6])
+    g = grad.to(st).reshape(1)
+    dev = xa.device
+    dx = torch.zeros(B, Kx, D2, dtype=torch.float64, device=dev)
+    rows = torch.zeros(B, Kx, 2, dtype=st, device=dev) if Ky == 0 else torch.empty(B, Kx, 2, dtype=st, device=dev)
+    nblk, kblk = triton.cdiv(Kx, PAIR_N), triton.cdiv(Ky, PAIR_K)
+    splits, per = row_splits(Kx, PAIR_N, kblk, B)
+    dy = torch.zeros(splits, B, Ky, D2, dtype=torch.float64, device=dev)
+    sums = torch.empty(4, dtype=torch.float64, device=dev)
+    grad_w = torch.empty((), dtype=st, device=dev)
+    grad_b = torch.empty((), dtype=st, device=dev)
+    gx = torch.empty(B, Kx, D, dtype=st, device=dev)
+    gy = torch.empty(B, Ky, D, dtype=st, device=dev)
+    m, gr, cn, dl = means.to(st).contiguous(), grams.to(st).contiguous(), counts.contiguous(), delta.to(st).contiguous()
+    with device_ctx(xc):
+        if B * Kx * Ky > 0:
+            args = (xc, yc, lx, ly, a, c, g, 0)
+            _dx_kernel[grid_items(nblk, B)](*args, dx, rows, Kx, Ky, D2, nblk, **flags, num_warps=4)
+            _dy_kernel[grid_items(kblk * splits, B)](*args, dy, Kx, Ky, D2, kblk, splits, per, **flags, num_warps=4)
+        _sums_kernel[(1,)](dx, dy, rows, lx, ly, stats, sums, grad_w, grad_b, B * Kx, B * Ky, D, splits,
+                           BLOCK=BLOCK_S, num_warps=4)  # fmt: skip
+        nbx, nby = triton.cdiv(Kx, BLOCK_R), triton.cdiv(Ky, BLOCK_R)
+        if B * (nbx + nby) > 0 and D > 0:
+            _apply_kernel[(B * (nbx + nby),)](dx, dy, splits, xc, yc, lx, ly, gx, gy, Kx, Ky, B, D, nbx, nby, m, gr,
+                                              cn, dl, sums, stats, BATCH=bool(batch), BLOCK_R=BLOCK_R,
+                                              BLOCK_D=BLOCK_D, num_warps=APPLY_WARPS)  # fmt: skip
+    return gx, gy, grad_w, grad_b
+
+
+def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check (pair_bce's
+    kernels are its module's)."""
+    specs = []
+    for a in ("fp32", "fp64"):
+        specs.append((_sums_kernel, {"dx_ptr": "*fp64", "dy_ptr": "*fp64", "rows_ptr": "*" + a, "lx_ptr": "*i64",
+                                     "ly_ptr": "*i64", "stats_ptr": "*" + a, "sums_ptr": "*fp64", "gw_ptr": "*" + a,
+                                     "gb_ptr": "*" + a}, {"BLOCK": BLOCK_S}, 4))  # fmt: skip
+        for batch in (False, True):
+            specs.append((_apply_kernel, {"dx_ptr": "*fp64", "dy_ptr": "*fp64", "xa_ptr": "*" + a, "ya_ptr": "*" + a,
+                                          "lx_ptr": "*i64", "ly_ptr": "*i64", "gx_ptr": "*" + a, "gy_ptr": "*" + a,
+                                          "means_ptr": "*" + a, "grams_ptr": "*" + a, "counts_ptr": "*i64",
+                                          "delta_ptr": "*" + a, "sums_ptr": "*fp64", "stats_ptr": "*" + a},
+                          {"BATCH": batch, "BLOCK_R": BLOCK_R, "BLOCK_D": BLOCK_D}, APPLY_WARPS))  # fmt: skip
+    return specs

@@ -1,15 +1,30 @@
-"""dense_moments on the Triton backend: the statistics as PyTorch ops, written for few launches
-(in place where it can: x' and y' are the only copies of x and y), around which pair_bce's
-Triton kernels run. Its work is O((Kx + Ky) D^2) against the pair pass's O(Kx Ky D). A Triton
-kernel of its own, as csrc/cuda/dense_moments.cu is the CUDA path's (three launches), is not
-written yet (issue 36). The formulas: pixelkernels/reference/dense_moments.py."""
+"""dense_moments on Triton (csrc/common/dense_moments.h; the formulas:
+pixelkernels/reference/dense_moments.py), three launches as the CUDA path's:
+
+- ``_mean_kernel``, a program per (side, image): whether the other side has a labelled row,
+  the side's first labelled row p, its count n and mean p + Σ (t_i - p) / n (float64 sums,
+  rounded once);
+- ``_gram_kernel``, a program per (side, image, 32 x 32 tile of the Gram): the centred rows
+  T_i = st(t_i - t̄) of the tile's two dim blocks, their Gram tile by a float64 ``tl.dot`` over all
+  rows, rounded once; the tiles (·, 0) write the centred rows, the tile (0, 0) their extra dims
+  (δ_b from μ, which each such program forms from the means: a loop over the images);
+- ``_finish_kernel``, one program: per image the Gram part of the second moment, then μ, σ²,
+  δ, s, a, c and the count over the images in order.
+
+Every sum in float64; no atomics: the same bits on every run. A Gram tile's program takes all
+of its image's rows (no split of the rows across programs): at W6c (one image of 102480 rows,
+D = 64) that is 2 programs of 0.84 GFLOP float64 each, against the pair pass's 6.7 TFLOP."""
 
 import torch
+import triton
+import triton.language as tl
 
 from .._dtypes import FLOAT_TYPES, stats_dtype
 from .._schema import triton_variant
-from ..reference.dense_moments import moments
-from ._common import expect, expect_row_labels, expect_same_device
+from ._common import device_ctx, expect, expect_row_labels, expect_same_device, f64_bits, f64_from_bits
+
+BLOCK_K, BLOCK_D = 32, 32  # rows a step; dims a block (the Gram's tiles are BLOCK_D x BLOCK_D)
+GRAM_WARPS = 8
 
 
 def _check(x, x_labels, y, y_labels, scalars):
@@ -28,46 +43,287 @@ def _check(x, x_labels, y, y_labels, scalars):
             expect_same_device(op, x, t)
 
 
-def _side(t, valid, st):
-    """Per image over the valid rows: n (B,), the mean around the first valid row (B, D), the
-    centred Gram summed in float64 (B, D, D), and t' (B, K, D + 2) with the centred rows (0 for
-    the others) in its first D dims."""
-    B, K, D = t.shape
-    n = valid.sum(1)
-    aug = t.new_empty(B, K, D + 2, dtype=st)
-    rows = aug[..., :D]
-    if K == 0:
-        return n, t.new_zeros(B, D, dtype=st), t.new_zeros(B, D, D, dtype=st), aug
-    invalid = ~valid[..., None]
-    first = valid.to(torch.int32).argmax(1)
-    pivot = torch.where(n[:, None] > 0, t.gather(1, first[:, None, None].expand(B, 1, D))[:, 0], 0.0)
-    wide = t.to(torch.float64, copy=True).sub_(pivot[:, None].to(torch.float64)).masked_fill_(invalid, 0.0)
-    mean = (pivot.to(torch.float64) + wide.sum(1) / n.clamp_min(1)[:, None]).to(st)
-    rows.copy_(t).sub_(mean[:, None]).masked_fill_(invalid, 0.0)
-    wide = rows.to(torch.float64)
-    return n, mean, torch.bmm(wide.transpose(1, 2), wide).to(st), aug
+@triton.jit
+def _labelled(l_ptr, b, offs, K):
+    """Rows offs of image b whose label is >= 0 (False past K: an unsigned label's `other` is no -1)."""
+    m = offs < K
+    return m & (tl.load(l_ptr + b * K + offs, mask=m, other=0) >= 0)
+
+
+@triton.jit
+def _side_mean(t_ptr, l_ptr, o_ptr, K, Ko, b, D, mean_ptr, count_ptr, ST: tl.constexpr, BLOCK_K: tl.constexpr,
+               BLOCK_D: tl.constexpr):  # fmt: skip
+    offs = tl.arange(0, BLOCK_K)
+    paired = 0
+    for i0 in range(0, Ko, BLOCK_K):
+        paired = tl.maximum(paired, tl.max(_labelled(o_ptr, b, i0 + offs, Ko).to(tl.int32), 0))
+    pair = (tl.zeros([BLOCK_K], tl.int32) + paired) > 0  # a vector: the interpreter's masks are no scalars
+    first = tl.zeros([], tl.int64) + K
+    n = tl.zeros([BLOCK_K], tl.int64)
+    for i0 in range(0, K, BLOCK_K):
+        lab = _labelled(l_ptr, b, i0 + offs, K) & pair
+        first = tl.minimum(first, tl.min(tl.where(lab, i0 + offs, K), 0).to(tl.int64))
+        n += lab.to(tl.int64)
+    count = tl.sum(n, 0)
+    tl.store(count_ptr, count)
+    rows = t_ptr + b * K * D
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, D, BLOCK_D):
+        dmask = d0 + offs_d < D
+        pm = dmask & (offs_d * 0 + first < K)  # a vector: the interpreter's masks are no scalars
+        p = tl.load(rows + first * D + d0 + offs_d, mask=pm, other=0.0).to(tl.float64)
+        acc = tl.zeros([BLOCK_D], tl.float64)
+        for i0 in range(0, K, BLOCK_K):
+            lab = _labelled(l_ptr, b, i0 + offs, K) & pair
+            m = lab[:, None] & dmask[None, :]
+            v = tl.load(rows + (i0 + offs).to(tl.int64)[:, None] * D + d0 + offs_d[None, :], mask=m, other=0.0)
+            acc += tl.sum(tl.where(m, v.to(tl.float64) - p[None, :], 0.0), 0)
+        mean = tl.where(count > 0, p + acc / tl.maximum(count, 1).to(tl.float64), 0.0)
+        tl.store(mean_ptr + d0 + offs_d, mean.to(ST), mask=dmask)
+
+
+@triton.jit
+def _mean_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, means_ptr, counts_ptr, B, Kx, Ky, D, ST: tl.constexpr,
+                 BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    b = (pid % B).to(tl.int64)
+    # labels of two widths: a branch a side (a pointer select would need one type)
+    if pid < B:
+        _side_mean(x_ptr, lx_ptr, ly_ptr, Kx, Ky, b, D, means_ptr + b * D, counts_ptr + b, ST, BLOCK_K, BLOCK_D)
+    else:
+        _side_mean(y_ptr, ly_ptr, lx_ptr, Ky, Kx, b, D, means_ptr + (B + b) * D, counts_ptr + B + b, ST, BLOCK_K,
+                   BLOCK_D)  # fmt: skip
+
+
+@triton.jit
+def _image_mean(means_ptr, b, B, D, BLOCK_D: tl.constexpr):
+    """m_b = x̄·ȳ from the rounded means, in float64 (the same bits in every kernel)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    m = tl.zeros([BLOCK_D], tl.float64)
+    for d0 in range(0, D, BLOCK_D):
+        dmask = d0 + offs_d < D
+        xb = tl.load(means_ptr + b * D + d0 + offs_d, mask=dmask, other=0.0).to(tl.float64)
+        yb = tl.load(means_ptr + (B + b) * D + d0 + offs_d, mask=dmask, other=0.0).to(tl.float64)
+        m += xb * yb
+    return tl.sum(m, 0)
+
+
+@triton.jit
+def _pair_mean(means_ptr, counts_ptr, B, D, BLOCK_D: tl.constexpr):
+    """(μ, count): the mean of the m_b weighted by n_b = nx ny around the first image with pairs
+    (dense_moments::pair_mean), images in order."""
+    c = tl.zeros([], tl.int64)
+    pivot = tl.zeros([], tl.float64)
+    dev = tl.zeros([], tl.float64)
+    for bb in range(0, B):
+        nb = tl.load(counts_ptr + bb) * tl.load(counts_ptr + B + bb)
+        m = _image_mean(means_ptr, bb, B, D, BLOCK_D)
+        pivot = tl.where((nb > 0) & (c == 0), m, pivot)
+        c += nb
+        dev += tl.where(nb > 0, nb.to(tl.float64) * (m - pivot), 0.0)
+    return tl.where(c > 0, pivot + dev / tl.maximum(c, 1).to(tl.float64), 0.0), c
+
+
+@triton.jit
+def _used_mean(means_ptr, counts_ptr, rm_ptr, B, D, HAS_RM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """μ': the running mean where given, else the batch's."""
+    if HAS_RM:
+        mu = tl.load(rm_ptr).to(tl.float64)
+    else:
+        mu, _ = _pair_mean(means_ptr, counts_ptr, B, D, BLOCK_D)
+    return mu
+
+
+@triton.jit
+def _side_gram(t_ptr, l_ptr, aug_ptr, K, b, D, s, tile, nt, mean_ptr, obar_ptr, paired, delta, gram_ptr,
+               ST: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    d0 = (tile // nt) * BLOCK_D
+    e0 = (tile % nt) * BLOCK_D
+    offs = tl.arange(0, BLOCK_K)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask, emask = d0 + offs_d < D, e0 + offs_d < D
+    md = tl.load(mean_ptr + d0 + offs_d, mask=dmask, other=0.0)
+    me = tl.load(mean_ptr + e0 + offs_d, mask=emask, other=0.0)
+    rows = t_ptr + b * K * D
+    aug = aug_ptr + b * K * (D + 2)
+    acc = tl.zeros([BLOCK_D, BLOCK_D], tl.float64)
+    pair = (tl.zeros([BLOCK_K], tl.int32) + paired.to(tl.int32)) > 0  # a vector (the interpreter's masks)
+    for i0 in range(0, K, BLOCK_K):
+        i = (i0 + offs).to(tl.int64)
+        lab = _labelled(l_ptr, b, i, K) & pair
+        md2, me2 = lab[:, None] & dmask[None, :], lab[:, None] & emask[None, :]
+        rd = tl.load(rows + i[:, None] * D + d0 + offs_d[None, :], mask=md2, other=0.0).to(ST) - md[None, :]
+        re = tl.load(rows + i[:, None] * D + e0 + offs_d[None, :], mask=me2, other=0.0).to(ST) - me[None, :]
+        rd = tl.where(md2, rd, 0.0)
+        re = tl.where(me2, re, 0.0)
+        if e0 == 0:  # the centred rows, once (0 for the rows that take no part)
+            tl.store(aug + i[:, None] * (D + 2) + d0 + offs_d[None, :], rd, mask=(i < K)[:, None] & dmask[None, :])
+        acc += tl.dot(tl.trans(rd.to(tl.float64)), re.to(tl.float64))
+    tl.store(gram_ptr + (d0 + offs_d)[:, None] * D + e0 + offs_d[None, :], acc.to(ST),
+             mask=dmask[:, None] & emask[None, :])  # fmt: skip
+    if tile == 0:  # the extra dims: x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b]
+        for i0 in range(0, K, BLOCK_K):
+            i = (i0 + offs).to(tl.int64)
+            lab = _labelled(l_ptr, b, i, K) & pair
+            dot = tl.zeros([BLOCK_K], tl.float64)
+            for f0 in range(0, D, BLOCK_D):
+                fmask = f0 + offs_d < D
+                m2 = lab[:, None] & fmask[None, :]
+                mf = tl.load(mean_ptr + f0 + offs_d, mask=fmask, other=0.0)
+                of = tl.load(obar_ptr + f0 + offs_d, mask=fmask, other=0.0).to(tl.float64)
+                r = tl.load(rows + i[:, None] * D + f0 + offs_d[None, :], mask=m2, other=0.0).to(ST) - mf[None, :]
+                dot += tl.sum(tl.where(m2, r.to(tl.float64) * of[None, :], 0.0), 1)
+            one = tl.where(lab, 1.0, 0.0).to(ST)
+            ext = tl.where(lab, dot + delta, 0.0).to(ST)
+            im = i < K
+            tl.store(aug + i * (D + 2) + D + s, ext, mask=im)
+            tl.store(aug + i * (D + 2) + D + 1 - s, one, mask=im)
+
+
+@triton.jit
+def _gram_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts_ptr, grams_ptr, rm_ptr, B, Kx,
+                 Ky, D, nt, HAS_RM: tl.constexpr, ST: tl.constexpr, BLOCK_K: tl.constexpr,
+                 BLOCK_D: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    T = nt * nt
+    s = pid // (B * T)
+    rest = pid - s * B * T
+    b = (rest // T).to(tl.int64)
+    tile = rest % T
+    gram = grams_ptr + (s * B + b) * D * D
+    if s == 0:
+        paired = tl.load(counts_ptr + B + b) > 0
+        _side_gram(x_ptr, lx_ptr, xa_ptr, Kx, b, D, 0, tile, nt, means_ptr + b * D, means_ptr + (B + b) * D, paired,
+                   0.0, gram, ST, BLOCK_K, BLOCK_D)  # fmt: skip
+    else:
+        paired = tl.load(counts_ptr + b) > 0
+        delta = tl.zeros([], tl.float64)
+        if tile == 0:  # δ_b, rounded as the delta output (the reference adds the rounded δ)
+            nb = tl.load(counts_ptr + b) * tl.load(counts_ptr + B + b)
+            mu = _used_mean(means_ptr, counts_ptr, rm_ptr, B, D, HAS_RM, BLOCK_D)
+            delta = tl.where(nb > 0, _image_mean(means_ptr, b, B, D, BLOCK_D) - mu, 0.0).to(ST).to(tl.float64)
+        _side_gram(y_ptr, ly_ptr, ya_ptr, Ky, b, D, 1, tile, nt, means_ptr + (B + b) * D, means_ptr + b * D, paired,
+                   delta, gram, ST, BLOCK_K, BLOCK_D)  # fmt: skip
+
+
+@triton.jit
+def _finish_kernel(means_ptr, grams_ptr, counts_ptr, count_ptr, stats_ptr, delta_ptr, w_ptr, c_ptr, rm_ptr, rv_ptr,
+                   B, D, w_hi, w_lo, c_hi, c_lo, eps_hi, eps_lo, HAS_W: tl.constexpr, HAS_C: tl.constexpr,
+                   HAS_RM: tl.constexpr, HAS_RV: tl.constexpr, ST: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    mean, count = _pair_mean(means_ptr, counts_ptr, B, D, BLOCK_D)
+    offs_d = tl.arange(0, BLOCK_D)
+    m2 = tl.zeros([], tl.float64)
+    if HAS_RM:
+        used = tl.load(rm_ptr).to(tl.float64)
+    else:
+        used = mean
+    for b in range(0, B):
+        nx = tl.load(counts_ptr + b)
+        ny = tl.load(counts_ptr + B + b)
+        nb = nx * ny
+        m = _image_mean(means_ptr, b, B, D, BLOCK_D)
+        # nx x̄ᵀAy x̄ + ny ȳᵀAx ȳ + Σ Ax∘Ay over the Gram's tiles
+        part = tl.zeros([BLOCK_D, BLOCK_D], tl.float64)
+        for d0 in range(0, D, BLOCK_D):
+            dmask = d0 + offs_d < D
+            xd = tl.load(means_ptr + b * D + d0 + offs_d, mask=dmask, other=0.0).to(tl.float64)
+            yd = tl.load(means_ptr + (B + b) * D + d0 + offs_d, mask=dmask, other=0.0).to(tl.float64)
+            for e0 in range(0, D, BLOCK_D):
+                emask = e0 + offs_d < D
+                xe = tl.load(means_ptr + b * D + e0 + offs_d, mask=emask, other=0.0).to(tl.float64)
+                ye = tl.load(means_ptr + (B + b) * D + e0 + offs_d, mask=emask, other=0.0).to(tl.float64)
+                at = (d0 + offs_d)[:, None] * D + e0 + offs_d[None, :]
+                mm = dmask[:, None] & emask[None, :]
+                gx = tl.load(grams_ptr + b * D * D + at, mask=mm, other=0.0).to(tl.float64)
+                gy = tl.load(grams_ptr + (B + b) * D * D + at, mask=mm, other=0.0).to(tl.float64)
+                part += nx.to(tl.float64) * xd[:, None] * gy * xe[None, :]
+                part += ny.to(tl.float64) * yd[:, None] * gx * ye[None, :] + gx * gy
+        dm = m - mean
+        m2 += tl.where(nb > 0, tl.sum(tl.sum(part, 1), 0) + nb.to(tl.float64) * dm * dm, 0.0)
+        tl.store(delta_ptr + b, tl.where(nb > 0, m - used, 0.0).to(ST))
+    n = tl.maximum(count, 1).to(tl.float64)
+    var = m2 / n
+    if HAS_RV:
+        var = tl.load(rv_ptr).to(tl.float64)
+    s = tl.sqrt(var + f64_from_bits(eps_hi, eps_lo))
+    if HAS_W:
+        w = tl.load(w_ptr).to(tl.float64)
+    else:
+        w = f64_from_bits(w_hi, w_lo)
+    if HAS_C:
+        c = tl.load(c_ptr).to(tl.float64)
+    else:
+        c = f64_from_bits(c_hi, c_lo)
+    tl.store(count_ptr, count)
+    tl.store(stats_ptr + 0, used.to(ST))
+    tl.store(stats_ptr + 1, var.to(ST))
+    tl.store(stats_ptr + 2, s.to(ST))
+    tl.store(stats_ptr + 3, (w / s).to(ST))
+    tl.store(stats_ptr + 4, n.to(ST))
+    tl.store(stats_ptr + 5, c.to(ST))
+
+
+def _tl(st: torch.dtype):
+    return tl.float64 if st == torch.float64 else tl.float32
 
 
 @triton_variant("dense_moments")
 def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps, running_mean, running_var):
-    _check(x, x_labels, y, y_labels, dict(weight=weight, bias=bias, running_mean=running_mean, running_var=running_var))
+    scalars = dict(weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+    _check(x, x_labels, y, y_labels, scalars)
     st = stats_dtype(x.dtype)
-    xv, yv = x_labels >= 0, y_labels >= 0
-    xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
-    nx, xbar, ax, xa = _side(x, xv, st)
-    ny, ybar, ay, ya = _side(y, yv, st)
-    f64 = torch.float64
-    means, grams = torch.stack([xbar, ybar]), torch.stack([ax, ay])
-    mb, gb = means.to(f64), grams.to(f64)
-    count, stats, delta = moments(nx, ny, mb[0], mb[1], gb[0], gb[1], weight, bias, weight_value, bias_value, eps,
-                                  running_mean, running_var, st)  # fmt: skip
-    # the extra dims: x'_i[D:] = [X_i·ȳ, 1], y'_j[D:] = [1, x̄·Y_j + δ_b] (0 for the other rows)
-    D = x.shape[2]
-    zero = torch.zeros((), dtype=st, device=x.device)
-    xdot = torch.bmm(xa[..., :D].to(f64), mb[1][:, :, None])[..., 0]
-    ydot = torch.bmm(ya[..., :D].to(f64), mb[0][:, :, None])[..., 0] + delta.to(f64)[:, None]
-    xa[..., D] = torch.where(xv, xdot.to(st), zero)
-    xa[..., D + 1] = xv.to(st)
-    ya[..., D] = yv.to(st)
-    ya[..., D + 1] = torch.where(yv, ydot.to(st), zero)
-    return xa, ya, means, grams, torch.stack([nx, ny]), count, stats, delta
+    B, Kx, D = x.shape
+    Ky = y.shape[1]
+    dev = x.device
+    x, y, lx, ly = x.contiguous(), y.contiguous(), x_labels.contiguous(), y_labels.contiguous()
+    xa = torch.empty(B, Kx, D + 2, dtype=st, device=dev)
+    ya = torch.empty(B, Ky, D + 2, dtype=st, device=dev)
+    means = torch.empty(2, B, D, dtype=st, device=dev)
+    grams = torch.empty(2, B, D, D, dtype=st, device=dev)
+    counts = torch.empty(2, B, dtype=torch.int64, device=dev)
+    count = torch.empty((), dtype=torch.int64, device=dev)
+    stats = torch.empty(6, dtype=st, device=dev)
+    delta = torch.empty(B, dtype=st, device=dev)
+    # the optional scalars in st (a view where they are st already), a stand-in pointer where None
+    one = {k: (v.detach().reshape(1).to(st) if v is not None else stats) for k, v in scalars.items()}
+    has = {f"HAS_{k}": scalars[n] is not None for k, n in (("W", "weight"), ("C", "bias"), ("RM", "running_mean"),
+                                                          ("RV", "running_var"))}  # fmt: skip
+    blocks = {"ST": _tl(st), "BLOCK_D": BLOCK_D}
+    nt = max(triton.cdiv(D, BLOCK_D), 1)
+    with device_ctx(x):
+        if B > 0:
+            _mean_kernel[(2 * B,)](x, lx, y, ly, means, counts, B, Kx, Ky, D, **blocks, BLOCK_K=BLOCK_K, num_warps=4)
+            _gram_kernel[(2 * B * nt * nt,)](x, lx, y, ly, xa, ya, means, counts, grams, one["running_mean"], B, Kx,
+                                             Ky, D, nt, HAS_RM=has["HAS_RM"], **blocks, BLOCK_K=BLOCK_K,
+                                             num_warps=GRAM_WARPS)  # fmt: skip
+        _finish_kernel[(1,)](means, grams, counts, count, stats, delta, one["weight"], one["bias"],
+                             one["running_mean"], one["running_var"], B, D, *f64_bits(weight_value),
+                             *f64_bits(bias_value), *f64_bits(eps), **has, **blocks, num_warps=4)  # fmt: skip
+    return xa, ya, means, grams, counts, count, stats, delta
+
+
+def compile_specs():
+    """(kernel, pointer signature, constexprs, num_warps) for the offline GPU compile check."""
+    specs = []
+    for e in ("fp32", "fp64", "bf16", "fp16"):
+        a = "fp64" if e == "fp64" else "fp32"
+        ST = tl.float64 if a == "fp64" else tl.float32
+        rows = {"x_ptr": "*" + e, "lx_ptr": "*i64", "y_ptr": "*" + e, "ly_ptr": "*i32"}
+        blocks = {"ST": ST, "BLOCK_D": BLOCK_D}
+        specs.append((_mean_kernel, {**rows, "means_ptr": "*" + a, "counts_ptr": "*i64"},
+                      {**blocks, "BLOCK_K": BLOCK_K}, 4))  # fmt: skip
+        if e in ("fp32", "fp64"):
+            for has in (False, True):
+                specs.append((_gram_kernel, {**rows, "xa_ptr": "*" + a, "ya_ptr": "*" + a, "means_ptr": "*" + a,
+                                             "counts_ptr": "*i64", "grams_ptr": "*" + a, "rm_ptr": "*" + a},
+                              {**blocks, "HAS_RM": has, "BLOCK_K": BLOCK_K}, GRAM_WARPS))  # fmt: skip
+                flags = {"HAS_W": has, "HAS_C": has, "HAS_RM": has, "HAS_RV": has}
+                specs.append((_finish_kernel, {"means_ptr": "*" + a, "grams_ptr": "*" + a, "counts_ptr": "*i64",
+                                               "count_ptr": "*i64", "stats_ptr": "*" + a, "delta_ptr": "*" + a,
+                                               "w_ptr": "*" + a, "c_ptr": "*" + a, "rm_ptr": "*" + a,
+                                               "rv_ptr": "*" + a}, {**blocks, **flags}, 4))  # fmt: skip
+        else:
+            specs.append((_gram_kernel, {**rows, "xa_ptr": "*fp32", "ya_ptr": "*fp32", "means_ptr": "*fp32",
+                                         "counts_ptr": "*i64", "grams_ptr": "*fp32", "rm_ptr": "*fp32"},
+                          {**blocks, "HAS_RM": False, "BLOCK_K": BLOCK_K}, GRAM_WARPS))  # fmt: skip
+    return specs

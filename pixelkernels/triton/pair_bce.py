@@ -79,14 +79,16 @@ def _forward_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, out_ptr, Kx, Ky,
 
 
 @triton.jit
-def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_ptr, Kx, Ky, D, nblk,
+def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, g_stride, dx_ptr, rows_ptr, Kx, Ky, D, nblk,
                PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_D: tl.constexpr):  # fmt: skip
+    """dx and the rows' sums for a block of x rows. grad_out's row i at g_ptr + i * g_stride: 1, or 0
+    for one gradient read in every row (dense_gradient's: the loss's, without an expanded copy)."""
     pid = tl.program_id(0)
     b = (pid // nblk).to(tl.int64)
     offs_i = (pid % nblk) * BLOCK_N + tl.arange(0, BLOCK_N)
     imask = offs_i < Kx
-    g = tl.load(g_ptr + b * Kx + offs_i, mask=imask, other=0.0)
+    g = tl.load(g_ptr + (b * Kx + offs_i) * g_stride, mask=imask, other=0.0)
     a = tl.load(a_ptr)
     r0 = tl.zeros([BLOCK_N], ACC)
     r1 = tl.zeros([BLOCK_N], ACC)
@@ -113,7 +115,7 @@ def _dx_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dx_ptr, rows_p
 
 
 @triton.jit
-def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky, D, kblk, splits, per,
+def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, g_stride, dy_ptr, Kx, Ky, D, kblk, splits, per,
                PREC: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                BLOCK_D: tl.constexpr):  # fmt: skip
     """Split s of the x rows [s * per, (s + 1) * per) (per a multiple of BLOCK_N) for a block of
@@ -130,7 +132,7 @@ def _dy_kernel(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, g_ptr, dy_ptr, Kx, Ky
         z, s_, t, valid = _tile(x_ptr, y_ptr, lx_ptr, ly_ptr, a_ptr, c_ptr, b, offs_i, offs_j, Kx, Ky, D, PREC, ACC,
                                 BLOCK_D)  # fmt: skip
         # (a g_i) (σ(z) - t): a per pair, as (a e) in dx (no register held across the loop)
-        ga = tl.load(g_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=0.0) * tl.load(a_ptr)
+        ga = tl.load(g_ptr + (b * Kx + offs_i) * g_stride, mask=offs_i < Kx, other=0.0) * tl.load(a_ptr)
         ea = tl.where(valid, ga[:, None] * _dloss(z, t), 0.0)
         iv = tl.load(lx_ptr + b * Kx + offs_i, mask=offs_i < Kx, other=-1) >= 0
         for d0 in range(0, D, BLOCK_D):
@@ -171,8 +173,8 @@ def pair_bce_op(x, x_labels, y, y_labels, scale, bias):
     x, lx, y, ly, a, c, st, flags = _prepare("pair_bce", x, x_labels, y, y_labels, scale, bias)
     B, Kx, D = x.shape
     Ky = y.shape[1]
-    out = torch.zeros(B, Kx, dtype=st, device=x.device)
-    if B * Kx > 0 and Ky > 0:
+    out = torch.empty(B, Kx, dtype=st, device=x.device)  # every row stored (0 without y rows): no fill
+    if B * Kx > 0:
         nblk = triton.cdiv(Kx, BLOCK_N)
         with device_ctx(x):
             _forward_kernel[grid_items(nblk, B)](x, y, lx, ly, a, c, out, Kx, Ky, D, nblk, **flags, num_warps=4)
@@ -197,7 +199,7 @@ def pair_bce_backward_op(grad_out, x, x_labels, y, y_labels, scale, bias):
     splits, per = row_splits(Kx, BLOCK_N, kblk, B)
     dy = torch.zeros(splits, B, Ky, D, dtype=torch.float64, device=xc.device)
     if B * Kx * Ky > 0:
-        args = (xc, yc, lx, ly, a, c, g)
+        args = (xc, yc, lx, ly, a, c, g, 1)
         with device_ctx(xc):
             _dx_kernel[grid_items(nblk, B)](*args, dx, rows, Kx, Ky, D, nblk, **flags, num_warps=4)
             if D > 0:
