@@ -68,14 +68,31 @@ at::Tensor in_layout_of(const at::Tensor& g, const at::Tensor& t) {
   return g.strides() == t.strides() ? g : at::empty_like(t).copy_(g);
 }
 
+// ref_labels as the kernels read them: the tensor's, or (None) every ref of class 0, a null
+// LabelMap (label_at), no map at all.
+struct RefLabels {
+  std::optional<Labels> labels;
+  LabelMap map{nullptr, LabelType::Int64};
+  explicit RefLabels(const std::optional<at::Tensor>& t) {
+    if (t) {
+      labels.emplace(*t);
+      map = labels->map;
+    }
+  }
+};
+
 // ref_labels checked against ref, and the optional per-ref weight: (B, K), on query's device, as
 // the statistics dtype of ref.
 std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at::Tensor& ref,
-                                               const at::Tensor& ref_labels, const std::optional<at::Tensor>& w,
-                                               const char* op) {
-  PK_EXPECT(ref_labels.dim() == 2 && ref.dim() == 3 && ref_labels.size(0) == ref.size(0) &&
-                ref_labels.size(1) == ref.size(1),
-            op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels.sizes());
+                                               const std::optional<at::Tensor>& ref_labels,
+                                               const std::optional<at::Tensor>& w, const char* op) {
+  PK_EXPECT(query.dim() == 3 && ref.dim() == 3, op, "query must be (B, N, D) and ref (B, K, D), got ", query.sizes(),
+            " and ", ref.sizes());
+  if (ref_labels) {
+    PK_EXPECT(ref_labels->dim() == 2 && ref_labels->size(0) == ref.size(0) && ref_labels->size(1) == ref.size(1),
+              op, "ref_labels must be (B, K) for ref ", ref.sizes(), ", got ", ref_labels->sizes());
+    expect_same_device(op, {query, *ref_labels});
+  }
   if (!w.has_value()) return std::nullopt;
   expect_same_device(op, {query, *w});
   PK_EXPECT(w->dim() == 2 && w->size(0) == ref.size(0) && w->size(1) == ref.size(1), op,
@@ -84,12 +101,16 @@ std::optional<at::Tensor> labels_and_weight_of(const at::Tensor& query, const at
   return w->to(stats_options(ref).dtype().toScalarType()).contiguous();
 }
 
-// The CPU kernels apply a weight inside their tiles. The CUDA kernels take none: there the
-// weighted refs w·ref are formed first, with the query, in the statistics dtype (the reference's
-// arithmetic: w·ref of half refs is no half vector), and the gradient is chained through them,
-// one launch each (common/similarity_reduce.h SimilarityWeightRefs / SimilarityWeightGrads).
-template <class On>
-constexpr bool kWeightInKernels = std::is_same_v<On, OnCpu>;
+// Where the kernels apply a weight themselves (w_j (q·r_j) and |w_j| |r_j| per pair, the weight's
+// gradient summed per pair): every CPU kernel, and the CUDA float32 and float64 kernels (no copy of
+// the refs, no launch of its own: prior_mask's support mask). The CUDA half kernels take none:
+// for them the weighted refs w·ref are formed first, with the query, in the statistics dtype (the
+// reference's arithmetic: w·ref of half refs is no half vector), and the gradient is chained
+// through them, one launch each (common/similarity_reduce.h SimilarityWeightRefs /
+// SimilarityWeightGrads).
+bool cuda_kernels_weigh(const at::Tensor& ref) {
+  return ref.scalar_type() == at::kFloat || ref.scalar_type() == at::kDouble;
+}
 
 // The weight path's ref with its dims innermost, as its kernels read it coalesced (a warp per ref
 // row): a D-major ref (prior_mask's support map seen as (B, HW, D)) is transposed once, as the
@@ -99,7 +120,7 @@ at::Tensor rows_of(const at::Tensor& ref) { return ref.size(2) <= 1 || ref.strid
 // The weight path's ref (rows_of) and w, as its kernels read them: w contiguous in ref's
 // accumulation type (labels_and_weight_of's), the labels contiguous.
 template <class P>
-P weight_path_of(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, int64_t C, at::ScalarType dtype) {
+P weight_path_of(const at::Tensor& ref, const at::Tensor& w, const LabelMap& lab, int64_t C, at::ScalarType dtype) {
   P p{};
   p.ref = ref.const_data_ptr();
   p.ref_dtype = dtype_code(ref.scalar_type());
@@ -107,7 +128,7 @@ P weight_path_of(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, 
   p.r_sk = ref.stride(1);
   p.r_sd = ref.stride(2);
   p.w = w.const_data_ptr();
-  p.labels = lab.map;
+  p.labels = lab;
   p.B = ref.size(0);
   p.K = ref.size(1);
   p.D = ref.size(2);
@@ -119,7 +140,7 @@ P weight_path_of(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, 
 // w·ref for the kernels, (B, K, D) contiguous in `dtype` (zeros where the ref takes no part: no NaN
 // there reaches the other's gradient through the product).
 template <class On>
-at::Tensor weighted_refs(const at::Tensor& ref, const at::Tensor& w, const Labels& lab, int64_t C,
+at::Tensor weighted_refs(const at::Tensor& ref, const at::Tensor& w, const LabelMap& lab, int64_t C,
                          at::ScalarType dtype, const char* op) {
   at::Tensor out = at::empty(ref.sizes(), ref.options().dtype(dtype));
   auto p = weight_path_of<SimilarityWeightRefs>(ref, w, lab, C, dtype);
@@ -135,7 +156,7 @@ double norm_floor_of(at::ScalarType t) {
 
 // The shared arguments, after the shape invariants the kernels index with.
 // w: the weight the kernels apply (CPU only), or null; floor: the norms' (norm_floor_of the inputs').
-SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at::Tensor* w, const Labels& lab,
+SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at::Tensor* w, const LabelMap& lab,
                              int64_t C, std::string_view metric, double scale, double bias, bool sigmoid,
                              std::string_view reduce, double temperature, double eps, double floor, const char* op) {
   PK_EXPECT(q.dim() == 3 && r.dim() == 3 && q.size(0) == r.size(0) && q.size(2) == r.size(2), op,
@@ -143,7 +164,7 @@ SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at:
   PK_EXPECT(q.scalar_type() == r.scalar_type(), op, "query and ref must share a dtype");
   PK_EXPECT(C >= 1 && C <= INT32_MAX, op, "num_classes must be in [1, 2^31), got ", C);
   return SimilarityReduceArgs{q.const_data_ptr(), r.const_data_ptr(), w != nullptr ? w->const_data_ptr() : nullptr,
-                              lab.map, dtype_code(q.scalar_type()), q.size(0), q.size(1),
+                              lab, dtype_code(q.scalar_type()), q.size(0), q.size(1),
                               r.size(1),  q.size(2), C, metric_code(metric, op), scale, bias, sigmoid,
                               reduce_code(reduce, op), temperature, eps, floor,
                               q.is_cuda() && at::globalContext().allowTF32CuBLAS(), q.stride(0), q.stride(1),
@@ -152,24 +173,25 @@ SimilarityReduceArgs args_of(const at::Tensor& q, const at::Tensor& r, const at:
 
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce(
-    const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels, int64_t C, c10::string_view metric,
+    const at::Tensor& query, const at::Tensor& ref, const std::optional<at::Tensor>& ref_labels, int64_t C,
+    c10::string_view metric,
     double scale, double bias, bool sigmoid, c10::string_view reduce, double temperature, double eps,
     const std::optional<at::Tensor>& ref_weight, std::optional<c10::string_view> check, bool argmax) {
   const char* op = "similarity_reduce";
-  expect_same_device(op, {query, ref, ref_labels});
+  expect_same_device(op, {query, ref});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if constexpr (!kWeightInKernels<On>) {
-    if (w) {
+  const RefLabels lab(ref_labels);
+  if constexpr (!std::is_same_v<On, OnCpu>) {
+    if (w && !cuda_kernels_weigh(ref)) {
       const at::ScalarType st = w->scalar_type();
-      return similarity_reduce<On>(query.to(st), weighted_refs<On>(rows_of(ref), *w, Labels(ref_labels), C, st, op),
+      return similarity_reduce<On>(query.to(st), weighted_refs<On>(rows_of(ref), *w, lab.map, C, st, op),
                                    ref_labels, C, metric, scale, bias, sigmoid, reduce, temperature, eps, std::nullopt,
                                    check, argmax);
     }
   }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source(query, false), r = vectors_source(ref, true);
-  const Labels lab(ref_labels);
-  SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
+  SimilarityReduceForward p{args_of(q, r, w ? &*w : nullptr, lab.map, C, metric, scale, bias, sigmoid, reduce,
                                     temperature, eps, norm_floor_of(q.scalar_type()), op)};
   const auto st = stats_options(q);
   at::Tensor out = at::empty({p.a.B, p.a.N, C}, st);
@@ -182,7 +204,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce(
   p.aux = aux.numel() > 0 ? aux.mutable_data_ptr() : nullptr;
   p.labels = argmax ? labels.mutable_data_ptr<int64_t>() : nullptr;
   const at::Tensor workspace = launcher.workspace(p);
-  LabelCheck<On> label_check(check, ref_labels, C, -1);
+  // None: no label to check (LabelCheck keeps references: both named here)
+  const std::optional<c10::string_view> checked = ref_labels ? check : std::nullopt;
+  const at::Tensor& checked_labels = ref_labels ? *ref_labels : q;
+  LabelCheck<On> label_check(checked, checked_labels, C, -1);
   label_check.arm(p);
   launcher(p);
   label_check.finish();
@@ -192,29 +217,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce(
 // The backward with the norms' floor given: the inputs' dtype's, also where it runs wider.
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
-    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels,
-    const at::Tensor& out, const at::Tensor& aux, int64_t C, c10::string_view metric, double scale, double bias,
-    bool sigmoid, c10::string_view reduce, double temperature, double eps,
-    const std::optional<at::Tensor>& ref_weight, double floor) {
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref,
+    const std::optional<at::Tensor>& ref_labels, const at::Tensor& out, const at::Tensor& aux, int64_t C,
+    c10::string_view metric, double scale, double bias, bool sigmoid, c10::string_view reduce, double temperature,
+    double eps, const std::optional<at::Tensor>& ref_weight, double floor) {
   const char* op = "similarity_reduce_backward";
-  expect_same_device(op, {query, ref, ref_labels, grad_out, out, aux});
+  expect_same_device(op, {query, ref, grad_out, out, aux});
   const std::optional<at::Tensor> w = labels_and_weight_of(query, ref, ref_labels, ref_weight, op);
-  if constexpr (!kWeightInKernels<On>) {
-    if (w) {
+  const RefLabels lab(ref_labels);
+  if constexpr (!std::is_same_v<On, OnCpu>) {
+    if (w && !cuda_kernels_weigh(ref)) {
       // G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a
       // difference of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU
       // kernels sum it per pair instead): here it is taken in float64, where that difference
       // survives (with the norms' floor of the inputs' dtype, the reference's: a zero vector's
       // gradient is 1 / floor).
       const at::ScalarType wide = metric == "cosine" ? at::kDouble : w->scalar_type();
-      const Labels lab(ref_labels);
       const at::Tensor rows = rows_of(ref);
-      const auto grads = backward_with_floor<On>(grad_out, query.to(wide), weighted_refs<On>(rows, *w, lab, C, wide, op),
+      const auto grads = backward_with_floor<On>(grad_out, query.to(wide),
+                                                 weighted_refs<On>(rows, *w, lab.map, C, wide, op),
                                                  ref_labels, out, aux, C, metric, scale, bias, sigmoid, reduce,
                                                  temperature, eps, std::nullopt, floor);
       const at::Tensor G = std::get<1>(grads).contiguous();
       at::Tensor grad_ref = at::empty_like(rows), grad_w = at::empty_like(*w);
-      auto p = weight_path_of<SimilarityWeightGrads>(rows, *w, lab, C, wide);
+      auto p = weight_path_of<SimilarityWeightGrads>(rows, *w, lab.map, C, wide);
       p.grad = G.const_data_ptr();
       p.grad_ref = grad_ref.mutable_data_ptr();
       p.g_sb = grad_ref.stride(0);
@@ -227,8 +253,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
   }
   Launcher<On> launcher(query, op);
   const at::Tensor q = vectors_source(query, false), r = vectors_source(ref, true);
-  const Labels lab(ref_labels);
-  SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab, C, metric, scale, bias, sigmoid, reduce,
+  SimilarityReduceBackward p{args_of(q, r, w ? &*w : nullptr, lab.map, C, metric, scale, bias, sigmoid, reduce,
                                      temperature, eps, floor, op)};
   const auto st = stats_options(q);
   expect_sizes(grad_out, {p.a.B, p.a.N, C}, op, "grad_out");
@@ -262,10 +287,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_with_floor(
 
 template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_reduce_backward(
-    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref, const at::Tensor& ref_labels,
-    const at::Tensor& out, const at::Tensor& aux, int64_t C, c10::string_view metric, double scale, double bias,
-    bool sigmoid, c10::string_view reduce, double temperature, double eps,
-    const std::optional<at::Tensor>& ref_weight) {
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& ref,
+    const std::optional<at::Tensor>& ref_labels, const at::Tensor& out, const at::Tensor& aux, int64_t C,
+    c10::string_view metric, double scale, double bias, bool sigmoid, c10::string_view reduce, double temperature,
+    double eps, const std::optional<at::Tensor>& ref_weight) {
   return backward_with_floor<On>(grad_out, query, ref, ref_labels, out, aux, C, metric, scale, bias, sigmoid, reduce,
                                  temperature, eps, ref_weight, norm_floor_of(query.scalar_type()));
 }

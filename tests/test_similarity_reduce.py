@@ -523,9 +523,9 @@ _WEIGHT_GRAD_CASES = [(m, r, torch.float64) for m in METRICS for r in REDUCES] +
 ]
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
 @pytest.mark.parametrize("metric,reduce,dtype", _WEIGHT_GRAD_CASES)
-def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype, backend, device):
+def test_ref_weight_gradient_on_every_backend(request, metric, reduce, dtype, backend, device):
     """The contract differentiates query and ref; here also ref_weight, on every backend against
     the reference in float64, with D-major refs (prior_mask's support map, read in place on the
     CPU) and weights of 0 (a masked-out ref: cosine 0, weight gradient Σ_i dZ_ij (q_i·r_j) / eps).
@@ -534,7 +534,8 @@ def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype, backend, de
     reductions in float32 carry the relative error of the float32 dots q·r in the GEMM tiles
     (|q||r| / |q·r| times 2^-24: 1.3e-5 at one masked ref here, against 1.7e-2 for the float32
     reference); away from w = 0 that gradient is ~eps-small, the difference of two O(1) sums,
-    which every backend forms per pair (CPU) or in float64 (CUDA, Triton)."""
+    which every backend forms per pair (CPU: its dots in double; CUDA float32: the tiles' float32
+    dots, the pair's term and the sums in double) or in float64 (Triton)."""
     if backend == "reference":
         pytest.skip("the reference is what the others are compared with")
     made = _op_inp(2, 19, 37, 17, 3, metric=metric, reduce=reduce, activation="sigmoid", weight=True,
@@ -549,18 +550,40 @@ def test_ref_weight_gradient_on_every_backend(metric, reduce, dtype, backend, de
 
     want = grads("reference")
     inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
-    for name, a, b in zip(("out",) + keys, grads(backend), want):
+    for name, a, b in zip(("out",) + keys, on_backend(request, backend, grads), want):
         assert_close(a.cpu(), b, dtype, msg=f"{backend} {name}")
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_ref_weight_matches_weighted_refs(backend, device):
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_ref_weight_gradient_of_the_max_without_ties(request, backend, device):
+    """The float32 max with a weight and no tied maximum (every weight nonzero, so no two refs of
+    a class score the bias): on CUDA every image takes the sparse backward (a row's C maxima, not
+    its N x K tiles), whose ref rows are w_j G_j and whose weight gradient is summed per pair
+    there; against the reference in float64."""
+    made = _op_inp(2, 19, 37, 17, 3, reduce="max", activation="sigmoid", weight=True)("cpu", torch.float32)
+    made["ref_weight"] = made["ref_weight"].abs() + 0.25
+    inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
+    keys = ("query", "ref", "ref_weight")
+
+    def grads(backend):
+        x = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in inp.items()}
+        (out,) = _op_call(x, backend)
+        return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
+
+    want = grads("reference")
+    inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
+    for name, a, b in zip(("out",) + keys, on_backend(request, backend, grads), want):
+        assert_close(a.cpu(), b, torch.float32, msg=f"{backend} {name}")
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_ref_weight_matches_weighted_refs(request, backend, device):
     """ref_weight w is the refs w·r: the same output as passing them."""
     inp = _op_inp(2, 11, 23, 9, 3, metric="cosine", reduce="softmax", weight=True)(device, torch.float64)
     w = inp.pop("ref_weight")
     weighted = {**inp, "ref": inp["ref"] * w[..., None]}
-    a = _op_call({**inp, "ref_weight": w}, backend)[0]
-    b = _op_call(weighted, backend)[0]
+    a = on_backend(request, backend, lambda be: _op_call({**inp, "ref_weight": w}, be)[0])
+    b = on_backend(request, backend, lambda be: _op_call(weighted, be)[0])
     assert_close(a, b, torch.float64, msg=backend)
 
 

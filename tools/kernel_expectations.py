@@ -195,6 +195,11 @@ EXPECTATIONS: list[Expect] = [
                "shared loads; TF32 would miss SPEC 4's float32 tolerance), the scores through shared memory to "
                "one reducing thread per row; compiled for 5 blocks per SM (96 registers: at 80, 6 blocks, it "
                "spills 56-84 B); no spill"),
+    Expect(r"similarity_reduce:grad_f32_kernel<true, true>", threads=128, min_occupancy=0.125, wide_loads=(128, 1),
+           why="the weighted refs' side (View::w: prior_mask's support mask, without a weighted copy): the row "
+               "below plus each ref's weight gradient summed per pair (the cosine's eps / den form: two more "
+               "doubles an owner through the tile's sums); compiled for two blocks per SM (at three it spilled "
+               "8-16 B in the tile loop), no spill"),
     Expect(r"similarity_reduce:grad_f32_kernel<.*>", threads=128, min_occupancy=0.1875, wide_loads=(128, 1),
            why="float32 backward on pair_tiles::grad_pass_f32: the score tile by FMA, dZ in double in shared "
                "memory (33 KiB of the 47 KiB static), dq += dZ R (dr += dZ^T Q) in double, 8 accumulators a "
@@ -224,10 +229,11 @@ EXPECTATIONS: list[Expect] = [
            why="a thread per ref (|r|, the label check's read), per image (the class sizes) and, in the "
                "backward's launch, per query row (|q|, the per-class factors, Rows); the check's cold report "
                "call keeps its printf frame (24 B) and sm_80 16 bytes across the class loops; " + _DEBT),
-    Expect(r"similarity_reduce:grad_f64_kernel", threads=128, max_stack=8, local_in_loop=2,
+    Expect(r"similarity_reduce:grad_f64_kernel", threads=128, max_stack=8, local_in_loop=3,
            why="the chain and the sums in double (the cosine gradient's near-cancelling terms): 8 bytes of the "
                "double division's call frame on the stack (16 and 4 in-loop LDL/STL before grad_z formed the "
-               "sigmoid's slope in one value, 2026-11-30); " + _SIMPLE_SR + "; " + _DEBT),
+               "sigmoid's slope in one value, 2026-11-30; 3 since the per-ref weight is applied in the kernel, "
+               "its gradient summed per pair: the second session of 2026-11-30); " + _SIMPLE_SR + "; " + _DEBT),
     Expect(r"similarity_reduce:weight_(refs|grads)_kernel<.*>", threads=128,
            why="the CUDA weight path: a warp per ref row, lanes over the dims (a label and a weight a row), "
                "one value read and one written a lane and dim, the weight's gradient by warp_sum; no spill"),

@@ -47,7 +47,10 @@ enum class Reduce : int { Sum = 0, Mean = 1, Max = 2, Softmax = 3 };
 struct SimilarityReduceArgs {
   const void* query;  // (B, N, D), dtype, element (b, i, d) at b*q_sb + i*q_sn + d*q_sd
   const void* ref;    // (B, K, D), dtype, element (b, j, d) at b*r_sb + j*r_sk + d*r_sd
-  const void* weight;  // (B, K) accumulation type, contiguous, or null (every w_j = 1); CPU only
+  // (B, K) accumulation type, contiguous, or null (every w_j = 1): ref j is w_j r_j, applied per
+  // pair as w_j (q·r_j) with the norm |w_j| |r_j|. CPU, and CUDA float32/float64 (for half refs the
+  // torch side forms w·r in float32 first)
+  const void* weight;
   LabelMap labels;    // (B, K); any values (outside [0, C): the ref takes no part)
   DType dtype;
   int64_t B, N, K, D, C;
@@ -60,15 +63,14 @@ struct SimilarityReduceArgs {
   // for float32, 2^-511 for float64), as the reference's _norm clamps the sum of squares: a zero
   // vector's cosine is then 0 with eps = 0 too, and a norm at the floor has no gradient
   // (clamp_min's). The inputs' dtype's even where the kernels run wider (the CUDA weight path's
-  // float64 backward for float32 inputs).
+  // float64 backward of half refs' cosine).
   double norm_floor;
   bool allow_tf32;  // CUDA float32: TF32 tensor cores allowed (torch.backends.cuda.matmul.allow_tf32)
   // query's strides: contiguous (N*D, D, 1), or D-major (N*D, 1, N) for a (B, D, H, W) map seen
   // as (B, HW, D) without a copy (label_transfer); grad_query is written with the same strides
   int64_t q_sb, q_sn, q_sd;
   // ref's strides: contiguous (K*D, D, 1), or D-major (K*D, 1, K) (prior_mask's support map, read
-  // in place); grad_ref is written with the same strides. The CUDA kernels take no weight (the
-  // torch side applies it around them).
+  // in place); grad_ref is written with the same strides.
   int64_t r_sb, r_sk, r_sd;
 };
 
@@ -153,6 +155,10 @@ Status launch(OnCuda, const SimilarityReduceBackward& p);
 namespace similarity_reduce {
 
 PK_HD bool valid(int64_t label, int64_t C) { return label >= 0 && label < C; }
+
+// Ref i's label: label_at, or 0 for every ref where ref_labels is None (a null LabelMap:
+// prior_mask's one class, without a label map).
+PK_HD int64_t ref_label(const LabelMap& m, int64_t i) { return m.data != nullptr ? label_at(m, i) : 0; }
 
 // A norm n clamped at the args' norm_floor (NaN stays NaN).
 template <typename acc_t>

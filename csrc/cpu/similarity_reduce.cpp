@@ -76,7 +76,7 @@ struct Tables {
     bool dirty = false;
     int64_t bad = 0;
     for (int64_t i = 0; i < B * K; ++i) {
-      const int64_t l = label_at(a.labels, i);
+      const int64_t l = similarity_reduce::ref_label(a.labels, i);
       const bool v = similarity_reduce::valid(l, C);
       bad += !v && l != -1;
       cls[i] = v ? int32_t(l) : -1;

@@ -106,18 +106,26 @@ Plan plan(const SimilarityReduceArgs& a, bool backward) {
   return p;
 }
 
+// The kernels that apply a per-ref weight themselves (View::w): float32 and float64.
+template <typename scalar_t>
+constexpr bool kWeighs = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+
 template <typename scalar_t, typename acc_t>
 struct View {
   const scalar_t* q;
   const scalar_t* r;
-  LabelMap lab;  // read through label_at: one kernel for every label width
+  LabelMap lab;  // read through ref_label (label_at): one kernel for every label width, or none
   int64_t B, N, K, D, C, q_sb, q_sn, q_sd, r_sb, r_sk, r_sd;
   Metric metric;
   acc_t scale, bias, eps, temp, floor;  // floor: the norms' (cosine)
   bool sigmoid;
   Reduce reduce;
   const acc_t* count;  // (B, C)
-  const acc_t* rn;     // (B, K): 0 for refs that take no part
+  const acc_t* rn;     // (B, K): |w_j r_j| (clamped at the floor), 0 for refs that take no part
+  // (B, K) per-ref weights or null (float32 and float64 only; the torch side forms w·r for half
+  // refs): ref j is w_j r_j. Applied to each pair's dot after the tiles (the CPU kernels' form:
+  // w_j (q·r_j), |w_j| |r_j|), so that no weighted copy of the refs exists.
+  const acc_t* w = nullptr;
   // The sigmoid before the reduction (similarity_reduce::activates: not the max's), and (the op's
   // forward) the max's out activated at its end (max_out); the backward's recomputed maxima stay
   // logits: its equality test is on z. Fields, not tests per score: a test in the dot loops took
@@ -125,7 +133,7 @@ struct View {
   bool act = false, act_out = false;
 
   __device__ __forceinline__ int64_t cls(int64_t b, int64_t j) const {
-    const int64_t l = label_at(lab, b * K + j);
+    const int64_t l = similarity_reduce::ref_label(lab, b * K + j);
     return similarity_reduce::valid(l, C) ? l : -1;
   }
   __device__ __forceinline__ const scalar_t* qrow(int64_t b, int64_t i) const { return q + b * q_sb + i * q_sn; }
@@ -136,6 +144,12 @@ struct View {
     for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(rj[d * r_sd]), s);
     return s;
   }
+  // the dot with the weighted ref j: w_j (q·r_j)
+  __device__ __forceinline__ bool weighted() const { return kWeighs<scalar_t> && w != nullptr; }
+  __device__ __forceinline__ acc_t wdot(acc_t dot, int64_t b, int64_t j) const {
+    return weighted() ? dot * w[b * K + j] : dot;
+  }
+  __device__ __forceinline__ acc_t weight(int64_t b, int64_t j) const { return weighted() ? w[b * K + j] : acc_t(1); }
   __device__ __forceinline__ acc_t qnorm(const scalar_t* qi) const {
     acc_t s = 0;
     for (int64_t d = 0; d < D; ++d) s = fma(to_acc(qi[d * q_sd]), to_acc(qi[d * q_sd]), s);
@@ -194,16 +208,17 @@ __global__ void __launch_bounds__(kThreads)
   int64_t bad = -1;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < v.B * v.K; t += stride) {
     const int64_t b = t / v.K, j = t - b * v.K;
-    if (check && bad_label(label_at(v.lab, t), v.C, -1)) bad = t;
+    if (check && bad_label(similarity_reduce::ref_label(v.lab, t), v.C, -1)) bad = t;
     acc_t s = 0;
     const bool part = v.cls(b, j) >= 0;
     if (part) {
       const scalar_t* rj = v.rrow(b, j);
       for (int64_t d = 0; d < v.D; ++d) s = fma(to_acc(rj[d * v.r_sd]), to_acc(rj[d * v.r_sd]), s);
     }
-    rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(sqrt(s), v.floor) : acc_t(0);
+    rn[t] = part ? similarity_reduce::clamp_norm<acc_t>(v.weighted() ? sqrt(s) * fabs(v.w[t]) : sqrt(s), v.floor)
+                 : acc_t(0);
   }
-  if (bad >= 0) report(what, static_cast<long long>(label_at(v.lab, bad)), bad);
+  if (bad >= 0) report(what, static_cast<long long>(similarity_reduce::ref_label(v.lab, bad)), bad);
   // Class sizes: one thread per image, refs in order.
   for (int64_t b = int64_t(blockIdx.x) * kThreads + threadIdx.x; b < v.B; b += stride) {
     if (rows.img != nullptr) rows.img[b] = 0;
@@ -304,7 +319,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t j = 0; j < v.K; ++j) {
       const int64_t c = v.cls(b, j);
       if (c < 0) continue;
-      row.take(v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j]), c, v.temp);
+      row.take(v.score(v.wdot(v.dot(qi, v.rrow(b, j)), b, j), qn, v.rn[b * v.K + j]), c, v.temp);
     }
     row.finish(v.count + b * C, aux + 2 * t, v.act_out);
     if (labels != nullptr) labels[t] = similarity_reduce::argmax_row(out + t * C, C);
@@ -358,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
                         bool encode = false, int64_t* labels = nullptr) {
   __shared__ __align__(16) pair_tiles::Stage<scalar_t> st;  // the rows' and refs' dims of a stage
   __shared__ float ss[kRows][kScoreStride];                   // a tile's scores
-  __shared__ float sqn[kRows], srn[kCols];
+  __shared__ float sqn[kRows], srn[kCols], sw[kCols];  // sw: the refs' weights (View::w)
   __shared__ int scls[kCols];  // the ref's class, -1 if it takes no part
   __shared__ int swide[kRows];  // kArg: the row has a non-finite dot
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, row0 = (threadIdx.x >> 5) * 16;
@@ -381,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
             const float qn = owner && v.sigmoid && v.metric == Metric::Cosine ? v.qnorm(qi) : 0.0f;
             for (int64_t c = 0; owner && c < C; ++c) {
               const int32_t j = arg[at * C + c];
-              out[at * C + c] = v.sigmoid && j >= 0 ? v.score(v.dot(qi, v.rrow(b, j)), qn, v.rn[b * v.K + j])
+              out[at * C + c] = v.sigmoid && j >= 0 ? v.score(v.wdot(v.dot(qi, v.rrow(b, j)), b, j), qn, v.rn[b * v.K + j])
                                                     : kept[at * C + c];
               aux[at * C + c] = j >= 0 ? 1.0f : 0.0f;
             }
@@ -402,6 +417,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
           const int64_t c = j < v.K ? v.cls(b, j) : -1;
           scls[threadIdx.x] = int(c);
           srn[threadIdx.x] = c >= 0 ? v.rn[b * v.K + j] : 0.0f;
+          sw[threadIdx.x] = c >= 0 ? v.weight(b, j) : 1.0f;
         }
         float acc[kCols / 8][4];
         pair_tiles::dot_tile(queries(v), refs(v), v.D, b, i0, j0, st, acc);
@@ -412,7 +428,7 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = row0 + g + 8 * (e >> 1), c = n * 8 + 2 * t + (e & 1);
-            ss[r][c] = v.score(acc[n][e], sqn[r], srn[c]);
+            ss[r][c] = v.score(v.weighted() ? acc[n][e] * sw[c] : acc[n][e], sqn[r], srn[c]);
             if constexpr (kArg) wide = wide || !(fabsf(acc[n][e]) < INFINITY);
           }
         if constexpr (kArg) {  // the 4 lanes of rows row0 + g, + 8 agree; one of them writes
@@ -450,11 +466,16 @@ __global__ void __launch_bounds__(kThreads, kArg ? 4 : pair_tiles::kTileMinBlock
 // dZ_ij of a valid pair from its dot (the header's chain), and cosine's sim_ij. The score is the forward's
 // (acc_t: the max's equality test); the chain after it runs in double, as do the sums of dq and dr:
 // the cosine gradient is a difference of two terms that nearly cancel for nearly parallel vectors,
-// and float32 put it 2e-5 off (relative) where the CPU's BLAS sums passed.
+// and float32 put it 2e-5 off (relative) where the CPU's BLAS sums passed. raw: the pair's dot with
+// the unweighted ref (the tiles'); dZ and sim are those of the weighted ref w_j r_j (View::wdot).
+// dw (when not null): the pair's term of the weight's gradient, dZ (q·r_j) times eps / den for the
+// cosine of a ref whose norm is not at the floor (the cosine is scale-invariant in w but for eps:
+// its per-pair form, as the CPU kernels sum it, where r_j·G_j would cancel), 1 otherwise.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t dot, int64_t b, int64_t i,
+__device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t raw, int64_t b, int64_t i,
                                          int64_t j, int64_t c, acc_t qn, const acc_t* gx, const acc_t* out,
-                                         const acc_t* aux, const acc_t* lse, double& sim) {
+                                         const acc_t* aux, const acc_t* lse, double& sim, double* dw = nullptr) {
+  const acc_t dot = v.wdot(raw, b, j);
   const int64_t row = b * v.N + i;
   const acc_t rnj = v.rn[b * v.K + j];
   const acc_t s = v.score(dot, qn, rnj);  // the max's: z (View::score)
@@ -482,11 +503,14 @@ __device__ __forceinline__ double grad_z(const View<scalar_t, acc_t>& v, acc_t d
     slope = double(sa) * double(comp);
   }
   double dz = ds * slope * double(v.scale);
+  double per = 1.0;  // dw's factor
   if (v.metric == Metric::Cosine) {
     const double den = double(qn) * double(rnj) + double(v.eps);
     sim = double(dot) / den;
     dz /= den;
+    if (rnj > v.floor) per = double(v.eps) / den;
   }
+  if (dw != nullptr) *dw = dz * double(raw) * per;
   return dz;
 }
 
@@ -507,7 +531,8 @@ __device__ __forceinline__ void dq_row(const View<double, double>& v, const doub
     const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[t], gx, out, aux, lse, sim);
     if (v.metric == Metric::Cosine) row += dz * sim * v.rn[b * v.K + j];
     const double* rj = v.rrow(b, j);
-    for (int64_t d = 0; d < D; ++d) dqi[d * v.q_sd] += dz * rj[d * v.r_sd];
+    const double dzw = dz * v.weight(b, j);  // Σ_j dZ (w_j r_j)
+    for (int64_t d = 0; d < D; ++d) dqi[d * v.q_sd] += dzw * rj[d * v.r_sd];
   }
   if (v.metric == Metric::Cosine && qn[t] > v.floor) {  // no norm term at the floor
     const double f = row / qn[t];
@@ -516,40 +541,48 @@ __device__ __forceinline__ void dq_row(const View<double, double>& v, const doub
   }
 }
 
+// G_j, the gradient of the weighted ref w_j r_j; the ref's own is w_j G_j and the weight's
+// Σ_i dw_ij (grad_z), written to gw (when weighted).
 __device__ __forceinline__ void dr_row(const View<double, double>& v, const double* qn, const double* gx,
                                        const double* out, const double* aux, const double* lse, int64_t t,
-                                       double* grad) {
+                                       double* grad, double* gw) {
   const int64_t b = t / v.K, j = t - b * v.K, D = v.D;
   double* drj = grad + b * v.r_sb + j * v.r_sk;
   for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] = 0;
   const int64_t c = v.cls(b, j);
+  if (v.w != nullptr) gw[t] = 0;
   if (c < 0) return;
-  double col = 0;
+  double col = 0, wsum = 0;
   for (int64_t i = 0; i < v.N; ++i) {
-    double sim = 0;
-    const double dz =
-        grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[b * v.N + i], gx, out, aux, lse, sim);
+    double sim = 0, dw = 0;
+    const double dz = grad_z(v, v.dot(v.qrow(b, i), v.rrow(b, j)), b, i, j, c, qn[b * v.N + i], gx, out, aux, lse,
+                             sim, v.w != nullptr ? &dw : nullptr);
     if (v.metric == Metric::Cosine) col += dz * sim * qn[b * v.N + i];
+    wsum += dw;
     const double* qi = v.qrow(b, i);
     for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] += dz * qi[d * v.q_sd];
   }
-  const double rnj = v.rn[t];
-  if (v.metric == Metric::Cosine && rnj > v.floor) {
-    const double f = col / rnj;
-    const double* rj = v.rrow(b, j);
-    for (int64_t d = 0; d < D; ++d) drj[d * v.r_sd] -= f * rj[d * v.r_sd];
+  const double rnj = v.rn[t], wj = v.weight(b, j);
+  // no norm term, no product with the vector (0 * inf would put a NaN where none belongs)
+  const bool term = v.metric == Metric::Cosine && rnj > v.floor;
+  const double f = term ? col / rnj * wj : 0.0;  // (w r) / |w r| times the column's term
+  const double* rj = v.rrow(b, j);
+  for (int64_t d = 0; d < D; ++d) {
+    const double g = term ? drj[d * v.r_sd] - f * rj[d * v.r_sd] : drj[d * v.r_sd];
+    drj[d * v.r_sd] = v.w != nullptr ? wj * g : g;
   }
+  if (v.w != nullptr) gw[t] = wsum;
 }
 
 __global__ void __launch_bounds__(kThreads)
     grad_f64_kernel(View<double, double> v, const double* qn, const double* gx, const double* out,
-                    const double* aux, const double* lse, double* gq, double* gr) {
+                    const double* aux, const double* lse, double* gq, double* gr, double* gw) {
   const int64_t stride = int64_t(gridDim.x) * kThreads, nq = v.B * v.N;
   for (int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x; t < nq + v.B * v.K; t += stride) {
     if (t < nq)
       dq_row(v, qn, gx, out, aux, lse, t, gq);
     else
-      dr_row(v, qn, gx, out, aux, lse, t - nq, gr);
+      dr_row(v, qn, gx, out, aux, lse, t - nq, gr, gw);
   }
 }
 
@@ -557,9 +590,12 @@ __global__ void __launch_bounds__(kThreads)
 // Tensor-core backward (float16/bfloat16): pair_tiles::grad_pass with dZ from grad_z on the
 // tiles' dots. kRefSide false: dq (a block owns 64 queries), true: dr (64 refs). The per-owner
 // sum is the cosine's norm term (Σ_j A sim |r_j| of a query, Σ_i A sim |q_i| of a ref).
-template <typename scalar_t, bool kRefSide>
+// kWeight: with View::w (float32: grad_f32_kernel's weighted instantiation; none has a weight but
+// it, so that the unweighted kernels' registers stay as they were).
+template <typename scalar_t, bool kRefSide, bool kWeight = false>
 struct GradPolicy {
-  static constexpr int kSums = 1;
+  // the cosine's norm term; with a weight on the ref side also the weight's gradient
+  static constexpr int kSums = kRefSide && kWeight ? 2 : 1;
   static constexpr bool kMaySkip = true;  // grad_pass_f32's question, answered from arg
   View<scalar_t, float> v;
   const float *qn, *gx, *out, *aux, *lse;
@@ -600,9 +636,13 @@ struct GradPolicy {
   template <typename W>
   __device__ __forceinline__ double z(int64_t b, int64_t i, int64_t j, int r, int c, float dot,
                                       const pair_tiles::Tables& T, W (&w)[2]) const {
-    double sim = 0;
-    const double dz = grad_z(v, dot, b, i, j, T.lc[c], T.a[r], gx, out, aux, lse, sim);
+    double sim = 0, dw = 0;
+    const double dz = grad_z(v, dot, b, i, j, T.lc[c], T.a[r], gx, out, aux, lse, sim, kSums > 1 ? &dw : nullptr);
     if (v.metric == Metric::Cosine) w[0] = W(dz * sim * double(kRefSide ? T.a[r] : T.c[c]));
+    if constexpr (kSums > 1) w[1] = W(dw);
+    // the query side's product takes the weighted refs: dZ w_j times r_j (the ref side's rows are
+    // G_j, scaled by w_j when they are finished)
+    if constexpr (!kRefSide && kWeight) return dz * double(v.w[b * v.K + j]);
     return dz;
   }
   // The owner's gradient row: acc minus the norm term along its own vector (0 if no part).
@@ -636,10 +676,13 @@ __global__ void __launch_bounds__(kThreads)
 // and no product with v_x, whose 0 * inf would put a NaN where none belongs (an infinite entry of
 // a ref that is no maximum: the reference's dr there is finite). The partials of other blocks are
 // read through L2 (__ldcg: last_to_arrive).
-template <bool kRefSide, bool kCosine>
+// With a weight (View::w) a ref's row is w_j G_j, G_j the gradient of the weighted ref (its norm term
+// along w_j r_j), and the weight's gradient gw_j the sum of the pairs' terms (grad_z's dw, the
+// sums' second slot), written by the thread of the row's first dim.
+template <bool kRefSide, bool kCosine, bool kWeight>
 __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, const float* qn, int64_t S,
-                                                const double* acc, const double* sums, float* grad, int64_t b,
-                                                int64_t o0) {
+                                                const double* acc, const double* sums, float* grad, float* gw,
+                                                int64_t b, int64_t o0) {
   const int64_t own_n = kRefSide ? v.K : v.N, rows = v.B * own_n;
   const int64_t here = own_n - o0 < kRows ? own_n - o0 : kRows, n = here * v.D;
   // a D-major side's gradient (label_transfer's query map, prior_mask's support) written along its
@@ -659,7 +702,17 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
     const double f = v.metric == Metric::Cosine && nv > v.floor ? sum / double(nv) : 0.0;
     const float vec = kRefSide ? v.rrow(b, x)[d * v.r_sd] : v.qrow(b, x)[d * v.q_sd];
     float* dst = kRefSide ? grad + b * v.r_sb + x * v.r_sk + d * v.r_sd : grad + b * v.q_sb + x * v.q_sn + d * v.q_sd;
-    *dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;
+    if constexpr (kRefSide && kWeight) {
+      const double wj = double(v.w[r]);
+      *dst = part ? float(wj * (kCosine ? a - f * wj * double(vec) : a)) : 0.0f;
+      if (d == 0) {
+        double dw = 0.0;
+        for (int64_t s = 0; s < S; ++s) dw += __ldcg(sums + (s * rows + r) * 2 + 1);
+        gw[r] = part ? float(dw) : 0.0f;
+      }
+    } else {
+      *dst = part ? float(kCosine ? a - f * double(vec) : a) : 0.0f;
+    }
   }
 }
 
@@ -674,6 +727,7 @@ __device__ __forceinline__ void finish_f32_rows(const View<float, float>& v, con
 // each one's dZ and the cosine's dZ sim |q_i| / |r_j| by its own lane from the same dot
 // (max_dq_rows' bits: the two launches need nothing from each other), its row of dr accumulated in
 // the workspace by the lanes over d.
+template <bool kWeight>
 __device__ __forceinline__ void max_dq_rows(const View<float, float>& v, const float* qn, const float* gx,
                                             const float* out, const float* aux, const float* lse,
                                             const int32_t* arg, double* pz, float* grad) {
@@ -695,7 +749,7 @@ __device__ __forceinline__ void max_dq_rows(const View<float, float>& v, const f
         dz = grad_z(v, v.dot(qi, v.rrow(b, j)), b, i, int64_t(j), c, qn[t], gx, out, aux, lse, sim);
         if (v.metric == Metric::Cosine) row += dz * sim * double(v.rn[b * v.K + j]);  // |r_j| >= the floor > 0
       }
-      pz[t * C + c] = dz;
+      pz[t * C + c] = kWeight && j >= 0 ? dz * double(v.w[b * v.K + j]) : dz;  // times w_j r_j below
     }
     row = warp_sum(row);  // a fixed tree: deterministic
     __syncwarp();         // pz written by the lanes of its classes, read by every lane below
@@ -714,9 +768,10 @@ __device__ __forceinline__ void max_dq_rows(const View<float, float>& v, const f
   }
 }
 
+template <bool kWeight>
 __device__ __forceinline__ void max_dr_rows(const View<float, float>& v, const float* qn, const float* gx,
                                             const float* out, const float* aux, const float* lse,
-                                            const int32_t* arg, double* dr, float* grad) {
+                                            const int32_t* arg, double* dr, float* grad, float* gw) {
   const int lane = threadIdx.x & 31;
   const int64_t C = v.C, D = v.D, step = int64_t(gridDim.x) * (kThreads / 32);
   const int32_t* img = arg + v.B * v.N * C;
@@ -729,33 +784,39 @@ __device__ __forceinline__ void max_dr_rows(const View<float, float>& v, const f
     double* acc = dr + t * D;
     for (int64_t d = lane; d < D; d += 32) acc[d] = 0.0;
     double col = 0.0;  // the cosine's Σ_i dZ sim |q_i| / |r_j|, every lane's
+    double wsum = 0.0;  // with a weight: Σ_i of grad_z's dw, every lane's
     if (c >= 0) {
       const double rnj = v.rn[t];  // >= the floor > 0
       for (int64_t i0 = 0; i0 < v.N; i0 += 32) {
         const int64_t i = i0 + lane, r = b * v.N + i;
         const bool hit = i < v.N && arg[r * C + c] == int32_t(j);
-        double dz = 0.0, term = 0.0;
+        double dz = 0.0, term = 0.0, dw = 0.0;
         if (hit) {
           double sim = 0.0;
-          dz = grad_z(v, v.dot(v.qrow(b, i), rj), b, i, j, c, qn[r], gx, out, aux, lse, sim);
+          dz = grad_z(v, v.dot(v.qrow(b, i), rj), b, i, j, c, qn[r], gx, out, aux, lse, sim,
+                      kWeight ? &dw : nullptr);
           term = dz * sim * double(qn[r]) / rnj;
         }
         for (unsigned m = __ballot_sync(0xffffffffu, hit); m != 0; m &= m - 1) {  // in increasing i
           const int src = __ffs(int(m)) - 1;
           const double dzs = __shfl_sync(0xffffffffu, dz, src);
           col += __shfl_sync(0xffffffffu, term, src);
+          if constexpr (kWeight) wsum += __shfl_sync(0xffffffffu, dw, src);
           const float* qs = v.qrow(b, i0 + src);
           for (int64_t d = lane; d < D; d += 32) acc[d] = fma(dzs, double(qs[d * v.q_sd]), acc[d]);
         }
       }
     }
     const bool part = c >= 0;
-    const double f = v.metric == Metric::Cosine && v.rn[t] > v.floor ? col : 0.0;
+    const double wj = kWeight ? double(v.w[t]) : 1.0;  // w_j G_j, G_j along w_j r_j
+    const double f = v.metric == Metric::Cosine && v.rn[t] > v.floor ? col * wj : 0.0;
     float* dst = grad + b * v.r_sb + j * v.r_sk;
     for (int64_t d = lane; d < D; d += 32) {
       const double a = acc[d];
-      dst[d * v.r_sd] = part ? float(v.metric == Metric::Cosine ? a - f * double(rj[d * v.r_sd]) : a) : 0.0f;
+      const double g = v.metric == Metric::Cosine ? a - f * double(rj[d * v.r_sd]) : a;
+      dst[d * v.r_sd] = part ? float(kWeight ? wj * g : g) : 0.0f;
     }
+    if (kWeight && lane == 0) gw[t] = part ? float(wsum) : 0.0f;
   }  }
 }
 
@@ -765,26 +826,29 @@ __device__ __forceinline__ void max_dr_rows(const View<float, float>& v, const f
 // written by the block that completes it (finish_f32_rows: no finishing kernel). (Both sides in one
 // launch, a block range each, made ptxas spill 232-424 B in the tile loops of sm_80 and sm_90 at
 // three blocks per SM, though each side alone keeps every value in registers.)
-template <bool kRefSide>
-__global__ void __launch_bounds__(kThreads, 3)
+// kWeight: View::w applied (kernels of their own: the others keep no register for it); its ref side
+// also sums each ref's weight gradient per pair, two more doubles an owner, and is compiled for two
+// blocks per SM (at three it spilled 8-16 B in the tile loop).
+template <bool kRefSide, bool kWeight>
+__global__ void __launch_bounds__(kThreads, kRefSide && kWeight ? 2 : 3)
     grad_f32_kernel(View<float, float> v, const float* qn, const float* gx, const float* out, const float* aux,
                     const float* lse, const int32_t* arg, int64_t S, double* acc_out, double* sums_out,
-                    int32_t* tickets, double* pz, float* grad) {
+                    int32_t* tickets, double* pz, float* grad, float* gw) {
   __shared__ __align__(16) pair_tiles::GradSmemF32 sm;
   if (arg != nullptr) {
     if constexpr (kRefSide)
-      max_dr_rows(v, qn, gx, out, aux, lse, arg, acc_out, grad);
+      max_dr_rows<kWeight>(v, qn, gx, out, aux, lse, arg, acc_out, grad, gw);
     else
-      max_dq_rows(v, qn, gx, out, aux, lse, arg, pz, grad);
+      max_dq_rows<kWeight>(v, qn, gx, out, aux, lse, arg, pz, grad);
   }
-  const GradPolicy<float, kRefSide> p{v, qn, gx, out, aux, lse, nullptr, arg};
+  const GradPolicy<float, kRefSide, kWeight> p{v, qn, gx, out, aux, lse, nullptr, arg};
   const bool cosine = v.metric == Metric::Cosine;
   pair_tiles::grad_pass_f32<kRefSide>(p, queries(v), refs(v), v.B, v.D, S, acc_out, sums_out, tickets, sm,
                                       [&](int64_t b, int64_t o0) {
                                         if (cosine)
-                                          finish_f32_rows<kRefSide, true>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                          finish_f32_rows<kRefSide, true, kWeight>(v, qn, S, acc_out, sums_out, grad, gw, b, o0);
                                         else
-                                          finish_f32_rows<kRefSide, false>(v, qn, S, acc_out, sums_out, grad, b, o0);
+                                          finish_f32_rows<kRefSide, false, kWeight>(v, qn, S, acc_out, sums_out, grad, gw, b, o0);
                                       });
 }
 
@@ -802,6 +866,7 @@ void with_view(const SimilarityReduceArgs& a, void* ws, F&& f) {
                             acc_t(a.norm_floor), a.sigmoid, a.reduce,
                             at_offset<acc_t>(ws, 0), at_offset<acc_t>(ws, pl.off_rn)};
     v.act = similarity_reduce::activates(a.sigmoid, a.reduce);
+    v.w = static_cast<const acc_t*>(a.weight);  // float32 and float64 only (launch's check)
     f(v);
   });
 }
@@ -835,7 +900,7 @@ __device__ __forceinline__ void store_rounded(scalar_t* p, out_t v) {
 template <typename out_t, typename acc_t>
 __device__ __forceinline__ bool weight_of_row(const acc_t* __restrict__ w, const LabelMap& labels, int64_t r,
                                               int64_t C, out_t& wr) {
-  const int64_t l = label_at(labels, r);
+  const int64_t l = similarity_reduce::ref_label(labels, r);
   const bool part = l >= 0 && l < C;
   wr = part ? static_cast<out_t>(w[r]) : out_t(0);
   return part;
@@ -933,8 +998,12 @@ Status launch(OnCuda on, const SimilarityWeightGrads& p) {
   return cuda::status();
 }
 
-// The torch side (csrc/similarity_reduce.cpp) forms the weighted refs for these kernels.
-constexpr Status kWeightedRefs = "similarity_reduce: the CUDA kernels take the weighted refs, not a weight";
+// A weight is applied in the float32 and float64 kernels (View::w); for half refs the torch side
+// (csrc/similarity_reduce.cpp) forms the weighted refs in float32 for them.
+constexpr Status kWeightedRefs = "similarity_reduce: the CUDA half kernels take the weighted refs, not a weight";
+bool weight_ok(const SimilarityReduceArgs& a) {
+  return a.weight == nullptr || a.dtype == DType::Float32 || a.dtype == DType::Float64;
+}
 
 size_t workspace_bytes(OnCuda, const SimilarityReduceForward& p) {
   return p.a.B * p.a.N > 0 ? cuda::plan(p.a, false).ws : 0;
@@ -946,14 +1015,14 @@ size_t workspace_bytes(OnCuda, const SimilarityReduceBackward& p) {
 
 // float32 with the queries split: a counter per tile of 64 refs of each image (grad_f32_kernel's).
 int64_t ticket_count(OnCuda, const SimilarityReduceBackward& p) {
-  const bool split = p.a.dtype == DType::Float32 && p.a.weight == nullptr && p.a.B * p.a.K > 0 &&
+  const bool split = p.a.dtype == DType::Float32 && p.a.B * p.a.K > 0 &&
                      cuda::plan(p.a, true).splits > 1;
   return split ? p.a.B * cuda::pair_tiles::owner_tiles(p.a.K) : 0;
 }
 
 Status launch(OnCuda on, const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
-  if (a.weight != nullptr) return kWeightedRefs;
+  if (!weight_ok(a)) return kWeightedRefs;
   if (a.B * a.N == 0) return nullptr;
   const cuda::Plan pl = cuda::plan(a, false);
   if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
@@ -994,7 +1063,7 @@ Status launch(OnCuda on, const SimilarityReduceForward& p) {
 
 Status launch(OnCuda on, const SimilarityReduceBackward& p) {
   const SimilarityReduceArgs& a = p.a;
-  if (a.weight != nullptr) return kWeightedRefs;
+  if (!weight_ok(a)) return kWeightedRefs;
   if (a.B == 0) return nullptr;
   const cuda::Plan pl = cuda::plan(a, true);
   if (Status e = cuda::check_workspace(pl.ws, p.workspace, p.workspace_bytes)) return e;
@@ -1077,19 +1146,22 @@ Status launch(OnCuda on, const SimilarityReduceBackward& p) {
         const int64_t sparse = arg != nullptr ? cuda::ceil_div<int64_t>(rows, cuda::kThreads / 32) : 0;
         return dim3(cuda::stride_grid(std::max(tiles, sparse)), cuda::image_grid(a.B));
       };
+      // a weight: the kernels' weighted instantiation (the others keep no register for it)
+      const bool w = v.w != nullptr;
       if (a.N > 0)
-        cuda::launch_kernel(cuda::grad_f32_kernel<false>, grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows), a.N), block,
+        cuda::launch_kernel(w ? cuda::grad_f32_kernel<false, true> : cuda::grad_f32_kernel<false, false>, grid(cuda::ceil_div<int64_t>(a.N, cuda::kRows), a.N), block,
                             0, st, v, qn, gx, out, aux, lse, static_cast<const int32_t*>(arg), int64_t(1), dq, sq,
-                            p.tickets, pz, static_cast<float*>(p.grad_query));
+                            p.tickets, pz, static_cast<float*>(p.grad_query), static_cast<float*>(nullptr));
       if (a.K > 0)
-        cuda::launch_kernel(cuda::grad_f32_kernel<true>,
+        cuda::launch_kernel(w ? cuda::grad_f32_kernel<true, true> : cuda::grad_f32_kernel<true, false>,
                             grid(cuda::ceil_div<int64_t>(a.K, cuda::kCols) * pl.splits, a.K), block, 0, st, v, qn,
                             gx, out, aux, lse, static_cast<const int32_t*>(arg), pl.splits, dr, sr, p.tickets, pz,
-                            static_cast<float*>(p.grad_ref));
+                            static_cast<float*>(p.grad_ref), static_cast<float*>(p.grad_weight));
     } else {  // float64
       if (a.B * (a.N + a.K) > 0)
         cuda::launch_kernel(cuda::grad_f64_kernel, dim3(cuda::blocks_for<cuda::kThreads>(a.B * (a.N + a.K))), block, 0, st, v, qn, gx,
-                            out, aux, lse, static_cast<scalar_t*>(p.grad_query), static_cast<scalar_t*>(p.grad_ref));
+                            out, aux, lse, static_cast<scalar_t*>(p.grad_query), static_cast<scalar_t*>(p.grad_ref),
+                            static_cast<scalar_t*>(p.grad_weight));
     }
   });
   return cuda::status();

@@ -4,17 +4,17 @@ Bhatia, *Few-Shot Interactive Segmentation*, thesis, IIT Bombay (2021), §2.4.3:
 the best cosine similarity to the masked support features, min-max normalised per image.
 
 **How it computes.** The max over support pixels is :func:`pixelkernels.similarity_reduce` with
-``metric="cosine"``, ``reduce="max"`` and one class: every support pixel is a ref of class 0 and
-the mask is its ``ref_weight``, so masked-out pixels are zero vectors with cosine 0 and stay in
-the max, as PFENet keeps them. Neither the (Hq Wq, Hs Ws) cosine matrix nor the masked support
-exists on the CPU: both maps are read in place (as D-major views) and their gradients are
-written in their layout, so forward and backward allocate the two gradients and a few tiles. On
-CUDA and Triton the masked support is formed first, as those backends do for any weight (a mask
-without gradient: one product forward and one backward, and the CUDA kernels read the product,
-D-major, and the query map in place and write their gradients in that layout; 11 launches
-forward and backward at W7 on CUDA, against 31 in ATen ops at first; issue 36's target is 8). Half
-maps are widened to float32 first (the reference's arithmetic; the half max's gradient would
-otherwise follow rounding). The min-max normalisation is one more op (``minmax_scale``: a block
+``metric="cosine"``, ``reduce="max"`` and one class: every support pixel is a ref of class 0 (no
+label map: ``ref_labels=None``) and the mask is its ``ref_weight``, so masked-out pixels are zero
+vectors with cosine 0 and stay in the max, as PFENet keeps them. Neither the (Hq Wq, Hs Ws)
+cosine matrix nor the masked support exists on the CPU or on CUDA: both maps are read in place
+(as D-major views), the kernels weigh each pair's dot and each support norm by the mask
+(:math:`m_j (q_i \cdot f^S_j)`, :math:`|m_j| \lVert f^S_j \rVert`), and the gradients are written in
+the maps' layout. On CUDA that is 8 launches forward and backward at W7 (issue 36's target; 31 in
+ATen ops at first, 11 while the masked support was formed first). Triton forms the masked
+support first (a mask without gradient: one product forward and one backward). Half maps are
+widened to float32 first (the reference's arithmetic; the half max's gradient would otherwise
+follow rounding). The min-max normalisation is one more op (``minmax_scale``: a block
 per image, one launch forward and one backward; ties at the minimum or maximum share its
 gradient evenly, as ``torch.amin``/``amax`` do).
 """
@@ -114,12 +114,13 @@ def prior_mask(
     K = Hs * Ws
     s = support_feat.reshape(B, C, K).transpose(1, 2).to(st)  # (B, K, C), a view for float32
     w = support_mask.reshape(B, K).to(st)
-    if backend != "cpu" and not w.requires_grad:
-        # The GPU backends form w·s before their kernels anyway, and a weight's cosine backward
-        # runs in float64 there (for the weight's gradient): a mask without one multiplies first.
+    if backend == "triton" and not w.requires_grad:
+        # Triton forms w·s before its kernels anyway, and a weight's cosine backward runs in
+        # float64 there (for the weight's gradient): a mask without one multiplies first. The CPU
+        # and CUDA kernels weigh each pair's dot themselves (no copy of the support, no launch).
         s, w = s * w[..., None], None
-    cls = torch.zeros(B, K, dtype=torch.int64, device=s.device)
-    c, _, _ = _op.run(_SR, backend, q, s, cls, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
+    # every support pixel a ref of class 0: no label map (ref_labels None)
+    c, _, _ = _op.run(_SR, backend, q, s, None, 1, "cosine", 1.0, 0.0, False, "max", 1.0, eps, w)
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
         return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph

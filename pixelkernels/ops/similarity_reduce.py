@@ -48,13 +48,17 @@ tiles by ``tl.dot`` (tensor cores for float16/bfloat16; float32 in IEEE unless
 CUDA: float16/bfloat16 on tensor cores (``mma.sync``, float32 accumulation), float32 by FMA in a
 fixed order (no TF32), float64 a thread per row; no atomics. Every backend is deterministic.
 
-**ref_weight.** With a weight, ref j enters as :math:`w_j r_j` (a soft mask). The CPU kernels
-apply it inside the tiles and read a D-major ref (a (B, D, H, W) map seen as (B, HW, D)) in
-place, like the query, so neither the weighted refs nor a ref-sized gradient buffer is formed;
-the CUDA and Triton backends form :math:`w r` in the statistics dtype first and chain the
-gradient (:math:`\partial r = w G`, :math:`\partial w = r \cdot G`, the cosine's in float64);
-on CUDA each of those is one kernel (a warp per ref, which also zeroes the refs that take no
-part), not a string of torch ops.
+**ref_weight.** With a weight, ref j enters as :math:`w_j r_j` (a soft mask). The CPU kernels,
+and the CUDA kernels for float32 and float64 refs, apply it per pair (:math:`w_j (q_i \cdot r_j)`,
+norms :math:`|w_j| \lVert r_j \rVert`; the ref's gradient :math:`w_j G_j`, the weight's summed per
+pair: for the cosine :math:`\sum_i A_{ij} (q_i \cdot r_j)\,\epsilon / d_{ij}`, where
+:math:`r_j \cdot G_j` would be the difference of two near-equal sums) and read a D-major ref (a
+(B, D, H, W) map seen as (B, HW, D)) in place, like the query, so no weighted copy of the refs
+exists and no launch of its own is spent on it; with their float32 dots the weighted result can
+differ from the reference's (which forms :math:`w r` first) in the last bits. For half refs on
+CUDA, and on Triton, :math:`w r` is formed in the statistics dtype first and the gradient chained
+(:math:`\partial r = w G`, :math:`\partial w = r \cdot G`, the cosine's in float64); on CUDA each
+of those is one kernel (a warp per ref, which also zeroes the refs that take no part).
 
 **Numerics.** The sigmoid's derivative keeps :math:`1 - s` as :math:`e s` with the forward's
 :math:`e = \exp(-z)`, so a saturated score keeps its tiny gradient. The max of sigmoid scores is
@@ -134,7 +138,8 @@ def _reference(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid
     """The op's reference: the oracle's out, the aux every backend saves for its backward
     (`check`: the compiled backends' folded label check; the caller checked for the reference),
     and with `argmax` each row's label (torch.argmax over the classes: the first of the largest,
-    a NaN winning), else (0,)."""
+    a NaN winning), else (0,). ref_labels None: every ref of class 0."""
+    ref_labels = _ref.zero_labels(ref_labels, ref)
     out = _ref.similarity_reduce(
         query, ref, ref_labels, num_classes, metric, scale, bias, "sigmoid" if sigmoid else None, reduce, temperature,
         eps, ref_weight,

@@ -85,6 +85,11 @@ def in_row_dtype():
         _WIDE = saved
 
 
+def zero_labels(ref_labels: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
+    """ref_labels, or for None (the op's: every ref of class 0, prior_mask's) a (B, K) map of zeros."""
+    return ref_labels if ref_labels is not None else ref.new_zeros(ref.shape[:2], dtype=torch.int8)
+
+
 def valid_refs(ref_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(B, K) bool: the refs that take part (label in [0, C))."""
     lab = ref_labels.long()

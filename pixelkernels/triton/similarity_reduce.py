@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from .._schema import triton_variant
+from ..reference.similarity_reduce import zero_labels
 from ._common import (checked_labels, device_ctx, dot_acc, dot_inputs, dot_precision, expect, expect_same_device,
                       expect_sizes, grid_items, row_splits, split_pid, stats_dtype)  # fmt: skip
 
@@ -442,6 +443,8 @@ def _tiny(t: torch.Tensor) -> float:
 def similarity_reduce_op(query, ref, ref_labels, num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps,
                          ref_weight, check, argmax):  # fmt: skip
     op = "similarity_reduce"
+    if ref_labels is None:  # every ref of class 0 (prior_mask's): a map of zeros, nothing to check
+        ref_labels, check = zero_labels(None, ref), None
     checked_labels(ref_labels, num_classes, -1, check)
     if ref_weight is not None:
         query, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op)
@@ -514,6 +517,7 @@ def _forward(op, query, ref, ref_labels, num_classes, metric, scale, bias, sigmo
 def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias,
                                   sigmoid, reduce, temperature, eps, ref_weight):  # fmt: skip
     op = "similarity_reduce_backward"
+    ref_labels = zero_labels(ref_labels, ref)
     args = (num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, _tiny(query))
     if ref_weight is None:
         return _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
