@@ -523,6 +523,23 @@ _WEIGHT_GRAD_CASES = [(m, r, torch.float64) for m in METRICS for r in REDUCES] +
 ]
 
 
+def _weight_grads_agree(request, made, backend, device, dtype):
+    """The op's output and the gradients of query, ref and ref_weight on `backend` (made: its
+    inputs on the CPU in `dtype`) against the reference's on the same values in float64."""
+    inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
+    keys = ("query", "ref", "ref_weight")
+
+    def grads(backend):
+        x = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in inp.items()}
+        (out,) = _op_call(x, backend)
+        return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
+
+    want = grads("reference")
+    inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
+    for name, a, b in zip(("out",) + keys, on_backend(request, backend, grads), want):
+        assert_close(a.cpu(), b, dtype, msg=f"{backend} {name}")
+
+
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
 @pytest.mark.parametrize("metric,reduce,dtype", _WEIGHT_GRAD_CASES)
 def test_ref_weight_gradient_on_every_backend(request, metric, reduce, dtype, backend, device):
@@ -540,18 +557,7 @@ def test_ref_weight_gradient_on_every_backend(request, metric, reduce, dtype, ba
         pytest.skip("the reference is what the others are compared with")
     made = _op_inp(2, 19, 37, 17, 3, metric=metric, reduce=reduce, activation="sigmoid", weight=True,
                    layout="channels_last")("cpu", dtype)  # fmt: skip
-    inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
-    keys = ("query", "ref", "ref_weight")
-
-    def grads(backend):
-        x = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in inp.items()}
-        (out,) = _op_call(x, backend)
-        return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
-
-    want = grads("reference")
-    inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
-    for name, a, b in zip(("out",) + keys, on_backend(request, backend, grads), want):
-        assert_close(a.cpu(), b, dtype, msg=f"{backend} {name}")
+    _weight_grads_agree(request, made, backend, device, dtype)
 
 
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
@@ -562,18 +568,7 @@ def test_ref_weight_gradient_of_the_max_without_ties(request, backend, device):
     there; against the reference in float64."""
     made = _op_inp(2, 19, 37, 17, 3, reduce="max", activation="sigmoid", weight=True)("cpu", torch.float32)
     made["ref_weight"] = made["ref_weight"].abs() + 0.25
-    inp = {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in made.items()}
-    keys = ("query", "ref", "ref_weight")
-
-    def grads(backend):
-        x = {k: v.detach().requires_grad_(True) if k in keys else v for k, v in inp.items()}
-        (out,) = _op_call(x, backend)
-        return (out, *torch.autograd.grad(_finite_loss((out,), x), [x[k] for k in keys]))
-
-    want = grads("reference")
-    inp = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in made.items()}
-    for name, a, b in zip(("out",) + keys, on_backend(request, backend, grads), want):
-        assert_close(a.cpu(), b, torch.float32, msg=f"{backend} {name}")
+    _weight_grads_agree(request, made, backend, device, torch.float32)
 
 
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
