@@ -3,11 +3,13 @@ pixelkernels/reference/dense_moments.py), three launches as the CUDA path's:
 
 - ``_mean_kernel``, a program per (side, image): whether the other side has a labelled row,
   the side's first labelled row p, its count n and mean p + Σ (t_i - p) / n (float64 sums,
-  rounded once);
-- ``_gram_kernel``, a program per (side, image, 32 x 32 tile of the Gram): the centred rows
-  T_i = st(t_i - t̄) of the tile's two dim blocks, their Gram tile by a float64 ``tl.dot`` over all
-  rows, rounded once; the tiles (·, 0) write the centred rows, the tile (0, 0) their extra dims
-  (δ_b from μ, which each such program forms from the means: a loop over the images);
+  rounded once), and the centred rows T_i = st(t_i - t̄) (0 for the others) into x', y';
+- ``_gram_kernel``, a program per (side, image, 32 x 32 tile of the Gram): the tile of the
+  centred rows' Gram by a float64 ``tl.dot`` over all rows (read from x', y': the statistics
+  dtype, whatever the input's), rounded once; the tile (0, 0) writes the rows' extra dims (δ_b
+  from μ, which that program forms from the means: a loop over the images). (The Gram read the
+  half inputs themselves at first: Triton 3.6, the GPU machines', failed an assertion lowering
+  the float64 dot of operands converted from bfloat16 or float16.)
 - ``_finish_kernel``, one program: per image the Gram part of the second moment, then μ, σ²,
   δ, s, a, c and the count over the images in order.
 
@@ -51,8 +53,8 @@ def _labelled(l_ptr, b, offs, K):
 
 
 @triton.jit
-def _side_mean(t_ptr, l_ptr, o_ptr, K, Ko, b, D, mean_ptr, count_ptr, ST: tl.constexpr, BLOCK_K: tl.constexpr,
-               BLOCK_D: tl.constexpr):  # fmt: skip
+def _side_mean(t_ptr, l_ptr, o_ptr, aug_ptr, K, Ko, b, D, mean_ptr, count_ptr, ST: tl.constexpr,
+               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     offs = tl.arange(0, BLOCK_K)
     paired = 0
     for i0 in range(0, Ko, BLOCK_K):
@@ -78,21 +80,30 @@ def _side_mean(t_ptr, l_ptr, o_ptr, K, Ko, b, D, mean_ptr, count_ptr, ST: tl.con
             m = lab[:, None] & dmask[None, :]
             v = tl.load(rows + (i0 + offs).to(tl.int64)[:, None] * D + d0 + offs_d[None, :], mask=m, other=0.0)
             acc += tl.sum(tl.where(m, v.to(tl.float64) - p[None, :], 0.0), 0)
-        mean = tl.where(count > 0, p + acc / tl.maximum(count, 1).to(tl.float64), 0.0)
-        tl.store(mean_ptr + d0 + offs_d, mean.to(ST), mask=dmask)
+        mean = tl.where(count > 0, p + acc / tl.maximum(count, 1).to(tl.float64), 0.0).to(ST)
+        tl.store(mean_ptr + d0 + offs_d, mean, mask=dmask)
+        # the centred rows of the block, in the statistics dtype (0 for the rows that take no part)
+        aug = aug_ptr + b * K * (D + 2)
+        for i0 in range(0, K, BLOCK_K):
+            i = (i0 + offs).to(tl.int64)
+            m = (_labelled(l_ptr, b, i, K) & pair)[:, None] & dmask[None, :]
+            v = tl.load(rows + i[:, None] * D + d0 + offs_d[None, :], mask=m, other=0.0).to(ST)
+            tl.store(aug + i[:, None] * (D + 2) + d0 + offs_d[None, :], tl.where(m, v - mean[None, :], 0.0),
+                     mask=(i < K)[:, None] & dmask[None, :])  # fmt: skip
 
 
 @triton.jit
-def _mean_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, means_ptr, counts_ptr, B, Kx, Ky, D, ST: tl.constexpr,
+def _mean_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts_ptr, B, Kx, Ky, D, ST: tl.constexpr,
                  BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     b = (pid % B).to(tl.int64)
     # labels of two widths: a branch a side (a pointer select would need one type)
     if pid < B:
-        _side_mean(x_ptr, lx_ptr, ly_ptr, Kx, Ky, b, D, means_ptr + b * D, counts_ptr + b, ST, BLOCK_K, BLOCK_D)
-    else:
-        _side_mean(y_ptr, ly_ptr, lx_ptr, Ky, Kx, b, D, means_ptr + (B + b) * D, counts_ptr + B + b, ST, BLOCK_K,
+        _side_mean(x_ptr, lx_ptr, ly_ptr, xa_ptr, Kx, Ky, b, D, means_ptr + b * D, counts_ptr + b, ST, BLOCK_K,
                    BLOCK_D)  # fmt: skip
+    else:
+        _side_mean(y_ptr, ly_ptr, lx_ptr, ya_ptr, Ky, Kx, b, D, means_ptr + (B + b) * D, counts_ptr + B + b, ST,
+                   BLOCK_K, BLOCK_D)  # fmt: skip
 
 
 @triton.jit
@@ -135,44 +146,35 @@ def _used_mean(means_ptr, counts_ptr, rm_ptr, B, D, HAS_RM: tl.constexpr, BLOCK_
 
 
 @triton.jit
-def _side_gram(t_ptr, l_ptr, aug_ptr, K, b, D, s, tile, nt, mean_ptr, obar_ptr, paired, delta, gram_ptr,
-               ST: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+def _side_gram(l_ptr, aug_ptr, K, b, D, s, tile, nt, obar_ptr, paired, delta, gram_ptr, ST: tl.constexpr,
+               BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     d0 = (tile // nt) * BLOCK_D
     e0 = (tile % nt) * BLOCK_D
     offs = tl.arange(0, BLOCK_K)
     offs_d = tl.arange(0, BLOCK_D)
     dmask, emask = d0 + offs_d < D, e0 + offs_d < D
-    md = tl.load(mean_ptr + d0 + offs_d, mask=dmask, other=0.0)
-    me = tl.load(mean_ptr + e0 + offs_d, mask=emask, other=0.0)
-    rows = t_ptr + b * K * D
     aug = aug_ptr + b * K * (D + 2)
     acc = tl.zeros([BLOCK_D, BLOCK_D], tl.float64)
-    pair = (tl.zeros([BLOCK_K], tl.int32) + paired.to(tl.int32)) > 0  # a vector (the interpreter's masks)
     for i0 in range(0, K, BLOCK_K):
         i = (i0 + offs).to(tl.int64)
-        lab = _labelled(l_ptr, b, i, K) & pair
-        md2, me2 = lab[:, None] & dmask[None, :], lab[:, None] & emask[None, :]
-        rd = tl.load(rows + i[:, None] * D + d0 + offs_d[None, :], mask=md2, other=0.0).to(ST) - md[None, :]
-        re = tl.load(rows + i[:, None] * D + e0 + offs_d[None, :], mask=me2, other=0.0).to(ST) - me[None, :]
-        rd = tl.where(md2, rd, 0.0)
-        re = tl.where(me2, re, 0.0)
-        if e0 == 0:  # the centred rows, once (0 for the rows that take no part)
-            tl.store(aug + i[:, None] * (D + 2) + d0 + offs_d[None, :], rd, mask=(i < K)[:, None] & dmask[None, :])
+        im = (i < K)[:, None]
+        rd = tl.load(aug + i[:, None] * (D + 2) + d0 + offs_d[None, :], mask=im & dmask[None, :], other=0.0)
+        re = tl.load(aug + i[:, None] * (D + 2) + e0 + offs_d[None, :], mask=im & emask[None, :], other=0.0)
         acc += tl.dot(tl.trans(rd.to(tl.float64)), re.to(tl.float64))
     tl.store(gram_ptr + (d0 + offs_d)[:, None] * D + e0 + offs_d[None, :], acc.to(ST),
              mask=dmask[:, None] & emask[None, :])  # fmt: skip
     if tile == 0:  # the extra dims: x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b]
+        pair = (tl.zeros([BLOCK_K], tl.int32) + paired.to(tl.int32)) > 0  # a vector (the interpreter's masks)
         for i0 in range(0, K, BLOCK_K):
             i = (i0 + offs).to(tl.int64)
             lab = _labelled(l_ptr, b, i, K) & pair
             dot = tl.zeros([BLOCK_K], tl.float64)
             for f0 in range(0, D, BLOCK_D):
                 fmask = f0 + offs_d < D
-                m2 = lab[:, None] & fmask[None, :]
-                mf = tl.load(mean_ptr + f0 + offs_d, mask=fmask, other=0.0)
                 of = tl.load(obar_ptr + f0 + offs_d, mask=fmask, other=0.0).to(tl.float64)
-                r = tl.load(rows + i[:, None] * D + f0 + offs_d[None, :], mask=m2, other=0.0).to(ST) - mf[None, :]
-                dot += tl.sum(tl.where(m2, r.to(tl.float64) * of[None, :], 0.0), 1)
+                r = tl.load(aug + i[:, None] * (D + 2) + f0 + offs_d[None, :], mask=lab[:, None] & fmask[None, :],
+                            other=0.0)  # fmt: skip
+                dot += tl.sum(r.to(tl.float64) * of[None, :], 1)
             one = tl.where(lab, 1.0, 0.0).to(ST)
             ext = tl.where(lab, dot + delta, 0.0).to(ST)
             im = i < K
@@ -181,9 +183,8 @@ def _side_gram(t_ptr, l_ptr, aug_ptr, K, b, D, s, tile, nt, mean_ptr, obar_ptr, 
 
 
 @triton.jit
-def _gram_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts_ptr, grams_ptr, rm_ptr, B, Kx,
-                 Ky, D, nt, HAS_RM: tl.constexpr, ST: tl.constexpr, BLOCK_K: tl.constexpr,
-                 BLOCK_D: tl.constexpr):  # fmt: skip
+def _gram_kernel(lx_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts_ptr, grams_ptr, rm_ptr, B, Kx, Ky, D, nt,
+                 HAS_RM: tl.constexpr, ST: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     T = nt * nt
     s = pid // (B * T)
@@ -193,8 +194,8 @@ def _gram_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts
     gram = grams_ptr + (s * B + b) * D * D
     if s == 0:
         paired = tl.load(counts_ptr + B + b) > 0
-        _side_gram(x_ptr, lx_ptr, xa_ptr, Kx, b, D, 0, tile, nt, means_ptr + b * D, means_ptr + (B + b) * D, paired,
-                   0.0, gram, ST, BLOCK_K, BLOCK_D)  # fmt: skip
+        _side_gram(lx_ptr, xa_ptr, Kx, b, D, 0, tile, nt, means_ptr + (B + b) * D, paired, 0.0, gram, ST, BLOCK_K,
+                   BLOCK_D)  # fmt: skip
     else:
         paired = tl.load(counts_ptr + b) > 0
         delta = tl.zeros([], tl.float64)
@@ -202,8 +203,8 @@ def _gram_kernel(x_ptr, lx_ptr, y_ptr, ly_ptr, xa_ptr, ya_ptr, means_ptr, counts
             nb = tl.load(counts_ptr + b) * tl.load(counts_ptr + B + b)
             mu = _used_mean(means_ptr, counts_ptr, rm_ptr, B, D, HAS_RM, BLOCK_D)
             delta = tl.where(nb > 0, _image_mean(means_ptr, b, B, D, BLOCK_D) - mu, 0.0).to(ST).to(tl.float64)
-        _side_gram(y_ptr, ly_ptr, ya_ptr, Ky, b, D, 1, tile, nt, means_ptr + (B + b) * D, means_ptr + b * D, paired,
-                   delta, gram, ST, BLOCK_K, BLOCK_D)  # fmt: skip
+        _side_gram(ly_ptr, ya_ptr, Ky, b, D, 1, tile, nt, means_ptr + b * D, paired, delta, gram, ST, BLOCK_K,
+                   BLOCK_D)  # fmt: skip
 
 
 @triton.jit
@@ -292,9 +293,10 @@ def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_
     nt = max(triton.cdiv(D, BLOCK_D), 1)
     with device_ctx(x):
         if B > 0:
-            _mean_kernel[(2 * B,)](x, lx, y, ly, means, counts, B, Kx, Ky, D, **blocks, BLOCK_K=BLOCK_K, num_warps=4)
-            _gram_kernel[(2 * B * nt * nt,)](x, lx, y, ly, xa, ya, means, counts, grams, one["running_mean"], B, Kx,
-                                             Ky, D, nt, HAS_RM=has["HAS_RM"], **blocks, BLOCK_K=BLOCK_K,
+            _mean_kernel[(2 * B,)](x, lx, y, ly, xa, ya, means, counts, B, Kx, Ky, D, **blocks, BLOCK_K=BLOCK_K,
+                                   num_warps=4)  # fmt: skip
+            _gram_kernel[(2 * B * nt * nt,)](lx, ly, xa, ya, means, counts, grams, one["running_mean"], B, Kx, Ky, D,
+                                             nt, HAS_RM=has["HAS_RM"], **blocks, BLOCK_K=BLOCK_K,
                                              num_warps=GRAM_WARPS)  # fmt: skip
         _finish_kernel[(1,)](means, grams, counts, count, stats, delta, one["weight"], one["bias"],
                              one["running_mean"], one["running_var"], B, D, *f64_bits(weight_value),
@@ -307,23 +309,20 @@ def compile_specs():
     specs = []
     for e in ("fp32", "fp64", "bf16", "fp16"):
         a = "fp64" if e == "fp64" else "fp32"
-        ST = tl.float64 if a == "fp64" else tl.float32
-        rows = {"x_ptr": "*" + e, "lx_ptr": "*i64", "y_ptr": "*" + e, "ly_ptr": "*i32"}
-        blocks = {"ST": ST, "BLOCK_D": BLOCK_D}
-        specs.append((_mean_kernel, {**rows, "means_ptr": "*" + a, "counts_ptr": "*i64"},
+        blocks = {"ST": tl.float64 if a == "fp64" else tl.float32, "BLOCK_D": BLOCK_D}
+        specs.append((_mean_kernel, {"x_ptr": "*" + e, "lx_ptr": "*i64", "y_ptr": "*" + e, "ly_ptr": "*i32",
+                                     "xa_ptr": "*" + a, "ya_ptr": "*" + a, "means_ptr": "*" + a, "counts_ptr": "*i64"},
                       {**blocks, "BLOCK_K": BLOCK_K}, 4))  # fmt: skip
-        if e in ("fp32", "fp64"):
-            for has in (False, True):
-                specs.append((_gram_kernel, {**rows, "xa_ptr": "*" + a, "ya_ptr": "*" + a, "means_ptr": "*" + a,
-                                             "counts_ptr": "*i64", "grams_ptr": "*" + a, "rm_ptr": "*" + a},
-                              {**blocks, "HAS_RM": has, "BLOCK_K": BLOCK_K}, GRAM_WARPS))  # fmt: skip
-                flags = {"HAS_W": has, "HAS_C": has, "HAS_RM": has, "HAS_RV": has}
-                specs.append((_finish_kernel, {"means_ptr": "*" + a, "grams_ptr": "*" + a, "counts_ptr": "*i64",
-                                               "count_ptr": "*i64", "stats_ptr": "*" + a, "delta_ptr": "*" + a,
-                                               "w_ptr": "*" + a, "c_ptr": "*" + a, "rm_ptr": "*" + a,
-                                               "rv_ptr": "*" + a}, {**blocks, **flags}, 4))  # fmt: skip
-        else:
-            specs.append((_gram_kernel, {**rows, "xa_ptr": "*fp32", "ya_ptr": "*fp32", "means_ptr": "*fp32",
-                                         "counts_ptr": "*i64", "grams_ptr": "*fp32", "rm_ptr": "*fp32"},
-                          {**blocks, "HAS_RM": False, "BLOCK_K": BLOCK_K}, GRAM_WARPS))  # fmt: skip
+        if e not in ("fp32", "fp64"):
+            continue  # the Gram and the finish read the statistics dtype only
+        for has in (False, True):
+            specs.append((_gram_kernel, {"lx_ptr": "*i64", "ly_ptr": "*i32", "xa_ptr": "*" + a, "ya_ptr": "*" + a,
+                                         "means_ptr": "*" + a, "counts_ptr": "*i64", "grams_ptr": "*" + a,
+                                         "rm_ptr": "*" + a}, {**blocks, "HAS_RM": has, "BLOCK_K": BLOCK_K},
+                          GRAM_WARPS))  # fmt: skip
+            flags = {"HAS_W": has, "HAS_C": has, "HAS_RM": has, "HAS_RV": has}
+            specs.append((_finish_kernel, {"means_ptr": "*" + a, "grams_ptr": "*" + a, "counts_ptr": "*i64",
+                                           "count_ptr": "*i64", "stats_ptr": "*" + a, "delta_ptr": "*" + a,
+                                           "w_ptr": "*" + a, "c_ptr": "*" + a, "rm_ptr": "*" + a, "rv_ptr": "*" + a},
+                          {**blocks, **flags}, 4))  # fmt: skip
     return specs
