@@ -23,7 +23,7 @@ import triton.language as tl
 
 from .._dtypes import FLOAT_TYPES, stats_dtype
 from .._schema import triton_variant
-from ._common import device_ctx, expect, expect_row_labels, expect_same_device, f64_bits, f64_from_bits
+from ._common import acc_of, device_ctx, expect, expect_row_labels, expect_same_device, f64_bits, f64_from_bits
 
 BLOCK_K, BLOCK_D = 32, 32  # rows a step; dims a block (the Gram's tiles are BLOCK_D x BLOCK_D)
 GRAM_WARPS = 8
@@ -264,10 +264,6 @@ def _finish_kernel(means_ptr, grams_ptr, counts_ptr, count_ptr, stats_ptr, delta
     tl.store(stats_ptr + 5, c.to(ST))
 
 
-def _tl(st: torch.dtype):
-    return tl.float64 if st == torch.float64 else tl.float32
-
-
 @triton_variant("dense_moments")
 def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps, running_mean, running_var):
     scalars = dict(weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
@@ -289,7 +285,7 @@ def dense_moments_op(x, x_labels, y, y_labels, weight, bias, weight_value, bias_
     one = {k: (v.detach().reshape(1).to(st) if v is not None else stats) for k, v in scalars.items()}
     has = {f"HAS_{k}": scalars[n] is not None for k, n in (("W", "weight"), ("C", "bias"), ("RM", "running_mean"),
                                                           ("RV", "running_var"))}  # fmt: skip
-    blocks = {"ST": _tl(st), "BLOCK_D": BLOCK_D}
+    blocks = {"ST": acc_of(x), "BLOCK_D": BLOCK_D}  # the statistics dtype's Triton type
     nt = max(triton.cdiv(D, BLOCK_D), 1)
     with device_ctx(x):
         if B > 0:
