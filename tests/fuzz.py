@@ -73,6 +73,9 @@ class Floats:
     stats: bool = False  # in the statistics dtype (float32 for a half map), like a centroid
     name: str | None = None  # the public argument's name (default: the key)
     integer_ok: bool = False  # integer dtypes are accepted too (a mask): no dtype error to draw
+    # positions the "expanded" layout may not give stride 0 (where every vector parallel to
+    # (1, ..., 1) is the degenerate D = 1 case the row draws around; the row's fuzz says why)
+    no_expand: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,7 +402,8 @@ def materialize(case: Case, dtype: torch.dtype, *, device="cpu", grads: bool, or
             continue
         shape = _shape(s.shape, dims)
         layout = case.layouts[k]
-        expand_dim = int(torch.randint(0, len(shape), (1,), generator=gen))
+        may = [i for i in range(len(shape)) if i not in s.no_expand]
+        expand_dim = may[int(torch.randint(0, len(may), (1,), generator=gen))]
         v = torch.rand(_base_shape(shape, layout, expand_dim), generator=gen, dtype=torch.float64)
         t = stats_dtype(dtype) if s.stats else dtype
         v = (v if s.positive else v * 4.0 - 1.0).to(t)

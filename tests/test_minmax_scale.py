@@ -66,6 +66,45 @@ def test_matches_the_reference(request, backend, device, kind):
             assert_close(gx.cpu().nan_to_num(), want_g.nan_to_num(), dtype, msg=f"{backend} grad {kind} eps={eps}")
 
 
+@pytest.mark.parametrize("backend,device", [*COMPILED_BACKENDS, *WITH_EMULATED[-1:]])
+def test_extremes_gradient_to_working_precision(request, backend, device):
+    """A row of two values is scaled to (0, r / (r + eps)): its gradient is only eps's,
+    g_hi eps / den^2 on the maximum and its negative on the minimum, a difference of terms
+    g / den that cancel (RowGrad). Held to the working precision relative to that value itself
+    (atol 0): the form with y rounded missed it by 25-60 % in float32 with eps = 1e-7 (the
+    prior of a 1 x 2 query map), by about 1e-9 relative in float64. The kernels only: the reference
+    is that straightforward form (torch.amin/amax's backward)."""
+    gen = torch.Generator().manual_seed(5)
+    for dtype, rtol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        x = torch.randn(64, 2, generator=gen, dtype=dtype)
+        g = torch.randn(64, 2, generator=gen, dtype=dtype)
+        for eps in (1e-7, 1e-3):
+            _, gx = _run(request, backend, x.to(device), g.to(device), eps)
+            xd, gd = x.double(), g.double()
+            den = (xd.amax(1) - xd.amin(1)) + eps
+            hi = torch.where(xd[:, 0] > xd[:, 1], gd[:, 0], gd[:, 1]) * eps / den**2
+            want = torch.where(xd == xd.amax(1, keepdim=True), hi[:, None], -hi[:, None])
+            torch.testing.assert_close(gx.cpu().double(), want, rtol=rtol, atol=0.0,
+                                       msg=lambda m: f"{backend} {dtype} eps={eps}: {m}")  # fmt: skip
+
+
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_infinite_gradient(request, backend, device):
+    """An infinite incoming gradient (at a middle value, the minimum, the maximum) makes its row's
+    gradient NaN everywhere, as torch.amin/amax's backward does; the other rows stay finite."""
+    for dtype in (torch.float64, torch.float32):
+        x = _rows("odd", dtype)
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=dtype)
+        middle = ((x[0] != x[0].max()) & (x[0] != x[0].min())).to(torch.uint8).argmax()
+        g[0, middle], g[1, x[1].argmin()], g[2, x[2].argmax()] = float("inf"), float("-inf"), float("inf")
+        x = torch.cat([x, _rows("negative", dtype)[:1]])  # a row with finite gradients
+        g = torch.cat([g, torch.ones_like(x[:1])])
+        _, gx = _run(request, backend, x.to(device), g.to(device), 1e-7)
+        _, want = _run(request, "reference", x.double(), g.double(), 1e-7)
+        assert torch.equal(gx.isnan().cpu(), want.isnan()) and bool(want[:3].isnan().all())
+        assert_close(gx.cpu().nan_to_num(), want.nan_to_num(), dtype, msg=f"{backend} {dtype}")
+
+
 @pytest.mark.parametrize("backend,device", WITH_EMULATED)
 def test_empty(request, backend, device):
     for shape in ((0, 5), (3, 0)):

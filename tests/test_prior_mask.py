@@ -242,7 +242,11 @@ def _pm_max_gaps(inp):
     """Contract.max_gaps: the prior's max is similarity_reduce's cosine max of each query pixel
     over the masked support m_j s_j (one class). A support map expanded along C (stride 0: every
     channel the same) makes every support vector parallel to (1, ..., 1): its cosines tie but for
-    eps, as with C = 1 (_pm_fuzz), and float32 and float64 break those ties apart."""
+    eps, as with C = 1 (_pm_fuzz), and float32 and float64 break those ties apart. Then the
+    min-max normalisation's own min and max over each image's query pixels, which are maxima
+    too: a query map expanded along C makes every pixel's cosine the same up to eps and its sign,
+    so the image's largest (smallest) priors tie but for eps, and which pixels share the max's
+    gradient is again the working precision's call."""
     from test_similarity_reduce import max_score_gaps
 
     q, s, m = inp["query_feat"], inp["support_feat"], inp["support_mask"]
@@ -251,17 +255,36 @@ def _pm_max_gaps(inp):
         return None  # no max to take, or none over C = 0 dims (every cosine 0)
     ref = s.reshape(B, C, Hs * Ws).transpose(1, 2)
     labels = torch.zeros(B, Hs * Ws, dtype=torch.long, device=ref.device)
-    return max_score_gaps(q.reshape(B, C, Hq * Wq).transpose(1, 2), ref, labels, 1, reduce="max", metric="cosine",
-                          eps=inp.get("eps", 1e-7), ref_weight=m.reshape(B, Hs * Ws).double())  # fmt: skip
+    gap, top = max_score_gaps(q.reshape(B, C, Hq * Wq).transpose(1, 2), ref, labels, 1, reduce="max", metric="cosine",
+                              eps=inp.get("eps", 1e-7), ref_weight=m.reshape(B, Hs * Ws).double())  # fmt: skip
+    # The gap from each image's max (min) prior to the nearest value not equal to it: values
+    # equal in float64 are equal in every dtype (the same pixel vectors), and share alike. But an
+    # image of two or more pixels whose priors are all equal (a query map expanded along H with
+    # W = 1) counts as tied: every pixel is its min and its max, y = (x - lo) / eps, and the
+    # gradient (g - mean g) / eps reaches the support and the mask as sums over the pixels that
+    # cancel terms 1 / eps = 1e7 times larger than themselves (float64 kernels 7.9e-12 off an
+    # exact 0 there). minmax_scale's own tests hold constant rows to the reference directly.
+    prior = top[..., 0]  # (B, Hq Wq): what minmax_scale normalises
+    hi, lo = prior.amax(1, keepdim=True), prior.amin(1, keepdim=True)
+    below = torch.where(prior < hi, prior, float("-inf")).amax(1, keepdim=True)
+    above = torch.where(prior > lo, prior, float("inf")).amin(1, keepdim=True)
+    constant = (hi == lo) & (prior.shape[1] > 1)
+    below, above = torch.where(constant, hi, below), torch.where(constant, lo, above)
+    gaps = torch.cat([gap.flatten(), (hi - below).flatten(), (above - lo).flatten()])
+    return gaps, torch.cat([top.flatten(), hi.flatten(), lo.flatten()])
 
 
 def _pm_fuzz(d):
     """What prior_mask takes. D = 1 is drawn as 2: with one channel every cosine is ±1 (up to
     eps), so the min-max normalisation divides rounding noise by max - min ~ eps / (|q| |s|),
     which no tolerance survives in any implementation (the float64 reference against itself in
-    float32 included); the other sizes Triton specialises (16, 32) stay."""
+    float32 included); the other sizes Triton specialises (16, 32) stay. For the same reason the
+    query map is never expanded along C: every query vector a multiple of (1, ..., 1) is D = 1 for
+    the query side (each pixel's prior is ±max_j cos(1, s_j) up to eps; an image whose pixels share
+    a sign has priors apart by eps's effect alone, about 1e-8, which the min-max scales to [0, 1]:
+    the float64 CPU kernels and the float64 reference differed by 2.6e-8 relative there)."""
     C = 2 if d["D"] == 1 else "D"
-    return {"query_feat": Floats(("B", C, "H", "W")), "support_feat": Floats(("B", C, "W", "H")),
+    return {"query_feat": Floats(("B", C, "H", "W"), no_expand=(1,)), "support_feat": Floats(("B", C, "W", "H")),
             "support_mask": Floats(("B", "W", "H"), positive=True, integer_ok=True),
             "eps": Choice((1e-7,), extreme=(0.0,))}
 

@@ -4,10 +4,19 @@
 // S1 = sum_i g_i, Sy = sum_i g_i y_i and den = hi - lo + eps:
 //     dL/dlo = (Sy - S1) / den        dL/dhi = -Sy / den
 //     grad_x[i] = g_i / den + [x_i is lo] dL/dlo / n_lo + [x_i is hi] dL/dhi / n_hi
-// (the sums in double: see Sums)
 // where the min and the max hand their gradient in equal shares to the n_lo (n_hi) elements
-// equal to them, or to the NaN elements when they are NaN, as a product with the 0/1 mask
-// (torch.amin/amax's backward: a NaN or infinite dL/dlo reaches the whole row as NaN).
+// equal to them (torch.amin/amax's backward). Written so, an extreme's gradient is a difference
+// of terms of size g / den that cancel to O(eps g / den^2): a row of two elements (y = 0, 1 up
+// to eps) has gradient eps g / den^2 exactly, which the formula above, with y rounded, gets 25-60 %
+// wrong in float32 (the prior over a 1 x 2 query map). So each extreme's own terms are
+// cancelled in closed form (RowGrad): with c_j = 1 - y_j = (hi - x_j + eps) / den computed
+// directly, Sy - S1 = -(G_lo + sum_{j not lo} g_j c_j) and Sy = G_hi (1 - c_hi) + sum_{j not hi}
+// g_j y_j, G_lo and G_hi the extremes' own gradients, so
+//     grad_x[i] = (g_i - [lo] G_lo / n_lo - [hi] G_hi / n_hi) / den
+//               - [lo] sum_{j not lo} g_j c_j / (den n_lo) + [hi] (G_hi c_hi - sum_{j not hi} g_j y_j) / (den n_hi)
+// whose first difference is 0 exactly for an extreme without ties. A row where Sy or S1 is not
+// finite (a NaN or inf in x or g, den 0 or overflowed) gets NaN everywhere, as the formula
+// above gives there (its dL/dlo is NaN, and amin's backward multiplies it by the 0/1 mask).
 // One pass per row for the extremes (or the sums), one to write: one launch each way.
 #pragma once
 
@@ -65,11 +74,49 @@ PK_HD bool is(T v, T e) {
   return e != e ? v != v : v == e;
 }
 
-// The backward's per-row sums, in double for float32 rows too: S1 and Sy are sums of
+// The backward's per-row sums (RowGrad's terms), in double for float32 rows too: sums of
 // gradients of either sign over a whole row (a float32 sum of 2,000 of them misses float32's
-// tolerance on the extremes' gradient, which is their difference).
+// tolerance on the extremes' gradient). Six doubles; merged by adding them.
 struct Sums {
-  double g, gy, n_lo, n_hi;
+  double n_lo, n_hi, g_lo, g_hi, sy, sc;
+  // One element: its gradient g at x, of a row with extremes lo, hi and den = hi - lo + eps.
+  template <typename T>
+  PK_HD void add(T g, T x, T lo, T hi, T den, T eps) {
+    const bool l = is(x, lo), h = is(x, hi);
+    n_lo += l;
+    n_hi += h;
+    g_lo += l ? double(g) : 0.0;
+    g_hi += h ? double(g) : 0.0;
+    // the lo elements' g * 0 too: an infinite g there makes the row's Sy NaN, as above
+    sy += h ? 0.0 : double(g) * double((x - lo) / den);
+    sc += l ? 0.0 : double(g) * double((hi - x + eps) / den);
+  }
+  PK_HD Sums operator+(const Sums& o) const {
+    return Sums{n_lo + o.n_lo, n_hi + o.n_hi, g_lo + o.g_lo, g_hi + o.g_hi, sy + o.sy, sc + o.sc};
+  }
+};
+
+// A row's gradient from its sums (the closed form above): grad(g, x) of each element.
+template <typename T>
+struct RowGrad {
+  T lo, hi, den;
+  bool bad;                                   // Sy not finite: NaN everywhere
+  double share_lo, share_hi, push_lo, push_hi;  // G / n, and the other elements' terms / (den n)
+  PK_HD RowGrad(const Sums& s, T lo_, T hi_, T eps) : lo(lo_), hi(hi_), den(hi_ - lo_ + eps) {
+    const double sy_all = s.sy + s.g_hi * double((hi - lo) / den);
+    bad = !(sy_all - sy_all == 0.0);  // NaN or inf
+    share_lo = s.g_lo / s.n_lo;
+    share_hi = s.g_hi / s.n_hi;
+    push_lo = -s.sc / double(den) / s.n_lo;
+    push_hi = (s.g_hi * double(eps / den) - s.sy) / double(den) / s.n_hi;
+  }
+  PK_HD T grad(T g, T x) const {
+    if (bad) return T(NAN);
+    const bool l = is(x, lo), h = is(x, hi);
+    if (!l && !h) return g / den;
+    return T((double(g) - (l ? share_lo : 0.0) - (h ? share_hi : 0.0)) / double(den) + (l ? push_lo : 0.0) +
+             (h ? push_hi : 0.0));
+  }
 };
 
 }  // namespace minmax_scale

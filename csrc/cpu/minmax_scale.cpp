@@ -34,17 +34,11 @@ void backward(const MinmaxScaleBackward& p) {
       const T* g = static_cast<const T*>(p.grad_y) + b * p.N;
       T* gx = static_cast<T*>(p.grad_x) + b * p.N;
       const auto e = extremes(x, p.N);
-      const T lo = e.low(), hi = e.high(), den = hi - lo + T(p.eps);
+      const T lo = e.low(), hi = e.high(), eps = T(p.eps), den = hi - lo + eps;
       minmax_scale::Sums s{};
-      for (int64_t i = 0; i < p.N; ++i) {
-        s.g += g[i];
-        s.gy += g[i] * ((x[i] - lo) / den);
-        s.n_lo += minmax_scale::is(x[i], lo);
-        s.n_hi += minmax_scale::is(x[i], hi);
-      }
-      const T d_lo = T((s.gy - s.g) / den / s.n_lo), d_hi = T(-s.gy / den / s.n_hi);
-      for (int64_t i = 0; i < p.N; ++i)
-        gx[i] = g[i] / den + d_lo * T(minmax_scale::is(x[i], lo)) + d_hi * T(minmax_scale::is(x[i], hi));
+      for (int64_t i = 0; i < p.N; ++i) s.add(g[i], x[i], lo, hi, den, eps);
+      const minmax_scale::RowGrad<T> row(s, lo, hi, eps);
+      for (int64_t i = 0; i < p.N; ++i) gx[i] = row.grad(g[i], x[i]);
     }
   });
 }

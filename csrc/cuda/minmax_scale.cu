@@ -19,8 +19,9 @@ __device__ minmax_scale::Extremes<T> shuffle_xor(minmax_scale::Extremes<T> e, in
 }
 
 __device__ minmax_scale::Sums shuffle_xor(minmax_scale::Sums s, int m) {
-  return {__shfl_xor_sync(kFullMask, s.g, m), __shfl_xor_sync(kFullMask, s.gy, m), __shfl_xor_sync(kFullMask, s.n_lo, m),
-          __shfl_xor_sync(kFullMask, s.n_hi, m)};
+  return {__shfl_xor_sync(kFullMask, s.n_lo, m), __shfl_xor_sync(kFullMask, s.n_hi, m),
+          __shfl_xor_sync(kFullMask, s.g_lo, m),  __shfl_xor_sync(kFullMask, s.g_hi, m),
+          __shfl_xor_sync(kFullMask, s.sy, m),    __shfl_xor_sync(kFullMask, s.sc, m)};
 }
 
 // The block's fold of one value per thread: an xor butterfly in each warp, then thread 0 merges
@@ -75,19 +76,11 @@ __global__ void __launch_bounds__(kRowThreads) backward_kernel(const T* __restri
     const T* gr = g + b * N;
     const auto e = row_extremes(xr, N, scratch);
     const T lo = e.low(), hi = e.high(), den = hi - lo + eps;
-    minmax_scale::Sums s{0.0, 0.0, 0.0, 0.0};
-    for (int64_t i = threadIdx.x; i < N; i += kRowThreads) {
-      s.g += gr[i];
-      s.gy += gr[i] * ((xr[i] - lo) / den);
-      s.n_lo += minmax_scale::is(xr[i], lo);
-      s.n_hi += minmax_scale::is(xr[i], hi);
-    }
-    s = block_fold(s, sums, [](minmax_scale::Sums a, const minmax_scale::Sums& c) {
-      return minmax_scale::Sums{a.g + c.g, a.gy + c.gy, a.n_lo + c.n_lo, a.n_hi + c.n_hi};
-    });
-    const T d_lo = T((s.gy - s.g) / den / s.n_lo), d_hi = T(-s.gy / den / s.n_hi);
-    for (int64_t i = threadIdx.x; i < N; i += kRowThreads)
-      gx[b * N + i] = gr[i] / den + d_lo * T(minmax_scale::is(xr[i], lo)) + d_hi * T(minmax_scale::is(xr[i], hi));
+    minmax_scale::Sums s{0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    for (int64_t i = threadIdx.x; i < N; i += kRowThreads) s.add(gr[i], xr[i], lo, hi, den, eps);
+    s = block_fold(s, sums, [](const minmax_scale::Sums& a, const minmax_scale::Sums& c) { return a + c; });
+    const minmax_scale::RowGrad<T> row(s, lo, hi, eps);
+    for (int64_t i = threadIdx.x; i < N; i += kRowThreads) gx[b * N + i] = row.grad(gr[i], xr[i]);
   }
 }
 

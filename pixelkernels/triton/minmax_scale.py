@@ -56,33 +56,48 @@ def _backward_kernel(g_ptr, x_ptr, gx_ptr, N, eps_hi, eps_lo, BLOCK: tl.constexp
     lo, hi = _extremes(x_ptr, N, BLOCK)
     den = hi - lo + eps
     offs = tl.arange(0, BLOCK)
-    # the sums in float64 (csrc/common/minmax_scale.h, Sums)
-    s_g = tl.zeros([BLOCK], tl.float64)
-    s_gy = tl.zeros([BLOCK], tl.float64)
+    # RowGrad's sums in float64 (csrc/common/minmax_scale.h): the extremes' own gradients, the
+    # others' g y and g c, c = 1 - y computed directly
     n_lo = tl.zeros([BLOCK], tl.float64)
     n_hi = tl.zeros([BLOCK], tl.float64)
+    g_lo = tl.zeros([BLOCK], tl.float64)
+    g_hi = tl.zeros([BLOCK], tl.float64)
+    s_y = tl.zeros([BLOCK], tl.float64)
+    s_c = tl.zeros([BLOCK], tl.float64)
+    for i0 in range(0, N, BLOCK):
+        m = i0 + offs < N
+        v = tl.load(x_ptr + i0 + offs, mask=m, other=0.0)
+        g = tl.load(g_ptr + i0 + offs, mask=m, other=0.0).to(tl.float64)
+        is_lo, is_hi = m & _is(v, lo), m & _is(v, hi)
+        n_lo += is_lo.to(tl.float64)
+        n_hi += is_hi.to(tl.float64)
+        g_lo += tl.where(is_lo, g, 0.0)
+        g_hi += tl.where(is_hi, g, 0.0)
+        s_y += tl.where(m & ~is_hi, g * ((v - lo) / den).to(tl.float64), 0.0)
+        s_c += tl.where(m & ~is_lo, g * ((hi - v + eps) / den).to(tl.float64), 0.0)
+    nl, nh, gl, gh = tl.sum(n_lo, axis=0), tl.sum(n_hi, axis=0), tl.sum(g_lo, axis=0), tl.sum(g_hi, axis=0)
+    sy, sc = tl.sum(s_y, axis=0), tl.sum(s_c, axis=0)
+    sy_all = sy + gh * ((hi - lo) / den).to(tl.float64)
+    bad = (sy_all - sy_all) != 0.0  # NaN or inf: NaN everywhere
+    den64 = den.to(tl.float64)
+    share_lo, share_hi = gl / nl, gh / nh
+    push_lo = -sc / den64 / nl
+    push_hi = (gh * (eps / den).to(tl.float64) - sy) / den64 / nh
     for i0 in range(0, N, BLOCK):
         m = i0 + offs < N
         v = tl.load(x_ptr + i0 + offs, mask=m, other=0.0)
         g = tl.load(g_ptr + i0 + offs, mask=m, other=0.0)
-        s_g += g.to(tl.float64)
-        s_gy += tl.where(m, g * ((v - lo) / den), 0.0).to(tl.float64)
-        n_lo += (m & _is(v, lo)).to(n_lo.dtype)
-        n_hi += (m & _is(v, hi)).to(n_hi.dtype)
-    sg, sgy = tl.sum(s_g, axis=0), tl.sum(s_gy, axis=0)
-    d_lo = ((sgy - sg) / den / tl.sum(n_lo, axis=0)).to(x_ptr.dtype.element_ty)
-    d_hi = (-sgy / den / tl.sum(n_hi, axis=0)).to(x_ptr.dtype.element_ty)
-    for i0 in range(0, N, BLOCK):
-        m = i0 + offs < N
-        v = tl.load(x_ptr + i0 + offs, mask=m, other=0.0)
-        g = tl.load(g_ptr + i0 + offs, mask=m, other=0.0)
-        gx = g / den + d_lo * _is(v, lo).to(g.dtype) + d_hi * _is(v, hi).to(g.dtype)
+        is_lo, is_hi = _is(v, lo), _is(v, hi)
+        ext = (g.to(tl.float64) - tl.where(is_lo, share_lo, 0.0) - tl.where(is_hi, share_hi, 0.0)) / den64
+        ext += tl.where(is_lo, push_lo, 0.0) + tl.where(is_hi, push_hi, 0.0)
+        gx = tl.where(is_lo | is_hi, ext.to(g.dtype), g / den)
+        gx = tl.where(bad, float("nan"), gx)
         tl.store(gx_ptr + i0 + offs, gx, mask=m)
 
 
 def _block(N: int, most: int = 1024) -> int:
-    """Values of a row per step: the backward's four float64 sums a value take 512 (at 1024 its
-    float64 variant needed 168 registers a thread and spilled)."""
+    """Values of a row per step: the backward's six float64 sums a value take 256 (four of them
+    at 1024 needed 168 registers a thread in the float64 variant and spilled)."""
     return max(16, min(triton.next_power_of_2(max(N, 1)), most))
 
 
@@ -112,7 +127,7 @@ def minmax_scale_backward_op(grad_y, x, eps):
     gx = torch.empty_like(x)
     if x.numel():
         with device_ctx(x):
-            _backward_kernel[(x.shape[0],)](g, x, gx, x.shape[1], *f64_bits(eps), BLOCK=_block(x.shape[1], 512),
+            _backward_kernel[(x.shape[0],)](g, x, gx, x.shape[1], *f64_bits(eps), BLOCK=_block(x.shape[1], 256),
                                             num_warps=4)  # fmt: skip
     return gx
 
@@ -122,5 +137,5 @@ def compile_specs():
     specs = []
     for a in ("fp32", "fp64"):
         specs.append((_forward_kernel, {"x_ptr": "*" + a, "y_ptr": "*" + a}, {"BLOCK": 1024}, 4))
-        specs.append((_backward_kernel, {"g_ptr": "*" + a, "x_ptr": "*" + a, "gx_ptr": "*" + a}, {"BLOCK": 512}, 4))
+        specs.append((_backward_kernel, {"g_ptr": "*" + a, "x_ptr": "*" + a, "gx_ptr": "*" + a}, {"BLOCK": 256}, 4))
     return specs
