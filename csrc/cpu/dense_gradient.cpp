@@ -3,8 +3,6 @@
 // gradient rows (dense_gradient::entry), each image's A_o (T_i + t̄) one float64 GEMM.
 #include "common/dense_gradient.h"
 
-#include <ATen/ops/mm.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -15,9 +13,6 @@ namespace pixelkernels::cpu {
 namespace {
 
 constexpr int64_t kGradRows = 64;
-// Below this many multiply-adds a product is a loop: ATen's GEMM costs microseconds a call on
-// the host (issue 36: the op's host time on small inputs).
-constexpr int64_t kSmallGemm = int64_t(1) << 16;
 // Rows of A_o (T_i + t̄) formed at a time (2 x 2 MiB of float64 scratch at D = 128).
 constexpr int64_t kProductRows = 2048;
 
@@ -79,17 +74,7 @@ void gradient(const DenseGradient& p) {
               for (int64_t d = 0; d < D; ++d) rows_d[size_t(i * D + d)] = double(own[d]) + double(bar[d]);
             }
           });
-          if (rows * D * D <= kSmallGemm) {  // a few thousand products: a loop, without ATen's per-call cost
-            for (int64_t i = 0; i < rows; ++i)
-              for (int64_t d = 0; d < D; ++d) {
-                double acc = 0.0;
-                for (int64_t e = 0; e < D; ++e) acc += rows_d[size_t(i * D + e)] * gram_d[size_t(e * D + d)];
-                prod[size_t(i * D + d)] = acc;
-              }
-          } else {
-            at::Tensor out = matrix(prod.data(), rows, D);
-            at::mm_out(out, matrix(rows_d.data(), rows, D), matrix(gram_d.data(), D, D));
-          }
+          small_mm(prod.data(), rows_d.data(), false, gram_d.data(), rows, D, D);
         }
         at::parallel_for(0, rows, kGradRows, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {

@@ -4,8 +4,6 @@
 // (dense_moments::finish) and the rows' two extra dims. Every sum in a fixed order.
 #include "common/dense_moments.h"
 
-#include <ATen/ops/mm.h>
-
 #include <vector>
 
 #include "cpu/gemm_tiles.h"
@@ -13,10 +11,6 @@
 
 namespace pixelkernels::cpu {
 namespace {
-
-// Below this many multiply-adds a Gram is a loop: ATen's GEMM costs microseconds a call on the
-// host (issue 36: the op's host time on small inputs).
-constexpr int64_t kSmallGemm = int64_t(1) << 16;
 
 // One side of the op: rows t (B, K, D), labels, and where its outputs go.
 template <typename T>
@@ -90,18 +84,7 @@ void moments(const DenseMoments& p) {
         for (int64_t d = 0; d < D; ++d) wide[size_t(r * D + d)] = double(row[d]);
         ++r;
       }
-      if (n * D * D <= kSmallGemm) {  // a loop, without ATen's per-call cost on the host
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t e = 0; e < D; ++e) {
-            double acc = 0.0;
-            for (int64_t k = 0; k < n; ++k) acc += wide[size_t(k * D + d)] * wide[size_t(k * D + e)];
-            gram[size_t(d * D + e)] = acc;
-          }
-      } else {
-        const at::Tensor w = matrix(wide.data(), n, D);
-        at::Tensor g = matrix(gram.data(), D, D);
-        at::mm_out(g, w.t(), w);
-      }
+      small_mm(gram.data(), wide.data(), true, wide.data(), D, n, D);  // the Gram: rows^T rows
       for (int64_t k = 0; k < D * D; ++k) out[k] = T(gram[size_t(k)]);
     }
   }

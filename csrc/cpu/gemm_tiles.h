@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -25,6 +26,27 @@ at::Tensor matrix(const T* p, int64_t rows, int64_t cols, int64_t row_stride = -
 template <typename T>
 at::Tensor vec(const T* p, int64_t n) {
   return matrix(p, n, 1).view({n});
+}
+
+// Below this many multiply-adds a float64 product is a loop: ATen's GEMM costs microseconds a
+// call on the host (issue 36: the dense family's host time on small inputs).
+constexpr int64_t kSmallGemm = int64_t(1) << 16;
+
+// C (M, N) = op(A) B, all dense float64: op(A) = A (stored (M, K)) or, with a_transposed, A^T
+// (A stored (K, M)); B (K, N). Small products a loop with each sum over k in increasing order,
+// larger ones one ATen GEMM (dense_moments' Grams, dense_gradient's rows x Gram).
+inline void small_mm(double* C, const double* A, bool a_transposed, const double* B, int64_t M, int64_t K, int64_t N) {
+  if (M * K * N <= kSmallGemm) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = 0.0;
+        for (int64_t k = 0; k < K; ++k) acc += (a_transposed ? A[k * M + i] : A[i * K + k]) * B[k * N + j];
+        C[i * N + j] = acc;
+      }
+    return;
+  }
+  at::Tensor c = matrix(C, M, N);
+  at::mm_out(c, a_transposed ? matrix(A, K, M).t() : matrix(A, M, K), matrix(B, K, N));
 }
 
 }  // namespace pixelkernels::cpu
