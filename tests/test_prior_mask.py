@@ -244,9 +244,8 @@ def _pm_max_gaps(inp):
     channel the same) makes every support vector parallel to (1, ..., 1): its cosines tie but for
     eps, as with C = 1 (_pm_fuzz), and float32 and float64 break those ties apart. Then the
     min-max normalisation's own min and max over each image's query pixels, which are maxima
-    too: a query map expanded along C makes every pixel's cosine the same up to eps and its sign,
-    so the image's largest (smallest) priors tie but for eps, and which pixels share the max's
-    gradient is again the working precision's call."""
+    too: where an image's largest (smallest) priors are apart by less than the working precision
+    (nearly parallel query vectors), which pixels share the max's gradient is again its call."""
     from test_similarity_reduce import max_score_gaps
 
     q, s, m = inp["query_feat"], inp["support_feat"], inp["support_mask"]

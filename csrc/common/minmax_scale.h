@@ -14,9 +14,10 @@
 // g_j y_j, G_lo and G_hi the extremes' own gradients, so
 //     grad_x[i] = (g_i - [lo] G_lo / n_lo - [hi] G_hi / n_hi) / den
 //               - [lo] sum_{j not lo} g_j c_j / (den n_lo) + [hi] (G_hi c_hi - sum_{j not hi} g_j y_j) / (den n_hi)
-// whose first difference is 0 exactly for an extreme without ties. A row where Sy or S1 is not
-// finite (a NaN or inf in x or g, den 0 or overflowed) gets NaN everywhere, as the formula
-// above gives there (its dL/dlo is NaN, and amin's backward multiplies it by the 0/1 mask).
+// whose first difference is 0 exactly for an extreme without ties. A row where Sy is not finite
+// (a NaN or inf in x or g, den 0 or overflowed; an infinite g makes S1 infinite only with Sy,
+// since each g_i meets a y_i, 0 * inf being NaN) gets NaN everywhere, as the formula above gives
+// there (its dL/dlo is NaN, and amin's backward multiplies it by the 0/1 mask).
 // One pass per row for the extremes (or the sums), one to write: one launch each way.
 #pragma once
 
