@@ -564,6 +564,10 @@ def test_op_statistics_equal_pair_moments(request, backend, device, B, Kx, Ky, D
     """dense_moments' count, mean and variance (every backend, chunked: 4500 rows are past the
     emulated grid's chunks; D = 40 past the CUDA kernels' 32 x 32 Gram tiles) against the
     reference's pair_moments, and the loss and gradients there against the reference's."""
+    if backend == "triton" and device == "cpu" and Kx > 1000:
+        # 24 s of CI's interpreter for nothing the 300-row case lacks: Triton steps 32 rows at a
+        # time (dense_moments.BLOCK_K) in one program an image; 4500 is the emulated grid's size
+        pytest.skip("Triton under the interpreter: the 300-row case already takes ten row steps")
     x, xl, y, yl = _case(B, Kx, Ky, D, pattern=pattern, seed=9, offset=0.5)
     xv, yv = xl >= 0, yl >= 0
     on = (x.to(device), xl.to(device), y.to(device), yl.to(device))

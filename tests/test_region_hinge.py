@@ -205,3 +205,19 @@ def test_opcheck_without_emb_grad(backend, device):
     grad_hinge = grad_hinge.to(inp["centroid"])
     args = (grad_hinge, inp["emb"], inp["labels"], inp["centroid"], inp["delta"], inp["ignore_index"])
     torch.library.opcheck(_backward_op(backend), (*args, None, False))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_triton_gradient_tiles_are_the_compiled_ones(dtype):
+    """The Triton gradient kernel's tiles at a paper-size map (D = 16 and 64) are those its
+    compile_specs builds, the ones the SASS check holds to "no spill": float64 takes 32 x 64
+    (at 64 x 64 the fused variants with grad_emb hit 255 registers and spilled up to 168 B,
+    74 local accesses in the pixel loop)."""
+    rh = pytest.importorskip("pixelkernels.triton.region_hinge")
+    built = {(sig["x_ptr"], c["BLOCK_P"], c["BLOCK_D"]) for k, sig, c, *_ in rh.compile_specs() if k is rh._rh_grad_kernel}
+    ptr = {torch.float64: "*fp64", torch.float32: "*fp32", torch.float16: "*fp16"}[dtype]
+    for D in (16, 64):
+        bp, bd, _ = rh._backward_blocks(224 * 224, D, 2, stats_dtype(dtype))
+        assert bp * bd == (2048 if dtype == torch.float64 else 4096)
+        if D == 64:
+            assert (ptr, bp, bd) in built, (bp, bd)

@@ -229,8 +229,11 @@ def _forward_blocks(P: int, D: int, R: int):
     return block_p, block_d, block_r
 
 
-def _backward_blocks(P: int, D: int, R: int):
-    block_p, block_d = pixel_blocks(P, D, tile=4096, max_d=64)
+def _backward_blocks(P: int, D: int, R: int, st: torch.dtype):
+    # float64: 2048-element tiles. At 4096 (64 x 64 in 8 warps: 16 doubles a thread in each of
+    # x, c, u, v and the offset's tile) the fused kernel with grad_emb hit 255 registers and
+    # spilled up to 168 B, 74 local accesses in its pixel loop (sm_90 report of 2026-11-24).
+    block_p, block_d = pixel_blocks(P, D, tile=2048 if st == torch.float64 else 4096, max_d=64)
     block_r = max(1, min(triton.next_power_of_2(R), 2048 // block_d))
     return block_p, block_d, block_r
 
@@ -277,7 +280,7 @@ def region_hinge_backward(grad_hinge, emb, labels, centroid, delta, ignore_index
     g = grad_hinge.to(st).contiguous()
     o = g if offset is None else offset.to(st).contiguous()  # g: an unused pointer
     lab = labels.contiguous()
-    bp, bd, br = _backward_blocks(P, D, R)
+    bp, bd, br = _backward_blocks(P, D, R, st)
     fused = D <= bd
     nc, tiles = _plan_chunks(P, R * D, bp, max_partials)
     part = torch.empty(B, nc, R, D, dtype=st, device=emb.device)
@@ -359,8 +362,8 @@ def compile_specs():
                         _rh_grad_kernel,
                         {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "o_ptr": "*" + a,
                          "gx_ptr": "*" + (e if emb_grad else a), "part_ptr": "*" + a},  # fmt: skip
-                        {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused, "HAS_OFFSET": has_offset,
-                         "EMB_GRAD": emb_grad},  # fmt: skip
+                        {"BLOCK_P": 32 if e == "fp64" else 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused,
+                         "HAS_OFFSET": has_offset, "EMB_GRAD": emb_grad},  # fmt: skip
                         8,
                     )
                 )
