@@ -153,6 +153,11 @@ def test_triton_compile_specs_use_the_launchers_num_warps():
             bp, bd = constexprs.get("BLOCK_P"), constexprs.get("BLOCK_D")
             if bp is None or bd is None:
                 continue
+            if info.name == "similarity_reduce":
+                # BLOCK_P there is a chunk of dims of the gradients' second product, not pixels: its
+                # launcher and compile_specs both take the gradient kernels' warps from _grad_warps
+                assert num_warps == mod._grad_warps(constexprs), constexprs
+                continue
             name = getattr(kernel, "fn", kernel).__name__
             assert num_warps == warps(bp * bd), f"{info.name}.{name} {constexprs}: {num_warps} warps"
             checked += 1
