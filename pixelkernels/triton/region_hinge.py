@@ -354,6 +354,8 @@ def compile_specs():
         specs.append((_rh_forward_kernel, {**base, "part_ptr": "*" + a}, fwd, 8))
         specs.append((_rh_factor_kernel, {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a},
                       {"BLOCK_P": 128, "BLOCK_D": 32}, 8))  # fmt: skip
+        # the gradient's tiles by the launcher's own rule at its largest (D >= 64, R >= 32)
+        bp, bd, br = _backward_blocks(1 << 20, 64, 1 << 10, torch.float64 if e == "fp64" else torch.float32)
         for fused in (True, False):
             # (HAS_OFFSET, EMB_GRAD): the offset only comes with grad_emb
             for has_offset, emb_grad in ((False, True), (True, True), (False, False)):
@@ -362,9 +364,9 @@ def compile_specs():
                         _rh_grad_kernel,
                         {**base, "gh_ptr": "*" + a, "f_ptr": "*" + a, "o_ptr": "*" + a,
                          "gx_ptr": "*" + (e if emb_grad else a), "part_ptr": "*" + a},  # fmt: skip
-                        {"BLOCK_P": 32 if e == "fp64" else 64, "BLOCK_D": 64, "BLOCK_R": 32, "FUSED": fused,
-                         "HAS_OFFSET": has_offset, "EMB_GRAD": emb_grad},  # fmt: skip
-                        8,
+                        {"BLOCK_P": bp, "BLOCK_D": bd, "BLOCK_R": br, "FUSED": fused, "HAS_OFFSET": has_offset,
+                         "EMB_GRAD": emb_grad},  # fmt: skip
+                        warps(bp * bd),
                     )
                 )
     return specs
