@@ -40,7 +40,9 @@ values where nothing may read them, the row's extreme arguments, requires_grad o
 take no gradient.
 
 CI runs a bounded number of examples with a fixed seed (derandomized). Locally,
-``PIXELKERNELS_FUZZ=<examples>`` (or ``make fuzz``) runs that many per op with fresh seeds.
+``PIXELKERNELS_FUZZ=<examples>`` (or ``make fuzz``) runs that many per op with fresh seeds;
+``PIXELKERNELS_FUZZ_REPRODUCE=<blob>`` runs the one example a failure printed
+(``@reproduce_failure(version, blob)``) again, without editing the test: select that test only.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ import os
 import pytest
 import torch
 from conftest import AVAILABLE, DEVICE_OF, assert_close
-from hypothesis import HealthCheck, given, settings
+import hypothesis
+from hypothesis import HealthCheck, given, reproduce_failure, settings
 from hypothesis import strategies as st
 
 import pixelkernels as pk
@@ -908,6 +911,8 @@ def fuzz_values(c, ci_examples: int, main_layout: str | None = None, group: str 
             gaps.append(str(e).splitlines()[0])
 
     gaps: list[str] = []
+    if os.environ.get("PIXELKERNELS_FUZZ_REPRODUCE"):  # one failing example again, by its blob
+        run = reproduce_failure(hypothesis.__version__, os.environ["PIXELKERNELS_FUZZ_REPRODUCE"].encode())(run)
     run()
     if gaps:
         pytest.xfail(f"known gap: {c.fuzz_half_gap} ({len(gaps)} examples, e.g. {gaps[0]})")
