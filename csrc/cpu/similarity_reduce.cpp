@@ -457,6 +457,44 @@ void backward(const SimilarityReduceBackward& p) {
   // group share each widened ref tile (the group's tiles in order, chunked by the sizes alone)
   const bool widens = !std::is_same_v<T, double>;
   const int64_t tn = std::min(kTN, N), tk = std::min(kTK, K), Q = std::min(chunk_tiles(D, widens), (nt + G - 1) / G);
+
+  // max: every row's class maxima, their tie counts and last arg, with that pair's sim, den and
+  // 1 - s, found first by one pass over every (image, query tile) in parallel, chunked as the
+  // forward. The groups then take a tile's gradient from its unique maxima without an N x K pass
+  // of their own: the groups are B G tasks, one an image where the refs are many (prior_mask), and
+  // that pass ran on one thread there. 8-48 bytes per (row, class).
+  const size_t NC = max ? size_t(B * N * C) : 0;
+  std::vector<double> gmx(NC), gtie(NC), gsim(cosine ? NC : 0), gden(cosine ? NC : 0), gcomp(a.sigmoid ? NC : 0);
+  std::vector<int64_t> garg(NC);
+  at::parallel_for(0, max ? B * nt : 0, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t Qf = std::min(widens ? kChunk : 1, nt);
+    std::vector<double> S(tn * tk), den(cosine ? tn * tk : 0), sim(cosine ? tn * tk : 0), comp(a.sigmoid ? tn * tk : 0);
+    std::vector<double> qn(Qf * tn), qw(widens ? tn * D : 0), rw(widens ? tk * D : 0);
+    double* cp = a.sigmoid ? comp.data() : nullptr;
+    for (int64_t c0 = t0; c0 < t1;) {
+      const int64_t b = c0 / nt, it0 = c0 % nt, nu = std::min({Qf, t1 - c0, nt - it0});
+      c0 += nu;
+      for (int64_t u = 0; u < nu; ++u) {
+        const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
+        std::fill_n(gmx.data() + (b * N + i0) * C, n * C, -std::numeric_limits<double>::infinity());
+        std::fill_n(gtie.data() + (b * N + i0) * C, n * C, 0.0);
+        for (int64_t i = 0; i < n && cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);
+      }
+      for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+        const int64_t k = std::min(kTK, K - j0);
+        const at::Tensor rt = wide(tab.rows(b, j0, k, D), rw.data());
+        for (int64_t u = 0; u < nu; ++u) {
+          const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
+          const size_t e = (b * N + i0) * C;
+          scores(x, wide(x.rows(q, b, i0, n), qw.data()), rt, b, j0, qn.data() + u * tn, S.data(), den.data(),
+                 sim.data(), nullptr, cp);
+          max_tile(S.data(), n, k, tab.cls.data() + b * K + j0, C, gmx.data() + e, gtie.data() + e, garg.data() + e,
+                   j0, cosine ? sim.data() : nullptr, den.data(), gsim.data() + (cosine ? e : 0),
+                   gden.data() + (cosine ? e : 0), cp, gcomp.data() + (a.sigmoid ? e : 0));
+        }
+      }
+    }
+  });
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
     const size_t tile = tn * tk, rows = Q * tn;
     std::vector<double> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0);
@@ -515,17 +553,39 @@ void backward(const SimilarityReduceBackward& p) {
         }
         auto qtile = [&](int64_t u) { return matrix(qw.data() + u * tn * D, rows_of(u), D); };
         if (max) {
-          // The max's gradient goes to the refs whose score equals the row's class max. That max
-          // and its tie count are recomputed here, by this task, from the very score tiles of
-          // the pass below (the same calls on the same buffers: the same bits). A max from
-          // another pass can differ in the last bit (another thread count inside the GEMM, or
-          // another backend's `out`), and an equality test against it would miss.
-          std::fill_n(mx.data(), nu * tn * C, -std::numeric_limits<double>::infinity());
-          std::fill_n(tie.data(), nu * tn * C, 0.0);
-          for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+          // Every class max of the tile finite and unique (the usual case): dS has one nonzero
+          // per (row, class), at the recorded ref, so the gradient is n C vector updates, not a
+          // second pass of score tiles and two (n, k) x (k, D) products. Ties, NaN or an infinite
+          // max take the general pass below.
+          for (int64_t u = 0; u < nu; ++u) {
+            const int64_t n = rows_of(u);
+            const size_t src = (b * N + first(u)) * C, dst = u * tn * C, m = n * C;
+            std::copy_n(gmx.data() + src, m, mx.data() + dst);
+            std::copy_n(gtie.data() + src, m, tie.data() + dst);
+            std::copy_n(garg.data() + src, m, arg.data() + dst);
+            if (cosine) std::copy_n(gsim.data() + src, m, asim.data() + dst);
+            if (cosine) std::copy_n(gden.data() + src, m, aden.data() + dst);
+            if (a.sigmoid) std::copy_n(gcomp.data() + src, m, acomp.data() + dst);
+            bool uq = refs_finite[b] != 0;
+            for (size_t e = dst; e < dst + m && uq; ++e) uq = tie[e] == 0.0 || (tie[e] == 1.0 && std::isfinite(mx[e]));
+            unique[u] = uq;
+          }
+          // The general pass gives the max's gradient to the refs whose score equals the row's
+          // class max. For its tiles that max and its tie count are recomputed here, by this
+          // task, from the very score tiles of that pass (the same calls on the same buffers: the
+          // same bits). A max from another pass can differ in the last bit (another thread count
+          // inside the GEMM, or another backend's `out`), and an equality test against it would miss.
+          for (int64_t u = 0; u < nu; ++u)
+            if (!unique[u]) {
+              std::fill_n(mx.data() + u * tn * C, rows_of(u) * C, -std::numeric_limits<double>::infinity());
+              std::fill_n(tie.data() + u * tn * C, rows_of(u) * C, 0.0);
+            }
+          const bool again = std::any_of(unique.begin(), unique.begin() + nu, [](uint8_t v) { return v == 0; });
+          for (int64_t j0 = 0; j0 < K && again; j0 += kTK) {
             const int64_t k = std::min(kTK, K - j0);
             const at::Tensor rt = wide(tab.rows(b, j0, k, D), rw.data());
             for (int64_t u = 0; u < nu; ++u) {
+              if (unique[u]) continue;
               const size_t e = u * tn * C;
               scores(x, qtile(u), rt, b, j0, qn.data() + u * tn, S.data(), den.data(), sim.data(), nullptr, cp);
               max_tile(S.data(), rows_of(u), k, cls + j0, C, mx.data() + e, tie.data() + e, arg.data() + e, j0,
@@ -533,17 +593,9 @@ void backward(const SimilarityReduceBackward& p) {
                        aden.data() + (cosine ? e : 0), cp, acomp.data() + (a.sigmoid ? e : 0));
             }
           }
-          // Every class max of the tile finite and unique (the usual case): dS has one nonzero
-          // per (row, class), at the recorded ref, so the gradient is n C vector updates, not a
-          // second pass of score tiles and two (n, k) x (k, D) products. Ties, NaN or an infinite
-          // max take the general pass below.
           for (int64_t u = 0; u < nu; ++u) {
+            if (!unique[u]) continue;
             const int64_t n = rows_of(u);
-            bool uq = refs_finite[b] != 0;
-            for (int64_t e = u * tn * C; e < (u * tn + n) * C && uq; ++e)
-              uq = tie[e] == 0.0 || (tie[e] == 1.0 && std::isfinite(mx[e]));
-            unique[u] = uq;
-            if (!uq) continue;
             for (int64_t i = u * tn; i < u * tn + n; ++i) {  // rows of the chunk's buffers
               const double* qi = qw.data() + i * D;
               double* gi = dqw.data() + i * D;

@@ -47,7 +47,10 @@ float32 tolerance in 7.3 % of random cosine/sum cases at scale 40, none now; the
 GEMMs cost about twice float32's); sum
 and mean reduce with one more GEMM against the tile's class matrix (per score when the tile
 holds an inf or NaN, so it cannot spread to other classes); the backward sums per-group partials
-in a fixed order: the same bits for any thread count. Triton: a program per 16 query rows, score
+in a fixed order: the same bits for any thread count. Its max first finds every row's maxima in
+one parallel pass over all query tiles (kept per row and class: 8 to 48 bytes), so a tile whose
+maxima are all unique costs no score pass in the gradient's groups, which are few where the refs
+are many (prior_mask: one an image); a tile with a tie recomputes its maxima in its group. Triton: a program per 16 query rows, score
 tiles by ``tl.dot`` (tensor cores for float16/bfloat16; float32 in IEEE unless
 ``torch.backends.cuda.matmul.allow_tf32``), the backward's partials summed in order, no atomics.
 CUDA: float16/bfloat16 on tensor cores (``mma.sync``, float32 accumulation), float32 by FMA in a
