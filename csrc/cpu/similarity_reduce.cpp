@@ -160,12 +160,15 @@ inline at::Tensor wide(const at::Tensor& v, double* buf) {
 // product with one tile in elements, but the copy runs slower than the GEMM (at D = 512 on this
 // project's VM: 119 us against 283), so a chunk of tiles takes it once. The forward's chunk keeps
 // a few scalars a row (16 tiles); the backward's keeps each tile's widened queries and their
-// float64 gradient, as many tiles as hold those within 256 KiB (prior_mask's budget: little
+// float64 gradient, as many tiles as hold those within 128 KiB (prior_mask's budget: little
 // memory beyond the gradients, test_op_memory_is_the_gradients).
 constexpr int64_t kChunk = 16;
 inline int64_t chunk_tiles(int64_t D, bool widens) {
-  return widens ? std::clamp<int64_t>((int64_t(256) << 10) / (kTN * std::max<int64_t>(D, 1) * 8), 1, kChunk) : 1;
+  return widens ? std::clamp<int64_t>((int64_t(128) << 10) / (kTN * std::max<int64_t>(D, 1) * 8), 1, kChunk) : 1;
 }
+
+// Refs per part of the backward's dZᵀ q product (its float64 buffer kProd x D).
+constexpr int64_t kProd = 64;
 
 // Zeroes the columns of the (n, k) tile S (row stride k) of the refs [j0, j0 + k) of image b that
 // take no part: a loop over those columns only (ATen's masked_fill_ with a (1, k) mask was a
@@ -515,7 +518,7 @@ void backward(const SimilarityReduceBackward& p) {
     std::vector<double> qw(rows * D), dqw(rows * D), rw(widens ? tk * D : 0);
     std::vector<uint8_t> unique(Q);  // max: the tile's gradient already taken from its unique maxima
     std::vector<int64_t> col_of(tk);
-    std::vector<double> prod(tk * D), colt(tk);  // a tile's dZᵀ q and Σ_i A sim |q_i|
+    std::vector<double> prod(std::min(tk, kProd) * D), colt(tk);  // a tile's dZᵀ q (in parts), Σ_i A sim |q_i|
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / G, grp = t % G;
       // this group's dr: rows of grad_ref (direct) or of its double partial; its column term (K)
@@ -695,21 +698,25 @@ void backward(const SimilarityReduceBackward& p) {
               }
             }
             // dr (of the weighted refs) += dZᵀ q; dq += dZ (w r)
-            at::Tensor pt = matrix(prod.data(), k, D);
-            at::mm_out(pt, zt.t(), qt);
-            if (direct) {
-              // minus, cosine, the tile's share of the norm term (see G), then added and rounded
-              for (int64_t j = 0; j < k; ++j) {
-                double* pj = prod.data() + j * D;
-                if (cosine && cls[j0 + j] >= 0 && !tab.atfloor[b * K + j0 + j]) {
-                  const double f = colt[j] * (tab.w ? tab.w[b * K + j0 + j] : 1.0) / rn[j0 + j];
-                  const T* r = tab.row(b, j0 + j);
-                  for (int64_t d = 0; d < D; ++d) pj[d] -= f * r[d * tab.sd];
+            // dZᵀ q a quarter ref tile at a time (a (64, D) float64 buffer: prior_mask's budget)
+            for (int64_t h0 = 0; h0 < k; h0 += kProd) {
+              const int64_t hk = std::min(kProd, k - h0);
+              at::Tensor pt = matrix(prod.data(), hk, D);
+              at::mm_out(pt, zt.narrow(1, h0, hk).t(), qt);
+              if (direct) {
+                // minus, cosine, the tile's share of the norm term (see G), then added and rounded
+                for (int64_t j = h0; j < h0 + hk; ++j) {
+                  double* pj = prod.data() + (j - h0) * D;
+                  if (cosine && cls[j0 + j] >= 0 && !tab.atfloor[b * K + j0 + j]) {
+                    const double f = colt[j] * (tab.w ? tab.w[b * K + j0 + j] : 1.0) / rn[j0 + j];
+                    const T* r = tab.row(b, j0 + j);
+                    for (int64_t d = 0; d < D; ++d) pj[d] -= f * r[d * tab.sd];
+                  }
+                  axpy(D, 1.0, pj, 1, drd + (j0 + j) * a.r_sk, a.r_sd);
                 }
-                axpy(D, 1.0, pj, 1, drd + (j0 + j) * a.r_sk, a.r_sd);
+              } else {
+                for (int64_t e = 0; e < hk * D; ++e) dr[(j0 + h0) * D + e] += prod[e];
               }
-            } else {
-              for (int64_t e = 0; e < k * D; ++e) dr[j0 * D + e] += prod[e];
             }
             if (tab.w != nullptr) zt.mul_(matrix(tab.w + b * K + j0, 1, k));
             matrix(dqw.data() + u * tn * D, n, D).addmm_(zt, rt);
