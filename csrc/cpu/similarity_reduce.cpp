@@ -278,6 +278,30 @@ inline void axpy(int64_t D, double a, const X* x, int64_t sx, Y* y, int64_t sy) 
   }
 }
 
+// The class maxima over every ref of image b of the nu consecutive query tiles from tile it0 (a
+// chunk: each ref tile widened once) into mx and tie, which the caller initialises, and where arg
+// is not null the last arg with that pair's sim, den (cosine) and 1 - s (sigmoid); tile u's rows
+// at u kTN (C per row). qn: the tiles' query norms (cosine). Scratch: the tiles S and den, sim and
+// comp (cosine, sigmoid; else null), qw (kTN D) and rw (kTK D) where T widens. The forward's max
+// and the backward's first pass: the same calls, the same bits.
+template <typename T>
+void chunk_maxima(const Ctx<T>& x, int64_t b, int64_t it0, int64_t nu, const double* qn, double* S, double* den,
+                  double* sim, double* comp, double* qw, double* rw, double* mx, double* tie, int64_t* arg = nullptr,
+                  double* asim = nullptr, double* aden = nullptr, double* acomp = nullptr) {
+  const SimilarityReduceArgs& a = x.a;
+  const int64_t N = a.N, K = a.K, C = a.C, D = a.D;
+  for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+    const int64_t k = std::min(kTK, K - j0);
+    const at::Tensor rt = wide(x.t.rows(b, j0, k, D), rw);
+    for (int64_t u = 0; u < nu; ++u) {
+      const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0), e = u * kTN * C;
+      scores(x, wide(x.rows(x.q, b, i0, n), qw), rt, b, j0, qn + u * kTN, S, den, sim, nullptr, comp);
+      max_tile(S, n, k, x.t.cls.data() + b * K + j0, C, mx + e, tie + e, arg ? arg + e : nullptr, j0, sim, den,
+               asim ? asim + e : nullptr, aden ? aden + e : nullptr, comp, acomp ? acomp + e : nullptr);
+    }
+  }
+}
+
 template <typename T>
 void forward(const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
@@ -315,7 +339,10 @@ void forward(const SimilarityReduceForward& p) {
         for (int64_t i = 0; i < n && a.metric == Metric::Cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);
       }
       const int32_t* cls = tab.cls.data() + b * K;
-      for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+      if (max)  // (tn = kTN where a chunk has more than one tile)
+        chunk_maxima(x, b, it0, nu, qn.data(), S.data(), den.data(), nullptr, nullptr, qw.data(), rw.data(),
+                     ob.data(), tb.data());
+      for (int64_t j0 = 0; j0 < K && !max; j0 += kTK) {
         const int64_t k = std::min(kTK, K - j0);
         const at::Tensor rt = wide(tab.rows(b, j0, k, D), rw.data());
         for (int64_t u = 0; u < nu; ++u) {
@@ -326,10 +353,6 @@ void forward(const SimilarityReduceForward& p) {
           double* au = linear ? acc.data() + u * tn * (C + 1) : nullptr;
           const at::Tensor qt = wide(x.rows(x.q, b, (it0 + u) * kTN, n), qw.data());  // 1/k of its product
           scores(x, qt, rt, b, j0, qn.data() + u * tn, S.data(), den.data(), nullptr);
-          if (max) {
-            max_tile(S.data(), n, k, cls + j0, C, o, tb.data() + u * tn * C);
-            continue;
-          }
           const at::Tensor st = matrix(S.data(), n, k);
           // Sum and mean: one GEMM with the class matrix, when every score is finite (a product
           // with the class matrix's zeros would turn another class's inf or NaN into NaN); else
@@ -480,25 +503,16 @@ void backward(const SimilarityReduceBackward& p) {
     for (int64_t c0 = t0; c0 < t1;) {
       const int64_t b = c0 / nt, it0 = c0 % nt, nu = std::min({Qf, t1 - c0, nt - it0});
       c0 += nu;
+      const size_t e = (b * N + it0 * kTN) * C;  // the chunk's first row
       for (int64_t u = 0; u < nu; ++u) {
         const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
         std::fill_n(gmx.data() + (b * N + i0) * C, n * C, -std::numeric_limits<double>::infinity());
         std::fill_n(gtie.data() + (b * N + i0) * C, n * C, 0.0);
         for (int64_t i = 0; i < n && cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);
       }
-      for (int64_t j0 = 0; j0 < K; j0 += kTK) {
-        const int64_t k = std::min(kTK, K - j0);
-        const at::Tensor rt = wide(tab.rows(b, j0, k, D), rw.data());
-        for (int64_t u = 0; u < nu; ++u) {
-          const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
-          const size_t e = (b * N + i0) * C;
-          scores(x, wide(x.rows(q, b, i0, n), qw.data()), rt, b, j0, qn.data() + u * tn, S.data(), den.data(),
-                 sim.data(), nullptr, cp);
-          max_tile(S.data(), n, k, tab.cls.data() + b * K + j0, C, gmx.data() + e, gtie.data() + e, garg.data() + e,
-                   j0, cosine ? sim.data() : nullptr, den.data(), gsim.data() + (cosine ? e : 0),
-                   gden.data() + (cosine ? e : 0), cp, gcomp.data() + (a.sigmoid ? e : 0));
-        }
-      }
+      chunk_maxima(x, b, it0, nu, qn.data(), S.data(), den.data(), cosine ? sim.data() : nullptr, cp, qw.data(),
+                   rw.data(), gmx.data() + e, gtie.data() + e, garg.data() + e, cosine ? gsim.data() + e : nullptr,
+                   cosine ? gden.data() + e : nullptr, a.sigmoid ? gcomp.data() + e : nullptr);
     }
   });
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
