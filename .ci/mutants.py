@@ -861,13 +861,17 @@ MUTANTS = [
            "wclean[i] = double(w0[i]);",
            (T_SR, "-k", "nan_weight_on_padding and cpu"), "a padding slot's NaN weight multiplies into dZ w"),
     Mutant("cpu-similarity_reduce-softmax-empty-class", "csrc/cpu/similarity_reduce.cpp",
-           "oi[c] = l != 0.0 && tab.count[b * C + c] > 0.0 ? oi[c] / l : 0.0;",
-           "oi[c] = l != 0.0 ? oi[c] / l : 0.0;",
+           "y[c] = l != 0.0 && count[c] > 0.0 ? o[c] / l : 0.0;",
+           "y[c] = l != 0.0 ? o[c] / l : 0.0;",
            (T_SR, "-k", "nan_row and cpu"), "an empty class of a NaN row divided by the NaN sum"),
+    Mutant("cpu-similarity_reduce-softmax-rounded-out", "csrc/cpu/similarity_reduce.cpp",
+           "orow[c] = sm ? sm[2 + c] : oi0[i * C + c];", "orow[c] = oi0[i * C + c];",
+           (T_SR, "-k", "reads_no_rounded_out"), "float32 softmax: h = g - Σ g o from the rounded out "
+           "(5e-6 against a gradient of 0 at T = 1/64)"),
     Mutant("cpu-similarity_reduce-softmax-lse-rounded-m", "csrc/cpu/similarity_reduce.cpp",
            "T(std::log(l) + (std::isfinite(m) ? m - double(mr) : 0.0))", "T(std::log(l))",
-           (T_SR, "-k", "float32_is_float64"), "float32 softmax: log l against the float64 m, not the stored one "
-           "(m's rounding, 4e-6 of every p at s/T = 80, reaches a cancelling gradient)"),
+           (T_SR, "-k", "normalises_its_own_m"), "float32 softmax: aux's log l against the float64 m, not the stored "
+           "one (m's rounding, 4e-6 of every p at s/T = 80)"),
     Mutant("cpu-similarity_reduce-direct-fold-after-rounding", "csrc/cpu/similarity_reduce.cpp",
            "      if (cosine && !tab.atfloor[rj] && !direct) {", "      if (cosine && !tab.atfloor[rj]) {",
            (T_SR, "-k", "cpu"), "one group: the cosine's norm term subtracted again after grad_ref's tile-by-tile fold"),

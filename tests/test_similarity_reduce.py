@@ -1082,6 +1082,52 @@ def test_cpu_float32_is_float64_rounded_once(reduce):
             assert_close(got.double(), want, torch.float32, msg=f"seed {seed}, K={K} D={D}")
 
 
+def test_cpu_softmax_aux_normalises_its_own_m():
+    """The softmax's aux (m, log l) on the CPU backend in float32: log l is taken against m as
+    stored (rounded), so exp(s / T - m - log l) sums to 1 over a row's valid refs within log l's
+    own rounding, not m's (half an ulp of |s / T|: 3.8e-6 at s / T = 80, which every weight read
+    from the pair would carry). Cosine at scale 40, T = 0.5; the sum in float64 from the inputs."""
+    if "cpu" not in pk.available_backends():
+        pytest.skip("no cpu backend")
+    g = torch.Generator().manual_seed(0)
+    q, r = torch.randn(1, 200, 3, generator=g), torch.randn(1, 5, 3, generator=g)
+    lab = torch.tensor([[0, 1, -1, 0, 1]])
+    args = (2, "cosine", 40.0, 0.0, False, "softmax", 0.5, 1e-7)
+    _, aux, _ = torch.ops.pixelkernels.similarity_reduce(q, r, lab, *args, None, None)
+    qd, rd = q.double(), r.double()[:, lab[0] >= 0]
+    den = qd.norm(dim=-1)[..., None] * rd.norm(dim=-1)[:, None, :] + 1e-7
+    z = 40.0 * (qd @ rd.transpose(1, 2)) / den / 0.5
+    total = (z - aux[..., :1].double() - aux[..., 1:].double()).exp().sum(-1)
+    assert float((total - 1).abs().max()) < 5e-7, float((total - 1).abs().max())
+
+
+def test_cpu_float32_softmax_gradient_reads_no_rounded_out():
+    """The softmax's h = g - Σ_c g_c o_c on the CPU backend takes the class probabilities o in
+    float64 (its backward's first pass), not from the float32 out: with equal refs in every class
+    the query's gradient Σ_j p_j h_j r_j / T is 0 exactly (the terms cancel), and h from the rounded
+    out left that rounding times |r| / T: 5e-6 at T = 1/64 (the fuzz's single kind found it,
+    label_transfer). Random values, 2-5 classes a ref each, the refs of an image equal."""
+    if "cpu" not in pk.available_backends():
+        pytest.skip("no cpu backend")
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        C, D = int(torch.randint(2, 6, (1,), generator=g)), int(torch.randint(1, 4, (1,), generator=g))
+        q = torch.rand(2, 3, D, generator=g) + 0.5
+        r = (torch.rand(2, 1, D, generator=g) * 3).expand(2, C, D)
+        lab = torch.randperm(C, generator=g)[None].expand(2, C)
+        w = torch.randn(2, 3, C, generator=g, dtype=torch.float64)
+
+        def run(qv, rv, b):
+            qv, rv = qv.clone().requires_grad_(), rv.clone().requires_grad_()
+            out = pk.similarity_reduce(qv, rv, lab, C, reduce="softmax", temperature=1 / 64, backend=b)
+            return (out, *torch.autograd.grad((out * w.to(out)).sum(), (qv, rv)))
+
+        got, want = run(q, r, "cpu"), run(q.double(), r.double(), "reference")
+        assert float(want[1].abs().max()) < 1e-12, (seed, want[1])
+        for a, b in zip(got, want):
+            assert_close(a.double(), b, torch.float32, msg=f"seed {seed}, C={C} D={D}")
+
+
 @pytest.mark.parametrize("reduce", ["mean", "max"])
 @pytest.mark.parametrize("backend,device", [p for p in BACKENDS if p.id in ("cpu", "cuda", "triton")])
 def test_ref_gradient_over_many_queries(backend, device, reduce):

@@ -15,10 +15,13 @@
 //               (per score instead when the tile holds an inf or NaN: a product with the class
 //               matrix's zeros would spread it to the other classes);
 //   max         per score, in ref order (max and tie count);
-//   softmax     per score: an online softmax, one rescale of the row's state per tile.
+//   softmax     an online softmax: the tile's row maxima, one rescale of a row's state where its
+//               max grew, the tile's exponentials (vectorised) and their class sums by a GEMM.
 // The backward recomputes each tile (for max, twice: a first pass over the refs finds the query
 // tile's maxima and ties with the same calls on the same buffers as the second, so its equality
-// test meets the same bits), turns it into dZ in place
+// test meets the same bits; for a float32 softmax, twice: a first pass finds every row's softmax
+// state in float64, as the forward, since the float32 out is its probabilities rounded), turns it
+// into dZ in place
 // (dS gathered from the row's per-class factors, then the chain of the header) and contracts it
 // twice: dq += dZ r, dr += dZᵀ q. Tasks are fixed by the sizes alone (never the thread count), so
 // results are bitwise the same for any number of threads:
@@ -36,6 +39,7 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/mv.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/where.h>
 
 #include <algorithm>
@@ -302,6 +306,69 @@ void chunk_maxima(const Ctx<T>& x, int64_t b, int64_t it0, int64_t nu, const dou
   }
 }
 
+// The softmax's online state over every ref of image b of the nu consecutive query tiles from tile
+// it0 (a chunk: each ref tile widened once), per row: M, the max of the valid s / T; L, the sum of
+// exp(s / T - M); o, the same sum per class (C per row); the caller initialises them (-inf, 0, 0).
+// Tile u's rows at u kTN. qn and the scratch as chunk_maxima's, h (kTK (C + 1)) and e (kTN (C + 2)).
+// Per tile: the row maxima, one rescale of a row's state where its max grew, then the tile's
+// exponentials by ATen's vectorised exp and their class sums by a GEMM with the class matrix. The
+// class matrix's zeros spread a NaN term to every class, which the row's sum then has too: its
+// every probability is NaN anyway (each term is exp(s - m) <= 1 but for NaN, from a NaN score or
+// an infinite max). The forward and the float32 backward's first pass: the same calls, the same bits.
+template <typename T>
+void chunk_softmax(const Ctx<T>& x, int64_t b, int64_t it0, int64_t nu, const double* qn, double* S, double* den,
+                   double* qw, double* rw, double* h, double* e, double* M, double* L, double* o) {
+  const SimilarityReduceArgs& a = x.a;
+  const int64_t N = a.N, K = a.K, C = a.C, D = a.D;
+  const int32_t* cls = x.t.cls.data() + b * K;
+  for (int64_t j0 = 0; j0 < K; j0 += kTK) {
+    const int64_t k = std::min(kTK, K - j0);
+    const bool any = std::any_of(cls + j0, cls + j0 + k, [](int32_t c) { return c >= 0; });
+    if (!any) continue;  // no valid ref in the tile: no term
+    const at::Tensor rt = wide(x.t.rows(b, j0, k, D), rw);
+    class_matrix(x.t, a, b, j0, k, h);
+    for (int64_t u = 0; u < nu; ++u) {
+      const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
+      double* Mu = M + u * kTN;
+      double* Lu = L + u * kTN;
+      double* ou = o + u * kTN * C;
+      scores(x, wide(x.rows(x.q, b, i0, n), qw), rt, b, j0, qn + u * kTN, S, den, nullptr);
+      at::Tensor st = matrix(S, n, k);
+      if (x.temp != 1.0) st.div_(x.temp);
+      for (int64_t i = 0; i < n; ++i) {
+        const double* s = S + i * k;
+        double m = Mu[i];
+        for (int64_t j = 0; j < k; ++j)
+          if (cls[j0 + j] >= 0 && similarity_reduce::above(s[j], m)) m = s[j];
+        if (m != Mu[i]) {
+          const double f = std::exp(Mu[i] - m);
+          Lu[i] *= f;
+          for (int64_t c = 0; c < C; ++c) ou[i * C + c] *= f;
+          Mu[i] = m;
+        }
+      }
+      st.sub_(matrix(Mu, n, 1)).exp_();
+      zero_off(x.t, b, j0, n, k, S);  // the refs that take no part: no term
+      // e: the rows' class sums (n, C + 1: the last column the refs that take no part, 0), then
+      // the rows' sums (n)
+      at::Tensor ec = matrix(e, n, C + 1), er = vec(e + n * (C + 1), n);
+      at::mm_out(ec, st, matrix(h, k, C + 1));
+      at::sum_out(er, st, 1);
+      for (int64_t i = 0; i < n; ++i) {
+        Lu[i] += e[n * (C + 1) + i];
+        for (int64_t c = 0; c < C; ++c) ou[i * C + c] += e[i * (C + 1) + c];
+      }
+    }
+  }
+}
+
+// A row's class probabilities from chunk_softmax's sums o and L: o_c / L, 0 for an empty class
+// and with no valid ref (never 0 / 0). L != 0, not L > 0: a NaN score makes L NaN and the row
+// NaN, as the reference's, but for its empty classes (0: they have no term). y may be o.
+inline void softmax_probabilities(const double* o, double l, const double* count, int64_t C, double* y) {
+  for (int64_t c = 0; c < C; ++c) y[c] = l != 0.0 && count[c] > 0.0 ? o[c] / l : 0.0;
+}
+
 template <typename T>
 void forward(const SimilarityReduceForward& p) {
   const SimilarityReduceArgs& a = p.a;
@@ -320,7 +387,9 @@ void forward(const SimilarityReduceForward& p) {
   at::parallel_for(0, a.B * nt, 1, [&](int64_t t0, int64_t t1) {
     // per tile of a chunk (u): its queries' norms, out, ties, softmax state (M, L) and class sums
     std::vector<double> S(tn * tk), den(a.metric == Metric::Cosine ? tn * tk : 0), qn(Q * tn), M(Q * tn), L(Q * tn);
-    std::vector<double> h(linear ? tk * (C + 1) : 0), acc(linear ? Q * tn * (C + 1) : 0);
+    const bool softmax = a.reduce == Reduce::Softmax;
+    std::vector<double> h(linear || softmax ? tk * (C + 1) : 0), acc(linear ? Q * tn * (C + 1) : 0);
+    std::vector<double> e(softmax ? tn * (C + 2) : 0);
     std::vector<double> ob(Q * tn * C), tb(max ? Q * tn * C : 0);  // rounded at the end
     std::vector<double> qw(widens ? tn * D : 0), rw(widens ? tk * D : 0);  // widened tiles: one pair's
     // A chunk: the thread's next tiles of one image, at most Q. Each tile's arithmetic is the same
@@ -342,55 +411,28 @@ void forward(const SimilarityReduceForward& p) {
       if (max)  // (tn = kTN where a chunk has more than one tile)
         chunk_maxima(x, b, it0, nu, qn.data(), S.data(), den.data(), nullptr, nullptr, qw.data(), rw.data(),
                      ob.data(), tb.data());
-      for (int64_t j0 = 0; j0 < K && !max; j0 += kTK) {
+      if (softmax)
+        chunk_softmax(x, b, it0, nu, qn.data(), S.data(), den.data(), qw.data(), rw.data(), h.data(), e.data(),
+                      M.data(), L.data(), ob.data());
+      for (int64_t j0 = 0; j0 < K && linear; j0 += kTK) {
         const int64_t k = std::min(kTK, K - j0);
         const at::Tensor rt = wide(tab.rows(b, j0, k, D), rw.data());
         for (int64_t u = 0; u < nu; ++u) {
           const int64_t n = rows_of(u);
-          double* o = ob.data() + u * tn * C;
-          double* Mu = M.data() + u * tn;
-          double* Lu = L.data() + u * tn;
-          double* au = linear ? acc.data() + u * tn * (C + 1) : nullptr;
+          double* au = acc.data() + u * tn * (C + 1);
           const at::Tensor qt = wide(x.rows(x.q, b, (it0 + u) * kTN, n), qw.data());  // 1/k of its product
           scores(x, qt, rt, b, j0, qn.data() + u * tn, S.data(), den.data(), nullptr);
           const at::Tensor st = matrix(S.data(), n, k);
-          // Sum and mean: one GEMM with the class matrix, when every score is finite (a product
-          // with the class matrix's zeros would turn another class's inf or NaN into NaN); else
-          // per score.
-          if (linear && at::isfinite(st).all().template item<bool>()) {
+          // One GEMM with the class matrix, when every score is finite (a product with the class
+          // matrix's zeros would turn another class's inf or NaN into NaN); else per score.
+          if (at::isfinite(st).all().template item<bool>()) {
             class_matrix(tab, a, b, j0, k, h.data());
             matrix(au, n, C + 1).addmm_(st, matrix(h.data(), k, C + 1));
             continue;
           }
           for (int64_t i = 0; i < n; ++i) {
-            double* s = S.data() + i * k;
-            double* oi = linear ? au + i * (C + 1) : o + i * C;
-            if (a.reduce == Reduce::Softmax) {
-              // Online softmax: the tile's max first, one rescale of the row's state per tile.
-              double tmax = -inf;
-              bool any = false;
-              for (int64_t j = 0; j < k; ++j) {
-                if (cls[j0 + j] < 0) continue;
-                s[j] /= x.temp;
-                if (similarity_reduce::above(s[j], tmax)) tmax = s[j];
-                any = true;
-              }
-              if (!any) continue;
-              const double m = similarity_reduce::above(tmax, Mu[i]) ? tmax : Mu[i];
-              if (m != Mu[i]) {
-                const double f = std::exp(Mu[i] - m);
-                Lu[i] *= f;
-                for (int64_t c = 0; c < C; ++c) oi[c] *= f;
-                Mu[i] = m;
-              }
-              for (int64_t j = 0; j < k; ++j) {
-                if (cls[j0 + j] < 0) continue;
-                const double e = std::exp(s[j] - m);
-                Lu[i] += e;
-                oi[cls[j0 + j]] += e;
-              }
-              continue;
-            }
+            const double* s = S.data() + i * k;
+            double* oi = au + i * (C + 1);
             for (int64_t j = 0; j < k; ++j) {
               const int32_t c = cls[j0 + j];
               if (c >= 0) oi[c] += a.reduce == Reduce::Mean ? s[j] / tab.count[b * C + c] : s[j];
@@ -408,10 +450,8 @@ void forward(const SimilarityReduceForward& p) {
           if (linear)
             for (int64_t c = 0; c < C; ++c) oi[c] = tab.count[b * C + c] > 0.0 ? acc[(u * tn + i) * (C + 1) + c] : 0.0;
           if (a.reduce == Reduce::Softmax) {
-            // No valid ref: the softmax is over nothing, 0 (never 0/0); m = log l = -inf.
-            // l != 0, not l > 0: a NaN score makes l NaN, and the row NaN as the reference's, but
-            // for its empty classes (0: they have no term).
-            for (int64_t c = 0; c < C; ++c) oi[c] = l != 0.0 && tab.count[b * C + c] > 0.0 ? oi[c] / l : 0.0;
+            // No valid ref: the softmax is over nothing, 0; m = log l = -inf.
+            softmax_probabilities(oi, l, tab.count.data() + b * C, C, oi);
             // m as stored, and log l taken against that m: p = exp(s / T - m - log l) then loses
             // only log l's rounding (|log l| is small), not m's (half an ulp of |s / T|, 4e-6 of
             // every p at s / T = 80 in float32, which a cancelling gradient amplified)
@@ -515,6 +555,42 @@ void backward(const SimilarityReduceBackward& p) {
                    cosine ? gden.data() + e : nullptr, a.sigmoid ? gcomp.data() + e : nullptr);
     }
   });
+  // softmax, float32: every row's softmax state in float64 first (M, log L and the class
+  // probabilities o, C + 2 per row), by the forward's own pass over every (image, query tile) in
+  // parallel. h = g - Σ_c g_c o_c reads o, and the float32 out is o rounded: the gradient
+  // Σ_j p_ij h_ij r_j / T, whose terms cancel (to 0 exactly where the refs are equal), kept that
+  // rounding times |r| / T (5e-6 at T = 1/64 against a gradient of 0; the fuzz's single kind).
+  // A forward's worth of time (W5-softmax f+b ~1.3x); float64 inputs read out and aux as they are.
+  const bool exact_softmax = a.reduce == Reduce::Softmax && widens && C > 1;
+  std::vector<double> gsm(exact_softmax ? size_t(B * N * (C + 2)) : 0);
+  at::parallel_for(0, exact_softmax ? B * nt : 0, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t Qf = std::min(kChunk, nt);
+    std::vector<double> S(tn * tk), den(cosine ? tn * tk : 0), qn(Qf * tn), M(Qf * tn), L(Qf * tn), o(Qf * tn * C);
+    std::vector<double> qw(tn * D), rw(tk * D), h(tk * (C + 1)), e(tn * (C + 2));
+    for (int64_t c0 = t0; c0 < t1;) {
+      const int64_t b = c0 / nt, it0 = c0 % nt, nu = std::min({Qf, t1 - c0, nt - it0});
+      c0 += nu;
+      std::fill_n(M.data(), nu * tn, -std::numeric_limits<double>::infinity());
+      std::fill_n(L.data(), nu * tn, 0.0);
+      std::fill_n(o.data(), nu * tn * C, 0.0);
+      for (int64_t u = 0; u < nu; ++u) {
+        const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
+        for (int64_t i = 0; i < n && cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);
+      }
+      chunk_softmax(x, b, it0, nu, qn.data(), S.data(), den.data(), qw.data(), rw.data(), h.data(), e.data(),
+                    M.data(), L.data(), o.data());
+      for (int64_t u = 0; u < nu; ++u) {
+        const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
+        for (int64_t i = 0; i < n; ++i) {
+          double* y = gsm.data() + (b * N + i0 + i) * (C + 2);
+          const double l = L[u * tn + i];
+          y[0] = M[u * tn + i];
+          y[1] = std::log(l);
+          softmax_probabilities(o.data() + (u * tn + i) * C, l, tab.count.data() + b * C, C, y + 2);
+        }
+      }
+    }
+  });
   at::parallel_for(0, B * G, 1, [&](int64_t t0, int64_t t1) {
     const size_t tile = tn * tk, rows = Q * tn;
     std::vector<double> S(tile), Z(tile), den(cosine ? tile : 0), sim(cosine ? tile : 0), raw(wcos ? tile : 0);
@@ -559,10 +635,11 @@ void backward(const SimilarityReduceBackward& p) {
             double* gxi = gx.data() + (u * tn + i) * (C + 1);
             if (cosine) qn[u * tn + i] = x.qnorm(b, i0 + i);
             if (a.reduce == Reduce::Softmax) {
-              for (int64_t c = 0; c < C; ++c) grow[c] = gi0[i * C + c], orow[c] = oi0[i * C + c];
+              const double* sm = exact_softmax ? gsm.data() + (b * N + i0 + i) * (C + 2) : nullptr;
+              for (int64_t c = 0; c < C; ++c) grow[c] = gi0[i * C + c], orow[c] = sm ? sm[2 + c] : oi0[i * C + c];
               similarity_reduce::softmax_centered(grow.data(), orow.data(), C, gxi);
-              mrow[u * tn + i] = aux[(b * N + i0 + i) * 2];
-              lrow[u * tn + i] = aux[(b * N + i0 + i) * 2 + 1];
+              mrow[u * tn + i] = sm ? sm[0] : aux[(b * N + i0 + i) * 2];
+              lrow[u * tn + i] = sm ? sm[1] : aux[(b * N + i0 + i) * 2 + 1];
             } else {
               for (int64_t c = 0; c < C; ++c)
                 gxi[c] = a.reduce == Reduce::Mean ? gi0[i * C + c] / tab.count[b * C + c] : double(gi0[i * C + c]);
