@@ -1082,6 +1082,33 @@ def test_cpu_float32_is_float64_rounded_once(reduce):
             assert_close(got.double(), want, torch.float32, msg=f"seed {seed}, K={K} D={D}")
 
 
+@pytest.mark.parametrize("eps", [1e-7, 0.0])
+@pytest.mark.parametrize("backend,device", WITH_EMULATED)
+def test_cosine_weight_gradient_does_not_cancel(request, backend, device, eps):
+    """A weight's gradient through the cosine, w q·r / (|q| |w r| + eps), is q·r eps / (|q| |w r| +
+    eps)^2 (scale-invariant in w but for eps): formed as ref·G, the difference of two terms
+    |q| |w r| / eps times larger, it came out ~1e-12 off in float64 at w = 1e-3 (prior_mask's soft
+    mask; the reference's autograd and the Triton backend did; the CPU and CUDA kernels sum it per
+    pair), and not 0 with eps = 0. Float64, sum: against that formula summed directly, to 1e-14."""
+    g = torch.Generator().manual_seed(1)
+    q, r = torch.randn(1, 9, 3, generator=g, dtype=torch.float64), torch.randn(1, 4, 3, generator=g, dtype=torch.float64)
+    w = torch.tensor([[1e-3, 0.02, 0.5, 3.0]], dtype=torch.float64)
+    lab = torch.tensor([[0, 1, 0, 1]])
+    go = torch.randn(1, 9, 2, generator=g, dtype=torch.float64)
+
+    def grad_w(b):
+        wv = w.to(device).clone().requires_grad_()
+        out = pk.similarity_reduce(q.to(device), r.to(device), lab.to(device), 2, metric="cosine", eps=eps,
+                                   ref_weight=wv, backend=b)  # fmt: skip
+        return torch.autograd.grad((out * go.to(device)).sum(), wv)[0].cpu()
+
+    got = on_backend(request, backend, grad_w)
+    dot = q @ r.transpose(1, 2)  # (1, 9, 4)
+    den = q.norm(dim=-1)[..., None] * (w * r.norm(dim=-1))[:, None, :] + eps
+    want = (go.gather(2, lab[:, None, :].expand(1, 9, 4)) * dot * eps / den**2).sum(1)
+    assert float((got - want).abs().max()) <= 1e-14 * (1 + float(want.abs().max())), (backend, got, want)
+
+
 def test_cpu_softmax_aux_normalises_its_own_m():
     """The softmax's aux (m, log l) on the CPU backend in float32: log l is taken against m as
     stored (rounded), so exp(s / T - m - log l) sums to 1 over a row's valid refs within log l's

@@ -67,10 +67,17 @@ pair: for the cosine :math:`\sum_i A_{ij} (q_i \cdot r_j)\,\epsilon / d_{ij}`, w
 :math:`r_j \cdot G_j` would be the difference of two near-equal sums) and read a D-major ref (a
 (B, D, H, W) map seen as (B, HW, D)) in place, like the query, so no weighted copy of the refs
 exists and no launch of its own is spent on it; with CUDA's float32 dots the weighted result can
-differ from the reference's (which forms :math:`w r` first) in the last bits. For half refs on
+differ from the reference's in the last bits. For half refs on
 CUDA, and on Triton, :math:`w r` is formed in the statistics dtype first and the gradient chained
 (:math:`\partial r = w G`, :math:`\partial w = r \cdot G`, the cosine's in float64); on CUDA each
-of those is one kernel (a warp per ref, which also zeroes the refs that take no part).
+of those is one kernel (a warp per ref, which also zeroes the refs that take no part). Triton's
+cosine takes the weight's gradient as :math:`\epsilon \sum_i A_{ij}\, \mathrm{sim}_{ij} / w_j`
+from a second column sum of its ref pass (the same per-pair sum; :math:`r \cdot G` where
+:math:`|w_j r_j|` is at the norm's floor), and the reference writes the weighted cosine as
+:math:`\mathrm{sign}(w)\, q \cdot r / (\lVert q \rVert \lVert r \rVert + \epsilon / |w|)`, whose
+autograd derivative in :math:`w` has no cancelling terms: as :math:`r \cdot G` both were ~1e-12
+off in float64 at :math:`w = 10^{-3}`, and not 0 with :math:`\epsilon = 0` (the fresh-seed fuzz,
+prior_mask's soft mask).
 
 **Numerics.** The sigmoid's derivative keeps :math:`1 - s` as :math:`e s` with the forward's
 :math:`e = \exp(-z)`, so a saturated score keeps its tiny gradient. The max of sigmoid scores is

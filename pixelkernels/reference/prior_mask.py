@@ -41,9 +41,12 @@ def prior_mask(
     Hs, Ws = support_feat.shape[2:]
     st = stats_dtype(query_feat.dtype)
     q = query_feat.to(st).reshape(B, C, Hq * Wq).transpose(1, 2)  # (B, Nq, C)
-    s = (support_feat.to(st) * support_mask.to(st)[:, None]).reshape(B, C, Hs * Ws).transpose(1, 2)
-    every_pixel_class_0 = torch.zeros(B, Hs * Ws, dtype=torch.int64, device=s.device)
-    c = similarity_reduce(q, s, every_pixel_class_0, 1, metric="cosine", reduce="max", eps=eps)
+    f = support_feat.to(st).reshape(B, C, Hs * Ws).transpose(1, 2)  # (B, Ns, C)
+    m = support_mask.to(st).reshape(B, Hs * Ws)
+    every_pixel_class_0 = torch.zeros(B, Hs * Ws, dtype=torch.int64, device=f.device)
+    # s_j = m_j f_j as similarity_reduce's weighted ref: the same cosine, and the mask's
+    # derivative without the cancellation of forming it through m f (its module docstring)
+    c = similarity_reduce(q, f, every_pixel_class_0, 1, metric="cosine", reduce="max", eps=eps, ref_weight=m)
     c = c.reshape(B, Hq * Wq)
     if Hq * Wq == 0:
         return c.reshape(B, 1, Hq, Wq)  # no pixel to normalise over (amin would refuse): empty, on the graph

@@ -8,6 +8,8 @@ R_c = {valid j : ref_labels[b, j] = c} and n_c = |R_c|.
     sim(q, r)  = q·r                                  metric="dot"     (the Ψ of eqs. 1-2)
                = q·r / (||q||·||r|| + eps)            metric="cosine"  (PFENet's prior, seed 004)
     r_j        = w_j·ref_j with the optional per-ref weight w (ref_weight, (B, K)), else ref_j
+                 (the cosine's computed as sign(w) q·ref / (||q||·||ref|| + eps/|w|), the same
+                 value, for a derivative in w without cancellation: _weighted_cosine_refs)
     s_ij       = scale·sim(q_i, r_j) + bias           (a batch-norm affine folds in here: Ψ̃ of eq. 3)
     s_ij       = sigmoid(s_ij)                        activation="sigmoid" only
 
@@ -105,6 +107,25 @@ def _norm(t: torch.Tensor, tiny: float | None = None) -> torch.Tensor:
     return t.square().sum(-1).clamp_min(torch.finfo(t.dtype).tiny if tiny is None else tiny).sqrt()
 
 
+def _weighted_cosine_refs(r: torch.Tensor, w: torch.Tensor, tiny: float, eps: float):
+    """The cosine's refs, norms and eps (per ref) with a weight: w q·r / (|q| |w r| + eps) as
+    sign(w) q·r / (|q| |r| + eps / |w|), the same value, whose derivative in w (it enters
+    only through eps / |w|) is q·r eps / (|q| |w r| + eps)^2 outright. Through w r, autograd
+    forms it as the difference of two terms |w r| |q| / eps times larger (the cosine is
+    scale-invariant in w but for eps): ~1e-12 off in float64 where w = 1e-3 (prior_mask's soft
+    mask; the CPU kernels sum it per pair, the fresh-seed fuzz compared them), and not 0 with
+    eps = 0. A ref whose weighted norm is at the floor (w = 0 included), or whose weight is not
+    finite, keeps w r: there the norm is constant and no term cancels. r (B, K, D), w (B, K) -> (refs, norms (B, K), eps (B, K))."""
+    wr = r * w[..., None]
+    # (B, K): |w r| above the norm's floor, and w finite (an inf weight stays inf / inf = NaN)
+    stable = (wr.square().sum(-1) > tiny) & (w != 0) & torch.isfinite(w)
+    one = torch.ones((), dtype=w.dtype, device=w.device)
+    ws = torch.where(stable, w, one)  # finite eps / |w| (and its derivatives) where unused
+    refs = torch.where(stable[..., None], r * torch.sign(ws)[..., None], wr)
+    norms = torch.where(stable, _norm(r, tiny), _norm(wr, tiny))
+    return refs, norms, torch.where(stable, eps / ws.abs(), torch.full((), eps, dtype=w.dtype, device=w.device))
+
+
 def _zero_where_not(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     # torch.where, not a product: 0·NaN would be NaN.
     return torch.where(keep, t, torch.zeros((), dtype=t.dtype, device=t.device))
@@ -121,10 +142,11 @@ def _scores(
     q_norm: torch.Tensor | None,
     r_norm: torch.Tensor | None,
 ) -> torch.Tensor:
-    """q (B, n, D), r (B, K, D) -> s (B, n, K)."""
+    """q (B, n, D), r (B, K, D) -> s (B, n, K); eps a float or per ref (B, K)."""
     sim = q @ r.transpose(1, 2)
     if metric == "cosine":
-        sim = sim / (q_norm[:, :, None] * r_norm[:, None, :] + eps)
+        e = eps[:, None, :] if isinstance(eps, torch.Tensor) else eps
+        sim = sim / (q_norm[:, :, None] * r_norm[:, None, :] + e)
     s = sim * scale + bias
     # sigmoid(s) as exp(-softplus(-s)): the same values, but autograd's derivatives become
     # sigmoid(s)·sigmoid(-s) instead of torch.sigmoid's s·(1 - s), which cancels where the
@@ -191,11 +213,13 @@ def similarity_reduce(
     # Ignored refs and their weights are zeroed before the product, so that neither a NaN ref
     # nor a NaN weight there reaches the other's gradient (0 · NaN).
     r = _zero_where_not(ref.to(wide), valid[..., None])
-    if ref_weight is not None:
-        r = r * _zero_where_not(ref_weight.to(wide), valid)[..., None]
+    w = None if ref_weight is None else _zero_where_not(ref_weight.to(wide), valid)
     q_norm = r_norm = None
     if metric == "cosine":
-        q_norm, r_norm = _norm(q, tiny), _norm(r, tiny)  # (B, N), (B, K)
+        q_norm = _norm(q, tiny)  # (B, N)
+        r, r_norm, eps = _weighted_cosine_refs(r, w, tiny, eps) if w is not None else (r, _norm(r, tiny), eps)
+    elif w is not None:
+        r = r * w[..., None]
     lab = ref_labels.long()
     members = [(valid & (lab == c))[:, None, :] for c in range(C)]  # C x (B, 1, K)
     if reduce == "max":

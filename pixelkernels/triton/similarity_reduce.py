@@ -330,7 +330,8 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     """Split s of the queries [s * per, (s + 1) * per) (per a multiple of BLOCK_N: only the last
     split's last tile passes N) for a block of refs: its partial dr
     (Σ_i dZ_ij q_i) into dr_ptr's slice s (splits, B, K, D), and (cosine) its Σ_i A sim |q_i|
-    into col_ptr's (splits, B, K); the launcher sums the slices in order."""
+    and Σ_i A sim into col_ptr's (2, splits, B, K); the launcher sums the slices in order. The
+    second is a weight's gradient without cancellation: eps Σ_i A sim / w_j (the launcher)."""
     b, item = split_pid(kblk * splits)
     s = item // kblk
     k_lo = (item - s * kblk) * BLOCK_K
@@ -339,6 +340,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
     B = tl.num_programs(0) // (kblk * splits)
     drs = dr_ptr + s.to(tl.int64) * B * K * D
     col = tl.zeros([BLOCK_K], GACC)
+    ecol = tl.zeros([BLOCK_K], GACC)
     n_end = tl.minimum(N, (s + 1) * per)
     for n0 in range(s * per, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -350,6 +352,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                 ARG)  # fmt: skip
             if COSINE != 0:
                 col += tl.sum(a_sim * qn[:, None], 0)
+                ecol += tl.sum(a_sim, 0)
             for d0 in range(0, d_end, BLOCK_P):
                 offs_d = d0 + tl.arange(0, BLOCK_P)
                 dmask = offs_d < D
@@ -361,6 +364,7 @@ def _dr_kernel(q_ptr, r_ptr, lab_ptr, qn_ptr, rn_ptr, gx_ptr, out_ptr, aux_ptr, 
                          mask=m2)  # fmt: skip
     if COSINE != 0:
         tl.store(col_ptr + (s.to(tl.int64) * B + b) * K + offs_k, col, mask=kmask)
+        tl.store(col_ptr + ((splits + s.to(tl.int64)) * B + b) * K + offs_k, ecol, mask=kmask)
 
 
 # --------------------------------------------------------------------------------------
@@ -528,20 +532,31 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     ref_labels = zero_labels(ref_labels, ref)
     args = (num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, _tiny(query))
     if ref_weight is None:
-        return _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
+        gq, gr, _ = _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
+        return gq, gr, torch.empty(0, dtype=stats_dtype(query.dtype), device=query.device)
     # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
-    # of two near-equal sums (the cosine is scale-invariant in w but for eps; the CPU kernels sum
-    # it per pair instead): here it is taken in float64, where that difference survives (with the
-    # norms' clamp of the inputs' dtype, the reference's: a zero vector's gradient is 1 / floor).
-    qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op,
-                         torch.float64 if metric == "cosine" else None)  # fmt: skip
-    gq, G, _ = _backward(op, grad_out, qw, r * w[..., None], ref_labels, out, aux, *args)
-    dw = (G * r.to(G.dtype)).sum(-1).to(stats_dtype(ref.dtype))
+    # of two near-equal sums (the cosine is scale-invariant in w but for eps), whose difference is
+    # eps Σ_i A_ij (q_i·ref_j) / den_ij = eps Σ_i A_ij sim_ij / w_j: that, from the kernels' column
+    # sums (in float64: ~1e-12 off in float64 as ref·G where w = 1e-3, not 0 with eps = 0); ref·G
+    # where the weighted norm is at the floor (w = 0 too), which has no norm term. Computed in
+    # float64 (with the norms' clamp of the inputs' dtype, the reference's: a zero vector's
+    # gradient is 1 / floor).
+    cosine = metric == "cosine"
+    qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op, torch.float64 if cosine else None)
+    wr = r * w[..., None]
+    gq, G, ecol = _backward(op, grad_out, qw, wr, ref_labels, out, aux, *args)
+    dw = (G * r.to(G.dtype)).sum(-1)
+    if cosine:
+        normed = torch.linalg.vector_norm(wr, dim=-1) > math.sqrt(_tiny(query))
+        dw = torch.where(normed, float(eps) * ecol / w, dw)
+    dw = dw.to(stats_dtype(ref.dtype))
     return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
 
 
 def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias, sigmoid, reduce,
               temperature, eps, tiny):  # fmt: skip
+    """-> the gradients of query and ref, and (B, K) float64, cosine: Σ_i A_ij sim_ij per ref (a
+    weight's gradient, similarity_reduce_backward_op; zeros for dot)."""
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -580,7 +595,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     # ref block walking all 102480 queries of W5 took 71 ms on the H100 (2026-11-26)
     splits, per = row_splits(N, BLOCK_N, kblk, B)
     dr = torch.zeros(splits, B, K, D, dtype=torch.float64, device=q.device)
-    col = torch.zeros(splits, B, K, dtype=torch.float64, device=q.device)  # GACC's sums, at most float64
+    col = torch.zeros(2, splits, B, K, dtype=torch.float64, device=q.device)  # GACC's sums, at most float64
     if B * N * K * D > 0:
         args = (q, r, lab, qn, rn, gx, o, a, a, a if arg is None else arg)
         sc = (float(scale), float(bias), float(eps), float(temperature), math.sqrt(tiny))
@@ -591,7 +606,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
                                             num_warps=_grad_warps(flags))  # fmt: skip
             _dr_kernel[grid_items(kblk * splits, B)](*args, dr, col, N, K, D, C, *q.stride(), *sc[:4], kblk, splits,
                                                       per, **flags, num_warps=_grad_warps(flags))  # fmt: skip
-    dr, col = dr.sum(0), col.sum(0)  # the splits in order (a fixed reduction: deterministic)
+    dr, (col, ecol) = dr.sum(0), col.sum(1)  # the splits in order (a fixed reduction: deterministic)
     if metric == "cosine":  # the ref norm's term: - (Σ_i A sim |q_i| / |r_j|) r_j, none at the floor
         f = torch.where(rn > math.sqrt(tiny), col / rn, torch.zeros((), dtype=st, device=rn.device))
         dr = dr - f[..., None] * r.to(dr.dtype)
@@ -600,7 +615,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
     valid = ((lab >= 0) & (lab < C))[..., None]
     dr = torch.where(valid, dr, torch.zeros((), dtype=dr.dtype, device=dr.device))
-    return grad_query, torch.empty_like(ref).copy_(dr), torch.empty(0, dtype=st, device=q.device)
+    return grad_query, torch.empty_like(ref).copy_(dr), ecol
 
 
 def compile_specs():
