@@ -105,14 +105,17 @@ class Contract:
     # output i -> (j, d): output i is the argmax over dim d of output j (label_transfer's labels of
     # its scores); the fuzz accepts a class whose float64 score ties the best within SPEC §4
     argmax_of: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    # max_gaps(inputs) -> (gap, top): for a max reduction, the float64 gap between each slot's
-    # largest and second-largest reduced score and the largest (None: no max here). Where a gap
-    # is within SPEC §4 of its score, which member attains the max (and takes its gradient) is
-    # decided by the working precision's rounding, as argmax_of's near-ties: the fuzz then
-    # compares that case's outputs, not its derivatives (any split among near-equal members is a
+    # kink_gaps(inputs) -> (gap, top): where the op has a kink, the float64 distance of each slot
+    # from it and the slot's scale (None: no kink here). A max reduction: the gap between each
+    # slot's largest and second-largest reduced score, and the largest; a norm: its value (a
+    # distance to a center, 0 where a pixel sits on it) and the vectors' size. Where a gap is
+    # within SPEC §4 of its scale, the side of the kink (which member attains the max and takes
+    # its gradient; the direction of a distance of ~0) is decided by the working precision's
+    # rounding, as argmax_of's near-ties: the fuzz then compares that case's outputs, not its
+    # derivatives (any split among near-equal members, any direction at the center, is a
     # subgradient; float32 can round members equal in float64 apart, and the even split of exact
     # ties has its own tests on every backend).
-    max_gaps: Callable[[dict], tuple[torch.Tensor, torch.Tensor] | None] | None = None
+    kink_gaps: Callable[[dict], tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     @property
     def registered(self) -> tuple[str, ...]:

@@ -660,12 +660,13 @@ def _close_argmax(label: torch.Tensor, want: torch.Tensor, scores: torch.Tensor,
     assert bool(ok.all()), (msg, "labels differ beyond a near-tie", label[~ok], want[~ok], got[~ok], best[~ok])
 
 
-def _max_near_tie(c, case: Case, dtype) -> bool:
-    """Whether the case's max has members within SPEC §4 (for `dtype`) of each other, in float64
-    on the oracle's values (Contract.max_gaps): its subgradient is then the working precision's
-    call (equal in float64 too: the weighted cosine with eps = 0 is exactly scale-invariant, and
-    float32 rounds w·v's scores apart)."""
-    gaps_of = getattr(c, "max_gaps", None)
+def _near_kink(c, case: Case, dtype) -> bool:
+    """Whether the case sits within SPEC §4 (for `dtype`) of a kink, in float64 on the oracle's
+    values (Contract.kink_gaps): a max with near-equal members, a distance of ~0. Its subgradient
+    is then the working precision's call (a max's tie is one in float64 too: the weighted cosine
+    with eps = 0 is exactly scale-invariant, and float32 rounds w·v's scores apart; a center
+    equals its pixels only up to rounding)."""
+    gaps_of = getattr(c, "kink_gaps", None)
     if gaps_of is None:
         return False
     inputs, _ = materialize(case, dtype, grads=False, oracle=True)
@@ -716,7 +717,7 @@ def check_case(c, case: Case, dtype: torch.dtype, mode: str, group: str = "host"
         # sum of two gradients: a rounding of the test's construction, not of the op.
         case = dataclasses.replace(case, derived=frozenset())
     want = evaluate(c, case, dtype, "reference", mode, oracle=True)
-    near_tie = _max_near_tie(c, case, dtype)  # derivatives compared only away from near-ties
+    near_tie = _near_kink(c, case, dtype)  # derivatives compared only away from kinks
     # The working dtype's floor: the reference run in `dtype` (plain PyTorch, as a user would run
     # it). Where even it misses SPEC §4 against the oracle (a derivative that cancels terms far
     # larger than itself, a gain of 1e4 or 1/eps, a gradient norm of 1e-6 in half), a backend is

@@ -265,7 +265,7 @@ LT_ROW = Contract(
     loss=weighted_loss,
     grad_inputs=("query_emb", "ref_emb"),
     argmax_of={0: (1, 1)},  # labels (B, H, W) = argmax over C of scores (B, C, H, W)
-    max_gaps=lambda inp: max_score_gaps(inp["query_emb"].flatten(2).transpose(1, 2), inp["ref_emb"], inp["ref_labels"],
+    kink_gaps=lambda inp: max_score_gaps(inp["query_emb"].flatten(2).transpose(1, 2), inp["ref_emb"], inp["ref_labels"],
                                         inp["num_classes"], **{k: inp[k] for k in LT_KWARGS if k in inp}),
     tiny=_lt_inp(2, 3, 3, 2, 2, 2),
     zero_sizes={

@@ -239,7 +239,7 @@ def _pm_bad(**kw):
 
 
 def _pm_max_gaps(inp):
-    """Contract.max_gaps: the prior's max is similarity_reduce's cosine max of each query pixel
+    """Contract.kink_gaps: the prior's max is similarity_reduce's cosine max of each query pixel
     over the masked support m_j s_j (one class). A support map expanded along C (stride 0: every
     channel the same) makes every support vector parallel to (1, ..., 1): its cosines tie but for
     eps, as with C = 1 (_pm_fuzz), and float32 and float64 break those ties apart. Then the
@@ -297,7 +297,7 @@ PM_ROW = Contract(
     shaped=_pm_shaped,
     loss=weighted_loss,
     grad_inputs=("query_feat", "support_feat"),
-    max_gaps=_pm_max_gaps,
+    kink_gaps=_pm_max_gaps,
     tiny=_pm_shaped(2, 3, 3, 2, "contiguous"),
     zero_sizes={
         "B0": _pm_shaped(0, 3, 4, 5, "contiguous")("cpu", torch.float32),

@@ -315,6 +315,21 @@ def _sal_call(inp, backend):
     return (pk.menet_saliency(inp["emb"], inp["mask"], squared=inp.get("squared", False), backend=backend),)
 
 
+def _sal_kinks(inp):
+    """Contract.kink_gaps: the distance |f - c| of each pixel from its image's center and the
+    pixel's scale |f| + |c|, in float64 (None when squared: no kink). A pixel on its center up to
+    rounding (a single pixel; equal ones, as the expanded layout gives) has a distance whose
+    derivative is a direction the rounding picks (the CPU's strided sum put the center an ulp off
+    where the reference's was exact: a gradient of +-1 against 0)."""
+    if inp.get("squared", False):
+        return None
+    x, w = inp["emb"].double(), inp["mask"].double()
+    mass = w.sum((1, 2))
+    center = (x * w[:, None]).sum((2, 3)) / torch.where(mass > 0, mass, 1.0)[:, None]
+    center = torch.where((mass > 0)[:, None], center, 0.0)[..., None, None]
+    return (x - center).norm(dim=1), x.norm(dim=1) + center.norm(dim=1)
+
+
 def _weighted(out, inp):
     """Positive weights in multiples of 1/8 (exact in half: the reference sees the same ones)."""
     o = out[0]
@@ -384,9 +399,11 @@ SAL = Contract(
         "terms' scale from half inputs and a float32 center, and that error exceeds SPEC §4's "
         "elementwise atol there"
     ),
-    # One pixel is its own center up to rounding, where the distance's derivative is a sign.
+    # One pixel is its own center up to rounding, where the distance's derivative is a sign (so
+    # are equal pixels: kink_gaps).
     fuzz=lambda d: {"emb": Floats(("B", "D", "H", "W")), "mask": Floats(("B", "H", "W"), positive=True, name="background_weights"),
                      "squared": Choice((False, True)) if d["H"] * d["W"] > 1 else True},
+    kink_gaps=_sal_kinks,
     uses=("menet_saliency",),
     make=_feat_mask(2, 5, 7, 9),
     call=_sal_call,

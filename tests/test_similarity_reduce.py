@@ -366,7 +366,7 @@ def _finite_loss(out, inp):
 
 def max_score_gaps(query, ref, ref_labels, num_classes, *, reduce="sum", metric="dot", scale=1.0, bias=0.0,
                    eps=1e-7, ref_weight=None, **_):  # fmt: skip
-    """Contract.max_gaps for the max: (gap, top) (B, N, C) in float64, the gap between each row
+    """Contract.kink_gaps for the max: (gap, top) (B, N, C) in float64, the gap between each row
     and class's largest and second-largest logit (inf with fewer than two members) and the
     largest; None for the other reductions. The logits, not the scores: the max is decided on z
     (csrc/common/similarity_reduce.h, activates)."""
@@ -420,7 +420,7 @@ ROW = Contract(
     shaped=lambda B, D, H, W, layout: _op_inp(B, *pair_sides(H, W), D, 3, layout=layout, reduce="max", metric="cosine"),
     loss=_finite_loss,
     grad_inputs=("query", "ref"),
-    max_gaps=lambda inp: max_score_gaps(**inp),
+    kink_gaps=lambda inp: max_score_gaps(**inp),
     tiny=_op_inp(2, 3, 4, 3, 2, reduce="softmax", metric="cosine", activation="sigmoid"),
     zero_sizes={
         "B0": _op_inp(0, 3, 4, 2, 2)("cpu", torch.float32),
