@@ -560,7 +560,7 @@ void backward(const SimilarityReduceBackward& p) {
   // parallel. h = g - Σ_c g_c o_c reads o, and the float32 out is o rounded: the gradient
   // Σ_j p_ij h_ij r_j / T, whose terms cancel (to 0 exactly where the refs are equal), kept that
   // rounding times |r| / T (5e-6 at T = 1/64 against a gradient of 0; the fuzz's single kind).
-  // A forward's worth of time (W5-softmax f+b ~1.3x); float64 inputs read out and aux as they are.
+  // A forward's worth of time (W5-softmax f+b 1.13x); float64 inputs read out and aux as they are.
   const bool exact_softmax = a.reduce == Reduce::Softmax && widens && C > 1;
   std::vector<double> gsm(exact_softmax ? size_t(B * N * (C + 2)) : 0);
   at::parallel_for(0, exact_softmax ? B * nt : 0, 1, [&](int64_t t0, int64_t t1) {

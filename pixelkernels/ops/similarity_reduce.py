@@ -49,9 +49,10 @@ and mean reduce with one more GEMM against the tile's class matrix (per score wh
 holds an inf or NaN, so it cannot spread to other classes); the backward sums per-group partials
 in a fixed order: the same bits for any thread count. Its float32 softmax backward first
 recomputes every row's softmax state in float64 (M, log L and the class probabilities: a
-forward's worth of time, W5-softmax forward+backward 1.2x), since h = g - Σ_c g_c o_c from the
-float32 out kept o's rounding times :math:`|r| / T` in a gradient that cancels (5e-6 against 0 at
-T = 1/64 with equal refs). Its max first finds every row's maxima in
+forward's worth of time, W5-softmax forward+backward 1.13x), since h = g - Σ_c g_c o_c from
+the float32 out kept o's rounding times :math:`|r| / T` in a gradient that cancels (5e-6
+against 0 at T = 1/64 with equal refs); its online softmax takes a tile's exponentials by ATen's
+vectorised exp and their class sums by a GEMM (forward 0.75x). Its max first finds every row's maxima in
 one parallel pass over all query tiles (kept per row and class: 8 to 48 bytes), so a tile whose
 maxima are all unique costs no score pass in the gradient's groups, which are few where the refs
 are many (prior_mask: one an image); a tile with a tie recomputes its maxima in its group. Triton: a program per 16 query rows, score
