@@ -997,7 +997,7 @@ MUTANTS = [
            "dr, (col, ecol) = dr[0], col[:, 0]",
            (T_SR, "-k", "triton"), "the Triton dr keeps the first split of the queries only"),
     Mutant("triton-similarity_reduce-weight-cancels", "pixelkernels/triton/similarity_reduce.py",
-           "dw = torch.where(normed, float(eps) * ecol / w, dw)", "dw = dw",
+           "dw = torch.where(rn > math.sqrt(_tiny(query)), float(eps) * ecol / w, dw)", "dw = dw",
            (T_SR, "-k", "weight_gradient_does_not_cancel and triton"), "the cosine weight's gradient as ref·G: "
            "two near-equal sums, ~1e-12 off in float64 at w = 1e-3"),
     Mutant("cuda-pair_bce-mma-labels", "csrc/cuda/pair_bce.cu",

@@ -308,8 +308,7 @@ void chunk_maxima(const Ctx<T>& x, int64_t b, int64_t it0, int64_t nu, const dou
 
 // The softmax's online state over every ref of image b of the nu consecutive query tiles from tile
 // it0 (a chunk: each ref tile widened once), per row: M, the max of the valid s / T; L, the sum of
-// exp(s / T - M); o, the same sum per class (C per row); the caller initialises them (-inf, 0, 0).
-// Tile u's rows at u kTN. qn and the scratch as chunk_maxima's, h (kTK (C + 1)) and e (kTN (C + 2)).
+// exp(s / T - M); o, the same sum per class (C per row), from (-inf, 0, 0). Tile u's rows at u kTN. qn and the scratch as chunk_maxima's, h (kTK (C + 1)) and e (kTN (C + 2)).
 // Per tile: the row maxima, one rescale of a row's state where its max grew, then the tile's
 // exponentials by ATen's vectorised exp and their class sums by a GEMM with the class matrix. The
 // class matrix's zeros spread a NaN term to every class, which the row's sum then has too: its
@@ -321,6 +320,12 @@ void chunk_softmax(const Ctx<T>& x, int64_t b, int64_t it0, int64_t nu, const do
   const SimilarityReduceArgs& a = x.a;
   const int64_t N = a.N, K = a.K, C = a.C, D = a.D;
   const int32_t* cls = x.t.cls.data() + b * K;
+  for (int64_t u = 0; u < nu; ++u) {
+    const int64_t n = std::min(kTN, N - (it0 + u) * kTN);
+    std::fill_n(M + u * kTN, n, -std::numeric_limits<double>::infinity());
+    std::fill_n(L + u * kTN, n, 0.0);
+    std::fill_n(o + u * kTN * C, n * C, 0.0);
+  }
   for (int64_t j0 = 0; j0 < K; j0 += kTK) {
     const int64_t k = std::min(kTK, K - j0);
     const bool any = std::any_of(cls + j0, cls + j0 + k, [](int32_t c) { return c >= 0; });
@@ -386,8 +391,9 @@ void forward(const SimilarityReduceForward& p) {
   const int64_t tn = std::min(kTN, N), tk = std::min(kTK, K), Q = std::min(widens ? kChunk : 1, nt);
   at::parallel_for(0, a.B * nt, 1, [&](int64_t t0, int64_t t1) {
     // per tile of a chunk (u): its queries' norms, out, ties, softmax state (M, L) and class sums
-    std::vector<double> S(tn * tk), den(a.metric == Metric::Cosine ? tn * tk : 0), qn(Q * tn), M(Q * tn), L(Q * tn);
     const bool softmax = a.reduce == Reduce::Softmax;
+    std::vector<double> S(tn * tk), den(a.metric == Metric::Cosine ? tn * tk : 0), qn(Q * tn);
+    std::vector<double> M(softmax ? Q * tn : 0), L(softmax ? Q * tn : 0);
     std::vector<double> h(linear || softmax ? tk * (C + 1) : 0), acc(linear ? Q * tn * (C + 1) : 0);
     std::vector<double> e(softmax ? tn * (C + 2) : 0);
     std::vector<double> ob(Q * tn * C), tb(max ? Q * tn * C : 0);  // rounded at the end
@@ -400,10 +406,8 @@ void forward(const SimilarityReduceForward& p) {
       auto rows_of = [&](int64_t u) { return std::min(kTN, N - (it0 + u) * kTN); };
       for (int64_t u = 0; u < nu; ++u) {
         const int64_t i0 = (it0 + u) * kTN, n = rows_of(u);
-        std::fill_n(ob.data() + u * tn * C, n * C, max ? -inf : 0.0);
+        if (!softmax) std::fill_n(ob.data() + u * tn * C, n * C, max ? -inf : 0.0);  // (chunk_softmax's own)
         if (max) std::fill_n(tb.data() + u * tn * C, n * C, 0.0);
-        std::fill_n(M.data() + u * tn, n, -inf);
-        std::fill_n(L.data() + u * tn, n, 0.0);
         if (linear) std::fill_n(acc.data() + u * tn * (C + 1), n * (C + 1), 0.0);
         for (int64_t i = 0; i < n && a.metric == Metric::Cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);
       }
@@ -445,12 +449,12 @@ void forward(const SimilarityReduceForward& p) {
         const double* ties = max ? tb.data() + u * tn * C : nullptr;
         for (int64_t i = 0; i < n; ++i) {
           double* oi = ob.data() + (u * tn + i) * C;
-          const double m = M[u * tn + i], l = L[u * tn + i];
           T* ot = out + (b * N + i0 + i) * C;
           if (linear)
             for (int64_t c = 0; c < C; ++c) oi[c] = tab.count[b * C + c] > 0.0 ? acc[(u * tn + i) * (C + 1) + c] : 0.0;
-          if (a.reduce == Reduce::Softmax) {
+          if (softmax) {
             // No valid ref: the softmax is over nothing, 0; m = log l = -inf.
+            const double m = M[u * tn + i], l = L[u * tn + i];
             softmax_probabilities(oi, l, tab.count.data() + b * C, C, oi);
             // m as stored, and log l taken against that m: p = exp(s / T - m - log l) then loses
             // only log l's rounding (|log l| is small), not m's (half an ulp of |s / T|, 4e-6 of
@@ -570,9 +574,6 @@ void backward(const SimilarityReduceBackward& p) {
     for (int64_t c0 = t0; c0 < t1;) {
       const int64_t b = c0 / nt, it0 = c0 % nt, nu = std::min({Qf, t1 - c0, nt - it0});
       c0 += nu;
-      std::fill_n(M.data(), nu * tn, -std::numeric_limits<double>::infinity());
-      std::fill_n(L.data(), nu * tn, 0.0);
-      std::fill_n(o.data(), nu * tn * C, 0.0);
       for (int64_t u = 0; u < nu; ++u) {
         const int64_t i0 = (it0 + u) * kTN, n = std::min(kTN, N - i0);
         for (int64_t i = 0; i < n && cosine; ++i) qn[u * tn + i] = x.qnorm(b, i0 + i);

@@ -532,7 +532,7 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     ref_labels = zero_labels(ref_labels, ref)
     args = (num_classes, metric, scale, bias, sigmoid, reduce, temperature, eps, _tiny(query))
     if ref_weight is None:
-        gq, gr, _ = _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
+        gq, gr, _, _ = _backward(op, grad_out, query, ref, ref_labels, out, aux, *args)
         return gq, gr, torch.empty(0, dtype=stats_dtype(query.dtype), device=query.device)
     # G, the gradient of the weighted refs: d ref = w G, d w = ref·G. Cosine's ref·G is a difference
     # of two near-equal sums (the cosine is scale-invariant in w but for eps), whose difference is
@@ -544,19 +544,18 @@ def similarity_reduce_backward_op(grad_out, query, ref, ref_labels, out, aux, nu
     cosine = metric == "cosine"
     qw, r, w = _weighted(query, ref, ref_labels, num_classes, ref_weight, op, torch.float64 if cosine else None)
     wr = r * w[..., None]
-    gq, G, ecol = _backward(op, grad_out, qw, wr, ref_labels, out, aux, *args)
+    gq, G, ecol, rn = _backward(op, grad_out, qw, wr, ref_labels, out, aux, *args)
     dw = (G * r.to(G.dtype)).sum(-1)
     if cosine:
-        normed = torch.linalg.vector_norm(wr, dim=-1) > math.sqrt(_tiny(query))
-        dw = torch.where(normed, float(eps) * ecol / w, dw)
+        dw = torch.where(rn > math.sqrt(_tiny(query)), float(eps) * ecol / w, dw)
     dw = dw.to(stats_dtype(ref.dtype))
     return torch.empty_like(query).copy_(gq), torch.empty_like(ref).copy_(G * w.to(G.dtype)[..., None]), dw
 
 
 def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metric, scale, bias, sigmoid, reduce,
               temperature, eps, tiny):  # fmt: skip
-    """-> the gradients of query and ref, and (B, K) float64, cosine: Σ_i A_ij sim_ij per ref (a
-    weight's gradient, similarity_reduce_backward_op; zeros for dot)."""
+    """-> the gradients of query and ref; (B, K) float64, cosine: Σ_i A_ij sim_ij per ref (a
+    weight's gradient, similarity_reduce_backward_op; zeros for dot); the refs' clamped norms."""
     q, r, lab, st, qn, rn, count = _prepare(op, query, ref, ref_labels, num_classes, metric, reduce, tiny)
     B, N, D = q.shape
     K, C = r.shape[1], num_classes
@@ -615,7 +614,7 @@ def _backward(op, grad_out, query, ref, ref_labels, out, aux, num_classes, metri
     # The refs that take no part get exactly 0 (cosine's norm term read their vectors: 0 * NaN).
     valid = ((lab >= 0) & (lab < C))[..., None]
     dr = torch.where(valid, dr, torch.zeros((), dtype=dr.dtype, device=dr.device))
-    return grad_query, torch.empty_like(ref).copy_(dr), ecol
+    return grad_query, torch.empty_like(ref).copy_(dr), ecol, rn
 
 
 def compile_specs():
