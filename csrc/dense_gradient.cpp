@@ -18,7 +18,7 @@ template <class On>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dense_gradient(
     const at::Tensor& grad, const at::Tensor& xa, const at::Tensor& x_labels, const at::Tensor& ya,
     const at::Tensor& y_labels, const at::Tensor& means, const at::Tensor& grams, const at::Tensor& counts,
-    const at::Tensor& stats, const at::Tensor& delta, bool batch) {
+    const at::Tensor& stats, bool batch) {
   const char* op = "dense_gradient";
   PK_EXPECT(xa.dim() == 3 && ya.dim() == 3 && xa.size(0) == ya.size(0) && xa.size(2) == ya.size(2) &&
                 xa.size(2) >= 2,
@@ -27,17 +27,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dense_gradient(
             op, "xa and ya must share a float32 or float64 dtype");
   const int64_t B = xa.size(0), Kx = xa.size(1), Ky = ya.size(1), D = xa.size(2) - 2;
   expect_sizes(means, {2, B, D}, op, "means");
-  expect_sizes(grams, {2, B, D, D}, op, "grams");
+  expect_sizes(grams, {2, B, D + 2, D + 2}, op, "grams");
   expect_sizes(counts, {2, B}, op, "counts");
   expect_sizes(stats, {6}, op, "stats");
-  expect_sizes(delta, {B}, op, "delta");
   PK_EXPECT(grad.numel() == 1, op, "grad must hold one element, got ", grad.sizes());
   PK_EXPECT(counts.scalar_type() == at::kLong, op, "counts must be int64");
-  expect_same_device(op, {grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta});
+  expect_same_device(op, {grad, xa, x_labels, ya, y_labels, means, grams, counts, stats});
   const auto st = xa.options();
   auto as_st = [&](const at::Tensor& t) { return t.to(xa.scalar_type()).contiguous(); };
-  const at::Tensor xc = xa.contiguous(), yc = ya.contiguous(), m = as_st(means), gr = as_st(grams);
-  const at::Tensor cnt = counts.contiguous(), s = as_st(stats), dl = as_st(delta), g = as_st(grad).reshape({});
+  const at::Tensor xc = xa.contiguous(), yc = ya.contiguous(), m = as_st(means), gr = grams.to(at::kDouble).contiguous();
+  const at::Tensor cnt = counts.contiguous(), s = as_st(stats), g = as_st(grad).reshape({});
   const Labels xl(x_labels), yl(y_labels);
   // pair_bce's backward on (x', y') with a = stats[3], c = stats[5] and grad_out = g in every row
   PairBceBackward pb{pair_bce_args(xc, xl, yc, yl, s.select(0, 3), s.select(0, 5), op)};
@@ -57,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dense_gradient(
   Launcher<On> launcher(xa, op);
   DenseGradient p{g.const_data_ptr(), xc.const_data_ptr(), yc.const_data_ptr(), xl.map, yl.map,
                   pdx.const_data_ptr(), pdy.const_data_ptr(), rows.const_data_ptr(), m.const_data_ptr(),
-                  gr.const_data_ptr(), cnt.const_data_ptr<int64_t>(), s.const_data_ptr(), dl.const_data_ptr(),
+                  gr.const_data_ptr<double>(), cnt.const_data_ptr<int64_t>(), s.const_data_ptr(),
                   dtype_code(xa.scalar_type()), B, Kx, Ky, D, batch, grad_x.mutable_data_ptr(),
                   grad_y.mutable_data_ptr(), grad_w.mutable_data_ptr(), grad_c.mutable_data_ptr()};
   const at::Tensor workspace = launcher.workspace(p);

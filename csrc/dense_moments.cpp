@@ -47,7 +47,7 @@ Moments dense_moments(const at::Tensor& x, const at::Tensor& x_labels, const at:
   const auto rv = moments_scalar(running_var, x, "running_var", op);
   const auto st = stats_options(x);
   at::Tensor xa = at::empty({B, Kx, D + 2}, st), ya = at::empty({B, Ky, D + 2}, st);
-  at::Tensor means = at::empty({2, B, D}, st), grams = at::empty({2, B, D, D}, st);
+  at::Tensor means = at::empty({2, B, D}, st), grams = at::empty({2, B, D + 2, D + 2}, st.dtype(at::kDouble));
   at::Tensor counts = at::empty({2, B}, st.dtype(at::kLong)), count = at::empty({}, st.dtype(at::kLong));
   at::Tensor stats = at::empty({6}, st), delta = at::empty({B}, st);
   auto ptr = [](const std::optional<at::Tensor>& t) { return t ? t->const_data_ptr() : nullptr; };

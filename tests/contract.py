@@ -52,6 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import pixelkernels as pk
 from pixelkernels._dtypes import stats_dtype
+from pixelkernels.testing import HALF_RTOL, TOLERANCES
 
 # Examples per op and layout of its main map in CI (fixed seed); PIXELKERNELS_FUZZ=<n> runs
 # n per layout with fresh seeds.
@@ -195,6 +196,19 @@ def _as_kept_elsewhere(name: str, args, kwargs, outs: tuple) -> tuple:
         out, aux, *labels = outs
         return out, torch.where(aux < 0, torch.ones_like(aux), aux), *labels
     return outs
+
+
+def _sum_slack(name: str, i: int, want: tuple, dtype: torch.dtype):
+    """The allowance of an emulated op's output that is a sum of products whose value may cancel
+    far below its terms: dense_moments' Grams (output 3), whose entries between a centred dim and
+    a dim of ones are Σ T_i, 0 but for rounding. Each entry G_de is held to the dtype's rtol
+    times the bound of its terms' absolute sum, sqrt(G_dd G_ee) (Cauchy-Schwarz): a dot
+    product's own measure of error, which no summation order beats where it cancels."""
+    if name != "dense_moments" or i != 3:
+        return None
+    diag = want[3].diagonal(0, -2, -1).clamp_min(0)
+    rtol = TOLERANCES.get(dtype, (HALF_RTOL, 0.0))[0]
+    return rtol * (diag[..., :, None] * diag[..., None, :]).sqrt()
 
 
 def grads(c: Contract, inp: dict, backend: str, scale: float = 1.0) -> tuple:
@@ -591,7 +605,8 @@ def suite(c: Contract):
                 got = _as_kept_elsewhere(name, got_args, kwargs, _outputs(getattr(emu, name)(*got_args, **kwargs)))
                 assert len(got) == len(_outputs(want))
                 for i, (a, b) in enumerate(zip(got, _outputs(want))):
-                    assert_close(a, b, dtype, msg=f"{func.name()} output {i}")
+                    slack = _sum_slack(name, i, _outputs(want), dtype)
+                    assert_close(a, b, dtype, msg=f"{func.name()} output {i}", slack=slack)
                 for r, a in zip(_outputs(outs), got):
                     if isinstance(r, torch.Tensor) and r.is_floating_point():
                         produced[r.untyped_storage().data_ptr()] = a.dtype

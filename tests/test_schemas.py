@@ -237,9 +237,8 @@ def _pair_rows() -> dict[str, dict]:
         "dense_moments": dict(**pair, weight=_f(1), bias=_f(1), weight_value=1.0, bias_value=0.0, eps=1e-5,
                               running_mean=None, running_var=None),
         "dense_gradient": dict(grad=_f(1).reshape(()), xa=_f(B, KX, D + 2), x_labels=_lab(B, KX), ya=_f(B, KY, D + 2),
-                               y_labels=_lab(B, KY), means=_f(2, B, D), grams=_f(2, B, D, D),
-                               counts=torch.ones(2, B, dtype=torch.int64), stats=_f(6).abs() + 1, delta=_f(B),
-                               batch=True),
+                               y_labels=_lab(B, KY), means=_f(2, B, D), grams=_f(2, B, D + 2, D + 2),
+                               counts=torch.ones(2, B, dtype=torch.int64), stats=_f(6).abs() + 1, batch=True),
     }  # fmt: skip
 
 
@@ -290,8 +289,8 @@ _BAD_OF = {
         ya=[("D + 3", _f(B, KY, D + 3)), ("float32", _f(B, KY, D + 2, dtype=torch.float32))],
         x_labels=_ROW_LABELS, y_labels=[("K + 1", _lab(B, KY + 1)), ("float", _f(B, KY))],
         means=[("D + 1", _f(2, B, D + 1)), ("one side", _f(1, B, D))], grams=[("D + 1", _f(2, B, D + 1, D + 1)),
-        ("flat", _f(2, B, D * D))], counts=[("B + 1", torch.ones(2, B + 1, dtype=torch.int64)),
-        ("float", _f(2, B))], stats=[("5", _f(5)), ("(1, 6)", _f(1, 6))], delta=[("B + 1", _f(B + 1))]),
+        ("flat", _f(2, B, (D + 2) ** 2))], counts=[("B + 1", torch.ones(2, B + 1, dtype=torch.int64)),
+        ("float", _f(2, B))], stats=[("5", _f(5)), ("(1, 6)", _f(1, 6))]),
 }  # fmt: skip
 
 

@@ -134,8 +134,9 @@ EXPECTATIONS: list[Expect] = [
                "last blocks merge in order. sm_80 calls the float64 division's slow path (sum / n, the merge's "
                "per-dim loop) and saves 32 B of registers around the call; sm_90 inlines it; " + _DEBT),
     Expect(r"dense_moments:gram_kernel<.*>", min_occupancy=0.25,
-           why="32 x 32 float64 tiles of the centred rows in 17 KiB of shared memory, 4 float64 sums a thread, "
-               "launch bounds of 2 blocks per SM (116-118 registers; 162 unbounded on sm_80, and 85 spilled 88 B); "
+           why="32 x 32 float64 tiles of the augmented rows in 17 KiB of shared memory (a tile that reaches the "
+               "extra dims forms them, a thread a row, into 32 more values), 4 float64 sums a thread, launch "
+               "bounds of 2 blocks per SM (80-128 registers; 162 unbounded on sm_80, and 85 spilled 88 B); "
                "no spill"),
     Expect(r"dense_moments:merge_kernel<.*>", why="a thread per Gram entry: the chunks' partials in order, the "
            "block's fixed tree; the last block merges the images; no spill"),
@@ -307,17 +308,19 @@ EXPECTATIONS: list[Expect] = [
                "IEEE dy kernel's 16 B of the 2026-11-24 report are gone: 190 registers in the report of "
                "2026-11-30); not tuned, no GPU has timed it"),
     Expect(r"triton:dense_moments:_gram_kernel\[.*", threads=0, min_occupancy=0.375,
-           why="a program per (side, image, 32 x 32 Gram tile), 8 warps: two dim blocks of the centred rows (the "
-               "mean kernel's, in the statistics dtype) by float64 tl.dot over all rows, 48-80 registers; no "
-               "spill (reading and centring the inputs here took 181-255 registers and a 40 B frame, and "
-               "Triton 3.6 failed to lower the half inputs' float64 dot); not tuned, no GPU has timed it"),
+           why="a program per (side, image, 32 x 32 tile of the (D + 2)² Gram), 8 warps: two dim blocks of the "
+               "augmented rows (the mean and rows kernels', in the statistics dtype) by float64 tl.dot over all "
+               "rows, 48-64 registers; no spill (reading and centring the inputs here took 181-255 registers "
+               "and a 40 B frame, forming the extra dims here 128-167 and a 24 B frame, and Triton 3.6 failed "
+               "to lower the half inputs' float64 dot); not tuned, no GPU has timed it"),
     Expect(r"triton:dense_moments:_\w+\[.*", threads=0, min_occupancy=0.25,
-           why="a program per (side, image) over its rows (the means), one program over the images (the "
-               "finish): a launch each, microseconds against the pair pass; no spill"),
+           why="a program per (side, image) over its rows (the means), per (1024 rows, image) (the rows' extra "
+               "dims), one program over the images (the finish): a launch each, microseconds against the pair "
+               "pass; no spill"),
     Expect(r"triton:dense_gradient:_apply_kernel\[.*", threads=0, min_occupancy=0.125,
            why="32 gradient rows a program, 8 warps: pair_bce's float64 dx' (dy' over its splits) and, with "
-               "batch statistics, A_o (T + t̄) by float64 tl.dot in 32 x 32 blocks (184-196 registers, one "
-               "block a SM); no spill; not tuned, no GPU has timed it"),
+               "batch statistics, G'o t' by float64 tl.dot in 32 x 32 blocks of the (D + 2)² Gram (188-192 "
+               "registers, one block a SM); no spill; not tuned, no GPU has timed it"),
     Expect(r"triton:dense_gradient:_sums_kernel\[.*", threads=0, min_occupancy=0.25,
            why="one program over every row in order (four float64 sums): a launch, not a bandwidth; no spill"),
     Expect(r"click_maps:click_maps_kernel<(float|double)>", min_occupancy=0.625,

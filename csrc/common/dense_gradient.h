@@ -3,10 +3,15 @@
 // with grad_out = g in every row (the loss's gradient, read with stride 0), giving dx', dy' and
 // the rows' sums (da_p, dc_p). Then, with n = max(count, 1) and everything divided by n:
 //   r_i  = dx'_i[D] / n,  R = Σ_i r_i (every image, in order),  r'_i = r_i - (ny_b / n) R  (batch)
-//   dx_i = dx'_i[:D] / n + ȳ r'_i + [κ (Ay (T_i + x̄) + ny_b ℓ_i ȳ)]                        (batch)
-//   ℓ_i  = x'_i[D] + δ_b,  κ = -(da_p / n) a / (s² n)
-// and dy_j likewise with the sides swapped (r_j = dy'_j[D + 1] / n, ℓ_j = y'_j[D + 1]);
-// dw = da_p / (n s), dc = dc_p / n. Rows that take no part get exactly 0. R sums the r_i
+//   dx_i = dx'_i[:D] / n + ȳ r'_i + [κ v_i]                                                  (batch)
+//   v_i  = Σ_j <x'_i, y'_j> y_j - (ny_b / n) ȳ S = (G'y x'_i)[:D] + ȳ ((G'y x'_i)[D] - (ny_b / n) S)
+//   κ = -(da / n) a / (s² n),   da = da_p - (S / n) dc_p (batch; else da_p)
+// and dy_j likewise with the sides swapped (r_j = dy'_j[D + 1] / n, G'x and its dim D + 1, where
+// x'_i = 1); S = Σ_ij <x'_i, y'_j> (pair_sum). v and da are σ²'s and a's derivatives from the
+// rounded rows, around the pair values' own mean S / n (0 but for the means' rounding), as
+// dense_moments' σ² is: with few pairs the σ² term cancels most of the pair term (to eps /
+// (σ² + eps) of it at two pairs), which it does only where both see the same values;
+// dw = da / (n s), dc = dc_p / n. Rows that take no part get exactly 0. R sums the r_i
 // themselves, so that where the mean's term cancels a row's (one pair: r_i = R) it cancels
 // exactly. In float64, rounded once to st. The Python reference:
 // pixelkernels/reference/dense_gradient.py.
@@ -25,10 +30,9 @@ struct DenseGradient {
   const void* pdy;  // dy' (B, Ky, D + 2)
   const void* rows;  // pair_bce's row sums (B, Kx, 2), st
   const void* means;   // (2, B, D) st
-  const void* grams;   // (2, B, D, D) st
+  const double* grams;  // (2, B, D + 2, D + 2): dense_moments' G'x, G'y
   const int64_t* counts;  // (2, B)
   const void* stats;   // (6) st
-  const void* delta;   // (B) st
   DType dtype;  // st's
   int64_t B, Kx, Ky, D;
   bool batch;
@@ -52,14 +56,23 @@ struct Sums {
 };
 
 // Entry d of a gradient row (one side), from pd_d = the row's entry d of pair_bce's gradient,
-// obar_d = the other side's mean's, r = the row's r', mv = entry d of A_o (T + t̄) (the other
-// side's Gram times the row's centred values plus its side's mean), lin = ℓ, on = the other
-// side's count.
-PK_HD double entry(double pd_d, double obar_d, double n, double r, double mv, double lin, double kappa, double on,
-                   bool batch) {
+// obar_d = the other side's mean's, r = the row's r', gd = entry d of G'o t'_i (the other side's
+// Gram times the row) and g1 = its entry at the other side's dim of ones (D for x's rows, D + 1
+// for y's): κ v_d = κ (gd + obar_d g1).
+PK_HD double entry(double pd_d, double obar_d, double n, double r, double gd, double g1, double kappa, bool batch) {
   double v = pd_d / n + obar_d * r;
-  if (batch) v += kappa * mv + kappa * on * lin * obar_d;
+  if (batch) v += kappa * (gd + obar_d * g1);
   return v;
+}
+
+// S = Σ_ij <x'_i, y'_j> = Σ_b Σ_i x'_i · Σ_j y'_j from the Grams (2, B, D2, D2): row D + 1 of
+// G'x and row D of G'y are those sums (the dims of ones).
+PK_HD double pair_sum(const double* grams, int64_t B, int64_t D2) {
+  double total = 0.0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < D2; ++k)
+      total += grams[(b * D2 + D2 - 1) * D2 + k] * grams[((B + b) * D2 + D2 - 2) * D2 + k];
+  return total;
 }
 
 // κ = 2 g_σ² / n with g_σ² = -(da_p / n) a / (2 s²).

@@ -2,16 +2,20 @@
 // and y (B, Ky, D) with integer labels, a row takes part when its label is >= 0 and its image
 // has such a row on the other side. Per side and image, over those rows, in float64:
 //   n, the mean around the first row p (t̄ = p + Σ (t_i - p) / n, rounded to st: exactly p for
-//   equal rows), the centred rows T_i = st(t_i - t̄) (0 for the others) and their Gram A = Σ T Tᵀ;
-// then over the images (finish() below): m_b = x̄·ȳ, n_b = nx ny, count = Σ n_b, μ = the pivot
-// mean of the m_b weighted by n_b, σ² = Σ_b [nx x̄ᵀAy x̄ + ny ȳᵀAx ȳ + Σ Ax∘Ay + n_b (m_b - μ)²] /
-// max(count, 1), δ_b = m_b - μ' (μ', σ'²: the running statistics where given), s = sqrt(σ'² + eps),
-// a = w / s; and the augmented rows x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b] (0 for
-// the others), so that <x'_i, y'_j> = Ψ_ij - μ' without cancellation.
+//   equal rows) and the centred rows T_i = st(t_i - t̄) (0 for the others);
+// over the images: m_b = x̄·ȳ, n_b = nx ny, count = Σ n_b, μ = the pivot mean of the m_b weighted
+// by n_b, δ_b = m_b - μ' (μ', σ'²: the running statistics where given); the augmented rows
+// x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b] (each rounded to st; 0 for the others),
+// so that <x'_i, y'_j> = Ψ_ij - μ' without cancellation, and their Grams G' = Σ t' t'ᵀ
+// ((D + 2)², float64, kept in float64); then (finish() below) with S = Σ_b Σ_i x'_i · Σ_j y'_j
+// (Σ_ij <x'_i, y'_j>: 0 but for the means' rounding, count (μ - μ') with running_mean)
+// σ² = [Σ_b tr(G'x_b G'y_b) - S² / count] / max(count, 1): the variance of exactly the values
+// the pair pass forms, around their own mean, which the batch-norm's Jacobian needs when it is a
+// small difference of its terms (few pairs); s = sqrt(σ'² + eps), a = w / s.
 // Outputs (st: float64 for float64 input, else float32): xa (B, Kx, D + 2), ya (B, Ky, D + 2),
-// means (2, B, D), grams (2, B, D, D), counts (2, B) and count int64, stats (6) = [μ', σ'², s, a,
-// max(count, 1), c], delta (B). Every sum in float64, in a fixed order: the same bits on every
-// run. The Python reference: pixelkernels/reference/dense_moments.py.
+// means (2, B, D), grams (2, B, D + 2, D + 2) float64, counts (2, B) and count int64, stats (6) =
+// [μ', σ'², s, a, max(count, 1), c], delta (B). Every sum in float64, in a fixed order: the same
+// bits on every run. The Python reference: pixelkernels/reference/dense_moments.py.
 #pragma once
 
 #include <cmath>
@@ -34,7 +38,7 @@ struct DenseMoments {
   void* xa;  // every element written, st
   void* ya;
   void* means;
-  void* grams;
+  void* grams;  // float64
   int64_t* counts;
   int64_t* count;
   void* stats;
@@ -51,12 +55,22 @@ int64_t ticket_count(OnCuda, const DenseMoments& p);
 
 namespace dense_moments {
 
-// Per image b, what finish() merges: the row counts, m_b = x̄·ȳ and the Gram part of its
-// centred second moment nx x̄ᵀAy x̄ + ny ȳᵀAx ȳ + Σ Ax∘Ay (float64).
+// Per image b, what finish() merges: the row counts, m_b = x̄·ȳ, tr(G'x_b G'y_b) = Σ_ij
+// <x'_i, y'_j>² and Σ_ij <x'_i, y'_j> = Σ_i x'_i · Σ_j y'_j (float64).
 struct Image {
   int64_t nx, ny;
-  double m, m2;
+  double m, m2, sum;
 };
+
+// An image's m2 and sum from its two Grams (D2 = D + 2, row-major, symmetric), in order.
+PK_HD void image_moments(Image& im, const double* gx, const double* gy, int64_t D2) {
+  double tr = 0.0, sum = 0.0;
+  for (int64_t k = 0; k < D2 * D2; ++k) tr += gx[k] * gy[k];
+  // row D + 1 of G'x is Σ_i x'_i (x'_i[D + 1] = 1), row D of G'y is Σ_j y'_j
+  for (int64_t k = 0; k < D2; ++k) sum += gx[(D2 - 1) * D2 + k] * gy[(D2 - 2) * D2 + k];
+  im.m2 = tr;
+  im.sum = sum;
+}
 
 // m_b from the rounded means, over d in order (the same bits wherever it is formed).
 template <typename acc_t>
@@ -92,23 +106,24 @@ PK_HD void write_delta(const Image* img, int64_t B, const DenseMoments& p, doubl
   for (int64_t b = 0; b < B; ++b) delta[b] = img[b].nx * img[b].ny > 0 ? acc_t(img[b].m - used) : acc_t(0);
 }
 
-// The moments over the images (one thread): count, stats and delta.
+// The moments over the images (one thread): count and stats (delta: write_delta, before the rows).
 template <typename acc_t>
-PK_HD void finish(const Image* img, int64_t B, const DenseMoments& p, acc_t* stats, acc_t* delta) {
+PK_HD void finish(const Image* img, int64_t B, const DenseMoments& p, acc_t* stats) {
   const PairMean pm = pair_mean(img, B);
   const double mean = pm.mean;
   const int64_t count = pm.count;
-  double m2 = 0.0;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t nb = img[b].nx * img[b].ny;
-    if (nb > 0) m2 += img[b].m2 + double(nb) * (img[b].m - mean) * (img[b].m - mean);
-  }
-  const double n = count > 1 ? double(count) : 1.0;
-  const double var = m2 / n;
-  write_delta(img, B, p, mean, delta);
   const auto* rm = static_cast<const acc_t*>(p.running_mean);
   const auto* rv = static_cast<const acc_t*>(p.running_var);
-  const double mean_used = rm ? double(*rm) : mean, var_used = rv ? double(*rv) : var;
+  const double mean_used = rm ? double(*rm) : mean;
+  // around the values' own mean S / count (μ - μ' with running_mean, else the means' rounding)
+  double m2 = 0.0, sum = 0.0;
+  for (int64_t b = 0; b < B; ++b) {
+    m2 += img[b].m2;
+    sum += img[b].sum;
+  }
+  const double n = count > 1 ? double(count) : 1.0;
+  const double var = (m2 - (count > 0 ? sum * sum / double(count) : 0.0)) / n;
+  const double var_used = rv ? double(*rv) : var;
   const double s = sqrt(var_used + p.eps);
   const double w = p.weight ? double(*static_cast<const acc_t*>(p.weight)) : p.weight_value;
   const double c = p.bias ? double(*static_cast<const acc_t*>(p.bias)) : p.bias_value;

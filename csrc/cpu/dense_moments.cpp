@@ -1,7 +1,7 @@
 // dense_moments CPU kernels (csrc/common/dense_moments.h): a task per (side, image) for the
-// counts, means and centred rows; each side's Gram as one float64 GEMM of its centred rows
-// (ATen's BLAS, O(K D^2) against the pair pass's O(Kx Ky D)); then the moments over the images
-// (dense_moments::finish) and the rows' two extra dims. Every sum in a fixed order.
+// counts, means and centred rows; μ and δ; the rows' two extra dims; each side's Gram as one
+// float64 GEMM of its augmented rows (ATen's BLAS, O(K D^2) against the pair pass's O(Kx Ky D));
+// then the moments over the images (dense_moments::finish). Every sum in a fixed order.
 #include "common/dense_moments.h"
 
 #include <vector>
@@ -27,7 +27,7 @@ void moments(const DenseMoments& p) {
   const MomentSide<T> sides[2] = {{static_cast<const T*>(p.x), p.x_labels, p.Kx, static_cast<T*>(p.xa)},
                                   {static_cast<const T*>(p.y), p.y_labels, p.Ky, static_cast<T*>(p.ya)}};
   T* means = static_cast<T*>(p.means);
-  T* grams = static_cast<T*>(p.grams);
+  double* grams = static_cast<double*>(p.grams);
   // whether each side of each image has a row with a label >= 0 (a row takes part only if the
   // other side has one)
   std::vector<uint8_t> any(static_cast<size_t>(2 * B), 0);
@@ -65,54 +65,13 @@ void moments(const DenseMoments& p) {
       }
     }
   });
-  // each Gram from its valid rows, widened to float64 (one GEMM per side and image)
-  std::vector<double> wide, gram(static_cast<size_t>(D * D));
-  for (int s = 0; s < 2; ++s) {
-    for (int64_t b = 0; b < B; ++b) {
-      const MomentSide<T>& side = sides[s];
-      const int64_t n = p.counts[s * B + b];
-      T* out = grams + (s * B + b) * D * D;
-      if (n == 0 || D == 0) {
-        std::fill(out, out + D * D, T(0));
-        continue;
-      }
-      wide.resize(size_t(n * D));
-      int64_t r = 0;
-      for (int64_t i = 0; i < side.K; ++i) {
-        if (!valid(s, b, i)) continue;
-        const T* row = side.aug + (b * side.K + i) * D2;
-        for (int64_t d = 0; d < D; ++d) wide[size_t(r * D + d)] = double(row[d]);
-        ++r;
-      }
-      small_mm(gram.data(), wide.data(), true, wide.data(), D, n, D);  // the Gram: rows^T rows
-      for (int64_t k = 0; k < D * D; ++k) out[k] = T(gram[size_t(k)]);
-    }
-  }
-  // the moments over the images, from the rounded means and Grams
-  auto image = [&](int64_t b) {
-    const T* xb = means + b * D;
-    const T* yb = means + (B + b) * D;
-    const T* gx = grams + b * D * D;
-    const T* gy = grams + (B + b) * D * D;
-    dense_moments::Image im{p.counts[b], p.counts[B + b], 0.0, 0.0};
-    double qy = 0.0, qx = 0.0, tr = 0.0;
-    im.m = dense_moments::image_mean(xb, yb, D);
-    for (int64_t d = 0; d < D; ++d) {
-      for (int64_t e = 0; e < D; ++e) {
-        qy += double(xb[d]) * double(gy[d * D + e]) * double(xb[e]);
-        qx += double(yb[d]) * double(gx[d * D + e]) * double(yb[e]);
-        tr += double(gx[d * D + e]) * double(gy[d * D + e]);
-      }
-    }
-    im.m2 = double(im.nx) * qy + double(im.ny) * qx + tr;
-    return im;
-  };
+  // m_b, μ and δ_b (what the rows' extra dims need)
   std::vector<dense_moments::Image> images(static_cast<size_t>(B));
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) images[size_t(b)] = image(b);
-  });
+  for (int64_t b = 0; b < B; ++b)
+    images[size_t(b)] = {p.counts[b], p.counts[B + b], dense_moments::image_mean(means + b * D, means + (B + b) * D, D),
+                         0.0, 0.0};
   T* delta = static_cast<T*>(p.delta);
-  dense_moments::finish<T>(images.data(), B, p, static_cast<T*>(p.stats), delta);
+  dense_moments::write_delta(images.data(), B, p, dense_moments::pair_mean(images.data(), B).mean, delta);
   // the extra dims: x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b]
   at::parallel_for(0, 2 * B, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
@@ -132,6 +91,34 @@ void moments(const DenseMoments& p) {
       }
     }
   });
+  // each Gram of the augmented rows as rounded, widened to float64 (one GEMM per side and image)
+  std::vector<double> wide;
+  for (int s = 0; s < 2; ++s) {
+    for (int64_t b = 0; b < B; ++b) {
+      const MomentSide<T>& side = sides[s];
+      const int64_t n = p.counts[s * B + b];
+      double* out = grams + (s * B + b) * D2 * D2;
+      if (n == 0) {
+        std::fill(out, out + D2 * D2, 0.0);
+        continue;
+      }
+      wide.resize(size_t(n * D2));
+      int64_t r = 0;
+      for (int64_t i = 0; i < side.K; ++i) {
+        if (!valid(s, b, i)) continue;
+        const T* row = side.aug + (b * side.K + i) * D2;
+        for (int64_t d = 0; d < D2; ++d) wide[size_t(r * D2 + d)] = double(row[d]);
+        ++r;
+      }
+      small_mm(out, wide.data(), true, wide.data(), D2, n, D2);  // the Gram: rows^T rows
+    }
+  }
+  // per image tr(G'x G'y) (both symmetric: Σ G'x∘G'y) and S_b, then the moments over the images
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      dense_moments::image_moments(images[size_t(b)], grams + b * D2 * D2, grams + (B + b) * D2 * D2, D2);
+  });
+  dense_moments::finish<T>(images.data(), B, p, static_cast<T*>(p.stats));
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // dense_gradient CUDA kernels (csrc/common/dense_gradient.h), after pair_bce's backward kernels
 // (launched by the torch side): sums_kernel, one block, the row sums R_x, R_y, da_p and dc_p, each
 // thread over a stride of the rows in order, then the block's fixed tree (a few thousand rows:
-// microseconds against the pair pass); apply_kernel, a thread per gradient entry (row, d), grid-
-// stride over both sides: consecutive threads take consecutive d of a row, so the loads of
+// microseconds against the pair pass), and S; apply_kernel, a thread per gradient entry (row, d),
+// grid-stride over both sides: consecutive threads take consecutive d of a row, so the loads of
 // pair_bce's rows, the means and the Gram's column (the Gram is symmetric) and the stores are
-// coalesced. No atomics: the same bits on every run.
+// coalesced (the column of ones is the same for the warp's threads of a row). No atomics: the
+// same bits on every run.
 #include "common/dense_gradient.h"
 
 #include "cuda/common.cuh"
@@ -34,10 +35,13 @@ __global__ void __launch_bounds__(kThreads) sums_kernel(DenseGradient p, double*
   da = block_sum<kThreads>(da, scratch);
   dc = block_sum<kThreads>(dc, scratch);
   if (threadIdx.x == 0) {
+    const double total = dense_gradient::pair_sum(p.grams, p.B, D2);
+    if (p.batch) da -= total / n * dc;
     sums[0] = rx;
     sums[1] = ry;
     sums[2] = da;
     sums[3] = dc;
+    sums[4] = total;
     const double s = double(static_cast<const acc_t*>(p.stats)[2]);
     *static_cast<acc_t*>(p.grad_weight) = acc_t(da / (n * s));
     *static_cast<acc_t*>(p.grad_bias) = acc_t(dc / n);
@@ -51,8 +55,7 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(DenseGradient p, const 
   const double s = double(stats[2]), a = double(stats[3]), n = double(stats[4]);
   const double kappa = p.batch ? dense_gradient::kappa(sums[2], a, s, n) : 0.0;
   const acc_t* means = static_cast<const acc_t*>(p.means);
-  const acc_t* grams = static_cast<const acc_t*>(p.grams);
-  const acc_t* delta = static_cast<const acc_t*>(p.delta);
+  const double* grams = p.grams;
   for (int64_t o = int64_t(blockIdx.x) * kThreads + threadIdx.x; o < total; o += int64_t(gridDim.x) * kThreads) {
     const int side = o >= nx_total;
     const int64_t K = side ? p.Ky : p.Kx, rel = side ? o - nx_total : o;
@@ -68,15 +71,20 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(DenseGradient p, const 
     const acc_t* own = static_cast<const acc_t*>(side ? p.ya : p.xa) + t * D2;
     double r = double(pd[D + side]) / n;
     if (p.batch) r -= double(on) / n * sums[side];
-    const double lin = double(own[D + side]) + (side == 0 ? double(delta[b]) : 0.0);
     const acc_t* obar = means + (other * B + b) * D;
-    double mv = 0.0;  // A_o (T + t̄), entry d: the Gram's column d (symmetric), coalesced over the warp's d
+    // G'o t', entries d and the other side's dim of ones (D + side): the Gram's columns
+    // (symmetric), column d coalesced over the warp's d
+    double gd = 0.0, g1 = 0.0;
     if (p.batch) {
-      const acc_t* bar = means + (side * B + b) * D;
-      const acc_t* gram = grams + (other * B + b) * D * D;
-      for (int64_t e = 0; e < D; ++e) mv += (double(own[e]) + double(bar[e])) * double(gram[e * D + d]);
+      const double* gram = grams + (other * B + b) * D2 * D2;
+      for (int64_t e = 0; e < D2; ++e) {
+        const double v = double(own[e]);
+        gd += v * gram[e * D2 + d];
+        g1 += v * gram[e * D2 + D + side];
+      }
+      g1 -= double(on) / n * sums[4];
     }
-    out[rel] = acc_t(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r, mv, lin, kappa, double(on), p.batch));
+    out[rel] = acc_t(dense_gradient::entry(double(pd[d]), double(obar[d]), n, r, gd, g1, kappa, p.batch));
   }
 }
 
@@ -85,10 +93,10 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(DenseGradient p, const 
 
 namespace pixelkernels {
 
-size_t workspace_bytes(OnCuda, const DenseGradient&) { return 4 * sizeof(double); }
+size_t workspace_bytes(OnCuda, const DenseGradient&) { return 5 * sizeof(double); }
 
 Status launch(OnCuda on, const DenseGradient& p) {
-  if (p.workspace == nullptr || p.workspace_bytes < 4 * sizeof(double))
+  if (p.workspace == nullptr || p.workspace_bytes < 5 * sizeof(double))
     return "dense_gradient: the row sums need workspace_bytes(OnCuda, p) bytes";
   auto* sums = static_cast<double*>(p.workspace);
   const cudaStream_t st = cuda::stream_of(on);

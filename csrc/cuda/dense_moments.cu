@@ -3,12 +3,14 @@
 //                 valid rows (p: the side's first valid row); the last block of each (image, side)
 //                 merges its chunks in order into the mean and the count, and the last of those
 //                 forms every m_b = x̄·ȳ, μ and δ_b (what the rows' extra dims need);
-//   gram_kernel   a block per (chunk, 32 x 32 tile of the Gram, image, side): the centred rows of
-//                 its chunk staged 32 at a time in shared memory as float64, the tile's partial
-//                 Gram; the tiles (·, 0) write the centred rows, the tile (0, 0) their extra dims;
-//   merge_kernel  a block per (tile, image): the chunks' partials summed in order, rounded, and the
-//                 tile's share of the image's second moment; the last block merges the images
-//                 (dense_moments::finish).
+//   gram_kernel   a block per (chunk, 32 x 32 tile of the (D + 2)² Gram, image, side): the
+//                 augmented rows of its chunk staged 32 at a time in shared memory as float64 (a
+//                 tile that reaches the extra dims forms them first, a thread a row), the tile's
+//                 partial Gram; the tiles (·, 0) write the centred rows, the last tile their
+//                 extra dims (the values it staged: the Gram and the rows agree to the bit);
+//   merge_kernel  a block per (tile, image): the chunks' partials summed in order, and the tile's
+//                 share of tr(G'x G'y); the last block merges the images (S from the Grams' rows
+//                 of ones, dense_moments::finish).
 // No float atomics (the tickets count arrivals): the same bits on every run.
 #include "common/dense_moments.h"
 
@@ -34,15 +36,16 @@ inline MomentsPlan moments_plan(const DenseMoments& p) {
   int64_t P1 = ceil_div<int64_t>(want, sides), rows1 = ceil_div<int64_t>(K, kThreads);
   P1 = P1 < rows1 ? P1 : rows1;
   pl.P1 = stride_grid(P1 > 1 ? P1 : 1);
-  pl.nt = p.D > 0 ? ceil_div<int64_t>(p.D, kTile) : 1;
+  const int64_t D2 = p.D + 2;
+  pl.nt = ceil_div<int64_t>(D2, kTile);
   pl.T = pl.nt * pl.nt;
   int64_t P2 = ceil_div<int64_t>(want, sides * pl.T), rows2 = ceil_div<int64_t>(K, kTile);
   P2 = P2 < rows2 ? P2 : rows2;
-  const int64_t room = kMaxPartials / (sides * (p.D * p.D > 0 ? p.D * p.D : 1));
+  const int64_t room = kMaxPartials / (sides * D2 * D2);
   P2 = P2 < room ? P2 : room;
   pl.P2 = P2 > 1 ? P2 : 1;
   const size_t part1 = size_t(2 * p.B * pl.P1 * (p.D + 1)) * sizeof(double);
-  const size_t part2 = size_t(2 * p.B * pl.P2 * p.D * p.D) * sizeof(double);
+  const size_t part2 = size_t(2 * p.B * pl.P2 * D2 * D2) * sizeof(double);
   const size_t part3 = size_t(p.B * pl.T) * sizeof(double);
   pl.off2 = part1;
   pl.off3 = pl.off2 + part2;
@@ -154,6 +157,7 @@ __global__ void __launch_bounds__(kThreads)
           m += double(__ldcg(means + bb * D + d)) * double(__ldcg(means + (B + bb) * D + d));
         img[bb].m = m;  // dense_moments::image_mean's order
         img[bb].m2 = 0.0;
+        img[bb].sum = 0.0;
       }
       __syncthreads();
       if (threadIdx.x == 0) {
@@ -163,10 +167,20 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Row i's extra dim that is not 1: T_i·ȳ (x, s = 0) or x̄·T_i + δ_b (y), in d's order, rounded.
+template <typename scalar_t, typename acc_t>
+__device__ acc_t extra_dim(const SideView<scalar_t>& own, int64_t i, int64_t D, const acc_t* mean, const acc_t* obar,
+                           double shift) {
+  double dot = 0.0;
+  for (int64_t d = 0; d < D; ++d) dot += double(acc_t(to_acc(own.t[i * D + d]) - mean[d])) * double(obar[d]);
+  return acc_t(dot + shift);
+}
+
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2)  // at most 128 registers: 2 blocks per SM
     gram_kernel(DenseMoments p, int64_t P2, int64_t nt, double* __restrict__ part2) {
   __shared__ double sd[kTile][kTile + 1], se[kTile][kTile + 1];
+  __shared__ acc_t ext[kTile];
   const int64_t B = p.B, D = p.D, D2 = D + 2, T = nt * nt;
   const acc_t* means = static_cast<const acc_t*>(p.means);
   const acc_t* delta = static_cast<const acc_t*>(p.delta);
@@ -178,19 +192,39 @@ __global__ void __launch_bounds__(kThreads, 2)  // at most 128 registers: 2 bloc
       const bool paired = p.counts[(1 - s) * B + b] > 0;
       const acc_t* mean = means + (s * B + b) * D;
       const acc_t* obar = means + ((1 - s) * B + b) * D;
+      const double shift = s == 1 ? double(delta[b]) : 0.0;
       acc_t* aug = aug_all + b * own.K * D2;
       for (int64_t u = blockIdx.x; u < P2 * T; u += gridDim.x) {
         const int64_t chunk = u / T, tile = u % T, d0 = tile / nt * kTile, e0 = tile % nt * kTile;
         const int64_t lo = chunk * own.K / P2, hi = (chunk + 1) * own.K / P2;
+        const bool border = d0 + kTile > D || e0 + kTile > D;  // the tile reaches the extra dims
         double acc[kTile * kTile / kThreads] = {};
         for (int64_t r0 = lo; r0 < hi; r0 += kTile) {
+          if (border) {  // the rows' extra dim that is not 1, a thread a row
+            if (threadIdx.x < kTile) {
+              const int64_t i = r0 + threadIdx.x;
+              const bool v = i < hi && paired && own.labelled(i);
+              const acc_t x = v ? extra_dim(own, i, D, mean, obar, shift) : acc_t(0);
+              ext[threadIdx.x] = x;
+              if (tile == T - 1 && i < hi) {  // the rows' extra dims, once
+                aug[i * D2 + D + s] = x;
+                aug[i * D2 + D + 1 - s] = v ? acc_t(1) : acc_t(0);
+              }
+            }
+            __syncthreads();
+          }
 #pragma unroll 1
           for (int k = 0; k < kTile * kTile / kThreads; ++k) {
             const int idx = threadIdx.x + k * kThreads, r = idx / kTile, c = idx % kTile;
             const int64_t i = r0 + r, d = d0 + c, e = e0 + c;
             const bool v = i < hi && paired && own.labelled(i);
-            const acc_t vd = v && d < D ? acc_t(to_acc(own.t[i * D + d]) - mean[d]) : acc_t(0);
-            const acc_t ve = v && e < D ? acc_t(to_acc(own.t[i * D + e]) - mean[e]) : acc_t(0);
+            // dim j of row i's augmented row: centred, the extra dim, 1, or 0 past D + 2
+            auto value = [&](int64_t j) {
+              if (!v || j >= D2) return acc_t(0);
+              if (j < D) return acc_t(to_acc(own.t[i * D + j]) - mean[j]);
+              return j == D + s ? ext[r] : acc_t(1);
+            };
+            const acc_t vd = value(d), ve = value(e);
             if (e0 == 0 && i < hi && d < D) aug[i * D2 + d] = vd;  // the centred rows, once
             sd[r][c] = double(vd);
             se[r][c] = double(ve);
@@ -204,20 +238,10 @@ __global__ void __launch_bounds__(kThreads, 2)  // at most 128 registers: 2 bloc
           }
           __syncthreads();
         }
-        double* part = part2 + ((s * B + b) * P2 + chunk) * D * D;
+        double* part = part2 + ((s * B + b) * P2 + chunk) * D2 * D2;
         for (int k = 0; k < kTile * kTile / kThreads; ++k) {
           const int64_t d = d0 + row8 + k * (kThreads / kTile), e = e0 + col;
-          if (d < D && e < D) part[d * D + e] = acc[k];
-        }
-        if (tile != 0) continue;
-        // the extra dims: x'_i = [T_i, T_i·ȳ, 1], y'_j = [T_j, 1, x̄·T_j + δ_b]
-        for (int64_t i = lo + threadIdx.x; i < hi; i += kThreads) {
-          const bool v = paired && own.labelled(i);
-          double dot = 0.0;
-          for (int64_t d = 0; d < D && v; ++d)
-            dot += double(acc_t(to_acc(own.t[i * D + d]) - mean[d])) * double(obar[d]);
-          aug[i * D2 + D + s] = v ? acc_t(dot + (s == 1 ? double(delta[b]) : 0.0)) : acc_t(0);
-          aug[i * D2 + D + 1 - s] = v ? acc_t(1) : acc_t(0);
+          if (d < D2 && e < D2) part[d * D2 + e] = acc[k];
         }
       }
     }
@@ -229,30 +253,25 @@ __global__ void __launch_bounds__(kThreads)
     merge_kernel(DenseMoments p, int64_t P2, int64_t nt, const double* __restrict__ part2,
                  double* __restrict__ part3, dense_moments::Image* __restrict__ img, int32_t* __restrict__ ticket) {
   __shared__ double scratch[kThreads / 32];
-  const int64_t B = p.B, D = p.D, T = nt * nt;
+  const int64_t B = p.B, D = p.D, D2 = D + 2, T = nt * nt;
   const acc_t* means = static_cast<const acc_t*>(p.means);
-  acc_t* grams = static_cast<acc_t*>(p.grams);
+  double* grams = static_cast<double*>(p.grams);
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    const acc_t* xb = means + b * D;
-    const acc_t* yb = means + (B + b) * D;
-    const double nx = double(p.counts[b]), ny = double(p.counts[B + b]);
     for (int64_t tile = blockIdx.x; tile < T; tile += gridDim.x) {
       const int64_t d0 = tile / nt * kTile, e0 = tile % nt * kTile;
       double local = 0.0;
       for (int k = 0; k < kTile * kTile / kThreads; ++k) {
         const int idx = threadIdx.x + k * kThreads;
         const int64_t d = d0 + idx / kTile, e = e0 + idx % kTile;
-        if (d >= D || e >= D) continue;
+        if (d >= D2 || e >= D2) continue;
         double gx = 0.0, gy = 0.0;
         for (int64_t c = 0; c < P2; ++c) {
-          gx += part2[((0 * B + b) * P2 + c) * D * D + d * D + e];
-          gy += part2[((1 * B + b) * P2 + c) * D * D + d * D + e];
+          gx += part2[((0 * B + b) * P2 + c) * D2 * D2 + d * D2 + e];
+          gy += part2[((1 * B + b) * P2 + c) * D2 * D2 + d * D2 + e];
         }
-        const acc_t rx = acc_t(gx), ry = acc_t(gy);
-        grams[(b * D + d) * D + e] = rx;
-        grams[((B + b) * D + d) * D + e] = ry;
-        local += nx * double(xb[d]) * double(ry) * double(xb[e]) + ny * double(yb[d]) * double(rx) * double(yb[e]) +
-                 double(rx) * double(ry);
+        grams[(b * D2 + d) * D2 + e] = gx;
+        grams[((B + b) * D2 + d) * D2 + e] = gy;
+        local += gx * gy;
       }
       const double total = block_sum<kThreads>(local, scratch);
       if (threadIdx.x == 0) part3[b * T + tile] = total;
@@ -260,13 +279,15 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (!last_to_arrive(ticket, int64_t(gridDim.x) * gridDim.y)) return;
   for (int64_t b = threadIdx.x; b < B; b += kThreads) {
-    double m2 = 0.0;
+    double m2 = 0.0, sum = 0.0;
     for (int64_t tile = 0; tile < T; ++tile) m2 += __ldcg(part3 + b * T + tile);
-    img[b] = {p.counts[b], p.counts[B + b], dense_moments::image_mean(means + b * D, means + (B + b) * D, D), m2};
+    // S_b: row D + 1 of G'x (Σ x'_i) times row D of G'y (Σ y'_j), in dense_moments::image_moments' order
+    for (int64_t k = 0; k < D2; ++k)
+      sum += __ldcg(grams + (b * D2 + D2 - 1) * D2 + k) * __ldcg(grams + ((B + b) * D2 + D2 - 2) * D2 + k);
+    img[b] = {p.counts[b], p.counts[B + b], dense_moments::image_mean(means + b * D, means + (B + b) * D, D), m2, sum};
   }
   __syncthreads();
-  if (threadIdx.x == 0)
-    dense_moments::finish(img, B, p, static_cast<acc_t*>(p.stats), static_cast<acc_t*>(p.delta));
+  if (threadIdx.x == 0) dense_moments::finish(img, B, p, static_cast<acc_t*>(p.stats));
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ from .. import _op
 from ..reference.dense_gradient import dense_gradient as _reference
 
 
-def _fake(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch):
+def _fake(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, batch):
     B, Kx, D2 = xa.shape
     return (xa.new_empty(B, Kx, D2 - 2), ya.new_empty(B, ya.shape[1], D2 - 2), stats.new_empty(()),
             stats.new_empty(()))  # fmt: skip

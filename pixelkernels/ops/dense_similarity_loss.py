@@ -10,8 +10,8 @@ owns the affine parameters and the running statistics, as ``BatchNorm1d(1)`` fol
 ``BCEWithLogitsLoss`` would.
 
 **How it computes.** Three ops. ``dense_moments`` (one CPU call, three CUDA launches) forms the
-count, mean and variance of :math:`\Psi` in closed form from per-image means and centred D x D
-Gram matrices (every sum in float64), merged over images by Chan's formula, so float32 keeps
+count, mean and variance of :math:`\Psi` in closed form from per-image means and the float64
+Gram matrices of the centred, augmented rows below (every sum in float64), so float32 keeps
 the variance when :math:`|\mu| \gg \sigma` (tested at a ratio of about 1e3) and over millions
 of rows. Every mean is taken around one of its values, so equal rows give their mean exactly.
 The same op writes the centred rows with two more dimensions, on which the BCE over every pair
@@ -24,7 +24,13 @@ is one tiled pass of :func:`pixelkernels.pair_bce`,
     X_i = x_i - \bar x,\; Y_j = y_j - \bar y,\; \delta_b = \bar x \cdot \bar y - \mu,
 
 so that :math:`\langle x'_i, y'_j \rangle = \Psi_{ij} - \mu` without cancellation, with scale
-:math:`a = w / \sqrt{\sigma^2 + \epsilon}` and the bias as device tensors (no host sync). Where
+:math:`a = w / \sqrt{\sigma^2 + \epsilon}` and the bias as device tensors (no host sync).
+:math:`\sigma^2` is :math:`\sum_b \mathrm{tr}(G'_{x,b} G'_{y,b}) / n` less the square of the pair
+values' own mean, with :math:`G' = \sum t' t'^\top` of the rows as rounded: the variance of
+exactly the values the pair pass forms. With few pairs the batch-norm's Jacobian keeps only
+:math:`\epsilon / (\sigma^2 + \epsilon)` of its terms (about 1e-3 at two pairs), and a
+:math:`\sigma^2` from float32 Grams of the centred rows alone left float32 gradients 1 % off
+(fuzz, 2026-11-30); the backward's :math:`\sigma^2` terms read the same Grams. Where
 every valid :math:`\Psi` is equal because the rows are (one pair, one row against equal rows,
 equal rows on both sides), each logit is exactly the bias and the gradients of x, y and the
 weight that must vanish are exactly 0 (the folded form :math:`a\Psi + (c - a\mu)` left the
@@ -39,9 +45,10 @@ batch-norm's terms through :math:`\mu` and :math:`\sigma^2` are formed in float6
 once (bfloat16 gradients were about 1% off where those terms cancel if rounded first).
 Forward and backward together: 10 launches on the CUDA path (issue 36's bar), where the
 statistics and the gradient as PyTorch ops around ``pair_bce`` took 170. The Triton backend runs
-the same design in Triton kernels (three for the statistics; ``pair_bce``'s two backward kernels,
-the row sums and the gradient rows for the backward, beside two fills of ``pair_bce``'s float64
-sums): 12 launches forward and backward, where PyTorch ops around ``pair_bce`` took 198.
+the same design in Triton kernels (four for the statistics: the means, the rows' extra dims, the
+Grams, the finish; ``pair_bce``'s two backward kernels, the row sums and the gradient rows for the
+backward, beside two fills of ``pair_bce``'s float64 sums): 13 launches forward and backward,
+where PyTorch ops around ``pair_bce`` took 198.
 ``pair_bce`` called directly keeps half inputs on the tensor cores; this loss runs its pair pass
 on the float32 (or float64) kernels, since the centred rows are in the statistics dtype.
 The same formulas with :math:`\Psi` materialised:
@@ -202,16 +209,16 @@ class _Loss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, w, beta, rest):
         xl, yl, eps, w_value, beta_value, batch, backend, moments = rest
-        xa, ya, means, grams, counts, count, stats, delta = moments
+        xa, ya, means, grams, counts, count, stats, _ = moments
         total = _op.run(_pair_bce.OP, backend, xa, xl, ya, yl, stats[3], stats[5]).sum()
-        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats, delta)
+        ctx.save_for_backward(x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats)
         ctx.floats, ctx.batch, ctx.backend = (eps, w_value, beta_value), batch, backend
         ctx.set_materialize_grads(False)
         return total / stats[4]
 
     @staticmethod
     def backward(ctx, g):
-        x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats, delta = ctx.saved_tensors
+        x, y, w, beta, xl, yl, xa, ya, means, grams, counts, stats = ctx.saved_tensors
         if g is None:
             return None, None, None, None, None
         if torch.is_grad_enabled():  # create_graph: the reference's graph carries second derivatives
@@ -229,7 +236,7 @@ class _Loss(torch.autograd.Function):
             wrt = [t for t in (xs, ys, ws, bs) if t is not None]
             grads = iter(torch.autograd.grad(loss, wrt, g, create_graph=True, allow_unused=True))
             return (*(None if t is None else next(grads) for t in (xs, ys, ws, bs)), None)
-        dx, dy, dw, dc = _op.run(_gradient.OP, ctx.backend, g, xa, xl, ya, yl, means, grams, counts, stats, delta,
+        dx, dy, dw, dc = _op.run(_gradient.OP, ctx.backend, g, xa, xl, ya, yl, means, grams, counts, stats,
                                  ctx.batch)  # fmt: skip
         # a (1,) weight or bias gets its gradient in its shape (a view)
         dw = None if w is None else dw.reshape(w.shape)

@@ -7,13 +7,19 @@ The loss is L = Σ_i pair_bce(x', y'; a, c)_i / n with n = max(count, 1), a = w 
 
     r_i  = dx'_i[D] / n  (= a Σ_j e_ij: y'_j[D] = 1),    R = Σ_i r_i (all images)
     r'_i = r_i - (ny_b / n) R                  (batch statistics: the mean's term; else r_i)
-    dx_i = dx'_i[:D] / n + ȳ r'_i  [+ κ (Ay (T_i + x̄) + ny_b ℓ_i ȳ)]   (batch statistics)
-    ℓ_i  = x'_i[D] + δ_b = x_i·ȳ - μ,   κ = 2 g_σ² / n,   g_σ² = -(da_p / n) a / (2 s²)
+    dx_i = dx'_i[:D] / n + ȳ r'_i  [+ κ v_i]                          (batch statistics)
+    v_i  = Σ_j <x'_i, y'_j> y_j - (ny_b / n) ȳ S = (G'y x'_i)[:D] + ȳ ((G'y x'_i)[D] - (ny_b / n) S)
+    κ = 2 g_σ² / n,   g_σ² = -(da / n) a / (2 s²),   da = da_p - (S / n) dc_p   (batch; else da_p)
 
-and likewise dy_j with the sides swapped (r_j = dy'_j[D + 1] / n, ℓ_j = y'_j[D + 1]);
-dw = da_p / (n s), dc = dc_p / n. Rows that take no part get exactly 0. R is the sum of the r_i
-themselves, so where the mean's term cancels a row's (one pair: r_i = R) it cancels exactly.
-Computed in float64, rounded once to the statistics dtype."""
+with S = Σ_ij <x'_i, y'_j> = Σ_b Σ_i x'_i · Σ_j y'_j (rows D + 1 of G'x and D of G'y), and
+likewise dy_j with the sides swapped (r_j = dy'_j[D + 1] / n, the Gram G'x and its dim D + 1,
+where x'_i is 1); dw = da / (n s), dc = dc_p / n. v_i (σ²'s derivative times n / 2; y_j = T_j + ȳ)
+and da are taken from the rounded rows themselves around the pair values' own mean S / n (0 but
+for the rounding of the means), as dense_moments' σ² is: with few pairs the σ² term cancels most
+of the pair term (eps / (σ² + eps) of it is left at two pairs), which it does only where both
+see the same values. Rows that take no part get exactly 0. R is the sum of the r_i themselves, so where
+the mean's term cancels a row's (one pair: r_i = R) it cancels exactly. Computed in float64,
+rounded once to the statistics dtype."""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import torch
 from .pair_bce import pair_bce
 
 
-def dense_gradient(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch):
+def dense_gradient(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats, batch):
     f64 = torch.float64
     with torch.enable_grad():
         xs, ys = xa.detach().to(f64).requires_grad_(), ya.detach().to(f64).requires_grad_()
@@ -31,10 +37,10 @@ def dense_gradient(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats
         rows = pair_bce(xs, x_labels, ys, y_labels, a, c)
         pdx, pdy, da_p, dc_p = torch.autograd.grad(rows, (xs, ys, a, c), grad.detach().to(f64).expand(rows.shape),
                                                    allow_unused=True)  # fmt: skip
-    return assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch)
+    return assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, counts, stats, batch)
 
 
-def assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, counts, stats, delta, batch):
+def assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, counts, stats, batch):
     """The formulas above from pair_bce's backward at grad_out = g (pdx, pdy, da_p, dc_p), in
     float64, rounded to xa's dtype (the Triton variant's, after pair_bce's Triton backward)."""
     st = xa.dtype
@@ -50,19 +56,22 @@ def assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, cou
     gx, gy = grams[0].to(f64), grams[1].to(f64)
     xv = (x_labels >= 0) & (counts[1] > 0)[:, None]
     yv = (y_labels >= 0) & (counts[0] > 0)[:, None]
+    total = (gx[:, D + 1] * gy[:, D]).sum()  # S = Σ_ij <x'_i, y'_j>: Σ_i x'_i · Σ_j y'_j per image
+    if batch:
+        da_p = da_p - total / n * dc_p  # Σ e_ij (<x'_i, y'_j> - S / n): around the pairs' own mean
     coef = -2 * (da_p / n) * a / (2 * s * s) / n
 
-    def side(pd, aug, own_row, own_bar, other_bar, other_n, other_gram, lin, valid):
+    def side(pd, aug, own_row, other_bar, other_n, other_gram, other_one, valid):
         r = pd[..., own_row] / n
         if batch:
             r = r - (other_n / n)[:, None] * r.sum()
         out = pd[..., :D] / n + other_bar[:, None, :] * r[..., None]
         if batch:
-            t = aug[..., :D].to(f64) + own_bar[:, None, :]
-            out = out + coef * torch.bmm(t, other_gram)
-            out = out + (coef * other_n)[:, None, None] * lin[..., None] * other_bar[:, None, :]
+            prod = torch.bmm(aug.to(f64), other_gram)  # (G' t'_i)ᵀ: the Grams are symmetric
+            ones = prod[..., other_one] - (other_n / n)[:, None] * total
+            out = out + coef * (prod[..., :D] + other_bar[:, None, :] * ones[..., None])
         return torch.where(valid[..., None], out, zero).to(st)
 
-    dx = side(pdx, xa, D, xbar, ybar, ny, gy, xa[..., D].to(f64) + delta.to(f64)[:, None], xv)
-    dy = side(pdy, ya, D + 1, ybar, xbar, nx, gx, ya[..., D + 1].to(f64), yv)
+    dx = side(pdx, xa, D, ybar, ny, gy, D, xv)
+    dy = side(pdy, ya, D + 1, xbar, nx, gx, D + 1, yv)
     return dx, dy, (da_p / (n * s)).to(st), (dc_p / n).to(st)

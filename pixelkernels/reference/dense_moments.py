@@ -9,21 +9,29 @@ those rows (st: the statistics dtype, float32 for half inputs):
     n           the number of rows
     t̄           the mean, around the first row p: p + Σ (t_i - p) / n (exactly p for equal rows)
     T_i         t_i - t̄, rounded to st (0 for the other rows)
-    A           Σ T_i T_iᵀ, summed in float64, rounded to st
     m_b         x̄·ȳ,  n_b = nx ny,  count = Σ n_b
     μ           the pivot mean of m_b weighted by n_b (images with n_b > 0)
-    σ²          Σ_b [nx x̄ᵀAy x̄ + ny ȳᵀAx ȳ + Σ Ax∘Ay + n_b (m_b - μ)²] / max(count, 1)
-    μ', σ'²     running_mean and running_var where given (eval), else μ and σ²
+    μ', σ'²     running_mean and running_var where given (eval), else μ and σ² (below)
     δ_b         m_b - μ' (0 for an image without pairs)
-    s = sqrt(σ'² + eps),  a = w / s,  c = bias
 
-and the augmented rows, so that <x'_i, y'_j> = Ψ_ij - μ' without cancellation:
+the augmented rows, so that <x'_i, y'_j> = Ψ_ij - μ' without cancellation (each rounded to st):
 
     x'_i = [T^x_i, T^x_i·ȳ, 1],    y'_j = [T^y_j, 1, x̄·T^y_j + δ_b]   (0 for the other rows)
 
-Returns xa (B, Kx, D + 2), ya (B, Ky, D + 2), means (2, B, D) = [x̄, ȳ], grams (2, B, D, D) =
-[Ax, Ay] (st), counts (2, B) = [nx, ny] and count (0-dim) int64, stats (6,) st = [μ', σ'², s, a,
-max(count, 1), c] and delta (B,) st. w and c are the tensors weight and bias where given, else
+their Grams G'x = Σ_i x'_i x'_iᵀ and G'y (D + 2 square, float64 sums of the rounded rows, kept in
+float64), and
+
+    σ²          [Σ_b tr(G'x_b G'y_b) - count (μ - μ')²] / max(count, 1)
+    s = sqrt(σ'² + eps),  a = w / s,  c = bias.
+
+tr(G'x G'y) = Σ_ij <x'_i, y'_j>² is the second moment of exactly the values the pair pass forms
+(the rounded rows'), so the batch-norm's Jacobian, which for few pairs is a small difference of
+its terms (eps / (σ² + eps) of them at two pairs), sees a σ² consistent with them; dense_gradient
+reads the same Grams for its σ² terms.
+
+Returns xa (B, Kx, D + 2), ya (B, Ky, D + 2), means (2, B, D) = [x̄, ȳ], grams (2, B, D + 2, D + 2)
+float64 = [G'x, G'y], counts (2, B) = [nx, ny] and count (0-dim) int64, stats (6,) st = [μ', σ'², s,
+a, max(count, 1), c] and delta (B,) st. w and c are the tensors weight and bias where given, else
 weight_value and bias_value. No gradient (dense_similarity_loss's backward is dense_gradient)."""
 
 from __future__ import annotations
@@ -35,53 +43,52 @@ from .dense_similarity_loss import pivot_mean
 
 
 def _side(t, valid, st):
-    """Per image: n (B,) int64, t̄ (B, D) st, A (B, D, D) st, the centred rows (B, K, D) st."""
+    """Per image: n (B,) int64, t̄ (B, D) st, the centred rows (B, K, D) st."""
     B, K, D = t.shape
     n = valid.sum(1)
     if K == 0:
-        return n, t.new_zeros(B, D, dtype=st), t.new_zeros(B, D, D, dtype=st), t.new_zeros(B, 0, D, dtype=st)
+        return n, t.new_zeros(B, D, dtype=st), t.new_zeros(B, 0, D, dtype=st)
     v = valid[..., None]
     zero = torch.zeros((), dtype=st, device=t.device)
     # p + Σ (t - p) / n summed in float64, rounded once (pivot_mean's form, without its rounding)
     mean = pivot_mean(torch.where(v, t.to(torch.float64), 0.0), valid, 1).to(st)
-    rows = torch.where(v, t.to(st) - mean[:, None], zero)
-    wide = rows.to(torch.float64)
-    return n, mean, torch.bmm(wide.transpose(1, 2), wide).to(st), rows
+    return n, mean, torch.where(v, t.to(st) - mean[:, None], zero)
 
 
-def moments(nx, ny, xb, yb, gx, gy, weight, bias, weight_value, bias_value, eps, running_mean, running_var, st):
-    """count, stats and delta from the per-image counts, means and Grams (float64, from their
-    rounded values): the closed form above, over the images. Also the Triton variant's."""
-    f64 = torch.float64
+def centre(nx, ny, xb, yb, running_mean, st):
+    """count, μ, μ' and δ (st) from the per-image counts and (rounded) means, in float64."""
     n_b = nx * ny
-    count = n_b.sum()
     has = n_b > 0
     mean_b = (xb * yb).sum(1)
-    w_b = n_b.to(f64)
-    mean = pivot_mean(mean_b, has, 0, w_b)
-    quad_y = torch.einsum("bd,bde,be->b", xb, gy, xb)
-    quad_x = torch.einsum("bd,bde,be->b", yb, gx, yb)
-    m2_b = nx.to(f64) * quad_y + ny.to(f64) * quad_x + (gx * gy).sum((1, 2)) + w_b * (mean_b - mean).square()
-    var = torch.where(has, m2_b, 0.0).sum() / count.clamp_min(1).to(f64)
-    mean_used = mean if running_mean is None else running_mean.detach().to(st).to(f64).reshape(())
+    mean = pivot_mean(mean_b, has, 0, n_b.to(torch.float64))
+    used = mean if running_mean is None else running_mean.detach().to(st).to(torch.float64).reshape(())
+    return n_b.sum(), mean, used, torch.where(has, mean_b - used, 0.0).to(st)
+
+
+def spread(gx, gy, count, mean, mean_used, weight, bias, weight_value, bias_value, eps, running_var, st):
+    """stats (6,) st from the augmented rows' float64 Grams (B, D + 2, D + 2) and centre()'s
+    count and means: σ² = [Σ tr(G'x G'y) - count (μ - μ')²] / max(count, 1)."""
+    f64 = torch.float64
+    n = count.clamp_min(1).to(f64)
+    total = (gx[:, -1] * gy[:, -2]).sum()  # S = Σ_ij <x'_i, y'_j>: Σ_i x'_i · Σ_j y'_j per image
+    var = ((gx * gy).sum() - total * total / count.clamp_min(1).to(f64)) / n
     var_used = var if running_var is None else running_var.detach().to(st).to(f64).reshape(())
-    delta = torch.where(has, mean_b - mean_used, 0.0).to(st)
     s = torch.sqrt(var_used + eps)
     a = (weight_value if weight is None else weight.detach().to(st).to(f64).reshape(())) / s
     c = torch.full_like(s, bias_value) if bias is None else bias.detach().to(st).to(f64).reshape(())
-    return count, torch.stack([mean_used, var_used, s, a, count.clamp_min(1).to(f64), c]).to(st), delta
+    return torch.stack([mean_used, var_used, s, a, n, c]).to(st)
 
 
 def dense_moments(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps, running_mean, running_var):
     st = stats_dtype(x.dtype)
+    f64 = torch.float64
     dev = x.device
     xv, yv = x_labels >= 0, y_labels >= 0
     xv, yv = xv & yv.any(1)[:, None], yv & xv.any(1)[:, None]
-    nx, xbar, ax, xrows = _side(x, xv, st)
-    ny, ybar, ay, yrows = _side(y, yv, st)
-    xb, yb = xbar.to(torch.float64), ybar.to(torch.float64)
-    count, stats, delta = moments(nx, ny, xb, yb, ax.to(torch.float64), ay.to(torch.float64), weight, bias,
-                                  weight_value, bias_value, eps, running_mean, running_var, st)  # fmt: skip
+    nx, xbar, xrows = _side(x, xv, st)
+    ny, ybar, yrows = _side(y, yv, st)
+    xb, yb = xbar.to(f64), ybar.to(f64)
+    count, mean, mean_used, delta = centre(nx, ny, xb, yb, running_mean, st)
     # the augmented rows
     zero = torch.zeros((), dtype=st, device=dev)
     B, Kx, D = x.shape
@@ -90,10 +97,13 @@ def dense_moments(x, x_labels, y, y_labels, weight, bias, weight_value, bias_val
     ya = torch.zeros(B, Ky, D + 2, dtype=st, device=dev)
     xa[..., :D] = xrows
     ya[..., :D] = yrows
-    xdot = (xrows.to(torch.float64) * yb[:, None]).sum(2)
-    ydot = (yrows.to(torch.float64) * xb[:, None]).sum(2) + delta.to(torch.float64)[:, None]
+    xdot = (xrows.to(f64) * yb[:, None]).sum(2)
+    ydot = (yrows.to(f64) * xb[:, None]).sum(2) + delta.to(f64)[:, None]
     xa[..., D] = torch.where(xv, xdot.to(st), zero)
     xa[..., D + 1] = xv.to(st)
     ya[..., D] = yv.to(st)
     ya[..., D + 1] = torch.where(yv, ydot.to(st), zero)
-    return (xa, ya, torch.stack([xbar, ybar]), torch.stack([ax, ay]), torch.stack([nx, ny]), count, stats, delta)
+    grams = torch.stack([torch.bmm(r.to(f64).transpose(1, 2), r.to(f64)) for r in (xa, ya)])
+    stats = spread(grams[0], grams[1], count, mean, mean_used, weight, bias, weight_value, bias_value, eps,
+                   running_var, st)  # fmt: skip
+    return xa, ya, torch.stack([xbar, ybar]), grams, torch.stack([nx, ny]), count, stats, delta
