@@ -222,7 +222,7 @@ def test_pair_moments_are_stable_in_float32_when_the_mean_dwarfs_the_spread():
 
 def test_statistics_over_millions_of_float32_rows():
     """4M float32 rows of x against 2 of y (GPU_SHAPES' wide_image on the CPU backend): the
-    variance within 1e-5 of float64's, and the loss too. The centred Gram matrices are summed
+    variance within 1e-5 of float64's, and the loss too. The augmented rows' Gram matrices are summed
     over K in float64; the CPU's float32 GEMM summed each entry along K in one accumulator,
     4e-3 off at 5.8M rows, the variance 4e-3 and the loss 7e-4."""
     g = torch.Generator().manual_seed(4)
@@ -593,7 +593,8 @@ def test_few_pairs_float32_gradient_is_consistent(request, backend, device):
     AXicc2R0ZHRkcoSRDAwQAgW6SGc2aYDEAYYxBlE=)."""
     h = float.fromhex
     fuzzed = (torch.tensor([[[h("0x1.ec1ece0p-1"), h("0x1.cee8480p-1")], [0.0, 0.0]]]),
-              torch.tensor([[[h("-0x1.e8b02c0p-1"), h("0x1.3c131a0p+1")], [h("0x1.abba660p+0"), h("-0x1.21ad0e0p-1")]]]))
+              torch.tensor([[[h("-0x1.e8b02c0p-1"), h("0x1.3c131a0p+1")],
+                             [h("0x1.abba660p+0"), h("-0x1.21ad0e0p-1")]]]))
 
     def drawn(seed, B, D):  # seed 153 of 300 such draws: the means' rounding matters most there
         g = torch.Generator().manual_seed(seed)

@@ -135,8 +135,8 @@ EXPECTATIONS: list[Expect] = [
                "per-dim loop) and saves 32 B of registers around the call; sm_90 inlines it; " + _DEBT),
     Expect(r"dense_moments:gram_kernel<.*>", min_occupancy=0.25,
            why="32 x 32 float64 tiles of the augmented rows in 17 KiB of shared memory (a tile that reaches the "
-               "extra dims forms them, a thread a row, into 32 more values), 4 float64 sums a thread, launch "
-               "bounds of 2 blocks per SM (80-128 registers; 162 unbounded on sm_80, and 85 spilled 88 B); "
+               "extra dims forms them, a warp a row, into 32 more values), 4 float64 sums a thread, launch "
+               "bounds of 2 blocks per SM (84-104 registers; 162 unbounded on sm_80, and 85 spilled 88 B); "
                "no spill"),
     Expect(r"dense_moments:merge_kernel<.*>", why="a thread per Gram entry: the chunks' partials in order, the "
            "block's fixed tree; the last block merges the images; no spill"),
@@ -322,7 +322,8 @@ EXPECTATIONS: list[Expect] = [
                "batch statistics, G'o t' by float64 tl.dot in 32 x 32 blocks of the (D + 2)² Gram (188-192 "
                "registers, one block a SM); no spill; not tuned, no GPU has timed it"),
     Expect(r"triton:dense_gradient:_sums_kernel\[.*", threads=0, min_occupancy=0.25,
-           why="one program over every row in order (four float64 sums): a launch, not a bandwidth; no spill"),
+           why="one program over every row in order (four float64 sums, and S over the Grams' rows of ones): a "
+               "launch, not a bandwidth; no spill"),
     Expect(r"click_maps:click_maps_kernel<(float|double)>", min_occupancy=0.625,
            why="one pixel a thread, two float running minima, a 4 KiB shared tile of clicks read as "
                "broadcasts; the clicks scaled in float64 as they are staged (no preparation launch) take the "

@@ -58,7 +58,7 @@ struct Sums {
 // Entry d of a gradient row (one side), from pd_d = the row's entry d of pair_bce's gradient,
 // obar_d = the other side's mean's, r = the row's r', gd = entry d of G'o t'_i (the other side's
 // Gram times the row) and g1 = its entry at the other side's dim of ones (D for x's rows, D + 1
-// for y's): κ v_d = κ (gd + obar_d g1).
+// for y's) less (n_o / n) S: κ v_d = κ (gd + obar_d g1).
 PK_HD double entry(double pd_d, double obar_d, double n, double r, double gd, double g1, double kappa, bool batch) {
   double v = pd_d / n + obar_d * r;
   if (batch) v += kappa * (gd + obar_d * g1);
@@ -75,7 +75,7 @@ PK_HD double pair_sum(const double* grams, int64_t B, int64_t D2) {
   return total;
 }
 
-// κ = 2 g_σ² / n with g_σ² = -(da_p / n) a / (2 s²).
+// κ = 2 g_σ² / n with g_σ² = -(da / n) a / (2 s²) (da: a's derivative, centred in batch mode).
 PK_HD double kappa(double da, double a, double s, double n) { return -2.0 * (da / n) * a / (2.0 * s * s) / n; }
 
 }  // namespace dense_gradient

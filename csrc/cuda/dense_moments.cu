@@ -5,7 +5,7 @@
 //                 forms every m_b = x̄·ȳ, μ and δ_b (what the rows' extra dims need);
 //   gram_kernel   a block per (chunk, 32 x 32 tile of the (D + 2)² Gram, image, side): the
 //                 augmented rows of its chunk staged 32 at a time in shared memory as float64 (a
-//                 tile that reaches the extra dims forms them first, a thread a row), the tile's
+//                 tile that reaches the extra dims forms them first, a warp a row), the tile's
 //                 partial Gram; the tiles (·, 0) write the centred rows, the last tile their
 //                 extra dims (the values it staged: the Gram and the rows agree to the bit);
 //   merge_kernel  a block per (tile, image): the chunks' partials summed in order, and the tile's
@@ -167,15 +167,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Row i's extra dim that is not 1: T_i·ȳ (x, s = 0) or x̄·T_i + δ_b (y), in d's order, rounded.
-template <typename scalar_t, typename acc_t>
-__device__ acc_t extra_dim(const SideView<scalar_t>& own, int64_t i, int64_t D, const acc_t* mean, const acc_t* obar,
-                           double shift) {
-  double dot = 0.0;
-  for (int64_t d = 0; d < D; ++d) dot += double(acc_t(to_acc(own.t[i * D + d]) - mean[d])) * double(obar[d]);
-  return acc_t(dot + shift);
-}
-
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 2)  // at most 128 registers: 2 blocks per SM
     gram_kernel(DenseMoments p, int64_t P2, int64_t nt, double* __restrict__ part2) {
@@ -200,15 +191,24 @@ __global__ void __launch_bounds__(kThreads, 2)  // at most 128 registers: 2 bloc
         const bool border = d0 + kTile > D || e0 + kTile > D;  // the tile reaches the extra dims
         double acc[kTile * kTile / kThreads] = {};
         for (int64_t r0 = lo; r0 < hi; r0 += kTile) {
-          if (border) {  // the rows' extra dim that is not 1, a thread a row
-            if (threadIdx.x < kTile) {
-              const int64_t i = r0 + threadIdx.x;
-              const bool v = i < hi && paired && own.labelled(i);
-              const acc_t x = v ? extra_dim(own, i, D, mean, obar, shift) : acc_t(0);
-              ext[threadIdx.x] = x;
-              if (tile == T - 1 && i < hi) {  // the rows' extra dims, once
-                aug[i * D2 + D + s] = x;
-                aug[i * D2 + D + 1 - s] = v ? acc_t(1) : acc_t(0);
+          if (border) {
+            // the rows' extra dim that is not 1, T_i·ȳ (x) or x̄·T_i + δ_b (y): a warp a row, lanes
+            // over d (coalesced), warp_sum's fixed tree: every border tile forms the same bits
+            const int lane = threadIdx.x % 32;
+            for (int r = threadIdx.x / 32; r < kTile; r += kThreads / 32) {
+              const int64_t i = r0 + r;
+              const bool v = i < hi && paired && own.labelled(i);  // the warp's alike
+              double dot = 0.0;
+              for (int64_t d = lane; d < D && v; d += 32)
+                dot += double(acc_t(to_acc(own.t[i * D + d]) - mean[d])) * double(obar[d]);
+              dot = warp_sum(dot);
+              const acc_t x = v ? acc_t(dot + shift) : acc_t(0);
+              if (lane == 0) {
+                ext[r] = x;
+                if (tile == T - 1 && i < hi) {  // the rows' extra dims, once
+                  aug[i * D2 + D + s] = x;
+                  aug[i * D2 + D + 1 - s] = v ? acc_t(1) : acc_t(0);
+                }
               }
             }
             __syncthreads();

@@ -24,8 +24,8 @@ def _fake(x, x_labels, y, y_labels, weight, bias, weight_value, bias_value, eps,
     f = dict(dtype=st, device=x.device)
     i = dict(dtype=torch.int64, device=x.device)
     return (x.new_empty(B, Kx, D + 2, **f), x.new_empty(B, y.shape[1], D + 2, **f), x.new_empty(2, B, D, **f),
-            x.new_empty(2, B, D + 2, D + 2, dtype=torch.float64, device=x.device), x.new_empty(2, B, **i), x.new_empty((), **i), x.new_empty(6, **f),
-            x.new_empty(B, **f))  # fmt: skip
+            x.new_empty(2, B, D + 2, D + 2, dtype=torch.float64, device=x.device), x.new_empty(2, B, **i),
+            x.new_empty((), **i), x.new_empty(6, **f), x.new_empty(B, **f))  # fmt: skip
 
 
 OP = _op.define(

@@ -42,7 +42,7 @@ def dense_gradient(grad, xa, x_labels, ya, y_labels, means, grams, counts, stats
 
 def assemble(pdx, pdy, da_p, dc_p, xa, x_labels, ya, y_labels, means, grams, counts, stats, batch):
     """The formulas above from pair_bce's backward at grad_out = g (pdx, pdy, da_p, dc_p), in
-    float64, rounded to xa's dtype (the Triton variant's, after pair_bce's Triton backward)."""
+    float64, rounded to xa's dtype."""
     st = xa.dtype
     D = xa.shape[2] - 2
     f64 = torch.float64

@@ -21,13 +21,15 @@ the augmented rows, so that <x'_i, y'_j> = Ψ_ij - μ' without cancellation (eac
 their Grams G'x = Σ_i x'_i x'_iᵀ and G'y (D + 2 square, float64 sums of the rounded rows, kept in
 float64), and
 
-    σ²          [Σ_b tr(G'x_b G'y_b) - count (μ - μ')²] / max(count, 1)
+    S           Σ_b (row D + 1 of G'x_b)·(row D of G'y_b) = Σ_ij <x'_i, y'_j>  (the dims of ones:
+                Σ_i x'_i · Σ_j y'_j; 0 but for the means' rounding, count (μ - μ') with running_mean)
+    σ²          [Σ_b tr(G'x_b G'y_b) - S² / count] / max(count, 1)
     s = sqrt(σ'² + eps),  a = w / s,  c = bias.
 
-tr(G'x G'y) = Σ_ij <x'_i, y'_j>² is the second moment of exactly the values the pair pass forms
-(the rounded rows'), so the batch-norm's Jacobian, which for few pairs is a small difference of
-its terms (eps / (σ² + eps) of them at two pairs), sees a σ² consistent with them; dense_gradient
-reads the same Grams for its σ² terms.
+tr(G'x G'y) = Σ_ij <x'_i, y'_j>², so σ² is the variance of exactly the values the pair pass forms
+(the rounded rows'), around their own mean: the batch-norm's Jacobian, which for few pairs is a
+small difference of its terms (eps / (σ² + eps) of them at two pairs), sees a σ² consistent with
+them; dense_gradient reads the same Grams for its σ² terms.
 
 Returns xa (B, Kx, D + 2), ya (B, Ky, D + 2), means (2, B, D) = [x̄, ȳ], grams (2, B, D + 2, D + 2)
 float64 = [G'x, G'y], counts (2, B) = [nx, ny] and count (0-dim) int64, stats (6,) st = [μ', σ'², s,
@@ -67,7 +69,8 @@ def centre(nx, ny, xb, yb, running_mean, st):
 
 def spread(gx, gy, count, mean, mean_used, weight, bias, weight_value, bias_value, eps, running_var, st):
     """stats (6,) st from the augmented rows' float64 Grams (B, D + 2, D + 2) and centre()'s
-    count and means: σ² = [Σ tr(G'x G'y) - count (μ - μ')²] / max(count, 1)."""
+    count and means: σ² = [Σ tr(G'x G'y) - S² / count] / max(count, 1) (S: the docstring above);
+    mean and mean_used are μ and μ' as stats returns them."""
     f64 = torch.float64
     n = count.clamp_min(1).to(f64)
     total = (gx[:, -1] * gy[:, -2]).sum()  # S = Σ_ij <x'_i, y'_j>: Σ_i x'_i · Σ_j y'_j per image

@@ -43,7 +43,8 @@ Edge cases:
 The oracle materialises the (B, Kx, Ky) matrix (seed 003 approximates Ψ by K sampled pixels per
 class, eq. 2, only because the dense [hw, hw] matrix does not fit). `pair_moments` gives the
 same n, μ, σ² in closed form from per-image sums and D x D Gram matrices, O((Kx + Ky)·D²)
-work and O(D²) memory per image: the form the fast kernels use, tested against this one.
+work and O(D²) memory per image, tested against this one; the fast kernels use the (D + 2)²
+Grams of the pair pass's augmented rows (pixelkernels/reference/dense_moments.py).
 Computed in the statistics dtype (float32 for half inputs, else the input's). No host sync.
 """
 

@@ -96,8 +96,8 @@ def _sums_kernel(dx_ptr, dy_ptr, rows_ptr, lx_ptr, ly_ptr, stats_ptr, grams_ptr,
 
 
 @triton.jit
-def _side_rows(pd_ptr, S, aug_ptr, l_ptr, out_ptr, K, b, B, D, side, means_ptr, grams_ptr, counts_ptr, sums_ptr, stats_ptr, r0, BATCH: tl.constexpr, BLOCK_R: tl.constexpr,
-               BLOCK_D: tl.constexpr):  # fmt: skip
+def _side_rows(pd_ptr, S, aug_ptr, l_ptr, out_ptr, K, b, B, D, side, means_ptr, grams_ptr, counts_ptr, sums_ptr,
+               stats_ptr, r0, BATCH: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
     D2 = D + 2
     other = 1 - side
     i = (r0 + tl.arange(0, BLOCK_R)).to(tl.int64)

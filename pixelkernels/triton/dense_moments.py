@@ -347,6 +347,7 @@ def compile_specs():
                               {"BLOCK_K": BLOCK_K, "BLOCK_D": BLOCK_D}, GRAM_WARPS))  # fmt: skip
             flags = {"HAS_W": has, "HAS_C": has, "HAS_RM": has, "HAS_RV": has}
             specs.append((_finish_kernel, {"means_ptr": "*" + a, "grams_ptr": "*fp64", "counts_ptr": "*i64",
-                                           "count_ptr": "*i64", "stats_ptr": "*" + a, "w_ptr": "*" + a, "c_ptr": "*" + a, "rm_ptr": "*" + a, "rv_ptr": "*" + a},
+                                           "count_ptr": "*i64", "stats_ptr": "*" + a, "w_ptr": "*" + a,
+                                           "c_ptr": "*" + a, "rm_ptr": "*" + a, "rv_ptr": "*" + a},
                           {**blocks, **flags}, 4))  # fmt: skip
     return specs
