@@ -496,6 +496,7 @@ ROW = Contract(
     op="dense_similarity_loss",
     uses=("dense_moments", "pair_bce"),
     backward_uses=("dense_gradient",),
+    gram_outputs=(("dense_moments", 3),),
     fuzz=lambda d: {"x": Floats(("B", "K", "D")), "x_labels": Labels(("B", "K"), bounded=False),
                     "y": Floats(("B", "H", "D")), "y_labels": Labels(("B", "H"), bounded=False),
                     "weight": Choice((1.0, -0.5), extreme=(50.0,)), "bias": Choice((0.0, 0.25)),

@@ -67,11 +67,14 @@ PK_HD double entry(double pd_d, double obar_d, double n, double r, double gd, do
 
 // S = Σ_ij <x'_i, y'_j> = Σ_b Σ_i x'_i · Σ_j y'_j from the Grams (2, B, D2, D2): row D + 1 of
 // G'x and row D of G'y are those sums (the dims of ones).
+// Term t = b D2 + k of that sum (a parallel pass sums a stride of the terms).
+PK_HD double pair_sum_term(const double* grams, int64_t B, int64_t D2, int64_t t) {
+  const int64_t b = t / D2, k = t - b * D2;
+  return grams[(b * D2 + D2 - 1) * D2 + k] * grams[((B + b) * D2 + D2 - 2) * D2 + k];
+}
 PK_HD double pair_sum(const double* grams, int64_t B, int64_t D2) {
   double total = 0.0;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < D2; ++k)
-      total += grams[(b * D2 + D2 - 1) * D2 + k] * grams[((B + b) * D2 + D2 - 2) * D2 + k];
+  for (int64_t t = 0; t < B * D2; ++t) total += pair_sum_term(grams, B, D2, t);
   return total;
 }
 

@@ -32,10 +32,8 @@ __global__ void __launch_bounds__(kThreads) sums_kernel(DenseGradient p, double*
   for (int64_t t = threadIdx.x; t < p.B * p.Ky; t += kThreads) ry += double(pdy[t * D2 + p.D + 1]) / n;
   // S = Σ_b (row D + 1 of G'x_b)·(row D of G'y_b) (dense_gradient::pair_sum), a stride a thread
   double total = 0.0;
-  for (int64_t t = threadIdx.x; t < p.B * D2; t += kThreads) {
-    const int64_t b = t / D2, k = t - b * D2;
-    total += p.grams[(b * D2 + D2 - 1) * D2 + k] * p.grams[((p.B + b) * D2 + D2 - 2) * D2 + k];
-  }
+  for (int64_t t = threadIdx.x; t < p.B * D2; t += kThreads)
+    total += dense_gradient::pair_sum_term(p.grams, p.B, D2, t);
   rx = block_sum<kThreads>(rx, scratch);
   ry = block_sum<kThreads>(ry, scratch);
   da = block_sum<kThreads>(da, scratch);
