@@ -61,10 +61,14 @@ DEADLINES = {"setup": 30, "smoke": 90, "correctness": 210, "bench": 100, "saniti
 # The rows whose kernels the bench stage profiles first (`bench --kernels`, at most KERNELS_S of
 # its time): the H100 run of 2026-11-27 timed them at 6x (label_transfer W5 backward) and 16x
 # (prior_mask W7) the baseline without saying which kernel took the time. W5-eq3: class_scores'
-# kernels (its float64 tiles and merge, 2026-11-29), never yet timed on a GPU.
+# kernels (its float64 tiles and merge, 2026-11-29), never yet timed on a GPU. The W2 rows: the
+# per-kernel times `bench --model-gpu --kernels --measured logs/kernels.json` sets against its
+# prediction (benchmarks/results/model_gpu_kernels_2026-12-01.md).
 KERNEL_ROWS = (("label_transfer", "W5"), ("label_transfer", "W5-eq3"), ("prior_mask", "W7"),
-               ("dense_similarity_loss", "W6b"), ("is_triplet_loss", "W1-hard"), ("masked_sum", "W2"))  # fmt: skip
-KERNELS_S = 25.0
+               ("dense_similarity_loss", "W6b"), ("is_triplet_loss", "W1-hard"), ("masked_sum", "W2"),
+               ("region_stats", "W2"), ("menet_metric_loss", "W2"), ("center_distance", "W2"),
+               ("pixel_normalize", "W2"))  # fmt: skip
+KERNELS_S = 35.0
 
 
 @dataclasses.dataclass

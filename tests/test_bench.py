@@ -398,6 +398,52 @@ def test_model_gpu(capsys):
     assert gpu_model.floor_us(0, 989e12, tensor_cores=True) == pytest.approx(1e6)
 
 
+def test_predict_us_little_law():
+    """A grid too small to keep enough loads in flight is latency-bound, a full one runs at the
+    copy rate; a launch costs its minimum either way (bench/gpu_model.py's formula)."""
+    from pixelkernels.bench import gpu_model
+
+    gpu = gpu_model.GPUS["h100"]
+    fact = {"occupancy": 1.0, "bytes_in_flight": 16}
+    big = {"blocks": 10_000, "threads": 256, "read": 10**9, "written": 0}
+    # 132 SMs x 2048 threads x 16 B in flight over 600 ns: 7.2 TB/s > copy: bandwidth-bound
+    assert gpu_model.predict_us(big, fact, gpu) == pytest.approx(1.0 + 1e9 / 2.83e12 * 1e6)
+    small = {**big, "blocks": 9}  # 9 SMs x 256 threads x 16 B / 600 ns: 61 GB/s
+    assert gpu_model.predict_us(small, fact, gpu) == pytest.approx(1.0 + 1e9 * 600e-9 / (9 * 256 * 16) * 1e6)
+    assert gpu_model.predict_us(small, None, gpu) == gpu_model.predict_us(big, fact, gpu)  # no facts: streaming
+    assert gpu_model.predict_us({**big, "read": 0}, fact, gpu) == pytest.approx(1.0)
+
+
+def test_model_gpu_kernels_masked_sum(emu, tmp_path):
+    """bench --model-gpu --kernels: masked_sum W2's kernels, emulated with a GPU's grids, move
+    the row's minimal bytes within 1 % (its traffic model is what its kernels do); a GPU run's
+    per-kernel times (--measured) land next to the prediction, summed per row."""
+    import json
+
+    from pixelkernels.bench import cli, gpu_model
+
+    rows = gpu_model.kernel_rows(["masked_sum"], ["W2"], facts={}, emu=emu)
+    total, launches = rows[0], rows[1:]
+    assert total["kernel"] == "(all)" and total["launches"] == len(launches)
+    kernels = [r for r in launches if r["blocks"]]
+    names = [r["kernel"] for r in kernels]
+    assert any("partials_kernel" in n for n in names) and any("backward_kernel" in n for n in names), names
+    moved = sum(r["read"] + r["written"] for r in kernels)
+    assert total["minimal"] <= moved <= 1.01 * total["minimal"], (moved, total["minimal"])
+    assert max(r["blocks"] for r in kernels) >= 132  # launched as on an H100, not the emulator's 3 blocks
+    assert emu.traffic(False) == ""  # recording ended with the call
+    measured = [{"op": "masked_sum", "workload": "W2", "backend": "cuda", "kernel": names[0], "us": 10.0},
+                {"op": "masked_sum", "workload": "W2", "backend": "cuda", "kernel": "(all)", "us": 99.0}]
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps({"meta": {}, "rows": measured}))
+    out = tmp_path / "model.json"
+    assert cli.main(["--model-gpu", "--kernels", "--op", "masked_sum", "--workload", "W2", "--sass-facts",
+                     str(tmp_path / "none.json"), "--measured", str(path), "--json", str(out)]) == 0  # fmt: skip
+    got = json.loads(out.read_text())["rows"]
+    assert got[0]["measured_us"] == 10.0
+    assert sum(r.get("measured_us", 0) for r in got[1:]) == pytest.approx(10.0)
+
+
 def test_host_mode_rows():
     """bench --host (bench/host.py): host time in tiny-add units, ATen ops and syncs per call,
     next to the baseline; the pixelkernels backend syncs nowhere."""

@@ -52,3 +52,34 @@ def test_syncthreads_votes(emu, n):
     y = emu.sanitizer_selftest("syncthreads_vote", False, n)
     want = (n + 2) // 3 + 1000 + 10000 + (20000 if n <= 5 else 0)
     assert y.tolist() == [float(want)] * n
+
+
+def test_traffic_counts_distinct_sectors_and_requested_bytes(emu):
+    """traffic(): a line per launch with its grid, block, the distinct 32-byte sectors read and
+    written (the DRAM bytes bench --model-gpu --kernels takes) and the bytes requested."""
+    emu.traffic(True)
+    y = emu.sanitizer_selftest("traffic", False, 64)
+    log = emu.traffic(False)
+    assert emu.traffic(False) == ""  # handed out once
+    emu.sanitizer_selftest("traffic", False, 64)
+    assert emu.traffic(False) == ""  # off
+    (line,) = log.splitlines()
+    name, grid, block, smem, *counts = line.split("\t")
+    assert name.startswith("pk_emu_selftest::traffic_kernel"), name
+    assert (grid, block, smem) == ("1 1 1", "64 1 1", "0")
+    # x: 8 sectors, plus y[0]'s read by the atomic; y: 64 floats = 8 sectors written;
+    # requested: 64 loads + the atomic's read, 64 stores + its write
+    assert [int(c) for c in counts] == [9 * 32, 8 * 32, 65 * 4, 65 * 4, 1]
+    assert y[0].item() == 1.0 and y[1:].tolist() == [8.0 * (i % 8) for i in range(1, 64)]
+
+
+def test_traffic_launches_as_a_gpu(emu):
+    """While traffic records, the launchers see a GPU's limits (grids as an H100's); after, the
+    emulator's lowered ones again (a grid 4 tall fails)."""
+    emu.traffic(True)
+    try:
+        emu.sanitizer_selftest("grid_y_limit", True, 16)
+    finally:
+        emu.traffic(False)
+    with pytest.raises(RuntimeError, match="invalid configuration argument"):
+        emu.sanitizer_selftest("grid_y_limit", True, 16)

@@ -52,8 +52,13 @@ SASS = """
 
 def test_sass_counts():
     c = sr.sass_counts(SASS.splitlines())
+    # in flight: the loop's loads (the 16-bit one at 0x30), not the 128-bit one before the loop
     assert c == {"local": 2, "local_in_loop": 1, "ldg128": 1, "ldg16": 1, "stg64": 1, "barrier": 1, "mma": 1,
-                 "atomic": 1}  # fmt: skip
+                 "atomic": 1, "bytes_in_flight": 2}  # fmt: skip
+    # no loop: every load of the function; nested loops: the innermost one's
+    assert sr.sass_counts([ln for ln in SASS.splitlines() if "BRA" not in ln])["bytes_in_flight"] == 18
+    nested = SASS.replace("EXIT", "BRA 0x10")  # an outer loop 0x10-0xa0 around 0x30-0x70
+    assert sr.sass_counts(nested.splitlines())["bytes_in_flight"] == 2
 
 
 def test_every_kernel_needs_a_row():

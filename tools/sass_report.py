@@ -124,6 +124,7 @@ class Row:
     source: str  # the .cu file's stem, or triton:<module>
     kernel: str  # short name with template arguments / Triton name[constexprs]
     arch: int
+    signature: str = ""  # the demangled name with its arguments (what torch.profiler and the emulator show)
     regs: int = 0
     stack: int = 0  # bytes of stack frame per thread (spilled registers live there)
     spill: int | None = None  # ptxas' spill stores + loads (bytes), where its log is kept
@@ -175,7 +176,23 @@ def sass_counts(lines: list[str]) -> dict:
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "local" and any(lo <= addr <= hi for lo, hi in branches):
             counts["local_in_loop"] = counts.get("local_in_loop", 0) + 1
+    counts["bytes_in_flight"] = _bytes_in_flight(insts, branches)
     return counts
+
+
+def _bytes_in_flight(insts, loops) -> int:
+    """Bytes of global loads one thread can have in flight: those of the innermost loop (one
+    without another loop inside) that loads the most, per iteration, or of the whole function
+    when it has no loop with a load. The Little's-law term of bench --model-gpu --kernels (it
+    assumes a loop's loads are independent and issued before their first use, as unrolled
+    streaming loops are)."""
+
+    def ldg_bytes(lo, hi):
+        return sum(_width(op) // 8 for a, op in insts if lo <= a <= hi and op.startswith("LDG"))
+
+    inner = [(lo, hi) for lo, hi in loops if not any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2 in loops)]
+    best = max((ldg_bytes(lo, hi) for lo, hi in inner), default=0)
+    return best or ldg_bytes(0, float("inf"))
 
 
 def _by_arch(text: str, arch: int | None) -> dict[int, str]:
@@ -212,7 +229,8 @@ def rows_of(binary: Path, source: str, names: dict[str, str] | None = None, arch
     spills = _ptxas_spills(binary.with_suffix(".log"))
     rows = []
     mangled = sorted({m for text in res.values() for m in re.findall(r"Function (\S+):", text)})
-    pretty = names or {m: short_name(d) for m, d in demangle(mangled).items()}
+    full = {m: m for m in mangled} if names else demangle(mangled)
+    pretty = names or {m: short_name(d) for m, d in full.items()}
     for arch, text in res.items():
         if arch not in ARCH_LIMITS:
             continue
@@ -223,7 +241,8 @@ def rows_of(binary: Path, source: str, names: dict[str, str] | None = None, arch
         for name, usage in funcs.items():
             u = dict(re.findall(r"(\w+(?:\[\d\])?):(\d+)", usage))
             rows.append(Row(
-                source=source, kernel=pretty.get(name, name), arch=arch, regs=int(u.get("REG", 0)),
+                source=source, kernel=pretty.get(name, name), arch=arch, signature=full.get(name, name),
+                regs=int(u.get("REG", 0)),
                 stack=int(u.get("STACK", 0)) + int(u.get("LOCAL", 0)), spill=spills.get((arch, name)),
                 smem=int(u.get("SHARED", 0)), counts=sass_counts(code.get(name, [])),
             ))  # fmt: skip
@@ -293,6 +312,27 @@ def table(rows: list[Row]) -> str:
                      for row in lines)  # fmt: skip
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def facts(rows: list[Row], arch: int = 90) -> dict:
+    """What bench --model-gpu --kernels reads of each kernel compiled for `arch`, by its
+    demangled signature (the name the emulator's traffic record and torch.profiler give); the
+    CUDA kernels only (a Triton kernel's symbol names no module)."""
+    out = {}
+    for r in sorted(rows, key=lambda r: r.key):
+        if r.arch != arch or r.source.startswith("triton:"):
+            continue
+        widths = [int(k[3:]) for k, v in r.counts.items() if k.startswith("ldg") and k[3:].isdigit() and v]
+        out[r.signature or r.kernel] = {
+            "key": r.key, "regs": r.regs, "threads": r.threads, "smem": r.smem + r.dyn_smem,
+            "occupancy": round(r.occupancy, 4), "ldg_bits": max(widths, default=0),
+            "bytes_in_flight": r.counts.get("bytes_in_flight", 0), "stack": r.stack,
+        }  # fmt: skip
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="fail on a row that misses its expectation")
@@ -302,6 +342,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--nvcc", default=cuda_objects.default_nvcc())
     p.add_argument("--arch-list", default=cuda_objects.DEFAULT_ARCH_LIST, help="as make nvcc-check's")
+    p.add_argument("--facts", type=Path, default=ROOT / "build" / "sass-facts.json",
+                   help="where to write the sm_90 facts bench --model-gpu --kernels reads")  # fmt: skip
     args = p.parse_args(argv)
     if tool("cuobjdump") is None:
         print("cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (make venv does)")
@@ -313,8 +355,9 @@ def main(argv=None) -> int:
     text = table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
+    args.facts.write_text(json.dumps(facts(rows), indent=1, sort_keys=True) + "\n")
     kernels = len({r.key for r in rows})
-    print(f"sass report: {kernels} kernels, {len(rows)} (kernel, arch) rows -> {args.out.relative_to(ROOT)}")
+    print(f"sass report: {kernels} kernels, {len(rows)} (kernel, arch) rows -> {_shown(args.out)}, {_shown(args.facts)}")
     if args.check:
         for f in failures:
             print("FAILED " + f)

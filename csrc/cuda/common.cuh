@@ -36,9 +36,10 @@ constexpr unsigned kFullMask = 0xffffffffu;
 //   kMaxNarrowIndex  largest flat index a kernel computes in 32 bits (index + grid stride);
 //                    past it, 64-bit index math.
 #ifdef PK_CUDA_EMU
-constexpr int64_t kMaxGridYZ = pk_emu::kGridYZLimit;
-constexpr int64_t kMaxGridX = 3;
-constexpr int64_t kMaxNarrowIndex = 4095;
+// The emulator's current limits (pk_emu::Limits: lowered, or a GPU's while it records traffic).
+inline const int64_t& kMaxGridYZ = pk_emu::limits().grid_yz;
+inline const int64_t& kMaxGridX = pk_emu::limits().grid_x;
+inline const int64_t& kMaxNarrowIndex = pk_emu::limits().narrow_index;
 #else
 constexpr int64_t kMaxGridYZ = 65535;
 constexpr int64_t kMaxGridX = 65535;
@@ -183,10 +184,10 @@ void launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t 
 }
 
 // The current device's SM count (a grid sized to fill the chip), asked once per device; 132 (an
-// H100's) if the runtime cannot say. The emulation build's: 4.
+// H100's) if the runtime cannot say. The emulation build's: pk_emu::limits() (4, or 132).
 inline int64_t sm_count() {
 #ifdef PK_CUDA_EMU
-  return 4;
+  return pk_emu::limits().sms;
 #else
   constexpr int kDevices = 64;
   static std::atomic<int> cache[kDevices] = {};  // 0: not asked yet

@@ -4,6 +4,7 @@ the JSON / CSV / Markdown / plot. `--help` lists the options."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 import time
@@ -106,6 +107,20 @@ def _kernels(p, a, argv) -> int:
     return 0
 
 
+def _model_kernels(a, argv) -> int:
+    import json
+
+    from . import gpu_model
+
+    measured = json.load(open(a.measured))["rows"] if a.measured else None
+    rows = gpu_model.kernel_rows(a.op, a.workload, a.gpu, gpu_model.load_facts(a.sass_facts), measured)
+    print(gpu_model.kernel_table(rows, a.gpu))
+    method = {"what": gpu_model.__doc__, "gpu": dataclasses.asdict(gpu_model.GPUS[a.gpu]),
+              "sass_facts": a.sass_facts or str(gpu_model.FACTS), "measured": a.measured}  # fmt: skip
+    _write(a, _meta(torch.device("cpu"), argv, method), rows, lambda rs: gpu_model.kernel_table(rs, a.gpu) + "\n")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The options of `python -m pixelkernels bench` (each with its help and its default)."""
     from ..__main__ import HelpFormatter
@@ -149,7 +164,15 @@ def parser() -> argparse.ArgumentParser:
                         "round at least)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="list the cases of the table and exit")
     p.add_argument("--model-gpu", action="store_true",
-                   help="print each row's modelled H100 floor (bytes and FLOPs at peak rates; no GPU needed) and exit")
+                   help="print each row's modelled H100 floor (bytes and FLOPs at peak rates; no GPU needed) and exit; "
+                        "with --kernels, each CUDA kernel's emulated traffic and predicted time (bench/gpu_model.py)")
+    p.add_argument("--gpu", choices=("h100", "h200"), default="h100",
+                   help="with --model-gpu --kernels: the GPU whose copy bandwidth and SM count the prediction uses")
+    p.add_argument("--sass-facts", metavar="PATH",
+                   help="with --model-gpu --kernels: tools/sass_report.py's facts (default: build/sass-facts.json, "
+                        "which make sass-check writes)")  # fmt: skip
+    p.add_argument("--measured", metavar="JSON",
+                   help="with --model-gpu --kernels: a GPU run's bench --kernels --json, for measured / predicted")
     p.add_argument("--models", action="store_true",
                    help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
     p.add_argument("--model", action="append", metavar="NAME",
@@ -169,6 +192,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.host:
         return _host(a, argv)
+    if a.kernels and a.model_gpu:
+        return _model_kernels(a, argv)
     if a.kernels:
         return _kernels(p, a, argv)
     if a.models:

@@ -110,9 +110,10 @@ class _Counter(TorchDispatchMode):
     pushed again around them so that the ATen ops their C++ side dispatches (fills, copies,
     dtype conversions, an ATen composition) are counted too: on a GPU each is a launch."""
 
-    def __init__(self, emu=None):
+    def __init__(self, emu=None, log=None):
         super().__init__()
         self.emu, self.n = emu, 0
+        self.log = log  # a list: each launch counted here appended as (operator, bytes in, bytes out)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.emu is not None and func.namespace in ("pixelkernels", "pixelkernels_emu"):
@@ -123,8 +124,18 @@ class _Counter(TorchDispatchMode):
             with self:
                 return launcher.redispatch(_CPU_KEY, *args, **(kwargs or {}))
         out = func(*args, **(kwargs or {}))
-        self.n += _is_launch(func, args, kwargs, out)
+        launch = _is_launch(func, args, kwargs, out)
+        self.n += launch
+        if launch and self.log is not None:
+            self.log.append((str(func), _tensor_bytes((args, kwargs)), _tensor_bytes(out)))
         return out
+
+
+def _tensor_bytes(x) -> int:
+    """Bytes of the distinct tensors of x (what an elementwise launch moves)."""
+    seen = {(t.data_ptr(), t.numel(), t.element_size()) for t in torch.utils._pytree.tree_leaves(x)
+            if isinstance(t, torch.Tensor)}  # fmt: skip
+    return sum(n * size for _, n, size in seen)
 
 
 def ops_per_call(fn) -> int:

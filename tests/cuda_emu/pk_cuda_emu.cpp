@@ -280,7 +280,8 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
   const char* bad = nullptr;
   if (threads == 0 || threads > 1024 || block.z > 64) bad = "invalid configuration argument (block)";
   if (grid.x > 2147483647u) bad = "invalid configuration argument (grid)";
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > kGridYZLimit || grid.z > kGridYZLimit)
+  const auto yz = static_cast<unsigned>(limits().grid_yz);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > yz || grid.z > yz)
     bad = "invalid configuration argument (grid)";
   if (smem > kMaxSmem) bad = "too much dynamic shared memory requested (over 48 KiB without the opt-in attribute)";
   if (bad != nullptr) {
@@ -311,5 +312,10 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, size_t smem, void (*bod
 }
 
 unsigned long long launch_count() { return detail::g_launch_count; }
+
+Limits& limits() {
+  static Limits l;
+  return l;
+}
 
 }  // namespace pk_emu

@@ -20,6 +20,13 @@
 // warp's __syncwarp epoch. Two accesses are ordered when they come from one thread, when a
 // __syncthreads completed between them, or, for two lanes of one warp, a __syncwarp did.
 // Global memory marked uninitialised keeps one "written" byte per byte until it is freed.
+//
+// Traffic (traffic(), off unless asked for: bench --model-gpu --kernels): per launch, the
+// 32-byte sectors of global memory it reads and writes (a bit per sector of each allocation
+// touched), the bytes its instructions request, and its atomics. Distinct sectors are what a
+// GPU moves from DRAM when no sector is fetched twice within the launch (the L2 keeps it) and
+// none comes from the L2 of an earlier launch: the traffic model of one kernel, measured on
+// its real code instead of written by hand.
 #include <cxxabi.h>
 #include <dlfcn.h>
 #include <elf.h>
@@ -39,6 +46,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "emu_internal.h"
@@ -60,6 +68,7 @@ struct Allocation {
   size_t redzone = 0;
   std::unique_ptr<uint8_t[]> written;  // initcheck: 1 per byte written (null: not tracked)
   std::string what;                    // what was marked uninitialised
+  std::vector<uint64_t> sectors[2];    // traffic: read / written 32-byte sectors, a bit each
 };
 
 std::mutex g_alloc_mutex;
@@ -93,6 +102,15 @@ struct State {
   size_t reports = 0;
 };
 State g_state;
+
+// The traffic of the running launch and the record of those since traffic() was last called.
+struct Traffic {
+  bool on = false;
+  std::vector<Allocation*> touched;  // allocations with sector bits set in this launch
+  uint64_t requested[2] = {0, 0}, atomics = 0;
+  std::string log;
+};
+Traffic g_traffic;
 
 // This library's writable data (static __shared__ arrays live there) and its shadow.
 Region g_static_shared;
@@ -335,6 +353,22 @@ Allocation* find_allocation(uintptr_t a) {
   return a < al->hi + al->redzone ? al : nullptr;
 }
 
+void count_traffic(Allocation& al, uintptr_t a, size_t n, Kind kind) {
+  const uintptr_t base = al.lo >> 5;
+  if (al.sectors[0].empty() && al.sectors[1].empty()) {
+    const size_t words = (((al.hi + 31) >> 5) - base + 63) / 64;
+    al.sectors[0].assign(words, 0);
+    al.sectors[1].assign(words, 0);
+    g_traffic.touched.push_back(&al);
+  }
+  for (int side = 0; side < 2; ++side) {
+    if ((side == 0 && kind == Kind::Write) || (side == 1 && kind == Kind::Read)) continue;  // atomics: both
+    g_traffic.requested[side] += n;
+    for (uintptr_t s = (a >> 5) - base; s <= ((a + n - 1) >> 5) - base; ++s) al.sectors[side][s / 64] |= 1ull << (s % 64);
+  }
+  if (kind == Kind::Atomic) ++g_traffic.atomics;
+}
+
 void global_access(const Launch& L, Allocation& al, uintptr_t a, size_t n, Kind kind) {
   if (a < al.lo || a + n > al.hi) {
     const size_t size = al.hi - al.lo;
@@ -345,6 +379,7 @@ void global_access(const Launch& L, Allocation& al, uintptr_t a, size_t n, Kind 
            (al.what.empty() ? "" : " (" + al.what + ")") + ", by " + who(L));
     return;
   }
+  if (g_traffic.on) count_traffic(al, a, n, kind);
   if (!al.written) return;
   uint8_t* w = al.written.get() + (a - al.lo);
   if (kind != Kind::Write) {
@@ -431,7 +466,22 @@ void sanitizer_launch_begin(Launch& L) {
   g_state.reports = 0;
 }
 
-void sanitizer_launch_end(Launch&) {
+void sanitizer_launch_end(Launch& L) {
+  if (g_traffic.on) {
+    uint64_t sectors[2] = {0, 0};
+    for (Allocation* al : g_traffic.touched)
+      for (int side = 0; side < 2; ++side) {
+        for (uint64_t w : al->sectors[side]) sectors[side] += __builtin_popcountll(w);
+        std::vector<uint64_t>().swap(al->sectors[side]);
+      }
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "\t%u %u %u\t%u %u %u\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+                  "\t%" PRIu64 "\n", L.grid.x, L.grid.y, L.grid.z, L.block.x, L.block.y, L.block.z, L.smem_bytes,
+                  32 * sectors[0], 32 * sectors[1], g_traffic.requested[0], g_traffic.requested[1], g_traffic.atomics);
+    g_traffic.log += function_name(L.kernel) + buf;
+    g_traffic.touched.clear();
+    g_traffic.requested[0] = g_traffic.requested[1] = g_traffic.atomics = 0;
+  }
   if (g_state.reports == 0) return;
   std::string msg = g_state.first_report;
   if (g_state.reports > 1) msg += " (and " + std::to_string(g_state.reports - 1) + " more reports in this launch)";
@@ -441,6 +491,12 @@ void sanitizer_launch_end(Launch&) {
 }
 
 }  // namespace detail
+
+std::string traffic(bool on) {
+  detail::g_traffic.on = on;
+  limits() = on ? Limits{65535, 65535, UINT32_MAX, 132} : Limits{};
+  return std::exchange(detail::g_traffic.log, std::string());
+}
 
 // ---------------------------------------------------------------------------------------------
 // The device memory registry (pk_emu_memory.h).

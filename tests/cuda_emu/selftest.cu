@@ -90,6 +90,15 @@ __global__ void vote_kernel(float* y, int n) {
   y[i] = float(count + 1000 * any + 2000 * none + 10000 * all + 20000 * not_all);
 }
 
+// The traffic record's test: thread i copies x[(i % 8) * 8] (8 floats, each in its own
+// 32-byte sector) to y[i], then thread 0 adds 1 to y[0] atomically.
+__global__ void traffic_kernel(const float* x, float* y, int n) {
+  const int i = threadIdx.x;
+  if (i >= n) return;
+  y[i] = x[(i % 8) * 8];
+  if (i == 0) atomicAdd(y, 1.0f);
+}
+
 // A grid taller than the (lowered) y limit: the launch must fail.
 __global__ void nothing_kernel() {}
 
@@ -124,6 +133,8 @@ const char* run(const char* name, bool broken, const float* x, float* y, int n, 
     launch_kernel(read_workspace_kernel, one, block, 0, nullptr, static_cast<const float*>(ws), y, n);
   } else if (is("syncthreads_vote")) {
     launch_kernel(vote_kernel, one, block, 0, nullptr, y, n);
+  } else if (is("traffic")) {
+    launch_kernel(traffic_kernel, one, block, 0, nullptr, x, y, n);
   } else if (is("grid_y_limit")) {
     launch_kernel(nothing_kernel, dim3(1, broken ? pk_emu::kGridYZLimit + 1 : pk_emu::kGridYZLimit), one, 0,
                   nullptr);

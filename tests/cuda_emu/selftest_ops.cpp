@@ -11,6 +11,7 @@
 
 namespace pk_emu {
 unsigned long long launch_count();  // pk_cuda_emu.cpp
+std::string traffic(bool on);       // sanitizer.cpp
 }
 
 namespace pk_emu_selftest {
@@ -53,10 +54,17 @@ at::Tensor sanitizer_selftest(c10::string_view name, bool broken, int64_t n) {
 // Kernels launched so far (a process-wide count: the difference around a call is its launches).
 int64_t launch_count() { return static_cast<int64_t>(pk_emu::launch_count()); }
 
+// The launches since the last call, a line each: kernel, grid, block, dynamic shared memory,
+// bytes of the distinct 32-byte sectors read and written, bytes requested by loads and by
+// stores, atomics (tab-separated, sanitizer.cpp's traffic); `on` records the launches to come,
+// launched as on a GPU (pk_emu::Limits: an H100's SM count and grid limits).
+std::string traffic(bool on) { return pk_emu::traffic(on); }
+
 TORCH_LIBRARY_FRAGMENT(PK_LIBRARY, m) {
   m.def("sanitizer_selftest(str name, bool broken, int n) -> Tensor");
   m.impl("sanitizer_selftest", c10::DispatchKey::CompositeExplicitAutograd, &sanitizer_selftest);
   m.def("launch_count() -> int", &launch_count);
+  m.def("traffic(bool on) -> str", &traffic);
 }
 
 }  // namespace

@@ -44,6 +44,14 @@ namespace pk_emu {
 // launchers' grid-stride loops (csrc/cuda/common.cuh kMaxGridYZ); a launch beyond it fails.
 constexpr unsigned kGridYZLimit = 3;
 
+// The launch limits the launchers read (csrc/cuda/common.cuh): the lowered ones above by
+// default; a GPU's (an H100's 132 SMs, the hardware's grid limits) while traffic() records, so
+// that the recorded grids and paths are those a GPU would launch.
+struct Limits {
+  int64_t grid_x = 3, grid_yz = kGridYZLimit, narrow_index = 4095, sms = 4;
+};
+Limits& limits();
+
 struct ThreadState {
   uint3 thread_idx;
   int lane, warp;
