@@ -102,10 +102,13 @@ class Run:
 
 
 def _kind(rows: list) -> str:
-    """What the rows are: ``ops`` (bench), ``host`` (bench --host), ``models`` (bench --models)."""
+    """What the rows are: ``ops`` (bench), ``host`` (bench --host), ``models`` (bench --models),
+    ``kernel_model`` (bench --model-gpu --kernels)."""
     if not rows or not all(isinstance(r, dict) for r in rows):
         return "unknown"
     keys = set().union(*rows)
+    if {"op", "workload", "kernel", "predicted_us"} <= keys:
+        return "kernel_model"
     if {"op", "workload", "backend", "host_u"} <= keys:
         return "host"
     if {"model", "backend", "step_ms"} <= keys:
@@ -557,6 +560,35 @@ def _host_tables(run: Run, page: list[str]) -> None:
     page += _table(head, body)
 
 
+_KERNEL_MODEL_TEXT = (
+    "Each row's CUDA path emulated on the CPU (the real kernels, launched with a GPU's grids): "
+    "the bytes of the distinct 32-byte sectors each launch reads and writes, and its predicted "
+    "time from its SASS facts (occupancy, load bytes in flight; `pixelkernels/bench/gpu_model.py`). "
+    "Minimal: the row's traffic model; floor: minimal bytes at the datasheet bandwidth. "
+    "Measured: a GPU run's `bench --kernels`, where given (`--measured`)."
+)
+
+
+def _kernel_model_tables(run: Run, page: list[str]) -> None:
+    page += ["## Per row", "", _KERNEL_MODEL_TEXT, ""]
+    totals = [r for r in run.rows if r.get("kernel") == "(all)"]
+    head = ["op", "workload", "launches", "MB moved", "MB minimal", "floor µs", "predicted µs", "measured µs"]
+    body = [[r.get("op"), r.get("workload"), r.get("launches", "–"),
+             _sig((r.get("read", 0) + r.get("written", 0)) / 1e6), _sig(r.get("minimal", float("nan")) / 1e6),
+             _sig(r.get("floor_us")), _sig(r.get("predicted_us")), _sig(r.get("measured_us"))]
+            for r in totals]  # fmt: skip
+    page += _table(head, body)
+    page += ["## Per launch", ""]
+    head = ["op", "workload", "kernel", "blocks", "occupancy", "B in flight", "MB read", "MB written",
+            "predicted µs", "bound", "measured µs"]  # fmt: skip
+    body = [[r.get("op"), r.get("workload"), f"`{(r.get('sass') or r.get('kernel', ''))[:90]}`", r.get("blocks", "–"),
+             _sig(r.get("occupancy")), r.get("bytes_in_flight") or "–", _sig(r.get("read", 0) / 1e6),
+             _sig(r.get("written", 0) / 1e6), _sig(r.get("predicted_us")), r.get("bound", "–"),
+             _sig(r.get("measured_us"))]
+            for r in run.rows if r.get("kernel") != "(all)"]  # fmt: skip
+    page += _table(head, body)
+
+
 def _models_tables(run: Run, page: list[str]) -> None:
     page += ["## Training steps", "", _MODELS_TEXT, ""]
 
@@ -647,6 +679,7 @@ def _page(run: Run, drawn: bool) -> str:
         "ops": "ops",
         "host": "host path per op (`bench --host`)",
         "models": "training steps (`bench --models`)",
+        "kernel_model": "predicted time per CUDA kernel (`bench --model-gpu --kernels`)",
         "unknown": "unknown format",
     }[run.kind]
     page = [f"# {run.date}: {run.device}, {what}", ""]
@@ -657,6 +690,8 @@ def _page(run: Run, drawn: bool) -> str:
         _host_tables(run, page)
     elif run.kind == "models":
         _models_tables(run, page)
+    elif run.kind == "kernel_model":
+        _kernel_model_tables(run, page)
     else:
         keys = sorted(set().union(*(r for r in run.rows if isinstance(r, dict)))) if run.rows else []
         page += [

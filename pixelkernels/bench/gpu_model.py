@@ -155,11 +155,12 @@ def launches(case, inp, emu) -> list[dict]:
 
     with host.cuda_backend_on_cpu():
         step = forward_backward(case, inp, "cuda") if case.loss else forward(case, inp, "cuda")
-        with host._Counter(emu):
-            step()  # first-call work (ticket counters) is not per call
-        emu.traffic(True)
         order = []  # the ATen launches, interleaved with the kernels by the emulator's count
+        emu.traffic(True)
         try:
+            with host._Counter(emu):
+                step()  # first-call work (ticket counters) is not per call: its record dropped
+            emu.traffic(True)
             with host._Counter(emu, log=_Interleave(emu, order)):
                 step()
         finally:
@@ -213,10 +214,12 @@ def kernel_rows(ops=None, ids=None, gpu: str = "h100", facts=None, measured=None
         rows = []
         for rec in launches(case, inp, emu):
             fact = facts.get(rec["kernel"])
+            t = predict_us(rec, fact, g)
             rows.append({"op": case.op, "workload": case.id, **rec, "sass": fact["key"] if fact else None,
                          "occupancy": fact["occupancy"] if fact else None,
-                         "bytes_in_flight": fact["bytes_in_flight"] if fact else None,
-                         "predicted_us": predict_us(rec, fact, g)})  # fmt: skip
+                         "bytes_in_flight": fact["bytes_in_flight"] if fact else None, "predicted_us": t,
+                         # latency: too few bytes in flight for the copy rate (small grid, narrow loads)
+                         "bound": "latency" if t > predict_us(rec, None, g) * 1.001 else "copy"})  # fmt: skip
         got = seen.get((case.op, case.id), {})
         for r in rows:  # a kernel's measured time is its calls' sum: spread over its launches here
             calls = sum(1 for x in rows if x["kernel"] == r["kernel"])
@@ -237,17 +240,17 @@ def kernel_table(rs: list[dict], gpu: str = "h100") -> str:
     lines = [f"# {g.name}: copy {g.copy_bytes_per_s / 1e12:.2f} TB/s, DRAM latency {g.latency_s * 1e9:.0f} ns, "
              f"launch {g.launch_s * 1e6:.1f} us",
              f"{'op':<20}{'workload':<12}{'blocks':>7}{'occ':>6}{'B/thr':>6}{'MB read':>9}{'MB wrt':>8}"
-             f"{'pred us':>9}{'meas us':>9}  kernel"]  # fmt: skip
+             f"{'pred us':>9}{'bound':>8}{'meas us':>9}  kernel"]  # fmt: skip
     for r in rs:
         meas = f"{r['measured_us']:>9.1f}" if "measured_us" in r else f"{'-':>9}"
         if r["kernel"] == "(all)":
             lines.append(f"{r['op']:<20}{r['workload']:<12}{r['launches']:>7}{'':>6}{'':>6}{r['read'] / 1e6:>9.2f}"
-                         f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{meas}  (all: {r['launches']} launches; "
+                         f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{'':>8}{meas}  (all: {r['launches']} launches; "
                          f"minimal {r['minimal'] / 1e6:.1f} MB, floor {r['floor_us']:.1f} us at the datasheet rate)")  # fmt: skip
             continue
         occ = f"{r['occupancy']:>6.2f}" if r["occupancy"] is not None else f"{'-':>6}"
         bif = f"{r['bytes_in_flight']:>6}" if r["bytes_in_flight"] is not None else f"{'-':>6}"
         name = r["sass"] or r["kernel"]
         lines.append(f"{r['op']:<20}{r['workload']:<12}{r['blocks']:>7}{occ}{bif}{r['read'] / 1e6:>9.2f}"
-                     f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{meas}  {name[:90]}")  # fmt: skip
+                     f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{r['bound']:>8}{meas}  {name[:90]}")  # fmt: skip
     return "\n".join(lines)
