@@ -412,6 +412,8 @@ def test_predict_us_little_law():
     assert gpu_model.predict_us(small, fact, gpu) == pytest.approx(1.0 + 1e9 * 600e-9 / (9 * 256 * 16) * 1e6)
     assert gpu_model.predict_us(small, None, gpu) == gpu_model.predict_us(big, fact, gpu)  # no facts: streaming
     assert gpu_model.predict_us({**big, "read": 0}, fact, gpu) == pytest.approx(1.0)
+    # fill: 8 resident blocks of 256 threads an SM at occupancy 1, so 9 blocks fill 9 of 1056 slots
+    assert gpu_model.fill(small, fact, gpu) == pytest.approx(9 / 1056) and gpu_model.fill(big, fact, gpu) == 1.0
 
 
 def test_model_gpu_kernels_masked_sum(emu, tmp_path):

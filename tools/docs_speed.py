@@ -579,10 +579,10 @@ def _kernel_model_tables(run: Run, page: list[str]) -> None:
             for r in totals]  # fmt: skip
     page += _table(head, body)
     page += ["## Per launch", ""]
-    head = ["op", "workload", "kernel", "blocks", "occupancy", "B in flight", "MB read", "MB written",
+    head = ["op", "workload", "kernel", "blocks", "fill", "occupancy", "B in flight", "MB read", "MB written",
             "predicted µs", "bound", "measured µs"]  # fmt: skip
     body = [[r.get("op"), r.get("workload"), f"`{(r.get('sass') or r.get('kernel', ''))[:90]}`", r.get("blocks", "–"),
-             _sig(r.get("occupancy")), r.get("bytes_in_flight") or "–", _sig(r.get("read", 0) / 1e6),
+             _sig(r.get("fill")), _sig(r.get("occupancy")), r.get("bytes_in_flight") or "–", _sig(r.get("read", 0) / 1e6),
              _sig(r.get("written", 0) / 1e6), _sig(r.get("predicted_us")), r.get("bound", "–"),
              _sig(r.get("measured_us"))]
             for r in run.rows if r.get("kernel") != "(all)"]  # fmt: skip

@@ -120,6 +120,19 @@ def load_facts(path=None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def resident_blocks(fact: dict, threads: int, gpu: Gpu) -> int:
+    """Blocks of `threads` threads an SM holds at the kernel's occupancy."""
+    return max(1, int(fact["occupancy"] * gpu.threads_per_sm) // threads)
+
+
+def fill(launch: dict, fact: dict | None, gpu: Gpu) -> float | None:
+    """The share of the GPU's resident-block slots the grid fills in its first wave (1: every
+    SM as full as its occupancy allows; issue 37 item 2's measure of a grid)."""
+    if fact is None or not launch["blocks"]:
+        return None
+    return min(1.0, launch["blocks"] / (gpu.sms * resident_blocks(fact, launch["threads"], gpu)))
+
+
 def predict_us(launch: dict, fact: dict | None, gpu: Gpu) -> float:
     """Microseconds `gpu` should take for one launch (a traffic record: blocks, threads, read
     and written bytes) given its SASS facts (None: an ATen launch or an unknown kernel, taken
@@ -128,7 +141,7 @@ def predict_us(launch: dict, fact: dict | None, gpu: Gpu) -> float:
     t = moved / gpu.copy_bytes_per_s
     if fact is not None and read:
         blocks, threads = launch["blocks"], launch["threads"]
-        per_sm = max(1, int(fact["occupancy"] * gpu.threads_per_sm) // threads)  # resident blocks
+        per_sm = resident_blocks(fact, threads, gpu)
         sms = min(gpu.sms, blocks)
         resident = threads * min(per_sm, math.ceil(blocks / gpu.sms))
         in_flight = sms * resident * max(fact["bytes_in_flight"], 1)
@@ -217,7 +230,8 @@ def kernel_rows(ops=None, ids=None, gpu: str = "h100", facts=None, measured=None
             t = predict_us(rec, fact, g)
             rows.append({"op": case.op, "workload": case.id, **rec, "sass": fact["key"] if fact else None,
                          "occupancy": fact["occupancy"] if fact else None,
-                         "bytes_in_flight": fact["bytes_in_flight"] if fact else None, "predicted_us": t,
+                         "bytes_in_flight": fact["bytes_in_flight"] if fact else None, "fill": fill(rec, fact, g),
+                         "predicted_us": t,
                          # latency: too few bytes in flight for the copy rate (small grid, narrow loads)
                          "bound": "latency" if t > predict_us(rec, None, g) * 1.001 else "copy"})  # fmt: skip
         got = seen.get((case.op, case.id), {})
@@ -239,16 +253,17 @@ def kernel_table(rs: list[dict], gpu: str = "h100") -> str:
     g = GPUS[gpu]
     lines = [f"# {g.name}: copy {g.copy_bytes_per_s / 1e12:.2f} TB/s, DRAM latency {g.latency_s * 1e9:.0f} ns, "
              f"launch {g.launch_s * 1e6:.1f} us",
-             f"{'op':<20}{'workload':<12}{'blocks':>7}{'occ':>6}{'B/thr':>6}{'MB read':>9}{'MB wrt':>8}"
+             f"{'op':<20}{'workload':<12}{'blocks':>7}{'fill':>6}{'occ':>6}{'B/thr':>6}{'MB read':>9}{'MB wrt':>8}"
              f"{'pred us':>9}{'bound':>8}{'meas us':>9}  kernel"]  # fmt: skip
     for r in rs:
         meas = f"{r['measured_us']:>9.1f}" if "measured_us" in r else f"{'-':>9}"
         if r["kernel"] == "(all)":
-            lines.append(f"{r['op']:<20}{r['workload']:<12}{r['launches']:>7}{'':>6}{'':>6}{r['read'] / 1e6:>9.2f}"
+            lines.append(f"{r['op']:<20}{r['workload']:<12}{r['launches']:>7}{'':>6}{'':>6}{'':>6}{r['read'] / 1e6:>9.2f}"
                          f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{'':>8}{meas}  (all: {r['launches']} launches; "
                          f"minimal {r['minimal'] / 1e6:.1f} MB, floor {r['floor_us']:.1f} us at the datasheet rate)")  # fmt: skip
             continue
         occ = f"{r['occupancy']:>6.2f}" if r["occupancy"] is not None else f"{'-':>6}"
+        occ = (f"{r['fill']:>6.2f}" if r.get("fill") is not None else f"{'-':>6}") + occ
         bif = f"{r['bytes_in_flight']:>6}" if r["bytes_in_flight"] is not None else f"{'-':>6}"
         name = r["sass"] or r["kernel"]
         lines.append(f"{r['op']:<20}{r['workload']:<12}{r['blocks']:>7}{occ}{bif}{r['read'] / 1e6:>9.2f}"
