@@ -116,7 +116,7 @@ def _model_kernels(a, argv) -> int:
     rows = gpu_model.kernel_rows(a.op, a.workload, a.gpu, gpu_model.load_facts(a.sass_facts), measured)
     print(gpu_model.kernel_table(rows, a.gpu))
     method = {"what": gpu_model.__doc__, "gpu": dataclasses.asdict(gpu_model.GPUS[a.gpu]),
-              "sass_facts": a.sass_facts or str(gpu_model.FACTS), "measured": a.measured}  # fmt: skip
+              "sass_facts": a.sass_facts or "build/sass-facts.json", "measured": a.measured}  # fmt: skip
     _write(a, _meta(torch.device("cpu"), argv, method), rows, lambda rs: gpu_model.kernel_table(rs, a.gpu) + "\n")
     return 0
 
