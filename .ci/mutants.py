@@ -1325,6 +1325,19 @@ MUTANTS = [
            "near = (i == c) | ((dy * dy + dx * dx).to(tl.float64) < step2)",
            "near = (dy * dy + dx * dx).to(tl.float64) < step2",
            (T_SC, "-k", "triton"), "with d_step = 0 a click stays a candidate and is taken again"),
+    # bench --model-gpu --kernels: the emulator's traffic record and the prediction
+    Mutant("emu-traffic-requested-not-distinct", "tests/cuda_emu/sanitizer.cpp",
+           "uint64_t w : al->sectors[side]) sectors[side] += __builtin_popcountll(w);",
+           "uint64_t w : al->sectors[side]) sectors[side] += 0 * w;\n    sectors[0] = g_traffic.requested[0] / 32;",
+           ("tests/test_cuda_emu.py", "-k", "traffic"), "the DRAM bytes of a launch are its distinct sectors, not "
+           "the bytes its instructions request (a sector read by eight threads moves once)"),
+    Mutant("emu-traffic-lowered-limits", "tests/cuda_emu/sanitizer.cpp",
+           "limits() = on ? Limits{65535, 65535, UINT32_MAX, 132} : Limits{};", "",
+           ("tests/test_cuda_emu.py", "tests/test_bench.py", "-k", "traffic or model_gpu_kernels"),
+           "recorded launches keep the emulator's 3-block grids, not the GPU's the prediction is for"),
+    Mutant("model-no-latency-term", "pixelkernels/bench/gpu_model.py",
+           "t = max(t, read * gpu.latency_s / in_flight)", "t = t",
+           ("tests/test_bench.py", "-k", "predict"), "a nine-block grid predicted at the copy rate (Little's law dropped)"),
 ]  # fmt: skip
 
 # The first-occurrence mutants may match more than once; all others exactly once.

@@ -172,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
                    help="with --model-gpu --kernels: tools/sass_report.py's facts (default: build/sass-facts.json, "
                         "which make sass-check writes)")  # fmt: skip
     p.add_argument("--measured", metavar="JSON",
-                   help="with --model-gpu --kernels: a GPU run's bench --kernels --json, for measured / predicted")
+                   help="with --model-gpu --kernels: a GPU run's bench --kernels --json, for measured / predicted "
+                        "(default: none, predictions only)")
     p.add_argument("--models", action="store_true",
                    help="time a training step of each model of pixelkernels.models instead (reference vs each backend)")
     p.add_argument("--model", action="append", metavar="NAME",
