@@ -442,7 +442,7 @@ def test_model_gpu_kernels_masked_sum(emu, tmp_path):
     assert cli.main(["--model-gpu", "--kernels", "--op", "masked_sum", "--workload", "W2", "--sass-facts",
                      str(tmp_path / "none.json"), "--measured", str(path), "--json", str(out)]) == 0  # fmt: skip
     got = json.loads(out.read_text())["rows"]
-    assert got[0]["measured_us"] == 10.0
+    assert got[0]["measured_us"] == 10.0 and got[0]["ratio"] == pytest.approx(10.0 / got[0]["predicted_us"])
     assert sum(r.get("measured_us", 0) for r in got[1:]) == pytest.approx(10.0)
 
 

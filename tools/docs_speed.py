@@ -572,19 +572,19 @@ _KERNEL_MODEL_TEXT = (
 def _kernel_model_tables(run: Run, page: list[str]) -> None:
     page += ["## Per row", "", _KERNEL_MODEL_TEXT, ""]
     totals = [r for r in run.rows if r.get("kernel") == "(all)"]
-    head = ["op", "workload", "launches", "MB moved", "MB minimal", "floor µs", "predicted µs", "measured µs"]
+    head = ["op", "workload", "launches", "MB moved", "MB minimal", "floor µs", "predicted µs", "measured µs", "÷"]
     body = [[r.get("op"), r.get("workload"), r.get("launches", "–"),
              _sig((r.get("read", 0) + r.get("written", 0)) / 1e6), _sig(r.get("minimal", float("nan")) / 1e6),
-             _sig(r.get("floor_us")), _sig(r.get("predicted_us")), _sig(r.get("measured_us"))]
+             _sig(r.get("floor_us")), _sig(r.get("predicted_us")), _sig(r.get("measured_us")), _sig(r.get("ratio"))]
             for r in totals]  # fmt: skip
     page += _table(head, body)
     page += ["## Per launch", ""]
     head = ["op", "workload", "kernel", "blocks", "fill", "occupancy", "B in flight", "MB read", "MB written",
-            "predicted µs", "bound", "measured µs"]  # fmt: skip
+            "predicted µs", "bound", "measured µs", "÷"]  # fmt: skip
     body = [[r.get("op"), r.get("workload"), f"`{(r.get('sass') or r.get('kernel', ''))[:90]}`", r.get("blocks", "–"),
              _sig(r.get("fill")), _sig(r.get("occupancy")), r.get("bytes_in_flight") or "–", _sig(r.get("read", 0) / 1e6),
              _sig(r.get("written", 0) / 1e6), _sig(r.get("predicted_us")), r.get("bound", "–"),
-             _sig(r.get("measured_us"))]
+             _sig(r.get("measured_us")), _sig(r.get("ratio"))]
             for r in run.rows if r.get("kernel") != "(all)"]  # fmt: skip
     page += _table(head, body)
 

@@ -168,45 +168,37 @@ def launches(case, inp, emu) -> list[dict]:
 
     with host.cuda_backend_on_cpu():
         step = forward_backward(case, inp, "cuda") if case.loss else forward(case, inp, "cuda")
-        order = []  # the ATen launches, interleaved with the kernels by the emulator's count
+        aten = []  # (kernels launched before it, its record)
         emu.traffic(True)
         try:
             with host._Counter(emu):
                 step()  # first-call work (ticket counters) is not per call: its record dropped
             emu.traffic(True)
-            with host._Counter(emu, log=_Interleave(emu, order)):
+            start = int(emu.launch_count())
+
+            def on_launch(op, read, written):
+                aten.append((int(emu.launch_count()) - start, {
+                    "kernel": op, "grid": "-", "blocks": 0, "threads": 0, "read": read, "written": written,
+                    "requested": read + written, "atomics": 0}))  # fmt: skip
+
+            with host._Counter(emu, on_launch=on_launch):
                 step()
         finally:
             records = _parse(emu.traffic(False))
     out, k = [], 0
-    for kind, item in order:
-        if kind == "kernels":
-            out += records[k:item]
-            k = item
-        else:
-            op, read, written = item
-            out.append({"kernel": op, "grid": "-", "blocks": 0, "threads": 0, "read": read, "written": written,
-                        "requested": read + written, "atomics": 0})  # fmt: skip
+    for before, rec in aten:  # each ATen launch after the kernels launched before it
+        out += records[k:before]
+        k = max(k, before)
+        out.append(rec)
     return out + records[k:]
-
-
-class _Interleave(list):
-    """host._Counter's log that notes, before each ATen launch, how many kernels ran so far."""
-
-    def __init__(self, emu, order):
-        super().__init__()
-        self.emu, self.order, self.start = emu, order, int(emu.launch_count())
-
-    def append(self, item):
-        self.order.append(("kernels", int(self.emu.launch_count()) - self.start))
-        self.order.append(("aten", item))
 
 
 def kernel_rows(ops=None, ids=None, gpu: str = "h100", facts=None, measured=None, emu=None) -> list[dict]:
     """One row per launch of each memory-modelled case's CUDA path (module docstring), then a
     row "(all)" per case with the sums, the case's minimal bytes and its floor. `measured`: rows
     of a GPU run's `bench --kernels --json` (device time per kernel name, summed over its calls),
-    added as measured_us and measured ÷ predicted where the names match."""
+    added as measured_us and ratio (measured ÷ predicted) where the names match; ATen kernels'
+    names differ from their operators', so they count in the row's "(all)" sum only."""
     from . import host
 
     emu = emu or host.load_emulator()
@@ -239,12 +231,14 @@ def kernel_rows(ops=None, ids=None, gpu: str = "h100", facts=None, measured=None
             calls = sum(1 for x in rows if x["kernel"] == r["kernel"])
             if r["kernel"] in got:
                 r["measured_us"] = got[r["kernel"]] / calls
+                r["ratio"] = r["measured_us"] / r["predicted_us"]
         total = {"op": case.op, "workload": case.id, "kernel": "(all)", "launches": len(rows),
                  "read": sum(r["read"] for r in rows), "written": sum(r["written"] for r in rows),
                  "requested": sum(r["requested"] for r in rows), "minimal": minimal,
                  "floor_us": floor_us(minimal), "predicted_us": sum(r["predicted_us"] for r in rows)}  # fmt: skip
         if got:
             total["measured_us"] = sum(got.values())
+            total["ratio"] = total["measured_us"] / total["predicted_us"]
         out += [total, *rows]
     return out
 
@@ -254,9 +248,9 @@ def kernel_table(rs: list[dict], gpu: str = "h100") -> str:
     lines = [f"# {g.name}: copy {g.copy_bytes_per_s / 1e12:.2f} TB/s, DRAM latency {g.latency_s * 1e9:.0f} ns, "
              f"launch {g.launch_s * 1e6:.1f} us",
              f"{'op':<20}{'workload':<12}{'blocks':>7}{'fill':>6}{'occ':>6}{'B/thr':>6}{'MB read':>9}{'MB wrt':>8}"
-             f"{'pred us':>9}{'bound':>8}{'meas us':>9}  kernel"]  # fmt: skip
+             f"{'pred us':>9}{'bound':>8}{'meas us':>9}{'÷':>7}  kernel"]  # fmt: skip
     for r in rs:
-        meas = f"{r['measured_us']:>9.1f}" if "measured_us" in r else f"{'-':>9}"
+        meas = f"{r['measured_us']:>9.1f}{r['ratio']:>6.1f}x" if "measured_us" in r else f"{'-':>9}{'':>7}"
         if r["kernel"] == "(all)":
             lines.append(f"{r['op']:<20}{r['workload']:<12}{r['launches']:>7}{'':>6}{'':>6}{'':>6}{r['read'] / 1e6:>9.2f}"
                          f"{r['written'] / 1e6:>8.2f}{r['predicted_us']:>9.1f}{'':>8}{meas}  (all: {r['launches']} launches; "

@@ -110,10 +110,10 @@ class _Counter(TorchDispatchMode):
     pushed again around them so that the ATen ops their C++ side dispatches (fills, copies,
     dtype conversions, an ATen composition) are counted too: on a GPU each is a launch."""
 
-    def __init__(self, emu=None, log=None):
+    def __init__(self, emu=None, on_launch=None):
         super().__init__()
         self.emu, self.n = emu, 0
-        self.log = log  # a list: each launch counted here appended as (operator, bytes in, bytes out)
+        self.on_launch = on_launch  # called as (operator, bytes in, bytes out) for each launch counted here
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.emu is not None and func.namespace in ("pixelkernels", "pixelkernels_emu"):
@@ -126,8 +126,8 @@ class _Counter(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         launch = _is_launch(func, args, kwargs, out)
         self.n += launch
-        if launch and self.log is not None:
-            self.log.append((str(func), _tensor_bytes((args, kwargs)), _tensor_bytes(out)))
+        if launch and self.on_launch is not None:
+            self.on_launch(str(func), _tensor_bytes((args, kwargs)), _tensor_bytes(out))
         return out
 
 
